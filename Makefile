@@ -1,0 +1,31 @@
+# Orrery — the two set-up commands are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help run test build proto proto-check fmt clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+run: ## Start the whole constellation locally (PostgreSQL under .run/, six services, a demo device) until Ctrl-C
+	@Tools/scripts/run-local.sh
+
+test: ## Install what tests need, start a throwaway PostgreSQL, build, run every test
+	@Tools/scripts/test.sh
+
+build: ## Build every executable (debug)
+	swift build
+
+proto: ## Regenerate Shared/OrreryProto/Generated from Protos/ (protoc + plugins built from this package)
+	swift build --product protoc-gen-swift
+	swift build --product protoc-gen-grpc-swift-2
+	Tools/scripts/generate-protos.sh Shared/OrreryProto/Generated
+
+proto-check: ## Fail when regenerating the protobuf code would change it
+	Tools/scripts/check-protos.sh
+
+fmt: ## Format the Swift sources (generated code excluded)
+	swift format format --in-place --parallel --recursive Package.swift Services Shared/OrreryRuntime Shared/OrreryDatabase Shared/OrreryTestSupport Tools Tests
+
+clean: ## Remove build products and local run data
+	rm -rf .build .run .venv-test

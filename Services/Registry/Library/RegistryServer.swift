@@ -1,0 +1,18 @@
+public import OrreryRuntime
+
+/// The `registry` service as the shared runtime starts it.
+public enum RegistryServer {
+    public static let description = ServiceDescription(
+        name: "registry",
+        defaultGRPCPort: 7402,
+        defaultHTTPPort: 9402,
+        schema: (name: "registry", migrations: RegistryMigrations.all)
+    )
+
+    /// The service with its gRPC handlers.
+    public static var service: OrreryService {
+        OrreryService(description: description) { environment in
+            [RegistryRPCService(environment: environment)]
+        }
+    }
+}

@@ -1,0 +1,16 @@
+public import GRPCCore
+public import OrreryProto
+public import OrreryRuntime
+
+/// `orrery.settlement.v1.Settlement`: Info, until its issue brings the rest of the API.
+public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServiceProtocol {
+    private let environment: ServiceEnvironment
+
+    public init(environment: ServiceEnvironment) {
+        self.environment = environment
+    }
+
+    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws -> Orrery_Common_V1_InfoResponse {
+        environment.info.response()
+    }
+}

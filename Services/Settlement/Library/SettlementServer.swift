@@ -1,0 +1,18 @@
+public import OrreryRuntime
+
+/// The `settlement-gateway` service as the shared runtime starts it.
+public enum SettlementServer {
+    public static let description = ServiceDescription(
+        name: "settlement-gateway",
+        defaultGRPCPort: 7405,
+        defaultHTTPPort: 9405,
+        schema: (name: "settlement", migrations: SettlementMigrations.all)
+    )
+
+    /// The service with its gRPC handlers.
+    public static var service: OrreryService {
+        OrreryService(description: description) { environment in
+            [SettlementRPCService(environment: environment)]
+        }
+    }
+}

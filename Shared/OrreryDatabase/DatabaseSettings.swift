@@ -1,0 +1,55 @@
+public import Logging
+public import PostgresNIO
+
+/// Where a service's PostgreSQL lives and how to reach it.
+public struct DatabaseSettings: Sendable, Equatable {
+    /// How the connection uses TLS.
+    public enum TLSMode: String, Sendable, CaseIterable {
+        case disable, prefer, require
+    }
+
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+    public var tls: TLSMode
+
+    public init(
+        host: String,
+        port: Int,
+        user: String,
+        password: String?,
+        database: String,
+        tls: TLSMode = .disable
+    ) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+        self.tls = tls
+    }
+
+    /// A `PostgresClient` whose connections start with `search_path` set to `schema`, so a service's queries name
+    /// its own tables without qualification and never see another service's.
+    public func makeClient(schema: String, logger: Logger) throws -> PostgresClient {
+        let tlsConfiguration: PostgresClient.Configuration.TLS
+        switch tls {
+        case .disable: tlsConfiguration = .disable
+        case .prefer: tlsConfiguration = .prefer(.makeClientConfiguration())
+        case .require: tlsConfiguration = .require(.makeClientConfiguration())
+        }
+        var configuration = PostgresClient.Configuration(
+            host: host,
+            port: port,
+            username: user,
+            password: password,
+            database: database,
+            tls: tlsConfiguration
+        )
+        configuration.options.additionalStartupParameters = [("search_path", try SchemaName(schema).quoted)]
+        configuration.options.connectTimeout = .seconds(5)
+        return PostgresClient(configuration: configuration, backgroundLogger: logger)
+    }
+}

@@ -1,0 +1,59 @@
+public import GRPCCore
+internal import SwiftProtobuf
+public import GRPCNIOTransportHTTP2Posix
+internal import GRPCProtobuf
+public import OrreryProto
+
+/// Asks a running service who it is and whether it serves, through the open RPCs only (health, reflection, Info).
+public enum ServiceProbe {
+    /// The full names of the services a server lists through reflection (v1).
+    public static func listServices(_ client: GRPCClient<some ClientTransport>) async throws -> [String] {
+        let reflection = Grpc_Reflection_V1_ServerReflection.Client(wrapping: client)
+        let request = Grpc_Reflection_V1_ServerReflectionRequest.with { $0.listServices = "" }
+        return try await reflection.serverReflectionInfo(request: .init { writer in try await writer.write(request) }) {
+            response in
+            var names: [String] = []
+            for try await message in response.messages {
+                names += message.listServicesResponse.service.map(\.name)
+            }
+            return names
+        }
+    }
+
+    /// The `Info` of the Orrery service a server registers (found through reflection).
+    /// - Throws: `RPCError(.notFound)` when the server registers no `orrery.*` service.
+    public static func info(_ client: GRPCClient<some ClientTransport>) async throws -> Orrery_Common_V1_InfoResponse {
+        let services = try await listServices(client)
+        guard let service = services.first(where: { $0.hasPrefix("orrery.") }) else {
+            throw RPCError(code: .notFound, message: "the server lists no orrery.* service (it lists \(services))")
+        }
+        return try await client.unary(
+            request: ClientRequest(message: Orrery_Common_V1_InfoRequest()),
+            descriptor: MethodDescriptor(fullyQualifiedService: service, method: "Info"),
+            serializer: ProtobufSerializer<Orrery_Common_V1_InfoRequest>(),
+            deserializer: ProtobufDeserializer<Orrery_Common_V1_InfoResponse>(),
+            options: .defaults
+        ) { try $0.message }
+    }
+
+    /// The health status of `service` ("" for the whole server).
+    public static func health(
+        _ client: GRPCClient<some ClientTransport>,
+        service: String = ""
+    ) async throws -> Grpc_Health_V1_HealthCheckResponse.ServingStatus {
+        let health = Grpc_Health_V1_Health.Client(wrapping: client)
+        return try await health.check(.with { $0.service = service }).status
+    }
+
+    /// Runs `body` with a plaintext client connected to `address`.
+    public static func withClient<Result: Sendable>(
+        _ address: ServiceAddress,
+        _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        try await withGRPCClient(
+            transport: try .http2NIOPosix(target: address.target, transportSecurity: .plaintext)
+        ) { client in
+            try await body(client)
+        }
+    }
+}

@@ -1,0 +1,52 @@
+public import ArgumentParser
+
+/// The command-line options every Orrery service accepts. Each one overrides the environment variable and the
+/// configuration-file key named in its help; options left unset fall through to those, then to defaults.
+public struct RuntimeOptions: ParsableArguments, Sendable {
+    @Option(help: "Configuration file (JSON). Default: /etc/orrery/<service>.json, skipped when absent.")
+    public var config: String?
+
+    @Option(help: "Write the bound addresses and the DID here as JSON once serving.")
+    public var readyFile: String?
+
+    @Option(help: "gRPC listen host (env ORRERY_GRPC_HOST, file grpc.host).")
+    public var grpcHost: String?
+
+    @Option(help: "gRPC listen port, 0 for any free port (env ORRERY_GRPC_PORT, file grpc.port).")
+    public var grpcPort: Int?
+
+    @Option(help: "HTTP host for /metrics and /healthz (env ORRERY_HTTP_HOST, file http.host).")
+    public var httpHost: String?
+
+    @Option(help: "HTTP port for /metrics and /healthz, 0 for any free port (env ORRERY_HTTP_PORT, file http.port).")
+    public var httpPort: Int?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env ORRERY_LOG_LEVEL, file log.level).")
+    public var logLevel: String?
+
+    @Option(help: "Log format: auto (JSON unless stdout is a terminal), json, text (env ORRERY_LOG_FORMAT, file log.format).")
+    public var logFormat: String?
+
+    @Option(help: "PostgreSQL host (env ORRERY_DB_HOST, file db.host).")
+    public var dbHost: String?
+
+    @Option(help: "PostgreSQL port (env ORRERY_DB_PORT, file db.port).")
+    public var dbPort: Int?
+
+    @Option(help: "PostgreSQL user (env ORRERY_DB_USER, file db.user). The password: env ORRERY_DB_PASSWORD or file db.password only.")
+    public var dbUser: String?
+
+    @Option(help: "PostgreSQL database (env ORRERY_DB_DATABASE, file db.database).")
+    public var dbDatabase: String?
+
+    @Option(help: "PostgreSQL TLS: disable, prefer, require (env ORRERY_DB_TLS, file db.tls).")
+    public var dbTls: String?
+
+    @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
+    public var stateDir: String?
+
+    @Option(help: "Seconds in-flight work may take to finish after SIGTERM (env ORRERY_SHUTDOWN_GRACE, file shutdown.grace).")
+    public var shutdownGrace: Int?
+
+    public init() {}
+}

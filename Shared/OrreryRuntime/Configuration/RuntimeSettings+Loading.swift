@@ -1,0 +1,183 @@
+internal import Configuration
+internal import Foundation
+internal import Logging
+internal import OrreryDatabase
+internal import SystemPackage
+
+extension RuntimeSettings {
+    /// Resolves a service's settings: command-line options override `ORRERY_*` environment variables, which
+    /// override the JSON configuration file, which overrides the defaults.
+    ///
+    /// - Parameters:
+    ///   - service: The service being started.
+    ///   - options: The parsed command line.
+    ///   - environment: The process environment (tests pass their own).
+    /// - Throws: `ConfigurationError` naming the first invalid setting and why.
+    public static func load(
+        for service: ServiceDescription,
+        options: RuntimeOptions,
+        environment: [String: String]
+    ) async throws -> RuntimeSettings {
+        let reader = try await makeReader(for: service, options: options, environment: environment)
+        var settings = RuntimeSettings(
+            grpc: .init(
+                host: try host(reader, "grpc.host", loopbackOnly: service.loopbackOnly),
+                port: try port(reader, "grpc.port")
+            ),
+            http: .init(
+                host: try host(reader, "http.host", loopbackOnly: service.loopbackOnly),
+                port: try port(reader, "http.port")
+            ),
+            logLevel: try choice(reader, "log.level", Logger.Level.allCases),
+            logFormat: try choice(reader, "log.format", LogFormat.allCases),
+            database: nil,
+            stateDirectory: try nonEmpty(reader, "state.dir"),
+            shutdownGrace: .seconds(try integer(reader, "shutdown.grace", in: 1...300)),
+            readyFile: options.readyFile,
+            configFile: options.config ?? service.defaultConfigFile
+        )
+        if service.schema != nil {
+            settings.database = DatabaseSettings(
+                host: try nonEmpty(reader, "db.host"),
+                port: try integer(reader, "db.port", in: 1...65535),
+                user: try nonEmpty(reader, "db.user"),
+                password: try string(reader, "db.password", isSecret: true).nilIfEmpty,
+                database: try nonEmpty(reader, "db.database"),
+                tls: try choice(reader, "db.tls", DatabaseSettings.TLSMode.allCases)
+            )
+        }
+        return settings
+    }
+
+    /// Defaults < file < environment < flags, as swift-configuration providers (the first that has a key wins).
+    private static func makeReader(
+        for service: ServiceDescription,
+        options: RuntimeOptions,
+        environment: [String: String]
+    ) async throws -> ConfigReader {
+        var flags: [AbsoluteConfigKey: ConfigValue] = [:]
+        func flag(_ key: AbsoluteConfigKey, _ value: String?) {
+            if let value { flags[key] = ConfigValue(.string(value), isSecret: false) }
+        }
+        func flag(_ key: AbsoluteConfigKey, _ value: Int?) {
+            if let value { flags[key] = ConfigValue(.int(value), isSecret: false) }
+        }
+        flag("grpc.host", options.grpcHost)
+        flag("grpc.port", options.grpcPort)
+        flag("http.host", options.httpHost)
+        flag("http.port", options.httpPort)
+        flag("log.level", options.logLevel)
+        flag("log.format", options.logFormat)
+        flag("db.host", options.dbHost)
+        flag("db.port", options.dbPort)
+        flag("db.user", options.dbUser)
+        flag("db.database", options.dbDatabase)
+        flag("db.tls", options.dbTls)
+        flag("state.dir", options.stateDir)
+        flag("shutdown.grace", options.shutdownGrace)
+
+        let defaults: [AbsoluteConfigKey: ConfigValue] = [
+            "grpc.host": "127.0.0.1",
+            "grpc.port": .init(.int(service.defaultGRPCPort), isSecret: false),
+            "http.host": "127.0.0.1",
+            "http.port": .init(.int(service.defaultHTTPPort), isSecret: false),
+            "log.level": "info",
+            "log.format": "auto",
+            "db.host": "127.0.0.1",
+            "db.port": 5432,
+            "db.user": "orrery",
+            "db.password": .init(.string(""), isSecret: true),
+            "db.database": "orrery",
+            "db.tls": "disable",
+            "state.dir": .init(.string("/var/lib/orrery/\(service.name)"), isSecret: false),
+            "shutdown.grace": 10,
+        ]
+
+        let filePath = options.config ?? service.defaultConfigFile
+        let file: FileProvider<JSONSnapshot>
+        do {
+            // An explicitly named file must exist; the default one is optional.
+            file = try await FileProvider<JSONSnapshot>(
+                filePath: FilePath(filePath),
+                allowMissing: options.config == nil
+            )
+        } catch {
+            throw ConfigurationError(key: "config", reason: "cannot read \(filePath): \(describe(error))")
+        }
+        let environmentProvider = EnvironmentVariablesProvider(
+            environmentVariables: environment,
+            secretsSpecifier: .specific(["ORRERY_DB_PASSWORD"])
+        ).prefixKeys(with: "orrery")
+        return ConfigReader(providers: [
+            InMemoryProvider(name: "command line", values: flags),
+            environmentProvider,
+            file,
+            InMemoryProvider(name: "defaults", values: defaults),
+        ])
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        "\(error)".replacingOccurrences(of: "\n", with: " ")
+    }
+
+    private static func string(_ reader: ConfigReader, _ key: ConfigKey, isSecret: Bool = false) throws -> String {
+        do {
+            return try reader.requiredString(forKey: key, isSecret: isSecret)
+        } catch {
+            throw ConfigurationError(key: key.description, reason: "expected a string (\(describe(error)))")
+        }
+    }
+
+    private static func nonEmpty(_ reader: ConfigReader, _ key: ConfigKey) throws -> String {
+        let value = try string(reader, key)
+        guard !value.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw ConfigurationError(key: key.description, reason: "must not be empty")
+        }
+        return value
+    }
+
+    private static func integer(_ reader: ConfigReader, _ key: ConfigKey, in range: ClosedRange<Int>) throws -> Int {
+        let value: Int
+        do {
+            value = try reader.requiredInt(forKey: key)
+        } catch {
+            throw ConfigurationError(key: key.description, reason: "expected a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        guard range.contains(value) else {
+            throw ConfigurationError(key: key.description, reason: "\(value) is outside \(range.lowerBound)…\(range.upperBound)")
+        }
+        return value
+    }
+
+    private static func port(_ reader: ConfigReader, _ key: ConfigKey) throws -> Int {
+        try integer(reader, key, in: 0...65535)
+    }
+
+    private static func host(_ reader: ConfigReader, _ key: ConfigKey, loopbackOnly: Bool) throws -> String {
+        let value = try nonEmpty(reader, key)
+        if loopbackOnly && !["127.0.0.1", "::1", "localhost"].contains(value) && !value.hasPrefix("127.") {
+            throw ConfigurationError(
+                key: key.description,
+                reason: "'\(value)' is not a loopback address; this service opens no network port (use 127.0.0.1 or ::1)"
+            )
+        }
+        return value
+    }
+
+    private static func choice<Choice: RawRepresentable>(
+        _ reader: ConfigReader,
+        _ key: ConfigKey,
+        _ choices: [Choice]
+    ) throws -> Choice where Choice.RawValue == String {
+        let value = try string(reader, key)
+        guard let match = choices.first(where: { $0.rawValue == value.lowercased() }) else {
+            let allowed = choices.map(\.rawValue).joined(separator: ", ")
+            throw ConfigurationError(key: key.description, reason: "'\(value)' is not one of: \(allowed)")
+        }
+        return match
+    }
+}
+
+extension String {
+    fileprivate var nilIfEmpty: String? { isEmpty ? nil : self }
+}

@@ -1,0 +1,30 @@
+public import OrreryDatabase
+
+/// What the runtime must know about a service to start it: its name, its default ports, and the schema it owns.
+public struct ServiceDescription: Sendable {
+    /// The executable's name, e.g. `registry`; also names its config file and its metrics.
+    public var name: String
+    public var defaultGRPCPort: Int
+    public var defaultHTTPPort: Int
+    /// The PostgreSQL schema this service owns and its migrations; nil for a service without a database.
+    public var schema: (name: String, migrations: [Migration])?
+    /// Listeners may bind only loopback addresses (the device agent opens no network port).
+    public var loopbackOnly: Bool
+
+    public init(
+        name: String,
+        defaultGRPCPort: Int,
+        defaultHTTPPort: Int,
+        schema: (name: String, migrations: [Migration])?,
+        loopbackOnly: Bool = false
+    ) {
+        self.name = name
+        self.defaultGRPCPort = defaultGRPCPort
+        self.defaultHTTPPort = defaultHTTPPort
+        self.schema = schema
+        self.loopbackOnly = loopbackOnly
+    }
+
+    /// The default configuration file, skipped when absent.
+    public var defaultConfigFile: String { "/etc/orrery/\(name).json" }
+}

@@ -1,0 +1,239 @@
+internal import ArgumentParser
+internal import Foundation
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2Posix
+internal import Hummingbird
+internal import Logging
+internal import Metrics
+internal import OrreryDatabase
+internal import OrreryProto
+internal import PostgresNIO
+internal import Prometheus
+internal import ServiceLifecycle
+internal import UnixSignals
+
+/// Starts a service the same way for all six: settings, logging, metrics, migrations, the gRPC server with
+/// health and reflection, the HTTP listener, the ready file, and a graceful stop on SIGTERM/SIGINT.
+public enum ServiceRunner {
+    /// Runs `service` until SIGTERM or SIGINT. Call once per process, from the executable's `run()`.
+    /// - Throws: `ExitCode` — 78 for an invalid setting, 69 when PostgreSQL cannot be reached, 70 for a database
+    ///   schema newer than this binary, 73 when the ready file cannot be written; other errors exit 1.
+    public static func run(_ service: OrreryService, options: RuntimeOptions) async throws {
+        let name = service.description.name
+        let settings: RuntimeSettings
+        do {
+            settings = try await RuntimeSettings.load(
+                for: service.description, options: options, environment: ProcessInfo.processInfo.environment)
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("\(name): \(error)\n".utf8))
+            throw ExitCode.configuration
+        }
+        LoggingBootstrap.bootstrap(service: name, format: settings.logFormat, level: settings.logLevel)
+        let metrics = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
+        var logger = Logger(label: "orrery.\(name)")
+        logger.logLevel = settings.logLevel
+
+        do {
+            try await serve(service, settings: settings, metrics: metrics, logger: logger)
+        } catch let error as StartupError {
+            logger.critical("\(error.message)")
+            FileHandle.standardError.write(Data("\(name): \(error.message)\n".utf8))
+            throw error.exitCode
+        }
+        logger.info("stopped")
+    }
+
+    /// Why a service could not start, and the exit code that says so.
+    struct StartupError: Error {
+        let message: String
+        let exitCode: ExitCode
+    }
+
+    private static func serve(
+        _ service: OrreryService,
+        settings: RuntimeSettings,
+        metrics: PrometheusCollectorRegistry,
+        logger: Logger
+    ) async throws {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var database: PostgresClient?
+        if let schema = service.description.schema, let databaseSettings = settings.database {
+            let client = try databaseSettings.makeClient(schema: schema.name, logger: logger)
+            database = client
+            // First in the group, so it is shut down last.
+            services.append(.init(service: client))
+        }
+        let main = MainService(service: service, settings: settings, metrics: metrics, database: database, logger: logger)
+        services.append(
+            .init(service: main, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+        )
+        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = settings.shutdownGrace
+        configuration.maximumCancellationDuration = .seconds(2)
+        try await ServiceGroup(configuration: configuration).run()
+    }
+}
+
+/// Migrates, serves gRPC and HTTP, writes the ready file, and on graceful shutdown stops accepting RPCs and lets
+/// in-flight ones finish.
+private struct MainService: Service {
+    let service: OrreryService
+    let settings: RuntimeSettings
+    let metrics: PrometheusCollectorRegistry
+    let database: PostgresClient?
+    let logger: Logger
+
+    func run() async throws {
+        let description = service.description
+        if let database, let schema = description.schema {
+            try await migrate(database: database, schemaName: schema.name, migrations: schema.migrations)
+        }
+        let info = ServiceInfo(name: description.name)
+        let environment = ServiceEnvironment(settings: settings, logger: logger, database: database, info: info)
+        let rpcServices = try await service.makeRPCServices(environment)
+
+        let health = HealthStatusBook()
+        let serviceNames = Self.serviceNames(of: rpcServices)
+        let index: DescriptorIndex
+        do {
+            index = try DescriptorIndex(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+        } catch {
+            throw ServiceRunner.StartupError(message: "the embedded descriptor set is unreadable: \(error)", exitCode: .failure)
+        }
+        let reflection = ReflectionService(
+            index: index,
+            serviceNames: serviceNames + [
+                "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
+            ]
+        )
+        let server = GRPCServer(
+            transport: .http2NIOPosix(
+                address: try Self.socketAddress(host: settings.grpc.host, port: settings.grpc.port),
+                transportSecurity: .plaintext
+            ),
+            services: rpcServices + [HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection)],
+            interceptors: [MetricsServerInterceptor()]
+        )
+        if !Self.isLoopback(settings.grpc.host) {
+            logger.warning("gRPC listens in plaintext on a non-loopback address", metadata: ["host": "\(settings.grpc.host)"])
+        } else {
+            logger.info("gRPC listens in plaintext on loopback")
+        }
+
+        let (httpBound, httpBoundContinuation) = AsyncStream<Int>.makeStream()
+        let http = OperationsHTTPServer.make(
+            host: settings.http.host,
+            port: settings.http.port,
+            metrics: metrics,
+            health: health,
+            logger: logger,
+            onBound: { port in
+                httpBoundContinuation.yield(port)
+                httpBoundContinuation.finish()
+            }
+        )
+
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await server.serve() }
+            group.addTask { try await http.run() }
+
+            let grpcPort: Int
+            do {
+                let address = try await server.transport.listeningAddress
+                grpcPort = address.ipv4?.port ?? address.ipv6?.port ?? settings.grpc.port
+            } catch {
+                throw ServiceRunner.StartupError(
+                    message: "cannot listen for gRPC on \(settings.grpc.host):\(settings.grpc.port): \(error)",
+                    exitCode: .unavailable)
+            }
+            var httpPort: Int?
+            for await port in httpBound { httpPort = port }
+            guard let httpPort else {
+                throw ServiceRunner.StartupError(
+                    message: "cannot listen for HTTP on \(settings.http.host):\(settings.http.port)", exitCode: .unavailable)
+            }
+
+            health.set(.serving, for: "")
+            for name in serviceNames { health.set(.serving, for: name) }
+            if let path = settings.readyFile {
+                let ready = ReadyFile(
+                    service: description.name, pid: getpid(), grpcHost: settings.grpc.host, grpcPort: grpcPort,
+                    httpHost: settings.http.host, httpPort: httpPort, did: info.did)
+                do {
+                    try ready.write(to: path)
+                } catch {
+                    throw ServiceRunner.StartupError(message: "cannot write the ready file \(path): \(error)", exitCode: .cannotCreate)
+                }
+            }
+            logger.info(
+                "serving",
+                metadata: [
+                    "grpc": "\(settings.grpc.host):\(grpcPort)", "http": "\(settings.http.host):\(httpPort)",
+                    "version": "\(ServiceInfo.version)",
+                ])
+
+            // Runs until SIGTERM/SIGINT; the HTTP application sees the same graceful shutdown and stops itself.
+            try? await gracefulShutdown()
+            logger.info("shutting down: finishing in-flight RPCs")
+            health.setAll(.notServing)
+            health.finishWatches()
+            server.beginGracefulShutdown()
+        }
+    }
+
+    private func migrate(database: PostgresClient, schemaName: String, migrations: [Migration]) async throws {
+        do {
+            let migrator = try SchemaMigrator(schema: try SchemaName(schemaName), migrations: migrations)
+            let report = try await withDeadline(.seconds(30)) {
+                try await migrator.migrate(using: database, logger: logger)
+            }
+            logger.info("schema up to date", metadata: ["schema": "\(schemaName)", "version": "\(report.version)", "applied": "\(report.applied)"])
+        } catch let error as MigrationError {
+            throw ServiceRunner.StartupError(message: "\(error)", exitCode: .software)
+        } catch {
+            let target = settings.database.map { "\($0.user)@\($0.host):\($0.port)/\($0.database)" } ?? "?"
+            throw ServiceRunner.StartupError(
+                message: "cannot migrate schema \(schemaName) on PostgreSQL \(target): \(String(reflecting: error))",
+                exitCode: .unavailable)
+        }
+    }
+
+    private static func serviceNames(of services: [any RegistrableRPCService]) -> [String] {
+        var router = RPCRouter<HTTP2ServerTransport.Posix>()
+        for service in services { service.registerMethods(with: &router) }
+        return Array(Set(router.methods.map(\.service.fullyQualifiedService))).sorted()
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    private static func socketAddress(host: String, port: Int) throws -> GRPCNIOTransportCore.SocketAddress {
+        if host == "localhost" { return .ipv4(host: "127.0.0.1", port: port) }
+        return host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port)
+    }
+}
+
+/// Runs `body`, failing with `DeadlineExceeded` if it takes longer than `limit`.
+func withDeadline<Result: Sendable>(
+    _ limit: Duration,
+    _ body: @escaping @Sendable () async throws -> Result
+) async throws -> Result {
+    try await withThrowingTaskGroup(of: Result.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            throw DeadlineExceeded(limit: limit)
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next() else { throw DeadlineExceeded(limit: limit) }
+        return first
+    }
+}
+
+/// An operation did not finish in time.
+struct DeadlineExceeded: Error, CustomStringConvertible {
+    let limit: Duration
+    var description: String { "no answer within \(limit)" }
+}

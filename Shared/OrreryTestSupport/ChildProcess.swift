@@ -1,0 +1,146 @@
+public import Foundation
+public import OrreryRuntime
+
+/// A real child process for a test: an Orrery executable or a Python checker, its output kept in files.
+public final class ChildProcess: @unchecked Sendable {
+    // @unchecked: `Process` is not Sendable; every use goes through its own thread-safe API.
+    public let process: Process
+    public let name: String
+    public let outputFile: URL
+
+    /// Starts `executable` with `arguments`; `environment` is added to this process's own.
+    public init(
+        _ executable: URL,
+        arguments: [String],
+        environment: [String: String] = [:],
+        outputDirectory: URL
+    ) throws {
+        name = executable.lastPathComponent
+        outputFile = outputDirectory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6)).log")
+        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+        let output = try FileHandle(forWritingTo: outputFile)
+        process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        for key in merged.keys where key.hasPrefix("ORRERY_") && !key.hasPrefix("ORRERY_TEST") && key != "ORRERY_BIN_DIR" {
+            merged.removeValue(forKey: key)
+        }
+        merged.merge(environment) { _, new in new }
+        process.environment = merged
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+
+    /// Everything the process printed so far.
+    public var output: String {
+        (try? String(contentsOf: outputFile, encoding: .utf8)) ?? ""
+    }
+
+    /// Sends `signal` (SIGTERM by default).
+    public func signal(_ signal: Int32 = SIGTERM) {
+        kill(process.processIdentifier, signal)
+    }
+
+    /// Waits until the process exits and returns its exit status, or nil after `timeout`.
+    public func waitForExit(timeout: Duration = .seconds(20)) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return process.terminationStatus
+    }
+
+    /// Kills the process if it still runs (for cleanup).
+    public func stop() async {
+        guard process.isRunning else { return }
+        signal(SIGTERM)
+        if await waitForExit(timeout: .seconds(10)) == nil {
+            signal(SIGKILL)
+            _ = await waitForExit(timeout: .seconds(5))
+        }
+    }
+
+    /// Runs to completion and returns (exit status, output).
+    public static func run(
+        _ executable: URL,
+        arguments: [String],
+        environment: [String: String] = [:],
+        timeout: Duration = .seconds(60)
+    ) async throws -> (status: Int32, output: String) {
+        let directory = try TestEnvironment.temporaryDirectory("orrery-run")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let child = try ChildProcess(executable, arguments: arguments, environment: environment, outputDirectory: directory)
+        guard let status = await child.waitForExit(timeout: timeout) else {
+            await child.stop()
+            throw ChildProcessError.timedOut(name: child.name, output: child.output)
+        }
+        return (status, child.output)
+    }
+}
+
+/// A child process that did not do what the test waited for.
+public enum ChildProcessError: Error, CustomStringConvertible {
+    case timedOut(name: String, output: String)
+    case exitedEarly(name: String, status: Int32, output: String)
+
+    public var description: String {
+        switch self {
+        case .timedOut(let name, let output): return "\(name) timed out; its output:\n\(output)"
+        case .exitedEarly(let name, let status, let output): return "\(name) exited with \(status); its output:\n\(output)"
+        }
+    }
+}
+
+/// A running Orrery service started by a test, with what its ready file says.
+public struct RunningService: Sendable {
+    public let child: ChildProcess
+    public let ready: ReadyFile
+
+    public var grpcAddress: ServiceAddress { ServiceAddress(host: "127.0.0.1", port: ready.grpcPort) }
+
+    /// Starts the executable `name` on port 0 for gRPC and HTTP and waits for its ready file.
+    public static func start(
+        _ name: String,
+        extraArguments: [String] = [],
+        environment: [String: String] = [:],
+        directory: URL,
+        timeout: Duration = .seconds(60)
+    ) async throws -> RunningService {
+        let readyPath = directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6)).ready.json").path
+        // An empty config file of its own, so no /etc/orrery file of the machine leaks into a test.
+        let configPath = directory.appendingPathComponent("\(name).json").path
+        if !FileManager.default.fileExists(atPath: configPath) {
+            _ = FileManager.default.createFile(atPath: configPath, contents: Data("{}".utf8))
+        }
+        let child = try ChildProcess(
+            TestEnvironment.executable(name),
+            arguments: [
+                "--grpc-port", "0", "--http-port", "0", "--ready-file", readyPath, "--log-format", "json",
+                "--config", configPath,
+            ] + extraArguments,
+            environment: environment,
+            outputDirectory: directory
+        )
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let ready = try? ReadyFile.read(from: readyPath) {
+                return RunningService(child: child, ready: ready)
+            }
+            if !child.isRunning {
+                throw ChildProcessError.exitedEarly(name: name, status: child.process.terminationStatus, output: child.output)
+            }
+            if ContinuousClock.now > deadline {
+                await child.stop()
+                throw ChildProcessError.timedOut(name: name, output: child.output)
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+    }
+}

@@ -1,0 +1,43 @@
+public import Foundation
+
+/// Where tests find what `make test` prepared: the built executables, the throwaway PostgreSQL, the Python venv.
+public enum TestEnvironment {
+    /// The folder holding the built executables: `ORRERY_BIN_DIR`, else the folder of the running test binary.
+    public static var binDirectory: URL {
+        if let path = ProcessInfo.processInfo.environment["ORRERY_BIN_DIR"], !path.isEmpty {
+            return URL(fileURLWithPath: path)
+        }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return executable.deletingLastPathComponent()
+    }
+
+    /// The built executable named `name`.
+    public static func executable(_ name: String) -> URL {
+        binDirectory.appendingPathComponent(name)
+    }
+
+    /// The repository's root (the folder holding Package.swift), found from this source file.
+    public static var repositoryRoot: URL {
+        var url = URL(fileURLWithPath: #filePath)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+        }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+    }
+
+    /// The Python of the test venv (`ORRERY_TEST_PYTHON`, else `.venv-test/bin/python`), used for independent checks.
+    public static var python: URL {
+        if let path = ProcessInfo.processInfo.environment["ORRERY_TEST_PYTHON"], !path.isEmpty {
+            return URL(fileURLWithPath: path)
+        }
+        return repositoryRoot.appendingPathComponent(".venv-test/bin/python")
+    }
+
+    /// A fresh temporary directory, removed by the caller.
+    public static func temporaryDirectory(_ prefix: String = "orrery-test") throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}

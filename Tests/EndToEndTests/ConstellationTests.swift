@@ -1,0 +1,173 @@
+import Foundation
+import GRPCCore
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import PostgresNIO
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The six real executables on port 0 against a real PostgreSQL, probed by grpc-swift-2 and Python's grpcio.
+@Suite("The constellation", .serialized, .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct ConstellationTests {
+    static let services: [(executable: String, grpcService: String, schema: String?)] = [
+        ("identity", "orrery.identity.v1.Identity", "identity"),
+        ("registry", "orrery.registry.v1.Registry", "registry"),
+        ("orchestrator", "orrery.orchestrator.v1.Orchestrator", "orchestrator"),
+        ("contract-notary", "orrery.notary.v1.Notary", "notary"),
+        ("settlement-gateway", "orrery.settlement.v1.Settlement", "settlement"),
+        ("device-agent", "orrery.agent.v1.DeviceAgent", nil),
+    ]
+
+    func python(_ arguments: [String]) async throws -> String {
+        let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path
+        let (status, output) = try await ChildProcess.run(TestEnvironment.python, arguments: [script] + arguments)
+        #expect(status == 0, "python \(arguments): \(output)")
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func httpGet(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
+        let url = try #require(URL(string: "http://127.0.0.1:\(port)\(path)"))
+        let (data, response) = try await URLSession.shared.data(from: url)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test("all six start on port 0, migrate, serve health, reflection, Info and metrics, and stop cleanly on SIGTERM")
+    func constellation() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-e2e")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            var running: [String: RunningService] = [:]
+            defer { for service in running.values { service.child.signal(SIGKILL) } }
+
+            try await withThrowingTaskGroup(of: (String, RunningService).self) { group in
+                for service in Self.services {
+                    group.addTask {
+                        let extra = service.schema == nil ? ["--state-dir", directory.appendingPathComponent("agent-state").path] : []
+                        return (service.executable, try await RunningService.start(
+                            service.executable, extraArguments: extra, environment: database.serviceEnvironment, directory: directory))
+                    }
+                }
+                for try await (name, service) in group { running[name] = service }
+            }
+
+            for service in Self.services {
+                let instance = try #require(running[service.executable])
+                #expect(instance.ready.service == service.executable)
+                #expect(instance.ready.grpcPort > 0 && instance.ready.httpPort > 0)
+                #expect(instance.ready.pid == instance.child.pid)
+
+                // grpc-swift-2: health, reflection (v1) and Info.
+                try await ServiceProbe.withClient(instance.grpcAddress) { client in
+                    #expect(try await ServiceProbe.health(client) == .serving)
+                    #expect(try await ServiceProbe.health(client, service: service.grpcService) == .serving)
+                    await #expect(throws: RPCError.self) { try await ServiceProbe.health(client, service: "no.such.Service") }
+                    let listed = try await ServiceProbe.listServices(client)
+                    #expect(Set(listed) == [
+                        service.grpcService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                        "grpc.reflection.v1alpha.ServerReflection",
+                    ])
+                    let info = try await ServiceProbe.info(client)
+                    #expect(info.name == service.executable)
+                    #expect(info.version == ServiceInfo.version)
+                    #expect(info.uptimeSeconds >= 0)
+                }
+
+                // Python grpcio: the independent health client and the reflection client (v1alpha).
+                let address = "127.0.0.1:\(instance.ready.grpcPort)"
+                #expect(try await python(["health", address]) == "SERVING")
+                #expect(try await python(["health", address, service.grpcService]) == "SERVING")
+                let described = try await python(["services", address])
+                let methods = try JSONDecoder().decode([String: [String]].self, from: Data(described.utf8))
+                #expect(methods[service.grpcService]?.contains("Info") == true)
+                #expect(methods["grpc.health.v1.Health"] == ["Check", "List", "Watch"])
+
+                // Prometheus text and liveness on the HTTP port.
+                let metrics = try await httpGet(instance.ready.httpPort, "/metrics")
+                #expect(metrics.status == 200)
+                #expect(metrics.body.contains("grpc_server_handled_total"))
+                #expect(metrics.body.contains(service.grpcService + "/Info"))
+                let liveness = try await httpGet(instance.ready.httpPort, "/healthz")
+                #expect(liveness.status == 200)
+            }
+
+            // Each schema was created and migrated by its own service.
+            try await database.withClient { client in
+                let rows = try await client.query(
+                    "SELECT table_schema FROM information_schema.tables WHERE table_name = 'schema_migrations' ORDER BY 1")
+                var schemas: [String] = []
+                for try await schema in rows.decode(String.self) { schemas.append(schema) }
+                #expect(schemas == ["identity", "notary", "orchestrator", "registry", "settlement"])
+            }
+
+            // The agent's state directory exists and only its user can read it.
+            let attributes = try FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent("agent-state").path)
+            #expect((attributes[.posixPermissions] as? Int) == 0o700)
+
+            // SIGTERM: each exits 0 within the 10-second bound.
+            for service in running.values { service.child.signal(SIGTERM) }
+            for (name, service) in running {
+                let status = await service.child.waitForExit(timeout: .seconds(12))
+                #expect(status == 0, "\(name) exited with \(String(describing: status)):\n\(service.child.output)")
+            }
+            running.removeAll()
+        }
+    }
+
+    @Test("an invalid setting stops start-up with exit 78 and one line naming it")
+    func invalidSetting() async throws {
+        let (status, output) = try await ChildProcess.run(
+            TestEnvironment.executable("registry"), arguments: ["--config", "/dev/null/none.json"],
+            environment: ["ORRERY_GRPC_PORT": "not-a-port"])
+        #expect(status == 78)
+        #expect(output.contains("config"), "\(output)")
+
+        let directory = try TestEnvironment.temporaryDirectory("orrery-cfg")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("c.json")
+        try Data("{}".utf8).write(to: config)
+        let (portStatus, portOutput) = try await ChildProcess.run(
+            TestEnvironment.executable("registry"), arguments: ["--config", config.path],
+            environment: ["ORRERY_GRPC_PORT": "not-a-port"])
+        #expect(portStatus == 78)
+        let lines = portOutput.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].contains("grpc.port") && lines[0].contains("ORRERY_GRPC_PORT"), "\(portOutput)")
+
+        let (agentStatus, agentOutput) = try await ChildProcess.run(
+            TestEnvironment.executable("device-agent"), arguments: ["--config", config.path, "--grpc-host", "0.0.0.0"])
+        #expect(agentStatus == 78)
+        #expect(agentOutput.contains("not a loopback address"))
+
+        let (usageStatus, _) = try await ChildProcess.run(TestEnvironment.executable("identity"), arguments: ["--no-such-flag"])
+        #expect(usageStatus == 64)
+    }
+
+    @Test("an unreachable PostgreSQL stops start-up with exit 69 and says where it looked")
+    func databaseUnreachable() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("orrery-nodb")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("c.json")
+        try Data(#"{"db": {"host": "127.0.0.1", "port": 1}}"#.utf8).write(to: config)
+        let (status, output) = try await ChildProcess.run(
+            TestEnvironment.executable("contract-notary"),
+            arguments: ["--config", config.path, "--grpc-port", "0", "--http-port", "0"])
+        #expect(status == 69, "\(output)")
+        #expect(output.contains("127.0.0.1:1"))
+    }
+
+    @Test("--help documents every setting with its environment variable")
+    func help() async throws {
+        let (status, output) = try await ChildProcess.run(TestEnvironment.executable("orchestrator"), arguments: ["--help"])
+        #expect(status == 0)
+        for variable in [
+            "ORRERY_GRPC_HOST", "ORRERY_GRPC_PORT", "ORRERY_HTTP_HOST", "ORRERY_HTTP_PORT", "ORRERY_LOG_LEVEL",
+            "ORRERY_LOG_FORMAT", "ORRERY_DB_HOST", "ORRERY_DB_PORT", "ORRERY_DB_USER", "ORRERY_DB_PASSWORD",
+            "ORRERY_DB_DATABASE", "ORRERY_DB_TLS", "ORRERY_STATE_DIR", "ORRERY_SHUTDOWN_GRACE",
+        ] {
+            #expect(output.contains(variable), "--help lacks \(variable)")
+        }
+    }
+}

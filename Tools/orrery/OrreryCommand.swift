@@ -1,0 +1,66 @@
+import ArgumentParser
+import Foundation
+import OrreryProto
+import OrreryRuntime
+import SwiftProtobuf
+
+/// `orrery`: the command-line client of an Orrery network.
+@main
+struct OrreryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "orrery",
+        abstract: "The command-line client of an Orrery compute network.",
+        subcommands: [InfoCommand.self, HealthCommand.self]
+    )
+}
+
+/// `orrery info ADDRESS`: what a service says about itself.
+struct InfoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info",
+        abstract: "Show a service's name, version, build, uptime and DID (the open Info RPC)."
+    )
+
+    @Argument(help: "The service's gRPC address, host:port.")
+    var address: String
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    func run() async throws {
+        guard let target = ServiceAddress(address) else {
+            throw ValidationError("'\(address)' is not host:port")
+        }
+        let info = try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0) }
+        if json {
+            print(try info.jsonString())
+        } else {
+            print("\(info.name) \(info.version) (build \(info.build))")
+            print("  uptime  \(String(format: "%.1f", info.uptimeSeconds)) s")
+            print("  did     \(info.did.isEmpty ? "(none yet)" : info.did)")
+        }
+    }
+}
+
+/// `orrery health ADDRESS [--service NAME]`: the standard gRPC health check.
+struct HealthCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "health",
+        abstract: "Check a service's health (grpc.health.v1); exits 0 only when it is SERVING."
+    )
+
+    @Argument(help: "The service's gRPC address, host:port.")
+    var address: String
+
+    @Option(help: "A service name; empty for the server as a whole.")
+    var service = ""
+
+    func run() async throws {
+        guard let target = ServiceAddress(address) else {
+            throw ValidationError("'\(address)' is not host:port")
+        }
+        let status = try await ServiceProbe.withClient(target) { try await ServiceProbe.health($0, service: service) }
+        print(status)
+        if status != .serving { throw ExitCode.failure }
+    }
+}

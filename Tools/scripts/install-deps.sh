@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, systemd-analyze and
+# Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v runuser >/dev/null || missing+=(util-linux)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+id postgres >/dev/null 2>&1 || { echo "the postgres user is missing after installing postgresql" >&2; exit 69; }
+
+[ "${1:-}" = "--test-venv" ] || exit 0
+
+venv="$root/.venv-test"
+requirements="$root/Tests/python/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "creating the Python test venv in $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    echo "$want" >"$stamp"
+fi

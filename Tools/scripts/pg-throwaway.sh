@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster on a free loopback port, for tests and `make run`.
+#   pg-throwaway.sh start DIR   creates DIR/data, starts the server, writes DIR/env (shell assignments)
+#   pg-throwaway.sh stop DIR    stops the server (the data stays until DIR is removed)
+# initdb and pg_ctl refuse to run as root, so as root they run as the `postgres` user.
+set -euo pipefail
+action=${1:?usage: pg-throwaway.sh start|stop DIR}
+dir=${2:?usage: pg-throwaway.sh start|stop DIR}
+unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGDATA PGSERVICE PGSSLMODE PGOPTIONS
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || { echo "PostgreSQL server binaries are missing: apt-get install -y postgresql" >&2; exit 69; }
+
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "$action" in
+start)
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    rm -rf "$dir/data" "$dir/socket"
+    mkdir -p "$dir/data" "$dir/socket"
+    [ "$(id -u)" = 0 ] && chown -R postgres "$dir"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_owner "$pg_bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; exit 1; }
+    as_owner "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-p $port -k $dir/socket -c listen_addresses=127.0.0.1 -c max_connections=300 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
+    psql_cmd=(psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q)
+    "${psql_cmd[@]}" -c "CREATE ROLE orrery LOGIN CREATEDB" -c "CREATE DATABASE orrery OWNER orrery"
+    cat >"$dir/env" <<ENV
+ORRERY_PG_BIN=$pg_bin
+ORRERY_PG_DATA=$dir/data
+ORRERY_PG_PORT=$port
+ENV
+    echo "PostgreSQL ready on 127.0.0.1:$port (data in $dir/data)"
+    ;;
+stop)
+    [ -d "$dir/data" ] || exit 0
+    as_owner "$pg_bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    ;;
+*)
+    echo "usage: pg-throwaway.sh start|stop DIR" >&2
+    exit 64
+    ;;
+esac
