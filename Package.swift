@@ -123,7 +123,11 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["OrreryProto", "OrreryTestSupport", "OrreryRuntime", grpcCore, grpcPosix, grpcProtobuf, postgres],
+            dependencies: [
+                "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "IdentityService", "RegistryService",
+                "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", grpcCore, grpcPosix,
+                grpcProtobuf, postgres, argumentParser,
+            ],
             path: "Tests/EndToEndTests",
             swiftSettings: upcomingFeatures
         ),

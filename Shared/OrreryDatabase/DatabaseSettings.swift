@@ -14,6 +14,8 @@ public struct DatabaseSettings: Sendable, Equatable {
     public var password: String?
     public var database: String
     public var tls: TLSMode
+    /// How long start-up waits for the database (migrations) before giving up.
+    public var startupTimeout: Duration
 
     public init(
         host: String,
@@ -21,7 +23,8 @@ public struct DatabaseSettings: Sendable, Equatable {
         user: String,
         password: String?,
         database: String,
-        tls: TLSMode = .disable
+        tls: TLSMode = .disable,
+        startupTimeout: Duration = .seconds(30)
     ) {
         self.host = host
         self.port = port
@@ -29,6 +32,7 @@ public struct DatabaseSettings: Sendable, Equatable {
         self.password = password
         self.database = database
         self.tls = tls
+        self.startupTimeout = startupTimeout
     }
 
     /// A `PostgresClient` whose connections start with `search_path` set to `schema`, so a service's queries name

@@ -39,7 +39,23 @@ public struct SchemaMigrator: Sendable {
         let schema = self.schema
         let migrations = self.migrations
         let lockKey = Self.advisoryLockKey(for: schema)
-        return try await client.withTransaction(logger: logger) { connection in
+        do {
+            return try await apply(schema: schema, migrations: migrations, lockKey: lockKey, client: client, logger: logger)
+        } catch let error as PostgresTransactionError {
+            // Report what went wrong inside the transaction, not the wrapper.
+            if let cause = error.closureError { throw cause }
+            throw error
+        }
+    }
+
+    private func apply(
+        schema: SchemaName,
+        migrations: [Migration],
+        lockKey: Int64,
+        client: PostgresClient,
+        logger: Logger
+    ) async throws -> Report {
+        try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
             try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema.quoted)"), logger: logger)
             try await connection.query(

@@ -153,7 +153,7 @@ struct ConstellationTests {
         try Data(#"{"db": {"host": "127.0.0.1", "port": 1}}"#.utf8).write(to: config)
         let (status, output) = try await ChildProcess.run(
             TestEnvironment.executable("contract-notary"),
-            arguments: ["--config", config.path, "--grpc-port", "0", "--http-port", "0"])
+            arguments: ["--config", config.path, "--grpc-port", "0", "--http-port", "0", "--db-timeout", "2"])
         #expect(status == 69, "\(output)")
         #expect(output.contains("127.0.0.1:1"))
     }
@@ -165,7 +165,7 @@ struct ConstellationTests {
         for variable in [
             "ORRERY_GRPC_HOST", "ORRERY_GRPC_PORT", "ORRERY_HTTP_HOST", "ORRERY_HTTP_PORT", "ORRERY_LOG_LEVEL",
             "ORRERY_LOG_FORMAT", "ORRERY_DB_HOST", "ORRERY_DB_PORT", "ORRERY_DB_USER", "ORRERY_DB_PASSWORD",
-            "ORRERY_DB_DATABASE", "ORRERY_DB_TLS", "ORRERY_STATE_DIR", "ORRERY_SHUTDOWN_GRACE",
+            "ORRERY_DB_DATABASE", "ORRERY_DB_TLS", "ORRERY_DB_TIMEOUT", "ORRERY_STATE_DIR", "ORRERY_SHUTDOWN_GRACE",
         ] {
             #expect(output.contains(variable), "--help lacks \(variable)")
         }

@@ -60,7 +60,7 @@ struct RuntimeSettingsTests {
         #expect(settings.http == .init(host: "127.0.0.1", port: 9402))
         #expect(settings.logLevel == .info)
         #expect(settings.logFormat == .auto)
-        #expect(settings.database == DatabaseSettings(host: "127.0.0.1", port: 5432, user: "orrery", password: nil, database: "orrery", tls: .disable))
+        #expect(settings.database == DatabaseSettings(host: "127.0.0.1", port: 5432, user: "orrery", password: nil, database: "orrery", tls: .disable, startupTimeout: .seconds(30)))
         #expect(settings.stateDirectory == "/var/lib/orrery/registry")
         #expect(settings.shutdownGrace == .seconds(10))
         #expect(settings.configFile == "/etc/orrery/registry.json")

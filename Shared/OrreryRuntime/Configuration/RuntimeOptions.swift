@@ -42,6 +42,9 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "PostgreSQL TLS: disable, prefer, require (env ORRERY_DB_TLS, file db.tls).")
     public var dbTls: String?
 
+    @Option(help: "Seconds to wait for PostgreSQL at start before giving up (env ORRERY_DB_TIMEOUT, file db.timeout).")
+    public var dbTimeout: Int?
+
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 

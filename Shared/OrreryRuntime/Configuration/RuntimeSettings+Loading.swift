@@ -43,7 +43,8 @@ extension RuntimeSettings {
                 user: try nonEmpty(reader, "db.user"),
                 password: try string(reader, "db.password", isSecret: true).nilIfEmpty,
                 database: try nonEmpty(reader, "db.database"),
-                tls: try choice(reader, "db.tls", DatabaseSettings.TLSMode.allCases)
+                tls: try choice(reader, "db.tls", DatabaseSettings.TLSMode.allCases),
+                startupTimeout: .seconds(try integer(reader, "db.timeout", in: 1...3600))
             )
         }
         return settings
@@ -73,6 +74,7 @@ extension RuntimeSettings {
         flag("db.user", options.dbUser)
         flag("db.database", options.dbDatabase)
         flag("db.tls", options.dbTls)
+        flag("db.timeout", options.dbTimeout)
         flag("state.dir", options.stateDir)
         flag("shutdown.grace", options.shutdownGrace)
 
@@ -89,6 +91,7 @@ extension RuntimeSettings {
             "db.password": .init(.string(""), isSecret: true),
             "db.database": "orrery",
             "db.tls": "disable",
+            "db.timeout": 30,
             "state.dir": .init(.string("/var/lib/orrery/\(service.name)"), isSecret: false),
             "shutdown.grace": 10,
         ]

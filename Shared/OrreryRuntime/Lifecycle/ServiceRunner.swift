@@ -185,7 +185,7 @@ private struct MainService: Service {
     private func migrate(database: PostgresClient, schemaName: String, migrations: [Migration]) async throws {
         do {
             let migrator = try SchemaMigrator(schema: try SchemaName(schemaName), migrations: migrations)
-            let report = try await withDeadline(.seconds(30)) {
+            let report = try await withDeadline(settings.database?.startupTimeout ?? .seconds(30)) {
                 try await migrator.migrate(using: database, logger: logger)
             }
             logger.info("schema up to date", metadata: ["schema": "\(schemaName)", "version": "\(report.version)", "applied": "\(report.applied)"])
