@@ -22,7 +22,8 @@ stop_all() {
     "$root/Tools/scripts/pg-throwaway.sh" stop "$run_dir/pg"
     echo "stopped (logs in .run/logs)"
 }
-trap stop_all INT TERM EXIT
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
 
 "$root/Tools/scripts/pg-throwaway.sh" start "$run_dir/pg"
 # shellcheck disable=SC1091
@@ -76,4 +77,5 @@ echo "  curl -s http://127.0.0.1:$((base + 2002))/metrics  # Prometheus metrics 
 echo
 echo "Press Ctrl-C to stop everything."
 wait -n "${pids[@]}" || true
-echo "a service exited; see .run/logs" >&2
+echo "a service exited on its own; see .run/logs" >&2
+exit 1
