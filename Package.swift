@@ -89,6 +89,15 @@ let package = Package(
             path: "Shared/OrreryRuntime",
             swiftSettings: upcomingFeatures
         ),
+        // The system zlib (gzip in the UCAN container).
+        .target(name: "CZlib", path: "Shared/CZlib"),
+        // Identity and trust: did:key, signing keys, the Signed envelope, DAG-CBOR, UCAN 1.0 capabilities.
+        .target(
+            name: "OrreryIdentity",
+            dependencies: ["OrreryProto", "CZlib", crypto, swiftProtobuf],
+            path: "Shared/OrreryIdentity",
+            swiftSettings: upcomingFeatures
+        ),
         // PostgreSQL access: connection settings and versioned, per-schema migrations.
         .target(
             name: "OrreryDatabase",
@@ -116,6 +125,12 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
+            name: "OrreryIdentityTests",
+            dependencies: ["OrreryIdentity", "OrreryProto", "OrreryTestSupport", swiftProtobuf, crypto],
+            path: "Tests/OrreryIdentityTests",
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(
             name: "OrreryDatabaseTests",
             dependencies: ["OrreryDatabase", "OrreryTestSupport", postgres, logging],
             path: "Tests/OrreryDatabaseTests",
@@ -126,7 +141,7 @@ let package = Package(
             dependencies: [
                 "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "IdentityService", "RegistryService",
                 "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", grpcCore, grpcPosix,
-                grpcProtobuf, postgres, argumentParser,
+                grpcProtobuf, postgres, argumentParser, swiftProtobuf,
             ],
             path: "Tests/EndToEndTests",
             swiftSettings: upcomingFeatures

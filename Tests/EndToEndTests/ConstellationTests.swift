@@ -4,6 +4,7 @@ import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
 import PostgresNIO
+import SwiftProtobuf
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -114,6 +115,30 @@ struct ConstellationTests {
                 #expect(status == 0, "\(name) exited with \(String(describing: status)):\n\(service.child.output)")
             }
             running.removeAll()
+        }
+    }
+
+    @Test("SIGTERM: an open Health.Watch stream sees NOT_SERVING and ends cleanly, then the process exits 0")
+    func gracefulShutdown() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-stop")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let registry = try await RunningService.start("registry", environment: database.serviceEnvironment, directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let seen = try await ServiceProbe.withClient(registry.grpcAddress) { client in
+                let health = Grpc_Health_V1_Health.Client(wrapping: client)
+                return try await health.watch(.with { $0.service = "orrery.registry.v1.Registry" }) { response in
+                    var statuses: [Grpc_Health_V1_HealthCheckResponse.ServingStatus] = []
+                    for try await message in response.messages {
+                        statuses.append(message.status)
+                        if statuses.count == 1 { registry.child.signal(SIGTERM) }
+                    }
+                    return statuses
+                }
+            }
+            #expect(seen == [.serving, .notServing])
+            let status = await registry.child.waitForExit(timeout: .seconds(12))
+            #expect(status == 0, "\(registry.child.output)")
         }
     }
 
