@@ -30,7 +30,7 @@ func service(_ library: String, executable: String, folder: String, extra: [Targ
     [
         .target(
             name: library,
-            dependencies: ["OrreryRuntime", "OrreryDatabase", "OrreryProto", grpcCore, logging] + extra,
+            dependencies: ["OrreryRuntime", "OrreryDatabase", "OrreryProto", "OrreryAuth", "OrreryIdentity", grpcCore, logging, postgres, swiftProtobuf] + extra,
             path: "Services/\(folder)/Library",
             swiftSettings: upcomingFeatures
         ),
@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "OrreryRuntime",
             dependencies: [
-                "OrreryProto", "OrreryDatabase", grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, argumentParser,
+                "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, argumentParser,
                 logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, postgres, systemPackage,
             ],
             path: "Shared/OrreryRuntime",
@@ -98,6 +98,13 @@ let package = Package(
             path: "Shared/OrreryIdentity",
             swiftSettings: upcomingFeatures
         ),
+        // Zero trust on every RPC: the capability interceptor, replay guards, revocations, invocation signing.
+        .target(
+            name: "OrreryAuth",
+            dependencies: ["OrreryIdentity", "OrreryProto", grpcCore, swiftProtobuf, postgres, logging],
+            path: "Shared/OrreryAuth",
+            swiftSettings: upcomingFeatures
+        ),
         // PostgreSQL access: connection settings and versioned, per-schema migrations.
         .target(
             name: "OrreryDatabase",
@@ -108,19 +115,19 @@ let package = Package(
         // Helpers for tests: throwaway databases, child processes, ready files.
         .target(
             name: "OrreryTestSupport",
-            dependencies: ["OrreryDatabase", "OrreryRuntime", logging, postgres],
+            dependencies: ["OrreryDatabase", "OrreryRuntime", "OrreryIdentity", logging, postgres],
             path: "Shared/OrreryTestSupport",
             swiftSettings: upcomingFeatures
         ),
         .executableTarget(
             name: "orrery",
-            dependencies: ["OrreryRuntime", "OrreryProto", argumentParser, grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf],
+            dependencies: ["OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", argumentParser, grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf],
             path: "Tools/orrery",
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
             name: "OrreryRuntimeTests",
-            dependencies: ["OrreryRuntime", "OrreryProto", "OrreryDatabase", "OrreryTestSupport", grpcCore, grpcPosix, configuration, logging, swiftProtobuf, argumentParser],
+            dependencies: ["OrreryRuntime", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport", grpcCore, grpcPosix, configuration, logging, swiftProtobuf, argumentParser],
             path: "Tests/OrreryRuntimeTests",
             swiftSettings: upcomingFeatures
         ),
@@ -139,7 +146,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "IdentityService", "RegistryService",
+                "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "OrreryIdentity", "OrreryAuth", "IdentityService", "RegistryService",
                 "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", grpcCore, grpcPosix,
                 grpcProtobuf, postgres, argumentParser, swiftProtobuf,
             ],

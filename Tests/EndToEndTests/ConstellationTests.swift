@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
@@ -41,15 +42,24 @@ struct ConstellationTests {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory("orrery-e2e")
             defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             var running: [String: RunningService] = [:]
             defer { for service in running.values { service.child.signal(SIGKILL) } }
 
+            // Identity first: the others follow its revocation log.
+            let identity = try await RunningService.start(
+                "identity", environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
+                directory: directory)
+            running["identity"] = identity
+            let identityAddress = "127.0.0.1:\(identity.ready.grpcPort)"
             try await withThrowingTaskGroup(of: (String, RunningService).self) { group in
-                for service in Self.services {
+                for service in Self.services where service.executable != "identity" {
                     group.addTask {
                         let extra = service.schema == nil ? ["--state-dir", directory.appendingPathComponent("agent-state").path] : []
+                        let environment = database.serviceEnvironment.merging(
+                            network.environment(for: service.executable, identityAddress: identityAddress)) { $1 }
                         return (service.executable, try await RunningService.start(
-                            service.executable, extraArguments: extra, environment: database.serviceEnvironment, directory: directory))
+                            service.executable, extraArguments: extra, environment: environment, directory: directory))
                     }
                 }
                 for try await (name, service) in group { running[name] = service }
@@ -73,6 +83,9 @@ struct ConstellationTests {
                     ])
                     let info = try await ServiceProbe.info(client)
                     #expect(info.name == service.executable)
+                    #expect(info.did == instance.ready.did)
+                    if let key = network.serviceKeys[service.executable] { #expect(info.did == key.did.string) }
+                    #expect(info.did.hasPrefix("did:key:z6Mk"))
                     #expect(info.version == ServiceInfo.version)
                     #expect(info.uptimeSeconds >= 0)
                 }
@@ -123,7 +136,10 @@ struct ConstellationTests {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory("orrery-stop")
             defer { try? FileManager.default.removeItem(at: directory) }
-            let registry = try await RunningService.start("registry", environment: database.serviceEnvironment, directory: directory)
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await RunningService.start(
+                "registry", environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                directory: directory)
             defer { registry.child.signal(SIGKILL) }
             let seen = try await ServiceProbe.withClient(registry.grpcAddress) { client in
                 let health = Grpc_Health_V1_Health.Client(wrapping: client)
@@ -176,9 +192,11 @@ struct ConstellationTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let config = directory.appendingPathComponent("c.json")
         try Data(#"{"db": {"host": "127.0.0.1", "port": 1}}"#.utf8).write(to: config)
+        let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
         let (status, output) = try await ChildProcess.run(
             TestEnvironment.executable("contract-notary"),
-            arguments: ["--config", config.path, "--grpc-port", "0", "--http-port", "0", "--db-timeout", "2"])
+            arguments: ["--config", config.path, "--grpc-port", "0", "--http-port", "0", "--db-timeout", "2"],
+            environment: network.environment(for: "contract-notary"))
         #expect(status == 69, "\(output)")
         #expect(output.contains("127.0.0.1:1"))
     }
@@ -190,7 +208,8 @@ struct ConstellationTests {
         for variable in [
             "ORRERY_GRPC_HOST", "ORRERY_GRPC_PORT", "ORRERY_HTTP_HOST", "ORRERY_HTTP_PORT", "ORRERY_LOG_LEVEL",
             "ORRERY_LOG_FORMAT", "ORRERY_DB_HOST", "ORRERY_DB_PORT", "ORRERY_DB_USER", "ORRERY_DB_PASSWORD",
-            "ORRERY_DB_DATABASE", "ORRERY_DB_TLS", "ORRERY_DB_TIMEOUT", "ORRERY_STATE_DIR", "ORRERY_SHUTDOWN_GRACE",
+            "ORRERY_DB_DATABASE", "ORRERY_DB_TLS", "ORRERY_DB_TIMEOUT", "ORRERY_IDENTITY_KEY", "ORRERY_TRUST_OPERATOR",
+            "ORRERY_IDENTITY_ADDRESS", "ORRERY_IDENTITY_DELEGATION", "ORRERY_STATE_DIR", "ORRERY_SHUTDOWN_GRACE",
         ] {
             #expect(output.contains(variable), "--help lacks \(variable)")
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrreryIdentity
 import OrreryRuntime
 import OrreryTestSupport
 import IdentityService
@@ -110,8 +111,10 @@ struct DeployTests {
         ]
         for description in descriptions {
             let config = directory.appendingPathComponent("\(description.name).json").path
+            // Identity comes from the env file `orrery operator init` writes, not from the example config.
             let settings = try await RuntimeSettings.load(
-                for: description, options: try RuntimeOptions.parse(["--config", config]), environment: [:])
+                for: description, options: try RuntimeOptions.parse(["--config", config]),
+                environment: ["ORRERY_IDENTITY_KEY": "/etc/orrery/credentials/x/service.key", "ORRERY_TRUST_OPERATOR": SigningKey().did.string])
             #expect(settings.grpc.port == description.defaultGRPCPort)
             #expect(settings.http.port == description.defaultHTTPPort)
             #expect((settings.database != nil) == (description.schema != nil))

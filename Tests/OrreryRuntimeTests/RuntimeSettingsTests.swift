@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import OrreryDatabase
+import OrreryIdentity
 import OrreryRuntime
 import OrreryTestSupport
 import Testing
@@ -25,12 +26,22 @@ struct RuntimeSettingsTests {
         try RuntimeOptions.parse(arguments)
     }
 
+    static let operatorDID = SigningKey().did.string
+
+    /// The identity settings every service needs, unless a test sets them itself.
+    static func withIdentity(_ environment: [String: String]) -> [String: String] {
+        var environment = environment
+        if environment["ORRERY_IDENTITY_KEY"] == nil { environment["ORRERY_IDENTITY_KEY"] = "/etc/orrery/keys/service.key" }
+        if environment["ORRERY_TRUST_OPERATOR"] == nil { environment["ORRERY_TRUST_OPERATOR"] = operatorDID }
+        return environment
+    }
+
     func load(
         _ arguments: [String] = [],
         environment: [String: String] = [:],
         service: ServiceDescription = Self.service
     ) async throws -> RuntimeSettings {
-        try await RuntimeSettings.load(for: service, options: try options(arguments), environment: environment)
+        try await RuntimeSettings.load(for: service, options: try options(arguments), environment: Self.withIdentity(environment))
     }
 
     func expectError(
@@ -41,7 +52,7 @@ struct RuntimeSettingsTests {
         service: ServiceDescription = Self.service
     ) async throws {
         do {
-            _ = try await load(arguments, environment: environment, service: service)
+            _ = try await RuntimeSettings.load(for: service, options: try options(arguments), environment: environment.merging(Self.withIdentity([:])) { mine, _ in mine })
             Issue.record("expected an invalid \(key)")
         } catch let error as ConfigurationError {
             #expect(error.key == key)
@@ -55,7 +66,7 @@ struct RuntimeSettingsTests {
     func defaults() async throws {
         let missing = "/nonexistent/orrery-\(UUID().uuidString).json"
         let settings = try await RuntimeSettings.load(
-            for: Self.service, options: try options([]), environment: ["ORRERY_UNRELATED": missing])
+            for: Self.service, options: try options([]), environment: Self.withIdentity(["ORRERY_UNRELATED": missing]))
         #expect(settings.grpc == .init(host: "127.0.0.1", port: 7402))
         #expect(settings.http == .init(host: "127.0.0.1", port: 9402))
         #expect(settings.logLevel == .info)
@@ -64,6 +75,24 @@ struct RuntimeSettingsTests {
         #expect(settings.stateDirectory == "/var/lib/orrery/registry")
         #expect(settings.shutdownGrace == .seconds(10))
         #expect(settings.configFile == "/etc/orrery/registry.json")
+        #expect(settings.keyFile == "/etc/orrery/keys/service.key")
+        #expect(settings.trustedOperator == Self.operatorDID)
+        #expect(settings.identityAddress == nil)
+    }
+
+    @Test("identity settings: a key file and the operator DID are required; the address must be host:port")
+    func identitySettings() async throws {
+        let config = try configFile("{}")
+        try await expectError(key: "identity.key", containing: "required", ["--config", config], environment: ["ORRERY_IDENTITY_KEY": ""])
+        try await expectError(key: "trust.operator", containing: "required", ["--config", config], environment: ["ORRERY_TRUST_OPERATOR": ""])
+        try await expectError(key: "trust.operator", containing: "not a did:key", ["--config", config, "--trust-operator", "did:web:x"])
+        try await expectError(key: "identity.address", containing: "host:port", ["--config", config, "--identity-address", "nowhere"])
+        let settings = try await load(["--config", config, "--identity-address", "127.0.0.1:7401"])
+        #expect(settings.identityAddress == "127.0.0.1:7401")
+        // The agent makes its own key; the identity service keeps the log instead of following one.
+        let agent = try await RuntimeSettings.load(
+            for: Self.agent, options: try options(["--config", config]), environment: ["ORRERY_TRUST_OPERATOR": Self.operatorDID])
+        #expect(agent.keyFile == nil)
     }
 
     @Test("the file overrides defaults, the environment the file, flags the environment")

@@ -10,7 +10,10 @@ struct OrreryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orrery",
         abstract: "The command-line client of an Orrery compute network.",
-        subcommands: [InfoCommand.self, HealthCommand.self]
+        subcommands: [
+            InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self, OperatorCommand.self,
+            RevokeCommand.self, RevocationsCommand.self,
+        ]
     )
 }
 

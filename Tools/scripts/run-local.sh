@@ -31,6 +31,10 @@ trap stop_all EXIT
 export ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery
 export ORRERY_LOG_FORMAT=json
 
+# Identities: the operator, a key and a delegation per service (kept across runs).
+"$bin/orrery" operator init "$run_dir/credentials" >/dev/null
+operator_did=$(cat "$run_dir/credentials/operator.did")
+
 mkdir -p "$run_dir/logs" "$run_dir/ready" "$run_dir/config"
 rm -f "$run_dir"/ready/*.json
 base=${ORRERY_RUN_PORT_BASE:-7400}
@@ -38,13 +42,27 @@ services=(identity registry orchestrator contract-notary settlement-gateway devi
 offset=1
 for service in "${services[@]}"; do
     echo "{}" >"$run_dir/config/$service.json"
-    extra=()
-    [ "$service" = device-agent ] && extra=(--state-dir "$run_dir/device-agent")
+    extra=(--trust-operator "$operator_did")
+    if [ "$service" = device-agent ]; then
+        extra+=(--state-dir "$run_dir/device-agent")
+    else
+        extra+=(--identity-key "$run_dir/credentials/$service/service.key"
+                --identity-delegation "$run_dir/credentials/$service/delegation.ucan")
+    fi
+    # The agent follows revocations once it holds a delegation (it joins with its owner's, in the registry issue).
+    case "$service" in identity | device-agent) ;; *) extra+=(--identity-address "127.0.0.1:$((base + 1))") ;; esac
     "$bin/$service" --config "$run_dir/config/$service.json" \
         --grpc-port $((base + offset)) --http-port $((base + 2000 + offset)) \
         --ready-file "$run_dir/ready/$service.json" "${extra[@]}" >"$run_dir/logs/$service.log" 2>&1 &
     pids+=($!)
     offset=$((offset + 1))
+    # The identity service first: the others follow its revocation log.
+    if [ "$service" = identity ]; then
+        until [ -s "$run_dir/ready/identity.json" ]; do
+            kill -0 "${pids[0]}" 2>/dev/null || { cat "$run_dir/logs/identity.log" >&2; exit 1; }
+            sleep 0.1
+        done
+    fi
 done
 
 for i in "${!services[@]}"; do
@@ -61,12 +79,12 @@ done
 
 echo
 echo "Orrery is running (PostgreSQL on 127.0.0.1:$ORRERY_PG_PORT, logs in .run/logs):"
-printf '  %-20s %-18s %-18s\n' SERVICE GRPC "HTTP (/metrics)"
+printf '  %-20s %-18s %-18s %s\n' SERVICE GRPC "HTTP (/metrics)" DID
 for service in "${services[@]}"; do
     python3 - "$run_dir/ready/$service.json" <<'PY'
 import json, sys
 ready = json.load(open(sys.argv[1]))
-print(f"  {ready['service']:<20} {ready['grpc']:<18} {ready['http']:<18}")
+print(f"  {ready['service']:<20} {ready['grpc']:<18} {ready['http']:<18} {ready['did']}")
 PY
 done
 echo
@@ -74,6 +92,8 @@ echo "Try:"
 echo "  $bin/orrery info 127.0.0.1:$((base + 2))          # the registry's Info (found through reflection)"
 echo "  $bin/orrery health 127.0.0.1:$((base + 3))        # the orchestrator's gRPC health"
 echo "  curl -s http://127.0.0.1:$((base + 2002))/metrics  # Prometheus metrics of the registry"
+echo "  $bin/orrery revocations --identity 127.0.0.1:$((base + 1)) --key .run/credentials/operator.key   # an authorised call"
+echo "  (the operator is $operator_did; credentials in .run/credentials)"
 echo
 echo "Press Ctrl-C to stop everything."
 wait -n "${pids[@]}" || true

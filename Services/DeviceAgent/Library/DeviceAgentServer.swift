@@ -9,10 +9,11 @@ public enum DeviceAgentServer {
         defaultGRPCPort: 7406,
         defaultHTTPPort: 9406,
         schema: nil,
-        loopbackOnly: true
+        loopbackOnly: true,
+        createsOwnKey: true
     )
 
-    /// The agent with its local gRPC handlers; creates its state directory (mode 0700) on start.
+    /// The agent with its local gRPC handlers; its state directory (mode 0700) holds its own key (`device.key`).
     public static var service: OrreryService {
         OrreryService(description: description) { environment in
             try StateDirectory.prepare(at: environment.settings.stateDirectory)

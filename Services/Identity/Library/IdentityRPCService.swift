@@ -1,13 +1,20 @@
+internal import Foundation
 public import GRPCCore
+internal import OrreryAuth
+internal import OrreryIdentity
 public import OrreryProto
-public import OrreryRuntime
+internal import OrreryRuntime
+internal import PostgresNIO
+internal import SwiftProtobuf
 
-/// `orrery.identity.v1.Identity`. Info is served; the identity issue (#3) brings the rest.
+/// `orrery.identity.v1.Identity`: DID resolution and the revocation log.
 public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProtocol {
     private let environment: ServiceEnvironment
+    private let log: RevocationLog
 
-    public init(environment: ServiceEnvironment) {
+    init(environment: ServiceEnvironment, log: RevocationLog) {
         self.environment = environment
+        self.log = log
     }
 
     public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws -> Orrery_Common_V1_InfoResponse {
@@ -15,15 +22,63 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
     }
 
     public func resolveDid(request: Orrery_Identity_V1_ResolveDidRequest, context: ServerContext) async throws -> Orrery_Identity_V1_ResolveDidResponse {
-        throw RPCError.notYetImplemented("Identity.ResolveDid", issue: 3)
+        let did: DID
+        do {
+            did = try DID(request.did)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "did: \(error)")
+        }
+        return .with { $0.documentJson = (try? DIDDocument(resolving: did).json()) ?? "" }
     }
 
     public func revoke(request: Orrery_Identity_V1_RevokeRequest, context: ServerContext) async throws -> Orrery_Identity_V1_RevokeResponse {
-        throw RPCError.notYetImplemented("Identity.Revoke", issue: 3)
+        guard let authorization = Authorization.current else {
+            throw RPCError(code: .unauthenticated, message: "Revoke needs a /ucan/revoke invocation")
+        }
+        let checked: RevocationRequest
+        do {
+            checked = try RevocationRequest(authorization)
+        } catch .malformed(let reason) {
+            throw RPCError(code: .invalidArgument, message: reason)
+        } catch .forbidden(let reason) {
+            throw RPCError(code: .permissionDenied, message: reason)
+        }
+        guard let database = environment.database else { throw RPCError(code: .internalError, message: "no database") }
+        // Revoking is idempotent: a retry (or a second revoker) gets the revocation already recorded.
+        try await database.query(
+            """
+            INSERT INTO revocations (cid, revoked_by, invocation)
+            VALUES (\(checked.revoked.string), \(checked.revoker.string), \(Data(authorization.invocation.envelope.bytes)))
+            ON CONFLICT (cid) DO NOTHING
+            """,
+            logger: environment.logger
+        )
+        try await log.catchUp()
+        let rows = try await database.query(
+            "SELECT revision, revoked_by, revoked_at FROM revocations WHERE cid = \(checked.revoked.string)",
+            logger: environment.logger)
+        for try await (revision, revokedBy, revokedAt) in rows.decode((Int64, String, Date).self) {
+            environment.logger.info("revoked", metadata: ["cid": "\(checked.revoked)", "by": "\(revokedBy)"])
+            return .with {
+                $0.revocation = .with {
+                    $0.revision = revision
+                    $0.cid = checked.revoked.string
+                    $0.revokedBy = revokedBy
+                    $0.revokedAt = Google_Protobuf_Timestamp(date: revokedAt)
+                }
+            }
+        }
+        throw RPCError(code: .internalError, message: "the revocation was not recorded")
     }
 
     public func listRevocations(request: Orrery_Identity_V1_ListRevocationsRequest, context: ServerContext) async throws -> Orrery_Identity_V1_ListRevocationsResponse {
-        throw RPCError.notYetImplemented("Identity.ListRevocations", issue: 3)
+        guard request.afterRevision >= 0 else { throw RPCError(code: .invalidArgument, message: "after_revision must be ≥ 0") }
+        guard (0...1000).contains(request.pageSize) else { throw RPCError(code: .invalidArgument, message: "page_size must be 1…1000 (0 for 100)") }
+        let page = try await log.list(after: request.afterRevision, limit: request.pageSize == 0 ? 100 : Int(request.pageSize))
+        return .with {
+            $0.revocations = page
+            $0.revision = page.last?.revision ?? request.afterRevision
+        }
     }
 
     public func watchRevocations(
@@ -31,6 +86,21 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
         response: RPCWriter<Orrery_Identity_V1_Revocation>,
         context: ServerContext
     ) async throws {
-        throw RPCError.notYetImplemented("Identity.WatchRevocations", issue: 3)
+        guard request.afterRevision >= 0 else { throw RPCError(code: .invalidArgument, message: "after_revision must be ≥ 0") }
+        // Subscribe first, then send the backlog, so nothing recorded in between is lost; duplicates are skipped.
+        let live = log.subscribe()
+        var sent = request.afterRevision
+        while true {
+            let batch = try await log.list(after: sent, limit: 1000)
+            for revocation in batch {
+                try await response.write(revocation)
+                sent = revocation.revision
+            }
+            if batch.count < 1000 { break }
+        }
+        for await revocation in live where revocation.revision > sent {
+            try await response.write(revocation)
+            sent = revocation.revision
+        }
     }
 }

@@ -6,13 +6,28 @@ public enum IdentityServer {
         name: "identity",
         defaultGRPCPort: 7401,
         defaultHTTPPort: 9401,
-        schema: (name: "identity", migrations: IdentityMigrations.all)
+        schema: (name: "identity", migrations: IdentityMigrations.all),
+        keepsRevocationLog: true
     )
 
-    /// The service with its gRPC handlers.
+    /// The service with its gRPC handlers and the follower of its revocation log.
     public static var service: OrreryService {
-        OrreryService(description: description) { environment in
-            [IdentityRPCService(environment: environment)]
-        }
+        OrreryService(
+            description: description,
+            backgroundTasks: { environment in
+                guard let log = log(environment) else { return [] }
+                return [{ try await log.follow() }]
+            },
+            makeRPCServices: { environment in
+                guard let log = log(environment) else { return [] }
+                return [IdentityRPCService(environment: environment, log: log)]
+            }
+        )
+    }
+
+    /// One log per process, shared by the handlers and the follower.
+    private static func log(_ environment: ServiceEnvironment) -> RevocationLog? {
+        guard let database = environment.database else { return nil }
+        return RevocationLogs.shared.log(database: database, book: environment.revocations, logger: environment.logger)
     }
 }

@@ -8,11 +8,6 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-#if canImport(FoundationEssentials)
-public import FoundationEssentials
-#else
-public import Foundation
-#endif
 public import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -50,13 +45,14 @@ public nonisolated struct Orrery_Identity_V1_ResolveDidResponse: Sendable {
   public init() {}
 }
 
+/// The authority to revoke is the call's own capability: a /ucan/revoke invocation (iss = sub = the revoker,
+/// aud = this service) whose args are {revoke: <CID link>, path: [<CID link>, ...]}, the path witness being a
+/// delegation chain (root first) in the same container that contains the revoked delegation and one the revoker
+/// issued at or above it.
 public nonisolated struct Orrery_Identity_V1_RevokeRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
-
-  /// The /ucan/revoke invocation as a UCAN container.
-  public var invocation: Data = Data()
 
   public var idempotencyKey: String = String()
 
@@ -222,7 +218,7 @@ nonisolated extension Orrery_Identity_V1_ResolveDidResponse: SwiftProtobuf.Messa
 
 nonisolated extension Orrery_Identity_V1_RevokeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RevokeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}invocation\0\u{3}idempotency_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{2}idempotency_key\0\u{c}\u{1}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -230,7 +226,6 @@ nonisolated extension Orrery_Identity_V1_RevokeRequest: SwiftProtobuf.Message, S
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularBytesField(value: &self.invocation) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
       default: break
       }
@@ -238,9 +233,6 @@ nonisolated extension Orrery_Identity_V1_RevokeRequest: SwiftProtobuf.Message, S
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.invocation.isEmpty {
-      try visitor.visitSingularBytesField(value: self.invocation, fieldNumber: 1)
-    }
     if !self.idempotencyKey.isEmpty {
       try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 2)
     }
@@ -248,7 +240,6 @@ nonisolated extension Orrery_Identity_V1_RevokeRequest: SwiftProtobuf.Message, S
   }
 
   public static func ==(lhs: Orrery_Identity_V1_RevokeRequest, rhs: Orrery_Identity_V1_RevokeRequest) -> Bool {
-    if lhs.invocation != rhs.invocation {return false}
     if lhs.idempotencyKey != rhs.idempotencyKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

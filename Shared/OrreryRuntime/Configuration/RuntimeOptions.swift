@@ -45,6 +45,18 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "Seconds to wait for PostgreSQL at start before giving up (env ORRERY_DB_TIMEOUT, file db.timeout).")
     public var dbTimeout: Int?
 
+    @Option(help: "This service's key file: the Ed25519 seed as hex, mode 0600; every replica shares it (env ORRERY_IDENTITY_KEY, file identity.key). The device agent creates its own in its state directory.")
+    public var identityKey: String?
+
+    @Option(help: "The operator's DID: the root every capability chain must start from (env ORRERY_TRUST_OPERATOR, file trust.operator).")
+    public var trustOperator: String?
+
+    @Option(help: "The identity service's gRPC address, host:port, to follow revocations (env ORRERY_IDENTITY_ADDRESS, file identity.address).")
+    public var identityAddress: String?
+
+    @Option(help: "A file with this service's delegation chain from the operator (a UCAN container), for its own calls (env ORRERY_IDENTITY_DELEGATION, file identity.delegation).")
+    public var identityDelegation: String?
+
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 

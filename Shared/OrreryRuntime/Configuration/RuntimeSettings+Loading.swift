@@ -33,9 +33,17 @@ extension RuntimeSettings {
             database: nil,
             stateDirectory: try nonEmpty(reader, "state.dir"),
             shutdownGrace: .seconds(try integer(reader, "shutdown.grace", in: 1...300)),
+            keyFile: try string(reader, "identity.key").nilIfEmpty,
+            trustedOperator: try did(reader, "trust.operator"),
+            identityAddress: try address(reader, "identity.address"),
+            delegationFile: try string(reader, "identity.delegation").nilIfEmpty,
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
+        if settings.keyFile == nil && !service.createsOwnKey {
+            throw ConfigurationError(key: "identity.key", reason: "required: the service's key file (`orrery operator init` provisions one)")
+        }
+        if service.keepsRevocationLog { settings.identityAddress = nil }
         if service.schema != nil {
             settings.database = DatabaseSettings(
                 host: try nonEmpty(reader, "db.host"),
@@ -77,6 +85,10 @@ extension RuntimeSettings {
         flag("db.timeout", options.dbTimeout)
         flag("state.dir", options.stateDir)
         flag("shutdown.grace", options.shutdownGrace)
+        flag("identity.key", options.identityKey)
+        flag("trust.operator", options.trustOperator)
+        flag("identity.address", options.identityAddress)
+        flag("identity.delegation", options.identityDelegation)
 
         let defaults: [AbsoluteConfigKey: ConfigValue] = [
             "grpc.host": "127.0.0.1",
@@ -94,6 +106,10 @@ extension RuntimeSettings {
             "db.timeout": 30,
             "state.dir": .init(.string("/var/lib/orrery/\(service.name)"), isSecret: false),
             "shutdown.grace": 10,
+            "identity.key": "",
+            "trust.operator": "",
+            "identity.address": "",
+            "identity.delegation": "",
         ]
 
         let filePath = options.config ?? service.defaultConfigFile
@@ -148,6 +164,25 @@ extension RuntimeSettings {
         }
         guard range.contains(value) else {
             throw ConfigurationError(key: key.description, reason: "\(value) is outside \(range.lowerBound)…\(range.upperBound)")
+        }
+        return value
+    }
+
+    private static func did(_ reader: ConfigReader, _ key: ConfigKey) throws -> String {
+        let value = try string(reader, key)
+        guard value.hasPrefix("did:key:z"), value.count > 20 else {
+            throw ConfigurationError(
+                key: key.description,
+                reason: value.isEmpty ? "required: the operator's did:key (see `orrery operator init`)" : "'\(value)' is not a did:key")
+        }
+        return value
+    }
+
+    private static func address(_ reader: ConfigReader, _ key: ConfigKey) throws -> String? {
+        let value = try string(reader, key)
+        if value.isEmpty { return nil }
+        guard ServiceAddress(value) != nil else {
+            throw ConfigurationError(key: key.description, reason: "'\(value)' is not host:port")
         }
         return value
     }

@@ -30,6 +30,14 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var database: DatabaseSettings?
     public var stateDirectory: String
     public var shutdownGrace: Duration
+    /// The service's key file; nil for a service that creates its own key in its state directory.
+    public var keyFile: String?
+    /// The operator DID capability chains must root in.
+    public var trustedOperator: String
+    /// The identity service to follow revocations from; nil when this is the identity service or none is set.
+    public var identityAddress: String?
+    /// The service's own delegation chain (a UCAN container file), for its calls to other services.
+    public var delegationFile: String?
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

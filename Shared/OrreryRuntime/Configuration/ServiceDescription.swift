@@ -10,19 +10,28 @@ public struct ServiceDescription: Sendable {
     public var schema: (name: String, migrations: [Migration])?
     /// Listeners may bind only loopback addresses (the device agent opens no network port).
     public var loopbackOnly: Bool
+    /// The service creates its own key in its state directory on first start (the device agent) instead of
+    /// being provisioned one.
+    public var createsOwnKey: Bool
+    /// This is the identity service: it keeps the revocation log itself instead of following one.
+    public var keepsRevocationLog: Bool
 
     public init(
         name: String,
         defaultGRPCPort: Int,
         defaultHTTPPort: Int,
         schema: (name: String, migrations: [Migration])?,
-        loopbackOnly: Bool = false
+        loopbackOnly: Bool = false,
+        createsOwnKey: Bool = false,
+        keepsRevocationLog: Bool = false
     ) {
         self.name = name
         self.defaultGRPCPort = defaultGRPCPort
         self.defaultHTTPPort = defaultHTTPPort
         self.schema = schema
         self.loopbackOnly = loopbackOnly
+        self.createsOwnKey = createsOwnKey
+        self.keepsRevocationLog = keepsRevocationLog
     }
 
     /// The default configuration file, skipped when absent.

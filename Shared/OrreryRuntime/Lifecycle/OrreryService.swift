@@ -1,5 +1,7 @@
 public import GRPCCore
 public import Logging
+public import OrreryAuth
+public import OrreryIdentity
 public import PostgresNIO
 
 /// What a service's handlers get from the runtime.
@@ -9,26 +11,45 @@ public struct ServiceEnvironment: Sendable {
     /// The service's PostgreSQL pool (its own schema on the search path), or nil for a service without one.
     public let database: PostgresClient?
     public let info: ServiceInfo
+    /// The service's own key (its DID is the audience of every invocation it accepts).
+    public let key: SigningKey
+    /// The operator DID chains root in.
+    public let operatorDID: DID
+    /// The revocations this process knows.
+    public let revocations: RevocationBook
+    /// Every method and how it is authorised.
+    public let catalog: MethodCatalog
 
-    public init(settings: RuntimeSettings, logger: Logger, database: PostgresClient?, info: ServiceInfo) {
+    public init(
+        settings: RuntimeSettings, logger: Logger, database: PostgresClient?, info: ServiceInfo, key: SigningKey,
+        operatorDID: DID, revocations: RevocationBook, catalog: MethodCatalog
+    ) {
         self.settings = settings
         self.logger = logger
         self.database = database
         self.info = info
+        self.key = key
+        self.operatorDID = operatorDID
+        self.revocations = revocations
+        self.catalog = catalog
     }
 }
 
-/// A service as the runtime starts it: its description, and the gRPC services it serves once its schema is
-/// migrated. Health, reflection and metrics are added by the runtime.
+/// A service as the runtime starts it: its description, the gRPC services it serves once its schema is migrated,
+/// and any background work that runs as long as it serves. Health, reflection, metrics and capability checks
+/// are added by the runtime.
 public struct OrreryService: Sendable {
     public let description: ServiceDescription
     public let makeRPCServices: @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]
+    public let backgroundTasks: @Sendable (ServiceEnvironment) -> [@Sendable () async throws -> Void]
 
     public init(
         description: ServiceDescription,
+        backgroundTasks: @escaping @Sendable (ServiceEnvironment) -> [@Sendable () async throws -> Void] = { _ in [] },
         makeRPCServices: @escaping @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]
     ) {
         self.description = description
         self.makeRPCServices = makeRPCServices
+        self.backgroundTasks = backgroundTasks
     }
 }

@@ -5,7 +5,9 @@ internal import GRPCNIOTransportHTTP2Posix
 internal import Hummingbird
 internal import Logging
 internal import Metrics
+internal import OrreryAuth
 internal import OrreryDatabase
+internal import OrreryIdentity
 internal import OrreryProto
 internal import PostgresNIO
 internal import Prometheus
@@ -89,18 +91,43 @@ private struct MainService: Service {
         if let database, let schema = description.schema {
             try await migrate(database: database, schemaName: schema.name, migrations: schema.migrations)
         }
-        let info = ServiceInfo(name: description.name)
-        let environment = ServiceEnvironment(settings: settings, logger: logger, database: database, info: info)
-        let rpcServices = try await service.makeRPCServices(environment)
-
-        let health = HealthStatusBook()
-        let serviceNames = Self.serviceNames(of: rpcServices)
-        let index: DescriptorIndex
+        let key = try loadKey(description)
+        let operatorDID: DID
         do {
-            index = try DescriptorIndex(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+            operatorDID = try DID(settings.trustedOperator)
+        } catch {
+            throw ServiceRunner.StartupError(message: "trust.operator: \(error)", exitCode: .configuration)
+        }
+        let proofs = try loadDelegations()
+        let descriptorSet = Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data()
+        let index: DescriptorIndex
+        let catalog: MethodCatalog
+        do {
+            index = try DescriptorIndex(descriptorSet: descriptorSet)
+            catalog = try MethodCatalog(descriptorSet: descriptorSet)
         } catch {
             throw ServiceRunner.StartupError(message: "the embedded descriptor set is unreadable: \(error)", exitCode: .failure)
         }
+        let validator = ChainValidator(clockSkew: 30)
+        let revocations = RevocationBook(validator: validator)
+        let info = ServiceInfo(name: description.name, did: key.did.string)
+        let environment = ServiceEnvironment(
+            settings: settings, logger: logger, database: database, info: info, key: key, operatorDID: operatorDID,
+            revocations: revocations, catalog: catalog)
+        let rpcServices: [any RegistrableRPCService]
+        do {
+            rpcServices = try await service.makeRPCServices(environment)
+        } catch {
+            throw ServiceRunner.StartupError(message: "cannot start: \(error)", exitCode: .cannotCreate)
+        }
+        let replayGuard: any ReplayGuard =
+            database.map { PostgresReplayGuard(client: $0, logger: logger) } ?? InMemoryReplayGuard()
+        let capabilities = CapabilityInterceptor(
+            serviceDID: key.did, trustedRoots: [operatorDID], catalog: catalog, validator: validator,
+            revocations: revocations, replayGuard: replayGuard, logger: logger)
+
+        let health = HealthStatusBook()
+        let serviceNames = Self.serviceNames(of: rpcServices)
         let reflection = ReflectionService(
             index: index,
             serviceNames: serviceNames + [
@@ -113,7 +140,7 @@ private struct MainService: Service {
                 transportSecurity: .plaintext
             ),
             services: rpcServices + [HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection)],
-            interceptors: [MetricsServerInterceptor()]
+            interceptors: [MetricsServerInterceptor(), capabilities]
         )
         if !Self.isLoopback(settings.grpc.host) {
             logger.warning("gRPC listens in plaintext on a non-loopback address", metadata: ["host": "\(settings.grpc.host)"])
@@ -137,6 +164,24 @@ private struct MainService: Service {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
             group.addTask { try await http.run() }
+            let background = service.backgroundTasks(environment)
+            let followed = settings.identityAddress.flatMap(ServiceAddress.init)
+            // Background work stops when serving stops: it is cancelled once the graceful shutdown below is done.
+            let backgroundTasks = Task {
+                await withTaskGroup(of: Void.self) { tasks in
+                    for task in background {
+                        tasks.addTask {
+                            do { try await task() } catch { logger.error("background task failed", metadata: ["error": "\(error)"]) }
+                        }
+                    }
+                    if let followed {
+                        tasks.addTask { await RevocationFollower(address: followed, environment: environment, proofs: proofs).run() }
+                    }
+                }
+            }
+            if followed == nil && !description.keepsRevocationLog {
+                logger.warning("identity.address is not set: revocations are not followed by this process")
+            }
 
             let grpcPort: Int
             do {
@@ -178,6 +223,7 @@ private struct MainService: Service {
             logger.info("shutting down: finishing in-flight RPCs")
             health.setAll(.notServing)
             health.finishWatches()
+            backgroundTasks.cancel()
             server.beginGracefulShutdown()
         }
     }
@@ -196,6 +242,29 @@ private struct MainService: Service {
             throw ServiceRunner.StartupError(
                 message: "cannot migrate schema \(schemaName) on PostgreSQL \(target): \(String(reflecting: error))",
                 exitCode: .unavailable)
+        }
+    }
+
+    /// The service's key: provisioned (`identity.key`), or created in the state directory (device agent).
+    private func loadKey(_ description: ServiceDescription) throws -> SigningKey {
+        do {
+            if let path = settings.keyFile { return try KeyFile.read(path) }
+            try FileManager.default.createDirectory(
+                atPath: settings.stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            return try KeyFile.readOrCreate(settings.stateDirectory + "/device.key")
+        } catch let error as KeyFileError {
+            throw ServiceRunner.StartupError(message: "identity.key: \(error)", exitCode: .configuration)
+        }
+    }
+
+    /// The service's own delegation chain (root first), for its calls to other services.
+    private func loadDelegations() throws -> [Delegation] {
+        guard let path = settings.delegationFile else { return [] }
+        do {
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            return try DelegationChain.read(text)
+        } catch {
+            throw ServiceRunner.StartupError(message: "identity.delegation \(path): \(error)", exitCode: .configuration)
         }
     }
 

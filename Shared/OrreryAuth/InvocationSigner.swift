@@ -1,0 +1,72 @@
+internal import Foundation
+public import GRPCCore
+public import OrreryIdentity
+internal import SwiftProtobuf
+
+/// Signs an invocation for each outgoing call, so services call each other the way every client calls them:
+/// `aud` the callee's DID, `cmd` the method's command, `args` the request's scalar fields, proofs the caller's
+/// delegation chain (root first).
+public struct InvocationSigner: ClientInterceptor {
+    private let key: SigningKey
+    private let subject: DID
+    private let audience: DID
+    private let proofs: [Delegation]
+    private let catalog: MethodCatalog
+    private let lifetime: Int64
+
+    /// - Parameters:
+    ///   - subject: The resource owner the chain roots in (the operator).
+    ///   - audience: The callee's DID (from its `Info`).
+    ///   - proofs: The caller's delegation chain, root first (empty when the caller is the subject).
+    public init(key: SigningKey, subject: DID, audience: DID, proofs: [Delegation], catalog: MethodCatalog, lifetime: Int64 = 120) {
+        self.key = key
+        self.subject = subject
+        self.audience = audience
+        self.proofs = proofs
+        self.catalog = catalog
+        self.lifetime = lifetime
+    }
+
+    public func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingClientRequest<Input>,
+        context: ClientContext,
+        next: (StreamingClientRequest<Input>, ClientContext) async throws -> StreamingClientResponse<Output>
+    ) async throws -> StreamingClientResponse<Output> {
+        guard let entry = catalog[context.descriptor.fullyQualifiedMethod], !entry.isOpen else {
+            return try await next(request, context)
+        }
+        var request = request
+        var arguments: [String: IPLD] = [:]
+        if !entry.isClientStreaming {
+            // Collect the (single) request message to sign its fields, then replay it to the transport.
+            let collector = MessageCollector<Input>()
+            try await request.producer(RPCWriter(wrapping: collector))
+            let messages = collector.messages
+            if let first = messages.first as? any SwiftProtobuf.Message {
+                arguments = RequestArguments.of(first, fields: entry.requestFields)
+            }
+            request.producer = { writer in try await writer.write(contentsOf: messages) }
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        let invocation = Invocation.issue(
+            by: key, subject: subject, audience: audience, command: entry.command, arguments: arguments,
+            proofs: proofs.map(\.cid), expiration: now + lifetime, issuedAt: now)
+        let container = try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes))
+        request.metadata.replaceOrAddString("Bearer " + container, forKey: "authorization")
+        return try await next(request, context)
+    }
+}
+
+/// An `RPCWriterProtocol` that keeps what is written.
+final class MessageCollector<Element: Sendable>: RPCWriterProtocol, @unchecked Sendable {
+    // @unchecked: written only by the request producer, read after it returns.
+    private(set) var messages: [Element] = []
+
+    func write(_ element: Element) async throws {
+        messages.append(element)
+    }
+
+    func write(contentsOf elements: some Sequence<Element>) async throws {
+        messages.append(contentsOf: elements)
+    }
+}
