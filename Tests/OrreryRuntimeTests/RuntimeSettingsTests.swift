@@ -12,7 +12,8 @@ struct RuntimeSettingsTests {
     static let service = ServiceDescription(
         name: "registry", defaultGRPCPort: 7402, defaultHTTPPort: 9402, schema: (name: "registry", migrations: []))
     static let agent = ServiceDescription(
-        name: "device-agent", defaultGRPCPort: 7406, defaultHTTPPort: 9406, schema: nil, loopbackOnly: true)
+        name: "device-agent", defaultGRPCPort: 7406, defaultHTTPPort: 9406, schema: nil, loopbackOnly: true,
+        createsOwnKey: true)
 
     /// Writes `json` to a temporary config file and returns its path.
     func configFile(_ json: String) throws -> String {
