@@ -108,7 +108,7 @@ public final class ChainValidator: Sendable {
     public var memoizedChainCount: Int { memo.withLock { $0.chains.count } }
 
     private func chainFacts(_ cids: [CID], proofs: [CID: Delegation]) throws -> ChainFacts {
-        if let known = memo.withLock({ $0.chains[cids] }) { return known }
+        // Every cited proof must come with the invocation, memoized or not, so that every replica decides alike.
         var chain: [Delegation] = []
         for cid in cids {
             guard let delegation = proofs[cid] else {
@@ -116,6 +116,7 @@ public final class ChainValidator: Sendable {
             }
             chain.append(delegation)
         }
+        if let known = memo.withLock({ $0.chains[cids] }) { return known }
         let verified = memo.withLock { $0.verifiedSignatures }
         for delegation in chain where !verified.contains(delegation.cid) {
             guard delegation.envelope.signatureIsValid(issuer: delegation.issuer) else {
