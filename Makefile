@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test build proto proto-check fmt clean
+.PHONY: help run test bench build proto proto-check fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -12,6 +12,10 @@ run: ## Start the whole constellation locally (PostgreSQL under .run/, six servi
 
 test: ## Install what tests need, start a throwaway PostgreSQL, build, run every test
 	@Tools/scripts/test.sh
+
+bench: ## Measure the hot paths (release build); results in bench-results/ and the README
+	swift build -c release --scratch-path .build-release --product orrery-bench
+	$$(swift build -c release --scratch-path .build-release --show-bin-path)/orrery-bench --out bench-results/identity.md
 
 build: ## Build every executable (debug)
 	swift build

@@ -125,6 +125,16 @@ let package = Package(
             path: "Tools/orrery",
             swiftSettings: upcomingFeatures
         ),
+        // The measurements behind `make bench` (a release build).
+        .executableTarget(
+            name: "orrery-bench",
+            dependencies: [
+                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", argumentParser, grpcCore, grpcPosix,
+                swiftProtobuf, logging,
+            ],
+            path: "Tools/bench",
+            swiftSettings: upcomingFeatures
+        ),
         .testTarget(
             name: "OrreryRuntimeTests",
             dependencies: ["OrreryRuntime", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport", grpcCore, grpcPosix, configuration, logging, swiftProtobuf, argumentParser],

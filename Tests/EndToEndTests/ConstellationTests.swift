@@ -158,6 +158,37 @@ struct ConstellationTests {
         }
     }
 
+    @Test("TLS: a service given a certificate serves gRPC over TLS to grpc-swift and to Python's grpcio; plaintext fails")
+    func tls() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-tls")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let certificate = directory.appendingPathComponent("cert.pem").path
+            let key = directory.appendingPathComponent("key.pem").path
+            let (status, output) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/openssl"),
+                arguments: [
+                    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", key, "-out", certificate,
+                ])
+            #expect(status == 0, "\(output)")
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await RunningService.start(
+                "registry", extraArguments: ["--tls-cert", certificate, "--tls-key", key],
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }, directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let address = ServiceAddress(host: "localhost", port: registry.ready.grpcPort)
+            let status1 = try await ServiceProbe.withClient(address, trustRoots: certificate) { try await ServiceProbe.health($0) }
+            #expect(status1 == .serving)
+            #expect(try await python(["health-tls", "localhost:\(registry.ready.grpcPort)", certificate]) == "SERVING")
+            await #expect(throws: (any Error).self) {
+                try await ServiceProbe.withClient(registry.grpcAddress) { try await ServiceProbe.health($0) }
+            }
+            #expect(registry.child.output.contains("gRPC listens with TLS"))
+        }
+    }
+
     @Test("an invalid setting stops start-up with exit 78 and one line naming it")
     func invalidSetting() async throws {
         let (status, output) = try await ChildProcess.run(

@@ -100,7 +100,8 @@ struct RuntimeSettingsTests {
     func precedence() async throws {
         let path = try configFile(
             """
-            {"grpc": {"port": 1001, "host": "10.0.0.1"}, "http": {"port": 2001}, "log": {"level": "debug"},
+            {"grpc": {"port": 1001, "host": "10.0.0.1"}, "tls": {"cert": "/tls/c.pem", "key": "/tls/k.pem"},
+             "http": {"port": 2001}, "log": {"level": "debug"},
              "db": {"host": "db.file", "port": 6001, "password": "from-file"}}
             """)
         let fileOnly = try await load(["--config", path])
@@ -177,6 +178,18 @@ struct RuntimeSettingsTests {
     func badConfigFile() async throws {
         try await expectError(key: "config", containing: "cannot read", ["--config", "/nonexistent/orrery.json"])
         try await expectError(key: "config", containing: "cannot read", ["--config", try configFile("{not json")])
+    }
+
+    @Test("TLS: certificate and key come together, and a non-loopback gRPC listener needs them")
+    func tls() async throws {
+        let config = try configFile("{}")
+        try await expectError(key: "grpc.host", containing: "needs tls.cert", ["--config", config, "--grpc-host", "0.0.0.0"])
+        try await expectError(key: "tls.key", containing: "both or neither", ["--config", config, "--tls-cert", "/c.pem"])
+        try await expectError(key: "tls.cert", containing: "both or neither", ["--config", config, "--tls-key", "/k.pem"])
+        let settings = try await load(["--config", config, "--grpc-host", "0.0.0.0", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--tls-ca", "/ca.pem"])
+        #expect(settings.tls?.certificate == "/c.pem" && settings.tls?.key == "/k.pem")
+        #expect(settings.tlsTrustRoots == "/ca.pem")
+        #expect(try await load(["--config", config]).tls == nil)
     }
 
     @Test("the device agent refuses non-loopback listeners")

@@ -30,11 +30,14 @@ struct InfoCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
+    @Option(help: "PEM roots to verify the service's TLS certificate (plaintext without).")
+    var tlsCa: String?
+
     func run() async throws {
         guard let target = ServiceAddress(address) else {
             throw ValidationError("'\(address)' is not host:port")
         }
-        let info = try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0) }
+        let info = try await ServiceProbe.withClient(target, trustRoots: tlsCa) { try await ServiceProbe.info($0) }
         if json {
             print(try info.jsonString())
         } else {
@@ -58,11 +61,14 @@ struct HealthCommand: AsyncParsableCommand {
     @Option(help: "A service name; empty for the server as a whole.")
     var service = ""
 
+    @Option(help: "PEM roots to verify the service's TLS certificate (plaintext without).")
+    var tlsCa: String?
+
     func run() async throws {
         guard let target = ServiceAddress(address) else {
             throw ValidationError("'\(address)' is not host:port")
         }
-        let status = try await ServiceProbe.withClient(target) { try await ServiceProbe.health($0, service: service) }
+        let status = try await ServiceProbe.withClient(target, trustRoots: tlsCa) { try await ServiceProbe.health($0, service: service) }
         print(status)
         if status != .serving { throw ExitCode.failure }
     }

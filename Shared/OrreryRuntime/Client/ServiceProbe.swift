@@ -45,13 +45,22 @@ public enum ServiceProbe {
         return try await health.check(.with { $0.service = service }).status
     }
 
-    /// Runs `body` with a plaintext client connected to `address`.
+    /// TLS verified against the PEM roots at `trustRoots`, or plaintext when nil.
+    public static func security(trustRoots: String?) -> HTTP2ClientTransport.Posix.TransportSecurity {
+        guard let trustRoots else { return .plaintext }
+        return .tls { config in
+            config.trustRoots = .certificates([.file(path: trustRoots, format: .pem)])
+        }
+    }
+
+    /// Runs `body` with a client connected to `address`: TLS against `trustRoots` when given, else plaintext.
     public static func withClient<Result: Sendable>(
         _ address: ServiceAddress,
+        trustRoots: String? = nil,
         _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
         try await withGRPCClient(
-            transport: try .http2NIOPosix(target: address.target, transportSecurity: .plaintext)
+            transport: try .http2NIOPosix(target: address.target, transportSecurity: security(trustRoots: trustRoots))
         ) { client in
             try await body(client)
         }

@@ -15,6 +15,15 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "gRPC listen port, 0 for any free port (env ORRERY_GRPC_PORT, file grpc.port).")
     public var grpcPort: Int?
 
+    @Option(help: "PEM certificate chain for the gRPC listener (env ORRERY_TLS_CERT, file tls.cert). Required off loopback.")
+    public var tlsCert: String?
+
+    @Option(help: "PEM private key of that certificate (env ORRERY_TLS_KEY, file tls.key).")
+    public var tlsKey: String?
+
+    @Option(help: "PEM certificates this service trusts when it calls others over TLS (env ORRERY_TLS_CA, file tls.ca).")
+    public var tlsCa: String?
+
     @Option(help: "HTTP host for /metrics and /healthz (env ORRERY_HTTP_HOST, file http.host).")
     public var httpHost: String?
 

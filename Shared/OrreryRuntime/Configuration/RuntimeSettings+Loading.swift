@@ -24,6 +24,8 @@ extension RuntimeSettings {
                 host: try host(reader, "grpc.host", loopbackOnly: service.loopbackOnly),
                 port: try port(reader, "grpc.port")
             ),
+            tls: nil,
+            tlsTrustRoots: try string(reader, "tls.ca").nilIfEmpty,
             http: .init(
                 host: try host(reader, "http.host", loopbackOnly: service.loopbackOnly),
                 port: try port(reader, "http.port")
@@ -40,6 +42,17 @@ extension RuntimeSettings {
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
+        switch (try string(reader, "tls.cert").nilIfEmpty, try string(reader, "tls.key").nilIfEmpty) {
+        case (let certificate?, let key?): settings.tls = (certificate, key)
+        case (nil, nil): break
+        case (nil, _?): throw ConfigurationError(key: "tls.cert", reason: "tls.key is set but tls.cert is not: give both or neither")
+        case (_?, nil): throw ConfigurationError(key: "tls.key", reason: "tls.cert is set but tls.key is not: give both or neither")
+        }
+        if settings.tls == nil && !isLoopback(settings.grpc.host) {
+            throw ConfigurationError(
+                key: "grpc.host",
+                reason: "'\(settings.grpc.host)' is not loopback: a network listener needs tls.cert and tls.key (plaintext is for loopback only)")
+        }
         if settings.keyFile == nil && !service.createsOwnKey {
             throw ConfigurationError(key: "identity.key", reason: "required: the service's key file (`orrery operator init` provisions one)")
         }
@@ -85,6 +98,9 @@ extension RuntimeSettings {
         flag("db.timeout", options.dbTimeout)
         flag("state.dir", options.stateDir)
         flag("shutdown.grace", options.shutdownGrace)
+        flag("tls.cert", options.tlsCert)
+        flag("tls.key", options.tlsKey)
+        flag("tls.ca", options.tlsCa)
         flag("identity.key", options.identityKey)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
@@ -106,6 +122,9 @@ extension RuntimeSettings {
             "db.timeout": 30,
             "state.dir": .init(.string("/var/lib/orrery/\(service.name)"), isSecret: false),
             "shutdown.grace": 10,
+            "tls.cert": "",
+            "tls.key": "",
+            "tls.ca": "",
             "identity.key": "",
             "trust.operator": "",
             "identity.address": "",
@@ -191,9 +210,13 @@ extension RuntimeSettings {
         try integer(reader, key, in: 0...65535)
     }
 
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
     private static func host(_ reader: ConfigReader, _ key: ConfigKey, loopbackOnly: Bool) throws -> String {
         let value = try nonEmpty(reader, key)
-        if loopbackOnly && !["127.0.0.1", "::1", "localhost"].contains(value) && !value.hasPrefix("127.") {
+        if loopbackOnly && !isLoopback(value) {
             throw ConfigurationError(
                 key: key.description,
                 reason: "'\(value)' is not a loopback address; this service opens no network port (use 127.0.0.1 or ::1)"

@@ -3,6 +3,15 @@ public import OrreryDatabase
 
 /// A service's settings after resolving defaults < file < environment < flags.
 public struct RuntimeSettings: Sendable, Equatable {
+    public static func == (lhs: RuntimeSettings, rhs: RuntimeSettings) -> Bool {
+        lhs.grpc == rhs.grpc && lhs.tls?.certificate == rhs.tls?.certificate && lhs.tls?.key == rhs.tls?.key
+            && lhs.tlsTrustRoots == rhs.tlsTrustRoots && lhs.http == rhs.http && lhs.logLevel == rhs.logLevel
+            && lhs.logFormat == rhs.logFormat && lhs.database == rhs.database && lhs.stateDirectory == rhs.stateDirectory
+            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.keyFile == rhs.keyFile && lhs.trustedOperator == rhs.trustedOperator
+            && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
+            && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
+    }
+
     /// How log lines are written.
     public enum LogFormat: String, Sendable, CaseIterable {
         /// JSON lines unless standard output is a terminal.
@@ -23,6 +32,10 @@ public struct RuntimeSettings: Sendable, Equatable {
     }
 
     public var grpc: Listen
+    /// The gRPC listener's certificate chain and key (PEM files); nil for plaintext, allowed on loopback only.
+    public var tls: (certificate: String, key: String)?
+    /// PEM roots trusted for this service's own TLS calls; nil to call in plaintext.
+    public var tlsTrustRoots: String?
     public var http: Listen
     public var logLevel: Logger.Level
     public var logFormat: LogFormat

@@ -11,6 +11,8 @@ internal import SwiftProtobuf
 /// this process's `RevocationBook`, reconnecting with exponential backoff and jitter when the stream breaks.
 struct RevocationFollower {
     let address: ServiceAddress
+    /// PEM roots to verify the identity service's TLS certificate; nil to connect in plaintext.
+    let trustRoots: String?
     let environment: ServiceEnvironment
     let proofs: [Delegation]
 
@@ -33,14 +35,14 @@ struct RevocationFollower {
     }
 
     private func follow() async throws {
-        let identityDID = try await ServiceProbe.withClient(address) { client in
+        let identityDID = try await ServiceProbe.withClient(address, trustRoots: trustRoots) { client in
             try DID(try await ServiceProbe.info(client).did)
         }
         let signer = InvocationSigner(
             key: environment.key, subject: environment.operatorDID, audience: identityDID, proofs: proofs,
             catalog: environment.catalog)
         try await withGRPCClient(
-            transport: try .http2NIOPosix(target: address.target, transportSecurity: .plaintext),
+            transport: try .http2NIOPosix(target: address.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots)),
             interceptors: [signer]
         ) { client in
             let identity = Orrery_Identity_V1_Identity.Client(wrapping: client)

@@ -134,18 +134,28 @@ private struct MainService: Service {
                 "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
             ]
         )
+        let transportSecurity: HTTP2ServerTransport.Posix.TransportSecurity
+        if let tls = settings.tls {
+            for path in [tls.certificate, tls.key] where !FileManager.default.isReadableFile(atPath: path) {
+                throw ServiceRunner.StartupError(message: "tls: cannot read \(path)", exitCode: .configuration)
+            }
+            transportSecurity = .tls(
+                certificateChain: [.file(path: tls.certificate, format: .pem)], privateKey: .file(path: tls.key, format: .pem))
+        } else {
+            transportSecurity = .plaintext
+        }
         let server = GRPCServer(
             transport: .http2NIOPosix(
                 address: try Self.socketAddress(host: settings.grpc.host, port: settings.grpc.port),
-                transportSecurity: .plaintext
+                transportSecurity: transportSecurity
             ),
             services: rpcServices + [HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection)],
             interceptors: [MetricsServerInterceptor(), capabilities]
         )
-        if !Self.isLoopback(settings.grpc.host) {
-            logger.warning("gRPC listens in plaintext on a non-loopback address", metadata: ["host": "\(settings.grpc.host)"])
+        if settings.tls == nil {
+            logger.notice("gRPC listens in plaintext: allowed on loopback only", metadata: ["host": "\(settings.grpc.host)"])
         } else {
-            logger.info("gRPC listens in plaintext on loopback")
+            logger.info("gRPC listens with TLS", metadata: ["host": "\(settings.grpc.host)"])
         }
 
         let (httpBound, httpBoundContinuation) = AsyncStream<Int>.makeStream()
@@ -175,7 +185,11 @@ private struct MainService: Service {
                         }
                     }
                     if let followed {
-                        tasks.addTask { await RevocationFollower(address: followed, environment: environment, proofs: proofs).run() }
+                        tasks.addTask {
+                            await RevocationFollower(
+                                address: followed, trustRoots: settings.tlsTrustRoots, environment: environment, proofs: proofs
+                            ).run()
+                        }
                     }
                 }
             }
@@ -272,10 +286,6 @@ private struct MainService: Service {
         var router = RPCRouter<HTTP2ServerTransport.Posix>()
         for service in services { service.registerMethods(with: &router) }
         return Array(Set(router.methods.map(\.service.fullyQualifiedService))).sorted()
-    }
-
-    static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
     private static func socketAddress(host: String, port: Int) throws -> GRPCNIOTransportCore.SocketAddress {
