@@ -25,6 +25,9 @@ struct InterceptorBench {
         func revoke(request: Orrery_Identity_V1_RevokeRequest, context: ServerContext) async throws -> Orrery_Identity_V1_RevokeResponse {
             throw RPCError(code: .unimplemented, message: "not measured")
         }
+        func issueDelegation(request: Orrery_Identity_V1_IssueDelegationRequest, context: ServerContext) async throws -> Orrery_Identity_V1_IssueDelegationResponse {
+            throw RPCError(code: .unimplemented, message: "not measured")
+        }
         func listRevocations(request: Orrery_Identity_V1_ListRevocationsRequest, context: ServerContext) async throws -> Orrery_Identity_V1_ListRevocationsResponse {
             throw RPCError(code: .unimplemented, message: "not measured")
         }

@@ -42,5 +42,21 @@ public enum IdentityMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 3,
+            name: "issued delegations",
+            statements: [
+                """
+                CREATE TABLE issued_delegations (
+                    idempotency_key text PRIMARY KEY,
+                    request_digest text NOT NULL,
+                    cid text NOT NULL,
+                    container text NOT NULL,
+                    issued_to text NOT NULL,
+                    issued_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            ]
+        ),
     ]
 }

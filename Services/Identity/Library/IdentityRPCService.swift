@@ -11,10 +11,19 @@ internal import SwiftProtobuf
 public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProtocol {
     private let environment: ServiceEnvironment
     private let log: RevocationLog
+    private let issuer: DelegationIssuer?
 
-    init(environment: ServiceEnvironment, log: RevocationLog) {
+    init(environment: ServiceEnvironment, log: RevocationLog, issuer: DelegationIssuer?) {
         self.environment = environment
         self.log = log
+        self.issuer = issuer
+    }
+
+    public func issueDelegation(request: Orrery_Identity_V1_IssueDelegationRequest, context: ServerContext) async throws -> Orrery_Identity_V1_IssueDelegationResponse {
+        guard let issuer else {
+            throw RPCError(code: .failedPrecondition, message: "this identity service holds no operator key (operator.key), so it issues no delegations")
+        }
+        return try await issuer.issue(request)
     }
 
     public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws -> Orrery_Common_V1_InfoResponse {

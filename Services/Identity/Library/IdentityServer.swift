@@ -1,3 +1,4 @@
+internal import OrreryIdentity
 public import OrreryRuntime
 
 /// The `identity` service as the shared runtime starts it.
@@ -19,8 +20,16 @@ public enum IdentityServer {
                 return [{ try await log.follow() }]
             },
             makeRPCServices: { environment in
-                guard let log = log(environment) else { return [] }
-                return [IdentityRPCService(environment: environment, log: log)]
+                guard let log = log(environment), let database = environment.database else { return [] }
+                var issuer: DelegationIssuer?
+                if let path = environment.settings.operatorKeyFile {
+                    let operatorKey = try KeyFile.read(path)
+                    guard operatorKey.did == environment.operatorDID else {
+                        throw IdentityStartupError(message: "operator.key is the key of \(operatorKey.did), not of the trusted operator \(environment.operatorDID)")
+                    }
+                    issuer = DelegationIssuer(operatorKey: operatorKey, database: database, logger: environment.logger)
+                }
+                return [IdentityRPCService(environment: environment, log: log, issuer: issuer)]
             }
         )
     }
@@ -30,4 +39,10 @@ public enum IdentityServer {
         guard let database = environment.database else { return nil }
         return RevocationLogs.shared.log(database: database, book: environment.revocations, logger: environment.logger)
     }
+}
+
+/// A setting of the identity service that does not hold together.
+struct IdentityStartupError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
 }

@@ -59,6 +59,19 @@ public enum Orrery_Identity_V1_Identity: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "IssueDelegation" metadata.
+        public enum IssueDelegation: Sendable {
+            /// Request type for "IssueDelegation".
+            public typealias Input = Orrery_Identity_V1_IssueDelegationRequest
+            /// Response type for "IssueDelegation".
+            public typealias Output = Orrery_Identity_V1_IssueDelegationResponse
+            /// Descriptor for "IssueDelegation".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.identity.v1.Identity"),
+                method: "IssueDelegation",
+                type: .unary
+            )
+        }
         /// Namespace for "ListRevocations" metadata.
         public enum ListRevocations: Sendable {
             /// Request type for "ListRevocations".
@@ -90,6 +103,7 @@ public enum Orrery_Identity_V1_Identity: Sendable {
             Info.descriptor,
             ResolveDid.descriptor,
             Revoke.descriptor,
+            IssueDelegation.descriptor,
             ListRevocations.descriptor,
             WatchRevocations.descriptor
         ]
@@ -171,6 +185,25 @@ extension Orrery_Identity_V1_Identity {
             request: GRPCCore.StreamingServerRequest<Orrery_Identity_V1_RevokeRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Identity_V1_RevokeResponse>
+
+        /// Handle the "IssueDelegation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A delegation from the operator's key for onboarding (e.g. a device owner's right to join). The caller's own
+        /// > delegation scopes what it may ask for with policies over `audience`, `command` and `lifetime_seconds`.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Identity_V1_IssueDelegationRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Identity_V1_IssueDelegationResponse` messages.
+        func issueDelegation(
+            request: GRPCCore.StreamingServerRequest<Orrery_Identity_V1_IssueDelegationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Identity_V1_IssueDelegationResponse>
 
         /// Handle the "ListRevocations" method.
         ///
@@ -271,6 +304,25 @@ extension Orrery_Identity_V1_Identity {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Identity_V1_RevokeResponse>
 
+        /// Handle the "IssueDelegation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A delegation from the operator's key for onboarding (e.g. a device owner's right to join). The caller's own
+        /// > delegation scopes what it may ask for with policies over `audience`, `command` and `lifetime_seconds`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Identity_V1_IssueDelegationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Identity_V1_IssueDelegationResponse` message.
+        func issueDelegation(
+            request: GRPCCore.ServerRequest<Orrery_Identity_V1_IssueDelegationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Identity_V1_IssueDelegationResponse>
+
         /// Handle the "ListRevocations" method.
         ///
         /// > Source IDL Documentation:
@@ -368,6 +420,25 @@ extension Orrery_Identity_V1_Identity {
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Identity_V1_RevokeResponse
 
+        /// Handle the "IssueDelegation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A delegation from the operator's key for onboarding (e.g. a device owner's right to join). The caller's own
+        /// > delegation scopes what it may ask for with policies over `audience`, `command` and `lifetime_seconds`.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Identity_V1_IssueDelegationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Identity_V1_IssueDelegationResponse` to respond with.
+        func issueDelegation(
+            request: Orrery_Identity_V1_IssueDelegationRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Identity_V1_IssueDelegationResponse
+
         /// Handle the "ListRevocations" method.
         ///
         /// > Source IDL Documentation:
@@ -445,6 +516,17 @@ extension Orrery_Identity_V1_Identity.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Orrery_Identity_V1_Identity.Method.IssueDelegation.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Identity_V1_IssueDelegationRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Identity_V1_IssueDelegationResponse>(),
+            handler: { request, context in
+                try await self.issueDelegation(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Orrery_Identity_V1_Identity.Method.ListRevocations.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Identity_V1_ListRevocationsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Identity_V1_ListRevocationsResponse>(),
@@ -499,6 +581,17 @@ extension Orrery_Identity_V1_Identity.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Identity_V1_RevokeResponse> {
         let response = try await self.revoke(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func issueDelegation(
+        request: GRPCCore.StreamingServerRequest<Orrery_Identity_V1_IssueDelegationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Identity_V1_IssueDelegationResponse> {
+        let response = try await self.issueDelegation(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -563,6 +656,19 @@ extension Orrery_Identity_V1_Identity.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Identity_V1_RevokeResponse> {
         return GRPCCore.ServerResponse<Orrery_Identity_V1_RevokeResponse>(
             message: try await self.revoke(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func issueDelegation(
+        request: GRPCCore.ServerRequest<Orrery_Identity_V1_IssueDelegationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Identity_V1_IssueDelegationResponse> {
+        return GRPCCore.ServerResponse<Orrery_Identity_V1_IssueDelegationResponse>(
+            message: try await self.issueDelegation(
                 request: request.message,
                 context: context
             ),
@@ -677,6 +783,30 @@ extension Orrery_Identity_V1_Identity {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Identity_V1_RevokeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Identity_V1_RevokeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "IssueDelegation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A delegation from the operator's key for onboarding (e.g. a device owner's right to join). The caller's own
+        /// > delegation scopes what it may ask for with policies over `audience`, `command` and `lifetime_seconds`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Identity_V1_IssueDelegationRequest` message.
+        ///   - serializer: A serializer for `Orrery_Identity_V1_IssueDelegationRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Identity_V1_IssueDelegationResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func issueDelegation<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Identity_V1_IssueDelegationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Identity_V1_IssueDelegationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Identity_V1_IssueDelegationResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Identity_V1_IssueDelegationResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListRevocations" method.
@@ -844,6 +974,41 @@ extension Orrery_Identity_V1_Identity {
             )
         }
 
+        /// Call the "IssueDelegation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A delegation from the operator's key for onboarding (e.g. a device owner's right to join). The caller's own
+        /// > delegation scopes what it may ask for with policies over `audience`, `command` and `lifetime_seconds`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Identity_V1_IssueDelegationRequest` message.
+        ///   - serializer: A serializer for `Orrery_Identity_V1_IssueDelegationRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Identity_V1_IssueDelegationResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func issueDelegation<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Identity_V1_IssueDelegationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Identity_V1_IssueDelegationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Identity_V1_IssueDelegationResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Identity_V1_IssueDelegationResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Identity_V1_Identity.Method.IssueDelegation.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ListRevocations" method.
         ///
         /// > Source IDL Documentation:
@@ -1002,6 +1167,36 @@ extension Orrery_Identity_V1_Identity.ClientProtocol {
         )
     }
 
+    /// Call the "IssueDelegation" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A delegation from the operator's key for onboarding (e.g. a device owner's right to join). The caller's own
+    /// > delegation scopes what it may ask for with policies over `audience`, `command` and `lifetime_seconds`.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Identity_V1_IssueDelegationRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func issueDelegation<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Identity_V1_IssueDelegationRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Identity_V1_IssueDelegationResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.issueDelegation(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Identity_V1_IssueDelegationRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Identity_V1_IssueDelegationResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "ListRevocations" method.
     ///
     /// > Source IDL Documentation:
@@ -1155,6 +1350,40 @@ extension Orrery_Identity_V1_Identity.ClientProtocol {
             metadata: metadata
         )
         return try await self.revoke(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "IssueDelegation" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A delegation from the operator's key for onboarding (e.g. a device owner's right to join). The caller's own
+    /// > delegation scopes what it may ask for with policies over `audience`, `command` and `lifetime_seconds`.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func issueDelegation<Result>(
+        _ message: Orrery_Identity_V1_IssueDelegationRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Identity_V1_IssueDelegationResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Identity_V1_IssueDelegationRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.issueDelegation(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -66,6 +66,9 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "A file with this service's delegation chain from the operator (a UCAN container), for its own calls (env ORRERY_IDENTITY_DELEGATION, file identity.delegation).")
     public var identityDelegation: String?
 
+    @Option(help: "Identity service only: the operator's key file, to issue onboarding delegations (env ORRERY_OPERATOR_KEY, file operator.key).")
+    public var operatorKey: String?
+
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 

@@ -39,6 +39,7 @@ extension RuntimeSettings {
             trustedOperator: try did(reader, "trust.operator"),
             identityAddress: try address(reader, "identity.address"),
             delegationFile: try string(reader, "identity.delegation").nilIfEmpty,
+            operatorKeyFile: try string(reader, "operator.key").nilIfEmpty,
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -102,6 +103,7 @@ extension RuntimeSettings {
         flag("tls.key", options.tlsKey)
         flag("tls.ca", options.tlsCa)
         flag("identity.key", options.identityKey)
+        flag("operator.key", options.operatorKey)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
@@ -126,6 +128,7 @@ extension RuntimeSettings {
             "tls.key": "",
             "tls.ca": "",
             "identity.key": "",
+            "operator.key": "",
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",

@@ -9,6 +9,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.logFormat == rhs.logFormat && lhs.database == rhs.database && lhs.stateDirectory == rhs.stateDirectory
             && lhs.shutdownGrace == rhs.shutdownGrace && lhs.keyFile == rhs.keyFile && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
+            && lhs.operatorKeyFile == rhs.operatorKeyFile
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -51,6 +52,8 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var identityAddress: String?
     /// The service's own delegation chain (a UCAN container file), for its calls to other services.
     public var delegationFile: String?
+    /// The operator's key file, held by an identity service that issues onboarding delegations.
+    public var operatorKeyFile: String?
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?
