@@ -50,7 +50,11 @@ for service in "${services[@]}"; do
                 --identity-delegation "$run_dir/credentials/$service/delegation.ucan")
     fi
     # The agent follows revocations once it holds a delegation (it joins with its owner's, in the registry issue).
-    case "$service" in identity | device-agent) ;; *) extra+=(--identity-address "127.0.0.1:$((base + 1))") ;; esac
+    case "$service" in
+        identity) extra+=(--operator-key "$run_dir/credentials/operator.key") ;;  # issues onboarding delegations
+        device-agent) ;;
+        *) extra+=(--identity-address "127.0.0.1:$((base + 1))") ;;
+    esac
     "$bin/$service" --config "$run_dir/config/$service.json" \
         --grpc-port $((base + offset)) --http-port $((base + 2000 + offset)) \
         --ready-file "$run_dir/ready/$service.json" "${extra[@]}" >"$run_dir/logs/$service.log" 2>&1 &
