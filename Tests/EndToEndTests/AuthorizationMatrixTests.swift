@@ -34,8 +34,6 @@ struct AuthorizationMatrixTests {
         }
     }
 
-    static let executables = ["identity", "registry", "orchestrator", "contract-notary", "settlement-gateway", "device-agent"]
-
     /// Calls `method` with an empty request and `authorization`; a streaming call that is still open after a short
     /// while has passed the check.
     static func call(_ address: ServiceAddress, _ entry: MethodCatalog.Entry, authorization: String?) async throws -> Outcome {
@@ -86,20 +84,10 @@ struct AuthorizationMatrixTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-authz")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            var running: [String: RunningService] = [:]
-            defer { for service in running.values { service.child.signal(SIGKILL) } }
-            let identity = try await RunningService.start(
-                "identity", environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
-                directory: directory)
-            running["identity"] = identity
-            let identityAddress = "127.0.0.1:\(identity.ready.grpcPort)"
-            for name in Self.executables where name != "identity" {
-                let extra = name == "device-agent" ? ["--state-dir", directory.appendingPathComponent("agent").path] : []
-                running[name] = try await RunningService.start(
-                    name, extraArguments: extra,
-                    environment: database.serviceEnvironment.merging(network.environment(for: name, identityAddress: identityAddress)) { $1 },
-                    directory: directory)
-            }
+            let constellation = try await TestConstellation.start(database: database, network: network, directory: directory)
+            defer { constellation.kill() }
+            let running = constellation.services
+            let identity = try #require(running["identity"])
 
             let catalog = try MethodCatalog(descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
             let tester = SigningKey()

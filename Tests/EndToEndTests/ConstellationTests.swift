@@ -43,27 +43,9 @@ struct ConstellationTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-e2e")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            var running: [String: RunningService] = [:]
-            defer { for service in running.values { service.child.signal(SIGKILL) } }
-
-            // Identity first: the others follow its revocation log.
-            let identity = try await RunningService.start(
-                "identity", environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
-                directory: directory)
-            running["identity"] = identity
-            let identityAddress = "127.0.0.1:\(identity.ready.grpcPort)"
-            try await withThrowingTaskGroup(of: (String, RunningService).self) { group in
-                for service in Self.services where service.executable != "identity" {
-                    group.addTask {
-                        let extra = service.schema == nil ? ["--state-dir", directory.appendingPathComponent("agent-state").path] : []
-                        let environment = database.serviceEnvironment.merging(
-                            network.environment(for: service.executable, identityAddress: identityAddress)) { $1 }
-                        return (service.executable, try await RunningService.start(
-                            service.executable, extraArguments: extra, environment: environment, directory: directory))
-                    }
-                }
-                for try await (name, service) in group { running[name] = service }
-            }
+            let constellation = try await TestConstellation.start(database: database, network: network, directory: directory)
+            defer { constellation.kill() }
+            let running = constellation.services
 
             for service in Self.services {
                 let instance = try #require(running[service.executable])
@@ -127,7 +109,6 @@ struct ConstellationTests {
                 let status = await service.child.waitForExit(timeout: .seconds(12))
                 #expect(status == 0, "\(name) exited with \(String(describing: status)):\n\(service.child.output)")
             }
-            running.removeAll()
         }
     }
 
