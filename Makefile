@@ -29,7 +29,8 @@ proto-check: ## Fail when regenerating the protobuf code would change it
 	Tools/scripts/check-protos.sh
 
 fmt: ## Format the Swift sources (generated code excluded)
-	swift format format --in-place --parallel --recursive Package.swift Services Shared/OrreryRuntime Shared/OrreryDatabase Shared/OrreryTestSupport Tools Tests
+	find Package.swift Services Shared Tools Tests -name '*.swift' -not -path '*/Generated/*' -print0 \
+		| xargs -0 swift format format --in-place --parallel
 
 clean: ## Remove build products and local run data
 	rm -rf .build .run .venv-test

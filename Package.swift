@@ -30,7 +30,10 @@ func service(_ library: String, executable: String, folder: String, extra: [Targ
     [
         .target(
             name: library,
-            dependencies: ["OrreryRuntime", "OrreryDatabase", "OrreryProto", "OrreryAuth", "OrreryIdentity", grpcCore, logging, postgres, swiftProtobuf] + extra,
+            dependencies: [
+                "OrreryRuntime", "OrreryDatabase", "OrreryProto", "OrreryAuth", "OrreryIdentity", grpcCore, logging,
+                postgres, swiftProtobuf,
+            ] + extra,
             path: "Services/\(folder)/Library",
             swiftSettings: upcomingFeatures
         ),
@@ -83,8 +86,10 @@ let package = Package(
         .target(
             name: "OrreryRuntime",
             dependencies: [
-                "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, argumentParser,
-                logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, postgres, systemPackage,
+                "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf,
+                swiftProtobuf, argumentParser,
+                logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, postgres,
+                systemPackage,
             ],
             path: "Shared/OrreryRuntime",
             swiftSettings: upcomingFeatures
@@ -121,7 +126,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "orrery",
-            dependencies: ["OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", argumentParser, grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf],
+            dependencies: [
+                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", argumentParser, grpcCore, grpcPosix,
+                grpcProtobuf, swiftProtobuf,
+            ],
             path: "Tools/orrery",
             swiftSettings: upcomingFeatures
         ),
@@ -137,7 +145,10 @@ let package = Package(
         ),
         .testTarget(
             name: "OrreryRuntimeTests",
-            dependencies: ["OrreryRuntime", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport", grpcCore, grpcPosix, configuration, logging, swiftProtobuf, argumentParser],
+            dependencies: [
+                "OrreryRuntime", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport", grpcCore,
+                grpcPosix, configuration, logging, swiftProtobuf, argumentParser,
+            ],
             path: "Tests/OrreryRuntimeTests",
             swiftSettings: upcomingFeatures
         ),
@@ -156,7 +167,8 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "OrreryIdentity", "OrreryAuth", "IdentityService", "RegistryService",
+                "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "OrreryIdentity", "OrreryAuth", "IdentityService",
+                "RegistryService",
                 "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", grpcCore, grpcPosix,
                 grpcProtobuf, postgres, argumentParser, swiftProtobuf,
             ],

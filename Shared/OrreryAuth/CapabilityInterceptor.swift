@@ -79,7 +79,10 @@ public struct CapabilityInterceptor: ServerInterceptor {
     /// Checks the caller's container for `entry`; returns the validated authorization.
     func authorize(_ metadata: Metadata, entry: MethodCatalog.Entry) async throws -> Authorization {
         guard let header = metadata["authorization"].first(where: { _ in true }) else {
-            throw RPCError(code: .unauthenticated, message: "no capability: send 'authorization: Bearer <UCAN container>' (make one with `orrery ucan invoke`)")
+            throw RPCError(
+                code: .unauthenticated,
+                message:
+                    "no capability: send 'authorization: Bearer <UCAN container>' (make one with `orrery ucan invoke`)")
         }
         let text: String
         switch header {
@@ -87,7 +90,8 @@ public struct CapabilityInterceptor: ServerInterceptor {
         case .binary(let bytes): text = String(decoding: bytes, as: UTF8.self)
         }
         guard text.hasPrefix("Bearer ") else {
-            throw RPCError(code: .unauthenticated, message: "the authorization header must be 'Bearer <UCAN container>'")
+            throw RPCError(
+                code: .unauthenticated, message: "the authorization header must be 'Bearer <UCAN container>'")
         }
         var invocations: [Invocation] = []
         var delegations: [CID: Delegation] = [:]
@@ -105,37 +109,61 @@ public struct CapabilityInterceptor: ServerInterceptor {
             throw RPCError(code: .unauthenticated, message: "malformed capability: \(error.reason)")
         }
         guard invocations.count == 1, let invocation = invocations.first else {
-            throw RPCError(code: .unauthenticated, message: "the container must hold exactly one invocation (it holds \(invocations.count))")
+            throw RPCError(
+                code: .unauthenticated,
+                message: "the container must hold exactly one invocation (it holds \(invocations.count))")
         }
         guard invocation.executor == serviceDID else {
-            throw RPCError(code: .permissionDenied, message: "the invocation is addressed to \(invocation.executor), not to this service (\(serviceDID)): set its aud to the DID that Info returns")
+            throw RPCError(
+                code: .permissionDenied,
+                message:
+                    "the invocation is addressed to \(invocation.executor), not to this service (\(serviceDID)): set its aud to the DID that Info returns"
+            )
         }
         guard invocation.command == entry.command else {
-            throw RPCError(code: .permissionDenied, message: "the invocation is for \(invocation.command), but \(entry.fullName) needs \(entry.command)")
+            throw RPCError(
+                code: .permissionDenied,
+                message: "the invocation is for \(invocation.command), but \(entry.fullName) needs \(entry.command)")
         }
         let now = clock()
         guard let expiration = invocation.expiration else {
-            throw RPCError(code: .permissionDenied, message: "the invocation never expires; give it an exp within \(Self.maximumLifetime) s")
+            throw RPCError(
+                code: .permissionDenied,
+                message: "the invocation never expires; give it an exp within \(Self.maximumLifetime) s")
         }
         guard expiration - now <= Self.maximumLifetime else {
-            throw RPCError(code: .permissionDenied, message: "the invocation lives until \(expiration), more than \(Self.maximumLifetime) s from now; shorten its exp")
+            throw RPCError(
+                code: .permissionDenied,
+                message:
+                    "the invocation lives until \(expiration), more than \(Self.maximumLifetime) s from now; shorten its exp"
+            )
         }
         let validated: ChainValidator.Validated
         do {
-            validated = try validator.validate(invocation, proofs: delegations, now: now, isRevoked: revocations.isRevoked)
+            validated = try validator.validate(
+                invocation, proofs: delegations, now: now, isRevoked: revocations.isRevoked)
         } catch let error as UCANError {
             throw Self.status(for: error)
         }
         if !entry.selfAuthorised && !trustedRoots.contains(validated.subject) {
-            throw RPCError(code: .permissionDenied, message: "the chain roots in \(validated.subject), which this service does not trust; it trusts \(trustedRoots.map(\.string).sorted().joined(separator: ", "))")
+            throw RPCError(
+                code: .permissionDenied,
+                message:
+                    "the chain roots in \(validated.subject), which this service does not trust; it trusts \(trustedRoots.map(\.string).sorted().joined(separator: ", "))"
+            )
         }
         if entry.selfAuthorised && invocation.subject != invocation.issuer {
             throw RPCError(code: .permissionDenied, message: "\(entry.command) must be invoked by its own subject")
         }
         if !entry.isReadOnly {
-            let fresh = try await replayGuard.consume(invocation.cid, command: entry.command.string, issuer: invocation.issuer, expiresAt: expiration)
+            let fresh = try await replayGuard.consume(
+                invocation.cid, command: entry.command.string, issuer: invocation.issuer, expiresAt: expiration)
             guard fresh else {
-                throw RPCError(code: .permissionDenied, message: "invocation \(invocation.cid) was already used: a retry needs a new invocation (with the same idempotency key)")
+                throw RPCError(
+                    code: .permissionDenied,
+                    message:
+                        "invocation \(invocation.cid) was already used: a retry needs a new invocation (with the same idempotency key)"
+                )
             }
         }
         return Authorization(validated: validated, delegations: delegations)
@@ -153,18 +181,23 @@ public struct CapabilityInterceptor: ServerInterceptor {
 
     /// The request's scalar fields must equal the invocation's `args` where both name them; a mutating request's
     /// idempotency key must be in `args`.
-    static func checkArguments<Message>(_ message: Message, against arguments: [String: IPLD], entry: MethodCatalog.Entry) throws {
+    static func checkArguments<Message>(
+        _ message: Message, against arguments: [String: IPLD], entry: MethodCatalog.Entry
+    ) throws {
         guard let message = message as? any SwiftProtobuf.Message else { return }
         let actual = RequestArguments.of(message, fields: entry.requestFields)
         for (name, kind) in entry.requestFields {
             guard let signed = arguments[name] else { continue }
             let value = actual[name] ?? kind.defaultValue
             guard signed == value || (kind == .float && Self.sameNumber(signed, value)) else {
-                throw RPCError(code: .permissionDenied, message: "the request's \(name) differs from the invocation's args: sign the request you send")
+                throw RPCError(
+                    code: .permissionDenied,
+                    message: "the request's \(name) differs from the invocation's args: sign the request you send")
             }
         }
         if !entry.isReadOnly, let key = actual["idempotency_key"], arguments["idempotency_key"] != key {
-            throw RPCError(code: .permissionDenied, message: "the invocation's args must carry the request's idempotency_key")
+            throw RPCError(
+                code: .permissionDenied, message: "the invocation's args must carry the request's idempotency_key")
         }
     }
 

@@ -18,7 +18,10 @@ public struct InvocationSigner: ClientInterceptor {
     ///   - subject: The resource owner the chain roots in (the operator).
     ///   - audience: The callee's DID (from its `Info`).
     ///   - proofs: The caller's delegation chain, root first (empty when the caller is the subject).
-    public init(key: SigningKey, subject: DID, audience: DID, proofs: [Delegation], catalog: MethodCatalog, lifetime: Int64 = 120) {
+    public init(
+        key: SigningKey, subject: DID, audience: DID, proofs: [Delegation], catalog: MethodCatalog,
+        lifetime: Int64 = 120
+    ) {
         self.key = key
         self.subject = subject
         self.audience = audience

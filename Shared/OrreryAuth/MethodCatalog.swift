@@ -41,10 +41,12 @@ public struct MethodCatalog: Sendable {
         for file in set.file {
             for service in file.service {
                 let serviceName = file.package.isEmpty ? service.name : "\(file.package).\(service.name)"
-                let area = file.package.split(separator: ".").dropFirst().first.map(String.init) ?? service.name.lowercased()
+                let area =
+                    file.package.split(separator: ".").dropFirst().first.map(String.init) ?? service.name.lowercased()
                 for method in service.method {
                     let fullName = "\(serviceName)/\(method.name)"
-                    let isOpen = file.package.hasPrefix("grpc.") || (file.package.hasPrefix("orrery.") && method.name == "Info")
+                    let isOpen =
+                        file.package.hasPrefix("grpc.") || (file.package.hasPrefix("orrery.") && method.name == "Info")
                     let commandText = Self.overrides[fullName] ?? "/orrery/\(area)/\(Self.kebab(method.name))"
                     entries[fullName] = Entry(
                         fullName: fullName,
@@ -94,7 +96,9 @@ public struct MethodCatalog: Sendable {
 /// The scalar fields of a request message as IPLD, under their proto names: what invocation `args` carry.
 public enum RequestArguments {
     /// The request's non-default top-level scalar fields (proto3 JSON, with 64-bit integers read back as integers).
-    public static func of(_ message: any SwiftProtobuf.Message, fields: [String: MethodCatalog.FieldKind]) -> [String: IPLD] {
+    public static func of(_ message: any SwiftProtobuf.Message, fields: [String: MethodCatalog.FieldKind]) -> [String:
+        IPLD]
+    {
         var options = JSONEncodingOptions()
         options.preserveProtoFieldNames = true
         guard let json = try? message.jsonUTF8Data(options: options),

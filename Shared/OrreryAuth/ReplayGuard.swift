@@ -34,7 +34,8 @@ public struct PostgresReplayGuard: ReplayGuard {
         for try await _ in rows { inserted = true }
         if inserted, Int.random(in: 0..<512) == 0 {
             // Expired entries cannot be replayed anyway (the invocation is refused as expired): prune now and then.
-            try await client.query("DELETE FROM consumed_invocations WHERE expires_at < now() - interval '10 minutes'", logger: logger)
+            try await client.query(
+                "DELETE FROM consumed_invocations WHERE expires_at < now() - interval '10 minutes'", logger: logger)
         }
         return inserted
     }

@@ -40,7 +40,8 @@ public struct SchemaMigrator: Sendable {
         let migrations = self.migrations
         let lockKey = Self.advisoryLockKey(for: schema)
         do {
-            return try await apply(schema: schema, migrations: migrations, lockKey: lockKey, client: client, logger: logger)
+            return try await apply(
+                schema: schema, migrations: migrations, lockKey: lockKey, client: client, logger: logger)
         } catch let error as PostgresTransactionError {
             // Report what went wrong inside the transaction, not the wrapper.
             if let cause = error.closureError { throw cause }
@@ -57,7 +58,8 @@ public struct SchemaMigrator: Sendable {
     ) async throws -> Report {
         try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
-            try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema.quoted)"), logger: logger)
+            try await connection.query(
+                PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema.quoted)"), logger: logger)
             try await connection.query(
                 PostgresQuery(
                     unsafeSQL: """
@@ -72,7 +74,9 @@ public struct SchemaMigrator: Sendable {
                 logger: logger
             )
             let rows = try await connection.query(
-                PostgresQuery(unsafeSQL: "SELECT version, name, checksum FROM \(schema.quoted).schema_migrations ORDER BY version"),
+                PostgresQuery(
+                    unsafeSQL: "SELECT version, name, checksum FROM \(schema.quoted).schema_migrations ORDER BY version"
+                ),
                 logger: logger
             )
             var appliedChecksums: [Int: String] = [:]
@@ -90,7 +94,8 @@ public struct SchemaMigrator: Sendable {
                 }
             }
             var applied: [Int] = []
-            try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL search_path TO \(schema.quoted)"), logger: logger)
+            try await connection.query(
+                PostgresQuery(unsafeSQL: "SET LOCAL search_path TO \(schema.quoted)"), logger: logger)
             for migration in migrations where appliedChecksums[migration.version] == nil {
                 for statement in migration.statements {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
@@ -103,7 +108,9 @@ public struct SchemaMigrator: Sendable {
                     logger: logger
                 )
                 applied.append(migration.version)
-                logger.info("applied migration", metadata: ["schema": "\(schema)", "version": "\(migration.version)", "name": "\(migration.name)"])
+                logger.info(
+                    "applied migration",
+                    metadata: ["schema": "\(schema)", "version": "\(migration.version)", "name": "\(migration.name)"])
             }
             return Report(applied: applied, version: max(appliedChecksums.keys.max() ?? 0, applied.last ?? 0))
         }

@@ -23,7 +23,8 @@ public final class ChildProcess: @unchecked Sendable {
         process.executableURL = executable
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment
-        for key in merged.keys where key.hasPrefix("ORRERY_") && !key.hasPrefix("ORRERY_TEST") && key != "ORRERY_BIN_DIR" {
+        for key in merged.keys
+        where key.hasPrefix("ORRERY_") && !key.hasPrefix("ORRERY_TEST") && key != "ORRERY_BIN_DIR" {
             merged.removeValue(forKey: key)
         }
         merged.merge(environment) { _, new in new }
@@ -76,7 +77,8 @@ public final class ChildProcess: @unchecked Sendable {
     ) async throws -> (status: Int32, output: String) {
         let directory = try TestEnvironment.temporaryDirectory("orrery-run")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let child = try ChildProcess(executable, arguments: arguments, environment: environment, outputDirectory: directory)
+        let child = try ChildProcess(
+            executable, arguments: arguments, environment: environment, outputDirectory: directory)
         guard let status = await child.waitForExit(timeout: timeout) else {
             await child.stop()
             throw ChildProcessError.timedOut(name: child.name, output: child.output)
@@ -93,7 +95,8 @@ public enum ChildProcessError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .timedOut(let name, let output): return "\(name) timed out; its output:\n\(output)"
-        case .exitedEarly(let name, let status, let output): return "\(name) exited with \(status); its output:\n\(output)"
+        case .exitedEarly(let name, let status, let output):
+            return "\(name) exited with \(status); its output:\n\(output)"
         }
     }
 }
@@ -134,7 +137,8 @@ public struct RunningService: Sendable {
                 return RunningService(child: child, ready: ready)
             }
             if !child.isRunning {
-                throw ChildProcessError.exitedEarly(name: name, status: child.process.terminationStatus, output: child.output)
+                throw ChildProcessError.exitedEarly(
+                    name: name, status: child.process.terminationStatus, output: child.output)
             }
             if ContinuousClock.now > deadline {
                 await child.stop()

@@ -36,7 +36,8 @@ public enum TestEnvironment {
 
     /// A fresh temporary directory, removed by the caller.
     public static func temporaryDirectory(_ prefix: String = "orrery-test") throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "\(prefix)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }

@@ -19,9 +19,12 @@ struct CLITests {
         let (newStatus, ownerDID) = try await orrery(["key", "new", path("owner.key")])
         #expect(newStatus == 0)
         let owner = ownerDID.trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(try await orrery(["key", "show", path("owner.key")]).output.trimmingCharacters(in: .whitespacesAndNewlines) == owner)
+        #expect(
+            try await orrery(["key", "show", path("owner.key")]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+                == owner)
         #expect(try await orrery(["key", "new", path("owner.key")]).status != 0, "refuses to overwrite")
-        let user = try await orrery(["key", "new", path("user.key")]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let user = try await orrery(["key", "new", path("user.key")]).output.trimmingCharacters(
+            in: .whitespacesAndNewlines)
 
         let (resolveStatus, document) = try await orrery(["did", "resolve", owner])
         #expect(resolveStatus == 0)
@@ -39,7 +42,8 @@ struct CLITests {
 
         func invoke(_ budget: Int) async throws -> String {
             let (status, container) = try await orrery([
-                "ucan", "invoke", "--key", path("user.key"), "--aud", owner, "--cmd", "/orrery/orchestrator/submit-workload",
+                "ucan", "invoke", "--key", path("user.key"), "--aud", owner, "--cmd",
+                "/orrery/orchestrator/submit-workload",
                 "--args", "{\"budget\": \(budget)}", "--proof", path("delegation.ucan"),
             ])
             #expect(status == 0, "\(container)")
@@ -75,11 +79,13 @@ struct CLITests {
         let credentials = directory.appendingPathComponent("credentials").path
         let first = try await orrery(["operator", "init", credentials])
         #expect(first.status == 0, "\(first.output)")
-        let operatorDID = try String(contentsOfFile: credentials + "/operator.did", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let operatorDID = try String(contentsOfFile: credentials + "/operator.did", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         for service in TestNetwork.services {
             let key = credentials + "/\(service)/service.key"
             #expect((try FileManager.default.attributesOfItem(atPath: key)[.posixPermissions] as? Int) == 0o600)
-            let chain = try DelegationChain.read(try String(contentsOfFile: credentials + "/\(service)/delegation.ucan", encoding: .utf8))
+            let chain = try DelegationChain.read(
+                try String(contentsOfFile: credentials + "/\(service)/delegation.ucan", encoding: .utf8))
             #expect(chain.count == 1)
             #expect(chain[0].issuer.string == operatorDID && chain[0].subject?.string == operatorDID)
             #expect(chain[0].audience == (try KeyFile.read(key)).did)

@@ -9,11 +9,13 @@ import SwiftProtobuf
 import Testing
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// The six real executables on port 0 against a real PostgreSQL, probed by grpc-swift-2 and Python's grpcio.
-@Suite("The constellation", .serialized, .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+@Suite(
+    "The constellation", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct ConstellationTests {
     static let services: [(executable: String, grpcService: String, schema: String?)] = [
         ("identity", "orrery.identity.v1.Identity", "identity"),
@@ -43,7 +45,8 @@ struct ConstellationTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-e2e")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let constellation = try await TestConstellation.start(database: database, network: network, directory: directory)
+            let constellation = try await TestConstellation.start(
+                database: database, network: network, directory: directory)
             defer { constellation.kill() }
             let running = constellation.services
 
@@ -57,12 +60,15 @@ struct ConstellationTests {
                 try await ServiceProbe.withClient(instance.grpcAddress) { client in
                     #expect(try await ServiceProbe.health(client) == .serving)
                     #expect(try await ServiceProbe.health(client, service: service.grpcService) == .serving)
-                    await #expect(throws: RPCError.self) { try await ServiceProbe.health(client, service: "no.such.Service") }
+                    await #expect(throws: RPCError.self) {
+                        try await ServiceProbe.health(client, service: "no.such.Service")
+                    }
                     let listed = try await ServiceProbe.listServices(client)
-                    #expect(Set(listed) == [
-                        service.grpcService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
-                        "grpc.reflection.v1alpha.ServerReflection",
-                    ])
+                    #expect(
+                        Set(listed) == [
+                            service.grpcService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                            "grpc.reflection.v1alpha.ServerReflection",
+                        ])
                     let info = try await ServiceProbe.info(client)
                     #expect(info.name == service.executable)
                     #expect(info.did == instance.ready.did)
@@ -93,14 +99,16 @@ struct ConstellationTests {
             // Each schema was created and migrated by its own service.
             try await database.withClient { client in
                 let rows = try await client.query(
-                    "SELECT table_schema FROM information_schema.tables WHERE table_name = 'schema_migrations' ORDER BY 1")
+                    "SELECT table_schema FROM information_schema.tables WHERE table_name = 'schema_migrations' ORDER BY 1"
+                )
                 var schemas: [String] = []
                 for try await schema in rows.decode(String.self) { schemas.append(schema) }
                 #expect(schemas == ["identity", "notary", "orchestrator", "registry", "settlement"])
             }
 
             // The agent's state directory exists and only its user can read it.
-            let attributes = try FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent("agent-state").path)
+            let attributes = try FileManager.default.attributesOfItem(
+                atPath: directory.appendingPathComponent("agent-state").path)
             #expect((attributes[.posixPermissions] as? Int) == 0o700)
 
             // SIGTERM: each exits 0 within the 10-second bound.
@@ -119,7 +127,8 @@ struct ConstellationTests {
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             let registry = try await RunningService.start(
-                "registry", environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                "registry",
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
                 directory: directory)
             defer { registry.child.signal(SIGKILL) }
             let seen = try await ServiceProbe.withClient(registry.grpcAddress) { client in
@@ -139,7 +148,8 @@ struct ConstellationTests {
         }
     }
 
-    @Test("TLS: a service given a certificate serves gRPC over TLS to grpc-swift and to Python's grpcio; plaintext fails")
+    @Test(
+        "TLS: a service given a certificate serves gRPC over TLS to grpc-swift and to Python's grpcio; plaintext fails")
     func tls() async throws {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory("orrery-tls")
@@ -157,10 +167,13 @@ struct ConstellationTests {
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             let registry = try await RunningService.start(
                 "registry", extraArguments: ["--tls-cert", certificate, "--tls-key", key],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }, directory: directory)
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                directory: directory)
             defer { registry.child.signal(SIGKILL) }
             let address = ServiceAddress(host: "localhost", port: registry.ready.grpcPort)
-            let status1 = try await ServiceProbe.withClient(address, trustRoots: certificate) { try await ServiceProbe.health($0) }
+            let status1 = try await ServiceProbe.withClient(address, trustRoots: certificate) {
+                try await ServiceProbe.health($0)
+            }
             #expect(status1 == .serving)
             #expect(try await python(["health-tls", "localhost:\(registry.ready.grpcPort)", certificate]) == "SERVING")
             await #expect(throws: (any Error).self) {
@@ -187,14 +200,17 @@ struct ConstellationTests {
             environment: ["ORRERY_GRPC_PORT": "not-a-port"])
         #expect(portStatus == 78)
         let lines = portOutput.split(separator: "\n")
-        #expect(lines.count == 1 && lines[0].contains("grpc.port") && lines[0].contains("ORRERY_GRPC_PORT"), "\(portOutput)")
+        #expect(
+            lines.count == 1 && lines[0].contains("grpc.port") && lines[0].contains("ORRERY_GRPC_PORT"), "\(portOutput)"
+        )
 
         let (agentStatus, agentOutput) = try await ChildProcess.run(
             TestEnvironment.executable("device-agent"), arguments: ["--config", config.path, "--grpc-host", "0.0.0.0"])
         #expect(agentStatus == 78)
         #expect(agentOutput.contains("not a loopback address"))
 
-        let (usageStatus, _) = try await ChildProcess.run(TestEnvironment.executable("identity"), arguments: ["--no-such-flag"])
+        let (usageStatus, _) = try await ChildProcess.run(
+            TestEnvironment.executable("identity"), arguments: ["--no-such-flag"])
         #expect(usageStatus == 64)
     }
 
@@ -215,7 +231,8 @@ struct ConstellationTests {
 
     @Test("--help documents every setting with its environment variable")
     func help() async throws {
-        let (status, output) = try await ChildProcess.run(TestEnvironment.executable("orchestrator"), arguments: ["--help"])
+        let (status, output) = try await ChildProcess.run(
+            TestEnvironment.executable("orchestrator"), arguments: ["--help"])
         #expect(status == 0)
         for variable in [
             "ORRERY_GRPC_HOST", "ORRERY_GRPC_PORT", "ORRERY_HTTP_HOST", "ORRERY_HTTP_PORT", "ORRERY_LOG_LEVEL",

@@ -48,7 +48,8 @@ struct DeployTests {
 
         // The check can fail: a unit with an unknown key makes systemd-analyze print.
         let broken = directory.appendingPathComponent("orrery-broken.service")
-        let text = try String(contentsOf: units[0], encoding: .utf8).replacingOccurrences(of: "[Service]", with: "[Service]\nNoSuchKey=1")
+        let text = try String(contentsOf: units[0], encoding: .utf8).replacingOccurrences(
+            of: "[Service]", with: "[Service]\nNoSuchKey=1")
         try Data(text.utf8).write(to: broken)
         #expect(try await verify([broken]).contains("NoSuchKey"))
     }
@@ -57,7 +58,8 @@ struct DeployTests {
     func unitSettings() throws {
         let directory = TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/systemd")
         for name in Self.services + ["device-agent"] {
-            let text = try String(contentsOf: directory.appendingPathComponent("orrery-\(name).service"), encoding: .utf8)
+            let text = try String(
+                contentsOf: directory.appendingPathComponent("orrery-\(name).service"), encoding: .utf8)
             for setting in [
                 "Type=exec", "Restart=on-failure", "ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes",
                 "StateDirectory=orrery/\(name)", "ConfigurationDirectory=orrery", "TimeoutStopSec=20",
@@ -67,7 +69,8 @@ struct DeployTests {
             let user = name == "device-agent" ? "User=orrery-agent" : "DynamicUser=yes"
             #expect(text.contains(user), "orrery-\(name).service lacks \(user)")
         }
-        let agent = try String(contentsOf: directory.appendingPathComponent("orrery-device-agent.service"), encoding: .utf8)
+        let agent = try String(
+            contentsOf: directory.appendingPathComponent("orrery-device-agent.service"), encoding: .utf8)
         #expect(agent.contains("Delegate=yes"))
         #expect(!agent.contains("RestrictNamespaces=yes"), "workload sandboxes need namespaces")
         let target = try String(contentsOf: directory.appendingPathComponent("orrery.target"), encoding: .utf8)
@@ -85,20 +88,29 @@ struct DeployTests {
             defer { try? FileManager.default.removeItem(at: destination) }
             let (status, output) = try await ChildProcess.run(
                 URL(fileURLWithPath: "/bin/bash"),
-                arguments: [script.path, role, "--bin-dir", TestEnvironment.binDirectory.path, "--destdir", destination.path])
+                arguments: [
+                    script.path, role, "--bin-dir", TestEnvironment.binDirectory.path, "--destdir", destination.path,
+                ])
             #expect(status == 0, "\(output)")
             for executable in executables {
-                #expect(FileManager.default.isExecutableFile(atPath: destination.appendingPathComponent("usr/local/bin/\(executable)").path))
+                #expect(
+                    FileManager.default.isExecutableFile(
+                        atPath: destination.appendingPathComponent("usr/local/bin/\(executable)").path))
             }
             for unit in units {
-                #expect(FileManager.default.fileExists(atPath: destination.appendingPathComponent("etc/systemd/system/\(unit)").path))
+                #expect(
+                    FileManager.default.fileExists(
+                        atPath: destination.appendingPathComponent("etc/systemd/system/\(unit)").path))
             }
-            let configs = try FileManager.default.contentsOfDirectory(atPath: destination.appendingPathComponent("etc/orrery").path)
+            let configs = try FileManager.default.contentsOfDirectory(
+                atPath: destination.appendingPathComponent("etc/orrery").path)
             #expect(Set(configs) == Set(executables.filter { $0 != "orrery" }.map { "\($0).json" }))
-            let installed = try FileManager.default.contentsOfDirectory(atPath: destination.appendingPathComponent("usr/local/bin").path)
+            let installed = try FileManager.default.contentsOfDirectory(
+                atPath: destination.appendingPathComponent("usr/local/bin").path)
             #expect(Set(installed) == Set(executables))
         }
-        let (usage, _) = try await ChildProcess.run(URL(fileURLWithPath: "/bin/bash"), arguments: [script.path, "moon"])
+        let (usage, _) = try await ChildProcess.run(
+            URL(fileURLWithPath: "/bin/bash"), arguments: [script.path, "moon"])
         #expect(usage == 64)
     }
 
@@ -114,7 +126,10 @@ struct DeployTests {
             // Identity comes from the env file `orrery operator init` writes, not from the example config.
             let settings = try await RuntimeSettings.load(
                 for: description, options: try RuntimeOptions.parse(["--config", config]),
-                environment: ["ORRERY_IDENTITY_KEY": "/etc/orrery/credentials/x/service.key", "ORRERY_TRUST_OPERATOR": SigningKey().did.string])
+                environment: [
+                    "ORRERY_IDENTITY_KEY": "/etc/orrery/credentials/x/service.key",
+                    "ORRERY_TRUST_OPERATOR": SigningKey().did.string,
+                ])
             #expect(settings.grpc.port == description.defaultGRPCPort)
             #expect(settings.http.port == description.defaultHTTPPort)
             #expect((settings.database != nil) == (description.schema != nil))

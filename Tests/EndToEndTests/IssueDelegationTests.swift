@@ -9,7 +9,9 @@ import OrreryTestSupport
 import SwiftProtobuf
 import Testing
 
-@Suite("Identity.IssueDelegation", .serialized, .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+@Suite(
+    "Identity.IssueDelegation", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct IssueDelegationTests {
     @Test("scoped by the caller's policy, idempotent by key, refusing a reused key for another request")
     func issue() async throws {
@@ -20,21 +22,29 @@ struct IssueDelegationTests {
             let operatorKeyPath = directory.appendingPathComponent("credentials/operator.key").path
             let identity = try await RunningService.start(
                 "identity", extraArguments: ["--operator-key", operatorKeyPath],
-                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 }, directory: directory)
+                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
+                directory: directory)
             defer { identity.child.signal(SIGKILL) }
 
             // An onboarding desk: it may ask for registry delegations only.
             let desk = SigningKey()
             let operatorKey = network.operatorKey
             let grant = Delegation.issue(
-                by: operatorKey, to: desk.did, subject: operatorKey.did, command: try Command("/orrery/identity/issue-delegation"),
-                policy: try Policy(try IPLDJSON.parse(#"[["like", ".command", "/orrery/registry*"], ["<=", ".lifetime_seconds", 86400]]"#)),
+                by: operatorKey, to: desk.did, subject: operatorKey.did,
+                command: try Command("/orrery/identity/issue-delegation"),
+                policy: try Policy(
+                    try IPLDJSON.parse(
+                        #"[["like", ".command", "/orrery/registry*"], ["<=", ".lifetime_seconds", 86400]]"#)),
                 expiration: Int64(Date().timeIntervalSince1970) + 3600)
-            let catalog = try MethodCatalog(descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
+            let catalog = try MethodCatalog(
+                descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
             let signer = InvocationSigner(
-                key: desk, subject: operatorKey.did, audience: try DID(identity.ready.did), proofs: [grant], catalog: catalog)
+                key: desk, subject: operatorKey.did, audience: try DID(identity.ready.did), proofs: [grant],
+                catalog: catalog)
             let owner = SigningKey()
-            func request(_ command: String, key: String, lifetime: Int64 = 3600) -> Orrery_Identity_V1_IssueDelegationRequest {
+            func request(_ command: String, key: String, lifetime: Int64 = 3600)
+                -> Orrery_Identity_V1_IssueDelegationRequest
+            {
                 .with {
                     $0.audience = owner.did.string
                     $0.command = command
@@ -43,14 +53,17 @@ struct IssueDelegationTests {
                 }
             }
             try await withGRPCClient(
-                transport: try .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: identity.ready.grpcPort), transportSecurity: .plaintext),
+                transport: try .http2NIOPosix(
+                    target: .ipv4(address: "127.0.0.1", port: identity.ready.grpcPort), transportSecurity: .plaintext),
                 interceptors: [signer]
             ) { client in
                 let service = Orrery_Identity_V1_Identity.Client(wrapping: client)
                 let first = try await service.issueDelegation(request("/orrery/registry", key: "owner-1"))
                 let chain = try DelegationChain.read(first.container)
                 #expect(chain.count == 1)
-                #expect(chain[0].issuer == operatorKey.did && chain[0].audience == owner.did && chain[0].command.string == "/orrery/registry")
+                #expect(
+                    chain[0].issuer == operatorKey.did && chain[0].audience == owner.did
+                        && chain[0].command.string == "/orrery/registry")
                 #expect(chain[0].cid.string == first.cid)
                 #expect(chain[0].envelope.signatureIsValid(issuer: operatorKey.did))
 
@@ -65,7 +78,8 @@ struct IssueDelegationTests {
                 }
                 for (command, lifetime) in [("/orrery/settlement", Int64(3600)), ("/orrery/registry", Int64(90_000))] {
                     do {
-                        _ = try await service.issueDelegation(request(command, key: "k-\(command)-\(lifetime)", lifetime: lifetime))
+                        _ = try await service.issueDelegation(
+                            request(command, key: "k-\(command)-\(lifetime)", lifetime: lifetime))
                         Issue.record("\(command) for \(lifetime) s passed a policy that forbids it")
                     } catch let error as RPCError {
                         #expect(error.code == .permissionDenied)

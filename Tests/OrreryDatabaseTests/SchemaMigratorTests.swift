@@ -5,19 +5,24 @@ import OrreryTestSupport
 import PostgresNIO
 import Testing
 
-@Suite("Migrations on a real PostgreSQL", .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+@Suite(
+    "Migrations on a real PostgreSQL",
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct SchemaMigratorTests {
     let logger = Logger(label: "test.migrations")
 
-    static let first = Migration(version: 1, name: "widgets", statements: ["CREATE TABLE widgets (id bigint PRIMARY KEY, name text NOT NULL)"])
-    static let second = Migration(version: 2, name: "widget colour", statements: ["ALTER TABLE widgets ADD COLUMN colour text"])
+    static let first = Migration(
+        version: 1, name: "widgets", statements: ["CREATE TABLE widgets (id bigint PRIMARY KEY, name text NOT NULL)"])
+    static let second = Migration(
+        version: 2, name: "widget colour", statements: ["ALTER TABLE widgets ADD COLUMN colour text"])
 
     func migrator(_ migrations: [Migration], schema: String = "widgets_svc") throws -> SchemaMigrator {
         try SchemaMigrator(schema: try SchemaName(schema), migrations: migrations)
     }
 
     func appliedVersions(_ client: PostgresClient, schema: String = "widgets_svc") async throws -> [Int] {
-        let rows = try await client.query(PostgresQuery(unsafeSQL: "SELECT version FROM \(schema).schema_migrations ORDER BY version"))
+        let rows = try await client.query(
+            PostgresQuery(unsafeSQL: "SELECT version FROM \(schema).schema_migrations ORDER BY version"))
         var versions: [Int] = []
         for try await version in rows.decode(Int.self) { versions.append(version) }
         return versions
@@ -86,7 +91,8 @@ struct SchemaMigratorTests {
         try await TestDatabase.withDatabase { database in
             try await database.withClient { client in
                 _ = try await migrator([Self.first, Self.second]).migrate(using: client, logger: logger)
-                await #expect(throws: MigrationError.schemaNewerThanBinary(schema: "widgets_svc", applied: 2, known: 1)) {
+                await #expect(throws: MigrationError.schemaNewerThanBinary(schema: "widgets_svc", applied: 2, known: 1))
+                {
                     try await migrator([Self.first]).migrate(using: client, logger: logger)
                 }
                 #expect(try await appliedVersions(client) == [1, 2])
@@ -99,8 +105,11 @@ struct SchemaMigratorTests {
         try await TestDatabase.withDatabase { database in
             try await database.withClient { client in
                 _ = try await migrator([Self.first]).migrate(using: client, logger: logger)
-                let edited = Migration(version: 1, name: "widgets", statements: ["CREATE TABLE widgets (id bigint PRIMARY KEY)"])
-                await #expect(throws: MigrationError.checksumMismatch(schema: "widgets_svc", version: 1, name: "widgets")) {
+                let edited = Migration(
+                    version: 1, name: "widgets", statements: ["CREATE TABLE widgets (id bigint PRIMARY KEY)"])
+                await #expect(
+                    throws: MigrationError.checksumMismatch(schema: "widgets_svc", version: 1, name: "widgets")
+                ) {
                     try await migrator([edited]).migrate(using: client, logger: logger)
                 }
             }
@@ -111,7 +120,9 @@ struct SchemaMigratorTests {
     func failureRollsBack() async throws {
         try await TestDatabase.withDatabase { database in
             try await database.withClient { client in
-                let broken = Migration(version: 2, name: "broken", statements: ["CREATE TABLE gadgets (id bigint)", "SELECT * FROM no_such_table"])
+                let broken = Migration(
+                    version: 2, name: "broken",
+                    statements: ["CREATE TABLE gadgets (id bigint)", "SELECT * FROM no_such_table"])
                 await #expect(throws: PSQLError.self) {
                     try await migrator([Self.first, broken]).migrate(using: client, logger: logger)
                 }
@@ -129,7 +140,8 @@ struct SchemaMigratorTests {
         #expect(throws: MigrationError.invalidSchemaName("1abc")) { try SchemaName("1abc") }
         #expect(throws: MigrationError.invalidSchemaName("x\"; DROP")) { try SchemaName("x\"; DROP") }
         #expect(throws: MigrationError.invalidSequence(schema: "s", versions: [1, 3])) {
-            try SchemaMigrator(schema: try SchemaName("s"), migrations: [Self.first, Migration(version: 3, name: "x", statements: [])])
+            try SchemaMigrator(
+                schema: try SchemaName("s"), migrations: [Self.first, Migration(version: 3, name: "x", statements: [])])
         }
     }
 }

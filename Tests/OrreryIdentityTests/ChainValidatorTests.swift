@@ -19,7 +19,9 @@ struct ChainValidatorTests {
         return (root, second)
     }
 
-    func invoke(_ proofs: [Delegation], command: String = "/orrery/orchestrator/submit", args: [String: IPLD] = [:]) throws -> Invocation {
+    func invoke(_ proofs: [Delegation], command: String = "/orrery/orchestrator/submit", args: [String: IPLD] = [:])
+        throws -> Invocation
+    {
         Invocation.issue(
             by: consumer, subject: operatorKey.did, command: try Command(command), arguments: args,
             proofs: proofs.map(\.cid), expiration: now + 60)
@@ -52,10 +54,12 @@ struct ChainValidatorTests {
         let proofs = [root.cid: root, second.cid: second]
         try validator.validate(try invoke([root, second], args: ["budget": .integer(400)]), proofs: proofs, now: now)
         #expect(throws: UCANError.self) {
-            try validator.validate(try invoke([root, second], args: ["budget": .integer(501)]), proofs: proofs, now: now)
+            try validator.validate(
+                try invoke([root, second], args: ["budget": .integer(501)]), proofs: proofs, now: now)
         }
         do {
-            try validator.validate(try invoke([root, second], command: "/orrery/registry/join"), proofs: proofs, now: now)
+            try validator.validate(
+                try invoke([root, second], command: "/orrery/registry/join"), proofs: proofs, now: now)
             Issue.record("a command outside the delegation passed")
         } catch let error as UCANError {
             #expect(error.name == .invalidCommand)
@@ -84,7 +88,8 @@ struct ChainValidatorTests {
         bytes[bytes.count - 3] ^= 0x01
         guard let forged = try? Delegation(bytes: bytes) else { return }  // the flip broke the encoding itself
         do {
-            try ChainValidator().validate(try invoke([root, forged]), proofs: [root.cid: root, forged.cid: forged], now: now)
+            try ChainValidator().validate(
+                try invoke([root, forged]), proofs: [root.cid: root, forged.cid: forged], now: now)
             Issue.record("a tampered delegation passed")
         } catch let error as UCANError {
             #expect(error.name == .invalidSignature || error.name == .unavailableProof)

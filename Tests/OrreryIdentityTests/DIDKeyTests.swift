@@ -26,7 +26,10 @@ struct DIDKeyTests {
             #expect(document.verificationMethod[0].type == "Multikey")
             #expect(document.verificationMethod[0].id == method)
             #expect(document.verificationMethod[0].publicKeyMultibase == String(did.dropFirst("did:key:".count)))
-            for relationship in [document.authentication, document.assertionMethod, document.capabilityInvocation, document.capabilityDelegation] {
+            for relationship in [
+                document.authentication, document.assertionMethod, document.capabilityInvocation,
+                document.capabilityDelegation,
+            ] {
                 #expect(relationship == [method])
             }
         }

@@ -30,7 +30,8 @@ struct KeyAndSignatureTests {
         let consumer = SigningKey()
         let device = SigningKey()
         var signed = SignedMessage.make(type: "orrery.test.v1.Bid", payload: Data([1, 2, 3]), signers: [consumer])
-        #expect(try SignedMessage.verify(signed, type: "orrery.test.v1.Bid", requiring: [consumer.did]) == [consumer.did])
+        #expect(
+            try SignedMessage.verify(signed, type: "orrery.test.v1.Bid", requiring: [consumer.did]) == [consumer.did])
         #expect(throws: SignedMessageError.missingSignature(device.did.string)) {
             try SignedMessage.verify(signed, requiring: [device.did])
         }
@@ -43,7 +44,8 @@ struct KeyAndSignatureTests {
         var retyped = signed
         retyped.type = "orrery.test.v1.Contract"
         #expect(throws: SignedMessageError.invalidSignature(consumer.did.string)) { try SignedMessage.verify(retyped) }
-        #expect(throws: SignedMessageError.wrongType(expected: "orrery.test.v1.Contract", found: "orrery.test.v1.Bid")) {
+        #expect(throws: SignedMessageError.wrongType(expected: "orrery.test.v1.Contract", found: "orrery.test.v1.Bid"))
+        {
             try SignedMessage.verify(signed, type: "orrery.test.v1.Contract")
         }
         #expect(throws: SignedMessageError.unsigned) { try SignedMessage.verify(Orrery_Common_V1_Signed()) }
@@ -52,7 +54,8 @@ struct KeyAndSignatureTests {
     @Test("PyNaCl verifies our Signed envelopes over the domain-separated input, and refuses a tampered one")
     func pyNaClChecksSignedEnvelope() async throws {
         let key = SigningKey()
-        let signed = SignedMessage.make(type: "orrery.registry.v1.JoinChallenge", payload: Data("challenge bytes".utf8), signers: [key])
+        let signed = SignedMessage.make(
+            type: "orrery.registry.v1.JoinChallenge", payload: Data("challenge bytes".utf8), signers: [key])
         let script = """
             import sys, base58, nacl.signing, nacl.exceptions
             did, kind, payload, signature = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4])
@@ -69,7 +72,10 @@ struct KeyAndSignatureTests {
         func check(_ payload: Data) async throws -> String {
             let (status, output) = try await ChildProcess.run(
                 TestEnvironment.python,
-                arguments: ["-c", script, key.did.string, signed.type, Hex.encode(payload), Hex.encode(signed.signatures[0].sig)])
+                arguments: [
+                    "-c", script, key.did.string, signed.type, Hex.encode(payload),
+                    Hex.encode(signed.signatures[0].sig),
+                ])
             #expect(status == 0, "\(output)")
             return output.trimmingCharacters(in: .whitespacesAndNewlines)
         }

@@ -45,8 +45,13 @@ struct PythonInteropTests {
             proofs: [delegation.cid], expiration: 1_900_000_000, issuedAt: 1_800_000_000)
         var tampered = invocation.envelope.bytes
         tampered[tampered.count - 2] ^= 0x01
-        let output = try await python(["verify", Hex.encode(delegation.envelope.bytes), Hex.encode(invocation.envelope.bytes), Hex.encode(tampered)])
-        let verdicts = try output.split(separator: "\n").map { try JSONDecoder().decode(Verdict.self, from: Data($0.utf8)) }
+        let output = try await python([
+            "verify", Hex.encode(delegation.envelope.bytes), Hex.encode(invocation.envelope.bytes),
+            Hex.encode(tampered),
+        ])
+        let verdicts = try output.split(separator: "\n").map {
+            try JSONDecoder().decode(Verdict.self, from: Data($0.utf8))
+        }
         #expect(verdicts.count == 3)
         #expect(verdicts[0].valid && verdicts[0].canonical)
         #expect(verdicts[0].cid == delegation.cid.string)

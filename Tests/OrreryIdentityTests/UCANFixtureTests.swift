@@ -52,7 +52,9 @@ struct UCANFixtureTests {
         #expect(invalid.count == 13)
         func run(_ vector: [String: Any]) throws -> (() throws -> ChainValidator.Validated) {
             let invocationBytes = try #require(Vectors.dagJSONBytes(vector["invocation"]))
-            let proofs = try #require(vector["proofs"] as? [Any]).map { try Delegation(bytes: Vectors.dagJSONBytes($0) ?? []) }
+            let proofs = try #require(vector["proofs"] as? [Any]).map {
+                try Delegation(bytes: Vectors.dagJSONBytes($0) ?? [])
+            }
             let time = try #require((vector["time"] as? NSNumber)?.int64Value)
             return {
                 let invocation = try Invocation(bytes: invocationBytes)
@@ -99,7 +101,8 @@ struct UCANFixtureTests {
     @Test("policy language: selectors, comparisons, quantifiers, like, and refusals of malformed policies")
     func policyLanguage() throws {
         let args = try Vectors.lenientIPLD(
-            #"{"from": "alice@example.com", "to": ["bob@example.com", "carol@not.example.com", "dan@example.com"], "n": 5, "b": {"/": 1}, "m": {"x": 1, "y": 2}}"#)
+            #"{"from": "alice@example.com", "to": ["bob@example.com", "carol@not.example.com", "dan@example.com"], "n": 5, "b": {"/": 1}, "m": {"x": 1, "y": 2}}"#
+        )
         func holds(_ json: String) throws -> Bool { try Policy(try Vectors.lenientIPLD(json)).matches(args) }
         #expect(try holds(#"[["==", ".to[1]", "carol@not.example.com"]]"#))
         #expect(try holds(#"[["==", ".to[-1]", "dan@example.com"]]"#))
@@ -119,7 +122,10 @@ struct UCANFixtureTests {
         #expect(try !holds(#"[["like", ".n", "*"]]"#))
         #expect(try !holds(#"[["any", ".n", ["==", ".", 5]]]"#))
         #expect(try holds(#"[["any", ".to", ["like", ".", "*@not.*"]]]"#))
-        for bad in [#"[["~=", ".a", 1]]"#, #"[["==", "a", 1]]"#, #"[["==", ".a..b", 1]]"#, #"[["<", ".a", "x"]]"#, #"[["and", 1]]"#, #"{"a": 1}"#] {
+        for bad in [
+            #"[["~=", ".a", 1]]"#, #"[["==", "a", 1]]"#, #"[["==", ".a..b", 1]]"#, #"[["<", ".a", "x"]]"#,
+            #"[["and", 1]]"#, #"{"a": 1}"#,
+        ] {
             #expect(throws: PolicyError.self, "\(bad)") { try Policy(try Vectors.lenientIPLD(bad)) }
         }
     }

@@ -25,8 +25,8 @@ enum Vectors {
 
     /// A dag-json byte field `{"/": {"bytes": base64}}`.
     static func dagJSONBytes(_ object: Any?) -> [UInt8]? {
-        guard let slash = (object as? [String: Any])?["/"] as? [String: Any], let text = slash["bytes"] as? String else { return nil }
+        guard let slash = (object as? [String: Any])?["/"] as? [String: Any], let text = slash["bytes"] as? String
+        else { return nil }
         return Base64.decode(text)
     }
 }
-

@@ -21,16 +21,23 @@ struct ReflectionTests {
         let files = try #require(index.fileWithDependencies(named: "orrery/registry/v1/registry.proto"))
         let names = try fileNames(files)
         #expect(names.first == "orrery/registry/v1/registry.proto")
-        #expect(Set(names) == ["orrery/registry/v1/registry.proto", "orrery/common/v1/common.proto", "google/protobuf/timestamp.proto"])
+        #expect(
+            Set(names) == [
+                "orrery/registry/v1/registry.proto", "orrery/common/v1/common.proto", "google/protobuf/timestamp.proto",
+            ])
         #expect(index.fileWithDependencies(named: "nope.proto") == nil)
     }
 
     @Test("symbols resolve to their files: services, methods, messages, nested enums, fields")
     func symbols() {
         #expect(index.fileName(containingSymbol: "orrery.registry.v1.Registry") == "orrery/registry/v1/registry.proto")
-        #expect(index.fileName(containingSymbol: "orrery.registry.v1.Registry.Heartbeats") == "orrery/registry/v1/registry.proto")
+        #expect(
+            index.fileName(containingSymbol: "orrery.registry.v1.Registry.Heartbeats")
+                == "orrery/registry/v1/registry.proto")
         #expect(index.fileName(containingSymbol: ".orrery.common.v1.Signed") == "orrery/common/v1/common.proto")
-        #expect(index.fileName(containingSymbol: "grpc.health.v1.HealthCheckResponse.ServingStatus") == "grpc/health/v1/health.proto")
+        #expect(
+            index.fileName(containingSymbol: "grpc.health.v1.HealthCheckResponse.ServingStatus")
+                == "grpc/health/v1/health.proto")
         #expect(index.fileName(containingSymbol: "orrery.common.v1.Signed.payload") == "orrery/common/v1/common.proto")
         #expect(index.fileName(containingSymbol: "orrery.nothing.Here") == nil)
         #expect(index.extensionNumbers(of: "orrery.common.v1.Signed") == [])
@@ -41,7 +48,8 @@ struct ReflectionTests {
     func idempotencyLevels() throws {
         let files = try #require(index.fileWithDependencies(named: "orrery/registry/v1/registry.proto"))
         let registry = try Google_Protobuf_FileDescriptorProto(serializedBytes: files[0])
-        let methods = Dictionary(uniqueKeysWithValues: registry.service[0].method.map { ($0.name, $0.options.idempotencyLevel) })
+        let methods = Dictionary(
+            uniqueKeysWithValues: registry.service[0].method.map { ($0.name, $0.options.idempotencyLevel) })
         #expect(methods["Info"] == .noSideEffects)
         #expect(methods["GetDevice"] == .noSideEffects)
         #expect(methods["CompleteJoin"] == .idempotencyUnknown)
@@ -49,18 +57,22 @@ struct ReflectionTests {
 
     @Test("the v1 service answers every query kind, with NOT_FOUND for unknown names")
     func answers() async throws {
-        let service = ReflectionService(index: index, serviceNames: ["orrery.registry.v1.Registry", "grpc.health.v1.Health"])
+        let service = ReflectionService(
+            index: index, serviceNames: ["orrery.registry.v1.Registry", "grpc.health.v1.Health"])
         var request = Grpc_Reflection_V1_ServerReflectionRequest()
         request.host = "h"
         request.listServices = ""
         let list = service.answer(request)
-        #expect(list.listServicesResponse.service.map(\.name) == ["grpc.health.v1.Health", "orrery.registry.v1.Registry"])
+        #expect(
+            list.listServicesResponse.service.map(\.name) == ["grpc.health.v1.Health", "orrery.registry.v1.Registry"])
         #expect(list.validHost == "h")
         #expect(list.originalRequest == request)
 
         request.fileContainingSymbol = "orrery.registry.v1.Registry"
         let symbol = service.answer(request)
-        #expect(try fileNames(symbol.fileDescriptorResponse.fileDescriptorProto).first == "orrery/registry/v1/registry.proto")
+        #expect(
+            try fileNames(symbol.fileDescriptorResponse.fileDescriptorProto).first
+                == "orrery/registry/v1/registry.proto")
 
         request.fileByFilename = "missing.proto"
         let missing = service.answer(request)

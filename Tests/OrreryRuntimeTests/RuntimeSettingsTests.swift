@@ -32,7 +32,9 @@ struct RuntimeSettingsTests {
     /// The identity settings every service needs, unless a test sets them itself.
     static func withIdentity(_ environment: [String: String]) -> [String: String] {
         var environment = environment
-        if environment["ORRERY_IDENTITY_KEY"] == nil { environment["ORRERY_IDENTITY_KEY"] = "/etc/orrery/keys/service.key" }
+        if environment["ORRERY_IDENTITY_KEY"] == nil {
+            environment["ORRERY_IDENTITY_KEY"] = "/etc/orrery/keys/service.key"
+        }
         if environment["ORRERY_TRUST_OPERATOR"] == nil { environment["ORRERY_TRUST_OPERATOR"] = operatorDID }
         return environment
     }
@@ -42,7 +44,8 @@ struct RuntimeSettingsTests {
         environment: [String: String] = [:],
         service: ServiceDescription = Self.service
     ) async throws -> RuntimeSettings {
-        try await RuntimeSettings.load(for: service, options: try options(arguments), environment: Self.withIdentity(environment))
+        try await RuntimeSettings.load(
+            for: service, options: try options(arguments), environment: Self.withIdentity(environment))
     }
 
     func expectError(
@@ -53,7 +56,9 @@ struct RuntimeSettingsTests {
         service: ServiceDescription = Self.service
     ) async throws {
         do {
-            _ = try await RuntimeSettings.load(for: service, options: try options(arguments), environment: environment.merging(Self.withIdentity([:])) { mine, _ in mine })
+            _ = try await RuntimeSettings.load(
+                for: service, options: try options(arguments),
+                environment: environment.merging(Self.withIdentity([:])) { mine, _ in mine })
             Issue.record("expected an invalid \(key)")
         } catch let error as ConfigurationError {
             #expect(error.key == key)
@@ -72,7 +77,11 @@ struct RuntimeSettingsTests {
         #expect(settings.http == .init(host: "127.0.0.1", port: 9402))
         #expect(settings.logLevel == .info)
         #expect(settings.logFormat == .auto)
-        #expect(settings.database == DatabaseSettings(host: "127.0.0.1", port: 5432, user: "orrery", password: nil, database: "orrery", tls: .disable, startupTimeout: .seconds(30)))
+        #expect(
+            settings.database
+                == DatabaseSettings(
+                    host: "127.0.0.1", port: 5432, user: "orrery", password: nil, database: "orrery", tls: .disable,
+                    startupTimeout: .seconds(30)))
         #expect(settings.stateDirectory == "/var/lib/orrery/registry")
         #expect(settings.shutdownGrace == .seconds(10))
         #expect(settings.configFile == "/etc/orrery/registry.json")
@@ -84,15 +93,21 @@ struct RuntimeSettingsTests {
     @Test("identity settings: a key file and the operator DID are required; the address must be host:port")
     func identitySettings() async throws {
         let config = try configFile("{}")
-        try await expectError(key: "identity.key", containing: "required", ["--config", config], environment: ["ORRERY_IDENTITY_KEY": ""])
-        try await expectError(key: "trust.operator", containing: "required", ["--config", config], environment: ["ORRERY_TRUST_OPERATOR": ""])
-        try await expectError(key: "trust.operator", containing: "not a did:key", ["--config", config, "--trust-operator", "did:web:x"])
-        try await expectError(key: "identity.address", containing: "host:port", ["--config", config, "--identity-address", "nowhere"])
+        try await expectError(
+            key: "identity.key", containing: "required", ["--config", config], environment: ["ORRERY_IDENTITY_KEY": ""])
+        try await expectError(
+            key: "trust.operator", containing: "required", ["--config", config],
+            environment: ["ORRERY_TRUST_OPERATOR": ""])
+        try await expectError(
+            key: "trust.operator", containing: "not a did:key", ["--config", config, "--trust-operator", "did:web:x"])
+        try await expectError(
+            key: "identity.address", containing: "host:port", ["--config", config, "--identity-address", "nowhere"])
         let settings = try await load(["--config", config, "--identity-address", "127.0.0.1:7401"])
         #expect(settings.identityAddress == "127.0.0.1:7401")
         // The agent makes its own key; the identity service keeps the log instead of following one.
         let agent = try await RuntimeSettings.load(
-            for: Self.agent, options: try options(["--config", config]), environment: ["ORRERY_TRUST_OPERATOR": Self.operatorDID])
+            for: Self.agent, options: try options(["--config", config]),
+            environment: ["ORRERY_TRUST_OPERATOR": Self.operatorDID])
         #expect(agent.keyFile == nil)
     }
 
@@ -145,33 +160,42 @@ struct RuntimeSettingsTests {
 
     @Test("a port out of range stops start-up")
     func portOutOfRange() async throws {
-        try await expectError(key: "http.port", containing: "outside", ["--config", try configFile("{}"), "--http-port", "70000"])
-        try await expectError(key: "db.port", containing: "outside", ["--config", try configFile(#"{"db": {"port": 0}}"#)])
+        try await expectError(
+            key: "http.port", containing: "outside", ["--config", try configFile("{}"), "--http-port", "70000"])
+        try await expectError(
+            key: "db.port", containing: "outside", ["--config", try configFile(#"{"db": {"port": 0}}"#)])
     }
 
     @Test("a file value of the wrong type stops start-up")
     func wrongTypeInFile() async throws {
-        try await expectError(key: "grpc.port", containing: "whole number", ["--config", try configFile(#"{"grpc": {"port": "x"}}"#)])
+        try await expectError(
+            key: "grpc.port", containing: "whole number", ["--config", try configFile(#"{"grpc": {"port": "x"}}"#)])
     }
 
     @Test("an unknown choice names the allowed ones")
     func unknownChoice() async throws {
-        try await expectError(key: "log.level", containing: "trace, debug", ["--config", try configFile("{}"), "--log-level", "loud"])
+        try await expectError(
+            key: "log.level", containing: "trace, debug", ["--config", try configFile("{}"), "--log-level", "loud"])
         try await expectError(
             key: "log.format", containing: "auto, json, text", ["--config", try configFile("{}")],
             environment: ["ORRERY_LOG_FORMAT": "xml"])
-        try await expectError(key: "db.tls", containing: "disable, prefer, require", ["--config", try configFile(#"{"db": {"tls": "maybe"}}"#)])
+        try await expectError(
+            key: "db.tls", containing: "disable, prefer, require",
+            ["--config", try configFile(#"{"db": {"tls": "maybe"}}"#)])
     }
 
     @Test("empty required strings are refused")
     func emptyStrings() async throws {
-        try await expectError(key: "db.host", containing: "empty", ["--config", try configFile(#"{"db": {"host": " "}}"#)])
-        try await expectError(key: "state.dir", containing: "empty", ["--config", try configFile("{}"), "--state-dir", ""])
+        try await expectError(
+            key: "db.host", containing: "empty", ["--config", try configFile(#"{"db": {"host": " "}}"#)])
+        try await expectError(
+            key: "state.dir", containing: "empty", ["--config", try configFile("{}"), "--state-dir", ""])
     }
 
     @Test("the shutdown grace must be 1 to 300 seconds")
     func shutdownGrace() async throws {
-        try await expectError(key: "shutdown.grace", containing: "outside", ["--config", try configFile("{}"), "--shutdown-grace", "0"])
+        try await expectError(
+            key: "shutdown.grace", containing: "outside", ["--config", try configFile("{}"), "--shutdown-grace", "0"])
     }
 
     @Test("a named config file that is missing or malformed stops start-up")
@@ -183,10 +207,16 @@ struct RuntimeSettingsTests {
     @Test("TLS: certificate and key come together, and a non-loopback gRPC listener needs them")
     func tls() async throws {
         let config = try configFile("{}")
-        try await expectError(key: "grpc.host", containing: "needs tls.cert", ["--config", config, "--grpc-host", "0.0.0.0"])
-        try await expectError(key: "tls.key", containing: "both or neither", ["--config", config, "--tls-cert", "/c.pem"])
-        try await expectError(key: "tls.cert", containing: "both or neither", ["--config", config, "--tls-key", "/k.pem"])
-        let settings = try await load(["--config", config, "--grpc-host", "0.0.0.0", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--tls-ca", "/ca.pem"])
+        try await expectError(
+            key: "grpc.host", containing: "needs tls.cert", ["--config", config, "--grpc-host", "0.0.0.0"])
+        try await expectError(
+            key: "tls.key", containing: "both or neither", ["--config", config, "--tls-cert", "/c.pem"])
+        try await expectError(
+            key: "tls.cert", containing: "both or neither", ["--config", config, "--tls-key", "/k.pem"])
+        let settings = try await load([
+            "--config", config, "--grpc-host", "0.0.0.0", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--tls-ca",
+            "/ca.pem",
+        ])
         #expect(settings.tls?.certificate == "/c.pem" && settings.tls?.key == "/k.pem")
         #expect(settings.tlsTrustRoots == "/ca.pem")
         #expect(try await load(["--config", config]).tls == nil)
@@ -195,7 +225,8 @@ struct RuntimeSettingsTests {
     @Test("the device agent refuses non-loopback listeners")
     func agentLoopbackOnly() async throws {
         try await expectError(
-            key: "grpc.host", containing: "not a loopback address", ["--config", try configFile("{}"), "--grpc-host", "0.0.0.0"],
+            key: "grpc.host", containing: "not a loopback address",
+            ["--config", try configFile("{}"), "--grpc-host", "0.0.0.0"],
             service: Self.agent)
         try await expectError(
             key: "http.host", containing: "not a loopback address", ["--config", try configFile("{}")],

@@ -26,7 +26,9 @@ struct BenchCommand: AsyncParsableCommand {
         }
         report("# Identity and authorisation benchmarks")
         report("")
-        report("Measured \(ISO8601DateFormatter().string(from: Date())) on \(ProcessInfo.processInfo.activeProcessorCount) cores, release build, one thread unless noted.")
+        report(
+            "Measured \(ISO8601DateFormatter().string(from: Date())) on \(ProcessInfo.processInfo.activeProcessorCount) cores, release build, one thread unless noted."
+        )
         report("")
         let identity = IdentityBench(seconds: seconds)
         // Three interleaved rounds, the median of each: a busy moment hits every measurement alike.
@@ -46,15 +48,23 @@ struct BenchCommand: AsyncParsableCommand {
         for depth in [1, 4] {
             let cold = median("cold\(depth)")
             let memoized = median("memo\(depth)")
-            report("| invocation, chain depth \(depth), cold (every proof's signature checked) | \(Self.format(cold))/s | \(Self.percent(cold, raw)) |")
-            report("| invocation, chain depth \(depth), memoized (one signature: the invocation's) | \(Self.format(memoized))/s | \(Self.percent(memoized, raw)) |")
+            report(
+                "| invocation, chain depth \(depth), cold (every proof's signature checked) | \(Self.format(cold))/s | \(Self.percent(cold, raw)) |"
+            )
+            report(
+                "| invocation, chain depth \(depth), memoized (one signature: the invocation's) | \(Self.format(memoized))/s | \(Self.percent(memoized, raw)) |"
+            )
         }
         report("")
         let latency = try await InterceptorBench(seconds: seconds).run()
         report("| unary call over loopback gRPC (ResolveDid, one connection, sequential) | p50 | p99 |")
         report("|---|---|---|")
-        report("| without the capability interceptor | \(Self.micros(latency.open.p50)) | \(Self.micros(latency.open.p99)) |")
-        report("| with it (chain depth 1, a fresh invocation signed per call) | \(Self.micros(latency.authorised.p50)) | \(Self.micros(latency.authorised.p99)) |")
+        report(
+            "| without the capability interceptor | \(Self.micros(latency.open.p50)) | \(Self.micros(latency.open.p99)) |"
+        )
+        report(
+            "| with it (chain depth 1, a fresh invocation signed per call) | \(Self.micros(latency.authorised.p50)) | \(Self.micros(latency.authorised.p99)) |"
+        )
         report("| added by authorisation (p50) | \(Self.micros(latency.authorised.p50 - latency.open.p50)) | |")
         report("")
         report("Goal: memoized validation ≥ 80 % of the raw Ed25519 rate.")
@@ -109,9 +119,10 @@ struct IdentityBench {
         for _ in 0..<depth {
             let next = SigningKey()
             // The command is fixed and valid.
-            chain.append(Delegation.issue(
-                by: keys[keys.count - 1], to: next.did, subject: owner.did, command: try Command("/orrery"),
-                expiration: 4_000_000_000))
+            chain.append(
+                Delegation.issue(
+                    by: keys[keys.count - 1], to: next.did, subject: owner.did, command: try Command("/orrery"),
+                    expiration: 4_000_000_000))
             keys.append(next)
         }
         let proofs = Dictionary(uniqueKeysWithValues: chain.map { ($0.cid, $0) })

@@ -45,7 +45,9 @@ struct RevocationsCommand: AsyncParsableCommand {
     func run() async throws {
         let response = try await AuthorizedCall.withClient(identity, key: key, proofs: proof) { client in
             try await Orrery_Identity_V1_Identity.Client(wrapping: client).listRevocations(
-                .with { $0.afterRevision = after; $0.pageSize = 1000 })
+                .with {
+                    $0.afterRevision = after; $0.pageSize = 1000
+                })
         }
         for revocation in response.revocations {
             print("\(revocation.revision)\t\(revocation.cid)\t\(revocation.revokedBy)")

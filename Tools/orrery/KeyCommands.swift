@@ -41,7 +41,8 @@ struct DIDCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "did", abstract: "DIDs.", subcommands: [Resolve.self])
 
     struct Resolve: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the DID document of a did:key (offline) as JSON.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print the DID document of a did:key (offline) as JSON.")
 
         @Argument(help: "The did:key.")
         var did: String

@@ -9,7 +9,8 @@ struct OperatorCommand: ParsableCommand {
 
     struct Init: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create the operator key, a key per service (one DID shared by its replicas) and each service's delegation from the operator.",
+            abstract:
+                "Create the operator key, a key per service (one DID shared by its replicas) and each service's delegation from the operator.",
             discussion: """
                 Writes DIR/operator.key and DIR/operator.did, and for each service DIR/<service>/service.key,
                 DIR/<service>/delegation.ucan (operator → service, /orrery) and DIR/<service>/env (the ORRERY_* settings
@@ -23,15 +24,20 @@ struct OperatorCommand: ParsableCommand {
 
         func run() throws {
             let manager = FileManager.default
-            try manager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try manager.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let root = URL(fileURLWithPath: directory).standardizedFileURL
             let operatorKey: SigningKey
-            do { operatorKey = try KeyFile.readOrCreate(root.appendingPathComponent("operator.key").path) } catch { throw ValidationError("\(error)") }
-            try (operatorKey.did.string + "\n").write(to: root.appendingPathComponent("operator.did"), atomically: true, encoding: .utf8)
+            do { operatorKey = try KeyFile.readOrCreate(root.appendingPathComponent("operator.key").path) } catch {
+                throw ValidationError("\(error)")
+            }
+            try (operatorKey.did.string + "\n").write(
+                to: root.appendingPathComponent("operator.did"), atomically: true, encoding: .utf8)
             let lifetime = try Inputs.seconds(exp)
             for service in Self.services {
                 let folder = root.appendingPathComponent(service)
-                try manager.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                try manager.createDirectory(
+                    at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 let keyPath = folder.appendingPathComponent("service.key").path
                 let serviceKey: SigningKey
                 do { serviceKey = try KeyFile.readOrCreate(keyPath) } catch { throw ValidationError("\(error)") }
@@ -40,7 +46,8 @@ struct OperatorCommand: ParsableCommand {
                     let delegation = Delegation.issue(
                         by: operatorKey, to: serviceKey.did, subject: operatorKey.did, command: try Command("/orrery"),
                         expiration: Inputs.now + lifetime)
-                    try (try DelegationChain.write([delegation]) + "\n").write(toFile: delegationPath, atomically: true, encoding: .utf8)
+                    try (try DelegationChain.write([delegation]) + "\n").write(
+                        toFile: delegationPath, atomically: true, encoding: .utf8)
                 }
                 let environment = """
                     ORRERY_IDENTITY_KEY=\(keyPath)

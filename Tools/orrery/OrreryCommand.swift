@@ -11,7 +11,8 @@ struct OrreryCommand: AsyncParsableCommand {
         commandName: "orrery",
         abstract: "The command-line client of an Orrery compute network.",
         subcommands: [
-            InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self, OperatorCommand.self,
+            InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self,
+            OperatorCommand.self,
             RevokeCommand.self, RevocationsCommand.self,
         ]
     )
@@ -68,7 +69,9 @@ struct HealthCommand: AsyncParsableCommand {
         guard let target = ServiceAddress(address) else {
             throw ValidationError("'\(address)' is not host:port")
         }
-        let status = try await ServiceProbe.withClient(target, trustRoots: tlsCa) { try await ServiceProbe.health($0, service: service) }
+        let status = try await ServiceProbe.withClient(target, trustRoots: tlsCa) {
+            try await ServiceProbe.health($0, service: service)
+        }
         print(status)
         if status != .serving { throw ExitCode.failure }
     }

@@ -12,7 +12,8 @@ struct RevokeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "revoke",
         abstract: "Revoke a delegation you issued (or one below a delegation you issued).",
-        discussion: "--path names the chain that contains the revoked delegation (root first); it is sent as the path witness.")
+        discussion:
+            "--path names the chain that contains the revoked delegation (root first); it is sent as the path witness.")
 
     @Option(help: "The revoker's key file.") var key: String
     @Option(help: "The identity service, host:port.") var identity: String
@@ -43,7 +44,8 @@ struct RevokeCommand: AsyncParsableCommand {
             let identityClient = Orrery_Identity_V1_Identity.Client(wrapping: client)
             var metadata = Metadata()
             metadata.addString("Bearer " + container, forKey: "authorization")
-            return try await identityClient.revoke(.with { $0.idempotencyKey = idempotencyKey }, metadata: metadata).revocation
+            return try await identityClient.revoke(.with { $0.idempotencyKey = idempotencyKey }, metadata: metadata)
+                .revocation
         }
         print("revoked \(revocation.cid) at revision \(revocation.revision)")
     }

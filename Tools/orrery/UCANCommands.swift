@@ -17,7 +17,8 @@ struct UCANCommand: ParsableCommand {
         @Option(help: "The command, e.g. /orrery/orchestrator.") var cmd: String
         @Option(help: "A policy as JSON, e.g. '[[\"<=\", \".budget\", 500]]'.") var pol: String = "[]"
         @Option(help: "Lifetime, e.g. 24h (or 'never').") var exp: String = "24h"
-        @Option(help: "The subject (default: the root of --proof, or the issuer). 'null' for a powerline.") var subject: String?
+        @Option(help: "The subject (default: the root of --proof, or the issuer). 'null' for a powerline.") var subject:
+            String?
         @Option(help: "A file with the issuer's own chain (repeatable).") var proof: [String] = []
 
         func run() throws {
@@ -33,7 +34,9 @@ struct UCANCommand: ParsableCommand {
             case nil: subjectDID = chain.first?.subject ?? issuer.did
             }
             let policy: Policy
-            do { policy = try Policy(try Inputs.json(pol, what: "--pol")) } catch { throw ValidationError("--pol: \(error)") }
+            do { policy = try Policy(try Inputs.json(pol, what: "--pol")) } catch {
+                throw ValidationError("--pol: \(error)")
+            }
             let command: Command
             do { command = try Command(cmd) } catch { throw ValidationError("--cmd: \(error)") }
             let expiration = exp == "never" ? nil : Inputs.now + (try Inputs.seconds(exp))
@@ -50,7 +53,8 @@ struct UCANCommand: ParsableCommand {
         @Option(help: "The invoker's key file.") var key: String
         @Option(help: "The executor's DID (the service's, from `orrery info`).") var aud: String
         @Option(help: "The command, e.g. /orrery/identity/list-revocations.") var cmd: String
-        @Option(help: "Arguments as a JSON object (the request's fields a policy constrains; the idempotency_key).") var args: String = "{}"
+        @Option(help: "Arguments as a JSON object (the request's fields a policy constrains; the idempotency_key).")
+        var args: String = "{}"
         @Option(help: "The subject (default: the root of --proof, or the invoker).") var sub: String?
         @Option(help: "Lifetime (at most 5m is accepted by services).") var exp: String = "2m"
         @Option(help: "A file with the invoker's chain (repeatable).") var proof: [String] = []
@@ -64,7 +68,9 @@ struct UCANCommand: ParsableCommand {
             let audience: DID
             do { audience = try DID(aud) } catch { throw ValidationError("--aud: \(error)") }
             let subject: DID
-            do { subject = try sub.map(DID.init) ?? chain.first?.subject ?? invoker.did } catch { throw ValidationError("--sub: \(error)") }
+            do { subject = try sub.map(DID.init) ?? chain.first?.subject ?? invoker.did } catch {
+                throw ValidationError("--sub: \(error)")
+            }
             let command: Command
             do { command = try Command(cmd) } catch { throw ValidationError("--cmd: \(error)") }
             let now = Inputs.now
@@ -96,11 +102,14 @@ struct UCANCommand: ParsableCommand {
             for bytes in tokens {
                 let envelope: UCANEnvelope
                 do { envelope = try UCANEnvelope(bytes: bytes) } catch { throw ValidationError("\(error)") }
-                let issuer = (try? DID(envelope.payload["iss"]?.stringValue ?? "")).map { envelope.signatureIsValid(issuer: $0) } ?? false
-                described.append(.map([
-                    "type": .string(envelope.tag), "cid": .string(envelope.cid.string),
-                    "signature": .string(issuer ? "valid" : "INVALID"), "payload": .map(envelope.payload),
-                ]))
+                let issuer =
+                    (try? DID(envelope.payload["iss"]?.stringValue ?? "")).map { envelope.signatureIsValid(issuer: $0) }
+                    ?? false
+                described.append(
+                    .map([
+                        "type": .string(envelope.tag), "cid": .string(envelope.cid.string),
+                        "signature": .string(issuer ? "valid" : "INVALID"), "payload": .map(envelope.payload),
+                    ]))
             }
             if json {
                 print(IPLDJSON.render(.list(described)))
@@ -108,7 +117,9 @@ struct UCANCommand: ParsableCommand {
             }
             for item in described {
                 let payload = item["payload"]?.mapValue ?? [:]
-                print("\(item["type"]?.stringValue ?? "") \(item["cid"]?.stringValue ?? "") (signature \(item["signature"]?.stringValue ?? ""))")
+                print(
+                    "\(item["type"]?.stringValue ?? "") \(item["cid"]?.stringValue ?? "") (signature \(item["signature"]?.stringValue ?? ""))"
+                )
                 for key in ["iss", "aud", "sub", "cmd", "pol", "args", "prf", "nbf", "exp", "iat"] {
                     guard let value = payload[key] else { continue }
                     var text = IPLDJSON.render(value).replacingOccurrences(of: "\n", with: " ")
@@ -126,7 +137,8 @@ struct UCANCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate an invocation and its chain; exit 0 when valid, else the spec's error name on stderr.")
 
-        @Argument(help: "A file with the invocation (raw DAG-CBOR or base64; a container's delegations count as proofs).")
+        @Argument(
+            help: "A file with the invocation (raw DAG-CBOR or base64; a container's delegations count as proofs).")
         var invocation: String
         @Option(help: "A file with a delegation (repeatable).") var proof: [String] = []
         @Option(help: "Validate at this Unix time instead of now.") var at: Int64?

@@ -10,7 +10,9 @@ public struct DeviceAgentRPCService: Orrery_Agent_V1_DeviceAgent.SimpleServicePr
         self.environment = environment
     }
 
-    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws -> Orrery_Common_V1_InfoResponse {
+    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
+        -> Orrery_Common_V1_InfoResponse
+    {
         environment.info.response()
     }
 }

@@ -16,14 +16,16 @@ enum StateDirectory {
             guard isDirectory.boolValue else { throw Unusable(path: path, reason: "exists and is not a directory") }
         } else {
             do {
-                try manager.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                try manager.createDirectory(
+                    atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
                 throw Unusable(path: path, reason: "cannot be created (\(error.localizedDescription))")
             }
         }
         let attributes = try manager.attributesOfItem(atPath: path)
         if let permissions = attributes[.posixPermissions] as? Int, permissions & 0o022 != 0 {
-            throw Unusable(path: path, reason: "is writable by other users (mode \(String(permissions, radix: 8))); chmod 700 it")
+            throw Unusable(
+                path: path, reason: "is writable by other users (mode \(String(permissions, radix: 8))); chmod 700 it")
         }
     }
 }

@@ -8,7 +8,8 @@ struct IdentityServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "identity",
         abstract: "Orrery identity service: DIDs, capability delegations and revocations.",
-        discussion: "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
+        discussion:
+            "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
     @OptionGroup var runtime: RuntimeOptions

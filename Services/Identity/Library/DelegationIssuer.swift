@@ -15,11 +15,17 @@ struct DelegationIssuer {
     let database: PostgresClient
     let logger: Logger
 
-    func issue(_ request: Orrery_Identity_V1_IssueDelegationRequest) async throws -> Orrery_Identity_V1_IssueDelegationResponse {
+    func issue(_ request: Orrery_Identity_V1_IssueDelegationRequest) async throws
+        -> Orrery_Identity_V1_IssueDelegationResponse
+    {
         let audience: DID
-        do { audience = try DID(request.audience) } catch { throw RPCError(code: .invalidArgument, message: "audience: \(error)") }
+        do { audience = try DID(request.audience) } catch {
+            throw RPCError(code: .invalidArgument, message: "audience: \(error)")
+        }
         let command: Command
-        do { command = try Command(request.command) } catch { throw RPCError(code: .invalidArgument, message: "command: \(error)") }
+        do { command = try Command(request.command) } catch {
+            throw RPCError(code: .invalidArgument, message: "command: \(error)")
+        }
         guard command.string.hasPrefix("/orrery") else {
             throw RPCError(code: .invalidArgument, message: "command: only /orrery commands are issued here")
         }
@@ -58,10 +64,12 @@ struct DelegationIssuer {
 
     private func earlier(_ key: String, digest: String) async throws -> Orrery_Identity_V1_IssueDelegationResponse? {
         let rows = try await database.query(
-            "SELECT request_digest, cid, container FROM issued_delegations WHERE idempotency_key = \(key)", logger: logger)
+            "SELECT request_digest, cid, container FROM issued_delegations WHERE idempotency_key = \(key)",
+            logger: logger)
         for try await (storedDigest, cid, container) in rows.decode((String, String, String).self) {
             guard storedDigest == digest else {
-                throw RPCError(code: .alreadyExists, message: "idempotency_key was already used for a different request")
+                throw RPCError(
+                    code: .alreadyExists, message: "idempotency_key was already used for a different request")
             }
             return .with {
                 $0.cid = cid

@@ -19,18 +19,26 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
         self.issuer = issuer
     }
 
-    public func issueDelegation(request: Orrery_Identity_V1_IssueDelegationRequest, context: ServerContext) async throws -> Orrery_Identity_V1_IssueDelegationResponse {
+    public func issueDelegation(request: Orrery_Identity_V1_IssueDelegationRequest, context: ServerContext) async throws
+        -> Orrery_Identity_V1_IssueDelegationResponse
+    {
         guard let issuer else {
-            throw RPCError(code: .failedPrecondition, message: "this identity service holds no operator key (operator.key), so it issues no delegations")
+            throw RPCError(
+                code: .failedPrecondition,
+                message: "this identity service holds no operator key (operator.key), so it issues no delegations")
         }
         return try await issuer.issue(request)
     }
 
-    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws -> Orrery_Common_V1_InfoResponse {
+    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
+        -> Orrery_Common_V1_InfoResponse
+    {
         environment.info.response()
     }
 
-    public func resolveDid(request: Orrery_Identity_V1_ResolveDidRequest, context: ServerContext) async throws -> Orrery_Identity_V1_ResolveDidResponse {
+    public func resolveDid(request: Orrery_Identity_V1_ResolveDidRequest, context: ServerContext) async throws
+        -> Orrery_Identity_V1_ResolveDidResponse
+    {
         let did: DID
         do {
             did = try DID(request.did)
@@ -40,7 +48,9 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
         return .with { $0.documentJson = (try? DIDDocument(resolving: did).json()) ?? "" }
     }
 
-    public func revoke(request: Orrery_Identity_V1_RevokeRequest, context: ServerContext) async throws -> Orrery_Identity_V1_RevokeResponse {
+    public func revoke(request: Orrery_Identity_V1_RevokeRequest, context: ServerContext) async throws
+        -> Orrery_Identity_V1_RevokeResponse
+    {
         guard let authorization = Authorization.current else {
             throw RPCError(code: .unauthenticated, message: "Revoke needs a /ucan/revoke invocation")
         }
@@ -80,10 +90,17 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
         throw RPCError(code: .internalError, message: "the revocation was not recorded")
     }
 
-    public func listRevocations(request: Orrery_Identity_V1_ListRevocationsRequest, context: ServerContext) async throws -> Orrery_Identity_V1_ListRevocationsResponse {
-        guard request.afterRevision >= 0 else { throw RPCError(code: .invalidArgument, message: "after_revision must be ≥ 0") }
-        guard (0...1000).contains(request.pageSize) else { throw RPCError(code: .invalidArgument, message: "page_size must be 1…1000 (0 for 100)") }
-        let page = try await log.list(after: request.afterRevision, limit: request.pageSize == 0 ? 100 : Int(request.pageSize))
+    public func listRevocations(request: Orrery_Identity_V1_ListRevocationsRequest, context: ServerContext) async throws
+        -> Orrery_Identity_V1_ListRevocationsResponse
+    {
+        guard request.afterRevision >= 0 else {
+            throw RPCError(code: .invalidArgument, message: "after_revision must be ≥ 0")
+        }
+        guard (0...1000).contains(request.pageSize) else {
+            throw RPCError(code: .invalidArgument, message: "page_size must be 1…1000 (0 for 100)")
+        }
+        let page = try await log.list(
+            after: request.afterRevision, limit: request.pageSize == 0 ? 100 : Int(request.pageSize))
         return .with {
             $0.revocations = page
             $0.revision = page.last?.revision ?? request.afterRevision
@@ -95,7 +112,9 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
         response: RPCWriter<Orrery_Identity_V1_Revocation>,
         context: ServerContext
     ) async throws {
-        guard request.afterRevision >= 0 else { throw RPCError(code: .invalidArgument, message: "after_revision must be ≥ 0") }
+        guard request.afterRevision >= 0 else {
+            throw RPCError(code: .invalidArgument, message: "after_revision must be ≥ 0")
+        }
         // Subscribe first, then send the backlog, so nothing recorded in between is lost; duplicates are skipped.
         let live = log.subscribe()
         var sent = request.afterRevision

@@ -25,7 +25,10 @@ public enum IdentityServer {
                 if let path = environment.settings.operatorKeyFile {
                     let operatorKey = try KeyFile.read(path)
                     guard operatorKey.did == environment.operatorDID else {
-                        throw IdentityStartupError(message: "operator.key is the key of \(operatorKey.did), not of the trusted operator \(environment.operatorDID)")
+                        throw IdentityStartupError(
+                            message:
+                                "operator.key is the key of \(operatorKey.did), not of the trusted operator \(environment.operatorDID)"
+                        )
                     }
                     issuer = DelegationIssuer(operatorKey: operatorKey, database: database, logger: environment.logger)
                 }

@@ -38,19 +38,21 @@ final class RevocationLog: Sendable {
         )
         var revocations: [Orrery_Identity_V1_Revocation] = []
         for try await (revision, cid, revokedBy, revokedAt) in rows.decode((Int64, String, String, Date).self) {
-            revocations.append(.with {
-                $0.revision = revision
-                $0.cid = cid
-                $0.revokedBy = revokedBy
-                $0.revokedAt = Google_Protobuf_Timestamp(date: revokedAt)
-            })
+            revocations.append(
+                .with {
+                    $0.revision = revision
+                    $0.cid = cid
+                    $0.revokedBy = revokedBy
+                    $0.revokedAt = Google_Protobuf_Timestamp(date: revokedAt)
+                })
         }
         return revocations
     }
 
     /// New revocations as this replica learns them, until the consumer stops.
     func subscribe() -> AsyncStream<Orrery_Identity_V1_Revocation> {
-        let (stream, continuation) = AsyncStream<Orrery_Identity_V1_Revocation>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+        let (stream, continuation) = AsyncStream<Orrery_Identity_V1_Revocation>.makeStream(
+            bufferingPolicy: .bufferingNewest(10_000))
         let id = UUID()
         state.withLock { $0.watchers[id] = continuation }
         continuation.onTermination = { [weak self] _ in
@@ -101,7 +103,9 @@ final class RevocationLog: Sendable {
             group.addTask { [self] in
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
-                    do { try await catchUp() } catch { logger.warning("revocation re-read failed", metadata: ["error": "\(error)"]) }
+                    do { try await catchUp() } catch {
+                        logger.warning("revocation re-read failed", metadata: ["error": "\(error)"])
+                    }
                 }
             }
         }

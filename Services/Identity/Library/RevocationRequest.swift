@@ -32,10 +32,13 @@ struct RevocationRequest {
             throw .forbidden("path delegation \(delegation.cid) is not signed by its issuer")
         }
         for index in path.indices.dropFirst() where path[index].issuer != path[index - 1].audience {
-            throw .forbidden("the path is not a chain: \(path[index].cid) is issued by \(path[index].issuer), not by \(path[index - 1].audience)")
+            throw .forbidden(
+                "the path is not a chain: \(path[index].cid) is issued by \(path[index].issuer), not by \(path[index - 1].audience)"
+            )
         }
         guard path[...revokedIndex].contains(where: { $0.issuer == invocation.issuer }) else {
-            throw .forbidden("\(invocation.issuer) issued no delegation at or above the revoked one, so it may not revoke it")
+            throw .forbidden(
+                "\(invocation.issuer) issued no delegation at or above the revoked one, so it may not revoke it")
         }
         self.revoked = revoked
         self.revoker = invocation.issuer

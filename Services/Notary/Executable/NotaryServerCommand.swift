@@ -8,7 +8,8 @@ struct NotaryServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "contract-notary",
         abstract: "Orrery contract notary: signed contracts in an append-only Merkle tree log.",
-        discussion: "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
+        discussion:
+            "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
     @OptionGroup var runtime: RuntimeOptions

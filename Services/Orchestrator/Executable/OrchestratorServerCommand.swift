@@ -8,7 +8,8 @@ struct OrchestratorServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orchestrator",
         abstract: "Orrery orchestrator: takes workload specs, places them and drives deployments.",
-        discussion: "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
+        discussion:
+            "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
     @OptionGroup var runtime: RuntimeOptions

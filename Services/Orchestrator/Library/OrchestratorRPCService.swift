@@ -10,7 +10,9 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
         self.environment = environment
     }
 
-    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws -> Orrery_Common_V1_InfoResponse {
+    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
+        -> Orrery_Common_V1_InfoResponse
+    {
         environment.info.response()
     }
 }

@@ -10,15 +10,21 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
         self.environment = environment
     }
 
-    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws -> Orrery_Common_V1_InfoResponse {
+    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
+        -> Orrery_Common_V1_InfoResponse
+    {
         environment.info.response()
     }
 
-    public func beginJoin(request: Orrery_Registry_V1_BeginJoinRequest, context: ServerContext) async throws -> Orrery_Registry_V1_BeginJoinResponse {
+    public func beginJoin(request: Orrery_Registry_V1_BeginJoinRequest, context: ServerContext) async throws
+        -> Orrery_Registry_V1_BeginJoinResponse
+    {
         throw RPCError.notYetImplemented("Registry.BeginJoin", issue: 4)
     }
 
-    public func completeJoin(request: Orrery_Registry_V1_CompleteJoinRequest, context: ServerContext) async throws -> Orrery_Registry_V1_CompleteJoinResponse {
+    public func completeJoin(request: Orrery_Registry_V1_CompleteJoinRequest, context: ServerContext) async throws
+        -> Orrery_Registry_V1_CompleteJoinResponse
+    {
         throw RPCError.notYetImplemented("Registry.CompleteJoin", issue: 4)
     }
 
@@ -29,11 +35,15 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
         throw RPCError.notYetImplemented("Registry.Heartbeats", issue: 4)
     }
 
-    public func leave(request: Orrery_Registry_V1_LeaveRequest, context: ServerContext) async throws -> Orrery_Registry_V1_LeaveResponse {
+    public func leave(request: Orrery_Registry_V1_LeaveRequest, context: ServerContext) async throws
+        -> Orrery_Registry_V1_LeaveResponse
+    {
         throw RPCError.notYetImplemented("Registry.Leave", issue: 4)
     }
 
-    public func getDevice(request: Orrery_Registry_V1_GetDeviceRequest, context: ServerContext) async throws -> Orrery_Registry_V1_Device {
+    public func getDevice(request: Orrery_Registry_V1_GetDeviceRequest, context: ServerContext) async throws
+        -> Orrery_Registry_V1_Device
+    {
         throw RPCError.notYetImplemented("Registry.GetDevice", issue: 4)
     }
 }

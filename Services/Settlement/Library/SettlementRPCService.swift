@@ -10,7 +10,9 @@ public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServic
         self.environment = environment
     }
 
-    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws -> Orrery_Common_V1_InfoResponse {
+    public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
+        -> Orrery_Common_V1_InfoResponse
+    {
         environment.info.response()
     }
 }

@@ -88,7 +88,9 @@ public enum DAGCBOR {
         }
 
         mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
-            guard count >= 0, bytes.count - offset >= count else { throw DAGCBORError.invalid("unexpected end of input") }
+            guard count >= 0, bytes.count - offset >= count else {
+                throw DAGCBORError.invalid("unexpected end of input")
+            }
             defer { offset += count }
             return bytes[offset..<offset + count]
         }

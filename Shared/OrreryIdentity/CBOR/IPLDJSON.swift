@@ -10,7 +10,9 @@ public enum IPLDJSON {
         var parser = Parser(characters: Array(text.unicodeScalars), lenient: lenient)
         let value = try parser.value()
         parser.skipSpace()
-        guard parser.index == parser.characters.count else { throw IPLDJSONError(message: "trailing text at \(parser.index)") }
+        guard parser.index == parser.characters.count else {
+            throw IPLDJSONError(message: "trailing text at \(parser.index)")
+        }
         return value
     }
 
@@ -21,16 +23,21 @@ public enum IPLDJSON {
         case .null: return "null"
         case .bool(let flag): return flag ? "true" : "false"
         case .integer(let number): return String(number)
-        case .float(let number): return number == number.rounded() && abs(number) < 1e15 ? String(format: "%.1f", number) : String(number)
+        case .float(let number):
+            return number == number.rounded() && abs(number) < 1e15 ? String(format: "%.1f", number) : String(number)
         case .string(let text): return quote(text)
-        case .bytes(let bytes): return "{\"/\": {\"bytes\": \(quote(Base64.standard(bytes).replacingOccurrences(of: "=", with: "")))}}"
+        case .bytes(let bytes):
+            return "{\"/\": {\"bytes\": \(quote(Base64.standard(bytes).replacingOccurrences(of: "=", with: "")))}}"
         case .link(let cid): return "{\"/\": \(quote(cid.string))}"
         case .list(let items):
             if items.isEmpty { return "[]" }
-            return "[\n" + items.map { inner + render($0, indent: inner) }.joined(separator: ",\n") + "\n" + indent + "]"
+            return "[\n" + items.map { inner + render($0, indent: inner) }.joined(separator: ",\n") + "\n" + indent
+                + "]"
         case .map(let map):
             if map.isEmpty { return "{}" }
-            let entries = map.keys.sorted().map { key in inner + quote(key) + ": " + render(map[key] ?? .null, indent: inner) }
+            let entries = map.keys.sorted().map { key in
+                inner + quote(key) + ": " + render(map[key] ?? .null, indent: inner)
+            }
             return "{\n" + entries.joined(separator: ",\n") + "\n" + indent + "}"
         }
     }
@@ -80,7 +87,8 @@ public enum IPLDJSON {
 
         mutating func literal(_ word: String, _ value: IPLD) throws -> IPLD {
             let scalars = Array(word.unicodeScalars)
-            guard index + scalars.count <= characters.count, Array(characters[index..<index + scalars.count]) == scalars else {
+            guard index + scalars.count <= characters.count, Array(characters[index..<index + scalars.count]) == scalars
+            else {
                 throw fail("unexpected token")
             }
             index += scalars.count

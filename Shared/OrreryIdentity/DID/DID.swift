@@ -43,7 +43,8 @@ public enum DIDError: Error, Equatable, CustomStringConvertible, Sendable {
         switch self {
         case .notDIDKey(let text): return "'\(text)' is not a did:key"
         case .malformed(let reason): return "malformed did:key: \(reason)"
-        case .unsupportedKeyType(let codec): return "unsupported did:key type 0x\(String(codec, radix: 16)) (Ed25519 and P-256 are)"
+        case .unsupportedKeyType(let codec):
+            return "unsupported did:key type 0x\(String(codec, radix: 16)) (Ed25519 and P-256 are)"
         }
     }
 }

@@ -16,7 +16,9 @@ public enum PublicKey: Sendable, Hashable {
     /// - Throws: `DIDError` for an unsupported key type or a key of the wrong size or off its curve.
     public init(multicodecBytes bytes: [UInt8]) throws {
         var offset = 0
-        guard let codec = Varint.decode(bytes, offset: &offset) else { throw DIDError.malformed("truncated multicodec prefix") }
+        guard let codec = Varint.decode(bytes, offset: &offset) else {
+            throw DIDError.malformed("truncated multicodec prefix")
+        }
         let key = Array(bytes[offset...])
         switch codec {
         case Self.ed25519Codec:

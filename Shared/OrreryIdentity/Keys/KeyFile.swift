@@ -55,7 +55,8 @@ public enum KeyFileError: Error, Equatable, CustomStringConvertible, Sendable {
         case .unreadable(let path, let reason): return "cannot read key file \(path): \(reason)"
         case .unwritable(let path, let reason): return "cannot write key file \(path): \(reason)"
         case .tooOpen(let path, let mode):
-            return "key file \(path) is readable by other users (mode \(String(mode, radix: 8))); run: chmod 600 \(path)"
+            return
+                "key file \(path) is readable by other users (mode \(String(mode, radix: 8))); run: chmod 600 \(path)"
         case .malformed(let reason): return "malformed key: \(reason)"
         }
     }

@@ -57,7 +57,9 @@ public struct Policy: Sendable, Hashable {
             }
         }
         func statements(_ index: Int) throws -> [Statement] {
-            guard case .list(let inner) = parts[index] else { throw PolicyError.malformed("'\(op)' takes a list of statements") }
+            guard case .list(let inner) = parts[index] else {
+                throw PolicyError.malformed("'\(op)' takes a list of statements")
+            }
             return try inner.map(statement)
         }
         switch op {
@@ -81,7 +83,9 @@ public struct Policy: Sendable, Hashable {
             return .greaterOrEqual(try selector(1), try number(2))
         case "like":
             try arity(3)
-            guard case .string(let pattern) = parts[2] else { throw PolicyError.malformed("'like' takes a string pattern") }
+            guard case .string(let pattern) = parts[2] else {
+                throw PolicyError.malformed("'like' takes a string pattern")
+            }
             return .like(try selector(1), pattern)
         case "not":
             try arity(2)
@@ -221,7 +225,9 @@ struct Glob {
         var starToken: Int?
         var starText = 0
         while textIndex < characters.count {
-            if tokenIndex < tokens.count, case .literal(let literal) = tokens[tokenIndex], literal == characters[textIndex] {
+            if tokenIndex < tokens.count, case .literal(let literal) = tokens[tokenIndex],
+                literal == characters[textIndex]
+            {
                 textIndex += 1
                 tokenIndex += 1
             } else if tokenIndex < tokens.count, tokens[tokenIndex] == .star {

@@ -44,7 +44,9 @@ public struct Selector: Sendable, Hashable, CustomStringConvertible {
                 let name = Self.readIdentifier(characters, &index)
                 if name.isEmpty {
                     // A dot may only be followed by a bracket ("…[0].[1]" is unusual but unambiguous).
-                    guard index < characters.count, characters[index] == "[" else { throw fail("'..' or a trailing '.'") }
+                    guard index < characters.count, characters[index] == "[" else {
+                        throw fail("'..' or a trailing '.'")
+                    }
                 } else {
                     steps.append(Step(segment: .field(name), optional: false))
                 }
@@ -64,7 +66,9 @@ public struct Selector: Sendable, Hashable, CustomStringConvertible {
 
     private static func readIdentifier(_ characters: [Character], _ index: inout Int) -> String {
         var name = ""
-        while index < characters.count, characters[index].isLetter || characters[index].isNumber || characters[index] == "_" {
+        while index < characters.count,
+            characters[index].isLetter || characters[index].isNumber || characters[index] == "_"
+        {
             name.append(characters[index])
             index += 1
         }
@@ -80,12 +84,16 @@ public struct Selector: Sendable, Hashable, CustomStringConvertible {
             let parts = inner.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
             func bound(_ part: Substring) throws -> Int? {
                 if part.isEmpty { return nil }
-                guard let value = Int(part) else { throw PolicyError.invalidSelector(text, "'\(part)' is not a slice bound") }
+                guard let value = Int(part) else {
+                    throw PolicyError.invalidSelector(text, "'\(part)' is not a slice bound")
+                }
                 return value
             }
             return .slice(try bound(parts[0]), try bound(parts[1]))
         }
-        guard let value = Int(inner) else { throw PolicyError.invalidSelector(text, "'[\(inner)]' is not an index, slice or quoted key") }
+        guard let value = Int(inner) else {
+            throw PolicyError.invalidSelector(text, "'[\(inner)]' is not an index, slice or quoted key")
+        }
         return .index(value)
     }
 

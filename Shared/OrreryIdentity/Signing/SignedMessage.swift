@@ -22,11 +22,12 @@ public enum SignedMessage {
     /// Adds `signer`'s signature (a countersignature when others already signed).
     public static func countersign(_ signed: inout Orrery_Common_V1_Signed, with signer: SigningKey) {
         let signature = signer.sign(signingInput(type: signed.type, payload: signed.payload))
-        signed.signatures.append(.with {
-            $0.did = signer.did.string
-            $0.alg = signer.publicKey.algorithm
-            $0.sig = Data(signature)
-        })
+        signed.signatures.append(
+            .with {
+                $0.did = signer.did.string
+                $0.alg = signer.publicKey.algorithm
+                $0.sig = Data(signature)
+            })
     }
 
     /// Checks every signature and that each of `required` signed; returns the DIDs that signed.

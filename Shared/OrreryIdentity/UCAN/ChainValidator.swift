@@ -58,11 +58,14 @@ public final class ChainValidator: Sendable {
             throw UCANError(.expired, "the invocation expired at \(expiration) (now \(now))")
         }
         guard invocation.envelope.signatureIsValid(issuer: invocation.issuer) else {
-            throw UCANError(.invalidSignature, "the invocation's signature does not verify against \(invocation.issuer)")
+            throw UCANError(
+                .invalidSignature, "the invocation's signature does not verify against \(invocation.issuer)")
         }
         guard !invocation.proofs.isEmpty else {
             guard invocation.issuer == invocation.subject else {
-                throw UCANError(.invalidClaim, "no proofs, and the invoker \(invocation.issuer) is not the subject \(invocation.subject)")
+                throw UCANError(
+                    .invalidClaim,
+                    "no proofs, and the invoker \(invocation.issuer) is not the subject \(invocation.subject)")
             }
             return Validated(invocation: invocation, chain: [])
         }
@@ -76,13 +79,17 @@ public final class ChainValidator: Sendable {
             }
         }
         guard facts.lastAudience == invocation.issuer else {
-            throw UCANError(.invalidAudience, "the last delegation is to \(facts.lastAudience), but \(invocation.issuer) invokes")
+            throw UCANError(
+                .invalidAudience, "the last delegation is to \(facts.lastAudience), but \(invocation.issuer) invokes")
         }
         guard facts.subject == invocation.subject else {
-            throw UCANError(.invalidSubject, "the chain is about \(facts.subject), the invocation about \(invocation.subject)")
+            throw UCANError(
+                .invalidSubject, "the chain is about \(facts.subject), the invocation about \(invocation.subject)")
         }
         for delegation in facts.chain where !delegation.command.covers(invocation.command) {
-            throw UCANError(.invalidCommand, "delegation \(delegation.cid) grants \(delegation.command), which does not cover \(invocation.command)")
+            throw UCANError(
+                .invalidCommand,
+                "delegation \(delegation.cid) grants \(delegation.command), which does not cover \(invocation.command)")
         }
         let args = IPLD.map(invocation.arguments)
         for delegation in facts.chain {
@@ -120,23 +127,31 @@ public final class ChainValidator: Sendable {
         let verified = memo.withLock { $0.verifiedSignatures }
         for delegation in chain where !verified.contains(delegation.cid) {
             guard delegation.envelope.signatureIsValid(issuer: delegation.issuer) else {
-                throw UCANError(.invalidSignature, "delegation \(delegation.cid) is not signed by its issuer \(delegation.issuer)")
+                throw UCANError(
+                    .invalidSignature, "delegation \(delegation.cid) is not signed by its issuer \(delegation.issuer)")
             }
         }
         let root = chain[0]
         guard let subject = root.subject else {
-            throw UCANError(.invalidClaim, "the root delegation \(root.cid) is a powerline (null subject): there is no such root")
+            throw UCANError(
+                .invalidClaim, "the root delegation \(root.cid) is a powerline (null subject): there is no such root")
         }
         guard root.issuer == subject else {
-            throw UCANError(.invalidClaim, "the root delegation \(root.cid) is issued by \(root.issuer), not by its subject \(subject)")
+            throw UCANError(
+                .invalidClaim,
+                "the root delegation \(root.cid) is issued by \(root.issuer), not by its subject \(subject)")
         }
         for index in chain.indices.dropFirst() {
             let delegation = chain[index]
             guard delegation.issuer == chain[index - 1].audience else {
-                throw UCANError(.invalidAudience, "delegation \(delegation.cid) is issued by \(delegation.issuer), but the previous one is to \(chain[index - 1].audience)")
+                throw UCANError(
+                    .invalidAudience,
+                    "delegation \(delegation.cid) is issued by \(delegation.issuer), but the previous one is to \(chain[index - 1].audience)"
+                )
             }
             if let other = delegation.subject, other != subject {
-                throw UCANError(.invalidSubject, "delegation \(delegation.cid) is about \(other), the chain about \(subject)")
+                throw UCANError(
+                    .invalidSubject, "delegation \(delegation.cid) is about \(other), the chain about \(subject)")
             }
         }
         let facts = ChainFacts(
@@ -148,7 +163,9 @@ public final class ChainValidator: Sendable {
         )
         memo.withLock { memo in
             if memo.chains.count >= capacity { memo.chains.removeAll(keepingCapacity: true) }
-            if memo.verifiedSignatures.count >= capacity * 4 { memo.verifiedSignatures.removeAll(keepingCapacity: true) }
+            if memo.verifiedSignatures.count >= capacity * 4 {
+                memo.verifiedSignatures.removeAll(keepingCapacity: true)
+            }
             memo.chains[cids] = facts
             for delegation in chain { memo.verifiedSignatures.insert(delegation.cid) }
         }

@@ -7,7 +7,8 @@ public enum DelegationChain {
         let audiences = Set(delegations.map(\.audience))
         let roots = delegations.filter { !audiences.contains($0.issuer) }
         guard roots.count == 1, var current = roots.first else {
-            throw UCANError(.invalidClaim, "the delegations do not form one chain (found \(roots.count) starting points)")
+            throw UCANError(
+                .invalidClaim, "the delegations do not form one chain (found \(roots.count) starting points)")
         }
         var chain = [current]
         var remaining = delegations.filter { $0.cid != current.cid }

@@ -31,7 +31,9 @@ public struct Invocation: Sendable {
         command = try reader.command()
         guard let arguments = try reader.map("args", required: true) else { throw reader.fail("'args' is required") }
         self.arguments = arguments
-        guard case .list(let links)? = envelope.payload["prf"] else { throw reader.fail("'prf' must be a list of links") }
+        guard case .list(let links)? = envelope.payload["prf"] else {
+            throw reader.fail("'prf' must be a list of links")
+        }
         proofs = try links.map { link in
             guard case .link(let cid) = link else { throw reader.fail("'prf' must hold CID links") }
             return cid

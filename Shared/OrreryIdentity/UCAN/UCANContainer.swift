@@ -40,7 +40,9 @@ public enum UCANContainer {
     /// - Throws: `UCANError(.malformedToken)` naming what is wrong.
     public static func decode(_ container: [UInt8]) throws -> [[UInt8]] {
         guard let first = container.first, let header = Header(rawValue: first) else {
-            throw UCANError(.malformedToken, "unknown container header \(container.first.map { String(format: "0x%02x", $0) } ?? "(empty)")")
+            throw UCANError(
+                .malformedToken,
+                "unknown container header \(container.first.map { String(format: "0x%02x", $0) } ?? "(empty)")")
         }
         var body = Array(container.dropFirst())
         if header.isText {

@@ -31,7 +31,9 @@ public struct UCANEnvelope: Sendable {
             throw UCANError(.malformedToken, "the envelope carries no payload")
         }
         guard tag == Self.delegationTag || tag == Self.invocationTag else {
-            throw UCANError(.malformedToken, "unsupported token type '\(tag)' (only \(Self.delegationTag) and \(Self.invocationTag))")
+            throw UCANError(
+                .malformedToken,
+                "unsupported token type '\(tag)' (only \(Self.delegationTag) and \(Self.invocationTag))")
         }
         self.bytes = bytes
         self.cid = CID.dagCBOR(of: bytes)

@@ -15,13 +15,16 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "gRPC listen port, 0 for any free port (env ORRERY_GRPC_PORT, file grpc.port).")
     public var grpcPort: Int?
 
-    @Option(help: "PEM certificate chain for the gRPC listener (env ORRERY_TLS_CERT, file tls.cert). Required off loopback.")
+    @Option(
+        help: "PEM certificate chain for the gRPC listener (env ORRERY_TLS_CERT, file tls.cert). Required off loopback."
+    )
     public var tlsCert: String?
 
     @Option(help: "PEM private key of that certificate (env ORRERY_TLS_KEY, file tls.key).")
     public var tlsKey: String?
 
-    @Option(help: "PEM certificates this service trusts when it calls others over TLS (env ORRERY_TLS_CA, file tls.ca).")
+    @Option(
+        help: "PEM certificates this service trusts when it calls others over TLS (env ORRERY_TLS_CA, file tls.ca).")
     public var tlsCa: String?
 
     @Option(help: "HTTP host for /metrics and /healthz (env ORRERY_HTTP_HOST, file http.host).")
@@ -30,10 +33,13 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "HTTP port for /metrics and /healthz, 0 for any free port (env ORRERY_HTTP_PORT, file http.port).")
     public var httpPort: Int?
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env ORRERY_LOG_LEVEL, file log.level).")
+    @Option(
+        help: "Log level: trace, debug, info, notice, warning, error, critical (env ORRERY_LOG_LEVEL, file log.level).")
     public var logLevel: String?
 
-    @Option(help: "Log format: auto (JSON unless stdout is a terminal), json, text (env ORRERY_LOG_FORMAT, file log.format).")
+    @Option(
+        help:
+            "Log format: auto (JSON unless stdout is a terminal), json, text (env ORRERY_LOG_FORMAT, file log.format).")
     public var logFormat: String?
 
     @Option(help: "PostgreSQL host (env ORRERY_DB_HOST, file db.host).")
@@ -42,7 +48,10 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "PostgreSQL port (env ORRERY_DB_PORT, file db.port).")
     public var dbPort: Int?
 
-    @Option(help: "PostgreSQL user (env ORRERY_DB_USER, file db.user). The password: env ORRERY_DB_PASSWORD or file db.password only.")
+    @Option(
+        help:
+            "PostgreSQL user (env ORRERY_DB_USER, file db.user). The password: env ORRERY_DB_PASSWORD or file db.password only."
+    )
     public var dbUser: String?
 
     @Option(help: "PostgreSQL database (env ORRERY_DB_DATABASE, file db.database).")
@@ -54,25 +63,42 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "Seconds to wait for PostgreSQL at start before giving up (env ORRERY_DB_TIMEOUT, file db.timeout).")
     public var dbTimeout: Int?
 
-    @Option(help: "This service's key file: the Ed25519 seed as hex, mode 0600; every replica shares it (env ORRERY_IDENTITY_KEY, file identity.key). The device agent creates its own in its state directory.")
+    @Option(
+        help:
+            "This service's key file: the Ed25519 seed as hex, mode 0600; every replica shares it (env ORRERY_IDENTITY_KEY, file identity.key). The device agent creates its own in its state directory."
+    )
     public var identityKey: String?
 
-    @Option(help: "The operator's DID: the root every capability chain must start from (env ORRERY_TRUST_OPERATOR, file trust.operator).")
+    @Option(
+        help:
+            "The operator's DID: the root every capability chain must start from (env ORRERY_TRUST_OPERATOR, file trust.operator)."
+    )
     public var trustOperator: String?
 
-    @Option(help: "The identity service's gRPC address, host:port, to follow revocations (env ORRERY_IDENTITY_ADDRESS, file identity.address).")
+    @Option(
+        help:
+            "The identity service's gRPC address, host:port, to follow revocations (env ORRERY_IDENTITY_ADDRESS, file identity.address)."
+    )
     public var identityAddress: String?
 
-    @Option(help: "A file with this service's delegation chain from the operator (a UCAN container), for its own calls (env ORRERY_IDENTITY_DELEGATION, file identity.delegation).")
+    @Option(
+        help:
+            "A file with this service's delegation chain from the operator (a UCAN container), for its own calls (env ORRERY_IDENTITY_DELEGATION, file identity.delegation)."
+    )
     public var identityDelegation: String?
 
-    @Option(help: "Identity service only: the operator's key file, to issue onboarding delegations (env ORRERY_OPERATOR_KEY, file operator.key).")
+    @Option(
+        help:
+            "Identity service only: the operator's key file, to issue onboarding delegations (env ORRERY_OPERATOR_KEY, file operator.key)."
+    )
     public var operatorKey: String?
 
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 
-    @Option(help: "Seconds in-flight work may take to finish after SIGTERM (env ORRERY_SHUTDOWN_GRACE, file shutdown.grace).")
+    @Option(
+        help:
+            "Seconds in-flight work may take to finish after SIGTERM (env ORRERY_SHUTDOWN_GRACE, file shutdown.grace).")
     public var shutdownGrace: Int?
 
     public init() {}

@@ -46,16 +46,22 @@ extension RuntimeSettings {
         switch (try string(reader, "tls.cert").nilIfEmpty, try string(reader, "tls.key").nilIfEmpty) {
         case (let certificate?, let key?): settings.tls = (certificate, key)
         case (nil, nil): break
-        case (nil, _?): throw ConfigurationError(key: "tls.cert", reason: "tls.key is set but tls.cert is not: give both or neither")
-        case (_?, nil): throw ConfigurationError(key: "tls.key", reason: "tls.cert is set but tls.key is not: give both or neither")
+        case (nil, _?):
+            throw ConfigurationError(
+                key: "tls.cert", reason: "tls.key is set but tls.cert is not: give both or neither")
+        case (_?, nil):
+            throw ConfigurationError(key: "tls.key", reason: "tls.cert is set but tls.key is not: give both or neither")
         }
         if settings.tls == nil && !isLoopback(settings.grpc.host) {
             throw ConfigurationError(
                 key: "grpc.host",
-                reason: "'\(settings.grpc.host)' is not loopback: a network listener needs tls.cert and tls.key (plaintext is for loopback only)")
+                reason:
+                    "'\(settings.grpc.host)' is not loopback: a network listener needs tls.cert and tls.key (plaintext is for loopback only)"
+            )
         }
         if settings.keyFile == nil && !service.createsOwnKey {
-            throw ConfigurationError(key: "identity.key", reason: "required: the service's key file (`orrery operator init` provisions one)")
+            throw ConfigurationError(
+                key: "identity.key", reason: "required: the service's key file (`orrery operator init` provisions one)")
         }
         if service.keepsRevocationLog { settings.identityAddress = nil }
         if service.schema != nil {
@@ -182,10 +188,12 @@ extension RuntimeSettings {
         do {
             value = try reader.requiredInt(forKey: key)
         } catch {
-            throw ConfigurationError(key: key.description, reason: "expected a whole number from \(range.lowerBound) to \(range.upperBound)")
+            throw ConfigurationError(
+                key: key.description, reason: "expected a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         guard range.contains(value) else {
-            throw ConfigurationError(key: key.description, reason: "\(value) is outside \(range.lowerBound)…\(range.upperBound)")
+            throw ConfigurationError(
+                key: key.description, reason: "\(value) is outside \(range.lowerBound)…\(range.upperBound)")
         }
         return value
     }
@@ -195,7 +203,8 @@ extension RuntimeSettings {
         guard value.hasPrefix("did:key:z"), value.count > 20 else {
             throw ConfigurationError(
                 key: key.description,
-                reason: value.isEmpty ? "required: the operator's did:key (see `orrery operator init`)" : "'\(value)' is not a did:key")
+                reason: value.isEmpty
+                    ? "required: the operator's did:key (see `orrery operator init`)" : "'\(value)' is not a did:key")
         }
         return value
     }
@@ -222,7 +231,8 @@ extension RuntimeSettings {
         if loopbackOnly && !isLoopback(value) {
             throw ConfigurationError(
                 key: key.description,
-                reason: "'\(value)' is not a loopback address; this service opens no network port (use 127.0.0.1 or ::1)"
+                reason:
+                    "'\(value)' is not a loopback address; this service opens no network port (use 127.0.0.1 or ::1)"
             )
         }
         return value

@@ -6,8 +6,10 @@ public struct RuntimeSettings: Sendable, Equatable {
     public static func == (lhs: RuntimeSettings, rhs: RuntimeSettings) -> Bool {
         lhs.grpc == rhs.grpc && lhs.tls?.certificate == rhs.tls?.certificate && lhs.tls?.key == rhs.tls?.key
             && lhs.tlsTrustRoots == rhs.tlsTrustRoots && lhs.http == rhs.http && lhs.logLevel == rhs.logLevel
-            && lhs.logFormat == rhs.logFormat && lhs.database == rhs.database && lhs.stateDirectory == rhs.stateDirectory
-            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.keyFile == rhs.keyFile && lhs.trustedOperator == rhs.trustedOperator
+            && lhs.logFormat == rhs.logFormat && lhs.database == rhs.database
+            && lhs.stateDirectory == rhs.stateDirectory
+            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.keyFile == rhs.keyFile
+            && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
             && lhs.operatorKeyFile == rhs.operatorKeyFile
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile

@@ -16,8 +16,10 @@ public struct MetricsServerInterceptor: ServerInterceptor {
         func record(_ code: String) {
             Counter(label: "grpc_server_handled_total", dimensions: [("method", method), ("code", code)]).increment()
             let elapsed = start.duration(to: .now).components
-            Metrics.Timer(label: "grpc_server_handling_seconds", dimensions: [("method", method)], preferredDisplayUnit: .seconds)
-                .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+            Metrics.Timer(
+                label: "grpc_server_handling_seconds", dimensions: [("method", method)], preferredDisplayUnit: .seconds
+            )
+            .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
         }
         do {
             let response = try await next(request, context)

@@ -98,12 +98,13 @@ public struct ReflectionServiceV1Alpha: Grpc_Reflection_V1alpha_ServerReflection
         context: ServerContext
     ) async throws {
         for try await message in request {
-            let asV1 = try Grpc_Reflection_V1_ServerReflectionRequest(serializedBytes: try message.serializedBytes() as [UInt8])
+            let asV1 = try Grpc_Reflection_V1_ServerReflectionRequest(
+                serializedBytes: try message.serializedBytes() as [UInt8])
             let answer = v1.answer(asV1)
             try await response.write(
-                try Grpc_Reflection_V1alpha_ServerReflectionResponse(serializedBytes: try answer.serializedBytes() as [UInt8])
+                try Grpc_Reflection_V1alpha_ServerReflectionResponse(
+                    serializedBytes: try answer.serializedBytes() as [UInt8])
             )
         }
     }
 }
-

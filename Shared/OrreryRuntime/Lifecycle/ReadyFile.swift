@@ -13,7 +13,9 @@ public struct ReadyFile: Codable, Sendable, Equatable {
     /// The service's DID; empty until it has an identity.
     public var did: String
 
-    public init(service: String, pid: Int32, grpcHost: String, grpcPort: Int, httpHost: String, httpPort: Int, did: String) {
+    public init(
+        service: String, pid: Int32, grpcHost: String, grpcPort: Int, httpHost: String, httpPort: Int, did: String
+    ) {
         self.service = service
         self.pid = pid
         self.grpc = Self.join(grpcHost, grpcPort)

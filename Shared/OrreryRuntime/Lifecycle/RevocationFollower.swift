@@ -42,17 +42,22 @@ struct RevocationFollower {
             key: environment.key, subject: environment.operatorDID, audience: identityDID, proofs: proofs,
             catalog: environment.catalog)
         try await withGRPCClient(
-            transport: try .http2NIOPosix(target: address.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots)),
+            transport: try .http2NIOPosix(
+                target: address.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots)),
             interceptors: [signer]
         ) { client in
             let identity = Orrery_Identity_V1_Identity.Client(wrapping: client)
-            let request = Orrery_Identity_V1_WatchRevocationsRequest.with { $0.afterRevision = environment.revocations.revision }
+            let request = Orrery_Identity_V1_WatchRevocationsRequest.with {
+                $0.afterRevision = environment.revocations.revision
+            }
             try await identity.watchRevocations(request) { response in
-                environment.logger.info("following revocations", metadata: ["identity": "\(address)", "after": "\(request.afterRevision)"])
+                environment.logger.info(
+                    "following revocations", metadata: ["identity": "\(address)", "after": "\(request.afterRevision)"])
                 for try await revocation in response.messages {
                     let cid = try CID(revocation.cid)
                     environment.revocations.apply(cid: cid, revision: revocation.revision)
-                    environment.logger.info("revocation applied", metadata: ["cid": "\(cid)", "revision": "\(revocation.revision)"])
+                    environment.logger.info(
+                        "revocation applied", metadata: ["cid": "\(cid)", "revision": "\(revocation.revision)"])
                 }
             }
         }

@@ -66,11 +66,15 @@ public enum ServiceRunner {
             // First in the group, so it is shut down last.
             services.append(.init(service: client))
         }
-        let main = MainService(service: service, settings: settings, metrics: metrics, database: database, logger: logger)
+        let main = MainService(
+            service: service, settings: settings, metrics: metrics, database: database, logger: logger)
         services.append(
-            .init(service: main, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+            .init(
+                service: main, successTerminationBehavior: .gracefullyShutdownGroup,
+                failureTerminationBehavior: .gracefullyShutdownGroup)
         )
-        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var configuration = ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         configuration.maximumGracefulShutdownDuration = settings.shutdownGrace
         configuration.maximumCancellationDuration = .seconds(2)
         try await ServiceGroup(configuration: configuration).run()
@@ -106,7 +110,8 @@ private struct MainService: Service {
             index = try DescriptorIndex(descriptorSet: descriptorSet)
             catalog = try MethodCatalog(descriptorSet: descriptorSet)
         } catch {
-            throw ServiceRunner.StartupError(message: "the embedded descriptor set is unreadable: \(error)", exitCode: .failure)
+            throw ServiceRunner.StartupError(
+                message: "the embedded descriptor set is unreadable: \(error)", exitCode: .failure)
         }
         let validator = ChainValidator(clockSkew: 30)
         let revocations = RevocationBook(validator: validator)
@@ -131,7 +136,8 @@ private struct MainService: Service {
         let reflection = ReflectionService(
             index: index,
             serviceNames: serviceNames + [
-                "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
+                "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
             ]
         )
         let transportSecurity: HTTP2ServerTransport.Posix.TransportSecurity
@@ -140,7 +146,8 @@ private struct MainService: Service {
                 throw ServiceRunner.StartupError(message: "tls: cannot read \(path)", exitCode: .configuration)
             }
             transportSecurity = .tls(
-                certificateChain: [.file(path: tls.certificate, format: .pem)], privateKey: .file(path: tls.key, format: .pem))
+                certificateChain: [.file(path: tls.certificate, format: .pem)],
+                privateKey: .file(path: tls.key, format: .pem))
         } else {
             transportSecurity = .plaintext
         }
@@ -149,11 +156,14 @@ private struct MainService: Service {
                 address: try Self.socketAddress(host: settings.grpc.host, port: settings.grpc.port),
                 transportSecurity: transportSecurity
             ),
-            services: rpcServices + [HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection)],
+            services: rpcServices + [
+                HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection),
+            ],
             interceptors: [MetricsServerInterceptor(), capabilities]
         )
         if settings.tls == nil {
-            logger.notice("gRPC listens in plaintext: allowed on loopback only", metadata: ["host": "\(settings.grpc.host)"])
+            logger.notice(
+                "gRPC listens in plaintext: allowed on loopback only", metadata: ["host": "\(settings.grpc.host)"])
         } else {
             logger.info("gRPC listens with TLS", metadata: ["host": "\(settings.grpc.host)"])
         }
@@ -181,13 +191,16 @@ private struct MainService: Service {
                 await withTaskGroup(of: Void.self) { tasks in
                     for task in background {
                         tasks.addTask {
-                            do { try await task() } catch { logger.error("background task failed", metadata: ["error": "\(error)"]) }
+                            do { try await task() } catch {
+                                logger.error("background task failed", metadata: ["error": "\(error)"])
+                            }
                         }
                     }
                     if let followed {
                         tasks.addTask {
                             await RevocationFollower(
-                                address: followed, trustRoots: settings.tlsTrustRoots, environment: environment, proofs: proofs
+                                address: followed, trustRoots: settings.tlsTrustRoots, environment: environment,
+                                proofs: proofs
                             ).run()
                         }
                     }
@@ -210,7 +223,8 @@ private struct MainService: Service {
             for await port in httpBound { httpPort = port }
             guard let httpPort else {
                 throw ServiceRunner.StartupError(
-                    message: "cannot listen for HTTP on \(settings.http.host):\(settings.http.port)", exitCode: .unavailable)
+                    message: "cannot listen for HTTP on \(settings.http.host):\(settings.http.port)",
+                    exitCode: .unavailable)
             }
 
             health.set(.serving, for: "")
@@ -222,7 +236,8 @@ private struct MainService: Service {
                 do {
                     try ready.write(to: path)
                 } catch {
-                    throw ServiceRunner.StartupError(message: "cannot write the ready file \(path): \(error)", exitCode: .cannotCreate)
+                    throw ServiceRunner.StartupError(
+                        message: "cannot write the ready file \(path): \(error)", exitCode: .cannotCreate)
                 }
             }
             logger.info(
@@ -248,7 +263,9 @@ private struct MainService: Service {
             let report = try await withDeadline(settings.database?.startupTimeout ?? .seconds(30)) {
                 try await migrator.migrate(using: database, logger: logger)
             }
-            logger.info("schema up to date", metadata: ["schema": "\(schemaName)", "version": "\(report.version)", "applied": "\(report.applied)"])
+            logger.info(
+                "schema up to date",
+                metadata: ["schema": "\(schemaName)", "version": "\(report.version)", "applied": "\(report.applied)"])
         } catch let error as MigrationError {
             throw ServiceRunner.StartupError(message: "\(error)", exitCode: .software)
         } catch {
@@ -264,7 +281,8 @@ private struct MainService: Service {
         do {
             if let path = settings.keyFile { return try KeyFile.read(path) }
             try FileManager.default.createDirectory(
-                atPath: settings.stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                atPath: settings.stateDirectory, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
             return try KeyFile.readOrCreate(settings.stateDirectory + "/device.key")
         } catch let error as KeyFileError {
             throw ServiceRunner.StartupError(message: "identity.key: \(error)", exitCode: .configuration)
