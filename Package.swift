@@ -159,6 +159,12 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
+            name: "DeviceAgentTests",
+            dependencies: ["DeviceAgent", "OrreryTestSupport", "OrreryProto"],
+            path: "Tests/DeviceAgentTests",
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(
             name: "OrreryDatabaseTests",
             dependencies: ["OrreryDatabase", "OrreryTestSupport", postgres, logging],
             path: "Tests/OrreryDatabaseTests",
