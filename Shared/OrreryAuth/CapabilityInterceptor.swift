@@ -8,6 +8,9 @@ internal import SwiftProtobuf
 /// time bounds, audience, command, policy, revocation, replay — before the handler runs, and checks that the
 /// request agrees with the invocation's `args`. Only health, reflection and `Info` are open.
 public struct CapabilityInterceptor: ServerInterceptor {
+    /// The trailer a refusal by this interceptor carries, so clients can tell it from a handler's own answer.
+    public static let refusalTrailer = "orrery-capability"
+
     /// Invocations may live at most this long (a read-only one may be reused until it expires).
     public static let maximumLifetime: Int64 = 300
 
@@ -54,7 +57,14 @@ public struct CapabilityInterceptor: ServerInterceptor {
         }
         if entry.isOpen { return try await next(request, context) }
 
-        let authorization = try await authorize(request.metadata, entry: entry)
+        let authorization: Authorization
+        do {
+            authorization = try await authorize(request.metadata, entry: entry)
+        } catch var error as RPCError {
+            // Marks the refusal as the capability check's, not the handler's.
+            error.metadata.replaceOrAddString("refused", forKey: Self.refusalTrailer)
+            throw error
+        }
         var request = request
         if !entry.isClientStreaming {
             // The request must agree with what the invoker signed: checked on each message before the handler sees it.

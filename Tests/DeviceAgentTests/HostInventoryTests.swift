@@ -96,19 +96,22 @@ struct HostInventoryTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let fake = directory.appendingPathComponent("nvidia-smi")
         try """
-            #!/bin/sh
-            # Answers the agent's query the way nvidia-smi does.
-            case "$*" in
-              *--query-gpu=name,memory.total*--format=csv,noheader,nounits*)
-                echo "NVIDIA H100 80GB HBM3, 81559"
-                echo "NVIDIA H100 80GB HBM3, 81559" ;;
-              *) exit 6 ;;
-            esac
-            """.write(to: fake, atomically: true, encoding: .utf8)
+        #!/bin/sh
+        # Answers the agent's query the way nvidia-smi does.
+        case "$*" in
+          *--query-gpu=name,memory.total*--format=csv,noheader,nounits*)
+            echo "NVIDIA H100 80GB HBM3, 81559"
+            echo "NVIDIA H100 80GB HBM3, 81559" ;;
+          *) exit 6 ;;
+        esac
+        """.write(to: fake, atomically: true, encoding: .utf8)
         chmod(fake.path, 0o755)
-        let inventory = HostDetector.detect(workDirectory: directory.path, environment: ["PATH": directory.path + ":/usr/bin:/bin"])
+        let inventory = HostDetector.detect(
+            workDirectory: directory.path, environment: ["PATH": directory.path + ":/usr/bin:/bin"])
         #expect(inventory.gpus.count == 2)
-        #expect(inventory.gpus.first == .init(vendor: "NVIDIA", model: "NVIDIA H100 80GB HBM3", vramBytes: 81559 * 1024 * 1024))
+        #expect(
+            inventory.gpus.first
+                == .init(vendor: "NVIDIA", model: "NVIDIA H100 80GB HBM3", vramBytes: 81559 * 1024 * 1024))
         #expect(inventory.capabilities.gpus.count == 2)
 
         let (status, output) = try await ChildProcess.run(

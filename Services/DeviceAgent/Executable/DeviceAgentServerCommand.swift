@@ -18,7 +18,8 @@ struct DeviceAgentServerCommand: AsyncParsableCommand {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the agent (the default).",
-        discussion: "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
+        discussion:
+            "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
     @OptionGroup var runtime: RuntimeOptions

@@ -12,7 +12,8 @@ public enum RegistryServer {
     /// The service with its gRPC handlers.
     public static var service: OrreryService {
         OrreryService(description: description) { environment in
-            [RegistryRPCService(environment: environment)]
+            guard let database = environment.database else { return [] }
+            return [RegistryRPCService(environment: environment, database: database)]
         }
     }
 }

@@ -71,6 +71,78 @@ public nonisolated enum Orrery_Registry_V1_DeviceStatus: SwiftProtobuf.Enum, Swi
 
 }
 
+/// A change to a device, in the order of the registry's change log.
+public nonisolated struct Orrery_Registry_V1_DeviceChange: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var revision: Int64 = 0
+
+  public var kind: Orrery_Registry_V1_DeviceChange.Kind = .unspecified
+
+  public var device: Orrery_Registry_V1_Device {
+    get {_device ?? Orrery_Registry_V1_Device()}
+    set {_device = newValue}
+  }
+  /// Returns true if `device` has been explicitly set.
+  public var hasDevice: Bool {self._device != nil}
+  /// Clears the value of `device`. Subsequent reads from it will return its default value.
+  public mutating func clearDevice() {self._device = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+    case joined // = 1
+    case updated // = 2
+    case status // = 3
+    case left // = 4
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .joined
+      case 2: self = .updated
+      case 3: self = .status
+      case 4: self = .left
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .joined: return 1
+      case .updated: return 2
+      case .status: return 3
+      case .left: return 4
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Orrery_Registry_V1_DeviceChange.Kind] = [
+      .unspecified,
+      .joined,
+      .updated,
+      .status,
+      .left,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _device: Orrery_Registry_V1_Device? = nil
+}
+
 public nonisolated struct Orrery_Registry_V1_BeginJoinRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -88,7 +160,7 @@ public nonisolated struct Orrery_Registry_V1_BeginJoinResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// A Signed envelope over a JoinChallenge, signed by the registry.
+  /// A Signed envelope over a JoinChallenge, signed by the registry; the device countersigns it.
   public var challenge: Orrery_Common_V1_Signed {
     get {_challenge ?? Orrery_Common_V1_Signed()}
     set {_challenge = newValue}
@@ -359,6 +431,18 @@ public nonisolated struct Orrery_Registry_V1_Device: Sendable {
   /// Clears the value of `lastHeartbeatAt`. Subsequent reads from it will return its default value.
   public mutating func clearLastHeartbeatAt() {self._lastHeartbeatAt = nil}
 
+  /// The change-log revision of this device's last change.
+  public var revision: Int64 = 0
+
+  public var reputation: Orrery_Registry_V1_Reputation {
+    get {_reputation ?? Orrery_Registry_V1_Reputation()}
+    set {_reputation = newValue}
+  }
+  /// Returns true if `reputation` has been explicitly set.
+  public var hasReputation: Bool {self._reputation != nil}
+  /// Clears the value of `reputation`. Subsequent reads from it will return its default value.
+  public mutating func clearReputation() {self._reputation = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -366,6 +450,24 @@ public nonisolated struct Orrery_Registry_V1_Device: Sendable {
   fileprivate var _capabilities: Orrery_Registry_V1_DeviceCapabilities? = nil
   fileprivate var _joinedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _lastHeartbeatAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _reputation: Orrery_Registry_V1_Reputation? = nil
+}
+
+/// What later work records about a device.
+public nonisolated struct Orrery_Registry_V1_Reputation: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var completedAllocations: UInt64 = 0
+
+  public var failedAllocations: UInt64 = 0
+
+  public var relocatedAway: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Orrery_Registry_V1_Heartbeat: Sendable {
@@ -442,6 +544,54 @@ fileprivate nonisolated let _protobuf_package = "orrery.registry.v1"
 
 nonisolated extension Orrery_Registry_V1_DeviceStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEVICE_STATUS_UNSPECIFIED\0\u{1}DEVICE_STATUS_ONLINE\0\u{1}DEVICE_STATUS_SUSPECT\0\u{1}DEVICE_STATUS_OFFLINE\0\u{1}DEVICE_STATUS_LEFT\0")
+}
+
+nonisolated extension Orrery_Registry_V1_DeviceChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeviceChange"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}kind\0\u{1}device\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.revision) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._device) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.revision != 0 {
+      try visitor.visitSingularInt64Field(value: self.revision, fieldNumber: 1)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    }
+    try { if let v = self._device {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_DeviceChange, rhs: Orrery_Registry_V1_DeviceChange) -> Bool {
+    if lhs.revision != rhs.revision {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs._device != rhs._device {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_DeviceChange.Kind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}KIND_JOINED\0\u{1}KIND_UPDATED\0\u{1}KIND_STATUS\0\u{1}KIND_LEFT\0")
 }
 
 nonisolated extension Orrery_Registry_V1_BeginJoinRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -914,7 +1064,7 @@ nonisolated extension Orrery_Registry_V1_PriceList: SwiftProtobuf.Message, Swift
 
 nonisolated extension Orrery_Registry_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0\u{3}owner_did\0\u{1}capabilities\0\u{1}status\0\u{3}joined_at\0\u{3}last_heartbeat_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0\u{3}owner_did\0\u{1}capabilities\0\u{1}status\0\u{3}joined_at\0\u{3}last_heartbeat_at\0\u{1}revision\0\u{1}reputation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -928,6 +1078,8 @@ nonisolated extension Orrery_Registry_V1_Device: SwiftProtobuf.Message, SwiftPro
       case 4: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._joinedAt) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._lastHeartbeatAt) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.revision) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._reputation) }()
       default: break
       }
     }
@@ -956,6 +1108,12 @@ nonisolated extension Orrery_Registry_V1_Device: SwiftProtobuf.Message, SwiftPro
     try { if let v = self._lastHeartbeatAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     } }()
+    if self.revision != 0 {
+      try visitor.visitSingularInt64Field(value: self.revision, fieldNumber: 7)
+    }
+    try { if let v = self._reputation {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -966,6 +1124,48 @@ nonisolated extension Orrery_Registry_V1_Device: SwiftProtobuf.Message, SwiftPro
     if lhs.status != rhs.status {return false}
     if lhs._joinedAt != rhs._joinedAt {return false}
     if lhs._lastHeartbeatAt != rhs._lastHeartbeatAt {return false}
+    if lhs.revision != rhs.revision {return false}
+    if lhs._reputation != rhs._reputation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_Reputation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Reputation"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}completed_allocations\0\u{3}failed_allocations\0\u{3}relocated_away\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.completedAllocations) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.failedAllocations) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.relocatedAway) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.completedAllocations != 0 {
+      try visitor.visitSingularUInt64Field(value: self.completedAllocations, fieldNumber: 1)
+    }
+    if self.failedAllocations != 0 {
+      try visitor.visitSingularUInt64Field(value: self.failedAllocations, fieldNumber: 2)
+    }
+    if self.relocatedAway != 0 {
+      try visitor.visitSingularUInt64Field(value: self.relocatedAway, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_Reputation, rhs: Orrery_Registry_V1_Reputation) -> Bool {
+    if lhs.completedAllocations != rhs.completedAllocations {return false}
+    if lhs.failedAllocations != rhs.failedAllocations {return false}
+    if lhs.relocatedAway != rhs.relocatedAway {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

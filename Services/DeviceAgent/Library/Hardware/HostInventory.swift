@@ -50,7 +50,9 @@ public enum HostDetector {
     /// - Parameters:
     ///   - workDirectory: The directory whose file system workloads use.
     ///   - environment: Where `PATH` is looked up (tests put a fake `nvidia-smi` first).
-    public static func detect(workDirectory: String, environment: [String: String] = ProcessInfo.processInfo.environment) -> HostInventory {
+    public static func detect(
+        workDirectory: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> HostInventory {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
         let osRelease = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
@@ -60,7 +62,8 @@ public enum HostDetector {
             withUnsafeBytes(of: value) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         }
         let cpu = CPUInfo.parse(cpuinfo)
-        let maxFrequency = (try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", encoding: .utf8))
+        let maxFrequency =
+            (try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", encoding: .utf8))
             .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }.map { $0 / 1000 }
         let disk = DiskSpace.of(workDirectory)
         return HostInventory(
