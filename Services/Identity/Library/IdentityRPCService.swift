@@ -1,6 +1,7 @@
 internal import Foundation
 public import GRPCCore
 internal import OrreryAuth
+internal import OrreryDatabase
 internal import OrreryIdentity
 public import OrreryProto
 internal import OrreryRuntime
@@ -115,20 +116,8 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
         guard request.afterRevision >= 0 else {
             throw RPCError(code: .invalidArgument, message: "after_revision must be ≥ 0")
         }
-        // Subscribe first, then send the backlog, so nothing recorded in between is lost; duplicates are skipped.
-        let live = log.subscribe()
-        var sent = request.afterRevision
-        while true {
-            let batch = try await log.list(after: sent, limit: 1000)
-            for revocation in batch {
-                try await response.write(revocation)
-                sent = revocation.revision
-            }
-            if batch.count < 1000 { break }
-        }
-        for await revocation in live where revocation.revision > sent {
+        try await log.feed.watch(after: request.afterRevision) { _, revocation in
             try await response.write(revocation)
-            sent = revocation.revision
         }
     }
 }

@@ -1,34 +1,27 @@
 internal import Foundation
 internal import Logging
 internal import OrreryAuth
+internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
-internal import Synchronization
 
-/// The identity service's view of the revocation table: it follows new rows (LISTEN/NOTIFY, with a periodic
-/// re-read as a safety net), applies them to this replica's `RevocationBook`, and fans them out to watchers.
-/// Any replica serves any watch, because every replica follows the same table.
+/// The identity service's revocation log: the append-only `revocations` table, followed by a `ChangeFeed` that
+/// applies each revocation to this replica's `RevocationBook` and serves watches.
 final class RevocationLog: Sendable {
-    private struct State {
-        var revision: Int64 = 0
-        var watchers: [UUID: AsyncStream<Orrery_Identity_V1_Revocation>.Continuation] = [:]
-    }
-
-    private let client: PostgresClient
-    private let book: RevocationBook
-    private let logger: Logger
-    private let state = Mutex(State())
+    let feed: ChangeFeed<Orrery_Identity_V1_Revocation>
 
     init(client: PostgresClient, book: RevocationBook, logger: Logger) {
-        self.client = client
-        self.book = book
-        self.logger = logger
+        feed = ChangeFeed(
+            client: client, channel: "orrery_revocations", logger: logger,
+            onChange: { revision, revocation in
+                if let cid = try? CID(revocation.cid) { book.apply(cid: cid, revision: revision) }
+            },
+            fetch: { client, after, limit in try await Self.list(client: client, logger: logger, after: after, limit: limit) })
     }
 
-    /// Revocations after `revision`, oldest first, at most `limit`.
-    func list(after revision: Int64, limit: Int) async throws -> [Orrery_Identity_V1_Revocation] {
+    private static func list(client: PostgresClient, logger: Logger, after revision: Int64, limit: Int) async throws -> [(revision: Int64, change: Orrery_Identity_V1_Revocation)] {
         let rows = try await client.query(
             """
             SELECT revision, cid, revoked_by, revoked_at FROM revocations
@@ -36,78 +29,23 @@ final class RevocationLog: Sendable {
             """,
             logger: logger
         )
-        var revocations: [Orrery_Identity_V1_Revocation] = []
+        var revocations: [(revision: Int64, change: Orrery_Identity_V1_Revocation)] = []
         for try await (revision, cid, revokedBy, revokedAt) in rows.decode((Int64, String, String, Date).self) {
-            revocations.append(
-                .with {
-                    $0.revision = revision
-                    $0.cid = cid
-                    $0.revokedBy = revokedBy
-                    $0.revokedAt = Google_Protobuf_Timestamp(date: revokedAt)
-                })
+            var revocation = Orrery_Identity_V1_Revocation()
+            revocation.revision = revision
+            revocation.cid = cid
+            revocation.revokedBy = revokedBy
+            revocation.revokedAt = Google_Protobuf_Timestamp(date: revokedAt)
+            revocations.append((revision, revocation))
         }
         return revocations
     }
 
-    /// New revocations as this replica learns them, until the consumer stops.
-    func subscribe() -> AsyncStream<Orrery_Identity_V1_Revocation> {
-        let (stream, continuation) = AsyncStream<Orrery_Identity_V1_Revocation>.makeStream(
-            bufferingPolicy: .bufferingNewest(10_000))
-        let id = UUID()
-        state.withLock { $0.watchers[id] = continuation }
-        continuation.onTermination = { [weak self] _ in
-            _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) }
-        }
-        return stream
+    func list(after revision: Int64, limit: Int) async throws -> [Orrery_Identity_V1_Revocation] {
+        try await feed.list(after: revision, limit: limit).map(\.change)
     }
 
-    /// Reads what is new since the last revision seen and publishes it.
-    func catchUp() async throws {
-        while true {
-            let after = state.withLock { $0.revision }
-            let batch = try await list(after: after, limit: 1000)
-            guard !batch.isEmpty else { return }
-            for revocation in batch {
-                if let cid = try? CID(revocation.cid) { book.apply(cid: cid, revision: revocation.revision) }
-                let watchers = state.withLock { state -> [AsyncStream<Orrery_Identity_V1_Revocation>.Continuation] in
-                    guard revocation.revision > state.revision else { return [] }
-                    state.revision = revocation.revision
-                    return Array(state.watchers.values)
-                }
-                for watcher in watchers { watcher.yield(revocation) }
-            }
-        }
-    }
+    func catchUp() async throws { try await feed.catchUp() }
 
-    /// Follows the table until cancelled: wakes on NOTIFY, and re-reads every second in case a notification was
-    /// missed (a dropped connection).
-    func follow() async throws {
-        try await catchUp()
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { [self] in
-                while !Task.isCancelled {
-                    do {
-                        try await client.withConnection { connection in
-                            try await connection.listen(on: "orrery_revocations") { notifications in
-                                for try await _ in notifications { try await self.catchUp() }
-                            }
-                        }
-                    } catch is CancellationError {
-                        return
-                    } catch {
-                        logger.warning("LISTEN orrery_revocations failed; retrying", metadata: ["error": "\(error)"])
-                        try? await Task.sleep(for: .seconds(1))
-                    }
-                }
-            }
-            group.addTask { [self] in
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    do { try await catchUp() } catch {
-                        logger.warning("revocation re-read failed", metadata: ["error": "\(error)"])
-                    }
-                }
-            }
-        }
-    }
+    func follow() async throws { try await feed.follow() }
 }

@@ -1,0 +1,123 @@
+internal import Foundation
+public import Logging
+public import PostgresNIO
+internal import Synchronization
+
+/// Follows a table of changes with increasing revision numbers — woken by LISTEN/NOTIFY on `channel`, re-reading
+/// every second in case a notification was missed — and fans each new change out to this process's watchers.
+/// Every replica follows the same table, so any replica serves any watch, resumable from a revision.
+public final class ChangeFeed<Change: Sendable>: Sendable {
+    /// Reads changes after a revision, oldest first, at most `limit`.
+    public typealias Fetch = @Sendable (_ client: PostgresClient, _ after: Int64, _ limit: Int) async throws -> [(revision: Int64, change: Change)]
+
+    private struct State {
+        var revision: Int64 = 0
+        var watchers: [UUID: AsyncStream<(revision: Int64, change: Change)>.Continuation] = [:]
+    }
+
+    private let client: PostgresClient
+    private let channel: String
+    private let logger: Logger
+    private let fetch: Fetch
+    private let onChange: @Sendable (Int64, Change) -> Void
+    private let state = Mutex(State())
+
+    /// - Parameters:
+    ///   - onChange: Called for each new change before watchers see it (e.g. to update a local cache).
+    public init(
+        client: PostgresClient,
+        channel: String,
+        logger: Logger,
+        onChange: @escaping @Sendable (Int64, Change) -> Void = { _, _ in },
+        fetch: @escaping Fetch
+    ) {
+        self.client = client
+        self.channel = channel
+        self.logger = logger
+        self.fetch = fetch
+        self.onChange = onChange
+    }
+
+    /// Changes after `revision` straight from the table.
+    public func list(after revision: Int64, limit: Int) async throws -> [(revision: Int64, change: Change)] {
+        try await fetch(client, revision, limit)
+    }
+
+    /// New changes as this process learns them, until the consumer stops.
+    public func subscribe() -> AsyncStream<(revision: Int64, change: Change)> {
+        let (stream, continuation) = AsyncStream<(revision: Int64, change: Change)>.makeStream(bufferingPolicy: .bufferingNewest(100_000))
+        let id = UUID()
+        state.withLock { $0.watchers[id] = continuation }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    /// Everything after `after`, then every new change: the backlog from the table, then the live feed (subscribed
+    /// first, so nothing recorded in between is lost; duplicates are skipped).
+    public func watch(after: Int64, _ deliver: (Int64, Change) async throws -> Void) async throws {
+        let live = subscribe()
+        var sent = after
+        while true {
+            let batch = try await fetch(client, sent, 1000)
+            for (revision, change) in batch {
+                try await deliver(revision, change)
+                sent = revision
+            }
+            if batch.count < 1000 { break }
+        }
+        for await (revision, change) in live where revision > sent {
+            try await deliver(revision, change)
+            sent = revision
+        }
+    }
+
+    /// Reads what is new since the last revision seen and publishes it.
+    public func catchUp() async throws {
+        while true {
+            let after = state.withLock { $0.revision }
+            let batch = try await fetch(client, after, 1000)
+            guard !batch.isEmpty else { return }
+            for (revision, change) in batch {
+                let watchers = state.withLock { state -> [AsyncStream<(revision: Int64, change: Change)>.Continuation]? in
+                    guard revision > state.revision else { return nil }  // already published
+                    state.revision = revision
+                    return Array(state.watchers.values)
+                }
+                guard let watchers else { continue }
+                onChange(revision, change)
+                for watcher in watchers { watcher.yield((revision, change)) }
+            }
+        }
+    }
+
+    /// Follows the table until cancelled.
+    public func follow() async throws {
+        try await catchUp()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                while !Task.isCancelled {
+                    do {
+                        try await client.withConnection { connection in
+                            try await connection.listen(on: channel) { notifications in
+                                for try await _ in notifications { try await self.catchUp() }
+                            }
+                        }
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        logger.warning("LISTEN \(channel) failed; retrying", metadata: ["error": "\(error)"])
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+            }
+            group.addTask { [self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    do { try await catchUp() } catch { logger.warning("\(channel) re-read failed", metadata: ["error": "\(error)"]) }
+                }
+            }
+        }
+    }
+}
