@@ -8,7 +8,10 @@ internal import Synchronization
 /// Every replica follows the same table, so any replica serves any watch, resumable from a revision.
 public final class ChangeFeed<Change: Sendable>: Sendable {
     /// Reads changes after a revision, oldest first, at most `limit`.
-    public typealias Fetch = @Sendable (_ client: PostgresClient, _ after: Int64, _ limit: Int) async throws -> [(revision: Int64, change: Change)]
+    public typealias Fetch =
+        @Sendable (_ client: PostgresClient, _ after: Int64, _ limit: Int) async throws -> [(
+            revision: Int64, change: Change
+        )]
 
     private struct State {
         var revision: Int64 = 0
@@ -45,7 +48,8 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
 
     /// New changes as this process learns them, until the consumer stops.
     public func subscribe() -> AsyncStream<(revision: Int64, change: Change)> {
-        let (stream, continuation) = AsyncStream<(revision: Int64, change: Change)>.makeStream(bufferingPolicy: .bufferingNewest(100_000))
+        let (stream, continuation) = AsyncStream<(revision: Int64, change: Change)>.makeStream(
+            bufferingPolicy: .bufferingNewest(100_000))
         let id = UUID()
         state.withLock { $0.watchers[id] = continuation }
         continuation.onTermination = { [weak self] _ in
@@ -80,7 +84,8 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
             let batch = try await fetch(client, after, 1000)
             guard !batch.isEmpty else { return }
             for (revision, change) in batch {
-                let watchers = state.withLock { state -> [AsyncStream<(revision: Int64, change: Change)>.Continuation]? in
+                let watchers = state.withLock {
+                    state -> [AsyncStream<(revision: Int64, change: Change)>.Continuation]? in
                     guard revision > state.revision else { return nil }  // already published
                     state.revision = revision
                     return Array(state.watchers.values)
@@ -115,7 +120,9 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
             group.addTask { [self] in
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
-                    do { try await catchUp() } catch { logger.warning("\(channel) re-read failed", metadata: ["error": "\(error)"]) }
+                    do { try await catchUp() } catch {
+                        logger.warning("\(channel) re-read failed", metadata: ["error": "\(error)"])
+                    }
                 }
             }
         }

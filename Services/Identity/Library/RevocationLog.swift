@@ -18,10 +18,14 @@ final class RevocationLog: Sendable {
             onChange: { revision, revocation in
                 if let cid = try? CID(revocation.cid) { book.apply(cid: cid, revision: revision) }
             },
-            fetch: { client, after, limit in try await Self.list(client: client, logger: logger, after: after, limit: limit) })
+            fetch: { client, after, limit in
+                try await Self.list(client: client, logger: logger, after: after, limit: limit)
+            })
     }
 
-    private static func list(client: PostgresClient, logger: Logger, after revision: Int64, limit: Int) async throws -> [(revision: Int64, change: Orrery_Identity_V1_Revocation)] {
+    private static func list(client: PostgresClient, logger: Logger, after revision: Int64, limit: Int) async throws
+        -> [(revision: Int64, change: Orrery_Identity_V1_Revocation)]
+    {
         let rows = try await client.query(
             """
             SELECT revision, cid, revoked_by, revoked_at FROM revocations

@@ -87,5 +87,20 @@ public enum RegistryMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 3,
+            name: "round-trip times",
+            statements: [
+                """
+                CREATE TABLE rtt_samples (
+                    device_did text NOT NULL,
+                    landmark text NOT NULL,
+                    rtt_ms double precision NOT NULL,
+                    measured_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (device_did, landmark)
+                )
+                """
+            ]
+        ),
     ]
 }

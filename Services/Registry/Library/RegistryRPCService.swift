@@ -4,17 +4,21 @@ internal import OrreryAuth
 internal import OrreryIdentity
 public import OrreryProto
 internal import OrreryRuntime
+internal import OrreryDatabase
 internal import PostgresNIO
 
 /// `orrery.registry.v1.Registry`: devices join with proof of key possession, stay live, and leave.
 public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProtocol {
     private let environment: ServiceEnvironment
-    private let store: DeviceStore
+    private let components: RegistryComponents
     private let joins: JoinFlow
+    private let database: PostgresClient
+    private var store: DeviceStore { components.store }
 
     init(environment: ServiceEnvironment, database: PostgresClient) {
         self.environment = environment
-        self.store = DeviceStore(client: database, logger: environment.logger)
+        self.database = database
+        self.components = RegistryComponents.shared(environment, database: database)
         self.joins = JoinFlow(registryKey: environment.key, client: database, logger: environment.logger)
     }
 
@@ -84,11 +88,145 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
         return response
     }
 
+    /// One stream per device, authorised when it opens; each heartbeat is queued for the next batched write.
     public func heartbeats(
         request: RPCAsyncSequence<Orrery_Registry_V1_Heartbeat, any Error>,
         context: ServerContext
     ) async throws -> Orrery_Registry_V1_HeartbeatsSummary {
-        throw RPCError.notYetImplemented("Registry.Heartbeats", issue: 4)
+        guard let authorization = Authorization.current else {
+            throw RPCError(code: .unauthenticated, message: "no capability")
+        }
+        var accepted: UInt64 = 0
+        var checked: Orrery_Registry_V1_Device?
+        for try await heartbeat in request {
+            guard heartbeat.deviceDid == authorization.invoker.string else {
+                throw RPCError(
+                    code: .permissionDenied,
+                    message: "device_did \(heartbeat.deviceDid) is not the invoker \(authorization.invoker)")
+            }
+            if checked == nil {
+                guard let device = try await store.device(heartbeat.deviceDid) else {
+                    throw RPCError(code: .notFound, message: "device \(heartbeat.deviceDid) has not joined")
+                }
+                guard device.status != .left else {
+                    throw RPCError(
+                        code: .failedPrecondition, message: "device \(heartbeat.deviceDid) has left; join again first")
+                }
+                checked = device
+            }
+            if let device = checked {
+                let capabilities = device.capabilities
+                if heartbeat.freeCpuMillicores > capabilities.cpuCores * 1000
+                    || heartbeat.freeRamBytes > capabilities.ramBytes
+                    || heartbeat.freeDiskBytes > capabilities.diskBytes
+                    || Int(heartbeat.freeGpus) > capabilities.gpus.count
+                {
+                    throw RPCError(
+                        code: .invalidArgument, message: "heartbeat: more free resources than the device has")
+                }
+            }
+            components.liveness.record(heartbeat)
+            accepted += 1
+        }
+        var summary = Orrery_Registry_V1_HeartbeatsSummary()
+        summary.accepted = accepted
+        return summary
+    }
+
+    public func queryDevices(request: Orrery_Registry_V1_QueryDevicesRequest, context: ServerContext) async throws
+        -> Orrery_Registry_V1_QueryDevicesResponse
+    {
+        let query = try DeviceQuery(request)
+        let rows = try await database.query(
+            PostgresQuery(unsafeSQL: query.sql, binds: query.binds), logger: environment.logger)
+        var devices: [Orrery_Registry_V1_Device] = []
+        for try await row in rows.decode(DeviceStore.Row.self) { devices.append(try DeviceStore.device(row)) }
+        var response = Orrery_Registry_V1_QueryDevicesResponse()
+        if devices.count > query.pageSize {
+            devices.removeLast()
+            response.nextPageToken = DeviceQuery.token(after: devices[devices.count - 1].did)
+        }
+        response.devices = devices
+        return response
+    }
+
+    public func watchDevices(
+        request: Orrery_Registry_V1_WatchDevicesRequest,
+        response: RPCWriter<Orrery_Registry_V1_WatchDevicesResponse>,
+        context: ServerContext
+    ) async throws {
+        guard request.afterRevision >= 0 else {
+            throw RPCError(code: .invalidArgument, message: "after_revision must be ≥ 0")
+        }
+        var after = request.afterRevision
+        if after == 0 {
+            // A consistent snapshot: every device and the change-log revision it reflects, read together.
+            let snapshot = try await database.transaction(logger: environment.logger) { connection in
+                try await connection.query(
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", logger: environment.logger)
+                let heads = try await connection.query(
+                    "SELECT coalesce(max(revision), 0) FROM device_changes", logger: environment.logger)
+                var head: Int64 = 0
+                for try await value in heads.decode(Int64.self) { head = value }
+                let rows = try await connection.query(
+                    PostgresQuery(unsafeSQL: "SELECT \(DeviceStore.columns) FROM devices ORDER BY did"),
+                    logger: environment.logger)
+                var devices: [Orrery_Registry_V1_Device] = []
+                for try await row in rows.decode(DeviceStore.Row.self) { devices.append(try DeviceStore.device(row)) }
+                return (head, devices)
+            }
+            for device in snapshot.1 {
+                var change = Orrery_Registry_V1_DeviceChange()
+                change.revision = device.revision
+                change.kind = .snapshot
+                change.device = device
+                var event = Orrery_Registry_V1_WatchDevicesResponse()
+                event.change = change
+                try await response.write(event)
+            }
+            var complete = Orrery_Registry_V1_WatchDevicesResponse()
+            complete.snapshotComplete = snapshot.0
+            try await response.write(complete)
+            after = snapshot.0
+        }
+        try await components.changes.watch(after: after) { _, change in
+            var event = Orrery_Registry_V1_WatchDevicesResponse()
+            event.change = change
+            try await response.write(event)
+        }
+    }
+
+    public func reportRtt(request: Orrery_Registry_V1_ReportRttRequest, context: ServerContext) async throws
+        -> Orrery_Registry_V1_ReportRttResponse
+    {
+        let device = try caller(claiming: request.deviceDid)
+        guard (1...64).contains(request.samples.count) else {
+            throw RPCError(code: .invalidArgument, message: "samples: 1…64 per report")
+        }
+        for (index, sample) in request.samples.enumerated() {
+            guard !sample.landmark.isEmpty, sample.landmark.count <= 256 else {
+                throw RPCError(code: .invalidArgument, message: "samples[\(index)].landmark: 1…256 characters")
+            }
+            guard sample.rttMs.isFinite, sample.rttMs > 0, sample.rttMs < 60_000 else {
+                throw RPCError(
+                    code: .invalidArgument, message: "samples[\(index)].rtt_ms: a round trip between 0 and 60000 ms")
+            }
+        }
+        guard try await store.device(device.string) != nil else {
+            throw RPCError(code: .notFound, message: "device \(device) has not joined")
+        }
+        let landmarks = request.samples.map(\.landmark)
+        let times = request.samples.map(\.rttMs)
+        try await database.query(
+            """
+            INSERT INTO rtt_samples (device_did, landmark, rtt_ms)
+            SELECT \(device.string), landmark, rtt FROM unnest(\(landmarks)::text[], \(times)::float8[]) AS s(landmark, rtt)
+            ON CONFLICT (device_did, landmark) DO UPDATE SET rtt_ms = EXCLUDED.rtt_ms, measured_at = now()
+            """,
+            logger: environment.logger)
+        var accepted = Orrery_Registry_V1_ReportRttResponse()
+        accepted.accepted = UInt32(request.samples.count)
+        return accepted
     }
 
     public func leave(request: Orrery_Registry_V1_LeaveRequest, context: ServerContext) async throws

@@ -1,3 +1,4 @@
+internal import OrreryDatabase
 public import OrreryRuntime
 
 /// The `registry` service as the shared runtime starts it.
@@ -11,9 +12,17 @@ public enum RegistryServer {
 
     /// The service with its gRPC handlers.
     public static var service: OrreryService {
-        OrreryService(description: description) { environment in
-            guard let database = environment.database else { return [] }
-            return [RegistryRPCService(environment: environment, database: database)]
-        }
+        OrreryService(
+            description: description,
+            backgroundTasks: { environment in
+                guard let database = environment.database else { return [] }
+                let components = RegistryComponents.shared(environment, database: database)
+                return [{ await components.liveness.run() }, { try await components.changes.follow() }]
+            },
+            makeRPCServices: { environment in
+                guard let database = environment.database else { return [] }
+                return [RegistryRPCService(environment: environment, database: database)]
+            }
+        )
     }
 }

@@ -98,6 +98,45 @@ public enum Orrery_Registry_V1_Registry: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "QueryDevices" metadata.
+        public enum QueryDevices: Sendable {
+            /// Request type for "QueryDevices".
+            public typealias Input = Orrery_Registry_V1_QueryDevicesRequest
+            /// Response type for "QueryDevices".
+            public typealias Output = Orrery_Registry_V1_QueryDevicesResponse
+            /// Descriptor for "QueryDevices".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.registry.v1.Registry"),
+                method: "QueryDevices",
+                type: .unary
+            )
+        }
+        /// Namespace for "WatchDevices" metadata.
+        public enum WatchDevices: Sendable {
+            /// Request type for "WatchDevices".
+            public typealias Input = Orrery_Registry_V1_WatchDevicesRequest
+            /// Response type for "WatchDevices".
+            public typealias Output = Orrery_Registry_V1_WatchDevicesResponse
+            /// Descriptor for "WatchDevices".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.registry.v1.Registry"),
+                method: "WatchDevices",
+                type: .serverStreaming
+            )
+        }
+        /// Namespace for "ReportRtt" metadata.
+        public enum ReportRtt: Sendable {
+            /// Request type for "ReportRtt".
+            public typealias Input = Orrery_Registry_V1_ReportRttRequest
+            /// Response type for "ReportRtt".
+            public typealias Output = Orrery_Registry_V1_ReportRttResponse
+            /// Descriptor for "ReportRtt".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.registry.v1.Registry"),
+                method: "ReportRtt",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.registry.v1.Registry" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -105,7 +144,10 @@ public enum Orrery_Registry_V1_Registry: Sendable {
             CompleteJoin.descriptor,
             Heartbeats.descriptor,
             Leave.descriptor,
-            GetDevice.descriptor
+            GetDevice.descriptor,
+            QueryDevices.descriptor,
+            WatchDevices.descriptor,
+            ReportRtt.descriptor
         ]
     }
 }
@@ -235,6 +277,61 @@ extension Orrery_Registry_V1_Registry {
             request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_GetDeviceRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_Device>
+
+        /// Handle the "QueryDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Devices matching every given filter, ordered by DID, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Registry_V1_QueryDevicesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Registry_V1_QueryDevicesResponse` messages.
+        func queryDevices(
+            request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_QueryDevicesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_QueryDevicesResponse>
+
+        /// Handle the "WatchDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From revision 0: a snapshot of every device, `snapshot_complete` with its revision, then every change.
+        /// > From a revision a client saw: every change after it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Registry_V1_WatchDevicesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Registry_V1_WatchDevicesResponse` messages.
+        func watchDevices(
+            request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_WatchDevicesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_WatchDevicesResponse>
+
+        /// Handle the "ReportRtt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Round-trip times the device measured to landmarks (registry and orchestrator replicas).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Registry_V1_ReportRttRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Registry_V1_ReportRttResponse` messages.
+        func reportRtt(
+            request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_ReportRttRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ReportRttResponse>
     }
 
     /// Service protocol for the "orrery.registry.v1.Registry" service.
@@ -348,6 +445,61 @@ extension Orrery_Registry_V1_Registry {
             request: GRPCCore.ServerRequest<Orrery_Registry_V1_GetDeviceRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_Device>
+
+        /// Handle the "QueryDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Devices matching every given filter, ordered by DID, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_QueryDevicesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Registry_V1_QueryDevicesResponse` message.
+        func queryDevices(
+            request: GRPCCore.ServerRequest<Orrery_Registry_V1_QueryDevicesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_QueryDevicesResponse>
+
+        /// Handle the "WatchDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From revision 0: a snapshot of every device, `snapshot_complete` with its revision, then every change.
+        /// > From a revision a client saw: every change after it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_WatchDevicesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Registry_V1_WatchDevicesResponse` messages.
+        func watchDevices(
+            request: GRPCCore.ServerRequest<Orrery_Registry_V1_WatchDevicesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_WatchDevicesResponse>
+
+        /// Handle the "ReportRtt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Round-trip times the device measured to landmarks (registry and orchestrator replicas).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_ReportRttRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Registry_V1_ReportRttResponse` message.
+        func reportRtt(
+            request: GRPCCore.ServerRequest<Orrery_Registry_V1_ReportRttRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse>
     }
 
     /// Simple service protocol for the "orrery.registry.v1.Registry" service.
@@ -459,6 +611,62 @@ extension Orrery_Registry_V1_Registry {
             request: Orrery_Registry_V1_GetDeviceRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Registry_V1_Device
+
+        /// Handle the "QueryDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Devices matching every given filter, ordered by DID, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Registry_V1_QueryDevicesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Registry_V1_QueryDevicesResponse` to respond with.
+        func queryDevices(
+            request: Orrery_Registry_V1_QueryDevicesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Registry_V1_QueryDevicesResponse
+
+        /// Handle the "WatchDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From revision 0: a snapshot of every device, `snapshot_complete` with its revision, then every change.
+        /// > From a revision a client saw: every change after it.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Registry_V1_WatchDevicesRequest` message.
+        ///   - response: A response stream of `Orrery_Registry_V1_WatchDevicesResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func watchDevices(
+            request: Orrery_Registry_V1_WatchDevicesRequest,
+            response: GRPCCore.RPCWriter<Orrery_Registry_V1_WatchDevicesResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
+        /// Handle the "ReportRtt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Round-trip times the device measured to landmarks (registry and orchestrator replicas).
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Registry_V1_ReportRttRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Registry_V1_ReportRttResponse` to respond with.
+        func reportRtt(
+            request: Orrery_Registry_V1_ReportRttRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Registry_V1_ReportRttResponse
     }
 }
 
@@ -532,6 +740,39 @@ extension Orrery_Registry_V1_Registry.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Registry_V1_Registry.Method.QueryDevices.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_QueryDevicesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_QueryDevicesResponse>(),
+            handler: { request, context in
+                try await self.queryDevices(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Registry_V1_Registry.Method.WatchDevices.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_WatchDevicesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_WatchDevicesResponse>(),
+            handler: { request, context in
+                try await self.watchDevices(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Registry_V1_Registry.Method.ReportRtt.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_ReportRttRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_ReportRttResponse>(),
+            handler: { request, context in
+                try await self.reportRtt(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -598,6 +839,39 @@ extension Orrery_Registry_V1_Registry.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_Device> {
         let response = try await self.getDevice(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func queryDevices(
+        request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_QueryDevicesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_QueryDevicesResponse> {
+        let response = try await self.queryDevices(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func watchDevices(
+        request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_WatchDevicesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_WatchDevicesResponse> {
+        let response = try await self.watchDevices(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func reportRtt(
+        request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_ReportRttRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ReportRttResponse> {
+        let response = try await self.reportRtt(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -679,6 +953,49 @@ extension Orrery_Registry_V1_Registry.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_Device> {
         return GRPCCore.ServerResponse<Orrery_Registry_V1_Device>(
             message: try await self.getDevice(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func queryDevices(
+        request: GRPCCore.ServerRequest<Orrery_Registry_V1_QueryDevicesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_QueryDevicesResponse> {
+        return GRPCCore.ServerResponse<Orrery_Registry_V1_QueryDevicesResponse>(
+            message: try await self.queryDevices(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func watchDevices(
+        request: GRPCCore.ServerRequest<Orrery_Registry_V1_WatchDevicesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_WatchDevicesResponse> {
+        return GRPCCore.StreamingServerResponse<Orrery_Registry_V1_WatchDevicesResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.watchDevices(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func reportRtt(
+        request: GRPCCore.ServerRequest<Orrery_Registry_V1_ReportRttRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse> {
+        return GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse>(
+            message: try await self.reportRtt(
                 request: request.message,
                 context: context
             ),
@@ -828,6 +1145,76 @@ extension Orrery_Registry_V1_Registry {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_Device>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_Device>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "QueryDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Devices matching every given filter, ordered by DID, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_QueryDevicesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_QueryDevicesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_QueryDevicesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func queryDevices<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_QueryDevicesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_QueryDevicesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_QueryDevicesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_QueryDevicesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "WatchDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From revision 0: a snapshot of every device, `snapshot_complete` with its revision, then every change.
+        /// > From a revision a client saw: every change after it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_WatchDevicesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_WatchDevicesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_WatchDevicesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func watchDevices<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_WatchDevicesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_WatchDevicesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_WatchDevicesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Registry_V1_WatchDevicesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReportRtt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Round-trip times the device measured to landmarks (registry and orchestrator replicas).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_ReportRttRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_ReportRttRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_ReportRttResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func reportRtt<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_ReportRttRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_ReportRttRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_ReportRttResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ReportRttResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1046,6 +1433,107 @@ extension Orrery_Registry_V1_Registry {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "QueryDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Devices matching every given filter, ordered by DID, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_QueryDevicesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_QueryDevicesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_QueryDevicesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func queryDevices<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_QueryDevicesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_QueryDevicesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_QueryDevicesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_QueryDevicesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Registry_V1_Registry.Method.QueryDevices.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "WatchDevices" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > From revision 0: a snapshot of every device, `snapshot_complete` with its revision, then every change.
+        /// > From a revision a client saw: every change after it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_WatchDevicesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_WatchDevicesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_WatchDevicesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func watchDevices<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_WatchDevicesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_WatchDevicesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_WatchDevicesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Registry_V1_WatchDevicesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Orrery_Registry_V1_Registry.Method.WatchDevices.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ReportRtt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Round-trip times the device measured to landmarks (registry and orchestrator replicas).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_ReportRttRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_ReportRttRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_ReportRttResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func reportRtt<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_ReportRttRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_ReportRttRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_ReportRttResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ReportRttResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Registry_V1_Registry.Method.ReportRtt.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1217,6 +1705,92 @@ extension Orrery_Registry_V1_Registry.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_GetDeviceRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_Device>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "QueryDevices" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Devices matching every given filter, ordered by DID, paginated.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Registry_V1_QueryDevicesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func queryDevices<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Registry_V1_QueryDevicesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_QueryDevicesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.queryDevices(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_QueryDevicesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_QueryDevicesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchDevices" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > From revision 0: a snapshot of every device, `snapshot_complete` with its revision, then every change.
+    /// > From a revision a client saw: every change after it.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Registry_V1_WatchDevicesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchDevices<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Registry_V1_WatchDevicesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Registry_V1_WatchDevicesResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.watchDevices(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_WatchDevicesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_WatchDevicesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReportRtt" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Round-trip times the device measured to landmarks (registry and orchestrator replicas).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Registry_V1_ReportRttRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reportRtt<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Registry_V1_ReportRttRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ReportRttResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.reportRtt(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_ReportRttRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_ReportRttResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1415,6 +1989,104 @@ extension Orrery_Registry_V1_Registry.ClientProtocol {
             metadata: metadata
         )
         return try await self.getDevice(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "QueryDevices" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Devices matching every given filter, ordered by DID, paginated.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func queryDevices<Result>(
+        _ message: Orrery_Registry_V1_QueryDevicesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_QueryDevicesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Registry_V1_QueryDevicesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.queryDevices(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchDevices" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > From revision 0: a snapshot of every device, `snapshot_complete` with its revision, then every change.
+    /// > From a revision a client saw: every change after it.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchDevices<Result>(
+        _ message: Orrery_Registry_V1_WatchDevicesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Registry_V1_WatchDevicesResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Registry_V1_WatchDevicesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.watchDevices(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReportRtt" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Round-trip times the device measured to landmarks (registry and orchestrator replicas).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reportRtt<Result>(
+        _ message: Orrery_Registry_V1_ReportRttRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ReportRttResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Registry_V1_ReportRttRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.reportRtt(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -71,6 +71,157 @@ public nonisolated enum Orrery_Registry_V1_DeviceStatus: SwiftProtobuf.Enum, Swi
 
 }
 
+public nonisolated struct Orrery_Registry_V1_QueryDevicesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var minCpuCores: UInt32 = 0
+
+  public var minRamBytes: UInt64 = 0
+
+  public var minDiskBytes: UInt64 = 0
+
+  public var architecture: String = String()
+
+  public var gpuModel: String = String()
+
+  public var minGpuCount: UInt32 = 0
+
+  public var minGpuVramBytes: UInt64 = 0
+
+  /// Accept only these countries (ISO 3166-1 alpha-2); empty accepts any.
+  public var countries: [String] = []
+
+  public var rejectCountries: [String] = []
+
+  public var regions: [String] = []
+
+  /// 0: no ceiling.
+  public var maxPricePerCoreHour: UInt64 = 0
+
+  /// Every label must be present with this value.
+  public var labels: Dictionary<String,String> = [:]
+
+  /// Empty: online devices only.
+  public var statuses: [Orrery_Registry_V1_DeviceStatus] = []
+
+  /// 1…1000; 0 for 100.
+  public var pageSize: Int32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Registry_V1_QueryDevicesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var devices: [Orrery_Registry_V1_Device] = []
+
+  /// Empty on the last page.
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Registry_V1_WatchDevicesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var afterRevision: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Registry_V1_WatchDevicesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var event: Orrery_Registry_V1_WatchDevicesResponse.OneOf_Event? = nil
+
+  public var change: Orrery_Registry_V1_DeviceChange {
+    get {
+      if case .change(let v)? = event {return v}
+      return Orrery_Registry_V1_DeviceChange()
+    }
+    set {event = .change(newValue)}
+  }
+
+  /// The snapshot is complete: the changes that follow come after this revision.
+  public var snapshotComplete: Int64 {
+    get {
+      if case .snapshotComplete(let v)? = event {return v}
+      return 0
+    }
+    set {event = .snapshotComplete(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Event: Equatable, Sendable {
+    case change(Orrery_Registry_V1_DeviceChange)
+    /// The snapshot is complete: the changes that follow come after this revision.
+    case snapshotComplete(Int64)
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Registry_V1_RttSample: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The landmark, e.g. "registry:127.0.0.1:7402".
+  public var landmark: String = String()
+
+  public var rttMs: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Registry_V1_ReportRttRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deviceDid: String = String()
+
+  public var samples: [Orrery_Registry_V1_RttSample] = []
+
+  public var idempotencyKey: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Registry_V1_ReportRttResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var accepted: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A change to a device, in the order of the registry's change log.
 public nonisolated struct Orrery_Registry_V1_DeviceChange: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -99,6 +250,9 @@ public nonisolated struct Orrery_Registry_V1_DeviceChange: Sendable {
     case updated // = 2
     case status // = 3
     case left // = 4
+
+    /// A device as it stands, sent in a watch's snapshot.
+    case snapshot // = 5
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -112,6 +266,7 @@ public nonisolated struct Orrery_Registry_V1_DeviceChange: Sendable {
       case 2: self = .updated
       case 3: self = .status
       case 4: self = .left
+      case 5: self = .snapshot
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -123,6 +278,7 @@ public nonisolated struct Orrery_Registry_V1_DeviceChange: Sendable {
       case .updated: return 2
       case .status: return 3
       case .left: return 4
+      case .snapshot: return 5
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -134,6 +290,7 @@ public nonisolated struct Orrery_Registry_V1_DeviceChange: Sendable {
       .updated,
       .status,
       .left,
+      .snapshot,
     ]
 
   }
@@ -546,6 +703,338 @@ nonisolated extension Orrery_Registry_V1_DeviceStatus: SwiftProtobuf._ProtoNameP
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEVICE_STATUS_UNSPECIFIED\0\u{1}DEVICE_STATUS_ONLINE\0\u{1}DEVICE_STATUS_SUSPECT\0\u{1}DEVICE_STATUS_OFFLINE\0\u{1}DEVICE_STATUS_LEFT\0")
 }
 
+nonisolated extension Orrery_Registry_V1_QueryDevicesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".QueryDevicesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}min_cpu_cores\0\u{3}min_ram_bytes\0\u{3}min_disk_bytes\0\u{1}architecture\0\u{3}gpu_model\0\u{3}min_gpu_count\0\u{3}min_gpu_vram_bytes\0\u{1}countries\0\u{3}reject_countries\0\u{1}regions\0\u{3}max_price_per_core_hour\0\u{1}labels\0\u{1}statuses\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.minCpuCores) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.minRamBytes) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.minDiskBytes) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.architecture) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.gpuModel) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.minGpuCount) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.minGpuVramBytes) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.countries) }()
+      case 9: try { try decoder.decodeRepeatedStringField(value: &self.rejectCountries) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.regions) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.maxPricePerCoreHour) }()
+      case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
+      case 13: try { try decoder.decodeRepeatedEnumField(value: &self.statuses) }()
+      case 14: try { try decoder.decodeSingularInt32Field(value: &self.pageSize) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.minCpuCores != 0 {
+      try visitor.visitSingularUInt32Field(value: self.minCpuCores, fieldNumber: 1)
+    }
+    if self.minRamBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.minRamBytes, fieldNumber: 2)
+    }
+    if self.minDiskBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.minDiskBytes, fieldNumber: 3)
+    }
+    if !self.architecture.isEmpty {
+      try visitor.visitSingularStringField(value: self.architecture, fieldNumber: 4)
+    }
+    if !self.gpuModel.isEmpty {
+      try visitor.visitSingularStringField(value: self.gpuModel, fieldNumber: 5)
+    }
+    if self.minGpuCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.minGpuCount, fieldNumber: 6)
+    }
+    if self.minGpuVramBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.minGpuVramBytes, fieldNumber: 7)
+    }
+    if !self.countries.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.countries, fieldNumber: 8)
+    }
+    if !self.rejectCountries.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rejectCountries, fieldNumber: 9)
+    }
+    if !self.regions.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.regions, fieldNumber: 10)
+    }
+    if self.maxPricePerCoreHour != 0 {
+      try visitor.visitSingularUInt64Field(value: self.maxPricePerCoreHour, fieldNumber: 11)
+    }
+    if !self.labels.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.labels, fieldNumber: 12)
+    }
+    if !self.statuses.isEmpty {
+      try visitor.visitPackedEnumField(value: self.statuses, fieldNumber: 13)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.pageSize, fieldNumber: 14)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 15)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_QueryDevicesRequest, rhs: Orrery_Registry_V1_QueryDevicesRequest) -> Bool {
+    if lhs.minCpuCores != rhs.minCpuCores {return false}
+    if lhs.minRamBytes != rhs.minRamBytes {return false}
+    if lhs.minDiskBytes != rhs.minDiskBytes {return false}
+    if lhs.architecture != rhs.architecture {return false}
+    if lhs.gpuModel != rhs.gpuModel {return false}
+    if lhs.minGpuCount != rhs.minGpuCount {return false}
+    if lhs.minGpuVramBytes != rhs.minGpuVramBytes {return false}
+    if lhs.countries != rhs.countries {return false}
+    if lhs.rejectCountries != rhs.rejectCountries {return false}
+    if lhs.regions != rhs.regions {return false}
+    if lhs.maxPricePerCoreHour != rhs.maxPricePerCoreHour {return false}
+    if lhs.labels != rhs.labels {return false}
+    if lhs.statuses != rhs.statuses {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_QueryDevicesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".QueryDevicesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}devices\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.devices) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.devices.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.devices, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_QueryDevicesResponse, rhs: Orrery_Registry_V1_QueryDevicesResponse) -> Bool {
+    if lhs.devices != rhs.devices {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_WatchDevicesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WatchDevicesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}after_revision\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.afterRevision) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.afterRevision != 0 {
+      try visitor.visitSingularInt64Field(value: self.afterRevision, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_WatchDevicesRequest, rhs: Orrery_Registry_V1_WatchDevicesRequest) -> Bool {
+    if lhs.afterRevision != rhs.afterRevision {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_WatchDevicesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WatchDevicesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}change\0\u{3}snapshot_complete\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Orrery_Registry_V1_DeviceChange?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .change(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .change(v)
+        }
+      }()
+      case 2: try {
+        var v: Int64?
+        try decoder.decodeSingularInt64Field(value: &v)
+        if let v = v {
+          if self.event != nil {try decoder.handleConflictingOneOf()}
+          self.event = .snapshotComplete(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.event {
+    case .change?: try {
+      guard case .change(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .snapshotComplete?: try {
+      guard case .snapshotComplete(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_WatchDevicesResponse, rhs: Orrery_Registry_V1_WatchDevicesResponse) -> Bool {
+    if lhs.event != rhs.event {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_RttSample: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RttSample"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}landmark\0\u{3}rtt_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.landmark) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.rttMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.landmark.isEmpty {
+      try visitor.visitSingularStringField(value: self.landmark, fieldNumber: 1)
+    }
+    if self.rttMs.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.rttMs, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_RttSample, rhs: Orrery_Registry_V1_RttSample) -> Bool {
+    if lhs.landmark != rhs.landmark {return false}
+    if lhs.rttMs != rhs.rttMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_ReportRttRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportRttRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_did\0\u{1}samples\0\u{3}idempotency_key\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.samples) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 1)
+    }
+    if !self.samples.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.samples, fieldNumber: 2)
+    }
+    if !self.idempotencyKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_ReportRttRequest, rhs: Orrery_Registry_V1_ReportRttRequest) -> Bool {
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs.samples != rhs.samples {return false}
+    if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_ReportRttResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportRttResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.accepted) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.accepted != 0 {
+      try visitor.visitSingularUInt32Field(value: self.accepted, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_ReportRttResponse, rhs: Orrery_Registry_V1_ReportRttResponse) -> Bool {
+    if lhs.accepted != rhs.accepted {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Orrery_Registry_V1_DeviceChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DeviceChange"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}kind\0\u{1}device\0")
@@ -591,7 +1080,7 @@ nonisolated extension Orrery_Registry_V1_DeviceChange: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Orrery_Registry_V1_DeviceChange.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}KIND_JOINED\0\u{1}KIND_UPDATED\0\u{1}KIND_STATUS\0\u{1}KIND_LEFT\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}KIND_JOINED\0\u{1}KIND_UPDATED\0\u{1}KIND_STATUS\0\u{1}KIND_LEFT\0\u{1}KIND_SNAPSHOT\0")
 }
 
 nonisolated extension Orrery_Registry_V1_BeginJoinRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

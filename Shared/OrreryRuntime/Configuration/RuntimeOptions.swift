@@ -93,6 +93,12 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     )
     public var operatorKey: String?
 
+    @Option(
+        help:
+            "Registry only: milliseconds between a device's heartbeats; a device is suspect after 2 missed and offline after 3 (env ORRERY_LIVENESS_INTERVAL_MS, file liveness.interval_ms)."
+    )
+    public var livenessIntervalMs: Int?
+
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 

@@ -40,6 +40,7 @@ extension RuntimeSettings {
             identityAddress: try address(reader, "identity.address"),
             delegationFile: try string(reader, "identity.delegation").nilIfEmpty,
             operatorKeyFile: try string(reader, "operator.key").nilIfEmpty,
+            livenessInterval: .milliseconds(try integer(reader, "liveness.interval_ms", in: 100...600_000)),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -110,6 +111,7 @@ extension RuntimeSettings {
         flag("tls.ca", options.tlsCa)
         flag("identity.key", options.identityKey)
         flag("operator.key", options.operatorKey)
+        flag("liveness.interval_ms", options.livenessIntervalMs)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
@@ -135,6 +137,7 @@ extension RuntimeSettings {
             "tls.ca": "",
             "identity.key": "",
             "operator.key": "",
+            "liveness.interval_ms": 5000,
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",

@@ -11,7 +11,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.shutdownGrace == rhs.shutdownGrace && lhs.keyFile == rhs.keyFile
             && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
-            && lhs.operatorKeyFile == rhs.operatorKeyFile
+            && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -56,6 +56,8 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var delegationFile: String?
     /// The operator's key file, held by an identity service that issues onboarding delegations.
     public var operatorKeyFile: String?
+    /// The registry's heartbeat interval.
+    public var livenessInterval: Duration
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

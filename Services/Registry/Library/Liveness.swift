@@ -1,0 +1,130 @@
+internal import Foundation
+internal import GRPCCore
+internal import Logging
+internal import OrreryDatabase
+internal import OrreryProto
+internal import PostgresNIO
+internal import Synchronization
+
+/// Liveness: heartbeats are gathered from every stream and written in one statement per flush; a sweeper moves
+/// silent devices to `suspect` after 2 missed intervals and `offline` after 3, and a heartbeat brings one back
+/// `online`. Every transition is a change-log entry.
+final class Liveness: Sendable {
+    private let client: PostgresClient
+    private let logger: Logger
+    private let interval: Duration
+    /// This replica's start: no device is judged on silence older than this, so a restarted registry gives every
+    /// device a full grace period.
+    private let startedAt = Date()
+    private let pending = Mutex<[String: Orrery_Registry_V1_Heartbeat]>([:])
+
+    init(client: PostgresClient, logger: Logger, interval: Duration) {
+        self.client = client
+        self.logger = logger
+        self.interval = interval
+    }
+
+    /// Queues a heartbeat for the next flush (the latest one of a device wins).
+    func record(_ heartbeat: Orrery_Registry_V1_Heartbeat) {
+        pending.withLock { $0[heartbeat.deviceDid] = heartbeat }
+    }
+
+    /// Flushes queued heartbeats every 100 ms and sweeps every half interval, until cancelled.
+    func run() async {
+        var lastSweep = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+            do {
+                try await flush()
+                if ContinuousClock.now - lastSweep >= interval / 2 {
+                    try await sweep()
+                    lastSweep = ContinuousClock.now
+                }
+            } catch {
+                logger.warning("liveness pass failed", metadata: ["error": "\(error)"])
+            }
+        }
+        try? await flush()
+    }
+
+    /// Writes every queued heartbeat in one statement; devices that come back are marked online in the change log.
+    func flush() async throws {
+        let batch = pending.withLock { pending -> [Orrery_Registry_V1_Heartbeat] in
+            defer { pending.removeAll(keepingCapacity: true) }
+            return Array(pending.values)
+        }
+        guard !batch.isEmpty else { return }
+        let dids = batch.map(\.deviceDid)
+        let cpu = batch.map { Int64($0.freeCpuMillicores) }
+        let ram = batch.map { Int64(clamping: $0.freeRamBytes) }
+        let disk = batch.map { Int64(clamping: $0.freeDiskBytes) }
+        let gpus = batch.map { Int64($0.freeGpus) }
+        let revived = try await client.transaction(logger: logger) { connection -> [String] in
+            let rows = try await connection.query(
+                """
+                WITH beat AS (
+                    SELECT * FROM unnest(\(dids)::text[], \(cpu)::bigint[], \(ram)::bigint[], \(disk)::bigint[], \(gpus)::bigint[])
+                        AS b(did, cpu, ram, disk, gpus)
+                ), previous AS (
+                    SELECT d.did, d.status FROM devices d JOIN beat USING (did) WHERE d.status <> 'left' FOR UPDATE OF d
+                )
+                UPDATE devices d SET
+                    last_heartbeat_at = now(), status = 'online', free_cpu_millicores = beat.cpu,
+                    free_ram_bytes = beat.ram, free_disk_bytes = beat.disk, free_gpus = beat.gpus
+                FROM beat, previous
+                WHERE d.did = beat.did AND previous.did = d.did
+                RETURNING d.did, previous.status
+                """,
+                logger: logger)
+            var revived: [String] = []
+            for try await (did, previous) in rows.decode((String, String).self) where previous != "online" {
+                revived.append(did)
+            }
+            if !revived.isEmpty {
+                try await connection.query("SELECT pg_advisory_xact_lock(\(DeviceStore.changeLogLock))", logger: logger)
+                for did in revived {
+                    _ = try await DeviceStore.recordChange(
+                        did: did, kind: .status, connection: connection, logger: logger)
+                }
+            }
+            return revived
+        }
+        for did in revived { logger.info("device online again", metadata: ["device": "\(did)"]) }
+    }
+
+    /// Moves silent devices along online → suspect → offline. One replica sweeps at a time.
+    func sweep() async throws {
+        let milliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
+        try await client.transaction(logger: logger) { connection in
+            let locked = try await connection.query(
+                "SELECT pg_try_advisory_xact_lock(\(DeviceStore.changeLogLock + 1))", logger: logger)
+            var mine = false
+            for try await value in locked.decode(Bool.self) { mine = value }
+            guard mine else { return }
+            let rows = try await connection.query(
+                """
+                WITH silent AS (
+                    SELECT did,
+                        CASE WHEN now() - greatest(last_heartbeat_at, \(startedAt)) > \(3 * milliseconds) * interval '1 millisecond'
+                             THEN 'offline' ELSE 'suspect' END AS next
+                    FROM devices
+                    WHERE status IN ('online', 'suspect')
+                      AND now() - greatest(last_heartbeat_at, \(startedAt)) > \(2 * milliseconds) * interval '1 millisecond'
+                    FOR UPDATE
+                )
+                UPDATE devices d SET status = silent.next FROM silent
+                WHERE d.did = silent.did AND d.status <> silent.next
+                RETURNING d.did, d.status
+                """,
+                logger: logger)
+            var changed: [(String, String)] = []
+            for try await row in rows.decode((String, String).self) { changed.append(row) }
+            guard !changed.isEmpty else { return }
+            try await connection.query("SELECT pg_advisory_xact_lock(\(DeviceStore.changeLogLock))", logger: logger)
+            for (did, status) in changed {
+                _ = try await DeviceStore.recordChange(did: did, kind: .status, connection: connection, logger: logger)
+                logger.info("device \(status)", metadata: ["device": "\(did)"])
+            }
+        }
+    }
+}

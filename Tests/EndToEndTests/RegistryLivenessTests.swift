@@ -1,0 +1,328 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import OrreryIdentity
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import PostgresNIO
+import SwiftProtobuf
+import Testing
+
+/// Heartbeats, liveness, watches across replicas, queries and RTT on real registries.
+@Suite(
+    "Registry: liveness, watch, query", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct RegistryLivenessTests {
+    typealias DeviceClient = RegistryJoinTests.DeviceClient
+    static let interval = 300  // ms
+
+    func startRegistry(_ database: TestDatabase, _ network: TestNetwork, _ directory: URL) async throws
+        -> RunningService
+    {
+        try await RunningService.start(
+            "registry", extraArguments: ["--liveness-interval-ms", String(Self.interval)],
+            environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+            directory: directory)
+    }
+
+    func heartbeat(
+        _ device: DeviceClient, _ registry: RunningService, count: Int = 1,
+        free: (Orrery_Registry_V1_Heartbeat) -> Orrery_Registry_V1_Heartbeat = { $0 }
+    ) async throws -> UInt64 {
+        try await device.withRegistry(registry) { client in
+            let beat = free(
+                .with {
+                    $0.deviceDid = device.key.did.string; $0.freeCpuMillicores = 4000; $0.freeRamBytes = 1 << 30
+                })
+            return try await client.heartbeats(
+                request: StreamingClientRequest { writer in
+                    for _ in 0..<count { try await writer.write(beat) }
+                }
+            ).accepted
+        }
+    }
+
+    func status(_ device: DeviceClient, _ registry: RunningService) async throws -> Orrery_Registry_V1_DeviceStatus {
+        try await device.withRegistry(registry) {
+            try await $0.getDevice(.with { $0.did = device.key.did.string }).status
+        }
+    }
+
+    /// Polls until `device` has `expected` status, or fails after `limit`.
+    func await(
+        _ expected: Orrery_Registry_V1_DeviceStatus, _ device: DeviceClient, _ registry: RunningService,
+        within limit: Duration = .seconds(5)
+    ) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if try await status(device, registry) == expected { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("device did not become \(expected) within \(limit); it is \(try await status(device, registry))")
+    }
+
+    @Test(
+        "online → suspect → offline without heartbeats, online again on the next; watched through another replica, resumable"
+    )
+    func livenessAcrossReplicas() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-liveness")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let writer = try await startRegistry(database, network, directory)
+            defer { writer.child.signal(SIGKILL) }
+            let reader = try await startRegistry(database, network, directory)
+            defer { reader.child.signal(SIGKILL) }
+            let device = try DeviceClient(operatorKey: network.operatorKey)
+            let watcher = try DeviceClient(operatorKey: network.operatorKey)
+
+            // A watch on the other replica, collecting events as they come.
+            let events = WatchLog()
+            let watch = Task {
+                try await watcher.withRegistry(reader) { client in
+                    try await client.watchDevices(.with { $0.afterRevision = 0 }) { response in
+                        for try await event in response.messages { events.append(event) }
+                    }
+                }
+            }
+            defer { watch.cancel() }
+            try await events.wait {
+                $0.contains { if case .snapshotComplete = $0.event { return true } else { return false } }
+            }
+
+            _ = try await device.withRegistry(writer) {
+                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            }
+            #expect(try await heartbeat(device, writer, count: 3) == 3)
+            try await self.await(.online, device, writer)
+            try await self.await(.suspect, device, reader)
+            try await self.await(.offline, device, reader)
+            _ = try await heartbeat(device, writer)
+            try await self.await(.online, device, reader)
+
+            try await events.wait { events in
+                let statuses = events.compactMap { $0.change.hasDevice ? $0.change.device.status : nil }
+                return statuses.starts(with: [.online]) && statuses.contains(.suspect) && statuses.contains(.offline)
+                    && statuses.last == .online
+            }
+            let changes = events.all.filter { $0.change.revision > 0 }.map(\.change)
+            #expect(changes.first?.kind == .joined)
+            #expect(zip(changes, changes.dropFirst()).allSatisfy { $0.revision < $1.revision })
+
+            // Resuming after a revision gives exactly what came after it.
+            let middle = changes[1].revision
+            let resumed = try await watcher.withRegistry(reader) { client in
+                try await client.watchDevices(.with { $0.afterRevision = middle }) { response in
+                    var seen: [Int64] = []
+                    for try await event in response.messages {
+                        seen.append(event.change.revision)
+                        if seen.count == changes.count - 2 { break }
+                    }
+                    return seen
+                }
+            }
+            #expect(resumed == changes.dropFirst(2).map(\.revision))
+        }
+    }
+
+    @Test("a restarted registry gives every device a full grace period: no device is marked offline at start")
+    func restartGrace() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-restart")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            var registry = try await startRegistry(database, network, directory)
+            let device = try DeviceClient(operatorKey: network.operatorKey)
+            _ = try await device.withRegistry(registry) {
+                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            }
+            _ = try await heartbeat(device, registry)
+            registry.child.signal(SIGTERM)
+            #expect(await registry.child.waitForExit() == 0)
+            // The device stays silent for longer than 3 intervals while the registry is down.
+            try await Task.sleep(for: .milliseconds(Self.interval * 4))
+            registry = try await startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            try await Task.sleep(for: .milliseconds(Self.interval))
+            #expect(try await status(device, registry) == .online, "marked at once after a restart")
+            _ = try await heartbeat(device, registry)
+            #expect(try await status(device, registry) == .online)
+        }
+    }
+
+    @Test("every query filter, pagination, and refusals of bad filters, heartbeats and RTT reports")
+    func queriesAndRefusals() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-query")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            func capabilities(
+                _ cores: UInt32, _ country: String, gpu: String?, price: UInt64, tier: String, arch: String = "x86_64"
+            ) -> Orrery_Registry_V1_DeviceCapabilities {
+                var c = RegistryJoinTests.capabilities(cores: cores, country: country)
+                c.architecture = arch
+                c.gpus =
+                    gpu.map { model in
+                        [
+                            .with {
+                                $0.vendor = "NVIDIA"; $0.model = model; $0.vramBytes = 80 << 30
+                            }
+                        ]
+                    } ?? []
+                c.prices.perCoreHour = price
+                c.labels = ["tier": tier]
+                c.location.region = country == "DE" ? "Berlin" : "Paris"
+                return c
+            }
+            let devices = try (0..<4).map { _ in try DeviceClient(operatorKey: network.operatorKey) }
+            let specs = [
+                capabilities(4, "DE", gpu: nil, price: 10, tier: "edge", arch: "aarch64"),
+                capabilities(16, "DE", gpu: "NVIDIA H100", price: 40, tier: "datacenter"),
+                capabilities(32, "FR", gpu: "NVIDIA H100", price: 60, tier: "datacenter"),
+                capabilities(8, "FR", gpu: "NVIDIA L4", price: 20, tier: "edge"),
+            ]
+            for (device, spec) in zip(devices, specs) {
+                _ = try await device.withRegistry(registry) { try await device.join($0, capabilities: spec) }
+            }
+            let dids = devices.map(\.key.did.string)
+            func query(_ build: (inout Orrery_Registry_V1_QueryDevicesRequest) -> Void) async throws -> Set<String> {
+                var request = Orrery_Registry_V1_QueryDevicesRequest()
+                build(&request)
+                return try await devices[0].withRegistry(registry) {
+                    Set(try await $0.queryDevices(request).devices.map(\.did))
+                }
+            }
+            #expect(try await query { _ in } == Set(dids))
+            #expect(try await query { $0.minCpuCores = 16 } == [dids[1], dids[2]])
+            #expect(try await query { $0.minRamBytes = 33 << 30 } == [])
+            #expect(try await query { $0.minDiskBytes = 500 << 30 } == Set(dids))
+            #expect(try await query { $0.architecture = "aarch64" } == [dids[0]])
+            #expect(try await query { $0.gpuModel = "NVIDIA H100" } == [dids[1], dids[2]])
+            #expect(try await query { $0.minGpuCount = 1 } == [dids[1], dids[2], dids[3]])
+            #expect(try await query { $0.minGpuVramBytes = 81 << 30 } == [])
+            #expect(try await query { $0.countries = ["FR"] } == [dids[2], dids[3]])
+            #expect(try await query { $0.rejectCountries = ["FR"] } == [dids[0], dids[1]])
+            #expect(try await query { $0.regions = ["Berlin"] } == [dids[0], dids[1]])
+            #expect(try await query { $0.maxPricePerCoreHour = 20 } == [dids[0], dids[3]])
+            #expect(try await query { $0.labels = ["tier": "datacenter"] } == [dids[1], dids[2]])
+            #expect(try await query { $0.statuses = [.offline] } == [])
+            #expect(
+                try await query {
+                    $0.countries = ["DE"]; $0.minGpuCount = 1; $0.labels = ["tier": "datacenter"]
+                } == [dids[1]])
+
+            // Pagination: one device a page, in DID order, every device exactly once.
+            var seen: [String] = []
+            var token = ""
+            repeat {
+                let page = try await devices[0].withRegistry(registry) { client in
+                    try await client.queryDevices(
+                        .with {
+                            $0.pageSize = 1; $0.pageToken = token
+                        })
+                }
+                seen += page.devices.map(\.did)
+                token = page.nextPageToken
+            } while !token.isEmpty
+            #expect(seen == dids.sorted())
+
+            func code(_ body: () async throws -> Void) async -> RPCError.Code? {
+                do { try await body(); return nil } catch let error as RPCError { return error.code } catch {
+                    return .unknown
+                }
+            }
+            for bad in [
+                { (r: inout Orrery_Registry_V1_QueryDevicesRequest) in r.pageSize = 5000 },
+                { $0.countries = ["France"] },
+                { $0.pageToken = "bm90LWEtZGlk" },
+            ] {
+                #expect(await code { _ = try await query(bad) } == .invalidArgument)
+            }
+            let device = devices[3]
+            #expect(
+                await code {
+                    _ = try await heartbeat(device, registry) {
+                        var b = $0; b.freeRamBytes = 1 << 50; return b
+                    }
+                } == .invalidArgument)
+            #expect(
+                await code {
+                    _ = try await heartbeat(device, registry) {
+                        var b = $0; b.deviceDid = dids[0]; return b
+                    }
+                } == .permissionDenied)
+            try await device.withRegistry(registry) { client in
+                let report = try await client.reportRtt(
+                    .with {
+                        $0.deviceDid = device.key.did.string
+                        $0.samples = [
+                            .with {
+                                $0.landmark = "registry:a"; $0.rttMs = 12.5
+                            },
+                            .with {
+                                $0.landmark = "orchestrator:b"; $0.rttMs = 30
+                            },
+                        ]
+                        $0.idempotencyKey = "rtt-1"
+                    })
+                #expect(report.accepted == 2)
+                #expect(
+                    await code {
+                        _ = try await client.reportRtt(
+                            .with {
+                                $0.deviceDid = device.key.did.string;
+                                $0.samples = [
+                                    .with {
+                                        $0.landmark = "x"; $0.rttMs = -1
+                                    }
+                                ]; $0.idempotencyKey = "rtt-2"
+                            })
+                    } == .invalidArgument)
+                #expect(
+                    await code {
+                        _ = try await client.reportRtt(
+                            .with {
+                                $0.deviceDid = device.key.did.string; $0.idempotencyKey = "rtt-3"
+                            })
+                    } == .invalidArgument)
+                _ = try await client.leave(
+                    .with {
+                        $0.deviceDid = device.key.did.string; $0.idempotencyKey = "bye"
+                    })
+            }
+            #expect(
+                await code { _ = try await heartbeat(device, registry) } == .failedPrecondition,
+                "a heartbeat after leaving")
+            try await database.withClient(schema: "registry") { db in
+                let rows = try await db.query("SELECT landmark, rtt_ms FROM rtt_samples ORDER BY landmark")
+                var samples: [String: Double] = [:]
+                for try await (landmark, rtt) in rows.decode((String, Double).self) { samples[landmark] = rtt }
+                #expect(samples == ["orchestrator:b": 30, "registry:a": 12.5])
+            }
+        }
+    }
+}
+
+/// Events a watch delivered, for a test to wait on.
+final class WatchLog: @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    private let lock = NSLock()
+    private var events: [Orrery_Registry_V1_WatchDevicesResponse] = []
+
+    func append(_ event: Orrery_Registry_V1_WatchDevicesResponse) { lock.withLock { events.append(event) } }
+    var all: [Orrery_Registry_V1_WatchDevicesResponse] { lock.withLock { events } }
+
+    func wait(
+        within limit: Duration = .seconds(10), until condition: ([Orrery_Registry_V1_WatchDevicesResponse]) -> Bool
+    ) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if condition(all) { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("the watch did not deliver what was expected within \(limit): \(all.count) events")
+    }
+}
