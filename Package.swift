@@ -39,7 +39,7 @@ func service(_ library: String, executable: String, folder: String, extra: [Targ
         ),
         .executableTarget(
             name: executable,
-            dependencies: [.target(name: library), "OrreryRuntime", argumentParser],
+            dependencies: [.target(name: library), "OrreryRuntime", "OrreryIdentity", "OrreryProto", argumentParser],
             path: "Services/\(folder)/Executable",
             swiftSettings: upcomingFeatures
         ),

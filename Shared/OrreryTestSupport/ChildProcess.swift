@@ -108,25 +108,27 @@ public struct RunningService: Sendable {
 
     public var grpcAddress: ServiceAddress { ServiceAddress(host: "127.0.0.1", port: ready.grpcPort) }
 
-    /// Starts the executable `name` on port 0 for gRPC and HTTP and waits for its ready file.
+    /// Starts the executable `name` — on port 0 for gRPC and HTTP unless `portZero` is false (then the arguments
+    /// name the ports) — and waits for its ready file.
     public static func start(
         _ name: String,
         extraArguments: [String] = [],
         environment: [String: String] = [:],
         directory: URL,
+        configFile: String? = nil,
+        portZero: Bool = true,
         timeout: Duration = .seconds(60)
     ) async throws -> RunningService {
         let readyPath = directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6)).ready.json").path
         // An empty config file of its own, so no /etc/orrery file of the machine leaks into a test.
-        let configPath = directory.appendingPathComponent("\(name).json").path
+        let configPath = configFile ?? directory.appendingPathComponent("\(name).json").path
         if !FileManager.default.fileExists(atPath: configPath) {
             _ = FileManager.default.createFile(atPath: configPath, contents: Data("{}".utf8))
         }
         let child = try ChildProcess(
             TestEnvironment.executable(name),
-            arguments: [
-                "--grpc-port", "0", "--http-port", "0", "--ready-file", readyPath, "--log-format", "json",
-                "--config", configPath,
+            arguments: (portZero ? ["--grpc-port", "0"] : []) + [
+                "--http-port", "0", "--ready-file", readyPath, "--log-format", "json", "--config", configPath,
             ] + extraArguments,
             environment: environment,
             outputDirectory: directory

@@ -1,6 +1,8 @@
 import ArgumentParser
 import DeviceAgent
 import Foundation
+import OrreryIdentity
+import OrreryProto
 import OrreryRuntime
 
 /// `device-agent`: Orrery device agent: joins an edge host to the network and runs workloads isolated.
@@ -9,7 +11,7 @@ struct DeviceAgentServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "device-agent",
         abstract: "Orrery device agent: joins an edge host to the network and runs workloads isolated.",
-        subcommands: [Serve.self, Inventory.self],
+        subcommands: [Serve.self, Identity.self, Join.self, Leave.self, Inventory.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -39,5 +41,85 @@ struct Inventory: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(HostDetector.detect(workDirectory: workDir)), as: UTF8.self))
+    }
+}
+
+/// Where the agent keeps its key and enrollment: `--state-dir`, else `ORRERY_STATE_DIR`, else the system default.
+struct StateOptions: ParsableArguments {
+    @Option(help: "The agent's state directory (env ORRERY_STATE_DIR).")
+    var stateDir: String = ProcessInfo.processInfo.environment["ORRERY_STATE_DIR"] ?? "/var/lib/orrery/device-agent"
+
+    /// The device key, created on first use.
+    func key() throws -> SigningKey {
+        try FileManager.default.createDirectory(
+            atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        do {
+            return try KeyFile.readOrCreate(stateDir + "/device.key")
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+}
+
+/// `device-agent id`: this device's DID (its owner delegates to it).
+struct Identity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "id", abstract: "Print this device's DID (creating its key on first use).")
+
+    @OptionGroup var state: StateOptions
+
+    func run() throws {
+        print(try state.key().did)
+    }
+}
+
+/// `device-agent join --registry ADDR --token FILE`.
+struct Join: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Join a registry with the owner's delegation to this device; the running agent then keeps it live.",
+        discussion:
+            "TOKEN holds the chain operator → owner → device (e.g. `orrery ucan delegate --to $(device-agent id) --cmd /orrery/registry --proof owner.ucan`)."
+    )
+
+    @OptionGroup var state: StateOptions
+    @Option(help: "The registry's gRPC address, host:port.") var registry: String
+    @Option(help: "The file with the delegation chain to this device.") var token: String
+    @Option(help: "The agent's config file (its owner policy).") var config: String = "/etc/orrery/device-agent.json"
+    @Option(help: "PEM roots to verify the registry's TLS certificate (plaintext without).") var tlsCa: String?
+
+    func run() async throws {
+        let key = try state.key()
+        guard let chain = try? String(contentsOfFile: token, encoding: .utf8) else {
+            throw ValidationError("cannot read \(token)")
+        }
+        let enrollment = Enrollment(
+            registry: registry, chain: chain.trimmingCharacters(in: .whitespacesAndNewlines), trustRoots: tlsCa)
+        let policy: OwnerPolicy
+        do { policy = try OwnerPolicy.read(configFile: config) } catch { throw ValidationError("\(error)") }
+        let connection: RegistryConnection
+        do { connection = try RegistryConnection(enrollment: enrollment, key: key) } catch {
+            throw ValidationError("\(error)")
+        }
+        let device = try await connection.join(
+            capabilities: policy.capabilities(of: HostDetector.detect(workDirectory: state.stateDir)))
+        try enrollment.write(stateDirectory: state.stateDir)
+        print("joined \(device.did) (owner \(device.ownerDid)) at revision \(device.revision)")
+    }
+}
+
+/// `device-agent leave`.
+struct Leave: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Leave the registry (the device drains) and forget the enrollment.")
+
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        guard let enrollment = try Enrollment.read(stateDirectory: state.stateDir) else {
+            throw ValidationError("this device has not joined (no enrollment in \(state.stateDir))")
+        }
+        try await RegistryConnection(enrollment: enrollment, key: try state.key()).leave()
+        try Enrollment.remove(stateDirectory: state.stateDir)
+        print("left")
     }
 }

@@ -1,4 +1,5 @@
 internal import Foundation
+internal import Logging
 public import OrreryRuntime
 
 /// The `device-agent` as the shared runtime starts it: no database, a local state directory, and listeners on
@@ -13,11 +14,38 @@ public enum DeviceAgentServer {
         createsOwnKey: true
     )
 
-    /// The agent with its local gRPC handlers; its state directory (mode 0700) holds its own key (`device.key`).
+    /// The agent with its local gRPC handlers; its state directory (mode 0700) holds its own key (`device.key`)
+    /// and, once joined, its enrollment, from which it keeps the device joined and live.
     public static var service: OrreryService {
-        OrreryService(description: description) { environment in
-            try StateDirectory.prepare(at: environment.settings.stateDirectory)
-            return [DeviceAgentRPCService(environment: environment)]
+        OrreryService(
+            description: description,
+            backgroundTasks: { environment in [{ try await keepJoined(environment) }] },
+            makeRPCServices: { environment in
+                try StateDirectory.prepare(at: environment.settings.stateDirectory)
+                _ = try OwnerPolicy.read(configFile: environment.settings.configFile)
+                return [DeviceAgentRPCService(environment: environment)]
+            }
+        )
+    }
+
+    /// Waits for an enrollment (`device-agent join`), then heartbeats until the agent stops.
+    static func keepJoined(_ environment: ServiceEnvironment) async throws {
+        let stateDirectory = environment.settings.stateDirectory
+        var enrollment = try Enrollment.read(stateDirectory: stateDirectory)
+        if enrollment == nil {
+            environment.logger.notice("not joined yet: run `device-agent join --registry ADDR --token FILE`")
         }
+        while enrollment == nil {
+            try await Task.sleep(for: .seconds(1))
+            enrollment = try Enrollment.read(stateDirectory: stateDirectory)
+        }
+        guard let enrollment else { return }
+        let policy = try OwnerPolicy.read(configFile: environment.settings.configFile)
+        let inventory = HostDetector.detect(workDirectory: stateDirectory)
+        let loop = HeartbeatLoop(
+            connection: try RegistryConnection(enrollment: enrollment, key: environment.key),
+            capabilities: policy.capabilities(of: inventory), interval: environment.settings.livenessInterval,
+            workDirectory: stateDirectory, logger: environment.logger)
+        await loop.run()
     }
 }

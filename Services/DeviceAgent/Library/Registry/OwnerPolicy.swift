@@ -1,0 +1,126 @@
+public import Foundation
+public import OrreryProto
+
+/// The owner's policy for this device, from the `owner` object of the agent's config file: who owns it, where it
+/// is, what it costs, what it offers and to whom.
+public struct OwnerPolicy: Codable, Sendable, Equatable {
+    public struct Location: Codable, Sendable, Equatable {
+        public var country: String?
+        public var region: String?
+        public var latitude: Double?
+        public var longitude: Double?
+    }
+
+    /// Prices in NTX base units.
+    public struct Prices: Codable, Sendable, Equatable {
+        public var perCoreHour: UInt64?
+        public var perGbRamHour: UInt64?
+        public var perGpuHour: UInt64?
+        public var minimumPerJob: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case perCoreHour = "per_core_hour", perGbRamHour = "per_gb_ram_hour", perGpuHour = "per_gpu_hour"
+            case minimumPerJob = "minimum_per_job"
+        }
+    }
+
+    public struct PayoutAddress: Codable, Sendable, Equatable {
+        public var chain: String
+        public var address: String
+    }
+
+    public var did: String?
+    public var location: Location?
+    public var prices: Prices?
+    /// The share of the host offered, 0…1.
+    public var share: Double?
+    public var allowedConsumers: [String]?
+    public var deniedConsumers: [String]?
+    public var labels: [String: String]?
+    /// Hours of availability, e.g. "08:00-20:00" (UTC).
+    public var hours: String?
+    public var payoutAddresses: [PayoutAddress]?
+
+    enum CodingKeys: String, CodingKey {
+        case did, location, prices, share, labels, hours
+        case allowedConsumers = "allowed_consumers", deniedConsumers = "denied_consumers"
+        case payoutAddresses = "payout_addresses"
+    }
+
+    public static let none = OwnerPolicy()
+
+    /// Reads the `owner` object of a JSON config file; an absent file or object means no policy.
+    /// - Throws: `OwnerPolicyError` naming the bad field.
+    public static func read(configFile: String?) throws -> OwnerPolicy {
+        guard let configFile, let data = FileManager.default.contents(atPath: configFile) else { return .none }
+        struct File: Decodable { var owner: OwnerPolicy? }
+        let policy: OwnerPolicy
+        do {
+            policy = try JSONDecoder().decode(File.self, from: data).owner ?? .none
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context) {
+            throw OwnerPolicyError(
+                field: "owner." + context.codingPath.map(\.stringValue).joined(separator: "."),
+                reason: context.debugDescription)
+        }
+        try policy.validate()
+        return policy
+    }
+
+    func validate() throws {
+        if let share, !(0...1).contains(share) {
+            throw OwnerPolicyError(field: "owner.share", reason: "a fraction 0…1")
+        }
+        if let hours, Self.hoursRange(hours) == nil {
+            throw OwnerPolicyError(field: "owner.hours", reason: "'\(hours)' is not HH:MM-HH:MM")
+        }
+        if let country = location?.country, country.count != 2 || country != country.uppercased() {
+            throw OwnerPolicyError(field: "owner.location.country", reason: "an ISO 3166-1 alpha-2 code such as DE")
+        }
+        if let did, !did.hasPrefix("did:key:z") { throw OwnerPolicyError(field: "owner.did", reason: "not a did:key") }
+    }
+
+    /// Minutes since midnight (UTC) of an `HH:MM-HH:MM` range.
+    static func hoursRange(_ text: String) -> (Int, Int)? {
+        let parts = text.split(separator: "-")
+        func minutes(_ part: Substring) -> Int? {
+            let clock = part.split(separator: ":")
+            guard clock.count == 2, let hours = Int(clock[0]), let minutes = Int(clock[1]), (0...24).contains(hours),
+                (0..<60).contains(minutes)
+            else { return nil }
+            return hours * 60 + minutes
+        }
+        guard parts.count == 2, let start = minutes(parts[0]), let end = minutes(parts[1]) else { return nil }
+        return (start, end)
+    }
+
+    /// The capabilities this device advertises: what the host has, where it is, what it costs, its labels.
+    public func capabilities(of inventory: HostInventory) -> Orrery_Registry_V1_DeviceCapabilities {
+        var capabilities = inventory.capabilities
+        if let share, share < 1 {
+            capabilities.cpuCores = max(1, UInt32((Double(capabilities.cpuCores) * share).rounded(.down)))
+            capabilities.ramBytes = UInt64(Double(capabilities.ramBytes) * share)
+            capabilities.diskBytes = UInt64(Double(capabilities.diskBytes) * share)
+        }
+        if let location {
+            capabilities.location.country = location.country ?? ""
+            capabilities.location.region = location.region ?? ""
+            capabilities.location.latitude = location.latitude ?? 0
+            capabilities.location.longitude = location.longitude ?? 0
+        }
+        if let prices {
+            capabilities.prices.perCoreHour = prices.perCoreHour ?? 0
+            capabilities.prices.perGbRamHour = prices.perGbRamHour ?? 0
+            capabilities.prices.perGpuHour = prices.perGpuHour ?? 0
+            capabilities.prices.minimumPerJob = prices.minimumPerJob ?? 0
+        }
+        capabilities.labels = labels ?? [:]
+        return capabilities
+    }
+}
+
+/// A bad owner policy setting.
+public struct OwnerPolicyError: Error, CustomStringConvertible, Sendable {
+    public let field: String
+    public let reason: String
+    public var description: String { "invalid setting \(field) in the config file: \(reason)" }
+}

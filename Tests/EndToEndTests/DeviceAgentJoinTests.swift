@@ -1,0 +1,134 @@
+import Foundation
+import GRPCCore
+import OrreryIdentity
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// Real `device-agent` processes joining a real registry: join, heartbeats, kill -9, restart, registry restart, leave.
+@Suite(
+    "Device agent: join and liveness", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct DeviceAgentJoinTests {
+    static let interval = 300
+
+    @Test(
+        "an agent joins with its owner's delegation, stays live, survives kill -9 and a registry restart as the same device, and leaves"
+    )
+    func lifecycle() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-agent")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registryEnvironment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+            var registry = try await RunningService.start(
+                "registry", extraArguments: ["--liveness-interval-ms", String(Self.interval)],
+                environment: registryEnvironment, directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+
+            // The owner's policy and the agent's state.
+            let state = directory.appendingPathComponent("agent-state").path
+            let config = directory.appendingPathComponent("agent.json").path
+            try """
+            {"owner": {"location": {"country": "NL", "region": "Amsterdam", "latitude": 52.37, "longitude": 4.9},
+                       "prices": {"per_core_hour": 15, "minimum_per_job": 5}, "labels": {"tier": "edge"}, "share": 0.5}}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let agentBinary = TestEnvironment.executable("device-agent")
+            let (idStatus, idOutput) = try await ChildProcess.run(agentBinary, arguments: ["id", "--state-dir", state])
+            #expect(idStatus == 0)
+            let deviceDID = try DID(idOutput.trimmingCharacters(in: .whitespacesAndNewlines))
+
+            // operator → owner → device, as `orrery ucan delegate` would make it.
+            let owner = SigningKey()
+            let now = Int64(Date().timeIntervalSince1970)
+            let ownerGrant = Delegation.issue(
+                by: network.operatorKey, to: owner.did, subject: network.operatorKey.did,
+                command: try Command("/orrery/registry"), expiration: now + 3600)
+            let deviceGrant = Delegation.issue(
+                by: owner, to: deviceDID, subject: network.operatorKey.did, command: try Command("/orrery/registry"),
+                expiration: now + 3600)
+            let token = directory.appendingPathComponent("device.ucan").path
+            try DelegationChain.write([ownerGrant, deviceGrant]).write(toFile: token, atomically: true, encoding: .utf8)
+
+            func startAgent() async throws -> RunningService {
+                try await RunningService.start(
+                    "device-agent",
+                    extraArguments: [
+                        "--state-dir", state, "--liveness-interval-ms", String(Self.interval), "--config", config,
+                    ],
+                    environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
+            }
+            var agent = try await startAgent()
+            defer { agent.child.signal(SIGKILL) }
+            let (joinStatus, joinOutput) = try await ChildProcess.run(
+                agentBinary,
+                arguments: [
+                    "join", "--registry", registryAddress, "--token", token, "--state-dir", state, "--config", config,
+                ])
+            #expect(joinStatus == 0, "\(joinOutput)")
+            #expect(joinOutput.contains("joined \(deviceDID)"))
+
+            let watcher = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            func device() async throws -> Orrery_Registry_V1_Device {
+                try await watcher.withRegistry(registry) { try await $0.getDevice(.with { $0.did = deviceDID.string }) }
+            }
+            func waitFor(_ expected: Orrery_Registry_V1_DeviceStatus, within limit: Duration = .seconds(10))
+                async throws
+            {
+                let deadline = ContinuousClock.now + limit
+                while ContinuousClock.now < deadline {
+                    if try await device().status == expected { return }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                Issue.record("the device did not become \(expected) within \(limit)")
+            }
+
+            try await waitFor(.online)
+            let joined = try await device()
+            #expect(joined.ownerDid == owner.did.string)
+            #expect(joined.capabilities.location.country == "NL" && joined.capabilities.labels == ["tier": "edge"])
+            #expect(joined.capabilities.prices.perCoreHour == 15)
+            #expect(
+                joined.capabilities.cpuCores == UInt32(max(1, ProcessInfo.processInfo.activeProcessorCount / 2)),
+                "share 0.5")
+            // Heartbeats keep coming: still online well past 3 intervals.
+            try await Task.sleep(for: .milliseconds(Self.interval * 5))
+            #expect(try await device().status == .online)
+
+            // kill -9: the registry notices; a restart resumes as the same device.
+            agent.child.signal(SIGKILL)
+            _ = await agent.child.waitForExit()
+            try await waitFor(.offline)
+            agent = try await startAgent()
+            #expect(agent.ready.did == deviceDID.string)
+            try await waitFor(.online)
+
+            // The registry restarts under the running agent: the device is never marked offline.
+            registry.child.signal(SIGTERM)
+            #expect(await registry.child.waitForExit() == 0)
+            registry = try await RunningService.start(
+                "registry",
+                extraArguments: [
+                    "--liveness-interval-ms", String(Self.interval), "--grpc-port", String(registry.ready.grpcPort),
+                ],
+                environment: registryEnvironment, directory: directory, portZero: false)
+            var statuses: [Orrery_Registry_V1_DeviceStatus] = []
+            let watchUntil = ContinuousClock.now + .milliseconds(Self.interval * 8)
+            while ContinuousClock.now < watchUntil {
+                statuses.append(try await device().status)
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(!statuses.contains(.offline), "\(statuses)")
+            #expect(statuses.last == .online)
+
+            let (leaveStatus, leaveOutput) = try await ChildProcess.run(
+                agentBinary, arguments: ["leave", "--state-dir", state])
+            #expect(leaveStatus == 0, "\(leaveOutput)")
+            #expect(try await device().status == .left)
+            #expect(!FileManager.default.fileExists(atPath: state + "/enrollment.json"))
+        }
+    }
+}
