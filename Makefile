@@ -14,8 +14,7 @@ test: ## Install what tests need, start a throwaway PostgreSQL, build, run every
 	@Tools/scripts/test.sh
 
 bench: ## Measure the hot paths (release build); results in bench-results/ and the README
-	swift build -c release --scratch-path .build-release --product orrery-bench
-	$$(swift build -c release --scratch-path .build-release --show-bin-path)/orrery-bench --out bench-results/identity.md
+	@Tools/scripts/bench.sh
 
 build: ## Build every executable (debug)
 	swift build

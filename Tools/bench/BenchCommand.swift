@@ -13,7 +13,13 @@ import SwiftProtobuf
 @main
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "orrery-bench", abstract: "Measure Orrery's hot paths and write the results.")
+        commandName: "orrery-bench", abstract: "Measure Orrery's hot paths and write the results.",
+        subcommands: [IdentityBenchCommand.self, RegistryBenchCommand.self, AgentBenchCommand.self])
+}
+
+/// `orrery-bench identity`: signature checks, chain validation, the interceptor's latency.
+struct IdentityBenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "identity", abstract: "Identity and authorisation.")
 
     @Option(help: "Where to write the results (Markdown).") var out = "bench-results/identity.md"
     @Option(help: "Seconds per measurement.") var seconds: Double = 2
