@@ -26,6 +26,7 @@ struct RegistryBench {
         var queryP50: Duration = .zero
         var queryP99: Duration = .zero
         var watchers = 0
+        var watchChanges = 0
         var watchEvents = 0
         var watchDeliveryRate: Double = 0
     }
@@ -45,19 +46,20 @@ struct RegistryBench {
                 key: key, subject: operatorKey.did, audience: registryDID, proofs: [ownerGrant, grant], catalog: catalog))
         }
 
-        // Joins, 32 at a time, each device over its own signed channel.
+        // Joins over 8 connections, each signing as the device it is joining.
         let clock = ContinuousClock()
         let joinStart = clock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             var next = 0
-            for _ in 0..<32 {
+            for _ in 0..<8 {
                 let lane = next
                 next += 1
-                group.addTask { try await join(fleet, lane: lane, lanes: 32) }
+                group.addTask { try await join(fleet, lane: lane, lanes: 8) }
             }
             try await group.waitForAll()
         }
         results.joinRate = Double(devices) / seconds(of: clock.now - joinStart)
+        Self.progress("joined \(devices) devices at \(Int(results.joinRate))/s")
 
         // Sustained heartbeats: 256 devices stream as fast as the registry accepts for the measured time.
         results.heartbeatStreams = min(256, devices)
@@ -68,6 +70,7 @@ struct RegistryBench {
             return try await group.reduce(0, +)
         }
         results.heartbeatRate = Double(accepted) / seconds
+        Self.progress("heartbeats: \(Int(results.heartbeatRate))/s")
 
         // Filtered queries: one client, sequential, a mix of filters.
         var latencies: [Duration] = []
@@ -90,10 +93,12 @@ struct RegistryBench {
         latencies.sort()
         results.queryP50 = latencies[latencies.count / 2]
         results.queryP99 = latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
+        Self.progress("queries: \(latencies.count)")
 
         // Watch fan-out: 32 watchers follow the change log while 200 devices re-join.
-        results.watchers = 32
-        let changes = 200
+        results.watchers = min(32, devices)
+        let changes = min(200, devices)
+        results.watchChanges = changes
         let counter = EventCounter()
         let watchers = Array(fleet.suffix(results.watchers))
         let watchTask = Task {
@@ -125,6 +130,10 @@ struct RegistryBench {
         return results
     }
 
+    static func progress(_ line: String) {
+        FileHandle.standardError.write(Data("[registry bench] \(line)\n".utf8))
+    }
+
     private func seconds(of duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
@@ -154,21 +163,26 @@ struct RegistryBench {
         }
     }
 
+    /// Joins every `lanes`-th device from `lane` on, over one connection whose signer follows the device joining.
     private func join(_ fleet: [Device], lane: Int, lanes: Int) async throws {
-        var index = lane
-        while index < fleet.count {
-            let device = fleet[index]
-            let spec = capabilities(index)
-            try await withClient(device) { registry in
+        let signer = LaneSigner()
+        try await withGRPCClient(
+            transport: try .http2NIOPosix(target: address.target, transportSecurity: .plaintext), interceptors: [signer]
+        ) { client in
+            let registry = Orrery_Registry_V1_Registry.Client(wrapping: client)
+            var index = lane
+            while index < fleet.count {
+                let device = fleet[index]
+                signer.use(device.signer)
                 var challenge = try await registry.beginJoin(.with { $0.deviceDid = device.key.did.string }).challenge
                 SignedMessage.countersign(&challenge, with: device.key)
                 _ = try await registry.completeJoin(.with {
                     $0.challenge = challenge
-                    $0.capabilities = spec
+                    $0.capabilities = capabilities(index)
                     $0.idempotencyKey = UUID().uuidString
                 })
+                index += lanes
             }
-            index += lanes
         }
     }
 
@@ -196,4 +210,22 @@ final class EventCounter: @unchecked Sendable {
     func ready() { lock.withLock { readyWatchers += 1 } }
     var count: Int { lock.withLock { events } }
     var readyCount: Int { lock.withLock { readyWatchers } }
+}
+
+/// A client interceptor that signs as whichever device a lane is working for (the lane's calls are sequential).
+final class LaneSigner: ClientInterceptor, @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    private let lock = NSLock()
+    private var current: InvocationSigner?
+
+    func use(_ signer: InvocationSigner) { lock.withLock { current = signer } }
+
+    func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingClientRequest<Input>,
+        context: ClientContext,
+        next: (StreamingClientRequest<Input>, ClientContext) async throws -> StreamingClientResponse<Output>
+    ) async throws -> StreamingClientResponse<Output> {
+        guard let signer = lock.withLock({ current }) else { return try await next(request, context) }
+        return try await signer.intercept(request: request, context: context, next: next)
+    }
 }

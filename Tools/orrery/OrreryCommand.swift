@@ -13,7 +13,7 @@ struct OrreryCommand: AsyncParsableCommand {
         subcommands: [
             InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self,
             OperatorCommand.self,
-            RevokeCommand.self, RevocationsCommand.self,
+            RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self,
         ]
     )
 }

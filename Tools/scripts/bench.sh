@@ -10,14 +10,16 @@ bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
 
 echo "== identity"
-"$bin/orrery-bench" identity --out bench-results/identity.md
+[ -n "${ORRERY_BENCH_SKIP_IDENTITY:-}" ] || "$bin/orrery-bench" identity --out bench-results/identity.md
 
 echo "== registry (10,000 devices)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-bench.XXXXXX")
+chmod 755 "$work"  # the postgres user must reach the cluster inside
 registry_pid=""
 cleanup() {
     [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
     "$root/Tools/scripts/pg-throwaway.sh" stop "$work/pg" || true
+    cp "$work/registry.log" bench-results/registry-server.log 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -29,9 +31,10 @@ psql -h 127.0.0.1 -p "$ORRERY_PG_PORT" -U orrery -d orrery -q -c "CREATE TABLE p
 echo "INSERT INTO pgbench_rows (device) VALUES ('did:key:z6Mk');" >"$work/insert.sql"
 tps=$("$ORRERY_PG_BIN/pgbench" -h 127.0.0.1 -p "$ORRERY_PG_PORT" -U orrery -n -c 8 -j 2 -T 10 -f "$work/insert.sql" orrery \
     | awk '/^tps/ {printf "%.0f", $3; exit}')
+echo "{}" >"$work/empty.json"
 "$bin/orrery" operator init "$work/credentials" >/dev/null
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
-    "$bin/registry" --config /dev/null --grpc-port 0 --http-port 0 --log-level warning \
+    "$bin/registry" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
     --identity-key "$work/credentials/registry/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
     --ready-file "$work/registry.json" >"$work/registry.log" 2>&1 &
 registry_pid=$!

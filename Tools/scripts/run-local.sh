@@ -81,6 +81,17 @@ for i in "${!services[@]}"; do
     done
 done
 
+# The demo device joins: operator → demo owner → device, the way a real owner onboards a machine.
+credentials="$run_dir/credentials"
+[ -f "$credentials/demo-owner.key" ] || "$bin/orrery" key new "$credentials/demo-owner.key" >/dev/null
+device_did=$("$bin/device-agent" id --state-dir "$run_dir/device-agent")
+"$bin/orrery" ucan delegate --key "$credentials/operator.key" --to "$("$bin/orrery" key show "$credentials/demo-owner.key")" \
+    --cmd /orrery/registry --exp 30d >"$credentials/demo-owner.ucan"
+"$bin/orrery" ucan delegate --key "$credentials/demo-owner.key" --to "$device_did" --cmd /orrery/registry --exp 30d \
+    --proof "$credentials/demo-owner.ucan" >"$credentials/demo-device.ucan"
+"$bin/device-agent" join --registry "127.0.0.1:$((base + 2))" --token "$credentials/demo-device.ucan" \
+    --state-dir "$run_dir/device-agent" --config "$run_dir/config/device-agent.json" >/dev/null
+
 echo
 echo "Orrery is running (PostgreSQL on 127.0.0.1:$ORRERY_PG_PORT, logs in .run/logs):"
 printf '  %-20s %-18s %-18s %s\n' SERVICE GRPC "HTTP (/metrics)" DID
@@ -97,6 +108,7 @@ echo "  $bin/orrery info 127.0.0.1:$((base + 2))          # the registry's Info 
 echo "  $bin/orrery health 127.0.0.1:$((base + 3))        # the orchestrator's gRPC health"
 echo "  curl -s http://127.0.0.1:$((base + 2002))/metrics  # Prometheus metrics of the registry"
 echo "  $bin/orrery revocations --identity 127.0.0.1:$((base + 1)) --key .run/credentials/operator.key   # an authorised call"
+echo "  $bin/orrery devices --registry 127.0.0.1:$((base + 2)) --key .run/credentials/operator.key   # the demo device, joined and live"
 echo "  (the operator is $operator_did; credentials in .run/credentials)"
 echo
 echo "Press Ctrl-C to stop everything."
