@@ -62,10 +62,12 @@ struct RegistryBench {
         Self.progress("joined \(devices) devices at \(Int(results.joinRate))/s")
 
         // Sustained heartbeats: 256 devices stream as fast as the registry accepts for the measured time.
-        results.heartbeatStreams = min(256, devices)
+        results.heartbeatStreams = min(64, devices)
+        let barrier = EventCounter()
+        let streams = results.heartbeatStreams
         let accepted = try await withThrowingTaskGroup(of: UInt64.self) { group in
-            for device in fleet.prefix(results.heartbeatStreams) {
-                group.addTask { try await heartbeats(device) }
+            for device in fleet.prefix(streams) {
+                group.addTask { try await heartbeats(device, barrier: barrier, streams: streams) }
             }
             return try await group.reduce(0, +)
         }
@@ -186,11 +188,16 @@ struct RegistryBench {
         }
     }
 
-    private func heartbeats(_ device: Device) async throws -> UInt64 {
+    /// One device's stream: opens, waits until every stream is open, then sends as fast as the registry takes.
+    private func heartbeats(_ device: Device, barrier: EventCounter, streams: Int) async throws -> UInt64 {
         let beat = Orrery_Registry_V1_Heartbeat.with { $0.deviceDid = device.key.did.string; $0.freeCpuMillicores = 1000 }
-        let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        let duration = Duration.milliseconds(Int(seconds * 1000))
         return try await withClient(device) { registry in
             try await registry.heartbeats(request: StreamingClientRequest { writer in
+                try await writer.write(beat)
+                barrier.ready()
+                while barrier.readyCount < streams { try await Task.sleep(for: .milliseconds(5)) }
+                let end = ContinuousClock.now + duration
                 while ContinuousClock.now < end {
                     for _ in 0..<64 { try await writer.write(beat) }
                 }
