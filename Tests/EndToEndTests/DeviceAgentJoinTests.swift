@@ -4,6 +4,7 @@ import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
+import PostgresNIO
 import SwiftProtobuf
 import Testing
 
@@ -97,6 +98,14 @@ struct DeviceAgentJoinTests {
             // Heartbeats keep coming: still online well past 3 intervals.
             try await Task.sleep(for: .milliseconds(Self.interval * 5))
             #expect(try await device().status == .online)
+            // Round trips to both landmarks arrived.
+            try await database.withClient(schema: "registry") { db in
+                let rows = try await db.query("SELECT landmark, rtt_ms FROM rtt_samples WHERE device_did = \(deviceDID.string) ORDER BY landmark")
+                var landmarks: [String: Double] = [:]
+                for try await (landmark, rtt) in rows.decode((String, Double).self) { landmarks[landmark] = rtt }
+                #expect(Set(landmarks.keys) == [registryAddress, orchestratorAddress])
+                #expect(landmarks.values.allSatisfy { $0 > 0 && $0 < 1000 })
+            }
 
             // kill -9: the registry notices; a restart resumes as the same device.
             agent.child.signal(SIGKILL)

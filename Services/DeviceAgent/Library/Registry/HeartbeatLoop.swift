@@ -15,6 +15,8 @@ struct HeartbeatLoop {
     let capabilities: Orrery_Registry_V1_DeviceCapabilities
     let interval: Duration
     let workDirectory: String
+    /// Registry and orchestrator replicas to measure round trips to, besides the registry itself.
+    let landmarks: [String]
     let logger: Logger
 
     func run() async {

@@ -49,6 +49,18 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
 
     public static let none = OwnerPolicy()
 
+    /// The `landmarks` of the agent's config file: gRPC addresses (`host:port`) of the registry and orchestrator
+    /// replicas whose round-trip times the agent measures and reports.
+    public static func landmarks(configFile: String?) throws -> [String] {
+        guard let configFile, let data = FileManager.default.contents(atPath: configFile) else { return [] }
+        struct File: Decodable { var landmarks: [String]? }
+        guard let landmarks = try? JSONDecoder().decode(File.self, from: data).landmarks else { return [] }
+        for landmark in landmarks where landmark.split(separator: ":").count < 2 {
+            throw OwnerPolicyError(field: "landmarks", reason: "'\(landmark)' is not host:port")
+        }
+        return landmarks
+    }
+
     /// Reads the `owner` object of a JSON config file; an absent file or object means no policy.
     /// - Throws: `OwnerPolicyError` naming the bad field.
     public static func read(configFile: String?) throws -> OwnerPolicy {
