@@ -30,12 +30,21 @@ struct DeviceAgentJoinTests {
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
 
-            // The owner's policy and the agent's state.
+            // An orchestrator replica as a second landmark.
+            let orchestrator = try await RunningService.start(
+                "orchestrator",
+                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
+                directory: directory)
+            defer { orchestrator.child.signal(SIGKILL) }
+            let orchestratorAddress = "127.0.0.1:\(orchestrator.ready.grpcPort)"
+
+            // The owner's policy, the landmarks, and the agent's state.
             let state = directory.appendingPathComponent("agent-state").path
             let config = directory.appendingPathComponent("agent.json").path
             try """
             {"owner": {"location": {"country": "NL", "region": "Amsterdam", "latitude": 52.37, "longitude": 4.9},
-                       "prices": {"per_core_hour": 15, "minimum_per_job": 5}, "labels": {"tier": "edge"}, "share": 0.5}}
+                       "prices": {"per_core_hour": 15, "minimum_per_job": 5}, "labels": {"tier": "edge"}, "share": 0.5},
+             "landmarks": ["\(registryAddress)", "\(orchestratorAddress)"]}
             """.write(toFile: config, atomically: true, encoding: .utf8)
             let agentBinary = TestEnvironment.executable("device-agent")
             let (idStatus, idOutput) = try await ChildProcess.run(agentBinary, arguments: ["id", "--state-dir", state])
@@ -100,7 +109,8 @@ struct DeviceAgentJoinTests {
             #expect(try await device().status == .online)
             // Round trips to both landmarks arrived.
             try await database.withClient(schema: "registry") { db in
-                let rows = try await db.query("SELECT landmark, rtt_ms FROM rtt_samples WHERE device_did = \(deviceDID.string) ORDER BY landmark")
+                let rows = try await db.query(
+                    "SELECT landmark, rtt_ms FROM rtt_samples WHERE device_did = \(deviceDID.string) ORDER BY landmark")
                 var landmarks: [String: Double] = [:]
                 for try await (landmark, rtt) in rows.decode((String, Double).self) { landmarks[landmark] = rtt }
                 #expect(Set(landmarks.keys) == [registryAddress, orchestratorAddress])

@@ -38,12 +38,18 @@ struct RegistryBench {
         let owner = SigningKey()
         let expiry = Int64(Date().timeIntervalSince1970) + 86_400
         let ownerGrant = Delegation.issue(
-            by: operatorKey, to: owner.did, subject: operatorKey.did, command: try Command("/orrery/registry"), expiration: expiry)
+            by: operatorKey, to: owner.did, subject: operatorKey.did, command: try Command("/orrery/registry"),
+            expiration: expiry)
         let fleet: [Device] = try (0..<devices).map { _ in
             let key = SigningKey()
-            let grant = Delegation.issue(by: owner, to: key.did, subject: operatorKey.did, command: try Command("/orrery/registry"), expiration: expiry)
-            return Device(key: key, signer: InvocationSigner(
-                key: key, subject: operatorKey.did, audience: registryDID, proofs: [ownerGrant, grant], catalog: catalog))
+            let grant = Delegation.issue(
+                by: owner, to: key.did, subject: operatorKey.did, command: try Command("/orrery/registry"),
+                expiration: expiry)
+            return Device(
+                key: key,
+                signer: InvocationSigner(
+                    key: key, subject: operatorKey.did, audience: registryDID, proofs: [ownerGrant, grant],
+                    catalog: catalog))
         }
 
         // Joins over 8 connections, each signing as the device it is joining.
@@ -80,10 +86,18 @@ struct RegistryBench {
         var latencies: [Duration] = []
         try await withClient(fleet[0]) { registry in
             let filters: [Orrery_Registry_V1_QueryDevicesRequest] = [
-                .with { $0.minCpuCores = 8; $0.pageSize = 100 },
-                .with { $0.countries = ["DE"]; $0.minGpuCount = 1; $0.pageSize = 100 },
-                .with { $0.labels = ["tier": "datacenter"]; $0.maxPricePerCoreHour = 30; $0.pageSize = 100 },
-                .with { $0.gpuModel = "NVIDIA H100"; $0.minRamBytes = 64 << 30; $0.pageSize = 100 },
+                .with {
+                    $0.minCpuCores = 8; $0.pageSize = 100
+                },
+                .with {
+                    $0.countries = ["DE"]; $0.minGpuCount = 1; $0.pageSize = 100
+                },
+                .with {
+                    $0.labels = ["tier": "datacenter"]; $0.maxPricePerCoreHour = 30; $0.pageSize = 100
+                },
+                .with {
+                    $0.gpuModel = "NVIDIA H100"; $0.minRamBytes = 64 << 30; $0.pageSize = 100
+                },
             ]
             let end = clock.now + .milliseconds(Int(seconds * 1000))
             var index = 0
@@ -113,7 +127,9 @@ struct RegistryBench {
                             try await registry.watchDevices(.with { $0.afterRevision = 0 }) { response in
                                 var snapshotDone = false
                                 for try await event in response.messages {
-                                    if case .snapshotComplete = event.event { snapshotDone = true; counter.ready(); continue }
+                                    if case .snapshotComplete = event.event {
+                                        snapshotDone = true; counter.ready(); continue
+                                    }
                                     if snapshotDone { counter.add() }
                                 }
                             }
@@ -127,7 +143,9 @@ struct RegistryBench {
         let fanStart = clock.now
         try await join(Array(fleet.prefix(changes)), lane: 0, lanes: 1)
         let expected = changes * results.watchers
-        while counter.count < expected && clock.now - fanStart < .seconds(60) { try await Task.sleep(for: .milliseconds(5)) }
+        while counter.count < expected && clock.now - fanStart < .seconds(60) {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         results.watchEvents = counter.count
         results.watchDeliveryRate = Double(counter.count) / seconds(of: clock.now - fanStart)
         watchTask.cancel()
@@ -147,7 +165,8 @@ struct RegistryBench {
         _ body: (Orrery_Registry_V1_Registry.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
         try await withGRPCClient(
-            transport: try .http2NIOPosix(target: address.target, transportSecurity: .plaintext), interceptors: [device.signer]
+            transport: try .http2NIOPosix(target: address.target, transportSecurity: .plaintext),
+            interceptors: [device.signer]
         ) { client in
             try await body(Orrery_Registry_V1_Registry.Client(wrapping: client))
         }
@@ -160,8 +179,17 @@ struct RegistryBench {
             $0.cpuCores = UInt32(4 << (index % 4))
             $0.ramBytes = UInt64(16 << (index % 3)) << 30
             $0.diskBytes = 500 << 30
-            if index % 3 == 0 { $0.gpus = [.with { $0.vendor = "NVIDIA"; $0.model = index % 2 == 0 ? "NVIDIA H100" : "NVIDIA L4"; $0.vramBytes = 80 << 30 }] }
-            $0.location = .with { $0.country = ["DE", "FR", "NL", "US"][index % 4]; $0.region = "r\(index % 10)" }
+            if index % 3 == 0 {
+                $0.gpus = [
+                    .with {
+                        $0.vendor = "NVIDIA"; $0.model = index % 2 == 0 ? "NVIDIA H100" : "NVIDIA L4";
+                        $0.vramBytes = 80 << 30
+                    }
+                ]
+            }
+            $0.location = .with {
+                $0.country = ["DE", "FR", "NL", "US"][index % 4]; $0.region = "r\(index % 10)"
+            }
             $0.prices = .with { $0.perCoreHour = UInt64(10 + index % 50) }
             $0.labels = ["tier": index % 2 == 0 ? "datacenter" : "edge"]
         }
@@ -180,11 +208,12 @@ struct RegistryBench {
                 signer.use(device.signer)
                 var challenge = try await registry.beginJoin(.with { $0.deviceDid = device.key.did.string }).challenge
                 SignedMessage.countersign(&challenge, with: device.key)
-                _ = try await registry.completeJoin(.with {
-                    $0.challenge = challenge
-                    $0.capabilities = capabilities(index)
-                    $0.idempotencyKey = UUID().uuidString
-                })
+                _ = try await registry.completeJoin(
+                    .with {
+                        $0.challenge = challenge
+                        $0.capabilities = capabilities(index)
+                        $0.idempotencyKey = UUID().uuidString
+                    })
                 index += lanes
             }
         }
@@ -193,21 +222,25 @@ struct RegistryBench {
     /// One device's stream: opens, waits until every stream is open, then offers 16 heartbeats every 20 ms
     /// (800/s a stream, 51,200/s over 64 streams) — paced, so the driver measures the registry, not its own buffers.
     private func heartbeats(_ device: Device, barrier: EventCounter, streams: Int) async throws -> UInt64 {
-        let beat = Orrery_Registry_V1_Heartbeat.with { $0.deviceDid = device.key.did.string; $0.freeCpuMillicores = 1000 }
+        let beat = Orrery_Registry_V1_Heartbeat.with {
+            $0.deviceDid = device.key.did.string; $0.freeCpuMillicores = 1000
+        }
         let duration = Duration.milliseconds(Int(seconds * 1000))
         return try await withClient(device) { registry in
-            try await registry.heartbeats(request: StreamingClientRequest { writer in
-                try await writer.write(beat)
-                barrier.ready()
-                while barrier.readyCount < streams { try await Task.sleep(for: .milliseconds(5)) }
-                let end = ContinuousClock.now + duration
-                var next = ContinuousClock.now
-                while ContinuousClock.now < end {
-                    for _ in 0..<16 { try await writer.write(beat) }
-                    next += .milliseconds(20)
-                    try await Task.sleep(until: next)
+            try await registry.heartbeats(
+                request: StreamingClientRequest { writer in
+                    try await writer.write(beat)
+                    barrier.ready()
+                    while barrier.readyCount < streams { try await Task.sleep(for: .milliseconds(5)) }
+                    let end = ContinuousClock.now + duration
+                    var next = ContinuousClock.now
+                    while ContinuousClock.now < end {
+                        for _ in 0..<16 { try await writer.write(beat) }
+                        next += .milliseconds(20)
+                        try await Task.sleep(until: next)
+                    }
                 }
-            }).accepted
+            ).accepted
         }
     }
 }

@@ -5,13 +5,15 @@ import OrreryRuntime
 
 /// `orrery-bench registry`: a running registry under many devices.
 struct RegistryBenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "registry", abstract: "Registry load with many devices.")
+    static let configuration = CommandConfiguration(
+        commandName: "registry", abstract: "Registry load with many devices.")
 
     @Option(help: "The registry, host:port.") var registry: String
     @Option(help: "The operator's key file.") var operatorKey: String
     @Option(help: "Devices to register.") var devices = 10_000
     @Option(help: "Seconds per timed phase.") var seconds: Double = 10
-    @Option(help: "pgbench's single-row insert rate on the same PostgreSQL, measured by the caller.") var pgbenchTps: String = "?"
+    @Option(help: "pgbench's single-row insert rate on the same PostgreSQL, measured by the caller.") var pgbenchTps:
+        String = "?"
     @Option(help: "Where to write the results (Markdown).") var out = "bench-results/registry.md"
 
     func run() async throws {
@@ -35,21 +37,24 @@ struct RegistryBenchCommand: AsyncParsableCommand {
             "Goal: ≥ 10,000 heartbeats/s sustained on this 2-core machine.",
         ]
         for line in lines { print(line) }
-        try FileManager.default.createDirectory(at: URL(fileURLWithPath: out).deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: URL(fileURLWithPath: out).deletingLastPathComponent(), withIntermediateDirectories: true)
         try (lines.joined(separator: "\n") + "\n").write(toFile: out, atomically: true, encoding: .utf8)
     }
 }
 
 /// `orrery-bench agent`: the device agent's size and idle memory.
 struct AgentBenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "agent", abstract: "Device agent binary size and idle RSS.")
+    static let configuration = CommandConfiguration(
+        commandName: "agent", abstract: "Device agent binary size and idle RSS.")
 
     @Option(help: "The device-agent executable (release).") var binary: String
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/registry.md"
 
     func run() async throws {
         let size = (try FileManager.default.attributesOfItem(atPath: binary)[.size] as? NSNumber)?.int64Value ?? 0
-        let state = FileManager.default.temporaryDirectory.appendingPathComponent("orrery-agent-bench-\(UUID().uuidString.prefix(6))")
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "orrery-agent-bench-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: state) }
         let config = state.appendingPathComponent("agent.json")
@@ -65,9 +70,10 @@ struct AgentBenchCommand: AsyncParsableCommand {
         try process.run()
         try await Task.sleep(for: .seconds(5))
         let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        let rssKB = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { line in
-            line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }
-        } ?? 0
+        let rssKB =
+            status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { line in
+                line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }
+            } ?? 0
         process.terminate()
         process.waitUntilExit()
         let lines = [

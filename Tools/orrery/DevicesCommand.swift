@@ -41,12 +41,16 @@ struct DevicesCommand: AsyncParsableCommand {
         print("DEVICE".padding(toLength: 58, withPad: " ", startingAt: 0) + "STATUS    CORES  RAM      GPUS  WHERE")
         for device in devices {
             let capabilities = device.capabilities
-            let status = "\(device.status)".replacingOccurrences(of: "online", with: "online").padding(toLength: 10, withPad: " ", startingAt: 0)
-            let ram = String(format: "%.0f GiB", Double(capabilities.ramBytes) / 1_073_741_824).padding(toLength: 9, withPad: " ", startingAt: 0)
-            let place = [capabilities.location.country, capabilities.location.region].filter { !$0.isEmpty }.joined(separator: "/")
-            print(device.did.padding(toLength: 58, withPad: " ", startingAt: 0) + status
-                + String(capabilities.cpuCores).padding(toLength: 7, withPad: " ", startingAt: 0) + ram
-                + String(capabilities.gpus.count).padding(toLength: 6, withPad: " ", startingAt: 0) + place)
+            let status = "\(device.status)".replacingOccurrences(of: "online", with: "online").padding(
+                toLength: 10, withPad: " ", startingAt: 0)
+            let ram = String(format: "%.0f GiB", Double(capabilities.ramBytes) / 1_073_741_824).padding(
+                toLength: 9, withPad: " ", startingAt: 0)
+            let place = [capabilities.location.country, capabilities.location.region].filter { !$0.isEmpty }.joined(
+                separator: "/")
+            print(
+                device.did.padding(toLength: 58, withPad: " ", startingAt: 0) + status
+                    + String(capabilities.cpuCores).padding(toLength: 7, withPad: " ", startingAt: 0) + ram
+                    + String(capabilities.gpus.count).padding(toLength: 6, withPad: " ", startingAt: 0) + place)
         }
     }
 }

@@ -45,7 +45,8 @@ public enum DeviceAgentServer {
         let loop = HeartbeatLoop(
             connection: try RegistryConnection(enrollment: enrollment, key: environment.key),
             capabilities: policy.capabilities(of: inventory), interval: environment.settings.livenessInterval,
-            workDirectory: stateDirectory, landmarks: try OwnerPolicy.landmarks(configFile: environment.settings.configFile),
+            workDirectory: stateDirectory,
+            landmarks: try OwnerPolicy.landmarks(configFile: environment.settings.configFile),
             logger: environment.logger)
         await loop.run()
     }

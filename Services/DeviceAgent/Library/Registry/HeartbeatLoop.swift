@@ -80,20 +80,44 @@ struct HeartbeatLoop {
         return beat
     }
 
-    /// Times an `Info` call to the registry and reports it as an RTT sample for network coordinates.
+    /// Times an `Info` call to the registry (over the open stream's connection) and a health check to each other
+    /// landmark, and reports the round trips as RTT samples for network coordinates.
     private func reportRoundTrip(_ registry: Orrery_Registry_V1_Registry.Client<some ClientTransport>) async {
+        func milliseconds(since start: ContinuousClock.Instant) -> Double {
+            let elapsed = (ContinuousClock.now - start).components
+            return max(Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15, 0.001)
+        }
+        var samples: [Orrery_Registry_V1_RttSample] = []
         let start = ContinuousClock.now
-        guard (try? await registry.info(Orrery_Common_V1_InfoRequest())) != nil else { return }
-        let elapsed = (ContinuousClock.now - start).components
-        let milliseconds = Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15
+        if (try? await registry.info(Orrery_Common_V1_InfoRequest())) != nil {
+            let rtt = milliseconds(since: start)
+            samples.append(
+                .with {
+                    $0.landmark = connection.address; $0.rttMs = rtt
+                })
+        }
+        for landmark in landmarks where landmark != connection.address {
+            guard let address = ServiceAddress(landmark) else { continue }
+            // The first call opens the connection; the second one is the round trip.
+            let rtt: Double? = try? await ServiceProbe.withClient(address, trustRoots: connection.trustRoots) {
+                client in
+                _ = try await ServiceProbe.health(client)
+                let start = ContinuousClock.now
+                _ = try await ServiceProbe.health(client)
+                return milliseconds(since: start)
+            }
+            if let rtt {
+                samples.append(
+                    .with {
+                        $0.landmark = landmark; $0.rttMs = rtt
+                    })
+            }
+        }
+        guard !samples.isEmpty else { return }
         _ = try? await registry.reportRtt(
             .with {
                 $0.deviceDid = connection.key.did.string
-                $0.samples = [
-                    .with {
-                        $0.landmark = "registry:\(connection.address)"; $0.rttMs = max(milliseconds, 0.001)
-                    }
-                ]
+                $0.samples = samples
                 $0.idempotencyKey = UUID().uuidString
             })
     }
