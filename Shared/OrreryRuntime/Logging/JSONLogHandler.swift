@@ -48,10 +48,20 @@ public struct JSONLogHandler: LogHandler {
         }
     }
 
-    private static func timestamp() -> String {
-        Date().formatted(
-            .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(
-                .colon
-            ).timeZone(separator: .omitted))
+    /// RFC 3339 UTC with milliseconds, from libc: Foundation's date formatting would load ICU's data (tens of MB
+    /// of resident memory on Linux), too much for an agent on a small edge host.
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        let date = "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))"
+        let time = "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))"
+        return "\(date)T\(time).\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
     }
 }
