@@ -1,4 +1,4 @@
-public import Foundation
+internal import Foundation
 public import OrreryProto
 
 /// The owner's policy for this device, from the `owner` object of the agent's config file: who owns it, where it
