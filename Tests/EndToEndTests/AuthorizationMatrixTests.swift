@@ -232,18 +232,11 @@ struct AuthorizationMatrixTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-revoke")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let identity = try await RunningService.start(
-                "identity",
-                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
-                directory: directory)
-            defer { identity.child.signal(SIGKILL) }
-            let registry = try await RunningService.start(
-                "registry",
-                environment: database.serviceEnvironment.merging(
-                    network.environment(for: "registry", identityAddress: "127.0.0.1:\(identity.ready.grpcPort)")
-                ) { $1 },
-                directory: directory)
-            defer { registry.child.signal(SIGKILL) }
+            let constellation = try await TestConstellation.start(
+                ["identity", "registry"], database: database, network: network, directory: directory)
+            defer { constellation.kill() }
+            let identity = try #require(constellation["identity"])
+            let registry = try #require(constellation["registry"])
             let catalog = try MethodCatalog(
                 descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
             let getDevice = try #require(catalog["orrery.registry.v1.Registry/GetDevice"])

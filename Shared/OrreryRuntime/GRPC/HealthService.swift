@@ -36,12 +36,10 @@ public struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
         response: RPCWriter<Grpc_Health_V1_HealthCheckResponse>,
         context: ServerContext
     ) async throws {
-        let known = book.status(of: request.service) != nil
         for await status in book.watch(request.service) {
-            let wire: Grpc_Health_V1_HealthCheckResponse.ServingStatus =
-                (status == .unknown && !known && book.status(of: request.service) == nil)
-                ? .serviceUnknown : Self.wire(status)
-            try await response.write(.with { $0.status = wire })
+            // SERVICE_UNKNOWN while the server does not know the service (the protocol's Watch semantics).
+            let known = book.status(of: request.service) != nil
+            try await response.write(.with { $0.status = known ? Self.wire(status) : .serviceUnknown })
         }
     }
 

@@ -114,11 +114,16 @@ struct HeartbeatLoop {
             }
         }
         guard !samples.isEmpty else { return }
-        _ = try? await registry.reportRtt(
-            .with {
-                $0.deviceDid = connection.key.did.string
-                $0.samples = samples
-                $0.idempotencyKey = UUID().uuidString
-            })
+        do {
+            _ = try await registry.reportRtt(
+                .with {
+                    $0.deviceDid = connection.key.did.string
+                    $0.samples = samples
+                    $0.idempotencyKey = UUID().uuidString
+                })
+        } catch {
+            // A missed report is retried with the next one; heartbeats go on.
+            logger.warning("RTT report refused", metadata: ["error": "\(error)"])
+        }
     }
 }
