@@ -3,7 +3,7 @@
 #   Deploy/install.sh cluster   the five cluster services + the orrery CLI, their units and orrery.target
 #   Deploy/install.sh edge      the device agent + the orrery CLI, its unit and the orrery-agent user
 # Options:
-#   --bin-dir DIR   take the executables from DIR instead of building them (swift build -c release)
+#   --bin-dir DIR   take the executables from DIR instead of building them (swift build -c release --static-swift-stdlib)
 #   --destdir DIR   install under DIR (packaging, tests); creates no user and starts nothing
 #   --no-start      install and enable, but do not start
 # Cluster services need a reachable PostgreSQL; set its address in /etc/orrery/<service>.json and the password
@@ -33,15 +33,19 @@ case "$role" in
 esac
 
 if [ -z "$bin_dir" ]; then
-    (cd "$root" && swift build -c release)
-    bin_dir=$(cd "$root" && swift build -c release --show-bin-path)
+    # The Swift runtime is linked statically: the hosts need no Swift toolchain.
+    (cd "$root" && swift build -c release --static-swift-stdlib)
+    bin_dir=$(cd "$root" && swift build -c release --static-swift-stdlib --show-bin-path)
 fi
 
 install -d -m 0755 "$destdir/usr/local/bin" "$destdir/etc/systemd/system"
 install -d -m 0755 "$destdir/etc/orrery"
+# Installed stripped (a release binary is mostly debug information) when binutils' strip is present.
+strip_flag=()
+command -v strip >/dev/null && strip_flag=(-s)
 for executable in "${executables[@]}"; do
     [ -x "$bin_dir/$executable" ] || { echo "$bin_dir/$executable is missing" >&2; exit 66; }
-    install -m 0755 "$bin_dir/$executable" "$destdir/usr/local/bin/$executable"
+    install -m 0755 "${strip_flag[@]}" "$bin_dir/$executable" "$destdir/usr/local/bin/$executable"
 done
 for unit in "${units[@]}"; do
     install -m 0644 "$here/systemd/$unit" "$destdir/etc/systemd/system/$unit"
