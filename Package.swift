@@ -117,6 +117,8 @@ let package = Package(
             path: "Shared/OrreryDatabase",
             swiftSettings: upcomingFeatures
         ),
+        // Placement: a pure library (no I/O) that filters, ranks and jointly solves where an ensemble runs.
+        .target(name: "OrreryPlacement", path: "Shared/OrreryPlacement", swiftSettings: upcomingFeatures),
         // Helpers for tests: throwaway databases, child processes, ready files.
         .target(
             name: "OrreryTestSupport",
@@ -137,8 +139,8 @@ let package = Package(
         .executableTarget(
             name: "orrery-bench",
             dependencies: [
-                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", argumentParser, grpcCore, grpcPosix,
-                swiftProtobuf, logging,
+                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryPlacement", argumentParser,
+                grpcCore, grpcPosix, swiftProtobuf, logging,
             ],
             path: "Tools/bench",
             swiftSettings: upcomingFeatures
@@ -162,6 +164,12 @@ let package = Package(
             name: "DeviceAgentTests",
             dependencies: ["DeviceAgent", "OrreryTestSupport", "OrreryProto"],
             path: "Tests/DeviceAgentTests",
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(
+            name: "OrreryPlacementTests",
+            dependencies: ["OrreryPlacement"],
+            path: "Tests/OrreryPlacementTests",
             swiftSettings: upcomingFeatures
         ),
         .testTarget(

@@ -14,7 +14,9 @@ import SwiftProtobuf
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orrery-bench", abstract: "Measure Orrery's hot paths and write the results.",
-        subcommands: [IdentityBenchCommand.self, RegistryBenchCommand.self, AgentBenchCommand.self])
+        subcommands: [
+            IdentityBenchCommand.self, RegistryBenchCommand.self, AgentBenchCommand.self, PlacementBenchCommand.self,
+        ])
 }
 
 /// `orrery-bench identity`: signature checks, chain validation, the interceptor's latency.

@@ -13,6 +13,9 @@ mkdir -p bench-results
 echo "== identity"
 [ -n "${ORRERY_BENCH_SKIP_IDENTITY:-}" ] || "$bin/orrery-bench" identity --out bench-results/identity.md
 
+echo "== placement (10,000 devices, pure solver)"
+"$bin/orrery-bench" placement --out bench-results/placement.md
+
 echo "== registry (10,000 devices)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-bench.XXXXXX")
 chmod 755 "$work"  # the postgres user must reach the cluster inside

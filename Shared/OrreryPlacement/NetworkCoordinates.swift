@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A Vivaldi network coordinate (Dabek et al., SIGCOMM 2004) with a height, as Serf and Consul use: the predicted
+/// RTT between two nodes is the Euclidean distance of their vectors plus both heights (the access-link delay).
+public struct VivaldiCoordinate: Sendable, Hashable {
+    public static let dimensions = 8
+    public var vector: [Double]
+    /// Milliseconds.
+    public var height: Double
+    /// The node's confidence in its coordinate: an estimate of the relative error of its predictions.
+    public var error: Double
+
+    public init(vector: [Double] = Array(repeating: 0, count: dimensions), height: Double = 0.01, error: Double = 1.5) {
+        self.vector = vector
+        self.height = height
+        self.error = error
+    }
+
+    /// The predicted RTT to `other` in milliseconds.
+    public func rtt(to other: VivaldiCoordinate) -> Double {
+        var sum = 0.0
+        for index in 0..<vector.count {
+            let delta = vector[index] - other.vector[index]
+            sum += delta * delta
+        }
+        return sum.squareRoot() + height + other.height
+    }
+}
+
+/// Fits Vivaldi coordinates to measured RTT samples between named nodes (devices by DID, landmarks by name).
+///
+/// Agents report samples to landmarks only; the model moves both ends of every sample, as if each landmark ran
+/// Vivaldi too, so devices and landmarks share one coordinate space and device-to-device RTT can be predicted.
+public struct VivaldiModel: Sendable {
+    /// Serf's constants: error and coordinate gains, the error cap, the smallest height.
+    static let errorGain = 0.25
+    static let coordinateGain = 0.25
+    static let maximumError = 1.5
+    static let minimumHeight = 0.01
+
+    public private(set) var coordinates: [String: VivaldiCoordinate] = [:]
+    private var random = SplitMix64(seed: 0x5EED)
+
+    public init() {}
+
+    /// One Vivaldi step for both ends of a sample.
+    public mutating func observe(_ a: String, _ b: String, rttMilliseconds: Double) {
+        guard a != b, rttMilliseconds > 0, rttMilliseconds.isFinite else { return }
+        let first = coordinates[a] ?? VivaldiCoordinate()
+        let second = coordinates[b] ?? VivaldiCoordinate()
+        coordinates[a] = step(first, toward: second, rtt: rttMilliseconds)
+        coordinates[b] = step(second, toward: first, rtt: rttMilliseconds)
+    }
+
+    /// Runs `rounds` passes over `samples`, in an order shuffled deterministically per pass.
+    public mutating func fit(_ samples: [RTTSample], rounds: Int = 40) {
+        var order = Array(samples.indices)
+        for _ in 0..<rounds {
+            for index in stride(from: order.count - 1, to: 0, by: -1) {
+                order.swapAt(index, Int(random.next() % UInt64(index + 1)))
+            }
+            for index in order {
+                observe(samples[index].from, samples[index].to, rttMilliseconds: samples[index].rttMilliseconds)
+            }
+        }
+    }
+
+    private mutating func step(_ node: VivaldiCoordinate, toward other: VivaldiCoordinate, rtt: Double)
+        -> VivaldiCoordinate
+    {
+        var node = node
+        let predicted = node.rtt(to: other)
+        let weight = node.error / max(node.error + other.error, 1e-9)
+        let relativeError = abs(predicted - rtt) / rtt
+        node.error = min(
+            Self.maximumError,
+            relativeError * Self.errorGain * weight + node.error * (1 - Self.errorGain * weight))
+        let force = Self.coordinateGain * weight * (rtt - predicted)
+        // The unit vector from `other` to `node`; a random direction when they coincide.
+        var direction = zip(node.vector, other.vector).map { $0 - $1 }
+        var length = direction.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        if length < 1e-9 {
+            direction = (0..<direction.count).map { _ in Double(random.next() % 2000) / 1000 - 1 }
+            length = max(direction.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-9)
+        }
+        for index in 0..<direction.count {
+            node.vector[index] += force * direction[index] / length
+        }
+        let distance = max(predicted, 1e-9)
+        node.height = max(Self.minimumHeight, node.height + (node.height + other.height) * force / distance)
+        return node
+    }
+}
+
+/// A measured round-trip time between two named nodes.
+public struct RTTSample: Sendable, Hashable {
+    public var from: String
+    public var to: String
+    public var rttMilliseconds: Double
+
+    public init(from: String, to: String, rttMilliseconds: Double) {
+        self.from = from
+        self.to = to
+        self.rttMilliseconds = rttMilliseconds
+    }
+}
+
+/// RTT estimated from geography for nodes without network coordinates: light in fibre covers about 200 km per
+/// millisecond, routes are about 1.5 times the great-circle distance, and every path pays a few milliseconds
+/// of access delay.
+public enum GeographicLatency {
+    public static let accessDelayMilliseconds = 2.0
+    public static let kilometresPerMillisecondRoundTrip = 200.0 / 2 / 1.5
+
+    public static func rtt(_ a: GeoPoint, _ b: GeoPoint) -> Double {
+        accessDelayMilliseconds + distanceKm(a, b) / kilometresPerMillisecondRoundTrip
+    }
+
+    /// Great-circle distance (haversine) in kilometres.
+    public static func distanceKm(_ a: GeoPoint, _ b: GeoPoint) -> Double {
+        let radians = Double.pi / 180
+        let dLat = (b.latitude - a.latitude) * radians
+        let dLon = (b.longitude - a.longitude) * radians
+        let h =
+            sin(dLat / 2) * sin(dLat / 2) + cos(a.latitude * radians) * cos(b.latitude * radians) * sin(dLon / 2)
+            * sin(dLon / 2)
+        return 2 * 6371.0 * asin(min(1, h.squareRoot()))
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so fits and searches are reproducible.
+struct SplitMix64: Sendable {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

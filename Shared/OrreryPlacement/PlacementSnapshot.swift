@@ -1,0 +1,202 @@
+/// An immutable, indexed view of the devices placement can choose from, with the network coordinates known
+/// for them and for landmarks. Build one per registry revision; solving never mutates it.
+public struct PlacementSnapshot: Sendable {
+    public let devices: [PlacementDevice]
+    let compiled: [CompiledDevice]
+    let labels: [[LabelID]]
+    let strings: StringTable
+    let owners: StringTable
+    let gpuModels: StringTable
+    let latencies: LatencyTable
+    let landmarkCoordinates: [String: VivaldiCoordinate]
+    let indexByDID: [String: Int]
+    /// Device indexes by ascending price per core-hour: a cost lower bound, for scans that stop early.
+    let byCorePrice: [Int]
+
+    /// `coordinates` holds Vivaldi coordinates by node name: devices by DID, landmarks by name.
+    public init(devices: [PlacementDevice], coordinates: [String: VivaldiCoordinate] = [:]) {
+        var strings = StringTable()
+        var owners = StringTable()
+        var gpuModels = StringTable()
+        var compiled: [CompiledDevice] = []
+        var labels: [[LabelID]] = []
+        var vectors: [Double] = []
+        var heights: [Double] = []
+        var indexByDID: [String: Int] = [:]
+        compiled.reserveCapacity(devices.count)
+        for (index, device) in devices.enumerated() {
+            indexByDID[device.did] = index
+            var coordinateIndex: Int32 = -1
+            if let coordinate = coordinates[device.did], coordinate.vector.count == VivaldiCoordinate.dimensions {
+                coordinateIndex = Int32(heights.count)
+                vectors += coordinate.vector
+                heights.append(coordinate.height)
+            }
+            compiled.append(
+                CompiledDevice(
+                    cpuCores: device.cpuCores, ramMiB: device.ramMiB, diskMiB: device.diskMiB,
+                    gpuCount: device.gpus.count, gpuVRAMMiB: device.gpus.vramMiB,
+                    architecture: strings.intern(device.architecture.lowercased()),
+                    country: strings.intern(device.location.country.uppercased()),
+                    region: strings.intern(device.location.region.lowercased()),
+                    gpuVendor: strings.intern(device.gpus.vendor.lowercased()),
+                    gpuModel: gpuModels.intern(device.gpus.model.lowercased()),
+                    owner: owners.intern(device.ownerDID),
+                    latitude: device.location.point?.latitude ?? .nan,
+                    longitude: device.location.point?.longitude ?? .nan,
+                    prices: device.prices, reputation: device.reputation.score, online: device.online,
+                    coordinate: coordinateIndex))
+            labels.append(device.labels.map { strings.intern("\($0.key)=\($0.value)") }.sorted())
+        }
+        self.devices = devices
+        self.compiled = compiled
+        self.labels = labels
+        self.strings = strings
+        self.owners = owners
+        self.gpuModels = gpuModels
+        latencies = LatencyTable(devices: compiled, vectors: vectors, heights: heights)
+        self.landmarkCoordinates = coordinates
+        self.indexByDID = indexByDID
+        byCorePrice = compiled.indices.sorted { compiled[$0].prices.perCoreHour < compiled[$1].prices.perCoreHour }
+    }
+
+    /// The index of a device by its DID.
+    public func index(of did: String) -> Int? { indexByDID[did] }
+
+    /// The estimated RTT between two devices: their Vivaldi coordinates when both have one, else geography when
+    /// both have coordinates on the map, else unknown.
+    public func rtt(between a: Int, and b: Int) -> Double? { latencies.rtt(a, b) }
+
+    /// The coordinate of a device as a `VivaldiCoordinate`, when it has one.
+    func coordinate(ofDevice index: Int) -> VivaldiCoordinate? {
+        latencies.coordinate(ofDevice: index)
+    }
+
+    /// The estimated RTT between a device and a latency target, or nil when it cannot be estimated.
+    public func rtt(from device: Int, to place: LatencyTarget.Place) -> Double? {
+        let record = compiled[device]
+        switch place {
+        case .landmark(let name):
+            if let target = indexByDID[name] { return rtt(between: device, and: target) }
+            guard let own = coordinate(ofDevice: device), let landmark = landmarkCoordinates[name] else { return nil }
+            return own.rtt(to: landmark)
+        case .point(let point):
+            guard let own = record.point else { return nil }
+            return GeographicLatency.rtt(own, point)
+        }
+    }
+}
+
+typealias StringID = Int32
+typealias LabelID = Int32
+
+/// Strings interned to small integers so that filters compare integers.
+struct StringTable: Sendable {
+    private(set) var ids: [String: StringID] = [:]
+
+    mutating func intern(_ string: String) -> StringID {
+        if let id = ids[string] { return id }
+        let id = StringID(ids.count)
+        ids[string] = id
+        return id
+    }
+
+    func lookup(_ string: String) -> StringID? { ids[string] }
+}
+
+/// A device reduced to the integers and doubles filters read.
+struct CompiledDevice: Sendable {
+    var cpuCores: Int
+    var ramMiB: Int
+    var diskMiB: Int
+    var gpuCount: Int
+    var gpuVRAMMiB: Int
+    var architecture: StringID
+    var country: StringID
+    var region: StringID
+    var gpuVendor: StringID
+    var gpuModel: StringID
+    var owner: StringID
+    var latitude: Double
+    var longitude: Double
+    var prices: Prices
+    var reputation: Double
+    var online: Bool
+    /// Index into the snapshot's coordinates, -1 without one.
+    var coordinate: Int32
+
+    var point: GeoPoint? {
+        latitude.isNaN ? nil : GeoPoint(latitude: latitude, longitude: longitude)
+    }
+}
+
+/// Device positions in raw memory for the solver's innermost loop (no reference counting, no bounds checks):
+/// Vivaldi coordinates where a device has them, map positions otherwise. Immutable after construction.
+final class LatencyTable: @unchecked Sendable {
+    private let count: Int
+    private let slots: UnsafeMutablePointer<Int32>
+    private let latitudes: UnsafeMutablePointer<Double>
+    private let longitudes: UnsafeMutablePointer<Double>
+    private let vectors: UnsafeMutablePointer<Double>
+    private let heights: UnsafeMutablePointer<Double>
+    private let coordinateCount: Int
+
+    init(devices: [CompiledDevice], vectors vectorArray: [Double], heights heightArray: [Double]) {
+        count = devices.count
+        coordinateCount = heightArray.count
+        slots = .allocate(capacity: max(count, 1))
+        latitudes = .allocate(capacity: max(count, 1))
+        longitudes = .allocate(capacity: max(count, 1))
+        for (index, device) in devices.enumerated() {
+            slots[index] = device.coordinate
+            latitudes[index] = device.latitude
+            longitudes[index] = device.longitude
+        }
+        vectors = .allocate(capacity: max(vectorArray.count, 1))
+        vectors.initialize(from: vectorArray, count: vectorArray.count)
+        heights = .allocate(capacity: max(heightArray.count, 1))
+        heights.initialize(from: heightArray, count: heightArray.count)
+    }
+
+    deinit {
+        slots.deallocate()
+        latitudes.deallocate()
+        longitudes.deallocate()
+        vectors.deallocate()
+        heights.deallocate()
+    }
+
+    /// The estimated RTT between two devices: Vivaldi when both have coordinates, geography when both have map
+    /// positions, else nil (unknown is never assumed near).
+    @inline(__always)
+    func rtt(_ a: Int, _ b: Int) -> Double? {
+        precondition(a >= 0 && a < count && b >= 0 && b < count, "device index out of range")
+        if a == b { return 0 }
+        let first = Int(slots[a])
+        let second = Int(slots[b])
+        if first >= 0, second >= 0 {
+            let dimensions = VivaldiCoordinate.dimensions
+            let x = vectors + first * dimensions
+            let y = vectors + second * dimensions
+            var sum = 0.0
+            for offset in 0..<dimensions {
+                let delta = x[offset] - y[offset]
+                sum += delta * delta
+            }
+            return sum.squareRoot() + heights[first] + heights[second]
+        }
+        guard !latitudes[a].isNaN, !latitudes[b].isNaN else { return nil }
+        return GeographicLatency.rtt(
+            GeoPoint(latitude: latitudes[a], longitude: longitudes[a]),
+            GeoPoint(latitude: latitudes[b], longitude: longitudes[b]))
+    }
+
+    func coordinate(ofDevice index: Int) -> VivaldiCoordinate? {
+        let slot = Int(slots[index])
+        guard slot >= 0 else { return nil }
+        let dimensions = VivaldiCoordinate.dimensions
+        return VivaldiCoordinate(
+            vector: Array(UnsafeBufferPointer(start: vectors + slot * dimensions, count: dimensions)),
+            height: heights[slot], error: 0)
+    }
+}
