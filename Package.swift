@@ -183,7 +183,8 @@ let package = Package(
             dependencies: [
                 "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "OrreryIdentity", "OrreryAuth", "IdentityService",
                 "RegistryService",
-                "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", grpcCore, grpcPosix,
+                "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", "OrreryPlacement", grpcCore,
+                grpcPosix,
                 grpcProtobuf, postgres, argumentParser, swiftProtobuf,
             ],
             path: "Tests/EndToEndTests",
@@ -192,7 +193,9 @@ let package = Package(
     ]
         + service("IdentityService", executable: "identity", folder: "Identity")
         + service("RegistryService", executable: "registry", folder: "Registry")
-        + service("OrchestratorService", executable: "orchestrator", folder: "Orchestrator")
+        + service(
+            "OrchestratorService", executable: "orchestrator", folder: "Orchestrator",
+            extra: ["OrreryPlacement", crypto, grpcPosix, hummingbird])
         + service("NotaryService", executable: "contract-notary", folder: "Notary")
         + service("SettlementService", executable: "settlement-gateway", folder: "Settlement")
         + service("DeviceAgent", executable: "device-agent", folder: "DeviceAgent"),

@@ -2,7 +2,7 @@ public import Foundation
 public import GRPCCore
 public import Logging
 public import OrreryIdentity
-internal import SwiftProtobuf
+public import SwiftProtobuf
 
 /// Zero trust on every RPC: verifies the `authorization: Bearer <UCAN container>` a call carries — signature, chain,
 /// time bounds, audience, command, policy, revocation, replay — before the handler runs, and checks that the
@@ -84,6 +84,23 @@ public struct CapabilityInterceptor: ServerInterceptor {
                 try await contents.producer(writer)
             }
         }
+    }
+
+    /// Authorises a call that arrives outside gRPC (the JSON gateway) with exactly the checks a gRPC call gets:
+    /// the `authorization` header's container for `method`, then the request against the invocation's args.
+    /// Returns nil for an open method.
+    public func authorize(
+        authorizationHeader: String?, method: String, request: any SwiftProtobuf.Message
+    ) async throws -> Authorization? {
+        guard let entry = catalog[method] else {
+            throw RPCError(code: .unimplemented, message: "\(method) is not a method of this service")
+        }
+        if entry.isOpen { return nil }
+        var metadata = Metadata()
+        if let authorizationHeader { metadata.addString(authorizationHeader, forKey: "authorization") }
+        let authorization = try await authorize(metadata, entry: entry)
+        try Self.checkArguments(request, against: authorization.invocation.arguments, entry: entry)
+        return authorization
     }
 
     /// Checks the caller's container for `entry`; returns the validated authorization.

@@ -397,3 +397,19 @@ private struct Search {
         for (other, _) in neighbours[allocation] { bounds[other].removeLast() }
     }
 }
+
+extension PlacementSolver {
+    /// A lower bound on any placement's cost: every replica at its allocation's cheapest candidate, ignoring
+    /// edges, spread and shared capacity; nil when some allocation has no candidate at all.
+    public func cheapestPossibleCost(_ request: PlacementRequest, on snapshot: PlacementSnapshot) -> UInt64? {
+        var total: UInt64 = 0
+        for allocation in request.allocations {
+            var single = allocation
+            single.replicas = 1
+            let alone = PlacementRequest(allocations: [single], excludedDevices: request.excludedDevices)
+            guard case .placed(let placement) = place(alone, on: snapshot) else { return nil }
+            total = Cost.add(total, Cost.multiply(placement.totalCost, UInt64(max(allocation.replicas, 1))))
+        }
+        return total
+    }
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, systemd-analyze and
+# Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, systemd-analyze, curl and
 # Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -12,6 +12,7 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v runuser >/dev/null || missing+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)

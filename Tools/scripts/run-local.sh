@@ -53,6 +53,7 @@ for service in "${services[@]}"; do
     case "$service" in
         identity) extra+=(--operator-key "$run_dir/credentials/operator.key") ;;  # issues onboarding delegations
         device-agent) ;;
+        orchestrator) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))") ;;
         *) extra+=(--identity-address "127.0.0.1:$((base + 1))") ;;
     esac
     "$bin/$service" --config "$run_dir/config/$service.json" \

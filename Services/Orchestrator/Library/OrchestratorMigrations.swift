@@ -4,6 +4,64 @@ internal import OrreryRuntime
 /// The versioned schema of the `orchestrator` schema. Never edit a released migration: add the next one.
 public enum OrchestratorMigrations {
     public static let all: [Migration] = [
-        SharedMigrations.consumedInvocations
+        SharedMigrations.consumedInvocations,
+        Migration(
+            version: 2,
+            name: "deployments",
+            statements: [
+                """
+                CREATE TABLE deployments (
+                    id text PRIMARY KEY,
+                    consumer_did text NOT NULL,
+                    idempotency_key text NOT NULL,
+                    state smallint NOT NULL,
+                    record bytea NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    revision bigint NOT NULL,
+                    UNIQUE (consumer_did, idempotency_key)
+                )
+                """,
+                "CREATE INDEX deployments_by_consumer ON deployments (consumer_did, created_at DESC, id DESC)",
+                "CREATE INDEX deployments_in_progress ON deployments (state) WHERE state NOT IN (8, 9, 10)",
+                """
+                CREATE TABLE deployment_events (
+                    revision bigserial PRIMARY KEY,
+                    deployment_id text NOT NULL REFERENCES deployments (id),
+                    state smallint NOT NULL,
+                    record bytea NOT NULL,
+                    at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+                "CREATE INDEX deployment_events_by_deployment ON deployment_events (deployment_id, revision)",
+                """
+                CREATE FUNCTION deployment_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    PERFORM pg_notify('orrery_deployment_events', NEW.revision::text);
+                    RETURN NEW;
+                END $$
+                """,
+                """
+                CREATE TRIGGER deployment_events_notify AFTER INSERT ON deployment_events
+                FOR EACH ROW EXECUTE FUNCTION deployment_events_notify()
+                """,
+                // What each placed replica holds on its device, while its deployment is in progress.
+                """
+                CREATE TABLE assignments (
+                    deployment_id text NOT NULL REFERENCES deployments (id),
+                    allocation text NOT NULL,
+                    replica integer NOT NULL,
+                    device_did text NOT NULL,
+                    cpu_cores integer NOT NULL,
+                    ram_mib bigint NOT NULL,
+                    disk_mib bigint NOT NULL,
+                    gpus integer NOT NULL,
+                    active boolean NOT NULL DEFAULT true,
+                    PRIMARY KEY (deployment_id, allocation, replica)
+                )
+                """,
+                "CREATE INDEX assignments_active_by_device ON assignments (device_did) WHERE active",
+            ]
+        ),
     ]
 }

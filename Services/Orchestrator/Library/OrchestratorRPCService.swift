@@ -1,18 +1,68 @@
 public import GRPCCore
+internal import OrreryAuth
+internal import OrreryIdentity
 public import OrreryProto
 public import OrreryRuntime
 
-/// `orrery.orchestrator.v1.Orchestrator`: Info, until its issue brings the rest of the API.
+/// `orrery.orchestrator.v1.Orchestrator` over gRPC: each method hands the authorised caller to `OrchestratorAPI`.
 public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
     private let environment: ServiceEnvironment
+    private let api: OrchestratorAPI
 
-    public init(environment: ServiceEnvironment) {
+    init(environment: ServiceEnvironment, api: OrchestratorAPI) {
         self.environment = environment
+        self.api = api
+    }
+
+    /// The invoker of the validated capability.
+    private func caller() throws -> String {
+        guard let authorization = Authorization.current else {
+            throw RPCError(code: .unauthenticated, message: "no capability")
+        }
+        return authorization.invoker.string
     }
 
     public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
         -> Orrery_Common_V1_InfoResponse
     {
         environment.info.response()
+    }
+
+    public func submitWorkload(request: Orrery_Orchestrator_V1_SubmitWorkloadRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_Deployment
+    {
+        try await api.submit(request, consumer: try caller())
+    }
+
+    public func getDeployment(request: Orrery_Orchestrator_V1_GetDeploymentRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_Deployment
+    {
+        try await api.get(request.id, caller: try caller())
+    }
+
+    public func listDeployments(request: Orrery_Orchestrator_V1_ListDeploymentsRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_ListDeploymentsResponse
+    {
+        try await api.list(request, caller: try caller())
+    }
+
+    public func watchDeployment(
+        request: Orrery_Orchestrator_V1_WatchDeploymentRequest,
+        response: RPCWriter<Orrery_Orchestrator_V1_DeploymentEvent>,
+        context: ServerContext
+    ) async throws {
+        try await api.watch(request, caller: try caller()) { event in try await response.write(event) }
+    }
+
+    public func cancelDeployment(request: Orrery_Orchestrator_V1_CancelDeploymentRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_Deployment
+    {
+        try await api.cancel(request, caller: try caller())
+    }
+
+    public func explainPlacement(request: Orrery_Orchestrator_V1_ExplainPlacementRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_PlacementExplanation
+    {
+        try await api.explain(request)
     }
 }

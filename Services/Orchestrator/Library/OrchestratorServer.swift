@@ -1,3 +1,5 @@
+internal import Logging
+internal import OrreryDatabase
 public import OrreryRuntime
 
 /// The `orchestrator` service as the shared runtime starts it.
@@ -9,10 +11,38 @@ public enum OrchestratorServer {
         schema: (name: "orchestrator", migrations: OrchestratorMigrations.all)
     )
 
-    /// The service with its gRPC handlers.
+    /// The service with its gRPC handlers and its background work: following the registry, the deployment event
+    /// log, and advancing deployments.
     public static var service: OrreryService {
-        OrreryService(description: description) { environment in
-            [OrchestratorRPCService(environment: environment)]
-        }
+        OrreryService(
+            description: description,
+            backgroundTasks: { environment in
+                guard let database = environment.database else { return [] }
+                let components = OrchestratorComponents.shared(environment, database: database)
+                var tasks: [@Sendable () async throws -> Void] = [
+                    { try await components.events.follow() },
+                    { await components.driver.run() },
+                ]
+                if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
+                    tasks.append {
+                        await RegistryFollower(address: address, environment: environment, fleet: components.fleet)
+                            .run()
+                    }
+                } else {
+                    environment.logger.warning("registry.address is not set: no devices, nothing can be placed")
+                }
+                return tasks
+            },
+            httpRoutes: { environment, gateway, router in
+                guard let database = environment.database else { return }
+                let components = OrchestratorComponents.shared(environment, database: database)
+                OrchestratorHTTPGateway.register(api: components.api, gateway: gateway, on: router)
+            },
+            makeRPCServices: { environment in
+                guard let database = environment.database else { return [] }
+                let components = OrchestratorComponents.shared(environment, database: database)
+                return [OrchestratorRPCService(environment: environment, api: components.api)]
+            }
+        )
     }
 }

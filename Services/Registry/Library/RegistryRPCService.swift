@@ -229,6 +229,12 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
         return accepted
     }
 
+    public func listRttSamples(request: Orrery_Registry_V1_ListRttSamplesRequest, context: ServerContext)
+        async throws -> Orrery_Registry_V1_ListRttSamplesResponse
+    {
+        try await RttSampleListing(request).run(on: database, logger: environment.logger)
+    }
+
     public func leave(request: Orrery_Registry_V1_LeaveRequest, context: ServerContext) async throws
         -> Orrery_Registry_V1_LeaveResponse
     {

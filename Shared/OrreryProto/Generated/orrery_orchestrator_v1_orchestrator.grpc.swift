@@ -33,9 +33,93 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "SubmitWorkload" metadata.
+        public enum SubmitWorkload: Sendable {
+            /// Request type for "SubmitWorkload".
+            public typealias Input = Orrery_Orchestrator_V1_SubmitWorkloadRequest
+            /// Response type for "SubmitWorkload".
+            public typealias Output = Orrery_Orchestrator_V1_Deployment
+            /// Descriptor for "SubmitWorkload".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "SubmitWorkload",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetDeployment" metadata.
+        public enum GetDeployment: Sendable {
+            /// Request type for "GetDeployment".
+            public typealias Input = Orrery_Orchestrator_V1_GetDeploymentRequest
+            /// Response type for "GetDeployment".
+            public typealias Output = Orrery_Orchestrator_V1_Deployment
+            /// Descriptor for "GetDeployment".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "GetDeployment",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListDeployments" metadata.
+        public enum ListDeployments: Sendable {
+            /// Request type for "ListDeployments".
+            public typealias Input = Orrery_Orchestrator_V1_ListDeploymentsRequest
+            /// Response type for "ListDeployments".
+            public typealias Output = Orrery_Orchestrator_V1_ListDeploymentsResponse
+            /// Descriptor for "ListDeployments".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "ListDeployments",
+                type: .unary
+            )
+        }
+        /// Namespace for "WatchDeployment" metadata.
+        public enum WatchDeployment: Sendable {
+            /// Request type for "WatchDeployment".
+            public typealias Input = Orrery_Orchestrator_V1_WatchDeploymentRequest
+            /// Response type for "WatchDeployment".
+            public typealias Output = Orrery_Orchestrator_V1_DeploymentEvent
+            /// Descriptor for "WatchDeployment".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "WatchDeployment",
+                type: .serverStreaming
+            )
+        }
+        /// Namespace for "CancelDeployment" metadata.
+        public enum CancelDeployment: Sendable {
+            /// Request type for "CancelDeployment".
+            public typealias Input = Orrery_Orchestrator_V1_CancelDeploymentRequest
+            /// Response type for "CancelDeployment".
+            public typealias Output = Orrery_Orchestrator_V1_Deployment
+            /// Descriptor for "CancelDeployment".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "CancelDeployment",
+                type: .unary
+            )
+        }
+        /// Namespace for "ExplainPlacement" metadata.
+        public enum ExplainPlacement: Sendable {
+            /// Request type for "ExplainPlacement".
+            public typealias Input = Orrery_Orchestrator_V1_ExplainPlacementRequest
+            /// Response type for "ExplainPlacement".
+            public typealias Output = Orrery_Orchestrator_V1_PlacementExplanation
+            /// Descriptor for "ExplainPlacement".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "ExplainPlacement",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.Orchestrator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
-            Info.descriptor
+            Info.descriptor,
+            SubmitWorkload.descriptor,
+            GetDeployment.descriptor,
+            ListDeployments.descriptor,
+            WatchDeployment.descriptor,
+            CancelDeployment.descriptor,
+            ExplainPlacement.descriptor
         ]
     }
 }
@@ -61,10 +145,6 @@ extension Orrery_Orchestrator_V1_Orchestrator {
     ///
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > SubmitWorkload, GetDeployment, ListDeployments, WatchDeployment, StreamLogs, CancelDeployment and ExplainPlacement arrive with the orchestrator issue, which owns this file.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Info" method.
         ///
@@ -83,6 +163,117 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Common_V1_InfoRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Common_V1_InfoResponse>
+
+        /// Handle the "SubmitWorkload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Validates a workload spec, places it and starts its deployment. A retry with the same idempotency key
+        /// > returns the same deployment.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_SubmitWorkloadRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_Deployment` messages.
+        func submitWorkload(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment>
+
+        /// Handle the "GetDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One of the caller's deployments.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_GetDeploymentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_Deployment` messages.
+        func getDeployment(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment>
+
+        /// Handle the "ListDeployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The caller's deployments, newest first, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ListDeploymentsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ListDeploymentsResponse` messages.
+        func listDeployments(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse>
+
+        /// Handle the "WatchDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A deployment's transitions after `after_revision` (from 0: every one), then each new one as it happens,
+        /// > until the deployment ends. Served by any replica.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_WatchDeploymentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_DeploymentEvent` messages.
+        func watchDeployment(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_DeploymentEvent>
+
+        /// Handle the "CancelDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops every allocation of a deployment. Cancelling an ended deployment changes nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_CancelDeploymentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_Deployment` messages.
+        func cancelDeployment(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment>
+
+        /// Handle the "ExplainPlacement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where a spec would run and why — or, when it cannot be placed, what eliminated the devices and the
+        /// > nearest relaxations that would make it placeable. Places nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ExplainPlacementRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_PlacementExplanation` messages.
+        func explainPlacement(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PlacementExplanation>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -92,10 +283,6 @@ extension Orrery_Orchestrator_V1_Orchestrator {
     /// trailing response metadata. If you don't need these then consider using
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > SubmitWorkload, GetDeployment, ListDeployments, WatchDeployment, StreamLogs, CancelDeployment and ExplainPlacement arrive with the orchestrator issue, which owns this file.
     public protocol ServiceProtocol: Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -114,6 +301,117 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.ServerRequest<Orrery_Common_V1_InfoRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Common_V1_InfoResponse>
+
+        /// Handle the "SubmitWorkload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Validates a workload spec, places it and starts its deployment. A retry with the same idempotency key
+        /// > returns the same deployment.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_SubmitWorkloadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_Deployment` message.
+        func submitWorkload(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>
+
+        /// Handle the "GetDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One of the caller's deployments.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GetDeploymentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_Deployment` message.
+        func getDeployment(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>
+
+        /// Handle the "ListDeployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The caller's deployments, newest first, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListDeploymentsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_ListDeploymentsResponse` message.
+        func listDeployments(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse>
+
+        /// Handle the "WatchDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A deployment's transitions after `after_revision` (from 0: every one), then each new one as it happens,
+        /// > until the deployment ends. Served by any replica.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_WatchDeploymentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_DeploymentEvent` messages.
+        func watchDeployment(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_DeploymentEvent>
+
+        /// Handle the "CancelDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops every allocation of a deployment. Cancelling an ended deployment changes nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_CancelDeploymentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_Deployment` message.
+        func cancelDeployment(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>
+
+        /// Handle the "ExplainPlacement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where a spec would run and why — or, when it cannot be placed, what eliminated the devices and the
+        /// > nearest relaxations that would make it placeable. Places nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ExplainPlacementRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_PlacementExplanation` message.
+        func explainPlacement(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_PlacementExplanation>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -121,10 +419,6 @@ extension Orrery_Orchestrator_V1_Orchestrator {
     /// This is the highest level protocol for the service. The API is the easiest to use but
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > SubmitWorkload, GetDeployment, ListDeployments, WatchDeployment, StreamLogs, CancelDeployment and ExplainPlacement arrive with the orchestrator issue, which owns this file.
     public protocol SimpleServiceProtocol: Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -143,6 +437,118 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: Orrery_Common_V1_InfoRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Common_V1_InfoResponse
+
+        /// Handle the "SubmitWorkload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Validates a workload spec, places it and starts its deployment. A retry with the same idempotency key
+        /// > returns the same deployment.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_SubmitWorkloadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_Deployment` to respond with.
+        func submitWorkload(
+            request: Orrery_Orchestrator_V1_SubmitWorkloadRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_Deployment
+
+        /// Handle the "GetDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One of the caller's deployments.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_GetDeploymentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_Deployment` to respond with.
+        func getDeployment(
+            request: Orrery_Orchestrator_V1_GetDeploymentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_Deployment
+
+        /// Handle the "ListDeployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The caller's deployments, newest first, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_ListDeploymentsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_ListDeploymentsResponse` to respond with.
+        func listDeployments(
+            request: Orrery_Orchestrator_V1_ListDeploymentsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_ListDeploymentsResponse
+
+        /// Handle the "WatchDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A deployment's transitions after `after_revision` (from 0: every one), then each new one as it happens,
+        /// > until the deployment ends. Served by any replica.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_WatchDeploymentRequest` message.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_DeploymentEvent` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func watchDeployment(
+            request: Orrery_Orchestrator_V1_WatchDeploymentRequest,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_DeploymentEvent>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
+        /// Handle the "CancelDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops every allocation of a deployment. Cancelling an ended deployment changes nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_CancelDeploymentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_Deployment` to respond with.
+        func cancelDeployment(
+            request: Orrery_Orchestrator_V1_CancelDeploymentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_Deployment
+
+        /// Handle the "ExplainPlacement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where a spec would run and why — or, when it cannot be placed, what eliminated the devices and the
+        /// > nearest relaxations that would make it placeable. Places nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_ExplainPlacementRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_PlacementExplanation` to respond with.
+        func explainPlacement(
+            request: Orrery_Orchestrator_V1_ExplainPlacementRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_PlacementExplanation
     }
 }
 
@@ -161,6 +567,72 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.SubmitWorkload.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_SubmitWorkloadRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_Deployment>(),
+            handler: { request, context in
+                try await self.submitWorkload(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.GetDeployment.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GetDeploymentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_Deployment>(),
+            handler: { request, context in
+                try await self.getDeployment(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.ListDeployments.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ListDeploymentsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ListDeploymentsResponse>(),
+            handler: { request, context in
+                try await self.listDeployments(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.WatchDeployment.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_WatchDeploymentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_DeploymentEvent>(),
+            handler: { request, context in
+                try await self.watchDeployment(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.CancelDeployment.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_CancelDeploymentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_Deployment>(),
+            handler: { request, context in
+                try await self.cancelDeployment(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.ExplainPlacement.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ExplainPlacementRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_PlacementExplanation>(),
+            handler: { request, context in
+                try await self.explainPlacement(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -172,6 +644,72 @@ extension Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Common_V1_InfoResponse> {
         let response = try await self.info(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func submitWorkload(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment> {
+        let response = try await self.submitWorkload(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getDeployment(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment> {
+        let response = try await self.getDeployment(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listDeployments(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse> {
+        let response = try await self.listDeployments(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func watchDeployment(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_DeploymentEvent> {
+        let response = try await self.watchDeployment(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func cancelDeployment(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment> {
+        let response = try await self.cancelDeployment(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func explainPlacement(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PlacementExplanation> {
+        let response = try await self.explainPlacement(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -194,6 +732,88 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func submitWorkload(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>(
+            message: try await self.submitWorkload(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getDeployment(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>(
+            message: try await self.getDeployment(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listDeployments(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse>(
+            message: try await self.listDeployments(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func watchDeployment(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_DeploymentEvent> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_DeploymentEvent>(
+            metadata: [:],
+            producer: { writer in
+                try await self.watchDeployment(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func cancelDeployment(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>(
+            message: try await self.cancelDeployment(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func explainPlacement(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_PlacementExplanation> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_PlacementExplanation>(
+            message: try await self.explainPlacement(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
 }
 
 // MARK: orrery.orchestrator.v1.Orchestrator (client)
@@ -204,10 +824,6 @@ extension Orrery_Orchestrator_V1_Orchestrator {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > SubmitWorkload, GetDeployment, ListDeployments, WatchDeployment, StreamLogs, CancelDeployment and ExplainPlacement arrive with the orchestrator issue, which owns this file.
     public protocol ClientProtocol: Sendable {
         /// Call the "Info" method.
         ///
@@ -231,6 +847,147 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Common_V1_InfoResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
+
+        /// Call the "SubmitWorkload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Validates a workload spec, places it and starts its deployment. A retry with the same idempotency key
+        /// > returns the same deployment.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_SubmitWorkloadRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_SubmitWorkloadRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_Deployment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func submitWorkload<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One of the caller's deployments.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GetDeploymentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_GetDeploymentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_Deployment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getDeployment<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListDeployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The caller's deployments, newest first, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListDeploymentsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ListDeploymentsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ListDeploymentsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listDeployments<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ListDeploymentsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "WatchDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A deployment's transitions after `after_revision` (from 0: every one), then each new one as it happens,
+        /// > until the deployment ends. Served by any replica.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_WatchDeploymentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_WatchDeploymentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_DeploymentEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func watchDeployment<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_DeploymentEvent>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_DeploymentEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CancelDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops every allocation of a deployment. Cancelling an ended deployment changes nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_CancelDeploymentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_CancelDeploymentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_Deployment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func cancelDeployment<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ExplainPlacement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where a spec would run and why — or, when it cannot be placed, what eliminated the devices and the
+        /// > nearest relaxations that would make it placeable. Places nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ExplainPlacementRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ExplainPlacementRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_PlacementExplanation` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func explainPlacement<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_PlacementExplanation>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_PlacementExplanation>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
     }
 
     /// Generated client for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -238,10 +995,6 @@ extension Orrery_Orchestrator_V1_Orchestrator {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > SubmitWorkload, GetDeployment, ListDeployments, WatchDeployment, StreamLogs, CancelDeployment and ExplainPlacement arrive with the orchestrator issue, which owns this file.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -286,6 +1039,211 @@ extension Orrery_Orchestrator_V1_Orchestrator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "SubmitWorkload" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Validates a workload spec, places it and starts its deployment. A retry with the same idempotency key
+        /// > returns the same deployment.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_SubmitWorkloadRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_SubmitWorkloadRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_Deployment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func submitWorkload<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.SubmitWorkload.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One of the caller's deployments.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GetDeploymentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_GetDeploymentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_Deployment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getDeployment<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.GetDeployment.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListDeployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The caller's deployments, newest first, paginated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListDeploymentsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ListDeploymentsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ListDeploymentsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listDeployments<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ListDeploymentsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.ListDeployments.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "WatchDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A deployment's transitions after `after_revision` (from 0: every one), then each new one as it happens,
+        /// > until the deployment ends. Served by any replica.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_WatchDeploymentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_WatchDeploymentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_DeploymentEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func watchDeployment<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_DeploymentEvent>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_DeploymentEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.WatchDeployment.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CancelDeployment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops every allocation of a deployment. Cancelling an ended deployment changes nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_CancelDeploymentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_CancelDeploymentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_Deployment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func cancelDeployment<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.CancelDeployment.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ExplainPlacement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Where a spec would run and why — or, when it cannot be placed, what eliminated the devices and the
+        /// > nearest relaxations that would make it placeable. Places nothing.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ExplainPlacementRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ExplainPlacementRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_PlacementExplanation` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func explainPlacement<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_PlacementExplanation>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_PlacementExplanation>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.ExplainPlacement.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -316,6 +1274,181 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Common_V1_InfoRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Common_V1_InfoResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SubmitWorkload" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Validates a workload spec, places it and starts its deployment. A retry with the same idempotency key
+    /// > returns the same deployment.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_SubmitWorkloadRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func submitWorkload<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_SubmitWorkloadRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.submitWorkload(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_SubmitWorkloadRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_Deployment>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetDeployment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One of the caller's deployments.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_GetDeploymentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getDeployment<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GetDeploymentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getDeployment(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GetDeploymentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_Deployment>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListDeployments" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The caller's deployments, newest first, paginated.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListDeploymentsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listDeployments<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListDeploymentsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listDeployments(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ListDeploymentsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ListDeploymentsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchDeployment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A deployment's transitions after `after_revision` (from 0: every one), then each new one as it happens,
+    /// > until the deployment ends. Served by any replica.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_WatchDeploymentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchDeployment<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_WatchDeploymentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_DeploymentEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.watchDeployment(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_WatchDeploymentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_DeploymentEvent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CancelDeployment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stops every allocation of a deployment. Cancelling an ended deployment changes nothing.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_CancelDeploymentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func cancelDeployment<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_CancelDeploymentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.cancelDeployment(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_CancelDeploymentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_Deployment>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExplainPlacement" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Where a spec would run and why — or, when it cannot be placed, what eliminated the devices and the
+    /// > nearest relaxations that would make it placeable. Places nothing.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_ExplainPlacementRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func explainPlacement<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_PlacementExplanation>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.explainPlacement(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExplainPlacementRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_PlacementExplanation>(),
             options: options,
             onResponse: handleResponse
         )
@@ -352,6 +1485,205 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             metadata: metadata
         )
         return try await self.info(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SubmitWorkload" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Validates a workload spec, places it and starts its deployment. A retry with the same idempotency key
+    /// > returns the same deployment.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func submitWorkload<Result>(
+        _ message: Orrery_Orchestrator_V1_SubmitWorkloadRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_SubmitWorkloadRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.submitWorkload(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetDeployment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One of the caller's deployments.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getDeployment<Result>(
+        _ message: Orrery_Orchestrator_V1_GetDeploymentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GetDeploymentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getDeployment(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListDeployments" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The caller's deployments, newest first, paginated.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listDeployments<Result>(
+        _ message: Orrery_Orchestrator_V1_ListDeploymentsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListDeploymentsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListDeploymentsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listDeployments(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchDeployment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A deployment's transitions after `after_revision` (from 0: every one), then each new one as it happens,
+    /// > until the deployment ends. Served by any replica.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchDeployment<Result>(
+        _ message: Orrery_Orchestrator_V1_WatchDeploymentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_DeploymentEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_WatchDeploymentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.watchDeployment(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CancelDeployment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stops every allocation of a deployment. Cancelling an ended deployment changes nothing.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func cancelDeployment<Result>(
+        _ message: Orrery_Orchestrator_V1_CancelDeploymentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_CancelDeploymentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.cancelDeployment(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExplainPlacement" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Where a spec would run and why — or, when it cannot be placed, what eliminated the devices and the
+    /// > nearest relaxations that would make it placeable. Places nothing.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func explainPlacement<Result>(
+        _ message: Orrery_Orchestrator_V1_ExplainPlacementRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_PlacementExplanation>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.explainPlacement(
             request: request,
             options: options,
             onResponse: handleResponse

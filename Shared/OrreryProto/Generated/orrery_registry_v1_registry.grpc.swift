@@ -137,6 +137,19 @@ public enum Orrery_Registry_V1_Registry: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListRttSamples" metadata.
+        public enum ListRttSamples: Sendable {
+            /// Request type for "ListRttSamples".
+            public typealias Input = Orrery_Registry_V1_ListRttSamplesRequest
+            /// Response type for "ListRttSamples".
+            public typealias Output = Orrery_Registry_V1_ListRttSamplesResponse
+            /// Descriptor for "ListRttSamples".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.registry.v1.Registry"),
+                method: "ListRttSamples",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.registry.v1.Registry" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -147,7 +160,8 @@ public enum Orrery_Registry_V1_Registry: Sendable {
             GetDevice.descriptor,
             QueryDevices.descriptor,
             WatchDevices.descriptor,
-            ReportRtt.descriptor
+            ReportRtt.descriptor,
+            ListRttSamples.descriptor
         ]
     }
 }
@@ -332,6 +346,24 @@ extension Orrery_Registry_V1_Registry {
             request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_ReportRttRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ReportRttResponse>
+
+        /// Handle the "ListRttSamples" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The latest RTT sample of each (device, landmark) pair measured after a time, for network coordinates.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Registry_V1_ListRttSamplesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Registry_V1_ListRttSamplesResponse` messages.
+        func listRttSamples(
+            request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ListRttSamplesResponse>
     }
 
     /// Service protocol for the "orrery.registry.v1.Registry" service.
@@ -500,6 +532,24 @@ extension Orrery_Registry_V1_Registry {
             request: GRPCCore.ServerRequest<Orrery_Registry_V1_ReportRttRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse>
+
+        /// Handle the "ListRttSamples" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The latest RTT sample of each (device, landmark) pair measured after a time, for network coordinates.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_ListRttSamplesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Registry_V1_ListRttSamplesResponse` message.
+        func listRttSamples(
+            request: GRPCCore.ServerRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ListRttSamplesResponse>
     }
 
     /// Simple service protocol for the "orrery.registry.v1.Registry" service.
@@ -667,6 +717,24 @@ extension Orrery_Registry_V1_Registry {
             request: Orrery_Registry_V1_ReportRttRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Registry_V1_ReportRttResponse
+
+        /// Handle the "ListRttSamples" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The latest RTT sample of each (device, landmark) pair measured after a time, for network coordinates.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Registry_V1_ListRttSamplesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Registry_V1_ListRttSamplesResponse` to respond with.
+        func listRttSamples(
+            request: Orrery_Registry_V1_ListRttSamplesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Registry_V1_ListRttSamplesResponse
     }
 }
 
@@ -773,6 +841,17 @@ extension Orrery_Registry_V1_Registry.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Registry_V1_Registry.Method.ListRttSamples.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_ListRttSamplesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_ListRttSamplesResponse>(),
+            handler: { request, context in
+                try await self.listRttSamples(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -872,6 +951,17 @@ extension Orrery_Registry_V1_Registry.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ReportRttResponse> {
         let response = try await self.reportRtt(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listRttSamples(
+        request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ListRttSamplesResponse> {
+        let response = try await self.listRttSamples(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -996,6 +1086,19 @@ extension Orrery_Registry_V1_Registry.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse> {
         return GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse>(
             message: try await self.reportRtt(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listRttSamples(
+        request: GRPCCore.ServerRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ListRttSamplesResponse> {
+        return GRPCCore.ServerResponse<Orrery_Registry_V1_ListRttSamplesResponse>(
+            message: try await self.listRttSamples(
                 request: request.message,
                 context: context
             ),
@@ -1215,6 +1318,29 @@ extension Orrery_Registry_V1_Registry {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_ReportRttResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ReportRttResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListRttSamples" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The latest RTT sample of each (device, landmark) pair measured after a time, for network coordinates.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_ListRttSamplesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_ListRttSamplesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_ListRttSamplesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listRttSamples<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_ListRttSamplesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_ListRttSamplesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ListRttSamplesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1534,6 +1660,40 @@ extension Orrery_Registry_V1_Registry {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListRttSamples" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The latest RTT sample of each (device, landmark) pair measured after a time, for network coordinates.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_ListRttSamplesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_ListRttSamplesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_ListRttSamplesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listRttSamples<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_ListRttSamplesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_ListRttSamplesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ListRttSamplesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Registry_V1_Registry.Method.ListRttSamples.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1791,6 +1951,35 @@ extension Orrery_Registry_V1_Registry.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_ReportRttRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_ReportRttResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListRttSamples" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The latest RTT sample of each (device, landmark) pair measured after a time, for network coordinates.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Registry_V1_ListRttSamplesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listRttSamples<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ListRttSamplesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listRttSamples(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_ListRttSamplesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_ListRttSamplesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2087,6 +2276,39 @@ extension Orrery_Registry_V1_Registry.ClientProtocol {
             metadata: metadata
         )
         return try await self.reportRtt(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListRttSamples" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The latest RTT sample of each (device, landmark) pair measured after a time, for network coordinates.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listRttSamples<Result>(
+        _ message: Orrery_Registry_V1_ListRttSamplesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ListRttSamplesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Registry_V1_ListRttSamplesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listRttSamples(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -99,6 +99,12 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     )
     public var livenessIntervalMs: Int?
 
+    @Option(
+        help:
+            "Orchestrator only: the registry's gRPC address, host:port, to follow devices and RTT samples from (env ORRERY_REGISTRY_ADDRESS, file registry.address)."
+    )
+    public var registryAddress: String?
+
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 

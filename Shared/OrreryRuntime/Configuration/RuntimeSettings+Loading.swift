@@ -41,6 +41,7 @@ extension RuntimeSettings {
             delegationFile: try string(reader, "identity.delegation").nilIfEmpty,
             operatorKeyFile: try string(reader, "operator.key").nilIfEmpty,
             livenessInterval: .milliseconds(try integer(reader, "liveness.interval_ms", in: 100...600_000)),
+            registryAddress: try address(reader, "registry.address"),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -112,6 +113,7 @@ extension RuntimeSettings {
         flag("identity.key", options.identityKey)
         flag("operator.key", options.operatorKey)
         flag("liveness.interval_ms", options.livenessIntervalMs)
+        flag("registry.address", options.registryAddress)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
@@ -138,6 +140,7 @@ extension RuntimeSettings {
             "identity.key": "",
             "operator.key": "",
             "liveness.interval_ms": 5000,
+            "registry.address": "",
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",

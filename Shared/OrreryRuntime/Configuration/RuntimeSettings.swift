@@ -12,6 +12,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
             && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
+            && lhs.registryAddress == rhs.registryAddress
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -58,6 +59,8 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var operatorKeyFile: String?
     /// The registry's heartbeat interval.
     public var livenessInterval: Duration
+    /// The registry the orchestrator follows devices from; nil when none is set.
+    public var registryAddress: String?
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

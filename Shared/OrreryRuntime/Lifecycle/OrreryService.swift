@@ -1,4 +1,5 @@
 public import GRPCCore
+public import Hummingbird
 public import Logging
 public import OrreryAuth
 public import OrreryIdentity
@@ -19,10 +20,12 @@ public struct ServiceEnvironment: Sendable {
     public let revocations: RevocationBook
     /// Every method and how it is authorised.
     public let catalog: MethodCatalog
+    /// The service's own delegation chain from the operator (root first), for its calls to other services.
+    public let proofs: [Delegation]
 
     public init(
         settings: RuntimeSettings, logger: Logger, database: PostgresClient?, info: ServiceInfo, key: SigningKey,
-        operatorDID: DID, revocations: RevocationBook, catalog: MethodCatalog
+        operatorDID: DID, revocations: RevocationBook, catalog: MethodCatalog, proofs: [Delegation] = []
     ) {
         self.settings = settings
         self.logger = logger
@@ -32,6 +35,7 @@ public struct ServiceEnvironment: Sendable {
         self.operatorDID = operatorDID
         self.revocations = revocations
         self.catalog = catalog
+        self.proofs = proofs
     }
 }
 
@@ -42,14 +46,20 @@ public struct OrreryService: Sendable {
     public let description: ServiceDescription
     public let makeRPCServices: @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]
     public let backgroundTasks: @Sendable (ServiceEnvironment) -> [@Sendable () async throws -> Void]
+    /// Routes the service adds to its HTTP listener (the orchestrator's JSON gateway).
+    public let httpRoutes: @Sendable (ServiceEnvironment, JSONGateway, Router<BasicRequestContext>) -> Void
 
     public init(
         description: ServiceDescription,
         backgroundTasks: @escaping @Sendable (ServiceEnvironment) -> [@Sendable () async throws -> Void] = { _ in [] },
+        httpRoutes: @escaping @Sendable (ServiceEnvironment, JSONGateway, Router<BasicRequestContext>) -> Void = {
+            _, _, _ in
+        },
         makeRPCServices: @escaping @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]
     ) {
         self.description = description
         self.makeRPCServices = makeRPCServices
         self.backgroundTasks = backgroundTasks
+        self.httpRoutes = httpRoutes
     }
 }

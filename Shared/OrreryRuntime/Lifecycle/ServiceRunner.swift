@@ -118,7 +118,7 @@ private struct MainService: Service {
         let info = ServiceInfo(name: description.name, did: key.did.string)
         let environment = ServiceEnvironment(
             settings: settings, logger: logger, database: database, info: info, key: key, operatorDID: operatorDID,
-            revocations: revocations, catalog: catalog)
+            revocations: revocations, catalog: catalog, proofs: proofs)
         let rpcServices: [any RegistrableRPCService]
         do {
             rpcServices = try await service.makeRPCServices(environment)
@@ -175,6 +175,9 @@ private struct MainService: Service {
             metrics: metrics,
             health: health,
             logger: logger,
+            routes: { router in
+                service.httpRoutes(environment, JSONGateway(authorizer: capabilities, logger: logger), router)
+            },
             onBound: { port in
                 httpBoundContinuation.yield(port)
                 httpBoundContinuation.finish()

@@ -13,9 +13,11 @@ public enum OperationsHTTPServer {
         metrics: PrometheusCollectorRegistry,
         health: HealthStatusBook,
         logger: Logger,
+        routes: (Router<BasicRequestContext>) -> Void = { _ in },
         onBound: @escaping @Sendable (Int) async -> Void
     ) -> some ApplicationProtocol {
         let router = Router()
+        routes(router)
         router.get("/metrics") { _, _ -> Response in
             var buffer: [UInt8] = []
             metrics.emit(into: &buffer)

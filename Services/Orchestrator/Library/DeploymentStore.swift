@@ -1,0 +1,234 @@
+internal import Crypto
+internal import Foundation
+public import GRPCCore
+internal import Logging
+internal import OrreryDatabase
+internal import OrreryIdentity
+internal import OrreryProto
+internal import PostgresNIO
+internal import SwiftProtobuf
+
+/// Deployments in PostgreSQL: the record as it stands, every transition in an append-only event log with a
+/// revision (committed in revision order under one advisory lock, so a watch resumed after N misses nothing),
+/// and the resources each placed replica holds.
+struct DeploymentStore: Sendable {
+    static let eventLogLock: Int64 = 0x6F72_7265_7279_0005  // "orrery" 5
+
+    let client: PostgresClient
+    let logger: Logger
+
+    /// States a deployment never leaves.
+    static let terminal: Set<Orrery_Orchestrator_V1_DeploymentState> = [.completed, .failed, .cancelled]
+
+    /// A fresh identifier: "dep_" and 26 base32 characters (130 random bits).
+    static func newID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<17).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return "dep_" + String(Base32.encode(bytes).prefix(26))
+    }
+
+    /// The deployment a consumer created with this idempotency key, if any.
+    func existing(consumer: String, idempotencyKey: String) async throws -> Orrery_Orchestrator_V1_Deployment? {
+        let rows = try await client.query(
+            "SELECT record FROM deployments WHERE consumer_did = \(consumer) AND idempotency_key = \(idempotencyKey)",
+            logger: logger)
+        for try await record in rows.decode(Data.self) {
+            return try Orrery_Orchestrator_V1_Deployment(serializedBytes: record)
+        }
+        return nil
+    }
+
+    /// Records a new deployment in `submitted`; nil when the consumer already used the idempotency key (a
+    /// concurrent retry won), in which case the caller reads the existing one.
+    func create(
+        consumer: String, spec: Orrery_Orchestrator_V1_WorkloadSpec, idempotencyKey: String
+    ) async throws -> Orrery_Orchestrator_V1_Deployment? {
+        try await client.transaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.eventLogLock))", logger: logger)
+            let now = Date()
+            var deployment = Orrery_Orchestrator_V1_Deployment()
+            deployment.id = Self.newID()
+            deployment.consumerDid = consumer
+            deployment.spec = spec
+            deployment.state = .submitted
+            deployment.reason = "submitted"
+            deployment.createdAt = Google_Protobuf_Timestamp(date: now)
+            deployment.updatedAt = deployment.createdAt
+            let inserted = try await connection.query(
+                """
+                INSERT INTO deployments (id, consumer_did, idempotency_key, state, record, created_at, updated_at, revision)
+                VALUES (\(deployment.id), \(consumer), \(idempotencyKey), \(Int16(deployment.state.rawValue)),
+                        \(Data()), \(now), \(now), 0)
+                ON CONFLICT (consumer_did, idempotency_key) DO NOTHING RETURNING id
+                """,
+                logger: logger)
+            var created = false
+            for try await _ in inserted.decode(String.self) { created = true }
+            guard created else { return nil }
+            return try await Self.record(deployment, connection: connection, logger: logger)
+        }
+    }
+
+    /// Moves a deployment to `state` when it is in one of `from`, applying `change` to the record; returns the
+    /// deployment after the transition, or nil when it was not in one of `from` (someone else moved it first).
+    func transition(
+        _ id: String,
+        from: Set<Orrery_Orchestrator_V1_DeploymentState>,
+        to state: Orrery_Orchestrator_V1_DeploymentState,
+        reason: String,
+        change: @Sendable (inout Orrery_Orchestrator_V1_Deployment) -> Void = { _ in }
+    ) async throws -> Orrery_Orchestrator_V1_Deployment? {
+        try await client.transaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.eventLogLock))", logger: logger)
+            let rows = try await connection.query(
+                "SELECT record FROM deployments WHERE id = \(id) FOR UPDATE", logger: logger)
+            var current: Orrery_Orchestrator_V1_Deployment?
+            for try await record in rows.decode(Data.self) {
+                current = try Orrery_Orchestrator_V1_Deployment(serializedBytes: record)
+            }
+            guard var deployment = current, from.contains(deployment.state) else { return nil }
+            change(&deployment)
+            deployment.state = state
+            deployment.reason = reason
+            deployment.updatedAt = Google_Protobuf_Timestamp(date: Date())
+            if state == .matched {
+                try await connection.query("DELETE FROM assignments WHERE deployment_id = \(id)", logger: logger)
+                for assignment in deployment.assignments {
+                    let allocation = deployment.spec.allocations.first { $0.name == assignment.allocation }
+                    let resources = allocation?.resources ?? Orrery_Orchestrator_V1_Resources()
+                    try await connection.query(
+                        """
+                        INSERT INTO assignments (deployment_id, allocation, replica, device_did, cpu_cores, ram_mib,
+                                                 disk_mib, gpus)
+                        VALUES (\(id), \(assignment.allocation), \(Int32(assignment.replica)), \(assignment.deviceDid),
+                                \(Int32(resources.cpuCores)), \(Int64(resources.ramMib)), \(Int64(resources.diskMib)),
+                                \(Int32(resources.gpu.count)))
+                        """,
+                        logger: logger)
+                }
+            }
+            if Self.terminal.contains(state) {
+                try await connection.query(
+                    "UPDATE assignments SET active = false WHERE deployment_id = \(id)", logger: logger)
+            }
+            return try await Self.record(deployment, connection: connection, logger: logger)
+        }
+    }
+
+    /// Appends the deployment's transition to the event log and stores the record stamped with its revision.
+    /// Must run in a transaction holding `eventLogLock`.
+    private static func record(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, connection: PostgresConnection, logger: Logger
+    ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        var deployment = deployment
+        let revisionRows = try await connection.query(
+            "SELECT nextval(pg_get_serial_sequence('deployment_events', 'revision'))", logger: logger)
+        for try await revision in revisionRows.decode(Int64.self) { deployment.revision = revision }
+        var event = Orrery_Orchestrator_V1_DeploymentEvent()
+        event.revision = deployment.revision
+        event.state = deployment.state
+        event.reason = deployment.reason
+        event.at = deployment.updatedAt
+        event.deployment = deployment
+        let record = Data(try deployment.serializedBytes() as [UInt8])
+        try await connection.query(
+            """
+            UPDATE deployments SET state = \(Int16(deployment.state.rawValue)), record = \(record),
+                updated_at = \(deployment.updatedAt.date), revision = \(deployment.revision)
+            WHERE id = \(deployment.id)
+            """,
+            logger: logger)
+        try await connection.query(
+            """
+            INSERT INTO deployment_events (revision, deployment_id, state, record, at)
+            VALUES (\(deployment.revision), \(deployment.id), \(Int16(deployment.state.rawValue)),
+                    \(Data(try event.serializedBytes() as [UInt8])), \(deployment.updatedAt.date))
+            """,
+            logger: logger)
+        return deployment
+    }
+
+    func deployment(_ id: String) async throws -> Orrery_Orchestrator_V1_Deployment? {
+        let rows = try await client.query("SELECT record FROM deployments WHERE id = \(id)", logger: logger)
+        for try await record in rows.decode(Data.self) {
+            return try Orrery_Orchestrator_V1_Deployment(serializedBytes: record)
+        }
+        return nil
+    }
+
+    /// A consumer's deployments, newest first, after the page token's (created_at, id).
+    func list(
+        consumer: String, states: [Orrery_Orchestrator_V1_DeploymentState], pageSize: Int, after: (Date, String)?
+    ) async throws -> [Orrery_Orchestrator_V1_Deployment] {
+        let stateCodes = states.map { Int16($0.rawValue) }
+        let (afterTime, afterID) = after ?? (Date.distantFuture, "")
+        let rows = try await client.query(
+            """
+            SELECT record FROM deployments
+            WHERE consumer_did = \(consumer)
+              AND (cardinality(\(stateCodes)::smallint[]) = 0 OR state = ANY(\(stateCodes)::smallint[]))
+              AND (created_at, id) < (\(afterTime), \(afterID))
+            ORDER BY created_at DESC, id DESC LIMIT \(pageSize + 1)
+            """,
+            logger: logger)
+        var deployments: [Orrery_Orchestrator_V1_Deployment] = []
+        for try await record in rows.decode(Data.self) {
+            deployments.append(try Orrery_Orchestrator_V1_Deployment(serializedBytes: record))
+        }
+        return deployments
+    }
+
+    /// Deployments waiting in `state`, oldest first.
+    func waiting(in state: Orrery_Orchestrator_V1_DeploymentState, limit: Int) async throws -> [String] {
+        let rows = try await client.query(
+            "SELECT id FROM deployments WHERE state = \(Int16(state.rawValue)) ORDER BY created_at LIMIT \(limit)",
+            logger: logger)
+        var ids: [String] = []
+        for try await id in rows.decode(String.self) { ids.append(id) }
+        return ids
+    }
+
+    /// What in-progress deployments hold on each device.
+    func reservations() async throws -> [String: Reservation] {
+        let rows = try await client.query(
+            """
+            SELECT device_did, sum(cpu_cores)::bigint, sum(ram_mib)::bigint, sum(disk_mib)::bigint, sum(gpus)::bigint
+            FROM assignments WHERE active GROUP BY device_did
+            """,
+            logger: logger)
+        var reserved: [String: Reservation] = [:]
+        for try await (device, cores, ram, disk, gpus) in rows.decode((String, Int64, Int64, Int64, Int64).self) {
+            reserved[device] = Reservation(cores: Int(cores), ramMiB: Int(ram), diskMiB: Int(disk), gpus: Int(gpus))
+        }
+        return reserved
+    }
+
+    /// One deployment's events after a revision, oldest first.
+    func events(of id: String, after revision: Int64) async throws -> [Orrery_Orchestrator_V1_DeploymentEvent] {
+        let rows = try await client.query(
+            """
+            SELECT record FROM deployment_events WHERE deployment_id = \(id) AND revision > \(revision)
+            ORDER BY revision
+            """,
+            logger: logger)
+        var events: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+        for try await record in rows.decode(Data.self) {
+            events.append(try Orrery_Orchestrator_V1_DeploymentEvent(serializedBytes: record))
+        }
+        return events
+    }
+
+    /// Every deployment's events after a revision, for the change feed.
+    static func fetchEvents(client: PostgresClient, after: Int64, limit: Int, logger: Logger) async throws -> [(
+        revision: Int64, change: Orrery_Orchestrator_V1_DeploymentEvent
+    )] {
+        let rows = try await client.query(
+            "SELECT revision, record FROM deployment_events WHERE revision > \(after) ORDER BY revision LIMIT \(limit)",
+            logger: logger)
+        var events: [(revision: Int64, change: Orrery_Orchestrator_V1_DeploymentEvent)] = []
+        for try await (revision, record) in rows.decode((Int64, Data).self) {
+            events.append((revision, try Orrery_Orchestrator_V1_DeploymentEvent(serializedBytes: record)))
+        }
+        return events
+    }
+}

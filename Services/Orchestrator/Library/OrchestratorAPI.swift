@@ -1,0 +1,216 @@
+internal import Foundation
+public import GRPCCore
+internal import Logging
+internal import OrreryDatabase
+internal import OrreryIdentity
+internal import OrreryPlacement
+public import OrreryProto
+internal import SwiftProtobuf
+
+/// The orchestrator's public operations, for any transport: the gRPC service and the JSON-over-HTTP gateway both
+/// call these with the caller's DID, already authorised by the capability check.
+public struct OrchestratorAPI: Sendable {
+    let store: DeploymentStore
+    let fleet: FleetView
+    let driver: DeploymentDriver
+    let events: ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>
+    let solver: PlacementSolver
+    /// May read every deployment.
+    let operatorDID: String
+
+    public func submit(_ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest, consumer: String) async throws
+        -> Orrery_Orchestrator_V1_Deployment
+    {
+        guard (1...200).contains(request.idempotencyKey.count) else {
+            throw RPCError(code: .invalidArgument, message: "idempotency_key: required, 1…200 characters")
+        }
+        if let earlier = try await store.existing(consumer: consumer, idempotencyKey: request.idempotencyKey) {
+            return try sameSpec(earlier, request)
+        }
+        guard request.hasSpec else { throw RPCError(code: .invalidArgument, message: "spec: required") }
+        let placementRequest = try validated(request.spec)
+        if let budget = placementRequest.budget, fleet.isSynced,
+            let cheapest = solver.cheapestPossibleCost(placementRequest, on: fleet.snapshot()), cheapest > budget
+        {
+            throw RPCError(
+                code: .invalidArgument,
+                message: "budget: \(budget) is below the cheapest possible price of this ensemble, \(cheapest) NTX")
+        }
+        guard
+            let created = try await store.create(
+                consumer: consumer, spec: request.spec, idempotencyKey: request.idempotencyKey)
+        else {
+            // A concurrent retry with the same key won the insert.
+            guard let winner = try await store.existing(consumer: consumer, idempotencyKey: request.idempotencyKey)
+            else { throw RPCError(code: .aborted, message: "concurrent submission; retry") }
+            return try sameSpec(winner, request)
+        }
+        do {
+            try await driver.advance(created.id)
+        } catch {
+            // The background driver on any replica will advance it; the submission itself is recorded.
+            driver.logger.warning(
+                "could not advance a new deployment at once",
+                metadata: ["deployment": "\(created.id)", "error": "\(error)"])
+        }
+        return try await store.deployment(created.id) ?? created
+    }
+
+    private func sameSpec(
+        _ earlier: Orrery_Orchestrator_V1_Deployment, _ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest
+    ) throws -> Orrery_Orchestrator_V1_Deployment {
+        guard earlier.spec == request.spec else {
+            throw RPCError(
+                code: .alreadyExists,
+                message: "idempotency_key was used for a different spec (deployment \(earlier.id)): use a new key")
+        }
+        return earlier
+    }
+
+    private func validated(_ spec: Orrery_Orchestrator_V1_WorkloadSpec) throws -> PlacementRequest {
+        do {
+            return try WorkloadSpecValidator.validate(spec)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "spec: \(error)")
+        }
+    }
+
+    /// A deployment the caller may see: its own, or any for the operator. Others' are "not found", so their
+    /// existence does not leak.
+    public func get(_ id: String, caller: String) async throws -> Orrery_Orchestrator_V1_Deployment {
+        guard id.hasPrefix("dep_"), id.count == 30 else {
+            throw RPCError(code: .invalidArgument, message: "id: a deployment id like dep_…, got '\(id)'")
+        }
+        guard let deployment = try await store.deployment(id), deployment.consumerDid == caller || caller == operatorDID
+        else {
+            throw RPCError(code: .notFound, message: "no deployment \(id) of yours")
+        }
+        return deployment
+    }
+
+    public func list(_ request: Orrery_Orchestrator_V1_ListDeploymentsRequest, caller: String) async throws
+        -> Orrery_Orchestrator_V1_ListDeploymentsResponse
+    {
+        guard (0...500).contains(request.pageSize) else {
+            throw RPCError(code: .invalidArgument, message: "page_size: 1…500, or 0 for 50")
+        }
+        let pageSize = request.pageSize == 0 ? 50 : Int(request.pageSize)
+        var after: (Date, String)?
+        if !request.pageToken.isEmpty {
+            guard let data = Data(base64Encoded: request.pageToken),
+                let token = try? Google_Protobuf_Timestamp(serializedBytes: data.dropLast(30)),
+                case let id = String(decoding: data.suffix(30), as: UTF8.self), id.hasPrefix("dep_")
+            else {
+                throw RPCError(code: .invalidArgument, message: "page_token: not a token this orchestrator returned")
+            }
+            after = (token.date, id)
+        }
+        for state in request.states {
+            if case .UNRECOGNIZED = state { throw RPCError(code: .invalidArgument, message: "states: unknown state") }
+        }
+        var deployments = try await store.list(
+            consumer: caller, states: request.states, pageSize: pageSize, after: after)
+        var response = Orrery_Orchestrator_V1_ListDeploymentsResponse()
+        if deployments.count > pageSize {
+            deployments.removeLast()
+            if let last = deployments.last {
+                let time = (try? last.createdAt.serializedBytes() as [UInt8]) ?? []
+                response.nextPageToken = (Data(time) + Data(last.id.utf8)).base64EncodedString()
+            }
+        }
+        response.deployments = deployments
+        return response
+    }
+
+    /// The deployment's events after `after`, then each new one, until it reaches a final state.
+    public func watch(
+        _ request: Orrery_Orchestrator_V1_WatchDeploymentRequest, caller: String,
+        deliver: (Orrery_Orchestrator_V1_DeploymentEvent) async throws -> Void
+    ) async throws {
+        guard request.afterRevision >= 0 else {
+            throw RPCError(code: .invalidArgument, message: "after_revision: 0 or a revision this watch returned")
+        }
+        let deployment = try await get(request.id, caller: caller)
+        // Subscribed before the backlog is read: nothing recorded in between is missed; duplicates are skipped.
+        let live = events.subscribe()
+        var sent = request.afterRevision
+        for event in try await store.events(of: deployment.id, after: sent) {
+            try await deliver(event)
+            sent = event.revision
+            if DeploymentStore.terminal.contains(event.state) { return }
+        }
+        if DeploymentStore.terminal.contains(deployment.state) { return }
+        for await (revision, event) in live where event.deployment.id == deployment.id && revision > sent {
+            try await deliver(event)
+            sent = revision
+            if DeploymentStore.terminal.contains(event.state) { return }
+        }
+    }
+
+    public func cancel(_ request: Orrery_Orchestrator_V1_CancelDeploymentRequest, caller: String) async throws
+        -> Orrery_Orchestrator_V1_Deployment
+    {
+        let deployment = try await get(request.id, caller: caller)
+        guard request.reason.count <= 500 else {
+            throw RPCError(code: .invalidArgument, message: "reason: at most 500 characters")
+        }
+        if DeploymentStore.terminal.contains(deployment.state) { return deployment }
+        let reason =
+            "cancelled by \(caller == deployment.consumerDid ? "the consumer" : "the operator")"
+            + (request.reason.isEmpty ? "" : ": \(request.reason)")
+        let inProgress = Set(Orrery_Orchestrator_V1_DeploymentState.allCases).subtracting(DeploymentStore.terminal)
+        if let cancelled = try await store.transition(
+            deployment.id, from: inProgress, to: .cancelled, reason: reason)
+        {
+            return cancelled
+        }
+        // It ended meanwhile.
+        return try await get(request.id, caller: caller)
+    }
+
+    public func explain(_ request: Orrery_Orchestrator_V1_ExplainPlacementRequest) async throws
+        -> Orrery_Orchestrator_V1_PlacementExplanation
+    {
+        guard request.hasSpec else { throw RPCError(code: .invalidArgument, message: "spec: required") }
+        let placementRequest = try validated(request.spec)
+        guard fleet.isSynced else {
+            throw RPCError(
+                code: .unavailable, message: "the orchestrator has not yet received the registry's device snapshot")
+        }
+        let snapshot = fleet.snapshot(reserved: try await store.reservations())
+        return Self.explanation(solver.explain(placementRequest, on: snapshot))
+    }
+
+    static func explanation(_ explanation: PlacementExplanation) -> Orrery_Orchestrator_V1_PlacementExplanation {
+        var result = Orrery_Orchestrator_V1_PlacementExplanation()
+        result.placeable = explanation.placement != nil
+        result.reason = explanation.reason
+        result.devicesConsidered = UInt32(explanation.devicesConsidered)
+        let assignments = explanation.placement.map(DeploymentDriver.assignments) ?? []
+        result.allocations = explanation.allocations.map { report in
+            Orrery_Orchestrator_V1_AllocationExplanation.with {
+                $0.name = report.name
+                $0.candidates = UInt32(report.candidates)
+                $0.eliminated = ConstraintKind.allCases.compactMap { kind in
+                    guard let count = report.eliminated[kind], count > 0 else { return nil }
+                    return .with {
+                        $0.constraint = kind.rawValue
+                        $0.devices = UInt32(count)
+                    }
+                }
+                $0.assignments = assignments.filter { $0.allocation == report.name }
+            }
+        }
+        result.relaxations = explanation.relaxations.map { relaxation in
+            .with {
+                $0.allocation = relaxation.allocation ?? ""
+                $0.constraint = relaxation.constraint
+                $0.suggestion = relaxation.suggestion
+                $0.devicesAdmitted = UInt32(relaxation.devicesAdmitted)
+            }
+        }
+        result.totalCost = explanation.placement?.totalCost ?? 0
+        result.provenOptimal = explanation.placement?.provenOptimal ?? false
+        return result
+    }
+}

@@ -1,0 +1,44 @@
+internal import Foundation
+internal import Logging
+internal import OrreryDatabase
+internal import OrreryIdentity
+internal import OrreryPlacement
+internal import OrreryProto
+internal import OrreryRuntime
+internal import PostgresNIO
+internal import Synchronization
+
+/// The orchestrator's per-process parts, shared by its handlers and its background tasks.
+struct OrchestratorComponents: Sendable {
+    let fleet: FleetView
+    let api: OrchestratorAPI
+    let events: ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>
+    let driver: DeploymentDriver
+
+    private static let current = Mutex<OrchestratorComponents?>(nil)
+
+    /// The process's components, made on first use.
+    static func shared(_ environment: ServiceEnvironment, database: PostgresClient) -> OrchestratorComponents {
+        current.withLock { current in
+            if let current { return current }
+            let logger = environment.logger
+            let fleet = FleetView()
+            let store = DeploymentStore(client: database, logger: logger)
+            let solver = PlacementSolver(timeLimit: .milliseconds(500))
+            let driver = DeploymentDriver(store: store, fleet: fleet, solver: solver, logger: logger)
+            let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
+                client: database, channel: "orrery_deployment_events", logger: logger
+            ) { client, after, limit in
+                try await DeploymentStore.fetchEvents(client: client, after: after, limit: limit, logger: logger)
+            }
+            let made = OrchestratorComponents(
+                fleet: fleet,
+                api: OrchestratorAPI(
+                    store: store, fleet: fleet, driver: driver, events: events, solver: solver,
+                    operatorDID: environment.operatorDID.string),
+                events: events, driver: driver)
+            current = made
+            return made
+        }
+    }
+}

@@ -1,0 +1,47 @@
+public import Hummingbird
+internal import GRPCCore
+internal import OrreryAuth
+internal import OrreryIdentity
+internal import OrreryProto
+public import OrreryRuntime
+
+/// The orchestrator's methods as JSON over HTTP (`curl -X POST …/orrery.orchestrator.v1.Orchestrator/<Method>`).
+enum OrchestratorHTTPGateway {
+    static let service = "orrery.orchestrator.v1.Orchestrator"
+
+    static func register(api: OrchestratorAPI, gateway: JSONGateway, on router: Router<BasicRequestContext>) {
+        gateway.unary(router, method: "\(service)/SubmitWorkload", Orrery_Orchestrator_V1_SubmitWorkloadRequest.self) {
+            try await api.submit($0, consumer: try caller())
+        }
+        gateway.unary(router, method: "\(service)/GetDeployment", Orrery_Orchestrator_V1_GetDeploymentRequest.self) {
+            try await api.get($0.id, caller: try caller())
+        }
+        gateway.unary(
+            router, method: "\(service)/ListDeployments", Orrery_Orchestrator_V1_ListDeploymentsRequest.self
+        ) {
+            try await api.list($0, caller: try caller())
+        }
+        gateway.unary(
+            router, method: "\(service)/CancelDeployment", Orrery_Orchestrator_V1_CancelDeploymentRequest.self
+        ) {
+            try await api.cancel($0, caller: try caller())
+        }
+        gateway.unary(
+            router, method: "\(service)/ExplainPlacement", Orrery_Orchestrator_V1_ExplainPlacementRequest.self
+        ) {
+            try await api.explain($0)
+        }
+        gateway.serverStreaming(
+            router, method: "\(service)/WatchDeployment", Orrery_Orchestrator_V1_WatchDeploymentRequest.self
+        ) { (request, send: (Orrery_Orchestrator_V1_DeploymentEvent) async throws -> Void) in
+            try await api.watch(request, caller: try caller(), deliver: send)
+        }
+    }
+
+    private static func caller() throws -> String {
+        guard let authorization = Authorization.current else {
+            throw RPCError(code: .unauthenticated, message: "no capability")
+        }
+        return authorization.invoker.string
+    }
+}

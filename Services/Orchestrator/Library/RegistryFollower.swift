@@ -1,0 +1,124 @@
+internal import Foundation
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2Posix
+internal import Logging
+internal import OrreryAuth
+internal import OrreryIdentity
+internal import OrreryPlacement
+internal import OrreryProto
+internal import OrreryRuntime
+internal import SwiftProtobuf
+
+/// Keeps a `FleetView` current from the registry: its resumable device watch, and its RTT samples polled every few
+/// seconds and fitted into Vivaldi coordinates. Reconnects with exponential backoff and jitter.
+struct RegistryFollower {
+    let address: ServiceAddress
+    let environment: ServiceEnvironment
+    let fleet: FleetView
+    /// How often RTT samples are read.
+    var samplePollInterval: Duration = .seconds(2)
+
+    func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await retrying("device watch") { try await followDevices() } }
+            group.addTask { await retrying("rtt samples") { try await followSamples() } }
+        }
+    }
+
+    private func retrying(_ what: String, _ body: () async throws -> Void) async {
+        var backoff: Duration = .milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await body()
+                backoff = .milliseconds(100)
+            } catch is CancellationError {
+                return
+            } catch {
+                environment.logger.warning(
+                    "registry \(what) interrupted; retrying",
+                    metadata: ["registry": "\(address)", "error": "\(error)"])
+            }
+            try? await Task.sleep(for: backoff * Double.random(in: 0.5...1.5))
+            backoff = min(backoff * 2, .seconds(10))
+        }
+    }
+
+    private func withRegistry<Result: Sendable>(
+        _ body: (Orrery_Registry_V1_Registry.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        let trustRoots = environment.settings.tlsTrustRoots
+        let registryDID = try await ServiceProbe.withClient(address, trustRoots: trustRoots) { client in
+            try DID(try await ServiceProbe.info(client).did)
+        }
+        let signer = InvocationSigner(
+            key: environment.key, subject: environment.operatorDID, audience: registryDID,
+            proofs: environment.proofs, catalog: environment.catalog)
+        return try await withGRPCClient(
+            transport: try .http2NIOPosix(
+                target: address.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots)),
+            interceptors: [signer]
+        ) { client in
+            try await body(Orrery_Registry_V1_Registry.Client(wrapping: client))
+        }
+    }
+
+    private func followDevices() async throws {
+        try await withRegistry { registry in
+            let request = Orrery_Registry_V1_WatchDevicesRequest.with { $0.afterRevision = fleet.revision }
+            environment.logger.info(
+                "following devices", metadata: ["registry": "\(address)", "after": "\(request.afterRevision)"])
+            try await registry.watchDevices(request) { response in
+                for try await event in response.messages {
+                    switch event.event {
+                    case .change(let change): fleet.apply(change)
+                    case .snapshotComplete(let revision):
+                        fleet.markSynced(revision: revision)
+                        environment.logger.info(
+                            "device snapshot complete",
+                            metadata: ["devices": "\(fleet.deviceCount)", "revision": "\(revision)"])
+                    case nil: break
+                    }
+                }
+            }
+        }
+    }
+
+    private func followSamples() async throws {
+        try await withRegistry { registry in
+            var samples: [String: RTTSample] = [:]
+            var since: Date?
+            while !Task.isCancelled {
+                var pageToken = ""
+                var newest = since
+                var changed = false
+                repeat {
+                    let page = try await registry.listRttSamples(
+                        .with {
+                            if let since { $0.measuredAfter = Google_Protobuf_Timestamp(date: since) }
+                            $0.pageToken = pageToken
+                        })
+                    for sample in page.samples {
+                        let key = "\(sample.deviceDid)\u{0}\(sample.landmark)"
+                        if samples[key]?.rttMilliseconds != sample.rttMs {
+                            samples[key] = RTTSample(
+                                from: sample.deviceDid, to: sample.landmark, rttMilliseconds: sample.rttMs)
+                            changed = true
+                        }
+                        newest = max(newest ?? sample.measuredAt.date, sample.measuredAt.date)
+                    }
+                    pageToken = page.nextPageToken
+                } while !pageToken.isEmpty
+                since = newest
+                if changed {
+                    var model = VivaldiModel()
+                    let all = Array(samples.values).sorted { ($0.from, $0.to) < ($1.from, $1.to) }
+                    // About two million updates at most, however many samples there are.
+                    model.fit(all, rounds: max(8, min(40, 2_000_000 / max(all.count, 1))))
+                    fleet.setCoordinates(model.coordinates)
+                    environment.logger.info("network coordinates fitted", metadata: ["samples": "\(all.count)"])
+                }
+                try await Task.sleep(for: samplePollInterval)
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import OrreryAuth
+import OrreryIdentity
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// A real registry and real orchestrators over PostgreSQL, devices joined with proof of possession, a consumer
+/// calling with its own capability.
+@Suite(
+    "Orchestrator: placement and deployments", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct OrchestratorTests {
+    /// A consumer holding operator → consumer `/orrery/orchestrator`.
+    struct Consumer {
+        let key = SigningKey()
+        let chain: [Delegation]
+
+        init(operatorKey: SigningKey) throws {
+            chain = [
+                Delegation.issue(
+                    by: operatorKey, to: key.did, subject: operatorKey.did,
+                    command: try Command("/orrery/orchestrator"),
+                    expiration: Int64(Date().timeIntervalSince1970) + 3600)
+            ]
+        }
+
+        func with<Result: Sendable>(
+            _ orchestrator: RunningService,
+            _ body: (Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+        ) async throws -> Result {
+            let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+            let signer = InvocationSigner(
+                key: key, subject: chain[0].issuer, audience: try DID(orchestrator.ready.did), proofs: chain,
+                catalog: catalog)
+            return try await withGRPCClient(
+                transport: try .http2NIOPosix(
+                    target: .ipv4(address: "127.0.0.1", port: orchestrator.ready.grpcPort),
+                    transportSecurity: .plaintext),
+                interceptors: [signer]
+            ) { client in
+                try await body(Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client))
+            }
+        }
+    }
+
+    /// Three devices: a cheap small one in Germany, a mid-priced one in France, a GPU machine in the US.
+    static let fleet:
+        [(country: String, latitude: Double, longitude: Double, cores: UInt32, price: UInt64, gpus: Int)] = [
+            ("DE", 52.52, 13.40, 4, 100, 0),
+            ("FR", 48.85, 2.35, 8, 150, 0),
+            ("US", 40.71, -74.0, 16, 400, 2),
+        ]
+
+    static func joinFleet(
+        registry: RunningService, operatorKey: SigningKey
+    ) async throws -> [String] {
+        var dids: [String] = []
+        for member in fleet {
+            let device = try RegistryJoinTests.DeviceClient(operatorKey: operatorKey)
+            let capabilities = Orrery_Registry_V1_DeviceCapabilities.with {
+                $0.architecture = "x86_64"
+                $0.cpuModel = "test"
+                $0.cpuCores = member.cores
+                $0.ramBytes = UInt64(member.cores) * 4 << 30
+                $0.diskBytes = 200 << 30
+                $0.os = "linux"
+                $0.kernel = "6"
+                $0.location = .with {
+                    $0.country = member.country
+                    $0.latitude = member.latitude
+                    $0.longitude = member.longitude
+                }
+                $0.prices = .with {
+                    $0.perCoreHour = member.price
+                    $0.perGbRamHour = 10
+                    $0.perGpuHour = 5000
+                }
+                $0.gpus = (0..<member.gpus).map { _ in
+                    .with {
+                        $0.vendor = "NVIDIA"
+                        $0.model = "NVIDIA A100-SXM4-80GB"
+                        $0.vramBytes = 80 << 30
+                    }
+                }
+            }
+            _ = try await device.withRegistry(registry) { try await device.join($0, capabilities: capabilities) }
+            dids.append(device.key.did.string)
+        }
+        return dids
+    }
+
+    static func spec(
+        cores: UInt32 = 2, countries: [String] = [], budget: UInt64 = 0, duration: UInt32 = 3600, name: String = "batch"
+    ) -> Orrery_Orchestrator_V1_WorkloadSpec {
+        .with {
+            $0.name = name
+            $0.budget = budget
+            $0.allocations = [
+                .with {
+                    $0.name = "main"
+                    $0.executor = .process
+                    $0.artifact = .with { $0.text = "#!/bin/sh\necho hello > out.txt\n" }
+                    $0.resources = .with {
+                        $0.cpuCores = cores
+                        $0.ramMib = 1024
+                    }
+                    $0.maxDurationSeconds = duration
+                    $0.outputs = ["out.txt"]
+                    $0.constraints = .with { $0.location = .with { $0.countries = countries } }
+                }
+            ]
+        }
+    }
+
+    /// Waits until the orchestrator has the registry's snapshot (ExplainPlacement stops answering UNAVAILABLE).
+    static func waitForFleet(_ consumer: Consumer, _ orchestrator: RunningService, devices: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            let considered = try? await consumer.with(orchestrator) {
+                try await $0.explainPlacement(.with { $0.spec = spec() }).devicesConsidered
+            }
+            if considered == UInt32(devices) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("the orchestrator never saw \(devices) devices")
+    }
+
+    static func expectStatus(_ code: RPCError.Code, containing text: String, _ body: () async throws -> Void) async {
+        do {
+            try await body()
+            Issue.record("expected \(code)")
+        } catch let error as RPCError {
+            #expect(error.code == code, "\(error)")
+            #expect(error.message.contains(text), "\(error.message)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test("explain, submit, get, list, watch and cancel over gRPC; every bad input refused with its field path")
+    func deploymentLifecycle() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-orchestrator")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await RunningService.start(
+                "registry",
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let orchestrator = try await RunningService.start(
+                "orchestrator", extraArguments: ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"],
+                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
+                directory: directory)
+            defer { orchestrator.child.signal(SIGKILL) }
+            let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
+            let consumer = try Consumer(operatorKey: network.operatorKey)
+            try await Self.waitForFleet(consumer, orchestrator, devices: 3)
+
+            try await consumer.with(orchestrator) { client in
+                // Explain: the cheapest device in the accepted countries, with what each constraint eliminated.
+                let europe = try await client.explainPlacement(.with { $0.spec = Self.spec(countries: ["DE", "FR"]) })
+                #expect(europe.placeable)
+                #expect(europe.allocations[0].assignments.map(\.deviceDid) == [devices[0]])
+                #expect(europe.allocations[0].eliminated.map(\.constraint) == ["country"])
+                #expect(europe.totalCost == 2 * 100 + 10)  // 2 cores at 100 + 1 GiB at 10, one hour
+                let huge = try await client.explainPlacement(.with { $0.spec = Self.spec(cores: 32) })
+                #expect(!huge.placeable)
+                #expect(huge.relaxations.map(\.suggestion).contains("ask for at most 16 cpu cores"))
+
+                // Submit: placed at once, the assignment recorded.
+                let key = UUID().uuidString
+                let submitted = try await client.submitWorkload(
+                    .with {
+                        $0.spec = Self.spec(countries: ["FR", "US"])
+                        $0.idempotencyKey = key
+                    })
+                #expect(submitted.state == .matched, "\(submitted.reason)")
+                #expect(submitted.assignments.map(\.deviceDid) == [devices[1]])
+                #expect(submitted.consumerDid == consumer.key.did.string)
+                // A retry with the same key is the same deployment; a different spec with it is refused.
+                let retried = try await client.submitWorkload(
+                    .with {
+                        $0.spec = Self.spec(countries: ["FR", "US"])
+                        $0.idempotencyKey = key
+                    })
+                #expect(retried.id == submitted.id)
+                await Self.expectStatus(.alreadyExists, containing: "different spec") {
+                    _ = try await client.submitWorkload(
+                        .with {
+                            $0.spec = Self.spec(cores: 3)
+                            $0.idempotencyKey = key
+                        })
+                }
+                #expect(try await client.getDeployment(.with { $0.id = submitted.id }) == submitted)
+                let listed = try await client.listDeployments(.with { $0.states = [.matched] })
+                #expect(listed.deployments.map(\.id) == [submitted.id])
+
+                // Watch from the start: submitted, matched, then the cancellation ends the stream.
+                async let events: [Orrery_Orchestrator_V1_DeploymentEvent] = consumer.with(orchestrator) { watcher in
+                    try await watcher.watchDeployment(.with { $0.id = submitted.id }) { response in
+                        var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                        for try await event in response.messages { seen.append(event) }
+                        return seen
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                let cancelled = try await client.cancelDeployment(
+                    .with {
+                        $0.id = submitted.id
+                        $0.reason = "changed my mind"
+                    })
+                #expect(cancelled.state == .cancelled)
+                #expect(cancelled.reason == "cancelled by the consumer: changed my mind")
+                let watched = try await events
+                #expect(watched.map(\.state) == [.submitted, .matched, .cancelled])
+                #expect(watched.map(\.revision) == watched.map(\.revision).sorted())
+                // Resumed after the second event: only the last one.
+                let resumed = try await client.watchDeployment(
+                    .with {
+                        $0.id = submitted.id
+                        $0.afterRevision = watched[1].revision
+                    }
+                ) { response in try await response.messages.reduce(into: []) { $0.append($1.state) } }
+                #expect(resumed == [.cancelled])
+                // Cancelling again changes nothing.
+                #expect(
+                    try await client.cancelDeployment(.with { $0.id = submitted.id }).revision == cancelled.revision)
+
+                // An unplaceable spec is recorded as failed, with the reason and the nearest relaxation.
+                let impossible = try await client.submitWorkload(
+                    .with {
+                        $0.spec = Self.spec(cores: 12, countries: ["DE", "FR"])
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+                #expect(impossible.state == .failed)
+                #expect(
+                    impossible.reason.contains("cannot be placed") && impossible.reason.contains("at most 8 cpu cores"))
+
+                // Bad input: each refusal names the field.
+                var bad = Self.spec()
+                bad.allocations[0].resources.cpuCores = 0
+                bad.allocations[0].executor = .unspecified
+                bad.edges = [
+                    .with {
+                        $0.from = "main"; $0.to = "missing"; $0.maxRttMs = 10
+                    }
+                ]
+                await Self.expectStatus(.invalidArgument, containing: "allocations[0].resources.cpu_cores: 1…1024") {
+                    _ = try await client.submitWorkload(
+                        .with {
+                            $0.spec = bad; $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+                await Self.expectStatus(.invalidArgument, containing: "edges[0].to: no allocation is named 'missing'") {
+                    _ = try await client.explainPlacement(.with { $0.spec = bad })
+                }
+                await Self.expectStatus(.invalidArgument, containing: "below the cheapest possible price") {
+                    _ = try await client.submitWorkload(
+                        .with {
+                            $0.spec = Self.spec(budget: 50)
+                            $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+                await Self.expectStatus(.invalidArgument, containing: "idempotency_key") {
+                    _ = try await client.submitWorkload(.with { $0.spec = Self.spec() })
+                }
+                await Self.expectStatus(.invalidArgument, containing: "id: a deployment id") {
+                    _ = try await client.getDeployment(.with { $0.id = "nope" })
+                }
+            }
+            // Another consumer does not see the first one's deployments.
+            let stranger = try Consumer(operatorKey: network.operatorKey)
+            try await stranger.with(orchestrator) { client in
+                let theirs = try await client.listDeployments(.init())
+                #expect(theirs.deployments.isEmpty)
+            }
+            let first = try await consumer.with(orchestrator) { try await $0.listDeployments(.init()).deployments }
+            #expect(first.count == 2)
+            await Self.expectStatus(.notFound, containing: "no deployment") {
+                _ = try await stranger.with(orchestrator) { try await $0.getDeployment(.with { $0.id = first[0].id }) }
+            }
+        }
+    }
+
+    @Test(
+        "a deployment submitted before the orchestrator could place it is placed by a later replica; replicas share watches"
+    )
+    func replicasAndResume() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-orchestrators")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
+            let registry = try await RunningService.start(
+                "registry",
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
+            let consumer = try Consumer(operatorKey: network.operatorKey)
+
+            // A replica that cannot see the registry accepts the submission and leaves it waiting.
+            let blind = try await RunningService.start("orchestrator", environment: environment, directory: directory)
+            let waiting = try await consumer.with(blind) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.spec = Self.spec()
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            #expect(waiting.state == .submitted)
+            await blind.child.stop()
+
+            // Two replicas that can: either advances it; a watch on one sees what the other did.
+            let registryAddress = ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"]
+            let first = try await RunningService.start(
+                "orchestrator", extraArguments: registryAddress, environment: environment, directory: directory)
+            defer { first.child.signal(SIGKILL) }
+            let second = try await RunningService.start(
+                "orchestrator", extraArguments: registryAddress, environment: environment, directory: directory)
+            defer { second.child.signal(SIGKILL) }
+            let deadline = ContinuousClock.now + .seconds(20)
+            var placed = waiting
+            while ContinuousClock.now < deadline, placed.state == .submitted {
+                try await Task.sleep(for: .milliseconds(100))
+                placed = try await consumer.with(second) { try await $0.getDeployment(.with { $0.id = waiting.id }) }
+            }
+            #expect(placed.state == .matched, "\(placed.reason)")
+            #expect(placed.assignments.map(\.deviceDid) == [devices[0]])
+
+            try await Self.waitForFleet(consumer, first, devices: 3)
+            async let watched: [Orrery_Orchestrator_V1_DeploymentState] = consumer.with(first) { client in
+                try await client.watchDeployment(
+                    .with {
+                        $0.id = waiting.id; $0.afterRevision = placed.revision
+                    }
+                ) {
+                    try await $0.messages.reduce(into: []) { $0.append($1.state) }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await consumer.with(second) { try await $0.cancelDeployment(.with { $0.id = waiting.id }) }
+            #expect(try await watched == [.cancelled])
+        }
+    }
+}

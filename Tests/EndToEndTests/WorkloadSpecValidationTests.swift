@@ -1,0 +1,160 @@
+import OrchestratorService
+import OrreryPlacement
+import OrreryProto
+import SwiftProtobuf
+import Testing
+
+@Suite("Workload spec validation")
+struct WorkloadSpecValidationTests {
+    static func valid() -> Orrery_Orchestrator_V1_WorkloadSpec {
+        .with {
+            $0.name = "pipeline"
+            $0.allocations = [
+                .with {
+                    $0.name = "api"
+                    $0.executor = .process
+                    $0.artifact = .with { $0.text = "#!/bin/sh\necho hi\n" }
+                    $0.resources = .with {
+                        $0.cpuCores = 1
+                        $0.ramMib = 256
+                    }
+                    $0.replicas = 2
+                    $0.maxDurationSeconds = 600
+                },
+                .with {
+                    $0.name = "db"
+                    $0.executor = .process
+                    $0.artifact = .with {
+                        $0.url = "https://example.org/db.tar.gz"
+                        $0.sha256 = String(repeating: "ab", count: 32)
+                    }
+                    $0.command = "./db"
+                    $0.resources = .with {
+                        $0.cpuCores = 2
+                        $0.ramMib = 1024
+                    }
+                    $0.maxDurationSeconds = 600
+                    $0.constraints = .with {
+                        $0.location = .with { $0.countries = ["de"] }
+                        $0.maxPricePerHour = 900
+                    }
+                },
+            ]
+            $0.constraints = .with {
+                $0.location = .with { $0.countries = ["DE", "FR"] }
+                $0.maxPricePerHour = 500
+                $0.labels = ["tier": "datacenter"]
+            }
+            $0.edges = [
+                .with {
+                    $0.from = "api"; $0.to = "db"; $0.maxRttMs = 20
+                }
+            ]
+            $0.budget = 10_000
+        }
+    }
+
+    @Test("a valid spec becomes a placement request with the ensemble's constraints merged into each allocation")
+    func converts() throws {
+        let request = try WorkloadSpecValidator.validate(Self.valid())
+        #expect(request.allocations.map(\.name) == ["api", "db"])
+        #expect(request.allocations[0].replicas == 2)
+        #expect(request.allocations[0].constraints.acceptCountries == ["DE", "FR"])
+        #expect(request.allocations[1].constraints.acceptCountries == ["DE"], "accept lists intersect")
+        #expect(request.allocations[1].constraints.maxPricePerHour == 500, "the tighter ceiling wins")
+        #expect(request.allocations[1].constraints.requiredLabels == ["tier": "datacenter"])
+        #expect(request.edges == [LatencyEdge(from: 0, to: 1, maxRTTMilliseconds: 20)])
+        #expect(request.budget == 10_000)
+        #expect(request.allocations[0].durationSeconds == 600)
+    }
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        let mutate: @Sendable (inout Orrery_Orchestrator_V1_WorkloadSpec) -> Void
+        let message: String
+        init(_ mutate: @escaping @Sendable (inout Orrery_Orchestrator_V1_WorkloadSpec) -> Void, _ message: String) {
+            self.mutate = mutate
+            self.message = message
+        }
+        var testDescription: String { message }
+    }
+
+    static let cases: [Case] = [
+        Case({ s in s.name = "" }, "name: 1…100 characters"),
+        Case({ s in s.allocations = [] }, "allocations: at least one allocation is needed"),
+        Case(
+            { s in s.allocations[1].name = "api" }, "allocations[1].name: 'api' is already the name of allocations[0]"),
+        Case({ s in s.allocations[0].name = "API!" }, "allocations[0].name: lowercase letters"),
+        Case({ s in s.allocations[0].executor = .unspecified }, "allocations[0].executor: required"),
+        Case({ s in s.allocations[0].executor = .UNRECOGNIZED(7) }, "allocations[0].executor: unknown executor 7"),
+        Case({ s in s.allocations[0].resources.cpuCores = 0 }, "allocations[0].resources.cpu_cores: 1…1024, got 0"),
+        Case({ s in s.allocations[0].resources.ramMib = 0 }, "allocations[0].resources.ram_mib"),
+        Case(
+            { s in s.allocations[0].resources.gpu.model = "A100" },
+            "allocations[0].resources.gpu.count: 0, yet a GPU is described"),
+        Case({ s in s.allocations[1].artifact.sha256 = "" }, "allocations[1].artifact.sha256: required for a URL"),
+        Case({ s in s.allocations[1].artifact.url = "ftp://x" }, "allocations[1].artifact.url: an http(s) URL"),
+        Case(
+            { s in s.allocations[0].artifact.sha256 = String(repeating: "0", count: 64) },
+            "allocations[0].artifact.sha256: does not match the inline text"),
+        Case({ s in s.allocations[1].command = "" }, "allocations[1].command: required with a url artifact"),
+        Case({ s in s.allocations[0].artifact = .init() }, "allocations[0].artifact: required"),
+        Case({ s in s.allocations[0].env = ["ORRERY_X": "1"] }, "allocations[0].env.ORRERY_X"),
+        Case({ s in s.allocations[0].outputs = ["../etc/passwd"] }, "allocations[0].outputs[0]: a relative path"),
+        Case({ s in s.allocations[0].replicas = 1000 }, "allocations[0].replicas: at most 100"),
+        Case(
+            { s in s.allocations[0].maxDurationSeconds = 0 },
+            "allocations[0].max_duration_seconds: required with a budget"),
+        Case({ s in s.edges[0].to = "cache" }, "edges[0].to: no allocation is named 'cache'"),
+        Case({ s in s.edges[0].to = "api" }, "edges[0]: an edge joins two different allocations"),
+        Case({ s in s.edges[0].maxRttMs = 0 }, "edges[0].max_rtt_ms: above 0"),
+        Case(
+            { s in s.constraints.location.countries = ["Germany"] },
+            "constraints.location.countries[0]: an ISO 3166-1 alpha-2 code"),
+        Case(
+            { s in s.allocations[1].constraints.location.countries = ["US"] },
+            "allocations[1].constraints.location.countries: shares no country"),
+        Case(
+            { s in s.allocations[1].constraints.labels = ["tier": "edge"] },
+            "allocations[1].constraints.labels.tier: 'edge' contradicts"),
+        Case({ s in s.constraints.minReputation = 2 }, "constraints.min_reputation: 0…1"),
+        Case({ s in s.constraints.deniedProviders = ["bob"] }, "constraints.denied_providers[0]: not a did:key"),
+        Case(
+            { s in s.constraints.latency = [.with { $0.maxRttMs = 10 }] },
+            "constraints.latency[0]: a point or a landmark is required"),
+        Case(
+            { s in
+                s.constraints.location.within = .with {
+                    $0.center = .with { $0.latitude = 95 }; $0.radiusKm = 10
+                }
+            }, "constraints.location.within.center.latitude: -90…90"),
+    ]
+
+    @Test(
+        "every bad input is named by its field path",
+        arguments: Self.cases)
+    func refuses(_ bad: Case) {
+        let message = bad.message
+        var spec = Self.valid()
+        bad.mutate(&spec)
+        do {
+            _ = try WorkloadSpecValidator.validate(spec)
+            Issue.record("accepted; expected \(message)")
+        } catch {
+            #expect(error.lines.contains { $0.hasPrefix(message) || $0.contains(message) }, "\(error.lines)")
+        }
+    }
+
+    @Test("all problems are reported at once")
+    func reportsEverything() {
+        var spec = Self.valid()
+        spec.name = ""
+        spec.allocations[0].resources.cpuCores = 0
+        spec.edges[0].to = "nowhere"
+        #expect(throws: WorkloadSpecValidator.Problems.self) { try WorkloadSpecValidator.validate(spec) }
+        do {
+            _ = try WorkloadSpecValidator.validate(spec)
+        } catch {
+            #expect(error.lines.count == 3)
+        }
+    }
+}
