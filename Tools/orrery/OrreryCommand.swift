@@ -13,7 +13,8 @@ struct OrreryCommand: AsyncParsableCommand {
         subcommands: [
             InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self,
             OperatorCommand.self,
-            RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self,
+            RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self, RunCommand.self, StatusCommand.self,
+            CancelCommand.self, ExplainCommand.self,
         ]
     )
 }

@@ -1,0 +1,68 @@
+internal import Foundation
+public import OrreryProto
+internal import SwiftProtobuf
+internal import Yams
+
+/// A workload spec as people write it: YAML or JSON, field names in snake_case (or the proto3 JSON camelCase),
+/// enum values either in full (`EXECUTOR_PROCESS`) or short (`process`, `across_devices`).
+public enum WorkloadSpecFile {
+    public struct ParseError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Reads a spec from a file (`-` for standard input).
+    public static func read(_ path: String) throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+        let data: Data
+        do {
+            data =
+                path == "-"
+                ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ParseError(description: "cannot read \(path): \(error.localizedDescription)")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), source: path)
+    }
+
+    /// Parses YAML (JSON is YAML too).
+    public static func parse(_ text: String, source: String = "spec") throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+        let document: Any?
+        do {
+            document = try Yams.load(yaml: text)
+        } catch {
+            throw ParseError(description: "\(source) is not valid YAML: \(error)")
+        }
+        guard let object = document as? [String: Any] else {
+            throw ParseError(description: "\(source): the spec must be a mapping with name, allocations, …")
+        }
+        let normalised = normalise(object, key: nil)
+        let json: Data
+        do {
+            json = try JSONSerialization.data(withJSONObject: normalised, options: [.sortedKeys])
+        } catch {
+            throw ParseError(description: "\(source): \(error.localizedDescription)")
+        }
+        do {
+            return try Orrery_Orchestrator_V1_WorkloadSpec(jsonUTF8Data: json)
+        } catch {
+            throw ParseError(description: "\(source) is not a workload spec: \(error)")
+        }
+    }
+
+    /// Expands short enum values and turns YAML's dates or other scalars into what the JSON mapping expects.
+    private static func normalise(_ value: Any, key: String?) -> Any {
+        switch value {
+        case let object as [String: Any]:
+            return Dictionary(uniqueKeysWithValues: object.map { ($0.key, normalise($0.value, key: $0.key)) })
+        case let array as [Any]:
+            return array.map { normalise($0, key: key) }
+        case let text as String:
+            switch key {
+            case "executor" where !text.uppercased().hasPrefix("EXECUTOR_"): return "EXECUTOR_" + text.uppercased()
+            case "spread" where !text.uppercased().hasPrefix("SPREAD_"): return "SPREAD_" + text.uppercased()
+            default: return text
+            }
+        default:
+            return value
+        }
+    }
+}

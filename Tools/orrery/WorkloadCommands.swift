@@ -1,0 +1,214 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import OrchestratorService
+import OrreryProto
+import SwiftProtobuf
+
+/// Where the orchestrator is and who calls it.
+struct OrchestratorOptions: ParsableArguments {
+    @Option(help: "The orchestrator, host:port.") var orchestrator = "127.0.0.1:7403"
+    @Option(help: "Your key file.") var key: String
+    @Option(help: "Your delegation chain (repeatable; none when you are the operator).") var proof: [String] = []
+
+    func call<Result: Sendable>(
+        _ body: (Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        try await AuthorizedCall.withClient(orchestrator, key: key, proofs: proof) { client in
+            try await body(Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client))
+        }
+    }
+}
+
+/// Reads a spec file, with a message a person can act on when it is wrong.
+func readSpec(_ path: String) throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+    do {
+        return try WorkloadSpecFile.read(path)
+    } catch {
+        throw ValidationError("\(error)")
+    }
+}
+
+extension Orrery_Orchestrator_V1_DeploymentState {
+    /// "matched", "running", …
+    var name: String {
+        switch self {
+        case .unspecified: "unspecified"
+        case .submitted: "submitted"
+        case .matched: "matched"
+        case .offered: "offered"
+        case .contracted: "contracted"
+        case .escrowed: "escrowed"
+        case .deploying: "deploying"
+        case .running: "running"
+        case .completed: "completed"
+        case .failed: "failed"
+        case .cancelled: "cancelled"
+        case .UNRECOGNIZED(let value): "state \(value)"
+        }
+    }
+
+    var isFinal: Bool { [.completed, .failed, .cancelled].contains(self) }
+}
+
+/// `orrery run job.yaml`: submit, then follow the deployment's progress until it runs (or ends).
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Submit a workload spec (YAML or JSON) and follow it until it runs or ends.")
+
+    @Argument(help: "The spec file, or - for standard input.") var spec: String
+    @OptionGroup var options: OrchestratorOptions
+    @Option(help: "Idempotency key: a retry with the same key returns the same deployment (default: a fresh one).")
+    var idempotencyKey = UUID().uuidString
+    @Flag(help: "Return once submitted, without following.") var detach = false
+    @Flag(help: "Print the deployment as JSON when done.") var json = false
+
+    func run() async throws {
+        let workload = try readSpec(spec)
+        let deployment = try await options.call { client in
+            try await client.submitWorkload(
+                .with {
+                    $0.spec = workload
+                    $0.idempotencyKey = idempotencyKey
+                })
+        }
+        print("==> deployment \(deployment.id) submitted")
+        var last = deployment
+        if !detach {
+            last = try await options.call { client in
+                try await client.watchDeployment(.with { $0.id = deployment.id }) { response in
+                    var latest = deployment
+                    for try await event in response.messages {
+                        let time = ISO8601DateFormatter().string(from: event.at.date)
+                        print(
+                            "    \(time)  \(event.state.name.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
+                        )
+                        latest = event.deployment
+                        if event.state == .running || event.state.isFinal { break }
+                    }
+                    return latest
+                }
+            }
+        }
+        if json {
+            print(try last.jsonString())
+        } else {
+            printAssignments(last)
+        }
+        if last.state == .failed { throw ExitCode(1) }
+    }
+}
+
+func printAssignments(_ deployment: Orrery_Orchestrator_V1_Deployment) {
+    print("==> \(deployment.id): \(deployment.state.name) — \(deployment.reason)")
+    for assignment in deployment.assignments {
+        print(
+            "    \(assignment.allocation)[\(assignment.replica)]  \(assignment.deviceDid)  \(assignment.hourlyPrice) NTX/h, \(assignment.jobCost) NTX per run"
+        )
+    }
+}
+
+/// `orrery status [ID]`: one deployment in detail, or the caller's deployments.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show a deployment, or list yours.")
+
+    @Argument(help: "A deployment id; none to list.") var id: String?
+    @OptionGroup var options: OrchestratorOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        if let id {
+            let deployment = try await options.call { try await $0.getDeployment(.with { $0.id = id }) }
+            if json { print(try deployment.jsonString()) } else { printAssignments(deployment) }
+            return
+        }
+        let deployments = try await options.call { client in
+            var all: [Orrery_Orchestrator_V1_Deployment] = []
+            var request = Orrery_Orchestrator_V1_ListDeploymentsRequest.with { $0.pageSize = 500 }
+            repeat {
+                let page = try await client.listDeployments(request)
+                all += page.deployments
+                request.pageToken = page.nextPageToken
+            } while !request.pageToken.isEmpty
+            return all
+        }
+        if json {
+            for deployment in deployments { print(try deployment.jsonString()) }
+            return
+        }
+        print("ID                              STATE       CREATED               NAME")
+        for deployment in deployments {
+            print(
+                deployment.id.padding(toLength: 32, withPad: " ", startingAt: 0)
+                    + deployment.state.name.padding(toLength: 12, withPad: " ", startingAt: 0)
+                    + ISO8601DateFormatter().string(from: deployment.createdAt.date) + "  " + deployment.spec.name)
+        }
+    }
+}
+
+/// `orrery cancel ID`.
+struct CancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a deployment.")
+
+    @Argument(help: "The deployment id.") var id: String
+    @OptionGroup var options: OrchestratorOptions
+    @Option(help: "Why, for the record.") var reason = ""
+
+    func run() async throws {
+        let deployment = try await options.call { client in
+            try await client.cancelDeployment(
+                .with {
+                    $0.id = id
+                    $0.reason = reason
+                })
+        }
+        print("\(deployment.id): \(deployment.state.name) — \(deployment.reason)")
+    }
+}
+
+/// `orrery explain job.yaml`: where it would run, or why it cannot.
+struct ExplainCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explain",
+        abstract: "Explain where a spec would be placed, or which constraints eliminate the devices and what to relax.")
+
+    @Argument(help: "The spec file, or - for standard input.") var spec: String
+    @OptionGroup var options: OrchestratorOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let workload = try readSpec(spec)
+        let explanation = try await options.call { try await $0.explainPlacement(.with { $0.spec = workload }) }
+        if json {
+            print(try explanation.jsonString())
+            return
+        }
+        print(
+            explanation.placeable
+                ? "placeable: \(explanation.totalCost) NTX\(explanation.provenOptimal ? " (cheapest feasible)" : "")"
+                : "not placeable: \(explanation.reason)")
+        print("devices considered: \(explanation.devicesConsidered)")
+        for allocation in explanation.allocations {
+            print("  \(allocation.name): \(allocation.candidates) candidate\(allocation.candidates == 1 ? "" : "s")")
+            for elimination in allocation.eliminated {
+                print("    - \(elimination.devices) eliminated by \(elimination.constraint)")
+            }
+            for assignment in allocation.assignments {
+                print(
+                    "    → replica \(assignment.replica) on \(assignment.deviceDid) (\(assignment.hourlyPrice) NTX/h)")
+            }
+        }
+        if !explanation.relaxations.isEmpty {
+            print("nearest relaxations:")
+            for relaxation in explanation.relaxations {
+                let scope = relaxation.allocation.isEmpty ? "" : "\(relaxation.allocation): "
+                let admits = relaxation.devicesAdmitted > 0 ? " (admits \(relaxation.devicesAdmitted) devices)" : ""
+                print("  - \(scope)\(relaxation.suggestion)\(admits)")
+            }
+        }
+        if !explanation.placeable { throw ExitCode(1) }
+    }
+}
