@@ -164,7 +164,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DeviceAgentTests",
-            dependencies: ["DeviceAgent", "OrreryTestSupport", "OrreryProto"],
+            dependencies: ["DeviceAgent", "OrreryTestSupport", "OrreryProto", swiftProtobuf],
             path: "Tests/DeviceAgentTests",
             swiftSettings: upcomingFeatures
         ),

@@ -28,7 +28,11 @@ public struct MethodCatalog: Sendable {
     public let entries: [String: Entry]
 
     /// Commands that differ from the derived `/orrery/<area>/<kebab-method>`.
-    static let overrides: [String: String] = ["orrery.identity.v1.Identity/Revoke": "/ucan/revoke"]
+    /// The agent channel is the device's: the registry token it joins with covers it.
+    static let overrides: [String: String] = [
+        "orrery.identity.v1.Identity/Revoke": "/ucan/revoke",
+        "orrery.orchestrator.v1.AgentChannel/Connect": "/orrery/registry/connect-agent",
+    ]
 
     /// Builds the catalog from a serialized `FileDescriptorSet`.
     public init(descriptorSet: Data) throws {

@@ -60,7 +60,7 @@ struct OrchestratorCLITests {
             let credentials = directory.appendingPathComponent("credentials")
             let network = try TestNetwork(directory: credentials)
             let registry = try await RunningService.start(
-                "registry",
+                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
                 environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
                 directory: directory)
             defer { registry.child.signal(SIGKILL) }
@@ -90,14 +90,14 @@ struct OrchestratorCLITests {
                 cli, arguments: ["run", example, "--detach"] + connection)
             #expect(runStatus == 0, "\(ran)")
             let id = try #require(ran.split(separator: " ").first { $0.hasPrefix("dep_") }.map(String.init))
-            #expect(ran.contains("matched") && ran.contains("count[0]  \(devices[0])"), "\(ran)")
+            #expect(ran.contains("offered") && ran.contains("count[0]  \(devices[0])"), "\(ran)")
 
             let (listStatus, listed) = try await ChildProcess.run(cli, arguments: ["status"] + connection)
             #expect(listStatus == 0)
             #expect(listed.contains(id) && listed.contains("word-count"), "\(listed)")
             let (showStatus, shown) = try await ChildProcess.run(cli, arguments: ["status", id, "--json"] + connection)
             #expect(showStatus == 0)
-            #expect(try Orrery_Orchestrator_V1_Deployment(jsonString: shown).state == .matched)
+            #expect(try Orrery_Orchestrator_V1_Deployment(jsonString: shown).state == .offered)
             let (cancelStatus, cancelled) = try await ChildProcess.run(
                 cli, arguments: ["cancel", id, "--reason", "test over"] + connection)
             #expect(cancelStatus == 0)

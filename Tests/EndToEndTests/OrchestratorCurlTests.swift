@@ -25,7 +25,7 @@ struct OrchestratorCurlTests {
             let credentials = directory.appendingPathComponent("credentials")
             let network = try TestNetwork(directory: credentials)
             let registry = try await RunningService.start(
-                "registry",
+                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
                 environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
                 directory: directory)
             defer { registry.child.signal(SIGKILL) }
@@ -86,7 +86,7 @@ struct OrchestratorCurlTests {
                 token: try await token("/orrery/orchestrator/submit-workload", args: #"{"idempotency_key": "curl-1"}"#))
             #expect(submitted.status == 200, "\(submitted.body)")
             let deployment = try Orrery_Orchestrator_V1_Deployment(jsonString: submitted.body)
-            #expect(deployment.state == .matched)
+            #expect(deployment.state == .offered)
             #expect(deployment.assignments.map(\.deviceDid) == [devices[1]])
             #expect(deployment.consumerDid == consumerDID)
 
@@ -109,7 +109,7 @@ struct OrchestratorCurlTests {
             let states = try stream.body.split(separator: "\n").map {
                 try Orrery_Orchestrator_V1_DeploymentEvent(jsonString: String($0)).state
             }
-            #expect(states == [.submitted, .matched, .cancelled])
+            #expect(states == [.submitted, .matched, .offered, .cancelled])
 
             // Refusals: no token 401, a token for another command 403, unknown id 404, bad JSON 400, bad spec 400,
             // wrong content type 400; each with a JSON error body naming the problem.

@@ -149,7 +149,7 @@ struct OrchestratorTests {
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             let registry = try await RunningService.start(
-                "registry",
+                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
                 environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
                 directory: directory)
             defer { registry.child.signal(SIGKILL) }
@@ -180,7 +180,7 @@ struct OrchestratorTests {
                         $0.spec = Self.spec(countries: ["FR", "US"])
                         $0.idempotencyKey = key
                     })
-                #expect(submitted.state == .matched, "\(submitted.reason)")
+                #expect(submitted.state == .offered, "\(submitted.reason)")
                 #expect(submitted.assignments.map(\.deviceDid) == [devices[1]])
                 #expect(submitted.consumerDid == consumer.key.did.string)
                 // A retry with the same key is the same deployment; a different spec with it is refused.
@@ -198,10 +198,11 @@ struct OrchestratorTests {
                         })
                 }
                 #expect(try await client.getDeployment(.with { $0.id = submitted.id }) == submitted)
-                let listed = try await client.listDeployments(.with { $0.states = [.matched] })
+                let listed = try await client.listDeployments(.with { $0.states = [.offered] })
                 #expect(listed.deployments.map(\.id) == [submitted.id])
 
-                // Watch from the start: submitted, matched, then the cancellation ends the stream.
+                // Watch from the start: submitted, matched, offered (no agent answers here), then the cancellation
+                // ends the stream.
                 async let events: [Orrery_Orchestrator_V1_DeploymentEvent] = consumer.with(orchestrator) { watcher in
                     try await watcher.watchDeployment(.with { $0.id = submitted.id }) { response in
                         var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
@@ -218,13 +219,13 @@ struct OrchestratorTests {
                 #expect(cancelled.state == .cancelled)
                 #expect(cancelled.reason == "cancelled by the consumer: changed my mind")
                 let watched = try await events
-                #expect(watched.map(\.state) == [.submitted, .matched, .cancelled])
+                #expect(watched.map(\.state) == [.submitted, .matched, .offered, .cancelled])
                 #expect(watched.map(\.revision) == watched.map(\.revision).sorted())
-                // Resumed after the second event: only the last one.
+                // Resumed after the third event: only the last one.
                 let resumed = try await client.watchDeployment(
                     .with {
                         $0.id = submitted.id
-                        $0.afterRevision = watched[1].revision
+                        $0.afterRevision = watched[2].revision
                     }
                 ) { response in try await response.messages.reduce(into: []) { $0.append($1.state) } }
                 #expect(resumed == [.cancelled])
@@ -298,7 +299,7 @@ struct OrchestratorTests {
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
             let registry = try await RunningService.start(
-                "registry",
+                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
                 environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
                 directory: directory)
             defer { registry.child.signal(SIGKILL) }
@@ -327,11 +328,11 @@ struct OrchestratorTests {
             defer { second.child.signal(SIGKILL) }
             let deadline = ContinuousClock.now + .seconds(20)
             var placed = waiting
-            while ContinuousClock.now < deadline, placed.state == .submitted {
+            while ContinuousClock.now < deadline, placed.state == .submitted || placed.state == .matched {
                 try await Task.sleep(for: .milliseconds(100))
                 placed = try await consumer.with(second) { try await $0.getDeployment(.with { $0.id = waiting.id }) }
             }
-            #expect(placed.state == .matched, "\(placed.reason)")
+            #expect(placed.state == .offered, "\(placed.reason)")
             #expect(placed.assignments.map(\.deviceDid) == [devices[0]])
 
             try await Self.waitForFleet(consumer, first, devices: 3)

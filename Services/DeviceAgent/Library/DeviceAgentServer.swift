@@ -42,12 +42,26 @@ public enum DeviceAgentServer {
         guard let enrollment else { return }
         let policy = try OwnerPolicy.read(configFile: environment.settings.configFile)
         let inventory = HostDetector.detect(workDirectory: stateDirectory)
+        let connection = try RegistryConnection(enrollment: enrollment, key: environment.key)
+        let capabilities = policy.capabilities(of: inventory)
         let loop = HeartbeatLoop(
-            connection: try RegistryConnection(enrollment: enrollment, key: environment.key),
-            capabilities: policy.capabilities(of: inventory), interval: environment.settings.livenessInterval,
+            connection: connection, capabilities: capabilities, interval: environment.settings.livenessInterval,
             workDirectory: stateDirectory,
             landmarks: try OwnerPolicy.landmarks(configFile: environment.settings.configFile),
             logger: environment.logger)
-        await loop.run()
+        let ledger = CommitmentLedger(stateDirectory: stateDirectory)
+        let judge = OfferJudge(policy: policy, capabilities: capabilities)
+        let orchestrators = try OwnerPolicy.orchestrators(configFile: environment.settings.configFile)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await loop.run() }
+            for address in orchestrators {
+                group.addTask {
+                    await AgentChannelLoop(
+                        address: address, connection: connection, judge: judge, ledger: ledger,
+                        logger: environment.logger
+                    ).run()
+                }
+            }
+        }
     }
 }

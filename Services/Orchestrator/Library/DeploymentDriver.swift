@@ -7,13 +7,19 @@ internal import SwiftProtobuf
 /// Moves deployments through their lifecycle. Any replica may advance any deployment: each transition is
 /// conditional on the state it leaves, so when two replicas race, one wins and the other changes nothing.
 ///
-/// Implemented so far: submitted → matched (placed, resources reserved) or → failed (cannot be placed, with the
-/// explanation). Offers, contracts, escrow and execution come with the agent channel.
+/// submitted → matched (placed, resources reserved) or failed (cannot be placed, with the explanation);
+/// matched → offered (one offer per replica, through the agent channel); offered → matched again when a device
+/// declines or lets its offer expire (placed anew without it), or → contracted → escrowed → deploying once every
+/// device has bid (contract and escrow pass with the recorded reason that no notary or settlement service is
+/// configured). Execution on the agents comes next.
 struct DeploymentDriver: Sendable {
     let store: DeploymentStore
+    let offers: OfferStore
     let fleet: FleetView
     let solver: PlacementSolver
     let logger: Logger
+    let orchestratorDID: String
+    let offerTimeout: Duration
     /// How often waiting deployments are looked for (a submit on this replica advances at once).
     var pollInterval: Duration = .milliseconds(500)
 
@@ -21,7 +27,10 @@ struct DeploymentDriver: Sendable {
     func run() async {
         while !Task.isCancelled {
             do {
-                for id in try await store.waiting(in: .submitted, limit: 100) { try await advance(id) }
+                for id in try await offers.expire() { try await advance(id) }
+                for state in [Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered] {
+                    for id in try await store.waiting(in: state, limit: 100) { try await advance(id) }
+                }
             } catch is CancellationError {
                 return
             } catch {
@@ -31,32 +40,101 @@ struct DeploymentDriver: Sendable {
         }
     }
 
-    /// Places a submitted deployment; leaves it waiting while the device snapshot is incomplete.
+    /// Takes a deployment one step further, if it can go.
     func advance(_ id: String) async throws {
-        guard let deployment = try await store.deployment(id), deployment.state == .submitted else { return }
+        guard let deployment = try await store.deployment(id) else { return }
+        switch deployment.state {
+        case .submitted: try await place(deployment)
+        case .matched: try await offer(deployment)
+        case .offered: try await collectBids(deployment)
+        default: break
+        }
+    }
+
+    /// matched → offered: an offer per replica, in the same transaction.
+    private func offer(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
+        let count = deployment.assignments.count
+        let (orchestratorDID, timeout, logger) = (orchestratorDID, offerTimeout, logger)
+        _ = try await store.transition(
+            deployment.id, from: [.matched], to: .offered,
+            reason:
+                "offered to \(Set(deployment.assignments.map(\.deviceDid)).count) device(s) for \(count) replica(s)",
+            also: { connection, deployment in
+                try await OfferStore.create(
+                    for: deployment, orchestratorDID: orchestratorDID, timeout: timeout, connection: connection,
+                    logger: logger)
+            })
+    }
+
+    /// offered → deploying once every replica's device has bid; back to placement when one declined or expired.
+    private func collectBids(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
+        let (current, refusals) = try await offers.round(of: deployment.id)
+        if current.count == deployment.assignments.count {
+            guard current.allSatisfy({ $0.state == .accepted }) else { return }  // still waiting
+            let id = deployment.id
+            _ = try await store.transition(
+                id, from: [.offered], to: .contracted,
+                reason: "every device bid (signed bids kept with the offers); no contract notary is configured yet")
+            _ = try await store.transition(
+                id, from: [.contracted], to: .escrowed, reason: "no settlement gateway is configured yet: nothing held")
+            _ = try await store.transition(
+                id, from: [.escrowed], to: .deploying, reason: "waiting for the devices to start the allocations")
+            logger.info("deployment contracted", metadata: ["deployment": "\(id)"])
+            return
+        }
+        // A device declined or did not answer: place again without every device that refused this deployment.
+        let excluded = Set(refusals.map(\.device))
+        let why = refusals.last.map { "device \($0.device) declined: \($0.reason)" } ?? "an offer lapsed"
+        try await place(deployment, excluding: excluded, after: why)
+    }
+
+    /// Places a submitted deployment; leaves it waiting while the device snapshot is incomplete.
+    private func place(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, excluding excluded: Set<String> = [], after why: String? = nil
+    ) async throws {
+        let id = deployment.id
+        let from: Set<Orrery_Orchestrator_V1_DeploymentState> = [deployment.state]
         guard fleet.isSynced else {
             logger.info("deployment waits for the registry's device snapshot", metadata: ["deployment": "\(id)"])
             return
         }
-        let request: PlacementRequest
+        var request: PlacementRequest
         do {
             request = try WorkloadSpecValidator.validate(deployment.spec)
         } catch {
-            _ = try await store.transition(id, from: [.submitted], to: .failed, reason: "invalid spec: \(error)")
+            _ = try await store.transition(id, from: from, to: .failed, reason: "invalid spec: \(error)")
             return
         }
-        let snapshot = fleet.snapshot(reserved: try await store.reservations())
+        request.excludedDevices = excluded
+        var reserved = try await store.reservations()
+        // Its own current reservation is not held against it.
+        for assignment in deployment.assignments {
+            let resources = deployment.spec.allocations.first { $0.name == assignment.allocation }?.resources
+            reserved[assignment.deviceDid]?.cores -= Int(resources?.cpuCores ?? 0)
+            reserved[assignment.deviceDid]?.ramMiB -= Int(resources?.ramMib ?? 0)
+            reserved[assignment.deviceDid]?.diskMiB -= Int(resources?.diskMib ?? 0)
+            reserved[assignment.deviceDid]?.gpus -= Int(resources?.gpu.count ?? 0)
+        }
+        let snapshot = fleet.snapshot(reserved: reserved)
         switch solver.place(request, on: snapshot) {
         case .placed(let placement):
             let devices = Set(placement.allocations.flatMap { $0.replicas.map(\.deviceDID) }).count
             let reason =
-                "placed on \(devices) device\(devices == 1 ? "" : "s") of \(snapshot.devices.count) for \(placement.totalCost) NTX"
+                (why.map { "\($0); " } ?? "")
+                + "placed on \(devices) device\(devices == 1 ? "" : "s") of \(snapshot.devices.count) for \(placement.totalCost) NTX"
                 + (placement.provenOptimal
                     ? " (cheapest feasible)" : " (search time ran out: feasible, maybe not the cheapest)")
-            let moved = try await store.transition(id, from: [.submitted], to: .matched, reason: reason) { deployment in
-                deployment.totalCost = placement.totalCost
-                deployment.assignments = Self.assignments(placement)
-            }
+            let logger = logger
+            let moved = try await store.transition(
+                id, from: from, to: .matched, reason: reason,
+                change: { deployment in
+                    deployment.totalCost = placement.totalCost
+                    deployment.assignments = Self.assignments(placement)
+                },
+                also: { connection, _ in
+                    try await OfferStore.withdraw(
+                        deployment: id, reason: "placed again", connection: connection, logger: logger)
+                })
             if moved != nil {
                 logger.info("deployment matched", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
             }
@@ -64,9 +142,9 @@ struct DeploymentDriver: Sendable {
             let explanation = solver.explain(request, on: snapshot)
             let suggestions = explanation.relaxations.map(\.suggestion)
             let reason =
-                "cannot be placed: \(explanation.reason)"
+                (why.map { "\($0); " } ?? "") + "cannot be placed: \(explanation.reason)"
                 + (suggestions.isEmpty ? "" : "; nearest relaxations: " + suggestions.joined(separator: ", "))
-            _ = try await store.transition(id, from: [.submitted], to: .failed, reason: reason)
+            _ = try await store.transition(id, from: from, to: .failed, reason: reason)
             logger.info("deployment cannot be placed", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
         }
     }

@@ -76,7 +76,8 @@ struct DeploymentStore: Sendable {
         from: Set<Orrery_Orchestrator_V1_DeploymentState>,
         to state: Orrery_Orchestrator_V1_DeploymentState,
         reason: String,
-        change: @Sendable (inout Orrery_Orchestrator_V1_Deployment) -> Void = { _ in }
+        change: @Sendable (inout Orrery_Orchestrator_V1_Deployment) -> Void = { _ in },
+        also: @Sendable (PostgresConnection, Orrery_Orchestrator_V1_Deployment) async throws -> Void = { _, _ in }
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
         try await client.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.eventLogLock))", logger: logger)
@@ -92,6 +93,7 @@ struct DeploymentStore: Sendable {
             deployment.reason = reason
             deployment.updatedAt = Google_Protobuf_Timestamp(date: Date())
             if state == .matched {
+                // Placed (again): the new assignments hold the resources.
                 try await connection.query("DELETE FROM assignments WHERE deployment_id = \(id)", logger: logger)
                 for assignment in deployment.assignments {
                     let allocation = deployment.spec.allocations.first { $0.name == assignment.allocation }
@@ -110,7 +112,11 @@ struct DeploymentStore: Sendable {
             if Self.terminal.contains(state) {
                 try await connection.query(
                     "UPDATE assignments SET active = false WHERE deployment_id = \(id)", logger: logger)
+                try await connection.query(
+                    "UPDATE offers SET state = 4, reason = \(reason) WHERE deployment_id = \(id) AND state IN (0, 1)",
+                    logger: logger)
             }
+            try await also(connection, deployment)
             return try await Self.record(deployment, connection: connection, logger: logger)
         }
     }

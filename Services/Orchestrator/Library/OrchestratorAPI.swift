@@ -46,7 +46,13 @@ public struct OrchestratorAPI: Sendable {
             return try sameSpec(winner, request)
         }
         do {
-            try await driver.advance(created.id)
+            // As far as it goes at once: placed and offered, or failed.
+            var state = created.state
+            while true {
+                try await driver.advance(created.id)
+                guard let now = try await store.deployment(created.id)?.state, now != state else { break }
+                state = now
+            }
         } catch {
             // The background driver on any replica will advance it; the submission itself is recorded.
             driver.logger.warning(

@@ -14,6 +14,8 @@ struct OrchestratorComponents: Sendable {
     let api: OrchestratorAPI
     let events: ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>
     let driver: DeploymentDriver
+    let hub: AgentHub
+    let channel: AgentChannelService
 
     private static let current = Mutex<OrchestratorComponents?>(nil)
 
@@ -25,7 +27,11 @@ struct OrchestratorComponents: Sendable {
             let fleet = FleetView()
             let store = DeploymentStore(client: database, logger: logger)
             let solver = PlacementSolver(timeLimit: .milliseconds(500))
-            let driver = DeploymentDriver(store: store, fleet: fleet, solver: solver, logger: logger)
+            let offers = OfferStore(client: database, logger: logger)
+            let driver = DeploymentDriver(
+                store: store, offers: offers, fleet: fleet, solver: solver, logger: logger,
+                orchestratorDID: environment.key.did.string, offerTimeout: environment.settings.offerTimeout)
+            let hub = AgentHub(offers: offers, logger: logger)
             let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
                 client: database, channel: "orrery_deployment_events", logger: logger
             ) { client, after, limit in
@@ -36,7 +42,8 @@ struct OrchestratorComponents: Sendable {
                 api: OrchestratorAPI(
                     store: store, fleet: fleet, driver: driver, events: events, solver: solver,
                     operatorDID: environment.operatorDID.string),
-                events: events, driver: driver)
+                events: events, driver: driver, hub: hub,
+                channel: AgentChannelService(hub: hub, offers: offers, driver: driver, logger: logger))
             current = made
             return made
         }

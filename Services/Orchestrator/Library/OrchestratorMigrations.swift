@@ -63,5 +63,29 @@ public enum OrchestratorMigrations {
                 "CREATE INDEX assignments_active_by_device ON assignments (device_did) WHERE active",
             ]
         ),
+        Migration(
+            version: 3,
+            name: "offers",
+            statements: [
+                // state: 0 pending, 1 accepted, 2 declined, 3 expired, 4 withdrawn.
+                """
+                CREATE TABLE offers (
+                    id text PRIMARY KEY,
+                    deployment_id text NOT NULL REFERENCES deployments (id),
+                    allocation text NOT NULL,
+                    replica integer NOT NULL,
+                    device_did text NOT NULL,
+                    state smallint NOT NULL DEFAULT 0,
+                    record bytea NOT NULL,
+                    bid bytea,
+                    reason text NOT NULL DEFAULT '',
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    expires_at timestamptz NOT NULL
+                )
+                """,
+                "CREATE INDEX offers_pending_by_device ON offers (device_did) WHERE state = 0",
+                "CREATE INDEX offers_by_deployment ON offers (deployment_id)",
+            ]
+        ),
     ]
 }

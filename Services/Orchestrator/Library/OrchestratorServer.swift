@@ -22,6 +22,7 @@ public enum OrchestratorServer {
                 var tasks: [@Sendable () async throws -> Void] = [
                     { try await components.events.follow() },
                     { await components.driver.run() },
+                    { await components.hub.run() },
                 ]
                 if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
                     tasks.append {
@@ -41,7 +42,7 @@ public enum OrchestratorServer {
             makeRPCServices: { environment in
                 guard let database = environment.database else { return [] }
                 let components = OrchestratorComponents.shared(environment, database: database)
-                return [OrchestratorRPCService(environment: environment, api: components.api)]
+                return [OrchestratorRPCService(environment: environment, api: components.api), components.channel]
             }
         )
     }

@@ -1690,3 +1690,328 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
         )
     }
 }
+
+// MARK: - orrery.orchestrator.v1.AgentChannel
+
+/// Namespace containing generated types for the "orrery.orchestrator.v1.AgentChannel" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Orrery_Orchestrator_V1_AgentChannel: Sendable {
+    /// Service descriptor for the "orrery.orchestrator.v1.AgentChannel" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.AgentChannel")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "Connect" metadata.
+        public enum Connect: Sendable {
+            /// Request type for "Connect".
+            public typealias Input = Orrery_Orchestrator_V1_AgentMessage
+            /// Response type for "Connect".
+            public typealias Output = Orrery_Orchestrator_V1_OrchestratorMessage
+            /// Descriptor for "Connect".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.AgentChannel"),
+                method: "Connect",
+                type: .bidirectionalStreaming
+            )
+        }
+        /// Descriptors for all methods in the "orrery.orchestrator.v1.AgentChannel" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            Connect.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "orrery.orchestrator.v1.AgentChannel" service.
+    public static let orrery_orchestrator_v1_AgentChannel = GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.AgentChannel")
+}
+
+// MARK: orrery.orchestrator.v1.AgentChannel (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Orrery_Orchestrator_V1_AgentChannel {
+    /// Streaming variant of the service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The device agent's line to the orchestrator, opened by the agent (it needs no inbound port) and authorised once
+    /// > when it opens, as the device: the registry token a device joins with covers it (its command is
+    /// > /orrery/registry/connect-agent). Offers flow down; bids and declines flow up. Any replica may hold an agent's
+    /// > line; offers reach it through the database.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "Connect" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_AgentMessage` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_OrchestratorMessage` messages.
+        func connect(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_AgentMessage>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OrchestratorMessage>
+    }
+
+    /// Service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The device agent's line to the orchestrator, opened by the agent (it needs no inbound port) and authorised once
+    /// > when it opens, as the device: the registry token a device joins with covers it (its command is
+    /// > /orrery/registry/connect-agent). Offers flow down; bids and declines flow up. Any replica may hold an agent's
+    /// > line; offers reach it through the database.
+    public protocol ServiceProtocol: Orrery_Orchestrator_V1_AgentChannel.StreamingServiceProtocol {
+        /// Handle the "Connect" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_AgentMessage` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_OrchestratorMessage` messages.
+        func connect(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_AgentMessage>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OrchestratorMessage>
+    }
+
+    /// Simple service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The device agent's line to the orchestrator, opened by the agent (it needs no inbound port) and authorised once
+    /// > when it opens, as the device: the registry token a device joins with covers it (its command is
+    /// > /orrery/registry/connect-agent). Offers flow down; bids and declines flow up. Any replica may hold an agent's
+    /// > line; offers reach it through the database.
+    public protocol SimpleServiceProtocol: Orrery_Orchestrator_V1_AgentChannel.ServiceProtocol {
+        /// Handle the "Connect" method.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Orchestrator_V1_AgentMessage` messages.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_OrchestratorMessage` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func connect(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Orchestrator_V1_AgentMessage, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_OrchestratorMessage>,
+            context: GRPCCore.ServerContext
+        ) async throws
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Orrery_Orchestrator_V1_AgentChannel.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_AgentChannel.Method.Connect.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_AgentMessage>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_OrchestratorMessage>(),
+            handler: { request, context in
+                try await self.connect(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Orrery_Orchestrator_V1_AgentChannel.ServiceProtocol {
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Orrery_Orchestrator_V1_AgentChannel.SimpleServiceProtocol {
+    public func connect(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_AgentMessage>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OrchestratorMessage> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OrchestratorMessage>(
+            metadata: [:],
+            producer: { writer in
+                try await self.connect(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+}
+
+// MARK: orrery.orchestrator.v1.AgentChannel (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Orrery_Orchestrator_V1_AgentChannel {
+    /// Generated client protocol for the "orrery.orchestrator.v1.AgentChannel" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The device agent's line to the orchestrator, opened by the agent (it needs no inbound port) and authorised once
+    /// > when it opens, as the device: the registry token a device joins with covers it (its command is
+    /// > /orrery/registry/connect-agent). Offers flow down; bids and declines flow up. Any replica may hold an agent's
+    /// > line; offers reach it through the database.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "Connect" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_AgentMessage` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_AgentMessage` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_OrchestratorMessage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func connect<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_AgentMessage>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_AgentMessage>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_OrchestratorMessage>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OrchestratorMessage>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "orrery.orchestrator.v1.AgentChannel" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The device agent's line to the orchestrator, opened by the agent (it needs no inbound port) and authorised once
+    /// > when it opens, as the device: the registry token a device joins with covers it (its command is
+    /// > /orrery/registry/connect-agent). Offers flow down; bids and declines flow up. Any replica may hold an agent's
+    /// > line; offers reach it through the database.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "Connect" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_AgentMessage` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_AgentMessage` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_OrchestratorMessage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func connect<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_AgentMessage>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_AgentMessage>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_OrchestratorMessage>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OrchestratorMessage>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_AgentChannel.Method.Connect.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
+    /// Call the "Connect" method.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Orchestrator_V1_AgentMessage` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func connect<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_AgentMessage>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OrchestratorMessage>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.connect(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_AgentMessage>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_OrchestratorMessage>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
+    /// Call the "Connect" method.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func connect<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Orchestrator_V1_AgentMessage>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OrchestratorMessage>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_AgentMessage>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.connect(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}

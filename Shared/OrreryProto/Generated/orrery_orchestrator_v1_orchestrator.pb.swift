@@ -900,6 +900,184 @@ public nonisolated struct Orrery_Orchestrator_V1_Relaxation: Sendable {
   public init() {}
 }
 
+public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Orrery_Orchestrator_V1_AgentMessage.OneOf_Kind? = nil
+
+  /// The first message: which device this line is.
+  public var hello: Orrery_Orchestrator_V1_AgentHello {
+    get {
+      if case .hello(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_AgentHello()
+    }
+    set {kind = .hello(newValue)}
+  }
+
+  /// A Bid, signed by the device (a Signed envelope of type orrery.orchestrator.v1.Bid).
+  public var bid: Orrery_Common_V1_Signed {
+    get {
+      if case .bid(let v)? = kind {return v}
+      return Orrery_Common_V1_Signed()
+    }
+    set {kind = .bid(newValue)}
+  }
+
+  public var decline: Orrery_Orchestrator_V1_Decline {
+    get {
+      if case .decline(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_Decline()
+    }
+    set {kind = .decline(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// The first message: which device this line is.
+    case hello(Orrery_Orchestrator_V1_AgentHello)
+    /// A Bid, signed by the device (a Signed envelope of type orrery.orchestrator.v1.Bid).
+    case bid(Orrery_Common_V1_Signed)
+    case decline(Orrery_Orchestrator_V1_Decline)
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_AgentHello: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deviceDid: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Orrery_Orchestrator_V1_OrchestratorMessage.OneOf_Kind? = nil
+
+  public var offer: Orrery_Orchestrator_V1_Offer {
+    get {
+      if case .offer(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_Offer()
+    }
+    set {kind = .offer(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    case offer(Orrery_Orchestrator_V1_Offer)
+
+  }
+
+  public init() {}
+}
+
+/// One replica of one allocation, offered to a device at the price its owner advertised.
+public nonisolated struct Orrery_Orchestrator_V1_Offer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var deploymentID: String = String()
+
+  public var allocation: String = String()
+
+  public var replica: UInt32 = 0
+
+  public var consumerDid: String = String()
+
+  /// What would run, with its resources.
+  public var spec: Orrery_Orchestrator_V1_AllocationSpec {
+    get {_spec ?? Orrery_Orchestrator_V1_AllocationSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  public var hourlyPrice: UInt64 = 0
+
+  public var jobCost: UInt64 = 0
+
+  public var expiresAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_expiresAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_expiresAt = newValue}
+  }
+  /// Returns true if `expiresAt` has been explicitly set.
+  public var hasExpiresAt: Bool {self._expiresAt != nil}
+  /// Clears the value of `expiresAt`. Subsequent reads from it will return its default value.
+  public mutating func clearExpiresAt() {self._expiresAt = nil}
+
+  public var orchestratorDid: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Orrery_Orchestrator_V1_AllocationSpec? = nil
+  fileprivate var _expiresAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// What a device signs to accept an offer.
+public nonisolated struct Orrery_Orchestrator_V1_Bid: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var deviceDid: String = String()
+
+  public var orchestratorDid: String = String()
+
+  public var jobCost: UInt64 = 0
+
+  public var signedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_signedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_signedAt = newValue}
+  }
+  /// Returns true if `signedAt` has been explicitly set.
+  public var hasSignedAt: Bool {self._signedAt != nil}
+  /// Clears the value of `signedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearSignedAt() {self._signedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _signedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// A device's refusal, with the owner policy's reason.
+public nonisolated struct Orrery_Orchestrator_V1_Decline: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "orrery.orchestrator.v1"
@@ -2288,6 +2466,334 @@ nonisolated extension Orrery_Orchestrator_V1_Relaxation: SwiftProtobuf.Message, 
     if lhs.constraint != rhs.constraint {return false}
     if lhs.suggestion != rhs.suggestion {return false}
     if lhs.devicesAdmitted != rhs.devicesAdmitted {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Orrery_Orchestrator_V1_AgentHello?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .hello(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .hello(v)
+        }
+      }()
+      case 2: try {
+        var v: Orrery_Common_V1_Signed?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .bid(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .bid(v)
+        }
+      }()
+      case 3: try {
+        var v: Orrery_Orchestrator_V1_Decline?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .decline(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .decline(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.kind {
+    case .hello?: try {
+      guard case .hello(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .bid?: try {
+      guard case .bid(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .decline?: try {
+      guard case .decline(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_AgentMessage, rhs: Orrery_Orchestrator_V1_AgentMessage) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AgentHello"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_did\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_AgentHello, rhs: Orrery_Orchestrator_V1_AgentHello) -> Bool {
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Orrery_Orchestrator_V1_Offer?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .offer(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .offer(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if case .offer(let v)? = self.kind {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_OrchestratorMessage, rhs: Orrery_Orchestrator_V1_OrchestratorMessage) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Offer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Offer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{3}consumer_did\0\u{1}spec\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}expires_at\0\u{3}orchestrator_did\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deploymentID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.consumerDid) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.hourlyPrice) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.jobCost) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._expiresAt) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.orchestratorDid) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.deploymentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deploymentID, fieldNumber: 2)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 3)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 4)
+    }
+    if !self.consumerDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.consumerDid, fieldNumber: 5)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if self.hourlyPrice != 0 {
+      try visitor.visitSingularUInt64Field(value: self.hourlyPrice, fieldNumber: 7)
+    }
+    if self.jobCost != 0 {
+      try visitor.visitSingularUInt64Field(value: self.jobCost, fieldNumber: 8)
+    }
+    try { if let v = self._expiresAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    if !self.orchestratorDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.orchestratorDid, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_Offer, rhs: Orrery_Orchestrator_V1_Offer) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.deploymentID != rhs.deploymentID {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.replica != rhs.replica {return false}
+    if lhs.consumerDid != rhs.consumerDid {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.hourlyPrice != rhs.hourlyPrice {return false}
+    if lhs.jobCost != rhs.jobCost {return false}
+    if lhs._expiresAt != rhs._expiresAt {return false}
+    if lhs.orchestratorDid != rhs.orchestratorDid {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Bid: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Bid"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}device_did\0\u{3}orchestrator_did\0\u{3}job_cost\0\u{3}signed_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.orchestratorDid) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.jobCost) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._signedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 2)
+    }
+    if !self.orchestratorDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.orchestratorDid, fieldNumber: 3)
+    }
+    if self.jobCost != 0 {
+      try visitor.visitSingularUInt64Field(value: self.jobCost, fieldNumber: 4)
+    }
+    try { if let v = self._signedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_Bid, rhs: Orrery_Orchestrator_V1_Bid) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs.orchestratorDid != rhs.orchestratorDid {return false}
+    if lhs.jobCost != rhs.jobCost {return false}
+    if lhs._signedAt != rhs._signedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Decline: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Decline"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_Decline, rhs: Orrery_Orchestrator_V1_Decline) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

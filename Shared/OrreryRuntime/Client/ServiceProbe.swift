@@ -1,7 +1,9 @@
 public import GRPCCore
 internal import SwiftProtobuf
 public import GRPCNIOTransportHTTP2Posix
+internal import Foundation
 internal import GRPCProtobuf
+internal import OrreryAuth
 public import OrreryProto
 
 /// Asks a running service who it is and whether it serves, through the open RPCs only (health, reflection, Info).
@@ -20,11 +22,19 @@ public enum ServiceProbe {
         }
     }
 
+    /// Every Orrery service with an `Info` method, from the embedded descriptor set.
+    static let servicesWithInfo: Set<String> = {
+        guard let catalog = try? MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+        else { return [] }
+        return Set(catalog.entries.keys.filter { $0.hasSuffix("/Info") }.map { String($0.dropLast("/Info".count)) })
+    }()
+
     /// The `Info` of the Orrery service a server registers (found through reflection).
     /// - Throws: `RPCError(.notFound)` when the server registers no `orrery.*` service.
     public static func info(_ client: GRPCClient<some ClientTransport>) async throws -> Orrery_Common_V1_InfoResponse {
         let services = try await listServices(client)
-        guard let service = services.first(where: { $0.hasPrefix("orrery.") }) else {
+        // The service that has an Info method (a server may also carry, e.g., the agent channel, which has none).
+        guard let service = services.first(where: { $0.hasPrefix("orrery.") && servicesWithInfo.contains($0) }) else {
             throw RPCError(code: .notFound, message: "the server lists no orrery.* service (it lists \(services))")
         }
         return try await client.unary(

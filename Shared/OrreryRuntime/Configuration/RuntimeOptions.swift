@@ -105,6 +105,12 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     )
     public var registryAddress: String?
 
+    @Option(
+        help:
+            "Orchestrator only: milliseconds a device has to bid for or decline an offer before the next candidate gets it (env ORRERY_OFFER_TIMEOUT_MS, file offer.timeout_ms)."
+    )
+    public var offerTimeoutMs: Int?
+
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 

@@ -42,6 +42,7 @@ extension RuntimeSettings {
             operatorKeyFile: try string(reader, "operator.key").nilIfEmpty,
             livenessInterval: .milliseconds(try integer(reader, "liveness.interval_ms", in: 100...600_000)),
             registryAddress: try address(reader, "registry.address"),
+            offerTimeout: .milliseconds(try integer(reader, "offer.timeout_ms", in: 100...600_000)),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -114,6 +115,7 @@ extension RuntimeSettings {
         flag("operator.key", options.operatorKey)
         flag("liveness.interval_ms", options.livenessIntervalMs)
         flag("registry.address", options.registryAddress)
+        flag("offer.timeout_ms", options.offerTimeoutMs)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
@@ -141,6 +143,7 @@ extension RuntimeSettings {
             "operator.key": "",
             "liveness.interval_ms": 5000,
             "registry.address": "",
+            "offer.timeout_ms": 10000,
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",

@@ -12,7 +12,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
             && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
-            && lhs.registryAddress == rhs.registryAddress
+            && lhs.registryAddress == rhs.registryAddress && lhs.offerTimeout == rhs.offerTimeout
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -61,6 +61,8 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var livenessInterval: Duration
     /// The registry the orchestrator follows devices from; nil when none is set.
     public var registryAddress: String?
+    /// How long a device has to answer an offer (orchestrator).
+    public var offerTimeout: Duration
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

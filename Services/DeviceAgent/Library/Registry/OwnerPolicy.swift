@@ -63,6 +63,17 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
 
     /// Reads the `owner` object of a JSON config file; an absent file or object means no policy.
     /// - Throws: `OwnerPolicyError` naming the bad field.
+    /// The orchestrators whose agent channel this device opens (`orchestrators` in the config file).
+    public static func orchestrators(configFile: String?) throws -> [String] {
+        guard let configFile, let data = FileManager.default.contents(atPath: configFile) else { return [] }
+        struct File: Decodable { var orchestrators: [String]? }
+        guard let orchestrators = try? JSONDecoder().decode(File.self, from: data).orchestrators else { return [] }
+        for orchestrator in orchestrators where orchestrator.split(separator: ":").count < 2 {
+            throw OwnerPolicyError(field: "orchestrators", reason: "'\(orchestrator)' is not host:port")
+        }
+        return orchestrators
+    }
+
     public static func read(configFile: String?) throws -> OwnerPolicy {
         guard let configFile, let data = FileManager.default.contents(atPath: configFile) else { return .none }
         struct File: Decodable { var owner: OwnerPolicy? }

@@ -1,0 +1,115 @@
+internal import Foundation
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2Posix
+internal import Logging
+internal import OrreryAuth
+internal import OrreryIdentity
+internal import OrreryProto
+internal import OrreryRuntime
+internal import SwiftProtobuf
+
+/// The agent's outbound line to one orchestrator: it says which device it is, then answers every offer by its
+/// owner's policy and its capacity — a signed bid or a decline with the reason. Reconnects with exponential
+/// backoff and jitter.
+struct AgentChannelLoop {
+    let address: String
+    let connection: RegistryConnection
+    let judge: OfferJudge
+    let ledger: CommitmentLedger
+    let logger: Logger
+
+    func run() async {
+        var backoff: Duration = .milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await connect()
+                backoff = .milliseconds(100)
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning(
+                    "agent channel interrupted; reconnecting",
+                    metadata: ["orchestrator": "\(address)", "error": "\(error)"])
+            }
+            try? await Task.sleep(for: backoff * Double.random(in: 0.5...1.5))
+            backoff = min(backoff * 2, .seconds(10))
+        }
+    }
+
+    private func connect() async throws {
+        guard let target = ServiceAddress(address) else {
+            throw RegistryConnectionError(message: "orchestrator '\(address)' is not host:port")
+        }
+        let trustRoots = connection.trustRoots
+        let orchestratorDID = try await ServiceProbe.withClient(target, trustRoots: trustRoots) {
+            try DID(try await ServiceProbe.info($0).did)
+        }
+        let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+        let signer = InvocationSigner(
+            key: connection.key, subject: connection.chain.first?.subject ?? connection.key.did,
+            audience: orchestratorDID, proofs: connection.chain, catalog: catalog)
+        try await withGRPCClient(
+            transport: try .http2NIOPosix(
+                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots)),
+            interceptors: [signer]
+        ) { client in
+            let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: client)
+            let (answers, answer) = AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.makeStream()
+            answer.yield(.with { $0.hello = .with { $0.deviceDid = connection.key.did.string } })
+            try await channel.connect(
+                requestProducer: { writer in
+                    for await message in answers { try await writer.write(message) }
+                },
+                onResponse: { response in
+                    logger.info("agent channel open", metadata: ["orchestrator": "\(address)"])
+                    for try await message in response.messages {
+                        guard case .offer(let offer) = message.kind else { continue }
+                        answer.yield(try await respond(to: offer))
+                    }
+                    answer.finish()
+                })
+        }
+    }
+
+    /// A signed bid, or a decline with the reason.
+    func respond(to offer: Orrery_Orchestrator_V1_Offer) async throws -> Orrery_Orchestrator_V1_AgentMessage {
+        let now = Date()
+        let verdict: OfferJudge.Verdict
+        if await ledger.contains(offer.offerID) {
+            verdict = .accept  // answered before a reconnect: the same answer again
+        } else {
+            verdict = judge.judge(offer, committed: await ledger.committed(at: now), now: now)
+        }
+        switch verdict {
+        case .decline(let reason):
+            logger.info("offer declined", metadata: ["offer": "\(offer.offerID)", "reason": "\(reason)"])
+            return .with {
+                $0.decline = .with {
+                    $0.offerID = offer.offerID
+                    $0.reason = reason
+                }
+            }
+        case .accept:
+            let resources = offer.spec.resources
+            let seconds = offer.spec.maxDurationSeconds == 0 ? 3600 : Double(offer.spec.maxDurationSeconds)
+            try await ledger.promise(
+                offer.offerID,
+                Commitment(
+                    cores: Int(resources.cpuCores), ramMiB: Int(resources.ramMib), diskMiB: Int(resources.diskMib),
+                    gpus: Int(resources.gpu.count)),
+                until: now.addingTimeInterval(seconds))
+            let bid = Orrery_Orchestrator_V1_Bid.with {
+                $0.offerID = offer.offerID
+                $0.deviceDid = connection.key.did.string
+                $0.orchestratorDid = offer.orchestratorDid
+                $0.jobCost = offer.jobCost
+                $0.signedAt = Google_Protobuf_Timestamp(date: now)
+            }
+            let signed = SignedMessage.make(
+                type: Orrery_Orchestrator_V1_Bid.protoMessageName, payload: try bid.serializedBytes(),
+                signers: [connection.key])
+            logger.info("offer accepted", metadata: ["offer": "\(offer.offerID)", "price": "\(offer.jobCost)"])
+            return .with { $0.bid = signed }
+        }
+    }
+}

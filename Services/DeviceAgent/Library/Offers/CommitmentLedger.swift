@@ -1,0 +1,36 @@
+internal import Foundation
+
+/// What this device promised to accepted offers, kept in its state directory so a restart neither forgets a
+/// promise nor makes it twice. A promise lapses after its allocation's maximum duration (an hour without one).
+actor CommitmentLedger {
+    struct Promise: Codable {
+        var resources: Commitment
+        var until: Date
+    }
+
+    private let path: String
+    private var promises: [String: Promise]
+
+    init(stateDirectory: String) {
+        path = stateDirectory + "/commitments.json"
+        promises =
+            (FileManager.default.contents(atPath: path)).flatMap {
+                try? JSONDecoder().decode([String: Promise].self, from: $0)
+            } ?? [:]
+    }
+
+    /// Everything still promised at `now`.
+    func committed(at now: Date) -> Commitment {
+        promises.values.filter { $0.until > now }.reduce(Commitment()) { $0.adding($1.resources) }
+    }
+
+    func contains(_ offerID: String) -> Bool { promises[offerID] != nil }
+
+    func promise(_ offerID: String, _ resources: Commitment, until: Date) throws {
+        promises[offerID] = Promise(resources: resources, until: until)
+        let now = Date()
+        promises = promises.filter { $0.value.until > now }
+        let data = try JSONEncoder().encode(promises)
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+}

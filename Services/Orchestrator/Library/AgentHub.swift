@@ -1,0 +1,83 @@
+internal import Foundation
+internal import Logging
+internal import OrreryProto
+internal import SwiftProtobuf
+internal import Synchronization
+
+/// The agent lines this replica holds, and the loop that delivers pending offers to them. An offer is a row in
+/// the database, so whichever replica holds a device's line delivers it; each line remembers what it was sent.
+final class AgentHub: Sendable {
+    private struct Line {
+        let id: UUID
+        let continuation: AsyncStream<Orrery_Orchestrator_V1_OrchestratorMessage>.Continuation
+        var sent: Set<String> = []
+    }
+
+    private let lines = Mutex<[String: Line]>([:])
+    private let offers: OfferStore
+    private let logger: Logger
+    /// How often pending offers are looked for.
+    let pollInterval: Duration
+
+    init(offers: OfferStore, logger: Logger, pollInterval: Duration = .milliseconds(200)) {
+        self.offers = offers
+        self.logger = logger
+        self.pollInterval = pollInterval
+    }
+
+    /// Registers a device's line (replacing an older one of the same device); messages for it arrive on the stream.
+    func open(device: String) -> (id: UUID, messages: AsyncStream<Orrery_Orchestrator_V1_OrchestratorMessage>) {
+        let (stream, continuation) = AsyncStream<Orrery_Orchestrator_V1_OrchestratorMessage>.makeStream()
+        let id = UUID()
+        let replaced = lines.withLock { lines in
+            let old = lines[device]
+            lines[device] = Line(id: id, continuation: continuation)
+            return old
+        }
+        replaced?.continuation.finish()
+        return (id, stream)
+    }
+
+    func close(device: String, id: UUID) {
+        let closed = lines.withLock { lines -> Line? in
+            guard lines[device]?.id == id else { return nil }
+            return lines.removeValue(forKey: device)
+        }
+        closed?.continuation.finish()
+    }
+
+    var connectedDevices: [String] { lines.withLock { Array($0.keys) } }
+
+    /// Delivers pending offers to the lines held here until cancelled.
+    func run() async {
+        while !Task.isCancelled {
+            do {
+                try await deliver()
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("delivering offers failed; retrying", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: pollInterval)
+        }
+    }
+
+    func deliver() async throws {
+        let devices = connectedDevices
+        guard !devices.isEmpty else { return }
+        for (device, offer) in try await offers.pending(for: devices) {
+            let message = Orrery_Orchestrator_V1_OrchestratorMessage.with { $0.offer = offer }
+            let send = lines.withLock {
+                lines -> AsyncStream<Orrery_Orchestrator_V1_OrchestratorMessage>.Continuation? in
+                guard var line = lines[device], !line.sent.contains(offer.offerID) else { return nil }
+                line.sent.insert(offer.offerID)
+                lines[device] = line
+                return line.continuation
+            }
+            if let send {
+                send.yield(message)
+                logger.info("offer sent", metadata: ["offer": "\(offer.offerID)", "device": "\(device)"])
+            }
+        }
+    }
+}
