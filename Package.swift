@@ -40,7 +40,9 @@ func service(_ library: String, executable: String, folder: String, extra: [Targ
         ),
         .executableTarget(
             name: executable,
-            dependencies: [.target(name: library), "OrreryRuntime", "OrreryIdentity", "OrreryProto", argumentParser],
+            dependencies: [
+                .target(name: library), "OrreryRuntime", "OrreryIdentity", "OrreryProto", argumentParser, swiftProtobuf,
+            ],
             path: "Services/\(folder)/Executable",
             swiftSettings: upcomingFeatures
         ),

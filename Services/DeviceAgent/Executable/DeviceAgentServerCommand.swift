@@ -4,6 +4,7 @@ import Foundation
 import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
+import SwiftProtobuf
 
 /// `device-agent`: Orrery device agent: joins an edge host to the network and runs workloads isolated.
 @main
@@ -11,7 +12,7 @@ struct DeviceAgentServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "device-agent",
         abstract: "Orrery device agent: joins an edge host to the network and runs workloads isolated.",
-        subcommands: [Serve.self, Identity.self, Join.self, Leave.self, Inventory.self],
+        subcommands: [Serve.self, Identity.self, Join.self, Leave.self, Inventory.self, RunLocal.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -121,5 +122,40 @@ struct Leave: AsyncParsableCommand {
         try await RegistryConnection(enrollment: enrollment, key: try state.key()).leave()
         try Enrollment.remove(stateDirectory: state.stateDir)
         print("left")
+    }
+}
+
+/// `device-agent run-local`: runs one allocation on this host, isolated and limited exactly as the agent runs
+/// deployed work, printing its output and then its outcome as JSON.
+struct RunLocal: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run-local",
+        abstract: "Run one allocation (an AllocationSpec in JSON) here, isolated, and print how it ended.")
+
+    @Option(help: "The allocation spec, proto3 JSON (a file, or - for standard input).") var allocation: String
+    @Option(help: "Where allocations are kept.") var workRoot =
+        FileManager.default.temporaryDirectory.path + "/orrery-run-local"
+    @Flag(help: "Run without cgroup limits (when the host gives this user no cgroup).") var noLimits = false
+
+    func run() async throws {
+        let data =
+            allocation == "-"
+            ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: allocation))
+        let spec = try Orrery_Orchestrator_V1_AllocationSpec(jsonUTF8Data: data)
+        try FileManager.default.createDirectory(atPath: workRoot, withIntermediateDirectories: true)
+        let runner = AllocationRunner(root: workRoot, cgroups: noLimits ? nil : ControlGroup.detect())
+        let id = "local-" + UUID().uuidString.prefix(8).lowercased()
+        try await runner.start(id, spec: spec)
+        let outcome = try await AllocationMonitor(runner: runner).follow(
+            id, startedAt: runner.startedAt(id),
+            maxDuration: spec.maxDurationSeconds == 0 ? nil : .seconds(Int(spec.maxDurationSeconds))
+        ) { stream, chunk in
+            (stream == "stdout" ? FileHandle.standardOutput : FileHandle.standardError).write(chunk)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(outcome), as: UTF8.self))
+        print("work directory: \(runner.directory(id))/work")
+        if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode > 255 ? 1 : outcome.exitCode) }
     }
 }

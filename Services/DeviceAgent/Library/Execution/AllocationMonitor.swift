@@ -1,0 +1,103 @@
+public import Foundation
+public import OrreryProto
+
+/// How an allocation ended: its status, why, what it used, and its declared outputs.
+public struct AllocationOutcome: Sendable, Codable, Equatable {
+    public struct Output: Sendable, Codable, Equatable {
+        public var path: String
+        public var sha256: String
+        public var size: Int
+    }
+
+    public var exitCode: Int32
+    public var reason: String
+    public var usage: MeteredUsage
+    public var wallSeconds: Double
+    public var outputs: [Output]
+    /// Declared outputs that could not be returned, with why.
+    public var missingOutputs: [String]
+}
+
+/// Follows a started allocation: its logs as they grow, the max duration, its end.
+public struct AllocationMonitor: Sendable {
+    public let runner: AllocationRunner
+    public var pollInterval: Duration = .milliseconds(100)
+
+    public init(runner: AllocationRunner) {
+        self.runner = runner
+    }
+
+    /// Streams new log bytes to `onLog` ("stdout" / "stderr", resuming after `offsets`) until the allocation
+    /// ends; stops it when it outlives `maxDuration`.
+    public func follow(
+        _ id: String, startedAt: Date, maxDuration: Duration?, offsets: [String: UInt64] = [:],
+        onLog: (String, Data) async throws -> Void
+    ) async throws -> AllocationOutcome {
+        var offsets = offsets
+        func drain() async throws {
+            for stream in ["stdout", "stderr"] {
+                while true {
+                    let chunk = runner.log(id, stream: stream, from: offsets[stream] ?? 0)
+                    if chunk.isEmpty { break }
+                    offsets[stream, default: 0] += UInt64(chunk.count)
+                    try await onLog(stream, chunk)
+                }
+            }
+        }
+        var status = runner.status(id)
+        while status == .running {
+            try await drain()
+            if let maxDuration, runner.stopReason(id) == nil,
+                Date().timeIntervalSince(startedAt) > Double(maxDuration.components.seconds)
+            {
+                runner.stop(
+                    id, reason: "stopped: the maximum duration of \(maxDuration.components.seconds) s was reached")
+            }
+            try await Task.sleep(for: pollInterval)
+            status = runner.status(id)
+        }
+        try await drain()
+        let usage = runner.usage(id)
+        let spec = try runner.spec(id)
+        let code: Int32
+        var reason: String
+        switch status {
+        case .exited(let value):
+            code = value
+            if let stopped = runner.stopReason(id) {
+                reason = stopped
+            } else if value == 0 {
+                reason = "exited 0"
+            } else if value > 128, usage.oomKilled {
+                reason = "killed: the memory limit of \(spec.resources.ramMib) MiB was exceeded"
+            } else if value > 128 {
+                reason = "killed by signal \(value - 128)"
+            } else if value == 125 {
+                reason = "the sandbox could not join its cgroup"
+            } else {
+                reason = "exited with status \(value)"
+            }
+        default:
+            code = 137
+            reason = runner.stopReason(id) ?? "the allocation's process vanished (did the host restart?)"
+        }
+        if usage.pidsLimitHit { reason += "; the process limit (\(runner.pidsLimit)) refused some forks" }
+        var outputs: [AllocationOutcome.Output] = []
+        var missing: [String] = []
+        for path in spec.outputs {
+            do {
+                if let (digest, data) = try runner.output(id, path: path) {
+                    outputs.append(.init(path: path, sha256: digest, size: data.count))
+                } else {
+                    missing.append("\(path): not written")
+                }
+            } catch {
+                missing.append("\(path): \(error)")
+            }
+        }
+        runner.release(id)
+        return AllocationOutcome(
+            exitCode: code, reason: reason, usage: usage, wallSeconds: Date().timeIntervalSince(startedAt),
+            outputs: outputs, missingOutputs: missing)
+    }
+}

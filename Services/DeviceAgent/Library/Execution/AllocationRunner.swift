@@ -1,0 +1,273 @@
+internal import Crypto
+public import Foundation
+public import OrreryProto
+internal import SwiftProtobuf
+
+/// Runs allocations on this host, each isolated by `SandboxCommand` and limited by a `ControlGroup`, detached from
+/// the agent (its own session, its exit status written to a file), so an agent restart neither loses nor
+/// duplicates a running allocation: the directory of each allocation is its journal.
+///
+/// Layout under `root/<id>/`: `allocation.json` (the spec), `artifact/`, `work/`, `launch.sh`, `wrapper.pid`,
+/// `stdout.log`, `stderr.log`, `exit_status`, `stop_reason`.
+public struct AllocationRunner: Sendable {
+    public let root: String
+    public let cgroups: ControlGroup.Version?
+    /// Pids per allocation (the fork-bomb limit).
+    public var pidsLimit = 256
+
+    public init(root: String, cgroups: ControlGroup.Version? = ControlGroup.detect()) {
+        self.root = root
+        self.cgroups = cgroups
+    }
+
+    /// Where an allocation's things live.
+    public func directory(_ id: String) -> String { "\(root)/\(id)" }
+
+    /// The state of an allocation as its files tell it.
+    public enum Status: Sendable, Equatable {
+        case unknown
+        case running
+        /// The workload ended with this status (128 + signal when killed).
+        case exited(Int32)
+        /// The wrapper vanished without a status (the host rebooted, or the agent stopped it).
+        case lost
+    }
+
+    /// Whether `id` was ever started here.
+    public func isKnown(_ id: String) -> Bool {
+        FileManager.default.fileExists(atPath: directory(id) + "/allocation.json")
+    }
+
+    /// The allocations started here (for resuming after a restart).
+    public func known() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter(isKnown).sorted()
+    }
+
+    /// The spec an allocation was started with.
+    public func spec(_ id: String) throws -> Orrery_Orchestrator_V1_AllocationSpec {
+        try Orrery_Orchestrator_V1_AllocationSpec(
+            jsonUTF8Data: try Data(contentsOf: URL(fileURLWithPath: directory(id) + "/allocation.json")))
+    }
+
+    /// Prepares the directories, fetches and checks the artifact, sets up the limits and starts the sandbox.
+    /// Starting an allocation that was already started does nothing (a duplicate instruction after a reconnect).
+    public func start(_ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec) async throws {
+        guard Self.isSafeID(id) else { throw RunnerError(message: "'\(id)' is not an allocation id") }
+        if isKnown(id) { return }
+        let base = directory(id)
+        let files = FileManager.default
+        for folder in [base, base + "/artifact", base + "/work"] {
+            try files.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+        // The sandbox may run as another uid inside its user namespace: the work directory is its own.
+        chmod(base + "/work", 0o777)
+        let command = try await fetchArtifact(spec, into: base + "/artifact", work: base + "/work")
+        var environment = spec.env
+        environment["ORRERY_ALLOCATION"] = id
+        environment["ORRERY_WORK_DIR"] = "/work"
+        let sandbox = SandboxCommand(
+            workDirectory: base + "/work", artifactDirectory: base + "/artifact", network: spec.network,
+            environment: environment, command: command + spec.args)
+        var procsFiles: [String] = []
+        if let cgroups {
+            let limits = ResourceLimits(
+                memoryBytes: max(spec.resources.ramMib, 4) << 20, cpus: Double(max(spec.resources.cpuCores, 1)),
+                pids: pidsLimit)
+            procsFiles = try ControlGroup.create(name: id, limits: limits, version: cgroups).procsFiles
+        }
+        let quotedDirectory = shellQuoted(base)
+        let script = """
+            #!/bin/sh
+            echo $$ > \(quotedDirectory)/wrapper.pid
+            \(procsFiles.map { "echo $$ > \(shellQuoted($0)) || exit 125" }.joined(separator: "\n"))
+            \(sandbox.arguments.map(shellQuoted).joined(separator: " ")) > \(quotedDirectory)/stdout.log 2> \(quotedDirectory)/stderr.log < /dev/null
+            echo $? > \(quotedDirectory)/exit_status.tmp && mv \(quotedDirectory)/exit_status.tmp \(quotedDirectory)/exit_status
+
+            """
+        try Data(script.utf8).write(to: URL(fileURLWithPath: base + "/launch.sh"))
+        try Data("\(Date().timeIntervalSince1970)".utf8).write(to: URL(fileURLWithPath: base + "/started_at"))
+        try spec.jsonUTF8Data().write(to: URL(fileURLWithPath: base + "/allocation.json"))
+        try Self.launchDetached(["/usr/bin/setsid", "-f", "/bin/sh", base + "/launch.sh"])
+        // The wrapper announces itself at once; wait for it so `status` never mistakes a starting one for lost.
+        let deadline = Date().addingTimeInterval(5)
+        while !files.fileExists(atPath: base + "/wrapper.pid"), Date() < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Fetches the artifact and returns the command to run: a script given inline or fetched runs with /bin/sh;
+    /// a .tar.gz is unpacked into the work directory and the spec's command runs there.
+    func fetchArtifact(_ spec: Orrery_Orchestrator_V1_AllocationSpec, into artifact: String, work: String) async throws
+        -> [String]
+    {
+        switch spec.artifact.source {
+        case .text(let text):
+            let data = Data(text.utf8)
+            try check(data, against: spec.artifact.sha256)
+            try data.write(to: URL(fileURLWithPath: artifact + "/run"))
+            chmod(artifact + "/run", 0o755)
+            return spec.command.isEmpty ? ["/bin/sh", "/artifact/run"] : [spec.command]
+        case .url(let url):
+            let name = (URL(string: url)?.lastPathComponent).flatMap { $0.isEmpty ? nil : $0 } ?? "artifact"
+            let safeName = name.replacingOccurrences(of: "/", with: "_")
+            let path = artifact + "/" + safeName
+            let fetch = Process()
+            fetch.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            fetch.arguments = ["-fsSL", "--max-time", "600", "--max-filesize", "\(4 << 30)", "-o", path, url]
+            let errors = Pipe()
+            fetch.standardError = errors
+            try fetch.run()
+            fetch.waitUntilExit()
+            guard fetch.terminationStatus == 0 else {
+                let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                throw RunnerError(
+                    message:
+                        "cannot fetch the artifact \(url): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            try check(try Data(contentsOf: URL(fileURLWithPath: path)), against: spec.artifact.sha256)
+            if safeName.hasSuffix(".tar.gz") || safeName.hasSuffix(".tgz") {
+                let unpack = Process()
+                unpack.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
+                unpack.arguments = ["-xzf", path, "-C", work, "--no-same-owner"]
+                try unpack.run()
+                unpack.waitUntilExit()
+                guard unpack.terminationStatus == 0 else { throw RunnerError(message: "cannot unpack \(safeName)") }
+                return [spec.command]
+            }
+            chmod(path, 0o755)
+            return spec.command.isEmpty ? ["/artifact/" + safeName] : [spec.command]
+        case nil:
+            throw RunnerError(message: "the allocation has no artifact")
+        }
+    }
+
+    private func check(_ data: Data, against expected: String) throws {
+        guard !expected.isEmpty else { return }
+        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        guard digest == expected else {
+            throw RunnerError(message: "the artifact's sha256 is \(digest), the spec says \(expected): refused")
+        }
+    }
+
+    /// When the allocation was started.
+    public func startedAt(_ id: String) -> Date {
+        (try? String(contentsOfFile: directory(id) + "/started_at", encoding: .utf8)).flatMap(Double.init).map(
+            Date.init(timeIntervalSince1970:)) ?? Date()
+    }
+
+    /// What the files say about `id`.
+    public func status(_ id: String) -> Status {
+        let base = directory(id)
+        if let text = try? String(contentsOfFile: base + "/exit_status", encoding: .utf8),
+            let code = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        {
+            return .exited(code)
+        }
+        guard isKnown(id) else { return .unknown }
+        guard let text = try? String(contentsOfFile: base + "/wrapper.pid", encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        else { return .lost }
+        return kill(pid, 0) == 0 || errno == EPERM ? .running : .lost
+    }
+
+    /// Stops an allocation: every process of its group and its wrapper; `reason` is kept for the report.
+    public func stop(_ id: String, reason: String) {
+        let base = directory(id)
+        try? Data(reason.utf8).write(to: URL(fileURLWithPath: base + "/stop_reason"))
+        if let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) { group.killAll() }
+        if let text = try? String(contentsOfFile: base + "/wrapper.pid", encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        {
+            kill(-pid, SIGKILL)
+        }
+    }
+
+    /// Why it was stopped, if the agent stopped it.
+    public func stopReason(_ id: String) -> String? {
+        try? String(contentsOfFile: directory(id) + "/stop_reason", encoding: .utf8)
+    }
+
+    /// The metered usage so far (zero without cgroups).
+    public func usage(_ id: String) -> MeteredUsage {
+        guard let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) else { return MeteredUsage() }
+        return group.usage()
+    }
+
+    /// Removes the allocation's cgroup once it ended (its files stay as the journal).
+    public func release(_ id: String) {
+        guard let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) else { return }
+        group.killAll()
+        group.remove()
+    }
+
+    /// Bytes of a log after `offset` (at most `limit`).
+    public func log(_ id: String, stream: String, from offset: UInt64, limit: Int = 64 << 10) -> Data {
+        guard let handle = FileHandle(forReadingAtPath: directory(id) + "/\(stream).log") else { return Data() }
+        defer { try? handle.close() }
+        try? handle.seek(toOffset: offset)
+        return (try? handle.read(upToCount: limit)) ?? Data()
+    }
+
+    /// A declared output, read from the work directory, with its sha256; nil when missing or outside it.
+    public func output(_ id: String, path: String, limit: Int = 16 << 20) throws -> (sha256: String, data: Data)? {
+        let work = URL(fileURLWithPath: directory(id) + "/work").standardizedFileURL.resolvingSymlinksInPath()
+        let file = work.appendingPathComponent(path).standardizedFileURL.resolvingSymlinksInPath()
+        guard file.path.hasPrefix(work.path + "/") else {
+            throw RunnerError(message: "output \(path) leads outside the work directory")
+        }
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: file.path) else { return nil }
+        if let size = attributes[.size] as? Int, size > limit {
+            throw RunnerError(message: "output \(path) is \(size) bytes, more than \(limit)")
+        }
+        let data = try Data(contentsOf: file)
+        return (SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(), data)
+    }
+
+    /// Starts `arguments` with /dev/null as its standard streams and no other inherited descriptor (the sandbox
+    /// must not see the agent's sockets), and waits for it: `setsid -f` returns at once, leaving the wrapper in a
+    /// session of its own that outlives the agent.
+    static func launchDetached(_ arguments: [String]) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for descriptor in Int32(0)...2 {
+            posix_spawn_file_actions_addopen(
+                &actions, descriptor, "/dev/null", descriptor == 0 ? O_RDONLY : O_WRONLY, 0)
+        }
+        Self.closeInheritedDescriptors(&actions)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+        guard result == 0 else {
+            throw RunnerError(message: "cannot start \(arguments[0]): \(String(cString: strerror(result)))")
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    }
+
+    /// No descriptor beyond the standard three reaches the child: glibc's `addclosefrom_np` (2.34+), found at
+    /// run time; otherwise every open descriptor is marked close-on-exec first.
+    static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            let closeFrom = unsafeBitCast(symbol, to: CloseFrom.self)
+            if closeFrom(&actions, 3) == 0 { return }
+        }
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for descriptor in descriptors.compactMap(Int32.init) where descriptor > 2 {
+            _ = fcntl(descriptor, F_SETFD, fcntl(descriptor, F_GETFD) | FD_CLOEXEC)
+        }
+    }
+
+    static func isSafeID(_ id: String) -> Bool {
+        !id.isEmpty && id.count <= 64
+            && id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }
+    }
+}
+
+/// An allocation that cannot be run.
+public struct RunnerError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+}

@@ -1,0 +1,65 @@
+internal import Foundation
+
+/// The bubblewrap command line that runs an allocation isolated: new user, PID, mount, IPC, UTS, cgroup and (unless
+/// the spec asks for the network) network namespaces; the host's /usr read-only and a few /etc files programs
+/// need; a fresh /proc, /dev and /tmp; the allocation's own work directory at /work; the environment from the
+/// spec only. Nothing else of the host — its processes, homes, /var, the agent's state — is visible.
+public struct SandboxCommand: Sendable {
+    public var workDirectory: String
+    public var artifactDirectory: String
+    public var network: Bool
+    public var environment: [String: String]
+    public var command: [String]
+    public var bubblewrap = "/usr/bin/bwrap"
+
+    /// /etc entries a program commonly needs; the rest of /etc stays hidden.
+    static let etcEntries = [
+        "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+        "/etc/ssl", "/etc/ca-certificates", "/etc/nsswitch.conf",
+    ]
+
+    public init(
+        workDirectory: String, artifactDirectory: String, network: Bool, environment: [String: String],
+        command: [String]
+    ) {
+        self.workDirectory = workDirectory
+        self.artifactDirectory = artifactDirectory
+        self.network = network
+        self.environment = environment
+        self.command = command
+    }
+
+    public var arguments: [String] {
+        var arguments = [bubblewrap, "--unshare-all"]
+        if network { arguments += ["--share-net"] }
+        arguments += ["--die-with-parent", "--new-session", "--hostname", "orrery", "--ro-bind", "/usr", "/usr"]
+        // Debian merges /bin, /lib… into /usr: recreate the links; bind real directories elsewhere.
+        for top in ["bin", "sbin", "lib", "lib64", "lib32"] {
+            let path = "/" + top
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
+                arguments += ["--symlink", target, path]
+            } else if FileManager.default.fileExists(atPath: path) {
+                arguments += ["--ro-bind", path, path]
+            }
+        }
+        for entry in Self.etcEntries { arguments += ["--ro-bind-try", entry, entry] }
+        if network {
+            arguments += [
+                "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf", "--ro-bind-try", "/etc/hosts", "/etc/hosts",
+            ]
+        }
+        arguments += [
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--bind", workDirectory, "/work", "--ro-bind", artifactDirectory, "/artifact", "--chdir", "/work",
+            "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/work",
+            "--setenv", "TMPDIR", "/tmp",
+        ]
+        for (key, value) in environment.sorted(by: { $0.key < $1.key }) { arguments += ["--setenv", key, value] }
+        return arguments + ["--"] + command
+    }
+}
+
+/// Quotes a word for /bin/sh.
+func shellQuoted(_ word: String) -> String {
+    "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}
