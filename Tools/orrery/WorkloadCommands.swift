@@ -1,4 +1,5 @@
 import ArgumentParser
+import Crypto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
@@ -210,5 +211,68 @@ struct ExplainCommand: AsyncParsableCommand {
             }
         }
         if !explanation.placeable { throw ExitCode(1) }
+    }
+}
+
+/// `orrery logs [-f] ID`: the deployment's output, each line prefixed by its allocation and replica.
+struct LogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs", abstract: "Print a deployment's output (stdout and stderr of every allocation).")
+
+    @Argument(help: "The deployment id.") var id: String
+    @OptionGroup var options: OrchestratorOptions
+    @Flag(name: .shortAndLong, help: "Keep following until the deployment ends.") var follow = false
+
+    func run() async throws {
+        try await options.call { client in
+            try await client.streamLogs(
+                .with {
+                    $0.id = id
+                    $0.follow = follow
+                }
+            ) { response in
+                for try await line in response.messages {
+                    let handle = line.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
+                    let prefix = "\(line.allocation)[\(line.replica)] "
+                    let text = String(decoding: line.data, as: UTF8.self)
+                    let prefixed = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated().map {
+                        index, part in
+                        index == 0 || !part.isEmpty ? prefix + part : ""
+                    }.joined(separator: "\n")
+                    handle.write(Data(prefixed.utf8))
+                }
+            }
+        }
+    }
+}
+
+/// `orrery outputs ID --to DIR`: the declared outputs, each checked against its sha256, written under
+/// DIR/<allocation>-<replica>/.
+struct OutputsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "outputs", abstract: "Download a deployment's declared outputs, checked against their sha256.")
+
+    @Argument(help: "The deployment id.") var id: String
+    @OptionGroup var options: OrchestratorOptions
+    @Option(help: "Where to write them (default: list only).") var to: String?
+
+    func run() async throws {
+        let response = try await options.call { try await $0.getOutputs(.with { $0.id = id }) }
+        for file in response.files {
+            let digest = SHA256.hash(data: file.content).map { String(format: "%02x", $0) }.joined()
+            guard digest == file.sha256 else {
+                throw ValidationError("\(file.allocation)[\(file.replica)] \(file.path): sha256 mismatch, not written")
+            }
+            print("\(file.sha256)  \(file.allocation)-\(file.replica)/\(file.path)  (\(file.content.count) bytes)")
+            guard let to else { continue }
+            let base = URL(fileURLWithPath: to).appendingPathComponent("\(file.allocation)-\(file.replica)")
+            let target = base.appendingPathComponent(file.path).standardizedFileURL
+            guard target.path.hasPrefix(base.standardizedFileURL.path + "/") else {
+                throw ValidationError("\(file.path) leads outside \(base.path): not written")
+            }
+            try FileManager.default.createDirectory(
+                at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try file.content.write(to: target)
+        }
     }
 }

@@ -149,7 +149,7 @@ struct RunLocal: AsyncParsableCommand {
         let outcome = try await AllocationMonitor(runner: runner).follow(
             id, startedAt: runner.startedAt(id),
             maxDuration: spec.maxDurationSeconds == 0 ? nil : .seconds(Int(spec.maxDurationSeconds))
-        ) { stream, chunk in
+        ) { stream, _, chunk in
             (stream == "stdout" ? FileHandle.standardOutput : FileHandle.standardError).write(chunk)
         }
         let encoder = JSONEncoder()

@@ -52,13 +52,15 @@ public enum DeviceAgentServer {
         let ledger = CommitmentLedger(stateDirectory: stateDirectory)
         let judge = OfferJudge(policy: policy, capabilities: capabilities)
         let orchestrators = try OwnerPolicy.orchestrators(configFile: environment.settings.configFile)
+        let executions = ExecutionManager(
+            runner: AllocationRunner(root: stateDirectory + "/allocations"), ledger: ledger, logger: environment.logger)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }
             for address in orchestrators {
                 group.addTask {
                     await AgentChannelLoop(
                         address: address, connection: connection, judge: judge, ledger: ledger,
-                        logger: environment.logger
+                        executions: executions, logger: environment.logger
                     ).run()
                 }
             }

@@ -80,6 +80,25 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             await record(
                 decline.offerID, device: device, state: .declined, bid: nil,
                 reason: decline.reason.isEmpty ? "declined" : decline.reason)
+        case .report(let report):
+            if let deployment = try await offers.record(report, device: device.string) {
+                logger.info(
+                    "allocation report",
+                    metadata: ["offer": "\(report.offerID)", "state": "\(report.state)", "reason": "\(report.reason)"])
+                try await driver.advance(deployment)
+            }
+        case .log(let chunk):
+            guard chunk.data.count <= 1 << 20 else {
+                throw RPCError(code: .invalidArgument, message: "log: at most 1 MiB per chunk")
+            }
+            _ = try await offers.append(chunk, device: device.string)
+        case .output(let output):
+            guard try await offers.store(output, device: device.string) else {
+                logger.warning(
+                    "output refused (unknown offer, a repeat, or a wrong sha256)",
+                    metadata: ["offer": "\(output.offerID)", "path": "\(output.path)"])
+                return
+            }
         case .hello:
             throw RPCError(code: .invalidArgument, message: "hello is sent once, first")
         case nil:

@@ -65,18 +65,28 @@ final class AgentHub: Sendable {
     func deliver() async throws {
         let devices = connectedDevices
         guard !devices.isEmpty else { return }
+        var messages: [(device: String, key: String, message: Orrery_Orchestrator_V1_OrchestratorMessage)] = []
         for (device, offer) in try await offers.pending(for: devices) {
-            let message = Orrery_Orchestrator_V1_OrchestratorMessage.with { $0.offer = offer }
+            messages.append((device, "offer:\(offer.offerID)", .with { $0.offer = offer }))
+        }
+        for (device, instruction) in try await offers.instructions(for: devices) {
+            switch instruction {
+            case .deploy(let deploy):
+                messages.append((device, "deploy:\(deploy.offerID)", .with { $0.deploy = deploy }))
+            case .stop(let stop): messages.append((device, "stop:\(stop.offerID)", .with { $0.stop = stop }))
+            }
+        }
+        for (device, key, message) in messages {
             let send = lines.withLock {
                 lines -> AsyncStream<Orrery_Orchestrator_V1_OrchestratorMessage>.Continuation? in
-                guard var line = lines[device], !line.sent.contains(offer.offerID) else { return nil }
-                line.sent.insert(offer.offerID)
+                guard var line = lines[device], !line.sent.contains(key) else { return nil }
+                line.sent.insert(key)
                 lines[device] = line
                 return line.continuation
             }
             if let send {
                 send.yield(message)
-                logger.info("offer sent", metadata: ["offer": "\(offer.offerID)", "device": "\(device)"])
+                logger.info("sent to agent", metadata: ["message": "\(key)", "device": "\(device)"])
             }
         }
     }

@@ -28,7 +28,9 @@ struct DeploymentDriver: Sendable {
         while !Task.isCancelled {
             do {
                 for id in try await offers.expire() { try await advance(id) }
-                for state in [Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered] {
+                for state in [
+                    Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered, .deploying, .running,
+                ] {
                     for id in try await store.waiting(in: state, limit: 100) { try await advance(id) }
                 }
             } catch is CancellationError {
@@ -47,7 +49,34 @@ struct DeploymentDriver: Sendable {
         case .submitted: try await place(deployment)
         case .matched: try await offer(deployment)
         case .offered: try await collectBids(deployment)
+        case .deploying, .running: try await followExecution(deployment)
         default: break
+        }
+    }
+
+    /// deploying → running once every replica started; → completed when all exited 0; → failed (stopping the
+    /// rest) as soon as one failed.
+    private func followExecution(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
+        let executions = try await offers.executions(of: deployment.id)
+        guard !executions.isEmpty else { return }
+        let id = deployment.id
+        if let failure = executions.first(where: {
+            $0.state == .failedToStart || ($0.state == .exited && $0.exitCode != 0)
+        }) {
+            let what = failure.state == .failedToStart ? "failed to start" : "exited \(failure.exitCode ?? -1)"
+            _ = try await store.transition(
+                id, from: [.deploying, .running], to: .failed,
+                reason: "\(failure.allocation)[\(failure.replica)] on \(failure.device) \(what): \(failure.report)")
+            return
+        }
+        let started = executions.allSatisfy { $0.state == .running || $0.state == .exited }
+        if deployment.state == .deploying, started {
+            _ = try await store.transition(
+                id, from: [.deploying], to: .running, reason: "all \(executions.count) allocation(s) started")
+        }
+        if started, executions.allSatisfy({ $0.state == .exited && $0.exitCode == 0 }) {
+            _ = try await store.transition(
+                id, from: [.running], to: .completed, reason: "all \(executions.count) allocation(s) exited 0")
         }
     }
 
@@ -77,8 +106,12 @@ struct DeploymentDriver: Sendable {
                 reason: "every device bid (signed bids kept with the offers); no contract notary is configured yet")
             _ = try await store.transition(
                 id, from: [.contracted], to: .escrowed, reason: "no settlement gateway is configured yet: nothing held")
+            let logger = logger
             _ = try await store.transition(
-                id, from: [.escrowed], to: .deploying, reason: "waiting for the devices to start the allocations")
+                id, from: [.escrowed], to: .deploying, reason: "the devices are told to start the allocations",
+                also: { connection, _ in
+                    try await OfferStore.startDeploying(deployment: id, connection: connection, logger: logger)
+                })
             logger.info("deployment contracted", metadata: ["deployment": "\(id)"])
             return
         }

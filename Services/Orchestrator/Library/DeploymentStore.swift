@@ -115,6 +115,10 @@ struct DeploymentStore: Sendable {
                 try await connection.query(
                     "UPDATE offers SET state = 4, reason = \(reason) WHERE deployment_id = \(id) AND state IN (0, 1)",
                     logger: logger)
+                // What already runs is stopped: the agents get a Stop.
+                try await connection.query(
+                    "UPDATE offers SET state = 9, reason = \(reason) WHERE deployment_id = \(id) AND state IN (5, 6)",
+                    logger: logger)
             }
             try await also(connection, deployment)
             return try await Self.record(deployment, connection: connection, logger: logger)

@@ -1,3 +1,4 @@
+internal import Crypto
 internal import Foundation
 internal import Logging
 internal import OrreryIdentity
@@ -9,7 +10,215 @@ internal import SwiftProtobuf
 /// The table is how an offer reaches an agent connected to any replica.
 struct OfferStore: Sendable {
     enum State: Int16, Sendable {
-        case pending = 0, accepted, declined, expired, withdrawn
+        case pending = 0, accepted, declined, expired, withdrawn, deploying, running, exited, failedToStart, stopping
+    }
+
+    /// What an agent is told about an offer it accepted.
+    enum Instruction: Sendable {
+        case deploy(Orrery_Orchestrator_V1_Deploy)
+        case stop(Orrery_Orchestrator_V1_Stop)
+    }
+
+    /// One replica's execution, as its device reported it.
+    struct Execution: Sendable {
+        var allocation: String
+        var replica: Int
+        var device: String
+        var state: State
+        var exitCode: Int32?
+        var report: String
+    }
+
+    /// Marks the accepted offers of a deployment for deployment, inside its transition to `deploying`.
+    static func startDeploying(deployment: String, connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query(
+            "UPDATE offers SET state = 5 WHERE deployment_id = \(deployment) AND state = 1", logger: logger)
+    }
+
+    /// Deploy and Stop instructions for these devices.
+    func instructions(for devices: [String]) async throws -> [(device: String, instruction: Instruction)] {
+        guard !devices.isEmpty else { return [] }
+        let rows = try await client.query(
+            """
+            SELECT device_did, state, record, reason FROM offers
+            WHERE state IN (5, 9) AND device_did = ANY(\(devices)::text[]) ORDER BY created_at
+            """,
+            logger: logger)
+        var instructions: [(device: String, instruction: Instruction)] = []
+        for try await (device, state, record, reason) in rows.decode((String, Int16, Data, String).self) {
+            let offer = try Orrery_Orchestrator_V1_Offer(serializedBytes: record)
+            if state == State.deploying.rawValue {
+                instructions.append(
+                    (
+                        device,
+                        .deploy(
+                            .with {
+                                $0.offerID = offer.offerID
+                                $0.deploymentID = offer.deploymentID
+                                $0.allocation = offer.allocation
+                                $0.replica = offer.replica
+                                $0.spec = offer.spec
+                            })
+                    ))
+            } else {
+                instructions.append(
+                    (
+                        device,
+                        .stop(
+                            .with {
+                                $0.offerID = offer.offerID
+                                $0.reason = reason
+                            })
+                    ))
+            }
+        }
+        return instructions
+    }
+
+    /// Records a device's report on an allocation; returns its deployment, or nil when the offer is not this
+    /// device's or the report changes nothing (a repeat).
+    func record(_ report: Orrery_Orchestrator_V1_AllocationReport, device: String) async throws -> String? {
+        let usage = Data(try report.usage.serializedBytes() as [UInt8])
+        let reason = String(report.reason.prefix(1000))
+        let query: PostgresQuery
+        switch report.state {
+        case .running:
+            query = """
+                UPDATE offers SET state = 6 WHERE id = \(report.offerID) AND device_did = \(device) AND state = 5
+                RETURNING deployment_id
+                """
+        case .exited:
+            query = try """
+            UPDATE offers SET state = 7, exit_code = \(report.exitCode), usage = \(usage), report = \(reason)
+            WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (5, 6, 9)
+            RETURNING deployment_id
+            """
+        case .failedToStart:
+            query = """
+                UPDATE offers SET state = 8, report = \(report.reason)
+                WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (5, 9)
+                RETURNING deployment_id
+                """
+        default:
+            return nil
+        }
+        let rows = try await client.query(query, logger: logger)
+        for try await deployment in rows.decode(String.self) { return deployment }
+        return nil
+    }
+
+    /// The bytes of each log stream kept per allocation.
+    static let logLimit: Int64 = 1 << 20
+
+    /// Stores a log chunk of an offer of this device (a resent chunk is ignored) and keeps the last MiB.
+    func append(_ chunk: Orrery_Orchestrator_V1_LogChunk, device: String) async throws -> Bool {
+        let stream = Int16(chunk.stream.rawValue)
+        let offset = Int64(chunk.offset)
+        let rows = try await client.query(
+            """
+            INSERT INTO allocation_logs (offer_id, stream, "offset", data)
+            SELECT id, \(stream), \(offset), \(chunk.data) FROM offers WHERE id = \(chunk.offerID) AND device_did = \(device)
+            ON CONFLICT DO NOTHING RETURNING offer_id
+            """,
+            logger: logger)
+        var stored = false
+        for try await _ in rows.decode(String.self) { stored = true }
+        if stored, offset + Int64(chunk.data.count) > Self.logLimit {
+            try await client.query(
+                """
+                DELETE FROM allocation_logs WHERE offer_id = \(chunk.offerID) AND stream = \(stream)
+                  AND "offset" + length(data) <= \(offset + Int64(chunk.data.count) - Self.logLimit)
+                """,
+                logger: logger)
+        }
+        return stored
+    }
+
+    /// Stores a declared output after checking its sha256.
+    func store(_ output: Orrery_Orchestrator_V1_OutputFile, device: String) async throws -> Bool {
+        let digest = SHA256.hash(data: output.content).map { String(format: "%02x", $0) }.joined()
+        guard digest == output.sha256 else { return false }
+        let rows = try await client.query(
+            """
+            INSERT INTO outputs (offer_id, path, sha256, content)
+            SELECT id, \(output.path), \(output.sha256), \(output.content) FROM offers
+            WHERE id = \(output.offerID) AND device_did = \(device)
+            ON CONFLICT DO NOTHING RETURNING offer_id
+            """,
+            logger: logger)
+        for try await _ in rows.decode(String.self) { return true }
+        return false
+    }
+
+    /// The executions of a deployment's current replicas (offers that were deployed).
+    func executions(of deployment: String) async throws -> [Execution] {
+        let rows = try await client.query(
+            """
+            SELECT allocation, replica, device_did, state, exit_code, report FROM offers
+            WHERE deployment_id = \(deployment) AND state IN (5, 6, 7, 8, 9) ORDER BY allocation, replica
+            """,
+            logger: logger)
+        var executions: [Execution] = []
+        for try await (allocation, replica, device, state, exitCode, report) in rows.decode(
+            (String, Int32, String, Int16, Int32?, String).self)
+        {
+            executions.append(
+                Execution(
+                    allocation: allocation, replica: Int(replica), device: device,
+                    state: State(rawValue: state) ?? .deploying, exitCode: exitCode, report: report))
+        }
+        return executions
+    }
+
+    /// The deployment's log lines after the given rows, in the order they arrived.
+    func logs(of deployment: String, after: Date) async throws -> [(line: Orrery_Orchestrator_V1_LogLine, at: Date)] {
+        let rows = try await client.query(
+            """
+            SELECT o.allocation, o.replica, l.stream, l.data, l.received_at FROM allocation_logs l
+            JOIN offers o ON o.id = l.offer_id
+            WHERE o.deployment_id = \(deployment) AND l.received_at > \(after)
+            ORDER BY l.received_at, l.offer_id, l.stream, l."offset"
+            """,
+            logger: logger)
+        var lines: [(line: Orrery_Orchestrator_V1_LogLine, at: Date)] = []
+        for try await (allocation, replica, stream, data, at) in rows.decode((String, Int32, Int16, Data, Date).self) {
+            lines.append(
+                (
+                    .with {
+                        $0.allocation = allocation
+                        $0.replica = UInt32(replica)
+                        $0.stream = Orrery_Orchestrator_V1_LogStream(rawValue: Int(stream)) ?? .unspecified
+                        $0.data = data
+                    }, at
+                ))
+        }
+        return lines
+    }
+
+    /// The declared outputs the deployment's allocations returned.
+    func outputs(of deployment: String) async throws -> [Orrery_Orchestrator_V1_OutputFile] {
+        let rows = try await client.query(
+            """
+            SELECT o.id, o.allocation, o.replica, f.path, f.sha256, f.content FROM outputs f
+            JOIN offers o ON o.id = f.offer_id WHERE o.deployment_id = \(deployment)
+            ORDER BY o.allocation, o.replica, f.path
+            """,
+            logger: logger)
+        var files: [Orrery_Orchestrator_V1_OutputFile] = []
+        for try await (offer, allocation, replica, path, sha256, content) in rows.decode(
+            (String, String, Int32, String, String, Data).self)
+        {
+            files.append(
+                .with {
+                    $0.offerID = offer
+                    $0.allocation = allocation
+                    $0.replica = UInt32(replica)
+                    $0.path = path
+                    $0.sha256 = sha256
+                    $0.content = content
+                })
+        }
+        return files
     }
 
     let client: PostgresClient

@@ -14,6 +14,7 @@ public struct OrchestratorAPI: Sendable {
     let fleet: FleetView
     let driver: DeploymentDriver
     let events: ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>
+    let offers: OfferStore
     let solver: PlacementSolver
     /// May read every deployment.
     let operatorDID: String
@@ -172,6 +173,32 @@ public struct OrchestratorAPI: Sendable {
         }
         // It ended meanwhile.
         return try await get(request.id, caller: caller)
+    }
+
+    /// The deployment's logs so far, then (with follow) new lines until it ends.
+    public func streamLogs(
+        _ request: Orrery_Orchestrator_V1_StreamLogsRequest, caller: String,
+        deliver: (Orrery_Orchestrator_V1_LogLine) async throws -> Void
+    ) async throws {
+        var deployment = try await get(request.id, caller: caller)
+        var after = Date(timeIntervalSince1970: 0)
+        while true {
+            for (line, at) in try await offers.logs(of: deployment.id, after: after) {
+                try await deliver(line)
+                after = at
+            }
+            guard request.follow, !DeploymentStore.terminal.contains(deployment.state) else { return }
+            try await Task.sleep(for: .milliseconds(250))
+            deployment = try await get(request.id, caller: caller)
+        }
+    }
+
+    public func outputs(_ request: Orrery_Orchestrator_V1_GetOutputsRequest, caller: String) async throws
+        -> Orrery_Orchestrator_V1_GetOutputsResponse
+    {
+        let deployment = try await get(request.id, caller: caller)
+        let files = try await offers.outputs(of: deployment.id)
+        return .with { $0.files = files }
     }
 
     public func explain(_ request: Orrery_Orchestrator_V1_ExplainPlacementRequest) async throws

@@ -40,7 +40,7 @@ struct OrchestratorComponents: Sendable {
             let made = OrchestratorComponents(
                 fleet: fleet,
                 api: OrchestratorAPI(
-                    store: store, fleet: fleet, driver: driver, events: events, solver: solver,
+                    store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
                     operatorDID: environment.operatorDID.string),
                 events: events, driver: driver, hub: hub,
                 channel: AgentChannelService(hub: hub, offers: offers, driver: driver, logger: logger))

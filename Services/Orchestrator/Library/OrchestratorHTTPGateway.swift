@@ -31,6 +31,14 @@ enum OrchestratorHTTPGateway {
         ) {
             try await api.explain($0)
         }
+        gateway.unary(router, method: "\(service)/GetOutputs", Orrery_Orchestrator_V1_GetOutputsRequest.self) {
+            try await api.outputs($0, caller: try caller())
+        }
+        gateway.serverStreaming(
+            router, method: "\(service)/StreamLogs", Orrery_Orchestrator_V1_StreamLogsRequest.self
+        ) { (request, send: (Orrery_Orchestrator_V1_LogLine) async throws -> Void) in
+            try await api.streamLogs(request, caller: try caller(), deliver: send)
+        }
         gateway.serverStreaming(
             router, method: "\(service)/WatchDeployment", Orrery_Orchestrator_V1_WatchDeploymentRequest.self
         ) { (request, send: (Orrery_Orchestrator_V1_DeploymentEvent) async throws -> Void) in

@@ -87,5 +87,36 @@ public enum OrchestratorMigrations {
                 "CREATE INDEX offers_by_deployment ON offers (deployment_id)",
             ]
         ),
+        Migration(
+            version: 4,
+            name: "execution",
+            statements: [
+                // New offer states: 5 deploying, 6 running, 7 exited, 8 failed to start, 9 stopping.
+                """
+                ALTER TABLE offers ADD COLUMN exit_code integer, ADD COLUMN usage bytea,
+                    ADD COLUMN report text NOT NULL DEFAULT ''
+                """,
+                "CREATE INDEX offers_instructions_by_device ON offers (device_did) WHERE state IN (5, 9)",
+                """
+                CREATE TABLE allocation_logs (
+                    offer_id text NOT NULL REFERENCES offers (id),
+                    stream smallint NOT NULL,
+                    "offset" bigint NOT NULL,
+                    data bytea NOT NULL,
+                    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                    PRIMARY KEY (offer_id, stream, "offset")
+                )
+                """,
+                """
+                CREATE TABLE outputs (
+                    offer_id text NOT NULL REFERENCES offers (id),
+                    path text NOT NULL,
+                    sha256 text NOT NULL,
+                    content bytea NOT NULL,
+                    PRIMARY KEY (offer_id, path)
+                )
+                """,
+            ]
+        ),
     ]
 }

@@ -60,6 +60,19 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
         try await api.cancel(request, caller: try caller())
     }
 
+    public func streamLogs(
+        request: Orrery_Orchestrator_V1_StreamLogsRequest, response: RPCWriter<Orrery_Orchestrator_V1_LogLine>,
+        context: ServerContext
+    ) async throws {
+        try await api.streamLogs(request, caller: try caller()) { line in try await response.write(line) }
+    }
+
+    public func getOutputs(request: Orrery_Orchestrator_V1_GetOutputsRequest, context: ServerContext) async throws
+        -> Orrery_Orchestrator_V1_GetOutputsResponse
+    {
+        try await api.outputs(request, caller: try caller())
+    }
+
     public func explainPlacement(request: Orrery_Orchestrator_V1_ExplainPlacementRequest, context: ServerContext)
         async throws -> Orrery_Orchestrator_V1_PlacementExplanation
     {

@@ -111,6 +111,32 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "StreamLogs" metadata.
+        public enum StreamLogs: Sendable {
+            /// Request type for "StreamLogs".
+            public typealias Input = Orrery_Orchestrator_V1_StreamLogsRequest
+            /// Response type for "StreamLogs".
+            public typealias Output = Orrery_Orchestrator_V1_LogLine
+            /// Descriptor for "StreamLogs".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "StreamLogs",
+                type: .serverStreaming
+            )
+        }
+        /// Namespace for "GetOutputs" metadata.
+        public enum GetOutputs: Sendable {
+            /// Request type for "GetOutputs".
+            public typealias Input = Orrery_Orchestrator_V1_GetOutputsRequest
+            /// Response type for "GetOutputs".
+            public typealias Output = Orrery_Orchestrator_V1_GetOutputsResponse
+            /// Descriptor for "GetOutputs".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "GetOutputs",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.Orchestrator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -119,7 +145,9 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             ListDeployments.descriptor,
             WatchDeployment.descriptor,
             CancelDeployment.descriptor,
-            ExplainPlacement.descriptor
+            ExplainPlacement.descriptor,
+            StreamLogs.descriptor,
+            GetOutputs.descriptor
         ]
     }
 }
@@ -274,6 +302,43 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PlacementExplanation>
+
+        /// Handle the "StreamLogs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The deployment's output (each allocation's stdout and stderr, the last MiB of each kept), then — with
+        /// > follow — what follows, until the deployment ends.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_StreamLogsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_LogLine` messages.
+        func streamLogs(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_StreamLogsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_LogLine>
+
+        /// Handle the "GetOutputs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The declared outputs the allocations returned, with their sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_GetOutputsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_GetOutputsResponse` messages.
+        func getOutputs(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -412,6 +477,43 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ExplainPlacementRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_PlacementExplanation>
+
+        /// Handle the "StreamLogs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The deployment's output (each allocation's stdout and stderr, the last MiB of each kept), then — with
+        /// > follow — what follows, until the deployment ends.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_StreamLogsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_LogLine` messages.
+        func streamLogs(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_StreamLogsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_LogLine>
+
+        /// Handle the "GetOutputs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The declared outputs the allocations returned, with their sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GetOutputsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_GetOutputsResponse` message.
+        func getOutputs(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -549,6 +651,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: Orrery_Orchestrator_V1_ExplainPlacementRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Orchestrator_V1_PlacementExplanation
+
+        /// Handle the "StreamLogs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The deployment's output (each allocation's stdout and stderr, the last MiB of each kept), then — with
+        /// > follow — what follows, until the deployment ends.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_StreamLogsRequest` message.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_LogLine` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func streamLogs(
+            request: Orrery_Orchestrator_V1_StreamLogsRequest,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_LogLine>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
+        /// Handle the "GetOutputs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The declared outputs the allocations returned, with their sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_GetOutputsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_GetOutputsResponse` to respond with.
+        func getOutputs(
+            request: Orrery_Orchestrator_V1_GetOutputsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_GetOutputsResponse
     }
 }
 
@@ -633,6 +773,28 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.StreamLogs.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_StreamLogsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_LogLine>(),
+            handler: { request, context in
+                try await self.streamLogs(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.GetOutputs.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GetOutputsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GetOutputsResponse>(),
+            handler: { request, context in
+                try await self.getOutputs(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -710,6 +872,28 @@ extension Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PlacementExplanation> {
         let response = try await self.explainPlacement(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func streamLogs(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_StreamLogsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_LogLine> {
+        let response = try await self.streamLogs(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func getOutputs(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse> {
+        let response = try await self.getOutputs(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -808,6 +992,36 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_PlacementExplanation> {
         return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_PlacementExplanation>(
             message: try await self.explainPlacement(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func streamLogs(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_StreamLogsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_LogLine> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_LogLine>(
+            metadata: [:],
+            producer: { writer in
+                try await self.streamLogs(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func getOutputs(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse>(
+            message: try await self.getOutputs(
                 request: request.message,
                 context: context
             ),
@@ -987,6 +1201,53 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_PlacementExplanation>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_PlacementExplanation>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "StreamLogs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The deployment's output (each allocation's stdout and stderr, the last MiB of each kept), then — with
+        /// > follow — what follows, until the deployment ends.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_StreamLogsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_StreamLogsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_LogLine` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func streamLogs<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_StreamLogsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_StreamLogsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_LogLine>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_LogLine>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetOutputs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The declared outputs the allocations returned, with their sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GetOutputsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_GetOutputsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_GetOutputsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getOutputs<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_GetOutputsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GetOutputsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GetOutputsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1244,6 +1505,73 @@ extension Orrery_Orchestrator_V1_Orchestrator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "StreamLogs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The deployment's output (each allocation's stdout and stderr, the last MiB of each kept), then — with
+        /// > follow — what follows, until the deployment ends.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_StreamLogsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_StreamLogsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_LogLine` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func streamLogs<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_StreamLogsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_StreamLogsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_LogLine>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_LogLine>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.StreamLogs.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetOutputs" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The declared outputs the allocations returned, with their sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GetOutputsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_GetOutputsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_GetOutputsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getOutputs<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_GetOutputsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GetOutputsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GetOutputsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.GetOutputs.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1449,6 +1777,63 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExplainPlacementRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_PlacementExplanation>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StreamLogs" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The deployment's output (each allocation's stdout and stderr, the last MiB of each kept), then — with
+    /// > follow — what follows, until the deployment ends.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_StreamLogsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func streamLogs<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_StreamLogsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_LogLine>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.streamLogs(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_StreamLogsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_LogLine>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetOutputs" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The declared outputs the allocations returned, with their sha256.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_GetOutputsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getOutputs<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GetOutputsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getOutputs(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GetOutputsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GetOutputsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1684,6 +2069,71 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             metadata: metadata
         )
         return try await self.explainPlacement(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StreamLogs" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The deployment's output (each allocation's stdout and stderr, the last MiB of each kept), then — with
+    /// > follow — what follows, until the deployment ends.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func streamLogs<Result>(
+        _ message: Orrery_Orchestrator_V1_StreamLogsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_LogLine>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_StreamLogsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.streamLogs(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetOutputs" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The declared outputs the allocations returned, with their sha256.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getOutputs<Result>(
+        _ message: Orrery_Orchestrator_V1_GetOutputsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GetOutputsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GetOutputsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getOutputs(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -8,6 +8,11 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
+public import Foundation
+#endif
 public import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -168,6 +173,100 @@ public nonisolated enum Orrery_Orchestrator_V1_DeploymentState: SwiftProtobuf.En
     .cancelled,
   ]
 
+}
+
+public nonisolated enum Orrery_Orchestrator_V1_LogStream: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case stdout // = 1
+  case stderr // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .stdout
+    case 2: self = .stderr
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .stdout: return 1
+    case .stderr: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Orrery_Orchestrator_V1_LogStream] = [
+    .unspecified,
+    .stdout,
+    .stderr,
+  ]
+
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_StreamLogsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var follow: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_LogLine: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var allocation: String = String()
+
+  public var replica: UInt32 = 0
+
+  public var stream: Orrery_Orchestrator_V1_LogStream = .unspecified
+
+  public var data: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_GetOutputsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_GetOutputsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var files: [Orrery_Orchestrator_V1_OutputFile] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// What a consumer asks for: an ensemble of allocations, constraints, latency edges between allocations.
@@ -933,6 +1032,30 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     set {kind = .decline(newValue)}
   }
 
+  public var report: Orrery_Orchestrator_V1_AllocationReport {
+    get {
+      if case .report(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_AllocationReport()
+    }
+    set {kind = .report(newValue)}
+  }
+
+  public var log: Orrery_Orchestrator_V1_LogChunk {
+    get {
+      if case .log(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_LogChunk()
+    }
+    set {kind = .log(newValue)}
+  }
+
+  public var output: Orrery_Orchestrator_V1_OutputFile {
+    get {
+      if case .output(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_OutputFile()
+    }
+    set {kind = .output(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -941,6 +1064,9 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     /// A Bid, signed by the device (a Signed envelope of type orrery.orchestrator.v1.Bid).
     case bid(Orrery_Common_V1_Signed)
     case decline(Orrery_Orchestrator_V1_Decline)
+    case report(Orrery_Orchestrator_V1_AllocationReport)
+    case log(Orrery_Orchestrator_V1_LogChunk)
+    case output(Orrery_Orchestrator_V1_OutputFile)
 
   }
 
@@ -974,12 +1100,216 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .offer(newValue)}
   }
 
+  /// Start an allocation whose offer the device accepted.
+  public var deploy: Orrery_Orchestrator_V1_Deploy {
+    get {
+      if case .deploy(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_Deploy()
+    }
+    set {kind = .deploy(newValue)}
+  }
+
+  /// Stop it (cancelled, or its deployment failed elsewhere).
+  public var stop: Orrery_Orchestrator_V1_Stop {
+    get {
+      if case .stop(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_Stop()
+    }
+    set {kind = .stop(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
     case offer(Orrery_Orchestrator_V1_Offer)
+    /// Start an allocation whose offer the device accepted.
+    case deploy(Orrery_Orchestrator_V1_Deploy)
+    /// Stop it (cancelled, or its deployment failed elsewhere).
+    case stop(Orrery_Orchestrator_V1_Stop)
 
   }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_Deploy: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var deploymentID: String = String()
+
+  public var allocation: String = String()
+
+  public var replica: UInt32 = 0
+
+  public var spec: Orrery_Orchestrator_V1_AllocationSpec {
+    get {_spec ?? Orrery_Orchestrator_V1_AllocationSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Orrery_Orchestrator_V1_AllocationSpec? = nil
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_Stop: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// How an allocation is doing on its device; a retry after a reconnect repeats the last report.
+public nonisolated struct Orrery_Orchestrator_V1_AllocationReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var state: Orrery_Orchestrator_V1_AllocationReport.State = .unspecified
+
+  public var exitCode: Int32 = 0
+
+  public var reason: String = String()
+
+  public var usage: Orrery_Orchestrator_V1_Usage {
+    get {_usage ?? Orrery_Orchestrator_V1_Usage()}
+    set {_usage = newValue}
+  }
+  /// Returns true if `usage` has been explicitly set.
+  public var hasUsage: Bool {self._usage != nil}
+  /// Clears the value of `usage`. Subsequent reads from it will return its default value.
+  public mutating func clearUsage() {self._usage = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum State: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+    case running // = 1
+    case exited // = 2
+
+    /// The artifact could not be fetched or checked, or the sandbox could not be set up.
+    case failedToStart // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .running
+      case 2: self = .exited
+      case 3: self = .failedToStart
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .running: return 1
+      case .exited: return 2
+      case .failedToStart: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Orrery_Orchestrator_V1_AllocationReport.State] = [
+      .unspecified,
+      .running,
+      .exited,
+      .failedToStart,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _usage: Orrery_Orchestrator_V1_Usage? = nil
+}
+
+/// What an allocation used, metered by the device's cgroup (the receipts' source).
+public nonisolated struct Orrery_Orchestrator_V1_Usage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cpuSeconds: Double = 0
+
+  public var peakMemoryBytes: UInt64 = 0
+
+  public var wallSeconds: Double = 0
+
+  /// Zero where the device has no GPU metering.
+  public var gpuSeconds: Double = 0
+
+  public var oomKilled: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Bytes of an allocation's output, at their offset in the stream (a resent chunk is recognised).
+public nonisolated struct Orrery_Orchestrator_V1_LogChunk: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var stream: Orrery_Orchestrator_V1_LogStream = .unspecified
+
+  public var offset: UInt64 = 0
+
+  public var data: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A declared output, after the allocation ended.
+public nonisolated struct Orrery_Orchestrator_V1_OutputFile: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var path: String = String()
+
+  public var sha256: String = String()
+
+  public var content: Data = Data()
+
+  /// Set by the orchestrator when it returns outputs.
+  public var allocation: String = String()
+
+  public var replica: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1092,6 +1422,150 @@ nonisolated extension Orrery_Orchestrator_V1_Spread: SwiftProtobuf._ProtoNamePro
 
 nonisolated extension Orrery_Orchestrator_V1_DeploymentState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEPLOYMENT_STATE_UNSPECIFIED\0\u{1}DEPLOYMENT_STATE_SUBMITTED\0\u{1}DEPLOYMENT_STATE_MATCHED\0\u{1}DEPLOYMENT_STATE_OFFERED\0\u{1}DEPLOYMENT_STATE_CONTRACTED\0\u{1}DEPLOYMENT_STATE_ESCROWED\0\u{1}DEPLOYMENT_STATE_DEPLOYING\0\u{1}DEPLOYMENT_STATE_RUNNING\0\u{1}DEPLOYMENT_STATE_COMPLETED\0\u{1}DEPLOYMENT_STATE_FAILED\0\u{1}DEPLOYMENT_STATE_CANCELLED\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_LogStream: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LOG_STREAM_UNSPECIFIED\0\u{1}LOG_STREAM_STDOUT\0\u{1}LOG_STREAM_STDERR\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_StreamLogsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StreamLogsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}follow\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.follow != false {
+      try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_StreamLogsRequest, rhs: Orrery_Orchestrator_V1_StreamLogsRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.follow != rhs.follow {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_LogLine: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LogLine"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{1}stream\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.stream) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 1)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 2)
+    }
+    if self.stream != .unspecified {
+      try visitor.visitSingularEnumField(value: self.stream, fieldNumber: 3)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_LogLine, rhs: Orrery_Orchestrator_V1_LogLine) -> Bool {
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.replica != rhs.replica {return false}
+    if lhs.stream != rhs.stream {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_GetOutputsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetOutputsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_GetOutputsRequest, rhs: Orrery_Orchestrator_V1_GetOutputsRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_GetOutputsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetOutputsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}files\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.files) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.files.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.files, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_GetOutputsResponse, rhs: Orrery_Orchestrator_V1_GetOutputsResponse) -> Bool {
+    if lhs.files != rhs.files {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2473,7 +2947,7 @@ nonisolated extension Orrery_Orchestrator_V1_Relaxation: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2520,6 +2994,45 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
           self.kind = .decline(v)
         }
       }()
+      case 4: try {
+        var v: Orrery_Orchestrator_V1_AllocationReport?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .report(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .report(v)
+        }
+      }()
+      case 5: try {
+        var v: Orrery_Orchestrator_V1_LogChunk?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .log(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .log(v)
+        }
+      }()
+      case 6: try {
+        var v: Orrery_Orchestrator_V1_OutputFile?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .output(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .output(v)
+        }
+      }()
       default: break
       }
     }
@@ -2542,6 +3055,18 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
     case .decline?: try {
       guard case .decline(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .report?: try {
+      guard case .report(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .log?: try {
+      guard case .log(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .output?: try {
+      guard case .output(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     }()
     case nil: break
     }
@@ -2587,7 +3112,7 @@ nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2608,6 +3133,32 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
           self.kind = .offer(v)
         }
       }()
+      case 2: try {
+        var v: Orrery_Orchestrator_V1_Deploy?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .deploy(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .deploy(v)
+        }
+      }()
+      case 3: try {
+        var v: Orrery_Orchestrator_V1_Stop?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .stop(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .stop(v)
+        }
+      }()
       default: break
       }
     }
@@ -2618,14 +3169,323 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    try { if case .offer(let v)? = self.kind {
+    switch self.kind {
+    case .offer?: try {
+      guard case .offer(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
+    }()
+    case .deploy?: try {
+      guard case .deploy(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .stop?: try {
+      guard case .stop(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case nil: break
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Orchestrator_V1_OrchestratorMessage, rhs: Orrery_Orchestrator_V1_OrchestratorMessage) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Deploy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deploymentID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.deploymentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deploymentID, fieldNumber: 2)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 3)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 4)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_Deploy, rhs: Orrery_Orchestrator_V1_Deploy) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.deploymentID != rhs.deploymentID {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.replica != rhs.replica {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Stop: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Stop"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_Stop, rhs: Orrery_Orchestrator_V1_Stop) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AllocationReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if self.state != .unspecified {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 2)
+    }
+    if self.exitCode != 0 {
+      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    try { if let v = self._usage {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_AllocationReport, rhs: Orrery_Orchestrator_V1_AllocationReport) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.exitCode != rhs.exitCode {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs._usage != rhs._usage {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_AllocationReport.State: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATE_UNSPECIFIED\0\u{1}STATE_RUNNING\0\u{1}STATE_EXITED\0\u{1}STATE_FAILED_TO_START\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Usage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Usage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_seconds\0\u{3}peak_memory_bytes\0\u{3}wall_seconds\0\u{3}gpu_seconds\0\u{3}oom_killed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.cpuSeconds) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.peakMemoryBytes) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.wallSeconds) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.gpuSeconds) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.oomKilled) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.cpuSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.cpuSeconds, fieldNumber: 1)
+    }
+    if self.peakMemoryBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.peakMemoryBytes, fieldNumber: 2)
+    }
+    if self.wallSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.wallSeconds, fieldNumber: 3)
+    }
+    if self.gpuSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.gpuSeconds, fieldNumber: 4)
+    }
+    if self.oomKilled != false {
+      try visitor.visitSingularBoolField(value: self.oomKilled, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_Usage, rhs: Orrery_Orchestrator_V1_Usage) -> Bool {
+    if lhs.cpuSeconds != rhs.cpuSeconds {return false}
+    if lhs.peakMemoryBytes != rhs.peakMemoryBytes {return false}
+    if lhs.wallSeconds != rhs.wallSeconds {return false}
+    if lhs.gpuSeconds != rhs.gpuSeconds {return false}
+    if lhs.oomKilled != rhs.oomKilled {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LogChunk"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}stream\0\u{1}offset\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.stream) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if self.stream != .unspecified {
+      try visitor.visitSingularEnumField(value: self.stream, fieldNumber: 2)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_LogChunk, rhs: Orrery_Orchestrator_V1_LogChunk) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.stream != rhs.stream {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_OutputFile: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OutputFile"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}sha256\0\u{1}content\0\u{1}allocation\0\u{1}replica\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.content) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 2)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 3)
+    }
+    if !self.content.isEmpty {
+      try visitor.visitSingularBytesField(value: self.content, fieldNumber: 4)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 5)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_OutputFile, rhs: Orrery_Orchestrator_V1_OutputFile) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.content != rhs.content {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.replica != rhs.replica {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

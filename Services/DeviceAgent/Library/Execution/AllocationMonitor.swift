@@ -31,16 +31,17 @@ public struct AllocationMonitor: Sendable {
     /// ends; stops it when it outlives `maxDuration`.
     public func follow(
         _ id: String, startedAt: Date, maxDuration: Duration?, offsets: [String: UInt64] = [:],
-        onLog: (String, Data) async throws -> Void
+        onLog: @Sendable (_ stream: String, _ offset: UInt64, _ data: Data) async throws -> Void
     ) async throws -> AllocationOutcome {
         var offsets = offsets
         func drain() async throws {
             for stream in ["stdout", "stderr"] {
                 while true {
-                    let chunk = runner.log(id, stream: stream, from: offsets[stream] ?? 0)
+                    let offset = offsets[stream] ?? 0
+                    let chunk = runner.log(id, stream: stream, from: offset)
                     if chunk.isEmpty { break }
-                    offsets[stream, default: 0] += UInt64(chunk.count)
-                    try await onLog(stream, chunk)
+                    offsets[stream] = offset + UInt64(chunk.count)
+                    try await onLog(stream, offset, chunk)
                 }
             }
         }

@@ -16,6 +16,7 @@ struct AgentChannelLoop {
     let connection: RegistryConnection
     let judge: OfferJudge
     let ledger: CommitmentLedger
+    let executions: ExecutionManager
     let logger: Logger
 
     func run() async {
@@ -56,6 +57,8 @@ struct AgentChannelLoop {
             let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: client)
             let (answers, answer) = AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.makeStream()
             answer.yield(.with { $0.hello = .with { $0.deviceDid = connection.key.did.string } })
+            await executions.attach(answer)
+            defer { Task { await executions.detach() } }
             try await channel.connect(
                 requestProducer: { writer in
                     for await message in answers { try await writer.write(message) }
@@ -63,8 +66,12 @@ struct AgentChannelLoop {
                 onResponse: { response in
                     logger.info("agent channel open", metadata: ["orchestrator": "\(address)"])
                     for try await message in response.messages {
-                        guard case .offer(let offer) = message.kind else { continue }
-                        answer.yield(try await respond(to: offer))
+                        switch message.kind {
+                        case .offer(let offer): answer.yield(try await respond(to: offer))
+                        case .deploy(let deploy): Task { await executions.deploy(deploy) }
+                        case .stop(let stop): await executions.stop(stop)
+                        case nil: break
+                        }
                     }
                     answer.finish()
                 })

@@ -28,6 +28,18 @@ actor CommitmentLedger {
 
     func promise(_ offerID: String, _ resources: Commitment, until: Date) throws {
         promises[offerID] = Promise(resources: resources, until: until)
+        try persist()
+    }
+
+    /// The allocation ended: what it held is free again (its record stays, so a repeated offer is recognised).
+    func release(_ offerID: String) throws {
+        guard var promise = promises[offerID] else { return }
+        promise.resources = Commitment()
+        promises[offerID] = promise
+        try persist()
+    }
+
+    private func persist() throws {
         let now = Date()
         promises = promises.filter { $0.value.until > now }
         let data = try JSONEncoder().encode(promises)

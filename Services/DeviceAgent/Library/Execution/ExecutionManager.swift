@@ -1,0 +1,194 @@
+internal import Foundation
+internal import Logging
+internal import OrreryProto
+internal import SwiftProtobuf
+
+/// The allocations this device runs for the orchestrator: starts them on Deploy, stops them on Stop, follows each
+/// to its end and reports up the agent channel — "running", its output as it grows, its declared outputs and how
+/// it ended. The allocation directories are the journal: after a restart or a reconnect, `resync` picks up every
+/// allocation still running and repeats every final report, so nothing is lost or started twice.
+actor ExecutionManager {
+    let runner: AllocationRunner
+    let ledger: CommitmentLedger
+    let logger: Logger
+    private var outbox: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?
+    private var following: Set<String> = []
+
+    init(runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger) {
+        self.runner = runner
+        self.ledger = ledger
+        self.logger = logger
+    }
+
+    /// A line to the orchestrator opened: reports go to it, starting with everything it may have missed.
+    func attach(_ continuation: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation) {
+        outbox = continuation
+        resync()
+    }
+
+    func detach() { outbox = nil }
+
+    private func send(_ message: Orrery_Orchestrator_V1_AgentMessage) {
+        outbox?.yield(message)
+    }
+
+    func deploy(_ deploy: Orrery_Orchestrator_V1_Deploy) async {
+        let id = deploy.offerID
+        if runner.isKnown(id) {
+            resync()  // a repeated instruction: report what is known
+            return
+        }
+        do {
+            try await runner.start(id, spec: deploy.spec)
+            logger.info("allocation started", metadata: ["offer": "\(id)", "allocation": "\(deploy.allocation)"])
+            send(
+                .with {
+                    $0.report = .with {
+                        $0.offerID = id; $0.state = .running
+                    }
+                })
+            follow(id)
+        } catch {
+            logger.warning("allocation failed to start", metadata: ["offer": "\(id)", "error": "\(error)"])
+            let report = Orrery_Orchestrator_V1_AllocationReport.with {
+                $0.offerID = id
+                $0.state = .failedToStart
+                $0.reason = "\(error)"
+            }
+            save(report, for: id)
+            try? await ledger.release(id)
+            send(.with { $0.report = report })
+        }
+    }
+
+    func stop(_ stop: Orrery_Orchestrator_V1_Stop) {
+        guard runner.isKnown(stop.offerID) else { return }
+        logger.info("allocation stopped", metadata: ["offer": "\(stop.offerID)", "reason": "\(stop.reason)"])
+        runner.stop(
+            stop.offerID, reason: stop.reason.isEmpty ? "stopped by the orchestrator" : "stopped: \(stop.reason)")
+    }
+
+    /// Repeats final reports (with outputs and the last MiB of output) and follows what still runs.
+    func resync() {
+        for id in runner.known() {
+            if let report = savedReport(for: id) {
+                resendLogs(id)
+                if report.state == .exited { sendOutputs(id) }
+                send(.with { $0.report = report })
+            } else if !following.contains(id) {
+                follow(id)
+            } else {
+                send(
+                    .with {
+                        $0.report = .with {
+                            $0.offerID = id; $0.state = .running
+                        }
+                    })
+            }
+        }
+    }
+
+    private func follow(_ id: String) {
+        following.insert(id)
+        let runner = runner
+        Task {
+            let spec = try? runner.spec(id)
+            let seconds = Int(spec?.maxDurationSeconds ?? 0)
+            do {
+                let outcome = try await AllocationMonitor(runner: runner).follow(
+                    id, startedAt: runner.startedAt(id), maxDuration: seconds == 0 ? nil : .seconds(seconds)
+                ) { stream, offset, data in
+                    await self.send(Self.logMessage(id, stream: stream, offset: offset, data: data))
+                }
+                await self.finish(id, outcome)
+            } catch {
+                await self.finish(
+                    id,
+                    AllocationOutcome(
+                        exitCode: 1, reason: "the agent lost track of it: \(error)", usage: MeteredUsage(),
+                        wallSeconds: 0, outputs: [], missingOutputs: []))
+            }
+        }
+    }
+
+    private func finish(_ id: String, _ outcome: AllocationOutcome) async {
+        following.remove(id)
+        try? await ledger.release(id)
+        var reason = outcome.reason
+        if !outcome.missingOutputs.isEmpty {
+            reason += "; outputs missing: " + outcome.missingOutputs.joined(separator: ", ")
+        }
+        let report = Orrery_Orchestrator_V1_AllocationReport.with {
+            $0.offerID = id
+            $0.state = .exited
+            $0.exitCode = outcome.exitCode
+            $0.reason = reason
+            $0.usage = .with {
+                $0.cpuSeconds = outcome.usage.cpuSeconds
+                $0.peakMemoryBytes = outcome.usage.peakMemoryBytes
+                $0.wallSeconds = outcome.wallSeconds
+                $0.oomKilled = outcome.usage.oomKilled
+            }
+        }
+        save(report, for: id)
+        logger.info(
+            "allocation ended", metadata: ["offer": "\(id)", "exit": "\(outcome.exitCode)", "reason": "\(reason)"])
+        sendOutputs(id)
+        send(.with { $0.report = report })
+    }
+
+    private func sendOutputs(_ id: String) {
+        guard let spec = try? runner.spec(id) else { return }
+        for path in spec.outputs {
+            guard let (digest, data) = try? runner.output(id, path: path) else { continue }
+            send(
+                .with {
+                    $0.output = .with {
+                        $0.offerID = id
+                        $0.path = path
+                        $0.sha256 = digest
+                        $0.content = data
+                    }
+                })
+        }
+    }
+
+    /// The last MiB of each stream again (the orchestrator ignores what it has).
+    private func resendLogs(_ id: String) {
+        for stream in ["stdout", "stderr"] {
+            let path = runner.directory(id) + "/\(stream).log"
+            let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int).map(UInt64.init) ?? 0
+            var offset = size > 1 << 20 ? size - (1 << 20) : 0
+            while offset < size {
+                let data = runner.log(id, stream: stream, from: offset)
+                if data.isEmpty { break }
+                send(Self.logMessage(id, stream: stream, offset: offset, data: data))
+                offset += UInt64(data.count)
+            }
+        }
+    }
+
+    static func logMessage(_ id: String, stream: String, offset: UInt64, data: Data)
+        -> Orrery_Orchestrator_V1_AgentMessage
+    {
+        .with {
+            $0.log = .with {
+                $0.offerID = id
+                $0.stream = stream == "stdout" ? .stdout : .stderr
+                $0.offset = offset
+                $0.data = data
+            }
+        }
+    }
+
+    private func save(_ report: Orrery_Orchestrator_V1_AllocationReport, for id: String) {
+        let path = runner.directory(id) + "/report.pb"
+        try? FileManager.default.createDirectory(atPath: runner.directory(id), withIntermediateDirectories: true)
+        try? Data(try report.serializedBytes() as [UInt8]).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    private func savedReport(for id: String) -> Orrery_Orchestrator_V1_AllocationReport? {
+        guard let data = FileManager.default.contents(atPath: runner.directory(id) + "/report.pb") else { return nil }
+        return try? Orrery_Orchestrator_V1_AllocationReport(serializedBytes: data)
+    }
+}
