@@ -64,6 +64,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Idempotency key: a retry with the same key returns the same deployment (default: a fresh one).")
     var idempotencyKey = UUID().uuidString
     @Flag(help: "Return once submitted, without following.") var detach = false
+    @Flag(help: "Follow until the deployment ends, not just until it runs.") var wait = false
     @Flag(help: "Print the deployment as JSON when done.") var json = false
 
     func run() async throws {
@@ -87,7 +88,7 @@ struct RunCommand: AsyncParsableCommand {
                             "    \(time)  \(event.state.name.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
                         )
                         latest = event.deployment
-                        if event.state == .running || event.state.isFinal { break }
+                        if (event.state == .running && !wait) || event.state.isFinal { break }
                     }
                     return latest
                 }

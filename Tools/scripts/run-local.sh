@@ -42,6 +42,14 @@ services=(identity registry orchestrator contract-notary settlement-gateway devi
 offset=1
 for service in "${services[@]}"; do
     echo "{}" >"$run_dir/config/$service.json"
+    # The demo device: its owner's prices and place, and the orchestrator whose offers it answers.
+    [ "$service" = device-agent ] && cat >"$run_dir/config/$service.json" <<JSON
+{"owner": {"location": {"country": "DE", "region": "Berlin", "latitude": 52.52, "longitude": 13.40},
+           "prices": {"per_core_hour": 100, "per_gb_ram_hour": 10, "minimum_per_job": 10},
+           "labels": {"tier": "demo"}},
+ "orchestrators": ["127.0.0.1:$((base + 3))"],
+ "landmarks": ["127.0.0.1:$((base + 2))", "127.0.0.1:$((base + 3))"]}
+JSON
     extra=(--trust-operator "$operator_did")
     if [ "$service" = device-agent ]; then
         extra+=(--state-dir "$run_dir/device-agent")
@@ -110,6 +118,9 @@ echo "  $bin/orrery health 127.0.0.1:$((base + 3))        # the orchestrator's g
 echo "  curl -s http://127.0.0.1:$((base + 2002))/metrics  # Prometheus metrics of the registry"
 echo "  $bin/orrery revocations --identity 127.0.0.1:$((base + 1)) --key .run/credentials/operator.key   # an authorised call"
 echo "  $bin/orrery devices --registry 127.0.0.1:$((base + 2)) --key .run/credentials/operator.key   # the demo device, joined and live"
+echo "  $bin/orrery run Deploy/examples/cpu-batch.yaml --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key"
+echo "  $bin/orrery logs ID --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key   # ID from orrery run"
+echo "  $bin/orrery outputs ID --to out --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key"
 echo "  (the operator is $operator_did; credentials in .run/credentials)"
 echo
 echo "Press Ctrl-C to stop everything."
