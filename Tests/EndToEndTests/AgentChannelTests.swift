@@ -281,6 +281,77 @@ struct AgentChannelTests {
         }
     }
 
+    @Test(
+        "kill -9 of an agent while its allocation runs: restarted, it picks the allocation up from its journal, neither lost nor run twice"
+    )
+    func agentRestart() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-agent-restart")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await RunningService.start(
+                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let orchestrator = try await RunningService.start(
+                "orchestrator", extraArguments: ["--registry-address", registryAddress],
+                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
+                directory: directory)
+            defer { orchestrator.child.signal(SIGKILL) }
+            let agent = try await Self.startAgent(
+                "phoenix", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"], registry: registryAddress,
+                network: network,
+                directory: directory)
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with {
+                $0.text = "echo started >> /work/runs.txt; sleep 3; echo finished; cat runs.txt > out.txt"
+            }
+            spec.allocations[0].resources.ramMib = 64
+            spec.allocations[0].outputs = ["out.txt"]
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            let deadline = ContinuousClock.now + .seconds(15)
+            var state = job.state
+            while state != .running, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                state = try await consumer.with(orchestrator) {
+                    try await $0.getDeployment(.with { $0.id = job.id }).state
+                }
+            }
+            #expect(state == .running)
+            agent.service.child.signal(SIGKILL)
+            _ = await agent.service.child.waitForExit()
+            let config = directory.appendingPathComponent("phoenix.json").path
+            let restarted = try await RunningService.start(
+                "device-agent",
+                extraArguments: [
+                    "--state-dir", directory.appendingPathComponent("phoenix-state").path, "--config", config,
+                ],
+                environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
+            defer { restarted.child.signal(SIGKILL) }
+            let events = try await consumer.with(orchestrator) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
+                        $0.append($1)
+                    }
+                }
+            }
+            #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
+            let outputs = try await consumer.with(orchestrator) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
+        }
+    }
+
     static func sha256(_ text: String) -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")

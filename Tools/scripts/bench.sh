@@ -20,7 +20,9 @@ echo "== registry (10,000 devices)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-bench.XXXXXX")
 chmod 755 "$work"  # the postgres user must reach the cluster inside
 registry_pid=""
+extra_pids=()
 cleanup() {
+    for pid in "${extra_pids[@]}"; do kill "$pid" 2>/dev/null; done
     [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
     "$root/Tools/scripts/pg-throwaway.sh" stop "$work/pg" || true
     cp "$work/registry.log" bench-results/registry-server.log 2>/dev/null || true
@@ -52,3 +54,35 @@ port=$(python3 -c "import json; print(json.load(open('$work/registry.json'))['gr
 
 echo "== device agent"
 "$bin/orrery-bench" agent --binary "$bin/device-agent" --out bench-results/registry.md
+
+echo "== submit → running (an orchestrator and 3 real agents on this registry)"
+wait_ready() {  # file pid log
+    until [ -s "$1" ]; do kill -0 "$2" 2>/dev/null || { cat "$3" >&2; exit 1; }; sleep 0.1; done
+}
+ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
+    "$bin/orchestrator" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
+    --identity-key "$work/credentials/orchestrator/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
+    --registry-address "127.0.0.1:$port" --ready-file "$work/orchestrator.json" >"$work/orchestrator.log" 2>&1 &
+extra_pids+=($!)
+wait_ready "$work/orchestrator.json" "$!" "$work/orchestrator.log"
+orchestrator_port=$(python3 -c "import json; print(json.load(open('$work/orchestrator.json'))['grpc_port'])")
+"$bin/orrery" key new "$work/owner.key" >/dev/null
+owner_did=$("$bin/orrery" key show "$work/owner.key")
+"$bin/orrery" ucan delegate --key "$work/credentials/operator.key" --to "$owner_did" --cmd /orrery/registry --exp 1h \
+    >"$work/owner.ucan"
+for agent in 1 2 3; do
+    state="$work/agent$agent"
+    device_did=$("$bin/device-agent" id --state-dir "$state")
+    "$bin/orrery" ucan delegate --key "$work/owner.key" --to "$device_did" --cmd /orrery/registry --exp 1h \
+        --proof "$work/owner.ucan" >"$state.ucan"
+    echo "{\"owner\": {\"prices\": {\"per_core_hour\": $((agent * 10))}}, \"orchestrators\": [\"127.0.0.1:$orchestrator_port\"]}" \
+        >"$state.json"
+    "$bin/device-agent" --state-dir "$state" --config "$state.json" --grpc-port 0 --http-port 0 --log-level warning \
+        --trust-operator "$(cat "$work/credentials/operator.did")" --ready-file "$state.ready" >"$state.log" 2>&1 &
+    extra_pids+=($!)
+    wait_ready "$state.ready" "$!" "$state.log"
+    "$bin/device-agent" join --registry "127.0.0.1:$port" --token "$state.ucan" --state-dir "$state" \
+        --config "$state.json" >/dev/null
+done
+"$bin/orrery-bench" deploy --orchestrator "127.0.0.1:$orchestrator_port" --key "$work/credentials/operator.key" \
+    --allowed-provider "$owner_did" --out bench-results/placement.md

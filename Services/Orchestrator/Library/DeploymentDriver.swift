@@ -20,6 +20,9 @@ struct DeploymentDriver: Sendable {
     let logger: Logger
     let orchestratorDID: String
     let offerTimeout: Duration
+    /// Called after offers or instructions were written, so the agents this replica holds get them at once
+    /// rather than at the next poll.
+    var kick: @Sendable () async -> Void = {}
     /// How often waiting deployments are looked for (a submit on this replica advances at once).
     var pollInterval: Duration = .milliseconds(500)
 
@@ -93,6 +96,7 @@ struct DeploymentDriver: Sendable {
                     for: deployment, orchestratorDID: orchestratorDID, timeout: timeout, connection: connection,
                     logger: logger)
             })
+        await kick()
     }
 
     /// offered → deploying once every replica's device has bid; back to placement when one declined or expired.
@@ -112,6 +116,7 @@ struct DeploymentDriver: Sendable {
                 also: { connection, _ in
                     try await OfferStore.startDeploying(deployment: id, connection: connection, logger: logger)
                 })
+            await kick()
             logger.info("deployment contracted", metadata: ["deployment": "\(id)"])
             return
         }

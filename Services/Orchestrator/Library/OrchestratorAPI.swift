@@ -169,6 +169,7 @@ public struct OrchestratorAPI: Sendable {
         if let cancelled = try await store.transition(
             deployment.id, from: inProgress, to: .cancelled, reason: reason)
         {
+            await driver.kick()  // the Stop instructions
             return cancelled
         }
         // It ended meanwhile.

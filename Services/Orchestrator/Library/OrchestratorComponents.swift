@@ -28,10 +28,11 @@ struct OrchestratorComponents: Sendable {
             let store = DeploymentStore(client: database, logger: logger)
             let solver = PlacementSolver(timeLimit: .milliseconds(500))
             let offers = OfferStore(client: database, logger: logger)
-            let driver = DeploymentDriver(
+            let hub = AgentHub(offers: offers, logger: logger)
+            var driver = DeploymentDriver(
                 store: store, offers: offers, fleet: fleet, solver: solver, logger: logger,
                 orchestratorDID: environment.key.did.string, offerTimeout: environment.settings.offerTimeout)
-            let hub = AgentHub(offers: offers, logger: logger)
+            driver.kick = { try? await hub.deliver() }
             let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
                 client: database, channel: "orrery_deployment_events", logger: logger
             ) { client, after, limit in
