@@ -21,7 +21,8 @@ struct AgentChannelTests {
 
     /// Starts an agent with `owner` policy JSON, joined through `registry` with operator → owner → device.
     static func startAgent(
-        _ name: String, owner: String, orchestrators: [String], registry: String, network: TestNetwork, directory: URL
+        _ name: String, owner: String, orchestrators: [String], registry: String, network: TestNetwork, directory: URL,
+        interval: Int? = nil
     ) async throws -> Agent {
         let state = directory.appendingPathComponent("\(name)-state").path
         let config = directory.appendingPathComponent("\(name).json").path
@@ -44,7 +45,9 @@ struct AgentChannelTests {
         let token = directory.appendingPathComponent("\(name).ucan").path
         try DelegationChain.write(chain).write(toFile: token, atomically: true, encoding: .utf8)
         let service = try await RunningService.start(
-            "device-agent", extraArguments: ["--state-dir", state, "--config", config],
+            "device-agent",
+            extraArguments: ["--state-dir", state, "--config", config]
+                + (interval.map { ["--liveness-interval-ms", String($0)] } ?? []),
             environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
         let (status, output) = try await ChildProcess.run(
             binary,
@@ -349,6 +352,100 @@ struct AgentChannelTests {
             #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
             let outputs = try await consumer.with(orchestrator) { try await $0.getOutputs(.with { $0.id = job.id }) }
             #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
+        }
+    }
+
+    @Test(
+        "kill -9 of an agent: its device goes offline and its stateless allocation is relocated to another feasible device"
+    )
+    func relocation() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-relocation")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            // Short enough to notice a dead agent quickly, long enough that a loaded machine keeps live ones online.
+            let interval = 1000
+            let registry = try await RunningService.start(
+                "registry", extraArguments: ["--liveness-interval-ms", String(interval)],
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let orchestrator = try await RunningService.start(
+                "orchestrator", extraArguments: ["--registry-address", registryAddress],
+                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
+                directory: directory)
+            defer { orchestrator.child.signal(SIGKILL) }
+            let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
+            let cheap = try await Self.startAgent(
+                "cheap", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: orchestrators,
+                registry: registryAddress, network: network, directory: directory, interval: interval)
+            defer { cheap.service.child.signal(SIGKILL) }
+            let spare = try await Self.startAgent(
+                "spare", owner: #"{"prices": {"per_core_hour": 50}}"#, orchestrators: orchestrators,
+                registry: registryAddress, network: network, directory: directory, interval: interval)
+            defer { spare.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
+
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "echo up; sleep 20" }
+            spec.allocations[0].resources.ramMib = 32
+            spec.allocations[0].maxDurationSeconds = 40
+            spec.allocations[0].outputs = []
+            // Both online in the orchestrator's view: the cheap one is the choice.
+            let ready = ContinuousClock.now + .seconds(15)
+            while ContinuousClock.now < ready {
+                let choice = try await consumer.with(orchestrator) { client in
+                    try await client.explainPlacement(.with { $0.spec = spec }).allocations.first?.assignments.first?.deviceDid
+                }
+                if choice == cheap.did { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            #expect(job.assignments.map(\.deviceDid) == [cheap.did])
+            // Running on the cheap device, then that device's agent dies.
+            let events = try await consumer.with(orchestrator) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                    var killed = false
+                    for try await event in response.messages {
+                        seen.append(event)
+                        if event.state == .running && !killed {
+                            cheap.service.child.signal(SIGKILL)
+                            killed = true
+                        } else if event.state == .running || event.state.rawValue >= 8 {
+                            break
+                        }
+                    }
+                    return seen
+                }
+            }
+            let relocated = events.first { $0.reason.contains("relocated") }
+            #expect(
+                relocated?.reason.contains("device \(cheap.did) went offline; now on \(spare.did)") == true,
+                "\(events.map { "\($0.state): \($0.reason)" })")
+            #expect(events.last?.state == .running)
+            #expect(events.last?.deployment.assignments.map(\.deviceDid) == [spare.did])
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+            // The dead agent's sandbox outlived it (it would be gone with a real host): clean it up.
+            let runs = directory.appendingPathComponent("cheap-state/allocations").path
+            for run in (try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? [] {
+                if let text = try? String(contentsOfFile: "\(runs)/\(run)/wrapper.pid", encoding: .utf8),
+                    let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+                {
+                    kill(-pid, SIGKILL)
+                }
+                usleep(100_000)
+                for controller in ["memory", "cpu", "cpuacct", "pids"] {
+                    rmdir("/sys/fs/cgroup/\(controller)/orrery/\(run)")
+                }
+            }
         }
     }
 

@@ -6,7 +6,7 @@ cd "$root"
 "$root/Tools/scripts/install-deps.sh"
 # The Swift runtime is linked statically: an edge host needs no Swift toolchain to run the agent.
 scratch=(--scratch-path .build-release -c release --static-swift-stdlib)
-for product in orrery-bench registry device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
+for product in orrery-bench registry orchestrator device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
 

@@ -2,6 +2,7 @@ internal import Foundation
 internal import Logging
 internal import OrreryPlacement
 internal import OrreryProto
+internal import PostgresNIO
 internal import SwiftProtobuf
 
 /// Moves deployments through their lifecycle. Any replica may advance any deployment: each transition is
@@ -60,9 +61,29 @@ struct DeploymentDriver: Sendable {
     /// deploying → running once every replica started; → completed when all exited 0; → failed (stopping the
     /// rest) as soon as one failed.
     private func followExecution(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
-        let executions = try await offers.executions(of: deployment.id)
-        guard !executions.isEmpty else { return }
         let id = deployment.id
+        if try await offers.deployAccepted(of: id) { await kick() }
+        let executions = try await offers.executions(of: id)
+        // A replica whose device went offline or left moves to another feasible device.
+        for execution in executions where execution.state == .deploying || execution.state == .running {
+            guard let device = fleet.device(execution.device), device.status == .offline || device.status == .left
+            else { continue }
+            try await relocate(
+                deployment, allocation: execution.allocation, replica: UInt32(execution.replica),
+                from: execution.device,
+                why: "device \(execution.device) went \(device.status == .left ? "away" : "offline")")
+            return
+        }
+        // A relocated replica whose new device refused, or did not answer, moves again.
+        let live = try await offers.liveReplicas(of: id)
+        for assignment in deployment.assignments where !live.contains("\(assignment.allocation)#\(assignment.replica)")
+        {
+            try await relocate(
+                deployment, allocation: assignment.allocation, replica: assignment.replica, from: assignment.deviceDid,
+                why: "device \(assignment.deviceDid) refused the relocated replica")
+            return
+        }
+        guard !executions.isEmpty else { return }
         if let failure = executions.first(where: {
             $0.state == .failedToStart || ($0.state == .exited && $0.exitCode != 0)
         }) {
@@ -72,7 +93,9 @@ struct DeploymentDriver: Sendable {
                 reason: "\(failure.allocation)[\(failure.replica)] on \(failure.device) \(what): \(failure.report)")
             return
         }
-        let started = executions.allSatisfy { $0.state == .running || $0.state == .exited }
+        let started =
+            executions.count == deployment.assignments.count
+            && executions.allSatisfy { $0.state == .running || $0.state == .exited }
         if deployment.state == .deploying, started {
             _ = try await store.transition(
                 id, from: [.deploying], to: .running, reason: "all \(executions.count) allocation(s) started")
@@ -81,6 +104,85 @@ struct DeploymentDriver: Sendable {
             _ = try await store.transition(
                 id, from: [.running], to: .completed, reason: "all \(executions.count) allocation(s) exited 0")
         }
+    }
+
+    /// Moves one replica of a deployed ensemble to another feasible device: the same constraints, its latency
+    /// edges as bounds to where its partners run now, its spread siblings' devices and every device that
+    /// refused this deployment excluded. Stateful allocations would resume from a checkpoint, which is not built
+    /// yet: their deployment fails instead.
+    private func relocate(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, allocation name: String, replica: UInt32, from device: String,
+        why: String
+    ) async throws {
+        let id = deployment.id
+        let states: Set<Orrery_Orchestrator_V1_DeploymentState> = [.deploying, .running]
+        guard let spec = deployment.spec.allocations.first(where: { $0.name == name }),
+            let request = try? WorkloadSpecValidator.validate(deployment.spec),
+            let index = request.allocations.firstIndex(where: { $0.name == name })
+        else { return }
+        if spec.stateful {
+            _ = try await store.transition(
+                id, from: states, to: .failed,
+                reason: "\(name)[\(replica)]: \(why); a stateful allocation resumes from a checkpoint, not built yet")
+            return
+        }
+        var single = request.allocations[index]
+        single.replicas = 1
+        var excluded = try await offers.refusingDevices(of: id)
+        excluded.insert(device)
+        for edge in request.edges where edge.from == index || edge.to == index {
+            let partner = request.allocations[edge.from == index ? edge.to : edge.from].name
+            for assignment in deployment.assignments where assignment.allocation == partner {
+                single.constraints.latencyTargets.append(
+                    LatencyTarget(place: .landmark(assignment.deviceDid), maxRTTMilliseconds: edge.maxRTTMilliseconds))
+            }
+        }
+        if single.spread == .spread {
+            for sibling in deployment.assignments where sibling.allocation == name && sibling.replica != replica {
+                excluded.insert(sibling.deviceDid)
+            }
+        }
+        let snapshot = fleet.snapshot(reserved: try await store.reservations())
+        let placement = PlacementRequest(allocations: [single], budget: nil, excludedDevices: excluded)
+        guard case .placed(let placed) = solver.place(placement, on: snapshot),
+            let target = placed.allocations.first?.replicas.first
+        else {
+            let explanation = solver.explain(placement, on: snapshot)
+            _ = try await store.transition(
+                id, from: states, to: .failed,
+                reason: "\(name)[\(replica)]: \(why), and no other device can take it: \(explanation.reason)")
+            return
+        }
+        let reason = "\(name)[\(replica)] relocated: \(why); now on \(target.deviceDID)"
+        let (orchestratorDID, timeout, logger) = (orchestratorDID, offerTimeout, logger)
+        _ = try await store.transition(
+            id, from: states, to: .deploying, reason: reason,
+            change: { deployment in
+                for position in deployment.assignments.indices
+                where deployment.assignments[position].allocation == name
+                    && deployment.assignments[position].replica == replica
+                {
+                    deployment.assignments[position].deviceDid = target.deviceDID
+                    deployment.assignments[position].hourlyPrice = target.hourlyPrice
+                    deployment.assignments[position].jobCost = target.jobCost
+                }
+            },
+            also: { connection, deployment in
+                try await OfferStore.relocate(
+                    deployment: id, allocation: name, replica: replica, reason: reason, connection: connection,
+                    logger: logger)
+                try await connection.query(
+                    """
+                    UPDATE assignments SET device_did = \(target.deviceDID)
+                    WHERE deployment_id = \(id) AND allocation = \(name) AND replica = \(Int32(replica))
+                    """,
+                    logger: logger)
+                try await OfferStore.create(
+                    for: deployment, orchestratorDID: orchestratorDID, timeout: timeout, only: (name, replica),
+                    connection: connection, logger: logger)
+            })
+        logger.info("replica relocated", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
+        await kick()
     }
 
     /// matched → offered: an offer per replica, in the same transaction.

@@ -11,6 +11,8 @@ internal import SwiftProtobuf
 struct OfferStore: Sendable {
     enum State: Int16, Sendable {
         case pending = 0, accepted, declined, expired, withdrawn, deploying, running, exited, failedToStart, stopping
+        /// Its device went offline; the replica moved to another.
+        case relocated
     }
 
     /// What an agent is told about an offer it accepted.
@@ -27,6 +29,50 @@ struct OfferStore: Sendable {
         var state: State
         var exitCode: Int32?
         var report: String
+    }
+
+    /// Replicas with a live offer (pending, accepted, deployed, running, ended or stopping), by "allocation#replica".
+    func liveReplicas(of deployment: String) async throws -> Set<String> {
+        let rows = try await client.query(
+            """
+            SELECT allocation, replica FROM offers
+            WHERE deployment_id = \(deployment) AND state IN (0, 1, 5, 6, 7, 8, 9)
+            """,
+            logger: logger)
+        var live: Set<String> = []
+        for try await (allocation, replica) in rows.decode((String, Int32).self) {
+            live.insert("\(allocation)#\(replica)")
+        }
+        return live
+    }
+
+    /// Devices that declined or let lapse an offer of this deployment.
+    func refusingDevices(of deployment: String) async throws -> Set<String> {
+        Set(try await round(of: deployment).refusals.map(\.device))
+    }
+
+    /// Accepted offers of a deployment already deploying (a relocated replica's) are deployed at once.
+    func deployAccepted(of deployment: String) async throws -> Bool {
+        let rows = try await client.query(
+            "UPDATE offers SET state = 5 WHERE deployment_id = \(deployment) AND state = 1 RETURNING id", logger: logger
+        )
+        var changed = false
+        for try await _ in rows.decode(String.self) { changed = true }
+        return changed
+    }
+
+    /// Retires a replica's offers when it moves, inside the transition that moves it.
+    static func relocate(
+        deployment: String, allocation: String, replica: UInt32, reason: String, connection: PostgresConnection,
+        logger: Logger
+    ) async throws {
+        try await connection.query(
+            """
+            UPDATE offers SET state = 10, reason = \(reason)
+            WHERE deployment_id = \(deployment) AND allocation = \(allocation) AND replica = \(Int32(replica))
+              AND state IN (0, 1, 5, 6, 9)
+            """,
+            logger: logger)
     }
 
     /// Marks the accepted offers of a deployment for deployment, inside its transition to `deploying`.
@@ -227,11 +273,13 @@ struct OfferStore: Sendable {
     /// Inserts an offer per assignment of `deployment`, inside the transition that moves it to `offered`.
     static func create(
         for deployment: Orrery_Orchestrator_V1_Deployment, orchestratorDID: String, timeout: Duration,
-        connection: PostgresConnection, logger: Logger
+        only replica: (allocation: String, replica: UInt32)? = nil, connection: PostgresConnection, logger: Logger
     ) async throws {
         let expires = Date().addingTimeInterval(
             Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
-        for assignment in deployment.assignments {
+        for assignment in deployment.assignments
+        where replica == nil || (assignment.allocation == replica?.allocation && assignment.replica == replica?.replica)
+        {
             var offer = Orrery_Orchestrator_V1_Offer()
             offer.offerID = "off_" + String(DeploymentStore.newID().dropFirst(4))
             offer.deploymentID = deployment.id
