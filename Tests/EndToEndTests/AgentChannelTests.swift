@@ -382,7 +382,7 @@ struct AgentChannelTests {
                 registry: registryAddress, network: network, directory: directory, interval: interval)
             defer { cheap.service.child.signal(SIGKILL) }
             let spare = try await Self.startAgent(
-                "spare", owner: #"{"prices": {"per_core_hour": 50}}"#, orchestrators: orchestrators,
+                "spare", owner: #"{"prices": {"per_core_hour": 5000}}"#, orchestrators: orchestrators,
                 registry: registryAddress, network: network, directory: directory, interval: interval)
             defer { spare.service.child.signal(SIGKILL) }
             let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
@@ -396,10 +396,10 @@ struct AgentChannelTests {
             // Both online in the orchestrator's view: the cheap one is the choice.
             let ready = ContinuousClock.now + .seconds(15)
             while ContinuousClock.now < ready {
-                let choice = try await consumer.with(orchestrator) { client in
-                    try await client.explainPlacement(.with { $0.spec = spec }).allocations.first?.assignments.first?.deviceDid
+                let explanation = try await consumer.with(orchestrator) { client in
+                    try await client.explainPlacement(.with { $0.spec = spec })
                 }
-                if choice == cheap.did { break }
+                if explanation.allocations.first?.assignments.first?.deviceDid == cheap.did { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
             let job = try await consumer.with(orchestrator) { client in
