@@ -32,6 +32,8 @@ public struct MethodCatalog: Sendable {
     static let overrides: [String: String] = [
         "orrery.identity.v1.Identity/Revoke": "/ucan/revoke",
         "orrery.orchestrator.v1.AgentChannel/Connect": "/orrery/registry/connect-agent",
+        // Reputation is the orchestrator's to record, not a device's or an owner's (their tokens are /orrery/registry).
+        "orrery.registry.v1.Registry/RecordOutcome": "/orrery/reputation/record-outcome",
     ]
 
     /// Builds the catalog from a serialized `FileDescriptorSet`.

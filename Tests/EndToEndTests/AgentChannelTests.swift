@@ -262,6 +262,30 @@ struct AgentChannelTests {
             #expect(failed.last?.state == .failed)
             #expect(failed.last?.reason.contains("exited 3") == true, "\(failed.last?.reason ?? "")")
 
+            // Both outcomes reach the device's reputation in the registry (through the orchestrator's outbox).
+            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            var reputation = Orrery_Registry_V1_Reputation()
+            let counted = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < counted, reputation.completedAllocations < 1 || reputation.failedAllocations < 1
+            {
+                reputation = try await observer.withRegistry(registry) {
+                    try await $0.getDevice(.with { $0.did = agent.did }).reputation
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(reputation.completedAllocations == 1 && reputation.failedAllocations == 1, "\(reputation)")
+            // A device cannot record outcomes itself: its token is /orrery/registry, reputation is not in it.
+            await OrchestratorTests.expectStatus(.permissionDenied, containing: "/orrery/reputation/record-outcome") {
+                _ = try await observer.withRegistry(registry) { registry in
+                    try await registry.recordOutcome(
+                        .with {
+                            $0.deviceDid = observer.key.did.string
+                            $0.outcome = .completed
+                            $0.idempotencyKey = "self-praise"
+                        })
+                }
+            }
+
             // A long job, cancelled while it runs, is stopped on the device.
             let long = try await submit("echo started; sleep 60")
             _ = try await watch(long.id, until: [.running])
@@ -432,6 +456,17 @@ struct AgentChannelTests {
                 "\(events.map { "\($0.state): \($0.reason)" })")
             #expect(events.last?.state == .running)
             #expect(events.last?.deployment.assignments.map(\.deviceDid) == [spare.did])
+            // The relocation counts against the device it left.
+            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            var relocatedAway: UInt64 = 0
+            let counted = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < counted, relocatedAway == 0 {
+                relocatedAway = try await observer.withRegistry(registry) {
+                    try await $0.getDevice(.with { $0.did = cheap.did }).reputation.relocatedAway
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(relocatedAway == 1)
             _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
             // The dead agent's sandbox outlived it (it would be gone with a real host): clean it up.
             let runs = directory.appendingPathComponent("cheap-state/allocations").path

@@ -56,8 +56,12 @@ struct DeployBenchCommand: AsyncParsableCommand {
                         $0.spec = spec
                         $0.idempotencyKey = UUID().uuidString
                     })
-                let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }) { response in
-                    for try await event in response.messages where event.state == .running || event.state == .failed {
+                var options = CallOptions.defaults
+                options.timeout = .seconds(30)
+                let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }, options: options) {
+                    response in
+                    for try await event in response.messages where event.state == .running || event.state.rawValue >= 8
+                    {
                         return event.state
                     }
                     return Orrery_Orchestrator_V1_DeploymentState.unspecified

@@ -22,7 +22,7 @@ chmod 755 "$work"  # the postgres user must reach the cluster inside
 registry_pid=""
 extra_pids=()
 cleanup() {
-    for pid in "${extra_pids[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${extra_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
     "$root/Tools/scripts/pg-throwaway.sh" stop "$work/pg" || true
     cp "$work/registry.log" bench-results/registry-server.log 2>/dev/null || true
@@ -62,7 +62,7 @@ wait_ready() {  # file pid log
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
     "$bin/orchestrator" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
     --identity-key "$work/credentials/orchestrator/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
-    --registry-address "127.0.0.1:$port" --ready-file "$work/orchestrator.json" >"$work/orchestrator.log" 2>&1 &
+    --identity-delegation "$work/credentials/orchestrator/delegation.ucan" --registry-address "127.0.0.1:$port" --ready-file "$work/orchestrator.json" >"$work/orchestrator.log" 2>&1 &
 extra_pids+=($!)
 wait_ready "$work/orchestrator.json" "$!" "$work/orchestrator.log"
 orchestrator_port=$(python3 -c "import json; print(json.load(open('$work/orchestrator.json'))['grpc_port'])")

@@ -88,9 +88,16 @@ struct DeploymentDriver: Sendable {
             $0.state == .failedToStart || ($0.state == .exited && $0.exitCode != 0)
         }) {
             let what = failure.state == .failedToStart ? "failed to start" : "exited \(failure.exitCode ?? -1)"
+            let logger = logger
             _ = try await store.transition(
                 id, from: [.deploying, .running], to: .failed,
-                reason: "\(failure.allocation)[\(failure.replica)] on \(failure.device) \(what): \(failure.report)")
+                reason: "\(failure.allocation)[\(failure.replica)] on \(failure.device) \(what): \(failure.report)",
+                also: { connection, _ in
+                    try await ReputationOutbox.add(
+                        device: failure.device, outcome: .failed,
+                        key: "\(id)/\(failure.allocation)/\(failure.replica)/failed", connection: connection,
+                        logger: logger)
+                })
             return
         }
         let started =
@@ -101,8 +108,17 @@ struct DeploymentDriver: Sendable {
                 id, from: [.deploying], to: .running, reason: "all \(executions.count) allocation(s) started")
         }
         if started, executions.allSatisfy({ $0.state == .exited && $0.exitCode == 0 }) {
+            let logger = logger
             _ = try await store.transition(
-                id, from: [.running], to: .completed, reason: "all \(executions.count) allocation(s) exited 0")
+                id, from: [.running], to: .completed, reason: "all \(executions.count) allocation(s) exited 0",
+                also: { connection, _ in
+                    for execution in executions {
+                        try await ReputationOutbox.add(
+                            device: execution.device, outcome: .completed,
+                            key: "\(id)/\(execution.allocation)/\(execution.replica)/completed", connection: connection,
+                            logger: logger)
+                    }
+                })
         }
     }
 
@@ -171,6 +187,9 @@ struct DeploymentDriver: Sendable {
                 try await OfferStore.relocate(
                     deployment: id, allocation: name, replica: replica, reason: reason, connection: connection,
                     logger: logger)
+                try await ReputationOutbox.add(
+                    device: device, outcome: .relocatedAway, key: "\(id)/\(name)/\(replica)/relocated-from/\(device)",
+                    connection: connection, logger: logger)
                 try await connection.query(
                     """
                     UPDATE assignments SET device_did = \(target.deviceDID)

@@ -118,5 +118,23 @@ public enum OrchestratorMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 5,
+            name: "reputation outbox",
+            statements: [
+                // Outcomes to count on devices' reputation, written with the transition that causes them and sent
+                // to the registry afterwards (at least once; the registry counts each key once).
+                """
+                CREATE TABLE reputation_outbox (
+                    idempotency_key text PRIMARY KEY,
+                    device_did text NOT NULL,
+                    outcome smallint NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    sent_at timestamptz
+                )
+                """,
+                "CREATE INDEX reputation_outbox_unsent ON reputation_outbox (created_at) WHERE sent_at IS NULL",
+            ]
+        ),
     ]
 }

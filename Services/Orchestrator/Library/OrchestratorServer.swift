@@ -26,8 +26,10 @@ public enum OrchestratorServer {
                 ]
                 if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
                     tasks.append {
-                        await RegistryFollower(address: address, environment: environment, fleet: components.fleet)
-                            .run()
+                        await RegistryFollower(
+                            address: address, environment: environment, fleet: components.fleet,
+                            outbox: ReputationOutbox(client: database, logger: environment.logger)
+                        ).run()
                     }
                 } else {
                     environment.logger.warning("registry.address is not set: no devices, nothing can be placed")

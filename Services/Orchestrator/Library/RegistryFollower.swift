@@ -15,6 +15,7 @@ struct RegistryFollower {
     let address: ServiceAddress
     let environment: ServiceEnvironment
     let fleet: FleetView
+    let outbox: ReputationOutbox
     /// How often RTT samples are read.
     var samplePollInterval: Duration = .seconds(2)
 
@@ -22,6 +23,7 @@ struct RegistryFollower {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await retrying("device watch") { try await followDevices() } }
             group.addTask { await retrying("rtt samples") { try await followSamples() } }
+            group.addTask { await retrying("reputation outcomes") { try await sendOutcomes() } }
         }
     }
 
@@ -79,6 +81,19 @@ struct RegistryFollower {
                     case nil: break
                     }
                 }
+            }
+        }
+    }
+
+    /// Delivers recorded outcomes to the registry's reputation counters.
+    private func sendOutcomes() async throws {
+        try await withRegistry { registry in
+            while !Task.isCancelled {
+                for request in try await outbox.unsent() {
+                    _ = try await registry.recordOutcome(request)
+                    try await outbox.markSent(request.idempotencyKey)
+                }
+                try await Task.sleep(for: .seconds(1))
             }
         }
     }

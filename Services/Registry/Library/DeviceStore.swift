@@ -139,6 +139,45 @@ struct DeviceStore: Sendable {
         }
     }
 
+    /// Counts an outcome on a device's reputation once per idempotency key, as a change of the device; nil when
+    /// the device is unknown.
+    func recordOutcome(
+        did: String, outcome: Orrery_Registry_V1_RecordOutcomeRequest.Outcome, idempotencyKey: String
+    ) async throws -> Orrery_Registry_V1_Device? {
+        try await client.transaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.changeLogLock))", logger: logger)
+            let fresh = try await connection.query(
+                """
+                INSERT INTO recorded_outcomes (idempotency_key, device_did, outcome)
+                SELECT \(idempotencyKey), did, \(Int16(outcome.rawValue)) FROM devices WHERE did = \(did)
+                ON CONFLICT DO NOTHING RETURNING device_did
+                """,
+                logger: logger)
+            var counted = false
+            for try await _ in fresh.decode(String.self) { counted = true }
+            guard counted else {
+                // Unknown device, or a retry: nothing changes.
+                let rows = try await connection.query(
+                    PostgresQuery(
+                        unsafeSQL: "SELECT \(Self.columns) FROM devices WHERE did = $1", binds: Self.binds([did])),
+                    logger: logger)
+                for try await row in rows.decode(Row.self) { return try Self.device(row) }
+                return nil
+            }
+            let column: String
+            switch outcome {
+            case .completed: column = "completed_allocations"
+            case .failed: column = "failed_allocations"
+            default: column = "relocated_away"
+            }
+            try await connection.query(
+                PostgresQuery(
+                    unsafeSQL: "UPDATE devices SET \(column) = \(column) + 1 WHERE did = $1", binds: Self.binds([did])),
+                logger: logger)
+            return try await Self.recordChange(did: did, kind: .updated, connection: connection, logger: logger)
+        }
+    }
+
     /// Marks a device as having left; nil when it is unknown.
     func leave(did: String) async throws -> Orrery_Registry_V1_Device? {
         try await client.transaction(logger: logger) { connection in

@@ -102,5 +102,19 @@ public enum RegistryMigrations {
                 """
             ]
         ),
+        Migration(
+            version: 4,
+            name: "recorded outcomes",
+            statements: [
+                """
+                CREATE TABLE recorded_outcomes (
+                    idempotency_key text PRIMARY KEY,
+                    device_did text NOT NULL,
+                    outcome smallint NOT NULL,
+                    recorded_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            ]
+        ),
     ]
 }

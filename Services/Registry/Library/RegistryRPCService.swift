@@ -6,6 +6,7 @@ public import OrreryProto
 internal import OrreryRuntime
 internal import OrreryDatabase
 internal import PostgresNIO
+internal import SwiftProtobuf
 
 /// `orrery.registry.v1.Registry`: devices join with proof of key possession, stay live, and leave.
 public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProtocol {
@@ -227,6 +228,28 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
         var accepted = Orrery_Registry_V1_ReportRttResponse()
         accepted.accepted = UInt32(request.samples.count)
         return accepted
+    }
+
+    public func recordOutcome(request: Orrery_Registry_V1_RecordOutcomeRequest, context: ServerContext) async throws
+        -> Orrery_Registry_V1_RecordOutcomeResponse
+    {
+        guard (try? DID(request.deviceDid)) != nil else {
+            throw RPCError(code: .invalidArgument, message: "device_did: '\(request.deviceDid)' is not a did:key")
+        }
+        switch request.outcome {
+        case .completed, .failed, .relocatedAway: break
+        default: throw RPCError(code: .invalidArgument, message: "outcome: COMPLETED, FAILED or RELOCATED_AWAY")
+        }
+        guard (1...200).contains(request.idempotencyKey.count) else {
+            throw RPCError(code: .invalidArgument, message: "idempotency_key: required, 1…200 characters")
+        }
+        guard
+            let device = try await store.recordOutcome(
+                did: request.deviceDid, outcome: request.outcome, idempotencyKey: request.idempotencyKey)
+        else {
+            throw RPCError(code: .notFound, message: "no device \(request.deviceDid)")
+        }
+        return .with { $0.reputation = device.reputation }
     }
 
     public func listRttSamples(request: Orrery_Registry_V1_ListRttSamplesRequest, context: ServerContext)

@@ -150,6 +150,19 @@ public enum Orrery_Registry_V1_Registry: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RecordOutcome" metadata.
+        public enum RecordOutcome: Sendable {
+            /// Request type for "RecordOutcome".
+            public typealias Input = Orrery_Registry_V1_RecordOutcomeRequest
+            /// Response type for "RecordOutcome".
+            public typealias Output = Orrery_Registry_V1_RecordOutcomeResponse
+            /// Descriptor for "RecordOutcome".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.registry.v1.Registry"),
+                method: "RecordOutcome",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.registry.v1.Registry" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -161,7 +174,8 @@ public enum Orrery_Registry_V1_Registry: Sendable {
             QueryDevices.descriptor,
             WatchDevices.descriptor,
             ReportRtt.descriptor,
-            ListRttSamples.descriptor
+            ListRttSamples.descriptor,
+            RecordOutcome.descriptor
         ]
     }
 }
@@ -364,6 +378,25 @@ extension Orrery_Registry_V1_Registry {
             request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ListRttSamplesResponse>
+
+        /// Handle the "RecordOutcome" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What happened to an allocation on a device, counted on its reputation (the orchestrator calls it). A retry
+        /// > with the same idempotency key counts once.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Registry_V1_RecordOutcomeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Registry_V1_RecordOutcomeResponse` messages.
+        func recordOutcome(
+            request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_RecordOutcomeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_RecordOutcomeResponse>
     }
 
     /// Service protocol for the "orrery.registry.v1.Registry" service.
@@ -550,6 +583,25 @@ extension Orrery_Registry_V1_Registry {
             request: GRPCCore.ServerRequest<Orrery_Registry_V1_ListRttSamplesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ListRttSamplesResponse>
+
+        /// Handle the "RecordOutcome" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What happened to an allocation on a device, counted on its reputation (the orchestrator calls it). A retry
+        /// > with the same idempotency key counts once.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_RecordOutcomeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Registry_V1_RecordOutcomeResponse` message.
+        func recordOutcome(
+            request: GRPCCore.ServerRequest<Orrery_Registry_V1_RecordOutcomeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_RecordOutcomeResponse>
     }
 
     /// Simple service protocol for the "orrery.registry.v1.Registry" service.
@@ -735,6 +787,25 @@ extension Orrery_Registry_V1_Registry {
             request: Orrery_Registry_V1_ListRttSamplesRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Registry_V1_ListRttSamplesResponse
+
+        /// Handle the "RecordOutcome" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What happened to an allocation on a device, counted on its reputation (the orchestrator calls it). A retry
+        /// > with the same idempotency key counts once.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Registry_V1_RecordOutcomeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Registry_V1_RecordOutcomeResponse` to respond with.
+        func recordOutcome(
+            request: Orrery_Registry_V1_RecordOutcomeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Registry_V1_RecordOutcomeResponse
     }
 }
 
@@ -852,6 +923,17 @@ extension Orrery_Registry_V1_Registry.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Registry_V1_Registry.Method.RecordOutcome.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_RecordOutcomeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_RecordOutcomeResponse>(),
+            handler: { request, context in
+                try await self.recordOutcome(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -962,6 +1044,17 @@ extension Orrery_Registry_V1_Registry.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ListRttSamplesResponse> {
         let response = try await self.listRttSamples(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func recordOutcome(
+        request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_RecordOutcomeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_RecordOutcomeResponse> {
+        let response = try await self.recordOutcome(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1099,6 +1192,19 @@ extension Orrery_Registry_V1_Registry.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ListRttSamplesResponse> {
         return GRPCCore.ServerResponse<Orrery_Registry_V1_ListRttSamplesResponse>(
             message: try await self.listRttSamples(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func recordOutcome(
+        request: GRPCCore.ServerRequest<Orrery_Registry_V1_RecordOutcomeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_RecordOutcomeResponse> {
+        return GRPCCore.ServerResponse<Orrery_Registry_V1_RecordOutcomeResponse>(
+            message: try await self.recordOutcome(
                 request: request.message,
                 context: context
             ),
@@ -1341,6 +1447,30 @@ extension Orrery_Registry_V1_Registry {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_ListRttSamplesResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ListRttSamplesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RecordOutcome" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What happened to an allocation on a device, counted on its reputation (the orchestrator calls it). A retry
+        /// > with the same idempotency key counts once.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_RecordOutcomeRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_RecordOutcomeRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_RecordOutcomeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func recordOutcome<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_RecordOutcomeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_RecordOutcomeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_RecordOutcomeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_RecordOutcomeResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1694,6 +1824,41 @@ extension Orrery_Registry_V1_Registry {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RecordOutcome" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What happened to an allocation on a device, counted on its reputation (the orchestrator calls it). A retry
+        /// > with the same idempotency key counts once.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_RecordOutcomeRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_RecordOutcomeRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_RecordOutcomeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func recordOutcome<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_RecordOutcomeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_RecordOutcomeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_RecordOutcomeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_RecordOutcomeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Registry_V1_Registry.Method.RecordOutcome.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1980,6 +2145,36 @@ extension Orrery_Registry_V1_Registry.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_ListRttSamplesRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_ListRttSamplesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RecordOutcome" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What happened to an allocation on a device, counted on its reputation (the orchestrator calls it). A retry
+    /// > with the same idempotency key counts once.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Registry_V1_RecordOutcomeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func recordOutcome<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Registry_V1_RecordOutcomeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_RecordOutcomeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.recordOutcome(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_RecordOutcomeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_RecordOutcomeResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2309,6 +2504,40 @@ extension Orrery_Registry_V1_Registry.ClientProtocol {
             metadata: metadata
         )
         return try await self.listRttSamples(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RecordOutcome" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What happened to an allocation on a device, counted on its reputation (the orchestrator calls it). A retry
+    /// > with the same idempotency key counts once.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func recordOutcome<Result>(
+        _ message: Orrery_Registry_V1_RecordOutcomeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_RecordOutcomeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Registry_V1_RecordOutcomeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.recordOutcome(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -71,6 +71,86 @@ public nonisolated enum Orrery_Registry_V1_DeviceStatus: SwiftProtobuf.Enum, Swi
 
 }
 
+public nonisolated struct Orrery_Registry_V1_RecordOutcomeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deviceDid: String = String()
+
+  public var outcome: Orrery_Registry_V1_RecordOutcomeRequest.Outcome = .unspecified
+
+  /// e.g. the deployment and replica it concerns.
+  public var idempotencyKey: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Outcome: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+    case completed // = 1
+    case failed // = 2
+    case relocatedAway // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .completed
+      case 2: self = .failed
+      case 3: self = .relocatedAway
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .completed: return 1
+      case .failed: return 2
+      case .relocatedAway: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Orrery_Registry_V1_RecordOutcomeRequest.Outcome] = [
+      .unspecified,
+      .completed,
+      .failed,
+      .relocatedAway,
+    ]
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Registry_V1_RecordOutcomeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reputation: Orrery_Registry_V1_Reputation {
+    get {_reputation ?? Orrery_Registry_V1_Reputation()}
+    set {_reputation = newValue}
+  }
+  /// Returns true if `reputation` has been explicitly set.
+  public var hasReputation: Bool {self._reputation != nil}
+  /// Clears the value of `reputation`. Subsequent reads from it will return its default value.
+  public mutating func clearReputation() {self._reputation = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _reputation: Orrery_Registry_V1_Reputation? = nil
+}
+
 public nonisolated struct Orrery_Registry_V1_ListRttSamplesRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -770,6 +850,84 @@ fileprivate nonisolated let _protobuf_package = "orrery.registry.v1"
 
 nonisolated extension Orrery_Registry_V1_DeviceStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEVICE_STATUS_UNSPECIFIED\0\u{1}DEVICE_STATUS_ONLINE\0\u{1}DEVICE_STATUS_SUSPECT\0\u{1}DEVICE_STATUS_OFFLINE\0\u{1}DEVICE_STATUS_LEFT\0")
+}
+
+nonisolated extension Orrery_Registry_V1_RecordOutcomeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordOutcomeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_did\0\u{1}outcome\0\u{3}idempotency_key\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 1)
+    }
+    if self.outcome != .unspecified {
+      try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 2)
+    }
+    if !self.idempotencyKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_RecordOutcomeRequest, rhs: Orrery_Registry_V1_RecordOutcomeRequest) -> Bool {
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_RecordOutcomeRequest.Outcome: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OUTCOME_UNSPECIFIED\0\u{1}OUTCOME_COMPLETED\0\u{1}OUTCOME_FAILED\0\u{1}OUTCOME_RELOCATED_AWAY\0")
+}
+
+nonisolated extension Orrery_Registry_V1_RecordOutcomeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordOutcomeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reputation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._reputation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._reputation {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_RecordOutcomeResponse, rhs: Orrery_Registry_V1_RecordOutcomeResponse) -> Bool {
+    if lhs._reputation != rhs._reputation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Orrery_Registry_V1_ListRttSamplesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
