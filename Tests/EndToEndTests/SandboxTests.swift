@@ -77,6 +77,7 @@ struct SandboxTests {
               [ -e "$path" ] && echo "visible $path"
             done
             echo "user=$(id -u)"
+            grep CapEff /proc/self/status
             printf 'result' > result.txt
             exit 0
             """, outputs: ["result.txt", "never.txt"])
@@ -86,6 +87,9 @@ struct SandboxTests {
         // bubblewrap's init, the shell, the command substitution, ls and grep: the sandbox's own, nothing else.
         #expect(pids <= 6, "only the sandbox's own processes: \(pids)")
         #expect(!output.contains("visible "), "\(output)")
+        // Started by a root agent, the workload is nobody in its own user namespace, without capabilities.
+        #expect(output.contains("user=65534"), "\(output)")
+        #expect(output.contains("CapEff:\t0000000000000000"), "\(output)")
         #expect(outcome.outputs.map(\.path) == ["result.txt"])
         #expect(outcome.outputs.first?.sha256 == "f6a214f7a5fcda0c2cee9660b7fc29f5649e3c68aad48e20e950137c98913a68")  // sha256("result")
         #expect(outcome.missingOutputs == ["never.txt: not written"])

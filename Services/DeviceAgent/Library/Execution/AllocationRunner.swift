@@ -75,12 +75,13 @@ public struct AllocationRunner: Sendable {
                 pids: pidsLimit)
             procsFiles = try ControlGroup.create(name: id, limits: limits, version: cgroups).procsFiles
         }
+        let launch = sandbox.arguments
         let quotedDirectory = shellQuoted(base)
         let script = """
             #!/bin/sh
             echo $$ > \(quotedDirectory)/wrapper.pid
             \(procsFiles.map { "echo $$ > \(shellQuoted($0)) || exit 125" }.joined(separator: "\n"))
-            \(sandbox.arguments.map(shellQuoted).joined(separator: " ")) > \(quotedDirectory)/stdout.log 2> \(quotedDirectory)/stderr.log < /dev/null
+            \(launch.map(shellQuoted).joined(separator: " ")) > \(quotedDirectory)/stdout.log 2> \(quotedDirectory)/stderr.log < /dev/null
             echo $? > \(quotedDirectory)/exit_status.tmp && mv \(quotedDirectory)/exit_status.tmp \(quotedDirectory)/exit_status
 
             """

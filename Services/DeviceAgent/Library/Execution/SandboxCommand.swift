@@ -32,6 +32,8 @@ public struct SandboxCommand: Sendable {
     public var arguments: [String] {
         var arguments = [bubblewrap, "--unshare-all"]
         if network { arguments += ["--share-net"] }
+        // Started by root, the workload still runs as nobody in its own user namespace, with no capability.
+        if geteuid() == 0 { arguments += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"] }
         arguments += ["--die-with-parent", "--new-session", "--hostname", "orrery", "--ro-bind", "/usr", "/usr"]
         // Debian merges /bin, /lib… into /usr: recreate the links; bind real directories elsewhere.
         for top in ["bin", "sbin", "lib", "lib64", "lib32"] {
