@@ -484,6 +484,68 @@ struct AgentChannelTests {
         }
     }
 
+    @Test("an orchestrator killed while a deployment runs: a restarted one (same address) carries it to completed")
+    func orchestratorRestart() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-orchestrator-restart")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await RunningService.start(
+                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
+            let first = try await RunningService.start(
+                "orchestrator", extraArguments: ["--registry-address", registryAddress], environment: environment,
+                directory: directory)
+            defer { first.child.signal(SIGKILL) }
+            let port = first.ready.grpcPort
+            let agent = try await Self.startAgent(
+                "steady", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: ["127.0.0.1:\(port)"],
+                registry: registryAddress, network: network, directory: directory)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, first, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "sleep 2; printf done > out.txt" }
+            spec.allocations[0].resources.ramMib = 32
+            let job = try await consumer.with(first) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            var state = job.state
+            let deadline = ContinuousClock.now + .seconds(15)
+            while state != .running, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                state = try await consumer.with(first) { try await $0.getDeployment(.with { $0.id = job.id }).state }
+            }
+            #expect(state == .running)
+            first.child.signal(SIGKILL)
+            _ = await first.child.waitForExit()
+            // The allocation ends while no orchestrator runs; the agent tells the next one when it reconnects.
+            try await Task.sleep(for: .seconds(3))
+            let second = try await RunningService.start(
+                "orchestrator",
+                extraArguments: ["--registry-address", registryAddress, "--grpc-port", String(port)],
+                environment: environment, directory: directory, portZero: false)
+            defer { second.child.signal(SIGKILL) }
+            let events = try await consumer.with(second) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
+                        $0.append($1)
+                    }
+                }
+            }
+            #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
+            let outputs = try await consumer.with(second) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
+        }
+    }
+
     static func sha256(_ text: String) -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
