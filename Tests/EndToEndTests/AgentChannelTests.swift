@@ -256,6 +256,48 @@ struct AgentChannelTests {
                 try String(contentsOf: downloads.appendingPathComponent("main-0/out.txt"), encoding: .utf8)
                     == "forty-two")
 
+            // Submitted by the CLI and followed to its end.
+            let specFile = directory.appendingPathComponent("job.yaml").path
+            try """
+            name: from-the-cli
+            allocations:
+              - {name: cli, executor: process, artifact: {text: "echo via cli"}, resources: {cpu_cores: 1, ram_mib: 32},
+                 max_duration_seconds: 60}
+            """.write(toFile: specFile, atomically: true, encoding: .utf8)
+            let (runStatus, ran) = try await ChildProcess.run(cli, arguments: ["run", specFile, "--wait"] + connection)
+            #expect(runStatus == 0, "\(ran)")
+            #expect(ran.contains("completed") && ran.contains("all 1 allocation(s) exited 0"), "\(ran)")
+
+            // Submitted by curl, with a token from `orrery ucan invoke`.
+            let (_, token) = try await ChildProcess.run(
+                cli,
+                arguments: [
+                    "ucan", "invoke", "--key", directory.appendingPathComponent("credentials/operator.key").path,
+                    "--aud",
+                    orchestrator.ready.did, "--cmd", "/orrery/orchestrator/submit-workload", "--args",
+                    #"{"idempotency_key": "by-curl"}"#,
+                ])
+            let body =
+                #"{"idempotencyKey": "by-curl", "spec": {"name": "from-curl", "allocations": [{"name": "web", "executor": "EXECUTOR_PROCESS", "artifact": {"text": "echo via curl"}, "resources": {"cpuCores": 1, "ramMib": "32"}, "maxDurationSeconds": 60}]}}"#
+            let (curlStatus, submitted) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/curl"),
+                arguments: [
+                    "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-H",
+                    "Authorization: Bearer \(token.trimmingCharacters(in: .whitespacesAndNewlines))", "--data", body,
+                    "http://127.0.0.1:\(orchestrator.ready.httpPort)/orrery.orchestrator.v1.Orchestrator/SubmitWorkload",
+                ])
+            #expect(curlStatus == 0)
+            let viaCurl = try Orrery_Orchestrator_V1_Deployment(jsonString: submitted)
+            var curlState = viaCurl.state
+            let curlDeadline = ContinuousClock.now + .seconds(20)
+            while ![.completed, .failed, .cancelled].contains(curlState), ContinuousClock.now < curlDeadline {
+                try await Task.sleep(for: .milliseconds(100))
+                let (_, shown) = try await ChildProcess.run(
+                    cli, arguments: ["status", viaCurl.id, "--json"] + connection)
+                curlState = try Orrery_Orchestrator_V1_Deployment(jsonString: shown).state
+            }
+            #expect(curlState == .completed)
+
             // A failing job fails with its status.
             let failing = try await submit("echo about to fail; exit 3")
             let failed = try await watch(failing.id, until: [.completed, .failed, .cancelled])
@@ -273,7 +315,8 @@ struct AgentChannelTests {
                 }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(reputation.completedAllocations == 1 && reputation.failedAllocations == 1, "\(reputation)")
+            #expect(reputation.completedAllocations == 3 && reputation.failedAllocations == 1, "\(reputation)")
+
             // A device cannot record outcomes itself: its token is /orrery/registry, reputation is not in it.
             await OrchestratorTests.expectStatus(.permissionDenied, containing: "/orrery/reputation/record-outcome") {
                 _ = try await observer.withRegistry(registry) { registry in

@@ -65,9 +65,16 @@ public struct AllocationRunner: Sendable {
         var environment = spec.env
         environment["ORRERY_ALLOCATION"] = id
         environment["ORRERY_WORK_DIR"] = "/work"
-        let sandbox = SandboxCommand(
+        var sandbox = SandboxCommand(
             workDirectory: base + "/work", artifactDirectory: base + "/artifact", network: spec.network,
             environment: environment, command: command + spec.args)
+        if spec.resources.gpu.count > 0 {
+            sandbox.devices = nvidiaDevices()
+            guard !sandbox.devices.isEmpty else {
+                throw RunnerError(
+                    message: "the allocation asks for \(spec.resources.gpu.count) GPU(s); this host has none")
+            }
+        }
         var procsFiles: [String] = []
         if let cgroups {
             let limits = ResourceLimits(

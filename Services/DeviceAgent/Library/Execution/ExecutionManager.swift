@@ -127,6 +127,7 @@ actor ExecutionManager {
                 $0.cpuSeconds = outcome.usage.cpuSeconds
                 $0.peakMemoryBytes = outcome.usage.peakMemoryBytes
                 $0.wallSeconds = outcome.wallSeconds
+                $0.gpuSeconds = Self.gpuSeconds(outcome, gpus: (try? runner.spec(id))?.resources.gpu.count ?? 0)
                 $0.oomKilled = outcome.usage.oomKilled
             }
         }
@@ -135,6 +136,11 @@ actor ExecutionManager {
             "allocation ended", metadata: ["offer": "\(id)", "exit": "\(outcome.exitCode)", "reason": "\(reason)"])
         sendOutputs(id)
         send(.with { $0.report = report })
+    }
+
+    /// GPU time as billed: the GPUs the allocation held (whole devices, passed through) for its wall time.
+    static func gpuSeconds(_ outcome: AllocationOutcome, gpus: UInt32) -> Double {
+        outcome.wallSeconds * Double(gpus)
     }
 
     private func sendOutputs(_ id: String) {

@@ -10,6 +10,8 @@ public struct SandboxCommand: Sendable {
     public var network: Bool
     public var environment: [String: String]
     public var command: [String]
+    /// GPU device nodes passed through (an allocation that asked for GPUs gets the host's NVIDIA devices).
+    public var devices: [String] = []
     public var bubblewrap = "/usr/bin/bwrap"
 
     /// /etc entries a program commonly needs; the rest of /etc stays hidden.
@@ -51,7 +53,11 @@ public struct SandboxCommand: Sendable {
             ]
         }
         arguments += [
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--proc", "/proc", "--dev", "/dev",
+        ]
+        for device in devices { arguments += ["--dev-bind", device, device] }
+        arguments += [
+            "--tmpfs", "/tmp",
             "--bind", workDirectory, "/work", "--ro-bind", artifactDirectory, "/artifact", "--chdir", "/work",
             "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/work",
             "--setenv", "TMPDIR", "/tmp",
@@ -59,6 +65,12 @@ public struct SandboxCommand: Sendable {
         for (key, value) in environment.sorted(by: { $0.key < $1.key }) { arguments += ["--setenv", key, value] }
         return arguments + ["--"] + command
     }
+}
+
+/// The host's NVIDIA device nodes (`/dev/nvidia0`, `/dev/nvidiactl`, `/dev/nvidia-uvm`, …); none without a GPU.
+func nvidiaDevices(in directory: String = "/dev") -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasPrefix("nvidia") }.sorted()
+        .map { "\(directory)/\($0)" }
 }
 
 /// Quotes a word for /bin/sh.
