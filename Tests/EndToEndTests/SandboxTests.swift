@@ -31,13 +31,15 @@ struct SandboxTests {
     /// Runs `script` as an allocation; returns its outcome and everything it printed.
     static func run(
         _ script: String, cores: Int = 1, ramMiB: Int = 128, network: Bool = false, outputs: [String] = [],
-        seconds: Int = 30, asUser user: String? = nil, limits: Bool = true
+        seconds: Int = 30, asUser user: String? = nil, limits: Bool = true, artifact: [String: String]? = nil,
+        command: String = ""
     ) async throws -> (outcome: Outcome, output: String) {
         let directory = try TestEnvironment.temporaryDirectory("orrery-sandbox")
         defer { try? FileManager.default.removeItem(at: directory) }
         chmod(directory.path, 0o777)
         let spec: [String: Any] = [
-            "name": "test", "executor": "EXECUTOR_PROCESS", "artifact": ["text": script],
+            "name": "test", "executor": "EXECUTOR_PROCESS", "artifact": artifact ?? ["text": script],
+            "command": command,
             "resources": ["cpuCores": cores, "ramMib": String(ramMiB)], "network": network, "outputs": outputs,
             "maxDurationSeconds": seconds,
         ]
@@ -171,5 +173,41 @@ struct SandboxTests {
         #expect(outcome.exitCode != 0)
         #expect(outcome.reason.contains("maximum duration of 1 s"), "\(outcome.reason)")
         #expect(outcome.wallSeconds < 10)
+    }
+
+    @Test("a URL artifact is fetched and run only when its sha256 matches", .enabled(if: isRoot))
+    func urlArtifact() async throws {
+        let served = try TestEnvironment.temporaryDirectory("orrery-artifacts")
+        defer { try? FileManager.default.removeItem(at: served) }
+        let script = "#!/bin/sh\necho fetched and checked\n"
+        try script.write(to: served.appendingPathComponent("job.sh"), atomically: true, encoding: .utf8)
+        let server = try ChildProcess(
+            URL(fileURLWithPath: "/usr/bin/python3"),
+            arguments: [
+                "-c",
+                "import http.server, socketserver, functools, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\ns = socketserver.TCPServer(('127.0.0.1', 0), h)\nprint(s.server_address[1], flush=True)\ns.serve_forever()",
+                served.path,
+            ], outputDirectory: served)
+        defer { server.signal(SIGKILL) }
+        var port = ""
+        for _ in 0..<200 where Int(port) == nil {
+            port = server.output.split(separator: "\n").first.map(String.init) ?? ""
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let url = "http://127.0.0.1:\(port)/job.sh"
+        let digest = AgentChannelTests.sha256(script)
+        let (good, goodOutput) = try await Self.run("", artifact: ["url": url, "sha256": digest])
+        #expect(good.exitCode == 0, "\(goodOutput)")
+        #expect(goodOutput.contains("fetched and checked"))
+        let wrong = String(repeating: "0", count: 64)
+        do {
+            _ = try await Self.run("", artifact: ["url": url, "sha256": wrong])
+            Issue.record("ran an artifact whose sha256 does not match")
+        } catch let failure as RunnerFailure {
+            #expect(
+                failure.output.contains("the artifact's sha256 is \(digest), the spec says \(wrong): refused"),
+                "\(failure.output)")
+            #expect(!failure.output.contains("fetched and checked"))
+        }
     }
 }
