@@ -202,6 +202,6 @@ let package = Package(
             extra: ["OrreryPlacement", crypto, grpcPosix, hummingbird, yams])
         + service("NotaryService", executable: "contract-notary", folder: "Notary")
         + service("SettlementService", executable: "settlement-gateway", folder: "Settlement")
-        + service("DeviceAgent", executable: "device-agent", folder: "DeviceAgent"),
+        + service("DeviceAgent", executable: "device-agent", folder: "DeviceAgent", extra: ["OrreryPlacement"]),
     swiftLanguageModes: [.v6]
 )

@@ -1,7 +1,8 @@
 /// What an allocation costs on a device, in NTX base units, with arithmetic that saturates instead of trapping.
-enum Cost {
+/// The orchestrator prices offers with it and the device agent checks them with it, so both reckon alike.
+public enum Cost {
     /// The device's hourly price for the allocation's resources (RAM billed per started MiB of a GB-hour).
-    static func hourly(cores: Int, ramMiB: Int, gpus: Int, prices: Prices) -> UInt64 {
+    public static func hourly(cores: Int, ramMiB: Int, gpus: Int, prices: Prices) -> UInt64 {
         let cpu = multiply(prices.perCoreHour, UInt64(max(cores, 0)))
         let ramNumerator = multiply(prices.perGBRAMHour, UInt64(max(ramMiB, 0)))
         let ram = ramNumerator / 1024 + (ramNumerator % 1024 == 0 ? 0 : 1)
@@ -11,7 +12,7 @@ enum Cost {
 
     /// The price of one run: `seconds` at the hourly price (rounded up), and at least the device's minimum.
     /// Without a duration, the hourly price stands for the run.
-    static func job(hourly: UInt64, seconds: Int?, minimum: UInt64) -> UInt64 {
+    public static func job(hourly: UInt64, seconds: Int?, minimum: UInt64) -> UInt64 {
         guard let seconds else { return max(hourly, minimum) }
         let product = hourly.multipliedFullWidth(by: UInt64(max(seconds, 0)))
         guard product.high < 3600 else { return .max }

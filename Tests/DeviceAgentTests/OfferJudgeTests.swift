@@ -65,6 +65,17 @@ struct OfferJudgeTests {
             judge(Self.offer(cost: 209)) == .decline("offered 209 NTX, the owner's prices ask 210 NTX for this run"))
     }
 
+    @Test("prices near the top of UInt64 saturate instead of trapping, as the orchestrator's reckoning does")
+    func saturates() {
+        var capabilities = Self.capabilities
+        capabilities.prices.perCoreHour = .max
+        let judge = OfferJudge(policy: .none, capabilities: capabilities)
+        #expect(judge.judge(Self.offer(cost: .max), committed: Commitment(), now: Date()) == .accept)
+        #expect(
+            judge.judge(Self.offer(cost: 1 << 62), committed: Commitment(), now: Date())
+                == .decline("offered \(UInt64(1) << 62) NTX, the owner's prices ask \(UInt64.max) NTX for this run"))
+    }
+
     @Test("denied and not-allowed consumers are declined")
     func consumers() throws {
         var policy = OwnerPolicy.none

@@ -81,8 +81,9 @@ struct SandboxTests {
             echo "user=$(id -u)"
             grep CapEff /proc/self/status
             printf 'result' > result.txt
+            head -c 4194304 /dev/zero > big.bin
             exit 0
-            """, outputs: ["result.txt", "never.txt"])
+            """, outputs: ["result.txt", "never.txt", "big.bin"])
         #expect(outcome.exitCode == 0, "\(output)")
         #expect(output.contains("host=orrery"))
         let pids = output.split(separator: "\n").first { $0.hasPrefix("pids=") }.flatMap { Int($0.dropFirst(5)) } ?? 99
@@ -94,7 +95,10 @@ struct SandboxTests {
         #expect(output.contains("CapEff:\t0000000000000000"), "\(output)")
         #expect(outcome.outputs.map(\.path) == ["result.txt"])
         #expect(outcome.outputs.first?.sha256 == "f6a214f7a5fcda0c2cee9660b7fc29f5649e3c68aad48e20e950137c98913a68")  // sha256("result")
-        #expect(outcome.missingOutputs == ["never.txt: not written"])
+        #expect(
+            outcome.missingOutputs == [
+                "never.txt: not written", "big.bin: output big.bin is 4194304 bytes, more than 3145728",
+            ])
     }
 
     @Test("a memory hog is killed at its memory limit", .enabled(if: isRoot))

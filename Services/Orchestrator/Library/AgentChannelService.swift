@@ -95,7 +95,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         case .output(let output):
             guard try await offers.store(output, device: device.string) else {
                 logger.warning(
-                    "output refused (unknown offer, a repeat, or a wrong sha256)",
+                    "output refused (not this device's offer, not declared, a wrong sha256, or a repeat)",
                     metadata: ["offer": "\(output.offerID)", "path": "\(output.path)"])
                 return
             }

@@ -180,15 +180,16 @@ struct OfferStore: Sendable {
         return stored
     }
 
-    /// Stores a declared output after checking its sha256.
+    /// Stores a declared output of an offer of this device after checking its sha256 and that the spec declared it.
     func store(_ output: Orrery_Orchestrator_V1_OutputFile, device: String) async throws -> Bool {
         let digest = SHA256.hash(data: output.content).map { String(format: "%02x", $0) }.joined()
-        guard digest == output.sha256 else { return false }
+        guard digest == output.sha256, let recorded = try await offer(output.offerID), recorded.device == device,
+            recorded.offer.spec.outputs.contains(output.path)
+        else { return false }
         let rows = try await client.query(
             """
             INSERT INTO outputs (offer_id, path, sha256, content)
-            SELECT id, \(output.path), \(output.sha256), \(output.content) FROM offers
-            WHERE id = \(output.offerID) AND device_did = \(device)
+            SELECT id, \(output.path), \(output.sha256), \(output.content) FROM offers WHERE id = \(output.offerID)
             ON CONFLICT DO NOTHING RETURNING offer_id
             """,
             logger: logger)

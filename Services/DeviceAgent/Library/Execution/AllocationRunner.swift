@@ -217,7 +217,10 @@ public struct AllocationRunner: Sendable {
     }
 
     /// A declared output, read from the work directory, with its sha256; nil when missing or outside it.
-    public func output(_ id: String, path: String, limit: Int = 16 << 20) throws -> (sha256: String, data: Data)? {
+    /// The largest declared output returned: it travels in one agent-channel message, under gRPC's 4 MiB default.
+    public static let outputLimit = 3 << 20
+
+    public func output(_ id: String, path: String, limit: Int = outputLimit) throws -> (sha256: String, data: Data)? {
         let work = URL(fileURLWithPath: directory(id) + "/work").standardizedFileURL.resolvingSymlinksInPath()
         let file = work.appendingPathComponent(path).standardizedFileURL.resolvingSymlinksInPath()
         guard file.path.hasPrefix(work.path + "/") else {

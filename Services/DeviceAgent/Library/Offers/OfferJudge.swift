@@ -1,5 +1,6 @@
 public import Foundation
 internal import SwiftProtobuf
+internal import OrreryPlacement
 public import OrreryProto
 
 /// The owner's policy and the host's capacity applied to an offer: the agent is the final judge of what runs here.
@@ -57,16 +58,14 @@ public struct OfferJudge: Sendable {
         return .accept
     }
 
-    /// The owner's price for a run: the hourly price of the resources over the duration (rounded up; an hour
-    /// without one), and at least the minimum per job. Matches the orchestrator's reckoning.
+    /// The owner's price for a run, reckoned exactly as the orchestrator prices its offers (`Cost`): the hourly
+    /// price of the resources over the duration (rounded up; an hour without one), at least the minimum per job.
     static func price(_ asked: Commitment, seconds: Int, prices: Orrery_Registry_V1_PriceList) -> UInt64 {
-        let ram = (prices.perGbRamHour.multipliedReportingOverflow(by: UInt64(asked.ramMiB)).partialValue + 1023) / 1024
-        let hourly = prices.perCoreHour * UInt64(asked.cores) + ram + prices.perGpuHour * UInt64(asked.gpus)
-        guard seconds > 0 else { return max(hourly, prices.minimumPerJob) }
-        let product = hourly.multipliedFullWidth(by: UInt64(seconds))
-        guard product.high < 3600 else { return .max }
-        let (quotient, remainder) = UInt64(3600).dividingFullWidth(product)
-        return max(quotient + (remainder == 0 ? 0 : 1), prices.minimumPerJob)
+        let listed = Prices(
+            perCoreHour: prices.perCoreHour, perGBRAMHour: prices.perGbRamHour, perGPUHour: prices.perGpuHour,
+            minimumPerJob: prices.minimumPerJob)
+        let hourly = Cost.hourly(cores: asked.cores, ramMiB: asked.ramMiB, gpus: asked.gpus, prices: listed)
+        return Cost.job(hourly: hourly, seconds: seconds > 0 ? seconds : nil, minimum: prices.minimumPerJob)
     }
 }
 
