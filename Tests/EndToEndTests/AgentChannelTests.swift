@@ -64,10 +64,7 @@ struct AgentChannelTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-agent-channel")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
             let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
@@ -170,16 +167,11 @@ struct AgentChannelTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-execution")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-            let orchestrator = try await RunningService.start(
-                "orchestrator", extraArguments: ["--registry-address", registryAddress],
-                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
-                directory: directory)
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry)
             defer { orchestrator.child.signal(SIGKILL) }
             let agent = try await Self.startAgent(
                 "worker", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
@@ -359,16 +351,11 @@ struct AgentChannelTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-agent-restart")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-            let orchestrator = try await RunningService.start(
-                "orchestrator", extraArguments: ["--registry-address", registryAddress],
-                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
-                directory: directory)
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry)
             defer { orchestrator.child.signal(SIGKILL) }
             let agent = try await Self.startAgent(
                 "phoenix", owner: #"{"prices": {"per_core_hour": 5}}"#,
@@ -432,16 +419,11 @@ struct AgentChannelTests {
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             // Short enough to notice a dead agent quickly, long enough that a loaded machine keeps live ones online.
             let interval = 1000
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", String(interval)],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-            let orchestrator = try await RunningService.start(
-                "orchestrator", extraArguments: ["--registry-address", registryAddress],
-                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
-                directory: directory)
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry)
             defer { orchestrator.child.signal(SIGKILL) }
             let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
             let cheap = try await Self.startAgent(
@@ -533,10 +515,7 @@ struct AgentChannelTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-orchestrator-restart")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
             let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }

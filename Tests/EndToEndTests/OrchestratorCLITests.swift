@@ -59,15 +59,10 @@ struct OrchestratorCLITests {
             defer { try? FileManager.default.removeItem(at: directory) }
             let credentials = directory.appendingPathComponent("credentials")
             let network = try TestNetwork(directory: credentials)
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
-            let orchestrator = try await RunningService.start(
-                "orchestrator", extraArguments: ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
-                directory: directory)
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry)
             defer { orchestrator.child.signal(SIGKILL) }
             let devices = try await OrchestratorTests.joinFleet(registry: registry, operatorKey: network.operatorKey)
             try await OrchestratorTests.waitForFleet(

@@ -48,6 +48,28 @@ struct OrchestratorTests {
         }
     }
 
+    /// A registry whose devices stay online for a minute without heartbeats (fake devices here send none).
+    static func startRegistry(
+        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, interval: Int = 60_000
+    ) async throws -> RunningService {
+        try await RunningService.start(
+            "registry", extraArguments: ["--liveness-interval-ms", String(interval)],
+            environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+            directory: directory)
+    }
+
+    /// An orchestrator following `registry`.
+    static func startOrchestrator(
+        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, registry: RunningService,
+        extraArguments: [String] = []
+    ) async throws -> RunningService {
+        try await RunningService.start(
+            "orchestrator",
+            extraArguments: ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"] + extraArguments,
+            environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
+            directory: directory)
+    }
+
     /// Three devices: a cheap small one in Germany, a mid-priced one in France, a GPU machine in the US.
     static let fleet:
         [(country: String, latitude: Double, longitude: Double, cores: UInt32, price: UInt64, gpus: Int)] = [
@@ -148,15 +170,10 @@ struct OrchestratorTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-orchestrator")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
-            let orchestrator = try await RunningService.start(
-                "orchestrator", extraArguments: ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
-                directory: directory)
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry)
             defer { orchestrator.child.signal(SIGKILL) }
             let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
             let consumer = try Consumer(operatorKey: network.operatorKey)
@@ -298,10 +315,7 @@ struct OrchestratorTests {
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", "60000"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
             let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
             let consumer = try Consumer(operatorKey: network.operatorKey)

@@ -170,9 +170,8 @@ struct SandboxTests {
         #expect(!output.contains("visible"))
     }
 
-    @Test("the maximum duration stops an allocation")
+    @Test("the maximum duration stops an allocation", .enabled(if: isRoot))
     func maxDuration() async throws {
-        guard Self.isRoot else { return }
         let (outcome, _) = try await Self.run("sleep 30", seconds: 1)
         #expect(outcome.exitCode != 0)
         #expect(outcome.reason.contains("maximum duration of 1 s"), "\(outcome.reason)")

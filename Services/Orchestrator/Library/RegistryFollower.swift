@@ -28,20 +28,11 @@ struct RegistryFollower {
     }
 
     private func retrying(_ what: String, _ body: () async throws -> Void) async {
-        var backoff: Duration = .milliseconds(100)
-        while !Task.isCancelled {
-            do {
-                try await body()
-                backoff = .milliseconds(100)
-            } catch is CancellationError {
-                return
-            } catch {
-                environment.logger.warning(
-                    "registry \(what) interrupted; retrying",
-                    metadata: ["registry": "\(address)", "error": "\(error)"])
-            }
-            try? await Task.sleep(for: backoff * Double.random(in: 0.5...1.5))
-            backoff = min(backoff * 2, .seconds(10))
+        await Reconnecting.run(onFailure: { error in
+            environment.logger.warning(
+                "registry \(what) interrupted; retrying", metadata: ["registry": "\(address)", "error": "\(error)"])
+        }) {
+            try await body()
         }
     }
 

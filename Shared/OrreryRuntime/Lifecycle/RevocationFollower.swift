@@ -17,20 +17,11 @@ struct RevocationFollower {
     let proofs: [Delegation]
 
     func run() async {
-        var backoff: Duration = .milliseconds(100)
-        while !Task.isCancelled {
-            do {
-                try await follow()
-                backoff = .milliseconds(100)
-            } catch is CancellationError {
-                return
-            } catch {
-                environment.logger.warning(
-                    "revocation feed interrupted; retrying", metadata: ["identity": "\(address)", "error": "\(error)"])
-            }
-            let jitter = Double.random(in: 0.5...1.5)
-            try? await Task.sleep(for: backoff * jitter)
-            backoff = min(backoff * 2, .seconds(10))
+        await Reconnecting.run(onFailure: { error in
+            environment.logger.warning(
+                "revocation feed interrupted; retrying", metadata: ["identity": "\(address)", "error": "\(error)"])
+        }) {
+            try await follow()
         }
     }
 

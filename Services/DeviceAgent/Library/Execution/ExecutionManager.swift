@@ -56,7 +56,7 @@ actor ExecutionManager {
                 $0.reason = "\(error)"
             }
             save(report, for: id)
-            try? await ledger.release(id)
+            await releasePromise(id)
             send(.with { $0.report = report })
         }
     }
@@ -113,7 +113,7 @@ actor ExecutionManager {
 
     private func finish(_ id: String, _ outcome: AllocationOutcome) async {
         following.remove(id)
-        try? await ledger.release(id)
+        await releasePromise(id)
         var reason = outcome.reason
         if !outcome.missingOutputs.isEmpty {
             reason += "; outputs missing: " + outcome.missingOutputs.joined(separator: ", ")
@@ -187,10 +187,28 @@ actor ExecutionManager {
         }
     }
 
+    /// Frees what the allocation's offer promised; a failure is logged (the promise still lapses at its deadline).
+    private func releasePromise(_ id: String) async {
+        do {
+            try await ledger.release(id)
+        } catch {
+            logger.error(
+                "cannot release the capacity promised to an ended allocation",
+                metadata: ["offer": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    /// Journals the final report so a restart or a reconnect repeats it; a failure is logged (the orchestrator
+    /// then hears the report only on this line).
     private func save(_ report: Orrery_Orchestrator_V1_AllocationReport, for id: String) {
-        let path = runner.directory(id) + "/report.pb"
-        try? FileManager.default.createDirectory(atPath: runner.directory(id), withIntermediateDirectories: true)
-        try? Data(try report.serializedBytes() as [UInt8]).write(to: URL(fileURLWithPath: path), options: .atomic)
+        do {
+            try FileManager.default.createDirectory(atPath: runner.directory(id), withIntermediateDirectories: true)
+            try Data(try report.serializedBytes() as [UInt8]).write(
+                to: URL(fileURLWithPath: runner.directory(id) + "/report.pb"), options: .atomic)
+        } catch {
+            logger.error(
+                "cannot journal an allocation's final report", metadata: ["offer": "\(id)", "error": "\(error)"])
+        }
     }
 
     private func savedReport(for id: String) -> Orrery_Orchestrator_V1_AllocationReport? {

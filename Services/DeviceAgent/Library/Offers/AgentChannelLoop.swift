@@ -20,20 +20,12 @@ struct AgentChannelLoop {
     let logger: Logger
 
     func run() async {
-        var backoff: Duration = .milliseconds(100)
-        while !Task.isCancelled {
-            do {
-                try await connect()
-                backoff = .milliseconds(100)
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning(
-                    "agent channel interrupted; reconnecting",
-                    metadata: ["orchestrator": "\(address)", "error": "\(error)"])
-            }
-            try? await Task.sleep(for: backoff * Double.random(in: 0.5...1.5))
-            backoff = min(backoff * 2, .seconds(10))
+        await Reconnecting.run(onFailure: { error in
+            logger.warning(
+                "agent channel interrupted; reconnecting",
+                metadata: ["orchestrator": "\(address)", "error": "\(error)"])
+        }) {
+            try await connect()
         }
     }
 
