@@ -166,7 +166,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DeviceAgentTests",
-            dependencies: ["DeviceAgent", "OrreryTestSupport", "OrreryProto", swiftProtobuf],
+            dependencies: ["DeviceAgent", "OrreryPlacement", "OrreryTestSupport", "OrreryProto", swiftProtobuf],
             path: "Tests/DeviceAgentTests",
             swiftSettings: upcomingFeatures
         ),

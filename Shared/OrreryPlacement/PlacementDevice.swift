@@ -109,3 +109,32 @@ public struct Reputation: Sendable, Hashable {
         (Double(completed) + 1) / (Double(completed) + Double(failed) + Double(relocatedAway) + 2)
     }
 }
+
+/// An amount of a device's resources: what an allocation takes, what deployments hold, what an agent promised.
+public struct ResourceAmount: Sendable, Hashable, Codable {
+    public var cores = 0
+    public var ramMiB = 0
+    public var diskMiB = 0
+    public var gpus = 0
+
+    public init(cores: Int = 0, ramMiB: Int = 0, diskMiB: Int = 0, gpus: Int = 0) {
+        self.cores = cores
+        self.ramMiB = ramMiB
+        self.diskMiB = diskMiB
+        self.gpus = gpus
+    }
+
+    public var isZero: Bool { cores == 0 && ramMiB == 0 && diskMiB == 0 && gpus == 0 }
+
+    public func adding(_ other: ResourceAmount) -> ResourceAmount {
+        ResourceAmount(
+            cores: cores + other.cores, ramMiB: ramMiB + other.ramMiB, diskMiB: diskMiB + other.diskMiB,
+            gpus: gpus + other.gpus)
+    }
+
+    public func subtracting(_ other: ResourceAmount) -> ResourceAmount {
+        ResourceAmount(
+            cores: cores - other.cores, ramMiB: ramMiB - other.ramMiB, diskMiB: diskMiB - other.diskMiB,
+            gpus: gpus - other.gpus)
+    }
+}

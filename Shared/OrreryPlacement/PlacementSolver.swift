@@ -198,12 +198,7 @@ private struct Search {
     var timedOut = false
     var budgetPruned = false
 
-    struct Usage {
-        var cores = 0
-        var ram = 0
-        var disk = 0
-        var gpus = 0
-    }
+    typealias Usage = ResourceAmount
 
     init(
         snapshot: PlacementSnapshot, allocations: [CompiledAllocation], domains: [RankedDomain], edges: [LatencyEdge],
@@ -242,7 +237,7 @@ private struct Search {
         self.deadline = deadline
         assignment = Array(repeating: [], count: allocations.count)
         demands = allocations.map {
-            Usage(cores: $0.cpuCores, ram: $0.ramMiB, disk: $0.diskMiB, gpus: $0.gpuCount)
+            Usage(cores: $0.cpuCores, ramMiB: $0.ramMiB, diskMiB: $0.diskMiB, gpus: $0.gpuCount)
         }
         used = Array(repeating: Usage(), count: snapshot.compiled.count)
         bounds = Array(repeating: [], count: allocations.count)
@@ -369,31 +364,25 @@ private struct Search {
     /// which compared the device's free resources with one replica; this adds what the search placed there).
     private func fits(_ device: Int, _ allocation: Int) -> Bool {
         let taken = used[device]
-        guard taken.cores != 0 || taken.ram != 0 || taken.disk != 0 || taken.gpus != 0 else { return true }
+        guard !taken.isZero else { return true }
         let demand = demands[allocation]
         let record = snapshot.compiled[device]
-        return taken.cores + demand.cores <= record.cpuCores && taken.ram + demand.ram <= record.ramMiB
-            && taken.disk + demand.disk <= record.diskMiB && taken.gpus + demand.gpus <= record.gpuCount
+        let after = taken.adding(demand)
+        return after.cores <= record.cpuCores && after.ramMiB <= record.ramMiB && after.diskMiB <= record.diskMiB
+            && after.gpus <= record.gpuCount
     }
 
     private mutating func take(_ device: Int, _ allocation: Int) {
         let demand = demands[allocation]
-        used[device].cores += demand.cores
-        used[device].ram += demand.ram
-        used[device].disk += demand.disk
-        used[device].gpus += demand.gpus
+        used[device] = used[device].adding(demand)
         usedDevices.insert(device)
         for (other, maxRTT) in neighbours[allocation] { bounds[other].append((device, maxRTT)) }
     }
 
     private mutating func release(_ device: Int, _ allocation: Int) {
         let demand = demands[allocation]
-        used[device].cores -= demand.cores
-        used[device].ram -= demand.ram
-        used[device].disk -= demand.disk
-        used[device].gpus -= demand.gpus
-        let taken = used[device]
-        if taken.cores == 0 && taken.ram == 0 && taken.disk == 0 && taken.gpus == 0 { usedDevices.remove(device) }
+        used[device] = used[device].subtracting(demand)
+        if used[device].isZero { usedDevices.remove(device) }
         for (other, _) in neighbours[allocation] { bounds[other].removeLast() }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import OrreryPlacement
 import OrreryProto
 import SwiftProtobuf
 import Testing

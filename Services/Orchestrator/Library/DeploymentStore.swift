@@ -4,6 +4,7 @@ public import GRPCCore
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryIdentity
+internal import OrreryPlacement
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf

@@ -102,16 +102,4 @@ public final class FleetView: Sendable {
 }
 
 /// Resources held on a device by the deployments placed there.
-public struct Reservation: Sendable, Hashable {
-    public var cores = 0
-    public var ramMiB = 0
-    public var diskMiB = 0
-    public var gpus = 0
-
-    public init(cores: Int = 0, ramMiB: Int = 0, diskMiB: Int = 0, gpus: Int = 0) {
-        self.cores = cores
-        self.ramMiB = ramMiB
-        self.diskMiB = diskMiB
-        self.gpus = gpus
-    }
-}
+public typealias Reservation = ResourceAmount

@@ -1,4 +1,5 @@
 internal import Foundation
+internal import OrreryPlacement
 internal import Logging
 internal import OrreryProto
 internal import SwiftProtobuf

@@ -1,4 +1,5 @@
 internal import Foundation
+internal import OrreryPlacement
 
 /// What this device promised to accepted offers, kept in its state directory so a restart neither forgets a
 /// promise nor makes it twice. A promise lapses after its allocation's maximum duration (an hour without one).

@@ -1,6 +1,6 @@
 public import Foundation
 internal import SwiftProtobuf
-internal import OrreryPlacement
+public import OrreryPlacement
 public import OrreryProto
 
 /// The owner's policy and the host's capacity applied to an offer: the agent is the final judge of what runs here.
@@ -70,22 +70,4 @@ public struct OfferJudge: Sendable {
 }
 
 /// Resources promised to accepted offers.
-public struct Commitment: Codable, Sendable, Equatable {
-    public var cores = 0
-    public var ramMiB = 0
-    public var diskMiB = 0
-    public var gpus = 0
-
-    public init(cores: Int = 0, ramMiB: Int = 0, diskMiB: Int = 0, gpus: Int = 0) {
-        self.cores = cores
-        self.ramMiB = ramMiB
-        self.diskMiB = diskMiB
-        self.gpus = gpus
-    }
-
-    func adding(_ other: Commitment) -> Commitment {
-        Commitment(
-            cores: cores + other.cores, ramMiB: ramMiB + other.ramMiB, diskMiB: diskMiB + other.diskMiB,
-            gpus: gpus + other.gpus)
-    }
-}
+public typealias Commitment = ResourceAmount
