@@ -1,5 +1,4 @@
 internal import Foundation
-internal import OrreryPlacement
 internal import Logging
 internal import OrreryProto
 internal import SwiftProtobuf
