@@ -21,11 +21,12 @@ struct DeploymentStore: Sendable {
     /// States a deployment never leaves.
     static let terminal: Set<Orrery_Orchestrator_V1_DeploymentState> = [.completed, .failed, .cancelled]
 
-    /// A fresh identifier: "dep_" and 26 base32 characters (130 random bits).
-    static func newID() -> String {
+    /// A fresh identifier: `prefix` ("dep_" for deployments, "off_" for offers) and 26 base32 characters (130 random
+    /// bits).
+    static func newID(prefix: String = "dep_") -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<17).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return "dep_" + String(Base32.encode(bytes).prefix(26))
+        return prefix + String(Base32.encode(bytes).prefix(26))
     }
 
     /// The deployment a consumer created with this idempotency key, if any.

@@ -282,7 +282,7 @@ struct OfferStore: Sendable {
         where replica == nil || (assignment.allocation == replica?.allocation && assignment.replica == replica?.replica)
         {
             var offer = Orrery_Orchestrator_V1_Offer()
-            offer.offerID = "off_" + String(DeploymentStore.newID().dropFirst(4))
+            offer.offerID = DeploymentStore.newID(prefix: "off_")
             offer.deploymentID = deployment.id
             offer.allocation = assignment.allocation
             offer.replica = assignment.replica
