@@ -121,6 +121,8 @@ let package = Package(
             path: "Shared/OrreryDatabase",
             swiftSettings: upcomingFeatures
         ),
+        // The append-only log's Merkle tree (RFC 6962 / 9162): hashing, proofs and their verification. Pure.
+        .target(name: "OrreryLedger", dependencies: [crypto], path: "Shared/OrreryLedger", swiftSettings: upcomingFeatures),
         // Placement: a pure library (no I/O) that filters, ranks and jointly solves where an ensemble runs.
         .target(name: "OrreryPlacement", path: "Shared/OrreryPlacement", swiftSettings: upcomingFeatures),
         // Helpers for tests: throwaway databases, child processes, ready files.
@@ -200,7 +202,7 @@ let package = Package(
         + service(
             "OrchestratorService", executable: "orchestrator", folder: "Orchestrator",
             extra: ["OrreryPlacement", crypto, grpcPosix, hummingbird, yams])
-        + service("NotaryService", executable: "contract-notary", folder: "Notary")
+        + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service("SettlementService", executable: "settlement-gateway", folder: "Settlement")
         + service("DeviceAgent", executable: "device-agent", folder: "DeviceAgent", extra: ["OrreryPlacement"]),
     swiftLanguageModes: [.v6]

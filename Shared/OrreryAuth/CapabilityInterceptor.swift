@@ -172,7 +172,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
         } catch let error as UCANError {
             throw Self.status(for: error)
         }
-        if !entry.selfAuthorised && !trustedRoots.contains(validated.subject) {
+        if !entry.selfAuthorised && !entry.actsForSubject && !trustedRoots.contains(validated.subject) {
             throw RPCError(
                 code: .permissionDenied,
                 message:

@@ -18,6 +18,9 @@ public struct MethodCatalog: Sendable {
         public let requestFields: [String: FieldKind]
         /// The chain may root in the invoker itself (`/ucan/revoke`: the handler checks the revoked chain).
         public let selfAuthorised: Bool
+        /// The chain roots in the party the request acts for (a consumer's delegation to the orchestrator), not
+        /// in the operator: the handler checks that the subject is that party.
+        public let actsForSubject: Bool
     }
 
     /// The kind of a scalar request field, for mapping it into IPLD `args`.
@@ -35,6 +38,10 @@ public struct MethodCatalog: Sendable {
         // Reputation is the orchestrator's to record, not a device's or an owner's (their tokens are /orrery/registry).
         "orrery.registry.v1.Registry/RecordOutcome": "/orrery/reputation/record-outcome",
     ]
+
+    /// Methods invoked on a party's behalf under its own delegation (DESIGN §6: the orchestrator proposes a
+    /// contract with the consumer's delegation).
+    static let subjectRooted: Set<String> = ["orrery.notary.v1.Notary/ProposeContract"]
 
     /// Builds the catalog from a serialized `FileDescriptorSet`.
     public init(descriptorSet: Data) throws {
@@ -61,7 +68,8 @@ public struct MethodCatalog: Sendable {
                         isOpen: isOpen,
                         isClientStreaming: method.clientStreaming,
                         requestFields: Self.scalarFields(messages[method.inputType]),
-                        selfAuthorised: Self.overrides[fullName] == "/ucan/revoke"
+                        selfAuthorised: Self.overrides[fullName] == "/ucan/revoke",
+                        actsForSubject: Self.subjectRooted.contains(fullName)
                     )
                 }
             }

@@ -4,6 +4,85 @@ internal import OrreryRuntime
 /// The versioned schema of the `notary` schema. Never edit a released migration: add the next one.
 public enum NotaryMigrations {
     public static let all: [Migration] = [
-        SharedMigrations.consumedInvocations
+        SharedMigrations.consumedInvocations,
+        Migration(
+            version: 2,
+            name: "contracts and the append-only log",
+            statements: [
+                // The log: one row per leaf, exactly as signed. The perfect subtrees' hashes (level 0: the leaf
+                // hashes) serve proofs in O(log n) reads; one signed tree head per appended batch.
+                """
+                CREATE TABLE log_entries (
+                    idx bigint PRIMARY KEY CHECK (idx >= 0),
+                    leaf bytea NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE log_nodes (
+                    level smallint NOT NULL CHECK (level >= 0 AND level < 64),
+                    position bigint NOT NULL CHECK (position >= 0),
+                    hash bytea NOT NULL CHECK (length(hash) = 32),
+                    PRIMARY KEY (level, position)
+                )
+                """,
+                """
+                CREATE TABLE tree_heads (
+                    tree_size bigint PRIMARY KEY CHECK (tree_size > 0),
+                    root bytea NOT NULL CHECK (length(root) = 32),
+                    signed bytea NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+                // Nothing in the log is ever changed or removed, whoever asks.
+                """
+                CREATE FUNCTION refuse_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'the notary log is append-only: % on % is refused', TG_OP, TG_TABLE_NAME
+                        USING ERRCODE = 'insufficient_privilege';
+                END
+                $$
+                """,
+                "CREATE TRIGGER log_entries_append_only BEFORE UPDATE OR DELETE ON log_entries FOR EACH ROW EXECUTE FUNCTION refuse_log_change()",
+                "CREATE TRIGGER log_entries_no_truncate BEFORE TRUNCATE ON log_entries FOR EACH STATEMENT EXECUTE FUNCTION refuse_log_change()",
+                "CREATE TRIGGER log_nodes_append_only BEFORE UPDATE OR DELETE ON log_nodes FOR EACH ROW EXECUTE FUNCTION refuse_log_change()",
+                "CREATE TRIGGER log_nodes_no_truncate BEFORE TRUNCATE ON log_nodes FOR EACH STATEMENT EXECUTE FUNCTION refuse_log_change()",
+                "CREATE TRIGGER tree_heads_append_only BEFORE UPDATE OR DELETE ON tree_heads FOR EACH ROW EXECUTE FUNCTION refuse_log_change()",
+                "CREATE TRIGGER tree_heads_no_truncate BEFORE TRUNCATE ON tree_heads FOR EACH STATEMENT EXECUTE FUNCTION refuse_log_change()",
+                // Contracts: staged while proposed, then an index of the log's view of each (state, entries,
+                // receipts so far). The log is the truth; this table is how the sequencer checks an act quickly.
+                """
+                CREATE TABLE contracts (
+                    id text PRIMARY KEY,
+                    consumer_did text NOT NULL,
+                    device_did text NOT NULL,
+                    owner_did text NOT NULL,
+                    orchestrator_did text NOT NULL,
+                    deployment_id text NOT NULL,
+                    state smallint NOT NULL,
+                    proposal bytea NOT NULL,
+                    acceptance bytea,
+                    replaces text REFERENCES contracts (id),
+                    relocations integer NOT NULL DEFAULT 0,
+                    last_sequence bigint NOT NULL DEFAULT 0,
+                    entry_indexes bigint[] NOT NULL DEFAULT '{}',
+                    proposed_at timestamptz NOT NULL DEFAULT now(),
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+                "CREATE INDEX contracts_deployment ON contracts (deployment_id)",
+                // The first answer to each (caller, method, idempotency key), so a retry returns it.
+                """
+                CREATE TABLE idempotent_results (
+                    invoker text NOT NULL,
+                    method text NOT NULL,
+                    idempotency_key text NOT NULL,
+                    request_sha256 bytea NOT NULL,
+                    response bytea NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (invoker, method, idempotency_key)
+                )
+                """,
+            ]
+        ),
     ]
 }

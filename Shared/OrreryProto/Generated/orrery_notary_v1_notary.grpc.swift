@@ -33,9 +33,135 @@ public enum Orrery_Notary_V1_Notary: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ProposeContract" metadata.
+        public enum ProposeContract: Sendable {
+            /// Request type for "ProposeContract".
+            public typealias Input = Orrery_Notary_V1_ProposeContractRequest
+            /// Response type for "ProposeContract".
+            public typealias Output = Orrery_Notary_V1_ContractRecord
+            /// Descriptor for "ProposeContract".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "ProposeContract",
+                type: .unary
+            )
+        }
+        /// Namespace for "AcceptContract" metadata.
+        public enum AcceptContract: Sendable {
+            /// Request type for "AcceptContract".
+            public typealias Input = Orrery_Notary_V1_AcceptContractRequest
+            /// Response type for "AcceptContract".
+            public typealias Output = Orrery_Notary_V1_ContractRecord
+            /// Descriptor for "AcceptContract".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "AcceptContract",
+                type: .unary
+            )
+        }
+        /// Namespace for "TransitionContract" metadata.
+        public enum TransitionContract: Sendable {
+            /// Request type for "TransitionContract".
+            public typealias Input = Orrery_Notary_V1_TransitionContractRequest
+            /// Response type for "TransitionContract".
+            public typealias Output = Orrery_Notary_V1_ContractRecord
+            /// Descriptor for "TransitionContract".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "TransitionContract",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetContract" metadata.
+        public enum GetContract: Sendable {
+            /// Request type for "GetContract".
+            public typealias Input = Orrery_Notary_V1_GetContractRequest
+            /// Response type for "GetContract".
+            public typealias Output = Orrery_Notary_V1_ContractRecord
+            /// Descriptor for "GetContract".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "GetContract",
+                type: .unary
+            )
+        }
+        /// Namespace for "RecordReceipt" metadata.
+        public enum RecordReceipt: Sendable {
+            /// Request type for "RecordReceipt".
+            public typealias Input = Orrery_Notary_V1_RecordReceiptRequest
+            /// Response type for "RecordReceipt".
+            public typealias Output = Orrery_Notary_V1_RecordReceiptResponse
+            /// Descriptor for "RecordReceipt".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "RecordReceipt",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetTreeHead" metadata.
+        public enum GetTreeHead: Sendable {
+            /// Request type for "GetTreeHead".
+            public typealias Input = Orrery_Notary_V1_GetTreeHeadRequest
+            /// Response type for "GetTreeHead".
+            public typealias Output = Orrery_Notary_V1_SignedTreeHead
+            /// Descriptor for "GetTreeHead".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "GetTreeHead",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetInclusionProof" metadata.
+        public enum GetInclusionProof: Sendable {
+            /// Request type for "GetInclusionProof".
+            public typealias Input = Orrery_Notary_V1_GetInclusionProofRequest
+            /// Response type for "GetInclusionProof".
+            public typealias Output = Orrery_Notary_V1_InclusionProof
+            /// Descriptor for "GetInclusionProof".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "GetInclusionProof",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetConsistencyProof" metadata.
+        public enum GetConsistencyProof: Sendable {
+            /// Request type for "GetConsistencyProof".
+            public typealias Input = Orrery_Notary_V1_GetConsistencyProofRequest
+            /// Response type for "GetConsistencyProof".
+            public typealias Output = Orrery_Notary_V1_ConsistencyProof
+            /// Descriptor for "GetConsistencyProof".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "GetConsistencyProof",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetEntries" metadata.
+        public enum GetEntries: Sendable {
+            /// Request type for "GetEntries".
+            public typealias Input = Orrery_Notary_V1_GetEntriesRequest
+            /// Response type for "GetEntries".
+            public typealias Output = Orrery_Notary_V1_GetEntriesResponse
+            /// Descriptor for "GetEntries".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "GetEntries",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.notary.v1.Notary" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
-            Info.descriptor
+            Info.descriptor,
+            ProposeContract.descriptor,
+            AcceptContract.descriptor,
+            TransitionContract.descriptor,
+            GetContract.descriptor,
+            RecordReceipt.descriptor,
+            GetTreeHead.descriptor,
+            GetInclusionProof.descriptor,
+            GetConsistencyProof.descriptor,
+            GetEntries.descriptor
         ]
     }
 }
@@ -61,10 +187,6 @@ extension Orrery_Notary_V1_Notary {
     ///
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > ProposeContract, AcceptContract, TransitionContract, GetContract, RecordReceipt and the log's GetTreeHead, GetInclusionProof, GetConsistencyProof and GetEntries arrive with the notary issue, which owns this file.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Info" method.
         ///
@@ -83,6 +205,174 @@ extension Orrery_Notary_V1_Notary {
             request: GRPCCore.StreamingServerRequest<Orrery_Common_V1_InfoRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Common_V1_InfoResponse>
+
+        /// Handle the "ProposeContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stages a contract the orchestrator signed on the consumer's behalf. The invocation's chain must root in the
+        /// > contract's consumer (its delegation of /orrery/notary/propose to the orchestrator, policy amount ≤ budget),
+        /// > and that delegation must be the one the contract embeds. Idempotent per contract id.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_ProposeContractRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_ContractRecord` messages.
+        func proposeContract(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_ProposeContractRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "AcceptContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The device's signed acceptance of a proposed contract: the notary verifies both chains, countersigns, and
+        /// > appends the contract as its first log entry (state ACTIVE). Accepting an active contract again with the same
+        /// > acceptance returns it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_AcceptContractRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_ContractRecord` messages.
+        func acceptContract(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_AcceptContractRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "TransitionContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A signed transition (terminated, disputed, settled), appended when its signer is the party allowed to make
+        /// > it and the contract's state allows it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_TransitionContractRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_ContractRecord` messages.
+        func transitionContract(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_TransitionContractRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "GetContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A contract, its state and the log entries of its life.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_GetContractRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_ContractRecord` messages.
+        func getContract(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetContractRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "RecordReceipt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A usage or completion receipt signed by the contract's device. Sequence numbers start at 1 and have no gaps;
+        /// > a receipt for a contract that is not active is refused. A completion receipt completes the contract.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_RecordReceiptRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_RecordReceiptResponse` messages.
+        func recordReceipt(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_RecordReceiptRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_RecordReceiptResponse>
+
+        /// Handle the "GetTreeHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The newest signed tree head.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_GetTreeHeadRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_SignedTreeHead` messages.
+        func getTreeHead(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetTreeHeadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_SignedTreeHead>
+
+        /// Handle the "GetInclusionProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit path of one entry in the tree of `tree_size` entries.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_GetInclusionProofRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_InclusionProof` messages.
+        func getInclusionProof(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetInclusionProofRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_InclusionProof>
+
+        /// Handle the "GetConsistencyProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The proof that the tree of `old_size` entries is a prefix of the tree of `new_size`.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_GetConsistencyProofRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_ConsistencyProof` messages.
+        func getConsistencyProof(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetConsistencyProofRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ConsistencyProof>
+
+        /// Handle the "GetEntries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Entries [start, end), at most 1,000 per call, exactly as stored.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_GetEntriesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_GetEntriesResponse` messages.
+        func getEntries(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetEntriesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_GetEntriesResponse>
     }
 
     /// Service protocol for the "orrery.notary.v1.Notary" service.
@@ -92,10 +382,6 @@ extension Orrery_Notary_V1_Notary {
     /// trailing response metadata. If you don't need these then consider using
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > ProposeContract, AcceptContract, TransitionContract, GetContract, RecordReceipt and the log's GetTreeHead, GetInclusionProof, GetConsistencyProof and GetEntries arrive with the notary issue, which owns this file.
     public protocol ServiceProtocol: Orrery_Notary_V1_Notary.StreamingServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -114,6 +400,174 @@ extension Orrery_Notary_V1_Notary {
             request: GRPCCore.ServerRequest<Orrery_Common_V1_InfoRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Common_V1_InfoResponse>
+
+        /// Handle the "ProposeContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stages a contract the orchestrator signed on the consumer's behalf. The invocation's chain must root in the
+        /// > contract's consumer (its delegation of /orrery/notary/propose to the orchestrator, policy amount ≤ budget),
+        /// > and that delegation must be the one the contract embeds. Idempotent per contract id.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_ProposeContractRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_ContractRecord` message.
+        func proposeContract(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_ProposeContractRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "AcceptContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The device's signed acceptance of a proposed contract: the notary verifies both chains, countersigns, and
+        /// > appends the contract as its first log entry (state ACTIVE). Accepting an active contract again with the same
+        /// > acceptance returns it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_AcceptContractRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_ContractRecord` message.
+        func acceptContract(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_AcceptContractRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "TransitionContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A signed transition (terminated, disputed, settled), appended when its signer is the party allowed to make
+        /// > it and the contract's state allows it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_TransitionContractRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_ContractRecord` message.
+        func transitionContract(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_TransitionContractRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "GetContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A contract, its state and the log entries of its life.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetContractRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_ContractRecord` message.
+        func getContract(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetContractRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "RecordReceipt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A usage or completion receipt signed by the contract's device. Sequence numbers start at 1 and have no gaps;
+        /// > a receipt for a contract that is not active is refused. A completion receipt completes the contract.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_RecordReceiptRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_RecordReceiptResponse` message.
+        func recordReceipt(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_RecordReceiptRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_RecordReceiptResponse>
+
+        /// Handle the "GetTreeHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The newest signed tree head.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetTreeHeadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_SignedTreeHead` message.
+        func getTreeHead(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetTreeHeadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_SignedTreeHead>
+
+        /// Handle the "GetInclusionProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit path of one entry in the tree of `tree_size` entries.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetInclusionProofRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_InclusionProof` message.
+        func getInclusionProof(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetInclusionProofRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_InclusionProof>
+
+        /// Handle the "GetConsistencyProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The proof that the tree of `old_size` entries is a prefix of the tree of `new_size`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetConsistencyProofRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_ConsistencyProof` message.
+        func getConsistencyProof(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetConsistencyProofRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ConsistencyProof>
+
+        /// Handle the "GetEntries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Entries [start, end), at most 1,000 per call, exactly as stored.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetEntriesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_GetEntriesResponse` message.
+        func getEntries(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetEntriesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_GetEntriesResponse>
     }
 
     /// Simple service protocol for the "orrery.notary.v1.Notary" service.
@@ -121,10 +575,6 @@ extension Orrery_Notary_V1_Notary {
     /// This is the highest level protocol for the service. The API is the easiest to use but
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > ProposeContract, AcceptContract, TransitionContract, GetContract, RecordReceipt and the log's GetTreeHead, GetInclusionProof, GetConsistencyProof and GetEntries arrive with the notary issue, which owns this file.
     public protocol SimpleServiceProtocol: Orrery_Notary_V1_Notary.ServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -143,6 +593,174 @@ extension Orrery_Notary_V1_Notary {
             request: Orrery_Common_V1_InfoRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Common_V1_InfoResponse
+
+        /// Handle the "ProposeContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stages a contract the orchestrator signed on the consumer's behalf. The invocation's chain must root in the
+        /// > contract's consumer (its delegation of /orrery/notary/propose to the orchestrator, policy amount ≤ budget),
+        /// > and that delegation must be the one the contract embeds. Idempotent per contract id.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_ProposeContractRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_ContractRecord` to respond with.
+        func proposeContract(
+            request: Orrery_Notary_V1_ProposeContractRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_ContractRecord
+
+        /// Handle the "AcceptContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The device's signed acceptance of a proposed contract: the notary verifies both chains, countersigns, and
+        /// > appends the contract as its first log entry (state ACTIVE). Accepting an active contract again with the same
+        /// > acceptance returns it.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_AcceptContractRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_ContractRecord` to respond with.
+        func acceptContract(
+            request: Orrery_Notary_V1_AcceptContractRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_ContractRecord
+
+        /// Handle the "TransitionContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A signed transition (terminated, disputed, settled), appended when its signer is the party allowed to make
+        /// > it and the contract's state allows it.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_TransitionContractRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_ContractRecord` to respond with.
+        func transitionContract(
+            request: Orrery_Notary_V1_TransitionContractRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_ContractRecord
+
+        /// Handle the "GetContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A contract, its state and the log entries of its life.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_GetContractRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_ContractRecord` to respond with.
+        func getContract(
+            request: Orrery_Notary_V1_GetContractRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_ContractRecord
+
+        /// Handle the "RecordReceipt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A usage or completion receipt signed by the contract's device. Sequence numbers start at 1 and have no gaps;
+        /// > a receipt for a contract that is not active is refused. A completion receipt completes the contract.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_RecordReceiptRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_RecordReceiptResponse` to respond with.
+        func recordReceipt(
+            request: Orrery_Notary_V1_RecordReceiptRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_RecordReceiptResponse
+
+        /// Handle the "GetTreeHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The newest signed tree head.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_GetTreeHeadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_SignedTreeHead` to respond with.
+        func getTreeHead(
+            request: Orrery_Notary_V1_GetTreeHeadRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_SignedTreeHead
+
+        /// Handle the "GetInclusionProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit path of one entry in the tree of `tree_size` entries.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_GetInclusionProofRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_InclusionProof` to respond with.
+        func getInclusionProof(
+            request: Orrery_Notary_V1_GetInclusionProofRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_InclusionProof
+
+        /// Handle the "GetConsistencyProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The proof that the tree of `old_size` entries is a prefix of the tree of `new_size`.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_GetConsistencyProofRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_ConsistencyProof` to respond with.
+        func getConsistencyProof(
+            request: Orrery_Notary_V1_GetConsistencyProofRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_ConsistencyProof
+
+        /// Handle the "GetEntries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Entries [start, end), at most 1,000 per call, exactly as stored.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_GetEntriesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_GetEntriesResponse` to respond with.
+        func getEntries(
+            request: Orrery_Notary_V1_GetEntriesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_GetEntriesResponse
     }
 }
 
@@ -161,6 +779,105 @@ extension Orrery_Notary_V1_Notary.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.ProposeContract.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_ProposeContractRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_ContractRecord>(),
+            handler: { request, context in
+                try await self.proposeContract(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.AcceptContract.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_AcceptContractRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_ContractRecord>(),
+            handler: { request, context in
+                try await self.acceptContract(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.TransitionContract.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_TransitionContractRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_ContractRecord>(),
+            handler: { request, context in
+                try await self.transitionContract(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.GetContract.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_GetContractRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_ContractRecord>(),
+            handler: { request, context in
+                try await self.getContract(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.RecordReceipt.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_RecordReceiptRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_RecordReceiptResponse>(),
+            handler: { request, context in
+                try await self.recordReceipt(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.GetTreeHead.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_GetTreeHeadRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_SignedTreeHead>(),
+            handler: { request, context in
+                try await self.getTreeHead(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.GetInclusionProof.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_GetInclusionProofRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_InclusionProof>(),
+            handler: { request, context in
+                try await self.getInclusionProof(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.GetConsistencyProof.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_GetConsistencyProofRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_ConsistencyProof>(),
+            handler: { request, context in
+                try await self.getConsistencyProof(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.GetEntries.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_GetEntriesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_GetEntriesResponse>(),
+            handler: { request, context in
+                try await self.getEntries(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -172,6 +889,105 @@ extension Orrery_Notary_V1_Notary.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Common_V1_InfoResponse> {
         let response = try await self.info(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func proposeContract(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_ProposeContractRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord> {
+        let response = try await self.proposeContract(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func acceptContract(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_AcceptContractRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord> {
+        let response = try await self.acceptContract(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func transitionContract(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_TransitionContractRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord> {
+        let response = try await self.transitionContract(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getContract(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetContractRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord> {
+        let response = try await self.getContract(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func recordReceipt(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_RecordReceiptRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_RecordReceiptResponse> {
+        let response = try await self.recordReceipt(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getTreeHead(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetTreeHeadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_SignedTreeHead> {
+        let response = try await self.getTreeHead(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getInclusionProof(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetInclusionProofRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_InclusionProof> {
+        let response = try await self.getInclusionProof(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getConsistencyProof(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetConsistencyProofRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ConsistencyProof> {
+        let response = try await self.getConsistencyProof(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getEntries(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_GetEntriesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_GetEntriesResponse> {
+        let response = try await self.getEntries(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -194,6 +1010,123 @@ extension Orrery_Notary_V1_Notary.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func proposeContract(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_ProposeContractRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>(
+            message: try await self.proposeContract(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func acceptContract(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_AcceptContractRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>(
+            message: try await self.acceptContract(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func transitionContract(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_TransitionContractRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>(
+            message: try await self.transitionContract(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getContract(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetContractRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>(
+            message: try await self.getContract(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func recordReceipt(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_RecordReceiptRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_RecordReceiptResponse> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_RecordReceiptResponse>(
+            message: try await self.recordReceipt(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getTreeHead(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetTreeHeadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_SignedTreeHead> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_SignedTreeHead>(
+            message: try await self.getTreeHead(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getInclusionProof(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetInclusionProofRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_InclusionProof> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_InclusionProof>(
+            message: try await self.getInclusionProof(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getConsistencyProof(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetConsistencyProofRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ConsistencyProof> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_ConsistencyProof>(
+            message: try await self.getConsistencyProof(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getEntries(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_GetEntriesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_GetEntriesResponse> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_GetEntriesResponse>(
+            message: try await self.getEntries(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
 }
 
 // MARK: orrery.notary.v1.Notary (client)
@@ -204,10 +1137,6 @@ extension Orrery_Notary_V1_Notary {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > ProposeContract, AcceptContract, TransitionContract, GetContract, RecordReceipt and the log's GetTreeHead, GetInclusionProof, GetConsistencyProof and GetEntries arrive with the notary issue, which owns this file.
     public protocol ClientProtocol: Sendable {
         /// Call the "Info" method.
         ///
@@ -231,6 +1160,219 @@ extension Orrery_Notary_V1_Notary {
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Common_V1_InfoResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
+
+        /// Call the "ProposeContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stages a contract the orchestrator signed on the consumer's behalf. The invocation's chain must root in the
+        /// > contract's consumer (its delegation of /orrery/notary/propose to the orchestrator, policy amount ≤ budget),
+        /// > and that delegation must be the one the contract embeds. Idempotent per contract id.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_ProposeContractRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_ProposeContractRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ContractRecord` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func proposeContract<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_ProposeContractRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_ProposeContractRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AcceptContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The device's signed acceptance of a proposed contract: the notary verifies both chains, countersigns, and
+        /// > appends the contract as its first log entry (state ACTIVE). Accepting an active contract again with the same
+        /// > acceptance returns it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_AcceptContractRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_AcceptContractRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ContractRecord` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func acceptContract<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_AcceptContractRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_AcceptContractRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "TransitionContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A signed transition (terminated, disputed, settled), appended when its signer is the party allowed to make
+        /// > it and the contract's state allows it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_TransitionContractRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_TransitionContractRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ContractRecord` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func transitionContract<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_TransitionContractRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_TransitionContractRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A contract, its state and the log entries of its life.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetContractRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetContractRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ContractRecord` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getContract<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetContractRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetContractRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RecordReceipt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A usage or completion receipt signed by the contract's device. Sequence numbers start at 1 and have no gaps;
+        /// > a receipt for a contract that is not active is refused. A completion receipt completes the contract.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_RecordReceiptRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_RecordReceiptRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_RecordReceiptResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func recordReceipt<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_RecordReceiptRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_RecordReceiptRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_RecordReceiptResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_RecordReceiptResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetTreeHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The newest signed tree head.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetTreeHeadRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetTreeHeadRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_SignedTreeHead` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getTreeHead<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetTreeHeadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetTreeHeadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_SignedTreeHead>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_SignedTreeHead>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetInclusionProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit path of one entry in the tree of `tree_size` entries.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetInclusionProofRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetInclusionProofRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_InclusionProof` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getInclusionProof<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetInclusionProofRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetInclusionProofRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_InclusionProof>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_InclusionProof>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetConsistencyProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The proof that the tree of `old_size` entries is a prefix of the tree of `new_size`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetConsistencyProofRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetConsistencyProofRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ConsistencyProof` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getConsistencyProof<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetConsistencyProofRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetConsistencyProofRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ConsistencyProof>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ConsistencyProof>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetEntries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Entries [start, end), at most 1,000 per call, exactly as stored.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetEntriesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetEntriesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_GetEntriesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getEntries<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetEntriesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetEntriesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_GetEntriesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_GetEntriesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
     }
 
     /// Generated client for the "orrery.notary.v1.Notary" service.
@@ -238,10 +1380,6 @@ extension Orrery_Notary_V1_Notary {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > ProposeContract, AcceptContract, TransitionContract, GetContract, RecordReceipt and the log's GetTreeHead, GetInclusionProof, GetConsistencyProof and GetEntries arrive with the notary issue, which owns this file.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -286,6 +1424,318 @@ extension Orrery_Notary_V1_Notary {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ProposeContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stages a contract the orchestrator signed on the consumer's behalf. The invocation's chain must root in the
+        /// > contract's consumer (its delegation of /orrery/notary/propose to the orchestrator, policy amount ≤ budget),
+        /// > and that delegation must be the one the contract embeds. Idempotent per contract id.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_ProposeContractRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_ProposeContractRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ContractRecord` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func proposeContract<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_ProposeContractRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_ProposeContractRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.ProposeContract.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "AcceptContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The device's signed acceptance of a proposed contract: the notary verifies both chains, countersigns, and
+        /// > appends the contract as its first log entry (state ACTIVE). Accepting an active contract again with the same
+        /// > acceptance returns it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_AcceptContractRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_AcceptContractRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ContractRecord` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func acceptContract<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_AcceptContractRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_AcceptContractRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.AcceptContract.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "TransitionContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A signed transition (terminated, disputed, settled), appended when its signer is the party allowed to make
+        /// > it and the contract's state allows it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_TransitionContractRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_TransitionContractRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ContractRecord` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func transitionContract<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_TransitionContractRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_TransitionContractRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.TransitionContract.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetContract" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A contract, its state and the log entries of its life.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetContractRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetContractRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ContractRecord` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getContract<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetContractRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetContractRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.GetContract.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RecordReceipt" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A usage or completion receipt signed by the contract's device. Sequence numbers start at 1 and have no gaps;
+        /// > a receipt for a contract that is not active is refused. A completion receipt completes the contract.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_RecordReceiptRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_RecordReceiptRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_RecordReceiptResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func recordReceipt<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_RecordReceiptRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_RecordReceiptRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_RecordReceiptResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_RecordReceiptResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.RecordReceipt.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetTreeHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The newest signed tree head.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetTreeHeadRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetTreeHeadRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_SignedTreeHead` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getTreeHead<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetTreeHeadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetTreeHeadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_SignedTreeHead>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_SignedTreeHead>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.GetTreeHead.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetInclusionProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit path of one entry in the tree of `tree_size` entries.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetInclusionProofRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetInclusionProofRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_InclusionProof` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getInclusionProof<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetInclusionProofRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetInclusionProofRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_InclusionProof>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_InclusionProof>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.GetInclusionProof.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetConsistencyProof" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The proof that the tree of `old_size` entries is a prefix of the tree of `new_size`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetConsistencyProofRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetConsistencyProofRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_ConsistencyProof` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getConsistencyProof<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetConsistencyProofRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetConsistencyProofRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ConsistencyProof>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ConsistencyProof>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.GetConsistencyProof.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetEntries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Entries [start, end), at most 1,000 per call, exactly as stored.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_GetEntriesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_GetEntriesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_GetEntriesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getEntries<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetEntriesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_GetEntriesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_GetEntriesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_GetEntriesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.GetEntries.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -316,6 +1766,273 @@ extension Orrery_Notary_V1_Notary.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Common_V1_InfoRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Common_V1_InfoResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ProposeContract" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stages a contract the orchestrator signed on the consumer's behalf. The invocation's chain must root in the
+    /// > contract's consumer (its delegation of /orrery/notary/propose to the orchestrator, policy amount ≤ budget),
+    /// > and that delegation must be the one the contract embeds. Idempotent per contract id.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_ProposeContractRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func proposeContract<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_ProposeContractRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.proposeContract(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_ProposeContractRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_ContractRecord>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AcceptContract" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The device's signed acceptance of a proposed contract: the notary verifies both chains, countersigns, and
+    /// > appends the contract as its first log entry (state ACTIVE). Accepting an active contract again with the same
+    /// > acceptance returns it.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_AcceptContractRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func acceptContract<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_AcceptContractRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.acceptContract(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_AcceptContractRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_ContractRecord>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "TransitionContract" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A signed transition (terminated, disputed, settled), appended when its signer is the party allowed to make
+    /// > it and the contract's state allows it.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_TransitionContractRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func transitionContract<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_TransitionContractRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.transitionContract(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_TransitionContractRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_ContractRecord>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetContract" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A contract, its state and the log entries of its life.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_GetContractRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getContract<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetContractRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getContract(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_GetContractRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_ContractRecord>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RecordReceipt" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A usage or completion receipt signed by the contract's device. Sequence numbers start at 1 and have no gaps;
+    /// > a receipt for a contract that is not active is refused. A completion receipt completes the contract.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_RecordReceiptRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func recordReceipt<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_RecordReceiptRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_RecordReceiptResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.recordReceipt(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_RecordReceiptRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_RecordReceiptResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetTreeHead" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The newest signed tree head.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_GetTreeHeadRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getTreeHead<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetTreeHeadRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_SignedTreeHead>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getTreeHead(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_GetTreeHeadRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_SignedTreeHead>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetInclusionProof" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The audit path of one entry in the tree of `tree_size` entries.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_GetInclusionProofRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getInclusionProof<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetInclusionProofRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_InclusionProof>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getInclusionProof(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_GetInclusionProofRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_InclusionProof>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetConsistencyProof" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The proof that the tree of `old_size` entries is a prefix of the tree of `new_size`.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_GetConsistencyProofRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getConsistencyProof<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetConsistencyProofRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ConsistencyProof>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getConsistencyProof(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_GetConsistencyProofRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_ConsistencyProof>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetEntries" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Entries [start, end), at most 1,000 per call, exactly as stored.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_GetEntriesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getEntries<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_GetEntriesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_GetEntriesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getEntries(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_GetEntriesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_GetEntriesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -352,6 +2069,309 @@ extension Orrery_Notary_V1_Notary.ClientProtocol {
             metadata: metadata
         )
         return try await self.info(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ProposeContract" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stages a contract the orchestrator signed on the consumer's behalf. The invocation's chain must root in the
+    /// > contract's consumer (its delegation of /orrery/notary/propose to the orchestrator, policy amount ≤ budget),
+    /// > and that delegation must be the one the contract embeds. Idempotent per contract id.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func proposeContract<Result>(
+        _ message: Orrery_Notary_V1_ProposeContractRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_ProposeContractRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.proposeContract(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AcceptContract" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The device's signed acceptance of a proposed contract: the notary verifies both chains, countersigns, and
+    /// > appends the contract as its first log entry (state ACTIVE). Accepting an active contract again with the same
+    /// > acceptance returns it.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func acceptContract<Result>(
+        _ message: Orrery_Notary_V1_AcceptContractRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_AcceptContractRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.acceptContract(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "TransitionContract" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A signed transition (terminated, disputed, settled), appended when its signer is the party allowed to make
+    /// > it and the contract's state allows it.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func transitionContract<Result>(
+        _ message: Orrery_Notary_V1_TransitionContractRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_TransitionContractRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.transitionContract(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetContract" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A contract, its state and the log entries of its life.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getContract<Result>(
+        _ message: Orrery_Notary_V1_GetContractRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_GetContractRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getContract(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RecordReceipt" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A usage or completion receipt signed by the contract's device. Sequence numbers start at 1 and have no gaps;
+    /// > a receipt for a contract that is not active is refused. A completion receipt completes the contract.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func recordReceipt<Result>(
+        _ message: Orrery_Notary_V1_RecordReceiptRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_RecordReceiptResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_RecordReceiptRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.recordReceipt(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetTreeHead" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The newest signed tree head.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getTreeHead<Result>(
+        _ message: Orrery_Notary_V1_GetTreeHeadRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_SignedTreeHead>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_GetTreeHeadRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getTreeHead(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetInclusionProof" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The audit path of one entry in the tree of `tree_size` entries.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getInclusionProof<Result>(
+        _ message: Orrery_Notary_V1_GetInclusionProofRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_InclusionProof>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_GetInclusionProofRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getInclusionProof(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetConsistencyProof" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The proof that the tree of `old_size` entries is a prefix of the tree of `new_size`.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getConsistencyProof<Result>(
+        _ message: Orrery_Notary_V1_GetConsistencyProofRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ConsistencyProof>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_GetConsistencyProofRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getConsistencyProof(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetEntries" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Entries [start, end), at most 1,000 per call, exactly as stored.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getEntries<Result>(
+        _ message: Orrery_Notary_V1_GetEntriesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_GetEntriesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_GetEntriesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getEntries(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -691,6 +691,11 @@ public nonisolated struct Orrery_Orchestrator_V1_SubmitWorkloadRequest: Sendable
   /// 1…200 characters, chosen by the client; a retry with the same key returns the same deployment.
   public var idempotencyKey: String = String()
 
+  /// The consumer's authority for the orchestrator to act on its behalf: a UCAN container holding the consumer's
+  /// delegation of /orrery/notary/propose to the orchestrator's DID (subject the consumer, policy amount ≤ budget,
+  /// living at least as long as the work may take). `orrery run` makes it; the contracts embed it.
+  public var consumerAuthority: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -772,6 +777,9 @@ public nonisolated struct Orrery_Orchestrator_V1_Assignment: Sendable {
   public var hourlyPrice: UInt64 = 0
 
   public var jobCost: UInt64 = 0
+
+  /// The notary's contract for this replica, once the device accepted it.
+  public var contractID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1118,6 +1126,15 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .stop(newValue)}
   }
 
+  /// The notary recorded an allocation's receipts.
+  public var receiptsRecorded: Orrery_Orchestrator_V1_ReceiptsRecorded {
+    get {
+      if case .receiptsRecorded(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_ReceiptsRecorded()
+    }
+    set {kind = .receiptsRecorded(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1126,10 +1143,55 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     case deploy(Orrery_Orchestrator_V1_Deploy)
     /// Stop it (cancelled, or its deployment failed elsewhere).
     case stop(Orrery_Orchestrator_V1_Stop)
+    /// The notary recorded an allocation's receipts.
+    case receiptsRecorded(Orrery_Orchestrator_V1_ReceiptsRecorded)
 
   }
 
   public init() {}
+}
+
+/// The notary recorded an allocation's receipts up to `through_sequence`: the agent forgets them, and checks the
+/// notary's newest signed tree head against the last one it saw with the consistency proof.
+public nonisolated struct Orrery_Orchestrator_V1_ReceiptsRecorded: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String {
+    get {_storage._offerID}
+    set {_uniqueStorage()._offerID = newValue}
+  }
+
+  public var throughSequence: UInt64 {
+    get {_storage._throughSequence}
+    set {_uniqueStorage()._throughSequence = newValue}
+  }
+
+  public var treeHead: Orrery_Notary_V1_SignedTreeHead {
+    get {_storage._treeHead ?? Orrery_Notary_V1_SignedTreeHead()}
+    set {_uniqueStorage()._treeHead = newValue}
+  }
+  /// Returns true if `treeHead` has been explicitly set.
+  public var hasTreeHead: Bool {_storage._treeHead != nil}
+  /// Clears the value of `treeHead`. Subsequent reads from it will return its default value.
+  public mutating func clearTreeHead() {_uniqueStorage()._treeHead = nil}
+
+  /// From the agent's known_tree_size to tree_head's size.
+  public var consistency: Orrery_Notary_V1_ConsistencyProof {
+    get {_storage._consistency ?? Orrery_Notary_V1_ConsistencyProof()}
+    set {_uniqueStorage()._consistency = newValue}
+  }
+  /// Returns true if `consistency` has been explicitly set.
+  public var hasConsistency: Bool {_storage._consistency != nil}
+  /// Clears the value of `consistency`. Subsequent reads from it will return its default value.
+  public mutating func clearConsistency() {_uniqueStorage()._consistency = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_Deploy: Sendable {
@@ -1153,6 +1215,9 @@ public nonisolated struct Orrery_Orchestrator_V1_Deploy: Sendable {
   public var hasSpec: Bool {self._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
   public mutating func clearSpec() {self._spec = nil}
+
+  /// The contract the device's receipts name.
+  public var contractID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1197,6 +1262,13 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationReport: Sendable {
   public var hasUsage: Bool {self._usage != nil}
   /// Clears the value of `usage`. Subsequent reads from it will return its default value.
   public mutating func clearUsage() {self._usage = nil}
+
+  /// Receipts the notary has not yet recorded (Signed orrery.notary.v1.UsageReceipt / CompletionReceipt), oldest
+  /// first; resent with each report until acknowledged.
+  public var receipts: [Orrery_Common_V1_Signed] = []
+
+  /// The size of the last notary tree head the agent verified (0: none yet).
+  public var knownTreeSize: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1355,12 +1427,24 @@ public nonisolated struct Orrery_Orchestrator_V1_Offer: Sendable {
 
   public var orchestratorDid: String = String()
 
+  /// The contract the orchestrator proposes for this replica on the consumer's behalf (a Signed
+  /// orrery.notary.v1.Contract); a device that bids accepts it.
+  public var contract: Orrery_Common_V1_Signed {
+    get {_contract ?? Orrery_Common_V1_Signed()}
+    set {_contract = newValue}
+  }
+  /// Returns true if `contract` has been explicitly set.
+  public var hasContract: Bool {self._contract != nil}
+  /// Clears the value of `contract`. Subsequent reads from it will return its default value.
+  public mutating func clearContract() {self._contract = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _spec: Orrery_Orchestrator_V1_AllocationSpec? = nil
   fileprivate var _expiresAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _contract: Orrery_Common_V1_Signed? = nil
 }
 
 /// What a device signs to accept an offer.
@@ -1386,11 +1470,22 @@ public nonisolated struct Orrery_Orchestrator_V1_Bid: Sendable {
   /// Clears the value of `signedAt`. Subsequent reads from it will return its default value.
   public mutating func clearSignedAt() {self._signedAt = nil}
 
+  /// The device's signed acceptance of the offer's contract (a Signed orrery.notary.v1.ContractAcceptance).
+  public var acceptance: Orrery_Common_V1_Signed {
+    get {_acceptance ?? Orrery_Common_V1_Signed()}
+    set {_acceptance = newValue}
+  }
+  /// Returns true if `acceptance` has been explicitly set.
+  public var hasAcceptance: Bool {self._acceptance != nil}
+  /// Clears the value of `acceptance`. Subsequent reads from it will return its default value.
+  public mutating func clearAcceptance() {self._acceptance = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _signedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _acceptance: Orrery_Common_V1_Signed? = nil
 }
 
 /// A device's refusal, with the owner policy's reason.
@@ -2287,7 +2382,7 @@ nonisolated extension Orrery_Orchestrator_V1_LatencyEdge: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitWorkloadRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2297,6 +2392,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.consumerAuthority) }()
       default: break
       }
     }
@@ -2313,12 +2409,16 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if !self.idempotencyKey.isEmpty {
       try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 2)
     }
+    if !self.consumerAuthority.isEmpty {
+      try visitor.visitSingularBytesField(value: self.consumerAuthority, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Orchestrator_V1_SubmitWorkloadRequest, rhs: Orrery_Orchestrator_V1_SubmitWorkloadRequest) -> Bool {
     if lhs._spec != rhs._spec {return false}
     if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.consumerAuthority != rhs.consumerAuthority {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2405,7 +2505,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{3}device_did\0\u{3}hourly_price\0\u{3}job_cost\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{3}device_did\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}contract_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2418,6 +2518,7 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
       case 3: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.hourlyPrice) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.jobCost) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
       default: break
       }
     }
@@ -2439,6 +2540,9 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
     if self.jobCost != 0 {
       try visitor.visitSingularUInt64Field(value: self.jobCost, fieldNumber: 5)
     }
+    if !self.contractID.isEmpty {
+      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2448,6 +2552,7 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
     if lhs.deviceDid != rhs.deviceDid {return false}
     if lhs.hourlyPrice != rhs.hourlyPrice {return false}
     if lhs.jobCost != rhs.jobCost {return false}
+    if lhs.contractID != rhs.contractID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3112,7 +3217,7 @@ nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3159,6 +3264,19 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
           self.kind = .stop(v)
         }
       }()
+      case 4: try {
+        var v: Orrery_Orchestrator_V1_ReceiptsRecorded?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .receiptsRecorded(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .receiptsRecorded(v)
+        }
+      }()
       default: break
       }
     }
@@ -3182,6 +3300,10 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
       guard case .stop(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     }()
+    case .receiptsRecorded?: try {
+      guard case .receiptsRecorded(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -3194,9 +3316,100 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
   }
 }
 
+nonisolated extension Orrery_Orchestrator_V1_ReceiptsRecorded: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReceiptsRecorded"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}through_sequence\0\u{3}tree_head\0\u{1}consistency\0")
+
+  fileprivate class _StorageClass {
+    var _offerID: String = String()
+    var _throughSequence: UInt64 = 0
+    var _treeHead: Orrery_Notary_V1_SignedTreeHead? = nil
+    var _consistency: Orrery_Notary_V1_ConsistencyProof? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _offerID = source._offerID
+      _throughSequence = source._throughSequence
+      _treeHead = source._treeHead
+      _consistency = source._consistency
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._offerID) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._throughSequence) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._treeHead) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._consistency) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._offerID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._offerID, fieldNumber: 1)
+      }
+      if _storage._throughSequence != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._throughSequence, fieldNumber: 2)
+      }
+      try { if let v = _storage._treeHead {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._consistency {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ReceiptsRecorded, rhs: Orrery_Orchestrator_V1_ReceiptsRecorded) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._offerID != rhs_storage._offerID {return false}
+        if _storage._throughSequence != rhs_storage._throughSequence {return false}
+        if _storage._treeHead != rhs_storage._treeHead {return false}
+        if _storage._consistency != rhs_storage._consistency {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Deploy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3209,6 +3422,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
       case 3: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
       default: break
       }
     }
@@ -3234,6 +3448,9 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     try { if let v = self._spec {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if !self.contractID.isEmpty {
+      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3243,6 +3460,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     if lhs.allocation != rhs.allocation {return false}
     if lhs.replica != rhs.replica {return false}
     if lhs._spec != rhs._spec {return false}
+    if lhs.contractID != rhs.contractID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3285,7 +3503,7 @@ nonisolated extension Orrery_Orchestrator_V1_Stop: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0\u{1}receipts\0\u{3}known_tree_size\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3298,6 +3516,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Mes
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.receipts) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.knownTreeSize) }()
       default: break
       }
     }
@@ -3323,6 +3543,12 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Mes
     try { if let v = self._usage {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if !self.receipts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.receipts, fieldNumber: 6)
+    }
+    if self.knownTreeSize != 0 {
+      try visitor.visitSingularUInt64Field(value: self.knownTreeSize, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3332,6 +3558,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Mes
     if lhs.exitCode != rhs.exitCode {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs._usage != rhs._usage {return false}
+    if lhs.receipts != rhs.receipts {return false}
+    if lhs.knownTreeSize != rhs.knownTreeSize {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3493,7 +3721,7 @@ nonisolated extension Orrery_Orchestrator_V1_OutputFile: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_Offer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Offer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{3}consumer_did\0\u{1}spec\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}expires_at\0\u{3}orchestrator_did\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{3}consumer_did\0\u{1}spec\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}expires_at\0\u{3}orchestrator_did\0\u{1}contract\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3511,6 +3739,7 @@ nonisolated extension Orrery_Orchestrator_V1_Offer: SwiftProtobuf.Message, Swift
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.jobCost) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._expiresAt) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.orchestratorDid) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._contract) }()
       default: break
       }
     }
@@ -3551,6 +3780,9 @@ nonisolated extension Orrery_Orchestrator_V1_Offer: SwiftProtobuf.Message, Swift
     if !self.orchestratorDid.isEmpty {
       try visitor.visitSingularStringField(value: self.orchestratorDid, fieldNumber: 10)
     }
+    try { if let v = self._contract {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3565,6 +3797,7 @@ nonisolated extension Orrery_Orchestrator_V1_Offer: SwiftProtobuf.Message, Swift
     if lhs.jobCost != rhs.jobCost {return false}
     if lhs._expiresAt != rhs._expiresAt {return false}
     if lhs.orchestratorDid != rhs.orchestratorDid {return false}
+    if lhs._contract != rhs._contract {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3572,7 +3805,7 @@ nonisolated extension Orrery_Orchestrator_V1_Offer: SwiftProtobuf.Message, Swift
 
 nonisolated extension Orrery_Orchestrator_V1_Bid: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Bid"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}device_did\0\u{3}orchestrator_did\0\u{3}job_cost\0\u{3}signed_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}device_did\0\u{3}orchestrator_did\0\u{3}job_cost\0\u{3}signed_at\0\u{1}acceptance\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3585,6 +3818,7 @@ nonisolated extension Orrery_Orchestrator_V1_Bid: SwiftProtobuf.Message, SwiftPr
       case 3: try { try decoder.decodeSingularStringField(value: &self.orchestratorDid) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.jobCost) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._signedAt) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._acceptance) }()
       default: break
       }
     }
@@ -3610,6 +3844,9 @@ nonisolated extension Orrery_Orchestrator_V1_Bid: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._signedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    try { if let v = self._acceptance {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3619,6 +3856,7 @@ nonisolated extension Orrery_Orchestrator_V1_Bid: SwiftProtobuf.Message, SwiftPr
     if lhs.orchestratorDid != rhs.orchestratorDid {return false}
     if lhs.jobCost != rhs.jobCost {return false}
     if lhs._signedAt != rhs._signedAt {return false}
+    if lhs._acceptance != rhs._acceptance {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -111,6 +111,18 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     )
     public var offerTimeoutMs: Int?
 
+    @Option(
+        help:
+            "Orchestrator only: the contract notary's gRPC address, host:port; deployments are contracted only with a contract it recorded (env ORRERY_NOTARY_ADDRESS, file notary.address)."
+    )
+    public var notaryAddress: String?
+
+    @Option(
+        help:
+            "Notary only: the settlement gateway's DID, the only signer of a contract's settled transition (env ORRERY_SETTLEMENT_DID, file settlement.did)."
+    )
+    public var settlementDid: String?
+
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 

@@ -43,6 +43,8 @@ extension RuntimeSettings {
             livenessInterval: .milliseconds(try integer(reader, "liveness.interval_ms", in: 100...600_000)),
             registryAddress: try address(reader, "registry.address"),
             offerTimeout: .milliseconds(try integer(reader, "offer.timeout_ms", in: 100...600_000)),
+            notaryAddress: try address(reader, "notary.address"),
+            settlementDID: try optionalDID(reader, "settlement.did"),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -116,6 +118,8 @@ extension RuntimeSettings {
         flag("liveness.interval_ms", options.livenessIntervalMs)
         flag("registry.address", options.registryAddress)
         flag("offer.timeout_ms", options.offerTimeoutMs)
+        flag("notary.address", options.notaryAddress)
+        flag("settlement.did", options.settlementDid)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
@@ -144,6 +148,8 @@ extension RuntimeSettings {
             "liveness.interval_ms": 5000,
             "registry.address": "",
             "offer.timeout_ms": 10000,
+            "notary.address": "",
+            "settlement.did": "",
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",
@@ -214,6 +220,15 @@ extension RuntimeSettings {
                 key: key.description,
                 reason: value.isEmpty
                     ? "required: the operator's did:key (see `orrery operator init`)" : "'\(value)' is not a did:key")
+        }
+        return value
+    }
+
+    private static func optionalDID(_ reader: ConfigReader, _ key: ConfigKey) throws -> String? {
+        let value = try string(reader, key)
+        if value.isEmpty { return nil }
+        guard value.hasPrefix("did:key:z"), value.count > 20 else {
+            throw ConfigurationError(key: key.description, reason: "'\(value)' is not a did:key")
         }
         return value
     }

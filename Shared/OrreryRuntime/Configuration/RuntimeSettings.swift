@@ -13,6 +13,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
             && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
             && lhs.registryAddress == rhs.registryAddress && lhs.offerTimeout == rhs.offerTimeout
+            && lhs.notaryAddress == rhs.notaryAddress && lhs.settlementDID == rhs.settlementDID
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -63,6 +64,11 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var registryAddress: String?
     /// How long a device has to answer an offer (orchestrator).
     public var offerTimeout: Duration
+    /// The contract notary the orchestrator records contracts and receipts with; nil when none is set.
+    public var notaryAddress: String? = nil
+    /// The settlement gateway's DID, the only signer of a contract's `settled` transition (notary); nil when
+    /// none is set.
+    public var settlementDID: String? = nil
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

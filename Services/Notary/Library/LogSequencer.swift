@@ -1,0 +1,263 @@
+internal import Foundation
+internal import Logging
+internal import NIOCore
+internal import OrreryDatabase
+internal import OrreryIdentity
+internal import OrreryLedger
+internal import OrreryProto
+internal import PostgresNIO
+internal import Synchronization
+internal import SwiftProtobuf
+
+/// A contract as the sequencer sees it: the staged proposal plus the log's view of its life so far.
+struct ContractRow: Sendable {
+    var contract: Orrery_Notary_V1_Contract
+    var state: Orrery_Notary_V1_ContractState
+    var proposal: Orrery_Common_V1_Signed
+    var acceptance: Orrery_Common_V1_Signed?
+    var relocations: Int
+    var lastSequence: UInt64
+    var entryIndexes: [UInt64]
+
+    var record: Orrery_Notary_V1_ContractRecord {
+        .with {
+            $0.contract = contract
+            $0.state = state
+            $0.proposal = proposal
+            if let acceptance { $0.acceptance = acceptance }
+            $0.entryIndexes = entryIndexes
+            $0.lastReceiptSequence = lastSequence
+        }
+    }
+}
+
+/// One log entry an act appends (the sequencer gives it its index and countersigns it).
+struct EntryDraft: Sendable {
+    var kind: Orrery_Notary_V1_EntryKind
+    var act: Orrery_Common_V1_Signed
+    var acceptance: Orrery_Common_V1_Signed?
+}
+
+/// Something to record about one contract: checked against the contract's current state inside the batch that
+/// appends it, so two acts racing on one contract (on any replicas) are decided in log order.
+struct LogAct: Sendable {
+    var contractID: String
+    /// Checks the act against the row and changes it; returns what to append. Throws (an `RPCError`) to refuse.
+    var apply: @Sendable (inout ContractRow, _ now: Date) throws -> [EntryDraft]
+    /// The retry key this act answers for, if any: its response is stored in the same transaction.
+    var idempotency: IdempotencyKey?
+    /// The response stored for a retry.
+    var respond: @Sendable (ContractRow, _ appended: [UInt64]) -> Data
+}
+
+struct IdempotencyKey: Sendable, Hashable {
+    var invoker: String
+    var method: String
+    var key: String
+    var requestSHA256: Data
+}
+
+/// What an act achieved.
+struct ActOutcome: Sendable {
+    var row: ContractRow
+    var appended: [UInt64]
+    var response: Data
+}
+
+/// The log's only writer. Acts from every handler of this replica queue here; one batch at a time takes the queue,
+/// locks the log for the whole database (`pg_advisory_xact_lock`, so replicas take turns and none forks the log or
+/// leaves a gap), checks each act against the current contract rows, appends its entries with their perfect
+/// subtree hashes, and one signed tree head for the batch, in one transaction: all of a batch or none.
+final class LogSequencer: Sendable {
+    /// The advisory lock key of the notary log.
+    static let lockKey: Int64 = 0x6F72_7265_7279_6C67  // "orrerylg"
+
+    let client: PostgresClient
+    let key: SigningKey
+    let logger: Logger
+    let maximumBatch: Int
+
+    private struct Pending: Sendable {
+        var act: LogAct
+        var continuation: CheckedContinuation<ActOutcome, any Error>
+    }
+    private let queue = Mutex<[Pending]>([])
+    private let wake: AsyncStream<Void>.Continuation
+    private let wakes: AsyncStream<Void>
+
+    init(client: PostgresClient, key: SigningKey, logger: Logger, maximumBatch: Int = 512) {
+        self.client = client
+        self.key = key
+        self.logger = logger
+        self.maximumBatch = maximumBatch
+        (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Queues `act` for the next batch and waits until that batch committed (or the act was refused).
+    func append(_ act: LogAct) async throws -> ActOutcome {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.withLock { $0.append(Pending(act: act, continuation: continuation)) }
+            wake.yield()
+        }
+    }
+
+    /// Runs batches until cancelled; acts queued meanwhile wait for the next batch.
+    func run() async {
+        for await _ in wakes {
+            while true {
+                let batch: [Pending] = queue.withLock { queue in
+                    let taken = Array(queue.prefix(maximumBatch))
+                    queue.removeFirst(taken.count)
+                    return taken
+                }
+                if batch.isEmpty { break }
+                await process(batch)
+            }
+        }
+        let left = queue.withLock { queue in
+            defer { queue.removeAll() }
+            return queue
+        }
+        for pending in left { pending.continuation.resume(throwing: CancellationError()) }
+    }
+
+    /// Stops accepting work (the service is shutting down).
+    func finish() { wake.finish() }
+
+    private func process(_ batch: [Pending]) async {
+        var results: [Result<ActOutcome, any Error>] = []
+        do {
+            results = try await client.transaction(logger: logger) { connection in
+                try await self.appendBatch(batch.map(\.act), on: connection)
+            }
+        } catch {
+            logger.warning("a log batch failed; its acts are refused", metadata: ["error": "\(error)"])
+            results = batch.map { _ in .failure(error) }
+        }
+        for (pending, result) in zip(batch, results) { pending.continuation.resume(with: result) }
+    }
+
+    private func appendBatch(_ acts: [LogAct], on connection: PostgresConnection) async throws
+        -> [Result<ActOutcome, any Error>]
+    {
+        try await connection.query("SELECT pg_advisory_xact_lock(\(Self.lockKey))", logger: logger)
+        let now = Date()
+        let size = try await currentSize(on: connection)
+        let frontierKeys = MerkleTree.perfectSubtrees(start: 0, end: size)
+        let stored = try await LogStore.nodes(frontierKeys, on: connection, logger: logger)
+        let frontier = try frontierKeys.map { key in
+            guard let hash = stored[LogStore.NodeKey(level: key.level, position: key.position)] else {
+                throw LogStoreError.missingNode(level: key.level, position: key.position)
+            }
+            return hash
+        }
+        var tree = RootAccumulator(size: size, frontier: frontier)
+        var rows = try await ContractStore.rows(ids: Array(Set(acts.map(\.contractID))), on: connection, logger: logger)
+        var changed: Set<String> = []
+
+        var indexes: [Int64] = []
+        var leaves: [ByteBuffer] = []
+        var nodeLevels: [Int16] = []
+        var nodePositions: [Int64] = []
+        var nodeHashes: [ByteBuffer] = []
+        var entryContracts: [String] = []
+        var idempotent: [(IdempotencyKey, Data)] = []
+        var results: [Result<ActOutcome, any Error>] = []
+
+        for act in acts {
+            guard var row = rows[act.contractID] else {
+                results.append(
+                    .failure(NotaryFailure.notFound("no contract \(act.contractID) is known to this notary")))
+                continue
+            }
+            let drafts: [EntryDraft]
+            do {
+                drafts = try act.apply(&row, now)
+            } catch {
+                results.append(.failure(error))
+                continue
+            }
+            var appended: [UInt64] = []
+            for draft in drafts {
+                let index = tree.size
+                let entry = Orrery_Notary_V1_LogEntry.with {
+                    $0.index = index
+                    $0.kind = draft.kind
+                    $0.contractID = act.contractID
+                    $0.loggedAt = .init(date: now)
+                    $0.act = draft.act
+                    if let acceptance = draft.acceptance { $0.acceptance = acceptance }
+                }
+                let signed = SignedMessage.make(
+                    type: Orrery_Notary_V1_LogEntry.protoMessageName, payload: try entry.serializedData(),
+                    signers: [key])
+                let leaf = try signed.serializedData()
+                tree.append(leafHash: MerkleTree.leafHash(leaf)) { level, position, hash in
+                    nodeLevels.append(Int16(level))
+                    nodePositions.append(Int64(position))
+                    nodeHashes.append(ByteBuffer(bytes: hash))
+                }
+                indexes.append(Int64(index))
+                leaves.append(ByteBuffer(bytes: leaf))
+                entryContracts.append(act.contractID)
+                appended.append(index)
+                row.entryIndexes.append(index)
+            }
+            rows[act.contractID] = row
+            changed.insert(act.contractID)
+            let response = act.respond(row, appended)
+            if let key = act.idempotency { idempotent.append((key, response)) }
+            results.append(.success(ActOutcome(row: row, appended: appended, response: response)))
+        }
+
+        if !indexes.isEmpty {
+            try await connection.query(
+                """
+                INSERT INTO log_entries (idx, leaf)
+                SELECT * FROM unnest(\(indexes)::bigint[], \(leaves)::bytea[])
+                """,
+                logger: logger)
+            try await connection.query(
+                """
+                INSERT INTO log_nodes (level, position, hash)
+                SELECT * FROM unnest(\(nodeLevels)::smallint[], \(nodePositions)::bigint[], \(nodeHashes)::bytea[])
+                """,
+                logger: logger)
+            let head = Orrery_Notary_V1_TreeHead.with {
+                $0.treeSize = tree.size
+                $0.rootHash = Data(tree.root)
+                $0.timestamp = .init(date: now)
+                $0.logDid = key.did.string
+            }
+            let signedHead = SignedMessage.make(
+                type: Orrery_Notary_V1_TreeHead.protoMessageName, payload: try head.serializedData(), signers: [key])
+            try await connection.query(
+                """
+                INSERT INTO tree_heads (tree_size, root, signed)
+                VALUES (\(Int64(tree.size)), \(Data(tree.root)), \(try signedHead.serializedData()))
+                """,
+                logger: logger)
+        }
+        try await ContractStore.update(changed.compactMap { rows[$0] }, on: connection, logger: logger)
+        if !idempotent.isEmpty {
+            try await connection.query(
+                """
+                INSERT INTO idempotent_results (invoker, method, idempotency_key, request_sha256, response)
+                SELECT * FROM unnest(
+                    \(idempotent.map(\.0.invoker))::text[], \(idempotent.map(\.0.method))::text[],
+                    \(idempotent.map(\.0.key))::text[], \(idempotent.map { ByteBuffer(bytes: $0.0.requestSHA256) })::bytea[],
+                    \(idempotent.map { ByteBuffer(bytes: $0.1) })::bytea[])
+                ON CONFLICT DO NOTHING
+                """,
+                logger: logger)
+        }
+        return results
+    }
+
+    private func currentSize(on connection: PostgresConnection) async throws -> UInt64 {
+        let rows = try await connection.query(
+            "SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1", logger: logger)
+        for try await size in rows.decode(Int64.self) { return UInt64(size) }
+        return 0
+    }
+}
