@@ -122,7 +122,9 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         // The append-only log's Merkle tree (RFC 6962 / 9162): hashing, proofs and their verification. Pure.
-        .target(name: "OrreryLedger", dependencies: [crypto], path: "Shared/OrreryLedger", swiftSettings: upcomingFeatures),
+        .target(
+            name: "OrreryLedger", dependencies: ["OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
+            path: "Shared/OrreryLedger", swiftSettings: upcomingFeatures),
         // Placement: a pure library (no I/O) that filters, ranks and jointly solves where an ensemble runs.
         .target(name: "OrreryPlacement", path: "Shared/OrreryPlacement", swiftSettings: upcomingFeatures),
         // Helpers for tests: throwaway databases, child processes, ready files.
@@ -179,6 +181,12 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
+            name: "OrreryLedgerTests",
+            dependencies: ["OrreryLedger"],
+            path: "Tests/OrreryLedgerTests",
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(
             name: "OrreryDatabaseTests",
             dependencies: ["OrreryDatabase", "OrreryTestSupport", postgres, logging],
             path: "Tests/OrreryDatabaseTests",
@@ -189,7 +197,9 @@ let package = Package(
             dependencies: [
                 "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "OrreryIdentity", "OrreryAuth", "IdentityService",
                 "RegistryService",
-                "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", "OrreryPlacement", grpcCore,
+                "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", "OrreryPlacement",
+                "OrreryLedger",
+                grpcCore,
                 grpcPosix,
                 grpcProtobuf, postgres, argumentParser, swiftProtobuf,
             ],
@@ -204,6 +214,8 @@ let package = Package(
             extra: ["OrreryPlacement", crypto, grpcPosix, hummingbird, yams])
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service("SettlementService", executable: "settlement-gateway", folder: "Settlement")
-        + service("DeviceAgent", executable: "device-agent", folder: "DeviceAgent", extra: ["OrreryPlacement"]),
+        + service(
+            "DeviceAgent", executable: "device-agent", folder: "DeviceAgent",
+            extra: ["OrreryPlacement", "OrreryLedger", crypto]),
     swiftLanguageModes: [.v6]
 )

@@ -96,8 +96,7 @@ public enum MerkleTree {
     }
 
     /// Checks an inclusion proof (RFC 9162 §2.1.3.2).
-    public static func verifyInclusion(leafHash: Hash, index: UInt64, size: UInt64, proof: [Hash], root: Hash) -> Bool
-    {
+    public static func verifyInclusion(leafHash: Hash, index: UInt64, size: UInt64, proof: [Hash], root: Hash) -> Bool {
         guard index < size else { return false }
         var fn = index
         var sn = size - 1
@@ -204,7 +203,8 @@ public struct RootAccumulator: Sendable {
     /// Adds a leaf; `completed` receives each perfect node `(level, position, hash)` this leaf completes, the
     /// leaf itself (level 0) first.
     public mutating func append(
-        leafHash: MerkleTree.Hash, completed: (_ level: Int, _ position: UInt64, _ hash: MerkleTree.Hash) -> Void = {
+        leafHash: MerkleTree.Hash,
+        completed: (_ level: Int, _ position: UInt64, _ hash: MerkleTree.Hash) -> Void = {
             _, _, _ in
         }
     ) {

@@ -29,7 +29,8 @@ enum ContractRules {
         case .fixed: if price.fixedPrice == 0 { problems.append("price.fixed_price: required for FIXED") }
         case .perResource:
             if price.cpuHourPrice == 0 && price.gpuHourPrice == 0 && price.ramGibHourPrice == 0 {
-                problems.append("price: PER_RESOURCE needs at least one of cpu_hour_price, gpu_hour_price, ram_gib_hour_price")
+                problems.append(
+                    "price: PER_RESOURCE needs at least one of cpu_hour_price, gpu_hour_price, ram_gib_hour_price")
             }
         default: problems.append("price.model: PER_TIME, PER_RESOURCE or FIXED")
         }

@@ -26,7 +26,8 @@ struct NotaryAPI: Sendable {
     func propose(_ request: Orrery_Notary_V1_ProposeContractRequest, authorization: Authorization) async throws
         -> Orrery_Notary_V1_ContractRecord
     {
-        let idempotency = try Self.idempotency(request, key: request.idempotencyKey, method: "ProposeContract", authorization)
+        let idempotency = try Self.idempotency(
+            request, key: request.idempotencyKey, method: "ProposeContract", authorization)
         if let earlier = try await ContractStore.earlierResult(idempotency, client: client, logger: logger) {
             return try Orrery_Notary_V1_ContractRecord(serializedBytes: earlier)
         }
@@ -38,7 +39,8 @@ struct NotaryAPI: Sendable {
         }
         guard authorization.validated.subject.string == contract.consumerDid else {
             throw NotaryFailure.denied(
-                "the invocation acts for \(authorization.validated.subject), but the contract's consumer is \(contract.consumerDid)")
+                "the invocation acts for \(authorization.validated.subject), but the contract's consumer is \(contract.consumerDid)"
+            )
         }
         guard authorization.invoker.string == contract.orchestratorDid else {
             throw NotaryFailure.denied(
@@ -50,19 +52,22 @@ struct NotaryAPI: Sendable {
         let embedded = try Self.delegations(in: contract.consumerAuthority, field: "contract.consumer_authority")
         for link in authorization.validated.chain where embedded[link.cid] == nil {
             throw NotaryFailure.invalid(
-                "contract.consumer_authority does not embed delegation \(link.cid) of the chain that authorised this proposal")
+                "contract.consumer_authority does not embed delegation \(link.cid) of the chain that authorised this proposal"
+            )
         }
         var relocations = 0
         if !contract.replaces.isEmpty {
-            guard let replaced = try await ContractStore.rows(ids: [contract.replaces], on: client, logger: logger)[
-                contract.replaces]
+            guard
+                let replaced = try await ContractStore.rows(ids: [contract.replaces], on: client, logger: logger)[
+                    contract.replaces]
             else { throw NotaryFailure.notFound("replaces: no contract \(contract.replaces)") }
             guard replaced.contract.consumerDid == contract.consumerDid,
                 replaced.contract.deploymentID == contract.deploymentID,
                 replaced.contract.allocation == contract.allocation, replaced.contract.replica == contract.replica
             else {
                 throw NotaryFailure.invalid(
-                    "replaces: \(contract.replaces) is not the same consumer's replica \(contract.allocation)#\(contract.replica) of \(contract.deploymentID)")
+                    "replaces: \(contract.replaces) is not the same consumer's replica \(contract.allocation)#\(contract.replica) of \(contract.deploymentID)"
+                )
             }
             relocations = replaced.relocations + 1
         }
@@ -78,7 +83,8 @@ struct NotaryAPI: Sendable {
     func accept(_ request: Orrery_Notary_V1_AcceptContractRequest, authorization: Authorization) async throws
         -> Orrery_Notary_V1_ContractRecord
     {
-        let idempotency = try Self.idempotency(request, key: request.idempotencyKey, method: "AcceptContract", authorization)
+        let idempotency = try Self.idempotency(
+            request, key: request.idempotencyKey, method: "AcceptContract", authorization)
         if let earlier = try await ContractStore.earlierResult(idempotency, client: client, logger: logger) {
             return try Orrery_Notary_V1_ContractRecord(serializedBytes: earlier)
         }
@@ -92,7 +98,8 @@ struct NotaryAPI: Sendable {
         }
         guard acceptance.contractSha256 == Data(SHA256.hash(data: row.proposal.payload)) else {
             throw NotaryFailure.failedPrecondition(
-                "the acceptance is for other terms than contract \(contract.id) as proposed (its contract_sha256 differs)")
+                "the acceptance is for other terms than contract \(contract.id) as proposed (its contract_sha256 differs)"
+            )
         }
         try checkOwnerConsent(acceptance.deviceAuthority, owner: contract.ownerDid, device: contract.deviceDid)
 
@@ -105,7 +112,8 @@ struct NotaryAPI: Sendable {
                     if row.state == .active, row.acceptance == signed { return [] }  // the same acceptance again
                     guard row.state == .proposed else {
                         throw NotaryFailure.failedPrecondition(
-                            "contract \(row.contract.id) is \(ContractRules.name(row.state)), not proposed: it cannot be accepted")
+                            "contract \(row.contract.id) is \(ContractRules.name(row.state)), not proposed: it cannot be accepted"
+                        )
                     }
                     row.state = .active
                     row.acceptance = signed
@@ -139,7 +147,8 @@ struct NotaryAPI: Sendable {
         guard let allowed = ContractRules.signers(for: transition.to, of: row.contract, settlementDID: settlementDID)
         else {
             throw NotaryFailure.invalid(
-                "to: \(ContractRules.name(transition.to)) is recorded by the notary itself (on acceptance or on the completion receipt); request terminated, disputed or settled")
+                "to: \(ContractRules.name(transition.to)) is recorded by the notary itself (on acceptance or on the completion receipt); request terminated, disputed or settled"
+            )
         }
         let signers = try Self.verified(request.transition)
         guard signers.contains(where: { allowed.contains($0.string) }) else {
@@ -156,7 +165,8 @@ struct NotaryAPI: Sendable {
                 apply: { row, _ in
                     guard ContractRules.allowedSources(of: transition.to).contains(row.state) else {
                         throw NotaryFailure.failedPrecondition(
-                            "contract \(row.contract.id) is \(ContractRules.name(row.state)): it cannot become \(ContractRules.name(transition.to))")
+                            "contract \(row.contract.id) is \(ContractRules.name(row.state)): it cannot become \(ContractRules.name(transition.to))"
+                        )
                     }
                     row.state = transition.to
                     return [EntryDraft(kind: .transition, act: signed)]
@@ -169,7 +179,8 @@ struct NotaryAPI: Sendable {
     func recordReceipt(_ request: Orrery_Notary_V1_RecordReceiptRequest, authorization: Authorization) async throws
         -> Orrery_Notary_V1_RecordReceiptResponse
     {
-        let idempotency = try Self.idempotency(request, key: request.idempotencyKey, method: "RecordReceipt", authorization)
+        let idempotency = try Self.idempotency(
+            request, key: request.idempotencyKey, method: "RecordReceipt", authorization)
         if let earlier = try await ContractStore.earlierResult(idempotency, client: client, logger: logger) {
             return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: earlier)
         }
@@ -201,15 +212,18 @@ struct NotaryAPI: Sendable {
                 apply: { row, now in
                     guard row.state == .active else {
                         throw NotaryFailure.failedPrecondition(
-                            "contract \(row.contract.id) is \(ContractRules.name(row.state)), not active: no receipt is recorded for it")
+                            "contract \(row.contract.id) is \(ContractRules.name(row.state)), not active: no receipt is recorded for it"
+                        )
                     }
                     if sequence <= row.lastSequence {
                         throw NotaryFailure.alreadyExists(
-                            "receipt \(sequence) of contract \(row.contract.id) was already recorded: a replay is refused")
+                            "receipt \(sequence) of contract \(row.contract.id) was already recorded: a replay is refused"
+                        )
                     }
                     guard sequence == row.lastSequence + 1 else {
                         throw NotaryFailure.failedPrecondition(
-                            "receipt \(sequence) of contract \(row.contract.id) leaves a gap: the next is \(row.lastSequence + 1)")
+                            "receipt \(sequence) of contract \(row.contract.id) leaves a gap: the next is \(row.lastSequence + 1)"
+                        )
                     }
                     row.lastSequence = sequence
                     guard completion else { return [EntryDraft(kind: .usageReceipt, act: signed)] }

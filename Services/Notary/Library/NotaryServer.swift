@@ -20,7 +20,15 @@ public enum NotaryServer {
             backgroundTasks: { environment in
                 guard let database = environment.database else { return [] }
                 let sequencer = NotaryComponents.shared(environment, database: database).sequencer
-                return [{ await withTaskCancellationHandler { await sequencer.run() } onCancel: { sequencer.finish() } }]
+                return [
+                    {
+                        await withTaskCancellationHandler {
+                            await sequencer.run()
+                        } onCancel: {
+                            sequencer.finish()
+                        }
+                    }
+                ]
             },
             makeRPCServices: { environment in
                 guard let database = environment.database else { return [] }

@@ -1,3 +1,4 @@
+internal import Crypto
 internal import Foundation
 internal import OrreryPlacement
 internal import GRPCCore
@@ -90,6 +91,20 @@ struct AgentChannelLoop {
                 }
             }
         case .accept:
+            var acceptance: Orrery_Common_V1_Signed?
+            do {
+                // An orchestrator with a notary proposes a contract with each offer; bidding accepts it.
+                if offer.hasContract { acceptance = try accept(offer.contract, of: offer, now: now) }
+            } catch {
+                let reason = "the offer's contract is not acceptable: \(error)"
+                logger.warning("offer declined", metadata: ["offer": "\(offer.offerID)", "reason": "\(reason)"])
+                return .with {
+                    $0.decline = .with {
+                        $0.offerID = offer.offerID
+                        $0.reason = reason
+                    }
+                }
+            }
             let resources = offer.spec.resources
             let seconds = offer.spec.maxDurationSeconds == 0 ? 3600 : Double(offer.spec.maxDurationSeconds)
             try await ledger.promise(
@@ -104,6 +119,7 @@ struct AgentChannelLoop {
                 $0.orchestratorDid = offer.orchestratorDid
                 $0.jobCost = offer.jobCost
                 $0.signedAt = Google_Protobuf_Timestamp(date: now)
+                if let acceptance { $0.acceptance = acceptance }
             }
             let signed = SignedMessage.make(
                 type: Orrery_Orchestrator_V1_Bid.protoMessageName, payload: try bid.serializedBytes(),
@@ -112,4 +128,53 @@ struct AgentChannelLoop {
             return .with { $0.bid = signed }
         }
     }
+
+    /// The device's signed acceptance of the contract an offer carries, after checking that the orchestrator signed
+    /// it and that its terms are the offer's: this device, its owner, the same replica, resources and price.
+    func accept(_ proposal: Orrery_Common_V1_Signed, of offer: Orrery_Orchestrator_V1_Offer, now: Date) throws
+        -> Orrery_Common_V1_Signed
+    {
+        let orchestrator = try DID(offer.orchestratorDid)
+        try SignedMessage.verify(proposal, type: Orrery_Notary_V1_Contract.protoMessageName, requiring: [orchestrator])
+        let contract = try Orrery_Notary_V1_Contract(serializedBytes: proposal.payload)
+        let resources = offer.spec.resources
+        let owner = connection.chain.last { $0.audience == connection.key.did }?.issuer.string
+        var problems: [String] = []
+        if contract.deviceDid != connection.key.did.string { problems.append("it names device \(contract.deviceDid)") }
+        if let owner, contract.ownerDid != owner { problems.append("it names owner \(contract.ownerDid)") }
+        if contract.orchestratorDid != offer.orchestratorDid { problems.append("another orchestrator") }
+        if contract.consumerDid != offer.consumerDid { problems.append("another consumer") }
+        if contract.deploymentID != offer.deploymentID || contract.allocation != offer.allocation
+            || contract.replica != offer.replica
+        {
+            problems.append("another replica")
+        }
+        if contract.price.maxCost != offer.jobCost {
+            problems.append("max_cost \(contract.price.maxCost) ≠ \(offer.jobCost)")
+        }
+        if contract.price.hourlyPrice != offer.hourlyPrice { problems.append("another hourly price") }
+        if contract.resources.cpuCores != resources.cpuCores || contract.resources.ramMib != resources.ramMib
+            || contract.resources.diskMib != resources.diskMib || contract.resources.gpuCount != resources.gpu.count
+        {
+            problems.append("other resources")
+        }
+        guard problems.isEmpty else { throw ContractMismatch(problems: problems) }
+        let acceptance = Orrery_Notary_V1_ContractAcceptance.with {
+            $0.contractID = contract.id
+            $0.contractSha256 = Data(SHA256.hash(data: proposal.payload))
+            $0.deviceDid = connection.key.did.string
+            $0.acceptedAt = Google_Protobuf_Timestamp(date: now)
+            $0.deviceAuthority =
+                (try? UCANContainer.encode(connection.chain.map(\.envelope.bytes))).map { Data($0) } ?? Data()
+        }
+        return SignedMessage.make(
+            type: Orrery_Notary_V1_ContractAcceptance.protoMessageName, payload: try acceptance.serializedBytes(),
+            signers: [connection.key])
+    }
+}
+
+/// A contract whose terms are not the offer's.
+struct ContractMismatch: Error, CustomStringConvertible {
+    let problems: [String]
+    var description: String { problems.joined(separator: "; ") }
 }

@@ -1,0 +1,574 @@
+import Crypto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import OrreryAuth
+import OrreryIdentity
+import OrreryLedger
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import PostgresNIO
+import SwiftProtobuf
+import Testing
+
+/// The parties of a contract and how each signs (DESIGN §6): the consumer delegates proposing to an orchestrator,
+/// the orchestrator signs the proposal, the device (holding its owner's delegation) signs its acceptance and its
+/// receipts.
+struct ContractParties {
+    let network: TestNetwork
+    let consumer = SigningKey()
+    let orchestrator = SigningKey()
+    let owner = SigningKey()
+    let device = SigningKey()
+    let settlement = SigningKey()
+    /// operator → orchestrator `/orrery/notary`: what it calls the notary with.
+    let orchestratorChain: [Delegation]
+    /// owner → device: the owner's consent the acceptance carries.
+    let ownerToDevice: Delegation
+
+    init(network: TestNetwork) throws {
+        self.network = network
+        let expiry = Int64(Date().timeIntervalSince1970) + 3600
+        orchestratorChain = [
+            Delegation.issue(
+                by: network.operatorKey, to: orchestrator.did, subject: network.operatorKey.did,
+                command: try Command("/orrery/notary"), expiration: expiry)
+        ]
+        ownerToDevice = Delegation.issue(
+            by: owner, to: device.did, subject: owner.did, command: try Command("/orrery/device"), expiration: expiry)
+    }
+
+    /// consumer → orchestrator `/orrery/notary/propose`, amount ≤ budget.
+    func consumerDelegation(budget: Int) throws -> Delegation {
+        Delegation.issue(
+            by: consumer, to: orchestrator.did, subject: consumer.did, command: try Command("/orrery/notary/propose"),
+            policy: try Policy(try IPLDJSON.parse(#"[["<=", ".amount", \#(budget)]]"#)),
+            expiration: Int64(Date().timeIntervalSince1970) + 3600)
+    }
+
+    func contract(
+        _ id: String = ContractParties.newID(), maxCost: UInt64 = 500, replaces: String = "", budget: Int = 1000
+    )
+        throws -> Orrery_Notary_V1_Contract
+    {
+        let delegation = try consumerDelegation(budget: budget)
+        return .with {
+            $0.id = id
+            $0.consumerDid = consumer.did.string
+            $0.deviceDid = device.did.string
+            $0.ownerDid = owner.did.string
+            $0.orchestratorDid = orchestrator.did.string
+            $0.deploymentID = "dep_test"
+            $0.allocation = "train"
+            $0.replica = 0
+            $0.resources = .with {
+                $0.cpuCores = 2
+                $0.ramMib = 1024
+            }
+            $0.price = .with {
+                $0.model = .perTime
+                $0.hourlyPrice = 100
+                $0.maxCost = maxCost
+            }
+            $0.maxDurationSeconds = 3600
+            $0.sla = .with {
+                $0.availability = 0.9
+                $0.maxRelocations = 0
+            }
+            $0.penalties = .with { $0.relocationBps = 1000 }
+            $0.settlementChain = "ledger"
+            $0.replaces = replaces
+            $0.proposedAt = .init(date: Date())
+            $0.consumerAuthority = Data(try! UCANContainer.encode([delegation.envelope.bytes]))
+        }
+    }
+
+    static func newID() -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
+        return "ctr_" + String((0..<26).map { _ in alphabet.randomElement()! })
+    }
+
+    func sign<Message: SwiftProtobuf.Message>(_ message: Message, by key: SigningKey) throws -> Orrery_Common_V1_Signed
+    {
+        SignedMessage.make(type: Message.protoMessageName, payload: try message.serializedData(), signers: [key])
+    }
+
+    func acceptance(
+        of proposal: Orrery_Common_V1_Signed, id: String, by key: SigningKey? = nil, consent: Delegation? = nil
+    )
+        throws -> Orrery_Common_V1_Signed
+    {
+        try sign(
+            Orrery_Notary_V1_ContractAcceptance.with {
+                $0.contractID = id
+                $0.contractSha256 = Data(SHA256.hash(data: proposal.payload))
+                $0.deviceDid = device.did.string
+                $0.acceptedAt = .init(date: Date())
+                $0.deviceAuthority = Data(try! UCANContainer.encode([(consent ?? ownerToDevice).envelope.bytes]))
+            }, by: key ?? device)
+    }
+
+    func usage(_ id: String, sequence: UInt64, cpu: Double = 1) throws -> Orrery_Common_V1_Signed {
+        try sign(
+            Orrery_Notary_V1_UsageReceipt.with {
+                $0.contractID = id
+                $0.sequence = sequence
+                $0.cpuSeconds = cpu
+                $0.wallSeconds = cpu
+                $0.at = .init(date: Date())
+            }, by: device)
+    }
+
+    /// A notary client calling as the orchestrator under the operator's chain; with `actingFor`, as the
+    /// orchestrator acting for the consumer under the given delegation (ProposeContract).
+    func withNotary<Result: Sendable>(
+        _ notary: RunningService, key: SigningKey? = nil, actingFor delegation: Delegation? = nil,
+        _ body: (Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+        let signer = InvocationSigner(
+            key: key ?? orchestrator, subject: delegation?.issuer ?? network.operatorKey.did,
+            audience: try DID(notary.ready.did), proofs: delegation.map { [$0] } ?? orchestratorChain,
+            catalog: catalog)
+        return try await withGRPCClient(
+            transport: try .http2NIOPosix(
+                target: .ipv4(address: "127.0.0.1", port: notary.ready.grpcPort), transportSecurity: .plaintext),
+            interceptors: [signer]
+        ) { client in try await body(Orrery_Notary_V1_Notary.Client(wrapping: client)) }
+    }
+
+    /// Proposes and accepts a contract; returns it with its record.
+    func activate(
+        _ notary: RunningService, contract: Orrery_Notary_V1_Contract? = nil
+    ) async throws -> (Orrery_Notary_V1_Contract, Orrery_Notary_V1_ContractRecord) {
+        let contract = try contract ?? self.contract()
+        let proposal = try sign(contract, by: orchestrator)
+        let delegation = try Delegation(bytes: try UCANContainer.decode(Array(contract.consumerAuthority))[0])
+        _ = try await withNotary(notary, actingFor: delegation) { client in
+            try await client.proposeContract(
+                .with {
+                    $0.proposal = proposal
+                    $0.amount = contract.price.maxCost
+                    $0.idempotencyKey = "propose-\(contract.id)"
+                })
+        }
+        let record = try await withNotary(notary) { client in
+            try await client.acceptContract(
+                .with {
+                    $0.acceptance = try acceptance(of: proposal, id: contract.id)
+                    $0.idempotencyKey = "accept-\(contract.id)"
+                })
+        }
+        return (contract, record)
+    }
+}
+
+@Suite(
+    "Contract notary: contracts, the append-only log, receipts", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct NotaryTests {
+    static func startNotary(
+        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, settlement: DID? = nil
+    ) async throws -> RunningService {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var environment = database.serviceEnvironment.merging(network.environment(for: "contract-notary")) { $1 }
+        if let settlement { environment["ORRERY_SETTLEMENT_DID"] = settlement.string }
+        return try await RunningService.start("contract-notary", environment: environment, directory: directory)
+    }
+
+    static func expectStatus(_ code: RPCError.Code, _ containing: String, _ body: () async throws -> Void) async {
+        do {
+            try await body()
+            Issue.record("expected \(code) (\(containing)), but the call succeeded")
+        } catch let error as RPCError {
+            #expect(error.code == code, "\(error)")
+            #expect(error.message.contains(containing), "\(error.message)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test(
+        "a contract is logged only with both signatures; wrong signers, missing consent, forbidden transitions, gaps and replays are refused"
+    )
+    func lifecycle() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("notary-lifecycle")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let parties = try ContractParties(network: network)
+            let notary = try await Self.startNotary(
+                database, network, directory.appendingPathComponent("notary"), settlement: parties.settlement.did)
+            defer { notary.child.signal(SIGKILL) }
+
+            let contract = try parties.contract()
+            let proposal = try parties.sign(contract, by: parties.orchestrator)
+            let delegation = try parties.consumerDelegation(budget: 1000)
+            var withAuthority = contract
+            withAuthority.consumerAuthority = Data(try UCANContainer.encode([delegation.envelope.bytes]))
+            let signedProposal = try parties.sign(withAuthority, by: parties.orchestrator)
+            _ = proposal
+
+            // Proposing: the consumer's policy bounds the amount; the proposal must be the orchestrator's and embed
+            // the chain that authorised it.
+            let overBudget = try parties.contract(maxCost: 5000)
+            await Self.expectStatus(.permissionDenied, "violate") {
+                _ = try await parties.withNotary(notary, actingFor: delegation) { client in
+                    try await client.proposeContract(
+                        .with {
+                            $0.proposal = try parties.sign(overBudget, by: parties.orchestrator)
+                            $0.amount = 5000
+                            $0.idempotencyKey = "over"
+                        })
+                }
+            }
+            await Self.expectStatus(.permissionDenied, "must be signed by") {
+                _ = try await parties.withNotary(notary, actingFor: delegation) { client in
+                    try await client.proposeContract(
+                        .with {
+                            $0.proposal = try parties.sign(withAuthority, by: parties.consumer)
+                            $0.amount = withAuthority.price.maxCost
+                            $0.idempotencyKey = "wrong-signer"
+                        })
+                }
+            }
+            await Self.expectStatus(.invalidArgument, "does not embed") {
+                _ = try await parties.withNotary(notary, actingFor: delegation) { client in
+                    try await client.proposeContract(
+                        .with {
+                            $0.proposal = try parties.sign(contract, by: parties.orchestrator)  // another delegation
+                            $0.amount = contract.price.maxCost
+                            $0.idempotencyKey = "other-chain"
+                        })
+                }
+            }
+            let staged = try await parties.withNotary(notary, actingFor: delegation) { client in
+                try await client.proposeContract(
+                    .with {
+                        $0.proposal = signedProposal
+                        $0.amount = withAuthority.price.maxCost
+                        $0.idempotencyKey = "propose-1"
+                    })
+            }
+            #expect(staged.state == .proposed)
+            #expect(staged.entryIndexes.isEmpty, "a proposal is staged, not logged")
+
+            // Accepting: only the contract's device, with its owner's consent, for the terms as proposed.
+            let intruder = SigningKey()
+            await Self.expectStatus(.permissionDenied, "must be signed by") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.acceptContract(
+                        .with {
+                            $0.acceptance = try parties.acceptance(
+                                of: signedProposal, id: withAuthority.id, by: intruder)
+                            $0.idempotencyKey = "intruder"
+                        })
+                }
+            }
+            let strangerConsent = Delegation.issue(
+                by: SigningKey(), to: parties.device.did, subject: nil, command: try Command("/orrery/device"),
+                expiration: Int64(Date().timeIntervalSince1970) + 600)
+            await Self.expectStatus(.permissionDenied, "no valid delegation from the owner") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.acceptContract(
+                        .with {
+                            $0.acceptance = try parties.acceptance(
+                                of: signedProposal, id: withAuthority.id, consent: strangerConsent)
+                            $0.idempotencyKey = "no-consent"
+                        })
+                }
+            }
+            await Self.expectStatus(.failedPrecondition, "other terms") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.acceptContract(
+                        .with {
+                            $0.acceptance = try parties.acceptance(of: proposal, id: withAuthority.id)
+                            $0.idempotencyKey = "other-terms"
+                        })
+                }
+            }
+            let acceptance = try parties.acceptance(of: signedProposal, id: withAuthority.id)
+            let active = try await parties.withNotary(notary) { client in
+                try await client.acceptContract(
+                    .with {
+                        $0.acceptance = acceptance
+                        $0.idempotencyKey = "accept-1"
+                    })
+            }
+            #expect(active.state == .active)
+            #expect(active.entryIndexes == [0], "the contract is the first entry of its life")
+            // A retry returns the first result; a second acceptance is refused.
+            let retried = try await parties.withNotary(notary) { client in
+                try await client.acceptContract(
+                    .with {
+                        $0.acceptance = acceptance
+                        $0.idempotencyKey = "accept-1"
+                    })
+            }
+            #expect(retried == active)
+
+            // Receipts: in sequence, from the device only; gaps and replays refused.
+            let id = withAuthority.id
+            let first = try await parties.withNotary(notary) { client in
+                try await client.recordReceipt(
+                    .with {
+                        $0.receipt = try parties.usage(id, sequence: 1)
+                        $0.idempotencyKey = "r1"
+                    })
+            }
+            #expect(first.entryIndex == 1)
+            await Self.expectStatus(.failedPrecondition, "gap") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.recordReceipt(
+                        .with {
+                            $0.receipt = try parties.usage(id, sequence: 3)
+                            $0.idempotencyKey = "r3"
+                        })
+                }
+            }
+            await Self.expectStatus(.alreadyExists, "replay") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.recordReceipt(
+                        .with {
+                            $0.receipt = try parties.usage(id, sequence: 1, cpu: 9)
+                            $0.idempotencyKey = "r1-again"
+                        })
+                }
+            }
+            await Self.expectStatus(.permissionDenied, "must be signed by") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.recordReceipt(
+                        .with {
+                            $0.receipt = try parties.sign(
+                                Orrery_Notary_V1_UsageReceipt.with {
+                                    $0.contractID = id
+                                    $0.sequence = 2
+                                }, by: parties.consumer)
+                            $0.idempotencyKey = "r2-forged"
+                        })
+                }
+            }
+            // Transitions: each by the party the table names, from the states that allow it.
+            let transition = { (to: Orrery_Notary_V1_ContractState, key: SigningKey) in
+                try parties.sign(
+                    Orrery_Notary_V1_ContractTransition.with {
+                        $0.contractID = id
+                        $0.to = to
+                        $0.reason = "test"
+                        $0.at = .init(date: Date())
+                    }, by: key)
+            }
+            await Self.expectStatus(.permissionDenied, "may make contract") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.transitionContract(
+                        .with {
+                            $0.transition = try transition(.terminated, parties.device)
+                            $0.idempotencyKey = "t-device"
+                        })
+                }
+            }
+            await Self.expectStatus(.invalidArgument, "recorded by the notary itself") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.transitionContract(
+                        .with {
+                            $0.transition = try transition(.completed, parties.orchestrator)
+                            $0.idempotencyKey = "t-complete"
+                        })
+                }
+            }
+            await Self.expectStatus(.failedPrecondition, "cannot become settled") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.transitionContract(
+                        .with {
+                            $0.transition = try transition(.settled, parties.settlement)
+                            $0.idempotencyKey = "t-settle-early"
+                        })
+                }
+            }
+            // A completion receipt completes the contract (the notary's own transition follows it in the log).
+            let completion = try parties.sign(
+                Orrery_Notary_V1_CompletionReceipt.with {
+                    $0.contractID = id
+                    $0.sequence = 2
+                    $0.exitCode = 0
+                    $0.outputs = [
+                        .with {
+                            $0.path = "result.txt"; $0.sha256 = String(repeating: "a", count: 64)
+                        }
+                    ]
+                }, by: parties.device)
+            let completed = try await parties.withNotary(notary) { client in
+                try await client.recordReceipt(
+                    .with {
+                        $0.receipt = completion
+                        $0.idempotencyKey = "r2"
+                    })
+            }
+            #expect(completed.state == .completed)
+            await Self.expectStatus(.failedPrecondition, "not active") {
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.recordReceipt(
+                        .with {
+                            $0.receipt = try parties.usage(id, sequence: 3)
+                            $0.idempotencyKey = "r3-late"
+                        })
+                }
+            }
+            let settled = try await parties.withNotary(notary) { client in
+                try await client.transitionContract(
+                    .with {
+                        $0.transition = try transition(.settled, parties.settlement)
+                        $0.idempotencyKey = "t-settle"
+                    })
+            }
+            #expect(settled.state == .settled)
+            #expect(settled.entryIndexes == [0, 1, 2, 3, 4])
+
+            // A relocation beyond the SLA's maximum is a breach, logged with its penalty.
+            let replacement = try parties.contract(replaces: id)
+            let (_, relocated) = try await parties.activate(notary, contract: replacement)
+            #expect(relocated.entryIndexes.count == 2, "the contract and its relocation breach")
+            let leaves = try await parties.withNotary(notary) { client in
+                try await client.getEntries(.with { $0.start = 0 })
+            }.leaves
+            let breachEntry = try Orrery_Notary_V1_LogEntry(
+                serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaves[6]).payload)
+            #expect(breachEntry.kind == .slaBreach)
+            let breach = try Orrery_Notary_V1_SlaBreach(serializedBytes: breachEntry.act.payload)
+            #expect(breach.kind == .relocations && breach.observed == 1 && breach.penalty == 50)
+
+            // Nothing in the log can be changed, even by the owner of its tables.
+            try await database.withClient(schema: "notary") { client in
+                await #expect(throws: (any Error).self) {
+                    try await client.query("UPDATE log_entries SET leaf = '\\x00'::bytea WHERE idx = 0")
+                }
+                await #expect(throws: (any Error).self) {
+                    try await client.query("DELETE FROM tree_heads")
+                }
+            }
+        }
+    }
+
+    @Test("inclusion and consistency proofs from the notary match an independent RFC 6962 implementation in Python")
+    func proofsAgainstPython() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("notary-proofs")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let parties = try ContractParties(network: network)
+            let notary = try await Self.startNotary(database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            var heads: [Orrery_Notary_V1_SignedTreeHead] = []
+            for round in 0..<7 {
+                for _ in 0...round { _ = try await parties.activate(notary) }
+                heads.append(try await parties.withNotary(notary) { try await $0.getTreeHead(.init()) })
+            }
+            let size = heads.last!.head.treeSize
+            #expect(size == 28)
+            let leaves = try await parties.withNotary(notary) { client in
+                try await client.getEntries(.with { $0.start = 0 })
+            }.leaves
+            #expect(leaves.count == 28)
+            var job: [String: Any] = ["leaves": leaves.map { Self.hex($0) }]
+            var roots: [[String: Any]] = []
+            var inclusions: [[String: Any]] = []
+            var consistencies: [[String: Any]] = []
+            try await parties.withNotary(notary) { client in
+                for head in heads {
+                    let parsed = try TreeHeadWitness.verify(head)
+                    roots.append(["size": parsed.treeSize, "root": Self.hex(parsed.rootHash)])
+                    for index in stride(from: 0, to: parsed.treeSize, by: 3) {
+                        let proof = try await client.getInclusionProof(
+                            .with {
+                                $0.index = index
+                                $0.treeSize = parsed.treeSize
+                            })
+                        #expect(proof.treeHead.head.treeSize == parsed.treeSize)
+                        #expect(
+                            MerkleTree.verifyInclusion(
+                                leafHash: MerkleTree.leafHash(proof.leaf), index: index, size: parsed.treeSize,
+                                proof: proof.path.map { [UInt8]($0) }, root: [UInt8](parsed.rootHash)))
+                        inclusions.append([
+                            "index": index, "size": parsed.treeSize, "path": proof.path.map { Self.hex($0) },
+                        ])
+                    }
+                    for old in heads.map(\.head.treeSize) where old <= parsed.treeSize {
+                        let proof = try await client.getConsistencyProof(
+                            .with {
+                                $0.oldSize = old
+                                $0.newSize = parsed.treeSize
+                            })
+                        consistencies.append([
+                            "old": old, "new": parsed.treeSize, "path": proof.path.map { Self.hex($0) },
+                        ])
+                    }
+                }
+            }
+            job["roots"] = roots
+            job["inclusion"] = inclusions
+            job["consistency"] = consistencies
+            let file = directory.appendingPathComponent("proofs.json")
+            try JSONSerialization.data(withJSONObject: job).write(to: file)
+            let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/rfc6962_check.py").path
+            let (status, output) = try await ChildProcess.run(TestEnvironment.python, arguments: [script, file.path])
+            #expect(status == 0, "\(output)")
+            #expect(output.split(separator: "\n").count == roots.count + inclusions.count + consistencies.count)
+            #expect(!output.contains("false"), "\(output)")
+        }
+    }
+
+    @Test("concurrent appends from 8 clients through two notary replicas make one gap-free, fork-free log")
+    func concurrentReplicas() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("notary-replicas")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let parties = try ContractParties(network: network)
+            let first = try await Self.startNotary(database, network, directory.appendingPathComponent("a"))
+            defer { first.child.signal(SIGKILL) }
+            let second = try await Self.startNotary(database, network, directory.appendingPathComponent("b"))
+            defer { second.child.signal(SIGKILL) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for client in 0..<8 {
+                    group.addTask {
+                        for _ in 0..<10 { _ = try await parties.activate(client % 2 == 0 ? first : second) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let head = try await parties.withNotary(first) { try await $0.getTreeHead(.init()) }
+            #expect(head.head.treeSize == 80)
+            let leaves = try await parties.withNotary(second) { client in
+                try await client.getEntries(.with { $0.start = 0 })
+            }.leaves
+            for (position, leaf) in leaves.enumerated() {
+                let entry = try Orrery_Notary_V1_LogEntry(
+                    serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaf).payload)
+                #expect(entry.index == UInt64(position))
+            }
+            #expect(MerkleTree.root(leafHashes: leaves.map { MerkleTree.leafHash($0) }) == [UInt8](head.head.rootHash))
+            // Every batch's head is consistent with the final one: no replica forked the log.
+            try await database.withClient(schema: "notary") { client in
+                let rows = try await client.query("SELECT signed FROM tree_heads ORDER BY tree_size")
+                for try await signed in rows.decode(Data.self) {
+                    let earlier = try TreeHeadWitness.verify(
+                        .with { $0.signed = try Orrery_Common_V1_Signed(serializedBytes: signed) })
+                    let proof = try await parties.withNotary(first) { client in
+                        try await client.getConsistencyProof(
+                            .with {
+                                $0.oldSize = earlier.treeSize
+                                $0.newSize = 80
+                            })
+                    }
+                    #expect(
+                        MerkleTree.verifyConsistency(
+                            oldSize: earlier.treeSize, oldRoot: [UInt8](earlier.rootHash), newSize: 80,
+                            newRoot: [UInt8](head.head.rootHash), proof: proof.path.map { [UInt8]($0) }))
+                }
+            }
+        }
+    }
+
+    static func hex(_ data: some Sequence<UInt8>) -> String { data.map { String(format: "%02x", $0) }.joined() }
+}
