@@ -137,7 +137,8 @@ let package = Package(
         .executableTarget(
             name: "orrery",
             dependencies: [
-                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrchestratorService", argumentParser,
+                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrchestratorService", "OrreryLedger",
+                argumentParser,
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
             ],
             path: "Tools/orrery",

@@ -570,5 +570,103 @@ struct NotaryTests {
         }
     }
 
+    @Test(
+        "orrery ledger verify names the entry whose stored bytes changed; contract proof proves inclusion; a client catches a rewritten log"
+    )
+    func tamperedLog() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("notary-tamper")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let credentials = directory.appendingPathComponent("network")
+            let network = try TestNetwork(directory: credentials)
+            let parties = try ContractParties(network: network)
+            let notary = try await Self.startNotary(database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            var ids: [String] = []
+            for _ in 0..<4 {
+                let (contract, _) = try await parties.activate(notary)
+                ids.append(contract.id)
+                _ = try await parties.withNotary(notary) { client in
+                    try await client.recordReceipt(
+                        .with {
+                            $0.receipt = try parties.usage(contract.id, sequence: 1)
+                            $0.idempotencyKey = "r-\(contract.id)"
+                        })
+                }
+            }
+            let cli = TestEnvironment.executable("orrery")
+            let witness = directory.appendingPathComponent("witness.pb").path
+            let connection = [
+                "--notary", "127.0.0.1:\(notary.ready.grpcPort)", "--key",
+                credentials.appendingPathComponent("operator.key").path, "--witness", witness,
+            ]
+            let (status, output) = try await ChildProcess.run(cli, arguments: ["ledger", "verify"] + connection)
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("✔ 8 entries verified"), "\(output)")
+            let (proofStatus, proved) = try await ChildProcess.run(
+                cli, arguments: ["contract", "proof", ids[1]] + connection)
+            #expect(proofStatus == 0 && proved.contains("✔ entry 2 (contract) is included"), "\(proved)")
+            let (showStatus, shown) = try await ChildProcess.run(
+                cli, arguments: ["contract", "show", ids[1]] + connection)
+            #expect(showStatus == 0 && shown.contains("entries       2, 3"), "\(shown)")
+
+            // One byte of one stored row at a time, changed behind the notary's back by the tables' owner.
+            try await database.withClient(schema: "notary") { client in
+                try await client.query("ALTER TABLE log_entries DISABLE TRIGGER log_entries_append_only")
+                let rows = try await client.query("SELECT idx, length(leaf) FROM log_entries ORDER BY idx")
+                var lengths: [(Int64, Int32)] = []
+                for try await row in rows.decode((Int64, Int32).self) { lengths.append(row) }
+                for (index, length) in lengths {
+                    for position in Set([0, Int32(index * 37) % length, length / 2, length - 1]) {
+                        let flip: PostgresQuery =
+                            "UPDATE log_entries SET leaf = set_byte(leaf, \(position), get_byte(leaf, \(position)) # 1) WHERE idx = \(index)"
+                        try await client.query(flip)
+                        let (status, output) = try await ChildProcess.run(
+                            cli, arguments: ["ledger", "verify"] + connection)
+                        #expect(status == 1, "byte \(position) of entry \(index): \(output)")
+                        #expect(
+                            output.contains("entry \(index) is tampered"),
+                            "byte \(position) of entry \(index): \(output)")
+                        try await client.query(flip)  // restored
+                    }
+                }
+                try await client.query("ALTER TABLE log_entries ENABLE TRIGGER log_entries_append_only")
+                // The newest tree head's bytes.
+                try await client.query("ALTER TABLE tree_heads DISABLE TRIGGER tree_heads_append_only")
+                let flip: PostgresQuery = """
+                    UPDATE tree_heads SET signed = set_byte(signed, length(signed) - 5, get_byte(signed, length(signed) - 5) # 1)
+                    WHERE tree_size = (SELECT max(tree_size) FROM tree_heads)
+                    """
+                try await client.query(flip)
+                let (status, output) = try await ChildProcess.run(cli, arguments: ["ledger", "verify"] + connection)
+                #expect(status == 1 && output.contains("tree head's signature does not verify"), "\(output)")
+                try await client.query(flip)
+                try await client.query("ALTER TABLE tree_heads ENABLE TRIGGER tree_heads_append_only")
+            }
+            let (again, verified) = try await ChildProcess.run(cli, arguments: ["ledger", "verify"] + connection)
+            #expect(again == 0, "restored: \(verified)")
+
+            // The same notary key over another history (a notary that rewrote its log): the client that saw the
+            // first history refuses the second, though each is internally coherent.
+            try await TestDatabase.withDatabase { other in
+                let forged = try await Self.startNotary(other, network, directory.appendingPathComponent("forged"))
+                defer { forged.child.signal(SIGKILL) }
+                for _ in 0..<10 { _ = try await parties.activate(forged) }  // longer than the 8 entries seen
+                let rewritten = [
+                    "--notary", "127.0.0.1:\(forged.ready.grpcPort)", "--key",
+                    credentials.appendingPathComponent("operator.key").path,
+                ]
+                let (fresh, freshOutput) = try await ChildProcess.run(
+                    cli,
+                    arguments: ["ledger", "verify", "--witness", directory.appendingPathComponent("new.pb").path]
+                        + rewritten)
+                #expect(fresh == 0, "a client new to the forged log finds it coherent: \(freshOutput)")
+                let (status, output) = try await ChildProcess.run(
+                    cli, arguments: ["ledger", "verify", "--witness", witness] + rewritten)
+                #expect(status == 1 && output.contains("is not an extension of the 8 entries seen before"), "\(output)")
+            }
+        }
+    }
+
     static func hex(_ data: some Sequence<UInt8>) -> String { data.map { String(format: "%02x", $0) }.joined() }
 }

@@ -14,7 +14,8 @@ struct OrreryCommand: AsyncParsableCommand {
             InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self,
             OperatorCommand.self,
             RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self, RunCommand.self, StatusCommand.self,
-            CancelCommand.self, ExplainCommand.self, LogsCommand.self, OutputsCommand.self,
+            CancelCommand.self, ExplainCommand.self, LogsCommand.self, OutputsCommand.self, LedgerCommand.self,
+            ContractCommand.self,
         ]
     )
 }

@@ -1,0 +1,233 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import OrreryIdentity
+import OrreryLedger
+import OrreryProto
+import SwiftProtobuf
+
+/// Where the notary is, who calls it, and where this client remembers the last tree head it verified.
+struct NotaryOptions: ParsableArguments {
+    @Option(help: "The contract notary, host:port.") var notary = "127.0.0.1:7404"
+    @Option(help: "Your key file.") var key: String
+    @Option(help: "Your delegation chain (repeatable; none when you are the operator).") var proof: [String] = []
+    @Option(
+        help:
+            "Where the last verified tree head is kept; each new one must be proven consistent with it (default: ~/.orrery/notary-tree-head.pb)."
+    )
+    var witness: String?
+
+    var witnessFile: String {
+        witness
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".orrery/notary-tree-head.pb")
+            .path
+    }
+
+    func call<Result: Sendable>(
+        _ body: (Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        try await AuthorizedCall.withClient(notary, key: key, proofs: proof) { client in
+            try await body(Orrery_Notary_V1_Notary.Client(wrapping: client))
+        }
+    }
+
+    /// The notary's newest tree head, checked against the one this client saw before (a consistency proof), then
+    /// remembered. Exits 1 when the notary rewrote history.
+    func freshHead(_ client: Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>) async throws
+        -> Orrery_Notary_V1_TreeHead
+    {
+        let witness = TreeHeadWitness(file: witnessFile)
+        let head = try await client.getTreeHead(.init())
+        var consistency: Orrery_Notary_V1_ConsistencyProof?
+        if let last = witness.last(), last.head.treeSize > 0, last.head.treeSize <= head.head.treeSize {
+            consistency = try await client.getConsistencyProof(
+                .with {
+                    $0.oldSize = last.head.treeSize
+                    $0.newSize = head.head.treeSize
+                })
+        }
+        do {
+            return try witness.observe(head, consistency: consistency)
+        } catch let error as TreeHeadError {
+            print("✘ \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// `orrery ledger verify`: recompute the notary's log from its entries and check every signature.
+struct LedgerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ledger", abstract: "Audit the contract notary's append-only log.",
+        subcommands: [LedgerVerifyCommand.self])
+}
+
+struct LedgerVerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract:
+            "Fetch every entry and the signed tree head, recompute the Merkle tree, check the notary's and each party's signatures, and name the first tampered entry (exit 1).",
+        discussion:
+            "The tree head is also checked for consistency with the last one this client verified (--witness), so a log that was rewritten after you saw it is reported even when it is internally coherent."
+    )
+
+    @OptionGroup var options: NotaryOptions
+
+    func run() async throws {
+        let (head, leaves) = try await options.call { client in
+            let head = try await options.freshHead(client)
+            var leaves: [Data] = []
+            while UInt64(leaves.count) < head.treeSize {
+                let page = try await client.getEntries(
+                    .with {
+                        $0.start = UInt64(leaves.count)
+                        $0.end = head.treeSize
+                    })
+                if page.leaves.isEmpty { break }
+                leaves += page.leaves
+            }
+            return (head, leaves)
+        }
+        let log = try DID(head.logDid)
+        let report = LogAudit.audit(leaves: leaves, log: log)
+        if let problem = report.firstProblem {
+            print("✘ entry \(problem.index) is tampered: \(problem.reason)")
+            throw ExitCode(1)
+        }
+        guard UInt64(leaves.count) == head.treeSize else {
+            print("✘ entry \(leaves.count) is missing: the signed tree head has \(head.treeSize) entries")
+            throw ExitCode(1)
+        }
+        guard report.root == [UInt8](head.rootHash) else {
+            print("✘ the \(leaves.count) entries do not hash to the signed tree head's root: the log was rewritten")
+            throw ExitCode(1)
+        }
+        print(
+            "✔ \(leaves.count) entries verified against the tree head signed by \(head.logDid) (root \(Hex.encode(head.rootHash)))"
+        )
+        for (kind, count) in report.kinds.sorted(by: { $0.key < $1.key }) { print("    \(kind): \(count)") }
+    }
+}
+
+/// `orrery contract show|proof ID`.
+struct ContractCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "contract", abstract: "A contract in the notary's log.",
+        subcommands: [ContractShowCommand.self, ContractProofCommand.self])
+}
+
+struct ContractShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "A contract's terms, state and log entries.")
+
+    @Argument(help: "The contract id (ctr_…).") var id: String
+    @OptionGroup var options: NotaryOptions
+    @Flag(help: "Print the record as JSON.") var json = false
+
+    func run() async throws {
+        let record = try await options.call { try await $0.getContract(.with { $0.id = id }) }
+        if json {
+            print(try record.jsonString())
+            return
+        }
+        let contract = record.contract
+        print("==> \(contract.id): \(record.state)")
+        print("    consumer      \(contract.consumerDid)")
+        print("    device        \(contract.deviceDid) (owner \(contract.ownerDid))")
+        print("    orchestrator  \(contract.orchestratorDid)")
+        print("    replica       \(contract.allocation)[\(contract.replica)] of \(contract.deploymentID)")
+        print(
+            "    price         \(contract.price.model), \(contract.price.hourlyPrice) NTX/h, at most \(contract.price.maxCost) NTX"
+        )
+        print(
+            "    settlement    \(contract.settlementChain)\(contract.payoutAddress.isEmpty ? "" : " to \(contract.payoutAddress)")"
+        )
+        if !contract.replaces.isEmpty { print("    replaces      \(contract.replaces)") }
+        print("    entries       \(record.entryIndexes.map(String.init).joined(separator: ", "))")
+        print("    receipts      \(record.lastReceiptSequence)")
+    }
+}
+
+struct ContractProofCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proof",
+        abstract: "Prove each of a contract's entries included in the notary's signed tree head (exit 1 if one is not)."
+    )
+
+    @Argument(help: "The contract id (ctr_…).") var id: String
+    @OptionGroup var options: NotaryOptions
+
+    func run() async throws {
+        let failed = try await options.call { client in
+            let head = try await options.freshHead(client)
+            let record = try await client.getContract(.with { $0.id = id })
+            var failed = false
+            for index in record.entryIndexes where index < head.treeSize {
+                let proof = try await client.getInclusionProof(
+                    .with {
+                        $0.index = index
+                        $0.treeSize = head.treeSize
+                    })
+                let included = MerkleTree.verifyInclusion(
+                    leafHash: MerkleTree.leafHash(proof.leaf), index: index, size: head.treeSize,
+                    proof: proof.path.map { [UInt8]($0) }, root: [UInt8](head.rootHash))
+                let entry = LogAudit.entry(proof.leaf)
+                print(
+                    "\(included ? "✔" : "✘") entry \(index) (\(entry.map { "\($0.kind)" } ?? "unreadable")) \(included ? "is included in" : "is NOT included in") the tree of \(head.treeSize) entries, root \(Hex.encode(head.rootHash))"
+                )
+                failed = failed || !included
+            }
+            return failed
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+/// Checks a log's entries one by one: the notary's signature, the index each claims, and the signatures of the
+/// acts inside; and recomputes the root.
+enum LogAudit {
+    struct Report {
+        var firstProblem: (index: Int, reason: String)?
+        var root: [UInt8]
+        var kinds: [String: Int]
+    }
+
+    static func entry(_ leaf: Data) -> Orrery_Notary_V1_LogEntry? {
+        (try? Orrery_Common_V1_Signed(serializedBytes: leaf)).flatMap {
+            try? Orrery_Notary_V1_LogEntry(serializedBytes: $0.payload)
+        }
+    }
+
+    static func audit(leaves: [Data], log: DID) -> Report {
+        var accumulator = RootAccumulator()
+        var problem: (Int, String)?
+        var kinds: [String: Int] = [:]
+        for (index, leaf) in leaves.enumerated() {
+            accumulator.append(leafHash: MerkleTree.leafHash(leaf))
+            guard problem == nil else { continue }
+            do {
+                let signed = try Orrery_Common_V1_Signed(serializedBytes: leaf)
+                try SignedMessage.verify(
+                    signed, type: Orrery_Notary_V1_LogEntry.protoMessageName, requiring: [log])
+                let entry = try Orrery_Notary_V1_LogEntry(serializedBytes: signed.payload)
+                guard entry.index == UInt64(index) else {
+                    problem = (index, "it claims index \(entry.index)")
+                    continue
+                }
+                try SignedMessage.verify(entry.act)
+                if entry.kind == .contract { try SignedMessage.verify(entry.acceptance) }
+                kinds["\(entry.kind)", default: 0] += 1
+            } catch {
+                problem = (index, "\(error)")
+            }
+        }
+        return Report(firstProblem: problem, root: accumulator.root, kinds: kinds)
+    }
+}
+
+enum Hex {
+    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        bytes.map { String(format: "%02x", $0) }.joined()
+    }
+}
