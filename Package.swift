@@ -148,8 +148,8 @@ let package = Package(
         .executableTarget(
             name: "orrery-bench",
             dependencies: [
-                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryPlacement", argumentParser,
-                grpcCore, grpcPosix, swiftProtobuf, logging,
+                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryPlacement", "OrreryLedger",
+                argumentParser, grpcCore, grpcPosix, swiftProtobuf, logging, crypto,
             ],
             path: "Tools/bench",
             swiftSettings: upcomingFeatures

@@ -1,7 +1,7 @@
 internal import Foundation
 public import GRPCCore
 public import OrreryIdentity
-internal import SwiftProtobuf
+public import SwiftProtobuf
 
 /// Signs an invocation for each outgoing call, so services call each other the way every client calls them:
 /// `aud` the callee's DID, `cmd` the method's command, `args` the request's scalar fields, proofs the caller's
@@ -57,6 +57,24 @@ public struct InvocationSigner: ClientInterceptor {
         let container = try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes))
         request.metadata.replaceOrAddString("Bearer " + container, forKey: "authorization")
         return try await next(request, context)
+    }
+}
+
+extension InvocationSigner {
+    /// The `authorization` header value for one call of `method` with `request`, signed by `key` for `subject`
+    /// with `proofs` — for a caller that acts under different chains call by call (the orchestrator proposing a
+    /// contract under each consumer's own delegation).
+    public static func authorization(
+        for request: some SwiftProtobuf.Message, method: String, key: SigningKey, subject: DID, audience: DID,
+        proofs: [Delegation], catalog: MethodCatalog, lifetime: Int64 = 120
+    ) throws -> String {
+        guard let entry = catalog[method] else { throw UCANError(.malformedToken, "\(method) is not in the catalog") }
+        let now = Int64(Date().timeIntervalSince1970)
+        let invocation = Invocation.issue(
+            by: key, subject: subject, audience: audience, command: entry.command,
+            arguments: RequestArguments.of(request, fields: entry.requestFields), proofs: proofs.map(\.cid),
+            expiration: now + lifetime, issuedAt: now)
+        return "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes)))
     }
 }
 

@@ -68,7 +68,13 @@ struct AgentChannelTests {
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
             let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-            let arguments = ["--registry-address", registryAddress, "--offer-timeout-ms", "1500"]
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            let arguments = [
+                "--registry-address", registryAddress, "--offer-timeout-ms", "1500", "--notary-address",
+                "127.0.0.1:\(notary.ready.grpcPort)",
+            ]
             let first = try await RunningService.start(
                 "orchestrator", extraArguments: arguments, environment: environment, directory: directory)
             defer { first.child.signal(SIGKILL) }
@@ -112,6 +118,7 @@ struct AgentChannelTests {
             let submitted = try await consumer.with(second) { client in
                 try await client.submitWorkload(
                     .with {
+                        $0.consumerAuthority = try consumer.authority(for: second)
                         $0.spec = spec
                         $0.idempotencyKey = UUID().uuidString
                     })
@@ -142,7 +149,20 @@ struct AgentChannelTests {
             #expect(events[5].reason.contains("device \(picky.did) declined: the owner does not serve consumer"))
             #expect(events[5].deployment.assignments.map(\.deviceDid) == [willing.did])
             #expect(events.last?.deployment.assignments.map(\.deviceDid) == [willing.did])
-            #expect(events[7].reason.contains("signed bids"))
+            #expect(events[7].reason.contains("1 contract(s) recorded in the notary's log"), "\(events[7].reason)")
+            // The contract: proposed for the consumer under its delegation, accepted by the willing device with its
+            // owner's consent, countersigned into the notary's log.
+            let contractID = try #require(events.last?.deployment.assignments.first?.contractID)
+            #expect(events[7].reason.contains(contractID))
+            let record = try await ContractParties(network: network).withNotary(notary) { client in
+                try await client.getContract(.with { $0.id = contractID })
+            }
+            #expect(record.state == .active)
+            #expect(record.contract.deviceDid == willing.did && record.contract.consumerDid == consumer.key.did.string)
+            #expect(record.contract.price.maxCost == submitted.totalCost || record.contract.price.maxCost > 0)
+            #expect(try SignedMessage.verify(record.acceptance).map(\.string) == [willing.did])
+            #expect(try SignedMessage.verify(record.proposal).map(\.string) == [first.ready.did])
+            #expect(record.entryIndexes == [0])
 
             // The bid is the device's signature over the offer's price, kept with the offer.
             try await database.withClient(schema: "orchestrator") { db in
@@ -170,8 +190,11 @@ struct AgentChannelTests {
             let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
             let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry)
+                database, network, directory, registry: registry, notary: notary)
             defer { orchestrator.child.signal(SIGKILL) }
             let agent = try await Self.startAgent(
                 "worker", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
@@ -191,6 +214,7 @@ struct AgentChannelTests {
                 return try await consumer.with(orchestrator) { client in
                     try await client.submitWorkload(
                         .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
                             $0.spec = spec; $0.idempotencyKey = UUID().uuidString
                         })
                 }
@@ -269,8 +293,16 @@ struct AgentChannelTests {
                     orchestrator.ready.did, "--cmd", "/orrery/orchestrator/submit-workload", "--args",
                     #"{"idempotency_key": "by-curl"}"#,
                 ])
+            let (_, authority) = try await ChildProcess.run(
+                cli,
+                arguments: [
+                    "ucan", "delegate", "--key", directory.appendingPathComponent("credentials/operator.key").path,
+                    "--to", orchestrator.ready.did, "--cmd", "/orrery/notary/propose", "--exp", "1h",
+                ])
+            let encodedAuthority = Data(authority.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+                .base64EncodedString()
             let body =
-                #"{"idempotencyKey": "by-curl", "spec": {"name": "from-curl", "allocations": [{"name": "web", "executor": "EXECUTOR_PROCESS", "artifact": {"text": "echo via curl"}, "resources": {"cpuCores": 1, "ramMib": "32"}, "maxDurationSeconds": 60}]}}"#
+                #"{"consumerAuthority": "\#(encodedAuthority)", "idempotencyKey": "by-curl", "spec": {"name": "from-curl", "allocations": [{"name": "web", "executor": "EXECUTOR_PROCESS", "artifact": {"text": "echo via curl"}, "resources": {"cpuCores": 1, "ramMib": "32"}, "maxDurationSeconds": 60}]}}"#
             let (curlStatus, submitted) = try await ChildProcess.run(
                 URL(fileURLWithPath: "/usr/bin/curl"),
                 arguments: [
@@ -354,8 +386,11 @@ struct AgentChannelTests {
             let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
             let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry)
+                database, network, directory, registry: registry, notary: notary)
             defer { orchestrator.child.signal(SIGKILL) }
             let agent = try await Self.startAgent(
                 "phoenix", owner: #"{"prices": {"per_core_hour": 5}}"#,
@@ -374,6 +409,7 @@ struct AgentChannelTests {
             let job = try await consumer.with(orchestrator) { client in
                 try await client.submitWorkload(
                     .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
                         $0.spec = spec; $0.idempotencyKey = UUID().uuidString
                     })
             }
@@ -422,8 +458,11 @@ struct AgentChannelTests {
             let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
             let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry)
+                database, network, directory, registry: registry, notary: notary)
             defer { orchestrator.child.signal(SIGKILL) }
             let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
             let cheap = try await Self.startAgent(
@@ -454,6 +493,7 @@ struct AgentChannelTests {
             let job = try await consumer.with(orchestrator) { client in
                 try await client.submitWorkload(
                     .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
                         $0.spec = spec; $0.idempotencyKey = UUID().uuidString
                     })
             }
@@ -492,6 +532,23 @@ struct AgentChannelTests {
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(relocatedAway == 1)
+            // The replica's new contract replaces the old one, which the orchestrator terminated.
+            let first = try #require(events.first { $0.state == .contracted }?.deployment.assignments.first?.contractID)
+            let second = try #require(events.last?.deployment.assignments.first?.contractID)
+            #expect(first != second && !first.isEmpty)
+            let parties = try ContractParties(network: network)
+            let replacement = try await parties.withNotary(notary) {
+                try await $0.getContract(.with { $0.id = second })
+            }
+            #expect(replacement.contract.replaces == first && replacement.state == .active)
+            #expect(replacement.contract.deviceDid == spare.did)
+            var old = try await parties.withNotary(notary) { try await $0.getContract(.with { $0.id = first }) }
+            let terminated = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < terminated, old.state != .terminated {
+                try await Task.sleep(for: .milliseconds(100))
+                old = try await parties.withNotary(notary) { try await $0.getContract(.with { $0.id = first }) }
+            }
+            #expect(old.state == .terminated)
             _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
             // The dead agent's sandbox outlived it (it would be gone with a real host): clean it up.
             let runs = directory.appendingPathComponent("cheap-state/allocations").path
@@ -519,9 +576,14 @@ struct AgentChannelTests {
             defer { registry.child.signal(SIGKILL) }
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
             let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            let notaryAddress = "127.0.0.1:\(notary.ready.grpcPort)"
             let first = try await RunningService.start(
-                "orchestrator", extraArguments: ["--registry-address", registryAddress], environment: environment,
-                directory: directory)
+                "orchestrator",
+                extraArguments: ["--registry-address", registryAddress, "--notary-address", notaryAddress],
+                environment: environment, directory: directory)
             defer { first.child.signal(SIGKILL) }
             let port = first.ready.grpcPort
             let agent = try await Self.startAgent(
@@ -536,6 +598,7 @@ struct AgentChannelTests {
             let job = try await consumer.with(first) { client in
                 try await client.submitWorkload(
                     .with {
+                        $0.consumerAuthority = try consumer.authority(for: first)
                         $0.spec = spec; $0.idempotencyKey = UUID().uuidString
                     })
             }
@@ -552,7 +615,10 @@ struct AgentChannelTests {
             try await Task.sleep(for: .seconds(3))
             let second = try await RunningService.start(
                 "orchestrator",
-                extraArguments: ["--registry-address", registryAddress, "--grpc-port", String(port)],
+                extraArguments: [
+                    "--registry-address", registryAddress, "--grpc-port", String(port), "--notary-address",
+                    notaryAddress,
+                ],
                 environment: environment, directory: directory, portZero: false)
             defer { second.child.signal(SIGKILL) }
             let events = try await consumer.with(second) { client in

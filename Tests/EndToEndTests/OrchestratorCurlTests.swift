@@ -70,8 +70,15 @@ struct OrchestratorCurlTests {
                     status: Int(lines.last ?? "") ?? 0, body: lines.dropLast().joined(separator: "\n"))
             }
 
+            // The consumer's authority for the orchestrator to propose contracts for it, base64 in JSON.
+            let authority = try await run([
+                "ucan", "delegate", "--key", consumerKey, "--to", orchestrator.ready.did, "--cmd",
+                "/orrery/notary/propose",
+                "--exp", "1h",
+            ])
             let spec = """
-                {"spec": {"name": "hello", "allocations": [{"name": "main", "executor": "EXECUTOR_PROCESS",
+                {"consumerAuthority": "\(Data(authority.utf8).base64EncodedString())",
+                 "spec": {"name": "hello", "allocations": [{"name": "main", "executor": "EXECUTOR_PROCESS",
                   "artifact": {"text": "#!/bin/sh\\necho hello\\n"}, "resources": {"cpuCores": 2, "ramMib": "512"},
                   "maxDurationSeconds": 600, "constraints": {"location": {"countries": ["FR", "US"]}}}]},
                  "idempotencyKey": "curl-1"}

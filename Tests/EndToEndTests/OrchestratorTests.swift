@@ -29,6 +29,17 @@ struct OrchestratorTests {
             ]
         }
 
+        /// consumer → orchestrator `/orrery/notary/propose`: what a submission carries so the orchestrator can
+        /// propose contracts on the consumer's behalf.
+        func authority(for orchestrator: RunningService, budget: Int? = nil) throws -> Data {
+            let delegation = Delegation.issue(
+                by: key, to: try DID(orchestrator.ready.did), subject: key.did,
+                command: try Command("/orrery/notary/propose"),
+                policy: try budget.map { try Policy(try IPLDJSON.parse(#"[["<=", ".amount", \#($0)]]"#)) } ?? .empty,
+                expiration: Int64(Date().timeIntervalSince1970) + 3600)
+            return Data(try UCANContainer.encode([delegation.envelope.bytes]))
+        }
+
         func with<Result: Sendable>(
             _ orchestrator: RunningService,
             _ body: (Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>) async throws -> Result
@@ -61,11 +72,12 @@ struct OrchestratorTests {
     /// An orchestrator following `registry`.
     static func startOrchestrator(
         _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, registry: RunningService,
-        extraArguments: [String] = []
+        notary: RunningService? = nil, extraArguments: [String] = []
     ) async throws -> RunningService {
         try await RunningService.start(
             "orchestrator",
-            extraArguments: ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"] + extraArguments,
+            extraArguments: ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"]
+                + (notary.map { ["--notary-address", "127.0.0.1:\($0.ready.grpcPort)"] } ?? []) + extraArguments,
             environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
             directory: directory)
     }
@@ -194,6 +206,7 @@ struct OrchestratorTests {
                 let key = UUID().uuidString
                 let submitted = try await client.submitWorkload(
                     .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
                         $0.spec = Self.spec(countries: ["FR", "US"])
                         $0.idempotencyKey = key
                     })
@@ -203,6 +216,7 @@ struct OrchestratorTests {
                 // A retry with the same key is the same deployment; a different spec with it is refused.
                 let retried = try await client.submitWorkload(
                     .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
                         $0.spec = Self.spec(countries: ["FR", "US"])
                         $0.idempotencyKey = key
                     })
@@ -210,6 +224,7 @@ struct OrchestratorTests {
                 await Self.expectStatus(.alreadyExists, containing: "different spec") {
                     _ = try await client.submitWorkload(
                         .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
                             $0.spec = Self.spec(cores: 3)
                             $0.idempotencyKey = key
                         })
@@ -253,6 +268,7 @@ struct OrchestratorTests {
                 // An unplaceable spec is recorded as failed, with the reason and the nearest relaxation.
                 let impossible = try await client.submitWorkload(
                     .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
                         $0.spec = Self.spec(cores: 12, countries: ["DE", "FR"])
                         $0.idempotencyKey = UUID().uuidString
                     })
@@ -272,6 +288,7 @@ struct OrchestratorTests {
                 await Self.expectStatus(.invalidArgument, containing: "allocations[0].resources.cpu_cores: 1…1024") {
                     _ = try await client.submitWorkload(
                         .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
                             $0.spec = bad; $0.idempotencyKey = UUID().uuidString
                         })
                 }
@@ -281,8 +298,25 @@ struct OrchestratorTests {
                 await Self.expectStatus(.invalidArgument, containing: "below the cheapest possible price") {
                     _ = try await client.submitWorkload(
                         .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
                             $0.spec = Self.spec(budget: 50)
                             $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+                await Self.expectStatus(.invalidArgument, containing: "consumer_authority: the consumer's delegation") {
+                    _ = try await client.submitWorkload(
+                        .with {
+                            $0.spec = Self.spec()
+                            $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+                await Self.expectStatus(.invalidArgument, containing: "none of its delegations is from") {
+                    _ = try await client.submitWorkload(
+                        .with {
+                            $0.spec = Self.spec()
+                            $0.idempotencyKey = UUID().uuidString
+                            $0.consumerAuthority = try Consumer(operatorKey: network.operatorKey).authority(
+                                for: orchestrator)
                         })
                 }
                 await Self.expectStatus(.invalidArgument, containing: "idempotency_key") {
@@ -325,6 +359,7 @@ struct OrchestratorTests {
             let waiting = try await consumer.with(blind) { client in
                 try await client.submitWorkload(
                     .with {
+                        $0.consumerAuthority = try consumer.authority(for: blind)
                         $0.spec = Self.spec()
                         $0.idempotencyKey = UUID().uuidString
                     })

@@ -43,6 +43,16 @@ struct DeployBenchCommand: AsyncParsableCommand {
                 }
             ]
         }
+        // The consumer's delegation for the orchestrator to propose contracts on its behalf.
+        let authority = Data(
+            try UCANContainer.encode(
+                [
+                    Delegation.issue(
+                        by: signingKey, to: audience, subject: signingKey.did,
+                        command: try Command("/orrery/notary/propose"),
+                        expiration: Int64(Date().timeIntervalSince1970) + 7200
+                    ).envelope.bytes
+                ], header: .raw))
         var latencies: [Duration] = []
         try await withGRPCClient(
             transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext), interceptors: [signer]
@@ -55,6 +65,7 @@ struct DeployBenchCommand: AsyncParsableCommand {
                     .with {
                         $0.spec = spec
                         $0.idempotencyKey = UUID().uuidString
+                        $0.consumerAuthority = authority
                     })
                 var options = CallOptions.defaults
                 options.timeout = .seconds(30)

@@ -4,6 +4,8 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import OrchestratorService
+import OrreryIdentity
+import OrreryRuntime
 import OrreryProto
 import SwiftProtobuf
 
@@ -19,6 +21,23 @@ struct OrchestratorOptions: ParsableArguments {
         try await AuthorizedCall.withClient(orchestrator, key: key, proofs: proof) { client in
             try await body(Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client))
         }
+    }
+
+    /// The caller's delegation of `/orrery/notary/propose` to the orchestrator (DESIGN §6), bounded by the spec's
+    /// budget and living as long as the work may take (plus a day to settle): the contracts embed it.
+    func consumerAuthority(for spec: Orrery_Orchestrator_V1_WorkloadSpec) async throws -> Data {
+        guard let target = ServiceAddress(orchestrator) else {
+            throw ValidationError("'\(orchestrator)' is not host:port")
+        }
+        let orchestratorDID = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
+        let caller = try Inputs.key(key)
+        let longest =
+            spec.allocations.map { Int64($0.maxDurationSeconds == 0 ? 3600 : $0.maxDurationSeconds) }.max() ?? 3600
+        let policy = spec.budget > 0 ? try Policy(try IPLDJSON.parse(#"[["<=", ".amount", \#(spec.budget)]]"#)) : .empty
+        let delegation = Delegation.issue(
+            by: caller, to: orchestratorDID, subject: caller.did, command: try Command("/orrery/notary/propose"),
+            policy: policy, expiration: Int64(Date().timeIntervalSince1970) + longest + 86_400)
+        return Data(try UCANContainer.encode([delegation.envelope.bytes], header: .raw))
     }
 }
 
@@ -69,11 +88,13 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let workload = try readSpec(spec)
+        let authority = try await options.consumerAuthority(for: workload)
         let deployment = try await options.call { client in
             try await client.submitWorkload(
                 .with {
                     $0.spec = workload
                     $0.idempotencyKey = idempotencyKey
+                    $0.consumerAuthority = authority
                 })
         }
         print("==> deployment \(deployment.id) submitted")

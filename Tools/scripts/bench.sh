@@ -6,7 +6,7 @@ cd "$root"
 "$root/Tools/scripts/install-deps.sh"
 # The Swift runtime is linked statically: an edge host needs no Swift toolchain to run the agent.
 scratch=(--scratch-path .build-release -c release --static-swift-stdlib)
-for product in orrery-bench registry orchestrator device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
+for product in orrery-bench registry orchestrator contract-notary device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
 
@@ -52,17 +52,31 @@ port=$(python3 -c "import json; print(json.load(open('$work/registry.json'))['gr
 "$bin/orrery-bench" registry --registry "127.0.0.1:$port" --operator-key "$work/credentials/operator.key" \
     --devices "${ORRERY_BENCH_DEVICES:-10000}" --pgbench-tps "$tps" --out bench-results/registry.md
 
+wait_ready() {  # file pid log
+    until [ -s "$1" ]; do kill -0 "$2" 2>/dev/null || { cat "$3" >&2; exit 1; }; sleep 0.1; done
+}
+
+echo "== contract notary (PostgreSQL fsync on)"
+ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
+    "$bin/contract-notary" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
+    --identity-key "$work/credentials/contract-notary/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
+    --identity-delegation "$work/credentials/contract-notary/delegation.ucan" --ready-file "$work/notary.json" \
+    >"$work/notary.log" 2>&1 &
+extra_pids+=($!)
+wait_ready "$work/notary.json" "$!" "$work/notary.log"
+notary_port=$(python3 -c "import json; print(json.load(open('$work/notary.json'))['grpc_port'])")
+rm -f bench-results/notary.md
+"$bin/orrery-bench" notary --notary "127.0.0.1:$notary_port" --key "$work/credentials/operator.key" \
+    --out bench-results/notary.md
+
 echo "== device agent"
 "$bin/orrery-bench" agent --binary "$bin/device-agent" --out bench-results/registry.md
 
 echo "== submit → running (an orchestrator and 3 real agents on this registry)"
-wait_ready() {  # file pid log
-    until [ -s "$1" ]; do kill -0 "$2" 2>/dev/null || { cat "$3" >&2; exit 1; }; sleep 0.1; done
-}
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
     "$bin/orchestrator" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
     --identity-key "$work/credentials/orchestrator/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
-    --identity-delegation "$work/credentials/orchestrator/delegation.ucan" --registry-address "127.0.0.1:$port" --ready-file "$work/orchestrator.json" >"$work/orchestrator.log" 2>&1 &
+    --identity-delegation "$work/credentials/orchestrator/delegation.ucan" --registry-address "127.0.0.1:$port" --notary-address "127.0.0.1:$notary_port" --ready-file "$work/orchestrator.json" >"$work/orchestrator.log" 2>&1 &
 extra_pids+=($!)
 wait_ready "$work/orchestrator.json" "$!" "$work/orchestrator.log"
 orchestrator_port=$(python3 -c "import json; print(json.load(open('$work/orchestrator.json'))['grpc_port'])")

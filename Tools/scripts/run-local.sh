@@ -61,7 +61,8 @@ JSON
     case "$service" in
         identity) extra+=(--operator-key "$run_dir/credentials/operator.key") ;;  # issues onboarding delegations
         device-agent) ;;
-        orchestrator) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))") ;;
+        orchestrator) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))"
+                              --notary-address "127.0.0.1:$((base + 4))") ;;
         *) extra+=(--identity-address "127.0.0.1:$((base + 1))") ;;
     esac
     "$bin/$service" --config "$run_dir/config/$service.json" \

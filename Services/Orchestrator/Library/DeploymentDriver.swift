@@ -21,6 +21,7 @@ struct DeploymentDriver: Sendable {
     let logger: Logger
     let orchestratorDID: String
     let offerTimeout: Duration
+    let clerk: ContractClerk
     /// Called after offers or instructions were written, so the agents this replica holds get them at once
     /// rather than at the next poll.
     var kick: @Sendable () async -> Void = {}
@@ -32,6 +33,7 @@ struct DeploymentDriver: Sendable {
         while !Task.isCancelled {
             do {
                 for id in try await offers.expire() { try await advance(id) }
+                try await terminateEndedContracts()
                 for state in [
                     Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered, .deploying, .running,
                 ] {
@@ -62,6 +64,14 @@ struct DeploymentDriver: Sendable {
     /// rest) as soon as one failed.
     private func followExecution(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
         let id = deployment.id
+        // A relocated replica's device bid: its contract (replacing the one before) is recorded before it deploys.
+        if !(try await offers.acceptedWithoutContract(of: id).isEmpty) {
+            guard let contracts = try await recordContracts(deployment, from: [.deploying, .running]) else { return }
+            _ = try await store.transition(
+                id, from: [deployment.state], to: deployment.state,
+                reason: "the relocated replica's contract is recorded by the notary",
+                change: { deployment in Self.attach(contracts, to: &deployment) })
+        }
         if try await offers.deployAccepted(of: id) { await kick() }
         let executions = try await offers.executions(of: id)
         // A replica whose device went offline or left moves to another feasible device.
@@ -198,7 +208,7 @@ struct DeploymentDriver: Sendable {
                     logger: logger)
                 try await OfferStore.create(
                     for: deployment, orchestratorDID: orchestratorDID, timeout: timeout, only: (name, replica),
-                    connection: connection, logger: logger)
+                    contract: draft(deployment), connection: connection, logger: logger)
             })
         logger.info("replica relocated", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
         await kick()
@@ -214,8 +224,8 @@ struct DeploymentDriver: Sendable {
                 "offered to \(Set(deployment.assignments.map(\.deviceDid)).count) device(s) for \(count) replica(s)",
             also: { connection, deployment in
                 try await OfferStore.create(
-                    for: deployment, orchestratorDID: orchestratorDID, timeout: timeout, connection: connection,
-                    logger: logger)
+                    for: deployment, orchestratorDID: orchestratorDID, timeout: timeout, contract: draft(deployment),
+                    connection: connection, logger: logger)
             })
         await kick()
     }
@@ -226,9 +236,15 @@ struct DeploymentDriver: Sendable {
         if current.count == deployment.assignments.count {
             guard current.allSatisfy({ $0.state == .accepted }) else { return }  // still waiting
             let id = deployment.id
-            _ = try await store.transition(
-                id, from: [.offered], to: .contracted,
-                reason: "every device bid (signed bids kept with the offers); no contract notary is configured yet")
+            guard let contracts = try await recordContracts(deployment, from: [.offered]) else { return }
+            let listed = contracts.values.sorted().joined(separator: ", ")
+            guard
+                try await store.transition(
+                    id, from: [.offered], to: .contracted,
+                    reason:
+                        "every device bid and accepted its contract; \(contracts.count) contract(s) recorded in the notary's log: \(listed)",
+                    change: { deployment in Self.attach(contracts, to: &deployment) }) != nil
+            else { return }
             _ = try await store.transition(
                 id, from: [.contracted], to: .escrowed, reason: "no settlement gateway is configured yet: nothing held")
             let logger = logger
@@ -245,6 +261,62 @@ struct DeploymentDriver: Sendable {
         let excluded = Set(refusals.map(\.device))
         let why = refusals.last.map { "device \($0.device) declined: \($0.reason)" } ?? "an offer lapsed"
         try await place(deployment, excluding: excluded, after: why)
+    }
+
+    /// The drafting of each new offer's contract, for one deployment.
+    private func draft(_ deployment: Orrery_Orchestrator_V1_Deployment) -> OfferStore.ContractDraft {
+        let (clerk, spec) = (clerk, deployment.spec)
+        return { offer, assignment, authority, replaces in
+            try clerk.draft(offer: offer, assignment: assignment, spec: spec, authority: authority, replaces: replaces)
+        }
+    }
+
+    /// Records the contracts of the accepted offers that have none yet; returns every current replica's contract by
+    /// "allocation#replica", or nil after failing the deployment when the notary refused one.
+    /// - Throws: when the notary cannot be reached (the next round tries again).
+    private func recordContracts(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, from states: Set<Orrery_Orchestrator_V1_DeploymentState>
+    ) async throws -> [String: String]? {
+        for (offer, bid) in try await offers.acceptedWithoutContract(of: deployment.id) {
+            switch try await clerk.record(offer: offer, bid: bid) {
+            case .recorded(let contractID, let entry):
+                try await offers.setContract(offer.offerID, contractID: contractID)
+                logger.info(
+                    "contract recorded",
+                    metadata: ["deployment": "\(deployment.id)", "contract": "\(contractID)", "entry": "\(entry)"])
+            case .refused(let why):
+                _ = try await store.transition(
+                    deployment.id, from: states, to: .failed, reason: "\(offer.allocation)[\(offer.replica)]: \(why)")
+                return nil
+            }
+        }
+        return try await offers.contracts(of: deployment.id)
+    }
+
+    /// Writes each replica's contract into its assignment.
+    static func attach(_ contracts: [String: String], to deployment: inout Orrery_Orchestrator_V1_Deployment) {
+        for index in deployment.assignments.indices {
+            let assignment = deployment.assignments[index]
+            deployment.assignments[index].contractID = contracts["\(assignment.allocation)#\(assignment.replica)"] ?? ""
+        }
+    }
+
+    /// Terminates, with the notary, the contracts of replicas that ended early (withdrawn, failed to start,
+    /// stopped, relocated). At least once: each is marked closed only after the notary answered.
+    private func terminateEndedContracts() async throws {
+        guard clerk.notary != nil else { return }
+        for ended in try await offers.contractsToTerminate(limit: 100) {
+            do {
+                if try await clerk.terminate(ended.contractID, reason: ended.reason) {
+                    try await offers.markContractClosed(ended.offerID)
+                }
+            } catch {
+                logger.warning(
+                    "terminating a contract failed; retrying",
+                    metadata: ["contract": "\(ended.contractID)", "error": "\(error)"])
+                return
+            }
+        }
     }
 
     /// Places a submitted deployment; leaves it waiting while the device snapshot is incomplete.

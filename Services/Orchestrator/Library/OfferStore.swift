@@ -54,7 +54,10 @@ struct OfferStore: Sendable {
     /// Accepted offers of a deployment already deploying (a relocated replica's) are deployed at once.
     func deployAccepted(of deployment: String) async throws -> Bool {
         let rows = try await client.query(
-            "UPDATE offers SET state = 5 WHERE deployment_id = \(deployment) AND state = 1 RETURNING id", logger: logger
+            """
+            UPDATE offers SET state = 5
+            WHERE deployment_id = \(deployment) AND state = 1 AND contract_id IS NOT NULL RETURNING id
+            """, logger: logger
         )
         var changed = false
         for try await _ in rows.decode(String.self) { changed = true }
@@ -86,12 +89,14 @@ struct OfferStore: Sendable {
         guard !devices.isEmpty else { return [] }
         let rows = try await client.query(
             """
-            SELECT device_did, state, record, reason FROM offers
+            SELECT device_did, state, record, reason, coalesce(contract_id, '') FROM offers
             WHERE state IN (5, 9) AND device_did = ANY(\(devices)::text[]) ORDER BY created_at
             """,
             logger: logger)
         var instructions: [(device: String, instruction: Instruction)] = []
-        for try await (device, state, record, reason) in rows.decode((String, Int16, Data, String).self) {
+        for try await (device, state, record, reason, contract) in rows.decode(
+            (String, Int16, Data, String, String).self)
+        {
             let offer = try Orrery_Orchestrator_V1_Offer(serializedBytes: record)
             if state == State.deploying.rawValue {
                 instructions.append(
@@ -104,6 +109,7 @@ struct OfferStore: Sendable {
                                 $0.allocation = offer.allocation
                                 $0.replica = offer.replica
                                 $0.spec = offer.spec
+                                $0.contractID = contract
                             })
                     ))
             } else {
@@ -272,10 +278,23 @@ struct OfferStore: Sendable {
     let logger: Logger
 
     /// Inserts an offer per assignment of `deployment`, inside the transition that moves it to `offered`.
+    /// What an offer's contract is drafted from: the offer, its assignment, the consumer's authority and the
+    /// contract the replica had before (it replaces it after a relocation).
+    typealias ContractDraft =
+        @Sendable (
+            _ offer: Orrery_Orchestrator_V1_Offer, _ assignment: Orrery_Orchestrator_V1_Assignment, _ authority: Data,
+            _ replaces: String
+        ) throws -> Orrery_Common_V1_Signed
+
     static func create(
         for deployment: Orrery_Orchestrator_V1_Deployment, orchestratorDID: String, timeout: Duration,
-        only replica: (allocation: String, replica: UInt32)? = nil, connection: PostgresConnection, logger: Logger
+        only replica: (allocation: String, replica: UInt32)? = nil, contract: ContractDraft,
+        connection: PostgresConnection, logger: Logger
     ) async throws {
+        var authority = Data()
+        for try await bytes in try await connection.query(
+            "SELECT consumer_authority FROM deployments WHERE id = \(deployment.id)", logger: logger
+        ).decode(Data.self) { authority = bytes }
         let expires = Date().addingTimeInterval(
             Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
         for assignment in deployment.assignments
@@ -292,6 +311,16 @@ struct OfferStore: Sendable {
             offer.jobCost = assignment.jobCost
             offer.expiresAt = Google_Protobuf_Timestamp(date: expires)
             offer.orchestratorDid = orchestratorDID
+            var replaces = ""
+            for try await id in try await connection.query(
+                """
+                SELECT contract_id FROM offers
+                WHERE deployment_id = \(deployment.id) AND allocation = \(assignment.allocation)
+                  AND replica = \(Int32(assignment.replica)) AND contract_id IS NOT NULL
+                ORDER BY created_at DESC LIMIT 1
+                """, logger: logger
+            ).decode(String.self) { replaces = id }
+            offer.contract = try contract(offer, assignment, authority, replaces)
             try await connection.query(
                 """
                 INSERT INTO offers (id, deployment_id, allocation, replica, device_did, record, expires_at)
@@ -300,6 +329,70 @@ struct OfferStore: Sendable {
                 """,
                 logger: logger)
         }
+    }
+
+    /// Accepted offers of a deployment whose contract is not recorded yet, with the device's signed bid.
+    func acceptedWithoutContract(of deployment: String) async throws -> [(
+        offer: Orrery_Orchestrator_V1_Offer, bid: Orrery_Orchestrator_V1_Bid
+    )] {
+        let rows = try await client.query(
+            """
+            SELECT record, bid FROM offers
+            WHERE deployment_id = \(deployment) AND state IN (1, 5) AND contract_id IS NULL AND bid IS NOT NULL
+            ORDER BY created_at
+            """,
+            logger: logger)
+        var accepted: [(offer: Orrery_Orchestrator_V1_Offer, bid: Orrery_Orchestrator_V1_Bid)] = []
+        for try await (record, bid) in rows.decode((Data, Data).self) {
+            let signed = try Orrery_Common_V1_Signed(serializedBytes: bid)
+            accepted.append(
+                (
+                    try Orrery_Orchestrator_V1_Offer(serializedBytes: record),
+                    try Orrery_Orchestrator_V1_Bid(serializedBytes: signed.payload)
+                ))
+        }
+        return accepted
+    }
+
+    /// The contracts recorded for a deployment's current offers, by "allocation#replica".
+    func contracts(of deployment: String) async throws -> [String: String] {
+        let rows = try await client.query(
+            """
+            SELECT allocation, replica, contract_id FROM offers
+            WHERE deployment_id = \(deployment) AND contract_id IS NOT NULL AND state NOT IN (4, 10)
+            ORDER BY created_at
+            """,
+            logger: logger)
+        var contracts: [String: String] = [:]
+        for try await (allocation, replica, contract) in rows.decode((String, Int32, String).self) {
+            contracts["\(allocation)#\(replica)"] = contract
+        }
+        return contracts
+    }
+
+    func setContract(_ offerID: String, contractID: String) async throws {
+        try await client.query(
+            "UPDATE offers SET contract_id = \(contractID) WHERE id = \(offerID) AND contract_id IS NULL",
+            logger: logger)
+    }
+
+    /// Contracts whose replica ended other than by running to its end (withdrawn, failed to start, stopped,
+    /// relocated) and that the notary has not been told to terminate yet.
+    func contractsToTerminate(limit: Int) async throws -> [(offerID: String, contractID: String, reason: String)] {
+        let rows = try await client.query(
+            """
+            SELECT id, contract_id, reason FROM offers
+            WHERE contract_id IS NOT NULL AND NOT contract_closed AND state IN (4, 8, 9, 10)
+            ORDER BY created_at LIMIT \(limit)
+            """,
+            logger: logger)
+        var found: [(offerID: String, contractID: String, reason: String)] = []
+        for try await row in rows.decode((String, String, String).self) { found.append(row) }
+        return found
+    }
+
+    func markContractClosed(_ offerID: String) async throws {
+        try await client.query("UPDATE offers SET contract_closed = true WHERE id = \(offerID)", logger: logger)
     }
 
     /// Pending offers for these devices, oldest first.

@@ -30,6 +30,9 @@ public struct OrchestratorAPI: Sendable {
         }
         guard request.hasSpec else { throw RPCError(code: .invalidArgument, message: "spec: required") }
         let placementRequest = try validated(request.spec)
+        _ = try ConsumerAuthority.validate(
+            request.consumerAuthority, consumer: consumer, orchestrator: driver.orchestratorDID,
+            now: Int64(Date().timeIntervalSince1970))
         if let budget = placementRequest.budget, fleet.isSynced,
             let cheapest = solver.cheapestPossibleCost(placementRequest, on: fleet.snapshot()), cheapest > budget
         {
@@ -39,7 +42,8 @@ public struct OrchestratorAPI: Sendable {
         }
         guard
             let created = try await store.create(
-                consumer: consumer, spec: request.spec, idempotencyKey: request.idempotencyKey)
+                consumer: consumer, spec: request.spec, idempotencyKey: request.idempotencyKey,
+                authority: request.consumerAuthority)
         else {
             // A concurrent retry with the same key won the insert.
             guard let winner = try await store.existing(consumer: consumer, idempotencyKey: request.idempotencyKey)

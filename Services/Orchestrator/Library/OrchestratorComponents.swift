@@ -16,6 +16,8 @@ struct OrchestratorComponents: Sendable {
     let driver: DeploymentDriver
     let hub: AgentHub
     let channel: AgentChannelService
+    /// The contract notary, when one is configured.
+    let notary: NotaryLink?
 
     private static let current = Mutex<OrchestratorComponents?>(nil)
 
@@ -29,9 +31,13 @@ struct OrchestratorComponents: Sendable {
             let solver = PlacementSolver(timeLimit: .milliseconds(500))
             let offers = OfferStore(client: database, logger: logger)
             let hub = AgentHub(offers: offers, logger: logger)
+            let notary = environment.settings.notaryAddress.flatMap(ServiceAddress.init).map {
+                NotaryLink(address: $0, environment: environment)
+            }
             var driver = DeploymentDriver(
                 store: store, offers: offers, fleet: fleet, solver: solver, logger: logger,
-                orchestratorDID: environment.key.did.string, offerTimeout: environment.settings.offerTimeout)
+                orchestratorDID: environment.key.did.string, offerTimeout: environment.settings.offerTimeout,
+                clerk: ContractClerk(key: environment.key, notary: notary, fleet: fleet, logger: logger))
             driver.kick = { try? await hub.deliver() }
             let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
                 client: database, channel: "orrery_deployment_events", logger: logger
@@ -44,7 +50,8 @@ struct OrchestratorComponents: Sendable {
                     store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
                     operatorDID: environment.operatorDID.string),
                 events: events, driver: driver, hub: hub,
-                channel: AgentChannelService(hub: hub, offers: offers, driver: driver, logger: logger))
+                channel: AgentChannelService(hub: hub, offers: offers, driver: driver, logger: logger),
+                notary: notary)
             current = made
             return made
         }

@@ -136,5 +136,16 @@ public enum OrchestratorMigrations {
                 "CREATE INDEX reputation_outbox_unsent ON reputation_outbox (created_at) WHERE sent_at IS NULL",
             ]
         ),
+        Migration(
+            version: 6,
+            name: "contracts",
+            statements: [
+                // The consumer's delegation of /orrery/notary/propose to this orchestrator (a UCAN container), kept
+                // with its deployment: every contract proposed for it embeds it.
+                "ALTER TABLE deployments ADD COLUMN consumer_authority bytea NOT NULL DEFAULT ''::bytea",
+                // The contract the notary recorded for an accepted offer.
+                "ALTER TABLE offers ADD COLUMN contract_id text, ADD COLUMN contract_closed boolean NOT NULL DEFAULT false",
+            ]
+        ),
     ]
 }

@@ -34,6 +34,12 @@ public enum OrchestratorServer {
                 } else {
                     environment.logger.warning("registry.address is not set: no devices, nothing can be placed")
                 }
+                if let notary = components.notary {
+                    tasks.append { await notary.run() }
+                } else {
+                    environment.logger.warning(
+                        "notary.address is not set: no contract can be recorded, so no deployment passes contracted")
+                }
                 return tasks
             },
             httpRoutes: { environment, gateway, router in

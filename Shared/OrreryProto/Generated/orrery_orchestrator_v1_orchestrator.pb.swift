@@ -311,6 +311,27 @@ public nonisolated struct Orrery_Orchestrator_V1_WorkloadSpec: @unchecked Sendab
     set {_uniqueStorage()._budget = newValue}
   }
 
+  /// The service level each allocation's contract promises (availability of its device, relocations at most);
+  /// unset: no availability term and any number of relocations.
+  public var sla: Orrery_Notary_V1_ServiceLevel {
+    get {_storage._sla ?? Orrery_Notary_V1_ServiceLevel()}
+    set {_uniqueStorage()._sla = newValue}
+  }
+  /// Returns true if `sla` has been explicitly set.
+  public var hasSla: Bool {_storage._sla != nil}
+  /// Clears the value of `sla`. Subsequent reads from it will return its default value.
+  public mutating func clearSla() {_uniqueStorage()._sla = nil}
+
+  /// What a breach of the service level refunds, in basis points of the contract's maximum cost.
+  public var penalties: Orrery_Notary_V1_Penalties {
+    get {_storage._penalties ?? Orrery_Notary_V1_Penalties()}
+    set {_uniqueStorage()._penalties = newValue}
+  }
+  /// Returns true if `penalties` has been explicitly set.
+  public var hasPenalties: Bool {_storage._penalties != nil}
+  /// Clears the value of `penalties`. Subsequent reads from it will return its default value.
+  public mutating func clearPenalties() {_uniqueStorage()._penalties = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1604,7 +1625,7 @@ nonisolated extension Orrery_Orchestrator_V1_GetOutputsResponse: SwiftProtobuf.M
 
 nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkloadSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}allocations\0\u{1}constraints\0\u{1}edges\0\u{1}budget\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}allocations\0\u{1}constraints\0\u{1}edges\0\u{1}budget\0\u{1}sla\0\u{1}penalties\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1612,6 +1633,8 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
     var _constraints: Orrery_Orchestrator_V1_Constraints? = nil
     var _edges: [Orrery_Orchestrator_V1_LatencyEdge] = []
     var _budget: UInt64 = 0
+    var _sla: Orrery_Notary_V1_ServiceLevel? = nil
+    var _penalties: Orrery_Notary_V1_Penalties? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1627,6 +1650,8 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
       _constraints = source._constraints
       _edges = source._edges
       _budget = source._budget
+      _sla = source._sla
+      _penalties = source._penalties
     }
   }
 
@@ -1650,6 +1675,8 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
         case 3: try { try decoder.decodeSingularMessageField(value: &_storage._constraints) }()
         case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._edges) }()
         case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._budget) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._sla) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._penalties) }()
         default: break
         }
       }
@@ -1677,6 +1704,12 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
       if _storage._budget != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._budget, fieldNumber: 5)
       }
+      try { if let v = _storage._sla {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+      try { if let v = _storage._penalties {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1691,6 +1724,8 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
         if _storage._constraints != rhs_storage._constraints {return false}
         if _storage._edges != rhs_storage._edges {return false}
         if _storage._budget != rhs_storage._budget {return false}
+        if _storage._sla != rhs_storage._sla {return false}
+        if _storage._penalties != rhs_storage._penalties {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -165,7 +165,8 @@ struct AgentChannelLoop {
             $0.deviceDid = connection.key.did.string
             $0.acceptedAt = Google_Protobuf_Timestamp(date: now)
             $0.deviceAuthority =
-                (try? UCANContainer.encode(connection.chain.map(\.envelope.bytes))).map { Data($0) } ?? Data()
+                (try? UCANContainer.encode(connection.chain.map(\.envelope.bytes), header: .raw)).map { Data($0) }
+                ?? Data()
         }
         return SignedMessage.make(
             type: Orrery_Notary_V1_ContractAcceptance.protoMessageName, payload: try acceptance.serializedBytes(),

@@ -1,0 +1,49 @@
+internal import Foundation
+internal import GRPCCore
+internal import OrreryIdentity
+
+/// The consumer's authority for the orchestrator to propose contracts on its behalf (DESIGN §6): a UCAN container
+/// holding the consumer's delegation of `/orrery/notary/propose` to this orchestrator. Checked at submission so a
+/// deployment never gets as far as offers without it; the notary checks it again (with its policy) on each
+/// proposal, and every contract embeds it.
+enum ConsumerAuthority {
+    static let command = "/orrery/notary/propose"
+    /// The delegation must outlive the submission by at least this long (the contracts are proposed later).
+    static let minimumRemainingLife: Int64 = 300
+
+    /// The consumer's delegation(s) in `container`, root first, after checking the one to this orchestrator.
+    static func validate(_ container: Data, consumer: String, orchestrator: String, now: Int64) throws -> [Delegation] {
+        let hint =
+            "consumer_authority: the consumer's delegation of \(command) to the orchestrator \(orchestrator) (`orrery run` makes it)"
+        guard !container.isEmpty else { throw RPCError(code: .invalidArgument, message: "\(hint) is required") }
+        let delegations: [Delegation]
+        do {
+            delegations = try UCANContainer.decode(Array(container)).map { try Delegation(bytes: $0) }
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "\(hint): not a UCAN container of delegations (\(error))")
+        }
+        let propose = try Command(command)
+        guard
+            let delegation = delegations.first(where: {
+                $0.issuer.string == consumer && $0.audience.string == orchestrator
+                    && $0.subject?.string == consumer && $0.command.covers(propose)
+            })
+        else {
+            throw RPCError(
+                code: .invalidArgument,
+                message:
+                    "\(hint) is missing: none of its delegations is from \(consumer) to \(orchestrator) for \(command)")
+        }
+        guard delegation.envelope.signatureIsValid(issuer: delegation.issuer) else {
+            throw RPCError(
+                code: .unauthenticated, message: "consumer_authority: the delegation's signature does not verify")
+        }
+        if let expiration = delegation.expiration, expiration < now + minimumRemainingLife {
+            throw RPCError(
+                code: .invalidArgument,
+                message: "consumer_authority: the delegation expires at \(expiration), within \(minimumRemainingLife) s"
+            )
+        }
+        return [delegation]
+    }
+}
