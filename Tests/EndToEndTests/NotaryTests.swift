@@ -450,6 +450,62 @@ struct NotaryTests {
         }
     }
 
+    @Test("AcceptContracts checks and appends each acceptance as AcceptContract does, each with its own result")
+    func acceptMany() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("notary-batch")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let parties = try ContractParties(network: network)
+            let notary = try await Self.startNotary(database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            var proposals: [(Orrery_Notary_V1_Contract, Orrery_Common_V1_Signed)] = []
+            for _ in 0..<3 {
+                let contract = try parties.contract()
+                let proposal = try parties.sign(contract, by: parties.orchestrator)
+                let delegation = try Delegation(bytes: try UCANContainer.decode(Array(contract.consumerAuthority))[0])
+                _ = try await parties.withNotary(notary, actingFor: delegation) { client in
+                    try await client.proposeContract(
+                        .with {
+                            $0.proposal = proposal
+                            $0.amount = contract.price.maxCost
+                            $0.idempotencyKey = "p-\(contract.id)"
+                        })
+                }
+                proposals.append((contract, proposal))
+            }
+            let acceptances = [
+                try parties.acceptance(of: proposals[0].1, id: proposals[0].0.id),
+                try parties.acceptance(of: proposals[1].1, id: proposals[1].0.id, by: SigningKey()),  // not the device
+                try parties.acceptance(of: proposals[2].1, id: proposals[2].0.id),
+            ]
+            let request = Orrery_Notary_V1_AcceptContractsRequest.with {
+                $0.acceptances = acceptances
+                $0.idempotencyKey = "batch"
+            }
+            let response = try await parties.withNotary(notary) { try await $0.acceptContracts(request) }
+            #expect(response.results.map(\.code) == [0, Int32(RPCError.Code.permissionDenied.rawValue), 0])
+            #expect(response.results[1].message.contains("must be signed by"))
+            #expect(response.results[0].record.state == .active && response.results[2].record.state == .active)
+            #expect(Set(response.results[0].record.entryIndexes + response.results[2].record.entryIndexes) == [0, 1])
+            // A retry changes nothing and answers the same.
+            let retried = try await parties.withNotary(notary) {
+                try await $0.acceptContracts(
+                    .with {
+                        $0.acceptances = acceptances
+                        $0.idempotencyKey = "batch-retry"
+                    })
+            }
+            #expect(retried.results.map(\.code) == response.results.map(\.code))
+            #expect(try await parties.withNotary(notary) { try await $0.getTreeHead(.init()) }.head.treeSize == 2)
+            await Self.expectStatus(.invalidArgument, "1…100") {
+                _ = try await parties.withNotary(notary) {
+                    try await $0.acceptContracts(.with { $0.idempotencyKey = "empty" })
+                }
+            }
+        }
+    }
+
     @Test("inclusion and consistency proofs from the notary match an independent RFC 6962 implementation in Python")
     func proofsAgainstPython() async throws {
         try await TestDatabase.withDatabase { database in

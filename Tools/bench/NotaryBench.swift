@@ -33,7 +33,7 @@ struct NotaryBenchCommand: AsyncParsableCommand {
 
         // Every contract proposed first (staging is not the log), then the appends measured: the device's
         // acceptance checked (its signature, the owner's delegation, the terms' digest), countersigned, logged.
-        let proposals = try (0..<contracts).map { _ in try parties.proposal() }
+        let proposals = try (0..<(contracts * 2)).map { _ in try parties.proposal() }
         let stagingStart = ContinuousClock.now
         try await withClients(target, count: clients) { client, index in
             for position in stride(from: index, to: proposals.count, by: clients) {
@@ -52,11 +52,11 @@ struct NotaryBenchCommand: AsyncParsableCommand {
                 _ = try await client.proposeContract(request, metadata: metadata)
             }
         }
-        let stagingRate = Double(contracts) / Self.seconds(ContinuousClock.now - stagingStart)
+        let stagingRate = Double(proposals.count) / Self.seconds(ContinuousClock.now - stagingStart)
 
         let appendStart = ContinuousClock.now
         try await withClients(target, count: clients) { client, index in
-            for position in stride(from: index, to: proposals.count, by: clients) {
+            for position in stride(from: index, to: contracts, by: clients) {
                 let (contract, signed) = proposals[position]
                 let request = Orrery_Notary_V1_AcceptContractRequest.with {
                     $0.acceptance = parties.acceptance(of: signed, id: contract.id)
@@ -72,6 +72,31 @@ struct NotaryBenchCommand: AsyncParsableCommand {
             }
         }
         let appendRate = Double(contracts) / Self.seconds(ContinuousClock.now - appendStart)
+
+        // The same appends, 100 acceptances per AcceptContracts call (how an ensemble's contracts are recorded).
+        let batches = stride(from: contracts, to: proposals.count, by: 100).map { start in
+            Array(proposals[start..<min(start + 100, proposals.count)])
+        }
+        let batchedStart = ContinuousClock.now
+        try await withClients(target, count: min(clients, 16)) { client, index in
+            for position in stride(from: index, to: batches.count, by: min(clients, 16)) {
+                let request = Orrery_Notary_V1_AcceptContractsRequest.with {
+                    $0.acceptances = batches[position].map { parties.acceptance(of: $0.1, id: $0.0.id) }
+                    $0.idempotencyKey = "accept-batch/\(position)"
+                }
+                var metadata = Metadata()
+                metadata.addString(
+                    try InvocationSigner.authorization(
+                        for: request, method: "orrery.notary.v1.Notary/AcceptContracts", key: operatorKey,
+                        subject: operatorKey.did, audience: audience, proofs: [], catalog: catalog),
+                    forKey: "authorization")
+                let response = try await client.acceptContracts(request, metadata: metadata)
+                if let failed = response.results.first(where: { $0.code != 0 }) {
+                    throw ValidationError("an acceptance was refused: \(failed.message)")
+                }
+            }
+        }
+        let batchedRate = Double(contracts) / Self.seconds(ContinuousClock.now - batchedStart)
 
         // Inclusion proofs, one caller at a time, random entries of the whole log.
         var (size, proofLatencies) = try await withClients(target, count: 1) { client, _ in
@@ -138,6 +163,7 @@ struct NotaryBenchCommand: AsyncParsableCommand {
             "| measurement | result |",
             "|---|---|",
             "| contract appends (AcceptContract: device signature, owner delegation and terms digest checked, countersigned, logged in batches with one signed tree head each), \(contracts) contracts, \(clients) concurrent clients, PostgreSQL fsync on, authorisation on | **\(Int(appendRate)) /s** |",
+            "| contract appends, 100 acceptances per AcceptContracts call (each checked and appended exactly as above), \(contracts) contracts, 16 concurrent clients | **\(Int(batchedRate)) /s** |",
             "| proposals staged (ProposeContract under the consumer's delegation, its policy checked; not a log append), same clients | \(Int(stagingRate)) /s |",
             "| inclusion proof, one caller, random entry of \(size), 500 calls: p50 / p99 | \(milliseconds(proofLatencies[proofLatencies.count / 2])) / \(milliseconds(proofLatencies[proofLatencies.count * 99 / 100])) |",
             "| tree recompute (leaf hash + RFC 6962 tree), \(treeEntries) entries of \(entry.count) bytes, one core | **\(Int(treeRate)) entries/s** |",

@@ -9,6 +9,7 @@ internal import OrreryProto
 internal import OrreryRuntime
 internal import PostgresNIO
 internal import SwiftProtobuf
+internal import Synchronization
 
 /// The notary's acts and reads, for the authorised caller: each act checks its signatures before it is queued,
 /// and its effect on the contract's state inside the sequencer's batch.
@@ -20,6 +21,8 @@ struct NotaryAPI: Sendable {
     let revocations: RevocationBook
     let settlementDID: String?
     let logger: Logger
+    /// Owners' delegations to devices whose signature was checked (a device accepts many contracts with one).
+    let consents = VerifiedDelegations()
 
     // MARK: Acts
 
@@ -85,13 +88,70 @@ struct NotaryAPI: Sendable {
     {
         let idempotency = try Self.idempotency(
             request, key: request.idempotencyKey, method: "AcceptContract", authorization)
-        if let earlier = try await ContractStore.earlierResult(idempotency, client: client, logger: logger) {
-            return try Orrery_Notary_V1_ContractRecord(serializedBytes: earlier)
+        let rows = try await acceptedRows([request.acceptance])
+        let act = try acceptance(request.acceptance, rows: rows, idempotency: idempotency)
+        let outcome = try await append(idempotency, act)
+        logger.info("contract active", metadata: ["contract": "\(act.contractID)", "entries": "\(outcome.appended)"])
+        return try Orrery_Notary_V1_ContractRecord(serializedBytes: outcome.response)
+    }
+
+    /// Up to 100 acceptances: each checked and appended as `accept` would (they share the sequencer's batches),
+    /// each with its own result. Idempotent per acceptance (the same acceptance of an active contract returns it).
+    func acceptMany(_ request: Orrery_Notary_V1_AcceptContractsRequest, authorization: Authorization) async throws
+        -> Orrery_Notary_V1_AcceptContractsResponse
+    {
+        guard (1...100).contains(request.acceptances.count) else {
+            throw NotaryFailure.invalid("acceptances: 1…100 per call")
         }
-        let acceptance: Orrery_Notary_V1_ContractAcceptance = try Self.payload(request.acceptance, "acceptance")
-        let row = try await existing(acceptance.contractID)
+        _ = try Self.idempotency(request, key: request.idempotencyKey, method: "AcceptContracts", authorization)
+        let rows = try await acceptedRows(request.acceptances)
+        let results = await withTaskGroup(of: (Int, Orrery_Notary_V1_AcceptResult).self) { group in
+            for (index, signed) in request.acceptances.enumerated() {
+                group.addTask {
+                    do {
+                        let outcome = try await sequencer.append(
+                            try acceptance(signed, rows: rows, idempotency: nil))
+                        return (index, .with { $0.record = outcome.row.record })
+                    } catch {
+                        let status = (error as? RPCError) ?? NotaryFailure.internalError("\(error)")
+                        return (
+                            index,
+                            .with {
+                                $0.code = Int32(status.code.rawValue)
+                                $0.message = status.message
+                            }
+                        )
+                    }
+                }
+            }
+            var results = [Orrery_Notary_V1_AcceptResult](repeating: .init(), count: request.acceptances.count)
+            for await (index, result) in group { results[index] = result }
+            return results
+        }
+        return .with { $0.results = results }
+    }
+
+    /// The contracts that acceptances name, read in one query.
+    private func acceptedRows(_ acceptances: [Orrery_Common_V1_Signed]) async throws -> [String: ContractRow] {
+        let ids = acceptances.compactMap { signed -> String? in
+            (try? Orrery_Notary_V1_ContractAcceptance(serializedBytes: signed.payload))?.contractID
+        }
+        return try await ContractStore.rows(ids: Array(Set(ids)), on: client, logger: logger)
+    }
+
+    /// Checks a device's acceptance (its signature, the terms it names, its owner's consent) and makes the act
+    /// that activates the contract: the contract's first log entry, plus a breach when its relocations exceed the
+    /// SLA's maximum.
+    private func acceptance(
+        _ signed: Orrery_Common_V1_Signed, rows: [String: ContractRow], idempotency: IdempotencyKey?
+    ) throws -> LogAct {
+        let acceptance: Orrery_Notary_V1_ContractAcceptance = try Self.payload(signed, "acceptance")
+        guard !acceptance.contractID.isEmpty else { throw NotaryFailure.invalid("acceptance.contract_id: required") }
+        guard let row = rows[acceptance.contractID] else {
+            throw NotaryFailure.notFound("no contract \(acceptance.contractID) is known to this notary")
+        }
         let contract = row.contract
-        try Self.requireSignature(request.acceptance, by: contract.deviceDid, what: "the acceptance")
+        try Self.requireSignature(signed, by: contract.deviceDid, what: "the acceptance")
         guard acceptance.deviceDid == contract.deviceDid else {
             throw NotaryFailure.denied(
                 "the acceptance names device \(acceptance.deviceDid), the contract \(contract.deviceDid)")
@@ -102,36 +162,30 @@ struct NotaryAPI: Sendable {
             )
         }
         try checkOwnerConsent(acceptance.deviceAuthority, owner: contract.ownerDid, device: contract.deviceDid)
-
-        let signed = request.acceptance
         let key = key
-        let outcome = try await sequencer.append(
-            LogAct(
-                contractID: contract.id,
-                apply: { row, now in
-                    if row.state == .active, row.acceptance == signed { return [] }  // the same acceptance again
-                    guard row.state == .proposed else {
-                        throw NotaryFailure.failedPrecondition(
-                            "contract \(row.contract.id) is \(ContractRules.name(row.state)), not proposed: it cannot be accepted"
-                        )
-                    }
-                    row.state = .active
-                    row.acceptance = signed
-                    var drafts = [EntryDraft(kind: .contract, act: row.proposal, acceptance: signed)]
-                    if row.relocations > Int(row.contract.sla.maxRelocations) {
-                        drafts.append(
-                            try Self.breach(
-                                .relocations, of: row.contract, observed: Double(row.relocations),
-                                required: Double(row.contract.sla.maxRelocations),
-                                bps: row.contract.penalties.relocationBps, at: now, key: key))
-                    }
-                    return drafts
-                },
-                idempotency: idempotency,
-                respond: { row, _ in (try? row.record.serializedData()) ?? Data() }))
-        logger.info(
-            "contract active", metadata: ["contract": "\(contract.id)", "entries": "\(outcome.appended)"])
-        return outcome.row.record
+        return LogAct(
+            contractID: contract.id,
+            apply: { row, now in
+                if row.state == .active, row.acceptance == signed { return [] }  // the same acceptance again
+                guard row.state == .proposed else {
+                    throw NotaryFailure.failedPrecondition(
+                        "contract \(row.contract.id) is \(ContractRules.name(row.state)), not proposed: it cannot be accepted"
+                    )
+                }
+                row.state = .active
+                row.acceptance = signed
+                var drafts = [EntryDraft(kind: .contract, act: row.proposal, acceptance: signed)]
+                if row.relocations > Int(row.contract.sla.maxRelocations) {
+                    drafts.append(
+                        try Self.breach(
+                            .relocations, of: row.contract, observed: Double(row.relocations),
+                            required: Double(row.contract.sla.maxRelocations),
+                            bps: row.contract.penalties.relocationBps, at: now, key: key))
+                }
+                return drafts
+            },
+            idempotency: idempotency,
+            respond: { row, _ in (try? row.record.serializedData()) ?? Data() })
     }
 
     func transition(_ request: Orrery_Notary_V1_TransitionContractRequest, authorization: Authorization) async throws
@@ -139,9 +193,6 @@ struct NotaryAPI: Sendable {
     {
         let idempotency = try Self.idempotency(
             request, key: request.idempotencyKey, method: "TransitionContract", authorization)
-        if let earlier = try await ContractStore.earlierResult(idempotency, client: client, logger: logger) {
-            return try Orrery_Notary_V1_ContractRecord(serializedBytes: earlier)
-        }
         let transition: Orrery_Notary_V1_ContractTransition = try Self.payload(request.transition, "transition")
         let row = try await existing(transition.contractID)
         guard let allowed = ContractRules.signers(for: transition.to, of: row.contract, settlementDID: settlementDID)
@@ -159,7 +210,8 @@ struct NotaryAPI: Sendable {
             )
         }
         let signed = request.transition
-        let outcome = try await sequencer.append(
+        let outcome = try await append(
+            idempotency,
             LogAct(
                 contractID: row.contract.id,
                 apply: { row, _ in
@@ -173,7 +225,7 @@ struct NotaryAPI: Sendable {
                 },
                 idempotency: idempotency,
                 respond: { row, _ in (try? row.record.serializedData()) ?? Data() }))
-        return outcome.row.record
+        return try Orrery_Notary_V1_ContractRecord(serializedBytes: outcome.response)
     }
 
     func recordReceipt(_ request: Orrery_Notary_V1_RecordReceiptRequest, authorization: Authorization) async throws
@@ -181,9 +233,6 @@ struct NotaryAPI: Sendable {
     {
         let idempotency = try Self.idempotency(
             request, key: request.idempotencyKey, method: "RecordReceipt", authorization)
-        if let earlier = try await ContractStore.earlierResult(idempotency, client: client, logger: logger) {
-            return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: earlier)
-        }
         let signed = request.receipt
         let contractID: String
         let sequence: UInt64
@@ -206,7 +255,8 @@ struct NotaryAPI: Sendable {
         let row = try await existing(contractID)
         try Self.requireSignature(signed, by: row.contract.deviceDid, what: "the receipt")
         let key = key
-        let outcome = try await sequencer.append(
+        let outcome = try await append(
+            idempotency,
             LogAct(
                 contractID: contractID,
                 apply: { row, now in
@@ -252,6 +302,22 @@ struct NotaryAPI: Sendable {
                     return (try? response.serializedData()) ?? Data()
                 }))
         return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: outcome.response)
+    }
+
+    /// Appends an act; when it is refused, a retry of a call that already succeeded (the same idempotency key
+    /// and request) gets that call's response instead. The earlier result is looked up only then: a first call
+    /// costs no lookup.
+    private func append(_ idempotency: IdempotencyKey, _ act: LogAct) async throws -> ActOutcome {
+        do {
+            return try await sequencer.append(act)
+        } catch let refusal as RPCError {
+            guard let earlier = try await ContractStore.earlierResult(idempotency, client: client, logger: logger)
+            else {
+                throw refusal
+            }
+            let row = try await existing(act.contractID)
+            return ActOutcome(row: row, appended: [], response: earlier)
+        }
     }
 
     // MARK: Reads
@@ -352,7 +418,7 @@ struct NotaryAPI: Sendable {
         let now = Int64(Date().timeIntervalSince1970)
         let consent = delegations.values.first { delegation in
             delegation.issuer.string == owner && delegation.audience.string == device
-                && delegation.envelope.signatureIsValid(issuer: delegation.issuer)
+                && consents.isValid(delegation)
                 && (delegation.expiration.map { $0 >= now } ?? true)
                 && (delegation.notBefore.map { $0 <= now } ?? true)
         }
@@ -439,5 +505,20 @@ struct NotaryAPI: Sendable {
             act: SignedMessage.make(
                 type: Orrery_Notary_V1_SlaBreach.protoMessageName, payload: try breach.serializedData(),
                 signers: [key]))
+    }
+}
+
+/// Delegations whose signature verified, by CID (content-addressed: the same CID is the same signed bytes).
+final class VerifiedDelegations: Sendable {
+    private let verified = Mutex<Set<CID>>([])
+
+    func isValid(_ delegation: Delegation) -> Bool {
+        if verified.withLock({ $0.contains(delegation.cid) }) { return true }
+        guard delegation.envelope.signatureIsValid(issuer: delegation.issuer) else { return false }
+        verified.withLock { set in
+            if set.count >= 100_000 { set.removeAll() }
+            set.insert(delegation.cid)
+        }
+        return true
     }
 }

@@ -38,6 +38,12 @@ public struct NotaryRPCService: Orrery_Notary_V1_Notary.SimpleServiceProtocol {
         try await api.accept(request, authorization: try authorization())
     }
 
+    public func acceptContracts(request: Orrery_Notary_V1_AcceptContractsRequest, context: ServerContext)
+        async throws -> Orrery_Notary_V1_AcceptContractsResponse
+    {
+        try await api.acceptMany(request, authorization: try authorization())
+    }
+
     public func transitionContract(request: Orrery_Notary_V1_TransitionContractRequest, context: ServerContext)
         async throws -> Orrery_Notary_V1_ContractRecord
     {

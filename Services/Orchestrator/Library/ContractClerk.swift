@@ -64,38 +64,66 @@ struct ContractClerk: Sendable {
         case refused(String)
     }
 
-    /// Proposes an accepted offer's contract under the consumer's delegation and hands the notary the device's
-    /// acceptance. Both calls are idempotent (keyed by the contract), so a retry after a crash is safe.
+    /// Records the contracts of accepted offers: each proposed under its consumer's delegation, then every
+    /// device's acceptance in one AcceptContracts call. Every call is idempotent (keyed by the contract), so a
+    /// retry after a crash is safe. Returns each offer's outcome, in order.
     /// - Throws: when the notary cannot be reached (try again later).
-    func record(offer: Orrery_Orchestrator_V1_Offer, bid: Orrery_Orchestrator_V1_Bid) async throws -> Recorded {
-        guard let notary else { return .refused("no contract notary is configured (notary.address)") }
-        let contract: Orrery_Notary_V1_Contract
-        let proofs: [Delegation]
-        do {
-            contract = try Orrery_Notary_V1_Contract(serializedBytes: offer.contract.payload)
-            proofs = try UCANContainer.decode(Array(contract.consumerAuthority)).map { try Delegation(bytes: $0) }
-        } catch {
-            return .refused("offer \(offer.offerID) carries no readable contract: \(error)")
+    func record(_ accepted: [(offer: Orrery_Orchestrator_V1_Offer, bid: Orrery_Orchestrator_V1_Bid)]) async throws
+        -> [(offerID: String, recorded: Recorded)]
+    {
+        guard let notary else {
+            return accepted.map { ($0.offer.offerID, .refused("no contract notary is configured (notary.address)")) }
         }
-        guard bid.hasAcceptance else {
-            return .refused("device \(contract.deviceDid) bid without accepting contract \(contract.id)")
+        var outcomes: [String: Recorded] = [:]
+        var acceptances: [(offerID: String, contractID: String, acceptance: Orrery_Common_V1_Signed)] = []
+        for (offer, bid) in accepted {
+            let contract: Orrery_Notary_V1_Contract
+            let proofs: [Delegation]
+            do {
+                contract = try Orrery_Notary_V1_Contract(serializedBytes: offer.contract.payload)
+                proofs = try UCANContainer.decode(Array(contract.consumerAuthority)).map { try Delegation(bytes: $0) }
+            } catch {
+                outcomes[offer.offerID] = .refused("offer \(offer.offerID) carries no readable contract: \(error)")
+                continue
+            }
+            guard bid.hasAcceptance else {
+                outcomes[offer.offerID] = .refused(
+                    "device \(contract.deviceDid) bid without accepting contract \(contract.id)")
+                continue
+            }
+            do {
+                _ = try await notary.propose(
+                    .with {
+                        $0.proposal = offer.contract
+                        $0.amount = contract.price.maxCost
+                        $0.idempotencyKey = "propose/\(contract.id)"
+                    }, consumer: try DID(contract.consumerDid), proofs: proofs)
+                acceptances.append((offer.offerID, contract.id, bid.acceptance))
+            } catch let error as RPCError where Self.isRefusal(error.code) {
+                outcomes[offer.offerID] = .refused("the notary refused contract \(contract.id): \(error.message)")
+            }
         }
-        do {
-            _ = try await notary.propose(
+        if !acceptances.isEmpty {
+            let response = try await notary.acceptMany(
                 .with {
-                    $0.proposal = offer.contract
-                    $0.amount = contract.price.maxCost
-                    $0.idempotencyKey = "propose/\(contract.id)"
-                }, consumer: try DID(contract.consumerDid), proofs: proofs)
-            let record = try await notary.accept(
-                .with {
-                    $0.acceptance = bid.acceptance
-                    $0.idempotencyKey = "accept/\(contract.id)"
+                    $0.acceptances = acceptances.map(\.acceptance)
+                    $0.idempotencyKey = "accept/" + acceptances.map(\.contractID).joined(separator: ",").prefix(180)
                 })
-            return .recorded(contractID: contract.id, entry: record.entryIndexes.first ?? 0)
-        } catch let error as RPCError where Self.isRefusal(error.code) {
-            return .refused("the notary refused contract \(contract.id): \(error.message)")
+            for (sent, result) in zip(acceptances, response.results) {
+                if result.code == 0 {
+                    outcomes[sent.offerID] = .recorded(
+                        contractID: sent.contractID, entry: result.record.entryIndexes.first ?? 0)
+                } else if let status = Status.Code(rawValue: Int(result.code)), let code = RPCError.Code(status),
+                    Self.isRefusal(code)
+                {
+                    outcomes[sent.offerID] = .refused(
+                        "the notary refused the device's acceptance of \(sent.contractID): \(result.message)")
+                } else {
+                    throw RPCError(code: .unavailable, message: "accepting \(sent.contractID): \(result.message)")
+                }
+            }
         }
+        return accepted.compactMap { item in outcomes[item.offer.offerID].map { (item.offer.offerID, $0) } }
     }
 
     /// Tells the notary a contract ended early; true once it is terminated (or already ended otherwise).

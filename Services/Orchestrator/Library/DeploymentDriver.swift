@@ -277,18 +277,25 @@ struct DeploymentDriver: Sendable {
     private func recordContracts(
         _ deployment: Orrery_Orchestrator_V1_Deployment, from states: Set<Orrery_Orchestrator_V1_DeploymentState>
     ) async throws -> [String: String]? {
-        for (offer, bid) in try await offers.acceptedWithoutContract(of: deployment.id) {
-            switch try await clerk.record(offer: offer, bid: bid) {
+        let accepted = try await offers.acceptedWithoutContract(of: deployment.id)
+        let replicas = Dictionary(
+            accepted.map { ($0.offer.offerID, "\($0.offer.allocation)[\($0.offer.replica)]") },
+            uniquingKeysWith: { a, _ in a })
+        var refusal: String?
+        for (offerID, recorded) in try await clerk.record(accepted) {
+            switch recorded {
             case .recorded(let contractID, let entry):
-                try await offers.setContract(offer.offerID, contractID: contractID)
+                try await offers.setContract(offerID, contractID: contractID)
                 logger.info(
                     "contract recorded",
                     metadata: ["deployment": "\(deployment.id)", "contract": "\(contractID)", "entry": "\(entry)"])
             case .refused(let why):
-                _ = try await store.transition(
-                    deployment.id, from: states, to: .failed, reason: "\(offer.allocation)[\(offer.replica)]: \(why)")
-                return nil
+                refusal = refusal ?? "\(replicas[offerID] ?? offerID): \(why)"
             }
+        }
+        if let refusal {
+            _ = try await store.transition(deployment.id, from: states, to: .failed, reason: refusal)
+            return nil
         }
         return try await offers.contracts(of: deployment.id)
     }

@@ -59,6 +59,15 @@ final class NotaryLink: Sendable {
         }
     }
 
+    func acceptMany(_ request: Orrery_Notary_V1_AcceptContractsRequest) async throws
+        -> Orrery_Notary_V1_AcceptContractsResponse
+    {
+        try await call(Orrery_Notary_V1_Notary.Method.AcceptContracts.descriptor, request) {
+            client, request, metadata in
+            try await client.acceptContracts(request, metadata: metadata)
+        }
+    }
+
     func transition(_ request: Orrery_Notary_V1_TransitionContractRequest) async throws
         -> Orrery_Notary_V1_ContractRecord
     {

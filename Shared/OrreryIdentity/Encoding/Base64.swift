@@ -1,25 +1,77 @@
-internal import Foundation
-
-/// Base64 forms the protocols here use: standard with padding, and URL-safe without padding.
+/// Base64 forms the protocols here use: standard with padding, and URL-safe without padding. Byte-level, without
+/// Foundation's string operations: every authorised call decodes its capability container with it.
 public enum Base64 {
+    private static let standardAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    private static let urlAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+
+    /// Each byte's 6-bit value in either alphabet; 0xFF for a byte that is in neither.
+    private static let values: [UInt8] = {
+        var table = [UInt8](repeating: 0xFF, count: 256)
+        for (index, byte) in standardAlphabet.enumerated() { table[Int(byte)] = UInt8(index) }
+        table[Int(UInt8(ascii: "-"))] = 62
+        table[Int(UInt8(ascii: "_"))] = 63
+        return table
+    }()
+
     public static func standard(_ bytes: some Collection<UInt8>) -> String {
-        Data(bytes).base64EncodedString()
+        encode(bytes, alphabet: standardAlphabet, padded: true)
     }
 
     public static func url(_ bytes: some Collection<UInt8>) -> String {
-        Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        encode(bytes, alphabet: urlAlphabet, padded: false)
     }
 
-    /// Decodes either alphabet, with or without padding; nil for anything else.
+    private static func encode(_ bytes: some Collection<UInt8>, alphabet: [UInt8], padded: Bool) -> String {
+        let input = Array(bytes)
+        var output: [UInt8] = []
+        output.reserveCapacity((input.count + 2) / 3 * 4)
+        var index = 0
+        while index + 3 <= input.count {
+            let chunk = UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8 | UInt32(input[index + 2])
+            output += [
+                alphabet[Int(chunk >> 18 & 63)], alphabet[Int(chunk >> 12 & 63)], alphabet[Int(chunk >> 6 & 63)],
+                alphabet[Int(chunk & 63)],
+            ]
+            index += 3
+        }
+        let rest = input.count - index
+        if rest > 0 {
+            let chunk = UInt32(input[index]) << 16 | (rest == 2 ? UInt32(input[index + 1]) << 8 : 0)
+            output += [alphabet[Int(chunk >> 18 & 63)], alphabet[Int(chunk >> 12 & 63)]]
+            if rest == 2 { output.append(alphabet[Int(chunk >> 6 & 63)]) }
+            if padded { output += Array(repeating: UInt8(ascii: "="), count: 3 - rest) }
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// Decodes either alphabet, with or without padding (surrounding whitespace ignored); nil for anything else.
     public static func decode(_ text: some StringProtocol) -> [UInt8]? {
-        var normalized = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            .replacingOccurrences(of: "-", with: "+")
-            .replacingOccurrences(of: "_", with: "/")
-        normalized = normalized.replacingOccurrences(of: "=", with: "")
-        normalized += String(repeating: "=", count: (4 - normalized.count % 4) % 4)
-        return Data(base64Encoded: normalized).map(Array.init)
+        var input = Array(text.utf8)[...]
+        while let last = input.last, last == 0x20 || last == 0x0A || last == 0x0D || last == 0x09 { input.removeLast() }
+        while let first = input.first, first == 0x20 || first == 0x0A || first == 0x0D || first == 0x09 {
+            input.removeFirst()
+        }
+        var padding = 0
+        while input.last == UInt8(ascii: "=") {
+            input.removeLast()
+            padding += 1
+        }
+        guard padding <= 2, input.count % 4 != 1 else { return nil }
+        if padding > 0, (input.count + padding) % 4 != 0 { return nil }
+        var output: [UInt8] = []
+        output.reserveCapacity(input.count * 3 / 4)
+        var accumulator: UInt32 = 0
+        var bits = 0
+        for byte in input {
+            let value = values[Int(byte)]
+            guard value != 0xFF else { return nil }
+            accumulator = accumulator << 6 | UInt32(value)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+            }
+        }
+        return output
     }
 }

@@ -69,6 +69,11 @@ public enum UCANContainer {
 
     /// Decodes the text form.
     public static func decode(_ text: String) throws -> [[UInt8]] {
-        try decode(Array(text.trimmingCharacters(in: .whitespacesAndNewlines).utf8))
+        var bytes = Array(text.utf8)[...]
+        while let last = bytes.last, last == 0x20 || last == 0x0A || last == 0x0D || last == 0x09 { bytes.removeLast() }
+        while let first = bytes.first, first == 0x20 || first == 0x0A || first == 0x0D || first == 0x09 {
+            bytes.removeFirst()
+        }
+        return try decode(Array(bytes))
     }
 }

@@ -59,6 +59,19 @@ public enum Orrery_Notary_V1_Notary: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "AcceptContracts" metadata.
+        public enum AcceptContracts: Sendable {
+            /// Request type for "AcceptContracts".
+            public typealias Input = Orrery_Notary_V1_AcceptContractsRequest
+            /// Response type for "AcceptContracts".
+            public typealias Output = Orrery_Notary_V1_AcceptContractsResponse
+            /// Descriptor for "AcceptContracts".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.notary.v1.Notary"),
+                method: "AcceptContracts",
+                type: .unary
+            )
+        }
         /// Namespace for "TransitionContract" metadata.
         public enum TransitionContract: Sendable {
             /// Request type for "TransitionContract".
@@ -155,6 +168,7 @@ public enum Orrery_Notary_V1_Notary: Sendable {
             Info.descriptor,
             ProposeContract.descriptor,
             AcceptContract.descriptor,
+            AcceptContracts.descriptor,
             TransitionContract.descriptor,
             GetContract.descriptor,
             RecordReceipt.descriptor,
@@ -245,6 +259,26 @@ extension Orrery_Notary_V1_Notary {
             request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_AcceptContractRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord>
+
+        /// Handle the "AcceptContracts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 acceptances in one call (an ensemble's contracts), each checked and appended exactly as
+        /// > AcceptContract would, with its own result. Accepting an active contract again with the same acceptance
+        /// > returns it, so a retry is safe.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Notary_V1_AcceptContractsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Notary_V1_AcceptContractsResponse` messages.
+        func acceptContracts(
+            request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_AcceptContractsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_AcceptContractsResponse>
 
         /// Handle the "TransitionContract" method.
         ///
@@ -441,6 +475,26 @@ extension Orrery_Notary_V1_Notary {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>
 
+        /// Handle the "AcceptContracts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 acceptances in one call (an ensemble's contracts), each checked and appended exactly as
+        /// > AcceptContract would, with its own result. Accepting an active contract again with the same acceptance
+        /// > returns it, so a retry is safe.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_AcceptContractsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Notary_V1_AcceptContractsResponse` message.
+        func acceptContracts(
+            request: GRPCCore.ServerRequest<Orrery_Notary_V1_AcceptContractsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_AcceptContractsResponse>
+
         /// Handle the "TransitionContract" method.
         ///
         /// > Source IDL Documentation:
@@ -634,6 +688,26 @@ extension Orrery_Notary_V1_Notary {
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Notary_V1_ContractRecord
 
+        /// Handle the "AcceptContracts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 acceptances in one call (an ensemble's contracts), each checked and appended exactly as
+        /// > AcceptContract would, with its own result. Accepting an active contract again with the same acceptance
+        /// > returns it, so a retry is safe.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Notary_V1_AcceptContractsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Notary_V1_AcceptContractsResponse` to respond with.
+        func acceptContracts(
+            request: Orrery_Notary_V1_AcceptContractsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Notary_V1_AcceptContractsResponse
+
         /// Handle the "TransitionContract" method.
         ///
         /// > Source IDL Documentation:
@@ -802,6 +876,17 @@ extension Orrery_Notary_V1_Notary.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Orrery_Notary_V1_Notary.Method.AcceptContracts.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_AcceptContractsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_AcceptContractsResponse>(),
+            handler: { request, context in
+                try await self.acceptContracts(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Orrery_Notary_V1_Notary.Method.TransitionContract.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_TransitionContractRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_ContractRecord>(),
@@ -911,6 +996,17 @@ extension Orrery_Notary_V1_Notary.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_ContractRecord> {
         let response = try await self.acceptContract(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func acceptContracts(
+        request: GRPCCore.StreamingServerRequest<Orrery_Notary_V1_AcceptContractsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Notary_V1_AcceptContractsResponse> {
+        let response = try await self.acceptContracts(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1030,6 +1126,19 @@ extension Orrery_Notary_V1_Notary.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord> {
         return GRPCCore.ServerResponse<Orrery_Notary_V1_ContractRecord>(
             message: try await self.acceptContract(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func acceptContracts(
+        request: GRPCCore.ServerRequest<Orrery_Notary_V1_AcceptContractsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Notary_V1_AcceptContractsResponse> {
+        return GRPCCore.ServerResponse<Orrery_Notary_V1_AcceptContractsResponse>(
+            message: try await self.acceptContracts(
                 request: request.message,
                 context: context
             ),
@@ -1209,6 +1318,31 @@ extension Orrery_Notary_V1_Notary {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_ContractRecord>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_ContractRecord>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AcceptContracts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 acceptances in one call (an ensemble's contracts), each checked and appended exactly as
+        /// > AcceptContract would, with its own result. Accepting an active contract again with the same acceptance
+        /// > returns it, so a retry is safe.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_AcceptContractsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_AcceptContractsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_AcceptContractsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func acceptContracts<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_AcceptContractsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_AcceptContractsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_AcceptContractsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_AcceptContractsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "TransitionContract" method.
@@ -1490,6 +1624,42 @@ extension Orrery_Notary_V1_Notary {
             try await self.client.unary(
                 request: request,
                 descriptor: Orrery_Notary_V1_Notary.Method.AcceptContract.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "AcceptContracts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 acceptances in one call (an ensemble's contracts), each checked and appended exactly as
+        /// > AcceptContract would, with its own result. Accepting an active contract again with the same acceptance
+        /// > returns it, so a retry is safe.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Notary_V1_AcceptContractsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Notary_V1_AcceptContractsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Notary_V1_AcceptContractsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func acceptContracts<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Notary_V1_AcceptContractsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Notary_V1_AcceptContractsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Notary_V1_AcceptContractsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_AcceptContractsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Notary_V1_Notary.Method.AcceptContracts.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1833,6 +2003,37 @@ extension Orrery_Notary_V1_Notary.ClientProtocol {
         )
     }
 
+    /// Call the "AcceptContracts" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Up to 100 acceptances in one call (an ensemble's contracts), each checked and appended exactly as
+    /// > AcceptContract would, with its own result. Accepting an active contract again with the same acceptance
+    /// > returns it, so a retry is safe.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Notary_V1_AcceptContractsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func acceptContracts<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Notary_V1_AcceptContractsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_AcceptContractsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.acceptContracts(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Notary_V1_AcceptContractsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Notary_V1_AcceptContractsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "TransitionContract" method.
     ///
     /// > Source IDL Documentation:
@@ -2139,6 +2340,41 @@ extension Orrery_Notary_V1_Notary.ClientProtocol {
             metadata: metadata
         )
         return try await self.acceptContract(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AcceptContracts" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Up to 100 acceptances in one call (an ensemble's contracts), each checked and appended exactly as
+    /// > AcceptContract would, with its own result. Accepting an active contract again with the same acceptance
+    /// > returns it, so a retry is safe.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func acceptContracts<Result>(
+        _ message: Orrery_Notary_V1_AcceptContractsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Notary_V1_AcceptContractsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Notary_V1_AcceptContractsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.acceptContracts(
             request: request,
             options: options,
             onResponse: handleResponse
