@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import OrreryIdentity
+import OrreryLedger
 import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
@@ -176,6 +177,118 @@ struct AgentChannelTests {
                 let signers = try SignedMessage.verify(bids[0], type: "orrery.orchestrator.v1.Bid")
                 #expect(signers.map(\.string) == [willing.did])
             }
+        }
+    }
+
+    @Test(
+        "the device signs usage and completion receipts the notary records in order; the contract completes; a cancelled one is terminated; the agent checks the notary's tree heads"
+    )
+    func receipts() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-receipts")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            let notary = try await NotaryTests.startNotary(database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, notary: notary)
+            defer { orchestrator.child.signal(SIGKILL) }
+            // Heartbeats every 250 ms: a usage receipt every 3 s.
+            let agent = try await Self.startAgent(
+                "metered", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            let parties = try ContractParties(network: network)
+
+            func submit(_ script: String) async throws -> Orrery_Orchestrator_V1_Deployment {
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].artifact = .with { $0.text = script }
+                spec.allocations[0].resources.ramMib = 64
+                spec.allocations[0].resources.diskMib = 0
+                spec.allocations[0].maxDurationSeconds = 60
+                spec.allocations[0].outputs = ["out.txt"]
+                return try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                            $0.spec = spec
+                            $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+            }
+            func contract(of id: String, until state: Orrery_Notary_V1_ContractState) async throws
+                -> Orrery_Notary_V1_ContractRecord
+            {
+                let deadline = ContinuousClock.now + .seconds(20)
+                while true {
+                    let deployment = try await consumer.with(orchestrator) {
+                        try await $0.getDeployment(.with { $0.id = id })
+                    }
+                    if let contractID = deployment.assignments.first?.contractID, !contractID.isEmpty {
+                        let record = try await parties.withNotary(notary) {
+                            try await $0.getContract(.with { $0.id = contractID })
+                        }
+                        if record.state == state || ContinuousClock.now > deadline { return record }
+                    } else if ContinuousClock.now > deadline {
+                        return Orrery_Notary_V1_ContractRecord()
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+
+            let script = "sleep 4; printf done > out.txt"
+            let job = try await submit(script)
+            let completed = try await contract(of: job.id, until: .completed)
+            #expect(completed.state == .completed, "\(completed.state)")
+            #expect(completed.lastReceiptSequence >= 2, "at least one usage receipt, then the completion receipt")
+            let leaves = try await parties.withNotary(notary) { try await $0.getEntries(.with { $0.start = 0 }) }.leaves
+            let entries = try completed.entryIndexes.map { index in
+                try Orrery_Notary_V1_LogEntry(
+                    serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaves[Int(index)]).payload)
+            }
+            #expect(entries.first?.kind == .contract)
+            #expect(entries.dropFirst().dropLast(2).allSatisfy { $0.kind == .usageReceipt } && entries.count >= 4)
+            let completionEntry = try #require(entries.dropLast().last)
+            #expect(completionEntry.kind == .completionReceipt)
+            #expect(try SignedMessage.verify(completionEntry.act).map(\.string) == [agent.did])
+            let completion = try Orrery_Notary_V1_CompletionReceipt(serializedBytes: completionEntry.act.payload)
+            #expect(completion.exitCode == 0)
+            #expect(completion.artifactSha256 == AgentChannelTests.sha256(script))
+            #expect(completion.outputs.map(\.path) == ["out.txt"])
+            #expect(completion.outputs.first?.sha256 == AgentChannelTests.sha256("done"))
+            #expect(completion.usage.wallSeconds >= 4 && completion.usage.ramMibHours > 0)
+            let firstUsage = try Orrery_Notary_V1_UsageReceipt(serializedBytes: entries[1].act.payload)
+            #expect(firstUsage.sequence == 1 && firstUsage.wallSeconds >= 2.5)
+            #expect(entries.last?.kind == .transition)
+
+            // A cancelled job's contract is terminated by the orchestrator; its late receipts are not recorded.
+            let stopped = try await submit("sleep 30")
+            _ = try await contract(of: stopped.id, until: .active)
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = stopped.id }) }
+            let terminated = try await contract(of: stopped.id, until: .terminated)
+            #expect(terminated.state == .terminated)
+
+            // The agent verified the notary's tree heads as its receipts were recorded.
+            let witnessed = try await {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while ContinuousClock.now < deadline {
+                    if let data = FileManager.default.contents(
+                        atPath: directory.appendingPathComponent("metered-state/notary-tree-head.pb").path),
+                        let head = try? Orrery_Notary_V1_SignedTreeHead(serializedBytes: data),
+                        head.head.treeSize >= UInt64(entries.count)
+                    {
+                        return head
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                return Orrery_Notary_V1_SignedTreeHead()
+            }()
+            #expect(try TreeHeadWitness.verify(witnessed).logDid == notary.ready.did)
         }
     }
 

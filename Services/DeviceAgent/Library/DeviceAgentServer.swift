@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Logging
+internal import OrreryLedger
 public import OrreryRuntime
 
 /// The `device-agent` as the shared runtime starts it: no database, a local state directory, and listeners on
@@ -52,8 +53,13 @@ public enum DeviceAgentServer {
         let ledger = CommitmentLedger(stateDirectory: stateDirectory)
         let judge = OfferJudge(policy: policy, capabilities: capabilities)
         let orchestrators = try OwnerPolicy.orchestrators(configFile: environment.settings.configFile)
+        let runner = AllocationRunner(root: stateDirectory + "/allocations")
+        // Usage receipts every 12 heartbeat intervals (a minute by default), a completion receipt at the end.
         let executions = ExecutionManager(
-            runner: AllocationRunner(root: stateDirectory + "/allocations"), ledger: ledger, logger: environment.logger)
+            runner: runner, ledger: ledger, logger: environment.logger,
+            receipts: ReceiptBook(key: environment.key, runner: runner),
+            witness: TreeHeadWitness(file: stateDirectory + "/notary-tree-head.pb"),
+            receiptInterval: environment.settings.livenessInterval * 12)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }
             for address in orchestrators {

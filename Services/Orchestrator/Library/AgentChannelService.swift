@@ -1,3 +1,4 @@
+internal import Crypto
 internal import Foundation
 public import GRPCCore
 internal import Logging
@@ -13,6 +14,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let offers: OfferStore
     let driver: DeploymentDriver
     let logger: Logger
+    /// Where the devices' receipts are recorded; nil without a notary.
+    let notary: NotaryLink?
 
     public func connect(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_AgentMessage, any Error>,
@@ -81,6 +84,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 decline.offerID, device: device, state: .declined, bid: nil,
                 reason: decline.reason.isEmpty ? "declined" : decline.reason)
         case .report(let report):
+            if !report.receipts.isEmpty { await relayReceipts(report, from: device) }
             if let deployment = try await offers.record(report, device: device.string) {
                 logger.info(
                     "allocation report",
@@ -104,6 +108,79 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         case nil:
             throw RPCError(code: .invalidArgument, message: "an empty message")
         }
+    }
+
+    /// Hands a device's receipts to the notary in order, then tells the device how far they were recorded, with the
+    /// notary's signed tree head and a consistency proof from the last head the device verified. A receipt the
+    /// notary refuses for good (its contract is no longer active, or the same sequence was recorded already) is
+    /// acknowledged too; anything else stops the relay and the device resends with its next report.
+    private func relayReceipts(_ report: Orrery_Orchestrator_V1_AllocationReport, from device: DID) async {
+        guard let notary else { return }
+        do {
+            guard let recorded = try await offers.offer(report.offerID), recorded.device == device.string else {
+                logger.warning("receipts for an offer that is not this device's", metadata: ["offer": "\(report.offerID)"])
+                return
+            }
+        } catch {
+            logger.warning("receipts not relayed", metadata: ["offer": "\(report.offerID)", "error": "\(error)"])
+            return
+        }
+        var through: UInt64 = 0
+        for receipt in report.receipts.prefix(100) {
+            let (contractID, sequence) = Self.receiptKey(receipt)
+            do {
+                _ = try await notary.recordReceipt(
+                    .with {
+                        $0.receipt = receipt
+                        $0.idempotencyKey =
+                            "receipt/" + SHA256.hash(data: receipt.payload).map { String(format: "%02x", $0) }.joined()
+                    })
+                through = sequence
+            } catch let error as RPCError where error.code == .alreadyExists {
+                through = sequence
+            } catch let error as RPCError where error.code == .failedPrecondition {
+                // A gap waits for the missing receipt; a contract no longer active never takes this one.
+                guard let state = try? await notary.contract(contractID).state, state != .active else { break }
+                logger.notice(
+                    "receipt for a contract that is no longer active",
+                    metadata: ["contract": "\(contractID)", "sequence": "\(sequence)", "state": "\(state)"])
+                through = sequence
+            } catch {
+                logger.warning(
+                    "recording a receipt failed; the device resends it",
+                    metadata: ["contract": "\(contractID)", "error": "\(error)"])
+                break
+            }
+        }
+        guard through > 0 else { return }
+        var message = Orrery_Orchestrator_V1_ReceiptsRecorded.with {
+            $0.offerID = report.offerID
+            $0.throughSequence = through
+        }
+        if let head = try? await notary.treeHead() {
+            message.treeHead = head
+            if report.knownTreeSize > 0, report.knownTreeSize <= head.head.treeSize,
+                let proof = try? await notary.consistencyProof(
+                    .with {
+                        $0.oldSize = report.knownTreeSize
+                        $0.newSize = head.head.treeSize
+                    })
+            {
+                message.consistency = proof
+            }
+        }
+        hub.send(.with { $0.receiptsRecorded = message }, to: device.string)
+    }
+
+    /// A receipt's contract and sequence number.
+    static func receiptKey(_ receipt: Orrery_Common_V1_Signed) -> (contract: String, sequence: UInt64) {
+        if receipt.type == Orrery_Notary_V1_CompletionReceipt.protoMessageName,
+            let completion = try? Orrery_Notary_V1_CompletionReceipt(serializedBytes: receipt.payload)
+        {
+            return (completion.contractID, completion.sequence)
+        }
+        let usage = try? Orrery_Notary_V1_UsageReceipt(serializedBytes: receipt.payload)
+        return (usage?.contractID ?? "", usage?.sequence ?? 0)
     }
 
     /// Records an answer and advances the deployment at once; a late answer (expired or withdrawn) is logged.

@@ -48,6 +48,11 @@ final class AgentHub: Sendable {
 
     var connectedDevices: [String] { lines.withLock { Array($0.keys) } }
 
+    /// Sends `message` on the device's line, if this replica holds it.
+    func send(_ message: Orrery_Orchestrator_V1_OrchestratorMessage, to device: String) {
+        lines.withLock { $0[device]?.continuation.yield(message) }
+    }
+
     /// Delivers pending offers to the lines held here until cancelled.
     func run() async {
         while !Task.isCancelled {

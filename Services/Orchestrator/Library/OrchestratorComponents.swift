@@ -50,7 +50,7 @@ struct OrchestratorComponents: Sendable {
                     store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
                     operatorDID: environment.operatorDID.string),
                 events: events, driver: driver, hub: hub,
-                channel: AgentChannelService(hub: hub, offers: offers, driver: driver, logger: logger),
+                channel: AgentChannelService(hub: hub, offers: offers, driver: driver, logger: logger, notary: notary),
                 notary: notary)
             current = made
             return made

@@ -1147,6 +1147,15 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .stop(newValue)}
   }
 
+  /// The notary recorded an allocation's receipts.
+  public var receiptsRecorded: Orrery_Orchestrator_V1_ReceiptsRecorded {
+    get {
+      if case .receiptsRecorded(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_ReceiptsRecorded()
+    }
+    set {kind = .receiptsRecorded(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1155,10 +1164,56 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     case deploy(Orrery_Orchestrator_V1_Deploy)
     /// Stop it (cancelled, or its deployment failed elsewhere).
     case stop(Orrery_Orchestrator_V1_Stop)
+    /// The notary recorded an allocation's receipts.
+    case receiptsRecorded(Orrery_Orchestrator_V1_ReceiptsRecorded)
 
   }
 
   public init() {}
+}
+
+/// The notary recorded (or, for a contract no longer active, finally refused) an allocation's receipts up to
+/// `through_sequence`: the agent forgets them, and checks the notary's newest signed tree head against the last one
+/// it verified with the consistency proof.
+public nonisolated struct Orrery_Orchestrator_V1_ReceiptsRecorded: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String {
+    get {_storage._offerID}
+    set {_uniqueStorage()._offerID = newValue}
+  }
+
+  public var throughSequence: UInt64 {
+    get {_storage._throughSequence}
+    set {_uniqueStorage()._throughSequence = newValue}
+  }
+
+  public var treeHead: Orrery_Notary_V1_SignedTreeHead {
+    get {_storage._treeHead ?? Orrery_Notary_V1_SignedTreeHead()}
+    set {_uniqueStorage()._treeHead = newValue}
+  }
+  /// Returns true if `treeHead` has been explicitly set.
+  public var hasTreeHead: Bool {_storage._treeHead != nil}
+  /// Clears the value of `treeHead`. Subsequent reads from it will return its default value.
+  public mutating func clearTreeHead() {_uniqueStorage()._treeHead = nil}
+
+  /// From the report's known_tree_size to tree_head's size (absent when the agent knew no head yet).
+  public var consistency: Orrery_Notary_V1_ConsistencyProof {
+    get {_storage._consistency ?? Orrery_Notary_V1_ConsistencyProof()}
+    set {_uniqueStorage()._consistency = newValue}
+  }
+  /// Returns true if `consistency` has been explicitly set.
+  public var hasConsistency: Bool {_storage._consistency != nil}
+  /// Clears the value of `consistency`. Subsequent reads from it will return its default value.
+  public mutating func clearConsistency() {_uniqueStorage()._consistency = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_Deploy: Sendable {
@@ -1229,6 +1284,13 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationReport: Sendable {
   public var hasUsage: Bool {self._usage != nil}
   /// Clears the value of `usage`. Subsequent reads from it will return its default value.
   public mutating func clearUsage() {self._usage = nil}
+
+  /// Receipts the notary has not recorded yet (Signed orrery.notary.v1.UsageReceipt / CompletionReceipt, by the
+  /// device), oldest first; resent with each report until acknowledged.
+  public var receipts: [Orrery_Common_V1_Signed] = []
+
+  /// The size of the last notary tree head the agent verified (0: none yet).
+  public var knownTreeSize: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3191,7 +3253,7 @@ nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3238,6 +3300,19 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
           self.kind = .stop(v)
         }
       }()
+      case 4: try {
+        var v: Orrery_Orchestrator_V1_ReceiptsRecorded?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .receiptsRecorded(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .receiptsRecorded(v)
+        }
+      }()
       default: break
       }
     }
@@ -3261,6 +3336,10 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
       guard case .stop(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     }()
+    case .receiptsRecorded?: try {
+      guard case .receiptsRecorded(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -3268,6 +3347,97 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
 
   public static func ==(lhs: Orrery_Orchestrator_V1_OrchestratorMessage, rhs: Orrery_Orchestrator_V1_OrchestratorMessage) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ReceiptsRecorded: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReceiptsRecorded"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}through_sequence\0\u{3}tree_head\0\u{1}consistency\0")
+
+  fileprivate class _StorageClass {
+    var _offerID: String = String()
+    var _throughSequence: UInt64 = 0
+    var _treeHead: Orrery_Notary_V1_SignedTreeHead? = nil
+    var _consistency: Orrery_Notary_V1_ConsistencyProof? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _offerID = source._offerID
+      _throughSequence = source._throughSequence
+      _treeHead = source._treeHead
+      _consistency = source._consistency
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._offerID) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._throughSequence) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._treeHead) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._consistency) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._offerID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._offerID, fieldNumber: 1)
+      }
+      if _storage._throughSequence != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._throughSequence, fieldNumber: 2)
+      }
+      try { if let v = _storage._treeHead {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._consistency {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ReceiptsRecorded, rhs: Orrery_Orchestrator_V1_ReceiptsRecorded) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._offerID != rhs_storage._offerID {return false}
+        if _storage._throughSequence != rhs_storage._throughSequence {return false}
+        if _storage._treeHead != rhs_storage._treeHead {return false}
+        if _storage._consistency != rhs_storage._consistency {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3369,7 +3539,7 @@ nonisolated extension Orrery_Orchestrator_V1_Stop: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0\u{1}receipts\0\u{3}known_tree_size\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3382,6 +3552,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Mes
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.receipts) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.knownTreeSize) }()
       default: break
       }
     }
@@ -3407,6 +3579,12 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Mes
     try { if let v = self._usage {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if !self.receipts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.receipts, fieldNumber: 6)
+    }
+    if self.knownTreeSize != 0 {
+      try visitor.visitSingularUInt64Field(value: self.knownTreeSize, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3416,6 +3594,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Mes
     if lhs.exitCode != rhs.exitCode {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs._usage != rhs._usage {return false}
+    if lhs.receipts != rhs.receipts {return false}
+    if lhs.knownTreeSize != rhs.knownTreeSize {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Logging
+internal import OrreryLedger
 internal import OrreryProto
 internal import SwiftProtobuf
 
@@ -11,13 +12,25 @@ actor ExecutionManager {
     let runner: AllocationRunner
     let ledger: CommitmentLedger
     let logger: Logger
+    /// The signed usage and completion receipts of allocations under contract; nil signs none.
+    let receipts: ReceiptBook?
+    /// The last notary tree head this device verified.
+    let witness: TreeHeadWitness?
+    /// How often a running allocation's usage is receipted.
+    let receiptInterval: Duration
     private var outbox: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?
     private var following: Set<String> = []
 
-    init(runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger) {
+    init(
+        runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger, receipts: ReceiptBook? = nil,
+        witness: TreeHeadWitness? = nil, receiptInterval: Duration = .seconds(60)
+    ) {
         self.runner = runner
         self.ledger = ledger
         self.logger = logger
+        self.receipts = receipts
+        self.witness = witness
+        self.receiptInterval = receiptInterval
     }
 
     /// A line to the orchestrator opened: reports go to it, starting with everything it may have missed.
@@ -32,6 +45,36 @@ actor ExecutionManager {
         outbox?.yield(message)
     }
 
+    /// A report on `id` with the receipts the notary has not recorded yet.
+    private func sendReport(_ report: Orrery_Orchestrator_V1_AllocationReport) {
+        var report = report
+        report.receipts = receipts?.pending(report.offerID) ?? []
+        report.knownTreeSize = witness?.knownSize ?? 0
+        send(.with { $0.report = report })
+    }
+
+    /// The notary recorded receipts: forget them, and check its tree head against the last one seen.
+    func receiptsRecorded(_ recorded: Orrery_Orchestrator_V1_ReceiptsRecorded) {
+        guard runner.isKnown(recorded.offerID) else { return }
+        do {
+            try receipts?.acknowledge(recorded.offerID, through: recorded.throughSequence)
+        } catch {
+            logger.error(
+                "cannot journal acknowledged receipts", metadata: ["offer": "\(recorded.offerID)", "error": "\(error)"])
+        }
+        guard let witness, recorded.hasTreeHead else { return }
+        do {
+            let head = try witness.observe(
+                recorded.treeHead, consistency: recorded.hasConsistency ? recorded.consistency : nil)
+            logger.info("notary tree head verified", metadata: ["size": "\(head.treeSize)"])
+        } catch {
+            // The log this device's receipts are in is not the one it saw before: report it loudly, keep the old head.
+            logger.critical(
+                "the notary's log is not consistent with what this device saw before",
+                metadata: ["error": "\(error)", "offer": "\(recorded.offerID)"])
+        }
+    }
+
     func deploy(_ deploy: Orrery_Orchestrator_V1_Deploy) async {
         let id = deploy.offerID
         if runner.isKnown(id) {
@@ -39,14 +82,15 @@ actor ExecutionManager {
             return
         }
         do {
+            if let receipts, !deploy.contractID.isEmpty, AllocationRunner.isSafeID(id) {
+                try receipts.setContract(id, contract: deploy.contractID)
+            }
             try await runner.start(id, spec: deploy.spec)
             logger.info("allocation started", metadata: ["offer": "\(id)", "allocation": "\(deploy.allocation)"])
-            send(
-                .with {
-                    $0.report = .with {
-                        $0.offerID = id; $0.state = .running
-                    }
-                })
+            sendReport(.with {
+                $0.offerID = id
+                $0.state = .running
+            })
             follow(id)
         } catch {
             logger.warning("allocation failed to start", metadata: ["offer": "\(id)", "error": "\(error)"])
@@ -57,13 +101,14 @@ actor ExecutionManager {
             }
             save(report, for: id)
             await releasePromise(id)
-            send(.with { $0.report = report })
+            sendReport(report)
         }
     }
 
     func stop(_ stop: Orrery_Orchestrator_V1_Stop) {
         guard runner.isKnown(stop.offerID) else { return }
         logger.info("allocation stopped", metadata: ["offer": "\(stop.offerID)", "reason": "\(stop.reason)"])
+        receipts?.markStopped(stop.offerID)
         runner.stop(
             stop.offerID, reason: stop.reason.isEmpty ? "stopped by the orchestrator" : "stopped: \(stop.reason)")
     }
@@ -74,22 +119,21 @@ actor ExecutionManager {
             if let report = savedReport(for: id) {
                 resendLogs(id)
                 if report.state == .exited { sendOutputs(id) }
-                send(.with { $0.report = report })
+                sendReport(report)
             } else if !following.contains(id) {
                 follow(id)
             } else {
-                send(
-                    .with {
-                        $0.report = .with {
-                            $0.offerID = id; $0.state = .running
-                        }
-                    })
+                sendReport(.with {
+                    $0.offerID = id
+                    $0.state = .running
+                })
             }
         }
     }
 
     private func follow(_ id: String) {
         following.insert(id)
+        if receipts != nil { Task { await self.receiptUsage(of: id) } }
         let runner = runner
         Task {
             let spec = try? runner.spec(id)
@@ -108,6 +152,28 @@ actor ExecutionManager {
                         exitCode: 1, reason: "the agent lost track of it: \(error)", usage: MeteredUsage(),
                         wallSeconds: 0, outputs: [], missingOutputs: []))
             }
+        }
+    }
+
+    /// While `id` runs, a signed usage receipt every `receiptInterval`, sent with a running report.
+    private func receiptUsage(of id: String) async {
+        while true {
+            try? await Task.sleep(for: receiptInterval)
+            guard following.contains(id), let receipts else { return }
+            let spec = try? runner.spec(id)
+            let usage = ReceiptBook.usage(
+                cpuSeconds: runner.usage(id).cpuSeconds, wallSeconds: Date().timeIntervalSince(runner.startedAt(id)),
+                spec: spec)
+            do {
+                guard try receipts.issueUsage(id, usage: usage) != nil else { return }
+            } catch {
+                logger.error("cannot sign a usage receipt", metadata: ["offer": "\(id)", "error": "\(error)"])
+                continue
+            }
+            sendReport(.with {
+                $0.offerID = id
+                $0.state = .running
+            })
         }
     }
 
@@ -131,11 +197,28 @@ actor ExecutionManager {
                 $0.oomKilled = outcome.usage.oomKilled
             }
         }
+        if let receipts {
+            let spec = try? runner.spec(id)
+            let usage = ReceiptBook.usage(
+                cpuSeconds: outcome.usage.cpuSeconds, wallSeconds: outcome.wallSeconds, spec: spec)
+            do {
+                if receipts.wasStopped(id) {
+                    // The orchestrator ended it: the contract is terminated, the usage so far is still receipted.
+                    _ = try receipts.issueUsage(id, usage: usage)
+                } else {
+                    _ = try receipts.issueCompletion(
+                        id, usage: usage, exitCode: outcome.exitCode, artifactSHA256: ReceiptBook.artifactDigest(spec),
+                        outputs: outcome.outputs.map { ($0.path, $0.sha256) })
+                }
+            } catch {
+                logger.error("cannot sign the completion receipt", metadata: ["offer": "\(id)", "error": "\(error)"])
+            }
+        }
         save(report, for: id)
         logger.info(
             "allocation ended", metadata: ["offer": "\(id)", "exit": "\(outcome.exitCode)", "reason": "\(reason)"])
         sendOutputs(id)
-        send(.with { $0.report = report })
+        sendReport(report)
     }
 
     /// GPU time as billed: the GPUs the allocation held (whole devices, passed through) for its wall time.

@@ -64,6 +64,7 @@ struct AgentChannelLoop {
                         case .offer(let offer): answer.yield(try await respond(to: offer))
                         case .deploy(let deploy): Task { await executions.deploy(deploy) }
                         case .stop(let stop): await executions.stop(stop)
+                        case .receiptsRecorded(let recorded): await executions.receiptsRecorded(recorded)
                         case nil: break
                         }
                     }
