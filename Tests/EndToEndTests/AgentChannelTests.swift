@@ -73,7 +73,7 @@ struct AgentChannelTests {
                 database, network, directory.appendingPathComponent("notary"))
             defer { notary.child.signal(SIGKILL) }
             let arguments = [
-                "--registry-address", registryAddress, "--offer-timeout-ms", "1500", "--notary-address",
+                "--registry-address", registryAddress, "--offer-timeout-ms", "3000", "--notary-address",
                 "127.0.0.1:\(notary.ready.grpcPort)",
             ]
             let first = try await RunningService.start(
@@ -190,7 +190,8 @@ struct AgentChannelTests {
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
-            let notary = try await NotaryTests.startNotary(database, network, directory.appendingPathComponent("notary"))
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
             defer { notary.child.signal(SIGKILL) }
             let orchestrator = try await OrchestratorTests.startOrchestrator(
                 database, network, directory, registry: registry, notary: notary)

@@ -169,11 +169,13 @@ struct ContractParties {
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct NotaryTests {
     static func startNotary(
-        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, settlement: DID? = nil
+        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, settlement: DID? = nil,
+        registry: RunningService? = nil
     ) async throws -> RunningService {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var environment = database.serviceEnvironment.merging(network.environment(for: "contract-notary")) { $1 }
         if let settlement { environment["ORRERY_SETTLEMENT_DID"] = settlement.string }
+        if let registry { environment["ORRERY_REGISTRY_ADDRESS"] = "127.0.0.1:\(registry.ready.grpcPort)" }
         return try await RunningService.start("contract-notary", environment: environment, directory: directory)
     }
 
@@ -447,6 +449,71 @@ struct NotaryTests {
                     try await client.query("DELETE FROM tree_heads")
                 }
             }
+        }
+    }
+
+    @Test(
+        "an availability term is checked against the registry's liveness record once the contract ends: a device offline for most of it is a logged breach with its penalty"
+    )
+    func availabilityBreach() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("notary-sla")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let parties = try ContractParties(network: network)
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: 300)
+            defer { registry.child.signal(SIGKILL) }
+            let notary = try await Self.startNotary(
+                database, network, directory.appendingPathComponent("notary"), registry: registry)
+            defer { notary.child.signal(SIGKILL) }
+            // The contract's device joins the registry, then falls silent: offline after 3 missed heartbeats.
+            let device = try RegistryJoinTests.DeviceClient(
+                operatorKey: network.operatorKey, owner: parties.owner, key: parties.device)
+            _ = try await device.withRegistry(registry) {
+                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            }
+            var terms = try parties.contract(maxCost: 1000)
+            terms.sla.availability = 0.9
+            terms.penalties.availabilityBps = 2500
+            let (contract, _) = try await parties.activate(notary, contract: terms)
+            try await Task.sleep(for: .seconds(3))
+            let completion = try parties.sign(
+                Orrery_Notary_V1_CompletionReceipt.with {
+                    $0.contractID = contract.id
+                    $0.sequence = 1
+                }, by: parties.device)
+            _ = try await parties.withNotary(notary) { client in
+                try await client.recordReceipt(
+                    .with {
+                        $0.receipt = completion
+                        $0.idempotencyKey = "done"
+                    })
+            }
+            // The checker finds the shortfall and logs it.
+            var record = Orrery_Notary_V1_ContractRecord()
+            let deadline = ContinuousClock.now + .seconds(15)
+            while ContinuousClock.now < deadline {
+                record = try await parties.withNotary(notary) {
+                    try await $0.getContract(.with { $0.id = contract.id })
+                }
+                if record.entryIndexes.count == 4 { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(record.entryIndexes.count == 4, "contract, completion receipt, completed, breach")
+            let leaves = try await parties.withNotary(notary) { try await $0.getEntries(.with { $0.start = 0 }) }.leaves
+            let entry = try Orrery_Notary_V1_LogEntry(
+                serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaves[Int(record.entryIndexes[3])])
+                    .payload)
+            #expect(entry.kind == .slaBreach)
+            #expect(try SignedMessage.verify(entry.act).map(\.string) == [notary.ready.did])
+            let breach = try Orrery_Notary_V1_SlaBreach(serializedBytes: entry.act.payload)
+            #expect(breach.kind == .availability && breach.required == 0.9)
+            #expect(breach.observed < 0.6, "online for about one of three seconds: \(breach.observed)")
+            #expect(breach.penalty == 250)
+            // Checked once: no second breach.
+            try await Task.sleep(for: .seconds(3))
+            let later = try await parties.withNotary(notary) { try await $0.getContract(.with { $0.id = contract.id }) }
+            #expect(later.entryIndexes.count == 4)
         }
     }
 

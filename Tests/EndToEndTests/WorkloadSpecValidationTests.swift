@@ -117,6 +117,8 @@ struct WorkloadSpecValidationTests {
             { s in s.allocations[1].constraints.labels = ["tier": "edge"] },
             "allocations[1].constraints.labels.tier: 'edge' contradicts"),
         Case({ s in s.constraints.minReputation = 2 }, "constraints.min_reputation: 0…1"),
+        Case({ s in s.sla.availability = 1.5 }, "sla.availability: a fraction between 0 and 1"),
+        Case({ s in s.penalties.availabilityBps = 20_000 }, "penalties.availability_bps: at most 10000"),
         Case({ s in s.constraints.deniedProviders = ["bob"] }, "constraints.denied_providers[0]: not a did:key"),
         Case(
             { s in s.constraints.latency = [.with { $0.maxRttMs = 10 }] },

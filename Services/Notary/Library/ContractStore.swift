@@ -20,11 +20,11 @@ enum ContractStore {
         try await client.query(
             """
             INSERT INTO contracts (id, consumer_did, device_did, owner_did, orchestrator_did, deployment_id, state,
-                                   proposal, replaces, relocations)
+                                   proposal, replaces, relocations, sla_availability)
             VALUES (\(contract.id), \(contract.consumerDid), \(contract.deviceDid), \(contract.ownerDid),
                     \(contract.orchestratorDid), \(contract.deploymentID),
                     \(Int16(Orrery_Notary_V1_ContractState.proposed.rawValue)), \(bytes), \(replaces),
-                    \(Int32(relocations)))
+                    \(Int32(relocations)), \(contract.sla.availability))
             ON CONFLICT (id) DO NOTHING
             """,
             logger: logger)
@@ -44,13 +44,13 @@ enum ContractStore {
         guard !ids.isEmpty else { return [:] }
         let rows = try await client.runQuery(
             """
-            SELECT id, state, proposal, acceptance, relocations, last_sequence, entry_indexes
+            SELECT id, state, proposal, acceptance, relocations, last_sequence, entry_indexes, sla_checked
             FROM contracts WHERE id = ANY(\(ids)::text[])
             """,
             logger: logger)
         var result: [String: ContractRow] = [:]
-        for try await (id, state, proposal, acceptance, relocations, lastSequence, indexes) in rows.decode(
-            (String, Int16, Data, Data?, Int32, Int64, [Int64]).self)
+        for try await (id, state, proposal, acceptance, relocations, lastSequence, indexes, slaChecked) in rows.decode(
+            (String, Int16, Data, Data?, Int32, Int64, [Int64], Bool).self)
         {
             let signed = try Orrery_Common_V1_Signed(serializedBytes: proposal)
             result[id] = ContractRow(
@@ -60,7 +60,7 @@ enum ContractStore {
                 acceptance: try acceptance.map { try Orrery_Common_V1_Signed(serializedBytes: $0) },
                 relocations: Int(relocations),
                 lastSequence: UInt64(lastSequence),
-                entryIndexes: indexes.map { UInt64($0) })
+                entryIndexes: indexes.map { UInt64($0) }, slaChecked: slaChecked)
         }
         return result
     }
@@ -73,6 +73,7 @@ enum ContractStore {
         let acceptances = try changed.map { ByteBuffer(bytes: try $0.acceptance?.serializedData() ?? Data()) }
         let sequences = changed.map { Int64($0.lastSequence) }
         let indexes = changed.map { $0.entryIndexes.map(String.init).joined(separator: ",") }
+        let checked = changed.map(\.slaChecked)
         try await connection.query(
             """
             UPDATE contracts c SET
@@ -80,12 +81,32 @@ enum ContractStore {
                 acceptance = NULLIF(u.acceptance, ''::bytea),
                 last_sequence = u.last_sequence,
                 entry_indexes = string_to_array(NULLIF(u.indexes, ''), ',')::bigint[],
+                sla_checked = u.sla_checked,
+                active_at = CASE WHEN u.state = 2 AND c.active_at IS NULL THEN now() ELSE c.active_at END,
+                ended_at = CASE WHEN u.state IN (3, 4) AND c.ended_at IS NULL THEN now() ELSE c.ended_at END,
                 updated_at = now()
             FROM unnest(\(ids)::text[], \(states)::smallint[], \(acceptances)::bytea[], \(sequences)::bigint[],
-                        \(indexes)::text[]) AS u(id, state, acceptance, last_sequence, indexes)
+                        \(indexes)::text[], \(checked)::boolean[])
+                AS u(id, state, acceptance, last_sequence, indexes, sla_checked)
             WHERE c.id = u.id
             """,
             logger: logger)
+    }
+
+    /// Ended contracts with an availability term not checked yet: their device and when they were active.
+    static func uncheckedAvailability(limit: Int, client: PostgresClient, logger: Logger) async throws -> [(
+        id: String, device: String, from: Date, to: Date
+    )] {
+        let rows = try await client.query(
+            """
+            SELECT id, device_did, coalesce(active_at, proposed_at), ended_at FROM contracts
+            WHERE NOT sla_checked AND sla_availability > 0 AND ended_at IS NOT NULL
+            ORDER BY ended_at LIMIT \(limit)
+            """,
+            logger: logger)
+        var found: [(id: String, device: String, from: Date, to: Date)] = []
+        for try await row in rows.decode((String, String, Date, Date).self) { found.append(row) }
+        return found
     }
 
     /// The stored response to an earlier call with the same idempotency key, if any.

@@ -18,6 +18,8 @@ struct ContractRow: Sendable {
     var relocations: Int
     var lastSequence: UInt64
     var entryIndexes: [UInt64]
+    /// Its availability term was checked once it ended.
+    var slaChecked = false
 
     var record: Orrery_Notary_V1_ContractRecord {
         .with {

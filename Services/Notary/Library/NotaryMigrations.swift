@@ -84,5 +84,22 @@ public enum NotaryMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 3,
+            name: "service levels",
+            statements: [
+                // When a contract was active, and whether its availability term was checked against the registry's
+                // liveness record once it ended.
+                """
+                ALTER TABLE contracts ADD COLUMN sla_availability double precision NOT NULL DEFAULT 0,
+                    ADD COLUMN active_at timestamptz, ADD COLUMN ended_at timestamptz,
+                    ADD COLUMN sla_checked boolean NOT NULL DEFAULT false
+                """,
+                """
+                CREATE INDEX contracts_sla_unchecked ON contracts (ended_at)
+                WHERE NOT sla_checked AND sla_availability > 0 AND ended_at IS NOT NULL
+                """,
+            ]
+        ),
     ]
 }

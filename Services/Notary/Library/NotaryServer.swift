@@ -20,7 +20,7 @@ public enum NotaryServer {
             backgroundTasks: { environment in
                 guard let database = environment.database else { return [] }
                 let sequencer = NotaryComponents.shared(environment, database: database).sequencer
-                return [
+                var tasks: [@Sendable () async throws -> Void] = [
                     {
                         await withTaskCancellationHandler {
                             await sequencer.run()
@@ -29,6 +29,15 @@ public enum NotaryServer {
                         }
                     }
                 ]
+                if let registry = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
+                    let checker = AvailabilityChecker(
+                        registry: registry, environment: environment, client: database, sequencer: sequencer)
+                    tasks.append { await checker.run() }
+                } else {
+                    environment.logger.warning(
+                        "registry.address is not set: contracts' availability terms are not checked")
+                }
+                return tasks
             },
             makeRPCServices: { environment in
                 guard let database = environment.database else { return [] }

@@ -118,7 +118,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         guard let notary else { return }
         do {
             guard let recorded = try await offers.offer(report.offerID), recorded.device == device.string else {
-                logger.warning("receipts for an offer that is not this device's", metadata: ["offer": "\(report.offerID)"])
+                logger.warning(
+                    "receipts for an offer that is not this device's", metadata: ["offer": "\(report.offerID)"])
                 return
             }
         } catch {

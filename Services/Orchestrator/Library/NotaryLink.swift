@@ -86,9 +86,12 @@ final class NotaryLink: Sendable {
     }
 
     func contract(_ id: String) async throws -> Orrery_Notary_V1_ContractRecord {
-        try await call(Orrery_Notary_V1_Notary.Method.GetContract.descriptor, Orrery_Notary_V1_GetContractRequest.with {
-            $0.id = id
-        }) { client, request, metadata in
+        try await call(
+            Orrery_Notary_V1_Notary.Method.GetContract.descriptor,
+            Orrery_Notary_V1_GetContractRequest.with {
+                $0.id = id
+            }
+        ) { client, request, metadata in
             try await client.getContract(request, metadata: metadata)
         }
     }

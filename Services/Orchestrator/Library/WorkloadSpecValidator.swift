@@ -57,6 +57,11 @@ public enum WorkloadSpecValidator {
                 problem("\(path).max_rtt_ms", "above 0 and at most 60000")
             }
         }
+        if !(0...1).contains(spec.sla.availability) { problem("sla.availability", "a fraction between 0 and 1") }
+        if spec.penalties.availabilityBps > 10_000 {
+            problem("penalties.availability_bps", "at most 10000 (all of it)")
+        }
+        if spec.penalties.relocationBps > 10_000 { problem("penalties.relocation_bps", "at most 10000 (all of it)") }
         guard problems.isEmpty else { throw Problems(lines: problems) }
 
         let allocations = spec.allocations.map { allocation in

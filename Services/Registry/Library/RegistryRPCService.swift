@@ -252,6 +252,12 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
         return .with { $0.reputation = device.reputation }
     }
 
+    public func getAvailability(request: Orrery_Registry_V1_GetAvailabilityRequest, context: ServerContext)
+        async throws -> Orrery_Registry_V1_Availability
+    {
+        try await AvailabilityHistory.compute(request, client: database, logger: environment.logger)
+    }
+
     public func listRttSamples(request: Orrery_Registry_V1_ListRttSamplesRequest, context: ServerContext)
         async throws -> Orrery_Registry_V1_ListRttSamplesResponse
     {

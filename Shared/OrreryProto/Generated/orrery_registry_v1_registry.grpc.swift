@@ -137,6 +137,19 @@ public enum Orrery_Registry_V1_Registry: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetAvailability" metadata.
+        public enum GetAvailability: Sendable {
+            /// Request type for "GetAvailability".
+            public typealias Input = Orrery_Registry_V1_GetAvailabilityRequest
+            /// Response type for "GetAvailability".
+            public typealias Output = Orrery_Registry_V1_Availability
+            /// Descriptor for "GetAvailability".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.registry.v1.Registry"),
+                method: "GetAvailability",
+                type: .unary
+            )
+        }
         /// Namespace for "ListRttSamples" metadata.
         public enum ListRttSamples: Sendable {
             /// Request type for "ListRttSamples".
@@ -174,6 +187,7 @@ public enum Orrery_Registry_V1_Registry: Sendable {
             QueryDevices.descriptor,
             WatchDevices.descriptor,
             ReportRtt.descriptor,
+            GetAvailability.descriptor,
             ListRttSamples.descriptor,
             RecordOutcome.descriptor
         ]
@@ -360,6 +374,25 @@ extension Orrery_Registry_V1_Registry {
             request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_ReportRttRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ReportRttResponse>
+
+        /// Handle the "GetAvailability" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The fraction of a time window a device was available (online or suspect, not offline or gone), from the
+        /// > registry's liveness record: what a contract's availability term is checked against.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Registry_V1_GetAvailabilityRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Registry_V1_Availability` messages.
+        func getAvailability(
+            request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_GetAvailabilityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_Availability>
 
         /// Handle the "ListRttSamples" method.
         ///
@@ -566,6 +599,25 @@ extension Orrery_Registry_V1_Registry {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse>
 
+        /// Handle the "GetAvailability" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The fraction of a time window a device was available (online or suspect, not offline or gone), from the
+        /// > registry's liveness record: what a contract's availability term is checked against.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_GetAvailabilityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Registry_V1_Availability` message.
+        func getAvailability(
+            request: GRPCCore.ServerRequest<Orrery_Registry_V1_GetAvailabilityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_Availability>
+
         /// Handle the "ListRttSamples" method.
         ///
         /// > Source IDL Documentation:
@@ -770,6 +822,25 @@ extension Orrery_Registry_V1_Registry {
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Registry_V1_ReportRttResponse
 
+        /// Handle the "GetAvailability" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The fraction of a time window a device was available (online or suspect, not offline or gone), from the
+        /// > registry's liveness record: what a contract's availability term is checked against.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Registry_V1_GetAvailabilityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Registry_V1_Availability` to respond with.
+        func getAvailability(
+            request: Orrery_Registry_V1_GetAvailabilityRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Registry_V1_Availability
+
         /// Handle the "ListRttSamples" method.
         ///
         /// > Source IDL Documentation:
@@ -913,6 +984,17 @@ extension Orrery_Registry_V1_Registry.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Orrery_Registry_V1_Registry.Method.GetAvailability.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_GetAvailabilityRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_Availability>(),
+            handler: { request, context in
+                try await self.getAvailability(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Orrery_Registry_V1_Registry.Method.ListRttSamples.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_ListRttSamplesRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_ListRttSamplesResponse>(),
@@ -1033,6 +1115,17 @@ extension Orrery_Registry_V1_Registry.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_ReportRttResponse> {
         let response = try await self.reportRtt(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getAvailability(
+        request: GRPCCore.StreamingServerRequest<Orrery_Registry_V1_GetAvailabilityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Registry_V1_Availability> {
+        let response = try await self.getAvailability(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1179,6 +1272,19 @@ extension Orrery_Registry_V1_Registry.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse> {
         return GRPCCore.ServerResponse<Orrery_Registry_V1_ReportRttResponse>(
             message: try await self.reportRtt(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getAvailability(
+        request: GRPCCore.ServerRequest<Orrery_Registry_V1_GetAvailabilityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Registry_V1_Availability> {
+        return GRPCCore.ServerResponse<Orrery_Registry_V1_Availability>(
+            message: try await self.getAvailability(
                 request: request.message,
                 context: context
             ),
@@ -1424,6 +1530,30 @@ extension Orrery_Registry_V1_Registry {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_ReportRttResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_ReportRttResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetAvailability" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The fraction of a time window a device was available (online or suspect, not offline or gone), from the
+        /// > registry's liveness record: what a contract's availability term is checked against.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_GetAvailabilityRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_GetAvailabilityRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_Availability` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getAvailability<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_GetAvailabilityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_GetAvailabilityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_Availability>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_Availability>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListRttSamples" method.
@@ -1791,6 +1921,41 @@ extension Orrery_Registry_V1_Registry {
             )
         }
 
+        /// Call the "GetAvailability" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The fraction of a time window a device was available (online or suspect, not offline or gone), from the
+        /// > registry's liveness record: what a contract's availability term is checked against.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Registry_V1_GetAvailabilityRequest` message.
+        ///   - serializer: A serializer for `Orrery_Registry_V1_GetAvailabilityRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Registry_V1_Availability` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getAvailability<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Registry_V1_GetAvailabilityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Registry_V1_GetAvailabilityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Registry_V1_Availability>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_Availability>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Registry_V1_Registry.Method.GetAvailability.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ListRttSamples" method.
         ///
         /// > Source IDL Documentation:
@@ -2116,6 +2281,36 @@ extension Orrery_Registry_V1_Registry.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_ReportRttRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_ReportRttResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetAvailability" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The fraction of a time window a device was available (online or suspect, not offline or gone), from the
+    /// > registry's liveness record: what a contract's availability term is checked against.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Registry_V1_GetAvailabilityRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getAvailability<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Registry_V1_GetAvailabilityRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_Availability>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getAvailability(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Registry_V1_GetAvailabilityRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Registry_V1_Availability>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2471,6 +2666,40 @@ extension Orrery_Registry_V1_Registry.ClientProtocol {
             metadata: metadata
         )
         return try await self.reportRtt(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetAvailability" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The fraction of a time window a device was available (online or suspect, not offline or gone), from the
+    /// > registry's liveness record: what a contract's availability term is checked against.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getAvailability<Result>(
+        _ message: Orrery_Registry_V1_GetAvailabilityRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Registry_V1_Availability>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Registry_V1_GetAvailabilityRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getAvailability(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -844,6 +844,59 @@ public nonisolated struct Orrery_Registry_V1_GetDeviceRequest: Sendable {
   public init() {}
 }
 
+public nonisolated struct Orrery_Registry_V1_GetAvailabilityRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deviceDid: String = String()
+
+  public var from: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_from ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_from = newValue}
+  }
+  /// Returns true if `from` has been explicitly set.
+  public var hasFrom: Bool {self._from != nil}
+  /// Clears the value of `from`. Subsequent reads from it will return its default value.
+  public mutating func clearFrom() {self._from = nil}
+
+  /// After `from`, and not in the future.
+  public var to: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_to ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_to = newValue}
+  }
+  /// Returns true if `to` has been explicitly set.
+  public var hasTo: Bool {self._to != nil}
+  /// Clears the value of `to`. Subsequent reads from it will return its default value.
+  public mutating func clearTo() {self._to = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _from: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _to: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Orrery_Registry_V1_Availability: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deviceDid: String = String()
+
+  public var availableSeconds: Double = 0
+
+  public var totalSeconds: Double = 0
+
+  /// available_seconds / total_seconds (1 for an empty window).
+  public var availability: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "orrery.registry.v1"
@@ -2174,6 +2227,95 @@ nonisolated extension Orrery_Registry_V1_GetDeviceRequest: SwiftProtobuf.Message
 
   public static func ==(lhs: Orrery_Registry_V1_GetDeviceRequest, rhs: Orrery_Registry_V1_GetDeviceRequest) -> Bool {
     if lhs.did != rhs.did {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_GetAvailabilityRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetAvailabilityRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_did\0\u{1}from\0\u{1}to\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._from) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._to) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 1)
+    }
+    try { if let v = self._from {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._to {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_GetAvailabilityRequest, rhs: Orrery_Registry_V1_GetAvailabilityRequest) -> Bool {
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs._from != rhs._from {return false}
+    if lhs._to != rhs._to {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_Availability: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Availability"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_did\0\u{3}available_seconds\0\u{3}total_seconds\0\u{1}availability\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.availableSeconds) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.totalSeconds) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.availability) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 1)
+    }
+    if self.availableSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.availableSeconds, fieldNumber: 2)
+    }
+    if self.totalSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.totalSeconds, fieldNumber: 3)
+    }
+    if self.availability.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.availability, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_Availability, rhs: Orrery_Registry_V1_Availability) -> Bool {
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs.availableSeconds != rhs.availableSeconds {return false}
+    if lhs.totalSeconds != rhs.totalSeconds {return false}
+    if lhs.availability != rhs.availability {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -101,7 +101,7 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
 
     @Option(
         help:
-            "Orchestrator only: the registry's gRPC address, host:port, to follow devices and RTT samples from (env ORRERY_REGISTRY_ADDRESS, file registry.address)."
+            "Orchestrator and notary: the registry's gRPC address, host:port, to follow devices and RTT samples from, and to check contracts' availability terms against (env ORRERY_REGISTRY_ADDRESS, file registry.address)."
     )
     public var registryAddress: String?
 

@@ -86,7 +86,7 @@ public struct AllocationRunner: Sendable {
         let quotedDirectory = shellQuoted(base)
         let script = """
             #!/bin/sh
-            echo $$ > \(quotedDirectory)/wrapper.pid
+            echo $$ > \(quotedDirectory)/wrapper.pid.tmp && mv \(quotedDirectory)/wrapper.pid.tmp \(quotedDirectory)/wrapper.pid
             \(procsFiles.map { "echo $$ > \(shellQuoted($0)) || exit 125" }.joined(separator: "\n"))
             \(launch.map(shellQuoted).joined(separator: " ")) > \(quotedDirectory)/stdout.log 2> \(quotedDirectory)/stderr.log < /dev/null
             echo $? > \(quotedDirectory)/exit_status.tmp && mv \(quotedDirectory)/exit_status.tmp \(quotedDirectory)/exit_status
@@ -96,7 +96,8 @@ public struct AllocationRunner: Sendable {
         try Data("\(Date().timeIntervalSince1970)".utf8).write(to: URL(fileURLWithPath: base + "/started_at"))
         try spec.jsonUTF8Data().write(to: URL(fileURLWithPath: base + "/allocation.json"))
         try Self.launchDetached(["/usr/bin/setsid", "-f", "/bin/sh", base + "/launch.sh"])
-        // The wrapper announces itself at once; wait for it so `status` never mistakes a starting one for lost.
+        // The wrapper announces itself at once (renamed into place, so it is never read half-written); wait for it
+        // so `status` never mistakes a starting one for lost.
         let deadline = Date().addingTimeInterval(5)
         while !files.fileExists(atPath: base + "/wrapper.pid"), Date() < deadline {
             try await Task.sleep(for: .milliseconds(10))

@@ -87,10 +87,11 @@ actor ExecutionManager {
             }
             try await runner.start(id, spec: deploy.spec)
             logger.info("allocation started", metadata: ["offer": "\(id)", "allocation": "\(deploy.allocation)"])
-            sendReport(.with {
-                $0.offerID = id
-                $0.state = .running
-            })
+            sendReport(
+                .with {
+                    $0.offerID = id
+                    $0.state = .running
+                })
             follow(id)
         } catch {
             logger.warning("allocation failed to start", metadata: ["offer": "\(id)", "error": "\(error)"])
@@ -123,10 +124,11 @@ actor ExecutionManager {
             } else if !following.contains(id) {
                 follow(id)
             } else {
-                sendReport(.with {
-                    $0.offerID = id
-                    $0.state = .running
-                })
+                sendReport(
+                    .with {
+                        $0.offerID = id
+                        $0.state = .running
+                    })
             }
         }
     }
@@ -170,10 +172,11 @@ actor ExecutionManager {
                 logger.error("cannot sign a usage receipt", metadata: ["offer": "\(id)", "error": "\(error)"])
                 continue
             }
-            sendReport(.with {
-                $0.offerID = id
-                $0.state = .running
-            })
+            sendReport(
+                .with {
+                    $0.offerID = id
+                    $0.state = .running
+                })
         }
     }
 

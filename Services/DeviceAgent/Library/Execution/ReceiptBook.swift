@@ -49,7 +49,8 @@ struct ReceiptBook: Sendable {
         var receipt = usage
         receipt.contractID = contract
         receipt.sequence = nextSequence(id)
-        return try issue(id, type: Orrery_Notary_V1_UsageReceipt.protoMessageName, payload: receipt.serializedData(),
+        return try issue(
+            id, type: Orrery_Notary_V1_UsageReceipt.protoMessageName, payload: receipt.serializedData(),
             sequence: receipt.sequence)
     }
 
