@@ -129,6 +129,7 @@ func printAssignments(_ deployment: Orrery_Orchestrator_V1_Deployment) {
     for assignment in deployment.assignments {
         print(
             "    \(assignment.allocation)[\(assignment.replica)]  \(assignment.deviceDid)  \(assignment.hourlyPrice) NTX/h, \(assignment.jobCost) NTX per run"
+                + (assignment.contractID.isEmpty ? "" : "  contract \(assignment.contractID)")
         )
     }
 }

@@ -94,9 +94,18 @@ for agent in 1 2 3; do
     "$bin/device-agent" --state-dir "$state" --config "$state.json" --grpc-port 0 --http-port 0 --log-level warning \
         --trust-operator "$(cat "$work/credentials/operator.did")" --ready-file "$state.ready" >"$state.log" 2>&1 &
     extra_pids+=($!)
+    [ "$agent" = 1 ] && first_agent_pid=$!
     wait_ready "$state.ready" "$!" "$state.log"
     "$bin/device-agent" join --registry "127.0.0.1:$port" --token "$state.ucan" --state-dir "$state" \
         --config "$state.json" >/dev/null
 done
 "$bin/orrery-bench" deploy --orchestrator "127.0.0.1:$orchestrator_port" --key "$work/credentials/operator.key" \
     --allowed-provider "$owner_did" --out bench-results/placement.md
+
+echo "== a joined agent's memory (after the deployments above, then idle)"
+rss() { awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$first_agent_pid/status"; }
+busy=$(rss)
+sleep 65
+idle=$(rss)
+printf '\n| joined device agent (heartbeating, agent channel open), right after running its share of the deployments above | %s |\n| the same agent after 65 s idle | %s |\n' \
+    "$busy" "$idle" | tee -a bench-results/registry.md

@@ -63,6 +63,7 @@ JSON
         device-agent) ;;
         orchestrator) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))"
                               --notary-address "127.0.0.1:$((base + 4))") ;;
+        contract-notary) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))") ;;
         *) extra+=(--identity-address "127.0.0.1:$((base + 1))") ;;
     esac
     "$bin/$service" --config "$run_dir/config/$service.json" \
@@ -122,6 +123,8 @@ echo "  $bin/orrery devices --registry 127.0.0.1:$((base + 2)) --key .run/creden
 echo "  $bin/orrery run Deploy/examples/cpu-batch.yaml --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key"
 echo "  $bin/orrery logs ID --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key   # ID from orrery run"
 echo "  $bin/orrery outputs ID --to out --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key"
+echo "  $bin/orrery contract show CTR --notary 127.0.0.1:$((base + 4)) --key .run/credentials/operator.key   # CTR from orrery status"
+echo "  $bin/orrery ledger verify --notary 127.0.0.1:$((base + 4)) --key .run/credentials/operator.key   # audit the contract log"
 echo "  (the operator is $operator_did; credentials in .run/credentials)"
 echo
 echo "Press Ctrl-C to stop everything."

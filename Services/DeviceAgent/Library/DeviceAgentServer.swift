@@ -20,7 +20,9 @@ public enum DeviceAgentServer {
     public static var service: OrreryService {
         OrreryService(
             description: description,
-            backgroundTasks: { environment in [{ try await keepJoined(environment) }] },
+            backgroundTasks: { environment in
+                [{ try await keepJoined(environment) }, { await ExecutablePages.keepReleasing() }]
+            },
             makeRPCServices: { environment in
                 try StateDirectory.prepare(at: environment.settings.stateDirectory)
                 _ = try OwnerPolicy.read(configFile: environment.settings.configFile)
