@@ -98,7 +98,7 @@ struct DeployBenchCommand: AsyncParsableCommand {
             "|---|---|",
             "| submit → every allocation running, \(runs) deployments, \(agents) release device agents on loopback, authorisation on: p50 / p90 / max | \(milliseconds(latencies[latencies.count / 2])) / \(milliseconds(latencies[latencies.count * 9 / 10])) / \(milliseconds(latencies[latencies.count - 1])) |",
             "",
-            "Goal: p50 ≤ 500 ms. The path: placement, offer, signed bid, contract and escrow (passed: no notary or settlement yet), the Deploy instruction, fetching the inline artifact, cgroup set-up and bubblewrap start, the agent's running report.",
+            "Goal: p50 ≤ 500 ms. The path: placement, the offer with its signed contract, the signed bid and acceptance, the contract proposed and logged by the notary (PostgreSQL fsync on), escrow (passed: no settlement gateway yet), the Deploy instruction, fetching the inline artifact, cgroup set-up and bubblewrap start, the agent's running report.",
         ]
         for line in lines { print(line) }
         let existing = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
