@@ -11,6 +11,7 @@ public struct InvocationSigner: ClientInterceptor {
     private let subject: DID
     private let audience: DID
     private let proofs: [Delegation]
+    private let alsoCarrying: [Delegation]
     private let catalog: MethodCatalog
     private let lifetime: Int64
 
@@ -18,14 +19,17 @@ public struct InvocationSigner: ClientInterceptor {
     ///   - subject: The resource owner the chain roots in (the operator).
     ///   - audience: The callee's DID (from its `Info`).
     ///   - proofs: The caller's delegation chain, root first (empty when the caller is the subject).
+    ///   - alsoCarrying: Delegations sent in the container without being cited (e.g. the caller's own standing
+    ///     with the operator, when it acts under someone else's chain).
     public init(
         key: SigningKey, subject: DID, audience: DID, proofs: [Delegation], catalog: MethodCatalog,
-        lifetime: Int64 = 120
+        alsoCarrying: [Delegation] = [], lifetime: Int64 = 120
     ) {
         self.key = key
         self.subject = subject
         self.audience = audience
         self.proofs = proofs
+        self.alsoCarrying = alsoCarrying
         self.catalog = catalog
         self.lifetime = lifetime
     }
@@ -54,7 +58,8 @@ public struct InvocationSigner: ClientInterceptor {
         let invocation = Invocation.issue(
             by: key, subject: subject, audience: audience, command: entry.command, arguments: arguments,
             proofs: proofs.map(\.cid), expiration: now + lifetime, issuedAt: now)
-        let container = try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes))
+        let container = try UCANContainer.encodeText(
+            [invocation.envelope.bytes] + (proofs + alsoCarrying).map(\.envelope.bytes))
         request.metadata.replaceOrAddString("Bearer " + container, forKey: "authorization")
         return try await next(request, context)
     }
@@ -66,7 +71,7 @@ extension InvocationSigner {
     /// contract under each consumer's own delegation).
     public static func authorization(
         for request: some SwiftProtobuf.Message, method: String, key: SigningKey, subject: DID, audience: DID,
-        proofs: [Delegation], catalog: MethodCatalog, lifetime: Int64 = 120
+        proofs: [Delegation], catalog: MethodCatalog, alsoCarrying: [Delegation] = [], lifetime: Int64 = 120
     ) throws -> String {
         guard let entry = catalog[method] else { throw UCANError(.malformedToken, "\(method) is not in the catalog") }
         let now = Int64(Date().timeIntervalSince1970)
@@ -74,7 +79,9 @@ extension InvocationSigner {
             by: key, subject: subject, audience: audience, command: entry.command,
             arguments: RequestArguments.of(request, fields: entry.requestFields), proofs: proofs.map(\.cid),
             expiration: now + lifetime, issuedAt: now)
-        return "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes)))
+        return "Bearer "
+            + (try UCANContainer.encodeText(
+                [invocation.envelope.bytes] + (proofs + alsoCarrying).map(\.envelope.bytes)))
     }
 }
 

@@ -124,13 +124,14 @@ struct ContractParties {
     /// orchestrator acting for the consumer under the given delegation (ProposeContract).
     func withNotary<Result: Sendable>(
         _ notary: RunningService, key: SigningKey? = nil, actingFor delegation: Delegation? = nil,
+        vouched: Bool = true,
         _ body: (Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
         let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
         let signer = InvocationSigner(
             key: key ?? orchestrator, subject: delegation?.issuer ?? network.operatorKey.did,
             audience: try DID(notary.ready.did), proofs: delegation.map { [$0] } ?? orchestratorChain,
-            catalog: catalog)
+            catalog: catalog, alsoCarrying: delegation != nil && vouched ? orchestratorChain : [])
         return try await withGRPCClient(
             transport: try .http2NIOPosix(
                 target: .ipv4(address: "127.0.0.1", port: notary.ready.grpcPort), transportSecurity: .plaintext),
@@ -242,6 +243,18 @@ struct NotaryTests {
                             $0.proposal = try parties.sign(contract, by: parties.orchestrator)  // another delegation
                             $0.amount = contract.price.maxCost
                             $0.idempotencyKey = "other-chain"
+                        })
+                }
+            }
+            // The consumer may pick its orchestrator, but the network must know it: a proposer without a chain from the
+            // operator is refused.
+            await Self.expectStatus(.permissionDenied, "not an orchestrator the operator vouches for") {
+                _ = try await parties.withNotary(notary, actingFor: delegation, vouched: false) { client in
+                    try await client.proposeContract(
+                        .with {
+                            $0.proposal = signedProposal
+                            $0.amount = withAuthority.price.maxCost
+                            $0.idempotencyKey = "unvouched"
                         })
                 }
             }

@@ -20,9 +20,12 @@ struct NotaryAPI: Sendable {
     let key: SigningKey
     let revocations: RevocationBook
     let settlementDID: String?
+    /// The operator: a proposing orchestrator must hold a chain from it.
+    let operatorDID: DID
     let logger: Logger
-    /// Owners' delegations to devices whose signature was checked (a device accepts many contracts with one).
-    let consents = VerifiedDelegations()
+    /// Delegations whose signature was checked: owners' consents (a device accepts many contracts with one) and
+    /// orchestrators' chains from the operator.
+    let verifiedDelegations = VerifiedDelegations()
 
     // MARK: Acts
 
@@ -50,6 +53,12 @@ struct NotaryAPI: Sendable {
                 "the contract names orchestrator \(contract.orchestratorDid), but \(authorization.invoker) proposes it")
         }
         try Self.requireSignature(request.proposal, by: contract.orchestratorDid, what: "the proposal")
+        // The consumer chose the orchestrator; the network must know it too: its chain from the operator rides along.
+        guard vouched(authorization.invoker, by: operatorDID, among: authorization.delegations) else {
+            throw NotaryFailure.denied(
+                "\(authorization.invoker) is not an orchestrator the operator vouches for: send its delegation chain from \(operatorDID) (covering \(Self.propose)) with the invocation"
+            )
+        }
         // The consumer's authority must be verifiable in the contract itself: the chain that authorised this call
         // is the one the contract embeds.
         let embedded = try Self.delegations(in: contract.consumerAuthority, field: "contract.consumer_authority")
@@ -412,13 +421,40 @@ struct NotaryAPI: Sendable {
         return row
     }
 
+    static let propose = (try? Command("/orrery/notary/propose"))
+
+    /// Whether `invoker` holds a valid, unrevoked chain of the given delegations from `root` (subject `root`) that
+    /// covers proposing contracts.
+    func vouched(_ invoker: DID, by root: DID, among delegations: [CID: Delegation]) -> Bool {
+        if invoker == root { return true }
+        guard let propose = Self.propose else { return false }
+        let now = Int64(Date().timeIntervalSince1970)
+        func usable(_ delegation: Delegation) -> Bool {
+            delegation.command.covers(propose) && (delegation.subject == nil || delegation.subject == root)
+                && (delegation.expiration.map { $0 >= now } ?? true) && (delegation.notBefore.map { $0 <= now } ?? true)
+                && !revocations.isRevoked(delegation.cid) && verifiedDelegations.isValid(delegation)
+        }
+        // Walk back from the invoker towards the root, at most 8 links.
+        var frontier: Set<DID> = [invoker]
+        for _ in 0..<8 {
+            var next: Set<DID> = []
+            for delegation in delegations.values where frontier.contains(delegation.audience) && usable(delegation) {
+                if delegation.issuer == root && delegation.subject == root { return true }
+                next.insert(delegation.issuer)
+            }
+            if next.isEmpty { return false }
+            frontier = next
+        }
+        return false
+    }
+
     /// The owner's consent: a valid, unrevoked delegation from the contract's owner to its device.
     private func checkOwnerConsent(_ container: Data, owner: String, device: String) throws {
         let delegations = try Self.delegations(in: container, field: "acceptance.device_authority")
         let now = Int64(Date().timeIntervalSince1970)
         let consent = delegations.values.first { delegation in
             delegation.issuer.string == owner && delegation.audience.string == device
-                && consents.isValid(delegation)
+                && verifiedDelegations.isValid(delegation)
                 && (delegation.expiration.map { $0 >= now } ?? true)
                 && (delegation.notBefore.map { $0 <= now } ?? true)
         }

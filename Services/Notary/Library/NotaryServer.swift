@@ -67,6 +67,7 @@ struct NotaryComponents: Sendable {
                     client: database, sequencer: sequencer,
                     store: LogStore(client: database, logger: environment.logger), key: environment.key,
                     revocations: environment.revocations, settlementDID: environment.settings.settlementDID,
+                    operatorDID: environment.operatorDID,
                     logger: environment.logger))
             current = made
             return made

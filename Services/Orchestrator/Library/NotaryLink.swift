@@ -46,8 +46,11 @@ final class NotaryLink: Sendable {
     func propose(_ request: Orrery_Notary_V1_ProposeContractRequest, consumer: DID, proofs: [Delegation])
         async throws -> Orrery_Notary_V1_ContractRecord
     {
+        // The orchestrator's own standing with the operator travels along: the notary takes proposals only from
+        // orchestrators the operator vouches for.
         try await call(
-            Orrery_Notary_V1_Notary.Method.ProposeContract.descriptor, request, subject: consumer, proofs: proofs
+            Orrery_Notary_V1_Notary.Method.ProposeContract.descriptor, request, subject: consumer, proofs: proofs,
+            alsoCarrying: environment.proofs
         ) { client, request, options in
             try await client.proposeContract(request, metadata: options)
         }
@@ -114,6 +117,7 @@ final class NotaryLink: Sendable {
 
     private func call<Request: SwiftProtobuf.Message & Sendable, Response: Sendable>(
         _ method: MethodDescriptor, _ request: Request, subject: DID? = nil, proofs: [Delegation]? = nil,
+        alsoCarrying: [Delegation] = [],
         _ body: (Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>, Request, Metadata) async throws -> Response
     ) async throws -> Response {
         guard let (client, did) = connected.withLock({ $0 }) else {
@@ -124,7 +128,7 @@ final class NotaryLink: Sendable {
             try InvocationSigner.authorization(
                 for: request, method: method.fullyQualifiedMethod, key: environment.key,
                 subject: subject ?? environment.operatorDID, audience: did, proofs: proofs ?? environment.proofs,
-                catalog: environment.catalog),
+                catalog: environment.catalog, alsoCarrying: alsoCarrying),
             forKey: "authorization")
         return try await body(Orrery_Notary_V1_Notary.Client(wrapping: client), request, metadata)
     }
