@@ -43,7 +43,9 @@ public struct MethodCatalog: Sendable {
 
     /// Methods invoked on a party's behalf under its own delegation (DESIGN §6: the orchestrator proposes a
     /// contract with the consumer's delegation).
-    static let subjectRooted: Set<String> = ["orrery.notary.v1.Notary/ProposeContract"]
+    static let subjectRooted: Set<String> = [
+        "orrery.notary.v1.Notary/ProposeContract", "orrery.settlement.v1.Settlement/Escrow",
+    ]
 
     /// Builds the catalog from a serialized `FileDescriptorSet`.
     public init(descriptorSet: Data) throws {

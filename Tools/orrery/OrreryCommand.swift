@@ -15,7 +15,7 @@ struct OrreryCommand: AsyncParsableCommand {
             OperatorCommand.self,
             RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self, RunCommand.self, StatusCommand.self,
             CancelCommand.self, ExplainCommand.self, LogsCommand.self, OutputsCommand.self, LedgerCommand.self,
-            ContractCommand.self,
+            ContractCommand.self, BalanceCommand.self, StatementCommand.self,
         ]
     )
 }

@@ -423,29 +423,12 @@ struct NotaryAPI: Sendable {
 
     static let propose = (try? Command("/orrery/notary/propose"))
 
-    /// Whether `invoker` holds a valid, unrevoked chain of the given delegations from `root` (subject `root`) that
-    /// covers proposing contracts.
+    /// Whether `invoker` holds a valid, unrevoked chain from `root` among the call's delegations that covers proposing.
     func vouched(_ invoker: DID, by root: DID, among delegations: [CID: Delegation]) -> Bool {
-        if invoker == root { return true }
         guard let propose = Self.propose else { return false }
-        let now = Int64(Date().timeIntervalSince1970)
-        func usable(_ delegation: Delegation) -> Bool {
-            delegation.command.covers(propose) && (delegation.subject == nil || delegation.subject == root)
-                && (delegation.expiration.map { $0 >= now } ?? true) && (delegation.notBefore.map { $0 <= now } ?? true)
-                && !revocations.isRevoked(delegation.cid) && verifiedDelegations.isValid(delegation)
-        }
-        // Walk back from the invoker towards the root, at most 8 links.
-        var frontier: Set<DID> = [invoker]
-        for _ in 0..<8 {
-            var next: Set<DID> = []
-            for delegation in delegations.values where frontier.contains(delegation.audience) && usable(delegation) {
-                if delegation.issuer == root && delegation.subject == root { return true }
-                next.insert(delegation.issuer)
-            }
-            if next.isEmpty { return false }
-            frontier = next
-        }
-        return false
+        return OperatorVouching.vouches(
+            for: invoker, root: root, command: propose, among: delegations, now: Int64(Date().timeIntervalSince1970),
+            isRevoked: revocations.isRevoked, isSigned: verifiedDelegations.isValid)
     }
 
     /// The owner's consent: a valid, unrevoked delegation from the contract's owner to its device.
@@ -541,20 +524,5 @@ struct NotaryAPI: Sendable {
             act: SignedMessage.make(
                 type: Orrery_Notary_V1_SlaBreach.protoMessageName, payload: try breach.serializedData(),
                 signers: [key]))
-    }
-}
-
-/// Delegations whose signature verified, by CID (content-addressed: the same CID is the same signed bytes).
-final class VerifiedDelegations: Sendable {
-    private let verified = Mutex<Set<CID>>([])
-
-    func isValid(_ delegation: Delegation) -> Bool {
-        if verified.withLock({ $0.contains(delegation.cid) }) { return true }
-        guard delegation.envelope.signatureIsValid(issuer: delegation.issuer) else { return false }
-        verified.withLock { set in
-            if set.count >= 100_000 { set.removeAll() }
-            set.insert(delegation.cid)
-        }
-        return true
     }
 }

@@ -4,6 +4,76 @@ internal import OrreryRuntime
 /// The versioned schema of the `settlement` schema. Never edit a released migration: add the next one.
 public enum SettlementMigrations {
     public static let all: [Migration] = [
-        SharedMigrations.consumedInvocations
+        SharedMigrations.consumedInvocations,
+        Migration(
+            version: 2,
+            name: "double-entry ledger",
+            statements: [
+                // One row per account: "available/<did>", "escrow/<contract>", "receivable/<did>", "fee/<shard>",
+                // "clearing/<source>". Only clearing accounts (the outside world) may go below zero.
+                """
+                CREATE TABLE accounts (
+                    id text PRIMARY KEY,
+                    owner_did text,
+                    kind text NOT NULL CHECK (kind IN ('available', 'escrow', 'receivable', 'fee', 'clearing')),
+                    balance numeric(78, 0) NOT NULL DEFAULT 0,
+                    CONSTRAINT no_negative_balance CHECK (kind = 'clearing' OR balance >= 0)
+                )
+                """,
+                "CREATE INDEX accounts_by_owner ON accounts (owner_did)",
+                """
+                CREATE TABLE journal_entries (
+                    id bigserial PRIMARY KEY,
+                    kind text NOT NULL,
+                    contract_id text,
+                    memo text NOT NULL DEFAULT '',
+                    invoker text NOT NULL,
+                    idempotency_key text NOT NULL,
+                    request_sha256 bytea NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    UNIQUE (invoker, idempotency_key)
+                )
+                """,
+                """
+                CREATE TABLE journal_lines (
+                    entry_id bigint NOT NULL REFERENCES journal_entries (id),
+                    account_id text NOT NULL REFERENCES accounts (id),
+                    amount numeric(78, 0) NOT NULL CHECK (amount <> 0),
+                    PRIMARY KEY (entry_id, account_id)
+                )
+                """,
+                "CREATE INDEX journal_lines_by_account ON journal_lines (account_id, entry_id)",
+                // Every entry's lines sum to zero, checked when its transaction commits (so the lines of one entry
+                // may be written one by one).
+                """
+                CREATE FUNCTION journal_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+                DECLARE total numeric;
+                BEGIN
+                    SELECT coalesce(sum(amount), 0) INTO total FROM journal_lines WHERE entry_id = NEW.entry_id;
+                    IF total <> 0 THEN
+                        RAISE EXCEPTION 'journal entry % does not balance: its lines sum to %', NEW.entry_id, total
+                            USING ERRCODE = 'check_violation';
+                    END IF;
+                    RETURN NULL;
+                END
+                $$
+                """,
+                """
+                CREATE CONSTRAINT TRIGGER journal_entry_balanced AFTER INSERT ON journal_lines
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION journal_entry_balanced()
+                """,
+                // The journal is history: lines and entries are never changed or removed.
+                """
+                CREATE FUNCTION refuse_journal_change() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'the journal is append-only: % on % is refused', TG_OP, TG_TABLE_NAME
+                        USING ERRCODE = 'insufficient_privilege';
+                END
+                $$
+                """,
+                "CREATE TRIGGER journal_lines_append_only BEFORE UPDATE OR DELETE ON journal_lines FOR EACH ROW EXECUTE FUNCTION refuse_journal_change()",
+                "CREATE TRIGGER journal_entries_append_only BEFORE UPDATE OR DELETE ON journal_entries FOR EACH ROW EXECUTE FUNCTION refuse_journal_change()",
+            ]
+        ),
     ]
 }

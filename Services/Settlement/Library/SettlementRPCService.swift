@@ -1,18 +1,58 @@
 public import GRPCCore
+internal import OrreryAuth
 public import OrreryProto
 public import OrreryRuntime
 
-/// `orrery.settlement.v1.Settlement`: Info, until its issue brings the rest of the API.
+/// `orrery.settlement.v1.Settlement` over gRPC: each method hands the authorised caller to `SettlementAPI`.
 public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServiceProtocol {
     private let environment: ServiceEnvironment
+    private let api: SettlementAPI
 
-    public init(environment: ServiceEnvironment) {
+    init(environment: ServiceEnvironment, api: SettlementAPI) {
         self.environment = environment
+        self.api = api
+    }
+
+    private func authorization() throws -> Authorization {
+        guard let authorization = Authorization.current else {
+            throw RPCError(code: .unauthenticated, message: "no capability")
+        }
+        return authorization
     }
 
     public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
         -> Orrery_Common_V1_InfoResponse
     {
         environment.info.response()
+    }
+
+    public func getBalance(request: Orrery_Settlement_V1_GetBalanceRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_Balance
+    {
+        try await api.balance(request, authorization: try authorization())
+    }
+
+    public func deposit(request: Orrery_Settlement_V1_DepositRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        try await api.deposit(request, authorization: try authorization())
+    }
+
+    public func escrow(request: Orrery_Settlement_V1_EscrowRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        try await api.escrow(request, authorization: try authorization())
+    }
+
+    public func refund(request: Orrery_Settlement_V1_RefundRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        try await api.refund(request, authorization: try authorization())
+    }
+
+    public func getStatement(request: Orrery_Settlement_V1_GetStatementRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_Statement
+    {
+        try await api.statement(request, authorization: try authorization())
     }
 }

@@ -12,7 +12,15 @@ public enum SettlementServer {
     /// The service with its gRPC handlers.
     public static var service: OrreryService {
         OrreryService(description: description) { environment in
-            [SettlementRPCService(environment: environment)]
+            guard let database = environment.database else { return [] }
+            return [
+                SettlementRPCService(
+                    environment: environment,
+                    api: SettlementAPI(
+                        ledger: LedgerStore(client: database, logger: environment.logger),
+                        operatorDID: environment.operatorDID, revocations: environment.revocations,
+                        logger: environment.logger))
+            ]
         }
     }
 }

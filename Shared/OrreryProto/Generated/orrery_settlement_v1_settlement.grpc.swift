@@ -33,9 +33,79 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetBalance" metadata.
+        public enum GetBalance: Sendable {
+            /// Request type for "GetBalance".
+            public typealias Input = Orrery_Settlement_V1_GetBalanceRequest
+            /// Response type for "GetBalance".
+            public typealias Output = Orrery_Settlement_V1_Balance
+            /// Descriptor for "GetBalance".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "GetBalance",
+                type: .unary
+            )
+        }
+        /// Namespace for "Deposit" metadata.
+        public enum Deposit: Sendable {
+            /// Request type for "Deposit".
+            public typealias Input = Orrery_Settlement_V1_DepositRequest
+            /// Response type for "Deposit".
+            public typealias Output = Orrery_Settlement_V1_JournalEntry
+            /// Descriptor for "Deposit".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "Deposit",
+                type: .unary
+            )
+        }
+        /// Namespace for "Escrow" metadata.
+        public enum Escrow: Sendable {
+            /// Request type for "Escrow".
+            public typealias Input = Orrery_Settlement_V1_EscrowRequest
+            /// Response type for "Escrow".
+            public typealias Output = Orrery_Settlement_V1_JournalEntry
+            /// Descriptor for "Escrow".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "Escrow",
+                type: .unary
+            )
+        }
+        /// Namespace for "Refund" metadata.
+        public enum Refund: Sendable {
+            /// Request type for "Refund".
+            public typealias Input = Orrery_Settlement_V1_RefundRequest
+            /// Response type for "Refund".
+            public typealias Output = Orrery_Settlement_V1_JournalEntry
+            /// Descriptor for "Refund".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "Refund",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetStatement" metadata.
+        public enum GetStatement: Sendable {
+            /// Request type for "GetStatement".
+            public typealias Input = Orrery_Settlement_V1_GetStatementRequest
+            /// Response type for "GetStatement".
+            public typealias Output = Orrery_Settlement_V1_Statement
+            /// Descriptor for "GetStatement".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "GetStatement",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.settlement.v1.Settlement" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
-            Info.descriptor
+            Info.descriptor,
+            GetBalance.descriptor,
+            Deposit.descriptor,
+            Escrow.descriptor,
+            Refund.descriptor,
+            GetStatement.descriptor
         ]
     }
 }
@@ -64,7 +134,8 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > GetBalance, BindAddress, Deposit, Escrow, Release, Refund, GetStatement, ListPayouts and GetPayout arrive with the settlement issue, which owns this file.
+    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
+    /// > of the settlement issue, which owns this file.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Info" method.
         ///
@@ -83,6 +154,99 @@ extension Orrery_Settlement_V1_Settlement {
             request: GRPCCore.StreamingServerRequest<Orrery_Common_V1_InfoRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Common_V1_InfoResponse>
+
+        /// Handle the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's balances.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_GetBalanceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_Balance` messages.
+        func getBalance(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_GetBalanceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Balance>
+
+        /// Handle the "Deposit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Credits a participant's available balance from a clearing account (the operator's act in ledger mode; chain
+        /// > adapters credit deposits they observe). A retry with the same idempotency key returns the first entry.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_DepositRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_JournalEntry` messages.
+        func deposit(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_DepositRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry>
+
+        /// Handle the "Escrow" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Holds a contract's maximum cost from the consumer's available balance. Invoked by the orchestrator under the
+        /// > consumer's own delegation of /orrery/settlement/escrow (policy e.g. amount ≤ budget). Refused when the
+        /// > available balance does not cover it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_EscrowRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_JournalEntry` messages.
+        func escrow(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_EscrowRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry>
+
+        /// Handle the "Refund" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_RefundRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_JournalEntry` messages.
+        func refund(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_RefundRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry>
+
+        /// Handle the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's journal lines, oldest first, after an entry id.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_GetStatementRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_Statement` messages.
+        func getStatement(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_GetStatementRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Statement>
     }
 
     /// Service protocol for the "orrery.settlement.v1.Settlement" service.
@@ -95,7 +259,8 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > GetBalance, BindAddress, Deposit, Escrow, Release, Refund, GetStatement, ListPayouts and GetPayout arrive with the settlement issue, which owns this file.
+    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
+    /// > of the settlement issue, which owns this file.
     public protocol ServiceProtocol: Orrery_Settlement_V1_Settlement.StreamingServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -114,6 +279,99 @@ extension Orrery_Settlement_V1_Settlement {
             request: GRPCCore.ServerRequest<Orrery_Common_V1_InfoRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Common_V1_InfoResponse>
+
+        /// Handle the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's balances.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetBalanceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_Balance` message.
+        func getBalance(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_GetBalanceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Balance>
+
+        /// Handle the "Deposit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Credits a participant's available balance from a clearing account (the operator's act in ledger mode; chain
+        /// > adapters credit deposits they observe). A retry with the same idempotency key returns the first entry.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_DepositRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_JournalEntry` message.
+        func deposit(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_DepositRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>
+
+        /// Handle the "Escrow" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Holds a contract's maximum cost from the consumer's available balance. Invoked by the orchestrator under the
+        /// > consumer's own delegation of /orrery/settlement/escrow (policy e.g. amount ≤ budget). Refused when the
+        /// > available balance does not cover it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_EscrowRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_JournalEntry` message.
+        func escrow(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_EscrowRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>
+
+        /// Handle the "Refund" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_RefundRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_JournalEntry` message.
+        func refund(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_RefundRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>
+
+        /// Handle the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's journal lines, oldest first, after an entry id.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetStatementRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_Statement` message.
+        func getStatement(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_GetStatementRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Statement>
     }
 
     /// Simple service protocol for the "orrery.settlement.v1.Settlement" service.
@@ -124,7 +382,8 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > GetBalance, BindAddress, Deposit, Escrow, Release, Refund, GetStatement, ListPayouts and GetPayout arrive with the settlement issue, which owns this file.
+    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
+    /// > of the settlement issue, which owns this file.
     public protocol SimpleServiceProtocol: Orrery_Settlement_V1_Settlement.ServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -143,6 +402,99 @@ extension Orrery_Settlement_V1_Settlement {
             request: Orrery_Common_V1_InfoRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Common_V1_InfoResponse
+
+        /// Handle the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's balances.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_GetBalanceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_Balance` to respond with.
+        func getBalance(
+            request: Orrery_Settlement_V1_GetBalanceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_Balance
+
+        /// Handle the "Deposit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Credits a participant's available balance from a clearing account (the operator's act in ledger mode; chain
+        /// > adapters credit deposits they observe). A retry with the same idempotency key returns the first entry.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_DepositRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_JournalEntry` to respond with.
+        func deposit(
+            request: Orrery_Settlement_V1_DepositRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_JournalEntry
+
+        /// Handle the "Escrow" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Holds a contract's maximum cost from the consumer's available balance. Invoked by the orchestrator under the
+        /// > consumer's own delegation of /orrery/settlement/escrow (policy e.g. amount ≤ budget). Refused when the
+        /// > available balance does not cover it.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_EscrowRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_JournalEntry` to respond with.
+        func escrow(
+            request: Orrery_Settlement_V1_EscrowRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_JournalEntry
+
+        /// Handle the "Refund" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_RefundRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_JournalEntry` to respond with.
+        func refund(
+            request: Orrery_Settlement_V1_RefundRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_JournalEntry
+
+        /// Handle the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's journal lines, oldest first, after an entry id.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_GetStatementRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_Statement` to respond with.
+        func getStatement(
+            request: Orrery_Settlement_V1_GetStatementRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_Statement
     }
 }
 
@@ -161,6 +513,61 @@ extension Orrery_Settlement_V1_Settlement.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.GetBalance.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_GetBalanceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_Balance>(),
+            handler: { request, context in
+                try await self.getBalance(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.Deposit.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_DepositRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_JournalEntry>(),
+            handler: { request, context in
+                try await self.deposit(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.Escrow.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_EscrowRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_JournalEntry>(),
+            handler: { request, context in
+                try await self.escrow(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.Refund.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_RefundRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_JournalEntry>(),
+            handler: { request, context in
+                try await self.refund(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.GetStatement.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_GetStatementRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_Statement>(),
+            handler: { request, context in
+                try await self.getStatement(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -172,6 +579,61 @@ extension Orrery_Settlement_V1_Settlement.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Common_V1_InfoResponse> {
         let response = try await self.info(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getBalance(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_GetBalanceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Balance> {
+        let response = try await self.getBalance(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deposit(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_DepositRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry> {
+        let response = try await self.deposit(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func escrow(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_EscrowRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry> {
+        let response = try await self.escrow(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func refund(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_RefundRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry> {
+        let response = try await self.refund(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getStatement(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_GetStatementRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Statement> {
+        let response = try await self.getStatement(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -194,6 +656,71 @@ extension Orrery_Settlement_V1_Settlement.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func getBalance(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_GetBalanceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Balance> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_Balance>(
+            message: try await self.getBalance(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deposit(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_DepositRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>(
+            message: try await self.deposit(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func escrow(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_EscrowRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>(
+            message: try await self.escrow(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func refund(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_RefundRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>(
+            message: try await self.refund(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getStatement(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_GetStatementRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Statement> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_Statement>(
+            message: try await self.getStatement(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
 }
 
 // MARK: orrery.settlement.v1.Settlement (client)
@@ -207,7 +734,8 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > GetBalance, BindAddress, Deposit, Escrow, Release, Refund, GetStatement, ListPayouts and GetPayout arrive with the settlement issue, which owns this file.
+    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
+    /// > of the settlement issue, which owns this file.
     public protocol ClientProtocol: Sendable {
         /// Call the "Info" method.
         ///
@@ -231,6 +759,124 @@ extension Orrery_Settlement_V1_Settlement {
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Common_V1_InfoResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's balances.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetBalanceRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_GetBalanceRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_Balance` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getBalance<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetBalanceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_GetBalanceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Balance>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Balance>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Deposit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Credits a participant's available balance from a clearing account (the operator's act in ledger mode; chain
+        /// > adapters credit deposits they observe). A retry with the same idempotency key returns the first entry.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_DepositRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_DepositRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_JournalEntry` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deposit<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_DepositRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_DepositRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_JournalEntry>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Escrow" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Holds a contract's maximum cost from the consumer's available balance. Invoked by the orchestrator under the
+        /// > consumer's own delegation of /orrery/settlement/escrow (policy e.g. amount ≤ budget). Refused when the
+        /// > available balance does not cover it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_EscrowRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_EscrowRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_JournalEntry` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func escrow<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_EscrowRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_EscrowRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_JournalEntry>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Refund" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_RefundRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_RefundRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_JournalEntry` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func refund<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_RefundRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_RefundRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_JournalEntry>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's journal lines, oldest first, after an entry id.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetStatementRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_GetStatementRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_Statement` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getStatement<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetStatementRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_GetStatementRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Statement>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Statement>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
     }
 
     /// Generated client for the "orrery.settlement.v1.Settlement" service.
@@ -241,7 +887,8 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > GetBalance, BindAddress, Deposit, Escrow, Release, Refund, GetStatement, ListPayouts and GetPayout arrive with the settlement issue, which owns this file.
+    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
+    /// > of the settlement issue, which owns this file.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -286,6 +933,179 @@ extension Orrery_Settlement_V1_Settlement {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's balances.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetBalanceRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_GetBalanceRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_Balance` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getBalance<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetBalanceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_GetBalanceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Balance>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Balance>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.GetBalance.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Deposit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Credits a participant's available balance from a clearing account (the operator's act in ledger mode; chain
+        /// > adapters credit deposits they observe). A retry with the same idempotency key returns the first entry.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_DepositRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_DepositRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_JournalEntry` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deposit<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_DepositRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_DepositRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_JournalEntry>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.Deposit.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Escrow" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Holds a contract's maximum cost from the consumer's available balance. Invoked by the orchestrator under the
+        /// > consumer's own delegation of /orrery/settlement/escrow (policy e.g. amount ≤ budget). Refused when the
+        /// > available balance does not cover it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_EscrowRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_EscrowRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_JournalEntry` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func escrow<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_EscrowRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_EscrowRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_JournalEntry>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.Escrow.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Refund" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_RefundRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_RefundRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_JournalEntry` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func refund<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_RefundRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_RefundRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_JournalEntry>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.Refund.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's journal lines, oldest first, after an entry id.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetStatementRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_GetStatementRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_Statement` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getStatement<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetStatementRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_GetStatementRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Statement>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Statement>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.GetStatement.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -316,6 +1136,154 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Common_V1_InfoRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Common_V1_InfoResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetBalance" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A participant's balances.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_GetBalanceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getBalance<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetBalanceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Balance>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getBalance(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_GetBalanceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_Balance>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Deposit" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Credits a participant's available balance from a clearing account (the operator's act in ledger mode; chain
+    /// > adapters credit deposits they observe). A retry with the same idempotency key returns the first entry.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_DepositRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deposit<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_DepositRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deposit(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_DepositRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_JournalEntry>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Escrow" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Holds a contract's maximum cost from the consumer's available balance. Invoked by the orchestrator under the
+    /// > consumer's own delegation of /orrery/settlement/escrow (policy e.g. amount ≤ budget). Refused when the
+    /// > available balance does not cover it.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_EscrowRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func escrow<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_EscrowRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.escrow(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_EscrowRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_JournalEntry>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Refund" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Returns what is left of a contract's escrow to the consumer's available balance.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_RefundRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func refund<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_RefundRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.refund(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_RefundRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_JournalEntry>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStatement" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A participant's journal lines, oldest first, after an entry id.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_GetStatementRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStatement<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetStatementRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Statement>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getStatement(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_GetStatementRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_Statement>(),
             options: options,
             onResponse: handleResponse
         )
@@ -352,6 +1320,174 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             metadata: metadata
         )
         return try await self.info(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetBalance" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A participant's balances.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getBalance<Result>(
+        _ message: Orrery_Settlement_V1_GetBalanceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Balance>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_GetBalanceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getBalance(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Deposit" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Credits a participant's available balance from a clearing account (the operator's act in ledger mode; chain
+    /// > adapters credit deposits they observe). A retry with the same idempotency key returns the first entry.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deposit<Result>(
+        _ message: Orrery_Settlement_V1_DepositRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_DepositRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deposit(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Escrow" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Holds a contract's maximum cost from the consumer's available balance. Invoked by the orchestrator under the
+    /// > consumer's own delegation of /orrery/settlement/escrow (policy e.g. amount ≤ budget). Refused when the
+    /// > available balance does not cover it.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func escrow<Result>(
+        _ message: Orrery_Settlement_V1_EscrowRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_EscrowRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.escrow(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Refund" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Returns what is left of a contract's escrow to the consumer's available balance.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func refund<Result>(
+        _ message: Orrery_Settlement_V1_RefundRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_RefundRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.refund(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStatement" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A participant's journal lines, oldest first, after an entry id.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStatement<Result>(
+        _ message: Orrery_Settlement_V1_GetStatementRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Statement>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_GetStatementRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getStatement(
             request: request,
             options: options,
             onResponse: handleResponse

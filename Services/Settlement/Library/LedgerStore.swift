@@ -1,0 +1,202 @@
+internal import Crypto
+internal import Foundation
+internal import GRPCCore
+internal import Logging
+internal import OrreryDatabase
+internal import OrreryProto
+internal import PostgresNIO
+internal import SwiftProtobuf
+
+/// The double-entry ledger in PostgreSQL. An entry is posted in one transaction: its lines change the accounts'
+/// balances (each account's row locked, in id order, so concurrent entries cannot deadlock or overdraw), the
+/// database refuses a negative balance on any account but a clearing one and an entry whose lines do not sum to
+/// zero, and the (invoker, idempotency key) pair is unique, so a retry returns the first entry and a crash leaves
+/// the whole entry or none.
+struct LedgerStore: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+
+    /// One line: what it adds to an account's balance (negative to take away).
+    struct Line: Sendable {
+        var account: String
+        var owner: String?
+        var kind: String
+        var amount: String
+    }
+
+    /// Who asked, under which key, for which request.
+    struct Retry: Sendable {
+        var invoker: String
+        var key: String
+        var requestSHA256: Data
+    }
+
+    /// Posts an entry whose lines `lines` decides inside the transaction (it may read balances, locked).
+    func post(
+        kind: String, contractID: String?, memo: String, retry: Retry,
+        lines: @Sendable (PostgresConnection) async throws -> [Line]
+    ) async throws -> Orrery_Settlement_V1_JournalEntry {
+        if let earlier = try await earlierEntry(retry) { return earlier }
+        let id: Int64
+        do {
+            id = try await client.transaction(logger: logger) { connection in
+                let lines = try await lines(connection)
+                guard !lines.isEmpty else { throw RPCError(code: .internalError, message: "an entry without lines") }
+                var id: Int64 = 0
+                for try await value in try await connection.query(
+                    """
+                    INSERT INTO journal_entries (kind, contract_id, memo, invoker, idempotency_key, request_sha256)
+                    VALUES (\(kind), \(contractID), \(memo), \(retry.invoker), \(retry.key), \(retry.requestSHA256))
+                    RETURNING id
+                    """, logger: logger
+                ).decode(Int64.self) { id = value }
+                for line in lines.sorted(by: { $0.account < $1.account }) {
+                    try await connection.query(
+                        """
+                        INSERT INTO accounts (id, owner_did, kind) VALUES (\(line.account), \(line.owner), \(line.kind))
+                        ON CONFLICT (id) DO NOTHING
+                        """, logger: logger)
+                    try await connection.query(
+                        "UPDATE accounts SET balance = balance + \(line.amount)::numeric WHERE id = \(line.account)",
+                        logger: logger)
+                    try await connection.query(
+                        """
+                        INSERT INTO journal_lines (entry_id, account_id, amount)
+                        VALUES (\(id), \(line.account), \(line.amount)::numeric)
+                        """, logger: logger)
+                }
+                return id
+            }
+        } catch let error as PSQLError {
+            switch error.serverInfo?[.sqlState] {
+            case "23505":  // the same retry key won a concurrent race: its entry is the answer
+                if let earlier = try await earlierEntry(retry) { return earlier }
+                throw error
+            case "23514" where error.serverInfo?[.constraintName] == "no_negative_balance":
+                throw RPCError(
+                    code: .failedPrecondition,
+                    message:
+                        "the balance does not cover it: \(error.serverInfo?[.message] ?? "an account would go below zero")"
+                )
+            default:
+                throw error
+            }
+        }
+        guard let entry = try await entry(id) else {
+            throw RPCError(code: .internalError, message: "entry \(id) cannot be read back")
+        }
+        return entry
+    }
+
+    /// The entry an earlier call with the same key posted, if any.
+    /// - Throws: `FAILED_PRECONDITION` when the key was used for another request.
+    func earlierEntry(_ retry: Retry) async throws -> Orrery_Settlement_V1_JournalEntry? {
+        let rows = try await client.query(
+            """
+            SELECT id, request_sha256 FROM journal_entries
+            WHERE invoker = \(retry.invoker) AND idempotency_key = \(retry.key)
+            """, logger: logger)
+        for try await (id, digest) in rows.decode((Int64, Data).self) {
+            guard digest == retry.requestSHA256 else {
+                throw RPCError(
+                    code: .failedPrecondition, message: "idempotency_key '\(retry.key)' was used for another request")
+            }
+            return try await entry(id)
+        }
+        return nil
+    }
+
+    func entry(_ id: Int64) async throws -> Orrery_Settlement_V1_JournalEntry? {
+        try await entries(
+            """
+            SELECT e.id, e.kind, coalesce(e.contract_id, ''), e.memo, e.created_at, l.account_id, l.amount::text
+            FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id
+            WHERE e.id = \(id) ORDER BY l.account_id
+            """
+        ).first
+    }
+
+    /// A participant's entries after `after`, oldest first.
+    func statement(did: String, after: Int64, limit: Int) async throws -> [Orrery_Settlement_V1_JournalEntry] {
+        try await entries(
+            """
+            SELECT e.id, e.kind, coalesce(e.contract_id, ''), e.memo, e.created_at, l.account_id, l.amount::text
+            FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id
+            WHERE e.id IN (
+                SELECT DISTINCT l2.entry_id FROM journal_lines l2 JOIN accounts a ON a.id = l2.account_id
+                WHERE a.owner_did = \(did) AND l2.entry_id > \(after)
+                ORDER BY l2.entry_id LIMIT \(limit))
+            ORDER BY e.id, l.account_id
+            """)
+    }
+
+    private func entries(_ query: PostgresQuery) async throws -> [Orrery_Settlement_V1_JournalEntry] {
+        var entries: [Orrery_Settlement_V1_JournalEntry] = []
+        for try await (id, kind, contract, memo, at, account, amount) in try await client.query(query, logger: logger)
+            .decode((Int64, String, String, String, Date, String, String).self)
+        {
+            if entries.last?.id != id {
+                entries.append(
+                    .with {
+                        $0.id = id
+                        $0.kind = kind
+                        $0.contractID = contract
+                        $0.memo = memo
+                        $0.at = Google_Protobuf_Timestamp(date: at)
+                    })
+            }
+            entries[entries.count - 1].lines.append(
+                .with {
+                    $0.account = account
+                    $0.amount = amount
+                })
+        }
+        return entries
+    }
+
+    /// A participant's balances by kind.
+    func balance(did: String) async throws -> Orrery_Settlement_V1_Balance {
+        var balance = Orrery_Settlement_V1_Balance.with {
+            $0.did = did
+            $0.available = "0"
+            $0.escrow = "0"
+            $0.receivable = "0"
+        }
+        for try await (kind, total) in try await client.query(
+            "SELECT kind, sum(balance)::text FROM accounts WHERE owner_did = \(did) GROUP BY kind", logger: logger
+        ).decode((String, String).self) {
+            switch kind {
+            case "available": balance.available = total
+            case "escrow": balance.escrow = total
+            case "receivable": balance.receivable = total
+            default: break
+            }
+        }
+        return balance
+    }
+
+    /// The balance of one account, its row locked until the transaction ends; nil when it does not exist.
+    static func lockedBalance(_ account: String, on connection: PostgresConnection, logger: Logger) async throws
+        -> (balance: String, owner: String?)?
+    {
+        for try await (balance, owner) in try await connection.query(
+            "SELECT balance::text, owner_did FROM accounts WHERE id = \(account) FOR UPDATE", logger: logger
+        ).decode((String, String?).self) { return (balance, owner) }
+        return nil
+    }
+}
+
+/// NTX amounts: non-negative integers in base units, as decimal strings of at most 78 digits (a uint256).
+enum Amount {
+    /// The amount if `text` is a positive decimal integer without a sign or leading zeros.
+    static func positive(_ text: String) -> String? {
+        guard (1...78).contains(text.count), text.first != "0", text.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+            return nil
+        }
+        return text
+    }
+
+    static func negated(_ amount: String) -> String {
+        amount.hasPrefix("-") ? String(amount.dropFirst()) : "-" + amount
+    }
+}

@@ -1,0 +1,162 @@
+internal import Crypto
+internal import Foundation
+internal import GRPCCore
+internal import Logging
+internal import OrreryAuth
+internal import OrreryIdentity
+internal import OrreryProto
+internal import PostgresNIO
+internal import SwiftProtobuf
+
+/// The settlement gateway's ledger operations for an authorised caller (DESIGN §6): deposits (the operator's, in
+/// ledger mode), escrow of a contract's maximum cost under the consumer's own delegation, refunds, balances and
+/// statements. Release against receipts proven in the notary's log, payouts and the chain adapters come next.
+struct SettlementAPI: Sendable {
+    let ledger: LedgerStore
+    let operatorDID: DID
+    let revocations: RevocationBook
+    let logger: Logger
+    let verified = VerifiedDelegations()
+
+    static let area = (try? Command("/orrery/settlement"))
+    static let escrowCommand = (try? Command("/orrery/settlement/escrow"))
+
+    func balance(_ request: Orrery_Settlement_V1_GetBalanceRequest, authorization: Authorization) async throws
+        -> Orrery_Settlement_V1_Balance
+    {
+        try mayRead(request.did, authorization)
+        return try await ledger.balance(did: request.did)
+    }
+
+    func statement(_ request: Orrery_Settlement_V1_GetStatementRequest, authorization: Authorization) async throws
+        -> Orrery_Settlement_V1_Statement
+    {
+        try mayRead(request.did, authorization)
+        guard request.limit <= 1000 else { throw RPCError(code: .invalidArgument, message: "limit: 1…1000") }
+        let entries = try await ledger.statement(
+            did: request.did, after: request.afterEntry, limit: request.limit == 0 ? 100 : Int(request.limit))
+        return .with { $0.entries = entries }
+    }
+
+    func deposit(_ request: Orrery_Settlement_V1_DepositRequest, authorization: Authorization) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        let retry = try Self.retry(request, key: request.idempotencyKey, authorization)
+        guard (try? DID(request.did)) != nil else {
+            throw RPCError(code: .invalidArgument, message: "did: '\(request.did)' is not a did:key")
+        }
+        guard let amount = Amount.positive(request.amount) else {
+            throw RPCError(code: .invalidArgument, message: "amount: a positive integer of base units, up to 78 digits")
+        }
+        guard request.source == "ledger" else {
+            throw RPCError(
+                code: .invalidArgument,
+                message: "source: only 'ledger' (an operator's credit) until chain adapters land")
+        }
+        guard authorization.invoker == operatorDID else {
+            throw RPCError(code: .permissionDenied, message: "only the operator credits deposits in ledger mode")
+        }
+        guard request.reference.count <= 200 else {
+            throw RPCError(code: .invalidArgument, message: "reference: at most 200 characters")
+        }
+        let did = request.did
+        return try await ledger.post(kind: "deposit", contractID: nil, memo: request.reference, retry: retry) { _ in
+            [
+                .init(account: "clearing/ledger", owner: nil, kind: "clearing", amount: Amount.negated(amount)),
+                .init(account: "available/\(did)", owner: did, kind: "available", amount: amount),
+            ]
+        }
+    }
+
+    func escrow(_ request: Orrery_Settlement_V1_EscrowRequest, authorization: Authorization) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        let retry = try Self.retry(request, key: request.idempotencyKey, authorization)
+        guard request.contractID.hasPrefix("ctr_"), request.contractID.count == 30 else {
+            throw RPCError(code: .invalidArgument, message: "contract_id: \"ctr_\" and 26 base32 characters")
+        }
+        guard request.amount > 0 else { throw RPCError(code: .invalidArgument, message: "amount: at least 1") }
+        guard authorization.validated.subject.string == request.consumerDid else {
+            throw RPCError(
+                code: .permissionDenied,
+                message:
+                    "the invocation acts for \(authorization.validated.subject), not for the consumer \(request.consumerDid)"
+            )
+        }
+        guard let escrowCommand = Self.escrowCommand,
+            OperatorVouching.vouches(
+                for: authorization.invoker, root: operatorDID, command: escrowCommand,
+                among: authorization.delegations, now: Int64(Date().timeIntervalSince1970),
+                isRevoked: revocations.isRevoked, isSigned: verified.isValid)
+        else {
+            throw RPCError(
+                code: .permissionDenied,
+                message:
+                    "\(authorization.invoker) is not an orchestrator the operator vouches for: send its chain from \(operatorDID) with the invocation"
+            )
+        }
+        let (consumer, contract, amount, logger) = (
+            request.consumerDid, request.contractID, String(request.amount), logger
+        )
+        return try await ledger.post(kind: "escrow", contractID: contract, memo: "", retry: retry) { connection in
+            if try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger) != nil {
+                throw RPCError(code: .alreadyExists, message: "contract \(contract) is already escrowed")
+            }
+            return [
+                .init(
+                    account: "available/\(consumer)", owner: consumer, kind: "available", amount: Amount.negated(amount)
+                ),
+                .init(account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: amount),
+            ]
+        }
+    }
+
+    func refund(_ request: Orrery_Settlement_V1_RefundRequest, authorization: Authorization) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        let retry = try Self.retry(request, key: request.idempotencyKey, authorization)
+        let (contract, logger) = (request.contractID, logger)
+        guard !contract.isEmpty else { throw RPCError(code: .invalidArgument, message: "contract_id: required") }
+        return try await ledger.post(kind: "refund", contractID: contract, memo: "", retry: retry) { connection in
+            guard let held = try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger),
+                let consumer = held.owner
+            else { throw RPCError(code: .notFound, message: "contract \(contract) has no escrow") }
+            guard held.balance != "0" else {
+                throw RPCError(code: .failedPrecondition, message: "nothing is left in the escrow of \(contract)")
+            }
+            return [
+                .init(
+                    account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: Amount.negated(held.balance)
+                ),
+                .init(account: "available/\(consumer)", owner: consumer, kind: "available", amount: held.balance),
+            ]
+        }
+    }
+
+    /// A participant reads its own balance and statement; the operator, and services holding the whole
+    /// /orrery/settlement area, read anyone's.
+    private func mayRead(_ did: String, _ authorization: Authorization) throws {
+        guard (try? DID(did)) != nil else {
+            throw RPCError(code: .invalidArgument, message: "did: '\(did)' is not a did:key")
+        }
+        if authorization.invoker.string == did || authorization.invoker == operatorDID { return }
+        guard let area = Self.area, !authorization.validated.chain.isEmpty,
+            authorization.validated.chain.allSatisfy({ $0.command.covers(area) })
+        else {
+            throw RPCError(
+                code: .permissionDenied, message: "only \(did) itself, or a holder of /orrery/settlement, may read it")
+        }
+    }
+
+    static func retry(_ request: some SwiftProtobuf.Message, key: String, _ authorization: Authorization) throws
+        -> LedgerStore.Retry
+    {
+        guard (1...200).contains(key.count) else {
+            throw RPCError(
+                code: .invalidArgument, message: "idempotency_key: 1…200 characters, the same for every retry")
+        }
+        return LedgerStore.Retry(
+            invoker: authorization.invoker.string, key: key,
+            requestSHA256: Data(SHA256.hash(data: try request.serializedBytes() as [UInt8])))
+    }
+}
