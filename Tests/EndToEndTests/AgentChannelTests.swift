@@ -158,12 +158,13 @@ struct AgentChannelTests {
             let record = try await ContractParties(network: network).withNotary(notary) { client in
                 try await client.getContract(.with { $0.id = contractID })
             }
-            #expect(record.state == .active)
+            // Active, or already completed when the short job ended before this read.
+            #expect([.active, .completed].contains(record.state), "\(record.state)")
             #expect(record.contract.deviceDid == willing.did && record.contract.consumerDid == consumer.key.did.string)
             #expect(record.contract.price.maxCost == submitted.totalCost || record.contract.price.maxCost > 0)
             #expect(try SignedMessage.verify(record.acceptance).map(\.string) == [willing.did])
             #expect(try SignedMessage.verify(record.proposal).map(\.string) == [first.ready.did])
-            #expect(record.entryIndexes == [0])
+            #expect(record.entryIndexes.first == 0, "the contract is the log's first entry")
 
             // The bid is the device's signature over the offer's price, kept with the offer.
             try await database.withClient(schema: "orchestrator") { db in
