@@ -214,7 +214,9 @@ let package = Package(
             "OrchestratorService", executable: "orchestrator", folder: "Orchestrator",
             extra: ["OrreryPlacement", crypto, grpcPosix, hummingbird, yams])
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
-        + service("SettlementService", executable: "settlement-gateway", folder: "Settlement")
+        + service(
+            "SettlementService", executable: "settlement-gateway", folder: "Settlement",
+            extra: ["OrreryLedger", crypto])
         + service(
             "DeviceAgent", executable: "device-agent", folder: "DeviceAgent",
             extra: ["OrreryPlacement", "OrreryLedger", crypto]),

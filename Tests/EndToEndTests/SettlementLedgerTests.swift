@@ -19,12 +19,13 @@ import Testing
 struct SettlementLedgerTests {
     struct Parties {
         let network: TestNetwork
-        let consumer = SigningKey()
+        let consumer: SigningKey
         let orchestrator = SigningKey()
         let orchestratorChain: [Delegation]
 
-        init(network: TestNetwork) throws {
+        init(network: TestNetwork, consumer: SigningKey = SigningKey()) throws {
             self.network = network
+            self.consumer = consumer
             orchestratorChain = [
                 Delegation.issue(
                     by: network.operatorKey, to: orchestrator.did, subject: network.operatorKey.did,
@@ -107,14 +108,13 @@ struct SettlementLedgerTests {
         }
     }
 
-    static func startGateway(_ database: TestDatabase, _ network: TestNetwork, _ directory: URL) async throws
-        -> RunningService
-    {
+    static func startGateway(
+        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, notary: RunningService? = nil
+    ) async throws -> RunningService {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        return try await RunningService.start(
-            "settlement-gateway",
-            environment: database.serviceEnvironment.merging(network.environment(for: "settlement-gateway")) { $1 },
-            directory: directory)
+        var environment = database.serviceEnvironment.merging(network.environment(for: "settlement-gateway")) { $1 }
+        if let notary { environment["ORRERY_NOTARY_DID"] = notary.ready.did }
+        return try await RunningService.start("settlement-gateway", environment: environment, directory: directory)
     }
 
     static func contractID() -> String {
@@ -262,6 +262,129 @@ struct SettlementLedgerTests {
                 }
                 #expect(String(reflecting: changed).contains("append-only"))
             }
+        }
+    }
+
+    @Test(
+        "release pays the owner what the latest receipt makes due, less the fee, only against entries proven in the notary's log; never twice"
+    )
+    func release() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("settlement-release")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let contracts = try ContractParties(network: network)
+            let parties = try Parties(network: network, consumer: contracts.consumer)
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            let gateway = try await Self.startGateway(
+                database, network, directory.appendingPathComponent("gateway"), notary: notary)
+            defer { gateway.child.signal(SIGKILL) }
+
+            // A contract at 100 NTX an hour, at most 500; the consumer funded and its maximum held.
+            let (contract, _) = try await contracts.activate(notary, contract: try contracts.contract(maxCost: 500))
+            _ = try await parties.asOperator(gateway) { client in
+                try await client.deposit(
+                    .with {
+                        $0.did = contracts.consumer.did.string
+                        $0.amount = "1000"
+                        $0.source = "ledger"
+                        $0.idempotencyKey = "fund"
+                    })
+            }
+            _ = try await parties.escrow(
+                gateway, contract: contract.id, amount: 500, key: "hold",
+                delegation: try parties.escrowDelegation(budget: 500))
+
+            func record(_ receipt: Orrery_Common_V1_Signed, _ key: String) async throws -> UInt64 {
+                try await contracts.withNotary(notary) { client in
+                    try await client.recordReceipt(
+                        .with {
+                            $0.receipt = receipt
+                            $0.idempotencyKey = key
+                        })
+                }.entryIndex
+            }
+            /// The release request for the contract's entry (0) and a receipt's, proven against the newest head.
+            func proven(receipt index: UInt64) async throws -> Orrery_Settlement_V1_ReleaseRequest {
+                try await contracts.withNotary(notary) { client in
+                    let head = try await client.getTreeHead(.init())
+                    func entry(_ index: UInt64) async throws -> Orrery_Settlement_V1_ProvenEntry {
+                        let proof = try await client.getInclusionProof(
+                            .with {
+                                $0.index = index
+                                $0.treeSize = head.head.treeSize
+                            })
+                        return .with {
+                            $0.index = index
+                            $0.leaf = proof.leaf
+                            $0.path = proof.path
+                        }
+                    }
+                    let (contractEntry, receiptEntry) = (try await entry(0), try await entry(index))
+                    return .with {
+                        $0.contractID = contract.id
+                        $0.treeHead = head
+                        $0.contract = contractEntry
+                        $0.receipt = receiptEntry
+                    }
+                }
+            }
+            func release(_ request: Orrery_Settlement_V1_ReleaseRequest, key: String) async throws
+                -> Orrery_Settlement_V1_JournalEntry
+            {
+                var request = request
+                request.idempotencyKey = key
+                return try await parties.with(gateway, key: parties.orchestrator, proofs: parties.orchestratorChain) {
+                    try await $0.release(request)
+                }
+            }
+
+            // Half an hour of use: 50 due; the owner receives 49, the fee is 1.
+            let first = try await proven(
+                receipt: try await record(try contracts.usage(contract.id, sequence: 1, cpu: 1800), "u1"))
+            let paid = try await release(first, key: "rel-1")
+            #expect(Set(paid.lines.map(\.amount)) == ["-50", "49", "1"], "\(paid.lines)")
+            await NotaryTests.expectStatus(.failedPrecondition, "nothing more is due") {
+                _ = try await release(first, key: "rel-1-again")
+            }
+            // A proof that does not hold, and a head the notary did not sign, release nothing.
+            var bent = first
+            bent.receipt.path[0][0] ^= 1
+            await NotaryTests.expectStatus(.invalidArgument, "not proven included") {
+                _ = try await release(bent, key: "bent")
+            }
+            var forged = first
+            forged.treeHead.signed = SignedMessage.make(
+                type: forged.treeHead.signed.type, payload: forged.treeHead.signed.payload, signers: [SigningKey()])
+            await NotaryTests.expectStatus(.invalidArgument, "tree_head") {
+                _ = try await release(forged, key: "forged")
+            }
+
+            // Completed after two hours: 200 due in all, 150 more released.
+            let completion = try contracts.sign(
+                Orrery_Notary_V1_CompletionReceipt.with {
+                    $0.contractID = contract.id
+                    $0.sequence = 2
+                    $0.usage = .with {
+                        $0.contractID = contract.id
+                        $0.sequence = 2
+                        $0.wallSeconds = 7200
+                    }
+                }, by: contracts.device)
+            let last = try await proven(receipt: try await record(completion, "c2"))
+            let rest = try await release(last, key: "rel-2")
+            #expect(Set(rest.lines.map(\.amount)) == ["-150", "147", "3"], "\(rest.lines)")
+            _ = try await parties.refund(gateway, contract: contract.id, key: "refund")
+            let owner = try await parties.asOperator(gateway) {
+                try await $0.getBalance(.with { $0.did = contracts.owner.did.string })
+            }
+            #expect(owner.receivable == "196")
+            let consumer = try await parties.asOperator(gateway) {
+                try await $0.getBalance(.with { $0.did = contracts.consumer.did.string })
+            }
+            #expect(consumer.available == "800" && consumer.escrow == "0")
         }
     }
 

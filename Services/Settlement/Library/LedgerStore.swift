@@ -175,6 +175,17 @@ struct LedgerStore: Sendable {
         return balance
     }
 
+    /// What was released from a contract's escrow so far.
+    static func released(_ contract: String, on connection: PostgresConnection, logger: Logger) async throws -> UInt64 {
+        for try await total in try await connection.query(
+            """
+            SELECT coalesce(-sum(l.amount), 0)::text FROM journal_lines l JOIN journal_entries e ON e.id = l.entry_id
+            WHERE e.kind = 'release' AND l.account_id = \("escrow/\(contract)")
+            """, logger: logger
+        ).decode(String.self) { return UInt64(total) ?? 0 }
+        return 0
+    }
+
     /// The balance of one account, its row locked until the transaction ends; nil when it does not exist.
     static func lockedBalance(_ account: String, on connection: PostgresConnection, logger: Logger) async throws
         -> (balance: String, owner: String?)?

@@ -14,6 +14,8 @@ internal import SwiftProtobuf
 struct SettlementAPI: Sendable {
     let ledger: LedgerStore
     let operatorDID: DID
+    /// The notary whose signed tree heads releases are proven against; nil refuses releases.
+    let notaryDID: DID?
     let revocations: RevocationBook
     let logger: Logger
     let verified = VerifiedDelegations()
@@ -108,6 +110,51 @@ struct SettlementAPI: Sendable {
                 ),
                 .init(account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: amount),
             ]
+        }
+    }
+
+    /// The orchestration fee, in basis points of each release.
+    static let feeBasisPoints: UInt64 = 200
+    /// Fee accounts: spread so that concurrent releases do not queue on one row.
+    static let feeShards = 8
+
+    func release(_ request: Orrery_Settlement_V1_ReleaseRequest, authorization: Authorization) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        let retry = try Self.retry(request, key: request.idempotencyKey, authorization)
+        guard let notaryDID else {
+            throw RPCError(
+                code: .failedPrecondition, message: "no notary DID is configured (notary.did): nothing is released")
+        }
+        let proven = try ProvenRelease.verify(request, notary: notaryDID)
+        let (contract, owner, due, logger) = (request.contractID, proven.contract.ownerDid, proven.due, logger)
+        let shard = Int(Array(SHA256.hash(data: Data(contract.utf8)))[0]) % Self.feeShards
+        return try await ledger.post(
+            kind: "release", contractID: contract,
+            memo: "receipt usage: \(proven.usage.wallSeconds) s wall\(proven.completed ? ", completed" : "")",
+            retry: retry
+        ) { connection in
+            guard let held = try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger),
+                let consumer = held.owner
+            else { throw RPCError(code: .failedPrecondition, message: "contract \(contract) has no escrow") }
+            let released = try await LedgerStore.released(contract, on: connection, logger: logger)
+            let left = UInt64(held.balance) ?? 0
+            guard due > released, left > 0 else {
+                throw RPCError(
+                    code: .failedPrecondition,
+                    message:
+                        "nothing more is due for \(contract): \(released) of \(due) released, \(left) left in escrow")
+            }
+            let amount = min(due - released, left)
+            let fee = amount * Self.feeBasisPoints / 10_000
+            var lines: [LedgerStore.Line] = [
+                .init(
+                    account: "escrow/\(contract)", owner: consumer, kind: "escrow",
+                    amount: Amount.negated(String(amount))),
+                .init(account: "receivable/\(owner)", owner: owner, kind: "receivable", amount: String(amount - fee)),
+            ]
+            if fee > 0 { lines.append(.init(account: "fee/\(shard)", owner: nil, kind: "fee", amount: String(fee))) }
+            return lines
         }
     }
 

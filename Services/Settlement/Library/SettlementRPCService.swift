@@ -44,6 +44,12 @@ public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServic
         try await api.escrow(request, authorization: try authorization())
     }
 
+    public func release(request: Orrery_Settlement_V1_ReleaseRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        try await api.release(request, authorization: try authorization())
+    }
+
     public func refund(request: Orrery_Settlement_V1_RefundRequest, context: ServerContext) async throws
         -> Orrery_Settlement_V1_JournalEntry
     {

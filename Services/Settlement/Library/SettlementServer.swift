@@ -1,3 +1,4 @@
+internal import OrreryIdentity
 public import OrreryRuntime
 
 /// The `settlement-gateway` service as the shared runtime starts it.
@@ -18,7 +19,9 @@ public enum SettlementServer {
                     environment: environment,
                     api: SettlementAPI(
                         ledger: LedgerStore(client: database, logger: environment.logger),
-                        operatorDID: environment.operatorDID, revocations: environment.revocations,
+                        operatorDID: environment.operatorDID,
+                        notaryDID: environment.settings.notaryDID.flatMap { try? DID($0) },
+                        revocations: environment.revocations,
                         logger: environment.logger))
             ]
         }

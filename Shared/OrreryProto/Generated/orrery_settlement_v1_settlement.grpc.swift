@@ -72,6 +72,19 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Release" metadata.
+        public enum Release: Sendable {
+            /// Request type for "Release".
+            public typealias Input = Orrery_Settlement_V1_ReleaseRequest
+            /// Response type for "Release".
+            public typealias Output = Orrery_Settlement_V1_JournalEntry
+            /// Descriptor for "Release".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "Release",
+                type: .unary
+            )
+        }
         /// Namespace for "Refund" metadata.
         public enum Refund: Sendable {
             /// Request type for "Refund".
@@ -104,6 +117,7 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
             GetBalance.descriptor,
             Deposit.descriptor,
             Escrow.descriptor,
+            Release.descriptor,
             Refund.descriptor,
             GetStatement.descriptor
         ]
@@ -134,8 +148,7 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
-    /// > of the settlement issue, which owns this file.
+    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Info" method.
         ///
@@ -212,6 +225,27 @@ extension Orrery_Settlement_V1_Settlement {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry>
 
+        /// Handle the "Release" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays the device's owner what a contract's latest receipt makes due (cumulative, at most the escrow), less the
+        /// > orchestration fee — only against entries proven included in the notary's log: the contract's entry and the
+        /// > receipt's, each with its inclusion proof, under a tree head signed by the notary (never by reading the
+        /// > notary's tables). What was released before is not released again.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_ReleaseRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_JournalEntry` messages.
+        func release(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_ReleaseRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry>
+
         /// Handle the "Refund" method.
         ///
         /// > Source IDL Documentation:
@@ -259,8 +293,7 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
-    /// > of the settlement issue, which owns this file.
+    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public protocol ServiceProtocol: Orrery_Settlement_V1_Settlement.StreamingServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -337,6 +370,27 @@ extension Orrery_Settlement_V1_Settlement {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>
 
+        /// Handle the "Release" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays the device's owner what a contract's latest receipt makes due (cumulative, at most the escrow), less the
+        /// > orchestration fee — only against entries proven included in the notary's log: the contract's entry and the
+        /// > receipt's, each with its inclusion proof, under a tree head signed by the notary (never by reading the
+        /// > notary's tables). What was released before is not released again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ReleaseRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_JournalEntry` message.
+        func release(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_ReleaseRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>
+
         /// Handle the "Refund" method.
         ///
         /// > Source IDL Documentation:
@@ -382,8 +436,7 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
-    /// > of the settlement issue, which owns this file.
+    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public protocol SimpleServiceProtocol: Orrery_Settlement_V1_Settlement.ServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -457,6 +510,27 @@ extension Orrery_Settlement_V1_Settlement {
         /// - Returns: A `Orrery_Settlement_V1_JournalEntry` to respond with.
         func escrow(
             request: Orrery_Settlement_V1_EscrowRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_JournalEntry
+
+        /// Handle the "Release" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays the device's owner what a contract's latest receipt makes due (cumulative, at most the escrow), less the
+        /// > orchestration fee — only against entries proven included in the notary's log: the contract's entry and the
+        /// > receipt's, each with its inclusion proof, under a tree head signed by the notary (never by reading the
+        /// > notary's tables). What was released before is not released again.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_ReleaseRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_JournalEntry` to respond with.
+        func release(
+            request: Orrery_Settlement_V1_ReleaseRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Settlement_V1_JournalEntry
 
@@ -547,6 +621,17 @@ extension Orrery_Settlement_V1_Settlement.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.Release.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_ReleaseRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_JournalEntry>(),
+            handler: { request, context in
+                try await self.release(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Orrery_Settlement_V1_Settlement.Method.Refund.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_RefundRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_JournalEntry>(),
@@ -612,6 +697,17 @@ extension Orrery_Settlement_V1_Settlement.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry> {
         let response = try await self.escrow(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func release(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_ReleaseRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_JournalEntry> {
+        let response = try await self.release(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -696,6 +792,19 @@ extension Orrery_Settlement_V1_Settlement.SimpleServiceProtocol {
         )
     }
 
+    public func release(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_ReleaseRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_JournalEntry>(
+            message: try await self.release(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
     public func refund(
         request: GRPCCore.ServerRequest<Orrery_Settlement_V1_RefundRequest>,
         context: GRPCCore.ServerContext
@@ -734,8 +843,7 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
-    /// > of the settlement issue, which owns this file.
+    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public protocol ClientProtocol: Sendable {
         /// Call the "Info" method.
         ///
@@ -832,6 +940,32 @@ extension Orrery_Settlement_V1_Settlement {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "Release" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays the device's owner what a contract's latest receipt makes due (cumulative, at most the escrow), less the
+        /// > orchestration fee — only against entries proven included in the notary's log: the contract's entry and the
+        /// > receipt's, each with its inclusion proof, under a tree head signed by the notary (never by reading the
+        /// > notary's tables). What was released before is not released again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ReleaseRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_ReleaseRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_JournalEntry` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func release<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ReleaseRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_ReleaseRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_JournalEntry>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "Refund" method.
         ///
         /// > Source IDL Documentation:
@@ -887,8 +1021,7 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Release against receipts proven in the notary's log, BindAddress, ListPayouts and GetPayout arrive with the rest
-    /// > of the settlement issue, which owns this file.
+    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -1032,6 +1165,43 @@ extension Orrery_Settlement_V1_Settlement {
             try await self.client.unary(
                 request: request,
                 descriptor: Orrery_Settlement_V1_Settlement.Method.Escrow.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Release" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays the device's owner what a contract's latest receipt makes due (cumulative, at most the escrow), less the
+        /// > orchestration fee — only against entries proven included in the notary's log: the contract's entry and the
+        /// > receipt's, each with its inclusion proof, under a tree head signed by the notary (never by reading the
+        /// > notary's tables). What was released before is not released again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ReleaseRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_ReleaseRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_JournalEntry` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func release<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ReleaseRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_ReleaseRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_JournalEntry>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.Release.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1231,6 +1401,38 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
         )
     }
 
+    /// Call the "Release" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Pays the device's owner what a contract's latest receipt makes due (cumulative, at most the escrow), less the
+    /// > orchestration fee — only against entries proven included in the notary's log: the contract's entry and the
+    /// > receipt's, each with its inclusion proof, under a tree head signed by the notary (never by reading the
+    /// > notary's tables). What was released before is not released again.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_ReleaseRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func release<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ReleaseRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.release(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_ReleaseRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_JournalEntry>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "Refund" method.
     ///
     /// > Source IDL Documentation:
@@ -1422,6 +1624,42 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             metadata: metadata
         )
         return try await self.escrow(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Release" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Pays the device's owner what a contract's latest receipt makes due (cumulative, at most the escrow), less the
+    /// > orchestration fee — only against entries proven included in the notary's log: the contract's entry and the
+    /// > receipt's, each with its inclusion proof, under a tree head signed by the notary (never by reading the
+    /// > notary's tables). What was released before is not released again.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func release<Result>(
+        _ message: Orrery_Settlement_V1_ReleaseRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_JournalEntry>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_ReleaseRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.release(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -8,6 +8,11 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
+public import Foundation
+#endif
 public import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -93,6 +98,72 @@ public nonisolated struct Orrery_Settlement_V1_EscrowRequest: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+/// A log entry with its inclusion proof.
+public nonisolated struct Orrery_Settlement_V1_ProvenEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var index: UInt64 = 0
+
+  /// The leaf as the notary stores it: a serialized Signed orrery.notary.v1.LogEntry.
+  public var leaf: Data = Data()
+
+  public var path: [Data] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Settlement_V1_ReleaseRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var contractID: String = String()
+
+  /// The notary's signed tree head the proofs are against.
+  public var treeHead: Orrery_Notary_V1_SignedTreeHead {
+    get {_treeHead ?? Orrery_Notary_V1_SignedTreeHead()}
+    set {_treeHead = newValue}
+  }
+  /// Returns true if `treeHead` has been explicitly set.
+  public var hasTreeHead: Bool {self._treeHead != nil}
+  /// Clears the value of `treeHead`. Subsequent reads from it will return its default value.
+  public mutating func clearTreeHead() {self._treeHead = nil}
+
+  /// The contract's own entry (its first).
+  public var contract: Orrery_Settlement_V1_ProvenEntry {
+    get {_contract ?? Orrery_Settlement_V1_ProvenEntry()}
+    set {_contract = newValue}
+  }
+  /// Returns true if `contract` has been explicitly set.
+  public var hasContract: Bool {self._contract != nil}
+  /// Clears the value of `contract`. Subsequent reads from it will return its default value.
+  public mutating func clearContract() {self._contract = nil}
+
+  /// The latest usage or completion receipt recorded for it.
+  public var receipt: Orrery_Settlement_V1_ProvenEntry {
+    get {_receipt ?? Orrery_Settlement_V1_ProvenEntry()}
+    set {_receipt = newValue}
+  }
+  /// Returns true if `receipt` has been explicitly set.
+  public var hasReceipt: Bool {self._receipt != nil}
+  /// Clears the value of `receipt`. Subsequent reads from it will return its default value.
+  public mutating func clearReceipt() {self._receipt = nil}
+
+  public var idempotencyKey: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _treeHead: Orrery_Notary_V1_SignedTreeHead? = nil
+  fileprivate var _contract: Orrery_Settlement_V1_ProvenEntry? = nil
+  fileprivate var _receipt: Orrery_Settlement_V1_ProvenEntry? = nil
 }
 
 public nonisolated struct Orrery_Settlement_V1_RefundRequest: Sendable {
@@ -355,6 +426,100 @@ nonisolated extension Orrery_Settlement_V1_EscrowRequest: SwiftProtobuf.Message,
     if lhs.contractID != rhs.contractID {return false}
     if lhs.consumerDid != rhs.consumerDid {return false}
     if lhs.amount != rhs.amount {return false}
+    if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_ProvenEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProvenEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}leaf\0\u{1}path\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.index) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.leaf) }()
+      case 3: try { try decoder.decodeRepeatedBytesField(value: &self.path) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.index != 0 {
+      try visitor.visitSingularUInt64Field(value: self.index, fieldNumber: 1)
+    }
+    if !self.leaf.isEmpty {
+      try visitor.visitSingularBytesField(value: self.leaf, fieldNumber: 2)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitRepeatedBytesField(value: self.path, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_ProvenEntry, rhs: Orrery_Settlement_V1_ProvenEntry) -> Bool {
+    if lhs.index != rhs.index {return false}
+    if lhs.leaf != rhs.leaf {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_ReleaseRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReleaseRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}tree_head\0\u{1}contract\0\u{1}receipt\0\u{3}idempotency_key\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._treeHead) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._contract) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._receipt) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.contractID.isEmpty {
+      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 1)
+    }
+    try { if let v = self._treeHead {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._contract {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._receipt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if !self.idempotencyKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_ReleaseRequest, rhs: Orrery_Settlement_V1_ReleaseRequest) -> Bool {
+    if lhs.contractID != rhs.contractID {return false}
+    if lhs._treeHead != rhs._treeHead {return false}
+    if lhs._contract != rhs._contract {return false}
+    if lhs._receipt != rhs._receipt {return false}
     if lhs.idempotencyKey != rhs.idempotencyKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -123,6 +123,12 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     )
     public var settlementDid: String?
 
+    @Option(
+        help:
+            "Settlement gateway only: the contract notary's DID, whose signed tree heads releases are proven against (env ORRERY_NOTARY_DID, file notary.did)."
+    )
+    public var notaryDid: String?
+
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 

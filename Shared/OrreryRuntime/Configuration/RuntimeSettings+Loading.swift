@@ -45,6 +45,7 @@ extension RuntimeSettings {
             offerTimeout: .milliseconds(try integer(reader, "offer.timeout_ms", in: 100...600_000)),
             notaryAddress: try address(reader, "notary.address"),
             settlementDID: try optionalDID(reader, "settlement.did"),
+            notaryDID: try optionalDID(reader, "notary.did"),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -120,6 +121,7 @@ extension RuntimeSettings {
         flag("offer.timeout_ms", options.offerTimeoutMs)
         flag("notary.address", options.notaryAddress)
         flag("settlement.did", options.settlementDid)
+        flag("notary.did", options.notaryDid)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
@@ -150,6 +152,7 @@ extension RuntimeSettings {
             "offer.timeout_ms": 10000,
             "notary.address": "",
             "settlement.did": "",
+            "notary.did": "",
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",

@@ -14,6 +14,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
             && lhs.registryAddress == rhs.registryAddress && lhs.offerTimeout == rhs.offerTimeout
             && lhs.notaryAddress == rhs.notaryAddress && lhs.settlementDID == rhs.settlementDID
+            && lhs.notaryDID == rhs.notaryDID
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -69,6 +70,8 @@ public struct RuntimeSettings: Sendable, Equatable {
     /// The settlement gateway's DID, the only signer of a contract's `settled` transition (notary); nil when
     /// none is set.
     public var settlementDID: String? = nil
+    /// The contract notary's DID, whose signed tree heads the settlement gateway accepts; nil when none is set.
+    public var notaryDID: String? = nil
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

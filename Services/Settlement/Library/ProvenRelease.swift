@@ -1,0 +1,107 @@
+internal import Foundation
+internal import GRPCCore
+internal import OrreryIdentity
+internal import OrreryLedger
+internal import OrreryProto
+internal import SwiftProtobuf
+
+/// What a release rests on (DESIGN §6): the contract and its latest receipt, each proven included in a tree head
+/// the notary signed — checked here from the proofs alone, never by reading the notary's tables.
+struct ProvenRelease {
+    let contract: Orrery_Notary_V1_Contract
+    let usage: Orrery_Notary_V1_UsageReceipt
+    /// The receipt is the completion receipt.
+    let completed: Bool
+
+    static func verify(_ request: Orrery_Settlement_V1_ReleaseRequest, notary: DID) throws -> ProvenRelease {
+        let head: Orrery_Notary_V1_TreeHead
+        do {
+            head = try TreeHeadWitness.verify(request.treeHead)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "tree_head: \(error)")
+        }
+        guard head.logDid == notary.string else {
+            throw RPCError(
+                code: .permissionDenied,
+                message: "tree_head is signed by \(head.logDid), not by the notary this gateway trusts (\(notary))")
+        }
+        let contractEntry = try included(request.contract, "contract", head: head, notary: notary)
+        let receiptEntry = try included(request.receipt, "receipt", head: head, notary: notary)
+        guard contractEntry.kind == .contract, contractEntry.contractID == request.contractID else {
+            throw RPCError(
+                code: .invalidArgument,
+                message: "contract: entry \(request.contract.index) is not contract \(request.contractID)'s")
+        }
+        let contract: Orrery_Notary_V1_Contract
+        do {
+            contract = try Orrery_Notary_V1_Contract(serializedBytes: contractEntry.act.payload)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "contract: the entry's act is not a contract")
+        }
+        guard receiptEntry.contractID == request.contractID else {
+            throw RPCError(
+                code: .invalidArgument, message: "receipt: entry \(request.receipt.index) is for another contract")
+        }
+        do {
+            try SignedMessage.verify(receiptEntry.act, requiring: [try DID(contract.deviceDid)])
+        } catch {
+            throw RPCError(code: .permissionDenied, message: "receipt: not signed by the contract's device: \(error)")
+        }
+        switch receiptEntry.kind {
+        case .usageReceipt:
+            let usage = try Orrery_Notary_V1_UsageReceipt(serializedBytes: receiptEntry.act.payload)
+            return ProvenRelease(contract: contract, usage: usage, completed: false)
+        case .completionReceipt:
+            let completion = try Orrery_Notary_V1_CompletionReceipt(serializedBytes: receiptEntry.act.payload)
+            return ProvenRelease(contract: contract, usage: completion.usage, completed: true)
+        default:
+            throw RPCError(code: .invalidArgument, message: "receipt: entry \(request.receipt.index) is not a receipt")
+        }
+    }
+
+    /// The log entry a proven leaf holds, after checking its inclusion, the notary's signature and its index.
+    private static func included(
+        _ proven: Orrery_Settlement_V1_ProvenEntry, _ field: String, head: Orrery_Notary_V1_TreeHead, notary: DID
+    ) throws -> Orrery_Notary_V1_LogEntry {
+        guard
+            MerkleTree.verifyInclusion(
+                leafHash: MerkleTree.leafHash(proven.leaf), index: proven.index, size: head.treeSize,
+                proof: proven.path.map { [UInt8]($0) }, root: [UInt8](head.rootHash))
+        else {
+            throw RPCError(
+                code: .invalidArgument,
+                message:
+                    "\(field): entry \(proven.index) is not proven included in the tree of \(head.treeSize) entries")
+        }
+        do {
+            let signed = try Orrery_Common_V1_Signed(serializedBytes: proven.leaf)
+            try SignedMessage.verify(signed, type: Orrery_Notary_V1_LogEntry.protoMessageName, requiring: [notary])
+            let entry = try Orrery_Notary_V1_LogEntry(serializedBytes: signed.payload)
+            guard entry.index == proven.index else {
+                throw RPCError(code: .invalidArgument, message: "\(field): the entry says it is \(entry.index)")
+            }
+            return entry
+        } catch let error as RPCError {
+            throw error
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "\(field): not a log entry signed by the notary: \(error)")
+        }
+    }
+
+    /// What the contract makes due for the usage so far (cumulative), at most its maximum cost.
+    var due: UInt64 {
+        let price = contract.price
+        let amount: Double
+        switch price.model {
+        case .perTime: amount = Double(price.hourlyPrice) * usage.wallSeconds / 3600
+        case .perResource:
+            amount =
+                Double(price.cpuHourPrice) * usage.cpuSeconds / 3600 + Double(price.gpuHourPrice) * usage.gpuSeconds
+                / 3600 + Double(price.ramGibHourPrice) * usage.ramMibHours / 1024
+        case .fixed: amount = completed ? Double(price.fixedPrice) : 0
+        default: amount = 0
+        }
+        guard amount.isFinite, amount > 0 else { return 0 }
+        return min(price.maxCost, UInt64(min(amount.rounded(.up), Double(UInt64.max / 2))))
+    }
+}
