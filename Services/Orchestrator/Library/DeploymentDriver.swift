@@ -9,10 +9,10 @@ internal import SwiftProtobuf
 /// conditional on the state it leaves, so when two replicas race, one wins and the other changes nothing.
 ///
 /// submitted → matched (placed, resources reserved) or failed (cannot be placed, with the explanation);
-/// matched → offered (one offer per replica, through the agent channel); offered → matched again when a device
-/// declines or lets its offer expire (placed anew without it), or → contracted → escrowed → deploying once every
-/// device has bid (contract and escrow pass with the recorded reason that no notary or settlement service is
-/// configured). Execution on the agents comes next.
+/// matched → offered (one offer per replica, each with its contract, through the agent channel); offered → matched
+/// again when a device declines or lets its offer expire (placed anew without it), or → contracted once every
+/// device bid and the notary logged every replica's contract → escrowed (passes, with that reason, until the
+/// settlement gateway is wired in) → deploying. Execution on the agents comes next.
 struct DeploymentDriver: Sendable {
     let store: DeploymentStore
     let offers: OfferStore
