@@ -63,7 +63,10 @@ JSON
         device-agent) ;;
         orchestrator) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))"
                               --notary-address "127.0.0.1:$((base + 4))") ;;
-        contract-notary) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))") ;;
+        contract-notary) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))"
+                                 --settlement-did "$("$bin/orrery" key show "$run_dir/credentials/settlement-gateway/service.key")") ;;
+        settlement-gateway) extra+=(--identity-address "127.0.0.1:$((base + 1))"
+                                    --notary-did "$("$bin/orrery" key show "$run_dir/credentials/contract-notary/service.key")") ;;
         *) extra+=(--identity-address "127.0.0.1:$((base + 1))") ;;
     esac
     "$bin/$service" --config "$run_dir/config/$service.json" \
