@@ -29,7 +29,7 @@ struct NotaryBenchCommand: AsyncParsableCommand {
         let operatorKey = try KeyFile.read(key)
         let audience = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
         let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
-        let parties = Parties(orchestrator: operatorKey)
+        let parties = try Parties(orchestrator: operatorKey)
 
         // Every contract proposed first (staging is not the log), then the appends measured: the device's
         // acceptance checked (its signature, the owner's delegation, the terms' digest), countersigned, logged.
@@ -214,14 +214,14 @@ struct NotaryBenchCommand: AsyncParsableCommand {
         let consumerDelegation: Delegation
         let ownerToDevice: Delegation
 
-        init(orchestrator: SigningKey) {
+        init(orchestrator: SigningKey) throws {
             self.orchestrator = orchestrator
             let expiry = Int64(Date().timeIntervalSince1970) + 7200
             consumerDelegation = Delegation.issue(
                 by: consumer, to: orchestrator.did, subject: consumer.did,
-                command: (try? Command("/orrery/notary/propose"))!, expiration: expiry)
+                command: try Command("/orrery/notary/propose"), expiration: expiry)
             ownerToDevice = Delegation.issue(
-                by: owner, to: device.did, subject: owner.did, command: (try? Command("/orrery/device"))!,
+                by: owner, to: device.did, subject: owner.did, command: try Command("/orrery/device"),
                 expiration: expiry)
         }
 
