@@ -13,7 +13,7 @@ import Testing
     "Device agent: join and liveness", .serialized,
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct DeviceAgentJoinTests {
-    static let interval = 300
+    static let interval = 500  // ms: short enough to be quick, long enough for a loaded CI machine
 
     @Test(
         "an agent joins with its owner's delegation, stays live, survives kill -9 and a registry restart as the same device, and leaves"

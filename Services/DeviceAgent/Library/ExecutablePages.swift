@@ -51,13 +51,14 @@ public enum ExecutablePages {
         return released
     }
 
-    /// Releases the start-up pages a moment after start, then every minute (a scan of /proc/self/smaps and one
-    /// madvise per mapping: about a millisecond), so code that ran once — a deployment's set-up — does not stay.
+    /// Releases the start-up pages once start-up and joining are well over (30 s), then every 10 minutes, so code
+    /// that ran once — a deployment's set-up — does not stay for days. Rarely: the code that does run afterwards
+    /// faults back in, which some kernels (and sandboxes such as gVisor) make slow enough to delay a heartbeat.
     static func keepReleasing() async {
-        try? await Task.sleep(for: .seconds(2))
+        try? await Task.sleep(for: .seconds(30))
         while !Task.isCancelled {
             release()
-            try? await Task.sleep(for: .seconds(60))
+            try? await Task.sleep(for: .seconds(600))
         }
     }
 }
