@@ -9,8 +9,9 @@ internal import PostgresNIO
 internal import SwiftProtobuf
 
 /// The settlement gateway's ledger operations for an authorised caller (DESIGN §6): deposits (the operator's, in
-/// ledger mode), escrow of a contract's maximum cost under the consumer's own delegation, refunds, balances and
-/// statements. Release against receipts proven in the notary's log, payouts and the chain adapters come next.
+/// ledger mode), escrow of a contract's maximum cost under the consumer's own delegation, releases to the device's
+/// owner against receipts proven in the notary's log, refunds, balances and statements. Payouts, address binding and
+/// the chain adapters come next.
 struct SettlementAPI: Sendable {
     let ledger: LedgerStore
     let operatorDID: DID
