@@ -6,7 +6,7 @@ cd "$root"
 "$root/Tools/scripts/install-deps.sh"
 # The Swift runtime is linked statically: an edge host needs no Swift toolchain to run the agent.
 scratch=(--scratch-path .build-release -c release --static-swift-stdlib)
-for product in orrery-bench registry orchestrator contract-notary device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
+for product in orrery-bench registry orchestrator contract-notary settlement-gateway device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
 
@@ -68,6 +68,20 @@ notary_port=$(python3 -c "import json; print(json.load(open('$work/notary.json')
 rm -f bench-results/notary.md
 "$bin/orrery-bench" notary --notary "127.0.0.1:$notary_port" --key "$work/credentials/operator.key" \
     --out bench-results/notary.md
+
+echo "== settlement gateway (escrow + release, releases proven by the notary above)"
+ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
+    "$bin/settlement-gateway" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
+    --identity-key "$work/credentials/settlement-gateway/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
+    --identity-delegation "$work/credentials/settlement-gateway/delegation.ucan" \
+    --notary-did "$("$bin/orrery" key show "$work/credentials/contract-notary/service.key")" \
+    --ready-file "$work/settlement.json" >"$work/settlement.log" 2>&1 &
+extra_pids+=($!)
+wait_ready "$work/settlement.json" "$!" "$work/settlement.log"
+settlement_port=$(python3 -c "import json; print(json.load(open('$work/settlement.json'))['grpc_port'])")
+rm -f bench-results/settlement.md
+"$bin/orrery-bench" settlement --notary "127.0.0.1:$notary_port" --settlement "127.0.0.1:$settlement_port" \
+    --key "$work/credentials/operator.key" --pgbench-tps "$tps" --out bench-results/settlement.md
 
 echo "== device agent"
 "$bin/orrery-bench" agent --binary "$bin/device-agent" --out bench-results/registry.md
