@@ -28,7 +28,9 @@ struct SettlementBenchCommand: AsyncParsableCommand {
         }
         let operatorKey = try KeyFile.read(key)
         let notaryDID = try await ServiceProbe.withClient(notaryTarget) { try DID(try await ServiceProbe.info($0).did) }
-        let gatewayDID = try await ServiceProbe.withClient(gatewayTarget) { try DID(try await ServiceProbe.info($0).did) }
+        let gatewayDID = try await ServiceProbe.withClient(gatewayTarget) {
+            try DID(try await ServiceProbe.info($0).did)
+        }
         let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
         let parties = try NotaryBenchCommand.Parties(orchestrator: operatorKey)
         func authorization(
@@ -47,7 +49,9 @@ struct SettlementBenchCommand: AsyncParsableCommand {
         // Set-up (not measured): contracts logged by the notary, a receipt each, their inclusion proofs.
         let proposals = try (0..<contracts).map { _ in try parties.proposal() }
         var entries: [String: (contract: UInt64, receipt: UInt64)] = [:]
-        for batch in stride(from: 0, to: proposals.count, by: 100).map({ Array(proposals[$0..<min($0 + 100, proposals.count)]) }) {
+        for batch in stride(from: 0, to: proposals.count, by: 100).map({
+            Array(proposals[$0..<min($0 + 100, proposals.count)])
+        }) {
             try await Self.withClient(notaryTarget) { grpc in
                 let client = Orrery_Notary_V1_Notary.Client(wrapping: grpc)
                 for (contract, signed) in batch {
@@ -67,7 +71,8 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                     $0.idempotencyKey = "accept/\(batch[0].0.id)"
                 }
                 let accepted = try await client.acceptContracts(
-                    accept, metadata: try authorization(accept, "orrery.notary.v1.Notary/AcceptContracts", audience: notaryDID))
+                    accept,
+                    metadata: try authorization(accept, "orrery.notary.v1.Notary/AcceptContracts", audience: notaryDID))
                 for ((contract, _), result) in zip(batch, accepted.results) {
                     let receipt = Orrery_Notary_V1_RecordReceiptRequest.with {
                         $0.receipt = SignedMessage.make(
@@ -80,7 +85,9 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                         $0.idempotencyKey = "receipt/\(contract.id)"
                     }
                     let recorded = try await client.recordReceipt(
-                        receipt, metadata: try authorization(receipt, "orrery.notary.v1.Notary/RecordReceipt", audience: notaryDID))
+                        receipt,
+                        metadata: try authorization(
+                            receipt, "orrery.notary.v1.Notary/RecordReceipt", audience: notaryDID))
                     entries[contract.id] = (result.record.entryIndexes.first ?? 0, recorded.entryIndex)
                 }
             }
@@ -89,7 +96,8 @@ struct SettlementBenchCommand: AsyncParsableCommand {
             let client = Orrery_Notary_V1_Notary.Client(wrapping: grpc)
             let headRequest = Orrery_Notary_V1_GetTreeHeadRequest()
             let head = try await client.getTreeHead(
-                headRequest, metadata: try authorization(headRequest, "orrery.notary.v1.Notary/GetTreeHead", audience: notaryDID))
+                headRequest,
+                metadata: try authorization(headRequest, "orrery.notary.v1.Notary/GetTreeHead", audience: notaryDID))
             var releases: [Orrery_Settlement_V1_ReleaseRequest] = []
             for (contract, _) in proposals {
                 guard let indexes = entries[contract.id] else { continue }
@@ -100,14 +108,17 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                     }
                     let proof = try await client.getInclusionProof(
                         request,
-                        metadata: try authorization(request, "orrery.notary.v1.Notary/GetInclusionProof", audience: notaryDID))
+                        metadata: try authorization(
+                            request, "orrery.notary.v1.Notary/GetInclusionProof", audience: notaryDID))
                     return .with {
                         $0.index = index
                         $0.leaf = proof.leaf
                         $0.path = proof.path
                     }
                 }
-                let (contractEntry, receiptEntry) = (try await proven(indexes.contract), try await proven(indexes.receipt))
+                let (contractEntry, receiptEntry) = (
+                    try await proven(indexes.contract), try await proven(indexes.receipt)
+                )
                 releases.append(
                     .with {
                         $0.contractID = contract.id
@@ -130,7 +141,8 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                 $0.idempotencyKey = "bench-deposit-\(UUID().uuidString)"
             }
             _ = try await Orrery_Settlement_V1_Settlement.Client(wrapping: grpc).deposit(
-                deposit, metadata: try authorization(deposit, "orrery.settlement.v1.Settlement/Deposit", audience: gatewayDID))
+                deposit,
+                metadata: try authorization(deposit, "orrery.settlement.v1.Settlement/Deposit", audience: gatewayDID))
         }
 
         // Measured: escrow then release for each contract, spread over the clients.
@@ -155,8 +167,11 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                                     subject: parties.consumer.did, proofs: [escrowDelegation]))
                             let paid = try await client.release(
                                 release,
-                                metadata: try authorization(release, "orrery.settlement.v1.Settlement/Release", audience: gatewayDID))
-                            guard paid.kind == "release" else { throw ValidationError("release \(release.contractID) failed") }
+                                metadata: try authorization(
+                                    release, "orrery.settlement.v1.Settlement/Release", audience: gatewayDID))
+                            guard paid.kind == "release" else {
+                                throw ValidationError("release \(release.contractID) failed")
+                            }
                         }
                     }
                 }
