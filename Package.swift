@@ -110,7 +110,7 @@ let package = Package(
         // Zero trust on every RPC: the capability interceptor, replay guards, revocations, invocation signing.
         .target(
             name: "OrreryAuth",
-            dependencies: ["OrreryIdentity", "OrreryProto", grpcCore, swiftProtobuf, postgres, logging],
+            dependencies: ["OrreryIdentity", "OrreryProto", grpcCore, swiftProtobuf, postgres, logging, crypto],
             path: "Shared/OrreryAuth",
             swiftSettings: upcomingFeatures
         ),

@@ -51,7 +51,7 @@ struct ExecutablePagesTests {
         let after = fileRSS()
         #expect(released > 0)
         #expect(after < before, "RssFile \(before) kB → \(after) kB")
-        // Still working: code and constants fault back in on use.
-        #expect(ExecutablePages.cleanMappings(smaps: Self.smaps, executable: "/opt/orrery/bin/device-agent").count == 2)
+        // Still working: the code released above faults back in as this test (and the others) go on.
+        #expect(fileRSS() > 0)
     }
 }

@@ -211,7 +211,6 @@ struct NotaryTests {
             var withAuthority = contract
             withAuthority.consumerAuthority = Data(try UCANContainer.encode([delegation.envelope.bytes]))
             let signedProposal = try parties.sign(withAuthority, by: parties.orchestrator)
-            _ = proposal
 
             // Proposing: the consumer's policy bounds the amount; the proposal must be the orchestrator's and embed
             // the chain that authorised it.

@@ -1,4 +1,5 @@
 internal import Foundation
+internal import OrreryAuth
 internal import GRPCCore
 internal import Logging
 internal import NIOCore
@@ -111,7 +112,7 @@ enum ContractStore {
 
     /// The stored response to an earlier call with the same idempotency key, if any.
     /// - Throws: `FAILED_PRECONDITION` when the key was used for a different request.
-    static func earlierResult(_ key: IdempotencyKey, client: PostgresClient, logger: Logger) async throws -> Data? {
+    static func earlierResult(_ key: RetryKey, client: PostgresClient, logger: Logger) async throws -> Data? {
         let rows = try await client.query(
             """
             SELECT request_sha256, response FROM idempotent_results
@@ -129,7 +130,7 @@ enum ContractStore {
     }
 
     /// Stores the response of a call that appended nothing (a proposal), for its retries.
-    static func remember(_ key: IdempotencyKey, response: Data, client: PostgresClient, logger: Logger) async throws {
+    static func remember(_ key: RetryKey, response: Data, client: PostgresClient, logger: Logger) async throws {
         try await client.query(
             """
             INSERT INTO idempotent_results (invoker, method, idempotency_key, request_sha256, response)

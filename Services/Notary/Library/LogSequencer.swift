@@ -1,4 +1,5 @@
 internal import Foundation
+internal import OrreryAuth
 internal import Logging
 internal import NIOCore
 internal import OrreryDatabase
@@ -47,16 +48,9 @@ struct LogAct: Sendable {
     /// Checks the act against the row and changes it; returns what to append. Throws (an `RPCError`) to refuse.
     var apply: @Sendable (inout ContractRow, _ now: Date) throws -> [EntryDraft]
     /// The retry key this act answers for, if any: its response is stored in the same transaction.
-    var idempotency: IdempotencyKey?
+    var idempotency: RetryKey?
     /// The response stored for a retry.
     var respond: @Sendable (ContractRow, _ appended: [UInt64]) -> Data
-}
-
-struct IdempotencyKey: Sendable, Hashable {
-    var invoker: String
-    var method: String
-    var key: String
-    var requestSHA256: Data
 }
 
 /// What an act achieved.
@@ -163,7 +157,7 @@ final class LogSequencer: Sendable {
         var nodePositions: [Int64] = []
         var nodeHashes: [ByteBuffer] = []
         var entryContracts: [String] = []
-        var idempotent: [(IdempotencyKey, Data)] = []
+        var idempotent: [(RetryKey, Data)] = []
         var results: [Result<ActOutcome, any Error>] = []
 
         for act in acts {

@@ -152,7 +152,7 @@ struct NotaryAPI: Sendable {
     /// that activates the contract: the contract's first log entry, plus a breach when its relocations exceed the
     /// SLA's maximum.
     private func acceptance(
-        _ signed: Orrery_Common_V1_Signed, rows: [String: ContractRow], idempotency: IdempotencyKey?
+        _ signed: Orrery_Common_V1_Signed, rows: [String: ContractRow], idempotency: RetryKey?
     ) throws -> LogAct {
         let acceptance: Orrery_Notary_V1_ContractAcceptance = try Self.payload(signed, "acceptance")
         guard !acceptance.contractID.isEmpty else { throw NotaryFailure.invalid("acceptance.contract_id: required") }
@@ -316,7 +316,7 @@ struct NotaryAPI: Sendable {
     /// Appends an act; when it is refused, a retry of a call that already succeeded (the same idempotency key
     /// and request) gets that call's response instead. The earlier result is looked up only then: a first call
     /// costs no lookup.
-    private func append(_ idempotency: IdempotencyKey, _ act: LogAct) async throws -> ActOutcome {
+    private func append(_ idempotency: RetryKey, _ act: LogAct) async throws -> ActOutcome {
         do {
             return try await sequencer.append(act)
         } catch let refusal as RPCError {
@@ -496,13 +496,8 @@ struct NotaryAPI: Sendable {
 
     static func idempotency(
         _ request: some SwiftProtobuf.Message, key: String, method: String, _ authorization: Authorization
-    ) throws -> IdempotencyKey {
-        guard (1...200).contains(key.count) else {
-            throw NotaryFailure.invalid("idempotency_key: 1…200 characters, the same for every retry")
-        }
-        let digest = Data(SHA256.hash(data: try request.serializedData(partial: false)))
-        return IdempotencyKey(
-            invoker: authorization.invoker.string, method: method, key: key, requestSHA256: digest)
+    ) throws -> RetryKey {
+        try RetryKey(request: request, key: key, method: method, invoker: authorization.invoker.string)
     }
 
     /// An SLA breach, signed by the notary, with its penalty in basis points of the contract's maximum cost.

@@ -11,8 +11,8 @@ enum ConsumerAuthority {
     /// The delegation must outlive the submission by at least this long (the contracts are proposed later).
     static let minimumRemainingLife: Int64 = 300
 
-    /// The consumer's delegation(s) in `container`, root first, after checking the one to this orchestrator.
-    static func validate(_ container: Data, consumer: String, orchestrator: String, now: Int64) throws -> [Delegation] {
+    /// Checks that `container` holds the consumer's valid delegation of proposing to this orchestrator.
+    static func validate(_ container: Data, consumer: String, orchestrator: String, now: Int64) throws {
         let hint =
             "consumer_authority: the consumer's delegation of \(command) to the orchestrator \(orchestrator) (`orrery run` makes it)"
         guard !container.isEmpty else { throw RPCError(code: .invalidArgument, message: "\(hint) is required") }
@@ -44,6 +44,5 @@ enum ConsumerAuthority {
                 message: "consumer_authority: the delegation expires at \(expiration), within \(minimumRemainingLife) s"
             )
         }
-        return [delegation]
     }
 }

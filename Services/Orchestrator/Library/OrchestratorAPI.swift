@@ -1,4 +1,5 @@
 internal import Foundation
+internal import OrreryAuth
 public import GRPCCore
 internal import Logging
 internal import OrreryDatabase
@@ -22,15 +23,13 @@ public struct OrchestratorAPI: Sendable {
     public func submit(_ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest, consumer: String) async throws
         -> Orrery_Orchestrator_V1_Deployment
     {
-        guard (1...200).contains(request.idempotencyKey.count) else {
-            throw RPCError(code: .invalidArgument, message: "idempotency_key: required, 1…200 characters")
-        }
+        try RetryKey.validate(request.idempotencyKey)
         if let earlier = try await store.existing(consumer: consumer, idempotencyKey: request.idempotencyKey) {
             return try sameSpec(earlier, request)
         }
         guard request.hasSpec else { throw RPCError(code: .invalidArgument, message: "spec: required") }
         let placementRequest = try validated(request.spec)
-        _ = try ConsumerAuthority.validate(
+        try ConsumerAuthority.validate(
             request.consumerAuthority, consumer: consumer, orchestrator: driver.orchestratorDID,
             now: Int64(Date().timeIntervalSince1970))
         if let budget = placementRequest.budget, fleet.isSynced,

@@ -240,9 +240,7 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
         case .completed, .failed, .relocatedAway: break
         default: throw RPCError(code: .invalidArgument, message: "outcome: COMPLETED, FAILED or RELOCATED_AWAY")
         }
-        guard (1...200).contains(request.idempotencyKey.count) else {
-            throw RPCError(code: .invalidArgument, message: "idempotency_key: required, 1…200 characters")
-        }
+        try RetryKey.validate(request.idempotencyKey)
         guard
             let device = try await store.recordOutcome(
                 did: request.deviceDid, outcome: request.outcome, idempotencyKey: request.idempotencyKey)

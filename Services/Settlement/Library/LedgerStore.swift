@@ -1,5 +1,6 @@
 internal import Crypto
 internal import Foundation
+internal import OrreryAuth
 internal import GRPCCore
 internal import Logging
 internal import OrreryDatabase
@@ -24,16 +25,9 @@ struct LedgerStore: Sendable {
         var amount: String
     }
 
-    /// Who asked, under which key, for which request.
-    struct Retry: Sendable {
-        var invoker: String
-        var key: String
-        var requestSHA256: Data
-    }
-
     /// Posts an entry whose lines `lines` decides inside the transaction (it may read balances, locked).
     func post(
-        kind: String, contractID: String?, memo: String, retry: Retry,
+        kind: String, contractID: String?, memo: String, retry: RetryKey,
         lines: @Sendable (PostgresConnection) async throws -> [Line]
     ) async throws -> Orrery_Settlement_V1_JournalEntry {
         if let earlier = try await earlierEntry(retry) { return earlier }
@@ -90,7 +84,7 @@ struct LedgerStore: Sendable {
 
     /// The entry an earlier call with the same key posted, if any.
     /// - Throws: `FAILED_PRECONDITION` when the key was used for another request.
-    func earlierEntry(_ retry: Retry) async throws -> Orrery_Settlement_V1_JournalEntry? {
+    func earlierEntry(_ retry: RetryKey) async throws -> Orrery_Settlement_V1_JournalEntry? {
         let rows = try await client.query(
             """
             SELECT id, request_sha256 FROM journal_entries

@@ -197,14 +197,10 @@ struct SettlementAPI: Sendable {
     }
 
     static func retry(_ request: some SwiftProtobuf.Message, key: String, _ authorization: Authorization) throws
-        -> LedgerStore.Retry
+        -> RetryKey
     {
-        guard (1...200).contains(key.count) else {
-            throw RPCError(
-                code: .invalidArgument, message: "idempotency_key: 1…200 characters, the same for every retry")
-        }
-        return LedgerStore.Retry(
-            invoker: authorization.invoker.string, key: key,
-            requestSHA256: Data(SHA256.hash(data: try request.serializedBytes() as [UInt8])))
+        try RetryKey(
+            request: request, key: key, method: String(describing: type(of: request)),
+            invoker: authorization.invoker.string)
     }
 }
