@@ -100,6 +100,18 @@ let package = Package(
         ),
         // The system zlib (gzip in the UCAN container).
         .target(name: "CZlib", path: "Shared/CZlib"),
+        // The chain adapters' C libraries from the system: secp256k1 ECDSA, the Keccak permutation, BLAKE2b.
+        .target(name: "CSecp256k1", path: "Shared/CSecp256k1"),
+        .target(name: "CNettle", path: "Shared/CNettle"),
+        .target(name: "CSodium", path: "Shared/CSodium"),
+        // Ethereum without a node: keccak-256, secp256k1 keys, RLP, ABI, EIP-712, EIP-1559, a JSON-RPC client.
+        .target(
+            name: "OrreryEthereum", dependencies: ["CSecp256k1", "CNettle"], path: "Shared/OrreryEthereum",
+            swiftSettings: upcomingFeatures),
+        // Cardano without a node: BLAKE2b, bech32 CIP-19 addresses, CBOR, CIP-8 COSE_Sign1, signed transactions.
+        .target(
+            name: "OrreryCardano", dependencies: ["CSodium", crypto], path: "Shared/OrreryCardano",
+            swiftSettings: upcomingFeatures),
         // Identity and trust: did:key, signing keys, the Signed envelope, DAG-CBOR, UCAN 1.0 capabilities.
         .target(
             name: "OrreryIdentity",
@@ -179,6 +191,12 @@ let package = Package(
             name: "OrreryPlacementTests",
             dependencies: ["OrreryPlacement"],
             path: "Tests/OrreryPlacementTests",
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(
+            name: "OrreryChainTests",
+            dependencies: ["OrreryEthereum", "OrreryCardano", "OrreryTestSupport", crypto],
+            path: "Tests/OrreryChainTests",
             swiftSettings: upcomingFeatures
         ),
         .testTarget(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, systemd-analyze, curl and
-# Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
+# Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, systemd-analyze, curl,
+# the C libraries the chain adapters link (libsecp256k1, nettle, libsodium) and Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -11,6 +11,9 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+[ -f /usr/include/secp256k1_recovery.h ] || missing+=(libsecp256k1-dev)
+[ -f /usr/include/nettle/sha3.h ] || missing+=(nettle-dev)
+[ -f /usr/include/sodium.h ] || missing+=(libsodium-dev)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
