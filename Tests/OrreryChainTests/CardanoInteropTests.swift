@@ -1,0 +1,129 @@
+import Crypto
+import Foundation
+import OrreryCardano
+import OrreryEthereum
+import OrreryTestSupport
+import Testing
+
+/// Runs `Tests/python/cardano_check.py` (pycardano, PyNaCl, hashlib) on a job and returns its answer.
+func cardanoCheck(_ job: JSONValue) async throws -> JSONValue {
+    let directory = try TestEnvironment.temporaryDirectory("cardano-check")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let file = directory.appendingPathComponent("job.json")
+    try Data(job.serialized.utf8).write(to: file)
+    let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/cardano_check.py").path
+    let (status, output) = try await ChildProcess.run(TestEnvironment.python, arguments: [script, file.path])
+    guard status == 0, let line = output.split(separator: "\n").last else {
+        throw CheckFailure(text: "cardano_check.py failed (\(status)): \(output)")
+    }
+    return try JSONValue.parse(String(line))
+}
+
+@Suite("Cardano artifacts checked by pycardano and PyNaCl")
+struct CardanoInteropTests {
+    let key = Curve25519.Signing.PrivateKey()
+
+    @Test("CIP-19 enterprise addresses match pycardano's on both networks and round-trip through bech32")
+    func addresses() async throws {
+        let seed = Hex.encode(key.rawRepresentation, prefix: false)
+        let answer = try await cardanoCheck(
+            .object([
+                (
+                    "addresses",
+                    .array([
+                        .object([("seed", .string(seed)), ("testnet", .bool(true))]),
+                        .object([("seed", .string(seed)), ("testnet", .bool(false))]),
+                    ])
+                )
+            ]))
+        let testnet = CardanoAddress(paymentKey: key.publicKey, network: .testnet)
+        let mainnet = CardanoAddress(paymentKey: key.publicKey, network: .mainnet)
+        #expect(answer["addresses"]?.arrayValue == [.string(testnet.bech32), .string(mainnet.bech32)])
+        #expect(testnet.bech32.hasPrefix("addr_test1") && mainnet.bech32.hasPrefix("addr1"))
+        #expect(CardanoAddress(testnet.bech32) == testnet)
+        var corrupted = Array(mainnet.bech32)
+        corrupted[10] = corrupted[10] == "q" ? "p" : "q"
+        #expect(CardanoAddress(String(corrupted)) == nil)
+    }
+
+    @Test("pycardano's cip8.verify accepts our COSE_Sign1 and refuses tampered payloads, keys and signatures")
+    func cip8Signatures() async throws {
+        let address = CardanoAddress(paymentKey: key.publicKey, network: .testnet)
+        let message = "bind did:key:z6MkExample to \(address.bech32) challenge 1f2e"
+        let signed = try COSESign1.sign(payload: Array(message.utf8), address: address, signingKey: key)
+        #expect(try signed.verify().address == address)
+        var tamperedMessage = signed.signature
+        if let index = tamperedMessage.lastIndex(of: UInt8(ascii: "1")) { tamperedMessage[index] = UInt8(ascii: "2") }
+        var tamperedSignature = signed.signature
+        tamperedSignature[tamperedSignature.count - 5] ^= 0x01
+        let otherKey = try COSESign1.sign(
+            payload: [], address: address, signingKey: Curve25519.Signing.PrivateKey()
+        ).key
+        let items: [(signature: [UInt8], key: [UInt8])] = [
+            (signed.signature, signed.key), (tamperedMessage, signed.key), (tamperedSignature, signed.key),
+            (signed.signature, otherKey),
+        ]
+        let answer = try await cardanoCheck(
+            .object([
+                (
+                    "cose",
+                    .array(
+                        items.map {
+                            .object([
+                                ("signature", .string(Hex.encode($0.signature, prefix: false))),
+                                ("key", .string(Hex.encode($0.key, prefix: false))),
+                            ])
+                        })
+                )
+            ]))
+        let results = answer["cose"]?.arrayValue ?? []
+        try #require(results.count == 4)
+        #expect(results[0]["verified"] == .bool(true))
+        #expect(results[0]["message"]?.stringValue == message)
+        #expect(results[0]["address"]?.stringValue == address.bech32)
+        for (index, result) in results.enumerated().dropFirst() {
+            #expect(result["verified"] == .bool(false), "case \(index) verified")
+        }
+        #expect(throws: COSEError.self) { try COSESign1(signature: tamperedSignature, key: signed.key).verify() }
+        #expect(throws: (any Error).self) { try COSESign1(signature: signed.signature, key: otherKey).verify() }
+    }
+
+    @Test("pycardano decodes our NTX transfer; PyNaCl verifies its witness over blake2b-256 of the body")
+    func transactions() async throws {
+        let payer = CardanoAddress(paymentKey: key.publicKey, network: .testnet)
+        let payee = CardanoAddress(paymentKey: Curve25519.Signing.PrivateKey().publicKey, network: .testnet)
+        let ntx = CardanoAsset(policyID: [UInt8](repeating: 0xA1, count: 28), name: Array("NTX".utf8))
+        let body = CardanoTransactionBody(
+            inputs: [CardanoInput(transactionID: [UInt8](repeating: 0x3C, count: 32), index: 1)],
+            outputs: [
+                CardanoOutput(address: payee, lovelace: 1_500_000, asset: (ntx, 125_000)),
+                CardanoOutput(address: payer, lovelace: 8_300_000),
+            ],
+            fee: 200_000, ttl: 90_000_000)
+        let signed = try body.signed(by: [key])
+        var forged = signed
+        // Rewrite the fee inside the body (0x1a 00030d40 = 200000): the witness no longer covers it.
+        if let index = forged.firstIndex(of: 0x40), forged[index - 1] == 0x0D { forged[index] = 0x41 }
+        #expect(forged != signed)
+        let answer = try await cardanoCheck(
+            .object([("transactions", .array([signed, forged].map { .string(Hex.encode($0, prefix: false)) }))]))
+        let decoded = answer["transactions"]?.arrayValue ?? []
+        try #require(decoded.count == 2)
+        let genuine = decoded[0]
+        #expect(genuine["id"]?.stringValue == Hex.encode(body.id, prefix: false))
+        #expect(genuine["blake2b"]?.stringValue == Hex.encode(body.id, prefix: false))
+        #expect(genuine["fee"] == .number("200000"))
+        #expect(genuine["ttl"] == .number("90000000"))
+        #expect(genuine["inputs"]?.arrayValue == [.string(String(repeating: "3c", count: 32) + "#1")])
+        let outputs = genuine["outputs"]?.arrayValue ?? []
+        #expect(outputs.first?["address"]?.stringValue == payee.bech32)
+        #expect(outputs.first?["lovelace"] == .number("1500000"))
+        #expect(
+            outputs.first?["assets"]?[String(repeating: "a1", count: 28) + "." + Hex.encode(ntx.name, prefix: false)]
+                == .number("125000"))
+        #expect(outputs.last?["address"]?.stringValue == payer.bech32)
+        #expect(genuine["witnesses"]?.arrayValue == [.bool(true)])
+        #expect(decoded[1]["fee"] == .number("200001"))
+        #expect(decoded[1]["witnesses"]?.arrayValue == [.bool(false)])
+    }
+}
