@@ -106,7 +106,8 @@ let package = Package(
         .target(name: "CSodium", path: "Shared/CSodium"),
         // Ethereum without a node: keccak-256, secp256k1 keys, RLP, ABI, EIP-712, EIP-1559, a JSON-RPC client.
         .target(
-            name: "OrreryEthereum", dependencies: ["CSecp256k1", "CNettle"], path: "Shared/OrreryEthereum",
+            name: "OrreryEthereum", dependencies: ["CSecp256k1", "CNettle", "OrreryIdentity"],
+            path: "Shared/OrreryEthereum",
             swiftSettings: upcomingFeatures),
         // Cardano without a node: BLAKE2b, bech32 CIP-19 addresses, CBOR, CIP-8 COSE_Sign1, signed transactions.
         .target(
@@ -150,7 +151,7 @@ let package = Package(
             name: "orrery",
             dependencies: [
                 "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrchestratorService", "OrreryLedger",
-                argumentParser,
+                "OrreryEthereum", "OrreryCardano", argumentParser,
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
             ],
             path: "Tools/orrery",
@@ -195,7 +196,7 @@ let package = Package(
         ),
         .testTarget(
             name: "OrreryChainTests",
-            dependencies: ["OrreryEthereum", "OrreryCardano", "OrreryTestSupport", crypto],
+            dependencies: ["OrreryEthereum", "OrreryCardano", "OrreryIdentity", "OrreryTestSupport", crypto],
             path: "Tests/OrreryChainTests",
             swiftSettings: upcomingFeatures
         ),

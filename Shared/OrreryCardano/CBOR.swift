@@ -114,7 +114,8 @@ public indirect enum CBOR: Sendable, Hashable {
             return .map(
                 try (0..<argument).map { _ in
                     CBORPair(
-                        try decodeItem(bytes, &offset, depth: depth + 1), try decodeItem(bytes, &offset, depth: depth + 1))
+                        try decodeItem(bytes, &offset, depth: depth + 1),
+                        try decodeItem(bytes, &offset, depth: depth + 1))
                 })
         default: return .tag(argument, try decodeItem(bytes, &offset, depth: depth + 1))
         }

@@ -1,3 +1,4 @@
+internal import OrreryIdentity
 /// A cumulative payment voucher for Orrery's payment-channel contract: "the payee of `channel` may withdraw up to
 /// `amount` in total". Signed as EIP-712 typed data by the channel's signer (the gateway, as the consumer's capped
 /// delegate); the contract recomputes the same digest and checks the signer with `ecrecover`.
@@ -38,7 +39,7 @@ public struct ChannelVoucher: Sendable, Hashable {
                 ("name", .string(Self.domainName)), ("version", .string(Self.domainVersion)),
                 ("chainId", .number(String(chainID))), ("verifyingContract", .string(contract.checksummed)),
             ]),
-            message: .object([("channel", .string(Hex.encode(channel))), ("amount", .string(amount.decimal))]))
+            message: .object([("channel", .string(Hex.prefixed(channel))), ("amount", .string(amount.decimal))]))
     }
 
     /// The JSON text of `typedData`.
@@ -49,7 +50,9 @@ public struct ChannelVoucher: Sendable, Hashable {
                 (
                     name,
                     JSONValue.array(
-                        (typed.types[name] ?? []).map { .object([("name", .string($0.name)), ("type", .string($0.type))]) }
+                        (typed.types[name] ?? []).map {
+                            .object([("name", .string($0.name)), ("type", .string($0.type))])
+                        }
                     )
                 )
             })

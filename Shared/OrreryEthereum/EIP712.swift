@@ -1,3 +1,4 @@
+internal import OrreryIdentity
 /// EIP-712 typed structured data in the `eth_signTypedData_v4` JSON shape: `{types, primaryType, domain, message}`.
 public struct TypedData: Sendable {
     public struct Field: Sendable, Hashable {
@@ -37,7 +38,9 @@ public struct TypedData: Sendable {
             }
         }
         guard types["EIP712Domain"] != nil else { throw EIP712Error.invalid("'EIP712Domain' is missing from types") }
-        guard let primary = root["primaryType"]?.stringValue else { throw EIP712Error.invalid("'primaryType' is missing") }
+        guard let primary = root["primaryType"]?.stringValue else {
+            throw EIP712Error.invalid("'primaryType' is missing")
+        }
         guard let domain = root["domain"], let message = root["message"] else {
             throw EIP712Error.invalid("'domain' or 'message' is missing")
         }
@@ -94,7 +97,8 @@ public struct TypedData: Sendable {
             if !sizeText.isEmpty && Int(sizeText) != items.count {
                 throw EIP712Error.invalid("\(path) must have \(sizeText) elements")
             }
-            return Keccak256.hash(try items.enumerated().flatMap { try encodeField(element, $1, path: "\(path)[\($0)]") })
+            return Keccak256.hash(
+                try items.enumerated().flatMap { try encodeField(element, $1, path: "\(path)[\($0)]") })
         }
         if types[type] != nil { return try hashStruct(type, value) }
         return try Self.encodeAtomic(type, value, path: path)
@@ -130,7 +134,9 @@ public struct TypedData: Sendable {
         case _ where type.hasPrefix("uint") || type.hasPrefix("int"):
             let signed = type.hasPrefix("int")
             let bits = Int(type.dropFirst(signed ? 3 : 4)) ?? 256
-            guard bits % 8 == 0, (8...256).contains(bits) else { throw EIP712Error.invalid("\(path): bad type \(type)") }
+            guard bits % 8 == 0, (8...256).contains(bits) else {
+                throw EIP712Error.invalid("\(path): bad type \(type)")
+            }
             return try integerWord(value, bits: bits, signed: signed, path: path)
         default:
             throw EIP712Error.invalid("\(path): unknown type \(type)")
@@ -153,7 +159,9 @@ public struct TypedData: Sendable {
             text.hasPrefix("0x") ? UInt256(quantity: text.count == 2 ? "0x0" : text) : UInt256(decimal: text)
         guard let magnitude else { throw EIP712Error.invalid("\(path): '\(text)' is not an integer") }
         let limitBits = signed ? bits - 1 : bits
-        let limit = limitBits == 256 ? nil : UInt256(bigEndian: [UInt8(1) << (limitBits % 8)] + .init(repeating: 0, count: limitBits / 8))
+        let limit =
+            limitBits == 256
+            ? nil : UInt256(bigEndian: [UInt8(1) << (limitBits % 8)] + .init(repeating: 0, count: limitBits / 8))
         if let limit {
             // Signed minimum: -2^(bits-1) is allowed; positive values must stay below 2^(bits-1).
             let tooBig = negative ? limit < magnitude : !(magnitude < limit)

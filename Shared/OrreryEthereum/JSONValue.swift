@@ -224,8 +224,10 @@ private struct JSONParser {
         guard offset + 4 <= bytes.count else { throw JSONParseError.invalid("short \\u escape") }
         var code: UInt32 = 0
         for byte in bytes[offset..<offset + 4] {
-            guard let nibble = Hex.nibble(byte) else { throw JSONParseError.invalid("bad \\u escape") }
-            code = code << 4 | UInt32(nibble)
+            guard let nibble = UInt32(String(UnicodeScalar(byte)), radix: 16) else {
+                throw JSONParseError.invalid("bad \\u escape")
+            }
+            code = code << 4 | nibble
         }
         offset += 4
         return code

@@ -1,3 +1,4 @@
+internal import OrreryIdentity
 internal import CSecp256k1
 
 /// Errors from secp256k1 keys and signatures.
@@ -39,7 +40,9 @@ public struct RecoverableSignature: Sendable, Hashable {
 
     /// Parses r ‖ s ‖ v, v being 27/28 or 0/1.
     public init(rsv bytes: [UInt8]) throws {
-        guard bytes.count == 65 else { throw EthereumKeyError.invalidSignature("expected 65 bytes, got \(bytes.count)") }
+        guard bytes.count == 65 else {
+            throw EthereumKeyError.invalidSignature("expected 65 bytes, got \(bytes.count)")
+        }
         let v = bytes[64]
         let id: UInt8
         switch v {
@@ -157,7 +160,7 @@ public struct EthereumAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// EIP-55: a hex letter is upper case where the matching nibble of keccak-256(lower-case hex) is ≥ 8.
     public var checksummed: String {
-        let lower = Hex.encode(bytes, prefix: false)
+        let lower = Hex.encode(bytes)
         let hash = Keccak256.hash(lower)
         var output = "0x"
         for (index, character) in lower.enumerated() {

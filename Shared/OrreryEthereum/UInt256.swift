@@ -1,3 +1,4 @@
+internal import OrreryIdentity
 /// An unsigned integer of at most 256 bits, held as minimal big-endian bytes (no leading zero; zero is empty) —
 /// the form RLP wants. Ledger amounts are decimal strings; chains want 32-byte words or `0x` quantities.
 public struct UInt256: Sendable, Hashable, Comparable, CustomStringConvertible {
@@ -75,7 +76,7 @@ public struct UInt256: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     /// The JSON-RPC quantity form: `0x` and hex digits without leading zeros (`0x0` for zero).
     public var quantity: String {
-        let hex = Hex.encode(bytes, prefix: false).drop(while: { $0 == "0" })
+        let hex = Hex.encode(bytes).drop(while: { $0 == "0" })
         return "0x" + (hex.isEmpty ? "0" : hex)
     }
 

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import OrreryCardano
 import OrreryEthereum
+import OrreryIdentity
 import OrreryTestSupport
 import Testing
 
@@ -25,7 +26,7 @@ struct CardanoInteropTests {
 
     @Test("CIP-19 enterprise addresses match pycardano's on both networks and round-trip through bech32")
     func addresses() async throws {
-        let seed = Hex.encode(key.rawRepresentation, prefix: false)
+        let seed = Hex.encode(key.rawRepresentation)
         let answer = try await cardanoCheck(
             .object([
                 (
@@ -70,8 +71,8 @@ struct CardanoInteropTests {
                     .array(
                         items.map {
                             .object([
-                                ("signature", .string(Hex.encode($0.signature, prefix: false))),
-                                ("key", .string(Hex.encode($0.key, prefix: false))),
+                                ("signature", .string(Hex.encode($0.signature))),
+                                ("key", .string(Hex.encode($0.key))),
                             ])
                         })
                 )
@@ -106,12 +107,12 @@ struct CardanoInteropTests {
         if let index = forged.firstIndex(of: 0x40), forged[index - 1] == 0x0D { forged[index] = 0x41 }
         #expect(forged != signed)
         let answer = try await cardanoCheck(
-            .object([("transactions", .array([signed, forged].map { .string(Hex.encode($0, prefix: false)) }))]))
+            .object([("transactions", .array([signed, forged].map { .string(Hex.encode($0)) }))]))
         let decoded = answer["transactions"]?.arrayValue ?? []
         try #require(decoded.count == 2)
         let genuine = decoded[0]
-        #expect(genuine["id"]?.stringValue == Hex.encode(body.id, prefix: false))
-        #expect(genuine["blake2b"]?.stringValue == Hex.encode(body.id, prefix: false))
+        #expect(genuine["id"]?.stringValue == Hex.encode(body.id))
+        #expect(genuine["blake2b"]?.stringValue == Hex.encode(body.id))
         #expect(genuine["fee"] == .number("200000"))
         #expect(genuine["ttl"] == .number("90000000"))
         #expect(genuine["inputs"]?.arrayValue == [.string(String(repeating: "3c", count: 32) + "#1")])
@@ -119,7 +120,7 @@ struct CardanoInteropTests {
         #expect(outputs.first?["address"]?.stringValue == payee.bech32)
         #expect(outputs.first?["lovelace"] == .number("1500000"))
         #expect(
-            outputs.first?["assets"]?[String(repeating: "a1", count: 28) + "." + Hex.encode(ntx.name, prefix: false)]
+            outputs.first?["assets"]?[String(repeating: "a1", count: 28) + "." + Hex.encode(ntx.name)]
                 == .number("125000"))
         #expect(outputs.last?["address"]?.stringValue == payer.bech32)
         #expect(genuine["witnesses"]?.arrayValue == [.bool(true)])

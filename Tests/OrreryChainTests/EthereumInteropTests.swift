@@ -1,5 +1,6 @@
 import Foundation
 import OrreryEthereum
+import OrreryIdentity
 import OrreryTestSupport
 import Testing
 
@@ -41,15 +42,17 @@ struct EthereumInteropTests {
         flipped[10] ^= 0x01
         let tamperedAmount = voucher("1250000000000000001")
         let items: [JSONValue] = [
-            .object([("data", try JSONValue.parse(genuine.json)), ("signature", .string(Hex.encode(signature)))]),
-            .object([("data", try JSONValue.parse(tamperedAmount.json)), ("signature", .string(Hex.encode(signature)))]),
-            .object([("data", try JSONValue.parse(genuine.json)), ("signature", .string(Hex.encode(flipped)))]),
+            .object([("data", try JSONValue.parse(genuine.json)), ("signature", .string(Hex.prefixed(signature)))]),
+            .object([
+                ("data", try JSONValue.parse(tamperedAmount.json)), ("signature", .string(Hex.prefixed(signature))),
+            ]),
+            .object([("data", try JSONValue.parse(genuine.json)), ("signature", .string(Hex.prefixed(flipped)))]),
         ]
         let answer = try await ethAccountCheck(.object([("typed", .array(items))]))
         let typed = answer["typed"]?.arrayValue ?? []
         try #require(typed.count == 3)
         #expect(typed[0]["signer"]?.stringValue == gateway.address.checksummed)
-        #expect(typed[0]["digest"]?.stringValue == Hex.encode(genuine.digest()))
+        #expect(typed[0]["digest"]?.stringValue == Hex.prefixed(genuine.digest()))
         #expect(typed[1]["signer"]?.stringValue != gateway.address.checksummed)
         #expect(typed[2]["signer"]?.stringValue != gateway.address.checksummed)
     }
@@ -65,11 +68,11 @@ struct EthereumInteropTests {
                     .array([
                         .object([
                             ("data", try JSONValue.parse(genuine.json)),
-                            ("key", .string(Hex.encode(signer.rawRepresentation))),
+                            ("key", .string(Hex.prefixed(signer.rawRepresentation))),
                         ])
                     ])
                 ),
-                ("addresses", .array([.string(Hex.encode(signer.rawRepresentation))])),
+                ("addresses", .array([.string(Hex.prefixed(signer.rawRepresentation))])),
             ]))
         let signature = try #require(Hex.decode(answer["sign"]?.arrayValue?.first?.stringValue ?? ""))
         #expect(answer["addresses"]?.arrayValue?.first?.stringValue == signer.address.checksummed)
@@ -98,7 +101,7 @@ struct EthereumInteropTests {
         var tampered = signed[0].raw
         tampered[tampered.count - 40] ^= 0x01
         let answer = try await ethAccountCheck(
-            .object([("transactions", .array((signed.map(\.raw) + [tampered]).map { .string(Hex.encode($0)) }))]))
+            .object([("transactions", .array((signed.map(\.raw) + [tampered]).map { .string(Hex.prefixed($0)) }))]))
         let decoded = answer["transactions"]?.arrayValue ?? []
         try #require(decoded.count == 3)
         #expect(decoded[0]["sender"]?.stringValue == sender.address.checksummed)
@@ -108,9 +111,9 @@ struct EthereumInteropTests {
         #expect(decoded[0]["maxFeePerGas"]?.stringValue == "30000000000")
         #expect(decoded[0]["maxPriorityFeePerGas"]?.stringValue == "1000000000")
         #expect(decoded[0]["gas"] == .number("90000"))
-        #expect(decoded[0]["to"]?.stringValue?.lowercased() == Hex.encode(contract.bytes, prefix: false))
-        #expect(decoded[0]["data"]?.stringValue == Hex.encode(transfer.data))
-        #expect(decoded[0]["hash"]?.stringValue == Hex.encode(signed[0].hash))
+        #expect(decoded[0]["to"]?.stringValue?.lowercased() == Hex.encode(contract.bytes))
+        #expect(decoded[0]["data"]?.stringValue == Hex.prefixed(transfer.data))
+        #expect(decoded[0]["hash"]?.stringValue == Hex.prefixed(signed[0].hash))
         #expect(decoded[1]["sender"]?.stringValue == sender.address.checksummed)
         #expect(decoded[1]["value"]?.stringValue == "1")
         #expect(decoded[2]["sender"]?.stringValue != sender.address.checksummed)

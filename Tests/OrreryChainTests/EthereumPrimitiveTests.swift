@@ -1,5 +1,6 @@
 import Foundation
 import OrreryEthereum
+import OrreryIdentity
 import OrreryTestSupport
 import Testing
 
@@ -26,12 +27,12 @@ struct EthereumPrimitiveTests {
         let vector = try MailVector()
         guard case .object(let digests)? = vector.json["keccak256"] else { Issue.record("no digests"); return }
         for (input, expected) in digests {
-            #expect(Hex.encode(Keccak256.hash(input), prefix: false) == expected.stringValue)
+            #expect(Hex.encode(Keccak256.hash(input)) == expected.stringValue)
         }
         #expect(vector.privateKey == Hex.decode("c85ef7d79691fe79573b1a7064c19c1a9819ebdbd1faaab1a8ec92344438aaf4"))
         // 135, 136 and 137 bytes straddle the 136-byte rate; each must differ and be stable.
         let lengths = [135, 136, 137, 272]
-        let digests135 = Set(lengths.map { Hex.encode(Keccak256.hash([UInt8](repeating: 0x61, count: $0))) })
+        let digests135 = Set(lengths.map { Hex.prefixed(Keccak256.hash([UInt8](repeating: 0x61, count: $0))) })
         #expect(digests135.count == lengths.count)
     }
 
@@ -40,19 +41,20 @@ struct EthereumPrimitiveTests {
         let vector = try MailVector()
         let typed = try TypedData(json: vector.typedDataText)
         #expect(
-            try typed.encodeType("Mail") == "Mail(Person from,Person to,string contents)Person(string name,address wallet)")
+            try typed.encodeType("Mail")
+                == "Mail(Person from,Person to,string contents)Person(string name,address wallet)")
         #expect(
-            Hex.encode(try typed.domainSeparator())
+            Hex.prefixed(try typed.domainSeparator())
                 == "0xf2cee375fa42b42143804025fc449deafd50cc031ca257e0b194a650a912090f")
         #expect(
-            Hex.encode(try typed.hashStruct("Mail", typed.message))
+            Hex.prefixed(try typed.hashStruct("Mail", typed.message))
                 == "0xc52c0ee5d84264471806290a3f2c4cecfc5490626bf912d01f240d7a274b371e")
         #expect(
-            Hex.encode(try typed.digest()) == "0xbe609aee343fb3c4b28e1df9e632fca64fcfaede20f02e86244efddf30957bd2")
+            Hex.prefixed(try typed.digest()) == "0xbe609aee343fb3c4b28e1df9e632fca64fcfaede20f02e86244efddf30957bd2")
         let key = try Secp256k1PrivateKey(bytes: vector.privateKey)
         #expect(key.address.checksummed == vector.json["signerAddress"]?.stringValue)
         let signature = key.sign(digest: try typed.digest())
-        #expect(Hex.encode(signature.rsv) == vector.json["signature"]?.stringValue)
+        #expect(Hex.prefixed(signature.rsv) == vector.json["signature"]?.stringValue)
         #expect(try signature.recoverAddress(digest: try typed.digest()) == key.address)
     }
 
@@ -89,7 +91,8 @@ struct EthereumPrimitiveTests {
         let max = String(repeating: "f", count: 64)
         let maxDecimal = "115792089237316195423570985008687907853269984665640564039457584007913129639935"
         #expect(UInt256(decimal: maxDecimal)?.quantity == "0x" + max)
-        #expect(UInt256(decimal: "115792089237316195423570985008687907853269984665640564039457584007913129639936") == nil)
+        #expect(
+            UInt256(decimal: "115792089237316195423570985008687907853269984665640564039457584007913129639936") == nil)
         #expect(UInt256(quantity: "0x" + max)?.decimal == maxDecimal)
         #expect(UInt256(decimal: "0")?.quantity == "0x0")
         #expect(UInt256(decimal: "1000000000000000000")?.quantity == "0xde0b6b3a7640000")

@@ -225,9 +225,3 @@ enum LogAudit {
         return Report(firstProblem: problem, root: accumulator.root, kinds: kinds)
     }
 }
-
-enum Hex {
-    static func encode(_ bytes: some Sequence<UInt8>) -> String {
-        bytes.map { String(format: "%02x", $0) }.joined()
-    }
-}

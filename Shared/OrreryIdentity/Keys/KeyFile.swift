@@ -5,6 +5,17 @@ public enum KeyFile {
     /// Reads a key file, refusing one that other users can read or write.
     /// - Throws: `KeyFileError` with a message naming the file and what to do.
     public static func read(_ path: String) throws -> SigningKey {
+        try SigningKey(seed: try readBytes(path))
+    }
+
+    /// Writes `key` to a new file with mode 0600; refuses to overwrite an existing file.
+    public static func write(_ key: SigningKey, to path: String) throws {
+        try writeBytes(key.seed, to: path)
+    }
+
+    /// The hex-encoded private key bytes of a key file of any kind (Ed25519 seed, secp256k1 scalar), refusing a file
+    /// other users can read or write.
+    public static func readBytes(_ path: String) throws -> [UInt8] {
         var status = stat()
         guard stat(path, &status) == 0 else {
             throw KeyFileError.unreadable(path, String(cString: strerror(errno)))
@@ -15,20 +26,20 @@ public enum KeyFile {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw KeyFileError.unreadable(path, "not readable text")
         }
-        guard let seed = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw KeyFileError.malformed("\(path) does not hold a hex Ed25519 seed")
+        guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), !bytes.isEmpty else {
+            throw KeyFileError.malformed("\(path) does not hold a hex private key")
         }
-        return try SigningKey(seed: seed)
+        return bytes
     }
 
-    /// Writes `key` to a new file with mode 0600; refuses to overwrite an existing file.
-    public static func write(_ key: SigningKey, to path: String) throws {
+    /// Writes private key bytes as hex to a new file with mode 0600; refuses to overwrite an existing file.
+    public static func writeBytes(_ bytes: [UInt8], to path: String) throws {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard descriptor >= 0 else {
             throw KeyFileError.unwritable(path, String(cString: strerror(errno)))
         }
         defer { close(descriptor) }
-        let text = Array((Hex.encode(key.seed) + "\n").utf8)
+        let text = Array((Hex.encode(bytes) + "\n").utf8)
         guard Foundation.write(descriptor, text, text.count) == text.count else {
             throw KeyFileError.unwritable(path, String(cString: strerror(errno)))
         }
@@ -64,6 +75,9 @@ public enum KeyFileError: Error, Equatable, CustomStringConvertible, Sendable {
 
 /// Lower-case hexadecimal.
 public enum Hex {
+    /// `0x` and lower-case digits, as Ethereum tools write bytes.
+    public static func prefixed(_ bytes: some Sequence<UInt8>) -> String { "0x" + encode(bytes) }
+
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var output: [UInt8] = []
