@@ -9,12 +9,14 @@ scratch=(--scratch-path .build-release -c release --static-swift-stdlib)
 for product in orrery-bench registry orchestrator contract-notary settlement-gateway device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
+# ORRERY_BENCH_ONLY="settlement notary" runs only those measurements (services they need still start).
+want() { [ -z "${ORRERY_BENCH_ONLY:-}" ] || [[ " $ORRERY_BENCH_ONLY " == *" $1 "* ]]; }
 
 echo "== identity"
-[ -n "${ORRERY_BENCH_SKIP_IDENTITY:-}" ] || "$bin/orrery-bench" identity --out bench-results/identity.md
+[ -n "${ORRERY_BENCH_SKIP_IDENTITY:-}" ] || ! want identity || "$bin/orrery-bench" identity --out bench-results/identity.md
 
 echo "== placement (10,000 devices, pure solver)"
-"$bin/orrery-bench" placement --out bench-results/placement.md
+! want placement || "$bin/orrery-bench" placement --out bench-results/placement.md
 
 echo "== registry (10,000 devices)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-bench.XXXXXX")
@@ -49,7 +51,7 @@ until [ -s "$work/registry.json" ]; do
     sleep 0.1
 done
 port=$(python3 -c "import json; print(json.load(open('$work/registry.json'))['grpc_port'])")
-"$bin/orrery-bench" registry --registry "127.0.0.1:$port" --operator-key "$work/credentials/operator.key" \
+! want registry || "$bin/orrery-bench" registry --registry "127.0.0.1:$port" --operator-key "$work/credentials/operator.key" \
     --devices "${ORRERY_BENCH_DEVICES:-10000}" --pgbench-tps "$tps" --out bench-results/registry.md
 
 wait_ready() {  # file pid log
@@ -65,8 +67,7 @@ ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery OR
 extra_pids+=($!)
 wait_ready "$work/notary.json" "$!" "$work/notary.log"
 notary_port=$(python3 -c "import json; print(json.load(open('$work/notary.json'))['grpc_port'])")
-rm -f bench-results/notary.md
-"$bin/orrery-bench" notary --notary "127.0.0.1:$notary_port" --key "$work/credentials/operator.key" \
+want notary && rm -f bench-results/notary.md && "$bin/orrery-bench" notary --notary "127.0.0.1:$notary_port" --key "$work/credentials/operator.key" \
     --out bench-results/notary.md
 
 echo "== settlement gateway (escrow + release, releases proven by the notary above)"
@@ -79,13 +80,13 @@ ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery OR
 extra_pids+=($!)
 wait_ready "$work/settlement.json" "$!" "$work/settlement.log"
 settlement_port=$(python3 -c "import json; print(json.load(open('$work/settlement.json'))['grpc_port'])")
-rm -f bench-results/settlement.md
-"$bin/orrery-bench" settlement --notary "127.0.0.1:$notary_port" --settlement "127.0.0.1:$settlement_port" \
+want settlement && rm -f bench-results/settlement.md && "$bin/orrery-bench" settlement --notary "127.0.0.1:$notary_port" --settlement "127.0.0.1:$settlement_port" \
     --key "$work/credentials/operator.key" --pgbench-tps "$tps" --out bench-results/settlement.md
 
 echo "== device agent"
-"$bin/orrery-bench" agent --binary "$bin/device-agent" --out bench-results/registry.md
+! want agent || "$bin/orrery-bench" agent --binary "$bin/device-agent" --out bench-results/registry.md
 
+want deploy || exit 0
 echo "== submit → running (an orchestrator and 3 real agents on this registry)"
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
     "$bin/orchestrator" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \

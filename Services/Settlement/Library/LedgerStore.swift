@@ -25,48 +25,53 @@ struct LedgerStore: Sendable {
         var amount: String
     }
 
+    /// An account an entry must create, and what to say when it exists already.
+    struct NewAccount: Sendable {
+        var id: String
+        var taken: String
+    }
+
+    /// Posts an entry with known lines in one statement. `newAccount`, when given, must not exist yet (a
+    /// contract's escrow is created once): `ALREADY_EXISTS` with its message otherwise.
+    func post(
+        kind: String, contractID: String?, memo: String, retry: RetryKey, lines: [Line], newAccount: NewAccount? = nil
+    ) async throws -> Orrery_Settlement_V1_JournalEntry {
+        try await answer(retry: retry, newAccount: newAccount) {
+            try await Self.insert(
+                kind: kind, contractID: contractID, memo: memo, retry: retry, lines: lines, newAccount: newAccount,
+                on: client, logger: logger)
+        }
+    }
+
     /// Posts an entry whose lines `lines` decides inside the transaction (it may read balances, locked).
     func post(
         kind: String, contractID: String?, memo: String, retry: RetryKey,
-        lines: @Sendable (PostgresConnection) async throws -> [Line]
+        lines: @Sendable @escaping (PostgresConnection) async throws -> [Line]
     ) async throws -> Orrery_Settlement_V1_JournalEntry {
-        if let earlier = try await earlierEntry(retry) { return earlier }
+        try await answer(retry: retry, newAccount: nil) { [logger] in
+            try await client.transaction(logger: logger) { connection in
+                try await Self.insert(
+                    kind: kind, contractID: contractID, memo: memo, retry: retry, lines: try await lines(connection),
+                    newAccount: nil, on: connection, logger: logger)
+            }
+        }
+    }
+
+    /// Runs a posting and reads its entry back. A retry is recognised when the posting fails — the unique key
+    /// refuses the second entry, or the rules refuse what was already done — and answered with the first entry.
+    private func answer(retry: RetryKey, newAccount: NewAccount?, _ posting: () async throws -> Int64) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
         let id: Int64
         do {
-            id = try await client.transaction(logger: logger) { connection in
-                let lines = try await lines(connection)
-                guard !lines.isEmpty else { throw RPCError(code: .internalError, message: "an entry without lines") }
-                var id: Int64 = 0
-                for try await value in try await connection.query(
-                    """
-                    INSERT INTO journal_entries (kind, contract_id, memo, invoker, idempotency_key, request_sha256)
-                    VALUES (\(kind), \(contractID), \(memo), \(retry.invoker), \(retry.key), \(retry.requestSHA256))
-                    RETURNING id
-                    """, logger: logger
-                ).decode(Int64.self) { id = value }
-                for line in lines.sorted(by: { $0.account < $1.account }) {
-                    try await connection.query(
-                        """
-                        INSERT INTO accounts (id, owner_did, kind) VALUES (\(line.account), \(line.owner), \(line.kind))
-                        ON CONFLICT (id) DO NOTHING
-                        """, logger: logger)
-                    try await connection.query(
-                        "UPDATE accounts SET balance = balance + \(line.amount)::numeric WHERE id = \(line.account)",
-                        logger: logger)
-                    try await connection.query(
-                        """
-                        INSERT INTO journal_lines (entry_id, account_id, amount)
-                        VALUES (\(id), \(line.account), \(line.amount)::numeric)
-                        """, logger: logger)
-                }
-                return id
-            }
-        } catch let error as PSQLError {
-            switch error.serverInfo?[.sqlState] {
-            case "23505":  // the same retry key won a concurrent race: its entry is the answer
-                if let earlier = try await earlierEntry(retry) { return earlier }
-                throw error
-            case "23514" where error.serverInfo?[.constraintName] == "no_negative_balance":
+            id = try await posting()
+        } catch {
+            if let earlier = try await earlierEntry(retry) { return earlier }
+            guard let error = error as? PSQLError else { throw error }
+            switch (error.serverInfo?[.sqlState], error.serverInfo?[.constraintName]) {
+            case ("23505", "accounts_pkey"):
+                throw RPCError(code: .alreadyExists, message: newAccount?.taken ?? "the account exists already")
+            case ("23514", "no_negative_balance"):
                 throw RPCError(
                     code: .failedPrecondition,
                     message:
@@ -80,6 +85,21 @@ struct LedgerStore: Sendable {
             throw RPCError(code: .internalError, message: "entry \(id) cannot be read back")
         }
         return entry
+    }
+
+    private static func insert(
+        kind: String, contractID: String?, memo: String, retry: RetryKey, lines: [Line], newAccount: NewAccount?,
+        on database: some PostgresQueryRunner, logger: Logger
+    ) async throws -> Int64 {
+        guard !lines.isEmpty else { throw RPCError(code: .internalError, message: "an entry without lines") }
+        let rows = try await database.run(
+            """
+            SELECT post_entry(\(kind), \(contractID), \(memo), \(retry.invoker), \(retry.key), \(retry.requestSHA256),
+                \(lines.map(\.account)), \(lines.map { $0.owner ?? "" }), \(lines.map(\.kind)), \(lines.map(\.amount))::numeric[],
+                \(newAccount?.id))
+            """, logger: logger)
+        for try await id in rows.decode(Int64.self) { return id }
+        throw RPCError(code: .internalError, message: "posting returned no entry")
     }
 
     /// The entry an earlier call with the same key posted, if any.
@@ -188,6 +208,23 @@ struct LedgerStore: Sendable {
             "SELECT balance::text, owner_did FROM accounts WHERE id = \(account) FOR UPDATE", logger: logger
         ).decode((String, String?).self) { return (balance, owner) }
         return nil
+    }
+}
+
+/// Where a statement runs: the pool (autocommit) or one connection (inside a transaction).
+protocol PostgresQueryRunner {
+    func run(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence
+}
+
+extension PostgresClient: PostgresQueryRunner {
+    func run(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+        try await self.query(query, logger: logger)
+    }
+}
+
+extension PostgresConnection: PostgresQueryRunner {
+    func run(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+        try await self.query(query, logger: logger)
     }
 }
 

@@ -1,9 +1,11 @@
+internal import Crypto
 internal import Foundation
 internal import GRPCCore
 internal import OrreryIdentity
 internal import OrreryLedger
 internal import OrreryProto
 internal import SwiftProtobuf
+internal import Synchronization
 
 /// What a release rests on (DESIGN §6): the contract and its latest receipt, each proven included in a tree head
 /// the notary signed — checked here from the proofs alone, never by reading the notary's tables.
@@ -13,10 +15,12 @@ struct ProvenRelease {
     /// The receipt is the completion receipt.
     let completed: Bool
 
-    static func verify(_ request: Orrery_Settlement_V1_ReleaseRequest, notary: DID) throws -> ProvenRelease {
+    static func verify(
+        _ request: Orrery_Settlement_V1_ReleaseRequest, notary: DID, heads: VerifiedTreeHeads
+    ) throws -> ProvenRelease {
         let head: Orrery_Notary_V1_TreeHead
         do {
-            head = try TreeHeadWitness.verify(request.treeHead)
+            head = try heads.verify(request.treeHead)
         } catch {
             throw RPCError(code: .invalidArgument, message: "tree_head: \(error)")
         }
@@ -59,7 +63,8 @@ struct ProvenRelease {
         }
     }
 
-    /// The log entry a proven leaf holds, after checking its inclusion, the notary's signature and its index.
+    /// The log entry a proven leaf holds, after checking its inclusion and its index. The leaf's own notary
+    /// signature is not checked again: its inclusion under a head the notary signed already binds the notary to it.
     private static func included(
         _ proven: Orrery_Settlement_V1_ProvenEntry, _ field: String, head: Orrery_Notary_V1_TreeHead, notary: DID
     ) throws -> Orrery_Notary_V1_LogEntry {
@@ -75,7 +80,9 @@ struct ProvenRelease {
         }
         do {
             let signed = try Orrery_Common_V1_Signed(serializedBytes: proven.leaf)
-            try SignedMessage.verify(signed, type: Orrery_Notary_V1_LogEntry.protoMessageName, requiring: [notary])
+            guard signed.type == Orrery_Notary_V1_LogEntry.protoMessageName else {
+                throw RPCError(code: .invalidArgument, message: "\(field): the leaf is a \(signed.type)")
+            }
             let entry = try Orrery_Notary_V1_LogEntry(serializedBytes: signed.payload)
             guard entry.index == proven.index else {
                 throw RPCError(code: .invalidArgument, message: "\(field): the entry says it is \(entry.index)")
@@ -103,5 +110,22 @@ struct ProvenRelease {
         }
         guard amount.isFinite, amount > 0 else { return 0 }
         return min(price.maxCost, UInt64(min(amount.rounded(.up), Double(UInt64.max / 2))))
+    }
+}
+
+/// Tree heads whose notary signature was checked, by the digest of their signed bytes: a release batch proven
+/// against one head verifies its signature once.
+final class VerifiedTreeHeads: Sendable {
+    private let heads = Mutex<[Data: Orrery_Notary_V1_TreeHead]>([:])
+
+    func verify(_ signed: Orrery_Notary_V1_SignedTreeHead) throws -> Orrery_Notary_V1_TreeHead {
+        let key = Data(SHA256.hash(data: try signed.serializedBytes() as Data))
+        if let known = heads.withLock({ $0[key] }) { return known }
+        let head = try TreeHeadWitness.verify(signed)
+        heads.withLock { heads in
+            if heads.count >= 1024 { heads.removeAll() }
+            heads[key] = head
+        }
+        return head
     }
 }

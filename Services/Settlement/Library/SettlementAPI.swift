@@ -20,6 +20,7 @@ struct SettlementAPI: Sendable {
     let revocations: RevocationBook
     let logger: Logger
     let verified = VerifiedDelegations()
+    let heads = VerifiedTreeHeads()
 
     static let area = (try? Command("/orrery/settlement"))
     static let escrowCommand = (try? Command("/orrery/settlement/escrow"))
@@ -63,12 +64,12 @@ struct SettlementAPI: Sendable {
             throw RPCError(code: .invalidArgument, message: "reference: at most 200 characters")
         }
         let did = request.did
-        return try await ledger.post(kind: "deposit", contractID: nil, memo: request.reference, retry: retry) { _ in
-            [
+        return try await ledger.post(
+            kind: "deposit", contractID: nil, memo: request.reference, retry: retry,
+            lines: [
                 .init(account: "clearing/ledger", owner: nil, kind: "clearing", amount: Amount.negated(amount)),
                 .init(account: "available/\(did)", owner: did, kind: "available", amount: amount),
-            ]
-        }
+            ])
     }
 
     func escrow(_ request: Orrery_Settlement_V1_EscrowRequest, authorization: Authorization) async throws
@@ -98,20 +99,16 @@ struct SettlementAPI: Sendable {
                     "\(authorization.invoker) is not an orchestrator the operator vouches for: send its chain from \(operatorDID) with the invocation"
             )
         }
-        let (consumer, contract, amount, logger) = (
-            request.consumerDid, request.contractID, String(request.amount), logger
-        )
-        return try await ledger.post(kind: "escrow", contractID: contract, memo: "", retry: retry) { connection in
-            if try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger) != nil {
-                throw RPCError(code: .alreadyExists, message: "contract \(contract) is already escrowed")
-            }
-            return [
+        let (consumer, contract, amount) = (request.consumerDid, request.contractID, String(request.amount))
+        return try await ledger.post(
+            kind: "escrow", contractID: contract, memo: "", retry: retry,
+            lines: [
                 .init(
                     account: "available/\(consumer)", owner: consumer, kind: "available", amount: Amount.negated(amount)
                 ),
                 .init(account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: amount),
-            ]
-        }
+            ],
+            newAccount: .init(id: "escrow/\(contract)", taken: "contract \(contract) is already escrowed"))
     }
 
     /// The orchestration fee, in basis points of each release.
@@ -127,7 +124,7 @@ struct SettlementAPI: Sendable {
             throw RPCError(
                 code: .failedPrecondition, message: "no notary DID is configured (notary.did): nothing is released")
         }
-        let proven = try ProvenRelease.verify(request, notary: notaryDID)
+        let proven = try ProvenRelease.verify(request, notary: notaryDID, heads: heads)
         let (contract, owner, due, logger) = (request.contractID, proven.contract.ownerDid, proven.due, logger)
         let shard = Int(Array(SHA256.hash(data: Data(contract.utf8)))[0]) % Self.feeShards
         return try await ledger.post(

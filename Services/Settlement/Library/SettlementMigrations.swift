@@ -75,5 +75,40 @@ public enum SettlementMigrations {
                 "CREATE TRIGGER journal_entries_append_only BEFORE UPDATE OR DELETE ON journal_entries FOR EACH ROW EXECUTE FUNCTION refuse_journal_change()",
             ]
         ),
+        Migration(
+            version: 3,
+            name: "posting an entry in one statement",
+            statements: [
+                // One round trip per entry: the entry, its accounts (created on first use; `p_new_account` must not
+                // exist yet — a contract is escrowed once), their rows locked in id order (no deadlocks), balances
+                // changed and lines written. The constraints and the deferred balance trigger still judge it.
+                """
+                CREATE FUNCTION post_entry(
+                    p_kind text, p_contract text, p_memo text, p_invoker text, p_key text, p_sha bytea,
+                    p_accounts text[], p_owners text[], p_kinds text[], p_amounts numeric[], p_new_account text
+                ) RETURNS bigint LANGUAGE plpgsql AS $$
+                DECLARE
+                    new_entry bigint;
+                BEGIN
+                    INSERT INTO journal_entries (kind, contract_id, memo, invoker, idempotency_key, request_sha256)
+                    VALUES (p_kind, p_contract, p_memo, p_invoker, p_key, p_sha) RETURNING id INTO new_entry;
+                    IF p_new_account IS NOT NULL THEN
+                        INSERT INTO accounts (id, owner_did, kind)
+                        SELECT a, NULLIF(o, ''), k FROM unnest(p_accounts, p_owners, p_kinds) AS t(a, o, k) WHERE a = p_new_account;
+                    END IF;
+                    INSERT INTO accounts (id, owner_did, kind)
+                    SELECT a, NULLIF(o, ''), k FROM unnest(p_accounts, p_owners, p_kinds) AS t(a, o, k) ORDER BY a
+                    ON CONFLICT (id) DO NOTHING;
+                    PERFORM 1 FROM accounts WHERE id = ANY (p_accounts) ORDER BY id FOR UPDATE;
+                    UPDATE accounts SET balance = balance + t.amount
+                    FROM unnest(p_accounts, p_amounts) AS t(account, amount) WHERE accounts.id = t.account;
+                    INSERT INTO journal_lines (entry_id, account_id, amount)
+                    SELECT new_entry, account, amount FROM unnest(p_accounts, p_amounts) AS t(account, amount);
+                    RETURN new_entry;
+                END
+                $$
+                """
+            ]
+        ),
     ]
 }
