@@ -20,6 +20,15 @@ public struct RetryKey: Sendable, Hashable {
         requestSHA256 = Data(SHA256.hash(data: try request.serializedBytes() as [UInt8]))
     }
 
+    /// A key for an act the service itself performs (e.g. crediting an observed deposit): its description stands
+    /// for the request.
+    public init(invoker: String, method: String, key: String, describing act: String) {
+        self.invoker = invoker
+        self.method = method
+        self.key = key
+        requestSHA256 = Data(SHA256.hash(data: Data(act.utf8)))
+    }
+
     /// Checks an idempotency key's length (every service takes 1…200 characters).
     public static func validate(_ key: String) throws {
         guard (1...200).contains(key.count) else {

@@ -57,3 +57,12 @@ public struct DatabaseSettings: Sendable, Equatable {
         return PostgresClient(configuration: configuration, backgroundLogger: logger)
     }
 }
+
+extension AsyncSequence {
+    /// Every element, in order (for result sets known to be small).
+    public func collected() async throws -> [Element] {
+        var elements: [Element] = []
+        for try await element in self { elements.append(element) }
+        return elements
+    }
+}

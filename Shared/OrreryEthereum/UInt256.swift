@@ -86,6 +86,48 @@ public struct UInt256: Sendable, Hashable, Comparable, CustomStringConvertible {
         return bytes.reduce(0) { $0 << 8 | UInt64($1) }
     }
 
+    /// self + other, saturating at 2²⁵⁶ − 1.
+    public func adding(_ other: UInt256) -> UInt256 {
+        var result = [UInt8](repeating: 0, count: 32)
+        var carry = 0
+        let (x, y) = (word, other.word)
+        for index in (0..<32).reversed() {
+            let sum = Int(x[index]) + Int(y[index]) + carry
+            result[index] = UInt8(sum & 0xFF)
+            carry = sum >> 8
+        }
+        return carry != 0 ? Self.max : UInt256(minimalBytes: Array(result.drop(while: { $0 == 0 })))
+    }
+
+    /// self × factor, saturating at 2²⁵⁶ − 1.
+    public func multiplied(by factor: UInt32) -> UInt256 {
+        var result = [UInt8](repeating: 0, count: 32)
+        var carry: UInt64 = 0
+        let x = word
+        for index in (0..<32).reversed() {
+            let product = UInt64(x[index]) * UInt64(factor) + carry
+            result[index] = UInt8(truncatingIfNeeded: product)
+            carry = product >> 8
+        }
+        return carry != 0 ? Self.max : UInt256(minimalBytes: Array(result.drop(while: { $0 == 0 })))
+    }
+
+    /// ⌊self / divisor⌋ (divisor > 0).
+    public func divided(by divisor: UInt32) -> UInt256 {
+        precondition(divisor > 0, "division by zero")
+        var quotient: [UInt8] = []
+        var remainder: UInt64 = 0
+        for byte in bytes {
+            let current = remainder << 8 | UInt64(byte)
+            quotient.append(UInt8(current / UInt64(divisor)))
+            remainder = current % UInt64(divisor)
+        }
+        return UInt256(minimalBytes: Array(quotient.drop(while: { $0 == 0 })))
+    }
+
+    /// 2²⁵⁶ − 1.
+    public static let max = UInt256(minimalBytes: [UInt8](repeating: 0xFF, count: 32))
+
     public var description: String { decimal }
 
     public static func < (lhs: UInt256, rhs: UInt256) -> Bool {

@@ -23,11 +23,7 @@ struct DeploymentStore: Sendable {
 
     /// A fresh identifier: `prefix` ("dep_" for deployments, "off_" for offers) and 26 base32 characters (130 random
     /// bits).
-    static func newID(prefix: String = "dep_") -> String {
-        var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<17).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return prefix + String(Base32.encode(bytes).prefix(26))
-    }
+    static func newID(prefix: String = "dep_") -> String { RandomIdentifier.make(prefix: prefix) }
 
     /// The deployment a consumer created with this idempotency key, if any.
     func existing(consumer: String, idempotencyKey: String) async throws -> Orrery_Orchestrator_V1_Deployment? {

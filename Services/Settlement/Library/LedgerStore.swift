@@ -59,7 +59,7 @@ struct LedgerStore: Sendable {
 
     /// Runs a posting and reads its entry back. A retry is recognised when the posting fails — the unique key
     /// refuses the second entry, or the rules refuse what was already done — and answered with the first entry.
-    private func answer(retry: RetryKey, newAccount: NewAccount?, _ posting: () async throws -> Int64) async throws
+    func answer(retry: RetryKey, newAccount: NewAccount?, _ posting: () async throws -> Int64) async throws
         -> Orrery_Settlement_V1_JournalEntry
     {
         let id: Int64
@@ -87,7 +87,7 @@ struct LedgerStore: Sendable {
         return entry
     }
 
-    private static func insert(
+    static func insert(
         kind: String, contractID: String?, memo: String, retry: RetryKey, lines: [Line], newAccount: NewAccount?,
         on database: some PostgresQueryRunner, logger: Logger
     ) async throws -> Int64 {
@@ -187,6 +187,20 @@ struct LedgerStore: Sendable {
             }
         }
         return balance
+    }
+
+    /// Whether the contract's escrow is held in an on-chain payment channel.
+    func isChannelEscrow(_ contract: String) async throws -> Bool {
+        try await Self.isChannelEscrow(contract, on: client, logger: logger)
+    }
+
+    static func isChannelEscrow(_ contract: String, on database: some PostgresQueryRunner, logger: Logger)
+        async throws -> Bool
+    {
+        let rows = try await database.run(
+            "SELECT 1 FROM channel_escrows WHERE contract_id = \(contract)", logger: logger
+        ).decode(Int32.self).collected()
+        return !rows.isEmpty
     }
 
     /// What was released from a contract's escrow so far.

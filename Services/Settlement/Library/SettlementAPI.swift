@@ -2,6 +2,8 @@ internal import Crypto
 internal import Foundation
 internal import GRPCCore
 internal import Logging
+internal import OrreryDatabase
+internal import OrreryEthereum
 internal import OrreryAuth
 internal import OrreryIdentity
 internal import OrreryProto
@@ -10,10 +12,18 @@ internal import SwiftProtobuf
 
 /// The settlement gateway's ledger operations for an authorised caller (DESIGN §6): deposits (the operator's, in
 /// ledger mode), escrow of a contract's maximum cost under the consumer's own delegation, releases to the device's
-/// owner against receipts proven in the notary's log, refunds, balances and statements. Payouts, address binding and
-/// the chain adapters come next.
+/// owner against receipts proven in the notary's log, refunds, balances and statements; with the Ethereum adapter,
+/// escrows held in on-chain payment channels whose releases become vouchers (SettlementChainAPI adds address
+/// binding and payouts).
 struct SettlementAPI: Sendable {
     let ledger: LedgerStore
+    let addresses: AddressBook
+    let payouts: PayoutStore
+    /// The gateway's own DID (named in address-binding challenges; the invoker of entries it posts by itself).
+    let gatewayDID: DID
+    /// The Ethereum adapter, when one is configured.
+    let ethereum: EthereumAdapter?
+    let ethereumChainID = ChainIDCache()
     let operatorDID: DID
     /// The notary whose signed tree heads releases are proven against; nil refuses releases.
     let notaryDID: DID?
@@ -100,6 +110,11 @@ struct SettlementAPI: Sendable {
             )
         }
         let (consumer, contract, amount) = (request.consumerDid, request.contractID, String(request.amount))
+        switch request.chain {
+        case "", "ledger": break
+        case "ethereum": return try await channelEscrow(request, retry: retry)
+        default: throw RPCError(code: .invalidArgument, message: "chain: '', 'ledger' or 'ethereum'")
+        }
         return try await ledger.post(
             kind: "escrow", contractID: contract, memo: "", retry: retry,
             lines: [
@@ -109,6 +124,34 @@ struct SettlementAPI: Sendable {
                 .init(account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: amount),
             ],
             newAccount: .init(id: "escrow/\(contract)", taken: "contract \(contract) is already escrowed"))
+    }
+
+    /// Mirrors an on-chain channel escrow in the ledger (clearing/ethereum → escrow/<contract>) after checking the
+    /// channel, and remembers the channel.
+    private func channelEscrow(_ request: Orrery_Settlement_V1_EscrowRequest, retry: RetryKey) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        let (contract, consumer, amount, logger) = (
+            request.contractID, request.consumerDid, String(request.amount), logger
+        )
+        if let earlier = try await ledger.earlierEntry(retry) { return earlier }
+        let (channel, state) = try await verifiedChannel(contract: contract, consumer: consumer, amount: request.amount)
+        return try await ledger.post(kind: "escrow", contractID: contract, memo: "payment channel", retry: retry) {
+            connection in
+            if try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger) != nil {
+                throw RPCError(code: .alreadyExists, message: "contract \(contract) is already escrowed")
+            }
+            try await connection.query(
+                """
+                INSERT INTO channel_escrows (contract_id, channel, payer, payee, deposit, expiry)
+                VALUES (\(contract), \(Data(channel)), \(Hex.prefixed(state.payer.bytes)),
+                        \(Hex.prefixed(state.payee.bytes)), \(state.deposit.decimal)::numeric, \(Int64(state.expiry)))
+                """, logger: logger)
+            return [
+                .init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: Amount.negated(amount)),
+                .init(account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: amount),
+            ]
+        }
     }
 
     /// The orchestration fee, in basis points of each release.
@@ -125,6 +168,9 @@ struct SettlementAPI: Sendable {
                 code: .failedPrecondition, message: "no notary DID is configured (notary.did): nothing is released")
         }
         let proven = try ProvenRelease.verify(request, notary: notaryDID, heads: heads)
+        if try await ledger.isChannelEscrow(request.contractID) {
+            return try await channelRelease(request, proven: proven, retry: retry)
+        }
         let (contract, owner, due, logger) = (request.contractID, proven.contract.ownerDid, proven.due, logger)
         let shard = Int(Array(SHA256.hash(data: Data(contract.utf8)))[0]) % Self.feeShards
         return try await ledger.post(
@@ -156,6 +202,76 @@ struct SettlementAPI: Sendable {
         }
     }
 
+    /// A release from an on-chain channel: the ledger moves the amount to the owner and straight out again as a
+    /// cumulative voucher the owner redeems on chain (no orchestration fee is taken from a peer-to-peer channel).
+    private func channelRelease(
+        _ request: Orrery_Settlement_V1_ReleaseRequest, proven: ProvenRelease, retry: RetryKey
+    ) async throws -> Orrery_Settlement_V1_JournalEntry {
+        guard let ethereum else {
+            throw RPCError(code: .failedPrecondition, message: "the contract is escrowed on Ethereum, which is not configured")
+        }
+        let chainID = try await ethereumChainID.get(ethereum.rpc)
+        let (contract, owner, due, logger, gatewayDID) = (
+            request.contractID, proven.contract.ownerDid, proven.due, logger, gatewayDID.string
+        )
+        let memo = "receipt usage: \(proven.usage.wallSeconds) s wall\(proven.completed ? ", completed" : "")"
+        return try await ledger.answer(retry: retry, newAccount: nil) {
+            try await ledger.client.transaction(logger: logger) { connection in
+                guard
+                    let (channel, payee) = try await connection.query(
+                        "SELECT channel, payee FROM channel_escrows WHERE contract_id = \(contract)", logger: logger
+                    ).decode((Data, String).self).collected().first,
+                    let held = try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger),
+                    let consumer = held.owner
+                else { throw RPCError(code: .failedPrecondition, message: "contract \(contract) has no escrow") }
+                let boundTo = try await connection.query(
+                    "SELECT did FROM address_bindings WHERE chain = 'ethereum' AND address = \(payee)", logger: logger
+                ).decode(String.self).collected().first
+                guard boundTo == owner else {
+                    throw RPCError(
+                        code: .permissionDenied,
+                        message: "the channel pays \(payee), which is not bound to the device's owner \(owner)")
+                }
+                let released = try await LedgerStore.released(contract, on: connection, logger: logger)
+                let left = UInt64(held.balance) ?? 0
+                guard due > released, left > 0 else {
+                    throw RPCError(
+                        code: .failedPrecondition,
+                        message: "nothing more is due for \(contract): \(released) of \(due) released, \(left) left in escrow")
+                }
+                let amount = String(min(due - released, left))
+                let cumulative = released + min(due - released, left)
+                let entry = try await LedgerStore.insert(
+                    kind: "release", contractID: contract, memo: memo, retry: retry,
+                    lines: [
+                        .init(account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: Amount.negated(amount)),
+                        .init(account: "receivable/\(owner)", owner: owner, kind: "receivable", amount: amount),
+                    ], newAccount: nil, on: connection, logger: logger)
+                guard let signature = ethereum.voucher(channel: [UInt8](channel), amount: UInt256(cumulative), chainID: chainID)
+                else { throw RPCError(code: .failedPrecondition, message: "no channel contract is configured") }
+                let key = "voucher/\(contract)/\(cumulative)"
+                let voucherEntry = try await LedgerStore.insert(
+                    kind: "payout", contractID: contract, memo: "channel voucher for \(cumulative) in total",
+                    retry: RetryKey(invoker: gatewayDID, method: "voucher", key: key, describing: key),
+                    lines: [
+                        .init(account: "receivable/\(owner)", owner: owner, kind: "receivable", amount: Amount.negated(amount)),
+                        .init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: amount),
+                    ], newAccount: nil, on: connection, logger: logger)
+                try await connection.query(
+                    """
+                    INSERT INTO payouts (id, did, chain, address, amount, kind, contract_id, state, voucher_signature,
+                                         channel, entry_id)
+                    VALUES (\(RandomIdentifier.make(prefix: "pay_")), \(owner), 'ethereum', \(payee),
+                            \(String(cumulative))::numeric, 'voucher', \(contract), 'signed', \(Data(signature)), \(channel),
+                            \(voucherEntry))
+                    ON CONFLICT (contract_id) DO UPDATE SET amount = EXCLUDED.amount, state = 'signed',
+                        voucher_signature = EXCLUDED.voucher_signature, entry_id = EXCLUDED.entry_id, updated_at = now()
+                    """, logger: logger)
+                return entry
+            }
+        }
+    }
+
     func refund(_ request: Orrery_Settlement_V1_RefundRequest, authorization: Authorization) async throws
         -> Orrery_Settlement_V1_JournalEntry
     {
@@ -169,6 +285,15 @@ struct SettlementAPI: Sendable {
             guard held.balance != "0" else {
                 throw RPCError(code: .failedPrecondition, message: "nothing is left in the escrow of \(contract)")
             }
+            if try await LedgerStore.isChannelEscrow(contract, on: connection, logger: logger) {
+                // The rest stays in the consumer's channel, which it reclaims on chain after the expiry.
+                return [
+                    .init(
+                        account: "escrow/\(contract)", owner: consumer, kind: "escrow",
+                        amount: Amount.negated(held.balance)),
+                    .init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: held.balance),
+                ]
+            }
             return [
                 .init(
                     account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: Amount.negated(held.balance)
@@ -180,7 +305,7 @@ struct SettlementAPI: Sendable {
 
     /// A participant reads its own balance and statement; the operator, and services holding the whole
     /// /orrery/settlement area, read anyone's.
-    private func mayRead(_ did: String, _ authorization: Authorization) throws {
+    func mayRead(_ did: String, _ authorization: Authorization) throws {
         guard (try? DID(did)) != nil else {
             throw RPCError(code: .invalidArgument, message: "did: '\(did)' is not a did:key")
         }

@@ -110,5 +110,90 @@ public enum SettlementMigrations {
                 """
             ]
         ),
+        Migration(
+            version: 4,
+            name: "chain adapters: address bindings, deposits, payouts, nonces",
+            statements: [
+                // An address is bound to one DID per chain; its proof (signature over the challenge) is kept.
+                """
+                CREATE TABLE address_bindings (
+                    chain text NOT NULL CHECK (chain IN ('ethereum', 'cardano')),
+                    address text NOT NULL,
+                    did text NOT NULL,
+                    nonce text NOT NULL UNIQUE,
+                    issued_at timestamptz NOT NULL,
+                    proof bytea NOT NULL,
+                    bound_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (chain, address)
+                )
+                """,
+                "CREATE INDEX address_bindings_by_did ON address_bindings (did, chain, bound_at)",
+                // Each observed deposit once, by (chain, transaction, log index); credited when its sender is bound.
+                """
+                CREATE TABLE chain_deposits (
+                    chain text NOT NULL,
+                    transaction_hash text NOT NULL,
+                    log_index bigint NOT NULL,
+                    block_number bigint NOT NULL,
+                    from_address text NOT NULL,
+                    amount numeric(78, 0) NOT NULL CHECK (amount > 0),
+                    credited_to text,
+                    entry_id bigint REFERENCES journal_entries (id),
+                    observed_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (chain, transaction_hash, log_index)
+                )
+                """,
+                "CREATE INDEX chain_deposits_unattributed ON chain_deposits (chain, from_address) WHERE credited_to IS NULL",
+                "CREATE TABLE chain_cursors (chain text PRIMARY KEY, next_block bigint NOT NULL)",
+                // The next nonce of each sending address, allocated under a row lock with the payout that uses it.
+                """
+                CREATE TABLE chain_nonces (
+                    chain text NOT NULL, address text NOT NULL, next_nonce bigint NOT NULL,
+                    PRIMARY KEY (chain, address)
+                )
+                """,
+                // Withdrawals (signed and broadcast by the gateway) and channel vouchers (redeemed by the payee).
+                """
+                CREATE TABLE payouts (
+                    id text PRIMARY KEY,
+                    did text NOT NULL,
+                    chain text NOT NULL,
+                    address text NOT NULL,
+                    amount numeric(78, 0) NOT NULL CHECK (amount > 0),
+                    kind text NOT NULL CHECK (kind IN ('withdrawal', 'voucher')),
+                    source_account text,
+                    contract_id text UNIQUE,
+                    state text NOT NULL CHECK (state IN ('intent', 'signed', 'broadcast', 'confirmed', 'failed')),
+                    nonce bigint,
+                    raw_transaction bytea,
+                    max_fee_per_gas numeric(78, 0),
+                    max_priority_fee_per_gas numeric(78, 0),
+                    transactions text[] NOT NULL DEFAULT '{}',
+                    confirmed_transaction text,
+                    voucher_signature bytea,
+                    channel bytea,
+                    error text NOT NULL DEFAULT '',
+                    entry_id bigint REFERENCES journal_entries (id),
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    broadcast_at timestamptz
+                )
+                """,
+                "CREATE INDEX payouts_by_did ON payouts (did, created_at DESC)",
+                "CREATE INDEX payouts_pending ON payouts (state) WHERE state IN ('intent', 'signed', 'broadcast')",
+                "CREATE UNIQUE INDEX payouts_by_entry ON payouts (entry_id)",
+                // Escrows held on chain (payment channels) and what was released from them.
+                """
+                CREATE TABLE channel_escrows (
+                    contract_id text PRIMARY KEY,
+                    channel bytea NOT NULL UNIQUE,
+                    payer text NOT NULL,
+                    payee text NOT NULL,
+                    deposit numeric(78, 0) NOT NULL,
+                    expiry bigint NOT NULL
+                )
+                """,
+            ]
+        ),
     ]
 }

@@ -61,4 +61,34 @@ public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServic
     {
         try await api.statement(request, authorization: try authorization())
     }
+
+    public func bindAddress(request: Orrery_Settlement_V1_BindAddressRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_AddressBinding
+    {
+        try await api.bindAddress(request, authorization: try authorization())
+    }
+
+    public func listAddresses(request: Orrery_Settlement_V1_ListAddressesRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_ListAddressesResponse
+    {
+        try await api.listAddresses(request, authorization: try authorization())
+    }
+
+    public func requestPayout(request: Orrery_Settlement_V1_RequestPayoutRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_Payout
+    {
+        try await api.requestPayout(request, authorization: try authorization())
+    }
+
+    public func listPayouts(request: Orrery_Settlement_V1_ListPayoutsRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_ListPayoutsResponse
+    {
+        try await api.listPayouts(request, authorization: try authorization())
+    }
+
+    public func getPayout(request: Orrery_Settlement_V1_GetPayoutRequest, context: ServerContext) async throws
+        -> Orrery_Settlement_V1_Payout
+    {
+        try await api.getPayout(request, authorization: try authorization())
+    }
 }

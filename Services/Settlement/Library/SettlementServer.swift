@@ -1,5 +1,8 @@
+internal import Logging
 internal import OrreryIdentity
 public import OrreryRuntime
+internal import PostgresNIO
+internal import Synchronization
 
 /// The `settlement-gateway` service as the shared runtime starts it.
 public enum SettlementServer {
@@ -10,20 +13,56 @@ public enum SettlementServer {
         schema: (name: "settlement", migrations: SettlementMigrations.all)
     )
 
-    /// The service with its gRPC handlers.
-    public static var service: OrreryService {
-        OrreryService(description: description) { environment in
-            guard let database = environment.database else { return [] }
-            return [
-                SettlementRPCService(
-                    environment: environment,
-                    api: SettlementAPI(
-                        ledger: LedgerStore(client: database, logger: environment.logger),
-                        operatorDID: environment.operatorDID,
-                        notaryDID: environment.settings.notaryDID.flatMap { try? DID($0) },
-                        revocations: environment.revocations,
-                        logger: environment.logger))
-            ]
-        }
+    /// The ledger-only gateway (no chain adapters).
+    public static var service: OrreryService { service(chains: ChainSettings()) }
+
+    /// The service with its gRPC handlers, its JSON read calls and, per configured chain, its workers.
+    public static func service(chains: ChainSettings) -> OrreryService {
+        OrreryService(
+            description: description,
+            backgroundTasks: { environment in
+                guard let database = environment.database, let ethereum = chains.ethereum else { return [] }
+                let adapter = EthereumAdapter(settings: ethereum)
+                let gateway = environment.key.did.string
+                let broadcaster = EthereumBroadcaster(
+                    adapter: adapter,
+                    payouts: PayoutStore(client: database, logger: environment.logger, gatewayDID: gateway),
+                    logger: environment.logger)
+                let watcher = EthereumDepositWatcher(
+                    adapter: adapter, client: database, gatewayDID: gateway, logger: environment.logger)
+                environment.logger.info(
+                    "ethereum adapter on",
+                    metadata: ["node": "\(ethereum.rpc)", "gateway_address": "\(adapter.gatewayAddress)"])
+                return [{ await broadcaster.run() }, { await watcher.run() }]
+            },
+            httpRoutes: { environment, gateway, router in
+                guard let database = environment.database else { return }
+                SettlementHTTPGateway.register(
+                    api: api(environment, database: database, chains: chains), gateway: gateway, on: router)
+            },
+            makeRPCServices: { environment in
+                guard let database = environment.database else { return [] }
+                return [
+                    SettlementRPCService(
+                        environment: environment, api: api(environment, database: database, chains: chains))
+                ]
+            }
+        )
+    }
+
+    private static func api(_ environment: ServiceEnvironment, database: PostgresClient, chains: ChainSettings)
+        -> SettlementAPI
+    {
+        let gateway = environment.key.did
+        return SettlementAPI(
+            ledger: LedgerStore(client: database, logger: environment.logger),
+            addresses: AddressBook(client: database, logger: environment.logger, gatewayDID: gateway.string),
+            payouts: PayoutStore(client: database, logger: environment.logger, gatewayDID: gateway.string),
+            gatewayDID: gateway,
+            ethereum: chains.ethereum.map(EthereumAdapter.init),
+            operatorDID: environment.operatorDID,
+            notaryDID: environment.settings.notaryDID.flatMap { try? DID($0) },
+            revocations: environment.revocations,
+            logger: environment.logger)
     }
 }

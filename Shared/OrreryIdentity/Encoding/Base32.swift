@@ -35,3 +35,12 @@ public enum Base32 {
         return output
     }
 }
+
+/// Identifiers Orrery hands out: a type prefix ("dep_", "off_", "pay_", …) and 26 base32 characters (130 random bits).
+public enum RandomIdentifier {
+    public static func make(prefix: String) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<17).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return prefix + String(Base32.encode(bytes).prefix(26))
+    }
+}

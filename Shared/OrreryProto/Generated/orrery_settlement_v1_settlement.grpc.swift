@@ -111,6 +111,71 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "BindAddress" metadata.
+        public enum BindAddress: Sendable {
+            /// Request type for "BindAddress".
+            public typealias Input = Orrery_Settlement_V1_BindAddressRequest
+            /// Response type for "BindAddress".
+            public typealias Output = Orrery_Settlement_V1_AddressBinding
+            /// Descriptor for "BindAddress".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "BindAddress",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListAddresses" metadata.
+        public enum ListAddresses: Sendable {
+            /// Request type for "ListAddresses".
+            public typealias Input = Orrery_Settlement_V1_ListAddressesRequest
+            /// Response type for "ListAddresses".
+            public typealias Output = Orrery_Settlement_V1_ListAddressesResponse
+            /// Descriptor for "ListAddresses".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "ListAddresses",
+                type: .unary
+            )
+        }
+        /// Namespace for "RequestPayout" metadata.
+        public enum RequestPayout: Sendable {
+            /// Request type for "RequestPayout".
+            public typealias Input = Orrery_Settlement_V1_RequestPayoutRequest
+            /// Response type for "RequestPayout".
+            public typealias Output = Orrery_Settlement_V1_Payout
+            /// Descriptor for "RequestPayout".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "RequestPayout",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListPayouts" metadata.
+        public enum ListPayouts: Sendable {
+            /// Request type for "ListPayouts".
+            public typealias Input = Orrery_Settlement_V1_ListPayoutsRequest
+            /// Response type for "ListPayouts".
+            public typealias Output = Orrery_Settlement_V1_ListPayoutsResponse
+            /// Descriptor for "ListPayouts".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "ListPayouts",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetPayout" metadata.
+        public enum GetPayout: Sendable {
+            /// Request type for "GetPayout".
+            public typealias Input = Orrery_Settlement_V1_GetPayoutRequest
+            /// Response type for "GetPayout".
+            public typealias Output = Orrery_Settlement_V1_Payout
+            /// Descriptor for "GetPayout".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "GetPayout",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.settlement.v1.Settlement" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -119,7 +184,12 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
             Escrow.descriptor,
             Release.descriptor,
             Refund.descriptor,
-            GetStatement.descriptor
+            GetStatement.descriptor,
+            BindAddress.descriptor,
+            ListAddresses.descriptor,
+            RequestPayout.descriptor,
+            ListPayouts.descriptor,
+            GetPayout.descriptor
         ]
     }
 }
@@ -145,10 +215,6 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
     /// or ``SimpleServiceProtocol`` instead.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "Info" method.
         ///
@@ -281,6 +347,95 @@ extension Orrery_Settlement_V1_Settlement {
             request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_GetStatementRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Statement>
+
+        /// Handle the "BindAddress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Binds a chain address to the calling DID, for payouts to it and deposits from it. Accepted only with a
+        /// > signature from the address over a fresh challenge naming the DID and this gateway: EIP-712 typed data for
+        /// > Ethereum, a CIP-8 COSE_Sign1 for Cardano (see AddressBindingChallenge in the README).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_BindAddressRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_AddressBinding` messages.
+        func bindAddress(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_BindAddressRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_AddressBinding>
+
+        /// Handle the "ListAddresses" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The addresses bound to a DID.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_ListAddressesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_ListAddressesResponse` messages.
+        func listAddresses(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_ListAddressesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_ListAddressesResponse>
+
+        /// Handle the "RequestPayout" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays a participant's receivable (or available) balance out to its bound address on a chain: the ledger
+        /// > entry and the payout's intent are written together, then the broadcaster signs, sends and confirms it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_RequestPayoutRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_Payout` messages.
+        func requestPayout(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_RequestPayoutRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Payout>
+
+        /// Handle the "ListPayouts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's payouts (withdrawals and channel vouchers), newest first.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_ListPayoutsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_ListPayoutsResponse` messages.
+        func listPayouts(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_ListPayoutsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_ListPayoutsResponse>
+
+        /// Handle the "GetPayout" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_GetPayoutRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_Payout` messages.
+        func getPayout(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_GetPayoutRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Payout>
     }
 
     /// Service protocol for the "orrery.settlement.v1.Settlement" service.
@@ -290,10 +445,6 @@ extension Orrery_Settlement_V1_Settlement {
     /// trailing response metadata. If you don't need these then consider using
     /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
     /// use ``StreamingServiceProtocol``.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public protocol ServiceProtocol: Orrery_Settlement_V1_Settlement.StreamingServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -426,6 +577,95 @@ extension Orrery_Settlement_V1_Settlement {
             request: GRPCCore.ServerRequest<Orrery_Settlement_V1_GetStatementRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Statement>
+
+        /// Handle the "BindAddress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Binds a chain address to the calling DID, for payouts to it and deposits from it. Accepted only with a
+        /// > signature from the address over a fresh challenge naming the DID and this gateway: EIP-712 typed data for
+        /// > Ethereum, a CIP-8 COSE_Sign1 for Cardano (see AddressBindingChallenge in the README).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_BindAddressRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_AddressBinding` message.
+        func bindAddress(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_BindAddressRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_AddressBinding>
+
+        /// Handle the "ListAddresses" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The addresses bound to a DID.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ListAddressesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_ListAddressesResponse` message.
+        func listAddresses(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_ListAddressesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_ListAddressesResponse>
+
+        /// Handle the "RequestPayout" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays a participant's receivable (or available) balance out to its bound address on a chain: the ledger
+        /// > entry and the payout's intent are written together, then the broadcaster signs, sends and confirms it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_RequestPayoutRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_Payout` message.
+        func requestPayout(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_RequestPayoutRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Payout>
+
+        /// Handle the "ListPayouts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's payouts (withdrawals and channel vouchers), newest first.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ListPayoutsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_ListPayoutsResponse` message.
+        func listPayouts(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_ListPayoutsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_ListPayoutsResponse>
+
+        /// Handle the "GetPayout" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetPayoutRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Settlement_V1_Payout` message.
+        func getPayout(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_GetPayoutRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Payout>
     }
 
     /// Simple service protocol for the "orrery.settlement.v1.Settlement" service.
@@ -433,10 +673,6 @@ extension Orrery_Settlement_V1_Settlement {
     /// This is the highest level protocol for the service. The API is the easiest to use but
     /// doesn't provide access to request or response metadata. If you need access to these
     /// then use ``ServiceProtocol`` instead.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public protocol SimpleServiceProtocol: Orrery_Settlement_V1_Settlement.ServiceProtocol {
         /// Handle the "Info" method.
         ///
@@ -569,6 +805,95 @@ extension Orrery_Settlement_V1_Settlement {
             request: Orrery_Settlement_V1_GetStatementRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Settlement_V1_Statement
+
+        /// Handle the "BindAddress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Binds a chain address to the calling DID, for payouts to it and deposits from it. Accepted only with a
+        /// > signature from the address over a fresh challenge naming the DID and this gateway: EIP-712 typed data for
+        /// > Ethereum, a CIP-8 COSE_Sign1 for Cardano (see AddressBindingChallenge in the README).
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_BindAddressRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_AddressBinding` to respond with.
+        func bindAddress(
+            request: Orrery_Settlement_V1_BindAddressRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_AddressBinding
+
+        /// Handle the "ListAddresses" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The addresses bound to a DID.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_ListAddressesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_ListAddressesResponse` to respond with.
+        func listAddresses(
+            request: Orrery_Settlement_V1_ListAddressesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_ListAddressesResponse
+
+        /// Handle the "RequestPayout" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays a participant's receivable (or available) balance out to its bound address on a chain: the ledger
+        /// > entry and the payout's intent are written together, then the broadcaster signs, sends and confirms it.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_RequestPayoutRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_Payout` to respond with.
+        func requestPayout(
+            request: Orrery_Settlement_V1_RequestPayoutRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_Payout
+
+        /// Handle the "ListPayouts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's payouts (withdrawals and channel vouchers), newest first.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_ListPayoutsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_ListPayoutsResponse` to respond with.
+        func listPayouts(
+            request: Orrery_Settlement_V1_ListPayoutsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_ListPayoutsResponse
+
+        /// Handle the "GetPayout" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_GetPayoutRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Settlement_V1_Payout` to respond with.
+        func getPayout(
+            request: Orrery_Settlement_V1_GetPayoutRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Settlement_V1_Payout
     }
 }
 
@@ -653,6 +978,61 @@ extension Orrery_Settlement_V1_Settlement.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.BindAddress.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_BindAddressRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_AddressBinding>(),
+            handler: { request, context in
+                try await self.bindAddress(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.ListAddresses.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_ListAddressesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_ListAddressesResponse>(),
+            handler: { request, context in
+                try await self.listAddresses(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.RequestPayout.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_RequestPayoutRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_Payout>(),
+            handler: { request, context in
+                try await self.requestPayout(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.ListPayouts.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_ListPayoutsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_ListPayoutsResponse>(),
+            handler: { request, context in
+                try await self.listPayouts(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.GetPayout.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_GetPayoutRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_Payout>(),
+            handler: { request, context in
+                try await self.getPayout(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -730,6 +1110,61 @@ extension Orrery_Settlement_V1_Settlement.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Statement> {
         let response = try await self.getStatement(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func bindAddress(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_BindAddressRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_AddressBinding> {
+        let response = try await self.bindAddress(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listAddresses(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_ListAddressesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_ListAddressesResponse> {
+        let response = try await self.listAddresses(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func requestPayout(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_RequestPayoutRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Payout> {
+        let response = try await self.requestPayout(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listPayouts(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_ListPayoutsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_ListPayoutsResponse> {
+        let response = try await self.listPayouts(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getPayout(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_GetPayoutRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Payout> {
+        let response = try await self.getPayout(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -830,6 +1265,71 @@ extension Orrery_Settlement_V1_Settlement.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func bindAddress(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_BindAddressRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_AddressBinding> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_AddressBinding>(
+            message: try await self.bindAddress(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listAddresses(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_ListAddressesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_ListAddressesResponse> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_ListAddressesResponse>(
+            message: try await self.listAddresses(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func requestPayout(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_RequestPayoutRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Payout> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_Payout>(
+            message: try await self.requestPayout(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listPayouts(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_ListPayoutsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_ListPayoutsResponse> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_ListPayoutsResponse>(
+            message: try await self.listPayouts(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getPayout(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_GetPayoutRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Payout> {
+        return GRPCCore.ServerResponse<Orrery_Settlement_V1_Payout>(
+            message: try await self.getPayout(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
 }
 
 // MARK: orrery.settlement.v1.Settlement (client)
@@ -840,10 +1340,6 @@ extension Orrery_Settlement_V1_Settlement {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public protocol ClientProtocol: Sendable {
         /// Call the "Info" method.
         ///
@@ -1011,6 +1507,120 @@ extension Orrery_Settlement_V1_Settlement {
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Statement>) async throws -> Result
         ) async throws -> Result where Result: Sendable
+
+        /// Call the "BindAddress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Binds a chain address to the calling DID, for payouts to it and deposits from it. Accepted only with a
+        /// > signature from the address over a fresh challenge naming the DID and this gateway: EIP-712 typed data for
+        /// > Ethereum, a CIP-8 COSE_Sign1 for Cardano (see AddressBindingChallenge in the README).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_BindAddressRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_BindAddressRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_AddressBinding` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func bindAddress<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_BindAddressRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_BindAddressRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_AddressBinding>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_AddressBinding>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListAddresses" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The addresses bound to a DID.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ListAddressesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_ListAddressesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_ListAddressesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listAddresses<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ListAddressesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_ListAddressesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_ListAddressesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_ListAddressesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RequestPayout" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays a participant's receivable (or available) balance out to its bound address on a chain: the ledger
+        /// > entry and the payout's intent are written together, then the broadcaster signs, sends and confirms it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_RequestPayoutRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_RequestPayoutRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_Payout` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func requestPayout<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_RequestPayoutRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_RequestPayoutRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Payout>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListPayouts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's payouts (withdrawals and channel vouchers), newest first.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ListPayoutsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_ListPayoutsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_ListPayoutsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listPayouts<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ListPayoutsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_ListPayoutsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_ListPayoutsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_ListPayoutsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetPayout" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetPayoutRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_GetPayoutRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_Payout` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getPayout<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetPayoutRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_GetPayoutRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Payout>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
     }
 
     /// Generated client for the "orrery.settlement.v1.Settlement" service.
@@ -1018,10 +1628,6 @@ extension Orrery_Settlement_V1_Settlement {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > BindAddress, ListPayouts and GetPayout arrive with the rest of the settlement issue, which owns this file.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -1276,6 +1882,175 @@ extension Orrery_Settlement_V1_Settlement {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "BindAddress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Binds a chain address to the calling DID, for payouts to it and deposits from it. Accepted only with a
+        /// > signature from the address over a fresh challenge naming the DID and this gateway: EIP-712 typed data for
+        /// > Ethereum, a CIP-8 COSE_Sign1 for Cardano (see AddressBindingChallenge in the README).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_BindAddressRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_BindAddressRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_AddressBinding` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func bindAddress<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_BindAddressRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_BindAddressRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_AddressBinding>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_AddressBinding>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.BindAddress.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListAddresses" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The addresses bound to a DID.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ListAddressesRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_ListAddressesRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_ListAddressesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listAddresses<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ListAddressesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_ListAddressesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_ListAddressesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_ListAddressesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.ListAddresses.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RequestPayout" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Pays a participant's receivable (or available) balance out to its bound address on a chain: the ledger
+        /// > entry and the payout's intent are written together, then the broadcaster signs, sends and confirms it.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_RequestPayoutRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_RequestPayoutRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_Payout` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func requestPayout<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_RequestPayoutRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_RequestPayoutRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Payout>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.RequestPayout.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListPayouts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A participant's payouts (withdrawals and channel vouchers), newest first.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_ListPayoutsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_ListPayoutsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_ListPayoutsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listPayouts<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ListPayoutsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_ListPayoutsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_ListPayoutsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_ListPayoutsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.ListPayouts.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetPayout" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_GetPayoutRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_GetPayoutRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_Payout` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getPayout<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetPayoutRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_GetPayoutRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Payout>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.GetPayout.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1486,6 +2261,150 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_GetStatementRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_Statement>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BindAddress" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Binds a chain address to the calling DID, for payouts to it and deposits from it. Accepted only with a
+    /// > signature from the address over a fresh challenge naming the DID and this gateway: EIP-712 typed data for
+    /// > Ethereum, a CIP-8 COSE_Sign1 for Cardano (see AddressBindingChallenge in the README).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_BindAddressRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func bindAddress<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_BindAddressRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_AddressBinding>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.bindAddress(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_BindAddressRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_AddressBinding>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListAddresses" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The addresses bound to a DID.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_ListAddressesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listAddresses<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ListAddressesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_ListAddressesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listAddresses(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_ListAddressesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_ListAddressesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RequestPayout" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Pays a participant's receivable (or available) balance out to its bound address on a chain: the ledger
+    /// > entry and the payout's intent are written together, then the broadcaster signs, sends and confirms it.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_RequestPayoutRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func requestPayout<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_RequestPayoutRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.requestPayout(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_RequestPayoutRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_Payout>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPayouts" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A participant's payouts (withdrawals and channel vouchers), newest first.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_ListPayoutsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPayouts<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_ListPayoutsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_ListPayoutsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listPayouts(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_ListPayoutsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_ListPayoutsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetPayout" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_GetPayoutRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getPayout<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_GetPayoutRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getPayout(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_GetPayoutRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_Payout>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1726,6 +2645,170 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             metadata: metadata
         )
         return try await self.getStatement(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BindAddress" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Binds a chain address to the calling DID, for payouts to it and deposits from it. Accepted only with a
+    /// > signature from the address over a fresh challenge naming the DID and this gateway: EIP-712 typed data for
+    /// > Ethereum, a CIP-8 COSE_Sign1 for Cardano (see AddressBindingChallenge in the README).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func bindAddress<Result>(
+        _ message: Orrery_Settlement_V1_BindAddressRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_AddressBinding>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_BindAddressRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.bindAddress(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListAddresses" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The addresses bound to a DID.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listAddresses<Result>(
+        _ message: Orrery_Settlement_V1_ListAddressesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_ListAddressesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_ListAddressesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listAddresses(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RequestPayout" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Pays a participant's receivable (or available) balance out to its bound address on a chain: the ledger
+    /// > entry and the payout's intent are written together, then the broadcaster signs, sends and confirms it.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func requestPayout<Result>(
+        _ message: Orrery_Settlement_V1_RequestPayoutRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_RequestPayoutRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.requestPayout(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPayouts" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A participant's payouts (withdrawals and channel vouchers), newest first.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPayouts<Result>(
+        _ message: Orrery_Settlement_V1_ListPayoutsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_ListPayoutsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_ListPayoutsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listPayouts(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetPayout" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getPayout<Result>(
+        _ message: Orrery_Settlement_V1_GetPayoutRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_GetPayoutRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getPayout(
             request: request,
             options: options,
             onResponse: handleResponse

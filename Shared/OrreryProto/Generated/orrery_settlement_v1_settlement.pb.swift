@@ -25,6 +25,255 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated struct Orrery_Settlement_V1_BindAddressRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "ethereum" or "cardano".
+  public var chain: String = String()
+
+  /// EIP-55 hex (Ethereum) or bech32 (Cardano).
+  public var address: String = String()
+
+  /// The challenge's issue time (Unix seconds, within 10 minutes of the gateway's clock) and a nonce (16–64
+  /// characters, used once).
+  public var issuedAt: Int64 = 0
+
+  public var nonce: String = String()
+
+  /// Ethereum: the 65-byte r‖s‖v signature over the challenge's EIP-712 digest. Cardano: the COSE_Sign1.
+  public var signature: Data = Data()
+
+  /// Cardano only: the COSE_Key holding the Ed25519 verification key.
+  public var coseKey: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Settlement_V1_AddressBinding: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var did: String = String()
+
+  public var chain: String = String()
+
+  public var address: String = String()
+
+  public var boundAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_boundAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_boundAt = newValue}
+  }
+  /// Returns true if `boundAt` has been explicitly set.
+  public var hasBoundAt: Bool {self._boundAt != nil}
+  /// Clears the value of `boundAt`. Subsequent reads from it will return its default value.
+  public mutating func clearBoundAt() {self._boundAt = nil}
+
+  /// Deposits from this address that arrived before it was bound and were credited now.
+  public var depositsCredited: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _boundAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Orrery_Settlement_V1_ListAddressesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var did: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Settlement_V1_ListAddressesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var bindings: [Orrery_Settlement_V1_AddressBinding] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Settlement_V1_RequestPayoutRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var did: String = String()
+
+  public var chain: String = String()
+
+  /// > 0, decimal base units.
+  public var amount: String = String()
+
+  /// "receivable" (earnings; the default when empty) or "available".
+  public var from: String = String()
+
+  public var idempotencyKey: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Settlement_V1_Payout: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var did: String {
+    get {_storage._did}
+    set {_uniqueStorage()._did = newValue}
+  }
+
+  public var chain: String {
+    get {_storage._chain}
+    set {_uniqueStorage()._chain = newValue}
+  }
+
+  public var address: String {
+    get {_storage._address}
+    set {_uniqueStorage()._address = newValue}
+  }
+
+  public var amount: String {
+    get {_storage._amount}
+    set {_uniqueStorage()._amount = newValue}
+  }
+
+  /// "withdrawal" (a transfer the gateway signs and broadcasts) or "voucher" (a payment-channel voucher the payee
+  /// redeems on chain).
+  public var kind: String {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
+
+  public var contractID: String {
+    get {_storage._contractID}
+    set {_uniqueStorage()._contractID = newValue}
+  }
+
+  /// intent → signed → broadcast → confirmed | failed (a failed withdrawal is credited back).
+  public var state: String {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
+
+  /// Ethereum: the transaction hashes sent for it (a replacement of a stuck transaction adds one; they share a
+  /// nonce, so at most one is mined). The confirmed one when confirmed.
+  public var transactions: [String] {
+    get {_storage._transactions}
+    set {_uniqueStorage()._transactions = newValue}
+  }
+
+  public var confirmedTransaction: String {
+    get {_storage._confirmedTransaction}
+    set {_uniqueStorage()._confirmedTransaction = newValue}
+  }
+
+  public var nonce: Int64 {
+    get {_storage._nonce}
+    set {_uniqueStorage()._nonce = newValue}
+  }
+
+  /// A voucher: its 65-byte signature over Voucher(channel, amount) and the channel id.
+  public var voucherSignature: Data {
+    get {_storage._voucherSignature}
+    set {_uniqueStorage()._voucherSignature = newValue}
+  }
+
+  public var channel: Data {
+    get {_storage._channel}
+    set {_uniqueStorage()._channel = newValue}
+  }
+
+  public var error: String {
+    get {_storage._error}
+    set {_uniqueStorage()._error = newValue}
+  }
+
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {_storage._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {_uniqueStorage()._createdAt = nil}
+
+  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._updatedAt = newValue}
+  }
+  /// Returns true if `updatedAt` has been explicitly set.
+  public var hasUpdatedAt: Bool {_storage._updatedAt != nil}
+  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdatedAt() {_uniqueStorage()._updatedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Orrery_Settlement_V1_ListPayoutsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var did: String = String()
+
+  /// 1…1000; 0 means 100.
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Settlement_V1_ListPayoutsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var payouts: [Orrery_Settlement_V1_Payout] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Settlement_V1_GetPayoutRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Orrery_Settlement_V1_GetBalanceRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -94,6 +343,11 @@ public nonisolated struct Orrery_Settlement_V1_EscrowRequest: Sendable {
   public var amount: UInt64 = 0
 
   public var idempotencyKey: String = String()
+
+  /// "" or "ledger": held from the consumer's available balance. "ethereum": held on chain in the payment channel
+  /// the consumer opened for this contract (id keccak256(contract_id)) naming this gateway as its signer; the
+  /// gateway checks it with eth_call and mirrors it in the ledger; releases become vouchers.
+  public var chain: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -262,6 +516,495 @@ public nonisolated struct Orrery_Settlement_V1_Statement: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "orrery.settlement.v1"
 
+nonisolated extension Orrery_Settlement_V1_BindAddressRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BindAddressRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}chain\0\u{1}address\0\u{3}issued_at\0\u{1}nonce\0\u{1}signature\0\u{3}cose_key\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.chain) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.issuedAt) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.nonce) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
+      case 6: try { try decoder.decodeSingularBytesField(value: &self.coseKey) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.chain.isEmpty {
+      try visitor.visitSingularStringField(value: self.chain, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if self.issuedAt != 0 {
+      try visitor.visitSingularInt64Field(value: self.issuedAt, fieldNumber: 3)
+    }
+    if !self.nonce.isEmpty {
+      try visitor.visitSingularStringField(value: self.nonce, fieldNumber: 4)
+    }
+    if !self.signature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 5)
+    }
+    if !self.coseKey.isEmpty {
+      try visitor.visitSingularBytesField(value: self.coseKey, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_BindAddressRequest, rhs: Orrery_Settlement_V1_BindAddressRequest) -> Bool {
+    if lhs.chain != rhs.chain {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.issuedAt != rhs.issuedAt {return false}
+    if lhs.nonce != rhs.nonce {return false}
+    if lhs.signature != rhs.signature {return false}
+    if lhs.coseKey != rhs.coseKey {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_AddressBinding: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AddressBinding"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0\u{1}chain\0\u{1}address\0\u{3}bound_at\0\u{3}deposits_credited\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.did) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.chain) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._boundAt) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.depositsCredited) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.did.isEmpty {
+      try visitor.visitSingularStringField(value: self.did, fieldNumber: 1)
+    }
+    if !self.chain.isEmpty {
+      try visitor.visitSingularStringField(value: self.chain, fieldNumber: 2)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 3)
+    }
+    try { if let v = self._boundAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.depositsCredited != 0 {
+      try visitor.visitSingularUInt32Field(value: self.depositsCredited, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_AddressBinding, rhs: Orrery_Settlement_V1_AddressBinding) -> Bool {
+    if lhs.did != rhs.did {return false}
+    if lhs.chain != rhs.chain {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs._boundAt != rhs._boundAt {return false}
+    if lhs.depositsCredited != rhs.depositsCredited {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_ListAddressesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListAddressesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.did) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.did.isEmpty {
+      try visitor.visitSingularStringField(value: self.did, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_ListAddressesRequest, rhs: Orrery_Settlement_V1_ListAddressesRequest) -> Bool {
+    if lhs.did != rhs.did {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_ListAddressesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListAddressesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}bindings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.bindings) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.bindings.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.bindings, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_ListAddressesResponse, rhs: Orrery_Settlement_V1_ListAddressesResponse) -> Bool {
+    if lhs.bindings != rhs.bindings {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_RequestPayoutRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RequestPayoutRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0\u{1}chain\0\u{1}amount\0\u{1}from\0\u{3}idempotency_key\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.did) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.chain) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.amount) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.did.isEmpty {
+      try visitor.visitSingularStringField(value: self.did, fieldNumber: 1)
+    }
+    if !self.chain.isEmpty {
+      try visitor.visitSingularStringField(value: self.chain, fieldNumber: 2)
+    }
+    if !self.amount.isEmpty {
+      try visitor.visitSingularStringField(value: self.amount, fieldNumber: 3)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 4)
+    }
+    if !self.idempotencyKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_RequestPayoutRequest, rhs: Orrery_Settlement_V1_RequestPayoutRequest) -> Bool {
+    if lhs.did != rhs.did {return false}
+    if lhs.chain != rhs.chain {return false}
+    if lhs.amount != rhs.amount {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_Payout: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Payout"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}did\0\u{1}chain\0\u{1}address\0\u{1}amount\0\u{1}kind\0\u{3}contract_id\0\u{1}state\0\u{1}transactions\0\u{3}confirmed_transaction\0\u{1}nonce\0\u{3}voucher_signature\0\u{1}channel\0\u{1}error\0\u{3}created_at\0\u{3}updated_at\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _did: String = String()
+    var _chain: String = String()
+    var _address: String = String()
+    var _amount: String = String()
+    var _kind: String = String()
+    var _contractID: String = String()
+    var _state: String = String()
+    var _transactions: [String] = []
+    var _confirmedTransaction: String = String()
+    var _nonce: Int64 = 0
+    var _voucherSignature: Data = Data()
+    var _channel: Data = Data()
+    var _error: String = String()
+    var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _did = source._did
+      _chain = source._chain
+      _address = source._address
+      _amount = source._amount
+      _kind = source._kind
+      _contractID = source._contractID
+      _state = source._state
+      _transactions = source._transactions
+      _confirmedTransaction = source._confirmedTransaction
+      _nonce = source._nonce
+      _voucherSignature = source._voucherSignature
+      _channel = source._channel
+      _error = source._error
+      _createdAt = source._createdAt
+      _updatedAt = source._updatedAt
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._did) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._chain) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._address) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._amount) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._kind) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._contractID) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._state) }()
+        case 9: try { try decoder.decodeRepeatedStringField(value: &_storage._transactions) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._confirmedTransaction) }()
+        case 11: try { try decoder.decodeSingularInt64Field(value: &_storage._nonce) }()
+        case 12: try { try decoder.decodeSingularBytesField(value: &_storage._voucherSignature) }()
+        case 13: try { try decoder.decodeSingularBytesField(value: &_storage._channel) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._error) }()
+        case 15: try { try decoder.decodeSingularMessageField(value: &_storage._createdAt) }()
+        case 16: try { try decoder.decodeSingularMessageField(value: &_storage._updatedAt) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._did.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._did, fieldNumber: 2)
+      }
+      if !_storage._chain.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._chain, fieldNumber: 3)
+      }
+      if !_storage._address.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._address, fieldNumber: 4)
+      }
+      if !_storage._amount.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._amount, fieldNumber: 5)
+      }
+      if !_storage._kind.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._kind, fieldNumber: 6)
+      }
+      if !_storage._contractID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._contractID, fieldNumber: 7)
+      }
+      if !_storage._state.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._state, fieldNumber: 8)
+      }
+      if !_storage._transactions.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._transactions, fieldNumber: 9)
+      }
+      if !_storage._confirmedTransaction.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._confirmedTransaction, fieldNumber: 10)
+      }
+      if _storage._nonce != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._nonce, fieldNumber: 11)
+      }
+      if !_storage._voucherSignature.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._voucherSignature, fieldNumber: 12)
+      }
+      if !_storage._channel.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._channel, fieldNumber: 13)
+      }
+      if !_storage._error.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._error, fieldNumber: 14)
+      }
+      try { if let v = _storage._createdAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      } }()
+      try { if let v = _storage._updatedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_Payout, rhs: Orrery_Settlement_V1_Payout) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._did != rhs_storage._did {return false}
+        if _storage._chain != rhs_storage._chain {return false}
+        if _storage._address != rhs_storage._address {return false}
+        if _storage._amount != rhs_storage._amount {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._contractID != rhs_storage._contractID {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._transactions != rhs_storage._transactions {return false}
+        if _storage._confirmedTransaction != rhs_storage._confirmedTransaction {return false}
+        if _storage._nonce != rhs_storage._nonce {return false}
+        if _storage._voucherSignature != rhs_storage._voucherSignature {return false}
+        if _storage._channel != rhs_storage._channel {return false}
+        if _storage._error != rhs_storage._error {return false}
+        if _storage._createdAt != rhs_storage._createdAt {return false}
+        if _storage._updatedAt != rhs_storage._updatedAt {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_ListPayoutsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListPayoutsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.did) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.did.isEmpty {
+      try visitor.visitSingularStringField(value: self.did, fieldNumber: 1)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_ListPayoutsRequest, rhs: Orrery_Settlement_V1_ListPayoutsRequest) -> Bool {
+    if lhs.did != rhs.did {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_ListPayoutsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListPayoutsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}payouts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.payouts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.payouts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.payouts, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_ListPayoutsResponse, rhs: Orrery_Settlement_V1_ListPayoutsResponse) -> Bool {
+    if lhs.payouts != rhs.payouts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_GetPayoutRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetPayoutRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_GetPayoutRequest, rhs: Orrery_Settlement_V1_GetPayoutRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Orrery_Settlement_V1_GetBalanceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetBalanceRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0")
@@ -389,7 +1132,7 @@ nonisolated extension Orrery_Settlement_V1_DepositRequest: SwiftProtobuf.Message
 
 nonisolated extension Orrery_Settlement_V1_EscrowRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EscrowRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}consumer_did\0\u{1}amount\0\u{3}idempotency_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}consumer_did\0\u{1}amount\0\u{3}idempotency_key\0\u{1}chain\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -401,6 +1144,7 @@ nonisolated extension Orrery_Settlement_V1_EscrowRequest: SwiftProtobuf.Message,
       case 2: try { try decoder.decodeSingularStringField(value: &self.consumerDid) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.amount) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.chain) }()
       default: break
       }
     }
@@ -419,6 +1163,9 @@ nonisolated extension Orrery_Settlement_V1_EscrowRequest: SwiftProtobuf.Message,
     if !self.idempotencyKey.isEmpty {
       try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 4)
     }
+    if !self.chain.isEmpty {
+      try visitor.visitSingularStringField(value: self.chain, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -427,6 +1174,7 @@ nonisolated extension Orrery_Settlement_V1_EscrowRequest: SwiftProtobuf.Message,
     if lhs.consumerDid != rhs.consumerDid {return false}
     if lhs.amount != rhs.amount {return false}
     if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.chain != rhs.chain {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
