@@ -226,7 +226,7 @@ let package = Package(
                 "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "OrreryIdentity", "OrreryAuth", "IdentityService",
                 "RegistryService",
                 "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", "OrreryPlacement",
-                "OrreryLedger",
+                "OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto,
                 grpcCore,
                 grpcPosix,
                 grpcProtobuf, postgres, argumentParser, swiftProtobuf,

@@ -298,38 +298,10 @@ struct SettlementLedgerTests {
                 delegation: try parties.escrowDelegation(budget: 500))
 
             func record(_ receipt: Orrery_Common_V1_Signed, _ key: String) async throws -> UInt64 {
-                try await contracts.withNotary(notary) { client in
-                    try await client.recordReceipt(
-                        .with {
-                            $0.receipt = receipt
-                            $0.idempotencyKey = key
-                        })
-                }.entryIndex
+                try await contracts.record(receipt, key: key, notary: notary)
             }
-            /// The release request for the contract's entry (0) and a receipt's, proven against the newest head.
             func proven(receipt index: UInt64) async throws -> Orrery_Settlement_V1_ReleaseRequest {
-                try await contracts.withNotary(notary) { client in
-                    let head = try await client.getTreeHead(.init())
-                    func entry(_ index: UInt64) async throws -> Orrery_Settlement_V1_ProvenEntry {
-                        let proof = try await client.getInclusionProof(
-                            .with {
-                                $0.index = index
-                                $0.treeSize = head.head.treeSize
-                            })
-                        return .with {
-                            $0.index = index
-                            $0.leaf = proof.leaf
-                            $0.path = proof.path
-                        }
-                    }
-                    let (contractEntry, receiptEntry) = (try await entry(0), try await entry(index))
-                    return .with {
-                        $0.contractID = contract.id
-                        $0.treeHead = head
-                        $0.contract = contractEntry
-                        $0.receipt = receiptEntry
-                    }
-                }
+                try await contracts.releaseRequest(contract.id, receipt: index, notary: notary)
             }
             func release(_ request: Orrery_Settlement_V1_ReleaseRequest, key: String) async throws
                 -> Orrery_Settlement_V1_JournalEntry
@@ -455,6 +427,48 @@ struct SettlementLedgerTests {
                     "SELECT count(*) FROM (SELECT entry_id FROM journal_lines GROUP BY entry_id HAVING sum(amount) <> 0) u"
                 )
                 for try await count in unbalanced.decode(Int64.self) { #expect(count == 0) }
+            }
+        }
+    }
+}
+
+extension ContractParties {
+    /// Records a signed receipt with the notary; returns its log index.
+    func record(_ receipt: Orrery_Common_V1_Signed, key: String, notary: RunningService) async throws -> UInt64 {
+        try await withNotary(notary) { client in
+            try await client.recordReceipt(
+                .with {
+                    $0.receipt = receipt
+                    $0.idempotencyKey = key
+                })
+        }.entryIndex
+    }
+
+    /// The release request for a contract (its first entry) and one receipt's entry, proven against the newest
+    /// signed tree head.
+    func releaseRequest(_ contract: String, receipt index: UInt64, notary: RunningService, contractEntry: UInt64 = 0)
+        async throws -> Orrery_Settlement_V1_ReleaseRequest
+    {
+        try await withNotary(notary) { client in
+            let head = try await client.getTreeHead(.init())
+            func entry(_ index: UInt64) async throws -> Orrery_Settlement_V1_ProvenEntry {
+                let proof = try await client.getInclusionProof(
+                    .with {
+                        $0.index = index
+                        $0.treeSize = head.head.treeSize
+                    })
+                return .with {
+                    $0.index = index
+                    $0.leaf = proof.leaf
+                    $0.path = proof.path
+                }
+            }
+            let (contractProof, receiptProof) = (try await entry(contractEntry), try await entry(index))
+            return .with {
+                $0.contractID = contract
+                $0.treeHead = head
+                $0.contract = contractProof
+                $0.receipt = receiptProof
             }
         }
     }
