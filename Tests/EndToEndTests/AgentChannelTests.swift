@@ -18,6 +18,8 @@ struct AgentChannelTests {
     struct Agent {
         let service: RunningService
         let did: String
+        /// The DID of the owner it joined under.
+        var ownerDID: String = ""
     }
 
     /// Starts an agent with `owner` policy JSON, joined through `registry` with operator → owner → device.
@@ -54,7 +56,7 @@ struct AgentChannelTests {
             binary,
             arguments: ["join", "--registry", registry, "--token", token, "--state-dir", state, "--config", config])
         #expect(status == 0, "\(output)")
-        return Agent(service: service, did: did.string)
+        return Agent(service: service, did: did.string, ownerDID: ownerKey.did.string)
     }
 
     @Test(

@@ -31,10 +31,12 @@ struct OrchestratorTests {
 
         /// consumer → orchestrator `/orrery/notary/propose`: what a submission carries so the orchestrator can
         /// propose contracts on the consumer's behalf.
-        func authority(for orchestrator: RunningService, budget: Int? = nil) throws -> Data {
+        func authority(
+            for orchestrator: RunningService, budget: Int? = nil, command: String = "/orrery/notary/propose"
+        ) throws -> Data {
             let delegation = Delegation.issue(
                 by: key, to: try DID(orchestrator.ready.did), subject: key.did,
-                command: try Command("/orrery/notary/propose"),
+                command: try Command(command),
                 policy: try budget.map { try Policy(try IPLDJSON.parse(#"[["<=", ".amount", \#($0)]]"#)) } ?? .empty,
                 expiration: Int64(Date().timeIntervalSince1970) + 3600)
             return Data(try UCANContainer.encode([delegation.envelope.bytes]))

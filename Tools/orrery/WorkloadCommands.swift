@@ -23,9 +23,12 @@ struct OrchestratorOptions: ParsableArguments {
         }
     }
 
-    /// The caller's delegation of `/orrery/notary/propose` to the orchestrator (DESIGN §6), bounded by the spec's
-    /// budget and living as long as the work may take (plus a day to settle): the contracts embed it.
-    func consumerAuthority(for spec: Orrery_Orchestrator_V1_WorkloadSpec) async throws -> Data {
+    /// The caller's delegation of `command` (`/orrery/notary/propose`: the contracts embed it;
+    /// `/orrery/settlement/escrow`: their maximum cost is held under it) to the orchestrator (DESIGN §6), bounded by
+    /// the spec's budget and living as long as the work may take (plus a day to settle).
+    func consumerAuthority(
+        for spec: Orrery_Orchestrator_V1_WorkloadSpec, command: String = "/orrery/notary/propose"
+    ) async throws -> Data {
         guard let target = ServiceAddress(orchestrator) else {
             throw ValidationError("'\(orchestrator)' is not host:port")
         }
@@ -35,7 +38,7 @@ struct OrchestratorOptions: ParsableArguments {
             spec.allocations.map { Int64($0.maxDurationSeconds == 0 ? 3600 : $0.maxDurationSeconds) }.max() ?? 3600
         let policy = spec.budget > 0 ? try Policy(try IPLDJSON.parse(#"[["<=", ".amount", \#(spec.budget)]]"#)) : .empty
         let delegation = Delegation.issue(
-            by: caller, to: orchestratorDID, subject: caller.did, command: try Command("/orrery/notary/propose"),
+            by: caller, to: orchestratorDID, subject: caller.did, command: try Command(command),
             policy: policy, expiration: Int64(Date().timeIntervalSince1970) + longest + 86_400)
         return Data(try UCANContainer.encode([delegation.envelope.bytes], header: .raw))
     }
@@ -89,12 +92,15 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let workload = try readSpec(spec)
         let authority = try await options.consumerAuthority(for: workload)
+        let settlementAuthority = try await options.consumerAuthority(
+            for: workload, command: "/orrery/settlement/escrow")
         let deployment = try await options.call { client in
             try await client.submitWorkload(
                 .with {
                     $0.spec = workload
                     $0.idempotencyKey = idempotencyKey
                     $0.consumerAuthority = authority
+                    $0.settlementAuthority = settlementAuthority
                 })
         }
         print("==> deployment \(deployment.id) submitted")

@@ -16,6 +16,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let logger: Logger
     /// Where the devices' receipts are recorded; nil without a notary.
     let notary: NotaryLink?
+    /// Recorded receipts become release tasks for the settlement gateway (and a completion also a refund).
+    var settles = false
 
     public func connect(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_AgentMessage, any Error>,
@@ -130,12 +132,19 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         for receipt in report.receipts.prefix(100) {
             let (contractID, sequence) = Self.receiptKey(receipt)
             do {
-                _ = try await notary.recordReceipt(
+                let recorded = try await notary.recordReceipt(
                     .with {
                         $0.receipt = receipt
                         $0.idempotencyKey =
                             "receipt/" + SHA256.hash(data: receipt.payload).map { String(format: "%02x", $0) }.joined()
                     })
+                if settles {
+                    try await SettlementClerk.enqueueRelease(
+                        contract: contractID, entry: recorded.entryIndex, client: offers.client, logger: logger)
+                    if receipt.type == Orrery_Notary_V1_CompletionReceipt.protoMessageName {
+                        try await SettlementClerk.enqueueRefund(contract: contractID, client: offers.client, logger: logger)
+                    }
+                }
                 through = sequence
             } catch let error as RPCError where error.code == .alreadyExists {
                 through = sequence

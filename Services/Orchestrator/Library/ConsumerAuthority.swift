@@ -11,10 +11,16 @@ enum ConsumerAuthority {
     /// The delegation must outlive the submission by at least this long (the contracts are proposed later).
     static let minimumRemainingLife: Int64 = 300
 
-    /// Checks that `container` holds the consumer's valid delegation of proposing to this orchestrator.
-    static func validate(_ container: Data, consumer: String, orchestrator: String, now: Int64) throws {
+    static let escrowCommand = "/orrery/settlement/escrow"
+
+    /// Checks that `container` holds the consumer's valid delegation of `command` (proposing contracts, or escrow in
+    /// `settlement_authority`) to this orchestrator.
+    static func validate(
+        _ container: Data, consumer: String, orchestrator: String, now: Int64, command: String = command,
+        field: String = "consumer_authority"
+    ) throws {
         let hint =
-            "consumer_authority: the consumer's delegation of \(command) to the orchestrator \(orchestrator) (`orrery run` makes it)"
+            "\(field): the consumer's delegation of \(command) to the orchestrator \(orchestrator) (`orrery run` makes it)"
         guard !container.isEmpty else { throw RPCError(code: .invalidArgument, message: "\(hint) is required") }
         let delegations: [Delegation]
         do {
@@ -22,11 +28,11 @@ enum ConsumerAuthority {
         } catch {
             throw RPCError(code: .invalidArgument, message: "\(hint): not a UCAN container of delegations (\(error))")
         }
-        let propose = try Command(command)
+        let wanted = try Command(command)
         guard
             let delegation = delegations.first(where: {
                 $0.issuer.string == consumer && $0.audience.string == orchestrator
-                    && $0.subject?.string == consumer && $0.command.covers(propose)
+                    && $0.subject?.string == consumer && $0.command.covers(wanted)
             })
         else {
             throw RPCError(
@@ -36,12 +42,12 @@ enum ConsumerAuthority {
         }
         guard delegation.envelope.signatureIsValid(issuer: delegation.issuer) else {
             throw RPCError(
-                code: .unauthenticated, message: "consumer_authority: the delegation's signature does not verify")
+                code: .unauthenticated, message: "\(field): the delegation's signature does not verify")
         }
         if let expiration = delegation.expiration, expiration < now + minimumRemainingLife {
             throw RPCError(
                 code: .invalidArgument,
-                message: "consumer_authority: the delegation expires at \(expiration), within \(minimumRemainingLife) s"
+                message: "\(field): the delegation expires at \(expiration), within \(minimumRemainingLife) s"
             )
         }
     }

@@ -11,8 +11,8 @@ internal import SwiftProtobuf
 /// submitted → matched (placed, resources reserved) or failed (cannot be placed, with the explanation);
 /// matched → offered (one offer per replica, each with its contract, through the agent channel); offered → matched
 /// again when a device declines or lets its offer expire (placed anew without it), or → contracted once every
-/// device bid and the notary logged every replica's contract → escrowed (passes, with that reason, until the
-/// settlement gateway is wired in) → deploying. Execution on the agents comes next.
+/// device bid and the notary logged every replica's contract → escrowed (each contract's maximum cost held by the
+/// settlement gateway, when one is configured) → deploying → running → completed | failed.
 struct DeploymentDriver: Sendable {
     let store: DeploymentStore
     let offers: OfferStore
@@ -22,6 +22,8 @@ struct DeploymentDriver: Sendable {
     let orchestratorDID: String
     let offerTimeout: Duration
     let clerk: ContractClerk
+    /// Escrow through the settlement gateway; nil when none is configured (then `escrowed` passes, holding nothing).
+    var settlement: SettlementClerk? = nil
     /// Called after offers or instructions were written, so the agents this replica holds get them at once
     /// rather than at the next poll.
     var kick: @Sendable () async -> Void = {}
@@ -35,7 +37,8 @@ struct DeploymentDriver: Sendable {
                 for id in try await offers.expire() { try await advance(id) }
                 try await terminateEndedContracts()
                 for state in [
-                    Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered, .deploying, .running,
+                    Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered, .contracted, .deploying,
+                    .running,
                 ] {
                     for id in try await store.waiting(in: state, limit: 100) { try await advance(id) }
                 }
@@ -55,6 +58,7 @@ struct DeploymentDriver: Sendable {
         case .submitted: try await place(deployment)
         case .matched: try await offer(deployment)
         case .offered: try await collectBids(deployment)
+        case .contracted: try await escrowAndDeploy(deployment.id)
         case .deploying, .running: try await followExecution(deployment)
         default: break
         }
@@ -245,22 +249,39 @@ struct DeploymentDriver: Sendable {
                         "every device bid and accepted its contract; \(contracts.count) contract(s) recorded in the notary's log: \(listed)",
                     change: { deployment in Self.attach(contracts, to: &deployment) }) != nil
             else { return }
-            _ = try await store.transition(
-                id, from: [.contracted], to: .escrowed, reason: "no settlement gateway is configured yet: nothing held")
-            let logger = logger
-            _ = try await store.transition(
-                id, from: [.escrowed], to: .deploying, reason: "the devices are told to start the allocations",
-                also: { connection, _ in
-                    try await OfferStore.startDeploying(deployment: id, connection: connection, logger: logger)
-                })
-            await kick()
             logger.info("deployment contracted", metadata: ["deployment": "\(id)"])
+            try await escrowAndDeploy(id)
             return
         }
         // A device declined or did not answer: place again without every device that refused this deployment.
         let excluded = Set(refusals.map(\.device))
         let why = refusals.last.map { "device \($0.device) declined: \($0.reason)" } ?? "an offer lapsed"
         try await place(deployment, excluding: excluded, after: why)
+    }
+
+    /// contracted → escrowed (every contract's maximum cost held by the settlement gateway; with no gateway configured
+    /// it passes, holding nothing) → deploying. A refusal (the consumer's balance does not cover it, its delegation
+    /// does not allow it) fails the deployment; an unreachable gateway leaves it contracted for the next round.
+    private func escrowAndDeploy(_ id: String) async throws {
+        guard let deployment = try await store.deployment(id), deployment.state == .contracted else { return }
+        let reason: String
+        if let settlement {
+            if let refusal = try await settlement.escrow(deployment) {
+                _ = try await store.transition(id, from: [.contracted], to: .failed, reason: refusal)
+                return
+            }
+            reason = "every contract's maximum cost is held in escrow by the settlement gateway"
+        } else {
+            reason = "no settlement gateway is configured: nothing held"
+        }
+        _ = try await store.transition(id, from: [.contracted], to: .escrowed, reason: reason)
+        let logger = logger
+        _ = try await store.transition(
+            id, from: [.escrowed], to: .deploying, reason: "the devices are told to start the allocations",
+            also: { connection, _ in
+                try await OfferStore.startDeploying(deployment: id, connection: connection, logger: logger)
+            })
+        await kick()
     }
 
     /// The drafting of each new offer's contract, for one deployment.
@@ -315,6 +336,10 @@ struct DeploymentDriver: Sendable {
         for ended in try await offers.contractsToTerminate(limit: 100) {
             do {
                 if try await clerk.terminate(ended.contractID, reason: ended.reason) {
+                    if settlement != nil {
+                        try await SettlementClerk.enqueueRefund(
+                            contract: ended.contractID, client: offers.client, logger: logger)
+                    }
                     try await offers.markContractClosed(ended.offerID)
                 }
             } catch {

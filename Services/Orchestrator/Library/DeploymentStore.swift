@@ -39,7 +39,8 @@ struct DeploymentStore: Sendable {
     /// Records a new deployment in `submitted`; nil when the consumer already used the idempotency key (a
     /// concurrent retry won), in which case the caller reads the existing one.
     func create(
-        consumer: String, spec: Orrery_Orchestrator_V1_WorkloadSpec, idempotencyKey: String, authority: Data
+        consumer: String, spec: Orrery_Orchestrator_V1_WorkloadSpec, idempotencyKey: String, authority: Data,
+        settlementAuthority: Data = Data()
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
         try await client.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.eventLogLock))", logger: logger)
@@ -55,9 +56,9 @@ struct DeploymentStore: Sendable {
             let inserted = try await connection.query(
                 """
                 INSERT INTO deployments (id, consumer_did, idempotency_key, state, record, created_at, updated_at, revision,
-                                         consumer_authority)
+                                         consumer_authority, settlement_authority)
                 VALUES (\(deployment.id), \(consumer), \(idempotencyKey), \(Int16(deployment.state.rawValue)),
-                        \(Data()), \(now), \(now), 0, \(authority))
+                        \(Data()), \(now), \(now), 0, \(authority), \(settlementAuthority))
                 ON CONFLICT (consumer_did, idempotency_key) DO NOTHING RETURNING id
                 """,
                 logger: logger)

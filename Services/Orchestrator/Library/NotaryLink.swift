@@ -9,38 +9,19 @@ internal import OrreryRuntime
 internal import Synchronization
 internal import SwiftProtobuf
 
-/// The orchestrator's line to the contract notary: one long-lived gRPC client, each call carrying an invocation
-/// signed for it — under the operator's chain, or, to propose a contract, under the consumer's own delegation.
+/// The orchestrator's line to the contract notary: each call an invocation signed for it — under the operator's
+/// chain, or, to propose a contract, under the consumer's own delegation.
 final class NotaryLink: Sendable {
-    let address: ServiceAddress
+    let link: ServiceLink
     let environment: ServiceEnvironment
-    private let connected = Mutex<(client: GRPCClient<HTTP2ClientTransport.Posix>, did: DID)?>(nil)
 
     init(address: ServiceAddress, environment: ServiceEnvironment) {
-        self.address = address
+        link = ServiceLink(address: address, peer: "notary", environment: environment)
         self.environment = environment
     }
 
     /// Keeps the client connected until cancelled.
-    func run() async {
-        let (address, logger, trustRoots) = (address, environment.logger, environment.settings.tlsTrustRoots)
-        await Reconnecting.run(onFailure: { error in
-            logger.warning("notary unreachable; retrying", metadata: ["notary": "\(address)", "error": "\(error)"])
-        }) {
-            let did = try await ServiceProbe.withClient(address, trustRoots: trustRoots) {
-                try DID(try await ServiceProbe.info($0).did)
-            }
-            try await withGRPCClient(
-                transport: try .http2NIOPosix(
-                    target: address.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots))
-            ) { client in
-                connected.withLock { $0 = (client, did) }
-                defer { connected.withLock { $0 = nil } }
-                logger.info("notary connected", metadata: ["notary": "\(address)", "did": "\(did)"])
-                while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
-            }
-        }
-    }
+    func run() async { await link.run() }
 
     /// Stages a contract under the consumer's delegation (`proofs`, root first).
     func propose(_ request: Orrery_Notary_V1_ProposeContractRequest, consumer: DID, proofs: [Delegation])
@@ -106,6 +87,18 @@ final class NotaryLink: Sendable {
         }
     }
 
+    func inclusionProof(index: UInt64, treeSize: UInt64) async throws -> Orrery_Notary_V1_InclusionProof {
+        try await call(
+            Orrery_Notary_V1_Notary.Method.GetInclusionProof.descriptor,
+            Orrery_Notary_V1_GetInclusionProofRequest.with {
+                $0.index = index
+                $0.treeSize = treeSize
+            }
+        ) { client, request, metadata in
+            try await client.getInclusionProof(request, metadata: metadata)
+        }
+    }
+
     func consistencyProof(_ request: Orrery_Notary_V1_GetConsistencyProofRequest) async throws
         -> Orrery_Notary_V1_ConsistencyProof
     {
@@ -120,16 +113,9 @@ final class NotaryLink: Sendable {
         alsoCarrying: [Delegation] = [],
         _ body: (Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>, Request, Metadata) async throws -> Response
     ) async throws -> Response {
-        guard let (client, did) = connected.withLock({ $0 }) else {
-            throw RPCError(code: .unavailable, message: "the notary at \(address) is not connected yet")
+        try await link.invoke(method, request, subject: subject, proofs: proofs, alsoCarrying: alsoCarrying) {
+            client, request, metadata in
+            try await body(Orrery_Notary_V1_Notary.Client(wrapping: client), request, metadata)
         }
-        var metadata = Metadata()
-        metadata.addString(
-            try InvocationSigner.authorization(
-                for: request, method: method.fullyQualifiedMethod, key: environment.key,
-                subject: subject ?? environment.operatorDID, audience: did, proofs: proofs ?? environment.proofs,
-                catalog: environment.catalog, alsoCarrying: alsoCarrying),
-            forKey: "authorization")
-        return try await body(Orrery_Notary_V1_Notary.Client(wrapping: client), request, metadata)
     }
 }

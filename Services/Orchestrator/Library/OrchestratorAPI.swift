@@ -32,6 +32,12 @@ public struct OrchestratorAPI: Sendable {
         try ConsumerAuthority.validate(
             request.consumerAuthority, consumer: consumer, orchestrator: driver.orchestratorDID,
             now: Int64(Date().timeIntervalSince1970))
+        if driver.settlement != nil {
+            try ConsumerAuthority.validate(
+                request.settlementAuthority, consumer: consumer, orchestrator: driver.orchestratorDID,
+                now: Int64(Date().timeIntervalSince1970), command: ConsumerAuthority.escrowCommand,
+                field: "settlement_authority")
+        }
         if let budget = placementRequest.budget, fleet.isSynced,
             let cheapest = solver.cheapestPossibleCost(placementRequest, on: fleet.snapshot()), cheapest > budget
         {
@@ -42,7 +48,7 @@ public struct OrchestratorAPI: Sendable {
         guard
             let created = try await store.create(
                 consumer: consumer, spec: request.spec, idempotencyKey: request.idempotencyKey,
-                authority: request.consumerAuthority)
+                authority: request.consumerAuthority, settlementAuthority: request.settlementAuthority)
         else {
             // A concurrent retry with the same key won the insert.
             guard let winner = try await store.existing(consumer: consumer, idempotencyKey: request.idempotencyKey)

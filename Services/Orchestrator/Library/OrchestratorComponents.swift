@@ -18,6 +18,8 @@ struct OrchestratorComponents: Sendable {
     let channel: AgentChannelService
     /// The contract notary, when one is configured.
     let notary: NotaryLink?
+    /// Escrow, releases and refunds through the settlement gateway, when one (and a notary) is configured.
+    let settlement: SettlementClerk?
 
     private static let current = Mutex<OrchestratorComponents?>(nil)
 
@@ -34,10 +36,18 @@ struct OrchestratorComponents: Sendable {
             let notary = environment.settings.notaryAddress.flatMap(ServiceAddress.init).map {
                 NotaryLink(address: $0, environment: environment)
             }
+            let settlement: SettlementClerk? = notary.flatMap { notary in
+                environment.settings.settlementAddress.flatMap(ServiceAddress.init).map {
+                    SettlementClerk(
+                        gateway: ServiceLink(address: $0, peer: "settlement gateway", environment: environment),
+                        notary: notary, client: database, logger: logger)
+                }
+            }
             var driver = DeploymentDriver(
                 store: store, offers: offers, fleet: fleet, solver: solver, logger: logger,
                 orchestratorDID: environment.key.did.string, offerTimeout: environment.settings.offerTimeout,
-                clerk: ContractClerk(key: environment.key, notary: notary, fleet: fleet, logger: logger))
+                clerk: ContractClerk(key: environment.key, notary: notary, fleet: fleet, logger: logger),
+                settlement: settlement)
             driver.kick = { try? await hub.deliver() }
             let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
                 client: database, channel: "orrery_deployment_events", logger: logger
@@ -50,8 +60,10 @@ struct OrchestratorComponents: Sendable {
                     store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
                     operatorDID: environment.operatorDID.string),
                 events: events, driver: driver, hub: hub,
-                channel: AgentChannelService(hub: hub, offers: offers, driver: driver, logger: logger, notary: notary),
-                notary: notary)
+                channel: AgentChannelService(
+                    hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
+                    settles: settlement != nil),
+                notary: notary, settlement: settlement)
             current = made
             return made
         }

@@ -147,5 +147,29 @@ public enum OrchestratorMigrations {
                 "ALTER TABLE offers ADD COLUMN contract_id text, ADD COLUMN contract_closed boolean NOT NULL DEFAULT false",
             ]
         ),
+        Migration(
+            version: 7,
+            name: "settlement",
+            statements: [
+                // The consumer's delegation of /orrery/settlement/escrow to this orchestrator (a UCAN container).
+                "ALTER TABLE deployments ADD COLUMN settlement_authority bytea NOT NULL DEFAULT ''::bytea",
+                "ALTER TABLE offers ADD COLUMN escrowed boolean NOT NULL DEFAULT false",
+                // What the settlement gateway still has to hear about a contract: a release per recorded receipt
+                // (by its log index), a refund once the contract ended. Done when the gateway answered for good.
+                """
+                CREATE TABLE settlement_tasks (
+                    contract_id text NOT NULL,
+                    kind text NOT NULL CHECK (kind IN ('release', 'refund')),
+                    receipt_entry bigint NOT NULL DEFAULT -1,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    done_at timestamptz,
+                    attempts integer NOT NULL DEFAULT 0,
+                    last_error text NOT NULL DEFAULT '',
+                    PRIMARY KEY (contract_id, kind, receipt_entry)
+                )
+                """,
+                "CREATE INDEX settlement_tasks_pending ON settlement_tasks (created_at) WHERE done_at IS NULL",
+            ]
+        ),
     ]
 }

@@ -34,6 +34,12 @@ public enum OrchestratorServer {
                 } else {
                     environment.logger.warning("registry.address is not set: no devices, nothing can be placed")
                 }
+                if let settlement = components.settlement {
+                    tasks += [{ await settlement.gateway.run() }, { await settlement.run() }]
+                } else {
+                    environment.logger.warning(
+                        "settlement.address (or notary.address) is not set: contracts are not escrowed or paid")
+                }
                 if let notary = components.notary {
                     tasks.append { await notary.run() }
                 } else {

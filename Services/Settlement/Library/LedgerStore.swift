@@ -189,6 +189,19 @@ struct LedgerStore: Sendable {
         return balance
     }
 
+    /// SLA penalties already refunded to a contract's consumer (taken from the owner's receivable).
+    static func penaltiesPaid(_ contract: String, on connection: PostgresConnection, logger: Logger) async throws
+        -> UInt64
+    {
+        for try await total in try await connection.query(
+            """
+            SELECT coalesce(-sum(l.amount), 0)::text FROM journal_lines l JOIN journal_entries e ON e.id = l.entry_id
+            WHERE e.kind = 'refund' AND e.contract_id = \(contract) AND l.account_id LIKE 'receivable/%'
+            """, logger: logger
+        ).decode(String.self) { return UInt64(total) ?? 0 }
+        return 0
+    }
+
     /// Whether the contract's escrow is held in an on-chain payment channel.
     func isChannelEscrow(_ contract: String) async throws -> Bool {
         try await Self.isChannelEscrow(contract, on: client, logger: logger)

@@ -65,7 +65,7 @@ struct ProvenRelease {
 
     /// The log entry a proven leaf holds, after checking its inclusion and its index. The leaf's own notary
     /// signature is not checked again: its inclusion under a head the notary signed already binds the notary to it.
-    private static func included(
+    static func included(
         _ proven: Orrery_Settlement_V1_ProvenEntry, _ field: String, head: Orrery_Notary_V1_TreeHead, notary: DID
     ) throws -> Orrery_Notary_V1_LogEntry {
         guard
@@ -127,5 +127,53 @@ final class VerifiedTreeHeads: Sendable {
             heads[key] = head
         }
         return head
+    }
+}
+
+/// The penalties of SLA breaches the notary logged for a contract, each proven included under a signed head with
+/// the contract's own entry (which names the owner who pays them).
+struct ProvenPenalties {
+    let owner: String
+    let total: UInt64
+
+    /// nil when the request carries no breach.
+    static func verify(_ request: Orrery_Settlement_V1_RefundRequest, notary: DID?, heads: VerifiedTreeHeads) throws
+        -> ProvenPenalties?
+    {
+        guard !request.breaches.isEmpty else { return nil }
+        guard let notary else {
+            throw RPCError(code: .failedPrecondition, message: "no notary DID is configured: breaches cannot be proven")
+        }
+        let head: Orrery_Notary_V1_TreeHead
+        do { head = try heads.verify(request.treeHead) } catch {
+            throw RPCError(code: .invalidArgument, message: "tree_head: \(error)")
+        }
+        guard head.logDid == notary.string else {
+            throw RPCError(code: .permissionDenied, message: "tree_head is signed by \(head.logDid), not by \(notary)")
+        }
+        let contractEntry = try ProvenRelease.included(request.contract, "contract", head: head, notary: notary)
+        guard contractEntry.kind == .contract, contractEntry.contractID == request.contractID,
+            let contract = try? Orrery_Notary_V1_Contract(serializedBytes: contractEntry.act.payload)
+        else {
+            throw RPCError(code: .invalidArgument, message: "contract: not contract \(request.contractID)'s entry")
+        }
+        var total: UInt64 = 0
+        var counted = Set<UInt64>()
+        for proven in request.breaches where counted.insert(proven.index).inserted {
+            let entry = try ProvenRelease.included(proven, "breaches", head: head, notary: notary)
+            guard entry.kind == .slaBreach, entry.contractID == request.contractID else {
+                throw RPCError(
+                    code: .invalidArgument, message: "breaches: entry \(proven.index) is not a breach of this contract")
+            }
+            do {
+                try SignedMessage.verify(
+                    entry.act, type: Orrery_Notary_V1_SlaBreach.protoMessageName, requiring: [notary])
+            } catch {
+                throw RPCError(code: .permissionDenied, message: "breaches: entry \(proven.index) is not the notary's")
+            }
+            let breach = try Orrery_Notary_V1_SlaBreach(serializedBytes: entry.act.payload)
+            total = total.addingReportingOverflow(breach.penalty).overflow ? UInt64.max : total + breach.penalty
+        }
+        return ProvenPenalties(owner: contract.ownerDid, total: min(total, contract.price.maxCost))
     }
 }

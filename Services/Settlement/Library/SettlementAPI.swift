@@ -278,28 +278,49 @@ struct SettlementAPI: Sendable {
         let retry = try Self.retry(request, key: request.idempotencyKey, authorization)
         let (contract, logger) = (request.contractID, logger)
         guard !contract.isEmpty else { throw RPCError(code: .invalidArgument, message: "contract_id: required") }
+        let penalties = try ProvenPenalties.verify(request, notary: notaryDID, heads: heads)
         return try await ledger.post(kind: "refund", contractID: contract, memo: "", retry: retry) { connection in
             guard let held = try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger),
-                let consumer = held.owner
+                let consumer = held.owner, let left = UInt64(held.balance)
             else { throw RPCError(code: .notFound, message: "contract \(contract) has no escrow") }
-            guard held.balance != "0" else {
+            var penalty: UInt64 = 0
+            if let penalties, penalties.total > 0 {
+                let alreadyPaid = try await LedgerStore.penaltiesPaid(contract, on: connection, logger: logger)
+                let owed = penalties.total > alreadyPaid ? penalties.total - alreadyPaid : 0
+                let holds = try await LedgerStore.lockedBalance(
+                    "receivable/\(penalties.owner)", on: connection, logger: logger
+                ).flatMap { UInt64($0.balance) } ?? 0
+                penalty = min(owed, holds)
+            }
+            guard left > 0 || penalty > 0 else {
                 throw RPCError(code: .failedPrecondition, message: "nothing is left in the escrow of \(contract)")
             }
-            if try await LedgerStore.isChannelEscrow(contract, on: connection, logger: logger) {
-                // The rest stays in the consumer's channel, which it reclaims on chain after the expiry.
-                return [
+            let channel = try await LedgerStore.isChannelEscrow(contract, on: connection, logger: logger)
+            var lines: [LedgerStore.Line] = []
+            if left > 0 {
+                lines.append(
                     .init(
                         account: "escrow/\(contract)", owner: consumer, kind: "escrow",
-                        amount: Amount.negated(held.balance)),
-                    .init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: held.balance),
-                ]
+                        amount: Amount.negated(String(left))))
+                // A channel's rest stays in the channel, which the consumer reclaims on chain after the expiry.
+                if channel {
+                    lines.append(.init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: String(left)))
+                }
             }
-            return [
-                .init(
-                    account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: Amount.negated(held.balance)
-                ),
-                .init(account: "available/\(consumer)", owner: consumer, kind: "available", amount: held.balance),
-            ]
+            let toConsumer = (channel ? 0 : left) + penalty
+            if toConsumer > 0 {
+                lines.append(
+                    .init(account: "available/\(consumer)", owner: consumer, kind: "available", amount: String(toConsumer)))
+            }
+            if penalty > 0, let owner = penalties?.owner {
+                lines.append(
+                    .init(
+                        account: "receivable/\(owner)", owner: owner, kind: "receivable",
+                        amount: Amount.negated(String(penalty))))
+            }
+            try await connection.query(
+                "INSERT INTO settlements (contract_id) VALUES (\(contract)) ON CONFLICT DO NOTHING", logger: logger)
+            return lines
         }
     }
 

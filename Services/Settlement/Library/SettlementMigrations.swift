@@ -195,5 +195,21 @@ public enum SettlementMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 5,
+            name: "contracts to record as settled",
+            statements: [
+                // Written with a contract's refund; the settler records each as settled in the notary's log.
+                """
+                CREATE TABLE settlements (
+                    contract_id text PRIMARY KEY,
+                    settled_at timestamptz,
+                    attempts integer NOT NULL DEFAULT 0,
+                    last_error text NOT NULL DEFAULT ''
+                )
+                """,
+                "CREATE INDEX settlements_pending ON settlements (contract_id) WHERE settled_at IS NULL",
+            ]
+        ),
     ]
 }

@@ -21,7 +21,18 @@ public enum SettlementServer {
         OrreryService(
             description: description,
             backgroundTasks: { environment in
-                guard let database = environment.database, let ethereum = chains.ethereum else { return [] }
+                guard let database = environment.database else { return [] }
+                var tasks: [@Sendable () async throws -> Void] = []
+                if let notaryAddress = environment.settings.notaryAddress.flatMap(ServiceAddress.init) {
+                    let link = ServiceLink(address: notaryAddress, peer: "notary", environment: environment)
+                    let settler = ContractSettler(
+                        notary: link, client: database, key: environment.key, logger: environment.logger)
+                    tasks += [{ await link.run() }, { await settler.run() }]
+                } else {
+                    environment.logger.warning(
+                        "notary.address is not set: refunded contracts are not recorded as settled")
+                }
+                guard let ethereum = chains.ethereum else { return tasks }
                 let adapter = EthereumAdapter(settings: ethereum)
                 let gateway = environment.key.did.string
                 let broadcaster = EthereumBroadcaster(
@@ -33,7 +44,7 @@ public enum SettlementServer {
                 environment.logger.info(
                     "ethereum adapter on",
                     metadata: ["node": "\(ethereum.rpc)", "gateway_address": "\(adapter.gatewayAddress)"])
-                return [{ await broadcaster.run() }, { await watcher.run() }]
+                return tasks + [{ await broadcaster.run() }, { await watcher.run() }]
             },
             httpRoutes: { environment, gateway, router in
                 guard let database = environment.database else { return }

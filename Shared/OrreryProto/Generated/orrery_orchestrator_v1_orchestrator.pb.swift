@@ -717,6 +717,11 @@ public nonisolated struct Orrery_Orchestrator_V1_SubmitWorkloadRequest: Sendable
   /// living at least as long as the work may take). `orrery run` makes it; the contracts embed it.
   public var consumerAuthority: Data = Data()
 
+  /// When the orchestrator settles through a settlement gateway: a UCAN container holding the consumer's delegation
+  /// of /orrery/settlement/escrow to the orchestrator's DID (subject the consumer, policy amount ≤ budget), under
+  /// which each contract's maximum cost is held at `contracted`. `orrery run` makes it.
+  public var settlementAuthority: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2418,7 +2423,7 @@ nonisolated extension Orrery_Orchestrator_V1_LatencyEdge: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitWorkloadRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0\u{3}settlement_authority\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2429,6 +2434,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
       case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.consumerAuthority) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.settlementAuthority) }()
       default: break
       }
     }
@@ -2448,6 +2454,9 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if !self.consumerAuthority.isEmpty {
       try visitor.visitSingularBytesField(value: self.consumerAuthority, fieldNumber: 3)
     }
+    if !self.settlementAuthority.isEmpty {
+      try visitor.visitSingularBytesField(value: self.settlementAuthority, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2455,6 +2464,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if lhs._spec != rhs._spec {return false}
     if lhs.idempotencyKey != rhs.idempotencyKey {return false}
     if lhs.consumerAuthority != rhs.consumerAuthority {return false}
+    if lhs.settlementAuthority != rhs.settlementAuthority {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

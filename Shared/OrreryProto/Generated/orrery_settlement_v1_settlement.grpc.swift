@@ -316,7 +316,9 @@ extension Orrery_Settlement_V1_Settlement {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        /// > Returns what is left of a contract's escrow to the consumer's available balance (for a channel escrow: to the
+        /// > channel, which the consumer reclaims on chain), with the penalties of proven SLA breaches. The gateway then
+        /// > records the contract as settled in the notary's log (retrying until the notary takes it).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Settlement_V1_RefundRequest` messages.
@@ -546,7 +548,9 @@ extension Orrery_Settlement_V1_Settlement {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        /// > Returns what is left of a contract's escrow to the consumer's available balance (for a channel escrow: to the
+        /// > channel, which the consumer reclaims on chain), with the penalties of proven SLA breaches. The gateway then
+        /// > records the contract as settled in the notary's log (retrying until the notary takes it).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Settlement_V1_RefundRequest` message.
@@ -774,7 +778,9 @@ extension Orrery_Settlement_V1_Settlement {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        /// > Returns what is left of a contract's escrow to the consumer's available balance (for a channel escrow: to the
+        /// > channel, which the consumer reclaims on chain), with the penalties of proven SLA breaches. The gateway then
+        /// > records the contract as settled in the notary's log (retrying until the notary takes it).
         ///
         /// - Parameters:
         ///   - request: A `Orrery_Settlement_V1_RefundRequest` message.
@@ -1466,7 +1472,9 @@ extension Orrery_Settlement_V1_Settlement {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        /// > Returns what is left of a contract's escrow to the consumer's available balance (for a channel escrow: to the
+        /// > channel, which the consumer reclaims on chain), with the penalties of proven SLA breaches. The gateway then
+        /// > records the contract as settled in the notary's log (retrying until the notary takes it).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Settlement_V1_RefundRequest` message.
@@ -1819,7 +1827,9 @@ extension Orrery_Settlement_V1_Settlement {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns what is left of a contract's escrow to the consumer's available balance.
+        /// > Returns what is left of a contract's escrow to the consumer's available balance (for a channel escrow: to the
+        /// > channel, which the consumer reclaims on chain), with the penalties of proven SLA breaches. The gateway then
+        /// > records the contract as settled in the notary's log (retrying until the notary takes it).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Settlement_V1_RefundRequest` message.
@@ -2212,7 +2222,9 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Returns what is left of a contract's escrow to the consumer's available balance.
+    /// > Returns what is left of a contract's escrow to the consumer's available balance (for a channel escrow: to the
+    /// > channel, which the consumer reclaims on chain), with the penalties of proven SLA breaches. The gateway then
+    /// > records the contract as settled in the notary's log (retrying until the notary takes it).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Orrery_Settlement_V1_RefundRequest` message.
@@ -2589,7 +2601,9 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Returns what is left of a contract's escrow to the consumer's available balance.
+    /// > Returns what is left of a contract's escrow to the consumer's available balance (for a channel escrow: to the
+    /// > channel, which the consumer reclaims on chain), with the penalties of proven SLA breaches. The gateway then
+    /// > records the contract as settled in the notary's log (retrying until the notary takes it).
     ///
     /// - Parameters:
     ///   - message: request message to send.

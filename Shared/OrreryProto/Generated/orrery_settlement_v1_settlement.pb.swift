@@ -429,9 +429,35 @@ public nonisolated struct Orrery_Settlement_V1_RefundRequest: Sendable {
 
   public var idempotencyKey: String = String()
 
+  /// SLA breaches the notary logged for the contract, each proven included under `tree_head` together with the
+  /// contract's own entry: their penalties go from the owner's receivable back to the consumer (at most what the
+  /// owner still holds). Without breaches these may be left empty.
+  public var treeHead: Orrery_Notary_V1_SignedTreeHead {
+    get {_treeHead ?? Orrery_Notary_V1_SignedTreeHead()}
+    set {_treeHead = newValue}
+  }
+  /// Returns true if `treeHead` has been explicitly set.
+  public var hasTreeHead: Bool {self._treeHead != nil}
+  /// Clears the value of `treeHead`. Subsequent reads from it will return its default value.
+  public mutating func clearTreeHead() {self._treeHead = nil}
+
+  public var contract: Orrery_Settlement_V1_ProvenEntry {
+    get {_contract ?? Orrery_Settlement_V1_ProvenEntry()}
+    set {_contract = newValue}
+  }
+  /// Returns true if `contract` has been explicitly set.
+  public var hasContract: Bool {self._contract != nil}
+  /// Clears the value of `contract`. Subsequent reads from it will return its default value.
+  public mutating func clearContract() {self._contract = nil}
+
+  public var breaches: [Orrery_Settlement_V1_ProvenEntry] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _treeHead: Orrery_Notary_V1_SignedTreeHead? = nil
+  fileprivate var _contract: Orrery_Settlement_V1_ProvenEntry? = nil
 }
 
 /// One balanced journal entry: its lines sum to zero.
@@ -1276,7 +1302,7 @@ nonisolated extension Orrery_Settlement_V1_ReleaseRequest: SwiftProtobuf.Message
 
 nonisolated extension Orrery_Settlement_V1_RefundRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RefundRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}idempotency_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}idempotency_key\0\u{3}tree_head\0\u{1}contract\0\u{1}breaches\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1286,17 +1312,33 @@ nonisolated extension Orrery_Settlement_V1_RefundRequest: SwiftProtobuf.Message,
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._treeHead) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._contract) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.breaches) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.contractID.isEmpty {
       try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 1)
     }
     if !self.idempotencyKey.isEmpty {
       try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 2)
+    }
+    try { if let v = self._treeHead {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._contract {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if !self.breaches.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.breaches, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1304,6 +1346,9 @@ nonisolated extension Orrery_Settlement_V1_RefundRequest: SwiftProtobuf.Message,
   public static func ==(lhs: Orrery_Settlement_V1_RefundRequest, rhs: Orrery_Settlement_V1_RefundRequest) -> Bool {
     if lhs.contractID != rhs.contractID {return false}
     if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs._treeHead != rhs._treeHead {return false}
+    if lhs._contract != rhs._contract {return false}
+    if lhs.breaches != rhs.breaches {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

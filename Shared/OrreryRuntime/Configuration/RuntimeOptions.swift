@@ -113,9 +113,15 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
 
     @Option(
         help:
-            "Orchestrator only: the contract notary's gRPC address, host:port; deployments are contracted only with a contract it recorded (env ORRERY_NOTARY_ADDRESS, file notary.address)."
+            "Orchestrator and settlement gateway: the contract notary's gRPC address, host:port. The orchestrator contracts deployments only with a contract it recorded; the gateway records refunded contracts as settled there (env ORRERY_NOTARY_ADDRESS, file notary.address)."
     )
     public var notaryAddress: String?
+
+    @Option(
+        help:
+            "Orchestrator only: the settlement gateway's gRPC address, host:port; with it each contract's maximum cost is held in escrow before its allocation starts, and receipts release payment (env ORRERY_SETTLEMENT_ADDRESS, file settlement.address)."
+    )
+    public var settlementAddress: String?
 
     @Option(
         help:

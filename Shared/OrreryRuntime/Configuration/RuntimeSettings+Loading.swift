@@ -46,6 +46,7 @@ extension RuntimeSettings {
             notaryAddress: try address(reader, "notary.address"),
             settlementDID: try optionalDID(reader, "settlement.did"),
             notaryDID: try optionalDID(reader, "notary.did"),
+            settlementAddress: try address(reader, "settlement.address"),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -122,6 +123,7 @@ extension RuntimeSettings {
         flag("notary.address", options.notaryAddress)
         flag("settlement.did", options.settlementDid)
         flag("notary.did", options.notaryDid)
+        flag("settlement.address", options.settlementAddress)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
@@ -153,6 +155,7 @@ extension RuntimeSettings {
             "notary.address": "",
             "settlement.did": "",
             "notary.did": "",
+            "settlement.address": "",
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",

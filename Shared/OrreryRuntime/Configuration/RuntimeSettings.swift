@@ -14,7 +14,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
             && lhs.registryAddress == rhs.registryAddress && lhs.offerTimeout == rhs.offerTimeout
             && lhs.notaryAddress == rhs.notaryAddress && lhs.settlementDID == rhs.settlementDID
-            && lhs.notaryDID == rhs.notaryDID
+            && lhs.notaryDID == rhs.notaryDID && lhs.settlementAddress == rhs.settlementAddress
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -72,6 +72,8 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var settlementDID: String? = nil
     /// The contract notary's DID, whose signed tree heads the settlement gateway accepts; nil when none is set.
     public var notaryDID: String? = nil
+    /// The settlement gateway the orchestrator escrows and releases through; nil when none is set.
+    public var settlementAddress: String? = nil
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

@@ -1,0 +1,218 @@
+internal import Foundation
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2Posix
+internal import Logging
+internal import OrreryDatabase
+internal import OrreryIdentity
+internal import OrreryProto
+internal import OrreryRuntime
+internal import PostgresNIO
+internal import SwiftProtobuf
+
+/// The orchestrator's side of settlement (DESIGN §6): holds each contract's maximum cost in escrow at `contracted`,
+/// under the consumer's own delegation of /orrery/settlement/escrow; after each receipt the notary recorded, asks the
+/// gateway to release what it makes due, proven by the notary's inclusion proofs; once a contract ended, asks for the
+/// refund of the rest with the penalties of the SLA breaches the notary logged. Releases and refunds are durable
+/// tasks, retried until the gateway answers for good.
+struct SettlementClerk: Sendable {
+    let gateway: ServiceLink
+    let notary: NotaryLink
+    let client: PostgresClient
+    let logger: Logger
+    var interval: Duration = .milliseconds(500)
+
+    // MARK: - Escrow
+
+    /// Holds every replica's contract of `deployment` not yet escrowed. Returns the gateway's refusal (the
+    /// deployment cannot go on), nil when all are held.
+    /// - Throws: when the gateway cannot be reached (the next round tries again).
+    func escrow(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws -> String? {
+        let authority = try await client.query(
+            "SELECT settlement_authority FROM deployments WHERE id = \(deployment.id)", logger: logger
+        ).decode(Data.self).collected().first ?? Data()
+        let delegations: [Delegation]
+        do {
+            delegations = try UCANContainer.decode(Array(authority)).map { try Delegation(bytes: $0) }
+        } catch {
+            return "settlement_authority: not a UCAN container of the consumer's delegations"
+        }
+        guard
+            let delegation = delegations.first(where: {
+                $0.issuer.string == deployment.consumerDid
+                    && $0.command.covers((try? Command(ConsumerAuthority.escrowCommand)) ?? $0.command)
+            })
+        else { return "settlement_authority: the consumer's delegation of \(ConsumerAuthority.escrowCommand) is missing" }
+        for held in try await contractsToEscrow(deployment.id) {
+            let request = Orrery_Settlement_V1_EscrowRequest.with {
+                $0.contractID = held.contract.id
+                $0.consumerDid = deployment.consumerDid
+                $0.amount = held.contract.price.maxCost
+                $0.chain = held.contract.settlementChain == "ethereum" ? "ethereum" : ""
+                $0.idempotencyKey = "escrow/\(held.contract.id)"
+            }
+            do {
+                _ = try await gateway.invoke(
+                    Orrery_Settlement_V1_Settlement.Method.Escrow.descriptor, request, subject: delegation.subject,
+                    proofs: [delegation], alsoCarrying: gateway.environmentProofs
+                ) { client, request, metadata in
+                    try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).escrow(request, metadata: metadata)
+                }
+            } catch let error as RPCError where ContractClerk.isRefusal(error.code) && error.code != .alreadyExists {
+                return "escrow of \(held.contract.id) refused: \(error.message)"
+            }
+            try await client.query("UPDATE offers SET escrowed = true WHERE id = \(held.offerID)", logger: logger)
+            logger.info(
+                "contract escrowed", metadata: ["contract": "\(held.contract.id)", "amount": "\(request.amount)"])
+        }
+        return nil
+    }
+
+    /// Accepted offers of a deployment with a recorded contract not yet escrowed, with their contracts.
+    private func contractsToEscrow(_ deployment: String) async throws -> [(
+        offerID: String, contract: Orrery_Notary_V1_Contract
+    )] {
+        var result: [(String, Orrery_Notary_V1_Contract)] = []
+        for (offerID, record) in try await client.query(
+            """
+            SELECT id, record FROM offers
+            WHERE deployment_id = \(deployment) AND contract_id IS NOT NULL AND NOT escrowed AND state NOT IN (4, 10)
+            """, logger: logger
+        ).decode((String, Data).self).collected() {
+            let offer = try Orrery_Orchestrator_V1_Offer(serializedBytes: record)
+            result.append((offerID, try Orrery_Notary_V1_Contract(serializedBytes: offer.contract.payload)))
+        }
+        return result
+    }
+
+    // MARK: - Releases and refunds
+
+    /// A release for a receipt the notary recorded at `entry`.
+    static func enqueueRelease(contract: String, entry: UInt64, client: PostgresClient, logger: Logger) async throws {
+        try await client.query(
+            """
+            INSERT INTO settlement_tasks (contract_id, kind, receipt_entry) VALUES (\(contract), 'release', \(Int64(entry)))
+            ON CONFLICT DO NOTHING
+            """, logger: logger)
+    }
+
+    /// A refund once a contract ended (completed or terminated).
+    static func enqueueRefund(contract: String, client: PostgresClient, logger: Logger) async throws {
+        try await client.query(
+            "INSERT INTO settlement_tasks (contract_id, kind) VALUES (\(contract), 'refund') ON CONFLICT DO NOTHING",
+            logger: logger)
+    }
+
+    func run() async {
+        while !Task.isCancelled {
+            do {
+                try await work()
+            } catch {
+                logger.warning("settlement tasks failed; retrying", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One pass: releases first (oldest first), then refunds of contracts with no release left to do.
+    func work() async throws {
+        let tasks = try await client.query(
+            """
+            SELECT contract_id, kind, receipt_entry FROM settlement_tasks t
+            WHERE done_at IS NULL AND (kind = 'release' OR NOT EXISTS (
+                SELECT 1 FROM settlement_tasks r
+                WHERE r.contract_id = t.contract_id AND r.kind = 'release' AND r.done_at IS NULL))
+            ORDER BY kind = 'refund', created_at LIMIT 100
+            """, logger: logger
+        ).decode((String, String, Int64).self).collected()
+        for (contract, kind, entry) in tasks {
+            do {
+                if kind == "release" {
+                    try await release(contract, receiptEntry: UInt64(entry))
+                } else {
+                    try await refund(contract)
+                }
+                try await finish(contract, kind, entry, note: "")
+            } catch let error as RPCError where ContractClerk.isRefusal(error.code) {
+                // Answered for good: nothing (more) due, nothing left, no escrow for it.
+                logger.info(
+                    "settlement step refused", metadata: ["contract": "\(contract)", "kind": "\(kind)", "why": "\(error.message)"])
+                try await finish(contract, kind, entry, note: error.message)
+            } catch {
+                try await client.query(
+                    """
+                    UPDATE settlement_tasks SET attempts = attempts + 1, last_error = \("\(error)")
+                    WHERE contract_id = \(contract) AND kind = \(kind) AND receipt_entry = \(entry)
+                    """, logger: logger)
+                return
+            }
+        }
+    }
+
+    private func finish(_ contract: String, _ kind: String, _ entry: Int64, note: String) async throws {
+        try await client.query(
+            """
+            UPDATE settlement_tasks SET done_at = now(), last_error = \(note)
+            WHERE contract_id = \(contract) AND kind = \(kind) AND receipt_entry = \(entry)
+            """, logger: logger)
+    }
+
+    /// The newest signed head and the proven entries at `indexes` under it.
+    private func proven(_ indexes: [UInt64]) async throws -> (
+        Orrery_Notary_V1_SignedTreeHead, [Orrery_Settlement_V1_ProvenEntry]
+    ) {
+        let head = try await notary.treeHead()
+        var entries: [Orrery_Settlement_V1_ProvenEntry] = []
+        for index in indexes {
+            let proof = try await notary.inclusionProof(index: index, treeSize: head.head.treeSize)
+            entries.append(
+                .with {
+                    $0.index = index
+                    $0.leaf = proof.leaf
+                    $0.path = proof.path
+                })
+        }
+        return (head, entries)
+    }
+
+    private func release(_ contract: String, receiptEntry: UInt64) async throws {
+        guard let contractEntry = try await notary.contract(contract).entryIndexes.first else { return }
+        let (head, entries) = try await proven([contractEntry, receiptEntry])
+        let request = Orrery_Settlement_V1_ReleaseRequest.with {
+            $0.contractID = contract
+            $0.treeHead = head
+            $0.contract = entries[0]
+            $0.receipt = entries[1]
+            $0.idempotencyKey = "release/\(contract)/\(receiptEntry)"
+        }
+        _ = try await gateway.invoke(Orrery_Settlement_V1_Settlement.Method.Release.descriptor, request) {
+            client, request, metadata in
+            try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).release(request, metadata: metadata)
+        }
+    }
+
+    /// Refunds the rest, with every SLA breach the notary logged for the contract proven along.
+    private func refund(_ contract: String) async throws {
+        let record = try await notary.contract(contract)
+        guard !record.entryIndexes.isEmpty else { return }
+        let (head, entries) = try await proven(record.entryIndexes)
+        let breaches = entries.dropFirst().filter { proven in
+            guard let signed = try? Orrery_Common_V1_Signed(serializedBytes: proven.leaf),
+                let entry = try? Orrery_Notary_V1_LogEntry(serializedBytes: signed.payload)
+            else { return false }
+            return entry.kind == .slaBreach
+        }
+        let request = Orrery_Settlement_V1_RefundRequest.with {
+            $0.contractID = contract
+            $0.idempotencyKey = "refund/\(contract)"
+            if !breaches.isEmpty {
+                $0.treeHead = head
+                $0.contract = entries[0]
+                $0.breaches = Array(breaches)
+            }
+        }
+        _ = try await gateway.invoke(Orrery_Settlement_V1_Settlement.Method.Refund.descriptor, request) {
+            client, request, metadata in
+            try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).refund(request, metadata: metadata)
+        }
+    }
+}

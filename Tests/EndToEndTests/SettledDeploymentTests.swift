@@ -1,0 +1,138 @@
+import Foundation
+import GRPCCore
+import OrreryIdentity
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// A deployment paid end to end (DESIGN §6): the orchestrator escrows each contract's maximum cost under the
+/// consumer's delegation, receipts release what is due to the owner, the rest is refunded and the gateway records
+/// the contract as settled in the notary's log; a consumer who cannot pay gets no allocation.
+@Suite(
+    "Settlement wired into deployments", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct SettledDeploymentTests {
+    @Test(
+        "escrowed at contracted, released against recorded receipts, the rest refunded, the contract settled; an unfunded consumer's deployment fails at escrow"
+    )
+    func settled() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-settled")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            let gatewayDID = try #require(network.serviceKeys["settlement-gateway"]).did
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"), settlement: gatewayDID)
+            defer { notary.child.signal(SIGKILL) }
+            var gatewayEnvironment = database.serviceEnvironment.merging(
+                network.environment(for: "settlement-gateway")
+            ) { $1 }
+            gatewayEnvironment["ORRERY_NOTARY_DID"] = notary.ready.did
+            gatewayEnvironment["ORRERY_NOTARY_ADDRESS"] = "127.0.0.1:\(notary.ready.grpcPort)"
+            let gateway = try await RunningService.start(
+                "settlement-gateway", environment: gatewayEnvironment, directory: directory)
+            defer { gateway.child.signal(SIGKILL) }
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, notary: notary,
+                extraArguments: ["--settlement-address", "127.0.0.1:\(gateway.ready.grpcPort)"])
+            defer { orchestrator.child.signal(SIGKILL) }
+            // 3,600,000 base units per core-hour: 1,000 a second.
+            let agent = try await AgentChannelTests.startAgent(
+                "paid", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
+            let parties = try ContractParties(network: network)
+            func balance(_ did: String) async throws -> Orrery_Settlement_V1_Balance {
+                try await ledger.asOperator(gateway) { try await $0.getBalance(.with { $0.did = did }) }
+            }
+            func submit(_ script: String) async throws -> Orrery_Orchestrator_V1_Deployment {
+                var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
+                spec.allocations[0].artifact = .with { $0.text = script }
+                spec.allocations[0].resources.ramMib = 64
+                spec.allocations[0].resources.diskMib = 0
+                spec.allocations[0].maxDurationSeconds = 60
+                spec.allocations[0].outputs = ["out.txt"]
+                return try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                            $0.settlementAuthority = try consumer.authority(
+                                for: orchestrator, command: "/orrery/settlement/escrow")
+                            $0.spec = spec
+                            $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+            }
+            func deployment(_ id: String, until states: Set<Orrery_Orchestrator_V1_DeploymentState>) async throws
+                -> Orrery_Orchestrator_V1_Deployment
+            {
+                let deadline = ContinuousClock.now + .seconds(30)
+                while true {
+                    let current = try await consumer.with(orchestrator) {
+                        try await $0.getDeployment(.with { $0.id = id })
+                    }
+                    if states.contains(current.state) || ContinuousClock.now > deadline { return current }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+
+            // Without funds the escrow is refused and the deployment fails before anything runs.
+            let unfunded = try await deployment(
+                try await submit("printf x > out.txt").id, until: [.failed, .deploying, .running, .completed])
+            #expect(unfunded.state == .failed, "\(unfunded.state): \(unfunded.reason)")
+            #expect(unfunded.reason.contains("escrow"), "\(unfunded.reason)")
+
+            // Funded: 100,000,000 deposited; the contract's maximum cost (60 s at 1,000/s = 60,000) is held.
+            let consumerDID = consumer.key.did.string
+            _ = try await ledger.asOperator(gateway) { client in
+                try await client.deposit(
+                    .with {
+                        $0.did = consumerDID
+                        $0.amount = "100000000"
+                        $0.source = "ledger"
+                        $0.idempotencyKey = "fund"
+                    })
+            }
+            let job = try await submit("sleep 3; printf done > out.txt")
+            let running = try await deployment(job.id, until: [.running, .completed, .failed])
+            #expect([.running, .completed].contains(running.state), "\(running.state): \(running.reason)")
+            let contractID = try #require(running.assignments.first?.contractID)
+            #expect(try await balance(consumerDID).escrow == "60000")
+            let finished = try await deployment(job.id, until: [.completed, .failed])
+            #expect(finished.state == .completed, "\(finished.reason)")
+
+            // Released against the receipts, the rest refunded, then settled in the notary's log.
+            let settled = try await {
+                let deadline = ContinuousClock.now + .seconds(30)
+                while ContinuousClock.now < deadline {
+                    let record = try await parties.withNotary(notary) {
+                        try await $0.getContract(.with { $0.id = contractID })
+                    }
+                    if record.state == .settled { return record }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                return Orrery_Notary_V1_ContractRecord()
+            }()
+            #expect(settled.state == .settled)
+            let after = try await balance(consumerDID)
+            let owner = try await balance(agent.ownerDID)
+            #expect(after.escrow == "0")
+            let paid = 100_000_000 - (Int(after.available) ?? 0)
+            // At least the 3 s of sleep at 1,000 a second; the owner got it less the 2 % fee.
+            #expect(paid >= 3000 && paid < 60000, "paid \(paid)")
+            #expect(Int(owner.receivable) == paid - paid * 200 / 10_000, "owner \(owner.receivable) of \(paid)")
+            let statement = try await ledger.asOperator(gateway) {
+                try await $0.getStatement(.with { $0.did = consumerDID })
+            }
+            #expect(statement.entries.map(\.kind).filter { $0 != "release" } == ["deposit", "escrow", "refund"])
+        }
+    }
+}
