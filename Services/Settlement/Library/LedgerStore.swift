@@ -4,6 +4,7 @@ internal import OrreryAuth
 internal import GRPCCore
 internal import Logging
 internal import OrreryDatabase
+internal import OrreryEthereum
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
@@ -16,6 +17,13 @@ internal import SwiftProtobuf
 struct LedgerStore: Sendable {
     let client: PostgresClient
     let logger: Logger
+    let batcher: LedgerBatcher
+
+    init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+        batcher = LedgerBatcher(client: client, logger: logger)
+    }
 
     /// One line: what it adds to an account's balance (negative to take away).
     struct Line: Sendable {
@@ -31,15 +39,94 @@ struct LedgerStore: Sendable {
         var taken: String
     }
 
-    /// Posts an entry with known lines in one statement. `newAccount`, when given, must not exist yet (a
-    /// contract's escrow is created once): `ALREADY_EXISTS` with its message otherwise.
+    /// Posts an entry with known lines, batched with concurrent ones. `newAccount`, when given, must not exist yet
+    /// (a contract's escrow is created once): `ALREADY_EXISTS` with its message otherwise.
     func post(
         kind: String, contractID: String?, memo: String, retry: RetryKey, lines: [Line], newAccount: NewAccount? = nil
     ) async throws -> Orrery_Settlement_V1_JournalEntry {
-        try await answer(retry: retry, newAccount: newAccount) {
-            try await Self.insert(
-                kind: kind, contractID: contractID, memo: memo, retry: retry, lines: lines, newAccount: newAccount,
-                on: client, logger: logger)
+        var entry = Self.header(kind: kind, contractID: contractID, memo: memo, retry: retry)
+        entry += [
+            ("accounts", .array(lines.map { .string($0.account) })),
+            ("owners", .array(lines.map { .string($0.owner ?? "") })),
+            ("kinds", .array(lines.map { .string($0.kind) })),
+            ("amounts", .array(lines.map { .string($0.amount) })),
+            ("new_account", newAccount.map { .string($0.id) } ?? .null),
+        ]
+        let outcome = try await batcher.post(.object(entry))
+        return try await journalEntry(
+            outcome, kind: kind, contractID: contractID, memo: memo, retry: retry, newAccount: newAccount
+        ) { _, _ in lines.map { ($0.account, $0.amount) } }
+    }
+
+    /// Releases what `due` (cumulative) makes owed from a contract's escrow to `owner`, at most what is left, less
+    /// `feeBasisPoints` to `feeAccount` — computed in the database under the escrow's row lock, batched.
+    func release(
+        contractID: String, owner: String, due: UInt64, feeBasisPoints: UInt64, feeAccount: String, memo: String,
+        retry: RetryKey
+    ) async throws -> Orrery_Settlement_V1_JournalEntry {
+        var entry = Self.header(kind: "release", contractID: contractID, memo: memo, retry: retry)
+        entry += [
+            ("due", .string(String(due))), ("owner", .string(owner)), ("fee_bps", .string(String(feeBasisPoints))),
+            ("fee_account", .string(feeAccount)),
+        ]
+        let outcome = try await batcher.post(.object(entry))
+        return try await journalEntry(
+            outcome, kind: "release", contractID: contractID, memo: memo, retry: retry, newAccount: nil
+        ) { released, fee in
+            let (amount, cut) = (UInt64(released ?? "") ?? 0, UInt64(fee ?? "") ?? 0)
+            var lines = [
+                ("escrow/\(contractID)", Amount.negated(String(amount))), ("receivable/\(owner)", String(amount - cut)),
+            ]
+            if cut > 0 { lines.append((feeAccount, String(cut))) }
+            return lines
+        }
+    }
+
+    private static func header(kind: String, contractID: String?, memo: String, retry: RetryKey)
+        -> [(key: String, value: JSONValue)]
+    {
+        [
+            ("kind", .string(kind)), ("contract", contractID.map { .string($0) } ?? .null), ("memo", .string(memo)),
+            ("invoker", .string(retry.invoker)), ("key", .string(retry.key)),
+            ("sha", .string(retry.requestSHA256.map { String(format: "%02x", $0) }.joined())),
+        ]
+    }
+
+    /// The answer for a batched entry: the posted entry (built from what was sent and what the database computed,
+    /// without reading it back), the first entry of a retry, or the refusal as a gRPC status.
+    private func journalEntry(
+        _ outcome: LedgerBatcher.Outcome, kind: String, contractID: String?, memo: String, retry: RetryKey,
+        newAccount: NewAccount?, lines: (String?, String?) -> [(String, String)]
+    ) async throws -> Orrery_Settlement_V1_JournalEntry {
+        switch outcome {
+        case .posted(let id, let at, let released, let fee):
+            return .with {
+                $0.id = id
+                $0.kind = kind
+                $0.contractID = contractID ?? ""
+                $0.memo = memo
+                $0.at = Google_Protobuf_Timestamp(date: at)
+                $0.lines = lines(released, fee).sorted { $0.0 < $1.0 }.map { account, amount in
+                    .with {
+                        $0.account = account
+                        $0.amount = amount
+                    }
+                }
+            }
+        case .refused(let state, let constraint, let message):
+            if let earlier = try await earlierEntry(retry) { return earlier }
+            switch (state, constraint) {
+            case ("23505", "accounts_pkey"):
+                throw RPCError(code: .alreadyExists, message: newAccount?.taken ?? "the account exists already")
+            case ("23514", "no_negative_balance"):
+                throw RPCError(code: .failedPrecondition, message: "the balance does not cover it: \(message)")
+            case ("ORNOE", _):
+                throw RPCError(code: .failedPrecondition, message: message)
+            case ("ORNDU", _):
+                throw RPCError(code: .failedPrecondition, message: message)
+            default:
+                throw RPCError(code: .internalError, message: "the ledger refused the entry (\(state)): \(message)")
+            }
         }
     }
 

@@ -168,38 +168,16 @@ struct SettlementAPI: Sendable {
                 code: .failedPrecondition, message: "no notary DID is configured (notary.did): nothing is released")
         }
         let proven = try ProvenRelease.verify(request, notary: notaryDID, heads: heads)
-        if try await ledger.isChannelEscrow(request.contractID) {
+        if ethereum != nil, try await ledger.isChannelEscrow(request.contractID) {
             return try await channelRelease(request, proven: proven, retry: retry)
         }
-        let (contract, owner, due, logger) = (request.contractID, proven.contract.ownerDid, proven.due, logger)
+        let (contract, owner, due) = (request.contractID, proven.contract.ownerDid, proven.due)
         let shard = Int(Array(SHA256.hash(data: Data(contract.utf8)))[0]) % Self.feeShards
-        return try await ledger.post(
-            kind: "release", contractID: contract,
+        return try await ledger.release(
+            contractID: contract, owner: owner, due: due, feeBasisPoints: Self.feeBasisPoints,
+            feeAccount: "fee/\(shard)",
             memo: "receipt usage: \(proven.usage.wallSeconds) s wall\(proven.completed ? ", completed" : "")",
-            retry: retry
-        ) { connection in
-            guard let held = try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger),
-                let consumer = held.owner
-            else { throw RPCError(code: .failedPrecondition, message: "contract \(contract) has no escrow") }
-            let released = try await LedgerStore.released(contract, on: connection, logger: logger)
-            let left = UInt64(held.balance) ?? 0
-            guard due > released, left > 0 else {
-                throw RPCError(
-                    code: .failedPrecondition,
-                    message:
-                        "nothing more is due for \(contract): \(released) of \(due) released, \(left) left in escrow")
-            }
-            let amount = min(due - released, left)
-            let fee = amount * Self.feeBasisPoints / 10_000
-            var lines: [LedgerStore.Line] = [
-                .init(
-                    account: "escrow/\(contract)", owner: consumer, kind: "escrow",
-                    amount: Amount.negated(String(amount))),
-                .init(account: "receivable/\(owner)", owner: owner, kind: "receivable", amount: String(amount - fee)),
-            ]
-            if fee > 0 { lines.append(.init(account: "fee/\(shard)", owner: nil, kind: "fee", amount: String(fee))) }
-            return lines
-        }
+            retry: retry)
     }
 
     /// A release from an on-chain channel: the ledger moves the amount to the owner and straight out again as a
