@@ -212,7 +212,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
         _ message: Message, against arguments: [String: IPLD], entry: MethodCatalog.Entry
     ) throws {
         guard let message = message as? any SwiftProtobuf.Message else { return }
-        let actual = RequestArguments.of(message, fields: entry.requestFields)
+        let actual = RequestArguments.of(message, entry: entry)
         for (name, kind) in entry.requestFields {
             guard let signed = arguments[name] else { continue }
             let value = actual[name] ?? kind.defaultValue

@@ -50,7 +50,7 @@ public struct InvocationSigner: ClientInterceptor {
             try await request.producer(RPCWriter(wrapping: collector))
             let messages = collector.messages
             if let first = messages.first as? any SwiftProtobuf.Message {
-                arguments = RequestArguments.of(first, fields: entry.requestFields)
+                arguments = RequestArguments.of(first, entry: entry)
             }
             request.producer = { writer in try await writer.write(contentsOf: messages) }
         }
@@ -77,7 +77,7 @@ extension InvocationSigner {
         let now = Int64(Date().timeIntervalSince1970)
         let invocation = Invocation.issue(
             by: key, subject: subject, audience: audience, command: entry.command,
-            arguments: RequestArguments.of(request, fields: entry.requestFields), proofs: proofs.map(\.cid),
+            arguments: RequestArguments.of(request, entry: entry), proofs: proofs.map(\.cid),
             expiration: now + lifetime, issuedAt: now)
         return "Bearer "
             + (try UCANContainer.encodeText(

@@ -16,6 +16,8 @@ public struct MethodCatalog: Sendable {
         public let isClientStreaming: Bool
         /// Top-level scalar request fields (proto names) and their kinds.
         public let requestFields: [String: FieldKind]
+        /// The same fields' proto names by field number.
+        public let requestFieldNames: [Int: String]
         /// The chain may root in the invoker itself (`/ucan/revoke`: the handler checks the revoked chain).
         public let selfAuthorised: Bool
         /// The chain roots in the party the request acts for (a consumer's delegation to the orchestrator), not
@@ -72,6 +74,7 @@ public struct MethodCatalog: Sendable {
                         isOpen: isOpen,
                         isClientStreaming: method.clientStreaming,
                         requestFields: Self.scalarFields(messages[method.inputType]),
+                        requestFieldNames: Self.scalarFieldNames(messages[method.inputType]),
                         selfAuthorised: Self.overrides[fullName] == "/ucan/revoke",
                         actsForSubject: Self.subjectRooted.contains(fullName)
                     )
@@ -91,6 +94,13 @@ public struct MethodCatalog: Sendable {
             output.append(contentsOf: character.lowercased())
         }
         return output
+    }
+
+    private static func scalarFieldNames(_ message: Google_Protobuf_DescriptorProto?) -> [Int: String] {
+        let kinds = scalarFields(message)
+        var names: [Int: String] = [:]
+        for field in message?.field ?? [] where kinds[field.name] != nil { names[Int(field.number)] = field.name }
+        return names
     }
 
     private static func scalarFields(_ message: Google_Protobuf_DescriptorProto?) -> [String: FieldKind] {
@@ -113,35 +123,64 @@ public struct MethodCatalog: Sendable {
 
 /// The scalar fields of a request message as IPLD, under their proto names: what invocation `args` carry.
 public enum RequestArguments {
-    /// The request's non-default top-level scalar fields (proto3 JSON, with 64-bit integers read back as integers).
-    public static func of(_ message: any SwiftProtobuf.Message, fields: [String: MethodCatalog.FieldKind]) -> [String:
-        IPLD]
-    {
-        var options = JSONEncodingOptions()
-        options.preserveProtoFieldNames = true
-        guard let json = try? message.jsonUTF8Data(options: options),
-            let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any]
-        else { return [:] }
-        var arguments: [String: IPLD] = [:]
-        for (name, kind) in fields {
-            guard let value = object[name] else { continue }
-            switch kind {
-            case .integer:
-                if let text = value as? String, let integer = Int64(text) {
-                    arguments[name] = .integer(integer)
-                } else if let number = value as? NSNumber {
-                    arguments[name] = .integer(number.int64Value)
-                }
-            case .float:
-                if let number = value as? NSNumber { arguments[name] = .float(number.doubleValue) }
-            case .string:
-                if let text = value as? String { arguments[name] = .string(text) }
-            case .bool:
-                if let number = value as? NSNumber { arguments[name] = .bool(number.boolValue) }
-            case .bytes:
-                if let text = value as? String, let bytes = Base64.decode(text) { arguments[name] = .bytes(bytes) }
-            }
-        }
-        return arguments
+    /// The request's non-default top-level singular scalar fields (what proto3 JSON would show; 64-bit integers as
+    /// integers when they fit Int64), read by visiting the message's fields without encoding it.
+    public static func of(_ message: any SwiftProtobuf.Message, entry: MethodCatalog.Entry) -> [String: IPLD] {
+        var visitor = ScalarFieldVisitor(names: entry.requestFieldNames, kinds: entry.requestFields)
+        try? message.traverse(visitor: &visitor)
+        return visitor.arguments
     }
+}
+
+/// Collects top-level singular scalar fields by number; messages, maps and unknown fields are skipped unvisited.
+private struct ScalarFieldVisitor: SwiftProtobuf.Visitor {
+    let names: [Int: String]
+    let kinds: [String: MethodCatalog.FieldKind]
+    var arguments: [String: IPLD] = [:]
+
+    private mutating func set(_ fieldNumber: Int, _ kind: MethodCatalog.FieldKind, _ value: IPLD) {
+        guard let name = names[fieldNumber], kinds[name] == kind else { return }
+        arguments[name] = value
+    }
+
+    mutating func visitSingularDoubleField(value: Double, fieldNumber: Int) throws {
+        set(fieldNumber, .float, .float(value))
+    }
+    mutating func visitSingularFloatField(value: Float, fieldNumber: Int) throws {
+        // As proto3 JSON carries it: the float's shortest decimal form, read as a double.
+        set(fieldNumber, .float, .float(Double(String(value)) ?? Double(value)))
+    }
+    mutating func visitSingularInt64Field(value: Int64, fieldNumber: Int) throws {
+        set(fieldNumber, .integer, .integer(value))
+    }
+    mutating func visitSingularUInt64Field(value: UInt64, fieldNumber: Int) throws {
+        guard let fits = Int64(exactly: value) else { return }
+        set(fieldNumber, .integer, .integer(fits))
+    }
+    mutating func visitSingularBoolField(value: Bool, fieldNumber: Int) throws {
+        set(fieldNumber, .bool, .bool(value))
+    }
+    mutating func visitSingularStringField(value: String, fieldNumber: Int) throws {
+        set(fieldNumber, .string, .string(value))
+    }
+    mutating func visitSingularBytesField(value: Data, fieldNumber: Int) throws {
+        set(fieldNumber, .bytes, .bytes([UInt8](value)))
+    }
+    mutating func visitSingularEnumField<E: SwiftProtobuf.Enum>(value: E, fieldNumber: Int) throws {}
+    mutating func visitSingularMessageField<M: SwiftProtobuf.Message>(value: M, fieldNumber: Int) throws {}
+    mutating func visitSingularGroupField<G: SwiftProtobuf.Message>(value: G, fieldNumber: Int) throws {}
+    mutating func visitRepeatedMessageField<M: SwiftProtobuf.Message>(value: [M], fieldNumber: Int) throws {}
+    mutating func visitMapField<KeyType, ValueType: MapValueType>(
+        fieldType: _ProtobufMap<KeyType, ValueType>.Type, value: _ProtobufMap<KeyType, ValueType>.BaseType,
+        fieldNumber: Int
+    ) throws {}
+    mutating func visitMapField<KeyType, ValueType>(
+        fieldType: _ProtobufEnumMap<KeyType, ValueType>.Type, value: _ProtobufEnumMap<KeyType, ValueType>.BaseType,
+        fieldNumber: Int
+    ) throws where ValueType.RawValue == Int {}
+    mutating func visitMapField<KeyType, ValueType>(
+        fieldType: _ProtobufMessageMap<KeyType, ValueType>.Type,
+        value: _ProtobufMessageMap<KeyType, ValueType>.BaseType, fieldNumber: Int
+    ) throws {}
+    mutating func visitUnknown(bytes: Data) throws {}
 }

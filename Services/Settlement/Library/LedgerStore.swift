@@ -5,6 +5,7 @@ internal import GRPCCore
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryEthereum
+internal import OrreryIdentity
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
@@ -88,7 +89,7 @@ struct LedgerStore: Sendable {
         [
             ("kind", .string(kind)), ("contract", contractID.map { .string($0) } ?? .null), ("memo", .string(memo)),
             ("invoker", .string(retry.invoker)), ("key", .string(retry.key)),
-            ("sha", .string(retry.requestSHA256.map { String(format: "%02x", $0) }.joined())),
+            ("sha", .string(Hex.encode(retry.requestSHA256))),
         ]
     }
 
