@@ -51,6 +51,8 @@ public indirect enum JSONValue: Sendable, Hashable {
     }
 
     static func quote(_ text: String) -> String {
+        // Most strings need no escaping: printable ASCII without quotes or backslashes.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }) { return "\"" + text + "\"" }
         var output = "\""
         for scalar in text.unicodeScalars {
             switch scalar {

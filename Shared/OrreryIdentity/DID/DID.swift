@@ -1,3 +1,5 @@
+internal import Synchronization
+
 /// A `did:key` identity: the DID string and the public key it encodes, resolvable offline.
 public struct DID: Sendable, Hashable, CustomStringConvertible, Comparable {
     /// The DID, e.g. `did:key:z6Mk…`.
@@ -7,6 +9,15 @@ public struct DID: Sendable, Hashable, CustomStringConvertible, Comparable {
     /// Parses a did:key (a fragment, if present, is ignored: principals align without fragments).
     /// - Throws: `DIDError` naming what is wrong.
     public init(_ text: String) throws {
+        if let known = DIDCache.shared.lookup(text) {
+            self = known
+            return
+        }
+        try self.init(parsing: text)
+        DIDCache.shared.store(text, self)
+    }
+
+    private init(parsing text: String) throws {
         let withoutFragment = text.split(separator: "#", maxSplits: 1).first.map(String.init) ?? text
         guard withoutFragment.hasPrefix("did:key:") else {
             throw DIDError.notDIDKey(text)
@@ -45,6 +56,22 @@ public enum DIDError: Error, Equatable, CustomStringConvertible, Sendable {
         case .malformed(let reason): return "malformed did:key: \(reason)"
         case .unsupportedKeyType(let codec):
             return "unsupported did:key type 0x\(String(codec, radix: 16)) (Ed25519 and P-256 are)"
+        }
+    }
+}
+
+/// DIDs already parsed, by their text: a service sees the same few parties over and over, and parsing means a
+/// base58 decode and a key check each time. Bounded; cleared when full.
+final class DIDCache: Sendable {
+    static let shared = DIDCache()
+    private let parsed = Mutex<[String: DID]>([:])
+
+    func lookup(_ text: String) -> DID? { parsed.withLock { $0[text] } }
+
+    func store(_ text: String, _ did: DID) {
+        parsed.withLock { parsed in
+            if parsed.count >= 10_000 { parsed.removeAll(keepingCapacity: true) }
+            parsed[text] = did
         }
     }
 }
