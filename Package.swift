@@ -159,7 +159,7 @@ let package = Package(
             name: "orrery",
             dependencies: [
                 "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrchestratorService", "OrreryLedger",
-                "OrreryEthereum", "OrreryCardano", argumentParser,
+                "OrreryEthereum", "OrreryCardano", "SettlementService", argumentParser,
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
             ],
             path: "Tools/orrery",

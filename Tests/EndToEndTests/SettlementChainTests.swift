@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GRPCCore
+import OrreryAuth
 import OrreryCardano
 import OrreryDatabase
 import OrreryEthereum
@@ -111,6 +112,59 @@ struct SettlementChainTests {
                 gateway, key: parties.consumer, proofs: try parties.reader(parties.consumer, "list-addresses")
             ) { try await $0.listAddresses(.with { $0.did = parties.consumer.did.string }) }
             #expect(Set(listed.bindings.map(\.chain)) == ["ethereum", "cardano"])
+
+            // The same through the CLI, as the operator (its own root): bind, list, deposit, payouts.
+            let cli = TestEnvironment.executable("orrery")
+            let connection = [
+                "--settlement", "127.0.0.1:\(gateway.ready.grpcPort)", "--key",
+                directory.appendingPathComponent("network/operator.key").path,
+            ]
+            let ethKey = directory.appendingPathComponent("operator-eth.key").path
+            let operatorWallet = Secp256k1PrivateKey.generate()
+            try KeyFile.writeBytes(operatorWallet.rawRepresentation, to: ethKey)
+            let cardanoKey = directory.appendingPathComponent("operator-ada.key").path
+            try KeyFile.writeBytes(Array(Curve25519.Signing.PrivateKey().rawRepresentation), to: cardanoKey)
+            let (bindStatus, boundByCLI) = try await ChildProcess.run(
+                cli, arguments: ["address", "bind", "--chain", "ethereum", "--chain-key", ethKey] + connection)
+            #expect(bindStatus == 0 && boundByCLI.contains(Hex.prefixed(operatorWallet.address.bytes)), "\(boundByCLI)")
+            let (adaStatus, adaBound) = try await ChildProcess.run(
+                cli, arguments: ["address", "bind", "--chain", "cardano", "--chain-key", cardanoKey, "--testnet"]
+                    + connection)
+            #expect(adaStatus == 0 && adaBound.contains("addr_test1"), "\(adaBound)")
+            let (_, addresses) = try await ChildProcess.run(cli, arguments: ["address", "list"] + connection)
+            #expect(addresses.contains("ethereum\t0x") && addresses.contains("cardano\taddr_test1"), "\(addresses)")
+            let operatorDID = network.operatorKey.did.string
+            let (depositStatus, credited) = try await ChildProcess.run(
+                cli, arguments: ["deposit", operatorDID, "250", "--reference", "wire 7"] + connection)
+            #expect(depositStatus == 0 && credited.contains("250 credited"), "\(credited)")
+            let (payoutStatus, payouts) = try await ChildProcess.run(cli, arguments: ["payout", "list"] + connection)
+            #expect(payoutStatus == 0 && payouts.isEmpty, "\(payouts)")
+            let (refusedStatus, refused) = try await ChildProcess.run(
+                cli, arguments: ["payout", "request", "10", "--from", "available"] + connection)
+            #expect(refusedStatus != 0 && refused.contains("no Ethereum adapter"), "\(refused)")
+
+            // Read calls as JSON over HTTP, authorised like gRPC calls.
+            let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+            let method = "orrery.settlement.v1.Settlement/GetBalance"
+            let request = Orrery_Settlement_V1_GetBalanceRequest.with { $0.did = operatorDID }
+            let header = try InvocationSigner.authorization(
+                for: request, method: method, key: network.operatorKey, subject: network.operatorKey.did,
+                audience: try DID(gateway.ready.did), proofs: [], catalog: catalog)
+            let (curlStatus, answer) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/curl"),
+                arguments: [
+                    "-s", "-X", "POST", "http://127.0.0.1:\(gateway.ready.httpPort)/\(method)", "-H",
+                    "authorization: \(header)", "-H", "content-type: application/json", "-d",
+                    try request.jsonString(),
+                ])
+            #expect(curlStatus == 0 && answer.contains("\"available\":\"250\""), "\(answer)")
+            let (_, unauthorised) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/curl"),
+                arguments: [
+                    "-s", "-X", "POST", "http://127.0.0.1:\(gateway.ready.httpPort)/\(method)", "-d",
+                    try request.jsonString(),
+                ])
+            #expect(!unauthorised.contains("available"), "\(unauthorised)")
         }
     }
 

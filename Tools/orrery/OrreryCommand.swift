@@ -16,7 +16,7 @@ struct OrreryCommand: AsyncParsableCommand {
             RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self, RunCommand.self, StatusCommand.self,
             CancelCommand.self, ExplainCommand.self, LogsCommand.self, OutputsCommand.self, LedgerCommand.self,
             ContractCommand.self, BalanceCommand.self, StatementCommand.self,
-            EthCommand.self, CardanoCommand.self,
+            DepositCommand.self, PayoutCommand.self, AddressCommand.self, EthCommand.self, CardanoCommand.self,
         ]
     )
 }

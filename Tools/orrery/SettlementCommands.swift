@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import OrreryEthereum
 import OrreryIdentity
 import OrreryProto
+import OrreryRuntime
 import SwiftProtobuf
 
 /// Where the settlement gateway is and who calls it.
@@ -18,6 +20,12 @@ struct SettlementOptions: ParsableArguments {
         try await AuthorizedCall.withClient(settlement, key: key, proofs: proof) { client in
             try await body(Orrery_Settlement_V1_Settlement.Client(wrapping: client))
         }
+    }
+
+    /// The gateway's DID (its Info).
+    func gatewayDID() async throws -> String {
+        guard let target = ServiceAddress(settlement) else { throw ValidationError("'\(settlement)' is not host:port") }
+        return try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0).did }
     }
 
     /// The DID of `key`, when no other participant is named.
@@ -66,5 +74,101 @@ struct StatementCommand: AsyncParsableCommand {
             print("\(entry.id)\t\(time)\t\(entry.kind)\(entry.contractID.isEmpty ? "" : " \(entry.contractID)")")
             for line in entry.lines { print("    \(line.account)\t\(line.amount)") }
         }
+    }
+}
+
+/// `orrery deposit DID AMOUNT`: the operator credits a participant in ledger mode (e.g. against a bank transfer).
+struct DepositCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deposit", abstract: "Credit a participant's available NTX (the operator, in ledger mode).")
+
+    @Argument(help: "The participant's DID.") var did: String
+    @Argument(help: "NTX base units, a positive integer.") var amount: String
+    @Option(help: "Where it came from, for people (a payment reference).") var reference = ""
+    @Option(help: "Idempotency key: the same key never credits twice (default: a fresh one).")
+    var idempotencyKey = UUID().uuidString
+    @OptionGroup var options: SettlementOptions
+
+    func run() async throws {
+        let entry = try await options.call { client in
+            try await client.deposit(
+                .with {
+                    $0.did = did
+                    $0.amount = amount
+                    $0.source = "ledger"
+                    $0.reference = reference
+                    $0.idempotencyKey = idempotencyKey
+                })
+        }
+        print("entry \(entry.id): \(amount) credited to \(did)")
+    }
+}
+
+/// `orrery payout list|request|show`.
+struct PayoutCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "payout", abstract: "Payouts: withdrawals to a bound chain address and channel vouchers.",
+        subcommands: [List.self, Request.self, Show.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A participant's payouts, newest first.")
+        @Argument(help: "The participant's DID (default: the key's).") var did: String?
+        @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var options: SettlementOptions
+
+        func run() async throws {
+            let who = try did ?? options.ownDID()
+            let payouts = try await options.call { try await $0.listPayouts(.with { $0.did = who }) }.payouts
+            if json {
+                Swift.print(try payouts.map { try $0.jsonString() }.joined(separator: "\n"))
+                return
+            }
+            for payout in payouts { PayoutCommand.print(payout) }
+        }
+    }
+
+    struct Request: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pay your receivable (or available) balance out to your bound address on a chain.")
+        @Argument(help: "NTX base units, a positive integer.") var amount: String
+        @Option(help: "ethereum (cardano payouts are not sent by the gateway yet).") var chain = "ethereum"
+        @Option(help: "receivable (earnings) or available.") var from = "receivable"
+        @Option(help: "Idempotency key (default: a fresh one).") var idempotencyKey = UUID().uuidString
+        @OptionGroup var options: SettlementOptions
+
+        func run() async throws {
+            let me = try options.ownDID()
+            let payout = try await options.call { client in
+                try await client.requestPayout(
+                    .with {
+                        $0.did = me
+                        $0.chain = chain
+                        $0.amount = amount
+                        $0.from = from
+                        $0.idempotencyKey = idempotencyKey
+                    })
+            }
+            PayoutCommand.print(payout)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One payout and its transactions.")
+        @Argument(help: "The payout id (pay_…).") var id: String
+        @OptionGroup var options: SettlementOptions
+
+        func run() async throws {
+            let payout = try await options.call { try await $0.getPayout(.with { $0.id = id }) }
+            Swift.print(try payout.jsonString())
+        }
+    }
+
+    static func print(_ payout: Orrery_Settlement_V1_Payout) {
+        Swift.print("\(payout.id)\t\(payout.kind)\t\(payout.state)\t\(payout.amount)\t\(payout.chain) \(payout.address)")
+        for transaction in payout.transactions { Swift.print("    tx \(transaction)") }
+        if !payout.voucherSignature.isEmpty {
+            Swift.print("    voucher for \(payout.contractID): \(Hex.prefixed(payout.voucherSignature))")
+        }
+        if !payout.error.isEmpty { Swift.print("    error: \(payout.error)") }
     }
 }
