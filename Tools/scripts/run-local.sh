@@ -62,10 +62,10 @@ JSON
         identity) extra+=(--operator-key "$run_dir/credentials/operator.key") ;;  # issues onboarding delegations
         device-agent) ;;
         orchestrator) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))"
-                              --notary-address "127.0.0.1:$((base + 4))") ;;
+                              --notary-address "127.0.0.1:$((base + 4))" --settlement-address "127.0.0.1:$((base + 5))") ;;
         contract-notary) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))"
                                  --settlement-did "$("$bin/orrery" key show "$run_dir/credentials/settlement-gateway/service.key")") ;;
-        settlement-gateway) extra+=(--identity-address "127.0.0.1:$((base + 1))"
+        settlement-gateway) extra+=(--identity-address "127.0.0.1:$((base + 1))" --notary-address "127.0.0.1:$((base + 4))"
                                     --notary-did "$("$bin/orrery" key show "$run_dir/credentials/contract-notary/service.key")") ;;
         *) extra+=(--identity-address "127.0.0.1:$((base + 1))") ;;
     esac
@@ -106,6 +106,10 @@ device_did=$("$bin/device-agent" id --state-dir "$run_dir/device-agent")
 "$bin/device-agent" join --registry "127.0.0.1:$((base + 2))" --token "$credentials/demo-device.ucan" \
     --state-dir "$run_dir/device-agent" --config "$run_dir/config/device-agent.json" >/dev/null
 
+# The demo consumer (the operator) gets NTX to pay for its deployments (ledger mode: no chain is configured).
+"$bin/orrery" deposit "$operator_did" 1000000000 --reference "make run demo credit" --idempotency-key demo-credit \
+    --settlement "127.0.0.1:$((base + 5))" --key "$credentials/operator.key" >/dev/null
+
 echo
 echo "Orrery is running (PostgreSQL on 127.0.0.1:$ORRERY_PG_PORT, logs in .run/logs):"
 printf '  %-20s %-18s %-18s %s\n' SERVICE GRPC "HTTP (/metrics)" DID
@@ -128,6 +132,8 @@ echo "  $bin/orrery logs ID --orchestrator 127.0.0.1:$((base + 3)) --key .run/cr
 echo "  $bin/orrery outputs ID --to out --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key"
 echo "  $bin/orrery contract show CTR --notary 127.0.0.1:$((base + 4)) --key .run/credentials/operator.key   # CTR from orrery status"
 echo "  $bin/orrery ledger verify --notary 127.0.0.1:$((base + 4)) --key .run/credentials/operator.key   # audit the contract log"
+echo "  $bin/orrery balance --settlement 127.0.0.1:$((base + 5)) --key .run/credentials/operator.key   # NTX held and paid"
+echo "  $bin/orrery statement --settlement 127.0.0.1:$((base + 5)) --key .run/credentials/operator.key"
 echo "  (the operator is $operator_did; credentials in .run/credentials)"
 echo
 echo "Press Ctrl-C to stop everything."
