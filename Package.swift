@@ -170,7 +170,7 @@ let package = Package(
             name: "orrery-bench",
             dependencies: [
                 "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryPlacement", "OrreryLedger",
-                argumentParser, grpcCore, grpcPosix, swiftProtobuf, logging, crypto,
+                "OrreryEthereum", "OrreryCardano", argumentParser, grpcCore, grpcPosix, swiftProtobuf, logging, crypto,
             ],
             path: "Tools/bench",
             swiftSettings: upcomingFeatures

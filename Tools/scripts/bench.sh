@@ -82,6 +82,7 @@ wait_ready "$work/settlement.json" "$!" "$work/settlement.log"
 settlement_port=$(python3 -c "import json; print(json.load(open('$work/settlement.json'))['grpc_port'])")
 want settlement && rm -f bench-results/settlement.md && "$bin/orrery-bench" settlement --notary "127.0.0.1:$notary_port" --settlement "127.0.0.1:$settlement_port" \
     --key "$work/credentials/operator.key" --pgbench-tps "$tps" --out bench-results/settlement.md
+want settlement && "$bin/orrery-bench" chain-signing --out bench-results/settlement.md
 
 echo "== device agent"
 ! want agent || "$bin/orrery-bench" agent --binary "$bin/device-agent" --out bench-results/registry.md
