@@ -116,7 +116,9 @@ let package = Package(
             path: "Shared/OrreryEthereum",
             swiftSettings: upcomingFeatures),
         // A small HTTP/1.1 client (plain or TLS) over SwiftNIO, for chain nodes' JSON-RPC and submit endpoints.
-        .target(name: "OrreryHTTPClient", dependencies: nioHTTP, path: "Shared/OrreryHTTPClient", swiftSettings: upcomingFeatures),
+        .target(
+            name: "OrreryHTTPClient", dependencies: nioHTTP, path: "Shared/OrreryHTTPClient",
+            swiftSettings: upcomingFeatures),
         // Cardano without a node: BLAKE2b, bech32 CIP-19 addresses, CBOR, CIP-8 COSE_Sign1, signed transactions.
         .target(
             name: "OrreryCardano", dependencies: ["CSodium", "OrreryHTTPClient", crypto], path: "Shared/OrreryCardano",

@@ -135,7 +135,9 @@ struct SettledDeploymentTests {
             // The fee is 2 % of each release, rounded down per release.
             let releases = statement.entries.filter { $0.kind == "release" }.count
             let fee = paid - (Int(owner.receivable) ?? 0)
-            #expect(releases >= 1 && fee <= paid * 200 / 10_000 && fee >= paid * 200 / 10_000 - releases, "fee \(fee) of \(paid)")
+            #expect(
+                releases >= 1 && fee <= paid * 200 / 10_000 && fee >= paid * 200 / 10_000 - releases,
+                "fee \(fee) of \(paid)")
         }
     }
 }

@@ -128,7 +128,8 @@ struct SettlementChainTests {
                 cli, arguments: ["address", "bind", "--chain", "ethereum", "--chain-key", ethKey] + connection)
             #expect(bindStatus == 0 && boundByCLI.contains(Hex.prefixed(operatorWallet.address.bytes)), "\(boundByCLI)")
             let (adaStatus, adaBound) = try await ChildProcess.run(
-                cli, arguments: ["address", "bind", "--chain", "cardano", "--chain-key", cardanoKey, "--testnet"]
+                cli,
+                arguments: ["address", "bind", "--chain", "cardano", "--chain-key", cardanoKey, "--testnet"]
                     + connection)
             #expect(adaStatus == 0 && adaBound.contains("addr_test1"), "\(adaBound)")
             let (_, addresses) = try await ChildProcess.run(cli, arguments: ["address", "list"] + connection)
@@ -208,7 +209,8 @@ struct SettlementChainTests {
             defer { chain.child.signal(SIGKILL) }
             let keyFile = directory.appendingPathComponent("gateway-eth.key").path
             try KeyFile.writeBytes(gatewayWallet.rawRepresentation, to: keyFile)
-            let notary = try await NotaryTests.startNotary(database, network, directory.appendingPathComponent("notary"))
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
             defer { notary.child.signal(SIGKILL) }
             var gateway = try await Self.startEthereumGateway(
                 database, network, directory.appendingPathComponent("gateway"), notary: notary, chain: chain,
@@ -335,8 +337,9 @@ struct SettlementChainTests {
             try #require(
                 try await chain.send(
                     from: consumerWallet, to: chain.token,
-                    data: ABI.call("approve(address,uint256)", [.address(chain.channels), .uint(UInt256(400))]))
-                    .succeeded)
+                    data: ABI.call("approve(address,uint256)", [.address(chain.channels), .uint(UInt256(400))])
+                )
+                .succeeded)
             try #require(
                 try await chain.send(
                     from: consumerWallet, to: chain.channels,

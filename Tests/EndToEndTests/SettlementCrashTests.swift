@@ -33,7 +33,9 @@ struct SettlementCrashTests {
         var value: RunningService { service.withLock { $0 } }
     }
 
-    @Test("64 retrying clients while the gateway is killed -9 five times: balanced, never negative, no double release, no lost deposit")
+    @Test(
+        "64 retrying clients while the gateway is killed -9 five times: balanced, never negative, no double release, no lost deposit"
+    )
     func killNine() async throws {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory("settlement-kill")

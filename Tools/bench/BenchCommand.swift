@@ -16,7 +16,8 @@ struct BenchCommand: AsyncParsableCommand {
         commandName: "orrery-bench", abstract: "Measure Orrery's hot paths and write the results.",
         subcommands: [
             IdentityBenchCommand.self, RegistryBenchCommand.self, AgentBenchCommand.self, PlacementBenchCommand.self,
-            DeployBenchCommand.self, NotaryBenchCommand.self, SettlementBenchCommand.self, ChainSigningBenchCommand.self,
+            DeployBenchCommand.self, NotaryBenchCommand.self, SettlementBenchCommand.self,
+            ChainSigningBenchCommand.self,
         ])
 }
 

@@ -30,7 +30,8 @@ struct ChainSigningBenchCommand: ParsableCommand {
         }
         let vouchers = rate { index in
             ChannelVoucher(
-                chainID: 1, contract: contract, channel: Keccak256.hash("ctr_\(index)"), amount: UInt256(UInt64(index + 1))
+                chainID: 1, contract: contract, channel: Keccak256.hash("ctr_\(index)"),
+                amount: UInt256(UInt64(index + 1))
             ).sign(with: ethereumKey).count
         }
         let transfers = rate { index in
@@ -52,7 +53,8 @@ struct ChainSigningBenchCommand: ParsableCommand {
                 .signature.count
         }
         let ethereumVerify = try rate { index in
-            let voucher = ChannelVoucher(chainID: 1, contract: contract, channel: Keccak256.hash("v"), amount: UInt256(1))
+            let voucher = ChannelVoucher(
+                chainID: 1, contract: contract, channel: Keccak256.hash("v"), amount: UInt256(1))
             return try voucher.signer(of: voucher.sign(with: ethereumKey)).bytes.count + index * 0
         }
         precondition(sink != 0)
@@ -71,10 +73,12 @@ struct ChainSigningBenchCommand: ParsableCommand {
             """
         print(report)
         if let out {
-            let handle = FileHandle(forWritingAtPath: out) ?? {
-                FileManager.default.createFile(atPath: out, contents: nil)
-                return FileHandle(forWritingAtPath: out)
-            }()
+            let handle =
+                FileHandle(forWritingAtPath: out)
+                ?? {
+                    FileManager.default.createFile(atPath: out, contents: nil)
+                    return FileHandle(forWritingAtPath: out)
+                }()
             handle?.seekToEndOfFile()
             handle?.write(Data(report.utf8))
             try? handle?.close()

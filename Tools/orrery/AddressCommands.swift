@@ -17,7 +17,8 @@ struct AddressCommand: AsyncParsableCommand {
     struct Bind: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "Bind the address of a chain key file to your DID: signs the gateway's challenge with it (EIP-712 or CIP-8).")
+                "Bind the address of a chain key file to your DID: signs the gateway's challenge with it (EIP-712 or CIP-8)."
+        )
         @Option(help: "ethereum or cardano.") var chain: String
         @Option(help: "The chain key file (hex, mode 0600): secp256k1 for ethereum, an Ed25519 seed for cardano.")
         var chainKey: String

@@ -164,7 +164,8 @@ struct PayoutCommand: AsyncParsableCommand {
     }
 
     static func print(_ payout: Orrery_Settlement_V1_Payout) {
-        Swift.print("\(payout.id)\t\(payout.kind)\t\(payout.state)\t\(payout.amount)\t\(payout.chain) \(payout.address)")
+        Swift.print(
+            "\(payout.id)\t\(payout.kind)\t\(payout.state)\t\(payout.amount)\t\(payout.chain) \(payout.address)")
         for transaction in payout.transactions { Swift.print("    tx \(transaction)") }
         if !payout.voucherSignature.isEmpty {
             Swift.print("    voucher for \(payout.contractID): \(Hex.prefixed(payout.voucherSignature))")

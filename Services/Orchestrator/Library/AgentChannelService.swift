@@ -142,7 +142,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                     try await SettlementClerk.enqueueRelease(
                         contract: contractID, entry: recorded.entryIndex, client: offers.client, logger: logger)
                     if receipt.type == Orrery_Notary_V1_CompletionReceipt.protoMessageName {
-                        try await SettlementClerk.enqueueRefund(contract: contractID, client: offers.client, logger: logger)
+                        try await SettlementClerk.enqueueRefund(
+                            contract: contractID, client: offers.client, logger: logger)
                     }
                 }
                 through = sequence

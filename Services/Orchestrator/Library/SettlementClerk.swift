@@ -27,9 +27,10 @@ struct SettlementClerk: Sendable {
     /// deployment cannot go on), nil when all are held.
     /// - Throws: when the gateway cannot be reached (the next round tries again).
     func escrow(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws -> String? {
-        let authority = try await client.query(
-            "SELECT settlement_authority FROM deployments WHERE id = \(deployment.id)", logger: logger
-        ).decode(Data.self).collected().first ?? Data()
+        let authority =
+            try await client.query(
+                "SELECT settlement_authority FROM deployments WHERE id = \(deployment.id)", logger: logger
+            ).decode(Data.self).collected().first ?? Data()
         let delegations: [Delegation]
         do {
             delegations = try UCANContainer.decode(Array(authority)).map { try Delegation(bytes: $0) }
@@ -41,7 +42,9 @@ struct SettlementClerk: Sendable {
                 $0.issuer.string == deployment.consumerDid
                     && $0.command.covers((try? Command(ConsumerAuthority.escrowCommand)) ?? $0.command)
             })
-        else { return "settlement_authority: the consumer's delegation of \(ConsumerAuthority.escrowCommand) is missing" }
+        else {
+            return "settlement_authority: the consumer's delegation of \(ConsumerAuthority.escrowCommand) is missing"
+        }
         for held in try await contractsToEscrow(deployment.id) {
             let request = Orrery_Settlement_V1_EscrowRequest.with {
                 $0.contractID = held.contract.id
@@ -55,7 +58,8 @@ struct SettlementClerk: Sendable {
                     Orrery_Settlement_V1_Settlement.Method.Escrow.descriptor, request, subject: delegation.subject,
                     proofs: [delegation], alsoCarrying: gateway.environmentProofs
                 ) { client, request, metadata in
-                    try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).escrow(request, metadata: metadata)
+                    try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).escrow(
+                        request, metadata: metadata)
                 }
             } catch let error as RPCError where ContractClerk.isRefusal(error.code) && error.code != .alreadyExists {
                 return "escrow of \(held.contract.id) refused: \(error.message)"
@@ -135,7 +139,8 @@ struct SettlementClerk: Sendable {
             } catch let error as RPCError where ContractClerk.isRefusal(error.code) {
                 // Answered for good: nothing (more) due, nothing left, no escrow for it.
                 logger.info(
-                    "settlement step refused", metadata: ["contract": "\(contract)", "kind": "\(kind)", "why": "\(error.message)"])
+                    "settlement step refused",
+                    metadata: ["contract": "\(contract)", "kind": "\(kind)", "why": "\(error.message)"])
                 try await finish(contract, kind, entry, note: error.message)
             } catch {
                 try await client.query(

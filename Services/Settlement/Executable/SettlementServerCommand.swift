@@ -31,13 +31,15 @@ struct SettlementServerCommand: AsyncParsableCommand {
     @Option(help: "The payment-channel contract address; channel escrows need it (env ORRERY_ETH_CHANNELS).")
     var ethChannels: String?
 
-    @Option(help: "Blocks a transaction or deposit must be buried under before it counts (env ORRERY_ETH_CONFIRMATIONS).")
+    @Option(
+        help: "Blocks a transaction or deposit must be buried under before it counts (env ORRERY_ETH_CONFIRMATIONS).")
     var ethConfirmations: UInt64?
 
     @Option(help: "Milliseconds between polls of the node (env ORRERY_ETH_POLL_MS).")
     var ethPollMs: Int?
 
-    @Option(help: "Seconds before a withdrawal not yet mined is replaced with higher fees (env ORRERY_ETH_REPLACE_AFTER).")
+    @Option(
+        help: "Seconds before a withdrawal not yet mined is replaced with higher fees (env ORRERY_ETH_REPLACE_AFTER).")
     var ethReplaceAfter: Int?
 
     @Option(help: "The first block the deposit watcher scans when it has no cursor (env ORRERY_ETH_START_BLOCK).")
@@ -56,7 +58,9 @@ struct SettlementServerCommand: AsyncParsableCommand {
         guard let rpc = URL(string: rpcText), ["http", "https"].contains(rpc.scheme ?? "") else {
             throw ValidationError("--eth-rpc: '\(rpcText)' is not an http(s) URL")
         }
-        guard let keyPath = value(ethKey, "ETH_KEY") else { throw ValidationError("--eth-key: required with --eth-rpc") }
+        guard let keyPath = value(ethKey, "ETH_KEY") else {
+            throw ValidationError("--eth-key: required with --eth-rpc")
+        }
         let key: Secp256k1PrivateKey
         do { key = try Secp256k1PrivateKey(bytes: try KeyFile.readBytes(keyPath)) } catch {
             throw ValidationError("--eth-key: \(error)")

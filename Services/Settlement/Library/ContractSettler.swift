@@ -66,7 +66,8 @@ struct ContractSettler: Sendable {
         do {
             _ = try await notary.invoke(Orrery_Notary_V1_Notary.Method.TransitionContract.descriptor, request) {
                 client, request, metadata in
-                try await Orrery_Notary_V1_Notary.Client(wrapping: client).transitionContract(request, metadata: metadata)
+                try await Orrery_Notary_V1_Notary.Client(wrapping: client).transitionContract(
+                    request, metadata: metadata)
             }
         } catch let error as RPCError where error.code == .failedPrecondition {
             // Settled before (by an earlier attempt whose answer was lost), or not ended yet.

@@ -36,8 +36,12 @@ struct EthereumAdapter: Sendable {
     func channel(_ id: [UInt8]) async throws -> Channel? {
         guard let contract = settings.channels else { return nil }
         let words = try await rpc.call(to: contract, data: ABI.call("channels(bytes32)", [.bytes32(id)]))
-        guard words.count >= 7 * 32 else { throw EthereumRPCError.unexpected("channels() answered \(words.count) bytes") }
-        func address(_ index: Int) -> EthereumAddress? { EthereumAddress(bytes: Array(words[(index * 32 + 12)..<((index + 1) * 32)])) }
+        guard words.count >= 7 * 32 else {
+            throw EthereumRPCError.unexpected("channels() answered \(words.count) bytes")
+        }
+        func address(_ index: Int) -> EthereumAddress? {
+            EthereumAddress(bytes: Array(words[(index * 32 + 12)..<((index + 1) * 32)]))
+        }
         guard let payer = address(0), let payee = address(1), let signer = address(2),
             let deposit = ABI.decodeUInt(words, word: 3), let paid = ABI.decodeUInt(words, word: 4),
             let expiry = ABI.decodeUInt(words, word: 5)?.uint64, let closed = ABI.decodeUInt(words, word: 6)

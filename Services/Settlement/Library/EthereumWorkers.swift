@@ -75,17 +75,21 @@ struct EthereumBroadcaster: Sendable {
             logger.info("ethereum: \(payout.id) was sent before (\(message))")
         }
         try await payouts.markBroadcast(id: payout.id)
-        logger.info("ethereum: withdrawal \(payout.id) broadcast", metadata: ["tx": "\(payout.transactions.last ?? "")"])
+        logger.info(
+            "ethereum: withdrawal \(payout.id) broadcast", metadata: ["tx": "\(payout.transactions.last ?? "")"])
     }
 
     static func alreadySent(_ message: String) -> Bool {
         let lower = message.lowercased()
-        return lower.contains("already known") || lower.contains("already imported") || lower.contains("known transaction")
+        return lower.contains("already known") || lower.contains("already imported")
+            || lower.contains("known transaction")
     }
 
     private func watch(_ payout: PayoutStore.Pending, head: EthereumHead, chainID: UInt64) async throws {
         for transaction in payout.transactions {
-            guard let hash = Hex.decode(transaction), let receipt = try await adapter.rpc.receipt(hash) else { continue }
+            guard let hash = Hex.decode(transaction), let receipt = try await adapter.rpc.receipt(hash) else {
+                continue
+            }
             guard head.number + 1 >= receipt.blockNumber + adapter.settings.confirmations else { return }
             if receipt.succeeded {
                 try await payouts.confirm(id: payout.id, transaction: transaction)

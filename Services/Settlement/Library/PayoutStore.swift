@@ -62,7 +62,8 @@ struct PayoutStore: Sendable {
         } catch {
             if let earlier = try await earlierPayout(retry) { return earlier }
             if let error = error as? PSQLError, error.serverInfo?[.constraintName] == "no_negative_balance" {
-                throw RPCError(code: .failedPrecondition, message: "the \(source) balance of \(did) does not cover \(amount)")
+                throw RPCError(
+                    code: .failedPrecondition, message: "the \(source) balance of \(did) does not cover \(amount)")
             }
             throw error
         }
@@ -250,7 +251,8 @@ struct PayoutStore: Sendable {
                 retry: RetryKey(invoker: gatewayDID, method: "payout-reversal", key: key, describing: key),
                 lines: [
                     .init(account: "clearing/\(chain)", owner: nil, kind: "clearing", amount: Amount.negated(amount)),
-                    .init(account: source, owner: did, kind: String(source.prefix(while: { $0 != "/" })), amount: amount),
+                    .init(
+                        account: source, owner: did, kind: String(source.prefix(while: { $0 != "/" })), amount: amount),
                 ], newAccount: nil, on: connection, logger: logger)
             try await connection.query(
                 "UPDATE payouts SET state = 'failed', error = \(reason), updated_at = now() WHERE id = \(id)",

@@ -186,7 +186,8 @@ struct SettlementAPI: Sendable {
         _ request: Orrery_Settlement_V1_ReleaseRequest, proven: ProvenRelease, retry: RetryKey
     ) async throws -> Orrery_Settlement_V1_JournalEntry {
         guard let ethereum else {
-            throw RPCError(code: .failedPrecondition, message: "the contract is escrowed on Ethereum, which is not configured")
+            throw RPCError(
+                code: .failedPrecondition, message: "the contract is escrowed on Ethereum, which is not configured")
         }
         let chainID = try await ethereumChainID.get(ethereum.rpc)
         let (contract, owner, due, logger, gatewayDID) = (
@@ -199,7 +200,8 @@ struct SettlementAPI: Sendable {
                     let (channel, payee) = try await connection.query(
                         "SELECT channel, payee FROM channel_escrows WHERE contract_id = \(contract)", logger: logger
                     ).decode((Data, String).self).collected().first,
-                    let held = try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger),
+                    let held = try await LedgerStore.lockedBalance(
+                        "escrow/\(contract)", on: connection, logger: logger),
                     let consumer = held.owner
                 else { throw RPCError(code: .failedPrecondition, message: "contract \(contract) has no escrow") }
                 let boundTo = try await connection.query(
@@ -215,24 +217,32 @@ struct SettlementAPI: Sendable {
                 guard due > released, left > 0 else {
                     throw RPCError(
                         code: .failedPrecondition,
-                        message: "nothing more is due for \(contract): \(released) of \(due) released, \(left) left in escrow")
+                        message:
+                            "nothing more is due for \(contract): \(released) of \(due) released, \(left) left in escrow"
+                    )
                 }
                 let amount = String(min(due - released, left))
                 let cumulative = released + min(due - released, left)
                 let entry = try await LedgerStore.insert(
                     kind: "release", contractID: contract, memo: memo, retry: retry,
                     lines: [
-                        .init(account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: Amount.negated(amount)),
+                        .init(
+                            account: "escrow/\(contract)", owner: consumer, kind: "escrow",
+                            amount: Amount.negated(amount)),
                         .init(account: "receivable/\(owner)", owner: owner, kind: "receivable", amount: amount),
                     ], newAccount: nil, on: connection, logger: logger)
-                guard let signature = ethereum.voucher(channel: [UInt8](channel), amount: UInt256(cumulative), chainID: chainID)
+                guard
+                    let signature = ethereum.voucher(
+                        channel: [UInt8](channel), amount: UInt256(cumulative), chainID: chainID)
                 else { throw RPCError(code: .failedPrecondition, message: "no channel contract is configured") }
                 let key = "voucher/\(contract)/\(cumulative)"
                 let voucherEntry = try await LedgerStore.insert(
                     kind: "payout", contractID: contract, memo: "channel voucher for \(cumulative) in total",
                     retry: RetryKey(invoker: gatewayDID, method: "voucher", key: key, describing: key),
                     lines: [
-                        .init(account: "receivable/\(owner)", owner: owner, kind: "receivable", amount: Amount.negated(amount)),
+                        .init(
+                            account: "receivable/\(owner)", owner: owner, kind: "receivable",
+                            amount: Amount.negated(amount)),
                         .init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: amount),
                     ], newAccount: nil, on: connection, logger: logger)
                 try await connection.query(
@@ -265,9 +275,10 @@ struct SettlementAPI: Sendable {
             if let penalties, penalties.total > 0 {
                 let alreadyPaid = try await LedgerStore.penaltiesPaid(contract, on: connection, logger: logger)
                 let owed = penalties.total > alreadyPaid ? penalties.total - alreadyPaid : 0
-                let holds = try await LedgerStore.lockedBalance(
-                    "receivable/\(penalties.owner)", on: connection, logger: logger
-                ).flatMap { UInt64($0.balance) } ?? 0
+                let holds =
+                    try await LedgerStore.lockedBalance(
+                        "receivable/\(penalties.owner)", on: connection, logger: logger
+                    ).flatMap { UInt64($0.balance) } ?? 0
                 penalty = min(owed, holds)
             }
             guard left > 0 || penalty > 0 else {
@@ -282,13 +293,16 @@ struct SettlementAPI: Sendable {
                         amount: Amount.negated(String(left))))
                 // A channel's rest stays in the channel, which the consumer reclaims on chain after the expiry.
                 if channel {
-                    lines.append(.init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: String(left)))
+                    lines.append(
+                        .init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: String(left)))
                 }
             }
             let toConsumer = (channel ? 0 : left) + penalty
             if toConsumer > 0 {
                 lines.append(
-                    .init(account: "available/\(consumer)", owner: consumer, kind: "available", amount: String(toConsumer)))
+                    .init(
+                        account: "available/\(consumer)", owner: consumer, kind: "available", amount: String(toConsumer)
+                    ))
             }
             if penalty > 0, let owner = penalties?.owner {
                 lines.append(

@@ -36,7 +36,8 @@ extension SettlementAPI {
         guard abs(request.issuedAt - now) <= Self.challengeWindow else {
             throw RPCError(
                 code: .invalidArgument,
-                message: "issued_at: \(request.issuedAt) is more than 10 minutes from now (\(now)): sign a fresh challenge")
+                message:
+                    "issued_at: \(request.issuedAt) is more than 10 minutes from now (\(now)): sign a fresh challenge")
         }
         guard (16...64).contains(request.nonce.count),
             request.nonce.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
@@ -46,7 +47,8 @@ extension SettlementAPI {
         case "ethereum":
             guard let address = EthereumAddress(request.address) else {
                 throw RPCError(
-                    code: .invalidArgument, message: "address: '\(request.address)' is not an Ethereum address (EIP-55)")
+                    code: .invalidArgument, message: "address: '\(request.address)' is not an Ethereum address (EIP-55)"
+                )
             }
             canonical = Hex.prefixed(address.bytes)
             let challenge = AddressBindingChallenge(
@@ -62,7 +64,8 @@ extension SettlementAPI {
             guard signer == address else {
                 throw RPCError(
                     code: .permissionDenied,
-                    message: "signature: signed by \(signer), not by \(address.checksummed), over the challenge for \(did)")
+                    message:
+                        "signature: signed by \(signer), not by \(address.checksummed), over the challenge for \(did)")
             }
         case "cardano":
             guard let address = CardanoAddress(request.address) else {
@@ -80,7 +83,8 @@ extension SettlementAPI {
                 throw RPCError(code: .permissionDenied, message: "signature: not a valid CIP-8 COSE_Sign1: \(error)")
             }
             guard verified.address == address else {
-                throw RPCError(code: .permissionDenied, message: "signature: made for \(verified.address), not \(address)")
+                throw RPCError(
+                    code: .permissionDenied, message: "signature: made for \(verified.address), not \(address)")
             }
             guard verified.payload == Array(challenge.text.utf8) else {
                 throw RPCError(
@@ -124,13 +128,15 @@ extension SettlementAPI {
         case "cardano":
             throw RPCError(
                 code: .unimplemented,
-                message: "Cardano withdrawals are not sent by this gateway yet (it signs Cardano transactions offline only)")
+                message:
+                    "Cardano withdrawals are not sent by this gateway yet (it signs Cardano transactions offline only)")
         default:
             throw RPCError(code: .invalidArgument, message: "chain: 'ethereum' or 'cardano'")
         }
         guard let address = try await addresses.payoutAddress(did: request.did, chain: request.chain) else {
             throw RPCError(
-                code: .failedPrecondition, message: "\(request.did) has no \(request.chain) address bound: BindAddress first")
+                code: .failedPrecondition,
+                message: "\(request.did) has no \(request.chain) address bound: BindAddress first")
         }
         return try await payouts.requestWithdrawal(
             did: request.did, chain: request.chain, address: address, amount: amount, source: source, retry: retry)
@@ -164,7 +170,8 @@ extension SettlementAPI {
         channel: [UInt8], state: EthereumAdapter.Channel
     ) {
         guard let ethereum, ethereum.settings.channels != nil else {
-            throw RPCError(code: .failedPrecondition, message: "this gateway has no Ethereum channel contract configured")
+            throw RPCError(
+                code: .failedPrecondition, message: "this gateway has no Ethereum channel contract configured")
         }
         let id = ChannelVoucher.channelID(forContract: contract)
         let channel: EthereumAdapter.Channel?
@@ -179,14 +186,16 @@ extension SettlementAPI {
                 message: "no payment channel \(Hex.prefixed(id)) (keccak256 of \(contract)) is open on chain")
         }
         guard !channel.closed, channel.expiry > UInt64(Date().timeIntervalSince1970) else {
-            throw RPCError(code: .failedPrecondition, message: "the payment channel for \(contract) is closed or expired")
+            throw RPCError(
+                code: .failedPrecondition, message: "the payment channel for \(contract) is closed or expired")
         }
         guard channel.signer == ethereum.gatewayAddress else {
             throw RPCError(
                 code: .failedPrecondition,
                 message: "the channel's signer is \(channel.signer), not this gateway (\(ethereum.gatewayAddress))")
         }
-        guard try await addresses.owner(chain: "ethereum", address: Hex.prefixed(channel.payer.bytes)) == consumer else {
+        guard try await addresses.owner(chain: "ethereum", address: Hex.prefixed(channel.payer.bytes)) == consumer
+        else {
             throw RPCError(
                 code: .permissionDenied, message: "the channel's payer \(channel.payer) is not bound to \(consumer)")
         }
@@ -198,4 +207,3 @@ extension SettlementAPI {
         return (id, channel)
     }
 }
-
