@@ -248,11 +248,12 @@ struct SettlementLedgerTests {
                             INSERT INTO journal_entries (kind, invoker, idempotency_key, request_sha256)
                             VALUES ('forged', 'x', 'y', '\\x00')
                             """)
-                        try await connection.query(
-                            """
+                        // Read to the end: the refusal comes with the statement's result.
+                        let lines: PostgresQuery = """
                             INSERT INTO journal_lines (entry_id, account_id, amount)
                             SELECT max(id), 'clearing/ledger', 5 FROM journal_entries
-                            """)
+                            """
+                        for try await _ in try await connection.query(lines, logger: Logger(label: "test")) {}
                     }
                 }
                 #expect(

@@ -81,7 +81,7 @@ public enum SettlementMigrations {
             statements: [
                 // One round trip per entry: the entry, its accounts (created on first use; `p_new_account` must not
                 // exist yet — a contract is escrowed once), their rows locked in id order (no deadlocks), balances
-                // changed and lines written. The constraints and the deferred balance trigger still judge it.
+                // changed and lines written. The constraints and the balance trigger still judge it.
                 """
                 CREATE FUNCTION post_entry(
                     p_kind text, p_contract text, p_memo text, p_invoker text, p_key text, p_sha bytea,
@@ -422,6 +422,77 @@ public enum SettlementMigrations {
                                 v_message, NULL::numeric, NULL::numeric;
                         END;
                     END LOOP;
+                END
+                $$
+                """,
+            ]
+        ),
+        Migration(
+            version: 8,
+            name: "an entry's lines written and checked together",
+            statements: [
+                // Every statement that writes journal lines is checked once, right after it: each entry it touched
+                // must sum to zero over all its lines. So an entry's lines are written together, in one statement
+                // (a line added to an entry later unbalances it and is refused), and the check runs once per entry
+                // instead of once per line at commit.
+                "DROP TRIGGER journal_entry_balanced ON journal_lines",
+                """
+                CREATE FUNCTION journal_statement_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+                DECLARE
+                    unbalanced record;
+                BEGIN
+                    SELECT l.entry_id, sum(l.amount) AS total INTO unbalanced
+                    FROM journal_lines l
+                    WHERE l.entry_id IN (SELECT DISTINCT n.entry_id FROM new_lines n)
+                    GROUP BY l.entry_id HAVING sum(l.amount) <> 0 LIMIT 1;
+                    IF FOUND THEN
+                        RAISE EXCEPTION 'journal entry % does not balance: its lines sum to %', unbalanced.entry_id,
+                            unbalanced.total USING ERRCODE = 'check_violation';
+                    END IF;
+                    RETURN NULL;
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER journal_statement_balanced AFTER INSERT ON journal_lines
+                REFERENCING NEW TABLE AS new_lines FOR EACH STATEMENT EXECUTE FUNCTION journal_statement_balanced()
+                """,
+                """
+                CREATE OR REPLACE FUNCTION post_entry(
+                    p_kind text, p_contract text, p_memo text, p_invoker text, p_key text, p_sha bytea,
+                    p_accounts text[], p_owners text[], p_kinds text[], p_amounts numeric[], p_new_account text
+                ) RETURNS bigint LANGUAGE plpgsql AS $$
+                DECLARE
+                    new_entry bigint;
+                    position integer;
+                BEGIN
+                    INSERT INTO journal_entries (kind, contract_id, memo, invoker, idempotency_key, request_sha256)
+                    VALUES (p_kind, p_contract, p_memo, p_invoker, p_key, p_sha) RETURNING id INTO new_entry;
+                    -- The account that must be new first: a second escrow of a contract fails here, whatever else.
+                    IF p_new_account IS NOT NULL THEN
+                        INSERT INTO accounts (id, owner_did, kind)
+                        SELECT a, NULLIF(o, ''), k FROM unnest(p_accounts, p_owners, p_kinds) AS t(a, o, k)
+                        WHERE a = p_new_account;
+                    END IF;
+                    FOR position IN
+                        SELECT o FROM unnest(p_accounts) WITH ORDINALITY AS t(a, o) ORDER BY a
+                    LOOP
+                        UPDATE accounts SET balance = balance + p_amounts[position] WHERE id = p_accounts[position];
+                        IF NOT FOUND THEN
+                            BEGIN
+                                INSERT INTO accounts (id, owner_did, kind, balance)
+                                VALUES (p_accounts[position], NULLIF(p_owners[position], ''), p_kinds[position],
+                                        p_amounts[position]);
+                            EXCEPTION WHEN unique_violation THEN
+                                -- Created by a concurrent entry in between: change it like any other.
+                                UPDATE accounts SET balance = balance + p_amounts[position]
+                                WHERE id = p_accounts[position];
+                            END;
+                        END IF;
+                    END LOOP;
+                    INSERT INTO journal_lines (entry_id, account_id, amount)
+                    SELECT new_entry, a, x FROM unnest(p_accounts, p_amounts) AS t(a, x);
+                    RETURN new_entry;
                 END
                 $$
                 """,
