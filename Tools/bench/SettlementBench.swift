@@ -198,7 +198,9 @@ struct SettlementBenchCommand: AsyncParsableCommand {
         let half = releases.count / 2
         let signingAsTheyGo = try await measure(Array(releases[..<half]), prepared: nil)
         let secondHalf = Array(releases[half...])
-        let prepared = try secondHalf.map { (escrow: try escrowMetadata(escrowRequest($0)), release: try releaseMetadata($0)) }
+        let prepared = try secondHalf.map {
+            (escrow: try escrowMetadata(escrowRequest($0)), release: try releaseMetadata($0))
+        }
         let presigned = try await measure(secondHalf, prepared: prepared)
         let lines = [
             "",

@@ -213,99 +213,34 @@ public enum SettlementMigrations {
         ),
         Migration(
             version: 6,
-            name: "posting many entries in one call",
+            name: "batched postings, each entry checked once",
             statements: [
-                // A batch of entries in one statement (one transaction, one WAL flush), each in its own
-                // subtransaction: a refused entry is reported and leaves no trace, the others stay. A release
-                // entry's lines are computed here under the escrow's row lock: what is due less what was released
-                // already, at most what is left, less the fee.
+                // Every statement that writes journal lines is checked once, right after it: each entry it touched
+                // must sum to zero over all its lines. So an entry's lines are written together, in one statement
+                // (a line added to an entry later unbalances it and is refused), and the check runs once per entry
+                // instead of once per line at commit. Accounts are changed by primary key, in id order.
+                "DROP TRIGGER journal_entry_balanced ON journal_lines",
                 """
-                CREATE FUNCTION post_entries(p_entries jsonb) RETURNS TABLE (
-                    ordinal integer, entry_id bigint, created_at timestamptz, state text, constraint_name text,
-                    message text, released numeric, fee numeric
-                ) LANGUAGE plpgsql AS $$
+                CREATE FUNCTION journal_statement_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
                 DECLARE
-                    e jsonb;
-                    position integer := 0;
-                    v_accounts text[];
-                    v_owners text[];
-                    v_kinds text[];
-                    v_amounts numeric[];
-                    v_held numeric;
-                    v_consumer text;
-                    v_released numeric;
-                    v_due numeric;
-                    v_amount numeric;
-                    v_fee numeric;
-                    v_escrow text;
-                    v_id bigint;
-                    v_state text;
-                    v_constraint text;
-                    v_message text;
+                    unbalanced record;
                 BEGIN
-                    FOR e IN SELECT value FROM jsonb_array_elements(p_entries) LOOP
-                        position := position + 1;
-                        v_amount := NULL;
-                        v_fee := NULL;
-                        BEGIN
-                            IF e ? 'due' THEN
-                                v_escrow := 'escrow/' || (e->>'contract');
-                                SELECT a.balance, a.owner_did INTO v_held, v_consumer FROM accounts a
-                                WHERE a.id = v_escrow FOR UPDATE;
-                                IF NOT FOUND THEN
-                                    RAISE EXCEPTION 'contract % has no escrow', e->>'contract' USING ERRCODE = 'ORNOE';
-                                END IF;
-                                SELECT coalesce(-sum(l.amount), 0) INTO v_released
-                                FROM journal_lines l JOIN journal_entries j ON j.id = l.entry_id
-                                WHERE j.kind = 'release' AND l.account_id = v_escrow;
-                                v_due := (e->>'due')::numeric;
-                                IF v_due <= v_released OR v_held <= 0 THEN
-                                    RAISE EXCEPTION 'nothing more is due for %: % of % released, % left in escrow',
-                                        e->>'contract', v_released, v_due, v_held USING ERRCODE = 'ORNDU';
-                                END IF;
-                                v_amount := least(v_due - v_released, v_held);
-                                v_fee := floor(v_amount * (e->>'fee_bps')::numeric / 10000);
-                                v_accounts := ARRAY[v_escrow, 'receivable/' || (e->>'owner')];
-                                v_owners := ARRAY[v_consumer, e->>'owner'];
-                                v_kinds := ARRAY['escrow', 'receivable'];
-                                v_amounts := ARRAY[-v_amount, v_amount - v_fee];
-                                IF v_fee > 0 THEN
-                                    v_accounts := v_accounts || (e->>'fee_account');
-                                    v_owners := v_owners || ''::text;
-                                    v_kinds := v_kinds || 'fee'::text;
-                                    v_amounts := v_amounts || v_fee;
-                                END IF;
-                            ELSE
-                                v_accounts := ARRAY(SELECT jsonb_array_elements_text(e->'accounts'));
-                                v_owners := ARRAY(SELECT jsonb_array_elements_text(e->'owners'));
-                                v_kinds := ARRAY(SELECT jsonb_array_elements_text(e->'kinds'));
-                                v_amounts := ARRAY(SELECT x::numeric FROM jsonb_array_elements_text(e->'amounts') x);
-                            END IF;
-                            IF (SELECT coalesce(sum(x), 0) FROM unnest(v_amounts) x) <> 0 THEN
-                                RAISE EXCEPTION 'the entry does not balance' USING ERRCODE = 'check_violation';
-                            END IF;
-                            v_id := post_entry(e->>'kind', e->>'contract', e->>'memo', e->>'invoker', e->>'key',
-                                decode(e->>'sha', 'hex'), v_accounts, v_owners, v_kinds, v_amounts, e->>'new_account');
-                            RETURN QUERY SELECT position, v_id, j.created_at, ''::text, ''::text, ''::text, v_amount, v_fee
-                                FROM journal_entries j WHERE j.id = v_id;
-                        EXCEPTION WHEN OTHERS THEN
-                            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_constraint = CONSTRAINT_NAME,
-                                v_message = MESSAGE_TEXT;
-                            RETURN QUERY SELECT position, NULL::bigint, NULL::timestamptz, v_state, v_constraint,
-                                v_message, NULL::numeric, NULL::numeric;
-                        END;
-                    END LOOP;
+                    SELECT l.entry_id, sum(l.amount) AS total INTO unbalanced
+                    FROM journal_lines l
+                    WHERE l.entry_id IN (SELECT DISTINCT n.entry_id FROM new_lines n)
+                    GROUP BY l.entry_id HAVING sum(l.amount) <> 0 LIMIT 1;
+                    IF FOUND THEN
+                        RAISE EXCEPTION 'journal entry % does not balance: its lines sum to %', unbalanced.entry_id,
+                            unbalanced.total USING ERRCODE = 'check_violation';
+                    END IF;
+                    RETURN NULL;
                 END
                 $$
+                """,
                 """
-            ]
-        ),
-        Migration(
-            version: 7,
-            name: "posting by index lookups only",
-            statements: [
-                // Each account changed by its primary key (a join with the lines could be planned as a scan of
-                // every account).
+                CREATE TRIGGER journal_statement_balanced AFTER INSERT ON journal_lines
+                REFERENCING NEW TABLE AS new_lines FOR EACH STATEMENT EXECUTE FUNCTION journal_statement_balanced()
+                """,
                 """
                 CREATE OR REPLACE FUNCTION post_entry(
                     p_kind text, p_contract text, p_memo text, p_invoker text, p_key text, p_sha bytea,
@@ -338,15 +273,20 @@ public enum SettlementMigrations {
                                 WHERE id = p_accounts[position];
                             END;
                         END IF;
-                        INSERT INTO journal_lines (entry_id, account_id, amount)
-                        VALUES (new_entry, p_accounts[position], p_amounts[position]);
                     END LOOP;
+                    INSERT INTO journal_lines (entry_id, account_id, amount)
+                    SELECT new_entry, a, x FROM unnest(p_accounts, p_amounts) AS t(a, x);
                     RETURN new_entry;
                 END
                 $$
                 """,
+                // A batch of entries in one statement (one transaction, one WAL flush), each in its own
+                // subtransaction: a refused entry is reported and leaves no trace, the others stay. A release
+                // entry's lines are computed here under the escrow's row lock: what is due less what was released
+                // already (what was held less what is left, by the account's index), at most what is left, less the
+                // fee.
                 """
-                CREATE OR REPLACE FUNCTION post_entries(p_entries jsonb) RETURNS TABLE (
+                CREATE FUNCTION post_entries(p_entries jsonb) RETURNS TABLE (
                     ordinal integer, entry_id bigint, created_at timestamptz, state text, constraint_name text,
                     message text, released numeric, fee numeric
                 ) LANGUAGE plpgsql AS $$
@@ -422,77 +362,6 @@ public enum SettlementMigrations {
                                 v_message, NULL::numeric, NULL::numeric;
                         END;
                     END LOOP;
-                END
-                $$
-                """,
-            ]
-        ),
-        Migration(
-            version: 8,
-            name: "an entry's lines written and checked together",
-            statements: [
-                // Every statement that writes journal lines is checked once, right after it: each entry it touched
-                // must sum to zero over all its lines. So an entry's lines are written together, in one statement
-                // (a line added to an entry later unbalances it and is refused), and the check runs once per entry
-                // instead of once per line at commit.
-                "DROP TRIGGER journal_entry_balanced ON journal_lines",
-                """
-                CREATE FUNCTION journal_statement_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
-                DECLARE
-                    unbalanced record;
-                BEGIN
-                    SELECT l.entry_id, sum(l.amount) AS total INTO unbalanced
-                    FROM journal_lines l
-                    WHERE l.entry_id IN (SELECT DISTINCT n.entry_id FROM new_lines n)
-                    GROUP BY l.entry_id HAVING sum(l.amount) <> 0 LIMIT 1;
-                    IF FOUND THEN
-                        RAISE EXCEPTION 'journal entry % does not balance: its lines sum to %', unbalanced.entry_id,
-                            unbalanced.total USING ERRCODE = 'check_violation';
-                    END IF;
-                    RETURN NULL;
-                END
-                $$
-                """,
-                """
-                CREATE TRIGGER journal_statement_balanced AFTER INSERT ON journal_lines
-                REFERENCING NEW TABLE AS new_lines FOR EACH STATEMENT EXECUTE FUNCTION journal_statement_balanced()
-                """,
-                """
-                CREATE OR REPLACE FUNCTION post_entry(
-                    p_kind text, p_contract text, p_memo text, p_invoker text, p_key text, p_sha bytea,
-                    p_accounts text[], p_owners text[], p_kinds text[], p_amounts numeric[], p_new_account text
-                ) RETURNS bigint LANGUAGE plpgsql AS $$
-                DECLARE
-                    new_entry bigint;
-                    position integer;
-                BEGIN
-                    INSERT INTO journal_entries (kind, contract_id, memo, invoker, idempotency_key, request_sha256)
-                    VALUES (p_kind, p_contract, p_memo, p_invoker, p_key, p_sha) RETURNING id INTO new_entry;
-                    -- The account that must be new first: a second escrow of a contract fails here, whatever else.
-                    IF p_new_account IS NOT NULL THEN
-                        INSERT INTO accounts (id, owner_did, kind)
-                        SELECT a, NULLIF(o, ''), k FROM unnest(p_accounts, p_owners, p_kinds) AS t(a, o, k)
-                        WHERE a = p_new_account;
-                    END IF;
-                    FOR position IN
-                        SELECT o FROM unnest(p_accounts) WITH ORDINALITY AS t(a, o) ORDER BY a
-                    LOOP
-                        UPDATE accounts SET balance = balance + p_amounts[position] WHERE id = p_accounts[position];
-                        IF NOT FOUND THEN
-                            BEGIN
-                                INSERT INTO accounts (id, owner_did, kind, balance)
-                                VALUES (p_accounts[position], NULLIF(p_owners[position], ''), p_kinds[position],
-                                        p_amounts[position]);
-                            EXCEPTION WHEN unique_violation THEN
-                                -- Created by a concurrent entry in between: change it like any other.
-                                UPDATE accounts SET balance = balance + p_amounts[position]
-                                WHERE id = p_accounts[position];
-                            END;
-                        END IF;
-                    END LOOP;
-                    INSERT INTO journal_lines (entry_id, account_id, amount)
-                    SELECT new_entry, a, x FROM unnest(p_accounts, p_amounts) AS t(a, x);
-                    RETURN new_entry;
                 END
                 $$
                 """,
