@@ -223,16 +223,17 @@ public enum SettlementMigrations {
                 """
                 CREATE FUNCTION journal_statement_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
                 DECLARE
-                    unbalanced record;
+                    touched bigint;
+                    total numeric;
                 BEGIN
-                    SELECT l.entry_id, sum(l.amount) AS total INTO unbalanced
-                    FROM journal_lines l
-                    WHERE l.entry_id IN (SELECT DISTINCT n.entry_id FROM new_lines n)
-                    GROUP BY l.entry_id HAVING sum(l.amount) <> 0 LIMIT 1;
-                    IF FOUND THEN
-                        RAISE EXCEPTION 'journal entry % does not balance: its lines sum to %', unbalanced.entry_id,
-                            unbalanced.total USING ERRCODE = 'check_violation';
-                    END IF;
+                    -- Entry by entry, each summed by its primary key (never a scan of the journal).
+                    FOR touched IN SELECT DISTINCT n.entry_id FROM new_lines n LOOP
+                        SELECT coalesce(sum(l.amount), 0) INTO total FROM journal_lines l WHERE l.entry_id = touched;
+                        IF total <> 0 THEN
+                            RAISE EXCEPTION 'journal entry % does not balance: its lines sum to %', touched, total
+                                USING ERRCODE = 'check_violation';
+                        END IF;
+                    END LOOP;
                     RETURN NULL;
                 END
                 $$
