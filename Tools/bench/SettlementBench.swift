@@ -17,8 +17,7 @@ struct SettlementBenchCommand: AsyncParsableCommand {
     @Option(help: "The notary, host:port.") var notary: String
     @Option(help: "The settlement gateway, host:port (trusting the notary's DID).") var settlement: String
     @Option(help: "The operator's key file.") var key: String
-    @Option(help: "Contracts to escrow and release (half measured with clients signing as they go, half pre-signed).")
-    var contracts = 4000
+    @Option(help: "Contracts to escrow and release.") var contracts = 4000
     @Option(help: "Concurrent clients.") var clients = 64
     @Option(help: "pgbench's single-row INSERT rate on the same PostgreSQL, for the report.") var pgbenchTps = 0
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/settlement.md"
@@ -146,70 +145,48 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                 metadata: try authorization(deposit, "orrery.settlement.v1.Settlement/Deposit", audience: gatewayDID))
         }
 
-        func escrowRequest(_ release: Orrery_Settlement_V1_ReleaseRequest) -> Orrery_Settlement_V1_EscrowRequest {
-            .with {
-                $0.contractID = release.contractID
-                $0.consumerDid = parties.consumer.did.string
-                $0.amount = 100
-                $0.idempotencyKey = "escrow/\(release.contractID)"
-            }
-        }
-        func escrowMetadata(_ escrow: Orrery_Settlement_V1_EscrowRequest) throws -> Metadata {
-            try authorization(
-                escrow, "orrery.settlement.v1.Settlement/Escrow", audience: gatewayDID, subject: parties.consumer.did,
-                proofs: [escrowDelegation])
-        }
-        func releaseMetadata(_ release: Orrery_Settlement_V1_ReleaseRequest) throws -> Metadata {
-            try authorization(release, "orrery.settlement.v1.Settlement/Release", audience: gatewayDID)
-        }
-        /// Escrow then release for each contract, spread over the clients; `prepared` holds each call's signed
-        /// invocation made before the clock started (nil: the clients sign as they go). Returns operations per second.
-        func measure(
-            _ batch: [Orrery_Settlement_V1_ReleaseRequest], prepared: [(escrow: Metadata, release: Metadata)]?
-        ) async throws -> Double {
-            let start = ContinuousClock.now
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for index in 0..<clients {
-                    group.addTask {
-                        try await Self.withClient(gatewayTarget) { grpc in
-                            let client = Orrery_Settlement_V1_Settlement.Client(wrapping: grpc)
-                            for position in stride(from: index, to: batch.count, by: clients) {
-                                let release = batch[position]
-                                let escrow = escrowRequest(release)
-                                _ = try await client.escrow(
-                                    escrow, metadata: try prepared?[position].escrow ?? escrowMetadata(escrow))
-                                let paid = try await client.release(
-                                    release, metadata: try prepared?[position].release ?? releaseMetadata(release))
-                                guard paid.kind == "release" else {
-                                    throw ValidationError("release \(release.contractID) failed")
-                                }
+        // Measured: escrow then release for each contract, spread over the clients.
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<clients {
+                group.addTask {
+                    try await Self.withClient(gatewayTarget) { grpc in
+                        let client = Orrery_Settlement_V1_Settlement.Client(wrapping: grpc)
+                        for position in stride(from: index, to: releases.count, by: clients) {
+                            let release = releases[position]
+                            let escrow = Orrery_Settlement_V1_EscrowRequest.with {
+                                $0.contractID = release.contractID
+                                $0.consumerDid = parties.consumer.did.string
+                                $0.amount = 100
+                                $0.idempotencyKey = "escrow/\(release.contractID)"
+                            }
+                            _ = try await client.escrow(
+                                escrow,
+                                metadata: try authorization(
+                                    escrow, "orrery.settlement.v1.Settlement/Escrow", audience: gatewayDID,
+                                    subject: parties.consumer.did, proofs: [escrowDelegation]))
+                            let paid = try await client.release(
+                                release,
+                                metadata: try authorization(
+                                    release, "orrery.settlement.v1.Settlement/Release", audience: gatewayDID))
+                            guard paid.kind == "release" else {
+                                throw ValidationError("release \(release.contractID) failed")
                             }
                         }
                     }
                 }
-                try await group.waitForAll()
             }
-            return Double(batch.count * 2) / NotaryBenchCommand.seconds(ContinuousClock.now - start)
+            try await group.waitForAll()
         }
-
-        // Measured twice, on two halves of the contracts: the clients signing each invocation as they go (the load
-        // generator shares the two cores with the gateway and PostgreSQL), then with every invocation signed before
-        // the clock starts (the same checks on the gateway; the cores measure the gateway and PostgreSQL).
-        let half = releases.count / 2
-        let signingAsTheyGo = try await measure(Array(releases[..<half]), prepared: nil)
-        let secondHalf = Array(releases[half...])
-        let prepared = try secondHalf.map {
-            (escrow: try escrowMetadata(escrowRequest($0)), release: try releaseMetadata($0))
-        }
-        let presigned = try await measure(secondHalf, prepared: prepared)
+        let elapsed = NotaryBenchCommand.seconds(ContinuousClock.now - start)
+        let rate = Double(releases.count * 2) / elapsed
         let lines = [
             "",
             "## Settlement",
             "",
             "| measurement | result |",
             "|---|---|",
-            "| escrow + release operations (each release proven by 2 inclusion proofs under a notary-signed tree head; row locks, balanced entries, idempotency keys), \(half) contracts, \(clients) concurrent clients, PostgreSQL fsync on, authorisation on; the clients sign each invocation as they go | **\(Int(signingAsTheyGo)) /s** |",
-            "| the same, \(secondHalf.count) more contracts, each invocation signed by the clients before the clock starts (the gateway's checks unchanged) | **\(Int(presigned)) /s** |",
+            "| escrow + release operations (each release proven by 2 inclusion proofs under a notary-signed tree head; row locks, balanced entries, idempotency keys), \(releases.count) contracts, \(clients) concurrent clients, PostgreSQL fsync on, authorisation on | **\(Int(rate)) /s** |",
             "| pgbench single-row INSERT rate on the same PostgreSQL, same run | \(pgbenchTps) /s |",
             "",
             "Goal: ≥ 2,000 escrow + release operations/s.",
