@@ -148,6 +148,10 @@ let package = Package(
         .target(
             name: "OrreryLedger", dependencies: ["OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
             path: "Shared/OrreryLedger", swiftSettings: upcomingFeatures),
+        // Actors (DESIGN §5): addresses and signed envelopes, and the receiving side's checks.
+        .target(
+            name: "OrreryActors", dependencies: ["OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
+            path: "Shared/OrreryActors", swiftSettings: upcomingFeatures),
         // Placement: a pure library (no I/O) that filters, ranks and jointly solves where an ensemble runs.
         .target(name: "OrreryPlacement", path: "Shared/OrreryPlacement", swiftSettings: upcomingFeatures),
         // Helpers for tests: throwaway databases, child processes, ready files.
@@ -202,6 +206,12 @@ let package = Package(
             name: "OrreryPlacementTests",
             dependencies: ["OrreryPlacement"],
             path: "Tests/OrreryPlacementTests",
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(
+            name: "OrreryActorsTests",
+            dependencies: ["OrreryActors", "OrreryIdentity", "OrreryProto"],
+            path: "Tests/OrreryActorsTests",
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
