@@ -41,7 +41,7 @@ actor LedgerBatcher {
             let batch = Array(pending.prefix(Self.batchLimit))
             pending.removeFirst(batch.count)
             do {
-                let outcomes = try await Self.run(batch.map(\.entry), client: client, logger: logger)
+                let outcomes = try await Self.runRetryingDeadlocks(batch.map(\.entry), client: client, logger: logger)
                 for (position, item) in batch.enumerated() {
                     if let outcome = outcomes[position + 1] {
                         item.answer.resume(returning: outcome)
@@ -54,6 +54,22 @@ actor LedgerBatcher {
             }
         }
         flushing = false
+    }
+
+    /// A batch holds its rows until it commits; a single-entry transaction elsewhere (a payout, a deposit credit)
+    /// can deadlock with it. PostgreSQL then aborts one side: the batch is simply run again.
+    private static func runRetryingDeadlocks(_ entries: [JSONValue], client: PostgresClient, logger: Logger)
+        async throws -> [Int: Outcome]
+    {
+        var attempt = 0
+        while true {
+            do {
+                return try await run(entries, client: client, logger: logger)
+            } catch let error as PSQLError where error.serverInfo?[.sqlState] == "40P01" && attempt < 3 {
+                attempt += 1
+                logger.notice("a ledger batch deadlocked with another transaction; running it again")
+            }
+        }
     }
 
     private static func run(_ entries: [JSONValue], client: PostgresClient, logger: Logger) async throws

@@ -61,7 +61,21 @@ public enum SettlementServer {
         )
     }
 
+    /// The process's one API (so one ledger batcher), shared by the gRPC service and the JSON routes.
+    private static let shared = Mutex<SettlementAPI?>(nil)
+
     private static func api(_ environment: ServiceEnvironment, database: PostgresClient, chains: ChainSettings)
+        -> SettlementAPI
+    {
+        shared.withLock { shared in
+            if let shared { return shared }
+            let made = makeAPI(environment, database: database, chains: chains)
+            shared = made
+            return made
+        }
+    }
+
+    private static func makeAPI(_ environment: ServiceEnvironment, database: PostgresClient, chains: ChainSettings)
         -> SettlementAPI
     {
         let gateway = environment.key.did
