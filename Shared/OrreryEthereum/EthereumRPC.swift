@@ -154,9 +154,11 @@ public struct EthereumRPC: Sendable {
         return quantity
     }
 
+    /// A quantity that block numbers, nonces, log indexes and times fit: below 2⁶³, so callers may store it as a
+    /// signed 64-bit integer and add small numbers to it without overflow.
     static func quantity64(_ value: JSONValue?, _ field: String) throws -> UInt64 {
-        guard let small = try quantity(value, field).uint64 else {
-            throw EthereumRPCError.unexpected("\(field) does not fit 64 bits")
+        guard let small = try quantity(value, field).uint64, small <= UInt64(Int64.max) else {
+            throw EthereumRPCError.unexpected("\(field) does not fit 63 bits")
         }
         return small
     }

@@ -26,7 +26,7 @@ struct SettlementChainTests {
     static func bindEthereum(
         _ parties: Parties, _ gateway: RunningService, key: SigningKey, wallet: Secp256k1PrivateKey,
         signer: Secp256k1PrivateKey? = nil, issuedAt: Int64 = Int64(Date().timeIntervalSince1970),
-        nonce: String = UUID().uuidString
+        nonce: String = UUID().uuidString, sendIssuedAt: Int64? = nil
     ) async throws -> Orrery_Settlement_V1_AddressBinding {
         let challenge = AddressBindingChallengeText.ethereum(
             did: key.did.string, address: wallet.address.checksummed, gateway: gateway.ready.did, issuedAt: issuedAt,
@@ -37,7 +37,7 @@ struct SettlementChainTests {
                 .with {
                     $0.chain = "ethereum"
                     $0.address = wallet.address.checksummed
-                    $0.issuedAt = issuedAt
+                    $0.issuedAt = sendIssuedAt ?? issuedAt
                     $0.nonce = nonce
                     $0.signature = Data(signature)
                 })
@@ -66,6 +66,10 @@ struct SettlementChainTests {
                 _ = try await Self.bindEthereum(
                     parties, gateway, key: parties.consumer, wallet: wallet,
                     issuedAt: Int64(Date().timeIntervalSince1970) - 3600)
+            }
+            await NotaryTests.expectStatus(.invalidArgument, "10 minutes") {
+                _ = try await Self.bindEthereum(
+                    parties, gateway, key: parties.consumer, wallet: wallet, sendIssuedAt: Int64.min)
             }
             await NotaryTests.expectStatus(.alreadyExists, "nonce") {
                 _ = try await Self.bindEthereum(

@@ -43,7 +43,7 @@ public struct EthereumSettings: Sendable {
         self.key = key
         self.token = token
         self.channels = channels
-        self.confirmations = max(1, confirmations)
+        self.confirmations = min(max(1, confirmations), 10_000)
         self.pollInterval = pollInterval
         self.replaceAfter = replaceAfter
         self.transferGas = transferGas

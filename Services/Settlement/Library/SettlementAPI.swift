@@ -145,7 +145,7 @@ struct SettlementAPI: Sendable {
                 """
                 INSERT INTO channel_escrows (contract_id, channel, payer, payee, deposit, expiry)
                 VALUES (\(contract), \(Data(channel)), \(Hex.prefixed(state.payer.bytes)),
-                        \(Hex.prefixed(state.payee.bytes)), \(state.deposit.decimal)::numeric, \(Int64(state.expiry)))
+                        \(Hex.prefixed(state.payee.bytes)), \(state.deposit.decimal)::numeric, \(Int64(clamping: state.expiry)))
                 """, logger: logger)
             return [
                 .init(account: "clearing/ethereum", owner: nil, kind: "clearing", amount: Amount.negated(amount)),

@@ -33,7 +33,7 @@ extension SettlementAPI {
     {
         let did = authorization.invoker.string
         let now = Int64(Date().timeIntervalSince1970)
-        guard abs(request.issuedAt - now) <= Self.challengeWindow else {
+        guard request.issuedAt >= now - Self.challengeWindow, request.issuedAt <= now + Self.challengeWindow else {
             throw RPCError(
                 code: .invalidArgument,
                 message:
