@@ -210,7 +210,7 @@ let package = Package(
         ),
         .testTarget(
             name: "OrreryActorsTests",
-            dependencies: ["OrreryActors", "OrreryIdentity", "OrreryProto"],
+            dependencies: ["OrreryActors", "OrreryIdentity", "OrreryProto", swiftProtobuf],
             path: "Tests/OrreryActorsTests",
             swiftSettings: upcomingFeatures
         ),

@@ -70,6 +70,12 @@ public enum ActorEnvelopes {
         return try Command("/orrery/actor/\(behavior)")
     }
 
+    /// When an envelope expires (its invocation's expiry), without checking anything else; nil when unreadable.
+    public static func expiration(of envelope: Orrery_Actors_V1_Envelope) -> Int64? {
+        guard let tokens = try? UCANContainer.decode(Array(envelope.authority)) else { return nil }
+        return tokens.lazy.compactMap { try? Invocation(bytes: $0) }.first?.expiration
+    }
+
     /// Seals `payload` from `from` (signed with `key`) to `to` (the actor `receiver`), under `proofs` (root first)
     /// rooted in `subject`, valid for `lifetime` seconds.
     public static func seal(
