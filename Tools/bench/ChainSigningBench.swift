@@ -76,7 +76,7 @@ struct ChainSigningBenchCommand: ParsableCommand {
             let handle =
                 FileHandle(forWritingAtPath: out)
                 ?? {
-                    FileManager.default.createFile(atPath: out, contents: nil)
+                    _ = FileManager.default.createFile(atPath: out, contents: nil)
                     return FileHandle(forWritingAtPath: out)
                 }()
             handle?.seekToEndOfFile()

@@ -114,7 +114,7 @@ struct PayoutStore: Sendable {
         for try await row in try await client.query(query, logger: logger) {
             let (id, did, chain, address, amount, kind, contract, state) = try row.decode(
                 (String, String, String, String, String, String, String, String).self)
-            var cells = row.makeRandomAccess()
+            let cells = row.makeRandomAccess()
             let nonce = try cells[8].decode(Int64.self)
             let transactions = try cells[9].decode([String].self)
             let confirmed = try cells[10].decode(String.self)
@@ -123,7 +123,6 @@ struct PayoutStore: Sendable {
             let error = try cells[13].decode(String.self)
             let created = try cells[14].decode(Date.self)
             let updated = try cells[15].decode(Date.self)
-            _ = cells
             result.append(
                 .with {
                     $0.id = id
