@@ -1,3 +1,4 @@
+internal import GRPCCore
 public import OrreryIdentity
 
 /// The validated capability a handler runs under: set by `CapabilityInterceptor` for the duration of the call.
@@ -7,6 +8,12 @@ public struct Authorization: Sendable {
     /// Every delegation the caller's container carried, by CID (a handler may need more than the chain,
     /// e.g. the path of a revocation).
     public let delegations: [CID: Delegation]
+
+    /// The current call's authorization; `UNAUTHENTICATED` outside a call the capability check let through.
+    public static func required() throws -> Authorization {
+        guard let current else { throw RPCError(code: .unauthenticated, message: "no capability") }
+        return current
+    }
 
     public var invoker: DID { validated.invocation.issuer }
     public var invocation: Invocation { validated.invocation }

@@ -66,3 +66,20 @@ extension AsyncSequence {
         return elements
     }
 }
+
+/// A client or a connection: both run queries (a statement in autocommit, or inside a transaction).
+public protocol PostgresQueryable: Sendable {
+    func runQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence
+}
+
+extension PostgresClient: PostgresQueryable {
+    public func runQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+        try await self.query(query, logger: logger)
+    }
+}
+
+extension PostgresConnection: PostgresQueryable {
+    public func runQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+        try await self.query(query, logger: logger)
+    }
+}

@@ -71,8 +71,9 @@ public struct RecoverableSignature: Sendable, Hashable {
     }
 
     /// n / 2 for secp256k1's group order n.
-    static let halfOrder = UInt256(
-        bigEndian: Hex.decode("7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0") ?? [])!
+    static let halfOrder =
+        UInt256(
+            decimal: "57896044618658097711785492504343953926418782139537452191302581570759080747168") ?? .zero
 }
 
 /// A secp256k1 private key: signs 32-byte digests deterministically (RFC 6979) with recovery ids.

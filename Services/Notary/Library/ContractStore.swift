@@ -2,6 +2,7 @@ internal import Foundation
 internal import OrreryAuth
 internal import GRPCCore
 internal import Logging
+internal import OrreryDatabase
 internal import NIOCore
 internal import OrreryProto
 internal import PostgresNIO

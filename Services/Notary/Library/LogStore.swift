@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Logging
+internal import OrreryDatabase
 internal import NIOCore
 internal import OrreryLedger
 internal import OrreryProto
@@ -125,22 +126,5 @@ enum LogStoreError: Error, CustomStringConvertible {
         case .missingNode(let level, let position):
             return "the log's stored subtree (level \(level), position \(position)) is missing"
         }
-    }
-}
-
-/// A client or a connection: both run queries.
-protocol PostgresQueryable: Sendable {
-    func runQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence
-}
-
-extension PostgresClient: PostgresQueryable {
-    func runQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
-        try await self.query(query, logger: logger)
-    }
-}
-
-extension PostgresConnection: PostgresQueryable {
-    func runQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
-        try await self.query(query, logger: logger)
     }
 }

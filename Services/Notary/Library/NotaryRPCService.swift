@@ -14,9 +14,7 @@ public struct NotaryRPCService: Orrery_Notary_V1_Notary.SimpleServiceProtocol {
     }
 
     private func authorization() throws -> Authorization {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         return authorization
     }
 

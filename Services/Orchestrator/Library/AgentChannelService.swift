@@ -24,9 +24,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         response: RPCWriter<Orrery_Orchestrator_V1_OrchestratorMessage>,
         context: ServerContext
     ) async throws {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         let device = authorization.invoker
         var incoming = request.makeAsyncIterator()
         guard let first = try await incoming.next(), case .hello(let hello) = first.kind else {

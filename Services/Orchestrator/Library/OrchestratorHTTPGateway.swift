@@ -47,9 +47,7 @@ enum OrchestratorHTTPGateway {
     }
 
     private static func caller() throws -> String {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         return authorization.invoker.string
     }
 }

@@ -16,9 +16,7 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
 
     /// The invoker of the validated capability.
     private func caller() throws -> String {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         return authorization.invoker.string
     }
 

@@ -31,9 +31,7 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
 
     /// The device calling: the invoker of the validated capability.
     private func caller(claiming did: String) throws -> DID {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         guard authorization.invoker.string == did else {
             throw RPCError(
                 code: .permissionDenied,
@@ -56,9 +54,7 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
     public func completeJoin(request: Orrery_Registry_V1_CompleteJoinRequest, context: ServerContext) async throws
         -> Orrery_Registry_V1_CompleteJoinResponse
     {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         let device = authorization.invoker
         guard !request.idempotencyKey.isEmpty, request.idempotencyKey.count <= 200 else {
             throw RPCError(code: .invalidArgument, message: "idempotency_key: required, at most 200 characters")
@@ -94,9 +90,7 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
         request: RPCAsyncSequence<Orrery_Registry_V1_Heartbeat, any Error>,
         context: ServerContext
     ) async throws -> Orrery_Registry_V1_HeartbeatsSummary {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         var accepted: UInt64 = 0
         var checked: Orrery_Registry_V1_Device?
         for try await heartbeat in request {

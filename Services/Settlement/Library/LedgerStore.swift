@@ -177,10 +177,10 @@ struct LedgerStore: Sendable {
 
     static func insert(
         kind: String, contractID: String?, memo: String, retry: RetryKey, lines: [Line], newAccount: NewAccount?,
-        on database: some PostgresQueryRunner, logger: Logger
+        on database: some PostgresQueryable, logger: Logger
     ) async throws -> Int64 {
         guard !lines.isEmpty else { throw RPCError(code: .internalError, message: "an entry without lines") }
-        let rows = try await database.run(
+        let rows = try await database.runQuery(
             """
             SELECT post_entry(\(kind), \(contractID), \(memo), \(retry.invoker), \(retry.key), \(retry.requestSHA256),
                 \(lines.map(\.account)), \(lines.map { $0.owner ?? "" }), \(lines.map(\.kind)), \(lines.map(\.amount))::numeric[],
@@ -295,10 +295,10 @@ struct LedgerStore: Sendable {
         try await Self.isChannelEscrow(contract, on: client, logger: logger)
     }
 
-    static func isChannelEscrow(_ contract: String, on database: some PostgresQueryRunner, logger: Logger)
+    static func isChannelEscrow(_ contract: String, on database: some PostgresQueryable, logger: Logger)
         async throws -> Bool
     {
-        let rows = try await database.run(
+        let rows = try await database.runQuery(
             "SELECT 1 FROM channel_escrows WHERE contract_id = \(contract)", logger: logger
         ).decode(Int32.self).collected()
         return !rows.isEmpty
@@ -323,23 +323,6 @@ struct LedgerStore: Sendable {
             "SELECT balance::text, owner_did FROM accounts WHERE id = \(account) FOR UPDATE", logger: logger
         ).decode((String, String?).self) { return (balance, owner) }
         return nil
-    }
-}
-
-/// Where a statement runs: the pool (autocommit) or one connection (inside a transaction).
-protocol PostgresQueryRunner {
-    func run(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence
-}
-
-extension PostgresClient: PostgresQueryRunner {
-    func run(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
-        try await self.query(query, logger: logger)
-    }
-}
-
-extension PostgresConnection: PostgresQueryRunner {
-    func run(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
-        try await self.query(query, logger: logger)
     }
 }
 

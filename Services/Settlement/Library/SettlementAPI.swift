@@ -86,9 +86,7 @@ struct SettlementAPI: Sendable {
         -> Orrery_Settlement_V1_JournalEntry
     {
         let retry = try Self.retry(request, key: request.idempotencyKey, authorization)
-        guard request.contractID.hasPrefix("ctr_"), request.contractID.count == 30 else {
-            throw RPCError(code: .invalidArgument, message: "contract_id: \"ctr_\" and 26 base32 characters")
-        }
+        try Self.validateContractID(request.contractID)
         guard request.amount > 0 else { throw RPCError(code: .invalidArgument, message: "amount: at least 1") }
         guard authorization.validated.subject.string == request.consumerDid else {
             throw RPCError(
@@ -163,6 +161,7 @@ struct SettlementAPI: Sendable {
         -> Orrery_Settlement_V1_JournalEntry
     {
         let retry = try Self.retry(request, key: request.idempotencyKey, authorization)
+        try Self.validateContractID(request.contractID)
         guard let notaryDID else {
             throw RPCError(
                 code: .failedPrecondition, message: "no notary DID is configured (notary.did): nothing is released")
@@ -265,7 +264,7 @@ struct SettlementAPI: Sendable {
     {
         let retry = try Self.retry(request, key: request.idempotencyKey, authorization)
         let (contract, logger) = (request.contractID, logger)
-        guard !contract.isEmpty else { throw RPCError(code: .invalidArgument, message: "contract_id: required") }
+        try Self.validateContractID(contract)
         let penalties = try ProvenPenalties.verify(request, notary: notaryDID, heads: heads)
         return try await ledger.post(kind: "refund", contractID: contract, memo: "", retry: retry) { connection in
             guard let held = try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger),
@@ -329,6 +328,13 @@ struct SettlementAPI: Sendable {
             throw RPCError(
                 code: .permissionDenied, message: "only \(did) itself, or a holder of /orrery/settlement, may read it")
         }
+    }
+
+    /// A contract id as the notary gives them: "ctr_" and 26 base32 characters.
+    static func validateContractID(_ id: String) throws {
+        guard id.hasPrefix("ctr_"), id.count == 30,
+            id.dropFirst(4).allSatisfy({ ("a"..."z").contains($0) || ("2"..."7").contains($0) })
+        else { throw RPCError(code: .invalidArgument, message: "contract_id: \"ctr_\" and 26 base32 characters") }
     }
 
     static func retry(_ request: some SwiftProtobuf.Message, key: String, _ authorization: Authorization) throws

@@ -28,9 +28,7 @@ enum SettlementHTTPGateway {
     }
 
     private static func authorization() throws -> Authorization {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         return authorization
     }
 }

@@ -14,9 +14,7 @@ public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServic
     }
 
     private func authorization() throws -> Authorization {
-        guard let authorization = Authorization.current else {
-            throw RPCError(code: .unauthenticated, message: "no capability")
-        }
+        let authorization = try Authorization.required()
         return authorization
     }
 
