@@ -43,6 +43,34 @@ public final class ChildProcess: @unchecked Sendable {
         (try? String(contentsOf: outputFile, encoding: .utf8)) ?? ""
     }
 
+    /// Waits for the first line of output that `accept` turns into a value, and returns it. Throws if the process
+    /// exits first or nothing acceptable is printed within `timeout` (generous: a Python checker's first import on
+    /// a fresh virtual environment compiles its modules, which takes many seconds on a loaded 2-core machine).
+    public func firstLine<Value>(
+        timeout: Duration = .seconds(120), _ accept: (Substring) throws -> Value?
+    ) async throws -> Value {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            for line in output.split(separator: "\n") {
+                if let value = try accept(line) { return value }
+            }
+            if !process.isRunning {
+                // One more read: the line may have been written just before the exit.
+                for line in output.split(separator: "\n") {
+                    if let value = try accept(line) { return value }
+                }
+                throw ChildProcessError.exitedEarly(name: name, status: process.terminationStatus, output: output)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ChildProcessError.timedOut(name: name, output: output)
+    }
+
+    /// Waits for the port number the process prints on a line of its own (see `firstLine`).
+    public func printedPort(timeout: Duration = .seconds(120)) async throws -> Int {
+        try await firstLine(timeout: timeout) { Int($0.trimmingCharacters(in: .whitespaces)) }
+    }
+
     /// Sends `signal` (SIGTERM by default).
     public func signal(_ signal: Int32 = SIGTERM) {
         kill(process.processIdentifier, signal)
@@ -68,12 +96,13 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
-    /// Runs to completion and returns (exit status, output).
+    /// Runs to completion and returns (exit status, output); a generous default timeout, as a loaded CI machine
+    /// running every suite at once can take tens of seconds to start a Python checker.
     public static func run(
         _ executable: URL,
         arguments: [String],
         environment: [String: String] = [:],
-        timeout: Duration = .seconds(60)
+        timeout: Duration = .seconds(180)
     ) async throws -> (status: Int32, output: String) {
         let directory = try TestEnvironment.temporaryDirectory("orrery-run")
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -21,26 +21,21 @@ struct EthereumTestChain {
             TestEnvironment.python,
             arguments: [script] + funding.map { "\($0.0.checksummed)=\($0.wei):\($0.ntx)" },
             outputDirectory: directory)
-        let deadline = ContinuousClock.now + .seconds(90)
-        while ContinuousClock.now < deadline {
-            if let line = child.output.split(separator: "\n").first(where: { $0.hasPrefix("{\"rpc\"") }) {
-                let info = try JSONValue.parse(String(line))
-                guard let rpc = info["rpc"]?.stringValue.flatMap(URL.init(string:)),
-                    case .number(let chain)? = info["chainId"], let chainID = UInt64(chain),
-                    let token = info["token"]?.stringValue.flatMap(EthereumAddress.init),
-                    let channels = info["channels"]?.stringValue.flatMap(EthereumAddress.init)
-                else { throw ChildProcessError.exitedEarly(name: "eth_chain.py", status: 0, output: child.output) }
-                return EthereumTestChain(
-                    child: child, rpc: EthereumRPC(endpoint: rpc), chainID: chainID, token: token, channels: channels)
+        do {
+            let info = try await child.firstLine(timeout: .seconds(180)) { line in
+                line.hasPrefix("{\"rpc\"") ? try JSONValue.parse(String(line)) : nil
             }
-            if !child.isRunning {
-                throw ChildProcessError.exitedEarly(
-                    name: "eth_chain.py", status: child.process.terminationStatus, output: child.output)
-            }
-            try await Task.sleep(for: .milliseconds(100))
+            guard let rpc = info["rpc"]?.stringValue.flatMap(URL.init(string:)),
+                case .number(let chain)? = info["chainId"], let chainID = UInt64(chain),
+                let token = info["token"]?.stringValue.flatMap(EthereumAddress.init),
+                let channels = info["channels"]?.stringValue.flatMap(EthereumAddress.init)
+            else { throw ChildProcessError.exitedEarly(name: "eth_chain.py", status: 0, output: child.output) }
+            return EthereumTestChain(
+                child: child, rpc: EthereumRPC(endpoint: rpc), chainID: chainID, token: token, channels: channels)
+        } catch {
+            await child.stop()
+            throw error
         }
-        await child.stop()
-        throw ChildProcessError.timedOut(name: "eth_chain.py", output: child.output)
     }
 
     /// Signs and sends a call from `key` (EIP-1559, fees from the node) and returns its receipt once mined.

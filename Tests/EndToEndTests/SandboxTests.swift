@@ -145,11 +145,7 @@ struct SandboxTests {
                 "import socket\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(8)\nprint(s.getsockname()[1],flush=True)\nwhile True: s.accept()[0].close()",
             ], outputDirectory: logs)
         defer { listener.signal(SIGKILL) }
-        var port = ""
-        for _ in 0..<100 where port.isEmpty {
-            port = listener.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        let port = try await listener.printedPort()
         let probe = "bash -c 'echo > /dev/tcp/127.0.0.1/\(port)' && echo connected || echo refused"
         let (closed, closedOutput) = try await Self.run(probe)
         #expect(closedOutput.contains("refused") && !closedOutput.contains("connected"), "\(closedOutput)")
@@ -194,11 +190,7 @@ struct SandboxTests {
                 served.path,
             ], outputDirectory: served)
         defer { server.signal(SIGKILL) }
-        var port = ""
-        for _ in 0..<200 where Int(port) == nil {
-            port = server.output.split(separator: "\n").first.map(String.init) ?? ""
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        let port = try await server.printedPort()
         let url = "http://127.0.0.1:\(port)/job.sh"
         let digest = AgentChannelTests.sha256(script)
         let (good, goodOutput) = try await Self.run("", artifact: ["url": url, "sha256": digest])

@@ -138,12 +138,8 @@ struct CardanoSubmitTests {
         let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/cardano_submit_api.py").path
         let api = try ChildProcess(TestEnvironment.python, arguments: [script], outputDirectory: directory)
         defer { api.signal(SIGKILL) }
-        var port: Int?
-        for _ in 0..<200 where port == nil {
-            port = api.output.split(separator: "\n").first.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            if port == nil { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        let client = CardanoSubmitClient(endpoint: URL(string: "http://127.0.0.1:\(try #require(port))")!)
+        let port = try await api.printedPort()
+        let client = CardanoSubmitClient(endpoint: URL(string: "http://127.0.0.1:\(port)")!)
         let key = Curve25519.Signing.PrivateKey()
         let body = CardanoTransactionBody(
             inputs: [CardanoInput(transactionID: [UInt8](repeating: 7, count: 32), index: 0)],
