@@ -150,7 +150,7 @@ let package = Package(
             path: "Shared/OrreryLedger", swiftSettings: upcomingFeatures),
         // Actors (DESIGN §5): addresses and signed envelopes, and the receiving side's checks.
         .target(
-            name: "OrreryActors", dependencies: ["OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
+            name: "OrreryActors", dependencies: ["CSodium", "OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
             path: "Shared/OrreryActors", swiftSettings: upcomingFeatures),
         // Placement: a pure library (no I/O) that filters, ranks and jointly solves where an ensemble runs.
         .target(name: "OrreryPlacement", path: "Shared/OrreryPlacement", swiftSettings: upcomingFeatures),
@@ -251,13 +251,16 @@ let package = Package(
         + service("RegistryService", executable: "registry", folder: "Registry")
         + service(
             "OrchestratorService", executable: "orchestrator", folder: "Orchestrator",
-            extra: ["OrreryPlacement", crypto, grpcPosix, hummingbird, yams])
+            extra: ["OrreryPlacement", "OrreryActors", crypto, grpcPosix, hummingbird, yams])
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service(
             "SettlementService", executable: "settlement-gateway", folder: "Settlement",
             extra: ["OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto, hummingbird])
         + service(
             "DeviceAgent", executable: "device-agent", folder: "DeviceAgent",
-            extra: ["OrreryPlacement", "OrreryLedger", crypto]),
+            extra: [
+                "OrreryPlacement", "OrreryLedger", "OrreryActors", crypto, .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
     swiftLanguageModes: [.v6]
 )

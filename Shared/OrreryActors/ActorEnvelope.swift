@@ -72,8 +72,25 @@ public enum ActorEnvelopes {
 
     /// When an envelope expires (its invocation's expiry), without checking anything else; nil when unreadable.
     public static func expiration(of envelope: Orrery_Actors_V1_Envelope) -> Int64? {
+        invocation(in: envelope)?.expiration
+    }
+
+    /// An envelope's id (its invocation's CID), without checking anything else; nil when unreadable.
+    public static func identity(of envelope: Orrery_Actors_V1_Envelope) -> CID? {
+        invocation(in: envelope)?.cid
+    }
+
+    /// Who an envelope claims to be from and its id, without checking anything else (to route a refusal back).
+    public static func sender(of envelope: Orrery_Actors_V1_Envelope) -> (ActorAddress, String)? {
+        guard let invocation = invocation(in: envelope), case .string(let from)? = invocation.arguments["from"],
+            let address = ActorAddress(from)
+        else { return nil }
+        return (address, invocation.cid.string)
+    }
+
+    private static func invocation(in envelope: Orrery_Actors_V1_Envelope) -> Invocation? {
         guard let tokens = try? UCANContainer.decode(Array(envelope.authority)) else { return nil }
-        return tokens.lazy.compactMap { try? Invocation(bytes: $0) }.first?.expiration
+        return tokens.lazy.compactMap { try? Invocation(bytes: $0) }.first
     }
 
     /// Seals `payload` from `from` (signed with `key`) to `to` (the actor `receiver`), under `proofs` (root first)
@@ -110,14 +127,16 @@ public final class EnvelopeGate: Sendable {
     /// Delivered envelopes until they expire (a replay within the lifetime is refused; after it, expiry refuses it).
     private let delivered = Mutex<[CID: Int64]>([:])
 
+    /// `delivered`: envelopes already delivered to this actor (restored with its checkpoint) and their expiries.
     public init(
-        receiver: ActorAddress, receiverDID: DID, trustedRoots: Set<DID>,
+        receiver: ActorAddress, receiverDID: DID, trustedRoots: Set<DID>, delivered: [CID: Int64] = [:],
         isRevoked: @escaping @Sendable (CID) -> Bool = { _ in false }
     ) {
         self.receiver = receiver
         self.receiverDID = receiverDID
         self.trustedRoots = trustedRoots
         self.isRevoked = isRevoked
+        self.delivered.withLock { $0 = delivered }
     }
 
     public func admit(_ envelope: Orrery_Actors_V1_Envelope, now: Int64 = Int64(Date().timeIntervalSince1970))

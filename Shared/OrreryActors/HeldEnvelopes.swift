@@ -35,6 +35,8 @@ public struct HeldEnvelopes: Sendable {
         prune(actor, now: now)
         let size = envelope.authority.count + envelope.payload.count
         let queue = queues[actor, default: []]
+        // A sender's retry of an envelope already held is the same envelope: held once.
+        if queue.contains(where: { $0.envelope.authority == envelope.authority }) { return .held }
         guard queue.count < limitPerActor, queue.reduce(0, { $0 + $1.size }) + size <= byteLimitPerActor else {
             return .full
         }
@@ -47,6 +49,9 @@ public struct HeldEnvelopes: Sendable {
         prune(actor, now: now)
         return (queues.removeValue(forKey: actor) ?? []).map(\.envelope)
     }
+
+    /// The actors with envelopes held.
+    public var actors: [ActorAddress] { Array(queues.keys) }
 
     /// How many envelopes are held for `actor`.
     public func count(for actor: ActorAddress) -> Int { queues[actor]?.count ?? 0 }

@@ -4,10 +4,12 @@ public import Foundation
 ///
 /// Workload → agent: `{"op": "send", "id": "…", "to": "actor://…", "behavior": "…", "payload": "<base64>",
 /// "reply_to": "actor://…"}` (`reply_to` optional), `{"op": "reply", "id": "…", "to_message": "<message id>",
-/// "payload": "<base64>"}` and `{"op": "receive"}`.
+/// "payload": "<base64>"}`, `{"op": "receive"}` (answered by the next message, refusal or checkpoint request, waiting
+/// for one) and `{"op": "checkpointed", "id": "<request id>"}` (the state is in `ORRERY_CHECKPOINT_DIR`).
 /// Agent → workload: `{"op": "message", "id": "<envelope id>", "from": "actor://…", "behavior": "…",
-/// "payload": "<base64>", "reply_to": "…"}`, `{"op": "sent", "id": "…"}` and
-/// `{"op": "refused", "id": "…", "reason": "…"}`.
+/// "payload": "<base64>", "reply_to": "…"}`, `{"op": "sent", "id": "…"}` (sealed and on its way; delivery is
+/// retried until the receiver takes it or it expires), `{"op": "refused", "id": "…", "reason": "…"}` (to a request,
+/// or later through `receive` for a send the receiver refused) and `{"op": "checkpoint", "id": "…"}`.
 public struct MailboxLine: Codable, Sendable, Equatable {
     public var op: String
     public var id: String?
@@ -63,6 +65,9 @@ public struct MailboxLine: Codable, Sendable, Equatable {
         switch parsed.op {
         case "receive":
             return parsed
+        case "checkpointed":
+            guard let id = parsed.id, !id.isEmpty else { throw Invalid(reason: "checkpointed: \"id\" is required") }
+            return parsed
         case "send":
             guard let id = parsed.id, !id.isEmpty, id.count <= 128 else {
                 throw Invalid(reason: "send: \"id\" (1…128 characters) is required")
@@ -88,7 +93,7 @@ public struct MailboxLine: Codable, Sendable, Equatable {
             guard parsed.payloadBytes != nil else { throw Invalid(reason: "reply: \"payload\" must be base64") }
             return parsed
         default:
-            throw Invalid(reason: "unknown op '\(parsed.op)': send, reply or receive")
+            throw Invalid(reason: "unknown op '\(parsed.op)': send, reply, receive or checkpointed")
         }
     }
 

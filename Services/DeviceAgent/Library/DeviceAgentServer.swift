@@ -61,7 +61,8 @@ public enum DeviceAgentServer {
             runner: runner, ledger: ledger, logger: environment.logger,
             receipts: ReceiptBook(key: environment.key, runner: runner),
             witness: TreeHeadWitness(file: stateDirectory + "/notary-tree-head.pb"),
-            receiptInterval: environment.settings.livenessInterval * 12)
+            receiptInterval: environment.settings.livenessInterval * 12,
+            actors: ActorDesk(deviceKey: environment.key, root: runner.root, logger: environment.logger))
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }
             for address in orchestrators {

@@ -243,6 +243,9 @@ struct NotaryAPI: Sendable {
         let idempotency = try Self.idempotency(
             request, key: request.idempotencyKey, method: "RecordReceipt", authorization)
         let signed = request.receipt
+        if signed.type == Orrery_Actors_V1_Checkpoint.protoMessageName {
+            return try await recordCheckpoint(signed, idempotency: idempotency)
+        }
         let contractID: String
         let sequence: UInt64
         let completion: Bool
@@ -301,6 +304,39 @@ struct NotaryAPI: Sendable {
                                 type: Orrery_Notary_V1_ContractTransition.protoMessageName,
                                 payload: try completed.serializedData(), signers: [key])),
                     ]
+                },
+                idempotency: idempotency,
+                respond: { row, appended in
+                    let response = Orrery_Notary_V1_RecordReceiptResponse.with {
+                        $0.entryIndex = appended.first ?? 0
+                        $0.state = row.state
+                    }
+                    return (try? response.serializedData()) ?? Data()
+                }))
+        return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: outcome.response)
+    }
+
+    /// Logs a stateful allocation's checkpoint record, signed by its contract's device, while the contract is active.
+    private func recordCheckpoint(_ signed: Orrery_Common_V1_Signed, idempotency: RetryKey) async throws
+        -> Orrery_Notary_V1_RecordReceiptResponse
+    {
+        let record: Orrery_Actors_V1_Checkpoint = try Self.payload(signed, "receipt")
+        guard record.sequence > 0, record.sha256.count == 64, record.size > 0 else {
+            throw NotaryFailure.invalid("checkpoint: sequence from 1, a hex sha256 and a size are required")
+        }
+        let row = try await existing(record.contractID)
+        try Self.requireSignature(signed, by: row.contract.deviceDid, what: "the checkpoint record")
+        let outcome = try await append(
+            idempotency,
+            LogAct(
+                contractID: record.contractID,
+                apply: { row, _ in
+                    guard row.state == .active else {
+                        throw NotaryFailure.failedPrecondition(
+                            "contract \(row.contract.id) is \(ContractRules.name(row.state)), not active: no checkpoint is logged for it"
+                        )
+                    }
+                    return [EntryDraft(kind: .checkpoint, act: signed)]
                 },
                 idempotency: idempotency,
                 respond: { row, appended in

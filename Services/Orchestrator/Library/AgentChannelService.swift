@@ -18,6 +18,10 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let notary: NotaryLink?
     /// Recorded receipts become release tasks for the settlement gateway (and a completion also a refund).
     var settles = false
+    /// Actors' identities and mail.
+    let router: ActorRouter
+    /// Checkpoints as the agents stream them.
+    let checkpoints: CheckpointStore
 
     public func connect(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_AgentMessage, any Error>,
@@ -102,6 +106,21 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                     "output refused (not this device's offer, not declared, a wrong sha256, or a repeat)",
                     metadata: ["offer": "\(output.offerID)", "path": "\(output.path)"])
                 return
+            }
+        case .mail(let mail):
+            try await router.route(mail)
+        case .actor(let identity):
+            do {
+                try await router.register(identity, from: device)
+            } catch {
+                logger.warning("actor identity refused", metadata: ["device": "\(device)", "error": "\(error)"])
+            }
+        case .checkpoint(let chunk):
+            do {
+                try await checkpoints.intake(chunk, from: device)
+            } catch {
+                logger.warning(
+                    "checkpoint refused", metadata: ["offer": "\(chunk.offerID)", "error": "\(error)"])
             }
         case .hello:
             throw RPCError(code: .invalidArgument, message: "hello is sent once, first")

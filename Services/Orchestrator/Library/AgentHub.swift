@@ -18,6 +18,22 @@ final class AgentHub: Sendable {
     private let logger: Logger
     /// How often pending offers are looked for.
     let pollInterval: Duration
+    /// Turns a Deploy into what the device is sent (a stateful replica's checkpoint chunks first, then the Deploy
+    /// with its resume); set once the checkpoint store exists.
+    private let deployPreparer = Mutex<
+        (@Sendable (Orrery_Orchestrator_V1_Deploy, String) async throws -> [Orrery_Orchestrator_V1_OrchestratorMessage])?
+    >(nil)
+
+    func setDeployPreparer(
+        _ preparer: @escaping @Sendable (Orrery_Orchestrator_V1_Deploy, String) async throws -> [
+            Orrery_Orchestrator_V1_OrchestratorMessage
+        ]
+    ) {
+        deployPreparer.withLock { $0 = preparer }
+    }
+
+    /// Whether this replica holds the device's line.
+    func holds(_ device: String) -> Bool { lines.withLock { $0[device] != nil } }
 
     init(offers: OfferStore, logger: Logger, pollInterval: Duration = .milliseconds(200)) {
         self.offers = offers
@@ -81,6 +97,7 @@ final class AgentHub: Sendable {
             case .stop(let stop): messages.append((device, "stop:\(stop.offerID)", .with { $0.stop = stop }))
             }
         }
+        let preparer = deployPreparer.withLock { $0 }
         for (device, key, message) in messages {
             let send = lines.withLock {
                 lines -> AsyncStream<Orrery_Orchestrator_V1_OrchestratorMessage>.Continuation? in
@@ -89,10 +106,21 @@ final class AgentHub: Sendable {
                 lines[device] = line
                 return line.continuation
             }
-            if let send {
+            guard let send else { continue }
+            if case .deploy(let deploy) = message.kind, let preparer {
+                do {
+                    for prepared in try await preparer(deploy, device) { send.yield(prepared) }
+                } catch {
+                    // Not sent: the next round tries again.
+                    _ = lines.withLock { $0[device]?.sent.remove(key) }
+                    logger.warning(
+                        "cannot prepare a deploy", metadata: ["offer": "\(deploy.offerID)", "error": "\(error)"])
+                    continue
+                }
+            } else {
                 send.yield(message)
-                logger.info("sent to agent", metadata: ["message": "\(key)", "device": "\(device)"])
             }
+            logger.info("sent to agent", metadata: ["message": "\(key)", "device": "\(device)"])
         }
     }
 }

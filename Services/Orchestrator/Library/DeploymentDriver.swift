@@ -136,26 +136,22 @@ struct DeploymentDriver: Sendable {
         }
     }
 
-    /// Moves one replica of a deployed ensemble to another feasible device: the same constraints, its latency
-    /// edges as bounds to where its partners run now, its spread siblings' devices and every device that
-    /// refused this deployment excluded. Stateful allocations would resume from a checkpoint, which is not built
-    /// yet: their deployment fails instead.
-    private func relocate(
+    /// Moves one replica of a deployed ensemble to another feasible device (`to` one, when named): the same
+    /// constraints, its latency edges as bounds to where its partners run now, its spread siblings' devices and every
+    /// device that refused this deployment excluded. A stateful replica resumes there from its latest checkpoint
+    /// with its actor key (`CheckpointStore.prepare`). A `planned` move also stops the replica where it ran.
+    /// - Returns: the device it moves to, or nil when none could take it (the deployment then failed).
+    @discardableResult
+    func relocate(
         _ deployment: Orrery_Orchestrator_V1_Deployment, allocation name: String, replica: UInt32, from device: String,
-        why: String
-    ) async throws {
+        why: String, to chosen: String? = nil, planned: Bool = false
+    ) async throws -> String? {
         let id = deployment.id
         let states: Set<Orrery_Orchestrator_V1_DeploymentState> = [.deploying, .running]
         guard let spec = deployment.spec.allocations.first(where: { $0.name == name }),
             let request = try? WorkloadSpecValidator.validate(deployment.spec),
             let index = request.allocations.firstIndex(where: { $0.name == name })
-        else { return }
-        if spec.stateful {
-            _ = try await store.transition(
-                id, from: states, to: .failed,
-                reason: "\(name)[\(replica)]: \(why); a stateful allocation resumes from a checkpoint, not built yet")
-            return
-        }
+        else { return nil }
         var single = request.allocations[index]
         single.replicas = 1
         var excluded = try await offers.refusingDevices(of: id)
@@ -173,6 +169,9 @@ struct DeploymentDriver: Sendable {
             }
         }
         let snapshot = fleet.snapshot(reserved: try await store.reservations())
+        if let chosen {
+            excluded = Set(snapshot.devices.map(\.did)).subtracting([chosen])
+        }
         let placement = PlacementRequest(allocations: [single], budget: nil, excludedDevices: excluded)
         guard case .placed(let placed) = solver.place(placement, on: snapshot),
             let target = placed.allocations.first?.replicas.first
@@ -181,9 +180,11 @@ struct DeploymentDriver: Sendable {
             _ = try await store.transition(
                 id, from: states, to: .failed,
                 reason: "\(name)[\(replica)]: \(why), and no other device can take it: \(explanation.reason)")
-            return
+            return nil
         }
-        let reason = "\(name)[\(replica)] relocated: \(why); now on \(target.deviceDID)"
+        let reason =
+            "\(name)[\(replica)] \(planned ? "moved" : "relocated"): \(why); now on \(target.deviceDID)"
+            + (spec.stateful ? ", resuming from its latest checkpoint" : "")
         let (orchestratorDID, timeout, logger) = (orchestratorDID, offerTimeout, logger)
         _ = try await store.transition(
             id, from: states, to: .deploying, reason: reason,
@@ -199,8 +200,8 @@ struct DeploymentDriver: Sendable {
             },
             also: { connection, deployment in
                 try await OfferStore.relocate(
-                    deployment: id, allocation: name, replica: replica, reason: reason, connection: connection,
-                    logger: logger)
+                    deployment: id, allocation: name, replica: replica, reason: reason, stop: planned,
+                    connection: connection, logger: logger)
                 try await ReputationOutbox.add(
                     device: device, outcome: .relocatedAway, key: "\(id)/\(name)/\(replica)/relocated-from/\(device)",
                     connection: connection, logger: logger)
@@ -216,6 +217,7 @@ struct DeploymentDriver: Sendable {
             })
         logger.info("replica relocated", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
         await kick()
+        return target.deviceDID
     }
 
     /// matched → offered: an offer per replica, in the same transaction.

@@ -13,6 +13,8 @@ struct OfferStore: Sendable {
         case pending = 0, accepted, declined, expired, withdrawn, deploying, running, exited, failedToStart, stopping
         /// Its device went offline; the replica moved to another.
         case relocated
+        /// Moved on request while it ran: its device is told to stop it (then it is `relocated`).
+        case movedAway
     }
 
     /// What an agent is told about an offer it accepted.
@@ -66,12 +68,13 @@ struct OfferStore: Sendable {
 
     /// Retires a replica's offers when it moves, inside the transition that moves it.
     static func relocate(
-        deployment: String, allocation: String, replica: UInt32, reason: String, connection: PostgresConnection,
-        logger: Logger
+        deployment: String, allocation: String, replica: UInt32, reason: String, stop: Bool = false,
+        connection: PostgresConnection, logger: Logger
     ) async throws {
+        let state: Int16 = stop ? State.movedAway.rawValue : State.relocated.rawValue
         try await connection.query(
             """
-            UPDATE offers SET state = 10, reason = \(reason)
+            UPDATE offers SET state = \(state), reason = \(reason)
             WHERE deployment_id = \(deployment) AND allocation = \(allocation) AND replica = \(Int32(replica))
               AND state IN (0, 1, 5, 6, 9)
             """,
@@ -90,7 +93,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT device_did, state, record, reason, coalesce(contract_id, '') FROM offers
-            WHERE state IN (5, 9) AND device_did = ANY(\(devices)::text[]) ORDER BY created_at
+            WHERE state IN (5, 9, 11) AND device_did = ANY(\(devices)::text[]) ORDER BY created_at
             """,
             logger: logger)
         var instructions: [(device: String, instruction: Instruction)] = []
@@ -127,6 +130,19 @@ struct OfferStore: Sendable {
         return instructions
     }
 
+    /// The running offer of a replica and its device.
+    func running(deployment: String, allocation: String, replica: UInt32) async throws
+        -> (offer: String, device: String)?
+    {
+        let rows = try await client.query(
+            """
+            SELECT id, device_did FROM offers WHERE deployment_id = \(deployment) AND allocation = \(allocation)
+              AND replica = \(Int32(replica)) AND state = 6 LIMIT 1
+            """, logger: logger)
+        for try await row in rows.decode((String, String).self) { return row }
+        return nil
+    }
+
     /// Records a device's report on an allocation; returns its deployment, or nil when the offer is not this
     /// device's or the report changes nothing (a repeat).
     func record(_ report: Orrery_Orchestrator_V1_AllocationReport, device: String) async throws -> String? {
@@ -141,8 +157,9 @@ struct OfferStore: Sendable {
                 """
         case .exited:
             query = try """
-            UPDATE offers SET state = 7, exit_code = \(report.exitCode), usage = \(usage), report = \(reason)
-            WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (5, 6, 9)
+            UPDATE offers SET state = CASE WHEN state = 11 THEN 10 ELSE 7 END, exit_code = \(report.exitCode),
+                usage = \(usage), report = \(reason)
+            WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (5, 6, 9, 11)
             RETURNING deployment_id
             """
         case .failedToStart:
@@ -382,7 +399,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT id, contract_id, reason FROM offers
-            WHERE contract_id IS NOT NULL AND NOT contract_closed AND state IN (4, 8, 9, 10)
+            WHERE contract_id IS NOT NULL AND NOT contract_closed AND state IN (4, 8, 9, 10, 11)
             ORDER BY created_at LIMIT \(limit)
             """,
             logger: logger)

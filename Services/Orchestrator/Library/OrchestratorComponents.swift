@@ -20,6 +20,8 @@ struct OrchestratorComponents: Sendable {
     let notary: NotaryLink?
     /// Escrow, releases and refunds through the settlement gateway, when one (and a notary) is configured.
     let settlement: SettlementClerk?
+    let router: ActorRouter
+    let checkpoints: CheckpointStore
 
     private static let current = Mutex<OrchestratorComponents?>(nil)
 
@@ -54,16 +56,20 @@ struct OrchestratorComponents: Sendable {
             ) { client, after, limit in
                 try await DeploymentStore.fetchEvents(client: client, after: after, limit: limit, logger: logger)
             }
+            let router = ActorRouter(client: database, logger: logger, key: environment.key, hub: hub, offers: offers)
+            let checkpoints = CheckpointStore(
+                client: database, logger: logger, key: environment.key, offers: offers, router: router, notary: notary)
+            hub.setDeployPreparer { deploy, device in try await checkpoints.prepare(deploy, device: device) }
             let made = OrchestratorComponents(
                 fleet: fleet,
                 api: OrchestratorAPI(
                     store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
-                    operatorDID: environment.operatorDID.string),
+                    operatorDID: environment.operatorDID.string, router: router, checkpoints: checkpoints, hub: hub),
                 events: events, driver: driver, hub: hub,
                 channel: AgentChannelService(
                     hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
-                    settles: settlement != nil),
-                notary: notary, settlement: settlement)
+                    settles: settlement != nil, router: router, checkpoints: checkpoints),
+                notary: notary, settlement: settlement, router: router, checkpoints: checkpoints)
             current = made
             return made
         }

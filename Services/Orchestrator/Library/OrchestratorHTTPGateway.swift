@@ -31,6 +31,16 @@ enum OrchestratorHTTPGateway {
         ) {
             try await api.explain($0)
         }
+        gateway.unary(
+            router, method: "\(service)/Checkpoint", Orrery_Orchestrator_V1_CheckpointDeploymentRequest.self
+        ) {
+            try await api.checkpoint($0, caller: try caller())
+        }
+        gateway.unary(
+            router, method: "\(service)/MoveAllocation", Orrery_Orchestrator_V1_MoveAllocationRequest.self
+        ) {
+            try await api.move($0, caller: try caller())
+        }
         gateway.unary(router, method: "\(service)/GetOutputs", Orrery_Orchestrator_V1_GetOutputsRequest.self) {
             try await api.outputs($0, caller: try caller())
         }

@@ -171,5 +171,50 @@ public enum OrchestratorMigrations {
                 "CREATE INDEX settlement_tasks_pending ON settlement_tasks (created_at) WHERE done_at IS NULL",
             ]
         ),
+        Migration(
+            version: 8,
+            name: "actors and checkpoints",
+            statements: [
+                // Each replica as an actor: its did:key (kept across moves), its key sealed to this orchestrator's
+                // key, and the delegation of /orrery/actor this orchestrator issued it.
+                """
+                CREATE TABLE actors (
+                    deployment_id text NOT NULL,
+                    allocation text NOT NULL,
+                    replica integer NOT NULL,
+                    actor_did text NOT NULL,
+                    sealed_key bytea NOT NULL,
+                    delegation bytea NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (deployment_id, allocation, replica)
+                )
+                """,
+                // Checkpoints: the signed record once every chunk arrived and matched it; chunks as they come.
+                """
+                CREATE TABLE checkpoints (
+                    deployment_id text NOT NULL,
+                    allocation text NOT NULL,
+                    replica integer NOT NULL,
+                    sequence bigint NOT NULL,
+                    offer_id text NOT NULL,
+                    device_did text NOT NULL,
+                    record bytea NOT NULL,
+                    size bigint NOT NULL,
+                    log_index bigint NOT NULL DEFAULT 0,
+                    stored_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (deployment_id, allocation, replica, sequence)
+                )
+                """,
+                """
+                CREATE TABLE checkpoint_chunks (
+                    offer_id text NOT NULL,
+                    sequence bigint NOT NULL,
+                    index integer NOT NULL,
+                    data bytea NOT NULL,
+                    PRIMARY KEY (offer_id, sequence, index)
+                )
+                """,
+            ]
+        ),
     ]
 }

@@ -76,4 +76,16 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
     {
         try await api.explain(request)
     }
+
+    public func checkpoint(request: Orrery_Orchestrator_V1_CheckpointDeploymentRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_CheckpointDeploymentResponse
+    {
+        try await api.checkpoint(request, caller: try caller())
+    }
+
+    public func moveAllocation(request: Orrery_Orchestrator_V1_MoveAllocationRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_Deployment
+    {
+        try await api.move(request, caller: try caller())
+    }
 }

@@ -23,6 +23,7 @@ public enum OrchestratorServer {
                     { try await components.events.follow() },
                     { await components.driver.run() },
                     { await components.hub.run() },
+                    { await components.router.run() },
                 ]
                 if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
                     tasks.append {

@@ -185,6 +185,9 @@ public nonisolated enum Orrery_Notary_V1_EntryKind: SwiftProtobuf.Enum, Swift.Ca
   case usageReceipt // = 3
   case completionReceipt // = 4
   case slaBreach // = 5
+
+  /// A stateful allocation's checkpoint record (a Signed orrery.actors.v1.Checkpoint by the contract's device).
+  case checkpoint // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -199,6 +202,7 @@ public nonisolated enum Orrery_Notary_V1_EntryKind: SwiftProtobuf.Enum, Swift.Ca
     case 3: self = .usageReceipt
     case 4: self = .completionReceipt
     case 5: self = .slaBreach
+    case 6: self = .checkpoint
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -211,6 +215,7 @@ public nonisolated enum Orrery_Notary_V1_EntryKind: SwiftProtobuf.Enum, Swift.Ca
     case .usageReceipt: return 3
     case .completionReceipt: return 4
     case .slaBreach: return 5
+    case .checkpoint: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -223,6 +228,7 @@ public nonisolated enum Orrery_Notary_V1_EntryKind: SwiftProtobuf.Enum, Swift.Ca
     .usageReceipt,
     .completionReceipt,
     .slaBreach,
+    .checkpoint,
   ]
 
 }
@@ -920,7 +926,8 @@ public nonisolated struct Orrery_Notary_V1_RecordReceiptRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// A Signed orrery.notary.v1.UsageReceipt or orrery.notary.v1.CompletionReceipt, signed by the contract's device.
+  /// A Signed orrery.notary.v1.UsageReceipt or orrery.notary.v1.CompletionReceipt, signed by the contract's device,
+  /// or a Signed orrery.actors.v1.Checkpoint (logged as it is; it takes no receipt sequence number).
   public var receipt: Orrery_Common_V1_Signed {
     get {_receipt ?? Orrery_Common_V1_Signed()}
     set {_receipt = newValue}
@@ -1098,7 +1105,7 @@ nonisolated extension Orrery_Notary_V1_BreachKind: SwiftProtobuf._ProtoNameProvi
 }
 
 nonisolated extension Orrery_Notary_V1_EntryKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENTRY_KIND_UNSPECIFIED\0\u{1}ENTRY_KIND_CONTRACT\0\u{1}ENTRY_KIND_TRANSITION\0\u{1}ENTRY_KIND_USAGE_RECEIPT\0\u{1}ENTRY_KIND_COMPLETION_RECEIPT\0\u{1}ENTRY_KIND_SLA_BREACH\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENTRY_KIND_UNSPECIFIED\0\u{1}ENTRY_KIND_CONTRACT\0\u{1}ENTRY_KIND_TRANSITION\0\u{1}ENTRY_KIND_USAGE_RECEIPT\0\u{1}ENTRY_KIND_COMPLETION_RECEIPT\0\u{1}ENTRY_KIND_SLA_BREACH\0\u{1}ENTRY_KIND_CHECKPOINT\0")
 }
 
 nonisolated extension Orrery_Notary_V1_PriceTerms: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

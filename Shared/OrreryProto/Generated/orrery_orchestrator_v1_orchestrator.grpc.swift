@@ -137,6 +137,32 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Checkpoint" metadata.
+        public enum Checkpoint: Sendable {
+            /// Request type for "Checkpoint".
+            public typealias Input = Orrery_Orchestrator_V1_CheckpointDeploymentRequest
+            /// Response type for "Checkpoint".
+            public typealias Output = Orrery_Orchestrator_V1_CheckpointDeploymentResponse
+            /// Descriptor for "Checkpoint".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "Checkpoint",
+                type: .unary
+            )
+        }
+        /// Namespace for "MoveAllocation" metadata.
+        public enum MoveAllocation: Sendable {
+            /// Request type for "MoveAllocation".
+            public typealias Input = Orrery_Orchestrator_V1_MoveAllocationRequest
+            /// Response type for "MoveAllocation".
+            public typealias Output = Orrery_Orchestrator_V1_Deployment
+            /// Descriptor for "MoveAllocation".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "MoveAllocation",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.Orchestrator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -147,7 +173,9 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             CancelDeployment.descriptor,
             ExplainPlacement.descriptor,
             StreamLogs.descriptor,
-            GetOutputs.descriptor
+            GetOutputs.descriptor,
+            Checkpoint.descriptor,
+            MoveAllocation.descriptor
         ]
     }
 }
@@ -339,6 +367,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse>
+
+        /// Handle the "Checkpoint" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Asks the agents of a running deployment's stateful allocations (or one of them) to checkpoint now; answers
+        /// > once each checkpoint is stored (and logged by the notary), with its record.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_CheckpointDeploymentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_CheckpointDeploymentResponse` messages.
+        func checkpoint(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>
+
+        /// Handle the "MoveAllocation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves one stateful replica to another device (a named one, or the best other feasible one): checkpoint, stop,
+        /// > resume there under a replacement contract; its actor address and key stay, messages sent meanwhile are held.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_MoveAllocationRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_Deployment` messages.
+        func moveAllocation(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -514,6 +580,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse>
+
+        /// Handle the "Checkpoint" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Asks the agents of a running deployment's stateful allocations (or one of them) to checkpoint now; answers
+        /// > once each checkpoint is stored (and logged by the notary), with its record.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_CheckpointDeploymentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_CheckpointDeploymentResponse` message.
+        func checkpoint(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>
+
+        /// Handle the "MoveAllocation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves one stateful replica to another device (a named one, or the best other feasible one): checkpoint, stop,
+        /// > resume there under a replacement contract; its actor address and key stay, messages sent meanwhile are held.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_MoveAllocationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_Deployment` message.
+        func moveAllocation(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -689,6 +793,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: Orrery_Orchestrator_V1_GetOutputsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Orchestrator_V1_GetOutputsResponse
+
+        /// Handle the "Checkpoint" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Asks the agents of a running deployment's stateful allocations (or one of them) to checkpoint now; answers
+        /// > once each checkpoint is stored (and logged by the notary), with its record.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_CheckpointDeploymentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_CheckpointDeploymentResponse` to respond with.
+        func checkpoint(
+            request: Orrery_Orchestrator_V1_CheckpointDeploymentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_CheckpointDeploymentResponse
+
+        /// Handle the "MoveAllocation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves one stateful replica to another device (a named one, or the best other feasible one): checkpoint, stop,
+        /// > resume there under a replacement contract; its actor address and key stay, messages sent meanwhile are held.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_MoveAllocationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_Deployment` to respond with.
+        func moveAllocation(
+            request: Orrery_Orchestrator_V1_MoveAllocationRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_Deployment
     }
 }
 
@@ -795,6 +937,28 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.Checkpoint.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>(),
+            handler: { request, context in
+                try await self.checkpoint(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.MoveAllocation.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_MoveAllocationRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_Deployment>(),
+            handler: { request, context in
+                try await self.moveAllocation(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -894,6 +1058,28 @@ extension Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse> {
         let response = try await self.getOutputs(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func checkpoint(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse> {
+        let response = try await self.checkpoint(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func moveAllocation(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment> {
+        let response = try await self.moveAllocation(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1022,6 +1208,32 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse> {
         return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse>(
             message: try await self.getOutputs(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func checkpoint(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>(
+            message: try await self.checkpoint(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func moveAllocation(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>(
+            message: try await self.moveAllocation(
                 request: request.message,
                 context: context
             ),
@@ -1248,6 +1460,54 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GetOutputsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GetOutputsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Checkpoint" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Asks the agents of a running deployment's stateful allocations (or one of them) to checkpoint now; answers
+        /// > once each checkpoint is stored (and logged by the notary), with its record.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_CheckpointDeploymentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_CheckpointDeploymentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_CheckpointDeploymentResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func checkpoint<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "MoveAllocation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves one stateful replica to another device (a named one, or the best other feasible one): checkpoint, stop,
+        /// > resume there under a replacement contract; its actor address and key stay, messages sent meanwhile are held.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_MoveAllocationRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_MoveAllocationRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_Deployment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func moveAllocation<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1572,6 +1832,76 @@ extension Orrery_Orchestrator_V1_Orchestrator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Checkpoint" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Asks the agents of a running deployment's stateful allocations (or one of them) to checkpoint now; answers
+        /// > once each checkpoint is stored (and logged by the notary), with its record.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_CheckpointDeploymentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_CheckpointDeploymentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_CheckpointDeploymentResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func checkpoint<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.Checkpoint.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "MoveAllocation" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves one stateful replica to another device (a named one, or the best other feasible one): checkpoint, stop,
+        /// > resume there under a replacement contract; its actor address and key stay, messages sent meanwhile are held.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_MoveAllocationRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_MoveAllocationRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_Deployment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func moveAllocation<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.MoveAllocation.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1834,6 +2164,66 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GetOutputsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GetOutputsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Checkpoint" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Asks the agents of a running deployment's stateful allocations (or one of them) to checkpoint now; answers
+    /// > once each checkpoint is stored (and logged by the notary), with its record.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_CheckpointDeploymentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func checkpoint<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.checkpoint(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "MoveAllocation" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Moves one stateful replica to another device (a named one, or the best other feasible one): checkpoint, stop,
+    /// > resume there under a replacement contract; its actor address and key stay, messages sent meanwhile are held.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_MoveAllocationRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func moveAllocation<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.moveAllocation(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_MoveAllocationRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_Deployment>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2134,6 +2524,74 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             metadata: metadata
         )
         return try await self.getOutputs(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Checkpoint" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Asks the agents of a running deployment's stateful allocations (or one of them) to checkpoint now; answers
+    /// > once each checkpoint is stored (and logged by the notary), with its record.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func checkpoint<Result>(
+        _ message: Orrery_Orchestrator_V1_CheckpointDeploymentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.checkpoint(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "MoveAllocation" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Moves one stateful replica to another device (a named one, or the best other feasible one): checkpoint, stop,
+    /// > resume there under a replacement contract; its actor address and key stay, messages sent meanwhile are held.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func moveAllocation<Result>(
+        _ message: Orrery_Orchestrator_V1_MoveAllocationRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.moveAllocation(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -213,6 +213,85 @@ public nonisolated enum Orrery_Orchestrator_V1_LogStream: SwiftProtobuf.Enum, Sw
 
 }
 
+public nonisolated struct Orrery_Orchestrator_V1_CheckpointDeploymentRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  /// One allocation (empty: every stateful one) and its replica.
+  public var allocation: String = String()
+
+  public var replica: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_CheckpointDeploymentResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var checkpoints: [Orrery_Orchestrator_V1_StoredCheckpoint] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_StoredCheckpoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var allocation: String = String()
+
+  public var replica: UInt32 = 0
+
+  public var deviceDid: String = String()
+
+  /// The Signed orrery.actors.v1.Checkpoint.
+  public var record: Orrery_Common_V1_Signed {
+    get {_record ?? Orrery_Common_V1_Signed()}
+    set {_record = newValue}
+  }
+  /// Returns true if `record` has been explicitly set.
+  public var hasRecord: Bool {self._record != nil}
+  /// Clears the value of `record`. Subsequent reads from it will return its default value.
+  public mutating func clearRecord() {self._record = nil}
+
+  /// Its entry in the notary's log (0 without a notary).
+  public var logIndex: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _record: Orrery_Common_V1_Signed? = nil
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_MoveAllocationRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var allocation: String = String()
+
+  public var replica: UInt32 = 0
+
+  /// The device to move to (it must satisfy the allocation's constraints); empty: the best other feasible device.
+  public var toDevice: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Orrery_Orchestrator_V1_StreamLogsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -427,6 +506,12 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationSpec: @unchecked Send
   public var hasConstraints: Bool {_storage._constraints != nil}
   /// Clears the value of `constraints`. Subsequent reads from it will return its default value.
   public mutating func clearConstraints() {_uniqueStorage()._constraints = nil}
+
+  /// Stateful allocations: how often the agent checkpoints them (0: only before a move and on request).
+  public var checkpointIntervalSeconds: UInt32 {
+    get {_storage._checkpointIntervalSeconds}
+    set {_uniqueStorage()._checkpointIntervalSeconds = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1090,6 +1175,33 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     set {kind = .output(newValue)}
   }
 
+  /// An envelope or a delivery report for another actor.
+  public var mail: Orrery_Actors_V1_Mail {
+    get {
+      if case .mail(let v)? = kind {return v}
+      return Orrery_Actors_V1_Mail()
+    }
+    set {kind = .mail(newValue)}
+  }
+
+  /// A checkpoint's archive, chunk by chunk, the record on the last one.
+  public var checkpoint: Orrery_Actors_V1_CheckpointChunk {
+    get {
+      if case .checkpoint(let v)? = kind {return v}
+      return Orrery_Actors_V1_CheckpointChunk()
+    }
+    set {kind = .checkpoint(newValue)}
+  }
+
+  /// A new actor's identity (a Signed orrery.actors.v1.ActorIdentity, by the device and the actor).
+  public var actor: Orrery_Common_V1_Signed {
+    get {
+      if case .actor(let v)? = kind {return v}
+      return Orrery_Common_V1_Signed()
+    }
+    set {kind = .actor(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1101,6 +1213,12 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     case report(Orrery_Orchestrator_V1_AllocationReport)
     case log(Orrery_Orchestrator_V1_LogChunk)
     case output(Orrery_Orchestrator_V1_OutputFile)
+    /// An envelope or a delivery report for another actor.
+    case mail(Orrery_Actors_V1_Mail)
+    /// A checkpoint's archive, chunk by chunk, the record on the last one.
+    case checkpoint(Orrery_Actors_V1_CheckpointChunk)
+    /// A new actor's identity (a Signed orrery.actors.v1.ActorIdentity, by the device and the actor).
+    case actor(Orrery_Common_V1_Signed)
 
   }
 
@@ -1161,6 +1279,48 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .receiptsRecorded(newValue)}
   }
 
+  /// An actor's authority and directory (again whenever the directory grows).
+  public var actorGrant: Orrery_Actors_V1_ActorGrant {
+    get {
+      if case .actorGrant(let v)? = kind {return v}
+      return Orrery_Actors_V1_ActorGrant()
+    }
+    set {kind = .actorGrant(newValue)}
+  }
+
+  public var mail: Orrery_Actors_V1_Mail {
+    get {
+      if case .mail(let v)? = kind {return v}
+      return Orrery_Actors_V1_Mail()
+    }
+    set {kind = .mail(newValue)}
+  }
+
+  public var checkpointRequest: Orrery_Actors_V1_CheckpointRequest {
+    get {
+      if case .checkpointRequest(let v)? = kind {return v}
+      return Orrery_Actors_V1_CheckpointRequest()
+    }
+    set {kind = .checkpointRequest(newValue)}
+  }
+
+  /// A checkpoint's archive before the Deploy that resumes from it.
+  public var checkpointChunk: Orrery_Actors_V1_CheckpointChunk {
+    get {
+      if case .checkpointChunk(let v)? = kind {return v}
+      return Orrery_Actors_V1_CheckpointChunk()
+    }
+    set {kind = .checkpointChunk(newValue)}
+  }
+
+  public var checkpointStored: Orrery_Actors_V1_CheckpointStored {
+    get {
+      if case .checkpointStored(let v)? = kind {return v}
+      return Orrery_Actors_V1_CheckpointStored()
+    }
+    set {kind = .checkpointStored(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1171,6 +1331,13 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     case stop(Orrery_Orchestrator_V1_Stop)
     /// The notary recorded an allocation's receipts.
     case receiptsRecorded(Orrery_Orchestrator_V1_ReceiptsRecorded)
+    /// An actor's authority and directory (again whenever the directory grows).
+    case actorGrant(Orrery_Actors_V1_ActorGrant)
+    case mail(Orrery_Actors_V1_Mail)
+    case checkpointRequest(Orrery_Actors_V1_CheckpointRequest)
+    /// A checkpoint's archive before the Deploy that resumes from it.
+    case checkpointChunk(Orrery_Actors_V1_CheckpointChunk)
+    case checkpointStored(Orrery_Actors_V1_CheckpointStored)
 
   }
 
@@ -1246,11 +1413,22 @@ public nonisolated struct Orrery_Orchestrator_V1_Deploy: Sendable {
   /// The contract the device's receipts name.
   public var contractID: String = String()
 
+  /// A relocated stateful replica resumes from this checkpoint (its chunks were sent just before).
+  public var resume: Orrery_Actors_V1_Resume {
+    get {_resume ?? Orrery_Actors_V1_Resume()}
+    set {_resume = newValue}
+  }
+  /// Returns true if `resume` has been explicitly set.
+  public var hasResume: Bool {self._resume != nil}
+  /// Clears the value of `resume`. Subsequent reads from it will return its default value.
+  public mutating func clearResume() {self._resume = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _spec: Orrery_Orchestrator_V1_AllocationSpec? = nil
+  fileprivate var _resume: Orrery_Actors_V1_Resume? = nil
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_Stop: Sendable {
@@ -1550,6 +1728,175 @@ nonisolated extension Orrery_Orchestrator_V1_LogStream: SwiftProtobuf._ProtoName
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LOG_STREAM_UNSPECIFIED\0\u{1}LOG_STREAM_STDOUT\0\u{1}LOG_STREAM_STDERR\0")
 }
 
+nonisolated extension Orrery_Orchestrator_V1_CheckpointDeploymentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckpointDeploymentRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}allocation\0\u{1}replica\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 2)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_CheckpointDeploymentRequest, rhs: Orrery_Orchestrator_V1_CheckpointDeploymentRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.replica != rhs.replica {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_CheckpointDeploymentResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckpointDeploymentResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}checkpoints\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.checkpoints) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.checkpoints.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.checkpoints, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_CheckpointDeploymentResponse, rhs: Orrery_Orchestrator_V1_CheckpointDeploymentResponse) -> Bool {
+    if lhs.checkpoints != rhs.checkpoints {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_StoredCheckpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StoredCheckpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{3}device_did\0\u{1}record\0\u{3}log_index\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.logIndex) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 1)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 2)
+    }
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 3)
+    }
+    try { if let v = self._record {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.logIndex != 0 {
+      try visitor.visitSingularUInt64Field(value: self.logIndex, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_StoredCheckpoint, rhs: Orrery_Orchestrator_V1_StoredCheckpoint) -> Bool {
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.replica != rhs.replica {return false}
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs._record != rhs._record {return false}
+    if lhs.logIndex != rhs.logIndex {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_MoveAllocationRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MoveAllocationRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}allocation\0\u{1}replica\0\u{3}to_device\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.toDevice) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 2)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 3)
+    }
+    if !self.toDevice.isEmpty {
+      try visitor.visitSingularStringField(value: self.toDevice, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_MoveAllocationRequest, rhs: Orrery_Orchestrator_V1_MoveAllocationRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.replica != rhs.replica {return false}
+    if lhs.toDevice != rhs.toDevice {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Orrery_Orchestrator_V1_StreamLogsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamLogsRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}follow\0")
@@ -1804,7 +2151,7 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1820,6 +2167,7 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
     var _stateful: Bool = false
     var _network: Bool = false
     var _constraints: Orrery_Orchestrator_V1_Constraints? = nil
+    var _checkpointIntervalSeconds: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1843,6 +2191,7 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       _stateful = source._stateful
       _network = source._network
       _constraints = source._constraints
+      _checkpointIntervalSeconds = source._checkpointIntervalSeconds
     }
   }
 
@@ -1874,6 +2223,7 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         case 11: try { try decoder.decodeSingularBoolField(value: &_storage._stateful) }()
         case 12: try { try decoder.decodeSingularBoolField(value: &_storage._network) }()
         case 13: try { try decoder.decodeSingularMessageField(value: &_storage._constraints) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._checkpointIntervalSeconds) }()
         default: break
         }
       }
@@ -1925,6 +2275,9 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       try { if let v = _storage._constraints {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
       } }()
+      if _storage._checkpointIntervalSeconds != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._checkpointIntervalSeconds, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1947,6 +2300,7 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         if _storage._stateful != rhs_storage._stateful {return false}
         if _storage._network != rhs_storage._network {return false}
         if _storage._constraints != rhs_storage._constraints {return false}
+        if _storage._checkpointIntervalSeconds != rhs_storage._checkpointIntervalSeconds {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3098,7 +3452,7 @@ nonisolated extension Orrery_Orchestrator_V1_Relaxation: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3184,6 +3538,45 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
           self.kind = .output(v)
         }
       }()
+      case 7: try {
+        var v: Orrery_Actors_V1_Mail?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .mail(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .mail(v)
+        }
+      }()
+      case 8: try {
+        var v: Orrery_Actors_V1_CheckpointChunk?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .checkpoint(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .checkpoint(v)
+        }
+      }()
+      case 9: try {
+        var v: Orrery_Common_V1_Signed?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .actor(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .actor(v)
+        }
+      }()
       default: break
       }
     }
@@ -3218,6 +3611,18 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
     case .output?: try {
       guard case .output(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .mail?: try {
+      guard case .mail(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .checkpoint?: try {
+      guard case .checkpoint(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case .actor?: try {
+      guard case .actor(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     }()
     case nil: break
     }
@@ -3263,7 +3668,7 @@ nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3323,6 +3728,71 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
           self.kind = .receiptsRecorded(v)
         }
       }()
+      case 5: try {
+        var v: Orrery_Actors_V1_ActorGrant?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .actorGrant(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .actorGrant(v)
+        }
+      }()
+      case 6: try {
+        var v: Orrery_Actors_V1_Mail?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .mail(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .mail(v)
+        }
+      }()
+      case 7: try {
+        var v: Orrery_Actors_V1_CheckpointRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .checkpointRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .checkpointRequest(v)
+        }
+      }()
+      case 8: try {
+        var v: Orrery_Actors_V1_CheckpointChunk?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .checkpointChunk(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .checkpointChunk(v)
+        }
+      }()
+      case 9: try {
+        var v: Orrery_Actors_V1_CheckpointStored?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .checkpointStored(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .checkpointStored(v)
+        }
+      }()
       default: break
       }
     }
@@ -3349,6 +3819,26 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
     case .receiptsRecorded?: try {
       guard case .receiptsRecorded(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .actorGrant?: try {
+      guard case .actorGrant(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .mail?: try {
+      guard case .mail(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .checkpointRequest?: try {
+      guard case .checkpointRequest(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .checkpointChunk?: try {
+      guard case .checkpointChunk(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case .checkpointStored?: try {
+      guard case .checkpointStored(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     }()
     case nil: break
     }
@@ -3455,7 +3945,7 @@ nonisolated extension Orrery_Orchestrator_V1_ReceiptsRecorded: SwiftProtobuf.Mes
 
 nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Deploy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3469,6 +3959,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._resume) }()
       default: break
       }
     }
@@ -3497,6 +3988,9 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     if !self.contractID.isEmpty {
       try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 6)
     }
+    try { if let v = self._resume {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3507,6 +4001,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     if lhs.replica != rhs.replica {return false}
     if lhs._spec != rhs._spec {return false}
     if lhs.contractID != rhs.contractID {return false}
+    if lhs._resume != rhs._resume {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

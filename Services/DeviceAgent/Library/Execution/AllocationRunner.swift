@@ -51,7 +51,10 @@ public struct AllocationRunner: Sendable {
 
     /// Prepares the directories, fetches and checks the artifact, sets up the limits and starts the sandbox.
     /// Starting an allocation that was already started does nothing (a duplicate instruction after a reconnect).
-    public func start(_ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec) async throws {
+    /// `environment` adds to the spec's (the actor's address, mailbox and checkpoint directory).
+    public func start(
+        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, environment extra: [String: String] = [:]
+    ) async throws {
         guard Self.isSafeID(id) else { throw RunnerError(message: "'\(id)' is not an allocation id") }
         if isKnown(id) { return }
         let base = directory(id)
@@ -62,7 +65,7 @@ public struct AllocationRunner: Sendable {
         // The sandbox may run as another uid inside its user namespace: the work directory is its own.
         chmod(base + "/work", 0o777)
         let command = try await fetchArtifact(spec, into: base + "/artifact", work: base + "/work")
-        var environment = spec.env
+        var environment = spec.env.merging(extra) { $1 }
         environment["ORRERY_ALLOCATION"] = id
         environment["ORRERY_WORK_DIR"] = "/work"
         var sandbox = SandboxCommand(

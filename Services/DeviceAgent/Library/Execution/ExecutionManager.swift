@@ -18,13 +18,16 @@ actor ExecutionManager {
     let witness: TreeHeadWitness?
     /// How often a running allocation's usage is receipted.
     let receiptInterval: Duration
+    /// The allocations as actors: keys, mailboxes, checkpoints; nil runs them without (tests of the runner alone).
+    let actors: ActorDesk?
     private var outbox: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?
     private var following: Set<String> = []
 
     init(
         runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger, receipts: ReceiptBook? = nil,
-        witness: TreeHeadWitness? = nil, receiptInterval: Duration = .seconds(60)
+        witness: TreeHeadWitness? = nil, receiptInterval: Duration = .seconds(60), actors: ActorDesk? = nil
     ) {
+        self.actors = actors
         self.runner = runner
         self.ledger = ledger
         self.logger = logger
@@ -85,7 +88,9 @@ actor ExecutionManager {
             if let receipts, !deploy.contractID.isEmpty, AllocationRunner.isSafeID(id) {
                 try receipts.setContract(id, contract: deploy.contractID)
             }
-            try await runner.start(id, spec: deploy.spec)
+            let environment = try await actors?.prepare(deploy) ?? [:]
+            try await runner.start(id, spec: deploy.spec, environment: environment)
+            await actors?.open(id, spec: deploy.spec)
             logger.info("allocation started", metadata: ["offer": "\(id)", "allocation": "\(deploy.allocation)"])
             sendReport(
                 .with {
@@ -122,6 +127,7 @@ actor ExecutionManager {
                 if report.state == .exited { sendOutputs(id) }
                 sendReport(report)
             } else if !following.contains(id) {
+                if let actors, let spec = try? runner.spec(id) { Task { await actors.open(id, spec: spec) } }
                 follow(id)
             } else {
                 sendReport(
@@ -182,6 +188,7 @@ actor ExecutionManager {
 
     private func finish(_ id: String, _ outcome: AllocationOutcome) async {
         following.remove(id)
+        await actors?.close(id)
         await releasePromise(id)
         var reason = outcome.reason
         if !outcome.missingOutputs.isEmpty {

@@ -12,6 +12,8 @@ public struct SandboxCommand: Sendable {
     public var command: [String]
     /// GPU device nodes passed through (an allocation that asked for GPUs gets the host's NVIDIA devices).
     public var devices: [String] = []
+    /// The actor's directory (its mailbox socket and checkpoint directory), mounted read-write at /orrery.
+    public var actorDirectory: String?
     public var bubblewrap = "/usr/bin/bwrap"
 
     /// /etc entries a program commonly needs; the rest of /etc stays hidden.
@@ -58,7 +60,11 @@ public struct SandboxCommand: Sendable {
         for device in devices { arguments += ["--dev-bind", device, device] }
         arguments += [
             "--tmpfs", "/tmp",
-            "--bind", workDirectory, "/work", "--ro-bind", artifactDirectory, "/artifact", "--chdir", "/work",
+            "--bind", workDirectory, "/work", "--ro-bind", artifactDirectory, "/artifact",
+        ]
+        if let actorDirectory { arguments += ["--bind", actorDirectory, "/orrery"] }
+        arguments += [
+            "--chdir", "/work",
             "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/work",
             "--setenv", "TMPDIR", "/tmp",
         ]

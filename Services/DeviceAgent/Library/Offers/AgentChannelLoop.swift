@@ -52,7 +52,16 @@ struct AgentChannelLoop {
             let (answers, answer) = AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.makeStream()
             answer.yield(.with { $0.hello = .with { $0.deviceDid = connection.key.did.string } })
             await executions.attach(answer)
-            defer { Task { await executions.detach() } }
+            if let actors = executions.actors {
+                await actors.setOrchestrator(orchestratorDID)
+                await actors.attach(answer)
+            }
+            defer {
+                Task {
+                    await executions.detach()
+                    await executions.actors?.detach()
+                }
+            }
             try await channel.connect(
                 requestProducer: { writer in
                     for await message in answers { try await writer.write(message) }
@@ -65,6 +74,18 @@ struct AgentChannelLoop {
                         case .deploy(let deploy): Task { await executions.deploy(deploy) }
                         case .stop(let stop): await executions.stop(stop)
                         case .receiptsRecorded(let recorded): await executions.receiptsRecorded(recorded)
+                        case .actorGrant(let grant): await executions.actors?.grant(grant)
+                        case .mail(let mail): await executions.actors?.mail(mail)
+                        case .checkpointRequest(let request):
+                            if let actors = executions.actors { Task { await actors.checkpoint(request) } }
+                        case .checkpointChunk(let chunk): await executions.actors?.chunk(chunk)
+                        case .checkpointStored(let stored):
+                            logger.info(
+                                "checkpoint stored",
+                                metadata: [
+                                    "offer": "\(stored.offerID)", "sequence": "\(stored.sequence)",
+                                    "log_index": "\(stored.logIndex)",
+                                ])
                         case nil: break
                         }
                     }

@@ -1,0 +1,346 @@
+internal import Crypto
+internal import Foundation
+internal import Logging
+internal import OrreryActors
+internal import OrreryIdentity
+internal import OrreryProto
+internal import SwiftProtobuf
+
+/// Every actor this device hosts: keys (created here, or unsealed when one resumes here), mailboxes, the mail
+/// between them and the orchestrator, and checkpoints (taken, sealed, signed and shipped in chunks; received,
+/// checked and unpacked before a resume).
+///
+/// Files per allocation, beside the runner's: `actor.key` (0600), `actor.address`, `actor.contract`,
+/// `grant.pb`, `checkpoint.sequence`, `checkpoints/<n>.tar.gz`, and `orrery/` — mounted at `/orrery` in the
+/// sandbox — holding `mailbox.sock` and `checkpoint/` (`ORRERY_CHECKPOINT_DIR`).
+actor ActorDesk {
+    let deviceKey: SigningKey
+    let root: String
+    let logger: Logger
+    /// The largest checkpoint archive taken or accepted.
+    let archiveLimit: Int
+    static let chunkSize = 1 << 20
+
+    private var outbox: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?
+    private var hosts: [String: ActorHost] = [:]
+    private var byAddress: [String: ActorHost] = [:]
+    private var servers: [String: MailboxServer] = [:]
+    private var schedules: [String: Task<Void, Never>] = [:]
+    private var incoming: [String: (sequence: UInt64, chunks: [UInt32: Data])] = [:]
+    private var retries: Task<Void, Never>?
+
+    init(deviceKey: SigningKey, root: String, logger: Logger, archiveLimit: Int = 64 << 20) {
+        self.deviceKey = deviceKey
+        self.root = root
+        self.logger = logger
+        self.archiveLimit = archiveLimit
+    }
+
+    func attach(_ continuation: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation) {
+        outbox = continuation
+        if retries == nil {
+            retries = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(500))
+                    guard let self else { return }
+                    for host in await self.allHosts() { await host.resend() }
+                }
+            }
+        }
+        // The orchestrator learns (again) who each actor is; it answers with their grants.
+        for host in hosts.values { Task { await self.announce(host) } }
+    }
+
+    func detach() { outbox = nil }
+
+    private func allHosts() -> [ActorHost] { Array(hosts.values) }
+
+    private func send(_ message: Orrery_Orchestrator_V1_AgentMessage) { outbox?.yield(message) }
+
+    private nonisolated func emitter() -> @Sendable (Orrery_Orchestrator_V1_AgentMessage) -> Void {
+        { message in Task { await self.send(message) } }
+    }
+
+    private func path(_ id: String, _ name: String) -> String { "\(root)/\(id)/\(name)" }
+
+    // MARK: Starting and stopping
+
+    /// Before an allocation starts: its actor key (new, or unsealed from the resume), its address, and — when it
+    /// resumes — its checkpoint checked against the signed record and unpacked into `ORRERY_CHECKPOINT_DIR`.
+    /// - Returns: the environment the workload gets.
+    func prepare(_ deploy: Orrery_Orchestrator_V1_Deploy) throws -> [String: String] {
+        let id = deploy.offerID
+        guard let address = ActorAddress(
+            deployment: deploy.deploymentID, allocation: deploy.allocation, replica: Int(deploy.replica))
+        else { throw RunnerError(message: "the deploy names no valid actor address") }
+        let files = FileManager.default
+        for folder in ["", "/orrery", "/orrery/checkpoint", "/checkpoints"] {
+            try files.createDirectory(atPath: path(id, folder), withIntermediateDirectories: true)
+        }
+        chmod(path(id, "orrery"), 0o777)
+        chmod(path(id, "orrery/checkpoint"), 0o777)
+        let key: SigningKey
+        var sequence: UInt64 = 0
+        if deploy.hasResume {
+            let resume = deploy.resume
+            let expected = try DID(resume.actorDid)
+            do {
+                key = try ActorKeySeal.open(Array(resume.sealedKey), with: deviceKey, expecting: expected)
+            } catch {
+                throw RunnerError(message: "the actor key does not open: \(error)")
+            }
+            if resume.hasCheckpoint {
+                sequence = try restore(id, resume.checkpoint, actor: expected, into: path(id, "orrery/checkpoint"))
+            }
+        } else {
+            key = SigningKey()
+        }
+        incoming.removeValue(forKey: id)
+        try KeyFile.write(key, to: path(id, "actor.key"))
+        try Data(address.description.utf8).write(to: URL(fileURLWithPath: path(id, "actor.address")))
+        try Data(deploy.contractID.utf8).write(to: URL(fileURLWithPath: path(id, "actor.contract")))
+        try Data(String(sequence).utf8).write(to: URL(fileURLWithPath: path(id, "checkpoint.sequence")))
+        return [
+            "ORRERY_ACTOR_ADDRESS": address.description, "ORRERY_ACTOR_DID": key.did.string,
+            "ORRERY_MAILBOX": "/orrery/mailbox.sock", "ORRERY_CHECKPOINT_DIR": "/orrery/checkpoint",
+        ]
+    }
+
+    /// Checks the received archive against the record (signed by the actor) and unpacks it; returns its sequence.
+    private func restore(_ id: String, _ signed: Orrery_Common_V1_Signed, actor: DID, into directory: String) throws
+        -> UInt64
+    {
+        do {
+            try SignedMessage.verify(signed, type: Orrery_Actors_V1_Checkpoint.protoMessageName, requiring: [actor])
+        } catch {
+            throw RunnerError(message: "the checkpoint record is not signed by the actor \(actor): \(error)")
+        }
+        let record = try Orrery_Actors_V1_Checkpoint(serializedBytes: signed.payload)
+        guard let received = incoming[id], received.sequence == record.sequence else {
+            throw RunnerError(message: "checkpoint \(record.sequence)'s archive did not arrive")
+        }
+        var archive = Data()
+        for index in 0..<UInt32(received.chunks.count) {
+            guard let chunk = received.chunks[index] else {
+                throw RunnerError(message: "checkpoint \(record.sequence)'s archive lacks chunk \(index)")
+            }
+            archive.append(chunk)
+        }
+        let digest = SHA256.hash(data: archive).map { String(format: "%02x", $0) }.joined()
+        guard digest == record.sha256, UInt64(archive.count) == record.size else {
+            throw RunnerError(
+                message:
+                    "the checkpoint archive was altered: its sha256 is \(digest) (\(archive.count) bytes), the signed record says \(record.sha256) (\(record.size) bytes); refused"
+            )
+        }
+        let file = path(id, "checkpoints/\(record.sequence).tar.gz")
+        try archive.write(to: URL(fileURLWithPath: file))
+        try Self.tar(["-xzf", file, "-C", directory, "--no-same-owner", "--no-same-permissions"])
+        try Data(signed.serializedBytes() as [UInt8]).write(
+            to: URL(fileURLWithPath: path(id, "checkpoints/\(record.sequence).record.pb")))
+        var delivered: [String: Int64] = [:]
+        for entry in record.delivered { delivered[entry.id] = entry.expiresAt }
+        try JSONEncoder().encode(delivered).write(to: URL(fileURLWithPath: path(id, "delivered.json")))
+        return record.sequence
+    }
+
+    /// After the allocation started (or after an agent restart while it runs): its mailbox, its identity sent to
+    /// the orchestrator, its grant re-applied, its checkpoint schedule.
+    func open(_ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec) async {
+        guard hosts[id] == nil else { return }
+        do {
+            let key = try KeyFile.read(path(id, "actor.key"))
+            guard let text = try? String(contentsOfFile: path(id, "actor.address"), encoding: .utf8),
+                let address = ActorAddress(text)
+            else { return }
+            var received: [CID: Int64] = [:]
+            if let data = FileManager.default.contents(atPath: path(id, "delivered.json")),
+                let saved = try? JSONDecoder().decode([String: Int64].self, from: data)
+            {
+                for (text, expiry) in saved { if let cid = try? CID(text) { received[cid] = expiry } }
+            }
+            let host = ActorHost(
+                address: address, offerID: id, key: key, received: received, logger: logger, emit: emitter())
+            if let data = FileManager.default.contents(atPath: path(id, "grant.pb")),
+                let grant = try? Orrery_Actors_V1_ActorGrant(serializedBytes: data)
+            {
+                try? await host.apply(grant)
+            }
+            hosts[id] = host
+            byAddress[address.description] = host
+            servers[id] = try await MailboxServer.start(
+                path: path(id, "orrery/mailbox.sock"), host: host, logger: logger)
+            await announce(host)
+            if spec.stateful, spec.checkpointIntervalSeconds > 0 {
+                let interval = Duration.seconds(Int(spec.checkpointIntervalSeconds))
+                schedules[id] = Task { [weak self] in
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: interval)
+                        guard !Task.isCancelled, let self else { return }
+                        await self.checkpoint(.with {
+                            $0.offerID = id
+                            $0.reason = "schedule"
+                        })
+                    }
+                }
+            }
+        } catch {
+            logger.error("cannot open the actor's mailbox", metadata: ["offer": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    /// The allocation ended or was stopped: its mailbox closes.
+    func close(_ id: String) async {
+        schedules.removeValue(forKey: id)?.cancel()
+        servers.removeValue(forKey: id)?.close()
+        if let host = hosts.removeValue(forKey: id) { byAddress.removeValue(forKey: host.address.description) }
+    }
+
+    /// The actor's identity for the orchestrator: its DID and its key sealed to the orchestrator, signed by this
+    /// device and by the actor.
+    private func announce(_ host: ActorHost) async {
+        guard let orchestrator = orchestratorDID else { return }
+        do {
+            let identity = Orrery_Actors_V1_ActorIdentity.with {
+                $0.address = host.address.description
+                $0.actorDid = host.key.did.string
+                $0.offerID = host.offerID
+            }
+            var sealed = identity
+            sealed.sealedKey = Data(try ActorKeySeal.seal(host.key, to: orchestrator))
+            let signed = SignedMessage.make(
+                type: Orrery_Actors_V1_ActorIdentity.protoMessageName, payload: try sealed.serializedData(),
+                signers: [deviceKey, host.key])
+            send(.with { $0.actor = signed })
+        } catch {
+            logger.error("cannot announce an actor", metadata: ["offer": "\(host.offerID)", "error": "\(error)"])
+        }
+    }
+
+    /// The orchestrator this device's line is to (whose key actor keys are sealed to).
+    var orchestratorDID: DID?
+
+    func setOrchestrator(_ did: DID) { orchestratorDID = did }
+
+    // MARK: From the orchestrator
+
+    func grant(_ grant: Orrery_Actors_V1_ActorGrant) async {
+        guard let host = hosts[grant.offerID] else { return }
+        do {
+            try await host.apply(grant)
+            try Data(grant.serializedBytes() as [UInt8]).write(
+                to: URL(fileURLWithPath: path(grant.offerID, "grant.pb")), options: .atomic)
+        } catch {
+            logger.warning("actor grant refused", metadata: ["offer": "\(grant.offerID)", "error": "\(error)"])
+        }
+    }
+
+    func mail(_ mail: Orrery_Actors_V1_Mail) async {
+        guard let host = byAddress[mail.to] else {
+            if case .envelope(let envelope) = mail.kind, let (from, id) = ActorEnvelopes.sender(of: envelope) {
+                send(
+                    ActorHost.report(
+                        to: from.description, id: id, delivered: false, reason: "\(mail.to) is not on this device",
+                        kind: "not-here"))
+            }
+            return
+        }
+        switch mail.kind {
+        case .envelope(let envelope): await host.receive(envelope)
+        case .report(let report): await host.report(report)
+        case nil: break
+        }
+    }
+
+    func chunk(_ chunk: Orrery_Actors_V1_CheckpointChunk) {
+        var entry = incoming[chunk.offerID] ?? (chunk.sequence, [:])
+        if entry.sequence != chunk.sequence { entry = (chunk.sequence, [:]) }
+        guard entry.chunks.count * Self.chunkSize < archiveLimit, chunk.data.count <= Self.chunkSize else { return }
+        entry.chunks[chunk.index] = chunk.data
+        incoming[chunk.offerID] = entry
+    }
+
+    /// Takes a checkpoint now and ships it; a failure (the workload did not answer in time) is logged.
+    func checkpoint(_ request: Orrery_Actors_V1_CheckpointRequest) async {
+        let id = request.offerID
+        guard let host = hosts[id] else { return }
+        do {
+            try await take(id, host: host, reason: request.reason.isEmpty ? "request" : request.reason)
+        } catch {
+            logger.warning("checkpoint failed", metadata: ["offer": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    private func take(_ id: String, host: ActorHost, reason: String) async throws {
+        let previous = (try? String(contentsOfFile: path(id, "checkpoint.sequence"), encoding: .utf8)).flatMap {
+            UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        } ?? 0
+        let sequence = previous + 1
+        guard
+            let delivered = await host.checkpoint(
+                id: "ck-\(sequence)", pause: reason == "move", timeout: .seconds(30))
+        else { throw RunnerError(message: "the workload did not answer the checkpoint request within 30 s") }
+        let file = path(id, "checkpoints/\(sequence).tar.gz")
+        try Self.tar(["-czf", file, "-C", path(id, "orrery/checkpoint"), "."])
+        let archive = try Data(contentsOf: URL(fileURLWithPath: file))
+        guard archive.count <= archiveLimit else {
+            throw RunnerError(message: "the checkpoint is \(archive.count) bytes, more than \(archiveLimit)")
+        }
+        let record = Orrery_Actors_V1_Checkpoint.with {
+            $0.address = host.address.description
+            $0.actorDid = host.key.did.string
+            $0.offerID = id
+            $0.contractID = (try? String(contentsOfFile: path(id, "actor.contract"), encoding: .utf8)) ?? ""
+            $0.sequence = sequence
+            $0.sha256 = SHA256.hash(data: archive).map { String(format: "%02x", $0) }.joined()
+            $0.size = UInt64(archive.count)
+            $0.takenAt = Google_Protobuf_Timestamp(date: Date())
+            $0.reason = reason
+            $0.delivered = delivered.sorted { $0.key < $1.key }.prefix(10_000).map { cid, expiry in
+                .with {
+                    $0.id = cid.string
+                    $0.expiresAt = expiry
+                }
+            }
+        }
+        let signed = SignedMessage.make(
+            type: Orrery_Actors_V1_Checkpoint.protoMessageName, payload: try record.serializedData(),
+            signers: [deviceKey, host.key])
+        try Data(String(sequence).utf8).write(to: URL(fileURLWithPath: path(id, "checkpoint.sequence")))
+        let count = max(1, (archive.count + Self.chunkSize - 1) / Self.chunkSize)
+        for index in 0..<count {
+            let start = index * Self.chunkSize
+            let slice = archive.subdata(in: start..<min(archive.count, start + Self.chunkSize))
+            send(
+                .with {
+                    $0.checkpoint = .with {
+                        $0.offerID = id
+                        $0.sequence = sequence
+                        $0.index = UInt32(index)
+                        $0.data = slice
+                        if index == count - 1 { $0.record = signed }
+                    }
+                })
+        }
+        logger.info(
+            "checkpoint taken", metadata: ["offer": "\(id)", "sequence": "\(sequence)", "bytes": "\(archive.count)"])
+    }
+
+    /// A planned move was abandoned: the actor receives again.
+    func resumeDelivery(_ id: String) async { await hosts[id]?.unpause() }
+
+    static func tar(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let message = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw RunnerError(message: "tar \(arguments.first ?? ""): \(String(decoding: message, as: UTF8.self))")
+        }
+    }
+}

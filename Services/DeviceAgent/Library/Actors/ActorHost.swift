@@ -1,0 +1,262 @@
+internal import Foundation
+internal import Logging
+internal import OrreryActors
+internal import OrreryIdentity
+internal import OrreryProto
+internal import SwiftProtobuf
+
+/// One allocation as an actor on this device: its key, the authority and directory the orchestrator granted it,
+/// the gate its incoming envelopes pass, its mailbox queue, and the envelopes it sent that are not yet delivered
+/// (resent until the receiver takes them or they expire: at-least-once, de-duplicated by the receiver).
+actor ActorHost {
+    let address: ActorAddress
+    let offerID: String
+    let key: SigningKey
+    private let emit: @Sendable (Orrery_Orchestrator_V1_AgentMessage) -> Void
+    private let logger: Logger
+
+    private var grant: Orrery_Actors_V1_ActorGrant?
+    private var delegation: Delegation?
+    private var gate: EnvelopeGate?
+    /// Envelopes delivered to the workload before, with their expiries (restored from a checkpoint).
+    private var received: [CID: Int64]
+    private var queue: [MailboxLine] = []
+    private var waiters: [CheckedContinuation<MailboxLine, Never>] = []
+    /// Whether messages wait (a checkpoint for a move was taken: what comes after goes to the resumed actor).
+    private var paused = false
+    /// Checkpoint requests the workload answered.
+    private var checkpointed: Set<String> = []
+    private var replyTargets: [String: ActorAddress] = [:]
+
+    private struct Outbound {
+        let sendID: String
+        let mail: Orrery_Actors_V1_Mail
+        let expiresAt: Int64
+        var lastSent: ContinuousClock.Instant
+    }
+    private var outbound: [String: Outbound] = [:]
+
+    /// How long a sealed envelope stays valid, and how often an undelivered one is resent.
+    static let lifetime: Int64 = 300
+    static let retryAfter: Duration = .seconds(2)
+
+    init(
+        address: ActorAddress, offerID: String, key: SigningKey, received: [CID: Int64], logger: Logger,
+        emit: @escaping @Sendable (Orrery_Orchestrator_V1_AgentMessage) -> Void
+    ) {
+        self.address = address
+        self.offerID = offerID
+        self.key = key
+        self.received = received
+        self.logger = logger
+        self.emit = emit
+    }
+
+    /// The orchestrator's grant: authority to send, whom to trust, the directory of the ensemble.
+    func apply(_ grant: Orrery_Actors_V1_ActorGrant) throws {
+        let delegation = try Delegation(bytes: Array(grant.delegation))
+        guard delegation.audience == key.did else {
+            throw RunnerError(message: "the grant's delegation is for \(delegation.audience), not this actor")
+        }
+        let roots = Set(try grant.trustedRoots.map { try DID($0) })
+        if gate == nil || gate?.trustedRoots != roots {
+            gate = EnvelopeGate(receiver: address, receiverDID: key.did, trustedRoots: roots, delivered: received)
+        }
+        self.grant = grant
+        self.delegation = delegation
+    }
+
+    var isGranted: Bool { grant != nil }
+
+    // MARK: The workload's requests
+
+    func handle(_ request: MailboxLine) async -> MailboxLine {
+        switch request.op {
+        case "send":
+            guard let to = request.to.flatMap(ActorAddress.init), let behavior = request.behavior else {
+                return refusal(request.id, "send: needs to and behavior")
+            }
+            return send(
+                request.payloadBytes ?? [], behavior: behavior, to: to,
+                replyTo: request.replyTo.flatMap(ActorAddress.init), sendID: request.id ?? "")
+        case "reply":
+            guard let message = request.toMessage, let target = replyTargets[message] else {
+                return refusal(request.id, "reply: no message \(request.toMessage ?? "") was received to reply to")
+            }
+            return send(request.payloadBytes ?? [], behavior: "reply", to: target, replyTo: nil, sendID: request.id ?? "")
+        case "checkpointed":
+            if let id = request.id { checkpointed.insert(id) }
+            return MailboxLine(op: "sent", id: request.id)
+        default:  // receive
+            if let next = nextLine() { return next }
+            return await withCheckedContinuation { waiters.append($0) }
+        }
+    }
+
+    /// The line was written to the workload: a message counts as delivered (the sender is told, a retry is refused
+    /// as a replay and answered "delivered").
+    func handedOver(_ line: MailboxLine) {
+        guard line.op == "message", let text = line.id, let id = try? CID(text) else { return }
+        received[id] = Int64(Date().timeIntervalSince1970) + Self.lifetime
+        if let from = line.from {
+            emit(Self.report(to: from, id: text, delivered: true))
+        }
+    }
+
+    /// The line could not be written (the workload hung up): it is offered again first.
+    func requeue(_ line: MailboxLine) {
+        queue.insert(line, at: 0)
+        wake()
+    }
+
+    private func nextLine() -> MailboxLine? {
+        guard let index = queue.firstIndex(where: { !paused || $0.op == "checkpoint" }) else { return nil }
+        return queue.remove(at: index)
+    }
+
+    private func enqueue(_ line: MailboxLine, first: Bool = false) {
+        if first { queue.insert(line, at: 0) } else { queue.append(line) }
+        wake()
+    }
+
+    private func wake() {
+        while !waiters.isEmpty, let line = nextLine() {
+            waiters.removeFirst().resume(returning: line)
+        }
+    }
+
+    private func refusal(_ id: String?, _ reason: String) -> MailboxLine {
+        MailboxLine(op: "refused", id: id, reason: reason)
+    }
+
+    private func send(_ payload: [UInt8], behavior: String, to: ActorAddress, replyTo: ActorAddress?, sendID: String)
+        -> MailboxLine
+    {
+        guard let grant, let delegation else {
+            return refusal(sendID, "this actor has no authority to send yet (the orchestrator's grant has not arrived)")
+        }
+        guard let receiverText = grant.directory[to.description], let receiver = try? DID(receiverText) else {
+            return refusal(sendID, "unknown-actor: \(to) has no known key (not deployed, or not started yet)")
+        }
+        guard payload.count <= ActorEnvelopes.maximumPayload else {
+            return refusal(sendID, "oversized: at most \(ActorEnvelopes.maximumPayload) bytes of payload")
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        let envelope: Orrery_Actors_V1_Envelope
+        do {
+            envelope = try ActorEnvelopes.seal(
+                payload: payload, behavior: behavior, from: address, to: to, replyTo: replyTo, key: key,
+                receiver: receiver, subject: delegation.subject ?? delegation.issuer, proofs: [delegation],
+                lifetime: Self.lifetime, now: now)
+        } catch {
+            return refusal(sendID, "\(error)")
+        }
+        guard let id = ActorEnvelopes.identity(of: envelope) else { return refusal(sendID, "sealing failed") }
+        let mail = Orrery_Actors_V1_Mail.with {
+            $0.to = to.description
+            $0.envelope = envelope
+        }
+        outbound[id.string] = Outbound(
+            sendID: sendID, mail: mail, expiresAt: now + Self.lifetime, lastSent: .now)
+        emit(.with { $0.mail = mail })
+        return MailboxLine(op: "sent", id: sendID, toMessage: id.string)
+    }
+
+    // MARK: Mail from other actors
+
+    /// An envelope for this actor: admitted into the queue, or refused back to its sender with the reason.
+    func receive(_ envelope: Orrery_Actors_V1_Envelope) {
+        guard let gate else {
+            // Not granted yet: the sender's retry comes back later.
+            return
+        }
+        do {
+            let admitted = try gate.admit(envelope)
+            let line = MailboxLine(
+                op: "message", id: admitted.id.string, from: admitted.from.description, behavior: admitted.behavior,
+                payload: admitted.payload, replyTo: admitted.replyTo?.description)
+            replyTargets[admitted.id.string] = admitted.replyTo ?? admitted.from
+            if replyTargets.count > 10_000 { replyTargets.removeAll() }
+            enqueue(line)
+        } catch {
+            guard let (from, id) = ActorEnvelopes.sender(of: envelope) else { return }
+            if case .replayed(let cid) = error {
+                // A retry: answered "delivered" once the workload has it; until then it is still queued here.
+                if received[cid] != nil { emit(Self.report(to: from.description, id: cid.string, delivered: true)) }
+                return
+            }
+            logger.info(
+                "envelope refused", metadata: ["to": "\(address)", "from": "\(from)", "reason": "\(error)"])
+            emit(Self.report(to: from.description, id: id, delivered: false, reason: "\(error)", kind: error.kind))
+        }
+    }
+
+    /// The receiver's answer to an envelope this actor sent.
+    func report(_ report: Orrery_Actors_V1_DeliveryReport) {
+        if report.kind == "not-here" { return }  // it is moving: the resend finds it after it resumes
+        guard let sent = outbound.removeValue(forKey: report.envelopeID) else { return }
+        if !report.delivered {
+            enqueue(refusal(sent.sendID, report.reason))
+        }
+    }
+
+    /// Resends what is undelivered; drops (and tells the workload about) what expired.
+    func resend(now: Int64 = Int64(Date().timeIntervalSince1970)) {
+        for (id, sent) in outbound {
+            if sent.expiresAt <= now {
+                outbound.removeValue(forKey: id)
+                enqueue(refusal(sent.sendID, "expired: not delivered within \(Self.lifetime) s"))
+            } else if sent.lastSent.duration(to: .now) >= Self.retryAfter {
+                outbound[id]?.lastSent = .now
+                emit(.with { $0.mail = sent.mail })
+            }
+        }
+    }
+
+    var undelivered: Int { outbound.count }
+
+    // MARK: Checkpoints
+
+    /// Asks the workload to write its state (a `checkpoint` line ahead of everything queued) and waits for its
+    /// `checkpointed`; with `pause`, no message reaches it afterwards (it is about to move).
+    /// - Returns: the envelopes it had received (a resumed actor refuses them as replays), or nil on timeout.
+    func checkpoint(id: String, pause: Bool, timeout: Duration) async -> [CID: Int64]? {
+        if pause { paused = true }
+        enqueue(MailboxLine(op: "checkpoint", id: id), first: true)
+        let deadline = ContinuousClock.now + timeout
+        while !checkpointed.contains(id), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        guard checkpointed.remove(id) != nil else {
+            queue.removeAll { $0.op == "checkpoint" && $0.id == id }
+            paused = false
+            wake()
+            return nil
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        received = received.filter { $0.value >= now }
+        return received
+    }
+
+    /// Resumes delivery (a planned move was abandoned).
+    func unpause() {
+        paused = false
+        wake()
+    }
+
+    static func report(to: String, id: String, delivered: Bool, reason: String = "", kind: String = "")
+        -> Orrery_Orchestrator_V1_AgentMessage
+    {
+        .with {
+            $0.mail = .with {
+                $0.to = to
+                $0.report = .with {
+                    $0.envelopeID = id
+                    $0.delivered = delivered
+                    $0.reason = reason
+                    $0.kind = kind
+                }
+            }
+        }
+    }
+}
