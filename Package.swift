@@ -259,7 +259,8 @@ let package = Package(
         + service(
             "DeviceAgent", executable: "device-agent", folder: "DeviceAgent",
             extra: [
-                "OrreryPlacement", "OrreryLedger", "OrreryActors", crypto, .product(name: "NIOCore", package: "swift-nio"),
+                "OrreryPlacement", "OrreryLedger", "OrreryActors", crypto,
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
     swiftLanguageModes: [.v6]

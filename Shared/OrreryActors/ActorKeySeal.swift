@@ -34,7 +34,8 @@ public enum ActorKeySeal {
     {
         guard ready else { throw Failure(description: "libsodium failed to initialise") }
         guard sealed.count == 32 + Int(crypto_box_sealbytes()) else {
-            throw Failure(description: "a sealed actor key is \(32 + Int(crypto_box_sealbytes())) bytes, not \(sealed.count)")
+            throw Failure(
+                description: "a sealed actor key is \(32 + Int(crypto_box_sealbytes())) bytes, not \(sealed.count)")
         }
         var edPublic = [UInt8](repeating: 0, count: 32)
         var edSecret = [UInt8](repeating: 0, count: 64)
@@ -51,7 +52,8 @@ public enum ActorKeySeal {
         var seed = [UInt8](repeating: 0, count: 32)
         defer { sodium_memzero(&seed, 32) }
         guard crypto_box_seal_open(&seed, sealed, UInt64(sealed.count), xPublic, xSecret) == 0 else {
-            throw Failure(description: "the sealed actor key does not open with \(recipient.did): not sealed to it, or altered")
+            throw Failure(
+                description: "the sealed actor key does not open with \(recipient.did): not sealed to it, or altered")
         }
         let key = try SigningKey(seed: seed)
         guard key.did == expected else {

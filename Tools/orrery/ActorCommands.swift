@@ -44,7 +44,8 @@ struct MoveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "move",
         abstract:
-            "Move a running stateful replica to another device: it checkpoints, stops, and resumes there with the same actor address and key (messages meanwhile are held).")
+            "Move a running stateful replica to another device: it checkpoints, stops, and resumes there with the same actor address and key (messages meanwhile are held)."
+    )
 
     @Argument(help: "The deployment id.") var id: String
     @Argument(help: "The stateful allocation.") var allocation: String

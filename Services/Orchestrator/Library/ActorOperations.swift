@@ -15,16 +15,19 @@ extension OrchestratorAPI {
     {
         let deployment = try await get(request.id, caller: caller)
         guard deployment.state == .running else {
-            throw RPCError(code: .failedPrecondition, message: "deployment \(deployment.id) is \(deployment.state), not running")
+            throw RPCError(
+                code: .failedPrecondition, message: "deployment \(deployment.id) is \(deployment.state), not running")
         }
         let stateful = Set(deployment.spec.allocations.filter(\.stateful).map(\.name))
         if !request.allocation.isEmpty, !stateful.contains(request.allocation) {
             throw RPCError(
-                code: .invalidArgument, message: "allocation: '\(request.allocation)' is not a stateful allocation of it")
+                code: .invalidArgument,
+                message: "allocation: '\(request.allocation)' is not a stateful allocation of it")
         }
         let replicas = deployment.assignments.filter {
             stateful.contains($0.allocation)
-                && (request.allocation.isEmpty || ($0.allocation == request.allocation && $0.replica == request.replica))
+                && (request.allocation.isEmpty
+                    || ($0.allocation == request.allocation && $0.replica == request.replica))
         }
         guard !replicas.isEmpty else {
             throw RPCError(code: .failedPrecondition, message: "deployment \(deployment.id) has no stateful allocation")
@@ -85,7 +88,8 @@ extension OrchestratorAPI {
     {
         let deployment = try await get(request.id, caller: caller)
         guard deployment.state == .running else {
-            throw RPCError(code: .failedPrecondition, message: "deployment \(deployment.id) is \(deployment.state), not running")
+            throw RPCError(
+                code: .failedPrecondition, message: "deployment \(deployment.id) is \(deployment.state), not running")
         }
         guard let spec = deployment.spec.allocations.first(where: { $0.name == request.allocation }) else {
             throw RPCError(code: .invalidArgument, message: "allocation: no '\(request.allocation)' in the deployment")
@@ -93,23 +97,30 @@ extension OrchestratorAPI {
         guard spec.stateful else {
             throw RPCError(
                 code: .failedPrecondition,
-                message: "\(request.allocation) is stateless: it restarts elsewhere when its host fails; only stateful allocations move")
+                message:
+                    "\(request.allocation) is stateless: it restarts elsewhere when its host fails; only stateful allocations move"
+            )
         }
-        guard let assignment = deployment.assignments.first(where: {
-            $0.allocation == request.allocation && $0.replica == request.replica
-        }) else {
-            throw RPCError(code: .invalidArgument, message: "replica: \(request.allocation) has no replica \(request.replica)")
+        guard
+            let assignment = deployment.assignments.first(where: {
+                $0.allocation == request.allocation && $0.replica == request.replica
+            })
+        else {
+            throw RPCError(
+                code: .invalidArgument, message: "replica: \(request.allocation) has no replica \(request.replica)")
         }
         if !request.toDevice.isEmpty {
             guard request.toDevice != assignment.deviceDid else {
                 throw RPCError(code: .invalidArgument, message: "to_device: it already runs on \(request.toDevice)")
             }
             guard let device = fleet.device(request.toDevice), device.status == .online else {
-                throw RPCError(code: .failedPrecondition, message: "to_device: \(request.toDevice) is not an online device")
+                throw RPCError(
+                    code: .failedPrecondition, message: "to_device: \(request.toDevice) is not an online device")
             }
         }
-        guard let address = ActorAddress(
-            deployment: deployment.id, allocation: request.allocation, replica: Int(request.replica))
+        guard
+            let address = ActorAddress(
+                deployment: deployment.id, allocation: request.allocation, replica: Int(request.replica))
         else { throw RPCError(code: .invalidArgument, message: "no such actor") }
         router.setMoving(address, true)
         defer { router.setMoving(address, false) }

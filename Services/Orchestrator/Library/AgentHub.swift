@@ -21,13 +21,16 @@ final class AgentHub: Sendable {
     /// Turns a Deploy into what the device is sent (a stateful replica's checkpoint chunks first, then the Deploy
     /// with its resume); set once the checkpoint store exists.
     private let deployPreparer = Mutex<
-        (@Sendable (Orrery_Orchestrator_V1_Deploy, String) async throws -> [Orrery_Orchestrator_V1_OrchestratorMessage])?
+        (
+            @Sendable (Orrery_Orchestrator_V1_Deploy, String) async throws ->
+                [Orrery_Orchestrator_V1_OrchestratorMessage]
+        )?
     >(nil)
 
     func setDeployPreparer(
-        _ preparer: @escaping @Sendable (Orrery_Orchestrator_V1_Deploy, String) async throws -> [
-            Orrery_Orchestrator_V1_OrchestratorMessage
-        ]
+        _ preparer:
+            @escaping @Sendable (Orrery_Orchestrator_V1_Deploy, String) async throws ->
+            [Orrery_Orchestrator_V1_OrchestratorMessage]
     ) {
         deployPreparer.withLock { $0 = preparer }
     }

@@ -27,7 +27,9 @@ struct CheckpointStore: Sendable {
             throw ActorRouterError("checkpoint for offer \(chunk.offerID), which is not this device's")
         }
         guard chunk.data.count <= Self.chunkSize, Int(chunk.index) * Self.chunkSize < archiveLimit, chunk.sequence > 0
-        else { throw ActorRouterError("checkpoint chunk \(chunk.index): too large, or past the \(archiveLimit)-byte limit") }
+        else {
+            throw ActorRouterError("checkpoint chunk \(chunk.index): too large, or past the \(archiveLimit)-byte limit")
+        }
         try await client.query(
             """
             INSERT INTO checkpoint_chunks (offer_id, sequence, index, data)
@@ -49,8 +51,9 @@ struct CheckpointStore: Sendable {
     private func complete(
         _ chunk: Orrery_Actors_V1_CheckpointChunk, offer: Orrery_Orchestrator_V1_Offer, device: DID
     ) async throws -> UInt64 {
-        guard let address = ActorAddress(
-            deployment: offer.deploymentID, allocation: offer.allocation, replica: Int(offer.replica)),
+        guard
+            let address = ActorAddress(
+                deployment: offer.deploymentID, allocation: offer.allocation, replica: Int(offer.replica)),
             let actor = try await router.actorDID(address).map(DID.init)
         else { throw ActorRouterError("checkpoint of an actor whose identity is unknown") }
         try SignedMessage.verify(
@@ -66,7 +69,9 @@ struct CheckpointStore: Sendable {
             WHERE offer_id = \(chunk.offerID) AND sequence = \(Int64(chunk.sequence)) ORDER BY index
             """, logger: logger)
         for try await (index, data) in rows.decode((Int32, Data).self) {
-            guard index == expected else { throw ActorRouterError("checkpoint \(record.sequence) lacks chunk \(expected)") }
+            guard index == expected else {
+                throw ActorRouterError("checkpoint \(record.sequence) lacks chunk \(expected)")
+            }
             archive.append(data)
             expected += 1
         }
@@ -93,7 +98,8 @@ struct CheckpointStore: Sendable {
                 .with {
                     $0.receipt = chunk.record
                     $0.idempotencyKey =
-                        "checkpoint/" + SHA256.hash(data: chunk.record.payload).map { String(format: "%02x", $0) }
+                        "checkpoint/"
+                        + SHA256.hash(data: chunk.record.payload).map { String(format: "%02x", $0) }
                         .joined()
                 })
             logIndex = recorded.entryIndex

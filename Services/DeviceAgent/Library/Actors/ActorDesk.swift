@@ -12,7 +12,8 @@ internal import SwiftProtobuf
 ///
 /// Files per allocation, beside the runner's: `actor.key` (0600), `actor.address`, `actor.contract`,
 /// `grant.pb`, `checkpoint.sequence`, `checkpoints/<n>.tar.gz`, and `orrery/` — mounted at `/orrery` in the
-/// sandbox — holding `mailbox.sock` and `checkpoint/` (`ORRERY_CHECKPOINT_DIR`).
+/// sandbox — holding `checkpoint/` (`ORRERY_CHECKPOINT_DIR`); the mailbox socket's directory is mounted at
+/// `/orrery/mailbox` (`ORRERY_MAILBOX` is `/orrery/mailbox/mailbox.sock`).
 actor ActorDesk {
     let deviceKey: SigningKey
     let root: String
@@ -70,15 +71,18 @@ actor ActorDesk {
     /// - Returns: the environment the workload gets.
     func prepare(_ deploy: Orrery_Orchestrator_V1_Deploy) throws -> [String: String] {
         let id = deploy.offerID
-        guard let address = ActorAddress(
-            deployment: deploy.deploymentID, allocation: deploy.allocation, replica: Int(deploy.replica))
+        guard
+            let address = ActorAddress(
+                deployment: deploy.deploymentID, allocation: deploy.allocation, replica: Int(deploy.replica))
         else { throw RunnerError(message: "the deploy names no valid actor address") }
         let files = FileManager.default
-        for folder in ["", "/orrery", "/orrery/checkpoint", "/checkpoints"] {
+        for folder in ["", "/orrery", "/orrery/checkpoint", "/orrery/mailbox", "/checkpoints"] {
             try files.createDirectory(atPath: path(id, folder), withIntermediateDirectories: true)
         }
-        chmod(path(id, "orrery"), 0o777)
-        chmod(path(id, "orrery/checkpoint"), 0o777)
+        try files.createDirectory(atPath: Self.mailboxDirectory(id), withIntermediateDirectories: true)
+        for folder in [path(id, "orrery"), path(id, "orrery/checkpoint"), Self.mailboxDirectory(id)] {
+            chmod(folder, 0o777)
+        }
         let key: SigningKey
         var sequence: UInt64 = 0
         if deploy.hasResume {
@@ -102,9 +106,14 @@ actor ActorDesk {
         try Data(String(sequence).utf8).write(to: URL(fileURLWithPath: path(id, "checkpoint.sequence")))
         return [
             "ORRERY_ACTOR_ADDRESS": address.description, "ORRERY_ACTOR_DID": key.did.string,
-            "ORRERY_MAILBOX": "/orrery/mailbox.sock", "ORRERY_CHECKPOINT_DIR": "/orrery/checkpoint",
+            "ORRERY_MAILBOX": "/orrery/mailbox/mailbox.sock", "ORRERY_CHECKPOINT_DIR": "/orrery/checkpoint",
         ]
     }
+
+    /// Where an allocation's mailbox socket lives on the host: a short path (a Unix socket's is at most 107
+    /// bytes), mounted at /orrery/mailbox in the sandbox; a directory, so a socket made again after an agent
+    /// restart is seen by the running workload.
+    static func mailboxDirectory(_ id: String) -> String { "/tmp/orrery-mailboxes-\(geteuid())/\(id)" }
 
     /// Checks the received archive against the record (signed by the actor) and unpacks it; returns its sequence.
     private func restore(_ id: String, _ signed: Orrery_Common_V1_Signed, actor: DID, into directory: String) throws
@@ -169,7 +178,7 @@ actor ActorDesk {
             hosts[id] = host
             byAddress[address.description] = host
             servers[id] = try await MailboxServer.start(
-                path: path(id, "orrery/mailbox.sock"), host: host, logger: logger)
+                path: Self.mailboxDirectory(id) + "/mailbox.sock", host: host, logger: logger)
             await announce(host)
             if spec.stateful, spec.checkpointIntervalSeconds > 0 {
                 let interval = Duration.seconds(Int(spec.checkpointIntervalSeconds))
@@ -177,10 +186,11 @@ actor ActorDesk {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: interval)
                         guard !Task.isCancelled, let self else { return }
-                        await self.checkpoint(.with {
-                            $0.offerID = id
-                            $0.reason = "schedule"
-                        })
+                        await self.checkpoint(
+                            .with {
+                                $0.offerID = id
+                                $0.reason = "schedule"
+                            })
                     }
                 }
             }
@@ -194,6 +204,7 @@ actor ActorDesk {
         schedules.removeValue(forKey: id)?.cancel()
         servers.removeValue(forKey: id)?.close()
         if let host = hosts.removeValue(forKey: id) { byAddress.removeValue(forKey: host.address.description) }
+        try? FileManager.default.removeItem(atPath: Self.mailboxDirectory(id))
     }
 
     /// The actor's identity for the orchestrator: its DID and its key sealed to the orchestrator, signed by this
@@ -272,9 +283,10 @@ actor ActorDesk {
     }
 
     private func take(_ id: String, host: ActorHost, reason: String) async throws {
-        let previous = (try? String(contentsOfFile: path(id, "checkpoint.sequence"), encoding: .utf8)).flatMap {
-            UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        } ?? 0
+        let previous =
+            (try? String(contentsOfFile: path(id, "checkpoint.sequence"), encoding: .utf8)).flatMap {
+                UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            } ?? 0
         let sequence = previous + 1
         guard
             let delivered = await host.checkpoint(

@@ -83,7 +83,8 @@ actor ActorHost {
             guard let message = request.toMessage, let target = replyTargets[message] else {
                 return refusal(request.id, "reply: no message \(request.toMessage ?? "") was received to reply to")
             }
-            return send(request.payloadBytes ?? [], behavior: "reply", to: target, replyTo: nil, sendID: request.id ?? "")
+            return send(
+                request.payloadBytes ?? [], behavior: "reply", to: target, replyTo: nil, sendID: request.id ?? "")
         case "checkpointed":
             if let id = request.id { checkpointed.insert(id) }
             return MailboxLine(op: "sent", id: request.id)

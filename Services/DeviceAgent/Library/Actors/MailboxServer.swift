@@ -61,7 +61,14 @@ final class MailboxServer: Sendable {
                     } catch let invalid as MailboxLine.Invalid {
                         answer = MailboxLine(op: "refused", id: Self.id(in: text), reason: invalid.reason)
                     }
-                    try await outbound.write(ByteBuffer(string: answer.encoded))
+                    do {
+                        try await outbound.write(ByteBuffer(string: answer.encoded))
+                    } catch {
+                        // The workload hung up before it got the line: it is offered again.
+                        if answer.op == "message" || answer.op == "checkpoint" { await host.requeue(answer) }
+                        throw error
+                    }
+                    if answer.op == "message" { await host.handedOver(answer) }
                 }
             }
         } catch {

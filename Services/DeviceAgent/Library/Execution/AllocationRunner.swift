@@ -71,6 +71,10 @@ public struct AllocationRunner: Sendable {
         var sandbox = SandboxCommand(
             workDirectory: base + "/work", artifactDirectory: base + "/artifact", network: spec.network,
             environment: environment, command: command + spec.args)
+        if files.fileExists(atPath: base + "/orrery") {
+            sandbox.actorDirectory = base + "/orrery"
+            sandbox.mailboxDirectory = ActorDesk.mailboxDirectory(id)
+        }
         if spec.resources.gpu.count > 0 {
             sandbox.devices = nvidiaDevices()
             guard !sandbox.devices.isEmpty else {

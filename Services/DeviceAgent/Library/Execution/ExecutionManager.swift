@@ -89,8 +89,14 @@ actor ExecutionManager {
                 try receipts.setContract(id, contract: deploy.contractID)
             }
             let environment = try await actors?.prepare(deploy) ?? [:]
-            try await runner.start(id, spec: deploy.spec, environment: environment)
+            // The mailbox listens before the workload starts.
             await actors?.open(id, spec: deploy.spec)
+            do {
+                try await runner.start(id, spec: deploy.spec, environment: environment)
+            } catch {
+                await actors?.close(id)
+                throw error
+            }
             logger.info("allocation started", metadata: ["offer": "\(id)", "allocation": "\(deploy.allocation)"])
             sendReport(
                 .with {

@@ -14,6 +14,8 @@ public struct SandboxCommand: Sendable {
     public var devices: [String] = []
     /// The actor's directory (its mailbox socket and checkpoint directory), mounted read-write at /orrery.
     public var actorDirectory: String?
+    /// The directory of the actor's mailbox socket, mounted at /orrery/mailbox.
+    public var mailboxDirectory: String?
     public var bubblewrap = "/usr/bin/bwrap"
 
     /// /etc entries a program commonly needs; the rest of /etc stays hidden.
@@ -63,6 +65,7 @@ public struct SandboxCommand: Sendable {
             "--bind", workDirectory, "/work", "--ro-bind", artifactDirectory, "/artifact",
         ]
         if let actorDirectory { arguments += ["--bind", actorDirectory, "/orrery"] }
+        if let mailboxDirectory { arguments += ["--bind", mailboxDirectory, "/orrery/mailbox"] }
         arguments += [
             "--chdir", "/work",
             "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/work",

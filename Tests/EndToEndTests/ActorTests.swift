@@ -1,0 +1,256 @@
+import Foundation
+import GRPCCore
+import Logging
+import OrreryRuntime
+import OrreryActors
+import OrreryIdentity
+import OrreryProto
+import OrreryTestSupport
+import PostgresNIO
+import SwiftProtobuf
+import Testing
+
+/// Actors on real agents: messages between two allocations across a planned move, a stateful counter resumed
+/// elsewhere after its host is killed, and a tampered checkpoint archive refused at resume.
+@Suite(
+    "Actors: messages, moves, checkpoints", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct ActorTests {
+    /// A workload script: the mailbox client, then the program.
+    static func workload(_ name: String) throws -> String {
+        let folder = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/workloads")
+        let mailbox = try String(contentsOf: folder.appendingPathComponent("mailbox.py"), encoding: .utf8)
+        let program = try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8)
+            .replacingOccurrences(of: "from mailbox import Mailbox, text", with: "")
+        return mailbox + "\n" + program
+    }
+
+    static func allocation(_ name: String, script: String, stateful: Bool, env: [String: String] = [:])
+        throws -> Orrery_Orchestrator_V1_AllocationSpec
+    {
+        .with {
+            $0.name = name
+            $0.executor = .process
+            $0.artifact = .with { $0.text = try! workload(script) }
+            $0.command = "python3"
+            $0.args = ["/artifact/run"]
+            $0.env = env
+            $0.stateful = stateful
+            $0.resources = .with {
+                $0.cpuCores = 2
+                $0.ramMib = 64
+            }
+            $0.maxDurationSeconds = 300
+        }
+    }
+
+    struct Constellation {
+        let registry: RunningService
+        let notary: RunningService
+        let orchestrator: RunningService
+        let agents: [AgentChannelTests.Agent]
+        let consumer: OrchestratorTests.Consumer
+        func stop() {
+            for agent in agents { agent.service.child.signal(SIGKILL) }
+            for service in [orchestrator, notary, registry] { service.child.signal(SIGKILL) }
+        }
+    }
+
+    static func start(
+        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, prices: [Int], interval: Int = 1000
+    ) async throws -> Constellation {
+        let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
+        let notary = try await NotaryTests.startNotary(database, network, directory.appendingPathComponent("notary"))
+        let orchestrator = try await OrchestratorTests.startOrchestrator(
+            database, network, directory, registry: registry, notary: notary)
+        var agents: [AgentChannelTests.Agent] = []
+        for (index, price) in prices.enumerated() {
+            agents.append(
+                try await AgentChannelTests.startAgent(
+                    "agent\(index)", owner: #"{"prices": {"per_core_hour": \#(price)}}"#,
+                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
+                    interval: interval))
+        }
+        let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+        try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: prices.count)
+        return Constellation(
+            registry: registry, notary: notary, orchestrator: orchestrator, agents: agents, consumer: consumer)
+    }
+
+    static func submit(_ spec: Orrery_Orchestrator_V1_WorkloadSpec, _ c: Constellation) async throws
+        -> Orrery_Orchestrator_V1_Deployment
+    {
+        try await c.consumer.with(c.orchestrator) { client in
+            try await client.submitWorkload(
+                .with {
+                    $0.consumerAuthority = try c.consumer.authority(for: c.orchestrator)
+                    $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                })
+        }
+    }
+
+    static func logs(_ id: String, _ c: Constellation) async throws -> String {
+        let lines = try await c.consumer.with(c.orchestrator) { client in
+            try await client.streamLogs(.with { $0.id = id }) { response in
+                try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
+            }
+        }
+        return String(decoding: lines.flatMap(\.data), as: UTF8.self)
+    }
+
+    static func deployment(_ id: String, _ c: Constellation) async throws -> Orrery_Orchestrator_V1_Deployment {
+        try await c.consumer.with(c.orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
+    }
+
+    /// Kills what a killed agent's sandboxes left running (a dead host would take them along).
+    static func killSandboxes(of name: String, in directory: URL) {
+        let runs = directory.appendingPathComponent("\(name)-state/allocations").path
+        for run in (try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? [] {
+            if let text = try? String(contentsOfFile: "\(runs)/\(run)/wrapper.pid", encoding: .utf8),
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
+                kill(-pid, SIGKILL)
+            }
+        }
+    }
+
+    @Test("two actors on two agents talk; one moves to a third; the conversation goes on, nothing lost or doubled")
+    func conversationAcrossAMove() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-move")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let c = try await Self.start(database, network, directory, prices: [5, 6, 500])
+            defer { c.stop() }
+            let last = 20
+            var spec = OrchestratorTests.spec(cores: 2)
+            spec.allocations = [
+                try Self.allocation("ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)"]),
+                try Self.allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
+            ]
+            spec.allocations[0].outputs = ["answers.txt"]
+            let job = try await Self.submit(spec, c)
+            // Wait until a few answers went by, then move pong to the device nobody uses.
+            let pongHost = try #require(job.assignments.first { $0.allocation == "pong" }?.deviceDid)
+            let spare = try #require(
+                c.agents.map(\.did).first { did in !job.assignments.contains { $0.deviceDid == did } })
+            let talking = try await eventually(timeout: .seconds(60)) {
+                try await Self.logs(job.id, c).contains("answer 4:4")
+            }
+            let early = try await Self.logs(job.id, c)
+            #expect(talking, "\(early)")
+            let moved = try await c.consumer.with(c.orchestrator) { client in
+                try await client.moveAllocation(
+                    .with {
+                        $0.id = job.id
+                        $0.allocation = "pong"
+                        $0.toDevice = spare
+                    })
+            }
+            #expect(moved.assignments.first { $0.allocation == "pong" }?.deviceDid == spare)
+            #expect(moved.reason.contains("moved on request after checkpoint"), "\(moved.reason)")
+            #expect(pongHost != spare)
+            var final = try await Self.deployment(job.id, c)
+            let deadline = ContinuousClock.now + .seconds(120)
+            while ![.completed, .failed, .cancelled].contains(final.state), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                final = try await Self.deployment(job.id, c)
+            }
+            let output = try await Self.logs(job.id, c)
+            #expect(final.state == .completed, "\(final.reason)\n\(output)")
+            let outputs = try await c.consumer.with(c.orchestrator) {
+                try await $0.getOutputs(.with { $0.id = job.id })
+            }
+            let answers = outputs.files.first { $0.path == "answers.txt" }.map {
+                String(decoding: $0.content, as: UTF8.self)
+            }
+            // Each ping answered once, in order, by a pong whose count carried over the move.
+            #expect(answers == (1...last).map { "\($0):\($0)" }.joined(separator: "\n") + "\n")
+            // The watch stream shows the move.
+            let events = try await c.consumer.with(c.orchestrator) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
+                        $0.append($1)
+                    }
+                }
+            }
+            #expect(events.contains { $0.reason.contains("pong[0] moved") && $0.reason.contains(spare) })
+        }
+    }
+
+    @Test(
+        "a stateful counter whose host is killed resumes elsewhere from its last checkpoint; a tampered archive is refused"
+    )
+    func counterResumesAfterKill() async throws {
+        for tamper in [false, true] {
+            try await TestDatabase.withDatabase { database in
+                let directory = try TestEnvironment.temporaryDirectory("orrery-actors-counter")
+                defer { try? FileManager.default.removeItem(at: directory) }
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let c = try await Self.start(database, network, directory, prices: [5, 500])
+                defer {
+                    c.stop()
+                    Self.killSandboxes(of: "agent0", in: directory)
+                    Self.killSandboxes(of: "agent1", in: directory)
+                }
+                var spec = OrchestratorTests.spec(cores: 2)
+                spec.allocations = [try Self.allocation("counter", script: "counter.py", stateful: true)]
+                spec.allocations[0].checkpointIntervalSeconds = 1
+                let job = try await Self.submit(spec, c)
+                #expect(job.assignments.first?.deviceDid == c.agents[0].did)
+                // Two checkpoints stored, then the host dies.
+                #expect(
+                    try await eventually(timeout: .seconds(60)) {
+                        try await database.withClient(schema: "orchestrator") { db in
+                            let rows = try await db.query(
+                                "SELECT count(*) FROM checkpoints WHERE deployment_id = \(job.id)",
+                                logger: Logger(label: "test"))
+                            for try await count in rows.decode(Int.self) { return count >= 2 }
+                            return false
+                        }
+                    })
+                if tamper {
+                    try await database.withClient(schema: "orchestrator") { db in
+                        try await db.query(
+                            "UPDATE checkpoint_chunks SET data = set_byte(data, 20, (get_byte(data, 20) + 1) % 256)",
+                            logger: Logger(label: "test"))
+                    }
+                }
+                c.agents[0].service.child.signal(SIGKILL)
+                Self.killSandboxes(of: "agent0", in: directory)
+                var final = try await Self.deployment(job.id, c)
+                let deadline = ContinuousClock.now + .seconds(90)
+                while ContinuousClock.now < deadline {
+                    final = try await Self.deployment(job.id, c)
+                    if final.state == .failed { break }
+                    if final.state == .running, final.assignments.first?.deviceDid == c.agents[1].did,
+                        try await Self.logs(job.id, c).contains("resumed from")
+                    {
+                        break
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                if tamper {
+                    #expect(final.state == .failed)
+                    #expect(final.reason.contains("the checkpoint archive was altered"), "\(final.reason)")
+                    return
+                }
+                // Resumed: it counts on from the checkpointed value.
+                #expect(final.assignments.first?.deviceDid == c.agents[1].did, "\(final.reason)")
+                let continued = try await eventually(timeout: .seconds(20)) {
+                    let text = try await Self.logs(job.id, c)
+                    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("resumed from ") }),
+                        let resumed = Int(line.dropFirst("resumed from ".count))
+                    else { return false }
+                    return resumed >= 1 && text.contains("\(line)\ncount \(resumed + 1)\n")
+                }
+                let output = try await Self.logs(job.id, c)
+                #expect(continued, "\(output)")
+                _ = try await c.consumer.with(c.orchestrator) {
+                    try await $0.cancelDeployment(.with { $0.id = job.id })
+                }
+            }
+        }
+    }
+}
