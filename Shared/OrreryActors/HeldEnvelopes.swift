@@ -36,7 +36,7 @@ public struct HeldEnvelopes: Sendable {
         let size = envelope.authority.count + envelope.payload.count
         let queue = queues[actor, default: []]
         // A sender's retry of an envelope already held is the same envelope: held once.
-        if queue.contains(where: { $0.envelope.authority == envelope.authority }) { return .held }
+        if queue.contains(where: { $0.envelope == envelope }) { return .held }
         guard queue.count < limitPerActor, queue.reduce(0, { $0 + $1.size }) + size <= byteLimitPerActor else {
             return .full
         }

@@ -1,5 +1,5 @@
 internal import Foundation
-public import GRPCCore
+internal import GRPCCore
 internal import OrreryActors
 public import OrreryProto
 internal import SwiftProtobuf

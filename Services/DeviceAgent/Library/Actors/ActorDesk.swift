@@ -277,6 +277,13 @@ actor ActorDesk {
         guard let host = hosts[id] else { return }
         do {
             try await take(id, host: host, reason: request.reason.isEmpty ? "request" : request.reason)
+            if request.reason == "move" {
+                // Paused for a move: if no Stop comes (the move failed after the checkpoint), it receives again.
+                Task {
+                    try? await Task.sleep(for: .seconds(120))
+                    await self.resumeDelivery(id)
+                }
+            }
         } catch {
             logger.warning("checkpoint failed", metadata: ["offer": "\(id)", "error": "\(error)"])
         }
