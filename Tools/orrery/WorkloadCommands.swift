@@ -288,7 +288,7 @@ struct OutputsCommand: AsyncParsableCommand {
     func run() async throws {
         let response = try await options.call { try await $0.getOutputs(.with { $0.id = id }) }
         for file in response.files {
-            let digest = SHA256.hash(data: file.content).map { String(format: "%02x", $0) }.joined()
+            let digest = Hex.sha256(file.content)
             guard digest == file.sha256 else {
                 throw ValidationError("\(file.allocation)[\(file.replica)] \(file.path): sha256 mismatch, not written")
             }

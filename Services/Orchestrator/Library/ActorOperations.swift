@@ -9,15 +9,21 @@ extension OrchestratorAPI {
     /// How long a checkpoint may take to be written, shipped and stored.
     static let checkpointTimeout: Duration = .seconds(60)
 
-    /// Asks for a checkpoint of each stateful replica named (every one when no allocation is), waits for them.
-    public func checkpoint(_ request: Orrery_Orchestrator_V1_CheckpointDeploymentRequest, caller: String) async throws
-        -> Orrery_Orchestrator_V1_CheckpointDeploymentResponse
-    {
-        let deployment = try await get(request.id, caller: caller)
+    /// The caller's deployment, which must be running.
+    private func running(_ id: String, caller: String) async throws -> Orrery_Orchestrator_V1_Deployment {
+        let deployment = try await get(id, caller: caller)
         guard deployment.state == .running else {
             throw RPCError(
                 code: .failedPrecondition, message: "deployment \(deployment.id) is \(deployment.state), not running")
         }
+        return deployment
+    }
+
+    /// Asks for a checkpoint of each stateful replica named (every one when no allocation is), waits for them.
+    public func checkpoint(_ request: Orrery_Orchestrator_V1_CheckpointDeploymentRequest, caller: String) async throws
+        -> Orrery_Orchestrator_V1_CheckpointDeploymentResponse
+    {
+        let deployment = try await running(request.id, caller: caller)
         let stateful = Set(deployment.spec.allocations.filter(\.stateful).map(\.name))
         if !request.allocation.isEmpty, !stateful.contains(request.allocation) {
             throw RPCError(
@@ -30,6 +36,10 @@ extension OrchestratorAPI {
                     || ($0.allocation == request.allocation && $0.replica == request.replica))
         }
         guard !replicas.isEmpty else {
+            if !request.allocation.isEmpty {
+                throw RPCError(
+                    code: .invalidArgument, message: "replica: \(request.allocation) has no replica \(request.replica)")
+            }
             throw RPCError(code: .failedPrecondition, message: "deployment \(deployment.id) has no stateful allocation")
         }
         var stored: [Orrery_Orchestrator_V1_StoredCheckpoint] = []
@@ -86,11 +96,7 @@ extension OrchestratorAPI {
     public func move(_ request: Orrery_Orchestrator_V1_MoveAllocationRequest, caller: String) async throws
         -> Orrery_Orchestrator_V1_Deployment
     {
-        let deployment = try await get(request.id, caller: caller)
-        guard deployment.state == .running else {
-            throw RPCError(
-                code: .failedPrecondition, message: "deployment \(deployment.id) is \(deployment.state), not running")
-        }
+        let deployment = try await running(request.id, caller: caller)
         guard let spec = deployment.spec.allocations.first(where: { $0.name == request.allocation }) else {
             throw RPCError(code: .invalidArgument, message: "allocation: no '\(request.allocation)' in the deployment")
         }

@@ -205,7 +205,7 @@ struct OfferStore: Sendable {
 
     /// Stores a declared output of an offer of this device after checking its sha256 and that the spec declared it.
     func store(_ output: Orrery_Orchestrator_V1_OutputFile, device: String) async throws -> Bool {
-        let digest = SHA256.hash(data: output.content).map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.sha256(output.content)
         guard digest == output.sha256, let recorded = try await offer(output.offerID), recorded.device == device,
             recorded.offer.spec.outputs.contains(output.path)
         else { return false }

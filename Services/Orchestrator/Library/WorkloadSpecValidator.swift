@@ -113,7 +113,7 @@ public enum WorkloadSpecValidator {
                 problem("\(path).artifact.text", "at most \(maximumInlineArtifactBytes) bytes; use a url")
             }
             if !allocation.artifact.sha256.isEmpty {
-                let digest = SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+                let digest = Hex.sha256(Data(text.utf8))
                 if digest != allocation.artifact.sha256 {
                     problem("\(path).artifact.sha256", "does not match the inline text (its sha256 is \(digest))")
                 }

@@ -1,4 +1,5 @@
-internal import Foundation
+internal import Crypto
+public import Foundation
 
 /// Key files: the 32-byte Ed25519 seed as hex, readable and writable by its owner only (mode 0600).
 public enum KeyFile {
@@ -77,6 +78,9 @@ public enum KeyFileError: Error, Equatable, CustomStringConvertible, Sendable {
 public enum Hex {
     /// `0x` and lower-case digits, as Ethereum tools write bytes.
     public static func prefixed(_ bytes: some Sequence<UInt8>) -> String { "0x" + encode(bytes) }
+
+    /// The SHA-256 digest of `data` in lower-case hex (how artifacts, outputs and checkpoints name their content).
+    public static func sha256(_ data: some DataProtocol) -> String { encode(SHA256.hash(data: data)) }
 
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)

@@ -1,5 +1,6 @@
 internal import Crypto
 public import Foundation
+internal import OrreryIdentity
 public import OrreryProto
 internal import SwiftProtobuf
 
@@ -51,10 +52,10 @@ public struct AllocationRunner: Sendable {
 
     /// Prepares the directories, fetches and checks the artifact, sets up the limits and starts the sandbox.
     /// Starting an allocation that was already started does nothing (a duplicate instruction after a reconnect).
-    /// `environment` adds to the spec's (the actor's address, mailbox and checkpoint directory).
-    public func start(
-        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, environment extra: [String: String] = [:]
-    ) async throws {
+    /// `actor`: the allocation as an actor (its environment and the directories mounted for it).
+    public func start(_ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, actor: ActorSandbox? = nil)
+        async throws
+    {
         guard Self.isSafeID(id) else { throw RunnerError(message: "'\(id)' is not an allocation id") }
         if isKnown(id) { return }
         let base = directory(id)
@@ -65,16 +66,14 @@ public struct AllocationRunner: Sendable {
         // The sandbox may run as another uid inside its user namespace: the work directory is its own.
         chmod(base + "/work", 0o777)
         let command = try await fetchArtifact(spec, into: base + "/artifact", work: base + "/work")
-        var environment = spec.env.merging(extra) { $1 }
+        var environment = spec.env.merging(actor?.environment ?? [:]) { $1 }
         environment["ORRERY_ALLOCATION"] = id
         environment["ORRERY_WORK_DIR"] = "/work"
         var sandbox = SandboxCommand(
             workDirectory: base + "/work", artifactDirectory: base + "/artifact", network: spec.network,
             environment: environment, command: command + spec.args)
-        if files.fileExists(atPath: base + "/orrery") {
-            sandbox.actorDirectory = base + "/orrery"
-            sandbox.mailboxDirectory = ActorDesk.mailboxDirectory(id)
-        }
+        sandbox.actorDirectory = actor?.directory
+        sandbox.mailboxDirectory = actor?.mailboxDirectory
         if spec.resources.gpu.count > 0 {
             sandbox.devices = nvidiaDevices()
             guard !sandbox.devices.isEmpty else {
@@ -159,7 +158,7 @@ public struct AllocationRunner: Sendable {
 
     private func check(_ data: Data, against expected: String) throws {
         guard !expected.isEmpty else { return }
-        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.sha256(data)
         guard digest == expected else {
             throw RunnerError(message: "the artifact's sha256 is \(digest), the spec says \(expected): refused")
         }
@@ -239,7 +238,7 @@ public struct AllocationRunner: Sendable {
             throw RunnerError(message: "output \(path) is \(size) bytes, more than \(limit)")
         }
         let data = try Data(contentsOf: file)
-        return (SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(), data)
+        return (Hex.sha256(data), data)
     }
 
     /// Starts `arguments` with /dev/null as its standard streams and no other inherited descriptor (the sandbox
@@ -283,6 +282,14 @@ public struct AllocationRunner: Sendable {
         !id.isEmpty && id.count <= 64
             && id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }
     }
+}
+
+/// What an allocation gets as an actor: its environment (address, DID, mailbox, checkpoint directory), its
+/// directory mounted at /orrery and its mailbox socket's directory mounted at /orrery/mailbox.
+public struct ActorSandbox: Sendable {
+    public var environment: [String: String]
+    public var directory: String
+    public var mailboxDirectory: String
 }
 
 /// An allocation that cannot be run.

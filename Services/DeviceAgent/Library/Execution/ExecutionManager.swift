@@ -88,11 +88,11 @@ actor ExecutionManager {
             if let receipts, !deploy.contractID.isEmpty, AllocationRunner.isSafeID(id) {
                 try receipts.setContract(id, contract: deploy.contractID)
             }
-            let environment = try await actors?.prepare(deploy) ?? [:]
+            let actor = try await actors?.prepare(deploy)
             // The mailbox listens before the workload starts.
             await actors?.open(id, spec: deploy.spec)
             do {
-                try await runner.start(id, spec: deploy.spec, environment: environment)
+                try await runner.start(id, spec: deploy.spec, actor: actor)
             } catch {
                 await actors?.close(id)
                 throw error

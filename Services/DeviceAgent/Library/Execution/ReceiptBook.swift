@@ -137,7 +137,7 @@ struct ReceiptBook: Sendable {
         guard let artifact = spec?.artifact else { return "" }
         if !artifact.sha256.isEmpty { return artifact.sha256 }
         if case .text(let text)? = artifact.source {
-            return SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+            return Hex.sha256(Data(text.utf8))
         }
         return ""
     }
