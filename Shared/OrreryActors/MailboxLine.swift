@@ -9,7 +9,8 @@ public import Foundation
 /// Agent → workload: `{"op": "message", "id": "<envelope id>", "from": "actor://…", "behavior": "…",
 /// "payload": "<base64>", "reply_to": "…"}`, `{"op": "sent", "id": "…"}` (sealed and on its way; delivery is
 /// retried until the receiver takes it or it expires), `{"op": "refused", "id": "…", "reason": "…"}` (to a request,
-/// or later through `receive` for a send the receiver refused) and `{"op": "checkpoint", "id": "…"}`.
+/// or later through `receive` for a send the receiver refused), `{"op": "checkpoint", "id": "…"}` and
+/// `{"op": "ok", "id": "…"}` (a `checkpointed` acknowledged).
 public struct MailboxLine: Codable, Sendable, Equatable {
     public var op: String
     public var id: String?

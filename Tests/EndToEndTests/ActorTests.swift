@@ -210,15 +210,48 @@ struct ActorTests {
                             return false
                         }
                     })
+                if !tamper {
+                    // On request too, with the CLI (the operator may act on any deployment): each record is
+                    // signed by the device and the actor and logged by the notary.
+                    let (status, output) = try await ChildProcess.run(
+                        TestEnvironment.executable("orrery"),
+                        arguments: [
+                            "checkpoint", job.id, "--json", "--orchestrator",
+                            "127.0.0.1:\(c.orchestrator.ready.grpcPort)",
+                            "--key", directory.appendingPathComponent("credentials/operator.key").path,
+                        ])
+                    #expect(status == 0, "\(output)")
+                    let stored = try #require(
+                        try Orrery_Orchestrator_V1_CheckpointDeploymentResponse(jsonString: output).checkpoints.first)
+                    let record = try Orrery_Actors_V1_Checkpoint(serializedBytes: stored.record.payload)
+                    #expect(record.sequence >= 3 && record.reason == "request" && stored.deviceDid == c.agents[0].did)
+                    let actor = try DID(record.actorDid)
+                    try SignedMessage.verify(
+                        stored.record, type: Orrery_Actors_V1_Checkpoint.protoMessageName,
+                        requiring: [try DID(c.agents[0].did), actor])
+                    #expect(stored.logIndex > 0)
+                    let parties = try ContractParties(network: network)
+                    let leaves = try await parties.withNotary(c.notary) {
+                        try await $0.getEntries(
+                            .with {
+                                $0.start = stored.logIndex; $0.end = stored.logIndex + 1
+                            })
+                    }.leaves
+                    let entry = try Orrery_Notary_V1_LogEntry(
+                        serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: try #require(leaves.first))
+                            .payload)
+                    #expect(entry.kind == .checkpoint && entry.act == stored.record)
+                }
+                c.agents[0].service.child.signal(SIGKILL)
+                Self.killSandboxes(of: "agent0", in: directory)
                 if tamper {
+                    // After the host died (so no newer, intact checkpoint follows): one byte of the stored archive.
                     try await database.withClient(schema: "orchestrator") { db in
                         try await db.query(
                             "UPDATE checkpoint_chunks SET data = set_byte(data, 20, (get_byte(data, 20) + 1) % 256)",
                             logger: Logger(label: "test"))
                     }
                 }
-                c.agents[0].service.child.signal(SIGKILL)
-                Self.killSandboxes(of: "agent0", in: directory)
                 var final = try await Self.deployment(job.id, c)
                 let deadline = ContinuousClock.now + .seconds(90)
                 while ContinuousClock.now < deadline {

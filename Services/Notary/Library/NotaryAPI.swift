@@ -306,14 +306,17 @@ struct NotaryAPI: Sendable {
                     ]
                 },
                 idempotency: idempotency,
-                respond: { row, appended in
-                    let response = Orrery_Notary_V1_RecordReceiptResponse.with {
-                        $0.entryIndex = appended.first ?? 0
-                        $0.state = row.state
-                    }
-                    return (try? response.serializedData()) ?? Data()
-                }))
+                respond: Self.receiptResponse))
         return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: outcome.response)
+    }
+
+    /// The answer to RecordReceipt: the first entry appended and the contract's state after it.
+    private static func receiptResponse(_ row: ContractRow, _ appended: [UInt64]) -> Data {
+        let response = Orrery_Notary_V1_RecordReceiptResponse.with {
+            $0.entryIndex = appended.first ?? 0
+            $0.state = row.state
+        }
+        return (try? response.serializedData()) ?? Data()
     }
 
     /// Logs a stateful allocation's checkpoint record, signed by its contract's device, while the contract is active.
@@ -321,7 +324,7 @@ struct NotaryAPI: Sendable {
         -> Orrery_Notary_V1_RecordReceiptResponse
     {
         let record: Orrery_Actors_V1_Checkpoint = try Self.payload(signed, "receipt")
-        guard record.sequence > 0, record.sha256.count == 64, record.size > 0 else {
+        guard record.sequence > 0, record.sha256.count == 64, Hex.decode(record.sha256) != nil, record.size > 0 else {
             throw NotaryFailure.invalid("checkpoint: sequence from 1, a hex sha256 and a size are required")
         }
         let row = try await existing(record.contractID)
@@ -339,13 +342,7 @@ struct NotaryAPI: Sendable {
                     return [EntryDraft(kind: .checkpoint, act: signed)]
                 },
                 idempotency: idempotency,
-                respond: { row, appended in
-                    let response = Orrery_Notary_V1_RecordReceiptResponse.with {
-                        $0.entryIndex = appended.first ?? 0
-                        $0.state = row.state
-                    }
-                    return (try? response.serializedData()) ?? Data()
-                }))
+                respond: Self.receiptResponse))
         return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: outcome.response)
     }
 

@@ -121,7 +121,10 @@ final class ActorRouter: Sendable {
     /// Routes mail to the device running its actor now; an envelope for an actor that is moving, not running or
     /// whose device's line is not here is held; a report that cannot go now is dropped (the sender resends).
     func route(_ mail: Orrery_Actors_V1_Mail) async throws {
-        guard let address = ActorAddress(mail.to) else { return }
+        guard let address = ActorAddress(mail.to) else {
+            logger.notice("mail to something that is not an actor address dropped", metadata: ["to": "\(mail.to)"])
+            return
+        }
         if case .envelope(let envelope) = mail.kind {
             guard envelope.payload.count + envelope.authority.count <= Self.maximumMail else {
                 logger.notice("oversized mail dropped", metadata: ["to": "\(address)"])
@@ -134,6 +137,21 @@ final class ActorRouter: Sendable {
             return
         }
         guard case .envelope(let envelope) = mail.kind else { return }
+        // Only an actor that exists has mail held for it (the held queues are bounded per actor, not in number).
+        guard try await actorDID(address) != nil else {
+            if let (from, id) = ActorEnvelopes.sender(of: envelope) {
+                try await route(
+                    .with {
+                        $0.to = from.description
+                        $0.report = .with {
+                            $0.envelopeID = id
+                            $0.reason = "unknown-actor: no actor \(address) was ever started"
+                            $0.kind = "unknown-actor"
+                        }
+                    })
+            }
+            return
+        }
         let now = Int64(Date().timeIntervalSince1970)
         let outcome = held.withLock {
             $0.hold(envelope, for: address, expiresAt: ActorEnvelopes.expiration(of: envelope) ?? now, now: now)

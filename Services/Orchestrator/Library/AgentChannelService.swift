@@ -108,7 +108,13 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 return
             }
         case .mail(let mail):
-            try await router.route(mail)
+            // A routing failure (the database briefly unreachable) loses nothing the sender will not resend; it
+            // must not end the device's line.
+            do {
+                try await router.route(mail)
+            } catch {
+                logger.warning("mail not routed", metadata: ["to": "\(mail.to)", "error": "\(error)"])
+            }
         case .actor(let identity):
             do {
                 try await router.register(identity, from: device)
@@ -153,7 +159,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                     .with {
                         $0.receipt = receipt
                         $0.idempotencyKey =
-                            "receipt/" + SHA256.hash(data: receipt.payload).map { String(format: "%02x", $0) }.joined()
+                            "receipt/" + Hex.sha256(receipt.payload)
                     })
                 if settles {
                     try await SettlementClerk.enqueueRelease(

@@ -75,16 +75,27 @@ struct CheckpointStore: Sendable {
             archive.append(data)
             expected += 1
         }
-        let digest = SHA256.hash(data: archive).map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.sha256(archive)
         guard digest == record.sha256, UInt64(archive.count) == record.size else {
             throw ActorRouterError("checkpoint \(record.sequence)'s chunks do not match its record's sha256 and size")
         }
+        // Logged by the notary first, so a stored checkpoint always carries its log index.
+        var logIndex: UInt64 = 0
+        if let notary {
+            logIndex = try await notary.recordReceipt(
+                .with {
+                    $0.receipt = chunk.record
+                    $0.idempotencyKey = "checkpoint/" + Hex.sha256(chunk.record.payload)
+                }
+            ).entryIndex
+        }
         try await client.query(
             """
-            INSERT INTO checkpoints (deployment_id, allocation, replica, sequence, offer_id, device_did, record, size)
+            INSERT INTO checkpoints
+                (deployment_id, allocation, replica, sequence, offer_id, device_did, record, size, log_index)
             VALUES (\(offer.deploymentID), \(offer.allocation), \(Int32(offer.replica)), \(Int64(record.sequence)),
                     \(chunk.offerID), \(device.string), \(Data(try chunk.record.serializedBytes() as [UInt8])),
-                    \(Int64(archive.count)))
+                    \(Int64(archive.count)), \(Int64(logIndex)))
             ON CONFLICT DO NOTHING
             """, logger: logger)
         // Older archives of this offer go; the latest two stay.
@@ -92,24 +103,6 @@ struct CheckpointStore: Sendable {
             """
             DELETE FROM checkpoint_chunks WHERE offer_id = \(chunk.offerID) AND sequence < \(Int64(chunk.sequence) - 1)
             """, logger: logger)
-        var logIndex: UInt64 = 0
-        if let notary {
-            let recorded = try await notary.recordReceipt(
-                .with {
-                    $0.receipt = chunk.record
-                    $0.idempotencyKey =
-                        "checkpoint/"
-                        + SHA256.hash(data: chunk.record.payload).map { String(format: "%02x", $0) }
-                        .joined()
-                })
-            logIndex = recorded.entryIndex
-            try await client.query(
-                """
-                UPDATE checkpoints SET log_index = \(Int64(logIndex)) WHERE deployment_id = \(offer.deploymentID)
-                  AND allocation = \(offer.allocation) AND replica = \(Int32(offer.replica))
-                  AND sequence = \(Int64(record.sequence))
-                """, logger: logger)
-        }
         logger.info(
             "checkpoint stored",
             metadata: ["actor": "\(address)", "sequence": "\(record.sequence)", "bytes": "\(archive.count)"])

@@ -5,6 +5,7 @@ internal import OrreryActors
 internal import OrreryIdentity
 internal import OrreryProto
 internal import SwiftProtobuf
+internal import Synchronization
 
 /// Every actor this device hosts: keys (created here, or unsealed when one resumes here), mailboxes, the mail
 /// between them and the orchestrator, and checkpoints (taken, sealed, signed and shipped in chunks; received,
@@ -22,7 +23,9 @@ actor ActorDesk {
     let archiveLimit: Int
     static let chunkSize = 1 << 20
 
-    private var outbox: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?
+    /// The line to the orchestrator; written from any actor host without a hop through this actor, so one
+    /// actor's messages leave in the order it sent them.
+    private let outbox = Mutex<AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?>(nil)
     private var hosts: [String: ActorHost] = [:]
     private var byAddress: [String: ActorHost] = [:]
     private var servers: [String: MailboxServer] = [:]
@@ -38,7 +41,7 @@ actor ActorDesk {
     }
 
     func attach(_ continuation: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation) {
-        outbox = continuation
+        outbox.withLock { $0 = continuation }
         if retries == nil {
             retries = Task { [weak self] in
                 while !Task.isCancelled {
@@ -52,14 +55,16 @@ actor ActorDesk {
         for host in hosts.values { Task { await self.announce(host) } }
     }
 
-    func detach() { outbox = nil }
+    func detach() { outbox.withLock { $0 = nil } }
 
     private func allHosts() -> [ActorHost] { Array(hosts.values) }
 
-    private func send(_ message: Orrery_Orchestrator_V1_AgentMessage) { outbox?.yield(message) }
+    private nonisolated func send(_ message: Orrery_Orchestrator_V1_AgentMessage) {
+        _ = outbox.withLock { $0?.yield(message) }
+    }
 
     private nonisolated func emitter() -> @Sendable (Orrery_Orchestrator_V1_AgentMessage) -> Void {
-        { message in Task { await self.send(message) } }
+        { message in self.send(message) }
     }
 
     private func path(_ id: String, _ name: String) -> String { "\(root)/\(id)/\(name)" }
@@ -68,8 +73,8 @@ actor ActorDesk {
 
     /// Before an allocation starts: its actor key (new, or unsealed from the resume), its address, and — when it
     /// resumes — its checkpoint checked against the signed record and unpacked into `ORRERY_CHECKPOINT_DIR`.
-    /// - Returns: the environment the workload gets.
-    func prepare(_ deploy: Orrery_Orchestrator_V1_Deploy) throws -> [String: String] {
+    /// - Returns: what the sandbox gets: the environment and the directories mounted.
+    func prepare(_ deploy: Orrery_Orchestrator_V1_Deploy) throws -> ActorSandbox {
         let id = deploy.offerID
         guard
             let address = ActorAddress(
@@ -104,10 +109,11 @@ actor ActorDesk {
         try Data(address.description.utf8).write(to: URL(fileURLWithPath: path(id, "actor.address")))
         try Data(deploy.contractID.utf8).write(to: URL(fileURLWithPath: path(id, "actor.contract")))
         try Data(String(sequence).utf8).write(to: URL(fileURLWithPath: path(id, "checkpoint.sequence")))
-        return [
-            "ORRERY_ACTOR_ADDRESS": address.description, "ORRERY_ACTOR_DID": key.did.string,
-            "ORRERY_MAILBOX": "/orrery/mailbox/mailbox.sock", "ORRERY_CHECKPOINT_DIR": "/orrery/checkpoint",
-        ]
+        return ActorSandbox(
+            environment: [
+                "ORRERY_ACTOR_ADDRESS": address.description, "ORRERY_ACTOR_DID": key.did.string,
+                "ORRERY_MAILBOX": "/orrery/mailbox/mailbox.sock", "ORRERY_CHECKPOINT_DIR": "/orrery/checkpoint",
+            ], directory: path(id, "orrery"), mailboxDirectory: Self.mailboxDirectory(id))
     }
 
     /// Where an allocation's mailbox socket lives on the host: a short path (a Unix socket's is at most 107
@@ -135,7 +141,7 @@ actor ActorDesk {
             }
             archive.append(chunk)
         }
-        let digest = SHA256.hash(data: archive).map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.sha256(archive)
         guard digest == record.sha256, UInt64(archive.count) == record.size else {
             throw RunnerError(
                 message:
@@ -311,7 +317,7 @@ actor ActorDesk {
             $0.offerID = id
             $0.contractID = (try? String(contentsOfFile: path(id, "actor.contract"), encoding: .utf8)) ?? ""
             $0.sequence = sequence
-            $0.sha256 = SHA256.hash(data: archive).map { String(format: "%02x", $0) }.joined()
+            $0.sha256 = Hex.sha256(archive)
             $0.size = UInt64(archive.count)
             $0.takenAt = Google_Protobuf_Timestamp(date: Date())
             $0.reason = reason

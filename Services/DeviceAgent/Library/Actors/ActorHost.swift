@@ -24,7 +24,8 @@ actor ActorHost {
     private var waiters: [CheckedContinuation<MailboxLine, Never>] = []
     /// Whether messages wait (a checkpoint for a move was taken: what comes after goes to the resumed actor).
     private var paused = false
-    /// Checkpoint requests the workload answered.
+    /// Checkpoint requests waiting for the workload's answer, and those it answered.
+    private var requested: Set<String> = []
     private var checkpointed: Set<String> = []
     private var replyTargets: [String: ActorAddress] = [:]
 
@@ -39,6 +40,8 @@ actor ActorHost {
     /// How long a sealed envelope stays valid, and how often an undelivered one is resent.
     static let lifetime: Int64 = 300
     static let retryAfter: Duration = .seconds(2)
+    /// The most envelopes an actor may have on their way at once.
+    static let undeliveredLimit = 1000
 
     init(
         address: ActorAddress, offerID: String, key: SigningKey, received: [CID: Int64], logger: Logger,
@@ -86,8 +89,11 @@ actor ActorHost {
             return send(
                 request.payloadBytes ?? [], behavior: "reply", to: target, replyTo: nil, sendID: request.id ?? "")
         case "checkpointed":
-            if let id = request.id { checkpointed.insert(id) }
-            return MailboxLine(op: "sent", id: request.id)
+            guard let id = request.id, requested.remove(id) != nil else {
+                return refusal(request.id, "checkpointed: no checkpoint '\(request.id ?? "")' was requested")
+            }
+            checkpointed.insert(id)
+            return MailboxLine(op: "ok", id: id)
         default:  // receive
             if let next = nextLine() { return next }
             return await withCheckedContinuation { waiters.append($0) }
@@ -138,6 +144,11 @@ actor ActorHost {
         }
         guard let receiverText = grant.directory[to.description], let receiver = try? DID(receiverText) else {
             return refusal(sendID, "unknown-actor: \(to) has no known key (not deployed, or not started yet)")
+        }
+        guard outbound.count < Self.undeliveredLimit else {
+            return refusal(
+                sendID,
+                "busy: \(Self.undeliveredLimit) messages are not delivered yet; wait for answers before sending more")
         }
         guard payload.count <= ActorEnvelopes.maximumPayload else {
             return refusal(sendID, "oversized: at most \(ActorEnvelopes.maximumPayload) bytes of payload")
@@ -223,11 +234,13 @@ actor ActorHost {
     /// - Returns: the envelopes it had received (a resumed actor refuses them as replays), or nil on timeout.
     func checkpoint(id: String, pause: Bool, timeout: Duration) async -> [CID: Int64]? {
         if pause { paused = true }
+        requested.insert(id)
         enqueue(MailboxLine(op: "checkpoint", id: id), first: true)
         let deadline = ContinuousClock.now + timeout
         while !checkpointed.contains(id), ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
+        requested.remove(id)
         guard checkpointed.remove(id) != nil else {
             queue.removeAll { $0.op == "checkpoint" && $0.id == id }
             paused = false
