@@ -18,7 +18,7 @@ import Testing
 struct ActorTests {
     /// A workload script: the mailbox client, then the program.
     static func workload(_ name: String) throws -> String {
-        let folder = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/workloads")
+        let folder = TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/examples/actors")
         let mailbox = try String(contentsOf: folder.appendingPathComponent("mailbox.py"), encoding: .utf8)
         let program = try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8)
             .replacingOccurrences(of: "from mailbox import Mailbox, text", with: "")

@@ -21,12 +21,6 @@ struct DeployBenchCommand: AsyncParsableCommand {
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/placement.md"
 
     func run() async throws {
-        guard let target = ServiceAddress(orchestrator) else { throw ValidationError("not host:port") }
-        let signingKey = try KeyFile.read(key)
-        let audience = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
-        let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
-        let signer = InvocationSigner(
-            key: signingKey, subject: signingKey.did, audience: audience, proofs: [], catalog: catalog)
         let spec = Orrery_Orchestrator_V1_WorkloadSpec.with {
             $0.name = "bench"
             $0.allocations = [
@@ -43,21 +37,8 @@ struct DeployBenchCommand: AsyncParsableCommand {
                 }
             ]
         }
-        // The consumer's delegation for the orchestrator to propose contracts on its behalf.
-        let authority = Data(
-            try UCANContainer.encode(
-                [
-                    Delegation.issue(
-                        by: signingKey, to: audience, subject: signingKey.did,
-                        command: try Command("/orrery/notary/propose"),
-                        expiration: Int64(Date().timeIntervalSince1970) + 7200
-                    ).envelope.bytes
-                ], header: .raw))
         var latencies: [Duration] = []
-        try await withGRPCClient(
-            transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext), interceptors: [signer]
-        ) { client in
-            let orchestrator = Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client)
+        try await BenchConsumer.withOrchestrator(orchestrator, key: key) { orchestrator, authority in
             for _ in 0..<runs {
                 let clock = ContinuousClock()
                 let start = clock.now

@@ -87,6 +87,54 @@ want settlement && "$bin/orrery-bench" chain-signing --out bench-results/settlem
 echo "== device agent"
 ! want agent || "$bin/orrery-bench" agent --binary "$bin/device-agent" --out bench-results/registry.md
 
+if want actors; then
+    echo "== actors (their own constellation on a second database: heartbeats every second)"
+    psql -h 127.0.0.1 -p "$ORRERY_PG_PORT" -U orrery -d orrery -q -c "CREATE DATABASE orrery_actors"
+    actors_db=(env ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT="$ORRERY_PG_PORT" ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery_actors)
+    operator_did=$(cat "$work/credentials/operator.did")
+    service() {  # name binary ready-name extra-arguments… (its gRPC port in $port_of_service)
+        local name=$1 binary=$2 ready="$work/actors-$3.json"
+        shift 3
+        "${actors_db[@]}" "$bin/$binary" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
+            --identity-key "$work/credentials/$name/service.key" --trust-operator "$operator_did" "$@" \
+            --ready-file "$ready" >"$ready.log" 2>&1 &
+        extra_pids+=($!)
+        wait_ready "$ready" "$!" "$ready.log"
+        port_of_service=$(python3 -c "import json; print(json.load(open('$ready'))['grpc_port'])")
+    }
+    service registry registry registry --liveness-interval-ms 1000
+    a_registry=$port_of_service
+    service contract-notary contract-notary notary --identity-delegation "$work/credentials/contract-notary/delegation.ucan"
+    a_notary=$port_of_service
+    service orchestrator orchestrator orchestrator --identity-delegation "$work/credentials/orchestrator/delegation.ucan" \
+        --registry-address "127.0.0.1:$a_registry" --notary-address "127.0.0.1:$a_notary"
+    a_orchestrator=$port_of_service
+    "$bin/orrery" key new "$work/actors-owner.key" >/dev/null
+    "$bin/orrery" ucan delegate --key "$work/credentials/operator.key" \
+        --to "$("$bin/orrery" key show "$work/actors-owner.key")" --cmd /orrery/registry --exp 1h >"$work/actors-owner.ucan"
+    actor_devices=()
+    for agent in 1 2 3; do
+        state="$work/actors-agent$agent"
+        device_did=$("$bin/device-agent" id --state-dir "$state")
+        actor_devices+=(--device "$device_did")
+        "$bin/orrery" ucan delegate --key "$work/actors-owner.key" --to "$device_did" --cmd /orrery/registry --exp 1h \
+            --proof "$work/actors-owner.ucan" >"$state.ucan"
+        echo "{\"owner\": {\"prices\": {\"per_core_hour\": $((agent * 10))}}, \"orchestrators\": [\"127.0.0.1:$a_orchestrator\"]}" \
+            >"$state.json"
+        "$bin/device-agent" --state-dir "$state" --config "$state.json" --grpc-port 0 --http-port 0 --log-level warning \
+            --liveness-interval-ms 1000 --trust-operator "$operator_did" --ready-file "$state.ready" >"$state.log" 2>&1 &
+        extra_pids+=($!)
+        [ "$agent" = 1 ] && doomed_agent_pid=$!
+        wait_ready "$state.ready" "$!" "$state.log"
+        "$bin/device-agent" join --registry "127.0.0.1:$a_registry" --token "$state.ucan" --state-dir "$state" \
+            --config "$state.json" >/dev/null
+    done
+    sleep 3  # the orchestrator sees all three online
+    "$bin/orrery-bench" actors --orchestrator "127.0.0.1:$a_orchestrator" --key "$work/credentials/operator.key" \
+        "${actor_devices[@]}" --kill-pid "$doomed_agent_pid" --kill-state "$work/actors-agent1" --liveness-ms 1000 \
+        --out bench-results/actors.md
+fi
+
 want deploy || exit 0
 echo "== submit → running (an orchestrator and 3 real agents on this registry)"
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \

@@ -51,6 +51,17 @@ struct DeploymentDriver: Sendable {
         }
     }
 
+    /// A device went offline or left: the deployments running on it advance now (their replicas relocate).
+    func deviceLost(_ device: String) async {
+        do {
+            for id in try await offers.deployments(runningOn: device) { try await advance(id) }
+        } catch {
+            logger.warning(
+                "relocating from a lost device failed; the next round retries",
+                metadata: ["device": "\(device)", "error": "\(error)"])
+        }
+    }
+
     /// Takes a deployment one step further, if it can go.
     func advance(_ id: String) async throws {
         guard let deployment = try await store.deployment(id) else { return }

@@ -1,6 +1,7 @@
 internal import Crypto
 internal import Foundation
 internal import Logging
+internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryProto
 internal import PostgresNIO
@@ -128,6 +129,14 @@ struct OfferStore: Sendable {
             }
         }
         return instructions
+    }
+
+    /// Deployments with a replica deploying or running on `device`.
+    func deployments(runningOn device: String) async throws -> [String] {
+        let rows = try await client.query(
+            "SELECT DISTINCT deployment_id FROM offers WHERE device_did = \(device) AND state IN (5, 6)", logger: logger
+        )
+        return try await rows.decode(String.self).collected()
     }
 
     /// The running offer of a replica and its device.

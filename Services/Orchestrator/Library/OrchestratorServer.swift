@@ -27,10 +27,12 @@ public enum OrchestratorServer {
                 ]
                 if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
                     tasks.append {
-                        await RegistryFollower(
+                        var follower = RegistryFollower(
                             address: address, environment: environment, fleet: components.fleet,
-                            outbox: ReputationOutbox(client: database, logger: environment.logger)
-                        ).run()
+                            outbox: ReputationOutbox(client: database, logger: environment.logger))
+                        let driver = components.driver
+                        follower.deviceLost = { device in await driver.deviceLost(device) }
+                        await follower.run()
                     }
                 } else {
                     environment.logger.warning("registry.address is not set: no devices, nothing can be placed")

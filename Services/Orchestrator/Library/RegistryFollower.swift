@@ -18,6 +18,8 @@ struct RegistryFollower {
     let outbox: ReputationOutbox
     /// How often RTT samples are read.
     var samplePollInterval: Duration = .seconds(2)
+    /// Called when a device goes offline or leaves, so what ran on it moves at once rather than at the next poll.
+    var deviceLost: @Sendable (String) async -> Void = { _ in }
 
     func run() async {
         await withTaskGroup(of: Void.self) { group in
@@ -63,7 +65,11 @@ struct RegistryFollower {
             try await registry.watchDevices(request) { response in
                 for try await event in response.messages {
                     switch event.event {
-                    case .change(let change): fleet.apply(change)
+                    case .change(let change):
+                        fleet.apply(change)
+                        if change.hasDevice, change.device.status == .offline || change.device.status == .left {
+                            await deviceLost(change.device.did)
+                        }
                     case .snapshotComplete(let revision):
                         fleet.markSynced(revision: revision)
                         environment.logger.info(

@@ -29,14 +29,15 @@ final class Liveness: Sendable {
         pending.withLock { $0[heartbeat.deviceDid] = heartbeat }
     }
 
-    /// Flushes queued heartbeats every 100 ms and sweeps every half interval, until cancelled.
+    /// Flushes queued heartbeats every 100 ms and sweeps every quarter interval (a dead device is offline at most a
+    /// quarter interval after its third missed heartbeat), until cancelled.
     func run() async {
         var lastSweep = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
             do {
                 try await flush()
-                if ContinuousClock.now - lastSweep >= interval / 2 {
+                if ContinuousClock.now - lastSweep >= interval / 4 {
                     try await sweep()
                     lastSweep = ContinuousClock.now
                 }
