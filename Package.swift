@@ -198,7 +198,10 @@ let package = Package(
         ),
         .testTarget(
             name: "DeviceAgentTests",
-            dependencies: ["DeviceAgent", "OrreryPlacement", "OrreryTestSupport", "OrreryProto", swiftProtobuf],
+            dependencies: [
+                "DeviceAgent", "OrreryActors", "OrreryIdentity", "OrreryPlacement", "OrreryTestSupport", "OrreryProto",
+                logging, swiftProtobuf,
+            ],
             path: "Tests/DeviceAgentTests",
             swiftSettings: upcomingFeatures
         ),

@@ -57,25 +57,36 @@ struct ActorTests {
     }
 
     static func start(
-        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, prices: [Int], interval: Int = 1000
+        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, prices: [Int], interval: Int = 1000,
+        relocationMargin: Int = 0
     ) async throws -> Constellation {
         let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
         let notary = try await NotaryTests.startNotary(database, network, directory.appendingPathComponent("notary"))
         let orchestrator = try await OrchestratorTests.startOrchestrator(
-            database, network, directory, registry: registry, notary: notary)
+            database, network, directory, registry: registry, notary: notary,
+            extraArguments: ["--relocation-margin-percent", "\(relocationMargin)"])
         var agents: [AgentChannelTests.Agent] = []
         for (index, price) in prices.enumerated() {
             agents.append(
-                try await AgentChannelTests.startAgent(
-                    "agent\(index)", owner: #"{"prices": {"per_core_hour": \#(price)}}"#,
-                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
+                try await startAgent(
+                    "agent\(index)", price: price, network, directory, registry: registry, orchestrator: orchestrator,
                     interval: interval))
         }
         let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
         try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: prices.count)
         return Constellation(
             registry: registry, notary: notary, orchestrator: orchestrator, agents: agents, consumer: consumer)
+    }
+
+    static func startAgent(
+        _ name: String, price: Int, _ network: TestNetwork, _ directory: URL, registry: RunningService,
+        orchestrator: RunningService, interval: Int = 1000
+    ) async throws -> AgentChannelTests.Agent {
+        try await AgentChannelTests.startAgent(
+            name, owner: #"{"prices": {"per_core_hour": \#(price)}}"#,
+            orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+            registry: "127.0.0.1:\(registry.ready.grpcPort)",
+            network: network, directory: directory, interval: interval)
     }
 
     static func submit(_ spec: Orrery_Orchestrator_V1_WorkloadSpec, _ c: Constellation) async throws
@@ -246,7 +257,7 @@ struct ActorTests {
                 Self.killSandboxes(of: "agent0", in: directory)
                 if tamper {
                     // After the host died (so no newer, intact checkpoint follows): one byte of the stored archive.
-                    try await database.withClient(schema: "orchestrator") { db in
+                    _ = try await database.withClient(schema: "orchestrator") { db in
                         try await db.query(
                             "UPDATE checkpoint_chunks SET data = set_byte(data, 20, (get_byte(data, 20) + 1) % 256)",
                             logger: Logger(label: "test"))
@@ -271,12 +282,15 @@ struct ActorTests {
                 }
                 // Resumed: it counts on from the checkpointed value.
                 #expect(final.assignments.first?.deviceDid == c.agents[1].did, "\(final.reason)")
+                // Its first count after resuming is the checkpointed value plus one (other allocations' lines may
+                // come between in the merged log).
                 let continued = try await eventually(timeout: .seconds(20)) {
-                    let text = try await Self.logs(job.id, c)
-                    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("resumed from ") }),
-                        let resumed = Int(line.dropFirst("resumed from ".count))
+                    let lines = try await Self.logs(job.id, c).split(separator: "\n")
+                    guard let index = lines.firstIndex(where: { $0.hasPrefix("resumed from ") }),
+                        let resumed = Int(lines[index].dropFirst("resumed from ".count)),
+                        let next = lines[(index + 1)...].first(where: { $0.hasPrefix("count ") })
                     else { return false }
-                    return resumed >= 1 && text.contains("\(line)\ncount \(resumed + 1)\n")
+                    return resumed >= 1 && next == "count \(resumed + 1)"
                 }
                 let output = try await Self.logs(job.id, c)
                 #expect(continued, "\(output)")
@@ -284,6 +298,57 @@ struct ActorTests {
                     try await $0.cancelDeployment(.with { $0.id = job.id })
                 }
             }
+        }
+    }
+
+    @Test("a running stateful replica moves by itself to a markedly cheaper device that comes online, and counts on")
+    func movesToACheaperDevice() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-cheaper")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let c = try await Self.start(database, network, directory, prices: [500], relocationMargin: 30)
+            defer { c.stop() }
+            var spec = OrchestratorTests.spec(cores: 2)
+            spec.allocations = [try Self.allocation("counter", script: "counter.py", stateful: true)]
+            let job = try await Self.submit(spec, c)
+            #expect(job.assignments.first?.deviceDid == c.agents[0].did)
+            let counting = try await eventually(timeout: .seconds(60)) {
+                let state = try await Self.deployment(job.id, c).state
+                let output = try await Self.logs(job.id, c)
+                return state == .running && output.contains("count 5\n")
+            }
+            #expect(counting)
+            // A device at 1 % of the price joins: the counter moves there (checkpointed, resumed), unasked.
+            let cheap = try await Self.startAgent(
+                "cheap", price: 5, network, directory, registry: c.registry, orchestrator: c.orchestrator)
+            defer { cheap.service.child.signal(SIGKILL) }
+            let moved = try await eventually(timeout: .seconds(60)) {
+                let now = try await Self.deployment(job.id, c)
+                let output = try await Self.logs(job.id, c)
+                return now.state == .running && now.assignments.first?.deviceDid == cheap.did
+                    && output.contains("resumed from")
+            }
+            let output = try await Self.logs(job.id, c)
+            let reason = try await Self.deployment(job.id, c).reason
+            #expect(moved, "\(reason)\n\(output)")
+            let line = try #require(output.split(separator: "\n").first { $0.hasPrefix("resumed from ") })
+            let resumed = try #require(Int(line.dropFirst("resumed from ".count)))
+            #expect(resumed >= 5)
+            let events = try await c.consumer.with(c.orchestrator) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                    for try await event in response.messages {
+                        seen.append(event)
+                        if event.state == .running, event.deployment.assignments.first?.deviceDid == cheap.did { break }
+                    }
+                    return seen
+                }
+            }
+            #expect(
+                events.contains { $0.reason.contains("counter[0] moved: moved to a device 99% cheaper") },
+                "\(events.map(\.reason))")
+            _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
         }
     }
 }

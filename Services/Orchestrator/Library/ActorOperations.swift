@@ -6,9 +6,6 @@ internal import SwiftProtobuf
 
 /// Checkpoints on request and planned moves of stateful replicas.
 extension OrchestratorAPI {
-    /// How long a checkpoint may take to be written, shipped and stored.
-    static let checkpointTimeout: Duration = .seconds(60)
-
     /// The caller's deployment, which must be running.
     private func running(_ id: String, caller: String) async throws -> Orrery_Orchestrator_V1_Deployment {
         let deployment = try await get(id, caller: caller)
@@ -45,50 +42,11 @@ extension OrchestratorAPI {
         var stored: [Orrery_Orchestrator_V1_StoredCheckpoint] = []
         for assignment in replicas {
             stored.append(
-                try await takeCheckpoint(
+                try await mover.takeCheckpoint(
                     deployment: deployment.id, allocation: assignment.allocation, replica: assignment.replica,
                     reason: "request"))
         }
         return .with { $0.checkpoints = stored }
-    }
-
-    /// Checkpoints one running replica and waits until a newer checkpoint than before is stored.
-    private func takeCheckpoint(deployment: String, allocation: String, replica: UInt32, reason: String) async throws
-        -> Orrery_Orchestrator_V1_StoredCheckpoint
-    {
-        guard let address = ActorAddress(deployment: deployment, allocation: allocation, replica: Int(replica)),
-            let running = try await offers.running(deployment: deployment, allocation: allocation, replica: replica)
-        else {
-            throw RPCError(code: .failedPrecondition, message: "\(allocation)[\(replica)] is not running")
-        }
-        guard hub.holds(running.device) else {
-            throw RPCError(
-                code: .unavailable, message: "\(allocation)[\(replica)]'s device \(running.device) is not connected")
-        }
-        let before = try await checkpoints.latest(address)
-        let previous = before.flatMap { try? Orrery_Actors_V1_Checkpoint(serializedBytes: $0.record.payload) }?.sequence
-        hub.send(
-            .with {
-                $0.checkpointRequest = .with {
-                    $0.offerID = running.offer
-                    $0.reason = reason
-                }
-            }, to: running.device)
-        let deadline = ContinuousClock.now + Self.checkpointTimeout
-        while ContinuousClock.now < deadline {
-            if let latest = try await checkpoints.latest(address),
-                let record = try? Orrery_Actors_V1_Checkpoint(serializedBytes: latest.record.payload),
-                record.sequence > (previous ?? 0)
-            {
-                return latest
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw RPCError(
-            code: .deadlineExceeded,
-            message:
-                "\(allocation)[\(replica)] was asked to checkpoint but none was stored within \(Self.checkpointTimeout) (does the workload answer checkpoint requests on its mailbox?)"
-        )
     }
 
     /// Moves a running stateful replica: its mail is held, it checkpoints (then takes no more messages), and it
@@ -128,18 +86,9 @@ extension OrchestratorAPI {
             let address = ActorAddress(
                 deployment: deployment.id, allocation: request.allocation, replica: Int(request.replica))
         else { throw RPCError(code: .invalidArgument, message: "no such actor") }
-        router.setMoving(address, true)
-        defer { router.setMoving(address, false) }
-        let checkpoint = try await takeCheckpoint(
-            deployment: deployment.id, allocation: request.allocation, replica: request.replica, reason: "move")
-        let sequence = (try? Orrery_Actors_V1_Checkpoint(serializedBytes: checkpoint.record.payload))?.sequence ?? 0
-        guard let current = try await store.deployment(deployment.id) else {
-            throw RPCError(code: .notFound, message: "deployment \(deployment.id) vanished")
-        }
-        let target = try await driver.relocate(
-            current, allocation: request.allocation, replica: request.replica, from: assignment.deviceDid,
-            why: "moved on request after checkpoint \(sequence)",
-            to: request.toDevice.isEmpty ? nil : request.toDevice, planned: true)
+        let target = try await mover.move(
+            deployment, allocation: request.allocation, replica: request.replica, from: assignment.deviceDid,
+            to: request.toDevice.isEmpty ? nil : request.toDevice, why: "moved on request")
         guard target != nil else {
             throw RPCError(
                 code: .failedPrecondition,

@@ -160,33 +160,10 @@ struct DeploymentDriver: Sendable {
         let id = deployment.id
         let states: Set<Orrery_Orchestrator_V1_DeploymentState> = [.deploying, .running]
         guard let spec = deployment.spec.allocations.first(where: { $0.name == name }),
-            let request = try? WorkloadSpecValidator.validate(deployment.spec),
-            let index = request.allocations.firstIndex(where: { $0.name == name })
+            let (placement, snapshot, found) = try await replacement(
+                deployment, allocation: name, replica: replica, leaving: device, to: chosen)
         else { return nil }
-        var single = request.allocations[index]
-        single.replicas = 1
-        var excluded = try await offers.refusingDevices(of: id)
-        excluded.insert(device)
-        for edge in request.edges where edge.from == index || edge.to == index {
-            let partner = request.allocations[edge.from == index ? edge.to : edge.from].name
-            for assignment in deployment.assignments where assignment.allocation == partner {
-                single.constraints.latencyTargets.append(
-                    LatencyTarget(place: .landmark(assignment.deviceDid), maxRTTMilliseconds: edge.maxRTTMilliseconds))
-            }
-        }
-        if single.spread == .spread {
-            for sibling in deployment.assignments where sibling.allocation == name && sibling.replica != replica {
-                excluded.insert(sibling.deviceDid)
-            }
-        }
-        let snapshot = fleet.snapshot(reserved: try await store.reservations())
-        if let chosen {
-            excluded = Set(snapshot.devices.map(\.did)).subtracting([chosen])
-        }
-        let placement = PlacementRequest(allocations: [single], budget: nil, excludedDevices: excluded)
-        guard case .placed(let placed) = solver.place(placement, on: snapshot),
-            let target = placed.allocations.first?.replicas.first
-        else {
+        guard let target = found else {
             let explanation = solver.explain(placement, on: snapshot)
             _ = try await store.transition(
                 id, from: states, to: .failed,
@@ -229,6 +206,44 @@ struct DeploymentDriver: Sendable {
         logger.info("replica relocated", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
         await kick()
         return target.deviceDID
+    }
+
+    /// Where one replica of a deployed ensemble would go if it left `device` (for `chosen` only, when named): the
+    /// same constraints, its latency edges as bounds to where its partners run now, its spread siblings' devices and
+    /// every device that refused this deployment excluded. Nil when the allocation is not in the spec.
+    func replacement(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, allocation name: String, replica: UInt32,
+        leaving device: String,
+        to chosen: String? = nil
+    ) async throws -> (request: PlacementRequest, snapshot: PlacementSnapshot, target: ReplicaPlacement?)? {
+        guard let request = try? WorkloadSpecValidator.validate(deployment.spec),
+            let index = request.allocations.firstIndex(where: { $0.name == name })
+        else { return nil }
+        var single = request.allocations[index]
+        single.replicas = 1
+        var excluded = try await offers.refusingDevices(of: deployment.id)
+        excluded.insert(device)
+        for edge in request.edges where edge.from == index || edge.to == index {
+            let partner = request.allocations[edge.from == index ? edge.to : edge.from].name
+            for assignment in deployment.assignments where assignment.allocation == partner {
+                single.constraints.latencyTargets.append(
+                    LatencyTarget(place: .landmark(assignment.deviceDid), maxRTTMilliseconds: edge.maxRTTMilliseconds))
+            }
+        }
+        if single.spread == .spread {
+            for sibling in deployment.assignments where sibling.allocation == name && sibling.replica != replica {
+                excluded.insert(sibling.deviceDid)
+            }
+        }
+        let snapshot = fleet.snapshot(reserved: try await store.reservations())
+        if let chosen {
+            excluded = Set(snapshot.devices.map(\.did)).subtracting([chosen])
+        }
+        let placement = PlacementRequest(allocations: [single], budget: nil, excludedDevices: excluded)
+        guard case .placed(let placed) = solver.place(placement, on: snapshot) else {
+            return (placement, snapshot, nil)
+        }
+        return (placement, snapshot, placed.allocations.first?.replicas.first)
     }
 
     /// matched → offered: an offer per replica, in the same transaction.

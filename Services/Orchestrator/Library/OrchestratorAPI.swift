@@ -19,9 +19,7 @@ public struct OrchestratorAPI: Sendable {
     let solver: PlacementSolver
     /// May read every deployment.
     let operatorDID: String
-    let router: ActorRouter
-    let checkpoints: CheckpointStore
-    let hub: AgentHub
+    let mover: ActorMover
 
     public func submit(_ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest, consumer: String) async throws
         -> Orrery_Orchestrator_V1_Deployment

@@ -22,6 +22,8 @@ struct OrchestratorComponents: Sendable {
     let settlement: SettlementClerk?
     let router: ActorRouter
     let checkpoints: CheckpointStore
+    /// Moves running stateful replicas to markedly cheaper devices.
+    let betterPlacements: BetterPlacements
 
     private static let current = Mutex<OrchestratorComponents?>(nil)
 
@@ -60,16 +62,21 @@ struct OrchestratorComponents: Sendable {
             let checkpoints = CheckpointStore(
                 client: database, logger: logger, key: environment.key, offers: offers, router: router, notary: notary)
             hub.setDeployPreparer { deploy, device in try await checkpoints.prepare(deploy, device: device) }
+            let mover = ActorMover(
+                store: store, offers: offers, checkpoints: checkpoints, router: router, hub: hub, driver: driver)
             let made = OrchestratorComponents(
                 fleet: fleet,
                 api: OrchestratorAPI(
                     store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
-                    operatorDID: environment.operatorDID.string, router: router, checkpoints: checkpoints, hub: hub),
+                    operatorDID: environment.operatorDID.string, mover: mover),
                 events: events, driver: driver, hub: hub,
                 channel: AgentChannelService(
                     hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
                     settles: settlement != nil, router: router, checkpoints: checkpoints),
-                notary: notary, settlement: settlement, router: router, checkpoints: checkpoints)
+                notary: notary, settlement: settlement, router: router, checkpoints: checkpoints,
+                betterPlacements: BetterPlacements(
+                    store: store, driver: driver, mover: mover, logger: logger,
+                    marginPercent: environment.settings.relocationMarginPercent))
             current = made
             return made
         }

@@ -1,5 +1,6 @@
 internal import Logging
 internal import OrreryDatabase
+internal import OrreryProto
 public import OrreryRuntime
 
 /// The `orchestrator` service as the shared runtime starts it.
@@ -24,14 +25,22 @@ public enum OrchestratorServer {
                     { await components.driver.run() },
                     { await components.hub.run() },
                     { await components.router.run() },
+                    { await components.betterPlacements.run() },
                 ]
                 if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
                     tasks.append {
                         var follower = RegistryFollower(
                             address: address, environment: environment, fleet: components.fleet,
                             outbox: ReputationOutbox(client: database, logger: environment.logger))
-                        let driver = components.driver
-                        follower.deviceLost = { device in await driver.deviceLost(device) }
+                        let (driver, placements) = (components.driver, components.betterPlacements)
+                        follower.changed = { change in
+                            guard change.hasDevice else { return }
+                            switch change.device.status {
+                            case .offline, .left: await driver.deviceLost(change.device.did)
+                            case .online: placements.deviceAppeared()
+                            default: break
+                            }
+                        }
                         await follower.run()
                     }
                 } else {

@@ -18,8 +18,9 @@ struct RegistryFollower {
     let outbox: ReputationOutbox
     /// How often RTT samples are read.
     var samplePollInterval: Duration = .seconds(2)
-    /// Called when a device goes offline or leaves, so what ran on it moves at once rather than at the next poll.
-    var deviceLost: @Sendable (String) async -> Void = { _ in }
+    /// Called with each device change after the fleet view took it (what ran on a lost device moves at once; a
+    /// device coming online may be a better place for what runs elsewhere).
+    var changed: @Sendable (Orrery_Registry_V1_DeviceChange) async -> Void = { _ in }
 
     func run() async {
         await withTaskGroup(of: Void.self) { group in
@@ -67,9 +68,7 @@ struct RegistryFollower {
                     switch event.event {
                     case .change(let change):
                         fleet.apply(change)
-                        if change.hasDevice, change.device.status == .offline || change.device.status == .left {
-                            await deviceLost(change.device.did)
-                        }
+                        await changed(change)
                     case .snapshotComplete(let revision):
                         fleet.markSynced(revision: revision)
                         environment.logger.info(

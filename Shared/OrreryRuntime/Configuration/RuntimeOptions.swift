@@ -125,6 +125,12 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
 
     @Option(
         help:
+            "Orchestrator only: a running stateful replica moves (checkpoint, resume) to another feasible device at least this many percent cheaper; 0 turns it off (env ORRERY_RELOCATION_MARGIN_PERCENT, file relocation.margin_percent; default 30)."
+    )
+    public var relocationMarginPercent: Int?
+
+    @Option(
+        help:
             "Notary only: the settlement gateway's DID, the only signer of a contract's settled transition (env ORRERY_SETTLEMENT_DID, file settlement.did)."
     )
     public var settlementDid: String?

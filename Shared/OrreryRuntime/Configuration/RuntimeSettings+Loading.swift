@@ -47,6 +47,7 @@ extension RuntimeSettings {
             settlementDID: try optionalDID(reader, "settlement.did"),
             notaryDID: try optionalDID(reader, "notary.did"),
             settlementAddress: try address(reader, "settlement.address"),
+            relocationMarginPercent: try integer(reader, "relocation.margin_percent", in: 0...90),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -124,6 +125,7 @@ extension RuntimeSettings {
         flag("settlement.did", options.settlementDid)
         flag("notary.did", options.notaryDid)
         flag("settlement.address", options.settlementAddress)
+        flag("relocation.margin_percent", options.relocationMarginPercent)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
@@ -156,6 +158,7 @@ extension RuntimeSettings {
             "settlement.did": "",
             "notary.did": "",
             "settlement.address": "",
+            "relocation.margin_percent": 30,
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",

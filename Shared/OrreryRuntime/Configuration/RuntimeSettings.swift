@@ -15,6 +15,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.registryAddress == rhs.registryAddress && lhs.offerTimeout == rhs.offerTimeout
             && lhs.notaryAddress == rhs.notaryAddress && lhs.settlementDID == rhs.settlementDID
             && lhs.notaryDID == rhs.notaryDID && lhs.settlementAddress == rhs.settlementAddress
+            && lhs.relocationMarginPercent == rhs.relocationMarginPercent
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -74,6 +75,9 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var notaryDID: String? = nil
     /// The settlement gateway the orchestrator escrows and releases through; nil when none is set.
     public var settlementAddress: String? = nil
+    /// How much cheaper (percent) another feasible device must be before the orchestrator moves a running stateful
+    /// replica there; 0 never moves one for a better price.
+    public var relocationMarginPercent: Int = 0
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

@@ -27,7 +27,8 @@ actor ActorHost {
     /// Checkpoint requests waiting for the workload's answer, and those it answered.
     private var requested: Set<String> = []
     private var checkpointed: Set<String> = []
-    private var replyTargets: [String: ActorAddress] = [:]
+    /// Where a reply to each message received goes, until its envelope's lifetime is over.
+    private var replyTargets: [String: (address: ActorAddress, until: Int64)] = [:]
 
     private struct Outbound {
         let sendID: String
@@ -83,7 +84,7 @@ actor ActorHost {
                 request.payloadBytes ?? [], behavior: behavior, to: to,
                 replyTo: request.replyTo.flatMap(ActorAddress.init), sendID: request.id ?? "")
         case "reply":
-            guard let message = request.toMessage, let target = replyTargets[message] else {
+            guard let message = request.toMessage, let target = replyTargets[message]?.address else {
                 return refusal(request.id, "reply: no message \(request.toMessage ?? "") was received to reply to")
             }
             return send(
@@ -187,8 +188,9 @@ actor ActorHost {
             let line = MailboxLine(
                 op: "message", id: admitted.id.string, from: admitted.from.description, behavior: admitted.behavior,
                 payload: admitted.payload, replyTo: admitted.replyTo?.description)
-            replyTargets[admitted.id.string] = admitted.replyTo ?? admitted.from
-            if replyTargets.count > 10_000 { replyTargets.removeAll() }
+            let now = Int64(Date().timeIntervalSince1970)
+            if replyTargets.count >= 10_000 { replyTargets = replyTargets.filter { $0.value.until > now } }
+            replyTargets[admitted.id.string] = (admitted.replyTo ?? admitted.from, now + Self.lifetime)
             enqueue(line)
         } catch {
             guard let (from, id) = ActorEnvelopes.sender(of: envelope) else { return }

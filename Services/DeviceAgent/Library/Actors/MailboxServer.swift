@@ -56,9 +56,9 @@ final class MailboxServer: Sendable {
                 for try await frame in inbound {
                     let text = String(buffer: frame)
                     let answer: MailboxLine
-                    do {
-                        answer = try await host.handle(try MailboxLine.request(text))
-                    } catch let invalid as MailboxLine.Invalid {
+                    switch Result(catching: { () throws(MailboxLine.Invalid) in try MailboxLine.request(text) }) {
+                    case .success(let request): answer = await host.handle(request)
+                    case .failure(let invalid):
                         answer = MailboxLine(op: "refused", id: Self.id(in: text), reason: invalid.reason)
                     }
                     do {

@@ -1,0 +1,79 @@
+internal import Foundation
+internal import GRPCCore
+internal import OrreryActors
+internal import OrreryProto
+internal import SwiftProtobuf
+
+/// Checkpoints a running stateful replica on demand, and moves one: its mail held here, a checkpoint taken (after
+/// which it receives nothing), then it resumes on another device from that checkpoint under a replacement contract,
+/// with the same actor address and key. Used by `MoveAllocation` and by moves to a markedly cheaper device.
+struct ActorMover: Sendable {
+    let store: DeploymentStore
+    let offers: OfferStore
+    let checkpoints: CheckpointStore
+    let router: ActorRouter
+    let hub: AgentHub
+    let driver: DeploymentDriver
+    /// How long a checkpoint may take to be written, shipped and stored.
+    static let checkpointTimeout: Duration = .seconds(60)
+
+    /// Checkpoints one running replica and waits until a newer checkpoint than before is stored.
+    func takeCheckpoint(deployment: String, allocation: String, replica: UInt32, reason: String) async throws
+        -> Orrery_Orchestrator_V1_StoredCheckpoint
+    {
+        guard let address = ActorAddress(deployment: deployment, allocation: allocation, replica: Int(replica)),
+            let running = try await offers.running(deployment: deployment, allocation: allocation, replica: replica)
+        else {
+            throw RPCError(code: .failedPrecondition, message: "\(allocation)[\(replica)] is not running")
+        }
+        guard hub.holds(running.device) else {
+            throw RPCError(
+                code: .unavailable, message: "\(allocation)[\(replica)]'s device \(running.device) is not connected")
+        }
+        let before = try await checkpoints.latest(address)
+        let previous = before.flatMap { try? Orrery_Actors_V1_Checkpoint(serializedBytes: $0.record.payload) }?.sequence
+        hub.send(
+            .with {
+                $0.checkpointRequest = .with {
+                    $0.offerID = running.offer
+                    $0.reason = reason
+                }
+            }, to: running.device)
+        let deadline = ContinuousClock.now + Self.checkpointTimeout
+        while ContinuousClock.now < deadline {
+            if let latest = try await checkpoints.latest(address),
+                let record = try? Orrery_Actors_V1_Checkpoint(serializedBytes: latest.record.payload),
+                record.sequence > (previous ?? 0)
+            {
+                return latest
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RPCError(
+            code: .deadlineExceeded,
+            message:
+                "\(allocation)[\(replica)] was asked to checkpoint but none was stored within \(Self.checkpointTimeout) (does the workload answer checkpoint requests on its mailbox?)"
+        )
+    }
+
+    /// Moves one replica (to `chosen`, or the best other feasible device); returns where it went, or nil when no
+    /// device could take it (the deployment then failed, saying why).
+    func move(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, allocation: String, replica: UInt32, from device: String,
+        to chosen: String?, why: String
+    ) async throws -> String? {
+        guard let address = ActorAddress(deployment: deployment.id, allocation: allocation, replica: Int(replica))
+        else { throw RPCError(code: .invalidArgument, message: "\(allocation)[\(replica)] is no actor address") }
+        router.setMoving(address, true)
+        defer { router.setMoving(address, false) }
+        let checkpoint = try await takeCheckpoint(
+            deployment: deployment.id, allocation: allocation, replica: replica, reason: "move")
+        let sequence = (try? Orrery_Actors_V1_Checkpoint(serializedBytes: checkpoint.record.payload))?.sequence ?? 0
+        guard let current = try await store.deployment(deployment.id) else {
+            throw RPCError(code: .notFound, message: "deployment \(deployment.id) vanished")
+        }
+        return try await driver.relocate(
+            current, allocation: allocation, replica: replica, from: device, why: "\(why) after checkpoint \(sequence)",
+            to: chosen, planned: true)
+    }
+}
