@@ -281,7 +281,20 @@ struct ActorTests {
                     return
                 }
                 // Resumed: it counts on from the checkpointed value.
-                #expect(final.assignments.first?.deviceDid == c.agents[1].did, "\(final.reason)")
+                let lastRevision = final.revision
+                let history = try await c.consumer.with(c.orchestrator) { client in
+                    try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                        var reasons: [String] = []
+                        for try await event in response.messages {
+                            reasons.append("\(event.state): \(event.reason)")
+                            if event.revision >= lastRevision { break }
+                        }
+                        return reasons
+                    }
+                }
+                #expect(
+                    final.state == .running && final.assignments.first?.deviceDid == c.agents[1].did,
+                    "\(history.joined(separator: "\n"))")
                 // Its first count after resuming is the checkpointed value plus one (other allocations' lines may
                 // come between in the merged log).
                 let continued = try await eventually(timeout: .seconds(20)) {
@@ -349,6 +362,81 @@ struct ActorTests {
                 events.contains { $0.reason.contains("counter[0] moved: moved to a device 99% cheaper") },
                 "\(events.map(\.reason))")
             _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+        }
+    }
+
+    @Test("an actor messages another deployment's actor only once their consumer granted it (orrery actor grant)")
+    func acrossDeployments() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-across")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let c = try await Self.start(database, network, directory, prices: [5, 6])
+            defer { c.stop() }
+            var pongSpec = OrchestratorTests.spec(cores: 2)
+            pongSpec.allocations = [try Self.allocation("pong", script: "pong.py", stateful: false, env: ["LAST": "3"])]
+            let pong = try await Self.submit(pongSpec, c)
+            var pingSpec = OrchestratorTests.spec(cores: 2)
+            pingSpec.allocations = [
+                try Self.allocation(
+                    "ping", script: "ping.py", stateful: false,
+                    env: ["LAST": "3", "PONG": "actor://\(pong.id)/pong/0", "PAUSE": "0"])
+            ]
+            pingSpec.allocations[0].outputs = ["answers.txt"]
+            let ping = try await Self.submit(pingSpec, c)
+            // Without a grant the send is refused at the sending agent, with the way out in the reason.
+            let refused = try await eventually(timeout: .seconds(60)) {
+                try await Self.logs(ping.id, c).contains("unauthorised: no grant lets this actor message deployment")
+            }
+            let before = try await Self.logs(ping.id, c)
+            #expect(refused, "\(before)")
+            // The consumer grants both directions with the CLI (ping sends, pong replies).
+            let key = directory.appendingPathComponent("consumer.key").path
+            let chain = directory.appendingPathComponent("consumer.ucan").path
+            try KeyFile.write(c.consumer.key, to: key)
+            try DelegationChain.write(c.consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
+            let connection = [
+                "--orchestrator", "127.0.0.1:\(c.orchestrator.ready.grpcPort)", "--key", key, "--proof", chain,
+            ]
+            let cli = TestEnvironment.executable("orrery")
+            // Pong is listed once its agent started it and announced its key.
+            let pongListed = try await eventually(timeout: .seconds(60)) {
+                let (listed, actors) = try await ChildProcess.run(cli, arguments: ["actors", pong.id] + connection)
+                return listed == 0 && actors.contains("actor://\(pong.id)/pong/0  did:key:")
+            }
+            #expect(pongListed)
+            // The reply direction first: pong must be able to answer the first ping it takes.
+            for (from, to) in [("actor://\(pong.id)/pong/0", ping.id), ("actor://\(ping.id)/ping/0", pong.id)] {
+                let (status, output) = try await ChildProcess.run(
+                    cli, arguments: ["actor", "grant", "--from", from, "--to-deployment", to] + connection)
+                #expect(status == 0 && output.contains("may message the actors of \(to)"), "\(output)")
+            }
+            // A delegation that does not hold the sender to itself is refused.
+            let loose = Delegation.issue(
+                by: c.consumer.key, to: c.consumer.key.did, subject: c.consumer.key.did,
+                command: try Command("/orrery/actor"), expiration: Int64(Date().timeIntervalSince1970) + 600)
+            await #expect(throws: RPCError.self) {
+                _ = try await c.consumer.with(c.orchestrator) { client in
+                    try await client.grantActorAccess(
+                        .with {
+                            $0.from = "actor://\(ping.id)/ping/0"
+                            $0.toDeployment = pong.id
+                            $0.delegation = Data(loose.envelope.bytes)
+                        })
+                }
+            }
+            var final = try await Self.deployment(ping.id, c)
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ![.completed, .failed, .cancelled].contains(final.state), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                final = try await Self.deployment(ping.id, c)
+            }
+            let output = try await Self.logs(ping.id, c)
+            #expect(final.state == .completed, "\(final.reason)\n\(output)")
+            let outputs = try await c.consumer.with(c.orchestrator) {
+                try await $0.getOutputs(.with { $0.id = ping.id })
+            }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "1:1\n2:2\n3:3\n")
         }
     }
 }

@@ -66,3 +66,64 @@ struct MoveCommand: AsyncParsableCommand {
         print("\(deployment.id): \(deployment.state.name) — \(deployment.reason)")
     }
 }
+
+/// `orrery actors ID`: a deployment's actors and their keys.
+struct ActorsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "actors", abstract: "List a deployment's actors: each address and did:key.")
+
+    @Argument(help: "The deployment id.") var id: String
+    @OptionGroup var options: OrchestratorOptions
+
+    func run() async throws {
+        let response = try await options.call { try await $0.listActors(.with { $0.id = id }) }
+        for actor in response.actors { print("\(actor.address)  \(actor.actorDid)") }
+    }
+}
+
+/// `orrery actor grant`: let one of your actors message another of your deployments.
+struct ActorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "actor", abstract: "Actors across deployments.", subcommands: [Grant.self])
+
+    struct Grant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Let an actor message the actors of another of your deployments: you sign the delegation (your key → the actor's did:key, /orrery/actor, .from that actor, .to that deployment)."
+        )
+
+        @Option(help: "The sending actor, actor://DEPLOYMENT/ALLOCATION/REPLICA.") var from: String
+        @Option(help: "The deployment whose actors it may message.") var toDeployment: String
+        @Option(help: "How long the grant lasts: 90s, 30m, 24h, 7d.") var expires = "24h"
+        @OptionGroup var options: OrchestratorOptions
+
+        func run() async throws {
+            let parts = from.split(separator: "/")
+            guard from.hasPrefix("actor://"), parts.count == 4 else {
+                throw ValidationError("--from: an actor address actor://DEPLOYMENT/ALLOCATION/REPLICA")
+            }
+            let key = try Inputs.key(options.key)
+            let actors = try await options.call { try await $0.listActors(.with { $0.id = String(parts[1]) }) }
+            guard let actor = actors.actors.first(where: { $0.address == from }) else {
+                throw ValidationError("\(from) has no key yet: is it running?")
+            }
+            let policy = try Policy(
+                .list([
+                    .list([.string("=="), .string(".from"), .string(from)]),
+                    .list([.string("like"), .string(".to"), .string("actor://\(toDeployment)/*")]),
+                ]))
+            let delegation = Delegation.issue(
+                by: key, to: try DID(actor.actorDid), subject: key.did, command: try Command("/orrery/actor"),
+                policy: policy, expiration: Int64(Date().timeIntervalSince1970) + (try Inputs.seconds(expires)))
+            let granted = try await options.call { client in
+                try await client.grantActorAccess(
+                    .with {
+                        $0.from = from
+                        $0.toDeployment = toDeployment
+                        $0.delegation = Data(delegation.envelope.bytes)
+                    })
+            }
+            print("\(from) may message the actors of \(toDeployment) for \(expires) (delegation \(granted.cid))")
+        }
+    }
+}

@@ -1,12 +1,13 @@
 # Sends "1" … "LAST" to the pong actor one after the other, each after the answer to the one before, and writes the
 # answers to answers.txt and each round trip (ms, send to answer received) to rtt.txt. With BURST=n it then sends n
-# more without waiting and reads their n answers, writing "n seconds" to burst.txt.
+# more without waiting and reads their n answers, writing "n seconds" to burst.txt. PONG names the pong actor when it
+# is not this deployment's.
 import os, sys, time
 sys.path.insert(0, "/artifact")
 from mailbox import Mailbox, text
 
 deployment = os.environ["ORRERY_ACTOR_ADDRESS"].split("/")[2]
-pong = "actor://%s/pong/0" % deployment
+pong = os.environ.get("PONG", "actor://%s/pong/0" % deployment)
 me = os.environ["ORRERY_ACTOR_ADDRESS"]
 box = Mailbox()
 last = int(os.environ.get("LAST", "20"))

@@ -82,10 +82,6 @@ extension OrchestratorAPI {
                     code: .failedPrecondition, message: "to_device: \(request.toDevice) is not an online device")
             }
         }
-        guard
-            let address = ActorAddress(
-                deployment: deployment.id, allocation: request.allocation, replica: Int(request.replica))
-        else { throw RPCError(code: .invalidArgument, message: "no such actor") }
         let target = try await mover.move(
             deployment, allocation: request.allocation, replica: request.replica, from: assignment.deviceDid,
             to: request.toDevice.isEmpty ? nil : request.toDevice, why: "moved on request")
@@ -95,5 +91,40 @@ extension OrchestratorAPI {
                 message: "no device can take \(request.allocation)[\(request.replica)]: see the deployment's reason")
         }
         return try await get(deployment.id, caller: caller)
+    }
+
+    /// The actors of one of the caller's deployments.
+    public func actors(_ request: Orrery_Orchestrator_V1_ListActorsRequest, caller: String) async throws
+        -> Orrery_Orchestrator_V1_ListActorsResponse
+    {
+        let deployment = try await get(request.id, caller: caller)
+        let actors = try await mover.router.actors(of: deployment.id)
+        return .with {
+            $0.actors = actors.sorted { $0.key < $1.key }.map { address, did in
+                .with {
+                    $0.address = address
+                    $0.actorDid = did
+                }
+            }
+        }
+    }
+
+    /// Keeps the caller's delegation letting one of its actors message another of its deployments.
+    public func grantActorAccess(_ request: Orrery_Orchestrator_V1_GrantActorAccessRequest, caller: String)
+        async throws -> Orrery_Orchestrator_V1_GrantActorAccessResponse
+    {
+        guard let sender = ActorAddress(request.from) else {
+            throw RPCError(
+                code: .invalidArgument, message: "from: an actor address actor://DEPLOYMENT/ALLOCATION/REPLICA")
+        }
+        let owner = try await get(sender.deployment, caller: caller).consumerDid
+        let target = try await get(request.toDeployment, caller: caller)
+        guard target.id != sender.deployment else {
+            throw RPCError(
+                code: .invalidArgument, message: "to_deployment: actors of one deployment already talk to each other")
+        }
+        let cid = try await mover.router.grantAccess(
+            from: sender, to: target.id, delegation: Array(request.delegation), consumer: owner)
+        return .with { $0.cid = cid }
     }
 }

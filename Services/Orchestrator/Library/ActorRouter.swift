@@ -1,4 +1,5 @@
 internal import Foundation
+internal import GRPCCore
 internal import Logging
 internal import OrreryActors
 internal import OrreryIdentity
@@ -66,6 +67,13 @@ final class ActorRouter: Sendable {
         }
         if inserted { logger.info("actor registered", metadata: ["address": "\(address)", "did": "\(actor)"]) }
         try await sendGrants(deployment: offer.deploymentID)
+        // Actors granted access to this deployment learn the new one's key too.
+        let granted = try await client.query(
+            "SELECT DISTINCT deployment_id FROM actor_grants WHERE to_deployment = \(offer.deploymentID)",
+            logger: logger)
+        var senders: [String] = []
+        for try await deployment in granted.decode(String.self) { senders.append(deployment) }
+        for deployment in senders { try await sendGrants(deployment: deployment) }
     }
 
     func actorDID(_ address: ActorAddress) async throws -> String? {
@@ -100,17 +108,97 @@ final class ActorRouter: Sendable {
             if let offer, let device { targets.append((address, delegation, offer, device)) }
         }
         for target in targets {
-            hub.send(
-                .with {
-                    $0.actorGrant = .with {
-                        $0.offerID = target.offer
-                        $0.address = target.address
-                        $0.delegation = target.delegation
-                        $0.directory = directory
-                        $0.trustedRoots = [key.did.string, consumer]
-                    }
-                }, to: target.device)
+            guard let sender = ActorAddress(target.address) else { continue }
+            var grant = Orrery_Actors_V1_ActorGrant.with {
+                $0.offerID = target.offer
+                $0.address = target.address
+                $0.delegation = target.delegation
+                $0.directory = directory
+                $0.trustedRoots = [key.did.string, consumer]
+            }
+            for (deployment, delegation) in try await foreignGrants(of: sender) {
+                grant.foreign[deployment] = delegation
+                for (address, did) in try await actors(of: deployment) { grant.directory[address] = did }
+            }
+            hub.send(.with { $0.actorGrant = grant }, to: target.device)
         }
+    }
+
+    /// Every actor of a deployment: address → did:key.
+    func actors(of deployment: String) async throws -> [String: String] {
+        let rows = try await client.query(
+            "SELECT allocation, replica, actor_did FROM actors WHERE deployment_id = \(deployment)", logger: logger)
+        var found: [String: String] = [:]
+        for try await (allocation, replica, did) in rows.decode((String, Int32, String).self) {
+            found["actor://\(deployment)/\(allocation)/\(replica)"] = did
+        }
+        return found
+    }
+
+    /// The consumer's delegations letting `sender` message other deployments, by deployment (the newest of each).
+    private func foreignGrants(of sender: ActorAddress) async throws -> [String: Data] {
+        let rows = try await client.query(
+            """
+            SELECT to_deployment, delegation FROM actor_grants WHERE deployment_id = \(sender.deployment)
+              AND allocation = \(sender.allocation) AND replica = \(Int32(sender.replica)) ORDER BY created_at
+            """, logger: logger)
+        var found: [String: Data] = [:]
+        for try await (deployment, delegation) in rows.decode((String, Data).self) { found[deployment] = delegation }
+        return found
+    }
+
+    /// Checks and keeps a consumer's delegation letting one of its actors message another of its deployments, then
+    /// sends the actor its grant again. The caller owns both deployments (checked by the API).
+    /// - Returns: the delegation's CID.
+    func grantAccess(from sender: ActorAddress, to deployment: String, delegation bytes: [UInt8], consumer: String)
+        async throws -> String
+    {
+        let delegation: Delegation
+        do {
+            delegation = try Delegation(bytes: bytes)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "delegation: not a UCAN delegation (\(error))")
+        }
+        guard let actor = try await actorDID(sender) else {
+            throw RPCError(code: .failedPrecondition, message: "from: \(sender) has not started yet (no key known)")
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        var problems: [String] = []
+        if delegation.issuer.string != consumer { problems.append("it is issued by \(delegation.issuer), not you") }
+        if delegation.subject?.string != consumer { problems.append("its subject must be you") }
+        if delegation.audience.string != actor {
+            problems.append("it is for \(delegation.audience), not \(sender) (\(actor))")
+        }
+        let command = delegation.command.description
+        if command != "/orrery/actor", !command.hasPrefix("/orrery/actor/") {
+            problems.append("its command \(command) is not /orrery/actor…")
+        }
+        if let expiration = delegation.expiration, expiration <= now { problems.append("it has expired") }
+        // Its policy must hold the sender to itself and the receivers to the named deployment.
+        func arguments(from: String, to: String) -> IPLD { .map(["from": .string(from), "to": .string(to)]) }
+        let inside = "actor://\(deployment)/any/0"
+        let elsewhere = "actor://\(sender.deployment == deployment ? "dep_elsewhere" : sender.deployment)/any/0"
+        if !delegation.policy.matches(arguments(from: sender.description, to: inside)) {
+            problems.append("its policy does not let \(sender) message \(deployment)")
+        }
+        if delegation.policy.matches(arguments(from: "actor://\(deployment)/impostor/0", to: inside)) {
+            problems.append("its policy does not fix .from to \(sender)")
+        }
+        if delegation.policy.matches(arguments(from: sender.description, to: elsewhere)) {
+            problems.append("its policy does not limit .to to \(deployment)")
+        }
+        guard problems.isEmpty else {
+            throw RPCError(code: .invalidArgument, message: "delegation: " + problems.joined(separator: "; "))
+        }
+        try await client.query(
+            """
+            INSERT INTO actor_grants (cid, deployment_id, allocation, replica, to_deployment, delegation)
+            VALUES (\(delegation.cid.string), \(sender.deployment), \(sender.allocation), \(Int32(sender.replica)),
+                    \(deployment), \(Data(bytes)))
+            ON CONFLICT (cid) DO NOTHING
+            """, logger: logger)
+        try await sendGrants(deployment: sender.deployment)
+        return delegation.cid.string
     }
 
     // MARK: Mail

@@ -174,8 +174,14 @@ struct DeploymentDriver: Sendable {
             "\(name)[\(replica)] \(planned ? "moved" : "relocated"): \(why); now on \(target.deviceDID)"
             + (spec.stateful ? ", resuming from its latest checkpoint" : "")
         let (orchestratorDID, timeout, logger) = (orchestratorDID, offerTimeout, logger)
-        _ = try await store.transition(
+        let moved = try await store.transition(
             id, from: states, to: .deploying, reason: reason,
+            // Once: a concurrent relocation of the same replica (the poll and a device-lost event) finds it moved.
+            onlyIf: { current in
+                current.assignments.contains {
+                    $0.allocation == name && $0.replica == replica && $0.deviceDid == device
+                }
+            },
             change: { deployment in
                 for position in deployment.assignments.indices
                 where deployment.assignments[position].allocation == name
@@ -203,6 +209,7 @@ struct DeploymentDriver: Sendable {
                     for: deployment, orchestratorDID: orchestratorDID, timeout: timeout, only: (name, replica),
                     contract: draft(deployment), connection: connection, logger: logger)
             })
+        guard moved != nil else { return nil }
         logger.info("replica relocated", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
         await kick()
         return target.deviceDID

@@ -69,13 +69,14 @@ struct DeploymentStore: Sendable {
         }
     }
 
-    /// Moves a deployment to `state` when it is in one of `from`, applying `change` to the record; returns the
-    /// deployment after the transition, or nil when it was not in one of `from` (someone else moved it first).
+    /// Moves a deployment to `state` when it is in one of `from` and `condition` holds for it, applying `change` to
+    /// the record; returns the deployment after the transition, or nil when it was not (someone else moved it first).
     func transition(
         _ id: String,
         from: Set<Orrery_Orchestrator_V1_DeploymentState>,
         to state: Orrery_Orchestrator_V1_DeploymentState,
         reason: String,
+        onlyIf condition: @Sendable (Orrery_Orchestrator_V1_Deployment) -> Bool = { _ in true },
         change: @Sendable (inout Orrery_Orchestrator_V1_Deployment) -> Void = { _ in },
         also: @Sendable (PostgresConnection, Orrery_Orchestrator_V1_Deployment) async throws -> Void = { _, _ in }
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
@@ -87,7 +88,7 @@ struct DeploymentStore: Sendable {
             for try await record in rows.decode(Data.self) {
                 current = try Orrery_Orchestrator_V1_Deployment(serializedBytes: record)
             }
-            guard var deployment = current, from.contains(deployment.state) else { return nil }
+            guard var deployment = current, from.contains(deployment.state), condition(deployment) else { return nil }
             change(&deployment)
             deployment.state = state
             deployment.reason = reason

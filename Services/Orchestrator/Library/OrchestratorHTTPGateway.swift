@@ -41,6 +41,14 @@ enum OrchestratorHTTPGateway {
         ) {
             try await api.move($0, caller: try caller())
         }
+        gateway.unary(router, method: "\(service)/ListActors", Orrery_Orchestrator_V1_ListActorsRequest.self) {
+            try await api.actors($0, caller: try caller())
+        }
+        gateway.unary(
+            router, method: "\(service)/GrantActorAccess", Orrery_Orchestrator_V1_GrantActorAccessRequest.self
+        ) {
+            try await api.grantActorAccess($0, caller: try caller())
+        }
         gateway.unary(router, method: "\(service)/GetOutputs", Orrery_Orchestrator_V1_GetOutputsRequest.self) {
             try await api.outputs($0, caller: try caller())
         }

@@ -216,5 +216,24 @@ public enum OrchestratorMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 9,
+            name: "actor grants across deployments",
+            statements: [
+                // A consumer's delegation letting one actor message the actors of another of its deployments.
+                """
+                CREATE TABLE actor_grants (
+                    cid text PRIMARY KEY,
+                    deployment_id text NOT NULL,
+                    allocation text NOT NULL,
+                    replica integer NOT NULL,
+                    to_deployment text NOT NULL,
+                    delegation bytea NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+                "CREATE INDEX actor_grants_by_sender ON actor_grants (deployment_id, allocation, replica)",
+            ]
+        ),
     ]
 }

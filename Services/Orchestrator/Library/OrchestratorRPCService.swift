@@ -88,4 +88,16 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
     {
         try await api.move(request, caller: try caller())
     }
+
+    public func listActors(request: Orrery_Orchestrator_V1_ListActorsRequest, context: ServerContext) async throws
+        -> Orrery_Orchestrator_V1_ListActorsResponse
+    {
+        try await api.actors(request, caller: try caller())
+    }
+
+    public func grantActorAccess(request: Orrery_Orchestrator_V1_GrantActorAccessRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_GrantActorAccessResponse
+    {
+        try await api.grantActorAccess(request, caller: try caller())
+    }
 }

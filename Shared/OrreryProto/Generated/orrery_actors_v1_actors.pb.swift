@@ -147,6 +147,10 @@ public nonisolated struct Orrery_Actors_V1_ActorGrant: Sendable {
   /// DIDs an envelope's authority may root in, for this actor's mailbox (the orchestrator; the consumer).
   public var trustedRoots: [String] = []
 
+  /// The consumer's delegations letting this actor message other deployments' actors, by deployment id; their
+  /// actors are in the directory too.
+  public var foreign: Dictionary<String,Data> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -504,7 +508,7 @@ nonisolated extension Orrery_Actors_V1_ActorIdentity: SwiftProtobuf.Message, Swi
 
 nonisolated extension Orrery_Actors_V1_ActorGrant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorGrant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}address\0\u{1}delegation\0\u{1}directory\0\u{3}trusted_roots\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}address\0\u{1}delegation\0\u{1}directory\0\u{3}trusted_roots\0\u{1}foreign\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -517,6 +521,7 @@ nonisolated extension Orrery_Actors_V1_ActorGrant: SwiftProtobuf.Message, SwiftP
       case 3: try { try decoder.decodeSingularBytesField(value: &self.delegation) }()
       case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.directory) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.trustedRoots) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.foreign) }()
       default: break
       }
     }
@@ -538,6 +543,9 @@ nonisolated extension Orrery_Actors_V1_ActorGrant: SwiftProtobuf.Message, SwiftP
     if !self.trustedRoots.isEmpty {
       try visitor.visitRepeatedStringField(value: self.trustedRoots, fieldNumber: 5)
     }
+    if !self.foreign.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.foreign, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -547,6 +555,7 @@ nonisolated extension Orrery_Actors_V1_ActorGrant: SwiftProtobuf.Message, SwiftP
     if lhs.delegation != rhs.delegation {return false}
     if lhs.directory != rhs.directory {return false}
     if lhs.trustedRoots != rhs.trustedRoots {return false}
+    if lhs.foreign != rhs.foreign {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -163,6 +163,32 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListActors" metadata.
+        public enum ListActors: Sendable {
+            /// Request type for "ListActors".
+            public typealias Input = Orrery_Orchestrator_V1_ListActorsRequest
+            /// Response type for "ListActors".
+            public typealias Output = Orrery_Orchestrator_V1_ListActorsResponse
+            /// Descriptor for "ListActors".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "ListActors",
+                type: .unary
+            )
+        }
+        /// Namespace for "GrantActorAccess" metadata.
+        public enum GrantActorAccess: Sendable {
+            /// Request type for "GrantActorAccess".
+            public typealias Input = Orrery_Orchestrator_V1_GrantActorAccessRequest
+            /// Response type for "GrantActorAccess".
+            public typealias Output = Orrery_Orchestrator_V1_GrantActorAccessResponse
+            /// Descriptor for "GrantActorAccess".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "GrantActorAccess",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.Orchestrator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -175,7 +201,9 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             StreamLogs.descriptor,
             GetOutputs.descriptor,
             Checkpoint.descriptor,
-            MoveAllocation.descriptor
+            MoveAllocation.descriptor,
+            ListActors.descriptor,
+            GrantActorAccess.descriptor
         ]
     }
 }
@@ -405,6 +433,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment>
+
+        /// Handle the "ListActors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The actors of one of the caller's deployments: each address and did:key.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ListActorsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ListActorsResponse` messages.
+        func listActors(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ListActorsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ListActorsResponse>
+
+        /// Handle the "GrantActorAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
+        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
+        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_GrantActorAccessRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_GrantActorAccessResponse` messages.
+        func grantActorAccess(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -618,6 +684,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_MoveAllocationRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>
+
+        /// Handle the "ListActors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The actors of one of the caller's deployments: each address and did:key.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListActorsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_ListActorsResponse` message.
+        func listActors(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ListActorsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListActorsResponse>
+
+        /// Handle the "GrantActorAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
+        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
+        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_GrantActorAccessResponse` message.
+        func grantActorAccess(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -831,6 +935,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: Orrery_Orchestrator_V1_MoveAllocationRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Orchestrator_V1_Deployment
+
+        /// Handle the "ListActors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The actors of one of the caller's deployments: each address and did:key.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_ListActorsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_ListActorsResponse` to respond with.
+        func listActors(
+            request: Orrery_Orchestrator_V1_ListActorsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_ListActorsResponse
+
+        /// Handle the "GrantActorAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
+        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
+        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_GrantActorAccessResponse` to respond with.
+        func grantActorAccess(
+            request: Orrery_Orchestrator_V1_GrantActorAccessRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_GrantActorAccessResponse
     }
 }
 
@@ -959,6 +1101,28 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.ListActors.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ListActorsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ListActorsResponse>(),
+            handler: { request, context in
+                try await self.listActors(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.GrantActorAccess.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GrantActorAccessRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GrantActorAccessResponse>(),
+            handler: { request, context in
+                try await self.grantActorAccess(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1080,6 +1244,28 @@ extension Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_Deployment> {
         let response = try await self.moveAllocation(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listActors(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ListActorsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ListActorsResponse> {
+        let response = try await self.listActors(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func grantActorAccess(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse> {
+        let response = try await self.grantActorAccess(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1234,6 +1420,32 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment> {
         return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_Deployment>(
             message: try await self.moveAllocation(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listActors(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ListActorsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListActorsResponse> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListActorsResponse>(
+            message: try await self.listActors(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func grantActorAccess(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>(
+            message: try await self.grantActorAccess(
                 request: request.message,
                 context: context
             ),
@@ -1508,6 +1720,54 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_Deployment>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_Deployment>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListActors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The actors of one of the caller's deployments: each address and did:key.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListActorsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ListActorsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ListActorsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listActors<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListActorsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ListActorsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ListActorsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListActorsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GrantActorAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
+        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
+        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_GrantActorAccessRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_GrantActorAccessResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func grantActorAccess<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GrantActorAccessResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1902,6 +2162,76 @@ extension Orrery_Orchestrator_V1_Orchestrator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListActors" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The actors of one of the caller's deployments: each address and did:key.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListActorsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ListActorsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ListActorsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listActors<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListActorsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ListActorsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ListActorsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListActorsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.ListActors.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GrantActorAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
+        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
+        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_GrantActorAccessRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_GrantActorAccessResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func grantActorAccess<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GrantActorAccessResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.GrantActorAccess.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2224,6 +2554,66 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_MoveAllocationRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_Deployment>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListActors" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The actors of one of the caller's deployments: each address and did:key.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListActorsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listActors<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListActorsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListActorsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listActors(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ListActorsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ListActorsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GrantActorAccess" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
+    /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
+    /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func grantActorAccess<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.grantActorAccess(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GrantActorAccessRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GrantActorAccessResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2592,6 +2982,74 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             metadata: metadata
         )
         return try await self.moveAllocation(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListActors" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The actors of one of the caller's deployments: each address and did:key.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listActors<Result>(
+        _ message: Orrery_Orchestrator_V1_ListActorsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListActorsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListActorsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listActors(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GrantActorAccess" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
+    /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
+    /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func grantActorAccess<Result>(
+        _ message: Orrery_Orchestrator_V1_GrantActorAccessRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.grantActorAccess(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -140,8 +140,20 @@ actor ActorHost {
     private func send(_ payload: [UInt8], behavior: String, to: ActorAddress, replyTo: ActorAddress?, sendID: String)
         -> MailboxLine
     {
-        guard let grant, let delegation else {
+        guard let grant, let own = delegation else {
             return refusal(sendID, "this actor has no authority to send yet (the orchestrator's grant has not arrived)")
+        }
+        // Within its deployment, the orchestrator's delegation; to another, the consumer's grant for it.
+        let authority: Delegation
+        if to.deployment == address.deployment {
+            authority = own
+        } else if let granted = grant.foreign[to.deployment], let delegation = try? Delegation(bytes: Array(granted)) {
+            authority = delegation
+        } else {
+            return refusal(
+                sendID,
+                "unauthorised: no grant lets this actor message deployment \(to.deployment) (its consumer gives one with `orrery actor grant`)"
+            )
         }
         guard let receiverText = grant.directory[to.description], let receiver = try? DID(receiverText) else {
             return refusal(sendID, "unknown-actor: \(to) has no known key (not deployed, or not started yet)")
@@ -159,7 +171,7 @@ actor ActorHost {
         do {
             envelope = try ActorEnvelopes.seal(
                 payload: payload, behavior: behavior, from: address, to: to, replyTo: replyTo, key: key,
-                receiver: receiver, subject: delegation.subject ?? delegation.issuer, proofs: [delegation],
+                receiver: receiver, subject: authority.subject ?? authority.issuer, proofs: [authority],
                 lifetime: Self.lifetime, now: now)
         } catch {
             return refusal(sendID, "\(error)")
