@@ -411,20 +411,29 @@ struct ActorTests {
                     cli, arguments: ["actor", "grant", "--from", from, "--to-deployment", to] + connection)
                 #expect(status == 0 && output.contains("may message the actors of \(to)"), "\(output)")
             }
-            // A delegation that does not hold the sender to itself is refused.
+            // A delegation for the right actor that does not hold the sender to itself is refused, and says so.
+            let pingDID = try await c.consumer.with(c.orchestrator) { client in
+                try await client.listActors(.with { $0.id = ping.id }).actors.first?.actorDid
+            }
             let loose = Delegation.issue(
-                by: c.consumer.key, to: c.consumer.key.did, subject: c.consumer.key.did,
-                command: try Command("/orrery/actor"), expiration: Int64(Date().timeIntervalSince1970) + 600)
-            await #expect(throws: RPCError.self) {
-                _ = try await c.consumer.with(c.orchestrator) { client in
-                    try await client.grantActorAccess(
+                by: c.consumer.key, to: try DID(try #require(pingDID)), subject: c.consumer.key.did,
+                command: try Command("/orrery/actor"),
+                policy: try Policy(try IPLDJSON.parse(#"[["like", ".to", "actor://\#(pong.id)/*"]]"#)),
+                expiration: Int64(Date().timeIntervalSince1970) + 600)
+            let refusal = try await c.consumer.with(c.orchestrator) { client in
+                do {
+                    _ = try await client.grantActorAccess(
                         .with {
                             $0.from = "actor://\(ping.id)/ping/0"
                             $0.toDeployment = pong.id
                             $0.delegation = Data(loose.envelope.bytes)
                         })
+                    return "granted"
+                } catch let error as RPCError {
+                    return "\(error.code): \(error.message)"
                 }
             }
+            #expect(refusal.contains("invalidArgument") && refusal.contains("does not fix .from"), "\(refusal)")
             var final = try await Self.deployment(ping.id, c)
             let deadline = ContinuousClock.now + .seconds(60)
             while ![.completed, .failed, .cancelled].contains(final.state), ContinuousClock.now < deadline {

@@ -181,7 +181,7 @@ final class ActorRouter: Sendable {
         if !delegation.policy.matches(arguments(from: sender.description, to: inside)) {
             problems.append("its policy does not let \(sender) message \(deployment)")
         }
-        if delegation.policy.matches(arguments(from: "actor://\(deployment)/impostor/0", to: inside)) {
+        if delegation.policy.matches(arguments(from: "actor://\(sender.deployment)/impostor/0", to: inside)) {
             problems.append("its policy does not fix .from to \(sender)")
         }
         if delegation.policy.matches(arguments(from: sender.description, to: elsewhere)) {
