@@ -89,13 +89,14 @@ struct ActorTests {
             network: network, directory: directory, interval: interval)
     }
 
-    static func submit(_ spec: Orrery_Orchestrator_V1_WorkloadSpec, _ c: Constellation) async throws
-        -> Orrery_Orchestrator_V1_Deployment
-    {
-        try await c.consumer.with(c.orchestrator) { client in
+    static func submit(
+        _ spec: Orrery_Orchestrator_V1_WorkloadSpec, _ c: Constellation, as consumer: OrchestratorTests.Consumer? = nil
+    ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        let consumer = consumer ?? c.consumer
+        return try await consumer.with(c.orchestrator) { client in
             try await client.submitWorkload(
                 .with {
-                    $0.consumerAuthority = try c.consumer.authority(for: c.orchestrator)
+                    $0.consumerAuthority = try consumer.authority(for: c.orchestrator)
                     $0.spec = spec; $0.idempotencyKey = UUID().uuidString
                 })
         }
@@ -365,7 +366,9 @@ struct ActorTests {
         }
     }
 
-    @Test("an actor messages another deployment's actor only once their consumer granted it (orrery actor grant)")
+    @Test(
+        "an actor messages another organisation's actor only once that deployment's consumer granted it, and back (orrery actor grant)"
+    )
     func acrossDeployments() async throws {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory("orrery-actors-across")
@@ -373,9 +376,11 @@ struct ActorTests {
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             let c = try await Self.start(database, network, directory, prices: [5, 6])
             defer { c.stop() }
+            // Two organisations: pong is another consumer's.
+            let other = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
             var pongSpec = OrchestratorTests.spec(cores: 2)
             pongSpec.allocations = [try Self.allocation("pong", script: "pong.py", stateful: false, env: ["LAST": "3"])]
-            let pong = try await Self.submit(pongSpec, c)
+            let pong = try await Self.submit(pongSpec, c, as: other)
             var pingSpec = OrchestratorTests.spec(cores: 2)
             pingSpec.allocations = [
                 try Self.allocation(
@@ -390,37 +395,48 @@ struct ActorTests {
             }
             let before = try await Self.logs(ping.id, c)
             #expect(refused, "\(before)")
-            // The consumer grants both directions with the CLI (ping sends, pong replies).
-            let key = directory.appendingPathComponent("consumer.key").path
-            let chain = directory.appendingPathComponent("consumer.ucan").path
-            try KeyFile.write(c.consumer.key, to: key)
-            try DelegationChain.write(c.consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
-            let connection = [
-                "--orchestrator", "127.0.0.1:\(c.orchestrator.ready.grpcPort)", "--key", key, "--proof", chain,
-            ]
+            // Each consumer grants the other's actor access to its own deployment, with the CLI.
             let cli = TestEnvironment.executable("orrery")
-            // Pong is listed once its agent started it and announced its key.
+            func connection(_ consumer: OrchestratorTests.Consumer, _ name: String) throws -> [String] {
+                let key = directory.appendingPathComponent("\(name).key").path
+                let chain = directory.appendingPathComponent("\(name).ucan").path
+                try KeyFile.write(consumer.key, to: key)
+                try DelegationChain.write(consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
+                return ["--orchestrator", "127.0.0.1:\(c.orchestrator.ready.grpcPort)", "--key", key, "--proof", chain]
+            }
+            let mine = try connection(c.consumer, "consumer")
+            let theirs = try connection(other, "other")
+            // Pong is listed (to its consumer) once its agent started it and announced its key.
             let pongListed = try await eventually(timeout: .seconds(60)) {
-                let (listed, actors) = try await ChildProcess.run(cli, arguments: ["actors", pong.id] + connection)
+                let (listed, actors) = try await ChildProcess.run(cli, arguments: ["actors", pong.id] + theirs)
                 return listed == 0 && actors.contains("actor://\(pong.id)/pong/0  did:key:")
             }
             #expect(pongListed)
+            let (foreign, _) = try await ChildProcess.run(cli, arguments: ["actors", pong.id] + mine)
+            #expect(foreign != 0, "another consumer's deployment is not listed")
             // The reply direction first: pong must be able to answer the first ping it takes.
-            for (from, to) in [("actor://\(pong.id)/pong/0", ping.id), ("actor://\(ping.id)/ping/0", pong.id)] {
+            for (from, to, caller) in [
+                ("actor://\(pong.id)/pong/0", ping.id, mine), ("actor://\(ping.id)/ping/0", pong.id, theirs),
+            ] {
                 let (status, output) = try await ChildProcess.run(
-                    cli, arguments: ["actor", "grant", "--from", from, "--to-deployment", to] + connection)
+                    cli, arguments: ["actor", "grant", "--from", from, "--to-deployment", to] + caller)
                 #expect(status == 0 && output.contains("may message the actors of \(to)"), "\(output)")
             }
+            // Nobody grants access to someone else's deployment.
+            let (intrusion, _) = try await ChildProcess.run(
+                cli,
+                arguments: ["actor", "grant", "--from", "actor://\(ping.id)/ping/0", "--to-deployment", pong.id] + mine)
+            #expect(intrusion != 0)
             // A delegation for the right actor that does not hold the sender to itself is refused, and says so.
             let pingDID = try await c.consumer.with(c.orchestrator) { client in
                 try await client.listActors(.with { $0.id = ping.id }).actors.first?.actorDid
             }
             let loose = Delegation.issue(
-                by: c.consumer.key, to: try DID(try #require(pingDID)), subject: c.consumer.key.did,
+                by: other.key, to: try DID(try #require(pingDID)), subject: other.key.did,
                 command: try Command("/orrery/actor"),
                 policy: try Policy(try IPLDJSON.parse(#"[["like", ".to", "actor://\#(pong.id)/*"]]"#)),
                 expiration: Int64(Date().timeIntervalSince1970) + 600)
-            let refusal = try await c.consumer.with(c.orchestrator) { client in
+            let refusal = try await other.with(c.orchestrator) { client in
                 do {
                     _ = try await client.grantActorAccess(
                         .with {

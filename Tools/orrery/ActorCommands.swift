@@ -89,21 +89,20 @@ struct ActorCommand: AsyncParsableCommand {
     struct Grant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "Let an actor message the actors of another of your deployments: you sign the delegation (your key → the actor's did:key, /orrery/actor, .from that actor, .to that deployment)."
+                "Let an actor (yours or another consumer's) message the actors of one of your deployments: you sign the delegation (your key → the actor's did:key, /orrery/actor, .from that actor, .to your deployment)."
         )
 
         @Option(help: "The sending actor, actor://DEPLOYMENT/ALLOCATION/REPLICA.") var from: String
-        @Option(help: "The deployment whose actors it may message.") var toDeployment: String
+        @Option(help: "Your deployment whose actors it may message.") var toDeployment: String
         @Option(help: "How long the grant lasts: 90s, 30m, 24h, 7d.") var expires = "24h"
         @OptionGroup var options: OrchestratorOptions
 
         func run() async throws {
-            let parts = from.split(separator: "/")
-            guard from.hasPrefix("actor://"), parts.count == 4 else {
+            guard from.hasPrefix("actor://"), from.split(separator: "/").count == 4 else {
                 throw ValidationError("--from: an actor address actor://DEPLOYMENT/ALLOCATION/REPLICA")
             }
             let key = try Inputs.key(options.key)
-            let actors = try await options.call { try await $0.listActors(.with { $0.id = String(parts[1]) }) }
+            let actors = try await options.call { try await $0.listActors(.with { $0.address = from }) }
             guard let actor = actors.actors.first(where: { $0.address == from }) else {
                 throw ValidationError("\(from) has no key yet: is it running?")
             }

@@ -93,10 +93,26 @@ extension OrchestratorAPI {
         return try await get(deployment.id, caller: caller)
     }
 
-    /// The actors of one of the caller's deployments.
+    /// The actors of one of the caller's deployments, or one actor of any deployment by its address.
     public func actors(_ request: Orrery_Orchestrator_V1_ListActorsRequest, caller: String) async throws
         -> Orrery_Orchestrator_V1_ListActorsResponse
     {
+        if !request.address.isEmpty {
+            guard let address = ActorAddress(request.address) else {
+                throw RPCError(code: .invalidArgument, message: "address: actor://DEPLOYMENT/ALLOCATION/REPLICA")
+            }
+            guard let did = try await mover.router.actorDID(address) else {
+                throw RPCError(code: .notFound, message: "no actor \(address) has started")
+            }
+            return .with {
+                $0.actors = [
+                    .with {
+                        $0.address = address.description
+                        $0.actorDid = did
+                    }
+                ]
+            }
+        }
         let deployment = try await get(request.id, caller: caller)
         let actors = try await mover.router.actors(of: deployment.id)
         return .with {
@@ -109,7 +125,7 @@ extension OrchestratorAPI {
         }
     }
 
-    /// Keeps the caller's delegation letting one of its actors message another of its deployments.
+    /// Keeps the caller's delegation letting an actor (of any deployment) message one of the caller's deployments.
     public func grantActorAccess(_ request: Orrery_Orchestrator_V1_GrantActorAccessRequest, caller: String)
         async throws -> Orrery_Orchestrator_V1_GrantActorAccessResponse
     {
@@ -117,8 +133,9 @@ extension OrchestratorAPI {
             throw RPCError(
                 code: .invalidArgument, message: "from: an actor address actor://DEPLOYMENT/ALLOCATION/REPLICA")
         }
-        let owner = try await get(sender.deployment, caller: caller).consumerDid
+        // The receiving deployment is the caller's: its actors trust their consumer. The sender may be anyone's.
         let target = try await get(request.toDeployment, caller: caller)
+        let owner = target.consumerDid
         guard target.id != sender.deployment else {
             throw RPCError(
                 code: .invalidArgument, message: "to_deployment: actors of one deployment already talk to each other")

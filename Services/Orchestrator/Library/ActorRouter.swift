@@ -147,8 +147,8 @@ final class ActorRouter: Sendable {
         return found
     }
 
-    /// Checks and keeps a consumer's delegation letting one of its actors message another of its deployments, then
-    /// sends the actor its grant again. The caller owns both deployments (checked by the API).
+    /// Checks and keeps a consumer's delegation letting an actor (of any deployment) message one of its deployments,
+    /// then sends the actor its grant again. `consumer` owns that deployment (checked by the API).
     /// - Returns: the delegation's CID.
     func grantAccess(from sender: ActorAddress, to deployment: String, delegation bytes: [UInt8], consumer: String)
         async throws -> String

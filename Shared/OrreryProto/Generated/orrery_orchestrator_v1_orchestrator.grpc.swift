@@ -438,7 +438,7 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The actors of one of the caller's deployments: each address and did:key.
+        /// > The actors of one of the caller's deployments (each address and did:key), or one actor of any deployment.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Orchestrator_V1_ListActorsRequest` messages.
@@ -456,9 +456,10 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
-        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
-        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        /// > Lets an actor — of any deployment, the caller's or another consumer's — message the actors of one of the
+        /// > caller's deployments: the caller's own delegation (caller → the actor's did:key, /orrery/actor…, `.from` fixed to
+        /// > that actor, `.to` within `to_deployment`), which the orchestrator checks and hands to the actor's agent with that
+        /// > deployment's directory. The receiving actors accept it because the caller is their consumer.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Orchestrator_V1_GrantActorAccessRequest` messages.
@@ -689,7 +690,7 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The actors of one of the caller's deployments: each address and did:key.
+        /// > The actors of one of the caller's deployments (each address and did:key), or one actor of any deployment.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListActorsRequest` message.
@@ -707,9 +708,10 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
-        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
-        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        /// > Lets an actor — of any deployment, the caller's or another consumer's — message the actors of one of the
+        /// > caller's deployments: the caller's own delegation (caller → the actor's did:key, /orrery/actor…, `.from` fixed to
+        /// > that actor, `.to` within `to_deployment`), which the orchestrator checks and hands to the actor's agent with that
+        /// > deployment's directory. The receiving actors accept it because the caller is their consumer.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
@@ -940,7 +942,7 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The actors of one of the caller's deployments: each address and did:key.
+        /// > The actors of one of the caller's deployments (each address and did:key), or one actor of any deployment.
         ///
         /// - Parameters:
         ///   - request: A `Orrery_Orchestrator_V1_ListActorsRequest` message.
@@ -958,9 +960,10 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
-        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
-        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        /// > Lets an actor — of any deployment, the caller's or another consumer's — message the actors of one of the
+        /// > caller's deployments: the caller's own delegation (caller → the actor's did:key, /orrery/actor…, `.from` fixed to
+        /// > that actor, `.to` within `to_deployment`), which the orchestrator checks and hands to the actor's agent with that
+        /// > deployment's directory. The receiving actors accept it because the caller is their consumer.
         ///
         /// - Parameters:
         ///   - request: A `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
@@ -1726,7 +1729,7 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The actors of one of the caller's deployments: each address and did:key.
+        /// > The actors of one of the caller's deployments (each address and did:key), or one actor of any deployment.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListActorsRequest` message.
@@ -1749,9 +1752,10 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
-        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
-        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        /// > Lets an actor — of any deployment, the caller's or another consumer's — message the actors of one of the
+        /// > caller's deployments: the caller's own delegation (caller → the actor's did:key, /orrery/actor…, `.from` fixed to
+        /// > that actor, `.to` within `to_deployment`), which the orchestrator checks and hands to the actor's agent with that
+        /// > deployment's directory. The receiving actors accept it because the caller is their consumer.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
@@ -2167,7 +2171,7 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The actors of one of the caller's deployments: each address and did:key.
+        /// > The actors of one of the caller's deployments (each address and did:key), or one actor of any deployment.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListActorsRequest` message.
@@ -2201,9 +2205,10 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
-        /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
-        /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+        /// > Lets an actor — of any deployment, the caller's or another consumer's — message the actors of one of the
+        /// > caller's deployments: the caller's own delegation (caller → the actor's did:key, /orrery/actor…, `.from` fixed to
+        /// > that actor, `.to` within `to_deployment`), which the orchestrator checks and hands to the actor's agent with that
+        /// > deployment's directory. The receiving actors accept it because the caller is their consumer.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
@@ -2563,7 +2568,7 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The actors of one of the caller's deployments: each address and did:key.
+    /// > The actors of one of the caller's deployments (each address and did:key), or one actor of any deployment.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListActorsRequest` message.
@@ -2592,9 +2597,10 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
-    /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
-    /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+    /// > Lets an actor — of any deployment, the caller's or another consumer's — message the actors of one of the
+    /// > caller's deployments: the caller's own delegation (caller → the actor's did:key, /orrery/actor…, `.from` fixed to
+    /// > that actor, `.to` within `to_deployment`), which the orchestrator checks and hands to the actor's agent with that
+    /// > deployment's directory. The receiving actors accept it because the caller is their consumer.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantActorAccessRequest` message.
@@ -2992,7 +2998,7 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The actors of one of the caller's deployments: each address and did:key.
+    /// > The actors of one of the caller's deployments (each address and did:key), or one actor of any deployment.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -3025,9 +3031,10 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Lets an actor message the actors of another of the caller's deployments: the caller's own delegation
-    /// > (caller → the actor's did:key, /orrery/actor…, `.from` fixed to that actor, `.to` within `to_deployment`), which
-    /// > the orchestrator checks and hands to the actor's agent with that deployment's directory.
+    /// > Lets an actor — of any deployment, the caller's or another consumer's — message the actors of one of the
+    /// > caller's deployments: the caller's own delegation (caller → the actor's did:key, /orrery/actor…, `.from` fixed to
+    /// > that actor, `.to` within `to_deployment`), which the orchestrator checks and hands to the actor's agent with that
+    /// > deployment's directory. The receiving actors accept it because the caller is their consumer.
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -218,7 +218,11 @@ public nonisolated struct Orrery_Orchestrator_V1_ListActorsRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// A deployment of the caller's: all its actors.
   public var id: String = String()
+
+  /// Or one actor of any deployment, by address (its did:key is what a grant to it names).
+  public var address: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -256,7 +260,7 @@ public nonisolated struct Orrery_Orchestrator_V1_GrantActorAccessRequest: Sendab
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The sending actor's address (in one of the caller's deployments).
+  /// The sending actor's address.
   public var from: String = String()
 
   /// The deployment (the caller's) whose actors it may message.
@@ -1800,7 +1804,7 @@ nonisolated extension Orrery_Orchestrator_V1_LogStream: SwiftProtobuf._ProtoName
 
 nonisolated extension Orrery_Orchestrator_V1_ListActorsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListActorsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}address\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1809,6 +1813,7 @@ nonisolated extension Orrery_Orchestrator_V1_ListActorsRequest: SwiftProtobuf.Me
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
       default: break
       }
     }
@@ -1818,11 +1823,15 @@ nonisolated extension Orrery_Orchestrator_V1_ListActorsRequest: SwiftProtobuf.Me
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Orchestrator_V1_ListActorsRequest, rhs: Orrery_Orchestrator_V1_ListActorsRequest) -> Bool {
     if lhs.id != rhs.id {return false}
+    if lhs.address != rhs.address {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
