@@ -115,6 +115,19 @@ struct ActorTests {
         try await c.consumer.with(c.orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
     }
 
+    /// The deployment once it ended (completed, failed or cancelled), or as it is after `limit`.
+    static func ended(_ id: String, _ c: Constellation, within limit: Duration) async throws
+        -> Orrery_Orchestrator_V1_Deployment
+    {
+        var deployment = try await Self.deployment(id, c)
+        let deadline = ContinuousClock.now + limit
+        while ![.completed, .failed, .cancelled].contains(deployment.state), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            deployment = try await Self.deployment(id, c)
+        }
+        return deployment
+    }
+
     /// Kills what a killed agent's sandboxes left running (a dead host would take them along).
     static func killSandboxes(of name: String, in directory: URL) {
         let runs = directory.appendingPathComponent("\(name)-state/allocations").path
@@ -163,12 +176,7 @@ struct ActorTests {
             #expect(moved.assignments.first { $0.allocation == "pong" }?.deviceDid == spare)
             #expect(moved.reason.contains("moved on request after checkpoint"), "\(moved.reason)")
             #expect(pongHost != spare)
-            var final = try await Self.deployment(job.id, c)
-            let deadline = ContinuousClock.now + .seconds(120)
-            while ![.completed, .failed, .cancelled].contains(final.state), ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(200))
-                final = try await Self.deployment(job.id, c)
-            }
+            let final = try await Self.ended(job.id, c, within: .seconds(120))
             let output = try await Self.logs(job.id, c)
             #expect(final.state == .completed, "\(final.reason)\n\(output)")
             let outputs = try await c.consumer.with(c.orchestrator) {
@@ -450,12 +458,7 @@ struct ActorTests {
                 }
             }
             #expect(refusal.contains("invalidArgument") && refusal.contains("does not fix .from"), "\(refusal)")
-            var final = try await Self.deployment(ping.id, c)
-            let deadline = ContinuousClock.now + .seconds(60)
-            while ![.completed, .failed, .cancelled].contains(final.state), ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(200))
-                final = try await Self.deployment(ping.id, c)
-            }
+            let final = try await Self.ended(ping.id, c, within: .seconds(60))
             let output = try await Self.logs(ping.id, c)
             #expect(final.state == .completed, "\(final.reason)\n\(output)")
             let outputs = try await c.consumer.with(c.orchestrator) {
