@@ -72,6 +72,22 @@ public struct PlacementSnapshot: Sendable {
         latencies.coordinate(ofDevice: index)
     }
 
+    /// The sum of a device's estimated RTTs to `targets`; nil when the device is unknown or one RTT cannot be
+    /// estimated (nothing can then be said about how near it is).
+    public func estimatedLatency(of did: String, to targets: [LatencyTarget]) -> Double? {
+        guard let index = indexByDID[did] else { return nil }
+        return estimatedLatency(of: index, to: targets)
+    }
+
+    func estimatedLatency(of device: Int, to targets: [LatencyTarget]) -> Double? {
+        var sum = 0.0
+        for target in targets {
+            guard let rtt = rtt(from: device, to: target.place) else { return nil }
+            sum += rtt
+        }
+        return sum
+    }
+
     /// The estimated RTT between a device and a latency target, or nil when it cannot be estimated.
     public func rtt(from device: Int, to place: LatencyTarget.Place) -> Double? {
         let record = compiled[device]

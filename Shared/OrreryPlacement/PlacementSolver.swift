@@ -71,6 +71,46 @@ public struct PlacementSolver: Sendable {
                 in: snapshot))
     }
 
+    /// For one replica of the request's single allocation: the feasible device nearest its latency targets (the
+    /// least sum of estimated RTTs; ties go to the cheaper, then the better reputation), among devices priced at most
+    /// `maxHourly` an hour. Devices whose RTT to a target cannot be estimated are passed over. Nil when the request
+    /// is not one allocation with latency targets, or no device qualifies.
+    public func nearest(_ request: PlacementRequest, on snapshot: PlacementSnapshot, maxHourly: UInt64)
+        -> NearerPlacement?
+    {
+        guard request.allocations.count == 1, request.edges.isEmpty,
+            !request.allocations[0].constraints.latencyTargets.isEmpty
+        else { return nil }
+        let allocation = CompiledAllocation(
+            request.allocations[0], snapshot: snapshot, excludedDevices: request.excludedDevices)
+        var best: (candidate: Candidate, latency: Double)?
+        snapshot.compiled.withUnsafeBufferPointer { devices in
+            for index in devices.indices {
+                let device = devices[index]
+                guard allocation.hourlyPrice(device) <= maxHourly,
+                    allocation.firstFailure(index, device, in: snapshot) == nil,
+                    let latency = snapshot.estimatedLatency(
+                        of: index, to: allocation.request.constraints.latencyTargets)
+                else { continue }
+                let candidate = makeCandidate(index, device, allocation, in: snapshot)
+                if let current = best {
+                    if latency != current.latency {
+                        if latency > current.latency { continue }
+                    } else if !Self.precedes(candidate, current.candidate) {
+                        continue
+                    }
+                }
+                best = (candidate, latency)
+            }
+        }
+        guard let best else { return nil }
+        return NearerPlacement(
+            replica: ReplicaPlacement(
+                deviceDID: snapshot.devices[best.candidate.device].did, hourlyPrice: best.candidate.hourly,
+                jobCost: best.candidate.cost, reputation: best.candidate.reputation),
+            latencyMilliseconds: best.latency)
+    }
+
     private func placement(
         of allocations: [CompiledAllocation], assignment: [[Candidate]], cost: UInt64, provenOptimal: Bool, nodes: Int,
         in snapshot: PlacementSnapshot
@@ -156,6 +196,13 @@ public struct ReplicaPlacement: Sendable, Hashable {
     /// The run's price at the allocation's maximum duration (the hourly price without one).
     public var jobCost: UInt64
     public var reputation: Double
+}
+
+/// The device `PlacementSolver.nearest` found, with its estimated latency to the allocation's targets.
+public struct NearerPlacement: Sendable, Hashable {
+    public var replica: ReplicaPlacement
+    /// The sum of its estimated RTTs to the allocation's latency targets.
+    public var latencyMilliseconds: Double
 }
 
 /// A device in an allocation's domain with its price for that allocation.

@@ -58,7 +58,7 @@ struct ActorTests {
 
     static func start(
         _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, prices: [Int], interval: Int = 1000,
-        relocationMargin: Int = 0
+        relocationMargin: Int = 0, places: [(latitude: Double, longitude: Double)] = []
     ) async throws -> Constellation {
         let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
         let notary = try await NotaryTests.startNotary(database, network, directory.appendingPathComponent("notary"))
@@ -70,7 +70,7 @@ struct ActorTests {
             agents.append(
                 try await startAgent(
                     "agent\(index)", price: price, network, directory, registry: registry, orchestrator: orchestrator,
-                    interval: interval))
+                    interval: interval, at: index < places.count ? places[index] : nil))
         }
         let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
         try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: prices.count)
@@ -80,10 +80,12 @@ struct ActorTests {
 
     static func startAgent(
         _ name: String, price: Int, _ network: TestNetwork, _ directory: URL, registry: RunningService,
-        orchestrator: RunningService, interval: Int = 1000
+        orchestrator: RunningService, interval: Int = 1000, at place: (latitude: Double, longitude: Double)? = nil
     ) async throws -> AgentChannelTests.Agent {
-        try await AgentChannelTests.startAgent(
-            name, owner: #"{"prices": {"per_core_hour": \#(price)}}"#,
+        let location =
+            place.map { #", "location": {"latitude": \#($0.latitude), "longitude": \#($0.longitude)}"# } ?? ""
+        return try await AgentChannelTests.startAgent(
+            name, owner: #"{"prices": {"per_core_hour": \#(price)}\#(location)}"#,
             orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
             registry: "127.0.0.1:\(registry.ready.grpcPort)",
             network: network, directory: directory, interval: interval)
@@ -369,6 +371,74 @@ struct ActorTests {
             }
             #expect(
                 events.contains { $0.reason.contains("counter[0] moved: moved to a device 99% cheaper") },
+                "\(events.map(\.reason))")
+            _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+        }
+    }
+
+    @Test("a running stateful replica moves by itself to a device as cheap and markedly nearer its latency target")
+    func movesToANearerDevice() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-nearer")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let madrid = (latitude: 40.42, longitude: -3.70)
+            let paris = (latitude: 48.85, longitude: 2.35)
+            let c = try await Self.start(
+                database, network, directory, prices: [100], relocationMargin: 30, places: [madrid])
+            defer { c.stop() }
+            var spec = OrchestratorTests.spec(cores: 2)
+            var counter = try Self.allocation("counter", script: "counter.py", stateful: true)
+            // Users in Paris: within 100 ms is required, nearer is better.
+            counter.constraints.latency = [
+                .with {
+                    $0.point = .with {
+                        $0.latitude = paris.latitude
+                        $0.longitude = paris.longitude
+                    }
+                    $0.maxRttMs = 100
+                }
+            ]
+            spec.allocations = [counter]
+            let job = try await Self.submit(spec, c)
+            #expect(job.assignments.first?.deviceDid == c.agents[0].did)
+            let counting = try await eventually(timeout: .seconds(60)) {
+                let state = try await Self.deployment(job.id, c).state
+                let output = try await Self.logs(job.id, c)
+                return state == .running && output.contains("count 5\n")
+            }
+            #expect(counting)
+            // A device in Paris at the same price joins: the counter moves there, unasked.
+            let near = try await Self.startAgent(
+                "near", price: 100, network, directory, registry: c.registry, orchestrator: c.orchestrator, at: paris)
+            defer { near.service.child.signal(SIGKILL) }
+            let moved = try await eventually(timeout: .seconds(60)) {
+                let now = try await Self.deployment(job.id, c)
+                let output = try await Self.logs(job.id, c)
+                return now.state == .running && now.assignments.first?.deviceDid == near.did
+                    && output.contains("resumed from")
+            }
+            let now = try await Self.deployment(job.id, c)
+            let output = try await Self.logs(job.id, c)
+            #expect(moved, "\(now.reason)\n\(output)")
+            let line = try #require(output.split(separator: "\n").first { $0.hasPrefix("resumed from ") })
+            #expect(try #require(Int(line.dropFirst("resumed from ".count))) >= 5)
+            #expect(now.assignments.first?.hourlyPrice == job.assignments.first?.hourlyPrice)
+            let events = try await c.consumer.with(c.orchestrator) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                    for try await event in response.messages {
+                        seen.append(event)
+                        if event.state == .running, event.deployment.assignments.first?.deviceDid == near.did { break }
+                    }
+                    return seen
+                }
+            }
+            #expect(
+                events.contains {
+                    $0.reason.contains(
+                        "counter[0] moved: moved to a device nearer its latency targets (an estimated 2.0 ms")
+                },
                 "\(events.map(\.reason))")
             _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
         }

@@ -5,9 +5,14 @@ internal import OrreryProto
 internal import Synchronization
 
 /// Workloads relocate as conditions change: a running stateful replica moves (checkpoint, resume) when another
-/// feasible device is at least `marginPercent` cheaper than the one it runs on. Looked for whenever a device comes
-/// online (one joined, came back, or changed) and every `sweepInterval`, over the 100 oldest running deployments;
-/// deployments with a service level are left where they are (a voluntary move would count against its bound).
+/// feasible device is markedly better — at least `marginPercent` cheaper, or, at no higher price, with at least
+/// `marginPercent` less estimated RTT to the replica's latency targets (its spec's targets and the devices its
+/// latency-edge partners run on; and at least `minimumLatencyGain` less, so that noise in the estimates moves
+/// nothing). Looked for whenever a device comes online (one joined, came back, or changed) and every
+/// `sweepInterval`, over the 100 oldest running deployments; deployments with a service level are left where they are
+/// (a voluntary move would count against its bound).
+///
+/// Moves cannot cycle: a cheaper move lowers the price, a nearer one lowers the estimated latency without raising it.
 struct BetterPlacements: Sendable {
     let store: DeploymentStore
     let driver: DeploymentDriver
@@ -16,6 +21,8 @@ struct BetterPlacements: Sendable {
     /// 1…90; 0 turns it off.
     let marginPercent: Int
     var sweepInterval: Duration = .seconds(60)
+    /// The least RTT, in milliseconds, a nearer move must save.
+    static let minimumLatencyGain = 5.0
     private let kicks = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     init(store: DeploymentStore, driver: DeploymentDriver, mover: ActorMover, logger: Logger, marginPercent: Int) {
@@ -52,7 +59,7 @@ struct BetterPlacements: Sendable {
         }
     }
 
-    /// Moves each running stateful replica for which a markedly cheaper feasible device exists.
+    /// Moves each running stateful replica for which a markedly better feasible device exists.
     func look() async throws {
         guard driver.fleet.isSynced else { return }
         for id in try await store.waiting(in: .running, limit: 100) {
@@ -62,29 +69,62 @@ struct BetterPlacements: Sendable {
             let stateful = Set(deployment.spec.allocations.filter(\.stateful).map(\.name))
             for assignment in deployment.assignments where stateful.contains(assignment.allocation) {
                 guard
-                    let (_, _, found) = try await driver.replacement(
+                    let (request, snapshot) = try await driver.replacementRequest(
                         deployment, allocation: assignment.allocation, replica: assignment.replica,
                         leaving: assignment.deviceDid),
-                    let target = found,
-                    Self.isMarkedlyCheaper(target.hourlyPrice, than: assignment.hourlyPrice, margin: marginPercent)
+                    let better = Self.better(
+                        than: assignment, request: request, snapshot: snapshot, solver: driver.solver,
+                        margin: marginPercent)
                 else { continue }
-                let why =
-                    "moved to a device \(100 - Int(target.hourlyPrice * 100 / max(assignment.hourlyPrice, 1)))% cheaper (\(target.hourlyPrice) instead of \(assignment.hourlyPrice) NTX an hour; margin \(marginPercent)%)"
                 logger.info(
-                    "moving a replica for a better price",
-                    metadata: ["deployment": "\(id)", "allocation": "\(assignment.allocation)", "why": "\(why)"])
+                    "moving a replica to a better placement",
+                    metadata: ["deployment": "\(id)", "allocation": "\(assignment.allocation)", "why": "\(better.why)"])
                 do {
                     _ = try await mover.move(
                         deployment, allocation: assignment.allocation, replica: assignment.replica,
-                        from: assignment.deviceDid, to: target.deviceDID, why: why)
+                        from: assignment.deviceDid, to: better.target.deviceDID, why: better.why)
                 } catch {
                     logger.warning(
-                        "a move for a better price did not happen",
+                        "a move to a better placement did not happen",
                         metadata: ["deployment": "\(id)", "error": "\(error)"])
                 }
                 break  // the deployment changed: its other replicas are looked at next time
             }
         }
+    }
+
+    /// A device markedly better for one running replica than the one it runs on, and why; nil when there is none.
+    /// `request` is the replica's single-replica request without its current device (`replacementRequest`).
+    static func better(
+        than assignment: Orrery_Orchestrator_V1_Assignment, request: PlacementRequest, snapshot: PlacementSnapshot,
+        solver: PlacementSolver, margin: Int
+    ) -> (target: ReplicaPlacement, why: String)? {
+        if case .placed(let placed) = solver.place(request, on: snapshot),
+            let target = placed.allocations.first?.replicas.first,
+            isMarkedlyCheaper(target.hourlyPrice, than: assignment.hourlyPrice, margin: margin)
+        {
+            let saved = 100 - Int(target.hourlyPrice * 100 / max(assignment.hourlyPrice, 1))
+            return (
+                target,
+                "moved to a device \(saved)% cheaper (\(target.hourlyPrice) instead of \(assignment.hourlyPrice) NTX an hour; margin \(margin)%)"
+            )
+        }
+        guard let targets = request.allocations.first?.constraints.latencyTargets, !targets.isEmpty,
+            let current = snapshot.estimatedLatency(of: assignment.deviceDid, to: targets),
+            let nearer = solver.nearest(request, on: snapshot, maxHourly: assignment.hourlyPrice),
+            isMarkedlyNearer(nearer.latencyMilliseconds, than: current, margin: margin)
+        else { return nil }
+        func milliseconds(_ value: Double) -> String { String(format: "%.1f ms", value) }
+        return (
+            nearer.replica,
+            "moved to a device nearer its latency targets (an estimated \(milliseconds(nearer.latencyMilliseconds)) instead of \(milliseconds(current)) of RTT; margin \(margin)%; \(nearer.replica.hourlyPrice) instead of \(assignment.hourlyPrice) NTX an hour)"
+        )
+    }
+
+    /// Whether an estimated latency `candidate` is at least `margin` percent and `minimumLatencyGain` below `current`.
+    static func isMarkedlyNearer(_ candidate: Double, than current: Double, margin: Int) -> Bool {
+        candidate.isFinite && current.isFinite && current - candidate >= minimumLatencyGain
+            && candidate <= current * Double(100 - margin) / 100
     }
 
     /// Whether `candidate` is at least `margin` percent below `current` (compared without overflow).

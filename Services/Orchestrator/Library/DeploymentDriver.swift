@@ -223,6 +223,24 @@ struct DeploymentDriver: Sendable {
         leaving device: String,
         to chosen: String? = nil
     ) async throws -> (request: PlacementRequest, snapshot: PlacementSnapshot, target: ReplicaPlacement?)? {
+        guard
+            let (placement, snapshot) = try await replacementRequest(
+                deployment, allocation: name, replica: replica, leaving: device, to: chosen)
+        else { return nil }
+        guard case .placed(let placed) = solver.place(placement, on: snapshot) else {
+            return (placement, snapshot, nil)
+        }
+        return (placement, snapshot, placed.allocations.first?.replicas.first)
+    }
+
+    /// The single-replica request `replacement` solves, and the fleet snapshot to solve it on: the replica's
+    /// allocation with its edges turned into latency targets at its partners' devices. Nil when the allocation is
+    /// not in the spec.
+    func replacementRequest(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, allocation name: String, replica: UInt32,
+        leaving device: String,
+        to chosen: String? = nil
+    ) async throws -> (request: PlacementRequest, snapshot: PlacementSnapshot)? {
         guard let request = try? WorkloadSpecValidator.validate(deployment.spec),
             let index = request.allocations.firstIndex(where: { $0.name == name })
         else { return nil }
@@ -246,11 +264,7 @@ struct DeploymentDriver: Sendable {
         if let chosen {
             excluded = Set(snapshot.devices.map(\.did)).subtracting([chosen])
         }
-        let placement = PlacementRequest(allocations: [single], budget: nil, excludedDevices: excluded)
-        guard case .placed(let placed) = solver.place(placement, on: snapshot) else {
-            return (placement, snapshot, nil)
-        }
-        return (placement, snapshot, placed.allocations.first?.replicas.first)
+        return (PlacementRequest(allocations: [single], budget: nil, excludedDevices: excluded), snapshot)
     }
 
     /// matched → offered: an offer per replica, in the same transaction.

@@ -125,7 +125,7 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
 
     @Option(
         help:
-            "Orchestrator only: a running stateful replica moves (checkpoint, resume) to another feasible device at least this many percent cheaper; 0 turns it off (env ORRERY_RELOCATION_MARGIN_PERCENT, file relocation.margin_percent; default 30)."
+            "Orchestrator only: a running stateful replica moves (checkpoint, resume) to another feasible device at least this many percent cheaper, or at no higher price with this many percent less estimated RTT to its latency targets; 0 turns it off (env ORRERY_RELOCATION_MARGIN_PERCENT, file relocation.margin_percent; default 30)."
     )
     public var relocationMarginPercent: Int?
 
