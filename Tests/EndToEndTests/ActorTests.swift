@@ -202,6 +202,66 @@ struct ActorTests {
     }
 
     @Test(
+        "actors whose agents hold lines to different orchestrator replicas talk, and one is moved through the other replica"
+    )
+    func acrossReplicas() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-replicas")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            // ping's device and a spare on the first replica; pong's device only on a second.
+            let c = try await Self.start(database, network, directory, prices: [5, 500])
+            defer { c.stop() }
+            let second = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: c.registry, notary: c.notary,
+                extraArguments: ["--relocation-margin-percent", "0"])
+            defer { second.child.signal(SIGKILL) }
+            let far = try await Self.startAgent(
+                "far", price: 6, network, directory, registry: c.registry, orchestrator: second)
+            defer { far.service.child.signal(SIGKILL) }
+            try await OrchestratorTests.waitForFleet(c.consumer, c.orchestrator, devices: 3)
+            try await OrchestratorTests.waitForFleet(c.consumer, second, devices: 3)
+            let last = 12
+            var spec = OrchestratorTests.spec(cores: 2)
+            spec.allocations = [
+                try Self.allocation("ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)"]),
+                try Self.allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
+            ]
+            spec.allocations[0].outputs = ["answers.txt"]
+            spec.allocations[0].constraints.allowedProviders = [c.agents[0].did]
+            spec.allocations[1].constraints.allowedProviders = [far.did, c.agents[1].did]
+            let job = try await Self.submit(spec, c)
+            #expect(job.assignments.first { $0.allocation == "ping" }?.deviceDid == c.agents[0].did)
+            #expect(job.assignments.first { $0.allocation == "pong" }?.deviceDid == far.did)
+            let talking = try await eventually(timeout: .seconds(60)) {
+                try await Self.logs(job.id, c).contains("answer 3:3")
+            }
+            let early = try await Self.logs(job.id, c)
+            #expect(talking, "\(early)")
+            // Moved through the first replica: its checkpoint request reaches pong's agent through the second.
+            let moved = try await c.consumer.with(c.orchestrator) { client in
+                try await client.moveAllocation(
+                    .with {
+                        $0.id = job.id
+                        $0.allocation = "pong"
+                        $0.toDevice = c.agents[1].did
+                    })
+            }
+            #expect(moved.assignments.first { $0.allocation == "pong" }?.deviceDid == c.agents[1].did)
+            let final = try await Self.ended(job.id, c, within: .seconds(120))
+            let output = try await Self.logs(job.id, c)
+            #expect(final.state == .completed, "\(final.reason)\n\(output)")
+            let outputs = try await c.consumer.with(c.orchestrator) {
+                try await $0.getOutputs(.with { $0.id = job.id })
+            }
+            let answers = outputs.files.first { $0.path == "answers.txt" }.map {
+                String(decoding: $0.content, as: UTF8.self)
+            }
+            #expect(answers == (1...last).map { "\($0):\($0)" }.joined(separator: "\n") + "\n")
+        }
+    }
+
+    @Test(
         "a stateful counter whose host is killed resumes elsewhere from its last checkpoint; a tampered archive is refused"
     )
     func counterResumesAfterKill() async throws {

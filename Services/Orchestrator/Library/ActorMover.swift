@@ -12,7 +12,6 @@ struct ActorMover: Sendable {
     let offers: OfferStore
     let checkpoints: CheckpointStore
     let router: ActorRouter
-    let hub: AgentHub
     let driver: DeploymentDriver
     /// How long a checkpoint may take to be written, shipped and stored.
     static let checkpointTimeout: Duration = .seconds(60)
@@ -26,19 +25,16 @@ struct ActorMover: Sendable {
         else {
             throw RPCError(code: .failedPrecondition, message: "\(allocation)[\(replica)] is not running")
         }
-        guard hub.holds(running.device) else {
-            throw RPCError(
-                code: .unavailable, message: "\(allocation)[\(replica)]'s device \(running.device) is not connected")
-        }
         let before = try await checkpoints.latest(address)
         let previous = before.flatMap { try? Orrery_Actors_V1_Checkpoint(serializedBytes: $0.record.payload) }?.sequence
-        hub.send(
+        await router.relay.send(
             .with {
                 $0.checkpointRequest = .with {
                     $0.offerID = running.offer
                     $0.reason = reason
                 }
-            }, to: running.device)
+            }, to: running.device,
+            until: Date().addingTimeInterval(TimeInterval(Self.checkpointTimeout.components.seconds)))
         let deadline = ContinuousClock.now + Self.checkpointTimeout
         while ContinuousClock.now < deadline {
             if let latest = try await checkpoints.latest(address),
@@ -52,7 +48,7 @@ struct ActorMover: Sendable {
         throw RPCError(
             code: .deadlineExceeded,
             message:
-                "\(allocation)[\(replica)] was asked to checkpoint but none was stored within \(Self.checkpointTimeout) (does the workload answer checkpoint requests on its mailbox?)"
+                "\(allocation)[\(replica)] was asked to checkpoint but none was stored within \(Self.checkpointTimeout) (is its device connected to an orchestrator replica, and does the workload answer checkpoint requests on its mailbox?)"
         )
     }
 

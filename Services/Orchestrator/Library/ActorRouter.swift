@@ -16,16 +16,18 @@ final class ActorRouter: Sendable {
     let client: PostgresClient
     let logger: Logger
     let key: SigningKey
-    let hub: AgentHub
+    /// Writes to agent lines, here or through another replica.
+    let relay: LineRelay
+    var hub: AgentHub { relay.hub }
     let offers: OfferStore
     private let held = Mutex(HeldEnvelopes())
     private let moving = Mutex<Set<String>>([])
 
-    init(client: PostgresClient, logger: Logger, key: SigningKey, hub: AgentHub, offers: OfferStore) {
+    init(client: PostgresClient, logger: Logger, key: SigningKey, relay: LineRelay, offers: OfferStore) {
         self.client = client
         self.logger = logger
         self.key = key
-        self.hub = hub
+        self.relay = relay
         self.offers = offers
     }
 
@@ -86,7 +88,8 @@ final class ActorRouter: Sendable {
         return nil
     }
 
-    /// Sends each actor of the deployment on a line held here its grant with the whole directory.
+    /// Sends each running actor of the deployment its grant with the whole directory, on its agent line (here or
+    /// through the replica holding it).
     func sendGrants(deployment: String) async throws {
         let rows = try await client.query(
             """
@@ -120,7 +123,7 @@ final class ActorRouter: Sendable {
                 grant.foreign[deployment] = delegation
                 for (address, did) in try await actors(of: deployment) { grant.directory[address] = did }
             }
-            hub.send(.with { $0.actorGrant = grant }, to: target.device)
+            await relay.send(.with { $0.actorGrant = grant }, to: target.device)
         }
     }
 
@@ -206,8 +209,9 @@ final class ActorRouter: Sendable {
     /// Largest envelope routed: its payload limit plus room for its authority.
     static let maximumMail = ActorEnvelopes.maximumPayload + (64 << 10)
 
-    /// Routes mail to the device running its actor now; an envelope for an actor that is moving, not running or
-    /// whose device's line is not here is held; a report that cannot go now is dropped (the sender resends).
+    /// Routes mail to the device running its actor now — on its line here, or relayed to the replica holding it; an
+    /// envelope for an actor that is moving or not running is held here; a report that cannot go now is dropped (the
+    /// sender resends).
     func route(_ mail: Orrery_Actors_V1_Mail) async throws {
         guard let address = ActorAddress(mail.to) else {
             logger.notice("mail to something that is not an actor address dropped", metadata: ["to": "\(mail.to)"])
@@ -220,8 +224,10 @@ final class ActorRouter: Sendable {
             }
         }
         let isMoving = moving.withLock { $0.contains(address.description) }
-        if !isMoving, let device = try await runningDevice(address), hub.holds(device) {
-            hub.send(.with { $0.mail = mail }, to: device)
+        if !isMoving, let device = try await runningDevice(address) {
+            var expiry: Date?
+            if case .envelope(let envelope) = mail.kind { expiry = Self.deadline(of: envelope) }
+            await relay.send(.with { $0.mail = mail }, to: device, until: expiry)
             return
         }
         guard case .envelope(let envelope) = mail.kind else { return }
@@ -249,6 +255,11 @@ final class ActorRouter: Sendable {
         }
     }
 
+    /// When an envelope stops being worth delivering.
+    private static func deadline(of envelope: Orrery_Actors_V1_Envelope) -> Date? {
+        ActorEnvelopes.expiration(of: envelope).map { Date(timeIntervalSince1970: TimeInterval($0)) }
+    }
+
     private func runningDevice(_ address: ActorAddress) async throws -> String? {
         let rows = try await client.query(
             """
@@ -267,16 +278,17 @@ final class ActorRouter: Sendable {
             let now = Int64(Date().timeIntervalSince1970)
             let waiting = held.withLock { $0.actors }
             for address in waiting where !moving.withLock({ $0.contains(address.description) }) {
-                guard let device = try? await runningDevice(address), hub.holds(device) else { continue }
+                guard let device = try? await runningDevice(address) else { continue }
                 let envelopes = held.withLock { $0.release(address, now: now) }
                 for envelope in envelopes {
-                    hub.send(
+                    await relay.send(
                         .with {
                             $0.mail = .with {
                                 $0.to = address.description
                                 $0.envelope = envelope
                             }
-                        }, to: device)
+                        }, to: device,
+                        until: Self.deadline(of: envelope))
                 }
                 logger.info("held mail delivered", metadata: ["to": "\(address)", "count": "\(envelopes.count)"])
             }

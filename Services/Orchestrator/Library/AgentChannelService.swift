@@ -46,6 +46,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             logger.info("agent disconnected", metadata: ["device": "\(device)"])
         }
         try await hub.deliver()
+        router.relay.lineOpened(device.string)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await message in outgoing { try await response.write(message) }

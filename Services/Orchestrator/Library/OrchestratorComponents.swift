@@ -58,12 +58,14 @@ struct OrchestratorComponents: Sendable {
             ) { client, after, limit in
                 try await DeploymentStore.fetchEvents(client: client, after: after, limit: limit, logger: logger)
             }
-            let router = ActorRouter(client: database, logger: logger, key: environment.key, hub: hub, offers: offers)
+            let relay = LineRelay(client: database, hub: hub, logger: logger)
+            let router = ActorRouter(
+                client: database, logger: logger, key: environment.key, relay: relay, offers: offers)
             let checkpoints = CheckpointStore(
                 client: database, logger: logger, key: environment.key, offers: offers, router: router, notary: notary)
             hub.setDeployPreparer { deploy, device in try await checkpoints.prepare(deploy, device: device) }
             let mover = ActorMover(
-                store: store, offers: offers, checkpoints: checkpoints, router: router, hub: hub, driver: driver)
+                store: store, offers: offers, checkpoints: checkpoints, router: router, driver: driver)
             let made = OrchestratorComponents(
                 fleet: fleet,
                 api: OrchestratorAPI(

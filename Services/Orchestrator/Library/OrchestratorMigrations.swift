@@ -235,5 +235,21 @@ public enum OrchestratorMigrations {
                 "CREATE INDEX actor_grants_by_sender ON actor_grants (deployment_id, allocation, replica)",
             ]
         ),
+        Migration(
+            version: 10,
+            name: "messages relayed to agent lines held by another replica",
+            statements: [
+                """
+                CREATE TABLE line_relay (
+                    id bigserial PRIMARY KEY,
+                    device_did text NOT NULL,
+                    message bytea NOT NULL,
+                    expires_at timestamptz NOT NULL
+                )
+                """,
+                "CREATE INDEX line_relay_by_device ON line_relay (device_did, id)",
+                "CREATE INDEX line_relay_by_expiry ON line_relay (expires_at)",
+            ]
+        ),
     ]
 }

@@ -25,6 +25,7 @@ public enum OrchestratorServer {
                     { await components.driver.run() },
                     { await components.hub.run() },
                     { await components.router.run() },
+                    { await components.router.relay.run() },
                     { await components.betterPlacements.run() },
                 ]
                 if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
