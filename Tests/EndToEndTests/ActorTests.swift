@@ -130,6 +130,28 @@ struct ActorTests {
         return deployment
     }
 
+    /// How many checkpoint archives the orchestrator keeps for a deployment, by the device that made them: once it
+    /// is `expected`, or as it is after 20 s.
+    static func storedArchives(of deployment: String, in database: TestDatabase, until expected: [String: Int64])
+        async throws -> [String: Int64]
+    {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while true {
+            let kept = try await database.withClient(schema: "orchestrator") { db in
+                let rows = try await db.query(
+                    """
+                    SELECT o.device_did, count(DISTINCT c.sequence)::bigint FROM checkpoint_chunks c
+                    JOIN offers o ON o.id = c.offer_id WHERE o.deployment_id = \(deployment) GROUP BY o.device_did
+                    """, logger: Logger(label: "test"))
+                var kept: [String: Int64] = [:]
+                for try await (device, count) in rows.decode((String, Int64).self) { kept[device] = count }
+                return kept
+            }
+            if kept == expected || ContinuousClock.now > deadline { return kept }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
     /// Kills what a killed agent's sandboxes left running (a dead host would take them along).
     static func killSandboxes(of name: String, in directory: URL) {
         let runs = directory.appendingPathComponent("\(name)-state/allocations").path
@@ -378,6 +400,10 @@ struct ActorTests {
                 }
                 let output = try await Self.logs(job.id, c)
                 #expect(continued, "\(output)")
+                // Once it checkpointed twice on its new host, the archives stored before it moved are gone: only the
+                // latest two of the actor are kept.
+                let kept = try await Self.storedArchives(of: job.id, in: database, until: [c.agents[1].did: 2])
+                #expect(kept == [c.agents[1].did: 2])
                 _ = try await c.consumer.with(c.orchestrator) {
                     try await $0.cancelDeployment(.with { $0.id = job.id })
                 }

@@ -2,6 +2,7 @@ internal import Foundation
 internal import Logging
 internal import OrreryPlacement
 internal import OrreryProto
+internal import PostgresNIO
 internal import Synchronization
 
 /// Workloads relocate as conditions change: a running stateful replica moves (checkpoint, resume) when another
@@ -9,8 +10,8 @@ internal import Synchronization
 /// `marginPercent` less estimated RTT to the replica's latency targets (its spec's targets and the devices its
 /// latency-edge partners run on; and at least `minimumLatencyGain` less, so that noise in the estimates moves
 /// nothing). Looked for whenever a device comes online (one joined, came back, or changed) and every
-/// `sweepInterval`, over the 100 oldest running deployments; deployments with a service level are left where they are
-/// (a voluntary move would count against its bound).
+/// `sweepInterval`, over every running deployment, by one orchestrator replica at a time; deployments with a service
+/// level are left where they are (a voluntary move would count against its bound).
 ///
 /// Moves cannot cycle: a cheaper move lowers the price, a nearer one lowers the estimated latency without raising it.
 struct BetterPlacements: Sendable {
@@ -59,37 +60,63 @@ struct BetterPlacements: Sendable {
         }
     }
 
-    /// Moves each running stateful replica for which a markedly better feasible device exists.
+    /// Moves each running stateful replica for which a markedly better feasible device exists: one pass over every
+    /// running deployment, a page at a time, by one replica at a time (the others skip while it looks).
     func look() async throws {
         guard driver.fleet.isSynced else { return }
-        for id in try await store.waiting(in: .running, limit: 100) {
-            // Under a service level every relocation counts against its bound: none is made voluntarily.
-            guard let deployment = try await store.deployment(id), deployment.state == .running, !deployment.spec.hasSla
-            else { continue }
-            let stateful = Set(deployment.spec.allocations.filter(\.stateful).map(\.name))
-            for assignment in deployment.assignments where stateful.contains(assignment.allocation) {
-                guard
-                    let (request, snapshot) = try await driver.replacementRequest(
-                        deployment, allocation: assignment.allocation, replica: assignment.replica,
-                        leaving: assignment.deviceDid),
-                    let better = Self.better(
-                        than: assignment, request: request, snapshot: snapshot, solver: driver.solver,
-                        margin: marginPercent)
-                else { continue }
-                logger.info(
-                    "moving a replica to a better placement",
-                    metadata: ["deployment": "\(id)", "allocation": "\(assignment.allocation)", "why": "\(better.why)"])
-                do {
-                    _ = try await mover.move(
-                        deployment, allocation: assignment.allocation, replica: assignment.replica,
-                        from: assignment.deviceDid, to: better.target.deviceDID, why: better.why)
-                } catch {
-                    logger.warning(
-                        "a move to a better placement did not happen",
-                        metadata: ["deployment": "\(id)", "error": "\(error)"])
+        try await store.client.withConnection { connection in
+            let locked =
+                try await connection.query("SELECT pg_try_advisory_lock(\(Self.passLock))", logger: logger)
+                .collect().first?.decode(Bool.self) ?? false
+            guard locked else { return }
+            var failure: (any Error)?
+            do {
+                var after = ""
+                while true {
+                    let page = try await store.page(in: .running, after: after, limit: 100)
+                    for id in page { try await look(at: id) }
+                    guard page.count == 100, let last = page.last else { break }
+                    after = last
                 }
-                break  // the deployment changed: its other replicas are looked at next time
+            } catch {
+                failure = error
             }
+            try await connection.query("SELECT pg_advisory_unlock(\(Self.passLock))", logger: logger)
+            if let failure { throw failure }
+        }
+    }
+
+    /// The advisory lock a pass holds, so that replicas do not move the same replica at once.
+    static let passLock: Int64 = 0x6F72_7265_7279_6270  // "orrerybp"
+
+    /// Moves the first replica of one deployment that has a markedly better device.
+    private func look(at id: String) async throws {
+        // Under a service level every relocation counts against its bound: none is made voluntarily.
+        guard let deployment = try await store.deployment(id), deployment.state == .running, !deployment.spec.hasSla
+        else { return }
+        let stateful = Set(deployment.spec.allocations.filter(\.stateful).map(\.name))
+        for assignment in deployment.assignments where stateful.contains(assignment.allocation) {
+            guard
+                let (request, snapshot) = try await driver.replacementRequest(
+                    deployment, allocation: assignment.allocation, replica: assignment.replica,
+                    leaving: assignment.deviceDid),
+                let better = Self.better(
+                    than: assignment, request: request, snapshot: snapshot, solver: driver.solver,
+                    margin: marginPercent)
+            else { continue }
+            logger.info(
+                "moving a replica to a better placement",
+                metadata: ["deployment": "\(id)", "allocation": "\(assignment.allocation)", "why": "\(better.why)"])
+            do {
+                _ = try await mover.move(
+                    deployment, allocation: assignment.allocation, replica: assignment.replica,
+                    from: assignment.deviceDid, to: better.target.deviceDID, why: better.why)
+            } catch {
+                logger.warning(
+                    "a move to a better placement did not happen",
+                    metadata: ["deployment": "\(id)", "error": "\(error)"])
+            }
+            return  // the deployment changed: its other replicas are looked at next time
         }
     }
 

@@ -98,10 +98,13 @@ struct CheckpointStore: Sendable {
                     \(Int64(archive.count)), \(Int64(logIndex)))
             ON CONFLICT DO NOTHING
             """, logger: logger)
-        // Older archives of this offer go; the latest two stay.
+        // Older archives of this actor go, also those its earlier offers (before a move) stored; the latest two
+        // stay (sequences continue across moves).
         try await client.query(
             """
-            DELETE FROM checkpoint_chunks WHERE offer_id = \(chunk.offerID) AND sequence < \(Int64(chunk.sequence) - 1)
+            DELETE FROM checkpoint_chunks c USING offers o
+            WHERE c.offer_id = o.id AND o.deployment_id = \(offer.deploymentID) AND o.allocation = \(offer.allocation)
+              AND o.replica = \(Int32(offer.replica)) AND c.sequence < \(Int64(chunk.sequence) - 1)
             """, logger: logger)
         logger.info(
             "checkpoint stored",

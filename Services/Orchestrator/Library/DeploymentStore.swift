@@ -199,6 +199,18 @@ struct DeploymentStore: Sendable {
         return ids
     }
 
+    /// Deployments in `state` by id, after `after` (a page of a full pass), at most `limit`.
+    func page(in state: Orrery_Orchestrator_V1_DeploymentState, after: String, limit: Int) async throws -> [String] {
+        let rows = try await client.query(
+            """
+            SELECT id FROM deployments WHERE state = \(Int16(state.rawValue)) AND id > \(after) ORDER BY id
+            LIMIT \(limit)
+            """, logger: logger)
+        var ids: [String] = []
+        for try await id in rows.decode(String.self) { ids.append(id) }
+        return ids
+    }
+
     /// What in-progress deployments hold on each device.
     func reservations() async throws -> [String: Reservation] {
         let rows = try await client.query(
