@@ -262,7 +262,7 @@ let package = Package(
         + service(
             "DeviceAgent", executable: "device-agent", folder: "DeviceAgent",
             extra: [
-                "OrreryPlacement", "OrreryLedger", "OrreryActors", crypto,
+                "OrreryPlacement", "OrreryLedger", "OrreryActors", "CZlib", crypto,
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

@@ -21,6 +21,8 @@ actor ActorDesk {
     let logger: Logger
     /// The largest checkpoint archive taken or accepted.
     let archiveLimit: Int
+    /// The most a checkpoint may inflate to when it is unpacked for a resume.
+    let unpackedLimit: Int
     static let chunkSize = 1 << 20
 
     /// The line to the orchestrator; written from any actor host without a hop through this actor, so one
@@ -33,7 +35,11 @@ actor ActorDesk {
     private var incoming: [String: (sequence: UInt64, chunks: [UInt32: Data])] = [:]
     private var retries: Task<Void, Never>?
 
-    init(deviceKey: SigningKey, root: String, logger: Logger, archiveLimit: Int = 64 << 20) {
+    init(
+        deviceKey: SigningKey, root: String, logger: Logger, archiveLimit: Int = 64 << 20,
+        unpackedLimit: Int = 1 << 30
+    ) {
+        self.unpackedLimit = unpackedLimit
         self.deviceKey = deviceKey
         self.root = root
         self.logger = logger
@@ -150,7 +156,15 @@ actor ActorDesk {
         }
         let file = path(id, "checkpoints/\(record.sequence).tar.gz")
         try archive.write(to: URL(fileURLWithPath: file))
-        try Self.tar(["-xzf", file, "-C", directory, "--no-same-owner", "--no-same-permissions"])
+        // Inflated here with a bound (a gzip bomb is refused), then unpacked by tar (which keeps paths inside).
+        let plain = path(id, "checkpoints/\(record.sequence).tar")
+        do {
+            try BoundedGunzip.inflate(archive, to: plain, limit: unpackedLimit)
+        } catch {
+            throw RunnerError(message: "checkpoint \(record.sequence) refused: \(error)")
+        }
+        defer { try? FileManager.default.removeItem(atPath: plain) }
+        try Self.tar(["-xf", plain, "-C", directory, "--no-same-owner", "--no-same-permissions"])
         try Data(signed.serializedBytes() as [UInt8]).write(
             to: URL(fileURLWithPath: path(id, "checkpoints/\(record.sequence).record.pb")))
         var delivered: [String: Int64] = [:]
