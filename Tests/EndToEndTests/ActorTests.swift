@@ -152,6 +152,20 @@ struct ActorTests {
         }
     }
 
+    /// Starts an agent again on the state and config of the one `startAgent` started as `name`.
+    static func restartAgent(_ name: String, _ network: TestNetwork, _ directory: URL, interval: Int)
+        async throws -> RunningService
+    {
+        let config = directory.appendingPathComponent("\(name).json").path
+        return try await RunningService.start(
+            "device-agent",
+            extraArguments: [
+                "--state-dir", directory.appendingPathComponent("\(name)-state").path, "--config", config,
+                "--liveness-interval-ms", "\(interval)",
+            ],
+            environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
+    }
+
     /// Kills what a killed agent's sandboxes left running (a dead host would take them along).
     static func killSandboxes(of name: String, in directory: URL) {
         let runs = directory.appendingPathComponent("\(name)-state/allocations").path
@@ -220,6 +234,54 @@ struct ActorTests {
                 }
             }
             #expect(events.contains { $0.reason.contains("pong[0] moved") && $0.reason.contains(spare) })
+        }
+    }
+
+    @Test("an agent killed -9 while its actor talks: restarted, the conversation goes on, nothing lost or doubled")
+    func conversationAcrossAnAgentRestart() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-restart")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            // Heartbeats every 3 s: the restarted agent is back long before its device could be taken offline.
+            let c = try await Self.start(database, network, directory, prices: [5, 6], interval: 3000)
+            var restarted: RunningService?
+            defer {
+                c.stop()
+                restarted?.child.signal(SIGKILL)
+                Self.killSandboxes(of: "agent0", in: directory)
+                Self.killSandboxes(of: "agent1", in: directory)
+            }
+            let last = 20
+            var spec = OrchestratorTests.spec(cores: 2)
+            spec.allocations = [
+                try Self.allocation("ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)"]),
+                try Self.allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
+            ]
+            spec.allocations[0].outputs = ["answers.txt"]
+            spec.allocations[0].constraints.allowedProviders = [c.agents[0].did]
+            spec.allocations[1].constraints.allowedProviders = [c.agents[1].did]
+            let job = try await Self.submit(spec, c)
+            let talking = try await eventually(timeout: .seconds(60)) {
+                try await Self.logs(job.id, c).contains("answer 4:4")
+            }
+            let early = try await Self.logs(job.id, c)
+            #expect(talking, "\(early)")
+            // pong's agent dies mid-conversation (its sandbox runs on) and comes back on the same state.
+            c.agents[1].service.child.signal(SIGKILL)
+            _ = await c.agents[1].service.child.waitForExit()
+            restarted = try await Self.restartAgent("agent1", network, directory, interval: 3000)
+            let final = try await Self.ended(job.id, c, within: .seconds(120))
+            let output = try await Self.logs(job.id, c)
+            #expect(final.state == .completed, "\(final.reason)\n\(output)")
+            let outputs = try await c.consumer.with(c.orchestrator) {
+                try await $0.getOutputs(.with { $0.id = job.id })
+            }
+            let answers = outputs.files.first { $0.path == "answers.txt" }.map {
+                String(decoding: $0.content, as: UTF8.self)
+            }
+            // Each ping answered once, in order, by the same pong, which saw each ping once.
+            #expect(answers == (1...last).map { "\($0):\($0)" }.joined(separator: "\n") + "\n")
         }
     }
 

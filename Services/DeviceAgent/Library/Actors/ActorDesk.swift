@@ -189,7 +189,8 @@ actor ActorDesk {
                 for (text, expiry) in saved { if let cid = try? CID(text) { received[cid] = expiry } }
             }
             let host = ActorHost(
-                address: address, offerID: id, key: key, received: received, logger: logger, emit: emitter())
+                address: address, offerID: id, key: key, received: received,
+                journal: ActorJournal(path: path(id, "mail.journal")), logger: logger, emit: emitter())
             if let data = FileManager.default.contents(atPath: path(id, "grant.pb")),
                 let grant = try? Orrery_Actors_V1_ActorGrant(serializedBytes: data)
             {

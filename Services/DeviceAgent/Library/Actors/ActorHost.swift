@@ -37,6 +37,11 @@ actor ActorHost {
         var lastSent: ContinuousClock.Instant
     }
     private var outbound: [String: Outbound] = [:]
+    /// The workload's ids of sends on their way or delivered, with the envelope each became: a send repeated with
+    /// the same id (after the workload reconnected) is answered, not sent again.
+    private var sendIDs: [String: (id: String, until: Int64)] = [:]
+    /// What survives a restart of the agent's process (nil: nothing is kept).
+    private var journal: ActorJournal?
 
     /// How long a sealed envelope stays valid, and how often an undelivered one is resent.
     static let lifetime: Int64 = 300
@@ -44,14 +49,29 @@ actor ActorHost {
     /// The most envelopes an actor may have on their way at once.
     static let undeliveredLimit = 1000
 
+    /// - Parameters:
+    ///   - received: Envelopes handed to the workload before (from a checkpoint); the journal's are added.
+    ///   - journal: What an earlier process of this agent left: undelivered sends are resent soon.
     init(
-        address: ActorAddress, offerID: String, key: SigningKey, received: [CID: Int64], logger: Logger,
-        emit: @escaping @Sendable (Orrery_Orchestrator_V1_AgentMessage) -> Void
+        address: ActorAddress, offerID: String, key: SigningKey, received: [CID: Int64], journal: ActorJournal? = nil,
+        logger: Logger, emit: @escaping @Sendable (Orrery_Orchestrator_V1_AgentMessage) -> Void
     ) {
         self.address = address
         self.offerID = offerID
         self.key = key
+        var received = received
+        if let state = journal?.state {
+            for (text, expiry) in state.received { if let cid = try? CID(text) { received[cid] = expiry } }
+            for (sendID, entry) in state.delivered { sendIDs[sendID] = entry }
+            let long = ContinuousClock.now - Self.retryAfter
+            for sent in state.outbound.values {
+                guard let mail = try? Orrery_Actors_V1_Mail(serializedBytes: sent.mail) else { continue }
+                outbound[sent.id] = Outbound(sendID: sent.sendID, mail: mail, expiresAt: sent.expiresAt, lastSent: long)
+                if !sent.sendID.isEmpty { sendIDs[sent.sendID] = (sent.id, sent.expiresAt) }
+            }
+        }
         self.received = received
+        self.journal = journal
         self.logger = logger
         self.emit = emit
     }
@@ -105,7 +125,9 @@ actor ActorHost {
     /// as a replay and answered "delivered").
     func handedOver(_ line: MailboxLine) {
         guard line.op == "message", let text = line.id, let id = try? CID(text) else { return }
-        received[id] = Int64(Date().timeIntervalSince1970) + Self.lifetime
+        let until = Int64(Date().timeIntervalSince1970) + Self.lifetime
+        received[id] = until
+        journal?.took(text, expiresAt: until)
         if let from = line.from {
             emit(Self.report(to: from, id: text, delivered: true))
         }
@@ -140,6 +162,11 @@ actor ActorHost {
     private func send(_ payload: [UInt8], behavior: String, to: ActorAddress, replyTo: ActorAddress?, sendID: String)
         -> MailboxLine
     {
+        let now = Int64(Date().timeIntervalSince1970)
+        if !sendID.isEmpty, let earlier = sendIDs[sendID], earlier.until > now {
+            // The same send again (the workload reconnected after an agent restart): it went once already.
+            return MailboxLine(op: "sent", id: sendID, toMessage: earlier.id)
+        }
         guard let grant, let own = delegation else {
             return refusal(sendID, "this actor has no authority to send yet (the orchestrator's grant has not arrived)")
         }
@@ -166,7 +193,6 @@ actor ActorHost {
         guard payload.count <= ActorEnvelopes.maximumPayload else {
             return refusal(sendID, "oversized: at most \(ActorEnvelopes.maximumPayload) bytes of payload")
         }
-        let now = Int64(Date().timeIntervalSince1970)
         let envelope: Orrery_Actors_V1_Envelope
         do {
             envelope = try ActorEnvelopes.seal(
@@ -183,6 +209,14 @@ actor ActorHost {
         }
         outbound[id.string] = Outbound(
             sendID: sendID, mail: mail, expiresAt: now + Self.lifetime, lastSent: .now)
+        if !sendID.isEmpty {
+            if sendIDs.count >= 10_000 { sendIDs = sendIDs.filter { $0.value.until > now } }
+            sendIDs[sendID] = (id.string, now + Self.lifetime)
+        }
+        if let bytes = try? mail.serializedData() {
+            journal?.sent(
+                ActorJournal.Sent(id: id.string, sendID: sendID, mail: bytes, expiresAt: now + Self.lifetime))
+        }
         emit(.with { $0.mail = mail })
         return MailboxLine(op: "sent", id: sendID, toMessage: id.string)
     }
@@ -221,7 +255,10 @@ actor ActorHost {
     func report(_ report: Orrery_Actors_V1_DeliveryReport) {
         if report.kind == "not-here" { return }  // it is moving: the resend finds it after it resumes
         guard let sent = outbound.removeValue(forKey: report.envelopeID) else { return }
+        journal?.settled(report.envelopeID, delivered: report.delivered)
         if !report.delivered {
+            // Refused: the workload may send it again under the same id.
+            sendIDs.removeValue(forKey: sent.sendID)
             enqueue(refusal(sent.sendID, report.reason))
         }
     }
@@ -231,6 +268,8 @@ actor ActorHost {
         for (id, sent) in outbound {
             if sent.expiresAt <= now {
                 outbound.removeValue(forKey: id)
+                journal?.settled(id, delivered: false)
+                sendIDs.removeValue(forKey: sent.sendID)
                 enqueue(refusal(sent.sendID, "expired: not delivered within \(Self.lifetime) s"))
             } else if sent.lastSent.duration(to: .now) >= Self.retryAfter {
                 outbound[id]?.lastSent = .now
