@@ -166,6 +166,39 @@ struct ActorTests {
             environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
     }
 
+    /// ping sends 1…last to pong, one after the other, and keeps the answers in answers.txt; pong (stateful) answers
+    /// each with the number of pings it has seen.
+    static func pingPong(last: Int) throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+        var spec = OrchestratorTests.spec(cores: 2)
+        spec.allocations = [
+            try allocation("ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)"]),
+            try allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
+        ]
+        spec.allocations[0].outputs = ["answers.txt"]
+        return spec
+    }
+
+    /// Waits until ping has logged the answer to ping `number`.
+    static func waitForAnswer(_ number: Int, of job: String, _ c: Constellation) async throws {
+        let talking = try await eventually(timeout: .seconds(60)) {
+            try await logs(job, c).contains("answer \(number):\(number)")
+        }
+        let output = try await logs(job, c)
+        #expect(talking, "\(output)")
+    }
+
+    /// The ping-pong deployment completes, and its answers are 1:1 … last:last — each ping answered once, in order.
+    static func expectEveryPingAnsweredOnce(_ last: Int, _ job: String, _ c: Constellation) async throws {
+        let final = try await ended(job, c, within: .seconds(120))
+        let output = try await logs(job, c)
+        #expect(final.state == .completed, "\(final.reason)\n\(output)")
+        let outputs = try await c.consumer.with(c.orchestrator) { try await $0.getOutputs(.with { $0.id = job }) }
+        let answers = outputs.files.first { $0.path == "answers.txt" }.map {
+            String(decoding: $0.content, as: UTF8.self)
+        }
+        #expect(answers == (1...last).map { "\($0):\($0)" }.joined(separator: "\n") + "\n")
+    }
+
     /// Kills what a killed agent's sandboxes left running (a dead host would take them along).
     static func killSandboxes(of name: String, in directory: URL) {
         let runs = directory.appendingPathComponent("\(name)-state/allocations").path
@@ -187,22 +220,13 @@ struct ActorTests {
             let c = try await Self.start(database, network, directory, prices: [5, 6, 500])
             defer { c.stop() }
             let last = 20
-            var spec = OrchestratorTests.spec(cores: 2)
-            spec.allocations = [
-                try Self.allocation("ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)"]),
-                try Self.allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
-            ]
-            spec.allocations[0].outputs = ["answers.txt"]
+            let spec = try Self.pingPong(last: last)
             let job = try await Self.submit(spec, c)
             // Wait until a few answers went by, then move pong to the device nobody uses.
             let pongHost = try #require(job.assignments.first { $0.allocation == "pong" }?.deviceDid)
             let spare = try #require(
                 c.agents.map(\.did).first { did in !job.assignments.contains { $0.deviceDid == did } })
-            let talking = try await eventually(timeout: .seconds(60)) {
-                try await Self.logs(job.id, c).contains("answer 4:4")
-            }
-            let early = try await Self.logs(job.id, c)
-            #expect(talking, "\(early)")
+            try await Self.waitForAnswer(4, of: job.id, c)
             let moved = try await c.consumer.with(c.orchestrator) { client in
                 try await client.moveAllocation(
                     .with {
@@ -214,17 +238,8 @@ struct ActorTests {
             #expect(moved.assignments.first { $0.allocation == "pong" }?.deviceDid == spare)
             #expect(moved.reason.contains("moved on request after checkpoint"), "\(moved.reason)")
             #expect(pongHost != spare)
-            let final = try await Self.ended(job.id, c, within: .seconds(120))
-            let output = try await Self.logs(job.id, c)
-            #expect(final.state == .completed, "\(final.reason)\n\(output)")
-            let outputs = try await c.consumer.with(c.orchestrator) {
-                try await $0.getOutputs(.with { $0.id = job.id })
-            }
-            let answers = outputs.files.first { $0.path == "answers.txt" }.map {
-                String(decoding: $0.content, as: UTF8.self)
-            }
-            // Each ping answered once, in order, by a pong whose count carried over the move.
-            #expect(answers == (1...last).map { "\($0):\($0)" }.joined(separator: "\n") + "\n")
+            // Each ping answered once, in order, by a pong that saw each ping once (its count carried over).
+            try await Self.expectEveryPingAnsweredOnce(last, job.id, c)
             // The watch stream shows the move.
             let events = try await c.consumer.with(c.orchestrator) { client in
                 try await client.watchDeployment(.with { $0.id = job.id }) { response in
@@ -253,35 +268,17 @@ struct ActorTests {
                 Self.killSandboxes(of: "agent1", in: directory)
             }
             let last = 20
-            var spec = OrchestratorTests.spec(cores: 2)
-            spec.allocations = [
-                try Self.allocation("ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)"]),
-                try Self.allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
-            ]
-            spec.allocations[0].outputs = ["answers.txt"]
+            var spec = try Self.pingPong(last: last)
             spec.allocations[0].constraints.allowedProviders = [c.agents[0].did]
             spec.allocations[1].constraints.allowedProviders = [c.agents[1].did]
             let job = try await Self.submit(spec, c)
-            let talking = try await eventually(timeout: .seconds(60)) {
-                try await Self.logs(job.id, c).contains("answer 4:4")
-            }
-            let early = try await Self.logs(job.id, c)
-            #expect(talking, "\(early)")
+            try await Self.waitForAnswer(4, of: job.id, c)
             // pong's agent dies mid-conversation (its sandbox runs on) and comes back on the same state.
             c.agents[1].service.child.signal(SIGKILL)
             _ = await c.agents[1].service.child.waitForExit()
             restarted = try await Self.restartAgent("agent1", network, directory, interval: 3000)
-            let final = try await Self.ended(job.id, c, within: .seconds(120))
-            let output = try await Self.logs(job.id, c)
-            #expect(final.state == .completed, "\(final.reason)\n\(output)")
-            let outputs = try await c.consumer.with(c.orchestrator) {
-                try await $0.getOutputs(.with { $0.id = job.id })
-            }
-            let answers = outputs.files.first { $0.path == "answers.txt" }.map {
-                String(decoding: $0.content, as: UTF8.self)
-            }
-            // Each ping answered once, in order, by the same pong, which saw each ping once.
-            #expect(answers == (1...last).map { "\($0):\($0)" }.joined(separator: "\n") + "\n")
+            // Each ping answered once, in order, by a pong that saw each ping once (its count carried over).
+            try await Self.expectEveryPingAnsweredOnce(last, job.id, c)
         }
     }
 
@@ -306,22 +303,13 @@ struct ActorTests {
             try await OrchestratorTests.waitForFleet(c.consumer, c.orchestrator, devices: 3)
             try await OrchestratorTests.waitForFleet(c.consumer, second, devices: 3)
             let last = 12
-            var spec = OrchestratorTests.spec(cores: 2)
-            spec.allocations = [
-                try Self.allocation("ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)"]),
-                try Self.allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
-            ]
-            spec.allocations[0].outputs = ["answers.txt"]
+            var spec = try Self.pingPong(last: last)
             spec.allocations[0].constraints.allowedProviders = [c.agents[0].did]
             spec.allocations[1].constraints.allowedProviders = [far.did, c.agents[1].did]
             let job = try await Self.submit(spec, c)
             #expect(job.assignments.first { $0.allocation == "ping" }?.deviceDid == c.agents[0].did)
             #expect(job.assignments.first { $0.allocation == "pong" }?.deviceDid == far.did)
-            let talking = try await eventually(timeout: .seconds(60)) {
-                try await Self.logs(job.id, c).contains("answer 3:3")
-            }
-            let early = try await Self.logs(job.id, c)
-            #expect(talking, "\(early)")
+            try await Self.waitForAnswer(3, of: job.id, c)
             // Moved through the first replica: its checkpoint request reaches pong's agent through the second.
             let moved = try await c.consumer.with(c.orchestrator) { client in
                 try await client.moveAllocation(
@@ -332,16 +320,8 @@ struct ActorTests {
                     })
             }
             #expect(moved.assignments.first { $0.allocation == "pong" }?.deviceDid == c.agents[1].did)
-            let final = try await Self.ended(job.id, c, within: .seconds(120))
-            let output = try await Self.logs(job.id, c)
-            #expect(final.state == .completed, "\(final.reason)\n\(output)")
-            let outputs = try await c.consumer.with(c.orchestrator) {
-                try await $0.getOutputs(.with { $0.id = job.id })
-            }
-            let answers = outputs.files.first { $0.path == "answers.txt" }.map {
-                String(decoding: $0.content, as: UTF8.self)
-            }
-            #expect(answers == (1...last).map { "\($0):\($0)" }.joined(separator: "\n") + "\n")
+            // Each ping answered once, in order, by a pong that saw each ping once (its count carried over).
+            try await Self.expectEveryPingAnsweredOnce(last, job.id, c)
         }
     }
 
