@@ -199,6 +199,46 @@ struct ActorTests {
         #expect(answers == (1...last).map { "\($0):\($0)" }.joined(separator: "\n") + "\n")
     }
 
+    /// Waits until the counter of a running deployment has logged `count`.
+    static func waitForCount(_ count: Int, of job: String, _ c: Constellation) async throws {
+        let counting = try await eventually(timeout: .seconds(60)) {
+            let state = try await deployment(job, c).state
+            let output = try await logs(job, c)
+            return state == .running && output.contains("count \(count)\n")
+        }
+        #expect(counting)
+    }
+
+    /// The counter moved by itself to `device`: running there, resumed from a count of at least 5, and the watch
+    /// stream says why. Returns the deployment as it runs there.
+    static func expectMovedByItself(
+        _ job: String, to device: String, _ c: Constellation, because reason: String
+    ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        let moved = try await eventually(timeout: .seconds(60)) {
+            let now = try await deployment(job, c)
+            let output = try await logs(job, c)
+            return now.state == .running && now.assignments.first?.deviceDid == device
+                && output.contains("resumed from")
+        }
+        let now = try await deployment(job, c)
+        let output = try await logs(job, c)
+        #expect(moved, "\(now.reason)\n\(output)")
+        let line = try #require(output.split(separator: "\n").first { $0.hasPrefix("resumed from ") })
+        #expect(try #require(Int(line.dropFirst("resumed from ".count))) >= 5)
+        let events = try await c.consumer.with(c.orchestrator) { client in
+            try await client.watchDeployment(.with { $0.id = job }) { response in
+                var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                for try await event in response.messages {
+                    seen.append(event)
+                    if event.state == .running, event.deployment.assignments.first?.deviceDid == device { break }
+                }
+                return seen
+            }
+        }
+        #expect(events.contains { $0.reason.contains(reason) }, "\(events.map(\.reason))")
+        return now
+    }
+
     /// Kills what a killed agent's sandboxes left running (a dead host would take them along).
     static func killSandboxes(of name: String, in directory: URL) {
         let runs = directory.appendingPathComponent("\(name)-state/allocations").path
@@ -465,41 +505,13 @@ struct ActorTests {
             spec.allocations = [try Self.allocation("counter", script: "counter.py", stateful: true)]
             let job = try await Self.submit(spec, c)
             #expect(job.assignments.first?.deviceDid == c.agents[0].did)
-            let counting = try await eventually(timeout: .seconds(60)) {
-                let state = try await Self.deployment(job.id, c).state
-                let output = try await Self.logs(job.id, c)
-                return state == .running && output.contains("count 5\n")
-            }
-            #expect(counting)
+            try await Self.waitForCount(5, of: job.id, c)
             // A device at 1 % of the price joins: the counter moves there (checkpointed, resumed), unasked.
             let cheap = try await Self.startAgent(
                 "cheap", price: 5, network, directory, registry: c.registry, orchestrator: c.orchestrator)
             defer { cheap.service.child.signal(SIGKILL) }
-            let moved = try await eventually(timeout: .seconds(60)) {
-                let now = try await Self.deployment(job.id, c)
-                let output = try await Self.logs(job.id, c)
-                return now.state == .running && now.assignments.first?.deviceDid == cheap.did
-                    && output.contains("resumed from")
-            }
-            let output = try await Self.logs(job.id, c)
-            let reason = try await Self.deployment(job.id, c).reason
-            #expect(moved, "\(reason)\n\(output)")
-            let line = try #require(output.split(separator: "\n").first { $0.hasPrefix("resumed from ") })
-            let resumed = try #require(Int(line.dropFirst("resumed from ".count)))
-            #expect(resumed >= 5)
-            let events = try await c.consumer.with(c.orchestrator) { client in
-                try await client.watchDeployment(.with { $0.id = job.id }) { response in
-                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
-                    for try await event in response.messages {
-                        seen.append(event)
-                        if event.state == .running, event.deployment.assignments.first?.deviceDid == cheap.did { break }
-                    }
-                    return seen
-                }
-            }
-            #expect(
-                events.contains { $0.reason.contains("counter[0] moved: moved to a device 99% cheaper") },
-                "\(events.map(\.reason))")
+            _ = try await Self.expectMovedByItself(
+                job.id, to: cheap.did, c, because: "counter[0] moved: moved to a device 99% cheaper")
             _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
         }
     }
@@ -530,44 +542,15 @@ struct ActorTests {
             spec.allocations = [counter]
             let job = try await Self.submit(spec, c)
             #expect(job.assignments.first?.deviceDid == c.agents[0].did)
-            let counting = try await eventually(timeout: .seconds(60)) {
-                let state = try await Self.deployment(job.id, c).state
-                let output = try await Self.logs(job.id, c)
-                return state == .running && output.contains("count 5\n")
-            }
-            #expect(counting)
+            try await Self.waitForCount(5, of: job.id, c)
             // A device in Paris at the same price joins: the counter moves there, unasked.
             let near = try await Self.startAgent(
                 "near", price: 100, network, directory, registry: c.registry, orchestrator: c.orchestrator, at: paris)
             defer { near.service.child.signal(SIGKILL) }
-            let moved = try await eventually(timeout: .seconds(60)) {
-                let now = try await Self.deployment(job.id, c)
-                let output = try await Self.logs(job.id, c)
-                return now.state == .running && now.assignments.first?.deviceDid == near.did
-                    && output.contains("resumed from")
-            }
-            let now = try await Self.deployment(job.id, c)
-            let output = try await Self.logs(job.id, c)
-            #expect(moved, "\(now.reason)\n\(output)")
-            let line = try #require(output.split(separator: "\n").first { $0.hasPrefix("resumed from ") })
-            #expect(try #require(Int(line.dropFirst("resumed from ".count))) >= 5)
+            let now = try await Self.expectMovedByItself(
+                job.id, to: near.did, c,
+                because: "counter[0] moved: moved to a device nearer its latency targets (an estimated 2.0 ms")
             #expect(now.assignments.first?.hourlyPrice == job.assignments.first?.hourlyPrice)
-            let events = try await c.consumer.with(c.orchestrator) { client in
-                try await client.watchDeployment(.with { $0.id = job.id }) { response in
-                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
-                    for try await event in response.messages {
-                        seen.append(event)
-                        if event.state == .running, event.deployment.assignments.first?.deviceDid == near.did { break }
-                    }
-                    return seen
-                }
-            }
-            #expect(
-                events.contains {
-                    $0.reason.contains(
-                        "counter[0] moved: moved to a device nearer its latency targets (an estimated 2.0 ms")
-                },
-                "\(events.map(\.reason))")
             _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
         }
     }
