@@ -102,19 +102,8 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
         try await catchUp()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
-                while !Task.isCancelled {
-                    do {
-                        try await client.withConnection { connection in
-                            try await connection.listen(on: channel) { notifications in
-                                for try await _ in notifications { try await self.catchUp() }
-                            }
-                        }
-                    } catch is CancellationError {
-                        return
-                    } catch {
-                        logger.warning("LISTEN \(channel) failed; retrying", metadata: ["error": "\(error)"])
-                        try? await Task.sleep(for: .seconds(1))
-                    }
+                await PostgresListener.listen(client: client, channel: channel, logger: logger) { _ in
+                    try await self.catchUp()
                 }
             }
             group.addTask { [self] in

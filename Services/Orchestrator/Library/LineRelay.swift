@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Logging
+internal import OrreryDatabase
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
@@ -69,21 +70,8 @@ final class LineRelay: Sendable {
     func run() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
-                while !Task.isCancelled {
-                    do {
-                        try await client.withConnection { connection in
-                            try await connection.listen(on: Self.channel) { notifications in
-                                for try await notification in notifications {
-                                    wakes.continuation.yield(notification.payload)
-                                }
-                            }
-                        }
-                    } catch is CancellationError {
-                        return
-                    } catch {
-                        logger.warning("LISTEN \(Self.channel) failed; retrying", metadata: ["error": "\(error)"])
-                        try? await Task.sleep(for: .seconds(1))
-                    }
+                await PostgresListener.listen(client: client, channel: Self.channel, logger: logger) { device in
+                    self.wakes.continuation.yield(device)
                 }
             }
             group.addTask { [self] in
