@@ -368,5 +368,132 @@ public enum SettlementMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 7,
+            name: "postings with fewer statements",
+            statements: [
+                // The lines of a posting, read from its JSON in one expression (no query per array).
+                "CREATE TYPE ledger_lines AS (accounts text[], owners text[], kinds text[], amounts numeric[])",
+                // Unbalanced entries found in one query, whatever the statement wrote.
+                """
+                CREATE OR REPLACE FUNCTION journal_statement_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+                DECLARE
+                    unbalanced bigint;
+                    total numeric;
+                BEGIN
+                    -- Each touched entry summed by its primary key (a lateral lookup: never a scan of the journal).
+                    SELECT t.entry_id, s.total INTO unbalanced, total
+                    FROM (SELECT DISTINCT n.entry_id FROM new_lines n) t
+                    CROSS JOIN LATERAL (
+                        SELECT coalesce(sum(l.amount), 0) AS total FROM journal_lines l WHERE l.entry_id = t.entry_id
+                    ) s
+                    WHERE s.total <> 0 LIMIT 1;
+                    IF FOUND THEN
+                        RAISE EXCEPTION 'journal entry % does not balance: its lines sum to %', unbalanced, total
+                            USING ERRCODE = 'check_violation';
+                    END IF;
+                    RETURN NULL;
+                END
+                $$
+                """,
+                // As in version 6, with the lines read in one expression, their sum checked without a query, and
+                // each outcome returned without reading the entry back (its created_at is the transaction's now()).
+                """
+                CREATE OR REPLACE FUNCTION post_entries(p_entries jsonb) RETURNS TABLE (
+                    ordinal integer, entry_id bigint, created_at timestamptz, state text, constraint_name text,
+                    message text, released numeric, fee numeric
+                ) LANGUAGE plpgsql AS $$
+                DECLARE
+                    e jsonb;
+                    position integer := 0;
+                    v_lines ledger_lines;
+                    v_sum numeric;
+                    v_line numeric;
+                    v_held numeric;
+                    v_consumer text;
+                    v_released numeric;
+                    v_due numeric;
+                    v_amount numeric;
+                    v_fee numeric;
+                    v_escrow text;
+                    v_id bigint;
+                    v_state text;
+                    v_constraint text;
+                    v_message text;
+                BEGIN
+                    FOR e IN SELECT value FROM jsonb_array_elements(p_entries) LOOP
+                        position := position + 1;
+                        v_amount := NULL;
+                        v_fee := NULL;
+                        BEGIN
+                            IF e ? 'due' THEN
+                                v_escrow := 'escrow/' || (e->>'contract');
+                                SELECT a.balance, a.owner_did INTO v_held, v_consumer FROM accounts a
+                                WHERE a.id = v_escrow FOR UPDATE;
+                                IF NOT FOUND THEN
+                                    RAISE EXCEPTION 'contract % has no escrow', e->>'contract' USING ERRCODE = 'ORNOE';
+                                END IF;
+                                -- Released so far: what was held less what is left (a refund empties the escrow, and
+                                -- nothing is released after it). By the account's index, never a scan.
+                                SELECT coalesce(sum(l.amount), 0) - v_held INTO v_released
+                                FROM journal_lines l WHERE l.account_id = v_escrow AND l.amount > 0;
+                                v_due := (e->>'due')::numeric;
+                                IF v_due <= v_released OR v_held <= 0 THEN
+                                    RAISE EXCEPTION 'nothing more is due for %: % of % released, % left in escrow',
+                                        e->>'contract', v_released, v_due, v_held USING ERRCODE = 'ORNDU';
+                                END IF;
+                                v_amount := least(v_due - v_released, v_held);
+                                v_fee := floor(v_amount * (e->>'fee_bps')::numeric / 10000);
+                                v_lines := ROW(
+                                    ARRAY[v_escrow, 'receivable/' || (e->>'owner')], ARRAY[v_consumer, e->>'owner'],
+                                    ARRAY['escrow', 'receivable'], ARRAY[-v_amount, v_amount - v_fee]
+                                )::ledger_lines;
+                                IF v_fee > 0 THEN
+                                    v_lines := ROW(
+                                        v_lines.accounts || (e->>'fee_account'), v_lines.owners || ''::text,
+                                        v_lines.kinds || 'fee'::text, v_lines.amounts || v_fee
+                                    )::ledger_lines;
+                                END IF;
+                            ELSE
+                                v_lines := jsonb_populate_record(NULL::ledger_lines, e);
+                            END IF;
+                            v_sum := 0;
+                            FOREACH v_line IN ARRAY v_lines.amounts LOOP
+                                v_sum := v_sum + v_line;
+                            END LOOP;
+                            IF v_sum <> 0 THEN
+                                RAISE EXCEPTION 'the entry does not balance' USING ERRCODE = 'check_violation';
+                            END IF;
+                            v_id := post_entry(e->>'kind', e->>'contract', e->>'memo', e->>'invoker', e->>'key',
+                                decode(e->>'sha', 'hex'), v_lines.accounts, v_lines.owners, v_lines.kinds,
+                                v_lines.amounts, e->>'new_account');
+                            ordinal := position;
+                            entry_id := v_id;
+                            created_at := now();
+                            state := '';
+                            constraint_name := '';
+                            message := '';
+                            released := v_amount;
+                            fee := v_fee;
+                            RETURN NEXT;
+                        EXCEPTION WHEN OTHERS THEN
+                            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_constraint = CONSTRAINT_NAME,
+                                v_message = MESSAGE_TEXT;
+                            ordinal := position;
+                            entry_id := NULL;
+                            created_at := NULL;
+                            state := v_state;
+                            constraint_name := v_constraint;
+                            message := v_message;
+                            released := NULL;
+                            fee := NULL;
+                            RETURN NEXT;
+                        END;
+                    END LOOP;
+                END
+                $$
+                """,
+            ]
+        ),
     ]
 }
