@@ -19,6 +19,8 @@ struct ActorBenchCommand: AsyncParsableCommand {
     var killState: String
     @Option(help: "The agents' and registry's heartbeat interval, ms (for the report).") var livenessMs = 1000
     @Option(help: "Where the example actors are.") var workloads = "Deploy/examples/actors"
+    @Option(help: "A fourth device, whose agent's line is held by a second orchestrator replica (its mail is relayed).")
+    var farDevice: String?
     @Option(help: "Sequential round trips.") var messages = 300
     @Option(help: "Pipelined messages.") var burst = 500
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/actors.md"
@@ -50,42 +52,54 @@ struct ActorBenchCommand: AsyncParsableCommand {
                 $0.constraints = .with { $0.allowedProviders = devices }
             }
         }
-        let total = messages + burst
-        var conversation = Orrery_Orchestrator_V1_WorkloadSpec.with { $0.name = "bench-actors" }
-        conversation.allocations = [
-            try allocation(
-                "ping", "ping.py", on: [ping],
-                env: ["LAST": "\(messages)", "BURST": "\(burst)", "PAUSE": "0"]),
-            try allocation("pong", "pong.py", on: [pong], env: ["LAST": "\(total)"]),
-        ]
-        conversation.allocations[0].outputs = ["rtt.txt", "burst.txt"]
-        conversation.allocations[1].stateful = true
+        /// ping on the first device sends `messages` pings one after the other, then `burst` without waiting, to
+        /// pong on `pongDevice`.
+        func conversation(pong pongDevice: String, burst: Int) throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+            var spec = Orrery_Orchestrator_V1_WorkloadSpec.with { $0.name = "bench-actors" }
+            spec.allocations = [
+                try allocation(
+                    "ping", "ping.py", on: [ping],
+                    env: ["LAST": "\(messages)", "BURST": "\(burst)", "PAUSE": "0"]),
+                try allocation("pong", "pong.py", on: [pongDevice], env: ["LAST": "\(messages + burst)"]),
+            ]
+            spec.allocations[0].outputs = ["rtt.txt", "burst.txt"]
+            spec.allocations[1].stateful = true
+            return spec
+        }
         var counter = Orrery_Orchestrator_V1_WorkloadSpec.with { $0.name = "bench-counter" }
         counter.allocations = [try allocation("counter", "counter.py", on: [ping, spare], env: [:])]
         counter.allocations[0].stateful = true
         counter.allocations[0].checkpointIntervalSeconds = 1
 
-        let (rtts, pipelined, failure) = try await BenchConsumer.withOrchestrator(orchestrator, key: key) {
+        let (rtts, pipelined, failure, relayed) = try await BenchConsumer.withOrchestrator(orchestrator, key: key) {
             client, authority in
-            let talk = try await client.submitWorkload(
-                .with {
-                    $0.spec = conversation
-                    $0.idempotencyKey = UUID().uuidString
-                    $0.consumerAuthority = authority
-                })
-            let ended = try await Self.watch(client, talk.id, timeout: .seconds(600)) { $0.state.rawValue >= 8 }
-            guard ended.state == .completed else {
-                throw ValidationError("the conversation ended \(ended.state): \(ended.reason)")
+            /// Runs a conversation to its end; returns its sorted round trips and its burst's "count seconds".
+            func converse(_ spec: Orrery_Orchestrator_V1_WorkloadSpec) async throws -> ([Double], [Double]) {
+                let talk = try await client.submitWorkload(
+                    .with {
+                        $0.spec = spec
+                        $0.idempotencyKey = UUID().uuidString
+                        $0.consumerAuthority = authority
+                    })
+                let ended = try await Self.watch(client, talk.id, timeout: .seconds(600)) { $0.state.rawValue >= 8 }
+                guard ended.state == .completed else {
+                    throw ValidationError("the conversation ended \(ended.state): \(ended.reason)")
+                }
+                let files = try await client.getOutputs(.with { $0.id = talk.id }).files
+                func file(_ path: String) -> String {
+                    files.first { $0.path == path }.map { String(decoding: $0.content, as: UTF8.self) } ?? ""
+                }
+                let rtts = file("rtt.txt").split(separator: "\n").compactMap { Double($0) }.sorted()
+                guard rtts.count == messages else {
+                    throw ValidationError("the ping actor reported \(rtts.count) round trips")
+                }
+                return (rtts, file("burst.txt").split(whereSeparator: \.isWhitespace).compactMap { Double($0) })
             }
-            let files = try await client.getOutputs(.with { $0.id = talk.id }).files
-            func file(_ path: String) -> String {
-                files.first { $0.path == path }.map { String(decoding: $0.content, as: UTF8.self) } ?? ""
-            }
-            let rtts = file("rtt.txt").split(separator: "\n").compactMap { Double($0) }.sorted()
-            let burstFields = file("burst.txt").split(whereSeparator: \.isWhitespace).compactMap { Double($0) }
-            guard rtts.count == messages, burstFields.count == 2 else {
-                throw ValidationError("the ping actor reported \(rtts.count) round trips and '\(file("burst.txt"))'")
-            }
+            let (rtts, burstFields) = try await converse(try conversation(pong: pong, burst: burst))
+            guard burstFields.count == 2 else { throw ValidationError("the ping actor reported no burst") }
+            // Through a second orchestrator replica: pong's agent holds its line there.
+            var relayed: [Double]?
+            if let farDevice { relayed = try await converse(try conversation(pong: farDevice, burst: 0)).0 }
 
             // The counter runs on the first device; once it checkpointed, that host dies.
             let count = try await client.submitWorkload(
@@ -119,9 +133,9 @@ struct ActorBenchCommand: AsyncParsableCommand {
                 throw ValidationError("the counter did not resume: \(after.last?.event.reason ?? "no event")")
             }
             _ = try await client.cancelDeployment(.with { $0.id = count.id })
-            return (rtts, (count: burstFields[0], seconds: burstFields[1]), (detected, back, size))
+            return (rtts, (count: burstFields[0], seconds: burstFields[1]), (detected, back, size), relayed)
         }
-        func percentile(_ p: Double) -> String {
+        func percentile(_ p: Double, of rtts: [Double] = rtts) -> String {
             String(format: "%.2f ms", rtts[min(rtts.count - 1, Int(Double(rtts.count) * p))])
         }
         func seconds(_ duration: Duration?) -> String {
@@ -132,11 +146,14 @@ struct ActorBenchCommand: AsyncParsableCommand {
         let lines = [
             "# Actor benchmarks",
             "",
-            "Measured \(ISO8601DateFormatter().string(from: Date())) on \(ProcessInfo.processInfo.activeProcessorCount) cores, release build: an orchestrator, a notary, a registry and three device agents on loopback (heartbeats every \(livenessMs) ms), PostgreSQL with fsync on, workloads in bubblewrap sandboxes talking to their agents over the mailbox socket (Python clients from `Deploy/examples/actors`).",
+            "Measured \(ISO8601DateFormatter().string(from: Date())) on \(ProcessInfo.processInfo.activeProcessorCount) cores, release build: an orchestrator\(farDevice == nil ? "" : " (and a second replica of it, holding a fourth agent's line)"), a notary, a registry and three device agents on loopback (heartbeats every \(livenessMs) ms), PostgreSQL with fsync on, workloads in bubblewrap sandboxes talking to their agents over the mailbox socket (Python clients from `Deploy/examples/actors`).",
             "",
             "| measurement | result |",
             "|---|---|",
             "| envelope round trip between actors on two agents (ping → pong → reply, each sealed, routed through the orchestrator, gated and acknowledged), \(messages) sequential: p50 / p99 / max | \(percentile(0.5)) / \(percentile(0.99)) / \(String(format: "%.2f ms", rtts.last ?? 0)) |",
+            relayed.map {
+                "| the same, pong's agent connected to a second orchestrator replica (each envelope and report relayed through PostgreSQL: a row announced with NOTIFY, taken by that replica), \(messages) sequential: p50 / p99 / max | \(percentile(0.5, of: $0)) / \(percentile(0.99, of: $0)) / \(String(format: "%.2f ms", $0.last ?? 0)) |"
+            } ?? "| (no second orchestrator replica given: no relayed round trips) | — |",
             "| pipelined: \(Int(pipelined.count)) pings sent without waiting, all \(Int(pipelined.count)) answers received | \(String(format: "%.0f", pipelined.count / pipelined.seconds)) round trips/s (\(String(format: "%.2f s", pipelined.seconds))) |",
             "| a stateful counter's host killed -9 → the orchestrator relocates it (the registry marked the device offline) | \(seconds(failure.0)) |",
             "| host killed -9 → running again on another device from its latest checkpoint (\(failure.2)-byte archive) | \(seconds(failure.1)) |",

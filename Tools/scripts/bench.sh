@@ -109,17 +109,27 @@ if want actors; then
     service orchestrator orchestrator orchestrator --identity-delegation "$work/credentials/orchestrator/delegation.ucan" \
         --registry-address "127.0.0.1:$a_registry" --notary-address "127.0.0.1:$a_notary"
     a_orchestrator=$port_of_service
+    # A second replica on the same database: the fourth agent's line is held there, so its mail is relayed.
+    service orchestrator orchestrator orchestrator2 --identity-delegation "$work/credentials/orchestrator/delegation.ucan" \
+        --registry-address "127.0.0.1:$a_registry" --notary-address "127.0.0.1:$a_notary"
+    a_orchestrator2=$port_of_service
     "$bin/orrery" key new "$work/actors-owner.key" >/dev/null
     "$bin/orrery" ucan delegate --key "$work/credentials/operator.key" \
         --to "$("$bin/orrery" key show "$work/actors-owner.key")" --cmd /orrery/registry --exp 1h >"$work/actors-owner.ucan"
     actor_devices=()
-    for agent in 1 2 3; do
+    for agent in 1 2 3 4; do
         state="$work/actors-agent$agent"
         device_did=$("$bin/device-agent" id --state-dir "$state")
-        actor_devices+=(--device "$device_did")
+        line_to=$a_orchestrator
+        if [ "$agent" = 4 ]; then
+            actor_devices+=(--far-device "$device_did")
+            line_to=$a_orchestrator2
+        else
+            actor_devices+=(--device "$device_did")
+        fi
         "$bin/orrery" ucan delegate --key "$work/actors-owner.key" --to "$device_did" --cmd /orrery/registry --exp 1h \
             --proof "$work/actors-owner.ucan" >"$state.ucan"
-        echo "{\"owner\": {\"prices\": {\"per_core_hour\": $((agent * 10))}}, \"orchestrators\": [\"127.0.0.1:$a_orchestrator\"]}" \
+        echo "{\"owner\": {\"prices\": {\"per_core_hour\": $((agent * 10))}}, \"orchestrators\": [\"127.0.0.1:$line_to\"]}" \
             >"$state.json"
         "$bin/device-agent" --state-dir "$state" --config "$state.json" --grpc-port 0 --http-port 0 --log-level warning \
             --liveness-interval-ms 1000 --trust-operator "$operator_did" --ready-file "$state.ready" >"$state.log" 2>&1 &
@@ -129,7 +139,7 @@ if want actors; then
         "$bin/device-agent" join --registry "127.0.0.1:$a_registry" --token "$state.ucan" --state-dir "$state" \
             --config "$state.json" >/dev/null
     done
-    sleep 3  # the orchestrator sees all three online
+    sleep 3  # the orchestrators see all four online
     "$bin/orrery-bench" actors --orchestrator "127.0.0.1:$a_orchestrator" --key "$work/credentials/operator.key" \
         "${actor_devices[@]}" --kill-pid "$doomed_agent_pid" --kill-state "$work/actors-agent1" --liveness-ms 1000 \
         --out bench-results/actors.md
