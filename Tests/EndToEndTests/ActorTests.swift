@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import Logging
 import OrreryRuntime
+import OrchestratorService
 import OrreryActors
 import OrreryIdentity
 import OrreryProto
@@ -490,6 +491,31 @@ struct ActorTests {
                     try await $0.cancelDeployment(.with { $0.id = job.id })
                 }
             }
+        }
+    }
+
+    @Test("the stateful-counter example runs as an actor and checkpoints on request: a record signed for its address")
+    func statefulCounterExample() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-example")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let c = try await Self.start(database, network, directory, prices: [5])
+            defer { c.stop() }
+            let spec = try WorkloadSpecFile.read(
+                TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/examples/stateful-counter.yaml").path)
+            let job = try await Self.submit(spec, c)
+            try await Self.waitForCount(3, of: job.id, c)
+            let now = try await Self.deployment(job.id, c)
+            let output = try await Self.logs(job.id, c)
+            #expect(now.state == .running, "\(now.reason)\n\(output)")
+            let stored = try await c.consumer.with(c.orchestrator) {
+                try await $0.checkpoint(.with { $0.id = job.id })
+            }
+            let record = try Orrery_Actors_V1_Checkpoint(
+                serializedBytes: try #require(stored.checkpoints.first).record.payload)
+            #expect(record.address == "actor://\(job.id)/counter/0" && record.sequence >= 1 && record.size > 0)
+            _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
         }
     }
 
