@@ -10,7 +10,8 @@ import Testing
 @testable import DeviceAgent
 
 /// An actor host after its agent's process restarted: what it sent and was not delivered goes again, a send repeated
-/// under its id by a reconnected workload is answered and not sent twice, what it handed over stays a replay.
+/// under its id by a reconnected workload is answered and not sent twice, what it handed over stays a replay and can
+/// be replied to.
 @Suite("Actor host across an agent restart")
 struct ActorHostJournalTests {
     @Test("undelivered sends are resent after a restart; a repeated send id is not sent twice unless it was refused")
@@ -81,5 +82,15 @@ struct ActorHostJournalTests {
         let third = try await host(ReportLog())
         #expect(await third.undelivered == 0)
         #expect(await send(third, "s1").toMessage == again.toMessage)
+
+        // A message handed to the workload just before a restart can still be replied to after it.
+        let message = try #require(again.toMessage)
+        await third.handedOver(MailboxLine(op: "message", id: message, from: other.description, behavior: "ping"))
+        let fourthLog = ReportLog()
+        let fourth = try await host(fourthLog)
+        let reply = await fourth.handle(
+            MailboxLine(op: "reply", id: "r1", toMessage: message, payload: Array("pong".utf8)))
+        #expect(reply.op == "sent", "\(reply)")
+        #expect(fourthLog.all.last?.to == other.description)
     }
 }

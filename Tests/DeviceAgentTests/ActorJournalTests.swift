@@ -11,7 +11,9 @@ struct ActorJournalTests {
         ActorJournal.Sent(id: id, sendID: sendID, mail: Data("mail \(id)".utf8), expiresAt: expiresAt)
     }
 
-    @Test("undelivered sends, delivered send ids and handed-over envelopes come back; settled and expired ones do not")
+    @Test(
+        "undelivered sends, delivered send ids, handed-over envelopes and their reply targets come back; settled and expired ones do not"
+    )
     func readsBack() throws {
         let directory = try TestEnvironment.temporaryDirectory("orrery-journal")
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -24,8 +26,8 @@ struct ActorJournalTests {
         journal.sent(Self.sent("old", "s4", expiresAt: now - 1))
         journal.settled("e1", delivered: true)
         journal.settled("e2", delivered: false)
-        journal.took("c1", expiresAt: now + 300)
-        journal.took("c-old", expiresAt: now - 1)
+        journal.took("c1", expiresAt: now + 300, replyTo: "actor://dep_x/pong/0")
+        journal.took("c-old", expiresAt: now - 1, replyTo: "actor://dep_x/pong/0")
         // A crash in the middle of a line: it is skipped.
         let handle = try #require(FileHandle(forWritingAtPath: path))
         try handle.seekToEnd()
@@ -37,6 +39,7 @@ struct ActorJournalTests {
         #expect(again.state.outbound["e3"] == Self.sent("e3", "s3", expiresAt: now + 300))
         #expect(again.state.delivered.mapValues(\.id) == ["s1": "e1"])
         #expect(again.state.received == ["c1": now + 300])
+        #expect(again.state.replyTargets == ["c1": "actor://dep_x/pong/0"])
         // Read back once more (it was compacted on opening): the same.
         #expect(ActorJournal(path: path).state == again.state)
     }

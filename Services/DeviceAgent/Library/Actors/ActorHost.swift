@@ -61,7 +61,13 @@ actor ActorHost {
         self.key = key
         var received = received
         if let state = journal?.state {
-            for (text, expiry) in state.received { if let cid = try? CID(text) { received[cid] = expiry } }
+            for (text, expiry) in state.received {
+                guard let cid = try? CID(text) else { continue }
+                received[cid] = expiry
+                if let target = state.replyTargets[text].flatMap(ActorAddress.init) {
+                    replyTargets[text] = (target, expiry)
+                }
+            }
             for (sendID, entry) in state.delivered { sendIDs[sendID] = entry }
             let long = ContinuousClock.now - Self.retryAfter
             for sent in state.outbound.values {
@@ -127,7 +133,7 @@ actor ActorHost {
         guard line.op == "message", let text = line.id, let id = try? CID(text) else { return }
         let until = Int64(Date().timeIntervalSince1970) + Self.lifetime
         received[id] = until
-        journal?.took(text, expiresAt: until)
+        journal?.took(text, expiresAt: until, replyTo: line.replyTo ?? line.from)
         if let from = line.from {
             emit(Self.report(to: from, id: text, delivered: true))
         }

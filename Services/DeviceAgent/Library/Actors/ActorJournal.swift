@@ -3,7 +3,7 @@ internal import Foundation
 /// What an actor's agent must not forget when its process restarts while the actor runs: the envelopes the actor
 /// sent that are not settled yet (resent after the restart), the send ids of those delivered (a workload that
 /// resends after reconnecting is answered, not sent twice), and the envelopes handed to the workload (refused as
-/// replays afterwards). One JSON line per event, appended to a file in the allocation's directory — no fsync: it
+/// replays afterwards) with where a reply to each goes. One JSON line per event, appended to a file in the allocation's directory — no fsync: it
 /// outlives the agent's process, and when the host itself dies the actor resumes elsewhere from its checkpoint —
 /// and rewritten with only what is live once it has grown.
 struct ActorJournal {
@@ -25,9 +25,11 @@ struct ActorJournal {
         var delivered: [String: (id: String, until: Int64)] = [:]
         /// Envelopes handed to the workload, by CID, with their expiries.
         var received: [String: Int64] = [:]
+        /// Where a reply to each of them goes (its reply_to, else its sender), by CID.
+        var replyTargets: [String: String] = [:]
 
         static func == (a: State, b: State) -> Bool {
-            a.outbound == b.outbound && a.received == b.received
+            a.outbound == b.outbound && a.received == b.received && a.replyTargets == b.replyTargets
                 && a.delivered.mapValues { "\($0.id)@\($0.until)" } == b.delivered.mapValues { "\($0.id)@\($0.until)" }
         }
     }
@@ -38,6 +40,7 @@ struct ActorJournal {
         var delivered: Bool?
         var took: String?
         var expiresAt: Int64?
+        var replyTo: String?
     }
 
     let path: String
@@ -62,6 +65,7 @@ struct ActorJournal {
         state.outbound = state.outbound.filter { $0.value.expiresAt > now }
         state.delivered = state.delivered.filter { $0.value.until > now }
         state.received = state.received.filter { $0.value > now }
+        state.replyTargets = state.replyTargets.filter { state.received[$0.key] != nil }
         self.state = state
         self.lines = lines
         compact()
@@ -74,6 +78,7 @@ struct ActorJournal {
             state.delivered[sent.sendID] = (id, sent.expiresAt)
         } else if let cid = line.took, let expiresAt = line.expiresAt {
             state.received[cid] = expiresAt
+            if let target = line.replyTo { state.replyTargets[cid] = target }
         }
     }
 
@@ -83,8 +88,10 @@ struct ActorJournal {
     /// An envelope was delivered, refused or expired: it is not resent again.
     mutating func settled(_ id: String, delivered: Bool) { append(Line(settled: id, delivered: delivered)) }
 
-    /// An envelope was handed to the workload.
-    mutating func took(_ cid: String, expiresAt: Int64) { append(Line(took: cid, expiresAt: expiresAt)) }
+    /// An envelope was handed to the workload; a reply to it goes to `replyTo`.
+    mutating func took(_ cid: String, expiresAt: Int64, replyTo: String?) {
+        append(Line(took: cid, expiresAt: expiresAt, replyTo: replyTo))
+    }
 
     private mutating func append(_ line: Line) {
         Self.apply(line, to: &state)
@@ -109,6 +116,7 @@ struct ActorJournal {
         let now = Int64(Date().timeIntervalSince1970)
         state.delivered = state.delivered.filter { $0.value.until > now }
         state.received = state.received.filter { $0.value > now }
+        state.replyTargets = state.replyTargets.filter { state.received[$0.key] != nil }
         var live: [Line] = []
         // Delivered sends are written as sent-then-settled, so that reading them back restores their ids.
         for (sendID, entry) in state.delivered {
@@ -116,7 +124,7 @@ struct ActorJournal {
             live.append(Line(settled: entry.id, delivered: true))
         }
         live += state.outbound.values.map { Line(sent: $0) }
-        live += state.received.map { Line(took: $0.key, expiresAt: $0.value) }
+        live += state.received.map { Line(took: $0.key, expiresAt: $0.value, replyTo: state.replyTargets[$0.key]) }
         let encoder = JSONEncoder()
         var data = Data()
         for line in live {
