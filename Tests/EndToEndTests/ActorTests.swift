@@ -46,14 +46,20 @@ struct ActorTests {
     }
 
     struct Constellation {
+        let database: TestDatabase
+        let network: TestNetwork
+        /// The test's own directory (removed afterwards).
+        let directory: URL
         let registry: RunningService
         let notary: RunningService
         let orchestrator: RunningService
         let agents: [AgentChannelTests.Agent]
         let consumer: OrchestratorTests.Consumer
+        /// Kills every service and agent, and what the agents' sandboxes still run (a dead host's would go too).
         func stop() {
             for agent in agents { agent.service.child.signal(SIGKILL) }
             for service in [orchestrator, notary, registry] { service.child.signal(SIGKILL) }
+            for index in agents.indices { ActorTests.killSandboxes(of: "agent\(index)", in: directory) }
         }
     }
 
@@ -76,7 +82,25 @@ struct ActorTests {
         let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
         try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: prices.count)
         return Constellation(
-            registry: registry, notary: notary, orchestrator: orchestrator, agents: agents, consumer: consumer)
+            database: database, network: network, directory: directory, registry: registry, notary: notary,
+            orchestrator: orchestrator, agents: agents, consumer: consumer)
+    }
+
+    /// A constellation for one test, on a fresh database and directory: `body` gets it; everything stops afterwards.
+    static func withConstellation(
+        _ name: String, prices: [Int], interval: Int = 1000, relocationMargin: Int = 0,
+        places: [(latitude: Double, longitude: Double)] = [], _ body: (Constellation) async throws -> Void
+    ) async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-\(name)")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let c = try await start(
+                database, network, directory, prices: prices, interval: interval, relocationMargin: relocationMargin,
+                places: places)
+            defer { c.stop() }
+            try await body(c)
+        }
     }
 
     static func startAgent(
@@ -254,12 +278,7 @@ struct ActorTests {
 
     @Test("two actors on two agents talk; one moves to a third; the conversation goes on, nothing lost or doubled")
     func conversationAcrossAMove() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-move")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let c = try await Self.start(database, network, directory, prices: [5, 6, 500])
-            defer { c.stop() }
+        try await Self.withConstellation("move", prices: [5, 6, 500]) { c in
             let last = 20
             let spec = try Self.pingPong(last: last)
             let job = try await Self.submit(spec, c)
@@ -295,19 +314,10 @@ struct ActorTests {
 
     @Test("an agent killed -9 while its actor talks: restarted, the conversation goes on, nothing lost or doubled")
     func conversationAcrossAnAgentRestart() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-restart")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+        try await Self.withConstellation("restart", prices: [5, 6], interval: 3000) { c in
             // Heartbeats every 3 s: the restarted agent is back long before its device could be taken offline.
-            let c = try await Self.start(database, network, directory, prices: [5, 6], interval: 3000)
             var restarted: RunningService?
-            defer {
-                c.stop()
-                restarted?.child.signal(SIGKILL)
-                Self.killSandboxes(of: "agent0", in: directory)
-                Self.killSandboxes(of: "agent1", in: directory)
-            }
+            defer { restarted?.child.signal(SIGKILL) }
             let last = 20
             var spec = try Self.pingPong(last: last)
             spec.allocations[0].constraints.allowedProviders = [c.agents[0].did]
@@ -317,7 +327,7 @@ struct ActorTests {
             // pong's agent dies mid-conversation (its sandbox runs on) and comes back on the same state.
             c.agents[1].service.child.signal(SIGKILL)
             _ = await c.agents[1].service.child.waitForExit()
-            restarted = try await Self.restartAgent("agent1", network, directory, interval: 3000)
+            restarted = try await Self.restartAgent("agent1", c.network, c.directory, interval: 3000)
             // Each ping answered once, in order, by a pong that saw each ping once (its count carried over).
             try await Self.expectEveryPingAnsweredOnce(last, job.id, c)
         }
@@ -327,19 +337,14 @@ struct ActorTests {
         "actors whose agents hold lines to different orchestrator replicas talk, and one is moved through the other replica"
     )
     func acrossReplicas() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-replicas")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+        try await Self.withConstellation("replicas", prices: [5, 500]) { c in
             // ping's device and a spare on the first replica; pong's device only on a second.
-            let c = try await Self.start(database, network, directory, prices: [5, 500])
-            defer { c.stop() }
             let second = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: c.registry, notary: c.notary,
+                c.database, c.network, c.directory, registry: c.registry, notary: c.notary,
                 extraArguments: ["--relocation-margin-percent", "0"])
             defer { second.child.signal(SIGKILL) }
             let far = try await Self.startAgent(
-                "far", price: 6, network, directory, registry: c.registry, orchestrator: second)
+                "far", price: 6, c.network, c.directory, registry: c.registry, orchestrator: second)
             defer { far.service.child.signal(SIGKILL) }
             try await OrchestratorTests.waitForFleet(c.consumer, c.orchestrator, devices: 3)
             try await OrchestratorTests.waitForFleet(c.consumer, second, devices: 3)
@@ -371,16 +376,7 @@ struct ActorTests {
     )
     func counterResumesAfterKill() async throws {
         for tamper in [false, true] {
-            try await TestDatabase.withDatabase { database in
-                let directory = try TestEnvironment.temporaryDirectory("orrery-actors-counter")
-                defer { try? FileManager.default.removeItem(at: directory) }
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let c = try await Self.start(database, network, directory, prices: [5, 500])
-                defer {
-                    c.stop()
-                    Self.killSandboxes(of: "agent0", in: directory)
-                    Self.killSandboxes(of: "agent1", in: directory)
-                }
+            try await Self.withConstellation("counter", prices: [5, 500]) { c in
                 var spec = OrchestratorTests.spec(cores: 2)
                 spec.allocations = [try Self.allocation("counter", script: "counter.py", stateful: true)]
                 spec.allocations[0].checkpointIntervalSeconds = 1
@@ -389,7 +385,7 @@ struct ActorTests {
                 // Two checkpoints stored, then the host dies.
                 #expect(
                     try await eventually(timeout: .seconds(60)) {
-                        try await database.withClient(schema: "orchestrator") { db in
+                        try await c.database.withClient(schema: "orchestrator") { db in
                             let rows = try await db.query(
                                 "SELECT count(*) FROM checkpoints WHERE deployment_id = \(job.id)",
                                 logger: Logger(label: "test"))
@@ -405,7 +401,7 @@ struct ActorTests {
                         arguments: [
                             "checkpoint", job.id, "--json", "--orchestrator",
                             "127.0.0.1:\(c.orchestrator.ready.grpcPort)",
-                            "--key", directory.appendingPathComponent("credentials/operator.key").path,
+                            "--key", c.directory.appendingPathComponent("credentials/operator.key").path,
                         ])
                     #expect(status == 0, "\(output)")
                     let stored = try #require(
@@ -417,7 +413,7 @@ struct ActorTests {
                         stored.record, type: Orrery_Actors_V1_Checkpoint.protoMessageName,
                         requiring: [try DID(c.agents[0].did), actor])
                     #expect(stored.logIndex > 0)
-                    let parties = try ContractParties(network: network)
+                    let parties = try ContractParties(network: c.network)
                     let leaves = try await parties.withNotary(c.notary) {
                         try await $0.getEntries(
                             .with {
@@ -430,10 +426,10 @@ struct ActorTests {
                     #expect(entry.kind == .checkpoint && entry.act == stored.record)
                 }
                 c.agents[0].service.child.signal(SIGKILL)
-                Self.killSandboxes(of: "agent0", in: directory)
+                Self.killSandboxes(of: "agent0", in: c.directory)
                 if tamper {
                     // After the host died (so no newer, intact checkpoint follows): one byte of the stored archive.
-                    _ = try await database.withClient(schema: "orchestrator") { db in
+                    _ = try await c.database.withClient(schema: "orchestrator") { db in
                         try await db.query(
                             "UPDATE checkpoint_chunks SET data = set_byte(data, 20, (get_byte(data, 20) + 1) % 256)",
                             logger: Logger(label: "test"))
@@ -485,7 +481,7 @@ struct ActorTests {
                 #expect(continued, "\(output)")
                 // Once it checkpointed twice on its new host, the archives stored before it moved are gone: only the
                 // latest two of the actor are kept.
-                let kept = try await Self.storedArchives(of: job.id, in: database, until: [c.agents[1].did: 2])
+                let kept = try await Self.storedArchives(of: job.id, in: c.database, until: [c.agents[1].did: 2])
                 #expect(kept == [c.agents[1].did: 2])
                 _ = try await c.consumer.with(c.orchestrator) {
                     try await $0.cancelDeployment(.with { $0.id = job.id })
@@ -496,12 +492,7 @@ struct ActorTests {
 
     @Test("the stateful-counter example runs as an actor and checkpoints on request: a record signed for its address")
     func statefulCounterExample() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-example")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let c = try await Self.start(database, network, directory, prices: [5])
-            defer { c.stop() }
+        try await Self.withConstellation("example", prices: [5]) { c in
             let spec = try WorkloadSpecFile.read(
                 TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/examples/stateful-counter.yaml").path)
             let job = try await Self.submit(spec, c)
@@ -521,12 +512,7 @@ struct ActorTests {
 
     @Test("a running stateful replica moves by itself to a markedly cheaper device that comes online, and counts on")
     func movesToACheaperDevice() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-cheaper")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let c = try await Self.start(database, network, directory, prices: [500], relocationMargin: 30)
-            defer { c.stop() }
+        try await Self.withConstellation("cheaper", prices: [500], relocationMargin: 30) { c in
             var spec = OrchestratorTests.spec(cores: 2)
             spec.allocations = [try Self.allocation("counter", script: "counter.py", stateful: true)]
             let job = try await Self.submit(spec, c)
@@ -534,7 +520,7 @@ struct ActorTests {
             try await Self.waitForCount(5, of: job.id, c)
             // A device at 1 % of the price joins: the counter moves there (checkpointed, resumed), unasked.
             let cheap = try await Self.startAgent(
-                "cheap", price: 5, network, directory, registry: c.registry, orchestrator: c.orchestrator)
+                "cheap", price: 5, c.network, c.directory, registry: c.registry, orchestrator: c.orchestrator)
             defer { cheap.service.child.signal(SIGKILL) }
             _ = try await Self.expectMovedByItself(
                 job.id, to: cheap.did, c, because: "counter[0] moved: moved to a device 99% cheaper")
@@ -544,15 +530,9 @@ struct ActorTests {
 
     @Test("a running stateful replica moves by itself to a device as cheap and markedly nearer its latency target")
     func movesToANearerDevice() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-nearer")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let madrid = (latitude: 40.42, longitude: -3.70)
-            let paris = (latitude: 48.85, longitude: 2.35)
-            let c = try await Self.start(
-                database, network, directory, prices: [100], relocationMargin: 30, places: [madrid])
-            defer { c.stop() }
+        let madrid = (latitude: 40.42, longitude: -3.70)
+        let paris = (latitude: 48.85, longitude: 2.35)
+        try await Self.withConstellation("nearer", prices: [100], relocationMargin: 30, places: [madrid]) { c in
             var spec = OrchestratorTests.spec(cores: 2)
             var counter = try Self.allocation("counter", script: "counter.py", stateful: true)
             // Users in Paris: within 100 ms is required, nearer is better.
@@ -571,7 +551,8 @@ struct ActorTests {
             try await Self.waitForCount(5, of: job.id, c)
             // A device in Paris at the same price joins: the counter moves there, unasked.
             let near = try await Self.startAgent(
-                "near", price: 100, network, directory, registry: c.registry, orchestrator: c.orchestrator, at: paris)
+                "near", price: 100, c.network, c.directory, registry: c.registry, orchestrator: c.orchestrator,
+                at: paris)
             defer { near.service.child.signal(SIGKILL) }
             let now = try await Self.expectMovedByItself(
                 job.id, to: near.did, c,
@@ -585,14 +566,9 @@ struct ActorTests {
         "an actor messages another organisation's actor only once that deployment's consumer granted it, and back (orrery actor grant)"
     )
     func acrossDeployments() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-across")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let c = try await Self.start(database, network, directory, prices: [5, 6])
-            defer { c.stop() }
+        try await Self.withConstellation("across", prices: [5, 6]) { c in
             // Two organisations: pong is another consumer's.
-            let other = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            let other = try OrchestratorTests.Consumer(operatorKey: c.network.operatorKey)
             var pongSpec = OrchestratorTests.spec(cores: 2)
             pongSpec.allocations = [try Self.allocation("pong", script: "pong.py", stateful: false, env: ["LAST": "3"])]
             let pong = try await Self.submit(pongSpec, c, as: other)
@@ -613,8 +589,8 @@ struct ActorTests {
             // Each consumer grants the other's actor access to its own deployment, with the CLI.
             let cli = TestEnvironment.executable("orrery")
             func connection(_ consumer: OrchestratorTests.Consumer, _ name: String) throws -> [String] {
-                let key = directory.appendingPathComponent("\(name).key").path
-                let chain = directory.appendingPathComponent("\(name).ucan").path
+                let key = c.directory.appendingPathComponent("\(name).key").path
+                let chain = c.directory.appendingPathComponent("\(name).ucan").path
                 try KeyFile.write(consumer.key, to: key)
                 try DelegationChain.write(consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
                 return ["--orchestrator", "127.0.0.1:\(c.orchestrator.ready.grpcPort)", "--key", key, "--proof", chain]

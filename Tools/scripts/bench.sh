@@ -58,6 +58,25 @@ wait_ready() {  # file pid log
     until [ -s "$1" ]; do kill -0 "$2" 2>/dev/null || { cat "$3" >&2; exit 1; }; sleep 0.1; done
 }
 
+# Starts a device agent on STATE, its owner OWNER_KEY (delegated by OWNER_UCAN), at PRICE per core-hour, its line to
+# the orchestrator at ORCHESTRATOR_PORT, and joins it through the registry at REGISTRY_PORT; further arguments go to
+# the agent. Sets agent_did and agent_pid (called without a subshell, so that its pid stays in extra_pids).
+start_agent() {  # state owner_key owner_ucan price orchestrator_port registry_port agent-arguments…
+    local state=$1 owner_key=$2 owner_ucan=$3 price=$4 line_to=$5 registry_port=$6
+    shift 6
+    agent_did=$("$bin/device-agent" id --state-dir "$state")
+    "$bin/orrery" ucan delegate --key "$owner_key" --to "$agent_did" --cmd /orrery/registry --exp 1h \
+        --proof "$owner_ucan" >"$state.ucan"
+    echo "{\"owner\": {\"prices\": {\"per_core_hour\": $price}}, \"orchestrators\": [\"127.0.0.1:$line_to\"]}" >"$state.json"
+    "$bin/device-agent" --state-dir "$state" --config "$state.json" --grpc-port 0 --http-port 0 --log-level warning \
+        --trust-operator "$(cat "$work/credentials/operator.did")" --ready-file "$state.ready" "$@" >"$state.log" 2>&1 &
+    agent_pid=$!
+    extra_pids+=("$agent_pid")
+    wait_ready "$state.ready" "$agent_pid" "$state.log"
+    "$bin/device-agent" join --registry "127.0.0.1:$registry_port" --token "$state.ucan" --state-dir "$state" \
+        --config "$state.json" >/dev/null
+}
+
 echo "== contract notary (PostgreSQL fsync on)"
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
     "$bin/contract-notary" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
@@ -118,26 +137,12 @@ if want actors; then
         --to "$("$bin/orrery" key show "$work/actors-owner.key")" --cmd /orrery/registry --exp 1h >"$work/actors-owner.ucan"
     actor_devices=()
     for agent in 1 2 3 4; do
-        state="$work/actors-agent$agent"
-        device_did=$("$bin/device-agent" id --state-dir "$state")
         line_to=$a_orchestrator
-        if [ "$agent" = 4 ]; then
-            actor_devices+=(--far-device "$device_did")
-            line_to=$a_orchestrator2
-        else
-            actor_devices+=(--device "$device_did")
-        fi
-        "$bin/orrery" ucan delegate --key "$work/actors-owner.key" --to "$device_did" --cmd /orrery/registry --exp 1h \
-            --proof "$work/actors-owner.ucan" >"$state.ucan"
-        echo "{\"owner\": {\"prices\": {\"per_core_hour\": $((agent * 10))}}, \"orchestrators\": [\"127.0.0.1:$line_to\"]}" \
-            >"$state.json"
-        "$bin/device-agent" --state-dir "$state" --config "$state.json" --grpc-port 0 --http-port 0 --log-level warning \
-            --liveness-interval-ms 1000 --trust-operator "$operator_did" --ready-file "$state.ready" >"$state.log" 2>&1 &
-        extra_pids+=($!)
-        [ "$agent" = 1 ] && doomed_agent_pid=$!
-        wait_ready "$state.ready" "$!" "$state.log"
-        "$bin/device-agent" join --registry "127.0.0.1:$a_registry" --token "$state.ucan" --state-dir "$state" \
-            --config "$state.json" >/dev/null
+        if [ "$agent" = 4 ]; then line_to=$a_orchestrator2; fi  # the fourth agent's line: the second replica
+        start_agent "$work/actors-agent$agent" "$work/actors-owner.key" "$work/actors-owner.ucan" $((agent * 10)) \
+            "$line_to" "$a_registry" --liveness-interval-ms 1000
+        if [ "$agent" = 4 ]; then actor_devices+=(--far-device "$agent_did"); else actor_devices+=(--device "$agent_did"); fi
+        if [ "$agent" = 1 ]; then doomed_agent_pid=$agent_pid; fi
     done
     sleep 3  # the orchestrators see all four online
     "$bin/orrery-bench" actors --orchestrator "127.0.0.1:$a_orchestrator" --key "$work/credentials/operator.key" \
@@ -159,19 +164,8 @@ owner_did=$("$bin/orrery" key show "$work/owner.key")
 "$bin/orrery" ucan delegate --key "$work/credentials/operator.key" --to "$owner_did" --cmd /orrery/registry --exp 1h \
     >"$work/owner.ucan"
 for agent in 1 2 3; do
-    state="$work/agent$agent"
-    device_did=$("$bin/device-agent" id --state-dir "$state")
-    "$bin/orrery" ucan delegate --key "$work/owner.key" --to "$device_did" --cmd /orrery/registry --exp 1h \
-        --proof "$work/owner.ucan" >"$state.ucan"
-    echo "{\"owner\": {\"prices\": {\"per_core_hour\": $((agent * 10))}}, \"orchestrators\": [\"127.0.0.1:$orchestrator_port\"]}" \
-        >"$state.json"
-    "$bin/device-agent" --state-dir "$state" --config "$state.json" --grpc-port 0 --http-port 0 --log-level warning \
-        --trust-operator "$(cat "$work/credentials/operator.did")" --ready-file "$state.ready" >"$state.log" 2>&1 &
-    extra_pids+=($!)
-    [ "$agent" = 1 ] && first_agent_pid=$!
-    wait_ready "$state.ready" "$!" "$state.log"
-    "$bin/device-agent" join --registry "127.0.0.1:$port" --token "$state.ucan" --state-dir "$state" \
-        --config "$state.json" >/dev/null
+    start_agent "$work/agent$agent" "$work/owner.key" "$work/owner.ucan" $((agent * 10)) "$orchestrator_port" "$port"
+    if [ "$agent" = 1 ]; then first_agent_pid=$agent_pid; fi
 done
 "$bin/orrery-bench" deploy --orchestrator "127.0.0.1:$orchestrator_port" --key "$work/credentials/operator.key" \
     --allowed-provider "$owner_did" --out bench-results/placement.md
