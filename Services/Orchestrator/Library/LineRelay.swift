@@ -118,6 +118,7 @@ final class LineRelay: Sendable {
             for try await row in rows.decode((Int64, String, Data).self) { taken.append(row) }
             for (_, device, bytes) in taken.sorted(by: { $0.id < $1.id }) {
                 guard let message = try? Orrery_Orchestrator_V1_OrchestratorMessage(serializedBytes: bytes) else {
+                    logger.error("a relayed message does not decode; dropped", metadata: ["device": "\(device)"])
                     continue
                 }
                 // The line may have closed since: the message is gone then, like one written to a line that breaks.

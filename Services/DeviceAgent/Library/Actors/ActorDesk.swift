@@ -190,7 +190,7 @@ actor ActorDesk {
             }
             let host = ActorHost(
                 address: address, offerID: id, key: key, received: received,
-                journal: ActorJournal(path: path(id, "mail.journal")), logger: logger, emit: emitter())
+                journal: ActorJournal(path: path(id, "mail.journal"), logger: logger), logger: logger, emit: emitter())
             if let data = FileManager.default.contents(atPath: path(id, "grant.pb")),
                 let grant = try? Orrery_Actors_V1_ActorGrant(serializedBytes: data)
             {

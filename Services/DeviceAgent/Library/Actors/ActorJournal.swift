@@ -1,4 +1,5 @@
 internal import Foundation
+internal import Logging
 
 /// What an actor's agent must not forget when its process restarts while the actor runs: the envelopes the actor
 /// sent that are not settled yet (resent after the restart), the send ids of those delivered (a workload that
@@ -44,13 +45,18 @@ struct ActorJournal {
     }
 
     let path: String
+    private let logger: Logger
     private(set) var state: State
     private var lines: Int
     private var handle: FileHandle?
 
     /// Opens (or creates) the journal at `path` and reads what it holds, dropping what expired before `now`.
-    init(path: String, now: Int64 = Int64(Date().timeIntervalSince1970)) {
+    init(
+        path: String, logger: Logger = Logger(label: "orrery.actor-journal"),
+        now: Int64 = Int64(Date().timeIntervalSince1970)
+    ) {
         self.path = path
+        self.logger = logger
         var state = State()
         var lines = 0
         if let data = FileManager.default.contents(atPath: path) {
@@ -97,14 +103,22 @@ struct ActorJournal {
         Self.apply(line, to: &state)
         guard var bytes = try? JSONEncoder().encode(line) else { return }
         bytes.append(UInt8(ascii: "\n"))
-        if handle == nil {
-            if !FileManager.default.fileExists(atPath: path) {
-                FileManager.default.createFile(atPath: path, contents: nil)
+        do {
+            if handle == nil {
+                if !FileManager.default.fileExists(atPath: path) {
+                    FileManager.default.createFile(atPath: path, contents: nil)
+                }
+                guard let opened = FileHandle(forWritingAtPath: path) else {
+                    throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+                }
+                try opened.seekToEnd()
+                handle = opened
             }
-            handle = FileHandle(forWritingAtPath: path)
-            _ = try? handle?.seekToEnd()
+            try handle?.write(contentsOf: bytes)
+        } catch {
+            // Kept in memory all the same: only a restart of the agent would forget it.
+            logger.warning("cannot write the actor's journal", metadata: ["path": "\(path)", "error": "\(error)"])
         }
-        try? handle?.write(contentsOf: bytes)
         lines += 1
         if lines > 1024 && lines > 4 * (state.outbound.count + state.delivered.count + state.received.count) {
             compact()
@@ -134,7 +148,11 @@ struct ActorJournal {
         }
         try? handle?.close()
         handle = nil
-        guard (try? data.write(to: URL(fileURLWithPath: path), options: .atomic)) != nil else { return }
-        lines = live.count
+        do {
+            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+            lines = live.count
+        } catch {
+            logger.warning("cannot compact the actor's journal", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
     }
 }
