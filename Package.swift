@@ -99,7 +99,8 @@ let package = Package(
                 "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf,
                 swiftProtobuf, argumentParser,
                 logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, postgres,
-                systemPackage,
+                systemPackage, .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Shared/OrreryRuntime",
             swiftSettings: upcomingFeatures

@@ -49,6 +49,11 @@ public struct MethodCatalog: Sendable {
         "orrery.notary.v1.Notary/ProposeContract", "orrery.settlement.v1.Settlement/Escrow",
     ]
 
+    /// Streams whose every message carries its own capability, checked by the handler as the unary method the
+    /// message names would be (`CapabilityInterceptor.authorize(authorizationHeader:method:request:)`): the stream
+    /// itself is open.
+    public static let authorisedPerMessage: Set<String> = ["orrery.settlement.v1.Settlement/Operate"]
+
     /// Builds the catalog from a serialized `FileDescriptorSet`.
     public init(descriptorSet: Data) throws {
         let set = try Google_Protobuf_FileDescriptorSet(serializedBytes: descriptorSet)
@@ -66,6 +71,7 @@ public struct MethodCatalog: Sendable {
                     let fullName = "\(serviceName)/\(method.name)"
                     let isOpen =
                         file.package.hasPrefix("grpc.") || (file.package.hasPrefix("orrery.") && method.name == "Info")
+                        || Self.authorisedPerMessage.contains(fullName)
                     let commandText = Self.overrides[fullName] ?? "/orrery/\(area)/\(Self.kebab(method.name))"
                     entries[fullName] = Entry(
                         fullName: fullName,

@@ -17,12 +17,13 @@ struct SettlementBenchCommand: AsyncParsableCommand {
     @Option(help: "The notary, host:port.") var notary: String
     @Option(help: "The settlement gateway, host:port (trusting the notary's DID).") var settlement: String
     @Option(help: "The operator's key file.") var key: String
-    @Option(help: "Contracts to escrow and release.") var contracts = 4000
+    @Option(help: "Contracts to escrow and release (a third in each measurement).") var contracts = 6000
     @Option(help: "Concurrent clients.") var clients = 64
     @Option(help: "pgbench's single-row INSERT rate on the same PostgreSQL, for the report.") var pgbenchTps = 0
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/settlement.md"
 
     func run() async throws {
+        EventLoopExecutor.install()
         guard let notaryTarget = ServiceAddress(notary), let gatewayTarget = ServiceAddress(settlement) else {
             throw ValidationError("not host:port")
         }
@@ -165,20 +166,24 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                 try authorization(release, "orrery.settlement.v1.Settlement/Release", audience: gatewayDID)
             )
         }
-        // Timed twice, over two halves of the contracts: clients whose invocations were signed before the clock
-        // started (as when the 64 clients are other machines), and clients signing each invocation as they go (on
-        // this one machine their signing shares the gateway's two cores). The gateway's work — decoding, signature
-        // and chain checks, replay guard, proofs, ledger — is inside the window either way.
-        let half = releases.count / 2
-        let presigned = try releases[..<half].map(signed)
-        let rate = try await Self.run(
-            Array(releases[..<half]), clients: clients, gateway: gatewayTarget
-        ) {
-            position, _ in presigned[position]
+        // Timed three times, over three thirds of the contracts: unary calls, then the Operate stream (one per client),
+        // with invocations signed before the clock started (as when the 64 clients are other machines); then the
+        // stream with each client signing its invocations as it goes (on this one machine its signing shares the
+        // gateway's two cores). The gateway's work — decoding, signature and chain checks, replay guard, proofs,
+        // ledger — is inside the window each time.
+        let third = releases.count / 3
+        let (unaryPart, streamPart, signingPart) = (
+            Array(releases[..<third]), Array(releases[third..<(2 * third)]), Array(releases[(2 * third)...])
+        )
+        let presignedUnary = try unaryPart.map(signed)
+        let unaryRate = try await Self.run(unaryPart, clients: clients, gateway: gatewayTarget, over: .unary) {
+            position, _ in presignedUnary[position]
         }
-        let signingRate = try await Self.run(
-            Array(releases[half...]), clients: clients, gateway: gatewayTarget
-        ) {
+        let presignedStream = try streamPart.map(signed)
+        let rate = try await Self.run(streamPart, clients: clients, gateway: gatewayTarget, over: .stream) {
+            position, _ in presignedStream[position]
+        }
+        let signingRate = try await Self.run(signingPart, clients: clients, gateway: gatewayTarget, over: .stream) {
             _, release in try signed(release)
         }
         let lines = [
@@ -187,8 +192,9 @@ struct SettlementBenchCommand: AsyncParsableCommand {
             "",
             "| measurement | result |",
             "|---|---|",
-            "| escrow + release operations (each release proven by 2 inclusion proofs under a notary-signed tree head; row locks, balanced entries, idempotency keys), \(half) contracts, \(clients) concurrent clients, PostgreSQL fsync on, authorisation on; invocations signed before the clock starts (clients on other machines) | **\(Int(rate)) /s** |",
-            "| the same, \(releases.count - half) other contracts, each client signing its invocations as it goes on this machine (its Ed25519 signing shares the gateway's 2 cores) | \(Int(signingRate)) /s |",
+            "| escrow + release operations over the `Operate` stream (one per client; each operation with its own capability, checked as its unary call's: signature, chain, replay guard, args; each release proven by 2 inclusion proofs under a notary-signed tree head; row locks, balanced entries, idempotency keys), \(streamPart.count) contracts, \(clients) concurrent clients, PostgreSQL fsync on; invocations signed before the clock starts (clients on other machines) | **\(Int(rate)) /s** |",
+            "| the same as unary `Escrow` and `Release` calls (a capability in each call's metadata), \(unaryPart.count) other contracts | \(Int(unaryRate)) /s |",
+            "| over the stream, \(signingPart.count) other contracts, each client signing its invocations as it goes on this machine (its Ed25519 signing shares the gateway's 2 cores) | \(Int(signingRate)) /s |",
             "| pgbench single-row INSERT rate on the same PostgreSQL, same run | \(pgbenchTps) /s |",
             "",
             "Goal: ≥ 2,000 escrow + release operations/s.",
@@ -198,10 +204,14 @@ struct SettlementBenchCommand: AsyncParsableCommand {
         try (existing + lines.joined(separator: "\n") + "\n").write(toFile: out, atomically: true, encoding: .utf8)
     }
 
-    /// Escrows and releases every contract of `releases` through `clients` concurrent connections; `operation`
-    /// gives the escrow request and both authorisations for a position. Returns operations per second.
+    /// How the clients call the gateway.
+    enum Calls { case unary, stream }
+
+    /// Escrows and releases every contract of `releases` through `clients` concurrent connections, `over` unary
+    /// calls or one `Operate` stream each; `operation` gives the escrow request and both authorisations for a
+    /// position. Returns operations per second.
     static func run(
-        _ releases: [Orrery_Settlement_V1_ReleaseRequest], clients: Int, gateway: ServiceAddress,
+        _ releases: [Orrery_Settlement_V1_ReleaseRequest], clients: Int, gateway: ServiceAddress, over calls: Calls,
         operation:
             @escaping @Sendable (Int, Orrery_Settlement_V1_ReleaseRequest) throws -> (
                 Orrery_Settlement_V1_EscrowRequest, Metadata, Metadata
@@ -210,16 +220,32 @@ struct SettlementBenchCommand: AsyncParsableCommand {
         let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<clients {
+                let positions = Array(stride(from: index, to: releases.count, by: clients))
                 group.addTask {
                     try await Self.withClient(gateway) { grpc in
-                        let client = Orrery_Settlement_V1_Settlement.Client(wrapping: grpc)
-                        for position in stride(from: index, to: releases.count, by: clients) {
-                            let release = releases[position]
-                            let (escrow, escrowAuth, releaseAuth) = try operation(position, release)
-                            _ = try await client.escrow(escrow, metadata: escrowAuth)
-                            let paid = try await client.release(release, metadata: releaseAuth)
-                            guard paid.kind == "release" else {
-                                throw ValidationError("release \(release.contractID) failed")
+                        switch calls {
+                        case .unary:
+                            let client = Orrery_Settlement_V1_Settlement.Client(wrapping: grpc)
+                            for position in positions {
+                                let release = releases[position]
+                                let (escrow, escrowAuth, releaseAuth) = try operation(position, release)
+                                _ = try await client.escrow(escrow, metadata: escrowAuth)
+                                try check(try await client.release(release, metadata: releaseAuth), release)
+                            }
+                        case .stream:
+                            let stream = SettlementOperations()
+                            try await withThrowingTaskGroup(of: Void.self) { running in
+                                running.addTask { await stream.run(on: grpc) }
+                                for position in positions {
+                                    let release = releases[position]
+                                    let (escrow, escrowAuth, releaseAuth) = try operation(position, release)
+                                    _ = try await stream.perform(.escrow(escrow), authorization: bearer(escrowAuth))
+                                    try check(
+                                        try await stream.perform(.release(release), authorization: bearer(releaseAuth)),
+                                        release)
+                                }
+                                await stream.finish()
+                                try await running.waitForAll()
                             }
                         }
                     }
@@ -228,6 +254,21 @@ struct SettlementBenchCommand: AsyncParsableCommand {
             try await group.waitForAll()
         }
         return Double(releases.count * 2) / NotaryBenchCommand.seconds(ContinuousClock.now - start)
+    }
+
+    private static func check(
+        _ paid: Orrery_Settlement_V1_JournalEntry, _ release: Orrery_Settlement_V1_ReleaseRequest
+    ) throws {
+        guard paid.kind == "release" else { throw ValidationError("release \(release.contractID) failed") }
+    }
+
+    private static func bearer(_ metadata: Metadata) -> String {
+        metadata["authorization"].first(where: { _ in true }).map { value in
+            switch value {
+            case .string(let text): return text
+            case .binary(let bytes): return String(decoding: bytes, as: UTF8.self)
+            }
+        } ?? ""
     }
 
     static func withClient<Result: Sendable>(

@@ -46,6 +46,7 @@ struct SettlementServerCommand: AsyncParsableCommand {
     var ethStartBlock: UInt64?
 
     func run() async throws {
+        EventLoopExecutor.install()
         try await ServiceRunner.run(SettlementServer.service(chains: try chainSettings()), options: runtime)
     }
 

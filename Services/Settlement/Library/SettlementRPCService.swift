@@ -89,4 +89,15 @@ public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServic
     {
         try await api.getPayout(request, authorization: try authorization())
     }
+
+    public func operate(
+        request: RPCAsyncSequence<Orrery_Settlement_V1_Operation, any Error>,
+        response: RPCWriter<Orrery_Settlement_V1_OperationResult>, context: ServerContext
+    ) async throws {
+        guard let capabilities = environment.capabilities else {
+            throw RPCError(code: .unavailable, message: "this server checks no capabilities: Operate is off")
+        }
+        try await OperationStream(api: api, capabilities: capabilities, logger: environment.logger).run(
+            request, answering: response)
+    }
 }

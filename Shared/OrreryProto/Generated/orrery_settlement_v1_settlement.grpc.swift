@@ -176,6 +176,19 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Operate" metadata.
+        public enum Operate: Sendable {
+            /// Request type for "Operate".
+            public typealias Input = Orrery_Settlement_V1_Operation
+            /// Response type for "Operate".
+            public typealias Output = Orrery_Settlement_V1_OperationResult
+            /// Descriptor for "Operate".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "Operate",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.settlement.v1.Settlement" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -189,7 +202,8 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
             ListAddresses.descriptor,
             RequestPayout.descriptor,
             ListPayouts.descriptor,
-            GetPayout.descriptor
+            GetPayout.descriptor,
+            Operate.descriptor
         ]
     }
 }
@@ -438,6 +452,29 @@ extension Orrery_Settlement_V1_Settlement {
             request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_GetPayoutRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_Payout>
+
+        /// Handle the "Operate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deposit, Escrow, Release and Refund over one long-lived stream, for a busy caller (an orchestrator): each
+        /// > message is one operation with its own capability — the `authorization` a unary call carries in its metadata,
+        /// > invoking that operation's method — checked exactly as the unary call's is (signature, chain, replay, args).
+        /// > Operations run concurrently (up to 256 in flight per stream; more wait to be read); each answer carries its
+        /// > operation's tag, in the order they finish. A refused or failed operation is answered with its status; the
+        /// > stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_Operation` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_OperationResult` messages.
+        func operate(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_Operation>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_OperationResult>
     }
 
     /// Service protocol for the "orrery.settlement.v1.Settlement" service.
@@ -670,6 +707,29 @@ extension Orrery_Settlement_V1_Settlement {
             request: GRPCCore.ServerRequest<Orrery_Settlement_V1_GetPayoutRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Settlement_V1_Payout>
+
+        /// Handle the "Operate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deposit, Escrow, Release and Refund over one long-lived stream, for a busy caller (an orchestrator): each
+        /// > message is one operation with its own capability — the `authorization` a unary call carries in its metadata,
+        /// > invoking that operation's method — checked exactly as the unary call's is (signature, chain, replay, args).
+        /// > Operations run concurrently (up to 256 in flight per stream; more wait to be read); each answer carries its
+        /// > operation's tag, in the order they finish. A refused or failed operation is answered with its status; the
+        /// > stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_Operation` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_OperationResult` messages.
+        func operate(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_Operation>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_OperationResult>
     }
 
     /// Simple service protocol for the "orrery.settlement.v1.Settlement" service.
@@ -900,6 +960,30 @@ extension Orrery_Settlement_V1_Settlement {
             request: Orrery_Settlement_V1_GetPayoutRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Settlement_V1_Payout
+
+        /// Handle the "Operate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deposit, Escrow, Release and Refund over one long-lived stream, for a busy caller (an orchestrator): each
+        /// > message is one operation with its own capability — the `authorization` a unary call carries in its metadata,
+        /// > invoking that operation's method — checked exactly as the unary call's is (signature, chain, replay, args).
+        /// > Operations run concurrently (up to 256 in flight per stream; more wait to be read); each answer carries its
+        /// > operation's tag, in the order they finish. A refused or failed operation is answered with its status; the
+        /// > stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Settlement_V1_Operation` messages.
+        ///   - response: A response stream of `Orrery_Settlement_V1_OperationResult` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func operate(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Settlement_V1_Operation, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Settlement_V1_OperationResult>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1034,6 +1118,17 @@ extension Orrery_Settlement_V1_Settlement.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_Payout>(),
             handler: { request, context in
                 try await self.getPayout(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.Operate.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_Operation>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_OperationResult>(),
+            handler: { request, context in
+                try await self.operate(
                     request: request,
                     context: context
                 )
@@ -1336,6 +1431,23 @@ extension Orrery_Settlement_V1_Settlement.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func operate(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_Operation>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_OperationResult> {
+        return GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_OperationResult>(
+            metadata: [:],
+            producer: { writer in
+                try await self.operate(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
 }
 
 // MARK: orrery.settlement.v1.Settlement (client)
@@ -1628,6 +1740,34 @@ extension Orrery_Settlement_V1_Settlement {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_Payout>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Settlement_V1_Payout>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Operate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deposit, Escrow, Release and Refund over one long-lived stream, for a busy caller (an orchestrator): each
+        /// > message is one operation with its own capability — the `authorization` a unary call carries in its metadata,
+        /// > invoking that operation's method — checked exactly as the unary call's is (signature, chain, replay, args).
+        /// > Operations run concurrently (up to 256 in flight per stream; more wait to be read); each answer carries its
+        /// > operation's tag, in the order they finish. A refused or failed operation is answered with its status; the
+        /// > stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Settlement_V1_Operation` messages.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_Operation` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_OperationResult` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func operate<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Settlement_V1_Operation>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_Operation>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_OperationResult>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_OperationResult>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2061,6 +2201,43 @@ extension Orrery_Settlement_V1_Settlement {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Operate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deposit, Escrow, Release and Refund over one long-lived stream, for a busy caller (an orchestrator): each
+        /// > message is one operation with its own capability — the `authorization` a unary call carries in its metadata,
+        /// > invoking that operation's method — checked exactly as the unary call's is (signature, chain, replay, args).
+        /// > Operations run concurrently (up to 256 in flight per stream; more wait to be read); each answer carries its
+        /// > operation's tag, in the order they finish. A refused or failed operation is answered with its status; the
+        /// > stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Settlement_V1_Operation` messages.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_Operation` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_OperationResult` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func operate<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Settlement_V1_Operation>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_Operation>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_OperationResult>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_OperationResult>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.Operate.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2417,6 +2594,38 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_GetPayoutRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_Payout>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Operate" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deposit, Escrow, Release and Refund over one long-lived stream, for a busy caller (an orchestrator): each
+    /// > message is one operation with its own capability — the `authorization` a unary call carries in its metadata,
+    /// > invoking that operation's method — checked exactly as the unary call's is (signature, chain, replay, args).
+    /// > Operations run concurrently (up to 256 in flight per stream; more wait to be read); each answer carries its
+    /// > operation's tag, in the order they finish. A refused or failed operation is answered with its status; the
+    /// > stream goes on.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Settlement_V1_Operation` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func operate<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Settlement_V1_Operation>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_OperationResult>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.operate(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_Operation>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_OperationResult>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2823,6 +3032,43 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             metadata: metadata
         )
         return try await self.getPayout(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Operate" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deposit, Escrow, Release and Refund over one long-lived stream, for a busy caller (an orchestrator): each
+    /// > message is one operation with its own capability — the `authorization` a unary call carries in its metadata,
+    /// > invoking that operation's method — checked exactly as the unary call's is (signature, chain, replay, args).
+    /// > Operations run concurrently (up to 256 in flight per stream; more wait to be read); each answer carries its
+    /// > operation's tag, in the order they finish. A refused or failed operation is answered with its status; the
+    /// > stream goes on.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func operate<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Settlement_V1_Operation>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_OperationResult>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Settlement_V1_Operation>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.operate(
             request: request,
             options: options,
             onResponse: handleResponse

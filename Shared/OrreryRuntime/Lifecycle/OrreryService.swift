@@ -22,10 +22,14 @@ public struct ServiceEnvironment: Sendable {
     public let catalog: MethodCatalog
     /// The service's own delegation chain from the operator (root first), for its calls to other services.
     public let proofs: [Delegation]
+    /// The capability check every RPC passes, for a stream that checks each of its messages (nil in tests that
+    /// build an environment by hand).
+    public let capabilities: CapabilityInterceptor?
 
     public init(
         settings: RuntimeSettings, logger: Logger, database: PostgresClient?, info: ServiceInfo, key: SigningKey,
-        operatorDID: DID, revocations: RevocationBook, catalog: MethodCatalog, proofs: [Delegation] = []
+        operatorDID: DID, revocations: RevocationBook, catalog: MethodCatalog, proofs: [Delegation] = [],
+        capabilities: CapabilityInterceptor? = nil
     ) {
         self.settings = settings
         self.logger = logger
@@ -36,6 +40,7 @@ public struct ServiceEnvironment: Sendable {
         self.revocations = revocations
         self.catalog = catalog
         self.proofs = proofs
+        self.capabilities = capabilities
     }
 }
 

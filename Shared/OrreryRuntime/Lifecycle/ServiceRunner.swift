@@ -116,20 +116,20 @@ private struct MainService: Service {
         let validator = ChainValidator(clockSkew: 30)
         let revocations = RevocationBook(validator: validator)
         let info = ServiceInfo(name: description.name, did: key.did.string)
+        let replayGuard: any ReplayGuard =
+            database.map { PostgresReplayGuard(client: $0, logger: logger) } ?? InMemoryReplayGuard()
+        let capabilities = CapabilityInterceptor(
+            serviceDID: key.did, trustedRoots: [operatorDID], catalog: catalog, validator: validator,
+            revocations: revocations, replayGuard: replayGuard, logger: logger)
         let environment = ServiceEnvironment(
             settings: settings, logger: logger, database: database, info: info, key: key, operatorDID: operatorDID,
-            revocations: revocations, catalog: catalog, proofs: proofs)
+            revocations: revocations, catalog: catalog, proofs: proofs, capabilities: capabilities)
         let rpcServices: [any RegistrableRPCService]
         do {
             rpcServices = try await service.makeRPCServices(environment)
         } catch {
             throw ServiceRunner.StartupError(message: "cannot start: \(error)", exitCode: .cannotCreate)
         }
-        let replayGuard: any ReplayGuard =
-            database.map { PostgresReplayGuard(client: $0, logger: logger) } ?? InMemoryReplayGuard()
-        let capabilities = CapabilityInterceptor(
-            serviceDID: key.did, trustedRoots: [operatorDID], catalog: catalog, validator: validator,
-            revocations: revocations, replayGuard: replayGuard, logger: logger)
 
         let health = HealthStatusBook()
         let serviceNames = Self.serviceNames(of: rpcServices)

@@ -1,0 +1,83 @@
+public import GRPCCore
+public import OrreryProto
+internal import SwiftProtobuf
+
+/// A client of the settlement gateway's `Operate` stream: many callers' ledger operations over one stream, each
+/// with its own capability, each caller awaiting its own answer (matched by tag).
+///
+/// `run(on:)` holds the stream open; `perform` sends an operation and waits for its result. When the stream ends,
+/// every operation still waiting fails with `UNAVAILABLE`, and so does every later `perform`: run a new instance.
+public actor SettlementOperations {
+    private var waiting: [UInt64: CheckedContinuation<Orrery_Settlement_V1_JournalEntry, any Error>] = [:]
+    private var nextTag: UInt64 = 1
+    private var ended: RPCError?
+    private let outbound: AsyncStream<Orrery_Settlement_V1_Operation>
+    private let sender: AsyncStream<Orrery_Settlement_V1_Operation>.Continuation
+
+    public init() {
+        (outbound, sender) = AsyncStream.makeStream()
+    }
+
+    /// Holds the stream open over `client` until it ends (the server closes it, the connection fails, or the
+    /// calling task is cancelled).
+    public func run(on client: GRPCClient<some ClientTransport>) async {
+        let outbound = outbound
+        do {
+            try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).operate(
+                requestProducer: { writer in
+                    for await operation in outbound { try await writer.write(operation) }
+                },
+                onResponse: { response in
+                    for try await result in response.messages { await self.deliver(result) }
+                })
+            end(RPCError(code: .unavailable, message: "the settlement operation stream ended"))
+        } catch {
+            end(RPCError(code: .unavailable, message: "the settlement operation stream failed: \(error)"))
+        }
+    }
+
+    /// Sends `request` under `authorization` ("Bearer <UCAN container>" invoking the request's method) and waits
+    /// for its journal entry; throws the operation's status as an `RPCError` when it is refused or fails.
+    public func perform(
+        _ request: Orrery_Settlement_V1_Operation.OneOf_Request, authorization: String
+    ) async throws -> Orrery_Settlement_V1_JournalEntry {
+        if let ended { throw ended }
+        let tag = nextTag
+        nextTag += 1
+        let operation = Orrery_Settlement_V1_Operation.with {
+            $0.tag = tag
+            $0.authorization = authorization
+            $0.request = request
+        }
+        return try await withCheckedThrowingContinuation { answer in
+            waiting[tag] = answer
+            sender.yield(operation)
+        }
+    }
+
+    /// Stops sending: the stream ends once the server has answered what it was sent.
+    public func finish() {
+        sender.finish()
+    }
+
+    private func deliver(_ result: Orrery_Settlement_V1_OperationResult) {
+        guard let answer = waiting.removeValue(forKey: result.tag) else { return }
+        switch result.outcome {
+        case .entry(let entry): answer.resume(returning: entry)
+        case .error(let error):
+            answer.resume(
+                throwing: RPCError(
+                    code: RPCError.Code(Status.Code(rawValue: Int(error.code)) ?? .unknown) ?? .unknown,
+                    message: error.message))
+        case nil: answer.resume(throwing: RPCError(code: .internalError, message: "the gateway answered nothing"))
+        }
+    }
+
+    private func end(_ error: RPCError) {
+        ended = error
+        sender.finish()
+        let stranded = waiting
+        waiting = [:]
+        for answer in stranded.values { answer.resume(throwing: error) }
+    }
+}
