@@ -99,8 +99,7 @@ let package = Package(
                 "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf,
                 swiftProtobuf, argumentParser,
                 logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, postgres,
-                systemPackage, .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                systemPackage,
             ],
             path: "Shared/OrreryRuntime",
             swiftSettings: upcomingFeatures

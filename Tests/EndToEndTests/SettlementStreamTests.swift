@@ -58,7 +58,7 @@ struct SettlementStreamTests {
             let stream = SettlementOperations()
             async let running: Void = stream.run(on: client)
             let result = try await body(stream)
-            await stream.finish()
+            stream.finish()
             await running
             return result
         }
@@ -212,6 +212,40 @@ struct SettlementStreamTests {
                 try await $0.getBalance(.with { $0.did = contracts.owner.did.string })
             }
             #expect(owner.receivable == "49")
+        }
+    }
+
+    @Test(
+        "Python's grpcio, with the message types learned through reflection, gets each refusal on the stream by its tag"
+    )
+    func independentClient() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("settlement-stream-python")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let gateway = try await SettlementLedgerTests.startGateway(
+                database, network, directory.appendingPathComponent("gateway"))
+            defer { gateway.child.signal(SIGKILL) }
+            let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path
+            let (status, output) = try await ChildProcess.run(
+                TestEnvironment.python, arguments: [script, "operate", "127.0.0.1:\(gateway.ready.grpcPort)"])
+            #expect(status == 0, "\(output)")
+            let line = try #require(output.split(separator: "\n").last.map(String.init))
+            let answers = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [[Any]])
+            var byTag: [Int: (code: Int, message: String)] = [:]
+            for answer in answers {
+                guard answer.count == 3, let tag = answer[0] as? Int, let code = answer[1] as? Int,
+                    let message = answer[2] as? String
+                else { continue }
+                byTag[tag] = (code, message)
+            }
+            #expect(byTag.count == 3, "\(output)")
+            #expect(byTag[7]?.code == RPCError.Code.unauthenticated.rawValue)
+            #expect(byTag[7]?.message.contains("no capability") == true, "\(byTag)")
+            #expect(byTag[8]?.code == RPCError.Code.unauthenticated.rawValue)
+            #expect(byTag[8]?.message.contains("malformed capability") == true, "\(byTag)")
+            #expect(byTag[9]?.code == RPCError.Code.invalidArgument.rawValue)
+            #expect(byTag[9]?.message.contains("one of deposit, escrow, release or refund") == true, "\(byTag)")
         }
     }
 }

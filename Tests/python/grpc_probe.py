@@ -3,12 +3,16 @@
   grpc_probe.py health ADDRESS [SERVICE]   prints the serving status name (SERVING, NOT_SERVING, ...)
   grpc_probe.py health-tls ADDRESS CA      the same over TLS, verifying the server against the PEM roots CA
   grpc_probe.py services ADDRESS           prints JSON {service: [method, ...]} learned through reflection
+  grpc_probe.py operate ADDRESS            sends the settlement gateway's Operate stream three operations it must
+                                           refuse one by one (no capability, a malformed one, no request), with
+                                           message types learned through reflection; prints JSON
+                                           [[tag, code, message], ...] in the order the answers came
 """
 import json
 import sys
 
 import grpc
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -37,6 +41,33 @@ def services(address: str) -> None:
         print(json.dumps(result, sort_keys=True))
 
 
+def operate(address: str) -> None:
+    with grpc.insecure_channel(address) as channel:
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        pool.FindServiceByName("orrery.settlement.v1.Settlement")
+        operation = message_factory.GetMessageClass(pool.FindMessageTypeByName("orrery.settlement.v1.Operation"))
+        result = message_factory.GetMessageClass(pool.FindMessageTypeByName("orrery.settlement.v1.OperationResult"))
+        call = channel.stream_stream(
+            "/orrery.settlement.v1.Settlement/Operate",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=result.FromString,
+        )
+        unsigned = operation(tag=7)
+        unsigned.escrow.contract_id = "ctr_" + "a" * 26
+        unsigned.escrow.amount = 10
+        malformed = operation(tag=8, authorization="Bearer not-a-container")
+        malformed.deposit.did = "did:key:z6Mk"
+        empty = operation(tag=9, authorization="Bearer x")
+        answers = []
+        for answer in call(iter([unsigned, malformed, empty]), timeout=20):
+            which = answer.WhichOneof("outcome")
+            if which == "error":
+                answers.append([answer.tag, answer.error.code, answer.error.message])
+            else:
+                answers.append([answer.tag, 0, which or ""])
+        print(json.dumps(answers))
+
+
 if __name__ == "__main__":
     command, address = sys.argv[1], sys.argv[2]
     if command == "health":
@@ -45,5 +76,7 @@ if __name__ == "__main__":
         health(address, "", sys.argv[3])
     elif command == "services":
         services(address)
+    elif command == "operate":
+        operate(address)
     else:
         sys.exit(f"unknown command {command}")

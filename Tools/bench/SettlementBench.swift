@@ -23,7 +23,6 @@ struct SettlementBenchCommand: AsyncParsableCommand {
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/settlement.md"
 
     func run() async throws {
-        EventLoopExecutor.install()
         guard let notaryTarget = ServiceAddress(notary), let gatewayTarget = ServiceAddress(settlement) else {
             throw ValidationError("not host:port")
         }
@@ -244,7 +243,7 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                                         try await stream.perform(.release(release), authorization: bearer(releaseAuth)),
                                         release)
                                 }
-                                await stream.finish()
+                                stream.finish()
                                 try await running.waitForAll()
                             }
                         }

@@ -46,7 +46,6 @@ struct SettlementServerCommand: AsyncParsableCommand {
     var ethStartBlock: UInt64?
 
     func run() async throws {
-        EventLoopExecutor.install()
         try await ServiceRunner.run(SettlementServer.service(chains: try chainSettings()), options: runtime)
     }
 

@@ -3,6 +3,7 @@ internal import Logging
 internal import OrreryAuth
 internal import OrreryProto
 internal import SwiftProtobuf
+internal import Synchronization
 
 /// The server side of `Operate`: ledger operations over one stream, each authorised on its own exactly as its unary
 /// method is (the same capability check, replay guard and argument check), run concurrently up to
@@ -32,7 +33,7 @@ struct OperationStream {
                         await slots.acquire()
                         running.addTask {
                             sink.yield(await perform(operation))
-                            await slots.release()
+                            slots.release()
                         }
                     }
                 }
@@ -102,26 +103,38 @@ struct OperationStream {
     }
 }
 
-/// A counting semaphore for async code: `acquire` waits while every slot is taken.
-actor InFlightSlots {
-    private var free: Int
-    private var waiting: [CheckedContinuation<Void, Never>] = []
+/// A counting semaphore for async code: `acquire` waits while every slot is taken (no actor hop when one is free).
+final class InFlightSlots: Sendable {
+    private let state: Mutex<(free: Int, waiting: [CheckedContinuation<Void, Never>])>
 
-    init(_ count: Int) { free = count }
+    init(_ count: Int) { state = Mutex((count, [])) }
 
     func acquire() async {
-        if free > 0 {
-            free -= 1
-            return
+        if state.withLock({ Self.take(&$0.free) }) { return }
+        await withCheckedContinuation { slot in
+            let free = state.withLock { state in
+                if Self.take(&state.free) { return true }
+                state.waiting.append(slot)
+                return false
+            }
+            if free { slot.resume() }
         }
-        await withCheckedContinuation { waiting.append($0) }
     }
 
     func release() {
-        if waiting.isEmpty {
-            free += 1
-        } else {
-            waiting.removeFirst().resume()
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiting.isEmpty {
+                state.free += 1
+                return nil
+            }
+            return state.waiting.removeFirst()
         }
+        next?.resume()
+    }
+
+    private static func take(_ free: inout Int) -> Bool {
+        guard free > 0 else { return false }
+        free -= 1
+        return true
     }
 }

@@ -1,16 +1,21 @@
 public import GRPCCore
 public import OrreryProto
 internal import SwiftProtobuf
+internal import Synchronization
 
 /// A client of the settlement gateway's `Operate` stream: many callers' ledger operations over one stream, each
 /// with its own capability, each caller awaiting its own answer (matched by tag).
 ///
 /// `run(on:)` holds the stream open; `perform` sends an operation and waits for its result. When the stream ends,
-/// every operation still waiting fails with `UNAVAILABLE`, and so does every later `perform`: run a new instance.
-public actor SettlementOperations {
-    private var waiting: [UInt64: CheckedContinuation<Orrery_Settlement_V1_JournalEntry, any Error>] = [:]
-    private var nextTag: UInt64 = 1
-    private var ended: RPCError?
+/// every operation still waiting fails with `UNAVAILABLE`, and so does every later `perform`: make a new instance.
+public final class SettlementOperations: Sendable {
+    private struct State {
+        var waiting: [UInt64: CheckedContinuation<Orrery_Settlement_V1_JournalEntry, any Error>] = [:]
+        var nextTag: UInt64 = 1
+        var ended: RPCError?
+    }
+
+    private let state = Mutex(State())
     private let outbound: AsyncStream<Orrery_Settlement_V1_Operation>
     private let sender: AsyncStream<Orrery_Settlement_V1_Operation>.Continuation
 
@@ -28,7 +33,7 @@ public actor SettlementOperations {
                     for await operation in outbound { try await writer.write(operation) }
                 },
                 onResponse: { response in
-                    for try await result in response.messages { await self.deliver(result) }
+                    for try await result in response.messages { self.deliver(result) }
                 })
             end(RPCError(code: .unavailable, message: "the settlement operation stream ended"))
         } catch {
@@ -41,17 +46,24 @@ public actor SettlementOperations {
     public func perform(
         _ request: Orrery_Settlement_V1_Operation.OneOf_Request, authorization: String
     ) async throws -> Orrery_Settlement_V1_JournalEntry {
-        if let ended { throw ended }
-        let tag = nextTag
-        nextTag += 1
-        let operation = Orrery_Settlement_V1_Operation.with {
-            $0.tag = tag
-            $0.authorization = authorization
-            $0.request = request
-        }
-        return try await withCheckedThrowingContinuation { answer in
-            waiting[tag] = answer
-            sender.yield(operation)
+        try await withCheckedThrowingContinuation { answer in
+            let tag = state.withLock { state -> UInt64? in
+                if state.ended != nil { return nil }
+                let tag = state.nextTag
+                state.nextTag += 1
+                state.waiting[tag] = answer
+                return tag
+            }
+            guard let tag else {
+                answer.resume(throwing: state.withLock { $0.ended } ?? RPCError(code: .unavailable, message: "ended"))
+                return
+            }
+            sender.yield(
+                .with {
+                    $0.tag = tag
+                    $0.authorization = authorization
+                    $0.request = request
+                })
         }
     }
 
@@ -61,7 +73,7 @@ public actor SettlementOperations {
     }
 
     private func deliver(_ result: Orrery_Settlement_V1_OperationResult) {
-        guard let answer = waiting.removeValue(forKey: result.tag) else { return }
+        guard let answer = state.withLock({ $0.waiting.removeValue(forKey: result.tag) }) else { return }
         switch result.outcome {
         case .entry(let entry): answer.resume(returning: entry)
         case .error(let error):
@@ -74,10 +86,12 @@ public actor SettlementOperations {
     }
 
     private func end(_ error: RPCError) {
-        ended = error
         sender.finish()
-        let stranded = waiting
-        waiting = [:]
+        let stranded = state.withLock { state in
+            state.ended = state.ended ?? error
+            defer { state.waiting = [:] }
+            return state.waiting
+        }
         for answer in stranded.values { answer.resume(throwing: error) }
     }
 }
