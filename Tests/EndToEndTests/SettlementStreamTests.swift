@@ -6,6 +6,7 @@ import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
+@testable import SettlementService
 import SwiftProtobuf
 import Testing
 
@@ -247,5 +248,19 @@ struct SettlementStreamTests {
             #expect(byTag[9]?.code == RPCError.Code.invalidArgument.rawValue)
             #expect(byTag[9]?.message.contains("one of deposit, escrow, release or refund") == true, "\(byTag)")
         }
+    }
+
+    @Test("a stream's in-flight slots: a full set makes the reader wait until an answer is written; closing wakes it")
+    func inFlightSlots() async throws {
+        let slots = InFlightSlots(2)
+        #expect(await slots.acquire())
+        #expect(await slots.acquire())
+        let third = Task { await slots.acquire() }
+        slots.release()
+        #expect(await third.value, "a released slot goes to the waiting reader")
+        let fourth = Task { await slots.acquire() }
+        slots.close()
+        #expect(await fourth.value == false, "closing (the answers cannot be written) stops the reader")
+        #expect(await slots.acquire() == false)
     }
 }

@@ -23,18 +23,24 @@ struct OperationStream {
         let (results, sink) = AsyncStream<Orrery_Settlement_V1_OperationResult>.makeStream()
         let slots = InFlightSlots(Self.maximumInFlight)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            // One writer: answers leave in the order operations finish.
+            // One writer: answers leave in the order operations finish. A slot is free again only once its answer
+            // is written, so a caller that does not read its answers holds at most `maximumInFlight` of them here.
             group.addTask {
-                for await result in results { try await writer.write(result) }
+                do {
+                    for await result in results {
+                        try await writer.write(result)
+                        slots.release()
+                    }
+                } catch {
+                    slots.close()
+                    throw error
+                }
             }
             do {
                 try await withThrowingDiscardingTaskGroup { running in
                     for try await operation in operations {
-                        await slots.acquire()
-                        running.addTask {
-                            sink.yield(await perform(operation))
-                            slots.release()
-                        }
+                        guard await slots.acquire() else { break }
+                        running.addTask { sink.yield(await perform(operation)) }
                     }
                 }
             } catch {
@@ -103,38 +109,58 @@ struct OperationStream {
     }
 }
 
-/// A counting semaphore for async code: `acquire` waits while every slot is taken (no actor hop when one is free).
+/// A counting semaphore for async code: `acquire` waits while every slot is taken (no actor hop when one is free);
+/// once closed, it lets no one wait any more.
 final class InFlightSlots: Sendable {
-    private let state: Mutex<(free: Int, waiting: [CheckedContinuation<Void, Never>])>
+    private struct State {
+        var free: Int
+        var closed = false
+        var waiting: [CheckedContinuation<Bool, Never>] = []
+    }
 
-    init(_ count: Int) { state = Mutex((count, [])) }
+    private let state: Mutex<State>
 
-    func acquire() async {
-        if state.withLock({ Self.take(&$0.free) }) { return }
-        await withCheckedContinuation { slot in
-            let free = state.withLock { state in
-                if Self.take(&state.free) { return true }
+    init(_ count: Int) { state = Mutex(State(free: count)) }
+
+    /// Takes a slot, waiting for one if need be; false once closed.
+    func acquire() async -> Bool {
+        if let taken = state.withLock({ Self.take(&$0) }) { return taken }
+        return await withCheckedContinuation { slot in
+            let taken = state.withLock { state -> Bool? in
+                if let taken = Self.take(&state) { return taken }
                 state.waiting.append(slot)
-                return false
+                return nil
             }
-            if free { slot.resume() }
+            if let taken { slot.resume(returning: taken) }
         }
     }
 
     func release() {
-        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let next = state.withLock { state -> CheckedContinuation<Bool, Never>? in
             if state.waiting.isEmpty {
                 state.free += 1
                 return nil
             }
             return state.waiting.removeFirst()
         }
-        next?.resume()
+        next?.resume(returning: true)
     }
 
-    private static func take(_ free: inout Int) -> Bool {
-        guard free > 0 else { return false }
-        free -= 1
+    /// Wakes every waiter with false, and answers false from now on.
+    func close() {
+        let waiting = state.withLock { state in
+            state.closed = true
+            defer { state.waiting = [] }
+            return state.waiting
+        }
+        for slot in waiting { slot.resume(returning: false) }
+    }
+
+    /// true: taken; false: closed; nil: none free.
+    private static func take(_ state: inout State) -> Bool? {
+        if state.closed { return false }
+        guard state.free > 0 else { return nil }
+        state.free -= 1
         return true
     }
 }
