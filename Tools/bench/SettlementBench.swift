@@ -238,9 +238,9 @@ struct SettlementBenchCommand: AsyncParsableCommand {
                                 for position in positions {
                                     let release = releases[position]
                                     let (escrow, escrowAuth, releaseAuth) = try operation(position, release)
-                                    _ = try await stream.perform(.escrow(escrow), authorization: bearer(escrowAuth))
+                                    _ = try await stream.perform(.escrow(escrow), metadata: escrowAuth)
                                     try check(
-                                        try await stream.perform(.release(release), authorization: bearer(releaseAuth)),
+                                        try await stream.perform(.release(release), metadata: releaseAuth),
                                         release)
                                 }
                                 stream.finish()
@@ -259,15 +259,6 @@ struct SettlementBenchCommand: AsyncParsableCommand {
         _ paid: Orrery_Settlement_V1_JournalEntry, _ release: Orrery_Settlement_V1_ReleaseRequest
     ) throws {
         guard paid.kind == "release" else { throw ValidationError("release \(release.contractID) failed") }
-    }
-
-    private static func bearer(_ metadata: Metadata) -> String {
-        metadata["authorization"].first(where: { _ in true }).map { value in
-            switch value {
-            case .string(let text): return text
-            case .binary(let bytes): return String(decoding: bytes, as: UTF8.self)
-            }
-        } ?? ""
     }
 
     static func withClient<Result: Sendable>(

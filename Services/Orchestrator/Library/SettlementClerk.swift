@@ -13,13 +13,15 @@ internal import SwiftProtobuf
 /// under the consumer's own delegation of /orrery/settlement/escrow; after each receipt the notary recorded, asks the
 /// gateway to release what it makes due, proven by the notary's inclusion proofs; once a contract ended, asks for the
 /// refund of the rest with the penalties of the SLA breaches the notary logged. Releases and refunds are durable
-/// tasks, retried until the gateway answers for good.
+/// tasks, retried until the gateway answers for good. Each call goes over the gateway's `Operate` stream, with its
+/// own invocation.
 struct SettlementClerk: Sendable {
     let gateway: ServiceLink
     let notary: NotaryLink
     let client: PostgresClient
     let logger: Logger
     var interval: Duration = .milliseconds(500)
+    let stream = SettlementStreamLine()
 
     // MARK: - Escrow
 
@@ -58,8 +60,7 @@ struct SettlementClerk: Sendable {
                     Orrery_Settlement_V1_Settlement.Method.Escrow.descriptor, request, subject: delegation.subject,
                     proofs: [delegation], alsoCarrying: gateway.environmentProofs
                 ) { client, request, metadata in
-                    try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).escrow(
-                        request, metadata: metadata)
+                    try await stream.operations(on: client).perform(.escrow(request), metadata: metadata)
                 }
             } catch let error as RPCError where ContractClerk.isRefusal(error.code) && error.code != .alreadyExists {
                 return "escrow of \(held.contract.id) refused: \(error.message)"
@@ -191,7 +192,7 @@ struct SettlementClerk: Sendable {
         }
         _ = try await gateway.invoke(Orrery_Settlement_V1_Settlement.Method.Release.descriptor, request) {
             client, request, metadata in
-            try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).release(request, metadata: metadata)
+            try await stream.operations(on: client).perform(.release(request), metadata: metadata)
         }
     }
 
@@ -217,7 +218,7 @@ struct SettlementClerk: Sendable {
         }
         _ = try await gateway.invoke(Orrery_Settlement_V1_Settlement.Method.Refund.descriptor, request) {
             client, request, metadata in
-            try await Orrery_Settlement_V1_Settlement.Client(wrapping: client).refund(request, metadata: metadata)
+            try await stream.operations(on: client).perform(.refund(request), metadata: metadata)
         }
     }
 }

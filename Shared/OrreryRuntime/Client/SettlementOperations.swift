@@ -67,6 +67,22 @@ public final class SettlementOperations: Sendable {
         }
     }
 
+    /// `perform` with the `authorization` entry of `metadata` (as a signer made it for the unary call).
+    public func perform(
+        _ request: Orrery_Settlement_V1_Operation.OneOf_Request, metadata: Metadata
+    ) async throws -> Orrery_Settlement_V1_JournalEntry {
+        let authorization = metadata["authorization"].first(where: { _ in true }).map { value in
+            switch value {
+            case .string(let text): return text
+            case .binary(let bytes): return String(decoding: bytes, as: UTF8.self)
+            }
+        }
+        return try await perform(request, authorization: authorization ?? "")
+    }
+
+    /// Whether the stream has ended (every later `perform` fails).
+    public var hasEnded: Bool { state.withLock { $0.ended != nil } }
+
     /// Stops sending: the stream ends once the server has answered what it was sent.
     public func finish() {
         sender.finish()
