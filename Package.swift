@@ -258,7 +258,7 @@ let package = Package(
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service(
             "SettlementService", executable: "settlement-gateway", folder: "Settlement",
-            extra: ["OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto, hummingbird])
+            extra: ["OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto, hummingbird, metrics])
         + service(
             "DeviceAgent", executable: "device-agent", folder: "DeviceAgent",
             extra: [

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import OrreryAuth
@@ -158,6 +161,14 @@ struct SettlementStreamTests {
                 try await $0.getBalance(.with { $0.did = parties.consumer.did.string })
             }
             #expect(balance.escrow == "390" && balance.available == "9610", "\(balance)")
+            // Each streamed operation is counted by method and code, as a unary call is.
+            let url = try #require(URL(string: "http://127.0.0.1:\(gateway.ready.httpPort)/metrics"))
+            let metrics = String(decoding: try await URLSession.shared.data(from: url).0, as: UTF8.self)
+            let counted = metrics.split(separator: "\n").filter { $0.hasPrefix("settlement_operations_total") }
+            #expect(counted.contains { $0.contains(#"method="Escrow""#) && $0.contains(#"code="ok""#) }, "\(counted)")
+            #expect(
+                counted.contains { $0.contains(#"method="Escrow""#) && $0.contains(#"code="permissionDenied""#) },
+                "\(counted)")
         }
     }
 

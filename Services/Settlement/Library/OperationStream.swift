@@ -1,5 +1,6 @@
 internal import GRPCCore
 internal import Logging
+internal import Metrics
 internal import OrreryAuth
 internal import OrreryProto
 internal import SwiftProtobuf
@@ -52,8 +53,33 @@ struct OperationStream {
         }
     }
 
-    /// One operation's answer: its journal entry, or the status its unary call would have ended with.
+    /// One operation's answer: its journal entry, or the status its unary call would have ended with. Counted and
+    /// timed by method and code like a unary call (`settlement_operations_total`, `settlement_operation_seconds`).
     func perform(_ operation: Orrery_Settlement_V1_Operation) async -> Orrery_Settlement_V1_OperationResult {
+        let start = ContinuousClock.now
+        let result = await outcome(of: operation)
+        let method: String
+        switch operation.request {
+        case .deposit: method = "Deposit"
+        case .escrow: method = "Escrow"
+        case .release: method = "Release"
+        case .refund: method = "Refund"
+        case nil: method = "none"
+        }
+        var code = "ok"
+        if case .error(let error) = result.outcome {
+            code = "\(RPCError.Code(Status.Code(rawValue: Int(error.code)) ?? .unknown) ?? .unknown)"
+        }
+        Counter(label: "settlement_operations_total", dimensions: [("method", method), ("code", code)]).increment()
+        let elapsed = start.duration(to: .now).components
+        Metrics.Timer(
+            label: "settlement_operation_seconds", dimensions: [("method", method)], preferredDisplayUnit: .seconds
+        )
+        .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+        return result
+    }
+
+    private func outcome(of operation: Orrery_Settlement_V1_Operation) async -> Orrery_Settlement_V1_OperationResult {
         var result = Orrery_Settlement_V1_OperationResult()
         result.tag = operation.tag
         let header = operation.authorization.isEmpty ? nil : operation.authorization
