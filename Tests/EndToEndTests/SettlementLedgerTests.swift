@@ -69,6 +69,19 @@ struct SettlementLedgerTests {
             ]
         }
 
+        /// The operator credits the consumer `amount` (ledger mode).
+        func fund(_ gateway: RunningService, amount: String, key: String = "fund") async throws {
+            _ = try await asOperator(gateway) { client in
+                try await client.deposit(
+                    .with {
+                        $0.did = consumer.did.string
+                        $0.amount = amount
+                        $0.source = "ledger"
+                        $0.idempotencyKey = key
+                    })
+            }
+        }
+
         func asOperator<Result: Sendable>(
             _ gateway: RunningService,
             _ body: (Orrery_Settlement_V1_Settlement.Client<HTTP2ClientTransport.Posix>) async throws -> Result
@@ -285,15 +298,7 @@ struct SettlementLedgerTests {
 
             // A contract at 100 NTX an hour, at most 500; the consumer funded and its maximum held.
             let (contract, _) = try await contracts.activate(notary, contract: try contracts.contract(maxCost: 500))
-            _ = try await parties.asOperator(gateway) { client in
-                try await client.deposit(
-                    .with {
-                        $0.did = contracts.consumer.did.string
-                        $0.amount = "1000"
-                        $0.source = "ledger"
-                        $0.idempotencyKey = "fund"
-                    })
-            }
+            try await parties.fund(gateway, amount: "1000")
             _ = try await parties.escrow(
                 gateway, contract: contract.id, amount: 500, key: "hold",
                 delegation: try parties.escrowDelegation(budget: 500))
@@ -370,15 +375,7 @@ struct SettlementLedgerTests {
             let parties = try Parties(network: network)
             let gateway = try await Self.startGateway(database, network, directory.appendingPathComponent("gateway"))
             defer { gateway.child.signal(SIGKILL) }
-            _ = try await parties.asOperator(gateway) { client in
-                try await client.deposit(
-                    .with {
-                        $0.did = parties.consumer.did.string
-                        $0.amount = "5000"
-                        $0.source = "ledger"
-                        $0.idempotencyKey = "seed"
-                    })
-            }
+            try await parties.fund(gateway, amount: "5000", key: "seed")
             let delegation = try parties.escrowDelegation(budget: 1000)
             let outcomes = try await withThrowingTaskGroup(of: (held: Int, refused: Int).self) { group in
                 for client in 0..<64 {

@@ -191,15 +191,7 @@ struct SettlementStreamTests {
                 catalog: try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data()))
 
             let (contract, _) = try await contracts.activate(notary, contract: try contracts.contract(maxCost: 500))
-            _ = try await parties.asOperator(gateway) { client in
-                try await client.deposit(
-                    .with {
-                        $0.did = contracts.consumer.did.string
-                        $0.amount = "1000"
-                        $0.source = "ledger"
-                        $0.idempotencyKey = "fund"
-                    })
-            }
+            try await parties.fund(gateway, amount: "1000")
             let receipt = try await contracts.record(
                 try contracts.usage(contract.id, sequence: 1, cpu: 1800), key: "u1", notary: notary)
             var release = try await contracts.releaseRequest(contract.id, receipt: receipt, notary: notary)

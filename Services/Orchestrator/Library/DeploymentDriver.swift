@@ -163,11 +163,17 @@ struct DeploymentDriver: Sendable {
             let (placement, snapshot, found) = try await replacement(
                 deployment, allocation: name, replica: replica, leaving: device, to: chosen)
         else { return nil }
+        // Only while the replica is still where it was: a concurrent relocation of it (the poll and a device-lost
+        // event) may have moved it already — and then this one, finding the new device taken, must not fail it.
+        let stillThere: @Sendable (Orrery_Orchestrator_V1_Deployment) -> Bool = { current in
+            current.assignments.contains { $0.allocation == name && $0.replica == replica && $0.deviceDid == device }
+        }
         guard let target = found else {
             let explanation = solver.explain(placement, on: snapshot)
             _ = try await store.transition(
                 id, from: states, to: .failed,
-                reason: "\(name)[\(replica)]: \(why), and no other device can take it: \(explanation.reason)")
+                reason: "\(name)[\(replica)]: \(why), and no other device can take it: \(explanation.reason)",
+                onlyIf: stillThere)
             return nil
         }
         let reason =
@@ -177,11 +183,7 @@ struct DeploymentDriver: Sendable {
         let moved = try await store.transition(
             id, from: states, to: .deploying, reason: reason,
             // Once: a concurrent relocation of the same replica (the poll and a device-lost event) finds it moved.
-            onlyIf: { current in
-                current.assignments.contains {
-                    $0.allocation == name && $0.replica == replica && $0.deviceDid == device
-                }
-            },
+            onlyIf: stillThere,
             change: { deployment in
                 for position in deployment.assignments.indices
                 where deployment.assignments[position].allocation == name

@@ -14,7 +14,7 @@ struct OperationStream {
     let capabilities: CapabilityInterceptor
     let logger: Logger
 
-    /// Operations of one stream running at once; further messages are not read until one finishes.
+    /// Operations of one stream running or answered but not yet written; further messages are not read meanwhile.
     static let maximumInFlight = 256
 
     func run(
