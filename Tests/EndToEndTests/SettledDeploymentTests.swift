@@ -138,6 +138,18 @@ struct SettledDeploymentTests {
             #expect(
                 releases >= 1 && fee <= paid * 200 / 10_000 && fee >= paid * 200 / 10_000 - releases,
                 "fee \(fee) of \(paid)")
+
+            // Its settlement stream open, the orchestrator still stops promptly on SIGTERM.
+            // (The agent goes first: an agent's open line holds the orchestrator's shutdown until the agent hangs up.)
+            agent.service.child.signal(SIGKILL)
+            try await Task.sleep(for: .milliseconds(500))
+            let stopping = ContinuousClock.now
+            orchestrator.child.signal(SIGTERM)
+            let status = await orchestrator.child.waitForExit(timeout: .seconds(12))
+            #expect(status == 0, "the orchestrator exited with \(String(describing: status))")
+            #expect(
+                ContinuousClock.now - stopping < .seconds(4),
+                "it took \(ContinuousClock.now - stopping) to stop: \(orchestrator.child.output.suffix(2000))")
         }
     }
 }
