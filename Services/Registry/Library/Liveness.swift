@@ -13,9 +13,9 @@ final class Liveness: Sendable {
     private let client: PostgresClient
     private let logger: Logger
     private let interval: Duration
-    /// This replica's start: no device is judged on silence older than this, so a restarted registry gives every
-    /// device a full grace period.
-    private let startedAt = Date()
+    /// When this replica began judging (its sweeper started, once it serves): no device is judged on silence older
+    /// than this, so a restarted registry gives every device a full grace period, however long its start-up took.
+    private let startedAt = Mutex(Date())
     private let pending = Mutex<[String: Orrery_Registry_V1_Heartbeat]>([:])
 
     init(client: PostgresClient, logger: Logger, interval: Duration) {
@@ -32,6 +32,7 @@ final class Liveness: Sendable {
     /// Flushes queued heartbeats every 100 ms and sweeps every quarter interval (a dead device is offline at most a
     /// quarter interval after its third missed heartbeat), until cancelled.
     func run() async {
+        startedAt.withLock { $0 = Date() }
         var lastSweep = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
@@ -96,6 +97,7 @@ final class Liveness: Sendable {
     /// Moves silent devices along online → suspect → offline. One replica sweeps at a time.
     func sweep() async throws {
         let milliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
+        let startedAt = startedAt.withLock { $0 }
         try await client.transaction(logger: logger) { connection in
             let locked = try await connection.query(
                 "SELECT pg_try_advisory_xact_lock(\(DeviceStore.changeLogLock + 1))", logger: logger)
