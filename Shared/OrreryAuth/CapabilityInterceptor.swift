@@ -105,16 +105,11 @@ public struct CapabilityInterceptor: ServerInterceptor {
 
     /// Checks the caller's container for `entry`; returns the validated authorization.
     func authorize(_ metadata: Metadata, entry: MethodCatalog.Entry) async throws -> Authorization {
-        guard let header = metadata["authorization"].first(where: { _ in true }) else {
+        guard let text = metadata.authorizationHeader else {
             throw RPCError(
                 code: .unauthenticated,
                 message:
                     "no capability: send 'authorization: Bearer <UCAN container>' (make one with `orrery ucan invoke`)")
-        }
-        let text: String
-        switch header {
-        case .string(let value): text = value
-        case .binary(let bytes): text = String(decoding: bytes, as: UTF8.self)
         }
         guard text.hasPrefix("Bearer ") else {
             throw RPCError(

@@ -3,6 +3,7 @@ internal import Logging
 internal import Metrics
 internal import OrreryAuth
 internal import OrreryProto
+internal import OrreryRuntime
 internal import SwiftProtobuf
 internal import Synchronization
 
@@ -58,18 +59,9 @@ struct OperationStream {
     func perform(_ operation: Orrery_Settlement_V1_Operation) async -> Orrery_Settlement_V1_OperationResult {
         let start = ContinuousClock.now
         let result = await outcome(of: operation)
-        let method: String
-        switch operation.request {
-        case .deposit: method = "Deposit"
-        case .escrow: method = "Escrow"
-        case .release: method = "Release"
-        case .refund: method = "Refund"
-        case nil: method = "none"
-        }
         var code = "ok"
-        if case .error(let error) = result.outcome {
-            code = "\(RPCError.Code(Status.Code(rawValue: Int(error.code)) ?? .unknown) ?? .unknown)"
-        }
+        if case .error(let error) = result.outcome { code = "\(RPCError.Code(wireValue: error.code))" }
+        let method = operation.request?.method ?? "none"
         Counter(label: "settlement_operations_total", dimensions: [("method", method), ("code", code)]).increment()
         let elapsed = start.duration(to: .now).components
         Metrics.Timer(
@@ -84,35 +76,14 @@ struct OperationStream {
         result.tag = operation.tag
         let header = operation.authorization.isEmpty ? nil : operation.authorization
         do {
-            switch operation.request {
-            case .deposit(let request):
-                result.entry = try await authorised(request, "Deposit", header) {
-                    try await api.deposit(request, authorization: $0)
-                }
-            case .escrow(let request):
-                result.entry = try await authorised(request, "Escrow", header) {
-                    try await api.escrow(request, authorization: $0)
-                }
-            case .release(let request):
-                result.entry = try await authorised(request, "Release", header) {
-                    try await api.release(request, authorization: $0)
-                }
-            case .refund(let request):
-                result.entry = try await authorised(request, "Refund", header) {
-                    try await api.refund(request, authorization: $0)
-                }
-            case nil:
+            guard let request = operation.request else {
                 throw RPCError(code: .invalidArgument, message: "request: one of deposit, escrow, release or refund")
             }
+            result.entry = try await authorised(request, header)
         } catch {
-            let status: RPCError
-            if let error = error as? RPCError {
-                status = error
-            } else if let convertible = error as? any RPCErrorConvertible {
-                status = RPCError(convertible)
-            } else {
+            let status = RPCError(answering: error)
+            if !(error is RPCError), !(error is any RPCErrorConvertible) {
                 logger.error("a streamed ledger operation failed", metadata: ["error": "\(error)"])
-                status = RPCError(code: .internalError, message: "internal error")
             }
             result.error = .with {
                 $0.code = Int32(status.code.rawValue)
@@ -122,16 +93,38 @@ struct OperationStream {
         return result
     }
 
-    /// Runs `body` under the capability `header` carries for the unary method `method`, as the interceptor would.
-    private func authorised<Request: SwiftProtobuf.Message>(
-        _ request: Request, _ method: String, _ header: String?,
-        _ body: (Authorization) async throws -> Orrery_Settlement_V1_JournalEntry
-    ) async throws -> Orrery_Settlement_V1_JournalEntry {
+    /// Runs `request` under the capability `header` carries for its unary method, exactly as the interceptor would
+    /// check a unary call of it.
+    private func authorised(_ request: Orrery_Settlement_V1_Operation.OneOf_Request, _ header: String?) async throws
+        -> Orrery_Settlement_V1_JournalEntry
+    {
+        let api = api
+        let (message, call):
+            (any SwiftProtobuf.Message, (Authorization) async throws -> Orrery_Settlement_V1_JournalEntry)
+        switch request {
+        case .deposit(let deposit): (message, call) = (deposit, { try await api.deposit(deposit, authorization: $0) })
+        case .escrow(let escrow): (message, call) = (escrow, { try await api.escrow(escrow, authorization: $0) })
+        case .release(let release): (message, call) = (release, { try await api.release(release, authorization: $0) })
+        case .refund(let refund): (message, call) = (refund, { try await api.refund(refund, authorization: $0) })
+        }
         guard
             let authorization = try await capabilities.authorize(
-                authorizationHeader: header, method: "orrery.settlement.v1.Settlement/\(method)", request: request)
-        else { throw RPCError(code: .internalError, message: "\(method) is open, which it never is") }
-        return try await Authorization.$current.withValue(authorization) { try await body(authorization) }
+                authorizationHeader: header, method: "orrery.settlement.v1.Settlement/\(request.method)",
+                request: message)
+        else { throw RPCError(code: .internalError, message: "\(request.method) is open, which it never is") }
+        return try await Authorization.$current.withValue(authorization) { try await call(authorization) }
+    }
+}
+
+extension Orrery_Settlement_V1_Operation.OneOf_Request {
+    /// The unary method the operation stands for (its capability invokes that method's command).
+    var method: String {
+        switch self {
+        case .deposit: "Deposit"
+        case .escrow: "Escrow"
+        case .release: "Release"
+        case .refund: "Refund"
+        }
     }
 }
 

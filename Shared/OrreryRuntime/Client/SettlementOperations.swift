@@ -1,5 +1,6 @@
 public import GRPCCore
 public import OrreryProto
+internal import OrreryAuth
 internal import SwiftProtobuf
 internal import Synchronization
 
@@ -71,13 +72,7 @@ public final class SettlementOperations: Sendable {
     public func perform(
         _ request: Orrery_Settlement_V1_Operation.OneOf_Request, metadata: Metadata
     ) async throws -> Orrery_Settlement_V1_JournalEntry {
-        let authorization = metadata["authorization"].first(where: { _ in true }).map { value in
-            switch value {
-            case .string(let text): return text
-            case .binary(let bytes): return String(decoding: bytes, as: UTF8.self)
-            }
-        }
-        return try await perform(request, authorization: authorization ?? "")
+        try await perform(request, authorization: metadata.authorizationHeader ?? "")
     }
 
     /// Whether the stream has ended (every later `perform` fails).
@@ -94,9 +89,7 @@ public final class SettlementOperations: Sendable {
         case .entry(let entry): answer.resume(returning: entry)
         case .error(let error):
             answer.resume(
-                throwing: RPCError(
-                    code: RPCError.Code(Status.Code(rawValue: Int(error.code)) ?? .unknown) ?? .unknown,
-                    message: error.message))
+                throwing: RPCError(code: RPCError.Code(wireValue: error.code), message: error.message))
         case nil: answer.resume(throwing: RPCError(code: .internalError, message: "the gateway answered nothing"))
         }
     }

@@ -63,7 +63,7 @@ public struct JSONGateway: Sendable {
                         }
                     }
                 } catch {
-                    let status = Self.rpcError(error)
+                    let status = RPCError(answering: error)
                     try await writer.write(
                         ByteBuffer(string: "{\"error\": \(Self.errorBody(status).trimmingCharacters(in: .newlines))}\n")
                     )
@@ -108,17 +108,11 @@ public struct JSONGateway: Sendable {
     typealias Request_ = Hummingbird.Request
 
     private func failure(_ error: any Error, method: String) -> Response_ {
-        let status = Self.rpcError(error)
+        let status = RPCError(answering: error)
         if status.code == .internalError || status.code == .unknown {
             logger.error("JSON gateway call failed", metadata: ["method": "\(method)", "error": "\(error)"])
         }
         return Self.json(Self.httpStatus(for: status.code), Self.errorBody(status))
-    }
-
-    static func rpcError(_ error: any Error) -> RPCError {
-        if let status = error as? RPCError { return status }
-        if let convertible = error as? any RPCErrorConvertible { return RPCError(convertible) }
-        return RPCError(code: .internalError, message: "internal error")
     }
 
     static func json(_ status: HTTPResponse.Status, _ text: String) -> Response_ {
