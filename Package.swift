@@ -191,6 +191,12 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
+            name: "OrreryAuthTests",
+            dependencies: ["OrreryAuth", "OrreryIdentity", "OrreryProto", grpcCore, logging, swiftProtobuf],
+            path: "Tests/OrreryAuthTests",
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(
             name: "OrreryIdentityTests",
             dependencies: ["OrreryIdentity", "OrreryProto", "OrreryTestSupport", swiftProtobuf, crypto],
             path: "Tests/OrreryIdentityTests",

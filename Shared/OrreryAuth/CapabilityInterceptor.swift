@@ -14,6 +14,23 @@ public struct CapabilityInterceptor: ServerInterceptor {
     /// Invocations may live at most this long (a read-only one may be reused until it expires).
     public static let maximumLifetime: Int64 = 300
 
+    /// The longest `authorization` header read; a longer one is refused before it is decoded.
+    public static let maximumAuthorizationLength = 16 * 1024
+    /// The largest container body once base64 and gzip are undone.
+    public static let maximumContainerSize = 64 * 1024
+    /// The most tokens one container may hold (an invocation and its proofs).
+    public static let maximumTokens = 32
+
+    /// The credentials of a `Bearer` authorization header (the scheme is case-insensitive, RFC 9110 §11.1), or nil.
+    static func bearerCredentials(_ header: String) -> String? {
+        let bytes = header.utf8
+        guard bytes.count > 7, String(decoding: bytes.prefix(6), as: UTF8.self).lowercased() == "bearer",
+            bytes.dropFirst(6).first == UInt8(ascii: " ")
+        else { return nil }
+        let credentials = header.utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
+        return credentials.isEmpty ? nil : String(decoding: credentials, as: UTF8.self)
+    }
+
     private let serviceDID: DID
     private let trustedRoots: Set<DID>
     private let catalog: MethodCatalog
@@ -67,11 +84,18 @@ public struct CapabilityInterceptor: ServerInterceptor {
         }
         var request = request
         if !entry.isClientStreaming {
-            // The request must agree with what the invoker signed: checked on each message before the handler sees it.
+            // The request must agree with what the invoker signed, and the chain's policies hold over the request
+            // itself: checked on each message before the handler sees it.
             let messages = request.messages
+            let schemas = catalog.schemas
             request.messages = RPCAsyncSequence(
                 wrapping: messages.map { message in
-                    try Self.checkArguments(message, against: authorization.invocation.arguments, entry: entry)
+                    do {
+                        try Self.checkRequest(message, authorization: authorization, entry: entry, schemas: schemas)
+                    } catch var error as RPCError {
+                        error.metadata.replaceOrAddString("refused", forKey: Self.refusalTrailer)
+                        throw error
+                    }
                     return message
                 })
         }
@@ -99,11 +123,13 @@ public struct CapabilityInterceptor: ServerInterceptor {
         var metadata = Metadata()
         if let authorizationHeader { metadata.addString(authorizationHeader, forKey: "authorization") }
         let authorization = try await authorize(metadata, entry: entry)
-        try Self.checkArguments(request, against: authorization.invocation.arguments, entry: entry)
+        try Self.checkRequest(request, authorization: authorization, entry: entry, schemas: catalog.schemas)
         return authorization
     }
 
-    /// Checks the caller's container for `entry`; returns the validated authorization.
+    /// Checks the caller's container for `entry`; returns the validated authorization. The chain's policies are
+    /// left to `checkRequest` (over the request itself), except for a client-streaming method, which has no single
+    /// request: its policies hold over the invocation's `args`.
     func authorize(_ metadata: Metadata, entry: MethodCatalog.Entry) async throws -> Authorization {
         guard let text = metadata.authorizationHeader else {
             throw RPCError(
@@ -111,14 +137,26 @@ public struct CapabilityInterceptor: ServerInterceptor {
                 message:
                     "no capability: send 'authorization: Bearer <UCAN container>' (make one with `orrery ucan invoke`)")
         }
-        guard text.hasPrefix("Bearer ") else {
+        guard text.utf8.count <= Self.maximumAuthorizationLength else {
+            throw RPCError(
+                code: .unauthenticated,
+                message:
+                    "the authorization header is \(text.utf8.count) bytes; at most \(Self.maximumAuthorizationLength) are read"
+            )
+        }
+        guard let container = Self.bearerCredentials(text) else {
             throw RPCError(
                 code: .unauthenticated, message: "the authorization header must be 'Bearer <UCAN container>'")
         }
         var invocations: [Invocation] = []
         var delegations: [CID: Delegation] = [:]
         do {
-            for token in try UCANContainer.decode(String(text.dropFirst("Bearer ".count))) {
+            let tokens = try UCANContainer.decode(container, maximumSize: Self.maximumContainerSize)
+            guard tokens.count <= Self.maximumTokens else {
+                throw UCANError(
+                    .malformedToken, "the container holds \(tokens.count) tokens; at most \(Self.maximumTokens)")
+            }
+            for token in tokens {
                 let envelope = try UCANEnvelope(bytes: token)
                 if envelope.tag == UCANEnvelope.invocationTag {
                     invocations.append(try Invocation(envelope: envelope))
@@ -135,9 +173,11 @@ public struct CapabilityInterceptor: ServerInterceptor {
                 code: .unauthenticated,
                 message: "the container must hold exactly one invocation (it holds \(invocations.count))")
         }
+        // Checked before the signature, so a token for another service costs no verification: it does not
+        // authenticate anyone here, forged or not.
         guard invocation.executor == serviceDID else {
             throw RPCError(
-                code: .permissionDenied,
+                code: .unauthenticated,
                 message:
                     "the invocation is addressed to \(invocation.executor), not to this service (\(serviceDID)): set its aud to the DID that Info returns"
             )
@@ -163,7 +203,8 @@ public struct CapabilityInterceptor: ServerInterceptor {
         let validated: ChainValidator.Validated
         do {
             validated = try validator.validate(
-                invocation, proofs: delegations, now: now, isRevoked: revocations.isRevoked)
+                invocation, proofs: delegations, now: now, isRevoked: revocations.isRevoked,
+                deferringPolicies: !entry.isClientStreaming)
         } catch let error as UCANError {
             throw Self.status(for: error)
         }
@@ -201,45 +242,52 @@ public struct CapabilityInterceptor: ServerInterceptor {
         }
     }
 
-    /// The request's scalar fields must equal the invocation's `args` where both name them; a mutating request's
-    /// idempotency key must be in `args`.
-    static func checkArguments<Message>(
-        _ message: Message, against arguments: [String: IPLD], entry: MethodCatalog.Entry
+    /// Checks a request against its invocation: every request field the invocation's `args` name must equal the
+    /// request's value (exactly, at any integer width; a decimal amount may be signed as its text or as an
+    /// integer); a mutating request's idempotency key must be in `args`; and every policy of the chain must hold
+    /// over the request itself (`RequestView`: scalars, enums by name, lists, maps, nested messages), together
+    /// with the `args` that are not request fields.
+    static func checkRequest<Message>(
+        _ message: Message, authorization: Authorization, entry: MethodCatalog.Entry, schemas: MessageSchemas
     ) throws {
         guard let message = message as? any SwiftProtobuf.Message else { return }
-        let actual = RequestArguments.of(message, entry: entry)
-        for (name, kind) in entry.requestFields {
-            guard let signed = arguments[name] else { continue }
-            let value = actual[name] ?? kind.defaultValue
-            guard signed == value || (kind == .float && Self.sameNumber(signed, value)) else {
+        let arguments = authorization.invocation.arguments
+        let chain = authorization.validated.chain
+        let fields = schemas[message: entry.inputType] ?? [:]
+        let kinds = Dictionary(fields.values.map { ($0.name, $0.kind) }, uniquingKeysWith: { first, _ in first })
+        let signedFields = Set(arguments.keys.filter { kinds[$0] != nil })
+        let policed = chain.contains { !$0.policy.statements.isEmpty }
+        let needed = signedFields.union(entry.isReadOnly ? [] : ["idempotency_key"])
+        let view = try RequestView.of(message, schemas: schemas, only: policed ? nil : needed).mapValue ?? [:]
+        for name in signedFields.sorted() {
+            guard let signed = arguments[name], Self.agrees(signed, with: view[name] ?? .null, kind: kinds[name])
+            else {
                 throw RPCError(
                     code: .permissionDenied,
                     message: "the request's \(name) differs from the invocation's args: sign the request you send")
             }
         }
-        if !entry.isReadOnly, let key = actual["idempotency_key"], arguments["idempotency_key"] != key {
+        if !entry.isReadOnly, case .string(let key)? = view["idempotency_key"], !key.isEmpty,
+            arguments["idempotency_key"] != .string(key)
+        {
             throw RPCError(
                 code: .permissionDenied, message: "the invocation's args must carry the request's idempotency_key")
         }
-    }
-
-    private static func sameNumber(_ lhs: IPLD, _ rhs: IPLD) -> Bool {
-        switch (lhs, rhs) {
-        case (.integer(let a), .float(let b)), (.float(let b), .integer(let a)): return Double(a) == b
-        default: return false
+        guard policed else { return }
+        do {
+            try ChainValidator.checkPolicies(
+                of: chain, over: .map(arguments.merging(view) { _, request in request }))
+        } catch let error as UCANError {
+            throw Self.status(for: error)
         }
     }
-}
 
-extension MethodCatalog.FieldKind {
-    /// The proto3 default a request field has when it is not set.
-    var defaultValue: IPLD {
-        switch self {
-        case .integer: return .integer(0)
-        case .float: return .float(0)
-        case .string: return .string("")
-        case .bool: return .bool(false)
-        case .bytes: return .bytes([])
-        }
+    /// Whether a signed argument is the request's value: equal IPLD, numbers by exact value, a decimal amount also
+    /// as its text.
+    private static func agrees(_ signed: IPLD, with actual: IPLD, kind: MessageSchemas.Kind?) -> Bool {
+        if Policy.deepEqual(signed, actual) { return true }
+        guard kind == .decimalAmount, case .string(let text) = signed else { return false }
+        if text.isEmpty { return actual == .null }
+        return ExactInteger(decimal: text).map { IPLD.exact($0) == actual } ?? false
     }
 }

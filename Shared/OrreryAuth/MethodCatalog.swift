@@ -23,6 +23,8 @@ public struct MethodCatalog: Sendable {
         /// The chain roots in the party the request acts for (a consumer's delegation to the orchestrator), not
         /// in the operator: the handler checks that the subject is that party.
         public let actsForSubject: Bool
+        /// The request message's full name (`orrery.settlement.v1.EscrowRequest`).
+        public let inputType: String
     }
 
     /// The kind of a scalar request field, for mapping it into IPLD `args`.
@@ -31,6 +33,8 @@ public struct MethodCatalog: Sendable {
     }
 
     public let entries: [String: Entry]
+    /// Every message's fields, for viewing a request as policies see it (`RequestView`).
+    public let schemas: MessageSchemas
 
     /// Commands that differ from the derived `/orrery/<area>/<kebab-method>`.
     /// The agent channel is the device's: the registry token it joins with covers it.
@@ -82,12 +86,15 @@ public struct MethodCatalog: Sendable {
                         requestFields: Self.scalarFields(messages[method.inputType]),
                         requestFieldNames: Self.scalarFieldNames(messages[method.inputType]),
                         selfAuthorised: Self.overrides[fullName] == "/ucan/revoke",
-                        actsForSubject: Self.subjectRooted.contains(fullName)
+                        actsForSubject: Self.subjectRooted.contains(fullName),
+                        inputType: method.inputType.hasPrefix(".")
+                            ? String(method.inputType.dropFirst()) : method.inputType
                     )
                 }
             }
         }
         self.entries = entries
+        self.schemas = MessageSchemas(set)
     }
 
     public subscript(fullName: String) -> Entry? { entries[fullName] }
@@ -129,8 +136,8 @@ public struct MethodCatalog: Sendable {
 
 /// The scalar fields of a request message as IPLD, under their proto names: what invocation `args` carry.
 public enum RequestArguments {
-    /// The request's non-default top-level singular scalar fields (what proto3 JSON would show; 64-bit integers as
-    /// integers when they fit Int64), read by visiting the message's fields without encoding it.
+    /// The request's non-default top-level singular scalar fields (what proto3 JSON would show; integers exact at
+    /// every width), read by visiting the message's fields without encoding it.
     public static func of(_ message: any SwiftProtobuf.Message, entry: MethodCatalog.Entry) -> [String: IPLD] {
         var visitor = ScalarFieldVisitor(names: entry.requestFieldNames, kinds: entry.requestFields)
         try? message.traverse(visitor: &visitor)
@@ -160,8 +167,7 @@ private struct ScalarFieldVisitor: SwiftProtobuf.Visitor {
         set(fieldNumber, .integer, .integer(value))
     }
     mutating func visitSingularUInt64Field(value: UInt64, fieldNumber: Int) throws {
-        guard let fits = Int64(exactly: value) else { return }
-        set(fieldNumber, .integer, .integer(fits))
+        set(fieldNumber, .integer, .exact(value))
     }
     mutating func visitSingularBoolField(value: Bool, fieldNumber: Int) throws {
         set(fieldNumber, .bool, .bool(value))

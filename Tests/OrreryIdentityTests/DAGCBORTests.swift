@@ -39,6 +39,38 @@ struct DAGCBORTests {
         }
     }
 
+    @Test("integers across the whole 64-bit range of DAG-CBOR round-trip exactly; policies compare them exactly")
+    func wideIntegers() throws {
+        let top = IPLD.exact(UInt64.max)
+        #expect(DAGCBOR.encode(top) == [0x1B] + [UInt8](repeating: 0xFF, count: 8))
+        #expect(try DAGCBOR.decode([0x1B] + [UInt8](repeating: 0xFF, count: 8)) == top)
+        let bottom = IPLD.exact(try #require(ExactInteger(decimal: "-18446744073709551616")))
+        #expect(DAGCBOR.encode(bottom) == [0x3B] + [UInt8](repeating: 0xFF, count: 8))
+        #expect(try DAGCBOR.decode([0x3B] + [UInt8](repeating: 0xFF, count: 8)) == bottom)
+        let justPast = IPLD.exact(UInt64(Int64.max) + 1)
+        #expect(try DAGCBOR.decode(DAGCBOR.encode(justPast)) == justPast)
+        #expect(IPLD.exact(UInt64(5)) == .integer(5))
+        #expect(try IPLDJSON.parse("18446744073709551615") == top)
+
+        func holds(_ policy: String, _ value: IPLD) throws -> Bool {
+            try Policy(try IPLDJSON.parse(policy)).matches(.map(["n": value]))
+        }
+        #expect(try !holds(#"[["<=", ".n", 100]]"#, justPast))
+        #expect(try holds(#"[[">", ".n", 9223372036854775807]]"#, justPast))
+        #expect(try holds(#"[["==", ".n", 18446744073709551615]]"#, top))
+        #expect(try holds(#"[["<", ".n", -18446744073709551615]]"#, bottom))
+        // 2^53 + 1 is not the double 2^53: compared exactly, not through a rounding double.
+        #expect(try holds(#"[[">", ".n", 9007199254740992.0]]"#, .integer(9_007_199_254_740_993)))
+        #expect(try !holds(#"[["==", ".n", 9007199254740992.0]]"#, .integer(9_007_199_254_740_993)))
+        #expect(try holds(#"[["<", ".n", 1.5]]"#, .integer(1)))
+        #expect(try !holds(#"[["<", ".n", 1.5]]"#, .integer(2)))
+        #expect(try holds(#"[["<=", ".n", 1e300]]"#, top))
+        let uint256 = try #require(
+            ExactInteger(decimal: "115792089237316195423570985008687907853269984665640564039457584007913129639935"))
+        #expect(try holds(#"[[">", ".n", 18446744073709551615]]"#, .exact(uint256)))
+        #expect(ExactInteger(decimal: "-0") == nil && ExactInteger(decimal: "01") == nil && ExactInteger(decimal: "+1") == nil)
+    }
+
     @Test("CIDs print as base32 'bafy…' and parse from base32 and base58btc")
     func cids() throws {
         let cid = CID.dagCBOR(of: DAGCBOR.encode(.map([:])))

@@ -49,6 +49,18 @@ public enum DAGCBOR {
             } else {
                 head(1, UInt64(-(number + 1)), into: &output)
             }
+        case .largeInteger(let number):
+            // Only [-2^64, 2^64-1] is DAG-CBOR; a larger value (never in a token: only in a request's view) is
+            // written as its decimal text, so encoding stays total.
+            if let unsigned = number.uint64Value {
+                head(0, unsigned, into: &output)
+            } else if number.isNegative, let magnitude = UInt64(number.magnitude), magnitude > 0 {
+                head(1, magnitude - 1, into: &output)
+            } else if number.isNegative, number.magnitude == "18446744073709551616" {
+                head(1, UInt64.max, into: &output)
+            } else {
+                encode(.string(number.description), into: &output)
+            }
         case .float(let number):
             output.append(0xFB)
             output += bigEndian(number.bitPattern, count: 8)
@@ -122,13 +134,16 @@ public enum DAGCBOR {
             let info = initial & 0x1F
             switch major {
             case 0:
-                let number = try argument(info)
-                guard number <= UInt64(Int64.max) else { throw DAGCBORError.invalid("integer out of range") }
-                return .integer(Int64(number))
+                return .exact(try argument(info))
             case 1:
+                // -1 - n, exactly, for every n up to 2^64-1.
                 let number = try argument(info)
-                guard number <= UInt64(Int64.max) else { throw DAGCBORError.invalid("integer out of range") }
-                return .integer(-1 - Int64(number))
+                if number <= UInt64(Int64.max) { return .integer(-1 - Int64(number)) }
+                let magnitude = number == UInt64.max ? "18446744073709551616" : String(number + 1)
+                guard let exact = ExactInteger(decimal: "-" + magnitude) else {
+                    throw DAGCBORError.invalid("integer out of range")
+                }
+                return .exact(exact)
             case 2:
                 return .bytes(Array(try take(try length(info))))
             case 3:

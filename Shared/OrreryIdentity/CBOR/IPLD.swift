@@ -3,6 +3,9 @@ public indirect enum IPLD: Sendable, Hashable {
     case null
     case bool(Bool)
     case integer(Int64)
+    /// An integer outside `Int64` (DAG-CBOR carries those down to -2^64 and up to 2^64-1; a request's decimal
+    /// amounts can be larger). Made by `IPLD.exact(_:)`, never for a value that fits `.integer`.
+    case largeInteger(ExactInteger)
     case float(Double)
     case string(String)
     case bytes([UInt8])
@@ -46,7 +49,7 @@ public indirect enum IPLD: Sendable, Hashable {
         switch self {
         case .null: return "null"
         case .bool: return "bool"
-        case .integer: return "integer"
+        case .integer, .largeInteger: return "integer"
         case .float: return "float"
         case .string: return "string"
         case .bytes: return "bytes"

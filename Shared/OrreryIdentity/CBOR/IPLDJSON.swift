@@ -23,6 +23,7 @@ public enum IPLDJSON {
         case .null: return "null"
         case .bool(let flag): return flag ? "true" : "false"
         case .integer(let number): return String(number)
+        case .largeInteger(let number): return number.description
         case .float(let number):
             return number == number.rounded() && abs(number) < 1e15 ? String(format: "%.1f", number) : String(number)
         case .string(let text): return quote(text)
@@ -202,8 +203,9 @@ public enum IPLDJSON {
                 guard let double = Double(text) else { throw fail("bad number '\(text)'") }
                 return .float(double)
             }
-            guard let integer = Int64(text) else { throw fail("bad number '\(text)'") }
-            return .integer(integer)
+            if text == "-0" { return .integer(0) }
+            guard let integer = ExactInteger(decimal: text) else { throw fail("bad number '\(text)'") }
+            return .exact(integer)
         }
     }
 }

@@ -9,6 +9,9 @@ public struct DID: Sendable, Hashable, CustomStringConvertible, Comparable {
     /// Parses a did:key (a fragment, if present, is ignored: principals align without fragments).
     /// - Throws: `DIDError` naming what is wrong.
     public init(_ text: String) throws {
+        guard text.utf8.count <= Self.maximumLength else {
+            throw DIDError.malformed("\(text.utf8.count) characters; a did:key has fewer than \(Self.maximumLength)")
+        }
         if let known = DIDCache.shared.lookup(text) {
             self = known
             return
@@ -17,12 +20,25 @@ public struct DID: Sendable, Hashable, CustomStringConvertible, Comparable {
         DIDCache.shared.store(text, self)
     }
 
+    /// The longest text accepted as a DID, fragment included: a did:key of a supported key is under 60 characters.
+    /// Longer text is refused before it is decoded.
+    public static let maximumLength = 256
+
+    /// The longest multibase key part: 33 key bytes plus a 2-byte codec are at most 49 base58 characters.
+    static let maximumKeyCharacters = 64
+
     private init(parsing text: String) throws {
+        guard text.utf8.count <= Self.maximumLength else {
+            throw DIDError.malformed("\(text.utf8.count) characters; a did:key has fewer than \(Self.maximumLength)")
+        }
         let withoutFragment = text.split(separator: "#", maxSplits: 1).first.map(String.init) ?? text
         guard withoutFragment.hasPrefix("did:key:") else {
             throw DIDError.notDIDKey(text)
         }
         let multibase = withoutFragment.dropFirst("did:key:".count)
+        guard multibase.utf8.count <= Self.maximumKeyCharacters + 1 else {
+            throw DIDError.malformed("its key part is \(multibase.utf8.count) characters; a did:key's is at most \(Self.maximumKeyCharacters + 1)")
+        }
         guard multibase.first == "z", let bytes = Base58.decode(multibase.dropFirst()) else {
             throw DIDError.malformed("a did:key is multibase base58btc ('z…')")
         }

@@ -27,8 +27,14 @@ public enum Base58 {
         return String(decoding: text, as: UTF8.self)
     }
 
-    /// Decodes base58btc text, or nil when it has a character outside the alphabet.
+    /// The longest text `decode` accepts: decoding is quadratic in the length, so callers bound what they
+    /// decode by its format (a did:key's key is under 64 characters) and this bounds the rest.
+    public static let maximumDecodedLength = 1024
+
+    /// Decodes base58btc text, or nil when it has a character outside the alphabet or is longer than
+    /// `maximumDecodedLength`.
     public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+        guard text.utf8.count <= maximumDecodedLength else { return nil }
         let characters = Array(text.utf8)
         let zeros = characters.prefix { $0 == alphabet[0] }.count
         var bytes: [UInt8] = []  // base-256, least significant first

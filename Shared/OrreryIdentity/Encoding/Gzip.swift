@@ -1,9 +1,9 @@
 internal import CZlib
 
 /// Gzip (RFC 1952) through the system zlib, for the UCAN container's compressed forms.
-enum Gzip {
+public enum Gzip {
     /// The largest inflated container accepted: tokens are small, and a bomb must not exhaust memory.
-    static let maximumInflatedSize = 4 << 20
+    public static let maximumInflatedSize = 4 << 20
 
     static func compress(_ input: [UInt8]) throws -> [UInt8] {
         var stream = z_stream()
@@ -31,7 +31,7 @@ enum Gzip {
         return Array(output.prefix(Int(stream.total_out)))
     }
 
-    static func decompress(_ input: [UInt8]) throws -> [UInt8] {
+    static func decompress(_ input: [UInt8], maximumSize: Int = maximumInflatedSize) throws -> [UInt8] {
         var stream = z_stream()
         guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw UCANError(.malformedToken, "gzip is unavailable")
@@ -55,8 +55,8 @@ enum Gzip {
                     throw UCANError(.malformedToken, "the container is not valid gzip")
                 }
                 output += chunk.prefix(produced)
-                guard output.count <= maximumInflatedSize else {
-                    throw UCANError(.malformedToken, "the container inflates beyond \(maximumInflatedSize) bytes")
+                guard output.count <= maximumSize else {
+                    throw UCANError(.malformedToken, "the container inflates beyond \(maximumSize) bytes")
                 }
                 if produced == 0 && stream.avail_in == 0 && status != Z_STREAM_END {
                     throw UCANError(.malformedToken, "the gzip stream is truncated")

@@ -1,3 +1,5 @@
+internal import Foundation
+
 /// A UCAN policy: statements over an invocation's `args`, all of which must hold.
 public struct Policy: Sendable, Hashable {
     /// One statement of the policy language.
@@ -52,7 +54,7 @@ public struct Policy: Sendable, Hashable {
         }
         func number(_ index: Int) throws -> IPLD {
             switch parts[index] {
-            case .integer, .float: return parts[index]
+            case .integer, .largeInteger, .float: return parts[index]
             default: throw PolicyError.malformed("'\(op)' compares with a number")
             }
         }
@@ -159,33 +161,54 @@ public struct Policy: Sendable, Hashable {
         }
     }
 
-    /// Equality of IPLD values in which numbers compare by value (1 == 1.0).
-    static func deepEqual(_ lhs: IPLD, _ rhs: IPLD) -> Bool {
+    /// Equality of IPLD values in which numbers compare by value (1 == 1.0), integers exactly at any size.
+    public static func deepEqual(_ lhs: IPLD, _ rhs: IPLD) -> Bool {
         switch (lhs, rhs) {
-        case (.integer(let a), .float(let b)), (.float(let b), .integer(let a)): return Double(a) == b
         case (.list(let a), .list(let b)): return a.count == b.count && zip(a, b).allSatisfy { deepEqual($0, $1) }
         case (.map(let a), .map(let b)):
             return a.count == b.count && a.allSatisfy { key, value in b[key].map { deepEqual(value, $0) } ?? false }
-        default: return lhs == rhs
+        default:
+            if let order = numericOrder(lhs, rhs) { return order == 0 }
+            return lhs == rhs
         }
     }
 
-    private static func compare(_ value: IPLD?, _ bound: IPLD, _ predicate: (Double, Double) -> Bool) -> Bool {
-        func number(_ value: IPLD?) -> Double? {
-            switch value {
-            case .integer(let integer)?: return Double(integer)
-            case .float(let float)?: return float
-            default: return nil
-            }
-        }
-        switch (value, bound) {
-        case (.integer(let a)?, .integer(let b)):
-            // Exact for large integers, where doubles would round.
-            return predicate(a < b ? -1 : (a == b ? 0 : 1), 0)
+    private static func compare(_ value: IPLD?, _ bound: IPLD, _ predicate: (Int, Int) -> Bool) -> Bool {
+        guard let value, let order = numericOrder(value, bound) else { return false }
+        return predicate(order, 0)
+    }
+
+    /// -1, 0 or 1 as `lhs` is below, at or above `rhs`; nil unless both are numbers (or one is NaN). Integers of
+    /// either size compare exactly; an integer and a float compare by the float's value, exactly where it
+    /// is a whole number.
+    static func numericOrder(_ lhs: IPLD, _ rhs: IPLD) -> Int? {
+        func order<T: Comparable>(_ a: T, _ b: T) -> Int { a < b ? -1 : (a == b ? 0 : 1) }
+        switch (lhs.exactIntegerValue, rhs.exactIntegerValue, lhs, rhs) {
+        case (let a?, let b?, _, _):
+            return order(a, b)
+        case (let a?, nil, _, .float(let b)):
+            return integerOrder(a, b)
+        case (nil, let b?, .float(let a), _):
+            return integerOrder(b, a).map { -$0 }
+        case (nil, nil, .float(let a), .float(let b)):
+            return a.isNaN || b.isNaN ? nil : order(a, b)
         default:
-            guard let a = number(value), let b = number(bound) else { return false }
-            return predicate(a, b)
+            return nil
         }
+    }
+
+    /// The order of an exact integer against a float, without rounding the integer.
+    private static func integerOrder(_ integer: ExactInteger, _ float: Double) -> Int? {
+        guard !float.isNaN else { return nil }
+        // Every exact integer has at most `ExactInteger.maximumDigits` (200) digits: a float this large is beyond it.
+        if float.isInfinite || abs(float) >= 1e200 { return float > 0 ? -1 : 1 }
+        let floor = float.rounded(.down)
+        // A finite double's integer part prints exactly (glibc prints every digit).
+        let digits = String(format: "%.0f", floor)
+        guard let whole = ExactInteger(decimal: digits == "-0" ? "0" : digits) else { return nil }
+        if integer < whole { return -1 }
+        if whole < integer { return 1 }  // integer ≥ ⌊f⌋ + 1 > f
+        return floor == float ? 0 : -1
     }
 }
 

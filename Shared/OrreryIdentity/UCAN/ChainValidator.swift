@@ -46,13 +46,17 @@ public final class ChainValidator: Sendable {
     /// - Parameters:
     ///   - proofs: Delegations by CID; those the invocation cites must be here.
     ///   - isRevoked: Whether a delegation (by CID) has been revoked.
+    ///   - deferringPolicies: Leave the chain's policies to the caller, who evaluates them over what the
+    ///     invocation is used for (a server: over the request itself, `checkPolicies(of:over:)`); otherwise they
+    ///     are evaluated over the invocation's `args`.
     /// - Throws: `UCANError` with the specification's error name.
     @discardableResult
     public func validate(
         _ invocation: Invocation,
         proofs: [CID: Delegation],
         now: Int64,
-        isRevoked: (CID) -> Bool = { _ in false }
+        isRevoked: (CID) -> Bool = { _ in false },
+        deferringPolicies: Bool = false
     ) throws -> Validated {
         if let expiration = invocation.expiration, now > expiration + clockSkew {
             throw UCANError(.expired, "the invocation expired at \(expiration) (now \(now))")
@@ -91,16 +95,24 @@ public final class ChainValidator: Sendable {
                 .invalidCommand,
                 "delegation \(delegation.cid) grants \(delegation.command), which does not cover \(invocation.command)")
         }
-        let args = IPLD.map(invocation.arguments)
-        for delegation in facts.chain {
-            if let violated = delegation.policy.firstViolation(args) {
-                throw UCANError(.matchError, "the arguments violate \(violated) of delegation \(delegation.cid)")
-            }
+        if !deferringPolicies {
+            try Self.checkPolicies(of: facts.chain, over: .map(invocation.arguments))
         }
         for cid in [invocation.cid] + facts.chain.map(\.cid) where isRevoked(cid) {
             throw UCANError(.revoked, "\(cid) has been revoked")
         }
         return Validated(invocation: invocation, chain: facts.chain)
+    }
+
+    /// Evaluates every delegation's policy of `chain` over `subject` (the invocation's args, or the request they
+    /// authorise).
+    /// - Throws: `UCANError` `.matchError` naming the first statement that does not hold.
+    public static func checkPolicies(of chain: [Delegation], over subject: IPLD) throws {
+        for delegation in chain {
+            if let violated = delegation.policy.firstViolation(subject) {
+                throw UCANError(.matchError, "\(violated) of delegation \(delegation.cid) is violated")
+            }
+        }
     }
 
     /// Forgets every memoized chain that contains `cid` (called when it is revoked).

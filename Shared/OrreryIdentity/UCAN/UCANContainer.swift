@@ -37,8 +37,10 @@ public enum UCANContainer {
     }
 
     /// Decodes a container into its tokens' bytes.
+    /// - Parameter maximumSize: The largest body accepted once base64 and gzip are undone (a server passes a
+    ///   small bound for an `authorization` header).
     /// - Throws: `UCANError(.malformedToken)` naming what is wrong.
-    public static func decode(_ container: [UInt8]) throws -> [[UInt8]] {
+    public static func decode(_ container: [UInt8], maximumSize: Int = Gzip.maximumInflatedSize) throws -> [[UInt8]] {
         guard let first = container.first, let header = Header(rawValue: first) else {
             throw UCANError(
                 .malformedToken,
@@ -51,7 +53,10 @@ public enum UCANContainer {
             }
             body = decoded
         }
-        if header.isGzipped { body = try Gzip.decompress(body) }
+        if header.isGzipped { body = try Gzip.decompress(body, maximumSize: maximumSize) }
+        guard body.count <= maximumSize else {
+            throw UCANError(.malformedToken, "the container holds \(body.count) bytes, more than \(maximumSize)")
+        }
         let value: IPLD
         do {
             value = try DAGCBOR.decode(body)
@@ -68,12 +73,12 @@ public enum UCANContainer {
     }
 
     /// Decodes the text form.
-    public static func decode(_ text: String) throws -> [[UInt8]] {
+    public static func decode(_ text: String, maximumSize: Int = Gzip.maximumInflatedSize) throws -> [[UInt8]] {
         var bytes = Array(text.utf8)[...]
         while let last = bytes.last, last == 0x20 || last == 0x0A || last == 0x0D || last == 0x09 { bytes.removeLast() }
         while let first = bytes.first, first == 0x20 || first == 0x0A || first == 0x0D || first == 0x09 {
             bytes.removeFirst()
         }
-        return try decode(Array(bytes))
+        return try decode(Array(bytes), maximumSize: maximumSize)
     }
 }

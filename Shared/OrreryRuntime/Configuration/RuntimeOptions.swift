@@ -149,5 +149,10 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
             "Seconds in-flight work may take to finish after SIGTERM (env ORRERY_SHUTDOWN_GRACE, file shutdown.grace).")
     public var shutdownGrace: Int?
 
+    @Option(
+        help:
+            "Seconds of clock skew tolerated on a capability's exp and nbf, 0…60 (env ORRERY_AUTH_CLOCK_SKEW, file auth.clock_skew).")
+    public var clockSkew: Int?
+
     public init() {}
 }

@@ -35,6 +35,7 @@ extension RuntimeSettings {
             database: nil,
             stateDirectory: try nonEmpty(reader, "state.dir"),
             shutdownGrace: .seconds(try integer(reader, "shutdown.grace", in: 1...300)),
+            clockSkew: Int64(try integer(reader, "auth.clock_skew", in: 0...60)),
             keyFile: try string(reader, "identity.key").nilIfEmpty,
             trustedOperator: try did(reader, "trust.operator"),
             identityAddress: try address(reader, "identity.address"),
@@ -113,6 +114,7 @@ extension RuntimeSettings {
         flag("db.timeout", options.dbTimeout)
         flag("state.dir", options.stateDir)
         flag("shutdown.grace", options.shutdownGrace)
+        flag("auth.clock_skew", options.clockSkew)
         flag("tls.cert", options.tlsCert)
         flag("tls.key", options.tlsKey)
         flag("tls.ca", options.tlsCa)
@@ -146,6 +148,7 @@ extension RuntimeSettings {
             "db.timeout": 30,
             "state.dir": .init(.string("/var/lib/orrery/\(service.name)"), isSecret: false),
             "shutdown.grace": 10,
+            "auth.clock_skew": 30,
             "tls.cert": "",
             "tls.key": "",
             "tls.ca": "",

@@ -8,7 +8,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.tlsTrustRoots == rhs.tlsTrustRoots && lhs.http == rhs.http && lhs.logLevel == rhs.logLevel
             && lhs.logFormat == rhs.logFormat && lhs.database == rhs.database
             && lhs.stateDirectory == rhs.stateDirectory
-            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.keyFile == rhs.keyFile
+            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.clockSkew == rhs.clockSkew && lhs.keyFile == rhs.keyFile
             && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
             && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
@@ -50,6 +50,9 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var database: DatabaseSettings?
     public var stateDirectory: String
     public var shutdownGrace: Duration
+    /// Seconds a capability's `exp` and `nbf` are stretched for clocks that disagree (0…60): an expired token is
+    /// accepted this much longer, a read-only invocation reusable until its `exp` plus this.
+    public var clockSkew: Int64
     /// The service's key file; nil for a service that creates its own key in its state directory.
     public var keyFile: String?
     /// The operator DID capability chains must root in.

@@ -113,7 +113,7 @@ private struct MainService: Service {
             throw ServiceRunner.StartupError(
                 message: "the embedded descriptor set is unreadable: \(error)", exitCode: .failure)
         }
-        let validator = ChainValidator(clockSkew: 30)
+        let validator = ChainValidator(clockSkew: settings.clockSkew)
         let revocations = RevocationBook(validator: validator)
         let info = ServiceInfo(name: description.name, did: key.did.string)
         let replayGuard: any ReplayGuard =
