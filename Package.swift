@@ -21,6 +21,7 @@ let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "sw
 let unixSignals = Target.Dependency.product(name: "UnixSignals", package: "swift-service-lifecycle")
 let configuration = Target.Dependency.product(name: "Configuration", package: "swift-configuration")
 let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+let hummingbirdTLS = Target.Dependency.product(name: "HummingbirdTLS", package: "hummingbird")
 let postgres = Target.Dependency.product(name: "PostgresNIO", package: "postgres-nio")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
@@ -98,8 +99,8 @@ let package = Package(
             dependencies: [
                 "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf,
                 swiftProtobuf, argumentParser,
-                logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, postgres,
-                systemPackage,
+                logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, hummingbirdTLS, postgres,
+                systemPackage, .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Shared/OrreryRuntime",
             swiftSettings: upcomingFeatures

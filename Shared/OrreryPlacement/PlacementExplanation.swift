@@ -29,8 +29,13 @@ public struct Relaxation: Sendable, Hashable {
 }
 
 extension PlacementSolver {
-    /// Explains `request` against `snapshot`; solves it as `place` does.
-    public func explain(_ request: PlacementRequest, on snapshot: PlacementSnapshot) -> PlacementExplanation {
+    /// Explains `request` against `snapshot`; solves it as `place` does. All of it — the solve and the re-solves
+    /// that find relaxations — ends within `budget` (four time limits unless given) or when the task is cancelled;
+    /// relaxations not tried by then are left out, and the reason says so.
+    public func explain(_ request: PlacementRequest, on snapshot: PlacementSnapshot, budget: Duration? = nil)
+        -> PlacementExplanation
+    {
+        let deadline = ContinuousClock.now.advanced(by: budget ?? timeLimit * 4)
         let compiled = request.allocations.map {
             CompiledAllocation($0, snapshot: snapshot, excludedDevices: request.excludedDevices)
         }
@@ -65,7 +70,7 @@ extension PlacementSolver {
             }
         }
         let devices = snapshot.devices.count
-        switch place(request, on: snapshot) {
+        switch place(request, on: snapshot, deadline: deadline) {
         case .placed(let placement):
             return PlacementExplanation(
                 devicesConsidered: devices, allocations: reports, placement: placement, reason: "",
@@ -79,12 +84,14 @@ extension PlacementSolver {
                 reason =
                     "every allocation has candidates, but no combination satisfies the latency edges, spread "
                     + "and capacity together"
-                relaxations += relaxEnsemble(request, on: snapshot)
+                let (ensemble, complete) = relaxEnsemble(request, on: snapshot, deadline: deadline)
+                relaxations += ensemble
+                if !complete { reason += " (not every edge and spread could be tried in time)" }
             case .overBudget:
                 reason = "every placement costs more than the budget of \(request.budget ?? 0)"
                 var unbounded = request
                 unbounded.budget = nil
-                if case .placed(let cheapest) = place(unbounded, on: snapshot) {
+                if case .placed(let cheapest) = place(unbounded, on: snapshot, deadline: deadline) {
                     relaxations.append(
                         Relaxation(
                             allocation: nil, constraint: "budget",
@@ -147,12 +154,18 @@ extension PlacementSolver {
     }
 
     /// For an ensemble whose allocations each have candidates: which single edge or spread, dropped, places it.
-    private func relaxEnsemble(_ request: PlacementRequest, on snapshot: PlacementSnapshot) -> [Relaxation] {
+    /// The edges and spreads whose removal alone makes the ensemble placeable; false when the deadline or a
+    /// cancellation cut the search short.
+    private func relaxEnsemble(
+        _ request: PlacementRequest, on snapshot: PlacementSnapshot, deadline: ContinuousClock.Instant
+    ) -> ([Relaxation], complete: Bool) {
         var relaxations: [Relaxation] = []
+        func outOfTime() -> Bool { ContinuousClock.now >= deadline || Task.isCancelled }
         for (index, edge) in request.edges.enumerated() {
+            if outOfTime() { return (relaxations, false) }
             var without = request
             without.edges.remove(at: index)
-            guard case .placed(let placement) = place(without, on: snapshot) else { continue }
+            guard case .placed(let placement) = place(without, on: snapshot, deadline: deadline) else { continue }
             var needed = 0.0
             for a in placement.allocations[edge.from].replicas {
                 for b in placement.allocations[edge.to].replicas {
@@ -172,16 +185,17 @@ extension PlacementSolver {
                     devicesAdmitted: 0))
         }
         for (index, allocation) in request.allocations.enumerated() where allocation.spread == .spread {
+            if outOfTime() { return (relaxations, false) }
             var without = request
             without.allocations[index].spread = .any
-            if case .placed = place(without, on: snapshot) {
+            if case .placed = place(without, on: snapshot, deadline: deadline) {
                 relaxations.append(
                     Relaxation(
                         allocation: allocation.name, constraint: "spread",
                         suggestion: "let replicas of \(allocation.name) share devices", devicesAdmitted: 0))
             }
         }
-        return relaxations
+        return (relaxations, true)
     }
 }
 

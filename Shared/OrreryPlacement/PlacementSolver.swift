@@ -11,6 +11,14 @@ public struct PlacementSolver: Sendable {
     }
 
     public func place(_ request: PlacementRequest, on snapshot: PlacementSnapshot) -> PlacementOutcome {
+        place(request, on: snapshot, deadline: ContinuousClock.now.advanced(by: timeLimit))
+    }
+
+    /// `place` with the search ending at `deadline` (never later than the time limit from now).
+    func place(_ request: PlacementRequest, on snapshot: PlacementSnapshot, deadline: ContinuousClock.Instant)
+        -> PlacementOutcome
+    {
+        let deadline = min(deadline, ContinuousClock.now.advanced(by: timeLimit))
         let allocations = request.allocations.map {
             CompiledAllocation($0, snapshot: snapshot, excludedDevices: request.excludedDevices)
         }
@@ -27,7 +35,7 @@ public struct PlacementSolver: Sendable {
         }
         var search = Search(
             snapshot: snapshot, allocations: allocations, domains: domains, edges: request.edges,
-            budget: request.budget, deadline: ContinuousClock.now.advanced(by: timeLimit))
+            budget: request.budget, deadline: deadline)
         search.run()
         guard let best = search.best else {
             if search.timedOut { return .infeasible(.timedOut) }
@@ -324,7 +332,8 @@ private struct Search {
         var position = from
         while position < domain.count {
             nodes += 1
-            if nodes & 63 == 0, ContinuousClock.now >= deadline { timedOut = true }
+            // A cancelled caller (its deadline passed, it hung up, the server stops) ends the search like time does.
+            if nodes & 63 == 0, ContinuousClock.now >= deadline || Task.isCancelled { timedOut = true }
             if timedOut { return }
             let candidate = domain[position]
             position += 1

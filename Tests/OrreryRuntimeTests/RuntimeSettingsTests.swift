@@ -222,6 +222,33 @@ struct RuntimeSettingsTests {
         #expect(try await load(["--config", config]).tls == nil)
     }
 
+    @Test("a non-loopback HTTP listener needs TLS: the JSON gateway carries bearer tokens")
+    func httpNeedsTLS() async throws {
+        let config = try configFile("{}")
+        try await expectError(
+            key: "http.host", containing: "needs tls.cert", ["--config", config, "--http-host", "0.0.0.0"])
+        let settings = try await load([
+            "--config", config, "--http-host", "0.0.0.0", "--tls-cert", "/c.pem", "--tls-key", "/k.pem",
+        ])
+        #expect(settings.http.host == "0.0.0.0" && settings.tls?.certificate == "/c.pem")
+    }
+
+    @Test("clock skew (at most 60 s), the connection limit and the idle timeout are settings")
+    func connectionAndSkewSettings() async throws {
+        let config = try configFile("{}")
+        let defaults = try await load(["--config", config])
+        #expect(defaults.clockSkew == 30 && defaults.maximumConnections == 4096 && defaults.idleTimeout == .seconds(120))
+        let set = try await load(
+            ["--config", config, "--clock-skew", "0", "--max-connections", "64"],
+            environment: ["ORRERY_CONNECTIONS_IDLE_TIMEOUT": "5"])
+        #expect(set.clockSkew == 0 && set.maximumConnections == 64 && set.idleTimeout == .seconds(5))
+        try await expectError(key: "auth.clock_skew", containing: "outside", ["--config", config, "--clock-skew", "61"])
+        try await expectError(
+            key: "connections.max", containing: "outside", ["--config", config, "--max-connections", "1"])
+        try await expectError(
+            key: "connections.idle_timeout", containing: "outside", ["--config", config, "--idle-timeout", "0"])
+    }
+
     @Test("the device agent refuses non-loopback listeners")
     func agentLoopbackOnly() async throws {
         try await expectError(

@@ -7,6 +7,11 @@
                                            refuse one by one (no capability, a malformed one, no request), with
                                            message types learned through reflection; prints JSON
                                            [[tag, code, message], ...] in the order the answers came
+  grpc_probe.py streams ADDRESS N          holds N Health.Watch streams open on one channel (each gets its first
+                                           status), then makes one Info call past them and ends one watch; prints
+                                           JSON {"watching": n, "info": "OK"|code, "alive": n}: a server that
+                                           advertises SETTINGS_MAX_CONCURRENT_STREAMS lets the call queue instead of
+                                           failing every stream
 """
 import json
 import sys
@@ -39,6 +44,31 @@ def services(address: str) -> None:
             service = pool.FindServiceByName(name)
             result[name] = [method.name for method in service.methods]
         print(json.dumps(result, sort_keys=True))
+
+
+def streams(address: str, count: int) -> None:
+    with grpc.insecure_channel(address) as channel:
+        watch = channel.unary_stream("/grpc.health.v1.Health/Watch")
+        watches = [watch(health_pb2.HealthCheckRequest().SerializeToString(), timeout=120) for _ in range(count)]
+        watching = 0
+        for call in watches:
+            try:
+                next(call)
+                watching += 1
+            except grpc.RpcError:
+                pass
+        info = channel.unary_unary("/orrery.identity.v1.Identity/Info")
+        future = info.future(b"", timeout=60)
+        watches[0].cancel()
+        try:
+            future.result()
+            outcome = "OK"
+        except grpc.RpcError as error:
+            outcome = error.code().name
+        alive = sum(1 for call in watches[1:] if call.is_active())
+        print(json.dumps({"watching": watching, "info": outcome, "alive": alive}))
+        for call in watches:
+            call.cancel()
 
 
 def operate(address: str) -> None:
@@ -78,5 +108,7 @@ if __name__ == "__main__":
         services(address)
     elif command == "operate":
         operate(address)
+    elif command == "streams":
+        streams(address, int(sys.argv[3]))
     else:
         sys.exit(f"unknown command {command}")

@@ -17,6 +17,10 @@ public enum WorkloadSpecValidator {
     public static let maximumReplicas = 100
     public static let maximumDurationSeconds: UInt32 = 30 * 24 * 3600
     public static let maximumInlineArtifactBytes = 1 << 20
+    /// Latency edges of one ensemble (explaining a placement solves once per edge).
+    public static let maximumEdges = 128
+    /// Entries of any one list or map in constraints (countries, regions, targets, providers, labels) and of env.
+    public static let maximumListEntries = 64
 
     /// The placement request for `spec`, or every problem found.
     public static func validate(_ spec: Orrery_Orchestrator_V1_WorkloadSpec) throws(Problems) -> PlacementRequest {
@@ -48,8 +52,16 @@ public enum WorkloadSpecValidator {
             }
             checkMerge(ensemble: spec.constraints, allocation: allocation.constraints, path: path, problem)
         }
-        for (index, edge) in spec.edges.enumerated() {
+        if spec.edges.count > maximumEdges { problem("edges", "at most \(maximumEdges), got \(spec.edges.count)") }
+        var edgePairs: [Set<String>: Int] = [:]
+        for (index, edge) in spec.edges.enumerated().prefix(maximumEdges) {
             let path = "edges[\(index)]"
+            let pair: Set<String> = [edge.from, edge.to]
+            if let first = edgePairs[pair] {
+                problem(path, "joins the same allocations as edges[\(first)]: keep the tighter one")
+            } else {
+                edgePairs[pair] = index
+            }
             if indexByName[edge.from] == nil { problem("\(path).from", "no allocation is named '\(edge.from)'") }
             if indexByName[edge.to] == nil { problem("\(path).to", "no allocation is named '\(edge.to)'") }
             if edge.from == edge.to { problem(path, "an edge joins two different allocations") }
@@ -124,7 +136,14 @@ public enum WorkloadSpecValidator {
             problem("\(path).command", "required with a url artifact (inline text runs as a script)")
         }
         if allocation.args.count > 256 { problem("\(path).args", "at most 256") }
-        for key in allocation.env.keys.sorted() {
+        if allocation.args.contains(where: { $0.utf8.count > 32_768 }) {
+            problem("\(path).args", "each at most 32768 bytes")
+        }
+        if allocation.env.count > 256 { problem("\(path).env", "at most 256 variables, got \(allocation.env.count)") }
+        for (key, value) in allocation.env where value.utf8.count > 32_768 {
+            problem("\(path).env.\(key.prefix(128))", "at most 32768 bytes")
+        }
+        for key in allocation.env.keys.sorted().prefix(256) {
             let valid =
                 !key.isEmpty && key.count <= 128 && !(key.first?.isNumber ?? true)
                 && key.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
@@ -164,6 +183,23 @@ public enum WorkloadSpecValidator {
         _ constraints: Orrery_Orchestrator_V1_Constraints, path: String, _ problem: (String, String) -> Void
     ) {
         let location = constraints.location
+        let lists: [(String, Int)] = [
+            ("location.countries", location.countries.count), ("location.reject_countries", location.rejectCountries.count),
+            ("location.regions", location.regions.count), ("location.reject_regions", location.rejectRegions.count),
+            ("latency", constraints.latency.count), ("labels", constraints.labels.count),
+            ("allowed_providers", constraints.allowedProviders.count),
+            ("denied_providers", constraints.deniedProviders.count),
+        ]
+        for (field, count) in lists where count > maximumListEntries {
+            problem("\(path).\(field)", "at most \(maximumListEntries) entries, got \(count)")
+        }
+        for region in (location.regions + location.rejectRegions) where region.isEmpty || region.utf8.count > 128 {
+            problem("\(path).location.regions", "each 1…128 bytes, got '\(region.prefix(40))…'")
+            break
+        }
+        for (key, value) in constraints.labels where key.isEmpty || key.utf8.count > 63 || value.utf8.count > 256 {
+            problem("\(path).labels.\(key.prefix(63))", "keys 1…63 bytes, values at most 256")
+        }
         for (field, codes) in [("countries", location.countries), ("reject_countries", location.rejectCountries)] {
             for (index, code) in codes.enumerated()
             where code.count != 2 || !code.allSatisfy({ $0.isASCII && $0.isLetter }) {

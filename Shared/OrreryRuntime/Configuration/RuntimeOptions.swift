@@ -154,5 +154,15 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
             "Seconds of clock skew tolerated on a capability's exp and nbf, 0…60 (env ORRERY_AUTH_CLOCK_SKEW, file auth.clock_skew).")
     public var clockSkew: Int?
 
+    @Option(
+        help:
+            "Most connections open at once over the gRPC and HTTP listeners; more are closed when accepted (env ORRERY_CONNECTIONS_MAX, file connections.max).")
+    public var maxConnections: Int?
+
+    @Option(
+        help:
+            "Seconds a connection may stay without a call in progress before it is closed (env ORRERY_CONNECTIONS_IDLE_TIMEOUT, file connections.idle_timeout).")
+    public var idleTimeout: Int?
+
     public init() {}
 }

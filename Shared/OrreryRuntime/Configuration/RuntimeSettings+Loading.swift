@@ -36,6 +36,8 @@ extension RuntimeSettings {
             stateDirectory: try nonEmpty(reader, "state.dir"),
             shutdownGrace: .seconds(try integer(reader, "shutdown.grace", in: 1...300)),
             clockSkew: Int64(try integer(reader, "auth.clock_skew", in: 0...60)),
+            maximumConnections: try integer(reader, "connections.max", in: 16...1_000_000),
+            idleTimeout: .seconds(try integer(reader, "connections.idle_timeout", in: 1...86_400)),
             keyFile: try string(reader, "identity.key").nilIfEmpty,
             trustedOperator: try did(reader, "trust.operator"),
             identityAddress: try address(reader, "identity.address"),
@@ -66,6 +68,13 @@ extension RuntimeSettings {
                 key: "grpc.host",
                 reason:
                     "'\(settings.grpc.host)' is not loopback: a network listener needs tls.cert and tls.key (plaintext is for loopback only)"
+            )
+        }
+        if settings.tls == nil && !isLoopback(settings.http.host) {
+            throw ConfigurationError(
+                key: "http.host",
+                reason:
+                    "'\(settings.http.host)' is not loopback: the JSON gateway carries bearer tokens, so a network listener needs tls.cert and tls.key (plaintext is for loopback only)"
             )
         }
         if settings.keyFile == nil && !service.createsOwnKey {
@@ -115,6 +124,8 @@ extension RuntimeSettings {
         flag("state.dir", options.stateDir)
         flag("shutdown.grace", options.shutdownGrace)
         flag("auth.clock_skew", options.clockSkew)
+        flag("connections.max", options.maxConnections)
+        flag("connections.idle_timeout", options.idleTimeout)
         flag("tls.cert", options.tlsCert)
         flag("tls.key", options.tlsKey)
         flag("tls.ca", options.tlsCa)
@@ -149,6 +160,8 @@ extension RuntimeSettings {
             "state.dir": .init(.string("/var/lib/orrery/\(service.name)"), isSecret: false),
             "shutdown.grace": 10,
             "auth.clock_skew": 30,
+            "connections.max": 4096,
+            "connections.idle_timeout": 120,
             "tls.cert": "",
             "tls.key": "",
             "tls.ca": "",

@@ -8,7 +8,9 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.tlsTrustRoots == rhs.tlsTrustRoots && lhs.http == rhs.http && lhs.logLevel == rhs.logLevel
             && lhs.logFormat == rhs.logFormat && lhs.database == rhs.database
             && lhs.stateDirectory == rhs.stateDirectory
-            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.clockSkew == rhs.clockSkew && lhs.keyFile == rhs.keyFile
+            && lhs.shutdownGrace == rhs.shutdownGrace && lhs.clockSkew == rhs.clockSkew
+            && lhs.maximumConnections == rhs.maximumConnections && lhs.idleTimeout == rhs.idleTimeout
+            && lhs.keyFile == rhs.keyFile
             && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
             && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
@@ -53,6 +55,10 @@ public struct RuntimeSettings: Sendable, Equatable {
     /// Seconds a capability's `exp` and `nbf` are stretched for clocks that disagree (0…60): an expired token is
     /// accepted this much longer, a read-only invocation reusable until its `exp` plus this.
     public var clockSkew: Int64
+    /// The most connections open at once over the gRPC and HTTP listeners together.
+    public var maximumConnections: Int
+    /// How long a connection may stay without a call in progress before it is closed.
+    public var idleTimeout: Duration
     /// The service's key file; nil for a service that creates its own key in its state directory.
     public var keyFile: String?
     /// The operator DID capability chains must root in.

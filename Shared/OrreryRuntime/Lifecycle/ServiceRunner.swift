@@ -140,6 +140,7 @@ private struct MainService: Service {
                 "grpc.reflection.v1alpha.ServerReflection",
             ]
         )
+        let budget = ConnectionBudget(limit: settings.maximumConnections)
         let transportSecurity: HTTP2ServerTransport.Posix.TransportSecurity
         if let tls = settings.tls {
             for path in [tls.certificate, tls.key] where !FileManager.default.isReadableFile(atPath: path) {
@@ -154,7 +155,8 @@ private struct MainService: Service {
         let server = GRPCServer(
             transport: .http2NIOPosix(
                 address: try Self.socketAddress(host: settings.grpc.host, port: settings.grpc.port),
-                transportSecurity: transportSecurity
+                transportSecurity: transportSecurity,
+                config: Self.transportConfiguration(settings: settings, budget: budget)
             ),
             services: rpcServices + [
                 HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection),
@@ -169,12 +171,14 @@ private struct MainService: Service {
         }
 
         let (httpBound, httpBoundContinuation) = AsyncStream<Int>.makeStream()
-        let http = OperationsHTTPServer.make(
+        let http = try OperationsHTTPServer.make(
             host: settings.http.host,
             port: settings.http.port,
             metrics: metrics,
             health: health,
             logger: logger,
+            tls: settings.tls,
+            limits: .init(budget: budget, idleTimeout: settings.idleTimeout),
             routes: { router in
                 service.httpRoutes(environment, JSONGateway(authorizer: capabilities, logger: logger), router)
             },
@@ -307,6 +311,34 @@ private struct MainService: Service {
         var router = RPCRouter<HTTP2ServerTransport.Posix>()
         for service in services { service.registerMethods(with: &router) }
         return Array(Set(router.methods.map(\.service.fullyQualifiedService))).sorted()
+    }
+
+    /// Streams one connection may carry at once, advertised in SETTINGS_MAX_CONCURRENT_STREAMS so that clients queue
+    /// past it instead of having the connection torn down (SwiftNIO's HTTP/2 enforces 100 unless told otherwise).
+    static let maximumConcurrentStreams = 100
+
+    /// The gRPC transport's limits: advertised stream concurrency, idle connections closed, keepalive pings to
+    /// find dead peers, the process's connection budget, 4 MiB messages.
+    static func transportConfiguration(settings: RuntimeSettings, budget: ConnectionBudget)
+        -> HTTP2ServerTransport.Posix.Config
+    {
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        config.http2.maxConcurrentStreams = maximumConcurrentStreams
+        config.connection.maxIdleTime = settings.idleTimeout
+        config.connection.maxGraceTime = .seconds(10)
+        let keepalive = min(Duration.seconds(30), settings.idleTimeout)
+        config.connection.keepalive = .init(
+            time: keepalive, timeout: .seconds(10),
+            clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(10), allowWithoutCalls: true))
+        // Silence longer than a live peer's (pinged after `keepalive`, answering within its timeout) ends it.
+        let silence = max(settings.idleTimeout, keepalive + .seconds(10)) + .seconds(5)
+        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+            budget.admit(channel)
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(SilentConnectionGuard(limit: silence), position: .first)
+            }
+        }
+        return config
     }
 
     private static func socketAddress(host: String, port: Int) throws -> GRPCNIOTransportCore.SocketAddress {

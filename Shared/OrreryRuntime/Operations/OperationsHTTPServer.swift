@@ -1,21 +1,42 @@
 public import Hummingbird
+internal import HummingbirdCore
+internal import HummingbirdTLS
 public import Logging
 internal import NIOCore
+internal import NIOSSL
 public import Prometheus
 internal import Synchronization
 
 /// The HTTP listener for operators: Prometheus text at `GET /metrics` and liveness at `GET /healthz`.
 public enum OperationsHTTPServer {
+    /// How the listener treats its connections.
+    public struct Limits: Sendable {
+        /// Shared with the process's gRPC listener.
+        public var budget: ConnectionBudget
+        /// A connection with no request in progress for this long is closed (a request whose head never completes
+        /// counts as none).
+        public var idleTimeout: Duration
+
+        public init(budget: ConnectionBudget, idleTimeout: Duration) {
+            self.budget = budget
+            self.idleTimeout = idleTimeout
+        }
+    }
+
     /// Builds the application; `onBound` receives the bound port once it listens (port 0 picks a free one).
+    /// With `tls` (PEM certificate chain and key files) it serves HTTPS.
+    /// - Throws: when the TLS files cannot be read.
     public static func make(
         host: String,
         port: Int,
         metrics: PrometheusCollectorRegistry,
         health: HealthStatusBook,
         logger: Logger,
+        tls: (certificate: String, key: String)? = nil,
+        limits: Limits = Limits(budget: ConnectionBudget(limit: 4096), idleTimeout: .seconds(120)),
         routes: (Router<BasicRequestContext>) -> Void = { _ in },
         onBound: @escaping @Sendable (Int) async -> Void
-    ) -> some ApplicationProtocol {
+    ) throws -> some ApplicationProtocol {
         let router = Router()
         routes(router)
         router.get("/metrics") { _, _ -> Response in
@@ -35,8 +56,23 @@ public enum OperationsHTTPServer {
                 body: .init(byteBuffer: ByteBuffer(string: serving ? "ok\n" : "not serving\n"))
             )
         }
+        let budget = limits.budget
+        let http1 = HTTPServerBuilder.http1(
+            configuration: .init(
+                additionalChannelHandlers: [ConnectionBudgetHandler(budget: budget)],
+                idleTimeout: TimeAmount(limits.idleTimeout)))
+        let server: HTTPServerBuilder
+        if let tls {
+            let configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.key, format: .pem)))
+            server = try .tls(http1, tlsConfiguration: configuration)
+        } else {
+            server = http1
+        }
         return Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 await onBound(channel.localAddress?.port ?? port)

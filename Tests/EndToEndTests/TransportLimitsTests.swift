@@ -1,0 +1,139 @@
+import Foundation
+import OrreryRuntime
+import OrreryTestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What a service does with connections that do nothing, with more connections than it allows, and with more
+/// concurrent calls on one connection than it serves — measured from outside, over raw sockets and Python's grpcio.
+@Suite(
+    "Connections: idle ones closed, a per-process limit, stream concurrency advertised", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct TransportLimitsTests {
+    /// An identity service with `arguments` (it needs nothing but its database).
+    static func startIdentity(_ database: TestDatabase, _ directory: URL, _ arguments: [String]) async throws
+        -> RunningService
+    {
+        let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+        return try await RunningService.start(
+            "identity", extraArguments: arguments,
+            environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
+            directory: directory)
+    }
+
+    /// A TCP connection to 127.0.0.1:`port` that sends nothing.
+    final class RawConnection {
+        let descriptor: Int32
+
+        init(port: Int) throws {
+            descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+        }
+
+        deinit { close(descriptor) }
+
+        /// Reads until the peer closes; true once it did (end of file or a reset), false if it still had not
+        /// after `timeout`.
+        func closedByPeer(within timeout: Duration) async -> Bool {
+            let deadline = ContinuousClock.now + timeout
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while ContinuousClock.now < deadline {
+                var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+                if poll(&poller, 1, 100) > 0 {
+                    let count = read(descriptor, &buffer, buffer.count)
+                    if count <= 0 { return true }
+                } else {
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            return false
+        }
+    }
+
+    @Test("a connection that sends nothing is closed after the idle timeout, on the gRPC and the HTTP port")
+    func idleConnectionsClosed() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("transport-idle")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let identity = try await Self.startIdentity(database, directory, ["--idle-timeout", "2"])
+            defer { identity.child.signal(SIGKILL) }
+            let grpc = try RawConnection(port: identity.ready.grpcPort)
+            let http = try RawConnection(port: identity.ready.httpPort)
+            // Positive evidence only: the server closes each; a generous bound for a loaded machine.
+            #expect(await grpc.closedByPeer(within: .seconds(60)), "the idle gRPC connection is still open")
+            #expect(await http.closedByPeer(within: .seconds(60)), "the idle HTTP connection is still open")
+            #expect(identity.child.isRunning)
+        }
+    }
+
+    @Test("past the per-process limit a new connection is closed at once and counted; the service keeps serving")
+    func connectionLimit() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("transport-limit")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let identity = try await Self.startIdentity(
+                database, directory, ["--max-connections", "16", "--idle-timeout", "600"])
+            defer { identity.child.signal(SIGKILL) }
+            var held: [RawConnection] = []
+            for _ in 0..<16 { held.append(try RawConnection(port: identity.ready.grpcPort)) }
+            let extra = try RawConnection(port: identity.ready.grpcPort)
+            #expect(await extra.closedByPeer(within: .seconds(60)), "the 17th connection was kept")
+            // Room again once some close: metrics over HTTP count the refusal, health answers.
+            held.removeFirst(4)
+            var metrics = ""
+            for _ in 0..<100 {
+                if let text = try? await Self.fetch(port: identity.ready.httpPort, path: "/metrics"), !text.isEmpty {
+                    metrics = text
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(metrics.contains("orrery_connections_refused_total 1"), "\(metrics.prefix(400))")
+            let (status, output) = try await ChildProcess.run(
+                TestEnvironment.python,
+                arguments: [Self.probe, "health", "127.0.0.1:\(identity.ready.grpcPort)"])
+            #expect(status == 0 && output.contains("SERVING"), "\(output)")
+            _ = held
+        }
+    }
+
+    @Test("grpcio queues a call past the advertised stream limit instead of losing every call on the connection")
+    func streamConcurrencyAdvertised() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("transport-streams")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let identity = try await Self.startIdentity(database, directory, [])
+            defer { identity.child.signal(SIGKILL) }
+            let (status, output) = try await ChildProcess.run(
+                TestEnvironment.python,
+                arguments: [Self.probe, "streams", "127.0.0.1:\(identity.ready.grpcPort)", "100"])
+            #expect(status == 0, "\(output)")
+            let line = try #require(output.split(separator: "\n").last.map(String.init))
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(result["watching"] as? Int == 100, "\(line)")
+            #expect(result["info"] as? String == "OK", "\(line)")
+            #expect(result["alive"] as? Int == 99, "\(line)")
+        }
+    }
+
+    static var probe: String { TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path }
+
+    /// GET over HTTP/1.1 with curl.
+    static func fetch(port: Int, path: String) async throws -> String {
+        let (status, output) = try await ChildProcess.run(
+            URL(fileURLWithPath: "/usr/bin/curl"), arguments: ["-sf", "--max-time", "10", "http://127.0.0.1:\(port)\(path)"])
+        return status == 0 ? output : ""
+    }
+}
