@@ -129,6 +129,21 @@ struct WorkloadSpecValidationTests {
                     $0.center = .with { $0.latitude = 95 }; $0.radiusKm = 10
                 }
             }, "constraints.location.within.center.latitude: -90…90"),
+        Case(
+            { s in s.edges = Array(repeating: s.edges[0], count: 1024) }, "edges: at most 128, got 1024"),
+        Case({ s in s.edges.append(s.edges[0]) }, "edges[1]: joins the same allocations as edges[0]"),
+        Case(
+            { s in s.constraints.location.countries = Array(repeating: "DE", count: 65) },
+            "constraints.location.countries: at most 64 entries, got 65"),
+        Case(
+            { s in s.constraints.labels = Dictionary(uniqueKeysWithValues: (0..<65).map { ("k\($0)", "v") }) },
+            "constraints.labels: at most 64 entries, got 65"),
+        Case(
+            { s in s.allocations[0].env = Dictionary(uniqueKeysWithValues: (0..<300).map { ("V\($0)", "v") }) },
+            "allocations[0].env: at most 256 variables, got 300"),
+        Case(
+            { s in s.allocations[0].env = ["BIG": String(repeating: "x", count: 40_000)] },
+            "allocations[0].env.BIG: at most 32768 bytes"),
     ]
 
     @Test(

@@ -132,6 +132,23 @@ struct ConstraintFilterTests {
         #expect(wide.allocations[0].eliminated[.radius] == 2)  // Paris (878 km) and Sydney
     }
 
+    @Test("explaining stops within its budget however many edges there are, and says what it could not try")
+    func explainIsBounded() {
+        // Two allocations that can never meet (Sydney–Berlin) under an edge of 1 ms: every edge is re-solved.
+        let berlin = AllocationRequest(
+            name: "a", cpuCores: 1, ramMiB: 64, diskMiB: 0, durationSeconds: 60,
+            constraints: .init(acceptCountries: ["DE"]))
+        let sydney = AllocationRequest(
+            name: "b", cpuCores: 1, ramMiB: 64, diskMiB: 0, durationSeconds: 60,
+            constraints: .init(acceptCountries: ["AU"]))
+        let edges = Array(repeating: LatencyEdge(from: 0, to: 1, maxRTTMilliseconds: 1), count: 100_000)
+        let explanation = PlacementSolver().explain(
+            PlacementRequest(allocations: [berlin, sydney], edges: edges), on: snapshot, budget: .zero)
+        #expect(explanation.placement == nil)
+        #expect(explanation.reason.contains("could be tried in time"), "\(explanation.reason)")
+        #expect(explanation.relaxations.count < edges.count)
+    }
+
     @Test("an unplaceable request names its nearest relaxations")
     func relaxations() throws {
         let tooCheap = explain(
