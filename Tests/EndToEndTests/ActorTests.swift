@@ -279,7 +279,9 @@ struct ActorTests {
     @Test("two actors on two agents talk; one moves to a third; the conversation goes on, nothing lost or doubled")
     func conversationAcrossAMove() async throws {
         try await Self.withConstellation("move", prices: [5, 6, 500]) { c in
-            let last = 20
+            // Long enough (36 answers, 0.2 s apart, after the 4th) that the move lands mid-conversation on a loaded
+            // machine: a conversation that ended first would make the move's refusal the test's failure.
+            let last = 40
             let spec = try Self.pingPong(last: last)
             let job = try await Self.submit(spec, c)
             // Wait until a few answers went by, then move pong to the device nobody uses.
@@ -348,7 +350,8 @@ struct ActorTests {
             defer { far.service.child.signal(SIGKILL) }
             try await OrchestratorTests.waitForFleet(c.consumer, c.orchestrator, devices: 3)
             try await OrchestratorTests.waitForFleet(c.consumer, second, devices: 3)
-            let last = 12
+            // As in the move test: the conversation outlasts the move by seconds even on a loaded machine.
+            let last = 40
             var spec = try Self.pingPong(last: last)
             spec.allocations[0].constraints.allowedProviders = [c.agents[0].did]
             spec.allocations[1].constraints.allowedProviders = [far.did, c.agents[1].did]

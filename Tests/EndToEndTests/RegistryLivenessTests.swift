@@ -148,8 +148,7 @@ struct RegistryLivenessTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-restart")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            // A longer interval than the other tests: the check below must not race a loaded machine's scheduling.
-            let interval = 1200
+            let interval = 2000
             var registry = try await startRegistry(database, network, directory, interval: interval)
             let device = try DeviceClient(operatorKey: network.operatorKey)
             _ = try await device.withRegistry(registry) {
@@ -161,11 +160,28 @@ struct RegistryLivenessTests {
             // The device stays silent for longer than 3 intervals while the registry is down.
             try await Task.sleep(for: .milliseconds(interval * 4))
             registry = try await startRegistry(database, network, directory, interval: interval)
+            let restarted = ContinuousClock.now
             defer { registry.child.signal(SIGKILL) }
-            try await Task.sleep(for: .milliseconds(interval))
-            #expect(try await status(device, registry) == .online, "marked at once after a restart")
-            _ = try await heartbeat(device, registry)
-            #expect(try await status(device, registry) == .online)
+            // Positive evidence both ways: the silent device does become suspect (the new registry sweeps, every
+            // quarter interval), and only once it has been silent for 2 intervals of the new registry's own time
+            // (without the grace it would be offline at the first sweep, a quarter interval after the start). A
+            // margin of one interval for a loaded machine's start-up.
+            var firstJudged: Duration?
+            var firstStatus: Orrery_Registry_V1_DeviceStatus?
+            while ContinuousClock.now - restarted < .milliseconds(interval * 10) {
+                let seen = try await status(device, registry)
+                if seen != .online {
+                    firstJudged = ContinuousClock.now - restarted
+                    firstStatus = seen
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let judged = try #require(firstJudged, "the restarted registry never judged the silent device")
+            #expect(judged >= .milliseconds(interval), "marked \(judged) after the restart: no grace")
+            #expect(firstStatus == .suspect, "suspect first, not offline at once")
+            // A heartbeat brings it back (written at the next flush).
+            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
         }
     }
 

@@ -1,3 +1,4 @@
+import DeviceAgent
 import Foundation
 import OrreryTestSupport
 import Testing
@@ -134,24 +135,182 @@ struct SandboxTests {
         #expect(outcome.usage.cpuSeconds > 0.05, "cpu seconds \(outcome.usage.cpuSeconds)")
     }
 
-    @Test("the network is refused unless the spec asks for it", .enabled(if: isRoot))
-    func network() async throws {
-        let logs = try TestEnvironment.temporaryDirectory("orrery-listener")
-        defer { try? FileManager.default.removeItem(at: logs) }
-        let listener = try ChildProcess(
+    /// A Python probe for the sandbox: connects to each `host:port` argument and prints `connected …` or
+    /// `refused … <error>` (a timeout is printed as such, never as a refusal).
+    static let connectProbe = #"""
+        cat > /tmp/probe.py <<'PY'
+        import socket, sys
+        for target in sys.argv[1:]:
+            host, port = target.rsplit(":", 1)
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            s.settimeout(10)
+            try:
+                s.connect((host, int(port)))
+                print("connected", target, flush=True)
+                data = s.recv(100)
+                if data: print("received", data.decode(errors="replace").strip(), flush=True)
+            except socket.timeout:
+                print("timeout", target, flush=True)
+            except OSError as error:
+                print("refused", target, type(error).__name__, flush=True)
+        PY
+        """#
+
+    /// A listener on the host that prints its port, then `accepted` for each connection it takes.
+    static func hostListener(_ host: String, in directory: URL) throws -> ChildProcess {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return try ChildProcess(
             URL(fileURLWithPath: "/usr/bin/python3"),
             arguments: [
                 "-c",
-                "import socket\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(8)\nprint(s.getsockname()[1],flush=True)\nwhile True: s.accept()[0].close()",
-            ], outputDirectory: logs)
-        defer { listener.signal(SIGKILL) }
-        let port = try await listener.printedPort()
-        let probe = "bash -c 'echo > /dev/tcp/127.0.0.1/\(port)' && echo connected || echo refused"
+                "import socket\ns=socket.socket()\ns.bind(('\(host)',0))\ns.listen(8)\nprint(s.getsockname()[1],flush=True)\nwhile True:\n c=s.accept()[0]\n print('accepted',flush=True)\n c.close()",
+            ], outputDirectory: directory)
+    }
+
+    @Test(
+        "network: none unless asked; with it, outbound only — not the host's loopback, not its own addresses",
+        .enabled(if: isRoot))
+    func network() async throws {
+        let logs = try TestEnvironment.temporaryDirectory("orrery-listener")
+        defer { try? FileManager.default.removeItem(at: logs) }
+        let loopback = try Self.hostListener("127.0.0.1", in: logs.appendingPathComponent("loopback"))
+        defer { loopback.signal(SIGKILL) }
+        let everywhere = try Self.hostListener("0.0.0.0", in: logs.appendingPathComponent("everywhere"))
+        defer { everywhere.signal(SIGKILL) }
+        let loopbackPort = try await loopback.printedPort()
+        let everywherePort = try await everywhere.printedPort()
+        let hostAddresses = SandboxNetwork.localAddresses().filter { !$0.contains(":") }
+        // Control: both listeners take connections from the host itself.
+        let controlTargets = ["127.0.0.1:\(loopbackPort)"] + hostAddresses.map { "\($0):\(everywherePort)" }
+        let control = try await ChildProcess.run(
+            URL(fileURLWithPath: "/bin/sh"),
+            arguments: ["-c", Self.connectProbe + "\npython3 /tmp/probe.py " + controlTargets.joined(separator: " ")])
+        #expect(!control.output.contains("refused") && control.output.contains("connected"), "\(control.output)")
+        let accepted = loopback.output.components(separatedBy: "accepted").count
+            + everywhere.output.components(separatedBy: "accepted").count
+
+        let targets =
+            ["127.0.0.1:\(loopbackPort)", "10.0.2.2:\(loopbackPort)", "10.0.2.2:\(everywherePort)"]
+            + hostAddresses.map { "\($0):\(everywherePort)" }
+        let probe = Self.connectProbe + "\npython3 /tmp/probe.py " + targets.joined(separator: " ")
         let (closed, closedOutput) = try await Self.run(probe)
-        #expect(closedOutput.contains("refused") && !closedOutput.contains("connected"), "\(closedOutput)")
-        #expect(closed.exitCode == 0)
-        let (_, openOutput) = try await Self.run(probe, network: true)
-        #expect(openOutput.contains("connected"), "\(openOutput)")
+        #expect(closed.exitCode == 0, "\(closedOutput)")
+        let (open, openOutput) = try await Self.run(probe, network: true)
+        #expect(open.exitCode == 0, "\(openOutput)")
+        for output in [closedOutput, openOutput] {
+            // Positive evidence: every attempt ended in an error (not a timeout, not a connection).
+            for target in targets {
+                #expect(output.contains("refused \(target)"), "\(target): \(output)")
+            }
+        }
+        #expect(!openOutput.contains("connected") && !closedOutput.contains("connected"))
+        // Nothing reached either listener from a sandbox.
+        #expect(
+            loopback.output.components(separatedBy: "accepted").count
+                + everywhere.output.components(separatedBy: "accepted").count == accepted)
+    }
+
+    @Test("a sandbox with the network listens in vain: nothing from the host reaches it", .enabled(if: isRoot))
+    func noInboundConnections() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("orrery-inbound")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        chmod(directory.path, 0o777)
+        // A free port on the host, then the workload listens on it in its sandbox (and reaches itself there).
+        let port = try await Self.freePort()
+        let script = """
+            python3 -c '
+            import socket, time
+            s = socket.socket(); s.bind(("0.0.0.0", \(port))); s.listen(8)
+            c = socket.create_connection(("127.0.0.1", \(port)), timeout=5); print("self connected", flush=True)
+            s.accept()[0].close()
+            print("listening", flush=True)
+            time.sleep(8)
+            '
+            """
+        let spec: [String: Any] = [
+            "name": "listen", "executor": "EXECUTOR_PROCESS", "artifact": ["text": script],
+            "resources": ["cpuCores": 1, "ramMib": "128"], "network": true, "maxDurationSeconds": 60,
+        ]
+        let specFile = directory.appendingPathComponent("allocation.json")
+        try JSONSerialization.data(withJSONObject: spec).write(to: specFile)
+        let runs = directory.appendingPathComponent("runs")
+        try FileManager.default.createDirectory(
+            at: directory.appendingPathComponent("agent"), withIntermediateDirectories: true)
+        let agent = try ChildProcess(
+            TestEnvironment.executable("device-agent"),
+            arguments: ["run-local", "--allocation", specFile.path, "--work-root", runs.path],
+            outputDirectory: directory.appendingPathComponent("agent"))
+        defer { agent.signal(SIGKILL) }
+        // Wait until the workload says it listens (its stdout log under the work root).
+        var listening = false
+        for _ in 0..<600 where !listening {
+            let runsList = (try? FileManager.default.contentsOfDirectory(atPath: runs.path)) ?? []
+            listening = runsList.contains { run in
+                ((try? String(contentsOfFile: runs.path + "/\(run)/stdout.log", encoding: .utf8)) ?? "")
+                    .contains("listening")
+            }
+            if !listening { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(listening, "the workload never listened: \(agent.output)")
+        let attempt = try await ChildProcess.run(
+            URL(fileURLWithPath: "/bin/sh"), arguments: ["-c", Self.connectProbe + "\npython3 /tmp/probe.py 127.0.0.1:\(port)"])
+        #expect(attempt.output.contains("refused 127.0.0.1:\(port) ConnectionRefusedError"), "\(attempt.output)")
+        #expect(await agent.waitForExit(timeout: .seconds(60)) != nil)
+        #expect(agent.output.contains("self connected"), "\(agent.output)")
+    }
+
+    /// A port nothing listens on now.
+    static func freePort() async throws -> Int {
+        let (_, output) = try await ChildProcess.run(
+            URL(fileURLWithPath: "/usr/bin/python3"),
+            arguments: ["-c", "import socket\ns=socket.socket()\ns.bind(('127.0.0.1',0))\nprint(s.getsockname()[1])"])
+        return Int(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? "") ?? 0
+    }
+
+    @Test(
+        "with the network, traffic goes out: a test host in its own network namespace answers the sandbox",
+        .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")))
+    func outboundReachesATestHost() async throws {
+        let tag = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        let block = Int.random(in: 1...62) * 4  // a /30 of TEST-NET-2, our own test host on this machine
+        let hostSide = "198.51.100.\(block + 1)"
+        let testHost = "198.51.100.\(block + 2)"
+        let namespace = "orrery-t\(tag)"
+        let ip = URL(fileURLWithPath: "/usr/sbin/ip")
+        func ipRun(_ arguments: [String]) async throws {
+            let (status, output) = try await ChildProcess.run(ip, arguments: arguments)
+            #expect(status == 0, "ip \(arguments.joined(separator: " ")): \(output)")
+        }
+        try await ipRun(["netns", "add", namespace])
+        defer {
+            _ = try? Process.run(ip, arguments: ["netns", "del", namespace])
+            _ = try? Process.run(ip, arguments: ["link", "del", "vo\(tag)"])
+        }
+        try await ipRun(["link", "add", "vo\(tag)", "type", "veth", "peer", "name", "vi\(tag)"])
+        try await ipRun(["link", "set", "vi\(tag)", "netns", namespace])
+        try await ipRun(["addr", "add", "\(hostSide)/30", "dev", "vo\(tag)"])
+        try await ipRun(["link", "set", "vo\(tag)", "up"])
+        try await ipRun(["-n", namespace, "addr", "add", "\(testHost)/30", "dev", "vi\(tag)"])
+        try await ipRun(["-n", namespace, "link", "set", "vi\(tag)", "up"])
+        try await ipRun(["-n", namespace, "link", "set", "lo", "up"])
+        let logs = try TestEnvironment.temporaryDirectory("orrery-testhost")
+        defer { try? FileManager.default.removeItem(at: logs) }
+        let server = try ChildProcess(
+            ip,
+            arguments: [
+                "netns", "exec", namespace, "/usr/bin/python3", "-c",
+                "import socket\ns=socket.socket()\ns.bind(('\(testHost)',0))\ns.listen(8)\nprint(s.getsockname()[1],flush=True)\nwhile True:\n c=s.accept()[0]\n c.sendall(b'hello from the test host')\n c.close()",
+            ], outputDirectory: logs)
+        defer { server.signal(SIGKILL) }
+        let port = try await server.printedPort()
+        let probe = Self.connectProbe + "\npython3 /tmp/probe.py \(testHost):\(port) \(hostSide):\(port)"
+        let (open, output) = try await Self.run(probe, network: true)
+        #expect(open.exitCode == 0, "\(output)")
+        #expect(output.contains("received hello from the test host"), "\(output)")
+        // The host's own end of the link is one of its addresses: refused.
+        #expect(output.contains("refused \(hostSide):\(port)"), "\(output)")
+        let (closed, closedOutput) = try await Self.run(probe)
+        #expect(closed.exitCode == 0 && !closedOutput.contains("received"), "\(closedOutput)")
     }
 
     @Test("an unprivileged agent still isolates: run as nobody, the host stays invisible", .enabled(if: isRoot))

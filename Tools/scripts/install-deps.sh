@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, systemd-analyze, curl,
+# Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, slirp4netns, nftables,
+# iproute2, systemd-analyze, curl,
 # the C libraries the chain adapters link (libsecp256k1, nettle, libsodium) and Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -10,6 +11,10 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
+# The sandbox's outbound-only network: a user-mode stack, a firewall inside its namespace, nsenter (util-linux).
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+[ -x /usr/sbin/nft ] || missing+=(nftables)
+[ -x /usr/sbin/ip ] || missing+=(iproute2)
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 [ -f /usr/include/secp256k1_recovery.h ] || missing+=(libsecp256k1-dev)
 [ -f /usr/include/nettle/sha3.h ] || missing+=(nettle-dev)

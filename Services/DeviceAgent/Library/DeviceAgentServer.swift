@@ -55,7 +55,8 @@ public enum DeviceAgentServer {
         let ledger = CommitmentLedger(stateDirectory: stateDirectory)
         let judge = OfferJudge(policy: policy, capabilities: capabilities)
         let orchestrators = try OwnerPolicy.orchestrators(configFile: environment.settings.configFile)
-        let runner = AllocationRunner(root: stateDirectory + "/allocations")
+        var runner = AllocationRunner(root: stateDirectory + "/allocations")
+        runner.networkAllowed = policy.networkAllow ?? []
         // Usage receipts every 12 heartbeat intervals (a minute by default), a completion receipt at the end.
         let executions = ExecutionManager(
             runner: runner, ledger: ledger, logger: environment.logger,

@@ -15,6 +15,8 @@ public struct AllocationRunner: Sendable {
     public let cgroups: ControlGroup.Version?
     /// Pids per allocation (the fork-bomb limit).
     public var pidsLimit = 256
+    /// Ranges the owner lets `network: true` workloads reach although they are refused by default.
+    public var networkAllowed: [String] = []
 
     public init(root: String, cgroups: ControlGroup.Version? = ControlGroup.detect()) {
         self.root = root
@@ -72,6 +74,18 @@ public struct AllocationRunner: Sendable {
         var sandbox = SandboxCommand(
             workDirectory: base + "/work", artifactDirectory: base + "/artifact", network: spec.network,
             environment: environment, command: command + spec.args)
+        let network = SandboxNetwork(allowed: networkAllowed)
+        if spec.network {
+            guard network.isAvailable else {
+                throw RunnerError(
+                    message:
+                        "this host cannot give a sandbox an outbound-only network: slirp4netns, nft and nsenter are needed"
+                )
+            }
+            try Data(network.rules.utf8).write(to: URL(fileURLWithPath: base + "/net.nft"))
+            try Data(SandboxNetwork.resolvConf.utf8).write(to: URL(fileURLWithPath: base + "/resolv.conf"))
+            sandbox.resolvConf = base + "/resolv.conf"
+        }
         sandbox.actorDirectory = actor?.directory
         sandbox.mailboxDirectory = actor?.mailboxDirectory
         if spec.resources.gpu.count > 0 {
@@ -88,14 +102,19 @@ public struct AllocationRunner: Sendable {
                 pids: pidsLimit)
             procsFiles = try ControlGroup.create(name: id, limits: limits, version: cgroups).procsFiles
         }
-        let launch = sandbox.arguments
+        let launch = sandbox.arguments.map(shellQuoted).joined(separator: " ")
         let quotedDirectory = shellQuoted(base)
+        let redirections = "> \(quotedDirectory)/stdout.log 2> \(quotedDirectory)/stderr.log < /dev/null"
+        let run =
+            spec.network
+            ? network.launchLines(sandbox: launch, redirections: redirections, directory: quotedDirectory)
+            : "\(launch) \(redirections)\nstatus=$?"
         let script = """
             #!/bin/sh
             echo $$ > \(quotedDirectory)/wrapper.pid.tmp && mv \(quotedDirectory)/wrapper.pid.tmp \(quotedDirectory)/wrapper.pid
             \(procsFiles.map { "echo $$ > \(shellQuoted($0)) || exit 125" }.joined(separator: "\n"))
-            \(launch.map(shellQuoted).joined(separator: " ")) > \(quotedDirectory)/stdout.log 2> \(quotedDirectory)/stderr.log < /dev/null
-            echo $? > \(quotedDirectory)/exit_status.tmp && mv \(quotedDirectory)/exit_status.tmp \(quotedDirectory)/exit_status
+            \(run)
+            echo $status > \(quotedDirectory)/exit_status.tmp && mv \(quotedDirectory)/exit_status.tmp \(quotedDirectory)/exit_status
 
             """
         try Data(script.utf8).write(to: URL(fileURLWithPath: base + "/launch.sh"))

@@ -1,9 +1,10 @@
 internal import Foundation
 
-/// The bubblewrap command line that runs an allocation isolated: new user, PID, mount, IPC, UTS, cgroup and (unless
-/// the spec asks for the network) network namespaces; the host's /usr read-only and a few /etc files programs
-/// need; a fresh /proc, /dev and /tmp; the allocation's own work directory at /work; the environment from the
-/// spec only. Nothing else of the host — its processes, homes, /var, the agent's state — is visible.
+/// The bubblewrap command line that runs an allocation isolated: new user, PID, mount, IPC, UTS, cgroup and network
+/// namespaces (always: a sandbox that asks for the network gets an outbound-only one, `SandboxNetwork`); the host's
+/// /usr read-only and a few /etc files programs need; a fresh /proc, /dev and /tmp; the allocation's own work
+/// directory at /work; the environment from the spec only. Nothing else of the host — its processes, homes, /var,
+/// its loopback, the agent's state — is visible.
 public struct SandboxCommand: Sendable {
     public var workDirectory: String
     public var artifactDirectory: String
@@ -17,6 +18,8 @@ public struct SandboxCommand: Sendable {
     /// The directory of the actor's mailbox socket, mounted at /orrery/mailbox.
     public var mailboxDirectory: String?
     public var bubblewrap = "/usr/bin/bwrap"
+    /// With `network`: the resolv.conf to bind (naming the sandbox network's resolver).
+    public var resolvConf: String?
 
     /// /etc entries a program commonly needs; the rest of /etc stays hidden.
     static let etcEntries = [
@@ -37,6 +40,8 @@ public struct SandboxCommand: Sendable {
 
     public var arguments: [String] {
         var arguments = [bubblewrap, "--unshare-all"]
+        // With the network, bubblewrap starts inside a network namespace of the sandbox's own (`SandboxNetwork`),
+        // which it keeps: not the host's.
         if network { arguments += ["--share-net"] }
         // Started by root, the workload still runs as nobody in its own user namespace, with no capability.
         if geteuid() == 0 { arguments += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"] }
@@ -53,7 +58,8 @@ public struct SandboxCommand: Sendable {
         for entry in Self.etcEntries { arguments += ["--ro-bind-try", entry, entry] }
         if network {
             arguments += [
-                "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf", "--ro-bind-try", "/etc/hosts", "/etc/hosts",
+                "--ro-bind-try", resolvConf ?? "/etc/resolv.conf", "/etc/resolv.conf", "--ro-bind-try", "/etc/hosts",
+                "/etc/hosts",
             ]
         }
         arguments += [

@@ -40,11 +40,14 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
     /// Hours of availability, e.g. "08:00-20:00" (UTC).
     public var hours: String?
     public var payoutAddresses: [PayoutAddress]?
+    /// Address ranges (`10.1.2.0/24`, `fd00::/8`, an address) that workloads with `network: true` may reach
+    /// although private and special-purpose ranges are refused by default (`SandboxNetwork`).
+    public var networkAllow: [String]?
 
     enum CodingKeys: String, CodingKey {
         case did, location, prices, share, labels, hours
         case allowedConsumers = "allowed_consumers", deniedConsumers = "denied_consumers"
-        case payoutAddresses = "payout_addresses"
+        case payoutAddresses = "payout_addresses", networkAllow = "network_allow"
     }
 
     public static let none = OwnerPolicy()
@@ -100,6 +103,10 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
             throw OwnerPolicyError(field: "owner.location.country", reason: "an ISO 3166-1 alpha-2 code such as DE")
         }
         if let did, !did.hasPrefix("did:key:z") { throw OwnerPolicyError(field: "owner.did", reason: "not a did:key") }
+        for (index, range) in (networkAllow ?? []).enumerated() where !SandboxNetwork.isRange(range) {
+            throw OwnerPolicyError(
+                field: "owner.network_allow[\(index)]", reason: "'\(range)' is not an address or ADDRESS/PREFIX")
+        }
     }
 
     /// Minutes since midnight (UTC) of an `HH:MM-HH:MM` range.
