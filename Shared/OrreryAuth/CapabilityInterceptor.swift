@@ -110,6 +110,32 @@ public struct CapabilityInterceptor: ServerInterceptor {
         }
     }
 
+    /// Every message's fields (for readers of requests in other encodings, such as the JSON gateway).
+    public var schemas: MessageSchemas { catalog.schemas }
+
+    /// The first half of `authorize(authorizationHeader:method:request:)`, for a caller that has not read the
+    /// request yet: the capability alone (signature, chain, audience, command, time, revocation, replay), so that
+    /// nothing costly is done for an unauthenticated caller. Returns nil for an open method; `checkRequest` must
+    /// follow once the request is read.
+    public func authorizeCaller(authorizationHeader: String?, method: String) async throws -> Authorization? {
+        guard let entry = catalog[method] else {
+            throw RPCError(code: .unimplemented, message: "\(method) is not a method of this service")
+        }
+        if entry.isOpen { return nil }
+        var metadata = Metadata()
+        if let authorizationHeader { metadata.addString(authorizationHeader, forKey: "authorization") }
+        return try await authorize(metadata, entry: entry)
+    }
+
+    /// The second half: the request against the capability `authorizeCaller` returned (args agree, policies
+    /// hold over the request).
+    public func checkRequest(
+        _ request: any SwiftProtobuf.Message, method: String, authorization: Authorization?
+    ) throws {
+        guard let authorization, let entry = catalog[method] else { return }
+        try Self.checkRequest(request, authorization: authorization, entry: entry, schemas: catalog.schemas)
+    }
+
     /// Authorises a call that arrives outside gRPC (the JSON gateway) with exactly the checks a gRPC call gets:
     /// the `authorization` header's container for `method`, then the request against the invocation's args.
     /// Returns nil for an open method.

@@ -20,6 +20,8 @@ public struct MessageSchemas: Sendable {
     /// One field of a message.
     public struct Field: Sendable {
         public let name: String
+        /// The proto3 JSON name (lowerCamelCase).
+        public let jsonName: String
         public let kind: Kind
         public let isRepeated: Bool
         /// Set only when present: a member of a oneof (also proto3 `optional`). Absent ones are not shown.
@@ -59,6 +61,7 @@ public struct MessageSchemas: Sendable {
                 let entry = field.type == .message ? mapEntries[typeName] : nil
                 fields[Int(field.number)] = Field(
                     name: field.name,
+                    jsonName: field.jsonName.isEmpty ? field.name : field.jsonName,
                     kind: Self.kind(of: field, typeName: typeName),
                     isRepeated: field.label == .repeated && entry == nil,
                     hasPresence: field.hasOneofIndex,
@@ -100,6 +103,9 @@ public struct MessageSchemas: Sendable {
 
     /// The fields of a message, by number.
     public subscript(message fullName: String) -> [Int: Field]? { messages[fullName] }
+
+    /// The value names of an enum, by number.
+    public func enumValues(_ fullName: String) -> [Int: String]? { enums[fullName] }
 
     /// What a field shows when the request does not set it (proto3 defaults); nil for a field with presence.
     func defaultValue(of field: Field) -> IPLD? {

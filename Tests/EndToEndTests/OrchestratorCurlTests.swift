@@ -54,14 +54,19 @@ struct OrchestratorCurlTests {
                     args, "--proof", proof,
                 ])
             }
-            func curl(_ method: String, _ body: String, token: String?, contentType: String = "application/json")
+            func curl(
+                _ method: String, _ body: String, token: String?, contentType: String = "application/json",
+                verb: String = "POST", scheme: String = "Bearer", bodyFile: String? = nil,
+                path: String = "/orrery.orchestrator.v1.Orchestrator/"
+            )
                 async throws -> Reply
             {
                 var arguments = [
-                    "-sS", "-X", "POST", "-w", "\n%{http_code}", "-H", "Content-Type: \(contentType)", "--data", body,
-                    "http://127.0.0.1:\(orchestrator.ready.httpPort)/orrery.orchestrator.v1.Orchestrator/\(method)",
+                    "-sS", "-X", verb, "-w", "\n%{http_code}", "-H", "Content-Type: \(contentType)",
+                    "--data-binary", bodyFile.map { "@" + $0 } ?? body,
+                    "http://127.0.0.1:\(orchestrator.ready.httpPort)\(path)\(method)",
                 ]
-                if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+                if let token { arguments += ["-H", "Authorization: \(scheme) \(token)"] }
                 let (status, output) = try await ChildProcess.run(
                     URL(fileURLWithPath: "/usr/bin/curl"), arguments: arguments)
                 #expect(status == 0, "\(output)")
@@ -138,8 +143,51 @@ struct OrchestratorCurlTests {
             let plain = try await curl(
                 "GetDeployment", "id=1", token: try await token("/orrery/orchestrator/get-deployment"),
                 contentType: "text/plain")
-            #expect(plain.status == 400)
+            #expect(plain.status == 415)
             #expect(plain.body.contains("Content-Type must be application/json"))
+            let lookalike = try await curl(
+                "GetDeployment", #"{"id": "\#(deployment.id)"}"#,
+                token: try await token("/orrery/orchestrator/get-deployment"), contentType: "application/jsonx")
+            #expect(lookalike.status == 415)
+            let withCharset = try await curl(
+                "GetDeployment", #"{"id": "\#(deployment.id)"}"#,
+                token: try await token("/orrery/orchestrator/get-deployment"),
+                contentType: "Application/JSON; charset=utf-8", scheme: "bearer")
+            #expect(withCharset.status == 200, "a media type parameter and a lower-case scheme: \(withCharset.body)")
+
+            // Methods and paths no route serves: 405 with Allow for a method asked with GET, 404 for nothing.
+            let get = try await curl("GetDeployment", "", token: nil, verb: "GET")
+            #expect(get.status == 405 && get.body.contains("POST only"), "\(get.body)")
+            let nowhere = try await curl("Nowhere", "{}", token: nil, path: "/not/")
+            #expect(nowhere.status == 404 && nowhere.body.contains(#""code": "not_found""#), "\(nowhere.body)")
+
+            // Bodies: short enum names as the README promises, errors with the field's path, strict UTF-8, size.
+            let short = try await curl(
+                "ExplainPlacement",
+                #"{"spec": {"name": "x", "allocations": [{"name": "a", "executor": "process", "artifact": {"text": "true"}, "resources": {"cpuCores": 1, "ramMib": "64"}, "constraints": {"spread": "across_devices"}}]}}"#,
+                token: try await token("/orrery/orchestrator/explain-placement"))
+            #expect(short.status == 200, "\(short.body)")
+            let wrongType = try await curl(
+                "ExplainPlacement", #"{"spec": {"name": "x", "allocations": [{"name": "a", "resources": {"cpuCores": "lots"}}]}}"#,
+                token: try await token("/orrery/orchestrator/explain-placement"))
+            #expect(wrongType.status == 400)
+            #expect(wrongType.body.contains("at .spec.allocations[0].resources.cpuCores"), "\(wrongType.body)")
+            let huge = try await curl(
+                "ExplainPlacement", #"{"spec": {"name": "x", "allocations": [{"name": "a", "resources": {"cpuCores": 1e400}}]}}"#,
+                token: try await token("/orrery/orchestrator/explain-placement"))
+            #expect(huge.status == 400 && huge.body.contains("cpuCores"), "\(huge.body)")
+            let invalidUTF8 = directory.appendingPathComponent("invalid.json")
+            try Data([0x7B, 0x22, 0x69, 0x64, 0x22, 0x3A, 0x22, 0xC3, 0x28, 0x22, 0x7D]).write(to: invalidUTF8)
+            let notUTF8 = try await curl(
+                "GetDeployment", "", token: try await token("/orrery/orchestrator/get-deployment"),
+                bodyFile: invalidUTF8.path)
+            #expect(notUTF8.status == 400 && notUTF8.body.contains("not valid UTF-8"), "\(notUTF8.body)")
+            let oversized = directory.appendingPathComponent("oversized.json")
+            try Data(("{\"id\": \"" + String(repeating: "x", count: 5 << 20) + "\"}").utf8).write(to: oversized)
+            let tooLarge = try await curl(
+                "GetDeployment", "", token: try await token("/orrery/orchestrator/get-deployment"),
+                bodyFile: oversized.path)
+            #expect(tooLarge.status == 413 && tooLarge.body.contains("resource_exhausted"), "\(tooLarge.body)")
         }
     }
 }

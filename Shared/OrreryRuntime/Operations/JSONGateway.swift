@@ -80,34 +80,41 @@ public struct JSONGateway: Sendable {
         _ httpRequest: Request_, context: BasicRequestContext, method: String
     ) async throws -> (Request, Authorization?) {
         let contentType = httpRequest.headers[.contentType] ?? ""
-        guard contentType.lowercased().hasPrefix("application/json") else {
-            throw RPCError(
-                code: .invalidArgument, message: "Content-Type must be application/json, got '\(contentType)'")
+        let mediaType = contentType.split(separator: ";", maxSplits: 1).first.map {
+            $0.trimmingCharacters(in: .whitespaces).lowercased()
         }
+        guard mediaType == "application/json" else {
+            throw GatewayRefusal(
+                status: .unsupportedMediaType,
+                error: RPCError(
+                    code: .invalidArgument, message: "Content-Type must be application/json, got '\(contentType)'"))
+        }
+        // The capability first: an unauthenticated caller costs no body read or JSON decoding.
+        let authorization = try await authorizer.authorizeCaller(
+            authorizationHeader: httpRequest.headers[.authorization], method: method)
         let buffer: ByteBuffer
         do {
             buffer = try await httpRequest.body.collect(upTo: Self.maximumBody)
+        } catch is NIOTooManyBytesError {
+            throw GatewayRefusal(
+                status: .contentTooLarge,
+                error: RPCError(
+                    code: .resourceExhausted, message: "the body is larger than \(Self.maximumBody) bytes"))
         } catch {
-            throw RPCError(code: .resourceExhausted, message: "the body is larger than \(Self.maximumBody) bytes")
+            throw RPCError(code: .invalidArgument, message: "the body could not be read: \(error)")
         }
-        let text = String(buffer: buffer)
-        let request: Request
-        do {
-            request =
-                try text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
-                ? Request() : Request(jsonString: text)
-        } catch {
-            throw RPCError(
-                code: .invalidArgument, message: "the body is not a \(Request.protoMessageName) in JSON: \(error)")
-        }
-        let authorization = try await authorizer.authorize(
-            authorizationHeader: httpRequest.headers[.authorization], method: method, request: request)
+        let request = try JSONRequestReader(schemas: authorizer.schemas).read(
+            buffer.readableBytesView, as: Request.self)
+        try authorizer.checkRequest(request, method: method, authorization: authorization)
         return (request, authorization)
     }
 
     typealias Request_ = Hummingbird.Request
 
     private func failure(_ error: any Error, method: String) -> Response_ {
+        if let refusal = error as? GatewayRefusal {
+            return Self.json(refusal.status, Self.errorBody(refusal.error))
+        }
         let status = RPCError(answering: error)
         if status.code == .internalError || status.code == .unknown {
             logger.error("JSON gateway call failed", metadata: ["method": "\(method)", "error": "\(error)"])
@@ -174,4 +181,11 @@ public struct JSONGateway: Sendable {
         default: .internalServerError
         }
     }
+}
+
+/// A refusal whose HTTP status is not the one its gRPC code maps to (415 for a wrong media type, 413 for a body too
+/// large).
+struct GatewayRefusal: Error {
+    let status: HTTPResponse.Status
+    let error: RPCError
 }

@@ -2,6 +2,7 @@ public import Hummingbird
 internal import HummingbirdCore
 internal import HummingbirdTLS
 public import Logging
+internal import GRPCCore
 internal import NIOCore
 internal import NIOSSL
 public import Prometheus
@@ -38,6 +39,7 @@ public enum OperationsHTTPServer {
         onBound: @escaping @Sendable (Int) async -> Void
     ) throws -> some ApplicationProtocol {
         let router = Router()
+        router.add(middleware: UnroutedRequestMiddleware())
         routes(router)
         router.get("/metrics") { _, _ -> Response in
             var buffer: [UInt8] = []
@@ -79,5 +81,41 @@ public enum OperationsHTTPServer {
             },
             logger: logger
         )
+    }
+}
+
+/// Answers what no route serves with a JSON body a person can read: 405 with `Allow` for a known path asked with
+/// another method (the gateway's methods are POST, /metrics and /healthz GET), 404 for an unknown path.
+struct UnroutedRequestMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(
+        _ request: Request, context: BasicRequestContext,
+        next: (Request, BasicRequestContext) async throws -> Response
+    ) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            let path = request.uri.path
+            let allowed: HTTPRequest.Method? =
+                path == "/metrics" || path == "/healthz"
+                ? .get : (path.hasPrefix("/orrery.") || path.hasPrefix("/grpc.")) && path.contains("/") ? .post : nil
+            if let allowed, request.method != allowed {
+                var response = JSONGateway.json(
+                    .methodNotAllowed,
+                    JSONGateway.errorBody(
+                        RPCError(code: .unimplemented, message: "\(path) answers \(allowed.rawValue) only")))
+                response.headers[.allow] = allowed.rawValue
+                return response
+            }
+            return JSONGateway.json(
+                .notFound,
+                JSONGateway.errorBody(
+                    RPCError(
+                        code: .notFound,
+                        message:
+                            "nothing at \(path): gRPC methods are POST /<package>.<Service>/<Method>, with /metrics and /healthz"
+                    )))
+        }
     }
 }
