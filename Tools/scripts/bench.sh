@@ -35,13 +35,14 @@ trap cleanup EXIT
 "$root/Tools/scripts/pg-throwaway.sh" start "$work/pg" >/dev/null
 # shellcheck disable=SC1091
 . "$work/pg/env"
+export PGPASSWORD=$ORRERY_PG_PASSWORD  # psql and pgbench log in as orrery with its password
 psql -h 127.0.0.1 -p "$ORRERY_PG_PORT" -U orrery -d orrery -q -c "CREATE TABLE pgbench_rows (id bigserial PRIMARY KEY, device text, at timestamptz DEFAULT now())"
 echo "INSERT INTO pgbench_rows (device) VALUES ('did:key:z6Mk');" >"$work/insert.sql"
 tps=$("$ORRERY_PG_BIN/pgbench" -h 127.0.0.1 -p "$ORRERY_PG_PORT" -U orrery -n -c 8 -j 2 -T 10 -f "$work/insert.sql" orrery \
     | awk '/^tps/ {printf "%.0f", $3; exit}')
 echo "{}" >"$work/empty.json"
 "$bin/orrery" operator init "$work/credentials" >/dev/null
-ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
+ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD ORRERY_DB_DATABASE=orrery \
     "$bin/registry" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
     --identity-key "$work/credentials/registry/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
     --ready-file "$work/registry.json" >"$work/registry.log" 2>&1 &
@@ -78,7 +79,7 @@ start_agent() {  # state owner_key owner_ucan price orchestrator_port registry_p
 }
 
 echo "== contract notary (PostgreSQL fsync on)"
-ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
+ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD ORRERY_DB_DATABASE=orrery \
     "$bin/contract-notary" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
     --identity-key "$work/credentials/contract-notary/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
     --identity-delegation "$work/credentials/contract-notary/delegation.ucan" --ready-file "$work/notary.json" \
@@ -90,7 +91,7 @@ want notary && rm -f bench-results/notary.md && "$bin/orrery-bench" notary --not
     --out bench-results/notary.md
 
 echo "== settlement gateway (escrow + release, releases proven by the notary above)"
-ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
+ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD ORRERY_DB_DATABASE=orrery \
     "$bin/settlement-gateway" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
     --identity-key "$work/credentials/settlement-gateway/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
     --identity-delegation "$work/credentials/settlement-gateway/delegation.ucan" \
@@ -109,7 +110,7 @@ echo "== device agent"
 if want actors; then
     echo "== actors (their own constellation on a second database: heartbeats every second)"
     psql -h 127.0.0.1 -p "$ORRERY_PG_PORT" -U orrery -d orrery -q -c "CREATE DATABASE orrery_actors"
-    actors_db=(env ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT="$ORRERY_PG_PORT" ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery_actors)
+    actors_db=(env ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT="$ORRERY_PG_PORT" ORRERY_DB_USER=orrery ORRERY_DB_PASSWORD="$ORRERY_PG_PASSWORD" ORRERY_DB_DATABASE=orrery_actors)
     operator_did=$(cat "$work/credentials/operator.did")
     service() {  # name binary ready-name extra-arguments… (its gRPC port in $port_of_service)
         local name=$1 binary=$2 ready="$work/actors-$3.json"
@@ -152,7 +153,7 @@ fi
 
 want deploy || exit 0
 echo "== submit → running (an orchestrator and 3 real agents on this registry)"
-ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery \
+ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD ORRERY_DB_DATABASE=orrery \
     "$bin/orchestrator" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
     --identity-key "$work/credentials/orchestrator/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
     --identity-delegation "$work/credentials/orchestrator/delegation.ucan" --registry-address "127.0.0.1:$port" --notary-address "127.0.0.1:$notary_port" --ready-file "$work/orchestrator.json" >"$work/orchestrator.log" 2>&1 &

@@ -29,6 +29,7 @@ trap stop_all EXIT
 # shellcheck disable=SC1091
 . "$run_dir/pg/env"
 export ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery
+export ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD
 export ORRERY_LOG_FORMAT=json
 
 # Identities: the operator, a key and a delegation per service (kept across runs).

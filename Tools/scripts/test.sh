@@ -28,6 +28,7 @@ PG_EXTRA_OPTIONS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off
 export ORRERY_TEST_DB_HOST=127.0.0.1
 export ORRERY_TEST_DB_PORT=$ORRERY_PG_PORT
 export ORRERY_TEST_DB_USER=orrery
+export ORRERY_TEST_DB_PASSWORD=$ORRERY_PG_PASSWORD
 export ORRERY_TEST_DB_NAME=orrery
 export ORRERY_TEST_DB_REQUIRED=1
 export ORRERY_TEST_PYTHON="$root/.venv-test/bin/python"
