@@ -88,3 +88,51 @@ struct PythonInteropTests {
         #expect(!forged.envelope.signatureIsValid(issuer: forged.issuer))
     }
 }
+
+/// The policy language's integer comparisons at every width boundary (2^31, 2^53, 2^63, 2^64, 2^256 and their
+/// neighbours, both signs), against Python's arbitrary-precision integers.
+@Suite("Policy integers against Python")
+struct PolicyIntegerInteropTests {
+    @Test("every operator over every boundary pair agrees with Python's exact integers")
+    func boundaries() async throws {
+        let powers = ["2147483648", "9007199254740992", "9223372036854775808", "18446744073709551616",
+            "115792089237316195423570985008687907853269984665640564039457584007913129639936"]
+        var values: [String] = ["0", "1", "-1"]
+        for power in powers {
+            let exact = try #require(ExactInteger(decimal: power))
+            // The power, one below it and one above it, in both signs (powers of two end in 2, 6 or 8: no carry).
+            let last = Int(String(power.last ?? "0")) ?? 0
+            let below = String(power.dropLast()) + String(last - 1)
+            let above = String(power.dropLast()) + String(last + 1)
+            for text in [exact.description, below, above] where ExactInteger(decimal: text) != nil {
+                values += [text, "-" + text]
+            }
+        }
+        let operators = ["==", "!=", "<", "<=", ">", ">="]
+        var cases: [[String]] = []
+        for op in operators {
+            for value in values {
+                for bound in values { cases.append([op, value, bound]) }
+            }
+        }
+        var swift: [Bool] = []
+        for entry in cases {
+            let bound = try #require(ExactInteger(decimal: entry[2]))
+            let value = try #require(ExactInteger(decimal: entry[1]))
+            let policy = try Policy(.list([.list([.string(entry[0]), .string(".n"), .exact(bound)])]))
+            swift.append(policy.matches(.map(["n": .exact(value)])))
+        }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cases-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try JSONSerialization.data(withJSONObject: cases).write(to: file)
+        let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/policy_compare.py").path
+        let (status, output) = try await ChildProcess.run(TestEnvironment.python, arguments: [script, file.path])
+        #expect(status == 0, "\(output)")
+        let line = try #require(output.split(separator: "\n").last.map(String.init))
+        let python = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [Bool])
+        #expect(python.count == cases.count && cases.count > 1000)
+        for (index, entry) in cases.enumerated() where index < python.count && python[index] != swift[index] {
+            Issue.record("\(entry[1]) \(entry[0]) \(entry[2]): Swift \(swift[index]), Python \(python[index])")
+        }
+    }
+}
