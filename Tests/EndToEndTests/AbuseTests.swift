@@ -167,7 +167,7 @@ struct AbuseTests {
         }
     }
 
-    @Test("SIGTERM while calls and streams are in flight: the orchestrator exits 0 within its grace period")
+    @Test("SIGTERM while calls are in flight: the orchestrator exits 0 within its grace period")
     func sigtermUnderLoad() async throws {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory("orrery-sigterm-load")

@@ -204,6 +204,25 @@ struct RequestPolicyTests {
         #expect(await code("Bearer " + String(repeating: "C", count: 20_000)) == .unauthenticated)
         #expect(await code(try header(method, policy: "[]", args: [:], audience: SigningKey().did)) == .unauthenticated)
 
+        // Oversized DIDs at each position of a signed token (within the header's bound), and a gzip bomb: refused as
+        // malformed, UNAUTHENTICATED, with no base58 decoded and nothing inflated past the container's bound.
+        let now = Int64(Date().timeIntervalSince1970)
+        let long = "did:key:z" + String(repeating: "6", count: 11_000)
+        for position in ["iss", "aud", "sub"] {
+            var payload: [String: IPLD] = [
+                "iss": .string(caller.did.string), "aud": .string(service.did.string),
+                "sub": .string(operatorKey.did.string), "cmd": .string("/orrery/registry/query-devices"),
+                "args": .map([:]), "prf": .list([]), "nonce": .bytes([1, 2, 3]), "exp": .integer(now + 60),
+            ]
+            payload[position] = .string(long)
+            let envelope = UCANEnvelope(signing: payload, tag: UCANEnvelope.invocationTag, with: caller)
+            let token = "Bearer " + (try UCANContainer.encodeText([envelope.bytes]))
+            #expect(await code(token) == .unauthenticated, "\(position)")
+        }
+        let bomb = try UCANContainer.encodeText([[UInt8](repeating: 0, count: 8 << 20)], header: .gzipBase64URL)
+        #expect(bomb.utf8.count < CapabilityInterceptor.maximumAuthorizationLength)
+        #expect(await code("Bearer " + bomb) == .unauthenticated)
+
         // A DID of 32,000 characters is refused by its length, before any base58 (the error says so).
         for length in [32_000, 200] {
             let error = #expect(throws: DIDError.self) { try DID("did:key:z" + String(repeating: "6", count: length)) }
