@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test bench build proto proto-check fmt clean
+.PHONY: help run test bench abuse build proto proto-check fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,6 +15,11 @@ test: ## Install what tests need, start a throwaway PostgreSQL, build, run every
 
 bench: ## Measure the hot paths (release build); results in bench-results/ and the README
 	@Tools/scripts/bench.sh
+
+abuse: ## Measure what refusals cost before authentication (release build); results in bench-results/abuse.md
+	swift build --scratch-path .build-release -c release --static-swift-stdlib --product orrery-bench
+	"$$(swift build --scratch-path .build-release -c release --static-swift-stdlib --show-bin-path)/orrery-bench" \
+		abuse --out bench-results/abuse.md
 
 build: ## Build every executable (debug)
 	swift build

@@ -128,6 +128,23 @@ struct TransportLimitsTests {
         }
     }
 
+    @Test("a request message past 4 MiB is refused RESOURCE_EXHAUSTED with the sizes; the connection serves on")
+    func oversizedMessage() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("transport-oversized")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let identity = try await Self.startIdentity(database, directory, [])
+            defer { identity.child.signal(SIGKILL) }
+            let address = "127.0.0.1:\(identity.ready.grpcPort)"
+            let (status, output) = try await ChildProcess.run(
+                TestEnvironment.python, arguments: [Self.probe, "oversized", address, String(5 << 20)])
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("RESOURCE_EXHAUSTED") && output.contains("larger than the limit"), "\(output)")
+            let health = try await ChildProcess.run(TestEnvironment.python, arguments: [Self.probe, "health", address])
+            #expect(health.output.contains("SERVING"), "\(health.output)")
+        }
+    }
+
     static var probe: String { TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path }
 
     /// GET over HTTP/1.1 with curl.

@@ -12,6 +12,8 @@
                                            JSON {"watching": n, "info": "OK"|code, "alive": n}: a server that
                                            advertises SETTINGS_MAX_CONCURRENT_STREAMS lets the call queue instead of
                                            failing every stream
+  grpc_probe.py oversized ADDRESS BYTES    sends Identity.Info a request of BYTES bytes; prints the status code name
+                                           and message it ends with
 """
 import json
 import sys
@@ -71,6 +73,16 @@ def streams(address: str, count: int) -> None:
             call.cancel()
 
 
+def oversized(address: str, size: int) -> None:
+    with grpc.insecure_channel(address) as channel:
+        info = channel.unary_unary("/orrery.identity.v1.Identity/Info")
+        try:
+            info(b"\x0a" + b"\xff" * (size - 1), timeout=60)
+            print("OK")
+        except grpc.RpcError as error:
+            print(error.code().name, error.details())
+
+
 def operate(address: str) -> None:
     with grpc.insecure_channel(address) as channel:
         pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
@@ -108,6 +120,8 @@ if __name__ == "__main__":
         services(address)
     elif command == "operate":
         operate(address)
+    elif command == "oversized":
+        oversized(address, int(sys.argv[3]))
     elif command == "streams":
         streams(address, int(sys.argv[3]))
     else:

@@ -15,6 +15,9 @@ want() { [ -z "${ORRERY_BENCH_ONLY:-}" ] || [[ " $ORRERY_BENCH_ONLY " == *" $1 "
 echo "== identity"
 [ -n "${ORRERY_BENCH_SKIP_IDENTITY:-}" ] || ! want identity || "$bin/orrery-bench" identity --out bench-results/identity.md
 
+echo "== abuse (CPU per refusal before authentication)"
+! want abuse || "$bin/orrery-bench" abuse --out bench-results/abuse.md
+
 echo "== placement (10,000 devices, pure solver)"
 ! want placement || "$bin/orrery-bench" placement --out bench-results/placement.md
 

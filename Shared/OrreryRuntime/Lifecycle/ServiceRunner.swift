@@ -332,6 +332,12 @@ private struct MainService: Service {
             clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(10), allowWithoutCalls: true))
         // Silence longer than a live peer's (pinged after `keepalive`, answering within its timeout) ends it.
         let silence = max(settings.idleTimeout, keepalive + .seconds(10)) + .seconds(5)
+        let maximumMessage = config.rpc.maxRequestPayloadSize
+        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(MessageSizeGuard(limit: maximumMessage), position: .first)
+            }
+        }
         config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
             budget.admit(channel)
             return channel.eventLoop.makeCompletedFuture {
