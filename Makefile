@@ -16,10 +16,8 @@ test: ## Install what tests need, start a throwaway PostgreSQL, build, run every
 bench: ## Measure the hot paths (release build); results in bench-results/ and the README
 	@Tools/scripts/bench.sh
 
-abuse: ## Measure what refusals cost before authentication (release build); results in bench-results/abuse.md
-	swift build --scratch-path .build-release -c release --static-swift-stdlib --product orrery-bench
-	"$$(swift build --scratch-path .build-release -c release --static-swift-stdlib --show-bin-path)/orrery-bench" \
-		abuse --out bench-results/abuse.md
+abuse: ## Measure what attacks cost (release build): CPU per refused token, a live service under a forged flood; bench-results/abuse.md
+	@Tools/scripts/abuse.sh
 
 build: ## Build every executable (debug)
 	swift build

@@ -17,7 +17,7 @@ struct BenchCommand: AsyncParsableCommand {
         subcommands: [
             IdentityBenchCommand.self, RegistryBenchCommand.self, AgentBenchCommand.self, PlacementBenchCommand.self,
             DeployBenchCommand.self, NotaryBenchCommand.self, SettlementBenchCommand.self,
-            ChainSigningBenchCommand.self, ActorBenchCommand.self, AbuseBenchCommand.self,
+            ChainSigningBenchCommand.self, ActorBenchCommand.self, AbuseBenchCommand.self, FloodBenchCommand.self,
         ])
 }
 

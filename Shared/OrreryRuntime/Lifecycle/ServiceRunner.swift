@@ -203,6 +203,7 @@ private struct MainService: Service {
                             }
                         }
                     }
+                    tasks.addTask { await MemoryReturn.run(budget: budget) }
                     if let followed {
                         tasks.addTask {
                             await RevocationFollower(
