@@ -134,13 +134,13 @@ public enum GeographicLatency {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so fits and searches are reproducible.
-struct SplitMix64: Sendable {
+/// A small deterministic generator (SplitMix64), so fits, searches and fuzzing runs are reproducible from a seed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

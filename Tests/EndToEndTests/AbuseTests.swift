@@ -3,6 +3,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import OrreryAuth
 import OrreryIdentity
+import OrreryPlacement
 import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
@@ -16,17 +17,7 @@ import Testing
     "Abuse: fuzzed requests, SIGTERM under load", .serialized,
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct AbuseTests {
-    /// A small deterministic generator (SplitMix64), so a seed replays a run exactly.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    typealias Generator = SplitMix64
 
     /// Random bytes, or a well-formed protobuf encoding of random fields (valid tags and wire types, random
     /// varints at width boundaries, length-delimited runs that nest or do not): what a decoder must refuse or accept
@@ -93,7 +84,7 @@ struct AbuseTests {
                 expiration: Int64(Date().timeIntervalSince1970) + 3600)
             for seed in Self.seeds() {
                 print("fuzz seed \(seed) (replay with ORRERY_FUZZ_SEED=\(seed))")
-                var generator = Generator(state: seed)
+                var generator = Generator(seed: seed)
                 var calls = 0
                 var codes: [String: Int] = [:]
                 for (name, service) in constellation.services.sorted(by: { $0.key < $1.key }) {
