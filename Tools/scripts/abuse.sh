@@ -11,6 +11,7 @@ for product in orrery-bench identity orrery; do swift build "${scratch[@]}" --pr
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
 work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-abuse.XXXXXX")
+chmod 755 "$work"  # the postgres user reaches its cluster below it
 identity_pid=
 cleanup() {
     [ -n "$identity_pid" ] && kill "$identity_pid" 2>/dev/null && wait "$identity_pid" 2>/dev/null
