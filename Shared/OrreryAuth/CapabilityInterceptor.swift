@@ -174,8 +174,10 @@ public struct CapabilityInterceptor: ServerInterceptor {
             throw RPCError(
                 code: .unauthenticated, message: "the authorization header must be 'Bearer <UCAN container>'")
         }
+        // The invocation first, and what can be refused from it alone (audience, command, time); the delegations'
+        // envelopes are parsed only for an invocation meant for this call.
         var invocations: [Invocation] = []
-        var delegations: [CID: Delegation] = [:]
+        var delegationEnvelopes: [UCANEnvelope] = []
         do {
             let tokens = try UCANContainer.decode(container, maximumSize: Self.maximumContainerSize)
             guard tokens.count <= Self.maximumTokens else {
@@ -187,8 +189,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
                 if envelope.tag == UCANEnvelope.invocationTag {
                     invocations.append(try Invocation(envelope: envelope))
                 } else {
-                    let delegation = try Delegation(envelope: envelope)
-                    delegations[delegation.cid] = delegation
+                    delegationEnvelopes.append(envelope)
                 }
             }
         } catch let error as UCANError {
@@ -225,6 +226,19 @@ public struct CapabilityInterceptor: ServerInterceptor {
                 message:
                     "the invocation lives until \(expiration), more than \(Self.maximumLifetime) s from now; shorten its exp"
             )
+        }
+        guard now <= expiration + validator.clockSkew else {
+            throw RPCError(
+                code: .permissionDenied, message: "expired: the invocation expired at \(expiration) (now \(now))")
+        }
+        var delegations: [CID: Delegation] = [:]
+        do {
+            for envelope in delegationEnvelopes {
+                let delegation = try Delegation(envelope: envelope)
+                delegations[delegation.cid] = delegation
+            }
+        } catch let error as UCANError {
+            throw RPCError(code: .unauthenticated, message: "malformed capability: \(error.reason)")
         }
         let validated: ChainValidator.Validated
         do {
