@@ -39,12 +39,10 @@ public struct CapabilityInterceptor: ServerInterceptor {
     private let replayGuard: any ReplayGuard
     private let logger: Logger
     private let clock: @Sendable () -> Int64
-    private let onRefusal: (@Sendable (_ peer: String, _ code: RPCError.Code) -> Void)?
 
     /// - Parameters:
     ///   - serviceDID: The DID invocations must be addressed to (`aud`).
     ///   - trustedRoots: Subjects a chain may root in (the operator).
-    ///   - onRefusal: Told of each call the check refuses, with the caller's peer (`ipv4:host:port`).
     public init(
         serviceDID: DID,
         trustedRoots: Set<DID>,
@@ -53,8 +51,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
         revocations: RevocationBook,
         replayGuard: any ReplayGuard,
         logger: Logger,
-        clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) },
-        onRefusal: (@Sendable (_ peer: String, _ code: RPCError.Code) -> Void)? = nil
+        clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }
     ) {
         self.serviceDID = serviceDID
         self.trustedRoots = trustedRoots
@@ -64,7 +61,6 @@ public struct CapabilityInterceptor: ServerInterceptor {
         self.replayGuard = replayGuard
         self.logger = logger
         self.clock = clock
-        self.onRefusal = onRefusal
     }
 
     public func intercept<Input: Sendable, Output: Sendable>(
@@ -84,7 +80,6 @@ public struct CapabilityInterceptor: ServerInterceptor {
         } catch var error as RPCError {
             // Marks the refusal as the capability check's, not the handler's.
             error.metadata.replaceOrAddString("refused", forKey: Self.refusalTrailer)
-            onRefusal?(context.remotePeer, error.code)
             throw error
         }
         var request = request

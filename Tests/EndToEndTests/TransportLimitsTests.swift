@@ -145,28 +145,6 @@ struct TransportLimitsTests {
         }
     }
 
-    @Test("a connection that keeps presenting bad capabilities is closed after its allowance; others serve on")
-    func refusalsCloseTheConnection() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("transport-refusals")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let identity = try await Self.startIdentity(database, directory, [])
-            defer { identity.child.signal(SIGKILL) }
-            let address = "127.0.0.1:\(identity.ready.grpcPort)"
-            let (status, output) = try await ChildProcess.run(
-                TestEnvironment.python, arguments: [Self.probe, "refused", address, "150"])
-            #expect(status == 0, "\(output)")
-            let line = try #require(output.split(separator: "\n").last.map(String.init))
-            let codes = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Int])
-            #expect((codes["UNAUTHENTICATED"] ?? 0) >= 64, "\(codes)")
-            let metrics = try await Self.fetch(port: identity.ready.httpPort, path: "/metrics")
-            let closed = metrics.split(separator: "\n").first { $0.hasPrefix("orrery_connections_closed_for_refusals_total ") }
-            #expect((closed?.split(separator: " ").last.flatMap { Double($0) } ?? 0) >= 1, "\(metrics.prefix(600))")
-            let health = try await ChildProcess.run(TestEnvironment.python, arguments: [Self.probe, "health", address])
-            #expect(health.output.contains("SERVING"), "\(health.output)")
-        }
-    }
-
     static var probe: String { TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path }
 
     /// GET over HTTP/1.1 with curl.

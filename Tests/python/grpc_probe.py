@@ -12,8 +12,6 @@
                                            JSON {"watching": n, "info": "OK"|code, "alive": n}: a server that
                                            advertises SETTINGS_MAX_CONCURRENT_STREAMS lets the call queue instead of
                                            failing every stream
-  grpc_probe.py refused ADDRESS N          makes N ListRevocations calls with a malformed capability, one after the
-                                           other on one channel; prints JSON {code name: count}
   grpc_probe.py oversized ADDRESS BYTES    sends Identity.Info a request of BYTES bytes; prints the status code name
                                            and message it ends with
 """
@@ -75,20 +73,6 @@ def streams(address: str, count: int) -> None:
             call.cancel()
 
 
-def refused(address: str, count: int) -> None:
-    codes = {}
-    with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary("/orrery.identity.v1.Identity/ListRevocations")
-        for _ in range(count):
-            try:
-                call(b"", metadata=[("authorization", "Bearer Cnot-a-container")], timeout=10)
-                name = "OK"
-            except grpc.RpcError as error:
-                name = error.code().name
-            codes[name] = codes.get(name, 0) + 1
-    print(json.dumps(codes))
-
-
 def oversized(address: str, size: int) -> None:
     with grpc.insecure_channel(address) as channel:
         info = channel.unary_unary("/orrery.identity.v1.Identity/Info")
@@ -136,8 +120,6 @@ if __name__ == "__main__":
         services(address)
     elif command == "operate":
         operate(address)
-    elif command == "refused":
-        refused(address, int(sys.argv[3]))
     elif command == "oversized":
         oversized(address, int(sys.argv[3]))
     elif command == "streams":

@@ -13,54 +13,9 @@ public final class ConnectionBudget: Sendable {
     private let open = Atomic<Int>(0)
     private let refused = Counter(label: "orrery_connections_refused_total")
     private let openGauge = Gauge(label: "orrery_connections_open")
-    private let closedForRefusals = Counter(label: "orrery_connections_closed_for_refusals_total")
 
-    /// Refused calls one connection may make within `refusalWindow` before it is closed: a client whose capability
-    /// is wrong hears why on each call, a flood of forgeries loses its connection (and pays for a new one).
-    public let refusalsAllowed: Int
-    public let refusalWindow: Duration
-
-    private struct Peer {
-        let channel: any Channel
-        var windowStart: ContinuousClock.Instant
-        var refusals: Int
-    }
-
-    /// Open connections by their gRPC peer name (`ipv4:127.0.0.1:54321`).
-    private let peers = Mutex<[String: Peer]>([:])
-
-    public init(limit: Int, refusalsAllowed: Int = 64, refusalWindow: Duration = .seconds(10)) {
+    public init(limit: Int) {
         self.limit = limit
-        self.refusalsAllowed = refusalsAllowed
-        self.refusalWindow = refusalWindow
-    }
-
-    /// The peer name gRPC gives a connection's calls (`ServerContext.remotePeer`).
-    static func peerName(_ address: SocketAddress?) -> String? {
-        guard let address, let host = address.ipAddress, let port = address.port else { return nil }
-        switch address {
-        case .v4: return "ipv4:\(host):\(port)"
-        case .v6: return "ipv6:[\(host)]:\(port)"
-        default: return nil
-        }
-    }
-
-    /// Counts a refused call from `peer`; closes its connection once it passed its allowance within the window.
-    public func recordRefusal(peer: String) {
-        let now = ContinuousClock.now
-        let closing: (any Channel)? = peers.withLock { peers in
-            guard var entry = peers[peer] else { return nil }
-            if now - entry.windowStart > refusalWindow {
-                entry.windowStart = now
-                entry.refusals = 0
-            }
-            entry.refusals += 1
-            peers[peer] = entry
-            return entry.refusals > refusalsAllowed ? entry.channel : nil
-        }
-        guard let closing else { return }
-        closedForRefusals.increment()
-        closing.close(promise: nil)
     }
 
     /// Connections open now.
@@ -76,14 +31,9 @@ public final class ConnectionBudget: Sendable {
             return
         }
         openGauge.record(now)
-        let name = Self.peerName(channel.remoteAddress)
-        if let name {
-            peers.withLock { $0[name] = Peer(channel: channel, windowStart: .now, refusals: 0) }
-        }
         channel.closeFuture.whenComplete { [self] _ in
             let (_, left) = open.subtract(1, ordering: .relaxed)
             openGauge.record(left)
-            if let name { _ = peers.withLock { $0.removeValue(forKey: name) } }
         }
     }
 }

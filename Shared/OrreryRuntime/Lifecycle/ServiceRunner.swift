@@ -118,14 +118,9 @@ private struct MainService: Service {
         let info = ServiceInfo(name: description.name, did: key.did.string)
         let replayGuard: any ReplayGuard =
             database.map { PostgresReplayGuard(client: $0, logger: logger) } ?? InMemoryReplayGuard()
-        let budget = ConnectionBudget(limit: settings.maximumConnections)
         let capabilities = CapabilityInterceptor(
             serviceDID: key.did, trustedRoots: [operatorDID], catalog: catalog, validator: validator,
-            revocations: revocations, replayGuard: replayGuard, logger: logger,
-            onRefusal: { peer, code in
-                // Bad credentials, not a caller's lack of permission, count against its connection.
-                if code == .unauthenticated { budget.recordRefusal(peer: peer) }
-            })
+            revocations: revocations, replayGuard: replayGuard, logger: logger)
         let environment = ServiceEnvironment(
             settings: settings, logger: logger, database: database, info: info, key: key, operatorDID: operatorDID,
             revocations: revocations, catalog: catalog, proofs: proofs, capabilities: capabilities)
@@ -145,6 +140,7 @@ private struct MainService: Service {
                 "grpc.reflection.v1alpha.ServerReflection",
             ]
         )
+        let budget = ConnectionBudget(limit: settings.maximumConnections)
         let transportSecurity: HTTP2ServerTransport.Posix.TransportSecurity
         if let tls = settings.tls {
             for path in [tls.certificate, tls.key] where !FileManager.default.isReadableFile(atPath: path) {
