@@ -21,6 +21,20 @@ public struct CapabilityInterceptor: ServerInterceptor {
     /// The most tokens one container may hold (an invocation and its proofs).
     public static let maximumTokens = 32
 
+    private static let invocationTagBytes = Array(UCANEnvelope.invocationTag.utf8)
+
+    /// Whether `token` contains the invocation tag's bytes (every invocation does, as its payload's key).
+    static func mayBeInvocation(_ token: [UInt8]) -> Bool {
+        let tag = invocationTagBytes
+        guard token.count >= tag.count, let first = tag.first else { return false }
+        var index = 0
+        while index <= token.count - tag.count {
+            if token[index] == first, token[index..<(index + tag.count)].elementsEqual(tag) { return true }
+            index += 1
+        }
+        return false
+    }
+
     /// The credentials of a `Bearer` authorization header (the scheme is case-insensitive, RFC 9110 §11.1), or nil.
     static func bearerCredentials(_ header: String) -> String? {
         let bytes = header.utf8
@@ -177,19 +191,24 @@ public struct CapabilityInterceptor: ServerInterceptor {
         // The invocation first, and what can be refused from it alone (audience, command, time); the delegations'
         // envelopes are parsed only for an invocation meant for this call.
         var invocations: [Invocation] = []
-        var delegationEnvelopes: [UCANEnvelope] = []
+        var otherTokens: [[UInt8]] = []
         do {
             let tokens = try UCANContainer.decode(container, maximumSize: Self.maximumContainerSize)
             guard tokens.count <= Self.maximumTokens else {
                 throw UCANError(
                     .malformedToken, "the container holds \(tokens.count) tokens; at most \(Self.maximumTokens)")
             }
+            // A token whose bytes lack the invocation tag cannot be an invocation: it is decoded later, if at all.
             for token in tokens {
+                guard Self.mayBeInvocation(token) else {
+                    otherTokens.append(token)
+                    continue
+                }
                 let envelope = try UCANEnvelope(bytes: token)
                 if envelope.tag == UCANEnvelope.invocationTag {
                     invocations.append(try Invocation(envelope: envelope))
                 } else {
-                    delegationEnvelopes.append(envelope)
+                    otherTokens.append(token)
                 }
             }
         } catch let error as UCANError {
@@ -233,7 +252,11 @@ public struct CapabilityInterceptor: ServerInterceptor {
         }
         var delegations: [CID: Delegation] = [:]
         do {
-            for envelope in delegationEnvelopes {
+            for token in otherTokens {
+                let envelope = try UCANEnvelope(bytes: token)
+                guard envelope.tag == UCANEnvelope.delegationTag else {
+                    throw UCANError(.malformedToken, "the container holds more than one invocation")
+                }
                 let delegation = try Delegation(envelope: envelope)
                 delegations[delegation.cid] = delegation
             }

@@ -41,7 +41,10 @@ public struct UCANEnvelope: Sendable {
         self.header = header
         self.tag = tag
         self.payload = payload
-        self.signedBytes = DAGCBOR.encode(parts[1])
+        // Decoding is canonical (re-encoding gives the same bytes), so the signed payload is the token's own bytes
+        // after the array head and the signature: sliced, not encoded again.
+        let signatureHead = signature.count < 24 ? 1 : signature.count < 0x100 ? 2 : signature.count < 0x1_0000 ? 3 : 5
+        self.signedBytes = Array(bytes[(1 + signatureHead + signature.count)...])
     }
 
     /// Signs `payload` under `tag` with `key`.
