@@ -156,14 +156,8 @@ public struct CapabilityInterceptor: ServerInterceptor {
     public func authorize(
         authorizationHeader: String?, method: String, request: any SwiftProtobuf.Message
     ) async throws -> Authorization? {
-        guard let entry = catalog[method] else {
-            throw RPCError(code: .unimplemented, message: "\(method) is not a method of this service")
-        }
-        if entry.isOpen { return nil }
-        var metadata = Metadata()
-        if let authorizationHeader { metadata.addString(authorizationHeader, forKey: "authorization") }
-        let authorization = try await authorize(metadata, entry: entry)
-        try Self.checkRequest(request, authorization: authorization, entry: entry, schemas: catalog.schemas)
+        let authorization = try await authorizeCaller(authorizationHeader: authorizationHeader, method: method)
+        try checkRequest(request, method: method, authorization: authorization)
         return authorization
     }
 

@@ -24,6 +24,19 @@ struct TransportLimitsTests {
             directory: directory)
     }
 
+    /// Runs `body` with an identity service started with `arguments` on a throwaway database, killed afterwards.
+    static func withIdentity(
+        _ name: String, _ arguments: [String], _ body: (RunningService) async throws -> Void
+    ) async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory(name)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let identity = try await startIdentity(database, directory, arguments)
+            defer { identity.child.signal(SIGKILL) }
+            try await body(identity)
+        }
+    }
+
     /// A TCP connection to 127.0.0.1:`port` that sends nothing.
     final class RawConnection {
         let descriptor: Int32
@@ -64,11 +77,7 @@ struct TransportLimitsTests {
 
     @Test("a connection that sends nothing is closed after the idle timeout, on the gRPC and the HTTP port")
     func idleConnectionsClosed() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("transport-idle")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let identity = try await Self.startIdentity(database, directory, ["--idle-timeout", "2"])
-            defer { identity.child.signal(SIGKILL) }
+        try await Self.withIdentity("transport-idle", ["--idle-timeout", "2"]) { identity in
             let grpc = try RawConnection(port: identity.ready.grpcPort)
             let http = try RawConnection(port: identity.ready.httpPort)
             // Positive evidence only: the server closes each; a generous bound for a loaded machine.
@@ -80,12 +89,7 @@ struct TransportLimitsTests {
 
     @Test("past the per-process limit a new connection is closed at once and counted; the service keeps serving")
     func connectionLimit() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("transport-limit")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let identity = try await Self.startIdentity(
-                database, directory, ["--max-connections", "16", "--idle-timeout", "600"])
-            defer { identity.child.signal(SIGKILL) }
+        try await Self.withIdentity("transport-limit", ["--max-connections", "16", "--idle-timeout", "600"]) { identity in
             var held: [RawConnection] = []
             for _ in 0..<16 { held.append(try RawConnection(port: identity.ready.grpcPort)) }
             let extra = try RawConnection(port: identity.ready.grpcPort)
@@ -111,11 +115,7 @@ struct TransportLimitsTests {
 
     @Test("grpcio queues a call past the advertised stream limit instead of losing every call on the connection")
     func streamConcurrencyAdvertised() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("transport-streams")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let identity = try await Self.startIdentity(database, directory, [])
-            defer { identity.child.signal(SIGKILL) }
+        try await Self.withIdentity("transport-streams", []) { identity in
             let (status, output) = try await ChildProcess.run(
                 TestEnvironment.python,
                 arguments: [Self.probe, "streams", "127.0.0.1:\(identity.ready.grpcPort)", "100"])
@@ -130,11 +130,7 @@ struct TransportLimitsTests {
 
     @Test("a request message past 4 MiB is refused RESOURCE_EXHAUSTED with the sizes; the connection serves on")
     func oversizedMessage() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("transport-oversized")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let identity = try await Self.startIdentity(database, directory, [])
-            defer { identity.child.signal(SIGKILL) }
+        try await Self.withIdentity("transport-oversized", []) { identity in
             let address = "127.0.0.1:\(identity.ready.grpcPort)"
             let (status, output) = try await ChildProcess.run(
                 TestEnvironment.python, arguments: [Self.probe, "oversized", address, String(5 << 20)])
