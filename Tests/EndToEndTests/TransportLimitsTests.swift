@@ -87,6 +87,22 @@ struct TransportLimitsTests {
         }
     }
 
+    @Test("a gRPC connection with no call open is asked to leave (GOAWAY) after the idle timeout, though it answers pings")
+    func idleCallsEndConnection() async throws {
+        // Idle timeout 3 s: the server pings after 3 s of silence and grpcio answers, so only the idle rule (no
+        // call open for 3 s) can end this connection before the silence rule's 18 s.
+        try await Self.withIdentity("transport-idle-calls", ["--idle-timeout", "3"]) { identity in
+            let (status, output) = try await ChildProcess.run(
+                TestEnvironment.python, arguments: [Self.probe, "idle", "127.0.0.1:\(identity.ready.grpcPort)", "60"])
+            #expect(status == 0, "\(output)")
+            let line = try #require(output.split(separator: "\n").last.map(String.init))
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(result["info"] as? String == "OK", "\(line)")
+            let idleAfter = try #require(result["idle_after"] as? Double, "the channel never left READY: \(line)")
+            #expect(idleAfter >= 2 && idleAfter < 16, "GOAWAY came \(idleAfter) s after the call, not about 3 s")
+        }
+    }
+
     @Test("past the per-process limit a new connection is closed at once and counted; the service keeps serving")
     func connectionLimit() async throws {
         try await Self.withIdentity("transport-limit", ["--max-connections", "16", "--idle-timeout", "600"]) { identity in

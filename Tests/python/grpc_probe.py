@@ -12,6 +12,10 @@
                                            JSON {"watching": n, "info": "OK"|code, "alive": n}: a server that
                                            advertises SETTINGS_MAX_CONCURRENT_STREAMS lets the call queue instead of
                                            failing every stream
+  grpc_probe.py idle ADDRESS WAIT         makes one Info call, then leaves the channel idle (answering the server's
+                                           pings, as grpcio does) for up to WAIT seconds; prints JSON
+                                           {"info": "OK"|code, "idle_after": seconds|null}: when the server's GOAWAY
+                                           took the channel from READY to IDLE, counted from the call's end
   grpc_probe.py oversized ADDRESS BYTES    sends Identity.Info a request of BYTES bytes; prints the status code name
                                            and message it ends with
 """
@@ -73,6 +77,34 @@ def streams(address: str, count: int) -> None:
             call.cancel()
 
 
+def idle(address: str, wait: float) -> None:
+    import threading
+    import time
+
+    with grpc.insecure_channel(address) as channel:
+        info = channel.unary_unary("/orrery.identity.v1.Identity/Info")
+        try:
+            info(b"", timeout=30)
+            outcome = "OK"
+        except grpc.RpcError as error:
+            outcome = error.code().name
+        finished = time.monotonic()
+        left_ready = threading.Event()
+        seen = []
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            seen.append(state)
+            if state == grpc.ChannelConnectivity.READY:
+                return
+            if grpc.ChannelConnectivity.READY in seen and state == grpc.ChannelConnectivity.IDLE:
+                left_ready.set()
+
+        channel.subscribe(watch, try_to_connect=False)
+        idle_after = round(time.monotonic() - finished, 2) if left_ready.wait(wait) else None
+        channel.unsubscribe(watch)
+        print(json.dumps({"info": outcome, "idle_after": idle_after}))
+
+
 def oversized(address: str, size: int) -> None:
     with grpc.insecure_channel(address) as channel:
         info = channel.unary_unary("/orrery.identity.v1.Identity/Info")
@@ -122,6 +154,8 @@ if __name__ == "__main__":
         operate(address)
     elif command == "oversized":
         oversized(address, int(sys.argv[3]))
+    elif command == "idle":
+        idle(address, float(sys.argv[3]))
     elif command == "streams":
         streams(address, int(sys.argv[3]))
     else:

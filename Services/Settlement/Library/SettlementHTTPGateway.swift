@@ -1,8 +1,8 @@
-public import Hummingbird
+internal import Hummingbird
 internal import GRPCCore
 internal import OrreryAuth
 internal import OrreryProto
-public import OrreryRuntime
+internal import OrreryRuntime
 
 /// The settlement gateway's read calls as JSON over HTTP
 /// (`curl -X POST …/orrery.settlement.v1.Settlement/GetBalance -H 'authorization: Bearer …' -d '{"did": …}'`).

@@ -1,7 +1,7 @@
 public import GRPCCore
 internal import OrreryAuth
 public import OrreryProto
-public import OrreryRuntime
+internal import OrreryRuntime
 
 /// `orrery.settlement.v1.Settlement` over gRPC: each method hands the authorised caller to `SettlementAPI`.
 public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServiceProtocol {

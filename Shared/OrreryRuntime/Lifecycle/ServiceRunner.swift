@@ -325,7 +325,8 @@ private struct MainService: Service {
     {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.http2.maxConcurrentStreams = maximumConcurrentStreams
-        config.connection.maxIdleTime = settings.idleTimeout
+        // Idle connections are ended by `ConnectionIdleGuard` (gRPC's own idle timer leaks each connection).
+        config.connection.maxIdleTime = nil
         config.connection.maxGraceTime = .seconds(10)
         let keepalive = min(Duration.seconds(30), settings.idleTimeout)
         config.connection.keepalive = .init(
@@ -337,12 +338,14 @@ private struct MainService: Service {
         config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(MessageSizeGuard(limit: maximumMessage), position: .first)
+                ConnectionIdleGuard.track(stream: stream)
             }
         }
         config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
             budget.admit(channel)
             return channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(SilentConnectionGuard(limit: silence), position: .first)
+                try channel.pipeline.syncOperations.addHandler(
+                    ConnectionIdleGuard(idleLimit: settings.idleTimeout, silenceLimit: silence), position: .first)
             }
         }
         return config
