@@ -187,8 +187,9 @@ let package = Package(
         .testTarget(
             name: "OrreryRuntimeTests",
             dependencies: [
-                "OrreryRuntime", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport", grpcCore,
+                "OrreryRuntime", "OrreryAuth", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport", grpcCore,
                 grpcPosix, configuration, logging, swiftProtobuf, argumentParser,
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/OrreryRuntimeTests",
             swiftSettings: upcomingFeatures

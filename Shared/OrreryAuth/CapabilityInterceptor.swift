@@ -53,6 +53,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
     private let replayGuard: any ReplayGuard
     private let logger: Logger
     private let clock: @Sendable () -> Int64
+    private let throttle: FailedAuthenticationThrottle?
 
     /// - Parameters:
     ///   - serviceDID: The DID invocations must be addressed to (`aud`).
@@ -65,8 +66,10 @@ public struct CapabilityInterceptor: ServerInterceptor {
         revocations: RevocationBook,
         replayGuard: any ReplayGuard,
         logger: Logger,
+        throttle: FailedAuthenticationThrottle? = nil,
         clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }
     ) {
+        self.throttle = throttle
         self.serviceDID = serviceDID
         self.trustedRoots = trustedRoots
         self.catalog = catalog
@@ -90,7 +93,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
 
         let authorization: Authorization
         do {
-            authorization = try await authorize(request.metadata, entry: entry)
+            authorization = try await authorize(request.metadata, entry: entry, peer: context.remotePeer)
         } catch var error as RPCError {
             // Marks the refusal as the capability check's, not the handler's.
             error.metadata.replaceOrAddString("refused", forKey: Self.refusalTrailer)
@@ -131,14 +134,17 @@ public struct CapabilityInterceptor: ServerInterceptor {
     /// request yet: the capability alone (signature, chain, audience, command, time, revocation, replay), so that
     /// nothing costly is done for an unauthenticated caller. Returns nil for an open method; `checkRequest` must
     /// follow once the request is read.
-    public func authorizeCaller(authorizationHeader: String?, method: String) async throws -> Authorization? {
+    /// `peer` is the caller's address in gRPC's form (`ipv4:1.2.3.4:5678`), for the failed-authentication throttle.
+    public func authorizeCaller(
+        authorizationHeader: String?, method: String, peer: String? = nil
+    ) async throws -> Authorization? {
         guard let entry = catalog[method] else {
             throw RPCError(code: .unimplemented, message: "\(method) is not a method of this service")
         }
         if entry.isOpen { return nil }
         var metadata = Metadata()
         if let authorizationHeader { metadata.addString(authorizationHeader, forKey: "authorization") }
-        return try await authorize(metadata, entry: entry)
+        return try await authorize(metadata, entry: entry, peer: peer)
     }
 
     /// The second half: the request against the capability `authorizeCaller` returned (args agree, policies
@@ -154,9 +160,10 @@ public struct CapabilityInterceptor: ServerInterceptor {
     /// the `authorization` header's container for `method`, then the request against the invocation's args.
     /// Returns nil for an open method.
     public func authorize(
-        authorizationHeader: String?, method: String, request: any SwiftProtobuf.Message
+        authorizationHeader: String?, method: String, request: any SwiftProtobuf.Message, peer: String? = nil
     ) async throws -> Authorization? {
-        let authorization = try await authorizeCaller(authorizationHeader: authorizationHeader, method: method)
+        let authorization = try await authorizeCaller(
+            authorizationHeader: authorizationHeader, method: method, peer: peer)
         try checkRequest(request, method: method, authorization: authorization)
         return authorization
     }
@@ -164,7 +171,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
     /// Checks the caller's container for `entry`; returns the validated authorization. The chain's policies are
     /// left to `checkRequest` (over the request itself), except for a client-streaming method, which has no single
     /// request: its policies hold over the invocation's `args`.
-    func authorize(_ metadata: Metadata, entry: MethodCatalog.Entry) async throws -> Authorization {
+    func authorize(_ metadata: Metadata, entry: MethodCatalog.Entry, peer: String?) async throws -> Authorization {
         guard let text = metadata.authorizationHeader else {
             throw RPCError(
                 code: .unauthenticated,
@@ -181,6 +188,13 @@ public struct CapabilityInterceptor: ServerInterceptor {
         guard let container = Self.bearerCredentials(text) else {
             throw RPCError(
                 code: .unauthenticated, message: "the authorization header must be 'Bearer <UCAN container>'")
+        }
+        if let throttle, let peer, case .refuse(let source, let retryAfter) = throttle.verdict(peer: peer) {
+            throw RPCError(
+                code: .resourceExhausted,
+                message:
+                    "too many forged or invalid capabilities from \(source): calls from its connections that have not authenticated are refused for about \(Int(retryAfter.rounded(.up))) s"
+            )
         }
         // The invocation first, and what can be refused from it alone (audience, command, time); the delegations'
         // envelopes are parsed only for an invocation meant for this call.
@@ -263,8 +277,10 @@ public struct CapabilityInterceptor: ServerInterceptor {
                 invocation, proofs: delegations, now: now, isRevoked: revocations.isRevoked,
                 deferringPolicies: !entry.isClientStreaming)
         } catch let error as UCANError {
+            if error.name == .invalidSignature, let throttle, let peer { throttle.recordFailure(peer: peer) }
             throw Self.status(for: error)
         }
+        if let throttle, let peer { throttle.recordSuccess(peer: peer) }
         if !entry.selfAuthorised && !entry.actsForSubject && !trustedRoots.contains(validated.subject) {
             throw RPCError(
                 code: .permissionDenied,

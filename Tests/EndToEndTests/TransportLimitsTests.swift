@@ -1,5 +1,11 @@
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import OrreryAuth
+import OrreryIdentity
+import OrreryProto
 import OrreryRuntime
+import SwiftProtobuf
 import OrreryTestSupport
 import Testing
 
@@ -100,6 +106,86 @@ struct TransportLimitsTests {
             #expect(result["info"] as? String == "OK", "\(line)")
             let idleAfter = try #require(result["idle_after"] as? Double, "the channel never left READY: \(line)")
             #expect(idleAfter >= 2 && idleAfter < 16, "GOAWAY came \(idleAfter) s after the call, not about 3 s")
+        }
+    }
+
+    @Test(
+        "forged capabilities from one address cost at most its burst of verifications, then are refused RESOURCE_EXHAUSTED before any; a connection that authenticated keeps working"
+    )
+    func forgeriesThrottledPerSource() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("transport-forgeries")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            // One failure refilled per minute, three at once: nothing refills while the test runs.
+            let identity = try await RunningService.start(
+                "identity", extraArguments: ["--auth-failures-per-minute", "1", "--auth-failure-burst", "3"],
+                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
+                directory: directory)
+            defer { identity.child.signal(SIGKILL) }
+            let audience = try DID(identity.ready.did)
+            let catalog = try MethodCatalog(
+                descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
+            let operatorKey = network.operatorKey
+            let signer = InvocationSigner(
+                key: operatorKey, subject: operatorKey.did, audience: audience, proofs: [], catalog: catalog)
+            let list = try #require(catalog["orrery.identity.v1.Identity/ListRevocations"])
+            let request = Orrery_Identity_V1_ListRevocationsRequest.with { $0.pageSize = 10 }
+            func code(_ body: () async throws -> Void) async -> RPCError.Code? {
+                do {
+                    try await body()
+                    return nil
+                } catch let error as RPCError {
+                    return error.code
+                } catch {
+                    return .unknown
+                }
+            }
+            let target = try #require(ServiceAddress("127.0.0.1:\(identity.ready.grpcPort)")).target
+            try await withGRPCClient(
+                transport: try .http2NIOPosix(target: target, transportSecurity: .plaintext), interceptors: [signer]
+            ) { worker in
+                let working = Orrery_Identity_V1_Identity.Client(wrapping: worker)
+                #expect(await code { _ = try await working.listRevocations(request) } == nil)
+
+                var forgedCodes: [RPCError.Code?] = []
+                var lastMessage = ""
+                try await ServiceProbe.withClient(identity.grpcAddress) { attacker in
+                    let identityClient = Orrery_Identity_V1_Identity.Client(wrapping: attacker)
+                    for _ in 0..<5 {
+                        let now = Int64(Date().timeIntervalSince1970)
+                        let invocation = Invocation.issue(
+                            by: operatorKey, subject: operatorKey.did, audience: audience, command: list.command,
+                            arguments: ["page_size": .integer(10)], expiration: now + 120, issuedAt: now)
+                        let forged = UCANEnvelope(
+                            signing: invocation.envelope.payload, tag: UCANEnvelope.invocationTag, with: SigningKey())
+                        var metadata = Metadata()
+                        metadata.addString(
+                            "Bearer " + (try UCANContainer.encodeText([forged.bytes])), forKey: "authorization")
+                        do {
+                            _ = try await identityClient.listRevocations(request, metadata: metadata)
+                            forgedCodes.append(nil)
+                        } catch let error as RPCError {
+                            forgedCodes.append(error.code)
+                            lastMessage = error.message
+                        }
+                    }
+                }
+                #expect(
+                    forgedCodes == [.unauthenticated, .unauthenticated, .unauthenticated, .resourceExhausted, .resourceExhausted],
+                    "\(forgedCodes)")
+                #expect(lastMessage.contains("127.0.0.1"), "\(lastMessage)")
+                // The connection that authenticated before the flood is served; a new one from the same address
+                // waits, even with a valid capability.
+                #expect(await code { _ = try await working.listRevocations(request) } == nil)
+                try await withGRPCClient(
+                    transport: try .http2NIOPosix(target: target, transportSecurity: .plaintext),
+                    interceptors: [signer]
+                ) { fresh in
+                    let newcomer = Orrery_Identity_V1_Identity.Client(wrapping: fresh)
+                    #expect(await code { _ = try await newcomer.listRevocations(request) } == .resourceExhausted)
+                }
+            }
         }
     }
 

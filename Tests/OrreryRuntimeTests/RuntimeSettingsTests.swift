@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import OrreryAuth
 import OrreryDatabase
 import OrreryIdentity
 import OrreryRuntime
@@ -238,6 +239,12 @@ struct RuntimeSettingsTests {
         let config = try configFile("{}")
         let defaults = try await load(["--config", config])
         #expect(defaults.clockSkew == 30 && defaults.maximumConnections == 4096 && defaults.idleTimeout == .seconds(120))
+        #expect(defaults.authenticationFailures == .standard)
+        let throttled = try await load(
+            ["--config", config, "--auth-failures-per-minute", "30", "--auth-failure-burst", "5"])
+        #expect(throttled.authenticationFailures == .init(rate: 0.5, burst: 5))
+        try await expectError(
+            key: "auth.failure_burst", containing: "outside", ["--config", config, "--auth-failure-burst", "0"])
         let set = try await load(
             ["--config", config, "--clock-skew", "0", "--max-connections", "64"],
             environment: ["ORRERY_CONNECTIONS_IDLE_TIMEOUT": "5"])

@@ -24,9 +24,11 @@ struct FloodBenchCommand: AsyncParsableCommand {
     @Option(help: "Idle connections opened in the connection attack.") var idleConnections = 3000
     @Option(help: "Where to append the results (Markdown).") var out = "bench-results/abuse.md"
 
-    static func residentMiB(_ pid: Int32) -> Double {
+    /// A resident-memory figure of `/proc/PID/status` (`VmRSS:` all of it, `RssAnon:` the heap and stacks only,
+    /// without the executable's pages, which the kernel can drop and read again).
+    static func residentMiB(_ pid: Int32, field: String = "VmRSS:") -> Double {
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix(field) } ?? ""
         let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
         return kilobytes / 1024
     }
@@ -52,46 +54,74 @@ struct FloodBenchCommand: AsyncParsableCommand {
         }
 
         let idleRSS = Self.residentMiB(pid)
-        let alone = try await validRate(target, signer: signer, for: seconds)
-        let refused = Tally()
-        let flood = Task {
-            try await withGRPCClient(transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext))
-            { client in
-                let revocations = Orrery_Identity_V1_Identity.Client(wrapping: client)
-                let workers = 50
-                let interval = Duration.seconds(Double(workers) / Double(forgedRate))
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for worker in 0..<workers {
-                        group.addTask {
-                            var next = ContinuousClock.now
-                            var index = worker
-                            while !Task.isCancelled {
-                                var metadata = Metadata()
-                                metadata.addString(forgeries[index % forgeries.count], forKey: "authorization")
-                                index += workers
-                                do {
-                                    _ = try await revocations.listRevocations(
-                                        .with { $0.pageSize = 10 }, metadata: metadata)
-                                } catch {
-                                    refused.add()
+        let idleAnonymous = Self.residentMiB(pid, field: "RssAnon:")
+        // The valid callers keep one connection, as working clients do: it has authenticated before the flood.
+        let (alone, underFlood, forgedPerSecond, throttledPerSecond, newcomer) = try await withGRPCClient(
+            transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext), interceptors: [signer]
+        ) { validClient in
+            let valid = Orrery_Identity_V1_Identity.Client(wrapping: validClient)
+            let alone = try await validRate(valid, for: seconds)
+            let refused = Tally()
+            let throttled = Tally()
+            let flood = Task {
+                try await withGRPCClient(
+                    transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext)
+                ) { client in
+                    let revocations = Orrery_Identity_V1_Identity.Client(wrapping: client)
+                    let workers = 50
+                    let interval = Duration.seconds(Double(workers) / Double(forgedRate))
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for worker in 0..<workers {
+                            group.addTask {
+                                var next = ContinuousClock.now
+                                var index = worker
+                                while !Task.isCancelled {
+                                    var metadata = Metadata()
+                                    metadata.addString(forgeries[index % forgeries.count], forKey: "authorization")
+                                    index += workers
+                                    do {
+                                        _ = try await revocations.listRevocations(
+                                            .with { $0.pageSize = 10 }, metadata: metadata)
+                                    } catch let error as RPCError where error.code == .resourceExhausted {
+                                        throttled.add()
+                                    } catch {
+                                        refused.add()
+                                    }
+                                    next += interval
+                                    try await Task.sleep(until: next, clock: .continuous)
                                 }
-                                next += interval
-                                try await Task.sleep(until: next, clock: .continuous)
                             }
                         }
+                        try await group.waitForAll()
                     }
-                    try await group.waitForAll()
                 }
             }
+            try await Task.sleep(for: .seconds(1))
+            let refusedBefore = refused.count
+            let throttledBefore = throttled.count
+            let underFlood = try await validRate(valid, for: seconds)
+            let forgedPerSecond = Double(refused.count - refusedBefore) / seconds
+            let throttledPerSecond = Double(throttled.count - throttledBefore) / seconds
+            // A caller that connects during the flood, from the flood's address.
+            let newcomer: String = try await withGRPCClient(
+                transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext),
+                interceptors: [signer]
+            ) { fresh in
+                do {
+                    _ = try await Orrery_Identity_V1_Identity.Client(wrapping: fresh).listRevocations(
+                        .with { $0.pageSize = 10 })
+                    return "served"
+                } catch let error as RPCError {
+                    return "\(error.code)"
+                }
+            }
+            flood.cancel()
+            _ = try? await flood.value
+            return (alone, underFlood, forgedPerSecond, throttledPerSecond, newcomer)
         }
-        try await Task.sleep(for: .seconds(1))
-        let refusedBefore = refused.count
-        let underFlood = try await validRate(target, signer: signer, for: seconds)
-        let forgedPerSecond = Double(refused.count - refusedBefore) / seconds
-        flood.cancel()
-        _ = try? await flood.value
         try await Task.sleep(for: .seconds(5))
         let afterFlood = Self.residentMiB(pid)
+        let afterFloodAnonymous = Self.residentMiB(pid, field: "RssAnon:")
 
         // Idle connections: opened, held, closed; memory read at the peak and once they are gone.
         var sockets: [Int32] = []
@@ -113,42 +143,41 @@ struct FloodBenchCommand: AsyncParsableCommand {
         for descriptor in sockets { close(descriptor) }
         try await Task.sleep(for: .seconds(10))
         let afterIdle = Self.residentMiB(pid)
+        let afterIdleAnonymous = Self.residentMiB(pid, field: "RssAnon:")
 
         func f(_ value: Double) -> String { String(format: "%.1f", value) }
         let lines = [
             "", "## A live identity service under attack", "",
-            "Measured \(ISO8601DateFormatter().string(from: Date())): a release identity service and this load generator on the same \(ProcessInfo.processInfo.activeProcessorCount) cores, over loopback gRPC; valid calls are signed `ListRevocations` by 8 sequential clients, forged ones (a valid invocation re-signed by another key) paced by 50 callers.",
+            "Measured \(ISO8601DateFormatter().string(from: Date())): a release identity service (default settings: \(Int(FailedAuthenticationThrottle.Limits.standard.rate * 60)) failed signature checks per minute per source, bursts of \(FailedAuthenticationThrottle.Limits.standard.burst)) and this load generator on the same \(ProcessInfo.processInfo.activeProcessorCount) cores, over loopback gRPC; valid calls are signed `ListRevocations` by 8 sequential callers on one connection that authenticated before the flood, forged ones (a valid invocation re-signed by another key) paced by 50 callers on another connection from the same address.",
             "",
             "| measurement | result |", "|---|---|",
             "| valid calls alone | \(f(alone))/s |",
-            "| valid calls while \(forgedRate) forged calls/s are offered (\(f(forgedPerSecond))/s refused) | \(f(underFlood))/s (\(f(100 * underFlood / max(alone, 1))) % of alone; goal ≥ 50 %) |",
-            "| resident memory idle → 5 s after the flood | \(f(idleRSS)) MiB → \(f(afterFlood)) MiB |",
-            "| \(sockets.count) idle connections held → 10 s after they closed | \(f(peakIdle)) MiB → \(f(afterIdle)) MiB (goal: within 10 % of \(f(idleRSS)) MiB) |",
+            "| valid calls while \(forgedRate) forged calls/s are offered (\(f(forgedPerSecond))/s verified and refused UNAUTHENTICATED, \(f(throttledPerSecond))/s refused RESOURCE_EXHAUSTED unverified) | \(f(underFlood))/s (\(f(100 * underFlood / max(alone, 1))) % of alone; goal ≥ 50 %) |",
+            "| a valid call on a new connection from the flood's address, during the flood | \(newcomer) |",
+            "| resident memory (anonymous: heap and stacks) idle → 5 s after the flood | \(f(idleRSS)) MiB (\(f(idleAnonymous))) → \(f(afterFlood)) MiB (\(f(afterFloodAnonymous))) |",
+            "| \(sockets.count) idle connections held → 10 s after they closed | \(f(peakIdle)) MiB → \(f(afterIdle)) MiB (\(f(afterIdleAnonymous))) (goal: within 10 % of \(f(idleRSS)) MiB) |",
         ]
         for line in lines { print(line) }
         let existing = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
         try (existing + lines.joined(separator: "\n") + "\n").write(toFile: out, atomically: true, encoding: .utf8)
     }
 
-    /// Valid calls per second for `seconds`, from 8 sequential clients on one connection.
-    func validRate(_ target: ServiceAddress, signer: InvocationSigner, for seconds: Double) async throws -> Double {
+    /// Valid calls per second for `seconds`, from 8 sequential callers sharing `identity`'s connection.
+    func validRate(
+        _ identity: Orrery_Identity_V1_Identity.Client<HTTP2ClientTransport.Posix>, for seconds: Double
+    ) async throws -> Double {
         let done = Tally()
-        try await withGRPCClient(
-            transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext), interceptors: [signer]
-        ) { client in
-            let identity = Orrery_Identity_V1_Identity.Client(wrapping: client)
-            let deadline = ContinuousClock.now + .seconds(seconds)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for _ in 0..<8 {
-                    group.addTask {
-                        while ContinuousClock.now < deadline {
-                            _ = try await identity.listRevocations(.with { $0.pageSize = 10 })
-                            done.add()
-                        }
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    while ContinuousClock.now < deadline {
+                        _ = try await identity.listRevocations(.with { $0.pageSize = 10 })
+                        done.add()
                     }
                 }
-                try await group.waitForAll()
             }
+            try await group.waitForAll()
         }
         return Double(done.count) / seconds
     }

@@ -9,7 +9,7 @@ public import OrreryRuntime
 enum OrchestratorHTTPGateway {
     static let service = "orrery.orchestrator.v1.Orchestrator"
 
-    static func register(api: OrchestratorAPI, gateway: JSONGateway, on router: Router<BasicRequestContext>) {
+    static func register(api: OrchestratorAPI, gateway: JSONGateway, on router: Router<OrreryRequestContext>) {
         gateway.unary(router, method: "\(service)/SubmitWorkload", Orrery_Orchestrator_V1_SubmitWorkloadRequest.self) {
             try await api.submit($0, consumer: try caller())
         }

@@ -14,6 +14,8 @@ struct OperationStream {
     let api: SettlementAPI
     let capabilities: CapabilityInterceptor
     let logger: Logger
+    /// The caller's address, for the failed-authentication throttle (each operation carries its own capability).
+    var peer: String? = nil
 
     /// Operations of one stream running or answered but not yet written; further messages are not read meanwhile.
     static let maximumInFlight = 256
@@ -110,7 +112,7 @@ struct OperationStream {
         guard
             let authorization = try await capabilities.authorize(
                 authorizationHeader: header, method: "orrery.settlement.v1.Settlement/\(request.method)",
-                request: message)
+                request: message, peer: peer)
         else { throw RPCError(code: .internalError, message: "\(request.method) is open, which it never is") }
         return try await Authorization.$current.withValue(authorization) { try await call(authorization) }
     }

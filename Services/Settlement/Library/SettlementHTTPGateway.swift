@@ -9,7 +9,7 @@ internal import OrreryRuntime
 enum SettlementHTTPGateway {
     static let service = "orrery.settlement.v1.Settlement"
 
-    static func register(api: SettlementAPI, gateway: JSONGateway, on router: Router<BasicRequestContext>) {
+    static func register(api: SettlementAPI, gateway: JSONGateway, on router: Router<OrreryRequestContext>) {
         gateway.unary(router, method: "\(service)/GetBalance", Orrery_Settlement_V1_GetBalanceRequest.self) {
             try await api.balance($0, authorization: try authorization())
         }

@@ -97,7 +97,9 @@ public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServic
         guard let capabilities = environment.capabilities else {
             throw RPCError(code: .unavailable, message: "this server checks no capabilities: Operate is off")
         }
-        try await OperationStream(api: api, capabilities: capabilities, logger: environment.logger).run(
+        try await OperationStream(
+            api: api, capabilities: capabilities, logger: environment.logger, peer: context.remotePeer
+        ).run(
             request, answering: response)
     }
 }

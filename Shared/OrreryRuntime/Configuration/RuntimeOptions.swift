@@ -156,6 +156,16 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
 
     @Option(
         help:
+            "Capabilities failing their signature check allowed per minute per source address (an IPv6 /64), 0 for no limit; past it and auth.failure_burst, that source's connections that have not authenticated are refused RESOURCE_EXHAUSTED (env ORRERY_AUTH_FAILURES_PER_MINUTE, file auth.failures_per_minute).")
+    public var authFailuresPerMinute: Int?
+
+    @Option(
+        help:
+            "Failed signature checks a source address may spend at once before auth.failures_per_minute applies (env ORRERY_AUTH_FAILURE_BURST, file auth.failure_burst).")
+    public var authFailureBurst: Int?
+
+    @Option(
+        help:
             "Most connections open at once over the gRPC and HTTP listeners; more are closed when accepted (env ORRERY_CONNECTIONS_MAX, file connections.max).")
     public var maxConnections: Int?
 

@@ -2,6 +2,7 @@ internal import Configuration
 internal import Foundation
 internal import Logging
 internal import OrreryDatabase
+internal import OrreryAuth
 internal import SystemPackage
 
 extension RuntimeSettings {
@@ -38,6 +39,9 @@ extension RuntimeSettings {
             clockSkew: Int64(try integer(reader, "auth.clock_skew", in: 0...60)),
             maximumConnections: try integer(reader, "connections.max", in: 16...1_000_000),
             idleTimeout: .seconds(try integer(reader, "connections.idle_timeout", in: 1...86_400)),
+            authenticationFailures: .init(
+                rate: Double(try integer(reader, "auth.failures_per_minute", in: 0...100_000_000)) / 60,
+                burst: try integer(reader, "auth.failure_burst", in: 1...1_000_000)),
             keyFile: try string(reader, "identity.key").nilIfEmpty,
             trustedOperator: try did(reader, "trust.operator"),
             identityAddress: try address(reader, "identity.address"),
@@ -124,6 +128,8 @@ extension RuntimeSettings {
         flag("state.dir", options.stateDir)
         flag("shutdown.grace", options.shutdownGrace)
         flag("auth.clock_skew", options.clockSkew)
+        flag("auth.failures_per_minute", options.authFailuresPerMinute)
+        flag("auth.failure_burst", options.authFailureBurst)
         flag("connections.max", options.maxConnections)
         flag("connections.idle_timeout", options.idleTimeout)
         flag("tls.cert", options.tlsCert)
@@ -160,6 +166,8 @@ extension RuntimeSettings {
             "state.dir": .init(.string("/var/lib/orrery/\(service.name)"), isSecret: false),
             "shutdown.grace": 10,
             "auth.clock_skew": 30,
+            "auth.failures_per_minute": 960,  // FailedAuthenticationThrottle.Limits.standard
+            "auth.failure_burst": 64,
             "connections.max": 4096,
             "connections.idle_timeout": 120,
             "tls.cert": "",

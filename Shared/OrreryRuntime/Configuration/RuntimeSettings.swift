@@ -1,5 +1,6 @@
 public import Logging
 public import OrreryDatabase
+public import OrreryAuth
 
 /// A service's settings after resolving defaults < file < environment < flags.
 public struct RuntimeSettings: Sendable, Equatable {
@@ -10,6 +11,7 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.stateDirectory == rhs.stateDirectory
             && lhs.shutdownGrace == rhs.shutdownGrace && lhs.clockSkew == rhs.clockSkew
             && lhs.maximumConnections == rhs.maximumConnections && lhs.idleTimeout == rhs.idleTimeout
+            && lhs.authenticationFailures == rhs.authenticationFailures
             && lhs.keyFile == rhs.keyFile
             && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
@@ -59,6 +61,8 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var maximumConnections: Int
     /// How long a connection may stay without a call in progress before it is closed.
     public var idleTimeout: Duration
+    /// Failed signature checks allowed per source address before its unauthenticated connections are refused.
+    public var authenticationFailures: FailedAuthenticationThrottle.Limits
     /// The service's key file; nil for a service that creates its own key in its state directory.
     public var keyFile: String?
     /// The operator DID capability chains must root in.

@@ -52,12 +52,12 @@ public struct OrreryService: Sendable {
     public let makeRPCServices: @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]
     public let backgroundTasks: @Sendable (ServiceEnvironment) -> [@Sendable () async throws -> Void]
     /// Routes the service adds to its HTTP listener (the orchestrator's JSON gateway).
-    public let httpRoutes: @Sendable (ServiceEnvironment, JSONGateway, Router<BasicRequestContext>) -> Void
+    public let httpRoutes: @Sendable (ServiceEnvironment, JSONGateway, Router<OrreryRequestContext>) -> Void
 
     public init(
         description: ServiceDescription,
         backgroundTasks: @escaping @Sendable (ServiceEnvironment) -> [@Sendable () async throws -> Void] = { _ in [] },
-        httpRoutes: @escaping @Sendable (ServiceEnvironment, JSONGateway, Router<BasicRequestContext>) -> Void = {
+        httpRoutes: @escaping @Sendable (ServiceEnvironment, JSONGateway, Router<OrreryRequestContext>) -> Void = {
             _, _, _ in
         },
         makeRPCServices: @escaping @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]

@@ -120,7 +120,8 @@ private struct MainService: Service {
             database.map { PostgresReplayGuard(client: $0, logger: logger) } ?? InMemoryReplayGuard()
         let capabilities = CapabilityInterceptor(
             serviceDID: key.did, trustedRoots: [operatorDID], catalog: catalog, validator: validator,
-            revocations: revocations, replayGuard: replayGuard, logger: logger)
+            revocations: revocations, replayGuard: replayGuard, logger: logger,
+            throttle: FailedAuthenticationThrottle(limits: settings.authenticationFailures))
         let environment = ServiceEnvironment(
             settings: settings, logger: logger, database: database, info: info, key: key, operatorDID: operatorDID,
             revocations: revocations, catalog: catalog, proofs: proofs, capabilities: capabilities)

@@ -26,7 +26,7 @@ public struct JSONGateway: Sendable {
 
     /// Serves a unary method; `handler` runs with `Authorization.current` set as in a gRPC handler.
     public func unary<Request: SwiftProtobuf.Message & Sendable, Response: SwiftProtobuf.Message & Sendable>(
-        _ router: Router<BasicRequestContext>, method: String, _: Request.Type,
+        _ router: Router<OrreryRequestContext>, method: String, _: Request.Type,
         _ handler: @escaping @Sendable (Request) async throws -> Response
     ) {
         router.post(RouterPath(stringLiteral: "/\(method)")) { httpRequest, context -> Response_ in
@@ -44,7 +44,7 @@ public struct JSONGateway: Sendable {
     /// Serves a server-streaming method as newline-delimited JSON; an error after the first message ends the
     /// stream with a final `{"error": {…}}` line.
     public func serverStreaming<Request: SwiftProtobuf.Message & Sendable, Message: SwiftProtobuf.Message & Sendable>(
-        _ router: Router<BasicRequestContext>, method: String, _: Request.Type,
+        _ router: Router<OrreryRequestContext>, method: String, _: Request.Type,
         _ handler: @escaping @Sendable (Request, _ send: (Message) async throws -> Void) async throws -> Void
     ) {
         router.post(RouterPath(stringLiteral: "/\(method)")) { httpRequest, context -> Response_ in
@@ -77,7 +77,7 @@ public struct JSONGateway: Sendable {
     typealias Response_ = Hummingbird.Response
 
     private func accept<Request: SwiftProtobuf.Message>(
-        _ httpRequest: Request_, context: BasicRequestContext, method: String
+        _ httpRequest: Request_, context: OrreryRequestContext, method: String
     ) async throws -> (Request, Authorization?) {
         let contentType = httpRequest.headers[.contentType] ?? ""
         let mediaType = contentType.split(separator: ";", maxSplits: 1).first.map {
@@ -91,7 +91,7 @@ public struct JSONGateway: Sendable {
         }
         // The capability first: an unauthenticated caller costs no body read or JSON decoding.
         let authorization = try await authorizer.authorizeCaller(
-            authorizationHeader: httpRequest.headers[.authorization], method: method)
+            authorizationHeader: httpRequest.headers[.authorization], method: method, peer: context.remotePeer)
         let buffer: ByteBuffer
         do {
             buffer = try await httpRequest.body.collect(upTo: Self.maximumBody)

@@ -1,5 +1,5 @@
 internal import Foundation
-public import GRPCCore
+internal import GRPCCore
 public import OrreryAuth
 internal import OrreryIdentity
 public import SwiftProtobuf

@@ -35,10 +35,10 @@ public enum OperationsHTTPServer {
         logger: Logger,
         tls: (certificate: String, key: String)? = nil,
         limits: Limits = Limits(budget: ConnectionBudget(limit: 4096), idleTimeout: .seconds(120)),
-        routes: (Router<BasicRequestContext>) -> Void = { _ in },
+        routes: (Router<OrreryRequestContext>) -> Void = { _ in },
         onBound: @escaping @Sendable (Int) async -> Void
     ) throws -> some ApplicationProtocol {
-        let router = Router()
+        let router = Router(context: OrreryRequestContext.self)
         router.add(middleware: UnroutedRequestMiddleware())
         routes(router)
         router.get("/metrics") { _, _ -> Response in
@@ -87,11 +87,11 @@ public enum OperationsHTTPServer {
 /// Answers what no route serves with a JSON body a person can read: 405 with `Allow` for a known path asked with
 /// another method (the gateway's methods are POST, /metrics and /healthz GET), 404 for an unknown path.
 struct UnroutedRequestMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = OrreryRequestContext
 
     func handle(
-        _ request: Request, context: BasicRequestContext,
-        next: (Request, BasicRequestContext) async throws -> Response
+        _ request: Request, context: OrreryRequestContext,
+        next: (Request, OrreryRequestContext) async throws -> Response
     ) async throws -> Response {
         do {
             return try await next(request, context)
