@@ -142,6 +142,54 @@ struct RegistryLivenessTests {
         }
     }
 
+    /// Positive evidence both ways: the silent `device` is still online when a status call that began a full interval
+    /// after `since` reads it (without a grace it is offline at the first sweep, a quarter interval later), and the
+    /// registry does judge it later (its sweeper runs). Which of suspect or offline is seen first depends on how fast
+    /// the polls are on a loaded machine: not checked.
+    func expectGraceThenJudgement(
+        _ device: DeviceClient, _ registry: RunningService, since: ContinuousClock.Instant, interval: Int
+    ) async throws {
+        var lastOnlineStart: Duration?
+        var judged = false
+        while ContinuousClock.now - since < .milliseconds(interval * 10) {
+            let started = ContinuousClock.now - since
+            if try await status(device, registry) == .online {
+                lastOnlineStart = started
+            } else {
+                judged = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(judged, "the registry never judged the silent device")
+        let online = try #require(lastOnlineStart, "the device was never seen online after \(since)")
+        #expect(online >= .milliseconds(interval), "last seen online \(online) after the pause: no grace")
+    }
+
+    @Test("a registry that was paused (SIGSTOP) judges nobody on the time it could not observe: a full grace after it resumes")
+    func stallGrace() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-stall")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let interval = 2000
+            let registry = try await startRegistry(database, network, directory, interval: interval)
+            defer { registry.child.signal(SIGKILL) }
+            let device = try DeviceClient(operatorKey: network.operatorKey)
+            _ = try await device.withRegistry(registry) {
+                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            }
+            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
+            registry.child.signal(SIGSTOP)
+            // Paused for more than 3 intervals: every device's last heartbeat is older than the offline limit.
+            try await Task.sleep(for: .milliseconds(interval * 4))
+            let resumed = ContinuousClock.now
+            registry.child.signal(SIGCONT)
+            try await expectGraceThenJudgement(device, registry, since: resumed, interval: interval)
+            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
+        }
+    }
+
     @Test("a restarted registry gives every device a full grace period: no device is marked offline at start")
     func restartGrace() async throws {
         try await TestDatabase.withDatabase { database in
@@ -164,25 +212,7 @@ struct RegistryLivenessTests {
             let restarted = ContinuousClock.now
             registry = try await startRegistry(database, network, directory, interval: interval)
             defer { registry.child.signal(SIGKILL) }
-            // Positive evidence both ways: the silent device is still online when a status call that began a full
-            // interval after the restart reads it (without the grace it is offline at the first sweep, a quarter
-            // interval after the start), and the new registry does judge it later (its sweeper runs). Which of
-            // suspect or offline is seen first depends on how fast the polls are on a loaded machine: not checked.
-            var lastOnlineStart: Duration?
-            var judged = false
-            while ContinuousClock.now - restarted < .milliseconds(interval * 10) {
-                let started = ContinuousClock.now - restarted
-                if try await status(device, registry) == .online {
-                    lastOnlineStart = started
-                } else {
-                    judged = true
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            #expect(judged, "the restarted registry never judged the silent device")
-            let online = try #require(lastOnlineStart, "the device was never seen online after the restart")
-            #expect(online >= .milliseconds(interval), "last seen online \(online) after the restart: no grace")
+            try await expectGraceThenJudgement(device, registry, since: restarted, interval: interval)
             // A heartbeat brings it back (written at the next flush).
             #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
         }

@@ -22,5 +22,14 @@ struct Base64Tests {
         #expect(Base64.decode("ab$d") == nil)
         #expect(Base64.decode("a") == nil)
         #expect(Base64.decode("abc===") == nil)
+        #expect(Base64.decode("ab=c") == nil)
+        // A byte outside both alphabets anywhere — in a whole block or in the tail — refuses the text.
+        let text = Array("QUJDREVGR0hJSks".utf8)
+        #expect(Base64.decode(String(decoding: text, as: UTF8.self)) == Array("ABCDEFGHIJK".utf8))
+        for position in text.indices {
+            var spoiled = text
+            spoiled[position] = UInt8(ascii: "$")
+            #expect(Base64.decode(String(decoding: spoiled, as: UTF8.self)) == nil, "junk at \(position)")
+        }
     }
 }

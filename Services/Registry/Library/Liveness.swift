@@ -9,13 +9,17 @@ internal import Synchronization
 /// Liveness: heartbeats are gathered from every stream and written in one statement per flush; a sweeper moves
 /// silent devices to `suspect` after 2 missed intervals and `offline` after 3, and a heartbeat brings one back
 /// `online`. Every transition is a change-log entry.
+///
+/// Devices are judged only on silence this replica was able to observe: after its start, after a stall of its own
+/// (the process paused, the host frozen: its 100 ms loop woke up late) and after its database came back, every device
+/// gets a full grace period again. Heartbeats that could not be written are kept and written with the next flush.
 final class Liveness: Sendable {
     private let client: PostgresClient
     private let logger: Logger
     private let interval: Duration
-    /// When this replica began judging (its sweeper started, once it serves): no device is judged on silence older
-    /// than this, so a restarted registry gives every device a full grace period, however long its start-up took.
-    private let startedAt = Mutex(Date())
+    /// When this replica last began observing (its sweeper started, or it recovered from a stall or a database
+    /// outage): no device is judged on silence older than this.
+    private let observingSince = Mutex(Date())
     private let pending = Mutex<[String: Orrery_Registry_V1_Heartbeat]>([:])
 
     init(client: PostgresClient, logger: Logger, interval: Duration) {
@@ -32,21 +36,44 @@ final class Liveness: Sendable {
     /// Flushes queued heartbeats every 100 ms and sweeps every quarter interval (a dead device is offline at most a
     /// quarter interval after its third missed heartbeat), until cancelled.
     func run() async {
-        startedAt.withLock { $0 = Date() }
+        observingSince.withLock { $0 = Date() }
         var lastSweep = ContinuousClock.now
+        var lastTick = ContinuousClock.now
+        var failing = false
+        let stallLimit = Self.stallLimit(interval: interval)
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
+            let woke = ContinuousClock.now
+            if woke - lastTick > stallLimit {
+                observingSince.withLock { $0 = Date() }
+                logger.warning(
+                    "liveness loop stalled; every device gets a full grace period again",
+                    metadata: ["stalled": "\(woke - lastTick)"])
+            }
+            lastTick = woke
             do {
                 try await flush()
                 if ContinuousClock.now - lastSweep >= interval / 4 {
+                    if failing {
+                        // The database is back: what happened while it was not is not silence we observed.
+                        observingSince.withLock { $0 = Date() }
+                        failing = false
+                    }
                     try await sweep()
                     lastSweep = ContinuousClock.now
                 }
             } catch {
+                failing = true
                 logger.warning("liveness pass failed", metadata: ["error": "\(error)"])
             }
+            lastTick = ContinuousClock.now
         }
         try? await flush()
+    }
+
+    /// How late the 100 ms loop may wake before the registry counts itself stalled: half an interval, at least 1 s.
+    static func stallLimit(interval: Duration) -> Duration {
+        max(interval / 2, .seconds(1))
     }
 
     /// Writes every queued heartbeat in one statement; devices that come back are marked online in the change log.
@@ -56,6 +83,20 @@ final class Liveness: Sendable {
             return Array(pending.values)
         }
         guard !batch.isEmpty else { return }
+        do {
+            try await write(batch)
+        } catch {
+            // Kept for the next flush, unless a newer heartbeat of the same device arrived meanwhile.
+            pending.withLock { pending in
+                for heartbeat in batch where pending[heartbeat.deviceDid] == nil {
+                    pending[heartbeat.deviceDid] = heartbeat
+                }
+            }
+            throw error
+        }
+    }
+
+    private func write(_ batch: [Orrery_Registry_V1_Heartbeat]) async throws {
         let dids = batch.map(\.deviceDid)
         let cpu = batch.map { Int64($0.freeCpuMillicores) }
         let ram = batch.map { Int64(clamping: $0.freeRamBytes) }
@@ -97,7 +138,7 @@ final class Liveness: Sendable {
     /// Moves silent devices along online → suspect → offline. One replica sweeps at a time.
     func sweep() async throws {
         let milliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
-        let startedAt = startedAt.withLock { $0 }
+        let startedAt = observingSince.withLock { $0 }
         try await client.transaction(logger: logger) { connection in
             let locked = try await connection.query(
                 "SELECT pg_try_advisory_xact_lock(\(DeviceStore.changeLogLock + 1))", logger: logger)

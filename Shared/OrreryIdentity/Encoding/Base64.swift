@@ -58,20 +58,51 @@ public enum Base64 {
         }
         guard padding <= 2, input.count % 4 != 1 else { return nil }
         if padding > 0, (input.count + padding) % 4 != 0 { return nil }
-        var output: [UInt8] = []
-        output.reserveCapacity(input.count * 3 / 4)
-        var accumulator: UInt32 = 0
-        var bits = 0
-        for byte in input {
-            let value = values[Int(byte)]
-            guard value != 0xFF else { return nil }
-            accumulator = accumulator << 6 | UInt32(value)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+        // Four characters at a time into a buffer of the exact size, the table read once: every call pays this.
+        let table = values
+        let count = input.count
+        let outputCount = count / 4 * 3 + max(0, count % 4 - 1)
+        var valid = true
+        let output = [UInt8](unsafeUninitializedCapacity: outputCount) { buffer, initialized in
+            table.withUnsafeBufferPointer { table in
+                input.withUnsafeBufferPointer { input in
+                    var read = 0
+                    var written = 0
+                    while read + 4 <= count {
+                        let a = table[Int(input[read])], b = table[Int(input[read + 1])]
+                        let c = table[Int(input[read + 2])], d = table[Int(input[read + 3])]
+                        guard (a | b | c | d) & 0xC0 == 0 else {
+                            valid = false
+                            return
+                        }
+                        let chunk = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
+                        buffer[written] = UInt8(truncatingIfNeeded: chunk >> 16)
+                        buffer[written + 1] = UInt8(truncatingIfNeeded: chunk >> 8)
+                        buffer[written + 2] = UInt8(truncatingIfNeeded: chunk)
+                        read += 4
+                        written += 3
+                    }
+                    let rest = count - read
+                    if rest >= 2 {
+                        let a = table[Int(input[read])], b = table[Int(input[read + 1])]
+                        let c = rest == 3 ? table[Int(input[read + 2])] : 0
+                        guard (a | b | c) & 0xC0 == 0 else {
+                            valid = false
+                            return
+                        }
+                        let chunk = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6
+                        buffer[written] = UInt8(truncatingIfNeeded: chunk >> 16)
+                        written += 1
+                        if rest == 3 {
+                            buffer[written] = UInt8(truncatingIfNeeded: chunk >> 8)
+                            written += 1
+                        }
+                    }
+                    initialized = written
+                }
             }
         }
+        guard valid, output.count == outputCount else { return nil }
         return output
     }
 }
