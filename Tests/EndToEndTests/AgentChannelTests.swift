@@ -668,18 +668,23 @@ struct AgentChannelTests {
             }
             #expect(old.state == .terminated)
             _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
-            // The dead agent's sandbox outlived it (it would be gone with a real host): clean it up.
-            let runs = directory.appendingPathComponent("cheap-state/allocations").path
-            for run in (try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? [] {
-                if let text = try? String(contentsOfFile: "\(runs)/\(run)/wrapper.pid", encoding: .utf8),
-                    let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
-                {
-                    kill(-pid, SIGKILL)
-                }
-                usleep(100_000)
-                for controller in ["memory", "cpu", "cpuacct", "pids"] {
-                    rmdir("/sys/fs/cgroup/\(controller)/orrery/\(run)")
-                }
+            Self.removeSandboxes(of: directory.appendingPathComponent("cheap-state"))
+        }
+    }
+
+    /// Kills and removes the sandboxes a killed agent left behind under its `state` directory (they would be gone
+    /// with a real host).
+    static func removeSandboxes(of state: URL) {
+        let runs = state.appendingPathComponent("allocations").path
+        for run in (try? FileManager.default.contentsOfDirectory(atPath: runs)) ?? [] {
+            if let text = try? String(contentsOfFile: "\(runs)/\(run)/wrapper.pid", encoding: .utf8),
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
+                kill(-pid, SIGKILL)
+            }
+            usleep(100_000)
+            for controller in ["memory", "cpu", "cpuacct", "pids"] {
+                rmdir("/sys/fs/cgroup/\(controller)/orrery/\(run)")
             }
         }
     }

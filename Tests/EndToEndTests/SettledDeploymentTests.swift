@@ -152,4 +152,108 @@ struct SettledDeploymentTests {
                 "it took \(ContinuousClock.now - stopping) to stop: \(orchestrator.child.output.suffix(2000))")
         }
     }
+
+    @Test("a relocated replica's replacement contract is escrowed before its new device starts it")
+    func relocatedReplicaEscrowed() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-settled-relocation")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let interval = 1000
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
+            defer { registry.child.signal(SIGKILL) }
+            let gatewayDID = try #require(network.serviceKeys["settlement-gateway"]).did
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"), settlement: gatewayDID)
+            defer { notary.child.signal(SIGKILL) }
+            var gatewayEnvironment = database.serviceEnvironment.merging(
+                network.environment(for: "settlement-gateway")
+            ) { $1 }
+            gatewayEnvironment["ORRERY_NOTARY_DID"] = notary.ready.did
+            gatewayEnvironment["ORRERY_NOTARY_ADDRESS"] = "127.0.0.1:\(notary.ready.grpcPort)"
+            let gateway = try await RunningService.start(
+                "settlement-gateway", environment: gatewayEnvironment, directory: directory)
+            defer { gateway.child.signal(SIGKILL) }
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, notary: notary,
+                extraArguments: ["--settlement-address", "127.0.0.1:\(gateway.ready.grpcPort)"])
+            defer { orchestrator.child.signal(SIGKILL) }
+            let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
+            let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let cheap = try await AgentChannelTests.startAgent(
+                "cheap", owner: #"{"prices": {"per_core_hour": 3600}}"#, orchestrators: orchestrators,
+                registry: registryAddress, network: network, directory: directory, interval: interval)
+            defer { cheap.service.child.signal(SIGKILL) }
+            let spare = try await AgentChannelTests.startAgent(
+                "spare", owner: #"{"prices": {"per_core_hour": 36000}}"#, orchestrators: orchestrators,
+                registry: registryAddress, network: network, directory: directory, interval: interval)
+            defer { spare.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
+            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
+            let consumerDID = consumer.key.did.string
+            _ = try await ledger.asOperator(gateway) { client in
+                try await client.deposit(
+                    .with {
+                        $0.did = consumerDID; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
+                    })
+            }
+            var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
+            spec.allocations[0].artifact = .with { $0.text = "echo up; sleep 30" }
+            spec.allocations[0].resources.ramMib = 32
+            spec.allocations[0].resources.diskMib = 0
+            spec.allocations[0].maxDurationSeconds = 60
+            spec.allocations[0].outputs = []
+            // Both online in the orchestrator's view: the cheap one is the choice.
+            let ready = ContinuousClock.now + .seconds(15)
+            while ContinuousClock.now < ready {
+                let explanation = try await consumer.with(orchestrator) { client in
+                    try await client.explainPlacement(.with { $0.spec = spec })
+                }
+                if explanation.allocations.first?.assignments.first?.deviceDid == cheap.did { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                        $0.settlementAuthority = try consumer.authority(
+                            for: orchestrator, command: "/orrery/settlement/escrow")
+                        $0.spec = spec
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            #expect(job.assignments.map(\.deviceDid) == [cheap.did])
+            // Running on the cheap device; its agent dies; the replica runs again on the spare one.
+            let events = try await consumer.with(orchestrator) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                    var killed = false
+                    for try await event in response.messages {
+                        seen.append(event)
+                        if event.state == .running && !killed {
+                            cheap.service.child.signal(SIGKILL)
+                            killed = true
+                        } else if event.state == .running || event.state.rawValue >= 8 {
+                            break
+                        }
+                    }
+                    return seen
+                }
+            }
+            #expect(events.last?.state == .running, "\(events.map { "\($0.state): \($0.reason)" })")
+            #expect(events.last?.deployment.assignments.map(\.deviceDid) == [spare.did])
+            let first = try #require(events.first { $0.state == .contracted }?.deployment.assignments.first?.contractID)
+            let second = try #require(events.last?.deployment.assignments.first?.contractID)
+            #expect(first != second)
+            // Running there means its device was told to start it: its contract's escrow is in the ledger already.
+            let statement = try await ledger.asOperator(gateway) {
+                try await $0.getStatement(.with { $0.did = consumerDID })
+            }
+            let escrowed = Set(statement.entries.filter { $0.kind == "escrow" }.map(\.contractID))
+            #expect(escrowed.contains(first) && escrowed.contains(second), "escrowed: \(escrowed.sorted())")
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+            AgentChannelTests.removeSandboxes(of: directory.appendingPathComponent("cheap-state"))
+        }
+    }
 }

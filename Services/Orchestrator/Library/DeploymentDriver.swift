@@ -87,7 +87,14 @@ struct DeploymentDriver: Sendable {
                 reason: "the relocated replica's contract is recorded by the notary",
                 change: { deployment in Self.attach(contracts, to: &deployment) })
         }
-        if try await offers.deployAccepted(of: id) { await kick() }
+        // Escrow follows every contract: a relocated replica's is held before its device is told to start it (an
+        // unreachable gateway leaves it waiting for the next round; a refusal fails the deployment, as at the start).
+        if let settlement, let refusal = try await settlement.escrow(deployment) {
+            _ = try await store.transition(
+                id, from: [deployment.state], to: .failed, reason: "the relocated replica cannot be paid: \(refusal)")
+            return
+        }
+        if try await offers.deployAccepted(of: id, escrowRequired: settlement != nil) { await kick() }
         let executions = try await offers.executions(of: id)
         // A replica whose device went offline or left moves to another feasible device.
         for execution in executions where execution.state == .deploying || execution.state == .running {

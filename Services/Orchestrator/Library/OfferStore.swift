@@ -54,12 +54,14 @@ struct OfferStore: Sendable {
         Set(try await round(of: deployment).refusals.map(\.device))
     }
 
-    /// Accepted offers of a deployment already deploying (a relocated replica's) are deployed at once.
-    func deployAccepted(of deployment: String) async throws -> Bool {
+    /// Accepted offers of a deployment already deploying (a relocated replica's) are deployed at once — once their
+    /// contract is escrowed, when a settlement gateway holds the money (`escrowRequired`).
+    func deployAccepted(of deployment: String, escrowRequired: Bool) async throws -> Bool {
         let rows = try await client.query(
             """
             UPDATE offers SET state = 5
-            WHERE deployment_id = \(deployment) AND state = 1 AND contract_id IS NOT NULL RETURNING id
+            WHERE deployment_id = \(deployment) AND state = 1 AND contract_id IS NOT NULL
+              AND (escrowed OR NOT \(escrowRequired)) RETURNING id
             """, logger: logger
         )
         var changed = false

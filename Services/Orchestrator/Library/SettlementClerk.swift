@@ -29,6 +29,8 @@ struct SettlementClerk: Sendable {
     /// deployment cannot go on), nil when all are held.
     /// - Throws: when the gateway cannot be reached (the next round tries again).
     func escrow(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws -> String? {
+        let pending = try await contractsToEscrow(deployment.id)
+        guard !pending.isEmpty else { return nil }
         let authority =
             try await client.query(
                 "SELECT settlement_authority FROM deployments WHERE id = \(deployment.id)", logger: logger
@@ -47,7 +49,7 @@ struct SettlementClerk: Sendable {
         else {
             return "settlement_authority: the consumer's delegation of \(ConsumerAuthority.escrowCommand) is missing"
         }
-        for held in try await contractsToEscrow(deployment.id) {
+        for held in pending {
             let request = Orrery_Settlement_V1_EscrowRequest.with {
                 $0.contractID = held.contract.id
                 $0.consumerDid = deployment.consumerDid
