@@ -54,9 +54,17 @@ public final class FailedAuthenticationThrottle: Sendable {
     private let state = Mutex(State())
     private let clock: @Sendable () -> ContinuousClock.Instant
 
-    public init(limits: Limits, clock: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
+    private let onRefusal: @Sendable (_ peer: String, _ retryAfter: Double) -> Void
+
+    /// - Parameter onRefusal: Called with each refused peer and the seconds until its source may try again (the
+    ///   transport uses it to stop reading from that connection meanwhile).
+    public init(
+        limits: Limits, clock: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
+        onRefusal: @escaping @Sendable (_ peer: String, _ retryAfter: Double) -> Void = { _, _ in }
+    ) {
         self.limits = limits
         self.clock = clock
+        self.onRefusal = onRefusal
     }
 
     /// Whether a call from `peer` (gRPC's form: `ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`, `unix:…`) may have its
@@ -64,7 +72,7 @@ public final class FailedAuthenticationThrottle: Sendable {
     public func verdict(peer: String) -> Verdict {
         guard limits.rate > 0 else { return .admit }
         let now = clock()
-        return state.withLock { state in
+        let verdict = state.withLock { state -> Verdict in
             if state.provenPeers.contains(peer) { return .admit }
             let source = Self.source(of: peer)
             guard var bucket = state.buckets[source] else { return .admit }
@@ -73,6 +81,8 @@ public final class FailedAuthenticationThrottle: Sendable {
             if bucket.tokens >= 1 { return .admit }
             return .refuse(source: source, retryAfter: (1 - bucket.tokens) / limits.rate)
         }
+        if case .refuse(_, let retryAfter) = verdict { onRefusal(peer, retryAfter) }
+        return verdict
     }
 
     /// A call from `peer` failed its signature check: its source spends one failure, and its connection is no

@@ -56,7 +56,7 @@ struct NotaryAPI: Sendable {
         // The consumer chose the orchestrator; the network must know it too: its chain from the operator rides along.
         guard vouched(authorization.invoker, by: operatorDID, among: authorization.delegations) else {
             throw NotaryFailure.denied(
-                "\(authorization.invoker) is not an orchestrator the operator vouches for: send its delegation chain from \(operatorDID) (covering \(Self.propose)) with the invocation"
+                "\(authorization.invoker) is not an orchestrator the operator vouches for: send its delegation chain from \(operatorDID) (covering /orrery/notary/propose) with the invocation"
             )
         }
         // The consumer's authority must be verifiable in the contract itself: the chain that authorised this call

@@ -61,21 +61,32 @@ final class ConnectionBudgetHandler: ChannelInboundHandler, RemovableChannelHand
 /// - silent: nothing at all has arrived for `silenceLimit` — a socket that never speaks (no HTTP/2 preface), or a
 ///   peer that stopped answering — the connection is closed outright. A live gRPC peer is never silent that long,
 ///   since the server pings it after `keepalive` of silence and its acknowledgement is a read.
-final class ConnectionIdleGuard: ChannelInboundHandler, RemovableChannelHandler {
+///
+/// It also pauses reading when the `ConnectionTarpit` asks (the connection's source is refused by the
+/// failed-authentication throttle): reads asked for meanwhile are held and issued when the pause ends.
+final class ConnectionIdleGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = Any
+    typealias OutboundOut = Any
 
     private let idleLimit: TimeAmount
     private let silenceLimit: TimeAmount
+    private let tarpit: ConnectionTarpit?
+    private var peer: String?
+    private var context: ChannelHandlerContext?
+    private var pausedUntil: NIODeadline?
+    private var readHeld = false
     private var lastRead = NIODeadline.now()
     private var idleSince: NIODeadline? = .now()
     private var openCalls = 0
     private var quiescing = false
     private var check: Scheduled<Void>?
 
-    init(idleLimit: Duration, silenceLimit: Duration) {
+    init(idleLimit: Duration, silenceLimit: Duration, tarpit: ConnectionTarpit? = nil) {
         self.idleLimit = TimeAmount(idleLimit)
         self.silenceLimit = TimeAmount(silenceLimit)
+        self.tarpit = tarpit
     }
 
     /// Counts the call carried by `stream` (an HTTP/2 stream channel of this guard's connection) until it closes.
@@ -99,14 +110,50 @@ final class ConnectionIdleGuard: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         lastRead = .now()
         idleSince = .now()
         schedule(context)
+        if let tarpit, let peer = OrreryRequestContext.peer(of: context.channel.remoteAddress) {
+            self.peer = peer
+            tarpit.register(self, peer: peer, eventLoop: context.eventLoop)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         check?.cancel()
         check = nil
+        forget()
+    }
+
+    private func forget() {
+        if let tarpit, let peer { tarpit.unregister(peer: peer) }
+        peer = nil
+        context = nil
+    }
+
+    /// Holds every read asked for during `duration`; the last one asked is issued when it ends.
+    func pauseReading(for duration: Duration) {
+        guard let context, context.channel.isActive else { return }
+        let until = NIODeadline.now() + TimeAmount(duration)
+        if let pausedUntil, pausedUntil >= until { return }
+        pausedUntil = until
+        context.eventLoop.assumeIsolated().scheduleTask(deadline: until) { [self] in
+            guard let pausedUntil, NIODeadline.now() >= pausedUntil else { return }
+            self.pausedUntil = nil
+            if readHeld, let context = self.context {
+                readHeld = false
+                context.read()
+            }
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if pausedUntil != nil {
+            readHeld = true
+            return
+        }
+        context.read()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -117,6 +164,7 @@ final class ConnectionIdleGuard: ChannelInboundHandler, RemovableChannelHandler 
     func channelInactive(context: ChannelHandlerContext) {
         check?.cancel()
         check = nil
+        forget()
         context.fireChannelInactive()
     }
 

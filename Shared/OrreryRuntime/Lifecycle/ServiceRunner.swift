@@ -118,10 +118,15 @@ private struct MainService: Service {
         let info = ServiceInfo(name: description.name, did: key.did.string)
         let replayGuard: any ReplayGuard =
             database.map { PostgresReplayGuard(client: $0, logger: logger) } ?? InMemoryReplayGuard()
+        let tarpit = ConnectionTarpit()
         let capabilities = CapabilityInterceptor(
             serviceDID: key.did, trustedRoots: [operatorDID], catalog: catalog, validator: validator,
             revocations: revocations, replayGuard: replayGuard, logger: logger,
-            throttle: FailedAuthenticationThrottle(limits: settings.authenticationFailures))
+            throttle: FailedAuthenticationThrottle(
+                limits: settings.authenticationFailures,
+                onRefusal: { peer, retryAfter in
+                    tarpit.pause(peer: peer, for: .milliseconds(Int64(retryAfter * 1000)))
+                }))
         let environment = ServiceEnvironment(
             settings: settings, logger: logger, database: database, info: info, key: key, operatorDID: operatorDID,
             revocations: revocations, catalog: catalog, proofs: proofs, capabilities: capabilities)
@@ -157,7 +162,7 @@ private struct MainService: Service {
             transport: .http2NIOPosix(
                 address: try Self.socketAddress(host: settings.grpc.host, port: settings.grpc.port),
                 transportSecurity: transportSecurity,
-                config: Self.transportConfiguration(settings: settings, budget: budget)
+                config: Self.transportConfiguration(settings: settings, budget: budget, tarpit: tarpit)
             ),
             services: rpcServices + [
                 HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection),
@@ -321,7 +326,9 @@ private struct MainService: Service {
 
     /// The gRPC transport's limits: advertised stream concurrency, idle connections closed, keepalive pings to
     /// find dead peers, the process's connection budget, 4 MiB messages.
-    static func transportConfiguration(settings: RuntimeSettings, budget: ConnectionBudget)
+    static func transportConfiguration(
+        settings: RuntimeSettings, budget: ConnectionBudget, tarpit: ConnectionTarpit? = nil
+    )
         -> HTTP2ServerTransport.Posix.Config
     {
         var config = HTTP2ServerTransport.Posix.Config.defaults
@@ -346,7 +353,8 @@ private struct MainService: Service {
             budget.admit(channel)
             return channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(
-                    ConnectionIdleGuard(idleLimit: settings.idleTimeout, silenceLimit: silence), position: .first)
+                    ConnectionIdleGuard(idleLimit: settings.idleTimeout, silenceLimit: silence, tarpit: tarpit),
+                    position: .first)
             }
         }
         return config
