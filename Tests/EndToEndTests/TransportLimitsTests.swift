@@ -63,6 +63,12 @@ struct TransportLimitsTests {
 
         deinit { close(descriptor) }
 
+        /// Sends `bytes`; false once the peer has closed (no SIGPIPE).
+        @discardableResult
+        func send(_ bytes: [UInt8]) -> Bool {
+            bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == bytes.count
+        }
+
         /// Reads until the peer closes; true once it did (end of file or a reset), false if it still had not
         /// after `timeout`.
         func closedByPeer(within timeout: Duration) async -> Bool {
@@ -90,6 +96,41 @@ struct TransportLimitsTests {
             #expect(await grpc.closedByPeer(within: .seconds(60)), "the idle gRPC connection is still open")
             #expect(await http.closedByPeer(within: .seconds(60)), "the idle HTTP connection is still open")
             #expect(identity.child.isRunning)
+        }
+    }
+
+    @Test(
+        "a request dripped a byte at a time (slowloris) is cut though bytes keep arriving: an HTTP head at the idle timeout, an HTTP/2 HEADERS frame at the idle timeout plus gRPC's grace"
+    )
+    func slowRequestHeadClosed() async throws {
+        try await Self.withIdentity("transport-slow-head", ["--idle-timeout", "2"]) { identity in
+            /// Sends `first`, then `drip` every 400 ms until the server closes; the time it took, or nil.
+            func dripUntilClosed(port: Int, first: [UInt8], drip: [UInt8]) async throws -> Duration? {
+                let connection = try RawConnection(port: port)
+                let started = ContinuousClock.now
+                #expect(connection.send(first))
+                while ContinuousClock.now - started < .seconds(40) {
+                    connection.send(drip)
+                    if await connection.closedByPeer(within: .milliseconds(400)) {
+                        return ContinuousClock.now - started
+                    }
+                }
+                return nil
+            }
+            // HTTP/1.1: a header line every 400 ms, never finishing the head.
+            let http = try await dripUntilClosed(
+                port: identity.ready.httpPort,
+                first: Array("POST /orrery.identity.v1.Identity/Info HTTP/1.1\r\nHost: localhost\r\n".utf8),
+                drip: Array("X-Drip: a\r\n".utf8))
+            let httpElapsed = try #require(http, "the dripping HTTP connection was never closed")
+            #expect(httpElapsed >= .milliseconds(1500), "HTTP closed after \(httpElapsed), before the idle timeout")
+            // HTTP/2: the preface, empty SETTINGS, then a HEADERS frame of 200 bytes for stream 1, one byte at a time.
+            let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
+            let headers: [UInt8] = [0, 0, 200, 1, 4, 0, 0, 0, 1]
+            let grpc = try await dripUntilClosed(
+                port: identity.ready.grpcPort, first: preface + headers, drip: [0x40])
+            let grpcElapsed = try #require(grpc, "the dripping HTTP/2 connection was never closed")
+            #expect(grpcElapsed >= .milliseconds(1500), "HTTP/2 closed after \(grpcElapsed), before the idle timeout")
         }
     }
 

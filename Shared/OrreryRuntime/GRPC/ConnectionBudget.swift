@@ -55,7 +55,8 @@ final class ConnectionBudgetHandler: ChannelInboundHandler, RemovableChannelHand
 
 /// Ends a gRPC connection that is idle or silent, on its event loop:
 /// - idle: no call open for `idleLimit` — the connection is asked to quiesce (GOAWAY, then closed once its calls
-///   are done, or after gRPC's grace time), as gRPC's own `maxIdleTime` would. That timer is not used because
+///   are done, or after gRPC's grace time), as gRPC's own `maxIdleTime` would; still open with no call
+///   `quiesceLimit` later, it is closed outright. That timer is not used because
 ///   grpc-swift-nio-transport 2.9 never releases it when the connection closes (its handler and timer keep each
 ///   other alive: about 275 bytes lost per connection).
 /// - silent: nothing at all has arrived for `silenceLimit` — a socket that never speaks (no HTTP/2 preface), or a
@@ -72,7 +73,9 @@ final class ConnectionIdleGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let idleLimit: TimeAmount
     private let silenceLimit: TimeAmount
+    private let quiesceLimit: TimeAmount
     private let tarpit: ConnectionTarpit?
+    private var quiescedAt: NIODeadline?
     private var peer: String?
     private var context: ChannelHandlerContext?
     private var pausedUntil: NIODeadline?
@@ -83,9 +86,16 @@ final class ConnectionIdleGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var quiescing = false
     private var check: Scheduled<Void>?
 
-    init(idleLimit: Duration, silenceLimit: Duration, tarpit: ConnectionTarpit? = nil) {
+    /// - Parameter quiesceLimit: How long a connection asked to leave may stay with no call open before it is
+    ///   closed outright (gRPC closes it sooner once the peer acknowledges the GOAWAY's ping; a peer that never does
+    ///   — one dripping a HEADERS frame a byte at a time, say — would otherwise stay).
+    init(
+        idleLimit: Duration, silenceLimit: Duration, quiesceLimit: Duration = .seconds(15),
+        tarpit: ConnectionTarpit? = nil
+    ) {
         self.idleLimit = TimeAmount(idleLimit)
         self.silenceLimit = TimeAmount(silenceLimit)
+        self.quiesceLimit = TimeAmount(quiesceLimit)
         self.tarpit = tarpit
     }
 
@@ -171,6 +181,7 @@ final class ConnectionIdleGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private func schedule(_ context: ChannelHandlerContext) {
         var due = lastRead + silenceLimit
         if !quiescing, let idleSince { due = min(due, idleSince + idleLimit) }
+        if let quiescedAt { due = min(due, quiescedAt + quiesceLimit) }
         check = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { [self] in
             guard context.channel.isActive else { return }
             let now = NIODeadline.now()
@@ -178,8 +189,16 @@ final class ConnectionIdleGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
                 return
             }
+            if let quiescedAt, now >= quiescedAt + quiesceLimit {
+                if openCalls == 0 {
+                    context.close(promise: nil)
+                    return
+                }
+                self.quiescedAt = nil  // calls began after all: gRPC's own grace ends them
+            }
             if !quiescing, let idleSince, now >= idleSince + idleLimit {
                 quiescing = true
+                quiescedAt = now
                 context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
             }
             schedule(context)
