@@ -271,37 +271,45 @@ public struct CapabilityInterceptor: ServerInterceptor {
         } catch let error as UCANError {
             throw RPCError(code: .unauthenticated, message: "malformed capability: \(error.reason)")
         }
+        // From here on a refusal may have cost signature verifications: each counts against the caller's source
+        // (a chain rooted in the caller's own key verifies and is then refused — as costly as a forgery).
+        func refuse(_ error: RPCError) -> RPCError {
+            if let throttle, let peer { throttle.recordFailure(peer: peer) }
+            return error
+        }
         let validated: ChainValidator.Validated
         do {
             validated = try validator.validate(
                 invocation, proofs: delegations, now: now, isRevoked: revocations.isRevoked,
                 deferringPolicies: !entry.isClientStreaming)
         } catch let error as UCANError {
-            if error.name == .invalidSignature, let throttle, let peer { throttle.recordFailure(peer: peer) }
-            throw Self.status(for: error)
+            throw refuse(Self.status(for: error))
         }
-        if let throttle, let peer { throttle.recordSuccess(peer: peer) }
         if !entry.selfAuthorised && !entry.actsForSubject && !trustedRoots.contains(validated.subject) {
-            throw RPCError(
-                code: .permissionDenied,
-                message:
-                    "the chain roots in \(validated.subject), which this service does not trust; it trusts \(trustedRoots.map(\.string).sorted().joined(separator: ", "))"
-            )
+            throw refuse(
+                RPCError(
+                    code: .permissionDenied,
+                    message:
+                        "the chain roots in \(validated.subject), which this service does not trust; it trusts \(trustedRoots.map(\.string).sorted().joined(separator: ", "))"
+                ))
         }
         if entry.selfAuthorised && invocation.subject != invocation.issuer {
-            throw RPCError(code: .permissionDenied, message: "\(entry.command) must be invoked by its own subject")
+            throw refuse(
+                RPCError(code: .permissionDenied, message: "\(entry.command) must be invoked by its own subject"))
         }
         if !entry.isReadOnly {
             let fresh = try await replayGuard.consume(
                 invocation.cid, command: entry.command.string, issuer: invocation.issuer, expiresAt: expiration)
             guard fresh else {
-                throw RPCError(
-                    code: .permissionDenied,
-                    message:
-                        "invocation \(invocation.cid) was already used: a retry needs a new invocation (with the same idempotency key)"
-                )
+                throw refuse(
+                    RPCError(
+                        code: .permissionDenied,
+                        message:
+                            "invocation \(invocation.cid) was already used: a retry needs a new invocation (with the same idempotency key)"
+                    ))
             }
         }
+        if let throttle, let peer { throttle.recordSuccess(peer: peer) }
         return Authorization(validated: validated, delegations: delegations)
     }
 

@@ -12,18 +12,20 @@ public struct TestConstellation: Sendable {
 
     public subscript(name: String) -> RunningService? { services[name] }
 
-    /// Starts `executables` (identity among them) against `database`.
+    /// Starts `executables` (identity among them) against `database`, each with `environment` added to its own.
     public static func start(
         _ executables: [String] = executables,
         database: TestDatabase,
         network: TestNetwork,
-        directory: URL
+        directory: URL,
+        environment added: [String: String] = [:]
     ) async throws -> TestConstellation {
         var services: [String: RunningService] = [:]
         do {
             let identity = try await RunningService.start(
                 "identity",
-                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
+                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 }
+                    .merging(added) { $1 },
                 directory: directory)
             services["identity"] = identity
             let identityAddress = "127.0.0.1:\(identity.ready.grpcPort)"
@@ -35,7 +37,7 @@ public struct TestConstellation: Sendable {
                             ? ["--state-dir", directory.appendingPathComponent("agent-state").path] : []
                         let environment = database.serviceEnvironment.merging(
                             network.environment(for: name, identityAddress: identityAddress)
-                        ) { $1 }
+                        ) { $1 }.merging(added) { $1 }
                         return (
                             name,
                             try await RunningService.start(

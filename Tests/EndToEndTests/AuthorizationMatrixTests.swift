@@ -90,8 +90,11 @@ struct AuthorizationMatrixTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-authz")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            // Every bad capability of every method from one address: the failed-authentication throttle (tested in
+            // TransportLimitsTests) is off here, so each refusal is the capability check's own.
             let constellation = try await TestConstellation.start(
-                database: database, network: network, directory: directory)
+                database: database, network: network, directory: directory,
+                environment: ["ORRERY_AUTH_FAILURES_PER_MINUTE": "0"])
             defer { constellation.kill() }
             let running = constellation.services
             let identity = try #require(running["identity"])

@@ -239,6 +239,48 @@ struct TransportLimitsTests {
         }
     }
 
+    @Test("a capability validly signed by a key the service does not trust counts against its source like a forgery")
+    func untrustedRootsThrottled() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("transport-untrusted")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let identity = try await RunningService.start(
+                "identity", extraArguments: ["--auth-failures-per-minute", "1", "--auth-failure-burst", "2"],
+                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
+                directory: directory)
+            defer { identity.child.signal(SIGKILL) }
+            let audience = try DID(identity.ready.did)
+            let catalog = try MethodCatalog(
+                descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
+            let list = try #require(catalog["orrery.identity.v1.Identity/ListRevocations"])
+            let stranger = SigningKey()
+            var codes: [RPCError.Code?] = []
+            try await ServiceProbe.withClient(identity.grpcAddress) { client in
+                let identityClient = Orrery_Identity_V1_Identity.Client(wrapping: client)
+                for _ in 0..<3 {
+                    // Signed correctly, rooted in the stranger's own key: verified, then refused.
+                    let now = Int64(Date().timeIntervalSince1970)
+                    let invocation = Invocation.issue(
+                        by: stranger, subject: stranger.did, audience: audience, command: list.command,
+                        arguments: ["page_size": .integer(10)], expiration: now + 120, issuedAt: now)
+                    var metadata = Metadata()
+                    metadata.addString(
+                        "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes])),
+                        forKey: "authorization")
+                    do {
+                        _ = try await identityClient.listRevocations(
+                            .with { $0.pageSize = 10 }, metadata: metadata)
+                        codes.append(nil)
+                    } catch let error as RPCError {
+                        codes.append(error.code)
+                    }
+                }
+            }
+            #expect(codes == [.permissionDenied, .permissionDenied, .resourceExhausted], "\(codes)")
+        }
+    }
+
     @Test("past the per-process limit a new connection is closed at once and counted; the service keeps serving")
     func connectionLimit() async throws {
         try await Self.withIdentity("transport-limit", ["--max-connections", "16", "--idle-timeout", "600"]) { identity in
