@@ -160,7 +160,7 @@ let package = Package(
         // Helpers for tests: throwaway databases, child processes, ready files.
         .target(
             name: "OrreryTestSupport",
-            dependencies: ["OrreryDatabase", "OrreryRuntime", "OrreryIdentity", logging, postgres],
+            dependencies: ["OrreryDatabase", "OrreryRuntime", "OrreryIdentity", grpcCore, logging, postgres],
             path: "Shared/OrreryTestSupport",
             swiftSettings: upcomingFeatures
         ),

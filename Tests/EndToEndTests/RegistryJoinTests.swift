@@ -108,17 +108,6 @@ struct RegistryJoinTests {
         }
     }
 
-    func code(_ body: () async throws -> Void) async -> RPCError.Code? {
-        do {
-            try await body()
-            return nil
-        } catch let error as RPCError {
-            return error.code
-        } catch {
-            return .unknown
-        }
-    }
-
     @Test("join with proof of key possession; re-join updates the same device; a retry returns the first result; leave")
     func joinRejoinLeave() async throws {
         try await withRegistry { registry, network, database in
@@ -176,12 +165,12 @@ struct RegistryJoinTests {
             let other = try DeviceClient(operatorKey: network.operatorKey)
             try await device.withRegistry(registry) { client in
                 #expect(
-                    await code { _ = try await client.beginJoin(.with { $0.deviceDid = other.key.did.string }) }
+                    await rpcCode { _ = try await client.beginJoin(.with { $0.deviceDid = other.key.did.string }) }
                         == .permissionDenied)
 
                 let challenge = try await client.beginJoin(.with { $0.deviceDid = device.key.did.string }).challenge
                 #expect(
-                    await code {
+                    await rpcCode {
                         _ = try await client.completeJoin(
                             .with {
                                 $0.challenge = challenge; $0.capabilities = Self.capabilities(); $0.idempotencyKey = "a"
@@ -198,7 +187,7 @@ struct RegistryJoinTests {
                         )
                     })
                 #expect(
-                    await code {
+                    await rpcCode {
                         _ = try await client.completeJoin(
                             .with {
                                 $0.challenge = forged; $0.capabilities = Self.capabilities(); $0.idempotencyKey = "b"
@@ -250,7 +239,7 @@ struct RegistryJoinTests {
                     var signed = try await client.beginJoin(.with { $0.deviceDid = device.key.did.string }).challenge
                     SignedMessage.countersign(&signed, with: device.key)
                     #expect(
-                        await code {
+                        await rpcCode {
                             _ = try await client.completeJoin(
                                 .with {
                                     $0.challenge = signed; $0.capabilities = capabilities; $0.idempotencyKey = label
@@ -265,7 +254,7 @@ struct RegistryJoinTests {
                         $0.challenge = signed; $0.capabilities = Self.capabilities(); $0.idempotencyKey = "ok"
                     })
                 #expect(
-                    await code {
+                    await rpcCode {
                         _ = try await client.completeJoin(
                             .with {
                                 $0.challenge = signed; $0.capabilities = Self.capabilities();
@@ -274,11 +263,11 @@ struct RegistryJoinTests {
                     } == .permissionDenied, "a used challenge")
 
                 #expect(
-                    await code { _ = try await client.getDevice(.with { $0.did = other.key.did.string }) } == .notFound)
+                    await rpcCode { _ = try await client.getDevice(.with { $0.did = other.key.did.string }) } == .notFound)
                 #expect(
-                    await code { _ = try await client.getDevice(.with { $0.did = "not-a-did" }) } == .invalidArgument)
+                    await rpcCode { _ = try await client.getDevice(.with { $0.did = "not-a-did" }) } == .invalidArgument)
                 #expect(
-                    await code {
+                    await rpcCode {
                         _ = try await client.leave(
                             .with {
                                 $0.deviceDid = other.key.did.string; $0.idempotencyKey = "l"

@@ -297,27 +297,22 @@ struct RegistryLivenessTests {
             } while !token.isEmpty
             #expect(seen == dids.sorted())
 
-            func code(_ body: () async throws -> Void) async -> RPCError.Code? {
-                do { try await body(); return nil } catch let error as RPCError { return error.code } catch {
-                    return .unknown
-                }
-            }
             for bad in [
                 { (r: inout Orrery_Registry_V1_QueryDevicesRequest) in r.pageSize = 5000 },
                 { $0.countries = ["France"] },
                 { $0.pageToken = "bm90LWEtZGlk" },
             ] {
-                #expect(await code { _ = try await query(bad) } == .invalidArgument)
+                #expect(await rpcCode { _ = try await query(bad) } == .invalidArgument)
             }
             let device = devices[3]
             #expect(
-                await code {
+                await rpcCode {
                     _ = try await heartbeat(device, registry) {
                         var b = $0; b.freeRamBytes = 1 << 50; return b
                     }
                 } == .invalidArgument)
             #expect(
-                await code {
+                await rpcCode {
                     _ = try await heartbeat(device, registry) {
                         var b = $0; b.deviceDid = dids[0]; return b
                     }
@@ -338,7 +333,7 @@ struct RegistryLivenessTests {
                     })
                 #expect(report.accepted == 2)
                 #expect(
-                    await code {
+                    await rpcCode {
                         _ = try await client.reportRtt(
                             .with {
                                 $0.deviceDid = device.key.did.string;
@@ -350,7 +345,7 @@ struct RegistryLivenessTests {
                             })
                     } == .invalidArgument)
                 #expect(
-                    await code {
+                    await rpcCode {
                         _ = try await client.reportRtt(
                             .with {
                                 $0.deviceDid = device.key.did.string; $0.idempotencyKey = "rtt-3"
@@ -362,7 +357,7 @@ struct RegistryLivenessTests {
                     })
             }
             #expect(
-                await code { _ = try await heartbeat(device, registry) } == .failedPrecondition,
+                await rpcCode { _ = try await heartbeat(device, registry) } == .failedPrecondition,
                 "a heartbeat after leaving")
             try await database.withClient(schema: "registry") { db in
                 let rows = try await db.query("SELECT landmark, rtt_ms FROM rtt_samples ORDER BY landmark")

@@ -19,27 +19,21 @@ import Testing
     "Connections: idle ones closed, a per-process limit, stream concurrency advertised", .serialized,
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct TransportLimitsTests {
-    /// An identity service with `arguments` (it needs nothing but its database).
-    static func startIdentity(_ database: TestDatabase, _ directory: URL, _ arguments: [String]) async throws
-        -> RunningService
-    {
-        let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
-        return try await RunningService.start(
-            "identity", extraArguments: arguments,
-            environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
-            directory: directory)
-    }
-
-    /// Runs `body` with an identity service started with `arguments` on a throwaway database, killed afterwards.
+    /// Runs `body` with an identity service started with `arguments` on a throwaway database (it needs nothing
+    /// else) and its network's credentials; the service is killed afterwards.
     static func withIdentity(
-        _ name: String, _ arguments: [String], _ body: (RunningService) async throws -> Void
+        _ name: String, _ arguments: [String], _ body: (RunningService, TestNetwork) async throws -> Void
     ) async throws {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory(name)
             defer { try? FileManager.default.removeItem(at: directory) }
-            let identity = try await startIdentity(database, directory, arguments)
+            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+            let identity = try await RunningService.start(
+                "identity", extraArguments: arguments,
+                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
+                directory: directory)
             defer { identity.child.signal(SIGKILL) }
-            try await body(identity)
+            try await body(identity, network)
         }
     }
 
@@ -89,7 +83,7 @@ struct TransportLimitsTests {
 
     @Test("a connection that sends nothing is closed after the idle timeout, on the gRPC and the HTTP port")
     func idleConnectionsClosed() async throws {
-        try await Self.withIdentity("transport-idle", ["--idle-timeout", "2"]) { identity in
+        try await Self.withIdentity("transport-idle", ["--idle-timeout", "2"]) { identity, _ in
             let grpc = try RawConnection(port: identity.ready.grpcPort)
             let http = try RawConnection(port: identity.ready.httpPort)
             // Positive evidence only: the server closes each; a generous bound for a loaded machine.
@@ -103,7 +97,7 @@ struct TransportLimitsTests {
         "a request dripped a byte at a time (slowloris) is cut though bytes keep arriving: an HTTP head at the idle timeout, an HTTP/2 HEADERS frame at the idle timeout plus gRPC's grace"
     )
     func slowRequestHeadClosed() async throws {
-        try await Self.withIdentity("transport-slow-head", ["--idle-timeout", "2"]) { identity in
+        try await Self.withIdentity("transport-slow-head", ["--idle-timeout", "2"]) { identity, _ in
             /// Sends `first`, then `drip` every 400 ms until the server closes; the time it took, or nil.
             func dripUntilClosed(port: Int, first: [UInt8], drip: [UInt8]) async throws -> Duration? {
                 let connection = try RawConnection(port: port)
@@ -138,7 +132,7 @@ struct TransportLimitsTests {
     func idleCallsEndConnection() async throws {
         // Idle timeout 3 s: the server pings after 3 s of silence and grpcio answers, so only the idle rule (no
         // call open for 3 s) can end this connection before the silence rule's 18 s.
-        try await Self.withIdentity("transport-idle-calls", ["--idle-timeout", "3"]) { identity in
+        try await Self.withIdentity("transport-idle-calls", ["--idle-timeout", "3"]) { identity, _ in
             let (status, output) = try await ChildProcess.run(
                 TestEnvironment.python, arguments: [Self.probe, "idle", "127.0.0.1:\(identity.ready.grpcPort)", "60"])
             #expect(status == 0, "\(output)")
@@ -154,16 +148,10 @@ struct TransportLimitsTests {
         "forged capabilities from one address cost at most its burst of verifications, then are refused RESOURCE_EXHAUSTED before any and the refused connection is not read for a while; a connection that authenticated keeps working"
     )
     func forgeriesThrottledPerSource() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("transport-forgeries")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
-            // One failure refilled per minute, three at once: nothing refills while the test runs.
-            let identity = try await RunningService.start(
-                "identity", extraArguments: ["--auth-failures-per-minute", "1", "--auth-failure-burst", "3"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
-                directory: directory)
-            defer { identity.child.signal(SIGKILL) }
+        // One failure refilled per minute, three at once: nothing refills while the test runs.
+        try await Self.withIdentity(
+            "transport-forgeries", ["--auth-failures-per-minute", "1", "--auth-failure-burst", "3"]
+        ) { identity, network in
             let audience = try DID(identity.ready.did)
             let catalog = try MethodCatalog(
                 descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
@@ -172,22 +160,12 @@ struct TransportLimitsTests {
                 key: operatorKey, subject: operatorKey.did, audience: audience, proofs: [], catalog: catalog)
             let list = try #require(catalog["orrery.identity.v1.Identity/ListRevocations"])
             let request = Orrery_Identity_V1_ListRevocationsRequest.with { $0.pageSize = 10 }
-            func code(_ body: () async throws -> Void) async -> RPCError.Code? {
-                do {
-                    try await body()
-                    return nil
-                } catch let error as RPCError {
-                    return error.code
-                } catch {
-                    return .unknown
-                }
-            }
             let target = try #require(ServiceAddress("127.0.0.1:\(identity.ready.grpcPort)")).target
             try await withGRPCClient(
                 transport: try .http2NIOPosix(target: target, transportSecurity: .plaintext), interceptors: [signer]
             ) { worker in
                 let working = Orrery_Identity_V1_Identity.Client(wrapping: worker)
-                #expect(await code { _ = try await working.listRevocations(request) } == nil)
+                #expect(await rpcCode { _ = try await working.listRevocations(request) } == nil)
 
                 var forgedCodes: [RPCError.Code?] = []
                 var durations: [Duration] = []
@@ -227,13 +205,13 @@ struct TransportLimitsTests {
                 #expect(held >= .milliseconds(900), "the calls after a refusal were answered in \(durations): not held")
                 // The connection that authenticated before the flood is served; a new one from the same address
                 // waits, even with a valid capability.
-                #expect(await code { _ = try await working.listRevocations(request) } == nil)
+                #expect(await rpcCode { _ = try await working.listRevocations(request) } == nil)
                 try await withGRPCClient(
                     transport: try .http2NIOPosix(target: target, transportSecurity: .plaintext),
                     interceptors: [signer]
                 ) { fresh in
                     let newcomer = Orrery_Identity_V1_Identity.Client(wrapping: fresh)
-                    #expect(await code { _ = try await newcomer.listRevocations(request) } == .resourceExhausted)
+                    #expect(await rpcCode { _ = try await newcomer.listRevocations(request) } == .resourceExhausted)
                 }
             }
         }
@@ -241,15 +219,9 @@ struct TransportLimitsTests {
 
     @Test("a capability validly signed by a key the service does not trust counts against its source like a forgery")
     func untrustedRootsThrottled() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("transport-untrusted")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
-            let identity = try await RunningService.start(
-                "identity", extraArguments: ["--auth-failures-per-minute", "1", "--auth-failure-burst", "2"],
-                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
-                directory: directory)
-            defer { identity.child.signal(SIGKILL) }
+        try await Self.withIdentity(
+            "transport-untrusted", ["--auth-failures-per-minute", "1", "--auth-failure-burst", "2"]
+        ) { identity, _ in
             let audience = try DID(identity.ready.did)
             let catalog = try MethodCatalog(
                 descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
@@ -283,7 +255,7 @@ struct TransportLimitsTests {
 
     @Test("past the per-process limit a new connection is closed at once and counted; the service keeps serving")
     func connectionLimit() async throws {
-        try await Self.withIdentity("transport-limit", ["--max-connections", "16", "--idle-timeout", "600"]) { identity in
+        try await Self.withIdentity("transport-limit", ["--max-connections", "16", "--idle-timeout", "600"]) { identity, _ in
             // Connections are opened one at a time until the server closes one at once. On a busy machine another
             // process's client may hold a slot for a while (a reconnecting client of a service that had this port
             // before), so the refused one is the 17th or earlier, never later.
@@ -322,7 +294,7 @@ struct TransportLimitsTests {
 
     @Test("grpcio queues a call past the advertised stream limit instead of losing every call on the connection")
     func streamConcurrencyAdvertised() async throws {
-        try await Self.withIdentity("transport-streams", []) { identity in
+        try await Self.withIdentity("transport-streams", []) { identity, _ in
             let (status, output) = try await ChildProcess.run(
                 TestEnvironment.python,
                 arguments: [Self.probe, "streams", "127.0.0.1:\(identity.ready.grpcPort)", "100"])
@@ -337,7 +309,7 @@ struct TransportLimitsTests {
 
     @Test("a request message past 4 MiB is refused RESOURCE_EXHAUSTED with the sizes; the connection serves on")
     func oversizedMessage() async throws {
-        try await Self.withIdentity("transport-oversized", []) { identity in
+        try await Self.withIdentity("transport-oversized", []) { identity, _ in
             let address = "127.0.0.1:\(identity.ready.grpcPort)"
             let (status, output) = try await ChildProcess.run(
                 TestEnvironment.python, arguments: [Self.probe, "oversized", address, String(5 << 20)])
