@@ -14,15 +14,25 @@ import Testing
     "Settlement wired into deployments", .serialized,
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct SettledDeploymentTests {
-    @Test(
-        "escrowed at contracted, released against recorded receipts, the rest refunded, the contract settled; an unfunded consumer's deployment fails at escrow"
-    )
-    func settled() async throws {
+    /// Runs `body` with a registry (liveness every `interval` ms), a notary, a settlement gateway and an orchestrator
+    /// that escrows through it, on a throwaway database; all killed afterwards.
+    static func withSettledServices(
+        _ name: String, interval: Int? = nil,
+        _ body: (
+            TestDatabase, TestNetwork, URL,
+            (registry: RunningService, notary: RunningService, gateway: RunningService, orchestrator: RunningService)
+        ) async throws -> Void
+    ) async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-settled")
+            let directory = try TestEnvironment.temporaryDirectory(name)
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            let registry =
+                if let interval {
+                    try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
+                } else {
+                    try await OrchestratorTests.startRegistry(database, network, directory)
+                }
             defer { registry.child.signal(SIGKILL) }
             let gatewayDID = try #require(network.serviceKeys["settlement-gateway"]).did
             let notary = try await NotaryTests.startNotary(
@@ -40,6 +50,16 @@ struct SettledDeploymentTests {
                 database, network, directory, registry: registry, notary: notary,
                 extraArguments: ["--settlement-address", "127.0.0.1:\(gateway.ready.grpcPort)"])
             defer { orchestrator.child.signal(SIGKILL) }
+            try await body(database, network, directory, (registry, notary, gateway, orchestrator))
+        }
+    }
+
+    @Test(
+        "escrowed at contracted, released against recorded receipts, the rest refunded, the contract settled; an unfunded consumer's deployment fails at escrow"
+    )
+    func settled() async throws {
+        try await Self.withSettledServices("orrery-settled") { database, network, directory, services in
+            let (registry, notary, gateway, orchestrator) = services
             // 3,600,000 base units per core-hour: 1,000 a second.
             let agent = try await AgentChannelTests.startAgent(
                 "paid", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
@@ -155,29 +175,9 @@ struct SettledDeploymentTests {
 
     @Test("a relocated replica's replacement contract is escrowed before its new device starts it")
     func relocatedReplicaEscrowed() async throws {
-        try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-settled-relocation")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let interval = 1000
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
-            defer { registry.child.signal(SIGKILL) }
-            let gatewayDID = try #require(network.serviceKeys["settlement-gateway"]).did
-            let notary = try await NotaryTests.startNotary(
-                database, network, directory.appendingPathComponent("notary"), settlement: gatewayDID)
-            defer { notary.child.signal(SIGKILL) }
-            var gatewayEnvironment = database.serviceEnvironment.merging(
-                network.environment(for: "settlement-gateway")
-            ) { $1 }
-            gatewayEnvironment["ORRERY_NOTARY_DID"] = notary.ready.did
-            gatewayEnvironment["ORRERY_NOTARY_ADDRESS"] = "127.0.0.1:\(notary.ready.grpcPort)"
-            let gateway = try await RunningService.start(
-                "settlement-gateway", environment: gatewayEnvironment, directory: directory)
-            defer { gateway.child.signal(SIGKILL) }
-            let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, notary: notary,
-                extraArguments: ["--settlement-address", "127.0.0.1:\(gateway.ready.grpcPort)"])
-            defer { orchestrator.child.signal(SIGKILL) }
+        let interval = 1000
+        try await Self.withSettledServices("orrery-settled-relocation", interval: interval) { _, network, directory, services in
+            let (registry, _, gateway, orchestrator) = services
             let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
             let cheap = try await AgentChannelTests.startAgent(
