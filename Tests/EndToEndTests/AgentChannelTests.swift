@@ -617,22 +617,8 @@ struct AgentChannelTests {
             }
             #expect(job.assignments.map(\.deviceDid) == [cheap.did])
             // Running on the cheap device, then that device's agent dies.
-            let events = try await consumer.with(orchestrator) { client in
-                try await client.watchDeployment(.with { $0.id = job.id }) { response in
-                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
-                    var killed = false
-                    for try await event in response.messages {
-                        seen.append(event)
-                        if event.state == .running && !killed {
-                            cheap.service.child.signal(SIGKILL)
-                            killed = true
-                        } else if event.state == .running || event.state.rawValue >= 8 {
-                            break
-                        }
-                    }
-                    return seen
-                }
-            }
+            let events = try await Self.watchKillingOnceRunning(
+                job.id, of: consumer, on: orchestrator, kill: cheap.service)
             let relocated = events.first { $0.reason.contains("relocated") }
             #expect(
                 relocated?.reason.contains("device \(cheap.did) went offline; now on \(spare.did)") == true,
@@ -669,6 +655,29 @@ struct AgentChannelTests {
             #expect(old.state == .terminated)
             _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
             Self.removeSandboxes(of: directory.appendingPathComponent("cheap-state"))
+        }
+    }
+
+    /// Watches deployment `id` until it runs, kills `agent` with SIGKILL then, and watches on until the deployment
+    /// runs again (or ends); returns every event seen.
+    static func watchKillingOnceRunning(
+        _ id: String, of consumer: OrchestratorTests.Consumer, on orchestrator: RunningService, kill agent: RunningService
+    ) async throws -> [Orrery_Orchestrator_V1_DeploymentEvent] {
+        try await consumer.with(orchestrator) { client in
+            try await client.watchDeployment(.with { $0.id = id }) { response in
+                var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                var killed = false
+                for try await event in response.messages {
+                    seen.append(event)
+                    if event.state == .running && !killed {
+                        agent.child.signal(SIGKILL)
+                        killed = true
+                    } else if event.state == .running || event.state.rawValue >= 8 {
+                        break
+                    }
+                }
+                return seen
+            }
         }
     }
 

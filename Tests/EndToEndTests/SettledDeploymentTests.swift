@@ -225,22 +225,8 @@ struct SettledDeploymentTests {
             }
             #expect(job.assignments.map(\.deviceDid) == [cheap.did])
             // Running on the cheap device; its agent dies; the replica runs again on the spare one.
-            let events = try await consumer.with(orchestrator) { client in
-                try await client.watchDeployment(.with { $0.id = job.id }) { response in
-                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
-                    var killed = false
-                    for try await event in response.messages {
-                        seen.append(event)
-                        if event.state == .running && !killed {
-                            cheap.service.child.signal(SIGKILL)
-                            killed = true
-                        } else if event.state == .running || event.state.rawValue >= 8 {
-                            break
-                        }
-                    }
-                    return seen
-                }
-            }
+            let events = try await AgentChannelTests.watchKillingOnceRunning(
+                job.id, of: consumer, on: orchestrator, kill: cheap.service)
             #expect(events.last?.state == .running, "\(events.map { "\($0.state): \($0.reason)" })")
             #expect(events.last?.deployment.assignments.map(\.deviceDid) == [spare.did])
             let first = try #require(events.first { $0.state == .contracted }?.deployment.assignments.first?.contractID)
