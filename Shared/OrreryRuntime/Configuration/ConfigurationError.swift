@@ -12,9 +12,48 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equa
         self.reason = reason
     }
 
+    /// Each setting's command-line flag (`RuntimeOptions`' names), where it is not the key with dots as dashes.
+    static let flags: [String: String] = [
+        "grpc.host": "--grpc-host",
+        "grpc.port": "--grpc-port",
+        "http.host": "--http-host",
+        "http.port": "--http-port",
+        "log.level": "--log-level",
+        "log.format": "--log-format",
+        "db.host": "--db-host",
+        "db.port": "--db-port",
+        "db.user": "--db-user",
+        "db.database": "--db-database",
+        "db.tls": "--db-tls",
+        "db.timeout": "--db-timeout",
+        "state.dir": "--state-dir",
+        "shutdown.grace": "--shutdown-grace",
+        "auth.clock_skew": "--clock-skew",
+        "auth.failures_per_minute": "--auth-failures-per-minute",
+        "auth.failure_burst": "--auth-failure-burst",
+        "connections.max": "--max-connections",
+        "connections.idle_timeout": "--idle-timeout",
+        "tls.cert": "--tls-cert",
+        "tls.key": "--tls-key",
+        "tls.ca": "--tls-ca",
+        "identity.key": "--identity-key",
+        "operator.key": "--operator-key",
+        "liveness.interval_ms": "--liveness-interval-ms",
+        "registry.address": "--registry-address",
+        "offer.timeout_ms": "--offer-timeout-ms",
+        "notary.address": "--notary-address",
+        "settlement.did": "--settlement-did",
+        "notary.did": "--notary-did",
+        "settlement.address": "--settlement-address",
+        "relocation.margin_percent": "--relocation-margin-percent",
+        "trust.operator": "--trust-operator",
+        "identity.address": "--identity-address",
+        "identity.delegation": "--identity-delegation",
+    ]
+
     public var description: String {
         let environmentName = "ORRERY_" + key.uppercased().replacingOccurrences(of: ".", with: "_")
-        let flag = "--" + key.replacingOccurrences(of: ".", with: "-")
+        let flag = Self.flags[key] ?? "--" + key.replacingOccurrences(of: ".", with: "-")
         return "invalid setting \(key) (\(flag), \(environmentName) or \(key) in the config file): \(reason)"
     }
 }
