@@ -564,7 +564,7 @@ struct AgentChannelTests {
     }
 
     @Test(
-        "kill -9 of an agent: its device goes offline and its stateless allocation is relocated to another feasible device"
+        "kill -9 of an agent: its device goes offline, its stateless allocation is relocated to another feasible device, and the copy left running is stopped when the agent comes back"
     )
     func relocation() async throws {
         try await TestDatabase.withDatabase { database in
@@ -595,9 +595,9 @@ struct AgentChannelTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
 
             var spec = OrchestratorTests.spec(cores: 1)
-            spec.allocations[0].artifact = .with { $0.text = "echo up; sleep 20" }
+            spec.allocations[0].artifact = .with { $0.text = "echo up; sleep 120" }
             spec.allocations[0].resources.ramMib = 32
-            spec.allocations[0].maxDurationSeconds = 40
+            spec.allocations[0].maxDurationSeconds = 150
             spec.allocations[0].outputs = []
             // Both online in the orchestrator's view: the cheap one is the choice.
             let ready = ContinuousClock.now + .seconds(15)
@@ -653,15 +653,61 @@ struct AgentChannelTests {
                 old = try await parties.withNotary(notary) { try await $0.getContract(.with { $0.id = first }) }
             }
             #expect(old.state == .terminated)
+
+            // The killed agent's sandbox still runs the old copy. Restarted, the agent picks it up from its journal;
+            // the orchestrator no longer assigns it there, so the agent is told to stop it, and does.
+            let cheapState = directory.appendingPathComponent("cheap-state")
+            let allocations = cheapState.appendingPathComponent("allocations")
+            let oldOffer = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
+            let oldRun = allocations.appendingPathComponent(oldOffer)
+            let wrapper = try #require(
+                Int32(
+                    try String(contentsOf: oldRun.appendingPathComponent("wrapper.pid"), encoding: .utf8)
+                        .trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(kill(wrapper, 0) == 0, "the old copy still runs before the agent comes back")
+            let config = directory.appendingPathComponent("cheap.json").path
+            let returned = try await RunningService.start(
+                "device-agent",
+                extraArguments: [
+                    "--state-dir", cheapState.path, "--config", config, "--liveness-interval-ms", String(interval),
+                ],
+                environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
+            defer { returned.child.signal(SIGKILL) }
+            let stopped = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < stopped,
+                !FileManager.default.fileExists(atPath: oldRun.appendingPathComponent("report.pb").path)
+            {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let report = try Orrery_Orchestrator_V1_AllocationReport(
+                serializedBytes: try Data(contentsOf: oldRun.appendingPathComponent("report.pb")))
+            #expect(report.state == .exited && report.exitCode != 0, "\(report)")
+            #expect(report.reason.contains("relocated"), "\(report.reason)")
+            #expect(kill(wrapper, 0) != 0, "the old copy's sandbox is gone")
+            // The orchestrator heard the old copy end; the new one still runs where it moved.
+            try await database.withClient(schema: "orchestrator") { db in
+                var state: Int16 = -1
+                let heard = ContinuousClock.now + .seconds(10)
+                while ContinuousClock.now < heard, state != 10 {  // OfferStore.State.relocated: the old copy reported its end
+                    let rows = try await db.query("SELECT state FROM offers WHERE id = \(oldOffer)")
+                    for try await code in rows.decode(Int16.self) { state = code }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(state == 10)
+            }
+            let current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            #expect(current.state == .running && current.assignments.map(\.deviceDid) == [spare.did])
             _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
-            Self.removeSandboxes(of: directory.appendingPathComponent("cheap-state"))
+            Self.removeSandboxes(of: cheapState)
         }
     }
 
     /// Watches deployment `id` until it runs, kills `agent` with SIGKILL then, and watches on until the deployment
     /// runs again (or ends); returns every event seen.
     static func watchKillingOnceRunning(
-        _ id: String, of consumer: OrchestratorTests.Consumer, on orchestrator: RunningService, kill agent: RunningService
+        _ id: String, of consumer: OrchestratorTests.Consumer, on orchestrator: RunningService,
+        kill agent: RunningService
     ) async throws -> [Orrery_Orchestrator_V1_DeploymentEvent] {
         try await consumer.with(orchestrator) { client in
             try await client.watchDeployment(.with { $0.id = id }) { response in
@@ -672,7 +718,7 @@ struct AgentChannelTests {
                     if event.state == .running && !killed {
                         agent.child.signal(SIGKILL)
                         killed = true
-                    } else if event.state == .running || event.state.rawValue >= 8 {
+                    } else if event.state == .running || event.state.isTerminal {
                         break
                     }
                 }

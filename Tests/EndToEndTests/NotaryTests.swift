@@ -171,13 +171,15 @@ struct ContractParties {
 struct NotaryTests {
     static func startNotary(
         _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, settlement: DID? = nil,
-        registry: RunningService? = nil
+        registry: RunningService? = nil, port: Int? = nil
     ) async throws -> RunningService {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var environment = database.serviceEnvironment.merging(network.environment(for: "contract-notary")) { $1 }
         if let settlement { environment["ORRERY_SETTLEMENT_DID"] = settlement.string }
         if let registry { environment["ORRERY_REGISTRY_ADDRESS"] = "127.0.0.1:\(registry.ready.grpcPort)" }
-        return try await RunningService.start("contract-notary", environment: environment, directory: directory)
+        return try await RunningService.start(
+            "contract-notary", extraArguments: port.map { ["--grpc-port", String($0)] } ?? [], environment: environment,
+            directory: directory, portZero: port == nil)
     }
 
     static func expectStatus(_ code: RPCError.Code, _ containing: String, _ body: () async throws -> Void) async {

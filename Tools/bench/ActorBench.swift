@@ -81,7 +81,7 @@ struct ActorBenchCommand: AsyncParsableCommand {
                         $0.idempotencyKey = UUID().uuidString
                         $0.consumerAuthority = authority
                     })
-                let ended = try await Self.watch(client, talk.id, timeout: .seconds(600)) { $0.state.rawValue >= 8 }
+                let ended = try await Self.watch(client, talk.id, timeout: .seconds(600)) { $0.state.isTerminal }
                 guard ended.state == .completed else {
                     throw ValidationError("the conversation ended \(ended.state): \(ended.reason)")
                 }
@@ -109,7 +109,7 @@ struct ActorBenchCommand: AsyncParsableCommand {
                     $0.consumerAuthority = authority
                 })
             let running = try await Self.watch(client, count.id, timeout: .seconds(60)) {
-                $0.state == .running || $0.state.rawValue >= 8
+                $0.state == .running || $0.state.isTerminal
             }
             guard running.state == .running, running.deployment.assignments.first?.deviceDid == ping else {
                 throw ValidationError(
@@ -124,7 +124,7 @@ struct ActorBenchCommand: AsyncParsableCommand {
             let after = try await Self.events(client, count.id, after: running.revision, timeout: .seconds(120)) {
                 event in
                 (event.state == .running && event.deployment.assignments.first?.deviceDid == spare)
-                    || event.state.rawValue >= 8
+                    || event.state.isTerminal
             }
             let detected = after.first { $0.event.reason.contains("relocated") }.map { $0.at - killed }
             guard let resumed = after.last?.event, let back = after.last.map({ $0.at - killed }),

@@ -52,7 +52,7 @@ struct DeployBenchCommand: AsyncParsableCommand {
                 options.timeout = .seconds(30)
                 let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }, options: options) {
                     response in
-                    for try await event in response.messages where event.state == .running || event.state.rawValue >= 8
+                    for try await event in response.messages where event.state == .running || event.state.isTerminal
                     {
                         return event.state
                     }

@@ -72,7 +72,7 @@ extension Orrery_Orchestrator_V1_DeploymentState {
         }
     }
 
-    var isFinal: Bool { [.completed, .failed, .cancelled].contains(self) }
+    var isFinal: Bool { isTerminal }
 }
 
 /// `orrery run job.yaml`: submit, then follow the deployment's progress until it runs (or ends).

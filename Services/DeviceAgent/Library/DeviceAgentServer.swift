@@ -57,13 +57,15 @@ public enum DeviceAgentServer {
         let orchestrators = try OwnerPolicy.orchestrators(configFile: environment.settings.configFile)
         var runner = AllocationRunner(root: stateDirectory + "/allocations")
         runner.networkAllowed = policy.networkAllow ?? []
+        let lines = AgentLines()
         // Usage receipts every 12 heartbeat intervals (a minute by default), a completion receipt at the end.
         let executions = ExecutionManager(
             runner: runner, ledger: ledger, logger: environment.logger,
             receipts: ReceiptBook(key: environment.key, runner: runner),
             witness: TreeHeadWitness(file: stateDirectory + "/notary-tree-head.pb"),
             receiptInterval: environment.settings.livenessInterval * 12,
-            actors: ActorDesk(deviceKey: environment.key, root: runner.root, logger: environment.logger))
+            actors: ActorDesk(deviceKey: environment.key, root: runner.root, logger: environment.logger, lines: lines),
+            lines: lines)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }
             for address in orchestrators {

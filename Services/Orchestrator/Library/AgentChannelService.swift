@@ -129,6 +129,28 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 logger.warning(
                     "checkpoint refused", metadata: ["offer": "\(chunk.offerID)", "error": "\(error)"])
             }
+        case .inventory(let inventory):
+            guard inventory.runningOfferIds.count <= 10_000, inventory.promisedOfferIds.count <= 10_000,
+                (inventory.runningOfferIds + inventory.promisedOfferIds).allSatisfy({ $0.utf8.count <= 64 })
+            else {
+                throw RPCError(
+                    code: .invalidArgument,
+                    message: "inventory: at most 10,000 running and 10,000 promised offer ids, each at most 64 bytes")
+            }
+            for (offerID, reason) in try await offers.unassigned(
+                running: inventory.runningOfferIds, promised: inventory.promisedOfferIds, device: device.string)
+            {
+                logger.notice(
+                    "a device holds what is no longer assigned to it: stop",
+                    metadata: ["device": "\(device)", "offer": "\(offerID)", "reason": "\(reason)"])
+                hub.send(
+                    .with {
+                        $0.stop = .with {
+                            $0.offerID = offerID
+                            $0.reason = reason
+                        }
+                    }, to: device.string)
+            }
         case .hello:
             throw RPCError(code: .invalidArgument, message: "hello is sent once, first")
         case nil:

@@ -1,6 +1,7 @@
 internal import Foundation
 internal import Logging
 internal import OrreryPlacement
+internal import OrreryRuntime
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
@@ -37,8 +38,10 @@ struct DeploymentDriver: Sendable {
                 for id in try await offers.expire() { try await advance(id) }
                 try await terminateEndedContracts()
                 for state in [
-                    Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered, .contracted, .deploying,
-                    .running,
+                    // Every state that is not terminal: one left by a replica killed between two transactions is
+                    // picked up again here.
+                    Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered, .contracted, .escrowed,
+                    .deploying, .running,
                 ] {
                     for id in try await store.waiting(in: state, limit: 100) { try await advance(id) }
                 }
@@ -70,6 +73,7 @@ struct DeploymentDriver: Sendable {
         case .matched: try await offer(deployment)
         case .offered: try await collectBids(deployment)
         case .contracted: try await escrowAndDeploy(deployment.id)
+        case .escrowed: try await startDeploying(deployment.id)
         case .deploying, .running: try await followExecution(deployment)
         default: break
         }
@@ -157,7 +161,8 @@ struct DeploymentDriver: Sendable {
     /// Moves one replica of a deployed ensemble to another feasible device (`to` one, when named): the same
     /// constraints, its latency edges as bounds to where its partners run now, its spread siblings' devices and every
     /// device that refused this deployment excluded. A stateful replica resumes there from its latest checkpoint
-    /// with its actor key (`CheckpointStore.prepare`). A `planned` move also stops the replica where it ran.
+    /// with its actor key (`CheckpointStore.prepare`). The device it leaves is told to stop it there (at once, or
+    /// when it comes back).
     /// - Returns: the device it moves to, or nil when none could take it (the deployment then failed).
     @discardableResult
     func relocate(
@@ -203,8 +208,8 @@ struct DeploymentDriver: Sendable {
             },
             also: { connection, deployment in
                 try await OfferStore.relocate(
-                    deployment: id, allocation: name, replica: replica, reason: reason, stop: planned,
-                    connection: connection, logger: logger)
+                    deployment: id, allocation: name, replica: replica, reason: reason, connection: connection,
+                    logger: logger)
                 try await ReputationOutbox.add(
                     device: device, outcome: .relocatedAway, key: "\(id)/\(name)/\(replica)/relocated-from/\(device)",
                     connection: connection, logger: logger)
@@ -333,6 +338,12 @@ struct DeploymentDriver: Sendable {
             reason = "no settlement gateway is configured: nothing held"
         }
         _ = try await store.transition(id, from: [.contracted], to: .escrowed, reason: reason)
+        CrashPoint.reach("orchestrator.escrowed", logger: logger)
+        try await startDeploying(id)
+    }
+
+    /// escrowed → deploying: the devices are told to start.
+    private func startDeploying(_ id: String) async throws {
         let logger = logger
         _ = try await store.transition(
             id, from: [.escrowed], to: .deploying, reason: "the devices are told to start the allocations",

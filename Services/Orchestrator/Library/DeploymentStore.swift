@@ -19,7 +19,7 @@ struct DeploymentStore: Sendable {
     let logger: Logger
 
     /// States a deployment never leaves.
-    static let terminal: Set<Orrery_Orchestrator_V1_DeploymentState> = [.completed, .failed, .cancelled]
+    static let terminal = Orrery_Orchestrator_V1_DeploymentState.terminal
 
     /// A fresh identifier: `prefix` ("dep_" for deployments, "off_" for offers) and 26 base32 characters (130 random
     /// bits).

@@ -69,19 +69,52 @@ struct OfferStore: Sendable {
         return changed
     }
 
-    /// Retires a replica's offers when it moves, inside the transition that moves it.
+    /// Retires a replica's offers when it moves, inside the transition that moves it: one its device may run
+    /// (deploying, running, stopping) is `movedAway` — the device is told to stop it whenever it is connected, now or
+    /// when it comes back — and one it never started is `relocated`.
     static func relocate(
-        deployment: String, allocation: String, replica: UInt32, reason: String, stop: Bool = false,
-        connection: PostgresConnection, logger: Logger
+        deployment: String, allocation: String, replica: UInt32, reason: String, connection: PostgresConnection,
+        logger: Logger
     ) async throws {
-        let state: Int16 = stop ? State.movedAway.rawValue : State.relocated.rawValue
         try await connection.query(
             """
-            UPDATE offers SET state = \(state), reason = \(reason)
+            UPDATE offers SET state = CASE WHEN state IN (5, 6, 9) THEN 11 ELSE 10 END, reason = \(reason)
             WHERE deployment_id = \(deployment) AND allocation = \(allocation) AND replica = \(Int32(replica))
               AND state IN (0, 1, 5, 6, 9)
             """,
             logger: logger)
+    }
+
+    /// Of the offers a device says it holds (`running`: allocations it runs; `promised`: offers it bid on and holds
+    /// capacity for, not deployed), those this orchestrator no longer assigns to it, with why: the device must stop
+    /// them, or free what it promised. What it must stop while still assigned (stopping, moved away) goes by the
+    /// Stop instructions.
+    func unassigned(running: [String], promised: [String], device: String) async throws -> [(
+        offerID: String, reason: String
+    )] {
+        let ids = Array(Set(running + promised))
+        guard !ids.isEmpty else { return [] }
+        let rows = try await client.query(
+            "SELECT id, state, reason FROM offers WHERE id = ANY(\(ids)::text[]) AND device_did = \(device)",
+            logger: logger)
+        var known: [String: (state: State?, reason: String)] = [:]
+        for try await (id, code, reason) in rows.decode((String, Int16, String).self) {
+            known[id] = (State(rawValue: code), reason)
+        }
+        let keepRunning: Set<State> = [.deploying, .running, .exited, .failedToStart, .stopping, .movedAway]
+        let keepPromise: Set<State> = [.pending, .accepted, .deploying, .running]
+        var stops: [(offerID: String, reason: String)] = []
+        for (list, keep) in [(running, keepRunning), (promised, keepPromise)] {
+            for id in list {
+                guard let (state, reason) = known[id] else {
+                    stops.append((id, "this orchestrator assigns no such offer to this device"))
+                    continue
+                }
+                guard let state, !keep.contains(state) else { continue }
+                stops.append((id, "no longer assigned to this device (\(state)): \(reason)"))
+            }
+        }
+        return stops
     }
 
     /// Marks the accepted offers of a deployment for deployment, inside its transition to `deploying`.
@@ -387,7 +420,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT allocation, replica, contract_id FROM offers
-            WHERE deployment_id = \(deployment) AND contract_id IS NOT NULL AND state NOT IN (4, 10)
+            WHERE deployment_id = \(deployment) AND contract_id IS NOT NULL AND state NOT IN (4, 10, 11)
             ORDER BY created_at
             """,
             logger: logger)

@@ -184,7 +184,8 @@ public enum WorkloadSpecValidator {
     ) {
         let location = constraints.location
         let lists: [(String, Int)] = [
-            ("location.countries", location.countries.count), ("location.reject_countries", location.rejectCountries.count),
+            ("location.countries", location.countries.count),
+            ("location.reject_countries", location.rejectCountries.count),
             ("location.regions", location.regions.count), ("location.reject_regions", location.rejectRegions.count),
             ("latency", constraints.latency.count), ("labels", constraints.labels.count),
             ("allowed_providers", constraints.allowedProviders.count),

@@ -1276,6 +1276,15 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     set {kind = .actor(newValue)}
   }
 
+  /// What the device holds for this orchestrator: sent when the line opens and again from time to time.
+  public var inventory: Orrery_Orchestrator_V1_AllocationInventory {
+    get {
+      if case .inventory(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_AllocationInventory()
+    }
+    set {kind = .inventory(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1293,8 +1302,29 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     case checkpoint(Orrery_Actors_V1_CheckpointChunk)
     /// A new actor's identity (a Signed orrery.actors.v1.ActorIdentity, by the device and the actor).
     case actor(Orrery_Common_V1_Signed)
+    /// What the device holds for this orchestrator: sent when the line opens and again from time to time.
+    case inventory(Orrery_Orchestrator_V1_AllocationInventory)
 
   }
+
+  public init() {}
+}
+
+/// Every allocation a device runs and every offer it promised capacity to (accepted, not yet deployed), for the
+/// orchestrator of this line. The orchestrator answers with a Stop for each one it no longer assigns to the device (a
+/// replica moved away while the device was unreachable, an offer withdrawn after the bid): the device stops it, or
+/// frees the capacity it promised.
+public nonisolated struct Orrery_Orchestrator_V1_AllocationInventory: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// At most 10,000 each.
+  public var runningOfferIds: [String] = []
+
+  public var promisedOfferIds: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1335,7 +1365,8 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .deploy(newValue)}
   }
 
-  /// Stop it (cancelled, or its deployment failed elsewhere).
+  /// Stop it (cancelled, its deployment failed elsewhere, or it moved to another device); for an offer that was
+  /// accepted but never deployed: forget it and free the capacity promised to it.
   public var stop: Orrery_Orchestrator_V1_Stop {
     get {
       if case .stop(let v)? = kind {return v}
@@ -1401,7 +1432,8 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     case offer(Orrery_Orchestrator_V1_Offer)
     /// Start an allocation whose offer the device accepted.
     case deploy(Orrery_Orchestrator_V1_Deploy)
-    /// Stop it (cancelled, or its deployment failed elsewhere).
+    /// Stop it (cancelled, its deployment failed elsewhere, or it moved to another device); for an offer that was
+    /// accepted but never deployed: forget it and free the capacity promised to it.
     case stop(Orrery_Orchestrator_V1_Stop)
     /// The notary recorded an allocation's receipts.
     case receiptsRecorded(Orrery_Orchestrator_V1_ReceiptsRecorded)
@@ -3696,7 +3728,7 @@ nonisolated extension Orrery_Orchestrator_V1_Relaxation: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3821,6 +3853,19 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
           self.kind = .actor(v)
         }
       }()
+      case 10: try {
+        var v: Orrery_Orchestrator_V1_AllocationInventory?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .inventory(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .inventory(v)
+        }
+      }()
       default: break
       }
     }
@@ -3868,6 +3913,10 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
       guard case .actor(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     }()
+    case .inventory?: try {
+      guard case .inventory(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -3875,6 +3924,41 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
 
   public static func ==(lhs: Orrery_Orchestrator_V1_AgentMessage, rhs: Orrery_Orchestrator_V1_AgentMessage) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_AllocationInventory: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AllocationInventory"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}running_offer_ids\0\u{3}promised_offer_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.runningOfferIds) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.promisedOfferIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.runningOfferIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.runningOfferIds, fieldNumber: 1)
+    }
+    if !self.promisedOfferIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.promisedOfferIds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_AllocationInventory, rhs: Orrery_Orchestrator_V1_AllocationInventory) -> Bool {
+    if lhs.runningOfferIds != rhs.runningOfferIds {return false}
+    if lhs.promisedOfferIds != rhs.promisedOfferIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -25,9 +25,9 @@ actor ActorDesk {
     let unpackedLimit: Int
     static let chunkSize = 1 << 20
 
-    /// The line to the orchestrator; written from any actor host without a hop through this actor, so one
+    /// The lines to the orchestrators; written from any actor host without a hop through this actor, so one
     /// actor's messages leave in the order it sent them.
-    private let outbox = Mutex<AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?>(nil)
+    private let lines: AgentLines
     private var hosts: [String: ActorHost] = [:]
     private var byAddress: [String: ActorHost] = [:]
     private var servers: [String: MailboxServer] = [:]
@@ -36,9 +36,10 @@ actor ActorDesk {
     private var retries: Task<Void, Never>?
 
     init(
-        deviceKey: SigningKey, root: String, logger: Logger, archiveLimit: Int = 64 << 20,
+        deviceKey: SigningKey, root: String, logger: Logger, lines: AgentLines, archiveLimit: Int = 64 << 20,
         unpackedLimit: Int = 1 << 30
     ) {
+        self.lines = lines
         self.unpackedLimit = unpackedLimit
         self.deviceKey = deviceKey
         self.root = root
@@ -46,8 +47,8 @@ actor ActorDesk {
         self.archiveLimit = archiveLimit
     }
 
-    func attach(_ continuation: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation) {
-        outbox.withLock { $0 = continuation }
+    /// A line opened: the retries run, and the orchestrator learns (again) who each actor is.
+    func attach() {
         if retries == nil {
             retries = Task { [weak self] in
                 while !Task.isCancelled {
@@ -61,12 +62,10 @@ actor ActorDesk {
         for host in hosts.values { Task { await self.announce(host) } }
     }
 
-    func detach() { outbox.withLock { $0 = nil } }
-
     private func allHosts() -> [ActorHost] { Array(hosts.values) }
 
     private nonisolated func send(_ message: Orrery_Orchestrator_V1_AgentMessage) {
-        _ = outbox.withLock { $0?.yield(message) }
+        lines.send(message, to: nil)
     }
 
     private nonisolated func emitter() -> @Sendable (Orrery_Orchestrator_V1_AgentMessage) -> Void {

@@ -150,9 +150,7 @@ public struct AllocationRunner: Sendable {
             fetch.arguments = ["-fsSL", "--max-time", "600", "--max-filesize", "\(4 << 30)", "-o", path, url]
             let errors = Pipe()
             fetch.standardError = errors
-            try fetch.run()
-            fetch.waitUntilExit()
-            guard fetch.terminationStatus == 0 else {
+            guard try await fetch.runToCompletion() == 0 else {
                 let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
                 throw RunnerError(
                     message:
@@ -163,9 +161,9 @@ public struct AllocationRunner: Sendable {
                 let unpack = Process()
                 unpack.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
                 unpack.arguments = ["-xzf", path, "-C", work, "--no-same-owner"]
-                try unpack.run()
-                unpack.waitUntilExit()
-                guard unpack.terminationStatus == 0 else { throw RunnerError(message: "cannot unpack \(safeName)") }
+                guard try await unpack.runToCompletion() == 0 else {
+                    throw RunnerError(message: "cannot unpack \(safeName)")
+                }
                 return [spec.command]
             }
             chmod(path, 0o755)

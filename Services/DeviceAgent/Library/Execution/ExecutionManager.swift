@@ -20,12 +20,22 @@ actor ExecutionManager {
     let receiptInterval: Duration
     /// The allocations as actors: keys, mailboxes, checkpoints; nil runs them without (tests of the runner alone).
     let actors: ActorDesk?
-    private var outbox: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?
+    /// The open lines to orchestrators; every message leaves through them.
+    let lines: AgentLines
     private var following: Set<String> = []
+    /// Allocations whose start is under way (a Deploy received twice at once starts one).
+    private var starting: Set<String> = []
+    /// Stops that arrived while their allocation was starting, carried out once it started.
+    private var stopsWhileStarting: [String: Orrery_Orchestrator_V1_Stop] = [:]
+    /// The orchestrator (DID) that placed each allocation, as journalled in its directory.
+    private var placedBy: [String: String] = [:]
+    /// Resends the final reports of ended allocations whose receipts the notary has not recorded yet.
+    private var receiptRetries: Task<Void, Never>?
 
     init(
         runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger, receipts: ReceiptBook? = nil,
-        witness: TreeHeadWitness? = nil, receiptInterval: Duration = .seconds(60), actors: ActorDesk? = nil
+        witness: TreeHeadWitness? = nil, receiptInterval: Duration = .seconds(60), actors: ActorDesk? = nil,
+        lines: AgentLines = AgentLines()
     ) {
         self.actors = actors
         self.runner = runner
@@ -34,18 +44,76 @@ actor ExecutionManager {
         self.receipts = receipts
         self.witness = witness
         self.receiptInterval = receiptInterval
+        self.lines = lines
     }
 
-    /// A line to the orchestrator opened: reports go to it, starting with everything it may have missed.
-    func attach(_ continuation: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation) {
-        outbox = continuation
+    /// A line to an orchestrator opened: reports go to it, starting with everything it may have missed, and it
+    /// hears what this device holds for it.
+    func attach(_ line: UUID, orchestrator: String) async {
         resync()
+        await sendInventory(on: line, orchestrator: orchestrator)
+        if receiptRetries == nil, receipts != nil {
+            let interval = receiptInterval / 2
+            receiptRetries = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    await self?.resendUnrecordedReceipts()
+                }
+            }
+        }
     }
 
-    func detach() { outbox = nil }
+    /// Ended allocations whose receipts the notary has not recorded (it was unreachable, or refused them for now):
+    /// their final report goes again, with the receipts, every half receipt interval — not only when a line
+    /// reconnects — so no escrow waits on a reconnect to be released. (A running allocation's receipts go with its
+    /// next usage report.)
+    func resendUnrecordedReceipts() {
+        guard let receipts else { return }
+        for id in held() where !starting.contains(id) && !following.contains(id) {
+            guard let report = savedReport(for: id), !receipts.pending(id).isEmpty else { continue }
+            sendReport(report)
+        }
+    }
 
-    private func send(_ message: Orrery_Orchestrator_V1_AgentMessage) {
-        outbox?.yield(message)
+    /// A line dropped: the other lines stay open and get again what the dropped one may have lost.
+    func detach(_ line: UUID) {
+        if lines.close(line) { resync() }
+    }
+
+    /// Tells the orchestrator on `line` which of its allocations run here and which of its offers hold promised
+    /// capacity; it stops what it no longer assigns to this device.
+    func sendInventory(on line: UUID, orchestrator: String) async {
+        let running = runner.known().filter {
+            savedReport(for: $0) == nil && self.orchestrator(of: $0) == orchestrator
+        }
+        let promised = await ledger.promised(to: orchestrator).filter { !runner.isKnown($0) && !starting.contains($0) }
+        lines.send(
+            .with {
+                $0.inventory = .with {
+                    $0.runningOfferIds = Array(running.prefix(10_000))
+                    $0.promisedOfferIds = Array(promised.prefix(10_000))
+                }
+            }, on: line)
+    }
+
+    /// Whether any offer this device bid on waits for its Deploy (the inventory is then sent more often).
+    func awaitsDeploys(from orchestrator: String) async -> Bool {
+        !(await ledger.promised(to: orchestrator).filter { !runner.isKnown($0) }.isEmpty)
+    }
+
+    /// The orchestrator that placed `id` (nil for an allocation started before this was journalled).
+    private func orchestrator(of id: String) -> String? {
+        if let known = placedBy[id] { return known }
+        guard
+            let text = try? String(contentsOfFile: runner.directory(id) + "/orchestrator", encoding: .utf8),
+            !text.isEmpty
+        else { return nil }
+        placedBy[id] = text
+        return text
+    }
+
+    private func send(_ message: Orrery_Orchestrator_V1_AgentMessage, about id: String) {
+        lines.send(message, to: orchestrator(of: id))
     }
 
     /// A report on `id` with the receipts the notary has not recorded yet.
@@ -53,7 +121,7 @@ actor ExecutionManager {
         var report = report
         report.receipts = receipts?.pending(report.offerID) ?? []
         report.knownTreeSize = witness?.knownSize ?? 0
-        send(.with { $0.report = report })
+        send(.with { $0.report = report }, about: report.offerID)
     }
 
     /// The notary recorded receipts: forget them, and check its tree head against the last one seen.
@@ -78,14 +146,41 @@ actor ExecutionManager {
         }
     }
 
-    func deploy(_ deploy: Orrery_Orchestrator_V1_Deploy) async {
+    /// Takes a Deploy from the orchestrator `orchestrator` (its DID) in the order its line delivered it, before the
+    /// start (which takes a while) goes on in `start`; returns whether it must. Idempotent by offer: a repeated
+    /// Deploy — resent after a reconnect, or sent by two orchestrator replicas at once — starts nothing again and
+    /// repeats what is known of it.
+    func receive(_ deploy: Orrery_Orchestrator_V1_Deploy) -> Bool {
         let id = deploy.offerID
-        if runner.isKnown(id) {
+        if starting.contains(id) { return false }  // the same instruction, still being carried out
+        if runner.isKnown(id) || savedReport(for: id) != nil {
             resync()  // a repeated instruction: report what is known
-            return
+            return false
         }
+        guard AllocationRunner.isSafeID(id) else {
+            logger.warning("a deploy with an unusable offer id refused", metadata: ["offer": "\(id.prefix(80))"])
+            return false
+        }
+        starting.insert(id)
+        return true
+    }
+
+    /// `receive`, then `start` when it must.
+    func deploy(_ deploy: Orrery_Orchestrator_V1_Deploy, from orchestrator: String) async {
+        if receive(deploy) { await start(deploy, from: orchestrator) }
+    }
+
+    /// Starts a received Deploy's allocation and reports it running, or failed to start.
+    func start(_ deploy: Orrery_Orchestrator_V1_Deploy, from orchestrator: String) async {
+        let id = deploy.offerID
+        defer { starting.remove(id) }
+        // A start the agent did not finish before it died left a directory without a workload: begin afresh.
+        try? FileManager.default.removeItem(atPath: runner.directory(id))
+        placedBy[id] = orchestrator
         do {
-            if let receipts, !deploy.contractID.isEmpty, AllocationRunner.isSafeID(id) {
+            try FileManager.default.createDirectory(atPath: runner.directory(id), withIntermediateDirectories: true)
+            try orchestrator.write(toFile: runner.directory(id) + "/orchestrator", atomically: true, encoding: .utf8)
+            if let receipts, !deploy.contractID.isEmpty {
                 try receipts.setContract(id, contract: deploy.contractID)
             }
             let actor = try await actors?.prepare(deploy)
@@ -104,6 +199,8 @@ actor ExecutionManager {
                     $0.state = .running
                 })
             follow(id)
+            starting.remove(id)
+            if let stop = stopsWhileStarting.removeValue(forKey: id) { await self.stop(stop) }
         } catch {
             logger.warning("allocation failed to start", metadata: ["offer": "\(id)", "error": "\(error)"])
             let report = Orrery_Orchestrator_V1_AllocationReport.with {
@@ -114,11 +211,24 @@ actor ExecutionManager {
             save(report, for: id)
             await releasePromise(id)
             sendReport(report)
+            stopsWhileStarting[id] = nil
         }
     }
 
-    func stop(_ stop: Orrery_Orchestrator_V1_Stop) {
-        guard runner.isKnown(stop.offerID) else { return }
+    /// Stops an allocation; for an offer that was accepted but never deployed, frees the capacity promised to it.
+    func stop(_ stop: Orrery_Orchestrator_V1_Stop) async {
+        if starting.contains(stop.offerID) {
+            stopsWhileStarting[stop.offerID] = stop
+            return
+        }
+        guard runner.isKnown(stop.offerID) else {
+            guard await ledger.contains(stop.offerID) else { return }
+            logger.info(
+                "promise withdrawn", metadata: ["offer": "\(stop.offerID)", "reason": "\(stop.reason)"])
+            await releasePromise(stop.offerID)
+            return
+        }
+        guard savedReport(for: stop.offerID) == nil else { return }  // it ended already
         logger.info("allocation stopped", metadata: ["offer": "\(stop.offerID)", "reason": "\(stop.reason)"])
         receipts?.markStopped(stop.offerID)
         runner.stop(
@@ -127,7 +237,7 @@ actor ExecutionManager {
 
     /// Repeats final reports (with outputs and the last MiB of output) and follows what still runs.
     func resync() {
-        for id in runner.known() {
+        for id in held() where !starting.contains(id) {
             if let report = savedReport(for: id) {
                 resendLogs(id)
                 if report.state == .exited { sendOutputs(id) }
@@ -145,6 +255,13 @@ actor ExecutionManager {
         }
     }
 
+    /// Every allocation this device started, or failed to start, by offer id.
+    private func held() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: runner.root)) ?? []).filter {
+            runner.isKnown($0) || FileManager.default.fileExists(atPath: runner.directory($0) + "/report.pb")
+        }.sorted()
+    }
+
     private func follow(_ id: String) {
         following.insert(id)
         if receipts != nil { Task { await self.receiptUsage(of: id) } }
@@ -156,7 +273,7 @@ actor ExecutionManager {
                 let outcome = try await AllocationMonitor(runner: runner).follow(
                     id, startedAt: runner.startedAt(id), maxDuration: seconds == 0 ? nil : .seconds(seconds)
                 ) { stream, offset, data in
-                    await self.send(Self.logMessage(id, stream: stream, offset: offset, data: data))
+                    await self.send(Self.logMessage(id, stream: stream, offset: offset, data: data), about: id)
                 }
                 await self.finish(id, outcome)
             } catch {
@@ -254,7 +371,7 @@ actor ExecutionManager {
                         $0.sha256 = digest
                         $0.content = data
                     }
-                })
+                }, about: id)
         }
     }
 
@@ -267,7 +384,7 @@ actor ExecutionManager {
             while offset < size {
                 let data = runner.log(id, stream: stream, from: offset)
                 if data.isEmpty { break }
-                send(Self.logMessage(id, stream: stream, offset: offset, data: data))
+                send(Self.logMessage(id, stream: stream, offset: offset, data: data), about: id)
                 offset += UInt64(data.count)
             }
         }

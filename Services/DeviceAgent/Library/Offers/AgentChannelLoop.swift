@@ -51,46 +51,71 @@ struct AgentChannelLoop {
             let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: client)
             let (answers, answer) = AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.makeStream()
             answer.yield(.with { $0.hello = .with { $0.deviceDid = connection.key.did.string } })
-            await executions.attach(answer)
+            let orchestrator = orchestratorDID.string
+            let line = executions.lines.open(orchestrator: orchestrator, outbox: answer)
+            await executions.attach(line, orchestrator: orchestrator)
             if let actors = executions.actors {
                 await actors.setOrchestrator(orchestratorDID)
-                await actors.attach(answer)
+                await actors.attach()
             }
-            defer {
-                Task {
-                    await executions.detach()
-                    await executions.actors?.detach()
-                }
-            }
-            try await channel.connect(
-                requestProducer: { writer in
-                    for await message in answers { try await writer.write(message) }
-                },
-                onResponse: { response in
-                    logger.info("agent channel open", metadata: ["orchestrator": "\(address)"])
-                    for try await message in response.messages {
-                        switch message.kind {
-                        case .offer(let offer): answer.yield(try await respond(to: offer))
-                        case .deploy(let deploy): Task { await executions.deploy(deploy) }
-                        case .stop(let stop): await executions.stop(stop)
-                        case .receiptsRecorded(let recorded): await executions.receiptsRecorded(recorded)
-                        case .actorGrant(let grant): await executions.actors?.grant(grant)
-                        case .mail(let mail): await executions.actors?.mail(mail)
-                        case .checkpointRequest(let request):
-                            if let actors = executions.actors { Task { await actors.checkpoint(request) } }
-                        case .checkpointChunk(let chunk): await executions.actors?.chunk(chunk)
-                        case .checkpointStored(let stored):
-                            logger.info(
-                                "checkpoint stored",
-                                metadata: [
-                                    "offer": "\(stored.offerID)", "sequence": "\(stored.sequence)",
-                                    "log_index": "\(stored.logIndex)",
-                                ])
-                        case nil: break
-                        }
+            defer { Task { await executions.detach(line) } }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // The inventory again from time to time: often while a bid waits for its Deploy (a withdrawn offer
+                // frees its capacity soon), rarely otherwise.
+                group.addTask {
+                    var sent = ContinuousClock.now
+                    while true {
+                        try await Task.sleep(for: inventoryInterval.waiting)
+                        guard
+                            await executions.awaitsDeploys(from: orchestrator)
+                                || ContinuousClock.now - sent >= inventoryInterval.idle
+                        else { continue }
+                        await executions.sendInventory(on: line, orchestrator: orchestrator)
+                        sent = ContinuousClock.now
                     }
-                    answer.finish()
-                })
+                }
+                try await channel.connect(
+                    requestProducer: { writer in
+                        for await message in answers { try await writer.write(message) }
+                    },
+                    onResponse: { response in
+                        logger.info("agent channel open", metadata: ["orchestrator": "\(address)"])
+                        for try await message in response.messages {
+                            try await handle(message, from: orchestrator, answer: answer)
+                        }
+                        answer.finish()
+                    })
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// How often the inventory is sent again while a bid waits for its Deploy, and otherwise.
+    var inventoryInterval: (waiting: Duration, idle: Duration) = (.seconds(10), .seconds(60))
+
+    private func handle(
+        _ message: Orrery_Orchestrator_V1_OrchestratorMessage, from orchestrator: String,
+        answer: AgentLines.Outbox
+    ) async throws {
+        switch message.kind {
+        case .offer(let offer): answer.yield(try await respond(to: offer))
+        case .deploy(let deploy):
+            // Taken in line order (a Stop right behind it is not overtaken), started aside.
+            if await executions.receive(deploy) { Task { await executions.start(deploy, from: orchestrator) } }
+        case .stop(let stop): await executions.stop(stop)
+        case .receiptsRecorded(let recorded): await executions.receiptsRecorded(recorded)
+        case .actorGrant(let grant): await executions.actors?.grant(grant)
+        case .mail(let mail): await executions.actors?.mail(mail)
+        case .checkpointRequest(let request):
+            if let actors = executions.actors { Task { await actors.checkpoint(request) } }
+        case .checkpointChunk(let chunk): await executions.actors?.chunk(chunk)
+        case .checkpointStored(let stored):
+            logger.info(
+                "checkpoint stored",
+                metadata: [
+                    "offer": "\(stored.offerID)", "sequence": "\(stored.sequence)", "log_index": "\(stored.logIndex)",
+                ])
+        case nil: break
         }
     }
 
@@ -134,7 +159,7 @@ struct AgentChannelLoop {
                 Commitment(
                     cores: Int(resources.cpuCores), ramMiB: Int(resources.ramMib), diskMiB: Int(resources.diskMib),
                     gpus: Int(resources.gpu.count)),
-                until: now.addingTimeInterval(seconds))
+                until: now.addingTimeInterval(seconds), orchestrator: offer.orchestratorDid)
             let bid = Orrery_Orchestrator_V1_Bid.with {
                 $0.offerID = offer.offerID
                 $0.deviceDid = connection.key.did.string

@@ -7,6 +7,8 @@ actor CommitmentLedger {
     struct Promise: Codable {
         var resources: Commitment
         var until: Date
+        /// The orchestrator (DID) whose offer it is; nil in promises journalled before it was recorded.
+        var orchestrator: String?
     }
 
     private let path: String
@@ -27,8 +29,14 @@ actor CommitmentLedger {
 
     func contains(_ offerID: String) -> Bool { promises[offerID] != nil }
 
-    func promise(_ offerID: String, _ resources: Commitment, until: Date) throws {
-        promises[offerID] = Promise(resources: resources, until: until)
+    /// The offers of `orchestrator` that still hold promised capacity, by id.
+    func promised(to orchestrator: String, at now: Date = Date()) -> [String] {
+        promises.filter { $0.value.orchestrator == orchestrator && $0.value.until > now && !$0.value.resources.isZero }
+            .map(\.key).sorted()
+    }
+
+    func promise(_ offerID: String, _ resources: Commitment, until: Date, orchestrator: String? = nil) throws {
+        promises[offerID] = Promise(resources: resources, until: until, orchestrator: orchestrator)
         try persist()
     }
 

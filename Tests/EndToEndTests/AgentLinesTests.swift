@@ -1,0 +1,255 @@
+import Foundation
+import GRPCCore
+import OrreryIdentity
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import PostgresNIO
+import SwiftProtobuf
+import Testing
+
+/// What an agent and the orchestrators agree on across lines: a Deploy starts once however many replicas send it,
+/// each line has its own outbox, and capacity promised to an offer that was withdrawn is free again.
+@Suite(
+    "Agent lines: one start per Deploy, a line per orchestrator replica, promises reconciled", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct AgentLinesTests {
+    @Test(
+        "an agent with lines to two orchestrator replicas starts a Deploy both send once; one replica killed, the other carries the job to completed"
+    )
+    func twoLines() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-two-lines")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            let first = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, notary: notary)
+            defer { first.child.signal(SIGKILL) }
+            let second = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, notary: notary)
+            defer { second.child.signal(SIGKILL) }
+            let agent = try await AgentChannelTests.startAgent(
+                "twin", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(first.ready.grpcPort)", "127.0.0.1:\(second.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, second, devices: 1)
+            // Both replicas hold a line of the device (each delivers the Deploy on its own line).
+            try await Self.waitForLines(of: agent, count: 2)
+
+            // The artifact takes 2 s to download: long enough for both replicas to send the Deploy while it starts.
+            let script = "#!/bin/sh\necho started >> /work/runs.txt; sleep 4; cat /work/runs.txt > out.txt\n"
+            let served = directory.appendingPathComponent("job.sh")
+            try script.write(to: served, atomically: true, encoding: .utf8)
+            let server = try ChildProcess(
+                URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.slowServer, served.path],
+                outputDirectory: directory)
+            defer { server.signal(SIGKILL) }
+            let port = try await server.printedPort()
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with {
+                $0.url = "http://127.0.0.1:\(port)/job.sh"
+                $0.sha256 = AgentChannelTests.sha256(script)
+            }
+            spec.allocations[0].command = "/artifact/job.sh"
+            spec.allocations[0].resources.ramMib = 64
+            spec.allocations[0].outputs = ["out.txt"]
+            let job = try await consumer.with(first) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: first)
+                        $0.spec = spec
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            // Running: then the replica it was submitted to dies, and with it one of the agent's lines.
+            let running = try await consumer.with(second) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) {
+                    response -> Orrery_Orchestrator_V1_DeploymentEvent? in
+                    for try await event in response.messages where event.state == .running || event.state.isTerminal {
+                        return event
+                    }
+                    return nil
+                }
+            }
+            #expect(running?.state == .running, "\(running.map { "\($0.state): \($0.reason)" } ?? "no event")")
+            first.child.signal(SIGKILL)
+            let events = try await consumer.with(second) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
+                        $0.append($1)
+                    }
+                }
+            }
+            #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
+            let outputs = try await consumer.with(second) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
+            #expect(!agent.service.child.output.contains("failed to start"), "\(agent.service.child.output)")
+            // Both replicas did send the Deploy.
+            for replica in [first, second] {
+                #expect(
+                    replica.child.output.contains(#""message":"deploy:off_"#), "\(replica.child.output.suffix(3000))")
+            }
+        }
+    }
+
+    @Test(
+        "an offer withdrawn after the device bid (its deployment failed elsewhere) frees the capacity the device promised to it"
+    )
+    func withdrawnPromise() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-withdrawn-promise")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, notary: notary,
+                extraArguments: ["--offer-timeout-ms", "2000"])
+            defer { orchestrator.child.signal(SIGKILL) }
+            let agent = try await AgentChannelTests.startAgent(
+                "promiser", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
+            defer { agent.service.child.signal(SIGKILL) }
+            // A device that never answers, the only one with the label the second allocation needs.
+            let silent = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            _ = try await silent.withRegistry(registry) { client in
+                try await silent.join(
+                    client,
+                    capabilities: .with {
+                        $0.architecture = "x86_64"
+                        $0.cpuCores = 4
+                        $0.ramBytes = 8 << 30
+                        $0.diskBytes = 100 << 30
+                        $0.labels = ["role": "silent"]
+                        $0.prices = .with { $0.perCoreHour = 1 }
+                    })
+            }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
+            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            let cores = try await observer.withRegistry(registry) {
+                try await $0.getDevice(.with { $0.did = agent.did }).capabilities.cpuCores
+            }
+
+            // Every core of the agent's device for one allocation, the other on the silent device: the agent bids,
+            // the silent device's offer lapses, nothing else can take it, and the deployment fails.
+            var spec = OrchestratorTests.spec(cores: cores)
+            spec.allocations[0].resources.ramMib = 32
+            spec.allocations[0].outputs = []
+            spec.allocations[0].artifact = .with { $0.text = "true" }
+            spec.allocations[0].constraints.allowedProviders = [agent.did]
+            var other = spec.allocations[0]
+            other.name = "beside"
+            other.resources.cpuCores = 1
+            other.constraints = .with { $0.labels = ["role": "silent"] }
+            spec.allocations.append(other)
+            let doomed = try await submit(spec, consumer: consumer, orchestrator: orchestrator)
+            #expect(Set(doomed.assignments.map(\.deviceDid)) == [agent.did, silent.key.did.string])
+            let ended = try await Self.watchUntilEnd(doomed.id, consumer: consumer, orchestrator: orchestrator)
+            #expect(ended?.state == .failed, "\(ended.map { "\($0.state): \($0.reason)" } ?? "no end")")
+            let found = try await database.withClient(schema: "orchestrator") { db -> String? in
+                let rows = try await db.query(
+                    "SELECT id FROM offers WHERE deployment_id = \(doomed.id) AND device_did = \(agent.did) AND bid IS NOT NULL"
+                )
+                for try await id in rows.decode(String.self) { return id }
+                return nil
+            }
+            let promisedOffer = try #require(found, "the agent bid on its offer")
+
+            // The agent is told the offer is gone and frees what it promised.
+            let ledger = directory.appendingPathComponent("promiser-state/commitments.json")
+            var held: Int?
+            let released = ContinuousClock.now + .seconds(40)
+            repeat {
+                try await Task.sleep(for: .milliseconds(200))
+                held = Self.promisedCores(ledger, offer: promisedOffer)
+            } while held != 0 && ContinuousClock.now < released
+            #expect(held == 0, "the withdrawn offer still holds \(held.map(String.init) ?? "no record of") cores")
+
+            // So a job that needs the whole device again runs there.
+            var whole = OrchestratorTests.spec(cores: cores)
+            whole.allocations[0].resources.ramMib = 32
+            whole.allocations[0].outputs = []
+            whole.allocations[0].artifact = .with { $0.text = "echo whole" }
+            let job = try await submit(whole, consumer: consumer, orchestrator: orchestrator)
+            let end = try await Self.watchUntilEnd(job.id, consumer: consumer, orchestrator: orchestrator)
+            #expect(end?.state == .completed, "\(end.map { "\($0.state): \($0.reason)" } ?? "no end")")
+            #expect(end?.deployment.assignments.map(\.deviceDid) == [agent.did])
+        }
+    }
+
+    private func submit(
+        _ spec: Orrery_Orchestrator_V1_WorkloadSpec, consumer: OrchestratorTests.Consumer,
+        orchestrator: RunningService
+    ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        try await consumer.with(orchestrator) { client in
+            try await client.submitWorkload(
+                .with {
+                    $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                    $0.spec = spec
+                    $0.idempotencyKey = UUID().uuidString
+                })
+        }
+    }
+
+    /// An HTTP server that answers every GET with the file it is given, 2 s late; prints its port.
+    static let slowServer = """
+        import http.server, socketserver, sys, time
+        body = open(sys.argv[1], 'rb').read()
+        class Slow(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                time.sleep(2)
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *args):
+                pass
+        server = socketserver.ThreadingTCPServer(('127.0.0.1', 0), Slow)
+        print(server.server_address[1], flush=True)
+        server.serve_forever()
+        """
+
+    /// The deployment's last event once it ended (the watch closes then).
+    static func watchUntilEnd(
+        _ id: String, consumer: OrchestratorTests.Consumer, orchestrator: RunningService
+    ) async throws -> Orrery_Orchestrator_V1_DeploymentEvent? {
+        try await consumer.with(orchestrator) { client in
+            try await client.watchDeployment(.with { $0.id = id }) { response in
+                var last: Orrery_Orchestrator_V1_DeploymentEvent?
+                for try await event in response.messages { last = event }
+                return last
+            }
+        }
+    }
+
+    /// The cores the agent's commitment ledger holds for `offer` (nil when it has no record of it).
+    static func promisedCores(_ ledger: URL, offer: String) -> Int? {
+        guard let data = try? Data(contentsOf: ledger),
+            let promises = (try? JSONSerialization.jsonObject(with: data)) as? [String: [String: Any]],
+            let resources = promises[offer]?["resources"] as? [String: Any]
+        else { return nil }
+        return resources["cores"] as? Int
+    }
+
+    /// Waits until the agent logged `count` open agent channels.
+    static func waitForLines(of agent: AgentChannelTests.Agent, count: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if agent.service.child.output.components(separatedBy: "agent channel open").count - 1 >= count { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("the agent opened fewer than \(count) lines: \(agent.service.child.output.suffix(2000))")
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import GRPCCore
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import PostgresNIO
+import SwiftProtobuf
+import Testing
+
+/// A service killed between two of its transactions (`ORRERY_CRASH_AT`, where no outside signal lands reliably):
+/// restarted, it carries on from the state the first transaction left. A service down while a job ends: nothing
+/// waits for a reconnect to be paid.
+@Suite(
+    "Faults: a kill between two transactions, a notary down when a job ends", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct CrashPointTests {
+    @Test(
+        "an orchestrator killed right after a deployment was escrowed: restarted, it deploys it and the job completes")
+    func killedWhileEscrowed() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-crash-escrowed")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
+            let arguments = [
+                "--registry-address", registryAddress, "--notary-address", "127.0.0.1:\(notary.ready.grpcPort)",
+            ]
+            let doomed = try await RunningService.start(
+                "orchestrator", extraArguments: arguments,
+                environment: environment.merging(["ORRERY_CRASH_AT": "orchestrator.escrowed"]) { $1 },
+                directory: directory)
+            defer { doomed.child.signal(SIGKILL) }
+            let port = doomed.ready.grpcPort
+            let agent = try await AgentChannelTests.startAgent(
+                "patient", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: ["127.0.0.1:\(port)"],
+                registry: registryAddress, network: network, directory: directory)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, doomed, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
+            spec.allocations[0].resources.ramMib = 32
+            let job = try await consumer.with(doomed) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: doomed)
+                        $0.spec = spec
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            // It died at the crash point: killed, with the deployment escrowed and not yet deploying.
+            #expect(await doomed.child.waitForExit(timeout: .seconds(30)) == SIGKILL)
+            #expect(doomed.child.output.contains("dying at a crash point"))
+            let stored = try await database.withClient(schema: "orchestrator") { db -> Int16? in
+                let rows = try await db.query("SELECT state FROM deployments WHERE id = \(job.id)")
+                for try await state in rows.decode(Int16.self) { return state }
+                return nil
+            }
+            #expect(stored == Int16(Orrery_Orchestrator_V1_DeploymentState.escrowed.rawValue))
+
+            let restarted = try await RunningService.start(
+                "orchestrator", extraArguments: arguments + ["--grpc-port", String(port)], environment: environment,
+                directory: directory, portZero: false)
+            defer { restarted.child.signal(SIGKILL) }
+            var current = try await consumer.with(restarted) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !current.state.isTerminal, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                current = try await consumer.with(restarted) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            }
+            #expect(current.state == .completed, "\(current.state): \(current.reason)")
+            let outputs = try await consumer.with(restarted) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
+        }
+    }
+
+    @Test(
+        "a completion receipt refused while the notary is down is sent again on a schedule: recorded once the notary is back, with no reconnect"
+    )
+    func notaryDownAtCompletion() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-notary-down")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            let notaryDirectory = directory.appendingPathComponent("notary")
+            let notary = try await NotaryTests.startNotary(database, network, notaryDirectory)
+            defer { notary.child.signal(SIGKILL) }
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, notary: notary)
+            defer { orchestrator.child.signal(SIGKILL) }
+            // Receipts every 6 s, unrecorded ones resent every 3 s.
+            let agent = try await AgentChannelTests.startAgent(
+                "payee", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 500)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "sleep 2; printf done > out.txt" }
+            spec.allocations[0].resources.ramMib = 32
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                        $0.spec = spec
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            var current = job
+            let running = ContinuousClock.now + .seconds(20)
+            while current.state != .running, !current.state.isTerminal, ContinuousClock.now < running {
+                try await Task.sleep(for: .milliseconds(50))
+                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            }
+            try #require(current.state == .running, "\(current.state): \(current.reason)")
+            let contractID = try #require(current.assignments.first?.contractID)
+            // The notary goes down while the job runs, so its completion receipt cannot be recorded.
+            notary.child.signal(SIGKILL)
+            _ = await notary.child.waitForExit()
+            let ended = ContinuousClock.now + .seconds(20)
+            while !current.state.isTerminal, ContinuousClock.now < ended {
+                try await Task.sleep(for: .milliseconds(100))
+                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            }
+            #expect(current.state == .completed, "\(current.state): \(current.reason)")
+            #expect(orchestrator.child.output.contains("recording a receipt failed; the device resends it"))
+            let back = try await NotaryTests.startNotary(
+                database, network, notaryDirectory, port: notary.ready.grpcPort)
+            defer { back.child.signal(SIGKILL) }
+            let parties = try ContractParties(network: network)
+            var record = try await parties.withNotary(back) { try await $0.getContract(.with { $0.id = contractID }) }
+            let recorded = ContinuousClock.now + .seconds(30)
+            while record.state != .completed, ContinuousClock.now < recorded {
+                try await Task.sleep(for: .milliseconds(200))
+                record = try await parties.withNotary(back) { try await $0.getContract(.with { $0.id = contractID }) }
+            }
+            #expect(record.state == .completed, "\(record.state)")
+            // Over the line that was open all along.
+            #expect(agent.service.child.output.components(separatedBy: "agent channel open").count - 1 == 1)
+        }
+    }
+}
