@@ -314,6 +314,59 @@ struct ActorTests {
         }
     }
 
+    @Test(
+        "a move no device can take is refused and the replica runs on; a replica moved with --to stays there when the automatic mover looks"
+    )
+    func explicitMoves() async throws {
+        try await Self.withConstellation("explicit-move", prices: [5, 500, 6], relocationMargin: 30) { c in
+            var spec = OrchestratorTests.spec(cores: 2)
+            spec.allocations = [try Self.allocation("counter", script: "counter.py", stateful: true)]
+            spec.allocations[0].checkpointIntervalSeconds = 1
+            spec.allocations[0].constraints.allowedProviders = [c.agents[0].did, c.agents[1].did]
+            let job = try await Self.submit(spec, c)
+            #expect(job.assignments.first?.deviceDid == c.agents[0].did)
+            #expect(
+                try await eventually(timeout: .seconds(60)) { try await Self.deployment(job.id, c).state == .running })
+            // To a device its constraints rule out: refused before anything is checkpointed; it runs on.
+            await OrchestratorTests.expectStatus(.failedPrecondition, containing: "it runs on where it is") {
+                _ = try await c.consumer.with(c.orchestrator) { client in
+                    try await client.moveAllocation(
+                        .with {
+                            $0.id = job.id
+                            $0.allocation = "counter"
+                            $0.toDevice = c.agents[2].did
+                        })
+                }
+            }
+            let after = try await Self.deployment(job.id, c)
+            #expect(after.state == .running && after.assignments.first?.deviceDid == c.agents[0].did, "\(after.reason)")
+
+            // To the expensive device on request: pinned there, though one 99 % cheaper could take it.
+            let moved = try await c.consumer.with(c.orchestrator) { client in
+                try await client.moveAllocation(
+                    .with {
+                        $0.id = job.id
+                        $0.allocation = "counter"
+                        $0.toDevice = c.agents[1].did
+                    })
+            }
+            #expect(moved.assignments.first?.deviceDid == c.agents[1].did && moved.assignments.first?.pinned == true)
+            // A device joining makes the automatic mover look at every running deployment: it leaves this one.
+            let passes = c.orchestrator.child.output.components(separatedBy: "looked for better placements").count
+            let newcomer = try await Self.startAgent(
+                "newcomer", price: 7, c.network, c.directory, registry: c.registry, orchestrator: c.orchestrator)
+            defer { newcomer.service.child.signal(SIGKILL) }
+            #expect(
+                try await eventually(timeout: .seconds(30)) {
+                    c.orchestrator.child.output.components(separatedBy: "looked for better placements").count > passes
+                }, "no pass of the automatic mover after a device joined")
+            let kept = try await Self.deployment(job.id, c)
+            #expect(kept.state == .running && kept.assignments.first?.deviceDid == c.agents[1].did, "\(kept.reason)")
+            #expect(!kept.reason.contains("cheaper"), "\(kept.reason)")
+            _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+        }
+    }
+
     @Test("an agent killed -9 while its actor talks: restarted, the conversation goes on, nothing lost or doubled")
     func conversationAcrossAnAgentRestart() async throws {
         try await Self.withConstellation("restart", prices: [5, 6], interval: 3000) { c in

@@ -176,7 +176,8 @@ struct SettledDeploymentTests {
     @Test("a relocated replica's replacement contract is escrowed before its new device starts it")
     func relocatedReplicaEscrowed() async throws {
         let interval = 1000
-        try await Self.withSettledServices("orrery-settled-relocation", interval: interval) { _, network, directory, services in
+        try await Self.withSettledServices("orrery-settled-relocation", interval: interval) {
+            _, network, directory, services in
             let (registry, _, gateway, orchestrator) = services
             let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
@@ -240,6 +241,90 @@ struct SettledDeploymentTests {
             #expect(escrowed.contains(first) && escrowed.contains(second), "escrowed: \(escrowed.sorted())")
             _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
             AgentChannelTests.removeSandboxes(of: directory.appendingPathComponent("cheap-state"))
+        }
+    }
+
+    @Test(
+        "a run shorter than the owner's minimum per job pays the minimum; a job cancelled after 5 s is paid for the 5 s through its final receipt"
+    )
+    func shortAndCancelledPaid() async throws {
+        try await Self.withSettledServices("orrery-settled-short") { _, network, directory, services in
+            let (registry, notary, gateway, orchestrator) = services
+            // 1,000 base units a second, at least 2,000 a run; usage receipts every 3 s.
+            let agent = try await AgentChannelTests.startAgent(
+                "minimal", owner: #"{"prices": {"per_core_hour": 3600000, "minimum_per_job": 2000}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
+            let parties = try ContractParties(network: network)
+            let consumerDID = consumer.key.did.string
+            _ = try await ledger.asOperator(gateway) { client in
+                try await client.deposit(
+                    .with {
+                        $0.did = consumerDID; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
+                    })
+            }
+            func submit(_ script: String) async throws -> Orrery_Orchestrator_V1_Deployment {
+                var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
+                spec.allocations[0].artifact = .with { $0.text = script }
+                spec.allocations[0].resources.ramMib = 32
+                spec.allocations[0].resources.diskMib = 0
+                spec.allocations[0].maxDurationSeconds = 120
+                spec.allocations[0].outputs = []
+                return try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                            $0.settlementAuthority = try consumer.authority(
+                                for: orchestrator, command: "/orrery/settlement/escrow")
+                            $0.spec = spec
+                            $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+            }
+            func running(_ id: String) async throws -> Orrery_Orchestrator_V1_Deployment {
+                var current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
+                let deadline = ContinuousClock.now + .seconds(30)
+                while current.state != .running, !current.state.isTerminal, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                    current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
+                }
+                return current
+            }
+            /// What the consumer paid so far, once `contract` is settled and nothing is left in escrow.
+            func paidOnceSettled(_ contract: String) async throws -> Int {
+                var state = Orrery_Notary_V1_ContractState.active
+                let deadline = ContinuousClock.now + .seconds(40)
+                while state != .settled, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(200))
+                    state = try await parties.withNotary(notary) {
+                        try await $0.getContract(.with { $0.id = contract }).state
+                    }
+                }
+                #expect(state == .settled, "contract \(contract) is \(state)")
+                let balance = try await ledger.asOperator(gateway) {
+                    try await $0.getBalance(.with { $0.did = consumerDID })
+                }
+                #expect(balance.escrow == "0")
+                return 100_000_000 - (Int(balance.available) ?? 0)
+            }
+
+            // A run of a few milliseconds pays the minimum: 2,000 (its time would come to a few units).
+            let short = try await running(try await submit("printf quick").id)
+            let shortContract = try #require(short.assignments.first?.contractID)
+            #expect(try await paidOnceSettled(shortContract) == 2000)
+
+            // Cancelled after 5 s of running: a usage receipt at 3 s, and the final one the stop brought, for ≥ 5 s.
+            let long = try await running(try await submit("sleep 100").id)
+            #expect(long.state == .running, "\(long.state): \(long.reason)")
+            let longContract = try #require(long.assignments.first?.contractID)
+            try await Task.sleep(for: .seconds(5))
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = long.id }) }
+            let paid = try await paidOnceSettled(longContract) - 2000
+            #expect(paid >= 5000 && paid < 60000, "paid \(paid) for a run cancelled after 5 s")
         }
     }
 }

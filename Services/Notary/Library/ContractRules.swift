@@ -35,6 +35,9 @@ enum ContractRules {
         default: problems.append("price.model: PER_TIME, PER_RESOURCE or FIXED")
         }
         if price.maxCost == 0 { problems.append("price.max_cost: at least 1 (what escrow holds)") }
+        if price.minimumCharge > price.maxCost {
+            problems.append("price.minimum_charge: above max_cost (a run cannot cost more than escrow holds)")
+        }
         if price.model == .fixed && price.maxCost < price.fixedPrice {
             problems.append("price.max_cost: below fixed_price")
         }

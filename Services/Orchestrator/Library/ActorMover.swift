@@ -52,11 +52,11 @@ struct ActorMover: Sendable {
         )
     }
 
-    /// Moves one replica (to `chosen`, or the best other feasible device); returns where it went, or nil when no
-    /// device could take it (the deployment then failed, saying why).
+    /// Moves one replica (to `chosen`, or the best other feasible device; `pin`: kept there against voluntary
+    /// moves); returns where it went, or nil when no device could take it (it runs on where it was).
     func move(
         _ deployment: Orrery_Orchestrator_V1_Deployment, allocation: String, replica: UInt32, from device: String,
-        to chosen: String?, why: String
+        to chosen: String?, why: String, pin: Bool = false
     ) async throws -> String? {
         guard let address = ActorAddress(deployment: deployment.id, allocation: allocation, replica: Int(replica))
         else { throw RPCError(code: .invalidArgument, message: "\(allocation)[\(replica)] is no actor address") }
@@ -70,6 +70,6 @@ struct ActorMover: Sendable {
         }
         return try await driver.relocate(
             current, allocation: allocation, replica: replica, from: device, why: "\(why) after checkpoint \(sequence)",
-            to: chosen, planned: true)
+            to: chosen, planned: true, pin: pin)
     }
 }

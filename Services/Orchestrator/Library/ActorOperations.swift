@@ -1,6 +1,7 @@
 internal import Foundation
 internal import GRPCCore
 internal import OrreryActors
+internal import OrreryPlacement
 public import OrreryProto
 internal import SwiftProtobuf
 
@@ -82,13 +83,28 @@ extension OrchestratorAPI {
                     code: .failedPrecondition, message: "to_device: \(request.toDevice) is not an online device")
             }
         }
+        // Refused before anything is checkpointed when no device can take it: the replica runs on where it is.
+        let chosen = request.toDevice.isEmpty ? nil : request.toDevice
+        if let replacement = try await mover.driver.replacement(
+            deployment, allocation: request.allocation, replica: request.replica, leaving: assignment.deviceDid,
+            to: chosen), replacement.target == nil
+        {
+            let explanation = mover.driver.solver.explain(replacement.request, on: replacement.snapshot)
+            throw RPCError(
+                code: .failedPrecondition,
+                message:
+                    "no \(chosen.map { "device \($0)" } ?? "other device") can take \(request.allocation)[\(request.replica)]: \(explanation.reason); it runs on where it is"
+            )
+        }
         let target = try await mover.move(
             deployment, allocation: request.allocation, replica: request.replica, from: assignment.deviceDid,
-            to: request.toDevice.isEmpty ? nil : request.toDevice, why: "moved on request")
+            to: chosen, why: "moved on request", pin: chosen != nil)
         guard target != nil else {
             throw RPCError(
                 code: .failedPrecondition,
-                message: "no device can take \(request.allocation)[\(request.replica)]: see the deployment's reason")
+                message:
+                    "no device could take \(request.allocation)[\(request.replica)] any more once it was checkpointed; it runs on where it is"
+            )
         }
         return try await get(deployment.id, caller: caller)
     }

@@ -89,8 +89,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 decline.offerID, device: device, state: .declined, bid: nil,
                 reason: decline.reason.isEmpty ? "declined" : decline.reason)
         case .report(let report):
-            if !report.receipts.isEmpty { await relayReceipts(report, from: device) }
-            if let deployment = try await offers.record(report, device: device.string) {
+            let recorded = report.receipts.isEmpty ? true : await relayReceipts(report, from: device)
+            if let deployment = try await offers.record(report, device: device.string, receiptsRecorded: recorded) {
                 logger.info(
                     "allocation report",
                     metadata: ["offer": "\(report.offerID)", "state": "\(report.state)", "reason": "\(report.reason)"])
@@ -161,20 +161,22 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     /// Hands a device's receipts to the notary in order, then tells the device how far they were recorded, with the
     /// notary's signed tree head and a consistency proof from the last head the device verified. A receipt the
     /// notary refuses for good (its contract is no longer active, or the same sequence was recorded already) is
-    /// acknowledged too; anything else stops the relay and the device resends with its next report.
-    private func relayReceipts(_ report: Orrery_Orchestrator_V1_AllocationReport, from device: DID) async {
-        guard let notary else { return }
+    /// acknowledged too; anything else stops the relay and the device resends with its next report. Returns whether
+    /// every receipt of the report was recorded (or acknowledged for good).
+    private func relayReceipts(_ report: Orrery_Orchestrator_V1_AllocationReport, from device: DID) async -> Bool {
+        guard let notary else { return true }
         do {
             guard let recorded = try await offers.offer(report.offerID), recorded.device == device.string else {
                 logger.warning(
                     "receipts for an offer that is not this device's", metadata: ["offer": "\(report.offerID)"])
-                return
+                return false
             }
         } catch {
             logger.warning("receipts not relayed", metadata: ["offer": "\(report.offerID)", "error": "\(error)"])
-            return
+            return false
         }
         var through: UInt64 = 0
+        var complete = true
         for receipt in report.receipts.prefix(100) {
             let (contractID, sequence) = Self.receiptKey(receipt)
             do {
@@ -197,7 +199,10 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 through = sequence
             } catch let error as RPCError where error.code == .failedPrecondition {
                 // A gap waits for the missing receipt; a contract no longer active never takes this one.
-                guard let state = try? await notary.contract(contractID).state, state != .active else { break }
+                guard let state = try? await notary.contract(contractID).state, state != .active else {
+                    complete = false
+                    break
+                }
                 logger.notice(
                     "receipt for a contract that is no longer active",
                     metadata: ["contract": "\(contractID)", "sequence": "\(sequence)", "state": "\(state)"])
@@ -206,10 +211,12 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 logger.warning(
                     "recording a receipt failed; the device resends it",
                     metadata: ["contract": "\(contractID)", "error": "\(error)"])
+                complete = false
                 break
             }
         }
-        guard through > 0 else { return }
+        if report.receipts.count > 100 { complete = false }
+        guard through > 0 else { return complete }
         var message = Orrery_Orchestrator_V1_ReceiptsRecorded.with {
             $0.offerID = report.offerID
             $0.throughSequence = through
@@ -227,6 +234,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             }
         }
         hub.send(.with { $0.receiptsRecorded = message }, to: device.string)
+        return complete
     }
 
     /// A receipt's contract and sequence number.

@@ -11,7 +11,8 @@ internal import Synchronization
 /// latency-edge partners run on; and at least `minimumLatencyGain` less, so that noise in the estimates moves
 /// nothing). Looked for whenever a device comes online (one joined, came back, or changed) and every
 /// `sweepInterval`, over every running deployment, by one orchestrator replica at a time; deployments with a service
-/// level are left where they are (a voluntary move would count against its bound).
+/// level are left where they are (a voluntary move would count against its bound), and so are replicas an explicit
+/// move placed (`pinned`).
 ///
 /// Moves cannot cycle: a cheaper move lowers the price, a nearer one lowers the estimated latency without raising it.
 struct BetterPlacements: Sendable {
@@ -72,11 +73,16 @@ struct BetterPlacements: Sendable {
             var failure: (any Error)?
             do {
                 var after = ""
+                var looked = 0
                 while true {
                     let page = try await store.page(in: .running, after: after, limit: 100)
                     for id in page { try await look(at: id) }
+                    looked += page.count
                     guard page.count == 100, let last = page.last else { break }
                     after = last
+                }
+                if looked > 0 {
+                    logger.info("looked for better placements", metadata: ["running_deployments": "\(looked)"])
                 }
             } catch {
                 failure = error
@@ -95,7 +101,8 @@ struct BetterPlacements: Sendable {
         guard let deployment = try await store.deployment(id), deployment.state == .running, !deployment.spec.hasSla
         else { return }
         let stateful = Set(deployment.spec.allocations.filter(\.stateful).map(\.name))
-        for assignment in deployment.assignments where stateful.contains(assignment.allocation) {
+        // A replica placed by an explicit move stays where the user put it.
+        for assignment in deployment.assignments where stateful.contains(assignment.allocation) && !assignment.pinned {
             guard
                 let (request, snapshot) = try await driver.replacementRequest(
                     deployment, allocation: assignment.allocation, replica: assignment.replica,

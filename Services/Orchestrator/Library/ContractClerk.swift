@@ -43,6 +43,8 @@ struct ContractClerk: Sendable {
                 $0.model = .perTime
                 $0.hourlyPrice = offer.hourlyPrice
                 $0.maxCost = offer.jobCost
+                $0.minimumCharge = min(
+                    fleet.device(assignment.deviceDid)?.capabilities.prices.minimumPerJob ?? 0, offer.jobCost)
             }
             $0.maxDurationSeconds =
                 offer.spec.maxDurationSeconds == 0 ? Self.defaultDurationSeconds : UInt64(offer.spec.maxDurationSeconds)

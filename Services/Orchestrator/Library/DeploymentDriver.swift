@@ -158,16 +158,18 @@ struct DeploymentDriver: Sendable {
         }
     }
 
-    /// Moves one replica of a deployed ensemble to another feasible device (`to` one, when named): the same
+    /// Moves one replica of a deployed ensemble to another feasible device (`to` one, when named; `pin` keeps it
+    /// there against voluntary moves): the same
     /// constraints, its latency edges as bounds to where its partners run now, its spread siblings' devices and every
     /// device that refused this deployment excluded. A stateful replica resumes there from its latest checkpoint
     /// with its actor key (`CheckpointStore.prepare`). The device it leaves is told to stop it there (at once, or
     /// when it comes back).
-    /// - Returns: the device it moves to, or nil when none could take it (the deployment then failed).
+    /// - Returns: the device it moves to, or nil when none could take it (then a failed replica's deployment
+    ///   failed; a `planned` move changed nothing and the replica runs on where it is).
     @discardableResult
     func relocate(
         _ deployment: Orrery_Orchestrator_V1_Deployment, allocation name: String, replica: UInt32, from device: String,
-        why: String, to chosen: String? = nil, planned: Bool = false
+        why: String, to chosen: String? = nil, planned: Bool = false, pin: Bool = false
     ) async throws -> String? {
         let id = deployment.id
         let states: Set<Orrery_Orchestrator_V1_DeploymentState> = [.deploying, .running]
@@ -181,6 +183,7 @@ struct DeploymentDriver: Sendable {
             current.assignments.contains { $0.allocation == name && $0.replica == replica && $0.deviceDid == device }
         }
         guard let target = found else {
+            if planned { return nil }  // a voluntary move that cannot happen leaves the replica running where it is
             let explanation = solver.explain(placement, on: snapshot)
             _ = try await store.transition(
                 id, from: states, to: .failed,
@@ -204,12 +207,13 @@ struct DeploymentDriver: Sendable {
                     deployment.assignments[position].deviceDid = target.deviceDID
                     deployment.assignments[position].hourlyPrice = target.hourlyPrice
                     deployment.assignments[position].jobCost = target.jobCost
+                    deployment.assignments[position].pinned = pin
                 }
             },
             also: { connection, deployment in
                 try await OfferStore.relocate(
-                    deployment: id, allocation: name, replica: replica, reason: reason, connection: connection,
-                    logger: logger)
+                    deployment: id, allocation: name, replica: replica, reason: reason, planned: planned,
+                    connection: connection, logger: logger)
                 try await ReputationOutbox.add(
                     device: device, outcome: .relocatedAway, key: "\(id)/\(name)/\(replica)/relocated-from/\(device)",
                     connection: connection, logger: logger)

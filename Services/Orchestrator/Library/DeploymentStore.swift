@@ -116,9 +116,14 @@ struct DeploymentStore: Sendable {
                 try await connection.query(
                     "UPDATE offers SET state = 4, reason = \(reason) WHERE deployment_id = \(id) AND state IN (0, 1)",
                     logger: logger)
-                // What already runs is stopped: the agents get a Stop.
+                // What already runs is stopped: the agents get a Stop; each contract ends once its device reported
+                // the end with its final receipt, or after the grace for it.
                 try await connection.query(
-                    "UPDATE offers SET state = 9, reason = \(reason) WHERE deployment_id = \(id) AND state IN (5, 6)",
+                    """
+                    UPDATE offers SET state = 9, reason = \(reason),
+                        terminate_after = now() + make_interval(secs => \(OfferStore.finalReceiptGraceSeconds))
+                    WHERE deployment_id = \(id) AND state IN (5, 6)
+                    """,
                     logger: logger)
             }
             try await also(connection, deployment)

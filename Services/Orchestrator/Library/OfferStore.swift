@@ -69,16 +69,24 @@ struct OfferStore: Sendable {
         return changed
     }
 
+    /// How long a device told to stop a replica has to report its end with the final receipt (the time it ran
+    /// since the last one) before the replica's contract is terminated without it.
+    static let finalReceiptGraceSeconds: Double = 120
+
     /// Retires a replica's offers when it moves, inside the transition that moves it: one its device may run
     /// (deploying, running, stopping) is `movedAway` — the device is told to stop it whenever it is connected, now or
-    /// when it comes back — and one it never started is `relocated`.
+    /// when it comes back — and one it never started is `relocated`. The contract of a `planned` move (its device is
+    /// online) ends once the device reported the end with its final receipt, or after the grace; that of a replica
+    /// whose device went silent ends now (its silence is not paid).
     static func relocate(
-        deployment: String, allocation: String, replica: UInt32, reason: String, connection: PostgresConnection,
-        logger: Logger
+        deployment: String, allocation: String, replica: UInt32, reason: String, planned: Bool,
+        connection: PostgresConnection, logger: Logger
     ) async throws {
+        let grace = planned ? finalReceiptGraceSeconds : 0
         try await connection.query(
             """
-            UPDATE offers SET state = CASE WHEN state IN (5, 6, 9) THEN 11 ELSE 10 END, reason = \(reason)
+            UPDATE offers SET state = CASE WHEN state IN (5, 6, 9) THEN 11 ELSE 10 END, reason = \(reason),
+                terminate_after = CASE WHEN state IN (5, 6, 9) THEN now() + make_interval(secs => \(grace)) END
             WHERE deployment_id = \(deployment) AND allocation = \(allocation) AND replica = \(Int32(replica))
               AND state IN (0, 1, 5, 6, 9)
             """,
@@ -188,8 +196,11 @@ struct OfferStore: Sendable {
     }
 
     /// Records a device's report on an allocation; returns its deployment, or nil when the offer is not this
-    /// device's or the report changes nothing (a repeat).
-    func record(_ report: Orrery_Orchestrator_V1_AllocationReport, device: String) async throws -> String? {
+    /// device's or the report changes nothing (a repeat). `receiptsRecorded`: the notary recorded every receipt the
+    /// report carried — the end of a replica that was told to stop then terminates its contract at once.
+    func record(
+        _ report: Orrery_Orchestrator_V1_AllocationReport, device: String, receiptsRecorded: Bool = true
+    ) async throws -> String? {
         let usage = Data(try report.usage.serializedBytes() as [UInt8])
         let reason = String(report.reason.prefix(1000))
         let query: PostgresQuery
@@ -202,7 +213,8 @@ struct OfferStore: Sendable {
         case .exited:
             query = try """
             UPDATE offers SET state = CASE WHEN state = 11 THEN 10 ELSE 7 END, exit_code = \(report.exitCode),
-                usage = \(usage), report = \(reason)
+                usage = \(usage), report = \(reason),
+                terminate_after = CASE WHEN state IN (9, 11) AND \(receiptsRecorded) THEN now() ELSE terminate_after END
             WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (5, 6, 9, 11)
             RETURNING deployment_id
             """
@@ -437,13 +449,16 @@ struct OfferStore: Sendable {
             logger: logger)
     }
 
-    /// Contracts whose replica ended other than by running to its end (withdrawn, failed to start, stopped,
-    /// relocated) and that the notary has not been told to terminate yet.
+    /// Contracts whose replica ended other than by running to its end and that the notary has not been told to
+    /// terminate yet: withdrawn, failed to start or relocated before it started, at once; stopped or moved away once
+    /// its device reported the end with its final receipt, or its grace ran out.
     func contractsToTerminate(limit: Int) async throws -> [(offerID: String, contractID: String, reason: String)] {
         let rows = try await client.query(
             """
             SELECT id, contract_id, reason FROM offers
-            WHERE contract_id IS NOT NULL AND NOT contract_closed AND state IN (4, 8, 9, 10, 11)
+            WHERE contract_id IS NOT NULL AND NOT contract_closed
+              AND (state IN (4, 8) OR (state = 10 AND terminate_after IS NULL)
+                   OR (state IN (7, 9, 10, 11) AND terminate_after <= now()))
             ORDER BY created_at LIMIT \(limit)
             """,
             logger: logger)

@@ -251,5 +251,18 @@ public enum OrchestratorMigrations {
                 "CREATE INDEX line_relay_by_expiry ON line_relay (expires_at)",
             ]
         ),
+        Migration(
+            version: 11,
+            name: "contracts of stopped replicas end after their final receipts",
+            statements: [
+                // When the contract of a replica told to stop (or moved away) is terminated: once its device reported
+                // the end with its final receipts recorded, or when the grace for them ran out.
+                "ALTER TABLE offers ADD COLUMN terminate_after timestamptz",
+                """
+                CREATE INDEX offers_contracts_open ON offers (created_at)
+                WHERE contract_id IS NOT NULL AND NOT contract_closed
+                """,
+            ]
+        ),
     ]
 }

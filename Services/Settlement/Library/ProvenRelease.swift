@@ -95,16 +95,17 @@ struct ProvenRelease {
         }
     }
 
-    /// What the contract makes due for the usage so far (cumulative), at most its maximum cost.
+    /// What the contract makes due for the usage so far (cumulative), at least its minimum charge (a receipt
+    /// proves the replica ran), at most its maximum cost.
     var due: UInt64 {
         let price = contract.price
         let amount: Double
         switch price.model {
-        case .perTime: amount = Double(price.hourlyPrice) * usage.wallSeconds / 3600
+        case .perTime: amount = max(Double(price.hourlyPrice) * usage.wallSeconds / 3600, Double(price.minimumCharge))
         case .perResource:
-            amount =
+            amount = max(
                 Double(price.cpuHourPrice) * usage.cpuSeconds / 3600 + Double(price.gpuHourPrice) * usage.gpuSeconds
-                / 3600 + Double(price.ramGibHourPrice) * usage.ramMibHours / 1024
+                    / 3600 + Double(price.ramGibHourPrice) * usage.ramMibHours / 1024, Double(price.minimumCharge))
         case .fixed: amount = completed ? Double(price.fixedPrice) : 0
         default: amount = 0
         }

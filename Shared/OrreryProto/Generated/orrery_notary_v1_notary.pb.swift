@@ -254,6 +254,10 @@ public nonisolated struct Orrery_Notary_V1_PriceTerms: Sendable {
   /// The most the contract can cost: what escrow holds.
   public var maxCost: UInt64 = 0
 
+  /// The least a replica that ran costs (the device owner's minimum per job), at most max_cost: a run shorter than it
+  /// pays it.
+  public var minimumCharge: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1110,7 +1114,7 @@ nonisolated extension Orrery_Notary_V1_EntryKind: SwiftProtobuf._ProtoNameProvid
 
 nonisolated extension Orrery_Notary_V1_PriceTerms: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PriceTerms"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}hourly_price\0\u{3}fixed_price\0\u{3}cpu_hour_price\0\u{3}gpu_hour_price\0\u{3}ram_gib_hour_price\0\u{3}max_cost\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}hourly_price\0\u{3}fixed_price\0\u{3}cpu_hour_price\0\u{3}gpu_hour_price\0\u{3}ram_gib_hour_price\0\u{3}max_cost\0\u{3}minimum_charge\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1125,6 +1129,7 @@ nonisolated extension Orrery_Notary_V1_PriceTerms: SwiftProtobuf.Message, SwiftP
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.gpuHourPrice) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.ramGibHourPrice) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.maxCost) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.minimumCharge) }()
       default: break
       }
     }
@@ -1152,6 +1157,9 @@ nonisolated extension Orrery_Notary_V1_PriceTerms: SwiftProtobuf.Message, SwiftP
     if self.maxCost != 0 {
       try visitor.visitSingularUInt64Field(value: self.maxCost, fieldNumber: 7)
     }
+    if self.minimumCharge != 0 {
+      try visitor.visitSingularUInt64Field(value: self.minimumCharge, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1163,6 +1171,7 @@ nonisolated extension Orrery_Notary_V1_PriceTerms: SwiftProtobuf.Message, SwiftP
     if lhs.gpuHourPrice != rhs.gpuHourPrice {return false}
     if lhs.ramGibHourPrice != rhs.ramGibHourPrice {return false}
     if lhs.maxCost != rhs.maxCost {return false}
+    if lhs.minimumCharge != rhs.minimumCharge {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -966,6 +966,10 @@ public nonisolated struct Orrery_Orchestrator_V1_Assignment: Sendable {
   /// The notary's contract for this replica, once the device accepted it.
   public var contractID: String = String()
 
+  /// Placed on this device by an explicit move (`orrery move --to`): no voluntary move takes it elsewhere; only its
+  /// device failing, or another explicit move, does.
+  public var pinned: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3181,7 +3185,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{3}device_did\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}contract_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{3}device_did\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}contract_id\0\u{1}pinned\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3195,6 +3199,7 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.hourlyPrice) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.jobCost) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.pinned) }()
       default: break
       }
     }
@@ -3219,6 +3224,9 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
     if !self.contractID.isEmpty {
       try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 6)
     }
+    if self.pinned != false {
+      try visitor.visitSingularBoolField(value: self.pinned, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3229,6 +3237,7 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
     if lhs.hourlyPrice != rhs.hourlyPrice {return false}
     if lhs.jobCost != rhs.jobCost {return false}
     if lhs.contractID != rhs.contractID {return false}
+    if lhs.pinned != rhs.pinned {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -200,6 +200,10 @@ struct AgentChannelLoop {
             problems.append("max_cost \(contract.price.maxCost) ≠ \(offer.jobCost)")
         }
         if contract.price.hourlyPrice != offer.hourlyPrice { problems.append("another hourly price") }
+        let minimum = min(judge.capabilities.prices.minimumPerJob, offer.jobCost)
+        if contract.price.minimumCharge < minimum {
+            problems.append("minimum_charge \(contract.price.minimumCharge) < the owner's minimum per job \(minimum)")
+        }
         if contract.resources.cpuCores != resources.cpuCores || contract.resources.ramMib != resources.ramMib
             || contract.resources.diskMib != resources.diskMib || contract.resources.gpuCount != resources.gpu.count
         {
