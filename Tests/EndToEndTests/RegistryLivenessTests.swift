@@ -190,6 +190,41 @@ struct RegistryLivenessTests {
         }
     }
 
+    @Test(
+        "a registry whose database was unreachable judges nobody on the time it could not write: a full grace after the database answers again"
+    )
+    func databaseOutageGrace() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-db-outage-grace")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let interval = 2000
+            var (proxy, port) = try await DatabaseOutageTests.startProxy(database, in: directory)
+            defer { proxy.signal(SIGKILL) }
+            var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+            environment["ORRERY_DB_PORT"] = String(port)
+            let registry = try await RunningService.start(
+                "registry", extraArguments: ["--liveness-interval-ms", String(interval)], environment: environment,
+                directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let device = try DeviceClient(operatorKey: network.operatorKey)
+            _ = try await device.withRegistry(registry) {
+                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            }
+            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
+            // The database is gone for more than 3 intervals: the device's last heartbeat is older than the limit.
+            proxy.signal(SIGKILL)
+            _ = await proxy.waitForExit()
+            #expect(try await DatabaseOutageTests.waitForHealth(.notServing, of: registry))
+            try await Task.sleep(for: .milliseconds(interval * 4))
+            let back = ContinuousClock.now
+            (proxy, port) = try await DatabaseOutageTests.startProxy(database, port: port, in: directory)
+            #expect(try await DatabaseOutageTests.waitForHealth(.serving, of: registry))
+            try await expectGraceThenJudgement(device, registry, since: back, interval: interval)
+            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
+        }
+    }
+
     @Test("a restarted registry gives every device a full grace period: no device is marked offline at start")
     func restartGrace() async throws {
         try await TestDatabase.withDatabase { database in

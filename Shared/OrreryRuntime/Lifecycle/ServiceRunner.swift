@@ -139,6 +139,7 @@ private struct MainService: Service {
 
         let health = HealthStatusBook()
         let serviceNames = Self.serviceNames(of: rpcServices)
+        let databaseWatch = database.map { _ in DatabaseWatch() }
         let reflection = ReflectionService(
             index: index,
             serviceNames: serviceNames + [
@@ -167,7 +168,9 @@ private struct MainService: Service {
             services: rpcServices + [
                 HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection),
             ],
-            interceptors: [MetricsServerInterceptor(), capabilities]
+            // The database gate before the capability check, whose replay guard is in the database too.
+            interceptors: [MetricsServerInterceptor()] + (databaseWatch.map { [DatabaseGate(watch: $0)] } ?? [])
+                + [capabilities]
         )
         if settings.tls == nil {
             logger.notice(
@@ -186,7 +189,8 @@ private struct MainService: Service {
             tls: settings.tls,
             limits: .init(budget: budget, idleTimeout: settings.idleTimeout),
             routes: { router in
-                service.httpRoutes(environment, JSONGateway(authorizer: capabilities, logger: logger), router)
+                service.httpRoutes(
+                    environment, JSONGateway(authorizer: capabilities, logger: logger, database: databaseWatch), router)
             },
             onBound: { port in
                 httpBoundContinuation.yield(port)
@@ -243,6 +247,12 @@ private struct MainService: Service {
 
             health.set(.serving, for: "")
             for name in serviceNames { health.set(.serving, for: name) }
+            // From here on, health follows the database too.
+            let databaseTask = Task {
+                if let database, let databaseWatch {
+                    await databaseWatch.run(client: database, health: health, services: serviceNames, logger: logger)
+                }
+            }
             if let path = settings.readyFile {
                 let ready = ReadyFile(
                     service: description.name, pid: getpid(), grpcHost: settings.grpc.host, grpcPort: grpcPort,
@@ -266,6 +276,7 @@ private struct MainService: Service {
             logger.info("shutting down: finishing in-flight RPCs")
             health.setAll(.notServing)
             health.finishWatches()
+            databaseTask.cancel()
             backgroundTasks.cancel()
             server.beginGracefulShutdown()
         }

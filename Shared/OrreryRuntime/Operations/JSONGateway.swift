@@ -15,10 +15,13 @@ public import SwiftProtobuf
 public struct JSONGateway: Sendable {
     let authorizer: CapabilityInterceptor
     let logger: Logger
+    /// The service's database, when it has one: calls are refused with UNAVAILABLE (503) while it does not answer.
+    let database: DatabaseWatch?
 
-    public init(authorizer: CapabilityInterceptor, logger: Logger) {
+    public init(authorizer: CapabilityInterceptor, logger: Logger, database: DatabaseWatch? = nil) {
         self.authorizer = authorizer
         self.logger = logger
+        self.database = database
     }
 
     /// The largest request body read.
@@ -89,6 +92,7 @@ public struct JSONGateway: Sendable {
                 error: RPCError(
                     code: .invalidArgument, message: "Content-Type must be application/json, got '\(contentType)'"))
         }
+        if let database, !database.isReachable { throw DatabaseWatch.refusal }
         // The capability first: an unauthenticated caller costs no body read or JSON decoding.
         let authorization = try await authorizer.authorizeCaller(
             authorizationHeader: httpRequest.headers[.authorization], method: method, peer: context.remotePeer)

@@ -1,0 +1,85 @@
+public import GRPCCore
+public import Logging
+internal import PostgresNIO
+internal import Synchronization
+
+/// Whether this service's PostgreSQL answers, probed every `interval` with `SELECT 1` bounded by `timeout`. While it
+/// does not, every gRPC service of the process reports NOT_SERVING (gRPC health and `/healthz`), and calls are
+/// refused at once with UNAVAILABLE (`DatabaseGate`, the JSON gateway) rather than left hanging on the database.
+public final class DatabaseWatch: Sendable {
+    private let reachable = Atomic<Bool>(true)
+    let interval: Duration
+    let timeout: Duration
+
+    public init(interval: Duration = .seconds(1), timeout: Duration = .seconds(2)) {
+        self.interval = interval
+        self.timeout = timeout
+    }
+
+    /// Whether the last probe was answered (true until the first one fails).
+    public var isReachable: Bool { reachable.load(ordering: .acquiring) }
+
+    /// The refusal of a call while the database is unreachable.
+    static let refusal = RPCError(
+        code: .unavailable, message: "the service's database is unreachable; try again shortly")
+
+    /// Probes until cancelled, setting `services` (and the server, "") NOT_SERVING while the database does not
+    /// answer and SERVING again once it does.
+    func run(client: PostgresClient, health: HealthStatusBook, services: [String], logger: Logger) async {
+        while !Task.isCancelled {
+            let answered = await probe(client, logger: logger)
+            guard !Task.isCancelled else { return }
+            let was = reachable.exchange(answered, ordering: .acquiringAndReleasing)
+            if was != answered {
+                let status: HealthStatusBook.Status = answered ? .serving : .notServing
+                for service in [""] + services { health.set(status, for: service) }
+                if answered {
+                    logger.notice("the database answers again: serving")
+                } else {
+                    logger.error("the database does not answer: NOT_SERVING, calls refused with UNAVAILABLE")
+                }
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// Whether `SELECT 1` is answered within the timeout.
+    private func probe(_ client: PostgresClient, logger: Logger) async -> Bool {
+        let timeout = timeout
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                do {
+                    _ = try await client.query("SELECT 1", logger: logger).collect()
+                    return true
+                } catch {
+                    return false
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+}
+
+/// Refuses every call but health and reflection with UNAVAILABLE while the service's database is unreachable.
+public struct DatabaseGate: ServerInterceptor {
+    let watch: DatabaseWatch
+
+    public init(watch: DatabaseWatch) { self.watch = watch }
+
+    public func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>, context: ServerContext,
+        next: (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        let service = context.descriptor.service.fullyQualifiedService
+        guard watch.isReachable || service.hasPrefix("grpc.health.") || service.hasPrefix("grpc.reflection.") else {
+            throw DatabaseWatch.refusal
+        }
+        return try await next(request, context)
+    }
+}

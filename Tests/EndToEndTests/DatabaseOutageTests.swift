@@ -1,0 +1,107 @@
+import Foundation
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+import OrreryDatabase
+import OrreryIdentity
+import GRPCCore
+import OrreryProto
+import OrreryRuntime
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// PostgreSQL unreachable under a running service (its connection goes through a proxy the test kills and starts
+/// again): health says so and calls fail at once, instead of SERVING while every call hangs.
+@Suite(
+    "Database outage: health follows the database, calls fail fast", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct DatabaseOutageTests {
+    static var proxyScript: String {
+        TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/tcp_proxy.py").path
+    }
+
+    /// A proxy from `port` (0: any) to the test database; returns it and the port it listens on.
+    static func startProxy(_ database: TestDatabase, port: Int = 0, in directory: URL) async throws -> (
+        ChildProcess, Int
+    ) {
+        let proxy = try ChildProcess(
+            URL(fileURLWithPath: "/usr/bin/python3"),
+            arguments: [proxyScript, String(port), database.settings.host, String(database.settings.port)],
+            outputDirectory: directory)
+        return (proxy, try await proxy.printedPort())
+    }
+
+    @Test(
+        "PostgreSQL unreachable: NOT_SERVING on gRPC health and /healthz, calls refused at once with UNAVAILABLE; back: SERVING and answering"
+    )
+    func outage() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-db-outage")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            var (proxy, port) = try await Self.startProxy(database, in: directory)
+            defer { proxy.signal(SIGKILL) }
+            var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+            environment["ORRERY_DB_PORT"] = String(port)
+            let registry = try await RunningService.start("registry", environment: environment, directory: directory)
+            defer { registry.child.signal(SIGKILL) }
+            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            let unknown = SigningKey().did.string
+            await OrchestratorTests.expectStatus(.notFound, containing: "no device") {
+                _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+            }
+
+            // The database goes away: health turns NOT_SERVING, and a call is refused at once.
+            proxy.signal(SIGKILL)
+            _ = await proxy.waitForExit()
+            #expect(try await Self.waitForHealth(.notServing, of: registry))
+            #expect(try await Self.healthz(registry) == 503)
+            await OrchestratorTests.expectStatus(.unavailable, containing: "database is unreachable") {
+                _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+            }
+
+            // Back: SERVING again, and the call answered as before.
+            (proxy, port) = try await Self.startProxy(database, port: port, in: directory)
+            #expect(try await Self.waitForHealth(.serving, of: registry))
+            #expect(try await Self.healthz(registry) == 200)
+            await OrchestratorTests.expectStatus(.notFound, containing: "no device") {
+                _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+            }
+            #expect(registry.child.output.contains("the database does not answer"))
+
+            // A database that hangs (the proxy stopped: connections open, nothing answered) is unreachable too.
+            proxy.signal(SIGSTOP)
+            #expect(try await Self.waitForHealth(.notServing, of: registry))
+            await OrchestratorTests.expectStatus(.unavailable, containing: "database is unreachable") {
+                _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+            }
+            proxy.signal(SIGCONT)
+            #expect(try await Self.waitForHealth(.serving, of: registry))
+        }
+    }
+
+    /// Watches the registry's gRPC health until it reports `status` (true), or 20 s pass (false).
+    static func waitForHealth(
+        _ status: Grpc_Health_V1_HealthCheckResponse.ServingStatus, of service: RunningService
+    ) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            let current = try await ServiceProbe.withClient(service.grpcAddress) { client in
+                try await Grpc_Health_V1_Health.Client(wrapping: client).check(
+                    .with { $0.service = "orrery.registry.v1.Registry" }
+                ).status
+            }
+            if current == status { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    /// The status of the service's `/healthz`.
+    static func healthz(_ service: RunningService) async throws -> Int {
+        let url = try #require(URL(string: "http://127.0.0.1:\(service.ready.httpPort)/healthz"))
+        let (_, response) = try await URLSession.shared.data(from: url)
+        return (response as? HTTPURLResponse)?.statusCode ?? 0
+    }
+}
