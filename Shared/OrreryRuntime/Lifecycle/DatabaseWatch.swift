@@ -3,8 +3,8 @@ public import Logging
 internal import PostgresNIO
 internal import Synchronization
 
-/// Whether this service's PostgreSQL answers, probed every `interval` with `SELECT 1` bounded by `timeout`. While it
-/// does not, every gRPC service of the process reports NOT_SERVING (gRPC health and `/healthz`), and calls are
+/// Whether this service's PostgreSQL answers, probed every `interval` with `SELECT 1` bounded by `timeout` (two
+/// probes in a row unanswered: it does not). While it does not, every gRPC service of the process reports NOT_SERVING (gRPC health and `/healthz`), and calls are
 /// refused at once with UNAVAILABLE (`DatabaseGate`, the JSON gateway) rather than left hanging on the database.
 public final class DatabaseWatch: Sendable {
     private let reachable = Atomic<Bool>(true)
@@ -26,9 +26,13 @@ public final class DatabaseWatch: Sendable {
     /// Probes until cancelled, setting `services` (and the server, "") NOT_SERVING while the database does not
     /// answer and SERVING again once it does.
     func run(client: PostgresClient, health: HealthStatusBook, services: [String], logger: Logger) async {
+        var misses = 0
         while !Task.isCancelled {
-            let answered = await probe(client, logger: logger)
+            let probed = await probe(client, logger: logger)
             guard !Task.isCancelled else { return }
+            // Two unanswered probes in a row: one slow answer on a loaded machine (or a busy pool) is no outage.
+            misses = probed ? 0 : misses + 1
+            let answered = probed || misses < 2
             let was = reachable.exchange(answered, ordering: .acquiringAndReleasing)
             if was != answered {
                 let status: HealthStatusBook.Status = answered ? .serving : .notServing
