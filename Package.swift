@@ -235,7 +235,7 @@ let package = Package(
         ),
         .testTarget(
             name: "OrreryLedgerTests",
-            dependencies: ["OrreryLedger"],
+            dependencies: ["OrreryLedger", "OrreryIdentity", "OrreryProto", swiftProtobuf],
             path: "Tests/OrreryLedgerTests",
             swiftSettings: upcomingFeatures
         ),

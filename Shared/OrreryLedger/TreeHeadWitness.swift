@@ -24,29 +24,40 @@ public struct TreeHeadWitness: Sendable {
 
     /// Checks `head` (its signature, and against the remembered one with `consistency`) and remembers it.
     /// Returns the head as parsed from its signed bytes.
+    ///
+    /// Only evidence is an alarm: another log, two roots for one size, a proof from the remembered size that does not
+    /// verify, or a smaller tree signed after the remembered one. A head that cannot be judged — older than the one
+    /// remembered (delivered late), or larger without a proof from the remembered size (the proof was asked for
+    /// before this witness moved on) — throws `TreeHeadError.unprovable` and changes nothing.
     @discardableResult
     public func observe(
         _ head: Orrery_Notary_V1_SignedTreeHead, consistency: Orrery_Notary_V1_ConsistencyProof?
     ) throws -> Orrery_Notary_V1_TreeHead {
         let verified = try Self.verify(head)
         if let previous = last() {
-            let before = previous.head
+            let before = try Self.verify(previous)
             guard verified.logDid == before.logDid else {
                 throw TreeHeadError.otherLog(expected: before.logDid, found: verified.logDid)
             }
-            guard verified.treeSize >= before.treeSize else {
+            if verified.treeSize < before.treeSize {
+                guard verified.timestamp.date > before.timestamp.date else {
+                    throw TreeHeadError.unprovable(known: before.treeSize, offered: verified.treeSize)
+                }
                 throw TreeHeadError.shrank(from: before.treeSize, to: verified.treeSize)
             }
-            let path = consistency?.path.map { [UInt8]($0) } ?? []
-            if let consistency, consistency.oldSize != before.treeSize || consistency.newSize != verified.treeSize {
-                throw TreeHeadError.inconsistent(from: before.treeSize, to: verified.treeSize)
+            if verified.treeSize == before.treeSize {
+                guard verified.rootHash == before.rootHash else {
+                    throw TreeHeadError.inconsistent(from: before.treeSize, to: verified.treeSize)
+                }
+                return verified
             }
+            guard let consistency, consistency.oldSize == before.treeSize, consistency.newSize == verified.treeSize
+            else { throw TreeHeadError.unprovable(known: before.treeSize, offered: verified.treeSize) }
             guard
                 MerkleTree.verifyConsistency(
                     oldSize: before.treeSize, oldRoot: [UInt8](before.rootHash), newSize: verified.treeSize,
-                    newRoot: [UInt8](verified.rootHash), proof: path)
+                    newRoot: [UInt8](verified.rootHash), proof: consistency.path.map { [UInt8]($0) })
             else { throw TreeHeadError.inconsistent(from: before.treeSize, to: verified.treeSize) }
-            if verified.treeSize == before.treeSize { return verified }
         }
         let directory = (file as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -79,6 +90,16 @@ public enum TreeHeadError: Error, Equatable, CustomStringConvertible, Sendable {
     case otherLog(expected: String, found: String)
     case shrank(from: UInt64, to: UInt64)
     case inconsistent(from: UInt64, to: UInt64)
+    /// Not evidence of anything: the head cannot be checked against the remembered one (it is older, or comes
+    /// without a consistency proof from the remembered size).
+    case unprovable(known: UInt64, offered: UInt64)
+
+    /// Whether this is evidence that the log was rewritten or forked (an alarm), rather than a head that could not
+    /// be checked.
+    public var isEvidence: Bool {
+        if case .unprovable = self { return false }
+        return true
+    }
 
     public var description: String {
         switch self {
@@ -90,6 +111,9 @@ public enum TreeHeadError: Error, Equatable, CustomStringConvertible, Sendable {
         case .inconsistent(let from, let to):
             return
                 "the notary rewrote history: the tree of \(to) entries is not an extension of the \(from) entries seen before"
+        case .unprovable(let known, let offered):
+            return
+                "a tree head of \(offered) entries cannot be checked against the \(known) remembered (it is older, or comes without a consistency proof from \(known)): not taken"
         }
     }
 }
