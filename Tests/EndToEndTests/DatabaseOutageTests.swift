@@ -55,7 +55,7 @@ struct DatabaseOutageTests {
             // The database goes away: health turns NOT_SERVING, and a call is refused at once.
             proxy.signal(SIGKILL)
             _ = await proxy.waitForExit()
-            #expect(try await Self.waitForHealth(.notServing, of: registry))
+            try #require(try await Self.waitForHealth(.notServing, of: registry))
             #expect(try await Self.healthz(registry) == 503)
             await OrchestratorTests.expectStatus(.unavailable, containing: "database is unreachable") {
                 _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
@@ -72,7 +72,7 @@ struct DatabaseOutageTests {
 
             // A database that hangs (the proxy stopped: connections open, nothing answered) is unreachable too.
             proxy.signal(SIGSTOP)
-            #expect(try await Self.waitForHealth(.notServing, of: registry))
+            try #require(try await Self.waitForHealth(.notServing, of: registry))
             await OrchestratorTests.expectStatus(.unavailable, containing: "database is unreachable") {
                 _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
             }

@@ -54,8 +54,12 @@ struct SandboxTests {
         let binary = TestEnvironment.executable("device-agent")
         let (_, output): (Int32, String)
         if let user {
+            // A copy the other user can reach: the build directory may lie under one it cannot enter (/root/…).
+            let copy = directory.appendingPathComponent("device-agent")
+            try FileManager.default.copyItem(at: binary, to: copy)
+            chmod(copy.path, 0o755)
             (_, output) = try await ChildProcess.run(
-                URL(fileURLWithPath: "/usr/sbin/runuser"), arguments: ["-u", user, "--", binary.path] + arguments)
+                URL(fileURLWithPath: "/usr/sbin/runuser"), arguments: ["-u", user, "--", copy.path] + arguments)
         } else {
             (_, output) = try await ChildProcess.run(binary, arguments: arguments)
         }

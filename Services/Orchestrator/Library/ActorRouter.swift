@@ -96,7 +96,7 @@ final class ActorRouter: Sendable {
             SELECT a.allocation, a.replica, a.actor_did, a.delegation, o.id, o.device_did, d.consumer_did
             FROM actors a JOIN deployments d ON d.id = a.deployment_id
             LEFT JOIN offers o ON o.deployment_id = a.deployment_id AND o.allocation = a.allocation
-                 AND o.replica = a.replica AND o.state IN (5, 6)
+                 AND o.replica = a.replica AND o.state IN (\(OfferState.deploying), \(OfferState.running))
             WHERE a.deployment_id = \(deployment)
             """, logger: logger)
         var directory: [String: String] = [:]
@@ -264,7 +264,8 @@ final class ActorRouter: Sendable {
         let rows = try await client.query(
             """
             SELECT device_did FROM offers WHERE deployment_id = \(address.deployment)
-              AND allocation = \(address.allocation) AND replica = \(Int32(address.replica)) AND state = 6
+              AND allocation = \(address.allocation) AND replica = \(Int32(address.replica))
+              AND state = \(OfferState.running)
             LIMIT 1
             """, logger: logger)
         for try await device in rows.decode(String.self) { return device }

@@ -114,15 +114,18 @@ struct DeploymentStore: Sendable {
                 try await connection.query(
                     "UPDATE assignments SET active = false WHERE deployment_id = \(id)", logger: logger)
                 try await connection.query(
-                    "UPDATE offers SET state = 4, reason = \(reason) WHERE deployment_id = \(id) AND state IN (0, 1)",
+                    """
+                    UPDATE offers SET state = \(OfferState.withdrawn), reason = \(reason)
+                    WHERE deployment_id = \(id) AND state IN (\(OfferState.pending), \(OfferState.accepted))
+                    """,
                     logger: logger)
                 // What already runs is stopped: the agents get a Stop; each contract ends once its device reported
                 // the end with its final receipt, or after the grace for it.
                 try await connection.query(
                     """
-                    UPDATE offers SET state = 9, reason = \(reason),
+                    UPDATE offers SET state = \(OfferState.stopping), reason = \(reason),
                         terminate_after = now() + make_interval(secs => \(OfferStore.finalReceiptGraceSeconds))
-                    WHERE deployment_id = \(id) AND state IN (5, 6)
+                    WHERE deployment_id = \(id) AND state IN (\(OfferState.deploying), \(OfferState.running))
                     """,
                     logger: logger)
             }

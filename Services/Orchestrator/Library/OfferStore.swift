@@ -10,13 +10,7 @@ internal import SwiftProtobuf
 /// Offers in PostgreSQL: one per placed replica, pending until its device bids or declines, or it expires.
 /// The table is how an offer reaches an agent connected to any replica.
 struct OfferStore: Sendable {
-    enum State: Int16, Sendable {
-        case pending = 0, accepted, declined, expired, withdrawn, deploying, running, exited, failedToStart, stopping
-        /// Its device went offline; the replica moved to another.
-        case relocated
-        /// Moved on request while it ran: its device is told to stop it (then it is `relocated`).
-        case movedAway
-    }
+    typealias State = OfferState
 
     /// What an agent is told about an offer it accepted.
     enum Instruction: Sendable {
@@ -39,7 +33,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT allocation, replica FROM offers
-            WHERE deployment_id = \(deployment) AND state IN (0, 1, 5, 6, 7, 8, 9)
+            WHERE deployment_id = \(deployment) AND state IN (\(OfferState.live))
             """,
             logger: logger)
         var live: Set<String> = []
@@ -59,8 +53,8 @@ struct OfferStore: Sendable {
     func deployAccepted(of deployment: String, escrowRequired: Bool) async throws -> Bool {
         let rows = try await client.query(
             """
-            UPDATE offers SET state = 5
-            WHERE deployment_id = \(deployment) AND state = 1 AND contract_id IS NOT NULL
+            UPDATE offers SET state = \(OfferState.deploying)
+            WHERE deployment_id = \(deployment) AND state = \(OfferState.accepted) AND contract_id IS NOT NULL
               AND (escrowed OR NOT \(escrowRequired)) RETURNING id
             """, logger: logger
         )
@@ -85,10 +79,14 @@ struct OfferStore: Sendable {
         let grace = planned ? finalReceiptGraceSeconds : 0
         try await connection.query(
             """
-            UPDATE offers SET state = CASE WHEN state IN (5, 6, 9) THEN 11 ELSE 10 END, reason = \(reason),
-                terminate_after = CASE WHEN state IN (5, 6, 9) THEN now() + make_interval(secs => \(grace)) END
+            UPDATE offers
+            SET state = CASE WHEN state IN (\(OfferState.mayRun)) THEN \(OfferState.movedAway)
+                             ELSE \(OfferState.relocated) END,
+                reason = \(reason),
+                terminate_after = CASE WHEN state IN (\(OfferState.mayRun))
+                                       THEN now() + make_interval(secs => \(grace)) END
             WHERE deployment_id = \(deployment) AND allocation = \(allocation) AND replica = \(Int32(replica))
-              AND state IN (0, 1, 5, 6, 9)
+              AND state IN (\(OfferState.current))
             """,
             logger: logger)
     }
@@ -105,9 +103,9 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             "SELECT id, state, reason FROM offers WHERE id = ANY(\(ids)::text[]) AND device_did = \(device)",
             logger: logger)
-        var known: [String: (state: State?, reason: String)] = [:]
+        var known: [String: (state: State, reason: String)] = [:]
         for try await (id, code, reason) in rows.decode((String, Int16, String).self) {
-            known[id] = (State(rawValue: code), reason)
+            known[id] = (try OfferState(stored: code), reason)
         }
         let keepRunning: Set<State> = [.deploying, .running, .exited, .failedToStart, .stopping, .movedAway]
         let keepPromise: Set<State> = [.pending, .accepted, .deploying, .running]
@@ -118,7 +116,7 @@ struct OfferStore: Sendable {
                     stops.append((id, "this orchestrator assigns no such offer to this device"))
                     continue
                 }
-                guard let state, !keep.contains(state) else { continue }
+                guard !keep.contains(state) else { continue }
                 stops.append((id, "no longer assigned to this device (\(state)): \(reason)"))
             }
         }
@@ -128,7 +126,10 @@ struct OfferStore: Sendable {
     /// Marks the accepted offers of a deployment for deployment, inside its transition to `deploying`.
     static func startDeploying(deployment: String, connection: PostgresConnection, logger: Logger) async throws {
         try await connection.query(
-            "UPDATE offers SET state = 5 WHERE deployment_id = \(deployment) AND state = 1", logger: logger)
+            """
+            UPDATE offers SET state = \(OfferState.deploying)
+            WHERE deployment_id = \(deployment) AND state = \(OfferState.accepted)
+            """, logger: logger)
     }
 
     /// Deploy and Stop instructions for these devices.
@@ -137,7 +138,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT device_did, state, record, reason, coalesce(contract_id, '') FROM offers
-            WHERE state IN (5, 9, 11) AND device_did = ANY(\(devices)::text[]) ORDER BY created_at
+            WHERE state IN (\(OfferState.instructed)) AND device_did = ANY(\(devices)::text[]) ORDER BY created_at
             """,
             logger: logger)
         var instructions: [(device: String, instruction: Instruction)] = []
@@ -145,7 +146,7 @@ struct OfferStore: Sendable {
             (String, Int16, Data, String, String).self)
         {
             let offer = try Orrery_Orchestrator_V1_Offer(serializedBytes: record)
-            if state == State.deploying.rawValue {
+            if try OfferState(stored: state) == .deploying {
                 instructions.append(
                     (
                         device,
@@ -177,7 +178,10 @@ struct OfferStore: Sendable {
     /// Deployments with a replica deploying or running on `device`.
     func deployments(runningOn device: String) async throws -> [String] {
         let rows = try await client.query(
-            "SELECT DISTINCT deployment_id FROM offers WHERE device_did = \(device) AND state IN (5, 6)", logger: logger
+            """
+            SELECT DISTINCT deployment_id FROM offers
+            WHERE device_did = \(device) AND state IN (\(OfferState.deploying), \(OfferState.running))
+            """, logger: logger
         )
         return try await rows.decode(String.self).collected()
     }
@@ -189,7 +193,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT id, device_did FROM offers WHERE deployment_id = \(deployment) AND allocation = \(allocation)
-              AND replica = \(Int32(replica)) AND state = 6 LIMIT 1
+              AND replica = \(Int32(replica)) AND state = \(OfferState.running) LIMIT 1
             """, logger: logger)
         for try await row in rows.decode((String, String).self) { return row }
         return nil
@@ -207,21 +211,28 @@ struct OfferStore: Sendable {
         switch report.state {
         case .running:
             query = """
-                UPDATE offers SET state = 6 WHERE id = \(report.offerID) AND device_did = \(device) AND state = 5
+                UPDATE offers SET state = \(OfferState.running)
+                WHERE id = \(report.offerID) AND device_did = \(device) AND state = \(OfferState.deploying)
                 RETURNING deployment_id
                 """
         case .exited:
             query = try """
-            UPDATE offers SET state = CASE WHEN state = 11 THEN 10 ELSE 7 END, exit_code = \(report.exitCode),
+            UPDATE offers
+            SET state = CASE WHEN state = \(OfferState.movedAway) THEN \(OfferState.relocated)
+                             ELSE \(OfferState.exited) END,
+                exit_code = \(report.exitCode),
                 usage = \(usage), report = \(reason),
-                terminate_after = CASE WHEN state IN (9, 11) AND \(receiptsRecorded) THEN now() ELSE terminate_after END
-            WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (5, 6, 9, 11)
+                terminate_after = CASE WHEN state IN (\(OfferState.stopping), \(OfferState.movedAway))
+                                            AND \(receiptsRecorded) THEN now()
+                                       ELSE terminate_after END
+            WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (\(OfferState.reporting))
             RETURNING deployment_id
             """
         case .failedToStart:
             query = """
-                UPDATE offers SET state = 8, report = \(report.reason)
-                WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (5, 9)
+                UPDATE offers SET state = \(OfferState.failedToStart), report = \(report.reason)
+                WHERE id = \(report.offerID) AND device_did = \(device)
+                  AND state IN (\(OfferState.deploying), \(OfferState.stopping))
                 RETURNING deployment_id
                 """
         default:
@@ -281,7 +292,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT allocation, replica, device_did, state, exit_code, report FROM offers
-            WHERE deployment_id = \(deployment) AND state IN (5, 6, 7, 8, 9) ORDER BY allocation, replica
+            WHERE deployment_id = \(deployment) AND state IN (\(OfferState.deployed)) ORDER BY allocation, replica
             """,
             logger: logger)
         var executions: [Execution] = []
@@ -291,7 +302,7 @@ struct OfferStore: Sendable {
             executions.append(
                 Execution(
                     allocation: allocation, replica: Int(replica), device: device,
-                    state: State(rawValue: state) ?? .deploying, exitCode: exitCode, report: report))
+                    state: try OfferState(stored: state), exitCode: exitCode, report: report))
         }
         return executions
     }
@@ -411,7 +422,8 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT record, bid FROM offers
-            WHERE deployment_id = \(deployment) AND state IN (1, 5) AND contract_id IS NULL AND bid IS NOT NULL
+            WHERE deployment_id = \(deployment) AND state IN (\(OfferState.accepted), \(OfferState.deploying))
+              AND contract_id IS NULL AND bid IS NOT NULL
             ORDER BY created_at
             """,
             logger: logger)
@@ -432,7 +444,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT allocation, replica, contract_id FROM offers
-            WHERE deployment_id = \(deployment) AND contract_id IS NOT NULL AND state NOT IN (4, 10, 11)
+            WHERE deployment_id = \(deployment) AND contract_id IS NOT NULL AND state NOT IN (\(OfferState.retired))
             ORDER BY created_at
             """,
             logger: logger)
@@ -457,8 +469,9 @@ struct OfferStore: Sendable {
             """
             SELECT id, contract_id, reason FROM offers
             WHERE contract_id IS NOT NULL AND NOT contract_closed
-              AND (state IN (4, 8) OR (state = 10 AND terminate_after IS NULL)
-                   OR (state IN (7, 9, 10, 11) AND terminate_after <= now()))
+              AND (state IN (\(OfferState.withdrawn), \(OfferState.failedToStart))
+                   OR (state = \(OfferState.relocated) AND terminate_after IS NULL)
+                   OR (state IN (\(OfferState.endingAfterStop)) AND terminate_after <= now()))
             ORDER BY created_at LIMIT \(limit)
             """,
             logger: logger)
@@ -477,7 +490,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             SELECT device_did, record FROM offers
-            WHERE state = 0 AND device_did = ANY(\(devices)::text[]) AND expires_at > now()
+            WHERE state = \(OfferState.pending) AND device_did = ANY(\(devices)::text[]) AND expires_at > now()
             ORDER BY created_at
             """,
             logger: logger)
@@ -497,7 +510,7 @@ struct OfferStore: Sendable {
         let rows = try await client.query(
             """
             UPDATE offers SET state = \(state.rawValue), bid = \(bidData), reason = \(reason)
-            WHERE id = \(offerID) AND device_did = \(device) AND state = 0 AND expires_at > now()
+            WHERE id = \(offerID) AND device_did = \(device) AND state = \(OfferState.pending) AND expires_at > now()
             RETURNING deployment_id
             """,
             logger: logger)
@@ -519,8 +532,8 @@ struct OfferStore: Sendable {
     func expire() async throws -> Set<String> {
         let rows = try await client.query(
             """
-            UPDATE offers SET state = 3, reason = 'no answer before the offer expired'
-            WHERE state = 0 AND expires_at <= now() RETURNING deployment_id
+            UPDATE offers SET state = \(OfferState.expired), reason = 'no answer before the offer expired'
+            WHERE state = \(OfferState.pending) AND expires_at <= now() RETURNING deployment_id
             """,
             logger: logger)
         var deployments: Set<String> = []
@@ -539,8 +552,9 @@ struct OfferStore: Sendable {
         var current: [(device: String, state: State)] = []
         var refusals: [(device: String, reason: String)] = []
         for try await (device, code, reason) in rows.decode((String, Int16, String).self) {
-            switch State(rawValue: code) {
-            case .pending, .accepted: current.append((device, State(rawValue: code) ?? .pending))
+            let state = try OfferState(stored: code)
+            switch state {
+            case .pending, .accepted: current.append((device, state))
             case .declined, .expired: refusals.append((device, reason))
             default: break
             }
@@ -553,7 +567,10 @@ struct OfferStore: Sendable {
         async throws
     {
         try await connection.query(
-            "UPDATE offers SET state = 4, reason = \(reason) WHERE deployment_id = \(deployment) AND state IN (0, 1)",
+            """
+            UPDATE offers SET state = \(OfferState.withdrawn), reason = \(reason)
+            WHERE deployment_id = \(deployment) AND state IN (\(OfferState.pending), \(OfferState.accepted))
+            """,
             logger: logger)
     }
 }

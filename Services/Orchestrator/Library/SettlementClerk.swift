@@ -82,7 +82,8 @@ struct SettlementClerk: Sendable {
         for (offerID, record) in try await client.query(
             """
             SELECT id, record FROM offers
-            WHERE deployment_id = \(deployment) AND contract_id IS NOT NULL AND NOT escrowed AND state NOT IN (4, 10, 11)
+            WHERE deployment_id = \(deployment) AND contract_id IS NOT NULL AND NOT escrowed
+              AND state NOT IN (\(OfferState.retired))
             """, logger: logger
         ).decode((String, Data).self).collected() {
             let offer = try Orrery_Orchestrator_V1_Offer(serializedBytes: record)

@@ -3,6 +3,7 @@ internal import GRPCCore
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryProto
+internal import OrreryRuntime
 internal import PostgresNIO
 internal import Synchronization
 
@@ -34,8 +35,10 @@ final class Liveness: Sendable {
     }
 
     /// Flushes queued heartbeats every 100 ms and sweeps every quarter interval (a dead device is offline at most a
-    /// quarter interval after its third missed heartbeat), until cancelled.
-    func run() async {
+    /// quarter interval after its third missed heartbeat), until cancelled. Observation begins once the registry
+    /// serves (`serving`): a device cannot reach a registry that does not listen yet.
+    func run(from serving: ServingSignal = ServingSignal(serving: true)) async {
+        await serving.wait()
         observingSince.withLock { $0 = Date() }
         var lastSweep = ContinuousClock.now
         var lastTick = ContinuousClock.now
@@ -138,8 +141,20 @@ final class Liveness: Sendable {
     /// Moves silent devices along online → suspect → offline. One replica sweeps at a time.
     func sweep() async throws {
         let milliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
-        let startedAt = observingSince.withLock { $0 }
+        let asked = ContinuousClock.now
+        let stallLimit = Self.stallLimit(interval: interval)
         try await client.transaction(logger: logger) { connection in
+            // A sweep the database kept waiting (down, or hanging) judges nobody on that wait: its judgement would be
+            // of the moment it finally began, with silence nobody could observe.
+            if ContinuousClock.now - asked > stallLimit {
+                observingSince.withLock { $0 = Date() }
+                logger.warning(
+                    "the database kept the liveness sweep waiting; every device gets a full grace period again",
+                    metadata: ["waited": "\(ContinuousClock.now - asked)"])
+                return
+            }
+            // Judged as of this transaction's start (`now()`), from when observation last began.
+            let startedAt = observingSince.withLock { $0 }
             let locked = try await connection.query(
                 "SELECT pg_try_advisory_xact_lock(\(DeviceStore.changeLogLock + 1))", logger: logger)
             var mine = false

@@ -17,7 +17,10 @@ public enum RegistryServer {
             backgroundTasks: { environment in
                 guard let database = environment.database else { return [] }
                 let components = RegistryComponents.shared(environment, database: database)
-                return [{ await components.liveness.run() }, { try await components.changes.follow() }]
+                return [
+                    { await components.liveness.run(from: environment.serving) },
+                    { try await components.changes.follow() },
+                ]
             },
             makeRPCServices: { environment in
                 guard let database = environment.database else { return [] }

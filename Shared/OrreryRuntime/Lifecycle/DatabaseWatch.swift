@@ -47,27 +47,41 @@ public final class DatabaseWatch: Sendable {
         }
     }
 
-    /// Whether `SELECT 1` is answered within the timeout.
+    /// Whether `SELECT 1` is answered within the timeout. A query that hangs is not waited for (a hung database
+    /// would hang the watch with it); while it is still out, the next probe counts as unanswered without a new one.
     private func probe(_ client: PostgresClient, logger: Logger) async -> Bool {
-        let timeout = timeout
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                do {
-                    _ = try await client.query("SELECT 1", logger: logger).collect()
-                    return true
-                } catch {
-                    return false
-                }
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
+        if let outstanding = outstanding.withLock({ $0 }), !outstanding.isFinished { return false }
+        let (answers, answer) = AsyncStream<Bool>.makeStream(bufferingPolicy: .bufferingOldest(1))
+        let flight = QueryInFlight()
+        outstanding.withLock { $0 = flight }
+        Task {
+            let answered = (try? await client.query("SELECT 1", logger: logger).collect()) != nil
+            flight.finish()
+            answer.yield(answered)
         }
+        let timeout = timeout
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            answer.yield(false)
+        }
+        var result = false
+        for await answered in answers {
+            result = answered
+            break
+        }
+        timer.cancel()
+        return result
     }
+
+    /// The last probe's query, which may still hang.
+    private let outstanding = Mutex<QueryInFlight?>(nil)
+}
+
+/// Whether a probe's query ended.
+final class QueryInFlight: Sendable {
+    private let finished = Atomic<Bool>(false)
+    var isFinished: Bool { finished.load(ordering: .acquiring) }
+    func finish() { finished.store(true, ordering: .releasing) }
 }
 
 /// Refuses every call but health and reflection with UNAVAILABLE while the service's database is unreachable.

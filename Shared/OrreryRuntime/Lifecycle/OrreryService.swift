@@ -25,12 +25,15 @@ public struct ServiceEnvironment: Sendable {
     /// The capability check every RPC passes, for a stream that checks each of its messages (nil in tests that
     /// build an environment by hand).
     public let capabilities: CapabilityInterceptor?
+    /// Set once the process serves (its listeners bound).
+    public let serving: ServingSignal
 
     public init(
         settings: RuntimeSettings, logger: Logger, database: PostgresClient?, info: ServiceInfo, key: SigningKey,
         operatorDID: DID, revocations: RevocationBook, catalog: MethodCatalog, proofs: [Delegation] = [],
-        capabilities: CapabilityInterceptor? = nil
+        capabilities: CapabilityInterceptor? = nil, serving: ServingSignal = ServingSignal(serving: true)
     ) {
+        self.serving = serving
         self.settings = settings
         self.logger = logger
         self.database = database

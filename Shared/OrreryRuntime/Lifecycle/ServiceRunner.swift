@@ -129,7 +129,8 @@ private struct MainService: Service {
                 }))
         let environment = ServiceEnvironment(
             settings: settings, logger: logger, database: database, info: info, key: key, operatorDID: operatorDID,
-            revocations: revocations, catalog: catalog, proofs: proofs, capabilities: capabilities)
+            revocations: revocations, catalog: catalog, proofs: proofs, capabilities: capabilities,
+            serving: ServingSignal())
         let rpcServices: [any RegistrableRPCService]
         do {
             rpcServices = try await service.makeRPCServices(environment)
@@ -247,6 +248,7 @@ private struct MainService: Service {
 
             health.set(.serving, for: "")
             for name in serviceNames { health.set(.serving, for: name) }
+            environment.serving.markServing()
             // From here on, health follows the database too.
             let databaseTask = Task {
                 if let database, let databaseWatch {

@@ -29,6 +29,9 @@ actor ActorHost {
     private var checkpointed: Set<String> = []
     /// Where a reply to each message received goes, until its envelope's lifetime is over.
     private var replyTargets: [String: (address: ActorAddress, until: Int64)] = [:]
+    /// The keys of actors that sent to this one, by address, as their admitted envelopes proved them: a reply can go
+    /// back before the orchestrator's directory of this actor names the sender (a sender that just started).
+    private var senderKeys: [String: (did: DID, until: Int64)] = [:]
 
     private struct Outbound {
         let sendID: String
@@ -188,7 +191,10 @@ actor ActorHost {
                 "unauthorised: no grant lets this actor message deployment \(to.deployment) (its consumer gives one with `orrery actor grant`)"
             )
         }
-        guard let receiverText = grant.directory[to.description], let receiver = try? DID(receiverText) else {
+        guard
+            let receiver = grant.directory[to.description].flatMap({ try? DID($0) })
+                ?? senderKeys[to.description].flatMap({ $0.until > now ? $0.did : nil })
+        else {
             return refusal(sendID, "unknown-actor: \(to) has no known key (not deployed, or not started yet)")
         }
         guard outbound.count < Self.undeliveredLimit else {
@@ -243,6 +249,8 @@ actor ActorHost {
             let now = Int64(Date().timeIntervalSince1970)
             if replyTargets.count >= 10_000 { replyTargets = replyTargets.filter { $0.value.until > now } }
             replyTargets[admitted.id.string] = (admitted.replyTo ?? admitted.from, now + Self.lifetime)
+            if senderKeys.count >= 10_000 { senderKeys = senderKeys.filter { $0.value.until > now } }
+            senderKeys[admitted.from.description] = (admitted.sender, now + Self.lifetime)
             enqueue(line)
         } catch {
             guard let (from, id) = ActorEnvelopes.sender(of: envelope) else { return }
@@ -285,6 +293,9 @@ actor ActorHost {
     }
 
     var undelivered: Int { outbound.count }
+
+    /// Messages admitted and waiting for the workload to take them.
+    var queued: Int { queue.count }
 
     // MARK: Checkpoints
 

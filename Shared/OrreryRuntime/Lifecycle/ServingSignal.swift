@@ -1,0 +1,21 @@
+internal import Synchronization
+
+/// Whether the process serves yet: set once its listeners are bound and health says SERVING. Background work that
+/// judges others by what reached the process (the registry's liveness) starts its clock here, not at launch.
+public final class ServingSignal: Sendable {
+    private let serving: Atomic<Bool>
+
+    /// `serving`: already serving (an environment built by hand for a test).
+    public init(serving: Bool = false) {
+        self.serving = Atomic(serving)
+    }
+
+    public var isServing: Bool { serving.load(ordering: .acquiring) }
+
+    func markServing() { serving.store(true, ordering: .releasing) }
+
+    /// Returns once the process serves, or when the task is cancelled.
+    public func wait() async {
+        while !isServing && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+}
