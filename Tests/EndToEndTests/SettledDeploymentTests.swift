@@ -4,6 +4,7 @@ import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
+import PostgresNIO
 import SwiftProtobuf
 import Testing
 
@@ -325,6 +326,123 @@ struct SettledDeploymentTests {
             _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = long.id }) }
             let paid = try await paidOnceSettled(longContract) - 2000
             #expect(paid >= 5000 && paid < 60000, "paid \(paid) for a run cancelled after 5 s")
+        }
+    }
+
+    @Test(
+        "a release whose proof the gateway refuses (its contract's log entry tampered) is an incident: held with the escrow until the operator forgoes it, then refunded"
+    )
+    func tamperedEntryHeldForTheOperator() async throws {
+        try await Self.withSettledServices("orrery-settled-incident") { database, network, directory, services in
+            let (registry, notary, gateway, orchestrator) = services
+            let agent = try await AgentChannelTests.startAgent(
+                "honest", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
+            let consumerDID = consumer.key.did.string
+            _ = try await ledger.asOperator(gateway) { client in
+                try await client.deposit(
+                    .with {
+                        $0.did = consumerDID; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
+                    })
+            }
+            var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
+            spec.allocations[0].artifact = .with { $0.text = "sleep 5" }
+            spec.allocations[0].resources.ramMib = 32
+            spec.allocations[0].resources.diskMib = 0
+            spec.allocations[0].maxDurationSeconds = 60
+            spec.allocations[0].outputs = []
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                        $0.settlementAuthority = try consumer.authority(
+                            for: orchestrator, command: "/orrery/settlement/escrow")
+                        $0.spec = spec
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            var current = job
+            let running = ContinuousClock.now + .seconds(20)
+            while current.state != .running, !current.state.isTerminal, ContinuousClock.now < running {
+                try await Task.sleep(for: .milliseconds(50))
+                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            }
+            try #require(current.state == .running, "\(current.state): \(current.reason)")
+            let contractID = try #require(current.assignments.first?.contractID)
+            // Before the first receipt (3 s in): one byte of the contract's log entry changes behind the notary's back.
+            let parties = try ContractParties(network: network)
+            let contractEntry = try #require(
+                try await parties.withNotary(notary) { try await $0.getContract(.with { $0.id = contractID }) }
+                    .entryIndexes.first)
+            try await database.withClient(schema: "notary") { client in
+                try await client.query("ALTER TABLE log_entries DISABLE TRIGGER log_entries_append_only")
+                try await client.query(
+                    "UPDATE log_entries SET leaf = set_byte(leaf, length(leaf) / 2, get_byte(leaf, length(leaf) / 2) # 1) WHERE idx = \(Int64(contractEntry))"
+                )
+                try await client.query("ALTER TABLE log_entries ENABLE TRIGGER log_entries_append_only")
+            }
+
+            // The releases are refused for their proof: held, and with them the escrow — no refund behind the
+            // provider's back.
+            let cli = TestEnvironment.executable("orrery")
+            let operatorArguments = [
+                "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)", "--key",
+                directory.appendingPathComponent("credentials/operator.key").path,
+            ]
+            func held() async throws -> [Orrery_Orchestrator_V1_SettlementIncident] {
+                let (status, output) = try await ChildProcess.run(
+                    cli, arguments: ["incidents", "list", "--json"] + operatorArguments)
+                #expect(status == 0, "\(output)")
+                return try Orrery_Orchestrator_V1_ListSettlementIncidentsResponse(jsonString: output).incidents
+            }
+            var incidents: [Orrery_Orchestrator_V1_SettlementIncident] = []
+            let noticed = ContinuousClock.now + .seconds(30)
+            while incidents.isEmpty, ContinuousClock.now < noticed {
+                try await Task.sleep(for: .milliseconds(200))
+                incidents = try await held()
+            }
+            let incident = try #require(incidents.first, "no incident held")
+            #expect(incident.contractID == contractID && incident.resolution.isEmpty, "\(incident)")
+            #expect(orchestrator.child.output.contains("settlement incident"))
+            let ended = ContinuousClock.now + .seconds(30)
+            while !current.state.isTerminal, ContinuousClock.now < ended {
+                try await Task.sleep(for: .milliseconds(200))
+                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            }
+            #expect(current.state == .completed, "\(current.reason)")
+            try await Task.sleep(for: .seconds(2))  // the completion receipt's release is refused and held too
+            let balance = {
+                try await ledger.asOperator(gateway) { try await $0.getBalance(.with { $0.did = consumerDID }) }
+            }
+            #expect(try await balance().escrow == "60000", "the escrow stays held while the incident is open")
+            // Only the operator sees and decides incidents.
+            await OrchestratorTests.expectStatus(.permissionDenied, containing: "operator") {
+                _ = try await consumer.with(orchestrator) { try await $0.listSettlementIncidents(.init()) }
+            }
+
+            // The operator forgoes the held releases: the contract's escrow is refunded.
+            var escrow = try await balance().escrow
+            let refunded = ContinuousClock.now + .seconds(30)
+            while escrow != "0", ContinuousClock.now < refunded {
+                for open in try await held() where open.resolution.isEmpty {
+                    let (status, output) = try await ChildProcess.run(
+                        cli,
+                        arguments: [
+                            "incidents", "resolve", open.contractID, "--entry", String(open.receiptEntry), "--forgo",
+                            "--note", "the contract entry does not verify",
+                        ] + operatorArguments)
+                    #expect(status == 0 && output.contains("forgo"), "\(output)")
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                escrow = try await balance().escrow
+            }
+            #expect(escrow == "0")
+            #expect(try await balance().available == "100000000", "nothing released against the tampered log")
         }
     }
 }

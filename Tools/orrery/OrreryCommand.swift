@@ -17,7 +17,7 @@ struct OrreryCommand: AsyncParsableCommand {
             CancelCommand.self, ExplainCommand.self, LogsCommand.self, OutputsCommand.self, LedgerCommand.self,
             ContractCommand.self, BalanceCommand.self, StatementCommand.self,
             DepositCommand.self, PayoutCommand.self, AddressCommand.self, EthCommand.self, CardanoCommand.self,
-            CheckpointCommand.self, MoveCommand.self, ActorsCommand.self, ActorCommand.self,
+            CheckpointCommand.self, MoveCommand.self, ActorsCommand.self, ActorCommand.self, IncidentsCommand.self,
         ]
     )
 }

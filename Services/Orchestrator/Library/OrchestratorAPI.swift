@@ -20,6 +20,10 @@ public struct OrchestratorAPI: Sendable {
     /// May read every deployment.
     let operatorDID: String
     let mover: ActorMover
+    /// Releases held for the operator.
+    var incidents: SettlementIncidents {
+        SettlementIncidents(client: store.client, logger: store.logger)
+    }
 
     public func submit(_ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest, consumer: String) async throws
         -> Orrery_Orchestrator_V1_Deployment
@@ -161,6 +165,30 @@ public struct OrchestratorAPI: Sendable {
             try await deliver(event)
             sent = revision
             if DeploymentStore.terminal.contains(event.state) { return }
+        }
+    }
+
+    /// Settlement incidents; the operator only.
+    public func settlementIncidents(_ request: Orrery_Orchestrator_V1_ListSettlementIncidentsRequest, caller: String)
+        async throws -> Orrery_Orchestrator_V1_ListSettlementIncidentsResponse
+    {
+        try requireOperator(caller)
+        let found = try await incidents.list(includeResolved: request.includeResolved)
+        return .with { $0.incidents = found }
+    }
+
+    /// The operator's decision on a settlement incident.
+    public func resolveSettlementIncident(
+        _ request: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest, caller: String
+    ) async throws -> Orrery_Orchestrator_V1_SettlementIncident {
+        try requireOperator(caller)
+        return try await incidents.resolve(request)
+    }
+
+    private func requireOperator(_ caller: String) throws {
+        guard caller == operatorDID else {
+            throw RPCError(
+                code: .permissionDenied, message: "settlement incidents are the operator's to see and decide")
         }
     }
 

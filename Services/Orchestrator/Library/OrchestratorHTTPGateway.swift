@@ -49,6 +49,18 @@ enum OrchestratorHTTPGateway {
         ) {
             try await api.grantActorAccess($0, caller: try caller())
         }
+        gateway.unary(
+            router, method: "\(service)/ListSettlementIncidents",
+            Orrery_Orchestrator_V1_ListSettlementIncidentsRequest.self
+        ) {
+            try await api.settlementIncidents($0, caller: try caller())
+        }
+        gateway.unary(
+            router, method: "\(service)/ResolveSettlementIncident",
+            Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest.self
+        ) {
+            try await api.resolveSettlementIncident($0, caller: try caller())
+        }
         gateway.unary(router, method: "\(service)/GetOutputs", Orrery_Orchestrator_V1_GetOutputsRequest.self) {
             try await api.outputs($0, caller: try caller())
         }

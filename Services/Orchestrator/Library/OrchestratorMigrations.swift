@@ -264,5 +264,17 @@ public enum OrchestratorMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 12,
+            name: "settlement incidents",
+            statements: [
+                // A release the gateway refused for its proof: held (with its contract's refund) until the operator
+                // retries or forgoes it.
+                """
+                ALTER TABLE settlement_tasks ADD COLUMN held_at timestamptz,
+                    ADD COLUMN resolution text NOT NULL DEFAULT '', ADD COLUMN resolution_note text NOT NULL DEFAULT ''
+                """
+            ]
+        ),
     ]
 }

@@ -52,6 +52,18 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
         try await api.watch(request, caller: try caller()) { event in try await response.write(event) }
     }
 
+    public func listSettlementIncidents(
+        request: Orrery_Orchestrator_V1_ListSettlementIncidentsRequest, context: ServerContext
+    ) async throws -> Orrery_Orchestrator_V1_ListSettlementIncidentsResponse {
+        try await api.settlementIncidents(request, caller: try caller())
+    }
+
+    public func resolveSettlementIncident(
+        request: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest, context: ServerContext
+    ) async throws -> Orrery_Orchestrator_V1_SettlementIncident {
+        try await api.resolveSettlementIncident(request, caller: try caller())
+    }
+
     public func cancelDeployment(request: Orrery_Orchestrator_V1_CancelDeploymentRequest, context: ServerContext)
         async throws -> Orrery_Orchestrator_V1_Deployment
     {

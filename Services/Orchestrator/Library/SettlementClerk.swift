@@ -2,6 +2,7 @@ internal import Foundation
 internal import GRPCCore
 internal import GRPCNIOTransportHTTP2Posix
 internal import Logging
+internal import Metrics
 internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryProto
@@ -126,7 +127,7 @@ struct SettlementClerk: Sendable {
         let tasks = try await client.query(
             """
             SELECT contract_id, kind, receipt_entry FROM settlement_tasks t
-            WHERE done_at IS NULL AND (kind = 'release' OR NOT EXISTS (
+            WHERE done_at IS NULL AND (held_at IS NULL OR resolution = 'retry') AND (kind = 'release' OR NOT EXISTS (
                 SELECT 1 FROM settlement_tasks r
                 WHERE r.contract_id = t.contract_id AND r.kind = 'release' AND r.done_at IS NULL))
             ORDER BY kind = 'refund', created_at LIMIT 100
@@ -140,6 +141,11 @@ struct SettlementClerk: Sendable {
                     try await refund(contract)
                 }
                 try await finish(contract, kind, entry, note: "")
+            } catch let error as RPCError where kind == "release" && error.code == .invalidArgument {
+                // The gateway does not accept the notary's proof of a receipt: a log entry that does not verify
+                // (tampered, or corrupted). An incident, not a settlement: the release is held, and with it the
+                // contract's refund, until the operator decides (`orrery incidents`).
+                try await hold(contract, entry, reason: error.message)
             } catch let error as RPCError where ContractClerk.isRefusal(error.code) {
                 // Answered for good: nothing (more) due, nothing left, no escrow for it.
                 logger.info(
@@ -156,6 +162,21 @@ struct SettlementClerk: Sendable {
             }
         }
     }
+
+    private func hold(_ contract: String, _ entry: Int64, reason: String) async throws {
+        try await client.query(
+            """
+            UPDATE settlement_tasks SET held_at = now(), last_error = \(reason), resolution = ''
+            WHERE contract_id = \(contract) AND kind = 'release' AND receipt_entry = \(entry)
+            """, logger: logger)
+        Self.incidents.increment()
+        logger.error(
+            "settlement incident: the gateway refused the proof of a receipt; its release and the contract's refund are held for the operator",
+            metadata: ["contract": "\(contract)", "receipt_entry": "\(entry)", "reason": "\(reason)"])
+    }
+
+    /// Releases held because the gateway refused their proof.
+    static let incidents = Counter(label: "orrery_settlement_incidents_total")
 
     private func finish(_ contract: String, _ kind: String, _ entry: Int64, note: String) async throws {
         try await client.query(

@@ -189,6 +189,32 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListSettlementIncidents" metadata.
+        public enum ListSettlementIncidents: Sendable {
+            /// Request type for "ListSettlementIncidents".
+            public typealias Input = Orrery_Orchestrator_V1_ListSettlementIncidentsRequest
+            /// Response type for "ListSettlementIncidents".
+            public typealias Output = Orrery_Orchestrator_V1_ListSettlementIncidentsResponse
+            /// Descriptor for "ListSettlementIncidents".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "ListSettlementIncidents",
+                type: .unary
+            )
+        }
+        /// Namespace for "ResolveSettlementIncident" metadata.
+        public enum ResolveSettlementIncident: Sendable {
+            /// Request type for "ResolveSettlementIncident".
+            public typealias Input = Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest
+            /// Response type for "ResolveSettlementIncident".
+            public typealias Output = Orrery_Orchestrator_V1_SettlementIncident
+            /// Descriptor for "ResolveSettlementIncident".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "ResolveSettlementIncident",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.Orchestrator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -203,7 +229,9 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             Checkpoint.descriptor,
             MoveAllocation.descriptor,
             ListActors.descriptor,
-            GrantActorAccess.descriptor
+            GrantActorAccess.descriptor,
+            ListSettlementIncidents.descriptor,
+            ResolveSettlementIncident.descriptor
         ]
     }
 }
@@ -472,6 +500,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>
+
+        /// Handle the "ListSettlementIncidents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
+        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ListSettlementIncidentsResponse` messages.
+        func listSettlementIncidents(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>
+
+        /// Handle the "ResolveSettlementIncident" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
+        /// > is refunded with the rest). Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_SettlementIncident` messages.
+        func resolveSettlementIncident(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_SettlementIncident>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -724,6 +790,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>
+
+        /// Handle the "ListSettlementIncidents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
+        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsResponse` message.
+        func listSettlementIncidents(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>
+
+        /// Handle the "ResolveSettlementIncident" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
+        /// > is refunded with the rest). Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_SettlementIncident` message.
+        func resolveSettlementIncident(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_SettlementIncident>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -976,6 +1080,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: Orrery_Orchestrator_V1_GrantActorAccessRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Orchestrator_V1_GrantActorAccessResponse
+
+        /// Handle the "ListSettlementIncidents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
+        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_ListSettlementIncidentsResponse` to respond with.
+        func listSettlementIncidents(
+            request: Orrery_Orchestrator_V1_ListSettlementIncidentsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_ListSettlementIncidentsResponse
+
+        /// Handle the "ResolveSettlementIncident" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
+        /// > is refunded with the rest). Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_SettlementIncident` to respond with.
+        func resolveSettlementIncident(
+            request: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_SettlementIncident
     }
 }
 
@@ -1126,6 +1268,28 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.ListSettlementIncidents.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>(),
+            handler: { request, context in
+                try await self.listSettlementIncidents(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.ResolveSettlementIncident.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_SettlementIncident>(),
+            handler: { request, context in
+                try await self.resolveSettlementIncident(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1269,6 +1433,28 @@ extension Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse> {
         let response = try await self.grantActorAccess(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listSettlementIncidents(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse> {
+        let response = try await self.listSettlementIncidents(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func resolveSettlementIncident(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_SettlementIncident> {
+        let response = try await self.resolveSettlementIncident(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1449,6 +1635,32 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse> {
         return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>(
             message: try await self.grantActorAccess(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listSettlementIncidents(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>(
+            message: try await self.listSettlementIncidents(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func resolveSettlementIncident(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_SettlementIncident> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_SettlementIncident>(
+            message: try await self.resolveSettlementIncident(
                 request: request.message,
                 context: context
             ),
@@ -1772,6 +1984,54 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GrantActorAccessResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListSettlementIncidents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
+        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ListSettlementIncidentsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listSettlementIncidents<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ResolveSettlementIncident" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
+        /// > is refunded with the rest). Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_SettlementIncident` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func resolveSettlementIncident<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_SettlementIncident>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_SettlementIncident>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2237,6 +2497,76 @@ extension Orrery_Orchestrator_V1_Orchestrator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListSettlementIncidents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
+        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ListSettlementIncidentsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listSettlementIncidents<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.ListSettlementIncidents.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ResolveSettlementIncident" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
+        /// > is refunded with the rest). Operator only.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_SettlementIncident` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func resolveSettlementIncident<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_SettlementIncident>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_SettlementIncident>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.ResolveSettlementIncident.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2620,6 +2950,66 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GrantActorAccessRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GrantActorAccessResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListSettlementIncidents" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
+    /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listSettlementIncidents<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listSettlementIncidents(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResolveSettlementIncident" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
+    /// > is refunded with the rest). Operator only.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resolveSettlementIncident<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_SettlementIncident>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.resolveSettlementIncident(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_SettlementIncident>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3057,6 +3447,74 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             metadata: metadata
         )
         return try await self.grantActorAccess(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListSettlementIncidents" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
+    /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listSettlementIncidents<Result>(
+        _ message: Orrery_Orchestrator_V1_ListSettlementIncidentsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listSettlementIncidents(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResolveSettlementIncident" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
+    /// > is refunded with the rest). Operator only.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resolveSettlementIncident<Result>(
+        _ message: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_SettlementIncident>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.resolveSettlementIncident(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -213,6 +213,124 @@ public nonisolated enum Orrery_Orchestrator_V1_LogStream: SwiftProtobuf.Enum, Sw
 
 }
 
+public nonisolated struct Orrery_Orchestrator_V1_SettlementIncident: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var contractID: String = String()
+
+  /// The notary log entry of the receipt whose release was refused.
+  public var receiptEntry: UInt64 = 0
+
+  /// The gateway's refusal.
+  public var reason: String = String()
+
+  public var heldAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_heldAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_heldAt = newValue}
+  }
+  /// Returns true if `heldAt` has been explicitly set.
+  public var hasHeldAt: Bool {self._heldAt != nil}
+  /// Clears the value of `heldAt`. Subsequent reads from it will return its default value.
+  public mutating func clearHeldAt() {self._heldAt = nil}
+
+  /// Empty while held; then "retry" or "forgo".
+  public var resolution: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _heldAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ListSettlementIncidentsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Also those already resolved.
+  public var includeResolved: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ListSettlementIncidentsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var incidents: [Orrery_Orchestrator_V1_SettlementIncident] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var contractID: String = String()
+
+  public var receiptEntry: UInt64 = 0
+
+  public var resolution: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest.Resolution = .unspecified
+
+  /// Why, for the record (at most 500 characters).
+  public var note: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Resolution: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// Try the release again (its proof is checked anew).
+    case retry // = 1
+
+    /// Give it up: the contract's remaining escrow is refunded.
+    case forgo // = 2
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .retry
+      case 2: self = .forgo
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .retry: return 1
+      case .forgo: return 2
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest.Resolution] = [
+      .unspecified,
+      .retry,
+      .forgo,
+    ]
+
+  }
+
+  public init() {}
+}
+
 public nonisolated struct Orrery_Orchestrator_V1_ListActorsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1836,6 +1954,169 @@ nonisolated extension Orrery_Orchestrator_V1_DeploymentState: SwiftProtobuf._Pro
 
 nonisolated extension Orrery_Orchestrator_V1_LogStream: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LOG_STREAM_UNSPECIFIED\0\u{1}LOG_STREAM_STDOUT\0\u{1}LOG_STREAM_STDERR\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_SettlementIncident: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SettlementIncident"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}receipt_entry\0\u{1}reason\0\u{3}held_at\0\u{1}resolution\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.receiptEntry) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._heldAt) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.resolution) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.contractID.isEmpty {
+      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 1)
+    }
+    if self.receiptEntry != 0 {
+      try visitor.visitSingularUInt64Field(value: self.receiptEntry, fieldNumber: 2)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }
+    try { if let v = self._heldAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if !self.resolution.isEmpty {
+      try visitor.visitSingularStringField(value: self.resolution, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_SettlementIncident, rhs: Orrery_Orchestrator_V1_SettlementIncident) -> Bool {
+    if lhs.contractID != rhs.contractID {return false}
+    if lhs.receiptEntry != rhs.receiptEntry {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs._heldAt != rhs._heldAt {return false}
+    if lhs.resolution != rhs.resolution {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ListSettlementIncidentsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListSettlementIncidentsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}include_resolved\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.includeResolved) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.includeResolved != false {
+      try visitor.visitSingularBoolField(value: self.includeResolved, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ListSettlementIncidentsRequest, rhs: Orrery_Orchestrator_V1_ListSettlementIncidentsRequest) -> Bool {
+    if lhs.includeResolved != rhs.includeResolved {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ListSettlementIncidentsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListSettlementIncidentsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}incidents\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.incidents) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.incidents.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.incidents, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ListSettlementIncidentsResponse, rhs: Orrery_Orchestrator_V1_ListSettlementIncidentsResponse) -> Bool {
+    if lhs.incidents != rhs.incidents {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResolveSettlementIncidentRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}receipt_entry\0\u{1}resolution\0\u{1}note\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.receiptEntry) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.resolution) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.contractID.isEmpty {
+      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 1)
+    }
+    if self.receiptEntry != 0 {
+      try visitor.visitSingularUInt64Field(value: self.receiptEntry, fieldNumber: 2)
+    }
+    if self.resolution != .unspecified {
+      try visitor.visitSingularEnumField(value: self.resolution, fieldNumber: 3)
+    }
+    if !self.note.isEmpty {
+      try visitor.visitSingularStringField(value: self.note, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest, rhs: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest) -> Bool {
+    if lhs.contractID != rhs.contractID {return false}
+    if lhs.receiptEntry != rhs.receiptEntry {return false}
+    if lhs.resolution != rhs.resolution {return false}
+    if lhs.note != rhs.note {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest.Resolution: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RESOLUTION_UNSPECIFIED\0\u{1}RESOLUTION_RETRY\0\u{1}RESOLUTION_FORGO\0")
 }
 
 nonisolated extension Orrery_Orchestrator_V1_ListActorsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
