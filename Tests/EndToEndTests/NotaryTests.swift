@@ -779,6 +779,18 @@ struct NotaryTests {
                 #expect(status == 1 && output.contains("tree head's signature does not verify"), "\(output)")
                 try await client.query(flip)
                 try await client.query("ALTER TABLE tree_heads ENABLE TRIGGER tree_heads_append_only")
+                // One stored proof node (the entries all intact): the proofs the notary serves through it fail.
+                try await client.query("ALTER TABLE log_nodes DISABLE TRIGGER log_nodes_append_only")
+                let node: PostgresQuery = """
+                    UPDATE log_nodes SET hash = set_byte(hash, 7, get_byte(hash, 7) # 1) WHERE level = 1 AND position = 0
+                    """
+                try await client.query(node)
+                let (nodeStatus, nodeOutput) = try await ChildProcess.run(
+                    cli, arguments: ["ledger", "verify"] + connection)
+                #expect(
+                    nodeStatus == 1 && nodeOutput.contains("a stored proof node is corrupted"), "\(nodeOutput)")
+                try await client.query(node)
+                try await client.query("ALTER TABLE log_nodes ENABLE TRIGGER log_nodes_append_only")
             }
             let (again, verified) = try await ChildProcess.run(cli, arguments: ["ledger", "verify"] + connection)
             #expect(again == 0, "restored: \(verified)")

@@ -67,7 +67,7 @@ struct LedgerVerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract:
-            "Fetch every entry and the signed tree head, recompute the Merkle tree, check the notary's and each party's signatures, and name the first tampered entry (exit 1).",
+            "Fetch every entry and the signed tree head, recompute the Merkle tree, check the notary's and each party's signatures and the inclusion proof the notary serves for every entry, and name the first tampered entry or corrupted proof (exit 1).",
         discussion:
             "The tree head is also checked for consistency with the last one this client verified (--witness), so a log that was rewritten after you saw it is reported even when it is internally coherent."
     )
@@ -75,7 +75,7 @@ struct LedgerVerifyCommand: AsyncParsableCommand {
     @OptionGroup var options: NotaryOptions
 
     func run() async throws {
-        let (head, leaves) = try await options.call { client in
+        let (head, leaves, broken) = try await options.call { client in
             let head = try await options.freshHead(client)
             var leaves: [Data] = []
             while UInt64(leaves.count) < head.treeSize {
@@ -87,7 +87,26 @@ struct LedgerVerifyCommand: AsyncParsableCommand {
                 if page.leaves.isEmpty { break }
                 leaves += page.leaves
             }
-            return (head, leaves)
+            // The proofs the notary serves come from the node hashes it stored, not from the entries: every entry's
+            // is checked, so a corrupted stored node (which would make releases proven through it fail) is named.
+            var broken: UInt64?
+            if UInt64(leaves.count) == head.treeSize {
+                for index in 0..<head.treeSize {
+                    let proof = try await client.getInclusionProof(
+                        .with {
+                            $0.index = index
+                            $0.treeSize = head.treeSize
+                        })
+                    let verifies = MerkleTree.verifyInclusion(
+                        leafHash: MerkleTree.leafHash(leaves[Int(index)]), index: index, size: head.treeSize,
+                        proof: proof.path.map { [UInt8]($0) }, root: [UInt8](head.rootHash))
+                    if !verifies || proof.leaf != leaves[Int(index)] {
+                        broken = index
+                        break
+                    }
+                }
+            }
+            return (head, leaves, broken)
         }
         let log = try DID(head.logDid)
         let report = LogAudit.audit(leaves: leaves, log: log)
@@ -101,6 +120,12 @@ struct LedgerVerifyCommand: AsyncParsableCommand {
         }
         guard report.root == [UInt8](head.rootHash) else {
             print("✘ the \(leaves.count) entries do not hash to the signed tree head's root: the log was rewritten")
+            throw ExitCode(1)
+        }
+        if let broken {
+            print(
+                "✘ the notary's inclusion proof of entry \(broken) does not verify against the signed tree head: a stored proof node is corrupted (every release proven through it is refused)"
+            )
             throw ExitCode(1)
         }
         print(
