@@ -31,7 +31,8 @@ struct SandboxTests {
 
     /// Runs `script` as an allocation; returns its outcome and everything it printed.
     static func run(
-        _ script: String, cores: Int = 1, ramMiB: Int = 128, network: Bool = false, outputs: [String] = [],
+        _ script: String, cores: Int = 1, ramMiB: Int = 128, diskMiB: Int = 0, network: Bool = false,
+        outputs: [String] = [],
         seconds: Int = 30, asUser user: String? = nil, limits: Bool = true, artifact: [String: String]? = nil,
         command: String = ""
     ) async throws -> (outcome: Outcome, output: String) {
@@ -41,7 +42,8 @@ struct SandboxTests {
         let spec: [String: Any] = [
             "name": "test", "executor": "EXECUTOR_PROCESS", "artifact": artifact ?? ["text": script],
             "command": command,
-            "resources": ["cpuCores": cores, "ramMib": String(ramMiB)], "network": network, "outputs": outputs,
+            "resources": ["cpuCores": cores, "ramMib": String(ramMiB), "diskMib": String(diskMiB)], "network": network,
+            "outputs": outputs,
             "maxDurationSeconds": seconds,
         ]
         let specFile = directory.appendingPathComponent("allocation.json")
@@ -190,7 +192,8 @@ struct SandboxTests {
             URL(fileURLWithPath: "/bin/sh"),
             arguments: ["-c", Self.connectProbe + "\npython3 /tmp/probe.py " + controlTargets.joined(separator: " ")])
         #expect(!control.output.contains("refused") && control.output.contains("connected"), "\(control.output)")
-        let accepted = loopback.output.components(separatedBy: "accepted").count
+        let accepted =
+            loopback.output.components(separatedBy: "accepted").count
             + everywhere.output.components(separatedBy: "accepted").count
 
         let targets =
@@ -257,7 +260,8 @@ struct SandboxTests {
         }
         #expect(listening, "the workload never listened: \(agent.output)")
         let attempt = try await ChildProcess.run(
-            URL(fileURLWithPath: "/bin/sh"), arguments: ["-c", Self.connectProbe + "\npython3 /tmp/probe.py 127.0.0.1:\(port)"])
+            URL(fileURLWithPath: "/bin/sh"),
+            arguments: ["-c", Self.connectProbe + "\npython3 /tmp/probe.py 127.0.0.1:\(port)"])
         #expect(attempt.output.contains("refused 127.0.0.1:\(port) ConnectionRefusedError"), "\(attempt.output)")
         #expect(await agent.waitForExit(timeout: .seconds(60)) != nil)
         #expect(agent.output.contains("self connected"), "\(agent.output)")
@@ -329,6 +333,19 @@ struct SandboxTests {
         #expect(outcome.exitCode == 0, "\(output)")
         #expect(output.contains("host=orrery user=65534"), "\(output)")
         #expect(!output.contains("visible"))
+    }
+
+    @Test("every file an allocation writes, its output included, is bounded by its disk size", .enabled(if: isRoot))
+    func diskBound() async throws {
+        // 3 MiB to stdout under a 1 MiB disk: stopped at 1 MiB, and the reason says so.
+        let (outcome, output) = try await Self.run(
+            "head -c 3145728 /dev/zero | tr '\\0' x; echo never", diskMiB: 1)
+        #expect(outcome.exitCode != 0, "\(output)")
+        #expect(outcome.reason.contains("grew past its disk of 1 MiB"), "\(outcome.reason)")
+        #expect(!output.contains("never"))
+        // Within the bound, nothing happens.
+        let (small, smallOutput) = try await Self.run("head -c 1000 /dev/zero > /work/f; echo fine", diskMiB: 1)
+        #expect(small.exitCode == 0 && smallOutput.contains("fine"), "\(smallOutput)")
     }
 
     @Test("the maximum duration stops an allocation", .enabled(if: isRoot))

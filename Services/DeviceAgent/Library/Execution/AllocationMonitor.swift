@@ -69,6 +69,9 @@ public struct AllocationMonitor: Sendable {
                 reason = stopped
             } else if value == 0 {
                 reason = "exited 0"
+            } else if value == 128 + SIGXFSZ, spec.resources.diskMib > 0 {
+                reason =
+                    "killed: a file it wrote (its output, or in /work) grew past its disk of \(spec.resources.diskMib) MiB"
             } else if value > 128, usage.oomKilled {
                 reason = "killed: the memory limit of \(spec.resources.ramMib) MiB was exceeded"
             } else if value > 128 {

@@ -113,6 +113,7 @@ public struct AllocationRunner: Sendable {
             #!/bin/sh
             echo $$ > \(quotedDirectory)/wrapper.pid.tmp && mv \(quotedDirectory)/wrapper.pid.tmp \(quotedDirectory)/wrapper.pid
             \(procsFiles.map { "echo $$ > \(shellQuoted($0)) || exit 125" }.joined(separator: "\n"))
+            \(Self.fileSizeLimit(diskMiB: spec.resources.diskMib))
             \(run)
             echo $status > \(quotedDirectory)/exit_status.tmp && mv \(quotedDirectory)/exit_status.tmp \(quotedDirectory)/exit_status
 
@@ -127,6 +128,13 @@ public struct AllocationRunner: Sendable {
         while !files.fileExists(atPath: base + "/wrapper.pid"), Date() < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }
+    }
+
+    /// The shell line bounding every file the workload writes — its stdout and stderr logs on the host, what it
+    /// writes in /work — to the allocation's `disk_mib` (RLIMIT_FSIZE, in the shell's 512-byte blocks; a write past it
+    /// ends the workload with SIGXFSZ). Empty without a disk size.
+    static func fileSizeLimit(diskMiB: UInt64) -> String {
+        diskMiB > 0 ? "ulimit -f \(diskMiB * 2048)" : ""
     }
 
     /// Fetches the artifact and returns the command to run: a script given inline or fetched runs with /bin/sh;
