@@ -191,6 +191,40 @@ struct AgentLinesTests {
         }
     }
 
+    @Test("a device that cannot journal its promise (its state directory unwritable) declines the offer and says why")
+    func unjournalledPromiseDeclined() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-unjournalled")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "20000"])
+            defer { orchestrator.child.signal(SIGKILL) }
+            let agent = try await AgentChannelTests.startAgent(
+                "cramped", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            // The promise journal cannot be written any more (a directory where the file goes: even root fails).
+            let journal = directory.appendingPathComponent("cramped-state/commitments.json")
+            try? FileManager.default.removeItem(at: journal)
+            try FileManager.default.createDirectory(at: journal, withIntermediateDirectories: false)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].resources.ramMib = 32
+            spec.allocations[0].outputs = []
+            let job = try await submit(spec, consumer: consumer, orchestrator: orchestrator)
+            let end = try await Self.watchUntilEnd(job.id, consumer: consumer, orchestrator: orchestrator)
+            #expect(end?.state == .failed)
+            #expect(
+                end?.reason.contains("declined: this device cannot record its commitment") == true,
+                "\(end?.reason ?? "no end")")
+        }
+    }
+
     private func submit(
         _ spec: Orrery_Orchestrator_V1_WorkloadSpec, consumer: OrchestratorTests.Consumer,
         orchestrator: RunningService

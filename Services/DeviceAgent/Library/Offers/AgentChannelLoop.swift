@@ -154,12 +154,26 @@ struct AgentChannelLoop {
             }
             let resources = offer.spec.resources
             let seconds = offer.spec.maxDurationSeconds == 0 ? 3600 : Double(offer.spec.maxDurationSeconds)
-            try await ledger.promise(
-                offer.offerID,
-                Commitment(
-                    cores: Int(resources.cpuCores), ramMiB: Int(resources.ramMib), diskMiB: Int(resources.diskMib),
-                    gpus: Int(resources.gpu.count)),
-                until: now.addingTimeInterval(seconds), orchestrator: offer.orchestratorDid)
+            do {
+                try await ledger.promise(
+                    offer.offerID,
+                    Commitment(
+                        cores: Int(resources.cpuCores), ramMiB: Int(resources.ramMib),
+                        diskMiB: Int(resources.diskMib), gpus: Int(resources.gpu.count)),
+                    until: now.addingTimeInterval(seconds), orchestrator: offer.orchestratorDid)
+            } catch {
+                // A device that cannot journal a promise cannot keep it across a restart: it declines (and says why)
+                // rather than leave the offer unanswered.
+                let reason =
+                    "this device cannot record its commitment (is its state directory full or read-only?): \(error)"
+                logger.error("offer declined", metadata: ["offer": "\(offer.offerID)", "reason": "\(reason)"])
+                return .with {
+                    $0.decline = .with {
+                        $0.offerID = offer.offerID
+                        $0.reason = String(reason.prefix(500))
+                    }
+                }
+            }
             let bid = Orrery_Orchestrator_V1_Bid.with {
                 $0.offerID = offer.offerID
                 $0.deviceDid = connection.key.did.string

@@ -35,9 +35,17 @@ actor CommitmentLedger {
             .map(\.key).sorted()
     }
 
+    /// Records a promise, journalled before it counts: when the journal cannot be written (a full or read-only
+    /// state directory) nothing is promised and the error is thrown.
     func promise(_ offerID: String, _ resources: Commitment, until: Date, orchestrator: String? = nil) throws {
+        let before = promises[offerID]
         promises[offerID] = Promise(resources: resources, until: until, orchestrator: orchestrator)
-        try persist()
+        do {
+            try persist()
+        } catch {
+            promises[offerID] = before
+            throw error
+        }
     }
 
     /// The allocation ended: what it held is free again (its record stays, so a repeated offer is recognised).
