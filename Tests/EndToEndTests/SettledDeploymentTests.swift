@@ -330,6 +330,87 @@ struct SettledDeploymentTests {
     }
 
     @Test(
+        "a replica that ended without a completion receipt (its device could not journal one) has its contract terminated and its escrow refunded"
+    )
+    func endedWithoutCompletionReceipt() async throws {
+        try await Self.withSettledServices("orrery-settled-no-receipt") { _, network, directory, services in
+            let (registry, notary, gateway, orchestrator) = services
+            let agent = try await AgentChannelTests.startAgent(
+                "forgetful", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
+            let consumerDID = consumer.key.did.string
+            _ = try await ledger.asOperator(gateway) { client in
+                try await client.deposit(
+                    .with {
+                        $0.did = consumerDID; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
+                    })
+            }
+            var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
+            spec.allocations[0].artifact = .with { $0.text = "sleep 4" }
+            spec.allocations[0].resources.ramMib = 32
+            spec.allocations[0].resources.diskMib = 0
+            spec.allocations[0].maxDurationSeconds = 60
+            spec.allocations[0].outputs = []
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                        $0.settlementAuthority = try consumer.authority(
+                            for: orchestrator, command: "/orrery/settlement/escrow")
+                        $0.spec = spec
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            var current = job
+            let running = ContinuousClock.now + .seconds(20)
+            while current.state != .running, !current.state.isTerminal, ContinuousClock.now < running {
+                try await Task.sleep(for: .milliseconds(50))
+                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            }
+            try #require(current.state == .running, "\(current.state): \(current.reason)")
+            let contractID = try #require(current.assignments.first?.contractID)
+            // Before its first receipt (3 s in), the allocation's receipt journal becomes unwritable: the device can
+            // sign no receipt for it, the completion receipt included.
+            let allocations = directory.appendingPathComponent("forgetful-state/allocations")
+            let run = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
+            try FileManager.default.createDirectory(
+                at: allocations.appendingPathComponent("\(run)/receipts.pb"), withIntermediateDirectories: false)
+            let ended = ContinuousClock.now + .seconds(30)
+            while !current.state.isTerminal, ContinuousClock.now < ended {
+                try await Task.sleep(for: .milliseconds(200))
+                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            }
+            #expect(current.state == .completed, "\(current.reason)")
+            // Its contract is terminated (no completion receipt will come) and the escrow refunded in full.
+            let parties = try ContractParties(network: network)
+            var state = Orrery_Notary_V1_ContractState.active
+            let terminated = ContinuousClock.now + .seconds(30)
+            while ![.terminated, .settled].contains(state), ContinuousClock.now < terminated {
+                try await Task.sleep(for: .milliseconds(200))
+                state = try await parties.withNotary(notary) {
+                    try await $0.getContract(.with { $0.id = contractID }).state
+                }
+            }
+            #expect([.terminated, .settled].contains(state), "contract \(contractID) is \(state)")
+            var escrow = ""
+            let refunded = ContinuousClock.now + .seconds(30)
+            while escrow != "0", ContinuousClock.now < refunded {
+                try await Task.sleep(for: .milliseconds(200))
+                escrow = try await ledger.asOperator(gateway) {
+                    try await $0.getBalance(.with { $0.did = consumerDID })
+                }.escrow
+            }
+            #expect(escrow == "0", "the escrow is not held for a receipt that will never come")
+        }
+    }
+
+    @Test(
         "a release whose proof the gateway refuses (its contract's log entry tampered) is an incident: held with the escrow until the operator forgoes it, then refunded"
     )
     func tamperedEntryHeldForTheOperator() async throws {

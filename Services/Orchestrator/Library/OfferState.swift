@@ -49,8 +49,8 @@ enum OfferState: Int16, Sendable, CaseIterable, CustomStringConvertible {
     static let deployed: [OfferState] = [.deploying, .running, .exited, .failedToStart, .stopping]
     /// No longer the replica's: withdrawn, or moved away.
     static let retired: [OfferState] = [.withdrawn, .relocated, .movedAway]
-    /// Its contract ends once its device reported the end with its final receipt, or its grace ran out.
-    static let endingAfterStop: [OfferState] = [.exited, .stopping, .relocated, .movedAway]
+    /// Its contract ends once its device reported the end with its receipts recorded, or its grace ran out.
+    static let endingAfterReport: [OfferState] = [.exited, .stopping, .relocated, .movedAway]
 
     var description: String {
         switch self {
@@ -73,24 +73,6 @@ enum OfferState: Int16, Sendable, CaseIterable, CustomStringConvertible {
 /// A stored offer state no `OfferState` names.
 struct UnknownOfferState: Error, CustomStringConvertible {
     let code: Int16
-    // Named sets.
-    /// Every offer of a replica that is, was or may be carried out (not refused, retired or moved).
-    static let live: [OfferState] = [.pending, .accepted, .deploying, .running, .exited, .failedToStart, .stopping]
-    /// Its device may be running it.
-    static let mayRun: [OfferState] = [.deploying, .running, .stopping]
-    /// The replica's current offer, which a move retires.
-    static let current: [OfferState] = [.pending, .accepted, .deploying, .running, .stopping]
-    /// Its device has an instruction to carry out (start, or stop).
-    static let instructed: [OfferState] = [.deploying, .stopping, .movedAway]
-    /// Its device may still report how it ended.
-    static let reporting: [OfferState] = [.deploying, .running, .stopping, .movedAway]
-    /// It was deployed: told to start, and perhaps running or ended.
-    static let deployed: [OfferState] = [.deploying, .running, .exited, .failedToStart, .stopping]
-    /// No longer the replica's: withdrawn, or moved away.
-    static let retired: [OfferState] = [.withdrawn, .relocated, .movedAway]
-    /// Its contract ends once its device reported the end with its final receipt, or its grace ran out.
-    static let endingAfterStop: [OfferState] = [.exited, .stopping, .relocated, .movedAway]
-
     var description: String {
         "offers.state holds \(code), which no offer state names (a newer schema, or a damaged row)"
     }

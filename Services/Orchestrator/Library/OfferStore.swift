@@ -67,6 +67,10 @@ struct OfferStore: Sendable {
     /// since the last one) before the replica's contract is terminated without it.
     static let finalReceiptGraceSeconds: Double = 120
 
+    /// How long a replica that ended by itself has for its completion receipt to be recorded (the notary was away)
+    /// before its contract is terminated, so that no escrow waits for a receipt that never comes.
+    static let completionReceiptGraceSeconds: Double = 600
+
     /// Retires a replica's offers when it moves, inside the transition that moves it: one its device may run
     /// (deploying, running, stopping) is `movedAway` — the device is told to stop it whenever it is connected, now or
     /// when it comes back — and one it never started is `relocated`. The contract of a `planned` move (its device is
@@ -201,7 +205,10 @@ struct OfferStore: Sendable {
 
     /// Records a device's report on an allocation; returns its deployment, or nil when the offer is not this
     /// device's or the report changes nothing (a repeat). `receiptsRecorded`: the notary recorded every receipt the
-    /// report carried — the end of a replica that was told to stop then terminates its contract at once.
+    /// report carried. An end report whose receipts are all recorded ends the contract at once: completed by its
+    /// completion receipt (terminating it then changes nothing), or terminated — a replica told to stop, or one whose
+    /// device could not sign its completion receipt (a full disk) — so its escrow is refunded. Otherwise it ends after
+    /// the grace for its final receipt.
     func record(
         _ report: Orrery_Orchestrator_V1_AllocationReport, device: String, receiptsRecorded: Bool = true
     ) async throws -> String? {
@@ -222,9 +229,10 @@ struct OfferStore: Sendable {
                              ELSE \(OfferState.exited) END,
                 exit_code = \(report.exitCode),
                 usage = \(usage), report = \(reason),
-                terminate_after = CASE WHEN state IN (\(OfferState.stopping), \(OfferState.movedAway))
-                                            AND \(receiptsRecorded) THEN now()
-                                       ELSE terminate_after END
+                terminate_after = CASE WHEN \(receiptsRecorded) THEN now()
+                                       WHEN state IN (\(OfferState.stopping), \(OfferState.movedAway))
+                                            THEN terminate_after
+                                       ELSE now() + make_interval(secs => \(Self.completionReceiptGraceSeconds)) END
             WHERE id = \(report.offerID) AND device_did = \(device) AND state IN (\(OfferState.reporting))
             RETURNING deployment_id
             """
@@ -461,9 +469,9 @@ struct OfferStore: Sendable {
             logger: logger)
     }
 
-    /// Contracts whose replica ended other than by running to its end and that the notary has not been told to
-    /// terminate yet: withdrawn, failed to start or relocated before it started, at once; stopped or moved away once
-    /// its device reported the end with its final receipt, or its grace ran out.
+    /// Contracts of replicas that ended and that the notary has not been told to terminate yet: withdrawn, failed to
+    /// start or relocated before it started, at once; ended, stopped or moved away once its device reported the end
+    /// with its receipts recorded, or its grace ran out (a contract its completion receipt completed stays completed).
     func contractsToTerminate(limit: Int) async throws -> [(offerID: String, contractID: String, reason: String)] {
         let rows = try await client.query(
             """
@@ -471,7 +479,7 @@ struct OfferStore: Sendable {
             WHERE contract_id IS NOT NULL AND NOT contract_closed
               AND (state IN (\(OfferState.withdrawn), \(OfferState.failedToStart))
                    OR (state = \(OfferState.relocated) AND terminate_after IS NULL)
-                   OR (state IN (\(OfferState.endingAfterStop)) AND terminate_after <= now()))
+                   OR (state IN (\(OfferState.endingAfterReport)) AND terminate_after <= now()))
             ORDER BY created_at LIMIT \(limit)
             """,
             logger: logger)
