@@ -94,6 +94,10 @@ struct HostInventoryTests {
     func fakeNvidiaSMI() async throws {
         let directory = try TestEnvironment.temporaryDirectory("orrery-gpu")
         defer { try? FileManager.default.removeItem(at: directory) }
+        // Written as a plain file, then installed executable by another process: a write descriptor of this
+        // process's own could be inherited by a child another test forks meanwhile, and executing a file open for
+        // writing fails (ETXTBSY).
+        let source = directory.appendingPathComponent("nvidia-smi.txt")
         let fake = directory.appendingPathComponent("nvidia-smi")
         try """
         #!/bin/sh
@@ -104,8 +108,10 @@ struct HostInventoryTests {
             echo "NVIDIA H100 80GB HBM3, 81559" ;;
           *) exit 6 ;;
         esac
-        """.write(to: fake, atomically: true, encoding: .utf8)
-        chmod(fake.path, 0o755)
+        """.write(to: source, atomically: true, encoding: .utf8)
+        let (installed, installOutput) = try await ChildProcess.run(
+            URL(fileURLWithPath: "/usr/bin/install"), arguments: ["-m", "755", source.path, fake.path])
+        try #require(installed == 0, "\(installOutput)")
         let inventory = HostDetector.detect(
             workDirectory: directory.path, environment: ["PATH": directory.path + ":/usr/bin:/bin"])
         #expect(inventory.gpus.count == 2)

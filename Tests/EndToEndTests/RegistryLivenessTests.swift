@@ -160,11 +160,14 @@ struct RegistryLivenessTests {
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        let seen = try #require(judgedSeenAt, "the registry never judged the silent device")
+        let seen = try #require(
+            judgedSeenAt, "the registry never judged the silent device: \(registry.child.output.suffix(4000))")
         #expect(seen >= .milliseconds(interval * 2), "judged \(seen) after the pause: no grace")
     }
 
-    @Test("a registry that was paused (SIGSTOP) judges nobody on the time it could not observe: a full grace after it resumes")
+    @Test(
+        "a registry that was paused (SIGSTOP) judges nobody on the time it could not observe: a full grace after it resumes"
+    )
     func stallGrace() async throws {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory("orrery-stall")

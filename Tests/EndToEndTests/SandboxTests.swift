@@ -57,9 +57,12 @@ struct SandboxTests {
         let (_, output): (Int32, String)
         if let user {
             // A copy the other user can reach: the build directory may lie under one it cannot enter (/root/…).
+            // (Copied by another process: a write descriptor of this one, inherited by a child another test forks
+            // meanwhile, would make executing the copy fail with ETXTBSY.)
             let copy = directory.appendingPathComponent("device-agent")
-            try FileManager.default.copyItem(at: binary, to: copy)
-            chmod(copy.path, 0o755)
+            let (installed, installOutput) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/install"), arguments: ["-m", "755", binary.path, copy.path])
+            guard installed == 0 else { throw RunnerFailure(output: installOutput) }
             (_, output) = try await ChildProcess.run(
                 URL(fileURLWithPath: "/usr/sbin/runuser"), arguments: ["-u", user, "--", copy.path] + arguments)
         } else {
