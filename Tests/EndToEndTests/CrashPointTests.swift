@@ -115,12 +115,7 @@ struct CrashPointTests {
                         $0.idempotencyKey = UUID().uuidString
                     })
             }
-            var current = job
-            let running = ContinuousClock.now + .seconds(20)
-            while current.state != .running, !current.state.isTerminal, ContinuousClock.now < running {
-                try await Task.sleep(for: .milliseconds(50))
-                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
-            }
+            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
             let contractID = try #require(current.assignments.first?.contractID)
             // The notary goes down while the job runs, so its completion receipt cannot be recorded.

@@ -153,6 +153,19 @@ struct OrchestratorTests {
         }
     }
 
+    /// The deployment once it runs or ended, or as it is after 30 s.
+    static func runningOrEnded(_ id: String, of consumer: Consumer, on orchestrator: RunningService) async throws
+        -> Orrery_Orchestrator_V1_Deployment
+    {
+        var current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while current.state != .running, !current.state.isTerminal, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
+        }
+        return current
+    }
+
     /// Waits until the orchestrator has the registry's snapshot (ExplainPlacement stops answering UNAVAILABLE).
     static func waitForFleet(_ consumer: Consumer, _ orchestrator: RunningService, devices: Int) async throws {
         let deadline = ContinuousClock.now + .seconds(20)

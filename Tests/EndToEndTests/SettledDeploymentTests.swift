@@ -194,12 +194,7 @@ struct SettledDeploymentTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
             let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
             let consumerDID = consumer.key.did.string
-            _ = try await ledger.asOperator(gateway) { client in
-                try await client.deposit(
-                    .with {
-                        $0.did = consumerDID; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
-                    })
-            }
+            try await Self.fund(consumerDID, ledger: ledger, gateway: gateway)
             var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
             spec.allocations[0].artifact = .with { $0.text = "echo up; sleep 30" }
             spec.allocations[0].resources.ramMib = 32
@@ -262,38 +257,12 @@ struct SettledDeploymentTests {
             let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
             let parties = try ContractParties(network: network)
             let consumerDID = consumer.key.did.string
-            _ = try await ledger.asOperator(gateway) { client in
-                try await client.deposit(
-                    .with {
-                        $0.did = consumerDID; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
-                    })
-            }
+            try await Self.fund(consumerDID, ledger: ledger, gateway: gateway)
             func submit(_ script: String) async throws -> Orrery_Orchestrator_V1_Deployment {
-                var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
-                spec.allocations[0].artifact = .with { $0.text = script }
-                spec.allocations[0].resources.ramMib = 32
-                spec.allocations[0].resources.diskMib = 0
-                spec.allocations[0].maxDurationSeconds = 120
-                spec.allocations[0].outputs = []
-                return try await consumer.with(orchestrator) { client in
-                    try await client.submitWorkload(
-                        .with {
-                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.settlementAuthority = try consumer.authority(
-                                for: orchestrator, command: "/orrery/settlement/escrow")
-                            $0.spec = spec
-                            $0.idempotencyKey = UUID().uuidString
-                        })
-                }
+                try await Self.submitPaid(script, seconds: 120, by: consumer, to: orchestrator)
             }
             func running(_ id: String) async throws -> Orrery_Orchestrator_V1_Deployment {
-                var current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
-                let deadline = ContinuousClock.now + .seconds(30)
-                while current.state != .running, !current.state.isTerminal, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(50))
-                    current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
-                }
-                return current
+                try await OrchestratorTests.runningOrEnded(id, of: consumer, on: orchestrator)
             }
             /// What the consumer paid so far, once `contract` is settled and nothing is left in escrow.
             func paidOnceSettled(_ contract: String) async throws -> Int {
@@ -344,34 +313,9 @@ struct SettledDeploymentTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
             let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
             let consumerDID = consumer.key.did.string
-            _ = try await ledger.asOperator(gateway) { client in
-                try await client.deposit(
-                    .with {
-                        $0.did = consumerDID; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
-                    })
-            }
-            var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
-            spec.allocations[0].artifact = .with { $0.text = "sleep 4" }
-            spec.allocations[0].resources.ramMib = 32
-            spec.allocations[0].resources.diskMib = 0
-            spec.allocations[0].maxDurationSeconds = 60
-            spec.allocations[0].outputs = []
-            let job = try await consumer.with(orchestrator) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.settlementAuthority = try consumer.authority(
-                            for: orchestrator, command: "/orrery/settlement/escrow")
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
-            var current = job
-            let running = ContinuousClock.now + .seconds(20)
-            while current.state != .running, !current.state.isTerminal, ContinuousClock.now < running {
-                try await Task.sleep(for: .milliseconds(50))
-                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
-            }
+            try await Self.fund(consumerDID, ledger: ledger, gateway: gateway)
+            let job = try await Self.submitPaid("sleep 4", seconds: 60, by: consumer, to: orchestrator)
+            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
             let contractID = try #require(current.assignments.first?.contractID)
             // Before its first receipt (3 s in), the allocation's receipt journal becomes unwritable: the device can
@@ -425,34 +369,9 @@ struct SettledDeploymentTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
             let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
             let consumerDID = consumer.key.did.string
-            _ = try await ledger.asOperator(gateway) { client in
-                try await client.deposit(
-                    .with {
-                        $0.did = consumerDID; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
-                    })
-            }
-            var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
-            spec.allocations[0].artifact = .with { $0.text = "sleep 5" }
-            spec.allocations[0].resources.ramMib = 32
-            spec.allocations[0].resources.diskMib = 0
-            spec.allocations[0].maxDurationSeconds = 60
-            spec.allocations[0].outputs = []
-            let job = try await consumer.with(orchestrator) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.settlementAuthority = try consumer.authority(
-                            for: orchestrator, command: "/orrery/settlement/escrow")
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
-            var current = job
-            let running = ContinuousClock.now + .seconds(20)
-            while current.state != .running, !current.state.isTerminal, ContinuousClock.now < running {
-                try await Task.sleep(for: .milliseconds(50))
-                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
-            }
+            try await Self.fund(consumerDID, ledger: ledger, gateway: gateway)
+            let job = try await Self.submitPaid("sleep 5", seconds: 60, by: consumer, to: orchestrator)
+            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
             let contractID = try #require(current.assignments.first?.contractID)
             // Before the first receipt (3 s in): one byte of the contract's log entry changes behind the notary's back.
@@ -524,6 +443,41 @@ struct SettledDeploymentTests {
             }
             #expect(escrow == "0")
             #expect(try await balance().available == "100000000", "nothing released against the tampered log")
+        }
+    }
+
+    /// Deposits 100,000,000 base units for `consumer` (once: the deposit's idempotency key is fixed).
+    static func fund(
+        _ consumer: String, ledger: SettlementLedgerTests.Parties, gateway: RunningService
+    ) async throws {
+        _ = try await ledger.asOperator(gateway) { client in
+            try await client.deposit(
+                .with {
+                    $0.did = consumer; $0.amount = "100000000"; $0.source = "ledger"; $0.idempotencyKey = "fund"
+                })
+        }
+    }
+
+    /// Submits a one-core job running `script` for at most `seconds`, its contracts escrowed under the consumer's
+    /// delegation of /orrery/settlement/escrow.
+    static func submitPaid(
+        _ script: String, seconds: UInt32, by consumer: OrchestratorTests.Consumer, to orchestrator: RunningService
+    ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
+        spec.allocations[0].artifact = .with { $0.text = script }
+        spec.allocations[0].resources.ramMib = 32
+        spec.allocations[0].resources.diskMib = 0
+        spec.allocations[0].maxDurationSeconds = seconds
+        spec.allocations[0].outputs = []
+        return try await consumer.with(orchestrator) { client in
+            try await client.submitWorkload(
+                .with {
+                    $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                    $0.settlementAuthority = try consumer.authority(
+                        for: orchestrator, command: "/orrery/settlement/escrow")
+                    $0.spec = spec
+                    $0.idempotencyKey = UUID().uuidString
+                })
         }
     }
 }
