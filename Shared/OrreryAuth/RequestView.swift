@@ -1,5 +1,5 @@
-public import Foundation
-public import GRPCCore
+internal import Foundation
+internal import GRPCCore
 public import OrreryIdentity
 public import SwiftProtobuf
 
@@ -185,7 +185,9 @@ private struct ViewBuilder: SwiftProtobuf.Visitor {
         return field
     }
 
-    private func fieldPath(_ field: MessageSchemas.Field) -> String { path.isEmpty ? field.name : path + "." + field.name }
+    private func fieldPath(_ field: MessageSchemas.Field) -> String {
+        path.isEmpty ? field.name : path + "." + field.name
+    }
 
     /// Sets a singular field, or appends to a repeated one (SwiftProtobuf visits repeated fields element by element
     /// through the singular methods unless they are overridden).

@@ -1,6 +1,6 @@
 internal import Crypto
 public import Foundation
-public import GRPCCore
+internal import GRPCCore
 public import SwiftProtobuf
 
 /// What makes a mutating call safe to retry: the caller, the method, the client's idempotency key and a digest of

@@ -1,4 +1,4 @@
-public import Crypto
+internal import Crypto
 public import Foundation
 
 /// The Merkle tree hashing of Certificate Transparency (RFC 6962 §2.1, RFC 9162 §2.1): a leaf hash is

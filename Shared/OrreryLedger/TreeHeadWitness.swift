@@ -1,5 +1,5 @@
-public import Foundation
-public import OrreryIdentity
+internal import Foundation
+internal import OrreryIdentity
 public import OrreryProto
 internal import SwiftProtobuf
 

@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import OrreryDatabase
 import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
@@ -443,6 +444,101 @@ struct SettledDeploymentTests {
             }
             #expect(escrow == "0")
             #expect(try await balance().available == "100000000", "nothing released against the tampered log")
+        }
+    }
+
+    @Test(
+        "`orrery settlement verify` checks the journal's hash chain, signed checkpoints, balances and release proofs; an amount changed behind the gateway's back, and a release's kept proof removed, are named"
+    )
+    func journalVerified() async throws {
+        try await Self.withSettledServices("orrery-settled-verify") { database, network, directory, services in
+            let (registry, _, gateway, orchestrator) = services
+            let agent = try await AgentChannelTests.startAgent(
+                "audited", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
+            let consumerDID = consumer.key.did.string
+            try await Self.fund(consumerDID, ledger: ledger, gateway: gateway)
+            let job = try await Self.submitPaid("sleep 2", seconds: 60, by: consumer, to: orchestrator)
+            // Paid and refunded: the escrow is empty again.
+            let settled = ContinuousClock.now + .seconds(60)
+            var escrow = ""
+            while escrow != "0" || escrow.isEmpty, ContinuousClock.now < settled {
+                try await Task.sleep(for: .milliseconds(300))
+                let current = try await consumer.with(orchestrator) {
+                    try await $0.getDeployment(.with { $0.id = job.id })
+                }
+                if current.state.isTerminal {
+                    escrow = try await ledger.asOperator(gateway) {
+                        try await $0.getBalance(.with { $0.did = consumerDID })
+                    }.escrow
+                }
+            }
+            try #require(escrow == "0", "the job's escrow was not settled")
+
+            let cli = TestEnvironment.executable("orrery")
+            let arguments = [
+                "settlement", "verify", "--settlement", "127.0.0.1:\(gateway.ready.grpcPort)", "--key",
+                directory.appendingPathComponent("credentials/operator.key").path, "--witness",
+                directory.appendingPathComponent("witness").path,
+            ]
+            // Every entry sealed (within about a second) and verified, the releases against their kept proofs.
+            var (status, output) = (Int32(-1), "")
+            let sealed = ContinuousClock.now + .seconds(20)
+            repeat {
+                try await Task.sleep(for: .milliseconds(500))
+                (status, output) = try await ChildProcess.run(cli, arguments: arguments)
+            } while status == 0 && output.contains("not sealed yet") && ContinuousClock.now < sealed
+            #expect(status == 0 && output.contains("✔"), "\(output)")
+            #expect(!output.contains("not sealed yet"), "\(output)")
+            let proven =
+                output.split(separator: "\n").first { $0.contains("releases:") }
+                .flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) } ?? 0
+            #expect(proven >= 1, "\(output)")
+            // Only the operator audits (a delegation of the command is not enough).
+            await OrchestratorTests.expectStatus(.permissionDenied, containing: "operator") {
+                try await ledger.with(
+                    gateway, key: consumer.key, proofs: try ledger.reader(consumer.key, "audit-journal")
+                ) { client in
+                    try await client.auditJournal(.init()) { response in
+                        for try await _ in response.messages {}
+                    }
+                }
+            }
+
+            // The deposit's 100,000,000 becomes 100,001,000 behind the gateway's back.
+            let deposit = try await database.withClient(schema: "settlement") { client in
+                try await client.query("ALTER TABLE journal_lines DISABLE TRIGGER journal_lines_append_only")
+                try await client.query(
+                    """
+                    UPDATE journal_lines SET amount = amount + 1000
+                    WHERE account_id = \("available/" + consumerDID)
+                      AND entry_id = (SELECT id FROM journal_entries WHERE kind = 'deposit')
+                    """)
+                try await client.query("ALTER TABLE journal_lines ENABLE TRIGGER journal_lines_append_only")
+                return try await client.query("SELECT id FROM journal_entries WHERE kind = 'deposit'")
+                    .decode(Int64.self).collected().first ?? -1
+            }
+            (status, output) = try await ChildProcess.run(cli, arguments: arguments)
+            #expect(status == 1, "\(output)")
+            #expect(output.contains("✘ entry \(deposit) (position 1) was changed after it was sealed"), "\(output)")
+            #expect(output.contains("✘ entry \(deposit) does not balance: its lines sum to 1000"), "\(output)")
+            #expect(output.contains("✘ account available/\(consumerDID) holds"), "\(output)")
+
+            // A release's kept proof removed: that release is named as unproven.
+            try await database.withClient(schema: "settlement") { client in
+                try await client.query(
+                    """
+                    DELETE FROM release_proofs WHERE request_sha256 =
+                        (SELECT request_sha256 FROM journal_entries WHERE kind = 'release' ORDER BY id LIMIT 1)
+                    """)
+            }
+            (status, output) = try await ChildProcess.run(cli, arguments: arguments)
+            #expect(status == 1 && output.contains("is not proven: no proof is kept for it"), "\(output)")
         }
     }
 

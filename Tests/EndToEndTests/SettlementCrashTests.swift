@@ -203,6 +203,21 @@ struct SettlementCrashTests {
                 ).decode(Int64.self).collected()
                 #expect(deposits == [Int64(rounds.withLock { $0 })], "every acknowledged deposit, once")
             }
+            // The journal's chain survived the kills: every entry sealed once, every checkpoint signed over it, every
+            // release proven by its kept request.
+            let arguments = [
+                "settlement", "verify", "--settlement", "127.0.0.1:\(current.value.ready.grpcPort)", "--key",
+                directory.appendingPathComponent("network/operator.key").path, "--witness",
+                directory.appendingPathComponent("witness").path,
+            ]
+            var (status, output) = (Int32(-1), "")
+            let sealed = ContinuousClock.now + .seconds(20)
+            repeat {
+                try await Task.sleep(for: .milliseconds(500))
+                (status, output) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"), arguments: arguments)
+            } while status == 0 && output.contains("not sealed yet") && ContinuousClock.now < sealed
+            #expect(status == 0 && output.contains("releases: 32 proven"), "\(output)")
         }
     }
 }

@@ -18,6 +18,7 @@ struct OrreryCommand: AsyncParsableCommand {
             ContractCommand.self, BalanceCommand.self, StatementCommand.self,
             DepositCommand.self, PayoutCommand.self, AddressCommand.self, EthCommand.self, CardanoCommand.self,
             CheckpointCommand.self, MoveCommand.self, ActorsCommand.self, ActorCommand.self, IncidentsCommand.self,
+            SettlementCommand.self,
         ]
     )
 }

@@ -5,7 +5,8 @@ internal import PostgresNIO
 
 /// Posts concurrent entries together: while one batch is in the database, new entries gather; the next batch goes
 /// as one `post_entries` call (one statement, one transaction, one WAL flush). Each entry still succeeds or is
-/// refused on its own (a subtransaction each), and one batch runs at a time, so entries never deadlock on rows.
+/// refused on its own (a subtransaction each), and one batch runs at a time, so entries never deadlock on rows. The
+/// same statement keeps each release's proof (`release_proofs`).
 actor LedgerBatcher {
     /// What the database answered for one entry.
     enum Outcome: Sendable {
@@ -79,6 +80,12 @@ actor LedgerBatcher {
         var outcomes: [Int: Outcome] = [:]
         let rows = try await client.query(
             """
+            WITH proofs AS (
+                INSERT INTO release_proofs (request_sha256, request)
+                SELECT decode(p->>'sha', 'hex'), decode(p->>'proof', 'hex')
+                FROM jsonb_array_elements(\(json)::jsonb) p WHERE p ? 'proof'
+                ON CONFLICT (request_sha256) DO NOTHING
+            )
             SELECT ordinal, entry_id, created_at, state, coalesce(constraint_name, ''), message, released::text,
                    fee::text
             FROM post_entries(\(json)::jsonb)

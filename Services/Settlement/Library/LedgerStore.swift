@@ -60,15 +60,16 @@ struct LedgerStore: Sendable {
     }
 
     /// Releases what `due` (cumulative) makes owed from a contract's escrow to `owner`, at most what is left, less
-    /// `feeBasisPoints` to `feeAccount` — computed in the database under the escrow's row lock, batched.
+    /// `feeBasisPoints` to `feeAccount` — computed in the database under the escrow's row lock, batched. `proof` (the
+    /// release request, whose SHA-256 is `retry`'s) is kept with it, for audits.
     func release(
         contractID: String, owner: String, due: UInt64, feeBasisPoints: UInt64, feeAccount: String, memo: String,
-        retry: RetryKey
+        retry: RetryKey, proof: Data
     ) async throws -> Orrery_Settlement_V1_JournalEntry {
         var entry = Self.header(kind: "release", contractID: contractID, memo: memo, retry: retry)
         entry += [
             ("due", .string(String(due))), ("owner", .string(owner)), ("fee_bps", .string(String(feeBasisPoints))),
-            ("fee_account", .string(feeAccount)),
+            ("fee_account", .string(feeAccount)), ("proof", .string(Hex.encode(proof))),
         ]
         let outcome = try await batcher.post(.object(entry))
         return try await journalEntry(

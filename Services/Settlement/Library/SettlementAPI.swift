@@ -52,6 +52,17 @@ struct SettlementAPI: Sendable {
         return .with { $0.entries = entries }
     }
 
+    /// The whole journal for an audit (`JournalExport`); the operator only.
+    func auditJournal(
+        authorization: Authorization, send: @Sendable (Orrery_Settlement_V1_AuditJournalItem) async throws -> Void
+    ) async throws {
+        guard authorization.invoker == operatorDID else {
+            throw RPCError(code: .permissionDenied, message: "only the operator audits the whole journal")
+        }
+        try await JournalExport(client: ledger.client, notaryDID: notaryDID, heads: heads, logger: logger)
+            .stream(into: send)
+    }
+
     func deposit(_ request: Orrery_Settlement_V1_DepositRequest, authorization: Authorization) async throws
         -> Orrery_Settlement_V1_JournalEntry
     {
@@ -176,7 +187,7 @@ struct SettlementAPI: Sendable {
             contractID: contract, owner: owner, due: due, feeBasisPoints: Self.feeBasisPoints,
             feeAccount: "fee/\(shard)",
             memo: "receipt usage: \(proven.usage.wallSeconds) s wall\(proven.completed ? ", completed" : "")",
-            retry: retry)
+            retry: retry, proof: try request.serializedBytes())
     }
 
     /// A release from an on-chain channel: the ledger moves the amount to the owner and straight out again as a
@@ -193,6 +204,7 @@ struct SettlementAPI: Sendable {
             request.contractID, proven.contract.ownerDid, proven.due, logger, gatewayDID.string
         )
         let memo = "receipt usage: \(proven.usage.wallSeconds) s wall\(proven.completed ? ", completed" : "")"
+        let proof: Data = try request.serializedBytes()
         return try await ledger.answer(retry: retry, newAccount: nil) {
             try await ledger.client.transaction(logger: logger) { connection in
                 guard
@@ -211,6 +223,11 @@ struct SettlementAPI: Sendable {
                         code: .permissionDenied,
                         message: "the channel pays \(payee), which is not bound to the device's owner \(owner)")
                 }
+                try await connection.query(
+                    """
+                    INSERT INTO release_proofs (request_sha256, request) VALUES (\(retry.requestSHA256), \(proof))
+                    ON CONFLICT (request_sha256) DO NOTHING
+                    """, logger: logger)
                 let released = try await LedgerStore.released(contract, on: connection, logger: logger)
                 let left = UInt64(held.balance) ?? 0
                 guard due > released, left > 0 else {

@@ -495,5 +495,49 @@ public enum SettlementMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 8,
+            name: "the journal's hash chain, its signed checkpoints, and the proofs releases were made against",
+            statements: [
+                // Entries wait here to be sealed into the chain (JournalSealer): a posting only queues its entry.
+                "CREATE TABLE journal_unsealed (entry_id bigint PRIMARY KEY REFERENCES journal_entries (id))",
+                """
+                CREATE FUNCTION queue_journal_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    INSERT INTO journal_unsealed (entry_id) VALUES (NEW.id);
+                    RETURN NULL;
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER journal_entries_queue AFTER INSERT ON journal_entries
+                FOR EACH ROW EXECUTE FUNCTION queue_journal_entry()
+                """,
+                "INSERT INTO journal_unsealed (entry_id) SELECT id FROM journal_entries",
+                // Position n's digest covers digest n-1 and every field of its entry (JournalChain).
+                """
+                CREATE TABLE journal_chain (
+                    position bigint PRIMARY KEY CHECK (position > 0),
+                    entry_id bigint NOT NULL UNIQUE REFERENCES journal_entries (id),
+                    digest bytea NOT NULL
+                )
+                """,
+                "CREATE TRIGGER journal_chain_append_only BEFORE UPDATE OR DELETE ON journal_chain FOR EACH ROW EXECUTE FUNCTION refuse_journal_change()",
+                // The chain's head after each sealing, signed by the gateway (a Signed JournalCheckpoint).
+                """
+                CREATE TABLE journal_checkpoints (
+                    position bigint PRIMARY KEY,
+                    signed bytea NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+                "CREATE TRIGGER journal_checkpoints_append_only BEFORE UPDATE OR DELETE ON journal_checkpoints FOR EACH ROW EXECUTE FUNCTION refuse_journal_change()",
+                // Each release request as received, by its SHA-256 (its entry's request_sha256): what it was proven by.
+                "CREATE TABLE release_proofs (request_sha256 bytea PRIMARY KEY, request bytea NOT NULL)",
+                // Releases up to this entry were posted before proofs were kept.
+                "CREATE TABLE journal_audit_start (proofs_kept_after bigint NOT NULL)",
+                "INSERT INTO journal_audit_start SELECT coalesce(max(id), 0) FROM journal_entries",
+            ]
+        ),
     ]
 }

@@ -24,6 +24,13 @@ public struct SettlementRPCService: Orrery_Settlement_V1_Settlement.SimpleServic
         environment.info.response()
     }
 
+    public func auditJournal(
+        request: Orrery_Settlement_V1_AuditJournalRequest,
+        response: RPCWriter<Orrery_Settlement_V1_AuditJournalItem>, context: ServerContext
+    ) async throws {
+        try await api.auditJournal(authorization: try authorization()) { try await response.write($0) }
+    }
+
     public func getBalance(request: Orrery_Settlement_V1_GetBalanceRequest, context: ServerContext) async throws
         -> Orrery_Settlement_V1_Balance
     {

@@ -22,7 +22,8 @@ public enum SettlementServer {
             description: description,
             backgroundTasks: { environment in
                 guard let database = environment.database else { return [] }
-                var tasks: [@Sendable () async throws -> Void] = []
+                let sealer = JournalSealer(client: database, key: environment.key, logger: environment.logger)
+                var tasks: [@Sendable () async throws -> Void] = [{ await sealer.run() }]
                 if let notaryAddress = environment.settings.notaryAddress.flatMap(ServiceAddress.init) {
                     let link = ServiceLink(address: notaryAddress, peer: "notary", environment: environment)
                     let settler = ContractSettler(

@@ -189,6 +189,19 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "AuditJournal" metadata.
+        public enum AuditJournal: Sendable {
+            /// Request type for "AuditJournal".
+            public typealias Input = Orrery_Settlement_V1_AuditJournalRequest
+            /// Response type for "AuditJournal".
+            public typealias Output = Orrery_Settlement_V1_AuditJournalItem
+            /// Descriptor for "AuditJournal".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.settlement.v1.Settlement"),
+                method: "AuditJournal",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.settlement.v1.Settlement" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -203,7 +216,8 @@ public enum Orrery_Settlement_V1_Settlement: Sendable {
             RequestPayout.descriptor,
             ListPayouts.descriptor,
             GetPayout.descriptor,
-            Operate.descriptor
+            Operate.descriptor,
+            AuditJournal.descriptor
         ]
     }
 }
@@ -475,6 +489,28 @@ extension Orrery_Settlement_V1_Settlement {
             request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_Operation>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_OperationResult>
+
+        /// Handle the "AuditJournal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The whole journal for an audit; the operator only. Every entry in the order of the journal's hash chain with
+        /// > the chain digest stored for it (then entries not sealed into the chain yet), every account's balance, every
+        /// > checkpoint of the chain the gateway signed, and for each release whether the proof it was made against (the
+        /// > release request, kept) still verifies. `orrery settlement verify` recomputes the chain, the balances and the
+        /// > checkpoints from what it receives: a changed amount, entry or balance is named.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Settlement_V1_AuditJournalRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_AuditJournalItem` messages.
+        func auditJournal(
+            request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_AuditJournalRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_AuditJournalItem>
     }
 
     /// Service protocol for the "orrery.settlement.v1.Settlement" service.
@@ -730,6 +766,28 @@ extension Orrery_Settlement_V1_Settlement {
             request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_Operation>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_OperationResult>
+
+        /// Handle the "AuditJournal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The whole journal for an audit; the operator only. Every entry in the order of the journal's hash chain with
+        /// > the chain digest stored for it (then entries not sealed into the chain yet), every account's balance, every
+        /// > checkpoint of the chain the gateway signed, and for each release whether the proof it was made against (the
+        /// > release request, kept) still verifies. `orrery settlement verify` recomputes the chain, the balances and the
+        /// > checkpoints from what it receives: a changed amount, entry or balance is named.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_AuditJournalRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Settlement_V1_AuditJournalItem` messages.
+        func auditJournal(
+            request: GRPCCore.ServerRequest<Orrery_Settlement_V1_AuditJournalRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_AuditJournalItem>
     }
 
     /// Simple service protocol for the "orrery.settlement.v1.Settlement" service.
@@ -984,6 +1042,29 @@ extension Orrery_Settlement_V1_Settlement {
             response: GRPCCore.RPCWriter<Orrery_Settlement_V1_OperationResult>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "AuditJournal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The whole journal for an audit; the operator only. Every entry in the order of the journal's hash chain with
+        /// > the chain digest stored for it (then entries not sealed into the chain yet), every account's balance, every
+        /// > checkpoint of the chain the gateway signed, and for each release whether the proof it was made against (the
+        /// > release request, kept) still verifies. `orrery settlement verify` recomputes the chain, the balances and the
+        /// > checkpoints from what it receives: a changed amount, entry or balance is named.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Settlement_V1_AuditJournalRequest` message.
+        ///   - response: A response stream of `Orrery_Settlement_V1_AuditJournalItem` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func auditJournal(
+            request: Orrery_Settlement_V1_AuditJournalRequest,
+            response: GRPCCore.RPCWriter<Orrery_Settlement_V1_AuditJournalItem>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1134,6 +1215,17 @@ extension Orrery_Settlement_V1_Settlement.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Settlement_V1_Settlement.Method.AuditJournal.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_AuditJournalRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_AuditJournalItem>(),
+            handler: { request, context in
+                try await self.auditJournal(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1270,6 +1362,17 @@ extension Orrery_Settlement_V1_Settlement.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func auditJournal(
+        request: GRPCCore.StreamingServerRequest<Orrery_Settlement_V1_AuditJournalRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_AuditJournalItem> {
+        let response = try await self.auditJournal(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -1441,6 +1544,23 @@ extension Orrery_Settlement_V1_Settlement.SimpleServiceProtocol {
             producer: { writer in
                 try await self.operate(
                     request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func auditJournal(
+        request: GRPCCore.ServerRequest<Orrery_Settlement_V1_AuditJournalRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_AuditJournalItem> {
+        return GRPCCore.StreamingServerResponse<Orrery_Settlement_V1_AuditJournalItem>(
+            metadata: [:],
+            producer: { writer in
+                try await self.auditJournal(
+                    request: request.message,
                     response: writer,
                     context: context
                 )
@@ -1768,6 +1888,33 @@ extension Orrery_Settlement_V1_Settlement {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_OperationResult>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_OperationResult>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AuditJournal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The whole journal for an audit; the operator only. Every entry in the order of the journal's hash chain with
+        /// > the chain digest stored for it (then entries not sealed into the chain yet), every account's balance, every
+        /// > checkpoint of the chain the gateway signed, and for each release whether the proof it was made against (the
+        /// > release request, kept) still verifies. `orrery settlement verify` recomputes the chain, the balances and the
+        /// > checkpoints from what it receives: a changed amount, entry or balance is named.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_AuditJournalRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_AuditJournalRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_AuditJournalItem` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func auditJournal<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_AuditJournalRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_AuditJournalRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_AuditJournalItem>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_AuditJournalItem>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2238,6 +2385,42 @@ extension Orrery_Settlement_V1_Settlement {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "AuditJournal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The whole journal for an audit; the operator only. Every entry in the order of the journal's hash chain with
+        /// > the chain digest stored for it (then entries not sealed into the chain yet), every account's balance, every
+        /// > checkpoint of the chain the gateway signed, and for each release whether the proof it was made against (the
+        /// > release request, kept) still verifies. `orrery settlement verify` recomputes the chain, the balances and the
+        /// > checkpoints from what it receives: a changed amount, entry or balance is named.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Settlement_V1_AuditJournalRequest` message.
+        ///   - serializer: A serializer for `Orrery_Settlement_V1_AuditJournalRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Settlement_V1_AuditJournalItem` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func auditJournal<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Settlement_V1_AuditJournalRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Settlement_V1_AuditJournalRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Settlement_V1_AuditJournalItem>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_AuditJournalItem>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Orrery_Settlement_V1_Settlement.Method.AuditJournal.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2626,6 +2809,37 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_Operation>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_OperationResult>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditJournal" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The whole journal for an audit; the operator only. Every entry in the order of the journal's hash chain with
+    /// > the chain digest stored for it (then entries not sealed into the chain yet), every account's balance, every
+    /// > checkpoint of the chain the gateway signed, and for each release whether the proof it was made against (the
+    /// > release request, kept) still verifies. `orrery settlement verify` recomputes the chain, the balances and the
+    /// > checkpoints from what it receives: a changed amount, entry or balance is named.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Settlement_V1_AuditJournalRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditJournal<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Settlement_V1_AuditJournalRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_AuditJournalItem>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.auditJournal(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Settlement_V1_AuditJournalRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Settlement_V1_AuditJournalItem>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3069,6 +3283,41 @@ extension Orrery_Settlement_V1_Settlement.ClientProtocol {
             producer: producer
         )
         return try await self.operate(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditJournal" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The whole journal for an audit; the operator only. Every entry in the order of the journal's hash chain with
+    /// > the chain digest stored for it (then entries not sealed into the chain yet), every account's balance, every
+    /// > checkpoint of the chain the gateway signed, and for each release whether the proof it was made against (the
+    /// > release request, kept) still verifies. `orrery settlement verify` recomputes the chain, the balances and the
+    /// > checkpoints from what it receives: a changed amount, entry or balance is named.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditJournal<Result>(
+        _ message: Orrery_Settlement_V1_AuditJournalRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Settlement_V1_AuditJournalItem>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Settlement_V1_AuditJournalRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.auditJournal(
             request: request,
             options: options,
             onResponse: handleResponse

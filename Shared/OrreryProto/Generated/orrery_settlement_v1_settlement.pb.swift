@@ -658,6 +658,180 @@ public nonisolated struct Orrery_Settlement_V1_Statement: Sendable {
   public init() {}
 }
 
+public nonisolated struct Orrery_Settlement_V1_AuditJournalRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One item of an audit, in this order: entries (sealed ones by position, then unsealed ones), accounts,
+/// checkpoints, release checks.
+public nonisolated struct Orrery_Settlement_V1_AuditJournalItem: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var item: Orrery_Settlement_V1_AuditJournalItem.OneOf_Item? = nil
+
+  public var entry: Orrery_Settlement_V1_ChainedEntry {
+    get {
+      if case .entry(let v)? = item {return v}
+      return Orrery_Settlement_V1_ChainedEntry()
+    }
+    set {item = .entry(newValue)}
+  }
+
+  public var account: Orrery_Settlement_V1_AccountBalance {
+    get {
+      if case .account(let v)? = item {return v}
+      return Orrery_Settlement_V1_AccountBalance()
+    }
+    set {item = .account(newValue)}
+  }
+
+  /// A Signed JournalCheckpoint, signed by the gateway.
+  public var checkpoint: Orrery_Common_V1_Signed {
+    get {
+      if case .checkpoint(let v)? = item {return v}
+      return Orrery_Common_V1_Signed()
+    }
+    set {item = .checkpoint(newValue)}
+  }
+
+  public var release: Orrery_Settlement_V1_ReleaseCheck {
+    get {
+      if case .release(let v)? = item {return v}
+      return Orrery_Settlement_V1_ReleaseCheck()
+    }
+    set {item = .release(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Item: Equatable, Sendable {
+    case entry(Orrery_Settlement_V1_ChainedEntry)
+    case account(Orrery_Settlement_V1_AccountBalance)
+    /// A Signed JournalCheckpoint, signed by the gateway.
+    case checkpoint(Orrery_Common_V1_Signed)
+    case release(Orrery_Settlement_V1_ReleaseCheck)
+
+  }
+
+  public init() {}
+}
+
+/// A journal entry with every field its chain digest covers. The digest of the entry at position n is
+/// SHA-256("orrery.settlement.journal.v1" 0x00 ‖ digest(n−1) ‖ fields), digest(0) being 32 zero bytes and fields
+/// each a 4-byte big-endian length followed by its bytes, in order: id, kind, contract_id, memo, invoker,
+/// idempotency_key, request_sha256, created_at_micros, the number of lines, then each line's account and amount
+/// (numbers in decimal, text in UTF-8, lines by account).
+public nonisolated struct Orrery_Settlement_V1_ChainedEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 1-based position in the chain; 0 for an entry not sealed yet (sealed within about a second).
+  public var position: UInt64 = 0
+
+  public var id: Int64 = 0
+
+  public var kind: String = String()
+
+  public var contractID: String = String()
+
+  public var memo: String = String()
+
+  public var invoker: String = String()
+
+  public var idempotencyKey: String = String()
+
+  public var requestSha256: Data = Data()
+
+  /// When it was posted, in microseconds since the Unix epoch, as stored.
+  public var createdAtMicros: Int64 = 0
+
+  public var lines: [Orrery_Settlement_V1_JournalLine] = []
+
+  /// The digest stored for this position (empty when not sealed).
+  public var chainDigest: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Settlement_V1_AccountBalance: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var account: String = String()
+
+  public var ownerDid: String = String()
+
+  /// "available", "escrow", "receivable", "fee" or "clearing" (only a clearing account may be negative).
+  public var kind: String = String()
+
+  public var balance: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What the gateway signs after sealing entries into the chain: the chain's length and last digest.
+public nonisolated struct Orrery_Settlement_V1_JournalCheckpoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var position: UInt64 = 0
+
+  public var chainDigest: Data = Data()
+
+  public var gatewayDid: String = String()
+
+  public var signedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_signedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_signedAt = newValue}
+  }
+  /// Returns true if `signedAt` has been explicitly set.
+  public var hasSignedAt: Bool {self._signedAt != nil}
+  /// Clears the value of `signedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearSignedAt() {self._signedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _signedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Whether a release entry rests on a proof that still verifies: the release request kept for it (its SHA-256 is
+/// the entry's request_sha256), its contract and receipt proven in the notary's log, the owner paid the contract's,
+/// and everything released for the contract up to this entry within what the receipt made due.
+public nonisolated struct Orrery_Settlement_V1_ReleaseCheck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entryID: Int64 = 0
+
+  /// Empty when proven.
+  public var problem: String = String()
+
+  /// Posted before the gateway kept release proofs: nothing to check.
+  public var unprovenLegacy: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "orrery.settlement.v1"
@@ -1891,6 +2065,340 @@ nonisolated extension Orrery_Settlement_V1_Statement: SwiftProtobuf.Message, Swi
 
   public static func ==(lhs: Orrery_Settlement_V1_Statement, rhs: Orrery_Settlement_V1_Statement) -> Bool {
     if lhs.entries != rhs.entries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_AuditJournalRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditJournalRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_AuditJournalRequest, rhs: Orrery_Settlement_V1_AuditJournalRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_AuditJournalItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditJournalItem"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entry\0\u{1}account\0\u{1}checkpoint\0\u{1}release\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Orrery_Settlement_V1_ChainedEntry?
+        var hadOneofValue = false
+        if let current = self.item {
+          hadOneofValue = true
+          if case .entry(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.item = .entry(v)
+        }
+      }()
+      case 2: try {
+        var v: Orrery_Settlement_V1_AccountBalance?
+        var hadOneofValue = false
+        if let current = self.item {
+          hadOneofValue = true
+          if case .account(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.item = .account(v)
+        }
+      }()
+      case 3: try {
+        var v: Orrery_Common_V1_Signed?
+        var hadOneofValue = false
+        if let current = self.item {
+          hadOneofValue = true
+          if case .checkpoint(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.item = .checkpoint(v)
+        }
+      }()
+      case 4: try {
+        var v: Orrery_Settlement_V1_ReleaseCheck?
+        var hadOneofValue = false
+        if let current = self.item {
+          hadOneofValue = true
+          if case .release(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.item = .release(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.item {
+    case .entry?: try {
+      guard case .entry(let v)? = self.item else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .account?: try {
+      guard case .account(let v)? = self.item else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .checkpoint?: try {
+      guard case .checkpoint(let v)? = self.item else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .release?: try {
+      guard case .release(let v)? = self.item else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_AuditJournalItem, rhs: Orrery_Settlement_V1_AuditJournalItem) -> Bool {
+    if lhs.item != rhs.item {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_ChainedEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChainedEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}position\0\u{1}id\0\u{1}kind\0\u{3}contract_id\0\u{1}memo\0\u{1}invoker\0\u{3}idempotency_key\0\u{3}request_sha256\0\u{3}created_at_micros\0\u{1}lines\0\u{3}chain_digest\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.position) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.id) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.memo) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.invoker) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      case 8: try { try decoder.decodeSingularBytesField(value: &self.requestSha256) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMicros) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.lines) }()
+      case 11: try { try decoder.decodeSingularBytesField(value: &self.chainDigest) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.position != 0 {
+      try visitor.visitSingularUInt64Field(value: self.position, fieldNumber: 1)
+    }
+    if self.id != 0 {
+      try visitor.visitSingularInt64Field(value: self.id, fieldNumber: 2)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 3)
+    }
+    if !self.contractID.isEmpty {
+      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 4)
+    }
+    if !self.memo.isEmpty {
+      try visitor.visitSingularStringField(value: self.memo, fieldNumber: 5)
+    }
+    if !self.invoker.isEmpty {
+      try visitor.visitSingularStringField(value: self.invoker, fieldNumber: 6)
+    }
+    if !self.idempotencyKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 7)
+    }
+    if !self.requestSha256.isEmpty {
+      try visitor.visitSingularBytesField(value: self.requestSha256, fieldNumber: 8)
+    }
+    if self.createdAtMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAtMicros, fieldNumber: 9)
+    }
+    if !self.lines.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.lines, fieldNumber: 10)
+    }
+    if !self.chainDigest.isEmpty {
+      try visitor.visitSingularBytesField(value: self.chainDigest, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_ChainedEntry, rhs: Orrery_Settlement_V1_ChainedEntry) -> Bool {
+    if lhs.position != rhs.position {return false}
+    if lhs.id != rhs.id {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.contractID != rhs.contractID {return false}
+    if lhs.memo != rhs.memo {return false}
+    if lhs.invoker != rhs.invoker {return false}
+    if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.requestSha256 != rhs.requestSha256 {return false}
+    if lhs.createdAtMicros != rhs.createdAtMicros {return false}
+    if lhs.lines != rhs.lines {return false}
+    if lhs.chainDigest != rhs.chainDigest {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_AccountBalance: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AccountBalance"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}account\0\u{3}owner_did\0\u{1}kind\0\u{1}balance\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.account) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.ownerDid) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.balance) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.account.isEmpty {
+      try visitor.visitSingularStringField(value: self.account, fieldNumber: 1)
+    }
+    if !self.ownerDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.ownerDid, fieldNumber: 2)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 3)
+    }
+    if !self.balance.isEmpty {
+      try visitor.visitSingularStringField(value: self.balance, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_AccountBalance, rhs: Orrery_Settlement_V1_AccountBalance) -> Bool {
+    if lhs.account != rhs.account {return false}
+    if lhs.ownerDid != rhs.ownerDid {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.balance != rhs.balance {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_JournalCheckpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".JournalCheckpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}position\0\u{3}chain_digest\0\u{3}gateway_did\0\u{3}signed_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.position) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.chainDigest) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.gatewayDid) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._signedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.position != 0 {
+      try visitor.visitSingularUInt64Field(value: self.position, fieldNumber: 1)
+    }
+    if !self.chainDigest.isEmpty {
+      try visitor.visitSingularBytesField(value: self.chainDigest, fieldNumber: 2)
+    }
+    if !self.gatewayDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.gatewayDid, fieldNumber: 3)
+    }
+    try { if let v = self._signedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_JournalCheckpoint, rhs: Orrery_Settlement_V1_JournalCheckpoint) -> Bool {
+    if lhs.position != rhs.position {return false}
+    if lhs.chainDigest != rhs.chainDigest {return false}
+    if lhs.gatewayDid != rhs.gatewayDid {return false}
+    if lhs._signedAt != rhs._signedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Settlement_V1_ReleaseCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReleaseCheck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}entry_id\0\u{1}problem\0\u{3}unproven_legacy\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.entryID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.problem) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.unprovenLegacy) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.entryID != 0 {
+      try visitor.visitSingularInt64Field(value: self.entryID, fieldNumber: 1)
+    }
+    if !self.problem.isEmpty {
+      try visitor.visitSingularStringField(value: self.problem, fieldNumber: 2)
+    }
+    if self.unprovenLegacy != false {
+      try visitor.visitSingularBoolField(value: self.unprovenLegacy, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Settlement_V1_ReleaseCheck, rhs: Orrery_Settlement_V1_ReleaseCheck) -> Bool {
+    if lhs.entryID != rhs.entryID {return false}
+    if lhs.problem != rhs.problem {return false}
+    if lhs.unprovenLegacy != rhs.unprovenLegacy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
