@@ -70,5 +70,12 @@ struct ActorReplyTests {
         #expect(answer.to == ping.description)
         await pingHost.receive(answer.envelope)
         #expect(await pingHost.queued == 1, "ping admitted the reply")
+
+        // A grant sent before pong registered, arriving late: ping still knows pong's key.
+        try await pingHost.apply(try grant(ping, pingKey, directory: [ping.description: pingKey.did.string]))
+        #expect(await pingHost.currentGrant?.directory[pong.description] == pongKey.did.string)
+        let again = await pingHost.handle(
+            MailboxLine(op: "send", id: "s3", to: pong.description, behavior: "ping", payload: Array("2".utf8)))
+        #expect(again.op == "sent", "\(again)")
     }
 }

@@ -259,7 +259,8 @@ actor ActorDesk {
         guard let host = hosts[grant.offerID] else { return }
         do {
             try await host.apply(grant)
-            try Data(grant.serializedBytes() as [UInt8]).write(
+            let merged = await host.currentGrant ?? grant
+            try Data(merged.serializedBytes() as [UInt8]).write(
                 to: URL(fileURLWithPath: path(grant.offerID, "grant.pb")), options: .atomic)
         } catch {
             logger.warning("actor grant refused", metadata: ["offer": "\(grant.offerID)", "error": "\(error)"])

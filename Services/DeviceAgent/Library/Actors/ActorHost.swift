@@ -95,9 +95,20 @@ actor ActorHost {
         if gate == nil || gate?.trustedRoots != roots {
             gate = EnvelopeGate(receiver: address, receiverDID: key.did, trustedRoots: roots, delivered: received)
         }
-        self.grant = grant
+        // Grants are sent whenever an actor of the ensemble registers, concurrently: an older one can arrive after a
+        // newer one. An address's key never changes, and access granted is not taken back by a grant (revocation
+        // does that), so what an older grant lacks is kept rather than forgotten.
+        var merged = grant
+        if let previous = self.grant {
+            merged.directory = previous.directory.merging(grant.directory) { _, new in new }
+            merged.foreign = previous.foreign.merging(grant.foreign) { _, new in new }
+        }
+        self.grant = merged
         self.delegation = delegation
     }
+
+    /// The grant in force: every grant received, merged.
+    var currentGrant: Orrery_Actors_V1_ActorGrant? { grant }
 
     var isGranted: Bool { grant != nil }
 
