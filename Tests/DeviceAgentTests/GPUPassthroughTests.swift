@@ -13,7 +13,7 @@ struct GPUPassthroughTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         for name in ["nvidia0", "nvidiactl", "nvidia-uvm", "null", "sda"] {
-            FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path, contents: nil)
+            _ = FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path, contents: nil)
         }
         let found = nvidiaDevices(in: directory.path)
         #expect(found.map { URL(fileURLWithPath: $0).lastPathComponent } == ["nvidia-uvm", "nvidia0", "nvidiactl"])

@@ -15,7 +15,7 @@ import Testing
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct AgentLinesTests {
     @Test(
-        "an agent with lines to two orchestrator replicas starts a Deploy both send once; one replica killed, the other carries the job to completed"
+        "an agent with lines to two orchestrator replicas gets each Deploy from one of them; that replica killed while the device starts it, the other takes the instruction over, the device starts it once, and the job completes"
     )
     func twoLines() async throws {
         try await TestDatabase.withDatabase { database in
@@ -43,12 +43,13 @@ struct AgentLinesTests {
             // Both replicas hold a line of the device (each delivers the Deploy on its own line).
             try await Self.waitForLines(of: agent, count: 2)
 
-            // The artifact takes 2 s to download: long enough for both replicas to send the Deploy while it starts.
-            let script = "#!/bin/sh\necho started >> /work/runs.txt; sleep 4; cat /work/runs.txt > out.txt\n"
+            // The artifact takes 10 s to download: the replica that sends the Deploy dies while it starts, and the
+            // other takes over once its claim lapsed (5 s), while the device is still starting it.
+            let script = "#!/bin/sh\necho started >> /work/runs.txt; sleep 2; cat /work/runs.txt > out.txt\n"
             let served = directory.appendingPathComponent("job.sh")
             try script.write(to: served, atomically: true, encoding: .utf8)
             let server = try ChildProcess(
-                URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.slowServer, served.path],
+                URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.slowServer, served.path, "10"],
                 outputDirectory: directory)
             defer { server.signal(SIGKILL) }
             let port = try await server.printedPort()
@@ -68,19 +69,28 @@ struct AgentLinesTests {
                         $0.idempotencyKey = UUID().uuidString
                     })
             }
-            // Running: then the replica it was submitted to dies, and with it one of the agent's lines.
-            let running = try await consumer.with(second) { client in
-                try await client.watchDeployment(.with { $0.id = job.id }) {
-                    response -> Orrery_Orchestrator_V1_DeploymentEvent? in
-                    for try await event in response.messages where event.state == .running || event.state.isTerminal {
-                        return event
-                    }
-                    return nil
+            // One replica claims and sends the Deploy; the other, holding a line to the same device, sees it held.
+            func logged(_ service: RunningService, _ what: String) -> Bool {
+                service.child.output.split(separator: "\n").contains {
+                    $0.contains(what) && $0.contains(#""message":"deploy:off_"#)
                 }
             }
-            #expect(running?.state == .running, "\(running.map { "\($0.state): \($0.reason)" } ?? "no event")")
-            first.child.signal(SIGKILL)
-            let events = try await consumer.with(second) { client in
+            var sender: RunningService?
+            let sent = ContinuousClock.now + .seconds(30)
+            while sender == nil, ContinuousClock.now < sent {
+                try await Task.sleep(for: .milliseconds(50))
+                sender = [first, second].first { logged($0, "sent to agent") }
+            }
+            let instructor = try #require(sender, "no replica sent the Deploy")
+            let other = instructor.ready.grpcPort == first.ready.grpcPort ? second : first
+            let held = ContinuousClock.now + .seconds(4)
+            while !logged(other, "another replica delivers this instruction"), ContinuousClock.now < held {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(logged(other, "another replica delivers this instruction"), "\(other.child.output.suffix(3000))")
+            #expect(!logged(other, "sent to agent"), "both replicas sent the Deploy")
+            instructor.child.signal(SIGKILL)
+            let events = try await consumer.with(other) { client in
                 try await client.watchDeployment(.with { $0.id = job.id }) { response in
                     try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
                         $0.append($1)
@@ -88,16 +98,16 @@ struct AgentLinesTests {
                 }
             }
             #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
-            let outputs = try await consumer.with(second) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            let outputs = try await consumer.with(other) { try await $0.getOutputs(.with { $0.id = job.id }) }
             #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
+            // The other replica took over the instruction, and the device, still starting it, started nothing twice.
+            #expect(logged(other, "sent to agent"), "\(other.child.output.suffix(3000))")
+            #expect(
+                agent.service.child.output.contains("a repeated deploy of an allocation still starting"),
+                "\(agent.service.child.output.suffix(3000))")
             #expect(!agent.service.child.output.contains("failed to start"), "\(agent.service.child.output)")
             // Tree heads from two replicas cross in flight: none of that is taken for a rewritten log.
             #expect(!agent.service.child.output.contains("not consistent with what this device saw"))
-            // Both replicas did send the Deploy.
-            for replica in [first, second] {
-                #expect(
-                    replica.child.output.contains(#""message":"deploy:off_"#), "\(replica.child.output.suffix(3000))")
-            }
         }
     }
 
@@ -239,13 +249,14 @@ struct AgentLinesTests {
         }
     }
 
-    /// An HTTP server that answers every GET with the file it is given, 2 s late; prints its port.
+    /// An HTTP server that answers every GET with the file it is given, late (2 s, or the seconds it is given);
+    /// prints its port.
     static let slowServer = """
         import http.server, socketserver, sys, time
         body = open(sys.argv[1], 'rb').read()
         class Slow(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                time.sleep(2)
+                time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 2)
                 self.send_response(200)
                 self.send_header('Content-Length', str(len(body)))
                 self.end_headers()

@@ -530,7 +530,7 @@ struct SettledDeploymentTests {
             #expect(output.contains("✘ account available/\(consumerDID) holds"), "\(output)")
 
             // A release's kept proof removed: that release is named as unproven.
-            try await database.withClient(schema: "settlement") { client in
+            _ = try await database.withClient(schema: "settlement") { client in
                 try await client.query(
                     """
                     DELETE FROM release_proofs WHERE request_sha256 =

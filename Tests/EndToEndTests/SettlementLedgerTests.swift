@@ -256,7 +256,7 @@ struct SettlementLedgerTests {
             try await database.withClient(schema: "settlement") { client in
                 let unbalanced = await #expect(throws: (any Error).self) {
                     try await client.withTransaction(logger: Logger(label: "test")) { connection in
-                        try await connection.query(
+                        _ = try await connection.query(
                             """
                             INSERT INTO journal_entries (kind, invoker, idempotency_key, request_sha256)
                             VALUES ('forged', 'x', 'y', '\\x00')

@@ -101,6 +101,7 @@ struct NotaryAPI: Sendable {
         let act = try acceptance(request.acceptance, rows: rows, idempotency: idempotency)
         let outcome = try await append(idempotency, act)
         logger.info("contract active", metadata: ["contract": "\(act.contractID)", "entries": "\(outcome.appended)"])
+        CrashPoint.reach("notary.contract-accepted", logger: logger)
         return try Orrery_Notary_V1_ContractRecord(serializedBytes: outcome.response)
     }
 
@@ -137,6 +138,7 @@ struct NotaryAPI: Sendable {
             for await (index, result) in group { results[index] = result }
             return results
         }
+        CrashPoint.reach("notary.contract-accepted", logger: logger)
         return .with { $0.results = results }
     }
 
@@ -307,6 +309,7 @@ struct NotaryAPI: Sendable {
                 },
                 idempotency: idempotency,
                 respond: Self.receiptResponse))
+        CrashPoint.reach("notary.receipt-recorded", logger: logger)
         return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: outcome.response)
     }
 

@@ -1,7 +1,7 @@
 public import GRPCCore
 internal import OrreryAuth
 public import OrreryProto
-public import OrreryRuntime
+internal import OrreryRuntime
 
 /// `orrery.notary.v1.Notary` over gRPC: each method hands the authorised caller to `NotaryAPI`.
 public struct NotaryRPCService: Orrery_Notary_V1_Notary.SimpleServiceProtocol {

@@ -38,6 +38,9 @@ final class AgentHub: Sendable {
     /// Whether this replica holds the device's line.
     func holds(_ device: String) -> Bool { lines.withLock { $0[device] != nil } }
 
+    /// This process among the orchestrator's replicas, for the claims on instructions it delivers.
+    let instance = "orc-" + UUID().uuidString.lowercased()
+
     init(offers: OfferStore, logger: Logger, pollInterval: Duration = .milliseconds(200)) {
         self.offers = offers
         self.logger = logger
@@ -93,7 +96,28 @@ final class AgentHub: Sendable {
         for (device, offer) in try await offers.pending(for: devices) {
             messages.append((device, "offer:\(offer.offerID)", .with { $0.offer = offer }))
         }
-        for (device, instruction) in try await offers.instructions(for: devices) {
+        for (device, instruction, mine) in try await offers.instructions(for: devices, instructor: instance) {
+            guard mine else {
+                // Another replica delivers it (its claim holds): said once per line, so a reader of both replicas'
+                // logs sees who did.
+                let key: String
+                switch instruction {
+                case .deploy(let deploy): key = "deploy:\(deploy.offerID)"
+                case .stop(let stop): key = "stop:\(stop.offerID)"
+                }
+                let first = lines.withLock { lines -> Bool in
+                    guard var line = lines[device], !line.sent.contains("held:" + key) else { return false }
+                    line.sent.insert("held:" + key)
+                    lines[device] = line
+                    return true
+                }
+                if first {
+                    logger.info(
+                        "another replica delivers this instruction",
+                        metadata: ["message": "\(key)", "device": "\(device)"])
+                }
+                continue
+            }
             switch instruction {
             case .deploy(let deploy):
                 messages.append((device, "deploy:\(deploy.offerID)", .with { $0.deploy = deploy }))

@@ -342,7 +342,6 @@ struct DeploymentDriver: Sendable {
             reason = "no settlement gateway is configured: nothing held"
         }
         _ = try await store.transition(id, from: [.contracted], to: .escrowed, reason: reason)
-        CrashPoint.reach("orchestrator.escrowed", logger: logger)
         try await startDeploying(id)
     }
 

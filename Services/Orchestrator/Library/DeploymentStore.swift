@@ -1,11 +1,12 @@
 internal import Crypto
 internal import Foundation
-public import GRPCCore
+internal import GRPCCore
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryPlacement
 internal import OrreryProto
+internal import OrreryRuntime
 internal import PostgresNIO
 internal import SwiftProtobuf
 
@@ -80,7 +81,7 @@ struct DeploymentStore: Sendable {
         change: @Sendable (inout Orrery_Orchestrator_V1_Deployment) -> Void = { _ in },
         also: @Sendable (PostgresConnection, Orrery_Orchestrator_V1_Deployment) async throws -> Void = { _, _ in }
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
-        try await client.transaction(logger: logger) { connection in
+        let moved: Orrery_Orchestrator_V1_Deployment? = try await client.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.eventLogLock))", logger: logger)
             let rows = try await connection.query(
                 "SELECT record FROM deployments WHERE id = \(id) FOR UPDATE", logger: logger)
@@ -132,6 +133,9 @@ struct DeploymentStore: Sendable {
             try await also(connection, deployment)
             return try await Self.record(deployment, connection: connection, logger: logger)
         }
+        // For the crash tests: `orchestrator.<state>` dies right after a deployment's move to that state committed.
+        if let moved { CrashPoint.reach("orchestrator.\(moved.state)", logger: logger) }
+        return moved
     }
 
     /// Appends the deployment's transition to the event log and stores the record stamped with its revision.

@@ -136,18 +136,41 @@ struct OfferStore: Sendable {
             """, logger: logger)
     }
 
-    /// Deploy and Stop instructions for these devices.
-    func instructions(for devices: [String]) async throws -> [(device: String, instruction: Instruction)] {
+    /// How long a replica's claim to instruct a device lasts without being renewed; its holder renews it at half.
+    static let instructionLeaseSeconds: Double = 5
+
+    /// Deploy and Stop instructions for these devices, each with whether this replica (`instructor`) delivers it.
+    /// Each instruction is delivered by one replica however many hold a line to its device: the first to claim it,
+    /// renewing its claim while it polls; another replica takes over only once the claim lapsed (its holder died or
+    /// lost the line).
+    func instructions(for devices: [String], instructor: String) async throws -> [(
+        device: String, instruction: Instruction, mine: Bool
+    )] {
         guard !devices.isEmpty else { return [] }
+        let (lease, renewal) = (Self.instructionLeaseSeconds, Self.instructionLeaseSeconds / 2)
         let rows = try await client.query(
             """
-            SELECT device_did, state, record, reason, coalesce(contract_id, '') FROM offers
-            WHERE state IN (\(OfferState.instructed)) AND device_did = ANY(\(devices)::text[]) ORDER BY created_at
+            WITH candidates AS (
+                SELECT id, instructed_by, instructed_at FROM offers
+                WHERE state IN (\(OfferState.instructed)) AND device_did = ANY(\(devices)::text[])
+            ), claimed AS (
+                UPDATE offers o SET instructed_by = \(instructor), instructed_at = now()
+                FROM candidates c
+                WHERE o.id = c.id AND o.state IN (\(OfferState.instructed))
+                  AND (o.instructed_by IS NULL
+                       OR (o.instructed_by = \(instructor) AND o.instructed_at < now() - make_interval(secs => \(renewal)))
+                       OR (o.instructed_by <> \(instructor) AND o.instructed_at < now() - make_interval(secs => \(lease))))
+                RETURNING o.id
+            )
+            SELECT o.device_did, o.state, o.record, o.reason, coalesce(o.contract_id, ''),
+                   c.instructed_by IS NOT DISTINCT FROM \(instructor) OR o.id IN (SELECT id FROM claimed)
+            FROM offers o JOIN candidates c ON c.id = o.id
+            ORDER BY o.created_at
             """,
             logger: logger)
-        var instructions: [(device: String, instruction: Instruction)] = []
-        for try await (device, state, record, reason, contract) in rows.decode(
-            (String, Int16, Data, String, String).self)
+        var instructions: [(device: String, instruction: Instruction, mine: Bool)] = []
+        for try await (device, state, record, reason, contract, mine) in rows.decode(
+            (String, Int16, Data, String, String, Bool).self)
         {
             let offer = try Orrery_Orchestrator_V1_Offer(serializedBytes: record)
             if try OfferState(stored: state) == .deploying {
@@ -162,7 +185,7 @@ struct OfferStore: Sendable {
                                 $0.replica = offer.replica
                                 $0.spec = offer.spec
                                 $0.contractID = contract
-                            })
+                            }), mine
                     ))
             } else {
                 instructions.append(
@@ -172,7 +195,7 @@ struct OfferStore: Sendable {
                             .with {
                                 $0.offerID = offer.offerID
                                 $0.reason = reason
-                            })
+                            }), mine
                     ))
             }
         }

@@ -1,6 +1,6 @@
 internal import Foundation
 internal import OrreryAuth
-public import GRPCCore
+internal import GRPCCore
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryIdentity

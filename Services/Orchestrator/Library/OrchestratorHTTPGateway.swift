@@ -1,9 +1,9 @@
-public import Hummingbird
+internal import Hummingbird
 internal import GRPCCore
 internal import OrreryAuth
 internal import OrreryIdentity
 internal import OrreryProto
-public import OrreryRuntime
+internal import OrreryRuntime
 
 /// The orchestrator's methods as JSON over HTTP (`curl -X POST …/orrery.orchestrator.v1.Orchestrator/<Method>`).
 enum OrchestratorHTTPGateway {

@@ -276,5 +276,14 @@ public enum OrchestratorMigrations {
                 """
             ]
         ),
+        Migration(
+            version: 13,
+            name: "one replica instructs each device",
+            statements: [
+                // Which orchestrator process delivers an offer's Deploy or Stop, and when it last confirmed it: a
+                // lease other replicas wait out before they take over (OfferStore.instructions).
+                "ALTER TABLE offers ADD COLUMN instructed_by text, ADD COLUMN instructed_at timestamptz"
+            ]
+        ),
     ]
 }

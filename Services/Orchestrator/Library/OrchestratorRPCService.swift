@@ -2,7 +2,7 @@ public import GRPCCore
 internal import OrreryAuth
 internal import OrreryIdentity
 public import OrreryProto
-public import OrreryRuntime
+internal import OrreryRuntime
 
 /// `orrery.orchestrator.v1.Orchestrator` over gRPC: each method hands the authorised caller to `OrchestratorAPI`.
 public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {

@@ -1,7 +1,7 @@
 internal import Foundation
-public import GRPCCore
+internal import GRPCCore
 internal import Logging
-public import OrreryProto
+internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
 

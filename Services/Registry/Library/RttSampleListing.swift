@@ -1,5 +1,5 @@
 internal import Foundation
-public import GRPCCore
+internal import GRPCCore
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf

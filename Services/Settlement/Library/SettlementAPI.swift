@@ -7,6 +7,7 @@ internal import OrreryEthereum
 internal import OrreryAuth
 internal import OrreryIdentity
 internal import OrreryProto
+internal import OrreryRuntime
 internal import PostgresNIO
 internal import SwiftProtobuf
 
@@ -124,7 +125,7 @@ struct SettlementAPI: Sendable {
         case "ethereum": return try await channelEscrow(request, retry: retry)
         default: throw RPCError(code: .invalidArgument, message: "chain: '', 'ledger' or 'ethereum'")
         }
-        return try await ledger.post(
+        let entry = try await ledger.post(
             kind: "escrow", contractID: contract, memo: "", retry: retry,
             lines: [
                 .init(
@@ -133,6 +134,8 @@ struct SettlementAPI: Sendable {
                 .init(account: "escrow/\(contract)", owner: consumer, kind: "escrow", amount: amount),
             ],
             newAccount: .init(id: "escrow/\(contract)", taken: "contract \(contract) is already escrowed"))
+        CrashPoint.reach("settlement.escrowed", logger: logger)
+        return entry
     }
 
     /// Mirrors an on-chain channel escrow in the ledger (clearing/ethereum → escrow/<contract>) after checking the
@@ -183,11 +186,13 @@ struct SettlementAPI: Sendable {
         }
         let (contract, owner, due) = (request.contractID, proven.contract.ownerDid, proven.due)
         let shard = Int(Array(SHA256.hash(data: Data(contract.utf8)))[0]) % Self.feeShards
-        return try await ledger.release(
+        let entry = try await ledger.release(
             contractID: contract, owner: owner, due: due, feeBasisPoints: Self.feeBasisPoints,
             feeAccount: "fee/\(shard)",
             memo: "receipt usage: \(proven.usage.wallSeconds) s wall\(proven.completed ? ", completed" : "")",
             retry: retry, proof: try request.serializedBytes())
+        CrashPoint.reach("settlement.released", logger: logger)
+        return entry
     }
 
     /// A release from an on-chain channel: the ledger moves the amount to the owner and straight out again as a
@@ -283,7 +288,7 @@ struct SettlementAPI: Sendable {
         let (contract, logger) = (request.contractID, logger)
         try Self.validateContractID(contract)
         let penalties = try ProvenPenalties.verify(request, notary: notaryDID, heads: heads)
-        return try await ledger.post(kind: "refund", contractID: contract, memo: "", retry: retry) { connection in
+        let entry = try await ledger.post(kind: "refund", contractID: contract, memo: "", retry: retry) { connection in
             guard let held = try await LedgerStore.lockedBalance("escrow/\(contract)", on: connection, logger: logger),
                 let consumer = held.owner, let left = UInt64(held.balance)
             else { throw RPCError(code: .notFound, message: "contract \(contract) has no escrow") }
@@ -330,6 +335,8 @@ struct SettlementAPI: Sendable {
                 "INSERT INTO settlements (contract_id) VALUES (\(contract)) ON CONFLICT DO NOTHING", logger: logger)
             return lines
         }
+        CrashPoint.reach("settlement.refunded", logger: logger)
+        return entry
     }
 
     /// A participant reads its own balance and statement; the operator, and services holding the whole

@@ -1,5 +1,5 @@
 public import Foundation
-public import OrreryProto
+internal import OrreryProto
 
 /// How an allocation ended: its status, why, what it used, and its declared outputs.
 public struct AllocationOutcome: Sendable, Codable, Equatable {

@@ -2,6 +2,7 @@ internal import Foundation
 internal import Logging
 internal import OrreryLedger
 internal import OrreryProto
+internal import OrreryRuntime
 internal import SwiftProtobuf
 
 /// The allocations this device runs for the orchestrator: starts them on Deploy, stops them on Stop, follows each
@@ -155,9 +156,15 @@ actor ExecutionManager {
     /// repeats what is known of it.
     func receive(_ deploy: Orrery_Orchestrator_V1_Deploy) -> Bool {
         let id = deploy.offerID
-        if starting.contains(id) { return false }  // the same instruction, still being carried out
+        if starting.contains(id) {
+            logger.info(
+                "a repeated deploy of an allocation still starting: nothing more to do", metadata: ["offer": "\(id)"])
+            return false
+        }
         if runner.isKnown(id) || savedReport(for: id) != nil {
-            resync()  // a repeated instruction: report what is known
+            logger.info(
+                "a repeated deploy of a known allocation: reporting what is known", metadata: ["offer": "\(id)"])
+            resync()
             return false
         }
         guard AllocationRunner.isSafeID(id) else {
@@ -170,7 +177,9 @@ actor ExecutionManager {
 
     /// `receive`, then `start` when it must.
     func deploy(_ deploy: Orrery_Orchestrator_V1_Deploy, from orchestrator: String) async {
-        if receive(deploy) { await start(deploy, from: orchestrator) }
+        guard receive(deploy) else { return }
+        CrashPoint.reach("agent.deploy-received", logger: logger)
+        await start(deploy, from: orchestrator)
     }
 
     /// Starts a received Deploy's allocation and reports it running, or failed to start.
@@ -196,6 +205,7 @@ actor ExecutionManager {
                 throw error
             }
             logger.info("allocation started", metadata: ["offer": "\(id)", "allocation": "\(deploy.allocation)"])
+            CrashPoint.reach("agent.started", logger: logger)
             sendReport(
                 .with {
                     $0.offerID = id
@@ -351,6 +361,7 @@ actor ExecutionManager {
             }
         }
         save(report, for: id)
+        CrashPoint.reach("agent.ended", logger: logger)
         logger.info(
             "allocation ended", metadata: ["offer": "\(id)", "exit": "\(outcome.exitCode)", "reason": "\(reason)"])
         sendOutputs(id)
