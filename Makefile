@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test bench abuse build proto proto-check fmt clean
+.PHONY: help run test test-crash bench abuse build proto proto-check fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -12,6 +12,9 @@ run: ## Start the whole constellation locally (PostgreSQL under .run/, six servi
 
 test: ## Install what tests need, start a throwaway PostgreSQL, build, run every test
 	@Tools/scripts/test.sh
+
+test-crash: ## The whole crash matrix: each service killed -9 at each stage of a paid job (make test runs 5 of its 13 cases)
+	@ORRERY_CRASH_MATRIX=all Tools/scripts/test.sh --filter CrashMatrixTests
 
 bench: ## Measure the hot paths (release build); results in bench-results/ and the README
 	@Tools/scripts/bench.sh
