@@ -66,7 +66,7 @@ public struct GeoLocation: Sendable, Hashable {
 }
 
 /// A point on the Earth in degrees.
-public struct GeoPoint: Sendable, Hashable {
+public struct GeoPoint: Sendable, Hashable, Codable {
     public var latitude: Double
     public var longitude: Double
 

@@ -1,5 +1,5 @@
 /// What an ensemble asks of placement: its allocations, the latency edges between them, an optional budget.
-public struct PlacementRequest: Sendable, Hashable {
+public struct PlacementRequest: Sendable, Hashable, Codable {
     public var allocations: [AllocationRequest]
     public var edges: [LatencyEdge]
     /// The most the whole ensemble may cost, in NTX base units, over every allocation's maximum duration.
@@ -19,7 +19,7 @@ public struct PlacementRequest: Sendable, Hashable {
 }
 
 /// One allocation of an ensemble: its replicas each need a device with these resources and constraints.
-public struct AllocationRequest: Sendable, Hashable {
+public struct AllocationRequest: Sendable, Hashable, Codable {
     public var name: String
     public var replicas: Int
     public var cpuCores: Int
@@ -52,7 +52,7 @@ public struct AllocationRequest: Sendable, Hashable {
 }
 
 /// GPUs an allocation needs; a count of 0 needs none.
-public struct GPURequirement: Sendable, Hashable {
+public struct GPURequirement: Sendable, Hashable, Codable {
     public var count: Int
     /// Empty: any vendor.
     public var vendor: String
@@ -70,7 +70,7 @@ public struct GPURequirement: Sendable, Hashable {
 }
 
 /// Whether replicas share devices.
-public enum SpreadPolicy: Sendable, Hashable {
+public enum SpreadPolicy: Sendable, Hashable, Codable {
     /// No preference.
     case any
     /// Every replica of the allocation on a different device (hard).
@@ -80,7 +80,7 @@ public enum SpreadPolicy: Sendable, Hashable {
 }
 
 /// Constraints that filter devices: a device failing any of them is never chosen.
-public struct HardConstraints: Sendable, Hashable {
+public struct HardConstraints: Sendable, Hashable, Codable {
     /// Empty accepts any (ISO 3166-1 alpha-2, compared case-insensitively).
     public var acceptCountries: Set<String>
     public var rejectCountries: Set<String>
@@ -123,7 +123,7 @@ public struct HardConstraints: Sendable, Hashable {
 }
 
 /// A circle on the Earth.
-public struct GeoCircle: Sendable, Hashable {
+public struct GeoCircle: Sendable, Hashable, Codable {
     public var center: GeoPoint
     public var radiusKm: Double
 
@@ -134,8 +134,8 @@ public struct GeoCircle: Sendable, Hashable {
 }
 
 /// A bound on the RTT between a device and a place: a landmark with network coordinates, or a point on the map.
-public struct LatencyTarget: Sendable, Hashable {
-    public enum Place: Sendable, Hashable {
+public struct LatencyTarget: Sendable, Hashable, Codable {
+    public enum Place: Sendable, Hashable, Codable {
         /// A landmark by the name devices report RTT samples to (or another device's DID).
         case landmark(String)
         case point(GeoPoint)
@@ -151,7 +151,7 @@ public struct LatencyTarget: Sendable, Hashable {
 }
 
 /// Every replica of `from` and every replica of `to` must be within `maxRTTMilliseconds` of each other.
-public struct LatencyEdge: Sendable, Hashable {
+public struct LatencyEdge: Sendable, Hashable, Codable {
     /// Indexes into `PlacementRequest.allocations`.
     public var from: Int
     public var to: Int

@@ -4,6 +4,7 @@ import Logging
 import OrreryRuntime
 import OrchestratorService
 import OrreryActors
+import OrreryDatabase
 import OrreryIdentity
 import OrreryProto
 import OrreryTestSupport
@@ -340,6 +341,36 @@ struct ActorTests {
             }
             let after = try await Self.deployment(job.id, c)
             #expect(after.state == .running && after.assignments.first?.deviceDid == c.agents[0].did, "\(after.reason)")
+            // Moves and relocations place with what the spec was validated into at submit, stored typed, not with
+            // the spec parsed again: with agent 1 denied in the stored request (its spec allows it), a move there is
+            // refused too.
+            let stored = try await c.database.withClient(schema: "orchestrator") { db in
+                try await db.query("SELECT placement_request::text FROM deployments WHERE id = \(job.id)")
+                    .decode(String.self).collected().first ?? ""
+            }
+            #expect(stored.contains(#""allowedProviders""#), "\(stored)")
+            try await c.database.withClient(schema: "orchestrator") { db in
+                _ = try await db.query(
+                    """
+                    UPDATE deployments SET placement_request = jsonb_set(placement_request,
+                        '{allocations,0,constraints,deniedProviders}', to_jsonb(ARRAY[\(c.agents[1].did)]::text[]))
+                    WHERE id = \(job.id)
+                    """)
+            }
+            await OrchestratorTests.expectStatus(.failedPrecondition, containing: "it runs on where it is") {
+                _ = try await c.consumer.with(c.orchestrator) { client in
+                    try await client.moveAllocation(
+                        .with {
+                            $0.id = job.id
+                            $0.allocation = "counter"
+                            $0.toDevice = c.agents[1].did
+                        })
+                }
+            }
+            try await c.database.withClient(schema: "orchestrator") { db in
+                _ = try await db.query(
+                    "UPDATE deployments SET placement_request = \(stored)::jsonb WHERE id = \(job.id)")
+            }
 
             // To the expensive device on request: pinned there, though one 99 % cheaper could take it.
             let moved = try await c.consumer.with(c.orchestrator) { client in

@@ -81,6 +81,65 @@ struct CrashPointTests {
     }
 
     @Test(
+        "an ended allocation's directory is removed once its receipts are recorded and the owner's keep_ended_hours passed; its outputs stay with the orchestrator"
+    )
+    func endedAllocationsRemoved() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-ended-removed")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+            defer { registry.child.signal(SIGKILL) }
+            let notary = try await NotaryTests.startNotary(
+                database, network, directory.appendingPathComponent("notary"))
+            defer { notary.child.signal(SIGKILL) }
+            let orchestrator = try await OrchestratorTests.startOrchestrator(
+                database, network, directory, registry: registry, notary: notary)
+            defer { orchestrator.child.signal(SIGKILL) }
+            let agent = try await AgentChannelTests.startAgent(
+                "tidy", owner: #"{"prices": {"per_core_hour": 5}, "keep_ended_hours": 0}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 500)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
+            spec.allocations[0].resources.ramMib = 32
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                        $0.spec = spec
+                        $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            let allocations = directory.appendingPathComponent("tidy-state/allocations").path
+            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
+            let ended = ContinuousClock.now + .seconds(30)
+            while !current.state.isTerminal, ContinuousClock.now < ended {
+                try await Task.sleep(for: .milliseconds(100))
+                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            }
+            #expect(current.state == .completed, "\(current.state): \(current.reason)")
+            // It ran here (its directory was made), and once paid its directory goes.
+            #expect(agent.service.child.output.contains("allocation started"))
+            var left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
+            let removed = ContinuousClock.now + .seconds(30)
+            while !left.isEmpty, ContinuousClock.now < removed {
+                try await Task.sleep(for: .milliseconds(200))
+                left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
+            }
+            #expect(left.isEmpty, "still there: \(left)")
+            #expect(
+                agent.service.child.output.contains("ended allocations removed"),
+                "\(agent.service.child.output.suffix(3000))")
+            let outputs = try await consumer.with(orchestrator) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
+        }
+    }
+
+    @Test(
         "a completion receipt refused while the notary is down is sent again on a schedule: recorded once the notary is back, with no reconnect"
     )
     func notaryDownAtCompletion() async throws {
@@ -105,7 +164,8 @@ struct CrashPointTests {
             let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
             var spec = OrchestratorTests.spec(cores: 1)
-            spec.allocations[0].artifact = .with { $0.text = "sleep 2; printf done > out.txt" }
+            // Long enough that the notary is down before it ends, even on a loaded machine (checked below).
+            spec.allocations[0].artifact = .with { $0.text = "sleep 8; printf done > out.txt" }
             spec.allocations[0].resources.ramMib = 32
             let job = try await consumer.with(orchestrator) { client in
                 try await client.submitWorkload(
@@ -121,7 +181,9 @@ struct CrashPointTests {
             // The notary goes down while the job runs, so its completion receipt cannot be recorded.
             notary.child.signal(SIGKILL)
             _ = await notary.child.waitForExit()
-            let ended = ContinuousClock.now + .seconds(20)
+            current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            try #require(current.state == .running, "the job ended before the notary was down: \(current.state)")
+            let ended = ContinuousClock.now + .seconds(30)
             while !current.state.isTerminal, ContinuousClock.now < ended {
                 try await Task.sleep(for: .milliseconds(100))
                 current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }

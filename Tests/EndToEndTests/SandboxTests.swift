@@ -338,7 +338,9 @@ struct SandboxTests {
         #expect(!output.contains("visible"))
     }
 
-    @Test("every file an allocation writes, its output included, is bounded by its disk size", .enabled(if: isRoot))
+    @Test(
+        "every file an allocation writes, its output included, is bounded by its disk size, and so are all of them together",
+        .enabled(if: isRoot))
     func diskBound() async throws {
         // 3 MiB to stdout under a 1 MiB disk: stopped at 1 MiB, and the reason says so.
         let (outcome, output) = try await Self.run(
@@ -349,6 +351,11 @@ struct SandboxTests {
         // Within the bound, nothing happens.
         let (small, smallOutput) = try await Self.run("head -c 1000 /dev/zero > /work/f; echo fine", diskMiB: 1)
         #expect(small.exitCode == 0 && smallOutput.contains("fine"), "\(smallOutput)")
+        // Four files of 400 KiB, each within the bound, 1.6 MiB together: stopped, and the reason says so.
+        let (many, manyOutput) = try await Self.run(
+            "for n in 1 2 3 4; do head -c 409600 /dev/urandom > /work/f$n; done; sleep 20; echo never", diskMiB: 1)
+        #expect(many.exitCode != 0 && !manyOutput.contains("never"), "\(manyOutput)")
+        #expect(many.reason.contains("took more than its disk of 1 MiB"), "\(many.reason)")
     }
 
     @Test("the maximum duration stops an allocation", .enabled(if: isRoot))

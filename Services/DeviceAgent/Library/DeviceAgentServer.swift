@@ -68,6 +68,7 @@ public enum DeviceAgentServer {
             lines: lines)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }
+            group.addTask { await executions.removeEndedPeriodically(keeping: policy.keepEnded) }
             for address in orchestrators {
                 group.addTask {
                     await AgentChannelLoop(

@@ -259,9 +259,13 @@ struct DeploymentDriver: Sendable {
         leaving device: String,
         to chosen: String? = nil
     ) async throws -> (request: PlacementRequest, snapshot: PlacementSnapshot)? {
-        guard let request = try? WorkloadSpecValidator.validate(deployment.spec),
-            let index = request.allocations.firstIndex(where: { $0.name == name })
-        else { return nil }
+        let request: PlacementRequest
+        do {
+            request = try await store.placementRequest(of: deployment)
+        } catch is WorkloadSpecValidator.Problems {
+            return nil
+        }
+        guard let index = request.allocations.firstIndex(where: { $0.name == name }) else { return nil }
         var single = request.allocations[index]
         single.replicas = 1
         var excluded = try await offers.refusingDevices(of: deployment.id)
@@ -435,7 +439,7 @@ struct DeploymentDriver: Sendable {
         }
         var request: PlacementRequest
         do {
-            request = try WorkloadSpecValidator.validate(deployment.spec)
+            request = try await store.placementRequest(of: deployment)
         } catch {
             _ = try await store.transition(id, from: from, to: .failed, reason: "invalid spec: \(error)")
             return

@@ -40,10 +40,11 @@ struct DeploymentStore: Sendable {
     /// Records a new deployment in `submitted`; nil when the consumer already used the idempotency key (a
     /// concurrent retry won), in which case the caller reads the existing one.
     func create(
-        consumer: String, spec: Orrery_Orchestrator_V1_WorkloadSpec, idempotencyKey: String, authority: Data,
-        settlementAuthority: Data = Data()
+        consumer: String, spec: Orrery_Orchestrator_V1_WorkloadSpec, validated: PlacementRequest,
+        idempotencyKey: String, authority: Data, settlementAuthority: Data = Data()
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
-        try await client.transaction(logger: logger) { connection in
+        let request = String(decoding: try JSONEncoder().encode(validated), as: UTF8.self)
+        return try await client.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.eventLogLock))", logger: logger)
             let now = Date()
             var deployment = Orrery_Orchestrator_V1_Deployment()
@@ -57,9 +58,9 @@ struct DeploymentStore: Sendable {
             let inserted = try await connection.query(
                 """
                 INSERT INTO deployments (id, consumer_did, idempotency_key, state, record, created_at, updated_at, revision,
-                                         consumer_authority, settlement_authority)
+                                         consumer_authority, settlement_authority, placement_request)
                 VALUES (\(deployment.id), \(consumer), \(idempotencyKey), \(Int16(deployment.state.rawValue)),
-                        \(Data()), \(now), \(now), 0, \(authority), \(settlementAuthority))
+                        \(Data()), \(now), \(now), 0, \(authority), \(settlementAuthority), \(request)::jsonb)
                 ON CONFLICT (consumer_did, idempotency_key) DO NOTHING RETURNING id
                 """,
                 logger: logger)
@@ -68,6 +69,17 @@ struct DeploymentStore: Sendable {
             guard created else { return nil }
             return try await Self.record(deployment, connection: connection, logger: logger)
         }
+    }
+
+    /// What the spec was validated into at submit. A deployment submitted before it was stored is validated now.
+    /// - Throws: `WorkloadSpecValidator.Problems` for such a deployment whose spec no longer validates.
+    func placementRequest(of deployment: Orrery_Orchestrator_V1_Deployment) async throws -> PlacementRequest {
+        let rows = try await client.query(
+            "SELECT placement_request::text FROM deployments WHERE id = \(deployment.id)", logger: logger)
+        for try await stored in rows.decode(String?.self) {
+            if let stored { return try JSONDecoder().decode(PlacementRequest.self, from: Data(stored.utf8)) }
+        }
+        return try WorkloadSpecValidator.validate(deployment.spec)
     }
 
     /// Moves a deployment to `state` when it is in one of `from` and `condition` holds for it, applying `change` to

@@ -52,7 +52,8 @@ public struct OrchestratorAPI: Sendable {
         }
         guard
             let created = try await store.create(
-                consumer: consumer, spec: request.spec, idempotencyKey: request.idempotencyKey,
+                consumer: consumer, spec: request.spec, validated: placementRequest,
+                idempotencyKey: request.idempotencyKey,
                 authority: request.consumerAuthority, settlementAuthority: request.settlementAuthority)
         else {
             // A concurrent retry with the same key won the insert.

@@ -285,5 +285,15 @@ public enum OrchestratorMigrations {
                 "ALTER TABLE offers ADD COLUMN instructed_by text, ADD COLUMN instructed_at timestamptz"
             ]
         ),
+        Migration(
+            version: 14,
+            name: "the validated spec stored typed",
+            statements: [
+                // What WorkloadSpecValidator made of the spec at submit (a PlacementRequest as JSON): placement and
+                // every relocation read it instead of validating the spec again. Null for deployments submitted
+                // before (validated when read).
+                "ALTER TABLE deployments ADD COLUMN placement_request jsonb"
+            ]
+        ),
     ]
 }

@@ -106,7 +106,7 @@ struct ActorJournal {
         do {
             if handle == nil {
                 if !FileManager.default.fileExists(atPath: path) {
-                    FileManager.default.createFile(atPath: path, contents: nil)
+                    _ = FileManager.default.createFile(atPath: path, contents: nil)
                 }
                 guard let opened = FileHandle(forWritingAtPath: path) else {
                     throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])

@@ -46,8 +46,19 @@ public struct AllocationMonitor: Sendable {
             }
         }
         var status = runner.status(id)
+        let disk = (try? runner.spec(id))?.resources.diskMib ?? 0
+        var polls = 0
         while status == .running {
             try await drain()
+            // Every file is bounded by the disk size as it is written (RLIMIT_FSIZE); all of them together are
+            // measured every couple of seconds.
+            polls += 1
+            if disk > 0, polls % 20 == 0, runner.stopReason(id) == nil,
+                runner.diskUsage(id, limit: disk << 20) > disk << 20
+            {
+                runner.stop(
+                    id, reason: "stopped: its files (in /work and its output) took more than its disk of \(disk) MiB")
+            }
             if let maxDuration, runner.stopReason(id) == nil,
                 Date().timeIntervalSince(startedAt) > Double(maxDuration.components.seconds)
             {

@@ -240,6 +240,25 @@ public struct AllocationRunner: Sendable {
         group.remove()
     }
 
+    /// The disk an allocation's files take (what it wrote in /work, and its stdout and stderr), in bytes (their
+    /// sizes, as RLIMIT_FSIZE counts them); counting stops once past `limit`, so a tree of many files costs no more
+    /// than it must.
+    public func diskUsage(_ id: String, limit: UInt64) -> UInt64 {
+        let base = directory(id)
+        var total: UInt64 = 0
+        func add(_ path: String) -> Bool {
+            let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber
+            total += size?.uint64Value ?? 0
+            return total <= limit
+        }
+        guard add(base + "/stdout.log"), add(base + "/stderr.log") else { return total }
+        guard let walker = FileManager.default.enumerator(atPath: base + "/work") else { return total }
+        while let relative = walker.nextObject() as? String {
+            guard add(base + "/work/" + relative) else { break }
+        }
+        return total
+    }
+
     /// Bytes of a log after `offset` (at most `limit`).
     public func log(_ id: String, stream: String, from offset: UInt64, limit: Int = 64 << 10) -> Data {
         guard let handle = FileHandle(forReadingAtPath: directory(id) + "/\(stream).log") else { return Data() }

@@ -172,14 +172,13 @@ actor ExecutionManager {
             return false
         }
         starting.insert(id)
+        CrashPoint.reach("agent.deploy-received", logger: logger)
         return true
     }
 
     /// `receive`, then `start` when it must.
     func deploy(_ deploy: Orrery_Orchestrator_V1_Deploy, from orchestrator: String) async {
-        guard receive(deploy) else { return }
-        CrashPoint.reach("agent.deploy-received", logger: logger)
-        await start(deploy, from: orchestrator)
+        if receive(deploy) { await start(deploy, from: orchestrator) }
     }
 
     /// Starts a received Deploy's allocation and reports it running, or failed to start.
@@ -438,6 +437,50 @@ actor ExecutionManager {
         } catch {
             logger.error(
                 "cannot journal an allocation's final report", metadata: ["offer": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    /// Ended allocations whose receipts were all recorded are kept `keep` after their end, then their directories
+    /// are removed (files, outputs, logs, journals); one whose receipts were never recorded is removed after 30 days
+    /// at the latest, with a warning. Returns the removed offer ids.
+    @discardableResult
+    func removeEnded(keeping keep: Duration, now: Date = Date()) -> [String] {
+        let keepSeconds = Double(keep.components.seconds)
+        var removed: [String] = []
+        for id in held() where !starting.contains(id) && !following.contains(id) && savedReport(for: id) != nil {
+            let path = runner.directory(id) + "/report.pb"
+            guard let ended = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+            else { continue }
+            let age = now.timeIntervalSince(ended)
+            let unrecorded = receipts?.pending(id).count ?? 0
+            guard (unrecorded == 0 && age >= keepSeconds) || age >= Self.longestKeep else { continue }
+            if unrecorded > 0 {
+                logger.warning(
+                    "removing an ended allocation whose receipts were never recorded",
+                    metadata: ["offer": "\(id)", "receipts": "\(unrecorded)"])
+            }
+            do {
+                try FileManager.default.removeItem(atPath: runner.directory(id))
+                removed.append(id)
+            } catch {
+                logger.warning("cannot remove an ended allocation", metadata: ["offer": "\(id)", "error": "\(error)"])
+            }
+        }
+        if !removed.isEmpty {
+            logger.info("ended allocations removed", metadata: ["count": "\(removed.count)", "offers": "\(removed)"])
+        }
+        return removed
+    }
+
+    /// The longest an ended allocation is kept, its receipts recorded or not (30 days).
+    static let longestKeep: Double = 30 * 86_400
+
+    /// `removeEnded` now and then: every quarter of `keep`, at least every 5 s and at most every hour.
+    func removeEndedPeriodically(keeping keep: Duration) async {
+        let period = min(max(keep / 4, .seconds(5)), .seconds(3600))
+        while !Task.isCancelled {
+            removeEnded(keeping: keep)
+            try? await Task.sleep(for: period)
         }
     }
 

@@ -32,7 +32,7 @@ struct ReceiptBook: Sendable {
     /// Marks an allocation the orchestrator stopped: its contract ends by termination, so its last receipt is a
     /// usage receipt, not a completion receipt.
     func markStopped(_ id: String) {
-        FileManager.default.createFile(atPath: runner.directory(id) + "/stopped-by-orchestrator", contents: Data())
+        _ = FileManager.default.createFile(atPath: runner.directory(id) + "/stopped-by-orchestrator", contents: Data())
     }
 
     func wasStopped(_ id: String) -> Bool {
@@ -81,7 +81,7 @@ struct ReceiptBook: Sendable {
         let signed = try issue(
             id, type: Orrery_Notary_V1_CompletionReceipt.protoMessageName, payload: receipt.serializedData(),
             sequence: sequence)
-        FileManager.default.createFile(atPath: runner.directory(id) + "/completed", contents: Data())
+        _ = FileManager.default.createFile(atPath: runner.directory(id) + "/completed", contents: Data())
         return signed
     }
 

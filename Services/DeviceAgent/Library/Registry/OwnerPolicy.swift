@@ -43,12 +43,19 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
     /// Address ranges (`10.1.2.0/24`, `fd00::/8`, an address) that workloads with `network: true` may reach
     /// although private and special-purpose ranges are refused by default (`SandboxNetwork`).
     public var networkAllow: [String]?
+    /// How long the directory of an ended allocation (its files, outputs and logs) is kept once every receipt of it
+    /// was recorded, in hours (default 24; 0: removed as soon as it is paid).
+    public var keepEndedHours: Double?
 
     enum CodingKeys: String, CodingKey {
         case did, location, prices, share, labels, hours
         case allowedConsumers = "allowed_consumers", deniedConsumers = "denied_consumers"
         case payoutAddresses = "payout_addresses", networkAllow = "network_allow"
+        case keepEndedHours = "keep_ended_hours"
     }
+
+    /// How long ended allocations are kept (`keep_ended_hours`).
+    public var keepEnded: Duration { .seconds((keepEndedHours ?? 24) * 3600) }
 
     public static let none = OwnerPolicy()
 
@@ -95,6 +102,9 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
     func validate() throws {
         if let share, !(0...1).contains(share) {
             throw OwnerPolicyError(field: "owner.share", reason: "a fraction 0…1")
+        }
+        if let keepEndedHours, !(0...8760).contains(keepEndedHours) {
+            throw OwnerPolicyError(field: "owner.keep_ended_hours", reason: "hours, 0…8760")
         }
         if let hours, Self.hoursRange(hours) == nil {
             throw OwnerPolicyError(field: "owner.hours", reason: "'\(hours)' is not HH:MM-HH:MM")
