@@ -71,13 +71,16 @@ struct DeploymentStore: Sendable {
         }
     }
 
-    /// What the spec was validated into at submit. A deployment submitted before it was stored is validated now.
+    /// What the spec was validated into at submit. A deployment submitted before it was stored (or stored in a shape
+    /// this version cannot read) is validated now.
     /// - Throws: `WorkloadSpecValidator.Problems` for such a deployment whose spec no longer validates.
     func placementRequest(of deployment: Orrery_Orchestrator_V1_Deployment) async throws -> PlacementRequest {
         let rows = try await client.query(
             "SELECT placement_request::text FROM deployments WHERE id = \(deployment.id)", logger: logger)
         for try await stored in rows.decode(String?.self) {
-            if let stored { return try JSONDecoder().decode(PlacementRequest.self, from: Data(stored.utf8)) }
+            if let stored, let request = try? JSONDecoder().decode(PlacementRequest.self, from: Data(stored.utf8)) {
+                return request
+            }
         }
         return try WorkloadSpecValidator.validate(deployment.spec)
     }

@@ -453,7 +453,10 @@ actor ExecutionManager {
             else { continue }
             let age = now.timeIntervalSince(ended)
             let unrecorded = receipts?.pending(id).count ?? 0
-            guard (unrecorded == 0 && age >= keepSeconds) || age >= Self.longestKeep else { continue }
+            // Without a contract no recorded receipt proves the orchestrator has its end: kept an hour at least.
+            let contracted = !(receipts?.contract(id).isEmpty ?? true)
+            let keptFor = contracted ? keepSeconds : max(keepSeconds, 3600)
+            guard (unrecorded == 0 && age >= keptFor) || age >= Self.longestKeep else { continue }
             if unrecorded > 0 {
                 logger.warning(
                     "removing an ended allocation whose receipts were never recorded",
