@@ -105,6 +105,11 @@ struct DeploymentStore: Sendable {
                 current = try Orrery_Orchestrator_V1_Deployment(serializedBytes: record)
             }
             guard var deployment = current, from.contains(deployment.state), condition(deployment) else { return nil }
+            guard DeploymentLifecycle.allows(deployment.state, state) else {
+                let illegal = IllegalTransition(deployment: id, from: deployment.state, to: state)
+                logger.critical("a transition no lifecycle rule allows was refused", metadata: ["error": "\(illegal)"])
+                throw illegal
+            }
             change(&deployment)
             deployment.state = state
             deployment.reason = reason
