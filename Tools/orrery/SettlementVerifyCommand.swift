@@ -53,7 +53,7 @@ struct SettlementVerifyCommand: AsyncParsableCommand {
         }
         let headText = report.head.map { "position \($0.position), digest \(Hex.encode($0.chainDigest))" } ?? "empty"
         print(
-            "✔ \(report.sealed) entries verified against the chain the gateway \(gateway) signed (\(headText)); \(report.accounts) accounts hold the sums of their lines"
+            "✔ \(report.sealed) \(report.sealed == 1 ? "entry" : "entries") verified against the chain the gateway \(gateway) signed (\(headText)); \(report.accounts) \(report.accounts == 1 ? "account holds" : "accounts hold") the sums of their lines"
         )
         if report.unsealed > 0 { print("    \(report.unsealed) newer entries balance but are not sealed yet") }
         print(
