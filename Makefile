@@ -13,7 +13,7 @@ run: ## Start the whole constellation locally (PostgreSQL under .run/, six servi
 test: ## Install what tests need, start a throwaway PostgreSQL, build, run every test
 	@Tools/scripts/test.sh
 
-test-crash: ## The whole crash matrix: each service killed -9 at each stage of a paid job (make test runs 5 of its 13 cases)
+test-crash: ## The whole crash matrix: each service killed -9 at each stage of a paid job (make test runs 5 of its 14 cases)
 	@ORRERY_CRASH_MATRIX=all Tools/scripts/test.sh --filter CrashMatrixTests
 
 bench: ## Measure the hot paths (release build); results in bench-results/ and the README

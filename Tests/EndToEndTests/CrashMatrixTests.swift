@@ -51,6 +51,8 @@ struct CrashMatrixTests {
         // Receipts every 12 heartbeat intervals (12 s here): the first is recorded while the 16 s job runs.
         Case(service: .notary, point: "notary.receipt-recorded", stage: .running, seconds: 16),
         Case(service: .gateway, point: "settlement.escrowed", stage: .contracted, fast: true),
+        // The first release follows the first usage receipt (12 s into the 16 s job).
+        Case(service: .gateway, point: "settlement.released", stage: .running, seconds: 16),
         Case(service: .gateway, point: "settlement.refunded", stage: .completed),
         Case(service: .agent, point: "agent.deploy-received", stage: .deploying),
         Case(service: .agent, point: "agent.started", stage: .deploying, fast: true),
