@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Logging
+internal import OrreryIdentity
 internal import OrreryEthereum
 internal import PostgresNIO
 
@@ -16,7 +17,13 @@ actor LedgerBatcher {
 
     private let client: PostgresClient
     private let logger: Logger
-    private var pending: [(entry: JSONValue, answer: CheckedContinuation<Outcome, any Error>)] = []
+    private var pending: [(entry: JSONValue, proof: Proof?, answer: CheckedContinuation<Outcome, any Error>)] = []
+
+    /// A release's request, kept by its SHA-256 (bound as bytes beside the JSON, never inside it).
+    struct Proof: Sendable {
+        var sha256: Data
+        var request: Data
+    }
     private var flushing = false
     /// The most entries one call carries.
     static let batchLimit = 256
@@ -26,10 +33,10 @@ actor LedgerBatcher {
         self.logger = logger
     }
 
-    /// Queues `entry` (the JSON shape `post_entries` reads) and waits for its outcome.
-    func post(_ entry: JSONValue) async throws -> Outcome {
+    /// Queues `entry` (the JSON shape `post_entries` reads), with a release's `proof`, and waits for its outcome.
+    func post(_ entry: JSONValue, proof: Proof? = nil) async throws -> Outcome {
         try await withCheckedThrowingContinuation { answer in
-            pending.append((entry, answer))
+            pending.append((entry, proof, answer))
             if !flushing {
                 flushing = true
                 Task { await self.flush() }
@@ -42,7 +49,8 @@ actor LedgerBatcher {
             let batch = Array(pending.prefix(Self.batchLimit))
             pending.removeFirst(batch.count)
             do {
-                let outcomes = try await Self.runRetryingDeadlocks(batch.map(\.entry), client: client, logger: logger)
+                let outcomes = try await Self.runRetryingDeadlocks(
+                    batch.map(\.entry), proofs: batch.compactMap(\.proof), client: client, logger: logger)
                 for (position, item) in batch.enumerated() {
                     if let outcome = outcomes[position + 1] {
                         item.answer.resume(returning: outcome)
@@ -59,13 +67,13 @@ actor LedgerBatcher {
 
     /// A batch holds its rows until it commits; a single-entry transaction elsewhere (a payout, a deposit credit)
     /// can deadlock with it. PostgreSQL then aborts one side: the batch is simply run again.
-    private static func runRetryingDeadlocks(_ entries: [JSONValue], client: PostgresClient, logger: Logger)
-        async throws -> [Int: Outcome]
-    {
+    private static func runRetryingDeadlocks(
+        _ entries: [JSONValue], proofs: [Proof], client: PostgresClient, logger: Logger
+    ) async throws -> [Int: Outcome] {
         var attempt = 0
         while true {
             do {
-                return try await run(entries, client: client, logger: logger)
+                return try await run(entries, proofs: proofs, client: client, logger: logger)
             } catch let error as PSQLError where error.serverInfo?[.sqlState] == "40P01" && attempt < 3 {
                 attempt += 1
                 logger.notice("a ledger batch deadlocked with another transaction; running it again")
@@ -73,8 +81,8 @@ actor LedgerBatcher {
         }
     }
 
-    private static func run(_ entries: [JSONValue], client: PostgresClient, logger: Logger) async throws
-        -> [Int: Outcome]
+    private static func run(_ entries: [JSONValue], proofs: [Proof], client: PostgresClient, logger: Logger)
+        async throws -> [Int: Outcome]
     {
         let json = JSONValue.array(entries).serialized
         var outcomes: [Int: Outcome] = [:]
@@ -82,8 +90,8 @@ actor LedgerBatcher {
             """
             WITH proofs AS (
                 INSERT INTO release_proofs (request_sha256, request)
-                SELECT decode(p->>'sha', 'hex'), decode(p->>'proof', 'hex')
-                FROM jsonb_array_elements(\(json)::jsonb) p WHERE p ? 'proof'
+                SELECT decode(s, 'hex'), decode(r, 'hex')
+                FROM unnest(\(proofs.map { Hex.encode($0.sha256) })::text[], \(proofs.map { Hex.encode($0.request) })::text[]) AS t(s, r)
                 ON CONFLICT (request_sha256) DO NOTHING
             )
             SELECT ordinal, entry_id, created_at, state, coalesce(constraint_name, ''), message, released::text,

@@ -69,9 +69,10 @@ struct LedgerStore: Sendable {
         var entry = Self.header(kind: "release", contractID: contractID, memo: memo, retry: retry)
         entry += [
             ("due", .string(String(due))), ("owner", .string(owner)), ("fee_bps", .string(String(feeBasisPoints))),
-            ("fee_account", .string(feeAccount)), ("proof", .string(Hex.encode(proof))),
+            ("fee_account", .string(feeAccount)),
         ]
-        let outcome = try await batcher.post(.object(entry))
+        let outcome = try await batcher.post(
+            .object(entry), proof: LedgerBatcher.Proof(sha256: retry.requestSHA256, request: proof))
         return try await journalEntry(
             outcome, kind: "release", contractID: contractID, memo: memo, retry: retry, newAccount: nil
         ) { released, fee in
