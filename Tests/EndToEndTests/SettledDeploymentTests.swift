@@ -315,7 +315,7 @@ struct SettledDeploymentTests {
             let agent = try await AgentChannelTests.startAgent(
                 "forgetful", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
                 orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 1000)
             defer { agent.service.child.signal(SIGKILL) }
             let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
@@ -326,8 +326,9 @@ struct SettledDeploymentTests {
             var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
             let contractID = try #require(current.assignments.first?.contractID)
-            // Before its first receipt (3 s in), the allocation's receipt journal becomes unwritable: the device can
-            // sign no receipt for it, the completion receipt included.
+            // Before its first receipt (12 s in: receipts every 12 heartbeat intervals, long after the 4 s job, however
+            // loaded the machine), the allocation's receipt journal becomes unwritable: the device can sign no receipt
+            // for it, the completion receipt included.
             let allocations = directory.appendingPathComponent("forgetful-state/allocations")
             let run = try #require(
                 try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
