@@ -311,17 +311,11 @@ struct SettledDeploymentTests {
     )
     func endedWithoutCompletionReceipt() async throws {
         try await Self.withSettledServices("orrery-settled-no-receipt") { _, network, directory, services in
-            let (registry, notary, gateway, orchestrator) = services
-            let agent = try await AgentChannelTests.startAgent(
-                "forgetful", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
-                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 1000)
+            let (_, notary, gateway, orchestrator) = services
+            let (agent, consumer, ledger) = try await Self.fundedConsumerAndAgent(
+                "forgetful", interval: 1000, network: network, directory: directory, services: services)
             defer { agent.service.child.signal(SIGKILL) }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
             let consumerDID = consumer.key.did.string
-            try await Self.fund(consumerDID, ledger: ledger, gateway: gateway)
             let job = try await Self.submitPaid("sleep 4", seconds: 60, by: consumer, to: orchestrator)
             var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
@@ -368,17 +362,11 @@ struct SettledDeploymentTests {
     )
     func tamperedEntryHeldForTheOperator() async throws {
         try await Self.withSettledServices("orrery-settled-incident") { database, network, directory, services in
-            let (registry, notary, gateway, orchestrator) = services
-            let agent = try await AgentChannelTests.startAgent(
-                "honest", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
-                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+            let (_, notary, gateway, orchestrator) = services
+            let (agent, consumer, ledger) = try await Self.fundedConsumerAndAgent(
+                "honest", interval: 250, network: network, directory: directory, services: services)
             defer { agent.service.child.signal(SIGKILL) }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
             let consumerDID = consumer.key.did.string
-            try await Self.fund(consumerDID, ledger: ledger, gateway: gateway)
             let job = try await Self.submitPaid("sleep 5", seconds: 60, by: consumer, to: orchestrator)
             var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
@@ -460,17 +448,11 @@ struct SettledDeploymentTests {
     )
     func journalVerified() async throws {
         try await Self.withSettledServices("orrery-settled-verify") { database, network, directory, services in
-            let (registry, _, gateway, orchestrator) = services
-            let agent = try await AgentChannelTests.startAgent(
-                "audited", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
-                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
+            let (_, _, gateway, orchestrator) = services
+            let (agent, consumer, ledger) = try await Self.fundedConsumerAndAgent(
+                "audited", interval: 250, network: network, directory: directory, services: services)
             defer { agent.service.child.signal(SIGKILL) }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-            let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
             let consumerDID = consumer.key.did.string
-            try await Self.fund(consumerDID, ledger: ledger, gateway: gateway)
             let job = try await Self.submitPaid("sleep 2", seconds: 60, by: consumer, to: orchestrator)
             // Paid and refunded: the escrow is empty again.
             let settled = ContinuousClock.now + .seconds(60)
@@ -548,6 +530,26 @@ struct SettledDeploymentTests {
             (status, output) = try await ChildProcess.run(cli, arguments: arguments)
             #expect(status == 1 && output.contains("is not proven: no proof is kept for it"), "\(output)")
         }
+    }
+
+    /// An agent charging 1,000 base units a second (3,600,000 per core-hour), heartbeating every `interval` ms and
+    /// joined to the fleet, and a consumer funded with 100,000,000 base units. The caller kills the agent.
+    static func fundedConsumerAndAgent(
+        _ name: String, interval: Int, network: TestNetwork, directory: URL,
+        services: (
+            registry: RunningService, notary: RunningService, gateway: RunningService, orchestrator: RunningService
+        )
+    ) async throws -> (AgentChannelTests.Agent, OrchestratorTests.Consumer, SettlementLedgerTests.Parties) {
+        let agent = try await AgentChannelTests.startAgent(
+            name, owner: #"{"prices": {"per_core_hour": 3600000}}"#,
+            orchestrators: ["127.0.0.1:\(services.orchestrator.ready.grpcPort)"],
+            registry: "127.0.0.1:\(services.registry.ready.grpcPort)", network: network, directory: directory,
+            interval: interval)
+        let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+        try await OrchestratorTests.waitForFleet(consumer, services.orchestrator, devices: 1)
+        let ledger = try SettlementLedgerTests.Parties(network: network, consumer: consumer.key)
+        try await fund(consumer.key.did.string, ledger: ledger, gateway: services.gateway)
+        return (agent, consumer, ledger)
     }
 
     /// Deposits 100,000,000 base units for `consumer` (once: the deposit's idempotency key is fixed).
