@@ -467,6 +467,12 @@ struct ActorTests {
                 var spec = OrchestratorTests.spec(cores: 2)
                 spec.allocations = [try Self.allocation("counter", script: "counter.py", stateful: true)]
                 spec.allocations[0].checkpointIntervalSeconds = 1
+                // Its state takes 0.4 s to write, so requests overlap each other and the schedule's.
+                let slowWrite = spec.allocations[0].artifact.text.replacingOccurrences(
+                    of: "            with lock:\n                json.dump",
+                    with: "            time.sleep(0.4)\n            with lock:\n                json.dump")
+                #expect(slowWrite != spec.allocations[0].artifact.text)
+                spec.allocations[0].artifact.text = slowWrite
                 let job = try await Self.submit(spec, c)
                 #expect(job.assignments.first?.deviceDid == c.agents[0].did)
                 // Two checkpoints stored, then the host dies.
@@ -482,19 +488,39 @@ struct ActorTests {
                     })
                 if !tamper {
                     // On request too, with the CLI (the operator may act on any deployment): each record is
-                    // signed by the device and the actor and logged by the notary.
-                    let (status, output) = try await ChildProcess.run(
-                        TestEnvironment.executable("orrery"),
-                        arguments: [
-                            "checkpoint", job.id, "--json", "--orchestrator",
-                            "127.0.0.1:\(c.orchestrator.ready.grpcPort)",
-                            "--key", c.directory.appendingPathComponent("credentials/operator.key").path,
-                        ])
-                    #expect(status == 0, "\(output)")
-                    let stored = try #require(
-                        try Orrery_Orchestrator_V1_CheckpointDeploymentResponse(jsonString: output).checkpoints.first)
-                    let record = try Orrery_Actors_V1_Checkpoint(serializedBytes: stored.record.payload)
-                    #expect(record.sequence >= 3 && record.reason == "request" && stored.deviceDid == c.agents[0].did)
+                    // signed by the device and the actor and logged by the notary. Three requests at once, beside
+                    // the schedule's: each answered by a checkpoint of its own, taken one after another.
+                    let outputs = try await withThrowingTaskGroup(of: (Int32, String).self) { group in
+                        for _ in 0..<3 {
+                            group.addTask {
+                                try await ChildProcess.run(
+                                    TestEnvironment.executable("orrery"),
+                                    arguments: [
+                                        "checkpoint", job.id, "--json", "--orchestrator",
+                                        "127.0.0.1:\(c.orchestrator.ready.grpcPort)",
+                                        "--key",
+                                        c.directory.appendingPathComponent("credentials/operator.key").path,
+                                    ])
+                            }
+                        }
+                        return try await group.reduce(into: []) { $0.append($1) }
+                    }
+                    var answers: [(Orrery_Orchestrator_V1_StoredCheckpoint, Orrery_Actors_V1_Checkpoint)] = []
+                    for (status, output) in outputs {
+                        #expect(status == 0, "\(output)")
+                        let stored = try #require(
+                            try Orrery_Orchestrator_V1_CheckpointDeploymentResponse(jsonString: output).checkpoints
+                                .first)
+                        answers.append(
+                            (stored, try Orrery_Actors_V1_Checkpoint(serializedBytes: stored.record.payload)))
+                    }
+                    #expect(Set(answers.map(\.1.sequence)).count == 3, "\(answers.map(\.1.sequence))")
+                    #expect(Set(answers.map(\.1.requestID)).count == 3)
+                    for (stored, record) in answers {
+                        #expect(record.sequence >= 3 && record.reason == "request" && !record.requestID.isEmpty)
+                        #expect(stored.deviceDid == c.agents[0].did)
+                    }
+                    let (stored, record) = try #require(answers.first)
                     let actor = try DID(record.actorDid)
                     try SignedMessage.verify(
                         stored.record, type: Orrery_Actors_V1_Checkpoint.protoMessageName,

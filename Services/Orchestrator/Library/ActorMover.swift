@@ -27,21 +27,21 @@ struct ActorMover: Sendable {
         }
         let before = try await checkpoints.latest(address)
         let previous = before.flatMap { try? Orrery_Actors_V1_Checkpoint(serializedBytes: $0.record.payload) }?.sequence
+        let requestID = UUID().uuidString.lowercased()
         await router.relay.send(
             .with {
                 $0.checkpointRequest = .with {
                     $0.offerID = running.offer
                     $0.reason = reason
+                    $0.requestID = requestID
                 }
             }, to: running.device,
             until: Date().addingTimeInterval(TimeInterval(Self.checkpointTimeout.components.seconds)))
+        // The checkpoint that answers this request, not merely a newer one (the schedule's may come first).
         let deadline = ContinuousClock.now + Self.checkpointTimeout
         while ContinuousClock.now < deadline {
-            if let latest = try await checkpoints.latest(address),
-                let record = try? Orrery_Actors_V1_Checkpoint(serializedBytes: latest.record.payload),
-                record.sequence > (previous ?? 0)
-            {
-                return latest
+            if let answer = try await checkpoints.answering(requestID, of: address, after: previous ?? 0) {
+                return answer
             }
             try await Task.sleep(for: .milliseconds(50))
         }

@@ -72,7 +72,7 @@ final class AgentHub: Sendable {
 
     /// Sends `message` on the device's line, if this replica holds it.
     func send(_ message: Orrery_Orchestrator_V1_OrchestratorMessage, to device: String) {
-        lines.withLock { $0[device]?.continuation.yield(message) }
+        _ = lines.withLock { $0[device]?.continuation.yield(message) }
     }
 
     /// Delivers pending offers to the lines held here until cancelled.

@@ -114,22 +114,40 @@ struct CheckpointStore: Sendable {
 
     /// The latest stored checkpoint of a replica.
     func latest(_ address: ActorAddress) async throws -> Orrery_Orchestrator_V1_StoredCheckpoint? {
+        try await stored(of: address, after: 0, newestFirst: true, limit: 1).first
+    }
+
+    /// The stored checkpoint of a replica, newer than sequence `after`, whose record answers request `requestID`.
+    func answering(_ requestID: String, of address: ActorAddress, after: UInt64) async throws
+        -> Orrery_Orchestrator_V1_StoredCheckpoint?
+    {
+        try await stored(of: address, after: after, newestFirst: false, limit: 100).first {
+            (try? Orrery_Actors_V1_Checkpoint(serializedBytes: $0.record.payload))?.requestID == requestID
+        }
+    }
+
+    private func stored(of address: ActorAddress, after: UInt64, newestFirst: Bool, limit: Int) async throws
+        -> [Orrery_Orchestrator_V1_StoredCheckpoint]
+    {
         let rows = try await client.query(
             """
             SELECT device_did, record, log_index FROM checkpoints WHERE deployment_id = \(address.deployment)
               AND allocation = \(address.allocation) AND replica = \(Int32(address.replica))
-            ORDER BY sequence DESC LIMIT 1
+              AND sequence > \(Int64(clamping: after))
+            ORDER BY CASE WHEN \(newestFirst) THEN -sequence ELSE sequence END LIMIT \(limit)
             """, logger: logger)
+        var found: [Orrery_Orchestrator_V1_StoredCheckpoint] = []
         for try await (device, record, logIndex) in rows.decode((String, Data, Int64).self) {
-            return .with {
-                $0.allocation = address.allocation
-                $0.replica = UInt32(address.replica)
-                $0.deviceDid = device
-                $0.record = (try? Orrery_Common_V1_Signed(serializedBytes: record)) ?? .init()
-                $0.logIndex = UInt64(logIndex)
-            }
+            found.append(
+                .with {
+                    $0.allocation = address.allocation
+                    $0.replica = UInt32(address.replica)
+                    $0.deviceDid = device
+                    $0.record = (try? Orrery_Common_V1_Signed(serializedBytes: record)) ?? .init()
+                    $0.logIndex = UInt64(logIndex)
+                })
         }
-        return nil
+        return found
     }
 
     /// What a device resuming a stateful replica is sent: the latest checkpoint's chunks, then the deploy carrying

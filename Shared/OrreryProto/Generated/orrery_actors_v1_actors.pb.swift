@@ -193,6 +193,10 @@ public nonisolated struct Orrery_Actors_V1_Checkpoint: Sendable {
   /// Envelopes the workload had received (their CIDs) and their expiries: a resumed actor refuses them as replays.
   public var delivered: [Orrery_Actors_V1_DeliveredEnvelope] = []
 
+  /// The CheckpointRequest this checkpoint answers (empty for one the agent's schedule took): whoever asked waits
+  /// for this one, not for any newer checkpoint.
+  public var requestID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -254,6 +258,9 @@ public nonisolated struct Orrery_Actors_V1_CheckpointRequest: Sendable {
   public var offerID: String = String()
 
   public var reason: String = String()
+
+  /// Chosen by the orchestrator; the checkpoint's record names it.
+  public var requestID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -563,7 +570,7 @@ nonisolated extension Orrery_Actors_V1_ActorGrant: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Orrery_Actors_V1_Checkpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Checkpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0\u{3}actor_did\0\u{3}offer_id\0\u{3}contract_id\0\u{1}sequence\0\u{1}sha256\0\u{1}size\0\u{3}taken_at\0\u{1}reason\0\u{1}delivered\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0\u{3}actor_did\0\u{3}offer_id\0\u{3}contract_id\0\u{1}sequence\0\u{1}sha256\0\u{1}size\0\u{3}taken_at\0\u{1}reason\0\u{1}delivered\0\u{3}request_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -581,6 +588,7 @@ nonisolated extension Orrery_Actors_V1_Checkpoint: SwiftProtobuf.Message, SwiftP
       case 8: try { try decoder.decodeSingularMessageField(value: &self._takenAt) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.delivered) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       default: break
       }
     }
@@ -621,6 +629,9 @@ nonisolated extension Orrery_Actors_V1_Checkpoint: SwiftProtobuf.Message, SwiftP
     if !self.delivered.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.delivered, fieldNumber: 10)
     }
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -635,6 +646,7 @@ nonisolated extension Orrery_Actors_V1_Checkpoint: SwiftProtobuf.Message, SwiftP
     if lhs._takenAt != rhs._takenAt {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.delivered != rhs.delivered {return false}
+    if lhs.requestID != rhs.requestID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -731,7 +743,7 @@ nonisolated extension Orrery_Actors_V1_CheckpointChunk: SwiftProtobuf.Message, S
 
 nonisolated extension Orrery_Actors_V1_CheckpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}reason\0\u{3}request_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -741,6 +753,7 @@ nonisolated extension Orrery_Actors_V1_CheckpointRequest: SwiftProtobuf.Message,
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       default: break
       }
     }
@@ -753,12 +766,16 @@ nonisolated extension Orrery_Actors_V1_CheckpointRequest: SwiftProtobuf.Message,
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
     }
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Actors_V1_CheckpointRequest, rhs: Orrery_Actors_V1_CheckpointRequest) -> Bool {
     if lhs.offerID != rhs.offerID {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.requestID != rhs.requestID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -32,6 +32,9 @@ actor ActorDesk {
     private var byAddress: [String: ActorHost] = [:]
     private var servers: [String: MailboxServer] = [:]
     private var schedules: [String: Task<Void, Never>] = [:]
+    /// Per allocation, the last checkpoint asked for: each waits for the one before, so two are never taken at once
+    /// (one sequence number each, and the workload's checkpoint directory written for one request at a time).
+    private var takes: [String: (task: Task<Void, Never>, waiting: Int)] = [:]
     private var incoming: [String: (sequence: UInt64, chunks: [UInt32: Data])] = [:]
     private var retries: Task<Void, Never>?
 
@@ -292,12 +295,35 @@ actor ActorDesk {
         incoming[chunk.offerID] = entry
     }
 
-    /// Takes a checkpoint now and ships it; a failure (the workload did not answer in time) is logged.
+    /// Takes a checkpoint once the one before it (if any) is done, and ships it; a failure (the workload did not
+    /// answer in time) is logged. The schedule's own request is skipped while another is asked for or taken, or
+    /// while the actor is paused for a move (the move's checkpoint is the one it resumes from).
     func checkpoint(_ request: Orrery_Actors_V1_CheckpointRequest) async {
         let id = request.offerID
         guard let host = hosts[id] else { return }
+        let scheduled = request.reason == "schedule"
+        if scheduled {
+            let paused = await host.isPaused
+            if takes[id] != nil || paused { return }
+        }
+        let before = takes[id]?.task
+        let task = Task {
+            await before?.value
+            await self.take(request, host: host)
+        }
+        takes[id] = (task, (takes[id]?.waiting ?? 0) + 1)
+        await task.value
+        if let entry = takes[id] {
+            takes[id] = entry.waiting > 1 ? (entry.task, entry.waiting - 1) : nil
+        }
+    }
+
+    private func take(_ request: Orrery_Actors_V1_CheckpointRequest, host: ActorHost) async {
+        let id = request.offerID
         do {
-            try await take(id, host: host, reason: request.reason.isEmpty ? "request" : request.reason)
+            try await take(
+                id, host: host, reason: request.reason.isEmpty ? "request" : request.reason,
+                requestID: request.requestID)
             if request.reason == "move" {
                 // Paused for a move: if no Stop comes (the move failed after the checkpoint), it receives again.
                 Task {
@@ -310,7 +336,7 @@ actor ActorDesk {
         }
     }
 
-    private func take(_ id: String, host: ActorHost, reason: String) async throws {
+    private func take(_ id: String, host: ActorHost, reason: String, requestID: String) async throws {
         let previous =
             (try? String(contentsOfFile: path(id, "checkpoint.sequence"), encoding: .utf8)).flatMap {
                 UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines))
@@ -336,6 +362,7 @@ actor ActorDesk {
             $0.size = UInt64(archive.count)
             $0.takenAt = Google_Protobuf_Timestamp(date: Date())
             $0.reason = reason
+            $0.requestID = requestID
             $0.delivered = delivered.sorted { $0.key < $1.key }.prefix(10_000).map { cid, expiry in
                 .with {
                     $0.id = cid.string

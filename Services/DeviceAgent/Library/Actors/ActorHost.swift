@@ -333,6 +333,9 @@ actor ActorHost {
         return received
     }
 
+    /// Held for a move: it receives no message until it resumes elsewhere or the move is abandoned.
+    var isPaused: Bool { paused }
+
     /// Resumes delivery (a planned move was abandoned).
     func unpause() {
         paused = false
