@@ -99,54 +99,62 @@ struct DeploymentDriver: Sendable {
             return
         }
         if try await offers.deployAccepted(of: id, escrowRequired: settlement != nil) { await kick() }
-        let executions = try await offers.executions(of: id)
-        // A replica whose device went offline or left moves to another feasible device.
-        for execution in executions where execution.state == .deploying || execution.state == .running {
-            guard let device = fleet.device(execution.device), device.status == .offline || device.status == .left
-            else { continue }
-            try await relocate(
-                deployment, allocation: execution.allocation, replica: UInt32(execution.replica),
-                from: execution.device,
-                why: "device \(execution.device) went \(device.status == .left ? "away" : "offline")")
-            return
+        var state = deployment.state
+        // At most two steps a round (deploying → running → completed); a relocation or failure ends the round.
+        for _ in 0..<2 {
+            let facts = try await executionFacts(deployment, state: state)
+            let step = DeploymentPlanner.nextExecutionStep(facts)
+            guard try await apply(step, to: deployment, facts: facts), case .markRunning = step else { return }
+            state = .running
         }
-        // A relocated replica whose new device refused, or did not answer, moves again.
-        let live = try await offers.liveReplicas(of: id)
-        for assignment in deployment.assignments where !live.contains("\(assignment.allocation)#\(assignment.replica)")
-        {
+    }
+
+    /// What `DeploymentPlanner` decides a deploying or running ensemble's next step from.
+    private func executionFacts(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, state: Orrery_Orchestrator_V1_DeploymentState
+    ) async throws -> DeploymentPlanner.ExecutionFacts {
+        let executions = try await offers.executions(of: deployment.id)
+        let devices = Set(executions.map(\.device)).union(deployment.assignments.map(\.deviceDid))
+        return DeploymentPlanner.ExecutionFacts(
+            state: state,
+            assignments: deployment.assignments.map {
+                (DeploymentPlanner.Replica(allocation: $0.allocation, replica: $0.replica), $0.deviceDid)
+            },
+            executions: executions,
+            live: try await offers.liveReplicas(of: deployment.id),
+            deviceStatus: Dictionary(
+                uniqueKeysWithValues: devices.compactMap { did in fleet.device(did).map { (did, $0.status) } }))
+    }
+
+    /// Applies one execution step; true when it changed the deployment.
+    private func apply(
+        _ step: DeploymentPlanner.ExecutionStep, to deployment: Orrery_Orchestrator_V1_Deployment,
+        facts: DeploymentPlanner.ExecutionFacts
+    ) async throws -> Bool {
+        let id = deployment.id
+        let logger = logger
+        switch step {
+        case .wait:
+            return false
+        case .relocate(let replica, let device, let why):
             try await relocate(
-                deployment, allocation: assignment.allocation, replica: assignment.replica, from: assignment.deviceDid,
-                why: "device \(assignment.deviceDid) refused the relocated replica")
-            return
-        }
-        guard !executions.isEmpty else { return }
-        if let failure = executions.first(where: {
-            $0.state == .failedToStart || ($0.state == .exited && $0.exitCode != 0)
-        }) {
-            let what = failure.state == .failedToStart ? "failed to start" : "exited \(failure.exitCode ?? -1)"
-            let logger = logger
+                deployment, allocation: replica.allocation, replica: replica.replica, from: device, why: why)
+            return false
+        case .fail(let replica, let device, let reason):
             _ = try await store.transition(
-                id, from: [.deploying, .running], to: .failed,
-                reason: "\(failure.allocation)[\(failure.replica)] on \(failure.device) \(what): \(failure.report)",
+                id, from: [.deploying, .running], to: .failed, reason: reason,
                 also: { connection, _ in
                     try await ReputationOutbox.add(
-                        device: failure.device, outcome: .failed,
-                        key: "\(id)/\(failure.allocation)/\(failure.replica)/failed", connection: connection,
-                        logger: logger)
+                        device: device, outcome: .failed, key: "\(id)/\(replica.allocation)/\(replica.replica)/failed",
+                        connection: connection, logger: logger)
                 })
-            return
-        }
-        let started =
-            executions.count == deployment.assignments.count
-            && executions.allSatisfy { $0.state == .running || $0.state == .exited }
-        if deployment.state == .deploying, started {
-            _ = try await store.transition(
-                id, from: [.deploying], to: .running, reason: "all \(executions.count) allocation(s) started")
-        }
-        if started, executions.allSatisfy({ $0.state == .exited && $0.exitCode == 0 }) {
-            let logger = logger
-            _ = try await store.transition(
-                id, from: [.running], to: .completed, reason: "all \(executions.count) allocation(s) exited 0",
+            return false
+        case .markRunning(let reason):
+            return try await store.transition(id, from: [.deploying], to: .running, reason: reason) != nil
+        case .complete(let reason):
+            let executions = facts.executions
+            return try await store.transition(
+                id, from: [.running], to: .completed, reason: reason,
                 also: { connection, _ in
                     for execution in executions {
                         try await ReputationOutbox.add(
@@ -154,7 +162,7 @@ struct DeploymentDriver: Sendable {
                             key: "\(id)/\(execution.allocation)/\(execution.replica)/completed", connection: connection,
                             logger: logger)
                     }
-                })
+                }) != nil
         }
     }
 
@@ -308,8 +316,14 @@ struct DeploymentDriver: Sendable {
     /// offered → deploying once every replica's device has bid; back to placement when one declined or expired.
     private func collectBids(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
         let (current, refusals) = try await offers.round(of: deployment.id)
-        if current.count == deployment.assignments.count {
-            guard current.allSatisfy({ $0.state == .accepted }) else { return }  // still waiting
+        switch DeploymentPlanner.nextBidStep(
+            replicas: deployment.assignments.count,
+            current: current.map { DeploymentPlanner.Bid(device: $0.device, state: $0.state) },
+            refusals: refusals.map { DeploymentPlanner.Refusal(device: $0.device, reason: $0.reason) })
+        {
+        case .wait:
+            return
+        case .contract:
             let id = deployment.id
             guard let contracts = try await recordContracts(deployment, from: [.offered]) else { return }
             let listed = contracts.values.sorted().joined(separator: ", ")
@@ -322,12 +336,9 @@ struct DeploymentDriver: Sendable {
             else { return }
             logger.info("deployment contracted", metadata: ["deployment": "\(id)"])
             try await escrowAndDeploy(id)
-            return
+        case .placeAgain(let excluded, let why):
+            try await place(deployment, excluding: excluded, after: why)
         }
-        // A device declined or did not answer: place again without every device that refused this deployment.
-        let excluded = Set(refusals.map(\.device))
-        let why = refusals.last.map { "device \($0.device) declined: \($0.reason)" } ?? "an offer lapsed"
-        try await place(deployment, excluding: excluded, after: why)
     }
 
     /// contracted → escrowed (every contract's maximum cost held by the settlement gateway; with no gateway configured

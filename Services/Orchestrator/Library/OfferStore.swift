@@ -28,17 +28,17 @@ struct OfferStore: Sendable {
         var report: String
     }
 
-    /// Replicas with a live offer (pending, accepted, deployed, running, ended or stopping), by "allocation#replica".
-    func liveReplicas(of deployment: String) async throws -> Set<String> {
+    /// Replicas with a live offer (pending, accepted, deployed, running, ended or stopping).
+    func liveReplicas(of deployment: String) async throws -> Set<DeploymentPlanner.Replica> {
         let rows = try await client.query(
             """
             SELECT allocation, replica FROM offers
             WHERE deployment_id = \(deployment) AND state IN (\(OfferState.live))
             """,
             logger: logger)
-        var live: Set<String> = []
+        var live: Set<DeploymentPlanner.Replica> = []
         for try await (allocation, replica) in rows.decode((String, Int32).self) {
-            live.insert("\(allocation)#\(replica)")
+            live.insert(DeploymentPlanner.Replica(allocation: allocation, replica: UInt32(replica)))
         }
         return live
     }

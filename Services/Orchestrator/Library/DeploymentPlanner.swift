@@ -1,0 +1,125 @@
+internal import OrreryProto
+
+/// The lifecycle's decisions as pure functions: each reads the facts gathered about one deployment and returns the
+/// step to take. `DeploymentDriver` gathers the facts from the database and the fleet, applies the step (a
+/// conditional transition, in one transaction), and asks again; nothing here reads a clock, a database or a
+/// network, so every decision is tested as data (`DeploymentPlannerTests`).
+enum DeploymentPlanner {
+    /// One replica of an ensemble.
+    struct Replica: Hashable, Sendable, CustomStringConvertible {
+        var allocation: String
+        var replica: UInt32
+
+        var description: String { "\(allocation)[\(replica)]" }
+    }
+
+    /// An offer's part in the round of bids.
+    struct Bid: Sendable {
+        var device: String
+        var state: OfferState
+    }
+
+    /// A device that declined an offer of the deployment, or let one lapse.
+    struct Refusal: Sendable {
+        var device: String
+        var reason: String
+    }
+
+    /// What an `offered` deployment does next.
+    enum BidStep: Equatable, Sendable {
+        /// Some device has not answered yet.
+        case wait
+        /// Every replica's device bid: record the contracts, then escrow.
+        case contract
+        /// A device declined or let its offer lapse: placed anew without every device that refused.
+        case placeAgain(excluding: Set<String>, why: String)
+    }
+
+    /// The current round's offers (pending or accepted) against the replicas it needs, and the refusals so far.
+    static func nextBidStep(replicas: Int, current: [Bid], refusals: [Refusal]) -> BidStep {
+        if current.count == replicas {
+            return current.allSatisfy { $0.state == .accepted } ? .contract : .wait
+        }
+        let why = refusals.last.map { "device \($0.device) declined: \($0.reason)" } ?? "an offer lapsed"
+        return .placeAgain(excluding: Set(refusals.map(\.device)), why: why)
+    }
+
+    /// What is known about a `deploying` or `running` ensemble.
+    struct ExecutionFacts: Sendable {
+        typealias State = Orrery_Orchestrator_V1_DeploymentState
+        typealias DeviceStatus = Orrery_Registry_V1_DeviceStatus
+
+        var state: State
+        /// Where each replica is assigned, in the deployment's order.
+        var assignments: [(replica: Replica, device: String)]
+        /// The replicas' deployed offers (told to start; perhaps running or ended).
+        var executions: [OfferStore.Execution]
+        /// Replicas with a live offer (pending, accepted, deployed, ended or stopping).
+        var live: Set<Replica>
+        /// Each device's status as the registry reports it; a device it does not know is absent.
+        var deviceStatus: [String: DeviceStatus]
+    }
+
+    /// What a deploying or running ensemble does next.
+    enum ExecutionStep: Equatable, Sendable {
+        /// Nothing changed that calls for a step.
+        case wait
+        /// The replica leaves `device` for another feasible one.
+        case relocate(Replica, from: String, why: String)
+        /// A replica failed (blamed on its device): the deployment fails and the rest are stopped.
+        case fail(Replica, device: String, reason: String)
+        /// deploying → running: every replica started.
+        case markRunning(reason: String)
+        /// running → completed: every replica exited 0.
+        case complete(reason: String)
+    }
+
+    /// The step, in the order the driver has always taken them: a replica on a device that went offline or left
+    /// moves first; then a replica whose new device refused it; then a failure ends the deployment; then it is
+    /// running once every replica started, and completed once every one exited 0.
+    static func nextExecutionStep(_ facts: ExecutionFacts) -> ExecutionStep {
+        guard facts.state == .deploying || facts.state == .running else { return .wait }
+        for execution in facts.executions where execution.state == .deploying || execution.state == .running {
+            guard let status = facts.deviceStatus[execution.device], status == .offline || status == .left else {
+                continue
+            }
+            return .relocate(
+                Replica(allocation: execution.allocation, replica: UInt32(execution.replica)), from: execution.device,
+                why: "device \(execution.device) went \(status == .left ? "away" : "offline")")
+        }
+        for (replica, device) in facts.assignments where !facts.live.contains(replica) {
+            return .relocate(replica, from: device, why: "device \(device) refused the relocated replica")
+        }
+        guard !facts.executions.isEmpty else { return .wait }
+        if let failure = facts.executions.first(where: {
+            $0.state == .failedToStart || ($0.state == .exited && $0.exitCode != 0)
+        }) {
+            let what = failure.state == .failedToStart ? "failed to start" : "exited \(failure.exitCode ?? -1)"
+            return .fail(
+                Replica(allocation: failure.allocation, replica: UInt32(failure.replica)), device: failure.device,
+                reason: "\(failure.allocation)[\(failure.replica)] on \(failure.device) \(what): \(failure.report)")
+        }
+        let started =
+            facts.executions.count == facts.assignments.count
+            && facts.executions.allSatisfy { $0.state == .running || $0.state == .exited }
+        guard started else { return .wait }
+        if facts.state == .deploying {
+            return .markRunning(reason: "all \(facts.executions.count) allocation(s) started")
+        }
+        if facts.executions.allSatisfy({ $0.state == .exited && $0.exitCode == 0 }) {
+            return .complete(reason: "all \(facts.executions.count) allocation(s) exited 0")
+        }
+        return .wait
+    }
+
+    /// The state a step moves the deployment to (nil: it stays where it is, or the step decides it elsewhere).
+    static func target(of step: ExecutionStep) -> Orrery_Orchestrator_V1_DeploymentState? {
+        switch step {
+        case .wait: nil
+        case .relocate: .deploying
+        case .fail: .failed
+        case .markRunning: .running
+        case .complete: .completed
+        }
+    }
+}

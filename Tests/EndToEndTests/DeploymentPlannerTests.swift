@@ -1,0 +1,278 @@
+import OrreryProto
+import Testing
+
+@testable import OrchestratorService
+
+/// The lifecycle's decisions as data: each step from given facts, and random event sequences against a model of an
+/// ensemble whose invariants every decision must keep.
+@Suite("Deployment planner: the lifecycle's decisions as pure functions")
+struct DeploymentPlannerTests {
+    typealias Replica = DeploymentPlanner.Replica
+    typealias Facts = DeploymentPlanner.ExecutionFacts
+
+    static func execution(
+        _ allocation: String, _ replica: Int, on device: String, _ state: OfferState, exit: Int32? = nil
+    ) -> OfferStore.Execution {
+        OfferStore.Execution(
+            allocation: allocation, replica: replica, device: device, state: state, exitCode: exit, report: "report")
+    }
+
+    static func facts(
+        _ state: Orrery_Orchestrator_V1_DeploymentState, _ executions: [OfferStore.Execution],
+        offline: [String: Orrery_Registry_V1_DeviceStatus] = [:], notLive: Set<Replica> = []
+    ) -> Facts {
+        let assignments = executions.map {
+            (replica: Replica(allocation: $0.allocation, replica: UInt32($0.replica)), device: $0.device)
+        }
+        var status: [String: Orrery_Registry_V1_DeviceStatus] = [:]
+        for execution in executions { status[execution.device] = offline[execution.device] ?? .online }
+        return Facts(
+            state: state, assignments: assignments, executions: executions,
+            live: Set(assignments.map(\.replica)).subtracting(notLive), deviceStatus: status)
+    }
+
+    @Test("bids: wait for every answer, contract when all bid, place again without each device that refused")
+    func bids() {
+        typealias Bid = DeploymentPlanner.Bid
+        #expect(
+            DeploymentPlanner.nextBidStep(
+                replicas: 2, current: [Bid(device: "a", state: .accepted), Bid(device: "b", state: .pending)],
+                refusals: []) == .wait)
+        #expect(
+            DeploymentPlanner.nextBidStep(
+                replicas: 2, current: [Bid(device: "a", state: .accepted), Bid(device: "b", state: .accepted)],
+                refusals: [DeploymentPlanner.Refusal(device: "c", reason: "busy")]) == .contract)
+        #expect(
+            DeploymentPlanner.nextBidStep(
+                replicas: 2, current: [Bid(device: "a", state: .accepted)],
+                refusals: [
+                    DeploymentPlanner.Refusal(device: "c", reason: "busy"),
+                    DeploymentPlanner.Refusal(device: "b", reason: "would over-commit"),
+                ]) == .placeAgain(excluding: ["b", "c"], why: "device b declined: would over-commit"))
+        #expect(
+            DeploymentPlanner.nextBidStep(replicas: 1, current: [], refusals: [])
+                == .placeAgain(excluding: [], why: "an offer lapsed"))
+    }
+
+    @Test("execution steps, one fact at a time")
+    func executionSteps() {
+        let a0 = Replica(allocation: "a", replica: 0)
+        // Started, not all: wait; all started: running; all exited 0 (running): completed; one still runs: wait.
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(
+                    .deploying,
+                    [Self.execution("a", 0, on: "d1", .running), Self.execution("a", 1, on: "d2", .deploying)]))
+                == .wait)
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(
+                    .deploying,
+                    [Self.execution("a", 0, on: "d1", .running), Self.execution("a", 1, on: "d2", .exited, exit: 0)]))
+                == .markRunning(reason: "all 2 allocation(s) started"))
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(
+                    .running,
+                    [
+                        Self.execution("a", 0, on: "d1", .exited, exit: 0),
+                        Self.execution("a", 1, on: "d2", .exited, exit: 0),
+                    ]))
+                == .complete(reason: "all 2 allocation(s) exited 0"))
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(
+                    .running,
+                    [Self.execution("a", 0, on: "d1", .exited, exit: 0), Self.execution("a", 1, on: "d2", .running)]))
+                == .wait)
+        // A failure (exit ≠ 0, or failed to start) fails it, blamed on that device.
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(
+                    .running,
+                    [Self.execution("a", 0, on: "d1", .exited, exit: 3), Self.execution("a", 1, on: "d2", .running)]))
+                == .fail(a0, device: "d1", reason: "a[0] on d1 exited 3: report"))
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(.deploying, [Self.execution("a", 0, on: "d1", .failedToStart)]))
+                == .fail(a0, device: "d1", reason: "a[0] on d1 failed to start: report"))
+        // A replica on a device gone offline or away moves — before a failure elsewhere is acted on; an ended one
+        // on an offline device does not.
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(
+                    .running,
+                    [Self.execution("a", 0, on: "d1", .running), Self.execution("a", 1, on: "d2", .exited, exit: 1)],
+                    offline: ["d1": .offline])) == .relocate(a0, from: "d1", why: "device d1 went offline"))
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(.deploying, [Self.execution("a", 0, on: "d1", .deploying)], offline: ["d1": .left]))
+                == .relocate(a0, from: "d1", why: "device d1 went away"))
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(.running, [Self.execution("a", 0, on: "d1", .exited, exit: 0)], offline: ["d1": .offline]))
+                == .complete(reason: "all 1 allocation(s) exited 0"))
+        // A suspect device is not lost: nothing moves.
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(.running, [Self.execution("a", 0, on: "d1", .running)], offline: ["d1": .suspect])) == .wait)
+        // A replica with no live offer (its new device refused it) moves again.
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(.deploying, [Self.execution("a", 0, on: "d1", .running)], notLive: [a0]))
+                == .relocate(a0, from: "d1", why: "device d1 refused the relocated replica"))
+        // Final states take no step.
+        for state in [Orrery_Orchestrator_V1_DeploymentState.completed, .failed, .cancelled, .offered] {
+            #expect(
+                DeploymentPlanner.nextExecutionStep(
+                    Self.facts(state, [Self.execution("a", 0, on: "d1", .exited, exit: 1)], offline: ["d1": .offline]))
+                    == .wait)
+        }
+    }
+
+    /// An ensemble as the driver and the agents would leave it: each replica's current offer (a moved replica's old
+    /// one retired, its device told to stop it) and each device's status.
+    struct Model {
+        var state: Orrery_Orchestrator_V1_DeploymentState = .deploying
+        var current: [Replica: (device: String, offer: OfferState, exit: Int32?)] = [:]
+        var order: [Replica] = []
+        var status: [String: Orrery_Registry_V1_DeviceStatus] = [:]
+        var history: [String] = []
+
+        var facts: Facts {
+            Facts(
+                state: state,
+                assignments: order.compactMap { replica in current[replica].map { (replica, $0.device) } },
+                executions: order.compactMap { replica in
+                    guard let offer = current[replica], OfferState.deployed.contains(offer.offer) else { return nil }
+                    return OfferStore.Execution(
+                        allocation: replica.allocation, replica: Int(replica.replica), device: offer.device,
+                        state: offer.offer, exitCode: offer.exit, report: "")
+                },
+                live: Set(order.filter { current[$0].map { OfferState.live.contains($0.offer) } ?? false }),
+                deviceStatus: status)
+        }
+    }
+
+    @Test(
+        "random event sequences: every step is a legal transition, only a replica on a lost device or without a live offer moves, a failure fails it, completed only when every replica exited 0, and a settled ensemble is never left waiting"
+    )
+    func randomSequences() {
+        var generator = SystemRandomNumberGenerator()
+        let devices = (0..<5).map { "d\($0)" }
+        for _ in 0..<3000 {
+            var model = Model()
+            for device in devices { model.status[device] = .online }
+            let count = Int.random(in: 1...3, using: &generator)
+            for index in 0..<count {
+                let replica = Replica(allocation: index % 2 == 0 ? "a" : "b", replica: UInt32(index / 2))
+                model.order.append(replica)
+                model.current[replica] = (devices[index], .deploying, nil)
+            }
+            for _ in 0..<40 {
+                guard !model.state.isTerminal else {
+                    #expect(DeploymentPlanner.nextExecutionStep(model.facts) == .wait)
+                    break
+                }
+                Self.randomEvent(&model, devices: devices, using: &generator)
+                Self.settle(&model, devices: devices)
+            }
+        }
+    }
+
+    /// One thing that happens outside the driver: an agent reports, a device's status changes, an offer is refused.
+    static func randomEvent(_ model: inout Model, devices: [String], using generator: inout some RandomNumberGenerator)
+    {
+        guard let replica = model.order.randomElement(using: &generator), let offer = model.current[replica] else {
+            return
+        }
+        let device = devices.randomElement(using: &generator) ?? "d0"
+        switch Int.random(in: 0..<8, using: &generator) {
+        case 0 where offer.offer == .pending: model.current[replica]?.offer = .accepted
+        case 0 where offer.offer == .accepted: model.current[replica]?.offer = .deploying
+        case 1 where offer.offer == .deploying && model.status[offer.device] == .online:
+            model.current[replica]?.offer = .running
+        case 2 where offer.offer == .running && model.status[offer.device] == .online:
+            model.current[replica]?.offer = .exited
+            model.current[replica]?.exit = Int.random(in: 0..<6, using: &generator) == 0 ? 1 : 0
+        case 3 where offer.offer == .deploying && model.status[offer.device] == .online:
+            if Int.random(in: 0..<4, using: &generator) == 0 { model.current[replica]?.offer = .failedToStart }
+        case 4: model.status[device] = .offline
+        case 5: model.status[device] = .online
+        case 6: model.status[device] = Int.random(in: 0..<3, using: &generator) == 0 ? .left : .suspect
+        case 7 where offer.offer == .pending: model.current[replica]?.offer = .declined
+        default: break
+        }
+        model.history.append("\(replica) \(model.current[replica].map { "\($0.device) \($0.offer)" } ?? "-")")
+    }
+
+    /// Applies the planner's steps (as the driver would) until it waits, checking each against the model.
+    static func settle(_ model: inout Model, devices: [String]) {
+        for _ in 0..<20 {
+            let facts = model.facts
+            let step = DeploymentPlanner.nextExecutionStep(facts)
+            if let target = DeploymentPlanner.target(of: step) {
+                #expect(
+                    DeploymentLifecycle.allows(model.state, target), "\(model.state) → \(target): \(model.history)")
+            }
+            switch step {
+            case .wait:
+                checkSettled(model)
+                return
+            case .relocate(let replica, let from, _):
+                guard let offer = model.current[replica] else {
+                    Issue.record("relocated \(replica), which has no offer")
+                    return
+                }
+                #expect(offer.device == from)
+                // Never a second copy: only a replica whose device is lost, or whose offer is not live, moves.
+                let lost = model.status[from] == .offline || model.status[from] == .left
+                #expect(
+                    (lost && (offer.offer == .deploying || offer.offer == .running))
+                        || !OfferState.live.contains(offer.offer), "moved \(replica) (\(offer)): \(model.history)")
+                // Where the driver would place it: any other online device; none left fails it, as the driver does.
+                if let target = devices.first(where: { $0 != from && model.status[$0] == .online }) {
+                    model.current[replica] = (target, .pending, nil)
+                    model.state = .deploying
+                } else {
+                    model.state = .failed
+                }
+            case .fail(let replica, let device, _):
+                let offer = model.current[replica]
+                #expect(offer?.device == device)
+                #expect(offer?.offer == .failedToStart || (offer?.offer == .exited && offer?.exit != 0))
+                model.state = .failed
+            case .markRunning:
+                #expect(model.state == .deploying)
+                #expect(model.order.allSatisfy { [.running, .exited].contains(model.current[$0]?.offer) })
+                model.state = .running
+            case .complete:
+                #expect(model.state == .running)
+                #expect(model.order.allSatisfy { model.current[$0]?.offer == .exited && model.current[$0]?.exit == 0 })
+                model.state = .completed
+            }
+        }
+        Issue.record("the planner never settled: \(model.history)")
+    }
+
+    /// What must hold once the planner waits: nothing it should have acted on is left.
+    static func checkSettled(_ model: Model) {
+        guard !model.state.isTerminal else { return }
+        for replica in model.order {
+            guard let offer = model.current[replica] else { continue }
+            let lost = model.status[offer.device] == .offline || model.status[offer.device] == .left
+            #expect(!(lost && [.deploying, .running].contains(offer.offer)), "left on a lost device: \(model.history)")
+            #expect(OfferState.live.contains(offer.offer), "left without a live offer: \(model.history)")
+            #expect(
+                offer.offer != .failedToStart && !(offer.offer == .exited && offer.exit != 0),
+                "a failure ignored: \(model.history)")
+        }
+        let offers = model.order.compactMap { model.current[$0]?.offer }
+        if offers.count == model.order.count, offers.allSatisfy({ $0 == .running || $0 == .exited }) {
+            #expect(model.state == .running, "every replica started, still \(model.state): \(model.history)")
+            #expect(
+                !model.order.allSatisfy { model.current[$0]?.exit == 0 && model.current[$0]?.offer == .exited },
+                "every replica exited 0, not completed: \(model.history)")
+        }
+    }
+}
