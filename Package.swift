@@ -268,7 +268,10 @@ let package = Package(
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service(
             "SettlementService", executable: "settlement-gateway", folder: "Settlement",
-            extra: ["OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto, hummingbird, metrics])
+            extra: [
+                "OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto, hummingbird, metrics,
+                .product(name: "NIOCore", package: "swift-nio"),
+            ])
         + service(
             "DeviceAgent", executable: "device-agent", folder: "DeviceAgent",
             extra: [

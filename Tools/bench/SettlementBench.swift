@@ -175,13 +175,16 @@ struct SettlementBenchCommand: AsyncParsableCommand {
             Array(releases[..<third]), Array(releases[third..<(2 * third)]), Array(releases[(2 * third)...])
         )
         let presignedUnary = try unaryPart.map(signed)
+        Self.progress("measuring unary calls (\(unaryPart.count) contracts)")
         let unaryRate = try await Self.run(unaryPart, clients: clients, gateway: gatewayTarget, over: .unary) {
             position, _ in presignedUnary[position]
         }
         let presignedStream = try streamPart.map(signed)
+        Self.progress("measuring the Operate stream (\(streamPart.count) contracts)")
         let rate = try await Self.run(streamPart, clients: clients, gateway: gatewayTarget, over: .stream) {
             position, _ in presignedStream[position]
         }
+        Self.progress("measuring the Operate stream, signing as it goes (\(signingPart.count) contracts)")
         let signingRate = try await Self.run(signingPart, clients: clients, gateway: gatewayTarget, over: .stream) {
             _, release in try signed(release)
         }
@@ -201,6 +204,11 @@ struct SettlementBenchCommand: AsyncParsableCommand {
         for line in lines { print(line) }
         let existing = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
         try (existing + lines.joined(separator: "\n") + "\n").write(toFile: out, atomically: true, encoding: .utf8)
+    }
+
+    /// A progress line on stderr (a profiler started alongside can wait for the measurement it wants).
+    static func progress(_ line: String) {
+        FileHandle.standardError.write(Data("settlement bench: \(line)\n".utf8))
     }
 
     /// How the clients call the gateway.

@@ -10,6 +10,7 @@ for product in orrery-bench registry orchestrator contract-notary settlement-gat
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
 # ORRERY_BENCH_ONLY="settlement notary" runs only those measurements (services they need still start).
+# ORRERY_BENCH_SETTLEMENT_CONTRACTS (default 6000, a third per measurement): more gives longer, steadier windows.
 want() { [ -z "${ORRERY_BENCH_ONLY:-}" ] || [[ " $ORRERY_BENCH_ONLY " == *" $1 "* ]]; }
 
 echo "== identity"
@@ -104,7 +105,8 @@ extra_pids+=($!)
 wait_ready "$work/settlement.json" "$!" "$work/settlement.log"
 settlement_port=$(python3 -c "import json; print(json.load(open('$work/settlement.json'))['grpc_port'])")
 want settlement && rm -f bench-results/settlement.md && "$bin/orrery-bench" settlement --notary "127.0.0.1:$notary_port" --settlement "127.0.0.1:$settlement_port" \
-    --key "$work/credentials/operator.key" --pgbench-tps "$tps" --out bench-results/settlement.md
+    --key "$work/credentials/operator.key" --pgbench-tps "$tps" --out bench-results/settlement.md \
+    --contracts "${ORRERY_BENCH_SETTLEMENT_CONTRACTS:-6000}"
 want settlement && "$bin/orrery-bench" chain-signing --out bench-results/settlement.md
 
 echo "== device agent"

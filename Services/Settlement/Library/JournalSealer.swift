@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Logging
+internal import NIOCore
 internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryLedger
@@ -55,18 +56,18 @@ struct JournalSealer: Sendable {
                 position = last
                 previous = [UInt8](digest)
             }
-            var (positions, ids, digests) = ([Int64](), [Int64](), [String]())
+            var (positions, ids, digests) = ([Int64](), [Int64](), [ByteBuffer]())
             for entry in entries {
                 previous = JournalChain.digest(previous: previous, entry: entry)
                 position += 1
                 positions.append(position)
                 ids.append(entry.id)
-                digests.append(Hex.encode(previous))
+                digests.append(ByteBuffer(bytes: previous))
             }
             try await connection.query(
                 """
                 INSERT INTO journal_chain (position, entry_id, digest)
-                SELECT p, e, decode(d, 'hex') FROM unnest(\(positions)::bigint[], \(ids)::bigint[], \(digests)::text[]) AS t(p, e, d)
+                SELECT p, e, d FROM unnest(\(positions)::bigint[], \(ids)::bigint[], \(digests)::bytea[]) AS t(p, e, d)
                 """, logger: logger)
             try await connection.query(
                 "DELETE FROM journal_unsealed WHERE entry_id = ANY(\(ids)::bigint[])", logger: logger)

@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Logging
+internal import NIOCore
 internal import OrreryIdentity
 internal import OrreryEthereum
 internal import PostgresNIO
@@ -90,8 +91,8 @@ actor LedgerBatcher {
             """
             WITH proofs AS (
                 INSERT INTO release_proofs (request_sha256, request)
-                SELECT decode(s, 'hex'), decode(r, 'hex')
-                FROM unnest(\(proofs.map { Hex.encode($0.sha256) })::text[], \(proofs.map { Hex.encode($0.request) })::text[]) AS t(s, r)
+                SELECT s, r
+                FROM unnest(\(proofs.map { ByteBuffer(bytes: $0.sha256) })::bytea[], \(proofs.map { ByteBuffer(bytes: $0.request) })::bytea[]) AS t(s, r)
                 ON CONFLICT (request_sha256) DO NOTHING
             )
             SELECT ordinal, entry_id, created_at, state, coalesce(constraint_name, ''), message, released::text,

@@ -539,5 +539,16 @@ public enum SettlementMigrations {
                 "INSERT INTO journal_audit_start SELECT coalesce(max(id), 0) FROM journal_entries",
             ]
         ),
+        Migration(
+            version: 9,
+            name: "the sealing queue and the chain name entries without foreign keys",
+            statements: [
+                // Journal entries are never updated or deleted (refuse_journal_change), so these keys guarded nothing,
+                // yet each cost a row lock and a lookup per posted entry and per sealed one. The audit proves the
+                // chain covers every entry and names only entries that exist (JournalAudit).
+                "ALTER TABLE journal_unsealed DROP CONSTRAINT journal_unsealed_entry_id_fkey",
+                "ALTER TABLE journal_chain DROP CONSTRAINT journal_chain_entry_id_fkey",
+            ]
+        ),
     ]
 }
