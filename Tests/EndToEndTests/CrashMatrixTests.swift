@@ -86,22 +86,34 @@ struct CrashMatrixTests {
             spec.allocations[0].resources.diskMib = 0
             spec.allocations[0].maxDurationSeconds = 120
             spec.allocations[0].outputs = ["out.txt"]
-            let orchestrator = c.service(.orchestrator)
-            let job = try await consumer.with(orchestrator) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.settlementAuthority = try consumer.authority(
-                            for: orchestrator, command: "/orrery/settlement/escrow")
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
+            let (submission, jobSpec) = (UUID().uuidString, spec)
+            @Sendable func submit() async throws -> Orrery_Orchestrator_V1_Deployment {
+                let orchestrator = c.service(.orchestrator)
+                return try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                            $0.settlementAuthority = try consumer.authority(
+                                for: orchestrator, command: "/orrery/settlement/escrow")
+                            $0.spec = jobSpec
+                            $0.idempotencyKey = submission
+                        })
+                }
+            }
+            // Submit advances a deployment as far as it goes at once, so an orchestrator armed to die at a stage may
+            // die inside it: then, as any client would, the submission is retried with its key after the restart.
+            var submitted: Orrery_Orchestrator_V1_Deployment?
+            do {
+                submitted = try await submit()
+            } catch let error as RPCError where error.code == .unavailable && crash.service == .orchestrator {
+                submitted = nil
             }
 
             // The kill: at the armed crash point, or from outside once the stage is seen.
             let doomed = c.service(crash.service)
             if crash.point == nil {
-                let seen = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
+                let seen = try await OrchestratorTests.runningOrEnded(
+                    try #require(submitted).id, of: consumer, on: c.service(.orchestrator))
                 try #require(seen.state == crash.stage, "\(seen.state): \(seen.reason)")
                 doomed.child.signal(SIGKILL)
             }
@@ -113,6 +125,8 @@ struct CrashMatrixTests {
                 #expect(doomed.child.output.contains("dying at a crash point"))
             }
             try await c.restart(crash.service)
+            var job = submitted ?? Orrery_Orchestrator_V1_Deployment()
+            if submitted == nil { job = try await submit() }
 
             // It ends, and its history shows where the kill landed.
             let events = try await Self.history(job.id, consumer: consumer, orchestrator: c.service(.orchestrator))

@@ -275,4 +275,279 @@ struct DeploymentPlannerTests {
                 "every replica exited 0, not completed: \(model.history)")
         }
     }
+
+    // MARK: - The whole lifecycle
+
+    static func facts(
+        _ state: Orrery_Orchestrator_V1_DeploymentState, synced: Bool = true, settlement: Bool = true,
+        bids: [DeploymentPlanner.Bid] = [], refusals: [DeploymentPlanner.Refusal] = [], unrecorded: Int = 0,
+        unescrowed: Int = 0, deployable: Int = 0, execution: Facts? = nil
+    ) -> DeploymentPlanner.Facts {
+        DeploymentPlanner.Facts(
+            state: state, replicas: 2, fleetSynced: synced, settlement: settlement, bids: bids, refusals: refusals,
+            unrecorded: unrecorded, unescrowed: unescrowed, deployable: deployable, execution: execution)
+    }
+
+    @Test("the next action in each state: placed once the fleet is known, money before work, nothing after the end")
+    func actions() {
+        typealias Bid = DeploymentPlanner.Bid
+        let both = [Bid(device: "a", state: .accepted), Bid(device: "b", state: .accepted)]
+        let table: [(DeploymentPlanner.Facts, DeploymentPlanner.Action)] = [
+            (Self.facts(.submitted), .place(excluding: [], after: nil)),
+            (Self.facts(.submitted, synced: false), .wait),
+            (Self.facts(.matched), .offer),
+            (
+                Self.facts(.offered, bids: [Bid(device: "a", state: .accepted), Bid(device: "b", state: .pending)]),
+                .wait
+            ),
+            (Self.facts(.offered, bids: both, unrecorded: 2), .recordContracts),
+            (Self.facts(.offered, bids: both), .markContracted),
+            (
+                Self.facts(
+                    .offered, bids: [Bid(device: "a", state: .accepted)],
+                    refusals: [DeploymentPlanner.Refusal(device: "b", reason: "busy")]),
+                .place(excluding: ["b"], after: "device b declined: busy")
+            ),
+            (
+                Self.facts(
+                    .offered, synced: false, bids: [Bid(device: "a", state: .accepted)],
+                    refusals: [DeploymentPlanner.Refusal(device: "b", reason: "busy")]), .wait
+            ),
+            (Self.facts(.contracted, unescrowed: 2), .escrow),
+            (Self.facts(.contracted), .markEscrowed),
+            (Self.facts(.contracted, settlement: false, unescrowed: 2), .markEscrowed),
+            (Self.facts(.escrowed), .startDeploying),
+            // A relocated replica: its contract recorded, then escrowed, then deployed — before anything else.
+            (Self.facts(.running, unrecorded: 1, unescrowed: 1, deployable: 1), .recordContracts),
+            (Self.facts(.running, unescrowed: 1, deployable: 1), .escrow),
+            (Self.facts(.deploying, settlement: false, unescrowed: 1, deployable: 1), .deployAccepted),
+            (Self.facts(.running, deployable: 1), .deployAccepted),
+            (Self.facts(.running), .wait),
+            (
+                Self.facts(
+                    .running,
+                    execution: Self.facts(.running, [Self.execution("a", 0, on: "d1", .exited, exit: 0)])),
+                .execution(.complete(reason: "all 1 allocation(s) exited 0"))
+            ),
+        ]
+        for (facts, expected) in table {
+            let action = DeploymentPlanner.nextAction(facts)
+            #expect(action == expected, "\(facts.state): \(action)")
+        }
+        for state in [Orrery_Orchestrator_V1_DeploymentState.completed, .failed, .cancelled, .unspecified] {
+            #expect(
+                DeploymentPlanner.nextAction(Self.facts(state, unrecorded: 1, unescrowed: 1, deployable: 1)) == .wait)
+        }
+    }
+
+    /// A deployment of two replicas as the driver, the notary, the gateway and the agents would leave it.
+    struct Lifecycle {
+        struct Offer {
+            var replica: Int
+            var device: String
+            var state: OfferState
+            var contract = false
+            var escrowed = false
+            var exit: Int32? = nil
+        }
+        var state: Orrery_Orchestrator_V1_DeploymentState = .submitted
+        var offers: [Offer] = []
+        var assigned: [String] = []
+        var online: Set<String> = ["d0", "d1", "d2", "d3"]
+        var notaryUp = true
+        var notaryRefuses = false
+        var gatewayUp = true
+        var gatewayRefuses = false
+        var history: [String] = []
+        /// The driver's actions, as applied.
+        var actions: [String] = []
+
+        var current: [Int: Int] {
+            var map: [Int: Int] = [:]
+            for (index, offer) in offers.enumerated()
+            where OfferState.current.contains(offer.state)
+                || offer.state == .exited || offer.state == .failedToStart
+            {
+                map[offer.replica] = index
+            }
+            return map
+        }
+
+        func facts() -> DeploymentPlanner.Facts {
+            let round = offers.filter { $0.state == .pending || $0.state == .accepted }
+            let refused = offers.filter { $0.state == .declined }
+            var facts = DeploymentPlanner.Facts(
+                state: state, replicas: assigned.count, fleetSynced: true, settlement: true,
+                bids: round.map { DeploymentPlanner.Bid(device: $0.device, state: $0.state) },
+                refusals: refused.map { DeploymentPlanner.Refusal(device: $0.device, reason: "no") },
+                unrecorded: offers.filter { [.accepted, .deploying].contains($0.state) && !$0.contract }.count,
+                unescrowed: offers.filter { $0.contract && !$0.escrowed && !OfferState.retired.contains($0.state) }
+                    .count,
+                deployable: offers.filter { $0.state == .accepted && $0.contract && $0.escrowed }.count)
+            if state == .deploying || state == .running {
+                let deployed = offers.filter { OfferState.deployed.contains($0.state) }
+                facts.execution = Facts(
+                    state: state,
+                    assignments: assigned.enumerated().map { (Replica(allocation: "a", replica: UInt32($0)), $1) },
+                    executions: deployed.map {
+                        OfferStore.Execution(
+                            allocation: "a", replica: $0.replica, device: $0.device, state: $0.state,
+                            exitCode: $0.exit, report: "")
+                    },
+                    live: Set(
+                        offers.filter { OfferState.live.contains($0.state) }.map {
+                            Replica(allocation: "a", replica: UInt32($0.replica))
+                        }),
+                    deviceStatus: Dictionary(
+                        uniqueKeysWithValues: ["d0", "d1", "d2", "d3"].map {
+                            ($0, online.contains($0) ? .online : .offline)
+                        }
+                    ))
+            }
+            return facts
+        }
+    }
+
+    @Test(
+        "random lifecycles from submitted: every step legal, never two current offers for a replica, no replica told to start before its contract is recorded and escrowed, a final state is final"
+    )
+    func randomLifecycles() {
+        var generator = SystemRandomNumberGenerator()
+        var ends: [Orrery_Orchestrator_V1_DeploymentState: Int] = [:]
+        var relocations = 0
+        for _ in 0..<2000 {
+            var model = Lifecycle()
+            for _ in 0..<60 {
+                Self.outside(&model, using: &generator)
+                Self.drive(&model)
+                if model.state.isTerminal { break }
+            }
+            ends[model.state, default: 0] += 1
+            relocations +=
+                model.actions.filter {
+                    $0.hasPrefix("execution(OrchestratorService.DeploymentPlanner.ExecutionStep.relocate")
+                }.count
+        }
+        // The walks reach every end and relocate replicas: the invariants were checked where it matters.
+        #expect((ends[.completed] ?? 0) > 0 && (ends[.failed] ?? 0) > 0 && relocations > 0, "\(ends), \(relocations)")
+    }
+
+    /// Something outside the driver: a bid, a decline, an agent's report, a device lost or back, a service down or up.
+    static func outside(_ model: inout Lifecycle, using generator: inout some RandomNumberGenerator) {
+        let roll = Int.random(in: 0..<12, using: &generator)
+        let device = "d\(Int.random(in: 0..<4, using: &generator))"
+        guard let index = model.offers.indices.randomElement(using: &generator) else { return }
+        let offer = model.offers[index]
+        switch roll {
+        case 0 where offer.state == .pending, 1 where offer.state == .pending: model.offers[index].state = .accepted
+        case 2 where offer.state == .pending: model.offers[index].state = .declined
+        case 3 where offer.state == .deploying && model.online.contains(offer.device):
+            model.offers[index].state = .running
+        case 4 where offer.state == .running && model.online.contains(offer.device):
+            model.offers[index].state = .exited
+            model.offers[index].exit = Int.random(in: 0..<8, using: &generator) == 0 ? 2 : 0
+        case 5: model.online.remove(device)
+        case 6, 7: model.online.insert(device)
+        case 8: model.notaryUp.toggle()
+        case 9: model.gatewayUp.toggle()
+        case 10: model.notaryRefuses = Int.random(in: 0..<30, using: &generator) == 0
+        case 11: model.gatewayRefuses = Int.random(in: 0..<30, using: &generator) == 0
+        default: break
+        }
+        model.history.append("\(roll) \(offer.replica)@\(offer.device) \(model.offers[index].state)")
+    }
+
+    /// What the driver would do: actions until the planner waits (or a service it needs is down).
+    static func drive(_ model: inout Lifecycle) {
+        for _ in 0..<12 {
+            guard !model.state.isTerminal else {
+                #expect(DeploymentPlanner.nextAction(model.facts()) == .wait)
+                return
+            }
+            let before = model.state
+            let action = DeploymentPlanner.nextAction(model.facts())
+            model.actions.append("\(action)")
+            func move(_ to: Orrery_Orchestrator_V1_DeploymentState) {
+                #expect(DeploymentLifecycle.allows(model.state, to), "\(model.state) → \(to): \(model.history)")
+                model.state = to
+            }
+            switch action {
+            case .wait:
+                return
+            case .place(let excluded, _):
+                let free = ["d0", "d1", "d2", "d3"].filter { model.online.contains($0) && !excluded.contains($0) }
+                guard free.count >= 2 else { return move(.failed) }
+                for index in model.offers.indices where [.pending, .accepted].contains(model.offers[index].state) {
+                    model.offers[index].state = .withdrawn
+                }
+                model.assigned = Array(free.prefix(2))
+                move(.matched)
+            case .offer:
+                for (replica, device) in model.assigned.enumerated() {
+                    model.offers.append(.init(replica: replica, device: device, state: .pending))
+                }
+                move(.offered)
+            case .recordContracts:
+                guard model.notaryUp else { return }
+                guard !model.notaryRefuses else { return move(.failed) }
+                for index in model.offers.indices
+                where [.accepted, .deploying].contains(model.offers[index].state) {
+                    model.offers[index].contract = true
+                }
+            case .markContracted:
+                move(.contracted)
+            case .escrow:
+                guard model.gatewayUp else { return }
+                guard !model.gatewayRefuses else { return move(.failed) }
+                for index in model.offers.indices where model.offers[index].contract {
+                    model.offers[index].escrowed = true
+                }
+            case .markEscrowed:
+                move(.escrowed)
+            case .startDeploying, .deployAccepted:
+                if case .startDeploying = action { move(.deploying) }
+                for index in model.offers.indices where model.offers[index].state == .accepted {
+                    // Money before work.
+                    #expect(
+                        model.offers[index].contract && model.offers[index].escrowed,
+                        "told to start unpaid: \(model.history)")
+                    model.offers[index].state = .deploying
+                }
+            case .execution(let step):
+                switch step {
+                case .wait: return
+                case .relocate(let replica, let from, _):
+                    guard
+                        let target = ["d0", "d1", "d2", "d3"].first(where: { $0 != from && model.online.contains($0) })
+                    else { return move(.failed) }
+                    for index in model.offers.indices
+                    where model.offers[index].replica == Int(replica.replica)
+                        && OfferState.current.contains(model.offers[index].state)
+                    {
+                        model.offers[index].state = .movedAway
+                    }
+                    for index in model.offers.indices
+                    where model.offers[index].replica == Int(replica.replica) && model.offers[index].state == .declined
+                    {
+                        model.offers[index].state = .relocated
+                    }
+                    model.assigned[Int(replica.replica)] = target
+                    model.offers.append(.init(replica: Int(replica.replica), device: target, state: .pending))
+                    move(.deploying)
+                case .fail: move(.failed)
+                case .markRunning: move(.running)
+                case .complete: move(.completed)
+                }
+            }
+            // Never two current offers for one replica.
+            for replica in 0..<model.assigned.count {
+                let current = model.offers.filter { $0.replica == replica && OfferState.current.contains($0.state) }
+                #expect(
+                    current.count <= 1,
+                    "replica \(replica) has \(current.count) current offers after \(action): \(model.offers) \(model.history.suffix(6))"
+                )
+            }
+            if model.state == before, case .wait = action { return }
+        }
+    }
 }

@@ -65,47 +65,117 @@ struct DeploymentDriver: Sendable {
         }
     }
 
-    /// Takes a deployment one step further, if it can go.
-    func advance(_ id: String) async throws {
-        guard let deployment = try await store.deployment(id) else { return }
-        switch deployment.state {
-        case .submitted: try await place(deployment)
-        case .matched: try await offer(deployment)
-        case .offered: try await collectBids(deployment)
-        case .contracted: try await escrowAndDeploy(deployment.id)
-        case .escrowed: try await startDeploying(deployment.id)
-        case .deploying, .running: try await followExecution(deployment)
-        default: break
+    /// Takes a deployment as far as it can go now: the facts are read, `DeploymentPlanner` names the next action,
+    /// it is applied (conditional on the state it leaves, so a racing replica changes nothing twice), and again —
+    /// until the planner waits, the deployment ended, or an action hands over to a later round.
+    /// - Parameter states: when given, it goes on only while the deployment is in one of these states.
+    func advance(_ id: String, while states: Set<Orrery_Orchestrator_V1_DeploymentState>? = nil) async throws {
+        for _ in 0..<8 {
+            guard let deployment = try await store.deployment(id), !deployment.state.isTerminal,
+                states?.contains(deployment.state) ?? true
+            else { return }
+            let facts = try await facts(of: deployment)
+            let action = DeploymentPlanner.nextAction(facts)
+            guard try await apply(action, to: deployment, facts: facts) else { return }
         }
     }
 
-    /// deploying → running once every replica started; → completed when all exited 0; → failed (stopping the
-    /// rest) as soon as one failed.
-    private func followExecution(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
+    /// What `DeploymentPlanner` decides a deployment's next action from: only what its state needs.
+    private func facts(of deployment: Orrery_Orchestrator_V1_Deployment) async throws -> DeploymentPlanner.Facts {
+        var facts = DeploymentPlanner.Facts(
+            state: deployment.state, replicas: deployment.assignments.count, fleetSynced: fleet.isSynced,
+            settlement: settlement != nil)
+        switch deployment.state {
+        case .offered, .contracted, .deploying, .running:
+            if deployment.state == .offered {
+                let (current, refusals) = try await offers.round(of: deployment.id)
+                facts.bids = current.map { DeploymentPlanner.Bid(device: $0.device, state: $0.state) }
+                facts.refusals = refusals.map { DeploymentPlanner.Refusal(device: $0.device, reason: $0.reason) }
+            }
+            (facts.unrecorded, facts.unescrowed, facts.deployable) = try await offers.paperwork(
+                of: deployment.id, escrowRequired: settlement != nil)
+            if deployment.state == .deploying || deployment.state == .running {
+                facts.execution = try await executionFacts(deployment, state: deployment.state)
+            }
+        default:
+            break
+        }
+        return facts
+    }
+
+    /// Applies one action; true when it changed something the next action may follow at once.
+    private func apply(
+        _ action: DeploymentPlanner.Action, to deployment: Orrery_Orchestrator_V1_Deployment,
+        facts: DeploymentPlanner.Facts
+    ) async throws -> Bool {
         let id = deployment.id
-        // A relocated replica's device bid: its contract (replacing the one before) is recorded before it deploys.
-        if !(try await offers.acceptedWithoutContract(of: id).isEmpty) {
-            guard let contracts = try await recordContracts(deployment, from: [.deploying, .running]) else { return }
-            _ = try await store.transition(
-                id, from: [deployment.state], to: deployment.state,
-                reason: "the relocated replica's contract is recorded by the notary",
-                change: { deployment in Self.attach(contracts, to: &deployment) })
-        }
-        // Escrow follows every contract: a relocated replica's is held before its device is told to start it (an
-        // unreachable gateway leaves it waiting for the next round; a refusal fails the deployment, as at the start).
-        if let settlement, let refusal = try await settlement.escrow(deployment) {
-            _ = try await store.transition(
-                id, from: [deployment.state], to: .failed, reason: "the relocated replica cannot be paid: \(refusal)")
-            return
-        }
-        if try await offers.deployAccepted(of: id, escrowRequired: settlement != nil) { await kick() }
-        var state = deployment.state
-        // At most two steps a round (deploying → running → completed); a relocation or failure ends the round.
-        for _ in 0..<2 {
-            let facts = try await executionFacts(deployment, state: state)
-            let step = DeploymentPlanner.nextExecutionStep(facts)
-            guard try await apply(step, to: deployment, facts: facts), case .markRunning = step else { return }
-            state = .running
+        switch action {
+        case .wait:
+            return false
+        case .place(let excluded, let why):
+            return try await place(deployment, excluding: excluded, after: why)
+        case .offer:
+            return try await offer(deployment)
+        case .recordContracts:
+            // A refusal fails the deployment; an unreachable notary throws (the next round tries again).
+            guard let contracts = try await recordContracts(deployment, from: [deployment.state]) else { return false }
+            if deployment.state != .offered {
+                // A relocated replica's contract, replacing the one before, is written into its assignment.
+                _ = try await store.transition(
+                    id, from: [deployment.state], to: deployment.state,
+                    reason: "the relocated replica's contract is recorded by the notary",
+                    change: { deployment in Self.attach(contracts, to: &deployment) })
+            }
+            return true
+        case .markContracted:
+            let contracts = try await offers.contracts(of: id)
+            let listed = contracts.values.sorted().joined(separator: ", ")
+            guard
+                try await store.transition(
+                    id, from: [.offered], to: .contracted,
+                    reason:
+                        "every device bid and accepted its contract; \(contracts.count) contract(s) recorded in the notary's log: \(listed)",
+                    change: { deployment in Self.attach(contracts, to: &deployment) }) != nil
+            else { return false }
+            logger.info("deployment contracted", metadata: ["deployment": "\(id)"])
+            return true
+        case .escrow:
+            // A refusal (the consumer's balance does not cover it, its delegation does not allow it) fails the
+            // deployment; an unreachable gateway throws, leaving it for the next round.
+            guard let settlement else { return false }
+            if let refusal = try await settlement.escrow(deployment) {
+                _ = try await store.transition(
+                    id, from: [deployment.state], to: .failed,
+                    reason: deployment.state == .contracted
+                        ? refusal : "the relocated replica cannot be paid: \(refusal)")
+                return false
+            }
+            return true
+        case .markEscrowed:
+            let reason =
+                settlement != nil
+                ? "every contract's maximum cost is held in escrow by the settlement gateway"
+                : "no settlement gateway is configured: nothing held"
+            return try await store.transition(id, from: [.contracted], to: .escrowed, reason: reason) != nil
+        case .startDeploying:
+            let logger = logger
+            let moved = try await store.transition(
+                id, from: [.escrowed], to: .deploying, reason: "the devices are told to start the allocations",
+                also: { connection, _ in
+                    try await OfferStore.startDeploying(deployment: id, connection: connection, logger: logger)
+                })
+            await kick()
+            return moved != nil
+        case .deployAccepted:
+            let deployed = try await offers.deployAccepted(of: id, escrowRequired: settlement != nil)
+            if deployed { await kick() }
+            return deployed
+        case .execution(let step):
+            guard let execution = facts.execution else { return false }
+            let changed = try await apply(step, to: deployment, facts: execution)
+            // Once running, it may be complete at once; a relocation or a failure waits for the next round.
+            if case .markRunning = step { return changed }
+            return false
         }
     }
 
@@ -298,10 +368,10 @@ struct DeploymentDriver: Sendable {
     }
 
     /// matched → offered: an offer per replica, in the same transaction.
-    private func offer(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
+    private func offer(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws -> Bool {
         let count = deployment.assignments.count
         let (orchestratorDID, timeout, logger) = (orchestratorDID, offerTimeout, logger)
-        _ = try await store.transition(
+        let moved = try await store.transition(
             deployment.id, from: [.matched], to: .offered,
             reason:
                 "offered to \(Set(deployment.assignments.map(\.deviceDid)).count) device(s) for \(count) replica(s)",
@@ -311,64 +381,7 @@ struct DeploymentDriver: Sendable {
                     connection: connection, logger: logger)
             })
         await kick()
-    }
-
-    /// offered → deploying once every replica's device has bid; back to placement when one declined or expired.
-    private func collectBids(_ deployment: Orrery_Orchestrator_V1_Deployment) async throws {
-        let (current, refusals) = try await offers.round(of: deployment.id)
-        switch DeploymentPlanner.nextBidStep(
-            replicas: deployment.assignments.count,
-            current: current.map { DeploymentPlanner.Bid(device: $0.device, state: $0.state) },
-            refusals: refusals.map { DeploymentPlanner.Refusal(device: $0.device, reason: $0.reason) })
-        {
-        case .wait:
-            return
-        case .contract:
-            let id = deployment.id
-            guard let contracts = try await recordContracts(deployment, from: [.offered]) else { return }
-            let listed = contracts.values.sorted().joined(separator: ", ")
-            guard
-                try await store.transition(
-                    id, from: [.offered], to: .contracted,
-                    reason:
-                        "every device bid and accepted its contract; \(contracts.count) contract(s) recorded in the notary's log: \(listed)",
-                    change: { deployment in Self.attach(contracts, to: &deployment) }) != nil
-            else { return }
-            logger.info("deployment contracted", metadata: ["deployment": "\(id)"])
-            try await escrowAndDeploy(id)
-        case .placeAgain(let excluded, let why):
-            try await place(deployment, excluding: excluded, after: why)
-        }
-    }
-
-    /// contracted → escrowed (every contract's maximum cost held by the settlement gateway; with no gateway configured
-    /// it passes, holding nothing) → deploying. A refusal (the consumer's balance does not cover it, its delegation
-    /// does not allow it) fails the deployment; an unreachable gateway leaves it contracted for the next round.
-    private func escrowAndDeploy(_ id: String) async throws {
-        guard let deployment = try await store.deployment(id), deployment.state == .contracted else { return }
-        let reason: String
-        if let settlement {
-            if let refusal = try await settlement.escrow(deployment) {
-                _ = try await store.transition(id, from: [.contracted], to: .failed, reason: refusal)
-                return
-            }
-            reason = "every contract's maximum cost is held in escrow by the settlement gateway"
-        } else {
-            reason = "no settlement gateway is configured: nothing held"
-        }
-        _ = try await store.transition(id, from: [.contracted], to: .escrowed, reason: reason)
-        try await startDeploying(id)
-    }
-
-    /// escrowed → deploying: the devices are told to start.
-    private func startDeploying(_ id: String) async throws {
-        let logger = logger
-        _ = try await store.transition(
-            id, from: [.escrowed], to: .deploying, reason: "the devices are told to start the allocations",
-            also: { connection, _ in
-                try await OfferStore.startDeploying(deployment: id, connection: connection, logger: logger)
-            })
-        await kick()
+        return moved != nil
     }
 
     /// The drafting of each new offer's contract, for one deployment.
@@ -441,19 +454,19 @@ struct DeploymentDriver: Sendable {
     /// Places a submitted deployment; leaves it waiting while the device snapshot is incomplete.
     private func place(
         _ deployment: Orrery_Orchestrator_V1_Deployment, excluding excluded: Set<String> = [], after why: String? = nil
-    ) async throws {
+    ) async throws -> Bool {
         let id = deployment.id
         let from: Set<Orrery_Orchestrator_V1_DeploymentState> = [deployment.state]
         guard fleet.isSynced else {
             logger.info("deployment waits for the registry's device snapshot", metadata: ["deployment": "\(id)"])
-            return
+            return false
         }
         var request: PlacementRequest
         do {
             request = try await store.placementRequest(of: deployment)
         } catch {
             _ = try await store.transition(id, from: from, to: .failed, reason: "invalid spec: \(error)")
-            return
+            return false
         }
         request.excludedDevices = excluded
         var reserved = try await store.reservations()
@@ -485,9 +498,9 @@ struct DeploymentDriver: Sendable {
                     try await OfferStore.withdraw(
                         deployment: id, reason: "placed again", connection: connection, logger: logger)
                 })
-            if moved != nil {
-                logger.info("deployment matched", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
-            }
+            guard moved != nil else { return false }
+            logger.info("deployment matched", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
+            return true
         case .infeasible:
             let explanation = solver.explain(request, on: snapshot)
             let suggestions = explanation.relaxations.map(\.suggestion)
@@ -496,6 +509,7 @@ struct DeploymentDriver: Sendable {
                 + (suggestions.isEmpty ? "" : "; nearest relaxations: " + suggestions.joined(separator: ", "))
             _ = try await store.transition(id, from: from, to: .failed, reason: reason)
             logger.info("deployment cannot be placed", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
+            return false
         }
     }
 

@@ -112,6 +112,86 @@ enum DeploymentPlanner {
         return .wait
     }
 
+    /// What is known about one deployment: its state and, as far as its state needs them, its offers' paperwork,
+    /// its round of bids and its execution.
+    struct Facts: Sendable {
+        var state: Orrery_Orchestrator_V1_DeploymentState
+        /// The replicas it places (its assignments).
+        var replicas: Int
+        /// The registry's device snapshot is complete (placing on a partial one could pick a worse device).
+        var fleetSynced: Bool
+        /// A settlement gateway holds each contract's money (without one, nothing is escrowed).
+        var settlement: Bool
+        /// The current round's offers (pending or accepted) and the refusals so far (`offered`).
+        var bids: [Bid] = []
+        var refusals: [Refusal] = []
+        /// Accepted offers whose contract the notary has not recorded yet.
+        var unrecorded = 0
+        /// Current offers with a recorded contract not yet escrowed.
+        var unescrowed = 0
+        /// Accepted offers of an ensemble already deploying (a relocated replica's) that may be deployed: their
+        /// contract recorded, and escrowed when a gateway holds the money.
+        var deployable = 0
+        /// The execution (`deploying`, `running`).
+        var execution: ExecutionFacts? = nil
+    }
+
+    /// One step of a deployment's lifecycle; the driver applies it (conditional on the state it leaves) and asks
+    /// again.
+    enum Action: Equatable, Sendable {
+        /// Nothing to do until something outside changes (a bid, an agent's report, the fleet).
+        case wait
+        /// Place it (again, after `why`, without the devices that refused it) → matched, or failed with the reason.
+        case place(excluding: Set<String>, after: String?)
+        /// matched → offered: an offer per replica.
+        case offer
+        /// Have the notary record the contracts of the accepted offers (a refusal fails the deployment).
+        case recordContracts
+        /// offered → contracted: every replica's device bid and its contract is recorded.
+        case markContracted
+        /// Have the gateway escrow every recorded contract not yet escrowed (a refusal fails the deployment).
+        case escrow
+        /// contracted → escrowed: every contract is held (or no gateway is configured).
+        case markEscrowed
+        /// escrowed → deploying: the devices are told to start.
+        case startDeploying
+        /// A relocated replica's device, its contract recorded and escrowed, is told to start it.
+        case deployAccepted
+        /// A step of the running ensemble.
+        case execution(ExecutionStep)
+    }
+
+    /// The next action for a deployment. Money before work: no device is told to start a replica whose contract is
+    /// not recorded, or (with a gateway) not escrowed; a final state takes no action.
+    static func nextAction(_ facts: Facts) -> Action {
+        switch facts.state {
+        case .submitted:
+            return facts.fleetSynced ? .place(excluding: [], after: nil) : .wait
+        case .matched:
+            return .offer
+        case .offered:
+            switch nextBidStep(replicas: facts.replicas, current: facts.bids, refusals: facts.refusals) {
+            case .wait: return .wait
+            case .contract: return facts.unrecorded > 0 ? .recordContracts : .markContracted
+            case .placeAgain(let excluded, let why):
+                return facts.fleetSynced ? .place(excluding: excluded, after: why) : .wait
+            }
+        case .contracted:
+            return facts.settlement && facts.unescrowed > 0 ? .escrow : .markEscrowed
+        case .escrowed:
+            return .startDeploying
+        case .deploying, .running:
+            if facts.unrecorded > 0 { return .recordContracts }
+            if facts.settlement, facts.unescrowed > 0 { return .escrow }
+            if facts.deployable > 0 { return .deployAccepted }
+            guard let execution = facts.execution else { return .wait }
+            let step = nextExecutionStep(execution)
+            return step == .wait ? .wait : .execution(step)
+        default:
+            return .wait
+        }
+    }
+
     /// The state a step moves the deployment to (nil: it stays where it is, or the step decides it elsewhere).
     static func target(of step: ExecutionStep) -> Orrery_Orchestrator_V1_DeploymentState? {
         switch step {

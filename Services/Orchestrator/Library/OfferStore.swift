@@ -48,6 +48,28 @@ struct OfferStore: Sendable {
         Set(try await round(of: deployment).refusals.map(\.device))
     }
 
+    /// How far a deployment's offers are with their contracts: accepted offers the notary has not recorded a
+    /// contract for, current offers whose recorded contract is not escrowed, and accepted offers that may be deployed
+    /// (recorded, and escrowed when `escrowRequired`).
+    func paperwork(of deployment: String, escrowRequired: Bool) async throws -> (
+        unrecorded: Int, unescrowed: Int, deployable: Int
+    ) {
+        let rows = try await client.query(
+            """
+            SELECT
+                count(*) FILTER (WHERE state IN (\(OfferState.accepted), \(OfferState.deploying)) AND contract_id IS NULL
+                                   AND bid IS NOT NULL),
+                count(*) FILTER (WHERE contract_id IS NOT NULL AND NOT escrowed AND state NOT IN (\(OfferState.retired))),
+                count(*) FILTER (WHERE state = \(OfferState.accepted) AND contract_id IS NOT NULL
+                                   AND (escrowed OR NOT \(escrowRequired)))
+            FROM offers WHERE deployment_id = \(deployment)
+            """, logger: logger)
+        for try await (unrecorded, unescrowed, deployable) in rows.decode((Int64, Int64, Int64).self) {
+            return (Int(unrecorded), Int(unescrowed), Int(deployable))
+        }
+        return (0, 0, 0)
+    }
+
     /// Accepted offers of a deployment already deploying (a relocated replica's) are deployed at once — once their
     /// contract is escrowed, when a settlement gateway holds the money (`escrowRequired`).
     func deployAccepted(of deployment: String, escrowRequired: Bool) async throws -> Bool {

@@ -62,13 +62,9 @@ public struct OrchestratorAPI: Sendable {
             return try sameSpec(winner, request)
         }
         do {
-            // As far as it goes at once: placed and offered, or failed.
-            var state = created.state
-            while true {
-                try await driver.advance(created.id)
-                guard let now = try await store.deployment(created.id)?.state, now != state else { break }
-                state = now
-            }
+            // As far as it goes on its own: placed and offered, or failed. What needs the devices' bids, the
+            // notary and the gateway follows in the background (a bid advances it at once), not in this call.
+            try await driver.advance(created.id, while: [.submitted, .matched])
         } catch {
             // The background driver on any replica will advance it; the submission itself is recorded.
             driver.logger.warning(

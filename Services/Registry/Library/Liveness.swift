@@ -21,6 +21,8 @@ final class Liveness: Sendable {
     /// When this replica last began observing (its sweeper started, or it recovered from a stall or a database
     /// outage): no device is judged on silence older than this.
     private let observingSince = Mutex(Date())
+    /// When the process was last seen running (`ranWithoutStall`).
+    private let lastTick = Mutex(ContinuousClock.now)
     private let pending = Mutex<[String: Orrery_Registry_V1_Heartbeat]>([:])
 
     init(client: PostgresClient, logger: Logger, interval: Duration) {
@@ -36,24 +38,26 @@ final class Liveness: Sendable {
 
     /// Flushes queued heartbeats every 100 ms and sweeps every quarter interval (a dead device is offline at most a
     /// quarter interval after its third missed heartbeat), until cancelled. Observation begins once the registry
-    /// serves (`serving`): a device cannot reach a registry that does not listen yet.
+    /// serves (`serving`): a device cannot reach a registry that does not listen yet. Beside it, a watch that does
+    /// nothing but wake every 100 ms notices a stall of the process however long a flush or sweep was waiting.
     func run(from serving: ServingSignal = ServingSignal(serving: true)) async {
         await serving.wait()
         observingSince.withLock { $0 = Date() }
+        lastTick.withLock { $0 = ContinuousClock.now }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.watchForStalls() }
+            await self.flushAndSweep()
+            group.cancelAll()
+        }
+        try? await flush()
+    }
+
+    private func flushAndSweep() async {
         var lastSweep = ContinuousClock.now
-        var lastTick = ContinuousClock.now
         var failing = false
-        let stallLimit = Self.stallLimit(interval: interval)
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
-            let woke = ContinuousClock.now
-            if woke - lastTick > stallLimit {
-                observingSince.withLock { $0 = Date() }
-                logger.warning(
-                    "liveness loop stalled; every device gets a full grace period again",
-                    metadata: ["stalled": "\(woke - lastTick)"])
-            }
-            lastTick = woke
+            _ = ranWithoutStall()
             do {
                 try await flush()
                 if ContinuousClock.now - lastSweep >= interval / 4 {
@@ -69,9 +73,30 @@ final class Liveness: Sendable {
                 failing = true
                 logger.warning("liveness pass failed", metadata: ["error": "\(error)"])
             }
-            lastTick = ContinuousClock.now
         }
-        try? await flush()
+    }
+
+    private func watchForStalls() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+            _ = ranWithoutStall()
+        }
+    }
+
+    /// Notes that the process runs now. False when it had not run for longer than the stall limit (paused, the host
+    /// frozen): then observation begins again, and every device gets a full grace period.
+    private func ranWithoutStall() -> Bool {
+        let now = ContinuousClock.now
+        let limit = Self.stallLimit(interval: interval)
+        let gap = lastTick.withLock { last -> Duration in
+            defer { last = now }
+            return now - last
+        }
+        guard gap > limit else { return true }
+        observingSince.withLock { $0 = Date() }
+        logger.warning(
+            "liveness stalled; every device gets a full grace period again", metadata: ["stalled": "\(gap)"])
+        return false
     }
 
     /// How late the 100 ms loop may wake before the registry counts itself stalled: half an interval, at least 1 s.
@@ -154,7 +179,9 @@ final class Liveness: Sendable {
                     metadata: ["waited": "\(ContinuousClock.now - asked)"])
                 return
             }
-            // Judged as of this transaction's start (`now()`), from when observation last began.
+            // Judged as of this transaction's start (`now()`), from when observation last began — unless the process
+            // was stalled just now and the watch has not noticed yet (both woke together): then nobody is judged.
+            guard ranWithoutStall() else { return }
             let startedAt = observingSince.withLock { $0 }
             let locked = try await connection.query(
                 "SELECT pg_try_advisory_xact_lock(\(DeviceStore.changeLogLock + 1))", logger: logger)
