@@ -165,7 +165,7 @@ struct CrashPointTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
             var spec = OrchestratorTests.spec(cores: 1)
             // Long enough that the notary is down before it ends, even on a loaded machine (checked below).
-            spec.allocations[0].artifact = .with { $0.text = "sleep 8; printf done > out.txt" }
+            spec.allocations[0].artifact = .with { $0.text = "sleep 15; printf done > out.txt" }
             spec.allocations[0].resources.ramMib = 32
             let job = try await consumer.with(orchestrator) { client in
                 try await client.submitWorkload(

@@ -550,4 +550,66 @@ struct DeploymentPlannerTests {
             if model.state == before, case .wait = action { return }
         }
     }
+
+    // MARK: - What users ask for
+
+    @Test("cancel: an ended deployment stays as it is; any other is cancelled, saying by whom and why")
+    func cancels() {
+        for state in DeploymentLifecycleTests.states {
+            let decision = DeploymentPlanner.cancel(state, byConsumer: true, reason: "")
+            if state.isTerminal {
+                #expect(decision == .alreadyEnded)
+            } else {
+                #expect(decision == .cancel(reason: "cancelled by the consumer"), "\(state)")
+                #expect(DeploymentLifecycle.allows(state, .cancelled) || state == .unspecified)
+            }
+        }
+        #expect(
+            DeploymentPlanner.cancel(.running, byConsumer: false, reason: "maintenance")
+                == .cancel(reason: "cancelled by the operator: maintenance"))
+    }
+
+    @Test(
+        "move: refused in order (not running, unknown allocation, stateless, unknown replica, same or offline device, nowhere to go), else moved and pinned when a device was named"
+    )
+    func moves() {
+        let base = DeploymentPlanner.MoveFacts(
+            deployment: "dep_1", state: .running, allocation: "counter", replica: 0, toDevice: nil, stateful: true,
+            device: "d1", toDeviceStatus: nil, infeasible: nil)
+        func decide(_ change: (inout DeploymentPlanner.MoveFacts) -> Void) -> DeploymentPlanner.MoveDecision {
+            var facts = base
+            change(&facts)
+            return DeploymentPlanner.move(facts)
+        }
+        let counter = Replica(allocation: "counter", replica: 0)
+        #expect(decide { _ in } == .move(counter, from: "d1", to: nil, pin: false))
+        #expect(
+            decide {
+                $0.toDevice = "d2"
+                $0.toDeviceStatus = .online
+            } == .move(counter, from: "d1", to: "d2", pin: true))
+        #expect(decide { $0.state = .failed } == .refused("deployment dep_1 is failed, not running"))
+        #expect(decide { $0.stateful = nil } == .invalid("allocation: no 'counter' in the deployment"))
+        #expect(
+            decide { $0.stateful = false }
+                == .refused(
+                    "counter is stateless: it restarts elsewhere when its host fails; only stateful allocations move"))
+        #expect(decide { $0.device = nil } == .invalid("replica: counter has no replica 0"))
+        #expect(decide { $0.toDevice = "d1" } == .invalid("to_device: it already runs on d1"))
+        #expect(
+            decide {
+                $0.toDevice = "d2"
+                $0.toDeviceStatus = .suspect
+            } == .refused("to_device: d2 is not an online device"))
+        #expect(decide { $0.toDevice = "d2" } == .refused("to_device: d2 is not an online device"))
+        #expect(
+            decide { $0.infeasible = "no device has 2 free cores" }
+                == .refused("no other device can take counter[0]: no device has 2 free cores; it runs on where it is"))
+        #expect(
+            decide {
+                $0.toDevice = "d2"
+                $0.toDeviceStatus = .online
+                $0.infeasible = "too far"
+            } == .refused("no device d2 can take counter[0]: too far; it runs on where it is"))
+    }
 }

@@ -316,18 +316,22 @@ struct SettledDeploymentTests {
                 "forgetful", interval: 1000, network: network, directory: directory, services: services)
             defer { agent.service.child.signal(SIGKILL) }
             let consumerDID = consumer.key.did.string
-            let job = try await Self.submitPaid("sleep 4", seconds: 60, by: consumer, to: orchestrator)
+            // It ends only once the test opened the gate (after the journal became unwritable), however slow the machine.
+            let job = try await Self.submitPaid(
+                "for i in $(seq 600); do [ -e go ] && break; sleep 0.1; done; sleep 1", seconds: 60, by: consumer,
+                to: orchestrator)
             var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
             let contractID = try #require(current.assignments.first?.contractID)
-            // Before its first receipt (12 s in: receipts every 12 heartbeat intervals, long after the 4 s job, however
-            // loaded the machine), the allocation's receipt journal becomes unwritable: the device can sign no receipt
-            // for it, the completion receipt included.
+            // Before its first receipt (12 s in: receipts every 12 heartbeat intervals), the allocation's receipt journal
+            // becomes unwritable: the device can sign no receipt for it, the completion receipt included. Then the
+            // workload may end.
             let allocations = directory.appendingPathComponent("forgetful-state/allocations")
             let run = try #require(
                 try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
             try FileManager.default.createDirectory(
                 at: allocations.appendingPathComponent("\(run)/receipts.pb"), withIntermediateDirectories: false)
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
             let ended = ContinuousClock.now + .seconds(30)
             while !current.state.isTerminal, ContinuousClock.now < ended {
                 try await Task.sleep(for: .milliseconds(200))

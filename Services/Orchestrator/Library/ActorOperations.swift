@@ -55,47 +55,35 @@ extension OrchestratorAPI {
     public func move(_ request: Orrery_Orchestrator_V1_MoveAllocationRequest, caller: String) async throws
         -> Orrery_Orchestrator_V1_Deployment
     {
-        let deployment = try await running(request.id, caller: caller)
-        guard let spec = deployment.spec.allocations.first(where: { $0.name == request.allocation }) else {
-            throw RPCError(code: .invalidArgument, message: "allocation: no '\(request.allocation)' in the deployment")
+        let deployment = try await get(request.id, caller: caller)
+        let spec = deployment.spec.allocations.first { $0.name == request.allocation }
+        let assignment = deployment.assignments.first {
+            $0.allocation == request.allocation && $0.replica == request.replica
         }
-        guard spec.stateful else {
-            throw RPCError(
-                code: .failedPrecondition,
-                message:
-                    "\(request.allocation) is stateless: it restarts elsewhere when its host fails; only stateful allocations move"
-            )
-        }
-        guard
-            let assignment = deployment.assignments.first(where: {
-                $0.allocation == request.allocation && $0.replica == request.replica
-            })
-        else {
-            throw RPCError(
-                code: .invalidArgument, message: "replica: \(request.allocation) has no replica \(request.replica)")
-        }
-        if !request.toDevice.isEmpty {
-            guard request.toDevice != assignment.deviceDid else {
-                throw RPCError(code: .invalidArgument, message: "to_device: it already runs on \(request.toDevice)")
-            }
-            guard let device = fleet.device(request.toDevice), device.status == .online else {
-                throw RPCError(
-                    code: .failedPrecondition, message: "to_device: \(request.toDevice) is not an online device")
-            }
-        }
-        // Refused before anything is checkpointed when no device can take it: the replica runs on where it is.
         let chosen = request.toDevice.isEmpty ? nil : request.toDevice
-        if let replacement = try await mover.driver.replacement(
-            deployment, allocation: request.allocation, replica: request.replica, leaving: assignment.deviceDid,
-            to: chosen), replacement.target == nil
+        var facts = DeploymentPlanner.MoveFacts(
+            deployment: deployment.id, state: deployment.state, allocation: request.allocation,
+            replica: request.replica, toDevice: chosen,
+            stateful: spec?.stateful, device: assignment?.deviceDid,
+            toDeviceStatus: chosen.flatMap { fleet.device($0)?.status })
+        // Whether any device can take it, asked only of a request that is otherwise sound: refused before anything is
+        // checkpointed when none can, and the replica runs on where it is.
+        if case .move = DeploymentPlanner.move(facts), let assignment,
+            let replacement = try await mover.driver.replacement(
+                deployment, allocation: request.allocation, replica: request.replica, leaving: assignment.deviceDid,
+                to: chosen), replacement.target == nil
         {
-            let explanation = mover.driver.solver.explain(replacement.request, on: replacement.snapshot)
-            throw RPCError(
-                code: .failedPrecondition,
-                message:
-                    "no \(chosen.map { "device \($0)" } ?? "other device") can take \(request.allocation)[\(request.replica)]: \(explanation.reason); it runs on where it is"
-            )
+            facts.infeasible = mover.driver.solver.explain(replacement.request, on: replacement.snapshot).reason
         }
+        switch DeploymentPlanner.move(facts) {
+        case .invalid(let message):
+            throw RPCError(code: .invalidArgument, message: message)
+        case .refused(let message):
+            throw RPCError(code: .failedPrecondition, message: message)
+        case .move:
+            break
+        }
+        guard let assignment else { throw RPCError(code: .internalError, message: "the replica vanished") }
         let target = try await mover.move(
             deployment, allocation: request.allocation, replica: request.replica, from: assignment.deviceDid,
             to: chosen, why: "moved on request", pin: chosen != nil)

@@ -192,6 +192,84 @@ enum DeploymentPlanner {
         }
     }
 
+    // MARK: - What users ask for
+
+    /// What `orrery cancel` does.
+    enum CancelDecision: Equatable, Sendable {
+        /// It ended already (its replicas were told to stop when it did): nothing changes.
+        case alreadyEnded
+        /// → cancelled, with this reason; every replica still running is told to stop.
+        case cancel(reason: String)
+    }
+
+    /// A cancel by the deployment's consumer or the operator, with the caller's reason (may be empty).
+    static func cancel(
+        _ state: Orrery_Orchestrator_V1_DeploymentState, byConsumer: Bool, reason: String
+    ) -> CancelDecision {
+        guard !state.isTerminal else { return .alreadyEnded }
+        return .cancel(
+            reason: "cancelled by \(byConsumer ? "the consumer" : "the operator")"
+                + (reason.isEmpty ? "" : ": \(reason)"))
+    }
+
+    /// What is known when a user asks to move one replica (`orrery move`).
+    struct MoveFacts: Sendable {
+        var deployment: String
+        var state: Orrery_Orchestrator_V1_DeploymentState
+        var allocation: String
+        var replica: UInt32
+        /// The device asked for, if any.
+        var toDevice: String?
+        /// Whether the allocation is stateful; nil when the deployment has no such allocation.
+        var stateful: Bool?
+        /// Where the replica runs; nil when the allocation has no such replica.
+        var device: String?
+        /// The asked-for device's status; nil when the registry does not know it.
+        var toDeviceStatus: Orrery_Registry_V1_DeviceStatus?
+        /// Why no device (or not the asked-for one) can take it; nil when one can.
+        var infeasible: String?
+    }
+
+    /// What a move request does: refused with a reason (an invalid request, or one that cannot be met now — the
+    /// replica runs on where it is), or the replica moves.
+    enum MoveDecision: Equatable, Sendable {
+        case invalid(String)
+        case refused(String)
+        case move(Replica, from: String, to: String?, pin: Bool)
+    }
+
+    static func move(_ facts: MoveFacts) -> MoveDecision {
+        let name = "\(facts.allocation)[\(facts.replica)]"
+        guard facts.state == .running else {
+            return .refused("deployment \(facts.deployment) is \(facts.state), not running")
+        }
+        guard let stateful = facts.stateful else {
+            return .invalid("allocation: no '\(facts.allocation)' in the deployment")
+        }
+        guard stateful else {
+            return .refused(
+                "\(facts.allocation) is stateless: it restarts elsewhere when its host fails; only stateful allocations move"
+            )
+        }
+        guard let device = facts.device else {
+            return .invalid("replica: \(facts.allocation) has no replica \(facts.replica)")
+        }
+        if let target = facts.toDevice {
+            guard target != device else { return .invalid("to_device: it already runs on \(target)") }
+            guard facts.toDeviceStatus == .online else {
+                return .refused("to_device: \(target) is not an online device")
+            }
+        }
+        if let infeasible = facts.infeasible {
+            return .refused(
+                "no \(facts.toDevice.map { "device \($0)" } ?? "other device") can take \(name): \(infeasible); it runs on where it is"
+            )
+        }
+        return .move(
+            Replica(allocation: facts.allocation, replica: facts.replica), from: device, to: facts.toDevice,
+            pin: facts.toDevice != nil)
+    }
+
     /// The state a step moves the deployment to (nil: it stays where it is, or the step decides it elsewhere).
     static func target(of step: ExecutionStep) -> Orrery_Orchestrator_V1_DeploymentState? {
         switch step {

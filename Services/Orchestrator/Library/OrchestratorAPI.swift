@@ -196,10 +196,10 @@ public struct OrchestratorAPI: Sendable {
         guard request.reason.count <= 500 else {
             throw RPCError(code: .invalidArgument, message: "reason: at most 500 characters")
         }
-        if DeploymentStore.terminal.contains(deployment.state) { return deployment }
-        let reason =
-            "cancelled by \(caller == deployment.consumerDid ? "the consumer" : "the operator")"
-            + (request.reason.isEmpty ? "" : ": \(request.reason)")
+        guard
+            case .cancel(let reason) = DeploymentPlanner.cancel(
+                deployment.state, byConsumer: caller == deployment.consumerDid, reason: request.reason)
+        else { return deployment }
         let inProgress = Set(Orrery_Orchestrator_V1_DeploymentState.allCases).subtracting(DeploymentStore.terminal)
         if let cancelled = try await store.transition(
             deployment.id, from: inProgress, to: .cancelled, reason: reason)
