@@ -118,14 +118,7 @@ struct AgentChannelTests {
             var spec = OrchestratorTests.spec(cores: 1)
             spec.allocations[0].resources.ramMib = 64
             spec.allocations[0].resources.diskMib = 0
-            let submitted = try await consumer.with(second) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: second)
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
+            let submitted = try await consumer.submit(spec, to: second, paid: false)
             #expect(submitted.assignments.map(\.deviceDid) == [silent.key.did.string])
             let events = try await consumer.with(second) { client in
                 try await client.watchDeployment(.with { $0.id = submitted.id }) { response in
@@ -217,14 +210,7 @@ struct AgentChannelTests {
                 spec.allocations[0].resources.diskMib = 0
                 spec.allocations[0].maxDurationSeconds = 60
                 spec.allocations[0].outputs = ["out.txt"]
-                return try await consumer.with(orchestrator) { client in
-                    try await client.submitWorkload(
-                        .with {
-                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.spec = spec
-                            $0.idempotencyKey = UUID().uuidString
-                        })
-                }
+                return try await consumer.submit(spec, to: orchestrator, paid: false)
             }
             func contract(of id: String, until state: Orrery_Notary_V1_ContractState) async throws
                 -> Orrery_Notary_V1_ContractRecord

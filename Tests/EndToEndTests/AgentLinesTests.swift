@@ -61,14 +61,7 @@ struct AgentLinesTests {
             spec.allocations[0].command = "/artifact/job.sh"
             spec.allocations[0].resources.ramMib = 64
             spec.allocations[0].outputs = ["out.txt"]
-            let job = try await consumer.with(first) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: first)
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
+            let job = try await consumer.submit(spec, to: first, paid: false)
             // One replica claims and sends the Deploy; the other, holding a line to the same device, sees it held.
             func logged(_ service: RunningService, _ what: String) -> Bool {
                 service.child.output.split(separator: "\n").contains {
@@ -239,14 +232,7 @@ struct AgentLinesTests {
         _ spec: Orrery_Orchestrator_V1_WorkloadSpec, consumer: OrchestratorTests.Consumer,
         orchestrator: RunningService
     ) async throws -> Orrery_Orchestrator_V1_Deployment {
-        try await consumer.with(orchestrator) { client in
-            try await client.submitWorkload(
-                .with {
-                    $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                    $0.spec = spec
-                    $0.idempotencyKey = UUID().uuidString
-                })
-        }
+        try await consumer.submit(spec, to: orchestrator, paid: false)
     }
 
     /// An HTTP server that answers every GET with the file it is given, late (2 s, or the seconds it is given);

@@ -88,17 +88,7 @@ struct CrashMatrixTests {
             spec.allocations[0].outputs = ["out.txt"]
             let (submission, jobSpec) = (UUID().uuidString, spec)
             @Sendable func submit() async throws -> Orrery_Orchestrator_V1_Deployment {
-                let orchestrator = c.service(.orchestrator)
-                return try await consumer.with(orchestrator) { client in
-                    try await client.submitWorkload(
-                        .with {
-                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.settlementAuthority = try consumer.authority(
-                                for: orchestrator, command: "/orrery/settlement/escrow")
-                            $0.spec = jobSpec
-                            $0.idempotencyKey = submission
-                        })
-                }
+                try await consumer.submit(jobSpec, to: c.service(.orchestrator), idempotencyKey: submission)
             }
             // Submit advances a deployment as far as it goes at once, so an orchestrator armed to die at a stage may
             // die inside it: then, as any client would, the submission is retried with its key after the restart.

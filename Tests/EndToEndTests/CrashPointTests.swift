@@ -46,14 +46,7 @@ struct CrashPointTests {
             var spec = OrchestratorTests.spec(cores: 1)
             spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
             spec.allocations[0].resources.ramMib = 32
-            let job = try await consumer.with(doomed) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: doomed)
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
+            let job = try await consumer.submit(spec, to: doomed, paid: false)
             // It died at the crash point: killed, with the deployment escrowed and not yet deploying.
             #expect(await doomed.child.waitForExit(timeout: .seconds(30)) == SIGKILL)
             #expect(doomed.child.output.contains("dying at a crash point"))
@@ -106,14 +99,7 @@ struct CrashPointTests {
             var spec = OrchestratorTests.spec(cores: 1)
             spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
             spec.allocations[0].resources.ramMib = 32
-            let job = try await consumer.with(orchestrator) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
             let allocations = directory.appendingPathComponent("tidy-state/allocations").path
             var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             let ended = ContinuousClock.now + .seconds(30)
@@ -167,14 +153,7 @@ struct CrashPointTests {
             // Long enough that the notary is down before it ends, even on a loaded machine (checked below).
             spec.allocations[0].artifact = .with { $0.text = "sleep 15; printf done > out.txt" }
             spec.allocations[0].resources.ramMib = 32
-            let job = try await consumer.with(orchestrator) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
             var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
             let contractID = try #require(current.assignments.first?.contractID)

@@ -42,6 +42,26 @@ struct OrchestratorTests {
             return Data(try UCANContainer.encode([delegation.envelope.bytes]))
         }
 
+        /// Submits `spec` to `orchestrator` with the authority a paid job carries: contracts proposed and (with
+        /// `paid`) escrow held on the consumer's behalf; `idempotencyKey` makes a retry return the same deployment.
+        func submit(
+            _ spec: Orrery_Orchestrator_V1_WorkloadSpec, to orchestrator: RunningService, paid: Bool = true,
+            idempotencyKey: String = UUID().uuidString
+        ) async throws -> Orrery_Orchestrator_V1_Deployment {
+            try await with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try authority(for: orchestrator)
+                        if paid {
+                            $0.settlementAuthority = try authority(
+                                for: orchestrator, command: "/orrery/settlement/escrow")
+                        }
+                        $0.spec = spec
+                        $0.idempotencyKey = idempotencyKey
+                    })
+            }
+        }
+
         func with<Result: Sendable>(
             _ orchestrator: RunningService,
             _ body: (Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>) async throws -> Result

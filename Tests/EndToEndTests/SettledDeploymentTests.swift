@@ -82,16 +82,7 @@ struct SettledDeploymentTests {
                 spec.allocations[0].resources.diskMib = 0
                 spec.allocations[0].maxDurationSeconds = 60
                 spec.allocations[0].outputs = ["out.txt"]
-                return try await consumer.with(orchestrator) { client in
-                    try await client.submitWorkload(
-                        .with {
-                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.settlementAuthority = try consumer.authority(
-                                for: orchestrator, command: "/orrery/settlement/escrow")
-                            $0.spec = spec
-                            $0.idempotencyKey = UUID().uuidString
-                        })
-                }
+                return try await consumer.submit(spec, to: orchestrator)
             }
             func deployment(_ id: String, until states: Set<Orrery_Orchestrator_V1_DeploymentState>) async throws
                 -> Orrery_Orchestrator_V1_Deployment
@@ -218,16 +209,7 @@ struct SettledDeploymentTests {
                 if explanation.allocations.first?.assignments.first?.deviceDid == cheap.did { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            let job = try await consumer.with(orchestrator) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.settlementAuthority = try consumer.authority(
-                            for: orchestrator, command: "/orrery/settlement/escrow")
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
+            let job = try await consumer.submit(spec, to: orchestrator)
             #expect(job.assignments.map(\.deviceDid) == [cheap.did])
             // Running on the cheap device; its agent dies; the replica runs again on the spare one.
             let events = try await AgentChannelTests.watchKillingOnceRunning(
@@ -579,15 +561,6 @@ struct SettledDeploymentTests {
         spec.allocations[0].resources.diskMib = 0
         spec.allocations[0].maxDurationSeconds = seconds
         spec.allocations[0].outputs = []
-        return try await consumer.with(orchestrator) { client in
-            try await client.submitWorkload(
-                .with {
-                    $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                    $0.settlementAuthority = try consumer.authority(
-                        for: orchestrator, command: "/orrery/settlement/escrow")
-                    $0.spec = spec
-                    $0.idempotencyKey = UUID().uuidString
-                })
-        }
+        return try await consumer.submit(spec, to: orchestrator)
     }
 }

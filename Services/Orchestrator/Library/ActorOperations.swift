@@ -68,10 +68,10 @@ extension OrchestratorAPI {
             toDeviceStatus: chosen.flatMap { fleet.device($0)?.status })
         // Whether any device can take it, asked only of a request that is otherwise sound: refused before anything is
         // checkpointed when none can, and the replica runs on where it is.
-        if case .move = DeploymentPlanner.move(facts), let assignment,
+        if case .move(let replica, let from, let to, _) = DeploymentPlanner.move(facts),
             let replacement = try await mover.driver.replacement(
-                deployment, allocation: request.allocation, replica: request.replica, leaving: assignment.deviceDid,
-                to: chosen), replacement.target == nil
+                deployment, allocation: replica.allocation, replica: replica.replica, leaving: from, to: to),
+            replacement.target == nil
         {
             facts.infeasible = mover.driver.solver.explain(replacement.request, on: replacement.snapshot).reason
         }
@@ -80,19 +80,16 @@ extension OrchestratorAPI {
             throw RPCError(code: .invalidArgument, message: message)
         case .refused(let message):
             throw RPCError(code: .failedPrecondition, message: message)
-        case .move:
-            break
-        }
-        guard let assignment else { throw RPCError(code: .internalError, message: "the replica vanished") }
-        let target = try await mover.move(
-            deployment, allocation: request.allocation, replica: request.replica, from: assignment.deviceDid,
-            to: chosen, why: "moved on request", pin: chosen != nil)
-        guard target != nil else {
-            throw RPCError(
-                code: .failedPrecondition,
-                message:
-                    "no device could take \(request.allocation)[\(request.replica)] any more once it was checkpointed; it runs on where it is"
-            )
+        case .move(let replica, let from, let to, let pin):
+            let target = try await mover.move(
+                deployment, allocation: replica.allocation, replica: replica.replica, from: from, to: to,
+                why: "moved on request", pin: pin)
+            guard target != nil else {
+                throw RPCError(
+                    code: .failedPrecondition,
+                    message: "no device could take \(replica) any more once it was checkpointed; it runs on where it is"
+                )
+            }
         }
         return try await get(deployment.id, caller: caller)
     }

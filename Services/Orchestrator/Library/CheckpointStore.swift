@@ -114,28 +114,36 @@ struct CheckpointStore: Sendable {
 
     /// The latest stored checkpoint of a replica.
     func latest(_ address: ActorAddress) async throws -> Orrery_Orchestrator_V1_StoredCheckpoint? {
-        try await stored(of: address, after: 0, newestFirst: true, limit: 1).first
+        try await stored(
+            address,
+            client.query(
+                """
+                SELECT device_did, record, log_index FROM checkpoints WHERE deployment_id = \(address.deployment)
+                  AND allocation = \(address.allocation) AND replica = \(Int32(address.replica))
+                ORDER BY sequence DESC LIMIT 1
+                """, logger: logger)
+        ).first
     }
 
     /// The stored checkpoint of a replica, newer than sequence `after`, whose record answers request `requestID`.
     func answering(_ requestID: String, of address: ActorAddress, after: UInt64) async throws
         -> Orrery_Orchestrator_V1_StoredCheckpoint?
     {
-        try await stored(of: address, after: after, newestFirst: false, limit: 100).first {
-            (try? Orrery_Actors_V1_Checkpoint(serializedBytes: $0.record.payload))?.requestID == requestID
-        }
+        try await stored(
+            address,
+            client.query(
+                """
+                SELECT device_did, record, log_index FROM checkpoints WHERE deployment_id = \(address.deployment)
+                  AND allocation = \(address.allocation) AND replica = \(Int32(address.replica))
+                  AND sequence > \(Int64(clamping: after))
+                ORDER BY sequence
+                """, logger: logger)
+        ).first { (try? Orrery_Actors_V1_Checkpoint(serializedBytes: $0.record.payload))?.requestID == requestID }
     }
 
-    private func stored(of address: ActorAddress, after: UInt64, newestFirst: Bool, limit: Int) async throws
+    private func stored(_ address: ActorAddress, _ rows: PostgresRowSequence) async throws
         -> [Orrery_Orchestrator_V1_StoredCheckpoint]
     {
-        let rows = try await client.query(
-            """
-            SELECT device_did, record, log_index FROM checkpoints WHERE deployment_id = \(address.deployment)
-              AND allocation = \(address.allocation) AND replica = \(Int32(address.replica))
-              AND sequence > \(Int64(clamping: after))
-            ORDER BY CASE WHEN \(newestFirst) THEN -sequence ELSE sequence END LIMIT \(limit)
-            """, logger: logger)
         var found: [Orrery_Orchestrator_V1_StoredCheckpoint] = []
         for try await (device, record, logIndex) in rows.decode((String, Data, Int64).self) {
             found.append(

@@ -451,16 +451,12 @@ struct DeploymentDriver: Sendable {
         }
     }
 
-    /// Places a submitted deployment; leaves it waiting while the device snapshot is incomplete.
+    /// Places a deployment (the planner asks only once the registry's device snapshot is complete).
     private func place(
         _ deployment: Orrery_Orchestrator_V1_Deployment, excluding excluded: Set<String> = [], after why: String? = nil
     ) async throws -> Bool {
         let id = deployment.id
         let from: Set<Orrery_Orchestrator_V1_DeploymentState> = [deployment.state]
-        guard fleet.isSynced else {
-            logger.info("deployment waits for the registry's device snapshot", metadata: ["deployment": "\(id)"])
-            return false
-        }
         var request: PlacementRequest
         do {
             request = try await store.placementRequest(of: deployment)

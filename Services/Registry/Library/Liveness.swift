@@ -12,7 +12,7 @@ internal import Synchronization
 /// `online`. Every transition is a change-log entry.
 ///
 /// Devices are judged only on silence this replica was able to observe: after its start, after a stall of its own
-/// (the process paused, the host frozen: its 100 ms loop woke up late) and after its database came back, every device
+/// (the process paused, the host frozen: a watch that wakes every 100 ms woke up late) and after its database came back, every device
 /// gets a full grace period again. Heartbeats that could not be written are kept and written with the next flush.
 final class Liveness: Sendable {
     private let client: PostgresClient
@@ -57,7 +57,6 @@ final class Liveness: Sendable {
         var failing = false
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
-            _ = ranWithoutStall()
             do {
                 try await flush()
                 if ContinuousClock.now - lastSweep >= interval / 4 {
@@ -99,7 +98,7 @@ final class Liveness: Sendable {
         return false
     }
 
-    /// How late the 100 ms loop may wake before the registry counts itself stalled: half an interval, at least 1 s.
+    /// How late the 100 ms watch may wake before the registry counts itself stalled: half an interval, at least 1 s.
     static func stallLimit(interval: Duration) -> Duration {
         max(interval / 2, .seconds(1))
     }

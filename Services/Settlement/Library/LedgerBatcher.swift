@@ -1,7 +1,6 @@
 internal import Foundation
 internal import Logging
 internal import NIOCore
-internal import OrreryIdentity
 internal import OrreryEthereum
 internal import PostgresNIO
 
