@@ -349,6 +349,8 @@ struct DeploymentPlannerTests {
             var contract = false
             var escrowed = false
             var exit: Int32? = nil
+            /// nil: no grace for a final report; else whether it is over (`SettlementPlanner.contractEnded`).
+            var graceEnded: Bool? = nil
         }
         var state: Orrery_Orchestrator_V1_DeploymentState = .submitted
         var offers: [Offer] = []
@@ -434,7 +436,7 @@ struct DeploymentPlannerTests {
 
     /// Something outside the driver: a bid, a decline, an agent's report, a device lost or back, a service down or up.
     static func outside(_ model: inout Lifecycle, using generator: inout some RandomNumberGenerator) {
-        let roll = Int.random(in: 0..<12, using: &generator)
+        let roll = Int.random(in: 0..<14, using: &generator)
         let device = "d\(Int.random(in: 0..<4, using: &generator))"
         guard let index = model.offers.indices.randomElement(using: &generator) else { return }
         let offer = model.offers[index]
@@ -446,6 +448,13 @@ struct DeploymentPlannerTests {
         case 4 where offer.state == .running && model.online.contains(offer.device):
             model.offers[index].state = .exited
             model.offers[index].exit = Int.random(in: 0..<8, using: &generator) == 0 ? 2 : 0
+            model.offers[index].graceEnded = false
+        case 12 where [.stopping, .movedAway].contains(offer.state) && model.online.contains(offer.device):
+            Self.reportEnd(&model.offers[index])
+        case 13
+        where offer.state == .deploying && model.online.contains(offer.device)
+            && Int.random(in: 0..<4, using: &generator) == 0:
+            model.offers[index].state = .failedToStart
         case 5: model.online.remove(device)
         case 6, 7: model.online.insert(device)
         case 8: model.notaryUp.toggle()
@@ -467,10 +476,7 @@ struct DeploymentPlannerTests {
             let before = model.state
             let action = DeploymentPlanner.nextAction(model.facts())
             model.actions.append("\(action)")
-            func move(_ to: Orrery_Orchestrator_V1_DeploymentState) {
-                #expect(DeploymentLifecycle.allows(model.state, to), "\(model.state) → \(to): \(model.history)")
-                model.state = to
-            }
+            func move(_ to: Orrery_Orchestrator_V1_DeploymentState) { Self.move(&model, to: to) }
             switch action {
             case .wait:
                 return
@@ -520,11 +526,18 @@ struct DeploymentPlannerTests {
                     guard
                         let target = ["d0", "d1", "d2", "d3"].first(where: { $0 != from && model.online.contains($0) })
                     else { return move(.failed) }
+                    // As OfferStore.relocate: one its device may run is moved away (ended after its report, or the
+                    // grace), one it never started is relocated.
                     for index in model.offers.indices
                     where model.offers[index].replica == Int(replica.replica)
                         && OfferState.current.contains(model.offers[index].state)
                     {
-                        model.offers[index].state = .movedAway
+                        if OfferState.mayRun.contains(model.offers[index].state) {
+                            model.offers[index].state = .movedAway
+                            model.offers[index].graceEnded = false
+                        } else {
+                            model.offers[index].state = .relocated
+                        }
                     }
                     for index in model.offers.indices
                     where model.offers[index].replica == Int(replica.replica) && model.offers[index].state == .declined
@@ -549,6 +562,64 @@ struct DeploymentPlannerTests {
             }
             if model.state == before, case .wait = action { return }
         }
+    }
+
+    /// A deployment's move, as `DeploymentStore.transition` makes it: into a final state, offers not yet deployed are
+    /// withdrawn and what runs is told to stop (its contract ends after the device's report, or the grace).
+    static func move(_ model: inout Lifecycle, to state: Orrery_Orchestrator_V1_DeploymentState) {
+        #expect(DeploymentLifecycle.allows(model.state, state), "\(model.state) → \(state): \(model.history)")
+        model.state = state
+        guard state.isTerminal else { return }
+        for index in model.offers.indices {
+            switch model.offers[index].state {
+            case .pending, .accepted: model.offers[index].state = .withdrawn
+            case .deploying, .running:
+                model.offers[index].state = .stopping
+                model.offers[index].graceEnded = false
+            default: break
+            }
+        }
+    }
+
+    /// A device's report that an allocation it was told to stop ended (`OfferStore.record`).
+    static func reportEnd(_ offer: inout Lifecycle.Offer) {
+        offer.state = offer.state == .movedAway ? .relocated : .exited
+        offer.graceEnded = false
+    }
+
+    @Test(
+        "every contract of a lifecycle ends: after random lifecycles, then a cancel, the devices' reports and the grace, every recorded contract is one SettlementPlanner.contractEnded names (so its escrow is refunded)"
+    )
+    func everyContractEnds() {
+        var generator = SystemRandomNumberGenerator()
+        var contracts = 0
+        for _ in 0..<2000 {
+            var model = Lifecycle()
+            for _ in 0..<Int.random(in: 1..<60, using: &generator) {
+                Self.outside(&model, using: &generator)
+                Self.drive(&model)
+                if model.state.isTerminal { break }
+            }
+            // The user cancels whatever has not ended (cancel decides the same way for any state that is not final).
+            if case .cancel = DeploymentPlanner.cancel(model.state, byConsumer: true, reason: "done") {
+                Self.move(&model, to: .cancelled)
+            }
+            // Some devices report the ends they were told of; for the others the grace runs out.
+            for index in model.offers.indices
+            where [.stopping, .movedAway].contains(model.offers[index].state) && Bool.random(using: &generator) {
+                Self.reportEnd(&model.offers[index])
+            }
+            for index in model.offers.indices where model.offers[index].graceEnded == false {
+                model.offers[index].graceEnded = true
+            }
+            for offer in model.offers where offer.contract {
+                contracts += 1
+                #expect(
+                    SettlementPlanner.contractEnded(state: offer.state, graceEnded: offer.graceEnded),
+                    "a contract that never ends (its escrow stays locked): \(offer) after \(model.history)")
+            }
+        }
+        #expect(contracts > 1000, "the walks record contracts: \(contracts)")
     }
 
     // MARK: - What users ask for

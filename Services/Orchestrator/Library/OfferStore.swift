@@ -517,13 +517,14 @@ struct OfferStore: Sendable {
     /// Contracts of replicas that ended and that the notary has not been told to terminate yet: withdrawn, failed to
     /// start or relocated before it started, at once; ended, stopped or moved away once its device reported the end
     /// with its receipts recorded, or its grace ran out (a contract its completion receipt completed stays completed).
+    /// The selection is `SettlementPlanner.contractEnded` as SQL (`SettlementPlannerTests` compares them row by row).
     func contractsToTerminate(limit: Int) async throws -> [(offerID: String, contractID: String, reason: String)] {
         let rows = try await client.query(
             """
             SELECT id, contract_id, reason FROM offers
             WHERE contract_id IS NOT NULL AND NOT contract_closed
-              AND (state IN (\(OfferState.withdrawn), \(OfferState.failedToStart))
-                   OR (state = \(OfferState.relocated) AND terminate_after IS NULL)
+              AND (state IN (\(SettlementPlanner.endsAtOnce))
+                   OR (state IN (\(SettlementPlanner.endsAtOnceWithoutGrace)) AND terminate_after IS NULL)
                    OR (state IN (\(OfferState.endingAfterReport)) AND terminate_after <= now()))
             ORDER BY created_at LIMIT \(limit)
             """,

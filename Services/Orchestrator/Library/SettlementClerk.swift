@@ -122,40 +122,60 @@ struct SettlementClerk: Sendable {
         }
     }
 
-    /// One pass: releases first (oldest first), then refunds of contracts with no release left to do.
+    /// One pass over the queue: `SettlementPlanner` names the tasks due and what each answer means; a task that
+    /// could not be carried out ends the pass (the gateway or the notary is likely down; the next pass retries).
     func work() async throws {
-        let tasks = try await client.query(
+        var queued: [SettlementPlanner.Queued] = []
+        for try await (contract, kind, entry, held, resolution) in try await client.query(
             """
-            SELECT contract_id, kind, receipt_entry FROM settlement_tasks t
-            WHERE done_at IS NULL AND (held_at IS NULL OR resolution = 'retry') AND (kind = 'release' OR NOT EXISTS (
-                SELECT 1 FROM settlement_tasks r
-                WHERE r.contract_id = t.contract_id AND r.kind = 'release' AND r.done_at IS NULL))
-            ORDER BY kind = 'refund', created_at LIMIT 100
+            SELECT contract_id, kind, receipt_entry, held_at IS NOT NULL, resolution FROM settlement_tasks
+            WHERE done_at IS NULL ORDER BY created_at LIMIT 1000
             """, logger: logger
-        ).decode((String, String, Int64).self).collected()
-        for (contract, kind, entry) in tasks {
+        ).decode((String, String, Int64, Bool, String).self) {
+            let task: SettlementPlanner.Task =
+                kind == "release"
+                ? .release(contract: contract, entry: UInt64(max(entry, 0)))
+                : .refund(contract: contract, penalties: resolution != "forgo")
+            queued.append(.init(task: task, held: held && resolution.isEmpty))
+        }
+        for task in SettlementPlanner.due(queued) {
+            var proved = false
+            let answer: SettlementPlanner.Answer
             do {
-                if kind == "release" {
-                    try await release(contract, receiptEntry: UInt64(entry))
-                } else {
-                    try await refund(contract)
+                switch task {
+                case .release(let contract, let entry):
+                    proved = true
+                    try await release(contract, receiptEntry: entry)
+                case .refund(let contract, let penalties):
+                    if let request = try await refundRequest(contract, penalties: penalties) {
+                        proved = request.hasTreeHead
+                        try await refund(request)
+                    }
                 }
-                try await finish(contract, kind, entry, note: "")
-            } catch let error as RPCError where kind == "release" && error.code == .invalidArgument {
-                // The gateway does not accept the notary's proof of a receipt: a log entry that does not verify
-                // (tampered, or corrupted). An incident, not a settlement: the release is held, and with it the
-                // contract's refund, until the operator decides (`orrery incidents`).
-                try await hold(contract, entry, reason: error.message)
-            } catch let error as RPCError where ContractClerk.isRefusal(error.code) {
-                // Answered for good: nothing (more) due, nothing left, no escrow for it.
-                logger.info(
-                    "settlement step refused",
-                    metadata: ["contract": "\(contract)", "kind": "\(kind)", "why": "\(error.message)"])
-                try await finish(contract, kind, entry, note: error.message)
+                answer = .done
+            } catch let error as RPCError {
+                answer = .refused(error.code, message: error.message)
             } catch {
+                answer = .failed(description: "\(error)")
+            }
+            switch SettlementPlanner.outcome(of: task, proved: proved, answer) {
+            case .finished(let note):
+                if !note.isEmpty {
+                    logger.info("settlement step refused", metadata: ["task": "\(task)", "why": "\(note)"])
+                }
+                let (contract, kind, entry) = Self.key(task)
                 try await client.query(
                     """
-                    UPDATE settlement_tasks SET attempts = attempts + 1, last_error = \("\(error)")
+                    UPDATE settlement_tasks SET done_at = now(), last_error = \(note)
+                    WHERE contract_id = \(contract) AND kind = \(kind) AND receipt_entry = \(entry)
+                    """, logger: logger)
+            case .hold(let reason):
+                try await hold(task, reason: reason)
+            case .retryLater(let error):
+                let (contract, kind, entry) = Self.key(task)
+                try await client.query(
+                    """
+                    UPDATE settlement_tasks SET attempts = attempts + 1, last_error = \(error)
                     WHERE contract_id = \(contract) AND kind = \(kind) AND receipt_entry = \(entry)
                     """, logger: logger)
                 return
@@ -163,28 +183,29 @@ struct SettlementClerk: Sendable {
         }
     }
 
-    private func hold(_ contract: String, _ entry: Int64, reason: String) async throws {
+    /// A task's row: its contract, kind and receipt entry (-1 for a refund).
+    private static func key(_ task: SettlementPlanner.Task) -> (String, String, Int64) {
+        switch task {
+        case .release(let contract, let entry): (contract, "release", Int64(entry))
+        case .refund(let contract, _): (contract, "refund", -1)
+        }
+    }
+
+    private func hold(_ task: SettlementPlanner.Task, reason: String) async throws {
+        let (contract, kind, entry) = Self.key(task)
         try await client.query(
             """
-            UPDATE settlement_tasks SET held_at = now(), last_error = \(reason), resolution = ''
-            WHERE contract_id = \(contract) AND kind = 'release' AND receipt_entry = \(entry)
+            UPDATE settlement_tasks SET held_at = now(), last_error = \(reason), resolution = '', attempts = 0
+            WHERE contract_id = \(contract) AND kind = \(kind) AND receipt_entry = \(entry)
             """, logger: logger)
         Self.incidents.increment()
         logger.error(
-            "settlement incident: the gateway refused the proof of a receipt; its release and the contract's refund are held for the operator",
-            metadata: ["contract": "\(contract)", "receipt_entry": "\(entry)", "reason": "\(reason)"])
+            "settlement incident: the gateway refused the notary's proofs; the escrow is held for the operator",
+            metadata: ["task": "\(task)", "reason": "\(reason)"])
     }
 
-    /// Releases held because the gateway refused their proof.
+    /// Settlement steps held because the gateway refused their proofs.
     static let incidents = Counter(label: "orrery_settlement_incidents_total")
-
-    private func finish(_ contract: String, _ kind: String, _ entry: Int64, note: String) async throws {
-        try await client.query(
-            """
-            UPDATE settlement_tasks SET done_at = now(), last_error = \(note)
-            WHERE contract_id = \(contract) AND kind = \(kind) AND receipt_entry = \(entry)
-            """, logger: logger)
-    }
 
     /// The newest signed head and the proven entries at `indexes` under it.
     private func proven(_ indexes: [UInt64]) async throws -> (
@@ -220,10 +241,13 @@ struct SettlementClerk: Sendable {
         }
     }
 
-    /// Refunds the rest, with every SLA breach the notary logged for the contract proven along.
-    private func refund(_ contract: String) async throws {
+    /// The refund of the rest, with every SLA breach the notary logged for the contract proven along (unless
+    /// `penalties` is false: the operator forwent them); nil when the notary has no entry for the contract.
+    private func refundRequest(_ contract: String, penalties: Bool) async throws
+        -> Orrery_Settlement_V1_RefundRequest?
+    {
         let record = try await notary.contract(contract)
-        guard !record.entryIndexes.isEmpty else { return }
+        guard !record.entryIndexes.isEmpty else { return nil }
         let (head, entries) = try await proven(record.entryIndexes)
         let breaches = entries.dropFirst().filter { proven in
             guard let signed = try? Orrery_Common_V1_Signed(serializedBytes: proven.leaf),
@@ -231,15 +255,18 @@ struct SettlementClerk: Sendable {
             else { return false }
             return entry.kind == .slaBreach
         }
-        let request = Orrery_Settlement_V1_RefundRequest.with {
+        return Orrery_Settlement_V1_RefundRequest.with {
             $0.contractID = contract
-            $0.idempotencyKey = "refund/\(contract)"
-            if !breaches.isEmpty {
+            $0.idempotencyKey = "refund/\(contract)\(penalties ? "" : "/without-penalties")"
+            if penalties, !breaches.isEmpty {
                 $0.treeHead = head
                 $0.contract = entries[0]
                 $0.breaches = Array(breaches)
             }
         }
+    }
+
+    private func refund(_ request: Orrery_Settlement_V1_RefundRequest) async throws {
         _ = try await gateway.invoke(Orrery_Settlement_V1_Settlement.Method.Refund.descriptor, request) {
             client, request, metadata in
             try await stream.operations(on: client).perform(.refund(request), metadata: metadata)

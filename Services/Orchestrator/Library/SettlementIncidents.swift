@@ -5,8 +5,9 @@ internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
 
-/// Releases the orchestrator holds because the settlement gateway refused their proof (`SettlementClerk`), and the
-/// operator's decisions on them: retry, or forgo (then the contract's refund goes ahead).
+/// Settlement steps the orchestrator holds because the settlement gateway refused their proofs (`SettlementClerk`),
+/// and the operator's decisions on them: retry; or forgo — a release is given up (the contract's refund goes ahead),
+/// a refund is made without the breaches' penalties.
 struct SettlementIncidents: Sendable {
     let client: PostgresClient
     let logger: Logger
@@ -14,17 +15,18 @@ struct SettlementIncidents: Sendable {
     func list(includeResolved: Bool) async throws -> [Orrery_Orchestrator_V1_SettlementIncident] {
         let rows = try await client.query(
             """
-            SELECT contract_id, receipt_entry, last_error, held_at, resolution FROM settlement_tasks
-            WHERE kind = 'release' AND held_at IS NOT NULL AND (resolution = '' OR \(includeResolved))
+            SELECT contract_id, kind, receipt_entry, last_error, held_at, resolution FROM settlement_tasks
+            WHERE held_at IS NOT NULL AND (resolution = '' OR \(includeResolved))
             ORDER BY held_at LIMIT 1000
             """, logger: logger)
         var incidents: [Orrery_Orchestrator_V1_SettlementIncident] = []
-        for try await (contract, entry, reason, heldAt, resolution) in rows.decode(
-            (String, Int64, String, Date, String).self)
+        for try await (contract, kind, entry, reason, heldAt, resolution) in rows.decode(
+            (String, String, Int64, String, Date, String).self)
         {
             incidents.append(
                 .with {
                     $0.contractID = contract
+                    $0.step = kind
                     $0.receiptEntry = UInt64(max(entry, 0))
                     $0.reason = reason
                     $0.heldAt = Google_Protobuf_Timestamp(date: heldAt)
@@ -52,26 +54,27 @@ struct SettlementIncidents: Sendable {
         guard request.receiptEntry <= UInt64(Int64.max) else {
             throw RPCError(code: .invalidArgument, message: "receipt_entry: out of range")
         }
-        let entry = Int64(request.receiptEntry)
-        // Retry: the release goes back to the queue. Forgo: it is done, so the contract's refund goes ahead.
+        let (kind, entry) = request.refund ? ("refund", Int64(-1)) : ("release", Int64(request.receiptEntry))
+        // Retry: the step goes back to the queue. Forgo: a release is done, so the contract's refund goes ahead; a
+        // refund goes back to the queue, to be made without the penalties (`SettlementClerk`).
         let updated = try await client.query(
             """
             UPDATE settlement_tasks
             SET resolution = \(resolution), resolution_note = \(request.note), attempts = 0,
-                done_at = CASE WHEN \(resolution) = 'forgo' THEN now() ELSE NULL END
-            WHERE contract_id = \(request.contractID) AND kind = 'release' AND receipt_entry = \(entry)
+                done_at = CASE WHEN \(resolution) = 'forgo' AND kind = 'release' THEN now() ELSE NULL END
+            WHERE contract_id = \(request.contractID) AND kind = \(kind) AND receipt_entry = \(entry)
               AND held_at IS NOT NULL AND resolution = ''
             RETURNING contract_id
             """, logger: logger
         ).collect()
         let incident = try await list(includeResolved: true).first {
-            $0.contractID == request.contractID && $0.receiptEntry == request.receiptEntry
+            $0.contractID == request.contractID && $0.step == kind
+                && (request.refund || $0.receiptEntry == request.receiptEntry)
         }
         guard let incident else {
+            let step = request.refund ? "its refund" : "receipt entry \(request.receiptEntry)"
             throw RPCError(
-                code: .notFound,
-                message:
-                    "no settlement incident for contract \(request.contractID), receipt entry \(request.receiptEntry)")
+                code: .notFound, message: "no settlement incident for contract \(request.contractID), \(step)")
         }
         guard incident.resolution == resolution else {
             throw RPCError(
@@ -81,7 +84,8 @@ struct SettlementIncidents: Sendable {
             logger.notice(
                 "settlement incident resolved by the operator",
                 metadata: [
-                    "contract": "\(request.contractID)", "receipt_entry": "\(entry)", "resolution": "\(resolution)",
+                    "contract": "\(request.contractID)", "step": "\(kind)", "receipt_entry": "\(entry)",
+                    "resolution": "\(resolution)",
                     "note": "\(request.note)",
                 ])
         }

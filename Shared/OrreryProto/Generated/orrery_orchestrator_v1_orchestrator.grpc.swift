@@ -505,8 +505,9 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
-        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        /// > Settlement steps held because the gateway refused their proofs (a notary log entry that does not verify: tampered
+        /// > or corrupted): a release, or a refund proving SLA breaches. Each one's escrow stays held — no release, no
+        /// > refund — until the operator decides. Operator only.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` messages.
@@ -524,8 +525,8 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
-        /// > is refunded with the rest). Operator only.
+        /// > The operator's decision on a held step: retry it (the log was repaired), or forgo it (a release: what it would
+        /// > have paid is refunded with the rest; a refund: it is made without the breaches' penalties). Operator only.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` messages.
@@ -795,8 +796,9 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
-        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        /// > Settlement steps held because the gateway refused their proofs (a notary log entry that does not verify: tampered
+        /// > or corrupted): a release, or a refund proving SLA breaches. Each one's escrow stays held — no release, no
+        /// > refund — until the operator decides. Operator only.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
@@ -814,8 +816,8 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
-        /// > is refunded with the rest). Operator only.
+        /// > The operator's decision on a held step: retry it (the log was repaired), or forgo it (a release: what it would
+        /// > have paid is refunded with the rest; a refund: it is made without the breaches' penalties). Operator only.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
@@ -1085,8 +1087,9 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
-        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        /// > Settlement steps held because the gateway refused their proofs (a notary log entry that does not verify: tampered
+        /// > or corrupted): a release, or a refund proving SLA breaches. Each one's escrow stays held — no release, no
+        /// > refund — until the operator decides. Operator only.
         ///
         /// - Parameters:
         ///   - request: A `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
@@ -1104,8 +1107,8 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
-        /// > is refunded with the rest). Operator only.
+        /// > The operator's decision on a held step: retry it (the log was repaired), or forgo it (a release: what it would
+        /// > have paid is refunded with the rest; a refund: it is made without the breaches' penalties). Operator only.
         ///
         /// - Parameters:
         ///   - request: A `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
@@ -1990,8 +1993,9 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
-        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        /// > Settlement steps held because the gateway refused their proofs (a notary log entry that does not verify: tampered
+        /// > or corrupted): a release, or a refund proving SLA breaches. Each one's escrow stays held — no release, no
+        /// > refund — until the operator decides. Operator only.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
@@ -2014,8 +2018,8 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
-        /// > is refunded with the rest). Operator only.
+        /// > The operator's decision on a held step: retry it (the log was repaired), or forgo it (a release: what it would
+        /// > have paid is refunded with the rest; a refund: it is made without the breaches' penalties). Operator only.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
@@ -2502,8 +2506,9 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
-        /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+        /// > Settlement steps held because the gateway refused their proofs (a notary log entry that does not verify: tampered
+        /// > or corrupted): a release, or a refund proving SLA breaches. Each one's escrow stays held — no release, no
+        /// > refund — until the operator decides. Operator only.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
@@ -2537,8 +2542,8 @@ extension Orrery_Orchestrator_V1_Orchestrator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
-        /// > is refunded with the rest). Operator only.
+        /// > The operator's decision on a held step: retry it (the log was repaired), or forgo it (a release: what it would
+        /// > have paid is refunded with the rest; a refund: it is made without the breaches' penalties). Operator only.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
@@ -2959,8 +2964,9 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
-    /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+    /// > Settlement steps held because the gateway refused their proofs (a notary log entry that does not verify: tampered
+    /// > or corrupted): a release, or a refund proving SLA breaches. Each one's escrow stays held — no release, no
+    /// > refund — until the operator decides. Operator only.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Orrery_Orchestrator_V1_ListSettlementIncidentsRequest` message.
@@ -2989,8 +2995,8 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
-    /// > is refunded with the rest). Operator only.
+    /// > The operator's decision on a held step: retry it (the log was repaired), or forgo it (a release: what it would
+    /// > have paid is refunded with the rest; a refund: it is made without the breaches' penalties). Operator only.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest` message.
@@ -3457,8 +3463,9 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Settlement steps held because the gateway refused their proof (a notary log entry that does not verify: tampered
-    /// > or corrupted): each one's escrow stays held — no release, no refund — until the operator decides. Operator only.
+    /// > Settlement steps held because the gateway refused their proofs (a notary log entry that does not verify: tampered
+    /// > or corrupted): a release, or a refund proving SLA breaches. Each one's escrow stays held — no release, no
+    /// > refund — until the operator decides. Operator only.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -3491,8 +3498,8 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The operator's decision on a held release: retry it (the log was repaired), or forgo it (what it would have paid
-    /// > is refunded with the rest). Operator only.
+    /// > The operator's decision on a held step: retry it (the log was repaired), or forgo it (a release: what it would
+    /// > have paid is refunded with the rest; a refund: it is made without the breaches' penalties). Operator only.
     ///
     /// - Parameters:
     ///   - message: request message to send.

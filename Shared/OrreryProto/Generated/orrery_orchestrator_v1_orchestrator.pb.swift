@@ -220,7 +220,7 @@ public nonisolated struct Orrery_Orchestrator_V1_SettlementIncident: Sendable {
 
   public var contractID: String = String()
 
-  /// The notary log entry of the receipt whose release was refused.
+  /// The notary log entry of the receipt whose release was refused; 0 for a refund.
   public var receiptEntry: UInt64 = 0
 
   /// The gateway's refusal.
@@ -237,6 +237,9 @@ public nonisolated struct Orrery_Orchestrator_V1_SettlementIncident: Sendable {
 
   /// Empty while held; then "retry" or "forgo".
   public var resolution: String = String()
+
+  /// "release" or "refund".
+  public var step: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -277,12 +280,16 @@ public nonisolated struct Orrery_Orchestrator_V1_ResolveSettlementIncidentReques
 
   public var contractID: String = String()
 
+  /// The held release's receipt entry (ignored for a refund).
   public var receiptEntry: UInt64 = 0
 
   public var resolution: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest.Resolution = .unspecified
 
   /// Why, for the record (at most 500 characters).
   public var note: String = String()
+
+  /// The contract's held refund rather than a release.
+  public var refund: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -293,7 +300,7 @@ public nonisolated struct Orrery_Orchestrator_V1_ResolveSettlementIncidentReques
     /// Try the release again (its proof is checked anew).
     case retry // = 1
 
-    /// Give it up: the contract's remaining escrow is refunded.
+    /// Give it up: a release's amount is refunded with the rest; a refund is made without the breaches' penalties.
     case forgo // = 2
     case UNRECOGNIZED(Int)
 
@@ -1958,7 +1965,7 @@ nonisolated extension Orrery_Orchestrator_V1_LogStream: SwiftProtobuf._ProtoName
 
 nonisolated extension Orrery_Orchestrator_V1_SettlementIncident: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SettlementIncident"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}receipt_entry\0\u{1}reason\0\u{3}held_at\0\u{1}resolution\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}receipt_entry\0\u{1}reason\0\u{3}held_at\0\u{1}resolution\0\u{1}step\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1971,6 +1978,7 @@ nonisolated extension Orrery_Orchestrator_V1_SettlementIncident: SwiftProtobuf.M
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._heldAt) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.resolution) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.step) }()
       default: break
       }
     }
@@ -1996,6 +2004,9 @@ nonisolated extension Orrery_Orchestrator_V1_SettlementIncident: SwiftProtobuf.M
     if !self.resolution.isEmpty {
       try visitor.visitSingularStringField(value: self.resolution, fieldNumber: 5)
     }
+    if !self.step.isEmpty {
+      try visitor.visitSingularStringField(value: self.step, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2005,6 +2016,7 @@ nonisolated extension Orrery_Orchestrator_V1_SettlementIncident: SwiftProtobuf.M
     if lhs.reason != rhs.reason {return false}
     if lhs._heldAt != rhs._heldAt {return false}
     if lhs.resolution != rhs.resolution {return false}
+    if lhs.step != rhs.step {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2072,7 +2084,7 @@ nonisolated extension Orrery_Orchestrator_V1_ListSettlementIncidentsResponse: Sw
 
 nonisolated extension Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ResolveSettlementIncidentRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}receipt_entry\0\u{1}resolution\0\u{1}note\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}receipt_entry\0\u{1}resolution\0\u{1}note\0\u{1}refund\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2084,6 +2096,7 @@ nonisolated extension Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest: S
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.receiptEntry) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.resolution) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.refund) }()
       default: break
       }
     }
@@ -2102,6 +2115,9 @@ nonisolated extension Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest: S
     if !self.note.isEmpty {
       try visitor.visitSingularStringField(value: self.note, fieldNumber: 4)
     }
+    if self.refund != false {
+      try visitor.visitSingularBoolField(value: self.refund, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2110,6 +2126,7 @@ nonisolated extension Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest: S
     if lhs.receiptEntry != rhs.receiptEntry {return false}
     if lhs.resolution != rhs.resolution {return false}
     if lhs.note != rhs.note {return false}
+    if lhs.refund != rhs.refund {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
