@@ -388,6 +388,34 @@ struct AgentChannelTests {
             #expect(runStatus == 0, "\(ran)")
             #expect(ran.contains("completed") && ran.contains("all 1 allocation(s) exited 0"), "\(ran)")
 
+            // `run --json`: progress on standard error, only the deployment's JSON on standard output.
+            let quoted = ([cli.path, "run", specFile, "--wait", "--json"] + connection).map { "'\($0)'" }
+            let jsonFile = directory.appendingPathComponent("run.json").path
+            let progressFile = directory.appendingPathComponent("run.progress").path
+            let (jsonStatus, jsonRun) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/bin/bash"),
+                arguments: ["-c", quoted.joined(separator: " ") + " > '\(jsonFile)' 2> '\(progressFile)'"])
+            #expect(jsonStatus == 0, "\(jsonRun)")
+            let printed = try String(contentsOfFile: jsonFile, encoding: .utf8)
+            let followed = try String(contentsOfFile: progressFile, encoding: .utf8)
+            #expect(try Orrery_Orchestrator_V1_Deployment(jsonString: printed).state == .completed, "\(printed)")
+            #expect(followed.hasPrefix("==> deployment dep_") && followed.contains("completed"), "\(followed)")
+
+            // `logs -f | head`: the reader leaving is a normal end, while the job still runs.
+            let chatty = try await submit("i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done", seconds: 120)
+            _ = try await watch(chatty.id, until: [.running, .failed, .cancelled])
+            let follow = ([cli.path, "logs", "-f", chatty.id] + connection).map { "'\($0)'" }
+            let (pipeStatus, piped) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/bin/bash"),
+                arguments: ["-c", "set -o pipefail; " + follow.joined(separator: " ") + " | head -n 2"])
+            #expect(pipeStatus == 0, "\(piped)")
+            #expect(piped.hasPrefix("main[0] line 1\nmain[0] line 2\n") && !piped.contains("Fatal"), "\(piped)")
+            let still = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = chatty.id })
+            }
+            #expect(still.state == .running, "head ended the CLI, not the job's end: \(still.state)")
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = chatty.id }) }
+
             // Submitted by curl, with a token from `orrery ucan invoke`.
             let (_, token) = try await ChildProcess.run(
                 cli,
@@ -436,14 +464,15 @@ struct AgentChannelTests {
             let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
             var reputation = Orrery_Registry_V1_Reputation()
             let counted = ContinuousClock.now + .seconds(10)
-            while ContinuousClock.now < counted, reputation.completedAllocations < 1 || reputation.failedAllocations < 1
+            // Four completed (the job, the CLI's two, curl's), one failed; the cancelled one is neither.
+            while ContinuousClock.now < counted, reputation.completedAllocations < 4 || reputation.failedAllocations < 1
             {
                 reputation = try await observer.withRegistry(registry) {
                     try await $0.getDevice(.with { $0.did = agent.did }).reputation
                 }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(reputation.completedAllocations == 3 && reputation.failedAllocations == 1, "\(reputation)")
+            #expect(reputation.completedAllocations == 4 && reputation.failedAllocations == 1, "\(reputation)")
 
             // A device cannot record outcomes itself: its token is /orrery/registry, reputation is not in it.
             await OrchestratorTests.expectStatus(.permissionDenied, containing: "/orrery/reputation/record-outcome") {

@@ -795,6 +795,19 @@ struct NotaryTests {
             let (again, verified) = try await ChildProcess.run(cli, arguments: ["ledger", "verify"] + connection)
             #expect(again == 0, "restored: \(verified)")
 
+            // Without --witness, the CLI keeps one witness per notary under $XDG_STATE_HOME.
+            let state = ["XDG_STATE_HOME": directory.appendingPathComponent("state").path]
+            let operatorOnly = [
+                "--notary", "127.0.0.1:\(notary.ready.grpcPort)", "--key",
+                credentials.appendingPathComponent("operator.key").path,
+            ]
+            let (stateStatus, stateOutput) = try await ChildProcess.run(
+                cli, arguments: ["ledger", "verify"] + operatorOnly, environment: state)
+            #expect(stateStatus == 0, "\(stateOutput)")
+            let witnesses = directory.appendingPathComponent("state/orrery/notary-tree-heads")
+            let notaryFile = notary.ready.did.replacingOccurrences(of: ":", with: "_") + ".pb"
+            #expect(try FileManager.default.contentsOfDirectory(atPath: witnesses.path) == [notaryFile])
+
             // The same notary key over another history (a notary that rewrote its log): the client that saw the
             // first history refuses the second, though each is internally coherent.
             try await TestDatabase.withDatabase { other in
@@ -813,6 +826,28 @@ struct NotaryTests {
                 let (status, output) = try await ChildProcess.run(
                     cli, arguments: ["ledger", "verify", "--witness", witness] + rewritten)
                 #expect(status == 1 && output.contains("is not an extension of the 8 entries seen before"), "\(output)")
+                // The default witness of that notary's DID catches it as well.
+                let (stateRewritten, stateRewrittenOutput) = try await ChildProcess.run(
+                    cli, arguments: ["ledger", "verify"] + rewritten, environment: state)
+                #expect(
+                    stateRewritten == 1 && stateRewrittenOutput.contains("is not an extension of the 8 entries"),
+                    "\(stateRewrittenOutput)")
+            }
+            // Another network's notary (another DID) is verified on its own: the first one's witness is no obstacle.
+            try await TestDatabase.withDatabase { other in
+                let otherNetwork = try TestNetwork(directory: directory.appendingPathComponent("other-network"))
+                let otherNotary = try await Self.startNotary(
+                    other, otherNetwork, directory.appendingPathComponent("other-notary"))
+                defer { otherNotary.child.signal(SIGKILL) }
+                _ = try await ContractParties(network: otherNetwork).activate(otherNotary)
+                let (otherStatus, otherOutput) = try await ChildProcess.run(
+                    cli,
+                    arguments: [
+                        "ledger", "verify", "--notary", "127.0.0.1:\(otherNotary.ready.grpcPort)", "--key",
+                        directory.appendingPathComponent("other-network/operator.key").path,
+                    ], environment: state)
+                #expect(otherStatus == 0, "\(otherOutput)")
+                #expect(try FileManager.default.contentsOfDirectory(atPath: witnesses.path).count == 2)
             }
         }
     }

@@ -14,14 +14,20 @@ struct NotaryOptions: ParsableArguments {
     @Option(help: "Your delegation chain (repeatable; none when you are the operator).") var proof: [String] = []
     @Option(
         help:
-            "Where the last verified tree head is kept; each new one must be proven consistent with it (default: ~/.orrery/notary-tree-head.pb)."
+            "Where the last verified tree head is kept; each new one must be proven consistent with it (default: one file per notary under $XDG_STATE_HOME/orrery/notary-tree-heads, or ~/.local/state/orrery/notary-tree-heads)."
     )
     var witness: String?
 
-    var witnessFile: String {
-        witness
-            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".orrery/notary-tree-head.pb")
-            .path
+    /// The file remembering the last head verified of the log `logDID`: `--witness`, or one per notary under the
+    /// XDG state directory (so verifying one network's notary never stands in the way of another's).
+    func witnessFile(for logDID: String) -> String {
+        if let witness { return witness }
+        let environment = ProcessInfo.processInfo.environment
+        let state =
+            environment["XDG_STATE_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil }
+            ?? ((environment["HOME"] ?? NSHomeDirectory()) + "/.local/state")
+        let name = String(logDID.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" })
+        return "\(state)/orrery/notary-tree-heads/\(name).pb"
     }
 
     func call<Result: Sendable>(
@@ -37,8 +43,15 @@ struct NotaryOptions: ParsableArguments {
     func freshHead(_ client: Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>) async throws
         -> Orrery_Notary_V1_TreeHead
     {
-        let witness = TreeHeadWitness(file: witnessFile)
         let head = try await client.getTreeHead(.init())
+        let logDID: String
+        do {
+            logDID = try TreeHeadWitness.verify(head).logDid
+        } catch {
+            print("✘ \(error)")
+            throw ExitCode(1)
+        }
+        let witness = TreeHeadWitness(file: witnessFile(for: logDID))
         var consistency: Orrery_Notary_V1_ConsistencyProof?
         if let last = witness.last(), last.head.treeSize > 0, last.head.treeSize <= head.head.treeSize {
             consistency = try await client.getConsistencyProof(

@@ -103,7 +103,9 @@ struct RunCommand: AsyncParsableCommand {
                     $0.settlementAuthority = settlementAuthority
                 })
         }
-        print("==> deployment \(deployment.id) submitted")
+        // Progress on standard error, each line at once, the id first: interrupted, nothing is lost; the data (the
+        // deployment) on standard output, so `run --json | jq` reads only JSON.
+        Console.progress("==> deployment \(deployment.id) submitted")
         var last = deployment
         if !detach {
             last = try await options.call { client in
@@ -111,7 +113,7 @@ struct RunCommand: AsyncParsableCommand {
                     var latest = deployment
                     for try await event in response.messages {
                         let time = ISO8601DateFormatter().string(from: event.at.date)
-                        print(
+                        Console.progress(
                             "    \(time)  \(event.state.name.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
                         )
                         latest = event.deployment
@@ -122,7 +124,7 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         if json {
-            print(try last.jsonString())
+            Console.out(try last.jsonString())
         } else {
             printAssignments(last)
         }
@@ -131,9 +133,9 @@ struct RunCommand: AsyncParsableCommand {
 }
 
 func printAssignments(_ deployment: Orrery_Orchestrator_V1_Deployment) {
-    print("==> \(deployment.id): \(deployment.state.name) — \(deployment.reason)")
+    Console.out("==> \(deployment.id): \(deployment.state.name) — \(deployment.reason)")
     for assignment in deployment.assignments {
-        print(
+        Console.out(
             "    \(assignment.allocation)[\(assignment.replica)]  \(assignment.deviceDid)  \(assignment.hourlyPrice) NTX/h, \(assignment.jobCost) NTX per run"
                 + (assignment.contractID.isEmpty ? "" : "  contract \(assignment.contractID)")
         )
@@ -261,14 +263,13 @@ struct LogsCommand: AsyncParsableCommand {
                 }
             ) { response in
                 for try await line in response.messages {
-                    let handle = line.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
                     let prefix = "\(line.allocation)[\(line.replica)] "
                     let text = String(decoding: line.data, as: UTF8.self)
                     let prefixed = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated().map {
                         index, part in
                         index == 0 || !part.isEmpty ? prefix + part : ""
                     }.joined(separator: "\n")
-                    handle.write(Data(prefixed.utf8))
+                    Console.write(Data(prefixed.utf8), errorStream: line.stream == .stderr)
                 }
             }
         }
