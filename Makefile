@@ -2,12 +2,17 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test test-crash bench abuse build proto proto-check fmt clean
+.PHONY: help run run-reset test test-crash bench abuse build proto proto-check fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 run: ## Start the whole constellation locally (PostgreSQL under .run/, six services, a demo device) until Ctrl-C
+	@Tools/scripts/run-local.sh
+
+run-reset: ## Start over: remove .run/ (database, credentials, the demo device's state), then make run
+	@Tools/scripts/pg-throwaway.sh stop .run/pg
+	rm -rf .run
 	@Tools/scripts/run-local.sh
 
 test: ## Install what tests need, start a throwaway PostgreSQL, build, run every test

@@ -1,13 +1,21 @@
 // swift-tools-version: 6.1
 // Orrery: a decentralized compute network. One package; every service is a library target holding its logic
 // (what tests import) plus a thin executable.
+import Foundation
 import PackageDescription
 
-let upcomingFeatures: [SwiftSetting] = [
-    .enableUpcomingFeature("ExistentialAny"),
-    .enableUpcomingFeature("InternalImportsByDefault"),
-    .enableUpcomingFeature("MemberImportVisibility"),
-]
+/// Every one of our targets builds without warnings; CI (`.ci/run` sets `ORRERY_WARNINGS_AS_ERRORS=1`) holds it to
+/// that. Dependencies' warnings are SwiftPM's to suppress, not ours to fix.
+let warningsAsErrors: [SwiftSetting] =
+    ProcessInfo.processInfo.environment["ORRERY_WARNINGS_AS_ERRORS"] == "1"
+    ? [.unsafeFlags(["-warnings-as-errors"])] : []
+
+let upcomingFeatures: [SwiftSetting] =
+    [
+        .enableUpcomingFeature("ExistentialAny"),
+        .enableUpcomingFeature("InternalImportsByDefault"),
+        .enableUpcomingFeature("MemberImportVisibility"),
+    ] + warningsAsErrors
 
 let grpcCore = Target.Dependency.product(name: "GRPCCore", package: "grpc-swift-2")
 let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
@@ -100,9 +108,11 @@ let package = Package(
             dependencies: [
                 "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf,
                 swiftProtobuf, argumentParser,
-                logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, hummingbirdTLS, postgres,
+                logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, hummingbirdTLS,
+                postgres,
                 systemPackage, .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ],
             path: "Shared/OrreryRuntime",
             swiftSettings: upcomingFeatures
@@ -187,8 +197,10 @@ let package = Package(
         .testTarget(
             name: "OrreryRuntimeTests",
             dependencies: [
-                "OrreryRuntime", "OrreryAuth", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport", grpcCore,
+                "OrreryRuntime", "OrreryAuth", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport",
+                grpcCore,
                 grpcPosix, configuration, logging, swiftProtobuf, argumentParser,
+                postgres, .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/OrreryRuntimeTests",

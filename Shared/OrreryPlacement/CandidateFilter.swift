@@ -47,9 +47,21 @@ struct CompiledAllocation {
     let deniedDevices: Set<Int>
     let excluded: Set<Int>
     let minReputation: Double?
+    /// The resources a device's price is computed for: the request's own, or those of the request this one loosens
+    /// (asking for fewer cores to find a device does not make the job cheaper).
+    let pricedCores: Int
+    let pricedRAMMiB: Int
+    let pricedGPUs: Int
 
-    init(_ request: AllocationRequest, snapshot: PlacementSnapshot, excludedDevices: Set<String>) {
+    /// - Parameter pricedAs: the request whose resources set the price, when `request` loosens it.
+    init(
+        _ request: AllocationRequest, snapshot: PlacementSnapshot, excludedDevices: Set<String>,
+        pricedAs: AllocationRequest? = nil
+    ) {
         self.request = request
+        pricedCores = (pricedAs ?? request).cpuCores
+        pricedRAMMiB = (pricedAs ?? request).ramMiB
+        pricedGPUs = (pricedAs ?? request).gpu.count
         cpuCores = request.cpuCores
         ramMiB = request.ramMiB
         diskMiB = request.diskMiB
@@ -148,7 +160,7 @@ struct CompiledAllocation {
 
     @inline(__always)
     func hourlyPrice(_ device: CompiledDevice) -> UInt64 {
-        Cost.hourly(cores: cpuCores, ramMiB: ramMiB, gpus: gpuCount, prices: device.prices)
+        Cost.hourly(cores: pricedCores, ramMiB: pricedRAMMiB, gpus: pricedGPUs, prices: device.prices)
     }
 
     @inline(__always)

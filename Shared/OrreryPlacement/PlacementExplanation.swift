@@ -15,16 +15,23 @@ public struct AllocationReport: Sendable, Hashable {
     public var candidates: Int
     /// Devices eliminated, each counted under the first constraint it fails, in `ConstraintKind` order.
     public var eliminated: [ConstraintKind: Int]
+    /// Devices failing each constraint: a device is counted under every constraint it fails, so every constraint
+    /// that blocks is named at once.
+    public var failing: [ConstraintKind: Int] = [:]
+    /// Devices the allocation needs: its replicas when they must be spread over distinct devices, else 1.
+    public var needed: Int = 1
 }
 
 /// One change to the request that would make it placeable, and what it would admit.
 public struct Relaxation: Sendable, Hashable {
     /// The allocation it concerns; nil for ensemble-wide ones (an edge, the budget).
     public var allocation: String?
+    /// The constraint's name (`ConstraintKind.rawValue`), or several joined by " + " when only changing them
+    /// together admits a device.
     public var constraint: String
-    /// What to change, for a person: "raise max_price_per_hour to 1200".
+    /// What to change, for a person: "raise max_price_per_hour to 1200" (several joined by " and ").
     public var suggestion: String
-    /// Devices it would admit (for an allocation) or 0 when it concerns the ensemble as a whole.
+    /// Devices exactly this change would admit (for an allocation), or 0 when it concerns the ensemble as a whole.
     public var devicesAdmitted: Int
 }
 
@@ -43,30 +50,29 @@ extension PlacementSolver {
         var relaxations: [Relaxation] = []
         for allocation in compiled {
             var eliminated: [ConstraintKind: Int] = [:]
+            var failing: [ConstraintKind: Int] = [:]
             var candidates = 0
-            var onlyFailing: [ConstraintKind: [Int]] = [:]
-            // The allocation with each relaxable constraint dropped, to find devices failing that one alone.
-            var relaxed: [ConstraintKind: CompiledAllocation] = [:]
-            for kind in ConstraintKind.allCases where kind.isRelaxable {
-                var loosened = allocation.request
-                loosened.relax(kind)
-                relaxed[kind] = CompiledAllocation(
-                    loosened, snapshot: snapshot, excludedDevices: request.excludedDevices)
-            }
+            /// Devices by the set of relaxable constraints they fail (none of the others).
+            var failingOnly: [Set<ConstraintKind>: [Int]] = [:]
+            var loosened = LoosenedAllocations(allocation, excluded: request.excludedDevices, snapshot: snapshot)
             for index in snapshot.compiled.indices {
-                guard let failure = allocation.firstFailure(index, in: snapshot) else {
+                guard let first = allocation.firstFailure(index, in: snapshot) else {
                     candidates += 1
                     continue
                 }
-                eliminated[failure, default: 0] += 1
-                if let loosened = relaxed[failure], loosened.firstFailure(index, in: snapshot) == nil {
-                    onlyFailing[failure, default: []].append(index)
-                }
+                eliminated[first, default: 0] += 1
+                let failures = loosened.failures(index, first: first)
+                for kind in failures { failing[kind, default: 0] += 1 }
+                if failures.allSatisfy(\.isRelaxable) { failingOnly[failures, default: []].append(index) }
             }
+            let needed = allocation.request.spread == .spread ? max(1, allocation.request.replicas) : 1
             reports.append(
-                AllocationReport(name: allocation.request.name, candidates: candidates, eliminated: eliminated))
-            if candidates < max(1, allocation.request.spread == .spread ? allocation.request.replicas : 1) {
-                relaxations += relax(allocation, devicesFailingOnly: onlyFailing, in: snapshot)
+                AllocationReport(
+                    name: allocation.request.name, candidates: candidates, eliminated: eliminated, failing: failing,
+                    needed: needed))
+            if candidates < needed {
+                relaxations += relax(
+                    allocation, devicesFailingOnly: failingOnly, missing: needed - candidates, in: snapshot)
             }
         }
         let devices = snapshot.devices.count
@@ -77,13 +83,25 @@ extension PlacementSolver {
                 relaxations: [])
         case .infeasible(let infeasibility):
             var reason: String
+            // Each allocation that has fewer candidates than it needs, by name.
+            let short = reports.filter { $0.candidates < $0.needed }.map { report in
+                report.needed == 1
+                    ? "no device passes the hard constraints of allocation \"\(report.name)\""
+                    : "allocation \"\(report.name)\" spreads \(report.needed) replicas over distinct devices and "
+                        + "\(report.candidates) pass\(report.candidates == 1 ? "es" : "") its hard constraints"
+            }
             switch infeasibility {
             case .noCandidates(let index):
-                reason = "no device passes the hard constraints of allocation \"\(request.allocations[index].name)\""
+                reason =
+                    short.isEmpty
+                    ? "no device passes the hard constraints of allocation \"\(request.allocations[index].name)\""
+                    : short.joined(separator: "; ")
             case .noJointPlacement:
                 reason =
-                    "every allocation has candidates, but no combination satisfies the latency edges, spread "
-                    + "and capacity together"
+                    short.isEmpty
+                    ? "every allocation has enough candidates, but no combination satisfies the latency edges, "
+                        + "spread and free capacity together"
+                    : short.joined(separator: "; ")
                 let (ensemble, complete) = relaxEnsemble(request, on: snapshot, deadline: deadline)
                 relaxations += ensemble
                 if !complete { reason += " (not every edge and spread could be tried in time)" }
@@ -106,51 +124,80 @@ extension PlacementSolver {
         }
     }
 
-    /// For each constraint whose removal alone admits devices: what value would do, and how many it admits.
+    /// The changes that admit devices: for each set of constraints some devices fail (and nothing else), the values
+    /// that admit `missing` of them — the fewest constraints first — and how many devices exactly those values admit.
     private func relax(
-        _ allocation: CompiledAllocation, devicesFailingOnly: [ConstraintKind: [Int]], in snapshot: PlacementSnapshot
+        _ allocation: CompiledAllocation, devicesFailingOnly: [Set<ConstraintKind>: [Int]], missing: Int,
+        in snapshot: PlacementSnapshot
     ) -> [Relaxation] {
-        let request = allocation.request
-        return ConstraintKind.allCases.compactMap { kind in
-            guard let devices = devicesFailingOnly[kind], !devices.isEmpty else { return nil }
-            let suggestion: String
-            switch kind {
-            case .price:
-                let cheapest = devices.map { allocation.hourlyPrice($0, in: snapshot) }.min() ?? 0
-                suggestion = "raise max_price_per_hour to \(cheapest)"
-            case .cpu:
-                let most = devices.map { snapshot.compiled[$0].cpuCores }.max() ?? 0
-                suggestion = "ask for at most \(most) cpu cores"
-            case .ram:
-                let most = devices.map { snapshot.compiled[$0].ramMiB }.max() ?? 0
-                suggestion = "ask for at most \(most) MiB of RAM"
-            case .disk:
-                let most = devices.map { snapshot.compiled[$0].diskMiB }.max() ?? 0
-                suggestion = "ask for at most \(most) MiB of disk"
-            case .latencyTarget:
-                let nearest = devices.compactMap { device in
-                    request.constraints.latencyTargets.compactMap { snapshot.rtt(from: device, to: $0.place) }.max()
-                }.min()
-                suggestion =
-                    nearest.map { "allow \(Int($0.rounded(.up))) ms of RTT to the target" }
-                    ?? "drop the latency target"
-            case .radius:
-                let nearest = devices.compactMap { device in
-                    snapshot.compiled[device].point.flatMap { point in
-                        request.constraints.within.map { GeographicLatency.distanceKm(point, $0.center) }
-                    }
-                }.min()
-                suggestion = nearest.map { "widen the radius to \(Int($0.rounded(.up))) km" } ?? "drop the radius"
-            case .reputation:
-                let best = devices.map { snapshot.compiled[$0].reputation }.max() ?? 0
-                suggestion = "lower min_reputation to \((best * 100).rounded(.down) / 100)"
-            default:
-                suggestion = "relax \(kind.rawValue)"
-            }
-            return Relaxation(
-                allocation: request.name, constraint: kind.rawValue, suggestion: suggestion,
-                devicesAdmitted: devices.count)
+        let order = ConstraintKind.allCases
+        let sets = devicesFailingOnly.keys.sorted { a, b in
+            if a.count != b.count { return a.count < b.count }
+            let (countA, countB) = (devicesFailingOnly[a]?.count ?? 0, devicesFailingOnly[b]?.count ?? 0)
+            if countA != countB { return countA > countB }
+            return a.map { order.firstIndex(of: $0) ?? 0 }.sorted().lexicographicallyPrecedes(
+                b.map { order.firstIndex(of: $0) ?? 0 }.sorted())
         }
+        // Every single constraint that admits devices on its own, then the smallest combinations.
+        let smallest = sets.first?.count ?? 0
+        return sets.filter { $0.count == 1 || $0.count == smallest }.prefix(6).compactMap { set in
+            guard let devices = devicesFailingOnly[set], !devices.isEmpty else { return nil }
+            let kinds = order.filter(set.contains)
+            return relaxation(kinds, devices: devices, missing: missing, allocation, in: snapshot)
+        }
+    }
+
+    /// The values of `kinds` that admit the `missing` easiest of `devices` (each fails exactly `kinds`), and the
+    /// number of `devices` those values admit.
+    private func relaxation(
+        _ kinds: [ConstraintKind], devices: [Int], missing: Int, _ allocation: CompiledAllocation,
+        in snapshot: PlacementSnapshot
+    ) -> Relaxation {
+        let request = allocation.request
+        // What each device needs of each constraint, as a cost: lower is easier to allow.
+        func cost(_ kind: ConstraintKind, _ device: Int) -> Double {
+            let compiled = snapshot.compiled[device]
+            switch kind {
+            case .price: return Double(allocation.hourlyPrice(device, in: snapshot))
+            case .cpu: return -Double(compiled.cpuCores)
+            case .ram: return -Double(compiled.ramMiB)
+            case .disk: return -Double(compiled.diskMiB)
+            case .reputation: return -compiled.reputation
+            case .radius:
+                guard let point = compiled.point, let within = request.constraints.within else { return .infinity }
+                return GeographicLatency.distanceKm(point, within.center)
+            case .latencyTarget:
+                let rtts = request.constraints.latencyTargets.map { snapshot.rtt(from: device, to: $0.place) }
+                return rtts.contains(nil) ? .infinity : rtts.compactMap { $0 }.max() ?? 0
+            default: return 0
+            }
+        }
+        let ranked = devices.sorted { a, b in
+            kinds.map { cost($0, a) }.lexicographicallyPrecedes(kinds.map { cost($0, b) })
+        }
+        let chosen = ranked.prefix(max(1, min(missing, ranked.count)))
+        let limits = Dictionary(
+            uniqueKeysWithValues: kinds.map { kind in (kind, chosen.map { cost(kind, $0) }.max() ?? 0) })
+        let admitted = devices.filter { device in kinds.allSatisfy { cost($0, device) <= (limits[$0] ?? 0) } }.count
+        let suggestions = kinds.map { kind -> String in
+            let limit = limits[kind] ?? 0
+            switch kind {
+            case .price: return "raise max_price_per_hour to \(UInt64(limit))"
+            case .cpu: return "ask for at most \(Int(-limit)) cpu cores"
+            case .ram: return "ask for at most \(Int(-limit)) MiB of RAM"
+            case .disk: return "ask for at most \(Int(-limit)) MiB of disk"
+            case .reputation: return "lower min_reputation to \((-limit * 100).rounded(.down) / 100)"
+            case .radius:
+                return limit.isFinite ? "widen the radius to \(Int(limit.rounded(.up))) km" : "drop the radius"
+            case .latencyTarget:
+                return limit.isFinite
+                    ? "allow \(Int(limit.rounded(.up))) ms of RTT to the target" : "drop the latency target"
+            default: return "relax \(kind.rawValue)"
+            }
+        }
+        return Relaxation(
+            allocation: request.name, constraint: kinds.map(\.rawValue).joined(separator: " + "),
+            suggestion: suggestions.joined(separator: " and "), devicesAdmitted: admitted)
     }
 
     /// For an ensemble whose allocations each have candidates: which single edge or spread, dropped, places it.
@@ -202,6 +249,45 @@ extension PlacementSolver {
 extension ConstraintKind {
     /// Constraints a person can loosen in the spec (status and exclusions are not theirs to change).
     var isRelaxable: Bool { self != .status && self != .excluded }
+}
+
+/// An allocation compiled with sets of its constraints dropped, made as they are asked for, to find every
+/// constraint a device fails rather than only the first.
+struct LoosenedAllocations {
+    let allocation: CompiledAllocation
+    let excluded: Set<String>
+    let snapshot: PlacementSnapshot
+    private var compiled: [Set<ConstraintKind>: CompiledAllocation] = [:]
+
+    init(_ allocation: CompiledAllocation, excluded: Set<String>, snapshot: PlacementSnapshot) {
+        self.allocation = allocation
+        self.excluded = excluded
+        self.snapshot = snapshot
+    }
+
+    /// Every constraint device `index` fails, given the first one: each found one is dropped in turn until the
+    /// device passes, or fails one that cannot be dropped.
+    mutating func failures(_ index: Int, first: ConstraintKind) -> Set<ConstraintKind> {
+        var failed: Set<ConstraintKind> = [first]
+        var next: ConstraintKind? = first
+        while let kind = next, kind.isRelaxable {
+            next = dropping(failed).firstFailure(index, in: snapshot)
+            if let found = next {
+                guard failed.insert(found).inserted else { break }
+            }
+        }
+        return failed
+    }
+
+    private mutating func dropping(_ kinds: Set<ConstraintKind>) -> CompiledAllocation {
+        if let known = compiled[kinds] { return known }
+        var request = allocation.request
+        for kind in kinds { request.relax(kind) }
+        let made = CompiledAllocation(
+            request, snapshot: snapshot, excludedDevices: excluded, pricedAs: allocation.request)
+        compiled[kinds] = made
+        return made
+    }
 }
 
 extension AllocationRequest {

@@ -534,8 +534,11 @@ struct AgentChannelTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
 
             var spec = OrchestratorTests.spec(cores: 1)
+            // It ends only once the test opens its gate, after the agent's restart, however slow the machine.
             spec.allocations[0].artifact = .with {
-                $0.text = "echo started >> /work/runs.txt; sleep 3; echo finished; cat runs.txt > out.txt"
+                $0.text =
+                    "echo started >> /work/runs.txt; for i in $(seq 900); do [ -e /work/go ] && break; sleep 0.1; done; "
+                    + "echo finished; cat runs.txt > out.txt"
             }
             spec.allocations[0].resources.ramMib = 64
             spec.allocations[0].outputs = ["out.txt"]
@@ -546,7 +549,7 @@ struct AgentChannelTests {
                         $0.spec = spec; $0.idempotencyKey = UUID().uuidString
                     })
             }
-            let deadline = ContinuousClock.now + .seconds(15)
+            let deadline = ContinuousClock.now + .seconds(60)
             var state = job.state
             while state != .running, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
@@ -565,6 +568,10 @@ struct AgentChannelTests {
                 ],
                 environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
             defer { restarted.child.signal(SIGKILL) }
+            let allocations = directory.appendingPathComponent("phoenix-state/allocations")
+            let run = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
             let events = try await consumer.with(orchestrator) { client in
                 try await client.watchDeployment(.with { $0.id = job.id }) { response in
                     try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {

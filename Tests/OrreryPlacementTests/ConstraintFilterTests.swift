@@ -168,6 +168,61 @@ struct ConstraintFilterTests {
         #expect(cpu.suggestion == "ask for at most 8 cpu cores")
     }
 
+    @Test(
+        "every blocking constraint is named at once (a device under each one it fails); when no single change admits a device, the smallest combination is suggested"
+    )
+    func everyBlockingConstraint() throws {
+        let explanation = explain(
+            AllocationRequest(
+                name: "train", cpuCores: 2, ramMiB: 1024, gpu: GPURequirement(count: 1),
+                constraints: HardConstraints(acceptCountries: ["FR"], maxPricePerHour: 50)))
+        #expect(explanation.placement == nil)
+        let report = try #require(explanation.allocations.first)
+        // Every online device is over the price; all but the GPU device lack a GPU; all but the French one are not
+        // in France. The first-failure counts name one constraint per device; `failing` names all three.
+        let online = Fleet.standard.filter(\.online).count
+        #expect(report.failing[.price] == online, "\(report.failing)")
+        #expect((report.failing[.gpu] ?? 0) >= online - 2 && (report.failing[.country] ?? 0) >= online - 3)
+        #expect(report.failing.values.reduce(0, +) > report.eliminated.values.reduce(0, +))
+        // No one constraint admits a device: the GPU device needs France and a higher price, France's a GPU too.
+        #expect(explanation.relaxations.allSatisfy { $0.constraint.contains(" + ") }, "\(explanation.relaxations)")
+        let gpuDevice = try #require(
+            explanation.relaxations.first { $0.constraint == "country + max price per hour" },
+            "\(explanation.relaxations)")
+        #expect(gpuDevice.suggestion == "relax country and raise max_price_per_hour to 1210")
+        #expect(gpuDevice.devicesAdmitted == 1)
+    }
+
+    @Test("a suggested value admits exactly the devices it says, enough for spread replicas; the spread is named")
+    func trueCounts() throws {
+        let fleet = PlacementSnapshot(devices: [
+            Fleet.device("one", perCore: 100), Fleet.device("two", perCore: 200), Fleet.device("three", perCore: 300),
+        ])
+        func explain(replicas: Int, maxPrice: UInt64) -> PlacementExplanation {
+            solver.explain(
+                PlacementRequest(allocations: [
+                    AllocationRequest(
+                        name: "web", replicas: replicas, cpuCores: 1, ramMiB: 1024,
+                        constraints: HardConstraints(maxPricePerHour: maxPrice), spread: .spread)
+                ]), on: fleet)
+        }
+        // One replica: the cheapest device is enough (1 core × 100 + 1 GiB × 10).
+        let one = try #require(explain(replicas: 1, maxPrice: 50).relaxations.first)
+        #expect(one.suggestion == "raise max_price_per_hour to 110" && one.devicesAdmitted == 1, "\(one)")
+        // Two spread replicas need two devices: the price that admits two, and it admits exactly two.
+        let two = explain(replicas: 2, maxPrice: 50)
+        let price = try #require(two.relaxations.first)
+        #expect(price.suggestion == "raise max_price_per_hour to 210" && price.devicesAdmitted == 2, "\(price)")
+        #expect(two.allocations.first?.needed == 2)
+        // One device passes, two are needed: the reason says so rather than only "not placeable".
+        let short = explain(replicas: 2, maxPrice: 150)
+        #expect(short.placement == nil)
+        #expect(
+            short.reason.contains("allocation \"web\" spreads 2 replicas over distinct devices and 1 passes"),
+            "\(short.reason)")
+        #expect(short.relaxations.first?.suggestion == "raise max_price_per_hour to 210")
+    }
+
     @Test("offline and excluded devices are never chosen, and relocation can exclude the current host")
     func exclusions() throws {
         let request = PlacementRequest(

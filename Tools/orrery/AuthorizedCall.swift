@@ -11,8 +11,17 @@ import SwiftProtobuf
 /// A gRPC client whose every call carries an invocation signed with the caller's key, addressed to the service's
 /// DID (learned from its open `Info`), with the caller's chain as proofs.
 enum AuthorizedCall {
+    /// Where `make run` serves each service, for the hint when an address is another service's.
+    static let makeRunAddresses = [
+        "identity": "127.0.0.1:7401", "registry": "127.0.0.1:7402", "orchestrator": "127.0.0.1:7403",
+        "contract-notary": "127.0.0.1:7404", "settlement-gateway": "127.0.0.1:7405", "device-agent": "127.0.0.1:7406",
+    ]
+
+    /// - Parameter service: the service the call is for (its `Info` name); an address that answers as another
+    ///   service is refused with a message naming both, before anything is signed.
     static func withClient<Result: Sendable>(
         _ address: String,
+        service: String,
         key keyPath: String,
         proofs proofPaths: [String],
         _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
@@ -20,7 +29,13 @@ enum AuthorizedCall {
         guard let target = ServiceAddress(address) else { throw ValidationError("'\(address)' is not host:port") }
         let key = try Inputs.key(keyPath)
         let chain = try Inputs.chain(proofPaths)
-        let audience = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
+        let info = try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0) }
+        guard info.name == service else {
+            let hint = makeRunAddresses[service].map { " (under make run: \($0))" } ?? ""
+            throw ValidationError(
+                "\(address) is the \(info.name), not the \(service): give the \(service)'s address\(hint)")
+        }
+        let audience = try DID(info.did)
         let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
         let signer = InvocationSigner(
             key: key, subject: chain.first?.subject ?? key.did, audience: audience, proofs: chain, catalog: catalog)
@@ -37,21 +52,48 @@ struct RevocationsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "revocations", abstract: "List the revocation log (an authorised call to the identity service).")
 
-    @Option(help: "The identity service, host:port.") var identity: String
-    @Option(help: "Your key file.") var key: String
-    @Option(help: "Your delegation chain (repeatable; none when you are the operator).") var proof: [String] = []
+    @Option(
+        name: .customLong("identity"),
+        help: "The identity service, host:port (default: the context's, else 127.0.0.1:7401).")
+    var identityFlag: String?
+    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
+    var keyFlag: String?
+    @Option(
+        name: .customLong("proof"),
+        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
+    var proofFlag: [String] = []
+    var key: String { CLISettings.key(keyFlag) ?? "" }
+    var proof: [String] { CLISettings.proofs(proofFlag) }
+    var identity: String { CLISettings.address(identityFlag, service: "identity") }
     @Option(help: "List revocations after this revision.") var after: Int64 = 0
+    @Option(help: "Revocations per call (1–1000; a delegation may bound it); every page is fetched.")
+    var pageSize: Int32 = 100
+
+    func validate() throws {
+        try CLISettings.requireKey(keyFlag)
+        guard (1...1000).contains(pageSize) else { throw ValidationError("--page-size: 1 to 1000") }
+    }
 
     func run() async throws {
-        let response = try await AuthorizedCall.withClient(identity, key: key, proofs: proof) { client in
-            try await Orrery_Identity_V1_Identity.Client(wrapping: client).listRevocations(
-                .with {
-                    $0.afterRevision = after; $0.pageSize = 1000
-                })
+        var revision = after
+        var head: Int64 = 0
+        while true {
+            let page = try await AuthorizedCall.withClient(identity, service: "identity", key: key, proofs: proof) {
+                client in
+                try await Orrery_Identity_V1_Identity.Client(wrapping: client).listRevocations(
+                    .with {
+                        $0.afterRevision = revision; $0.pageSize = pageSize
+                    })
+            }
+            for revocation in page.revocations {
+                Console.out("\(revocation.revision)\t\(revocation.cid)\t\(revocation.revokedBy)")
+            }
+            head = page.revision
+            guard page.revocations.count == Int(pageSize), let last = page.revocations.last?.revision,
+                last > revision
+            else { break }
+            revision = last
         }
-        for revocation in response.revocations {
-            print("\(revocation.revision)\t\(revocation.cid)\t\(revocation.revokedBy)")
-        }
-        print("revision \(response.revision)")
+        Console.out("revision \(head)")
     }
 }

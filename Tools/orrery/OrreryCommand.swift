@@ -14,11 +14,12 @@ struct OrreryCommand: AsyncParsableCommand {
             InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self,
             OperatorCommand.self,
             RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self, RunCommand.self, StatusCommand.self,
-            CancelCommand.self, ExplainCommand.self, LogsCommand.self, OutputsCommand.self, LedgerCommand.self,
+            CancelCommand.self, ContractsCommand.self, ExplainCommand.self, LogsCommand.self, OutputsCommand.self,
+            LedgerCommand.self,
             ContractCommand.self, BalanceCommand.self, StatementCommand.self,
             DepositCommand.self, PayoutCommand.self, AddressCommand.self, EthCommand.self, CardanoCommand.self,
             CheckpointCommand.self, MoveCommand.self, ActorsCommand.self, ActorCommand.self, IncidentsCommand.self,
-            SettlementCommand.self,
+            SettlementCommand.self, ContextCommand.self, VersionCommand.self,
         ]
     )
 }

@@ -17,16 +17,23 @@ struct RevokeCommand: AsyncParsableCommand {
 
     @Option(help: "The revoker's key file.") var key: String
     @Option(help: "The identity service, host:port.") var identity: String
-    @Option(help: "The CID of the delegation to revoke.") var cid: String
+    @Option(help: "The CID of the delegation to revoke (default: the last delegation of --path).") var cid: String?
     @Option(help: "Files with the chain containing it (repeatable).") var path: [String] = []
 
     func run() async throws {
         let revoker = try Inputs.key(key)
-        let revoked: CID
-        do { revoked = try CID(cid) } catch { throw ValidationError("--cid: \(error)") }
         var chain = try Inputs.chain(path)
-        if chain.isEmpty {
-            throw ValidationError("--path: give the chain that contains \(cid)")
+        guard let last = chain.last else {
+            throw ValidationError("--path: give the chain that contains the delegation to revoke")
+        }
+        let revoked: CID
+        if let cid {
+            do { revoked = try CID(cid) } catch { throw ValidationError("--cid: \(error)") }
+            guard chain.contains(where: { $0.cid == revoked }) else {
+                throw ValidationError("--cid: \(cid) is not in the chain of --path")
+            }
+        } else {
+            revoked = last.cid
         }
         if let end = chain.firstIndex(where: { $0.cid == revoked }) { chain = Array(chain[...end]) }
         guard let address = ServiceAddress(identity) else { throw ValidationError("--identity is not host:port") }

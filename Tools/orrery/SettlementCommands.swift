@@ -10,14 +10,27 @@ import SwiftProtobuf
 
 /// Where the settlement gateway is and who calls it.
 struct SettlementOptions: ParsableArguments {
-    @Option(help: "The settlement gateway, host:port.") var settlement = "127.0.0.1:7405"
-    @Option(help: "Your key file.") var key: String
-    @Option(help: "Your delegation chain (repeatable; none when you are the operator).") var proof: [String] = []
+    @Option(
+        name: .customLong("settlement"),
+        help: "The settlement gateway, host:port (default: the context's, else 127.0.0.1:7405).")
+    var settlementFlag: String?
+    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
+    var keyFlag: String?
+    @Option(
+        name: .customLong("proof"),
+        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
+    var proofFlag: [String] = []
+    var key: String { CLISettings.key(keyFlag) ?? "" }
+    var proof: [String] { CLISettings.proofs(proofFlag) }
+    var settlement: String { CLISettings.address(settlementFlag, service: "settlement-gateway") }
+
+    func validate() throws { try CLISettings.requireKey(keyFlag) }
 
     func call<Result: Sendable>(
         _ body: (Orrery_Settlement_V1_Settlement.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
-        try await AuthorizedCall.withClient(settlement, key: key, proofs: proof) { client in
+        try await AuthorizedCall.withClient(settlement, service: "settlement-gateway", key: key, proofs: proof) {
+            client in
             try await body(Orrery_Settlement_V1_Settlement.Client(wrapping: client))
         }
     }

@@ -11,14 +11,26 @@ import SwiftProtobuf
 
 /// Where the orchestrator is and who calls it.
 struct OrchestratorOptions: ParsableArguments {
-    @Option(help: "The orchestrator, host:port.") var orchestrator = "127.0.0.1:7403"
-    @Option(help: "Your key file.") var key: String
-    @Option(help: "Your delegation chain (repeatable; none when you are the operator).") var proof: [String] = []
+    @Option(
+        name: .customLong("orchestrator"),
+        help: "The orchestrator, host:port (default: the context's, else 127.0.0.1:7403).")
+    var orchestratorFlag: String?
+    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
+    var keyFlag: String?
+    @Option(
+        name: .customLong("proof"),
+        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
+    var proofFlag: [String] = []
+    var key: String { CLISettings.key(keyFlag) ?? "" }
+    var proof: [String] { CLISettings.proofs(proofFlag) }
+    var orchestrator: String { CLISettings.address(orchestratorFlag, service: "orchestrator") }
+
+    func validate() throws { try CLISettings.requireKey(keyFlag) }
 
     func call<Result: Sendable>(
         _ body: (Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
-        try await AuthorizedCall.withClient(orchestrator, key: key, proofs: proof) { client in
+        try await AuthorizedCall.withClient(orchestrator, service: "orchestrator", key: key, proofs: proof) { client in
             try await body(Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client))
         }
     }
@@ -44,13 +56,10 @@ struct OrchestratorOptions: ParsableArguments {
     }
 }
 
-/// Reads a spec file, with a message a person can act on when it is wrong.
+/// Reads a spec file, with a message a person can act on when it is wrong (every problem, with its line; no usage
+/// text, which would bury it).
 func readSpec(_ path: String) throws -> Orrery_Orchestrator_V1_WorkloadSpec {
-    do {
-        return try WorkloadSpecFile.read(path)
-    } catch {
-        throw ValidationError("\(error)")
-    }
+    try WorkloadSpecFile.read(path)
 }
 
 extension Orrery_Orchestrator_V1_DeploymentState {
@@ -88,6 +97,8 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Return once submitted, without following.") var detach = false
     @Flag(help: "Follow until the deployment ends, not just until it runs.") var wait = false
     @Flag(help: "Print the deployment as JSON when done.") var json = false
+    @Flag(name: .shortAndLong, help: "Print only the deployment's id, no progress (DEP=$(orrery run -q …)).")
+    var quiet = false
 
     func run() async throws {
         let workload = try readSpec(spec)
@@ -105,7 +116,11 @@ struct RunCommand: AsyncParsableCommand {
         }
         // Progress on standard error, each line at once, the id first: interrupted, nothing is lost; the data (the
         // deployment) on standard output, so `run --json | jq` reads only JSON.
-        Console.progress("==> deployment \(deployment.id) submitted")
+        let quiet = quiet
+        let progress: @Sendable (String) -> Void = { line in
+            if !quiet { Console.progress(line) }
+        }
+        progress("==> deployment \(deployment.id) submitted")
         var last = deployment
         if !detach {
             last = try await options.call { client in
@@ -113,7 +128,7 @@ struct RunCommand: AsyncParsableCommand {
                     var latest = deployment
                     for try await event in response.messages {
                         let time = ISO8601DateFormatter().string(from: event.at.date)
-                        Console.progress(
+                        progress(
                             "    \(time)  \(event.state.name.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
                         )
                         latest = event.deployment
@@ -123,7 +138,9 @@ struct RunCommand: AsyncParsableCommand {
                 }
             }
         }
-        if json {
+        if quiet {
+            Console.out(last.id)
+        } else if json {
             Console.out(try last.jsonString())
         } else {
             printAssignments(last)
@@ -181,6 +198,35 @@ struct StatusCommand: AsyncParsableCommand {
     }
 }
 
+/// `orrery contracts ID`: the contract of each replica of a deployment.
+struct ContractsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "contracts",
+        abstract:
+            "List a deployment's contracts: one line per replica — contract id, allocation[replica], device (`orrery contract show` for one in full)."
+    )
+
+    @Argument(help: "The deployment id.") var id: String
+    @OptionGroup var options: OrchestratorOptions
+    @Flag(help: "Print JSON: the deployment's assignments, each with its contract_id.") var json = false
+
+    func run() async throws {
+        let deployment = try await options.call { try await $0.getDeployment(.with { $0.id = id }) }
+        let contracted = deployment.assignments.filter { !$0.contractID.isEmpty }
+        if json {
+            var list = Orrery_Orchestrator_V1_Deployment()
+            list.assignments = contracted
+            Console.out(try list.jsonString())
+            return
+        }
+        if contracted.isEmpty { Console.progress("\(id) has no contract yet (\(deployment.state.name))") }
+        for assignment in contracted {
+            Console.out(
+                "\(assignment.contractID)  \(assignment.allocation)[\(assignment.replica)]  \(assignment.deviceDid)")
+        }
+    }
+}
+
 /// `orrery cancel ID`.
 struct CancelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a deployment.")
@@ -216,6 +262,7 @@ struct ExplainCommand: AsyncParsableCommand {
         let explanation = try await options.call { try await $0.explainPlacement(.with { $0.spec = workload }) }
         if json {
             print(try explanation.jsonString())
+            if !explanation.placeable { throw ExitCode(1) }
             return
         }
         print(
@@ -224,9 +271,13 @@ struct ExplainCommand: AsyncParsableCommand {
                 : "not placeable: \(explanation.reason)")
         print("devices considered: \(explanation.devicesConsidered)")
         for allocation in explanation.allocations {
-            print("  \(allocation.name): \(allocation.candidates) candidate\(allocation.candidates == 1 ? "" : "s")")
-            for elimination in allocation.eliminated {
-                print("    - \(elimination.devices) eliminated by \(elimination.constraint)")
+            let needs = allocation.needed > 1 ? " (needs \(allocation.needed) distinct devices)" : ""
+            print(
+                "  \(allocation.name): \(allocation.candidates) candidate\(allocation.candidates == 1 ? "" : "s")\(needs)"
+            )
+            // Every constraint that blocks, each with the devices failing it (a device may fail several).
+            for failing in allocation.failing {
+                print("    - \(failing.devices) fail \(failing.constraint)")
             }
             for assignment in allocation.assignments {
                 print(
@@ -237,7 +288,8 @@ struct ExplainCommand: AsyncParsableCommand {
             print("nearest relaxations:")
             for relaxation in explanation.relaxations {
                 let scope = relaxation.allocation.isEmpty ? "" : "\(relaxation.allocation): "
-                let admits = relaxation.devicesAdmitted > 0 ? " (admits \(relaxation.devicesAdmitted) devices)" : ""
+                let count = relaxation.devicesAdmitted
+                let admits = count > 0 ? " (admits \(count) device\(count == 1 ? "" : "s"))" : ""
                 print("  - \(scope)\(relaxation.suggestion)\(admits)")
             }
         }

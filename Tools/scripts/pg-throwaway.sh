@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster on a free loopback port, for tests and `make run`.
-#   pg-throwaway.sh start DIR   creates DIR/data, starts the server, writes DIR/env (shell assignments)
+#   pg-throwaway.sh start DIR   creates DIR/data afresh, starts the server, writes DIR/env (shell assignments)
+#   pg-throwaway.sh resume DIR  starts the cluster DIR/data holds (on a free port, DIR/env updated), or starts afresh
 #   pg-throwaway.sh stop DIR    stops the server (the data stays until DIR is removed)
 # initdb and pg_ctl refuse to run as root, so as root they run as the `postgres` user. Every connection, over TCP or
 # the cluster's own socket, authenticates with a password (SCRAM-SHA-256): a sandboxed workload or any other local
 # process that reaches the port cannot use the ledgers. DIR/env (mode 0600) carries the orrery role's password as
 # ORRERY_PG_PASSWORD; the superuser's is in DIR/superuser.password (0600).
 set -euo pipefail
-action=${1:?usage: pg-throwaway.sh start|stop DIR}
-dir=${2:?usage: pg-throwaway.sh start|stop DIR}
+action=${1:?usage: pg-throwaway.sh start|resume|stop DIR}
+dir=${2:?usage: pg-throwaway.sh start|resume|stop DIR}
 unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGDATA PGSERVICE PGSSLMODE PGOPTIONS
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -18,6 +19,23 @@ as_owner() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+if [ "$action" = resume ]; then
+    if [ -f "$dir/env" ] && [ -f "$dir/data/PG_VERSION" ]; then
+        dir=$(cd "$dir" && pwd)
+        port=$(free_port)
+        as_owner "$pg_bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true  # left running by a kill -9
+        as_owner "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+            -o "-p $port -k $dir/socket -c listen_addresses=127.0.0.1 -c max_connections=300 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
+            || { tail -n 20 "$dir/server.log" >&2; exit 1; }
+        sed -i "s/^ORRERY_PG_PORT=.*/ORRERY_PG_PORT=$port/" "$dir/env"
+        echo "PostgreSQL resumed on 127.0.0.1:$port (data in $dir/data)"
+        exit 0
+    fi
+    action=start
+fi
+
 case "$action" in
 start)
     mkdir -p "$dir"
@@ -25,7 +43,7 @@ start)
     rm -rf "$dir/data" "$dir/socket"
     mkdir -p "$dir/data" "$dir/socket"
     [ "$(id -u)" = 0 ] && chown -R postgres "$dir"
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     secret() { python3 -c 'import secrets; print(secrets.token_hex(24))'; }
     superuser_password=$(secret)
     orrery_password=$(secret)
@@ -54,7 +72,7 @@ stop)
     as_owner "$pg_bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     ;;
 *)
-    echo "usage: pg-throwaway.sh start|stop DIR" >&2
+    echo "usage: pg-throwaway.sh start|resume|stop DIR" >&2
     exit 64
     ;;
 esac

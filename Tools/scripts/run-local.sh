@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# `make run`: the whole constellation on this machine — a throwaway PostgreSQL under .run/, the six services and
-# one demo device agent — until Ctrl-C, which stops everything, PostgreSQL included.
+# `make run`: the whole constellation on this machine — a PostgreSQL of its own under .run/, the six services and
+# one demo device agent — until Ctrl-C, which stops everything, PostgreSQL included. Everything under .run/ is kept
+# from one run to the next (the database, the credentials, the demo device's state); `make run-reset` starts over.
+# ORRERY_RUN_DIR: another directory than .run/; ORRERY_RUN_BIN: prebuilt executables there (nothing is installed or
+# built); ORRERY_RUN_PORT_BASE: gRPC on base+1…base+6, HTTP on base+2001…base+2006 (default 7400).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-"$root/Tools/scripts/install-deps.sh"
+if [ -n "${ORRERY_RUN_BIN:-}" ]; then
+    bin=$ORRERY_RUN_BIN
+else
+    "$root/Tools/scripts/install-deps.sh"
+    echo "== building"
+    swift build
+    bin=$(swift build --show-bin-path)
+fi
 
-echo "== building"
-swift build
-bin=$(swift build --show-bin-path)
-
-run_dir="$root/.run"
+run_dir=${ORRERY_RUN_DIR:-$root/.run}
+shown=${run_dir#"$root/"}  # how the hints below name it
 mkdir -p "$run_dir"
 pids=()
 stop_all() {
@@ -20,12 +27,12 @@ stop_all() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     "$root/Tools/scripts/pg-throwaway.sh" stop "$run_dir/pg"
-    echo "stopped (logs in .run/logs)"
+    echo "stopped (logs in $run_dir/logs; everything is kept for the next make run, make run-reset starts over)"
 }
 trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
 
-"$root/Tools/scripts/pg-throwaway.sh" start "$run_dir/pg"
+"$root/Tools/scripts/pg-throwaway.sh" resume "$run_dir/pg"
 # shellcheck disable=SC1091
 . "$run_dir/pg/env"
 export ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery
@@ -112,7 +119,7 @@ device_did=$("$bin/device-agent" id --state-dir "$run_dir/device-agent")
     --settlement "127.0.0.1:$((base + 5))" --key "$credentials/operator.key" >/dev/null
 
 echo
-echo "Orrery is running (PostgreSQL on 127.0.0.1:$ORRERY_PG_PORT, logs in .run/logs):"
+echo "Orrery is running (PostgreSQL on 127.0.0.1:$ORRERY_PG_PORT, logs in $run_dir/logs):"
 printf '  %-20s %-18s %-18s %s\n' SERVICE GRPC "HTTP (/metrics)" DID
 for service in "${services[@]}"; do
     python3 - "$run_dir/ready/$service.json" <<'PY'
@@ -126,18 +133,18 @@ echo "Try:"
 echo "  $bin/orrery info 127.0.0.1:$((base + 2))          # the registry's Info (found through reflection)"
 echo "  $bin/orrery health 127.0.0.1:$((base + 3))        # the orchestrator's gRPC health"
 echo "  curl -s http://127.0.0.1:$((base + 2002))/metrics  # Prometheus metrics of the registry"
-echo "  $bin/orrery revocations --identity 127.0.0.1:$((base + 1)) --key .run/credentials/operator.key   # an authorised call"
-echo "  $bin/orrery devices --registry 127.0.0.1:$((base + 2)) --key .run/credentials/operator.key   # the demo device, joined and live"
-echo "  $bin/orrery run Deploy/examples/cpu-batch.yaml --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key"
-echo "  $bin/orrery logs ID --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key   # ID from orrery run"
-echo "  $bin/orrery outputs ID --to out --orchestrator 127.0.0.1:$((base + 3)) --key .run/credentials/operator.key"
-echo "  $bin/orrery contract show CTR --notary 127.0.0.1:$((base + 4)) --key .run/credentials/operator.key   # CTR from orrery status"
-echo "  $bin/orrery ledger verify --notary 127.0.0.1:$((base + 4)) --key .run/credentials/operator.key   # audit the contract log"
-echo "  $bin/orrery balance --settlement 127.0.0.1:$((base + 5)) --key .run/credentials/operator.key   # NTX held and paid"
-echo "  $bin/orrery statement --settlement 127.0.0.1:$((base + 5)) --key .run/credentials/operator.key"
-echo "  (the operator is $operator_did; credentials in .run/credentials)"
+echo "  $bin/orrery revocations --identity 127.0.0.1:$((base + 1)) --key $shown/credentials/operator.key   # an authorised call"
+echo "  $bin/orrery devices --registry 127.0.0.1:$((base + 2)) --key $shown/credentials/operator.key   # the demo device, joined and live"
+echo "  $bin/orrery run Deploy/examples/cpu-batch.yaml --orchestrator 127.0.0.1:$((base + 3)) --key $shown/credentials/operator.key"
+echo "  $bin/orrery logs ID --orchestrator 127.0.0.1:$((base + 3)) --key $shown/credentials/operator.key   # ID from orrery run"
+echo "  $bin/orrery outputs ID --to out --orchestrator 127.0.0.1:$((base + 3)) --key $shown/credentials/operator.key"
+echo "  $bin/orrery contract show CTR --notary 127.0.0.1:$((base + 4)) --key $shown/credentials/operator.key   # CTR from orrery status"
+echo "  $bin/orrery ledger verify --notary 127.0.0.1:$((base + 4)) --key $shown/credentials/operator.key   # audit the contract log"
+echo "  $bin/orrery balance --settlement 127.0.0.1:$((base + 5)) --key $shown/credentials/operator.key   # NTX held and paid"
+echo "  $bin/orrery statement --settlement 127.0.0.1:$((base + 5)) --key $shown/credentials/operator.key"
+echo "  (the operator is $operator_did; credentials in $shown/credentials)"
 echo
 echo "Press Ctrl-C to stop everything."
 wait -n "${pids[@]}" || true
-echo "a service exited on its own; see .run/logs" >&2
+echo "a service exited on its own; see $run_dir/logs" >&2
 exit 1

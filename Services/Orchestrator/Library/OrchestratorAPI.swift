@@ -96,8 +96,15 @@ public struct OrchestratorAPI: Sendable {
     /// A deployment the caller may see: its own, or any for the operator. Others' are "not found", so their
     /// existence does not leak.
     public func get(_ id: String, caller: String) async throws -> Orrery_Orchestrator_V1_Deployment {
-        guard id.hasPrefix("dep_"), id.count == 30 else {
-            throw RPCError(code: .invalidArgument, message: "id: a deployment id like dep_…, got '\(id)'")
+        guard id.hasPrefix("dep_") else {
+            throw RPCError(code: .invalidArgument, message: "id: a deployment id starts with dep_, got '\(id)'")
+        }
+        guard id.count == 30 else {
+            throw RPCError(
+                code: .invalidArgument,
+                message:
+                    "id: a deployment id is dep_ and 26 characters (as orrery run and orrery status print it), got '\(id)' (\(id.count - 4))"
+            )
         }
         guard let deployment = try await store.deployment(id), deployment.consumerDid == caller || caller == operatorDID
         else {
@@ -267,6 +274,14 @@ public struct OrchestratorAPI: Sendable {
                         $0.devices = UInt32(count)
                     }
                 }
+                $0.failing = ConstraintKind.allCases.compactMap { kind in
+                    guard let count = report.failing[kind], count > 0 else { return nil }
+                    return .with {
+                        $0.constraint = kind.rawValue
+                        $0.devices = UInt32(count)
+                    }
+                }
+                $0.needed = UInt32(report.needed)
                 $0.assignments = assignments.filter { $0.allocation == report.name }
             }
         }

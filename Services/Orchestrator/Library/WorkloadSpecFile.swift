@@ -27,7 +27,18 @@ public enum WorkloadSpecFile {
     public static func parse(_ text: String, source: String = "spec") throws -> Orrery_Orchestrator_V1_WorkloadSpec {
         let document: Any?
         do {
+            // Every mistake at once, each with its line and column, before the spec is decoded.
+            if let node = try Yams.compose(yaml: text), let schema = WorkloadSpecSchema.shared {
+                let problems = schema.problems(in: node)
+                if !problems.isEmpty {
+                    throw ParseError(
+                        description: "\(source) is not a workload spec:\n"
+                            + problems.map { "  \(source):\($0)" }.joined(separator: "\n"))
+                }
+            }
             document = try Yams.load(yaml: text)
+        } catch let error as ParseError {
+            throw error
         } catch {
             throw ParseError(description: "\(source) is not valid YAML: \(error)")
         }

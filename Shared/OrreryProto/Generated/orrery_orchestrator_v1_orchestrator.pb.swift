@@ -1283,6 +1283,12 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationExplanation: Sendable
   /// The chosen devices, when placeable.
   public var assignments: [Orrery_Orchestrator_V1_Assignment] = []
 
+  /// Devices failing each constraint, a device under every one it fails: every constraint that blocks, at once.
+  public var failing: [Orrery_Orchestrator_V1_Elimination] = []
+
+  /// Devices the allocation needs: its replicas when they are spread over distinct devices, else 1.
+  public var needed: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1310,10 +1316,12 @@ public nonisolated struct Orrery_Orchestrator_V1_Relaxation: Sendable {
   /// Empty for a change to the ensemble as a whole.
   public var allocation: String = String()
 
+  /// The constraint, or several joined by " + " when only changing them together admits a device.
   public var constraint: String = String()
 
   public var suggestion: String = String()
 
+  /// Devices exactly this change admits.
   public var devicesAdmitted: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -3910,7 +3918,7 @@ nonisolated extension Orrery_Orchestrator_V1_PlacementExplanation: SwiftProtobuf
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationExplanation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationExplanation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}candidates\0\u{1}eliminated\0\u{1}assignments\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}candidates\0\u{1}eliminated\0\u{1}assignments\0\u{1}failing\0\u{1}needed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3922,6 +3930,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationExplanation: SwiftProtobu
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.candidates) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.eliminated) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.assignments) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.failing) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.needed) }()
       default: break
       }
     }
@@ -3940,6 +3950,12 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationExplanation: SwiftProtobu
     if !self.assignments.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.assignments, fieldNumber: 4)
     }
+    if !self.failing.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.failing, fieldNumber: 5)
+    }
+    if self.needed != 0 {
+      try visitor.visitSingularUInt32Field(value: self.needed, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3948,6 +3964,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationExplanation: SwiftProtobu
     if lhs.candidates != rhs.candidates {return false}
     if lhs.eliminated != rhs.eliminated {return false}
     if lhs.assignments != rhs.assignments {return false}
+    if lhs.failing != rhs.failing {return false}
+    if lhs.needed != rhs.needed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -170,8 +170,9 @@ private struct MainService: Service {
                 HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection),
             ],
             // The database gate before the capability check, whose replay guard is in the database too.
-            interceptors: [MetricsServerInterceptor()] + (databaseWatch.map { [DatabaseGate(watch: $0)] } ?? [])
-                + [capabilities]
+            // Every error a precise status (inside the metrics, which count the status it became).
+            interceptors: [MetricsServerInterceptor(), ErrorStatusInterceptor(logger: logger)]
+                + (databaseWatch.map { [DatabaseGate(watch: $0)] } ?? []) + [capabilities]
         )
         if settings.tls == nil {
             logger.notice(

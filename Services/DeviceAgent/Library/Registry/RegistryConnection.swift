@@ -62,13 +62,27 @@ public struct RegistryConnection: Sendable {
         }
     }
 
+    /// Leaves the registry; a call that was not answered for good (UNAVAILABLE, a timeout, a dropped connection) is
+    /// tried again, a few times — leaving twice changes nothing.
     public func leave() async throws {
-        try await withRegistry { registry in
-            _ = try await registry.leave(
-                .with {
-                    $0.deviceDid = key.did.string
-                    $0.idempotencyKey = UUID().uuidString
-                })
+        let idempotencyKey = UUID().uuidString
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                try await withRegistry { registry in
+                    _ = try await registry.leave(
+                        .with {
+                            $0.deviceDid = key.did.string
+                            $0.idempotencyKey = idempotencyKey
+                        })
+                }
+                return
+            } catch let error as RPCError
+                where attempt < 5 && [.unavailable, .deadlineExceeded, .unknown].contains(error.code)
+            {
+                try await Task.sleep(for: .milliseconds(500 * attempt))
+            }
         }
     }
 }

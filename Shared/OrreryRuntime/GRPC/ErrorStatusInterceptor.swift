@@ -1,0 +1,70 @@
+internal import Foundation
+public import GRPCCore
+public import Logging
+internal import PostgresNIO
+
+/// Answers every error a handler throws with a precise status and a message a person understands: an `RPCError`
+/// passes as it is; a database error is UNAVAILABLE ("retry"); a cancellation is CANCELLED; anything else is
+/// INTERNAL with an incident id that is logged with the error — never gRPC's bare UNKNOWN with an empty message.
+public struct ErrorStatusInterceptor: ServerInterceptor {
+    let logger: Logger
+
+    public init(logger: Logger) { self.logger = logger }
+
+    public func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>,
+        context: ServerContext,
+        next: (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        let method = context.descriptor.fullyQualifiedMethod
+        let logger = logger
+        do {
+            var response = try await next(request, context)
+            // A streaming response's errors come from its producer, after the handler returned.
+            if case .success(var contents) = response.accepted {
+                let producer = contents.producer
+                contents.producer = { writer in
+                    do {
+                        return try await producer(writer)
+                    } catch {
+                        throw Self.status(for: error, method: method, logger: logger)
+                    }
+                }
+                response.accepted = .success(contents)
+            }
+            return response
+        } catch {
+            throw Self.status(for: error, method: method, logger: logger)
+        }
+    }
+
+    /// The status an error is answered with.
+    static func status(for error: any Error, method: String, logger: Logger) -> any Error {
+        switch error {
+        case is RPCError, is any RPCErrorConvertible:
+            return error
+        case is CancellationError:
+            return RPCError(code: .cancelled, message: "the call was cancelled")
+        case let database as PSQLError where isTransient(database):
+            logger.warning(
+                "a call failed on the database",
+                metadata: ["method": "\(method)", "error": "\(String(reflecting: database))"])
+            return RPCError(code: .unavailable, message: "the service's database did not answer; retry")
+        default:
+            let incident = UUID().uuidString.prefix(8).lowercased()
+            logger.error(
+                "a call failed with an unexpected error",
+                metadata: ["method": "\(method)", "incident": "\(incident)", "error": "\(String(reflecting: error))"])
+            return RPCError(
+                code: .internalError, message: "an internal error (incident \(incident), in the service's log)")
+        }
+    }
+
+    /// A database error that retrying may cure: the connection failed or closed, or the server says it is shutting
+    /// down, out of resources, or the transaction lost a conflict. A statement the server refused is a bug: INTERNAL.
+    static func isTransient(_ error: PSQLError) -> Bool {
+        guard error.code == .server else { return true }
+        let state = error.serverInfo?[.sqlState] ?? ""
+        return ["08", "53", "57", "40"].contains { state.hasPrefix($0) }
+    }
+}

@@ -1,0 +1,208 @@
+import ArgumentParser
+import Foundation
+import OrreryRuntime
+
+/// Where a network's services are and who you are there, kept under a name so that commands need no flags:
+/// `orrery context set prod --orchestrator … --key …`, `orrery context use prod`.
+struct CLIContext: Codable, Equatable {
+    var identity: String?
+    var registry: String?
+    var orchestrator: String?
+    var notary: String?
+    var settlement: String?
+    var key: String?
+    var proofs: [String]?
+}
+
+/// The contexts file: `$XDG_CONFIG_HOME/orrery/contexts.json` (or `~/.config/orrery/contexts.json`).
+struct CLIContexts: Codable {
+    var current: String?
+    var contexts: [String: CLIContext] = [:]
+
+    static var file: URL {
+        let environment = ProcessInfo.processInfo.environment
+        let config =
+            environment["XDG_CONFIG_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil }
+            ?? ((environment["HOME"] ?? NSHomeDirectory()) + "/.config")
+        return URL(fileURLWithPath: config).appendingPathComponent("orrery/contexts.json")
+    }
+
+    static func load() throws -> CLIContexts {
+        guard let data = FileManager.default.contents(atPath: file.path) else { return CLIContexts() }
+        do {
+            return try JSONDecoder().decode(CLIContexts.self, from: data)
+        } catch {
+            throw ValidationError("\(file.path) is not a contexts file: \(error)")
+        }
+    }
+
+    func save() throws {
+        try FileManager.default.createDirectory(
+            at: Self.file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: Self.file, options: .atomic)
+    }
+
+    /// The context in use: `$ORRERY_CONTEXT`, else the one `orrery context use` chose; none when there is none.
+    static func inUse() -> (name: String, context: CLIContext)? {
+        guard let contexts = try? load() else { return nil }
+        let name = ProcessInfo.processInfo.environment["ORRERY_CONTEXT"] ?? contexts.current
+        guard let name, let context = contexts.contexts[name] else { return nil }
+        return (name, context)
+    }
+}
+
+/// How a command finds what it was not told by a flag: `ORRERY_KEY` for the key, then the context in use, then
+/// `make run`'s addresses.
+enum CLISettings {
+    static func address(_ flag: String?, service: String) -> String {
+        if let flag { return flag }
+        let context = CLIContexts.inUse()?.context
+        let fromContext: String? =
+            switch service {
+            case "identity": context?.identity
+            case "registry": context?.registry
+            case "orchestrator": context?.orchestrator
+            case "contract-notary": context?.notary
+            case "settlement-gateway": context?.settlement
+            default: nil
+            }
+        return fromContext ?? AuthorizedCall.makeRunAddresses[service] ?? "127.0.0.1:7403"
+    }
+
+    static func key(_ flag: String?) -> String? {
+        flag ?? ProcessInfo.processInfo.environment["ORRERY_KEY"] ?? CLIContexts.inUse()?.context.key
+    }
+
+    static func requireKey(_ flag: String?) throws {
+        guard key(flag) != nil else {
+            throw ValidationError(
+                "no key: give --key FILE, set ORRERY_KEY, or keep one in a context (orrery context set NAME --key FILE)"
+            )
+        }
+    }
+
+    static func proofs(_ flag: [String]) -> [String] {
+        flag.isEmpty ? CLIContexts.inUse()?.context.proofs ?? [] : flag
+    }
+}
+
+/// `orrery context`: named sets of addresses and credentials.
+struct ContextCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "context",
+        abstract: "Keep a network's addresses and your key under a name, so commands need no flags.",
+        discussion: "Flags win over ORRERY_KEY, which wins over the context in use ($ORRERY_CONTEXT, else `use`).",
+        subcommands: [Set.self, Use.self, List.self, Show.self, Remove.self], defaultSubcommand: List.self)
+
+    struct Set: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create or change a context (only the values given change).")
+        @Argument(help: "The context's name.") var name: String
+        @Option(help: "The identity service, host:port.") var identity: String?
+        @Option(help: "The registry, host:port.") var registry: String?
+        @Option(help: "The orchestrator, host:port.") var orchestrator: String?
+        @Option(help: "The contract notary, host:port.") var notary: String?
+        @Option(help: "The settlement gateway, host:port.") var settlement: String?
+        @Option(help: "Your key file.") var key: String?
+        @Option(help: "Your delegation chain (repeatable).") var proof: [String] = []
+
+        func validate() throws {
+            guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) })
+            else { throw ValidationError("a context's name: 1–64 letters, digits, '-', '_' or '.'") }
+            for address in [identity, registry, orchestrator, notary, settlement].compactMap({ $0 })
+            where ServiceAddress(address) == nil {
+                throw ValidationError("'\(address)' is not host:port")
+            }
+        }
+
+        func run() throws {
+            var contexts = try CLIContexts.load()
+            var context = contexts.contexts[name] ?? CLIContext()
+            func absolute(_ path: String) -> String {
+                URL(fileURLWithPath: path).standardizedFileURL.path
+            }
+            context.identity = identity ?? context.identity
+            context.registry = registry ?? context.registry
+            context.orchestrator = orchestrator ?? context.orchestrator
+            context.notary = notary ?? context.notary
+            context.settlement = settlement ?? context.settlement
+            context.key = key.map(absolute) ?? context.key
+            if !proof.isEmpty { context.proofs = proof.map(absolute) }
+            contexts.contexts[name] = context
+            if contexts.current == nil { contexts.current = name }
+            try contexts.save()
+            print("context \(name) saved in \(CLIContexts.file.path)\(contexts.current == name ? " (in use)" : "")")
+        }
+    }
+
+    struct Use: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Use a context from now on.")
+        @Argument(help: "The context's name.") var name: String
+
+        func run() throws {
+            var contexts = try CLIContexts.load()
+            guard contexts.contexts[name] != nil else {
+                throw ValidationError(
+                    "no context \(name) (there are: \(contexts.contexts.keys.sorted().joined(separator: ", ")))")
+            }
+            contexts.current = name
+            try contexts.save()
+            print("using context \(name)")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the contexts; * marks the one in use.")
+
+        func run() throws {
+            let contexts = try CLIContexts.load()
+            let inUse = CLIContexts.inUse()?.name
+            if contexts.contexts.isEmpty { print("no contexts (orrery context set NAME --orchestrator … --key …)") }
+            for name in contexts.contexts.keys.sorted() {
+                let context = contexts.contexts[name]
+                print("\(name == inUse ? "*" : " ") \(name)  \(context?.orchestrator ?? "-")  \(context?.key ?? "-")")
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a context (default: the one in use) as JSON.")
+        @Argument(help: "The context's name.") var name: String?
+
+        func run() throws {
+            let contexts = try CLIContexts.load()
+            guard let name = name ?? CLIContexts.inUse()?.name, let context = contexts.contexts[name] else {
+                throw ValidationError("no such context")
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(context), as: UTF8.self))
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Forget a context.")
+        @Argument(help: "The context's name.") var name: String
+
+        func run() throws {
+            var contexts = try CLIContexts.load()
+            guard contexts.contexts.removeValue(forKey: name) != nil else {
+                throw ValidationError("no context \(name)")
+            }
+            if contexts.current == name { contexts.current = nil }
+            try contexts.save()
+            print("context \(name) removed")
+        }
+    }
+}
+
+/// `orrery version`.
+struct VersionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the CLI's version.")
+
+    func run() {
+        print("orrery \(ServiceInfo.version) (build \(ProcessInfo.processInfo.environment["ORRERY_BUILD"] ?? "dev"))")
+    }
+}
