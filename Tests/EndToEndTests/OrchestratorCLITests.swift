@@ -150,6 +150,21 @@ struct OrchestratorCLITests {
                 cli, arguments: ["cancel", id, "--reason", "test over"] + connection)
             #expect(cancelStatus == 0)
             #expect(cancelled.contains("cancelled — cancelled by the consumer: test over"), "\(cancelled)")
+            // Its history: every transition with its reason, as lines or JSON, and in `status ID`.
+            let (eventsStatus, events) = try await ChildProcess.run(cli, arguments: ["events", id] + connection)
+            let states = events.split(separator: "\n").compactMap {
+                $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first
+            }
+            #expect(eventsStatus == 0 && states.first == "submitted" && states.last == "cancelled", "\(events)")
+            #expect(events.contains("cancelled by the consumer: test over"), "\(events)")
+            let (_, jsonEvents) = try await ChildProcess.run(cli, arguments: ["events", id, "--json"] + connection)
+            let parsed = try jsonEvents.split(separator: "\n").map {
+                try Orrery_Orchestrator_V1_DeploymentEvent(jsonString: String($0))
+            }
+            #expect(parsed.map(\.state).first == .submitted && parsed.last?.state == .cancelled, "\(jsonEvents)")
+            #expect(parsed.count == states.count)
+            let (_, detailed) = try await ChildProcess.run(cli, arguments: ["status", id] + connection)
+            #expect(detailed.contains("  history:") && detailed.contains("cancelled by the consumer"), "\(detailed)")
 
             let impossible = directory.appendingPathComponent("impossible.yaml").path
             try """
@@ -197,7 +212,8 @@ struct OrchestratorCLITests {
                 environment: config.merging(["ORRERY_KEY": operatorKey]) { $1 })
             #expect(envStatus == 0 && fromEnvironment.contains(id), "\(fromEnvironment)")
             let (setStatus, set) = try await ChildProcess.run(
-                cli, arguments: ["context", "set", "test", "--orchestrator", orchestratorAddress, "--key", operatorKey],
+                cli,
+                arguments: ["context", "set", "test", "--orchestrator", orchestratorAddress, "--key", operatorKey],
                 environment: config)
             #expect(setStatus == 0 && set.contains("(in use)"), "\(set)")
             let (contextStatus, fromContext) = try await ChildProcess.run(

@@ -127,10 +127,7 @@ struct RunCommand: AsyncParsableCommand {
                 try await client.watchDeployment(.with { $0.id = deployment.id }) { response in
                     var latest = deployment
                     for try await event in response.messages {
-                        let time = ISO8601DateFormatter().string(from: event.at.date)
-                        progress(
-                            "    \(time)  \(event.state.name.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
-                        )
+                        progress(eventLine(event))
                         latest = event.deployment
                         if (event.state == .running && !wait) || event.state.isFinal { break }
                     }
@@ -171,7 +168,13 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         if let id {
             let deployment = try await options.call { try await $0.getDeployment(.with { $0.id = id }) }
-            if json { print(try deployment.jsonString()) } else { printAssignments(deployment) }
+            if json {
+                print(try deployment.jsonString())
+                return
+            }
+            printAssignments(deployment)
+            Console.out("  history:")
+            try await deploymentEvents(id, options: options, follow: false) { Console.out(eventLine($0)) }
             return
         }
         let deployments = try await options.call { client in
@@ -194,6 +197,54 @@ struct StatusCommand: AsyncParsableCommand {
                 deployment.id.padding(toLength: 32, withPad: " ", startingAt: 0)
                     + deployment.state.name.padding(toLength: 12, withPad: " ", startingAt: 0)
                     + ISO8601DateFormatter().string(from: deployment.createdAt.date) + "  " + deployment.spec.name)
+        }
+    }
+}
+
+/// A deployment's transitions so far (every one up to its current revision), then, with `follow`, each new one
+/// until it ends; `print` gets each.
+func deploymentEvents(
+    _ id: String, options: OrchestratorOptions, follow: Bool,
+    _ print: @escaping @Sendable (Orrery_Orchestrator_V1_DeploymentEvent) throws -> Void
+) async throws {
+    try await options.call { client in
+        let current = try await client.getDeployment(.with { $0.id = id })
+        try await client.watchDeployment(.with { $0.id = id }) { response in
+            for try await event in response.messages {
+                try print(event)
+                if !follow, event.revision >= current.revision { break }
+            }
+        }
+    }
+}
+
+/// One transition as a line: time, state, reason.
+func eventLine(_ event: Orrery_Orchestrator_V1_DeploymentEvent) -> String {
+    let time = ISO8601DateFormatter().string(from: event.at.date)
+    return "    \(time)  \(event.state.name.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
+}
+
+/// `orrery events ID`: a deployment's history, and with -f everything that follows (re-attach to a deployment).
+struct EventsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "events",
+        abstract: "Show every transition of a deployment with its time and reason; -f follows it until it ends.")
+
+    @Argument(help: "The deployment id.") var id: String
+    @OptionGroup var options: OrchestratorOptions
+    @Flag(name: .shortAndLong, help: "Keep following until the deployment ends.") var follow = false
+    @Flag(help: "Print each event as one line of JSON.") var json = false
+
+    func run() async throws {
+        let json = json
+        try await deploymentEvents(id, options: options, follow: follow) { event in
+            if json {
+                var line = event
+                line.clearDeployment()
+                Console.out(try line.jsonString())
+            } else {
+                Console.out(eventLine(event))
+            }
         }
     }
 }
