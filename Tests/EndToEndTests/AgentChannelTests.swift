@@ -372,6 +372,11 @@ struct AgentChannelTests {
             let (outputsStatus, listed) = try await ChildProcess.run(
                 cli, arguments: ["outputs", job.id, "--to", downloads.path] + connection)
             #expect(outputsStatus == 0, "\(listed)")
+            let (_, listedJSON) = try await ChildProcess.run(
+                cli, arguments: ["outputs", job.id, "--json"] + connection)
+            #expect(
+                listedJSON.contains(#""path":"out.txt""#) && listedJSON.contains(#""size":"9""#)
+                    && listedJSON.contains(#""sha256":"\#(Self.sha256("forty-two"))""#), "\(listedJSON)")
             #expect(
                 try String(contentsOf: downloads.appendingPathComponent("main-0/out.txt"), encoding: .utf8)
                     == "forty-two")

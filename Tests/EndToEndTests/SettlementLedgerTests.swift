@@ -251,6 +251,14 @@ struct SettlementLedgerTests {
             #expect(statementStatus == 0, "\(listed)")
             #expect(
                 listed.contains("\tdeposit") && listed.contains("\tescrow \(contract)") && listed.contains("\trefund"))
+            // The same as JSON: the messages themselves.
+            let (_, balanceJSON) = try await ChildProcess.run(
+                cli, arguments: ["balance", consumer, "--json"] + connection)
+            #expect(try Orrery_Settlement_V1_Balance(jsonString: balanceJSON).available == "1000", "\(balanceJSON)")
+            let (_, statementJSON) = try await ChildProcess.run(
+                cli, arguments: ["statement", consumer, "--json"] + connection)
+            let entries = try Orrery_Settlement_V1_Statement(jsonString: statementJSON).entries
+            #expect(entries.map(\.kind).contains("refund") && entries.contains { $0.contractID == contract })
 
             // The database itself refuses an unbalanced entry and any change to the journal.
             try await database.withClient(schema: "settlement") { client in

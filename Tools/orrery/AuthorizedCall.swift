@@ -68,6 +68,7 @@ struct RevocationsCommand: AsyncParsableCommand {
     @Option(help: "List revocations after this revision.") var after: Int64 = 0
     @Option(help: "Revocations per call (1–1000; a delegation may bound it); every page is fetched.")
     var pageSize: Int32 = 100
+    @Flag(help: "Print JSON: one ListRevocationsResponse with every page's revocations.") var json = false
 
     func validate() throws {
         try CLISettings.requireKey(keyFlag)
@@ -77,6 +78,7 @@ struct RevocationsCommand: AsyncParsableCommand {
     func run() async throws {
         var revision = after
         var head: Int64 = 0
+        var all: [Orrery_Identity_V1_Revocation] = []
         while true {
             let page = try await AuthorizedCall.withClient(identity, service: "identity", key: key, proofs: proof) {
                 client in
@@ -85,8 +87,11 @@ struct RevocationsCommand: AsyncParsableCommand {
                         $0.afterRevision = revision; $0.pageSize = pageSize
                     })
             }
-            for revocation in page.revocations {
-                Console.out("\(revocation.revision)\t\(revocation.cid)\t\(revocation.revokedBy)")
+            all += page.revocations
+            if !json {
+                for revocation in page.revocations {
+                    Console.out("\(revocation.revision)\t\(revocation.cid)\t\(revocation.revokedBy)")
+                }
             }
             head = page.revision
             guard page.revocations.count == Int(pageSize), let last = page.revocations.last?.revision,
@@ -94,6 +99,13 @@ struct RevocationsCommand: AsyncParsableCommand {
             else { break }
             revision = last
         }
-        Console.out("revision \(head)")
+        if json {
+            var response = Orrery_Identity_V1_ListRevocationsResponse()
+            response.revocations = all
+            response.revision = head
+            Console.out(try response.jsonString())
+        } else {
+            Console.out("revision \(head)")
+        }
     }
 }

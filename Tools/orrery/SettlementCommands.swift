@@ -52,10 +52,15 @@ struct BalanceCommand: AsyncParsableCommand {
 
     @Argument(help: "The participant's DID (default: the key's).") var did: String?
     @OptionGroup var options: SettlementOptions
+    @Flag(help: "Print JSON (the Balance message; amounts as decimal strings).") var json = false
 
     func run() async throws {
         let who = try did ?? options.ownDID()
         let balance = try await options.call { try await $0.getBalance(.with { $0.did = who }) }
+        if json {
+            print(try balance.jsonString())
+            return
+        }
         print("\(balance.did)")
         print("    available   \(balance.available)")
         print("    escrow      \(balance.escrow)")
@@ -71,6 +76,7 @@ struct StatementCommand: AsyncParsableCommand {
     @Argument(help: "The participant's DID (default: the key's).") var did: String?
     @Option(help: "Only entries after this id.") var after: Int64 = 0
     @OptionGroup var options: SettlementOptions
+    @Flag(help: "Print JSON (the Statement message).") var json = false
 
     func run() async throws {
         let who = try did ?? options.ownDID()
@@ -81,6 +87,10 @@ struct StatementCommand: AsyncParsableCommand {
                     $0.afterEntry = after
                     $0.limit = 1000
                 })
+        }
+        if json {
+            print(try statement.jsonString())
+            return
         }
         for entry in statement.entries {
             let time = ISO8601DateFormatter().string(from: entry.at.date)

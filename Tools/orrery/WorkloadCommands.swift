@@ -388,15 +388,25 @@ struct OutputsCommand: AsyncParsableCommand {
     @Argument(help: "The deployment id.") var id: String
     @OptionGroup var options: OrchestratorOptions
     @Option(help: "Where to write them (default: list only).") var to: String?
+    @Flag(help: "Print the list as JSON: allocation, replica, path, sha256 and size of each (not the contents).")
+    var json = false
 
     func run() async throws {
         let response = try await options.call { try await $0.getOutputs(.with { $0.id = id }) }
+        var listed: [[String: String]] = []
         for file in response.files {
             let digest = Hex.sha256(file.content)
             guard digest == file.sha256 else {
                 throw ValidationError("\(file.allocation)[\(file.replica)] \(file.path): sha256 mismatch, not written")
             }
-            print("\(file.sha256)  \(file.allocation)-\(file.replica)/\(file.path)  (\(file.content.count) bytes)")
+            if json {
+                listed.append([
+                    "allocation": file.allocation, "replica": String(file.replica), "path": file.path,
+                    "sha256": file.sha256, "size": String(file.content.count),
+                ])
+            } else {
+                print("\(file.sha256)  \(file.allocation)-\(file.replica)/\(file.path)  (\(file.content.count) bytes)")
+            }
             guard let to else { continue }
             let base = URL(fileURLWithPath: to).appendingPathComponent("\(file.allocation)-\(file.replica)")
             let target = base.appendingPathComponent(file.path).standardizedFileURL
@@ -406,6 +416,10 @@ struct OutputsCommand: AsyncParsableCommand {
             try FileManager.default.createDirectory(
                 at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
             try file.content.write(to: target)
+        }
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: ["files": listed], options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
         }
     }
 }
