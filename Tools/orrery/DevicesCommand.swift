@@ -50,9 +50,12 @@ struct DevicesCommand: AsyncParsableCommand {
             for device in devices { print(try device.jsonString()) }
             return
         }
-        print("DEVICE".padding(toLength: 58, withPad: " ", startingAt: 0) + "STATUS    CORES  RAM      GPUS  WHERE")
+        print(
+            "DEVICE".padding(toLength: 58, withPad: " ", startingAt: 0)
+                + "STATUS    CORES  RAM      GPUS  WHERE            PRICE (NTX/core·h, /GiB·h, /GPU·h, min/job)")
         for device in devices {
             let capabilities = device.capabilities
+            let prices = capabilities.prices
             let status = "\(device.status)".replacingOccurrences(of: "online", with: "online").padding(
                 toLength: 10, withPad: " ", startingAt: 0)
             let ram = String(format: "%.0f GiB", Double(capabilities.ramBytes) / 1_073_741_824).padding(
@@ -62,7 +65,9 @@ struct DevicesCommand: AsyncParsableCommand {
             print(
                 device.did.padding(toLength: 58, withPad: " ", startingAt: 0) + status
                     + String(capabilities.cpuCores).padding(toLength: 7, withPad: " ", startingAt: 0) + ram
-                    + String(capabilities.gpus.count).padding(toLength: 6, withPad: " ", startingAt: 0) + place)
+                    + String(capabilities.gpus.count).padding(toLength: 6, withPad: " ", startingAt: 0)
+                    + place.padding(toLength: 17, withPad: " ", startingAt: 0)
+                    + "\(prices.perCoreHour), \(prices.perGbRamHour), \(prices.perGpuHour), \(prices.minimumPerJob)")
         }
     }
 }
