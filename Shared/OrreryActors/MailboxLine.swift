@@ -1,4 +1,4 @@
-public import Foundation
+internal import Foundation
 
 /// The protocol between a workload and its agent over the Unix socket in its sandbox: one JSON object per line.
 ///

@@ -1,4 +1,4 @@
-public import Foundation
+internal import Foundation
 public import Logging
 
 /// Named points in a service's work where a test can make the process die as `kill -9` would — between two

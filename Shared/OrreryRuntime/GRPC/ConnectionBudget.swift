@@ -221,7 +221,7 @@ enum MemoryReturn {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(10))
             let now = budget.openConnections
-            if now < last { trim?(0) }
+            if now < last { _ = trim?(0) }
             last = now
         }
     }

@@ -1,5 +1,5 @@
 internal import Metrics
-public import NIOCore
+internal import NIOCore
 internal import Synchronization
 
 /// Stops reading from connections whose source is refused by the failed-authentication throttle: a refused caller's

@@ -1,5 +1,5 @@
 public import GRPCCore
-public import Logging
+internal import Logging
 internal import PostgresNIO
 internal import Synchronization
 
