@@ -148,7 +148,9 @@ struct DeviceAgentJoinTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(!statuses.contains(.offline), "\(statuses)")
-            #expect(statuses.last == .online)
+            // Live: online again once its heartbeats are read (a machine loaded enough to delay them past two
+            // intervals shows it suspect meanwhile, never offline).
+            try await waitFor(.online)
 
             let (leaveStatus, leaveOutput) = try await ChildProcess.run(
                 agentBinary, arguments: ["leave", "--state-dir", state])

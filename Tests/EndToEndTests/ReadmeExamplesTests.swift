@@ -114,7 +114,7 @@ struct ReadmeExamplesTests {
     }
 
     @Test(
-        "every unmarked shell block of the README runs as written under make run, in order, as one session; a second make run carries on where the first stopped"
+        "every unmarked shell block of the README runs as written under make run, in order, as one session; every series the Grafana dashboard queries is exported with its help; a second make run carries on where the first stopped"
     )
     func examplesRun() async throws {
         let readme = try String(
@@ -150,6 +150,33 @@ struct ReadmeExamplesTests {
         try script.write(to: scriptFile, atomically: true, encoding: .utf8)
         let (status, output) = try await ChildProcess.run(
             URL(fileURLWithPath: "/bin/bash"), arguments: [scriptFile.path], timeout: .seconds(600))
+        // Every series the Grafana dashboard queries is exported by some service, each with its help text.
+        var exposition = ""
+        for offset in 1...6 {
+            let (_, text) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/curl"),
+                arguments: ["-sS", "http://127.0.0.1:\(base + 2000 + offset)/metrics"])
+            #expect(text.contains("# TYPE "), "service \(offset) exports nothing: \(text.prefix(300))")
+            exposition += text + "\n"
+        }
+        let lines = exposition.split(separator: "\n")
+        let typed = Set(
+            lines.filter { $0.hasPrefix("# TYPE ") }.compactMap { $0.split(separator: " ").dropFirst(2).first })
+        let helped = Set(
+            lines.filter { $0.hasPrefix("# HELP ") }.compactMap { $0.split(separator: " ").dropFirst(2).first })
+        #expect(typed.subtracting(helped).isEmpty, "series without # HELP: \(typed.subtracting(helped).sorted())")
+        let dashboard = try String(
+            contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/grafana/orrery.json"),
+            encoding: .utf8)
+        let queried = Set(
+            dashboard.split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_") }).map(String.init)
+                .filter { ["grpc_", "orrery_", "settlement_"].contains(where: $0.hasPrefix) }
+                .map { $0.hasSuffix("_bucket") ? String($0.dropLast(7)) : $0 })
+        #expect(queried.count >= 12, "\(queried)")
+        #expect(
+            queried.subtracting(typed.map(String.init)).isEmpty,
+            "the dashboard queries series no service exports: \(queried.subtracting(typed.map(String.init)).sorted())")
+
         constellation.signal(SIGTERM)
         let stopped = await constellation.waitForExit(timeout: .seconds(60))
         #expect(status == 0, "\(output)\n--- make run:\n\(constellation.output.suffix(3000))")

@@ -1,3 +1,4 @@
+internal import Metrics
 internal import Foundation
 internal import OrreryAuth
 internal import Logging
@@ -122,10 +123,12 @@ final class LogSequencer: Sendable {
 
     private func process(_ batch: [Pending]) async {
         var results: [Result<ActOutcome, any Error>] = []
+        let started = ContinuousClock.now
         do {
             results = try await client.transaction(logger: logger) { connection in
                 try await self.appendBatch(batch.map(\.act), on: connection)
             }
+            Metrics.Timer(label: "orrery_notary_append_seconds").record(duration: started.duration(to: .now))
         } catch {
             logger.warning("a log batch failed; its acts are refused", metadata: ["error": "\(error)"])
             results = batch.map { _ in .failure(error) }
@@ -219,6 +222,7 @@ final class LogSequencer: Sendable {
                 SELECT * FROM unnest(\(nodeLevels)::smallint[], \(nodePositions)::bigint[], \(nodeHashes)::bytea[])
                 """,
                 logger: logger)
+            Gauge(label: "orrery_notary_tree_size").record(Int64(tree.size))
             let head = Orrery_Notary_V1_TreeHead.with {
                 $0.treeSize = tree.size
                 $0.rootHash = Data(tree.root)

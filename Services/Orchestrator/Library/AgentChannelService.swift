@@ -1,3 +1,4 @@
+internal import Metrics
 internal import Crypto
 internal import Foundation
 public import GRPCCore
@@ -85,6 +86,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             guard decline.reason.count <= 500 else {
                 throw RPCError(code: .invalidArgument, message: "decline.reason: at most 500 characters")
             }
+            Counter(label: "orrery_offers_refused_total", dimensions: [("how", "declined")]).increment()
             await record(
                 decline.offerID, device: device, state: .declined, bid: nil,
                 reason: decline.reason.isEmpty ? "declined" : decline.reason)

@@ -1,3 +1,4 @@
+internal import Metrics
 internal import Foundation
 internal import Logging
 internal import OrreryPlacement
@@ -475,7 +476,13 @@ struct DeploymentDriver: Sendable {
             reserved[assignment.deviceDid]?.gpus -= Int(resources?.gpu.count ?? 0)
         }
         let snapshot = fleet.snapshot(reserved: reserved)
-        switch solver.place(request, on: snapshot) {
+        let started = ContinuousClock.now
+        let outcome = solver.place(request, on: snapshot)
+        Metrics.Timer(
+            label: "orrery_placement_seconds",
+            dimensions: [("outcome", { if case .placed = outcome { "placed" } else { "infeasible" } }())]
+        ).record(duration: started.duration(to: .now))
+        switch outcome {
         case .placed(let placement):
             let devices = Set(placement.allocations.flatMap { $0.replicas.map(\.deviceDID) }).count
             let reason =
@@ -484,8 +491,11 @@ struct DeploymentDriver: Sendable {
                 + (placement.provenOptimal
                     ? " (cheapest feasible)" : " (search time ran out: feasible, maybe not the cheapest)")
             let logger = logger
+            // Only over the revision the placement was computed from: a replica that read the deployment before
+            // another placed and offered it again (the state is `offered` once more) must not place it a second time.
+            let revision = deployment.revision
             let moved = try await store.transition(
-                id, from: from, to: .matched, reason: reason,
+                id, from: from, to: .matched, reason: reason, onlyIf: { $0.revision == revision },
                 change: { deployment in
                     deployment.totalCost = placement.totalCost
                     deployment.assignments = Self.assignments(placement)
@@ -503,7 +513,9 @@ struct DeploymentDriver: Sendable {
             let reason =
                 (why.map { "\($0); " } ?? "") + "cannot be placed: \(explanation.reason)"
                 + (suggestions.isEmpty ? "" : "; nearest relaxations: " + suggestions.joined(separator: ", "))
-            _ = try await store.transition(id, from: from, to: .failed, reason: reason)
+            let revision = deployment.revision
+            _ = try await store.transition(
+                id, from: from, to: .failed, reason: reason, onlyIf: { $0.revision == revision })
             logger.info("deployment cannot be placed", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
             return false
         }

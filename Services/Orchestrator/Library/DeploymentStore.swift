@@ -1,3 +1,4 @@
+internal import Metrics
 internal import Crypto
 internal import Foundation
 internal import GRPCCore
@@ -154,7 +155,10 @@ struct DeploymentStore: Sendable {
             return try await Self.record(deployment, connection: connection, logger: logger)
         }
         // For the crash tests: `orchestrator.<state>` dies right after a deployment's move to that state committed.
-        if let moved { CrashPoint.reach("orchestrator.\(moved.state)", logger: logger) }
+        if let moved {
+            Counter(label: "orrery_deployment_transitions_total", dimensions: [("state", "\(moved.state)")]).increment()
+            CrashPoint.reach("orchestrator.\(moved.state)", logger: logger)
+        }
         return moved
     }
 

@@ -1,3 +1,4 @@
+internal import Metrics
 internal import Crypto
 internal import Foundation
 internal import Logging
@@ -591,7 +592,14 @@ struct OfferStore: Sendable {
             """,
             logger: logger)
         var deployments: Set<String> = []
-        for try await deployment in rows.decode(String.self) { deployments.insert(deployment) }
+        var expired = 0
+        for try await deployment in rows.decode(String.self) {
+            deployments.insert(deployment)
+            expired += 1
+        }
+        if expired > 0 {
+            Counter(label: "orrery_offers_refused_total", dimensions: [("how", "expired")]).increment(by: expired)
+        }
         return deployments
     }
 

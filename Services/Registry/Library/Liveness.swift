@@ -1,3 +1,4 @@
+internal import Metrics
 internal import Foundation
 internal import GRPCCore
 internal import Logging
@@ -31,8 +32,12 @@ final class Liveness: Sendable {
         self.interval = interval
     }
 
+    /// Heartbeats received (`/metrics`).
+    static let heartbeats = Counter(label: "orrery_heartbeats_total")
+
     /// Queues a heartbeat for the next flush (the latest one of a device wins).
     func record(_ heartbeat: Orrery_Registry_V1_Heartbeat) {
+        Self.heartbeats.increment()
         pending.withLock { $0[heartbeat.deviceDid] = heartbeat }
     }
 
@@ -160,6 +165,10 @@ final class Liveness: Sendable {
             return revived
         }
         for did in revived { logger.info("device online again", metadata: ["device": "\(did)"]) }
+        if !revived.isEmpty {
+            Counter(label: "orrery_device_status_changes_total", dimensions: [("status", "online")]).increment(
+                by: revived.count)
+        }
     }
 
     /// Moves silent devices along online → suspect → offline. One replica sweeps at a time.
@@ -210,6 +219,7 @@ final class Liveness: Sendable {
             for (did, status) in changed {
                 _ = try await DeviceStore.recordChange(did: did, kind: .status, connection: connection, logger: logger)
                 logger.info("device \(status)", metadata: ["device": "\(did)"])
+                Counter(label: "orrery_device_status_changes_total", dimensions: [("status", status)]).increment()
             }
         }
     }

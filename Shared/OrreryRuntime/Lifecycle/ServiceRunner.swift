@@ -32,7 +32,8 @@ public enum ServiceRunner {
         }
         LoggingBootstrap.bootstrap(service: name, format: settings.logFormat, level: settings.logLevel)
         let metrics = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
+        MetricsSystem.bootstrap(DocumentedMetricsFactory(registry: metrics))
+        MetricCatalog.registerAtStart(service: name)
         var logger = Logger(label: "orrery.\(name)")
         logger.logLevel = settings.logLevel
 

@@ -1,3 +1,4 @@
+internal import Metrics
 internal import Foundation
 internal import Logging
 internal import OrreryLedger
@@ -184,6 +185,7 @@ actor ExecutionManager {
     /// Starts a received Deploy's allocation and reports it running, or failed to start.
     func start(_ deploy: Orrery_Orchestrator_V1_Deploy, from orchestrator: String) async {
         let id = deploy.offerID
+        let received = ContinuousClock.now
         defer { starting.remove(id) }
         // A start the agent did not finish before it died left a directory without a workload: begin afresh.
         try? FileManager.default.removeItem(atPath: runner.directory(id))
@@ -203,6 +205,7 @@ actor ExecutionManager {
                 await actors?.close(id)
                 throw error
             }
+            Metrics.Timer(label: "orrery_sandbox_start_seconds").record(duration: received.duration(to: .now))
             logger.info("allocation started", metadata: ["offer": "\(id)", "allocation": "\(deploy.allocation)"])
             CrashPoint.reach("agent.started", logger: logger)
             sendReport(
@@ -276,6 +279,7 @@ actor ExecutionManager {
 
     private func follow(_ id: String) {
         following.insert(id)
+        Gauge(label: "orrery_agent_allocations_running").record(following.count)
         if receipts != nil { Task { await self.receiptUsage(of: id) } }
         let runner = runner
         Task {
@@ -323,6 +327,7 @@ actor ExecutionManager {
 
     private func finish(_ id: String, _ outcome: AllocationOutcome) async {
         following.remove(id)
+        Gauge(label: "orrery_agent_allocations_running").record(following.count)
         await actors?.close(id)
         await releasePromise(id)
         var reason = outcome.reason
