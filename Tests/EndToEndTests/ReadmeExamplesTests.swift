@@ -61,7 +61,11 @@ struct ReadmeExamplesTests {
             let ports = (1...6).flatMap { [base + $0, base + 2000 + $0] }
             if ports.allSatisfy(isFree) { return base }
         }
-        throw ChildProcessError.timedOut(name: "a free port range", output: "")
+        throw NoFreePorts()
+    }
+
+    struct NoFreePorts: Error, CustomStringConvertible {
+        var description: String { "no range of twelve free loopback ports found in 50 tries" }
     }
 
     static func isFree(_ port: Int) -> Bool {

@@ -311,46 +311,55 @@ struct SettlementPlannerTests {
 
     // MARK: - The SQL against the rule
 
-    @Test(
-        "the contracts OfferStore selects to terminate are exactly those SettlementPlanner.contractEnded names: every state, with no grace, one running, one over, closed or not",
-        .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
-    func selectionMatchesTheRule() async throws {
+    /// A fresh database with the orchestrator's schema migrated.
+    static func withOrchestratorSchema(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> Void)
+        async throws
+    {
         try await TestDatabase.withDatabase { database in
             try await database.withClient(schema: "orchestrator") { client in
                 let logger = Logger(label: "test.settlement-planner")
                 try await SchemaMigrator(schema: SchemaName("orchestrator"), migrations: OrchestratorMigrations.all)
                     .migrate(using: client, logger: logger)
-                try await client.query(
-                    """
-                    INSERT INTO deployments (id, consumer_did, idempotency_key, state, record, revision)
-                    VALUES ('dep_rule', 'did:key:z6MkConsumer', 'k', 1, ''::bytea, 1)
-                    """, logger: logger)
-                var expected: Set<String> = []
-                let graces: [(String, Bool?)] = [("none", nil), ("running", false), ("over", true)]
-                for state in OfferState.allCases {
-                    for (name, grace) in graces {
-                        for closed in [false, true] {
-                            let id = "off_\(state.rawValue)_\(name)_\(closed)"
-                            let seconds: Double? = grace.map { $0 ? -60 : 600 }
-                            let terminateAfter = seconds.map { Date().addingTimeInterval($0) }
-                            try await client.query(
-                                """
-                                INSERT INTO offers (id, deployment_id, allocation, replica, device_did, state, record,
-                                                    expires_at, contract_id, contract_closed, terminate_after)
-                                VALUES (\(id), 'dep_rule', 'a', 0, 'did:key:z6MkDevice', \(state.rawValue),
-                                        ''::bytea, now(), \("ctr_" + id), \(closed), \(terminateAfter))
-                                """, logger: logger)
-                            if !closed, SettlementPlanner.contractEnded(state: state, graceEnded: grace) {
-                                expected.insert(id)
-                            }
+                try await body(client, logger)
+            }
+        }
+    }
+
+    @Test(
+        "the contracts OfferStore selects to terminate are exactly those SettlementPlanner.contractEnded names: every state, with no grace, one running, one over, closed or not",
+        .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+    func selectionMatchesTheRule() async throws {
+        try await Self.withOrchestratorSchema { client, logger in
+            try await client.query(
+                """
+                INSERT INTO deployments (id, consumer_did, idempotency_key, state, record, revision)
+                VALUES ('dep_rule', 'did:key:z6MkConsumer', 'k', 1, ''::bytea, 1)
+                """, logger: logger)
+            var expected: Set<String> = []
+            let graces: [(String, Bool?)] = [("none", nil), ("running", false), ("over", true)]
+            for state in OfferState.allCases {
+                for (name, grace) in graces {
+                    for closed in [false, true] {
+                        let id = "off_\(state.rawValue)_\(name)_\(closed)"
+                        let seconds: Double? = grace.map { $0 ? -60 : 600 }
+                        let terminateAfter = seconds.map { Date().addingTimeInterval($0) }
+                        try await client.query(
+                            """
+                            INSERT INTO offers (id, deployment_id, allocation, replica, device_did, state, record,
+                                                expires_at, contract_id, contract_closed, terminate_after)
+                            VALUES (\(id), 'dep_rule', 'a', 0, 'did:key:z6MkDevice', \(state.rawValue),
+                                    ''::bytea, now(), \("ctr_" + id), \(closed), \(terminateAfter))
+                            """, logger: logger)
+                        if !closed, SettlementPlanner.contractEnded(state: state, graceEnded: grace) {
+                            expected.insert(id)
                         }
                     }
                 }
-                let selected = try await OfferStore(client: client, logger: logger).contractsToTerminate(limit: 1000)
-                #expect(Set(selected.map(\.offerID)) == expected)
-                #expect(selected.allSatisfy { $0.contractID == "ctr_" + $0.offerID })
-                #expect(expected.count > 10)
             }
+            let selected = try await OfferStore(client: client, logger: logger).contractsToTerminate(limit: 1000)
+            #expect(Set(selected.map(\.offerID)) == expected)
+            #expect(selected.allSatisfy { $0.contractID == "ctr_" + $0.offerID })
+            #expect(expected.count > 10)
         }
     }
 
@@ -358,61 +367,56 @@ struct SettlementPlannerTests {
         "incidents: a held release and a held refund are listed with their step; retry queues either again, forgo ends a release and queues the refund without penalties; a repeat answers the same, another decision is refused",
         .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
     func incidents() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await database.withClient(schema: "orchestrator") { client in
-                let logger = Logger(label: "test.settlement-incidents")
-                try await SchemaMigrator(schema: SchemaName("orchestrator"), migrations: OrchestratorMigrations.all)
-                    .migrate(using: client, logger: logger)
-                for (contract, kind, entry) in [
-                    ("ctr_a", "release", Int64(7)), ("ctr_b", "refund", -1), ("ctr_c", "refund", -1),
-                ] {
-                    try await client.query(
-                        """
-                        INSERT INTO settlement_tasks (contract_id, kind, receipt_entry, held_at, last_error)
-                        VALUES (\(contract), \(kind), \(entry), now(), 'proof refused')
-                        """, logger: logger)
-                }
-                let incidents = SettlementIncidents(client: client, logger: logger)
-                let held = try await incidents.list(includeResolved: false)
-                #expect(
-                    Set(held.map { "\($0.contractID) \($0.step) \($0.receiptEntry)" }) == [
-                        "ctr_a release 7", "ctr_b refund 0", "ctr_c refund 0",
-                    ])
-                func resolve(
-                    _ contract: String, refund: Bool, entry: UInt64 = 0,
-                    _ resolution: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest.Resolution
-                ) async throws -> Orrery_Orchestrator_V1_SettlementIncident {
-                    try await incidents.resolve(
-                        .with {
-                            $0.contractID = contract
-                            $0.refund = refund
-                            $0.receiptEntry = entry
-                            $0.resolution = resolution
-                        })
-                }
-                #expect(try await resolve("ctr_a", refund: false, entry: 7, .forgo).resolution == "forgo")
-                #expect(try await resolve("ctr_b", refund: true, .forgo).resolution == "forgo")
-                #expect(try await resolve("ctr_c", refund: true, .retry).resolution == "retry")
-                // The same decision again answers the same; another one is refused; an unknown one is not found.
-                #expect(try await resolve("ctr_b", refund: true, .forgo).resolution == "forgo")
-                await #expect(throws: RPCError.self) { try await resolve("ctr_b", refund: true, .retry) }
-                do {
-                    _ = try await resolve("ctr_a", refund: true, .retry)
-                    Issue.record("resolved a refund that was never held")
-                } catch let error as RPCError {
-                    #expect(error.code == .notFound, "\(error)")
-                }
-                #expect(try await incidents.list(includeResolved: false).isEmpty)
-                // What the clerk reads next: the release is done; both refunds are queued again, one without penalties.
-                var rows: [String: (Bool, String)] = [:]
-                for try await (contract, done, resolution) in try await client.query(
-                    "SELECT contract_id, done_at IS NOT NULL, resolution FROM settlement_tasks", logger: logger
-                ).decode((String, Bool, String).self) {
-                    rows[contract] = (done, resolution)
-                }
-                #expect(rows["ctr_a"]?.0 == true && rows["ctr_b"]?.0 == false && rows["ctr_c"]?.0 == false)
-                #expect(rows["ctr_b"]?.1 == "forgo" && rows["ctr_c"]?.1 == "retry")
+        try await Self.withOrchestratorSchema { client, logger in
+            for (contract, kind, entry) in [
+                ("ctr_a", "release", Int64(7)), ("ctr_b", "refund", -1), ("ctr_c", "refund", -1),
+            ] {
+                try await client.query(
+                    """
+                    INSERT INTO settlement_tasks (contract_id, kind, receipt_entry, held_at, last_error)
+                    VALUES (\(contract), \(kind), \(entry), now(), 'proof refused')
+                    """, logger: logger)
             }
+            let incidents = SettlementIncidents(client: client, logger: logger)
+            let held = try await incidents.list(includeResolved: false)
+            #expect(
+                Set(held.map { "\($0.contractID) \($0.step) \($0.receiptEntry)" }) == [
+                    "ctr_a release 7", "ctr_b refund 0", "ctr_c refund 0",
+                ])
+            func resolve(
+                _ contract: String, refund: Bool, entry: UInt64 = 0,
+                _ resolution: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest.Resolution
+            ) async throws -> Orrery_Orchestrator_V1_SettlementIncident {
+                try await incidents.resolve(
+                    .with {
+                        $0.contractID = contract
+                        $0.refund = refund
+                        $0.receiptEntry = entry
+                        $0.resolution = resolution
+                    })
+            }
+            #expect(try await resolve("ctr_a", refund: false, entry: 7, .forgo).resolution == "forgo")
+            #expect(try await resolve("ctr_b", refund: true, .forgo).resolution == "forgo")
+            #expect(try await resolve("ctr_c", refund: true, .retry).resolution == "retry")
+            // The same decision again answers the same; another one is refused; an unknown one is not found.
+            #expect(try await resolve("ctr_b", refund: true, .forgo).resolution == "forgo")
+            await #expect(throws: RPCError.self) { try await resolve("ctr_b", refund: true, .retry) }
+            do {
+                _ = try await resolve("ctr_a", refund: true, .retry)
+                Issue.record("resolved a refund that was never held")
+            } catch let error as RPCError {
+                #expect(error.code == .notFound, "\(error)")
+            }
+            #expect(try await incidents.list(includeResolved: false).isEmpty)
+            // What the clerk reads next: the release is done; both refunds are queued again, one without penalties.
+            var rows: [String: (Bool, String)] = [:]
+            for try await (contract, done, resolution) in try await client.query(
+                "SELECT contract_id, done_at IS NOT NULL, resolution FROM settlement_tasks", logger: logger
+            ).decode((String, Bool, String).self) {
+                rows[contract] = (done, resolution)
+            }
+            #expect(rows["ctr_a"]?.0 == true && rows["ctr_b"]?.0 == false && rows["ctr_c"]?.0 == false)
+            #expect(rows["ctr_b"]?.1 == "forgo" && rows["ctr_c"]?.1 == "retry")
         }
     }
 }

@@ -101,7 +101,7 @@ struct ActorCommand: AsyncParsableCommand {
             guard from.hasPrefix("actor://"), from.split(separator: "/").count == 4 else {
                 throw ValidationError("--from: an actor address actor://DEPLOYMENT/ALLOCATION/REPLICA")
             }
-            let key = try Inputs.key(options.key)
+            let key = try Inputs.key(options.caller.key)
             let actors = try await options.call { try await $0.listActors(.with { $0.address = from }) }
             guard let actor = actors.actors.first(where: { $0.address == from }) else {
                 throw ValidationError("\(from) has no key yet: is it running?")

@@ -22,13 +22,12 @@ enum AuthorizedCall {
     static func withClient<Result: Sendable>(
         _ address: String,
         service: String,
-        key keyPath: String,
-        proofs proofPaths: [String],
+        caller: CallerOptions,
         _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
         guard let target = ServiceAddress(address) else { throw ValidationError("'\(address)' is not host:port") }
-        let key = try Inputs.key(keyPath)
-        let chain = try Inputs.chain(proofPaths)
+        let key = try Inputs.key(caller.key)
+        let chain = try Inputs.chain(caller.proof)
         let info = try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0) }
         guard info.name == service else {
             let hint = makeRunAddresses[service].map { " (under make run: \($0))" } ?? ""
@@ -56,14 +55,7 @@ struct RevocationsCommand: AsyncParsableCommand {
         name: .customLong("identity"),
         help: "The identity service, host:port (default: the context's, else 127.0.0.1:7401).")
     var identityFlag: String?
-    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
-    var keyFlag: String?
-    @Option(
-        name: .customLong("proof"),
-        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
-    var proofFlag: [String] = []
-    var key: String { CLISettings.key(keyFlag) ?? "" }
-    var proof: [String] { CLISettings.proofs(proofFlag) }
+    @OptionGroup var caller: CallerOptions
     var identity: String { CLISettings.address(identityFlag, service: "identity") }
     @Option(help: "List revocations after this revision.") var after: Int64 = 0
     @Option(help: "Revocations per call (1–1000; a delegation may bound it); every page is fetched.")
@@ -71,7 +63,6 @@ struct RevocationsCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON: one ListRevocationsResponse with every page's revocations.") var json = false
 
     func validate() throws {
-        try CLISettings.requireKey(keyFlag)
         guard (1...1000).contains(pageSize) else { throw ValidationError("--page-size: 1 to 1000") }
     }
 
@@ -80,7 +71,7 @@ struct RevocationsCommand: AsyncParsableCommand {
         var head: Int64 = 0
         var all: [Orrery_Identity_V1_Revocation] = []
         while true {
-            let page = try await AuthorizedCall.withClient(identity, service: "identity", key: key, proofs: proof) {
+            let page = try await AuthorizedCall.withClient(identity, service: "identity", caller: caller) {
                 client in
                 try await Orrery_Identity_V1_Identity.Client(wrapping: client).listRevocations(
                     .with {

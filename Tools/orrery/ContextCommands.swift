@@ -88,6 +88,23 @@ enum CLISettings {
     }
 }
 
+/// Who calls a service: the key and delegation chain, from the flags, `ORRERY_KEY` or the context in use. Every
+/// command that makes an authorised call includes it.
+struct CallerOptions: ParsableArguments {
+    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
+    var keyFlag: String?
+    @Option(
+        name: .customLong("proof"),
+        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
+    var proofFlag: [String] = []
+
+    /// The key file to sign with (`validate` made sure there is one).
+    var key: String { CLISettings.key(keyFlag) ?? "" }
+    var proof: [String] { CLISettings.proofs(proofFlag) }
+
+    func validate() throws { try CLISettings.requireKey(keyFlag) }
+}
+
 /// `orrery context`: named sets of addresses and credentials.
 struct ContextCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -11,22 +11,13 @@ struct DevicesCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("registry"), help: "The registry, host:port (default: the context's, else 127.0.0.1:7402).")
     var registryFlag: String?
-    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
-    var keyFlag: String?
-    @Option(
-        name: .customLong("proof"),
-        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
-    var proofFlag: [String] = []
-    var key: String { CLISettings.key(keyFlag) ?? "" }
-    var proof: [String] { CLISettings.proofs(proofFlag) }
+    @OptionGroup var caller: CallerOptions
     var registry: String { CLISettings.address(registryFlag, service: "registry") }
     @Option(help: "Only devices with at least this many cores.") var minCores: UInt32 = 0
     @Option(help: "Only devices in these countries (repeatable, ISO codes).") var country: [String] = []
     @Option(help: "Only devices with this GPU model.") var gpu: String = ""
     @Flag(help: "Include suspect, offline and departed devices.") var all = false
     @Flag(help: "Print JSON.") var json = false
-
-    func validate() throws { try CLISettings.requireKey(keyFlag) }
 
     func run() async throws {
         var request = Orrery_Registry_V1_QueryDevicesRequest()
@@ -35,7 +26,7 @@ struct DevicesCommand: AsyncParsableCommand {
         request.gpuModel = gpu
         request.pageSize = 1000
         if all { request.statuses = [.online, .suspect, .offline, .left] }
-        let devices = try await AuthorizedCall.withClient(registry, service: "registry", key: key, proofs: proof) {
+        let devices = try await AuthorizedCall.withClient(registry, service: "registry", caller: caller) {
             client in
             var devices: [Orrery_Registry_V1_Device] = []
             let registry = Orrery_Registry_V1_Registry.Client(wrapping: client)

@@ -13,17 +13,9 @@ struct NotaryOptions: ParsableArguments {
         name: .customLong("notary"),
         help: "The contract notary, host:port (default: the context's, else 127.0.0.1:7404).")
     var notaryFlag: String?
-    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
-    var keyFlag: String?
-    @Option(
-        name: .customLong("proof"),
-        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
-    var proofFlag: [String] = []
-    var key: String { CLISettings.key(keyFlag) ?? "" }
-    var proof: [String] { CLISettings.proofs(proofFlag) }
+    @OptionGroup var caller: CallerOptions
     var notary: String { CLISettings.address(notaryFlag, service: "contract-notary") }
 
-    func validate() throws { try CLISettings.requireKey(keyFlag) }
     @Option(
         help:
             "Where the last verified tree head is kept; each new one must be proven consistent with it (default: one file per notary under $XDG_STATE_HOME/orrery/notary-tree-heads, or ~/.local/state/orrery/notary-tree-heads)."
@@ -45,7 +37,7 @@ struct NotaryOptions: ParsableArguments {
     func call<Result: Sendable>(
         _ body: (Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
-        try await AuthorizedCall.withClient(notary, service: "contract-notary", key: key, proofs: proof) { client in
+        try await AuthorizedCall.withClient(notary, service: "contract-notary", caller: caller) { client in
             try await body(Orrery_Notary_V1_Notary.Client(wrapping: client))
         }
     }

@@ -14,22 +14,13 @@ struct SettlementOptions: ParsableArguments {
         name: .customLong("settlement"),
         help: "The settlement gateway, host:port (default: the context's, else 127.0.0.1:7405).")
     var settlementFlag: String?
-    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
-    var keyFlag: String?
-    @Option(
-        name: .customLong("proof"),
-        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
-    var proofFlag: [String] = []
-    var key: String { CLISettings.key(keyFlag) ?? "" }
-    var proof: [String] { CLISettings.proofs(proofFlag) }
+    @OptionGroup var caller: CallerOptions
     var settlement: String { CLISettings.address(settlementFlag, service: "settlement-gateway") }
-
-    func validate() throws { try CLISettings.requireKey(keyFlag) }
 
     func call<Result: Sendable>(
         _ body: (Orrery_Settlement_V1_Settlement.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
-        try await AuthorizedCall.withClient(settlement, service: "settlement-gateway", key: key, proofs: proof) {
+        try await AuthorizedCall.withClient(settlement, service: "settlement-gateway", caller: caller) {
             client in
             try await body(Orrery_Settlement_V1_Settlement.Client(wrapping: client))
         }
@@ -42,7 +33,7 @@ struct SettlementOptions: ParsableArguments {
     }
 
     /// The DID of `key`, when no other participant is named.
-    func ownDID() throws -> String { try Inputs.key(key).did.string }
+    func ownDID() throws -> String { try Inputs.key(caller.key).did.string }
 }
 
 /// `orrery balance [DID]`: available, escrow and receivable NTX base units.

@@ -15,22 +15,13 @@ struct OrchestratorOptions: ParsableArguments {
         name: .customLong("orchestrator"),
         help: "The orchestrator, host:port (default: the context's, else 127.0.0.1:7403).")
     var orchestratorFlag: String?
-    @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
-    var keyFlag: String?
-    @Option(
-        name: .customLong("proof"),
-        help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
-    var proofFlag: [String] = []
-    var key: String { CLISettings.key(keyFlag) ?? "" }
-    var proof: [String] { CLISettings.proofs(proofFlag) }
+    @OptionGroup var caller: CallerOptions
     var orchestrator: String { CLISettings.address(orchestratorFlag, service: "orchestrator") }
-
-    func validate() throws { try CLISettings.requireKey(keyFlag) }
 
     func call<Result: Sendable>(
         _ body: (Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
-        try await AuthorizedCall.withClient(orchestrator, service: "orchestrator", key: key, proofs: proof) { client in
+        try await AuthorizedCall.withClient(orchestrator, service: "orchestrator", caller: caller) { client in
             try await body(Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client))
         }
     }
@@ -45,12 +36,12 @@ struct OrchestratorOptions: ParsableArguments {
             throw ValidationError("'\(orchestrator)' is not host:port")
         }
         let orchestratorDID = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
-        let caller = try Inputs.key(key)
+        let consumer = try Inputs.key(caller.key)
         let longest =
             spec.allocations.map { Int64($0.maxDurationSeconds == 0 ? 3600 : $0.maxDurationSeconds) }.max() ?? 3600
         let policy = spec.budget > 0 ? try Policy(try IPLDJSON.parse(#"[["<=", ".amount", \#(spec.budget)]]"#)) : .empty
         let delegation = Delegation.issue(
-            by: caller, to: orchestratorDID, subject: caller.did, command: try Command(command),
+            by: consumer, to: orchestratorDID, subject: consumer.did, command: try Command(command),
             policy: policy, expiration: Int64(Date().timeIntervalSince1970) + longest + 86_400)
         return Data(try UCANContainer.encode([delegation.envelope.bytes], header: .raw))
     }
@@ -99,6 +90,12 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Print the deployment as JSON when done.") var json = false
     @Flag(name: .shortAndLong, help: "Print only the deployment's id, no progress (DEP=$(orrery run -q …)).")
     var quiet = false
+
+    func validate() throws {
+        guard !(quiet && json) else {
+            throw ValidationError("say --quiet (the id) or --json (the deployment), not both")
+        }
+    }
 
     func run() async throws {
         let workload = try readSpec(spec)

@@ -126,17 +126,23 @@ struct SettlementClerk: Sendable {
     /// could not be carried out ends the pass (the gateway or the notary is likely down; the next pass retries).
     func work() async throws {
         var queued: [SettlementPlanner.Queued] = []
-        for try await (contract, kind, entry, held, resolution) in try await client.query(
+        for try await (contract, kind, entry, held, resolution, _) in try await client.query(
             """
-            SELECT contract_id, kind, receipt_entry, held_at IS NOT NULL, resolution FROM settlement_tasks
-            WHERE done_at IS NULL ORDER BY created_at LIMIT 1000
+            (SELECT contract_id, kind, receipt_entry, false, resolution, created_at FROM settlement_tasks
+             WHERE done_at IS NULL AND (held_at IS NULL OR resolution <> '') ORDER BY created_at LIMIT 1000)
+            UNION ALL
+            -- Every step held for the operator (incidents: few), so that however many there are they neither fill
+            -- the page nor let a contract's refund through past its held release.
+            (SELECT contract_id, kind, receipt_entry, true, resolution, created_at FROM settlement_tasks
+             WHERE done_at IS NULL AND held_at IS NOT NULL AND resolution = '')
+            ORDER BY created_at
             """, logger: logger
-        ).decode((String, String, Int64, Bool, String).self) {
+        ).decode((String, String, Int64, Bool, String, Date).self) {
             let task: SettlementPlanner.Task =
                 kind == "release"
                 ? .release(contract: contract, entry: UInt64(max(entry, 0)))
                 : .refund(contract: contract, penalties: resolution != "forgo")
-            queued.append(.init(task: task, held: held && resolution.isEmpty))
+            queued.append(.init(task: task, held: held))
         }
         for task in SettlementPlanner.due(queued) {
             var proved = false
