@@ -234,7 +234,7 @@ struct OrchestratorCLITests {
             #expect(wrongStatus != 0, "\(wrong)")
             #expect(
                 wrong.contains("127.0.0.1:\(registry.ready.grpcPort) is the registry, not the orchestrator")
-                    && !wrong.contains("unimplemented"), "\(wrong)")
+                    && !wrong.contains("unimplemented") && !wrong.contains("Usage:"), "\(wrong)")
             let (malformedStatus, malformed) = try await ChildProcess.run(
                 cli, arguments: ["status", "dep_doesnotexist"] + connection)
             #expect(

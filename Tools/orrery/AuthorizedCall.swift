@@ -8,6 +8,12 @@ import OrreryProto
 import OrreryRuntime
 import SwiftProtobuf
 
+/// An address that answers as another service than the one asked for (printed without usage text: the flags were
+/// well formed, the address was not the right one).
+struct WrongService: Error, CustomStringConvertible {
+    let description: String
+}
+
 /// A gRPC client whose every call carries an invocation signed with the caller's key, addressed to the service's
 /// DID (learned from its open `Info`), with the caller's chain as proofs.
 enum AuthorizedCall {
@@ -31,8 +37,9 @@ enum AuthorizedCall {
         let info = try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0) }
         guard info.name == service else {
             let hint = makeRunAddresses[service].map { " (under make run: \($0))" } ?? ""
-            throw ValidationError(
-                "\(address) is the \(info.name), not the \(service): give the \(service)'s address\(hint)")
+            throw WrongService(
+                description:
+                    "\(address) is the \(info.name), not the \(service): give the \(service)'s address\(hint)")
         }
         let audience = try DID(info.did)
         let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
