@@ -106,7 +106,8 @@ let package = Package(
         .target(
             name: "OrreryRuntime",
             dependencies: [
-                "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf,
+                "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", "CMallocControl", grpcCore, grpcPosix,
+                grpcProtobuf,
                 swiftProtobuf, argumentParser,
                 logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, hummingbirdTLS,
                 postgres,
@@ -119,6 +120,8 @@ let package = Package(
         ),
         // The system zlib (gzip in the UCAN container).
         .target(name: "CZlib", path: "Shared/CZlib"),
+        // glibc's allocator statistics and malloc_trim, for handing freed heap pages back to the system.
+        .target(name: "CMallocControl", path: "Shared/CMallocControl"),
         // The chain adapters' C libraries from the system: secp256k1 ECDSA, the Keccak permutation, BLAKE2b.
         .target(name: "CSecp256k1", path: "Shared/CSecp256k1"),
         .target(name: "CNettle", path: "Shared/CNettle"),

@@ -514,7 +514,7 @@ struct AgentChannelTests {
     }
 
     @Test(
-        "kill -9 of an agent while its allocation runs: restarted, it picks the allocation up from its journal, neither lost nor run twice"
+        "kill -9 of an agent while its allocation runs: restarted, it picks the allocation up from its journal, neither lost nor run twice, its logs each line once"
     )
     func agentRestart() async throws {
         try await TestDatabase.withDatabase { database in
@@ -542,7 +542,9 @@ struct AgentChannelTests {
             // It ends only once the test opens its gate, after the agent's restart, however slow the machine.
             spec.allocations[0].artifact = .with {
                 $0.text =
-                    "echo started >> /work/runs.txt; for i in $(seq 900); do [ -e /work/go ] && break; sleep 0.1; done; "
+                    "echo started >> /work/runs.txt; echo before; "
+                    + "for i in $(seq 900); do [ -e /work/mid ] && break; sleep 0.1; done; echo during; "
+                    + "for i in $(seq 900); do [ -e /work/go ] && break; sleep 0.1; done; "
                     + "echo finished; cat runs.txt > out.txt"
             }
             spec.allocations[0].resources.ramMib = 64
@@ -563,8 +565,36 @@ struct AgentChannelTests {
                 }
             }
             #expect(state == .running)
+            func stdout() async throws -> String {
+                let lines = try await consumer.with(orchestrator) { client in
+                    try await client.streamLogs(.with { $0.id = job.id }) { response in
+                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
+                    }
+                }
+                return String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
+            }
+            // "before" reached the orchestrator before the agent dies (positive evidence, however slow the machine).
+            var before = ""
+            while before.isEmpty, ContinuousClock.now < deadline + .seconds(30) {
+                before = try await stdout()
+                if before.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(before == "before\n")
             agent.service.child.signal(SIGKILL)
             _ = await agent.service.child.waitForExit()
+            // A line printed while the agent is down: the restarted agent's follower reads it with the lines before.
+            let allocations = directory.appendingPathComponent("phoenix-state/allocations")
+            let run = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/mid"))
+            let stdoutLog = allocations.appendingPathComponent("\(run)/stdout.log")
+            let printed = ContinuousClock.now + .seconds(60)
+            while (try? String(contentsOf: stdoutLog, encoding: .utf8)) != "before\nduring\n",
+                ContinuousClock.now < printed
+            {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try String(contentsOf: stdoutLog, encoding: .utf8) == "before\nduring\n")
             let config = directory.appendingPathComponent("phoenix.json").path
             let restarted = try await RunningService.start(
                 "device-agent",
@@ -573,9 +603,6 @@ struct AgentChannelTests {
                 ],
                 environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
             defer { restarted.child.signal(SIGKILL) }
-            let allocations = directory.appendingPathComponent("phoenix-state/allocations")
-            let run = try #require(
-                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
             try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
             let events = try await consumer.with(orchestrator) { client in
                 try await client.watchDeployment(.with { $0.id = job.id }) { response in
@@ -587,6 +614,7 @@ struct AgentChannelTests {
             #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
             let outputs = try await consumer.with(orchestrator) { try await $0.getOutputs(.with { $0.id = job.id }) }
             #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
+            #expect(try await stdout() == "before\nduring\nfinished\n", "every line once, in order")
         }
     }
 
@@ -771,7 +799,9 @@ struct AgentChannelTests {
         }
     }
 
-    @Test("an orchestrator killed while a deployment runs: a restarted one (same address) carries it to completed")
+    @Test(
+        "an orchestrator killed while a deployment runs: a restarted one (same address) carries it to completed, with the output printed while none ran and the logs each line once"
+    )
     func orchestratorRestart() async throws {
         try await TestDatabase.withDatabase { database in
             let directory = try TestEnvironment.temporaryDirectory("orrery-orchestrator-restart")
@@ -798,7 +828,13 @@ struct AgentChannelTests {
             let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
             try await OrchestratorTests.waitForFleet(consumer, first, devices: 1)
             var spec = OrchestratorTests.spec(cores: 1)
-            spec.allocations[0].artifact = .with { $0.text = "sleep 2; printf done > out.txt" }
+            // Gates the test opens: a line printed while no orchestrator runs, and the end after the agent's
+            // reconnection, so the line can only arrive as the resent tail of a running allocation.
+            spec.allocations[0].artifact = .with {
+                $0.text =
+                    "echo early; for i in $(seq 900); do [ -e /work/mid ] && break; sleep 0.1; done; echo late; "
+                    + "for i in $(seq 900); do [ -e /work/go ] && break; sleep 0.1; done; printf done > out.txt"
+            }
             spec.allocations[0].resources.ramMib = 32
             let job = try await consumer.with(first) { client in
                 try await client.submitWorkload(
@@ -814,10 +850,36 @@ struct AgentChannelTests {
                 state = try await consumer.with(first) { try await $0.getDeployment(.with { $0.id = job.id }).state }
             }
             #expect(state == .running)
+            // "early" reached the orchestrator before it dies (positive evidence, however slow the machine).
+            func logs(_ service: RunningService) async throws -> String {
+                let lines = try await consumer.with(service) { client in
+                    try await client.streamLogs(.with { $0.id = job.id }) { response in
+                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
+                    }
+                }
+                return String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
+            }
+            var early = ""
+            while early.isEmpty, ContinuousClock.now < deadline + .seconds(30) {
+                early = try await logs(first)
+                if early.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(early == "early\n")
             first.child.signal(SIGKILL)
             _ = await first.child.waitForExit()
-            // The allocation ends while no orchestrator runs; the agent tells the next one when it reconnects.
-            try await Task.sleep(for: .seconds(3))
+            // "late" is printed while no orchestrator runs: the agent's follower sends it to a line that is down.
+            let allocations = directory.appendingPathComponent("steady-state/allocations")
+            let run = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/mid"))
+            let stdoutLog = allocations.appendingPathComponent("\(run)/stdout.log")
+            let printed = ContinuousClock.now + .seconds(60)
+            while (try? String(contentsOf: stdoutLog, encoding: .utf8)) != "early\nlate\n",
+                ContinuousClock.now < printed
+            {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try String(contentsOf: stdoutLog, encoding: .utf8) == "early\nlate\n")
             let second = try await RunningService.start(
                 "orchestrator",
                 extraArguments: [
@@ -826,6 +888,15 @@ struct AgentChannelTests {
                 ],
                 environment: environment, directory: directory, portZero: false)
             defer { second.child.signal(SIGKILL) }
+            // The reconnected agent resends the running allocation's tail; the new orchestrator stores what it lacks.
+            var resent = ""
+            let reconnected = ContinuousClock.now + .seconds(60)
+            while resent != "early\nlate\n", ContinuousClock.now < reconnected {
+                try await Task.sleep(for: .milliseconds(100))
+                resent = try await logs(second)
+            }
+            #expect(resent == "early\nlate\n", "the line printed while no orchestrator ran is lost")
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
             let events = try await consumer.with(second) { client in
                 try await client.watchDeployment(.with { $0.id = job.id }) { response in
                     try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
@@ -836,6 +907,7 @@ struct AgentChannelTests {
             #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
             let outputs = try await consumer.with(second) { try await $0.getOutputs(.with { $0.id = job.id }) }
             #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
+            #expect(try await logs(second) == "early\nlate\n", "each line once")
         }
     }
 

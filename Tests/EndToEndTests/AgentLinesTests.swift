@@ -75,6 +75,13 @@ struct AgentLinesTests {
                 sender = [first, second].first { logged($0, "sent to agent") }
             }
             let instructor = try #require(sender, "no replica sent the Deploy")
+            // The replica logs "sent" as it hands the Deploy to its line: killed at once, the bytes may never leave
+            // it. The device asking for the artifact is the evidence that it received the Deploy and is starting it.
+            let fetching = ContinuousClock.now + .seconds(30)
+            while !server.output.contains("GET /job.sh"), ContinuousClock.now < fetching {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(server.output.contains("GET /job.sh"), "the device never asked for the artifact")
             let other = instructor.ready.grpcPort == first.ready.grpcPort ? second : first
             let held = ContinuousClock.now + .seconds(4)
             while !logged(other, "another replica delivers this instruction"), ContinuousClock.now < held {
@@ -242,6 +249,7 @@ struct AgentLinesTests {
         body = open(sys.argv[1], 'rb').read()
         class Slow(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                print('GET', self.path, flush=True)
                 time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 2)
                 self.send_response(200)
                 self.send_header('Content-Length', str(len(body)))

@@ -102,6 +102,13 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             guard chunk.data.count <= 1 << 20 else {
                 throw RPCError(code: .invalidArgument, message: "log: at most 1 MiB per chunk")
             }
+            guard chunk.stream == .stdout || chunk.stream == .stderr else {
+                throw RPCError(
+                    code: .invalidArgument, message: "log: stream must be LOG_STREAM_STDOUT or LOG_STREAM_STDERR")
+            }
+            guard chunk.offset < 1 << 62 else {
+                throw RPCError(code: .invalidArgument, message: "log: offset \(chunk.offset) is past any log's size")
+            }
             _ = try await offers.append(chunk, device: device.string)
         case .output(let output):
             guard try await offers.store(output, device: device.string) else {

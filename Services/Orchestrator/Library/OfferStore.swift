@@ -300,28 +300,66 @@ struct OfferStore: Sendable {
     /// The bytes of each log stream kept per allocation.
     static let logLimit: Int64 = 1 << 20
 
-    /// Stores a log chunk of an offer of this device (a resent chunk is ignored) and keeps the last MiB.
+    /// Stores the bytes of a log chunk of an offer of this device that are not stored yet (a resent chunk may
+    /// overlap what arrived before in any way) and keeps the last MiB. Returns whether it stored any byte.
     func append(_ chunk: Orrery_Orchestrator_V1_LogChunk, device: String) async throws -> Bool {
+        guard !chunk.data.isEmpty, chunk.offset <= UInt64(Int64.max) - UInt64(chunk.data.count) else { return false }
         let stream = Int16(chunk.stream.rawValue)
-        let offset = Int64(chunk.offset)
-        let rows = try await client.query(
-            """
-            INSERT INTO allocation_logs (offer_id, stream, "offset", data)
-            SELECT id, \(stream), \(offset), \(chunk.data) FROM offers WHERE id = \(chunk.offerID) AND device_did = \(device)
-            ON CONFLICT DO NOTHING RETURNING offer_id
-            """,
-            logger: logger)
-        var stored = false
-        for try await _ in rows.decode(String.self) { stored = true }
-        if stored, offset + Int64(chunk.data.count) > Self.logLimit {
-            try await client.query(
+        let start = Int64(chunk.offset)
+        let end = start + Int64(chunk.data.count)
+        return try await client.transaction(logger: logger) { connection in
+            // One writer per stream at a time: the live follower's chunks and a resend can arrive together.
+            let owned = try await connection.query(
                 """
-                DELETE FROM allocation_logs WHERE offer_id = \(chunk.offerID) AND stream = \(stream)
-                  AND "offset" + length(data) <= \(offset + Int64(chunk.data.count) - Self.logLimit)
+                SELECT pg_advisory_xact_lock(hashtext(id), \(Int32(stream))) FROM offers
+                WHERE id = \(chunk.offerID) AND device_did = \(device)
                 """,
                 logger: logger)
+            var isOwn = false
+            for try await _ in owned { isOwn = true }
+            guard isOwn else { return false }
+            let ends = try await connection.query(
+                """
+                SELECT coalesce(max("offset" + length(data)), 0) FROM allocation_logs
+                WHERE offer_id = \(chunk.offerID) AND stream = \(stream)
+                """,
+                logger: logger)
+            var storedEnd: Int64 = 0
+            for try await value in ends.decode(Int64.self) { storedEnd = value }
+            // Only the last MiB is kept: a resent chunk from before it is not stored again.
+            let floor = max(storedEnd, end) - Self.logLimit
+            let wanted = max(start, floor)..<end
+            guard !wanted.isEmpty else { return false }
+            let rows = try await connection.query(
+                """
+                SELECT "offset", "offset" + length(data) FROM allocation_logs
+                WHERE offer_id = \(chunk.offerID) AND stream = \(stream) AND "offset" < \(wanted.upperBound)
+                  AND "offset" + length(data) > \(wanted.lowerBound)
+                """,
+                logger: logger)
+            var stored: [Range<Int64>] = []
+            for try await (lower, upper) in rows.decode((Int64, Int64).self) { stored.append(lower..<upper) }
+            let gaps = LogCoverage.uncovered(wanted, stored: stored)
+            for gap in gaps {
+                let first = chunk.data.startIndex + Int(gap.lowerBound - start)
+                let bytes = chunk.data[first..<(first + Int(gap.upperBound - gap.lowerBound))]
+                try await connection.query(
+                    """
+                    INSERT INTO allocation_logs (offer_id, stream, "offset", data)
+                    VALUES (\(chunk.offerID), \(stream), \(gap.lowerBound), \(Data(bytes)))
+                    """,
+                    logger: logger)
+            }
+            if !gaps.isEmpty, floor > 0 {
+                try await connection.query(
+                    """
+                    DELETE FROM allocation_logs WHERE offer_id = \(chunk.offerID) AND stream = \(stream)
+                      AND "offset" + length(data) <= \(floor)
+                    """,
+                    logger: logger)
+            }
+            return !gaps.isEmpty
         }
-        return stored
     }
 
     /// Stores a declared output of an offer of this device after checking its sha256 and that the spec declared it.

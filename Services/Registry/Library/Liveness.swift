@@ -65,12 +65,10 @@ final class Liveness: Sendable {
             do {
                 try await flush()
                 if ContinuousClock.now - lastSweep >= interval / 4 {
-                    if failing {
-                        // The database is back: what happened while it was not is not silence we observed.
-                        observingSince.withLock { $0 = Date() }
-                        failing = false
-                    }
-                    try await sweep()
+                    // After a failure, the first sweep the database answers judges nobody and begins observation
+                    // again: what happened while it did not answer is not silence this replica observed.
+                    try await sweep(resumingAfterFailure: failing)
+                    failing = false
                     lastSweep = ContinuousClock.now
                 }
             } catch {
@@ -171,8 +169,9 @@ final class Liveness: Sendable {
         }
     }
 
-    /// Moves silent devices along online → suspect → offline. One replica sweeps at a time.
-    func sweep() async throws {
+    /// Moves silent devices along online → suspect → offline. One replica sweeps at a time. `resumingAfterFailure`:
+    /// the last pass failed, so this one only begins observation again, at the moment the database answers.
+    func sweep(resumingAfterFailure: Bool = false) async throws {
         let milliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
         let asked = ContinuousClock.now
         let waitLimit = max(interval, .seconds(2))
@@ -185,6 +184,11 @@ final class Liveness: Sendable {
                 logger.warning(
                     "the database kept the liveness sweep waiting; every device gets a full grace period again",
                     metadata: ["waited": "\(ContinuousClock.now - asked)"])
+                return
+            }
+            if resumingAfterFailure {
+                observingSince.withLock { $0 = Date() }
+                logger.info("the database answers again; every device gets a full grace period")
                 return
             }
             // Judged as of this transaction's start (`now()`), from when observation last began — unless the process

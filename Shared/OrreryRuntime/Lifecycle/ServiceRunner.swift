@@ -67,6 +67,7 @@ public enum ServiceRunner {
             // First in the group, so it is shut down last.
             services.append(.init(service: client))
         }
+        services.append(.init(service: HeapGiveBack(logger: logger)))
         let main = MainService(
             service: service, settings: settings, metrics: metrics, database: database, logger: logger)
         services.append(

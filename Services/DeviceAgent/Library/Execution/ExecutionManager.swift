@@ -250,7 +250,8 @@ actor ExecutionManager {
             stop.offerID, reason: stop.reason.isEmpty ? "stopped by the orchestrator" : "stopped: \(stop.reason)")
     }
 
-    /// Repeats final reports (with outputs and the last MiB of output) and follows what still runs.
+    /// Repeats final reports (with outputs and the last MiB of output), follows what still runs and repeats its
+    /// last MiB of output.
     func resync() {
         for id in held() where !starting.contains(id) {
             if let report = savedReport(for: id) {
@@ -261,6 +262,9 @@ actor ExecutionManager {
                 if let actors, let spec = try? runner.spec(id) { Task { await actors.open(id, spec: spec) } }
                 follow(id)
             } else {
+                // What the follower sent while the line was down is lost: the tail again (the orchestrator keeps
+                // only the bytes it does not have).
+                resendLogs(id)
                 sendReport(
                     .with {
                         $0.offerID = id
