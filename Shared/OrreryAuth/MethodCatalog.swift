@@ -43,11 +43,11 @@ public struct MethodCatalog: Sendable {
         "orrery.orchestrator.v1.AgentChannel/Connect": "/orrery/registry/connect-agent",
         // Reputation is the orchestrator's to record, not a device's or an owner's (their tokens are /orrery/registry).
         "orrery.registry.v1.Registry/RecordOutcome": "/orrery/reputation/record-outcome",
-        // DESIGN §6: the consumer delegates /orrery/notary/propose to the orchestrator.
+        // docs/ARCHITECTURE.md §2: the consumer delegates /orrery/notary/propose to the orchestrator.
         "orrery.notary.v1.Notary/ProposeContract": "/orrery/notary/propose",
     ]
 
-    /// Methods invoked on a party's behalf under its own delegation (DESIGN §6: the orchestrator proposes a
+    /// Methods invoked on a party's behalf under its own delegation (docs/ARCHITECTURE.md §2: the orchestrator proposes a
     /// contract with the consumer's delegation).
     static let subjectRooted: Set<String> = [
         "orrery.notary.v1.Notary/ProposeContract", "orrery.settlement.v1.Settlement/Escrow",

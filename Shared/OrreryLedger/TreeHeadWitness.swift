@@ -5,7 +5,7 @@ internal import SwiftProtobuf
 
 /// A notary client's memory of the log: the last signed tree head it verified, kept in a file. Each newer head
 /// must be signed by the same log and proven consistent with the one remembered, so a notary that rewrote or
-/// forked its history is caught by its own clients (DESIGN §6).
+/// forked its history is caught by its own clients (docs/ARCHITECTURE.md §3).
 public struct TreeHeadWitness: Sendable {
     public let file: String
 

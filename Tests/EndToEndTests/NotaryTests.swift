@@ -12,7 +12,7 @@ import PostgresNIO
 import SwiftProtobuf
 import Testing
 
-/// The parties of a contract and how each signs (DESIGN §6): the consumer delegates proposing to an orchestrator,
+/// The parties of a contract and how each signs (docs/ARCHITECTURE.md §2): the consumer delegates proposing to an orchestrator,
 /// the orchestrator signs the proposal, the device (holding its owner's delegation) signs its acceptance and its
 /// receipts.
 struct ContractParties {

@@ -9,7 +9,7 @@ import PostgresNIO
 import SwiftProtobuf
 import Testing
 
-/// A deployment paid end to end (DESIGN §6): the orchestrator escrows each contract's maximum cost under the
+/// A deployment paid end to end (docs/ARCHITECTURE.md §3): the orchestrator escrows each contract's maximum cost under the
 /// consumer's delegation, receipts release what is due to the owner, the rest is refunded and the gateway records
 /// the contract as settled in the notary's log; a consumer who cannot pay gets no allocation.
 @Suite(

@@ -4,14 +4,13 @@ import OrreryIdentity
 import OrreryTestSupport
 import Testing
 
-/// Loads `../shared/vectors/eip712-mail.json`.
+/// Loads `Tests/Vectors/eip712-mail.json` (the EIP-712 specification's "Mail" example).
 struct MailVector {
     let json: JSONValue
     let typedDataText: String
 
     init() throws {
-        let url = TestEnvironment.repositoryRoot.deletingLastPathComponent()
-            .appendingPathComponent("shared/vectors/eip712-mail.json")
+        let url = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/Vectors/eip712-mail.json")
         let text = try String(contentsOf: url, encoding: .utf8)
         json = try JSONValue.parse(text)
         typedDataText = json["typedData"]?.serialized ?? ""

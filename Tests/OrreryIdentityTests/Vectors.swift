@@ -2,11 +2,11 @@ import Foundation
 import OrreryIdentity
 import OrreryTestSupport
 
-/// The public test vectors in `../shared/vectors/`, and a lenient JSON reader for the ones that are not strict JSON.
+/// The public test vectors in `Tests/Vectors/` (their sources and licences in its README), and a lenient JSON
+/// reader for the ones that are not strict JSON.
 enum Vectors {
     static var directory: URL {
-        if let path = ProcessInfo.processInfo.environment["ORRERY_VECTORS"] { return URL(fileURLWithPath: path) }
-        return TestEnvironment.repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/vectors")
+        TestEnvironment.repositoryRoot.appendingPathComponent("Tests/Vectors")
     }
 
     static func data(_ path: String) throws -> Data {

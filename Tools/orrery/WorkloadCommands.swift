@@ -27,7 +27,7 @@ struct OrchestratorOptions: ParsableArguments {
     }
 
     /// The caller's delegation of `command` (`/orrery/notary/propose`: the contracts embed it;
-    /// `/orrery/settlement/escrow`: their maximum cost is held under it) to the orchestrator (DESIGN §6), bounded by
+    /// `/orrery/settlement/escrow`: their maximum cost is held under it) to the orchestrator (docs/ARCHITECTURE.md §2), bounded by
     /// the spec's budget and living as long as the work may take (plus a day to settle).
     func consumerAuthority(
         for spec: Orrery_Orchestrator_V1_WorkloadSpec, command: String = "/orrery/notary/propose"

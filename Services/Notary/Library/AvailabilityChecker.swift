@@ -10,7 +10,7 @@ internal import PostgresNIO
 internal import SwiftProtobuf
 
 /// Checks each ended contract's availability term against the registry's liveness record of its device while the
-/// contract was active (DESIGN §6: breaches are facts, not opinions). A shortfall is appended to the log as an SLA
+/// contract was active (docs/ARCHITECTURE.md §2: breaches are facts, not opinions). A shortfall is appended to the log as an SLA
 /// breach signed by the notary, with its penalty for settlement; either way the contract is marked checked, in the
 /// same batch, so no breach is logged twice.
 struct AvailabilityChecker: Sendable {

@@ -3,7 +3,7 @@ internal import GRPCCore
 internal import OrreryIdentity
 internal import OrreryProto
 
-/// What a well-formed contract is, and who may move it where (DESIGN §6).
+/// What a well-formed contract is, and who may move it where (docs/ARCHITECTURE.md §2).
 enum ContractRules {
     static let chains: Set<String> = ["ledger", "ethereum", "cardano"]
 
@@ -61,7 +61,7 @@ enum ContractRules {
         }
     }
 
-    /// Who may sign a transition to `state` (DESIGN §6): nil when no party may request it through
+    /// Who may sign a transition to `state` (docs/ARCHITECTURE.md §2): nil when no party may request it through
     /// TransitionContract (the notary records `active` and `completed` itself).
     static func signers(
         for state: Orrery_Notary_V1_ContractState, of contract: Orrery_Notary_V1_Contract, settlementDID: String?

@@ -2,7 +2,7 @@ internal import Foundation
 internal import GRPCCore
 internal import OrreryIdentity
 
-/// The consumer's authority for the orchestrator to propose contracts on its behalf (DESIGN §6): a UCAN container
+/// The consumer's authority for the orchestrator to propose contracts on its behalf (docs/ARCHITECTURE.md §2): a UCAN container
 /// holding the consumer's delegation of `/orrery/notary/propose` to this orchestrator. Checked at submission so a
 /// deployment never gets as far as offers without it; the notary checks it again (with its policy) on each
 /// proposal, and every contract embeds it.

@@ -6,7 +6,7 @@ internal import OrreryIdentity
 internal import OrreryProto
 internal import SwiftProtobuf
 
-/// The orchestrator's side of contracts (DESIGN §6): drafts and signs each offer's contract on the consumer's
+/// The orchestrator's side of contracts (docs/ARCHITECTURE.md §2): drafts and signs each offer's contract on the consumer's
 /// behalf, records accepted ones with the notary (propose under the consumer's delegation, then the device's
 /// acceptance), and terminates the contracts of replicas that ended early.
 struct ContractClerk: Sendable {

@@ -10,7 +10,7 @@ internal import OrreryRuntime
 internal import PostgresNIO
 internal import SwiftProtobuf
 
-/// The orchestrator's side of settlement (DESIGN §6): holds each contract's maximum cost in escrow at `contracted`,
+/// The orchestrator's side of settlement (docs/ARCHITECTURE.md §3): holds each contract's maximum cost in escrow at `contracted`,
 /// under the consumer's own delegation of /orrery/settlement/escrow; after each receipt the notary recorded, asks the
 /// gateway to release what it makes due, proven by the notary's inclusion proofs; once a contract ended, asks for the
 /// refund of the rest with the penalties of the SLA breaches the notary logged. Releases and refunds are durable

@@ -7,7 +7,7 @@ internal import OrreryProto
 internal import SwiftProtobuf
 internal import Synchronization
 
-/// What a release rests on (DESIGN §6): the contract and its latest receipt, each proven included in a tree head
+/// What a release rests on (docs/ARCHITECTURE.md §2): the contract and its latest receipt, each proven included in a tree head
 /// the notary signed — checked here from the proofs alone, never by reading the notary's tables.
 struct ProvenRelease {
     let contract: Orrery_Notary_V1_Contract

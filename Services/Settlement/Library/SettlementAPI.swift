@@ -11,7 +11,7 @@ internal import OrreryRuntime
 internal import PostgresNIO
 internal import SwiftProtobuf
 
-/// The settlement gateway's ledger operations for an authorised caller (DESIGN §6): deposits (the operator's, in
+/// The settlement gateway's ledger operations for an authorised caller (docs/ARCHITECTURE.md §2): deposits (the operator's, in
 /// ledger mode), escrow of a contract's maximum cost under the consumer's own delegation, releases to the device's
 /// owner against receipts proven in the notary's log, refunds, balances and statements; with the Ethereum adapter,
 /// escrows held in on-chain payment channels whose releases become vouchers (SettlementChainAPI adds address

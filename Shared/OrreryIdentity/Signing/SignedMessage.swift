@@ -2,7 +2,7 @@ public import Foundation
 public import OrreryProto
 internal import SwiftProtobuf
 
-/// The `Signed` envelope of DESIGN §3: a payload carried and stored exactly as signed, each signature covering
+/// The `Signed` envelope of docs/ARCHITECTURE.md §2: a payload carried and stored exactly as signed, each signature covering
 /// `"orrery-sig-v1" 0x00 ‖ type ‖ 0x00 ‖ payload`, so a signature made for one type never passes as another.
 public enum SignedMessage {
     /// The bytes a signature covers.

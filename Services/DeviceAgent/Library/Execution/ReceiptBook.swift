@@ -4,7 +4,7 @@ internal import OrreryIdentity
 internal import OrreryProto
 internal import SwiftProtobuf
 
-/// The device's signed receipts for each allocation under contract (DESIGN §6): periodic usage receipts and a
+/// The device's signed receipts for each allocation under contract (docs/ARCHITECTURE.md §3): periodic usage receipts and a
 /// final completion receipt, numbered 1, 2, 3 … per contract, kept in the allocation's directory until the notary
 /// has recorded them, so a restart or a lost line resends rather than loses or renumbers them.
 struct ReceiptBook: Sendable {
