@@ -97,9 +97,13 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
         }
     }
 
-    /// Follows the table until cancelled.
-    public func follow() async throws {
-        try await catchUp()
+    /// Follows the table until cancelled. A failed read (the database not answering yet at start, or gone for a
+    /// while) is logged and read again a second later: the feed never stops on its own, so live watches resume
+    /// once the database answers (health says NOT_SERVING meanwhile).
+    public func follow() async {
+        do { try await catchUp() } catch {
+            logger.warning("\(channel) first read failed; reading again every second", metadata: ["error": "\(error)"])
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
                 await PostgresListener.listen(client: client, channel: channel, logger: logger) { _ in

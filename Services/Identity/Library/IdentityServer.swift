@@ -17,7 +17,7 @@ public enum IdentityServer {
             description: description,
             backgroundTasks: { environment in
                 guard let log = log(environment) else { return [] }
-                return [{ try await log.follow() }]
+                return [{ await log.follow() }]
             },
             makeRPCServices: { environment in
                 guard let log = log(environment), let database = environment.database else { return [] }

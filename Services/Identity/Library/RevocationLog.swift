@@ -51,5 +51,5 @@ final class RevocationLog: Sendable {
 
     func catchUp() async throws { try await feed.catchUp() }
 
-    func follow() async throws { try await feed.follow() }
+    func follow() async { await feed.follow() }
 }

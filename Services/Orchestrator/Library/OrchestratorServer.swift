@@ -21,7 +21,7 @@ public enum OrchestratorServer {
                 guard let database = environment.database else { return [] }
                 let components = OrchestratorComponents.shared(environment, database: database)
                 var tasks: [@Sendable () async throws -> Void] = [
-                    { try await components.events.follow() },
+                    { await components.events.follow() },
                     { await components.driver.run() },
                     { await components.hub.run() },
                     { await components.router.run() },

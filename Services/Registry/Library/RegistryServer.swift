@@ -19,7 +19,7 @@ public enum RegistryServer {
                 let components = RegistryComponents.shared(environment, database: database)
                 return [
                     { await components.liveness.run(from: environment.serving) },
-                    { try await components.changes.follow() },
+                    { await components.changes.follow() },
                 ]
             },
             makeRPCServices: { environment in

@@ -205,24 +205,3 @@ final class ConnectionIdleGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 }
-
-/// Gives memory freed after a burst back to the system: glibc keeps freed heap pages in its arenas, so a process that
-/// held thousands of connections stays that large after they close. Every 10 s, once the process holds fewer
-/// connections than at the last look, the heap is trimmed (`malloc_trim`, a few milliseconds for a heap this size).
-enum MemoryReturn {
-    private typealias Trim = @convention(c) (Int) -> Int32
-    /// glibc's `malloc_trim`, found at run time (absent from other C libraries).
-    private static let trim: Trim? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim").map {
-        unsafeBitCast($0, to: Trim.self)
-    }
-
-    static func run(budget: ConnectionBudget) async {
-        var last = budget.openConnections
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(10))
-            let now = budget.openConnections
-            if now < last { _ = trim?(0) }
-            last = now
-        }
-    }
-}

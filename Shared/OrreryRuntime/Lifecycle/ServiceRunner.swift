@@ -217,7 +217,6 @@ private struct MainService: Service {
                             }
                         }
                     }
-                    tasks.addTask { await MemoryReturn.run(budget: budget) }
                     if let followed {
                         tasks.addTask {
                             await RevocationFollower(
