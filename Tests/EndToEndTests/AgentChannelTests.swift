@@ -339,7 +339,8 @@ struct AgentChannelTests {
             }
 
             // A job that prints and writes its declared output.
-            let job = try await submit("echo hello from $(hostname); echo warning >&2; printf 'forty-two' > out.txt")
+            let job = try await submit(
+                "echo hello from $(hostname); echo second; echo warning >&2; printf 'forty-two' > out.txt")
             let events = try await watch(job.id, until: [.completed, .failed, .cancelled])
             #expect(
                 events.map(\.state) == [
@@ -352,7 +353,7 @@ struct AgentChannelTests {
             }
             let stdout = String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
             let stderr = String(decoding: lines.filter { $0.stream == .stderr }.flatMap(\.data), as: UTF8.self)
-            #expect(stdout == "hello from orrery\n", "\(stdout)")
+            #expect(stdout == "hello from orrery\nsecond\n", "\(stdout)")
             #expect(stderr == "warning\n")
             let outputs = try await consumer.with(orchestrator) { try await $0.getOutputs(.with { $0.id = job.id }) }
             #expect(outputs.files.map(\.path) == ["out.txt"])
@@ -368,6 +369,23 @@ struct AgentChannelTests {
             let (logsStatus, logs) = try await ChildProcess.run(cli, arguments: ["logs", job.id] + connection)
             #expect(logsStatus == 0)
             #expect(logs.contains("main[0] hello from orrery") && logs.contains("main[0] warning"), "\(logs)")
+            // One stream, the last line of it, with the time it arrived; a window that begins later holds nothing.
+            let (tailStatus, tail) = try await ChildProcess.run(
+                cli,
+                arguments: ["logs", job.id, "--stdout", "--tail", "1", "--timestamps", "--since", "1h"] + connection)
+            #expect(tailStatus == 0)
+            let tailLines = tail.split(separator: "\n")
+            #expect(tailLines.count == 1 && tailLines[0].hasSuffix("Z main[0] second"), "\(tail)")
+            #expect(
+                tailLines.first.flatMap { ISO8601DateFormatter.fractional.date(from: String($0.prefix(24))) } != nil)
+            let (_, errors) = try await ChildProcess.run(cli, arguments: ["logs", job.id, "--stderr"] + connection)
+            #expect(errors == "main[0] warning\n", "\(errors)")
+            let (_, later) = try await ChildProcess.run(
+                cli, arguments: ["logs", job.id, "--since", "2099-01-01T00:00:00Z"] + connection)
+            #expect(later.isEmpty, "\(later)")
+            let (badStatus, bad) = try await ChildProcess.run(
+                cli, arguments: ["logs", job.id, "--since", "yesterday"] + connection)
+            #expect(badStatus != 0 && bad.contains("give a duration ago"), "\(bad)")
             let downloads = directory.appendingPathComponent("downloads")
             let (outputsStatus, listed) = try await ChildProcess.run(
                 cli, arguments: ["outputs", job.id, "--to", downloads.path] + connection)
@@ -923,5 +941,14 @@ struct AgentChannelTests {
         try? input.fileHandleForWriting.close()
         process.waitUntilExit()
         return String(String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(64))
+    }
+}
+
+extension ISO8601DateFormatter {
+    /// RFC 3339 with fractional seconds, as `orrery logs --timestamps` prints.
+    static var fractional: ISO8601DateFormatter {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
     }
 }

@@ -348,22 +348,60 @@ struct ExplainCommand: AsyncParsableCommand {
 /// `orrery logs [-f] ID`: the deployment's output, each line prefixed by its allocation and replica.
 struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "logs", abstract: "Print a deployment's output (stdout and stderr of every allocation).")
+        commandName: "logs", abstract: "Print a deployment's output (stdout and stderr of every allocation).",
+        discussion: """
+            The orchestrator keeps the last MiB of each replica's stdout and stderr. Lines go to this command's \
+            stdout or stderr as they came from the workload's.
+            """)
 
     @Argument(help: "The deployment id.") var id: String
     @OptionGroup var options: OrchestratorOptions
     @Flag(name: .shortAndLong, help: "Keep following until the deployment ends.") var follow = false
+    @Option(name: [.customShort("n"), .long], help: "Only the last N lines of each replica's stream.")
+    var tail: Int?
+    @Option(help: "Only output received since then: a duration ago (90s, 5m, 2h, 1d) or an RFC 3339 time.")
+    var since: String?
+    @Flag(help: "Only the workloads' stdout.") var stdout = false
+    @Flag(help: "Only the workloads' stderr.") var stderr = false
+    @Flag(help: "Prefix each line with the time the orchestrator received it (RFC 3339, UTC).") var timestamps = false
+
+    func validate() throws {
+        if stdout && stderr { throw ValidationError("--stdout and --stderr: choose one (without either, both)") }
+        if let tail, !(1...100_000).contains(tail) {
+            throw ValidationError("--tail: a number of lines from 1 to 100000")
+        }
+        if let since { _ = try Self.moment(since, now: Date()) }
+    }
+
+    /// The moment `text` names: a duration before `now` (`90s`, `5m`, `2h`, `1d`) or an RFC 3339 time.
+    static func moment(_ text: String, now: Date) throws -> Date {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let unit = text.last.flatMap({ units[$0] }), let amount = Double(text.dropLast()), amount >= 0 {
+            return now.addingTimeInterval(-amount * unit)
+        }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) ?? ISO8601DateFormatter().date(from: text) { return date }
+        throw ValidationError(
+            "--since \(text): give a duration ago (90s, 5m, 2h, 1d) or an RFC 3339 time (2026-12-04T10:00:00Z)")
+    }
 
     func run() async throws {
+        let start = try since.map { try Self.moment($0, now: Date()) }
+        let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         try await options.call { client in
             try await client.streamLogs(
                 .with {
                     $0.id = id
                     $0.follow = follow
+                    $0.tailLines = UInt32(tail ?? 0)
+                    if let start { $0.since = Google_Protobuf_Timestamp(date: start) }
+                    $0.stream = stdout ? .stdout : stderr ? .stderr : .unspecified
                 }
             ) { response in
                 for try await line in response.messages {
-                    let prefix = "\(line.allocation)[\(line.replica)] "
+                    let time = timestamps ? format.format(line.receivedAt.date) + " " : ""
+                    let prefix = "\(time)\(line.allocation)[\(line.replica)] "
                     let text = String(decoding: line.data, as: UTF8.self)
                     let prefixed = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated().map {
                         index, part in

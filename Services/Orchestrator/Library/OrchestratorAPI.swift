@@ -223,12 +223,32 @@ public struct OrchestratorAPI: Sendable {
         _ request: Orrery_Orchestrator_V1_StreamLogsRequest, caller: String,
         deliver: (Orrery_Orchestrator_V1_LogLine) async throws -> Void
     ) async throws {
+        guard request.tailLines <= LogWindow.maximumTailLines else {
+            throw RPCError(
+                code: .invalidArgument,
+                message: "tail_lines: at most \(LogWindow.maximumTailLines) (asked for \(request.tailLines))")
+        }
+        guard [.unspecified, .stdout, .stderr].contains(request.stream) else {
+            throw RPCError(
+                code: .invalidArgument,
+                message:
+                    "stream: LOG_STREAM_STDOUT, LOG_STREAM_STDERR or unset for both (got \(request.stream.rawValue))")
+        }
         var deployment = try await get(request.id, caller: caller)
         var after = Date(timeIntervalSince1970: 0)
+        var isFirst = true
         while true {
-            for (line, at) in try await offers.logs(of: deployment.id, after: after) {
+            let stored = try await offers.logs(of: deployment.id, after: after)
+            after = stored.last?.at ?? after
+            // The tail applies to what is stored when the request comes; what arrives later is all new.
+            let window = LogWindow.select(
+                stored, since: request.hasSince ? request.since.date : nil, stream: request.stream,
+                tailLines: isFirst ? Int(request.tailLines) : 0)
+            isFirst = false
+            for (line, at) in window {
+                var line = line
+                line.receivedAt = Google_Protobuf_Timestamp(date: at)
                 try await deliver(line)
-                after = at
             }
             guard request.follow, !DeploymentStore.terminal.contains(deployment.state) else { return }
             try await Task.sleep(for: .milliseconds(250))

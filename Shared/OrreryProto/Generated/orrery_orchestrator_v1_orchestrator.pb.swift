@@ -500,9 +500,27 @@ public nonisolated struct Orrery_Orchestrator_V1_StreamLogsRequest: Sendable {
 
   public var follow: Bool = false
 
+  /// Only the last tail_lines lines of each replica's stream (0: all that is kept, the last MiB), at most 100,000.
+  public var tailLines: UInt32 = 0
+
+  /// Only output the orchestrator received at or after this moment (unset: from the start).
+  public var since: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_since ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_since = newValue}
+  }
+  /// Returns true if `since` has been explicitly set.
+  public var hasSince: Bool {self._since != nil}
+  /// Clears the value of `since`. Subsequent reads from it will return its default value.
+  public mutating func clearSince() {self._since = nil}
+
+  /// One stream only (LOG_STREAM_UNSPECIFIED: both).
+  public var stream: Orrery_Orchestrator_V1_LogStream = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _since: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_LogLine: Sendable {
@@ -518,9 +536,21 @@ public nonisolated struct Orrery_Orchestrator_V1_LogLine: Sendable {
 
   public var data: Data = Data()
 
+  /// When the orchestrator received these bytes from the device (devices do not time their output line by line).
+  public var receivedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_receivedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_receivedAt = newValue}
+  }
+  /// Returns true if `receivedAt` has been explicitly set.
+  public var hasReceivedAt: Bool {self._receivedAt != nil}
+  /// Clears the value of `receivedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearReceivedAt() {self._receivedAt = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _receivedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_GetOutputsRequest: Sendable {
@@ -2485,7 +2515,7 @@ nonisolated extension Orrery_Orchestrator_V1_MoveAllocationRequest: SwiftProtobu
 
 nonisolated extension Orrery_Orchestrator_V1_StreamLogsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamLogsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}follow\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}follow\0\u{3}tail_lines\0\u{1}since\0\u{1}stream\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2495,17 +2525,33 @@ nonisolated extension Orrery_Orchestrator_V1_StreamLogsRequest: SwiftProtobuf.Me
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.tailLines) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._since) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.stream) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
     if self.follow != false {
       try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 2)
+    }
+    if self.tailLines != 0 {
+      try visitor.visitSingularUInt32Field(value: self.tailLines, fieldNumber: 3)
+    }
+    try { if let v = self._since {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.stream != .unspecified {
+      try visitor.visitSingularEnumField(value: self.stream, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2513,6 +2559,9 @@ nonisolated extension Orrery_Orchestrator_V1_StreamLogsRequest: SwiftProtobuf.Me
   public static func ==(lhs: Orrery_Orchestrator_V1_StreamLogsRequest, rhs: Orrery_Orchestrator_V1_StreamLogsRequest) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.follow != rhs.follow {return false}
+    if lhs.tailLines != rhs.tailLines {return false}
+    if lhs._since != rhs._since {return false}
+    if lhs.stream != rhs.stream {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2520,7 +2569,7 @@ nonisolated extension Orrery_Orchestrator_V1_StreamLogsRequest: SwiftProtobuf.Me
 
 nonisolated extension Orrery_Orchestrator_V1_LogLine: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LogLine"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{1}stream\0\u{1}data\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{1}stream\0\u{1}data\0\u{3}received_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2532,12 +2581,17 @@ nonisolated extension Orrery_Orchestrator_V1_LogLine: SwiftProtobuf.Message, Swi
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.stream) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._receivedAt) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.allocation.isEmpty {
       try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 1)
     }
@@ -2550,6 +2604,9 @@ nonisolated extension Orrery_Orchestrator_V1_LogLine: SwiftProtobuf.Message, Swi
     if !self.data.isEmpty {
       try visitor.visitSingularBytesField(value: self.data, fieldNumber: 4)
     }
+    try { if let v = self._receivedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2558,6 +2615,7 @@ nonisolated extension Orrery_Orchestrator_V1_LogLine: SwiftProtobuf.Message, Swi
     if lhs.replica != rhs.replica {return false}
     if lhs.stream != rhs.stream {return false}
     if lhs.data != rhs.data {return false}
+    if lhs._receivedAt != rhs._receivedAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
