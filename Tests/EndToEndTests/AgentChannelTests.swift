@@ -583,14 +583,7 @@ struct AgentChannelTests {
                 }
             }
             #expect(state == .running)
-            func stdout() async throws -> String {
-                let lines = try await consumer.with(orchestrator) { client in
-                    try await client.streamLogs(.with { $0.id = job.id }) { response in
-                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
-                    }
-                }
-                return String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
-            }
+            func stdout() async throws -> String { try await Self.stdout(of: job.id, consumer, orchestrator) }
             // "before" reached the orchestrator before the agent dies (positive evidence, however slow the machine).
             var before = ""
             while before.isEmpty, ContinuousClock.now < deadline + .seconds(30) {
@@ -870,12 +863,7 @@ struct AgentChannelTests {
             #expect(state == .running)
             // "early" reached the orchestrator before it dies (positive evidence, however slow the machine).
             func logs(_ service: RunningService) async throws -> String {
-                let lines = try await consumer.with(service) { client in
-                    try await client.streamLogs(.with { $0.id = job.id }) { response in
-                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
-                    }
-                }
-                return String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
+                try await Self.stdout(of: job.id, consumer, service)
             }
             var early = ""
             while early.isEmpty, ContinuousClock.now < deadline + .seconds(30) {
@@ -927,6 +915,18 @@ struct AgentChannelTests {
             #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
             #expect(try await logs(second) == "early\nlate\n", "each line once")
         }
+    }
+
+    /// The deployment's stdout as `service` has stored it.
+    static func stdout(of id: String, _ consumer: OrchestratorTests.Consumer, _ service: RunningService) async throws
+        -> String
+    {
+        let lines = try await consumer.with(service) { client in
+            try await client.streamLogs(.with { $0.id = id }) { response in
+                try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
+            }
+        }
+        return String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
     }
 
     static func sha256(_ text: String) -> String {

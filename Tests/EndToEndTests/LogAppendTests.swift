@@ -63,23 +63,33 @@ struct LogAppendTests {
         return String(decoding: text, as: UTF8.self)
     }
 
-    @Test(
-        "a restarted agent's tail from offset 0 adds what the orchestrator missed; overlaps in any order store each byte once; another device's chunk is refused",
-        .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
-    func resentTail() async throws {
+    static let device = "did:key:z6MkDevice"
+
+    /// An orchestrator schema with one running offer, `off_log`, of `device`.
+    static func withRunningOffer(_ body: @escaping @Sendable (OfferStore, PostgresClient, Logger) async throws -> Void)
+        async throws
+    {
         try await SettlementPlannerTests.withOrchestratorSchema { client, logger in
             try await client.query(
                 """
                 INSERT INTO deployments (id, consumer_did, idempotency_key, state, record, revision)
-                VALUES ('dep_log', 'did:key:z6MkConsumer', 'k', 1, ''::bytea, 1);
+                VALUES ('dep_log', 'did:key:z6MkConsumer', 'k', 1, ''::bytea, 1)
                 """, logger: logger)
             try await client.query(
                 """
                 INSERT INTO offers (id, deployment_id, allocation, replica, device_did, state, record, expires_at)
-                VALUES ('off_log', 'dep_log', 'a', 0, 'did:key:z6MkDevice', 6, ''::bytea, now())
+                VALUES ('off_log', 'dep_log', 'a', 0, \(device), 6, ''::bytea, now())
                 """, logger: logger)
-            let store = OfferStore(client: client, logger: logger)
-            let device = "did:key:z6MkDevice"
+            try await body(OfferStore(client: client, logger: logger), client, logger)
+        }
+    }
+
+    @Test(
+        "a restarted agent's tail from offset 0 adds what the orchestrator missed; overlaps in any order store each byte once; another device's chunk is refused",
+        .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+    func resentTail() async throws {
+        try await Self.withRunningOffer { store, client, logger async throws in
+            let device = Self.device
             let text: Substring = "line 1\nline 2\nline 3\nline 4\nline 5\n"
             // Before the crash: the first two lines arrived, in two chunks.
             #expect(try await store.append(Self.chunk(text.prefix(7), at: 0), device: device))
@@ -99,6 +109,10 @@ struct LogAppendTests {
             // Not this device's offer; an empty chunk.
             #expect(try await !store.append(Self.chunk("x", at: all.count), device: "did:key:z6MkOther"))
             #expect(try await !store.append(Self.chunk("", at: all.count), device: device))
+            // A stream no client knows (it once overflowed a 16-bit column code) and an offset past any size.
+            #expect(
+                try await !store.append(Self.chunk("x", at: all.count, stream: .UNRECOGNIZED(99_999)), device: device))
+            #expect(try await !store.append(Self.chunk("x", at: Int(Int64.max)), device: device))
             #expect(try await Self.storedText(client, logger: logger) == all)
         }
     }
@@ -107,19 +121,8 @@ struct LogAppendTests {
         "only the last MiB is kept, and a resent chunk from before it is not stored again",
         .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
     func lastMebibyte() async throws {
-        try await SettlementPlannerTests.withOrchestratorSchema { client, logger in
-            try await client.query(
-                """
-                INSERT INTO deployments (id, consumer_did, idempotency_key, state, record, revision)
-                VALUES ('dep_log', 'did:key:z6MkConsumer', 'k', 1, ''::bytea, 1);
-                """, logger: logger)
-            try await client.query(
-                """
-                INSERT INTO offers (id, deployment_id, allocation, replica, device_did, state, record, expires_at)
-                VALUES ('off_log', 'dep_log', 'a', 0, 'did:key:z6MkDevice', 6, ''::bytea, now())
-                """, logger: logger)
-            let store = OfferStore(client: client, logger: logger)
-            let device = "did:key:z6MkDevice"
+        try await Self.withRunningOffer { store, client, logger async throws in
+            let device = Self.device
             let block = Substring(String(repeating: "x", count: 512 * 1024))
             for index in 0..<3 {
                 #expect(try await store.append(Self.chunk(block, at: index * block.count), device: device))

@@ -303,7 +303,9 @@ struct OfferStore: Sendable {
     /// Stores the bytes of a log chunk of an offer of this device that are not stored yet (a resent chunk may
     /// overlap what arrived before in any way) and keeps the last MiB. Returns whether it stored any byte.
     func append(_ chunk: Orrery_Orchestrator_V1_LogChunk, device: String) async throws -> Bool {
-        guard !chunk.data.isEmpty, chunk.offset <= UInt64(Int64.max) - UInt64(chunk.data.count) else { return false }
+        guard !chunk.data.isEmpty, chunk.stream == .stdout || chunk.stream == .stderr,
+            chunk.offset <= UInt64(Int64.max) - UInt64(chunk.data.count)
+        else { return false }
         let stream = Int16(chunk.stream.rawValue)
         let start = Int64(chunk.offset)
         let end = start + Int64(chunk.data.count)
