@@ -386,6 +386,27 @@ struct AgentChannelTests {
             let (badStatus, bad) = try await ChildProcess.run(
                 cli, arguments: ["logs", job.id, "--since", "yesterday"] + connection)
             #expect(badStatus != 0 && bad.contains("give a duration ago"), "\(bad)")
+            // The server checks what another client may send.
+            for (request, field) in [
+                (
+                    Orrery_Orchestrator_V1_StreamLogsRequest.with {
+                        $0.id = job.id; $0.tailLines = 100_001
+                    }, "tail_lines"
+                ),
+                (
+                    .with {
+                        $0.id = job.id; $0.stream = .UNRECOGNIZED(7)
+                    }, "stream"
+                ),
+            ] {
+                await OrchestratorTests.expectStatus(.invalidArgument, containing: field) {
+                    try await consumer.with(orchestrator) { client in
+                        try await client.streamLogs(request) { response in
+                            for try await _ in response.messages {}
+                        }
+                    }
+                }
+            }
             let downloads = directory.appendingPathComponent("downloads")
             let (outputsStatus, listed) = try await ChildProcess.run(
                 cli, arguments: ["outputs", job.id, "--to", downloads.path] + connection)
@@ -583,14 +604,8 @@ struct AgentChannelTests {
                 }
             }
             #expect(state == .running)
-            func stdout() async throws -> String { try await Self.stdout(of: job.id, consumer, orchestrator) }
             // "before" reached the orchestrator before the agent dies (positive evidence, however slow the machine).
-            var before = ""
-            while before.isEmpty, ContinuousClock.now < deadline + .seconds(30) {
-                before = try await stdout()
-                if before.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            #expect(before == "before\n")
+            #expect(try await Self.stdout(of: job.id, consumer, orchestrator, becomes: "before\n"))
             agent.service.child.signal(SIGKILL)
             _ = await agent.service.child.waitForExit()
             // A line printed while the agent is down: the restarted agent's follower reads it with the lines before.
@@ -599,13 +614,7 @@ struct AgentChannelTests {
                 try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
             try Data().write(to: allocations.appendingPathComponent("\(run)/work/mid"))
             let stdoutLog = allocations.appendingPathComponent("\(run)/stdout.log")
-            let printed = ContinuousClock.now + .seconds(60)
-            while (try? String(contentsOf: stdoutLog, encoding: .utf8)) != "before\nduring\n",
-                ContinuousClock.now < printed
-            {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(try String(contentsOf: stdoutLog, encoding: .utf8) == "before\nduring\n")
+            #expect(try await Self.file(stdoutLog, becomes: "before\nduring\n"))
             let config = directory.appendingPathComponent("phoenix.json").path
             let restarted = try await RunningService.start(
                 "device-agent",
@@ -625,7 +634,9 @@ struct AgentChannelTests {
             #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
             let outputs = try await consumer.with(orchestrator) { try await $0.getOutputs(.with { $0.id = job.id }) }
             #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
-            #expect(try await stdout() == "before\nduring\nfinished\n", "every line once, in order")
+            #expect(
+                try await Self.stdout(of: job.id, consumer, orchestrator) == "before\nduring\nfinished\n",
+                "every line once, in order")
         }
     }
 
@@ -862,15 +873,7 @@ struct AgentChannelTests {
             }
             #expect(state == .running)
             // "early" reached the orchestrator before it dies (positive evidence, however slow the machine).
-            func logs(_ service: RunningService) async throws -> String {
-                try await Self.stdout(of: job.id, consumer, service)
-            }
-            var early = ""
-            while early.isEmpty, ContinuousClock.now < deadline + .seconds(30) {
-                early = try await logs(first)
-                if early.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            #expect(early == "early\n")
+            #expect(try await Self.stdout(of: job.id, consumer, first, becomes: "early\n"))
             first.child.signal(SIGKILL)
             _ = await first.child.waitForExit()
             // "late" is printed while no orchestrator runs: the agent's follower sends it to a line that is down.
@@ -879,13 +882,7 @@ struct AgentChannelTests {
                 try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
             try Data().write(to: allocations.appendingPathComponent("\(run)/work/mid"))
             let stdoutLog = allocations.appendingPathComponent("\(run)/stdout.log")
-            let printed = ContinuousClock.now + .seconds(60)
-            while (try? String(contentsOf: stdoutLog, encoding: .utf8)) != "early\nlate\n",
-                ContinuousClock.now < printed
-            {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(try String(contentsOf: stdoutLog, encoding: .utf8) == "early\nlate\n")
+            #expect(try await Self.file(stdoutLog, becomes: "early\nlate\n"))
             let second = try await RunningService.start(
                 "orchestrator",
                 extraArguments: [
@@ -895,13 +892,9 @@ struct AgentChannelTests {
                 environment: environment, directory: directory, portZero: false)
             defer { second.child.signal(SIGKILL) }
             // The reconnected agent resends the running allocation's tail; the new orchestrator stores what it lacks.
-            var resent = ""
-            let reconnected = ContinuousClock.now + .seconds(60)
-            while resent != "early\nlate\n", ContinuousClock.now < reconnected {
-                try await Task.sleep(for: .milliseconds(100))
-                resent = try await logs(second)
-            }
-            #expect(resent == "early\nlate\n", "the line printed while no orchestrator ran is lost")
+            #expect(
+                try await Self.stdout(of: job.id, consumer, second, becomes: "early\nlate\n"),
+                "the line printed while no orchestrator ran is lost")
             try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
             let events = try await consumer.with(second) { client in
                 try await client.watchDeployment(.with { $0.id = job.id }) { response in
@@ -913,8 +906,30 @@ struct AgentChannelTests {
             #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
             let outputs = try await consumer.with(second) { try await $0.getOutputs(.with { $0.id = job.id }) }
             #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
-            #expect(try await logs(second) == "early\nlate\n", "each line once")
+            #expect(try await Self.stdout(of: job.id, consumer, second) == "early\nlate\n", "each line once")
         }
+    }
+
+    /// Whether the deployment's stdout as `service` has stored it becomes `expected` within 60 s (polled).
+    static func stdout(
+        of id: String, _ consumer: OrchestratorTests.Consumer, _ service: RunningService, becomes expected: String
+    ) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if try await stdout(of: id, consumer, service) == expected { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    /// Whether the file at `url` holds exactly `expected` within 60 s (polled).
+    static func file(_ url: URL, becomes expected: String) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if (try? String(contentsOf: url, encoding: .utf8)) == expected { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return false
     }
 
     /// The deployment's stdout as `service` has stored it.
