@@ -85,7 +85,7 @@ struct DeviceAgentJoinTests {
             func device() async throws -> Orrery_Registry_V1_Device {
                 try await watcher.withRegistry(registry) { try await $0.getDevice(.with { $0.did = deviceDID.string }) }
             }
-            func waitFor(_ expected: Orrery_Registry_V1_DeviceStatus, within limit: Duration = .seconds(10))
+            func waitFor(_ expected: Orrery_Registry_V1_DeviceStatus, within limit: Duration = .seconds(30))
                 async throws
             {
                 let deadline = ContinuousClock.now + limit
@@ -132,7 +132,9 @@ struct DeviceAgentJoinTests {
             #expect(agent.ready.did == deviceDID.string)
             try await waitFor(.online)
 
-            // The registry restarts under the running agent: the device is never marked offline.
+            // The registry restarts under the running agent: the device is never marked offline, and the agent's
+            // heartbeats reach the new registry (positive evidence that it reconnected, not only that nobody judged).
+            let restartedAt = Date()
             registry.child.signal(SIGTERM)
             #expect(await registry.child.waitForExit() == 0)
             registry = try await RunningService.start(
@@ -148,8 +150,13 @@ struct DeviceAgentJoinTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(!statuses.contains(.offline), "\(statuses)")
-            // Live: online again once its heartbeats are read (a machine loaded enough to delay them past two
-            // intervals shows it suspect meanwhile, never offline).
+            let reconnectDeadline = ContinuousClock.now + .seconds(20)
+            var lastHeartbeat = try await device().lastHeartbeatAt.date
+            while lastHeartbeat <= restartedAt, ContinuousClock.now < reconnectDeadline {
+                try await Task.sleep(for: .milliseconds(100))
+                lastHeartbeat = try await device().lastHeartbeatAt.date
+            }
+            #expect(lastHeartbeat > restartedAt, "no heartbeat reached the restarted registry")
             try await waitFor(.online)
 
             let (leaveStatus, leaveOutput) = try await ChildProcess.run(

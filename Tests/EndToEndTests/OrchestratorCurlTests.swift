@@ -26,8 +26,9 @@ struct OrchestratorCurlTests {
             let network = try TestNetwork(directory: credentials)
             let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
+            // No device answers offers here: a long offer timeout keeps the offer standing however slow the machine.
             let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry)
+                database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "600000"])
             defer { orchestrator.child.signal(SIGKILL) }
             let devices = try await OrchestratorTests.joinFleet(registry: registry, operatorKey: network.operatorKey)
             try await OrchestratorTests.waitForFleet(
@@ -168,12 +169,14 @@ struct OrchestratorCurlTests {
                 token: try await token("/orrery/orchestrator/explain-placement"))
             #expect(short.status == 200, "\(short.body)")
             let wrongType = try await curl(
-                "ExplainPlacement", #"{"spec": {"name": "x", "allocations": [{"name": "a", "resources": {"cpuCores": "lots"}}]}}"#,
+                "ExplainPlacement",
+                #"{"spec": {"name": "x", "allocations": [{"name": "a", "resources": {"cpuCores": "lots"}}]}}"#,
                 token: try await token("/orrery/orchestrator/explain-placement"))
             #expect(wrongType.status == 400)
             #expect(wrongType.body.contains("at .spec.allocations[0].resources.cpuCores"), "\(wrongType.body)")
             let huge = try await curl(
-                "ExplainPlacement", #"{"spec": {"name": "x", "allocations": [{"name": "a", "resources": {"cpuCores": 1e400}}]}}"#,
+                "ExplainPlacement",
+                #"{"spec": {"name": "x", "allocations": [{"name": "a", "resources": {"cpuCores": 1e400}}]}}"#,
                 token: try await token("/orrery/orchestrator/explain-placement"))
             #expect(huge.status == 400 && huge.body.contains("cpuCores"), "\(huge.body)")
             let invalidUTF8 = directory.appendingPathComponent("invalid.json")

@@ -219,8 +219,10 @@ struct OrchestratorTests {
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             let registry = try await OrchestratorTests.startRegistry(database, network, directory)
             defer { registry.child.signal(SIGKILL) }
+            // No device answers offers here: a long offer timeout keeps the offer standing (no second placement)
+            // however slowly a loaded machine gets from submission to cancellation.
             let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry)
+                database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "600000"])
             defer { orchestrator.child.signal(SIGKILL) }
             let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
             let consumer = try Consumer(operatorKey: network.operatorKey)

@@ -99,8 +99,10 @@ struct RegistryJoinTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-registry")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            // Devices here never heartbeat: a long liveness interval keeps them online however slow a loaded
+            // machine is (their change log holds only what the test did).
             let registry = try await RunningService.start(
-                "registry",
+                "registry", extraArguments: ["--liveness-interval-ms", "600000"],
                 environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
                 directory: directory)
             defer { registry.child.signal(SIGKILL) }
@@ -263,9 +265,11 @@ struct RegistryJoinTests {
                     } == .permissionDenied, "a used challenge")
 
                 #expect(
-                    await rpcCode { _ = try await client.getDevice(.with { $0.did = other.key.did.string }) } == .notFound)
+                    await rpcCode { _ = try await client.getDevice(.with { $0.did = other.key.did.string }) }
+                        == .notFound)
                 #expect(
-                    await rpcCode { _ = try await client.getDevice(.with { $0.did = "not-a-did" }) } == .invalidArgument)
+                    await rpcCode { _ = try await client.getDevice(.with { $0.did = "not-a-did" }) } == .invalidArgument
+                )
                 #expect(
                     await rpcCode {
                         _ = try await client.leave(

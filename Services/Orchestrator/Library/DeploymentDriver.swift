@@ -77,7 +77,12 @@ struct DeploymentDriver: Sendable {
             else { return }
             let facts = try await facts(of: deployment)
             let action = DeploymentPlanner.nextAction(facts)
-            guard try await apply(action, to: deployment, facts: facts) else { return }
+            guard try await apply(action, to: deployment, facts: facts) else {
+                // Nothing moved: done, unless another driver (a background round, another replica) moved it
+                // meanwhile and the action lost that race — then its next step is looked at again.
+                guard let now = try await store.deployment(id), now.state != deployment.state else { return }
+                continue
+            }
         }
     }
 

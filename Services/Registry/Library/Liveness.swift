@@ -13,23 +13,40 @@ internal import Synchronization
 /// `online`. Every transition is a change-log entry.
 ///
 /// Devices are judged only on silence this replica was able to observe: after its start, after a stall of its own
-/// (the process paused, the host frozen: a watch that wakes every 100 ms woke up late) and after its database came back, every device
-/// gets a full grace period again. Heartbeats that could not be written are kept and written with the next flush.
+/// (the process paused, the host frozen: a watch that wakes every 100 ms woke up late) and after its database came
+/// back, every device gets a full grace period again, plus `reconnectAllowance` — the time a device whose stream
+/// broke meanwhile needs to reconnect, prove its delegation and have a heartbeat written. Heartbeats that could not be
+/// written are kept and written with the next flush.
 final class Liveness: Sendable {
     private let client: PostgresClient
     private let logger: Logger
     private let interval: Duration
     /// When this replica last began observing (its sweeper started, or it recovered from a stall or a database
-    /// outage): no device is judged on silence older than this.
+    /// outage), plus `reconnectAllowance`: no device is judged on silence older than this.
     private let observingSince = Mutex(Date())
     /// When the process was last seen running (`ranWithoutStall`).
     private let lastTick = Mutex(ContinuousClock.now)
     private let pending = Mutex<[String: Orrery_Registry_V1_Heartbeat]>([:])
+    /// The flush or sweep under way and since when (nil between passes), for the stall watch to report one that
+    /// waits on the database far longer than it should.
+    private let passUnderWay = Mutex<(phase: String, since: ContinuousClock.Instant, reported: Bool)?>(nil)
 
     init(client: PostgresClient, logger: Logger, interval: Duration) {
         self.client = client
         self.logger = logger
         self.interval = interval
+    }
+
+    /// How much longer than the usual limits a device has after observation (re)begins: its agent reconnects within
+    /// one interval (its backoff's cap), then opens a connection, proves its delegation (a capability check and a
+    /// replay-guard write) and its heartbeat waits for the next flush — seconds on a loaded host, whatever the interval.
+    static let reconnectAllowance: Duration = .seconds(5)
+
+    /// Begins observation now: no device is judged on silence before now plus `reconnectAllowance`.
+    private func beginObserving() {
+        let allowance = Self.reconnectAllowance.components
+        let seconds = Double(allowance.seconds) + Double(allowance.attoseconds) / 1e18
+        observingSince.withLock { $0 = Date(timeIntervalSinceNow: seconds) }
     }
 
     /// Heartbeats received (`/metrics`).
@@ -47,7 +64,7 @@ final class Liveness: Sendable {
     /// nothing but wake every 100 ms notices a stall of the process however long a flush or sweep was waiting.
     func run(from serving: ServingSignal = ServingSignal(serving: true)) async {
         await serving.wait()
-        observingSince.withLock { $0 = Date() }
+        beginObserving()
         lastTick.withLock { $0 = ContinuousClock.now }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.watchForStalls() }
@@ -63,11 +80,11 @@ final class Liveness: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
             do {
-                try await flush()
+                try await underWay("flush") { try await flush() }
                 if ContinuousClock.now - lastSweep >= interval / 4 {
                     // After a failure, the first sweep the database answers judges nobody and begins observation
                     // again: what happened while it did not answer is not silence this replica observed.
-                    try await sweep(resumingAfterFailure: failing)
+                    try await underWay("sweep") { try await sweep(resumingAfterFailure: failing) }
                     failing = false
                     lastSweep = ContinuousClock.now
                 }
@@ -82,7 +99,30 @@ final class Liveness: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
             _ = ranWithoutStall()
+            reportLongPass()
         }
+    }
+
+    /// Runs one phase of a pass, noted for `reportLongPass`.
+    private func underWay(_ phase: String, _ body: () async throws -> Void) async throws {
+        passUnderWay.withLock { $0 = (phase, ContinuousClock.now, false) }
+        defer { passUnderWay.withLock { $0 = nil } }
+        try await body()
+    }
+
+    /// Logs, once per pass, a flush or sweep that has waited longer than an interval (at least 5 s): nobody is
+    /// judged while it waits, which an operator should see rather than guess.
+    private func reportLongPass() {
+        let limit = max(interval, .seconds(5))
+        let long = passUnderWay.withLock { pass -> (String, Duration)? in
+            guard let current = pass, !current.reported, ContinuousClock.now - current.since > limit else { return nil }
+            pass?.reported = true
+            return (current.phase, ContinuousClock.now - current.since)
+        }
+        guard let (phase, waited) = long else { return }
+        logger.warning(
+            "the liveness \(phase) has been waiting on the database; nobody is judged meanwhile",
+            metadata: ["waited": "\(waited)"])
     }
 
     /// Notes that the process runs now. False when it had not run for longer than the stall limit (paused, the host
@@ -95,7 +135,7 @@ final class Liveness: Sendable {
             return now - last
         }
         guard gap > limit else { return true }
-        observingSince.withLock { $0 = Date() }
+        beginObserving()
         logger.warning(
             "liveness stalled; every device gets a full grace period again", metadata: ["stalled": "\(gap)"])
         return false
@@ -180,14 +220,14 @@ final class Liveness: Sendable {
             // wait: heartbeats that arrived meanwhile are still queued, and its judgement would be of the moment it
             // finally began. (A shorter wait, as on a loaded machine, is within the judgement's own margin.)
             if ContinuousClock.now - asked > waitLimit {
-                observingSince.withLock { $0 = Date() }
+                beginObserving()
                 logger.warning(
                     "the database kept the liveness sweep waiting; every device gets a full grace period again",
                     metadata: ["waited": "\(ContinuousClock.now - asked)"])
                 return
             }
             if resumingAfterFailure {
-                observingSince.withLock { $0 = Date() }
+                beginObserving()
                 logger.info("the database answers again; every device gets a full grace period")
                 return
             }
