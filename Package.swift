@@ -279,7 +279,7 @@ let package = Package(
         + service("RegistryService", executable: "registry", folder: "Registry")
         + service(
             "OrchestratorService", executable: "orchestrator", folder: "Orchestrator",
-            extra: ["OrreryPlacement", "OrreryActors", crypto, grpcPosix, hummingbird, metrics, yams])
+            extra: ["OrreryPlacement", "OrreryActors", "OrreryLedger", crypto, grpcPosix, hummingbird, metrics, yams])
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service(
             "SettlementService", executable: "settlement-gateway", folder: "Settlement",

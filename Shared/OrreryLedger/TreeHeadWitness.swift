@@ -40,7 +40,8 @@ public struct TreeHeadWitness: Sendable {
                 throw TreeHeadError.otherLog(expected: before.logDid, found: verified.logDid)
             }
             if verified.treeSize < before.treeSize {
-                guard verified.timestamp.date > before.timestamp.date else {
+                guard let newer = verified.timestamp.validDate, let older = before.timestamp.validDate, newer > older
+                else {
                     throw TreeHeadError.unprovable(known: before.treeSize, offered: verified.treeSize)
                 }
                 throw TreeHeadError.shrank(from: before.treeSize, to: verified.treeSize)

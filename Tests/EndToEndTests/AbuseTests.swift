@@ -24,7 +24,9 @@ struct AbuseTests {
     /// without harm.
     static func request(_ generator: inout Generator, structured: Bool) -> [UInt8] {
         if !structured {
-            return (0..<Int.random(in: 0...64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            return (0..<Int.random(in: 0...64, using: &generator)).map { _ in
+                UInt8.random(in: 0...255, using: &generator)
+            }
         }
         var bytes: [UInt8] = []
         func varint(_ value: UInt64) {
@@ -58,6 +60,14 @@ struct AbuseTests {
             }
         }
         return bytes
+    }
+
+    /// The start of a crash report in a service's output (Swift's backtracer prints after the fatal error), or its end.
+    static func crashReport(_ output: String) -> String {
+        guard let start = output.range(of: "Fatal error") ?? output.range(of: " crashed:") else {
+            return String(output.suffix(3000))
+        }
+        return String(output[start.lowerBound...].prefix(3000))
     }
 
     static func seeds() -> [UInt64] {
@@ -117,8 +127,12 @@ struct AbuseTests {
                             )
                         }
                     }
-                    #expect(service.child.isRunning, "\(name) died under fuzzing (seed \(seed))")
-                    let health = try await ServiceProbe.withClient(service.grpcAddress) { try await ServiceProbe.health($0) }
+                    #expect(
+                        service.child.isRunning,
+                        "\(name) died under fuzzing (seed \(seed)): \(Self.crashReport(service.child.output))")
+                    let health = try await ServiceProbe.withClient(service.grpcAddress) {
+                        try await ServiceProbe.health($0)
+                    }
                     #expect(health == .serving, "\(name) after fuzzing (seed \(seed))")
                 }
                 print("fuzz seed \(seed): \(calls) calls, \(codes.sorted { $0.key < $1.key })")

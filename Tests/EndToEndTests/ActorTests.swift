@@ -372,15 +372,21 @@ struct ActorTests {
                     "UPDATE deployments SET placement_request = \(stored)::jsonb WHERE id = \(job.id)")
             }
 
-            // To the expensive device on request: pinned there, though one 99 % cheaper could take it.
-            let moved = try await c.consumer.with(c.orchestrator) { client in
-                try await client.moveAllocation(
-                    .with {
-                        $0.id = job.id
-                        $0.allocation = "counter"
-                        $0.toDevice = c.agents[1].did
-                    })
-            }
+            // To the expensive device on request (`orrery move --to … --json`): pinned there, though one 99 % cheaper
+            // could take it.
+            let key = c.directory.appendingPathComponent("consumer.key").path
+            let chain = c.directory.appendingPathComponent("consumer.ucan").path
+            try KeyFile.write(c.consumer.key, to: key)
+            try DelegationChain.write(c.consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
+            let (moveStatus, moveOutput) = try await ChildProcess.run(
+                TestEnvironment.executable("orrery"),
+                arguments: [
+                    "move", job.id, "counter", "--to", c.agents[1].did, "--json", "--orchestrator",
+                    "127.0.0.1:\(c.orchestrator.ready.grpcPort)", "--key", key, "--proof", chain,
+                ])
+            #expect(moveStatus == 0, "\(moveOutput)")
+            let moved = try Orrery_Orchestrator_V1_Deployment(
+                jsonString: moveOutput.trimmingCharacters(in: .whitespacesAndNewlines))
             #expect(moved.assignments.first?.deviceDid == c.agents[1].did && moved.assignments.first?.pinned == true)
             // A device joining makes the automatic mover look at every running deployment: it leaves this one.
             let passes = c.orchestrator.child.output.components(separatedBy: "looked for better placements").count

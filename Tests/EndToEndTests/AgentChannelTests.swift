@@ -360,12 +360,29 @@ struct AgentChannelTests {
             #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "forty-two")
             #expect(outputs.files.first?.sha256 == "\(Self.sha256("forty-two"))")
             #expect(outputs.files.first?.allocation == "main")
+            // Each replica's run: exited 0, what it used, and what its contract makes due for that (5 NTX an hour).
+            let finished = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = job.id })
+            }
+            let assignment = try #require(finished.assignments.first)
+            let run = assignment.run
+            #expect(run.state == .exited && run.hasExitCode && run.exitCode == 0, "\(run)")
+            #expect(run.usage.wallSeconds > 0 && run.usage.peakMemoryBytes > 0, "\(run)")
+            #expect(assignment.hourlyPrice == 5)
+            #expect(
+                run.costSoFar == UInt64((Double(assignment.hourlyPrice) * run.usage.wallSeconds / 3600).rounded(.up)),
+                "\(run)")
             // The same through the CLI (the operator may read every deployment).
             let cli = TestEnvironment.executable("orrery")
             let connection = [
                 "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)", "--key",
                 directory.appendingPathComponent("credentials/operator.key").path,
             ]
+            let (statusStatus, status) = try await ChildProcess.run(cli, arguments: ["status", job.id] + connection)
+            #expect(statusStatus == 0, "\(status)")
+            #expect(
+                status.contains("exited 0 · ") && status.contains(" s wall · cost so far \(run.costSoFar) NTX"),
+                "\(status)")
             let (logsStatus, logs) = try await ChildProcess.run(cli, arguments: ["logs", job.id] + connection)
             #expect(logsStatus == 0)
             #expect(logs.contains("main[0] hello from orrery") && logs.contains("main[0] warning"), "\(logs)")
@@ -397,6 +414,11 @@ struct AgentChannelTests {
                     .with {
                         $0.id = job.id; $0.stream = .UNRECOGNIZED(7)
                     }, "stream"
+                ),
+                (
+                    .with {
+                        $0.id = job.id; $0.since = .with { $0.seconds = Int64.min }
+                    }, "since"
                 ),
             ] {
                 await OrchestratorTests.expectStatus(.invalidArgument, containing: field) {
@@ -503,6 +525,10 @@ struct AgentChannelTests {
             let failed = try await watch(failing.id, until: [.completed, .failed, .cancelled])
             #expect(failed.last?.state == .failed)
             #expect(failed.last?.reason.contains("exited 3") == true, "\(failed.last?.reason ?? "")")
+            let failedRun = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = failing.id })
+            }.assignments.first?.run
+            #expect(failedRun?.state == .exited && failedRun?.exitCode == 3, "\(String(describing: failedRun))")
 
             // Both outcomes reach the device's reputation in the registry (through the orchestrator's outbox).
             let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)

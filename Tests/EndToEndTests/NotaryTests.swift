@@ -480,9 +480,20 @@ struct NotaryTests {
             let notary = try await Self.startNotary(
                 database, network, directory.appendingPathComponent("notary"), registry: registry)
             defer { notary.child.signal(SIGKILL) }
-            // The contract's device joins the registry, then falls silent: offline after 3 missed heartbeats.
+            // The contract's device joins the registry, then falls silent: offline after 3 missed heartbeats. (A
+            // registry just started gives every device a reconnect allowance first: the device joins again once that
+            // judged it offline, so the contract sees it online about one of its three seconds.)
             let device = try RegistryJoinTests.DeviceClient(
                 operatorKey: network.operatorKey, owner: parties.owner, key: parties.device)
+            _ = try await device.withRegistry(registry) {
+                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            }
+            #expect(
+                try await eventually(timeout: .seconds(60)) {
+                    try await device.withRegistry(registry) {
+                        try await $0.getDevice(.with { $0.did = device.key.did.string }).status
+                    } == .offline
+                }, "the silent device was never judged offline")
             _ = try await device.withRegistry(registry) {
                 try await device.join($0, capabilities: RegistryJoinTests.capabilities())
             }
@@ -740,6 +751,18 @@ struct NotaryTests {
             let (status, output) = try await ChildProcess.run(cli, arguments: ["ledger", "verify"] + connection)
             #expect(status == 0, "\(output)")
             #expect(output.contains("✔ 8 entries verified"), "\(output)")
+            // --json: one object, the same verdict and exit status.
+            @Sendable func verdict(_ output: String) -> [String: Any] {
+                (try? JSONSerialization.jsonObject(with: Data(output.utf8))) as? [String: Any] ?? [:]
+            }
+            let (jsonStatus, jsonOutput) = try await ChildProcess.run(
+                cli, arguments: ["ledger", "verify", "--json"] + connection)
+            let verdictJSON = verdict(jsonOutput)
+            #expect(jsonStatus == 0 && verdictJSON["verified"] as? Bool == true, "\(jsonOutput)")
+            #expect(verdictJSON["entries"] as? Int == 8 && verdictJSON["tree_size"] as? Int == 8, "\(jsonOutput)")
+            #expect(
+                verdictJSON["problem"] == nil && (verdictJSON["kinds"] as? [String: Int])?.isEmpty == false,
+                "\(jsonOutput)")
             let (proofStatus, proved) = try await ChildProcess.run(
                 cli, arguments: ["contract", "proof", ids[1]] + connection)
             #expect(proofStatus == 0 && proved.contains("✔ entry 2 (contract) is included"), "\(proved)")
@@ -789,6 +812,14 @@ struct NotaryTests {
                     cli, arguments: ["ledger", "verify"] + connection)
                 #expect(
                     nodeStatus == 1 && nodeOutput.contains("a stored proof node is corrupted"), "\(nodeOutput)")
+                let (nodeJSONStatus, nodeJSON) = try await ChildProcess.run(
+                    cli, arguments: ["ledger", "verify", "--json"] + connection)
+                let refused = verdict(nodeJSON)
+                let problem = refused["problem"] as? [String: Any]
+                #expect(nodeJSONStatus == 1 && refused["verified"] as? Bool == false, "\(nodeJSON)")
+                #expect(
+                    (problem?["reason"] as? String)?.contains("a stored proof node is corrupted") == true
+                        && problem?["entry"] is Int, "\(nodeJSON)")
                 try await client.query(node)
                 try await client.query("ALTER TABLE log_nodes ENABLE TRIGGER log_nodes_append_only")
             }

@@ -350,12 +350,12 @@ struct SettledDeploymentTests {
         try await Self.withSettledServices("orrery-settled-incident") { database, network, directory, services in
             let (_, notary, gateway, orchestrator) = services
             let (agent, consumer, ledger) = try await Self.fundedConsumerAndAgent(
-                "honest", interval: 1000, network: network, directory: directory, services: services)
+                "honest", interval: 5000, network: network, directory: directory, services: services)
             defer { agent.service.child.signal(SIGKILL) }
             let consumerDID = consumer.key.did.string
-            // The agent signs a receipt every 12 intervals (12 s): this 5 s job's only receipt is its completion
-            // receipt, so the tampering below is done before any receipt however slow a loaded machine is.
-            let job = try await Self.submitPaid("sleep 5", seconds: 60, by: consumer, to: orchestrator)
+            // The agent signs a receipt every 12 intervals (60 s): this job's only receipt is its final one, sent when
+            // the test cancels it after the tampering below — before any receipt however slow a loaded machine is.
+            let job = try await Self.submitPaid("sleep 300", seconds: 60, by: consumer, to: orchestrator)
             var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
             try #require(current.state == .running, "\(current.state): \(current.reason)")
             let contractID = try #require(current.assignments.first?.contractID)
@@ -370,6 +370,12 @@ struct SettledDeploymentTests {
                     "UPDATE log_entries SET leaf = set_byte(leaf, length(leaf) / 2, get_byte(leaf, length(leaf) / 2) # 1) WHERE idx = \(Int64(contractEntry))"
                 )
                 try await client.query("ALTER TABLE log_entries ENABLE TRIGGER log_entries_append_only")
+            }
+            _ = try await consumer.with(orchestrator) { client in
+                try await client.cancelDeployment(
+                    .with {
+                        $0.id = job.id; $0.reason = "enough"
+                    })
             }
 
             // The releases are refused for their proof: held, and with them the escrow — no refund behind the
@@ -401,8 +407,8 @@ struct SettledDeploymentTests {
                 try await Task.sleep(for: .milliseconds(200))
                 current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
             }
-            #expect(current.state == .completed, "\(current.reason)")
-            try await Task.sleep(for: .seconds(2))  // the completion receipt's release is refused and held too
+            #expect(current.state == .cancelled, "\(current.reason)")
+            try await Task.sleep(for: .seconds(2))  // the final receipt's release is refused and held too
             let balance = {
                 try await ledger.asOperator(gateway) { try await $0.getBalance(.with { $0.did = consumerDID }) }
             }

@@ -51,6 +51,7 @@ struct MoveCommand: AsyncParsableCommand {
     @Argument(help: "The stateful allocation.") var allocation: String
     @Option(help: "Its replica.") var replica: UInt32 = 0
     @Option(help: "The device DID to move to (default: the best other feasible device).") var to = ""
+    @Flag(help: "Print the deployment after the move as JSON (the Deployment message).") var json = false
     @OptionGroup var options: OrchestratorOptions
 
     func run() async throws {
@@ -62,6 +63,10 @@ struct MoveCommand: AsyncParsableCommand {
                     $0.replica = replica
                     $0.toDevice = to
                 })
+        }
+        if json {
+            print(try deployment.jsonString())
+            return
         }
         print("\(deployment.id): \(deployment.state.name) — \(deployment.reason)")
     }

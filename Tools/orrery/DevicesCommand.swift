@@ -43,22 +43,46 @@ struct DevicesCommand: AsyncParsableCommand {
         }
         print(
             "DEVICE".padding(toLength: 58, withPad: " ", startingAt: 0)
-                + "STATUS    CORES  RAM      GPUS  WHERE            PRICE (NTX/core·h, /GiB·h, /GPU·h, min/job)")
+                + "STATUS    CORES free/all  RAM free/all   GPUS free/all  WHERE            "
+                + "PRICE (NTX/core·h, /GiB·h, /GPU·h, min/job)")
         for device in devices {
             let capabilities = device.capabilities
             let prices = capabilities.prices
-            let status = "\(device.status)".replacingOccurrences(of: "online", with: "online").padding(
-                toLength: 10, withPad: " ", startingAt: 0)
-            let ram = String(format: "%.0f GiB", Double(capabilities.ramBytes) / 1_073_741_824).padding(
-                toLength: 9, withPad: " ", startingAt: 0)
+            let status = "\(device.status)".padding(toLength: 10, withPad: " ", startingAt: 0)
             let place = [capabilities.location.country, capabilities.location.region].filter { !$0.isEmpty }.joined(
                 separator: "/")
             print(
                 device.did.padding(toLength: 58, withPad: " ", startingAt: 0) + status
-                    + String(capabilities.cpuCores).padding(toLength: 7, withPad: " ", startingAt: 0) + ram
-                    + String(capabilities.gpus.count).padding(toLength: 6, withPad: " ", startingAt: 0)
+                    + DeviceCapacity.cores(device).padding(toLength: 16, withPad: " ", startingAt: 0)
+                    + DeviceCapacity.memory(device).padding(toLength: 15, withPad: " ", startingAt: 0)
+                    + DeviceCapacity.gpus(device).padding(toLength: 15, withPad: " ", startingAt: 0)
                     + place.padding(toLength: 17, withPad: " ", startingAt: 0)
                     + "\(prices.perCoreHour), \(prices.perGbRamHour), \(prices.perGpuHour), \(prices.minimumPerJob)")
         }
+    }
+}
+
+/// A device's free and total capacity as `free/total` ("-" free before its first heartbeat).
+enum DeviceCapacity {
+    static func cores(_ device: Orrery_Registry_V1_Device) -> String {
+        let free = device.hasFree ? trimmed(Double(device.free.cpuMillicores) / 1000) : "-"
+        return "\(free)/\(device.capabilities.cpuCores)"
+    }
+
+    static func memory(_ device: Orrery_Registry_V1_Device) -> String {
+        let gib = 1_073_741_824.0
+        let free = device.hasFree ? trimmed(Double(device.free.ramBytes) / gib) : "-"
+        return "\(free)/\(trimmed(Double(device.capabilities.ramBytes) / gib)) GiB"
+    }
+
+    static func gpus(_ device: Orrery_Registry_V1_Device) -> String {
+        let free = device.hasFree ? String(device.free.gpus) : "-"
+        return "\(free)/\(device.capabilities.gpus.count)"
+    }
+
+    /// One decimal, without a trailing ".0".
+    static func trimmed(_ value: Double) -> String {
+        let text = String(format: "%.1f", value)
+        return text.hasSuffix(".0") ? String(text.dropLast(2)) : text
     }
 }

@@ -90,6 +90,11 @@ struct LedgerVerifyCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var options: NotaryOptions
+    @Flag(
+        help:
+            "Print one JSON object: verified, entries, tree_size, log_did, root (hex), kinds (entries by kind) and, when not verified, problem {entry, reason}; the exit status is the same."
+    )
+    var json = false
 
     func run() async throws {
         let (head, leaves, broken) = try await options.call { client in
@@ -127,28 +132,64 @@ struct LedgerVerifyCommand: AsyncParsableCommand {
         }
         let log = try DID(head.logDid)
         let report = LogAudit.audit(leaves: leaves, log: log)
-        if let problem = report.firstProblem {
-            print("✘ entry \(problem.index) is tampered: \(problem.reason)")
-            throw ExitCode(1)
-        }
-        guard UInt64(leaves.count) == head.treeSize else {
-            print("✘ entry \(leaves.count) is missing: the signed tree head has \(head.treeSize) entries")
-            throw ExitCode(1)
-        }
-        guard report.root == [UInt8](head.rootHash) else {
-            print("✘ the \(leaves.count) entries do not hash to the signed tree head's root: the log was rewritten")
-            throw ExitCode(1)
-        }
-        if let broken {
-            print(
-                "✘ the notary's inclusion proof of entry \(broken) does not verify against the signed tree head: a stored proof node is corrupted (every release proven through it is refused)"
+        let problem: LedgerVerification.Problem?
+        if let tampered = report.firstProblem {
+            problem = .init(
+                entry: UInt64(tampered.index), reason: "entry \(tampered.index) is tampered: \(tampered.reason)")
+        } else if UInt64(leaves.count) != head.treeSize {
+            problem = .init(
+                entry: UInt64(leaves.count),
+                reason: "entry \(leaves.count) is missing: the signed tree head has \(head.treeSize) entries")
+        } else if report.root != [UInt8](head.rootHash) {
+            problem = .init(
+                entry: nil,
+                reason: "the \(leaves.count) entries do not hash to the signed tree head's root: the log was rewritten")
+        } else if let broken {
+            problem = .init(
+                entry: broken,
+                reason:
+                    "the notary's inclusion proof of entry \(broken) does not verify against the signed tree head: a stored proof node is corrupted (every release proven through it is refused)"
             )
-            throw ExitCode(1)
+        } else {
+            problem = nil
         }
-        print(
-            "✔ \(leaves.count) entries verified against the tree head signed by \(head.logDid) (root \(Hex.encode(head.rootHash)))"
-        )
-        for (kind, count) in report.kinds.sorted(by: { $0.key < $1.key }) { print("    \(kind): \(count)") }
+        let verification = LedgerVerification(
+            verified: problem == nil, entries: leaves.count, treeSize: head.treeSize, logDid: head.logDid,
+            root: Hex.encode(head.rootHash), kinds: report.kinds, problem: problem)
+        if json {
+            print(try verification.json())
+        } else if let problem {
+            print("✘ \(problem.reason)")
+        } else {
+            print(
+                "✔ \(leaves.count) entries verified against the tree head signed by \(head.logDid) (root \(Hex.encode(head.rootHash)))"
+            )
+            for (kind, count) in report.kinds.sorted(by: { $0.key < $1.key }) { print("    \(kind): \(count)") }
+        }
+        if problem != nil { throw ExitCode(1) }
+    }
+}
+
+/// What `orrery ledger verify --json` prints: one stable shape, keys in snake_case.
+struct LedgerVerification: Encodable {
+    struct Problem: Encodable {
+        /// The first entry found wrong (nil when the log as a whole does not hash to the signed root).
+        let entry: UInt64?
+        let reason: String
+    }
+    let verified: Bool
+    let entries: Int
+    let treeSize: UInt64
+    let logDid: String
+    let root: String
+    let kinds: [String: Int]
+    let problem: Problem?
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }
 

@@ -150,7 +150,34 @@ func printAssignments(_ deployment: Orrery_Orchestrator_V1_Deployment) {
             "    \(assignment.allocation)[\(assignment.replica)]  \(assignment.deviceDid)  \(assignment.hourlyPrice) NTX/h, \(assignment.jobCost) NTX per run"
                 + (assignment.contractID.isEmpty ? "" : "  contract \(assignment.contractID)")
         )
+        if assignment.hasRun { Console.out("        " + runLine(assignment.run)) }
     }
+}
+
+/// A replica's run as one line: state (with its exit status), use so far, cost so far.
+func runLine(_ run: Orrery_Orchestrator_V1_ReplicaRun) -> String {
+    let state: String
+    switch run.state {
+    case .starting: state = "starting"
+    case .running: state = "running"
+    case .exited: state = run.hasExitCode ? "exited \(run.exitCode)" : "exited"
+    case .failedToStart: state = "failed to start"
+    case .stopping: state = "stopping"
+    default: state = "unknown"
+    }
+    // The device's reason, unless it only repeats the state ("exited 0").
+    let repeats = run.reason.isEmpty || run.reason == state || run.state == .running
+    var parts = [state + (repeats ? "" : " (\(run.reason))")]
+    if run.hasUsage {
+        let usage = run.usage
+        parts.append(
+            String(
+                format: "%.1f s CPU, %.0f MiB peak, %.1f s wall", usage.cpuSeconds,
+                Double(usage.peakMemoryBytes) / 1_048_576, usage.wallSeconds)
+                + (usage.oomKilled ? ", killed: out of memory" : ""))
+        parts.append("cost so far \(run.costSoFar) NTX")
+    }
+    return parts.joined(separator: " · ")
 }
 
 /// `orrery status [ID]`: one deployment in detail, or the caller's deployments.

@@ -106,9 +106,17 @@ public struct OrchestratorAPI: Sendable {
                     "id: a deployment id is dep_ and 26 characters (as orrery run and orrery status print it), got '\(id)' (\(id.count - 4))"
             )
         }
-        guard let deployment = try await store.deployment(id), deployment.consumerDid == caller || caller == operatorDID
+        guard var deployment = try await store.deployment(id),
+            deployment.consumerDid == caller || caller == operatorDID
         else {
             throw RPCError(code: .notFound, message: "no deployment \(id) of yours")
+        }
+        let runs = try await offers.runs(of: id)
+        for index in deployment.assignments.indices {
+            let assignment = deployment.assignments[index]
+            let key = ReplicaOnDevice(
+                allocation: assignment.allocation, replica: assignment.replica, device: assignment.deviceDid)
+            if let run = runs[key] { deployment.assignments[index].run = run }
         }
         return deployment
     }
@@ -124,11 +132,12 @@ public struct OrchestratorAPI: Sendable {
         if !request.pageToken.isEmpty {
             guard let data = Data(base64Encoded: request.pageToken),
                 let token = try? Google_Protobuf_Timestamp(serializedBytes: data.dropLast(30)),
+                let date = token.validDate,
                 case let id = String(decoding: data.suffix(30), as: UTF8.self), id.hasPrefix("dep_")
             else {
                 throw RPCError(code: .invalidArgument, message: "page_token: not a token this orchestrator returned")
             }
-            after = (token.date, id)
+            after = (date, id)
         }
         for state in request.states {
             if case .UNRECOGNIZED = state { throw RPCError(code: .invalidArgument, message: "states: unknown state") }
@@ -234,6 +243,13 @@ public struct OrchestratorAPI: Sendable {
                 message:
                     "stream: LOG_STREAM_STDOUT, LOG_STREAM_STDERR or unset for both (got \(request.stream.rawValue))")
         }
+        var since: Date?
+        if request.hasSince {
+            guard let date = request.since.validDate else {
+                throw RPCError(code: .invalidArgument, message: "since: a timestamp between 0001-01-01 and 9999-12-31")
+            }
+            since = date
+        }
         var deployment = try await get(request.id, caller: caller)
         var after = Date(timeIntervalSince1970: 0)
         var isFirst = true
@@ -242,7 +258,7 @@ public struct OrchestratorAPI: Sendable {
             after = stored.last?.at ?? after
             // The tail applies to what is stored when the request comes; what arrives later is all new.
             let window = LogWindow.select(
-                stored, since: request.hasSince ? request.since.date : nil, stream: request.stream,
+                stored, since: since, stream: request.stream,
                 tailLines: isFirst ? Int(request.tailLines) : 0)
             isFirst = false
             for (line, at) in window {

@@ -115,7 +115,8 @@ struct RegistryFollower {
                                 from: sample.deviceDid, to: sample.landmark, rttMilliseconds: sample.rttMs)
                             changed = true
                         }
-                        newest = max(newest ?? sample.measuredAt.date, sample.measuredAt.date)
+                        // A timestamp out of protobuf's range (a misbehaving registry) is skipped, never trusted.
+                        if let measured = sample.measuredAt.validDate { newest = max(newest ?? measured, measured) }
                     }
                     pageToken = page.nextPageToken
                 } while !pageToken.isEmpty

@@ -17,8 +17,11 @@ enum AvailabilityHistory {
         guard request.hasFrom, request.hasTo else {
             throw RPCError(code: .invalidArgument, message: "from and to: both required")
         }
-        let from = request.from.date
-        let to = min(request.to.date, Date())
+        guard let from = request.from.validDate, let requestedTo = request.to.validDate else {
+            throw RPCError(
+                code: .invalidArgument, message: "from and to: timestamps between 0001-01-01 and 9999-12-31")
+        }
+        let to = min(requestedTo, Date())
         guard to >= from else {
             throw RPCError(code: .invalidArgument, message: "to must not be before from")
         }

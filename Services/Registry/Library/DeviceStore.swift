@@ -16,10 +16,13 @@ struct DeviceStore: Sendable {
 
     static let columns = """
         did, owner_did, status, capabilities, joined_at, last_heartbeat_at, revision,
-        completed_allocations, failed_allocations, relocated_away
+        completed_allocations, failed_allocations, relocated_away,
+        free_cpu_millicores::bigint, free_ram_bytes::bigint, free_disk_bytes::bigint, free_gpus::bigint
         """
 
-    typealias Row = (String, String, String, Data, Date, Date, Int64, Int64, Int64, Int64)
+    typealias Row = (
+        String, String, String, Data, Date, Date, Int64, Int64, Int64, Int64, Int64?, Int64?, Int64?, Int64?
+    )
 
     static func device(_ row: Row) throws -> Orrery_Registry_V1_Device {
         var device = Orrery_Registry_V1_Device()
@@ -33,6 +36,14 @@ struct DeviceStore: Sendable {
         device.reputation.completedAllocations = UInt64(max(0, row.7))
         device.reputation.failedAllocations = UInt64(max(0, row.8))
         device.reputation.relocatedAway = UInt64(max(0, row.9))
+        if let cpu = row.10, let ram = row.11, let disk = row.12, let gpus = row.13 {
+            device.free = .with {
+                $0.cpuMillicores = UInt32(clamping: max(0, cpu))
+                $0.ramBytes = UInt64(max(0, ram))
+                $0.diskBytes = UInt64(max(0, disk))
+                $0.gpus = UInt32(clamping: max(0, gpus))
+            }
+        }
         return device
     }
 

@@ -16,7 +16,15 @@ struct RttSampleListing {
             throw RPCError(code: .invalidArgument, message: "page_size: 1…10000, or 0 for 1000")
         }
         pageSize = request.pageSize == 0 ? 1000 : Int(request.pageSize)
-        measuredAfter = request.hasMeasuredAfter ? request.measuredAfter.date : nil
+        if request.hasMeasuredAfter {
+            guard let date = request.measuredAfter.validDate else {
+                throw RPCError(
+                    code: .invalidArgument, message: "measured_after: a timestamp between 0001-01-01 and 9999-12-31")
+            }
+            measuredAfter = date
+        } else {
+            measuredAfter = nil
+        }
         if request.pageToken.isEmpty {
             after = nil
         } else {

@@ -96,21 +96,14 @@ struct ProvenRelease {
     }
 
     /// What the contract makes due for the usage so far (cumulative), at least its minimum charge (a receipt
-    /// proves the replica ran), at most its maximum cost.
+    /// proves the replica ran), at most its maximum cost (`ContractCharge`).
     var due: UInt64 {
-        let price = contract.price
-        let amount: Double
-        switch price.model {
-        case .perTime: amount = max(Double(price.hourlyPrice) * usage.wallSeconds / 3600, Double(price.minimumCharge))
-        case .perResource:
-            amount = max(
-                Double(price.cpuHourPrice) * usage.cpuSeconds / 3600 + Double(price.gpuHourPrice) * usage.gpuSeconds
-                    / 3600 + Double(price.ramGibHourPrice) * usage.ramMibHours / 1024, Double(price.minimumCharge))
-        case .fixed: amount = completed ? Double(price.fixedPrice) : 0
-        default: amount = 0
-        }
-        guard amount.isFinite, amount > 0 else { return 0 }
-        return min(price.maxCost, UInt64(min(amount.rounded(.up), Double(UInt64.max / 2))))
+        ContractCharge.due(
+            contract.price,
+            for: .init(
+                cpuSeconds: usage.cpuSeconds, gpuSeconds: usage.gpuSeconds, wallSeconds: usage.wallSeconds,
+                ramMibHours: usage.ramMibHours),
+            completed: completed)
     }
 }
 

@@ -175,6 +175,62 @@ public nonisolated enum Orrery_Orchestrator_V1_DeploymentState: SwiftProtobuf.En
 
 }
 
+public nonisolated enum Orrery_Orchestrator_V1_ReplicaRunState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Its device is told to start it.
+  case starting // = 1
+  case running // = 2
+  case exited // = 3
+
+  /// The artifact could not be fetched or checked, or the sandbox could not be set up.
+  case failedToStart // = 4
+
+  /// Its device is told to stop it.
+  case stopping // = 5
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .starting
+    case 2: self = .running
+    case 3: self = .exited
+    case 4: self = .failedToStart
+    case 5: self = .stopping
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .starting: return 1
+    case .running: return 2
+    case .exited: return 3
+    case .failedToStart: return 4
+    case .stopping: return 5
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Orrery_Orchestrator_V1_ReplicaRunState] = [
+    .unspecified,
+    .starting,
+    .running,
+    .exited,
+    .failedToStart,
+    .stopping,
+  ]
+
+}
+
 public nonisolated enum Orrery_Orchestrator_V1_LogStream: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -1125,9 +1181,65 @@ public nonisolated struct Orrery_Orchestrator_V1_Assignment: Sendable {
   /// device failing, or another explicit move, does.
   public var pinned: Bool = false
 
+  /// How the replica is doing on this device, as its agent last reported (GetDeployment fills it; unset before the
+  /// device is told to start it, and in watch events and listings).
+  public var run: Orrery_Orchestrator_V1_ReplicaRun {
+    get {_run ?? Orrery_Orchestrator_V1_ReplicaRun()}
+    set {_run = newValue}
+  }
+  /// Returns true if `run` has been explicitly set.
+  public var hasRun: Bool {self._run != nil}
+  /// Clears the value of `run`. Subsequent reads from it will return its default value.
+  public mutating func clearRun() {self._run = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _run: Orrery_Orchestrator_V1_ReplicaRun? = nil
+}
+
+/// One replica's run on its device.
+public nonisolated struct Orrery_Orchestrator_V1_ReplicaRun: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var state: Orrery_Orchestrator_V1_ReplicaRunState = .unspecified
+
+  /// Its exit status, once it exited.
+  public var exitCode: Int32 {
+    get {_exitCode ?? 0}
+    set {_exitCode = newValue}
+  }
+  /// Returns true if `exitCode` has been explicitly set.
+  public var hasExitCode: Bool {self._exitCode != nil}
+  /// Clears the value of `exitCode`. Subsequent reads from it will return its default value.
+  public mutating func clearExitCode() {self._exitCode = nil}
+
+  /// Why it ended or could not start, as the device reported it.
+  public var reason: String = String()
+
+  /// What it used so far (cumulative, metered by the device's cgroup).
+  public var usage: Orrery_Orchestrator_V1_Usage {
+    get {_usage ?? Orrery_Orchestrator_V1_Usage()}
+    set {_usage = newValue}
+  }
+  /// Returns true if `usage` has been explicitly set.
+  public var hasUsage: Bool {self._usage != nil}
+  /// Clears the value of `usage`. Subsequent reads from it will return its default value.
+  public mutating func clearUsage() {self._usage = nil}
+
+  /// What its contract's price makes due for that use, in NTX base units: at least the device's minimum charge once it
+  /// ran, at most the contract's maximum cost — what settlement releases to the device's owner against its receipts.
+  public var costSoFar: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _exitCode: Int32? = nil
+  fileprivate var _usage: Orrery_Orchestrator_V1_Usage? = nil
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_DeploymentEvent: @unchecked Sendable {
@@ -1995,6 +2107,10 @@ nonisolated extension Orrery_Orchestrator_V1_Spread: SwiftProtobuf._ProtoNamePro
 
 nonisolated extension Orrery_Orchestrator_V1_DeploymentState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEPLOYMENT_STATE_UNSPECIFIED\0\u{1}DEPLOYMENT_STATE_SUBMITTED\0\u{1}DEPLOYMENT_STATE_MATCHED\0\u{1}DEPLOYMENT_STATE_OFFERED\0\u{1}DEPLOYMENT_STATE_CONTRACTED\0\u{1}DEPLOYMENT_STATE_ESCROWED\0\u{1}DEPLOYMENT_STATE_DEPLOYING\0\u{1}DEPLOYMENT_STATE_RUNNING\0\u{1}DEPLOYMENT_STATE_COMPLETED\0\u{1}DEPLOYMENT_STATE_FAILED\0\u{1}DEPLOYMENT_STATE_CANCELLED\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ReplicaRunState: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REPLICA_RUN_STATE_UNSPECIFIED\0\u{1}REPLICA_RUN_STATE_STARTING\0\u{1}REPLICA_RUN_STATE_RUNNING\0\u{1}REPLICA_RUN_STATE_EXITED\0\u{1}REPLICA_RUN_STATE_FAILED_TO_START\0\u{1}REPLICA_RUN_STATE_STOPPING\0")
 }
 
 nonisolated extension Orrery_Orchestrator_V1_LogStream: SwiftProtobuf._ProtoNameProviding {
@@ -3549,7 +3665,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{3}device_did\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}contract_id\0\u{1}pinned\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{3}device_did\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}contract_id\0\u{1}pinned\0\u{1}run\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3564,12 +3680,17 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.jobCost) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self.pinned) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._run) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.allocation.isEmpty {
       try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 1)
     }
@@ -3591,6 +3712,9 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
     if self.pinned != false {
       try visitor.visitSingularBoolField(value: self.pinned, fieldNumber: 7)
     }
+    try { if let v = self._run {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3602,6 +3726,61 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
     if lhs.jobCost != rhs.jobCost {return false}
     if lhs.contractID != rhs.contractID {return false}
     if lhs.pinned != rhs.pinned {return false}
+    if lhs._run != rhs._run {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ReplicaRun: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplicaRun"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0\u{3}cost_so_far\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self._exitCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.costSoFar) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.state != .unspecified {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
+    }
+    try { if let v = self._exitCode {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 2)
+    } }()
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }
+    try { if let v = self._usage {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.costSoFar != 0 {
+      try visitor.visitSingularUInt64Field(value: self.costSoFar, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ReplicaRun, rhs: Orrery_Orchestrator_V1_ReplicaRun) -> Bool {
+    if lhs.state != rhs.state {return false}
+    if lhs._exitCode != rhs._exitCode {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs._usage != rhs._usage {return false}
+    if lhs.costSoFar != rhs.costSoFar {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

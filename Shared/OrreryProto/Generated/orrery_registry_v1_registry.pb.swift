@@ -372,23 +372,29 @@ public nonisolated struct Orrery_Registry_V1_ReportRttResponse: Sendable {
 }
 
 /// A change to a device, in the order of the registry's change log.
-public nonisolated struct Orrery_Registry_V1_DeviceChange: Sendable {
+public nonisolated struct Orrery_Registry_V1_DeviceChange: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var revision: Int64 = 0
+  public var revision: Int64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
 
-  public var kind: Orrery_Registry_V1_DeviceChange.Kind = .unspecified
+  public var kind: Orrery_Registry_V1_DeviceChange.Kind {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
   public var device: Orrery_Registry_V1_Device {
-    get {_device ?? Orrery_Registry_V1_Device()}
-    set {_device = newValue}
+    get {_storage._device ?? Orrery_Registry_V1_Device()}
+    set {_uniqueStorage()._device = newValue}
   }
   /// Returns true if `device` has been explicitly set.
-  public var hasDevice: Bool {self._device != nil}
+  public var hasDevice: Bool {_storage._device != nil}
   /// Clears the value of `device`. Subsequent reads from it will return its default value.
-  public mutating func clearDevice() {self._device = nil}
+  public mutating func clearDevice() {_uniqueStorage()._device = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -446,7 +452,7 @@ public nonisolated struct Orrery_Registry_V1_DeviceChange: Sendable {
 
   public init() {}
 
-  fileprivate var _device: Orrery_Registry_V1_Device? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Orrery_Registry_V1_BeginJoinRequest: Sendable {
@@ -749,6 +755,17 @@ public nonisolated struct Orrery_Registry_V1_Device: Sendable {
   /// Clears the value of `reputation`. Subsequent reads from it will return its default value.
   public mutating func clearReputation() {self._reputation = nil}
 
+  /// What the device reported free with its last heartbeat (unset before its first). Heartbeats are not changes:
+  /// a watch carries the value as of the device's last change; GetDevice and QueryDevices read the latest.
+  public var free: Orrery_Registry_V1_FreeResources {
+    get {_free ?? Orrery_Registry_V1_FreeResources()}
+    set {_free = newValue}
+  }
+  /// Returns true if `free` has been explicitly set.
+  public var hasFree: Bool {self._free != nil}
+  /// Clears the value of `free`. Subsequent reads from it will return its default value.
+  public mutating func clearFree() {self._free = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -757,6 +774,26 @@ public nonisolated struct Orrery_Registry_V1_Device: Sendable {
   fileprivate var _joinedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _lastHeartbeatAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _reputation: Orrery_Registry_V1_Reputation? = nil
+  fileprivate var _free: Orrery_Registry_V1_FreeResources? = nil
+}
+
+/// Resources a device has free, as its heartbeats report them.
+public nonisolated struct Orrery_Registry_V1_FreeResources: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cpuMillicores: UInt32 = 0
+
+  public var ramBytes: UInt64 = 0
+
+  public var diskBytes: UInt64 = 0
+
+  public var gpus: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// What later work records about a device.
@@ -1447,41 +1484,81 @@ nonisolated extension Orrery_Registry_V1_DeviceChange: SwiftProtobuf.Message, Sw
   public static let protoMessageName: String = _protobuf_package + ".DeviceChange"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}kind\0\u{1}device\0")
 
+  fileprivate class _StorageClass {
+    var _revision: Int64 = 0
+    var _kind: Orrery_Registry_V1_DeviceChange.Kind = .unspecified
+    var _device: Orrery_Registry_V1_Device? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _revision = source._revision
+      _kind = source._kind
+      _device = source._device
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt64Field(value: &self.revision) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._device) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt64Field(value: &_storage._revision) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._kind) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._device) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.revision != 0 {
-      try visitor.visitSingularInt64Field(value: self.revision, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._revision != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._revision, fieldNumber: 1)
+      }
+      if _storage._kind != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._kind, fieldNumber: 2)
+      }
+      try { if let v = _storage._device {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
     }
-    if self.kind != .unspecified {
-      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
-    }
-    try { if let v = self._device {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Registry_V1_DeviceChange, rhs: Orrery_Registry_V1_DeviceChange) -> Bool {
-    if lhs.revision != rhs.revision {return false}
-    if lhs.kind != rhs.kind {return false}
-    if lhs._device != rhs._device {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._device != rhs_storage._device {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1961,7 +2038,7 @@ nonisolated extension Orrery_Registry_V1_PriceList: SwiftProtobuf.Message, Swift
 
 nonisolated extension Orrery_Registry_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0\u{3}owner_did\0\u{1}capabilities\0\u{1}status\0\u{3}joined_at\0\u{3}last_heartbeat_at\0\u{1}revision\0\u{1}reputation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}did\0\u{3}owner_did\0\u{1}capabilities\0\u{1}status\0\u{3}joined_at\0\u{3}last_heartbeat_at\0\u{1}revision\0\u{1}reputation\0\u{1}free\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1977,6 +2054,7 @@ nonisolated extension Orrery_Registry_V1_Device: SwiftProtobuf.Message, SwiftPro
       case 6: try { try decoder.decodeSingularMessageField(value: &self._lastHeartbeatAt) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.revision) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._reputation) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._free) }()
       default: break
       }
     }
@@ -2011,6 +2089,9 @@ nonisolated extension Orrery_Registry_V1_Device: SwiftProtobuf.Message, SwiftPro
     try { if let v = self._reputation {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
+    try { if let v = self._free {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2023,6 +2104,52 @@ nonisolated extension Orrery_Registry_V1_Device: SwiftProtobuf.Message, SwiftPro
     if lhs._lastHeartbeatAt != rhs._lastHeartbeatAt {return false}
     if lhs.revision != rhs.revision {return false}
     if lhs._reputation != rhs._reputation {return false}
+    if lhs._free != rhs._free {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Registry_V1_FreeResources: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FreeResources"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_millicores\0\u{3}ram_bytes\0\u{3}disk_bytes\0\u{1}gpus\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.cpuMillicores) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.ramBytes) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.diskBytes) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.gpus) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.cpuMillicores != 0 {
+      try visitor.visitSingularUInt32Field(value: self.cpuMillicores, fieldNumber: 1)
+    }
+    if self.ramBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ramBytes, fieldNumber: 2)
+    }
+    if self.diskBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.diskBytes, fieldNumber: 3)
+    }
+    if self.gpus != 0 {
+      try visitor.visitSingularUInt32Field(value: self.gpus, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Registry_V1_FreeResources, rhs: Orrery_Registry_V1_FreeResources) -> Bool {
+    if lhs.cpuMillicores != rhs.cpuMillicores {return false}
+    if lhs.ramBytes != rhs.ramBytes {return false}
+    if lhs.diskBytes != rhs.diskBytes {return false}
+    if lhs.gpus != rhs.gpus {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -21,7 +21,10 @@ public struct OfferJudge: Sendable {
 
     /// Judges `offer` at `now`, with `committed` already promised to earlier offers.
     public func judge(_ offer: Orrery_Orchestrator_V1_Offer, committed: Commitment, now: Date) -> Verdict {
-        if offer.expiresAt.date <= now { return .decline("the offer expired before it arrived") }
+        guard let expires = offer.expiresAt.validDate else {
+            return .decline("the offer's expiry is not a valid timestamp")
+        }
+        if expires <= now { return .decline("the offer expired before it arrived") }
         let consumer = offer.consumerDid
         if let denied = policy.deniedConsumers, denied.contains(consumer) {
             return .decline("the owner does not serve consumer \(consumer)")
