@@ -1,4 +1,6 @@
 import Foundation
+import OrreryProto
+import SwiftProtobuf
 
 #if canImport(Glibc)
     import Glibc
@@ -47,4 +49,13 @@ enum Console {
             return
         }
     }
+}
+
+/// A server's timestamp as `format` writes it (RFC 3339 by default), or "(invalid time)" when it is outside
+/// protobuf's range: reading such a value as a date would trap, and a misbehaving server must not crash the CLI.
+func timeText(
+    _ timestamp: Google_Protobuf_Timestamp, _ format: (Date) -> String = { Date.ISO8601FormatStyle().format($0) }
+) -> String {
+    guard let date = timestamp.validDate else { return "(invalid time)" }
+    return format(date)
 }

@@ -36,7 +36,7 @@ struct IncidentsCommand: AsyncParsableCommand {
             for incident in response.incidents {
                 let state = incident.resolution.isEmpty ? "held" : incident.resolution
                 print(
-                    "\(incident.contractID) \(Self.step(incident)): \(state) since \(incident.heldAt.date) — \(incident.reason)"
+                    "\(incident.contractID) \(Self.step(incident)): \(state) since \(timeText(incident.heldAt)) — \(incident.reason)"
                 )
             }
         }

@@ -84,7 +84,7 @@ struct StatementCommand: AsyncParsableCommand {
             return
         }
         for entry in statement.entries {
-            let time = ISO8601DateFormatter().string(from: entry.at.date)
+            let time = timeText(entry.at)
             print("\(entry.id)\t\(time)\t\(entry.kind)\(entry.contractID.isEmpty ? "" : " \(entry.contractID)")")
             for line in entry.lines { print("    \(line.account)\t\(line.amount)") }
         }

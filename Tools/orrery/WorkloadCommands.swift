@@ -220,7 +220,7 @@ struct StatusCommand: AsyncParsableCommand {
             print(
                 deployment.id.padding(toLength: 32, withPad: " ", startingAt: 0)
                     + deployment.state.name.padding(toLength: 12, withPad: " ", startingAt: 0)
-                    + ISO8601DateFormatter().string(from: deployment.createdAt.date) + "  " + deployment.spec.name)
+                    + timeText(deployment.createdAt) + "  " + deployment.spec.name)
         }
     }
 }
@@ -244,7 +244,7 @@ func deploymentEvents(
 
 /// One transition as a line: time, state, reason.
 func eventLine(_ event: Orrery_Orchestrator_V1_DeploymentEvent) -> String {
-    let time = ISO8601DateFormatter().string(from: event.at.date)
+    let time = timeText(event.at)
     return "    \(time)  \(event.state.name.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
 }
 
@@ -427,7 +427,7 @@ struct LogsCommand: AsyncParsableCommand {
                 }
             ) { response in
                 for try await line in response.messages {
-                    let time = timestamps ? format.format(line.receivedAt.date) + " " : ""
+                    let time = timestamps ? timeText(line.receivedAt, format.format) + " " : ""
                     let prefix = "\(time)\(line.allocation)[\(line.replica)] "
                     let text = String(decoding: line.data, as: UTF8.self)
                     let prefixed = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated().map {
