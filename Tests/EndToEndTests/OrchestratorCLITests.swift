@@ -182,7 +182,9 @@ struct OrchestratorCLITests {
                 cli, arguments: ["explain", impossible, "--json"] + connection)
             #expect(jsonStatus == 1, "\(jsonExplained)")
             let explanation = try Orrery_Orchestrator_V1_PlacementExplanation(jsonString: jsonExplained)
-            #expect(!explanation.placeable && explanation.allocations.first?.failing.first?.devices == 3)
+            #expect(
+                !explanation.placeable && explanation.allocations.first?.failing.first?.devices == 3,
+                "\(jsonExplained) — the orchestrator said: \(orchestrator.child.output.suffix(2000))")
             let (badStatus, bad) = try await ChildProcess.run(
                 cli, arguments: ["run", TestEnvironment.repositoryRoot.path + "/README.md"] + connection)
             #expect(badStatus != 0, "\(bad)")

@@ -185,7 +185,9 @@ struct RegistryLivenessTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-stall")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let interval = 2000
+            // 4 s: the device is judged only after 8 s of silence, so the "online" the test reads just before it pauses
+            // the registry (or cuts its database) is still true when it does, however slow a loaded machine's calls.
+            let interval = 4000
             let registry = try await startRegistry(database, network, directory, interval: interval)
             defer { registry.child.signal(SIGKILL) }
             let device = try DeviceClient(operatorKey: network.operatorKey)
@@ -211,7 +213,9 @@ struct RegistryLivenessTests {
             let directory = try TestEnvironment.temporaryDirectory("orrery-db-outage-grace")
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let interval = 2000
+            // 4 s: the device is judged only after 8 s of silence, so the "online" the test reads just before it pauses
+            // the registry (or cuts its database) is still true when it does, however slow a loaded machine's calls.
+            let interval = 4000
             var (proxy, port) = try await DatabaseOutageTests.startProxy(database, in: directory)
             defer { proxy.signal(SIGKILL) }
             var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
@@ -273,7 +277,7 @@ struct RegistryLivenessTests {
             defer { try? FileManager.default.removeItem(at: directory) }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
             // Devices here never heartbeat: a long interval keeps them online however slow a loaded machine is.
-            let registry = try await startRegistry(database, network, directory, interval: 60_000)
+            let registry = try await startRegistry(database, network, directory, interval: 600_000)
             defer { registry.child.signal(SIGKILL) }
             func capabilities(
                 _ cores: UInt32, _ country: String, gpu: String?, price: UInt64, tier: String, arch: String = "x86_64"

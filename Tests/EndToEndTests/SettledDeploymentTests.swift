@@ -485,6 +485,15 @@ struct SettledDeploymentTests {
                 output.split(separator: "\n").first { $0.contains("releases:") }
                 .flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) } ?? 0
             #expect(proven >= 1, "\(output)")
+            // --json: one verdict object with the same counts and exit status.
+            @Sendable func verdict(_ output: String) -> [String: Any] {
+                (try? JSONSerialization.jsonObject(with: Data(output.utf8))) as? [String: Any] ?? [:]
+            }
+            let (jsonStatus, jsonOutput) = try await ChildProcess.run(cli, arguments: arguments + ["--json"])
+            let verified = verdict(jsonOutput)
+            #expect(jsonStatus == 0 && verified["verified"] as? Bool == true, "\(jsonOutput)")
+            #expect(verified["proven_releases"] as? Int == proven && (verified["problems"] as? [Any])?.isEmpty == true)
+            #expect((verified["head"] as? [String: Any])?["chain_digest"] is String, "\(jsonOutput)")
             // Only the operator audits (a delegation of the command is not enough).
             await OrchestratorTests.expectStatus(.permissionDenied, containing: "operator") {
                 try await ledger.with(
@@ -514,6 +523,12 @@ struct SettledDeploymentTests {
             #expect(output.contains("✘ entry \(deposit) (position 1) was changed after it was sealed"), "\(output)")
             #expect(output.contains("✘ entry \(deposit) does not balance: its lines sum to 1000"), "\(output)")
             #expect(output.contains("✘ account available/\(consumerDID) holds"), "\(output)")
+            let (refusedStatus, refusedJSON) = try await ChildProcess.run(cli, arguments: arguments + ["--json"])
+            let refused = verdict(refusedJSON)
+            #expect(refusedStatus == 1 && refused["verified"] as? Bool == false, "\(refusedJSON)")
+            #expect(
+                (refused["problems"] as? [String])?.contains { $0.contains("does not balance: its lines sum to 1000") }
+                    == true, "\(refusedJSON)")
 
             // A release's kept proof removed: that release is named as unproven.
             _ = try await database.withClient(schema: "settlement") { client in

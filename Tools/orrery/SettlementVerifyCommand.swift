@@ -28,6 +28,11 @@ struct SettlementVerifyCommand: AsyncParsableCommand {
             "Directory of the checkpoints this client verified, one file per gateway DID (default: $XDG_STATE_HOME/orrery/settlement-journal, else ~/.local/state/orrery/settlement-journal)."
     )
     var witness: String?
+    @Flag(
+        help:
+            "Print one JSON object: verified, gateway_did, sealed, unsealed, accounts, proven_releases, legacy_releases, kinds, head {position, chain_digest} and problems (empty when verified); the exit status is the same."
+    )
+    var json = false
 
     func run() async throws {
         let gateway = try await options.gatewayDID()
@@ -43,14 +48,20 @@ struct SettlementVerifyCommand: AsyncParsableCommand {
             try? Orrery_Settlement_V1_JournalCheckpoint(serializedBytes: $0)
         }
         let report = JournalAudit(gateway: gateway).audit(items, remembered: remembered)
+        if json {
+            print(try SettlementVerification(report, gateway: gateway).json())
+        }
         guard report.problems.isEmpty else {
-            for problem in report.problems { print("✘ \(problem)") }
+            if !json {
+                for problem in report.problems { print("✘ \(problem)") }
+            }
             throw ExitCode(1)
         }
         if let head = report.head {
             try FileManager.default.createDirectory(atPath: witnessDirectory, withIntermediateDirectories: true)
             try Data(try head.serializedBytes() as [UInt8]).write(to: URL(fileURLWithPath: file), options: .atomic)
         }
+        if json { return }
         let headText = report.head.map { "position \($0.position), digest \(Hex.encode($0.chainDigest))" } ?? "empty"
         print(
             "✔ \(report.sealed) \(report.sealed == 1 ? "entry" : "entries") verified against the chain the gateway \(gateway) signed (\(headText)); \(report.accounts) \(report.accounts == 1 ? "account holds" : "accounts hold") the sums of their lines"
@@ -71,5 +82,44 @@ struct SettlementVerifyCommand: AsyncParsableCommand {
         return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(
             ".local/state/orrery/settlement-journal"
         ).path
+    }
+}
+
+/// What `orrery settlement verify --json` prints: one stable shape, keys in snake_case.
+struct SettlementVerification: Encodable {
+    struct Head: Encodable {
+        let position: UInt64
+        /// Hex.
+        let chainDigest: String
+    }
+    let verified: Bool
+    let gatewayDid: String
+    let sealed: Int
+    let unsealed: Int
+    let accounts: Int
+    let provenReleases: Int
+    let legacyReleases: Int
+    let kinds: [String: Int]
+    let head: Head?
+    let problems: [String]
+
+    init(_ report: JournalAudit.Report, gateway: String) {
+        verified = report.problems.isEmpty
+        gatewayDid = gateway
+        sealed = report.sealed
+        unsealed = report.unsealed
+        accounts = report.accounts
+        provenReleases = report.provenReleases
+        legacyReleases = report.legacyReleases
+        kinds = report.kinds
+        head = report.head.map { Head(position: $0.position, chainDigest: Hex.encode($0.chainDigest)) }
+        problems = report.problems
+    }
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }
