@@ -151,7 +151,8 @@ struct CrashPointTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
             var spec = OrchestratorTests.spec(cores: 1)
             // Long enough that the notary is down before it ends, even on a loaded machine (checked below).
-            spec.allocations[0].artifact = .with { $0.text = "sleep 15; printf done > out.txt" }
+            // (15 s was not: a loaded CI machine saw the job end before the notary was killed.)
+            spec.allocations[0].artifact = .with { $0.text = "sleep 40; printf done > out.txt" }
             spec.allocations[0].resources.ramMib = 32
             let job = try await consumer.submit(spec, to: orchestrator, paid: false)
             var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
@@ -162,7 +163,7 @@ struct CrashPointTests {
             _ = await notary.child.waitForExit()
             current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
             try #require(current.state == .running, "the job ended before the notary was down: \(current.state)")
-            let ended = ContinuousClock.now + .seconds(30)
+            let ended = ContinuousClock.now + .seconds(120)
             while !current.state.isTerminal, ContinuousClock.now < ended {
                 try await Task.sleep(for: .milliseconds(100))
                 current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
