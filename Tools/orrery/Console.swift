@@ -59,3 +59,13 @@ func timeText(
     guard let date = timestamp.validDate else { return "(invalid time)" }
     return format(date)
 }
+
+extension Encodable {
+    /// One line of JSON with snake_case keys, sorted: the shape of the CLI's own `--json` verdicts.
+    func snakeCaseJSON() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+}

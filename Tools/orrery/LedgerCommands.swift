@@ -157,7 +157,7 @@ struct LedgerVerifyCommand: AsyncParsableCommand {
             verified: problem == nil, entries: leaves.count, treeSize: head.treeSize, logDid: head.logDid,
             root: Hex.encode(head.rootHash), kinds: report.kinds, problem: problem)
         if json {
-            print(try verification.json())
+            print(try verification.snakeCaseJSON())
         } else if let problem {
             print("✘ \(problem.reason)")
         } else {
@@ -185,12 +185,6 @@ struct LedgerVerification: Encodable {
     let kinds: [String: Int]
     let problem: Problem?
 
-    func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.sortedKeys]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
-    }
 }
 
 /// `orrery contract show|proof ID`.

@@ -49,7 +49,7 @@ struct SettlementVerifyCommand: AsyncParsableCommand {
         }
         let report = JournalAudit(gateway: gateway).audit(items, remembered: remembered)
         if json {
-            print(try SettlementVerification(report, gateway: gateway).json())
+            print(try SettlementVerification(report, gateway: gateway).snakeCaseJSON())
         }
         guard report.problems.isEmpty else {
             if !json {
@@ -116,10 +116,4 @@ struct SettlementVerification: Encodable {
         problems = report.problems
     }
 
-    func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.sortedKeys]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
-    }
 }
