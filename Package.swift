@@ -82,7 +82,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
-        .package(url: "https://github.com/apple/swift-configuration", exact: "1.4.0"),
+        // No traits: its JSON file provider imports all of Foundation (ICU); our own reads the JSON file.
+        .package(url: "https://github.com/apple/swift-configuration", exact: "1.4.0", traits: []),
         .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
@@ -102,22 +103,37 @@ let package = Package(
             path: "Shared/OrreryProto",
             swiftSettings: upcomingFeatures
         ),
-        // The one service runtime: configuration, logging, metrics, health, reflection, lifecycle, ready file.
+        // What every process shares, server or edge: settings sources and readers, logging, client links, health,
+        // reflection, gRPC metrics, ready files, crash points. No PostgreSQL, no HTTP framework, no full Foundation
+        // (the device agent links it).
+        .target(
+            name: "OrreryRuntimeCore",
+            dependencies: [
+                "OrreryBasics", "OrreryProto", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf,
+                swiftProtobuf, argumentParser, logging, metrics, prometheus, configuration, systemPackage,
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Shared/OrreryRuntimeCore",
+            swiftSettings: upcomingFeatures
+        ),
+        // The server runtime of the five database-backed services: typed settings, the gRPC server with its
+        // capability interceptor and PostgreSQL replay guard, the HTTP listener (Hummingbird), migrations, lifecycle.
         .target(
             name: "OrreryRuntime",
             dependencies: [
-                "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", "CMallocControl", grpcCore, grpcPosix,
-                grpcProtobuf,
-                swiftProtobuf, argumentParser,
-                logging, metrics, prometheus, lifecycle, unixSignals, configuration, hummingbird, hummingbirdTLS,
-                postgres,
-                systemPackage, .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                "OrreryRuntimeCore", "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", "CMallocControl",
+                grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, argumentParser, logging, metrics, prometheus,
+                lifecycle, unixSignals, configuration, hummingbird, hummingbirdTLS, postgres, systemPackage,
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ],
             path: "Shared/OrreryRuntime",
             swiftSettings: upcomingFeatures
         ),
+        // Foundation-free helpers for the targets the device agent links: the C library, trimming, C formatting.
+        .target(name: "OrreryBasics", path: "Shared/OrreryBasics", swiftSettings: upcomingFeatures),
         // The system zlib (gzip in the UCAN container).
         .target(name: "CZlib", path: "Shared/CZlib"),
         // glibc's allocator statistics and malloc_trim, for handing freed heap pages back to the system.
@@ -142,14 +158,14 @@ let package = Package(
         // Identity and trust: did:key, signing keys, the Signed envelope, DAG-CBOR, UCAN 1.0 capabilities.
         .target(
             name: "OrreryIdentity",
-            dependencies: ["OrreryProto", "CZlib", crypto, swiftProtobuf],
+            dependencies: ["OrreryBasics", "OrreryProto", "CZlib", crypto, swiftProtobuf],
             path: "Shared/OrreryIdentity",
             swiftSettings: upcomingFeatures
         ),
         // Zero trust on every RPC: the capability interceptor, replay guards, revocations, invocation signing.
         .target(
             name: "OrreryAuth",
-            dependencies: ["OrreryIdentity", "OrreryProto", grpcCore, swiftProtobuf, postgres, logging, crypto],
+            dependencies: ["OrreryBasics", "OrreryIdentity", "OrreryProto", grpcCore, swiftProtobuf, logging, crypto],
             path: "Shared/OrreryAuth",
             swiftSettings: upcomingFeatures
         ),
@@ -162,11 +178,13 @@ let package = Package(
         ),
         // The append-only log's Merkle tree (RFC 6962 / 9162): hashing, proofs and their verification. Pure.
         .target(
-            name: "OrreryLedger", dependencies: ["OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
+            name: "OrreryLedger",
+            dependencies: ["OrreryBasics", "OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
             path: "Shared/OrreryLedger", swiftSettings: upcomingFeatures),
         // Actors (DESIGN §5): addresses and signed envelopes, and the receiving side's checks.
         .target(
-            name: "OrreryActors", dependencies: ["CSodium", "OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
+            name: "OrreryActors",
+            dependencies: ["OrreryBasics", "CSodium", "OrreryIdentity", "OrreryProto", crypto, swiftProtobuf],
             path: "Shared/OrreryActors", swiftSettings: upcomingFeatures),
         // Placement: a pure library (no I/O) that filters, ranks and jointly solves where an ensemble runs.
         .target(name: "OrreryPlacement", path: "Shared/OrreryPlacement", swiftSettings: upcomingFeatures),
@@ -200,7 +218,8 @@ let package = Package(
         .testTarget(
             name: "OrreryRuntimeTests",
             dependencies: [
-                "OrreryRuntime", "OrreryAuth", "OrreryProto", "OrreryDatabase", "OrreryIdentity", "OrreryTestSupport",
+                "OrreryRuntime", "OrreryRuntimeCore", "OrreryAuth", "OrreryProto", "OrreryDatabase", "OrreryIdentity",
+                "OrreryTestSupport",
                 grpcCore,
                 grpcPosix, configuration, logging, swiftProtobuf, argumentParser,
                 postgres, .product(name: "NIOPosix", package: "swift-nio"),
@@ -287,12 +306,29 @@ let package = Package(
                 "OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto, hummingbird, metrics,
                 .product(name: "NIOCore", package: "swift-nio"),
             ])
-        + service(
-            "DeviceAgent", executable: "device-agent", folder: "DeviceAgent",
-            extra: [
-                "OrreryPlacement", "OrreryLedger", "OrreryActors", "CZlib", crypto,
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-            ]),
+        + [
+            // The edge agent links only what it uses: the core runtime (no PostgreSQL, no HTTP framework) and
+            // Foundation's essentials (no ICU).
+            .target(
+                name: "DeviceAgent",
+                dependencies: [
+                    "OrreryBasics", "OrreryRuntimeCore", "OrreryProto", "OrreryAuth", "OrreryIdentity",
+                    "OrreryPlacement", "OrreryLedger", "OrreryActors", "CZlib", crypto, grpcCore, grpcPosix, logging,
+                    metrics, prometheus, lifecycle, unixSignals, swiftProtobuf, argumentParser, configuration,
+                    .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                ],
+                path: "Services/DeviceAgent/Library",
+                swiftSettings: upcomingFeatures
+            ),
+            .executableTarget(
+                name: "device-agent",
+                dependencies: [
+                    "DeviceAgent", "OrreryBasics", "OrreryRuntimeCore", "OrreryIdentity", "OrreryProto", argumentParser,
+                    swiftProtobuf,
+                ],
+                path: "Services/DeviceAgent/Executable",
+                swiftSettings: upcomingFeatures
+            ),
+        ],
     swiftLanguageModes: [.v6]
 )

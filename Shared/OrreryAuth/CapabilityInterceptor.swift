@@ -1,4 +1,9 @@
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 public import GRPCCore
 public import Logging
 public import OrreryIdentity

@@ -1,5 +1,10 @@
 internal import Crypto
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 internal import GRPCCore
 public import SwiftProtobuf
 

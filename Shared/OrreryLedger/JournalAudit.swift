@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 public import OrreryProto
 
 /// An audit of the settlement journal from what the gateway exported (`AuditJournal`), trusting none of it: the

@@ -1,5 +1,10 @@
 internal import Crypto
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 
 /// The Merkle tree hashing of Certificate Transparency (RFC 6962 §2.1, RFC 9162 §2.1): a leaf hash is
 /// SHA-256(0x00 ‖ entry), an interior node SHA-256(0x01 ‖ left ‖ right), so a leaf can never pass as a node;

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import OrreryIdentity
 public import OrreryProto
 internal import SwiftProtobuf
@@ -60,7 +65,7 @@ public struct TreeHeadWitness: Sendable {
                     newRoot: [UInt8](verified.rootHash), proof: consistency.path.map { [UInt8]($0) })
             else { throw TreeHeadError.inconsistent(from: before.treeSize, to: verified.treeSize) }
         }
-        let directory = (file as NSString).deletingLastPathComponent
+        let directory = URL(fileURLWithPath: file).deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try Data(try head.serializedBytes() as [UInt8]).write(to: URL(fileURLWithPath: file), options: .atomic)
         return verified

@@ -233,6 +233,25 @@ struct ConstellationTests {
         #expect(output.contains("127.0.0.1:1"))
     }
 
+    @Test("a background worker that fails for good ends its service with exit 1, naming the worker")
+    func workerFailingForGood() async throws {
+        try await TestDatabase.withDatabase { database in
+            let directory = try TestEnvironment.temporaryDirectory("orrery-worker-fails")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let config = directory.appendingPathComponent("c.json")
+            try Data("{}".utf8).write(to: config)
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            // The registry's liveness sweeper fails as soon as it starts: the process must not stay up without it.
+            let (status, output) = try await ChildProcess.run(
+                TestEnvironment.executable("registry"),
+                arguments: ["--config", config.path, "--grpc-port", "0", "--http-port", "0"],
+                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+                    .merging(["ORRERY_FAIL_WORKER": "liveness"]) { $1 })
+            #expect(status == 1, "\(output)")
+            #expect(output.contains("the liveness failed for good"), "\(output)")
+        }
+    }
+
     @Test("--help documents every setting with its environment variable")
     func help() async throws {
         let (status, output) = try await ChildProcess.run(

@@ -119,7 +119,7 @@ struct DeployTests {
         let directory = TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/config")
         let descriptions = [
             IdentityServer.description, RegistryServer.description, OrchestratorServer.description,
-            NotaryServer.description, SettlementServer.description, DeviceAgentServer.description,
+            NotaryServer.description, SettlementServer.description,
         ]
         for description in descriptions {
             let config = directory.appendingPathComponent("\(description.name).json").path
@@ -134,5 +134,12 @@ struct DeployTests {
             #expect(settings.http.port == description.defaultHTTPPort)
             #expect((settings.database != nil) == (description.schema != nil))
         }
+        // The agent reads its own settings (no operator, no database).
+        let agentConfig = directory.appendingPathComponent("device-agent.json").path
+        let agent = try AgentSettings.load(
+            options: try AgentOptions.parse(["--config", agentConfig]), environment: [:])
+        #expect(agent.grpc == .init(host: "127.0.0.1", port: 7406))
+        #expect(agent.http == .init(host: "127.0.0.1", port: 9406))
+        #expect(agent.logFormat == .json)
     }
 }

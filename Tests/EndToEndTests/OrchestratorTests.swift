@@ -405,8 +405,12 @@ struct OrchestratorTests {
             #expect(waiting.state == .submitted)
             await blind.child.stop()
 
-            // Two replicas that can: either advances it; a watch on one sees what the other did.
-            let registryAddress = ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"]
+            // Two replicas that can: either advances it; a watch on one sees what the other did. The devices here have
+            // no agent line, so the offer would expire after the default 10 s (and the deployment move on) before a
+            // loaded machine gets to the watch: it waits for them as long as the test runs.
+            let registryAddress = [
+                "--registry-address", "127.0.0.1:\(registry.ready.grpcPort)", "--offer-timeout-ms", "600000",
+            ]
             let first = try await RunningService.start(
                 "orchestrator", extraArguments: registryAddress, environment: environment, directory: directory)
             defer { first.child.signal(SIGKILL) }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Testing
 
 @testable import OrreryRuntime
+@testable import OrreryRuntimeCore
 
 @Suite("A refused setting names the flag that sets it")
 struct ConfigurationErrorTests {

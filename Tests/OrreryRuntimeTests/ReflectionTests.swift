@@ -1,6 +1,7 @@
 import Foundation
 import OrreryProto
 @testable import OrreryRuntime
+@testable import OrreryRuntimeCore
 import SwiftProtobuf
 import Testing
 

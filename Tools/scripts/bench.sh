@@ -74,7 +74,7 @@ start_agent() {  # state owner_key owner_ucan price orchestrator_port registry_p
         --proof "$owner_ucan" >"$state.ucan"
     echo "{\"owner\": {\"prices\": {\"per_core_hour\": $price}}, \"orchestrators\": [\"127.0.0.1:$line_to\"]}" >"$state.json"
     "$bin/device-agent" --state-dir "$state" --config "$state.json" --grpc-port 0 --http-port 0 --log-level warning \
-        --trust-operator "$(cat "$work/credentials/operator.did")" --ready-file "$state.ready" "$@" >"$state.log" 2>&1 &
+        --ready-file "$state.ready" "$@" >"$state.log" 2>&1 &
     agent_pid=$!
     extra_pids+=("$agent_pid")
     wait_ready "$state.ready" "$agent_pid" "$state.log"
@@ -178,5 +178,5 @@ done
 
 echo "== a joined agent's memory (right after the deployments above)"
 busy=$(awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$first_agent_pid/status")
-printf '\n| joined device agent (heartbeating, agent channel open), right after running its share of the deployments above (it gives start-up and set-up pages back 30 s after start, then every 10 minutes) | %s |\n' \
+printf '\n| joined device agent (heartbeating, agent channel open), right after running its share of the deployments above (goal ≤ 35 MiB) | %s |\n' \
     "$busy" | tee -a bench-results/registry.md

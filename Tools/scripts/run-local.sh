@@ -58,12 +58,12 @@ for service in "${services[@]}"; do
  "orchestrators": ["127.0.0.1:$((base + 3))"],
  "landmarks": ["127.0.0.1:$((base + 2))", "127.0.0.1:$((base + 3))"]}
 JSON
-    extra=(--trust-operator "$operator_did")
+    # The agent reads no operator settings: it holds its own key and joins with its owner's delegation.
     if [ "$service" = device-agent ]; then
-        extra+=(--state-dir "$run_dir/device-agent")
+        extra=(--state-dir "$run_dir/device-agent")
     else
-        extra+=(--identity-key "$run_dir/credentials/$service/service.key"
-                --identity-delegation "$run_dir/credentials/$service/delegation.ucan")
+        extra=(--trust-operator "$operator_did" --identity-key "$run_dir/credentials/$service/service.key"
+               --identity-delegation "$run_dir/credentials/$service/delegation.ucan")
     fi
     # The agent follows revocations once it holds a delegation (it joins with its owner's, in the registry issue).
     case "$service" in

@@ -1,9 +1,14 @@
 import ArgumentParser
 import DeviceAgent
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+internal import OrreryBasics
 import OrreryIdentity
 import OrreryProto
-import OrreryRuntime
+import OrreryRuntimeCore
 import SwiftProtobuf
 
 /// `device-agent`: Orrery device agent: joins an edge host to the network and runs workloads isolated.
@@ -25,10 +30,10 @@ struct Serve: AsyncParsableCommand {
             "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
-    @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var options: AgentOptions
 
     func run() async throws {
-        try await ServiceRunner.run(DeviceAgentServer.service, options: runtime)
+        try await DeviceAgentServer.run(options: options)
     }
 }
 
@@ -94,7 +99,7 @@ struct Join: AsyncParsableCommand {
             throw ValidationError("cannot read \(token)")
         }
         let enrollment = Enrollment(
-            registry: registry, chain: chain.trimmingCharacters(in: .whitespacesAndNewlines), trustRoots: tlsCa)
+            registry: registry, chain: chain.trimmed(), trustRoots: tlsCa)
         let policy: OwnerPolicy
         do { policy = try OwnerPolicy.read(configFile: config) } catch { throw ValidationError("\(error)") }
         let connection: RegistryConnection
@@ -140,7 +145,7 @@ struct RunLocal: AsyncParsableCommand {
     func run() async throws {
         let data =
             allocation == "-"
-            ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: allocation))
+            ? Data(readToEnd(STDIN_FILENO)) : try Data(contentsOf: URL(fileURLWithPath: allocation))
         let spec = try Orrery_Orchestrator_V1_AllocationSpec(jsonUTF8Data: data)
         try FileManager.default.createDirectory(atPath: workRoot, withIntermediateDirectories: true)
         let runner = AllocationRunner(root: workRoot, cgroups: noLimits ? nil : ControlGroup.detect())
@@ -150,7 +155,8 @@ struct RunLocal: AsyncParsableCommand {
             id, startedAt: runner.startedAt(id),
             maxDuration: spec.maxDurationSeconds == 0 ? nil : .seconds(Int(spec.maxDurationSeconds))
         ) { stream, _, chunk in
-            (stream == "stdout" ? FileHandle.standardOutput : FileHandle.standardError).write(chunk)
+            // Straight to the descriptor: nothing was printed through stdio before the outcome below.
+            _ = systemWrite(stream == "stdout" ? STDOUT_FILENO : STDERR_FILENO, [UInt8](chunk))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

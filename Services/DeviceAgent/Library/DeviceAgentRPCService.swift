@@ -1,18 +1,18 @@
 public import GRPCCore
 public import OrreryProto
-public import OrreryRuntime
+public import OrreryRuntimeCore
 
-/// `orrery.agent.v1.DeviceAgent`: Info, until its issue brings the rest of the API.
+/// `orrery.agent.v1.DeviceAgent` on the agent's loopback listener: Info.
 public struct DeviceAgentRPCService: Orrery_Agent_V1_DeviceAgent.SimpleServiceProtocol {
-    private let environment: ServiceEnvironment
+    private let info: ServiceInfo
 
-    public init(environment: ServiceEnvironment) {
-        self.environment = environment
+    public init(info: ServiceInfo) {
+        self.info = info
     }
 
     public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
         -> Orrery_Common_V1_InfoResponse
     {
-        environment.info.response()
+        info.response()
     }
 }

@@ -1,70 +1,251 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import ArgumentParser
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2Posix
 internal import Logging
+internal import Metrics
+internal import OrreryBasics
+internal import OrreryIdentity
 internal import OrreryLedger
-public import OrreryRuntime
+internal import OrreryProto
+internal import OrreryRuntimeCore
+internal import Prometheus
+internal import ServiceLifecycle
+internal import UnixSignals
 
-/// The `device-agent` as the shared runtime starts it: no database, a local state directory, and listeners on
-/// loopback only (an edge host opens no network port).
+/// The `device-agent` process: its settings, logging and metrics, its key in its state directory, and two services
+/// in one `ServiceGroup` — the loopback listeners (gRPC Info, health and reflection; HTTP `/metrics` and
+/// `/healthz`; an edge host opens no network port) and the agent's work (join, heartbeats, offers, allocations).
+/// SIGTERM or SIGINT stops the work first, then the listeners. Work that fails for good ends the process (so that
+/// systemd restarts it) instead of leaving health saying SERVING.
 public enum DeviceAgentServer {
-    public static let description = ServiceDescription(
-        name: "device-agent",
-        defaultGRPCPort: 7406,
-        defaultHTTPPort: 9406,
-        schema: nil,
-        loopbackOnly: true,
-        createsOwnKey: true
-    )
+    /// Runs the agent until SIGTERM or SIGINT.
+    /// - Throws: `ExitCode` — 78 for an invalid setting or key file, 73 when the state directory or the ready file
+    ///   cannot be made, 69 when a listener cannot bind, 1 when the agent's work fails for good.
+    public static func run(options: AgentOptions) async throws {
+        let name = AgentSettings.serviceName
+        let settings: AgentSettings
+        do {
+            settings = try AgentSettings.load(options: options, environment: ProcessInfo.processInfo.environment)
+        } catch let error as ConfigurationError {
+            printError("\(name): \(error)")
+            throw ExitCode.configuration
+        }
+        LoggingBootstrap.bootstrap(service: name, format: settings.logFormat, level: settings.logLevel)
+        let metrics = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(DocumentedMetricsFactory(registry: metrics))
+        MetricCatalog.registerAtStart(service: name)
+        var logger = Logger(label: "orrery.\(name)")
+        logger.logLevel = settings.logLevel
 
-    /// The agent with its local gRPC handlers; its state directory (mode 0700) holds its own key (`device.key`)
-    /// and, once joined, its enrollment, from which it keeps the device joined and live.
-    public static var service: OrreryService {
-        OrreryService(
-            description: description,
-            backgroundTasks: { environment in
-                [{ try await keepJoined(environment) }, { await ExecutablePages.keepReleasing() }]
-            },
-            makeRPCServices: { environment in
-                try StateDirectory.prepare(at: environment.settings.stateDirectory)
-                _ = try OwnerPolicy.read(configFile: environment.settings.configFile)
-                return [DeviceAgentRPCService(environment: environment)]
-            }
-        )
+        do {
+            let key = try prepareState(settings)
+            let listeners = AgentListeners(settings: settings, key: key, metrics: metrics, logger: logger)
+            let work = AgentWork(settings: settings, key: key, logger: logger)
+            var configuration = ServiceGroupConfiguration(
+                services: [
+                    .init(service: listeners),
+                    .init(
+                        service: work, successTerminationBehavior: .gracefullyShutdownGroup,
+                        failureTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration.maximumGracefulShutdownDuration = settings.shutdownGrace
+            configuration.maximumCancellationDuration = .seconds(2)
+            try await ServiceGroup(configuration: configuration).run()
+        } catch let error as StartupError {
+            logger.critical("\(error.message)")
+            printError("\(name): \(error.message)")
+            throw error.exitCode
+        } catch let error as AgentWork.Failed {
+            logger.critical(
+                "the agent's work failed for good; exiting so that the service manager restarts it",
+                metadata: ["error": "\(error.underlying)"])
+            printError("\(name): the agent's work failed: \(error.underlying)")
+            throw ExitCode.failure
+        }
+        logger.info("stopped")
     }
 
-    /// Waits for an enrollment (`device-agent join`), then heartbeats until the agent stops.
-    static func keepJoined(_ environment: ServiceEnvironment) async throws {
-        let stateDirectory = environment.settings.stateDirectory
+    /// The state directory (mode 0700) and the device key in it, created on first start.
+    private static func prepareState(_ settings: AgentSettings) throws -> SigningKey {
+        do {
+            try StateDirectory.prepare(at: settings.stateDirectory)
+            _ = try OwnerPolicy.read(configFile: settings.configFile)
+        } catch {
+            throw StartupError(message: "cannot start: \(error)", exitCode: .cannotCreate)
+        }
+        do {
+            return try KeyFile.readOrCreate(settings.stateDirectory + "/device.key")
+        } catch {
+            throw StartupError(message: "device key: \(error)", exitCode: .configuration)
+        }
+    }
+
+    private static func printError(_ line: String) {
+        _ = systemWrite(STDERR_FILENO, Array((line + "\n").utf8))
+    }
+}
+
+/// Why the agent could not start, and the exit code that says so.
+struct StartupError: Error {
+    let message: String
+    let exitCode: ExitCode
+}
+
+/// The loopback listeners: gRPC (Info, health, reflection) and HTTP (`/metrics`, `/healthz`); writes the ready file
+/// once both are bound, and on graceful shutdown reports NOT_SERVING and stops accepting.
+struct AgentListeners: Service {
+    let settings: AgentSettings
+    let key: SigningKey
+    let metrics: PrometheusCollectorRegistry
+    let logger: Logger
+
+    func run() async throws {
+        let info = ServiceInfo(name: AgentSettings.serviceName, did: key.did.string)
+        let health = HealthStatusBook()
+        let index: DescriptorIndex
+        do {
+            index = try DescriptorIndex(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+        } catch {
+            throw StartupError(message: "the embedded descriptor set is unreadable: \(error)", exitCode: .software)
+        }
+        let agentService = "orrery.agent.v1.DeviceAgent"
+        let reflection = ReflectionService(
+            index: index,
+            serviceNames: [
+                agentService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ])
+        let host = settings.grpc.host == "localhost" ? "127.0.0.1" : settings.grpc.host
+        let server = GRPCServer(
+            transport: .http2NIOPosix(
+                address: host.contains(":")
+                    ? .ipv6(host: host, port: settings.grpc.port) : .ipv4(host: host, port: settings.grpc.port),
+                transportSecurity: .plaintext),
+            services: [
+                DeviceAgentRPCService(info: info), HealthService(book: health), reflection,
+                ReflectionServiceV1Alpha(v1: reflection),
+            ],
+            interceptors: [MetricsServerInterceptor()])
+
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await server.serve() }
+            let grpcPort: Int
+            do {
+                let address = try await server.transport.listeningAddress
+                grpcPort = address.ipv4?.port ?? address.ipv6?.port ?? settings.grpc.port
+            } catch {
+                throw StartupError(
+                    message: "cannot listen for gRPC on \(settings.grpc.host):\(settings.grpc.port): \(error)",
+                    exitCode: .unavailable)
+            }
+            let operations: OperationsEndpoint
+            do {
+                operations = try await OperationsEndpoint(
+                    host: settings.http.host, port: settings.http.port, metrics: metrics, health: health)
+            } catch {
+                server.beginGracefulShutdown()
+                throw StartupError(
+                    message: "cannot listen for HTTP on \(settings.http.host):\(settings.http.port): \(error)",
+                    exitCode: .unavailable)
+            }
+            health.set(.serving, for: "")
+            health.set(.serving, for: agentService)
+            if let path = settings.readyFile {
+                let ready = ReadyFile(
+                    service: AgentSettings.serviceName, pid: getpid(), grpcHost: settings.grpc.host,
+                    grpcPort: grpcPort, httpHost: settings.http.host, httpPort: operations.port, did: info.did)
+                do {
+                    try ready.write(to: path)
+                } catch {
+                    await operations.close()
+                    server.beginGracefulShutdown()
+                    throw StartupError(
+                        message: "cannot write the ready file \(path): \(error)", exitCode: .cannotCreate)
+                }
+            }
+            logger.info(
+                "serving",
+                metadata: [
+                    "grpc": "\(settings.grpc.host):\(grpcPort)", "http": "\(settings.http.host):\(operations.port)",
+                    "version": "\(ServiceInfo.version)", "did": "\(info.did)",
+                ])
+            // Until SIGTERM/SIGINT, or until the group is cancelled because the work failed.
+            try? await gracefulShutdown()
+            health.setAll(.notServing)
+            health.finishWatches()
+            await operations.close()
+            server.beginGracefulShutdown()
+        }
+    }
+}
+
+/// The agent's work as one service: waits for an enrollment (`device-agent join`), then keeps the device joined and
+/// live — heartbeats, the lines to its orchestrators, allocations and their receipts — until graceful shutdown.
+struct AgentWork: Service {
+    let settings: AgentSettings
+    let key: SigningKey
+    let logger: Logger
+
+    /// The work cannot go on (an unreadable enrollment or policy): the process should end and be restarted.
+    struct Failed: Error {
+        let underlying: any Error
+    }
+
+    /// The work returned although nobody stopped it.
+    struct EndedEarly: Error, CustomStringConvertible {
+        var description: String { "the agent's work ended on its own" }
+    }
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await keepJoined() }
+        } catch is CancellationError {
+            return
+        } catch {
+            throw Failed(underlying: error)
+        }
+        if !Task.isShuttingDownGracefully && !Task.isCancelled { throw Failed(underlying: EndedEarly()) }
+    }
+
+    private func keepJoined() async throws {
+        let stateDirectory = settings.stateDirectory
         var enrollment = try Enrollment.read(stateDirectory: stateDirectory)
         if enrollment == nil {
-            environment.logger.notice("not joined yet: run `device-agent join --registry ADDR --token FILE`")
+            logger.notice("not joined yet: run `device-agent join --registry ADDR --token FILE`")
         }
         while enrollment == nil {
             try await Task.sleep(for: .seconds(1))
             enrollment = try Enrollment.read(stateDirectory: stateDirectory)
         }
         guard let enrollment else { return }
-        let policy = try OwnerPolicy.read(configFile: environment.settings.configFile)
+        let policy = try OwnerPolicy.read(configFile: settings.configFile)
         let inventory = HostDetector.detect(workDirectory: stateDirectory)
-        let connection = try RegistryConnection(enrollment: enrollment, key: environment.key)
+        let connection = try RegistryConnection(enrollment: enrollment, key: key)
         let capabilities = policy.capabilities(of: inventory)
         let loop = HeartbeatLoop(
-            connection: connection, capabilities: capabilities, interval: environment.settings.livenessInterval,
+            connection: connection, capabilities: capabilities, interval: settings.livenessInterval,
             workDirectory: stateDirectory,
-            landmarks: try OwnerPolicy.landmarks(configFile: environment.settings.configFile),
-            logger: environment.logger)
+            landmarks: try OwnerPolicy.landmarks(configFile: settings.configFile),
+            logger: logger)
         let ledger = CommitmentLedger(stateDirectory: stateDirectory)
         let judge = OfferJudge(policy: policy, capabilities: capabilities)
-        let orchestrators = try OwnerPolicy.orchestrators(configFile: environment.settings.configFile)
+        let orchestrators = try OwnerPolicy.orchestrators(configFile: settings.configFile)
         var runner = AllocationRunner(root: stateDirectory + "/allocations")
         runner.networkAllowed = policy.networkAllow ?? []
         let lines = AgentLines()
         // Usage receipts every 12 heartbeat intervals (a minute by default), a completion receipt at the end.
         let executions = ExecutionManager(
-            runner: runner, ledger: ledger, logger: environment.logger,
-            receipts: ReceiptBook(key: environment.key, runner: runner),
+            runner: runner, ledger: ledger, logger: logger,
+            receipts: ReceiptBook(key: key, runner: runner),
             witness: TreeHeadWitness(file: stateDirectory + "/notary-tree-head.pb"),
-            receiptInterval: environment.settings.livenessInterval * 12,
-            actors: ActorDesk(deviceKey: environment.key, root: runner.root, logger: environment.logger, lines: lines),
+            receiptInterval: settings.livenessInterval * 12,
+            actors: ActorDesk(deviceKey: key, root: runner.root, logger: logger, lines: lines),
             lines: lines)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }
@@ -73,7 +254,7 @@ public enum DeviceAgentServer {
                 group.addTask {
                     await AgentChannelLoop(
                         address: address, connection: connection, judge: judge, ledger: ledger,
-                        executions: executions, logger: environment.logger
+                        executions: executions, logger: logger
                     ).run()
                 }
             }

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// The agent's local state directory: created readable only by the agent's user, refused when others can write it.
 enum StateDirectory {
@@ -11,19 +16,21 @@ enum StateDirectory {
 
     static func prepare(at path: String) throws {
         let manager = FileManager.default
-        var isDirectory: ObjCBool = false
-        if manager.fileExists(atPath: path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else { throw Unusable(path: path, reason: "exists and is not a directory") }
+        if let status = FileStatus(path: path) {
+            guard status.isDirectory else { throw Unusable(path: path, reason: "exists and is not a directory") }
         } else {
             do {
                 try manager.createDirectory(
                     atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
-                throw Unusable(path: path, reason: "cannot be created (\(error.localizedDescription))")
+                throw Unusable(path: path, reason: "cannot be created (\(error))")
             }
         }
-        let attributes = try manager.attributesOfItem(atPath: path)
-        if let permissions = attributes[.posixPermissions] as? Int, permissions & 0o022 != 0 {
+        guard let status = FileStatus(path: path) else {
+            throw Unusable(path: path, reason: "cannot be examined (\(systemErrorText()))")
+        }
+        let permissions = status.permissions
+        if permissions & 0o022 != 0 {
             throw Unusable(
                 path: path, reason: "is writable by other users (mode \(String(permissions, radix: 8))); chmod 700 it")
         }

@@ -15,9 +15,9 @@ public enum IdentityServer {
     public static var service: OrreryService {
         OrreryService(
             description: description,
-            backgroundTasks: { environment in
+            workers: { environment in
                 guard let log = log(environment) else { return [] }
-                return [{ await log.follow() }]
+                return [BackgroundWorker("revocation log feed") { await log.follow() }]
             },
             makeRPCServices: { environment in
                 guard let log = log(environment), let database = environment.database else { return [] }

@@ -17,11 +17,11 @@ public enum NotaryServer {
     public static var service: OrreryService {
         OrreryService(
             description: description,
-            backgroundTasks: { environment in
+            workers: { environment in
                 guard let database = environment.database else { return [] }
                 let sequencer = NotaryComponents.shared(environment, database: database).sequencer
-                var tasks: [@Sendable () async throws -> Void] = [
-                    {
+                var tasks = [
+                    BackgroundWorker("log sequencer") {
                         await withTaskCancellationHandler {
                             await sequencer.run()
                         } onCancel: {
@@ -32,7 +32,7 @@ public enum NotaryServer {
                 if let registry = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
                     let checker = AvailabilityChecker(
                         registry: registry, environment: environment, client: database, sequencer: sequencer)
-                    tasks.append { await checker.run() }
+                    tasks.append(BackgroundWorker("availability checker") { await checker.run() })
                 } else {
                     environment.logger.warning(
                         "registry.address is not set: contracts' availability terms are not checked")

@@ -14,12 +14,12 @@ public enum RegistryServer {
     public static var service: OrreryService {
         OrreryService(
             description: description,
-            backgroundTasks: { environment in
+            workers: { environment in
                 guard let database = environment.database else { return [] }
                 let components = RegistryComponents.shared(environment, database: database)
                 return [
-                    { await components.liveness.run(from: environment.serving) },
-                    { await components.changes.follow() },
+                    BackgroundWorker("liveness") { await components.liveness.run(from: environment.serving) },
+                    BackgroundWorker("device change feed") { await components.changes.follow() },
                 ]
             },
             makeRPCServices: { environment in

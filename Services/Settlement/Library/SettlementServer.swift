@@ -20,15 +20,18 @@ public enum SettlementServer {
     public static func service(chains: ChainSettings) -> OrreryService {
         OrreryService(
             description: description,
-            backgroundTasks: { environment in
+            workers: { environment in
                 guard let database = environment.database else { return [] }
                 let sealer = JournalSealer(client: database, key: environment.key, logger: environment.logger)
-                var tasks: [@Sendable () async throws -> Void] = [{ await sealer.run() }]
+                var tasks = [BackgroundWorker("journal sealer") { await sealer.run() }]
                 if let notaryAddress = environment.settings.notaryAddress.flatMap(ServiceAddress.init) {
                     let link = ServiceLink(address: notaryAddress, peer: "notary", environment: environment)
                     let settler = ContractSettler(
                         notary: link, client: database, key: environment.key, logger: environment.logger)
-                    tasks += [{ await link.run() }, { await settler.run() }]
+                    tasks += [
+                        BackgroundWorker("notary link") { await link.run() },
+                        BackgroundWorker("contract settler") { await settler.run() },
+                    ]
                 } else {
                     environment.logger.warning(
                         "notary.address is not set: refunded contracts are not recorded as settled")
@@ -45,7 +48,10 @@ public enum SettlementServer {
                 environment.logger.info(
                     "ethereum adapter on",
                     metadata: ["node": "\(ethereum.rpc)", "gateway_address": "\(adapter.gatewayAddress)"])
-                return tasks + [{ await broadcaster.run() }, { await watcher.run() }]
+                return tasks + [
+                    BackgroundWorker("ethereum broadcaster") { await broadcaster.run() },
+                    BackgroundWorker("ethereum deposit watcher") { await watcher.run() },
+                ]
             },
             httpRoutes: { environment, gateway, router in
                 guard let database = environment.database else { return }

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// JSON to IPLD and back, for people: integers stay integers and numbers with a fraction or exponent become
 /// floats. Rendering follows DAG-JSON (`{"/": {"bytes": …}}` for bytes, `{"/": cid}` for links).
@@ -25,10 +30,10 @@ public enum IPLDJSON {
         case .integer(let number): return String(number)
         case .largeInteger(let number): return number.description
         case .float(let number):
-            return number == number.rounded() && abs(number) < 1e15 ? String(format: "%.1f", number) : String(number)
+            return number == number.rounded() && abs(number) < 1e15 ? cFormat("%.1f", number) : String(number)
         case .string(let text): return quote(text)
         case .bytes(let bytes):
-            return "{\"/\": {\"bytes\": \(quote(Base64.standard(bytes).replacingOccurrences(of: "=", with: "")))}}"
+            return "{\"/\": {\"bytes\": \(quote(Base64.standard(bytes).replacing("=", with: "")))}}"
         case .link(let cid): return "{\"/\": \(quote(cid.string))}"
         case .list(let items):
             if items.isEmpty { return "[]" }
@@ -53,7 +58,7 @@ public enum IPLDJSON {
             case "\t": output += "\\t"
             default:
                 if scalar.value < 0x20 {
-                    output += String(format: "\\u%04x", scalar.value)
+                    output += cFormat("\\u%04x", scalar.value)
                 } else {
                     output.unicodeScalars.append(scalar)
                 }

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// The DID document of a did:key (W3C DID Core), with one `Multikey` verification method referenced from
 /// authentication, assertionMethod, capabilityInvocation and capabilityDelegation.

@@ -1,5 +1,10 @@
 internal import Crypto
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 
 /// A public key a DID names: Ed25519 (signing and verification) or P-256 (verification).
 public enum PublicKey: Sendable, Hashable {

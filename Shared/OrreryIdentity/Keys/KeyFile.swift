@@ -1,5 +1,10 @@
 internal import Crypto
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 
 /// Key files: the 32-byte Ed25519 seed as hex, readable and writable by its owner only (mode 0600).
 public enum KeyFile {
@@ -27,7 +32,7 @@ public enum KeyFile {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw KeyFileError.unreadable(path, "not readable text")
         }
-        guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), !bytes.isEmpty else {
+        guard let bytes = Hex.decode(text.trimmed()), !bytes.isEmpty else {
             throw KeyFileError.malformed("\(path) does not hold a hex private key")
         }
         return bytes
@@ -41,7 +46,7 @@ public enum KeyFile {
         }
         defer { close(descriptor) }
         let text = Array((Hex.encode(bytes) + "\n").utf8)
-        guard Foundation.write(descriptor, text, text.count) == text.count else {
+        guard systemWrite(descriptor, text) == text.count else {
             throw KeyFileError.unwritable(path, String(cString: strerror(errno)))
         }
     }

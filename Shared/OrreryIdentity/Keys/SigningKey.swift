@@ -1,5 +1,10 @@
 internal import Crypto
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 
 /// An Ed25519 private key: a party's identity (its did:key) and what it signs with.
 public struct SigningKey: Sendable {

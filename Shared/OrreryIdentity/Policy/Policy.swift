@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// A UCAN policy: statements over an invocation's `args`, all of which must hold.
 public struct Policy: Sendable, Hashable {
@@ -204,7 +209,7 @@ public struct Policy: Sendable, Hashable {
         if float.isInfinite || abs(float) >= 1e200 { return float > 0 ? -1 : 1 }
         let floor = float.rounded(.down)
         // A finite double's integer part prints exactly (glibc prints every digit).
-        let digits = String(format: "%.0f", floor)
+        let digits = cFormat("%.0f", floor)
         guard let whole = ExactInteger(decimal: digits == "-0" ? "0" : digits) else { return nil }
         if integer < whole { return -1 }
         if whole < integer { return 1 }  // integer ≥ ⌊f⌋ + 1 > f

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// A UCAN 1.0 delegation: `iss` grants `aud` the authority to invoke `cmd` (and below) on `sub`, within `pol`.
 public struct Delegation: Sendable {

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// The UCAN container (ucan-wg/container v0.1.0): tokens in `{"ctn-v1": [bytes…]}` (sorted, no duplicates),
 /// optionally gzipped, optionally base64, behind a one-byte header naming the combination.
@@ -44,7 +49,7 @@ public enum UCANContainer {
         guard let first = container.first, let header = Header(rawValue: first) else {
             throw UCANError(
                 .malformedToken,
-                "unknown container header \(container.first.map { String(format: "0x%02x", $0) } ?? "(empty)")")
+                "unknown container header \(container.first.map { cFormat("0x%02x", $0) } ?? "(empty)")")
         }
         var body = Array(container.dropFirst())
         if header.isText {

@@ -1,9 +1,8 @@
 internal import Configuration
-internal import Foundation
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryAuth
-internal import SystemPackage
+internal import OrreryRuntimeCore
 
 extension RuntimeSettings {
     /// Resolves a service's settings: command-line options override `ORRERY_*` environment variables, which
@@ -19,46 +18,46 @@ extension RuntimeSettings {
         options: RuntimeOptions,
         environment: [String: String]
     ) async throws -> RuntimeSettings {
-        let reader = try await makeReader(for: service, options: options, environment: environment)
+        let reader = try makeReader(for: service, options: options, environment: environment)
         var settings = RuntimeSettings(
             grpc: .init(
-                host: try host(reader, "grpc.host", loopbackOnly: service.loopbackOnly),
-                port: try port(reader, "grpc.port")
+                host: try reader.host("grpc.host", loopbackOnly: service.loopbackOnly),
+                port: try reader.port("grpc.port")
             ),
             tls: nil,
-            tlsTrustRoots: try string(reader, "tls.ca").nilIfEmpty,
+            tlsTrustRoots: try reader.optionalString("tls.ca"),
             http: .init(
-                host: try host(reader, "http.host", loopbackOnly: service.loopbackOnly),
-                port: try port(reader, "http.port")
+                host: try reader.host("http.host", loopbackOnly: service.loopbackOnly),
+                port: try reader.port("http.port")
             ),
-            logLevel: try choice(reader, "log.level", Logger.Level.allCases),
-            logFormat: try choice(reader, "log.format", LogFormat.allCases),
+            logLevel: try reader.choice("log.level", Logger.Level.allCases),
+            logFormat: try reader.choice("log.format", LogFormat.allCases),
             database: nil,
-            stateDirectory: try nonEmpty(reader, "state.dir"),
-            shutdownGrace: .seconds(try integer(reader, "shutdown.grace", in: 1...300)),
-            clockSkew: Int64(try integer(reader, "auth.clock_skew", in: 0...60)),
-            maximumConnections: try integer(reader, "connections.max", in: 16...1_000_000),
-            idleTimeout: .seconds(try integer(reader, "connections.idle_timeout", in: 1...86_400)),
+            stateDirectory: try reader.nonEmpty("state.dir"),
+            shutdownGrace: .seconds(try reader.integer("shutdown.grace", in: 1...300)),
+            clockSkew: Int64(try reader.integer("auth.clock_skew", in: 0...60)),
+            maximumConnections: try reader.integer("connections.max", in: 16...1_000_000),
+            idleTimeout: .seconds(try reader.integer("connections.idle_timeout", in: 1...86_400)),
             authenticationFailures: .init(
-                rate: Double(try integer(reader, "auth.failures_per_minute", in: 0...100_000_000)) / 60,
-                burst: try integer(reader, "auth.failure_burst", in: 1...1_000_000)),
-            keyFile: try string(reader, "identity.key").nilIfEmpty,
-            trustedOperator: try did(reader, "trust.operator"),
-            identityAddress: try address(reader, "identity.address"),
-            delegationFile: try string(reader, "identity.delegation").nilIfEmpty,
-            operatorKeyFile: try string(reader, "operator.key").nilIfEmpty,
-            livenessInterval: .milliseconds(try integer(reader, "liveness.interval_ms", in: 100...600_000)),
-            registryAddress: try address(reader, "registry.address"),
-            offerTimeout: .milliseconds(try integer(reader, "offer.timeout_ms", in: 100...600_000)),
-            notaryAddress: try address(reader, "notary.address"),
-            settlementDID: try optionalDID(reader, "settlement.did"),
-            notaryDID: try optionalDID(reader, "notary.did"),
-            settlementAddress: try address(reader, "settlement.address"),
-            relocationMarginPercent: try integer(reader, "relocation.margin_percent", in: 0...90),
+                rate: Double(try reader.integer("auth.failures_per_minute", in: 0...100_000_000)) / 60,
+                burst: try reader.integer("auth.failure_burst", in: 1...1_000_000)),
+            keyFile: try reader.optionalString("identity.key"),
+            trustedOperator: try reader.did("trust.operator"),
+            identityAddress: try reader.address("identity.address"),
+            delegationFile: try reader.optionalString("identity.delegation"),
+            operatorKeyFile: try reader.optionalString("operator.key"),
+            livenessInterval: .milliseconds(try reader.integer("liveness.interval_ms", in: 100...600_000)),
+            registryAddress: try reader.address("registry.address"),
+            offerTimeout: .milliseconds(try reader.integer("offer.timeout_ms", in: 100...600_000)),
+            notaryAddress: try reader.address("notary.address"),
+            settlementDID: try reader.optionalDID("settlement.did"),
+            notaryDID: try reader.optionalDID("notary.did"),
+            settlementAddress: try reader.address("settlement.address"),
+            relocationMarginPercent: try reader.integer("relocation.margin_percent", in: 0...90),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
-        switch (try string(reader, "tls.cert").nilIfEmpty, try string(reader, "tls.key").nilIfEmpty) {
+        switch (try reader.optionalString("tls.cert"), try reader.optionalString("tls.key")) {
         case (let certificate?, let key?): settings.tls = (certificate, key)
         case (nil, nil): break
         case (nil, _?):
@@ -67,14 +66,14 @@ extension RuntimeSettings {
         case (_?, nil):
             throw ConfigurationError(key: "tls.key", reason: "tls.cert is set but tls.key is not: give both or neither")
         }
-        if settings.tls == nil && !isLoopback(settings.grpc.host) {
+        if settings.tls == nil && !SettingsReader.isLoopback(settings.grpc.host) {
             throw ConfigurationError(
                 key: "grpc.host",
                 reason:
                     "'\(settings.grpc.host)' is not loopback: a network listener needs tls.cert and tls.key (plaintext is for loopback only)"
             )
         }
-        if settings.tls == nil && !isLoopback(settings.http.host) {
+        if settings.tls == nil && !SettingsReader.isLoopback(settings.http.host) {
             throw ConfigurationError(
                 key: "http.host",
                 reason:
@@ -88,13 +87,13 @@ extension RuntimeSettings {
         if service.keepsRevocationLog { settings.identityAddress = nil }
         if service.schema != nil {
             settings.database = DatabaseSettings(
-                host: try nonEmpty(reader, "db.host"),
-                port: try integer(reader, "db.port", in: 1...65535),
-                user: try nonEmpty(reader, "db.user"),
-                password: try string(reader, "db.password", isSecret: true).nilIfEmpty,
-                database: try nonEmpty(reader, "db.database"),
-                tls: try choice(reader, "db.tls", DatabaseSettings.TLSMode.allCases),
-                startupTimeout: .seconds(try integer(reader, "db.timeout", in: 1...3600))
+                host: try reader.nonEmpty("db.host"),
+                port: try reader.integer("db.port", in: 1...65535),
+                user: try reader.nonEmpty("db.user"),
+                password: try reader.optionalString("db.password", isSecret: true),
+                database: try reader.nonEmpty("db.database"),
+                tls: try reader.choice("db.tls", DatabaseSettings.TLSMode.allCases),
+                startupTimeout: .seconds(try reader.integer("db.timeout", in: 1...3600))
             )
         }
         return settings
@@ -105,7 +104,7 @@ extension RuntimeSettings {
         for service: ServiceDescription,
         options: RuntimeOptions,
         environment: [String: String]
-    ) async throws -> ConfigReader {
+    ) throws -> SettingsReader {
         var flags: [AbsoluteConfigKey: ConfigValue] = [:]
         func flag(_ key: AbsoluteConfigKey, _ value: String?) {
             if let value { flags[key] = ConfigValue(.string(value), isSecret: false) }
@@ -188,127 +187,9 @@ extension RuntimeSettings {
             "identity.delegation": "",
         ]
 
-        let filePath = options.config ?? service.defaultConfigFile
-        let file: FileProvider<JSONSnapshot>
-        do {
-            // An explicitly named file must exist; the default one is optional.
-            file = try await FileProvider<JSONSnapshot>(
-                filePath: FilePath(filePath),
-                allowMissing: options.config == nil
-            )
-        } catch {
-            throw ConfigurationError(key: "config", reason: "cannot read \(filePath): \(describe(error))")
-        }
-        let environmentProvider = EnvironmentVariablesProvider(
-            environmentVariables: environment,
-            secretsSpecifier: .specific(["ORRERY_DB_PASSWORD"])
-        ).prefixKeys(with: "orrery")
-        return ConfigReader(providers: [
-            InMemoryProvider(name: "command line", values: flags),
-            environmentProvider,
-            file,
-            InMemoryProvider(name: "defaults", values: defaults),
-        ])
+        // An explicitly named file must exist; the default one is optional.
+        return try SettingsReader(
+            flags: flags, environment: environment, configFile: options.config ?? service.defaultConfigFile,
+            configFileRequired: options.config != nil, defaults: defaults, secrets: ["db.password"])
     }
-
-    private static func describe(_ error: any Error) -> String {
-        "\(error)".replacingOccurrences(of: "\n", with: " ")
-    }
-
-    private static func string(_ reader: ConfigReader, _ key: ConfigKey, isSecret: Bool = false) throws -> String {
-        do {
-            return try reader.requiredString(forKey: key, isSecret: isSecret)
-        } catch {
-            throw ConfigurationError(key: key.description, reason: "expected a string (\(describe(error)))")
-        }
-    }
-
-    private static func nonEmpty(_ reader: ConfigReader, _ key: ConfigKey) throws -> String {
-        let value = try string(reader, key)
-        guard !value.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw ConfigurationError(key: key.description, reason: "must not be empty")
-        }
-        return value
-    }
-
-    private static func integer(_ reader: ConfigReader, _ key: ConfigKey, in range: ClosedRange<Int>) throws -> Int {
-        let value: Int
-        do {
-            value = try reader.requiredInt(forKey: key)
-        } catch {
-            throw ConfigurationError(
-                key: key.description, reason: "expected a whole number from \(range.lowerBound) to \(range.upperBound)")
-        }
-        guard range.contains(value) else {
-            throw ConfigurationError(
-                key: key.description, reason: "\(value) is outside \(range.lowerBound)…\(range.upperBound)")
-        }
-        return value
-    }
-
-    private static func did(_ reader: ConfigReader, _ key: ConfigKey) throws -> String {
-        let value = try string(reader, key)
-        guard value.hasPrefix("did:key:z"), value.count > 20 else {
-            throw ConfigurationError(
-                key: key.description,
-                reason: value.isEmpty
-                    ? "required: the operator's did:key (see `orrery operator init`)" : "'\(value)' is not a did:key")
-        }
-        return value
-    }
-
-    private static func optionalDID(_ reader: ConfigReader, _ key: ConfigKey) throws -> String? {
-        let value = try string(reader, key)
-        if value.isEmpty { return nil }
-        guard value.hasPrefix("did:key:z"), value.count > 20 else {
-            throw ConfigurationError(key: key.description, reason: "'\(value)' is not a did:key")
-        }
-        return value
-    }
-
-    private static func address(_ reader: ConfigReader, _ key: ConfigKey) throws -> String? {
-        let value = try string(reader, key)
-        if value.isEmpty { return nil }
-        guard ServiceAddress(value) != nil else {
-            throw ConfigurationError(key: key.description, reason: "'\(value)' is not host:port")
-        }
-        return value
-    }
-
-    private static func port(_ reader: ConfigReader, _ key: ConfigKey) throws -> Int {
-        try integer(reader, key, in: 0...65535)
-    }
-
-    static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
-    }
-
-    private static func host(_ reader: ConfigReader, _ key: ConfigKey, loopbackOnly: Bool) throws -> String {
-        let value = try nonEmpty(reader, key)
-        if loopbackOnly && !isLoopback(value) {
-            throw ConfigurationError(
-                key: key.description,
-                reason:
-                    "'\(value)' is not a loopback address; this service opens no network port (use 127.0.0.1 or ::1)"
-            )
-        }
-        return value
-    }
-
-    private static func choice<Choice: RawRepresentable>(
-        _ reader: ConfigReader,
-        _ key: ConfigKey,
-        _ choices: [Choice]
-    ) throws -> Choice where Choice.RawValue == String {
-        let value = try string(reader, key)
-        guard let match = choices.first(where: { $0.rawValue == value.lowercased() }) else {
-            let allowed = choices.map(\.rawValue).joined(separator: ", ")
-            throw ConfigurationError(key: key.description, reason: "'\(value)' is not one of: \(allowed)")
-        }
-        return match
-    }
-}
-
-extension String {
-    fileprivate var nilIfEmpty: String? { isEmpty ? nil : self }
 }

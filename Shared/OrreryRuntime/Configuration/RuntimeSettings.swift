@@ -1,6 +1,7 @@
 public import Logging
 public import OrreryDatabase
 public import OrreryAuth
+public import OrreryRuntimeCore
 
 /// A service's settings after resolving defaults < file < environment < flags.
 public struct RuntimeSettings: Sendable, Equatable {
@@ -24,12 +25,7 @@ public struct RuntimeSettings: Sendable, Equatable {
     }
 
     /// How log lines are written.
-    public enum LogFormat: String, Sendable, CaseIterable {
-        /// JSON lines unless standard output is a terminal.
-        case auto
-        case json
-        case text
-    }
+    public typealias LogFormat = OrreryRuntimeCore.LogFormat
 
     /// A host and port to listen on; port 0 asks the system for a free one.
     public struct Listen: Sendable, Equatable {

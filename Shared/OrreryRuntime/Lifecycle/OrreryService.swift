@@ -47,19 +47,32 @@ public struct ServiceEnvironment: Sendable {
     }
 }
 
+/// A service's background work (a feed, a sweeper, a link to another service): it runs as long as the service
+/// serves. One that throws or returns before the service stops has failed for good: the process reports NOT_SERVING
+/// and exits 1, so that its service manager restarts it — never a log line while health says SERVING.
+public struct BackgroundWorker: Sendable {
+    /// What it is, for the log line that reports its failure.
+    public let name: String
+    public let run: @Sendable () async throws -> Void
+
+    public init(_ name: String, run: @escaping @Sendable () async throws -> Void) {
+        self.name = name
+        self.run = run
+    }
+}
+
 /// A service as the runtime starts it: its description, the gRPC services it serves once its schema is migrated,
-/// and any background work that runs as long as it serves. Health, reflection, metrics and capability checks
-/// are added by the runtime.
+/// and its background workers. Health, reflection, metrics and capability checks are added by the runtime.
 public struct OrreryService: Sendable {
     public let description: ServiceDescription
     public let makeRPCServices: @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]
-    public let backgroundTasks: @Sendable (ServiceEnvironment) -> [@Sendable () async throws -> Void]
+    public let workers: @Sendable (ServiceEnvironment) -> [BackgroundWorker]
     /// Routes the service adds to its HTTP listener (the orchestrator's JSON gateway).
     public let httpRoutes: @Sendable (ServiceEnvironment, JSONGateway, Router<OrreryRequestContext>) -> Void
 
     public init(
         description: ServiceDescription,
-        backgroundTasks: @escaping @Sendable (ServiceEnvironment) -> [@Sendable () async throws -> Void] = { _ in [] },
+        workers: @escaping @Sendable (ServiceEnvironment) -> [BackgroundWorker] = { _ in [] },
         httpRoutes: @escaping @Sendable (ServiceEnvironment, JSONGateway, Router<OrreryRequestContext>) -> Void = {
             _, _, _ in
         },
@@ -67,7 +80,7 @@ public struct OrreryService: Sendable {
     ) {
         self.description = description
         self.makeRPCServices = makeRPCServices
-        self.backgroundTasks = backgroundTasks
+        self.workers = workers
         self.httpRoutes = httpRoutes
     }
 }

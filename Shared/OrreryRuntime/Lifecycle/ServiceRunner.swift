@@ -43,6 +43,11 @@ public enum ServiceRunner {
             logger.critical("\(error.message)")
             FileHandle.standardError.write(Data("\(name): \(error.message)\n".utf8))
             throw error.exitCode
+        } catch let failure as WorkerFailure {
+            logger.critical(
+                "exiting so that the service manager restarts this process", metadata: ["error": "\(failure)"])
+            FileHandle.standardError.write(Data("\(name): \(failure)\n".utf8))
+            throw ExitCode.failure
         }
         logger.info("stopped")
     }
@@ -202,33 +207,47 @@ private struct MainService: Service {
             }
         )
 
+        // A worker that throws or returns while the service serves has failed for good: reported here, it ends the
+        // process (health NOT_SERVING first) instead of leaving a log line under a SERVING health.
+        let (workerFailures, workerFailed) = AsyncStream<WorkerFailure>.makeStream()
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
             group.addTask { try await http.run() }
-            let background = service.backgroundTasks(environment)
-            let followed = settings.identityAddress.flatMap(ServiceAddress.init)
-            // Background work stops when serving stops: it is cancelled once the graceful shutdown below is done.
-            let backgroundTasks = Task {
+            var workers = service.workers(environment)
+            if let followed = settings.identityAddress.flatMap(ServiceAddress.init) {
+                workers.append(
+                    BackgroundWorker("revocation follower") {
+                        await RevocationFollower(
+                            address: followed, trustRoots: settings.tlsTrustRoots, environment: environment,
+                            proofs: proofs
+                        ).run()
+                    })
+            } else if !description.keepsRevocationLog {
+                logger.warning("identity.address is not set: revocations are not followed by this process")
+            }
+            // Workers stop when serving stops: they are cancelled once the graceful shutdown below is done.
+            let running = Task {
                 await withTaskGroup(of: Void.self) { tasks in
-                    for task in background {
+                    for worker in workers {
                         tasks.addTask {
-                            do { try await task() } catch {
-                                logger.error("background task failed", metadata: ["error": "\(error)"])
+                            do {
+                                try InjectedWorkerFailure.check(worker.name)
+                                try await worker.run()
+                                if !Task.isCancelled {
+                                    workerFailed.yield(
+                                        WorkerFailure(worker: worker.name, reason: "it ended on its own"))
+                                }
+                            } catch {
+                                if !Task.isCancelled {
+                                    workerFailed.yield(WorkerFailure(worker: worker.name, reason: "\(error)"))
+                                }
                             }
-                        }
-                    }
-                    if let followed {
-                        tasks.addTask {
-                            await RevocationFollower(
-                                address: followed, trustRoots: settings.tlsTrustRoots, environment: environment,
-                                proofs: proofs
-                            ).run()
                         }
                     }
                 }
             }
-            if followed == nil && !description.keepsRevocationLog {
-                logger.warning("identity.address is not set: revocations are not followed by this process")
+            group.addTask {
+                for await failure in workerFailures { throw failure }
             }
 
             let grpcPort: Int
@@ -236,6 +255,8 @@ private struct MainService: Service {
                 let address = try await server.transport.listeningAddress
                 grpcPort = address.ipv4?.port ?? address.ipv6?.port ?? settings.grpc.port
             } catch {
+                running.cancel()
+                workerFailed.finish()
                 throw ServiceRunner.StartupError(
                     message: "cannot listen for gRPC on \(settings.grpc.host):\(settings.grpc.port): \(error)",
                     exitCode: .unavailable)
@@ -243,6 +264,8 @@ private struct MainService: Service {
             var httpPort: Int?
             for await port in httpBound { httpPort = port }
             guard let httpPort else {
+                running.cancel()
+                workerFailed.finish()
                 throw ServiceRunner.StartupError(
                     message: "cannot listen for HTTP on \(settings.http.host):\(settings.http.port)",
                     exitCode: .unavailable)
@@ -264,6 +287,9 @@ private struct MainService: Service {
                 do {
                     try ready.write(to: path)
                 } catch {
+                    databaseTask.cancel()
+                    running.cancel()
+                    workerFailed.finish()
                     throw ServiceRunner.StartupError(
                         message: "cannot write the ready file \(path): \(error)", exitCode: .cannotCreate)
                 }
@@ -275,14 +301,18 @@ private struct MainService: Service {
                     "version": "\(ServiceInfo.version)",
                 ])
 
-            // Runs until SIGTERM/SIGINT; the HTTP application sees the same graceful shutdown and stops itself.
-            try? await gracefulShutdown()
-            logger.info("shutting down: finishing in-flight RPCs")
-            health.setAll(.notServing)
-            health.finishWatches()
-            databaseTask.cancel()
-            backgroundTasks.cancel()
-            server.beginGracefulShutdown()
+            // Until SIGTERM/SIGINT (the HTTP application sees the same graceful shutdown and stops itself), or until a
+            // worker fails for good, which cancels this group.
+            group.addTask {
+                try? await gracefulShutdown()
+                logger.info("shutting down: finishing in-flight RPCs")
+                health.setAll(.notServing)
+                health.finishWatches()
+                databaseTask.cancel()
+                running.cancel()
+                workerFailed.finish()
+                server.beginGracefulShutdown()
+            }
         }
     }
 
@@ -379,6 +409,13 @@ private struct MainService: Service {
         if host == "localhost" { return .ipv4(host: "127.0.0.1", port: port) }
         return host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host, port: port)
     }
+}
+
+/// A background worker failed for good: the process ends (exit 1) so that its service manager restarts it.
+struct WorkerFailure: Error, CustomStringConvertible {
+    let worker: String
+    let reason: String
+    var description: String { "the \(worker) failed for good: \(reason)" }
 }
 
 /// Runs `body`, failing with `DeadlineExceeded` if it takes longer than `limit`.

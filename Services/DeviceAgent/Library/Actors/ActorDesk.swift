@@ -1,5 +1,10 @@
 internal import Crypto
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import Logging
 internal import OrreryActors
 internal import OrreryIdentity
@@ -339,7 +344,7 @@ actor ActorDesk {
     private func take(_ id: String, host: ActorHost, reason: String, requestID: String) async throws {
         let previous =
             (try? String(contentsOfFile: path(id, "checkpoint.sequence"), encoding: .utf8)).flatMap {
-                UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines))
+                UInt64($0.trimmed())
             } ?? 0
         let sequence = previous + 1
         guard
@@ -397,17 +402,9 @@ actor ActorDesk {
     func resumeDelivery(_ id: String) async { await hosts[id]?.unpause() }
 
     static func tar(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
-        process.arguments = arguments
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let message = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw RunnerError(message: "tar \(arguments.first ?? ""): \(String(decoding: message, as: UTF8.self))")
+        let outcome = try ChildCommand.runAndWait("/usr/bin/tar", arguments, captureOutput: false)
+        guard outcome.status == 0 else {
+            throw RunnerError(message: "tar \(arguments.first ?? ""): \(outcome.errorText)")
         }
     }
 }

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import Logging
 
 /// What an actor's agent must not forget when its process restarts while the actor runs: the envelopes the actor
@@ -48,7 +53,7 @@ struct ActorJournal {
     private let logger: Logger
     private(set) var state: State
     private var lines: Int
-    private var handle: FileHandle?
+    private var file: AppendOnlyFile?
 
     /// Opens (or creates) the journal at `path` and reads what it holds, dropping what expired before `now`.
     init(
@@ -104,17 +109,8 @@ struct ActorJournal {
         guard var bytes = try? JSONEncoder().encode(line) else { return }
         bytes.append(UInt8(ascii: "\n"))
         do {
-            if handle == nil {
-                if !FileManager.default.fileExists(atPath: path) {
-                    _ = FileManager.default.createFile(atPath: path, contents: nil)
-                }
-                guard let opened = FileHandle(forWritingAtPath: path) else {
-                    throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-                }
-                try opened.seekToEnd()
-                handle = opened
-            }
-            try handle?.write(contentsOf: bytes)
+            if file == nil { file = try AppendOnlyFile(path: path) }
+            try file?.append([UInt8](bytes))
         } catch {
             // Kept in memory all the same: only a restart of the agent would forget it.
             logger.warning("cannot write the actor's journal", metadata: ["path": "\(path)", "error": "\(error)"])
@@ -146,8 +142,7 @@ struct ActorJournal {
             data.append(bytes)
             data.append(UInt8(ascii: "\n"))
         }
-        try? handle?.close()
-        handle = nil
+        file = nil
         do {
             try data.write(to: URL(fileURLWithPath: path), options: .atomic)
             lines = live.count

@@ -1,5 +1,10 @@
 internal import CZlib
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// Inflates a gzip archive (RFC 1952) into a file, refusing to write more than a limit: a checkpoint that a
 /// malicious or broken host packed as a "gzip bomb" is refused before it fills the disk.
@@ -12,11 +17,10 @@ enum BoundedGunzip {
     /// - Throws: `Refused` when it inflates past `limit`, is not gzip or is truncated (the file is removed then).
     static func inflate(_ archive: Data, to destination: String, limit: Int) throws {
         guard FileManager.default.createFile(atPath: destination, contents: nil),
-            let output = FileHandle(forWritingAtPath: destination)
+            let output = try? AppendOnlyFile(path: destination)
         else { throw Refused(description: "cannot create \(destination)") }
         do {
-            defer { try? output.close() }
-            try inflate(archive, limit: limit) { try output.write(contentsOf: $0) }
+            try inflate(archive, limit: limit) { try output.append([UInt8]($0)) }
         } catch {
             try? FileManager.default.removeItem(atPath: destination)
             throw error

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import Logging
 internal import NIOCore
 internal import NIOPosix
@@ -78,7 +83,8 @@ final class MailboxServer: Sendable {
 
     /// The request's id, when a refused line still has one to answer to.
     private static func id(in text: String) -> String? {
-        (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["id"] as? String
+        struct Identified: Decodable { var id: String? }
+        return (try? JSONDecoder().decode(Identified.self, from: Data(text.utf8)))?.id
     }
 }
 

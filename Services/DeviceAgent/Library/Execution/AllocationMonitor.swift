@@ -1,4 +1,9 @@
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 internal import OrreryProto
 
 /// How an allocation ended: its status, why, what it used, and its declared outputs.

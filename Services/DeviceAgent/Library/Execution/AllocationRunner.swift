@@ -1,5 +1,10 @@
 internal import Crypto
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 internal import OrreryIdentity
 public import OrreryProto
 internal import SwiftProtobuf
@@ -151,26 +156,20 @@ public struct AllocationRunner: Sendable {
             return spec.command.isEmpty ? ["/bin/sh", "/artifact/run"] : [spec.command]
         case .url(let url):
             let name = (URL(string: url)?.lastPathComponent).flatMap { $0.isEmpty ? nil : $0 } ?? "artifact"
-            let safeName = name.replacingOccurrences(of: "/", with: "_")
+            let safeName = name.replacing("/", with: "_")
             let path = artifact + "/" + safeName
-            let fetch = Process()
-            fetch.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-            fetch.arguments = ["-fsSL", "--max-time", "600", "--max-filesize", "\(4 << 30)", "-o", path, url]
-            let errors = Pipe()
-            fetch.standardError = errors
-            guard try await fetch.runToCompletion() == 0 else {
-                let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                throw RunnerError(
-                    message:
-                        "cannot fetch the artifact \(url): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+            let fetch = try await ChildCommand.run(
+                "/usr/bin/curl", ["-fsSL", "--max-time", "600", "--max-filesize", "\(4 << 30)", "-o", path, url],
+                captureOutput: false)
+            guard fetch.status == 0 else {
+                throw RunnerError(message: "cannot fetch the artifact \(url): \(fetch.errorText)")
             }
             try check(try Data(contentsOf: URL(fileURLWithPath: path)), against: spec.artifact.sha256)
             if safeName.hasSuffix(".tar.gz") || safeName.hasSuffix(".tgz") {
-                let unpack = Process()
-                unpack.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
-                unpack.arguments = ["-xzf", path, "-C", work, "--no-same-owner"]
-                guard try await unpack.runToCompletion() == 0 else {
-                    throw RunnerError(message: "cannot unpack \(safeName)")
+                let unpack = try await ChildCommand.run(
+                    "/usr/bin/tar", ["-xzf", path, "-C", work, "--no-same-owner"], captureOutput: false)
+                guard unpack.status == 0 else {
+                    throw RunnerError(message: "cannot unpack \(safeName): \(unpack.errorText)")
                 }
                 return [spec.command]
             }
@@ -199,13 +198,13 @@ public struct AllocationRunner: Sendable {
     public func status(_ id: String) -> Status {
         let base = directory(id)
         if let text = try? String(contentsOfFile: base + "/exit_status", encoding: .utf8),
-            let code = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            let code = Int32(text.trimmed())
         {
             return .exited(code)
         }
         guard isKnown(id) else { return .unknown }
         guard let text = try? String(contentsOfFile: base + "/wrapper.pid", encoding: .utf8),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            let pid = Int32(text.trimmed())
         else { return .lost }
         return kill(pid, 0) == 0 || errno == EPERM ? .running : .lost
     }
@@ -216,7 +215,7 @@ public struct AllocationRunner: Sendable {
         try? Data(reason.utf8).write(to: URL(fileURLWithPath: base + "/stop_reason"))
         if let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) { group.killAll() }
         if let text = try? String(contentsOfFile: base + "/wrapper.pid", encoding: .utf8),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            let pid = Int32(text.trimmed())
         {
             kill(-pid, SIGKILL)
         }
@@ -246,25 +245,39 @@ public struct AllocationRunner: Sendable {
     public func diskUsage(_ id: String, limit: UInt64) -> UInt64 {
         let base = directory(id)
         var total: UInt64 = 0
+        // lstat: a link counts as itself, never as what it points to; directories are walked, not followed.
         func add(_ path: String) -> Bool {
-            let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber
-            total += size?.uint64Value ?? 0
+            guard let status = FileStatus(path: path, followingLinks: false) else { return true }
+            if status.isDirectory {
+                for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+                    guard add(path + "/" + name) else { return false }
+                }
+                return true
+            }
+            total += status.size
             return total <= limit
         }
         guard add(base + "/stdout.log"), add(base + "/stderr.log") else { return total }
-        guard let walker = FileManager.default.enumerator(atPath: base + "/work") else { return total }
-        while let relative = walker.nextObject() as? String {
-            guard add(base + "/work/" + relative) else { break }
-        }
+        _ = add(base + "/work")
         return total
     }
 
     /// Bytes of a log after `offset` (at most `limit`).
     public func log(_ id: String, stream: String, from offset: UInt64, limit: Int = 64 << 10) -> Data {
-        guard let handle = FileHandle(forReadingAtPath: directory(id) + "/\(stream).log") else { return Data() }
-        defer { try? handle.close() }
-        try? handle.seek(toOffset: offset)
-        return (try? handle.read(upToCount: limit)) ?? Data()
+        let descriptor = open(directory(id) + "/\(stream).log", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return Data() }
+        defer { close(descriptor) }
+        var bytes = [UInt8](repeating: 0, count: limit)
+        var filled = 0
+        while filled < limit {
+            let count = bytes[filled...].withUnsafeMutableBytes {
+                pread(descriptor, $0.baseAddress, $0.count, off_t(offset) + off_t(filled))
+            }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            filled += count
+        }
+        return Data(bytes[0..<filled])
     }
 
     /// A declared output, read from the work directory, with its sha256; nil when missing or outside it.
@@ -277,9 +290,9 @@ public struct AllocationRunner: Sendable {
         guard file.path.hasPrefix(work.path + "/") else {
             throw RunnerError(message: "output \(path) leads outside the work directory")
         }
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: file.path) else { return nil }
-        if let size = attributes[.size] as? Int, size > limit {
-            throw RunnerError(message: "output \(path) is \(size) bytes, more than \(limit)")
+        guard let status = FileStatus(path: file.path) else { return nil }
+        if status.size > UInt64(limit) {
+            throw RunnerError(message: "output \(path) is \(status.size) bytes, more than \(limit)")
         }
         let data = try Data(contentsOf: file)
         return (Hex.sha256(data), data)

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// Resource limits for one allocation, enforced by the kernel through cgroups.
 public struct ResourceLimits: Sendable, Equatable {
@@ -173,25 +178,25 @@ public struct ControlGroup: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw ControlGroupError(message: "cannot create cgroup \(path): \(error.localizedDescription)")
+            throw ControlGroupError(message: "cannot create cgroup \(path): \(error)")
         }
     }
 
     static func write(_ value: String, to path: String) throws {
-        guard let handle = FileHandle(forWritingAtPath: path) else {
-            throw ControlGroupError(message: "cannot open \(path) for writing")
+        let descriptor = open(path, O_WRONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw ControlGroupError(message: "cannot open \(path) for writing: \(systemErrorText())")
         }
-        defer { try? handle.close() }
-        do {
-            try handle.write(contentsOf: Data(value.utf8))
-        } catch {
-            throw ControlGroupError(message: "cannot write '\(value)' to \(path): \(error.localizedDescription)")
+        defer { close(descriptor) }
+        // A control file takes one value per write(2).
+        guard systemWrite(descriptor, Array(value.utf8)) >= 0 else {
+            throw ControlGroupError(message: "cannot write '\(value)' to \(path): \(systemErrorText())")
         }
     }
 
     static func number(_ path: String) -> UInt64? {
         (try? String(contentsOfFile: path, encoding: .utf8)).flatMap {
-            UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            UInt64($0.trimmed())
         }
     }
 

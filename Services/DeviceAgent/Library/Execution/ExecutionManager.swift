@@ -1,9 +1,14 @@
 internal import Metrics
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import Logging
 internal import OrreryLedger
 internal import OrreryProto
-internal import OrreryRuntime
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
 /// The allocations this device runs for the orchestrator: starts them on Deploy, stops them on Stop, follows each
@@ -401,7 +406,7 @@ actor ExecutionManager {
     private func resendLogs(_ id: String) {
         for stream in ["stdout", "stderr"] {
             let path = runner.directory(id) + "/\(stream).log"
-            let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int).map(UInt64.init) ?? 0
+            let size = FileStatus(path: path)?.size ?? 0
             var offset = size > 1 << 20 ? size - (1 << 20) : 0
             while offset < size {
                 let data = runner.log(id, stream: stream, from: offset)
@@ -458,8 +463,8 @@ actor ExecutionManager {
         var removed: [String] = []
         for id in held() where !starting.contains(id) && !following.contains(id) && savedReport(for: id) != nil {
             let path = runner.directory(id) + "/report.pb"
-            guard let ended = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
-            else { continue }
+            guard let modified = FileStatus(path: path)?.modifiedSince1970 else { continue }
+            let ended = Date(timeIntervalSince1970: modified)
             let age = now.timeIntervalSince(ended)
             let unrecorded = receipts?.pending(id).count ?? 0
             // Without a contract no recorded receipt proves the orchestrator has its end: kept an hour at least.

@@ -1,5 +1,10 @@
 internal import Crypto
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import OrreryIdentity
 internal import OrreryProto
 internal import SwiftProtobuf

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// The bubblewrap command line that runs an allocation isolated: new user, PID, mount, IPC, UTS, cgroup and network
 /// namespaces (always: a sandbox that asks for the network gets an outbound-only one, `SandboxNetwork`); the host's
@@ -90,5 +95,5 @@ func nvidiaDevices(in directory: String = "/dev") -> [String] {
 
 /// Quotes a word for /bin/sh.
 func shellQuoted(_ word: String) -> String {
-    "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    "'" + word.replacing("'", with: "'\\''") + "'"
 }

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// Outbound-only network for a sandbox that asks for it (`network: true`): the sandbox keeps its own network
 /// namespace; slirp4netns gives it a user-mode TCP/IP stack (NAT through the agent's host, no route to the host's

@@ -1,4 +1,9 @@
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 public import OrreryProto
 
 /// What an edge host has: CPU, memory, disk for the agent's work directory, GPUs, operating system.
@@ -64,7 +69,7 @@ public enum HostDetector {
         let cpu = CPUInfo.parse(cpuinfo)
         let maxFrequency =
             (try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", encoding: .utf8))
-            .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }.map { $0 / 1000 }
+            .flatMap { Int($0.trimmed()) }.map { $0 / 1000 }
         let disk = DiskSpace.of(workDirectory)
         return HostInventory(
             architecture: field(names.machine),
@@ -89,7 +94,7 @@ enum CPUInfo {
         var mhz = 0
         var hardware = ""
         for line in text.split(separator: "\n") {
-            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmed() }
             guard parts.count == 2 else { continue }
             switch parts[0] {
             case "processor": cores += 1
@@ -123,7 +128,8 @@ enum MemInfo {
 enum OSRelease {
     static func prettyName(_ text: String) -> String? {
         for line in text.split(separator: "\n") where line.hasPrefix("PRETTY_NAME=") {
-            return String(line.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            let value = line.dropFirst("PRETTY_NAME=".count)
+            return String(value.drop(while: { $0 == "\"" }).reversed().drop(while: { $0 == "\"" }).reversed())
         }
         return nil
     }
@@ -143,27 +149,18 @@ enum DiskSpace {
 enum NvidiaSMI {
     static func query(environment: [String: String]) -> [HostInventory.GPU] {
         guard let executable = locate("nvidia-smi", path: environment["PATH"] ?? "") else { return [] }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        do {
-            try process.run()
-        } catch {
-            return []
-        }
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return [] }
-        return parse(String(decoding: data, as: UTF8.self))
+        guard
+            let outcome = try? ChildCommand.runAndWait(
+                executable, ["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]),
+            outcome.status == 0
+        else { return [] }
+        return parse(String(decoding: outcome.output, as: UTF8.self))
     }
 
     /// Lines of `name, memory.total (MiB)`.
     static func parse(_ text: String) -> [HostInventory.GPU] {
         text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let fields = line.split(separator: ",").map { $0.trimmed() }
             guard fields.count >= 2, !fields[0].isEmpty, let mebibytes = UInt64(fields[1]) else { return nil }
             return HostInventory.GPU(vendor: "NVIDIA", model: fields[0], vramBytes: mebibytes * 1024 * 1024)
         }

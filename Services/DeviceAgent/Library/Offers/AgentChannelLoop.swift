@@ -1,5 +1,10 @@
 internal import Crypto
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import OrreryPlacement
 internal import GRPCCore
 internal import GRPCNIOTransportHTTP2Posix
@@ -7,7 +12,7 @@ internal import Logging
 internal import OrreryAuth
 internal import OrreryIdentity
 internal import OrreryProto
-internal import OrreryRuntime
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
 /// The agent's outbound line to one orchestrator: it says which device it is, then answers every offer by its

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import OrreryPlacement
 
 /// What this device promised to accepted offers, kept in its state directory so a restart neither forgets a

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// What the agent keeps after `device-agent join`: the registry it joined and the capability it joins with
 /// (the owner's delegation chain to this device), in its state directory, so a restart resumes as the same device.

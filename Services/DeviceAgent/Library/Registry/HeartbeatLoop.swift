@@ -1,9 +1,14 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import GRPCCore
 internal import Logging
 internal import OrreryIdentity
 internal import OrreryProto
-internal import OrreryRuntime
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
 /// Keeps the device joined and live: joins (re-join updates the same device), then streams a heartbeat every

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 public import OrreryProto
 
 /// The owner's policy for this device, from the `owner` object of the agent's config file: who owns it, where it

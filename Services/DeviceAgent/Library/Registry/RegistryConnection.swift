@@ -1,10 +1,15 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import GRPCCore
 public import GRPCNIOTransportHTTP2Posix
 internal import OrreryAuth
 public import OrreryIdentity
 public import OrreryProto
-internal import OrreryRuntime
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
 /// The agent's outbound connection to a registry: every call signed with the device key under the owner's chain.

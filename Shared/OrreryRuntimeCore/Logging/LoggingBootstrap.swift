@@ -1,5 +1,18 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 public import Logging
+
+/// How log lines are written.
+public enum LogFormat: String, Sendable, CaseIterable {
+    /// JSON lines unless standard output is a terminal.
+    case auto
+    case json
+    case text
+}
 
 /// Sets up swift-log once per process: JSON lines when standard output is not a terminal (or when asked),
 /// human-readable text otherwise.
@@ -8,7 +21,7 @@ public enum LoggingBootstrap {
     ///   - service: Written into every JSON line.
     ///   - format: `auto` picks JSON unless stdout is a terminal.
     ///   - level: The minimum level logged.
-    public static func bootstrap(service: String, format: RuntimeSettings.LogFormat, level: Logger.Level) {
+    public static func bootstrap(service: String, format: LogFormat, level: Logger.Level) {
         let useJSON: Bool
         switch format {
         case .json: useJSON = true

@@ -1,4 +1,9 @@
-public import Foundation
+#if canImport(FoundationEssentials)
+    public import FoundationEssentials
+#else
+    public import Foundation
+#endif
+internal import OrreryBasics
 internal import SwiftProtobuf
 
 /// An index over a `FileDescriptorSet`: files by name, the file defining each symbol, extensions by the type

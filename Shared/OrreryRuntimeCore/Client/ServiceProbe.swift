@@ -1,7 +1,12 @@
 public import GRPCCore
 internal import SwiftProtobuf
 public import GRPCNIOTransportHTTP2Posix
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import GRPCProtobuf
 internal import OrreryAuth
 public import OrreryProto

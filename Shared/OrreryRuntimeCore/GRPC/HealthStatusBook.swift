@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 internal import Synchronization
 
 /// The serving status of each gRPC service of this process ("" is the server as a whole), and the watchers that

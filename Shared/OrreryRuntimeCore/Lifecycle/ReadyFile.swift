@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// The JSON a service writes to `--ready-file` once it serves, so tests and `make run` never parse logs or sleep.
 public struct ReadyFile: Codable, Sendable, Equatable {
@@ -43,10 +48,11 @@ public struct ReadyFile: Codable, Sendable, Equatable {
         let url = URL(fileURLWithPath: path)
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(pid).tmp")
         try data.write(to: temporary)
-        if FileManager.default.fileExists(atPath: path) {
-            _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary)
-        } else {
-            try FileManager.default.moveItem(at: temporary, to: url)
+        // rename(2) replaces an existing file atomically.
+        guard rename(temporary.path, path) == 0 else {
+            let reason = systemErrorText()
+            try? FileManager.default.removeItem(at: temporary)
+            throw ReadyFileError(path: path, reason: reason)
         }
     }
 
@@ -54,4 +60,11 @@ public struct ReadyFile: Codable, Sendable, Equatable {
     public static func read(from path: String) throws -> ReadyFile {
         try JSONDecoder().decode(ReadyFile.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
+}
+
+/// A ready file could not be put in place.
+public struct ReadyFileError: Error, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    public var description: String { "cannot write \(path): \(reason)" }
 }

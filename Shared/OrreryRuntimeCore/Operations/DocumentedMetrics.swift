@@ -67,7 +67,7 @@ extension MetricCatalog {
     enum Kind { case counter, gauge, timer }
 
     /// Registers `service`'s series at zero (see `registeredAtStart`).
-    static func registerAtStart(service: String) {
+    public static func registerAtStart(service: String) {
         for (label, kind, dimensionSets) in registeredAtStart[service] ?? [] {
             for dimensions in dimensionSets {
                 switch kind {

@@ -1,4 +1,9 @@
-internal import Foundation
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
 
 /// A setting that stops start-up: which one, and why, in one line a person can act on.
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -52,8 +57,8 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equa
     ]
 
     public var description: String {
-        let environmentName = "ORRERY_" + key.uppercased().replacingOccurrences(of: ".", with: "_")
-        let flag = Self.flags[key] ?? "--" + key.replacingOccurrences(of: ".", with: "-")
+        let environmentName = "ORRERY_" + key.uppercased().replacing(".", with: "_")
+        let flag = Self.flags[key] ?? "--" + key.replacing(".", with: "-")
         return "invalid setting \(key) (\(flag), \(environmentName) or \(key) in the config file): \(reason)"
     }
 }

@@ -12,7 +12,7 @@ public final class ServingSignal: Sendable {
 
     public var isServing: Bool { serving.load(ordering: .acquiring) }
 
-    func markServing() { serving.store(true, ordering: .releasing) }
+    package func markServing() { serving.store(true, ordering: .releasing) }
 
     /// Returns once the process serves, or when the task is cancelled.
     public func wait() async {

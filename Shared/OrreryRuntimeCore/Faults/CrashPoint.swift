@@ -1,0 +1,47 @@
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+internal import OrreryBasics
+public import Logging
+
+/// Named points in a service's work where a test can make the process die as `kill -9` would — between two
+/// transactions, say, where no outside signal lands reliably. `ORRERY_CRASH_AT` lists the names (comma-separated);
+/// unset, as in production, every point passes.
+public enum CrashPoint {
+    /// The names in `ORRERY_CRASH_AT`, read once.
+    static let armed: Set<String> = Set(
+        (ProcessInfo.processInfo.environment["ORRERY_CRASH_AT"] ?? "").split(separator: ",").map {
+            $0.trimmed()
+        }.filter { !$0.isEmpty })
+
+    /// Dies at once with SIGKILL when `name` is armed (after a critical log line naming it).
+    public static func reach(_ name: String, logger: Logger) {
+        guard armed.contains(name) else { return }
+        logger.critical("ORRERY_CRASH_AT: dying at a crash point", metadata: ["point": "\(name)"])
+        kill(getpid(), SIGKILL)
+    }
+}
+
+/// Background workers a test makes fail, to see the process end as a worker's real failure would end it.
+/// `ORRERY_FAIL_WORKER` lists their names (comma-separated); unset, as in production, none fails.
+public enum InjectedWorkerFailure: Error, CustomStringConvertible {
+    case armed(String)
+
+    static let names: Set<String> = Set(
+        (ProcessInfo.processInfo.environment["ORRERY_FAIL_WORKER"] ?? "").split(separator: ",").map {
+            $0.trimmed()
+        }.filter { !$0.isEmpty })
+
+    /// Throws when `ORRERY_FAIL_WORKER` names `worker`.
+    public static func check(_ worker: String) throws {
+        if names.contains(worker) { throw InjectedWorkerFailure.armed(worker) }
+    }
+
+    public var description: String {
+        switch self {
+        case .armed(let worker): "ORRERY_FAIL_WORKER names \(worker)"
+        }
+    }
+}
