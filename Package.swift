@@ -45,8 +45,8 @@ func service(_ library: String, executable: String, folder: String, extra: [Targ
         .target(
             name: library,
             dependencies: [
-                "OrreryRuntime", "OrreryDatabase", "OrreryProto", "OrreryAuth", "OrreryIdentity", grpcCore, logging,
-                postgres, swiftProtobuf,
+                "OrreryRuntime", "OrreryRuntimeCore", "OrreryDatabase", "OrreryProto", "OrreryAuth", "OrreryIdentity",
+                grpcCore, logging, postgres, swiftProtobuf,
             ] + extra,
             path: "Services/\(folder)/Library",
             swiftSettings: upcomingFeatures

@@ -192,12 +192,13 @@ struct ActorTests {
             environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
     }
 
-    /// ping sends 1…last to pong, one after the other, and keeps the answers in answers.txt; pong (stateful) answers
-    /// each with the number of pings it has seen.
-    static func pingPong(last: Int) throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+    /// ping sends 1…last to pong, one after the other, `pause` seconds apart, and keeps the answers in answers.txt;
+    /// pong (stateful) answers each with the number of pings it has seen.
+    static func pingPong(last: Int, pause: Double = 0.2) throws -> Orrery_Orchestrator_V1_WorkloadSpec {
         var spec = OrchestratorTests.spec(cores: 2)
         spec.allocations = [
-            try allocation("ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)"]),
+            try allocation(
+                "ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)", "PAUSE": "\(pause)"]),
             try allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
         ]
         spec.allocations[0].outputs = ["answers.txt"]
@@ -280,10 +281,10 @@ struct ActorTests {
     @Test("two actors on two agents talk; one moves to a third; the conversation goes on, nothing lost or doubled")
     func conversationAcrossAMove() async throws {
         try await Self.withConstellation("move", prices: [5, 6, 500]) { c in
-            // Long enough (36 answers, 0.2 s apart, after the 4th) that the move lands mid-conversation on a loaded
-            // machine: a conversation that ended first would make the move's refusal the test's failure.
+            // Long enough (36 answers, 0.6 s apart, after the 4th: over 20 s) that the move lands mid-conversation on a
+            // loaded machine: a conversation that ended first would make the move's refusal the test's failure.
             let last = 40
-            let spec = try Self.pingPong(last: last)
+            let spec = try Self.pingPong(last: last, pause: 0.6)
             let job = try await Self.submit(spec, c)
             // Wait until a few answers went by, then move pong to the device nobody uses.
             let pongHost = try #require(job.assignments.first { $0.allocation == "pong" }?.deviceDid)
@@ -440,9 +441,10 @@ struct ActorTests {
             defer { far.service.child.signal(SIGKILL) }
             try await OrchestratorTests.waitForFleet(c.consumer, c.orchestrator, devices: 3)
             try await OrchestratorTests.waitForFleet(c.consumer, second, devices: 3)
-            // As in the move test: the conversation outlasts the move by seconds even on a loaded machine.
+            // As in the move test: the conversation outlasts the move by seconds even on a loaded machine (37 answers
+            // after the 3rd, 0.6 s apart: a run with 0.2 s ended before a loaded machine asked for the move).
             let last = 40
-            var spec = try Self.pingPong(last: last)
+            var spec = try Self.pingPong(last: last, pause: 0.6)
             spec.allocations[0].constraints.allowedProviders = [c.agents[0].did]
             spec.allocations[1].constraints.allowedProviders = [far.did, c.agents[1].did]
             let job = try await Self.submit(spec, c)

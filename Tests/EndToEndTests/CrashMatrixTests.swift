@@ -57,7 +57,9 @@ struct CrashMatrixTests {
         Case(service: .agent, point: "agent.deploy-received", stage: .deploying),
         Case(service: .agent, point: "agent.started", stage: .deploying, fast: true),
         Case(service: .agent, point: "agent.ended", stage: .running),
-        Case(service: .registry, point: nil, stage: .running, fast: true),
+        // Killed from outside once the test sees `running`: the job runs 20 s, as a loaded machine's polling once
+        // first saw it `completed` after 6.
+        Case(service: .registry, point: nil, stage: .running, fast: true, seconds: 20),
     ]
 
     static var cases: [Case] {

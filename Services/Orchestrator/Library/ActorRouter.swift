@@ -7,6 +7,7 @@ internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
 internal import Synchronization
+internal import OrreryRuntimeCore
 
 /// Actors as the orchestrator sees them: it learns each actor's did:key from the agent that created it, grants it
 /// authority to message its ensemble (a delegation of /orrery/actor limited to the deployment's addresses and to
@@ -274,25 +275,29 @@ final class ActorRouter: Sendable {
 
     /// Delivers held mail whose actor runs again, until cancelled.
     func run() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(100))
-            let now = Int64(Date().timeIntervalSince1970)
-            let waiting = held.withLock { $0.actors }
-            for address in waiting where !moving.withLock({ $0.contains(address.description) }) {
-                guard let device = try? await runningDevice(address) else { continue }
-                let envelopes = held.withLock { $0.release(address, now: now) }
-                for envelope in envelopes {
-                    await relay.send(
-                        .with {
-                            $0.mail = .with {
-                                $0.to = address.description
-                                $0.envelope = envelope
-                            }
-                        }, to: device,
-                        until: Self.deadline(of: envelope))
-                }
-                logger.info("held mail delivered", metadata: ["to": "\(address)", "count": "\(envelopes.count)"])
+        await PeriodicWork("delivering held mail", every: .milliseconds(100), pausesFirst: true, logger: logger) {
+            await self.deliverHeld()
+        }.run()
+    }
+
+    /// One pass: the mail held for actors that run again goes to their devices.
+    private func deliverHeld() async {
+        let now = Int64(Date().timeIntervalSince1970)
+        let waiting = held.withLock { $0.actors }
+        for address in waiting where !moving.withLock({ $0.contains(address.description) }) {
+            guard let device = try? await runningDevice(address) else { continue }
+            let envelopes = held.withLock { $0.release(address, now: now) }
+            for envelope in envelopes {
+                await relay.send(
+                    .with {
+                        $0.mail = .with {
+                            $0.to = address.description
+                            $0.envelope = envelope
+                        }
+                    }, to: device,
+                    until: Self.deadline(of: envelope))
             }
+            logger.info("held mail delivered", metadata: ["to": "\(address)", "count": "\(envelopes.count)"])
         }
     }
 

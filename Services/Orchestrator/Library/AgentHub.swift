@@ -3,6 +3,7 @@ internal import Logging
 internal import OrreryProto
 internal import SwiftProtobuf
 internal import Synchronization
+internal import OrreryRuntimeCore
 
 /// The agent lines this replica holds, and the loop that delivers pending offers to them. An offer is a row in
 /// the database, so whichever replica holds a device's line delivers it; each line remembers what it was sent.
@@ -77,16 +78,7 @@ final class AgentHub: Sendable {
 
     /// Delivers pending offers to the lines held here until cancelled.
     func run() async {
-        while !Task.isCancelled {
-            do {
-                try await deliver()
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("delivering offers failed; retrying", metadata: ["error": "\(error)"])
-            }
-            try? await Task.sleep(for: pollInterval)
-        }
+        await PeriodicWork("delivering offers", every: pollInterval, logger: logger) { try await self.deliver() }.run()
     }
 
     func deliver() async throws {

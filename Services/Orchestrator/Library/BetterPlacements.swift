@@ -4,6 +4,7 @@ internal import OrreryPlacement
 internal import OrreryProto
 internal import PostgresNIO
 internal import Synchronization
+internal import OrreryRuntimeCore
 
 /// Workloads relocate as conditions change: a running stateful replica moves (checkpoint, resume) when another
 /// feasible device is markedly better — at least `marginPercent` cheaper, or, at no higher price, with at least
@@ -42,10 +43,11 @@ struct BetterPlacements: Sendable {
         guard marginPercent > 0 else { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: sweepInterval)
+                await PeriodicWork(
+                    "the better-placement sweep", every: sweepInterval, pausesFirst: true, logger: logger
+                ) {
                     kicks.continuation.yield()
-                }
+                }.run()
             }
             group.addTask {
                 for await _ in kicks.stream {

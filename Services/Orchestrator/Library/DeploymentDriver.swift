@@ -34,25 +34,18 @@ struct DeploymentDriver: Sendable {
 
     /// Advances every waiting deployment, then keeps doing so until cancelled.
     func run() async {
-        while !Task.isCancelled {
-            do {
-                for id in try await offers.expire() { try await advance(id) }
-                try await terminateEndedContracts()
-                for state in [
-                    // Every state that is not terminal: one left by a replica killed between two transactions is
-                    // picked up again here.
-                    Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered, .contracted, .escrowed,
-                    .deploying, .running,
-                ] {
-                    for id in try await store.waiting(in: state, limit: 100) { try await advance(id) }
-                }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("advancing deployments failed; retrying", metadata: ["error": "\(error)"])
+        await PeriodicWork("advancing deployments", every: pollInterval, logger: logger) {
+            for id in try await offers.expire() { try await advance(id) }
+            try await terminateEndedContracts()
+            for state in [
+                // Every state that is not terminal: one left by a replica killed between two transactions is picked
+                // up again here.
+                Orrery_Orchestrator_V1_DeploymentState.submitted, .matched, .offered, .contracted, .escrowed,
+                .deploying, .running,
+            ] {
+                for id in try await store.waiting(in: state, limit: 100) { try await advance(id) }
             }
-            try? await Task.sleep(for: pollInterval)
-        }
+        }.run()
     }
 
     /// A device went offline or left: the deployments running on it advance now (their replicas relocate).

@@ -5,6 +5,7 @@ internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
 internal import Synchronization
+internal import OrreryRuntimeCore
 
 /// Messages for a device whose agent line another orchestrator replica holds — actor mail, grants, checkpoint
 /// requests. `send` writes to the line when this replica holds it; otherwise the message becomes a row in
@@ -75,10 +76,9 @@ final class LineRelay: Sendable {
                 }
             }
             group.addTask { [self] in
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    wakes.continuation.yield(nil)
-                }
+                await PeriodicWork("waking the relay", every: .seconds(1), pausesFirst: true, logger: logger) {
+                    self.wakes.continuation.yield(nil)
+                }.run()
             }
             group.addTask { [self] in
                 var lastPurge = ContinuousClock.now

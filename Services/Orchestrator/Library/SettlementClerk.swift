@@ -112,14 +112,7 @@ struct SettlementClerk: Sendable {
     }
 
     func run() async {
-        while !Task.isCancelled {
-            do {
-                try await work()
-            } catch {
-                logger.warning("settlement tasks failed; retrying", metadata: ["error": "\(error)"])
-            }
-            try? await Task.sleep(for: interval)
-        }
+        await PeriodicWork("settlement tasks", every: interval, logger: logger) { try await work() }.run()
     }
 
     /// One pass over the queue: `SettlementPlanner` names the tasks due and what each answer means; a task that

@@ -19,14 +19,7 @@ struct ContractSettler: Sendable {
     var interval: Duration = .seconds(2)
 
     func run() async {
-        while !Task.isCancelled {
-            do {
-                try await settlePending()
-            } catch {
-                logger.warning("settling contracts failed; retrying", metadata: ["error": "\(error)"])
-            }
-            try? await Task.sleep(for: interval)
-        }
+        await PeriodicWork("settling contracts", every: interval, logger: logger) { try await settlePending() }.run()
     }
 
     func settlePending() async throws {

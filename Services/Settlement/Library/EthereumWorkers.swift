@@ -5,6 +5,8 @@ internal import OrreryAuth
 internal import OrreryEthereum
 internal import OrreryIdentity
 internal import PostgresNIO
+internal import OrreryRuntimeCore
+internal import Synchronization
 
 /// Sends withdrawals: signs each (nonce allocated in the database, the signed bytes stored before sending),
 /// broadcasts, watches receipts until `confirmations` blocks deep, replaces a transaction stuck longer than
@@ -15,16 +17,15 @@ struct EthereumBroadcaster: Sendable {
     let logger: Logger
 
     func run() async {
-        var chainID: UInt64?
-        while !Task.isCancelled {
-            do {
-                if chainID == nil { chainID = try await adapter.rpc.chainID() }
-                if let chainID { try await step(chainID: chainID) }
-            } catch {
-                logger.warning("ethereum broadcaster: \(error)")
-            }
-            try? await Task.sleep(for: adapter.settings.pollInterval)
-        }
+        // The chain's id, asked once the node answers.
+        let chainID = Mutex<UInt64?>(nil)
+        await PeriodicWork("ethereum broadcaster", every: adapter.settings.pollInterval, logger: logger) {
+            let known = chainID.withLock { $0 }
+            let id: UInt64
+            if let known { id = known } else { id = try await adapter.rpc.chainID() }
+            chainID.withLock { $0 = id }
+            try await step(chainID: id)
+        }.run()
     }
 
     /// One pass over the unfinished withdrawals.
@@ -136,14 +137,9 @@ struct EthereumDepositWatcher: Sendable {
     let logger: Logger
 
     func run() async {
-        while !Task.isCancelled {
-            do {
-                try await scan()
-            } catch {
-                logger.warning("ethereum deposit watcher: \(error)")
-            }
-            try? await Task.sleep(for: adapter.settings.pollInterval)
-        }
+        await PeriodicWork("ethereum deposit watcher", every: adapter.settings.pollInterval, logger: logger) {
+            try await scan()
+        }.run()
     }
 
     /// Scans from the cursor to the confirmed head, 1,000 blocks at a time, each range in one transaction with

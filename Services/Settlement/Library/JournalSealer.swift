@@ -7,6 +7,7 @@ internal import OrreryLedger
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
+internal import OrreryRuntimeCore
 
 /// Seals posted journal entries into the journal's hash chain (`JournalChain`) and signs the chain's new head, about
 /// once a second. Postings only queue their entry (a trigger), so no posting waits for the chain: the sealer takes
@@ -24,14 +25,9 @@ struct JournalSealer: Sendable {
     static let lockKey: Int64 = 0x6f72_7279_6a6e_6c00
 
     func run() async {
-        while !Task.isCancelled {
-            do {
-                while try await sealPending() == batch {}
-            } catch {
-                logger.warning("sealing journal entries failed; trying again", metadata: ["error": "\(error)"])
-            }
-            try? await Task.sleep(for: .seconds(1))
-        }
+        await PeriodicWork("sealing journal entries", every: .seconds(1), logger: logger) {
+            while try await sealPending() == batch {}
+        }.run()
     }
 
     /// Seals up to `batch` queued entries and signs the new head; returns how many it sealed.

@@ -11,6 +11,7 @@ internal import OrreryIdentity
 internal import OrreryProto
 internal import SwiftProtobuf
 internal import Synchronization
+internal import OrreryRuntimeCore
 
 /// Every actor this device hosts: keys (created here, or unsealed when one resumes here), mailboxes, the mail
 /// between them and the orchestrator, and checkpoints (taken, sealed, signed and shipped in chunks; received,
@@ -58,12 +59,14 @@ actor ActorDesk {
     /// A line opened: the retries run, and the orchestrator learns (again) who each actor is.
     func attach() {
         if retries == nil {
-            retries = Task { [weak self] in
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(500))
-                    guard let self else { return }
+            retries = Task { [weak self, logger] in
+                let desk = WeakReference(self)
+                await PeriodicWork(
+                    "resending actors' mail", every: .milliseconds(500), pausesFirst: true, logger: logger
+                ) {
+                    guard let self = desk.value else { throw CancellationError() }
                     for host in await self.allHosts() { await host.resend() }
-                }
+                }.run()
             }
         }
         // The orchestrator learns (again) who each actor is; it answers with their grants.

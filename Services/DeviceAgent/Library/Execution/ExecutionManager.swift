@@ -61,11 +61,13 @@ actor ExecutionManager {
         await sendInventory(on: line, orchestrator: orchestrator)
         if receiptRetries == nil, receipts != nil {
             let interval = receiptInterval / 2
-            receiptRetries = Task { [weak self] in
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: interval)
-                    await self?.resendUnrecordedReceipts()
-                }
+            receiptRetries = Task { [weak self, logger] in
+                let manager = WeakReference(self)
+                await PeriodicWork("resending unrecorded receipts", every: interval, pausesFirst: true, logger: logger)
+                {
+                    guard let self = manager.value else { throw CancellationError() }
+                    await self.resendUnrecordedReceipts()
+                }.run()
             }
         }
     }
@@ -495,10 +497,9 @@ actor ExecutionManager {
     /// `removeEnded` now and then: every quarter of `keep`, at least every 5 s and at most every hour.
     func removeEndedPeriodically(keeping keep: Duration) async {
         let period = min(max(keep / 4, .seconds(5)), .seconds(3600))
-        while !Task.isCancelled {
-            removeEnded(keeping: keep)
-            try? await Task.sleep(for: period)
-        }
+        await PeriodicWork("removing ended allocations", every: period, logger: logger) {
+            await self.removeEnded(keeping: keep)
+        }.run()
     }
 
     private func savedReport(for id: String) -> Orrery_Orchestrator_V1_AllocationReport? {
