@@ -243,8 +243,8 @@ let package = Package(
         .testTarget(
             name: "DeviceAgentTests",
             dependencies: [
-                "DeviceAgent", "OrreryActors", "OrreryIdentity", "OrreryPlacement", "OrreryTestSupport", "OrreryProto",
-                logging, swiftProtobuf,
+                "DeviceAgent", "OrreryActors", "OrreryBasics", "OrreryIdentity", "OrreryPlacement", "OrreryTestSupport",
+                "OrreryProto", logging, swiftProtobuf,
             ],
             path: "Tests/DeviceAgentTests",
             swiftSettings: upcomingFeatures

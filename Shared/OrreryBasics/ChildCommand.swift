@@ -57,6 +57,7 @@ public enum ChildCommand {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         }
         posix_spawn_file_actions_adddup2(&actions, errorPipe[1], 2)
+        closeInheritedDescriptors(&actions)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
@@ -101,5 +102,22 @@ public enum ChildCommand {
     /// Bytes one Dispatch block writes and the spawning thread reads after `DispatchGroup.wait()`.
     private final class Captured: @unchecked Sendable {
         var bytes: [UInt8] = []
+    }
+}
+
+/// Makes a spawned child inherit no descriptor above standard error: glibc's `posix_spawn_file_actions_addclosefrom_np`
+/// (2.34+, found at run time), else every open descriptor of this process marked close-on-exec first.
+public func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+        let closeFrom = unsafeBitCast(symbol, to: CloseFrom.self)
+        if closeFrom(&actions, 3) == 0 { return }
+    }
+    guard let directory = opendir("/proc/self/fd") else { return }
+    defer { closedir(directory) }
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard let descriptor = Int32(name), descriptor > 2 else { continue }
+        _ = fcntl(descriptor, F_SETFD, fcntl(descriptor, F_GETFD) | FD_CLOEXEC)
     }
 }
