@@ -188,6 +188,18 @@ let package = Package(
             path: "Shared/OrreryActors", swiftSettings: upcomingFeatures),
         // Placement: a pure library (no I/O) that filters, ranks and jointly solves where an ensemble runs.
         .target(name: "OrreryPlacement", path: "Shared/OrreryPlacement", swiftSettings: upcomingFeatures),
+        // What the CLI shares with a service, without linking the service: the workload spec file's reader, and the
+        // text an address signs to be bound to a DID.
+        .target(
+            name: "OrreryWorkloadSpec", dependencies: ["OrreryProto", swiftProtobuf, yams],
+            path: "Shared/OrreryWorkloadSpec", swiftSettings: upcomingFeatures),
+        // The settlement gateway's `Operate` stream as a client sees it (the orchestrator's clerk, the benchmark).
+        .target(
+            name: "OrrerySettlementClient", dependencies: ["OrreryProto", "OrreryAuth", grpcCore, swiftProtobuf],
+            path: "Shared/OrrerySettlementClient", swiftSettings: upcomingFeatures),
+        .target(
+            name: "OrreryAddressBinding", dependencies: ["OrreryEthereum"], path: "Shared/OrreryAddressBinding",
+            swiftSettings: upcomingFeatures),
         // Helpers for tests: throwaway databases, child processes, ready files.
         .target(
             name: "OrreryTestSupport",
@@ -198,8 +210,9 @@ let package = Package(
         .executableTarget(
             name: "orrery",
             dependencies: [
-                "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrchestratorService", "OrreryLedger",
-                "OrreryEthereum", "OrreryCardano", "SettlementService", argumentParser,
+                "OrreryRuntimeCore", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryWorkloadSpec",
+                "OrreryLedger",
+                "OrreryEthereum", "OrreryCardano", "OrreryAddressBinding", argumentParser,
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
             ],
             path: "Tools/orrery",
@@ -210,7 +223,8 @@ let package = Package(
             name: "orrery-bench",
             dependencies: [
                 "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryPlacement", "OrreryLedger",
-                "OrreryEthereum", "OrreryCardano", argumentParser, grpcCore, grpcPosix, swiftProtobuf, logging, crypto,
+                "OrreryEthereum", "OrreryCardano", "OrrerySettlementClient", argumentParser, grpcCore, grpcPosix,
+                swiftProtobuf, logging, crypto,
             ],
             path: "Tools/bench",
             swiftSettings: upcomingFeatures
@@ -279,12 +293,23 @@ let package = Package(
             path: "Tests/OrreryDatabaseTests",
             swiftSettings: upcomingFeatures
         ),
+        // The orchestrator's decisions as pure functions, and spec files: no database, no process.
+        .testTarget(
+            name: "OrchestratorServiceTests",
+            dependencies: [
+                "OrchestratorService", "OrreryPlacement", "OrreryProto", "OrreryTestSupport", "OrreryWorkloadSpec",
+                swiftProtobuf,
+            ],
+            path: "Tests/OrchestratorServiceTests",
+            swiftSettings: upcomingFeatures
+        ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
                 "OrreryProto", "OrreryTestSupport", "OrreryRuntime", "OrreryIdentity", "OrreryAuth", "IdentityService",
                 "RegistryService",
                 "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", "OrreryPlacement",
+                "OrreryWorkloadSpec", "OrreryAddressBinding", "OrrerySettlementClient",
                 "OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto,
                 grpcCore,
                 grpcPosix,
@@ -298,12 +323,15 @@ let package = Package(
         + service("RegistryService", executable: "registry", folder: "Registry")
         + service(
             "OrchestratorService", executable: "orchestrator", folder: "Orchestrator",
-            extra: ["OrreryPlacement", "OrreryActors", "OrreryLedger", crypto, grpcPosix, hummingbird, metrics, yams])
+            extra: [
+                "OrreryPlacement", "OrreryActors", "OrreryLedger", "OrrerySettlementClient", crypto, grpcPosix,
+                hummingbird, metrics,
+            ])
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service(
             "SettlementService", executable: "settlement-gateway", folder: "Settlement",
             extra: [
-                "OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto, hummingbird, metrics,
+                "OrreryLedger", "OrreryEthereum", "OrreryCardano", "OrreryAddressBinding", crypto, hummingbird, metrics,
                 .product(name: "NIOCore", package: "swift-nio"),
             ])
         + [

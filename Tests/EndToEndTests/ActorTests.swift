@@ -8,6 +8,7 @@ import OrreryDatabase
 import OrreryIdentity
 import OrreryProto
 import OrreryTestSupport
+import OrreryWorkloadSpec
 import PostgresNIO
 import SwiftProtobuf
 import Testing

@@ -18,7 +18,8 @@ struct LineRelayTests {
     static func replica(_ client: PostgresClient) -> LineRelay {
         let logger = Logger(label: "test.relay")
         return LineRelay(
-            client: client, hub: AgentHub(offers: OfferStore(client: client, logger: logger), logger: logger),
+            client: client,
+            hub: AgentHub(offers: OfferStore(client: client, logger: logger), checkpoints: nil, logger: logger),
             logger: logger)
     }
 

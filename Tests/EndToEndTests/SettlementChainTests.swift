@@ -4,6 +4,7 @@ import GRPCCore
 import OrreryAuth
 import OrreryCardano
 import OrreryDatabase
+import OrreryAddressBinding
 import OrreryEthereum
 import OrreryIdentity
 import OrreryProto

@@ -8,6 +8,7 @@ import OrreryAuth
 import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
+import OrrerySettlementClient
 import OrreryTestSupport
 @testable import SettlementService
 import SwiftProtobuf

@@ -60,7 +60,8 @@ struct TransportLimitsTests {
         /// Sends `bytes`; false once the peer has closed (no SIGPIPE).
         @discardableResult
         func send(_ bytes: [UInt8]) -> Bool {
-            bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == bytes.count
+            bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                == bytes.count
         }
 
         /// Reads until the peer closes; true once it did (end of file or a reset), false if it still had not
@@ -128,7 +129,9 @@ struct TransportLimitsTests {
         }
     }
 
-    @Test("a gRPC connection with no call open is asked to leave (GOAWAY) after the idle timeout, though it answers pings")
+    @Test(
+        "a gRPC connection with no call open is asked to leave (GOAWAY) after the idle timeout, though it answers pings"
+    )
     func idleCallsEndConnection() async throws {
         // Idle timeout 3 s: the server pings after 3 s of silence and grpcio answers, so only the idle rule (no
         // call open for 3 s) can end this connection before the silence rule's 18 s.
@@ -255,7 +258,8 @@ struct TransportLimitsTests {
 
     @Test("past the per-process limit a new connection is closed at once and counted; the service keeps serving")
     func connectionLimit() async throws {
-        try await Self.withIdentity("transport-limit", ["--max-connections", "16", "--idle-timeout", "600"]) { identity, _ in
+        try await Self.withIdentity("transport-limit", ["--max-connections", "16", "--idle-timeout", "600"]) {
+            identity, _ in
             // Connections are opened one at a time until the server closes one at once. On a busy machine another
             // process's client may hold a slot for a while (a reconnecting client of a service that had this port
             // before), so the refused one is the 17th or earlier, never later.
@@ -302,7 +306,7 @@ struct TransportLimitsTests {
             let line = try #require(output.split(separator: "\n").last.map(String.init))
             let result = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
             #expect(result["watching"] as? Int == 100, "\(line)")
-            #expect(result["info"] as? String == "OK", "\(line)")
+            #expect(result["queued"] as? String == "OK", "\(line)")
             #expect(result["alive"] as? Int == 99, "\(line)")
         }
     }
@@ -320,12 +324,15 @@ struct TransportLimitsTests {
         }
     }
 
-    static var probe: String { TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path }
+    static var probe: String {
+        TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path
+    }
 
     /// GET over HTTP/1.1 with curl.
     static func fetch(port: Int, path: String) async throws -> String {
         let (status, output) = try await ChildProcess.run(
-            URL(fileURLWithPath: "/usr/bin/curl"), arguments: ["-sf", "--max-time", "10", "http://127.0.0.1:\(port)\(path)"])
+            URL(fileURLWithPath: "/usr/bin/curl"),
+            arguments: ["-sf", "--max-time", "10", "http://127.0.0.1:\(port)\(path)"])
         return status == 0 ? output : ""
     }
 }

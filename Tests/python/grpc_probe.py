@@ -63,16 +63,20 @@ def streams(address: str, count: int) -> None:
                 watching += 1
             except grpc.RpcError:
                 pass
-        info = channel.unary_unary("/orrery.identity.v1.Identity/Info")
-        future = info.future(b"", timeout=60)
+        # The queued call is a health check: it needs a stream slot and nothing else (a call that reads the database
+        # could be refused UNAVAILABLE by the database gate on a loaded machine, which says nothing about streams).
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        future = check.future(health_pb2.HealthCheckRequest().SerializeToString(), timeout=60)
         watches[0].cancel()
+        details = None
         try:
             future.result()
             outcome = "OK"
         except grpc.RpcError as error:
             outcome = error.code().name
+            details = error.details()
         alive = sum(1 for call in watches[1:] if call.is_active())
-        print(json.dumps({"watching": watching, "info": outcome, "alive": alive}))
+        print(json.dumps({"watching": watching, "queued": outcome, "details": details, "alive": alive}))
         for call in watches:
             call.cancel()
 

@@ -6,6 +6,7 @@ import OrreryAuth
 import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
+import OrrerySettlementClient
 import SwiftProtobuf
 
 /// `orrery-bench settlement`: escrow + release operations per second against a real settlement gateway, each release

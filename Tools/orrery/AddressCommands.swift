@@ -5,7 +5,7 @@ import OrreryCardano
 import OrreryEthereum
 import OrreryIdentity
 import OrreryProto
-import SettlementService
+import OrreryAddressBinding
 import SwiftProtobuf
 
 /// `orrery address bind|list`: chain addresses bound to your DID for payouts and deposits.

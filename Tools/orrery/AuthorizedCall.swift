@@ -5,7 +5,7 @@ import GRPCNIOTransportHTTP2Posix
 import OrreryAuth
 import OrreryIdentity
 import OrreryProto
-import OrreryRuntime
+import OrreryRuntimeCore
 import SwiftProtobuf
 
 /// An address that answers as another service than the one asked for (printed without usage text: the flags were

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import OrreryRuntime
+import OrreryRuntimeCore
 
 /// Where a network's services are and who you are there, kept under a name so that commands need no flags:
 /// `orrery context set prod --orchestrator … --key …`, `orrery context use prod`.

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrreryProto
-import OrreryRuntime
+import OrreryRuntimeCore
 import SwiftProtobuf
 
 /// `orrery`: the command-line client of an Orrery network.

@@ -4,7 +4,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import OrreryIdentity
 import OrreryProto
-import OrreryRuntime
+import OrreryRuntimeCore
 import SwiftProtobuf
 
 /// `orrery revoke`: revokes a delegation at the identity service (a /ucan/revoke invocation).

@@ -5,7 +5,7 @@ import GRPCNIOTransportHTTP2Posix
 import OrreryEthereum
 import OrreryIdentity
 import OrreryProto
-import OrreryRuntime
+import OrreryRuntimeCore
 import SwiftProtobuf
 
 /// Where the settlement gateway is and who calls it.

@@ -3,9 +3,9 @@ import Crypto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
-import OrchestratorService
+import OrreryWorkloadSpec
 import OrreryIdentity
-import OrreryRuntime
+import OrreryRuntimeCore
 import OrreryProto
 import SwiftProtobuf
 

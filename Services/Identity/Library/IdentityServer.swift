@@ -13,34 +13,24 @@ public enum IdentityServer {
 
     /// The service with its gRPC handlers and the follower of its revocation log.
     public static var service: OrreryService {
-        OrreryService(
-            description: description,
-            workers: { environment in
-                guard let log = log(environment) else { return [] }
-                return [BackgroundWorker("revocation log feed") { await log.follow() }]
-            },
-            makeRPCServices: { environment in
-                guard let log = log(environment), let database = environment.database else { return [] }
-                var issuer: DelegationIssuer?
-                if let path = environment.settings.operatorKeyFile {
-                    let operatorKey = try KeyFile.read(path)
-                    guard operatorKey.did == environment.operatorDID else {
-                        throw IdentityStartupError(
-                            message:
-                                "operator.key is the key of \(operatorKey.did), not of the trusted operator \(environment.operatorDID)"
-                        )
-                    }
-                    issuer = DelegationIssuer(operatorKey: operatorKey, database: database, logger: environment.logger)
+        OrreryService(description: description) { environment in
+            guard let database = environment.database else { return ServiceParts(rpcServices: []) }
+            let log = RevocationLog(client: database, book: environment.revocations, logger: environment.logger)
+            var issuer: DelegationIssuer?
+            if let path = environment.settings.operatorKeyFile {
+                let operatorKey = try KeyFile.read(path)
+                guard operatorKey.did == environment.operatorDID else {
+                    throw IdentityStartupError(
+                        message:
+                            "operator.key is the key of \(operatorKey.did), not of the trusted operator \(environment.operatorDID)"
+                    )
                 }
-                return [IdentityRPCService(environment: environment, log: log, issuer: issuer)]
+                issuer = DelegationIssuer(operatorKey: operatorKey, database: database, logger: environment.logger)
             }
-        )
-    }
-
-    /// One log per process, shared by the handlers and the follower.
-    private static func log(_ environment: ServiceEnvironment) -> RevocationLog? {
-        guard let database = environment.database else { return nil }
-        return RevocationLogs.shared.log(database: database, book: environment.revocations, logger: environment.logger)
+            return ServiceParts(
+                rpcServices: [IdentityRPCService(environment: environment, log: log, issuer: issuer)],
+                workers: [BackgroundWorker("revocation log feed") { await log.follow() }])
+        }
     }
 }
 

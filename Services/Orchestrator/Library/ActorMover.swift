@@ -10,7 +10,7 @@ internal import SwiftProtobuf
 struct ActorMover: Sendable {
     let store: DeploymentStore
     let offers: OfferStore
-    let checkpoints: CheckpointStore
+    let checkpoints: CheckpointReader
     let router: ActorRouter
     let driver: DeploymentDriver
     /// How long a checkpoint may take to be written, shipped and stored.

@@ -20,21 +20,8 @@ final class AgentHub: Sendable {
     /// How often pending offers are looked for.
     let pollInterval: Duration
     /// Turns a Deploy into what the device is sent (a stateful replica's checkpoint chunks first, then the Deploy
-    /// with its resume); set once the checkpoint store exists.
-    private let deployPreparer = Mutex<
-        (
-            @Sendable (Orrery_Orchestrator_V1_Deploy, String) async throws ->
-                [Orrery_Orchestrator_V1_OrchestratorMessage]
-        )?
-    >(nil)
-
-    func setDeployPreparer(
-        _ preparer:
-            @escaping @Sendable (Orrery_Orchestrator_V1_Deploy, String) async throws ->
-            [Orrery_Orchestrator_V1_OrchestratorMessage]
-    ) {
-        deployPreparer.withLock { $0 = preparer }
-    }
+    /// with its resume); nil sends every Deploy as it is.
+    private let checkpoints: CheckpointReader?
 
     /// Whether this replica holds the device's line.
     func holds(_ device: String) -> Bool { lines.withLock { $0[device] != nil } }
@@ -42,8 +29,11 @@ final class AgentHub: Sendable {
     /// This process among the orchestrator's replicas, for the claims on instructions it delivers.
     let instance = "orc-" + UUID().uuidString.lowercased()
 
-    init(offers: OfferStore, logger: Logger, pollInterval: Duration = .milliseconds(200)) {
+    init(
+        offers: OfferStore, checkpoints: CheckpointReader?, logger: Logger, pollInterval: Duration = .milliseconds(200)
+    ) {
         self.offers = offers
+        self.checkpoints = checkpoints
         self.logger = logger
         self.pollInterval = pollInterval
     }
@@ -116,7 +106,6 @@ final class AgentHub: Sendable {
             case .stop(let stop): messages.append((device, "stop:\(stop.offerID)", .with { $0.stop = stop }))
             }
         }
-        let preparer = deployPreparer.withLock { $0 }
         for (device, key, message) in messages {
             let send = lines.withLock {
                 lines -> AsyncStream<Orrery_Orchestrator_V1_OrchestratorMessage>.Continuation? in
@@ -126,9 +115,9 @@ final class AgentHub: Sendable {
                 return line.continuation
             }
             guard let send else { continue }
-            if case .deploy(let deploy) = message.kind, let preparer {
+            if case .deploy(let deploy) = message.kind, let checkpoints {
                 do {
-                    for prepared in try await preparer(deploy, device) { send.yield(prepared) }
+                    for prepared in try await checkpoints.prepare(deploy, device: device) { send.yield(prepared) }
                 } catch {
                     // Not sent: the next round tries again.
                     _ = lines.withLock { $0[device]?.sent.remove(key) }

@@ -25,10 +25,10 @@ struct DeploymentDriver: Sendable {
     let offerTimeout: Duration
     let clerk: ContractClerk
     /// Escrow through the settlement gateway; nil when none is configured (then `escrowed` passes, holding nothing).
-    var settlement: SettlementClerk? = nil
+    let settlement: SettlementClerk?
     /// Called after offers or instructions were written, so the agents this replica holds get them at once
     /// rather than at the next poll.
-    var kick: @Sendable () async -> Void = {}
+    let kick: @Sendable () async -> Void
     /// How often waiting deployments are looked for (a submit on this replica advances at once).
     var pollInterval: Duration = .milliseconds(500)
 

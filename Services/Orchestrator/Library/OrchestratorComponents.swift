@@ -6,9 +6,9 @@ internal import OrreryPlacement
 internal import OrreryProto
 internal import OrreryRuntime
 internal import PostgresNIO
-internal import Synchronization
 
-/// The orchestrator's per-process parts, shared by its handlers and its background tasks.
+/// The orchestrator's parts, built once per process (in an order that needs no part set after construction) and
+/// shared by its handlers and its background workers.
 struct OrchestratorComponents: Sendable {
     let fleet: FleetView
     let api: OrchestratorAPI
@@ -25,62 +25,53 @@ struct OrchestratorComponents: Sendable {
     /// Moves running stateful replicas to markedly cheaper devices.
     let betterPlacements: BetterPlacements
 
-    private static let current = Mutex<OrchestratorComponents?>(nil)
-
-    /// The process's components, made on first use.
-    static func shared(_ environment: ServiceEnvironment, database: PostgresClient) -> OrchestratorComponents {
-        current.withLock { current in
-            if let current { return current }
-            let logger = environment.logger
-            let fleet = FleetView()
-            let store = DeploymentStore(client: database, logger: logger)
-            let solver = PlacementSolver(timeLimit: .milliseconds(500))
-            let offers = OfferStore(client: database, logger: logger)
-            let hub = AgentHub(offers: offers, logger: logger)
-            let notary = environment.settings.notaryAddress.flatMap(ServiceAddress.init).map {
-                NotaryLink(address: $0, environment: environment)
-            }
-            let settlement: SettlementClerk? = notary.flatMap { notary in
-                environment.settings.settlementAddress.flatMap(ServiceAddress.init).map {
-                    SettlementClerk(
-                        gateway: ServiceLink(address: $0, peer: "settlement gateway", environment: environment),
-                        notary: notary, client: database, logger: logger)
-                }
-            }
-            var driver = DeploymentDriver(
-                store: store, offers: offers, fleet: fleet, solver: solver, logger: logger,
-                orchestratorDID: environment.key.did.string, offerTimeout: environment.settings.offerTimeout,
-                clerk: ContractClerk(key: environment.key, notary: notary, fleet: fleet, logger: logger),
-                settlement: settlement)
-            driver.kick = { try? await hub.deliver() }
-            let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
-                client: database, channel: "orrery_deployment_events", logger: logger
-            ) { client, after, limit in
-                try await DeploymentStore.fetchEvents(client: client, after: after, limit: limit, logger: logger)
-            }
-            let relay = LineRelay(client: database, hub: hub, logger: logger)
-            let router = ActorRouter(
-                client: database, logger: logger, key: environment.key, relay: relay, offers: offers)
-            let checkpoints = CheckpointStore(
-                client: database, logger: logger, key: environment.key, offers: offers, router: router, notary: notary)
-            hub.setDeployPreparer { deploy, device in try await checkpoints.prepare(deploy, device: device) }
-            let mover = ActorMover(
-                store: store, offers: offers, checkpoints: checkpoints, router: router, driver: driver)
-            let made = OrchestratorComponents(
-                fleet: fleet,
-                api: OrchestratorAPI(
-                    store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
-                    operatorDID: environment.operatorDID.string, mover: mover),
-                events: events, driver: driver, hub: hub,
-                channel: AgentChannelService(
-                    hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
-                    settles: settlement != nil, router: router, checkpoints: checkpoints),
-                notary: notary, settlement: settlement, router: router, checkpoints: checkpoints,
-                betterPlacements: BetterPlacements(
-                    store: store, driver: driver, mover: mover, logger: logger,
-                    marginPercent: environment.settings.relocationMarginPercent))
-            current = made
-            return made
+    /// The parts for this environment.
+    static func make(_ environment: ServiceEnvironment, database: PostgresClient) -> OrchestratorComponents {
+        let logger = environment.logger
+        let fleet = FleetView()
+        let store = DeploymentStore(client: database, logger: logger)
+        let solver = PlacementSolver(timeLimit: .milliseconds(500))
+        let offers = OfferStore(client: database, logger: logger)
+        let checkpointReader = CheckpointReader(client: database, logger: logger, key: environment.key)
+        let hub = AgentHub(offers: offers, checkpoints: checkpointReader, logger: logger)
+        let notary = environment.settings.notaryAddress.flatMap(ServiceAddress.init).map {
+            NotaryLink(address: $0, environment: environment)
         }
+        let settlement: SettlementClerk? = notary.flatMap { notary in
+            environment.settings.settlementAddress.flatMap(ServiceAddress.init).map {
+                SettlementClerk(
+                    gateway: ServiceLink(address: $0, peer: "settlement gateway", environment: environment),
+                    notary: notary, client: database, logger: logger)
+            }
+        }
+        let driver = DeploymentDriver(
+            store: store, offers: offers, fleet: fleet, solver: solver, logger: logger,
+            orchestratorDID: environment.key.did.string, offerTimeout: environment.settings.offerTimeout,
+            clerk: ContractClerk(key: environment.key, notary: notary, fleet: fleet, logger: logger),
+            settlement: settlement, kick: { try? await hub.deliver() })
+        let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
+            client: database, channel: "orrery_deployment_events", logger: logger
+        ) { client, after, limit in
+            try await DeploymentStore.fetchEvents(client: client, after: after, limit: limit, logger: logger)
+        }
+        let relay = LineRelay(client: database, hub: hub, logger: logger)
+        let router = ActorRouter(client: database, logger: logger, key: environment.key, relay: relay, offers: offers)
+        let checkpoints = CheckpointStore(
+            client: database, logger: logger, key: environment.key, offers: offers, router: router, notary: notary)
+        let mover = ActorMover(
+            store: store, offers: offers, checkpoints: checkpointReader, router: router, driver: driver)
+        return OrchestratorComponents(
+            fleet: fleet,
+            api: OrchestratorAPI(
+                store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
+                operatorDID: environment.operatorDID.string, mover: mover),
+            events: events, driver: driver, hub: hub,
+            channel: AgentChannelService(
+                hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
+                settles: settlement != nil, router: router, checkpoints: checkpoints),
+            notary: notary, settlement: settlement, router: router, checkpoints: checkpoints,
+            betterPlacements: BetterPlacements(
+                store: store, driver: driver, mover: mover, logger: logger,
+                marginPercent: environment.settings.relocationMarginPercent))
     }
 }

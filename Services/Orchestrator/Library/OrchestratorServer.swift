@@ -1,6 +1,7 @@
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryProto
+internal import PostgresNIO
 public import OrreryRuntime
 
 /// The `orchestrator` service as the shared runtime starts it.
@@ -12,72 +13,69 @@ public enum OrchestratorServer {
         schema: (name: "orchestrator", migrations: OrchestratorMigrations.all)
     )
 
-    /// The service with its gRPC handlers and its background work: following the registry, the deployment event
-    /// log, and advancing deployments.
+    /// The service with its gRPC handlers, its JSON gateway and its background work: following the registry, the
+    /// deployment event log, and advancing deployments.
     public static var service: OrreryService {
-        OrreryService(
-            description: description,
-            workers: { environment in
-                guard let database = environment.database else { return [] }
-                let components = OrchestratorComponents.shared(environment, database: database)
-                var tasks = [
-                    BackgroundWorker("deployment event feed") { await components.events.follow() },
-                    BackgroundWorker("deployment driver") { await components.driver.run() },
-                    BackgroundWorker("agent hub") { await components.hub.run() },
-                    BackgroundWorker("actor router") { await components.router.run() },
-                    BackgroundWorker("line relay") { await components.router.relay.run() },
-                ]
-                // A margin of 0 turns moving for a better price or RTT off: no worker then.
-                if environment.settings.relocationMarginPercent > 0 {
-                    tasks.append(BackgroundWorker("better placements") { await components.betterPlacements.run() })
-                }
-                if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
-                    tasks.append(
-                        BackgroundWorker("registry follower") {
-                            var follower = RegistryFollower(
-                                address: address, environment: environment, fleet: components.fleet,
-                                outbox: ReputationOutbox(client: database, logger: environment.logger))
-                            let (driver, placements) = (components.driver, components.betterPlacements)
-                            follower.changed = { change in
-                                guard change.hasDevice else { return }
-                                switch change.device.status {
-                                case .offline, .left: await driver.deviceLost(change.device.did)
-                                case .online: placements.deviceAppeared()
-                                default: break
-                                }
-                            }
-                            await follower.run()
-                        })
-                } else {
-                    environment.logger.warning("registry.address is not set: no devices, nothing can be placed")
-                }
-                if let settlement = components.settlement {
-                    tasks += [
-                        BackgroundWorker("settlement gateway link") { await settlement.gateway.run() },
-                        BackgroundWorker("settlement clerk") { await settlement.run() },
-                    ]
-                } else {
-                    environment.logger.warning(
-                        "settlement.address (or notary.address) is not set: contracts are not escrowed or paid")
-                }
-                if let notary = components.notary {
-                    tasks.append(BackgroundWorker("notary link") { await notary.run() })
-                } else {
-                    environment.logger.warning(
-                        "notary.address is not set: no contract can be recorded, so no deployment passes contracted")
-                }
-                return tasks
-            },
-            httpRoutes: { environment, gateway, router in
-                guard let database = environment.database else { return }
-                let components = OrchestratorComponents.shared(environment, database: database)
-                OrchestratorHTTPGateway.register(api: components.api, gateway: gateway, on: router)
-            },
-            makeRPCServices: { environment in
-                guard let database = environment.database else { return [] }
-                let components = OrchestratorComponents.shared(environment, database: database)
-                return [OrchestratorRPCService(environment: environment, api: components.api), components.channel]
-            }
-        )
+        OrreryService(description: description) { environment in
+            guard let database = environment.database else { return ServiceParts(rpcServices: []) }
+            let components = OrchestratorComponents.make(environment, database: database)
+            return ServiceParts(
+                rpcServices: [
+                    OrchestratorRPCService(environment: environment, api: components.api), components.channel,
+                ],
+                workers: workers(environment, database: database, components: components),
+                httpRoutes: { gateway, router in
+                    OrchestratorHTTPGateway.register(api: components.api, gateway: gateway, on: router)
+                })
+        }
+    }
+
+    private static func workers(
+        _ environment: ServiceEnvironment, database: PostgresClient, components: OrchestratorComponents
+    ) -> [BackgroundWorker] {
+        var workers = [
+            BackgroundWorker("deployment event feed") { await components.events.follow() },
+            BackgroundWorker("deployment driver") { await components.driver.run() },
+            BackgroundWorker("agent hub") { await components.hub.run() },
+            BackgroundWorker("actor router") { await components.router.run() },
+            BackgroundWorker("line relay") { await components.router.relay.run() },
+        ]
+        // A margin of 0 turns moving for a better price or RTT off: no worker then.
+        if environment.settings.relocationMarginPercent > 0 {
+            workers.append(BackgroundWorker("better placements") { await components.betterPlacements.run() })
+        }
+        if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
+            let (driver, placements) = (components.driver, components.betterPlacements)
+            let follower = RegistryFollower(
+                address: address, environment: environment, fleet: components.fleet,
+                outbox: ReputationOutbox(client: database, logger: environment.logger),
+                changed: { change in
+                    guard change.hasDevice else { return }
+                    switch change.device.status {
+                    case .offline, .left: await driver.deviceLost(change.device.did)
+                    case .online: placements.deviceAppeared()
+                    default: break
+                    }
+                })
+            workers.append(BackgroundWorker("registry follower") { await follower.run() })
+        } else {
+            environment.logger.warning("registry.address is not set: no devices, nothing can be placed")
+        }
+        if let settlement = components.settlement {
+            workers += [
+                BackgroundWorker("settlement gateway link") { await settlement.gateway.run() },
+                BackgroundWorker("settlement clerk") { await settlement.run() },
+            ]
+        } else {
+            environment.logger.warning(
+                "settlement.address (or notary.address) is not set: contracts are not escrowed or paid")
+        }
+        if let notary = components.notary {
+            workers.append(BackgroundWorker("notary link") { await notary.run() })
+        } else {
+            environment.logger.warning(
+                "notary.address is not set: no contract can be recorded, so no deployment passes contracted")
+        }
+        return workers
     }
 }

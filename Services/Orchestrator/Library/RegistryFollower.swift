@@ -16,11 +16,11 @@ struct RegistryFollower {
     let environment: ServiceEnvironment
     let fleet: FleetView
     let outbox: ReputationOutbox
-    /// How often RTT samples are read.
-    var samplePollInterval: Duration = .seconds(2)
     /// Called with each device change after the fleet view took it (what ran on a lost device moves at once; a
     /// device coming online may be a better place for what runs elsewhere).
-    var changed: @Sendable (Orrery_Registry_V1_DeviceChange) async -> Void = { _ in }
+    let changed: @Sendable (Orrery_Registry_V1_DeviceChange) async -> Void
+    /// How often RTT samples are read.
+    var samplePollInterval: Duration = .seconds(2)
 
     func run() async {
         await withTaskGroup(of: Void.self) { group in

@@ -7,6 +7,7 @@ internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryProto
 internal import OrreryRuntime
+internal import OrrerySettlementClient
 internal import PostgresNIO
 internal import SwiftProtobuf
 

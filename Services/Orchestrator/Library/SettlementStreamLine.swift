@@ -1,6 +1,7 @@
 internal import GRPCCore
 internal import GRPCNIOTransportHTTP2Posix
 internal import OrreryRuntime
+internal import OrrerySettlementClient
 internal import Synchronization
 
 /// The orchestrator's `Operate` stream to the settlement gateway over its link's current connection: opened on first

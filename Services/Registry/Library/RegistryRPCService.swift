@@ -16,10 +16,10 @@ public struct RegistryRPCService: Orrery_Registry_V1_Registry.SimpleServiceProto
     private let database: PostgresClient
     private var store: DeviceStore { components.store }
 
-    init(environment: ServiceEnvironment, database: PostgresClient) {
+    init(environment: ServiceEnvironment, database: PostgresClient, components: RegistryComponents) {
         self.environment = environment
         self.database = database
-        self.components = RegistryComponents.shared(environment, database: database)
+        self.components = components
         self.joins = JoinFlow(registryKey: environment.key, client: database, logger: environment.logger)
     }
 

@@ -10,22 +10,19 @@ public enum RegistryServer {
         schema: (name: "registry", migrations: RegistryMigrations.all)
     )
 
-    /// The service with its gRPC handlers.
+    /// The service with its gRPC handlers and its workers: judging liveness, following device changes.
     public static var service: OrreryService {
-        OrreryService(
-            description: description,
-            workers: { environment in
-                guard let database = environment.database else { return [] }
-                let components = RegistryComponents.shared(environment, database: database)
-                return [
+        OrreryService(description: description) { environment in
+            guard let database = environment.database else { return ServiceParts(rpcServices: []) }
+            let components = RegistryComponents.make(environment, database: database)
+            return ServiceParts(
+                rpcServices: [
+                    RegistryRPCService(environment: environment, database: database, components: components)
+                ],
+                workers: [
                     BackgroundWorker("liveness") { await components.liveness.run(from: environment.serving) },
                     BackgroundWorker("device change feed") { await components.changes.follow() },
-                ]
-            },
-            makeRPCServices: { environment in
-                guard let database = environment.database else { return [] }
-                return [RegistryRPCService(environment: environment, database: database)]
-            }
-        )
+                ])
+        }
     }
 }

@@ -5,6 +5,7 @@ internal import Logging
 internal import OrreryDatabase
 internal import OrreryAuth
 internal import OrreryCardano
+internal import OrreryAddressBinding
 internal import OrreryEthereum
 internal import OrreryIdentity
 internal import OrreryProto

@@ -61,26 +61,36 @@ public struct BackgroundWorker: Sendable {
     }
 }
 
-/// A service as the runtime starts it: its description, the gRPC services it serves once its schema is migrated,
-/// and its background workers. Health, reflection, metrics and capability checks are added by the runtime.
-public struct OrreryService: Sendable {
-    public let description: ServiceDescription
-    public let makeRPCServices: @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]
-    public let workers: @Sendable (ServiceEnvironment) -> [BackgroundWorker]
-    /// Routes the service adds to its HTTP listener (the orchestrator's JSON gateway).
-    public let httpRoutes: @Sendable (ServiceEnvironment, JSONGateway, Router<OrreryRequestContext>) -> Void
+/// What a service is made of once built: the gRPC services it serves, the routes it adds to its HTTP listener and
+/// its background workers, all sharing the parts one build made.
+public struct ServiceParts: Sendable {
+    public var rpcServices: [any RegistrableRPCService]
+    /// Routes the service adds to its HTTP listener (the orchestrator's and the gateway's JSON calls).
+    public var httpRoutes: @Sendable (JSONGateway, Router<OrreryRequestContext>) -> Void
+    /// Started once the service serves, in this order.
+    public var workers: [BackgroundWorker]
 
     public init(
-        description: ServiceDescription,
-        workers: @escaping @Sendable (ServiceEnvironment) -> [BackgroundWorker] = { _ in [] },
-        httpRoutes: @escaping @Sendable (ServiceEnvironment, JSONGateway, Router<OrreryRequestContext>) -> Void = {
-            _, _, _ in
-        },
-        makeRPCServices: @escaping @Sendable (ServiceEnvironment) async throws -> [any RegistrableRPCService]
+        rpcServices: [any RegistrableRPCService], workers: [BackgroundWorker] = [],
+        httpRoutes: @escaping @Sendable (JSONGateway, Router<OrreryRequestContext>) -> Void = { _, _ in }
     ) {
-        self.description = description
-        self.makeRPCServices = makeRPCServices
+        self.rpcServices = rpcServices
         self.workers = workers
         self.httpRoutes = httpRoutes
+    }
+}
+
+/// A service as the runtime starts it: its description and the one function that builds its parts from its
+/// environment, once per process, after its schema is migrated. Health, reflection, metrics and capability checks
+/// are added by the runtime.
+public struct OrreryService: Sendable {
+    public let description: ServiceDescription
+    public let build: @Sendable (ServiceEnvironment) async throws -> ServiceParts
+
+    public init(
+        description: ServiceDescription, build: @escaping @Sendable (ServiceEnvironment) async throws -> ServiceParts
+    ) {
+        self.description = description
+        self.build = build
     }
 }

@@ -138,15 +138,15 @@ private struct MainService: Service {
             settings: settings, logger: logger, database: database, info: info, key: key, operatorDID: operatorDID,
             revocations: revocations, catalog: catalog, proofs: proofs, capabilities: capabilities,
             serving: ServingSignal())
-        let rpcServices: [any RegistrableRPCService]
+        let parts: ServiceParts
         do {
-            rpcServices = try await service.makeRPCServices(environment)
+            parts = try await service.build(environment)
         } catch {
             throw ServiceRunner.StartupError(message: "cannot start: \(error)", exitCode: .cannotCreate)
         }
 
         let health = HealthStatusBook()
-        let serviceNames = Self.serviceNames(of: rpcServices)
+        let serviceNames = Self.serviceNames(of: parts.rpcServices)
         let databaseWatch = database.map { _ in DatabaseWatch() }
         let reflection = ReflectionService(
             index: index,
@@ -173,7 +173,7 @@ private struct MainService: Service {
                 transportSecurity: transportSecurity,
                 config: Self.transportConfiguration(settings: settings, budget: budget, tarpit: tarpit)
             ),
-            services: rpcServices + [
+            services: parts.rpcServices + [
                 HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection),
             ],
             // The database gate before the capability check, whose replay guard is in the database too.
@@ -198,8 +198,8 @@ private struct MainService: Service {
             tls: settings.tls,
             limits: .init(budget: budget, idleTimeout: settings.idleTimeout),
             routes: { router in
-                service.httpRoutes(
-                    environment, JSONGateway(authorizer: capabilities, logger: logger, database: databaseWatch), router)
+                parts.httpRoutes(
+                    JSONGateway(authorizer: capabilities, logger: logger, database: databaseWatch), router)
             },
             onBound: { port in
                 httpBoundContinuation.yield(port)
@@ -213,7 +213,52 @@ private struct MainService: Service {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
             group.addTask { try await http.run() }
-            var workers = service.workers(environment)
+            let grpcPort: Int
+            do {
+                let address = try await server.transport.listeningAddress
+                grpcPort = address.ipv4?.port ?? address.ipv6?.port ?? settings.grpc.port
+            } catch {
+                throw ServiceRunner.StartupError(
+                    message: "cannot listen for gRPC on \(settings.grpc.host):\(settings.grpc.port): \(error)",
+                    exitCode: .unavailable)
+            }
+            var httpPort: Int?
+            for await port in httpBound { httpPort = port }
+            guard let httpPort else {
+                throw ServiceRunner.StartupError(
+                    message: "cannot listen for HTTP on \(settings.http.host):\(settings.http.port)",
+                    exitCode: .unavailable)
+            }
+
+            health.set(.serving, for: "")
+            for name in serviceNames { health.set(.serving, for: name) }
+            environment.serving.markServing()
+            // From here on, health follows the database too.
+            let databaseTask = Task {
+                if let database, let databaseWatch {
+                    await databaseWatch.run(client: database, health: health, services: serviceNames, logger: logger)
+                }
+            }
+            if let path = settings.readyFile {
+                let ready = ReadyFile(
+                    service: description.name, pid: getpid(), grpcHost: settings.grpc.host, grpcPort: grpcPort,
+                    httpHost: settings.http.host, httpPort: httpPort, did: info.did)
+                do {
+                    try ready.write(to: path)
+                } catch {
+                    databaseTask.cancel()
+                    throw ServiceRunner.StartupError(
+                        message: "cannot write the ready file \(path): \(error)", exitCode: .cannotCreate)
+                }
+            }
+            logger.info(
+                "serving",
+                metadata: [
+                    "grpc": "\(settings.grpc.host):\(grpcPort)", "http": "\(settings.http.host):\(httpPort)",
+                    "version": "\(ServiceInfo.version)",
+                ])
+
+            var workers = parts.workers
             if let followed = settings.identityAddress.flatMap(ServiceAddress.init) {
                 workers.append(
                     BackgroundWorker("revocation follower") {
@@ -225,7 +270,8 @@ private struct MainService: Service {
             } else if !description.keepsRevocationLog {
                 logger.warning("identity.address is not set: revocations are not followed by this process")
             }
-            // Workers stop when serving stops: they are cancelled once the graceful shutdown below is done.
+            // Workers start once the service serves (nothing they report can interrupt start-up) and stop when serving
+            // stops: they are cancelled once the graceful shutdown below is done.
             let running = Task {
                 await withTaskGroup(of: Void.self) { tasks in
                     for worker in workers {
@@ -249,57 +295,6 @@ private struct MainService: Service {
             group.addTask {
                 for await failure in workerFailures { throw failure }
             }
-
-            let grpcPort: Int
-            do {
-                let address = try await server.transport.listeningAddress
-                grpcPort = address.ipv4?.port ?? address.ipv6?.port ?? settings.grpc.port
-            } catch {
-                running.cancel()
-                workerFailed.finish()
-                throw ServiceRunner.StartupError(
-                    message: "cannot listen for gRPC on \(settings.grpc.host):\(settings.grpc.port): \(error)",
-                    exitCode: .unavailable)
-            }
-            var httpPort: Int?
-            for await port in httpBound { httpPort = port }
-            guard let httpPort else {
-                running.cancel()
-                workerFailed.finish()
-                throw ServiceRunner.StartupError(
-                    message: "cannot listen for HTTP on \(settings.http.host):\(settings.http.port)",
-                    exitCode: .unavailable)
-            }
-
-            health.set(.serving, for: "")
-            for name in serviceNames { health.set(.serving, for: name) }
-            environment.serving.markServing()
-            // From here on, health follows the database too.
-            let databaseTask = Task {
-                if let database, let databaseWatch {
-                    await databaseWatch.run(client: database, health: health, services: serviceNames, logger: logger)
-                }
-            }
-            if let path = settings.readyFile {
-                let ready = ReadyFile(
-                    service: description.name, pid: getpid(), grpcHost: settings.grpc.host, grpcPort: grpcPort,
-                    httpHost: settings.http.host, httpPort: httpPort, did: info.did)
-                do {
-                    try ready.write(to: path)
-                } catch {
-                    databaseTask.cancel()
-                    running.cancel()
-                    workerFailed.finish()
-                    throw ServiceRunner.StartupError(
-                        message: "cannot write the ready file \(path): \(error)", exitCode: .cannotCreate)
-                }
-            }
-            logger.info(
-                "serving",
-                metadata: [
-                    "grpc": "\(settings.grpc.host):\(grpcPort)", "http": "\(settings.http.host):\(httpPort)",
-                    "version": "\(ServiceInfo.version)",
-                ])
 
             // Until SIGTERM/SIGINT (the HTTP application sees the same graceful shutdown and stops itself), or until a
             // worker fails for good, which cancels this group.

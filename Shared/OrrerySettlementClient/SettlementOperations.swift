@@ -89,7 +89,7 @@ public final class SettlementOperations: Sendable {
         case .entry(let entry): answer.resume(returning: entry)
         case .error(let error):
             answer.resume(
-                throwing: RPCError(code: RPCError.Code(wireValue: error.code), message: error.message))
+                throwing: RPCError(code: Self.code(error.code), message: error.message))
         case nil: answer.resume(throwing: RPCError(code: .internalError, message: "the gateway answered nothing"))
         }
     }
@@ -102,5 +102,10 @@ public final class SettlementOperations: Sendable {
             return state.waiting
         }
         for answer in stranded.values { answer.resume(throwing: error) }
+    }
+
+    /// A status code as the gateway sent it (an unknown number is `unknown`).
+    private static func code(_ wireValue: Int32) -> RPCError.Code {
+        Status.Code(rawValue: Int(wireValue)).flatMap { RPCError.Code($0) } ?? .unknown
     }
 }

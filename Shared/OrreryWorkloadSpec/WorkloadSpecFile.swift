@@ -28,7 +28,7 @@ public enum WorkloadSpecFile {
         let document: Any?
         do {
             // Every mistake at once, each with its line and column, before the spec is decoded.
-            if let node = try Yams.compose(yaml: text), let schema = WorkloadSpecSchema.shared {
+            if let node = try Yams.compose(yaml: text), let schema = WorkloadSpecSchema.compiled {
                 let problems = schema.problems(in: node)
                 if !problems.isEmpty {
                     throw ParseError(

@@ -23,7 +23,7 @@ struct WorkloadSpecSchema {
     private let enums: [String: Google_Protobuf_EnumDescriptorProto]
 
     /// The schema of the protos compiled into `OrreryProto`.
-    static let shared: WorkloadSpecSchema? = {
+    static let compiled: WorkloadSpecSchema? = {
         guard let data = Data(base64Encoded: OrreryDescriptorSet.base64),
             let set = try? Google_Protobuf_FileDescriptorSet(serializedBytes: data)
         else { return nil }
