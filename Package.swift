@@ -46,7 +46,7 @@ func service(_ library: String, executable: String, folder: String, extra: [Targ
             name: library,
             dependencies: [
                 "OrreryRuntime", "OrreryRuntimeCore", "OrreryDatabase", "OrreryProto", "OrreryAuth", "OrreryIdentity",
-                grpcCore, logging, postgres, swiftProtobuf,
+                grpcCore, logging, postgres, swiftProtobuf, argumentParser, configuration,
             ] + extra,
             path: "Services/\(folder)/Library",
             swiftSettings: upcomingFeatures

@@ -266,4 +266,46 @@ struct ConstellationTests {
             #expect(output.contains(variable), "--help lacks \(variable)")
         }
     }
+
+    /// Each service's own settings, and some of the others'.
+    static let ownOptions: [String: [String]] = [
+        "identity": ["--operator-key"],
+        "registry": ["--liveness-interval-ms"],
+        "orchestrator": [
+            "--registry-address", "--offer-timeout-ms", "--notary-address", "--settlement-address",
+            "--relocation-margin-percent",
+        ],
+        "contract-notary": ["--registry-address", "--settlement-did"],
+        "settlement-gateway": ["--notary-address", "--notary-did"],
+    ]
+
+    @Test(
+        "each service shows and takes its own settings only: another service's option is a usage error, an invalid own setting names its flag and variable",
+        arguments: ["identity", "registry", "orchestrator", "contract-notary", "settlement-gateway"])
+    func ownSettingsOnly(service: String) async throws {
+        let executable = TestEnvironment.executable(service)
+        let own = Self.ownOptions[service] ?? []
+        let others = Set(Self.ownOptions.values.joined()).subtracting(own)
+        let (status, help) = try await ChildProcess.run(executable, arguments: ["--help"])
+        #expect(status == 0)
+        #expect(help.contains("SETTINGS OF EVERY SERVICE") || help.contains("Settings of every service"), "\(help)")
+        for option in own { #expect(help.contains(option), "\(service) --help lacks \(option)") }
+        for option in others.sorted() {
+            #expect(!help.contains(option), "\(service) --help shows \(option), another service's setting")
+            let (refused, output) = try await ChildProcess.run(executable, arguments: [option, "1"])
+            #expect(refused == 64 && output.contains("Unknown option"), "\(service) \(option): \(refused) \(output)")
+        }
+    }
+
+    @Test("an invalid setting of one service's own is refused with exit 78 naming its key, flag and variable")
+    func invalidOwnSetting() async throws {
+        // The shared settings hold together (a key path, an operator DID); only the registry's own one is wrong.
+        let (status, output) = try await ChildProcess.run(
+            TestEnvironment.executable("registry"),
+            arguments: ["--identity-key", "/nonexistent/service.key", "--trust-operator", SigningKey().did.string],
+            environment: ["ORRERY_LIVENESS_INTERVAL_MS": "5"])
+        #expect(status == 78, "\(output)")
+        #expect(
+            output.contains("liveness.interval_ms (--liveness-interval-ms, ORRERY_LIVENESS_INTERVAL_MS"), "\(output)")
+    }
 }

@@ -12,9 +12,11 @@ struct IdentityServerCommand: AsyncParsableCommand {
             "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
-    @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of every service") var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of the identity service") var own: IdentitySettings.Options
 
     func run() async throws {
-        try await ServiceRunner.run(IdentityServer.service, options: runtime)
+        try await ServiceRunner.run(
+            IdentityServer.description, options: runtime, own: own, service: IdentityServer.service)
     }
 }

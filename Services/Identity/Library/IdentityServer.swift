@@ -12,12 +12,12 @@ public enum IdentityServer {
     )
 
     /// The service with its gRPC handlers and the follower of its revocation log.
-    public static var service: OrreryService {
+    public static func service(_ settings: IdentitySettings) -> OrreryService {
         OrreryService(description: description) { environment in
             guard let database = environment.database else { return ServiceParts(rpcServices: []) }
             let log = RevocationLog(client: database, book: environment.revocations, logger: environment.logger)
             var issuer: DelegationIssuer?
-            if let path = environment.settings.operatorKeyFile {
+            if let path = settings.operatorKeyFile {
                 let operatorKey = try KeyFile.read(path)
                 guard operatorKey.did == environment.operatorDID else {
                     throw IdentityStartupError(

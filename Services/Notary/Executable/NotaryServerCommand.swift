@@ -12,9 +12,10 @@ struct NotaryServerCommand: AsyncParsableCommand {
             "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
-    @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of every service") var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of the contract notary") var own: NotarySettings.Options
 
     func run() async throws {
-        try await ServiceRunner.run(NotaryServer.service, options: runtime)
+        try await ServiceRunner.run(NotaryServer.description, options: runtime, own: own, service: NotaryServer.service)
     }
 }

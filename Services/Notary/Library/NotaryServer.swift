@@ -12,14 +12,14 @@ public enum NotaryServer {
     )
 
     /// The service with its gRPC handlers, the log's sequencer and, with a registry, the availability checker.
-    public static var service: OrreryService {
+    public static func service(_ settings: NotarySettings) -> OrreryService {
         OrreryService(description: description) { environment in
             guard let database = environment.database else { return ServiceParts(rpcServices: []) }
             let sequencer = LogSequencer(client: database, key: environment.key, logger: environment.logger)
             let api = NotaryAPI(
                 client: database, sequencer: sequencer,
                 store: LogStore(client: database, logger: environment.logger), key: environment.key,
-                revocations: environment.revocations, settlementDID: environment.settings.settlementDID,
+                revocations: environment.revocations, settlementDID: settings.settlementDID,
                 operatorDID: environment.operatorDID, logger: environment.logger)
             var workers = [
                 BackgroundWorker("log sequencer") {
@@ -30,7 +30,7 @@ public enum NotaryServer {
                     }
                 }
             ]
-            if let registry = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
+            if let registry = settings.registryAddress.flatMap(ServiceAddress.init) {
                 let checker = AvailabilityChecker(
                     registry: registry, environment: environment, client: database, sequencer: sequencer)
                 workers.append(BackgroundWorker("availability checker") { await checker.run() })

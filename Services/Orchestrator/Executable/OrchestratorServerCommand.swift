@@ -12,9 +12,11 @@ struct OrchestratorServerCommand: AsyncParsableCommand {
             "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
-    @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of every service") var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of the orchestrator") var own: OrchestratorSettings.Options
 
     func run() async throws {
-        try await ServiceRunner.run(OrchestratorServer.service, options: runtime)
+        try await ServiceRunner.run(
+            OrchestratorServer.description, options: runtime, own: own, service: OrchestratorServer.service)
     }
 }

@@ -26,7 +26,9 @@ struct OrchestratorComponents: Sendable {
     let betterPlacements: BetterPlacements
 
     /// The parts for this environment.
-    static func make(_ environment: ServiceEnvironment, database: PostgresClient) -> OrchestratorComponents {
+    static func make(
+        _ environment: ServiceEnvironment, settings: OrchestratorSettings, database: PostgresClient
+    ) -> OrchestratorComponents {
         let logger = environment.logger
         let fleet = FleetView()
         let store = DeploymentStore(client: database, logger: logger)
@@ -34,11 +36,11 @@ struct OrchestratorComponents: Sendable {
         let offers = OfferStore(client: database, logger: logger)
         let checkpointReader = CheckpointReader(client: database, logger: logger, key: environment.key)
         let hub = AgentHub(offers: offers, checkpoints: checkpointReader, logger: logger)
-        let notary = environment.settings.notaryAddress.flatMap(ServiceAddress.init).map {
+        let notary = settings.notaryAddress.flatMap(ServiceAddress.init).map {
             NotaryLink(address: $0, environment: environment)
         }
         let settlement: SettlementClerk? = notary.flatMap { notary in
-            environment.settings.settlementAddress.flatMap(ServiceAddress.init).map {
+            settings.settlementAddress.flatMap(ServiceAddress.init).map {
                 SettlementClerk(
                     gateway: ServiceLink(address: $0, peer: "settlement gateway", environment: environment),
                     notary: notary, client: database, logger: logger)
@@ -46,7 +48,7 @@ struct OrchestratorComponents: Sendable {
         }
         let driver = DeploymentDriver(
             store: store, offers: offers, fleet: fleet, solver: solver, logger: logger,
-            orchestratorDID: environment.key.did.string, offerTimeout: environment.settings.offerTimeout,
+            orchestratorDID: environment.key.did.string, offerTimeout: settings.offerTimeout,
             clerk: ContractClerk(key: environment.key, notary: notary, fleet: fleet, logger: logger),
             settlement: settlement, kick: { try? await hub.deliver() })
         let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
@@ -72,6 +74,6 @@ struct OrchestratorComponents: Sendable {
             notary: notary, settlement: settlement, router: router, checkpoints: checkpoints,
             betterPlacements: BetterPlacements(
                 store: store, driver: driver, mover: mover, logger: logger,
-                marginPercent: environment.settings.relocationMarginPercent))
+                marginPercent: settings.relocationMarginPercent))
     }
 }

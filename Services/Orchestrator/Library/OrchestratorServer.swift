@@ -15,15 +15,15 @@ public enum OrchestratorServer {
 
     /// The service with its gRPC handlers, its JSON gateway and its background work: following the registry, the
     /// deployment event log, and advancing deployments.
-    public static var service: OrreryService {
+    public static func service(_ settings: OrchestratorSettings) -> OrreryService {
         OrreryService(description: description) { environment in
             guard let database = environment.database else { return ServiceParts(rpcServices: []) }
-            let components = OrchestratorComponents.make(environment, database: database)
+            let components = OrchestratorComponents.make(environment, settings: settings, database: database)
             return ServiceParts(
                 rpcServices: [
                     OrchestratorRPCService(environment: environment, api: components.api), components.channel,
                 ],
-                workers: workers(environment, database: database, components: components),
+                workers: workers(environment, settings: settings, database: database, components: components),
                 httpRoutes: { gateway, router in
                     OrchestratorHTTPGateway.register(api: components.api, gateway: gateway, on: router)
                 })
@@ -31,7 +31,8 @@ public enum OrchestratorServer {
     }
 
     private static func workers(
-        _ environment: ServiceEnvironment, database: PostgresClient, components: OrchestratorComponents
+        _ environment: ServiceEnvironment, settings: OrchestratorSettings, database: PostgresClient,
+        components: OrchestratorComponents
     ) -> [BackgroundWorker] {
         var workers = [
             BackgroundWorker("deployment event feed") { await components.events.follow() },
@@ -41,10 +42,10 @@ public enum OrchestratorServer {
             BackgroundWorker("line relay") { await components.router.relay.run() },
         ]
         // A margin of 0 turns moving for a better price or RTT off: no worker then.
-        if environment.settings.relocationMarginPercent > 0 {
+        if settings.relocationMarginPercent > 0 {
             workers.append(BackgroundWorker("better placements") { await components.betterPlacements.run() })
         }
-        if let address = environment.settings.registryAddress.flatMap(ServiceAddress.init) {
+        if let address = settings.registryAddress.flatMap(ServiceAddress.init) {
             let (driver, placements) = (components.driver, components.betterPlacements)
             let follower = RegistryFollower(
                 address: address, environment: environment, fleet: components.fleet,

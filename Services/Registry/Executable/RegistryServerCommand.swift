@@ -12,9 +12,11 @@ struct RegistryServerCommand: AsyncParsableCommand {
             "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults."
     )
 
-    @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of every service") var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of the registry") var own: RegistrySettings.Options
 
     func run() async throws {
-        try await ServiceRunner.run(RegistryServer.service, options: runtime)
+        try await ServiceRunner.run(
+            RegistryServer.description, options: runtime, own: own, service: RegistryServer.service)
     }
 }

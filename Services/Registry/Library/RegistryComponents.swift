@@ -13,11 +13,13 @@ struct RegistryComponents: Sendable {
     let changes: ChangeFeed<Orrery_Registry_V1_DeviceChange>
 
     /// The parts for this environment.
-    static func make(_ environment: ServiceEnvironment, database: PostgresClient) -> RegistryComponents {
+    static func make(_ environment: ServiceEnvironment, settings: RegistrySettings, database: PostgresClient)
+        -> RegistryComponents
+    {
         let logger = environment.logger
         return RegistryComponents(
             store: DeviceStore(client: database, logger: logger),
-            liveness: Liveness(client: database, logger: logger, interval: environment.settings.livenessInterval),
+            liveness: Liveness(client: database, logger: logger, interval: settings.livenessInterval),
             changes: ChangeFeed(client: database, channel: "orrery_device_changes", logger: logger) {
                 client, after, limit in
                 let rows = try await client.query(

@@ -11,10 +11,10 @@ public enum RegistryServer {
     )
 
     /// The service with its gRPC handlers and its workers: judging liveness, following device changes.
-    public static var service: OrreryService {
+    public static func service(_ settings: RegistrySettings) -> OrreryService {
         OrreryService(description: description) { environment in
             guard let database = environment.database else { return ServiceParts(rpcServices: []) }
-            let components = RegistryComponents.make(environment, database: database)
+            let components = RegistryComponents.make(environment, settings: settings, database: database)
             return ServiceParts(
                 rpcServices: [
                     RegistryRPCService(environment: environment, database: database, components: components)

@@ -14,10 +14,11 @@ struct SettlementServerCommand: AsyncParsableCommand {
         commandName: "settlement-gateway",
         abstract: "Orrery settlement gateway: NTX escrow in a double-entry ledger and chain adapters.",
         discussion:
-            "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults. The chain adapters' options (--eth-*, --cardano-*) also read ORRERY_ETH_* / ORRERY_CARDANO_* variables. Without --eth-rpc the ledger alone settles."
+            "Settings: command-line options override ORRERY_* environment variables, which override the JSON config file, which overrides the defaults. The Ethereum adapter's options (--eth-*) also read ORRERY_ETH_* variables. Without --eth-rpc the ledger alone settles."
     )
 
-    @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of every service") var runtime: RuntimeOptions
+    @OptionGroup(title: "Settings of the settlement gateway") var own: SettlementSettings.Options
 
     @Option(help: "Ethereum JSON-RPC endpoint (http or https); turns the Ethereum adapter on (env ORRERY_ETH_RPC).")
     var ethRpc: String?
@@ -46,7 +47,10 @@ struct SettlementServerCommand: AsyncParsableCommand {
     var ethStartBlock: UInt64?
 
     func run() async throws {
-        try await ServiceRunner.run(SettlementServer.service(chains: try chainSettings()), options: runtime)
+        let chains = try chainSettings()
+        try await ServiceRunner.run(SettlementServer.description, options: runtime, own: own) {
+            SettlementServer.service($0, chains: chains)
+        }
     }
 
     private func chainSettings() throws -> ChainSettings {

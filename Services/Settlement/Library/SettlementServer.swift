@@ -12,31 +12,30 @@ public enum SettlementServer {
         schema: (name: "settlement", migrations: SettlementMigrations.all)
     )
 
-    /// The ledger-only gateway (no chain adapters).
-    public static var service: OrreryService { service(chains: ChainSettings()) }
-
     /// The service with its gRPC handlers, its JSON read calls and its workers: the journal sealer, the notary link
     /// and contract settler (with a notary), and per configured chain its broadcaster and deposit watcher.
-    public static func service(chains: ChainSettings) -> OrreryService {
+    public static func service(_ settings: SettlementSettings, chains: ChainSettings = ChainSettings()) -> OrreryService
+    {
         OrreryService(description: description) { environment in
             guard let database = environment.database else { return ServiceParts(rpcServices: []) }
             // One API (so one ledger batcher) for the gRPC service and the JSON routes.
-            let api = makeAPI(environment, database: database, chains: chains)
+            let api = makeAPI(environment, settings: settings, database: database, chains: chains)
             return ServiceParts(
                 rpcServices: [SettlementRPCService(environment: environment, api: api)],
-                workers: workers(environment, database: database, chains: chains),
+                workers: workers(environment, settings: settings, database: database, chains: chains),
                 httpRoutes: { gateway, router in SettlementHTTPGateway.register(api: api, gateway: gateway, on: router)
                 }
             )
         }
     }
 
-    private static func workers(_ environment: ServiceEnvironment, database: PostgresClient, chains: ChainSettings)
-        -> [BackgroundWorker]
-    {
+    private static func workers(
+        _ environment: ServiceEnvironment, settings: SettlementSettings, database: PostgresClient,
+        chains: ChainSettings
+    ) -> [BackgroundWorker] {
         let sealer = JournalSealer(client: database, key: environment.key, logger: environment.logger)
         var workers = [BackgroundWorker("journal sealer") { await sealer.run() }]
-        if let notaryAddress = environment.settings.notaryAddress.flatMap(ServiceAddress.init) {
+        if let notaryAddress = settings.notaryAddress.flatMap(ServiceAddress.init) {
             let link = ServiceLink(address: notaryAddress, peer: "notary", environment: environment)
             let settler = ContractSettler(
                 notary: link, client: database, key: environment.key, logger: environment.logger)
@@ -64,9 +63,10 @@ public enum SettlementServer {
         ]
     }
 
-    private static func makeAPI(_ environment: ServiceEnvironment, database: PostgresClient, chains: ChainSettings)
-        -> SettlementAPI
-    {
+    private static func makeAPI(
+        _ environment: ServiceEnvironment, settings: SettlementSettings, database: PostgresClient,
+        chains: ChainSettings
+    ) -> SettlementAPI {
         let gateway = environment.key.did
         return SettlementAPI(
             ledger: LedgerStore(client: database, logger: environment.logger),
@@ -75,7 +75,7 @@ public enum SettlementServer {
             gatewayDID: gateway,
             ethereum: chains.ethereum.map(EthereumAdapter.init),
             operatorDID: environment.operatorDID,
-            notaryDID: environment.settings.notaryDID.flatMap { try? DID($0) },
+            notaryDID: settings.notaryDID.flatMap { try? DID($0) },
             revocations: environment.revocations,
             logger: environment.logger)
     }

@@ -1,6 +1,6 @@
 public import ArgumentParser
 
-/// The command-line options every Orrery service accepts. Each one overrides the environment variable and the
+/// The command-line options every Orrery service accepts (a service's own are its `ServiceSettings.Options`). Each one overrides the environment variable and the
 /// configuration-file key named in its help; options left unset fall through to those, then to defaults.
 public struct RuntimeOptions: ParsableArguments, Sendable {
     @Option(help: "Configuration file (JSON). Default: /etc/orrery/<service>.json, skipped when absent.")
@@ -87,60 +87,6 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
     )
     public var identityDelegation: String?
 
-    @Option(
-        help:
-            "Identity service only: the operator's key file, to issue onboarding delegations (env ORRERY_OPERATOR_KEY, file operator.key)."
-    )
-    public var operatorKey: String?
-
-    @Option(
-        help:
-            "Registry only: milliseconds between a device's heartbeats; a device is suspect after 2 missed and offline after 3 (env ORRERY_LIVENESS_INTERVAL_MS, file liveness.interval_ms)."
-    )
-    public var livenessIntervalMs: Int?
-
-    @Option(
-        help:
-            "Orchestrator and notary: the registry's gRPC address, host:port, to follow devices and RTT samples from, and to check contracts' availability terms against (env ORRERY_REGISTRY_ADDRESS, file registry.address)."
-    )
-    public var registryAddress: String?
-
-    @Option(
-        help:
-            "Orchestrator only: milliseconds a device has to bid for or decline an offer before the next candidate gets it (env ORRERY_OFFER_TIMEOUT_MS, file offer.timeout_ms)."
-    )
-    public var offerTimeoutMs: Int?
-
-    @Option(
-        help:
-            "Orchestrator and settlement gateway: the contract notary's gRPC address, host:port. The orchestrator contracts deployments only with a contract it recorded; the gateway records refunded contracts as settled there (env ORRERY_NOTARY_ADDRESS, file notary.address)."
-    )
-    public var notaryAddress: String?
-
-    @Option(
-        help:
-            "Orchestrator only: the settlement gateway's gRPC address, host:port; with it each contract's maximum cost is held in escrow before its allocation starts, and receipts release payment (env ORRERY_SETTLEMENT_ADDRESS, file settlement.address)."
-    )
-    public var settlementAddress: String?
-
-    @Option(
-        help:
-            "Orchestrator only: a running stateful replica moves (checkpoint, resume) to another feasible device at least this many percent cheaper, or at no higher price with this many percent less estimated RTT to its latency targets; 0 turns it off (env ORRERY_RELOCATION_MARGIN_PERCENT, file relocation.margin_percent; default 30)."
-    )
-    public var relocationMarginPercent: Int?
-
-    @Option(
-        help:
-            "Notary only: the settlement gateway's DID, the only signer of a contract's settled transition (env ORRERY_SETTLEMENT_DID, file settlement.did)."
-    )
-    public var settlementDid: String?
-
-    @Option(
-        help:
-            "Settlement gateway only: the contract notary's DID, whose signed tree heads releases are proven against (env ORRERY_NOTARY_DID, file notary.did)."
-    )
-    public var notaryDid: String?
-
     @Option(help: "State directory for local files (env ORRERY_STATE_DIR, file state.dir).")
     public var stateDir: String?
 
@@ -151,27 +97,32 @@ public struct RuntimeOptions: ParsableArguments, Sendable {
 
     @Option(
         help:
-            "Seconds of clock skew tolerated on a capability's exp and nbf, 0…60 (env ORRERY_AUTH_CLOCK_SKEW, file auth.clock_skew).")
+            "Seconds of clock skew tolerated on a capability's exp and nbf, 0…60 (env ORRERY_AUTH_CLOCK_SKEW, file auth.clock_skew)."
+    )
     public var clockSkew: Int?
 
     @Option(
         help:
-            "Capabilities failing their signature check allowed per minute per source address (an IPv6 /64), 0 for no limit; past it and auth.failure_burst, that source's connections that have not authenticated are refused RESOURCE_EXHAUSTED (env ORRERY_AUTH_FAILURES_PER_MINUTE, file auth.failures_per_minute).")
+            "Capabilities failing their signature check allowed per minute per source address (an IPv6 /64), 0 for no limit; past it and auth.failure_burst, that source's connections that have not authenticated are refused RESOURCE_EXHAUSTED (env ORRERY_AUTH_FAILURES_PER_MINUTE, file auth.failures_per_minute)."
+    )
     public var authFailuresPerMinute: Int?
 
     @Option(
         help:
-            "Failed signature checks a source address may spend at once before auth.failures_per_minute applies (env ORRERY_AUTH_FAILURE_BURST, file auth.failure_burst).")
+            "Failed signature checks a source address may spend at once before auth.failures_per_minute applies (env ORRERY_AUTH_FAILURE_BURST, file auth.failure_burst)."
+    )
     public var authFailureBurst: Int?
 
     @Option(
         help:
-            "Most connections open at once over the gRPC and HTTP listeners; more are closed when accepted (env ORRERY_CONNECTIONS_MAX, file connections.max).")
+            "Most connections open at once over the gRPC and HTTP listeners; more are closed when accepted (env ORRERY_CONNECTIONS_MAX, file connections.max)."
+    )
     public var maxConnections: Int?
 
     @Option(
         help:
-            "Seconds a connection may stay without a call in progress before it is closed (env ORRERY_CONNECTIONS_IDLE_TIMEOUT, file connections.idle_timeout).")
+            "Seconds a connection may stay without a call in progress before it is closed (env ORRERY_CONNECTIONS_IDLE_TIMEOUT, file connections.idle_timeout)."
+    )
     public var idleTimeout: Int?
 
     public init() {}

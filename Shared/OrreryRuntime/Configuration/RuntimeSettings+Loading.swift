@@ -18,7 +18,29 @@ extension RuntimeSettings {
         options: RuntimeOptions,
         environment: [String: String]
     ) async throws -> RuntimeSettings {
-        let reader = try makeReader(for: service, options: options, environment: environment)
+        let loaded: (shared: RuntimeSettings, own: NoServiceSettings) = try await load(
+            for: service, options: options, own: NoServiceSettings.Options(), environment: environment)
+        return loaded.shared
+    }
+
+    /// Resolves a service's shared settings and its own (`Own`), each from the same command line, environment and
+    /// configuration file.
+    public static func load<Own: ServiceSettings>(
+        for service: ServiceDescription,
+        options: RuntimeOptions,
+        own ownOptions: Own.Options,
+        environment: [String: String]
+    ) async throws -> (shared: RuntimeSettings, own: Own) {
+        let reader = try makeReader(
+            for: service, options: options, ownFlags: Own.flags(ownOptions), ownDefaults: Own.defaults,
+            environment: environment)
+        let shared = try read(reader, for: service, options: options)
+        return (shared, try Own(reading: reader))
+    }
+
+    private static func read(_ reader: SettingsReader, for service: ServiceDescription, options: RuntimeOptions)
+        throws -> RuntimeSettings
+    {
         var settings = RuntimeSettings(
             grpc: .init(
                 host: try reader.host("grpc.host", loopbackOnly: service.loopbackOnly),
@@ -45,15 +67,6 @@ extension RuntimeSettings {
             trustedOperator: try reader.did("trust.operator"),
             identityAddress: try reader.address("identity.address"),
             delegationFile: try reader.optionalString("identity.delegation"),
-            operatorKeyFile: try reader.optionalString("operator.key"),
-            livenessInterval: .milliseconds(try reader.integer("liveness.interval_ms", in: 100...600_000)),
-            registryAddress: try reader.address("registry.address"),
-            offerTimeout: .milliseconds(try reader.integer("offer.timeout_ms", in: 100...600_000)),
-            notaryAddress: try reader.address("notary.address"),
-            settlementDID: try reader.optionalDID("settlement.did"),
-            notaryDID: try reader.optionalDID("notary.did"),
-            settlementAddress: try reader.address("settlement.address"),
-            relocationMarginPercent: try reader.integer("relocation.margin_percent", in: 0...90),
             readyFile: options.readyFile,
             configFile: options.config ?? service.defaultConfigFile
         )
@@ -103,15 +116,13 @@ extension RuntimeSettings {
     private static func makeReader(
         for service: ServiceDescription,
         options: RuntimeOptions,
+        ownFlags: [AbsoluteConfigKey: ConfigValue],
+        ownDefaults: [AbsoluteConfigKey: ConfigValue],
         environment: [String: String]
     ) throws -> SettingsReader {
-        var flags: [AbsoluteConfigKey: ConfigValue] = [:]
-        func flag(_ key: AbsoluteConfigKey, _ value: String?) {
-            if let value { flags[key] = ConfigValue(.string(value), isSecret: false) }
-        }
-        func flag(_ key: AbsoluteConfigKey, _ value: Int?) {
-            if let value { flags[key] = ConfigValue(.int(value), isSecret: false) }
-        }
+        var flags = ownFlags
+        func flag(_ key: AbsoluteConfigKey, _ value: String?) { flags.flag(key, value) }
+        func flag(_ key: AbsoluteConfigKey, _ value: Int?) { flags.flag(key, value) }
         flag("grpc.host", options.grpcHost)
         flag("grpc.port", options.grpcPort)
         flag("http.host", options.httpHost)
@@ -135,20 +146,11 @@ extension RuntimeSettings {
         flag("tls.key", options.tlsKey)
         flag("tls.ca", options.tlsCa)
         flag("identity.key", options.identityKey)
-        flag("operator.key", options.operatorKey)
-        flag("liveness.interval_ms", options.livenessIntervalMs)
-        flag("registry.address", options.registryAddress)
-        flag("offer.timeout_ms", options.offerTimeoutMs)
-        flag("notary.address", options.notaryAddress)
-        flag("settlement.did", options.settlementDid)
-        flag("notary.did", options.notaryDid)
-        flag("settlement.address", options.settlementAddress)
-        flag("relocation.margin_percent", options.relocationMarginPercent)
         flag("trust.operator", options.trustOperator)
         flag("identity.address", options.identityAddress)
         flag("identity.delegation", options.identityDelegation)
 
-        let defaults: [AbsoluteConfigKey: ConfigValue] = [
+        let shared: [AbsoluteConfigKey: ConfigValue] = [
             "grpc.host": "127.0.0.1",
             "grpc.port": .init(.int(service.defaultGRPCPort), isSecret: false),
             "http.host": "127.0.0.1",
@@ -173,15 +175,6 @@ extension RuntimeSettings {
             "tls.key": "",
             "tls.ca": "",
             "identity.key": "",
-            "operator.key": "",
-            "liveness.interval_ms": 5000,
-            "registry.address": "",
-            "offer.timeout_ms": 10000,
-            "notary.address": "",
-            "settlement.did": "",
-            "notary.did": "",
-            "settlement.address": "",
-            "relocation.margin_percent": 30,
             "trust.operator": "",
             "identity.address": "",
             "identity.delegation": "",
@@ -190,6 +183,7 @@ extension RuntimeSettings {
         // An explicitly named file must exist; the default one is optional.
         return try SettingsReader(
             flags: flags, environment: environment, configFile: options.config ?? service.defaultConfigFile,
-            configFileRequired: options.config != nil, defaults: defaults, secrets: ["db.password"])
+            configFileRequired: options.config != nil, defaults: shared.merging(ownDefaults) { shared, _ in shared },
+            secrets: ["db.password"])
     }
 }

@@ -3,7 +3,8 @@ public import OrreryDatabase
 public import OrreryAuth
 public import OrreryRuntimeCore
 
-/// A service's settings after resolving defaults < file < environment < flags.
+/// The settings every service reads, after resolving defaults < file < environment < flags. What only one service
+/// reads is that service's own `ServiceSettings`.
 public struct RuntimeSettings: Sendable, Equatable {
     public static func == (lhs: RuntimeSettings, rhs: RuntimeSettings) -> Bool {
         lhs.grpc == rhs.grpc && lhs.tls?.certificate == rhs.tls?.certificate && lhs.tls?.key == rhs.tls?.key
@@ -16,11 +17,6 @@ public struct RuntimeSettings: Sendable, Equatable {
             && lhs.keyFile == rhs.keyFile
             && lhs.trustedOperator == rhs.trustedOperator
             && lhs.identityAddress == rhs.identityAddress && lhs.delegationFile == rhs.delegationFile
-            && lhs.operatorKeyFile == rhs.operatorKeyFile && lhs.livenessInterval == rhs.livenessInterval
-            && lhs.registryAddress == rhs.registryAddress && lhs.offerTimeout == rhs.offerTimeout
-            && lhs.notaryAddress == rhs.notaryAddress && lhs.settlementDID == rhs.settlementDID
-            && lhs.notaryDID == rhs.notaryDID && lhs.settlementAddress == rhs.settlementAddress
-            && lhs.relocationMarginPercent == rhs.relocationMarginPercent
             && lhs.readyFile == rhs.readyFile && lhs.configFile == rhs.configFile
     }
 
@@ -67,26 +63,6 @@ public struct RuntimeSettings: Sendable, Equatable {
     public var identityAddress: String?
     /// The service's own delegation chain (a UCAN container file), for its calls to other services.
     public var delegationFile: String?
-    /// The operator's key file, held by an identity service that issues onboarding delegations.
-    public var operatorKeyFile: String?
-    /// The registry's heartbeat interval.
-    public var livenessInterval: Duration
-    /// The registry the orchestrator follows devices from; nil when none is set.
-    public var registryAddress: String?
-    /// How long a device has to answer an offer (orchestrator).
-    public var offerTimeout: Duration
-    /// The contract notary the orchestrator records contracts and receipts with; nil when none is set.
-    public var notaryAddress: String? = nil
-    /// The settlement gateway's DID, the only signer of a contract's `settled` transition (notary); nil when
-    /// none is set.
-    public var settlementDID: String? = nil
-    /// The contract notary's DID, whose signed tree heads the settlement gateway accepts; nil when none is set.
-    public var notaryDID: String? = nil
-    /// The settlement gateway the orchestrator escrows and releases through; nil when none is set.
-    public var settlementAddress: String? = nil
-    /// How much cheaper (percent) another feasible device must be before the orchestrator moves a running stateful
-    /// replica there; 0 never moves one for a better price.
-    public var relocationMarginPercent: Int = 0
     public var readyFile: String?
     /// The configuration file that was read, if any.
     public var configFile: String?

@@ -21,11 +21,26 @@ public enum ServiceRunner {
     /// - Throws: `ExitCode` — 78 for an invalid setting, 69 when PostgreSQL cannot be reached, 70 for a database
     ///   schema newer than this binary, 73 when the ready file cannot be written; other errors exit 1.
     public static func run(_ service: OrreryService, options: RuntimeOptions) async throws {
-        let name = service.description.name
+        try await run(service.description, options: options, own: NoServiceSettings.Options()) {
+            (_: NoServiceSettings) in service
+        }
+    }
+
+    /// Runs the service `make` builds from its own settings (`Own`, read with the shared ones) until SIGTERM or
+    /// SIGINT. Call once per process, from the executable's `run()`.
+    /// - Throws: `ExitCode`, as `run(_:options:)`.
+    public static func run<Own: ServiceSettings>(
+        _ description: ServiceDescription, options: RuntimeOptions, own ownOptions: Own.Options,
+        service make: (Own) -> OrreryService
+    ) async throws {
+        let name = description.name
         let settings: RuntimeSettings
+        let service: OrreryService
         do {
-            settings = try await RuntimeSettings.load(
-                for: service.description, options: options, environment: ProcessInfo.processInfo.environment)
+            let loaded: (shared: RuntimeSettings, own: Own) = try await RuntimeSettings.load(
+                for: description, options: options, own: ownOptions, environment: ProcessInfo.processInfo.environment)
+            settings = loaded.shared
+            service = make(loaded.own)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("\(name): \(error)\n".utf8))
             throw ExitCode.configuration

@@ -17,7 +17,8 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equa
         self.reason = reason
     }
 
-    /// Each setting's command-line flag (`RuntimeOptions`' names), where it is not the key with dots as dashes.
+    /// Each shared setting's command-line flag (`RuntimeOptions`' names), where it is not the key with dots and
+    /// underscores as dashes (as every service's own settings are named).
     static let flags: [String: String] = [
         "grpc.host": "--grpc-host",
         "grpc.port": "--grpc-port",
@@ -42,15 +43,6 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equa
         "tls.key": "--tls-key",
         "tls.ca": "--tls-ca",
         "identity.key": "--identity-key",
-        "operator.key": "--operator-key",
-        "liveness.interval_ms": "--liveness-interval-ms",
-        "registry.address": "--registry-address",
-        "offer.timeout_ms": "--offer-timeout-ms",
-        "notary.address": "--notary-address",
-        "settlement.did": "--settlement-did",
-        "notary.did": "--notary-did",
-        "settlement.address": "--settlement-address",
-        "relocation.margin_percent": "--relocation-margin-percent",
         "trust.operator": "--trust-operator",
         "identity.address": "--identity-address",
         "identity.delegation": "--identity-delegation",
@@ -58,7 +50,7 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equa
 
     public var description: String {
         let environmentName = "ORRERY_" + key.uppercased().replacing(".", with: "_")
-        let flag = Self.flags[key] ?? "--" + key.replacing(".", with: "-")
+        let flag = Self.flags[key] ?? "--" + key.replacing(".", with: "-").replacing("_", with: "-")
         return "invalid setting \(key) (\(flag), \(environmentName) or \(key) in the config file): \(reason)"
     }
 }

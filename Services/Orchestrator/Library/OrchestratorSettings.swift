@@ -1,0 +1,89 @@
+public import ArgumentParser
+public import Configuration
+public import OrreryRuntime
+public import OrreryRuntimeCore
+
+/// What only the orchestrator reads.
+public struct OrchestratorSettings: ServiceSettings {
+    /// The registry devices and RTT samples are followed from; nil places nothing.
+    public var registryAddress: String?
+    /// How long a device has to bid for or decline an offer.
+    public var offerTimeout: Duration
+    /// The contract notary contracts and receipts are recorded with; nil contracts nothing.
+    public var notaryAddress: String?
+    /// The settlement gateway contracts are escrowed and paid through; nil holds no escrow.
+    public var settlementAddress: String?
+    /// How much better (percent) another feasible device must be before a running stateful replica moves there; 0
+    /// never moves one for a better place.
+    public var relocationMarginPercent: Int
+
+    public struct Options: ParsableArguments {
+        @Option(
+            help:
+                "The registry's gRPC address, host:port, to follow devices and RTT samples from (env ORRERY_REGISTRY_ADDRESS, file registry.address)."
+        )
+        public var registryAddress: String?
+
+        @Option(
+            help:
+                "Milliseconds a device has to bid for or decline an offer before the next candidate gets it (env ORRERY_OFFER_TIMEOUT_MS, file offer.timeout_ms; default 10000)."
+        )
+        public var offerTimeoutMs: Int?
+
+        @Option(
+            help:
+                "The contract notary's gRPC address, host:port: deployments are contracted only with a contract it recorded (env ORRERY_NOTARY_ADDRESS, file notary.address)."
+        )
+        public var notaryAddress: String?
+
+        @Option(
+            help:
+                "The settlement gateway's gRPC address, host:port; with it each contract's maximum cost is held in escrow before its allocation starts, and receipts release payment (env ORRERY_SETTLEMENT_ADDRESS, file settlement.address)."
+        )
+        public var settlementAddress: String?
+
+        @Option(
+            help:
+                "A running stateful replica moves (checkpoint, resume) to another feasible device at least this many percent cheaper, or at no higher price with this many percent less estimated RTT to its latency targets; 0 turns it off (env ORRERY_RELOCATION_MARGIN_PERCENT, file relocation.margin_percent; default 30)."
+        )
+        public var relocationMarginPercent: Int?
+
+        public init() {}
+    }
+
+    public static var defaults: [AbsoluteConfigKey: ConfigValue] {
+        [
+            "registry.address": "", "offer.timeout_ms": 10000, "notary.address": "", "settlement.address": "",
+            "relocation.margin_percent": 30,
+        ]
+    }
+
+    public static func flags(_ options: Options) -> [AbsoluteConfigKey: ConfigValue] {
+        var flags: [AbsoluteConfigKey: ConfigValue] = [:]
+        flags.flag("registry.address", options.registryAddress)
+        flags.flag("offer.timeout_ms", options.offerTimeoutMs)
+        flags.flag("notary.address", options.notaryAddress)
+        flags.flag("settlement.address", options.settlementAddress)
+        flags.flag("relocation.margin_percent", options.relocationMarginPercent)
+        return flags
+    }
+
+    public init(reading reader: SettingsReader) throws {
+        registryAddress = try reader.address("registry.address")
+        offerTimeout = .milliseconds(try reader.integer("offer.timeout_ms", in: 100...600_000))
+        notaryAddress = try reader.address("notary.address")
+        settlementAddress = try reader.address("settlement.address")
+        relocationMarginPercent = try reader.integer("relocation.margin_percent", in: 0...90)
+    }
+
+    public init(
+        registryAddress: String? = nil, offerTimeout: Duration = .seconds(10), notaryAddress: String? = nil,
+        settlementAddress: String? = nil, relocationMarginPercent: Int = 30
+    ) {
+        self.registryAddress = registryAddress
+        self.offerTimeout = offerTimeout
+        self.notaryAddress = notaryAddress
+        self.settlementAddress = settlementAddress
+        self.relocationMarginPercent = relocationMarginPercent
+    }
+}
