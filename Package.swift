@@ -203,7 +203,9 @@ let package = Package(
         // Helpers for tests: throwaway databases, child processes, ready files.
         .target(
             name: "OrreryTestSupport",
-            dependencies: ["OrreryDatabase", "OrreryRuntime", "OrreryIdentity", grpcCore, logging, postgres],
+            dependencies: [
+                "OrreryDatabase", "OrreryRuntime", "OrreryIdentity", grpcCore, logging, postgres, argumentParser,
+            ],
             path: "Shared/OrreryTestSupport",
             swiftSettings: upcomingFeatures
         ),

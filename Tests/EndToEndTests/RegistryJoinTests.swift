@@ -38,13 +38,21 @@ struct RegistryJoinTests {
             _ registry: RunningService,
             _ body: (Orrery_Registry_V1_Registry.Client<HTTP2ClientTransport.Posix>) async throws -> Result
         ) async throws -> Result {
+            try await withRegistry(registry.ready, body)
+        }
+
+        /// The registry that wrote `registry` as its ready file, called as this device.
+        func withRegistry<Result: Sendable>(
+            _ registry: ReadyFile,
+            _ body: (Orrery_Registry_V1_Registry.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+        ) async throws -> Result {
             let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
             let signer = InvocationSigner(
-                key: key, subject: chain[0].issuer, audience: try DID(registry.ready.did), proofs: chain,
+                key: key, subject: chain[0].issuer, audience: try DID(registry.did), proofs: chain,
                 catalog: catalog)
             return try await withGRPCClient(
                 transport: try .http2NIOPosix(
-                    target: .ipv4(address: "127.0.0.1", port: registry.ready.grpcPort), transportSecurity: .plaintext),
+                    target: .ipv4(address: "127.0.0.1", port: registry.grpcPort), transportSecurity: .plaintext),
                 interceptors: [signer]
             ) { client in
                 try await body(Orrery_Registry_V1_Registry.Client(wrapping: client))

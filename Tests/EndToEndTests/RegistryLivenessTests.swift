@@ -174,7 +174,8 @@ struct RegistryLivenessTests {
             judgedSeenAt, "the registry never judged the silent device: \(log.suffix(40).joined(separator: "\n"))")
         #expect(
             seen >= .milliseconds(interval * 2) + Self.reconnectAllowance,
-            "judged \(seen) after the pause: no grace (or none for reconnecting)")
+            "judged \(seen) after the pause: no grace (or none for reconnecting); the registry's log:\n\(log.suffix(60).joined(separator: "\n"))"
+        )
     }
 
     @Test(

@@ -80,7 +80,17 @@ final class Liveness: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
             do {
+                let asked = ContinuousClock.now
                 try await underWay("flush") { try await flush() }
+                // A flush the database kept waiting (down: the pool waits for a connection rather than failing) for
+                // longer than the sweep's own limit: the heartbeats that arrived meanwhile were not written, so that
+                // time is not silence this replica observed.
+                if ContinuousClock.now - asked > databaseWaitLimit {
+                    beginObserving()
+                    logger.warning(
+                        "the database kept the liveness flush waiting; every device gets a full grace period again",
+                        metadata: ["waited": "\(ContinuousClock.now - asked)"])
+                }
                 if ContinuousClock.now - lastSweep >= interval / 4 {
                     // After a failure, the first sweep the database answers judges nobody and begins observation
                     // again: what happened while it did not answer is not silence this replica observed.
@@ -142,6 +152,10 @@ final class Liveness: Sendable {
     }
 
     /// How late the 100 ms watch may wake before the registry counts itself stalled: half an interval, at least 1 s.
+    /// How long a flush or sweep may wait on the database before that wait counts as an outage (observation begins
+    /// again once it ends); a shorter wait, as on a loaded machine, is within a judgement's own margin.
+    private var databaseWaitLimit: Duration { max(interval, .seconds(2)) }
+
     static func stallLimit(interval: Duration) -> Duration {
         max(interval / 2, .seconds(1))
     }
@@ -214,7 +228,7 @@ final class Liveness: Sendable {
     func sweep(resumingAfterFailure: Bool = false) async throws {
         let milliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
         let asked = ContinuousClock.now
-        let waitLimit = max(interval, .seconds(2))
+        let waitLimit = databaseWaitLimit
         try await client.transaction(logger: logger) { connection in
             // A sweep the database kept waiting (down, or hanging) for more than an interval judges nobody on that
             // wait: heartbeats that arrived meanwhile are still queued, and its judgement would be of the moment it

@@ -3,7 +3,7 @@ internal import Foundation
 internal import GRPCCore
 internal import GRPCNIOTransportHTTP2Posix
 internal import Hummingbird
-internal import Logging
+public import Logging
 internal import Metrics
 internal import OrreryAuth
 internal import OrreryDatabase
@@ -53,7 +53,8 @@ public enum ServiceRunner {
         logger.logLevel = settings.logLevel
 
         do {
-            try await serve(service, settings: settings, metrics: metrics, logger: logger)
+            try await serve(
+                service, settings: settings, metrics: metrics, logger: logger, signals: [.sigterm, .sigint])
         } catch let error as StartupError {
             logger.critical("\(error.message)")
             FileHandle.standardError.write(Data("\(name): \(error.message)\n".utf8))
@@ -67,6 +68,25 @@ public enum ServiceRunner {
         logger.info("stopped")
     }
 
+    /// Runs `service` inside this process with `settings` until the calling task is cancelled, as a test does with a
+    /// service it builds itself: the same listeners, checks and workers as `run`, but no signal handlers and no
+    /// process-wide logging or metrics bootstrap (the test process has its own). `settings.readyFile` says when it
+    /// serves and on which ports.
+    public static func runInProcess(_ service: OrreryService, settings: RuntimeSettings, logger: Logger) async throws {
+        do {
+            try await serve(
+                service, settings: settings, metrics: PrometheusCollectorRegistry(), logger: logger, signals: [])
+        } catch let error as StartupError {
+            throw InProcessStartupError(message: error.message)
+        }
+    }
+
+    /// Why a service run in process could not start.
+    public struct InProcessStartupError: Error, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
     /// Why a service could not start, and the exit code that says so.
     struct StartupError: Error {
         let message: String
@@ -77,7 +97,8 @@ public enum ServiceRunner {
         _ service: OrreryService,
         settings: RuntimeSettings,
         metrics: PrometheusCollectorRegistry,
-        logger: Logger
+        logger: Logger,
+        signals: [UnixSignal]
     ) async throws {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var database: PostgresClient?
@@ -88,17 +109,18 @@ public enum ServiceRunner {
             services.append(.init(service: client))
         }
         services.append(.init(service: HeapGiveBack(logger: logger)))
-        let main = MainService(
-            service: service, settings: settings, metrics: metrics, database: database, logger: logger)
-        services.append(
-            .init(
-                service: main, successTerminationBehavior: .gracefullyShutdownGroup,
-                failureTerminationBehavior: .gracefullyShutdownGroup)
-        )
         var configuration = ServiceGroupConfiguration(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services: services, gracefulShutdownSignals: signals, logger: logger)
         configuration.maximumGracefulShutdownDuration = settings.shutdownGrace
         configuration.maximumCancellationDuration = .seconds(2)
+        // The database client, the heap give-back, then the servers (whose background workers are a group of their
+        // own, started once the service serves): started in that order, shut down in reverse, the database last.
+        configuration.services.append(
+            .init(
+                service: MainService(
+                    service: service, settings: settings, metrics: metrics, database: database, logger: logger),
+                successTerminationBehavior: .gracefullyShutdownGroup,
+                failureTerminationBehavior: .gracefullyShutdownGroup))
         try await ServiceGroup(configuration: configuration).run()
     }
 }
@@ -222,9 +244,6 @@ private struct MainService: Service {
             }
         )
 
-        // A worker that throws or returns while the service serves has failed for good: reported here, it ends the
-        // process (health NOT_SERVING first) instead of leaving a log line under a SERVING health.
-        let (workerFailures, workerFailed) = AsyncStream<WorkerFailure>.makeStream()
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
             group.addTask { try await http.run() }
@@ -285,43 +304,34 @@ private struct MainService: Service {
             } else if !description.keepsRevocationLog {
                 logger.warning("identity.address is not set: revocations are not followed by this process")
             }
-            // Workers start once the service serves (nothing they report can interrupt start-up) and stop when serving
-            // stops: they are cancelled once the graceful shutdown below is done.
-            let running = Task {
-                await withTaskGroup(of: Void.self) { tasks in
-                    for worker in workers {
-                        tasks.addTask {
-                            do {
-                                try InjectedWorkerFailure.check(worker.name)
-                                try await worker.run()
-                                if !Task.isCancelled {
-                                    workerFailed.yield(
-                                        WorkerFailure(worker: worker.name, reason: "it ended on its own"))
-                                }
-                            } catch {
-                                if !Task.isCancelled {
-                                    workerFailed.yield(WorkerFailure(worker: worker.name, reason: "\(error)"))
-                                }
-                            }
-                        }
-                    }
+            // The workers: a service group of their own, started in order once the service serves (nothing they
+            // report can interrupt start-up), shut down in reverse when serving stops. One that fails for good shuts
+            // that group down and ends this one with its failure: the process exits 1.
+            let workerGroup = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: workers.map {
+                        .init(
+                            service: WorkerService(worker: $0), successTerminationBehavior: .ignore,
+                            failureTerminationBehavior: .gracefullyShutdownGroup)
+                    }, logger: logger))
+            group.addTask {
+                do {
+                    try await workerGroup.run()
+                } catch {
+                    // Failed for good: NOT_SERVING while the process stops.
+                    health.setAll(.notServing)
+                    throw error
                 }
             }
-            group.addTask {
-                for await failure in workerFailures { throw failure }
-            }
 
-            // Until SIGTERM/SIGINT (the HTTP application sees the same graceful shutdown and stops itself), or until a
-            // worker fails for good, which cancels this group.
             group.addTask {
                 try? await gracefulShutdown()
                 logger.info("shutting down: finishing in-flight RPCs")
                 health.setAll(.notServing)
                 health.finishWatches()
                 databaseTask.cancel()
-                running.cancel()
-                workerFailed.finish()
                 server.beginGracefulShutdown()
+                await workerGroup.triggerGracefulShutdown()
             }
         }
     }
@@ -422,6 +432,27 @@ private struct MainService: Service {
 }
 
 /// A background worker failed for good: the process ends (exit 1) so that its service manager restarts it.
+/// A background worker as a member of the workers' service group: it runs until the group shuts down (then it is
+/// cancelled);
+/// one that throws or returns before that has failed for good (`WorkerFailure`).
+private struct WorkerService: Service, CustomStringConvertible {
+    let worker: BackgroundWorker
+
+    var description: String { worker.name }
+
+    func run() async throws {
+        do {
+            try InjectedWorkerFailure.check(worker.name)
+            try await cancelWhenGracefulShutdown { try await worker.run() }
+        } catch {
+            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            throw WorkerFailure(worker: worker.name, reason: "\(error)")
+        }
+        if Task.isCancelled || Task.isShuttingDownGracefully { return }
+        throw WorkerFailure(worker: worker.name, reason: "it ended on its own")
+    }
+}
+
 struct WorkerFailure: Error, CustomStringConvertible {
     let worker: String
     let reason: String
