@@ -17,18 +17,11 @@ internal import UnixSignals
 /// Starts a service the same way for all six: settings, logging, metrics, migrations, the gRPC server with
 /// health and reflection, the HTTP listener, the ready file, and a graceful stop on SIGTERM/SIGINT.
 public enum ServiceRunner {
-    /// Runs `service` until SIGTERM or SIGINT. Call once per process, from the executable's `run()`.
-    /// - Throws: `ExitCode` — 78 for an invalid setting, 69 when PostgreSQL cannot be reached, 70 for a database
-    ///   schema newer than this binary, 73 when the ready file cannot be written; other errors exit 1.
-    public static func run(_ service: OrreryService, options: RuntimeOptions) async throws {
-        try await run(service.description, options: options, own: NoServiceSettings.Options()) {
-            (_: NoServiceSettings) in service
-        }
-    }
-
     /// Runs the service `make` builds from its own settings (`Own`, read with the shared ones) until SIGTERM or
     /// SIGINT. Call once per process, from the executable's `run()`.
-    /// - Throws: `ExitCode`, as `run(_:options:)`.
+    /// - Throws: `ExitCode` — 78 for an invalid setting, 69 when PostgreSQL cannot be reached, 70 for a database
+    ///   schema newer than this binary, 73 when the ready file cannot be written; other errors (a worker that failed
+    ///   for good among them) exit 1.
     public static func run<Own: ServiceSettings>(
         _ description: ServiceDescription, options: RuntimeOptions, own ownOptions: Own.Options,
         service make: (Own) -> OrreryService
