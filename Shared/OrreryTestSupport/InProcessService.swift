@@ -24,8 +24,15 @@ public enum InProcessService {
         // An empty configuration file of its own: nothing from the machine's /etc/orrery.
         let configPath = directory.appendingPathComponent("\(service.description.name)-in-process.json").path
         try Data("{}".utf8).write(to: URL(fileURLWithPath: configPath))
+        // Its migrations wait for the database up to 5 minutes (an executable's default is 30 s): in the test process
+        // the service shares the cooperative threads with every suite running at once, and a loaded 2-core machine
+        // was seen to take longer than 30 s for them.
         let options = try RuntimeOptions.parse(
-            ["--grpc-port", "0", "--http-port", "0", "--ready-file", readyPath, "--config", configPath] + arguments)
+            [
+                "--grpc-port", "0", "--http-port", "0", "--ready-file", readyPath, "--config", configPath,
+                "--db-timeout", "300",
+            ]
+                + arguments)
         let settings = try await RuntimeSettings.load(
             for: service.description, options: options, environment: environment)
         var logger = Logger(label: "test.in-process.\(service.description.name)")

@@ -34,7 +34,25 @@ public enum TestEnvironment {
         return repositoryRoot.appendingPathComponent(".venv-test/bin/python")
     }
 
-    /// A fresh temporary directory, removed by the caller.
+    /// A fresh temporary directory for `body`, removed afterwards however `body` ends.
+    public static func withTemporaryDirectory<Result>(
+        _ prefix: String = "orrery-test", _ body: (URL) throws -> Result
+    ) throws -> Result {
+        let directory = try temporaryDirectory(prefix)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        return try body(directory)
+    }
+
+    /// A fresh temporary directory for `body`, removed afterwards however `body` ends.
+    public static func withTemporaryDirectory<Result>(
+        _ prefix: String = "orrery-test", _ body: (URL) async throws -> Result
+    ) async throws -> Result {
+        let directory = try temporaryDirectory(prefix)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        return try await body(directory)
+    }
+
+    /// A fresh temporary directory, removed by the caller (`withTemporaryDirectory` removes it for you).
     public static func temporaryDirectory(_ prefix: String = "orrery-test") throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent(
             "\(prefix)-\(UUID().uuidString.prefix(8))")

@@ -37,21 +37,21 @@ struct AgentProcessTests {
 
     @Test("work that fails for good (an unreadable enrollment) ends the agent with exit 1 and says why")
     func workFailingForGoodEndsTheProcess() async throws {
-        let directory = try TestEnvironment.temporaryDirectory("orrery-agent-fails")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let state = directory.appendingPathComponent("state")
-        try FileManager.default.createDirectory(
-            at: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try Data("not an enrollment".utf8).write(to: state.appendingPathComponent("enrollment.json"))
-        let config = directory.appendingPathComponent("agent.json")
-        try Data("{}".utf8).write(to: config)
-        let (status, output) = try await ChildProcess.run(
-            TestEnvironment.executable("device-agent"),
-            arguments: [
-                "--state-dir", state.path, "--config", config.path, "--grpc-port", "0", "--http-port", "0",
-                "--log-format", "json",
-            ])
-        #expect(status == 1, "\(output)")
-        #expect(output.contains("the agent's work failed"), "\(output)")
+        try await TestEnvironment.withTemporaryDirectory("orrery-agent-fails") { directory in
+            let state = directory.appendingPathComponent("state")
+            try FileManager.default.createDirectory(
+                at: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try Data("not an enrollment".utf8).write(to: state.appendingPathComponent("enrollment.json"))
+            let config = directory.appendingPathComponent("agent.json")
+            try Data("{}".utf8).write(to: config)
+            let (status, output) = try await ChildProcess.run(
+                TestEnvironment.executable("device-agent"),
+                arguments: [
+                    "--state-dir", state.path, "--config", config.path, "--grpc-port", "0", "--http-port", "0",
+                    "--log-format", "json",
+                ])
+            #expect(status == 1, "\(output)")
+            #expect(output.contains("the agent's work failed"), "\(output)")
+        }
     }
 }

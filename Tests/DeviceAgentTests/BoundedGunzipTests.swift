@@ -19,19 +19,19 @@ struct BoundedGunzipTests {
 
     @Test("within the limit it inflates exactly; past it, a bomb is refused and nothing is left behind")
     func bounded() async throws {
-        let directory = try TestEnvironment.temporaryDirectory("orrery-gunzip")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let small = try await Self.gzippedZeros(3 << 20, in: directory)
-        let out = directory.appendingPathComponent("out").path
-        try BoundedGunzip.inflate(small, to: out, limit: 3 << 20)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data(count: 3 << 20))
-        // 64 MiB of zeros is ~64 KiB of gzip: refused at a 16 MiB bound, without writing it all.
-        let bomb = try await Self.gzippedZeros(64 << 20, in: directory)
-        #expect(bomb.count < 256 << 10)
-        #expect(throws: BoundedGunzip.Refused.self) {
-            try BoundedGunzip.inflate(bomb, to: out, limit: 16 << 20)
+        try await TestEnvironment.withTemporaryDirectory("orrery-gunzip") { directory in
+            let small = try await Self.gzippedZeros(3 << 20, in: directory)
+            let out = directory.appendingPathComponent("out").path
+            try BoundedGunzip.inflate(small, to: out, limit: 3 << 20)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data(count: 3 << 20))
+            // 64 MiB of zeros is ~64 KiB of gzip: refused at a 16 MiB bound, without writing it all.
+            let bomb = try await Self.gzippedZeros(64 << 20, in: directory)
+            #expect(bomb.count < 256 << 10)
+            #expect(throws: BoundedGunzip.Refused.self) {
+                try BoundedGunzip.inflate(bomb, to: out, limit: 16 << 20)
+            }
+            #expect(!FileManager.default.fileExists(atPath: out))
         }
-        #expect(!FileManager.default.fileExists(atPath: out))
     }
 
     @Test("not gzip, or cut short: refused")

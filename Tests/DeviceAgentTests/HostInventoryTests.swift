@@ -73,59 +73,59 @@ struct HostInventoryTests {
 
     @Test("this host: every field agrees with an independent source")
     func thisHost() async throws {
-        let directory = try TestEnvironment.temporaryDirectory("orrery-hw")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let inventory = HostDetector.detect(workDirectory: directory.path, environment: ["PATH": directory.path])
-        #expect(inventory.architecture == (try await shell("uname -m")))
-        #expect(inventory.kernel == (try await shell("uname -r")))
-        #expect(inventory.cpuCores == Int(try await shell("nproc --all")))
-        #expect(!inventory.cpuModel.isEmpty && inventory.cpuModel != "unknown")
-        #expect(inventory.cpuMHz > 0)
-        let memTotalKB = UInt64(try await shell("awk '/^MemTotal:/ {print $2}' /proc/meminfo")) ?? 0
-        #expect(inventory.ramBytes == memTotalKB * 1024)
-        let attributes = try FileManager.default.attributesOfFileSystem(forPath: directory.path)
-        #expect(inventory.diskBytes == (attributes[.systemSize] as? NSNumber)?.uint64Value)
-        #expect(inventory.diskFreeBytes > 0 && inventory.diskFreeBytes <= inventory.diskBytes)
-        #expect(inventory.os == (try await shell(". /etc/os-release && echo \"$PRETTY_NAME\"")))
-        #expect(inventory.gpus.isEmpty, "no nvidia-smi on this PATH")
+        try await TestEnvironment.withTemporaryDirectory("orrery-hw") { directory in
+            let inventory = HostDetector.detect(workDirectory: directory.path, environment: ["PATH": directory.path])
+            #expect(inventory.architecture == (try await shell("uname -m")))
+            #expect(inventory.kernel == (try await shell("uname -r")))
+            #expect(inventory.cpuCores == Int(try await shell("nproc --all")))
+            #expect(!inventory.cpuModel.isEmpty && inventory.cpuModel != "unknown")
+            #expect(inventory.cpuMHz > 0)
+            let memTotalKB = UInt64(try await shell("awk '/^MemTotal:/ {print $2}' /proc/meminfo")) ?? 0
+            #expect(inventory.ramBytes == memTotalKB * 1024)
+            let attributes = try FileManager.default.attributesOfFileSystem(forPath: directory.path)
+            #expect(inventory.diskBytes == (attributes[.systemSize] as? NSNumber)?.uint64Value)
+            #expect(inventory.diskFreeBytes > 0 && inventory.diskFreeBytes <= inventory.diskBytes)
+            #expect(inventory.os == (try await shell(". /etc/os-release && echo \"$PRETTY_NAME\"")))
+            #expect(inventory.gpus.isEmpty, "no nvidia-smi on this PATH")
+        }
     }
 
     @Test("GPUs come from nvidia-smi on the PATH (a fake one here), through the real executable")
     func fakeNvidiaSMI() async throws {
-        let directory = try TestEnvironment.temporaryDirectory("orrery-gpu")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        // Written as a plain file, then installed executable by another process: a write descriptor of this
-        // process's own could be inherited by a child another test forks meanwhile, and executing a file open for
-        // writing fails (ETXTBSY).
-        let source = directory.appendingPathComponent("nvidia-smi.txt")
-        let fake = directory.appendingPathComponent("nvidia-smi")
-        try """
-        #!/bin/sh
-        # Answers the agent's query the way nvidia-smi does.
-        case "$*" in
-          *--query-gpu=name,memory.total*--format=csv,noheader,nounits*)
-            echo "NVIDIA H100 80GB HBM3, 81559"
-            echo "NVIDIA H100 80GB HBM3, 81559" ;;
-          *) exit 6 ;;
-        esac
-        """.write(to: source, atomically: true, encoding: .utf8)
-        let (installed, installOutput) = try await ChildProcess.run(
-            URL(fileURLWithPath: "/usr/bin/install"), arguments: ["-m", "755", source.path, fake.path])
-        try #require(installed == 0, "\(installOutput)")
-        let inventory = HostDetector.detect(
-            workDirectory: directory.path, environment: ["PATH": directory.path + ":/usr/bin:/bin"])
-        #expect(inventory.gpus.count == 2)
-        #expect(
-            inventory.gpus.first
-                == .init(vendor: "NVIDIA", model: "NVIDIA H100 80GB HBM3", vramBytes: 81559 * 1024 * 1024))
-        #expect(inventory.capabilities.gpus.count == 2)
+        try await TestEnvironment.withTemporaryDirectory("orrery-gpu") { directory in
+            // Written as a plain file, then installed executable by another process: a write descriptor of this
+            // process's own could be inherited by a child another test forks meanwhile, and executing a file open for
+            // writing fails (ETXTBSY).
+            let source = directory.appendingPathComponent("nvidia-smi.txt")
+            let fake = directory.appendingPathComponent("nvidia-smi")
+            try """
+            #!/bin/sh
+            # Answers the agent's query the way nvidia-smi does.
+            case "$*" in
+              *--query-gpu=name,memory.total*--format=csv,noheader,nounits*)
+                echo "NVIDIA H100 80GB HBM3, 81559"
+                echo "NVIDIA H100 80GB HBM3, 81559" ;;
+              *) exit 6 ;;
+            esac
+            """.write(to: source, atomically: true, encoding: .utf8)
+            let (installed, installOutput) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/install"), arguments: ["-m", "755", source.path, fake.path])
+            try #require(installed == 0, "\(installOutput)")
+            let inventory = HostDetector.detect(
+                workDirectory: directory.path, environment: ["PATH": directory.path + ":/usr/bin:/bin"])
+            #expect(inventory.gpus.count == 2)
+            #expect(
+                inventory.gpus.first
+                    == .init(vendor: "NVIDIA", model: "NVIDIA H100 80GB HBM3", vramBytes: 81559 * 1024 * 1024))
+            #expect(inventory.capabilities.gpus.count == 2)
 
-        let (status, output) = try await ChildProcess.run(
-            TestEnvironment.executable("device-agent"), arguments: ["inventory", "--work-dir", directory.path],
-            environment: ["PATH": directory.path + ":/usr/bin:/bin"])
-        #expect(status == 0, "\(output)")
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
-        #expect((json["gpus"] as? [Any])?.count == 2)
-        #expect(json["architecture"] as? String == inventory.architecture)
+            let (status, output) = try await ChildProcess.run(
+                TestEnvironment.executable("device-agent"), arguments: ["inventory", "--work-dir", directory.path],
+                environment: ["PATH": directory.path + ":/usr/bin:/bin"])
+            #expect(status == 0, "\(output)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+            #expect((json["gpus"] as? [Any])?.count == 2)
+            #expect(json["architecture"] as? String == inventory.architecture)
+        }
     }
 }

@@ -78,65 +78,66 @@ struct AbuseTests {
     @Test("every RPC of every service survives random and structure-aware request bytes under a valid capability")
     func fuzzEveryMethod() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-fuzz")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let constellation = try await TestConstellation.start(
-                ["identity", "registry", "orchestrator", "contract-notary", "settlement-gateway"], database: database,
-                network: network, directory: directory)
-            defer { constellation.kill() }
-            let catalog = try MethodCatalog(
-                descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
-            let tester = SigningKey()
-            let operatorKey = network.operatorKey
-            let grant = Delegation.issue(
-                by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
-                expiration: Int64(Date().timeIntervalSince1970) + 3600)
-            for seed in Self.seeds() {
-                print("fuzz seed \(seed) (replay with ORRERY_FUZZ_SEED=\(seed))")
-                var generator = Generator(seed: seed)
-                var calls = 0
-                var codes: [String: Int] = [:]
-                for (name, service) in constellation.services.sorted(by: { $0.key < $1.key }) {
-                    let audience = try DID(service.ready.did)
-                    let listed = try await ServiceProbe.withClient(service.grpcAddress) {
-                        try await ServiceProbe.listServices($0)
-                    }
-                    let entries = catalog.entries.values.filter { entry in
-                        listed.contains(where: { entry.fullName.hasPrefix($0 + "/") }) && !entry.isOpen
-                            && !entry.selfAuthorised
-                    }.sorted { $0.fullName < $1.fullName }
-                    for entry in entries {
-                        for round in 0..<8 {
-                            let bytes = Self.request(&generator, structured: round % 2 == 1)
-                            let now = Int64(Date().timeIntervalSince1970)
-                            let invocation = Invocation.issue(
-                                by: tester, subject: operatorKey.did, audience: audience, command: entry.command,
-                                proofs: [grant.cid], expiration: now + 120, issuedAt: now)
-                            let authorization =
-                                "Bearer "
-                                + (try UCANContainer.encodeText([invocation.envelope.bytes, grant.envelope.bytes]))
-                            let code = try await Self.call(service.grpcAddress, entry, bytes, authorization)
-                            calls += 1
-                            codes[code.map { "\($0)" } ?? "ok", default: 0] += 1
-                            // A handler may refuse anything, but never with an unclassified error; and a decoder's
-                            // refusal is not a crash.
-                            #expect(
-                                code != .unknown,
-                                "\(name) \(entry.fullName) seed \(seed) round \(round) bytes \(bytes): \(String(describing: code))"
-                            )
+            try await TestEnvironment.withTemporaryDirectory("orrery-fuzz") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let constellation = try await TestConstellation.start(
+                    ["identity", "registry", "orchestrator", "contract-notary", "settlement-gateway"],
+                    database: database,
+                    network: network, directory: directory)
+                defer { constellation.kill() }
+                let catalog = try MethodCatalog(
+                    descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
+                let tester = SigningKey()
+                let operatorKey = network.operatorKey
+                let grant = Delegation.issue(
+                    by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
+                    expiration: Int64(Date().timeIntervalSince1970) + 3600)
+                for seed in Self.seeds() {
+                    print("fuzz seed \(seed) (replay with ORRERY_FUZZ_SEED=\(seed))")
+                    var generator = Generator(seed: seed)
+                    var calls = 0
+                    var codes: [String: Int] = [:]
+                    for (name, service) in constellation.services.sorted(by: { $0.key < $1.key }) {
+                        let audience = try DID(service.ready.did)
+                        let listed = try await ServiceProbe.withClient(service.grpcAddress) {
+                            try await ServiceProbe.listServices($0)
                         }
+                        let entries = catalog.entries.values.filter { entry in
+                            listed.contains(where: { entry.fullName.hasPrefix($0 + "/") }) && !entry.isOpen
+                                && !entry.selfAuthorised
+                        }.sorted { $0.fullName < $1.fullName }
+                        for entry in entries {
+                            for round in 0..<8 {
+                                let bytes = Self.request(&generator, structured: round % 2 == 1)
+                                let now = Int64(Date().timeIntervalSince1970)
+                                let invocation = Invocation.issue(
+                                    by: tester, subject: operatorKey.did, audience: audience, command: entry.command,
+                                    proofs: [grant.cid], expiration: now + 120, issuedAt: now)
+                                let authorization =
+                                    "Bearer "
+                                    + (try UCANContainer.encodeText([invocation.envelope.bytes, grant.envelope.bytes]))
+                                let code = try await Self.call(service.grpcAddress, entry, bytes, authorization)
+                                calls += 1
+                                codes[code.map { "\($0)" } ?? "ok", default: 0] += 1
+                                // A handler may refuse anything, but never with an unclassified error; and a decoder's
+                                // refusal is not a crash.
+                                #expect(
+                                    code != .unknown,
+                                    "\(name) \(entry.fullName) seed \(seed) round \(round) bytes \(bytes): \(String(describing: code))"
+                                )
+                            }
+                        }
+                        #expect(
+                            service.child.isRunning,
+                            "\(name) died under fuzzing (seed \(seed)): \(Self.crashReport(service.child.output))")
+                        let health = try await ServiceProbe.withClient(service.grpcAddress) {
+                            try await ServiceProbe.health($0)
+                        }
+                        #expect(health == .serving, "\(name) after fuzzing (seed \(seed))")
                     }
-                    #expect(
-                        service.child.isRunning,
-                        "\(name) died under fuzzing (seed \(seed)): \(Self.crashReport(service.child.output))")
-                    let health = try await ServiceProbe.withClient(service.grpcAddress) {
-                        try await ServiceProbe.health($0)
-                    }
-                    #expect(health == .serving, "\(name) after fuzzing (seed \(seed))")
+                    print("fuzz seed \(seed): \(calls) calls, \(codes.sorted { $0.key < $1.key })")
+                    #expect(calls > 300)
                 }
-                print("fuzz seed \(seed): \(calls) calls, \(codes.sorted { $0.key < $1.key })")
-                #expect(calls > 300)
             }
         }
     }
@@ -175,59 +176,59 @@ struct AbuseTests {
     @Test("SIGTERM while calls are in flight: the orchestrator exits 0 within its grace period")
     func sigtermUnderLoad() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-sigterm-load")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, extraArguments: ["--shutdown-grace", "3"])
-            defer { orchestrator.child.signal(SIGKILL) }
-            _ = try await OrchestratorTests.joinFleet(registry: registry, operatorKey: network.operatorKey)
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 3)
-            // An ensemble nobody can place (1 ms between every pair), whose explanation re-solves once per edge: without
-            // its bound and its cancellation, minutes of CPU per call that no shutdown could interrupt.
-            var spec = OrchestratorTests.spec()
-            let template = spec.allocations[0]
-            spec.allocations = (0..<12).map { index in
-                var allocation = template
-                allocation.name = "a\(index)"
-                allocation.replicas = 3
-                allocation.constraints.spread = .acrossDevices
-                return allocation
-            }
-            spec.edges = (0..<12).flatMap { from in
-                ((from + 1)..<12).map { to in
-                    Orrery_Orchestrator_V1_LatencyEdge.with {
-                        $0.from = "a\(from)"
-                        $0.to = "a\(to)"
-                        $0.maxRttMs = 1
+            try await TestEnvironment.withTemporaryDirectory("orrery-sigterm-load") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, extraArguments: ["--shutdown-grace", "3"])
+                defer { orchestrator.child.signal(SIGKILL) }
+                _ = try await OrchestratorTests.joinFleet(registry: registry, operatorKey: network.operatorKey)
+                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 3)
+                // An ensemble nobody can place (1 ms between every pair), whose explanation re-solves once per edge: without
+                // its bound and its cancellation, minutes of CPU per call that no shutdown could interrupt.
+                var spec = OrchestratorTests.spec()
+                let template = spec.allocations[0]
+                spec.allocations = (0..<12).map { index in
+                    var allocation = template
+                    allocation.name = "a\(index)"
+                    allocation.replicas = 3
+                    allocation.constraints.spread = .acrossDevices
+                    return allocation
+                }
+                spec.edges = (0..<12).flatMap { from in
+                    ((from + 1)..<12).map { to in
+                        Orrery_Orchestrator_V1_LatencyEdge.with {
+                            $0.from = "a\(from)"
+                            $0.to = "a\(to)"
+                            $0.maxRttMs = 1
+                        }
                     }
                 }
-            }
-            let unplaceable = spec
-            let load = Task {
-                await withTaskGroup(of: Void.self) { group in
-                    for _ in 0..<24 {
-                        group.addTask {
-                            while !Task.isCancelled {
-                                _ = try? await consumer.with(orchestrator) {
-                                    try await $0.explainPlacement(.with { $0.spec = unplaceable })
+                let unplaceable = spec
+                let load = Task {
+                    await withTaskGroup(of: Void.self) { group in
+                        for _ in 0..<24 {
+                            group.addTask {
+                                while !Task.isCancelled {
+                                    _ = try? await consumer.with(orchestrator) {
+                                        try await $0.explainPlacement(.with { $0.spec = unplaceable })
+                                    }
                                 }
                             }
                         }
                     }
                 }
+                defer { load.cancel() }
+                try await Task.sleep(for: .seconds(2))
+                let stopping = ContinuousClock.now
+                orchestrator.child.signal(SIGTERM)
+                let status = await orchestrator.child.waitForExit(timeout: .seconds(30))
+                #expect(status == 0, "exit \(String(describing: status)): \(orchestrator.child.output.suffix(2000))")
+                #expect(ContinuousClock.now - stopping < .seconds(20))
+                #expect(!orchestrator.child.output.contains("Cancellation took longer"))
             }
-            defer { load.cancel() }
-            try await Task.sleep(for: .seconds(2))
-            let stopping = ContinuousClock.now
-            orchestrator.child.signal(SIGTERM)
-            let status = await orchestrator.child.waitForExit(timeout: .seconds(30))
-            #expect(status == 0, "exit \(String(describing: status)): \(orchestrator.child.output.suffix(2000))")
-            #expect(ContinuousClock.now - stopping < .seconds(20))
-            #expect(!orchestrator.child.output.contains("Cancellation took longer"))
         }
     }
 }

@@ -94,14 +94,15 @@ struct ActorTests {
         places: [(latitude: Double, longitude: Double)] = [], _ body: (Constellation) async throws -> Void
     ) async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-actors-\(name)")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let c = try await start(
-                database, network, directory, prices: prices, interval: interval, relocationMargin: relocationMargin,
-                places: places)
-            defer { c.stop() }
-            try await body(c)
+            try await TestEnvironment.withTemporaryDirectory("orrery-actors-\(name)") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let c = try await start(
+                    database, network, directory, prices: prices, interval: interval,
+                    relocationMargin: relocationMargin,
+                    places: places)
+                defer { c.stop() }
+                try await body(c)
+            }
         }
     }
 

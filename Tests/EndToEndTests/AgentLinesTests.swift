@@ -19,95 +19,97 @@ struct AgentLinesTests {
     )
     func twoLines() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-two-lines")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            let notary = try await NotaryTests.startNotary(
-                database, network, directory.appendingPathComponent("notary"))
-            defer { notary.child.signal(SIGKILL) }
-            let first = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, notary: notary)
-            defer { first.child.signal(SIGKILL) }
-            let second = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, notary: notary)
-            defer { second.child.signal(SIGKILL) }
-            let agent = try await AgentChannelTests.startAgent(
-                "twin", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                orchestrators: ["127.0.0.1:\(first.ready.grpcPort)", "127.0.0.1:\(second.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
-            defer { agent.service.child.signal(SIGKILL) }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, second, devices: 1)
-            // Both replicas hold a line of the device (each delivers the Deploy on its own line).
-            try await Self.waitForLines(of: agent, count: 2)
+            try await TestEnvironment.withTemporaryDirectory("orrery-two-lines") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                let notary = try await NotaryTests.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
+                defer { notary.child.signal(SIGKILL) }
+                let first = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, notary: notary)
+                defer { first.child.signal(SIGKILL) }
+                let second = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, notary: notary)
+                defer { second.child.signal(SIGKILL) }
+                let agent = try await AgentChannelTests.startAgent(
+                    "twin", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                    orchestrators: ["127.0.0.1:\(first.ready.grpcPort)", "127.0.0.1:\(second.ready.grpcPort)"],
+                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
+                defer { agent.service.child.signal(SIGKILL) }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, second, devices: 1)
+                // Both replicas hold a line of the device (each delivers the Deploy on its own line).
+                try await Self.waitForLines(of: agent, count: 2)
 
-            // The artifact takes 10 s to download: the replica that sends the Deploy dies while it starts, and the
-            // other takes over once its claim lapsed (5 s), while the device is still starting it.
-            let script = "#!/bin/sh\necho started >> /work/runs.txt; sleep 2; cat /work/runs.txt > out.txt\n"
-            let served = directory.appendingPathComponent("job.sh")
-            try script.write(to: served, atomically: true, encoding: .utf8)
-            let server = try ChildProcess(
-                URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.slowServer, served.path, "10"],
-                outputDirectory: directory)
-            defer { server.signal(SIGKILL) }
-            let port = try await server.printedPort()
-            var spec = OrchestratorTests.spec(cores: 1)
-            spec.allocations[0].artifact = .with {
-                $0.url = "http://127.0.0.1:\(port)/job.sh"
-                $0.sha256 = AgentChannelTests.sha256(script)
-            }
-            spec.allocations[0].command = "/artifact/job.sh"
-            spec.allocations[0].resources.ramMib = 64
-            spec.allocations[0].outputs = ["out.txt"]
-            let job = try await consumer.submit(spec, to: first, paid: false)
-            // One replica claims and sends the Deploy; the other, holding a line to the same device, sees it held.
-            func logged(_ service: RunningService, _ what: String) -> Bool {
-                service.child.output.split(separator: "\n").contains {
-                    $0.contains(what) && $0.contains(#""message":"deploy:off_"#)
+                // The artifact takes 10 s to download: the replica that sends the Deploy dies while it starts, and the
+                // other takes over once its claim lapsed (5 s), while the device is still starting it.
+                let script = "#!/bin/sh\necho started >> /work/runs.txt; sleep 2; cat /work/runs.txt > out.txt\n"
+                let served = directory.appendingPathComponent("job.sh")
+                try script.write(to: served, atomically: true, encoding: .utf8)
+                let server = try ChildProcess(
+                    URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.slowServer, served.path, "10"],
+                    outputDirectory: directory)
+                defer { server.signal(SIGKILL) }
+                let port = try await server.printedPort()
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].artifact = .with {
+                    $0.url = "http://127.0.0.1:\(port)/job.sh"
+                    $0.sha256 = AgentChannelTests.sha256(script)
                 }
-            }
-            var sender: RunningService?
-            let sent = ContinuousClock.now + .seconds(30)
-            while sender == nil, ContinuousClock.now < sent {
-                try await Task.sleep(for: .milliseconds(50))
-                sender = [first, second].first { logged($0, "sent to agent") }
-            }
-            let instructor = try #require(sender, "no replica sent the Deploy")
-            // The replica logs "sent" as it hands the Deploy to its line: killed at once, the bytes may never leave
-            // it. The device asking for the artifact is the evidence that it received the Deploy and is starting it.
-            let fetching = ContinuousClock.now + .seconds(30)
-            while !server.output.contains("GET /job.sh"), ContinuousClock.now < fetching {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(server.output.contains("GET /job.sh"), "the device never asked for the artifact")
-            let other = instructor.ready.grpcPort == first.ready.grpcPort ? second : first
-            let held = ContinuousClock.now + .seconds(4)
-            while !logged(other, "another replica delivers this instruction"), ContinuousClock.now < held {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(logged(other, "another replica delivers this instruction"), "\(other.child.output.suffix(3000))")
-            #expect(!logged(other, "sent to agent"), "both replicas sent the Deploy")
-            instructor.child.signal(SIGKILL)
-            let events = try await consumer.with(other) { client in
-                try await client.watchDeployment(.with { $0.id = job.id }) { response in
-                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
-                        $0.append($1)
+                spec.allocations[0].command = "/artifact/job.sh"
+                spec.allocations[0].resources.ramMib = 64
+                spec.allocations[0].outputs = ["out.txt"]
+                let job = try await consumer.submit(spec, to: first, paid: false)
+                // One replica claims and sends the Deploy; the other, holding a line to the same device, sees it held.
+                func logged(_ service: RunningService, _ what: String) -> Bool {
+                    service.child.output.split(separator: "\n").contains {
+                        $0.contains(what) && $0.contains(#""message":"deploy:off_"#)
                     }
                 }
+                var sender: RunningService?
+                let sent = ContinuousClock.now + .seconds(30)
+                while sender == nil, ContinuousClock.now < sent {
+                    try await Task.sleep(for: .milliseconds(50))
+                    sender = [first, second].first { logged($0, "sent to agent") }
+                }
+                let instructor = try #require(sender, "no replica sent the Deploy")
+                // The replica logs "sent" as it hands the Deploy to its line: killed at once, the bytes may never leave
+                // it. The device asking for the artifact is the evidence that it received the Deploy and is starting it.
+                let fetching = ContinuousClock.now + .seconds(30)
+                while !server.output.contains("GET /job.sh"), ContinuousClock.now < fetching {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(server.output.contains("GET /job.sh"), "the device never asked for the artifact")
+                let other = instructor.ready.grpcPort == first.ready.grpcPort ? second : first
+                let held = ContinuousClock.now + .seconds(4)
+                while !logged(other, "another replica delivers this instruction"), ContinuousClock.now < held {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(
+                    logged(other, "another replica delivers this instruction"), "\(other.child.output.suffix(3000))")
+                #expect(!logged(other, "sent to agent"), "both replicas sent the Deploy")
+                instructor.child.signal(SIGKILL)
+                let events = try await consumer.with(other) { client in
+                    try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
+                            $0.append($1)
+                        }
+                    }
+                }
+                #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
+                let outputs = try await consumer.with(other) { try await $0.getOutputs(.with { $0.id = job.id }) }
+                #expect(
+                    outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
+                // The other replica took over the instruction, and the device, still starting it, started nothing twice.
+                #expect(logged(other, "sent to agent"), "\(other.child.output.suffix(3000))")
+                #expect(
+                    agent.service.child.output.contains("a repeated deploy of an allocation still starting"),
+                    "\(agent.service.child.output.suffix(3000))")
+                #expect(!agent.service.child.output.contains("failed to start"), "\(agent.service.child.output)")
+                // Tree heads from two replicas cross in flight: none of that is taken for a rewritten log.
+                #expect(!agent.service.child.output.contains("not consistent with what this device saw"))
             }
-            #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
-            let outputs = try await consumer.with(other) { try await $0.getOutputs(.with { $0.id = job.id }) }
-            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
-            // The other replica took over the instruction, and the device, still starting it, started nothing twice.
-            #expect(logged(other, "sent to agent"), "\(other.child.output.suffix(3000))")
-            #expect(
-                agent.service.child.output.contains("a repeated deploy of an allocation still starting"),
-                "\(agent.service.child.output.suffix(3000))")
-            #expect(!agent.service.child.output.contains("failed to start"), "\(agent.service.child.output)")
-            // Tree heads from two replicas cross in flight: none of that is taken for a rewritten log.
-            #expect(!agent.service.child.output.contains("not consistent with what this device saw"))
         }
     }
 
@@ -116,122 +118,122 @@ struct AgentLinesTests {
     )
     func withdrawnPromise() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-withdrawn-promise")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            let notary = try await NotaryTests.startNotary(
-                database, network, directory.appendingPathComponent("notary"))
-            defer { notary.child.signal(SIGKILL) }
-            let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, notary: notary,
-                extraArguments: ["--offer-timeout-ms", "2000"])
-            defer { orchestrator.child.signal(SIGKILL) }
-            let agent = try await AgentChannelTests.startAgent(
-                "promiser", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
-            defer { agent.service.child.signal(SIGKILL) }
-            // A device that never answers, the only one with the label the second allocation needs.
-            let silent = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
-            _ = try await silent.withRegistry(registry) { client in
-                try await silent.join(
-                    client,
-                    capabilities: .with {
-                        $0.architecture = "x86_64"
-                        $0.cpuCores = 4
-                        $0.ramBytes = 8 << 30
-                        $0.diskBytes = 100 << 30
-                        $0.labels = ["role": "silent"]
-                        $0.prices = .with { $0.perCoreHour = 1 }
-                    })
-            }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
-            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
-            let cores = try await observer.withRegistry(registry) {
-                try await $0.getDevice(.with { $0.did = agent.did }).capabilities.cpuCores
-            }
+            try await TestEnvironment.withTemporaryDirectory("orrery-withdrawn-promise") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                let notary = try await NotaryTests.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
+                defer { notary.child.signal(SIGKILL) }
+                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, notary: notary,
+                    extraArguments: ["--offer-timeout-ms", "2000"])
+                defer { orchestrator.child.signal(SIGKILL) }
+                let agent = try await AgentChannelTests.startAgent(
+                    "promiser", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
+                defer { agent.service.child.signal(SIGKILL) }
+                // A device that never answers, the only one with the label the second allocation needs.
+                let silent = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+                _ = try await silent.withRegistry(registry) { client in
+                    try await silent.join(
+                        client,
+                        capabilities: .with {
+                            $0.architecture = "x86_64"
+                            $0.cpuCores = 4
+                            $0.ramBytes = 8 << 30
+                            $0.diskBytes = 100 << 30
+                            $0.labels = ["role": "silent"]
+                            $0.prices = .with { $0.perCoreHour = 1 }
+                        })
+                }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
+                let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+                let cores = try await observer.withRegistry(registry) {
+                    try await $0.getDevice(.with { $0.did = agent.did }).capabilities.cpuCores
+                }
 
-            // Every core of the agent's device for one allocation, the other on the silent device: the agent bids,
-            // the silent device's offer lapses, nothing else can take it, and the deployment fails.
-            var spec = OrchestratorTests.spec(cores: cores)
-            spec.allocations[0].resources.ramMib = 32
-            spec.allocations[0].outputs = []
-            spec.allocations[0].artifact = .with { $0.text = "true" }
-            spec.allocations[0].constraints.allowedProviders = [agent.did]
-            var other = spec.allocations[0]
-            other.name = "beside"
-            other.resources.cpuCores = 1
-            other.constraints = .with { $0.labels = ["role": "silent"] }
-            spec.allocations.append(other)
-            let doomed = try await submit(spec, consumer: consumer, orchestrator: orchestrator)
-            #expect(Set(doomed.assignments.map(\.deviceDid)) == [agent.did, silent.key.did.string])
-            let ended = try await Self.watchUntilEnd(doomed.id, consumer: consumer, orchestrator: orchestrator)
-            #expect(ended?.state == .failed, "\(ended.map { "\($0.state): \($0.reason)" } ?? "no end")")
-            let found = try await database.withClient(schema: "orchestrator") { db -> String? in
-                let rows = try await db.query(
-                    "SELECT id FROM offers WHERE deployment_id = \(doomed.id) AND device_did = \(agent.did) AND bid IS NOT NULL"
-                )
-                for try await id in rows.decode(String.self) { return id }
-                return nil
+                // Every core of the agent's device for one allocation, the other on the silent device: the agent bids,
+                // the silent device's offer lapses, nothing else can take it, and the deployment fails.
+                var spec = OrchestratorTests.spec(cores: cores)
+                spec.allocations[0].resources.ramMib = 32
+                spec.allocations[0].outputs = []
+                spec.allocations[0].artifact = .with { $0.text = "true" }
+                spec.allocations[0].constraints.allowedProviders = [agent.did]
+                var other = spec.allocations[0]
+                other.name = "beside"
+                other.resources.cpuCores = 1
+                other.constraints = .with { $0.labels = ["role": "silent"] }
+                spec.allocations.append(other)
+                let doomed = try await submit(spec, consumer: consumer, orchestrator: orchestrator)
+                #expect(Set(doomed.assignments.map(\.deviceDid)) == [agent.did, silent.key.did.string])
+                let ended = try await Self.watchUntilEnd(doomed.id, consumer: consumer, orchestrator: orchestrator)
+                #expect(ended?.state == .failed, "\(ended.map { "\($0.state): \($0.reason)" } ?? "no end")")
+                let found = try await database.withClient(schema: "orchestrator") { db -> String? in
+                    let rows = try await db.query(
+                        "SELECT id FROM offers WHERE deployment_id = \(doomed.id) AND device_did = \(agent.did) AND bid IS NOT NULL"
+                    )
+                    for try await id in rows.decode(String.self) { return id }
+                    return nil
+                }
+                let promisedOffer = try #require(found, "the agent bid on its offer")
+
+                // The agent is told the offer is gone and frees what it promised.
+                let ledger = directory.appendingPathComponent("promiser-state/commitments.json")
+                var held: Int?
+                let released = ContinuousClock.now + .seconds(40)
+                repeat {
+                    try await Task.sleep(for: .milliseconds(200))
+                    held = Self.promisedCores(ledger, offer: promisedOffer)
+                } while held != 0 && ContinuousClock.now < released
+                #expect(held == 0, "the withdrawn offer still holds \(held.map(String.init) ?? "no record of") cores")
+
+                // So a job that needs the whole device again runs there.
+                var whole = OrchestratorTests.spec(cores: cores)
+                whole.allocations[0].resources.ramMib = 32
+                whole.allocations[0].outputs = []
+                whole.allocations[0].artifact = .with { $0.text = "echo whole" }
+                let job = try await submit(whole, consumer: consumer, orchestrator: orchestrator)
+                let end = try await Self.watchUntilEnd(job.id, consumer: consumer, orchestrator: orchestrator)
+                #expect(end?.state == .completed, "\(end.map { "\($0.state): \($0.reason)" } ?? "no end")")
+                #expect(end?.deployment.assignments.map(\.deviceDid) == [agent.did])
             }
-            let promisedOffer = try #require(found, "the agent bid on its offer")
-
-            // The agent is told the offer is gone and frees what it promised.
-            let ledger = directory.appendingPathComponent("promiser-state/commitments.json")
-            var held: Int?
-            let released = ContinuousClock.now + .seconds(40)
-            repeat {
-                try await Task.sleep(for: .milliseconds(200))
-                held = Self.promisedCores(ledger, offer: promisedOffer)
-            } while held != 0 && ContinuousClock.now < released
-            #expect(held == 0, "the withdrawn offer still holds \(held.map(String.init) ?? "no record of") cores")
-
-            // So a job that needs the whole device again runs there.
-            var whole = OrchestratorTests.spec(cores: cores)
-            whole.allocations[0].resources.ramMib = 32
-            whole.allocations[0].outputs = []
-            whole.allocations[0].artifact = .with { $0.text = "echo whole" }
-            let job = try await submit(whole, consumer: consumer, orchestrator: orchestrator)
-            let end = try await Self.watchUntilEnd(job.id, consumer: consumer, orchestrator: orchestrator)
-            #expect(end?.state == .completed, "\(end.map { "\($0.state): \($0.reason)" } ?? "no end")")
-            #expect(end?.deployment.assignments.map(\.deviceDid) == [agent.did])
         }
     }
 
     @Test("a device that cannot journal its promise (its state directory unwritable) declines the offer and says why")
     func unjournalledPromiseDeclined() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-unjournalled")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "20000"])
-            defer { orchestrator.child.signal(SIGKILL) }
-            let agent = try await AgentChannelTests.startAgent(
-                "cramped", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
-            defer { agent.service.child.signal(SIGKILL) }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-            // The promise journal cannot be written any more (a directory where the file goes: even root fails).
-            let journal = directory.appendingPathComponent("cramped-state/commitments.json")
-            try? FileManager.default.removeItem(at: journal)
-            try FileManager.default.createDirectory(at: journal, withIntermediateDirectories: false)
-            var spec = OrchestratorTests.spec(cores: 1)
-            spec.allocations[0].resources.ramMib = 32
-            spec.allocations[0].outputs = []
-            let job = try await submit(spec, consumer: consumer, orchestrator: orchestrator)
-            let end = try await Self.watchUntilEnd(job.id, consumer: consumer, orchestrator: orchestrator)
-            #expect(end?.state == .failed)
-            #expect(
-                end?.reason.contains("declined: this device cannot record its commitment") == true,
-                "\(end?.reason ?? "no end")")
+            try await TestEnvironment.withTemporaryDirectory("orrery-unjournalled") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "20000"])
+                defer { orchestrator.child.signal(SIGKILL) }
+                let agent = try await AgentChannelTests.startAgent(
+                    "cramped", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
+                defer { agent.service.child.signal(SIGKILL) }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+                // The promise journal cannot be written any more (a directory where the file goes: even root fails).
+                let journal = directory.appendingPathComponent("cramped-state/commitments.json")
+                try? FileManager.default.removeItem(at: journal)
+                try FileManager.default.createDirectory(at: journal, withIntermediateDirectories: false)
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].resources.ramMib = 32
+                spec.allocations[0].outputs = []
+                let job = try await submit(spec, consumer: consumer, orchestrator: orchestrator)
+                let end = try await Self.watchUntilEnd(job.id, consumer: consumer, orchestrator: orchestrator)
+                #expect(end?.state == .failed)
+                #expect(
+                    end?.reason.contains("declined: this device cannot record its commitment") == true,
+                    "\(end?.reason ?? "no end")")
+            }
         }
     }
 

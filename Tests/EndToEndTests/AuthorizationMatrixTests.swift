@@ -87,145 +87,152 @@ struct AuthorizationMatrixTests {
     )
     func matrix() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-authz")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            // Every bad capability of every method from one address: the failed-authentication throttle (tested in
-            // TransportLimitsTests) is off here, so each refusal is the capability check's own.
-            let constellation = try await TestConstellation.start(
-                database: database, network: network, directory: directory,
-                environment: ["ORRERY_AUTH_FAILURES_PER_MINUTE": "0"])
-            defer { constellation.kill() }
-            let running = constellation.services
-            let identity = try #require(running["identity"])
+            try await TestEnvironment.withTemporaryDirectory("orrery-authz") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                // Every bad capability of every method from one address: the failed-authentication throttle (tested in
+                // TransportLimitsTests) is off here, so each refusal is the capability check's own.
+                let constellation = try await TestConstellation.start(
+                    database: database, network: network, directory: directory,
+                    environment: ["ORRERY_AUTH_FAILURES_PER_MINUTE": "0"])
+                defer { constellation.kill() }
+                let running = constellation.services
+                let identity = try #require(running["identity"])
 
-            let catalog = try MethodCatalog(
-                descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
-            let tester = SigningKey()
-            let now = Int64(Date().timeIntervalSince1970)
-            let operatorKey = network.operatorKey
-            let grant = Delegation.issue(
-                by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
-                expiration: now + 3600)
-            let early = Delegation.issue(
-                by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
-                notBefore: now + 3600, expiration: now + 7200)
-            let strict = Delegation.issue(
-                by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
-                policy: try Policy(try IPLDJSON.parse(#"[["==", ".must_be_present", 1]]"#)), expiration: now + 3600)
-            let doomed = Delegation.issue(
-                by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
-                expiration: now + 3600)
-            let stranger = SigningKey()
-            let untrusted = Delegation.issue(
-                by: stranger, to: tester.did, subject: stranger.did, command: try Command("/orrery"),
-                expiration: now + 3600)
+                let catalog = try MethodCatalog(
+                    descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
+                let tester = SigningKey()
+                let now = Int64(Date().timeIntervalSince1970)
+                let operatorKey = network.operatorKey
+                let grant = Delegation.issue(
+                    by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
+                    expiration: now + 3600)
+                let early = Delegation.issue(
+                    by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
+                    notBefore: now + 3600, expiration: now + 7200)
+                let strict = Delegation.issue(
+                    by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
+                    policy: try Policy(try IPLDJSON.parse(#"[["==", ".must_be_present", 1]]"#)), expiration: now + 3600)
+                let doomed = Delegation.issue(
+                    by: operatorKey, to: tester.did, subject: operatorKey.did, command: try Command("/orrery"),
+                    expiration: now + 3600)
+                let stranger = SigningKey()
+                let untrusted = Delegation.issue(
+                    by: stranger, to: tester.did, subject: stranger.did, command: try Command("/orrery"),
+                    expiration: now + 3600)
 
-            // Revoke `doomed` first, and wait until every service refuses it (their feeds are live).
-            let revokeInvocation = Invocation.issue(
-                by: operatorKey, subject: operatorKey.did, audience: try DID(identity.ready.did),
-                command: try Command("/ucan/revoke"),
-                arguments: [
-                    "revoke": .link(doomed.cid), "path": .list([.link(doomed.cid)]), "idempotency_key": .string("k1"),
-                ],
-                expiration: now + 120)
-            var revokeMetadata = Metadata()
-            revokeMetadata.addString(
-                "Bearer " + (try UCANContainer.encodeText([revokeInvocation.envelope.bytes, doomed.envelope.bytes])),
-                forKey: "authorization")
-            let revocation = try await ServiceProbe.withClient(identity.grpcAddress) { client in
-                try await Orrery_Identity_V1_Identity.Client(wrapping: client).revoke(
-                    .with { $0.idempotencyKey = "k1" }, metadata: revokeMetadata)
-            }
-            #expect(revocation.revocation.cid == doomed.cid.string)
-
-            func container(_ invocation: Invocation, _ proofs: [Delegation]) throws -> String {
-                "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes)))
-            }
-
-            var checked = 0
-            for (name, service) in running.sorted(by: { $0.key < $1.key }) {
-                let audience = try DID(service.ready.did)
-                let listed = try await ServiceProbe.withClient(service.grpcAddress) {
-                    try await ServiceProbe.listServices($0)
+                // Revoke `doomed` first, and wait until every service refuses it (their feeds are live).
+                let revokeInvocation = Invocation.issue(
+                    by: operatorKey, subject: operatorKey.did, audience: try DID(identity.ready.did),
+                    command: try Command("/ucan/revoke"),
+                    arguments: [
+                        "revoke": .link(doomed.cid), "path": .list([.link(doomed.cid)]),
+                        "idempotency_key": .string("k1"),
+                    ],
+                    expiration: now + 120)
+                var revokeMetadata = Metadata()
+                revokeMetadata.addString(
+                    "Bearer "
+                        + (try UCANContainer.encodeText([revokeInvocation.envelope.bytes, doomed.envelope.bytes])),
+                    forKey: "authorization")
+                let revocation = try await ServiceProbe.withClient(identity.grpcAddress) { client in
+                    try await Orrery_Identity_V1_Identity.Client(wrapping: client).revoke(
+                        .with { $0.idempotencyKey = "k1" }, metadata: revokeMetadata)
                 }
-                let entries = catalog.entries.values.filter { entry in
-                    listed.contains(where: { entry.fullName.hasPrefix($0 + "/") })
-                }.sorted { $0.fullName < $1.fullName }
-                #expect(!entries.isEmpty)
-                for entry in entries {
-                    let address = service.grpcAddress
-                    if entry.isOpen {
-                        #expect(
-                            try await Self.call(address, entry, authorization: nil) == .passed,
-                            "\(entry.fullName) is open")
-                        continue
-                    }
-                    // The invocation a legitimate caller sends; each case spoils one thing.
-                    func invocation(
-                        command: Command? = nil, audience aud: DID? = nil, expiration: Int64? = nil,
-                        proofs: [Delegation]
-                    ) -> Invocation {
-                        let selfIssued = entry.selfAuthorised
-                        // Each signed at the time of its call, so a slow machine never sees a valid one expire.
-                        let signedAt = Int64(Date().timeIntervalSince1970)
-                        return Invocation.issue(
-                            by: tester, subject: selfIssued ? tester.did : operatorKey.did, audience: aud ?? audience,
-                            command: command ?? entry.command, proofs: selfIssued ? [] : proofs.map(\.cid),
-                            expiration: expiration ?? signedAt + 120, issuedAt: signedAt)
-                    }
-                    let chain = entry.selfAuthorised ? [] : [grant]
-                    func expect(_ label: String, _ authorization: String?, _ expected: Outcome) async throws {
-                        let outcome = try await Self.call(address, entry, authorization: authorization)
-                        #expect(
-                            outcome == expected, "\(name) \(entry.fullName) \(label): \(outcome), expected \(expected)")
-                        checked += 1
-                    }
-                    try await expect("valid", try container(invocation(proofs: chain), chain), .passed)
-                    try await expect("no token", nil, .refused(.unauthenticated))
-                    try await expect("malformed", "Bearer C!!not-a-container", .refused(.unauthenticated))
-                    try await expect("not bearer", "Basic abc", .refused(.unauthenticated))
-                    try await expect(
-                        "wrong audience", try container(invocation(audience: stranger.did, proofs: chain), chain),
-                        .refused(.unauthenticated))
-                    try await expect(
-                        "expired",
-                        try container(
-                            invocation(expiration: Int64(Date().timeIntervalSince1970) - 300, proofs: chain), chain),
-                        .refused(.permissionDenied))
-                    try await expect(
-                        "wrong command",
-                        try container(invocation(command: try Command("/orrery/elsewhere/x"), proofs: chain), chain),
-                        .refused(.permissionDenied))
-                    var tamperedBytes = invocation(proofs: chain).envelope.bytes
-                    tamperedBytes[10] ^= 0x01  // inside the signature
-                    try await expect(
-                        "tampered",
-                        "Bearer " + (try UCANContainer.encodeText([tamperedBytes] + chain.map(\.envelope.bytes))),
-                        .refused(.unauthenticated))
-                    if !entry.selfAuthorised {
-                        try await expect(
-                            "not yet valid", try container(invocation(proofs: [early]), [early]),
-                            .refused(.permissionDenied))
-                        try await expect(
-                            "policy violated", try container(invocation(proofs: [strict]), [strict]),
-                            .refused(.permissionDenied))
-                        try await expect(
-                            "revoked", try container(invocation(proofs: [doomed]), [doomed]),
-                            .refused(.permissionDenied))
-                        try await expect(
-                            "untrusted root", try container(invocation(proofs: [untrusted]), [untrusted]),
-                            .refused(.permissionDenied))
-                        try await expect(
-                            "missing proof", try container(invocation(proofs: [grant]), []), .refused(.permissionDenied)
-                        )
-                    }
-                    let replayed = try container(invocation(proofs: chain), chain)
-                    try await expect("first use", replayed, .passed)
-                    try await expect("replayed", replayed, entry.isReadOnly ? .passed : .refused(.permissionDenied))
+                #expect(revocation.revocation.cid == doomed.cid.string)
+
+                func container(_ invocation: Invocation, _ proofs: [Delegation]) throws -> String {
+                    "Bearer "
+                        + (try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes)))
                 }
+
+                var checked = 0
+                for (name, service) in running.sorted(by: { $0.key < $1.key }) {
+                    let audience = try DID(service.ready.did)
+                    let listed = try await ServiceProbe.withClient(service.grpcAddress) {
+                        try await ServiceProbe.listServices($0)
+                    }
+                    let entries = catalog.entries.values.filter { entry in
+                        listed.contains(where: { entry.fullName.hasPrefix($0 + "/") })
+                    }.sorted { $0.fullName < $1.fullName }
+                    #expect(!entries.isEmpty)
+                    for entry in entries {
+                        let address = service.grpcAddress
+                        if entry.isOpen {
+                            #expect(
+                                try await Self.call(address, entry, authorization: nil) == .passed,
+                                "\(entry.fullName) is open")
+                            continue
+                        }
+                        // The invocation a legitimate caller sends; each case spoils one thing.
+                        func invocation(
+                            command: Command? = nil, audience aud: DID? = nil, expiration: Int64? = nil,
+                            proofs: [Delegation]
+                        ) -> Invocation {
+                            let selfIssued = entry.selfAuthorised
+                            // Each signed at the time of its call, so a slow machine never sees a valid one expire.
+                            let signedAt = Int64(Date().timeIntervalSince1970)
+                            return Invocation.issue(
+                                by: tester, subject: selfIssued ? tester.did : operatorKey.did,
+                                audience: aud ?? audience,
+                                command: command ?? entry.command, proofs: selfIssued ? [] : proofs.map(\.cid),
+                                expiration: expiration ?? signedAt + 120, issuedAt: signedAt)
+                        }
+                        let chain = entry.selfAuthorised ? [] : [grant]
+                        func expect(_ label: String, _ authorization: String?, _ expected: Outcome) async throws {
+                            let outcome = try await Self.call(address, entry, authorization: authorization)
+                            #expect(
+                                outcome == expected,
+                                "\(name) \(entry.fullName) \(label): \(outcome), expected \(expected)")
+                            checked += 1
+                        }
+                        try await expect("valid", try container(invocation(proofs: chain), chain), .passed)
+                        try await expect("no token", nil, .refused(.unauthenticated))
+                        try await expect("malformed", "Bearer C!!not-a-container", .refused(.unauthenticated))
+                        try await expect("not bearer", "Basic abc", .refused(.unauthenticated))
+                        try await expect(
+                            "wrong audience", try container(invocation(audience: stranger.did, proofs: chain), chain),
+                            .refused(.unauthenticated))
+                        try await expect(
+                            "expired",
+                            try container(
+                                invocation(expiration: Int64(Date().timeIntervalSince1970) - 300, proofs: chain), chain),
+                            .refused(.permissionDenied))
+                        try await expect(
+                            "wrong command",
+                            try container(
+                                invocation(command: try Command("/orrery/elsewhere/x"), proofs: chain), chain),
+                            .refused(.permissionDenied))
+                        var tamperedBytes = invocation(proofs: chain).envelope.bytes
+                        tamperedBytes[10] ^= 0x01  // inside the signature
+                        try await expect(
+                            "tampered",
+                            "Bearer " + (try UCANContainer.encodeText([tamperedBytes] + chain.map(\.envelope.bytes))),
+                            .refused(.unauthenticated))
+                        if !entry.selfAuthorised {
+                            try await expect(
+                                "not yet valid", try container(invocation(proofs: [early]), [early]),
+                                .refused(.permissionDenied))
+                            try await expect(
+                                "policy violated", try container(invocation(proofs: [strict]), [strict]),
+                                .refused(.permissionDenied))
+                            try await expect(
+                                "revoked", try container(invocation(proofs: [doomed]), [doomed]),
+                                .refused(.permissionDenied))
+                            try await expect(
+                                "untrusted root", try container(invocation(proofs: [untrusted]), [untrusted]),
+                                .refused(.permissionDenied))
+                            try await expect(
+                                "missing proof", try container(invocation(proofs: [grant]), []),
+                                .refused(.permissionDenied)
+                            )
+                        }
+                        let replayed = try container(invocation(proofs: chain), chain)
+                        try await expect("first use", replayed, .passed)
+                        try await expect("replayed", replayed, entry.isReadOnly ? .passed : .refused(.permissionDenied))
+                    }
+                }
+                #expect(checked >= 60)
             }
-            #expect(checked >= 60)
         }
     }
 
@@ -234,83 +241,87 @@ struct AuthorizationMatrixTests {
     )
     func revocationPropagates() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-revoke")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let constellation = try await TestConstellation.start(
-                ["identity", "registry"], database: database, network: network, directory: directory)
-            defer { constellation.kill() }
-            let identity = try #require(constellation["identity"])
-            let registry = try #require(constellation["registry"])
-            let catalog = try MethodCatalog(
-                descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
-            let getDevice = try #require(catalog["orrery.registry.v1.Registry/GetDevice"])
-            let operatorKey = network.operatorKey
-            let consumer = SigningKey()
-            let now = Int64(Date().timeIntervalSince1970)
-            let grant = Delegation.issue(
-                by: operatorKey, to: consumer.did, subject: operatorKey.did, command: try Command("/orrery/registry"),
-                expiration: now + 3600)
-            let registryDID = try DID(registry.ready.did)
-            func authorization() throws -> String {
-                let invocation = Invocation.issue(
-                    by: consumer, subject: operatorKey.did, audience: registryDID, command: getDevice.command,
-                    proofs: [grant.cid], expiration: Int64(Date().timeIntervalSince1970) + 120)
-                return "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes, grant.envelope.bytes]))
-            }
-            #expect(try await Self.call(registry.grpcAddress, getDevice, authorization: try authorization()) == .passed)
+            try await TestEnvironment.withTemporaryDirectory("orrery-revoke") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let constellation = try await TestConstellation.start(
+                    ["identity", "registry"], database: database, network: network, directory: directory)
+                defer { constellation.kill() }
+                let identity = try #require(constellation["identity"])
+                let registry = try #require(constellation["registry"])
+                let catalog = try MethodCatalog(
+                    descriptorSet: try #require(Data(base64Encoded: OrreryDescriptorSet.base64)))
+                let getDevice = try #require(catalog["orrery.registry.v1.Registry/GetDevice"])
+                let operatorKey = network.operatorKey
+                let consumer = SigningKey()
+                let now = Int64(Date().timeIntervalSince1970)
+                let grant = Delegation.issue(
+                    by: operatorKey, to: consumer.did, subject: operatorKey.did,
+                    command: try Command("/orrery/registry"),
+                    expiration: now + 3600)
+                let registryDID = try DID(registry.ready.did)
+                func authorization() throws -> String {
+                    let invocation = Invocation.issue(
+                        by: consumer, subject: operatorKey.did, audience: registryDID, command: getDevice.command,
+                        proofs: [grant.cid], expiration: Int64(Date().timeIntervalSince1970) + 120)
+                    return "Bearer "
+                        + (try UCANContainer.encodeText([invocation.envelope.bytes, grant.envelope.bytes]))
+                }
+                #expect(
+                    try await Self.call(registry.grpcAddress, getDevice, authorization: try authorization()) == .passed)
 
-            func revoke(_ key: String) async throws -> Orrery_Identity_V1_Revocation {
-                let invocation = Invocation.issue(
-                    by: operatorKey, subject: operatorKey.did, audience: try DID(identity.ready.did),
+                func revoke(_ key: String) async throws -> Orrery_Identity_V1_Revocation {
+                    let invocation = Invocation.issue(
+                        by: operatorKey, subject: operatorKey.did, audience: try DID(identity.ready.did),
+                        command: try Command("/ucan/revoke"),
+                        arguments: [
+                            "revoke": .link(grant.cid), "path": .list([.link(grant.cid)]),
+                            "idempotency_key": .string(key),
+                        ],
+                        expiration: Int64(Date().timeIntervalSince1970) + 120)
+                    var metadata = Metadata()
+                    metadata.addString(
+                        "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes, grant.envelope.bytes])),
+                        forKey: "authorization")
+                    return try await ServiceProbe.withClient(identity.grpcAddress) { client in
+                        try await Orrery_Identity_V1_Identity.Client(wrapping: client).revoke(
+                            .with { $0.idempotencyKey = key }, metadata: metadata
+                        ).revocation
+                    }
+                }
+                let first = try await revoke("retry-key")
+                let revokedAt = ContinuousClock.now
+                var refused = false
+                while ContinuousClock.now - revokedAt < .seconds(2) {
+                    if try await Self.call(registry.grpcAddress, getDevice, authorization: try authorization())
+                        == .refused(.permissionDenied)
+                    {
+                        refused = true
+                        break
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(refused, "the registry still accepted the revoked chain 2 s after the revocation")
+                let retry = try await revoke("retry-key")
+                #expect(retry == first)
+
+                // Only an issuer on the chain may revoke: a stranger's revocation is refused.
+                let stranger = SigningKey()
+                let strangers = Invocation.issue(
+                    by: stranger, subject: stranger.did, audience: try DID(identity.ready.did),
                     command: try Command("/ucan/revoke"),
                     arguments: [
-                        "revoke": .link(grant.cid), "path": .list([.link(grant.cid)]), "idempotency_key": .string(key),
+                        "revoke": .link(grant.cid), "path": .list([.link(grant.cid)]), "idempotency_key": .string("s"),
                     ],
                     expiration: Int64(Date().timeIntervalSince1970) + 120)
                 var metadata = Metadata()
                 metadata.addString(
-                    "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes, grant.envelope.bytes])),
+                    "Bearer " + (try UCANContainer.encodeText([strangers.envelope.bytes, grant.envelope.bytes])),
                     forKey: "authorization")
-                return try await ServiceProbe.withClient(identity.grpcAddress) { client in
-                    try await Orrery_Identity_V1_Identity.Client(wrapping: client).revoke(
-                        .with { $0.idempotencyKey = key }, metadata: metadata
-                    ).revocation
-                }
-            }
-            let first = try await revoke("retry-key")
-            let revokedAt = ContinuousClock.now
-            var refused = false
-            while ContinuousClock.now - revokedAt < .seconds(2) {
-                if try await Self.call(registry.grpcAddress, getDevice, authorization: try authorization())
-                    == .refused(.permissionDenied)
-                {
-                    refused = true
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(refused, "the registry still accepted the revoked chain 2 s after the revocation")
-            let retry = try await revoke("retry-key")
-            #expect(retry == first)
-
-            // Only an issuer on the chain may revoke: a stranger's revocation is refused.
-            let stranger = SigningKey()
-            let strangers = Invocation.issue(
-                by: stranger, subject: stranger.did, audience: try DID(identity.ready.did),
-                command: try Command("/ucan/revoke"),
-                arguments: [
-                    "revoke": .link(grant.cid), "path": .list([.link(grant.cid)]), "idempotency_key": .string("s"),
-                ],
-                expiration: Int64(Date().timeIntervalSince1970) + 120)
-            var metadata = Metadata()
-            metadata.addString(
-                "Bearer " + (try UCANContainer.encodeText([strangers.envelope.bytes, grant.envelope.bytes])),
-                forKey: "authorization")
-            await #expect(throws: RPCError.self) {
-                try await ServiceProbe.withClient(identity.grpcAddress) { client in
-                    try await Orrery_Identity_V1_Identity.Client(wrapping: client).revoke(
-                        .with { $0.idempotencyKey = "s" }, metadata: metadata)
+                await #expect(throws: RPCError.self) {
+                    try await ServiceProbe.withClient(identity.grpcAddress) { client in
+                        try await Orrery_Identity_V1_Identity.Client(wrapping: client).revoke(
+                            .with { $0.idempotencyKey = "s" }, metadata: metadata)
+                    }
                 }
             }
         }

@@ -71,114 +71,116 @@ struct CrashMatrixTests {
         arguments: cases)
     func killedAndRestarted(_ crash: Case) async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-crash-\(crash.service.rawValue)")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let c = try await Constellation.start(database, directory, arming: crash)
-            defer { c.stopAll() }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: c.network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, c.service(.orchestrator), devices: 1)
-            let ledger = try SettlementLedgerTests.Parties(network: c.network, consumer: consumer.key)
-            try await SettledDeploymentTests.fund(consumer.key.did.string, ledger: ledger, gateway: c.service(.gateway))
-            // Each run leaves a line in runs.txt (kept in the allocation's directory) and returns it as out.txt.
-            var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
-            spec.allocations[0].artifact = .with {
-                $0.text = "echo started >> runs.txt; sleep \(crash.seconds); cat runs.txt > out.txt"
-            }
-            spec.allocations[0].resources.ramMib = 32
-            spec.allocations[0].resources.diskMib = 0
-            spec.allocations[0].maxDurationSeconds = 120
-            spec.allocations[0].outputs = ["out.txt"]
-            let (submission, jobSpec) = (UUID().uuidString, spec)
-            @Sendable func submit() async throws -> Orrery_Orchestrator_V1_Deployment {
-                try await consumer.submit(jobSpec, to: c.service(.orchestrator), idempotencyKey: submission)
-            }
-            // Submit advances a deployment as far as it goes at once, so an orchestrator armed to die at a stage may
-            // die inside it: then, as any client would, the submission is retried with its key after the restart.
-            var submitted: Orrery_Orchestrator_V1_Deployment?
-            do {
-                submitted = try await submit()
-            } catch let error as RPCError where error.code == .unavailable && crash.service == .orchestrator {
-                submitted = nil
-            }
-
-            // The kill: at the armed crash point, or from outside once the stage is seen.
-            let doomed = c.service(crash.service)
-            if crash.point == nil {
-                let seen = try await OrchestratorTests.runningOrEnded(
-                    try #require(submitted).id, of: consumer, on: c.service(.orchestrator))
-                try #require(seen.state == crash.stage, "\(seen.state): \(seen.reason)")
-                doomed.child.signal(SIGKILL)
-            }
-            let status = await doomed.child.waitForExit(timeout: .seconds(90))
-            let died = Date()
-            try #require(
-                status == SIGKILL, "\(crash.service.rawValue) did not die: \(doomed.child.output.suffix(3000))")
-            if crash.point != nil {
-                #expect(doomed.child.output.contains("dying at a crash point"))
-            }
-            try await c.restart(crash.service)
-            var job = submitted ?? Orrery_Orchestrator_V1_Deployment()
-            if submitted == nil { job = try await submit() }
-
-            // It ends, and its history shows where the kill landed.
-            let events = try await Self.history(job.id, consumer: consumer, orchestrator: c.service(.orchestrator))
-            let landed = events.last { $0.at.date <= died }?.state
-            #expect(landed == crash.stage, "died at \(died) in \(String(describing: landed)): \(Self.describe(events))")
-            #expect(events.last?.state == .completed, "\(Self.describe(events))")
-            let final = try #require(events.last?.deployment)
-            let contractID = try #require(final.assignments.first?.contractID)
-
-            // Ran once: one line in runs.txt, one start across every process of the agent.
-            let outputs = try await consumer.with(c.service(.orchestrator)) {
-                try await $0.getOutputs(.with { $0.id = job.id })
-            }
-            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n")
-            let starts = c.agentOutputs().components(separatedBy: "\"allocation started\"").count - 1
-            #expect(starts == 1, "started \(starts) times")
-
-            // Paid and settled: the contract settled in the log, nothing left in escrow, the owner paid.
-            let parties = try ContractParties(network: c.network)
-            var record = Orrery_Notary_V1_ContractRecord()
-            let settled = ContinuousClock.now + .seconds(60)
-            while record.state != .settled, ContinuousClock.now < settled {
-                try await Task.sleep(for: .milliseconds(300))
-                record = try await parties.withNotary(c.service(.notary)) {
-                    try await $0.getContract(.with { $0.id = contractID })
+            try await TestEnvironment.withTemporaryDirectory("orrery-crash-\(crash.service.rawValue)") { directory in
+                let c = try await Constellation.start(database, directory, arming: crash)
+                defer { c.stopAll() }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: c.network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, c.service(.orchestrator), devices: 1)
+                let ledger = try SettlementLedgerTests.Parties(network: c.network, consumer: consumer.key)
+                try await SettledDeploymentTests.fund(
+                    consumer.key.did.string, ledger: ledger, gateway: c.service(.gateway))
+                // Each run leaves a line in runs.txt (kept in the allocation's directory) and returns it as out.txt.
+                var spec = OrchestratorTests.spec(cores: 1, budget: 100_000_000)
+                spec.allocations[0].artifact = .with {
+                    $0.text = "echo started >> runs.txt; sleep \(crash.seconds); cat runs.txt > out.txt"
                 }
-            }
-            #expect(record.state == .settled, "\(record.state)")
-            let (consumerBalance, ownerBalance) = try await ledger.asOperator(c.service(.gateway)) { client in
-                (
-                    try await client.getBalance(.with { $0.did = consumer.key.did.string }),
-                    try await client.getBalance(.with { $0.did = c.agentOwner })
-                )
-            }
-            #expect(consumerBalance.escrow == "0")
-            // At least the time it slept at 1,000 a second, less the 2 % fee.
-            #expect(
-                (Int(ownerBalance.receivable) ?? 0) >= crash.seconds * 980, "owner paid \(ownerBalance.receivable)")
+                spec.allocations[0].resources.ramMib = 32
+                spec.allocations[0].resources.diskMib = 0
+                spec.allocations[0].maxDurationSeconds = 120
+                spec.allocations[0].outputs = ["out.txt"]
+                let (submission, jobSpec) = (UUID().uuidString, spec)
+                @Sendable func submit() async throws -> Orrery_Orchestrator_V1_Deployment {
+                    try await consumer.submit(jobSpec, to: c.service(.orchestrator), idempotencyKey: submission)
+                }
+                // Submit advances a deployment as far as it goes at once, so an orchestrator armed to die at a stage may
+                // die inside it: then, as any client would, the submission is retried with its key after the restart.
+                var submitted: Orrery_Orchestrator_V1_Deployment?
+                do {
+                    submitted = try await submit()
+                } catch let error as RPCError where error.code == .unavailable && crash.service == .orchestrator {
+                    submitted = nil
+                }
 
-            // The log and the journal verify.
-            let cli = TestEnvironment.executable("orrery")
-            let operatorKey = directory.appendingPathComponent("credentials/operator.key").path
-            var (verified, output) = try await ChildProcess.run(
-                cli,
-                arguments: [
-                    "ledger", "verify", "--notary", "127.0.0.1:\(c.service(.notary).ready.grpcPort)", "--key",
-                    operatorKey, "--witness", directory.appendingPathComponent("tree-head.pb").path,
-                ])
-            #expect(verified == 0, "\(output)")
-            let sealed = ContinuousClock.now + .seconds(20)
-            repeat {
-                try await Task.sleep(for: .milliseconds(500))
-                (verified, output) = try await ChildProcess.run(
+                // The kill: at the armed crash point, or from outside once the stage is seen.
+                let doomed = c.service(crash.service)
+                if crash.point == nil {
+                    let seen = try await OrchestratorTests.runningOrEnded(
+                        try #require(submitted).id, of: consumer, on: c.service(.orchestrator))
+                    try #require(seen.state == crash.stage, "\(seen.state): \(seen.reason)")
+                    doomed.child.signal(SIGKILL)
+                }
+                let status = await doomed.child.waitForExit(timeout: .seconds(90))
+                let died = Date()
+                try #require(
+                    status == SIGKILL, "\(crash.service.rawValue) did not die: \(doomed.child.output.suffix(3000))")
+                if crash.point != nil {
+                    #expect(doomed.child.output.contains("dying at a crash point"))
+                }
+                try await c.restart(crash.service)
+                var job = submitted ?? Orrery_Orchestrator_V1_Deployment()
+                if submitted == nil { job = try await submit() }
+
+                // It ends, and its history shows where the kill landed.
+                let events = try await Self.history(job.id, consumer: consumer, orchestrator: c.service(.orchestrator))
+                let landed = events.last { $0.at.date <= died }?.state
+                #expect(
+                    landed == crash.stage, "died at \(died) in \(String(describing: landed)): \(Self.describe(events))")
+                #expect(events.last?.state == .completed, "\(Self.describe(events))")
+                let final = try #require(events.last?.deployment)
+                let contractID = try #require(final.assignments.first?.contractID)
+
+                // Ran once: one line in runs.txt, one start across every process of the agent.
+                let outputs = try await consumer.with(c.service(.orchestrator)) {
+                    try await $0.getOutputs(.with { $0.id = job.id })
+                }
+                #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n")
+                let starts = c.agentOutputs().components(separatedBy: "\"allocation started\"").count - 1
+                #expect(starts == 1, "started \(starts) times")
+
+                // Paid and settled: the contract settled in the log, nothing left in escrow, the owner paid.
+                let parties = try ContractParties(network: c.network)
+                var record = Orrery_Notary_V1_ContractRecord()
+                let settled = ContinuousClock.now + .seconds(60)
+                while record.state != .settled, ContinuousClock.now < settled {
+                    try await Task.sleep(for: .milliseconds(300))
+                    record = try await parties.withNotary(c.service(.notary)) {
+                        try await $0.getContract(.with { $0.id = contractID })
+                    }
+                }
+                #expect(record.state == .settled, "\(record.state)")
+                let (consumerBalance, ownerBalance) = try await ledger.asOperator(c.service(.gateway)) { client in
+                    (
+                        try await client.getBalance(.with { $0.did = consumer.key.did.string }),
+                        try await client.getBalance(.with { $0.did = c.agentOwner })
+                    )
+                }
+                #expect(consumerBalance.escrow == "0")
+                // At least the time it slept at 1,000 a second, less the 2 % fee.
+                #expect(
+                    (Int(ownerBalance.receivable) ?? 0) >= crash.seconds * 980, "owner paid \(ownerBalance.receivable)")
+
+                // The log and the journal verify.
+                let cli = TestEnvironment.executable("orrery")
+                let operatorKey = directory.appendingPathComponent("credentials/operator.key").path
+                var (verified, output) = try await ChildProcess.run(
                     cli,
                     arguments: [
-                        "settlement", "verify", "--settlement", "127.0.0.1:\(c.service(.gateway).ready.grpcPort)",
-                        "--key", operatorKey, "--witness", directory.appendingPathComponent("journal").path,
+                        "ledger", "verify", "--notary", "127.0.0.1:\(c.service(.notary).ready.grpcPort)", "--key",
+                        operatorKey, "--witness", directory.appendingPathComponent("tree-head.pb").path,
                     ])
-            } while verified == 0 && output.contains("not sealed yet") && ContinuousClock.now < sealed
-            #expect(verified == 0 && !output.contains("not sealed yet"), "\(output)")
+                #expect(verified == 0, "\(output)")
+                let sealed = ContinuousClock.now + .seconds(20)
+                repeat {
+                    try await Task.sleep(for: .milliseconds(500))
+                    (verified, output) = try await ChildProcess.run(
+                        cli,
+                        arguments: [
+                            "settlement", "verify", "--settlement", "127.0.0.1:\(c.service(.gateway).ready.grpcPort)",
+                            "--key", operatorKey, "--witness", directory.appendingPathComponent("journal").path,
+                        ])
+                } while verified == 0 && output.contains("not sealed yet") && ContinuousClock.now < sealed
+                #expect(verified == 0 && !output.contains("not sealed yet"), "\(output)")
+            }
         }
     }
 

@@ -18,58 +18,62 @@ struct CrashPointTests {
         "an orchestrator killed right after a deployment was escrowed: restarted, it deploys it and the job completes")
     func killedWhileEscrowed() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-crash-escrowed")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-            let notary = try await NotaryTests.startNotary(
-                database, network, directory.appendingPathComponent("notary"))
-            defer { notary.child.signal(SIGKILL) }
-            let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-            let arguments = [
-                "--registry-address", registryAddress, "--notary-address", "127.0.0.1:\(notary.ready.grpcPort)",
-            ]
-            let doomed = try await RunningService.start(
-                "orchestrator", extraArguments: arguments,
-                environment: environment.merging(["ORRERY_CRASH_AT": "orchestrator.escrowed"]) { $1 },
-                directory: directory)
-            defer { doomed.child.signal(SIGKILL) }
-            let port = doomed.ready.grpcPort
-            let agent = try await AgentChannelTests.startAgent(
-                "patient", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: ["127.0.0.1:\(port)"],
-                registry: registryAddress, network: network, directory: directory)
-            defer { agent.service.child.signal(SIGKILL) }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, doomed, devices: 1)
-            var spec = OrchestratorTests.spec(cores: 1)
-            spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
-            spec.allocations[0].resources.ramMib = 32
-            let job = try await consumer.submit(spec, to: doomed, paid: false)
-            // It died at the crash point: killed, with the deployment escrowed and not yet deploying.
-            #expect(await doomed.child.waitForExit(timeout: .seconds(30)) == SIGKILL)
-            #expect(doomed.child.output.contains("dying at a crash point"))
-            let stored = try await database.withClient(schema: "orchestrator") { db -> Int16? in
-                let rows = try await db.query("SELECT state FROM deployments WHERE id = \(job.id)")
-                for try await state in rows.decode(Int16.self) { return state }
-                return nil
-            }
-            #expect(stored == Int16(Orrery_Orchestrator_V1_DeploymentState.escrowed.rawValue))
+            try await TestEnvironment.withTemporaryDirectory("orrery-crash-escrowed") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+                let notary = try await NotaryTests.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
+                defer { notary.child.signal(SIGKILL) }
+                let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
+                let arguments = [
+                    "--registry-address", registryAddress, "--notary-address", "127.0.0.1:\(notary.ready.grpcPort)",
+                ]
+                let doomed = try await RunningService.start(
+                    "orchestrator", extraArguments: arguments,
+                    environment: environment.merging(["ORRERY_CRASH_AT": "orchestrator.escrowed"]) { $1 },
+                    directory: directory)
+                defer { doomed.child.signal(SIGKILL) }
+                let port = doomed.ready.grpcPort
+                let agent = try await AgentChannelTests.startAgent(
+                    "patient", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: ["127.0.0.1:\(port)"],
+                    registry: registryAddress, network: network, directory: directory)
+                defer { agent.service.child.signal(SIGKILL) }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, doomed, devices: 1)
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
+                spec.allocations[0].resources.ramMib = 32
+                let job = try await consumer.submit(spec, to: doomed, paid: false)
+                // It died at the crash point: killed, with the deployment escrowed and not yet deploying.
+                #expect(await doomed.child.waitForExit(timeout: .seconds(30)) == SIGKILL)
+                #expect(doomed.child.output.contains("dying at a crash point"))
+                let stored = try await database.withClient(schema: "orchestrator") { db -> Int16? in
+                    let rows = try await db.query("SELECT state FROM deployments WHERE id = \(job.id)")
+                    for try await state in rows.decode(Int16.self) { return state }
+                    return nil
+                }
+                #expect(stored == Int16(Orrery_Orchestrator_V1_DeploymentState.escrowed.rawValue))
 
-            let restarted = try await RunningService.start(
-                "orchestrator", extraArguments: arguments + ["--grpc-port", String(port)], environment: environment,
-                directory: directory, portZero: false)
-            defer { restarted.child.signal(SIGKILL) }
-            var current = try await consumer.with(restarted) { try await $0.getDeployment(.with { $0.id = job.id }) }
-            let deadline = ContinuousClock.now + .seconds(30)
-            while !current.state.isTerminal, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(100))
-                current = try await consumer.with(restarted) { try await $0.getDeployment(.with { $0.id = job.id }) }
+                let restarted = try await RunningService.start(
+                    "orchestrator", extraArguments: arguments + ["--grpc-port", String(port)], environment: environment,
+                    directory: directory, portZero: false)
+                defer { restarted.child.signal(SIGKILL) }
+                var current = try await consumer.with(restarted) {
+                    try await $0.getDeployment(.with { $0.id = job.id })
+                }
+                let deadline = ContinuousClock.now + .seconds(30)
+                while !current.state.isTerminal, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(100))
+                    current = try await consumer.with(restarted) {
+                        try await $0.getDeployment(.with { $0.id = job.id })
+                    }
+                }
+                #expect(current.state == .completed, "\(current.state): \(current.reason)")
+                let outputs = try await consumer.with(restarted) { try await $0.getOutputs(.with { $0.id = job.id }) }
+                #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
             }
-            #expect(current.state == .completed, "\(current.state): \(current.reason)")
-            let outputs = try await consumer.with(restarted) { try await $0.getOutputs(.with { $0.id = job.id }) }
-            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
         }
     }
 
@@ -78,50 +82,55 @@ struct CrashPointTests {
     )
     func endedAllocationsRemoved() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-ended-removed")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            let notary = try await NotaryTests.startNotary(
-                database, network, directory.appendingPathComponent("notary"))
-            defer { notary.child.signal(SIGKILL) }
-            let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, notary: notary)
-            defer { orchestrator.child.signal(SIGKILL) }
-            let agent = try await AgentChannelTests.startAgent(
-                "tidy", owner: #"{"prices": {"per_core_hour": 5}, "keep_ended_hours": 0}"#,
-                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 500)
-            defer { agent.service.child.signal(SIGKILL) }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-            var spec = OrchestratorTests.spec(cores: 1)
-            spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
-            spec.allocations[0].resources.ramMib = 32
-            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
-            let allocations = directory.appendingPathComponent("tidy-state/allocations").path
-            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
-            let ended = ContinuousClock.now + .seconds(30)
-            while !current.state.isTerminal, ContinuousClock.now < ended {
-                try await Task.sleep(for: .milliseconds(100))
-                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            try await TestEnvironment.withTemporaryDirectory("orrery-ended-removed") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                let notary = try await NotaryTests.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
+                defer { notary.child.signal(SIGKILL) }
+                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, notary: notary)
+                defer { orchestrator.child.signal(SIGKILL) }
+                let agent = try await AgentChannelTests.startAgent(
+                    "tidy", owner: #"{"prices": {"per_core_hour": 5}, "keep_ended_hours": 0}"#,
+                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
+                    interval: 500)
+                defer { agent.service.child.signal(SIGKILL) }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
+                spec.allocations[0].resources.ramMib = 32
+                let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+                let allocations = directory.appendingPathComponent("tidy-state/allocations").path
+                var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
+                let ended = ContinuousClock.now + .seconds(30)
+                while !current.state.isTerminal, ContinuousClock.now < ended {
+                    try await Task.sleep(for: .milliseconds(100))
+                    current = try await consumer.with(orchestrator) {
+                        try await $0.getDeployment(.with { $0.id = job.id })
+                    }
+                }
+                #expect(current.state == .completed, "\(current.state): \(current.reason)")
+                // It ran here (its directory was made), and once paid its directory goes.
+                #expect(agent.service.child.output.contains("allocation started"))
+                var left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
+                let removed = ContinuousClock.now + .seconds(30)
+                while !left.isEmpty, ContinuousClock.now < removed {
+                    try await Task.sleep(for: .milliseconds(200))
+                    left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
+                }
+                #expect(left.isEmpty, "still there: \(left)")
+                #expect(
+                    agent.service.child.output.contains("ended allocations removed"),
+                    "\(agent.service.child.output.suffix(3000))")
+                let outputs = try await consumer.with(orchestrator) {
+                    try await $0.getOutputs(.with { $0.id = job.id })
+                }
+                #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
             }
-            #expect(current.state == .completed, "\(current.state): \(current.reason)")
-            // It ran here (its directory was made), and once paid its directory goes.
-            #expect(agent.service.child.output.contains("allocation started"))
-            var left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
-            let removed = ContinuousClock.now + .seconds(30)
-            while !left.isEmpty, ContinuousClock.now < removed {
-                try await Task.sleep(for: .milliseconds(200))
-                left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
-            }
-            #expect(left.isEmpty, "still there: \(left)")
-            #expect(
-                agent.service.child.output.contains("ended allocations removed"),
-                "\(agent.service.child.output.suffix(3000))")
-            let outputs = try await consumer.with(orchestrator) { try await $0.getOutputs(.with { $0.id = job.id }) }
-            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
         }
     }
 
@@ -130,59 +139,66 @@ struct CrashPointTests {
     )
     func notaryDownAtCompletion() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-notary-down")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            let notaryDirectory = directory.appendingPathComponent("notary")
-            let notary = try await NotaryTests.startNotary(database, network, notaryDirectory)
-            defer { notary.child.signal(SIGKILL) }
-            let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, notary: notary)
-            defer { orchestrator.child.signal(SIGKILL) }
-            // Receipts every 6 s, unrecorded ones resent every 3 s.
-            let agent = try await AgentChannelTests.startAgent(
-                "payee", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 500)
-            defer { agent.service.child.signal(SIGKILL) }
-            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-            var spec = OrchestratorTests.spec(cores: 1)
-            // Long enough that the notary is down before it ends, even on a loaded machine (checked below).
-            // (15 s was not: a loaded CI machine saw the job end before the notary was killed.)
-            spec.allocations[0].artifact = .with { $0.text = "sleep 40; printf done > out.txt" }
-            spec.allocations[0].resources.ramMib = 32
-            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
-            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
-            try #require(current.state == .running, "\(current.state): \(current.reason)")
-            let contractID = try #require(current.assignments.first?.contractID)
-            // The notary goes down while the job runs, so its completion receipt cannot be recorded.
-            notary.child.signal(SIGKILL)
-            _ = await notary.child.waitForExit()
-            current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
-            try #require(current.state == .running, "the job ended before the notary was down: \(current.state)")
-            let ended = ContinuousClock.now + .seconds(120)
-            while !current.state.isTerminal, ContinuousClock.now < ended {
-                try await Task.sleep(for: .milliseconds(100))
+            try await TestEnvironment.withTemporaryDirectory("orrery-notary-down") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                let notaryDirectory = directory.appendingPathComponent("notary")
+                let notary = try await NotaryTests.startNotary(database, network, notaryDirectory)
+                defer { notary.child.signal(SIGKILL) }
+                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, notary: notary)
+                defer { orchestrator.child.signal(SIGKILL) }
+                // Receipts every 6 s, unrecorded ones resent every 3 s.
+                let agent = try await AgentChannelTests.startAgent(
+                    "payee", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
+                    interval: 500)
+                defer { agent.service.child.signal(SIGKILL) }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+                var spec = OrchestratorTests.spec(cores: 1)
+                // Long enough that the notary is down before it ends, even on a loaded machine (checked below).
+                // (15 s was not: a loaded CI machine saw the job end before the notary was killed.)
+                spec.allocations[0].artifact = .with { $0.text = "sleep 40; printf done > out.txt" }
+                spec.allocations[0].resources.ramMib = 32
+                let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+                var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
+                try #require(current.state == .running, "\(current.state): \(current.reason)")
+                let contractID = try #require(current.assignments.first?.contractID)
+                // The notary goes down while the job runs, so its completion receipt cannot be recorded.
+                notary.child.signal(SIGKILL)
+                _ = await notary.child.waitForExit()
                 current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+                try #require(current.state == .running, "the job ended before the notary was down: \(current.state)")
+                let ended = ContinuousClock.now + .seconds(120)
+                while !current.state.isTerminal, ContinuousClock.now < ended {
+                    try await Task.sleep(for: .milliseconds(100))
+                    current = try await consumer.with(orchestrator) {
+                        try await $0.getDeployment(.with { $0.id = job.id })
+                    }
+                }
+                #expect(current.state == .completed, "\(current.state): \(current.reason)")
+                #expect(orchestrator.child.output.contains("recording a receipt failed; the device resends it"))
+                let back = try await NotaryTests.startNotary(
+                    database, network, notaryDirectory, port: notary.ready.grpcPort)
+                defer { back.child.signal(SIGKILL) }
+                let parties = try ContractParties(network: network)
+                var record = try await parties.withNotary(back) {
+                    try await $0.getContract(.with { $0.id = contractID })
+                }
+                let recorded = ContinuousClock.now + .seconds(30)
+                while record.state != .completed, ContinuousClock.now < recorded {
+                    try await Task.sleep(for: .milliseconds(200))
+                    record = try await parties.withNotary(back) {
+                        try await $0.getContract(.with { $0.id = contractID })
+                    }
+                }
+                #expect(record.state == .completed, "\(record.state)")
+                // Over the line that was open all along.
+                #expect(agent.service.child.output.components(separatedBy: "agent channel open").count - 1 == 1)
             }
-            #expect(current.state == .completed, "\(current.state): \(current.reason)")
-            #expect(orchestrator.child.output.contains("recording a receipt failed; the device resends it"))
-            let back = try await NotaryTests.startNotary(
-                database, network, notaryDirectory, port: notary.ready.grpcPort)
-            defer { back.child.signal(SIGKILL) }
-            let parties = try ContractParties(network: network)
-            var record = try await parties.withNotary(back) { try await $0.getContract(.with { $0.id = contractID }) }
-            let recorded = ContinuousClock.now + .seconds(30)
-            while record.state != .completed, ContinuousClock.now < recorded {
-                try await Task.sleep(for: .milliseconds(200))
-                record = try await parties.withNotary(back) { try await $0.getContract(.with { $0.id = contractID }) }
-            }
-            #expect(record.state == .completed, "\(record.state)")
-            // Over the line that was open all along.
-            #expect(agent.service.child.output.components(separatedBy: "agent channel open").count - 1 == 1)
         }
     }
 }

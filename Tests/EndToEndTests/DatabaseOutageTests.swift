@@ -37,47 +37,48 @@ struct DatabaseOutageTests {
     )
     func outage() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-db-outage")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            var (proxy, port) = try await Self.startProxy(database, in: directory)
-            defer { proxy.signal(SIGKILL) }
-            var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
-            environment["ORRERY_DB_PORT"] = String(port)
-            let registry = try await RunningService.start("registry", environment: environment, directory: directory)
-            defer { registry.child.signal(SIGKILL) }
-            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
-            let unknown = SigningKey().did.string
-            await OrchestratorTests.expectStatus(.notFound, containing: "no device") {
-                _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
-            }
+            try await TestEnvironment.withTemporaryDirectory("orrery-db-outage") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                var (proxy, port) = try await Self.startProxy(database, in: directory)
+                defer { proxy.signal(SIGKILL) }
+                var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+                environment["ORRERY_DB_PORT"] = String(port)
+                let registry = try await RunningService.start(
+                    "registry", environment: environment, directory: directory)
+                defer { registry.child.signal(SIGKILL) }
+                let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+                let unknown = SigningKey().did.string
+                await OrchestratorTests.expectStatus(.notFound, containing: "no device") {
+                    _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+                }
 
-            // The database goes away: health turns NOT_SERVING, and a call is refused at once.
-            proxy.signal(SIGKILL)
-            _ = await proxy.waitForExit()
-            try #require(try await Self.waitForHealth(.notServing, of: registry))
-            #expect(try await Self.healthz(registry) == 503)
-            await OrchestratorTests.expectStatus(.unavailable, containing: "database is unreachable") {
-                _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
-            }
+                // The database goes away: health turns NOT_SERVING, and a call is refused at once.
+                proxy.signal(SIGKILL)
+                _ = await proxy.waitForExit()
+                try #require(try await Self.waitForHealth(.notServing, of: registry))
+                #expect(try await Self.healthz(registry) == 503)
+                await OrchestratorTests.expectStatus(.unavailable, containing: "database is unreachable") {
+                    _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+                }
 
-            // Back: SERVING again, and the call answered as before.
-            (proxy, port) = try await Self.startProxy(database, port: port, in: directory)
-            #expect(try await Self.waitForHealth(.serving, of: registry))
-            #expect(try await Self.healthz(registry) == 200)
-            await OrchestratorTests.expectStatus(.notFound, containing: "no device") {
-                _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
-            }
-            #expect(registry.child.output.contains("the database does not answer"))
+                // Back: SERVING again, and the call answered as before.
+                (proxy, port) = try await Self.startProxy(database, port: port, in: directory)
+                #expect(try await Self.waitForHealth(.serving, of: registry))
+                #expect(try await Self.healthz(registry) == 200)
+                await OrchestratorTests.expectStatus(.notFound, containing: "no device") {
+                    _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+                }
+                #expect(registry.child.output.contains("the database does not answer"))
 
-            // A database that hangs (the proxy stopped: connections open, nothing answered) is unreachable too.
-            proxy.signal(SIGSTOP)
-            try #require(try await Self.waitForHealth(.notServing, of: registry))
-            await OrchestratorTests.expectStatus(.unavailable, containing: "database is unreachable") {
-                _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+                // A database that hangs (the proxy stopped: connections open, nothing answered) is unreachable too.
+                proxy.signal(SIGSTOP)
+                try #require(try await Self.waitForHealth(.notServing, of: registry))
+                await OrchestratorTests.expectStatus(.unavailable, containing: "database is unreachable") {
+                    _ = try await observer.withRegistry(registry) { try await $0.getDevice(.with { $0.did = unknown }) }
+                }
+                proxy.signal(SIGCONT)
+                #expect(try await Self.waitForHealth(.serving, of: registry))
             }
-            proxy.signal(SIGCONT)
-            #expect(try await Self.waitForHealth(.serving, of: registry))
         }
     }
 

@@ -39,19 +39,19 @@ struct DeployTests {
 
     @Test("every unit passes systemd-analyze verify with nothing printed")
     func unitsVerify() async throws {
-        let directory = try TestEnvironment.temporaryDirectory("orrery-units")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let units = try stageUnits(in: directory)
-        #expect(units.count == 7)
-        let output = try await verify(units)
-        #expect(output.isEmpty, "systemd-analyze verify printed:\n\(output)")
+        try await TestEnvironment.withTemporaryDirectory("orrery-units") { directory in
+            let units = try stageUnits(in: directory)
+            #expect(units.count == 7)
+            let output = try await verify(units)
+            #expect(output.isEmpty, "systemd-analyze verify printed:\n\(output)")
 
-        // The check can fail: a unit with an unknown key makes systemd-analyze print.
-        let broken = directory.appendingPathComponent("orrery-broken.service")
-        let text = try String(contentsOf: units[0], encoding: .utf8).replacingOccurrences(
-            of: "[Service]", with: "[Service]\nNoSuchKey=1")
-        try Data(text.utf8).write(to: broken)
-        #expect(try await verify([broken]).contains("NoSuchKey"))
+            // The check can fail: a unit with an unknown key makes systemd-analyze print.
+            let broken = directory.appendingPathComponent("orrery-broken.service")
+            let text = try String(contentsOf: units[0], encoding: .utf8).replacingOccurrences(
+                of: "[Service]", with: "[Service]\nNoSuchKey=1")
+            try Data(text.utf8).write(to: broken)
+            #expect(try await verify([broken]).contains("NoSuchKey"))
+        }
     }
 
     @Test("units carry the hardening and lifecycle settings the runtime relies on")
@@ -84,30 +84,31 @@ struct DeployTests {
             ("cluster", Self.services + ["orrery"], Self.services.map { "orrery-\($0).service" } + ["orrery.target"]),
             ("edge", ["device-agent", "orrery"], ["orrery-device-agent.service"]),
         ] {
-            let destination = try TestEnvironment.temporaryDirectory("orrery-install")
-            defer { try? FileManager.default.removeItem(at: destination) }
-            let (status, output) = try await ChildProcess.run(
-                URL(fileURLWithPath: "/bin/bash"),
-                arguments: [
-                    script.path, role, "--bin-dir", TestEnvironment.binDirectory.path, "--destdir", destination.path,
-                ])
-            #expect(status == 0, "\(output)")
-            for executable in executables {
-                #expect(
-                    FileManager.default.isExecutableFile(
-                        atPath: destination.appendingPathComponent("usr/local/bin/\(executable)").path))
+            try await TestEnvironment.withTemporaryDirectory("orrery-install") { destination in
+                let (status, output) = try await ChildProcess.run(
+                    URL(fileURLWithPath: "/bin/bash"),
+                    arguments: [
+                        script.path, role, "--bin-dir", TestEnvironment.binDirectory.path, "--destdir",
+                        destination.path,
+                    ])
+                #expect(status == 0, "\(output)")
+                for executable in executables {
+                    #expect(
+                        FileManager.default.isExecutableFile(
+                            atPath: destination.appendingPathComponent("usr/local/bin/\(executable)").path))
+                }
+                for unit in units {
+                    #expect(
+                        FileManager.default.fileExists(
+                            atPath: destination.appendingPathComponent("etc/systemd/system/\(unit)").path))
+                }
+                let configs = try FileManager.default.contentsOfDirectory(
+                    atPath: destination.appendingPathComponent("etc/orrery").path)
+                #expect(Set(configs) == Set(executables.filter { $0 != "orrery" }.map { "\($0).json" }))
+                let installed = try FileManager.default.contentsOfDirectory(
+                    atPath: destination.appendingPathComponent("usr/local/bin").path)
+                #expect(Set(installed) == Set(executables))
             }
-            for unit in units {
-                #expect(
-                    FileManager.default.fileExists(
-                        atPath: destination.appendingPathComponent("etc/systemd/system/\(unit)").path))
-            }
-            let configs = try FileManager.default.contentsOfDirectory(
-                atPath: destination.appendingPathComponent("etc/orrery").path)
-            #expect(Set(configs) == Set(executables.filter { $0 != "orrery" }.map { "\($0).json" }))
-            let installed = try FileManager.default.contentsOfDirectory(
-                atPath: destination.appendingPathComponent("usr/local/bin").path)
-            #expect(Set(installed) == Set(executables))
         }
         let (usage, _) = try await ChildProcess.run(
             URL(fileURLWithPath: "/bin/bash"), arguments: [script.path, "moon"])

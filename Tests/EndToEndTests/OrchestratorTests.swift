@@ -215,165 +215,176 @@ struct OrchestratorTests {
     @Test("explain, submit, get, list, watch and cancel over gRPC; every bad input refused with its field path")
     func deploymentLifecycle() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-orchestrator")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            // No device answers offers here: a long offer timeout keeps the offer standing (no second placement)
-            // however slowly a loaded machine gets from submission to cancellation.
-            let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "600000"])
-            defer { orchestrator.child.signal(SIGKILL) }
-            let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
-            let consumer = try Consumer(operatorKey: network.operatorKey)
-            try await Self.waitForFleet(consumer, orchestrator, devices: 3)
+            try await TestEnvironment.withTemporaryDirectory("orrery-orchestrator") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                // No device answers offers here: a long offer timeout keeps the offer standing (no second placement)
+                // however slowly a loaded machine gets from submission to cancellation.
+                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "600000"])
+                defer { orchestrator.child.signal(SIGKILL) }
+                let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
+                let consumer = try Consumer(operatorKey: network.operatorKey)
+                try await Self.waitForFleet(consumer, orchestrator, devices: 3)
 
-            try await consumer.with(orchestrator) { client in
-                // Explain: the cheapest device in the accepted countries, with what each constraint eliminated.
-                let europe = try await client.explainPlacement(.with { $0.spec = Self.spec(countries: ["DE", "FR"]) })
-                #expect(europe.placeable)
-                #expect(europe.allocations[0].assignments.map(\.deviceDid) == [devices[0]])
-                #expect(europe.allocations[0].eliminated.map(\.constraint) == ["country"])
-                #expect(europe.totalCost == 2 * 100 + 10)  // 2 cores at 100 + 1 GiB at 10, one hour
-                let huge = try await client.explainPlacement(.with { $0.spec = Self.spec(cores: 32) })
-                #expect(!huge.placeable)
-                #expect(huge.relaxations.map(\.suggestion).contains("ask for at most 16 cpu cores"))
+                try await consumer.with(orchestrator) { client in
+                    // Explain: the cheapest device in the accepted countries, with what each constraint eliminated.
+                    let europe = try await client.explainPlacement(
+                        .with { $0.spec = Self.spec(countries: ["DE", "FR"]) })
+                    #expect(europe.placeable)
+                    #expect(europe.allocations[0].assignments.map(\.deviceDid) == [devices[0]])
+                    #expect(europe.allocations[0].eliminated.map(\.constraint) == ["country"])
+                    #expect(europe.totalCost == 2 * 100 + 10)  // 2 cores at 100 + 1 GiB at 10, one hour
+                    let huge = try await client.explainPlacement(.with { $0.spec = Self.spec(cores: 32) })
+                    #expect(!huge.placeable)
+                    #expect(huge.relaxations.map(\.suggestion).contains("ask for at most 16 cpu cores"))
 
-                // Submit: placed at once, the assignment recorded.
-                let key = UUID().uuidString
-                let submitted = try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.spec = Self.spec(countries: ["FR", "US"])
-                        $0.idempotencyKey = key
-                    })
-                #expect(submitted.state == .offered, "\(submitted.reason)")
-                #expect(submitted.assignments.map(\.deviceDid) == [devices[1]])
-                #expect(submitted.consumerDid == consumer.key.did.string)
-                // A retry with the same key is the same deployment; a different spec with it is refused.
-                let retried = try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.spec = Self.spec(countries: ["FR", "US"])
-                        $0.idempotencyKey = key
-                    })
-                #expect(retried.id == submitted.id)
-                await Self.expectStatus(.alreadyExists, containing: "different spec") {
-                    _ = try await client.submitWorkload(
+                    // Submit: placed at once, the assignment recorded.
+                    let key = UUID().uuidString
+                    let submitted = try await client.submitWorkload(
                         .with {
                             $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.spec = Self.spec(cores: 3)
+                            $0.spec = Self.spec(countries: ["FR", "US"])
                             $0.idempotencyKey = key
                         })
-                }
-                #expect(try await client.getDeployment(.with { $0.id = submitted.id }) == submitted)
-                let listed = try await client.listDeployments(.with { $0.states = [.offered] })
-                #expect(listed.deployments.map(\.id) == [submitted.id])
-
-                // Watch from the start: submitted, matched, offered (no agent answers here), then the cancellation
-                // ends the stream.
-                async let events: [Orrery_Orchestrator_V1_DeploymentEvent] = consumer.with(orchestrator) { watcher in
-                    try await watcher.watchDeployment(.with { $0.id = submitted.id }) { response in
-                        var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
-                        for try await event in response.messages { seen.append(event) }
-                        return seen
-                    }
-                }
-                try await Task.sleep(for: .milliseconds(300))
-                let cancelled = try await client.cancelDeployment(
-                    .with {
-                        $0.id = submitted.id
-                        $0.reason = "changed my mind"
-                    })
-                #expect(cancelled.state == .cancelled)
-                #expect(cancelled.reason == "cancelled by the consumer: changed my mind")
-                let watched = try await events
-                #expect(watched.map(\.state) == [.submitted, .matched, .offered, .cancelled])
-                #expect(watched.map(\.revision) == watched.map(\.revision).sorted())
-                // Resumed after the third event: only the last one.
-                let resumed = try await client.watchDeployment(
-                    .with {
-                        $0.id = submitted.id
-                        $0.afterRevision = watched[2].revision
-                    }
-                ) { response in try await response.messages.reduce(into: []) { $0.append($1.state) } }
-                #expect(resumed == [.cancelled])
-                // Cancelling again changes nothing.
-                #expect(
-                    try await client.cancelDeployment(.with { $0.id = submitted.id }).revision == cancelled.revision)
-
-                // An unplaceable spec is recorded as failed, with the reason and the nearest relaxation.
-                let impossible = try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                        $0.spec = Self.spec(cores: 12, countries: ["DE", "FR"])
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-                #expect(impossible.state == .failed)
-                #expect(
-                    impossible.reason.contains("cannot be placed") && impossible.reason.contains("at most 8 cpu cores"))
-
-                // Bad input: each refusal names the field.
-                var bad = Self.spec()
-                bad.allocations[0].resources.cpuCores = 0
-                bad.allocations[0].executor = .unspecified
-                bad.edges = [
-                    .with {
-                        $0.from = "main"; $0.to = "missing"; $0.maxRttMs = 10
-                    }
-                ]
-                await Self.expectStatus(.invalidArgument, containing: "allocations[0].resources.cpu_cores: 1…1024") {
-                    _ = try await client.submitWorkload(
+                    #expect(submitted.state == .offered, "\(submitted.reason)")
+                    #expect(submitted.assignments.map(\.deviceDid) == [devices[1]])
+                    #expect(submitted.consumerDid == consumer.key.did.string)
+                    // A retry with the same key is the same deployment; a different spec with it is refused.
+                    let retried = try await client.submitWorkload(
                         .with {
                             $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.spec = bad; $0.idempotencyKey = UUID().uuidString
+                            $0.spec = Self.spec(countries: ["FR", "US"])
+                            $0.idempotencyKey = key
                         })
-                }
-                await Self.expectStatus(.invalidArgument, containing: "edges[0].to: no allocation is named 'missing'") {
-                    _ = try await client.explainPlacement(.with { $0.spec = bad })
-                }
-                await Self.expectStatus(.invalidArgument, containing: "below the cheapest possible price") {
-                    _ = try await client.submitWorkload(
+                    #expect(retried.id == submitted.id)
+                    await Self.expectStatus(.alreadyExists, containing: "different spec") {
+                        _ = try await client.submitWorkload(
+                            .with {
+                                $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                                $0.spec = Self.spec(cores: 3)
+                                $0.idempotencyKey = key
+                            })
+                    }
+                    #expect(try await client.getDeployment(.with { $0.id = submitted.id }) == submitted)
+                    let listed = try await client.listDeployments(.with { $0.states = [.offered] })
+                    #expect(listed.deployments.map(\.id) == [submitted.id])
+
+                    // Watch from the start: submitted, matched, offered (no agent answers here), then the cancellation
+                    // ends the stream.
+                    async let events: [Orrery_Orchestrator_V1_DeploymentEvent] = consumer.with(orchestrator) {
+                        watcher in
+                        try await watcher.watchDeployment(.with { $0.id = submitted.id }) { response in
+                            var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                            for try await event in response.messages { seen.append(event) }
+                            return seen
+                        }
+                    }
+                    try await Task.sleep(for: .milliseconds(300))
+                    let cancelled = try await client.cancelDeployment(
+                        .with {
+                            $0.id = submitted.id
+                            $0.reason = "changed my mind"
+                        })
+                    #expect(cancelled.state == .cancelled)
+                    #expect(cancelled.reason == "cancelled by the consumer: changed my mind")
+                    let watched = try await events
+                    #expect(watched.map(\.state) == [.submitted, .matched, .offered, .cancelled])
+                    #expect(watched.map(\.revision) == watched.map(\.revision).sorted())
+                    // Resumed after the third event: only the last one.
+                    let resumed = try await client.watchDeployment(
+                        .with {
+                            $0.id = submitted.id
+                            $0.afterRevision = watched[2].revision
+                        }
+                    ) { response in try await response.messages.reduce(into: []) { $0.append($1.state) } }
+                    #expect(resumed == [.cancelled])
+                    // Cancelling again changes nothing.
+                    #expect(
+                        try await client.cancelDeployment(.with { $0.id = submitted.id }).revision == cancelled.revision
+                    )
+
+                    // An unplaceable spec is recorded as failed, with the reason and the nearest relaxation.
+                    let impossible = try await client.submitWorkload(
                         .with {
                             $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.spec = Self.spec(budget: 50)
+                            $0.spec = Self.spec(cores: 12, countries: ["DE", "FR"])
                             $0.idempotencyKey = UUID().uuidString
                         })
-                }
-                await Self.expectStatus(.invalidArgument, containing: "consumer_authority: the consumer's delegation") {
-                    _ = try await client.submitWorkload(
+                    #expect(impossible.state == .failed)
+                    #expect(
+                        impossible.reason.contains("cannot be placed")
+                            && impossible.reason.contains("at most 8 cpu cores"))
+
+                    // Bad input: each refusal names the field.
+                    var bad = Self.spec()
+                    bad.allocations[0].resources.cpuCores = 0
+                    bad.allocations[0].executor = .unspecified
+                    bad.edges = [
                         .with {
-                            $0.spec = Self.spec()
-                            $0.idempotencyKey = UUID().uuidString
-                        })
+                            $0.from = "main"; $0.to = "missing"; $0.maxRttMs = 10
+                        }
+                    ]
+                    await Self.expectStatus(.invalidArgument, containing: "allocations[0].resources.cpu_cores: 1…1024")
+                    {
+                        _ = try await client.submitWorkload(
+                            .with {
+                                $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                                $0.spec = bad; $0.idempotencyKey = UUID().uuidString
+                            })
+                    }
+                    await Self.expectStatus(
+                        .invalidArgument, containing: "edges[0].to: no allocation is named 'missing'"
+                    ) {
+                        _ = try await client.explainPlacement(.with { $0.spec = bad })
+                    }
+                    await Self.expectStatus(.invalidArgument, containing: "below the cheapest possible price") {
+                        _ = try await client.submitWorkload(
+                            .with {
+                                $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                                $0.spec = Self.spec(budget: 50)
+                                $0.idempotencyKey = UUID().uuidString
+                            })
+                    }
+                    await Self.expectStatus(
+                        .invalidArgument, containing: "consumer_authority: the consumer's delegation"
+                    ) {
+                        _ = try await client.submitWorkload(
+                            .with {
+                                $0.spec = Self.spec()
+                                $0.idempotencyKey = UUID().uuidString
+                            })
+                    }
+                    await Self.expectStatus(.invalidArgument, containing: "none of its delegations is from") {
+                        _ = try await client.submitWorkload(
+                            .with {
+                                $0.spec = Self.spec()
+                                $0.idempotencyKey = UUID().uuidString
+                                $0.consumerAuthority = try Consumer(operatorKey: network.operatorKey).authority(
+                                    for: orchestrator)
+                            })
+                    }
+                    await Self.expectStatus(.invalidArgument, containing: "idempotency_key") {
+                        _ = try await client.submitWorkload(.with { $0.spec = Self.spec() })
+                    }
+                    await Self.expectStatus(.invalidArgument, containing: "id: a deployment id") {
+                        _ = try await client.getDeployment(.with { $0.id = "nope" })
+                    }
                 }
-                await Self.expectStatus(.invalidArgument, containing: "none of its delegations is from") {
-                    _ = try await client.submitWorkload(
-                        .with {
-                            $0.spec = Self.spec()
-                            $0.idempotencyKey = UUID().uuidString
-                            $0.consumerAuthority = try Consumer(operatorKey: network.operatorKey).authority(
-                                for: orchestrator)
-                        })
+                // Another consumer does not see the first one's deployments.
+                let stranger = try Consumer(operatorKey: network.operatorKey)
+                try await stranger.with(orchestrator) { client in
+                    let theirs = try await client.listDeployments(.init())
+                    #expect(theirs.deployments.isEmpty)
                 }
-                await Self.expectStatus(.invalidArgument, containing: "idempotency_key") {
-                    _ = try await client.submitWorkload(.with { $0.spec = Self.spec() })
+                let first = try await consumer.with(orchestrator) { try await $0.listDeployments(.init()).deployments }
+                #expect(first.count == 2)
+                await Self.expectStatus(.notFound, containing: "no deployment") {
+                    _ = try await stranger.with(orchestrator) {
+                        try await $0.getDeployment(.with { $0.id = first[0].id })
+                    }
                 }
-                await Self.expectStatus(.invalidArgument, containing: "id: a deployment id") {
-                    _ = try await client.getDeployment(.with { $0.id = "nope" })
-                }
-            }
-            // Another consumer does not see the first one's deployments.
-            let stranger = try Consumer(operatorKey: network.operatorKey)
-            try await stranger.with(orchestrator) { client in
-                let theirs = try await client.listDeployments(.init())
-                #expect(theirs.deployments.isEmpty)
-            }
-            let first = try await consumer.with(orchestrator) { try await $0.listDeployments(.init()).deployments }
-            #expect(first.count == 2)
-            await Self.expectStatus(.notFound, containing: "no deployment") {
-                _ = try await stranger.with(orchestrator) { try await $0.getDeployment(.with { $0.id = first[0].id }) }
             }
         }
     }
@@ -383,62 +394,65 @@ struct OrchestratorTests {
     )
     func replicasAndResume() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-orchestrators")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-            let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-            defer { registry.child.signal(SIGKILL) }
-            let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
-            let consumer = try Consumer(operatorKey: network.operatorKey)
+            try await TestEnvironment.withTemporaryDirectory("orrery-orchestrators") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
+                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                defer { registry.child.signal(SIGKILL) }
+                let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
+                let consumer = try Consumer(operatorKey: network.operatorKey)
 
-            // A replica that cannot see the registry accepts the submission and leaves it waiting.
-            let blind = try await RunningService.start("orchestrator", environment: environment, directory: directory)
-            let waiting = try await consumer.with(blind) { client in
-                try await client.submitWorkload(
-                    .with {
-                        $0.consumerAuthority = try consumer.authority(for: blind)
-                        $0.spec = Self.spec()
-                        $0.idempotencyKey = UUID().uuidString
-                    })
-            }
-            #expect(waiting.state == .submitted)
-            await blind.child.stop()
-
-            // Two replicas that can: either advances it; a watch on one sees what the other did. The devices here have
-            // no agent line, so the offer would expire after the default 10 s (and the deployment move on) before a
-            // loaded machine gets to the watch: it waits for them as long as the test runs.
-            let registryAddress = [
-                "--registry-address", "127.0.0.1:\(registry.ready.grpcPort)", "--offer-timeout-ms", "600000",
-            ]
-            let first = try await RunningService.start(
-                "orchestrator", extraArguments: registryAddress, environment: environment, directory: directory)
-            defer { first.child.signal(SIGKILL) }
-            let second = try await RunningService.start(
-                "orchestrator", extraArguments: registryAddress, environment: environment, directory: directory)
-            defer { second.child.signal(SIGKILL) }
-            let deadline = ContinuousClock.now + .seconds(20)
-            var placed = waiting
-            while ContinuousClock.now < deadline, placed.state == .submitted || placed.state == .matched {
-                try await Task.sleep(for: .milliseconds(100))
-                placed = try await consumer.with(second) { try await $0.getDeployment(.with { $0.id = waiting.id }) }
-            }
-            #expect(placed.state == .offered, "\(placed.reason)")
-            #expect(placed.assignments.map(\.deviceDid) == [devices[0]])
-
-            try await Self.waitForFleet(consumer, first, devices: 3)
-            async let watched: [Orrery_Orchestrator_V1_DeploymentState] = consumer.with(first) { client in
-                try await client.watchDeployment(
-                    .with {
-                        $0.id = waiting.id; $0.afterRevision = placed.revision
-                    }
-                ) {
-                    try await $0.messages.reduce(into: []) { $0.append($1.state) }
+                // A replica that cannot see the registry accepts the submission and leaves it waiting.
+                let blind = try await RunningService.start(
+                    "orchestrator", environment: environment, directory: directory)
+                let waiting = try await consumer.with(blind) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try consumer.authority(for: blind)
+                            $0.spec = Self.spec()
+                            $0.idempotencyKey = UUID().uuidString
+                        })
                 }
+                #expect(waiting.state == .submitted)
+                await blind.child.stop()
+
+                // Two replicas that can: either advances it; a watch on one sees what the other did. The devices here have
+                // no agent line, so the offer would expire after the default 10 s (and the deployment move on) before a
+                // loaded machine gets to the watch: it waits for them as long as the test runs.
+                let registryAddress = [
+                    "--registry-address", "127.0.0.1:\(registry.ready.grpcPort)", "--offer-timeout-ms", "600000",
+                ]
+                let first = try await RunningService.start(
+                    "orchestrator", extraArguments: registryAddress, environment: environment, directory: directory)
+                defer { first.child.signal(SIGKILL) }
+                let second = try await RunningService.start(
+                    "orchestrator", extraArguments: registryAddress, environment: environment, directory: directory)
+                defer { second.child.signal(SIGKILL) }
+                let deadline = ContinuousClock.now + .seconds(20)
+                var placed = waiting
+                while ContinuousClock.now < deadline, placed.state == .submitted || placed.state == .matched {
+                    try await Task.sleep(for: .milliseconds(100))
+                    placed = try await consumer.with(second) {
+                        try await $0.getDeployment(.with { $0.id = waiting.id })
+                    }
+                }
+                #expect(placed.state == .offered, "\(placed.reason)")
+                #expect(placed.assignments.map(\.deviceDid) == [devices[0]])
+
+                try await Self.waitForFleet(consumer, first, devices: 3)
+                async let watched: [Orrery_Orchestrator_V1_DeploymentState] = consumer.with(first) { client in
+                    try await client.watchDeployment(
+                        .with {
+                            $0.id = waiting.id; $0.afterRevision = placed.revision
+                        }
+                    ) {
+                        try await $0.messages.reduce(into: []) { $0.append($1.state) }
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                _ = try await consumer.with(second) { try await $0.cancelDeployment(.with { $0.id = waiting.id }) }
+                #expect(try await watched == [.cancelled])
             }
-            try await Task.sleep(for: .milliseconds(300))
-            _ = try await consumer.with(second) { try await $0.cancelDeployment(.with { $0.id = waiting.id }) }
-            #expect(try await watched == [.cancelled])
         }
     }
 }

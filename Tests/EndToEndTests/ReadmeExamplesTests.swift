@@ -124,90 +124,93 @@ struct ReadmeExamplesTests {
         let readme = try String(
             contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
         let runnable = Self.blocks(of: readme).filter { $0.skipped == nil }
-        let directory = try TestEnvironment.temporaryDirectory("readme")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        // The user's checkout: the build, the examples; `make run`'s .run/ is made by its script here.
-        let work = directory.appendingPathComponent("checkout")
-        try FileManager.default.createDirectory(
-            at: work.appendingPathComponent(".build"), withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(
-            at: work.appendingPathComponent(".build/debug"), withDestinationURL: TestEnvironment.binDirectory)
-        try FileManager.default.createSymbolicLink(
-            at: work.appendingPathComponent("Deploy"),
-            withDestinationURL: TestEnvironment.repositoryRoot.appendingPathComponent("Deploy"))
-        let base = try Self.freeBase()
-        let constellation = try await Self.makeRun(in: work, base: base, output: directory)
-        defer { constellation.signal(SIGTERM) }
-        // One session: a failing command stops it and names its block.
-        var script = """
-            set -eEuo pipefail
-            trap 'echo "README block at line $block failed (exit $?): $BASH_COMMAND" >&2' ERR
-            cd '\(work.path)'
-            export XDG_STATE_HOME='\(directory.appendingPathComponent("state").path)'
-            export XDG_CONFIG_HOME='\(directory.appendingPathComponent("config").path)'
+        try await TestEnvironment.withTemporaryDirectory("readme") { directory in
+            // The user's checkout: the build, the examples; `make run`'s .run/ is made by its script here.
+            let work = directory.appendingPathComponent("checkout")
+            try FileManager.default.createDirectory(
+                at: work.appendingPathComponent(".build"), withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(
+                at: work.appendingPathComponent(".build/debug"), withDestinationURL: TestEnvironment.binDirectory)
+            try FileManager.default.createSymbolicLink(
+                at: work.appendingPathComponent("Deploy"),
+                withDestinationURL: TestEnvironment.repositoryRoot.appendingPathComponent("Deploy"))
+            let base = try Self.freeBase()
+            let constellation = try await Self.makeRun(in: work, base: base, output: directory)
+            defer { constellation.signal(SIGTERM) }
+            // One session: a failing command stops it and names its block.
+            var script = """
+                set -eEuo pipefail
+                trap 'echo "README block at line $block failed (exit $?): $BASH_COMMAND" >&2' ERR
+                cd '\(work.path)'
+                export XDG_STATE_HOME='\(directory.appendingPathComponent("state").path)'
+                export XDG_CONFIG_HOME='\(directory.appendingPathComponent("config").path)'
 
-            """
-        for block in runnable {
-            script += "block=\(block.line)\n\(Self.moved(block.text, base: base))\necho \"::ran \(block.line)\"\n"
-        }
-        let scriptFile = directory.appendingPathComponent("readme.sh")
-        try script.write(to: scriptFile, atomically: true, encoding: .utf8)
-        let (status, output) = try await ChildProcess.run(
-            URL(fileURLWithPath: "/bin/bash"), arguments: [scriptFile.path], timeout: .seconds(600))
-        // Every series the Grafana dashboard queries is exported by some service, each with its help text.
-        var exposition = ""
-        for offset in 1...6 {
-            let (_, text) = try await ChildProcess.run(
-                URL(fileURLWithPath: "/usr/bin/curl"),
-                arguments: ["-sS", "http://127.0.0.1:\(base + 2000 + offset)/metrics"])
-            #expect(text.contains("# TYPE "), "service \(offset) exports nothing: \(text.prefix(300))")
-            exposition += text + "\n"
-        }
-        let lines = exposition.split(separator: "\n")
-        let typed = Set(
-            lines.filter { $0.hasPrefix("# TYPE ") }.compactMap { $0.split(separator: " ").dropFirst(2).first })
-        let helped = Set(
-            lines.filter { $0.hasPrefix("# HELP ") }.compactMap { $0.split(separator: " ").dropFirst(2).first })
-        #expect(typed.subtracting(helped).isEmpty, "series without # HELP: \(typed.subtracting(helped).sorted())")
-        let dashboard = try String(
-            contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/grafana/orrery.json"),
-            encoding: .utf8)
-        let queried = Set(
-            dashboard.split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_") }).map(String.init)
-                .filter { ["grpc_", "orrery_", "settlement_"].contains(where: $0.hasPrefix) }
-                .map { $0.hasSuffix("_bucket") ? String($0.dropLast(7)) : $0 })
-        #expect(queried.count >= 12, "\(queried)")
-        #expect(
-            queried.subtracting(typed.map(String.init)).isEmpty,
-            "the dashboard queries series no service exports: \(queried.subtracting(typed.map(String.init)).sorted())")
+                """
+            for block in runnable {
+                script += "block=\(block.line)\n\(Self.moved(block.text, base: base))\necho \"::ran \(block.line)\"\n"
+            }
+            let scriptFile = directory.appendingPathComponent("readme.sh")
+            try script.write(to: scriptFile, atomically: true, encoding: .utf8)
+            let (status, output) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/bin/bash"), arguments: [scriptFile.path], timeout: .seconds(600))
+            // Every series the Grafana dashboard queries is exported by some service, each with its help text.
+            var exposition = ""
+            for offset in 1...6 {
+                let (_, text) = try await ChildProcess.run(
+                    URL(fileURLWithPath: "/usr/bin/curl"),
+                    arguments: ["-sS", "http://127.0.0.1:\(base + 2000 + offset)/metrics"])
+                #expect(text.contains("# TYPE "), "service \(offset) exports nothing: \(text.prefix(300))")
+                exposition += text + "\n"
+            }
+            let lines = exposition.split(separator: "\n")
+            let typed = Set(
+                lines.filter { $0.hasPrefix("# TYPE ") }.compactMap { $0.split(separator: " ").dropFirst(2).first })
+            let helped = Set(
+                lines.filter { $0.hasPrefix("# HELP ") }.compactMap { $0.split(separator: " ").dropFirst(2).first })
+            #expect(typed.subtracting(helped).isEmpty, "series without # HELP: \(typed.subtracting(helped).sorted())")
+            let dashboard = try String(
+                contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/grafana/orrery.json"),
+                encoding: .utf8)
+            let queried = Set(
+                dashboard.split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_") }).map(String.init)
+                    .filter { ["grpc_", "orrery_", "settlement_"].contains(where: $0.hasPrefix) }
+                    .map { $0.hasSuffix("_bucket") ? String($0.dropLast(7)) : $0 })
+            #expect(queried.count >= 12, "\(queried)")
+            #expect(
+                queried.subtracting(typed.map(String.init)).isEmpty,
+                "the dashboard queries series no service exports: \(queried.subtracting(typed.map(String.init)).sorted())"
+            )
 
-        constellation.signal(SIGTERM)
-        let stopped = await constellation.waitForExit(timeout: .seconds(60))
-        #expect(status == 0, "\(output)\n--- make run:\n\(constellation.output.suffix(3000))")
-        for block in runnable {
-            #expect(output.contains("::ran \(block.line)\n"), "the block at README line \(block.line) did not finish")
-        }
-        #expect(stopped != nil, "make run's script did not stop on SIGTERM: \(constellation.output.suffix(2000))")
+            constellation.signal(SIGTERM)
+            let stopped = await constellation.waitForExit(timeout: .seconds(60))
+            #expect(status == 0, "\(output)\n--- make run:\n\(constellation.output.suffix(3000))")
+            for block in runnable {
+                #expect(
+                    output.contains("::ran \(block.line)\n"), "the block at README line \(block.line) did not finish")
+            }
+            #expect(stopped != nil, "make run's script did not stop on SIGTERM: \(constellation.output.suffix(2000))")
 
-        // `make run` again: it carries on where it stopped — the deployments are there, the demo device takes work.
-        let again = try await Self.makeRun(in: work, base: base, output: directory)
-        defer { again.signal(SIGTERM) }
-        let operatorArguments = [
-            "--orchestrator", "127.0.0.1:\(base + 3)", "--key",
-            work.appendingPathComponent(".run/credentials/operator.key").path,
-        ]
-        let (listed, deployments) = try await ChildProcess.run(
-            TestEnvironment.executable("orrery"), arguments: ["status"] + operatorArguments)
-        #expect(listed == 0 && deployments.contains("completed   "), "\(deployments)")
-        let (ranAgain, second) = try await ChildProcess.run(
-            TestEnvironment.executable("orrery"),
-            arguments: [
-                "run", "-q", "--wait",
-                TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/examples/cpu-batch.yaml").path,
+            // `make run` again: it carries on where it stopped — the deployments are there, the demo device takes work.
+            let again = try await Self.makeRun(in: work, base: base, output: directory)
+            defer { again.signal(SIGTERM) }
+            let operatorArguments = [
+                "--orchestrator", "127.0.0.1:\(base + 3)", "--key",
+                work.appendingPathComponent(".run/credentials/operator.key").path,
             ]
-                + operatorArguments)
-        #expect(ranAgain == 0 && second.hasPrefix("dep_"), "the demo device of a second make run takes work: \(second)")
-        again.signal(SIGTERM)
-        #expect(await again.waitForExit(timeout: .seconds(60)) != nil)
+            let (listed, deployments) = try await ChildProcess.run(
+                TestEnvironment.executable("orrery"), arguments: ["status"] + operatorArguments)
+            #expect(listed == 0 && deployments.contains("completed   "), "\(deployments)")
+            let (ranAgain, second) = try await ChildProcess.run(
+                TestEnvironment.executable("orrery"),
+                arguments: [
+                    "run", "-q", "--wait",
+                    TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/examples/cpu-batch.yaml").path,
+                ]
+                    + operatorArguments)
+            #expect(
+                ranAgain == 0 && second.hasPrefix("dep_"), "the demo device of a second make run takes work: \(second)")
+            again.signal(SIGTERM)
+            #expect(await again.waitForExit(timeout: .seconds(60)) != nil)
+        }
     }
 }

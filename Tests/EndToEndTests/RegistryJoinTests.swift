@@ -106,17 +106,17 @@ struct RegistryJoinTests {
     /// A registry built inside the test process (these paths need no process of their own).
     func withRegistry(_ body: (ReadyFile, TestNetwork, TestDatabase) async throws -> Void) async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-registry")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            // Devices here never heartbeat: a long liveness interval keeps them online however slow a loaded
-            // machine is (their change log holds only what the test did).
-            try await InProcessService.run(
-                RegistryServer.service(RegistrySettings(livenessInterval: .seconds(600))),
-                environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-                directory: directory
-            ) { registry in
-                try await body(registry, network, database)
+            try await TestEnvironment.withTemporaryDirectory("orrery-registry") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                // Devices here never heartbeat: a long liveness interval keeps them online however slow a loaded
+                // machine is (their change log holds only what the test did).
+                try await InProcessService.run(
+                    RegistryServer.service(RegistrySettings(livenessInterval: .seconds(600))),
+                    environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                    directory: directory
+                ) { registry in
+                    try await body(registry, network, database)
+                }
             }
         }
     }

@@ -79,70 +79,71 @@ struct RegistryLivenessTests {
     )
     func livenessAcrossReplicas() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-liveness")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let writer = try await startRegistry(database, network, directory)
-            defer { writer.child.signal(SIGKILL) }
-            let reader = try await startRegistry(database, network, directory)
-            defer { reader.child.signal(SIGKILL) }
-            let device = try DeviceClient(operatorKey: network.operatorKey)
-            let watcher = try DeviceClient(operatorKey: network.operatorKey)
+            try await TestEnvironment.withTemporaryDirectory("orrery-liveness") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let writer = try await startRegistry(database, network, directory)
+                defer { writer.child.signal(SIGKILL) }
+                let reader = try await startRegistry(database, network, directory)
+                defer { reader.child.signal(SIGKILL) }
+                let device = try DeviceClient(operatorKey: network.operatorKey)
+                let watcher = try DeviceClient(operatorKey: network.operatorKey)
 
-            // A watch on the other replica, collecting events as they come.
-            let events = WatchLog()
-            let watch = Task {
-                do {
-                    try await watcher.withRegistry(reader) { client in
-                        try await client.watchDevices(.with { $0.afterRevision = 0 }) { response in
-                            for try await event in response.messages { events.append(event) }
+                // A watch on the other replica, collecting events as they come.
+                let events = WatchLog()
+                let watch = Task {
+                    do {
+                        try await watcher.withRegistry(reader) { client in
+                            try await client.watchDevices(.with { $0.afterRevision = 0 }) { response in
+                                for try await event in response.messages { events.append(event) }
+                            }
                         }
+                    } catch {
+                        events.end(error)
                     }
-                } catch {
-                    events.end(error)
                 }
-            }
-            defer { watch.cancel() }
-            try await events.wait {
-                $0.contains { if case .snapshotComplete = $0.event { return true } else { return false } }
-            }
+                defer { watch.cancel() }
+                try await events.wait {
+                    $0.contains { if case .snapshotComplete = $0.event { return true } else { return false } }
+                }
 
-            _ = try await device.withRegistry(writer) {
-                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
-            }
-            #expect(try await heartbeat(device, writer, count: 3) == 3)
-            // A device is online only until its next missed interval (300 ms here), which a loaded machine's polling
-            // can miss: heartbeat until the replica shows it online. The watch below must show the order of states.
-            #expect(try await heartbeatUntilOnline(device, writer, seenBy: writer), "the device never showed online")
-            // `suspect` lasts one interval: polling can miss it on a loaded machine; the watch below must show it.
-            try await self.await(.offline, device, reader, within: .seconds(20))
-            #expect(
-                try await heartbeatUntilOnline(device, writer, seenBy: reader),
-                "the device did not come back online after heartbeating again")
+                _ = try await device.withRegistry(writer) {
+                    try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+                }
+                #expect(try await heartbeat(device, writer, count: 3) == 3)
+                // A device is online only until its next missed interval (300 ms here), which a loaded machine's polling
+                // can miss: heartbeat until the replica shows it online. The watch below must show the order of states.
+                #expect(
+                    try await heartbeatUntilOnline(device, writer, seenBy: writer), "the device never showed online")
+                // `suspect` lasts one interval: polling can miss it on a loaded machine; the watch below must show it.
+                try await self.await(.offline, device, reader, within: .seconds(20))
+                #expect(
+                    try await heartbeatUntilOnline(device, writer, seenBy: reader),
+                    "the device did not come back online after heartbeating again")
 
-            try await events.wait { events in
-                let statuses = events.compactMap { $0.change.hasDevice ? $0.change.device.status : nil }
-                guard let offline = statuses.firstIndex(of: .offline) else { return false }
-                return statuses.starts(with: [.online]) && statuses.contains(.suspect)
-                    && statuses[offline...].contains(.online)
-            }
-            let changes = events.all.filter { $0.change.revision > 0 }.map(\.change)
-            #expect(changes.first?.kind == .joined)
-            #expect(zip(changes, changes.dropFirst()).allSatisfy { $0.revision < $1.revision })
+                try await events.wait { events in
+                    let statuses = events.compactMap { $0.change.hasDevice ? $0.change.device.status : nil }
+                    guard let offline = statuses.firstIndex(of: .offline) else { return false }
+                    return statuses.starts(with: [.online]) && statuses.contains(.suspect)
+                        && statuses[offline...].contains(.online)
+                }
+                let changes = events.all.filter { $0.change.revision > 0 }.map(\.change)
+                #expect(changes.first?.kind == .joined)
+                #expect(zip(changes, changes.dropFirst()).allSatisfy { $0.revision < $1.revision })
 
-            // Resuming after a revision gives exactly what came after it.
-            let middle = changes[1].revision
-            let resumed = try await watcher.withRegistry(reader) { client in
-                try await client.watchDevices(.with { $0.afterRevision = middle }) { response in
-                    var seen: [Int64] = []
-                    for try await event in response.messages {
-                        seen.append(event.change.revision)
-                        if seen.count == changes.count - 2 { break }
+                // Resuming after a revision gives exactly what came after it.
+                let middle = changes[1].revision
+                let resumed = try await watcher.withRegistry(reader) { client in
+                    try await client.watchDevices(.with { $0.afterRevision = middle }) { response in
+                        var seen: [Int64] = []
+                        for try await event in response.messages {
+                            seen.append(event.change.revision)
+                            if seen.count == changes.count - 2 { break }
+                        }
+                        return seen
                     }
-                    return seen
                 }
+                #expect(resumed == changes.dropFirst(2).map(\.revision))
             }
-            #expect(resumed == changes.dropFirst(2).map(\.revision))
         }
     }
 
@@ -183,26 +184,26 @@ struct RegistryLivenessTests {
     )
     func stallGrace() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-stall")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            // 4 s: the device is judged only after 8 s of silence, so the "online" the test reads just before it pauses
-            // the registry (or cuts its database) is still true when it does, however slow a loaded machine's calls.
-            let interval = 4000
-            let registry = try await startRegistry(database, network, directory, interval: interval)
-            defer { registry.child.signal(SIGKILL) }
-            let device = try DeviceClient(operatorKey: network.operatorKey)
-            _ = try await device.withRegistry(registry) {
-                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            try await TestEnvironment.withTemporaryDirectory("orrery-stall") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                // 4 s: the device is judged only after 8 s of silence, so the "online" the test reads just before it pauses
+                // the registry (or cuts its database) is still true when it does, however slow a loaded machine's calls.
+                let interval = 4000
+                let registry = try await startRegistry(database, network, directory, interval: interval)
+                defer { registry.child.signal(SIGKILL) }
+                let device = try DeviceClient(operatorKey: network.operatorKey)
+                _ = try await device.withRegistry(registry) {
+                    try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+                }
+                #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
+                registry.child.signal(SIGSTOP)
+                // Paused for more than 3 intervals: every device's last heartbeat is older than the offline limit.
+                try await Task.sleep(for: .milliseconds(interval * 4))
+                let resumed = ContinuousClock.now
+                registry.child.signal(SIGCONT)
+                try await expectGraceThenJudgement(device, registry, since: resumed, interval: interval)
+                #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
             }
-            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
-            registry.child.signal(SIGSTOP)
-            // Paused for more than 3 intervals: every device's last heartbeat is older than the offline limit.
-            try await Task.sleep(for: .milliseconds(interval * 4))
-            let resumed = ContinuousClock.now
-            registry.child.signal(SIGCONT)
-            try await expectGraceThenJudgement(device, registry, since: resumed, interval: interval)
-            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
         }
     }
 
@@ -211,228 +212,230 @@ struct RegistryLivenessTests {
     )
     func databaseOutageGrace() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-db-outage-grace")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            // 4 s: the device is judged only after 8 s of silence, so the "online" the test reads just before it pauses
-            // the registry (or cuts its database) is still true when it does, however slow a loaded machine's calls.
-            let interval = 4000
-            var (proxy, port) = try await DatabaseOutageTests.startProxy(database, in: directory)
-            defer { proxy.signal(SIGKILL) }
-            var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
-            environment["ORRERY_DB_PORT"] = String(port)
-            let registry = try await RunningService.start(
-                "registry", extraArguments: ["--liveness-interval-ms", String(interval)], environment: environment,
-                directory: directory)
-            defer { registry.child.signal(SIGKILL) }
-            let device = try DeviceClient(operatorKey: network.operatorKey)
-            _ = try await device.withRegistry(registry) {
-                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            try await TestEnvironment.withTemporaryDirectory("orrery-db-outage-grace") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                // 4 s: the device is judged only after 8 s of silence, so the "online" the test reads just before it pauses
+                // the registry (or cuts its database) is still true when it does, however slow a loaded machine's calls.
+                let interval = 4000
+                var (proxy, port) = try await DatabaseOutageTests.startProxy(database, in: directory)
+                defer { proxy.signal(SIGKILL) }
+                var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+                environment["ORRERY_DB_PORT"] = String(port)
+                let registry = try await RunningService.start(
+                    "registry", extraArguments: ["--liveness-interval-ms", String(interval)], environment: environment,
+                    directory: directory)
+                defer { registry.child.signal(SIGKILL) }
+                let device = try DeviceClient(operatorKey: network.operatorKey)
+                _ = try await device.withRegistry(registry) {
+                    try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+                }
+                #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
+                // The database is gone for more than 3 intervals: the device's last heartbeat is older than the limit.
+                proxy.signal(SIGKILL)
+                _ = await proxy.waitForExit()
+                #expect(try await DatabaseOutageTests.waitForHealth(.notServing, of: registry))
+                try await Task.sleep(for: .milliseconds(interval * 4))
+                let back = ContinuousClock.now
+                (proxy, port) = try await DatabaseOutageTests.startProxy(database, port: port, in: directory)
+                #expect(try await DatabaseOutageTests.waitForHealth(.serving, of: registry))
+                try await expectGraceThenJudgement(device, registry, since: back, interval: interval)
+                #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
             }
-            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
-            // The database is gone for more than 3 intervals: the device's last heartbeat is older than the limit.
-            proxy.signal(SIGKILL)
-            _ = await proxy.waitForExit()
-            #expect(try await DatabaseOutageTests.waitForHealth(.notServing, of: registry))
-            try await Task.sleep(for: .milliseconds(interval * 4))
-            let back = ContinuousClock.now
-            (proxy, port) = try await DatabaseOutageTests.startProxy(database, port: port, in: directory)
-            #expect(try await DatabaseOutageTests.waitForHealth(.serving, of: registry))
-            try await expectGraceThenJudgement(device, registry, since: back, interval: interval)
-            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
         }
     }
 
     @Test("a restarted registry gives every device a full grace period: no device is marked offline at start")
     func restartGrace() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-restart")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let interval = 2000
-            var registry = try await startRegistry(database, network, directory, interval: interval)
-            let device = try DeviceClient(operatorKey: network.operatorKey)
-            _ = try await device.withRegistry(registry) {
-                try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+            try await TestEnvironment.withTemporaryDirectory("orrery-restart") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let interval = 2000
+                var registry = try await startRegistry(database, network, directory, interval: interval)
+                let device = try DeviceClient(operatorKey: network.operatorKey)
+                _ = try await device.withRegistry(registry) {
+                    try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+                }
+                _ = try await heartbeat(device, registry)
+                registry.child.signal(SIGTERM)
+                #expect(await registry.child.waitForExit() == 0)
+                // The device stays silent for longer than 3 intervals while the registry is down.
+                try await Task.sleep(for: .milliseconds(interval * 4))
+                // Measured from the launch: the registry begins judging somewhere between its launch and its ready file
+                // (seen 1.5 s apart on a loaded machine), and its grace counts from there.
+                let restarted = ContinuousClock.now
+                registry = try await startRegistry(database, network, directory, interval: interval)
+                defer { registry.child.signal(SIGKILL) }
+                try await expectGraceThenJudgement(device, registry, since: restarted, interval: interval)
+                // A heartbeat brings it back (written at the next flush).
+                #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
             }
-            _ = try await heartbeat(device, registry)
-            registry.child.signal(SIGTERM)
-            #expect(await registry.child.waitForExit() == 0)
-            // The device stays silent for longer than 3 intervals while the registry is down.
-            try await Task.sleep(for: .milliseconds(interval * 4))
-            // Measured from the launch: the registry begins judging somewhere between its launch and its ready file
-            // (seen 1.5 s apart on a loaded machine), and its grace counts from there.
-            let restarted = ContinuousClock.now
-            registry = try await startRegistry(database, network, directory, interval: interval)
-            defer { registry.child.signal(SIGKILL) }
-            try await expectGraceThenJudgement(device, registry, since: restarted, interval: interval)
-            // A heartbeat brings it back (written at the next flush).
-            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
         }
     }
 
     @Test("every query filter, pagination, and refusals of bad filters, heartbeats and RTT reports")
     func queriesAndRefusals() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("orrery-query")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            // Devices here never heartbeat: a long interval keeps them online however slow a loaded machine is.
-            let registry = try await startRegistry(database, network, directory, interval: 600_000)
-            defer { registry.child.signal(SIGKILL) }
-            func capabilities(
-                _ cores: UInt32, _ country: String, gpu: String?, price: UInt64, tier: String, arch: String = "x86_64"
-            ) -> Orrery_Registry_V1_DeviceCapabilities {
-                var c = RegistryJoinTests.capabilities(cores: cores, country: country)
-                c.architecture = arch
-                c.gpus =
-                    gpu.map { model in
-                        [
-                            .with {
-                                $0.vendor = "NVIDIA"; $0.model = model; $0.vramBytes = 80 << 30
-                            }
-                        ]
-                    } ?? []
-                c.prices.perCoreHour = price
-                c.labels = ["tier": tier]
-                c.location.region = country == "DE" ? "Berlin" : "Paris"
-                return c
-            }
-            let devices = try (0..<4).map { _ in try DeviceClient(operatorKey: network.operatorKey) }
-            let specs = [
-                capabilities(4, "DE", gpu: nil, price: 10, tier: "edge", arch: "aarch64"),
-                capabilities(16, "DE", gpu: "NVIDIA H100", price: 40, tier: "datacenter"),
-                capabilities(32, "FR", gpu: "NVIDIA H100", price: 60, tier: "datacenter"),
-                capabilities(8, "FR", gpu: "NVIDIA L4", price: 20, tier: "edge"),
-            ]
-            for (device, spec) in zip(devices, specs) {
-                _ = try await device.withRegistry(registry) { try await device.join($0, capabilities: spec) }
-            }
-            let dids = devices.map(\.key.did.string)
-            func query(_ build: (inout Orrery_Registry_V1_QueryDevicesRequest) -> Void) async throws -> Set<String> {
-                var request = Orrery_Registry_V1_QueryDevicesRequest()
-                build(&request)
-                return try await devices[0].withRegistry(registry) {
-                    Set(try await $0.queryDevices(request).devices.map(\.did))
+            try await TestEnvironment.withTemporaryDirectory("orrery-query") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                // Devices here never heartbeat: a long interval keeps them online however slow a loaded machine is.
+                let registry = try await startRegistry(database, network, directory, interval: 600_000)
+                defer { registry.child.signal(SIGKILL) }
+                func capabilities(
+                    _ cores: UInt32, _ country: String, gpu: String?, price: UInt64, tier: String,
+                    arch: String = "x86_64"
+                ) -> Orrery_Registry_V1_DeviceCapabilities {
+                    var c = RegistryJoinTests.capabilities(cores: cores, country: country)
+                    c.architecture = arch
+                    c.gpus =
+                        gpu.map { model in
+                            [
+                                .with {
+                                    $0.vendor = "NVIDIA"; $0.model = model; $0.vramBytes = 80 << 30
+                                }
+                            ]
+                        } ?? []
+                    c.prices.perCoreHour = price
+                    c.labels = ["tier": tier]
+                    c.location.region = country == "DE" ? "Berlin" : "Paris"
+                    return c
                 }
-            }
-            #expect(try await query { _ in } == Set(dids))
-            #expect(try await query { $0.minCpuCores = 16 } == [dids[1], dids[2]])
-            #expect(try await query { $0.minRamBytes = 33 << 30 } == [])
-            #expect(try await query { $0.minDiskBytes = 500 << 30 } == Set(dids))
-            #expect(try await query { $0.architecture = "aarch64" } == [dids[0]])
-            #expect(try await query { $0.gpuModel = "NVIDIA H100" } == [dids[1], dids[2]])
-            #expect(try await query { $0.minGpuCount = 1 } == [dids[1], dids[2], dids[3]])
-            #expect(try await query { $0.minGpuVramBytes = 81 << 30 } == [])
-            #expect(try await query { $0.countries = ["FR"] } == [dids[2], dids[3]])
-            #expect(try await query { $0.rejectCountries = ["FR"] } == [dids[0], dids[1]])
-            #expect(try await query { $0.regions = ["Berlin"] } == [dids[0], dids[1]])
-            #expect(try await query { $0.maxPricePerCoreHour = 20 } == [dids[0], dids[3]])
-            #expect(try await query { $0.labels = ["tier": "datacenter"] } == [dids[1], dids[2]])
-            #expect(try await query { $0.statuses = [.offline] } == [])
-            #expect(
-                try await query {
-                    $0.countries = ["DE"]; $0.minGpuCount = 1; $0.labels = ["tier": "datacenter"]
-                } == [dids[1]])
+                let devices = try (0..<4).map { _ in try DeviceClient(operatorKey: network.operatorKey) }
+                let specs = [
+                    capabilities(4, "DE", gpu: nil, price: 10, tier: "edge", arch: "aarch64"),
+                    capabilities(16, "DE", gpu: "NVIDIA H100", price: 40, tier: "datacenter"),
+                    capabilities(32, "FR", gpu: "NVIDIA H100", price: 60, tier: "datacenter"),
+                    capabilities(8, "FR", gpu: "NVIDIA L4", price: 20, tier: "edge"),
+                ]
+                for (device, spec) in zip(devices, specs) {
+                    _ = try await device.withRegistry(registry) { try await device.join($0, capabilities: spec) }
+                }
+                let dids = devices.map(\.key.did.string)
+                func query(_ build: (inout Orrery_Registry_V1_QueryDevicesRequest) -> Void) async throws -> Set<String>
+                {
+                    var request = Orrery_Registry_V1_QueryDevicesRequest()
+                    build(&request)
+                    return try await devices[0].withRegistry(registry) {
+                        Set(try await $0.queryDevices(request).devices.map(\.did))
+                    }
+                }
+                #expect(try await query { _ in } == Set(dids))
+                #expect(try await query { $0.minCpuCores = 16 } == [dids[1], dids[2]])
+                #expect(try await query { $0.minRamBytes = 33 << 30 } == [])
+                #expect(try await query { $0.minDiskBytes = 500 << 30 } == Set(dids))
+                #expect(try await query { $0.architecture = "aarch64" } == [dids[0]])
+                #expect(try await query { $0.gpuModel = "NVIDIA H100" } == [dids[1], dids[2]])
+                #expect(try await query { $0.minGpuCount = 1 } == [dids[1], dids[2], dids[3]])
+                #expect(try await query { $0.minGpuVramBytes = 81 << 30 } == [])
+                #expect(try await query { $0.countries = ["FR"] } == [dids[2], dids[3]])
+                #expect(try await query { $0.rejectCountries = ["FR"] } == [dids[0], dids[1]])
+                #expect(try await query { $0.regions = ["Berlin"] } == [dids[0], dids[1]])
+                #expect(try await query { $0.maxPricePerCoreHour = 20 } == [dids[0], dids[3]])
+                #expect(try await query { $0.labels = ["tier": "datacenter"] } == [dids[1], dids[2]])
+                #expect(try await query { $0.statuses = [.offline] } == [])
+                #expect(
+                    try await query {
+                        $0.countries = ["DE"]; $0.minGpuCount = 1; $0.labels = ["tier": "datacenter"]
+                    } == [dids[1]])
 
-            // Pagination: one device a page, in DID order, every device exactly once.
-            var seen: [String] = []
-            var token = ""
-            repeat {
-                let page = try await devices[0].withRegistry(registry) { client in
-                    try await client.queryDevices(
+                // Pagination: one device a page, in DID order, every device exactly once.
+                var seen: [String] = []
+                var token = ""
+                repeat {
+                    let page = try await devices[0].withRegistry(registry) { client in
+                        try await client.queryDevices(
+                            .with {
+                                $0.pageSize = 1; $0.pageToken = token
+                            })
+                    }
+                    seen += page.devices.map(\.did)
+                    token = page.nextPageToken
+                } while !token.isEmpty
+                #expect(seen == dids.sorted())
+
+                for bad in [
+                    { (r: inout Orrery_Registry_V1_QueryDevicesRequest) in r.pageSize = 5000 },
+                    { $0.countries = ["France"] },
+                    { $0.pageToken = "bm90LWEtZGlk" },
+                ] {
+                    #expect(await rpcCode { _ = try await query(bad) } == .invalidArgument)
+                }
+                let device = devices[3]
+                #expect(
+                    await rpcCode {
+                        _ = try await heartbeat(device, registry) {
+                            var b = $0; b.freeRamBytes = 1 << 50; return b
+                        }
+                    } == .invalidArgument)
+                #expect(
+                    await rpcCode {
+                        _ = try await heartbeat(device, registry) {
+                            var b = $0; b.deviceDid = dids[0]; return b
+                        }
+                    } == .permissionDenied)
+                try await device.withRegistry(registry) { client in
+                    let report = try await client.reportRtt(
                         .with {
-                            $0.pageSize = 1; $0.pageToken = token
+                            $0.deviceDid = device.key.did.string
+                            $0.samples = [
+                                .with {
+                                    $0.landmark = "registry:a"; $0.rttMs = 12.5
+                                },
+                                .with {
+                                    $0.landmark = "orchestrator:b"; $0.rttMs = 30
+                                },
+                            ]
+                            $0.idempotencyKey = "rtt-1"
                         })
-                }
-                seen += page.devices.map(\.did)
-                token = page.nextPageToken
-            } while !token.isEmpty
-            #expect(seen == dids.sorted())
-
-            for bad in [
-                { (r: inout Orrery_Registry_V1_QueryDevicesRequest) in r.pageSize = 5000 },
-                { $0.countries = ["France"] },
-                { $0.pageToken = "bm90LWEtZGlk" },
-            ] {
-                #expect(await rpcCode { _ = try await query(bad) } == .invalidArgument)
-            }
-            let device = devices[3]
-            #expect(
-                await rpcCode {
-                    _ = try await heartbeat(device, registry) {
-                        var b = $0; b.freeRamBytes = 1 << 50; return b
-                    }
-                } == .invalidArgument)
-            #expect(
-                await rpcCode {
-                    _ = try await heartbeat(device, registry) {
-                        var b = $0; b.deviceDid = dids[0]; return b
-                    }
-                } == .permissionDenied)
-            try await device.withRegistry(registry) { client in
-                let report = try await client.reportRtt(
-                    .with {
-                        $0.deviceDid = device.key.did.string
-                        $0.samples = [
-                            .with {
-                                $0.landmark = "registry:a"; $0.rttMs = 12.5
-                            },
-                            .with {
-                                $0.landmark = "orchestrator:b"; $0.rttMs = 30
-                            },
-                        ]
-                        $0.idempotencyKey = "rtt-1"
-                    })
-                #expect(report.accepted == 2)
-                #expect(
-                    await rpcCode {
-                        _ = try await client.reportRtt(
-                            .with {
-                                $0.deviceDid = device.key.did.string;
-                                $0.samples = [
-                                    .with {
-                                        $0.landmark = "x"; $0.rttMs = -1
-                                    }
-                                ]; $0.idempotencyKey = "rtt-2"
-                            })
-                    } == .invalidArgument)
-                #expect(
-                    await rpcCode {
-                        _ = try await client.reportRtt(
-                            .with {
-                                $0.deviceDid = device.key.did.string; $0.idempotencyKey = "rtt-3"
-                            })
-                    } == .invalidArgument)
-                // A timestamp outside protobuf's range is refused, and the registry lives on (read as a date, one
-                // trapped: a fuzzed request killed the registry). The calls after these prove it still answers.
-                for seconds in [Int64.min, Int64.max, 253_402_300_800] {
-                    let bad = Google_Protobuf_Timestamp.with { $0.seconds = seconds }
-                    #expect(
-                        await rpcCode { _ = try await client.listRttSamples(.with { $0.measuredAfter = bad }) }
-                            == .invalidArgument, "measured_after \(seconds)")
+                    #expect(report.accepted == 2)
                     #expect(
                         await rpcCode {
-                            _ = try await client.getAvailability(
+                            _ = try await client.reportRtt(
                                 .with {
-                                    $0.deviceDid = device.key.did.string; $0.from = bad;
-                                    $0.to = .with { $0.seconds = 0 }
+                                    $0.deviceDid = device.key.did.string;
+                                    $0.samples = [
+                                        .with {
+                                            $0.landmark = "x"; $0.rttMs = -1
+                                        }
+                                    ]; $0.idempotencyKey = "rtt-2"
                                 })
-                        } == .invalidArgument, "from \(seconds)")
+                        } == .invalidArgument)
+                    #expect(
+                        await rpcCode {
+                            _ = try await client.reportRtt(
+                                .with {
+                                    $0.deviceDid = device.key.did.string; $0.idempotencyKey = "rtt-3"
+                                })
+                        } == .invalidArgument)
+                    // A timestamp outside protobuf's range is refused, and the registry lives on (read as a date, one
+                    // trapped: a fuzzed request killed the registry). The calls after these prove it still answers.
+                    for seconds in [Int64.min, Int64.max, 253_402_300_800] {
+                        let bad = Google_Protobuf_Timestamp.with { $0.seconds = seconds }
+                        #expect(
+                            await rpcCode { _ = try await client.listRttSamples(.with { $0.measuredAfter = bad }) }
+                                == .invalidArgument, "measured_after \(seconds)")
+                        #expect(
+                            await rpcCode {
+                                _ = try await client.getAvailability(
+                                    .with {
+                                        $0.deviceDid = device.key.did.string; $0.from = bad;
+                                        $0.to = .with { $0.seconds = 0 }
+                                    })
+                            } == .invalidArgument, "from \(seconds)")
+                    }
+                    _ = try await client.leave(
+                        .with {
+                            $0.deviceDid = device.key.did.string; $0.idempotencyKey = "bye"
+                        })
                 }
-                _ = try await client.leave(
-                    .with {
-                        $0.deviceDid = device.key.did.string; $0.idempotencyKey = "bye"
-                    })
-            }
-            #expect(
-                await rpcCode { _ = try await heartbeat(device, registry) } == .failedPrecondition,
-                "a heartbeat after leaving")
-            try await database.withClient(schema: "registry") { db in
-                let rows = try await db.query("SELECT landmark, rtt_ms FROM rtt_samples ORDER BY landmark")
-                var samples: [String: Double] = [:]
-                for try await (landmark, rtt) in rows.decode((String, Double).self) { samples[landmark] = rtt }
-                #expect(samples == ["orchestrator:b": 30, "registry:a": 12.5])
+                #expect(
+                    await rpcCode { _ = try await heartbeat(device, registry) } == .failedPrecondition,
+                    "a heartbeat after leaving")
+                try await database.withClient(schema: "registry") { db in
+                    let rows = try await db.query("SELECT landmark, rtt_ms FROM rtt_samples ORDER BY landmark")
+                    var samples: [String: Double] = [:]
+                    for try await (landmark, rtt) in rows.decode((String, Double).self) { samples[landmark] = rtt }
+                    #expect(samples == ["orchestrator:b": 30, "registry:a": 12.5])
+                }
             }
         }
     }

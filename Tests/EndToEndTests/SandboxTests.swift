@@ -36,42 +36,44 @@ struct SandboxTests {
         seconds: Int = 30, asUser user: String? = nil, limits: Bool = true, artifact: [String: String]? = nil,
         command: String = ""
     ) async throws -> (outcome: Outcome, output: String) {
-        let directory = try TestEnvironment.temporaryDirectory("orrery-sandbox")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        chmod(directory.path, 0o777)
-        let spec: [String: Any] = [
-            "name": "test", "executor": "EXECUTOR_PROCESS", "artifact": artifact ?? ["text": script],
-            "command": command,
-            "resources": ["cpuCores": cores, "ramMib": String(ramMiB), "diskMib": String(diskMiB)], "network": network,
-            "outputs": outputs,
-            "maxDurationSeconds": seconds,
-        ]
-        let specFile = directory.appendingPathComponent("allocation.json")
-        try JSONSerialization.data(withJSONObject: spec).write(to: specFile)
-        chmod(specFile.path, 0o644)
-        var arguments = [
-            "run-local", "--allocation", specFile.path, "--work-root", directory.appendingPathComponent("runs").path,
-        ]
-        if !limits { arguments.append("--no-limits") }
-        let binary = TestEnvironment.executable("device-agent")
-        let (_, output): (Int32, String)
-        if let user {
-            // A copy the other user can reach: the build directory may lie under one it cannot enter (/root/…).
-            // (Copied by another process: a write descriptor of this one, inherited by a child another test forks
-            // meanwhile, would make executing the copy fail with ETXTBSY.)
-            let copy = directory.appendingPathComponent("device-agent")
-            let (installed, installOutput) = try await ChildProcess.run(
-                URL(fileURLWithPath: "/usr/bin/install"), arguments: ["-m", "755", binary.path, copy.path])
-            guard installed == 0 else { throw RunnerFailure(output: installOutput) }
-            (_, output) = try await ChildProcess.run(
-                URL(fileURLWithPath: "/usr/sbin/runuser"), arguments: ["-u", user, "--", copy.path] + arguments)
-        } else {
-            (_, output) = try await ChildProcess.run(binary, arguments: arguments)
+        return try await TestEnvironment.withTemporaryDirectory("orrery-sandbox") { directory in
+            chmod(directory.path, 0o777)
+            let spec: [String: Any] = [
+                "name": "test", "executor": "EXECUTOR_PROCESS", "artifact": artifact ?? ["text": script],
+                "command": command,
+                "resources": ["cpuCores": cores, "ramMib": String(ramMiB), "diskMib": String(diskMiB)],
+                "network": network,
+                "outputs": outputs,
+                "maxDurationSeconds": seconds,
+            ]
+            let specFile = directory.appendingPathComponent("allocation.json")
+            try JSONSerialization.data(withJSONObject: spec).write(to: specFile)
+            chmod(specFile.path, 0o644)
+            var arguments = [
+                "run-local", "--allocation", specFile.path, "--work-root",
+                directory.appendingPathComponent("runs").path,
+            ]
+            if !limits { arguments.append("--no-limits") }
+            let binary = TestEnvironment.executable("device-agent")
+            let (_, output): (Int32, String)
+            if let user {
+                // A copy the other user can reach: the build directory may lie under one it cannot enter (/root/…).
+                // (Copied by another process: a write descriptor of this one, inherited by a child another test forks
+                // meanwhile, would make executing the copy fail with ETXTBSY.)
+                let copy = directory.appendingPathComponent("device-agent")
+                let (installed, installOutput) = try await ChildProcess.run(
+                    URL(fileURLWithPath: "/usr/bin/install"), arguments: ["-m", "755", binary.path, copy.path])
+                guard installed == 0 else { throw RunnerFailure(output: installOutput) }
+                (_, output) = try await ChildProcess.run(
+                    URL(fileURLWithPath: "/usr/sbin/runuser"), arguments: ["-u", user, "--", copy.path] + arguments)
+            } else {
+                (_, output) = try await ChildProcess.run(binary, arguments: arguments)
+            }
+            guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("{\"exitCode\"") }) else {
+                throw RunnerFailure(output: output)
+            }
+            return (try JSONDecoder().decode(Outcome.self, from: Data(line.utf8)), output)
         }
-        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("{\"exitCode\"") }) else {
-            throw RunnerFailure(output: output)
-        }
-        return (try JSONDecoder().decode(Outcome.self, from: Data(line.utf8)), output)
     }
 
     struct RunnerFailure: Error, CustomStringConvertible {
@@ -180,94 +182,96 @@ struct SandboxTests {
         "network: none unless asked; with it, outbound only — not the host's loopback, not its own addresses",
         .enabled(if: isRoot))
     func network() async throws {
-        let logs = try TestEnvironment.temporaryDirectory("orrery-listener")
-        defer { try? FileManager.default.removeItem(at: logs) }
-        let loopback = try Self.hostListener("127.0.0.1", in: logs.appendingPathComponent("loopback"))
-        defer { loopback.signal(SIGKILL) }
-        let everywhere = try Self.hostListener("0.0.0.0", in: logs.appendingPathComponent("everywhere"))
-        defer { everywhere.signal(SIGKILL) }
-        let loopbackPort = try await loopback.printedPort()
-        let everywherePort = try await everywhere.printedPort()
-        let hostAddresses = SandboxNetwork.localAddresses().filter { !$0.contains(":") }
-        // Control: both listeners take connections from the host itself.
-        let controlTargets = ["127.0.0.1:\(loopbackPort)"] + hostAddresses.map { "\($0):\(everywherePort)" }
-        let control = try await ChildProcess.run(
-            URL(fileURLWithPath: "/bin/sh"),
-            arguments: ["-c", Self.connectProbe + "\npython3 /tmp/probe.py " + controlTargets.joined(separator: " ")])
-        #expect(!control.output.contains("refused") && control.output.contains("connected"), "\(control.output)")
-        let accepted =
-            loopback.output.components(separatedBy: "accepted").count
-            + everywhere.output.components(separatedBy: "accepted").count
+        try await TestEnvironment.withTemporaryDirectory("orrery-listener") { logs in
+            let loopback = try Self.hostListener("127.0.0.1", in: logs.appendingPathComponent("loopback"))
+            defer { loopback.signal(SIGKILL) }
+            let everywhere = try Self.hostListener("0.0.0.0", in: logs.appendingPathComponent("everywhere"))
+            defer { everywhere.signal(SIGKILL) }
+            let loopbackPort = try await loopback.printedPort()
+            let everywherePort = try await everywhere.printedPort()
+            let hostAddresses = SandboxNetwork.localAddresses().filter { !$0.contains(":") }
+            // Control: both listeners take connections from the host itself.
+            let controlTargets = ["127.0.0.1:\(loopbackPort)"] + hostAddresses.map { "\($0):\(everywherePort)" }
+            let control = try await ChildProcess.run(
+                URL(fileURLWithPath: "/bin/sh"),
+                arguments: [
+                    "-c", Self.connectProbe + "\npython3 /tmp/probe.py " + controlTargets.joined(separator: " "),
+                ])
+            #expect(!control.output.contains("refused") && control.output.contains("connected"), "\(control.output)")
+            let accepted =
+                loopback.output.components(separatedBy: "accepted").count
+                + everywhere.output.components(separatedBy: "accepted").count
 
-        let targets =
-            ["127.0.0.1:\(loopbackPort)", "10.0.2.2:\(loopbackPort)", "10.0.2.2:\(everywherePort)"]
-            + hostAddresses.map { "\($0):\(everywherePort)" }
-        let probe = Self.connectProbe + "\npython3 /tmp/probe.py " + targets.joined(separator: " ")
-        let (closed, closedOutput) = try await Self.run(probe)
-        #expect(closed.exitCode == 0, "\(closedOutput)")
-        let (open, openOutput) = try await Self.run(probe, network: true)
-        #expect(open.exitCode == 0, "\(openOutput)")
-        for output in [closedOutput, openOutput] {
-            // Positive evidence: every attempt ended in an error (not a timeout, not a connection).
-            for target in targets {
-                #expect(output.contains("refused \(target)"), "\(target): \(output)")
+            let targets =
+                ["127.0.0.1:\(loopbackPort)", "10.0.2.2:\(loopbackPort)", "10.0.2.2:\(everywherePort)"]
+                + hostAddresses.map { "\($0):\(everywherePort)" }
+            let probe = Self.connectProbe + "\npython3 /tmp/probe.py " + targets.joined(separator: " ")
+            let (closed, closedOutput) = try await Self.run(probe)
+            #expect(closed.exitCode == 0, "\(closedOutput)")
+            let (open, openOutput) = try await Self.run(probe, network: true)
+            #expect(open.exitCode == 0, "\(openOutput)")
+            for output in [closedOutput, openOutput] {
+                // Positive evidence: every attempt ended in an error (not a timeout, not a connection).
+                for target in targets {
+                    #expect(output.contains("refused \(target)"), "\(target): \(output)")
+                }
             }
+            #expect(!openOutput.contains("connected") && !closedOutput.contains("connected"))
+            // Nothing reached either listener from a sandbox.
+            #expect(
+                loopback.output.components(separatedBy: "accepted").count
+                    + everywhere.output.components(separatedBy: "accepted").count == accepted)
         }
-        #expect(!openOutput.contains("connected") && !closedOutput.contains("connected"))
-        // Nothing reached either listener from a sandbox.
-        #expect(
-            loopback.output.components(separatedBy: "accepted").count
-                + everywhere.output.components(separatedBy: "accepted").count == accepted)
     }
 
     @Test("a sandbox with the network listens in vain: nothing from the host reaches it", .enabled(if: isRoot))
     func noInboundConnections() async throws {
-        let directory = try TestEnvironment.temporaryDirectory("orrery-inbound")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        chmod(directory.path, 0o777)
-        // A free port on the host, then the workload listens on it in its sandbox (and reaches itself there).
-        let port = try await Self.freePort()
-        let script = """
-            python3 -c '
-            import socket, time
-            s = socket.socket(); s.bind(("0.0.0.0", \(port))); s.listen(8)
-            c = socket.create_connection(("127.0.0.1", \(port)), timeout=5); print("self connected", flush=True)
-            s.accept()[0].close()
-            print("listening", flush=True)
-            time.sleep(8)
-            '
-            """
-        let spec: [String: Any] = [
-            "name": "listen", "executor": "EXECUTOR_PROCESS", "artifact": ["text": script],
-            "resources": ["cpuCores": 1, "ramMib": "128"], "network": true, "maxDurationSeconds": 60,
-        ]
-        let specFile = directory.appendingPathComponent("allocation.json")
-        try JSONSerialization.data(withJSONObject: spec).write(to: specFile)
-        let runs = directory.appendingPathComponent("runs")
-        try FileManager.default.createDirectory(
-            at: directory.appendingPathComponent("agent"), withIntermediateDirectories: true)
-        let agent = try ChildProcess(
-            TestEnvironment.executable("device-agent"),
-            arguments: ["run-local", "--allocation", specFile.path, "--work-root", runs.path],
-            outputDirectory: directory.appendingPathComponent("agent"))
-        defer { agent.signal(SIGKILL) }
-        // Wait until the workload says it listens (its stdout log under the work root).
-        var listening = false
-        for _ in 0..<600 where !listening {
-            let runsList = (try? FileManager.default.contentsOfDirectory(atPath: runs.path)) ?? []
-            listening = runsList.contains { run in
-                ((try? String(contentsOfFile: runs.path + "/\(run)/stdout.log", encoding: .utf8)) ?? "")
-                    .contains("listening")
+        try await TestEnvironment.withTemporaryDirectory("orrery-inbound") { directory in
+            chmod(directory.path, 0o777)
+            // A free port on the host, then the workload listens on it in its sandbox (and reaches itself there).
+            let port = try await Self.freePort()
+            let script = """
+                python3 -c '
+                import socket, time
+                s = socket.socket(); s.bind(("0.0.0.0", \(port))); s.listen(8)
+                c = socket.create_connection(("127.0.0.1", \(port)), timeout=5); print("self connected", flush=True)
+                s.accept()[0].close()
+                print("listening", flush=True)
+                time.sleep(8)
+                '
+                """
+            let spec: [String: Any] = [
+                "name": "listen", "executor": "EXECUTOR_PROCESS", "artifact": ["text": script],
+                "resources": ["cpuCores": 1, "ramMib": "128"], "network": true, "maxDurationSeconds": 60,
+            ]
+            let specFile = directory.appendingPathComponent("allocation.json")
+            try JSONSerialization.data(withJSONObject: spec).write(to: specFile)
+            let runs = directory.appendingPathComponent("runs")
+            try FileManager.default.createDirectory(
+                at: directory.appendingPathComponent("agent"), withIntermediateDirectories: true)
+            let agent = try ChildProcess(
+                TestEnvironment.executable("device-agent"),
+                arguments: ["run-local", "--allocation", specFile.path, "--work-root", runs.path],
+                outputDirectory: directory.appendingPathComponent("agent"))
+            defer { agent.signal(SIGKILL) }
+            // Wait until the workload says it listens (its stdout log under the work root).
+            var listening = false
+            for _ in 0..<600 where !listening {
+                let runsList = (try? FileManager.default.contentsOfDirectory(atPath: runs.path)) ?? []
+                listening = runsList.contains { run in
+                    ((try? String(contentsOfFile: runs.path + "/\(run)/stdout.log", encoding: .utf8)) ?? "")
+                        .contains("listening")
+                }
+                if !listening { try await Task.sleep(for: .milliseconds(50)) }
             }
-            if !listening { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(listening, "the workload never listened: \(agent.output)")
+            let attempt = try await ChildProcess.run(
+                URL(fileURLWithPath: "/bin/sh"),
+                arguments: ["-c", Self.connectProbe + "\npython3 /tmp/probe.py 127.0.0.1:\(port)"])
+            #expect(attempt.output.contains("refused 127.0.0.1:\(port) ConnectionRefusedError"), "\(attempt.output)")
+            #expect(await agent.waitForExit(timeout: .seconds(60)) != nil)
+            #expect(agent.output.contains("self connected"), "\(agent.output)")
         }
-        #expect(listening, "the workload never listened: \(agent.output)")
-        let attempt = try await ChildProcess.run(
-            URL(fileURLWithPath: "/bin/sh"),
-            arguments: ["-c", Self.connectProbe + "\npython3 /tmp/probe.py 127.0.0.1:\(port)"])
-        #expect(attempt.output.contains("refused 127.0.0.1:\(port) ConnectionRefusedError"), "\(attempt.output)")
-        #expect(await agent.waitForExit(timeout: .seconds(60)) != nil)
-        #expect(agent.output.contains("self connected"), "\(agent.output)")
     }
 
     /// A port nothing listens on now.
@@ -304,24 +308,24 @@ struct SandboxTests {
         try await ipRun(["-n", namespace, "addr", "add", "\(testHost)/30", "dev", "vi\(tag)"])
         try await ipRun(["-n", namespace, "link", "set", "vi\(tag)", "up"])
         try await ipRun(["-n", namespace, "link", "set", "lo", "up"])
-        let logs = try TestEnvironment.temporaryDirectory("orrery-testhost")
-        defer { try? FileManager.default.removeItem(at: logs) }
-        let server = try ChildProcess(
-            ip,
-            arguments: [
-                "netns", "exec", namespace, "/usr/bin/python3", "-c",
-                "import socket\ns=socket.socket()\ns.bind(('\(testHost)',0))\ns.listen(8)\nprint(s.getsockname()[1],flush=True)\nwhile True:\n c=s.accept()[0]\n c.sendall(b'hello from the test host')\n c.close()",
-            ], outputDirectory: logs)
-        defer { server.signal(SIGKILL) }
-        let port = try await server.printedPort()
-        let probe = Self.connectProbe + "\npython3 /tmp/probe.py \(testHost):\(port) \(hostSide):\(port)"
-        let (open, output) = try await Self.run(probe, network: true)
-        #expect(open.exitCode == 0, "\(output)")
-        #expect(output.contains("received hello from the test host"), "\(output)")
-        // The host's own end of the link is one of its addresses: refused.
-        #expect(output.contains("refused \(hostSide):\(port)"), "\(output)")
-        let (closed, closedOutput) = try await Self.run(probe)
-        #expect(closed.exitCode == 0 && !closedOutput.contains("received"), "\(closedOutput)")
+        try await TestEnvironment.withTemporaryDirectory("orrery-testhost") { logs in
+            let server = try ChildProcess(
+                ip,
+                arguments: [
+                    "netns", "exec", namespace, "/usr/bin/python3", "-c",
+                    "import socket\ns=socket.socket()\ns.bind(('\(testHost)',0))\ns.listen(8)\nprint(s.getsockname()[1],flush=True)\nwhile True:\n c=s.accept()[0]\n c.sendall(b'hello from the test host')\n c.close()",
+                ], outputDirectory: logs)
+            defer { server.signal(SIGKILL) }
+            let port = try await server.printedPort()
+            let probe = Self.connectProbe + "\npython3 /tmp/probe.py \(testHost):\(port) \(hostSide):\(port)"
+            let (open, output) = try await Self.run(probe, network: true)
+            #expect(open.exitCode == 0, "\(output)")
+            #expect(output.contains("received hello from the test host"), "\(output)")
+            // The host's own end of the link is one of its addresses: refused.
+            #expect(output.contains("refused \(hostSide):\(port)"), "\(output)")
+            let (closed, closedOutput) = try await Self.run(probe)
+            #expect(closed.exitCode == 0 && !closedOutput.contains("received"), "\(closedOutput)")
+        }
     }
 
     @Test("an unprivileged agent still isolates: run as nobody, the host stays invisible", .enabled(if: isRoot))
@@ -368,33 +372,33 @@ struct SandboxTests {
 
     @Test("a URL artifact is fetched and run only when its sha256 matches", .enabled(if: isRoot))
     func urlArtifact() async throws {
-        let served = try TestEnvironment.temporaryDirectory("orrery-artifacts")
-        defer { try? FileManager.default.removeItem(at: served) }
-        let script = "#!/bin/sh\necho fetched and checked\n"
-        try script.write(to: served.appendingPathComponent("job.sh"), atomically: true, encoding: .utf8)
-        let server = try ChildProcess(
-            URL(fileURLWithPath: "/usr/bin/python3"),
-            arguments: [
-                "-c",
-                "import http.server, socketserver, functools, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\ns = socketserver.TCPServer(('127.0.0.1', 0), h)\nprint(s.server_address[1], flush=True)\ns.serve_forever()",
-                served.path,
-            ], outputDirectory: served)
-        defer { server.signal(SIGKILL) }
-        let port = try await server.printedPort()
-        let url = "http://127.0.0.1:\(port)/job.sh"
-        let digest = AgentChannelTests.sha256(script)
-        let (good, goodOutput) = try await Self.run("", artifact: ["url": url, "sha256": digest])
-        #expect(good.exitCode == 0, "\(goodOutput)")
-        #expect(goodOutput.contains("fetched and checked"))
-        let wrong = String(repeating: "0", count: 64)
-        do {
-            _ = try await Self.run("", artifact: ["url": url, "sha256": wrong])
-            Issue.record("ran an artifact whose sha256 does not match")
-        } catch let failure as RunnerFailure {
-            #expect(
-                failure.output.contains("the artifact's sha256 is \(digest), the spec says \(wrong): refused"),
-                "\(failure.output)")
-            #expect(!failure.output.contains("fetched and checked"))
+        try await TestEnvironment.withTemporaryDirectory("orrery-artifacts") { served in
+            let script = "#!/bin/sh\necho fetched and checked\n"
+            try script.write(to: served.appendingPathComponent("job.sh"), atomically: true, encoding: .utf8)
+            let server = try ChildProcess(
+                URL(fileURLWithPath: "/usr/bin/python3"),
+                arguments: [
+                    "-c",
+                    "import http.server, socketserver, functools, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\ns = socketserver.TCPServer(('127.0.0.1', 0), h)\nprint(s.server_address[1], flush=True)\ns.serve_forever()",
+                    served.path,
+                ], outputDirectory: served)
+            defer { server.signal(SIGKILL) }
+            let port = try await server.printedPort()
+            let url = "http://127.0.0.1:\(port)/job.sh"
+            let digest = AgentChannelTests.sha256(script)
+            let (good, goodOutput) = try await Self.run("", artifact: ["url": url, "sha256": digest])
+            #expect(good.exitCode == 0, "\(goodOutput)")
+            #expect(goodOutput.contains("fetched and checked"))
+            let wrong = String(repeating: "0", count: 64)
+            do {
+                _ = try await Self.run("", artifact: ["url": url, "sha256": wrong])
+                Issue.record("ran an artifact whose sha256 does not match")
+            } catch let failure as RunnerFailure {
+                #expect(
+                    failure.output.contains("the artifact's sha256 is \(digest), the spec says \(wrong): refused"),
+                    "\(failure.output)")
+                #expect(!failure.output.contains("fetched and checked"))
+            }
         }
     }
 }

@@ -26,33 +26,33 @@ struct SettledDeploymentTests {
         ) async throws -> Void
     ) async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory(name)
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            let registry =
-                if let interval {
-                    try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
-                } else {
-                    try await OrchestratorTests.startRegistry(database, network, directory)
-                }
-            defer { registry.child.signal(SIGKILL) }
-            let gatewayDID = try #require(network.serviceKeys["settlement-gateway"]).did
-            let notary = try await NotaryTests.startNotary(
-                database, network, directory.appendingPathComponent("notary"), settlement: gatewayDID)
-            defer { notary.child.signal(SIGKILL) }
-            var gatewayEnvironment = database.serviceEnvironment.merging(
-                network.environment(for: "settlement-gateway")
-            ) { $1 }
-            gatewayEnvironment["ORRERY_NOTARY_DID"] = notary.ready.did
-            gatewayEnvironment["ORRERY_NOTARY_ADDRESS"] = "127.0.0.1:\(notary.ready.grpcPort)"
-            let gateway = try await RunningService.start(
-                "settlement-gateway", environment: gatewayEnvironment, directory: directory)
-            defer { gateway.child.signal(SIGKILL) }
-            let orchestrator = try await OrchestratorTests.startOrchestrator(
-                database, network, directory, registry: registry, notary: notary,
-                extraArguments: ["--settlement-address", "127.0.0.1:\(gateway.ready.grpcPort)"])
-            defer { orchestrator.child.signal(SIGKILL) }
-            try await body(database, network, directory, (registry, notary, gateway, orchestrator))
+            try await TestEnvironment.withTemporaryDirectory(name) { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry =
+                    if let interval {
+                        try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
+                    } else {
+                        try await OrchestratorTests.startRegistry(database, network, directory)
+                    }
+                defer { registry.child.signal(SIGKILL) }
+                let gatewayDID = try #require(network.serviceKeys["settlement-gateway"]).did
+                let notary = try await NotaryTests.startNotary(
+                    database, network, directory.appendingPathComponent("notary"), settlement: gatewayDID)
+                defer { notary.child.signal(SIGKILL) }
+                var gatewayEnvironment = database.serviceEnvironment.merging(
+                    network.environment(for: "settlement-gateway")
+                ) { $1 }
+                gatewayEnvironment["ORRERY_NOTARY_DID"] = notary.ready.did
+                gatewayEnvironment["ORRERY_NOTARY_ADDRESS"] = "127.0.0.1:\(notary.ready.grpcPort)"
+                let gateway = try await RunningService.start(
+                    "settlement-gateway", environment: gatewayEnvironment, directory: directory)
+                defer { gateway.child.signal(SIGKILL) }
+                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                    database, network, directory, registry: registry, notary: notary,
+                    extraArguments: ["--settlement-address", "127.0.0.1:\(gateway.ready.grpcPort)"])
+                defer { orchestrator.child.signal(SIGKILL) }
+                try await body(database, network, directory, (registry, notary, gateway, orchestrator))
+            }
         }
     }
 

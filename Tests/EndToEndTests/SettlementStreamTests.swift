@@ -74,149 +74,152 @@ struct SettlementStreamTests {
     )
     func authorisedPerOperation() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("settlement-stream")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
-            let parties = try SettlementLedgerTests.Parties(network: network)
-            let gateway = try await SettlementLedgerTests.startGateway(
-                database, network, directory.appendingPathComponent("gateway"))
-            defer { gateway.child.signal(SIGKILL) }
-            let signer = Signer(
-                parties: parties, audience: try DID(gateway.ready.did),
-                catalog: try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data()))
-            let delegation = try parties.escrowDelegation(budget: 100)
-            try await Self.withStream(gateway) { stream in
-                // The operator's deposit over the stream, then 40 escrows in flight at once.
-                let deposit = Orrery_Settlement_V1_DepositRequest.with {
-                    $0.did = parties.consumer.did.string
-                    $0.amount = "10000"
-                    $0.source = "ledger"
-                    $0.idempotencyKey = "fund"
-                }
-                let funded = try await stream.perform(
-                    .deposit(deposit),
-                    authorization: try InvocationSigner.authorization(
-                        for: deposit, method: "orrery.settlement.v1.Settlement/Deposit", key: network.operatorKey,
-                        subject: network.operatorKey.did, audience: signer.audience, proofs: [],
-                        catalog: signer.catalog))
-                #expect(funded.kind == "deposit")
-                let contracts = (0..<40).map { _ in SettlementLedgerTests.contractID() }
-                let held = try await withThrowingTaskGroup(of: String.self) { group in
-                    for (position, contract) in contracts.enumerated() {
-                        let request = signer.escrowRequest(contract, amount: 10, key: "hold-\(position)")
-                        let authorization = try signer.escrow(request, delegation: delegation)
-                        group.addTask {
-                            try await stream.perform(.escrow(request), authorization: authorization).contractID
-                        }
+            try await TestEnvironment.withTemporaryDirectory("settlement-stream") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+                let parties = try SettlementLedgerTests.Parties(network: network)
+                let gateway = try await SettlementLedgerTests.startGateway(
+                    database, network, directory.appendingPathComponent("gateway"))
+                defer { gateway.child.signal(SIGKILL) }
+                let signer = Signer(
+                    parties: parties, audience: try DID(gateway.ready.did),
+                    catalog: try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+                )
+                let delegation = try parties.escrowDelegation(budget: 100)
+                try await Self.withStream(gateway) { stream in
+                    // The operator's deposit over the stream, then 40 escrows in flight at once.
+                    let deposit = Orrery_Settlement_V1_DepositRequest.with {
+                        $0.did = parties.consumer.did.string
+                        $0.amount = "10000"
+                        $0.source = "ledger"
+                        $0.idempotencyKey = "fund"
                     }
-                    var held: Set<String> = []
-                    for try await contract in group { held.insert(contract) }
-                    return held
-                }
-                #expect(held == Set(contracts), "every escrow answered with its own entry")
+                    let funded = try await stream.perform(
+                        .deposit(deposit),
+                        authorization: try InvocationSigner.authorization(
+                            for: deposit, method: "orrery.settlement.v1.Settlement/Deposit", key: network.operatorKey,
+                            subject: network.operatorKey.did, audience: signer.audience, proofs: [],
+                            catalog: signer.catalog))
+                    #expect(funded.kind == "deposit")
+                    let contracts = (0..<40).map { _ in SettlementLedgerTests.contractID() }
+                    let held = try await withThrowingTaskGroup(of: String.self) { group in
+                        for (position, contract) in contracts.enumerated() {
+                            let request = signer.escrowRequest(contract, amount: 10, key: "hold-\(position)")
+                            let authorization = try signer.escrow(request, delegation: delegation)
+                            group.addTask {
+                                try await stream.perform(.escrow(request), authorization: authorization).contractID
+                            }
+                        }
+                        var held: Set<String> = []
+                        for try await contract in group { held.insert(contract) }
+                        return held
+                    }
+                    #expect(held == Set(contracts), "every escrow answered with its own entry")
 
-                // Each refusal is the one its unary call would get.
-                let fresh = signer.escrowRequest(SettlementLedgerTests.contractID(), amount: 10, key: "fresh")
-                await NotaryTests.expectStatus(.unauthenticated, "no capability") {
-                    _ = try await stream.perform(.escrow(fresh), authorization: "")
-                }
-                let used = signer.escrowRequest(contracts[0], amount: 10, key: "hold-0")
-                let replayed = try signer.escrow(used, delegation: delegation)
-                let retried = try await stream.perform(.escrow(used), authorization: replayed)
-                #expect(retried.contractID == contracts[0], "a retry under its key returns the first entry")
-                await NotaryTests.expectStatus(.permissionDenied, "already used") {
-                    _ = try await stream.perform(.escrow(used), authorization: replayed)
-                }
-                let refund = Orrery_Settlement_V1_RefundRequest.with {
-                    $0.contractID = contracts[1]
-                    $0.idempotencyKey = "refund-1"
-                }
-                await NotaryTests.expectStatus(.permissionDenied, "needs /orrery/settlement/refund") {
-                    _ = try await stream.perform(
-                        .refund(refund), authorization: try signer.escrow(fresh, delegation: delegation))
-                }
-                var larger = fresh
-                larger.amount = 20
-                await NotaryTests.expectStatus(.permissionDenied, "differs from the invocation's args") {
-                    _ = try await stream.perform(
-                        .escrow(larger), authorization: try signer.escrow(fresh, delegation: delegation))
-                }
-                let overBudget = signer.escrowRequest(SettlementLedgerTests.contractID(), amount: 500, key: "big")
-                await NotaryTests.expectStatus(.permissionDenied, "violate") {
-                    _ = try await stream.perform(
-                        .escrow(overBudget), authorization: try signer.escrow(overBudget, delegation: delegation))
-                }
-                // Refused by the ledger, not the capability check: the contract is escrowed already.
-                let again = signer.escrowRequest(contracts[2], amount: 10, key: "twice")
-                await NotaryTests.expectStatus(.alreadyExists, "already escrowed") {
-                    _ = try await stream.perform(
-                        .escrow(again), authorization: try signer.escrow(again, delegation: delegation))
-                }
+                    // Each refusal is the one its unary call would get.
+                    let fresh = signer.escrowRequest(SettlementLedgerTests.contractID(), amount: 10, key: "fresh")
+                    await NotaryTests.expectStatus(.unauthenticated, "no capability") {
+                        _ = try await stream.perform(.escrow(fresh), authorization: "")
+                    }
+                    let used = signer.escrowRequest(contracts[0], amount: 10, key: "hold-0")
+                    let replayed = try signer.escrow(used, delegation: delegation)
+                    let retried = try await stream.perform(.escrow(used), authorization: replayed)
+                    #expect(retried.contractID == contracts[0], "a retry under its key returns the first entry")
+                    await NotaryTests.expectStatus(.permissionDenied, "already used") {
+                        _ = try await stream.perform(.escrow(used), authorization: replayed)
+                    }
+                    let refund = Orrery_Settlement_V1_RefundRequest.with {
+                        $0.contractID = contracts[1]
+                        $0.idempotencyKey = "refund-1"
+                    }
+                    await NotaryTests.expectStatus(.permissionDenied, "needs /orrery/settlement/refund") {
+                        _ = try await stream.perform(
+                            .refund(refund), authorization: try signer.escrow(fresh, delegation: delegation))
+                    }
+                    var larger = fresh
+                    larger.amount = 20
+                    await NotaryTests.expectStatus(.permissionDenied, "differs from the invocation's args") {
+                        _ = try await stream.perform(
+                            .escrow(larger), authorization: try signer.escrow(fresh, delegation: delegation))
+                    }
+                    let overBudget = signer.escrowRequest(SettlementLedgerTests.contractID(), amount: 500, key: "big")
+                    await NotaryTests.expectStatus(.permissionDenied, "violate") {
+                        _ = try await stream.perform(
+                            .escrow(overBudget), authorization: try signer.escrow(overBudget, delegation: delegation))
+                    }
+                    // Refused by the ledger, not the capability check: the contract is escrowed already.
+                    let again = signer.escrowRequest(contracts[2], amount: 10, key: "twice")
+                    await NotaryTests.expectStatus(.alreadyExists, "already escrowed") {
+                        _ = try await stream.perform(
+                            .escrow(again), authorization: try signer.escrow(again, delegation: delegation))
+                    }
 
-                // The stream went on: a refund with its own capability.
-                let refunded = try await stream.perform(
-                    .refund(refund), authorization: try signer.orchestrator(refund, "Refund"))
-                #expect(Set(refunded.lines.map(\.amount)) == ["-10", "10"], "\(refunded.lines)")
+                    // The stream went on: a refund with its own capability.
+                    let refunded = try await stream.perform(
+                        .refund(refund), authorization: try signer.orchestrator(refund, "Refund"))
+                    #expect(Set(refunded.lines.map(\.amount)) == ["-10", "10"], "\(refunded.lines)")
+                }
+                let balance = try await parties.asOperator(gateway) {
+                    try await $0.getBalance(.with { $0.did = parties.consumer.did.string })
+                }
+                #expect(balance.escrow == "390" && balance.available == "9610", "\(balance)")
+                // Each streamed operation is counted by method and code, as a unary call is.
+                let url = try #require(URL(string: "http://127.0.0.1:\(gateway.ready.httpPort)/metrics"))
+                let metrics = String(decoding: try await URLSession.shared.data(from: url).0, as: UTF8.self)
+                let counted = metrics.split(separator: "\n").filter { $0.hasPrefix("settlement_operations_total") }
+                #expect(
+                    counted.contains { $0.contains(#"method="Escrow""#) && $0.contains(#"code="ok""#) }, "\(counted)")
+                #expect(
+                    counted.contains { $0.contains(#"method="Escrow""#) && $0.contains(#"code="permissionDenied""#) },
+                    "\(counted)")
             }
-            let balance = try await parties.asOperator(gateway) {
-                try await $0.getBalance(.with { $0.did = parties.consumer.did.string })
-            }
-            #expect(balance.escrow == "390" && balance.available == "9610", "\(balance)")
-            // Each streamed operation is counted by method and code, as a unary call is.
-            let url = try #require(URL(string: "http://127.0.0.1:\(gateway.ready.httpPort)/metrics"))
-            let metrics = String(decoding: try await URLSession.shared.data(from: url).0, as: UTF8.self)
-            let counted = metrics.split(separator: "\n").filter { $0.hasPrefix("settlement_operations_total") }
-            #expect(counted.contains { $0.contains(#"method="Escrow""#) && $0.contains(#"code="ok""#) }, "\(counted)")
-            #expect(
-                counted.contains { $0.contains(#"method="Escrow""#) && $0.contains(#"code="permissionDenied""#) },
-                "\(counted)")
         }
     }
 
     @Test("a release over the stream is proven against the notary's log like a unary one")
     func releaseOverTheStream() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("settlement-stream-release")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
-            let contracts = try ContractParties(network: network)
-            let parties = try SettlementLedgerTests.Parties(network: network, consumer: contracts.consumer)
-            let notary = try await NotaryTests.startNotary(
-                database, network, directory.appendingPathComponent("notary"))
-            defer { notary.child.signal(SIGKILL) }
-            let gateway = try await SettlementLedgerTests.startGateway(
-                database, network, directory.appendingPathComponent("gateway"), notary: notary)
-            defer { gateway.child.signal(SIGKILL) }
-            let signer = Signer(
-                parties: parties, audience: try DID(gateway.ready.did),
-                catalog: try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data()))
+            try await TestEnvironment.withTemporaryDirectory("settlement-stream-release") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+                let contracts = try ContractParties(network: network)
+                let parties = try SettlementLedgerTests.Parties(network: network, consumer: contracts.consumer)
+                let notary = try await NotaryTests.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
+                defer { notary.child.signal(SIGKILL) }
+                let gateway = try await SettlementLedgerTests.startGateway(
+                    database, network, directory.appendingPathComponent("gateway"), notary: notary)
+                defer { gateway.child.signal(SIGKILL) }
+                let signer = Signer(
+                    parties: parties, audience: try DID(gateway.ready.did),
+                    catalog: try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
+                )
 
-            let (contract, _) = try await contracts.activate(notary, contract: try contracts.contract(maxCost: 500))
-            try await parties.fund(gateway, amount: "1000")
-            let receipt = try await contracts.record(
-                try contracts.usage(contract.id, sequence: 1, cpu: 1800), key: "u1", notary: notary)
-            var release = try await contracts.releaseRequest(contract.id, receipt: receipt, notary: notary)
-            release.idempotencyKey = "rel-1"
-            try await Self.withStream(gateway) { stream in
-                let hold = signer.escrowRequest(contract.id, amount: 500, key: "hold")
-                _ = try await stream.perform(
-                    .escrow(hold),
-                    authorization: try signer.escrow(hold, delegation: try parties.escrowDelegation(budget: 500)))
-                var bent = release
-                bent.idempotencyKey = "bent"
-                bent.receipt.path[0][0] ^= 1
-                await NotaryTests.expectStatus(.invalidArgument, "not proven included") {
+                let (contract, _) = try await contracts.activate(notary, contract: try contracts.contract(maxCost: 500))
+                try await parties.fund(gateway, amount: "1000")
+                let receipt = try await contracts.record(
+                    try contracts.usage(contract.id, sequence: 1, cpu: 1800), key: "u1", notary: notary)
+                var release = try await contracts.releaseRequest(contract.id, receipt: receipt, notary: notary)
+                release.idempotencyKey = "rel-1"
+                try await Self.withStream(gateway) { stream in
+                    let hold = signer.escrowRequest(contract.id, amount: 500, key: "hold")
                     _ = try await stream.perform(
-                        .release(bent), authorization: try signer.orchestrator(bent, "Release"))
+                        .escrow(hold),
+                        authorization: try signer.escrow(hold, delegation: try parties.escrowDelegation(budget: 500)))
+                    var bent = release
+                    bent.idempotencyKey = "bent"
+                    bent.receipt.path[0][0] ^= 1
+                    await NotaryTests.expectStatus(.invalidArgument, "not proven included") {
+                        _ = try await stream.perform(
+                            .release(bent), authorization: try signer.orchestrator(bent, "Release"))
+                    }
+                    let paid = try await stream.perform(
+                        .release(release), authorization: try signer.orchestrator(release, "Release"))
+                    #expect(Set(paid.lines.map(\.amount)) == ["-50", "49", "1"], "\(paid.lines)")
                 }
-                let paid = try await stream.perform(
-                    .release(release), authorization: try signer.orchestrator(release, "Release"))
-                #expect(Set(paid.lines.map(\.amount)) == ["-50", "49", "1"], "\(paid.lines)")
+                let owner = try await parties.asOperator(gateway) {
+                    try await $0.getBalance(.with { $0.did = contracts.owner.did.string })
+                }
+                #expect(owner.receivable == "49")
             }
-            let owner = try await parties.asOperator(gateway) {
-                try await $0.getBalance(.with { $0.did = contracts.owner.did.string })
-            }
-            #expect(owner.receivable == "49")
         }
     }
 
@@ -225,32 +228,32 @@ struct SettlementStreamTests {
     )
     func independentClient() async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory("settlement-stream-python")
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
-            let gateway = try await SettlementLedgerTests.startGateway(
-                database, network, directory.appendingPathComponent("gateway"))
-            defer { gateway.child.signal(SIGKILL) }
-            let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path
-            let (status, output) = try await ChildProcess.run(
-                TestEnvironment.python, arguments: [script, "operate", "127.0.0.1:\(gateway.ready.grpcPort)"])
-            #expect(status == 0, "\(output)")
-            let line = try #require(output.split(separator: "\n").last.map(String.init))
-            let answers = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [[Any]])
-            var byTag: [Int: (code: Int, message: String)] = [:]
-            for answer in answers {
-                guard answer.count == 3, let tag = answer[0] as? Int, let code = answer[1] as? Int,
-                    let message = answer[2] as? String
-                else { continue }
-                byTag[tag] = (code, message)
+            try await TestEnvironment.withTemporaryDirectory("settlement-stream-python") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+                let gateway = try await SettlementLedgerTests.startGateway(
+                    database, network, directory.appendingPathComponent("gateway"))
+                defer { gateway.child.signal(SIGKILL) }
+                let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/grpc_probe.py").path
+                let (status, output) = try await ChildProcess.run(
+                    TestEnvironment.python, arguments: [script, "operate", "127.0.0.1:\(gateway.ready.grpcPort)"])
+                #expect(status == 0, "\(output)")
+                let line = try #require(output.split(separator: "\n").last.map(String.init))
+                let answers = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [[Any]])
+                var byTag: [Int: (code: Int, message: String)] = [:]
+                for answer in answers {
+                    guard answer.count == 3, let tag = answer[0] as? Int, let code = answer[1] as? Int,
+                        let message = answer[2] as? String
+                    else { continue }
+                    byTag[tag] = (code, message)
+                }
+                #expect(byTag.count == 3, "\(output)")
+                #expect(byTag[7]?.code == RPCError.Code.unauthenticated.rawValue)
+                #expect(byTag[7]?.message.contains("no capability") == true, "\(byTag)")
+                #expect(byTag[8]?.code == RPCError.Code.unauthenticated.rawValue)
+                #expect(byTag[8]?.message.contains("malformed capability") == true, "\(byTag)")
+                #expect(byTag[9]?.code == RPCError.Code.invalidArgument.rawValue)
+                #expect(byTag[9]?.message.contains("one of deposit, escrow, release or refund") == true, "\(byTag)")
             }
-            #expect(byTag.count == 3, "\(output)")
-            #expect(byTag[7]?.code == RPCError.Code.unauthenticated.rawValue)
-            #expect(byTag[7]?.message.contains("no capability") == true, "\(byTag)")
-            #expect(byTag[8]?.code == RPCError.Code.unauthenticated.rawValue)
-            #expect(byTag[8]?.message.contains("malformed capability") == true, "\(byTag)")
-            #expect(byTag[9]?.code == RPCError.Code.invalidArgument.rawValue)
-            #expect(byTag[9]?.message.contains("one of deposit, escrow, release or refund") == true, "\(byTag)")
         }
     }
 

@@ -25,15 +25,15 @@ struct TransportLimitsTests {
         _ name: String, _ arguments: [String], _ body: (RunningService, TestNetwork) async throws -> Void
     ) async throws {
         try await TestDatabase.withDatabase { database in
-            let directory = try TestEnvironment.temporaryDirectory(name)
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
-            let identity = try await RunningService.start(
-                "identity", extraArguments: arguments,
-                environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
-                directory: directory)
-            defer { identity.child.signal(SIGKILL) }
-            try await body(identity, network)
+            try await TestEnvironment.withTemporaryDirectory(name) { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+                let identity = try await RunningService.start(
+                    "identity", extraArguments: arguments,
+                    environment: database.serviceEnvironment.merging(network.environment(for: "identity")) { $1 },
+                    directory: directory)
+                defer { identity.child.signal(SIGKILL) }
+                try await body(identity, network)
+            }
         }
     }
 

@@ -8,16 +8,16 @@ import Testing
 
 /// Runs `Tests/python/cardano_check.py` (pycardano, PyNaCl, hashlib) on a job and returns its answer.
 func cardanoCheck(_ job: JSONValue) async throws -> JSONValue {
-    let directory = try TestEnvironment.temporaryDirectory("cardano-check")
-    defer { try? FileManager.default.removeItem(at: directory) }
-    let file = directory.appendingPathComponent("job.json")
-    try Data(job.serialized.utf8).write(to: file)
-    let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/cardano_check.py").path
-    let (status, output) = try await ChildProcess.run(TestEnvironment.python, arguments: [script, file.path])
-    guard status == 0, let line = output.split(separator: "\n").last else {
-        throw CheckFailure(text: "cardano_check.py failed (\(status)): \(output)")
+    return try await TestEnvironment.withTemporaryDirectory("cardano-check") { directory in
+        let file = directory.appendingPathComponent("job.json")
+        try Data(job.serialized.utf8).write(to: file)
+        let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/cardano_check.py").path
+        let (status, output) = try await ChildProcess.run(TestEnvironment.python, arguments: [script, file.path])
+        guard status == 0, let line = output.split(separator: "\n").last else {
+            throw CheckFailure(text: "cardano_check.py failed (\(status)): \(output)")
+        }
+        return try JSONValue.parse(String(line))
     }
-    return try JSONValue.parse(String(line))
 }
 
 @Suite("Cardano artifacts checked by pycardano and PyNaCl")
@@ -133,32 +133,34 @@ struct CardanoInteropTests {
 struct CardanoSubmitTests {
     @Test("a signed transaction is accepted with its id; a forged witness is refused with the API's reason")
     func submit() async throws {
-        let directory = try TestEnvironment.temporaryDirectory("cardano-submit")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/cardano_submit_api.py").path
-        let api = try ChildProcess(TestEnvironment.python, arguments: [script], outputDirectory: directory)
-        defer { api.signal(SIGKILL) }
-        let port = try await api.printedPort()
-        let client = CardanoSubmitClient(endpoint: URL(string: "http://127.0.0.1:\(port)")!)
-        let key = Curve25519.Signing.PrivateKey()
-        let body = CardanoTransactionBody(
-            inputs: [CardanoInput(transactionID: [UInt8](repeating: 7, count: 32), index: 0)],
-            outputs: [
-                CardanoOutput(
-                    address: CardanoAddress(paymentKey: key.publicKey, network: .testnet), lovelace: 2_000_000,
-                    asset: (CardanoAsset(policyID: [UInt8](repeating: 0xB2, count: 28), name: Array("NTX".utf8)), 5))
-            ], fee: 180_000, ttl: 1_000)
-        let id = try await client.submit(try body.signed(by: [key]), expectedID: body.id)
-        #expect(id == Hex.encode(body.id))
-        let forged = try body.signed(by: [Curve25519.Signing.PrivateKey()])
-        guard case .array(var parts) = try CBOR.decode(forged), case .map(let witnesses) = parts[1],
-            case .array(var list) = witnesses[0].value, case .array(var pair) = list[0]
-        else { Issue.record("not a transaction"); return }
-        pair[0] = .bytes(Array(key.publicKey.rawRepresentation))  // someone else's signature under this key
-        list[0] = .array(pair)
-        parts[1] = .map([CBORPair(.unsigned(0), .array(list))])
-        await #expect(throws: CardanoSubmitClient.Failure.self) {
-            _ = try await client.submit(CBOR.array(parts).encoded, expectedID: body.id)
+        try await TestEnvironment.withTemporaryDirectory("cardano-submit") { directory in
+            let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/cardano_submit_api.py")
+                .path
+            let api = try ChildProcess(TestEnvironment.python, arguments: [script], outputDirectory: directory)
+            defer { api.signal(SIGKILL) }
+            let port = try await api.printedPort()
+            let client = CardanoSubmitClient(endpoint: URL(string: "http://127.0.0.1:\(port)")!)
+            let key = Curve25519.Signing.PrivateKey()
+            let body = CardanoTransactionBody(
+                inputs: [CardanoInput(transactionID: [UInt8](repeating: 7, count: 32), index: 0)],
+                outputs: [
+                    CardanoOutput(
+                        address: CardanoAddress(paymentKey: key.publicKey, network: .testnet), lovelace: 2_000_000,
+                        asset: (CardanoAsset(policyID: [UInt8](repeating: 0xB2, count: 28), name: Array("NTX".utf8)), 5)
+                    )
+                ], fee: 180_000, ttl: 1_000)
+            let id = try await client.submit(try body.signed(by: [key]), expectedID: body.id)
+            #expect(id == Hex.encode(body.id))
+            let forged = try body.signed(by: [Curve25519.Signing.PrivateKey()])
+            guard case .array(var parts) = try CBOR.decode(forged), case .map(let witnesses) = parts[1],
+                case .array(var list) = witnesses[0].value, case .array(var pair) = list[0]
+            else { Issue.record("not a transaction"); return }
+            pair[0] = .bytes(Array(key.publicKey.rawRepresentation))  // someone else's signature under this key
+            list[0] = .array(pair)
+            parts[1] = .map([CBORPair(.unsigned(0), .array(list))])
+            await #expect(throws: CardanoSubmitClient.Failure.self) {
+                _ = try await client.submit(CBOR.array(parts).encoded, expectedID: body.id)
+            }
         }
     }
 }

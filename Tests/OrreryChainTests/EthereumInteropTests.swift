@@ -6,16 +6,16 @@ import Testing
 
 /// Runs `Tests/python/eth_check.py` (eth-account) on a job and returns its answer.
 func ethAccountCheck(_ job: JSONValue) async throws -> JSONValue {
-    let directory = try TestEnvironment.temporaryDirectory("eth-check")
-    defer { try? FileManager.default.removeItem(at: directory) }
-    let file = directory.appendingPathComponent("job.json")
-    try Data(job.serialized.utf8).write(to: file)
-    let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/eth_check.py").path
-    let (status, output) = try await ChildProcess.run(TestEnvironment.python, arguments: [script, file.path])
-    guard status == 0, let line = output.split(separator: "\n").last else {
-        throw CheckFailure(text: "eth_check.py failed (\(status)): \(output)")
+    return try await TestEnvironment.withTemporaryDirectory("eth-check") { directory in
+        let file = directory.appendingPathComponent("job.json")
+        try Data(job.serialized.utf8).write(to: file)
+        let script = TestEnvironment.repositoryRoot.appendingPathComponent("Tests/python/eth_check.py").path
+        let (status, output) = try await ChildProcess.run(TestEnvironment.python, arguments: [script, file.path])
+        guard status == 0, let line = output.split(separator: "\n").last else {
+            throw CheckFailure(text: "eth_check.py failed (\(status)): \(output)")
+        }
+        return try JSONValue.parse(String(line))
     }
-    return try JSONValue.parse(String(line))
 }
 
 struct CheckFailure: Error, CustomStringConvertible {

@@ -8,21 +8,21 @@ import Testing
 struct KeyAndSignatureTests {
     @Test("a key file is written 0600, read back, never overwritten, and refused when others can read it")
     func keyFiles() throws {
-        let directory = try TestEnvironment.temporaryDirectory("orrery-keys")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("key").path
-        let key = SigningKey()
-        try KeyFile.write(key, to: path)
-        let mode = try #require(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
-        #expect(mode == 0o600)
-        #expect(try KeyFile.read(path).did == key.did)
-        #expect(throws: KeyFileError.self) { try KeyFile.write(SigningKey(), to: path) }
-        chmod(path, 0o644)
-        #expect(throws: KeyFileError.tooOpen(path, mode: 0o644)) { try KeyFile.read(path) }
-        #expect("\(KeyFileError.tooOpen(path, mode: 0o644))".contains("chmod 600"))
-        let created = directory.appendingPathComponent("new").path
-        let first = try KeyFile.readOrCreate(created)
-        #expect(try KeyFile.readOrCreate(created).did == first.did)
+        try TestEnvironment.withTemporaryDirectory("orrery-keys") { directory in
+            let path = directory.appendingPathComponent("key").path
+            let key = SigningKey()
+            try KeyFile.write(key, to: path)
+            let mode = try #require(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
+            #expect(mode == 0o600)
+            #expect(try KeyFile.read(path).did == key.did)
+            #expect(throws: KeyFileError.self) { try KeyFile.write(SigningKey(), to: path) }
+            chmod(path, 0o644)
+            #expect(throws: KeyFileError.tooOpen(path, mode: 0o644)) { try KeyFile.read(path) }
+            #expect("\(KeyFileError.tooOpen(path, mode: 0o644))".contains("chmod 600"))
+            let created = directory.appendingPathComponent("new").path
+            let first = try KeyFile.readOrCreate(created)
+            #expect(try KeyFile.readOrCreate(created).did == first.did)
+        }
     }
 
     @Test("Signed: signatures cover type and payload; tampering, a wrong type or a missing signer is refused")
