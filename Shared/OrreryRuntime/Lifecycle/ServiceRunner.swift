@@ -47,7 +47,8 @@ public enum ServiceRunner {
 
         do {
             try await serve(
-                service, settings: settings, metrics: metrics, logger: logger, signals: [.sigterm, .sigint])
+                service, settings: settings, metrics: metrics, logger: logger, signals: [.sigterm, .sigint],
+                givesHeapBack: true)
         } catch let error as StartupError {
             logger.critical("\(error.message)")
             FileHandle.standardError.write(Data("\(name): \(error.message)\n".utf8))
@@ -62,13 +63,15 @@ public enum ServiceRunner {
     }
 
     /// Runs `service` inside this process with `settings` until the calling task is cancelled, as a test does with a
-    /// service it builds itself: the same listeners, checks and workers as `run`, but no signal handlers and no
-    /// process-wide logging or metrics bootstrap (the test process has its own). `settings.readyFile` says when it
+    /// service it builds itself: the same listeners, checks and workers as `run`, but no signal handlers, no
+    /// process-wide logging or metrics bootstrap (the test process has its own) and no heap give-back (it trims the
+    /// whole process). `settings.readyFile` says when it
     /// serves and on which ports.
     public static func runInProcess(_ service: OrreryService, settings: RuntimeSettings, logger: Logger) async throws {
         do {
             try await serve(
-                service, settings: settings, metrics: PrometheusCollectorRegistry(), logger: logger, signals: [])
+                service, settings: settings, metrics: PrometheusCollectorRegistry(), logger: logger, signals: [],
+                givesHeapBack: false)
         } catch let error as StartupError {
             throw InProcessStartupError(message: error.message)
         }
@@ -91,7 +94,8 @@ public enum ServiceRunner {
         settings: RuntimeSettings,
         metrics: PrometheusCollectorRegistry,
         logger: Logger,
-        signals: [UnixSignal]
+        signals: [UnixSignal],
+        givesHeapBack: Bool
     ) async throws {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var database: PostgresClient?
@@ -101,7 +105,9 @@ public enum ServiceRunner {
             // First in the group, so it is shut down last.
             services.append(.init(service: client))
         }
-        services.append(.init(service: HeapGiveBack(logger: logger)))
+        // The heap give-back trims the whole process's allocator: not for a service run inside a test process (it
+        // would trim under the test's own measurements).
+        if givesHeapBack { services.append(.init(service: HeapGiveBack(logger: logger))) }
         var configuration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: signals, logger: logger)
         configuration.maximumGracefulShutdownDuration = settings.shutdownGrace
