@@ -36,7 +36,8 @@ public final class ServiceLink: Sendable {
             }
             try await withGRPCClient(
                 transport: try .http2NIOPosix(
-                    target: address.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots))
+                    target: address.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots),
+                    config: ServiceProbe.longLivedLine)
             ) { client in
                 connected.withLock { $0 = (client, did) }
                 defer { connected.withLock { $0 = nil } }

@@ -68,6 +68,13 @@ public enum ServiceProbe {
         }
     }
 
+    /// Transport settings for a line kept open to a peer for the life of a process: reconnection attempts at most
+    /// 5 s apart. (gRPC's default back-off grows to 2 minutes: a peer back after a minute's outage went unused for
+    /// up to 40 s more, and work waiting on it — a receipt to record — waited with it.)
+    public static let longLivedLine = HTTP2ClientTransport.Posix.Config.defaults {
+        $0.backoff = .init(initial: .milliseconds(250), max: .seconds(5), multiplier: 1.6, jitter: 0.2)
+    }
+
     /// Runs `body` with a client connected to `address`: TLS against `trustRoots` when given, else plaintext.
     public static func withClient<Result: Sendable>(
         _ address: ServiceAddress,
