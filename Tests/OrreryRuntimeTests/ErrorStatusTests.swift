@@ -2,6 +2,7 @@ import GRPCCore
 import Logging
 import NIOCore
 import NIOPosix
+import OrreryRuntimeCore
 import OrreryTestSupport
 import PostgresNIO
 import Testing
@@ -29,6 +30,27 @@ struct ErrorStatusTests {
         #expect(unexpected?.code == .internalError)
         #expect(
             unexpected?.message.hasPrefix("an internal error (incident ") == true, "\(String(describing: unexpected))")
+    }
+
+    @Test(
+        "a message that quotes a caller's long input is cut at 1 KiB on a character boundary, saying how much was left out; JSON errors too"
+    )
+    func boundedMessage() throws {
+        let id = String(repeating: "ü", count: 150_000)  // 300,000 bytes
+        let refusal = RPCError(code: .invalidArgument, message: "id: a deployment id starts with dep_, got '\(id)'")
+        let answered = try #require(status(refusal))
+        #expect(answered.code == .invalidArgument)
+        #expect(answered.message.utf8.count <= RPCError.maximumMessageBytes)
+        #expect(answered.message.hasPrefix("id: a deployment id starts with dep_, got 'üü"))
+        let cut = try #require(answered.message.split(separator: "… (").last)
+        let keptBytes = answered.message.utf8.count - cut.utf8.count - "… (".utf8.count
+        #expect(cut == "\(refusal.message.utf8.count - keptBytes) bytes more)")
+        #expect(!answered.message.contains("\u{FFFD}"))
+        let json = JSONGateway.errorBody(refusal)
+        #expect(json.utf8.count < 1100 && json.hasPrefix(#"{"code": "invalid_argument", "message": "id: a deployment"#))
+        // A message within the bound passes as it is.
+        let short = RPCError(code: .notFound, message: String(repeating: "x", count: RPCError.maximumMessageBytes))
+        #expect(status(short) == short)
     }
 
     @Test(

@@ -1,10 +1,11 @@
 internal import Foundation
+internal import OrreryRuntimeCore
 public import GRPCCore
 public import Logging
 internal import PostgresNIO
 
 /// Answers every error a handler throws with a precise status and a message a person understands: an `RPCError`
-/// passes as it is; a database error is UNAVAILABLE ("retry"); a cancellation is CANCELLED; anything else is
+/// passes with its message bounded (`RPCError.maximumMessageBytes`); a database error is UNAVAILABLE ("retry"); a cancellation is CANCELLED; anything else is
 /// INTERNAL with an incident id that is logged with the error — never gRPC's bare UNKNOWN with an empty message.
 public struct ErrorStatusInterceptor: ServerInterceptor {
     let logger: Logger
@@ -42,7 +43,7 @@ public struct ErrorStatusInterceptor: ServerInterceptor {
     static func status(for error: any Error, method: String, logger: Logger) -> any Error {
         switch error {
         case is RPCError, is any RPCErrorConvertible:
-            return error
+            return RPCError(answering: error)
         case is CancellationError:
             return RPCError(code: .cancelled, message: "the call was cancelled")
         case let database as PSQLError where isTransient(database):

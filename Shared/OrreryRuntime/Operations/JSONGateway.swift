@@ -134,7 +134,7 @@ public struct JSONGateway: Sendable {
 
     /// `{"code": "invalid_argument", "message": "…"}`.
     static func errorBody(_ error: RPCError) -> String {
-        let message = error.message.unicodeScalars.map { scalar -> String in
+        let message = error.withBoundedMessage.message.unicodeScalars.map { scalar -> String in
             switch scalar {
             case "\"": return "\\\""
             case "\\": return "\\\\"
