@@ -1,10 +1,13 @@
 import GRPCCore
+import GRPCNIOTransportHTTP2Posix
 import Logging
 import NIOCore
 import NIOPosix
+import OrreryProto
 import OrreryRuntimeCore
 import OrreryTestSupport
 import PostgresNIO
+import SwiftProtobuf
 import Testing
 
 @testable import OrreryRuntime
@@ -15,7 +18,7 @@ struct ErrorStatusTests {
     let logger = Logger(label: "test.errors")
 
     func status(_ error: any Error) -> RPCError? {
-        ErrorStatusInterceptor.status(for: error, method: "orrery.test.v1.Test/Call", logger: logger) as? RPCError
+        ErrorStatusInterceptor.status(for: error, method: "orrery.test.v1.Test/Call", logger: logger)
     }
 
     @Test(
@@ -51,6 +54,75 @@ struct ErrorStatusTests {
         // A message within the bound passes as it is.
         let short = RPCError(code: .notFound, message: String(repeating: "x", count: RPCError.maximumMessageBytes))
         #expect(status(short) == short)
+    }
+
+    @Test(
+        "over gRPC: a handler's unexpected error is INTERNAL with an incident id, its long refusal bounded, a stream's error mapped too"
+    )
+    func overTheWire() async throws {
+        let server = GRPCServer(
+            transport: .http2NIOPosix(address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext),
+            services: [FailingHealth()], interceptors: [ErrorStatusInterceptor(logger: logger)])
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await server.serve() }
+            defer { server.beginGracefulShutdown() }
+            let port = try #require(try await server.listeningAddress?.ipv4?.port)
+            try await withGRPCClient(
+                transport: .http2NIOPosix(
+                    target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+            ) { client in
+                let health = Grpc_Health_V1_Health.Client(wrapping: client)
+                let surprise = await #expect(throws: RPCError.self) {
+                    try await health.check(.with { $0.service = "surprise" })
+                }
+                #expect(surprise?.code == .internalError, "\(String(describing: surprise))")
+                #expect(surprise?.message.hasPrefix("an internal error (incident ") == true)
+                let long = await #expect(throws: RPCError.self) {
+                    try await health.check(.with { $0.service = "long" })
+                }
+                #expect(long?.code == .invalidArgument)
+                #expect((long?.message.utf8.count ?? .max) <= RPCError.maximumMessageBytes)
+                #expect(long?.message.hasSuffix("bytes more)") == true)
+                let streamed = await #expect(throws: RPCError.self) {
+                    try await health.watch(.with { $0.service = "surprise" }) { response in
+                        for try await _ in response.messages {}
+                    }
+                }
+                #expect(streamed?.code == .internalError, "\(String(describing: streamed))")
+                client.beginGracefulShutdown()
+            }
+        }
+    }
+
+    /// A health service that fails: "surprise" with an error that is no `RPCError`, "long" with a refusal quoting
+    /// 300 KB of input; Watch fails after its first message.
+    struct FailingHealth: Grpc_Health_V1_Health.SimpleServiceProtocol {
+        struct Surprise: Error {}
+
+        func check(
+            request: Grpc_Health_V1_HealthCheckRequest, context: ServerContext
+        ) async throws -> Grpc_Health_V1_HealthCheckResponse {
+            if request.service == "long" {
+                throw RPCError(
+                    code: .invalidArgument, message: "got '\(String(repeating: "x", count: 300_000))'")
+            }
+            throw Surprise()
+        }
+
+        func list(
+            request: Grpc_Health_V1_HealthListRequest, context: ServerContext
+        ) async throws -> Grpc_Health_V1_HealthListResponse {
+            throw Surprise()
+        }
+
+        func watch(
+            request: Grpc_Health_V1_HealthCheckRequest,
+            response: RPCWriter<Grpc_Health_V1_HealthCheckResponse>,
+            context: ServerContext
+        ) async throws {
+            try await response.write(.with { $0.status = .serving })
+            throw Surprise()
+        }
     }
 
     @Test(

@@ -21,8 +21,12 @@ public struct ErrorStatusInterceptor: ServerInterceptor {
         let logger = logger
         do {
             var response = try await next(request, context)
-            // A streaming response's errors come from its producer, after the handler returned.
-            if case .success(var contents) = response.accepted {
+            switch response.accepted {
+            case .failure(let refusal):
+                // What the handler (or an interceptor inside this one) threw arrives here as a rejected response.
+                response.accepted = .failure(Self.answer(refusal, method: method, logger: logger))
+            case .success(var contents):
+                // A streaming response's errors come from its producer, after the handler returned.
                 let producer = contents.producer
                 contents.producer = { writer in
                     do {
@@ -39,8 +43,17 @@ public struct ErrorStatusInterceptor: ServerInterceptor {
         }
     }
 
+    /// The status a rejected response is answered with. gRPC turns an error thrown inside this interceptor that is
+    /// not an `RPCError` into UNKNOWN with an empty message, the error as its cause: that cause is answered here.
+    static func answer(_ refusal: RPCError, method: String, logger: Logger) -> RPCError {
+        if refusal.code == .unknown, refusal.message.isEmpty, let cause = refusal.cause {
+            return status(for: cause, method: method, logger: logger)
+        }
+        return refusal.withBoundedMessage
+    }
+
     /// The status an error is answered with.
-    static func status(for error: any Error, method: String, logger: Logger) -> any Error {
+    static func status(for error: any Error, method: String, logger: Logger) -> RPCError {
         switch error {
         case is RPCError, is any RPCErrorConvertible:
             return RPCError(answering: error)
