@@ -7,31 +7,49 @@ import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
 
-/// The operator as the benchmarks' consumer of an orchestrator: a client whose calls it signs, and its delegation
-/// letting the orchestrator propose contracts on its behalf (what `orrery run` sends).
+/// The operator as the benchmarks' consumer of an orchestrator: a client whose calls it signs, and its delegations
+/// letting the orchestrator propose contracts on its behalf and escrow their cost (what `orrery run` sends; an
+/// orchestrator without a settlement gateway ignores the second).
 enum BenchConsumer {
     typealias Client = Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>
 
+    struct Authorities {
+        let propose: Data
+        let escrow: Data
+    }
+
     static func withOrchestrator<Result: Sendable>(
         _ address: String, key path: String, _ body: (Client, _ authority: Data) async throws -> Result
+    ) async throws -> Result {
+        try await withOrchestrator(address, key: path) { client, authorities in
+            try await body(client, authorities.propose)
+        }
+    }
+
+    static func withOrchestrator<Result: Sendable>(
+        _ address: String, key path: String, _ body: (Client, Authorities) async throws -> Result
     ) async throws -> Result {
         guard let target = ServiceAddress(address) else { throw ValidationError("\(address) is not host:port") }
         let key = try KeyFile.read(path)
         let audience = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
         let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
         let signer = InvocationSigner(key: key, subject: key.did, audience: audience, proofs: [], catalog: catalog)
-        let authority = Data(
-            try UCANContainer.encode(
-                [
-                    Delegation.issue(
-                        by: key, to: audience, subject: key.did, command: try Command("/orrery/notary/propose"),
-                        expiration: Int64(Date().timeIntervalSince1970) + 7200
-                    ).envelope.bytes
-                ], header: .raw))
+        func delegation(_ command: String) throws -> Data {
+            Data(
+                try UCANContainer.encode(
+                    [
+                        Delegation.issue(
+                            by: key, to: audience, subject: key.did, command: try Command(command),
+                            expiration: Int64(Date().timeIntervalSince1970) + 7200
+                        ).envelope.bytes
+                    ], header: .raw))
+        }
+        let authorities = Authorities(
+            propose: try delegation("/orrery/notary/propose"), escrow: try delegation("/orrery/settlement/escrow"))
         return try await withGRPCClient(
             transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext), interceptors: [signer]
         ) { client in
-            try await body(Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client), authority)
+            try await body(Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client), authorities)
         }
     }
 }

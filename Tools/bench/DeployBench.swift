@@ -38,7 +38,8 @@ struct DeployBenchCommand: AsyncParsableCommand {
             ]
         }
         var latencies: [Duration] = []
-        try await BenchConsumer.withOrchestrator(orchestrator, key: key) { orchestrator, authority in
+        try await BenchConsumer.withOrchestrator(orchestrator, key: key) {
+            (orchestrator, authorities: BenchConsumer.Authorities) in
             for _ in 0..<runs {
                 let clock = ContinuousClock()
                 let start = clock.now
@@ -46,14 +47,14 @@ struct DeployBenchCommand: AsyncParsableCommand {
                     .with {
                         $0.spec = spec
                         $0.idempotencyKey = UUID().uuidString
-                        $0.consumerAuthority = authority
+                        $0.consumerAuthority = authorities.propose
+                        $0.settlementAuthority = authorities.escrow
                     })
                 var options = CallOptions.defaults
                 options.timeout = .seconds(30)
                 let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }, options: options) {
                     response in
-                    for try await event in response.messages where event.state == .running || event.state.isTerminal
-                    {
+                    for try await event in response.messages where event.state == .running || event.state.isTerminal {
                         return event.state
                     }
                     return Orrery_Orchestrator_V1_DeploymentState.unspecified
