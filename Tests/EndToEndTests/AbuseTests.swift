@@ -178,9 +178,9 @@ struct AbuseTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-sigterm-load") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, extraArguments: ["--shutdown-grace", "3"])
                 defer { orchestrator.child.signal(SIGKILL) }
                 _ = try await OrchestratorTests.joinFleet(registry: registry, operatorKey: network.operatorKey)

@@ -55,7 +55,7 @@ struct ActorTests {
         let registry: RunningService
         let notary: RunningService
         let orchestrator: RunningService
-        let agents: [AgentChannelTests.Agent]
+        let agents: [TestAgent]
         let consumer: OrchestratorTests.Consumer
         /// Kills every service and agent, and what the agents' sandboxes still run (a dead host's would go too).
         func stop() {
@@ -69,12 +69,13 @@ struct ActorTests {
         _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, prices: [Int], interval: Int = 1000,
         relocationMargin: Int = 0, places: [(latitude: Double, longitude: Double)] = []
     ) async throws -> Constellation {
-        let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
-        let notary = try await NotaryTests.startNotary(database, network, directory.appendingPathComponent("notary"))
-        let orchestrator = try await OrchestratorTests.startOrchestrator(
+        let registry = try await JobConstellation.startRegistry(database, network, directory, interval: interval)
+        let notary = try await JobConstellation.startNotary(
+            database, network, directory.appendingPathComponent("notary"))
+        let orchestrator = try await JobConstellation.startOrchestrator(
             database, network, directory, registry: registry, notary: notary,
             extraArguments: ["--relocation-margin-percent", "\(relocationMargin)"])
-        var agents: [AgentChannelTests.Agent] = []
+        var agents: [TestAgent] = []
         for (index, price) in prices.enumerated() {
             agents.append(
                 try await startAgent(
@@ -109,10 +110,10 @@ struct ActorTests {
     static func startAgent(
         _ name: String, price: Int, _ network: TestNetwork, _ directory: URL, registry: RunningService,
         orchestrator: RunningService, interval: Int = 1000, at place: (latitude: Double, longitude: Double)? = nil
-    ) async throws -> AgentChannelTests.Agent {
+    ) async throws -> TestAgent {
         let location =
             place.map { #", "location": {"latitude": \#($0.latitude), "longitude": \#($0.longitude)}"# } ?? ""
-        return try await AgentChannelTests.startAgent(
+        return try await TestAgent.start(
             name, owner: #"{"prices": {"per_core_hour": \#(price)}\#(location)}"#,
             orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
             registry: "127.0.0.1:\(registry.ready.grpcPort)",
@@ -434,7 +435,7 @@ struct ActorTests {
     func acrossReplicas() async throws {
         try await Self.withConstellation("replicas", prices: [5, 500]) { c in
             // ping's device and a spare on the first replica; pong's device only on a second.
-            let second = try await OrchestratorTests.startOrchestrator(
+            let second = try await JobConstellation.startOrchestrator(
                 c.database, c.network, c.directory, registry: c.registry, notary: c.notary,
                 extraArguments: ["--relocation-margin-percent", "0"])
             defer { second.child.signal(SIGKILL) }

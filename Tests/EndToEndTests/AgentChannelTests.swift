@@ -15,50 +15,6 @@ import Testing
     "Agent channel: offers, bids, declines", .serialized,
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct AgentChannelTests {
-    struct Agent {
-        let service: RunningService
-        let did: String
-        /// The DID of the owner it joined under.
-        var ownerDID: String = ""
-    }
-
-    /// Starts an agent with `owner` policy JSON, joined through `registry` with operator → owner → device.
-    static func startAgent(
-        _ name: String, owner: String, orchestrators: [String], registry: String, network: TestNetwork, directory: URL,
-        interval: Int? = nil
-    ) async throws -> Agent {
-        let state = directory.appendingPathComponent("\(name)-state").path
-        let config = directory.appendingPathComponent("\(name).json").path
-        let list = orchestrators.map { "\"\($0)\"" }.joined(separator: ", ")
-        try #"{"owner": \#(owner), "orchestrators": [\#(list)]}"#.write(
-            toFile: config, atomically: true, encoding: .utf8)
-        let binary = TestEnvironment.executable("device-agent")
-        let (_, idOutput) = try await ChildProcess.run(binary, arguments: ["id", "--state-dir", state])
-        let did = try DID(idOutput.trimmingCharacters(in: .whitespacesAndNewlines))
-        let ownerKey = SigningKey()
-        let expiry = Int64(Date().timeIntervalSince1970) + 3600
-        let chain = [
-            Delegation.issue(
-                by: network.operatorKey, to: ownerKey.did, subject: network.operatorKey.did,
-                command: try Command("/orrery/registry"), expiration: expiry),
-            Delegation.issue(
-                by: ownerKey, to: did, subject: network.operatorKey.did, command: try Command("/orrery/registry"),
-                expiration: expiry),
-        ]
-        let token = directory.appendingPathComponent("\(name).ucan").path
-        try DelegationChain.write(chain).write(toFile: token, atomically: true, encoding: .utf8)
-        let service = try await RunningService.start(
-            "device-agent",
-            extraArguments: ["--state-dir", state, "--config", config]
-                + (interval.map { ["--liveness-interval-ms", String($0)] } ?? []),
-            environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
-        let (status, output) = try await ChildProcess.run(
-            binary,
-            arguments: ["join", "--registry", registry, "--token", token, "--state-dir", state, "--config", config])
-        #expect(status == 0, "\(output)")
-        return Agent(service: service, did: did.string, ownerDID: ownerKey.did.string)
-    }
-
     @Test(
         "an expired offer and a declined one move the deployment to the next device; a signed bid contracts it — across two orchestrator replicas"
     )
@@ -66,11 +22,11 @@ struct AgentChannelTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-agent-channel") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
                 let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
                 let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 let arguments = [
@@ -99,14 +55,14 @@ struct AgentChannelTests {
                         })
                 }
                 // Real agents, lines to the first replica only: one that refuses this consumer, one that serves it.
-                let picky = try await Self.startAgent(
+                let picky = try await TestAgent.start(
                     "picky",
                     owner:
                         #"{"location": {"country": "DE"}, "prices": {"per_core_hour": 10}, "denied_consumers": ["\#(consumer.key.did)"]}"#,
                     orchestrators: ["127.0.0.1:\(first.ready.grpcPort)"], registry: registryAddress, network: network,
                     directory: directory)
                 defer { picky.service.child.signal(SIGKILL) }
-                let willing = try await Self.startAgent(
+                let willing = try await TestAgent.start(
                     "willing", owner: #"{"location": {"country": "FR"}, "prices": {"per_core_hour": 20}}"#,
                     orchestrators: ["127.0.0.1:\(first.ready.grpcPort)"], registry: registryAddress, network: network,
                     directory: directory)
@@ -183,109 +139,103 @@ struct AgentChannelTests {
         "the device signs usage and completion receipts the notary records in order; the contract completes; a cancelled one is terminated; the agent checks the notary's tree heads"
     )
     func receipts() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-receipts") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let notary = try await NotaryTests.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary)
-                defer { orchestrator.child.signal(SIGKILL) }
-                // Heartbeats every 250 ms: a usage receipt every 3 s.
-                let agent = try await Self.startAgent(
-                    "metered", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
-                    interval: 250)
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-                let parties = try ContractParties(network: network)
+        try await JobConstellation.run("orrery-receipts") { constellation in
+            let network = constellation.network
+            let directory = constellation.directory
+            let registry = constellation.registry
+            let notary = constellation.notary
+            let orchestrator = constellation.orchestrator
+            // Heartbeats every 250 ms: a usage receipt every 3 s.
+            let agent = try await TestAgent.start(
+                "metered", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
+                interval: 250)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            let parties = try ContractParties(network: network)
 
-                func submit(_ script: String) async throws -> Orrery_Orchestrator_V1_Deployment {
-                    var spec = OrchestratorTests.spec(cores: 1)
-                    spec.allocations[0].artifact = .with { $0.text = script }
-                    spec.allocations[0].resources.ramMib = 64
-                    spec.allocations[0].resources.diskMib = 0
-                    spec.allocations[0].maxDurationSeconds = 60
-                    spec.allocations[0].outputs = ["out.txt"]
-                    return try await consumer.submit(spec, to: orchestrator, paid: false)
-                }
-                func contract(of id: String, until state: Orrery_Notary_V1_ContractState) async throws
-                    -> Orrery_Notary_V1_ContractRecord
-                {
-                    let deadline = ContinuousClock.now + .seconds(20)
-                    while true {
-                        let deployment = try await consumer.with(orchestrator) {
-                            try await $0.getDeployment(.with { $0.id = id })
-                        }
-                        if let contractID = deployment.assignments.first?.contractID, !contractID.isEmpty {
-                            let record = try await parties.withNotary(notary) {
-                                try await $0.getContract(.with { $0.id = contractID })
-                            }
-                            if record.state == state || ContinuousClock.now > deadline { return record }
-                        } else if ContinuousClock.now > deadline {
-                            return Orrery_Notary_V1_ContractRecord()
-                        }
-                        try await Task.sleep(for: .milliseconds(200))
-                    }
-                }
-
-                let script = "sleep 4; printf done > out.txt"
-                let job = try await submit(script)
-                let completed = try await contract(of: job.id, until: .completed)
-                #expect(completed.state == .completed, "\(completed.state)")
-                #expect(completed.lastReceiptSequence >= 2, "at least one usage receipt, then the completion receipt")
-                let leaves = try await parties.withNotary(notary) { try await $0.getEntries(.with { $0.start = 0 }) }
-                    .leaves
-                let entries = try completed.entryIndexes.map { index in
-                    try Orrery_Notary_V1_LogEntry(
-                        serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaves[Int(index)]).payload)
-                }
-                #expect(entries.first?.kind == .contract)
-                #expect(entries.dropFirst().dropLast(2).allSatisfy { $0.kind == .usageReceipt } && entries.count >= 4)
-                let completionEntry = try #require(entries.dropLast().last)
-                #expect(completionEntry.kind == .completionReceipt)
-                #expect(try SignedMessage.verify(completionEntry.act).map(\.string) == [agent.did])
-                let completion = try Orrery_Notary_V1_CompletionReceipt(serializedBytes: completionEntry.act.payload)
-                #expect(completion.exitCode == 0)
-                #expect(completion.artifactSha256 == AgentChannelTests.sha256(script))
-                #expect(completion.outputs.map(\.path) == ["out.txt"])
-                #expect(completion.outputs.first?.sha256 == AgentChannelTests.sha256("done"))
-                #expect(completion.usage.wallSeconds >= 4 && completion.usage.ramMibHours > 0)
-                let firstUsage = try Orrery_Notary_V1_UsageReceipt(serializedBytes: entries[1].act.payload)
-                #expect(firstUsage.sequence == 1 && firstUsage.wallSeconds >= 2.5)
-                #expect(entries.last?.kind == .transition)
-
-                // A cancelled job's contract is terminated by the orchestrator; its late receipts are not recorded.
-                let stopped = try await submit("sleep 30")
-                _ = try await contract(of: stopped.id, until: .active)
-                _ = try await consumer.with(orchestrator) {
-                    try await $0.cancelDeployment(.with { $0.id = stopped.id })
-                }
-                let terminated = try await contract(of: stopped.id, until: .terminated)
-                #expect(terminated.state == .terminated)
-
-                // The agent verified the notary's tree heads as its receipts were recorded.
-                let witnessed = try await {
-                    let deadline = ContinuousClock.now + .seconds(10)
-                    while ContinuousClock.now < deadline {
-                        if let data = FileManager.default.contents(
-                            atPath: directory.appendingPathComponent("metered-state/notary-tree-head.pb").path),
-                            let head = try? Orrery_Notary_V1_SignedTreeHead(serializedBytes: data),
-                            head.head.treeSize >= UInt64(entries.count)
-                        {
-                            return head
-                        }
-                        try await Task.sleep(for: .milliseconds(200))
-                    }
-                    return Orrery_Notary_V1_SignedTreeHead()
-                }()
-                #expect(try TreeHeadWitness.verify(witnessed).logDid == notary.ready.did)
+            func submit(_ script: String) async throws -> Orrery_Orchestrator_V1_Deployment {
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].artifact = .with { $0.text = script }
+                spec.allocations[0].resources.ramMib = 64
+                spec.allocations[0].resources.diskMib = 0
+                spec.allocations[0].maxDurationSeconds = 60
+                spec.allocations[0].outputs = ["out.txt"]
+                return try await consumer.submit(spec, to: orchestrator, paid: false)
             }
+            func contract(of id: String, until state: Orrery_Notary_V1_ContractState) async throws
+                -> Orrery_Notary_V1_ContractRecord
+            {
+                let deadline = ContinuousClock.now + .seconds(20)
+                while true {
+                    let deployment = try await consumer.with(orchestrator) {
+                        try await $0.getDeployment(.with { $0.id = id })
+                    }
+                    if let contractID = deployment.assignments.first?.contractID, !contractID.isEmpty {
+                        let record = try await parties.withNotary(notary) {
+                            try await $0.getContract(.with { $0.id = contractID })
+                        }
+                        if record.state == state || ContinuousClock.now > deadline { return record }
+                    } else if ContinuousClock.now > deadline {
+                        return Orrery_Notary_V1_ContractRecord()
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+
+            let script = "sleep 4; printf done > out.txt"
+            let job = try await submit(script)
+            let completed = try await contract(of: job.id, until: .completed)
+            #expect(completed.state == .completed, "\(completed.state)")
+            #expect(completed.lastReceiptSequence >= 2, "at least one usage receipt, then the completion receipt")
+            let leaves = try await parties.withNotary(notary) { try await $0.getEntries(.with { $0.start = 0 }) }
+                .leaves
+            let entries = try completed.entryIndexes.map { index in
+                try Orrery_Notary_V1_LogEntry(
+                    serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaves[Int(index)]).payload)
+            }
+            #expect(entries.first?.kind == .contract)
+            #expect(entries.dropFirst().dropLast(2).allSatisfy { $0.kind == .usageReceipt } && entries.count >= 4)
+            let completionEntry = try #require(entries.dropLast().last)
+            #expect(completionEntry.kind == .completionReceipt)
+            #expect(try SignedMessage.verify(completionEntry.act).map(\.string) == [agent.did])
+            let completion = try Orrery_Notary_V1_CompletionReceipt(serializedBytes: completionEntry.act.payload)
+            #expect(completion.exitCode == 0)
+            #expect(completion.artifactSha256 == AgentChannelTests.sha256(script))
+            #expect(completion.outputs.map(\.path) == ["out.txt"])
+            #expect(completion.outputs.first?.sha256 == AgentChannelTests.sha256("done"))
+            #expect(completion.usage.wallSeconds >= 4 && completion.usage.ramMibHours > 0)
+            let firstUsage = try Orrery_Notary_V1_UsageReceipt(serializedBytes: entries[1].act.payload)
+            #expect(firstUsage.sequence == 1 && firstUsage.wallSeconds >= 2.5)
+            #expect(entries.last?.kind == .transition)
+
+            // A cancelled job's contract is terminated by the orchestrator; its late receipts are not recorded.
+            let stopped = try await submit("sleep 30")
+            _ = try await contract(of: stopped.id, until: .active)
+            _ = try await consumer.with(orchestrator) {
+                try await $0.cancelDeployment(.with { $0.id = stopped.id })
+            }
+            let terminated = try await contract(of: stopped.id, until: .terminated)
+            #expect(terminated.state == .terminated)
+
+            // The agent verified the notary's tree heads as its receipts were recorded.
+            let witnessed = try await {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while ContinuousClock.now < deadline {
+                    if let data = FileManager.default.contents(
+                        atPath: directory.appendingPathComponent("metered-state/notary-tree-head.pb").path),
+                        let head = try? Orrery_Notary_V1_SignedTreeHead(serializedBytes: data),
+                        head.head.treeSize >= UInt64(entries.count)
+                    {
+                        return head
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                return Orrery_Notary_V1_SignedTreeHead()
+            }()
+            #expect(try TreeHeadWitness.verify(witnessed).logDid == notary.ready.did)
         }
     }
 
@@ -293,305 +243,297 @@ struct AgentChannelTests {
         "a job runs isolated on a real agent: logs and outputs arrive, it completes; a failing one fails; a cancelled one is stopped"
     )
     func execution() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-execution") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-                let notary = try await NotaryTests.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary)
-                defer { orchestrator.child.signal(SIGKILL) }
-                let agent = try await Self.startAgent(
-                    "worker", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
-                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"], registry: registryAddress,
-                    network: network,
-                    directory: directory)
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+        try await JobConstellation.run("orrery-execution") { constellation in
+            let network = constellation.network
+            let directory = constellation.directory
+            let registry = constellation.registry
+            let orchestrator = constellation.orchestrator
+            let registryAddress = constellation.registryAddress
+            let agent = try await TestAgent.start(
+                "worker", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"], registry: registryAddress,
+                network: network,
+                directory: directory)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
 
-                func submit(_ script: String, seconds: UInt32 = 60) async throws -> Orrery_Orchestrator_V1_Deployment {
-                    var spec = OrchestratorTests.spec(cores: 1)
-                    spec.allocations[0].artifact = .with { $0.text = script }
-                    spec.allocations[0].resources.ramMib = 64
-                    spec.allocations[0].maxDurationSeconds = seconds
-                    spec.allocations[0].outputs = ["out.txt"]
-                    return try await consumer.with(orchestrator) { client in
-                        try await client.submitWorkload(
-                            .with {
-                                $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                                $0.spec = spec; $0.idempotencyKey = UUID().uuidString
-                            })
-                    }
-                }
-                func watch(_ id: String, until states: Set<Orrery_Orchestrator_V1_DeploymentState>) async throws
-                    -> [Orrery_Orchestrator_V1_DeploymentEvent]
-                {
-                    try await consumer.with(orchestrator) { client in
-                        try await client.watchDeployment(.with { $0.id = id }) { response in
-                            var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
-                            for try await event in response.messages {
-                                seen.append(event)
-                                if states.contains(event.state) { break }
-                            }
-                            return seen
-                        }
-                    }
-                }
-
-                // A job that prints and writes its declared output.
-                let job = try await submit(
-                    "echo hello from $(hostname); echo second; echo warning >&2; printf 'forty-two' > out.txt")
-                let events = try await watch(job.id, until: [.completed, .failed, .cancelled])
-                #expect(
-                    events.map(\.state) == [
-                        .submitted, .matched, .offered, .contracted, .escrowed, .deploying, .running, .completed,
-                    ], "\(events.map { "\($0.state): \($0.reason)" })")
-                let lines = try await consumer.with(orchestrator) { client in
-                    try await client.streamLogs(.with { $0.id = job.id }) { response in
-                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
-                    }
-                }
-                let stdout = String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
-                let stderr = String(decoding: lines.filter { $0.stream == .stderr }.flatMap(\.data), as: UTF8.self)
-                #expect(stdout == "hello from orrery\nsecond\n", "\(stdout)")
-                #expect(stderr == "warning\n")
-                let outputs = try await consumer.with(orchestrator) {
-                    try await $0.getOutputs(.with { $0.id = job.id })
-                }
-                #expect(outputs.files.map(\.path) == ["out.txt"])
-                #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "forty-two")
-                #expect(outputs.files.first?.sha256 == "\(Self.sha256("forty-two"))")
-                #expect(outputs.files.first?.allocation == "main")
-                // Each replica's run: exited 0, what it used, and what its contract makes due for that (5 NTX an hour).
-                let finished = try await consumer.with(orchestrator) {
-                    try await $0.getDeployment(.with { $0.id = job.id })
-                }
-                let assignment = try #require(finished.assignments.first)
-                let run = assignment.run
-                #expect(run.state == .exited && run.hasExitCode && run.exitCode == 0, "\(run)")
-                #expect(run.usage.wallSeconds > 0 && run.usage.peakMemoryBytes > 0, "\(run)")
-                #expect(assignment.hourlyPrice == 5)
-                #expect(
-                    run.costSoFar
-                        == UInt64((Double(assignment.hourlyPrice) * run.usage.wallSeconds / 3600).rounded(.up)),
-                    "\(run)")
-                // The same through the CLI (the operator may read every deployment).
-                let cli = TestEnvironment.executable("orrery")
-                let connection = [
-                    "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)", "--key",
-                    directory.appendingPathComponent("credentials/operator.key").path,
-                ]
-                let (statusStatus, status) = try await ChildProcess.run(
-                    cli, arguments: ["status", job.id] + connection)
-                #expect(statusStatus == 0, "\(status)")
-                #expect(
-                    status.contains("exited 0 · ") && status.contains(" s wall · cost so far \(run.costSoFar) NTX"),
-                    "\(status)")
-                let (logsStatus, logs) = try await ChildProcess.run(cli, arguments: ["logs", job.id] + connection)
-                #expect(logsStatus == 0)
-                #expect(logs.contains("main[0] hello from orrery") && logs.contains("main[0] warning"), "\(logs)")
-                // One stream, the last line of it, with the time it arrived; a window that begins later holds nothing.
-                let (tailStatus, tail) = try await ChildProcess.run(
-                    cli,
-                    arguments: ["logs", job.id, "--stdout", "--tail", "1", "--timestamps", "--since", "1h"] + connection
-                )
-                #expect(tailStatus == 0)
-                let tailLines = tail.split(separator: "\n")
-                #expect(tailLines.count == 1 && tailLines[0].hasSuffix("Z main[0] second"), "\(tail)")
-                #expect(
-                    tailLines.first.flatMap { ISO8601DateFormatter.fractional.date(from: String($0.prefix(24))) } != nil
-                )
-                let (_, errors) = try await ChildProcess.run(cli, arguments: ["logs", job.id, "--stderr"] + connection)
-                #expect(errors == "main[0] warning\n", "\(errors)")
-                let (_, later) = try await ChildProcess.run(
-                    cli, arguments: ["logs", job.id, "--since", "2099-01-01T00:00:00Z"] + connection)
-                #expect(later.isEmpty, "\(later)")
-                let (badStatus, bad) = try await ChildProcess.run(
-                    cli, arguments: ["logs", job.id, "--since", "yesterday"] + connection)
-                #expect(badStatus != 0 && bad.contains("give a duration ago"), "\(bad)")
-                // The server checks what another client may send.
-                for (request, field) in [
-                    (
-                        Orrery_Orchestrator_V1_StreamLogsRequest.with {
-                            $0.id = job.id; $0.tailLines = 100_001
-                        }, "tail_lines"
-                    ),
-                    (
+            func submit(_ script: String, seconds: UInt32 = 60) async throws -> Orrery_Orchestrator_V1_Deployment {
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].artifact = .with { $0.text = script }
+                spec.allocations[0].resources.ramMib = 64
+                spec.allocations[0].maxDurationSeconds = seconds
+                spec.allocations[0].outputs = ["out.txt"]
+                return try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
                         .with {
-                            $0.id = job.id; $0.stream = .UNRECOGNIZED(7)
-                        }, "stream"
-                    ),
-                    (
-                        .with {
-                            $0.id = job.id; $0.since = .with { $0.seconds = Int64.min }
-                        }, "since"
-                    ),
-                ] {
-                    await OrchestratorTests.expectStatus(.invalidArgument, containing: field) {
-                        try await consumer.with(orchestrator) { client in
-                            try await client.streamLogs(request) { response in
-                                for try await _ in response.messages {}
-                            }
-                        }
-                    }
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                            $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                        })
                 }
-                let downloads = directory.appendingPathComponent("downloads")
-                let (outputsStatus, listed) = try await ChildProcess.run(
-                    cli, arguments: ["outputs", job.id, "--to", downloads.path] + connection)
-                #expect(outputsStatus == 0, "\(listed)")
-                let (_, listedJSON) = try await ChildProcess.run(
-                    cli, arguments: ["outputs", job.id, "--json"] + connection)
-                #expect(
-                    listedJSON.contains(#""path":"out.txt""#) && listedJSON.contains(#""size":"9""#)
-                        && listedJSON.contains(#""sha256":"\#(Self.sha256("forty-two"))""#), "\(listedJSON)")
-                #expect(
-                    try String(contentsOf: downloads.appendingPathComponent("main-0/out.txt"), encoding: .utf8)
-                        == "forty-two")
-
-                // Submitted by the CLI and followed to its end.
-                let specFile = directory.appendingPathComponent("job.yaml").path
-                try """
-                name: from-the-cli
-                allocations:
-                  - {name: cli, executor: process, artifact: {text: "echo via cli"}, resources: {cpu_cores: 1, ram_mib: 32},
-                     max_duration_seconds: 60}
-                """.write(toFile: specFile, atomically: true, encoding: .utf8)
-                let (runStatus, ran) = try await ChildProcess.run(
-                    cli, arguments: ["run", specFile, "--wait"] + connection)
-                #expect(runStatus == 0, "\(ran)")
-                #expect(ran.contains("completed") && ran.contains("all 1 allocation(s) exited 0"), "\(ran)")
-
-                // `run --json`: progress on standard error, only the deployment's JSON on standard output.
-                let quoted = ([cli.path, "run", specFile, "--wait", "--json"] + connection).map { "'\($0)'" }
-                let jsonFile = directory.appendingPathComponent("run.json").path
-                let progressFile = directory.appendingPathComponent("run.progress").path
-                let (jsonStatus, jsonRun) = try await ChildProcess.run(
-                    URL(fileURLWithPath: "/bin/bash"),
-                    arguments: ["-c", quoted.joined(separator: " ") + " > '\(jsonFile)' 2> '\(progressFile)'"])
-                #expect(jsonStatus == 0, "\(jsonRun)")
-                let printed = try String(contentsOfFile: jsonFile, encoding: .utf8)
-                let followed = try String(contentsOfFile: progressFile, encoding: .utf8)
-                #expect(try Orrery_Orchestrator_V1_Deployment(jsonString: printed).state == .completed, "\(printed)")
-                #expect(followed.hasPrefix("==> deployment dep_") && followed.contains("completed"), "\(followed)")
-
-                // `logs -f | head`: the reader leaving is a normal end, while the job still runs.
-                let chatty = try await submit(
-                    "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done", seconds: 120)
-                _ = try await watch(chatty.id, until: [.running, .failed, .cancelled])
-                let follow = ([cli.path, "logs", "-f", chatty.id] + connection).map { "'\($0)'" }
-                let (pipeStatus, piped) = try await ChildProcess.run(
-                    URL(fileURLWithPath: "/bin/bash"),
-                    arguments: ["-c", "set -o pipefail; " + follow.joined(separator: " ") + " | head -n 2"])
-                #expect(pipeStatus == 0, "\(piped)")
-                #expect(piped.hasPrefix("main[0] line 1\nmain[0] line 2\n") && !piped.contains("Fatal"), "\(piped)")
-                let still = try await consumer.with(orchestrator) {
-                    try await $0.getDeployment(.with { $0.id = chatty.id })
-                }
-                #expect(still.state == .running, "head ended the CLI, not the job's end: \(still.state)")
-                _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = chatty.id }) }
-
-                // Submitted by curl, with a token from `orrery ucan invoke`.
-                let (_, token) = try await ChildProcess.run(
-                    cli,
-                    arguments: [
-                        "ucan", "invoke", "--key", directory.appendingPathComponent("credentials/operator.key").path,
-                        "--aud",
-                        orchestrator.ready.did, "--cmd", "/orrery/orchestrator/submit-workload", "--args",
-                        #"{"idempotency_key": "by-curl"}"#,
-                    ])
-                let (_, authority) = try await ChildProcess.run(
-                    cli,
-                    arguments: [
-                        "ucan", "delegate", "--key", directory.appendingPathComponent("credentials/operator.key").path,
-                        "--to", orchestrator.ready.did, "--cmd", "/orrery/notary/propose", "--exp", "1h",
-                    ])
-                let encodedAuthority = Data(authority.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
-                    .base64EncodedString()
-                let body =
-                    #"{"consumerAuthority": "\#(encodedAuthority)", "idempotencyKey": "by-curl", "spec": {"name": "from-curl", "allocations": [{"name": "web", "executor": "EXECUTOR_PROCESS", "artifact": {"text": "echo via curl"}, "resources": {"cpuCores": 1, "ramMib": "32"}, "maxDurationSeconds": 60}]}}"#
-                let (curlStatus, submitted) = try await ChildProcess.run(
-                    URL(fileURLWithPath: "/usr/bin/curl"),
-                    arguments: [
-                        "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-H",
-                        "Authorization: Bearer \(token.trimmingCharacters(in: .whitespacesAndNewlines))", "--data",
-                        body,
-                        "http://127.0.0.1:\(orchestrator.ready.httpPort)/orrery.orchestrator.v1.Orchestrator/SubmitWorkload",
-                    ])
-                #expect(curlStatus == 0)
-                let viaCurl = try Orrery_Orchestrator_V1_Deployment(jsonString: submitted)
-                var curlState = viaCurl.state
-                let curlDeadline = ContinuousClock.now + .seconds(20)
-                while ![.completed, .failed, .cancelled].contains(curlState), ContinuousClock.now < curlDeadline {
-                    try await Task.sleep(for: .milliseconds(100))
-                    let (_, shown) = try await ChildProcess.run(
-                        cli, arguments: ["status", viaCurl.id, "--json"] + connection)
-                    curlState = try Orrery_Orchestrator_V1_Deployment(jsonString: shown).state
-                }
-                #expect(curlState == .completed)
-
-                // A failing job fails with its status.
-                let failing = try await submit("echo about to fail; exit 3")
-                let failed = try await watch(failing.id, until: [.completed, .failed, .cancelled])
-                #expect(failed.last?.state == .failed)
-                #expect(failed.last?.reason.contains("exited 3") == true, "\(failed.last?.reason ?? "")")
-                let failedRun = try await consumer.with(orchestrator) {
-                    try await $0.getDeployment(.with { $0.id = failing.id })
-                }.assignments.first?.run
-                #expect(failedRun?.state == .exited && failedRun?.exitCode == 3, "\(String(describing: failedRun))")
-
-                // Both outcomes reach the device's reputation in the registry (through the orchestrator's outbox).
-                let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
-                var reputation = Orrery_Registry_V1_Reputation()
-                let counted = ContinuousClock.now + .seconds(10)
-                // Four completed (the job, the CLI's two, curl's), one failed; the cancelled one is neither.
-                while ContinuousClock.now < counted,
-                    reputation.completedAllocations < 4 || reputation.failedAllocations < 1
-                {
-                    reputation = try await observer.withRegistry(registry) {
-                        try await $0.getDevice(.with { $0.did = agent.did }).reputation
-                    }
-                    try await Task.sleep(for: .milliseconds(100))
-                }
-                #expect(reputation.completedAllocations == 4 && reputation.failedAllocations == 1, "\(reputation)")
-
-                // A device cannot record outcomes itself: its token is /orrery/registry, reputation is not in it.
-                await OrchestratorTests.expectStatus(.permissionDenied, containing: "/orrery/reputation/record-outcome")
-                {
-                    _ = try await observer.withRegistry(registry) { registry in
-                        try await registry.recordOutcome(
-                            .with {
-                                $0.deviceDid = observer.key.did.string
-                                $0.outcome = .completed
-                                $0.idempotencyKey = "self-praise"
-                            })
-                    }
-                }
-
-                // A long job, cancelled while it runs, is stopped on the device.
-                let long = try await submit("echo started; sleep 60")
-                _ = try await watch(long.id, until: [.running])
-                let cancelled = try await consumer.with(orchestrator) {
-                    try await $0.cancelDeployment(.with { $0.id = long.id })
-                }
-                #expect(cancelled.state == .cancelled)
-                let allocations = directory.appendingPathComponent("worker-state/allocations").path
-                let deadline = ContinuousClock.now + .seconds(15)
-                var stopped = false
-                while !stopped, ContinuousClock.now < deadline {
-                    let runs = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
-                    stopped = runs.contains { run in
-                        FileManager.default.fileExists(atPath: "\(allocations)/\(run)/stop_reason")
-                            && FileManager.default.fileExists(atPath: "\(allocations)/\(run)/report.pb")
-                    }
-                    try await Task.sleep(for: .milliseconds(100))
-                }
-                #expect(stopped, "the agent stopped the cancelled allocation")
             }
+            func watch(_ id: String, until states: Set<Orrery_Orchestrator_V1_DeploymentState>) async throws
+                -> [Orrery_Orchestrator_V1_DeploymentEvent]
+            {
+                try await consumer.with(orchestrator) { client in
+                    try await client.watchDeployment(.with { $0.id = id }) { response in
+                        var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                        for try await event in response.messages {
+                            seen.append(event)
+                            if states.contains(event.state) { break }
+                        }
+                        return seen
+                    }
+                }
+            }
+
+            // A job that prints and writes its declared output.
+            let job = try await submit(
+                "echo hello from $(hostname); echo second; echo warning >&2; printf 'forty-two' > out.txt")
+            let events = try await watch(job.id, until: [.completed, .failed, .cancelled])
+            #expect(
+                events.map(\.state) == [
+                    .submitted, .matched, .offered, .contracted, .escrowed, .deploying, .running, .completed,
+                ], "\(events.map { "\($0.state): \($0.reason)" })")
+            let lines = try await consumer.with(orchestrator) { client in
+                try await client.streamLogs(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
+                }
+            }
+            let stdout = String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
+            let stderr = String(decoding: lines.filter { $0.stream == .stderr }.flatMap(\.data), as: UTF8.self)
+            #expect(stdout == "hello from orrery\nsecond\n", "\(stdout)")
+            #expect(stderr == "warning\n")
+            let outputs = try await consumer.with(orchestrator) {
+                try await $0.getOutputs(.with { $0.id = job.id })
+            }
+            #expect(outputs.files.map(\.path) == ["out.txt"])
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "forty-two")
+            #expect(outputs.files.first?.sha256 == "\(Self.sha256("forty-two"))")
+            #expect(outputs.files.first?.allocation == "main")
+            // Each replica's run: exited 0, what it used, and what its contract makes due for that (5 NTX an hour).
+            let finished = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = job.id })
+            }
+            let assignment = try #require(finished.assignments.first)
+            let run = assignment.run
+            #expect(run.state == .exited && run.hasExitCode && run.exitCode == 0, "\(run)")
+            #expect(run.usage.wallSeconds > 0 && run.usage.peakMemoryBytes > 0, "\(run)")
+            #expect(assignment.hourlyPrice == 5)
+            #expect(
+                run.costSoFar
+                    == UInt64((Double(assignment.hourlyPrice) * run.usage.wallSeconds / 3600).rounded(.up)),
+                "\(run)")
+            // The same through the CLI (the operator may read every deployment).
+            let cli = TestEnvironment.executable("orrery")
+            let connection = [
+                "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)", "--key",
+                directory.appendingPathComponent("credentials/operator.key").path,
+            ]
+            let (statusStatus, status) = try await ChildProcess.run(
+                cli, arguments: ["status", job.id] + connection)
+            #expect(statusStatus == 0, "\(status)")
+            #expect(
+                status.contains("exited 0 · ") && status.contains(" s wall · cost so far \(run.costSoFar) NTX"),
+                "\(status)")
+            let (logsStatus, logs) = try await ChildProcess.run(cli, arguments: ["logs", job.id] + connection)
+            #expect(logsStatus == 0)
+            #expect(logs.contains("main[0] hello from orrery") && logs.contains("main[0] warning"), "\(logs)")
+            // One stream, the last line of it, with the time it arrived; a window that begins later holds nothing.
+            let (tailStatus, tail) = try await ChildProcess.run(
+                cli,
+                arguments: ["logs", job.id, "--stdout", "--tail", "1", "--timestamps", "--since", "1h"] + connection
+            )
+            #expect(tailStatus == 0)
+            let tailLines = tail.split(separator: "\n")
+            #expect(tailLines.count == 1 && tailLines[0].hasSuffix("Z main[0] second"), "\(tail)")
+            #expect(
+                tailLines.first.flatMap { ISO8601DateFormatter.fractional.date(from: String($0.prefix(24))) } != nil
+            )
+            let (_, errors) = try await ChildProcess.run(cli, arguments: ["logs", job.id, "--stderr"] + connection)
+            #expect(errors == "main[0] warning\n", "\(errors)")
+            let (_, later) = try await ChildProcess.run(
+                cli, arguments: ["logs", job.id, "--since", "2099-01-01T00:00:00Z"] + connection)
+            #expect(later.isEmpty, "\(later)")
+            let (badStatus, bad) = try await ChildProcess.run(
+                cli, arguments: ["logs", job.id, "--since", "yesterday"] + connection)
+            #expect(badStatus != 0 && bad.contains("give a duration ago"), "\(bad)")
+            // The server checks what another client may send.
+            for (request, field) in [
+                (
+                    Orrery_Orchestrator_V1_StreamLogsRequest.with {
+                        $0.id = job.id; $0.tailLines = 100_001
+                    }, "tail_lines"
+                ),
+                (
+                    .with {
+                        $0.id = job.id; $0.stream = .UNRECOGNIZED(7)
+                    }, "stream"
+                ),
+                (
+                    .with {
+                        $0.id = job.id; $0.since = .with { $0.seconds = Int64.min }
+                    }, "since"
+                ),
+            ] {
+                await OrchestratorTests.expectStatus(.invalidArgument, containing: field) {
+                    try await consumer.with(orchestrator) { client in
+                        try await client.streamLogs(request) { response in
+                            for try await _ in response.messages {}
+                        }
+                    }
+                }
+            }
+            let downloads = directory.appendingPathComponent("downloads")
+            let (outputsStatus, listed) = try await ChildProcess.run(
+                cli, arguments: ["outputs", job.id, "--to", downloads.path] + connection)
+            #expect(outputsStatus == 0, "\(listed)")
+            let (_, listedJSON) = try await ChildProcess.run(
+                cli, arguments: ["outputs", job.id, "--json"] + connection)
+            #expect(
+                listedJSON.contains(#""path":"out.txt""#) && listedJSON.contains(#""size":"9""#)
+                    && listedJSON.contains(#""sha256":"\#(Self.sha256("forty-two"))""#), "\(listedJSON)")
+            #expect(
+                try String(contentsOf: downloads.appendingPathComponent("main-0/out.txt"), encoding: .utf8)
+                    == "forty-two")
+
+            // Submitted by the CLI and followed to its end.
+            let specFile = directory.appendingPathComponent("job.yaml").path
+            try """
+            name: from-the-cli
+            allocations:
+              - {name: cli, executor: process, artifact: {text: "echo via cli"}, resources: {cpu_cores: 1, ram_mib: 32},
+                 max_duration_seconds: 60}
+            """.write(toFile: specFile, atomically: true, encoding: .utf8)
+            let (runStatus, ran) = try await ChildProcess.run(
+                cli, arguments: ["run", specFile, "--wait"] + connection)
+            #expect(runStatus == 0, "\(ran)")
+            #expect(ran.contains("completed") && ran.contains("all 1 allocation(s) exited 0"), "\(ran)")
+
+            // `run --json`: progress on standard error, only the deployment's JSON on standard output.
+            let quoted = ([cli.path, "run", specFile, "--wait", "--json"] + connection).map { "'\($0)'" }
+            let jsonFile = directory.appendingPathComponent("run.json").path
+            let progressFile = directory.appendingPathComponent("run.progress").path
+            let (jsonStatus, jsonRun) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/bin/bash"),
+                arguments: ["-c", quoted.joined(separator: " ") + " > '\(jsonFile)' 2> '\(progressFile)'"])
+            #expect(jsonStatus == 0, "\(jsonRun)")
+            let printed = try String(contentsOfFile: jsonFile, encoding: .utf8)
+            let followed = try String(contentsOfFile: progressFile, encoding: .utf8)
+            #expect(try Orrery_Orchestrator_V1_Deployment(jsonString: printed).state == .completed, "\(printed)")
+            #expect(followed.hasPrefix("==> deployment dep_") && followed.contains("completed"), "\(followed)")
+
+            // `logs -f | head`: the reader leaving is a normal end, while the job still runs.
+            let chatty = try await submit(
+                "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done", seconds: 120)
+            _ = try await watch(chatty.id, until: [.running, .failed, .cancelled])
+            let follow = ([cli.path, "logs", "-f", chatty.id] + connection).map { "'\($0)'" }
+            let (pipeStatus, piped) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/bin/bash"),
+                arguments: ["-c", "set -o pipefail; " + follow.joined(separator: " ") + " | head -n 2"])
+            #expect(pipeStatus == 0, "\(piped)")
+            #expect(piped.hasPrefix("main[0] line 1\nmain[0] line 2\n") && !piped.contains("Fatal"), "\(piped)")
+            let still = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = chatty.id })
+            }
+            #expect(still.state == .running, "head ended the CLI, not the job's end: \(still.state)")
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = chatty.id }) }
+
+            // Submitted by curl, with a token from `orrery ucan invoke`.
+            let (_, token) = try await ChildProcess.run(
+                cli,
+                arguments: [
+                    "ucan", "invoke", "--key", directory.appendingPathComponent("credentials/operator.key").path,
+                    "--aud",
+                    orchestrator.ready.did, "--cmd", "/orrery/orchestrator/submit-workload", "--args",
+                    #"{"idempotency_key": "by-curl"}"#,
+                ])
+            let (_, authority) = try await ChildProcess.run(
+                cli,
+                arguments: [
+                    "ucan", "delegate", "--key", directory.appendingPathComponent("credentials/operator.key").path,
+                    "--to", orchestrator.ready.did, "--cmd", "/orrery/notary/propose", "--exp", "1h",
+                ])
+            let encodedAuthority = Data(authority.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+                .base64EncodedString()
+            let body =
+                #"{"consumerAuthority": "\#(encodedAuthority)", "idempotencyKey": "by-curl", "spec": {"name": "from-curl", "allocations": [{"name": "web", "executor": "EXECUTOR_PROCESS", "artifact": {"text": "echo via curl"}, "resources": {"cpuCores": 1, "ramMib": "32"}, "maxDurationSeconds": 60}]}}"#
+            let (curlStatus, submitted) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/curl"),
+                arguments: [
+                    "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-H",
+                    "Authorization: Bearer \(token.trimmingCharacters(in: .whitespacesAndNewlines))", "--data",
+                    body,
+                    "http://127.0.0.1:\(orchestrator.ready.httpPort)/orrery.orchestrator.v1.Orchestrator/SubmitWorkload",
+                ])
+            #expect(curlStatus == 0)
+            let viaCurl = try Orrery_Orchestrator_V1_Deployment(jsonString: submitted)
+            var curlState = viaCurl.state
+            let curlDeadline = ContinuousClock.now + .seconds(20)
+            while ![.completed, .failed, .cancelled].contains(curlState), ContinuousClock.now < curlDeadline {
+                try await Task.sleep(for: .milliseconds(100))
+                let (_, shown) = try await ChildProcess.run(
+                    cli, arguments: ["status", viaCurl.id, "--json"] + connection)
+                curlState = try Orrery_Orchestrator_V1_Deployment(jsonString: shown).state
+            }
+            #expect(curlState == .completed)
+
+            // A failing job fails with its status.
+            let failing = try await submit("echo about to fail; exit 3")
+            let failed = try await watch(failing.id, until: [.completed, .failed, .cancelled])
+            #expect(failed.last?.state == .failed)
+            #expect(failed.last?.reason.contains("exited 3") == true, "\(failed.last?.reason ?? "")")
+            let failedRun = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = failing.id })
+            }.assignments.first?.run
+            #expect(failedRun?.state == .exited && failedRun?.exitCode == 3, "\(String(describing: failedRun))")
+
+            // Both outcomes reach the device's reputation in the registry (through the orchestrator's outbox).
+            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            var reputation = Orrery_Registry_V1_Reputation()
+            let counted = ContinuousClock.now + .seconds(10)
+            // Four completed (the job, the CLI's two, curl's), one failed; the cancelled one is neither.
+            while ContinuousClock.now < counted,
+                reputation.completedAllocations < 4 || reputation.failedAllocations < 1
+            {
+                reputation = try await observer.withRegistry(registry) {
+                    try await $0.getDevice(.with { $0.did = agent.did }).reputation
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(reputation.completedAllocations == 4 && reputation.failedAllocations == 1, "\(reputation)")
+
+            // A device cannot record outcomes itself: its token is /orrery/registry, reputation is not in it.
+            await OrchestratorTests.expectStatus(.permissionDenied, containing: "/orrery/reputation/record-outcome") {
+                _ = try await observer.withRegistry(registry) { registry in
+                    try await registry.recordOutcome(
+                        .with {
+                            $0.deviceDid = observer.key.did.string
+                            $0.outcome = .completed
+                            $0.idempotencyKey = "self-praise"
+                        })
+                }
+            }
+
+            // A long job, cancelled while it runs, is stopped on the device.
+            let long = try await submit("echo started; sleep 60")
+            _ = try await watch(long.id, until: [.running])
+            let cancelled = try await consumer.with(orchestrator) {
+                try await $0.cancelDeployment(.with { $0.id = long.id })
+            }
+            #expect(cancelled.state == .cancelled)
+            let allocations = directory.appendingPathComponent("worker-state/allocations").path
+            let deadline = ContinuousClock.now + .seconds(15)
+            var stopped = false
+            while !stopped, ContinuousClock.now < deadline {
+                let runs = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
+                stopped = runs.contains { run in
+                    FileManager.default.fileExists(atPath: "\(allocations)/\(run)/stop_reason")
+                        && FileManager.default.fileExists(atPath: "\(allocations)/\(run)/report.pb")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(stopped, "the agent stopped the cancelled allocation")
         }
     }
 
@@ -599,91 +541,83 @@ struct AgentChannelTests {
         "kill -9 of an agent while its allocation runs: restarted, it picks the allocation up from its journal, neither lost nor run twice, its logs each line once"
     )
     func agentRestart() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-agent-restart") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-                let notary = try await NotaryTests.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary)
-                defer { orchestrator.child.signal(SIGKILL) }
-                let agent = try await Self.startAgent(
-                    "phoenix", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"], registry: registryAddress,
-                    network: network,
-                    directory: directory)
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+        try await JobConstellation.run("orrery-agent-restart") { constellation in
+            let network = constellation.network
+            let directory = constellation.directory
+            let orchestrator = constellation.orchestrator
+            let registryAddress = constellation.registryAddress
+            let agent = try await TestAgent.start(
+                "phoenix", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"], registry: registryAddress,
+                network: network,
+                directory: directory)
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
 
-                var spec = OrchestratorTests.spec(cores: 1)
-                // It ends only once the test opens its gate, after the agent's restart, however slow the machine.
-                spec.allocations[0].artifact = .with {
-                    $0.text =
-                        "echo started >> /work/runs.txt; echo before; "
-                        + "for i in $(seq 900); do [ -e /work/mid ] && break; sleep 0.1; done; echo during; "
-                        + "for i in $(seq 900); do [ -e /work/go ] && break; sleep 0.1; done; "
-                        + "echo finished; cat runs.txt > out.txt"
-                }
-                spec.allocations[0].resources.ramMib = 64
-                spec.allocations[0].outputs = ["out.txt"]
-                let job = try await consumer.with(orchestrator) { client in
-                    try await client.submitWorkload(
-                        .with {
-                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.spec = spec; $0.idempotencyKey = UUID().uuidString
-                        })
-                }
-                let deadline = ContinuousClock.now + .seconds(60)
-                var state = job.state
-                while state != .running, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(50))
-                    state = try await consumer.with(orchestrator) {
-                        try await $0.getDeployment(.with { $0.id = job.id }).state
-                    }
-                }
-                #expect(state == .running)
-                // "before" reached the orchestrator before the agent dies (positive evidence, however slow the machine).
-                #expect(try await Self.stdout(of: job.id, consumer, orchestrator, becomes: "before\n"))
-                agent.service.child.signal(SIGKILL)
-                _ = await agent.service.child.waitForExit()
-                // A line printed while the agent is down: the restarted agent's follower reads it with the lines before.
-                let allocations = directory.appendingPathComponent("phoenix-state/allocations")
-                let run = try #require(
-                    try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") }
-                )
-                try Data().write(to: allocations.appendingPathComponent("\(run)/work/mid"))
-                let stdoutLog = allocations.appendingPathComponent("\(run)/stdout.log")
-                #expect(try await Self.file(stdoutLog, becomes: "before\nduring\n"))
-                let config = directory.appendingPathComponent("phoenix.json").path
-                let restarted = try await RunningService.start(
-                    "device-agent",
-                    extraArguments: [
-                        "--state-dir", directory.appendingPathComponent("phoenix-state").path, "--config", config,
-                    ],
-                    environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
-                defer { restarted.child.signal(SIGKILL) }
-                try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
-                let events = try await consumer.with(orchestrator) { client in
-                    try await client.watchDeployment(.with { $0.id = job.id }) { response in
-                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
-                            $0.append($1)
-                        }
-                    }
-                }
-                #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
-                let outputs = try await consumer.with(orchestrator) {
-                    try await $0.getOutputs(.with { $0.id = job.id })
-                }
-                #expect(
-                    outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
-                #expect(
-                    try await Self.stdout(of: job.id, consumer, orchestrator) == "before\nduring\nfinished\n",
-                    "every line once, in order")
+            var spec = OrchestratorTests.spec(cores: 1)
+            // It ends only once the test opens its gate, after the agent's restart, however slow the machine.
+            spec.allocations[0].artifact = .with {
+                $0.text =
+                    "echo started >> /work/runs.txt; echo before; "
+                    + "for i in $(seq 900); do [ -e /work/mid ] && break; sleep 0.1; done; echo during; "
+                    + "for i in $(seq 900); do [ -e /work/go ] && break; sleep 0.1; done; "
+                    + "echo finished; cat runs.txt > out.txt"
             }
+            spec.allocations[0].resources.ramMib = 64
+            spec.allocations[0].outputs = ["out.txt"]
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                        $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            let deadline = ContinuousClock.now + .seconds(60)
+            var state = job.state
+            while state != .running, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                state = try await consumer.with(orchestrator) {
+                    try await $0.getDeployment(.with { $0.id = job.id }).state
+                }
+            }
+            #expect(state == .running)
+            // "before" reached the orchestrator before the agent dies (positive evidence, however slow the machine).
+            #expect(try await Self.stdout(of: job.id, consumer, orchestrator, becomes: "before\n"))
+            agent.service.child.signal(SIGKILL)
+            _ = await agent.service.child.waitForExit()
+            // A line printed while the agent is down: the restarted agent's follower reads it with the lines before.
+            let allocations = directory.appendingPathComponent("phoenix-state/allocations")
+            let run = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") }
+            )
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/mid"))
+            let stdoutLog = allocations.appendingPathComponent("\(run)/stdout.log")
+            #expect(try await Self.file(stdoutLog, becomes: "before\nduring\n"))
+            let config = directory.appendingPathComponent("phoenix.json").path
+            let restarted = try await RunningService.start(
+                "device-agent",
+                extraArguments: [
+                    "--state-dir", directory.appendingPathComponent("phoenix-state").path, "--config", config,
+                ],
+                environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
+            defer { restarted.child.signal(SIGKILL) }
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
+            let events = try await consumer.with(orchestrator) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
+                        $0.append($1)
+                    }
+                }
+            }
+            #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
+            let outputs = try await consumer.with(orchestrator) {
+                try await $0.getOutputs(.with { $0.id = job.id })
+            }
+            #expect(
+                outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
+            #expect(
+                try await Self.stdout(of: job.id, consumer, orchestrator) == "before\nduring\nfinished\n",
+                "every line once, in order")
         }
     }
 
@@ -696,22 +630,22 @@ struct AgentChannelTests {
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
                 // Short enough to notice a dead agent quickly, long enough that a loaded machine keeps live ones online.
                 let interval = 1000
-                let registry = try await OrchestratorTests.startRegistry(
+                let registry = try await JobConstellation.startRegistry(
                     database, network, directory, interval: interval)
                 defer { registry.child.signal(SIGKILL) }
                 let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, notary: notary)
                 defer { orchestrator.child.signal(SIGKILL) }
                 let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
-                let cheap = try await Self.startAgent(
+                let cheap = try await TestAgent.start(
                     "cheap", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: orchestrators,
                     registry: registryAddress, network: network, directory: directory, interval: interval)
                 defer { cheap.service.child.signal(SIGKILL) }
-                let spare = try await Self.startAgent(
+                let spare = try await TestAgent.start(
                     "spare", owner: #"{"prices": {"per_core_hour": 5000}}"#, orchestrators: orchestrators,
                     registry: registryAddress, network: network, directory: directory, interval: interval)
                 defer { spare.service.child.signal(SIGKILL) }
@@ -880,11 +814,11 @@ struct AgentChannelTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-orchestrator-restart") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
                 let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
                 let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 let notaryAddress = "127.0.0.1:\(notary.ready.grpcPort)"
@@ -894,7 +828,7 @@ struct AgentChannelTests {
                     environment: environment, directory: directory)
                 defer { first.child.signal(SIGKILL) }
                 let port = first.ready.grpcPort
-                let agent = try await Self.startAgent(
+                let agent = try await TestAgent.start(
                     "steady", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: ["127.0.0.1:\(port)"],
                     registry: registryAddress, network: network, directory: directory)
                 defer { agent.service.child.signal(SIGKILL) }

@@ -21,18 +21,18 @@ struct AgentLinesTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-two-lines") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
-                let first = try await OrchestratorTests.startOrchestrator(
+                let first = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, notary: notary)
                 defer { first.child.signal(SIGKILL) }
-                let second = try await OrchestratorTests.startOrchestrator(
+                let second = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, notary: notary)
                 defer { second.child.signal(SIGKILL) }
-                let agent = try await AgentChannelTests.startAgent(
+                let agent = try await TestAgent.start(
                     "twin", owner: #"{"prices": {"per_core_hour": 5}}"#,
                     orchestrators: ["127.0.0.1:\(first.ready.grpcPort)", "127.0.0.1:\(second.ready.grpcPort)"],
                     registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
@@ -117,89 +117,81 @@ struct AgentLinesTests {
         "an offer withdrawn after the device bid (its deployment failed elsewhere) frees the capacity the device promised to it"
     )
     func withdrawnPromise() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-withdrawn-promise") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let notary = try await NotaryTests.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary,
-                    extraArguments: ["--offer-timeout-ms", "2000"])
-                defer { orchestrator.child.signal(SIGKILL) }
-                let agent = try await AgentChannelTests.startAgent(
-                    "promiser", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
-                defer { agent.service.child.signal(SIGKILL) }
-                // A device that never answers, the only one with the label the second allocation needs.
-                let silent = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
-                _ = try await silent.withRegistry(registry) { client in
-                    try await silent.join(
-                        client,
-                        capabilities: .with {
-                            $0.architecture = "x86_64"
-                            $0.cpuCores = 4
-                            $0.ramBytes = 8 << 30
-                            $0.diskBytes = 100 << 30
-                            $0.labels = ["role": "silent"]
-                            $0.prices = .with { $0.perCoreHour = 1 }
-                        })
-                }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
-                let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
-                let cores = try await observer.withRegistry(registry) {
-                    try await $0.getDevice(.with { $0.did = agent.did }).capabilities.cpuCores
-                }
-
-                // Every core of the agent's device for one allocation, the other on the silent device: the agent bids,
-                // the silent device's offer lapses, nothing else can take it, and the deployment fails.
-                var spec = OrchestratorTests.spec(cores: cores)
-                spec.allocations[0].resources.ramMib = 32
-                spec.allocations[0].outputs = []
-                spec.allocations[0].artifact = .with { $0.text = "true" }
-                spec.allocations[0].constraints.allowedProviders = [agent.did]
-                var other = spec.allocations[0]
-                other.name = "beside"
-                other.resources.cpuCores = 1
-                other.constraints = .with { $0.labels = ["role": "silent"] }
-                spec.allocations.append(other)
-                let doomed = try await submit(spec, consumer: consumer, orchestrator: orchestrator)
-                #expect(Set(doomed.assignments.map(\.deviceDid)) == [agent.did, silent.key.did.string])
-                let ended = try await Self.watchUntilEnd(doomed.id, consumer: consumer, orchestrator: orchestrator)
-                #expect(ended?.state == .failed, "\(ended.map { "\($0.state): \($0.reason)" } ?? "no end")")
-                let found = try await database.withClient(schema: "orchestrator") { db -> String? in
-                    let rows = try await db.query(
-                        "SELECT id FROM offers WHERE deployment_id = \(doomed.id) AND device_did = \(agent.did) AND bid IS NOT NULL"
-                    )
-                    for try await id in rows.decode(String.self) { return id }
-                    return nil
-                }
-                let promisedOffer = try #require(found, "the agent bid on its offer")
-
-                // The agent is told the offer is gone and frees what it promised.
-                let ledger = directory.appendingPathComponent("promiser-state/commitments.json")
-                var held: Int?
-                let released = ContinuousClock.now + .seconds(40)
-                repeat {
-                    try await Task.sleep(for: .milliseconds(200))
-                    held = Self.promisedCores(ledger, offer: promisedOffer)
-                } while held != 0 && ContinuousClock.now < released
-                #expect(held == 0, "the withdrawn offer still holds \(held.map(String.init) ?? "no record of") cores")
-
-                // So a job that needs the whole device again runs there.
-                var whole = OrchestratorTests.spec(cores: cores)
-                whole.allocations[0].resources.ramMib = 32
-                whole.allocations[0].outputs = []
-                whole.allocations[0].artifact = .with { $0.text = "echo whole" }
-                let job = try await submit(whole, consumer: consumer, orchestrator: orchestrator)
-                let end = try await Self.watchUntilEnd(job.id, consumer: consumer, orchestrator: orchestrator)
-                #expect(end?.state == .completed, "\(end.map { "\($0.state): \($0.reason)" } ?? "no end")")
-                #expect(end?.deployment.assignments.map(\.deviceDid) == [agent.did])
+        try await JobConstellation.run(
+            "orrery-withdrawn-promise", orchestratorArguments: ["--offer-timeout-ms", "2000"]
+        ) { constellation in
+            let database = constellation.database
+            let network = constellation.network
+            let directory = constellation.directory
+            let registry = constellation.registry
+            let orchestrator = constellation.orchestrator
+            let agent = try await constellation.startAgent("promiser", owner: #"{"prices": {"per_core_hour": 5}}"#)
+            defer { agent.service.child.signal(SIGKILL) }
+            // A device that never answers, the only one with the label the second allocation needs.
+            let silent = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            _ = try await silent.withRegistry(registry) { client in
+                try await silent.join(
+                    client,
+                    capabilities: .with {
+                        $0.architecture = "x86_64"
+                        $0.cpuCores = 4
+                        $0.ramBytes = 8 << 30
+                        $0.diskBytes = 100 << 30
+                        $0.labels = ["role": "silent"]
+                        $0.prices = .with { $0.perCoreHour = 1 }
+                    })
             }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
+            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            let cores = try await observer.withRegistry(registry) {
+                try await $0.getDevice(.with { $0.did = agent.did }).capabilities.cpuCores
+            }
+
+            // Every core of the agent's device for one allocation, the other on the silent device: the agent bids,
+            // the silent device's offer lapses, nothing else can take it, and the deployment fails.
+            var spec = OrchestratorTests.spec(cores: cores)
+            spec.allocations[0].resources.ramMib = 32
+            spec.allocations[0].outputs = []
+            spec.allocations[0].artifact = .with { $0.text = "true" }
+            spec.allocations[0].constraints.allowedProviders = [agent.did]
+            var other = spec.allocations[0]
+            other.name = "beside"
+            other.resources.cpuCores = 1
+            other.constraints = .with { $0.labels = ["role": "silent"] }
+            spec.allocations.append(other)
+            let doomed = try await submit(spec, consumer: consumer, orchestrator: orchestrator)
+            #expect(Set(doomed.assignments.map(\.deviceDid)) == [agent.did, silent.key.did.string])
+            let ended = try await Self.watchUntilEnd(doomed.id, consumer: consumer, orchestrator: orchestrator)
+            #expect(ended?.state == .failed, "\(ended.map { "\($0.state): \($0.reason)" } ?? "no end")")
+            let found = try await database.withClient(schema: "orchestrator") { db -> String? in
+                let rows = try await db.query(
+                    "SELECT id FROM offers WHERE deployment_id = \(doomed.id) AND device_did = \(agent.did) AND bid IS NOT NULL"
+                )
+                for try await id in rows.decode(String.self) { return id }
+                return nil
+            }
+            let promisedOffer = try #require(found, "the agent bid on its offer")
+
+            // The agent is told the offer is gone and frees what it promised.
+            let ledger = directory.appendingPathComponent("promiser-state/commitments.json")
+            var held: Int?
+            let released = ContinuousClock.now + .seconds(40)
+            repeat {
+                try await Task.sleep(for: .milliseconds(200))
+                held = Self.promisedCores(ledger, offer: promisedOffer)
+            } while held != 0 && ContinuousClock.now < released
+            #expect(held == 0, "the withdrawn offer still holds \(held.map(String.init) ?? "no record of") cores")
+
+            // So a job that needs the whole device again runs there.
+            var whole = OrchestratorTests.spec(cores: cores)
+            whole.allocations[0].resources.ramMib = 32
+            whole.allocations[0].outputs = []
+            whole.allocations[0].artifact = .with { $0.text = "echo whole" }
+            let job = try await submit(whole, consumer: consumer, orchestrator: orchestrator)
+            let end = try await Self.watchUntilEnd(job.id, consumer: consumer, orchestrator: orchestrator)
+            #expect(end?.state == .completed, "\(end.map { "\($0.state): \($0.reason)" } ?? "no end")")
+            #expect(end?.deployment.assignments.map(\.deviceDid) == [agent.did])
         }
     }
 
@@ -208,12 +200,12 @@ struct AgentLinesTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-unjournalled") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "20000"])
                 defer { orchestrator.child.signal(SIGKILL) }
-                let agent = try await AgentChannelTests.startAgent(
+                let agent = try await TestAgent.start(
                     "cramped", owner: #"{"prices": {"per_core_hour": 5}}"#,
                     orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
                     registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
@@ -287,7 +279,7 @@ struct AgentLinesTests {
     }
 
     /// Waits until the agent logged `count` open agent channels.
-    static func waitForLines(of agent: AgentChannelTests.Agent, count: Int) async throws {
+    static func waitForLines(of agent: TestAgent, count: Int) async throws {
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline {
             if agent.service.child.output.components(separatedBy: "agent channel open").count - 1 >= count { return }

@@ -273,7 +273,7 @@ struct CrashMatrixTests {
             ]
             try await c.launch(.orchestrator, armed: crash.service == .orchestrator ? armed : [:])
             // 3,600,000 base units per core-hour: 1,000 a second. Heartbeats every second.
-            let agent = try await AgentChannelTests.startAgent(
+            let agent = try await TestAgent.start(
                 "crash", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
                 orchestrators: ["127.0.0.1:\(c.service(.orchestrator).ready.grpcPort)"],
                 registry: "127.0.0.1:\(c.service(.registry).ready.grpcPort)", network: network, directory: directory,

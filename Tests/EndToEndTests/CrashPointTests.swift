@@ -20,10 +20,10 @@ struct CrashPointTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-crash-escrowed") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
                 let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
@@ -36,7 +36,7 @@ struct CrashPointTests {
                     directory: directory)
                 defer { doomed.child.signal(SIGKILL) }
                 let port = doomed.ready.grpcPort
-                let agent = try await AgentChannelTests.startAgent(
+                let agent = try await TestAgent.start(
                     "patient", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: ["127.0.0.1:\(port)"],
                     registry: registryAddress, network: network, directory: directory)
                 defer { agent.service.child.signal(SIGKILL) }
@@ -81,56 +81,45 @@ struct CrashPointTests {
         "an ended allocation's directory is removed once its receipts are recorded and the owner's keep_ended_hours passed; its outputs stay with the orchestrator"
     )
     func endedAllocationsRemoved() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-ended-removed") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let notary = try await NotaryTests.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary)
-                defer { orchestrator.child.signal(SIGKILL) }
-                let agent = try await AgentChannelTests.startAgent(
-                    "tidy", owner: #"{"prices": {"per_core_hour": 5}, "keep_ended_hours": 0}"#,
-                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
-                    interval: 500)
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-                var spec = OrchestratorTests.spec(cores: 1)
-                spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
-                spec.allocations[0].resources.ramMib = 32
-                let job = try await consumer.submit(spec, to: orchestrator, paid: false)
-                let allocations = directory.appendingPathComponent("tidy-state/allocations").path
-                var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
-                let ended = ContinuousClock.now + .seconds(30)
-                while !current.state.isTerminal, ContinuousClock.now < ended {
-                    try await Task.sleep(for: .milliseconds(100))
-                    current = try await consumer.with(orchestrator) {
-                        try await $0.getDeployment(.with { $0.id = job.id })
-                    }
+        try await JobConstellation.run("orrery-ended-removed") { constellation in
+            let network = constellation.network
+            let directory = constellation.directory
+            let orchestrator = constellation.orchestrator
+            let agent = try await constellation.startAgent(
+                "tidy", owner: #"{"prices": {"per_core_hour": 5}, "keep_ended_hours": 0}"#, interval: 500)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
+            spec.allocations[0].resources.ramMib = 32
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+            let allocations = directory.appendingPathComponent("tidy-state/allocations").path
+            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
+            let ended = ContinuousClock.now + .seconds(30)
+            while !current.state.isTerminal, ContinuousClock.now < ended {
+                try await Task.sleep(for: .milliseconds(100))
+                current = try await consumer.with(orchestrator) {
+                    try await $0.getDeployment(.with { $0.id = job.id })
                 }
-                #expect(current.state == .completed, "\(current.state): \(current.reason)")
-                // It ran here (its directory was made), and once paid its directory goes.
-                #expect(agent.service.child.output.contains("allocation started"))
-                var left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
-                let removed = ContinuousClock.now + .seconds(30)
-                while !left.isEmpty, ContinuousClock.now < removed {
-                    try await Task.sleep(for: .milliseconds(200))
-                    left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
-                }
-                #expect(left.isEmpty, "still there: \(left)")
-                #expect(
-                    agent.service.child.output.contains("ended allocations removed"),
-                    "\(agent.service.child.output.suffix(3000))")
-                let outputs = try await consumer.with(orchestrator) {
-                    try await $0.getOutputs(.with { $0.id = job.id })
-                }
-                #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
             }
+            #expect(current.state == .completed, "\(current.state): \(current.reason)")
+            // It ran here (its directory was made), and once paid its directory goes.
+            #expect(agent.service.child.output.contains("allocation started"))
+            var left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
+            let removed = ContinuousClock.now + .seconds(30)
+            while !left.isEmpty, ContinuousClock.now < removed {
+                try await Task.sleep(for: .milliseconds(200))
+                left = (try? FileManager.default.contentsOfDirectory(atPath: allocations)) ?? []
+            }
+            #expect(left.isEmpty, "still there: \(left)")
+            #expect(
+                agent.service.child.output.contains("ended allocations removed"),
+                "\(agent.service.child.output.suffix(3000))")
+            let outputs = try await consumer.with(orchestrator) {
+                try await $0.getOutputs(.with { $0.id = job.id })
+            }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
         }
     }
 
@@ -141,16 +130,16 @@ struct CrashPointTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-notary-down") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
                 let notaryDirectory = directory.appendingPathComponent("notary")
-                let notary = try await NotaryTests.startNotary(database, network, notaryDirectory)
+                let notary = try await JobConstellation.startNotary(database, network, notaryDirectory)
                 defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, notary: notary)
                 defer { orchestrator.child.signal(SIGKILL) }
                 // Receipts every 6 s, unrecorded ones resent every 3 s.
-                let agent = try await AgentChannelTests.startAgent(
+                let agent = try await TestAgent.start(
                     "payee", owner: #"{"prices": {"per_core_hour": 5}}"#,
                     orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
                     registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
@@ -181,7 +170,7 @@ struct CrashPointTests {
                 }
                 #expect(current.state == .completed, "\(current.state): \(current.reason)")
                 #expect(orchestrator.child.output.contains("recording a receipt failed; the device resends it"))
-                let back = try await NotaryTests.startNotary(
+                let back = try await JobConstellation.startNotary(
                     database, network, notaryDirectory, port: notary.ready.grpcPort)
                 defer { back.child.signal(SIGKILL) }
                 let parties = try ContractParties(network: network)

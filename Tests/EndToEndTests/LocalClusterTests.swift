@@ -30,7 +30,8 @@ struct LocalClusterTests {
         #expect(right.status == 0 && right.output.contains("42"), "\(right.output)")
         for superuser in ["postgres"] {
             let (status, output) = try await ChildProcess.run(
-                psql, arguments: ["-w", "-h", "127.0.0.1", "-p", port, "-U", superuser, "-d", "postgres", "-c", "SELECT 1"],
+                psql,
+                arguments: ["-w", "-h", "127.0.0.1", "-p", port, "-U", superuser, "-d", "postgres", "-c", "SELECT 1"],
                 environment: ["PATH": "/usr/bin:/bin", "PGPASSFILE": "/nonexistent", "PGPASSWORD": ""])
             #expect(status != 0 && output.contains("no password supplied"), "\(output)")
         }

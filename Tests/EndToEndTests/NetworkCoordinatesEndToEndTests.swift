@@ -18,9 +18,9 @@ struct NetworkCoordinatesEndToEndTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-vivaldi") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry)
                 defer { orchestrator.child.signal(SIGKILL) }
 

@@ -169,19 +169,6 @@ struct ContractParties {
     "Contract notary: contracts, the append-only log, receipts", .serialized,
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct NotaryTests {
-    static func startNotary(
-        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, settlement: DID? = nil,
-        registry: RunningService? = nil, port: Int? = nil
-    ) async throws -> RunningService {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var environment = database.serviceEnvironment.merging(network.environment(for: "contract-notary")) { $1 }
-        if let settlement { environment["ORRERY_SETTLEMENT_DID"] = settlement.string }
-        if let registry { environment["ORRERY_REGISTRY_ADDRESS"] = "127.0.0.1:\(registry.ready.grpcPort)" }
-        return try await RunningService.start(
-            "contract-notary", extraArguments: port.map { ["--grpc-port", String($0)] } ?? [], environment: environment,
-            directory: directory, portZero: port == nil)
-    }
-
     static func expectStatus(_ code: RPCError.Code, _ containing: String, _ body: () async throws -> Void) async {
         do {
             try await body()
@@ -202,7 +189,7 @@ struct NotaryTests {
             try await TestEnvironment.withTemporaryDirectory("notary-lifecycle") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
                 let parties = try ContractParties(network: network)
-                let notary = try await Self.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"), settlement: parties.settlement.did)
                 defer { notary.child.signal(SIGKILL) }
 
@@ -474,9 +461,9 @@ struct NotaryTests {
             try await TestEnvironment.withTemporaryDirectory("notary-sla") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
                 let parties = try ContractParties(network: network)
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory, interval: 300)
+                let registry = try await JobConstellation.startRegistry(database, network, directory, interval: 300)
                 defer { registry.child.signal(SIGKILL) }
-                let notary = try await Self.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"), registry: registry)
                 defer { notary.child.signal(SIGKILL) }
                 // The contract's device joins the registry, then falls silent: offline after 3 missed heartbeats. (A
@@ -551,7 +538,8 @@ struct NotaryTests {
             try await TestEnvironment.withTemporaryDirectory("notary-batch") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
                 let parties = try ContractParties(network: network)
-                let notary = try await Self.startNotary(database, network, directory.appendingPathComponent("notary"))
+                let notary = try await JobConstellation.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 var proposals: [(Orrery_Notary_V1_Contract, Orrery_Common_V1_Signed)] = []
                 for _ in 0..<3 {
@@ -609,7 +597,8 @@ struct NotaryTests {
             try await TestEnvironment.withTemporaryDirectory("notary-proofs") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
                 let parties = try ContractParties(network: network)
-                let notary = try await Self.startNotary(database, network, directory.appendingPathComponent("notary"))
+                let notary = try await JobConstellation.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 var heads: [Orrery_Notary_V1_SignedTreeHead] = []
                 for round in 0..<7 {
@@ -678,9 +667,11 @@ struct NotaryTests {
             try await TestEnvironment.withTemporaryDirectory("notary-replicas") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
                 let parties = try ContractParties(network: network)
-                let first = try await Self.startNotary(database, network, directory.appendingPathComponent("a"))
+                let first = try await JobConstellation.startNotary(
+                    database, network, directory.appendingPathComponent("a"))
                 defer { first.child.signal(SIGKILL) }
-                let second = try await Self.startNotary(database, network, directory.appendingPathComponent("b"))
+                let second = try await JobConstellation.startNotary(
+                    database, network, directory.appendingPathComponent("b"))
                 defer { second.child.signal(SIGKILL) }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for client in 0..<8 {
@@ -734,7 +725,8 @@ struct NotaryTests {
                 let credentials = directory.appendingPathComponent("network")
                 let network = try TestNetwork(directory: credentials)
                 let parties = try ContractParties(network: network)
-                let notary = try await Self.startNotary(database, network, directory.appendingPathComponent("notary"))
+                let notary = try await JobConstellation.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 var ids: [String] = []
                 for _ in 0..<4 {
@@ -849,7 +841,8 @@ struct NotaryTests {
                 // The same notary key over another history (a notary that rewrote its log): the client that saw the
                 // first history refuses the second, though each is internally coherent.
                 try await TestDatabase.withDatabase { other in
-                    let forged = try await Self.startNotary(other, network, directory.appendingPathComponent("forged"))
+                    let forged = try await JobConstellation.startNotary(
+                        other, network, directory.appendingPathComponent("forged"))
                     defer { forged.child.signal(SIGKILL) }
                     for _ in 0..<10 { _ = try await parties.activate(forged) }  // longer than the 8 entries seen
                     let rewritten = [
@@ -875,7 +868,7 @@ struct NotaryTests {
                 // Another network's notary (another DID) is verified on its own: the first one's witness is no obstacle.
                 try await TestDatabase.withDatabase { other in
                     let otherNetwork = try TestNetwork(directory: directory.appendingPathComponent("other-network"))
-                    let otherNotary = try await Self.startNotary(
+                    let otherNotary = try await JobConstellation.startNotary(
                         other, otherNetwork, directory.appendingPathComponent("other-notary"))
                     defer { otherNotary.child.signal(SIGKILL) }
                     _ = try await ContractParties(network: otherNetwork).activate(otherNotary)

@@ -18,9 +18,9 @@ struct OrchestratorCLITests {
             try await TestEnvironment.withTemporaryDirectory("orrery-cli-run") { directory in
                 let credentials = directory.appendingPathComponent("credentials")
                 let network = try TestNetwork(directory: credentials)
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry)
                 defer { orchestrator.child.signal(SIGKILL) }
                 let devices = try await OrchestratorTests.joinFleet(

@@ -23,10 +23,10 @@ struct OrchestratorCurlTests {
             try await TestEnvironment.withTemporaryDirectory("orrery-curl") { directory in
                 let credentials = directory.appendingPathComponent("credentials")
                 let network = try TestNetwork(directory: credentials)
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
                 // No device answers offers here: a long offer timeout keeps the offer standing however slow the machine.
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "600000"])
                 defer { orchestrator.child.signal(SIGKILL) }
                 let devices = try await OrchestratorTests.joinFleet(

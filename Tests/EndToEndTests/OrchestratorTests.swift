@@ -81,30 +81,6 @@ struct OrchestratorTests {
         }
     }
 
-    /// A registry whose devices stay online for 20 minutes without heartbeats (fake devices here send none; with a
-    /// minute, a test slowed past two minutes by a loaded machine saw its devices turn suspect).
-    static func startRegistry(
-        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, interval: Int = 600_000
-    ) async throws -> RunningService {
-        try await RunningService.start(
-            "registry", extraArguments: ["--liveness-interval-ms", String(interval)],
-            environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
-            directory: directory)
-    }
-
-    /// An orchestrator following `registry`.
-    static func startOrchestrator(
-        _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, registry: RunningService,
-        notary: RunningService? = nil, extraArguments: [String] = []
-    ) async throws -> RunningService {
-        try await RunningService.start(
-            "orchestrator",
-            extraArguments: ["--registry-address", "127.0.0.1:\(registry.ready.grpcPort)"]
-                + (notary.map { ["--notary-address", "127.0.0.1:\($0.ready.grpcPort)"] } ?? []) + extraArguments,
-            environment: database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 },
-            directory: directory)
-    }
-
     /// Three devices: a cheap small one in Germany, a mid-priced one in France, a GPU machine in the US.
     static let fleet:
         [(country: String, latitude: Double, longitude: Double, cores: UInt32, price: UInt64, gpus: Int)] = [
@@ -217,11 +193,11 @@ struct OrchestratorTests {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-orchestrator") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
                 // No device answers offers here: a long offer timeout keeps the offer standing (no second placement)
                 // however slowly a loaded machine gets from submission to cancellation.
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "600000"])
                 defer { orchestrator.child.signal(SIGKILL) }
                 let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
@@ -397,7 +373,7 @@ struct OrchestratorTests {
             try await TestEnvironment.withTemporaryDirectory("orrery-orchestrators") { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
                 let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-                let registry = try await OrchestratorTests.startRegistry(database, network, directory)
+                let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
                 let devices = try await Self.joinFleet(registry: registry, operatorKey: network.operatorKey)
                 let consumer = try Consumer(operatorKey: network.operatorKey)

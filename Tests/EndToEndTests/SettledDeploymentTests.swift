@@ -30,13 +30,13 @@ struct SettledDeploymentTests {
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
                 let registry =
                     if let interval {
-                        try await OrchestratorTests.startRegistry(database, network, directory, interval: interval)
+                        try await JobConstellation.startRegistry(database, network, directory, interval: interval)
                     } else {
-                        try await OrchestratorTests.startRegistry(database, network, directory)
+                        try await JobConstellation.startRegistry(database, network, directory)
                     }
                 defer { registry.child.signal(SIGKILL) }
                 let gatewayDID = try #require(network.serviceKeys["settlement-gateway"]).did
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"), settlement: gatewayDID)
                 defer { notary.child.signal(SIGKILL) }
                 var gatewayEnvironment = database.serviceEnvironment.merging(
@@ -47,7 +47,7 @@ struct SettledDeploymentTests {
                 let gateway = try await RunningService.start(
                     "settlement-gateway", environment: gatewayEnvironment, directory: directory)
                 defer { gateway.child.signal(SIGKILL) }
-                let orchestrator = try await OrchestratorTests.startOrchestrator(
+                let orchestrator = try await JobConstellation.startOrchestrator(
                     database, network, directory, registry: registry, notary: notary,
                     extraArguments: ["--settlement-address", "127.0.0.1:\(gateway.ready.grpcPort)"])
                 defer { orchestrator.child.signal(SIGKILL) }
@@ -63,7 +63,7 @@ struct SettledDeploymentTests {
         try await Self.withSettledServices("orrery-settled") { database, network, directory, services in
             let (registry, notary, gateway, orchestrator) = services
             // 3,600,000 base units per core-hour: 1,000 a second.
-            let agent = try await AgentChannelTests.startAgent(
+            let agent = try await TestAgent.start(
                 "paid", owner: #"{"prices": {"per_core_hour": 3600000}}"#,
                 orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
                 registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
@@ -181,11 +181,11 @@ struct SettledDeploymentTests {
             let (registry, _, gateway, orchestrator) = services
             let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
             let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-            let cheap = try await AgentChannelTests.startAgent(
+            let cheap = try await TestAgent.start(
                 "cheap", owner: #"{"prices": {"per_core_hour": 3600}}"#, orchestrators: orchestrators,
                 registry: registryAddress, network: network, directory: directory, interval: interval)
             defer { cheap.service.child.signal(SIGKILL) }
-            let spare = try await AgentChannelTests.startAgent(
+            let spare = try await TestAgent.start(
                 "spare", owner: #"{"prices": {"per_core_hour": 36000}}"#, orchestrators: orchestrators,
                 registry: registryAddress, network: network, directory: directory, interval: interval)
             defer { spare.service.child.signal(SIGKILL) }
@@ -237,7 +237,7 @@ struct SettledDeploymentTests {
         try await Self.withSettledServices("orrery-settled-short") { _, network, directory, services in
             let (registry, notary, gateway, orchestrator) = services
             // 1,000 base units a second, at least 2,000 a run; usage receipts every 3 s.
-            let agent = try await AgentChannelTests.startAgent(
+            let agent = try await TestAgent.start(
                 "minimal", owner: #"{"prices": {"per_core_hour": 3600000, "minimum_per_job": 2000}}"#,
                 orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
                 registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory, interval: 250)
@@ -550,8 +550,8 @@ struct SettledDeploymentTests {
         services: (
             registry: RunningService, notary: RunningService, gateway: RunningService, orchestrator: RunningService
         )
-    ) async throws -> (AgentChannelTests.Agent, OrchestratorTests.Consumer, SettlementLedgerTests.Parties) {
-        let agent = try await AgentChannelTests.startAgent(
+    ) async throws -> (TestAgent, OrchestratorTests.Consumer, SettlementLedgerTests.Parties) {
+        let agent = try await TestAgent.start(
             name, owner: #"{"prices": {"per_core_hour": 3600000}}"#,
             orchestrators: ["127.0.0.1:\(services.orchestrator.ready.grpcPort)"],
             registry: "127.0.0.1:\(services.registry.ready.grpcPort)", network: network, directory: directory,

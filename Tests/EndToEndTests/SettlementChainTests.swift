@@ -216,7 +216,7 @@ struct SettlementChainTests {
                 defer { chain.child.signal(SIGKILL) }
                 let keyFile = directory.appendingPathComponent("gateway-eth.key").path
                 try KeyFile.writeBytes(gatewayWallet.rawRepresentation, to: keyFile)
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 var gateway = try await Self.startEthereumGateway(

@@ -306,7 +306,7 @@ struct SettlementLedgerTests {
                 let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
                 let contracts = try ContractParties(network: network)
                 let parties = try Parties(network: network, consumer: contracts.consumer)
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 let gateway = try await Self.startGateway(

@@ -182,7 +182,7 @@ struct SettlementStreamTests {
                 let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
                 let contracts = try ContractParties(network: network)
                 let parties = try SettlementLedgerTests.Parties(network: network, consumer: contracts.consumer)
-                let notary = try await NotaryTests.startNotary(
+                let notary = try await JobConstellation.startNotary(
                     database, network, directory.appendingPathComponent("notary"))
                 defer { notary.child.signal(SIGKILL) }
                 let gateway = try await SettlementLedgerTests.startGateway(

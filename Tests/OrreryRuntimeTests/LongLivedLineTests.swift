@@ -9,7 +9,7 @@ import Testing
 @Suite("A line kept open to a peer service")
 struct LongLivedLineTests {
     @Test(
-        "a peer back after a 30 s outage, just after a failed connection attempt, is reached within 9 s (gRPC's default back-off waits at least 13 s more)"
+        "a peer back after a 30 s outage, just after a failed connection attempt, is reached within 11 s (gRPC's default back-off waits at least 13 s more)"
     )
     func peerBackAfterOutage() async throws {
         let book = HealthStatusBook()
@@ -22,10 +22,14 @@ struct LongLivedLineTests {
                 config: ServiceProbe.longLivedLine)
         ) { client in
             let health = Grpc_Health_V1_Health.Client(wrapping: client)
+            // The first call waits for the connection as long as a loaded machine needs (a CI run's full suite once
+            // took more than 2 s); the calls below fail fast while no connection is up.
+            var patient = CallOptions.defaults
+            patient.timeout = .seconds(60)
+            #expect(try await health.check(.init(), options: patient).status == .serving)
             var options = CallOptions.defaults
             options.timeout = .seconds(2)
             options.waitForReady = false
-            #expect(try await health.check(.init(), options: options).status == .serving)
             // The peer goes away: its port answers each connection attempt by closing it. The client keeps calling
             // (as a device's resent receipts do), so it keeps trying to connect, backing off after each failure.
             first.stop()
@@ -40,7 +44,8 @@ struct LongLivedLineTests {
             }
             defer { calls.cancel() }
             // After 30 s down, the peer comes back right after a failed attempt: the wait until the next one is the
-            // back-off at that point (gRPC's default: at least 13 s; ours: at most 6 s).
+            // back-off at that point (gRPC's default: at least 13 s; ours: at most 6 s, and 5 s more for a loaded
+            // machine).
             var attempts = refuser.attempts.makeAsyncIterator()
             while let attempt = await attempts.next(), attempt < down + .seconds(30) {}
             try await refuser.stop()
@@ -48,11 +53,11 @@ struct LongLivedLineTests {
             defer { second.stop() }
             let back = ContinuousClock.now
             var answered = false
-            while !answered, ContinuousClock.now < back + .seconds(9) {
+            while !answered, ContinuousClock.now < back + .seconds(11) {
                 answered = (try? await health.check(.init(), options: options).status) == .serving
                 if !answered { try await Task.sleep(for: .milliseconds(200)) }
             }
-            #expect(answered, "the peer was back for 9 s and no call reached it")
+            #expect(answered, "the peer was back for 11 s and no call reached it")
             client.beginGracefulShutdown()
         }
     }
