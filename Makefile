@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run run-reset test test-crash bench abuse build proto proto-check fmt clean
+.PHONY: help run run-reset test test-crash bench abuse agent-hot-code build proto proto-check fmt clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 run: ## Start the whole constellation locally (PostgreSQL under .run/, six services, a demo device) until Ctrl-C
 	@Tools/scripts/run-local.sh
@@ -26,6 +26,9 @@ bench: ## Measure the hot paths (release build); results in bench-results/ and t
 
 abuse: ## Measure what attacks cost (release build): CPU per refused token, a live service under a forged flood; bench-results/abuse.md
 	@Tools/scripts/abuse.sh
+
+agent-hot-code: ## Profile the release device agent (valgrind) and rewrite the order lld packs its hot code in
+	@Tools/scripts/agent-hot-code.sh
 
 build: ## Build every executable (debug)
 	swift build

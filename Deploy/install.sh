@@ -3,7 +3,7 @@
 #   Deploy/install.sh cluster   the five cluster services + the orrery CLI, their units and orrery.target
 #   Deploy/install.sh edge      the device agent + the orrery CLI, its unit and the orrery-agent user
 # Options:
-#   --bin-dir DIR   take the executables from DIR instead of building them (swift build -c release --static-swift-stdlib)
+#   --bin-dir DIR   take the executables from DIR instead of building them (release, Tools/scripts/release-flags.sh)
 #   --destdir DIR   install under DIR (packaging, tests); creates no user and starts nothing
 #   --no-start      install and enable, but do not start
 # Cluster services need a reachable PostgreSQL; set its address in /etc/orrery/<service>.json and the password
@@ -33,9 +33,10 @@ case "$role" in
 esac
 
 if [ -z "$bin_dir" ]; then
-    # The Swift runtime is linked statically: the hosts need no Swift toolchain.
-    (cd "$root" && swift build -c release --static-swift-stdlib)
-    bin_dir=$(cd "$root" && swift build -c release --static-swift-stdlib --show-bin-path)
+    # shellcheck source=Tools/scripts/release-flags.sh
+    source "$root/Tools/scripts/release-flags.sh"
+    (cd "$root" && swift build "${release_flags[@]}")
+    bin_dir=$(cd "$root" && swift build "${release_flags[@]}" --show-bin-path)
 fi
 
 install -d -m 0755 "$destdir/usr/local/bin" "$destdir/etc/systemd/system"

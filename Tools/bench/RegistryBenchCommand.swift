@@ -50,6 +50,8 @@ struct AgentBenchCommand: AsyncParsableCommand {
 
     @Option(help: "The device-agent executable (release).") var binary: String
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/registry.md"
+    @Option(help: "The hot-code linker script the agent is linked with (how much of it the binary still packs).")
+    var hotCode = "Services/DeviceAgent/Executable/hot-code.ld"
 
     func run() async throws {
         let size = (try FileManager.default.attributesOfItem(atPath: binary)[.size] as? NSNumber)?.int64Value ?? 0
@@ -75,6 +77,7 @@ struct AgentBenchCommand: AsyncParsableCommand {
         process.terminate()
         process.waitUntilExit()
         let stripped = strippedSize(of: binary, scratch: state)
+        let packing = HotCodeCoverage(script: hotCode, binary: binary)
         let lines = [
             "",
             "## Device agent",
@@ -86,6 +89,7 @@ struct AgentBenchCommand: AsyncParsableCommand {
             "| RSS 5 s after start (serving health and Info on loopback, not joined) | \(mebibytes(rollup.rss)) |",
             "| of which file-backed pages (code, read-only data) / anonymous memory (heap, stacks, relocated data) | \(mebibytes(rollup.rss - rollup.anonymous)) / \(mebibytes(rollup.anonymous)) |",
             "| idle RSS 40 s after start, not joined (file-backed / anonymous) | \(mebibytes(later.rss)) (\(mebibytes(later.rss - later.anonymous)) / \(mebibytes(later.anonymous))) |",
+            "| hot code packed at the start of the text (`hot-code.ld`, written by `make agent-hot-code`) | \(packing) |",
             "",
             "Goals: binary ≤ 45 MiB stripped, idle RSS 40 s after start ≤ 20 MiB. Nothing gives pages back: what is",
             "resident is what the agent touched. arm64 builds are not tested here (x86_64 only).",
@@ -93,6 +97,42 @@ struct AgentBenchCommand: AsyncParsableCommand {
         for line in lines { print(line) }
         let existing = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
         try (existing + lines.joined(separator: "\n") + "\n").write(toFile: out, atomically: true, encoding: .utf8)
+    }
+}
+
+/// How much of the hot code the linker script named this binary still packs: a stale script (code renamed or moved
+/// since it was profiled) packs less, so the agent's resident code grows.
+struct HotCodeCoverage: CustomStringConvertible {
+    /// The bytes the script's sections held when it was written.
+    var profiled: Int64?
+    /// The size of the binary's `.text.hot`.
+    var packed: Int64?
+    var description: String {
+        guard let packed else { return "no packed hot code" }
+        return "\(mebibytes(packed)) packed" + (profiled.map { " (\(mebibytes($0)) when profiled)" } ?? "")
+    }
+
+    init(script: String, binary: String) {
+        let text = (try? String(contentsOfFile: script, encoding: .utf8)) ?? ""
+        if let line = text.split(separator: "\n").first(where: { $0.contains("hot bytes when written:") }) {
+            profiled = line.split(separator: " ").compactMap { Int64($0) }.first
+        }
+        let listing = Process()
+        let pipe = Pipe()
+        listing.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        listing.arguments = ["readelf", "-SW", binary]
+        listing.standardOutput = pipe
+        listing.standardError = FileHandle.nullDevice
+        guard (try? listing.run()) != nil else { return }
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        listing.waitUntilExit()
+        // "  [33] .text.hot  PROGBITS  <address> <offset> <size> …"
+        for line in output.split(separator: "\n") where line.contains(" .text.hot ") {
+            let fields = line.split(separator: " ")
+            if let name = fields.firstIndex(of: ".text.hot"), fields.count > name + 4 {
+                packed = Int64(fields[name + 4], radix: 16)
+            }
+        }
     }
 }
 

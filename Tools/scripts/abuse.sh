@@ -6,7 +6,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 "$root/Tools/scripts/install-deps.sh"
-scratch=(--scratch-path .build-release -c release --static-swift-stdlib)
+# shellcheck source=Tools/scripts/release-flags.sh
+source "$root/Tools/scripts/release-flags.sh"
+scratch=(--scratch-path .build-release "${release_flags[@]}")
 for product in orrery-bench identity orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results

@@ -4,8 +4,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 "$root/Tools/scripts/install-deps.sh"
-# The Swift runtime is linked statically: an edge host needs no Swift toolchain to run the agent.
-scratch=(--scratch-path .build-release -c release --static-swift-stdlib)
+# shellcheck source=Tools/scripts/release-flags.sh
+source "$root/Tools/scripts/release-flags.sh"
+scratch=(--scratch-path .build-release "${release_flags[@]}")
 for product in orrery-bench registry orchestrator contract-notary settlement-gateway device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
