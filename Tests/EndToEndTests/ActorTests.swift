@@ -197,15 +197,38 @@ struct ActorTests {
 
     /// ping sends 1…last to pong, one after the other, `pause` seconds apart, and keeps the answers in answers.txt;
     /// pong (stateful) answers each with the number of pings it has seen.
-    static func pingPong(last: Int, pause: Double = 0.2) throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+    /// Ping sends 1 … `last` to pong, `pause` seconds apart; with `holdAfter`, it waits after that answer until the
+    /// test opens its gate (`openPingGate`).
+    static func pingPong(last: Int, pause: Double = 0.2, holdAfter: Int? = nil) throws
+        -> Orrery_Orchestrator_V1_WorkloadSpec
+    {
         var spec = OrchestratorTests.spec(cores: 2)
+        var pingEnvironment = ["LAST": "\(last)", "PAUSE": "\(pause)"]
+        if let holdAfter { pingEnvironment["HOLD_AFTER"] = "\(holdAfter)" }
         spec.allocations = [
-            try allocation(
-                "ping", script: "ping.py", stateful: false, env: ["LAST": "\(last)", "PAUSE": "\(pause)"]),
+            try allocation("ping", script: "ping.py", stateful: false, env: pingEnvironment),
             try allocation("pong", script: "pong.py", stateful: true, env: ["LAST": "\(last)"]),
         ]
         spec.allocations[0].outputs = ["answers.txt"]
         return spec
+    }
+
+    /// Waits until ping holds at its gate (`holdAfter`), then opens it: the file its sandbox waits for, in its work
+    /// directory on its agent's host. Whatever the test does next happens mid-conversation, however slow the machine.
+    static func openPingGate(after number: Int, of job: Orrery_Orchestrator_V1_Deployment, _ c: Constellation)
+        async throws
+    {
+        let holding = try await eventually(timeout: .seconds(60)) {
+            try await logs(job.id, c).contains("holding after \(number)\n")
+        }
+        let output = try await logs(job.id, c)
+        #expect(holding, "\(output)")
+        let host = try #require(job.assignments.first { $0.allocation == "ping" }?.deviceDid)
+        let agent = try #require(c.agents.firstIndex { $0.did == host })
+        let allocations = c.directory.appendingPathComponent("agent\(agent)-state/allocations")
+        for run in try FileManager.default.contentsOfDirectory(atPath: allocations.path) where run.hasPrefix("off_") {
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
+        }
     }
 
     /// Waits until ping has logged the answer to ping `number`.
@@ -284,16 +307,16 @@ struct ActorTests {
     @Test("two actors on two agents talk; one moves to a third; the conversation goes on, nothing lost or doubled")
     func conversationAcrossAMove() async throws {
         try await Self.withConstellation("move", prices: [5, 6, 500]) { c in
-            // Long enough (36 answers, 0.6 s apart, after the 4th: over 20 s) that the move lands mid-conversation on a
-            // loaded machine: a conversation that ended first would make the move's refusal the test's failure.
+            // Ping holds after the 4th answer until the test opens its gate right before the move: 36 answers 0.6 s
+            // apart follow (over 20 s), so the move lands mid-conversation however long the test took to get there.
             let last = 40
-            let spec = try Self.pingPong(last: last, pause: 0.6)
+            let spec = try Self.pingPong(last: last, pause: 0.6, holdAfter: 4)
             let job = try await Self.submit(spec, c)
             // Wait until a few answers went by, then move pong to the device nobody uses.
             let pongHost = try #require(job.assignments.first { $0.allocation == "pong" }?.deviceDid)
             let spare = try #require(
                 c.agents.map(\.did).first { did in !job.assignments.contains { $0.deviceDid == did } })
-            try await Self.waitForAnswer(4, of: job.id, c)
+            try await Self.openPingGate(after: 4, of: job, c)
             let moved = try await c.consumer.with(c.orchestrator) { client in
                 try await client.moveAllocation(
                     .with {
@@ -444,16 +467,16 @@ struct ActorTests {
             defer { far.service.child.signal(SIGKILL) }
             try await OrchestratorTests.waitForFleet(c.consumer, c.orchestrator, devices: 3)
             try await OrchestratorTests.waitForFleet(c.consumer, second, devices: 3)
-            // As in the move test: the conversation outlasts the move by seconds even on a loaded machine (37 answers
-            // after the 3rd, 0.6 s apart: a run with 0.2 s ended before a loaded machine asked for the move).
+            // As in the move test: ping holds after the 3rd answer until the gate opens right before the move (a run
+            // that waited for the 3rd answer instead ended its conversation before a loaded machine asked for the move).
             let last = 40
-            var spec = try Self.pingPong(last: last, pause: 0.6)
+            var spec = try Self.pingPong(last: last, pause: 0.6, holdAfter: 3)
             spec.allocations[0].constraints.allowedProviders = [c.agents[0].did]
             spec.allocations[1].constraints.allowedProviders = [far.did, c.agents[1].did]
             let job = try await Self.submit(spec, c)
             #expect(job.assignments.first { $0.allocation == "ping" }?.deviceDid == c.agents[0].did)
             #expect(job.assignments.first { $0.allocation == "pong" }?.deviceDid == far.did)
-            try await Self.waitForAnswer(3, of: job.id, c)
+            try await Self.openPingGate(after: 3, of: job, c)
             // Moved through the first replica: its checkpoint request reaches pong's agent through the second.
             let moved = try await c.consumer.with(c.orchestrator) { client in
                 try await client.moveAllocation(

@@ -1,7 +1,8 @@
 # Sends "1" … "LAST" to the pong actor one after the other, each after the answer to the one before, and writes the
 # answers to answers.txt and each round trip (ms, send to answer received) to rtt.txt. With BURST=n it then sends n
 # more without waiting and reads their n answers, writing "n seconds" to burst.txt. PONG names the pong actor when it
-# is not this deployment's.
+# is not this deployment's. With HOLD_AFTER=n it waits after the n-th answer until /work/go exists (a gate for tests
+# that act at a known point of the conversation), printing "holding after n".
 import os, sys, time
 sys.path.insert(0, "/artifact")
 from mailbox import Mailbox, text
@@ -13,6 +14,7 @@ box = Mailbox()
 last = int(os.environ.get("LAST", "20"))
 burst = int(os.environ.get("BURST", "0"))
 pause = float(os.environ.get("PAUSE", "0.2"))
+hold_after = int(os.environ.get("HOLD_AFTER", "0"))
 
 def send(sequence):
     while True:
@@ -37,6 +39,12 @@ for sequence in range(1, last + 1):
     answers.append(answer())
     rtts.append((time.perf_counter() - started) * 1000)
     print("answer", answers[-1], flush=True)
+    if sequence == hold_after:
+        print("holding after", sequence, flush=True)
+        for _ in range(6000):  # ten minutes at most
+            if os.path.exists("/work/go"):
+                break
+            time.sleep(0.1)
     time.sleep(pause)
 open("answers.txt", "w").write("\n".join(answers) + "\n")
 open("rtt.txt", "w").write("\n".join("%.3f" % r for r in rtts) + "\n")
