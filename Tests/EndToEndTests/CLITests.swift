@@ -62,6 +62,19 @@ struct CLITests {
             let expired = try await orrery(["ucan", "verify", path("ok.ucan"), "--at", String(later)])
             #expect(expired.status != 0)
             #expect(expired.output.hasPrefix("Expired"), "\(expired.output)")
+            // --json: one object on stdout, the same verdict and exit status.
+            func verdict(_ output: String) -> [String: Any] {
+                (try? JSONSerialization.jsonObject(with: Data(output.utf8))) as? [String: Any] ?? [:]
+            }
+            let validJSON = try await orrery(["ucan", "verify", "--json", path("ok.ucan")])
+            #expect(validJSON.status == 0, "\(validJSON.output)")
+            #expect(verdict(validJSON.output)["valid"] as? Bool == true, "\(validJSON.output)")
+            #expect(verdict(validJSON.output)["command"] as? String == "/orrery/orchestrator/submit-workload")
+            #expect(verdict(validJSON.output)["subject"] as? String == owner, "\(validJSON.output)")
+            let overJSON = try await orrery(["ucan", "verify", "--json", path("over.ucan")])
+            #expect(overJSON.status != 0)
+            #expect(verdict(overJSON.output)["valid"] as? Bool == false, "\(overJSON.output)")
+            #expect(verdict(overJSON.output)["error"] as? String == "MatchError", "\(overJSON.output)")
 
             let inspected = try await orrery(["ucan", "inspect", path("ok.ucan")])
             #expect(inspected.status == 0)

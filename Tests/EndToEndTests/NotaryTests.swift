@@ -764,6 +764,16 @@ struct NotaryTests {
                 let (proofStatus, proved) = try await ChildProcess.run(
                     cli, arguments: ["contract", "proof", ids[1]] + connection)
                 #expect(proofStatus == 0 && proved.contains("✔ entry 2 (contract) is included"), "\(proved)")
+                let (proofJSONStatus, provedJSON) = try await ChildProcess.run(
+                    cli, arguments: ["contract", "proof", "--json", ids[1]] + connection)
+                let proofVerdict = verdict(provedJSON)
+                let provedEntries = proofVerdict["entries"] as? [[String: Any]] ?? []
+                #expect(proofJSONStatus == 0 && proofVerdict["verified"] as? Bool == true, "\(provedJSON)")
+                #expect(proofVerdict["contract_id"] as? String == ids[1] && proofVerdict["tree_size"] as? Int == 8)
+                #expect(
+                    provedEntries.map { $0["index"] as? Int } == [2, 3]
+                        && provedEntries.first?["kind"] as? String == "contract"
+                        && provedEntries.allSatisfy { $0["included"] as? Bool == true }, "\(provedJSON)")
                 let (showStatus, shown) = try await ChildProcess.run(
                     cli, arguments: ["contract", "show", ids[1]] + connection)
                 #expect(showStatus == 0 && shown.contains("entries       2, 3"), "\(shown)")

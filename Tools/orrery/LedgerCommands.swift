@@ -234,12 +234,17 @@ struct ContractProofCommand: AsyncParsableCommand {
 
     @Argument(help: "The contract id (ctr_…).") var id: String
     @OptionGroup var options: NotaryOptions
+    @Flag(
+        help:
+            "Print one JSON object: contract_id, verified, tree_size, log_did, root (hex) and entries [{index, kind, included}]; the exit status is the same."
+    )
+    var json = false
 
     func run() async throws {
-        let failed = try await options.call { client in
+        let proof = try await options.call { client in
             let head = try await options.freshHead(client)
             let record = try await client.getContract(.with { $0.id = id })
-            var failed = false
+            var entries: [ContractProof.Entry] = []
             for index in record.entryIndexes where index < head.treeSize {
                 let proof = try await client.getInclusionProof(
                     .with {
@@ -249,16 +254,42 @@ struct ContractProofCommand: AsyncParsableCommand {
                 let included = MerkleTree.verifyInclusion(
                     leafHash: MerkleTree.leafHash(proof.leaf), index: index, size: head.treeSize,
                     proof: proof.path.map { [UInt8]($0) }, root: [UInt8](head.rootHash))
-                let entry = LogAudit.entry(proof.leaf)
-                print(
-                    "\(included ? "✔" : "✘") entry \(index) (\(entry.map { "\($0.kind)" } ?? "unreadable")) \(included ? "is included in" : "is NOT included in") the tree of \(head.treeSize) entries, root \(Hex.encode(head.rootHash))"
-                )
-                failed = failed || !included
+                let kind = LogAudit.entry(proof.leaf).map { "\($0.kind)" } ?? "unreadable"
+                entries.append(.init(index: index, kind: kind, included: included))
             }
-            return failed
+            return ContractProof(
+                contractId: id, verified: entries.allSatisfy(\.included), treeSize: head.treeSize,
+                logDid: head.logDid, root: Hex.encode(head.rootHash), entries: entries)
         }
-        if failed { throw ExitCode(1) }
+        if json {
+            print(try proof.snakeCaseJSON())
+        } else {
+            for entry in proof.entries {
+                print(
+                    "\(entry.included ? "✔" : "✘") entry \(entry.index) (\(entry.kind)) \(entry.included ? "is included in" : "is NOT included in") the tree of \(proof.treeSize) entries, root \(proof.root)"
+                )
+            }
+        }
+        if !proof.verified { throw ExitCode(1) }
     }
+}
+
+/// What `orrery contract proof --json` prints: one stable shape, keys in snake_case.
+struct ContractProof: Encodable {
+    struct Entry: Encodable {
+        let index: UInt64
+        /// The log entry's kind (`contract`, `receipt`, …), or `unreadable`.
+        let kind: String
+        /// Whether its inclusion proof verifies against the signed tree head.
+        let included: Bool
+    }
+    let contractId: String
+    /// Every entry of the contract that the signed tree head covers is included.
+    let verified: Bool
+    let treeSize: UInt64
+    let logDid: String
+    let root: String
+    let entries: [Entry]
 }
 
 /// Checks a log's entries one by one: the notary's signature, the index each claims, and the signatures of the

@@ -142,6 +142,11 @@ struct UCANCommand: ParsableCommand {
         var invocation: String
         @Option(help: "A file with a delegation (repeatable).") var proof: [String] = []
         @Option(help: "Validate at this Unix time instead of now.") var at: Int64?
+        @Flag(
+            help:
+                "Print one JSON object: valid, and issuer, command and subject when valid, or error (the spec's name) and reason; the exit status is the same."
+        )
+        var json = false
 
         func run() throws {
             var invocations: [Invocation] = []
@@ -160,11 +165,36 @@ struct UCANCommand: ParsableCommand {
                     throw UCANError(.malformedToken, "expected one invocation, found \(invocations.count)")
                 }
                 try ChainValidator().validate(target, proofs: proofs, now: at ?? Inputs.now)
-                print("valid: \(target.issuer) may invoke \(target.command) on \(target.subject)")
+                if json {
+                    print(
+                        try UCANVerification(
+                            valid: true, issuer: "\(target.issuer)", command: "\(target.command)",
+                            subject: "\(target.subject)"
+                        ).snakeCaseJSON())
+                } else {
+                    print("valid: \(target.issuer) may invoke \(target.command) on \(target.subject)")
+                }
             } catch let error as UCANError {
-                FileHandle.standardError.write(Data("\(error.name.rawValue)\n\(error.reason)\n".utf8))
+                if json {
+                    print(
+                        try UCANVerification(valid: false, error: error.name.rawValue, reason: error.reason)
+                            .snakeCaseJSON())
+                } else {
+                    FileHandle.standardError.write(Data("\(error.name.rawValue)\n\(error.reason)\n".utf8))
+                }
                 throw ExitCode.failure
             }
         }
     }
+}
+
+/// What `orrery ucan verify --json` prints: one stable shape, keys in snake_case.
+struct UCANVerification: Encodable {
+    let valid: Bool
+    var issuer: String?
+    var command: String?
+    var subject: String?
+    /// The UCAN spec's name of the error (`InvalidSignature`, `Expired`, …) when not valid.
+    var error: String?
+    var reason: String?
 }
