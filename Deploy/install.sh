@@ -35,6 +35,7 @@ esac
 if [ -z "$bin_dir" ]; then
     # shellcheck source=Tools/scripts/release-flags.sh
     source "$root/Tools/scripts/release-flags.sh"
+    prepare_release_scratch "$root/.build"
     (cd "$root" && swift build "${release_flags[@]}")
     bin_dir=$(cd "$root" && swift build "${release_flags[@]}" --show-bin-path)
 fi

@@ -8,6 +8,7 @@ cd "$root"
 "$root/Tools/scripts/install-deps.sh"
 # shellcheck source=Tools/scripts/release-flags.sh
 source "$root/Tools/scripts/release-flags.sh"
+prepare_release_scratch .build-release
 scratch=(--scratch-path .build-release "${release_flags[@]}")
 for product in orrery-bench identity orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)

@@ -19,6 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # shellcheck source=Tools/scripts/release-flags.sh
 source "$root/Tools/scripts/release-flags.sh"
+prepare_release_scratch "${ORRERY_RELEASE_SCRATCH:-.build-release}"
 scratch=(--scratch-path "${ORRERY_RELEASE_SCRATCH:-.build-release}" "${release_flags[@]}")
 script="$root/Services/DeviceAgent/Executable/hot-code.ld"
 order=("$root/Tools/scripts/hot-code-order.py")

@@ -6,6 +6,7 @@ cd "$root"
 "$root/Tools/scripts/install-deps.sh"
 # shellcheck source=Tools/scripts/release-flags.sh
 source "$root/Tools/scripts/release-flags.sh"
+prepare_release_scratch .build-release
 scratch=(--scratch-path .build-release "${release_flags[@]}")
 for product in orrery-bench registry orchestrator contract-notary settlement-gateway device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)
