@@ -210,7 +210,19 @@ struct ReadmeExamplesTests {
             #expect(
                 ranAgain == 0 && second.hasPrefix("dep_"), "the demo device of a second make run takes work: \(second)")
             again.signal(SIGTERM)
-            #expect(await again.waitForExit(timeout: .seconds(60)) != nil)
+            let stoppedAgain = await again.waitForExit(timeout: .seconds(60))
+            // Each service's and the demo agent's own log says where a slow stop spent its time.
+            let logs = [
+                "identity", "registry", "orchestrator", "contract-notary", "settlement-gateway", "device-agent",
+            ].map { name in
+                let log = work.appendingPathComponent(".run/logs/\(name).log")
+                let text = (try? String(contentsOf: log, encoding: .utf8)) ?? "(no log)"
+                return "--- \(name):\n\(text.suffix(1200))"
+            }
+            #expect(
+                stoppedAgain != nil,
+                "the second make run did not stop on SIGTERM: \(again.output.suffix(1500))\n\(logs.joined(separator: "\n"))"
+            )
         }
     }
 }
