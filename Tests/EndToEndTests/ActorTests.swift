@@ -150,13 +150,7 @@ struct ActorTests {
     static func ended(_ id: String, _ c: Constellation, within limit: Duration) async throws
         -> Orrery_Orchestrator_V1_Deployment
     {
-        var deployment = try await Self.deployment(id, c)
-        let deadline = ContinuousClock.now + limit
-        while ![.completed, .failed, .cancelled].contains(deployment.state), ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(200))
-            deployment = try await Self.deployment(id, c)
-        }
-        return deployment
+        try await OrchestratorTests.ended(id, of: c.consumer, on: c.orchestrator, within: limit)
     }
 
     /// How many checkpoint archives the orchestrator keeps for a deployment, by the device that made them: once it

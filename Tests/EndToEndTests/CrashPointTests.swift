@@ -60,16 +60,7 @@ struct CrashPointTests {
                     "orchestrator", extraArguments: arguments + ["--grpc-port", String(port)], environment: environment,
                     directory: directory, portZero: false)
                 defer { restarted.child.signal(SIGKILL) }
-                var current = try await consumer.with(restarted) {
-                    try await $0.getDeployment(.with { $0.id = job.id })
-                }
-                let deadline = ContinuousClock.now + .seconds(30)
-                while !current.state.isTerminal, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(100))
-                    current = try await consumer.with(restarted) {
-                        try await $0.getDeployment(.with { $0.id = job.id })
-                    }
-                }
+                let current = try await OrchestratorTests.ended(job.id, of: consumer, on: restarted)
                 #expect(current.state == .completed, "\(current.state): \(current.reason)")
                 let outputs = try await consumer.with(restarted) { try await $0.getOutputs(.with { $0.id = job.id }) }
                 #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
@@ -95,14 +86,7 @@ struct CrashPointTests {
             spec.allocations[0].resources.ramMib = 32
             let job = try await consumer.submit(spec, to: orchestrator, paid: false)
             let allocations = directory.appendingPathComponent("tidy-state/allocations").path
-            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
-            let ended = ContinuousClock.now + .seconds(30)
-            while !current.state.isTerminal, ContinuousClock.now < ended {
-                try await Task.sleep(for: .milliseconds(100))
-                current = try await consumer.with(orchestrator) {
-                    try await $0.getDeployment(.with { $0.id = job.id })
-                }
-            }
+            let current = try await OrchestratorTests.ended(job.id, of: consumer, on: orchestrator)
             #expect(current.state == .completed, "\(current.state): \(current.reason)")
             // It ran here (its directory was made), and once paid its directory goes.
             #expect(agent.service.child.output.contains("allocation started"))
@@ -161,13 +145,8 @@ struct CrashPointTests {
                 _ = await notary.child.waitForExit()
                 current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
                 try #require(current.state == .running, "the job ended before the notary was down: \(current.state)")
-                let ended = ContinuousClock.now + .seconds(120)
-                while !current.state.isTerminal, ContinuousClock.now < ended {
-                    try await Task.sleep(for: .milliseconds(100))
-                    current = try await consumer.with(orchestrator) {
-                        try await $0.getDeployment(.with { $0.id = job.id })
-                    }
-                }
+                current = try await OrchestratorTests.ended(
+                    job.id, of: consumer, on: orchestrator, within: .seconds(120))
                 #expect(current.state == .completed, "\(current.state): \(current.reason)")
                 #expect(orchestrator.child.output.contains("recording a receipt failed; the device resends it"))
                 let back = try await JobConstellation.startNotary(

@@ -163,6 +163,19 @@ struct OrchestratorTests {
         return current
     }
 
+    /// The deployment once it ended (completed, failed or cancelled), or as it is after `limit`.
+    static func ended(
+        _ id: String, of consumer: Consumer, on orchestrator: RunningService, within limit: Duration = .seconds(30)
+    ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        var current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
+        let deadline = ContinuousClock.now + limit
+        while !current.state.isTerminal, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = id }) }
+        }
+        return current
+    }
+
     /// Waits until the orchestrator has the registry's snapshot (ExplainPlacement stops answering UNAVAILABLE).
     static func waitForFleet(_ consumer: Consumer, _ orchestrator: RunningService, devices: Int) async throws {
         let deadline = ContinuousClock.now + .seconds(20)

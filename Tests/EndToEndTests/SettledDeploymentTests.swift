@@ -314,11 +314,7 @@ struct SettledDeploymentTests {
             try FileManager.default.createDirectory(
                 at: allocations.appendingPathComponent("\(run)/receipts.pb"), withIntermediateDirectories: false)
             try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
-            let ended = ContinuousClock.now + .seconds(30)
-            while !current.state.isTerminal, ContinuousClock.now < ended {
-                try await Task.sleep(for: .milliseconds(200))
-                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
-            }
+            current = try await OrchestratorTests.ended(job.id, of: consumer, on: orchestrator, within: .seconds(30))
             #expect(current.state == .completed, "\(current.reason)")
             // Its contract is terminated (no completion receipt will come) and the escrow refunded in full.
             let parties = try ContractParties(network: network)
@@ -402,11 +398,7 @@ struct SettledDeploymentTests {
                 incidents.first, "no incident held; the orchestrator said: \(orchestrator.child.output.suffix(3000))")
             #expect(incident.contractID == contractID && incident.resolution.isEmpty, "\(incident)")
             #expect(orchestrator.child.output.contains("settlement incident"))
-            let ended = ContinuousClock.now + .seconds(90)
-            while !current.state.isTerminal, ContinuousClock.now < ended {
-                try await Task.sleep(for: .milliseconds(200))
-                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
-            }
+            current = try await OrchestratorTests.ended(job.id, of: consumer, on: orchestrator, within: .seconds(90))
             #expect(current.state == .cancelled, "\(current.reason)")
             try await Task.sleep(for: .seconds(2))  // the final receipt's release is refused and held too
             let balance = {
