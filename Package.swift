@@ -121,7 +121,7 @@ let package = Package(
             name: "OrreryRuntimeCore",
             dependencies: [
                 "OrreryBasics", "OrreryProto", "OrreryAuth", "OrreryIdentity", grpcCore, grpcPosix, grpcProtobuf,
-                swiftProtobuf, argumentParser, logging, metrics, prometheus, configuration, systemPackage,
+                swiftProtobuf, argumentParser, logging, metrics, prometheus, configuration, systemPackage, unixSignals,
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

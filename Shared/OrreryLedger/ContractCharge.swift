@@ -17,6 +17,14 @@ public enum ContractCharge {
             self.wallSeconds = wallSeconds
             self.ramMibHours = ramMibHours
         }
+
+        /// The use a device signs receipts for: metered CPU, and the reserved RAM and GPUs held for the whole wall
+        /// time. The orchestrator computes a replica's cost so far from the same rule, so both agree.
+        public static func held(cpuSeconds: Double, wallSeconds: Double, ramMib: UInt64, gpus: UInt32) -> Use {
+            Use(
+                cpuSeconds: cpuSeconds, gpuSeconds: Double(gpus) * wallSeconds, wallSeconds: wallSeconds,
+                ramMibHours: Double(ramMib) * wallSeconds / 3600)
+        }
     }
 
     /// The amount due under `price` for `use`; a fixed price is due only once the replica `completed`.

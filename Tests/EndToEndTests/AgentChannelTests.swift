@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 import GRPCCore
 import OrreryIdentity
 import OrreryLedger
@@ -518,6 +521,19 @@ struct AgentChannelTests {
             // A long job, cancelled while it runs, is stopped on the device.
             let long = try await submit("echo started; sleep 60")
             _ = try await watch(long.id, until: [.running])
+            // While it runs, the agent exports its CPU time and memory; once it is stopped, both series go.
+            let metricsURL = try #require(URL(string: "http://127.0.0.1:\(agent.service.ready.httpPort)/metrics"))
+            @Sendable func agentMetrics() async throws -> String {
+                String(decoding: try await URLSession.shared.data(from: metricsURL).0, as: UTF8.self)
+            }
+            var exported = ""
+            let metered = try await eventually(timeout: .seconds(30)) {
+                exported = try await agentMetrics()
+                return exported.split(separator: "\n").contains {
+                    $0.hasPrefix("orrery_agent_allocation_cpu_seconds{") && $0.contains(#"allocation="main""#)
+                } && exported.contains("orrery_agent_allocation_memory_bytes{")
+            }
+            #expect(metered, "the running allocation is not in the agent's metrics: \(exported)")
             let cancelled = try await consumer.with(orchestrator) {
                 try await $0.cancelDeployment(.with { $0.id = long.id })
             }
@@ -534,6 +550,13 @@ struct AgentChannelTests {
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(stopped, "the agent stopped the cancelled allocation")
+            let unmetered = try await eventually(timeout: .seconds(30)) {
+                exported = try await agentMetrics()
+                return exported.contains("# TYPE orrery_agent_allocations_running")
+                    && !exported.contains("orrery_agent_allocation_cpu_seconds{")
+                    && !exported.contains("orrery_agent_allocation_memory_bytes{")
+            }
+            #expect(unmetered, "a stopped allocation is still in the agent's metrics: \(exported)")
         }
     }
 

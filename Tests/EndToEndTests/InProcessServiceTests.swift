@@ -6,6 +6,7 @@ import OrreryRuntime
 import OrreryTestSupport
 import RegistryService
 import SwiftProtobuf
+import Synchronization
 import Testing
 
 /// Services built from their settings inside the test process (`InProcessService`), on port 0.
@@ -53,6 +54,46 @@ struct InProcessServiceTests {
                     }
                 }
             }
+        }
+    }
+
+    @Test(
+        "a service in the test process whose worker takes 3 s to stop is waited for: the test process is not ended for it (a process's runtime ends itself after 2 s)"
+    )
+    func slowStopIsWaitedFor() async throws {
+        try await TestEnvironment.withTemporaryDirectory("orrery-in-process-slow") { directory in
+            let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+            var description = RegistryServer.description
+            description.schema = nil
+            let stopped = Mutex<Duration?>(nil)
+            let started = Mutex(false)
+            let slow = OrreryService(description: description) { _ in
+                ServiceParts(
+                    rpcServices: [],
+                    workers: [
+                        BackgroundWorker("stops slowly") {
+                            started.withLock { $0 = true }
+                            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(50)) }
+                            let cancelled = ContinuousClock.now
+                            // What a worker finishing a write does: 3 s that cancellation does not shorten.
+                            await Task.detached { try? await Task.sleep(for: .seconds(3)) }.value
+                            stopped.withLock { $0 = ContinuousClock.now - cancelled }
+                        }
+                    ])
+            }
+            let served = try await InProcessService.run(
+                slow, environment: network.environment(for: "registry"), directory: directory
+            ) { ready in
+                let deadline = ContinuousClock.now + .seconds(60)
+                while !started.withLock({ $0 }), ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                return ready.grpcPort
+            }
+            #expect(served > 0 && started.withLock { $0 }, "the worker never started")
+            // Positive evidence: the worker finished its 3 s after the service was cancelled, in this process.
+            let took = try #require(stopped.withLock { $0 }, "the worker never finished")
+            #expect(took >= .seconds(3))
         }
     }
 }

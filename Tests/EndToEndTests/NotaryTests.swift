@@ -439,6 +439,17 @@ struct NotaryTests {
                 #expect(breachEntry.kind == .slaBreach)
                 let breach = try Orrery_Notary_V1_SlaBreach(serializedBytes: breachEntry.act.payload)
                 #expect(breach.kind == .relocations && breach.observed == 1 && breach.penalty == 50)
+                // The contract's record names its breach (the answer that activated it, and GetContract); the
+                // contract it replaced has none.
+                #expect(relocated.breaches == [breach] && relocated.breachIndexes == [6], "\(relocated)")
+                let replacementRecord = try await parties.withNotary(notary) {
+                    try await $0.getContract(.with { $0.id = replacement.id })
+                }
+                #expect(replacementRecord.breaches == [breach] && replacementRecord.breachIndexes == [6])
+                let replacedRecord = try await parties.withNotary(notary) {
+                    try await $0.getContract(.with { $0.id = id })
+                }
+                #expect(replacedRecord.breaches.isEmpty && replacedRecord.breachIndexes.isEmpty)
 
                 // Nothing in the log can be changed, even by the owner of its tables.
                 try await database.withClient(schema: "notary") { client in
@@ -448,7 +459,28 @@ struct NotaryTests {
                     await #expect(throws: (any Error).self) {
                         try await client.query("DELETE FROM tree_heads")
                     }
+                    // A log whose breaches are not indexed yet, as one logged before the index existed.
+                    try await client.query(
+                        "ALTER TABLE contract_breaches DISABLE TRIGGER contract_breaches_append_only")
+                    try await client.query("DELETE FROM contract_breaches")
+                    try await client.query("UPDATE contract_breaches_backfill SET upto = 7, done = 0")
                 }
+                let unindexed = try await parties.withNotary(notary) {
+                    try await $0.getContract(.with { $0.id = replacement.id })
+                }
+                #expect(unindexed.breaches.isEmpty)
+                // A notary started on it indexes them.
+                notary.child.signal(SIGKILL)
+                let restarted = try await JobConstellation.startNotary(
+                    database, network, directory.appendingPathComponent("notary"), settlement: parties.settlement.did)
+                defer { restarted.child.signal(SIGKILL) }
+                let indexed = try await eventually(timeout: .seconds(30)) {
+                    try await parties.withNotary(restarted) {
+                        try await $0.getContract(.with { $0.id = replacement.id })
+                    }.breachIndexes == [6]
+                }
+                #expect(
+                    indexed, "the restarted notary did not index the breach logged before: \(restarted.child.output)")
             }
         }
     }
@@ -528,6 +560,18 @@ struct NotaryTests {
                     try await $0.getContract(.with { $0.id = contract.id })
                 }
                 #expect(later.entryIndexes.count == 4)
+                #expect(later.breaches == [breach] && later.breachIndexes == [record.entryIndexes[3]], "\(later)")
+                // `orrery contract show` names it.
+                let (showStatus, shown) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"),
+                    arguments: [
+                        "contract", "show", contract.id, "--notary", "127.0.0.1:\(notary.ready.grpcPort)", "--key",
+                        directory.appendingPathComponent("network/operator.key").path, "--witness",
+                        directory.appendingPathComponent("witness.pb").path,
+                    ])
+                #expect(
+                    showStatus == 0 && shown.contains("SLA           SLA breach: availability ")
+                        && shown.contains(" < 90.00% (penalty 250 NTX)"), "\(shown)")
             }
         }
     }

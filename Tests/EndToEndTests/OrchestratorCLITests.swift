@@ -149,6 +149,14 @@ struct OrchestratorCLITests {
                 let (_, contexts) = try await ChildProcess.run(
                     cli, arguments: ["context", "list"], environment: config)
                 #expect(contexts.contains("* test  \(orchestratorAddress)"), "\(contexts)")
+                // The context names only the orchestrator: the registry is the one the orchestrator's Info names.
+                let (infoStatus, info) = try await ChildProcess.run(cli, arguments: ["info", orchestratorAddress])
+                let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
+                #expect(infoStatus == 0 && info.contains("calls   registry at \(registryAddress)"), "\(info)")
+                let (devicesStatus, listedDevices) = try await ChildProcess.run(
+                    cli, arguments: ["devices"], environment: config)
+                #expect(
+                    devicesStatus == 0 && devices.allSatisfy { listedDevices.contains($0) }, "\(listedDevices)")
                 let (_, version) = try await ChildProcess.run(cli, arguments: ["version"])
                 #expect(version.hasPrefix("orrery 0.1.0 (build "), "\(version)")
 

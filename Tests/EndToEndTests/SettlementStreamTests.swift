@@ -171,6 +171,20 @@ struct SettlementStreamTests {
                 #expect(
                     counted.contains { $0.contains(#"method="Escrow""#) && $0.contains(#"code="permissionDenied""#) },
                     "\(counted)")
+                // The NTX moved, by kind: 40 escrows of 10 (the retry answered with the first entry counts nothing),
+                // the deposit, the refund; and what escrow holds now, as the ledger says.
+                @Sendable func value(_ series: String, in text: String) -> Double? {
+                    text.split(separator: "\n").first { $0.hasPrefix(series + " ") }
+                        .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
+                }
+                #expect(value(#"orrery_settlement_ntx_total{kind="escrow"}"#, in: metrics) == 400, "\(metrics)")
+                #expect(value(#"orrery_settlement_ntx_total{kind="refund"}"#, in: metrics) == 10)
+                #expect(value(#"orrery_settlement_ntx_total{kind="deposit"}"#, in: metrics) == 10_000)
+                let held = try await eventually(timeout: .seconds(60)) {
+                    let text = String(decoding: try await URLSession.shared.data(from: url).0, as: UTF8.self)
+                    return value("orrery_settlement_escrow_held_ntx", in: text) == 390
+                }
+                #expect(held, "the escrow gauge never read 390")
             }
         }
     }

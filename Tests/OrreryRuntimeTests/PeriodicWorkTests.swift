@@ -43,5 +43,17 @@ struct PeriodicWorkTests {
         #expect(waited >= .milliseconds(200), "first pass after \(waited)")
     }
 
+    @Test("work done once: failed attempts are tried again, the first that succeeds ends it")
+    func onceEndsAfterSuccess() async throws {
+        let attempts = Atomic<Int>(0)
+        let work = PeriodicWork(
+            "test work", untilDoneRetryingAfter: .milliseconds(10), logger: Logger(label: "test")
+        ) {
+            if attempts.add(1, ordering: .relaxed).newValue <= 2 { throw Unavailable() }
+        }
+        await work.run()  // returns by itself once the third attempt succeeded
+        #expect(attempts.load(ordering: .relaxed) == 3)
+    }
+
     struct Unavailable: Error {}
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrreryProto
 import OrreryRuntimeCore
 
 /// Where a network's services are and who you are there, kept under a name so that commands need no flags:
@@ -58,17 +59,55 @@ struct CLIContexts: Codable {
 enum CLISettings {
     static func address(_ flag: String?, service: String) -> String {
         if let flag { return flag }
-        let context = CLIContexts.inUse()?.context
-        let fromContext: String? =
-            switch service {
-            case "identity": context?.identity
-            case "registry": context?.registry
-            case "orchestrator": context?.orchestrator
-            case "contract-notary": context?.notary
-            case "settlement-gateway": context?.settlement
-            default: nil
-            }
+        let fromContext = CLIContexts.inUse().flatMap { contextAddress($0.context, service: service) }
         return fromContext ?? AuthorizedCall.makeRunAddresses[service] ?? "127.0.0.1:7403"
+    }
+
+    /// The address of `service`: the flag, the context's, else the address the orchestrator (`orchestrator`, else
+    /// the context's, else make run's) says it calls that service at — so a context or a command that names only
+    /// the orchestrator reaches the registry, the notary and the settlement gateway — else make run's.
+    static func discoveredAddress(_ flag: String?, service: String, orchestrator: String? = nil) async -> String {
+        if let flag { return flag }
+        if let context = CLIContexts.inUse()?.context, let named = contextAddress(context, service: service) {
+            return named
+        }
+        if service != "orchestrator",
+            let found = await peer(service, orchestrator: address(orchestrator, service: "orchestrator"))
+        {
+            return found
+        }
+        return address(nil, service: service)
+    }
+
+    /// Where the orchestrator at `orchestrator` calls `service`, from its open `Info` (nil when it cannot say within
+    /// 5 s).
+    private static func peer(_ service: String, orchestrator: String) async -> String? {
+        guard let target = ServiceAddress(orchestrator) else { return nil }
+        return await withTaskGroup(of: String?.self) { group in
+            group.addTask {
+                let info = try? await ServiceProbe.withClient(target) { try await ServiceProbe.info($0) }
+                guard let info, info.name == "orchestrator" else { return nil }
+                return info.services.first { $0.name == service }?.address
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(5))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
+    private static func contextAddress(_ context: CLIContext, service: String) -> String? {
+        switch service {
+        case "identity": context.identity
+        case "registry": context.registry
+        case "orchestrator": context.orchestrator
+        case "contract-notary": context.notary
+        case "settlement-gateway": context.settlement
+        default: nil
+        }
     }
 
     static func key(_ flag: String?) -> String? {

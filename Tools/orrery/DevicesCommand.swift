@@ -9,10 +9,13 @@ struct DevicesCommand: AsyncParsableCommand {
         commandName: "devices", abstract: "List devices in the registry, filtered.")
 
     @Option(
-        name: .customLong("registry"), help: "The registry, host:port (default: the context's, else 127.0.0.1:7402).")
+        name: .customLong("registry"),
+        help:
+            "The registry, host:port (default: the context's, else the one the orchestrator names, else 127.0.0.1:7402)."
+    )
     var registryFlag: String?
     @OptionGroup var caller: CallerOptions
-    var registry: String { CLISettings.address(registryFlag, service: "registry") }
+    var registry: String { get async { await CLISettings.discoveredAddress(registryFlag, service: "registry") } }
     @Option(help: "Only devices with at least this many cores.") var minCores: UInt32 = 0
     @Option(help: "Only devices in these countries (repeatable, ISO codes).") var country: [String] = []
     @Option(help: "Only devices with this GPU model.") var gpu: String = ""
@@ -26,7 +29,7 @@ struct DevicesCommand: AsyncParsableCommand {
         request.gpuModel = gpu
         request.pageSize = 1000
         if all { request.statuses = [.online, .suspect, .offline, .left] }
-        let devices = try await AuthorizedCall.withClient(registry, service: "registry", caller: caller) {
+        let devices = try await AuthorizedCall.withClient(await registry, service: "registry", caller: caller) {
             client in
             var devices: [Orrery_Registry_V1_Device] = []
             let registry = Orrery_Registry_V1_Registry.Client(wrapping: client)

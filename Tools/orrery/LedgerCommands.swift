@@ -11,10 +11,14 @@ import SwiftProtobuf
 struct NotaryOptions: ParsableArguments {
     @Option(
         name: .customLong("notary"),
-        help: "The contract notary, host:port (default: the context's, else 127.0.0.1:7404).")
+        help:
+            "The contract notary, host:port (default: the context's, else the one the orchestrator names, else 127.0.0.1:7404)."
+    )
     var notaryFlag: String?
     @OptionGroup var caller: CallerOptions
-    var notary: String { CLISettings.address(notaryFlag, service: "contract-notary") }
+    var notary: String {
+        get async { await CLISettings.discoveredAddress(notaryFlag, service: "contract-notary") }
+    }
 
     @Option(
         help:
@@ -37,7 +41,7 @@ struct NotaryOptions: ParsableArguments {
     func call<Result: Sendable>(
         _ body: (Orrery_Notary_V1_Notary.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
-        try await AuthorizedCall.withClient(notary, service: "contract-notary", caller: caller) { client in
+        try await AuthorizedCall.withClient(await notary, service: "contract-notary", caller: caller) { client in
             try await body(Orrery_Notary_V1_Notary.Client(wrapping: client))
         }
     }
@@ -209,7 +213,7 @@ struct ContractShowCommand: AsyncParsableCommand {
             return
         }
         let contract = record.contract
-        print("==> \(contract.id): \(record.state)")
+        print("==> \(contract.id): \(ContractsCommand.name(record.state))")
         print("    consumer      \(contract.consumerDid)")
         print("    device        \(contract.deviceDid) (owner \(contract.ownerDid))")
         print("    orchestrator  \(contract.orchestratorDid)")
@@ -223,6 +227,7 @@ struct ContractShowCommand: AsyncParsableCommand {
         if !contract.replaces.isEmpty { print("    replaces      \(contract.replaces)") }
         print("    entries       \(record.entryIndexes.map(String.init).joined(separator: ", "))")
         print("    receipts      \(record.lastReceiptSequence)")
+        print("    SLA           \(ContractsCommand.breaches(record))")
     }
 }
 

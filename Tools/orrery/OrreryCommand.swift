@@ -29,7 +29,7 @@ struct OrreryCommand: AsyncParsableCommand {
 struct InfoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info",
-        abstract: "Show a service's name, version, build, uptime and DID (the open Info RPC)."
+        abstract: "Show a service's name, version, build, uptime, DID and the services it calls (the open Info RPC)."
     )
 
     @Argument(help: "The service's gRPC address, host:port.")
@@ -52,6 +52,7 @@ struct InfoCommand: AsyncParsableCommand {
             print("\(info.name) \(info.version) (build \(info.build))")
             print("  uptime  \(String(format: "%.1f", info.uptimeSeconds)) s")
             print("  did     \(info.did.isEmpty ? "(none yet)" : info.did)")
+            for service in info.services { print("  calls   \(service.name) at \(service.address)") }
         }
     }
 }

@@ -12,15 +12,19 @@ import SwiftProtobuf
 struct SettlementOptions: ParsableArguments {
     @Option(
         name: .customLong("settlement"),
-        help: "The settlement gateway, host:port (default: the context's, else 127.0.0.1:7405).")
+        help:
+            "The settlement gateway, host:port (default: the context's, else the one the orchestrator names, else 127.0.0.1:7405)."
+    )
     var settlementFlag: String?
     @OptionGroup var caller: CallerOptions
-    var settlement: String { CLISettings.address(settlementFlag, service: "settlement-gateway") }
+    var settlement: String {
+        get async { await CLISettings.discoveredAddress(settlementFlag, service: "settlement-gateway") }
+    }
 
     func call<Result: Sendable>(
         _ body: (Orrery_Settlement_V1_Settlement.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
-        try await AuthorizedCall.withClient(settlement, service: "settlement-gateway", caller: caller) {
+        try await AuthorizedCall.withClient(await settlement, service: "settlement-gateway", caller: caller) {
             client in
             try await body(Orrery_Settlement_V1_Settlement.Client(wrapping: client))
         }
@@ -28,6 +32,7 @@ struct SettlementOptions: ParsableArguments {
 
     /// The gateway's DID (its Info).
     func gatewayDID() async throws -> String {
+        let settlement = await settlement
         guard let target = ServiceAddress(settlement) else { throw ValidationError("'\(settlement)' is not host:port") }
         return try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0).did }
     }

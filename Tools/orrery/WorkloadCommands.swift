@@ -273,33 +273,96 @@ struct EventsCommand: AsyncParsableCommand {
     }
 }
 
-/// `orrery contracts ID`: the contract of each replica of a deployment.
+/// `orrery contracts ID`: the contract of each replica of a deployment, its state and its SLA breaches.
 struct ContractsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "contracts",
         abstract:
-            "List a deployment's contracts: one line per replica — contract id, allocation[replica], device (`orrery contract show` for one in full)."
+            "List a deployment's contracts: one line per replica — contract id, allocation[replica], device, the contract's state and the SLA breaches the notary logged (`orrery contract show` for one in full)."
     )
 
     @Argument(help: "The deployment id.") var id: String
     @OptionGroup var options: OrchestratorOptions
-    @Flag(help: "Print JSON: the deployment's assignments, each with its contract_id.") var json = false
+    @Option(
+        name: .customLong("notary"),
+        help:
+            "The contract notary, host:port (default: the context's, else the one the orchestrator names, else 127.0.0.1:7404)."
+    )
+    var notaryFlag: String?
+    @Flag(help: "Print JSON: each contract's record from the notary (orrery.notary.v1.ContractRecord), one per line.")
+    var json = false
 
     func run() async throws {
         let deployment = try await options.call { try await $0.getDeployment(.with { $0.id = id }) }
         let contracted = deployment.assignments.filter { !$0.contractID.isEmpty }
-        if json {
-            var list = Orrery_Orchestrator_V1_Deployment()
-            list.assignments = contracted
-            Console.out(try list.jsonString())
+        if contracted.isEmpty {
+            Console.progress("\(id) has no contract yet (\(deployment.state.name))")
             return
         }
-        if contracted.isEmpty { Console.progress("\(id) has no contract yet (\(deployment.state.name))") }
+        let notary = await CLISettings.discoveredAddress(
+            notaryFlag, service: "contract-notary", orchestrator: options.orchestrator)
+        let records: [String: Orrery_Notary_V1_ContractRecord]
+        do {
+            records = try await AuthorizedCall.withClient(notary, service: "contract-notary", caller: options.caller) {
+                client in
+                let notary = Orrery_Notary_V1_Notary.Client(wrapping: client)
+                var records: [String: Orrery_Notary_V1_ContractRecord] = [:]
+                for assignment in contracted {
+                    records[assignment.contractID] = try await notary.getContract(
+                        .with { $0.id = assignment.contractID })
+                }
+                return records
+            }
+        } catch {
+            // The orchestrator's part stands on its own: say why the notary's is missing, and show the rest.
+            if json { throw error }
+            Console.progress("the notary at \(notary) did not answer (\(error)): states and breaches are not shown")
+            records = [:]
+        }
+        if json {
+            for assignment in contracted {
+                if let record = records[assignment.contractID] { Console.out(try record.jsonString()) }
+            }
+            return
+        }
         for assignment in contracted {
-            Console.out(
-                "\(assignment.contractID)  \(assignment.allocation)[\(assignment.replica)]  \(assignment.deviceDid)")
+            var line =
+                "\(assignment.contractID)  \(assignment.allocation)[\(assignment.replica)]  \(assignment.deviceDid)"
+            if let record = records[assignment.contractID] {
+                line += "  \(Self.name(record.state))  " + Self.breaches(record)
+            }
+            Console.out(line)
         }
     }
+
+    static func name(_ state: Orrery_Notary_V1_ContractState) -> String {
+        switch state {
+        case .proposed: "proposed"
+        case .active: "active"
+        case .completed: "completed"
+        case .terminated: "terminated"
+        case .disputed: "disputed"
+        case .settled: "settled"
+        default: "\(state)"
+        }
+    }
+
+    /// "no SLA breach", or each breach: what was observed against what the contract required, and its penalty.
+    static func breaches(_ record: Orrery_Notary_V1_ContractRecord) -> String {
+        guard !record.breaches.isEmpty else { return "no SLA breach" }
+        let named = record.breaches.map { breach in
+            switch breach.kind {
+            case .availability:
+                "availability \(percent(breach.observed)) < \(percent(breach.required)) (penalty \(breach.penalty) NTX)"
+            case .relocations:
+                "relocations \(Int(breach.observed)) > \(Int(breach.required)) (penalty \(breach.penalty) NTX)"
+            default: "\(breach.kind) (penalty \(breach.penalty) NTX)"
+            }
+        }
+        return "SLA breach\(named.count == 1 ? "" : "es"): " + named.joined(separator: "; ")
+    }
+
+    private static func percent(_ fraction: Double) -> String { String(format: "%.2f%%", fraction * 100) }
 }
 
 /// `orrery cancel ID`.

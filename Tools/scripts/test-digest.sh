@@ -8,15 +8,24 @@ log=$1
 
 echo "== digest of the failed test run (the whole output is above)"
 awk '
-    function name(line, verb) {
+    # The name of a test from its line: after "Test ", before the fixed ending (a name may itself say "passed").
+    function name(line, ending) {
         sub(/^[^ ]+ Test /, "", line)
-        sub(" " verb ".*$", "", line)
+        sub(ending, "", line)
         return line
     }
-    /^◇ Test run started/ { next }
-    /^◇ Test .* started\.$/ { running[name($0, "started")] = NR; next }
-    /^(✔|➜) Test .* (passed|skipped)/ { delete running[name($0, "(passed|skipped)")]; next }
-    /^✘ Test .* failed after/ { delete running[name($0, "failed after")]; failed[++nfailed] = $0; next }
+    /^◇ Test (run started|case )/ { next }
+    /^◇ Test .* started\.$/ { running[name($0, " started[.]$")] = NR; next }
+    /^✔ Test .* passed after [0-9.]+ seconds/ {
+        delete running[name($0, " (with [0-9]+ test cases? )?passed after [0-9.]+ seconds.*$")]
+        next
+    }
+    /^➜ Test .* skipped/ { delete running[name($0, " skipped(:.*|[.])$")]; next }
+    /^✘ Test .* failed after [0-9.]+ seconds/ {
+        delete running[name($0, " (with [0-9]+ test cases? )?failed after [0-9.]+ seconds.*$")]
+        failed[++nfailed] = $0
+        next
+    }
     /^✘ Test .* recorded an issue/ { if (++nissues <= 40) issues[nissues] = $0; next }
     /Fatal error|Precondition failed|Assertion failed|fatal error:|Program crashed/ { crash[++ncrash] = $0; next }
     /^Thread [0-9]+ .*crashed:/ { frames = 60; crash[++ncrash] = $0; next }

@@ -55,7 +55,9 @@ public enum DeviceAgentServer {
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             configuration.maximumGracefulShutdownDuration = settings.shutdownGrace
-            configuration.maximumCancellationDuration = .seconds(2)
+            // No fatal error on slow cancellation: the watchdog ends a process that does not stop in time.
+            configuration.maximumCancellationDuration = nil
+            await StopWatchdog.start(grace: settings.shutdownGrace, logger: logger)
             try await ServiceGroup(configuration: configuration).run()
         } catch let error as StartupError {
             logger.critical("\(error.message)")

@@ -64,6 +64,9 @@ enum ContractStore {
                 lastSequence: UInt64(lastSequence),
                 entryIndexes: indexes.map { UInt64($0) }, slaChecked: slaChecked)
         }
+        for (id, breaches) in try await BreachIndex.breaches(of: Array(result.keys), on: client, logger: logger) {
+            result[id]?.breaches = breaches
+        }
         return result
     }
 

@@ -22,6 +22,8 @@ struct ContractRow: Sendable {
     var entryIndexes: [UInt64]
     /// Its availability term was checked once it ended.
     var slaChecked = false
+    /// The SLA breaches logged for it, in log order.
+    var breaches: BreachIndex.Breaches = []
 
     var record: Orrery_Notary_V1_ContractRecord {
         .with {
@@ -31,6 +33,8 @@ struct ContractRow: Sendable {
             if let acceptance { $0.acceptance = acceptance }
             $0.entryIndexes = entryIndexes
             $0.lastReceiptSequence = lastSequence
+            $0.breaches = breaches.map(\.breach)
+            $0.breachIndexes = breaches.map(\.index)
         }
     }
 }
@@ -160,6 +164,8 @@ final class LogSequencer: Sendable {
         var nodePositions: [Int64] = []
         var nodeHashes: [ByteBuffer] = []
         var entryContracts: [String] = []
+        var breachIndexes: [Int64] = []
+        var breachContracts: [String] = []
         var idempotent: [(RetryKey, Data)] = []
         var results: [Result<ActOutcome, any Error>] = []
 
@@ -201,6 +207,11 @@ final class LogSequencer: Sendable {
                 entryContracts.append(act.contractID)
                 appended.append(index)
                 row.entryIndexes.append(index)
+                if draft.kind == .slaBreach {
+                    row.breaches.append((index, try Orrery_Notary_V1_SlaBreach(serializedBytes: draft.act.payload)))
+                    breachIndexes.append(Int64(index))
+                    breachContracts.append(act.contractID)
+                }
             }
             rows[act.contractID] = row
             changed.insert(act.contractID)
@@ -238,6 +249,7 @@ final class LogSequencer: Sendable {
                 """,
                 logger: logger)
         }
+        try await BreachIndex.add(indexes: breachIndexes, contracts: breachContracts, on: connection, logger: logger)
         try await ContractStore.update(changed.compactMap { rows[$0] }, on: connection, logger: logger)
         if !idempotent.isEmpty {
             try await connection.query(

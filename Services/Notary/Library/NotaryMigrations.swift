@@ -101,5 +101,25 @@ public enum NotaryMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 4,
+            name: "SLA breaches by contract",
+            statements: [
+                // Which log entries are SLA breaches, by contract, so a contract's record names its breaches
+                // without reading its every receipt. Written with the entry, in the sequencer's transaction.
+                """
+                CREATE TABLE contract_breaches (
+                    idx bigint PRIMARY KEY REFERENCES log_entries (idx),
+                    contract_id text NOT NULL REFERENCES contracts (id)
+                )
+                """,
+                "CREATE INDEX contract_breaches_by_contract ON contract_breaches (contract_id, idx)",
+                "CREATE TRIGGER contract_breaches_append_only BEFORE UPDATE OR DELETE ON contract_breaches FOR EACH ROW EXECUTE FUNCTION refuse_log_change()",
+                // The entries logged before this migration are indexed by the notary at start (BreachIndex):
+                // [done, upto) is what is left.
+                "CREATE TABLE contract_breaches_backfill (upto bigint NOT NULL, done bigint NOT NULL)",
+                "INSERT INTO contract_breaches_backfill SELECT coalesce(max(idx) + 1, 0), 0 FROM log_entries",
+            ]
+        ),
     ]
 }

@@ -30,6 +30,15 @@ public enum NotaryServer {
                     }
                 }
             ]
+            let logger = environment.logger
+            workers.append(
+                BackgroundWorker("indexing the SLA breaches logged before their index", once: true) {
+                    await PeriodicWork(
+                        "indexing earlier SLA breaches", untilDoneRetryingAfter: .seconds(2), logger: logger
+                    ) {
+                        try await BreachIndex.backfill(client: database, logger: logger)
+                    }.run()
+                })
             if let registry = settings.registryAddress.flatMap(ServiceAddress.init) {
                 let checker = AvailabilityChecker(
                     registry: registry, environment: environment, client: database, sequencer: sequencer)

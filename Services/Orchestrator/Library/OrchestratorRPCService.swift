@@ -3,15 +3,29 @@ internal import OrreryAuth
 internal import OrreryIdentity
 public import OrreryProto
 internal import OrreryRuntime
+internal import SwiftProtobuf
 
 /// `orrery.orchestrator.v1.Orchestrator` over gRPC: each method hands the authorised caller to `OrchestratorAPI`.
 public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
     private let environment: ServiceEnvironment
     private let api: OrchestratorAPI
+    /// The services this orchestrator calls, named in `Info` so that a client given only its address finds them.
+    private let peers: [Orrery_Common_V1_ServiceEndpoint]
 
-    init(environment: ServiceEnvironment, api: OrchestratorAPI) {
+    init(environment: ServiceEnvironment, api: OrchestratorAPI, settings: OrchestratorSettings) {
         self.environment = environment
         self.api = api
+        self.peers = [
+            ("registry", settings.registryAddress), ("contract-notary", settings.notaryAddress),
+            ("settlement-gateway", settings.settlementAddress),
+        ].compactMap { name, address in
+            address.map { address in
+                .with {
+                    $0.name = name
+                    $0.address = address
+                }
+            }
+        }
     }
 
     /// The invoker of the validated capability.
@@ -23,7 +37,9 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
     public func info(request: Orrery_Common_V1_InfoRequest, context: ServerContext) async throws
         -> Orrery_Common_V1_InfoResponse
     {
-        environment.info.response()
+        var info = environment.info.response()
+        info.services = peers
+        return info
     }
 
     public func submitWorkload(request: Orrery_Orchestrator_V1_SubmitWorkloadRequest, context: ServerContext)

@@ -21,7 +21,8 @@ public enum OrchestratorServer {
             let components = OrchestratorComponents.make(environment, settings: settings, database: database)
             return ServiceParts(
                 rpcServices: [
-                    OrchestratorRPCService(environment: environment, api: components.api), components.channel,
+                    OrchestratorRPCService(environment: environment, api: components.api, settings: settings),
+                    components.channel,
                 ],
                 workers: workers(environment, settings: settings, database: database, components: components),
                 httpRoutes: { gateway, router in

@@ -47,13 +47,16 @@ extension OfferStore {
         run.reason = reason
         guard let usage else { return run }
         run.usage = usage
-        // Only what ran costs: a replica that never started (no use reported) owes nothing, not the minimum. (Usage
-        // has no RAM MiB·hours: exact for the per-time contracts the clerk drafts, not for a per-resource one.)
+        // Only what ran costs: a replica that never started (no use reported) owes nothing, not the minimum. The use
+        // is counted as the device's receipts count it: metered CPU, the reserved RAM and GPUs for the wall time.
         guard usage.wallSeconds > 0 || usage.cpuSeconds > 0 else { return run }
         let contract = try Orrery_Notary_V1_Contract(serializedBytes: offer.contract.payload)
+        let resources = offer.spec.resources
         run.costSoFar = ContractCharge.due(
             contract.price,
-            for: .init(cpuSeconds: usage.cpuSeconds, gpuSeconds: usage.gpuSeconds, wallSeconds: usage.wallSeconds),
+            for: .held(
+                cpuSeconds: usage.cpuSeconds, wallSeconds: usage.wallSeconds, ramMib: resources.ramMib,
+                gpus: resources.gpu.count),
             completed: state == .exited && exitCode == 0)
         return run
     }

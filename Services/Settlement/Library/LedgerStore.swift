@@ -103,7 +103,7 @@ struct LedgerStore: Sendable {
     ) async throws -> Orrery_Settlement_V1_JournalEntry {
         switch outcome {
         case .posted(let id, let at, let released, let fee):
-            return .with {
+            let entry = Orrery_Settlement_V1_JournalEntry.with {
                 $0.id = id
                 $0.kind = kind
                 $0.contractID = contractID ?? ""
@@ -116,6 +116,8 @@ struct LedgerStore: Sendable {
                     }
                 }
             }
+            MoneyMetrics.count(entry)
+            return entry
         case .refused(let state, let constraint, let message):
             if let earlier = try await earlierEntry(retry) { return earlier }
             switch (state, constraint) {
@@ -174,6 +176,7 @@ struct LedgerStore: Sendable {
         guard let entry = try await entry(id) else {
             throw RPCError(code: .internalError, message: "entry \(id) cannot be read back")
         }
+        MoneyMetrics.count(entry)
         return entry
     }
 

@@ -34,7 +34,15 @@ public enum SettlementServer {
         chains: ChainSettings
     ) -> [BackgroundWorker] {
         let sealer = JournalSealer(client: database, key: environment.key, logger: environment.logger)
-        var workers = [BackgroundWorker("journal sealer") { await sealer.run() }]
+        let logger = environment.logger
+        var workers = [
+            BackgroundWorker("journal sealer") { await sealer.run() },
+            BackgroundWorker("escrow gauge") {
+                await PeriodicWork("reading the NTX held in escrow", every: .seconds(15), logger: logger) {
+                    try await MoneyMetrics.recordEscrowHeld(client: database, logger: logger)
+                }.run()
+            },
+        ]
         if let notaryAddress = settings.notaryAddress.flatMap(ServiceAddress.init) {
             let link = ServiceLink(address: notaryAddress, peer: "notary", environment: environment)
             let settler = ContractSettler(

@@ -105,11 +105,31 @@ public nonisolated struct Orrery_Common_V1_InfoResponse: Sendable {
   /// The service's DID, shared by all its replicas; empty until the service has an identity.
   public var did: String = String()
 
+  /// The services this one calls, at the addresses it reaches them by (the orchestrator names its registry, contract
+  /// notary and settlement gateway), so that a client told one address finds the rest. Addresses are as this service
+  /// sees them: a client elsewhere may need others (its own settings win).
+  public var services: [Orrery_Common_V1_ServiceEndpoint] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// A service by name ("registry", "contract-notary", "settlement-gateway" …) and its gRPC address, host:port.
+public nonisolated struct Orrery_Common_V1_ServiceEndpoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var address: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -217,7 +237,7 @@ nonisolated extension Orrery_Common_V1_InfoRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Orrery_Common_V1_InfoResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InfoResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}build\0\u{3}started_at\0\u{3}uptime_seconds\0\u{1}did\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}build\0\u{3}started_at\0\u{3}uptime_seconds\0\u{1}did\0\u{1}services\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -231,6 +251,7 @@ nonisolated extension Orrery_Common_V1_InfoResponse: SwiftProtobuf.Message, Swif
       case 4: try { try decoder.decodeSingularMessageField(value: &self._startedAt) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.uptimeSeconds) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.did) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
       default: break
       }
     }
@@ -259,6 +280,9 @@ nonisolated extension Orrery_Common_V1_InfoResponse: SwiftProtobuf.Message, Swif
     if !self.did.isEmpty {
       try visitor.visitSingularStringField(value: self.did, fieldNumber: 6)
     }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -269,6 +293,42 @@ nonisolated extension Orrery_Common_V1_InfoResponse: SwiftProtobuf.Message, Swif
     if lhs._startedAt != rhs._startedAt {return false}
     if lhs.uptimeSeconds != rhs.uptimeSeconds {return false}
     if lhs.did != rhs.did {return false}
+    if lhs.services != rhs.services {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Common_V1_ServiceEndpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceEndpoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Common_V1_ServiceEndpoint, rhs: Orrery_Common_V1_ServiceEndpoint) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.address != rhs.address {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -774,6 +774,12 @@ public nonisolated struct Orrery_Notary_V1_ContractRecord: Sendable {
   /// The last receipt sequence recorded.
   public var lastReceiptSequence: UInt64 = 0
 
+  /// The SLA breaches the notary logged for this contract, in log order, as it signed them (each is also one of
+  /// entry_indexes: breach_indexes[i] is breaches[i]'s, for an inclusion proof).
+  public var breaches: [Orrery_Notary_V1_SlaBreach] = []
+
+  public var breachIndexes: [UInt64] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1950,7 +1956,7 @@ nonisolated extension Orrery_Notary_V1_SignedTreeHead: SwiftProtobuf.Message, Sw
 
 nonisolated extension Orrery_Notary_V1_ContractRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ContractRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}contract\0\u{1}state\0\u{1}proposal\0\u{1}acceptance\0\u{3}entry_indexes\0\u{3}last_receipt_sequence\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}contract\0\u{1}state\0\u{1}proposal\0\u{1}acceptance\0\u{3}entry_indexes\0\u{3}last_receipt_sequence\0\u{1}breaches\0\u{3}breach_indexes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1964,6 +1970,8 @@ nonisolated extension Orrery_Notary_V1_ContractRecord: SwiftProtobuf.Message, Sw
       case 4: try { try decoder.decodeSingularMessageField(value: &self._acceptance) }()
       case 5: try { try decoder.decodeRepeatedUInt64Field(value: &self.entryIndexes) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.lastReceiptSequence) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.breaches) }()
+      case 8: try { try decoder.decodeRepeatedUInt64Field(value: &self.breachIndexes) }()
       default: break
       }
     }
@@ -1992,6 +2000,12 @@ nonisolated extension Orrery_Notary_V1_ContractRecord: SwiftProtobuf.Message, Sw
     if self.lastReceiptSequence != 0 {
       try visitor.visitSingularUInt64Field(value: self.lastReceiptSequence, fieldNumber: 6)
     }
+    if !self.breaches.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.breaches, fieldNumber: 7)
+    }
+    if !self.breachIndexes.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.breachIndexes, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2002,6 +2016,8 @@ nonisolated extension Orrery_Notary_V1_ContractRecord: SwiftProtobuf.Message, Sw
     if lhs._acceptance != rhs._acceptance {return false}
     if lhs.entryIndexes != rhs.entryIndexes {return false}
     if lhs.lastReceiptSequence != rhs.lastReceiptSequence {return false}
+    if lhs.breaches != rhs.breaches {return false}
+    if lhs.breachIndexes != rhs.breachIndexes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

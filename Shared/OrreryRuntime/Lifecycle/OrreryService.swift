@@ -48,15 +48,19 @@ public struct ServiceEnvironment: Sendable {
 }
 
 /// A service's background work (a feed, a sweeper, a link to another service): it runs as long as the service
-/// serves. One that throws or returns before the service stops has failed for good: the process reports NOT_SERVING
-/// and exits 1, so that its service manager restarts it — never a log line while health says SERVING.
+/// serves. One that throws, or returns before the service stops (unless it is work done `once`), has failed for good:
+/// the process reports NOT_SERVING and exits 1, so that its service manager restarts it — never a log line while
+/// health says SERVING.
 public struct BackgroundWorker: Sendable {
     /// What it is, for the log line that reports its failure.
     public let name: String
+    /// Work done once (a backfill at start): it may end. Any other worker that ends has failed for good.
+    public let once: Bool
     public let run: @Sendable () async throws -> Void
 
-    public init(_ name: String, run: @escaping @Sendable () async throws -> Void) {
+    public init(_ name: String, once: Bool = false, run: @escaping @Sendable () async throws -> Void) {
         self.name = name
+        self.once = once
         self.run = run
     }
 }

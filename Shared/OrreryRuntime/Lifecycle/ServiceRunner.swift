@@ -9,6 +9,7 @@ internal import OrreryAuth
 internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryProto
+internal import OrreryRuntimeCore
 internal import PostgresNIO
 internal import Prometheus
 internal import ServiceLifecycle
@@ -45,6 +46,7 @@ public enum ServiceRunner {
         var logger = Logger(label: "orrery.\(name)")
         logger.logLevel = settings.logLevel
 
+        await StopWatchdog.start(grace: settings.shutdownGrace, logger: logger)
         do {
             try await serve(
                 service, settings: settings, metrics: metrics, logger: logger, signals: [.sigterm, .sigint],
@@ -66,7 +68,8 @@ public enum ServiceRunner {
     /// service it builds itself: the same listeners, checks and workers as `run`, but no signal handlers, no
     /// process-wide logging or metrics bootstrap (the test process has its own) and no heap give-back (it trims the
     /// whole process). `settings.readyFile` says when it
-    /// serves and on which ports.
+    /// serves and on which ports. Its parts may take as long as they need to stop once cancelled (a process is ended
+    /// by its `StopWatchdog`; here that would end the test process and every suite in it).
     public static func runInProcess(_ service: OrreryService, settings: RuntimeSettings, logger: Logger) async throws {
         do {
             try await serve(
@@ -111,7 +114,10 @@ public enum ServiceRunner {
         var configuration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: signals, logger: logger)
         configuration.maximumGracefulShutdownDuration = settings.shutdownGrace
-        configuration.maximumCancellationDuration = .seconds(2)
+        // No bound on cancellation here: ServiceGroup's ends the process with a fatal error, whose crash report of
+        // a large binary took minutes on a loaded machine — and in a test process it would end every suite. A
+        // process is bounded by `StopWatchdog` instead; a test waits for the service it runs.
+        configuration.maximumCancellationDuration = nil
         // The database client, the heap give-back, then the servers (whose background workers are a group of their
         // own, started once the service serves): started in that order, shut down in reverse, the database last.
         configuration.services.append(
@@ -447,7 +453,7 @@ private struct WorkerService: Service, CustomStringConvertible {
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
             throw WorkerFailure(worker: worker.name, reason: "\(error)")
         }
-        if Task.isCancelled || Task.isShuttingDownGracefully { return }
+        if Task.isCancelled || Task.isShuttingDownGracefully || worker.once { return }
         throw WorkerFailure(worker: worker.name, reason: "it ended on its own")
     }
 }

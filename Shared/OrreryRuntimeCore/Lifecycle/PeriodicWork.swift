@@ -10,6 +10,8 @@ public struct PeriodicWork: Sendable {
     public let interval: Duration
     /// Pause before the first pass too (for a resend that has nothing to do at first).
     public let pausesFirst: Bool
+    /// Work done once: the first pass that succeeds ends it (failed passes are tried again after the pause).
+    public let once: Bool
     private let logger: Logger
     private let pass: @Sendable () async throws -> Void
 
@@ -20,8 +22,22 @@ public struct PeriodicWork: Sendable {
         self.name = name
         self.interval = interval
         self.pausesFirst = pausesFirst
+        self.once = false
         self.logger = logger
         self.pass = pass
+    }
+
+    /// Work that is done once it succeeds: a failed attempt is logged and tried again after `retryAfter`.
+    public init(
+        _ name: String, untilDoneRetryingAfter retryAfter: Duration, logger: Logger,
+        work: @escaping @Sendable () async throws -> Void
+    ) {
+        self.name = name
+        self.interval = retryAfter
+        self.pausesFirst = false
+        self.once = true
+        self.logger = logger
+        self.pass = work
     }
 
     /// Runs passes until the task is cancelled.
@@ -31,6 +47,7 @@ public struct PeriodicWork: Sendable {
         while !Task.isCancelled {
             do {
                 try await pass()
+                if once { return }
                 failures = 0
             } catch is CancellationError {
                 return

@@ -25,8 +25,13 @@ public enum MetricCatalog {
         // Settlement gateway.
         "settlement_operations_total": "Settlement operations (escrow, release, refund, deposit), by method and status",
         "settlement_operation_seconds": "Time to carry out a settlement operation, by method",
+        "orrery_settlement_ntx_total":
+            "NTX (base units) moved by new journal entries, by kind (escrow, release, refund, deposit, …)",
+        "orrery_settlement_escrow_held_ntx": "NTX (base units) held in escrow accounts now, as the ledger says",
         // Device agent.
         "orrery_agent_allocations_running": "Allocations this agent runs now",
+        "orrery_agent_allocation_cpu_seconds": "CPU time a running allocation used so far, by offer and allocation",
+        "orrery_agent_allocation_memory_bytes": "Memory a running allocation uses now, by offer and allocation",
         "orrery_sandbox_start_seconds": "Time from a Deploy to its workload running in its sandbox",
     ]
 }
@@ -58,13 +63,20 @@ extension MetricCatalog {
             ("orrery_notary_tree_size", .gauge, [[]]),
             ("orrery_notary_append_seconds", .timer, [[]]),
         ],
+        "settlement-gateway": [
+            (
+                "orrery_settlement_ntx_total", .floatCounter,
+                ["escrow", "release", "refund"].map { [("kind", $0)] }
+            ),
+            ("orrery_settlement_escrow_held_ntx", .gauge, [[]]),
+        ],
         "device-agent": [
             ("orrery_agent_allocations_running", .gauge, [[]]),
             ("orrery_sandbox_start_seconds", .timer, [[]]),
         ],
     ]
 
-    enum Kind { case counter, gauge, timer }
+    enum Kind { case counter, floatCounter, gauge, timer }
 
     /// Registers `service`'s series at zero (see `registeredAtStart`).
     public static func registerAtStart(service: String) {
@@ -72,6 +84,8 @@ extension MetricCatalog {
             for dimensions in dimensionSets {
                 switch kind {
                 case .counter: CoreMetrics.Counter(label: label, dimensions: dimensions).increment(by: 0)
+                case .floatCounter:
+                    CoreMetrics.FloatingPointCounter(label: label, dimensions: dimensions).increment(by: 0.0)
                 case .gauge: CoreMetrics.Recorder(label: label, dimensions: dimensions, aggregate: false).record(0)
                 case .timer: _ = CoreMetrics.Timer(label: label, dimensions: dimensions)
                 }

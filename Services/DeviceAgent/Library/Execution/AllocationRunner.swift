@@ -232,6 +232,12 @@ public struct AllocationRunner: Sendable {
         return group.usage()
     }
 
+    /// The memory the allocation uses now; nil without cgroups.
+    public func memoryInUse(_ id: String) -> UInt64? {
+        guard let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) else { return nil }
+        return group.memoryInUse()
+    }
+
     /// Removes the allocation's cgroup once it ended (its files stay as the journal).
     public func release(_ id: String) {
         guard let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) else { return }

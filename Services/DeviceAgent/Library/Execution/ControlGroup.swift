@@ -142,6 +142,14 @@ public struct ControlGroup: Sendable {
         return usage
     }
 
+    /// The memory the group's processes use now (page cache included, as the limit counts it); nil unmetered.
+    public func memoryInUse() -> UInt64? {
+        switch version {
+        case .v1: directories["memory"].flatMap { Self.number($0 + "/memory.usage_in_bytes") }
+        case .v2: directories["unified"].flatMap { Self.number($0 + "/memory.current") }
+        }
+    }
+
     /// The processes still in the group.
     public func processes() -> [Int32] {
         var pids: Set<Int32> = []

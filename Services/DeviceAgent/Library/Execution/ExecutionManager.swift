@@ -292,6 +292,17 @@ actor ExecutionManager {
         following.insert(id)
         Gauge(label: "orrery_agent_allocations_running").record(following.count)
         if receipts != nil { Task { await self.receiptUsage(of: id) } }
+        let gauges = AllocationGauges(id: id, allocation: (try? runner.spec(id))?.name ?? "")
+        Task { [weak self, logger] in
+            let manager = WeakReference(self)
+            await PeriodicWork("metering an allocation for /metrics", every: .seconds(5), logger: logger) {
+                guard let self = manager.value, await self.isFollowing(id) else {
+                    gauges.remove()
+                    throw CancellationError()
+                }
+                gauges.record(self.runner)
+            }.run()
+        }
         let runner = runner
         Task {
             let spec = try? runner.spec(id)
@@ -312,6 +323,8 @@ actor ExecutionManager {
             }
         }
     }
+
+    private func isFollowing(_ id: String) -> Bool { following.contains(id) }
 
     /// While `id` runs, a signed usage receipt every `receiptInterval`, sent with a running report.
     private func receiptUsage(of id: String) async {
@@ -505,5 +518,26 @@ actor ExecutionManager {
     private func savedReport(for id: String) -> Orrery_Orchestrator_V1_AllocationReport? {
         guard let data = FileManager.default.contents(atPath: runner.directory(id) + "/report.pb") else { return nil }
         return try? Orrery_Orchestrator_V1_AllocationReport(serializedBytes: data)
+    }
+}
+
+/// A running allocation's CPU time and memory as `/metrics` gauges, labelled by offer id and allocation name.
+struct AllocationGauges: Sendable {
+    let dimensions: [(String, String)]
+
+    init(id: String, allocation: String) { dimensions = [("offer", id), ("allocation", allocation)] }
+
+    func record(_ runner: AllocationRunner) {
+        Gauge(label: "orrery_agent_allocation_cpu_seconds", dimensions: dimensions).record(
+            runner.usage(dimensions[0].1).cpuSeconds)
+        if let memory = runner.memoryInUse(dimensions[0].1) {
+            Gauge(label: "orrery_agent_allocation_memory_bytes", dimensions: dimensions).record(Double(memory))
+        }
+    }
+
+    /// Unregisters both series once the allocation ended.
+    func remove() {
+        Gauge(label: "orrery_agent_allocation_cpu_seconds", dimensions: dimensions).destroy()
+        Gauge(label: "orrery_agent_allocation_memory_bytes", dimensions: dimensions).destroy()
     }
 }

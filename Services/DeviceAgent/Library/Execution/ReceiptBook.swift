@@ -6,6 +6,7 @@ internal import Crypto
 #endif
 internal import OrreryBasics
 internal import OrreryIdentity
+internal import OrreryLedger
 internal import OrreryProto
 internal import SwiftProtobuf
 
@@ -128,11 +129,14 @@ struct ReceiptBook: Sendable {
     static func usage(
         cpuSeconds: Double, wallSeconds: Double, spec: Orrery_Orchestrator_V1_AllocationSpec?
     ) -> Orrery_Notary_V1_UsageReceipt {
-        .with {
-            $0.cpuSeconds = cpuSeconds
-            $0.wallSeconds = wallSeconds
-            $0.ramMibHours = Double(spec?.resources.ramMib ?? 0) * wallSeconds / 3600
-            $0.gpuSeconds = Double(spec?.resources.gpu.count ?? 0) * wallSeconds
+        let use = ContractCharge.Use.held(
+            cpuSeconds: cpuSeconds, wallSeconds: wallSeconds, ramMib: spec?.resources.ramMib ?? 0,
+            gpus: spec?.resources.gpu.count ?? 0)
+        return .with {
+            $0.cpuSeconds = use.cpuSeconds
+            $0.wallSeconds = use.wallSeconds
+            $0.ramMibHours = use.ramMibHours
+            $0.gpuSeconds = use.gpuSeconds
             $0.at = Google_Protobuf_Timestamp(date: Date())
         }
     }
