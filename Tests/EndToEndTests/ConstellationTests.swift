@@ -152,6 +152,30 @@ struct ConstellationTests {
         }
     }
 
+    @Test("SIGTERM to a service whose worker does not stop: ended by its watchdog — grace, 5 s, a log line, exit 1")
+    func stopWatchdog() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await TestEnvironment.withTemporaryDirectory("orrery-stall") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await RunningService.start(
+                    "registry", extraArguments: ["--shutdown-grace", "1"],
+                    environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+                        .merging(["ORRERY_STALL_WORKER_STOP": "liveness"]) { $1 },
+                    directory: directory)
+                defer { registry.child.signal(SIGKILL) }
+                let asked = ContinuousClock.now
+                registry.child.signal(SIGTERM)
+                // Without the watchdog the stalled worker holds the process for an hour.
+                let status = await registry.child.waitForExit(timeout: .seconds(120))
+                #expect(status == 1, "\(registry.child.output.suffix(2000))")
+                #expect(ContinuousClock.now - asked >= .seconds(6), "ended before its grace and allowance")
+                #expect(
+                    registry.child.output.contains("did not stop within 6.0 seconds of being asked to")
+                        && !registry.child.output.contains("Fatal error"), "\(registry.child.output.suffix(2000))")
+            }
+        }
+    }
+
     @Test(
         "TLS: a service given a certificate serves gRPC over TLS to grpc-swift and to Python's grpcio; plaintext fails")
     func tls() async throws {

@@ -449,6 +449,7 @@ private struct WorkerService: Service, CustomStringConvertible {
         do {
             try InjectedWorkerFailure.check(worker.name)
             try await cancelWhenGracefulShutdown { try await worker.run() }
+            await InjectedStopStall.stallIfArmed(worker.name)
         } catch {
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
             throw WorkerFailure(worker: worker.name, reason: "\(error)")

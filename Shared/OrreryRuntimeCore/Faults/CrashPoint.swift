@@ -45,3 +45,19 @@ public enum InjectedWorkerFailure: Error, CustomStringConvertible {
         }
     }
 }
+
+/// Background workers a test makes stall once cancelled, as one stuck finishing a write would, to see the process
+/// ended by its `StopWatchdog`. `ORRERY_STALL_WORKER_STOP` lists their names (comma-separated); unset, as in
+/// production, none stalls.
+public enum InjectedStopStall {
+    static let names: Set<String> = Set(
+        (ProcessInfo.processInfo.environment["ORRERY_STALL_WORKER_STOP"] ?? "").split(separator: ",").map {
+            $0.trimmed()
+        }.filter { !$0.isEmpty })
+
+    /// Waits an hour, whatever cancels it, when `ORRERY_STALL_WORKER_STOP` names `worker`.
+    public static func stallIfArmed(_ worker: String) async {
+        guard names.contains(worker) else { return }
+        await Task.detached { try? await Task.sleep(for: .seconds(3600)) }.value
+    }
+}
