@@ -681,14 +681,7 @@ struct AgentChannelTests {
                 spec.allocations[0].maxDurationSeconds = 150
                 spec.allocations[0].outputs = []
                 // Both online in the orchestrator's view: the cheap one is the choice.
-                let ready = ContinuousClock.now + .seconds(15)
-                while ContinuousClock.now < ready {
-                    let explanation = try await consumer.with(orchestrator) { client in
-                        try await client.explainPlacement(.with { $0.spec = spec })
-                    }
-                    if explanation.allocations.first?.assignments.first?.deviceDid == cheap.did { break }
-                    try await Task.sleep(for: .milliseconds(100))
-                }
+                try await OrchestratorTests.waitUntilChosen(cheap.did, for: spec, consumer, orchestrator)
                 let job = try await consumer.with(orchestrator) { client in
                     try await client.submitWorkload(
                         .with {

@@ -176,6 +176,23 @@ struct OrchestratorTests {
         return current
     }
 
+    /// Waits until placement puts `spec`'s first replica on `device` (the orchestrator's view of the fleet caught up
+    /// with the devices the test started), up to `limit`.
+    static func waitUntilChosen(
+        _ device: String, for spec: Orrery_Orchestrator_V1_WorkloadSpec, _ consumer: Consumer,
+        _ orchestrator: RunningService, within limit: Duration = .seconds(15)
+    ) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            let explanation = try await consumer.with(orchestrator) { client in
+                try await client.explainPlacement(.with { $0.spec = spec })
+            }
+            if explanation.allocations.first?.assignments.first?.deviceDid == device { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("placement did not choose \(device) within \(limit)")
+    }
+
     /// Waits until the orchestrator has the registry's snapshot (ExplainPlacement stops answering UNAVAILABLE).
     static func waitForFleet(_ consumer: Consumer, _ orchestrator: RunningService, devices: Int) async throws {
         let deadline = ContinuousClock.now + .seconds(20)
