@@ -523,14 +523,18 @@ actor ExecutionManager {
 
 /// A running allocation's CPU time and memory as `/metrics` gauges, labelled by offer id and allocation name.
 struct AllocationGauges: Sendable {
+    /// The allocation's offer id.
+    let id: String
     let dimensions: [(String, String)]
 
-    init(id: String, allocation: String) { dimensions = [("offer", id), ("allocation", allocation)] }
+    init(id: String, allocation: String) {
+        self.id = id
+        dimensions = [("offer", id), ("allocation", allocation)]
+    }
 
     func record(_ runner: AllocationRunner) {
-        Gauge(label: "orrery_agent_allocation_cpu_seconds", dimensions: dimensions).record(
-            runner.usage(dimensions[0].1).cpuSeconds)
-        if let memory = runner.memoryInUse(dimensions[0].1) {
+        Gauge(label: "orrery_agent_allocation_cpu_seconds", dimensions: dimensions).record(runner.usage(id).cpuSeconds)
+        if let memory = runner.memoryInUse(id) {
             Gauge(label: "orrery_agent_allocation_memory_bytes", dimensions: dimensions).record(Double(memory))
         }
     }
