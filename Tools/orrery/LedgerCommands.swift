@@ -213,7 +213,7 @@ struct ContractShowCommand: AsyncParsableCommand {
             return
         }
         let contract = record.contract
-        print("==> \(contract.id): \(ContractsCommand.name(record.state))")
+        print("==> \(contract.id): \(record.state.name)")
         print("    consumer      \(contract.consumerDid)")
         print("    device        \(contract.deviceDid) (owner \(contract.ownerDid))")
         print("    orchestrator  \(contract.orchestratorDid)")

@@ -329,21 +329,9 @@ struct ContractsCommand: AsyncParsableCommand {
             var line =
                 "\(assignment.contractID)  \(assignment.allocation)[\(assignment.replica)]  \(assignment.deviceDid)"
             if let record = records[assignment.contractID] {
-                line += "  \(Self.name(record.state))  " + Self.breaches(record)
+                line += "  \(record.state.name)  " + Self.breaches(record)
             }
             Console.out(line)
-        }
-    }
-
-    static func name(_ state: Orrery_Notary_V1_ContractState) -> String {
-        switch state {
-        case .proposed: "proposed"
-        case .active: "active"
-        case .completed: "completed"
-        case .terminated: "terminated"
-        case .disputed: "disputed"
-        case .settled: "settled"
-        default: "\(state)"
         }
     }
 

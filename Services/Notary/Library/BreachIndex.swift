@@ -41,7 +41,8 @@ enum BreachIndex {
         return found
     }
 
-    /// Records that the entries at `indexes` are breaches of `contracts` (same order), in the caller's transaction.
+    /// Records that the entries at `indexes` are breaches of `contracts` (same order), in the caller's transaction;
+    /// an entry indexed already is left as it is (the backfill may meet one twice after a restart).
     static func add(indexes: [Int64], contracts: [String], on connection: PostgresConnection, logger: Logger)
         async throws
     {
@@ -49,7 +50,7 @@ enum BreachIndex {
         try await connection.query(
             """
             INSERT INTO contract_breaches (idx, contract_id)
-            SELECT * FROM unnest(\(indexes)::bigint[], \(contracts)::text[])
+            SELECT * FROM unnest(\(indexes)::bigint[], \(contracts)::text[]) ON CONFLICT DO NOTHING
             """,
             logger: logger)
     }
@@ -75,14 +76,7 @@ enum BreachIndex {
                     indexes.append(index)
                     contracts.append(breach.contractID)
                 }
-                if !indexes.isEmpty {
-                    try await connection.query(
-                        """
-                        INSERT INTO contract_breaches (idx, contract_id)
-                        SELECT * FROM unnest(\(indexes)::bigint[], \(contracts)::text[]) ON CONFLICT DO NOTHING
-                        """,
-                        logger: logger)
-                }
+                try await add(indexes: indexes, contracts: contracts, on: connection, logger: logger)
                 try await connection.query("UPDATE contract_breaches_backfill SET done = \(end)", logger: logger)
                 if end == left.upto {
                     logger.info("SLA breaches logged before their index are indexed", metadata: ["entries": "\(end)"])

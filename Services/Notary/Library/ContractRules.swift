@@ -84,16 +84,4 @@ enum ContractRules {
         default: return []
         }
     }
-
-    static func name(_ state: Orrery_Notary_V1_ContractState) -> String {
-        switch state {
-        case .proposed: return "proposed"
-        case .active: return "active"
-        case .completed: return "completed"
-        case .terminated: return "terminated"
-        case .disputed: return "disputed"
-        case .settled: return "settled"
-        default: return "unspecified"
-        }
-    }
 }

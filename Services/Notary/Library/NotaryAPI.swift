@@ -180,7 +180,7 @@ struct NotaryAPI: Sendable {
                 if row.state == .active, row.acceptance == signed { return [] }  // the same acceptance again
                 guard row.state == .proposed else {
                     throw NotaryFailure.failedPrecondition(
-                        "contract \(row.contract.id) is \(ContractRules.name(row.state)), not proposed: it cannot be accepted"
+                        "contract \(row.contract.id) is \(row.state.name), not proposed: it cannot be accepted"
                     )
                 }
                 row.state = .active
@@ -209,7 +209,7 @@ struct NotaryAPI: Sendable {
         guard let allowed = ContractRules.signers(for: transition.to, of: row.contract, settlementDID: settlementDID)
         else {
             throw NotaryFailure.invalid(
-                "to: \(ContractRules.name(transition.to)) is recorded by the notary itself (on acceptance or on the completion receipt); request terminated, disputed or settled"
+                "to: \(transition.to.name) is recorded by the notary itself (on acceptance or on the completion receipt); request terminated, disputed or settled"
             )
         }
         let signers = try Self.verified(request.transition)
@@ -217,7 +217,7 @@ struct NotaryAPI: Sendable {
             throw NotaryFailure.denied(
                 allowed.isEmpty
                     ? "no settlement gateway DID is configured (settlement.did): nobody may settle contracts here"
-                    : "only \(allowed.joined(separator: " or ")) may make contract \(row.contract.id) \(ContractRules.name(transition.to)); it is signed by \(signers.map(\.string).joined(separator: ", "))"
+                    : "only \(allowed.joined(separator: " or ")) may make contract \(row.contract.id) \(transition.to.name); it is signed by \(signers.map(\.string).joined(separator: ", "))"
             )
         }
         let signed = request.transition
@@ -228,7 +228,7 @@ struct NotaryAPI: Sendable {
                 apply: { row, _ in
                     guard ContractRules.allowedSources(of: transition.to).contains(row.state) else {
                         throw NotaryFailure.failedPrecondition(
-                            "contract \(row.contract.id) is \(ContractRules.name(row.state)): it cannot become \(ContractRules.name(transition.to))"
+                            "contract \(row.contract.id) is \(row.state.name): it cannot become \(transition.to.name)"
                         )
                     }
                     row.state = transition.to
@@ -276,7 +276,7 @@ struct NotaryAPI: Sendable {
                 apply: { row, now in
                     guard row.state == .active else {
                         throw NotaryFailure.failedPrecondition(
-                            "contract \(row.contract.id) is \(ContractRules.name(row.state)), not active: no receipt is recorded for it"
+                            "contract \(row.contract.id) is \(row.state.name), not active: no receipt is recorded for it"
                         )
                     }
                     if sequence <= row.lastSequence {
@@ -339,7 +339,7 @@ struct NotaryAPI: Sendable {
                 apply: { row, _ in
                     guard row.state == .active else {
                         throw NotaryFailure.failedPrecondition(
-                            "contract \(row.contract.id) is \(ContractRules.name(row.state)), not active: no checkpoint is logged for it"
+                            "contract \(row.contract.id) is \(row.state.name), not active: no checkpoint is logged for it"
                         )
                     }
                     return [EntryDraft(kind: .checkpoint, act: signed)]

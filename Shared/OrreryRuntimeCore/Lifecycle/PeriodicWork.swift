@@ -19,12 +19,7 @@ public struct PeriodicWork: Sendable {
         _ name: String, every interval: Duration, pausesFirst: Bool = false, logger: Logger,
         pass: @escaping @Sendable () async throws -> Void
     ) {
-        self.name = name
-        self.interval = interval
-        self.pausesFirst = pausesFirst
-        self.once = false
-        self.logger = logger
-        self.pass = pass
+        self.init(name, interval: interval, pausesFirst: pausesFirst, once: false, logger: logger, pass: pass)
     }
 
     /// Work that is done once it succeeds: a failed attempt is logged and tried again after `retryAfter`.
@@ -32,12 +27,19 @@ public struct PeriodicWork: Sendable {
         _ name: String, untilDoneRetryingAfter retryAfter: Duration, logger: Logger,
         work: @escaping @Sendable () async throws -> Void
     ) {
+        self.init(name, interval: retryAfter, pausesFirst: false, once: true, logger: logger, pass: work)
+    }
+
+    private init(
+        _ name: String, interval: Duration, pausesFirst: Bool, once: Bool, logger: Logger,
+        pass: @escaping @Sendable () async throws -> Void
+    ) {
         self.name = name
-        self.interval = retryAfter
-        self.pausesFirst = false
-        self.once = true
+        self.interval = interval
+        self.pausesFirst = pausesFirst
+        self.once = once
         self.logger = logger
-        self.pass = work
+        self.pass = pass
     }
 
     /// Runs passes until the task is cancelled.
