@@ -147,6 +147,17 @@ let package = Package(
         .target(name: "OrreryBasics", path: "Shared/OrreryBasics", swiftSettings: upcomingFeatures),
         // The system zlib (gzip in the UCAN container).
         .target(name: "CZlib", path: "Shared/CZlib"),
+        // The system zstd (zstd-compressed image layers).
+        .target(name: "CZstd", path: "Shared/CZstd"),
+        // OCI images on the device: references, manifests and platforms, a Distribution API (v2) client with token
+        // authentication, a content-addressed blob store, layers unpacked safely into a shared read-only root.
+        .target(
+            name: "OrreryOCI",
+            dependencies: [
+                "OrreryBasics", "OrreryHTTPClient", "CZlib", "CZstd", crypto,
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Shared/OrreryOCI", swiftSettings: upcomingFeatures),
         // glibc's allocator statistics and malloc_trim, for handing freed heap pages back to the system.
         .target(name: "CMallocControl", path: "Shared/CMallocControl"),
         // The chain adapters' C libraries from the system: secp256k1 ECDSA, the Keccak permutation, BLAKE2b.
@@ -274,6 +285,12 @@ let package = Package(
                 "OrreryProto", logging, swiftProtobuf,
             ],
             path: "Tests/DeviceAgentTests",
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(
+            name: "OrreryOCITests",
+            dependencies: ["OrreryOCI", "OrreryBasics", "OrreryHTTPClient", "OrreryTestSupport", crypto],
+            path: "Tests/OrreryOCITests",
             swiftSettings: upcomingFeatures
         ),
         .testTarget(

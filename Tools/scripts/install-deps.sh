@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, slirp4netns, nftables,
-# iproute2, systemd-analyze, curl,
+# iproute2, systemd-analyze, curl, zstd,
 # the C libraries the chain adapters link (libsecp256k1, nettle, libsodium) and Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,6 +16,9 @@ command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 [ -x /usr/sbin/nft ] || missing+=(nftables)
 [ -x /usr/sbin/ip ] || missing+=(iproute2)
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+# OCI image layers: zstd (the library; the command writes test layers).
+[ -f /usr/include/zstd.h ] || missing+=(libzstd-dev)
+command -v zstd >/dev/null || missing+=(zstd)
 [ -f /usr/include/secp256k1_recovery.h ] || missing+=(libsecp256k1-dev)
 [ -f /usr/include/nettle/sha3.h ] || missing+=(nettle-dev)
 [ -f /usr/include/sodium.h ] || missing+=(libsodium-dev)

@@ -1,0 +1,2 @@
+// zstd from the system (Debian: libzstd-dev), for zstd-compressed OCI image layers.
+#include <zstd.h>

@@ -1,0 +1,1 @@
+// SwiftPM needs a source file in a C target; the module only re-exports the system zstd.
