@@ -5,9 +5,9 @@ internal import OrreryBasics
 /// concurrent requests for one blob coalesced into one download, and a size bound kept by evicting the least
 /// recently used blobs — never one in use. What it holds survives agent restarts; recency is the files' mtime.
 public actor BlobStore {
-    public let directory: String
+    public nonisolated let directory: String
     /// The most bytes of blobs kept; a blob in use is never evicted, so the store can exceed it while many are.
-    public let capacity: Int64
+    public nonisolated let capacity: Int64
 
     private struct Entry {
         var size: Int64

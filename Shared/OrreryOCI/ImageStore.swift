@@ -20,10 +20,10 @@ public struct PulledImage: Sendable {
 /// configurations come from the store when they are there. Unpacked roots are kept while used and evicted least
 /// recently used beyond their capacity; one unpacked half when the agent stopped is removed at start.
 public actor ImageStore {
-    public let blobs: BlobStore
-    public let rootsDirectory: String
+    public nonisolated let blobs: BlobStore
+    public nonisolated let rootsDirectory: String
     /// Bytes of unpacked roots kept when no allocation uses them.
-    public let rootCapacity: Int64
+    public nonisolated let rootCapacity: Int64
     /// Bounds on one image's unpacked size and file count.
     public var limits: (bytes: Int64, entries: Int) = (16 << 30, 1_000_000)
 

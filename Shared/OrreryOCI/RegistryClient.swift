@@ -299,12 +299,12 @@ private actor TokenCache {
             }
         }
         let body = try await HTTPClient.stream(url, headers: headers, trust: client.trust) { head, body in
-            let bytes = try await body.collect(limit: 1 << 20)
+            // The status first: a refusal's body is not needed (and may end without TLS's close_notify).
             guard head.status == 200 else {
                 throw OCIError.unauthorized(
                     "the token service \(url.host ?? realm) refused a \(scope) token (\(head.status))")
             }
-            return bytes
+            return try await body.collect(limit: 1 << 20)
         }
         guard let parsed = try? JSONDecoder().decode(TokenResponse.self, from: Data(body)),
             let token = parsed.token ?? parsed.accessToken, !token.isEmpty
