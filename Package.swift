@@ -371,7 +371,7 @@ let package = Package(
                 name: "DeviceAgent",
                 dependencies: [
                     "OrreryBasics", "OrreryRuntimeCore", "OrreryProto", "OrreryAuth", "OrreryIdentity",
-                    "OrreryPlacement", "OrreryLedger", "OrreryActors", "CZlib", crypto, grpcCore, grpcPosix, logging,
+                    "OrreryPlacement", "OrreryLedger", "OrreryActors", "OrreryOCI", "CZlib", crypto, grpcCore, grpcPosix, logging,
                     metrics, prometheus, lifecycle, unixSignals, swiftProtobuf, argumentParser, configuration,
                     .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 ],

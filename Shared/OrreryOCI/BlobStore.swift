@@ -24,8 +24,13 @@ public actor BlobStore {
     public init(directory: String, capacity: Int64) throws {
         self.directory = directory
         self.capacity = capacity
-        for path in [directory, directory + "/blobs", directory + "/blobs/sha256", directory + "/incoming"] {
-            guard mkdir(path, 0o700) == 0 || errno == EEXIST else {
+        // The store's own directory may be passed through (0711: an image store keeps its roots beside the blobs);
+        // the blobs are the agent's alone.
+        for (path, mode) in [
+            (directory, mode_t(0o711)), (directory + "/blobs", 0o700), (directory + "/blobs/sha256", 0o700),
+            (directory + "/incoming", 0o700),
+        ] {
+            guard mkdir(path, mode) == 0 || errno == EEXIST else {
                 throw OCIError.storage("cannot create \(path): \(systemErrorText())")
             }
         }

@@ -36,11 +36,20 @@ public actor ImageStore {
     private var unpacking: [OCIDigest: Task<(Int64, Int), any Error>] = [:]
     private var clock: UInt64 = 0
 
-    public init(directory: String, blobCapacity: Int64, rootCapacity: Int64) throws {
+    /// Called on each new root once unpacked, before it joins the store (and is never written again): the runtime's
+    /// mount points, say.
+    private let prepareRoot: @Sendable (String) -> Void
+
+    public init(
+        directory: String, blobCapacity: Int64, rootCapacity: Int64,
+        prepareRoot: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws {
+        self.prepareRoot = prepareRoot
         blobs = try BlobStore(directory: directory, capacity: blobCapacity)
         rootsDirectory = directory + "/roots"
         self.rootCapacity = rootCapacity
-        guard mkdir(rootsDirectory, 0o700) == 0 || errno == EEXIST else {
+        // 0711: a container root (another uid) must be able to pass through to its image's root, not list them.
+        guard mkdir(rootsDirectory, 0o711) == 0 || errno == EEXIST else {
             throw OCIError.storage("cannot create \(rootsDirectory): \(systemErrorText())")
         }
         let directoryDescriptor = open(rootsDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -171,9 +180,10 @@ public actor ImageStore {
         let layerFiles = layers.enumerated().map {
             (blobs.path(of: $0.element.0.digest), $0.element.1, diffIDs[$0.offset])
         }
+        let prepareRoot = self.prepareRoot
         let bytes = try await NIOThreadPool.singleton.runIfActive {
             FileTree.remove(path: staging)
-            guard mkdir(staging, 0o700) == 0 else {
+            guard mkdir(staging, 0o711) == 0 else {
                 throw OCIError.storage("cannot create \(staging): \(systemErrorText())")
             }
             do {
@@ -182,6 +192,7 @@ public actor ImageStore {
                     try writer.apply(layer: path, compression: compression, diffID: diffID)
                 }
                 try writer.finish()
+                prepareRoot(staging + "/rootfs")
                 let size = writer.unpacked
                 try Self.writeSize(size, to: staging + "/size")
                 guard rename(staging, self.rootsDirectory + "/" + digest.hex) == 0 else {
