@@ -226,7 +226,8 @@ let package = Package(
         .target(
             name: "OrreryTestSupport",
             dependencies: [
-                "OrreryDatabase", "OrreryRuntime", "OrreryIdentity", grpcCore, logging, postgres, argumentParser,
+                "OrreryDatabase", "OrreryRuntime", "OrreryIdentity", "OrreryOCI", "OrreryHTTPClient", grpcCore, logging,
+                postgres, argumentParser,
             ],
             path: "Shared/OrreryTestSupport",
             swiftSettings: upcomingFeatures
@@ -340,7 +341,7 @@ let package = Package(
                 "RegistryService",
                 "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", "OrreryPlacement",
                 "OrreryWorkloadSpec", "OrreryAddressBinding", "OrrerySettlementClient",
-                "OrreryLedger", "OrreryEthereum", "OrreryCardano", crypto,
+                "OrreryLedger", "OrreryEthereum", "OrreryCardano", "OrreryOCI", crypto,
                 grpcCore,
                 grpcPosix,
                 grpcProtobuf, postgres, argumentParser, swiftProtobuf,
@@ -354,7 +355,9 @@ let package = Package(
         + service(
             "OrchestratorService", executable: "orchestrator", folder: "Orchestrator",
             extra: [
-                "OrreryPlacement", "OrreryActors", "OrreryLedger", "OrrerySettlementClient", crypto, grpcPosix,
+                "OrreryPlacement", "OrreryActors", "OrreryLedger", "OrrerySettlementClient", "OrreryOCI",
+                "OrreryHTTPClient",
+                crypto, grpcPosix,
                 hummingbird, metrics,
             ])
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
@@ -371,7 +374,8 @@ let package = Package(
                 name: "DeviceAgent",
                 dependencies: [
                     "OrreryBasics", "OrreryRuntimeCore", "OrreryProto", "OrreryAuth", "OrreryIdentity",
-                    "OrreryPlacement", "OrreryLedger", "OrreryActors", "OrreryOCI", "CZlib", crypto, grpcCore, grpcPosix, logging,
+                    "OrreryPlacement", "OrreryLedger", "OrreryActors", "OrreryOCI", "OrreryHTTPClient", "CZlib", crypto,
+                    grpcCore, grpcPosix, logging,
                     metrics, prometheus, lifecycle, unixSignals, swiftProtobuf, argumentParser, configuration,
                     .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 ],

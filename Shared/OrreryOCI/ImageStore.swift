@@ -137,11 +137,26 @@ public actor ImageStore {
     }
 
     /// Ends one use of a pulled image's root.
-    public func release(_ image: PulledImage) {
-        guard var root = roots[image.manifestDigest] else { return }
+    public func release(_ image: PulledImage) { release(image.manifestDigest) }
+
+    /// Ends one use of the root of the manifest `digest`.
+    public func release(_ digest: OCIDigest) {
+        guard var root = roots[digest] else { return }
         root.users = max(0, root.users - 1)
-        roots[image.manifestDigest] = root
+        roots[digest] = root
         evictRoots()
+    }
+
+    /// Marks a stored root in use again (an allocation still running when the agent restarted); false when the store
+    /// does not hold it.
+    @discardableResult
+    public func retain(_ digest: OCIDigest) -> Bool {
+        guard var root = roots[digest] else { return false }
+        clock += 1
+        root.users += 1
+        root.lastUsed = clock
+        roots[digest] = root
+        return true
     }
 
     /// The root filesystem directory of an unpacked manifest.

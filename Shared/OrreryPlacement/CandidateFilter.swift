@@ -3,6 +3,8 @@ public enum ConstraintKind: String, Sendable, CaseIterable, Hashable {
     case status = "status (device not online)"
     case excluded = "excluded (device being relocated away from)"
     case architecture
+    case executor
+    case platform = "image platform"
     case cpu = "cpu cores"
     case ram
     case disk
@@ -29,6 +31,10 @@ struct CompiledAllocation {
     let durationSeconds: Int?
     /// nil: any. A value no device has compiles to an ID no device carries (-2).
     let architecture: StringID?
+    /// nil: any executor.
+    let executor: StringID?
+    /// nil: any platform; else the platforms (any one of them) that run the image.
+    let platforms: [StringID]?
     let gpuVendor: StringID?
     /// Indexed by GPU-model ID: whether the model matches the requested substring; nil when any model does.
     let gpuModelMatches: [Bool]?
@@ -71,6 +77,8 @@ struct CompiledAllocation {
         let strings = snapshot.strings
         func id(_ string: String) -> StringID { strings.lookup(string) ?? -2 }
         architecture = request.architecture.isEmpty ? nil : id(request.architecture.lowercased())
+        executor = request.executor.isEmpty ? nil : id("executor:" + request.executor)
+        platforms = request.platforms.isEmpty ? nil : request.platforms.map { id("platform:" + $0) }
         gpuVendor = request.gpu.vendor.isEmpty ? nil : id(request.gpu.vendor.lowercased())
         if request.gpu.model.isEmpty {
             gpuModelMatches = nil
@@ -125,6 +133,11 @@ struct CompiledAllocation {
         if !device.online { return .status }
         if !excluded.isEmpty, excluded.contains(index) { return .excluded }
         if let architecture, device.architecture != architecture { return .architecture }
+        if let executor, !snapshot.runtimes[index].contains(executor) { return .executor }
+        if let platforms {
+            let own = snapshot.runtimes[index]
+            if !platforms.contains(where: own.contains) { return .platform }
+        }
         if device.cpuCores < cpuCores { return .cpu }
         if device.ramMiB < ramMiB { return .ram }
         if device.diskMiB < diskMiB { return .disk }

@@ -15,12 +15,19 @@ public struct PlacementDevice: Sendable, Hashable {
     public var labels: [String: String]
     public var online: Bool
     public var reputation: Reputation
+    /// How it runs work ("process", "oci").
+    public var executors: Set<String>
+    /// The OCI platforms it runs images of ("linux/amd64").
+    public var platforms: Set<String>
 
     public init(
         did: String, ownerDID: String, architecture: String, cpuCores: Int, ramMiB: Int, diskMiB: Int,
         gpus: GPUInventory = GPUInventory(), location: GeoLocation = GeoLocation(), prices: Prices = Prices(),
-        labels: [String: String] = [:], online: Bool = true, reputation: Reputation = Reputation()
+        labels: [String: String] = [:], online: Bool = true, reputation: Reputation = Reputation(),
+        executors: Set<String> = ["process"], platforms: Set<String> = []
     ) {
+        self.executors = executors
+        self.platforms = platforms
         self.did = did
         self.ownerDID = ownerDID
         self.architecture = architecture

@@ -296,6 +296,8 @@ extension AllocationRequest {
         switch kind {
         case .status, .excluded: break
         case .architecture: architecture = ""
+        case .executor: executor = ""
+        case .platform: platforms = []
         case .cpu: cpuCores = 0
         case .ram: ramMiB = 0
         case .disk: diskMiB = 0

@@ -32,12 +32,19 @@ public struct AllocationRequest: Sendable, Hashable, Codable {
     public var durationSeconds: Int?
     public var constraints: HardConstraints
     public var spread: SpreadPolicy
+    /// How it runs ("process", "oci"); empty: any way.
+    public var executor: String
+    /// The device platforms that run its image ("linux/amd64"); empty: any.
+    public var platforms: Set<String>
 
     public init(
         name: String, replicas: Int = 1, cpuCores: Int, ramMiB: Int, diskMiB: Int = 0, architecture: String = "",
         gpu: GPURequirement = GPURequirement(), durationSeconds: Int? = nil,
-        constraints: HardConstraints = HardConstraints(), spread: SpreadPolicy = .any
+        constraints: HardConstraints = HardConstraints(), spread: SpreadPolicy = .any, executor: String = "process",
+        platforms: Set<String> = []
     ) {
+        self.executor = executor
+        self.platforms = platforms
         self.name = name
         self.replicas = replicas
         self.cpuCores = cpuCores

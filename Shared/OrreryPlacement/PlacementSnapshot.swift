@@ -4,6 +4,8 @@ public struct PlacementSnapshot: Sendable {
     public let devices: [PlacementDevice]
     let compiled: [CompiledDevice]
     let labels: [[LabelID]]
+    /// Per device: its executors and platforms as interned `executor:NAME` and `platform:OS/ARCH[/VARIANT]`.
+    let runtimes: [[StringID]]
     let strings: StringTable
     let owners: StringTable
     let gpuModels: StringTable
@@ -20,6 +22,7 @@ public struct PlacementSnapshot: Sendable {
         var gpuModels = StringTable()
         var compiled: [CompiledDevice] = []
         var labels: [[LabelID]] = []
+        var runtimes: [[StringID]] = []
         var vectors: [Double] = []
         var heights: [Double] = []
         var indexByDID: [String: Int] = [:]
@@ -47,10 +50,14 @@ public struct PlacementSnapshot: Sendable {
                     prices: device.prices, reputation: device.reputation.score, online: device.online,
                     coordinate: coordinateIndex))
             labels.append(device.labels.map { strings.intern("\($0.key)=\($0.value)") }.sorted())
+            runtimes.append(
+                (device.executors.map { strings.intern("executor:" + $0) }
+                    + device.platforms.map { strings.intern("platform:" + $0) }).sorted())
         }
         self.devices = devices
         self.compiled = compiled
         self.labels = labels
+        self.runtimes = runtimes
         self.strings = strings
         self.owners = owners
         self.gpuModels = gpuModels

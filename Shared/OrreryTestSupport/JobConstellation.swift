@@ -47,11 +47,12 @@ public struct JobConstellation: Sendable {
     /// Starts an agent with `owner` policy JSON and its lines to this constellation's orchestrator (or
     /// `orchestrators`), joined through its registry.
     public func startAgent(
-        _ name: String, owner: String, orchestrators: [String]? = nil, interval: Int? = nil
+        _ name: String, owner: String, orchestrators: [String]? = nil, interval: Int? = nil,
+        extraArguments: [String] = []
     ) async throws -> TestAgent {
         try await TestAgent.start(
             name, owner: owner, orchestrators: orchestrators ?? [orchestratorAddress], registry: registryAddress,
-            network: network, directory: directory, interval: interval)
+            network: network, directory: directory, interval: interval, extraArguments: extraArguments)
     }
 
     /// A registry whose devices stay online for 20 minutes without heartbeats (fake devices in tests send none;
@@ -116,7 +117,7 @@ public struct TestAgent: Sendable {
     /// every `interval` ms when given.
     public static func start(
         _ name: String, owner: String, orchestrators: [String], registry: String, network: TestNetwork, directory: URL,
-        interval: Int? = nil
+        interval: Int? = nil, extraArguments: [String] = []
     ) async throws -> TestAgent {
         let state = directory.appendingPathComponent("\(name)-state").path
         let config = directory.appendingPathComponent("\(name).json").path
@@ -141,7 +142,7 @@ public struct TestAgent: Sendable {
         let service = try await RunningService.start(
             "device-agent",
             extraArguments: ["--state-dir", state, "--config", config]
-                + (interval.map { ["--liveness-interval-ms", String($0)] } ?? []),
+                + (interval.map { ["--liveness-interval-ms", String($0)] } ?? []) + extraArguments,
             environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
         let (status, output) = try await ChildProcess.run(
             binary,

@@ -29,7 +29,7 @@ struct WorkloadSpecFileTests {
             #expect(lines.count == 6, "\(error)")
             #expect(
                 lines.contains(
-                    "  job.yaml:4:15: allocations[0].executor: `docker` is not one of `process`"),
+                    "  job.yaml:4:15: allocations[0].executor: `docker` is not one of `process`, `oci`"),
                 "\(error)")
             #expect(
                 lines.contains(

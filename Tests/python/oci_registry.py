@@ -84,7 +84,8 @@ def allowed_actions(user, scope):
     elif user == "other":
         granted = [action for action in wanted if action == "pull" and name.startswith("other/")]
     else:
-        granted = []
+        # Anyone, signed in or not, may pull what is under public/.
+        granted = [action for action in wanted if action == "pull" and name.startswith("public/")]
     return {"type": "repository", "name": name, "actions": granted}
 
 

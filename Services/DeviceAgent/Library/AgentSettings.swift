@@ -21,6 +21,13 @@ public struct AgentSettings: Sendable, Equatable {
     public var readyFile: String?
     /// The configuration file named, or the default one.
     public var configFile: String
+    /// Which OCI runtime runs images (`auto`: the first of runc and crun that runs a test container here).
+    public var ociRuntime: OCIRuntime.Preference
+    /// MiB of image layers kept (as much again of unpacked roots), least recently used evicted first.
+    public var imageCacheMiB: Int
+    /// A PEM file of CA certificates trusted for registries besides the system's (a private registry's); nil: the
+    /// system's only.
+    public var registryCA: String?
 
     /// A host and port to listen on; port 0 asks the system for a free one.
     public struct Listen: Sendable, Equatable {
@@ -57,6 +64,9 @@ public struct AgentSettings: Sendable, Equatable {
         flag("state.dir", options.stateDir)
         flag("shutdown.grace", options.shutdownGrace)
         flag("liveness.interval_ms", options.livenessIntervalMs)
+        flag("oci.runtime", options.ociRuntime)
+        flag("images.cache_mib", options.imagesCacheMib)
+        flag("images.registry_ca", options.imagesRegistryCa)
         let defaults: [AbsoluteConfigKey: ConfigValue] = [
             "grpc.host": "127.0.0.1",
             "grpc.port": .init(.int(defaultGRPCPort), isSecret: false),
@@ -67,6 +77,9 @@ public struct AgentSettings: Sendable, Equatable {
             "state.dir": "/var/lib/orrery/device-agent",
             "shutdown.grace": 10,
             "liveness.interval_ms": 5000,
+            "oci.runtime": "auto",
+            "images.cache_mib": .init(.int(10240), isSecret: false),
+            "images.registry_ca": "",
         ]
         let configFile = options.config ?? "/etc/orrery/\(serviceName).json"
         let reader = try SettingsReader(
@@ -81,7 +94,10 @@ public struct AgentSettings: Sendable, Equatable {
             shutdownGrace: .seconds(try reader.integer("shutdown.grace", in: 1...300)),
             livenessInterval: .milliseconds(try reader.integer("liveness.interval_ms", in: 100...600_000)),
             readyFile: options.readyFile,
-            configFile: configFile)
+            configFile: configFile,
+            ociRuntime: try reader.choice("oci.runtime", OCIRuntime.Preference.allCases),
+            imageCacheMiB: try reader.integer("images.cache_mib", in: 64...(64 << 20)),
+            registryCA: try reader.optionalString("images.registry_ca"))
     }
 }
 
@@ -134,6 +150,24 @@ public struct AgentOptions: ParsableArguments, Sendable {
             "Milliseconds between heartbeats; the registry's interval (env ORRERY_LIVENESS_INTERVAL_MS, file liveness.interval_ms; default 5000)."
     )
     public var livenessIntervalMs: Int?
+
+    @Option(
+        help:
+            "OCI runtime for images: auto (the first of runc, crun that runs a test container here), runc, crun or off (env ORRERY_OCI_RUNTIME, file oci.runtime)."
+    )
+    public var ociRuntime: String?
+
+    @Option(
+        help:
+            "MiB of image layers kept, as much again of unpacked images; least recently used go first (env ORRERY_IMAGES_CACHE_MIB, file images.cache_mib; default 10240)."
+    )
+    public var imagesCacheMib: Int?
+
+    @Option(
+        help:
+            "PEM file of CA certificates trusted for image registries besides the system's (env ORRERY_IMAGES_REGISTRY_CA, file images.registry_ca)."
+    )
+    public var imagesRegistryCa: String?
 
     public init() {}
 }

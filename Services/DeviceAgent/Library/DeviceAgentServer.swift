@@ -10,7 +10,9 @@ internal import Logging
 internal import Metrics
 internal import OrreryBasics
 internal import OrreryIdentity
+internal import OrreryHTTPClient
 internal import OrreryLedger
+internal import OrreryOCI
 internal import OrreryProto
 internal import OrreryRuntimeCore
 internal import Prometheus
@@ -229,7 +231,12 @@ struct AgentWork: Service {
         let policy = try OwnerPolicy.read(configFile: settings.configFile)
         let inventory = HostDetector.detect(workDirectory: stateDirectory)
         let connection = try RegistryConnection(enrollment: enrollment, key: key)
-        let capabilities = policy.capabilities(of: inventory)
+        var runner = AllocationRunner(root: stateDirectory + "/allocations")
+        runner.networkAllowed = policy.networkAllow ?? []
+        runner.images = await openImages(inventory: inventory)
+        var capabilities = policy.capabilities(of: inventory)
+        capabilities.executors = ["process"] + (runner.images == nil ? [] : ["oci"])
+        capabilities.platforms = runner.images.map { [$0.platform.description] } ?? []
         let loop = HeartbeatLoop(
             connection: connection, capabilities: capabilities, interval: settings.livenessInterval,
             workDirectory: stateDirectory,
@@ -238,8 +245,6 @@ struct AgentWork: Service {
         let ledger = CommitmentLedger(stateDirectory: stateDirectory)
         let judge = OfferJudge(policy: policy, capabilities: capabilities)
         let orchestrators = try OwnerPolicy.orchestrators(configFile: settings.configFile)
-        var runner = AllocationRunner(root: stateDirectory + "/allocations")
-        runner.networkAllowed = policy.networkAllow ?? []
         let lines = AgentLines()
         // Usage receipts every 12 heartbeat intervals (a minute by default), a completion receipt at the end.
         let executions = ExecutionManager(
@@ -260,6 +265,39 @@ struct AgentWork: Service {
                     ).run()
                 }
             }
+        }
+    }
+
+    /// Finds the OCI runtime that works here and opens the image store; nil (images refused, and the reason logged)
+    /// when none works or the owner turned images off. Images of allocations still running keep their roots.
+    private func openImages(inventory: HostInventory) async -> ImageRunner? {
+        guard settings.ociRuntime != .off else { return nil }
+        let stateDirectory = settings.stateDirectory
+        // A container's root (another uid) passes through the state directory to its image and /work (0711: it
+        // cannot list it).
+        chmod(stateDirectory, 0o711)
+        let (runtime, failures) = await OCIRuntime.detect(
+            settings.ociRuntime, stateDirectory: stateDirectory + "/oci", cgroups: ControlGroup.detect())
+        guard let runtime else {
+            logger.notice(
+                "no OCI runtime runs containers here: images are refused",
+                metadata: ["tried": "\(failures.joined(separator: "; "))"])
+            return nil
+        }
+        do {
+            let images = try ImageRunner.open(
+                runtime: runtime, stateDirectory: stateDirectory, capacityMiB: settings.imageCacheMiB,
+                trust: settings.registryCA.map { .caFile($0) } ?? .system, machine: inventory.architecture)
+            let runner = AllocationRunner(root: stateDirectory + "/allocations")
+            await images.retain(
+                running: runner.known().filter { runner.status($0) == .running }.map(runner.directory))
+            logger.info(
+                "images run with \(runtime.name)",
+                metadata: ["runtime": "\(runtime.executable)", "platform": "\(images.platform)"])
+            return images
+        } catch {
+            logger.error("the image store cannot be opened: images are refused", metadata: ["error": "\(error)"])
+            return nil
         }
     }
 }

@@ -97,7 +97,9 @@ public final class FleetView: Sendable {
             labels: capabilities.labels, online: device.status == .online,
             reputation: Reputation(
                 completed: device.reputation.completedAllocations, failed: device.reputation.failedAllocations,
-                relocatedAway: device.reputation.relocatedAway))
+                relocatedAway: device.reputation.relocatedAway),
+            executors: capabilities.executors.isEmpty ? ["process"] : Set(capabilities.executors),
+            platforms: Set(capabilities.platforms))
     }
 }
 

@@ -20,6 +20,7 @@ public struct OrchestratorAPI: Sendable {
     /// May read every deployment.
     let operatorDID: String
     let mover: ActorMover
+    let images: ImageResolver
     /// Releases held for the operator.
     var incidents: SettlementIncidents {
         SettlementIncidents(client: store.client, logger: store.logger)
@@ -33,7 +34,7 @@ public struct OrchestratorAPI: Sendable {
             return try sameSpec(earlier, request)
         }
         guard request.hasSpec else { throw RPCError(code: .invalidArgument, message: "spec: required") }
-        let placementRequest = try validated(request.spec)
+        var placementRequest = try validated(request.spec)
         try ConsumerAuthority.validate(
             request.consumerAuthority, consumer: consumer, orchestrator: driver.orchestratorDID,
             now: Int64(Date().timeIntervalSince1970))
@@ -43,6 +44,9 @@ public struct OrchestratorAPI: Sendable {
                 now: Int64(Date().timeIntervalSince1970), command: ConsumerAuthority.escrowCommand,
                 field: "settlement_authority")
         }
+        // Images are resolved once everything that needs no registry is known to be right.
+        let spec = try await images.resolve(request.spec)
+        if spec != request.spec { placementRequest = try validated(spec) }
         if let budget = placementRequest.budget, fleet.isSynced,
             let cheapest = solver.cheapestPossibleCost(placementRequest, on: fleet.snapshot()), cheapest > budget
         {
@@ -52,7 +56,7 @@ public struct OrchestratorAPI: Sendable {
         }
         guard
             let created = try await store.create(
-                consumer: consumer, spec: request.spec, validated: placementRequest,
+                consumer: consumer, spec: spec, validated: placementRequest,
                 idempotencyKey: request.idempotencyKey,
                 authority: request.consumerAuthority, settlementAuthority: request.settlementAuthority)
         else {
@@ -77,7 +81,7 @@ public struct OrchestratorAPI: Sendable {
     private func sameSpec(
         _ earlier: Orrery_Orchestrator_V1_Deployment, _ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest
     ) throws -> Orrery_Orchestrator_V1_Deployment {
-        guard earlier.spec == request.spec else {
+        guard ImageResolver.unresolved(earlier.spec) == ImageResolver.unresolved(request.spec) else {
             throw RPCError(
                 code: .alreadyExists,
                 message: "idempotency_key was used for a different spec (deployment \(earlier.id)): use a new key")
@@ -284,7 +288,9 @@ public struct OrchestratorAPI: Sendable {
         -> Orrery_Orchestrator_V1_PlacementExplanation
     {
         guard request.hasSpec else { throw RPCError(code: .invalidArgument, message: "spec: required") }
-        let placementRequest = try validated(request.spec)
+        _ = try validated(request.spec)
+        // With images resolved: the platforms they offer filter the devices, as at submit.
+        let placementRequest = try validated(try await images.resolve(request.spec))
         guard fleet.isSynced else {
             throw RPCError(
                 code: .unavailable, message: "the orchestrator has not yet received the registry's device snapshot")

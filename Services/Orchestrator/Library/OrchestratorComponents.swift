@@ -1,6 +1,7 @@
 internal import Foundation
 internal import Logging
 internal import OrreryDatabase
+internal import OrreryHTTPClient
 internal import OrreryIdentity
 internal import OrreryPlacement
 internal import OrreryProto
@@ -66,7 +67,8 @@ struct OrchestratorComponents: Sendable {
             fleet: fleet,
             api: OrchestratorAPI(
                 store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
-                operatorDID: environment.operatorDID.string, mover: mover),
+                operatorDID: environment.operatorDID.string, mover: mover,
+                images: ImageResolver(trust: settings.registryCA.map { .caFile($0) } ?? .system)),
             events: events, driver: driver, hub: hub,
             channel: AgentChannelService(
                 hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,

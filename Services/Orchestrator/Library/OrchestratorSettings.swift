@@ -16,6 +16,8 @@ public struct OrchestratorSettings: ServiceSettings {
     /// How much better (percent) another feasible device must be before a running stateful replica moves there; 0
     /// never moves one for a better place.
     public var relocationMarginPercent: Int
+    /// A PEM file of CA certificates trusted for image registries besides the system's; nil: the system's only.
+    public var registryCA: String?
 
     public struct Options: ParsableArguments {
         @Option(
@@ -48,13 +50,19 @@ public struct OrchestratorSettings: ServiceSettings {
         )
         public var relocationMarginPercent: Int?
 
+        @Option(
+            help:
+                "PEM file of CA certificates trusted for image registries besides the system's, when images are resolved at submit (env ORRERY_IMAGES_REGISTRY_CA, file images.registry_ca)."
+        )
+        public var imagesRegistryCa: String?
+
         public init() {}
     }
 
     public static var defaults: [AbsoluteConfigKey: ConfigValue] {
         [
             "registry.address": "", "offer.timeout_ms": 10000, "notary.address": "", "settlement.address": "",
-            "relocation.margin_percent": 30,
+            "relocation.margin_percent": 30, "images.registry_ca": "",
         ]
     }
 
@@ -65,6 +73,7 @@ public struct OrchestratorSettings: ServiceSettings {
         flags.flag("notary.address", options.notaryAddress)
         flags.flag("settlement.address", options.settlementAddress)
         flags.flag("relocation.margin_percent", options.relocationMarginPercent)
+        flags.flag("images.registry_ca", options.imagesRegistryCa)
         return flags
     }
 
@@ -74,12 +83,14 @@ public struct OrchestratorSettings: ServiceSettings {
         notaryAddress = try reader.address("notary.address")
         settlementAddress = try reader.address("settlement.address")
         relocationMarginPercent = try reader.integer("relocation.margin_percent", in: 0...90)
+        registryCA = try reader.optionalString("images.registry_ca")
     }
 
     public init(
         registryAddress: String? = nil, offerTimeout: Duration = .seconds(10), notaryAddress: String? = nil,
-        settlementAddress: String? = nil, relocationMarginPercent: Int = 30
+        settlementAddress: String? = nil, relocationMarginPercent: Int = 30, registryCA: String? = nil
     ) {
+        self.registryCA = registryCA
         self.registryAddress = registryAddress
         self.offerTimeout = offerTimeout
         self.notaryAddress = notaryAddress

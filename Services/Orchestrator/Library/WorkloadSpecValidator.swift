@@ -1,6 +1,7 @@
 internal import Crypto
 internal import Foundation
 internal import OrreryIdentity
+internal import OrreryOCI
 public import OrreryPlacement
 public import OrreryProto
 
@@ -87,7 +88,10 @@ public enum WorkloadSpecValidator {
                 durationSeconds: allocation.maxDurationSeconds == 0 ? nil : Int(allocation.maxDurationSeconds),
                 constraints: merged(spec.constraints, allocation.constraints),
                 spread: spread(
-                    allocation.constraints.spread == .any ? spec.constraints.spread : allocation.constraints.spread))
+                    allocation.constraints.spread == .any ? spec.constraints.spread : allocation.constraints.spread),
+                executor: allocation.executor == .oci ? "oci" : "process",
+                platforms: allocation.executor == .oci
+                    ? ImagePlatforms.devicePlatforms(running: allocation.imagePlatforms) : [])
         }
         let edges = spec.edges.compactMap { edge -> LatencyEdge? in
             guard let from = indexByName[edge.from], let to = indexByName[edge.to] else { return nil }
@@ -105,10 +109,48 @@ public enum WorkloadSpecValidator {
         _ allocation: Orrery_Orchestrator_V1_AllocationSpec, path: String, _ problem: (String, String) -> Void
     ) {
         switch allocation.executor {
-        case .process: break
-        case .unspecified: problem("\(path).executor", "required: EXECUTOR_PROCESS")
+        case .process:
+            if !allocation.image.isEmpty { problem("\(path).image", "only for EXECUTOR_OCI") }
+        case .oci:
+            checkImage(allocation, path: path, problem)
+            return
+        case .unspecified: problem("\(path).executor", "required: EXECUTOR_PROCESS or EXECUTOR_OCI")
         case .UNRECOGNIZED(let value): problem("\(path).executor", "unknown executor \(value)")
         }
+        checkArtifact(allocation, path: path, problem)
+    }
+
+    /// An OCI allocation: its image reference, and what the orchestrator resolved it to when that is already set.
+    private static func checkImage(
+        _ allocation: Orrery_Orchestrator_V1_AllocationSpec, path: String, _ problem: (String, String) -> Void
+    ) {
+        if allocation.image.isEmpty {
+            problem("\(path).image", "required for EXECUTOR_OCI: REGISTRY/NAME[:TAG][@sha256:DIGEST]")
+        } else {
+            do { _ = try ImageReference(parsing: allocation.image) } catch {
+                problem("\(path).image", error.description)
+            }
+        }
+        if allocation.hasArtifact {
+            problem("\(path).artifact", "an EXECUTOR_OCI allocation runs its image: no artifact")
+        }
+        if !allocation.imageDigest.isEmpty {
+            do { _ = try OCIDigest(parsing: allocation.imageDigest) } catch {
+                problem("\(path).image_digest", error.description)
+            }
+        }
+        if allocation.imagePlatforms.count > maximumListEntries {
+            problem("\(path).image_platforms", "at most \(maximumListEntries)")
+        }
+        for platform in allocation.imagePlatforms where ImagePlatforms.parse(platform) == nil {
+            problem("\(path).image_platforms", "'\(platform.prefix(64))' is not OS/ARCH[/VARIANT]")
+        }
+        checkCommon(allocation, path: path, problem)
+    }
+
+    private static func checkArtifact(
+        _ allocation: Orrery_Orchestrator_V1_AllocationSpec, path: String, _ problem: (String, String) -> Void
+    ) {
         switch allocation.artifact.source {
         case nil:
             problem("\(path).artifact", "required: a url with its sha256, or inline text")
@@ -131,10 +173,17 @@ public enum WorkloadSpecValidator {
                 }
             }
         }
-        if allocation.command.count > 4096 { problem("\(path).command", "at most 4096 characters") }
         if allocation.command.isEmpty, case .url = allocation.artifact.source {
             problem("\(path).command", "required with a url artifact (inline text runs as a script)")
         }
+        checkCommon(allocation, path: path, problem)
+    }
+
+    /// What every executor's allocation is checked for: its command, arguments and environment, resources.
+    private static func checkCommon(
+        _ allocation: Orrery_Orchestrator_V1_AllocationSpec, path: String, _ problem: (String, String) -> Void
+    ) {
+        if allocation.command.count > 4096 { problem("\(path).command", "at most 4096 characters") }
         if allocation.args.count > 256 { problem("\(path).args", "at most 256") }
         if allocation.args.contains(where: { $0.utf8.count > 32_768 }) {
             problem("\(path).args", "each at most 32768 bytes")

@@ -53,6 +53,12 @@ enum CapabilityLimits {
             return "capabilities.location.country: an ISO 3166-1 alpha-2 code such as DE"
         }
         if capabilities.labels.count > maximumLabels { return "capabilities.labels: more than \(maximumLabels)" }
+        for (name, list) in [("executors", capabilities.executors), ("platforms", capabilities.platforms)] {
+            if list.count > 16 { return "capabilities.\(name): more than 16" }
+            if let bad = list.first(where: { $0.isEmpty || $0.count > 64 }) {
+                return "capabilities.\(name): '\(bad.prefix(64))' is empty or longer than 64 characters"
+            }
+        }
         for (key, value) in capabilities.labels where key.isEmpty || key.count > 63 || value.count > maximumText {
             return "capabilities.labels: '\(key.prefix(64))' is empty or too long"
         }

@@ -31,6 +31,9 @@ public nonisolated enum Orrery_Orchestrator_V1_Executor: SwiftProtobuf.Enum, Swi
 
   /// A process in Linux namespaces with cgroup limits (bubblewrap).
   case process // = 1
+
+  /// An OCI image from a registry, run by the device's OCI runtime (runc or crun) with the same limits and metering.
+  case oci // = 2
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -41,6 +44,7 @@ public nonisolated enum Orrery_Orchestrator_V1_Executor: SwiftProtobuf.Enum, Swi
     switch rawValue {
     case 0: self = .unspecified
     case 1: self = .process
+    case 2: self = .oci
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -49,6 +53,7 @@ public nonisolated enum Orrery_Orchestrator_V1_Executor: SwiftProtobuf.Enum, Swi
     switch self {
     case .unspecified: return 0
     case .process: return 1
+    case .oci: return 2
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -57,6 +62,7 @@ public nonisolated enum Orrery_Orchestrator_V1_Executor: SwiftProtobuf.Enum, Swi
   public static let allCases: [Orrery_Orchestrator_V1_Executor] = [
     .unspecified,
     .process,
+    .oci,
   ]
 
 }
@@ -796,6 +802,27 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationSpec: @unchecked Send
   public var checkpointIntervalSeconds: UInt32 {
     get {_storage._checkpointIntervalSeconds}
     set {_uniqueStorage()._checkpointIntervalSeconds = newValue}
+  }
+
+  /// EXECUTOR_OCI: the image, REGISTRY/NAME[:TAG][@sha256:DIGEST] (no registry: Docker Hub). Its Entrypoint, Cmd, Env,
+  /// WorkingDir and User apply; `command` replaces the Entrypoint, `args` the Cmd, `env` adds to its Env.
+  public var image: String {
+    get {_storage._image}
+    set {_uniqueStorage()._image = newValue}
+  }
+
+  /// Set by the orchestrator at submit (a value given is replaced): the digest `image` resolved to — an index's when
+  /// it is one — which the contract names and the device pulls.
+  public var imageDigest: String {
+    get {_storage._imageDigest}
+    set {_uniqueStorage()._imageDigest = newValue}
+  }
+
+  /// Set by the orchestrator at submit: the platforms the image offers ("linux/amd64", "linux/arm64/v8"); placement
+  /// uses only devices that run one of them.
+  public var imagePlatforms: [String] {
+    get {_storage._imagePlatforms}
+    set {_uniqueStorage()._imagePlatforms = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2098,7 +2125,7 @@ public nonisolated struct Orrery_Orchestrator_V1_Decline: Sendable {
 fileprivate nonisolated let _protobuf_package = "orrery.orchestrator.v1"
 
 nonisolated extension Orrery_Orchestrator_V1_Executor: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0EXECUTOR_UNSPECIFIED\0\u{1}EXECUTOR_PROCESS\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0EXECUTOR_UNSPECIFIED\0\u{1}EXECUTOR_PROCESS\0\u{1}EXECUTOR_OCI\0")
 }
 
 nonisolated extension Orrery_Orchestrator_V1_Spread: SwiftProtobuf._ProtoNameProviding {
@@ -2911,7 +2938,7 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0\u{1}image\0\u{3}image_digest\0\u{3}image_platforms\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2928,6 +2955,9 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
     var _network: Bool = false
     var _constraints: Orrery_Orchestrator_V1_Constraints? = nil
     var _checkpointIntervalSeconds: UInt32 = 0
+    var _image: String = String()
+    var _imageDigest: String = String()
+    var _imagePlatforms: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2952,6 +2982,9 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       _network = source._network
       _constraints = source._constraints
       _checkpointIntervalSeconds = source._checkpointIntervalSeconds
+      _image = source._image
+      _imageDigest = source._imageDigest
+      _imagePlatforms = source._imagePlatforms
     }
   }
 
@@ -2984,6 +3017,9 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         case 12: try { try decoder.decodeSingularBoolField(value: &_storage._network) }()
         case 13: try { try decoder.decodeSingularMessageField(value: &_storage._constraints) }()
         case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._checkpointIntervalSeconds) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._image) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._imageDigest) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._imagePlatforms) }()
         default: break
         }
       }
@@ -3038,6 +3074,15 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       if _storage._checkpointIntervalSeconds != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._checkpointIntervalSeconds, fieldNumber: 14)
       }
+      if !_storage._image.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._image, fieldNumber: 15)
+      }
+      if !_storage._imageDigest.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._imageDigest, fieldNumber: 16)
+      }
+      if !_storage._imagePlatforms.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._imagePlatforms, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3061,6 +3106,9 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         if _storage._network != rhs_storage._network {return false}
         if _storage._constraints != rhs_storage._constraints {return false}
         if _storage._checkpointIntervalSeconds != rhs_storage._checkpointIntervalSeconds {return false}
+        if _storage._image != rhs_storage._image {return false}
+        if _storage._imageDigest != rhs_storage._imageDigest {return false}
+        if _storage._imagePlatforms != rhs_storage._imagePlatforms {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -645,6 +645,19 @@ public nonisolated struct Orrery_Registry_V1_DeviceCapabilities: @unchecked Send
     set {_uniqueStorage()._labels = newValue}
   }
 
+  /// How the device runs work: "process" (a sandboxed process), "oci" (images, by an OCI runtime). Empty: "process"
+  /// (agents from before images).
+  public var executors: [String] {
+    get {_storage._executors}
+    set {_uniqueStorage()._executors = newValue}
+  }
+
+  /// The OCI platforms it runs images of ("linux/amd64", "linux/arm64/v8"), emulated ones only when its owner opted in.
+  public var platforms: [String] {
+    get {_storage._platforms}
+    set {_uniqueStorage()._platforms = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1761,7 +1774,7 @@ nonisolated extension Orrery_Registry_V1_CompleteJoinResponse: SwiftProtobuf.Mes
 
 nonisolated extension Orrery_Registry_V1_DeviceCapabilities: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DeviceCapabilities"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}architecture\0\u{3}cpu_model\0\u{3}cpu_cores\0\u{3}cpu_mhz\0\u{3}ram_bytes\0\u{3}disk_bytes\0\u{1}gpus\0\u{1}os\0\u{1}kernel\0\u{1}location\0\u{1}prices\0\u{1}labels\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}architecture\0\u{3}cpu_model\0\u{3}cpu_cores\0\u{3}cpu_mhz\0\u{3}ram_bytes\0\u{3}disk_bytes\0\u{1}gpus\0\u{1}os\0\u{1}kernel\0\u{1}location\0\u{1}prices\0\u{1}labels\0\u{1}executors\0\u{1}platforms\0")
 
   fileprivate class _StorageClass {
     var _architecture: String = String()
@@ -1776,6 +1789,8 @@ nonisolated extension Orrery_Registry_V1_DeviceCapabilities: SwiftProtobuf.Messa
     var _location: Orrery_Registry_V1_Location? = nil
     var _prices: Orrery_Registry_V1_PriceList? = nil
     var _labels: Dictionary<String,String> = [:]
+    var _executors: [String] = []
+    var _platforms: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1798,6 +1813,8 @@ nonisolated extension Orrery_Registry_V1_DeviceCapabilities: SwiftProtobuf.Messa
       _location = source._location
       _prices = source._prices
       _labels = source._labels
+      _executors = source._executors
+      _platforms = source._platforms
     }
   }
 
@@ -1828,6 +1845,8 @@ nonisolated extension Orrery_Registry_V1_DeviceCapabilities: SwiftProtobuf.Messa
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._location) }()
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._prices) }()
         case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._labels) }()
+        case 13: try { try decoder.decodeRepeatedStringField(value: &_storage._executors) }()
+        case 14: try { try decoder.decodeRepeatedStringField(value: &_storage._platforms) }()
         default: break
         }
       }
@@ -1876,6 +1895,12 @@ nonisolated extension Orrery_Registry_V1_DeviceCapabilities: SwiftProtobuf.Messa
       if !_storage._labels.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._labels, fieldNumber: 12)
       }
+      if !_storage._executors.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._executors, fieldNumber: 13)
+      }
+      if !_storage._platforms.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._platforms, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1897,6 +1922,8 @@ nonisolated extension Orrery_Registry_V1_DeviceCapabilities: SwiftProtobuf.Messa
         if _storage._location != rhs_storage._location {return false}
         if _storage._prices != rhs_storage._prices {return false}
         if _storage._labels != rhs_storage._labels {return false}
+        if _storage._executors != rhs_storage._executors {return false}
+        if _storage._platforms != rhs_storage._platforms {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -115,7 +115,7 @@ public struct AllocationMonitor: Sendable {
                 missing.append("\(path): \(error)")
             }
         }
-        runner.release(id)
+        await runner.release(id)
         return AllocationOutcome(
             exitCode: code, reason: reason, usage: usage, wallSeconds: Date().timeIntervalSince(startedAt),
             outputs: outputs, missingOutputs: missing)

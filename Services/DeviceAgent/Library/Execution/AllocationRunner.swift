@@ -22,6 +22,8 @@ public struct AllocationRunner: Sendable {
     public var pidsLimit = 256
     /// Ranges the owner lets `network: true` workloads reach although they are refused by default.
     public var networkAllowed: [String] = []
+    /// How `EXECUTOR_OCI` allocations run; nil when no OCI runtime works here (they are refused).
+    public var images: ImageRunner?
 
     public init(root: String, cgroups: ControlGroup.Version? = ControlGroup.detect()) {
         self.root = root
@@ -70,36 +72,104 @@ public struct AllocationRunner: Sendable {
         for folder in [base, base + "/artifact", base + "/work"] {
             try files.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
-        // The sandbox may run as another uid inside its user namespace: the work directory is its own.
+        // The sandbox may run as another uid inside its user namespace: the work directory is its own (and an
+        // image's container root, another uid, passes through the allocation's directory to it).
         chmod(base + "/work", 0o777)
+        chmod(base, 0o711)
+        let network = SandboxNetwork(allowed: networkAllowed)
+        let launch: String
+        if spec.executor == .oci {
+            launch = try await prepareImage(id, spec: spec, base: base, actor: actor, network: network)
+        } else {
+            launch = try await prepareProcess(id, spec: spec, base: base, actor: actor, network: network)
+        }
+        try await launchWrapper(id, spec: spec, base: base, launch: launch, network: network)
+    }
+
+    /// Fetches the artifact and returns the bubblewrap command line of a process allocation.
+    private func prepareProcess(
+        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, base: String, actor: ActorSandbox?,
+        network: SandboxNetwork
+    ) async throws -> String {
         let command = try await fetchArtifact(spec, into: base + "/artifact", work: base + "/work")
-        var environment = spec.env.merging(actor?.environment ?? [:]) { $1 }
-        environment["ORRERY_ALLOCATION"] = id
-        environment["ORRERY_WORK_DIR"] = "/work"
         var sandbox = SandboxCommand(
             workDirectory: base + "/work", artifactDirectory: base + "/artifact", network: spec.network,
-            environment: environment, command: command + spec.args)
-        let network = SandboxNetwork(allowed: networkAllowed)
+            environment: environment(id, spec: spec, actor: actor), command: command + spec.args)
         if spec.network {
-            guard network.isAvailable else {
-                throw RunnerError(
-                    message:
-                        "this host cannot give a sandbox an outbound-only network: slirp4netns, nft and nsenter are needed"
-                )
-            }
-            try Data(network.rules.utf8).write(to: URL(fileURLWithPath: base + "/net.nft"))
-            try Data(SandboxNetwork.resolvConf.utf8).write(to: URL(fileURLWithPath: base + "/resolv.conf"))
+            try prepareNetwork(spec, base: base, network: network)
             sandbox.resolvConf = base + "/resolv.conf"
         }
         sandbox.actorDirectory = actor?.directory
         sandbox.mailboxDirectory = actor?.mailboxDirectory
-        if spec.resources.gpu.count > 0 {
-            sandbox.devices = nvidiaDevices()
-            guard !sandbox.devices.isEmpty else {
-                throw RunnerError(
-                    message: "the allocation asks for \(spec.resources.gpu.count) GPU(s); this host has none")
-            }
+        sandbox.devices = try gpuDevices(spec)
+        return sandbox.arguments.map(shellQuoted).joined(separator: " ")
+    }
+
+    /// Pulls the image and writes the OCI bundle of an image allocation; returns the runtime's command line.
+    private func prepareImage(
+        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, base: String, actor: ActorSandbox?,
+        network: SandboxNetwork
+    ) async throws -> String {
+        guard let images else {
+            throw RunnerError(message: "this device runs no OCI images (no working runc or crun)")
         }
+        var bundle = OCIBundle(
+            rootPath: "", workDirectory: base + "/work", network: spec.network,
+            cgroupsPath: cgroups.map { _ in "/orrery/\(id)/oci" },
+            fileSizeLimit: spec.resources.diskMib > 0 ? spec.resources.diskMib << 20 : nil,
+            hostIDBase: geteuid() == 0 ? OCIBundle.defaultHostIDBase : nil)
+        if spec.network {
+            try prepareNetwork(spec, base: base, network: network)
+            bundle.resolvConf = base + "/resolv.conf"
+        }
+        bundle.actorDirectory = actor?.directory
+        bundle.mailboxDirectory = actor?.mailboxDirectory
+        bundle.devices = try gpuDevices(spec)
+        let arguments = try await images.prepare(
+            id, spec: spec, base: base, environment: environment(id, spec: spec, actor: actor), bundle: bundle)
+        return arguments.map(shellQuoted).joined(separator: " ")
+    }
+
+    /// Writes the sandbox network's firewall rules and resolver file.
+    private func prepareNetwork(
+        _ spec: Orrery_Orchestrator_V1_AllocationSpec, base: String, network: SandboxNetwork
+    ) throws {
+        guard network.isAvailable else {
+            throw RunnerError(
+                message:
+                    "this host cannot give a sandbox an outbound-only network: slirp4netns, nft and nsenter are needed")
+        }
+        try Data(network.rules.utf8).write(to: URL(fileURLWithPath: base + "/net.nft"))
+        try Data(SandboxNetwork.resolvConf.utf8).write(to: URL(fileURLWithPath: base + "/resolv.conf"))
+    }
+
+    /// The variables an allocation gets besides the spec's own.
+    private func environment(_ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, actor: ActorSandbox?)
+        -> [String: String]
+    {
+        var environment = spec.env.merging(actor?.environment ?? [:]) { $1 }
+        environment["ORRERY_ALLOCATION"] = id
+        environment["ORRERY_WORK_DIR"] = "/work"
+        return environment
+    }
+
+    /// The GPU device nodes an allocation that asks for GPUs gets.
+    private func gpuDevices(_ spec: Orrery_Orchestrator_V1_AllocationSpec) throws -> [String] {
+        guard spec.resources.gpu.count > 0 else { return [] }
+        let devices = nvidiaDevices()
+        guard !devices.isEmpty else {
+            throw RunnerError(message: "the allocation asks for \(spec.resources.gpu.count) GPU(s); this host has none")
+        }
+        return devices
+    }
+
+    /// Starts the detached wrapper that joins the allocation's cgroup, bounds its files, runs `launch` (in the
+    /// sandbox network when asked) and records its exit status.
+    private func launchWrapper(
+        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, base: String, launch: String,
+        network: SandboxNetwork
+    ) async throws {
+        let files = FileManager.default
         var procsFiles: [String] = []
         if let cgroups {
             let limits = ResourceLimits(
@@ -107,7 +177,6 @@ public struct AllocationRunner: Sendable {
                 pids: pidsLimit)
             procsFiles = try ControlGroup.create(name: id, limits: limits, version: cgroups).procsFiles
         }
-        let launch = sandbox.arguments.map(shellQuoted).joined(separator: " ")
         let quotedDirectory = shellQuoted(base)
         let redirections = "> \(quotedDirectory)/stdout.log 2> \(quotedDirectory)/stderr.log < /dev/null"
         let run =
@@ -239,7 +308,8 @@ public struct AllocationRunner: Sendable {
     }
 
     /// Removes the allocation's cgroup once it ended (its files stay as the journal).
-    public func release(_ id: String) {
+    public func release(_ id: String) async {
+        if let images, (try? spec(id))?.executor == .oci { await images.release(id, base: directory(id)) }
         guard let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) else { return }
         group.killAll()
         group.remove()

@@ -150,14 +150,27 @@ public struct ControlGroup: Sendable {
         }
     }
 
-    /// The processes still in the group.
+    /// The processes still in the group and in the groups below it (an OCI runtime puts a container in its own
+    /// child group).
     public func processes() -> [Int32] {
         var pids: Set<Int32> = []
-        for file in procsFiles {
-            let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
-            for line in text.split(separator: "\n") { if let pid = Int32(line) { pids.insert(pid) } }
+        for directory in Set(directories.values) {
+            for group in [directory] + Self.descendants(of: directory) {
+                let text = (try? String(contentsOfFile: group + "/cgroup.procs", encoding: .utf8)) ?? ""
+                for line in text.split(separator: "\n") { if let pid = Int32(line) { pids.insert(pid) } }
+            }
         }
         return pids.sorted()
+    }
+
+    /// The groups below `directory`, deepest last (a few levels: ours and a runtime's).
+    static func descendants(of directory: String, depth: Int = 0) -> [String] {
+        guard depth < 4 else { return [] }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.map { directory + "/" + $0 }.filter {
+            FileStatus(path: $0, followingLinks: false)?.isDirectory == true
+        }
+        .flatMap { [$0] + descendants(of: $0, depth: depth + 1) }
     }
 
     /// Kills every process in the group.
@@ -177,9 +190,12 @@ public struct ControlGroup: Sendable {
         }
     }
 
-    /// Removes the (empty) group.
+    /// Removes the (empty) group and any (empty) groups below it.
     public func remove() {
-        for directory in Set(directories.values) { rmdir(directory) }
+        for directory in Set(directories.values) {
+            for group in Self.descendants(of: directory).reversed() { rmdir(group) }
+            rmdir(directory)
+        }
     }
 
     static func makeDirectory(_ path: String) throws {

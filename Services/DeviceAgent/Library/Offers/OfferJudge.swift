@@ -44,6 +44,9 @@ public struct OfferJudge: Sendable {
             let open = start <= end ? (start..<end).contains(current) : (current >= start || current < end)
             if !open { return .decline("outside the owner's hours \(hours) (UTC)") }
         }
+        if offer.spec.executor == .oci, !capabilities.executors.contains("oci") {
+            return .decline("this device runs no OCI images (no working runc or crun)")
+        }
         let resources = offer.spec.resources
         let asked = Commitment(
             cores: Int(resources.cpuCores), ramMiB: Int(resources.ramMib), diskMiB: Int(resources.diskMib),

@@ -1,0 +1,142 @@
+import Foundation
+import GRPCCore
+import OrreryOCI
+import OrreryProto
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// Jobs that bring their own software: an image built with umoci, pushed with skopeo to a real registry on
+/// loopback (docker-registry behind TLS, token authentication), resolved by the orchestrator at submit and run by a
+/// real agent with runc.
+@Suite(
+    "Image jobs", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"),
+    .enabled(
+        if: RegistryFixture.isAvailable && FileManager.default.isExecutableFile(atPath: "/usr/sbin/runc"),
+        "needs docker-registry, umoci, skopeo and runc (make test installs them)"))
+struct ImageJobTests {
+    static func imageSpec(_ image: String, args: [String] = []) -> Orrery_Orchestrator_V1_WorkloadSpec {
+        var spec = OrchestratorTests.spec(cores: 1)
+        spec.allocations[0].executor = .oci
+        spec.allocations[0].clearArtifact()
+        spec.allocations[0].image = image
+        spec.allocations[0].args = args
+        spec.allocations[0].resources.ramMib = 64
+        spec.allocations[0].maxDurationSeconds = 120
+        spec.allocations[0].outputs = ["out.txt"]
+        return spec
+    }
+
+    @Test(
+        "an image job: the tag is pinned at submit, the image's config and the spec's args apply, the root is read-only, /work is written, outputs return; a second run transfers no layer; a platform the image lacks is explained"
+    )
+    func imageJob() async throws {
+        try await RegistryFixture.with("token") { registry in
+            let pushed = try await registry.push("busybox", as: "public/busybox:v1")
+            _ = try await registry.push("arm-only", as: "public/arm:v1")
+            let ca = registry.ready.ca
+            try await JobConstellation.run("orrery-image-job", orchestratorArguments: ["--images-registry-ca", ca]) {
+                constellation in
+                let orchestrator = constellation.orchestrator
+                let agent = try await constellation.startAgent(
+                    "imager", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
+                    extraArguments: ["--images-registry-ca", ca])
+                defer { agent.service.child.signal(SIGKILL) }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+                let image = registry.ready.address + "/public/busybox:v1"
+                // The agent advertises `oci` once its runtime ran a test container (after its join).
+                try await OrchestratorTests.waitUntilChosen(
+                    agent.did, for: Self.imageSpec(image), consumer, orchestrator, within: .seconds(60))
+                let script =
+                    "cat /etc/greeting; id -u; echo \"GREETING=$GREETING\"; pwd; touch /etc/written 2>/dev/null || echo read-only; echo forty-two > /work/out.txt"
+
+                func run(_ spec: Orrery_Orchestrator_V1_WorkloadSpec) async throws -> (
+                    Orrery_Orchestrator_V1_Deployment, String
+                ) {
+                    let submitted = try await consumer.with(orchestrator) { client in
+                        try await client.submitWorkload(
+                            .with {
+                                $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                                $0.spec = spec
+                                $0.idempotencyKey = UUID().uuidString
+                            })
+                    }
+                    let states = try await consumer.with(orchestrator) { client in
+                        try await client.watchDeployment(.with { $0.id = submitted.id }) { response in
+                            var seen: [String] = []
+                            for try await event in response.messages {
+                                seen.append("\(event.state): \(event.reason)")
+                                if [.completed, .failed, .cancelled].contains(event.state) { break }
+                            }
+                            return seen
+                        }
+                    }
+                    #expect(states.last?.hasPrefix("completed") == true, "\(states)")
+                    let lines = try await consumer.with(orchestrator) { client in
+                        try await client.streamLogs(.with { $0.id = submitted.id }) { response in
+                            try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) {
+                                $0.append($1)
+                            }
+                        }
+                    }
+                    let finished = try await consumer.with(orchestrator) {
+                        try await $0.getDeployment(.with { $0.id = submitted.id })
+                    }
+                    return (
+                        finished, String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
+                    )
+                }
+
+                let (first, stdout) = try await run(Self.imageSpec(image, args: ["/bin/sh", "-c", script]))
+                #expect(first.spec.allocations[0].image == image)
+                #expect(first.spec.allocations[0].imageDigest == pushed.digest.description)
+                #expect(first.spec.allocations[0].imagePlatforms == ["linux/amd64"])
+                #expect(stdout == "hello from the image\n0\nGREETING=image\n/\nread-only\n", "\(stdout)")
+                let outputs = try await consumer.with(orchestrator) {
+                    try await $0.getOutputs(.with { $0.id = first.id })
+                }
+                #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "forty-two\n")
+                let replica = try #require(first.assignments.first).run
+                #expect(replica.exitCode == 0 && replica.usage.peakMemoryBytes > 0, "\(replica)")
+                // The layer crossed the network once (the orchestrator read the configuration for its platform).
+                func layerDownloads() -> Int {
+                    registry.blobDownloads().filter { $0.contains(pushed.layers[0].description) }.count
+                }
+                #expect(layerDownloads() == 1)
+
+                // The image's own command (Cmd: cat /etc/greeting), from the store: no blob crosses the network.
+                let (second, greeting) = try await run(Self.imageSpec(image))
+                #expect(greeting == "hello from the image\n")
+                #expect(second.spec.allocations[0].imageDigest == pushed.digest.description)
+                #expect(layerDownloads() == 1)
+
+                // An image only for arm64: no device here runs it, and the explanation says why.
+                let explanation = try await consumer.with(orchestrator) { client in
+                    try await client.explainPlacement(
+                        .with { $0.spec = Self.imageSpec(registry.ready.address + "/public/arm:v1") })
+                }
+                #expect(!explanation.placeable)
+                #expect(
+                    explanation.allocations.first?.eliminated.contains { $0.constraint == "image platform" } == true,
+                    "\(explanation)")
+
+                // An image that is not there is refused at submit, by name.
+                await #expect {
+                    _ = try await consumer.with(orchestrator) { client in
+                        try await client.submitWorkload(
+                            .with {
+                                $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                                $0.spec = Self.imageSpec(registry.ready.address + "/public/missing:v1")
+                                $0.idempotencyKey = UUID().uuidString
+                            })
+                    }
+                } throws: { error in
+                    guard let error = error as? RPCError else { return false }
+                    return error.code == .invalidArgument && error.message.contains("public/missing")
+                }
+            }
+        }
+    }
+}
