@@ -248,7 +248,8 @@ let package = Package(
             name: "orrery-bench",
             dependencies: [
                 "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryPlacement", "OrreryLedger",
-                "OrreryEthereum", "OrreryCardano", "OrrerySettlementClient", argumentParser, grpcCore, grpcPosix,
+                "OrreryEthereum", "OrreryCardano", "OrrerySettlementClient", "OrreryOCI", "OrreryHTTPClient", "DeviceAgent",
+                argumentParser, grpcCore, grpcPosix,
                 swiftProtobuf, logging, crypto,
             ],
             path: "Tools/bench",

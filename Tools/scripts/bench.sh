@@ -21,6 +21,27 @@ echo "== identity"
 echo "== abuse (CPU per refusal before authentication)"
 ! want abuse || "$bin/orrery-bench" abuse --out bench-results/abuse.md
 
+echo "== images (a ~100 MiB image from a registry on loopback; skopeo + umoci beside)"
+if want images; then
+    "$root/Tools/scripts/install-deps.sh" --test-venv
+    images_work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-bench-images.XXXXXX")
+    "$root/.venv-test/bin/python" "$root/Tests/python/oci_registry.py" serve "$images_work/registry" token \
+        >"$images_work/registry.out" 2>&1 &
+    images_registry=$!
+    until [ -s "$images_work/registry/ready.json" ]; do
+        kill -0 "$images_registry" 2>/dev/null || { cat "$images_work/registry.out" >&2; exit 1; }
+        sleep 0.2
+    done
+    "$root/.venv-test/bin/python" "$root/Tests/python/oci_registry.py" push "$images_work/registry" big:96 public/big:v1 >/dev/null
+    images_address=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['address'])" "$images_work/registry/ready.json")
+    "$bin/orrery-bench" images --registry "$images_address" --ca "$images_work/registry/registry.crt" \
+        --user reader --password read-secret-2 --image public/big:v1 --work "$images_work/work" \
+        --out bench-results/images.md || { kill "$images_registry"; exit 1; }
+    kill "$images_registry"
+    wait "$images_registry" 2>/dev/null || true
+    rm -rf "$images_work"
+fi
+
 echo "== placement (10,000 devices, pure solver)"
 ! want placement || "$bin/orrery-bench" placement --out bench-results/placement.md
 

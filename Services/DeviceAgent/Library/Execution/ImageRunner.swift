@@ -6,7 +6,7 @@
 internal import OrreryBasics
 public import OrreryHTTPClient
 public import OrreryOCI
-internal import OrreryProto
+public import OrreryProto
 
 /// What the agent needs to run `EXECUTOR_OCI` allocations: the OCI runtime that works here, the image store, and
 /// whom to trust for registries. It pulls an allocation's image (the digest the orchestrator pinned: a moved tag
@@ -73,6 +73,20 @@ public struct ImageRunner: Sendable {
             throw error
         }
         return runtime.runArguments(bundle: base + "/bundle", id: Self.containerID(id))
+    }
+
+    /// Pulls the image and writes the bundle of an allocation without a network, cgroup or actor (what `make bench`
+    /// times: from the instruction to a started container); returns the command that runs it.
+    public func prepare(
+        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, base: String
+    ) async throws -> [String] {
+        try FileManager.default.createDirectory(atPath: base + "/work", withIntermediateDirectories: true)
+        chmod(base, 0o711)
+        chmod(base + "/work", 0o777)
+        let template = OCIBundle(
+            rootPath: "", workDirectory: base + "/work", network: false,
+            hostIDBase: geteuid() == 0 ? OCIBundle.defaultHostIDBase : nil)
+        return try await prepare(id, spec: spec, base: base, environment: [:], bundle: template)
     }
 
     /// The runtime's name for an allocation's container.

@@ -28,7 +28,7 @@ public struct OCIRuntime: Sendable, Equatable {
     /// Finds a runtime that runs a container here: each candidate is tried on a bundle whose root binds the host's
     /// /usr and runs `true` under the same namespaces, mappings, limits and filter images get.
     /// - Returns: the runtime, or nil with the reason each candidate failed (for the log and `--help`-level errors).
-    static func detect(
+    public static func detect(
         _ preference: Preference, stateDirectory: String, cgroups: ControlGroup.Version?
     ) async -> (runtime: OCIRuntime?, failures: [String]) {
         let candidates: [String] =
