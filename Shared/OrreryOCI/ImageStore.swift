@@ -131,6 +131,8 @@ public actor ImageStore {
         root.users += 1
         root.lastUsed = clock
         roots[digest] = root
+        // Over capacity with the new root in: the least recently used unused ones go (never one in use).
+        evictRoots()
         return PulledImage(
             reference: pinned, manifestDigest: digest, configuration: configuration,
             rootPath: rootPath(digest), downloadedLayers: downloaded)
@@ -175,21 +177,33 @@ public actor ImageStore {
             let held = acquired
             Task { for layer in held { await blobs.release(layer) } }
         }
-        try await withThrowingTaskGroup(of: (OCIDigest, Bool).self) { group in
+        // Every download runs to its end, so that each layer acquired is released, whichever failed first.
+        var failure: (any Error)?
+        await withTaskGroup(of: Result<(OCIDigest, Bool), any Error>.self) { group in
             var next = 0
             func start() {
                 let (layer, _) = layers[next]
                 next += 1
                 let fetch = download(layer, repository, client)
-                group.addTask { (layer.digest, try await blobs.acquire(layer, download: fetch)) }
+                group.addTask {
+                    do { return .success((layer.digest, try await blobs.acquire(layer, download: fetch))) } catch {
+                        return .failure(error)
+                    }
+                }
             }
             while next < min(3, layers.count) { start() }
-            while let (layer, fresh) = try await group.next() {
-                acquired.append(layer)
-                if fresh { downloaded += 1 }
-                if next < layers.count { start() }
+            while let result = await group.next() {
+                switch result {
+                case .success(let (layer, fresh)):
+                    acquired.append(layer)
+                    if fresh { downloaded += 1 }
+                    if next < layers.count, failure == nil { start() }
+                case .failure(let error):
+                    if failure == nil { failure = error }
+                }
             }
         }
+        if let failure { throw failure }
         let staging = rootsDirectory + "/" + digest.hex + ".unpacking"
         let limits = RootFilesystemWriter.Limits(bytes: self.limits.bytes, entries: self.limits.entries)
         let layerFiles = layers.enumerated().map {

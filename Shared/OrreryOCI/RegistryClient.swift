@@ -103,6 +103,9 @@ public struct RegistryClient: Sendable {
                 try await fetchRemainder(url, repository: repository, descriptor, into: file)
                 failure = nil
                 break
+            } catch OCIError.registry(let why) {
+                // The registry failed (a 5xx, say): tried again, from where it stopped.
+                failure = OCIError.registry(why)
             } catch let error as OCIError {
                 throw error
             } catch is CancellationError {

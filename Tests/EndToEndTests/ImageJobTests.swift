@@ -122,6 +122,30 @@ struct ImageJobTests {
                     explanation.allocations.first?.eliminated.contains { $0.constraint == "image platform" } == true,
                     "\(explanation)")
 
+                // A layer whose bytes the registry changed: the device refuses it by its digest and the deployment
+                // fails with that reason; nothing of it runs.
+                let tampered = try await registry.push("busybox", as: "public/tampered:v1")
+                try await registry.tamper(tampered.layers[0])
+                let refused = try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                            $0.spec = Self.imageSpec(registry.ready.address + "/public/tampered:v1")
+                            $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+                let ending = try await consumer.with(orchestrator) { client in
+                    try await client.watchDeployment(.with { $0.id = refused.id }) { response in
+                        var last = ""
+                        for try await event in response.messages {
+                            last = "\(event.state): \(event.reason)"
+                            if [.running, .completed, .failed, .cancelled].contains(event.state) { break }
+                        }
+                        return last
+                    }
+                }
+                #expect(ending.hasPrefix("failed") && ending.contains(tampered.layers[0].description), "\(ending)")
+
                 // An image that is not there is refused at submit, by name.
                 await #expect {
                     _ = try await consumer.with(orchestrator) { client in
