@@ -34,7 +34,9 @@ public actor BlobStore {
                 throw OCIError.storage("cannot create \(path): \(systemErrorText())")
             }
         }
-        for name in Self.names(in: directory + "/blobs/sha256") {
+        let blobs = open(directory + "/blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        defer { if blobs >= 0 { close(blobs) } }
+        for name in blobs >= 0 ? FileTree.names(in: blobs) : [] {
             let path = directory + "/blobs/sha256/" + name
             guard let digest = try? OCIDigest(parsing: "sha256:" + name),
                 let status = FileStatus(path: path, followingLinks: false), status.isRegularFile
@@ -129,18 +131,5 @@ public actor BlobStore {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-    }
-
-    static func names(in directory: String) -> [String] {
-        guard let handle = opendir(directory) else { return [] }
-        defer { closedir(handle) }
-        var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != ".", name != ".." { names.append(name) }
-        }
-        return names
     }
 }
