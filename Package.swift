@@ -236,7 +236,7 @@ let package = Package(
             name: "orrery",
             dependencies: [
                 "OrreryRuntimeCore", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryWorkloadSpec",
-                "OrreryLedger",
+                "OrreryLedger", "OrreryOCI", "OrreryHTTPClient",
                 "OrreryEthereum", "OrreryCardano", "OrreryAddressBinding", argumentParser,
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
             ],
@@ -248,7 +248,8 @@ let package = Package(
             name: "orrery-bench",
             dependencies: [
                 "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryPlacement", "OrreryLedger",
-                "OrreryEthereum", "OrreryCardano", "OrrerySettlementClient", "OrreryOCI", "OrreryHTTPClient", "DeviceAgent",
+                "OrreryEthereum", "OrreryCardano", "OrrerySettlementClient", "OrreryOCI", "OrreryHTTPClient",
+                "DeviceAgent",
                 argumentParser, grpcCore, grpcPosix,
                 swiftProtobuf, logging, crypto,
             ],
@@ -342,7 +343,7 @@ let package = Package(
                 "RegistryService",
                 "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", "OrreryPlacement",
                 "OrreryWorkloadSpec", "OrreryAddressBinding", "OrrerySettlementClient",
-                "OrreryLedger", "OrreryEthereum", "OrreryCardano", "OrreryOCI", crypto,
+                "OrreryLedger", "OrreryEthereum", "OrreryCardano", "OrreryOCI", "OrreryDatabase", crypto,
                 grpcCore,
                 grpcPosix,
                 grpcProtobuf, postgres, argumentParser, swiftProtobuf,

@@ -152,6 +152,31 @@ public struct RegistryClient: Sendable {
         }
     }
 
+    /// A short-lived token that lets its bearer pull `repository` and nothing else, from the registry's token service
+    /// with this client's credentials: what a consumer hands on instead of its password. Nil when the registry
+    /// lets anyone pull it.
+    /// - Throws: `OCIError.unauthorized` when the registry has no token service (Basic authentication only: a device
+    ///   would need the password) or refuses the credentials.
+    public func pullToken(repository: String, reference: String) async throws -> String? {
+        let url = try endpoint(repository: repository, "manifests", reference)
+        let challenges = try await HTTPClient.stream(
+            url, headers: [("Accept", MediaType.acceptedManifests.joined(separator: ", "))],
+            trust: trust, idleTimeout: idleTimeout
+        ) { head, _ in head.status == 401 ? head.headers("WWW-Authenticate").compactMap(Challenge.init(header:)) : [] }
+        guard !challenges.isEmpty else { return nil }
+        guard let bearer = challenges.first(where: { $0.scheme == "bearer" }), let realm = bearer.parameters["realm"]
+        else {
+            throw OCIError.unauthorized(
+                "\(host) has no token service (Basic authentication only): a device would need the password, which never leaves the consumer; use a registry with token authentication or a public image"
+            )
+        }
+        // Pull, whatever the challenge asked for.
+        return try await TokenService.request(
+            realm: realm, service: bearer.parameters["service"], scope: "repository:\(repository):pull",
+            credentials: credentials, client: self
+        ).0
+    }
+
     func endpoint(repository: String, _ kind: String, _ reference: String) throws(OCIError) -> URL {
         guard let url = URL(string: "\(plainHTTP ? "http" : "https")://\(host)/v2/\(repository)/\(kind)/\(reference)")
         else { throw .invalidReference("cannot form a URL for \(host)/\(repository)") }
@@ -258,7 +283,7 @@ private actor TokenCache {
             if case .bearer = credentials {
                 throw OCIError.unauthorized("\(client.host) refused the bearer token for \(repository)")
             }
-            let (token, lifetime) = try await fetchToken(
+            let (token, lifetime) = try await TokenService.request(
                 realm: realm, service: bearer.parameters["service"],
                 scope: bearer.parameters["scope"] ?? "repository:\(repository):pull", credentials: credentials,
                 client: client)
@@ -277,7 +302,12 @@ private actor TokenCache {
             "\(client.host) refused access to \(repository) without a challenge this client understands")
     }
 
-    private func fetchToken(
+}
+
+/// A registry's token service (the Docker token flow): a bearer token for a scope, asked for with Basic credentials
+/// or none.
+enum TokenService {
+    static func request(
         realm: String, service: String?, scope: String, credentials: RegistryCredentials, client: RegistryClient
     ) async throws -> (String, Int) {
         guard var components = URLComponents(string: realm),

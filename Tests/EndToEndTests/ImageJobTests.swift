@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import OrreryDatabase
 import OrreryOCI
 import OrreryProto
 import OrreryTestSupport
@@ -159,6 +160,128 @@ struct ImageJobTests {
                 } throws: { error in
                     guard let error = error as? RPCError else { return false }
                     return error.code == .invalidArgument && error.message.contains("public/missing")
+                }
+            }
+        }
+    }
+
+    @Test(
+        "a private image: refused without a token; run with a pull token the device receives sealed (through the API and `orrery run --registry-auth`); neither the password nor the token in any log or database row"
+    )
+    func privateImage() async throws {
+        try await RegistryFixture.with("token") { registry in
+            _ = try await registry.push("busybox", as: "demo/private:v1")
+            let ca = registry.ready.ca
+            try await JobConstellation.run("orrery-private-image", orchestratorArguments: ["--images-registry-ca", ca])
+            {
+                constellation in
+                let orchestrator = constellation.orchestrator
+                let agent = try await constellation.startAgent(
+                    "imager", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
+                    extraArguments: ["--images-registry-ca", ca])
+                defer { agent.service.child.signal(SIGKILL) }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+                let image = registry.ready.address + "/demo/private:v1"
+                // Explained without a token: its platforms unknown, the device with a runtime chosen.
+                try await OrchestratorTests.waitUntilChosen(
+                    agent.did, for: Self.imageSpec(image), consumer, orchestrator, within: .seconds(60))
+
+                func submit(tokens: [String: String]) async throws -> Orrery_Orchestrator_V1_Deployment {
+                    try await consumer.with(orchestrator) { client in
+                        try await client.submitWorkload(
+                            .with {
+                                $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                                $0.spec = Self.imageSpec(image)
+                                $0.idempotencyKey = UUID().uuidString
+                                $0.imagePullTokens = tokens
+                            })
+                    }
+                }
+                func ending(_ id: String) async throws -> String {
+                    try await consumer.with(orchestrator) { client in
+                        try await client.watchDeployment(.with { $0.id = id }) { response in
+                            var last = ""
+                            for try await event in response.messages {
+                                last = "\(event.state): \(event.reason)"
+                                if [.completed, .failed, .cancelled].contains(event.state) { break }
+                            }
+                            return last
+                        }
+                    }
+                }
+
+                // Without a token the registry does not show it: refused at submit, nothing recorded.
+                await #expect {
+                    _ = try await submit(tokens: [:])
+                } throws: { error in
+                    guard let error = error as? RPCError else { return false }
+                    return error.code == .failedPrecondition && error.message.contains("demo/private")
+                }
+                // A token for another allocation name, or not a token, is refused by its field.
+                await #expect {
+                    _ = try await submit(tokens: ["other": "x"])
+                } throws: { error in
+                    (error as? RPCError)?.message.contains("image_pull_tokens[other]") == true
+                }
+
+                // With the reader's pull token, obtained as the CLI does: pinned, pulled by the device, run.
+                let token = try #require(
+                    try await registry.client("reader").pullToken(repository: "demo/private", reference: "v1"))
+                let withToken = try await submit(tokens: ["main": token])
+                #expect(try await ending(withToken.id).hasPrefix("completed"))
+                let logs = try await consumer.with(orchestrator) { client in
+                    try await client.streamLogs(.with { $0.id = withToken.id }) { response in
+                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
+                    }
+                }
+                #expect(String(decoding: logs.flatMap(\.data), as: UTF8.self) == "hello from the image\n")
+
+                // The CLI: a Docker-style auth file; it sends a token, never the password.
+                let directory = constellation.directory
+                let password = try #require(registry.ready.users["reader"])
+                let auth = Data("reader:\(password)".utf8).base64EncodedString()
+                let authFile = directory.appendingPathComponent("auth.json").path
+                try #"{"auths": {"\#(registry.ready.address)": {"auth": "\#(auth)"}}}"#.write(
+                    toFile: authFile, atomically: true, encoding: .utf8)
+                let specFile = directory.appendingPathComponent("private.json").path
+                try Self.imageSpec(image).jsonString().write(toFile: specFile, atomically: true, encoding: .utf8)
+                let (status, output) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"),
+                    arguments: [
+                        "run", "-q", "--wait", specFile, "--registry-auth", authFile, "--registry-ca", ca,
+                        "--orchestrator", constellation.orchestratorAddress, "--key",
+                        constellation.network.directory.appendingPathComponent("operator.key").path,
+                    ])
+                #expect(status == 0, "\(output)")
+                let cliDeployment = output.split(separator: "\n").last.map(String.init) ?? ""
+                let (_, shown) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"),
+                    arguments: [
+                        "status", cliDeployment, "--json", "--orchestrator", constellation.orchestratorAddress, "--key",
+                        constellation.network.directory.appendingPathComponent("operator.key").path,
+                    ])
+                #expect(shown.contains("DEPLOYMENT_STATE_COMPLETED"), "\(shown.prefix(2000))")
+
+                // Nothing secret in clear: the services' logs and every row of the database.
+                let settings = constellation.database.settings
+                var dumpEnvironment = ["PGPASSWORD": settings.password ?? ""]
+                dumpEnvironment["PGSSLMODE"] = "disable"
+                let (dumped, dump) = try await ChildProcess.run(
+                    URL(fileURLWithPath: "/usr/bin/pg_dump"),
+                    arguments: [
+                        "-h", settings.host, "-p", String(settings.port), "-U", settings.user, "--data-only",
+                        settings.database,
+                    ], environment: dumpEnvironment)
+                #expect(dumped == 0, "\(dump.prefix(500))")
+                #expect(dump.contains("image_pull_tokens"))
+                let texts = [
+                    ("database", dump), ("orchestrator", orchestrator.child.output),
+                    ("agent", agent.service.child.output), ("notary", constellation.notary.child.output),
+                    ("registry", constellation.registry.child.output),
+                ]
+                for (name, text) in texts {
+                    #expect(!text.contains(token), "the pull token is in the \(name)'s output")
+                    #expect(!text.contains(password), "the password is in the \(name)'s output")
                 }
             }
         }

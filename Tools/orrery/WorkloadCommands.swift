@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import OrreryHTTPClient
 import OrreryWorkloadSpec
 import OrreryIdentity
 import OrreryRuntimeCore
@@ -90,6 +91,13 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Print the deployment as JSON when done.") var json = false
     @Flag(name: .shortAndLong, help: "Print only the deployment's id, no progress (DEP=$(orrery run -q …)).")
     var quiet = false
+    @Option(
+        help:
+            "Registry logins for private images (Docker's config.json format): a short-lived pull-only token for each image goes with the submission, never the password."
+    )
+    var registryAuth: String?
+    @Option(help: "A PEM file of CA certificates trusted for registries besides the system's (with --registry-auth).")
+    var registryCa: String?
 
     func validate() throws {
         guard !(quiet && json) else {
@@ -102,6 +110,11 @@ struct RunCommand: AsyncParsableCommand {
         let authority = try await options.consumerAuthority(for: workload)
         let settlementAuthority = try await options.consumerAuthority(
             for: workload, command: "/orrery/settlement/escrow")
+        var pullTokens: [String: String] = [:]
+        if let registryAuth {
+            pullTokens = try await RegistryAuth(file: registryAuth).pullTokens(
+                for: workload, trust: registryCa.map { .caFile($0) } ?? .system)
+        }
         let deployment = try await options.call { client in
             try await client.submitWorkload(
                 .with {
@@ -109,6 +122,7 @@ struct RunCommand: AsyncParsableCommand {
                     $0.idempotencyKey = idempotencyKey
                     $0.consumerAuthority = authority
                     $0.settlementAuthority = settlementAuthority
+                    $0.imagePullTokens = pullTokens
                 })
         }
         // Progress on standard error, each line at once, the id first: interrupted, nothing is lost; the data (the

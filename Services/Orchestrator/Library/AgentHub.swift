@@ -22,6 +22,8 @@ final class AgentHub: Sendable {
     /// Turns a Deploy into what the device is sent (a stateful replica's checkpoint chunks first, then the Deploy
     /// with its resume); nil sends every Deploy as it is.
     private let checkpoints: CheckpointReader?
+    /// Seals a private image's pull token to the device a Deploy goes to; nil sends none.
+    private let pullTokens: ImagePullTokens?
 
     /// Whether this replica holds the device's line.
     func holds(_ device: String) -> Bool { lines.withLock { $0[device] != nil } }
@@ -30,10 +32,12 @@ final class AgentHub: Sendable {
     let instance = "orc-" + UUID().uuidString.lowercased()
 
     init(
-        offers: OfferStore, checkpoints: CheckpointReader?, logger: Logger, pollInterval: Duration = .milliseconds(200)
+        offers: OfferStore, checkpoints: CheckpointReader?, pullTokens: ImagePullTokens? = nil, logger: Logger,
+        pollInterval: Duration = .milliseconds(200)
     ) {
         self.offers = offers
         self.checkpoints = checkpoints
+        self.pullTokens = pullTokens
         self.logger = logger
         self.pollInterval = pollInterval
     }
@@ -115,9 +119,12 @@ final class AgentHub: Sendable {
                 return line.continuation
             }
             guard let send else { continue }
-            if case .deploy(let deploy) = message.kind, let checkpoints {
+            if case .deploy(var deploy) = message.kind, checkpoints != nil || pullTokens != nil {
                 do {
-                    for prepared in try await checkpoints.prepare(deploy, device: device) { send.yield(prepared) }
+                    if let pullTokens { deploy = try await pullTokens.attach(deploy, device: device) }
+                    let prepared =
+                        try await checkpoints?.prepare(deploy, device: device) ?? [.with { $0.deploy = deploy }]
+                    for message in prepared { send.yield(message) }
                 } catch {
                     // Not sent: the next round tries again.
                     _ = lines.withLock { $0[device]?.sent.remove(key) }

@@ -42,7 +42,8 @@ struct DeploymentStore: Sendable {
     /// concurrent retry won), in which case the caller reads the existing one.
     func create(
         consumer: String, spec: Orrery_Orchestrator_V1_WorkloadSpec, validated: PlacementRequest,
-        idempotencyKey: String, authority: Data, settlementAuthority: Data = Data()
+        idempotencyKey: String, authority: Data, settlementAuthority: Data = Data(),
+        sealedPullTokens: [String: Data] = [:]
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
         let request = String(decoding: try JSONEncoder().encode(validated), as: UTF8.self)
         return try await client.transaction(logger: logger) { connection in
@@ -68,6 +69,8 @@ struct DeploymentStore: Sendable {
             var created = false
             for try await _ in inserted.decode(String.self) { created = true }
             guard created else { return nil }
+            try await ImagePullTokens.insert(
+                sealedPullTokens, deployment: deployment.id, connection: connection, logger: logger)
             return try await Self.record(deployment, connection: connection, logger: logger)
         }
     }

@@ -17,13 +17,18 @@ struct ImageResolver: Sendable {
     /// `spec` with every OCI allocation's `image_digest` and `image_platforms` set.
     /// - Throws: `RPCError` naming the allocation: INVALID_ARGUMENT when the image is not there or not an image,
     ///   FAILED_PRECONDITION when the registry refuses to show it, UNAVAILABLE when the registry cannot be reached.
-    func resolve(_ spec: Orrery_Orchestrator_V1_WorkloadSpec) async throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+    /// `tokens`: private images' pull tokens by allocation (see `ImagePullTokens`).
+    func resolve(_ spec: Orrery_Orchestrator_V1_WorkloadSpec, tokens: [String: String] = [:]) async throws
+        -> Orrery_Orchestrator_V1_WorkloadSpec
+    {
         var resolved = spec
         for (index, allocation) in spec.allocations.enumerated() where allocation.executor == .oci {
             let path = "spec.allocations[\(index)].image"
             do {
                 let reference = try ImageReference(parsing: allocation.image)
-                let client = RegistryClient(host: reference.apiHost, trust: trust, credentials: .anonymous)
+                let client = RegistryClient(
+                    host: reference.apiHost, trust: trust,
+                    credentials: tokens[allocation.name].map { .bearer($0) } ?? .anonymous)
                 let manifest = try await client.manifest(
                     repository: reference.repository, reference: reference.manifestReference)
                 let platforms: [String]

@@ -21,6 +21,7 @@ public struct OrchestratorAPI: Sendable {
     let operatorDID: String
     let mover: ActorMover
     let images: ImageResolver
+    let pullTokens: ImagePullTokens
     /// Releases held for the operator.
     var incidents: SettlementIncidents {
         SettlementIncidents(client: store.client, logger: store.logger)
@@ -44,8 +45,9 @@ public struct OrchestratorAPI: Sendable {
                 now: Int64(Date().timeIntervalSince1970), command: ConsumerAuthority.escrowCommand,
                 field: "settlement_authority")
         }
+        try ImagePullTokens.validate(request.imagePullTokens, spec: request.spec)
         // Images are resolved once everything that needs no registry is known to be right.
-        let spec = try await images.resolve(request.spec)
+        let spec = try await images.resolve(request.spec, tokens: request.imagePullTokens)
         if spec != request.spec { placementRequest = try validated(spec) }
         if let budget = placementRequest.budget, fleet.isSynced,
             let cheapest = solver.cheapestPossibleCost(placementRequest, on: fleet.snapshot()), cheapest > budget
@@ -58,7 +60,8 @@ public struct OrchestratorAPI: Sendable {
             let created = try await store.create(
                 consumer: consumer, spec: spec, validated: placementRequest,
                 idempotencyKey: request.idempotencyKey,
-                authority: request.consumerAuthority, settlementAuthority: request.settlementAuthority)
+                authority: request.consumerAuthority, settlementAuthority: request.settlementAuthority,
+                sealedPullTokens: try pullTokens.sealed(request.imagePullTokens))
         else {
             // A concurrent retry with the same key won the insert.
             guard let winner = try await store.existing(consumer: consumer, idempotencyKey: request.idempotencyKey)
@@ -289,8 +292,15 @@ public struct OrchestratorAPI: Sendable {
     {
         guard request.hasSpec else { throw RPCError(code: .invalidArgument, message: "spec: required") }
         _ = try validated(request.spec)
-        // With images resolved: the platforms they offer filter the devices, as at submit.
-        let placementRequest = try validated(try await images.resolve(request.spec))
+        // With images resolved: the platforms they offer filter the devices, as at submit. A private image (no token
+        // comes with an explanation) is explained without its platforms.
+        let resolved: Orrery_Orchestrator_V1_WorkloadSpec
+        do {
+            resolved = try await images.resolve(request.spec)
+        } catch let error as RPCError where error.code == .failedPrecondition {
+            resolved = request.spec
+        }
+        let placementRequest = try validated(resolved)
         guard fleet.isSynced else {
             throw RPCError(
                 code: .unavailable, message: "the orchestrator has not yet received the registry's device snapshot")

@@ -36,7 +36,8 @@ struct OrchestratorComponents: Sendable {
         let solver = PlacementSolver(timeLimit: .milliseconds(500))
         let offers = OfferStore(client: database, logger: logger)
         let checkpointReader = CheckpointReader(client: database, logger: logger, key: environment.key)
-        let hub = AgentHub(offers: offers, checkpoints: checkpointReader, logger: logger)
+        let pullTokens = ImagePullTokens(client: database, key: environment.key, logger: logger)
+        let hub = AgentHub(offers: offers, checkpoints: checkpointReader, pullTokens: pullTokens, logger: logger)
         let notary = settings.notaryAddress.flatMap(ServiceAddress.init).map {
             NotaryLink(address: $0, environment: environment)
         }
@@ -68,7 +69,8 @@ struct OrchestratorComponents: Sendable {
             api: OrchestratorAPI(
                 store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
                 operatorDID: environment.operatorDID.string, mover: mover,
-                images: ImageResolver(trust: settings.registryCA.map { .caFile($0) } ?? .system)),
+                images: ImageResolver(trust: settings.registryCA.map { .caFile($0) } ?? .system),
+                pullTokens: pullTokens),
             events: events, driver: driver, hub: hub,
             channel: AgentChannelService(
                 hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,

@@ -295,5 +295,21 @@ public enum OrchestratorMigrations {
                 "ALTER TABLE deployments ADD COLUMN placement_request jsonb"
             ]
         ),
+        Migration(
+            version: 15,
+            name: "private images' pull tokens, sealed",
+            statements: [
+                // A consumer's short-lived pull token for an OCI allocation's image, sealed to the orchestrator's
+                // own DID (SealedBox): opened only to reseal it to the device a replica is deployed to.
+                """
+                CREATE TABLE image_pull_tokens (
+                    deployment_id text NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+                    allocation text NOT NULL,
+                    sealed bytea NOT NULL,
+                    PRIMARY KEY (deployment_id, allocation)
+                )
+                """
+            ]
+        ),
     ]
 }

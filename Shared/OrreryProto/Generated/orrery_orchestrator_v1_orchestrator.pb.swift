@@ -1119,6 +1119,12 @@ public nonisolated struct Orrery_Orchestrator_V1_SubmitWorkloadRequest: Sendable
   /// which each contract's maximum cost is held at `contracted`. `orrery run` makes it.
   public var settlementAuthority: Data = Data()
 
+  /// Private images: by allocation name, a short-lived pull-only bearer token for its image's repository, obtained
+  /// from the registry's token service (`orrery run --registry-auth` does it; a password never leaves the client).
+  /// The orchestrator resolves the image with it, keeps it sealed, and hands it only to the device chosen, sealed to
+  /// that device's key. At most 8 KiB each; never returned.
+  public var imagePullTokens: Dictionary<String,String> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1834,6 +1840,10 @@ public nonisolated struct Orrery_Orchestrator_V1_Deploy: Sendable {
   public var hasResume: Bool {self._resume != nil}
   /// Clears the value of `resume`. Subsequent reads from it will return its default value.
   public mutating func clearResume() {self._resume = nil}
+
+  /// A private image's pull token (see SubmitWorkloadRequest.image_pull_tokens) in a libsodium sealed box to this
+  /// device's did:key; empty for a public image.
+  public var imagePullToken: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3585,7 +3595,7 @@ nonisolated extension Orrery_Orchestrator_V1_LatencyEdge: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitWorkloadRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0\u{3}settlement_authority\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0\u{3}settlement_authority\0\u{3}image_pull_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3597,6 +3607,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
       case 2: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.consumerAuthority) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.settlementAuthority) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.imagePullTokens) }()
       default: break
       }
     }
@@ -3619,6 +3630,9 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if !self.settlementAuthority.isEmpty {
       try visitor.visitSingularBytesField(value: self.settlementAuthority, fieldNumber: 4)
     }
+    if !self.imagePullTokens.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.imagePullTokens, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3627,6 +3641,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if lhs.idempotencyKey != rhs.idempotencyKey {return false}
     if lhs.consumerAuthority != rhs.consumerAuthority {return false}
     if lhs.settlementAuthority != rhs.settlementAuthority {return false}
+    if lhs.imagePullTokens != rhs.imagePullTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4883,7 +4898,7 @@ nonisolated extension Orrery_Orchestrator_V1_ReceiptsRecorded: SwiftProtobuf.Mes
 
 nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Deploy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0\u{3}image_pull_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4898,6 +4913,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
       case 5: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._resume) }()
+      case 8: try { try decoder.decodeSingularBytesField(value: &self.imagePullToken) }()
       default: break
       }
     }
@@ -4929,6 +4945,9 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     try { if let v = self._resume {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    if !self.imagePullToken.isEmpty {
+      try visitor.visitSingularBytesField(value: self.imagePullToken, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4940,6 +4959,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     if lhs._spec != rhs._spec {return false}
     if lhs.contractID != rhs.contractID {return false}
     if lhs._resume != rhs._resume {return false}
+    if lhs.imagePullToken != rhs.imagePullToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

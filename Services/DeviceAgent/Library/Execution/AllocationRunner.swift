@@ -6,6 +6,7 @@ internal import Crypto
 #endif
 internal import OrreryBasics
 internal import OrreryIdentity
+internal import OrreryOCI
 public import OrreryProto
 internal import SwiftProtobuf
 
@@ -62,9 +63,10 @@ public struct AllocationRunner: Sendable {
     /// Prepares the directories, fetches and checks the artifact, sets up the limits and starts the sandbox.
     /// Starting an allocation that was already started does nothing (a duplicate instruction after a reconnect).
     /// `actor`: the allocation as an actor (its environment and the directories mounted for it).
-    public func start(_ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, actor: ActorSandbox? = nil)
-        async throws
-    {
+    /// `pullToken`: a private image's bearer token for its registry (used for this pull only).
+    public func start(
+        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, actor: ActorSandbox? = nil, pullToken: String? = nil
+    ) async throws {
         guard Self.isSafeID(id) else { throw RunnerError(message: "'\(id)' is not an allocation id") }
         if isKnown(id) { return }
         let base = directory(id)
@@ -79,7 +81,8 @@ public struct AllocationRunner: Sendable {
         let network = SandboxNetwork(allowed: networkAllowed)
         let launch: String
         if spec.executor == .oci {
-            launch = try await prepareImage(id, spec: spec, base: base, actor: actor, network: network)
+            launch = try await prepareImage(
+                id, spec: spec, base: base, actor: actor, network: network, pullToken: pullToken)
         } else {
             launch = try await prepareProcess(id, spec: spec, base: base, actor: actor, network: network)
         }
@@ -108,7 +111,7 @@ public struct AllocationRunner: Sendable {
     /// Pulls the image and writes the OCI bundle of an image allocation; returns the runtime's command line.
     private func prepareImage(
         _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, base: String, actor: ActorSandbox?,
-        network: SandboxNetwork
+        network: SandboxNetwork, pullToken: String?
     ) async throws -> String {
         guard let images else {
             throw RunnerError(message: "this device runs no OCI images (no working runc or crun)")
@@ -126,7 +129,8 @@ public struct AllocationRunner: Sendable {
         bundle.mailboxDirectory = actor?.mailboxDirectory
         bundle.devices = try gpuDevices(spec)
         let arguments = try await images.prepare(
-            id, spec: spec, base: base, environment: environment(id, spec: spec, actor: actor), bundle: bundle)
+            id, spec: spec, base: base, environment: environment(id, spec: spec, actor: actor), bundle: bundle,
+            credentials: pullToken.map { .bearer($0) } ?? .anonymous)
         return arguments.map(shellQuoted).joined(separator: " ")
     }
 

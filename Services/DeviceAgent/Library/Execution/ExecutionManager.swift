@@ -4,6 +4,7 @@ internal import Metrics
 #else
     internal import Foundation
 #endif
+internal import OrreryActors
 internal import OrreryBasics
 internal import Logging
 internal import OrreryLedger
@@ -184,6 +185,20 @@ actor ExecutionManager {
         return true
     }
 
+    /// A private image's pull token, opened with the device's key (it was sealed to it); nil for a public image.
+    /// Kept in memory for the pull only: never journalled, never logged.
+    private func pullToken(of deploy: Orrery_Orchestrator_V1_Deploy) throws -> String? {
+        guard !deploy.imagePullToken.isEmpty else { return nil }
+        guard let key = receipts?.key else {
+            throw RunnerError(message: "the image's pull token cannot be opened: this agent holds no device key")
+        }
+        do {
+            return String(decoding: try SealedBox.open(Array(deploy.imagePullToken), with: key), as: UTF8.self)
+        } catch {
+            throw RunnerError(message: "the image's pull token does not open with this device's key: \(error)")
+        }
+    }
+
     /// `receive`, then `start` when it must.
     func deploy(_ deploy: Orrery_Orchestrator_V1_Deploy, from orchestrator: String) async {
         if receive(deploy) { await start(deploy, from: orchestrator) }
@@ -207,7 +222,7 @@ actor ExecutionManager {
             // The mailbox listens before the workload starts.
             await actors?.open(id, spec: deploy.spec)
             do {
-                try await runner.start(id, spec: deploy.spec, actor: actor)
+                try await runner.start(id, spec: deploy.spec, actor: actor, pullToken: try pullToken(of: deploy))
             } catch {
                 await actors?.close(id)
                 throw error

@@ -44,7 +44,7 @@ public struct ImageRunner: Sendable {
     /// Pulls the allocation's image and writes its bundle in `base/bundle`; returns the command that runs it.
     func prepare(
         _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, base: String, environment: [String: String],
-        bundle template: OCIBundle
+        bundle template: OCIBundle, credentials: RegistryCredentials = .anonymous
     ) async throws -> [String] {
         var reference: ImageReference
         do {
@@ -53,7 +53,7 @@ public struct ImageRunner: Sendable {
         } catch {
             throw RunnerError(message: "the image \(spec.image): \(error)")
         }
-        let client = RegistryClient(host: reference.apiHost, trust: trust, credentials: .anonymous)
+        let client = RegistryClient(host: reference.apiHost, trust: trust, credentials: credentials)
         let image: PulledImage
         do {
             image = try await store.pull(reference, platform: platform, client: client)
