@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, slirp4netns, nftables,
-# iproute2, systemd-analyze, curl, zstd, runc, and for the image tests docker-registry, umoci and skopeo;
+# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci and skopeo for the image tests);
 # the C libraries the chain adapters link (libsecp256k1, nettle, libsodium) and Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,12 +19,15 @@ command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 # OCI image layers: zstd (the library; the command writes test layers).
 [ -f /usr/include/zstd.h ] || missing+=(libzstd-dev)
 command -v zstd >/dev/null || missing+=(zstd)
-# OCI images: a real registry for the tests (CNCF distribution), images built with umoci and pushed with skopeo, and
-# the OCI runtime the agent runs them with.
-command -v docker-registry >/dev/null || missing+=(docker-registry)
-command -v umoci >/dev/null || missing+=(umoci)
-command -v skopeo >/dev/null || missing+=(skopeo)
+# The OCI runtime the agent runs images with.
 command -v runc >/dev/null || [ -x /usr/sbin/runc ] || missing+=(runc)
+if [ "${1:-}" = "--test-venv" ]; then
+    # For the image tests and benchmarks: a real registry (CNCF distribution), images built with umoci and pushed
+    # with skopeo.
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    command -v umoci >/dev/null || missing+=(umoci)
+    command -v skopeo >/dev/null || missing+=(skopeo)
+fi
 [ -f /usr/include/secp256k1_recovery.h ] || missing+=(libsecp256k1-dev)
 [ -f /usr/include/nettle/sha3.h ] || missing+=(nettle-dev)
 [ -f /usr/include/sodium.h ] || missing+=(libsodium-dev)
