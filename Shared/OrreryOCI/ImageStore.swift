@@ -24,6 +24,8 @@ public actor ImageStore {
     public nonisolated let rootsDirectory: String
     /// Bytes of unpacked roots kept when no allocation uses them.
     public nonisolated let rootCapacity: Int64
+    /// The most layers an image may have.
+    public static let maximumLayers = 256
     /// Bounds on one image's unpacked size and file count.
     public var limits: (bytes: Int64, entries: Int) = (16 << 30, 1_000_000)
 
@@ -89,6 +91,11 @@ public actor ImageStore {
         else {
             throw OCIError.invalidManifest(
                 "\(reference) is not a container image (its config is \(manifest.config.mediaType))")
+        }
+        // Docker's own bound is 127; past a few hundred a manifest is an attack on the store, not an image.
+        guard manifest.layers.count <= Self.maximumLayers else {
+            throw OCIError.invalidManifest(
+                "\(reference) has \(manifest.layers.count) layers, more than \(Self.maximumLayers): refused")
         }
         let layers = try manifest.layers.map { layer in
             guard let compression = MediaType.layerCompression(layer.mediaType) else {

@@ -152,6 +152,25 @@ struct ImagePullTests {
         }
     }
 
+    @Test("an image of more layers than a device accepts is refused before any layer is fetched")
+    func tooManyLayers() async throws {
+        try await RegistryFixture.with("basic") { registry in
+            let pushed = try await registry.push("many-layers", as: "demo/layers:v1")
+            try await TestEnvironment.withTemporaryDirectory("orrery-images") { directory in
+                let store = try Self.store(directory)
+                await #expect {
+                    _ = try await store.pull(
+                        try registry.reference("demo/layers:v1"), platform: Self.amd64,
+                        client: registry.client("reader"))
+                } throws: { error in
+                    guard case .invalidManifest(let why) = error as? OCIError else { return false }
+                    return why.contains("257 layers")
+                }
+                #expect(!registry.blobDownloads().contains { $0.contains(pushed.layers[0].description) })
+            }
+        }
+    }
+
     @Test("whiteouts and opaque directories across layers, and a zstd layer")
     func whiteoutsAndZstd() async throws {
         try await RegistryFixture.with("basic") { registry in

@@ -353,6 +353,9 @@ def push(directory, kind, target):
                                            mediaType="application/vnd.oci.image.layer.v1.tar+zstd"))
             descriptor = dict(write_blob(layout, json.dumps(manifest).encode()),
                               mediaType="application/vnd.oci.image.manifest.v1+json")
+        elif kind == "many-layers":
+            # One small layer 257 times over: more layers than a device accepts.
+            descriptor = layout_image(layout, [tar_layer([("marker", "file", b"x", 0o644)])] * 257)
         elif kind.startswith("big:"):
             mebibytes = int(kind.split(":")[1])
             layers = [base]

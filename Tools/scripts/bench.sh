@@ -25,6 +25,7 @@ echo "== images (a ~100 MiB image from a registry on loopback; skopeo + umoci be
 if want images; then
     "$root/Tools/scripts/install-deps.sh" --test-venv
     images_work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-bench-images.XXXXXX")
+    chmod 711 "$images_work"  # a container's root (another uid) passes through to its image
     "$root/.venv-test/bin/python" "$root/Tests/python/oci_registry.py" serve "$images_work/registry" token \
         >"$images_work/registry.out" 2>&1 &
     images_registry=$!

@@ -279,9 +279,12 @@ struct AgentWork: Service {
         let (runtime, failures) = await OCIRuntime.detect(
             settings.ociRuntime, stateDirectory: stateDirectory + "/oci", cgroups: ControlGroup.detect())
         guard let runtime else {
-            logger.notice(
-                "no OCI runtime runs containers here: images are refused",
-                metadata: ["tried": "\(failures.joined(separator: "; "))"])
+            var metadata: Logger.Metadata = ["tried": "\(failures.joined(separator: "; "))"]
+            if let closed = Self.firstClosedAncestor(of: stateDirectory) {
+                metadata["hint"] =
+                    "\(closed) cannot be passed through by other users (mode without o+x): a container's root, another uid, must reach its image below it"
+            }
+            logger.notice("no OCI runtime runs containers here: images are refused", metadata: metadata)
             return nil
         }
         do {
@@ -299,5 +302,15 @@ struct AgentWork: Service {
             logger.error("the image store cannot be opened: images are refused", metadata: ["error": "\(error)"])
             return nil
         }
+    }
+
+    /// The first directory above `path` that other users cannot pass through, if any.
+    static func firstClosedAncestor(of path: String) -> String? {
+        var ancestor = path
+        while let slash = ancestor.lastIndex(of: "/"), slash != ancestor.startIndex {
+            ancestor = String(ancestor[..<slash])
+            if let status = FileStatus(path: ancestor), status.permissions & 0o001 == 0 { return ancestor }
+        }
+        return nil
     }
 }
