@@ -21,6 +21,8 @@ public enum HTTPClient {
         case connection(String)
         case timedOut(String)
         case tooLarge(Int)
+        /// The connection reached an address the client's `AddressPolicy` forbids.
+        case refusedAddress(String)
 
         public var description: String {
             switch self {
@@ -28,6 +30,7 @@ public enum HTTPClient {
             case .connection(let why): "HTTP connection failed: \(why)"
             case .timedOut(let url): "no answer from \(url) in time"
             case .tooLarge(let limit): "the response is larger than \(limit) bytes"
+            case .refusedAddress(let why): why
             }
         }
     }

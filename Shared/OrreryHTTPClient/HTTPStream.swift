@@ -75,7 +75,7 @@ extension HTTPClient {
     ///     holding it forever, however long a large body legitimately takes.
     public static func stream<Result>(
         method: String = "GET", _ url: URL, headers: [(String, String)] = [], trust: TLSTrust = .system,
-        connectTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(30),
+        connectTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(30), addresses: AddressPolicy = .any,
         _ read: (HTTPResponseHead, HTTPBodyStream) async throws -> Result
     ) async throws -> Result {
         guard let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https", let host = url.host,
@@ -116,6 +116,11 @@ extension HTTPClient {
                 }
         } catch {
             throw Failure.connection("\(host):\(port): \(error)")
+        }
+        if let refusal = addresses.refusal(channel.channel.remoteAddress) {
+            try? await channel.channel.close()
+            throw Failure.refusedAddress(
+                "\(host):\(port): \(refusal), and this client connects only to public addresses")
         }
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path)
         head.headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)

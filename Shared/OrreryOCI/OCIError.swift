@@ -16,12 +16,15 @@ public enum OCIError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A layer that is refused as a whole: an escape from the root, a bomb, an unknown format.
     case unsafeLayer(String)
     case storage(String)
+    /// The registry is at an address this client must not connect to (a private one, for a service that connects
+    /// where a consumer says).
+    case forbiddenAddress(String)
 
     public var description: String {
         switch self {
         case .invalidReference(let why), .invalidDigest(let why), .invalidManifest(let why),
             .noMatchingPlatform(let why), .digestMismatch(let why), .unauthorized(let why), .notFound(let why),
-            .registry(let why), .unsafeLayer(let why), .storage(let why):
+            .registry(let why), .unsafeLayer(let why), .storage(let why), .forbiddenAddress(let why):
             why
         }
     }

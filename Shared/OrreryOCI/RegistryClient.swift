@@ -30,6 +30,10 @@ public struct RegistryClient: Sendable {
     public let credentials: RegistryCredentials
     /// The longest wait for any byte of a response.
     public var idleTimeout: Duration = .seconds(30)
+    /// Which addresses the registry (its token service, the storage it redirects to) may be at: a service that
+    /// connects where a consumer says (the orchestrator at submit, a device pulling) keeps to public ones unless its
+    /// operator or owner says otherwise.
+    public var addresses: AddressPolicy = .any
     /// The largest manifest or configuration read (the distribution project's own bound is 4 MiB).
     public static let maximumManifestBytes = 4 << 20
 
@@ -159,10 +163,14 @@ public struct RegistryClient: Sendable {
     ///   would need the password) or refuses the credentials.
     public func pullToken(repository: String, reference: String) async throws -> String? {
         let url = try endpoint(repository: repository, "manifests", reference)
-        let challenges = try await HTTPClient.stream(
-            url, headers: [("Accept", MediaType.acceptedManifests.joined(separator: ", "))],
-            trust: trust, idleTimeout: idleTimeout
-        ) { head, _ in head.status == 401 ? head.headers("WWW-Authenticate").compactMap(Challenge.init(header:)) : [] }
+        let challenges = try await Self.guarded {
+            try await HTTPClient.stream(
+                url, headers: [("Accept", MediaType.acceptedManifests.joined(separator: ", "))],
+                trust: trust, idleTimeout: idleTimeout, addresses: addresses
+            ) { head, _ in
+                head.status == 401 ? head.headers("WWW-Authenticate").compactMap(Challenge.init(header:)) : []
+            }
+        }
         guard !challenges.isEmpty else { return nil }
         guard let bearer = challenges.first(where: { $0.scheme == "bearer" }), let realm = bearer.parameters["realm"]
         else {
@@ -198,18 +206,21 @@ public struct RegistryClient: Sendable {
             if let authorization, target.host == url.host, target.port == url.port {
                 requestHeaders.append(("Authorization", authorization))
             }
-            let outcome: Outcome<Result> = try await HTTPClient.stream(
-                target, headers: requestHeaders, trust: trust, idleTimeout: idleTimeout
-            ) { head, body in
-                if accepting.contains(head.status) { return .done(try await read(head, body)) }
-                let text = String(decoding: (try? await body.collect(limit: 64 << 10)) ?? [], as: UTF8.self)
-                switch head.status {
-                case 301, 302, 303, 307, 308:
-                    guard let location = head.header("Location"), let next = URL(string: location, relativeTo: target)
-                    else { throw OCIError.registry("\(target.host ?? host) redirected without a Location") }
-                    return .redirect(next.absoluteURL)
-                case 401: return .challenge(head.headers("WWW-Authenticate").compactMap(Challenge.init(header:)))
-                default: return .failed(head.status, Self.errorText(text))
+            let outcome: Outcome<Result> = try await Self.guarded {
+                try await HTTPClient.stream(
+                    target, headers: requestHeaders, trust: trust, idleTimeout: idleTimeout, addresses: addresses
+                ) { head, body in
+                    if accepting.contains(head.status) { return .done(try await read(head, body)) }
+                    let text = String(decoding: (try? await body.collect(limit: 64 << 10)) ?? [], as: UTF8.self)
+                    switch head.status {
+                    case 301, 302, 303, 307, 308:
+                        guard let location = head.header("Location"),
+                            let next = URL(string: location, relativeTo: target)
+                        else { throw OCIError.registry("\(target.host ?? host) redirected without a Location") }
+                        return .redirect(next.absoluteURL)
+                    case 401: return .challenge(head.headers("WWW-Authenticate").compactMap(Challenge.init(header:)))
+                    default: return .failed(head.status, Self.errorText(text))
+                    }
                 }
             }
             switch outcome {
@@ -238,6 +249,13 @@ public struct RegistryClient: Sendable {
             }
         }
         throw OCIError.registry("\(host) redirected more than 8 times for \(url.path)")
+    }
+
+    /// `body`, with a connection the address policy refused turned into `OCIError.forbiddenAddress`.
+    static func guarded<Value>(_ body: () async throws -> Value) async throws -> Value {
+        do { return try await body() } catch HTTPClient.Failure.refusedAddress(let why) {
+            throw OCIError.forbiddenAddress("the registry \(why)")
+        }
     }
 
     private enum Outcome<Result> {
@@ -331,13 +349,17 @@ enum TokenService {
                 case token, accessToken = "access_token", expiresIn = "expires_in"
             }
         }
-        let body = try await HTTPClient.stream(url, headers: headers, trust: client.trust) { head, body in
-            // The status first: a refusal's body is not needed (and may end without TLS's close_notify).
-            guard head.status == 200 else {
-                throw OCIError.unauthorized(
-                    "the token service \(url.host ?? realm) refused a \(scope) token (\(head.status))")
+        let body = try await RegistryClient.guarded {
+            try await HTTPClient.stream(
+                url, headers: headers, trust: client.trust, addresses: client.addresses
+            ) { head, body in
+                // The status first: a refusal's body is not needed (and may end without TLS's close_notify).
+                guard head.status == 200 else {
+                    throw OCIError.unauthorized(
+                        "the token service \(url.host ?? realm) refused a \(scope) token (\(head.status))")
+                }
+                return try await body.collect(limit: 1 << 20)
             }
-            return try await body.collect(limit: 1 << 20)
         }
         guard let parsed = try? JSONDecoder().decode(TokenResponse.self, from: Data(body)),
             let token = parsed.token ?? parsed.accessToken, !token.isEmpty

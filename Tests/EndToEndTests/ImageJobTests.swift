@@ -37,12 +37,15 @@ struct ImageJobTests {
             let pushed = try await registry.push("busybox", as: "public/busybox:v1")
             _ = try await registry.push("arm-only", as: "public/arm:v1")
             let ca = registry.ready.ca
-            try await JobConstellation.run("orrery-image-job", orchestratorArguments: ["--images-registry-ca", ca]) {
+            try await JobConstellation.run(
+                "orrery-image-job",
+                orchestratorArguments: ["--images-registry-ca", ca, "--images-registry-addresses", "any"]
+            ) {
                 constellation in
                 let orchestrator = constellation.orchestrator
                 let agent = try await constellation.startAgent(
                     "imager", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
-                    extraArguments: ["--images-registry-ca", ca])
+                    extraArguments: ["--images-registry-ca", ca, "--images-registry-addresses", "any"])
                 defer { agent.service.child.signal(SIGKILL) }
                 let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
                 try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
@@ -172,13 +175,15 @@ struct ImageJobTests {
         try await RegistryFixture.with("token") { registry in
             _ = try await registry.push("busybox", as: "demo/private:v1")
             let ca = registry.ready.ca
-            try await JobConstellation.run("orrery-private-image", orchestratorArguments: ["--images-registry-ca", ca])
-            {
+            try await JobConstellation.run(
+                "orrery-private-image",
+                orchestratorArguments: ["--images-registry-ca", ca, "--images-registry-addresses", "any"]
+            ) {
                 constellation in
                 let orchestrator = constellation.orchestrator
                 let agent = try await constellation.startAgent(
                     "imager", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
-                    extraArguments: ["--images-registry-ca", ca])
+                    extraArguments: ["--images-registry-ca", ca, "--images-registry-addresses", "any"])
                 defer { agent.service.child.signal(SIGKILL) }
                 let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
                 let image = registry.ready.address + "/demo/private:v1"

@@ -1,5 +1,6 @@
 import Foundation
 import OrreryBasics
+import OrreryHTTPClient
 import OrreryTestSupport
 import Testing
 
@@ -148,6 +149,25 @@ struct ImagePullTests {
                 }
                 #expect(FileStatus(path: "/tmp/orrery-escaped", followingLinks: false) == nil)
                 #expect(Self.names(store.rootsDirectory).isEmpty)
+            }
+        }
+    }
+
+    @Test("a client kept to public addresses refuses a registry on loopback, by its address")
+    func publicAddressesOnly() async throws {
+        try await RegistryFixture.with("basic") { registry in
+            _ = try await registry.push("busybox", as: "demo/near:v1")
+            try await TestEnvironment.withTemporaryDirectory("orrery-images") { directory in
+                var client = registry.client("reader")
+                client.addresses = .publicOnly
+                await #expect {
+                    _ = try await Self.store(directory).pull(
+                        try registry.reference("demo/near:v1"), platform: Self.amd64, client: client)
+                } throws: { error in
+                    guard case .forbiddenAddress(let why) = error as? OCIError else { return false }
+                    return why.contains("127.0.0.1 is loopback")
+                }
+                #expect(registry.blobDownloads().isEmpty)
             }
         }
     }

@@ -1,6 +1,7 @@
 public import ArgumentParser
 internal import Configuration
 public import Logging
+public import OrreryHTTPClient
 public import OrreryRuntimeCore
 
 /// What the device agent reads, and nothing else: its loopback listeners, logging, state directory, heartbeat
@@ -28,6 +29,9 @@ public struct AgentSettings: Sendable, Equatable {
     /// A PEM file of CA certificates trusted for registries besides the system's (a private registry's); nil: the
     /// system's only.
     public var registryCA: String?
+    /// Where the registries a consumer's image comes from may be: public addresses only (so a consumer cannot make
+    /// the device fetch from its owner's own network), or any.
+    public var registryAddresses: AddressPolicy
 
     /// A host and port to listen on; port 0 asks the system for a free one.
     public struct Listen: Sendable, Equatable {
@@ -67,6 +71,7 @@ public struct AgentSettings: Sendable, Equatable {
         flag("oci.runtime", options.ociRuntime)
         flag("images.cache_mib", options.imagesCacheMib)
         flag("images.registry_ca", options.imagesRegistryCa)
+        flag("images.registry_addresses", options.imagesRegistryAddresses)
         let defaults: [AbsoluteConfigKey: ConfigValue] = [
             "grpc.host": "127.0.0.1",
             "grpc.port": .init(.int(defaultGRPCPort), isSecret: false),
@@ -80,6 +85,7 @@ public struct AgentSettings: Sendable, Equatable {
             "oci.runtime": "auto",
             "images.cache_mib": .init(.int(10240), isSecret: false),
             "images.registry_ca": "",
+            "images.registry_addresses": "public",
         ]
         let configFile = options.config ?? "/etc/orrery/\(serviceName).json"
         let reader = try SettingsReader(
@@ -97,7 +103,8 @@ public struct AgentSettings: Sendable, Equatable {
             configFile: configFile,
             ociRuntime: try reader.choice("oci.runtime", OCIRuntime.Preference.allCases),
             imageCacheMiB: try reader.integer("images.cache_mib", in: 64...(64 << 20)),
-            registryCA: try reader.optionalString("images.registry_ca"))
+            registryCA: try reader.optionalString("images.registry_ca"),
+            registryAddresses: try reader.choice("images.registry_addresses", AddressPolicy.allCases))
     }
 }
 
@@ -168,6 +175,12 @@ public struct AgentOptions: ParsableArguments, Sendable {
             "PEM file of CA certificates trusted for image registries besides the system's (env ORRERY_IMAGES_REGISTRY_CA, file images.registry_ca)."
     )
     public var imagesRegistryCa: String?
+
+    @Option(
+        help:
+            "Which addresses image registries may be at: public (not loopback, private, link-local: a consumer cannot make this device fetch from its owner's network) or any (env ORRERY_IMAGES_REGISTRY_ADDRESSES, file images.registry_addresses; default public)."
+    )
+    public var imagesRegistryAddresses: String?
 
     public init() {}
 }

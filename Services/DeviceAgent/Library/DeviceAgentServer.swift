@@ -288,9 +288,10 @@ struct AgentWork: Service {
             return nil
         }
         do {
-            let images = try ImageRunner.open(
+            var images = try ImageRunner.open(
                 runtime: runtime, stateDirectory: stateDirectory, capacityMiB: settings.imageCacheMiB,
                 trust: settings.registryCA.map { .caFile($0) } ?? .system, machine: inventory.architecture)
+            images.addresses = settings.registryAddresses
             let runner = AllocationRunner(root: stateDirectory + "/allocations")
             await images.retain(
                 running: runner.known().filter { runner.status($0) == .running }.map(runner.directory))

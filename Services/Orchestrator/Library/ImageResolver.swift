@@ -12,7 +12,13 @@ struct ImageResolver: Sendable {
     /// The platforms of manifests already read, by digest (content-addressed: they never change).
     private let known = PlatformCache()
 
-    init(trust: TLSTrust) { self.trust = trust }
+    /// Where registries may be: public addresses only unless the operator allows any.
+    let addresses: AddressPolicy
+
+    init(trust: TLSTrust, addresses: AddressPolicy) {
+        self.trust = trust
+        self.addresses = addresses
+    }
 
     /// `spec` with every OCI allocation's `image_digest` and `image_platforms` set.
     /// - Throws: `RPCError` naming the allocation: INVALID_ARGUMENT when the image is not there or not an image,
@@ -26,9 +32,10 @@ struct ImageResolver: Sendable {
             let path = "spec.allocations[\(index)].image"
             do {
                 let reference = try ImageReference(parsing: allocation.image)
-                let client = RegistryClient(
+                var client = RegistryClient(
                     host: reference.apiHost, trust: trust,
                     credentials: tokens[allocation.name].map { .bearer($0) } ?? .anonymous)
+                client.addresses = addresses
                 let manifest = try await client.manifest(
                     repository: reference.repository, reference: reference.manifestReference)
                 let platforms: [String]
@@ -51,6 +58,8 @@ struct ImageResolver: Sendable {
                     throw RPCError(code: .invalidArgument, message: "\(path): \(error)")
                 case .unauthorized:
                     throw RPCError(code: .failedPrecondition, message: "\(path): the registry refuses it: \(error)")
+                case .forbiddenAddress:
+                    throw RPCError(code: .failedPrecondition, message: "\(path): \(error)")
                 default:
                     throw RPCError(code: .unavailable, message: "\(path): the registry cannot be asked: \(error)")
                 }

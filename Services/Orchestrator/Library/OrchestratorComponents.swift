@@ -69,7 +69,8 @@ struct OrchestratorComponents: Sendable {
             api: OrchestratorAPI(
                 store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
                 operatorDID: environment.operatorDID.string, mover: mover,
-                images: ImageResolver(trust: settings.registryCA.map { .caFile($0) } ?? .system),
+                images: ImageResolver(
+                    trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
                 pullTokens: pullTokens),
             events: events, driver: driver, hub: hub,
             channel: AgentChannelService(

@@ -1,6 +1,7 @@
 public import ArgumentParser
 public import Configuration
 public import OrreryRuntime
+public import OrreryHTTPClient
 public import OrreryRuntimeCore
 
 /// What only the orchestrator reads.
@@ -18,6 +19,9 @@ public struct OrchestratorSettings: ServiceSettings {
     public var relocationMarginPercent: Int
     /// A PEM file of CA certificates trusted for image registries besides the system's; nil: the system's only.
     public var registryCA: String?
+    /// Where the image registries the orchestrator asks at submit may be: public addresses only (a consumer names
+    /// them), or any.
+    public var registryAddresses: AddressPolicy
 
     public struct Options: ParsableArguments {
         @Option(
@@ -56,6 +60,12 @@ public struct OrchestratorSettings: ServiceSettings {
         )
         public var imagesRegistryCa: String?
 
+        @Option(
+            help:
+                "Which addresses the image registries a consumer names may be at when they are resolved at submit: public (not loopback, private, link-local) or any (env ORRERY_IMAGES_REGISTRY_ADDRESSES, file images.registry_addresses; default public)."
+        )
+        public var imagesRegistryAddresses: String?
+
         public init() {}
     }
 
@@ -63,6 +73,7 @@ public struct OrchestratorSettings: ServiceSettings {
         [
             "registry.address": "", "offer.timeout_ms": 10000, "notary.address": "", "settlement.address": "",
             "relocation.margin_percent": 30, "images.registry_ca": "",
+            "images.registry_addresses": "public",
         ]
     }
 
@@ -74,6 +85,7 @@ public struct OrchestratorSettings: ServiceSettings {
         flags.flag("settlement.address", options.settlementAddress)
         flags.flag("relocation.margin_percent", options.relocationMarginPercent)
         flags.flag("images.registry_ca", options.imagesRegistryCa)
+        flags.flag("images.registry_addresses", options.imagesRegistryAddresses)
         return flags
     }
 
@@ -84,12 +96,15 @@ public struct OrchestratorSettings: ServiceSettings {
         settlementAddress = try reader.address("settlement.address")
         relocationMarginPercent = try reader.integer("relocation.margin_percent", in: 0...90)
         registryCA = try reader.optionalString("images.registry_ca")
+        registryAddresses = try reader.choice("images.registry_addresses", AddressPolicy.allCases)
     }
 
     public init(
         registryAddress: String? = nil, offerTimeout: Duration = .seconds(10), notaryAddress: String? = nil,
-        settlementAddress: String? = nil, relocationMarginPercent: Int = 30, registryCA: String? = nil
+        settlementAddress: String? = nil, relocationMarginPercent: Int = 30, registryCA: String? = nil,
+        registryAddresses: AddressPolicy = .publicOnly
     ) {
+        self.registryAddresses = registryAddresses
         self.registryCA = registryCA
         self.registryAddress = registryAddress
         self.offerTimeout = offerTimeout

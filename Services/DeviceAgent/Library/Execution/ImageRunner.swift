@@ -19,6 +19,8 @@ public struct ImageRunner: Sendable {
     public let trust: TLSTrust
     /// This device's OCI platform.
     public let platform: Platform
+    /// Where registries may be (public addresses only unless the owner allows any).
+    public var addresses: AddressPolicy = .publicOnly
 
     public init(runtime: OCIRuntime, store: ImageStore, trust: TLSTrust, platform: Platform) {
         self.runtime = runtime
@@ -53,7 +55,8 @@ public struct ImageRunner: Sendable {
         } catch {
             throw RunnerError(message: "the image \(spec.image): \(error)")
         }
-        let client = RegistryClient(host: reference.apiHost, trust: trust, credentials: credentials)
+        var client = RegistryClient(host: reference.apiHost, trust: trust, credentials: credentials)
+        client.addresses = addresses
         let image: PulledImage
         do {
             image = try await store.pull(reference, platform: platform, client: client)
