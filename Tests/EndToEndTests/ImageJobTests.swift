@@ -29,6 +29,23 @@ struct ImageJobTests {
         return spec
     }
 
+    /// A constellation whose orchestrator and one agent trust `registry` (on loopback, so private addresses are
+    /// allowed), the agent killed afterwards, and a consumer.
+    static func withImageConstellation(
+        _ name: String, trusting registry: RegistryFixture,
+        _ body: (JobConstellation, TestAgent, OrchestratorTests.Consumer) async throws -> Void
+    ) async throws {
+        let trust = ["--images-registry-ca", registry.ready.ca, "--images-registry-addresses", "any"]
+        try await JobConstellation.run(name, orchestratorArguments: trust) { constellation in
+            let agent = try await constellation.startAgent(
+                "imager", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
+                extraArguments: trust)
+            defer { agent.service.child.signal(SIGKILL) }
+            try await body(
+                constellation, agent, try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey))
+        }
+    }
+
     @Test(
         "an image job: the tag is pinned at submit, the image's config and the spec's args apply, the root is read-only, /work is written, outputs return; a second run transfers no layer; a platform the image lacks is explained"
     )
@@ -36,18 +53,9 @@ struct ImageJobTests {
         try await RegistryFixture.with("token") { registry in
             let pushed = try await registry.push("busybox", as: "public/busybox:v1")
             _ = try await registry.push("arm-only", as: "public/arm:v1")
-            let ca = registry.ready.ca
-            try await JobConstellation.run(
-                "orrery-image-job",
-                orchestratorArguments: ["--images-registry-ca", ca, "--images-registry-addresses", "any"]
-            ) {
-                constellation in
+            try await Self.withImageConstellation("orrery-image-job", trusting: registry) {
+                constellation, agent, consumer in
                 let orchestrator = constellation.orchestrator
-                let agent = try await constellation.startAgent(
-                    "imager", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
-                    extraArguments: ["--images-registry-ca", ca, "--images-registry-addresses", "any"])
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
                 try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
                 let image = registry.ready.address + "/public/busybox:v1"
                 // The agent advertises `oci` once its runtime ran a test container (after its join).
@@ -174,18 +182,9 @@ struct ImageJobTests {
     func privateImage() async throws {
         try await RegistryFixture.with("token") { registry in
             _ = try await registry.push("busybox", as: "demo/private:v1")
-            let ca = registry.ready.ca
-            try await JobConstellation.run(
-                "orrery-private-image",
-                orchestratorArguments: ["--images-registry-ca", ca, "--images-registry-addresses", "any"]
-            ) {
-                constellation in
+            try await Self.withImageConstellation("orrery-private-image", trusting: registry) {
+                constellation, agent, consumer in
                 let orchestrator = constellation.orchestrator
-                let agent = try await constellation.startAgent(
-                    "imager", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
-                    extraArguments: ["--images-registry-ca", ca, "--images-registry-addresses", "any"])
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
                 let image = registry.ready.address + "/demo/private:v1"
                 // Explained without a token: its platforms unknown, the device with a runtime chosen.
                 try await OrchestratorTests.waitUntilChosen(
@@ -253,7 +252,8 @@ struct ImageJobTests {
                 let (status, output) = try await ChildProcess.run(
                     TestEnvironment.executable("orrery"),
                     arguments: [
-                        "run", "-q", "--wait", specFile, "--registry-auth", authFile, "--registry-ca", ca,
+                        "run", "-q", "--wait", specFile, "--registry-auth", authFile, "--registry-ca",
+                        registry.ready.ca,
                         "--orchestrator", constellation.orchestratorAddress, "--key",
                         constellation.network.directory.appendingPathComponent("operator.key").path,
                     ])

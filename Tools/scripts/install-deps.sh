@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, slirp4netns, nftables,
-# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci and skopeo for the image tests);
+# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci, skopeo and busybox-static for the image tests);
 # the C libraries the chain adapters link (libsecp256k1, nettle, libsodium) and Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,7 +23,8 @@ command -v zstd >/dev/null || missing+=(zstd)
 command -v runc >/dev/null || [ -x /usr/sbin/runc ] || missing+=(runc)
 if [ "${1:-}" = "--test-venv" ]; then
     # For the image tests and benchmarks: a real registry (CNCF distribution), images built with umoci and pushed
-    # with skopeo.
+    # with skopeo, their root filesystems from busybox-static (a static /bin/busybox).
+    [ -x /bin/busybox ] || missing+=(busybox-static)
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     command -v umoci >/dev/null || missing+=(umoci)
     command -v skopeo >/dev/null || missing+=(skopeo)
