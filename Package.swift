@@ -158,6 +158,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Shared/OrreryOCI", swiftSettings: upcomingFeatures),
+        // Workloads' data: input sources (https, s3, oci) and their rules, S3 presigned URLs (SigV4).
+        .target(
+            name: "OrreryData", dependencies: ["OrreryBasics", "OrreryOCI", crypto], path: "Shared/OrreryData",
+            swiftSettings: upcomingFeatures),
         // glibc's allocator statistics and malloc_trim, for handing freed heap pages back to the system.
         .target(name: "CMallocControl", path: "Shared/CMallocControl"),
         // The chain adapters' C libraries from the system: secp256k1 ECDSA, the Keccak permutation, BLAKE2b.
@@ -236,7 +240,7 @@ let package = Package(
             name: "orrery",
             dependencies: [
                 "OrreryRuntimeCore", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryWorkloadSpec",
-                "OrreryLedger", "OrreryOCI", "OrreryHTTPClient",
+                "OrreryLedger", "OrreryOCI", "OrreryData", "OrreryHTTPClient",
                 "OrreryEthereum", "OrreryCardano", "OrreryAddressBinding", argumentParser,
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
             ],
@@ -292,7 +296,7 @@ let package = Package(
         ),
         .testTarget(
             name: "OrreryOCITests",
-            dependencies: ["OrreryOCI", "OrreryBasics", "OrreryHTTPClient", "OrreryTestSupport", crypto],
+            dependencies: ["OrreryOCI", "OrreryData", "OrreryBasics", "OrreryHTTPClient", "OrreryTestSupport", crypto],
             path: "Tests/OrreryOCITests",
             swiftSettings: upcomingFeatures
         ),
@@ -343,7 +347,7 @@ let package = Package(
                 "RegistryService",
                 "OrchestratorService", "NotaryService", "SettlementService", "DeviceAgent", "OrreryPlacement",
                 "OrreryWorkloadSpec", "OrreryAddressBinding", "OrrerySettlementClient",
-                "OrreryLedger", "OrreryEthereum", "OrreryCardano", "OrreryOCI", "OrreryDatabase", crypto,
+                "OrreryLedger", "OrreryEthereum", "OrreryCardano", "OrreryOCI", "OrreryData", "OrreryDatabase", crypto,
                 grpcCore,
                 grpcPosix,
                 grpcProtobuf, postgres, argumentParser, swiftProtobuf,
@@ -358,7 +362,7 @@ let package = Package(
             "OrchestratorService", executable: "orchestrator", folder: "Orchestrator",
             extra: [
                 "OrreryPlacement", "OrreryActors", "OrreryLedger", "OrrerySettlementClient", "OrreryOCI",
-                "OrreryHTTPClient",
+                "OrreryData", "OrreryHTTPClient",
                 crypto, grpcPosix,
                 hummingbird, metrics,
             ])
@@ -376,7 +380,8 @@ let package = Package(
                 name: "DeviceAgent",
                 dependencies: [
                     "OrreryBasics", "OrreryRuntimeCore", "OrreryProto", "OrreryAuth", "OrreryIdentity",
-                    "OrreryPlacement", "OrreryLedger", "OrreryActors", "OrreryOCI", "OrreryHTTPClient", "CZlib", crypto,
+                    "OrreryPlacement", "OrreryLedger", "OrreryActors", "OrreryOCI", "OrreryData", "OrreryHTTPClient",
+                    "CZlib", crypto,
                     grpcCore, grpcPosix, logging,
                     metrics, prometheus, lifecycle, unixSignals, swiftProtobuf, argumentParser, configuration,
                     .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),

@@ -32,6 +32,22 @@ public struct HTTPResponseHead: Sendable {
     }
 }
 
+/// A request body of a known length written chunk by chunk as the connection takes it (a large upload never sits
+/// in memory).
+public struct HTTPRequestBody: Sendable {
+    /// Sent as Content-Length: exactly this many bytes must be written.
+    public var length: Int64
+    /// Writes the body by calling `write` with each chunk in order.
+    public var produce: @Sendable (_ write: (ByteBuffer) async throws -> Void) async throws -> Void
+
+    public init(
+        length: Int64, produce: @escaping @Sendable (_ write: (ByteBuffer) async throws -> Void) async throws -> Void
+    ) {
+        self.length = length
+        self.produce = produce
+    }
+}
+
 /// A response body read chunk by chunk, as the server sends it: reading no faster than the reader keeps the
 /// connection's back-pressure (a large blob never sits in memory).
 public final class HTTPBodyStream {
@@ -68,15 +84,15 @@ public final class HTTPBodyStream {
 }
 
 extension HTTPClient {
-    /// Sends one request (`Connection: close`, no body) and hands its head and body to `read`, which returns what
-    /// the caller keeps. The connection is closed when `read` returns or throws.
+    /// Sends one request (`Connection: close`, with `body` when given) and hands the response's head and body to
+    /// `read`, which returns what the caller keeps. The connection is closed when `read` returns or throws.
     /// - Parameters:
     ///   - idleTimeout: the longest wait for any byte of the response; a stalled server fails the read rather than
     ///     holding it forever, however long a large body legitimately takes.
     public static func stream<Result>(
         method: String = "GET", _ url: URL, headers: [(String, String)] = [], trust: TLSTrust = .system,
         connectTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(30), addresses: AddressPolicy = .any,
-        _ read: (HTTPResponseHead, HTTPBodyStream) async throws -> Result
+        body: HTTPRequestBody? = nil, _ read: (HTTPResponseHead, HTTPBodyStream) async throws -> Result
     ) async throws -> Result {
         guard let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https", let host = url.host,
             !host.isEmpty
@@ -126,10 +142,20 @@ extension HTTPClient {
         head.headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)
         head.headers.add(name: "User-Agent", value: "orrery")
         for (name, value) in headers { head.headers.add(name: name, value: value) }
+        if let body { head.headers.add(name: "Content-Length", value: String(body.length)) }
         head.headers.add(name: "Connection", value: "close")
         let requestHead = head
         return try await channel.executeThenClose { inbound, outbound in
             try await outbound.write(.head(requestHead))
+            if let body {
+                do {
+                    try await body.produce { try await outbound.write(.body(.byteBuffer($0))) }
+                } catch let error as CancellationError {
+                    throw error
+                } catch {
+                    throw Failure.connection("\(host):\(port): sending the body: \(error)")
+                }
+            }
             try await outbound.write(.end(nil))
             var iterator = inbound.makeAsyncIterator()
             let response: HTTPResponseHead

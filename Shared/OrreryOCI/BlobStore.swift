@@ -56,7 +56,7 @@ public actor BlobStore {
     /// Makes sure the blob `descriptor` names is stored and marks it in use until `release`: a stored blob is used as
     /// it is; otherwise `download` fills a partial file (given its path; it must leave exactly the verified blob
     /// there), which then joins the store. Callers asking for a blob already being downloaded wait for that one
-    /// download.
+    /// download. A descriptor's size may be an upper bound when the exact size is not known.
     /// - Returns: whether the blob was downloaded for this call (false: it was stored, or another call fetched it).
     @discardableResult
     public func acquire(
@@ -84,14 +84,25 @@ public actor BlobStore {
             guard chmod(partial, 0o444) == 0, rename(partial, final) == 0 else {
                 throw OCIError.storage("cannot move \(partial) into the store: \(systemErrorText())")
             }
-            // Registered here, on the store's actor, before any waiter resumes.
-            self.entries[digest] = Entry(size: descriptor.size, lastUsed: Self.now())
+            // Registered here, on the store's actor, before any waiter resumes, with the size on disk (a blob whose
+            // size was not known beforehand — an input — has a bound as its descriptor's size).
+            let size = FileStatus(path: final, followingLinks: false).map { Int64($0.size) } ?? descriptor.size
+            self.entries[digest] = Entry(size: size, lastUsed: Self.now())
         }
         downloads[digest] = task
         defer { downloads[digest] = nil }
         try await task.value
         use(digest)
         evict()
+        return true
+    }
+
+    /// Marks a stored blob in use again (held by an allocation found running after a restart); false when it is not
+    /// stored.
+    @discardableResult
+    public func retain(_ digest: OCIDigest) -> Bool {
+        guard entries[digest] != nil else { return false }
+        use(digest)
         return true
     }
 

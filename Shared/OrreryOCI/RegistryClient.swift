@@ -98,60 +98,30 @@ public struct RegistryClient: Sendable {
         repository: String, _ descriptor: Descriptor, to partialPath: String, attempts: Int = 4
     ) async throws {
         let url = try endpoint(repository: repository, "blobs", descriptor.digest.description)
-        let file = try PartialBlobFile(path: partialPath, expectedSize: descriptor.size)
-        defer { file.close() }
-        var failure: (any Error)?
-        for attempt in 0..<max(1, attempts) {
-            if attempt > 0 { try await Task.sleep(for: .milliseconds(250 << min(attempt, 5))) }
-            do {
-                try await fetchRemainder(url, repository: repository, descriptor, into: file)
-                failure = nil
-                break
-            } catch OCIError.registry(let why) {
-                // The registry failed (a 5xx, say): tried again, from where it stopped.
-                failure = OCIError.registry(why)
-            } catch let error as OCIError {
-                throw error
-            } catch is CancellationError {
-                throw CancellationError()
-            } catch {
-                failure = error
+        let expected = ExpectedBlob(digest: descriptor.digest, size: descriptor.size, maximumSize: descriptor.size)
+        try await ResumableDownload.run(
+            to: partialPath, expected, what: "the blob", attempts: attempts,
+            isFinal: { error in
+                // The registry failed (a 5xx, say) or the connection broke: tried again, from where it stopped.
+                guard let error = error as? OCIError else { return false }
+                if case .registry = error { return false }
+                return true
             }
-        }
-        if let failure { throw OCIError.registry("the download of \(descriptor.digest) failed: \(failure)") }
-        guard file.size == descriptor.size, file.digest == descriptor.digest else {
-            let got = (file.size, file.digest)
-            file.discard()
-            throw OCIError.digestMismatch(
-                "the blob \(descriptor.digest) (\(descriptor.size) bytes) arrived as \(got.0) bytes with digest \(got.1): refused"
-            )
-        }
-        try file.sync()
-    }
-
-    private func fetchRemainder(
-        _ url: URL, repository: String, _ descriptor: Descriptor, into file: PartialBlobFile
-    ) async throws {
-        guard file.size < descriptor.size else { return }
-        let start = file.size
-        let range: [(String, String)] = start > 0 ? [("Range", "bytes=\(start)-")] : []
-        try await send(url, repository: repository, headers: range, accepting: [200, 206]) { head, body in
-            if head.status == 200, start > 0 { try file.restart() }
-            if head.status == 206 {
-                guard let contentRange = head.header("Content-Range"), contentRange.hasPrefix("bytes \(start)-") else {
-                    throw OCIError.registry(
-                        "the registry answered a range from \(start) with \(head.header("Content-Range") ?? "no Content-Range")"
-                    )
+        ) { file in
+            guard file.size < descriptor.size else { return }
+            let start = file.size
+            let range: [(String, String)] = start > 0 ? [("Range", "bytes=\(start)-")] : []
+            try await send(url, repository: repository, headers: range, accepting: [200, 206]) { head, body in
+                if head.status == 200, start > 0 { try file.restart() }
+                if head.status == 206 {
+                    guard let contentRange = head.header("Content-Range"), contentRange.hasPrefix("bytes \(start)-")
+                    else {
+                        throw OCIError.registry(
+                            "the registry answered a range from \(start) with \(head.header("Content-Range") ?? "no Content-Range")"
+                        )
+                    }
                 }
-            }
-            while let chunk = try await body.next() {
-                guard file.size + Int64(chunk.readableBytes) <= descriptor.size else {
-                    file.discard()
-                    throw OCIError.digestMismatch(
-                        "the blob \(descriptor.digest) is longer than the \(descriptor.size) bytes its descriptor says: refused"
-                    )
-                }
-                try chunk.withUnsafeReadableBytes { try file.append($0) }
+                try await ResumableDownload.append(body, to: file, expected, what: "the blob")
             }
         }
     }
@@ -252,9 +222,11 @@ public struct RegistryClient: Sendable {
     }
 
     /// `body`, with a connection the address policy refused turned into `OCIError.forbiddenAddress`.
-    static func guarded<Value>(_ body: () async throws -> Value) async throws -> Value {
+    static func guarded<Value>(
+        _ what: String = "the registry", _ body: () async throws -> Value
+    ) async throws -> Value {
         do { return try await body() } catch HTTPClient.Failure.refusedAddress(let why) {
-            throw OCIError.forbiddenAddress("the registry \(why)")
+            throw OCIError.forbiddenAddress("\(what) \(why)")
         }
     }
 

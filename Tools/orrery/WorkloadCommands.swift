@@ -4,6 +4,8 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import OrreryHTTPClient
+import OrreryOCI
+import OrreryData
 import OrreryWorkloadSpec
 import OrreryIdentity
 import OrreryRuntimeCore
@@ -98,6 +100,7 @@ struct RunCommand: AsyncParsableCommand {
     var registryAuth: String?
     @Option(help: "A PEM file of CA certificates trusted for registries besides the system's (with --registry-auth).")
     var registryCa: String?
+    @OptionGroup var s3: S3Options
 
     func validate() throws {
         guard !(quiet && json) else {
@@ -110,6 +113,7 @@ struct RunCommand: AsyncParsableCommand {
         let authority = try await options.consumerAuthority(for: workload)
         let settlementAuthority = try await options.consumerAuthority(
             for: workload, command: "/orrery/settlement/escrow")
+        let dataURLs = try s3.urls(for: workload)
         var pullTokens: [String: String] = [:]
         if let registryAuth {
             pullTokens = try await RegistryAuth(file: registryAuth).pullTokens(
@@ -123,6 +127,8 @@ struct RunCommand: AsyncParsableCommand {
                     $0.consumerAuthority = authority
                     $0.settlementAuthority = settlementAuthority
                     $0.imagePullTokens = pullTokens
+                    $0.inputUrls = dataURLs.inputs
+                    $0.outputUrls = dataURLs.outputs
                 })
         }
         // Progress on standard error, each line at once, the id first: interrupted, nothing is lost; the data (the
@@ -510,29 +516,37 @@ struct LogsCommand: AsyncParsableCommand {
 /// DIR/<allocation>-<replica>/.
 struct OutputsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "outputs", abstract: "Download a deployment's declared outputs, checked against their sha256.")
+        commandName: "outputs",
+        abstract:
+            "Download a deployment's declared outputs (from the orchestrator, or from your S3 bucket with outputs_to), checked against their sha256 and size."
+    )
 
     @Argument(help: "The deployment id.") var id: String
     @OptionGroup var options: OrchestratorOptions
     @Option(help: "Where to write them (default: list only).") var to: String?
-    @Flag(help: "Print the list as JSON: allocation, replica, path, sha256 and size of each (not the contents).")
+    @Flag(
+        help:
+            "Print the list as JSON: allocation, replica, path, sha256, size and location of each (not the contents).")
     var json = false
+    @OptionGroup var s3: S3Options
 
     func run() async throws {
         let response = try await options.call { try await $0.getOutputs(.with { $0.id = id }) }
         var listed: [[String: String]] = []
         for file in response.files {
-            let digest = Hex.sha256(file.content)
-            guard digest == file.sha256 else {
+            let size = file.location.isEmpty ? UInt64(file.content.count) : file.size
+            if file.location.isEmpty, Hex.sha256(file.content) != file.sha256 {
                 throw ValidationError("\(file.allocation)[\(file.replica)] \(file.path): sha256 mismatch, not written")
             }
+            let name = "\(file.allocation)-\(file.replica)/\(file.path)"
             if json {
                 listed.append([
                     "allocation": file.allocation, "replica": String(file.replica), "path": file.path,
-                    "sha256": file.sha256, "size": String(file.content.count),
+                    "sha256": file.sha256, "size": String(size), "location": file.location,
                 ])
             } else {
-                print("\(file.sha256)  \(file.allocation)-\(file.replica)/\(file.path)  (\(file.content.count) bytes)")
+                let place = file.location.isEmpty ? "" : " at \(file.location)"
+                print("\(file.sha256)  \(name)  (\(size) bytes\(place))")
             }
             guard let to else { continue }
             let base = URL(fileURLWithPath: to).appendingPathComponent("\(file.allocation)-\(file.replica)")
@@ -542,11 +556,36 @@ struct OutputsCommand: AsyncParsableCommand {
             }
             try FileManager.default.createDirectory(
                 at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try file.content.write(to: target)
+            if file.location.isEmpty {
+                try file.content.write(to: target)
+            } else {
+                try await download(file, to: target.path, name: name)
+            }
         }
         if json {
             let data = try JSONSerialization.data(withJSONObject: ["files": listed], options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    /// Fetches an output from the consumer's bucket through a URL presigned here, resumable and checked against the
+    /// sha256 and size the device's receipt names; written under its name only once it is right.
+    private func download(_ file: Orrery_Orchestrator_V1_OutputFile, to target: String, name: String) async throws {
+        let presigner = try s3.presigner(for: "\(file.location)")
+        guard let location = try? S3Location(parsing: file.location),
+            let url = presigner.presign("GET", location, lifetime: 3600),
+            let digest = try? OCIDigest(parsing: "sha256:" + file.sha256)
+        else { throw ValidationError("\(name): the orchestrator names an unusable location \(file.location)") }
+        Console.progress("==> \(name): \(file.size) bytes from \(file.location)")
+        let expected = ExpectedBlob(
+            digest: digest, size: Int64(clamping: file.size), maximumSize: Int64(clamping: file.size))
+        do {
+            try await WebBlob.download(url, expected, to: target + ".partial")
+        } catch {
+            throw ValidationError("\(name): \(error)")
+        }
+        guard rename(target + ".partial", target) == 0 else {
+            throw ValidationError("\(name): cannot write \(target)")
         }
     }
 }

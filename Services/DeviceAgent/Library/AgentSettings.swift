@@ -26,11 +26,13 @@ public struct AgentSettings: Sendable, Equatable {
     public var ociRuntime: OCIRuntime.Preference
     /// MiB of image layers kept (as much again of unpacked roots), least recently used evicted first.
     public var imageCacheMiB: Int
+    /// MiB of input files kept, least recently used evicted first.
+    public var inputCacheMiB: Int
     /// A PEM file of CA certificates trusted for registries besides the system's (a private registry's); nil: the
     /// system's only.
     public var registryCA: String?
-    /// Where the registries a consumer's image comes from may be: public addresses only (so a consumer cannot make
-    /// the device fetch from its owner's own network), or any.
+    /// Where the registries a consumer's image comes from, and its inputs' servers, may be: public addresses only (so
+    /// a consumer cannot make the device fetch from its owner's own network), or any.
     public var registryAddresses: AddressPolicy
 
     /// A host and port to listen on; port 0 asks the system for a free one.
@@ -70,6 +72,7 @@ public struct AgentSettings: Sendable, Equatable {
         flag("liveness.interval_ms", options.livenessIntervalMs)
         flag("oci.runtime", options.ociRuntime)
         flag("images.cache_mib", options.imagesCacheMib)
+        flag("inputs.cache_mib", options.inputsCacheMib)
         flag("images.registry_ca", options.imagesRegistryCa)
         flag("images.registry_addresses", options.imagesRegistryAddresses)
         let defaults: [AbsoluteConfigKey: ConfigValue] = [
@@ -84,6 +87,7 @@ public struct AgentSettings: Sendable, Equatable {
             "liveness.interval_ms": 5000,
             "oci.runtime": "auto",
             "images.cache_mib": .init(.int(10240), isSecret: false),
+            "inputs.cache_mib": .init(.int(10240), isSecret: false),
             "images.registry_ca": "",
             "images.registry_addresses": "public",
         ]
@@ -103,6 +107,7 @@ public struct AgentSettings: Sendable, Equatable {
             configFile: configFile,
             ociRuntime: try reader.choice("oci.runtime", OCIRuntime.Preference.allCases),
             imageCacheMiB: try reader.integer("images.cache_mib", in: 64...(64 << 20)),
+            inputCacheMiB: try reader.integer("inputs.cache_mib", in: 16...(64 << 20)),
             registryCA: try reader.optionalString("images.registry_ca"),
             registryAddresses: try reader.choice("images.registry_addresses", AddressPolicy.allCases))
     }
@@ -172,13 +177,19 @@ public struct AgentOptions: ParsableArguments, Sendable {
 
     @Option(
         help:
-            "PEM file of CA certificates trusted for image registries besides the system's (env ORRERY_IMAGES_REGISTRY_CA, file images.registry_ca)."
+            "MiB of allocations' input files kept; least recently used go first (env ORRERY_INPUTS_CACHE_MIB, file inputs.cache_mib; default 10240)."
+    )
+    public var inputsCacheMib: Int?
+
+    @Option(
+        help:
+            "PEM file of CA certificates trusted for image registries and input servers besides the system's (env ORRERY_IMAGES_REGISTRY_CA, file images.registry_ca)."
     )
     public var imagesRegistryCa: String?
 
     @Option(
         help:
-            "Which addresses image registries may be at: public (not loopback, private, link-local: a consumer cannot make this device fetch from its owner's network) or any (env ORRERY_IMAGES_REGISTRY_ADDRESSES, file images.registry_addresses; default public)."
+            "Which addresses image registries and input servers may be at: public (not loopback, private, link-local: a consumer cannot make this device fetch from its owner's network) or any (env ORRERY_IMAGES_REGISTRY_ADDRESSES, file images.registry_addresses; default public)."
     )
     public var imagesRegistryAddresses: String?
 

@@ -234,6 +234,9 @@ struct AgentWork: Service {
         var runner = AllocationRunner(root: stateDirectory + "/allocations")
         runner.networkAllowed = policy.networkAllow ?? []
         runner.images = await openImages(inventory: inventory)
+        runner.inputs = await openInputs()
+        runner.uploader = OutputUploader(
+            trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses)
         var capabilities = policy.capabilities(of: inventory)
         capabilities.executors = ["process"] + (runner.images == nil ? [] : ["oci"])
         capabilities.platforms = runner.images.map { [$0.platform.description] } ?? []
@@ -301,6 +304,24 @@ struct AgentWork: Service {
             return images
         } catch {
             logger.error("the image store cannot be opened: images are refused", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Opens the input cache; nil (allocations with inputs refused, and the reason logged) when it cannot be opened.
+    /// Inputs of allocations still running stay in use.
+    private func openInputs() async -> InputFetcher? {
+        do {
+            var inputs = try InputFetcher.open(
+                stateDirectory: settings.stateDirectory, capacityMiB: settings.inputCacheMiB,
+                trust: settings.registryCA.map { .caFile($0) } ?? .system)
+            inputs.addresses = settings.registryAddresses
+            let runner = AllocationRunner(root: settings.stateDirectory + "/allocations")
+            await inputs.retain(
+                running: runner.known().filter { runner.status($0) == .running }.map(runner.directory))
+            return inputs
+        } catch {
+            logger.error("the input cache cannot be opened: inputs are refused", metadata: ["error": "\(error)"])
             return nil
         }
     }

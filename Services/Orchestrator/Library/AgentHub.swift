@@ -22,8 +22,8 @@ final class AgentHub: Sendable {
     /// Turns a Deploy into what the device is sent (a stateful replica's checkpoint chunks first, then the Deploy
     /// with its resume); nil sends every Deploy as it is.
     private let checkpoints: CheckpointReader?
-    /// Seals a private image's pull token to the device a Deploy goes to; nil sends none.
-    private let pullTokens: ImagePullTokens?
+    /// Seals a private image's pull token and presigned data URLs to the device a Deploy goes to; nil sends none.
+    private let secrets: DeploymentSecrets?
 
     /// Whether this replica holds the device's line.
     func holds(_ device: String) -> Bool { lines.withLock { $0[device] != nil } }
@@ -32,12 +32,12 @@ final class AgentHub: Sendable {
     let instance = "orc-" + UUID().uuidString.lowercased()
 
     init(
-        offers: OfferStore, checkpoints: CheckpointReader?, pullTokens: ImagePullTokens? = nil, logger: Logger,
+        offers: OfferStore, checkpoints: CheckpointReader?, secrets: DeploymentSecrets? = nil, logger: Logger,
         pollInterval: Duration = .milliseconds(200)
     ) {
         self.offers = offers
         self.checkpoints = checkpoints
-        self.pullTokens = pullTokens
+        self.secrets = secrets
         self.logger = logger
         self.pollInterval = pollInterval
     }
@@ -119,9 +119,9 @@ final class AgentHub: Sendable {
                 return line.continuation
             }
             guard let send else { continue }
-            if case .deploy(var deploy) = message.kind, checkpoints != nil || pullTokens != nil {
+            if case .deploy(var deploy) = message.kind, checkpoints != nil || secrets != nil {
                 do {
-                    if let pullTokens { deploy = try await pullTokens.attach(deploy, device: device) }
+                    if let secrets { deploy = try await secrets.attach(deploy, device: device) }
                     let prepared =
                         try await checkpoints?.prepare(deploy, device: device) ?? [.with { $0.deploy = deploy }]
                     for message in prepared { send.yield(message) }

@@ -43,7 +43,7 @@ struct DeploymentStore: Sendable {
     func create(
         consumer: String, spec: Orrery_Orchestrator_V1_WorkloadSpec, validated: PlacementRequest,
         idempotencyKey: String, authority: Data, settlementAuthority: Data = Data(),
-        sealedPullTokens: [String: Data] = [:]
+        sealedSecrets: [(allocation: String, name: String, box: Data)] = []
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
         let request = String(decoding: try JSONEncoder().encode(validated), as: UTF8.self)
         return try await client.transaction(logger: logger) { connection in
@@ -69,8 +69,8 @@ struct DeploymentStore: Sendable {
             var created = false
             for try await _ in inserted.decode(String.self) { created = true }
             guard created else { return nil }
-            try await ImagePullTokens.insert(
-                sealedPullTokens, deployment: deployment.id, connection: connection, logger: logger)
+            try await DeploymentSecrets.insert(
+                sealedSecrets, deployment: deployment.id, connection: connection, logger: logger)
             return try await Self.record(deployment, connection: connection, logger: logger)
         }
     }

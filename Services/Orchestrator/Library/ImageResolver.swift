@@ -23,7 +23,7 @@ struct ImageResolver: Sendable {
     /// `spec` with every OCI allocation's `image_digest` and `image_platforms` set.
     /// - Throws: `RPCError` naming the allocation: INVALID_ARGUMENT when the image is not there or not an image,
     ///   FAILED_PRECONDITION when the registry refuses to show it, UNAVAILABLE when the registry cannot be reached.
-    /// `tokens`: private images' pull tokens by allocation (see `ImagePullTokens`).
+    /// `tokens`: private images' pull tokens by allocation (see `DeploymentSecrets`).
     func resolve(_ spec: Orrery_Orchestrator_V1_WorkloadSpec, tokens: [String: String] = [:]) async throws
         -> Orrery_Orchestrator_V1_WorkloadSpec
     {

@@ -2,6 +2,7 @@ internal import Metrics
 internal import Crypto
 internal import Foundation
 internal import Logging
+internal import OrreryData
 internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryProto
@@ -208,6 +209,7 @@ struct OfferStore: Sendable {
                                 $0.replica = offer.replica
                                 $0.spec = offer.spec
                                 $0.contractID = contract
+                                $0.consumerDid = offer.consumerDid
                             }), mine
                     ))
             } else {
@@ -364,16 +366,29 @@ struct OfferStore: Sendable {
         }
     }
 
-    /// Stores a declared output of an offer of this device after checking its sha256 and that the spec declared it.
+    /// Stores a declared output of an offer of this device after checking that the spec declared it and its sha256
+    /// (of the bytes here; for one uploaded to the consumer's bucket, that it is where the spec sends it).
     func store(_ output: Orrery_Orchestrator_V1_OutputFile, device: String) async throws -> Bool {
-        let digest = Hex.sha256(output.content)
-        guard digest == output.sha256, let recorded = try await offer(output.offerID), recorded.device == device,
+        guard let recorded = try await offer(output.offerID), recorded.device == device,
             recorded.offer.spec.outputs.contains(output.path)
         else { return false }
+        let spec = recorded.offer.spec
+        if spec.outputsTo.isEmpty {
+            guard output.location.isEmpty, Hex.sha256(output.content) == output.sha256 else { return false }
+        } else {
+            let expected = try? S3Location.output(
+                under: spec.outputsTo, allocation: recorded.offer.allocation, replica: recorded.offer.replica,
+                path: output.path)
+            guard output.content.isEmpty, output.location == expected?.description,
+                WorkloadSpecValidator.isSHA256(output.sha256), output.size <= UInt64(Int64.max)
+            else { return false }
+        }
+        let size = spec.outputsTo.isEmpty ? Int64(output.content.count) : Int64(output.size)
         let rows = try await client.query(
             """
-            INSERT INTO outputs (offer_id, path, sha256, content)
-            SELECT id, \(output.path), \(output.sha256), \(output.content) FROM offers WHERE id = \(output.offerID)
+            INSERT INTO outputs (offer_id, path, sha256, content, size, location)
+            SELECT id, \(output.path), \(output.sha256), \(output.content), \(size), \(output.location)
+            FROM offers WHERE id = \(output.offerID)
             ON CONFLICT DO NOTHING RETURNING offer_id
             """,
             logger: logger)
@@ -430,14 +445,14 @@ struct OfferStore: Sendable {
     func outputs(of deployment: String) async throws -> [Orrery_Orchestrator_V1_OutputFile] {
         let rows = try await client.query(
             """
-            SELECT o.id, o.allocation, o.replica, f.path, f.sha256, f.content FROM outputs f
+            SELECT o.id, o.allocation, o.replica, f.path, f.sha256, f.content, f.size, f.location FROM outputs f
             JOIN offers o ON o.id = f.offer_id WHERE o.deployment_id = \(deployment)
             ORDER BY o.allocation, o.replica, f.path
             """,
             logger: logger)
         var files: [Orrery_Orchestrator_V1_OutputFile] = []
-        for try await (offer, allocation, replica, path, sha256, content) in rows.decode(
-            (String, String, Int32, String, String, Data).self)
+        for try await (offer, allocation, replica, path, sha256, content, size, location) in rows.decode(
+            (String, String, Int32, String, String, Data, Int64, String).self)
         {
             files.append(
                 .with {
@@ -447,6 +462,8 @@ struct OfferStore: Sendable {
                     $0.path = path
                     $0.sha256 = sha256
                     $0.content = content
+                    $0.size = UInt64(max(0, size))
+                    $0.location = location
                 })
         }
         return files

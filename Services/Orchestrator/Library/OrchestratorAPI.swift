@@ -21,7 +21,7 @@ public struct OrchestratorAPI: Sendable {
     let operatorDID: String
     let mover: ActorMover
     let images: ImageResolver
-    let pullTokens: ImagePullTokens
+    let secrets: DeploymentSecrets
     /// Releases held for the operator.
     var incidents: SettlementIncidents {
         SettlementIncidents(client: store.client, logger: store.logger)
@@ -45,7 +45,7 @@ public struct OrchestratorAPI: Sendable {
                 now: Int64(Date().timeIntervalSince1970), command: ConsumerAuthority.escrowCommand,
                 field: "settlement_authority")
         }
-        try ImagePullTokens.validate(request.imagePullTokens, spec: request.spec)
+        let submittedSecrets = try DeploymentSecrets.validate(request)
         // Images are resolved once everything that needs no registry is known to be right.
         let spec = try await images.resolve(request.spec, tokens: request.imagePullTokens)
         if spec != request.spec { placementRequest = try validated(spec) }
@@ -61,7 +61,7 @@ public struct OrchestratorAPI: Sendable {
                 consumer: consumer, spec: spec, validated: placementRequest,
                 idempotencyKey: request.idempotencyKey,
                 authority: request.consumerAuthority, settlementAuthority: request.settlementAuthority,
-                sealedPullTokens: try pullTokens.sealed(request.imagePullTokens))
+                sealedSecrets: try secrets.sealed(submittedSecrets))
         else {
             // A concurrent retry with the same key won the insert.
             guard let winner = try await store.existing(consumer: consumer, idempotencyKey: request.idempotencyKey)

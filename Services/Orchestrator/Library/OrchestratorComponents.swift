@@ -36,8 +36,8 @@ struct OrchestratorComponents: Sendable {
         let solver = PlacementSolver(timeLimit: .milliseconds(500))
         let offers = OfferStore(client: database, logger: logger)
         let checkpointReader = CheckpointReader(client: database, logger: logger, key: environment.key)
-        let pullTokens = ImagePullTokens(client: database, key: environment.key, logger: logger)
-        let hub = AgentHub(offers: offers, checkpoints: checkpointReader, pullTokens: pullTokens, logger: logger)
+        let secrets = DeploymentSecrets(client: database, key: environment.key, logger: logger)
+        let hub = AgentHub(offers: offers, checkpoints: checkpointReader, secrets: secrets, logger: logger)
         let notary = settings.notaryAddress.flatMap(ServiceAddress.init).map {
             NotaryLink(address: $0, environment: environment)
         }
@@ -71,7 +71,7 @@ struct OrchestratorComponents: Sendable {
                 operatorDID: environment.operatorDID.string, mover: mover,
                 images: ImageResolver(
                     trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
-                pullTokens: pullTokens),
+                secrets: secrets),
             events: events, driver: driver, hub: hub,
             channel: AgentChannelService(
                 hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,

@@ -311,5 +311,26 @@ public enum OrchestratorMigrations {
                 """
             ]
         ),
+        Migration(
+            version: 16,
+            name: "presigned data URLs, sealed",
+            statements: [
+                // A consumer's presigned S3 URLs for an allocation's inputs (`in/NAME`) and its replicas' outputs
+                // (`out/REPLICA/PATH`), sealed to the orchestrator's own DID as pull tokens are.
+                """
+                CREATE TABLE data_urls (
+                    deployment_id text NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+                    allocation text NOT NULL,
+                    name text NOT NULL,
+                    sealed bytea NOT NULL,
+                    PRIMARY KEY (deployment_id, allocation, name)
+                )
+                """,
+                // An output uploaded to the consumer's bucket is recorded by where it is, its sha256 and its size.
+                "ALTER TABLE outputs ADD COLUMN size bigint NOT NULL DEFAULT 0",
+                "ALTER TABLE outputs ADD COLUMN location text NOT NULL DEFAULT ''",
+                "UPDATE outputs SET size = length(content)",
+            ]
+        ),
     ]
 }

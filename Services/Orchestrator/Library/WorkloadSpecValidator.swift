@@ -1,6 +1,7 @@
 internal import Crypto
 internal import Foundation
 internal import OrreryIdentity
+internal import OrreryData
 internal import OrreryOCI
 public import OrreryPlacement
 public import OrreryProto
@@ -225,7 +226,41 @@ public enum WorkloadSpecValidator {
                 problem("\(path).outputs[\(index)]", "a relative path inside the work directory, got '\(output)'")
             }
         }
+        checkData(allocation, path: path, problem)
         checkConstraints(allocation.constraints, path: "\(path).constraints", problem)
+    }
+
+    /// Inputs (names, sources, digests, where they appear) and where outputs go.
+    private static func checkData(
+        _ allocation: Orrery_Orchestrator_V1_AllocationSpec, path: String, _ problem: (String, String) -> Void
+    ) {
+        if allocation.inputs.count > InputRules.maximumInputs {
+            problem("\(path).inputs", "at most \(InputRules.maximumInputs)")
+            return
+        }
+        var names = Set<String>()
+        for (index, input) in allocation.inputs.enumerated() {
+            let field = "\(path).inputs[\(index)]"
+            if !InputRules.isName(input.name) {
+                problem("\(field).name", "1…63 of a-z, 0-9, '-', '_' and '.', not starting with '.' or '-'")
+            } else if !names.insert(input.name).inserted {
+                problem("\(field).name", "'\(input.name)' twice")
+            }
+            do { _ = try DataSource(parsing: input.source) } catch { problem("\(field).source", error.description) }
+            if !isSHA256(input.sha256) { problem("\(field).sha256", "required: 64 lowercase hex characters") }
+            do { _ = try InputRules.mountPath(name: input.name, mount: input.mount) } catch {
+                problem("\(field).mount", error.description)
+            }
+        }
+        do { _ = try InputRules.mountPaths(allocation.inputs.map { ($0.name, $0.mount) }) } catch {
+            if names.count == allocation.inputs.count { problem("\(path).inputs", error.description) }
+        }
+        if !allocation.outputsTo.isEmpty {
+            do { _ = try S3Location(parsing: allocation.outputsTo) } catch {
+                problem("\(path).outputs_to", "s3://BUCKET/PREFIX: \(error)")
+            }
+            if allocation.outputs.isEmpty { problem("\(path).outputs_to", "given, yet no outputs are declared") }
+        }
     }
 
     private static func checkConstraints(

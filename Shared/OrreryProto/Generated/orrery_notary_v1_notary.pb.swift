@@ -547,6 +547,11 @@ public nonisolated struct Orrery_Notary_V1_OutputDigest: Sendable {
 
   public var sha256: String = String()
 
+  public var size: UInt64 = 0
+
+  /// Where it was stored when the orchestrator does not hold it: s3://BUCKET/KEY.
+  public var location: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1656,7 +1661,7 @@ nonisolated extension Orrery_Notary_V1_UsageReceipt: SwiftProtobuf.Message, Swif
 
 nonisolated extension Orrery_Notary_V1_OutputDigest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OutputDigest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}sha256\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}sha256\0\u{1}size\0\u{1}location\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1666,6 +1671,8 @@ nonisolated extension Orrery_Notary_V1_OutputDigest: SwiftProtobuf.Message, Swif
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.location) }()
       default: break
       }
     }
@@ -1678,12 +1685,20 @@ nonisolated extension Orrery_Notary_V1_OutputDigest: SwiftProtobuf.Message, Swif
     if !self.sha256.isEmpty {
       try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 2)
     }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 3)
+    }
+    if !self.location.isEmpty {
+      try visitor.visitSingularStringField(value: self.location, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Notary_V1_OutputDigest, rhs: Orrery_Notary_V1_OutputDigest) -> Bool {
     if lhs.path != rhs.path {return false}
     if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.location != rhs.location {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -825,11 +825,54 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationSpec: @unchecked Send
     set {_uniqueStorage()._imagePlatforms = newValue}
   }
 
+  /// Files the device fetches before the allocation starts, each checked against its sha256, cached on the device
+  /// and mounted read-only under /inputs. At most 32.
+  public var inputs: [Orrery_Orchestrator_V1_DataInput] {
+    get {_storage._inputs}
+    set {_uniqueStorage()._inputs = newValue}
+  }
+
+  /// Where the declared outputs go: s3://BUCKET/PREFIX puts each as PREFIX/ALLOCATION/REPLICA/PATH in the consumer's
+  /// bucket, uploaded by the device through URLs the consumer presigned (SubmitWorkloadRequest.output_urls), of any
+  /// size up to S3's 5 GiB for one PUT; empty: returned to the orchestrator (at most 3 MiB each).
+  public var outputsTo: String {
+    get {_storage._outputsTo}
+    set {_uniqueStorage()._outputsTo = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// An input file of an allocation.
+public nonisolated struct Orrery_Orchestrator_V1_DataInput: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unique in the allocation: 1…63 of a-z, 0-9, '-', '_' and '.', not starting with '.' or '-'.
+  public var name: String = String()
+
+  /// https://… (or http://…); s3://BUCKET/KEY, read by the device through a URL the consumer presigned
+  /// (SubmitWorkloadRequest.input_urls); or oci://REGISTRY/NAME@sha256:DIGEST, an OCI artifact one of whose layers is
+  /// the file.
+  public var source: String = String()
+
+  /// The file's sha256 (lowercase hex): what the device checks before the allocation starts, and the contract names.
+  public var sha256: String = String()
+
+  /// Where it appears in the sandbox: a path under /inputs/ (default /inputs/NAME).
+  public var mount: String = String()
+
+  /// Its size in bytes when known (checked too); 0: bounded by the device's input cache.
+  public var sizeBytes: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// What to run, checked against its sha256 before it runs.
@@ -1124,6 +1167,15 @@ public nonisolated struct Orrery_Orchestrator_V1_SubmitWorkloadRequest: Sendable
   /// The orchestrator resolves the image with it, keeps it sealed, and hands it only to the device chosen, sealed to
   /// that device's key. At most 8 KiB each; never returned.
   public var imagePullTokens: Dictionary<String,String> = [:]
+
+  /// The s3:// inputs: by "ALLOCATION/INPUT", a presigned GET URL of that object (`orrery run` makes them from the
+  /// consumer's own S3 credentials, which never leave the client). Kept and handed on like pull tokens — sealed, to
+  /// the devices that run the allocation, again to a replica's new device when it moves — and never returned.
+  public var inputUrls: Dictionary<String,String> = [:]
+
+  /// Outputs to S3 (AllocationSpec.outputs_to): by "ALLOCATION/REPLICA/PATH", a presigned PUT URL of that output's
+  /// object, kept and handed on as input_urls are.
+  public var outputUrls: Dictionary<String,String> = [:]
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1845,6 +1897,16 @@ public nonisolated struct Orrery_Orchestrator_V1_Deploy: Sendable {
   /// device's did:key; empty for a public image.
   public var imagePullToken: Data = Data()
 
+  /// The s3:// inputs' presigned URLs by input name, each in a sealed box to this device's did:key.
+  public var inputUrls: Dictionary<String,Data> = [:]
+
+  /// With AllocationSpec.outputs_to: the declared outputs' presigned PUT URLs by path, each sealed to this device.
+  public var outputUrls: Dictionary<String,Data> = [:]
+
+  /// The deployment's consumer: what the device's input cache is scoped by (a file cached for one consumer is never
+  /// handed to another who only names its digest).
+  public var consumerDid: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2001,12 +2063,18 @@ public nonisolated struct Orrery_Orchestrator_V1_OutputFile: Sendable {
 
   public var sha256: String = String()
 
+  /// Empty when the output went to `location`.
   public var content: Data = Data()
 
   /// Set by the orchestrator when it returns outputs.
   public var allocation: String = String()
 
   public var replica: UInt32 = 0
+
+  public var size: UInt64 = 0
+
+  /// Where it was stored when not here: s3://BUCKET/KEY.
+  public var location: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2948,7 +3016,7 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0\u{1}image\0\u{3}image_digest\0\u{3}image_platforms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0\u{1}image\0\u{3}image_digest\0\u{3}image_platforms\0\u{1}inputs\0\u{3}outputs_to\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2968,6 +3036,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
     var _image: String = String()
     var _imageDigest: String = String()
     var _imagePlatforms: [String] = []
+    var _inputs: [Orrery_Orchestrator_V1_DataInput] = []
+    var _outputsTo: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2995,6 +3065,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       _image = source._image
       _imageDigest = source._imageDigest
       _imagePlatforms = source._imagePlatforms
+      _inputs = source._inputs
+      _outputsTo = source._outputsTo
     }
   }
 
@@ -3030,6 +3102,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._image) }()
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._imageDigest) }()
         case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._imagePlatforms) }()
+        case 18: try { try decoder.decodeRepeatedMessageField(value: &_storage._inputs) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._outputsTo) }()
         default: break
         }
       }
@@ -3093,6 +3167,12 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       if !_storage._imagePlatforms.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._imagePlatforms, fieldNumber: 17)
       }
+      if !_storage._inputs.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._inputs, fieldNumber: 18)
+      }
+      if !_storage._outputsTo.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._outputsTo, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3119,10 +3199,62 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         if _storage._image != rhs_storage._image {return false}
         if _storage._imageDigest != rhs_storage._imageDigest {return false}
         if _storage._imagePlatforms != rhs_storage._imagePlatforms {return false}
+        if _storage._inputs != rhs_storage._inputs {return false}
+        if _storage._outputsTo != rhs_storage._outputsTo {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_DataInput: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DataInput"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}source\0\u{1}sha256\0\u{1}mount\0\u{3}size_bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.mount) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.sizeBytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 2)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 3)
+    }
+    if !self.mount.isEmpty {
+      try visitor.visitSingularStringField(value: self.mount, fieldNumber: 4)
+    }
+    if self.sizeBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sizeBytes, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_DataInput, rhs: Orrery_Orchestrator_V1_DataInput) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.mount != rhs.mount {return false}
+    if lhs.sizeBytes != rhs.sizeBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3595,7 +3727,7 @@ nonisolated extension Orrery_Orchestrator_V1_LatencyEdge: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitWorkloadRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0\u{3}settlement_authority\0\u{3}image_pull_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0\u{3}settlement_authority\0\u{3}image_pull_tokens\0\u{3}input_urls\0\u{3}output_urls\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3608,6 +3740,8 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
       case 3: try { try decoder.decodeSingularBytesField(value: &self.consumerAuthority) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.settlementAuthority) }()
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.imagePullTokens) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.inputUrls) }()
+      case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.outputUrls) }()
       default: break
       }
     }
@@ -3633,6 +3767,12 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if !self.imagePullTokens.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.imagePullTokens, fieldNumber: 5)
     }
+    if !self.inputUrls.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.inputUrls, fieldNumber: 6)
+    }
+    if !self.outputUrls.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.outputUrls, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3642,6 +3782,8 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if lhs.consumerAuthority != rhs.consumerAuthority {return false}
     if lhs.settlementAuthority != rhs.settlementAuthority {return false}
     if lhs.imagePullTokens != rhs.imagePullTokens {return false}
+    if lhs.inputUrls != rhs.inputUrls {return false}
+    if lhs.outputUrls != rhs.outputUrls {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4898,7 +5040,7 @@ nonisolated extension Orrery_Orchestrator_V1_ReceiptsRecorded: SwiftProtobuf.Mes
 
 nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Deploy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0\u{3}image_pull_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0\u{3}image_pull_token\0\u{3}input_urls\0\u{3}output_urls\0\u{3}consumer_did\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4914,6 +5056,9 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
       case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._resume) }()
       case 8: try { try decoder.decodeSingularBytesField(value: &self.imagePullToken) }()
+      case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.inputUrls) }()
+      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.outputUrls) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.consumerDid) }()
       default: break
       }
     }
@@ -4948,6 +5093,15 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     if !self.imagePullToken.isEmpty {
       try visitor.visitSingularBytesField(value: self.imagePullToken, fieldNumber: 8)
     }
+    if !self.inputUrls.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.inputUrls, fieldNumber: 9)
+    }
+    if !self.outputUrls.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.outputUrls, fieldNumber: 10)
+    }
+    if !self.consumerDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.consumerDid, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4960,6 +5114,9 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     if lhs.contractID != rhs.contractID {return false}
     if lhs._resume != rhs._resume {return false}
     if lhs.imagePullToken != rhs.imagePullToken {return false}
+    if lhs.inputUrls != rhs.inputUrls {return false}
+    if lhs.outputUrls != rhs.outputUrls {return false}
+    if lhs.consumerDid != rhs.consumerDid {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5165,7 +5322,7 @@ nonisolated extension Orrery_Orchestrator_V1_LogChunk: SwiftProtobuf.Message, Sw
 
 nonisolated extension Orrery_Orchestrator_V1_OutputFile: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OutputFile"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}sha256\0\u{1}content\0\u{1}allocation\0\u{1}replica\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}sha256\0\u{1}content\0\u{1}allocation\0\u{1}replica\0\u{1}size\0\u{1}location\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5179,6 +5336,8 @@ nonisolated extension Orrery_Orchestrator_V1_OutputFile: SwiftProtobuf.Message, 
       case 4: try { try decoder.decodeSingularBytesField(value: &self.content) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.location) }()
       default: break
       }
     }
@@ -5203,6 +5362,12 @@ nonisolated extension Orrery_Orchestrator_V1_OutputFile: SwiftProtobuf.Message, 
     if self.replica != 0 {
       try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 6)
     }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 7)
+    }
+    if !self.location.isEmpty {
+      try visitor.visitSingularStringField(value: self.location, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5213,6 +5378,8 @@ nonisolated extension Orrery_Orchestrator_V1_OutputFile: SwiftProtobuf.Message, 
     if lhs.content != rhs.content {return false}
     if lhs.allocation != rhs.allocation {return false}
     if lhs.replica != rhs.replica {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.location != rhs.location {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

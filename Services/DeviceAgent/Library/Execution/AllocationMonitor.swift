@@ -12,6 +12,8 @@ public struct AllocationOutcome: Sendable, Codable, Equatable {
         public var path: String
         public var sha256: String
         public var size: Int
+        /// Where it was uploaded (s3://BUCKET/KEY); nil: it travels to the orchestrator.
+        public var location: String?
     }
 
     public var exitCode: Int32
@@ -27,6 +29,8 @@ public struct AllocationOutcome: Sendable, Codable, Equatable {
 public struct AllocationMonitor: Sendable {
     public let runner: AllocationRunner
     public var pollInterval: Duration = .milliseconds(100)
+    /// Opens a box sealed to this device (an output's presigned URL); nil: outputs to S3 cannot be uploaded.
+    public var openSealed: (@Sendable (Data) throws -> String)?
 
     public init(runner: AllocationRunner) {
         self.runner = runner
@@ -104,9 +108,16 @@ public struct AllocationMonitor: Sendable {
         if usage.pidsLimitHit { reason += "; the process limit (\(runner.pidsLimit)) refused some forks" }
         var outputs: [AllocationOutcome.Output] = []
         var missing: [String] = []
+        let destinations = spec.outputsTo.isEmpty ? nil : runner.outputDestinations(id)
         for path in spec.outputs {
             do {
-                if let (digest, data) = try runner.output(id, path: path) {
+                if let destinations {
+                    if let output = try await upload(id, path: path, to: destinations[path]) {
+                        outputs.append(output)
+                    } else {
+                        missing.append("\(path): not written")
+                    }
+                } else if let (digest, data) = try runner.output(id, path: path) {
                     outputs.append(.init(path: path, sha256: digest, size: data.count))
                 } else {
                     missing.append("\(path): not written")
@@ -119,5 +130,21 @@ public struct AllocationMonitor: Sendable {
         return AllocationOutcome(
             exitCode: code, reason: reason, usage: usage, wallSeconds: Date().timeIntervalSince(startedAt),
             outputs: outputs, missingOutputs: missing)
+    }
+
+    /// Uploads a declared output to where its consumer's presigned URL points; nil when it was not written.
+    private func upload(
+        _ id: String, path: String, to destination: AllocationRunner.OutputDestination?
+    ) async throws -> AllocationOutcome.Output? {
+        guard let file = try runner.outputFile(id, path: path) else { return nil }
+        guard let destination, let openSealed, let uploader = runner.uploader else {
+            throw RunnerError(message: "no upload URL came for it")
+        }
+        guard let url = URL(string: try openSealed(destination.sealedURL)) else {
+            throw RunnerError(message: "its upload URL is not a URL")
+        }
+        let uploaded = try await uploader.upload(file, to: url)
+        return .init(
+            path: path, sha256: uploaded.sha256, size: Int(uploaded.size), location: destination.location)
     }
 }

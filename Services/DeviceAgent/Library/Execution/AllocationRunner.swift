@@ -25,6 +25,10 @@ public struct AllocationRunner: Sendable {
     public var networkAllowed: [String] = []
     /// How `EXECUTOR_OCI` allocations run; nil when no OCI runtime works here (they are refused).
     public var images: ImageRunner?
+    /// Fetches and caches allocations' input files; nil: allocations with inputs are refused.
+    public var inputs: InputFetcher?
+    /// Uploads outputs to their consumer's S3 bucket; nil: outputs to S3 are reported missing.
+    var uploader: OutputUploader?
 
     public init(root: String, cgroups: ControlGroup.Version? = ControlGroup.detect()) {
         self.root = root
@@ -63,9 +67,11 @@ public struct AllocationRunner: Sendable {
     /// Prepares the directories, fetches and checks the artifact, sets up the limits and starts the sandbox.
     /// Starting an allocation that was already started does nothing (a duplicate instruction after a reconnect).
     /// `actor`: the allocation as an actor (its environment and the directories mounted for it).
-    /// `pullToken`: a private image's bearer token for its registry (used for this pull only).
+    /// `pullToken`: a private image's bearer token for its registry (used for this pull only); `data`: the consumer
+    /// and the presigned URLs of its s3:// inputs.
     public func start(
-        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, actor: ActorSandbox? = nil, pullToken: String? = nil
+        _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, actor: ActorSandbox? = nil, pullToken: String? = nil,
+        data: DataAccess = DataAccess()
     ) async throws {
         guard Self.isSafeID(id) else { throw RunnerError(message: "'\(id)' is not an allocation id") }
         if isKnown(id) { return }
@@ -79,20 +85,53 @@ public struct AllocationRunner: Sendable {
         chmod(base + "/work", 0o777)
         chmod(base, 0o711)
         let network = SandboxNetwork(allowed: networkAllowed)
-        let launch: String
-        if spec.executor == .oci {
-            launch = try await prepareImage(
-                id, spec: spec, base: base, actor: actor, network: network, pullToken: pullToken)
-        } else {
-            launch = try await prepareProcess(id, spec: spec, base: base, actor: actor, network: network)
+        let inputsDirectory = try await fetchInputs(spec, data: data, base: base)
+        do {
+            let launch: String
+            if spec.executor == .oci {
+                launch = try await prepareImage(
+                    id, spec: spec, base: base, actor: actor, network: network, pullToken: pullToken,
+                    inputs: inputsDirectory)
+            } else {
+                launch = try await prepareProcess(
+                    id, spec: spec, base: base, actor: actor, network: network, inputs: inputsDirectory)
+            }
+            try await launchWrapper(id, spec: spec, base: base, launch: launch, network: network)
+        } catch {
+            await releaseInputs(base: base)
+            throw error
         }
-        try await launchWrapper(id, spec: spec, base: base, launch: launch, network: network)
+    }
+
+    /// What an allocation may read its data with: whose cache entries it uses, and its s3:// inputs' presigned URLs.
+    public struct DataAccess: Sendable {
+        public var consumer: String
+        public var inputURLs: [String: String]
+
+        public init(consumer: String = "", inputURLs: [String: String] = [:]) {
+            self.consumer = consumer
+            self.inputURLs = inputURLs
+        }
+    }
+
+    /// Fetches the allocation's inputs; returns the directory the sandbox sees at /inputs (nil without inputs).
+    private func fetchInputs(
+        _ spec: Orrery_Orchestrator_V1_AllocationSpec, data: DataAccess, base: String
+    ) async throws -> String? {
+        guard !spec.inputs.isEmpty else { return nil }
+        guard let inputs else { throw RunnerError(message: "this device takes no inputs (its input cache is off)") }
+        return try await inputs.fetch(spec, urls: data.inputURLs, consumer: data.consumer, base: base)
+    }
+
+    private func releaseInputs(base: String) async {
+        await inputs?.release(base: base)
+        try? FileManager.default.removeItem(atPath: base + "/inputs")
     }
 
     /// Fetches the artifact and returns the bubblewrap command line of a process allocation.
     private func prepareProcess(
         _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, base: String, actor: ActorSandbox?,
-        network: SandboxNetwork
+        network: SandboxNetwork, inputs: String?
     ) async throws -> String {
         let command = try await fetchArtifact(spec, into: base + "/artifact", work: base + "/work")
         var sandbox = SandboxCommand(
@@ -104,6 +143,7 @@ public struct AllocationRunner: Sendable {
         }
         sandbox.actorDirectory = actor?.directory
         sandbox.mailboxDirectory = actor?.mailboxDirectory
+        sandbox.inputsDirectory = inputs
         sandbox.devices = try gpuDevices(spec)
         return sandbox.arguments.map(shellQuoted).joined(separator: " ")
     }
@@ -111,7 +151,7 @@ public struct AllocationRunner: Sendable {
     /// Pulls the image and writes the OCI bundle of an image allocation; returns the runtime's command line.
     private func prepareImage(
         _ id: String, spec: Orrery_Orchestrator_V1_AllocationSpec, base: String, actor: ActorSandbox?,
-        network: SandboxNetwork, pullToken: String?
+        network: SandboxNetwork, pullToken: String?, inputs: String?
     ) async throws -> String {
         guard let images else {
             throw RunnerError(message: "this device runs no OCI images (no working runc or crun)")
@@ -127,6 +167,7 @@ public struct AllocationRunner: Sendable {
         }
         bundle.actorDirectory = actor?.directory
         bundle.mailboxDirectory = actor?.mailboxDirectory
+        bundle.inputsDirectory = inputs
         bundle.devices = try gpuDevices(spec)
         let arguments = try await images.prepare(
             id, spec: spec, base: base, environment: environment(id, spec: spec, actor: actor), bundle: bundle,
@@ -314,6 +355,7 @@ public struct AllocationRunner: Sendable {
     /// Removes the allocation's cgroup once it ended (its files stay as the journal).
     public func release(_ id: String) async {
         if let images, (try? spec(id))?.executor == .oci { await images.release(id, base: directory(id)) }
+        await releaseInputs(base: directory(id))
         guard let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) else { return }
         group.killAll()
         group.remove()
@@ -365,17 +407,61 @@ public struct AllocationRunner: Sendable {
     public static let outputLimit = 3 << 20
 
     public func output(_ id: String, path: String, limit: Int = outputLimit) throws -> (sha256: String, data: Data)? {
+        guard let file = try outputFile(id, path: path), let status = FileStatus(path: file) else { return nil }
+        if status.size > UInt64(limit) {
+            throw RunnerError(message: "output \(path) is \(status.size) bytes, more than \(limit)")
+        }
+        let data = try Data(contentsOf: URL(fileURLWithPath: file))
+        return (Hex.sha256(data), data)
+    }
+
+    /// Where a declared output is on the host, its links resolved; nil when it was not written.
+    /// - Throws: when it leads outside the work directory.
+    public func outputFile(_ id: String, path: String) throws -> String? {
         let work = URL(fileURLWithPath: directory(id) + "/work").standardizedFileURL.resolvingSymlinksInPath()
         let file = work.appendingPathComponent(path).standardizedFileURL.resolvingSymlinksInPath()
         guard file.path.hasPrefix(work.path + "/") else {
             throw RunnerError(message: "output \(path) leads outside the work directory")
         }
-        guard let status = FileStatus(path: file.path) else { return nil }
-        if status.size > UInt64(limit) {
-            throw RunnerError(message: "output \(path) is \(status.size) bytes, more than \(limit)")
+        return FileStatus(path: file.path) == nil ? nil : file.path
+    }
+
+    /// Where an output goes in its consumer's bucket, and the presigned URL there still sealed to the device (it
+    /// is journalled so: a restarted agent uploads what the allocation wrote).
+    public struct OutputDestination: Codable, Sendable, Equatable {
+        public var location: String
+        public var sealedURL: Data
+
+        public init(location: String, sealedURL: Data) {
+            self.location = location
+            self.sealedURL = sealedURL
         }
-        let data = try Data(contentsOf: file)
-        return (Hex.sha256(data), data)
+    }
+
+    /// Journals an allocation's output destinations by path.
+    public func saveOutputDestinations(_ id: String, _ destinations: [String: OutputDestination]) throws {
+        try JSONEncoder().encode(destinations).write(
+            to: URL(fileURLWithPath: directory(id) + "/output-destinations.json"))
+    }
+
+    /// Journals the outputs an allocation uploaded (what is reported again after a reconnect).
+    func saveUploadedOutputs(_ id: String, _ outputs: [AllocationOutcome.Output]) {
+        guard !outputs.isEmpty, let data = try? JSONEncoder().encode(outputs) else { return }
+        try? data.write(to: URL(fileURLWithPath: directory(id) + "/uploaded-outputs.json"))
+    }
+
+    /// The outputs an allocation uploaded to its consumer's bucket.
+    func uploadedOutputs(_ id: String) -> [AllocationOutcome.Output] {
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: directory(id) + "/uploaded-outputs.json"))
+        else { return [] }
+        return (try? JSONDecoder().decode([AllocationOutcome.Output].self, from: data)) ?? []
+    }
+
+    /// An allocation's journalled output destinations by path (none when there are none).
+    public func outputDestinations(_ id: String) -> [String: OutputDestination] {
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: directory(id) + "/output-destinations.json"))
+        else { return [:] }
+        return (try? JSONDecoder().decode([String: OutputDestination].self, from: data)) ?? [:]
     }
 
     /// Starts `arguments` with /dev/null as its standard streams and no other inherited descriptor (the sandbox

@@ -6,6 +6,7 @@ internal import Metrics
 #endif
 internal import OrreryActors
 internal import OrreryBasics
+internal import OrreryData
 internal import Logging
 internal import OrreryLedger
 internal import OrreryProto
@@ -189,13 +190,28 @@ actor ExecutionManager {
     /// Kept in memory for the pull only: never journalled, never logged.
     private func pullToken(of deploy: Orrery_Orchestrator_V1_Deploy) throws -> String? {
         guard !deploy.imagePullToken.isEmpty else { return nil }
+        return try opened(deploy.imagePullToken, what: "the image's pull token")
+    }
+
+    /// The consumer and its s3:// inputs' presigned URLs, opened with the device's key; like pull tokens, kept in
+    /// memory for the fetch only.
+    private func dataAccess(of deploy: Orrery_Orchestrator_V1_Deploy) throws -> AllocationRunner.DataAccess {
+        var access = AllocationRunner.DataAccess(consumer: deploy.consumerDid)
+        for (name, box) in deploy.inputUrls {
+            access.inputURLs[name] = try opened(box, what: "the presigned URL of input \(name.prefix(63))")
+        }
+        return access
+    }
+
+    /// A sealed box to this device opened with its key.
+    private func opened(_ box: Data, what: String) throws -> String {
         guard let key = receipts?.key else {
-            throw RunnerError(message: "the image's pull token cannot be opened: this agent holds no device key")
+            throw RunnerError(message: "\(what) cannot be opened: this agent holds no device key")
         }
         do {
-            return String(decoding: try SealedBox.open(Array(deploy.imagePullToken), with: key), as: UTF8.self)
+            return String(decoding: try SealedBox.open(Array(box), with: key), as: UTF8.self)
         } catch {
-            throw RunnerError(message: "the image's pull token does not open with this device's key: \(error)")
+            throw RunnerError(message: "\(what) does not open with this device's key: \(error)")
         }
     }
 
@@ -215,6 +231,9 @@ actor ExecutionManager {
         do {
             try FileManager.default.createDirectory(atPath: runner.directory(id), withIntermediateDirectories: true)
             try orchestrator.write(toFile: runner.directory(id) + "/orchestrator", atomically: true, encoding: .utf8)
+            if !deploy.spec.outputsTo.isEmpty {
+                try runner.saveOutputDestinations(id, try Self.outputDestinations(of: deploy))
+            }
             if let receipts, !deploy.contractID.isEmpty {
                 try receipts.setContract(id, contract: deploy.contractID)
             }
@@ -222,7 +241,9 @@ actor ExecutionManager {
             // The mailbox listens before the workload starts.
             await actors?.open(id, spec: deploy.spec)
             do {
-                try await runner.start(id, spec: deploy.spec, actor: actor, pullToken: try pullToken(of: deploy))
+                try await runner.start(
+                    id, spec: deploy.spec, actor: actor, pullToken: try pullToken(of: deploy),
+                    data: try dataAccess(of: deploy))
             } catch {
                 await actors?.close(id)
                 throw error
@@ -319,11 +340,16 @@ actor ExecutionManager {
             }.run()
         }
         let runner = runner
+        let key = receipts?.key
         Task {
             let spec = try? runner.spec(id)
             let seconds = Int(spec?.maxDurationSeconds ?? 0)
+            var monitor = AllocationMonitor(runner: runner)
+            if let key {
+                monitor.openSealed = { String(decoding: try SealedBox.open(Array($0), with: key), as: UTF8.self) }
+            }
             do {
-                let outcome = try await AllocationMonitor(runner: runner).follow(
+                let outcome = try await monitor.follow(
                     id, startedAt: runner.startedAt(id), maxDuration: seconds == 0 ? nil : .seconds(seconds)
                 ) { stream, offset, data in
                     await self.send(Self.logMessage(id, stream: stream, offset: offset, data: data), about: id)
@@ -397,18 +423,33 @@ actor ExecutionManager {
                 } else {
                     _ = try receipts.issueCompletion(
                         id, usage: usage, exitCode: outcome.exitCode, artifactSHA256: ReceiptBook.artifactDigest(spec),
-                        outputs: outcome.outputs.map { ($0.path, $0.sha256) })
+                        outputs: outcome.outputs)
                 }
             } catch {
                 logger.error("cannot sign the completion receipt", metadata: ["offer": "\(id)", "error": "\(error)"])
             }
         }
         save(report, for: id)
+        runner.saveUploadedOutputs(id, outcome.outputs.filter { $0.location != nil })
         CrashPoint.reach("agent.ended", logger: logger)
         logger.info(
             "allocation ended", metadata: ["offer": "\(id)", "exit": "\(outcome.exitCode)", "reason": "\(reason)"])
         sendOutputs(id)
         sendReport(report)
+    }
+
+    /// Each declared output's place in the consumer's bucket with its presigned URL, still sealed to this device.
+    static func outputDestinations(
+        of deploy: Orrery_Orchestrator_V1_Deploy
+    ) throws -> [String: AllocationRunner.OutputDestination] {
+        var destinations: [String: AllocationRunner.OutputDestination] = [:]
+        for path in deploy.spec.outputs {
+            guard let sealed = deploy.outputUrls[path] else { continue }
+            let location = try S3Location.output(
+                under: deploy.spec.outputsTo, allocation: deploy.allocation, replica: deploy.replica, path: path)
+            destinations[path] = .init(location: location.description, sealedURL: sealed)
+        }
+        return destinations
     }
 
     /// GPU time as billed: the GPUs the allocation held (whole devices, passed through) for its wall time.
@@ -418,7 +459,21 @@ actor ExecutionManager {
 
     private func sendOutputs(_ id: String) {
         guard let spec = try? runner.spec(id) else { return }
-        for path in spec.outputs {
+        // Outputs uploaded to the consumer's bucket: where they are, their sha256 and size, not their bytes.
+        let uploaded = runner.uploadedOutputs(id)
+        for output in uploaded {
+            send(
+                .with {
+                    $0.output = .with {
+                        $0.offerID = id
+                        $0.path = output.path
+                        $0.sha256 = output.sha256
+                        $0.size = UInt64(output.size)
+                        $0.location = output.location ?? ""
+                    }
+                }, about: id)
+        }
+        for path in spec.outputs where spec.outputsTo.isEmpty {
             guard let (digest, data) = try? runner.output(id, path: path) else { continue }
             send(
                 .with {

@@ -31,6 +31,8 @@ struct OCIBundle {
     var devices: [String] = []
     var actorDirectory: String?
     var mailboxDirectory: String?
+    /// The allocation's input files, mounted read-only at /inputs.
+    var inputsDirectory: String?
     /// The cgroup the runtime puts the container in (a child of the allocation's own, so that its usage stays metered
     /// after the runtime removes it); nil without cgroups.
     var cgroupsPath: String?
@@ -160,6 +162,12 @@ struct OCIBundle {
             .init(
                 destination: "/work", type: "none", source: workDirectory, options: ["rbind", "rw", "nosuid", "nodev"]),
         ]
+        if let inputsDirectory {
+            mounts.append(
+                .init(
+                    destination: "/inputs", type: "none", source: inputsDirectory,
+                    options: ["rbind", "ro", "nosuid", "nodev"]))
+        }
         if network, let resolvConf {
             mounts.append(
                 .init(destination: "/etc/resolv.conf", type: "none", source: resolvConf, options: ["bind", "ro"]))
@@ -215,7 +223,7 @@ struct OCIBundle {
 
     /// The mount points the runtime needs in a root it may not write (read-only, shared, owned by the host's root
     /// while the container's root is another uid): created once, when the image is unpacked, by the agent.
-    static let mountPoints = ["proc", "dev", "sys", "tmp", "work", "orrery", "etc"]
+    static let mountPoints = ["proc", "dev", "sys", "tmp", "work", "inputs", "orrery", "etc"]
 
     /// Creates the mount points in an unpacked root (a link there is left alone: the runtime resolves it inside
     /// the root) and an empty /etc/resolv.conf to bind over.

@@ -63,7 +63,7 @@ struct ReceiptBook: Sendable {
     /// Signs the completion receipt (once); nil without a contract or when it was issued already.
     func issueCompletion(
         _ id: String, usage: Orrery_Notary_V1_UsageReceipt, exitCode: Int32, artifactSHA256: String,
-        outputs: [(path: String, sha256: String)]
+        outputs: [AllocationOutcome.Output]
     ) throws -> Orrery_Common_V1_Signed? {
         let contract = contract(id)
         guard !contract.isEmpty, !completed(id) else { return nil }
@@ -80,6 +80,8 @@ struct ReceiptBook: Sendable {
                 .with {
                     $0.path = output.path
                     $0.sha256 = output.sha256
+                    $0.size = UInt64(max(0, output.size))
+                    $0.location = output.location ?? ""
                 }
             }
             $0.usage = usage

@@ -22,6 +22,8 @@ public struct SandboxCommand: Sendable {
     public var actorDirectory: String?
     /// The directory of the actor's mailbox socket, mounted at /orrery/mailbox.
     public var mailboxDirectory: String?
+    /// The allocation's input files, mounted read-only at /inputs.
+    public var inputsDirectory: String?
     public var bubblewrap = "/usr/bin/bwrap"
     /// With `network`: the resolv.conf to bind (naming the sandbox network's resolver).
     public var resolvConf: String?
@@ -75,6 +77,7 @@ public struct SandboxCommand: Sendable {
             "--tmpfs", "/tmp",
             "--bind", workDirectory, "/work", "--ro-bind", artifactDirectory, "/artifact",
         ]
+        if let inputsDirectory { arguments += ["--ro-bind", inputsDirectory, "/inputs"] }
         if let actorDirectory { arguments += ["--bind", actorDirectory, "/orrery"] }
         if let mailboxDirectory { arguments += ["--bind", mailboxDirectory, "/orrery/mailbox"] }
         arguments += [

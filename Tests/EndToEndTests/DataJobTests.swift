@@ -1,0 +1,186 @@
+import Foundation
+import GRPCCore
+import OrreryIdentity
+import OrreryProto
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// Jobs that read and write data sets: inputs from a real S3-compatible server (moto on loopback) and from plain
+/// http, outputs of 200 MiB uploaded to the consumer's bucket, all through `orrery run` with the consumer's own
+/// credentials — the devices see presigned URLs only — and checked against boto3, the receipts and the CLI's download.
+@Suite("Data jobs", .serialized)
+struct DataJobTests {
+    static let script = """
+        set -e
+        sha256sum /inputs/train.csv /inputs/docs/notes.txt > /work/summary.txt
+        if touch /inputs/x 2>/dev/null; then echo writable >> /work/summary.txt; else echo read-only >> /work/summary.txt; fi
+        head -c 209715200 /dev/zero | tr '\\0' 'z' > /work/big.bin
+        """
+
+    static func spec(
+        trainSHA: String, notesSHA: String, notesURL: String, outputsTo: String, script: String = script
+    ) -> String {
+        """
+        name: data
+        allocations:
+          - name: main
+            executor: EXECUTOR_PROCESS
+            artifact:
+              text: |
+        \(script.split(separator: "\n").map { "        " + $0 }.joined(separator: "\n"))
+            resources: {cpu_cores: 1, ram_mib: 256, disk_mib: 512}
+            max_duration_seconds: 600
+            inputs:
+              - {name: train.csv, source: "s3://data/train.csv", sha256: "\(trainSHA)"}
+              - {name: notes, source: "\(notesURL)", sha256: "\(notesSHA)", mount: /inputs/docs/notes.txt}
+            outputs: [summary.txt, big.bin]
+            outputs_to: "\(outputsTo)"
+        """
+    }
+
+    @Test(
+        "inputs from S3 (presigned by the CLI) and http are verified and mounted read-only; a 200 MiB output goes to the consumer's bucket, named with its sha256 and size in the completion receipt and fetched back by `orrery outputs`; a second run reads its inputs from the cache; a wrong digest fails the start; no credential or signature in any log"
+    )
+    func inputsAndOutputsThroughS3() async throws {
+        try await S3Fixture.with { s3 in
+            let trust = ["--images-registry-addresses", "any"]
+            try await JobConstellation.run("orrery-data-job") { constellation in
+                let agent = try await constellation.startAgent(
+                    "data", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
+                    extraArguments: trust)
+                defer { agent.service.child.signal(SIGKILL) }
+                let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+                try await OrchestratorTests.waitForFleet(consumer, constellation.orchestrator, devices: 1)
+                let directory = constellation.directory
+
+                // The consumer's data, uploaded with boto3: a private object and a public one read over http.
+                let train = directory.appendingPathComponent("train.csv")
+                try Data((0..<50_000).map { "row \($0),\($0 * 7)\n" }.joined().utf8).write(to: train)
+                let trainObject = try await s3.put(train.path, bucket: "data", key: "train.csv")
+                let notes = directory.appendingPathComponent("notes.txt")
+                try Data("notes for the run\n".utf8).write(to: notes)
+                let notesObject = try await s3.put(notes.path, bucket: "public", key: "notes.txt", public: true)
+                _ = try await s3.put(notes.path, bucket: "results", key: "placeholder")
+                let notesURL = s3.ready.endpoint + "/public/notes.txt"
+
+                let key = constellation.network.directory.appendingPathComponent("operator.key").path
+                let common = ["--orchestrator", constellation.orchestratorAddress, "--key", key]
+                func run(_ spec: String, name: String) async throws -> (Int32, String) {
+                    let file = directory.appendingPathComponent(name).path
+                    try spec.write(toFile: file, atomically: true, encoding: .utf8)
+                    return try await ChildProcess.run(
+                        TestEnvironment.executable("orrery"), arguments: ["run", "-q", "--wait", file] + common,
+                        environment: s3.environment, timeout: .seconds(400))
+                }
+                func deploymentID(_ output: String) -> String {
+                    output.split(separator: "\n").last.map(String.init) ?? ""
+                }
+
+                let (status, output) = try await run(
+                    Self.spec(
+                        trainSHA: trainObject.sha256, notesSHA: notesObject.sha256, notesURL: notesURL,
+                        outputsTo: "s3://results/runs/first"), name: "first.yaml")
+                let first = deploymentID(output)
+                if status != 0 {
+                    let (_, shown) = try await ChildProcess.run(
+                        TestEnvironment.executable("orrery"), arguments: ["status", first, "--json"] + common)
+                    Issue.record("the first run failed: \(output)\n\(shown.prefix(4000))")
+                    return
+                }
+
+                // The outputs, read back with boto3: the inputs' digests as the sandbox saw them, read-only.
+                let summaryFile = directory.appendingPathComponent("summary.txt").path
+                try await s3.get(bucket: "results", key: "runs/first/main/0/summary.txt", into: summaryFile)
+                let summary = try String(contentsOfFile: summaryFile, encoding: .utf8)
+                #expect(summary.contains("\(trainObject.sha256)  /inputs/train.csv"), "\(summary)")
+                #expect(summary.contains("\(notesObject.sha256)  /inputs/docs/notes.txt"), "\(summary)")
+                #expect(summary.hasSuffix("read-only\n"), "\(summary)")
+                let big = try await s3.get(
+                    bucket: "results", key: "runs/first/main/0/big.bin",
+                    into: directory.appendingPathComponent("big-boto3.bin").path)
+                #expect(big.size == 200 << 20)
+
+                // `orrery outputs` lists where each is and fetches it from the bucket, checked.
+                let (listed, listing) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"), arguments: ["outputs", first, "--json"] + common)
+                #expect(listed == 0, "\(listing)")
+                #expect(listing.contains(#""location":"s3:\/\/results\/runs\/first\/main\/0\/big.bin""#), "\(listing)")
+                #expect(listing.contains(#""sha256":"\#(big.sha256)""#), "\(listing)")
+                let fetched = directory.appendingPathComponent("fetched")
+                let (downloaded, downloadOutput) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"),
+                    arguments: ["outputs", first, "--to", fetched.path] + common, environment: s3.environment)
+                #expect(downloaded == 0, "\(downloadOutput)")
+                let bigFetched = fetched.appendingPathComponent("main-0/big.bin").path
+                let fetchedSize = try FileManager.default.attributesOfItem(atPath: bigFetched)[.size] as? Int
+                #expect(fetchedSize == 200 << 20)
+
+                // The completion receipt the device signed names both outputs with their sha256, size and place.
+                let parties = try ContractParties(network: constellation.network)
+                let (_, firstStatus) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"), arguments: ["status", first, "--json"] + common)
+                let deployment = try Orrery_Orchestrator_V1_Deployment(
+                    jsonString: String(firstStatus.drop { $0 != "{" }),
+                    options: {
+                        var options = JSONDecodingOptions(); options.ignoreUnknownFields = true; return options
+                    }())
+                let contractID = try #require(deployment.assignments.first?.contractID)
+                let completion = try await parties.withNotary(constellation.notary) { notary in
+                    let record = try await notary.getContract(.with { $0.id = contractID })
+                    let leaves = try await notary.getEntries(.with { $0.start = 0 }).leaves
+                    for index in record.entryIndexes.reversed() {
+                        let entry = try Orrery_Notary_V1_LogEntry(
+                            serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaves[Int(index)]).payload)
+                        if entry.kind == .completionReceipt {
+                            return try Orrery_Notary_V1_CompletionReceipt(serializedBytes: entry.act.payload)
+                        }
+                    }
+                    return Orrery_Notary_V1_CompletionReceipt()
+                }
+                let bigReceipt = completion.outputs.first { $0.path == "big.bin" }
+                #expect(bigReceipt?.sha256 == big.sha256)
+                #expect(bigReceipt?.size == 200 << 20)
+                #expect(bigReceipt?.location == "s3://results/runs/first/main/0/big.bin")
+
+                // A second run of the same consumer with the same inputs fetches neither again.
+                let fetchesBefore = s3.requests().filter {
+                    $0.hasPrefix("GET /data/train.csv") || $0.hasPrefix("GET /public/notes.txt")
+                }.count
+                #expect(fetchesBefore == 2)
+                let (again, againOutput) = try await run(
+                    Self.spec(
+                        trainSHA: trainObject.sha256, notesSHA: notesObject.sha256, notesURL: notesURL,
+                        outputsTo: "s3://results/runs/second"), name: "second.yaml")
+                #expect(again == 0, "\(againOutput)")
+                let fetchesAfter = s3.requests().filter {
+                    $0.hasPrefix("GET /data/train.csv") || $0.hasPrefix("GET /public/notes.txt")
+                }.count
+                #expect(fetchesAfter == fetchesBefore)
+
+                // An input whose bytes are not its sha256: the start fails and says which input and why.
+                let wrong = String(repeating: "0", count: 64)
+                let (failed, failedOutput) = try await run(
+                    Self.spec(
+                        trainSHA: wrong, notesSHA: notesObject.sha256, notesURL: notesURL,
+                        outputsTo: "s3://results/runs/third"), name: "third.yaml")
+                #expect(failed != 0)
+                let failedDeployment = deploymentID(failedOutput)
+                let (_, shown) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"), arguments: ["status", failedDeployment, "--json"] + common)
+                #expect(shown.contains("DEPLOYMENT_STATE_FAILED"), "\(shown.prefix(2000))")
+                #expect(shown.contains("input train.csv"), "\(shown.prefix(3000))")
+
+                // The S3 secret never left the CLI; the URLs' signatures are in no service's log.
+                let texts = [
+                    ("orchestrator", constellation.orchestrator.child.output), ("agent", agent.service.child.output),
+                    ("notary", constellation.notary.child.output),
+                ]
+                for (name, text) in texts {
+                    #expect(!text.contains(s3.ready.secretKey), "the secret key is in the \(name)'s output")
+                    #expect(!text.contains("X-Amz-Signature"), "a presigned URL is in the \(name)'s output")
+                }
+            }
+        }
+    }
+}
