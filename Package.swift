@@ -289,7 +289,7 @@ let package = Package(
             name: "DeviceAgentTests",
             dependencies: [
                 "DeviceAgent", "OrreryActors", "OrreryBasics", "OrreryIdentity", "OrreryPlacement", "OrreryTestSupport",
-                "OrreryProto", logging, swiftProtobuf,
+                "OrreryProto", "OrreryOCI", "OrreryHTTPClient", logging, swiftProtobuf,
             ],
             path: "Tests/DeviceAgentTests",
             swiftSettings: upcomingFeatures

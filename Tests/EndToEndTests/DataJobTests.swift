@@ -183,4 +183,68 @@ struct DataJobTests {
             }
         }
     }
+
+    @Test(
+        "a submission naming S3 data is refused without its presigned URLs, or with URLs for what it does not name, before anything is stored"
+    )
+    func presignedURLsRequired() async throws {
+        try await JobConstellation.run("orrery-data-refusals") { constellation in
+            let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            let orchestrator = constellation.orchestrator
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].inputs = [
+                .with {
+                    $0.name = "train"
+                    $0.source = "s3://data/train.csv"
+                    $0.sha256 = String(repeating: "ab", count: 32)
+                }
+            ]
+            spec.allocations[0].outputs = ["r.bin"]
+            spec.allocations[0].outputsTo = "s3://results/run"
+            let allocation = spec.allocations[0].name
+            func submit(inputs: [String: String], outputs: [String: String]) async throws {
+                _ = try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                            $0.settlementAuthority = try consumer.authority(
+                                for: orchestrator, command: "/orrery/settlement/escrow")
+                            $0.spec = spec
+                            $0.idempotencyKey = UUID().uuidString
+                            $0.inputUrls = inputs
+                            $0.outputUrls = outputs
+                        })
+                }
+            }
+            let url = "https://data.s3.example.org/train.csv?X-Amz-Signature=abc"
+            let cases: [([String: String], [String: String], String)] = [
+                ([:], ["\(allocation)/0/r.bin": url], "input_urls[\(allocation)/train]: required"),
+                (["\(allocation)/train": url], [:], "output_urls[\(allocation)/0/r.bin]: required"),
+                (
+                    ["\(allocation)/train": url, "\(allocation)/other": url], ["\(allocation)/0/r.bin": url],
+                    "input_urls[\(allocation)/other]: names no s3:// input of the spec"
+                ),
+                (
+                    ["\(allocation)/train": url], ["\(allocation)/1/r.bin": url, "\(allocation)/0/r.bin": url],
+                    "output_urls[\(allocation)/1/r.bin]: names no"
+                ),
+                (
+                    ["\(allocation)/train": "file:///etc/passwd"], ["\(allocation)/0/r.bin": url],
+                    "a presigned http(s) URL"
+                ),
+            ]
+            for (inputs, outputs, message) in cases {
+                await #expect {
+                    try await submit(inputs: inputs, outputs: outputs)
+                } throws: { error in
+                    guard let error = error as? RPCError else { return false }
+                    return error.code == .invalidArgument && error.message.contains(message)
+                }
+            }
+            let deployments = try await consumer.with(orchestrator) {
+                try await $0.listDeployments(.with { _ in })
+            }
+            #expect(deployments.deployments.isEmpty)
+        }
+    }
 }

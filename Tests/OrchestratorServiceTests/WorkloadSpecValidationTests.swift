@@ -144,7 +144,75 @@ struct WorkloadSpecValidationTests {
         Case(
             { s in s.allocations[0].env = ["BIG": String(repeating: "x", count: 40_000)] },
             "allocations[0].env.BIG: at most 32768 bytes"),
+        Case(
+            { s in
+                s.allocations[0].inputs = [
+                    .with {
+                        $0.name = "Data"; $0.source = "s3://data/x"; $0.sha256 = hex
+                    }
+                ]
+            },
+            "allocations[0].inputs[0].name: 1…63 of a-z"),
+        Case(
+            { s in
+                s.allocations[0].inputs = [
+                    .with {
+                        $0.name = "d"; $0.source = "ftp://x/y"; $0.sha256 = hex
+                    }
+                ]
+            },
+            "allocations[0].inputs[0].source: 'ftp://x/y' is not https://"),
+        Case(
+            { s in
+                s.allocations[0].inputs = [
+                    .with {
+                        $0.name = "d"; $0.source = "https://x.org/d"
+                    }
+                ]
+            },
+            "allocations[0].inputs[0].sha256: required"),
+        Case(
+            { s in
+                s.allocations[0].inputs = [
+                    .with {
+                        $0.name = "d"; $0.source = "https://x.org/d"; $0.sha256 = hex; $0.mount = "/etc/passwd"
+                    }
+                ]
+            },
+            "allocations[0].inputs[0].mount: '/etc/passwd' is not a normalised path under /inputs/"),
+        Case(
+            { s in
+                s.allocations[0].inputs = [
+                    .with {
+                        $0.name = "a"; $0.source = "https://x.org/a"; $0.sha256 = hex; $0.mount = "/inputs/d"
+                    },
+                    .with {
+                        $0.name = "b"; $0.source = "https://x.org/b"; $0.sha256 = hex; $0.mount = "/inputs/d/e"
+                    },
+                ]
+            },
+            "allocations[0].inputs: 'b' would appear at /inputs/d/e, which clashes"),
+        Case(
+            { s in
+                s.allocations[0].inputs = (0..<33).map { i in
+                    .with {
+                        $0.name = "i\(i)"; $0.source = "https://x.org/\(i)"; $0.sha256 = hex
+                    }
+                }
+            },
+            "allocations[0].inputs: at most 32"),
+        Case(
+            { s in s.allocations[0].outputsTo = "s3://results/run" },
+            "allocations[0].outputs_to: given, yet no outputs are declared"),
+        Case(
+            { s in
+                s.allocations[0].outputs = ["r.bin"]
+                s.allocations[0].outputsTo = "https://results/run"
+            },
+            "allocations[0].outputs_to: s3://BUCKET/PREFIX"),
     ]
+
+    static let hex = String(repeating: "ab", count: 32)
 
     @Test(
         "every bad input is named by its field path",

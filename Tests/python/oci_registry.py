@@ -9,7 +9,7 @@ through `auth.token.rootcertbundle`), and images to pull, built with umoci and p
     python oci_registry.py push DIR KIND REPOSITORY:TAG
         Builds an image of KIND and pushes it as pusher: busybox (umoci), multi (an index with amd64 and an arm64
         entry), whiteout, escape (a member written through a link out of the root), zstd, big (N MiB of random
-        layers: KIND big:N).
+        layers: KIND big:N), artifact:FILE (an OCI artifact whose one layer is FILE's bytes).
         Prints {"digest": manifest or index digest, "layers": [...]} as JSON.
     python oci_registry.py tamper DIR DIGEST
         Overwrites a stored blob's bytes (same size) in the registry's storage: it serves them unchecked.
@@ -356,6 +356,16 @@ def push(directory, kind, target):
         elif kind == "many-layers":
             # One small layer 257 times over: more layers than a device accepts.
             descriptor = layout_image(layout, [tar_layer([("marker", "file", b"x", 0o644)])] * 257)
+        elif kind.startswith("artifact:"):
+            # An OCI artifact (a data set): an empty config and one layer, the file's bytes as they are.
+            with open(kind.split(":", 1)[1], "rb") as handle:
+                data = handle.read()
+            empty = dict(write_blob(layout, b"{}"), mediaType="application/vnd.oci.empty.v1+json")
+            manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "artifactType": "application/vnd.orrery.data.v1", "config": empty,
+                        "layers": [dict(write_blob(layout, data), mediaType="application/octet-stream")]}
+            descriptor = dict(write_blob(layout, json.dumps(manifest).encode()),
+                              mediaType="application/vnd.oci.image.manifest.v1+json")
         elif kind.startswith("big:"):
             mebibytes = int(kind.split(":")[1])
             layers = [base]

@@ -63,7 +63,10 @@ struct DeploymentSecrets: Sendable {
             + request.outputUrls.map { ("output_urls[\($0.key.prefix(1200))]", $0.value) }
         for (field, url) in given.sorted(by: { $0.0 < $1.0 }) {
             guard let target = wanted.removeValue(forKey: field) else {
-                let what = field.hasPrefix("input") ? "an s3:// input" : "an output of an allocation with outputs_to"
+                let what =
+                    field.hasPrefix("input")
+                    ? "s3:// input of the spec (ALLOCATION/INPUT)"
+                    : "output of the spec (ALLOCATION/REPLICA/PATH of an allocation with outputs_to)"
                 throw RPCError(code: .invalidArgument, message: "\(field): names no \(what)")
             }
             guard url.utf8.count <= maximumBytes, let parsed = URL(string: url),
