@@ -252,8 +252,8 @@ let package = Package(
             name: "orrery-bench",
             dependencies: [
                 "OrreryRuntime", "OrreryProto", "OrreryIdentity", "OrreryAuth", "OrreryPlacement", "OrreryLedger",
-                "OrreryEthereum", "OrreryCardano", "OrrerySettlementClient", "OrreryOCI", "OrreryHTTPClient",
-                "DeviceAgent",
+                "OrreryEthereum", "OrreryCardano", "OrrerySettlementClient", "OrreryOCI", "OrreryData",
+                "OrreryHTTPClient", "DeviceAgent",
                 argumentParser, grpcCore, grpcPosix,
                 swiftProtobuf, logging, crypto,
             ],

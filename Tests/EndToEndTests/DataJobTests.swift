@@ -247,4 +247,88 @@ struct DataJobTests {
             #expect(deployments.deployments.isEmpty)
         }
     }
+
+    @Test(
+        "without outputs_to, a 200 MiB output streams into the orchestrator's content store in chunks, is listed with its sha256 and size once whole, and `orrery outputs` reads it back checked; past the consumer's quota it is refused"
+    )
+    func outputsToTheContentStore() async throws {
+        try await JobConstellation.run(
+            "orrery-content-store", orchestratorArguments: ["--outputs-store-mib-per-consumer", "300"]
+        ) { constellation in
+            let agent = try await constellation.startAgent(
+                "store", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, constellation.orchestrator, devices: 1)
+            let directory = constellation.directory
+            let key = constellation.network.directory.appendingPathComponent("operator.key").path
+            let common = ["--orchestrator", constellation.orchestratorAddress, "--key", key]
+            let spec = """
+                name: store
+                allocations:
+                  - name: main
+                    executor: EXECUTOR_PROCESS
+                    artifact:
+                      text: |
+                        head -c 209715200 /dev/zero | tr '\\0' 'q' > /work/big.bin
+                        echo small > /work/small.txt
+                    resources: {cpu_cores: 1, ram_mib: 256, disk_mib: 512}
+                    max_duration_seconds: 600
+                    outputs: [big.bin, small.txt]
+                """
+            let specFile = directory.appendingPathComponent("store.yaml").path
+            try spec.write(toFile: specFile, atomically: true, encoding: .utf8)
+            func run() async throws -> String {
+                let (status, output) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"), arguments: ["run", "-q", "--wait", specFile] + common,
+                    timeout: .seconds(400))
+                #expect(status == 0, "\(output)")
+                return output.split(separator: "\n").last.map(String.init) ?? ""
+            }
+            func listing(_ deployment: String) async throws -> String {
+                try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"), arguments: ["outputs", deployment, "--json"] + common
+                ).output
+            }
+            let first = try await run()
+            // The device streams it after the allocation ended: listed once the store holds it whole.
+            var listed = ""
+            let deadline = ContinuousClock.now + .seconds(300)
+            while ContinuousClock.now < deadline {
+                listed = try await listing(first)
+                if listed.contains(#""location":"store""#) { break }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            let expected = String(repeating: "q", count: 200 << 20)
+            let expectedSHA = AgentChannelTests.sha256(expected)
+            #expect(listed.contains(#""sha256":"\#(expectedSHA)""#), "\(listed)")
+            #expect(listed.contains(#""size":"209715200""#), "\(listed)")
+            #expect(listed.contains(#""path":"small.txt""#), "\(listed)")
+
+            let fetched = directory.appendingPathComponent("fetched")
+            let (read, readOutput) = try await ChildProcess.run(
+                TestEnvironment.executable("orrery"), arguments: ["outputs", first, "--to", fetched.path] + common)
+            #expect(read == 0, "\(readOutput)")
+            let big = fetched.appendingPathComponent("main-0/big.bin").path
+            #expect((try FileManager.default.attributesOfItem(atPath: big)[.size] as? Int) == 200 << 20)
+            #expect(
+                try String(contentsOfFile: fetched.appendingPathComponent("main-0/small.txt").path, encoding: .utf8)
+                    == "small\n")
+
+            // 200 MiB more would pass the 300 MiB quota: refused, and the device says so.
+            let second = try await run()
+            let refusedDeadline = ContinuousClock.now + .seconds(120)
+            while ContinuousClock.now < refusedDeadline,
+                !agent.service.child.output.contains("the orchestrator refused an output")
+            {
+                try await Task.sleep(for: .milliseconds(300))
+            }
+            #expect(
+                agent.service.child.output.contains("more pass its quota of 314572800"),
+                "\(agent.service.child.output.suffix(3000))")
+            let secondListing = try await listing(second)
+            #expect(!secondListing.contains(#""path":"big.bin""#), "\(secondListing)")
+            #expect(secondListing.contains(#""path":"small.txt""#), "\(secondListing)")
+        }
+    }
 }

@@ -10,6 +10,9 @@ S3 implementation our presigned URLs and uploads are checked against.
         prints {"sha256", "size"}.
     python s3_server.py get ENDPOINT BUCKET KEY FILE
         Downloads an object with boto3 into FILE; prints {"sha256", "size"}.
+    python s3_server.py timed-put ENDPOINT BUCKET KEY FILE
+        Uploads FILE with boto3's upload_file (its default transfer: multipart, 10 threads) and prints the seconds
+        it took (the interpreter's start not counted).
     python s3_server.py presign ENDPOINT REGION ACCESS_KEY SECRET_KEY METHOD BUCKET KEY EXPIRES UNIX_TIME [TOKEN]
         Prints the URL botocore presigns (SigV4 query authentication, path-style) at that moment.
 """
@@ -92,6 +95,17 @@ def put(endpoint, bucket, key, path, public=None):
     print(json.dumps(digest_of(path)))
 
 
+def timed_put(endpoint, bucket, key, path):
+    import time
+
+    s3 = client(endpoint)
+    if bucket not in [entry["Name"] for entry in s3.list_buckets().get("Buckets", [])]:
+        s3.create_bucket(Bucket=bucket)
+    start = time.monotonic()
+    s3.upload_file(path, bucket, key)
+    print("%.6f" % (time.monotonic() - start))
+
+
 def get(endpoint, bucket, key, path):
     client(endpoint).download_file(bucket, key, path)
     print(json.dumps(digest_of(path)))
@@ -113,4 +127,4 @@ def presign(endpoint, region, access_key, secret_key, method, bucket, key, expir
 
 if __name__ == "__main__":
     command, arguments = sys.argv[1], sys.argv[2:]
-    {"serve": serve, "put": put, "get": get, "presign": presign}[command](*arguments)
+    {"serve": serve, "put": put, "timed-put": timed_put, "get": get, "presign": presign}[command](*arguments)

@@ -558,6 +558,8 @@ struct OutputsCommand: AsyncParsableCommand {
                 at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
             if file.location.isEmpty {
                 try file.content.write(to: target)
+            } else if file.location == "store" {
+                try await readStored(file, to: target.path, name: name)
             } else {
                 try await download(file, to: target.path, name: name)
             }
@@ -566,6 +568,70 @@ struct OutputsCommand: AsyncParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: ["files": listed], options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         }
+    }
+
+    /// Reads an output from the orchestrator's content store into `target`, continuing a partial download left by an
+    /// earlier attempt, each chunk and the whole checked against their sha256; written under its name only once right.
+    private func readStored(_ file: Orrery_Orchestrator_V1_OutputFile, to target: String, name: String) async throws {
+        let partial = target + ".partial"
+        if !FileManager.default.fileExists(atPath: partial) {
+            guard FileManager.default.createFile(atPath: partial, contents: nil) else {
+                throw ValidationError("\(name): cannot write \(partial)")
+            }
+        }
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: partial))
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var offset: UInt64 = 0
+        // What an earlier attempt left is hashed again (and kept).
+        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
+            hasher.update(data: data)
+            offset += UInt64(data.count)
+        }
+        if offset > file.size {
+            try handle.truncate(atOffset: 0)
+            hasher = SHA256()
+            offset = 0
+        }
+        Console.progress(
+            "==> \(name): \(file.size) bytes from the orchestrator's store\(offset > 0 ? ", from \(offset)" : "")")
+        let (start, resumed, total) = (offset, hasher, file.size)
+        let (arrived, finalHasher) = try await options.call { client in
+            try await client.readOutput(
+                .with {
+                    $0.id = id
+                    $0.allocation = file.allocation
+                    $0.replica = file.replica
+                    $0.path = file.path
+                    $0.offset = start
+                }
+            ) { response in
+                var (offset, hasher, reported) = (start, resumed, start)
+                for try await chunk in response.messages {
+                    guard chunk.offset == offset, Hex.sha256(chunk.data) == chunk.chunkSha256,
+                        offset + UInt64(chunk.data.count) <= total
+                    else { throw ValidationError("\(name): a chunk at \(chunk.offset) is not the next or not intact") }
+                    try handle.write(contentsOf: chunk.data)
+                    hasher.update(data: chunk.data)
+                    offset += UInt64(chunk.data.count)
+                    if offset - reported >= 64 << 20 || offset == total {
+                        Console.progress("    \(offset >> 20) of \(total >> 20) MiB")
+                        reported = offset
+                    }
+                }
+                return (offset, hasher)
+            }
+        }
+        (offset, hasher) = (arrived, finalHasher)
+        let digest = Hex.encode(hasher.finalize())
+        guard offset == file.size, digest == file.sha256 else {
+            try? FileManager.default.removeItem(atPath: partial)
+            throw ValidationError(
+                "\(name): \(offset) bytes with sha256 \(digest) arrived, not \(file.size) with \(file.sha256): not written"
+            )
+        }
+        try handle.synchronize()
+        guard rename(partial, target) == 0 else { throw ValidationError("\(name): cannot write \(target)") }
     }
 
     /// Fetches an output from the consumer's bucket through a URL presigned here, resumable and checked against the

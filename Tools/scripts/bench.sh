@@ -43,6 +43,27 @@ if want images; then
     rm -rf "$images_work"
 fi
 
+echo "== outputs (a 256 MiB output to an S3-compatible store on loopback; boto3 beside)"
+if want outputs; then
+    outputs_work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-bench-outputs.XXXXXX")
+    "$root/.venv-test/bin/python" "$root/Tests/python/s3_server.py" serve "$outputs_work/s3" \
+        >"$outputs_work/s3.out" 2>&1 &
+    outputs_server=$!
+    until grep -q '^READY ' "$outputs_work/s3.out" 2>/dev/null; do
+        kill -0 "$outputs_server" 2>/dev/null || { cat "$outputs_work/s3.out" >&2; exit 1; }
+        sleep 0.2
+    done
+    outputs_ready=$(sed -n 's/^READY //p' "$outputs_work/s3.out")
+    field() { python3 -c "import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$outputs_ready" "$1"; }
+    "$bin/orrery-bench" outputs --endpoint "$(field endpoint)" --access-key "$(field access_key)" \
+        --secret-key "$(field secret_key)" --region "$(field region)" --python "$root/.venv-test/bin/python" \
+        --script "$root/Tests/python/s3_server.py" --work "$outputs_work/work" --out bench-results/outputs.md \
+        || { kill "$outputs_server"; exit 1; }
+    kill "$outputs_server"
+    wait "$outputs_server" 2>/dev/null || true
+    rm -rf "$outputs_work"
+fi
+
 echo "== placement (10,000 devices, pure solver)"
 ! want placement || "$bin/orrery-bench" placement --out bench-results/placement.md
 

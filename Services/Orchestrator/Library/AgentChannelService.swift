@@ -23,6 +23,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let router: ActorRouter
     /// Checkpoints as the agents stream them.
     let checkpoints: CheckpointStore
+    /// Outputs over 3 MiB as the agents stream them.
+    let contents: ContentStore
 
     public func connect(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_AgentMessage, any Error>,
@@ -110,6 +112,17 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 throw RPCError(code: .invalidArgument, message: "log: offset \(chunk.offset) is past any log's size")
             }
             _ = try await offers.append(chunk, device: device.string)
+        case .outputChunk(let chunk):
+            // Each chunk is answered with what the store holds: the device's window, and where it resumes.
+            let progress = try await contents.intake(chunk, from: device.string)
+            if !progress.refused.isEmpty {
+                logger.warning(
+                    "output refused by the content store",
+                    metadata: [
+                        "offer": "\(chunk.offerID)", "path": "\(chunk.path.prefix(200))", "why": "\(progress.refused)",
+                    ])
+            }
+            hub.send(.with { $0.outputProgress = progress }, to: device.string)
         case .output(let output):
             guard try await offers.store(output, device: device.string) else {
                 logger.warning(

@@ -22,6 +22,7 @@ public struct OrchestratorAPI: Sendable {
     let mover: ActorMover
     let images: ImageResolver
     let secrets: DeploymentSecrets
+    let contents: ContentStore
     /// Releases held for the operator.
     var incidents: SettlementIncidents {
         SettlementIncidents(client: store.client, logger: store.logger)
@@ -285,6 +286,15 @@ public struct OrchestratorAPI: Sendable {
         let deployment = try await get(request.id, caller: caller)
         let files = try await offers.outputs(of: deployment.id)
         return .with { $0.files = files }
+    }
+
+    /// A stored output's bytes from an offset, chunk by chunk, for the deployment's consumer (or the operator).
+    public func readOutput(
+        _ request: Orrery_Orchestrator_V1_ReadOutputRequest, caller: String,
+        _ write: (Orrery_Orchestrator_V1_OutputChunk) async throws -> Void
+    ) async throws {
+        let deployment = try await get(request.id, caller: caller)
+        try await contents.read(request, consumer: deployment.consumerDid, write)
     }
 
     public func explain(_ request: Orrery_Orchestrator_V1_ExplainPlacementRequest) async throws

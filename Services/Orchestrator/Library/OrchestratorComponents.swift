@@ -23,6 +23,8 @@ struct OrchestratorComponents: Sendable {
     let settlement: SettlementClerk?
     let router: ActorRouter
     let checkpoints: CheckpointStore
+    /// Outputs over 3 MiB without outputs_to.
+    let contents: ContentStore
     /// Moves running stateful replicas to markedly cheaper devices.
     let betterPlacements: BetterPlacements
 
@@ -62,6 +64,9 @@ struct OrchestratorComponents: Sendable {
         let router = ActorRouter(client: database, logger: logger, key: environment.key, relay: relay, offers: offers)
         let checkpoints = CheckpointStore(
             client: database, logger: logger, key: environment.key, offers: offers, router: router, notary: notary)
+        let contents = ContentStore(
+            client: database, offers: offers, logger: logger, quotaPerConsumer: settings.outputStoreBytesPerConsumer,
+            retention: settings.outputRetention)
         let mover = ActorMover(
             store: store, offers: offers, checkpoints: checkpointReader, router: router, driver: driver)
         return OrchestratorComponents(
@@ -71,12 +76,12 @@ struct OrchestratorComponents: Sendable {
                 operatorDID: environment.operatorDID.string, mover: mover,
                 images: ImageResolver(
                     trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
-                secrets: secrets),
+                secrets: secrets, contents: contents),
             events: events, driver: driver, hub: hub,
             channel: AgentChannelService(
                 hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
-                settles: settlement != nil, router: router, checkpoints: checkpoints),
-            notary: notary, settlement: settlement, router: router, checkpoints: checkpoints,
+                settles: settlement != nil, router: router, checkpoints: checkpoints, contents: contents),
+            notary: notary, settlement: settlement, router: router, checkpoints: checkpoints, contents: contents,
             betterPlacements: BetterPlacements(
                 store: store, driver: driver, mover: mover, logger: logger,
                 marginPercent: settings.relocationMarginPercent))

@@ -332,5 +332,38 @@ public enum OrchestratorMigrations {
                 "UPDATE outputs SET size = length(content)",
             ]
         ),
+        Migration(
+            version: 17,
+            name: "the content store for outputs",
+            statements: [
+                // An output over 3 MiB of an allocation without outputs_to, as its device streams it: how much is held
+                // (chunks are appended where it ends), and whether the whole matched its sha256.
+                """
+                CREATE TABLE stored_outputs (
+                    offer_id text NOT NULL REFERENCES offers (id) ON DELETE CASCADE,
+                    path text NOT NULL,
+                    consumer_did text NOT NULL,
+                    size bigint NOT NULL CHECK (size > 0),
+                    sha256 text NOT NULL,
+                    stored bigint NOT NULL DEFAULT 0 CHECK (stored >= 0 AND stored <= size),
+                    complete boolean NOT NULL DEFAULT false,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (offer_id, path)
+                )
+                """,
+                "CREATE INDEX stored_outputs_by_consumer ON stored_outputs (consumer_did)",
+                "CREATE INDEX stored_outputs_by_age ON stored_outputs (created_at)",
+                """
+                CREATE TABLE output_chunks (
+                    offer_id text NOT NULL,
+                    path text NOT NULL,
+                    "offset" bigint NOT NULL,
+                    data bytea NOT NULL,
+                    PRIMARY KEY (offer_id, path, "offset"),
+                    FOREIGN KEY (offer_id, path) REFERENCES stored_outputs (offer_id, path) ON DELETE CASCADE
+                )
+                """,
+            ]
+        ),
     ]
 }

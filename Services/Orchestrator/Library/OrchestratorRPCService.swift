@@ -99,6 +99,13 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
         try await api.outputs(request, caller: try caller())
     }
 
+    public func readOutput(
+        request: Orrery_Orchestrator_V1_ReadOutputRequest, response: RPCWriter<Orrery_Orchestrator_V1_OutputChunk>,
+        context: ServerContext
+    ) async throws {
+        try await api.readOutput(request, caller: try caller()) { chunk in try await response.write(chunk) }
+    }
+
     public func explainPlacement(request: Orrery_Orchestrator_V1_ExplainPlacementRequest, context: ServerContext)
         async throws -> Orrery_Orchestrator_V1_PlacementExplanation
     {

@@ -1,6 +1,7 @@
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryProto
+internal import OrreryRuntimeCore
 internal import PostgresNIO
 public import OrreryRuntime
 
@@ -41,6 +42,11 @@ public enum OrchestratorServer {
             BackgroundWorker("agent hub") { await components.hub.run() },
             BackgroundWorker("actor router") { await components.router.run() },
             BackgroundWorker("line relay") { await components.router.relay.run() },
+            BackgroundWorker("output expiry") {
+                await PeriodicWork("expiring stored outputs", every: .seconds(600), logger: environment.logger) {
+                    try await components.contents.expire()
+                }.run()
+            },
         ]
         // A margin of 0 turns moving for a better price or RTT off: no worker then.
         if settings.relocationMarginPercent > 0 {

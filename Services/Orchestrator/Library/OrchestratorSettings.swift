@@ -22,6 +22,10 @@ public struct OrchestratorSettings: ServiceSettings {
     /// Where the image registries the orchestrator asks at submit may be: public addresses only (a consumer names
     /// them), or any.
     public var registryAddresses: AddressPolicy
+    /// Bytes of outputs one consumer may keep in the content store at once (over 3 MiB each, without outputs_to).
+    public var outputStoreBytesPerConsumer: Int64
+    /// How long the content store keeps an output.
+    public var outputRetention: Duration
 
     public struct Options: ParsableArguments {
         @Option(
@@ -66,6 +70,18 @@ public struct OrchestratorSettings: ServiceSettings {
         )
         public var imagesRegistryAddresses: String?
 
+        @Option(
+            help:
+                "MiB of outputs one consumer may keep in the orchestrator's content store at once (outputs over 3 MiB without outputs_to); 0 refuses them (env ORRERY_OUTPUTS_STORE_MIB_PER_CONSUMER, file outputs.store_mib_per_consumer; default 10240)."
+        )
+        public var outputsStoreMibPerConsumer: Int?
+
+        @Option(
+            help:
+                "Hours the content store keeps an output before it expires (env ORRERY_OUTPUTS_RETENTION_HOURS, file outputs.retention_hours; default 168)."
+        )
+        public var outputsRetentionHours: Int?
+
         public init() {}
     }
 
@@ -73,7 +89,8 @@ public struct OrchestratorSettings: ServiceSettings {
         [
             "registry.address": "", "offer.timeout_ms": 10000, "notary.address": "", "settlement.address": "",
             "relocation.margin_percent": 30, "images.registry_ca": "",
-            "images.registry_addresses": "public",
+            "images.registry_addresses": "public", "outputs.store_mib_per_consumer": 10240,
+            "outputs.retention_hours": 168,
         ]
     }
 
@@ -86,6 +103,8 @@ public struct OrchestratorSettings: ServiceSettings {
         flags.flag("relocation.margin_percent", options.relocationMarginPercent)
         flags.flag("images.registry_ca", options.imagesRegistryCa)
         flags.flag("images.registry_addresses", options.imagesRegistryAddresses)
+        flags.flag("outputs.store_mib_per_consumer", options.outputsStoreMibPerConsumer)
+        flags.flag("outputs.retention_hours", options.outputsRetentionHours)
         return flags
     }
 
@@ -97,13 +116,19 @@ public struct OrchestratorSettings: ServiceSettings {
         relocationMarginPercent = try reader.integer("relocation.margin_percent", in: 0...90)
         registryCA = try reader.optionalString("images.registry_ca")
         registryAddresses = try reader.choice("images.registry_addresses", AddressPolicy.allCases)
+        outputStoreBytesPerConsumer =
+            Int64(try reader.integer("outputs.store_mib_per_consumer", in: 0...(1 << 30))) << 20
+        outputRetention = .seconds(3600 * (try reader.integer("outputs.retention_hours", in: 1...(24 * 365))))
     }
 
     public init(
         registryAddress: String? = nil, offerTimeout: Duration = .seconds(10), notaryAddress: String? = nil,
         settlementAddress: String? = nil, relocationMarginPercent: Int = 30, registryCA: String? = nil,
-        registryAddresses: AddressPolicy = .publicOnly
+        registryAddresses: AddressPolicy = .publicOnly, outputStoreBytesPerConsumer: Int64 = 10 << 30,
+        outputRetention: Duration = .seconds(7 * 24 * 3600)
     ) {
+        self.outputStoreBytesPerConsumer = outputStoreBytesPerConsumer
+        self.outputRetention = outputRetention
         self.registryAddresses = registryAddresses
         self.registryCA = registryCA
         self.registryAddress = registryAddress

@@ -137,6 +137,19 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ReadOutput" metadata.
+        public enum ReadOutput: Sendable {
+            /// Request type for "ReadOutput".
+            public typealias Input = Orrery_Orchestrator_V1_ReadOutputRequest
+            /// Response type for "ReadOutput".
+            public typealias Output = Orrery_Orchestrator_V1_OutputChunk
+            /// Descriptor for "ReadOutput".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "ReadOutput",
+                type: .serverStreaming
+            )
+        }
         /// Namespace for "Checkpoint" metadata.
         public enum Checkpoint: Sendable {
             /// Request type for "Checkpoint".
@@ -226,6 +239,7 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             ExplainPlacement.descriptor,
             StreamLogs.descriptor,
             GetOutputs.descriptor,
+            ReadOutput.descriptor,
             Checkpoint.descriptor,
             MoveAllocation.descriptor,
             ListActors.descriptor,
@@ -423,6 +437,25 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GetOutputsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse>
+
+        /// Handle the "ReadOutput" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The bytes of an output kept in the orchestrator's content store (location "store": over 3 MiB, without
+        /// > outputs_to), from an offset, in chunks of at most 1 MiB each with its sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ReadOutputRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_OutputChunk` messages.
+        func readOutput(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ReadOutputRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OutputChunk>
 
         /// Handle the "Checkpoint" method.
         ///
@@ -715,6 +748,25 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GetOutputsResponse>
 
+        /// Handle the "ReadOutput" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The bytes of an output kept in the orchestrator's content store (location "store": over 3 MiB, without
+        /// > outputs_to), from an offset, in chunks of at most 1 MiB each with its sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ReadOutputRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_OutputChunk` messages.
+        func readOutput(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ReadOutputRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OutputChunk>
+
         /// Handle the "Checkpoint" method.
         ///
         /// > Source IDL Documentation:
@@ -1006,6 +1058,26 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Orchestrator_V1_GetOutputsResponse
 
+        /// Handle the "ReadOutput" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The bytes of an output kept in the orchestrator's content store (location "store": over 3 MiB, without
+        /// > outputs_to), from an offset, in chunks of at most 1 MiB each with its sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_ReadOutputRequest` message.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_OutputChunk` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func readOutput(
+            request: Orrery_Orchestrator_V1_ReadOutputRequest,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_OutputChunk>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
         /// Handle the "Checkpoint" method.
         ///
         /// > Source IDL Documentation:
@@ -1228,6 +1300,17 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.ReadOutput.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ReadOutputRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_OutputChunk>(),
+            handler: { request, context in
+                try await self.readOutput(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.Checkpoint.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_CheckpointDeploymentRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_CheckpointDeploymentResponse>(),
@@ -1396,6 +1479,17 @@ extension Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func readOutput(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ReadOutputRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OutputChunk> {
+        let response = try await self.readOutput(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 
     public func checkpoint(
@@ -1590,6 +1684,23 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func readOutput(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ReadOutputRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OutputChunk> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OutputChunk>(
+            metadata: [:],
+            producer: { writer in
+                try await self.readOutput(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 
@@ -1890,6 +2001,30 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GetOutputsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GetOutputsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReadOutput" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The bytes of an output kept in the orchestrator's content store (location "store": over 3 MiB, without
+        /// > outputs_to), from an offset, in chunks of at most 1 MiB each with its sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ReadOutputRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ReadOutputRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_OutputChunk` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func readOutput<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ReadOutputRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ReadOutputRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_OutputChunk>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OutputChunk>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Checkpoint" method.
@@ -2354,6 +2489,39 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             try await self.client.unary(
                 request: request,
                 descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.GetOutputs.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ReadOutput" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The bytes of an output kept in the orchestrator's content store (location "store": over 3 MiB, without
+        /// > outputs_to), from an offset, in chunks of at most 1 MiB each with its sha256.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_ReadOutputRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ReadOutputRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_OutputChunk` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func readOutput<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ReadOutputRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ReadOutputRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_OutputChunk>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OutputChunk>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.ReadOutput.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2839,6 +3007,34 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
         )
     }
 
+    /// Call the "ReadOutput" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The bytes of an output kept in the orchestrator's content store (location "store": over 3 MiB, without
+    /// > outputs_to), from an offset, in chunks of at most 1 MiB each with its sha256.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_ReadOutputRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func readOutput<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ReadOutputRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OutputChunk>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.readOutput(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ReadOutputRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_OutputChunk>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "Checkpoint" method.
     ///
     /// > Source IDL Documentation:
@@ -3316,6 +3512,38 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             metadata: metadata
         )
         return try await self.getOutputs(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReadOutput" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The bytes of an output kept in the orchestrator's content store (location "store": over 3 MiB, without
+    /// > outputs_to), from an offset, in chunks of at most 1 MiB each with its sha256.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func readOutput<Result>(
+        _ message: Orrery_Orchestrator_V1_ReadOutputRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OutputChunk>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_ReadOutputRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.readOutput(
             request: request,
             options: options,
             onResponse: handleResponse

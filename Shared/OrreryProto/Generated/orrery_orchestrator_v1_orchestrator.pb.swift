@@ -639,6 +639,28 @@ public nonisolated struct Orrery_Orchestrator_V1_GetOutputsResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Orrery_Orchestrator_V1_ReadOutputRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The deployment.
+  public var id: String = String()
+
+  public var allocation: String = String()
+
+  public var replica: UInt32 = 0
+
+  public var path: String = String()
+
+  /// Where to start (a download resumed).
+  public var offset: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// What a consumer asks for: an ensemble of allocations, constraints, latency edges between allocations.
 /// People write it as YAML or JSON (the proto3 JSON mapping); `orrery run job.yaml` converts.
 public nonisolated struct Orrery_Orchestrator_V1_WorkloadSpec: @unchecked Sendable {
@@ -834,7 +856,7 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationSpec: @unchecked Send
 
   /// Where the declared outputs go: s3://BUCKET/PREFIX puts each as PREFIX/ALLOCATION/REPLICA/PATH in the consumer's
   /// bucket, uploaded by the device through URLs the consumer presigned (SubmitWorkloadRequest.output_urls), of any
-  /// size up to S3's 5 GiB for one PUT; empty: returned to the orchestrator (at most 3 MiB each).
+  /// size up to S3's 5 GiB for one PUT; empty: returned to the orchestrator (over 3 MiB: into its content store).
   public var outputsTo: String {
     get {_storage._outputsTo}
     set {_uniqueStorage()._outputsTo = newValue}
@@ -1649,6 +1671,16 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     set {kind = .inventory(newValue)}
   }
 
+  /// A piece of a declared output for the orchestrator's content store (over 3 MiB, without outputs_to), sent in
+  /// order within the window the store's OutputProgress answers allow.
+  public var outputChunk: Orrery_Orchestrator_V1_OutputChunk {
+    get {
+      if case .outputChunk(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_OutputChunk()
+    }
+    set {kind = .outputChunk(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1668,6 +1700,9 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     case actor(Orrery_Common_V1_Signed)
     /// What the device holds for this orchestrator: sent when the line opens and again from time to time.
     case inventory(Orrery_Orchestrator_V1_AllocationInventory)
+    /// A piece of a declared output for the orchestrator's content store (over 3 MiB, without outputs_to), sent in
+    /// order within the window the store's OutputProgress answers allow.
+    case outputChunk(Orrery_Orchestrator_V1_OutputChunk)
 
   }
 
@@ -1790,6 +1825,15 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .checkpointStored(newValue)}
   }
 
+  /// How much of an output the content store holds (the answer to each OutputChunk).
+  public var outputProgress: Orrery_Orchestrator_V1_OutputProgress {
+    get {
+      if case .outputProgress(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_OutputProgress()
+    }
+    set {kind = .outputProgress(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1808,6 +1852,8 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     /// A checkpoint's archive before the Deploy that resumes from it.
     case checkpointChunk(Orrery_Actors_V1_CheckpointChunk)
     case checkpointStored(Orrery_Actors_V1_CheckpointStored)
+    /// How much of an output the content store holds (the answer to each OutputChunk).
+    case outputProgress(Orrery_Orchestrator_V1_OutputProgress)
 
   }
 
@@ -2051,6 +2097,58 @@ public nonisolated struct Orrery_Orchestrator_V1_LogChunk: Sendable {
   public init() {}
 }
 
+/// A piece of an output: `data` at `offset`. From a device, each chunk must start where what the store holds ends
+/// (anything else is answered with where that is); every chunk repeats the whole file's size and sha256.
+public nonisolated struct Orrery_Orchestrator_V1_OutputChunk: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var path: String = String()
+
+  public var offset: UInt64 = 0
+
+  /// At most 1 MiB.
+  public var data: Data = Data()
+
+  /// The chunk's sha256, lowercase hex.
+  public var chunkSha256: String = String()
+
+  public var size: UInt64 = 0
+
+  public var sha256: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What the orchestrator's content store holds of an output.
+public nonisolated struct Orrery_Orchestrator_V1_OutputProgress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offerID: String = String()
+
+  public var path: String = String()
+
+  /// Bytes held, from the start: the device sends from here.
+  public var stored: UInt64 = 0
+
+  /// The whole file is held and its sha256 checked.
+  public var complete: Bool = false
+
+  /// Why it is refused for good (over the consumer's quota, a wrong digest, not a declared output): stop sending.
+  public var refused: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A declared output, after the allocation ended.
 public nonisolated struct Orrery_Orchestrator_V1_OutputFile: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -2073,7 +2171,8 @@ public nonisolated struct Orrery_Orchestrator_V1_OutputFile: Sendable {
 
   public var size: UInt64 = 0
 
-  /// Where it was stored when not here: s3://BUCKET/KEY.
+  /// Where it was stored when its bytes are not in `content`: s3://BUCKET/KEY in the consumer's bucket, or "store"
+  /// (the orchestrator's content store: read it with ReadOutput).
   public var location: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2897,6 +2996,56 @@ nonisolated extension Orrery_Orchestrator_V1_GetOutputsResponse: SwiftProtobuf.M
 
   public static func ==(lhs: Orrery_Orchestrator_V1_GetOutputsResponse, rhs: Orrery_Orchestrator_V1_GetOutputsResponse) -> Bool {
     if lhs.files != rhs.files {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ReadOutputRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReadOutputRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}allocation\0\u{1}replica\0\u{1}path\0\u{1}offset\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 2)
+    }
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 3)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 4)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ReadOutputRequest, rhs: Orrery_Orchestrator_V1_ReadOutputRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.replica != rhs.replica {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.offset != rhs.offset {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4495,7 +4644,7 @@ nonisolated extension Orrery_Orchestrator_V1_Relaxation: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0\u{3}output_chunk\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4633,6 +4782,19 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
           self.kind = .inventory(v)
         }
       }()
+      case 11: try {
+        var v: Orrery_Orchestrator_V1_OutputChunk?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .outputChunk(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .outputChunk(v)
+        }
+      }()
       default: break
       }
     }
@@ -4683,6 +4845,10 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
     case .inventory?: try {
       guard case .inventory(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .outputChunk?: try {
+      guard case .outputChunk(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
     }()
     case nil: break
     }
@@ -4763,7 +4929,7 @@ nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0\u{3}output_progress\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4888,6 +5054,19 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
           self.kind = .checkpointStored(v)
         }
       }()
+      case 10: try {
+        var v: Orrery_Orchestrator_V1_OutputProgress?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .outputProgress(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .outputProgress(v)
+        }
+      }()
       default: break
       }
     }
@@ -4934,6 +5113,10 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
     case .checkpointStored?: try {
       guard case .checkpointStored(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
+    case .outputProgress?: try {
+      guard case .outputProgress(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
     }()
     case nil: break
     }
@@ -5315,6 +5498,116 @@ nonisolated extension Orrery_Orchestrator_V1_LogChunk: SwiftProtobuf.Message, Sw
     if lhs.stream != rhs.stream {return false}
     if lhs.offset != rhs.offset {return false}
     if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_OutputChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OutputChunk"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}offset\0\u{1}data\0\u{3}chunk_sha256\0\u{1}size\0\u{1}sha256\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.chunkSha256) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 2)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 4)
+    }
+    if !self.chunkSha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.chunkSha256, fieldNumber: 5)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 6)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_OutputChunk, rhs: Orrery_Orchestrator_V1_OutputChunk) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.chunkSha256 != rhs.chunkSha256 {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_OutputProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OutputProgress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}stored\0\u{1}complete\0\u{1}refused\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.stored) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.complete) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.refused) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 2)
+    }
+    if self.stored != 0 {
+      try visitor.visitSingularUInt64Field(value: self.stored, fieldNumber: 3)
+    }
+    if self.complete != false {
+      try visitor.visitSingularBoolField(value: self.complete, fieldNumber: 4)
+    }
+    if !self.refused.isEmpty {
+      try visitor.visitSingularStringField(value: self.refused, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_OutputProgress, rhs: Orrery_Orchestrator_V1_OutputProgress) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.stored != rhs.stored {return false}
+    if lhs.complete != rhs.complete {return false}
+    if lhs.refused != rhs.refused {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

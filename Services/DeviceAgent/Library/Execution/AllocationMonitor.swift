@@ -12,8 +12,12 @@ public struct AllocationOutcome: Sendable, Codable, Equatable {
         public var path: String
         public var sha256: String
         public var size: Int
-        /// Where it was uploaded (s3://BUCKET/KEY); nil: it travels to the orchestrator.
+        /// Where it was uploaded (s3://BUCKET/KEY), or `store` (the orchestrator's content store, in chunks); nil: it
+        /// travels to the orchestrator in one message.
         public var location: String?
+
+        /// The location of an output bound for the orchestrator's content store.
+        public static let store = "store"
     }
 
     public var exitCode: Int32
@@ -117,8 +121,8 @@ public struct AllocationMonitor: Sendable {
                     } else {
                         missing.append("\(path): not written")
                     }
-                } else if let (digest, data) = try runner.output(id, path: path) {
-                    outputs.append(.init(path: path, sha256: digest, size: data.count))
+                } else if let output = try storedOrInline(id, path: path) {
+                    outputs.append(output)
                 } else {
                     missing.append("\(path): not written")
                 }
@@ -130,6 +134,17 @@ public struct AllocationMonitor: Sendable {
         return AllocationOutcome(
             exitCode: code, reason: reason, usage: usage, wallSeconds: Date().timeIntervalSince(startedAt),
             outputs: outputs, missingOutputs: missing)
+    }
+
+    /// A declared output returned to the orchestrator: its bytes when they fit in a message (3 MiB), otherwise its
+    /// sha256 and size for the content store (sent in chunks once reported); nil when it was not written.
+    private func storedOrInline(_ id: String, path: String) throws -> AllocationOutcome.Output? {
+        guard let file = try runner.outputFile(id, path: path), let status = FileStatus(path: file) else { return nil }
+        if status.size <= UInt64(AllocationRunner.outputLimit) {
+            return try runner.output(id, path: path).map { .init(path: path, sha256: $0.sha256, size: $0.data.count) }
+        }
+        let (sha256, size) = try StoreUpload.digest(of: file)
+        return .init(path: path, sha256: sha256, size: Int(size), location: AllocationOutcome.Output.store)
     }
 
     /// Uploads a declared output to where its consumer's presigned URL points; nil when it was not written.

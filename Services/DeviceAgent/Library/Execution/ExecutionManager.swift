@@ -34,6 +34,8 @@ actor ExecutionManager {
     private var following: Set<String> = []
     /// Allocations whose start is under way (a Deploy received twice at once starts one).
     private var starting: Set<String> = []
+    /// Outputs on their way to the orchestrator's content store, by offer and path.
+    private var storeUploads: [String: StoreUpload] = [:]
     /// Stops that arrived while their allocation was starting, carried out once it started.
     private var stopsWhileStarting: [String: Orrery_Orchestrator_V1_Stop] = [:]
     /// The orchestrator (DID) that placed each allocation, as journalled in its directory.
@@ -438,6 +440,60 @@ actor ExecutionManager {
         sendReport(report)
     }
 
+    /// Sends an output to the content store from what it holds (all of it for a new upload).
+    private func startStoreUpload(_ id: String, _ output: AllocationOutcome.Output) {
+        let key = id + "\u{0}" + output.path
+        var upload: StoreUpload
+        if let existing = storeUploads[key] {
+            upload = existing
+        } else {
+            guard let file = try? runner.outputFile(id, path: output.path) else { return }
+            upload = StoreUpload(
+                offerID: id, path: output.path, file: file, size: Int64(output.size), sha256: output.sha256)
+        }
+        let sends = upload.restart()
+        storeUploads[key] = upload
+        sendChunks(sends, of: upload, key: key)
+    }
+
+    /// The content store's answer to a chunk: more chunks, or the end (stored, or refused for good).
+    func outputProgress(_ progress: Orrery_Orchestrator_V1_OutputProgress) {
+        let key = progress.offerID + "\u{0}" + progress.path
+        guard var upload = storeUploads[key] else { return }
+        if !progress.refused.isEmpty || progress.complete {
+            storeUploads[key] = nil
+            if progress.complete {
+                logger.info(
+                    "output stored by the orchestrator",
+                    metadata: ["offer": "\(progress.offerID)", "path": "\(progress.path)", "bytes": "\(upload.size)"])
+            } else {
+                logger.warning(
+                    "the orchestrator refused an output",
+                    metadata: [
+                        "offer": "\(progress.offerID)", "path": "\(progress.path)", "why": "\(progress.refused)",
+                    ])
+            }
+            return
+        }
+        let sends = upload.answered(stored: Int64(clamping: progress.stored))
+        storeUploads[key] = upload
+        sendChunks(sends, of: upload, key: key)
+    }
+
+    private func sendChunks(_ sends: [StoreUpload.Send], of upload: StoreUpload, key: String) {
+        for send in sends {
+            do {
+                self.send(try upload.chunk(send), about: upload.offerID)
+            } catch {
+                storeUploads[key] = nil
+                logger.warning(
+                    "an output cannot be read for the content store",
+                    metadata: ["offer": "\(upload.offerID)", "path": "\(upload.path)", "error": "\(error)"])
+                return
+            }
+        }
+    }
+
     /// Each declared output's place in the consumer's bucket with its presigned URL, still sealed to this device.
     static func outputDestinations(
         of deploy: Orrery_Orchestrator_V1_Deploy
@@ -459,9 +515,13 @@ actor ExecutionManager {
 
     private func sendOutputs(_ id: String) {
         guard let spec = try? runner.spec(id) else { return }
-        // Outputs uploaded to the consumer's bucket: where they are, their sha256 and size, not their bytes.
+        // Outputs uploaded to the consumer's bucket: where they are, their sha256 and size, not their bytes; outputs
+        // for the content store: streamed (again from what the store holds, after a reconnect).
         let uploaded = runner.uploadedOutputs(id)
-        for output in uploaded {
+        for output in uploaded where output.location == AllocationOutcome.Output.store {
+            startStoreUpload(id, output)
+        }
+        for output in uploaded where output.location != AllocationOutcome.Output.store {
             send(
                 .with {
                     $0.output = .with {
@@ -473,7 +533,7 @@ actor ExecutionManager {
                     }
                 }, about: id)
         }
-        for path in spec.outputs where spec.outputsTo.isEmpty {
+        for path in spec.outputs where spec.outputsTo.isEmpty && !uploaded.contains(where: { $0.path == path }) {
             guard let (digest, data) = try? runner.output(id, path: path) else { continue }
             send(
                 .with {

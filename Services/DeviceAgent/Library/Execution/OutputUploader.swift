@@ -1,34 +1,39 @@
 internal import Crypto
 #if canImport(FoundationEssentials)
-    internal import FoundationEssentials
+    public import FoundationEssentials
 #else
-    internal import Foundation
+    public import Foundation
 #endif
 internal import NIOCore
 internal import OrreryBasics
-internal import OrreryHTTPClient
+public import OrreryHTTPClient
 internal import Synchronization
 
 /// Puts a declared output into its consumer's S3-compatible bucket through the presigned PUT URL the consumer made:
 /// streamed from the file in 1 MiB chunks as the connection takes them, its sha256 computed on the way (what the
 /// completion receipt names), tried again from the start after a broken attempt (one PUT cannot be resumed).
-struct OutputUploader: Sendable {
-    var trust: TLSTrust
-    var addresses: AddressPolicy
-    var idleTimeout: Duration = .seconds(60)
+public struct OutputUploader: Sendable {
+    public var trust: TLSTrust
+    public var addresses: AddressPolicy
+    public var idleTimeout: Duration = .seconds(60)
+
+    public init(trust: TLSTrust, addresses: AddressPolicy) {
+        self.trust = trust
+        self.addresses = addresses
+    }
 
     /// S3's largest object written by one PUT.
     static let maximumBytes: Int64 = 5 << 30
 
-    struct Uploaded: Sendable, Equatable {
-        var sha256: String
-        var size: Int64
+    public struct Uploaded: Sendable, Equatable {
+        public var sha256: String
+        public var size: Int64
     }
 
     /// Uploads the file at `path` (already resolved inside the work directory) to `url`.
     /// - Throws: `RunnerError` with the store's answer when it refuses (an expired URL: 403), or the last failure
     ///   after `attempts`.
-    func upload(_ path: String, to url: URL, attempts: Int = 3) async throws -> Uploaded {
+    public func upload(_ path: String, to url: URL, attempts: Int = 3) async throws -> Uploaded {
         var failure: (any Error)?
         for attempt in 0..<max(1, attempts) {
             if attempt > 0 { try await Task.sleep(for: .milliseconds(500 << min(attempt, 4))) }

@@ -1,0 +1,199 @@
+internal import Crypto
+internal import Foundation
+internal import GRPCCore
+internal import Logging
+internal import OrreryDatabase
+internal import OrreryIdentity
+internal import OrreryProto
+internal import PostgresNIO
+internal import SwiftProtobuf
+
+/// The orchestrator's content store: declared outputs over 3 MiB of allocations without `outputs_to`, streamed by
+/// their device in chunks over its line and kept in PostgreSQL (`output_chunks`), so every orchestrator replica
+/// reads them. A chunk is stored only where what is held ends, each answered with how much is held (the device's
+/// window; after a reconnect it sends from there), the whole file checked against the sha256 its device's receipt
+/// names before it is listed; a consumer keeps at most its quota at once, and outputs expire.
+struct ContentStore: Sendable {
+    let client: PostgresClient
+    let offers: OfferStore
+    let logger: Logger
+    /// Bytes one consumer may keep at once; 0 refuses every output.
+    let quotaPerConsumer: Int64
+    /// How long an output is kept.
+    let retention: Duration
+    /// The largest chunk taken.
+    static let chunkSize = 1 << 20
+    /// The largest output taken.
+    static let maximumOutputBytes: Int64 = 1 << 40
+
+    /// Stores a chunk from `device` (when it starts where the store's copy ends) and answers how much is held.
+    func intake(_ chunk: Orrery_Orchestrator_V1_OutputChunk, from device: String) async throws
+        -> Orrery_Orchestrator_V1_OutputProgress
+    {
+        var progress = Orrery_Orchestrator_V1_OutputProgress.with {
+            $0.offerID = chunk.offerID
+            $0.path = chunk.path
+        }
+        func refused(_ why: String) -> Orrery_Orchestrator_V1_OutputProgress {
+            progress.refused = why
+            return progress
+        }
+        guard chunk.data.count <= Self.chunkSize, WorkloadSpecValidator.isSHA256(chunk.sha256),
+            WorkloadSpecValidator.isSHA256(chunk.chunkSha256), chunk.size > 0,
+            chunk.size <= UInt64(Self.maximumOutputBytes)
+        else { return refused("a chunk of at most 1 MiB, with sha256s and a size of 1 byte … 1 TiB") }
+        guard let recorded = try await offers.offer(chunk.offerID), recorded.device == device,
+            recorded.offer.spec.outputs.contains(chunk.path), recorded.offer.spec.outputsTo.isEmpty
+        else { return refused("not a declared output of this device's allocation that the orchestrator keeps") }
+        let consumer = recorded.offer.consumerDid
+        let size = Int64(chunk.size)
+        return try await client.transaction(logger: logger) { connection in
+            // One consumer's new outputs are admitted one at a time: the quota is checked against what is held.
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(consumer)))", logger: logger)
+            var held: (size: Int64, sha256: String, stored: Int64, complete: Bool)?
+            for try await row in try await connection.query(
+                """
+                SELECT size, sha256, stored, complete FROM stored_outputs
+                WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path) FOR UPDATE
+                """, logger: logger
+            ).decode((Int64, String, Int64, Bool).self) {
+                held = row
+            }
+            if held == nil {
+                var used: Int64 = 0
+                for try await total in try await connection.query(
+                    "SELECT coalesce(sum(size), 0)::bigint FROM stored_outputs WHERE consumer_did = \(consumer)",
+                    logger: logger
+                ).decode(Int64.self) {
+                    used = total
+                }
+                guard used + size <= quotaPerConsumer else {
+                    return refused(
+                        "the consumer keeps \(used) bytes in the orchestrator's content store; \(size) more pass its quota of \(quotaPerConsumer): use outputs_to"
+                    )
+                }
+                try await connection.query(
+                    """
+                    INSERT INTO stored_outputs (offer_id, path, consumer_did, size, sha256)
+                    VALUES (\(chunk.offerID), \(chunk.path), \(consumer), \(size), \(chunk.sha256))
+                    """, logger: logger)
+                held = (size, chunk.sha256, 0, false)
+            }
+            guard let current = held, current.size == size, current.sha256 == chunk.sha256 else {
+                return refused("its size or sha256 differs from the first chunk's")
+            }
+            progress.stored = UInt64(current.stored)
+            progress.complete = current.complete
+            // A chunk resent, or one past a gap: answered with where the copy ends, nothing stored.
+            guard !current.complete, chunk.offset == UInt64(current.stored),
+                Hex.sha256(chunk.data) == chunk.chunkSha256
+            else { return progress }
+            let stored = current.stored + Int64(chunk.data.count)
+            guard stored <= size, !chunk.data.isEmpty else { return refused("longer than its size") }
+            try await connection.query(
+                """
+                INSERT INTO output_chunks (offer_id, path, "offset", data)
+                VALUES (\(chunk.offerID), \(chunk.path), \(current.stored), \(chunk.data))
+                """, logger: logger)
+            try await connection.query(
+                """
+                UPDATE stored_outputs SET stored = \(stored)
+                WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)
+                """, logger: logger)
+            progress.stored = UInt64(stored)
+            guard stored == size else { return progress }
+            // Whole: listed only when its bytes are the sha256 the device named.
+            var hasher = SHA256()
+            for try await data in try await connection.query(
+                """
+                SELECT data FROM output_chunks WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)
+                ORDER BY "offset"
+                """, logger: logger
+            ).decode(Data.self) {
+                hasher.update(data: data)
+            }
+            let digest = Hex.encode(hasher.finalize())
+            guard digest == chunk.sha256 else {
+                try await connection.query(
+                    "DELETE FROM stored_outputs WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)",
+                    logger: logger)
+                return refused("its bytes have the sha256 \(digest), not \(chunk.sha256)")
+            }
+            try await connection.query(
+                """
+                UPDATE stored_outputs SET complete = true WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)
+                """, logger: logger)
+            try await connection.query(
+                """
+                INSERT INTO outputs (offer_id, path, sha256, content, size, location)
+                VALUES (\(chunk.offerID), \(chunk.path), \(chunk.sha256), \(Data()), \(size), 'store')
+                ON CONFLICT DO NOTHING
+                """, logger: logger)
+            progress.complete = true
+            return progress
+        }
+    }
+
+    /// A stored output's chunks from `offset`, for `consumer`'s deployment, handed to `write` one by one.
+    /// - Throws: `NOT_FOUND` when the deployment is not the consumer's or holds no such stored output.
+    func read(
+        _ request: Orrery_Orchestrator_V1_ReadOutputRequest, consumer: String,
+        _ write: (Orrery_Orchestrator_V1_OutputChunk) async throws -> Void
+    ) async throws {
+        var found: (offer: String, size: Int64, sha256: String)?
+        for try await row in try await client.query(
+            """
+            SELECT s.offer_id, s.size, s.sha256 FROM stored_outputs s
+            JOIN offers o ON o.id = s.offer_id JOIN deployments d ON d.id = o.deployment_id
+            WHERE d.id = \(request.id) AND d.consumer_did = \(consumer) AND o.allocation = \(request.allocation)
+              AND o.replica = \(Int32(clamping: request.replica)) AND s.path = \(request.path) AND s.complete
+            ORDER BY s.created_at DESC LIMIT 1
+            """, logger: logger
+        ).decode((String, Int64, String).self) {
+            found = row
+        }
+        guard let found else {
+            throw RPCError(
+                code: .notFound,
+                message:
+                    "no stored output \(request.allocation)[\(request.replica)] \(request.path.prefix(200)) in deployment \(request.id.prefix(64)) of yours (expired, or never over 3 MiB)"
+            )
+        }
+        guard request.offset <= UInt64(found.size) else {
+            throw RPCError(code: .outOfRange, message: "offset: past the output's \(found.size) bytes")
+        }
+        let start = Int64(request.offset)
+        let rows = try await client.query(
+            """
+            SELECT "offset", data FROM output_chunks
+            WHERE offer_id = \(found.offer) AND path = \(request.path) AND "offset" + length(data) > \(start)
+            ORDER BY "offset"
+            """, logger: logger)
+        for try await (offset, stored) in rows.decode((Int64, Data).self) {
+            let data = offset < start ? stored.dropFirst(Int(start - offset)) : stored[...]
+            try await write(
+                .with {
+                    $0.offerID = found.offer
+                    $0.path = request.path
+                    $0.offset = UInt64(max(offset, start))
+                    $0.data = Data(data)
+                    $0.chunkSha256 = Hex.sha256(Data(data))
+                    $0.size = UInt64(found.size)
+                    $0.sha256 = found.sha256
+                })
+        }
+    }
+
+    /// Removes outputs older than the retention (their chunks and their listing).
+    func expire() async throws {
+        let seconds = Double(retention.components.seconds)
+        try await client.query(
+            """
+            WITH gone AS (
+                DELETE FROM stored_outputs WHERE created_at < now() - make_interval(secs => \(seconds))
+                RETURNING offer_id, path
+            )
+            DELETE FROM outputs o USING gone g WHERE o.offer_id = g.offer_id AND o.path = g.path
+            """, logger: logger)
+    }
+}
