@@ -48,11 +48,23 @@ public struct JobConstellation: Sendable {
     /// `orchestrators`), joined through its registry.
     public func startAgent(
         _ name: String, owner: String, orchestrators: [String]? = nil, interval: Int? = nil,
-        extraArguments: [String] = []
+        extraArguments: [String] = [], environment: [String: String] = [:]
     ) async throws -> TestAgent {
         try await TestAgent.start(
             name, owner: owner, orchestrators: orchestrators ?? [orchestratorAddress], registry: registryAddress,
-            network: network, directory: directory, interval: interval, extraArguments: extraArguments)
+            network: network, directory: directory, interval: interval, extraArguments: extraArguments,
+            environment: environment)
+    }
+
+    /// Starts the agent `startAgent` started as `name` again, on its state and configuration (after a kill).
+    public func restartAgent(_ name: String, extraArguments: [String] = []) async throws -> RunningService {
+        let config = directory.appendingPathComponent("\(name).json").path
+        return try await RunningService.start(
+            "device-agent",
+            extraArguments: [
+                "--state-dir", directory.appendingPathComponent("\(name)-state").path, "--config", config,
+            ] + extraArguments,
+            environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
     }
 
     /// A registry whose devices stay online for 20 minutes without heartbeats (fake devices in tests send none;
@@ -117,7 +129,7 @@ public struct TestAgent: Sendable {
     /// every `interval` ms when given.
     public static func start(
         _ name: String, owner: String, orchestrators: [String], registry: String, network: TestNetwork, directory: URL,
-        interval: Int? = nil, extraArguments: [String] = []
+        interval: Int? = nil, extraArguments: [String] = [], environment: [String: String] = [:]
     ) async throws -> TestAgent {
         let state = directory.appendingPathComponent("\(name)-state").path
         let config = directory.appendingPathComponent("\(name).json").path
@@ -143,7 +155,8 @@ public struct TestAgent: Sendable {
             "device-agent",
             extraArguments: ["--state-dir", state, "--config", config]
                 + (interval.map { ["--liveness-interval-ms", String($0)] } ?? []) + extraArguments,
-            environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
+            environment: network.environment(for: "device-agent").merging(environment) { $1 }, directory: directory,
+            configFile: config)
         let (status, output) = try await ChildProcess.run(
             binary,
             arguments: ["join", "--registry", registry, "--token", token, "--state-dir", state, "--config", config])

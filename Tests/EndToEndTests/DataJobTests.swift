@@ -331,4 +331,61 @@ struct DataJobTests {
             #expect(secondListing.contains(#""path":"small.txt""#), "\(secondListing)")
         }
     }
+
+    @Test(
+        "an agent killed -9 halfway through streaming an output to the content store resumes after its restart from what the store holds, and the output arrives whole"
+    )
+    func contentStoreUploadSurvivesAKill() async throws {
+        try await JobConstellation.run("orrery-content-store-kill") { constellation in
+            let agent = try await constellation.startAgent(
+                "killed", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
+                environment: ["ORRERY_CRASH_AT": "agent.output-half-stored"])
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, constellation.orchestrator, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "head -c 67108864 /dev/zero | tr '\\0' 'k' > big.bin" }
+            spec.allocations[0].resources.ramMib = 256
+            spec.allocations[0].resources.diskMib = 256
+            spec.allocations[0].maxDurationSeconds = 300
+            spec.allocations[0].outputs = ["big.bin"]
+            let deployment = try await consumer.submit(spec, to: constellation.orchestrator, paid: false)
+
+            // It dies at the crash point: half of the output is stored.
+            let died = await agent.service.child.waitForExit(timeout: .seconds(240))
+            #expect(died != nil, "the agent did not reach its crash point")
+            #expect(agent.service.child.output.contains("agent.output-half-stored"))
+            let restarted = try await constellation.restartAgent("killed")
+            defer { restarted.child.signal(SIGKILL) }
+
+            var files: [Orrery_Orchestrator_V1_OutputFile] = []
+            let deadline = ContinuousClock.now + .seconds(240)
+            while ContinuousClock.now < deadline, !files.contains(where: { $0.path == "big.bin" }) {
+                files = try await consumer.with(constellation.orchestrator) {
+                    try await $0.getOutputs(.with { $0.id = deployment.id }).files
+                }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            let big = try #require(files.first { $0.path == "big.bin" }, "\(restarted.child.output.suffix(3000))")
+            #expect(big.location == "store")
+            #expect(big.size == 64 << 20)
+            #expect(big.sha256 == AgentChannelTests.sha256(String(repeating: "k", count: 64 << 20)))
+            // Read back through ReadOutput from the middle: the bytes the file has there.
+            let tail = try await consumer.with(constellation.orchestrator) { client in
+                try await client.readOutput(
+                    .with {
+                        $0.id = deployment.id
+                        $0.allocation = big.allocation
+                        $0.replica = big.replica
+                        $0.path = "big.bin"
+                        $0.offset = (64 << 20) - 10
+                    }
+                ) { response in
+                    try await response.messages.reduce(into: Data()) { $0 += $1.data }
+                }
+            }
+            #expect(tail == Data(repeating: UInt8(ascii: "k"), count: 10))
+            #expect(restarted.child.output.contains("output stored by the orchestrator"))
+        }
+    }
 }

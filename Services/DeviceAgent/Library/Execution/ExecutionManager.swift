@@ -475,7 +475,11 @@ actor ExecutionManager {
             }
             return
         }
+        let before = upload.stored
         let sends = upload.answered(stored: Int64(clamping: progress.stored))
+        if before < upload.size / 2, upload.stored >= upload.size / 2 {
+            CrashPoint.reach("agent.output-half-stored", logger: logger)
+        }
         storeUploads[key] = upload
         sendChunks(sends, of: upload, key: key)
     }
