@@ -14,10 +14,11 @@ struct SandboxTests {
             var oomKilled: Bool
             var pidsLimitHit: Bool
         }
-        struct Output: Decodable {
+        struct Output: Decodable, Equatable {
             var path: String
             var sha256: String
             var size: Int
+            var location: String?
         }
         var exitCode: Int32
         var reason: String
@@ -81,7 +82,9 @@ struct SandboxTests {
         var description: String { "run-local printed no outcome:\n\(output)" }
     }
 
-    @Test("the host's processes and files are invisible; outputs come back with their sha256", .enabled(if: isRoot))
+    @Test(
+        "the host's processes and files are invisible; outputs come back with their sha256 (over 3 MiB: for the content store)",
+        .enabled(if: isRoot))
     func hostInvisible() async throws {
         let (outcome, output) = try await Self.run(
             """
@@ -105,12 +108,16 @@ struct SandboxTests {
         // Started by a root agent, the workload is nobody in its own user namespace, without capabilities.
         #expect(output.contains("user=65534"), "\(output)")
         #expect(output.contains("CapEff:\t0000000000000000"), "\(output)")
-        #expect(outcome.outputs.map(\.path) == ["result.txt"])
+        #expect(outcome.outputs.map(\.path) == ["result.txt", "big.bin"])
         #expect(outcome.outputs.first?.sha256 == "f6a214f7a5fcda0c2cee9660b7fc29f5649e3c68aad48e20e950137c98913a68")  // sha256("result")
+        #expect(outcome.outputs.first?.location == nil)
+        // Over 3 MiB: bound for the orchestrator's content store, named by its sha256 and size.
         #expect(
-            outcome.missingOutputs == [
-                "never.txt: not written", "big.bin: output big.bin is 4194304 bytes, more than 3145728",
-            ])
+            outcome.outputs.last
+                == .init(
+                    path: "big.bin", sha256: "bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8",
+                    size: 4_194_304, location: "store"))
+        #expect(outcome.missingOutputs == ["never.txt: not written"])
     }
 
     @Test("a memory hog is killed at its memory limit", .enabled(if: isRoot))

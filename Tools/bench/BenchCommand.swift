@@ -18,7 +18,7 @@ struct BenchCommand: AsyncParsableCommand {
             IdentityBenchCommand.self, RegistryBenchCommand.self, AgentBenchCommand.self, PlacementBenchCommand.self,
             DeployBenchCommand.self, NotaryBenchCommand.self, SettlementBenchCommand.self,
             ChainSigningBenchCommand.self, ActorBenchCommand.self, AbuseBenchCommand.self, FloodBenchCommand.self,
-            ImageBenchCommand.self, OutputBenchCommand.self,
+            ImageBenchCommand.self, OutputBenchCommand.self, ContentStoreBenchCommand.self,
         ])
 }
 

@@ -201,7 +201,7 @@ if want actors; then
         --out bench-results/actors.md
 fi
 
-want deploy || exit 0
+want deploy || want outputs || exit 0
 echo "== submit → running (an orchestrator and 3 real agents on this registry)"
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD ORRERY_DB_DATABASE=orrery \
     "$bin/orchestrator" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
@@ -218,9 +218,16 @@ for agent in 1 2 3; do
     start_agent "$work/agent$agent" "$work/owner.key" "$work/owner.ucan" $((agent * 10)) "$orchestrator_port" "$port"
     if [ "$agent" = 1 ]; then first_agent_pid=$agent_pid; fi
 done
-"$bin/orrery-bench" deploy --orchestrator "127.0.0.1:$orchestrator_port" --key "$work/credentials/operator.key" \
-    --allowed-provider "$owner_did" --out bench-results/placement.md
+! want deploy || "$bin/orrery-bench" deploy --orchestrator "127.0.0.1:$orchestrator_port" \
+    --key "$work/credentials/operator.key" --allowed-provider "$owner_did" --out bench-results/placement.md
 
+if want outputs; then
+    echo "== a 1 GiB output into the orchestrator's content store (the agents above)"
+    "$bin/orrery-bench" content-store --orchestrator "127.0.0.1:$orchestrator_port" \
+        --key "$work/credentials/operator.key" --allowed-provider "$owner_did" --out bench-results/outputs.md
+fi
+
+want deploy || exit 0
 echo "== a joined agent's memory (right after the deployments above)"
 busy=$(awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$first_agent_pid/status")
 printf '\n| joined device agent (heartbeating, agent channel open), right after running its share of the deployments above (goal ≤ 35 MiB) | %s |\n' \
