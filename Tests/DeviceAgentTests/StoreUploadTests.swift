@@ -1,3 +1,5 @@
+import Foundation
+import OrreryTestSupport
 import Testing
 
 @testable import DeviceAgent
@@ -60,5 +62,24 @@ struct StoreUploadTests {
         let again = upload.answered(stored: 0)
         #expect(again.first?.offset == 0)
         #expect(again.count == 4)
+    }
+
+    @Test("an ended allocation's output bound for the content store is pending until the store answered for good")
+    func pendingUntilAnswered() throws {
+        try TestEnvironment.withTemporaryDirectory("orrery-store-pending") { directory in
+            let runner = AllocationRunner(root: directory.path, cgroups: nil)
+            try FileManager.default.createDirectory(
+                atPath: runner.directory("off_1"), withIntermediateDirectories: true)
+            #expect(!runner.hasPendingStoreUploads("off_1"))
+            runner.saveUploadedOutputs(
+                "off_1",
+                [
+                    .init(path: "big.bin", sha256: "ab", size: 5 << 20, location: "store"),
+                    .init(path: "s3.bin", sha256: "cd", size: 9 << 20, location: "s3://b/k"),
+                ])
+            #expect(runner.hasPendingStoreUploads("off_1"))
+            runner.markStoreUploadEnded("off_1", path: "big.bin")
+            #expect(!runner.hasPendingStoreUploads("off_1"))
+        }
     }
 }

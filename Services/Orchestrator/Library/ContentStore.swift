@@ -7,6 +7,7 @@ internal import OrreryIdentity
 internal import OrreryProto
 internal import PostgresNIO
 internal import SwiftProtobuf
+internal import Synchronization
 
 /// The orchestrator's content store: declared outputs over 3 MiB of allocations without `outputs_to`, streamed by
 /// their device in chunks over its line and kept in PostgreSQL (`output_chunks`), so every orchestrator replica
@@ -21,6 +22,8 @@ struct ContentStore: Sendable {
     let quotaPerConsumer: Int64
     /// How long an output is kept.
     let retention: Duration
+    /// Running digests of the outputs whose chunks this replica took in order.
+    let hashes = RunningDigests()
     /// The largest chunk taken.
     static let chunkSize = 1 << 20
     /// The largest output taken.
@@ -34,20 +37,70 @@ struct ContentStore: Sendable {
             $0.offerID = chunk.offerID
             $0.path = chunk.path
         }
+        guard chunk.data.count <= Self.chunkSize, WorkloadSpecValidator.isSHA256(chunk.sha256),
+            WorkloadSpecValidator.isSHA256(chunk.chunkSha256), chunk.size > 0,
+            chunk.size <= UInt64(Self.maximumOutputBytes)
+        else {
+            progress.refused = "a chunk of at most 1 MiB, with sha256s and a size of 1 byte … 1 TiB"
+            return progress
+        }
+        let intact = !chunk.data.isEmpty && Hex.sha256(chunk.data) == chunk.chunkSha256
+        if intact, let stored = try await append(chunk, from: device) {
+            hashes.advance(chunk)
+            progress.stored = UInt64(stored)
+            guard stored == Int64(chunk.size) else { return progress }
+            return try await complete(chunk, progress: progress)
+        }
+        return try await admit(chunk, from: device, intact: intact, progress: progress)
+    }
+
+    /// The common case, one statement: the chunk appended where the device's copy of this output ends. Not synced
+    /// to disk on its own: a chunk lost in a database crash is answered for with less and sent again; only the
+    /// completion is synchronous (and, the WAL being sequential, makes every chunk before it durable).
+    /// - Returns: the bytes now held; nil when the chunk does not continue an output of this device's.
+    private func append(_ chunk: Orrery_Orchestrator_V1_OutputChunk, from device: String) async throws -> Int64? {
+        let length = Int64(chunk.data.count)
+        return try await client.transaction(logger: logger) { connection in
+            try await connection.query("SET LOCAL synchronous_commit = off", logger: logger)
+            for try await stored in try await connection.query(
+                """
+                WITH advanced AS (
+                    UPDATE stored_outputs SET stored = stored + \(length)
+                    WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path) AND device_did = \(device)
+                      AND stored = \(Int64(chunk.offset)) AND NOT complete AND size = \(Int64(chunk.size))
+                      AND sha256 = \(chunk.sha256) AND stored + \(length) <= size
+                    RETURNING stored
+                ), inserted AS (
+                    INSERT INTO output_chunks (offer_id, path, "offset", data)
+                    SELECT \(chunk.offerID), \(chunk.path), \(Int64(chunk.offset)), \(chunk.data) FROM advanced
+                )
+                SELECT stored FROM advanced
+                """, logger: logger
+            ).decode(Int64.self) {
+                return stored
+            }
+            return nil
+        }
+    }
+
+    /// Everything but the common case: an output's first chunk (checked against the offer, the quota), a chunk
+    /// resent or past a gap, a damaged one — answered with what is held, or refused for good.
+    private func admit(
+        _ chunk: Orrery_Orchestrator_V1_OutputChunk, from device: String, intact: Bool,
+        progress: Orrery_Orchestrator_V1_OutputProgress
+    ) async throws -> Orrery_Orchestrator_V1_OutputProgress {
+        var progress = progress
         func refused(_ why: String) -> Orrery_Orchestrator_V1_OutputProgress {
             progress.refused = why
             return progress
         }
-        guard chunk.data.count <= Self.chunkSize, WorkloadSpecValidator.isSHA256(chunk.sha256),
-            WorkloadSpecValidator.isSHA256(chunk.chunkSha256), chunk.size > 0,
-            chunk.size <= UInt64(Self.maximumOutputBytes)
-        else { return refused("a chunk of at most 1 MiB, with sha256s and a size of 1 byte … 1 TiB") }
         guard let recorded = try await offers.offer(chunk.offerID), recorded.device == device,
             recorded.offer.spec.outputs.contains(chunk.path), recorded.offer.spec.outputsTo.isEmpty
         else { return refused("not a declared output of this device's allocation that the orchestrator keeps") }
         let consumer = recorded.offer.consumerDid
         let size = Int64(chunk.size)
-        return try await client.transaction(logger: logger) { connection in
+        let admitted: Orrery_Orchestrator_V1_OutputProgress = try await client.transaction(logger: logger) {
+            connection in
             // One consumer's new outputs are admitted one at a time: the quota is checked against what is held.
             try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(consumer)))", logger: logger)
             var held: (size: Int64, sha256: String, stored: Int64, complete: Bool)?
@@ -74,8 +127,8 @@ struct ContentStore: Sendable {
                 }
                 try await connection.query(
                     """
-                    INSERT INTO stored_outputs (offer_id, path, consumer_did, size, sha256)
-                    VALUES (\(chunk.offerID), \(chunk.path), \(consumer), \(size), \(chunk.sha256))
+                    INSERT INTO stored_outputs (offer_id, path, consumer_did, device_did, size, sha256)
+                    VALUES (\(chunk.offerID), \(chunk.path), \(consumer), \(device), \(size), \(chunk.sha256))
                     """, logger: logger)
                 held = (size, chunk.sha256, 0, false)
             }
@@ -84,12 +137,10 @@ struct ContentStore: Sendable {
             }
             progress.stored = UInt64(current.stored)
             progress.complete = current.complete
-            // A chunk resent, or one past a gap: answered with where the copy ends, nothing stored.
-            guard !current.complete, chunk.offset == UInt64(current.stored),
-                Hex.sha256(chunk.data) == chunk.chunkSha256
-            else { return progress }
+            // A chunk resent, one past a gap or a damaged one: answered with where the copy ends, nothing stored.
+            guard intact, !current.complete, chunk.offset == UInt64(current.stored) else { return progress }
             let stored = current.stored + Int64(chunk.data.count)
-            guard stored <= size, !chunk.data.isEmpty else { return refused("longer than its size") }
+            guard stored <= size else { return refused("longer than its size") }
             try await connection.query(
                 """
                 INSERT INTO output_chunks (offer_id, path, "offset", data)
@@ -101,23 +152,41 @@ struct ContentStore: Sendable {
                 WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)
                 """, logger: logger)
             progress.stored = UInt64(stored)
-            guard stored == size else { return progress }
-            // Whole: listed only when its bytes are the sha256 the device named.
-            var hasher = SHA256()
-            for try await data in try await connection.query(
-                """
-                SELECT data FROM output_chunks WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)
-                ORDER BY "offset"
-                """, logger: logger
-            ).decode(Data.self) {
-                hasher.update(data: data)
+            return progress
+        }
+        guard admitted.refused.isEmpty, !admitted.complete else { return admitted }
+        if admitted.stored == UInt64(chunk.offset) + UInt64(chunk.data.count), intact { hashes.advance(chunk) }
+        guard admitted.stored == chunk.size else { return admitted }
+        return try await complete(chunk, progress: admitted)
+    }
+
+    /// The whole output is held: listed once its bytes are the sha256 the device named (hashed as the chunks came,
+    /// or read back when they came to several replicas), durably.
+    private func complete(
+        _ chunk: Orrery_Orchestrator_V1_OutputChunk, progress: Orrery_Orchestrator_V1_OutputProgress
+    ) async throws -> Orrery_Orchestrator_V1_OutputProgress {
+        var progress = progress
+        let size = Int64(chunk.size)
+        return try await client.transaction(logger: logger) { connection in
+            var digest = hashes.finish(chunk)
+            if digest == nil {
+                var hasher = SHA256()
+                for try await data in try await connection.query(
+                    """
+                    SELECT data FROM output_chunks WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)
+                    ORDER BY "offset"
+                    """, logger: logger
+                ).decode(Data.self) {
+                    hasher.update(data: data)
+                }
+                digest = Hex.encode(hasher.finalize())
             }
-            let digest = Hex.encode(hasher.finalize())
             guard digest == chunk.sha256 else {
                 try await connection.query(
                     "DELETE FROM stored_outputs WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)",
                     logger: logger)
-                return refused("its bytes have the sha256 \(digest), not \(chunk.sha256)")
+                progress.refused = "its bytes have the sha256 \(digest ?? "?"), not \(chunk.sha256)"
+                return progress
             }
             try await connection.query(
                 """
@@ -195,5 +264,39 @@ struct ContentStore: Sendable {
             )
             DELETE FROM outputs o USING gone g WHERE o.offer_id = g.offer_id AND o.path = g.path
             """, logger: logger)
+    }
+}
+
+/// The sha256 of each output as far as this replica took its chunks in order, so a completed output is checked
+/// without reading it back; one whose chunks came to several replicas (or before a restart) is read back instead.
+final class RunningDigests: Sendable {
+    private struct Running {
+        var next: UInt64
+        var hasher: SHA256
+    }
+    private let running = Mutex<[String: Running]>([:])
+
+    /// Adds a chunk just stored; a chunk that does not continue what was hashed drops the entry.
+    func advance(_ chunk: Orrery_Orchestrator_V1_OutputChunk) {
+        let key = chunk.offerID + "\u{0}" + chunk.path
+        running.withLock { running in
+            var entry = running[key] ?? (chunk.offset == 0 ? Running(next: 0, hasher: SHA256()) : nil)
+            guard entry?.next == chunk.offset else {
+                running[key] = nil
+                return
+            }
+            entry?.hasher.update(data: chunk.data)
+            entry?.next += UInt64(chunk.data.count)
+            running[key] = entry
+        }
+    }
+
+    /// The digest of the whole output when every chunk was hashed here (the entry is dropped either way).
+    func finish(_ chunk: Orrery_Orchestrator_V1_OutputChunk) -> String? {
+        let key = chunk.offerID + "\u{0}" + chunk.path
+        guard let entry = running.withLock({ $0.removeValue(forKey: key) }), entry.next == chunk.size else {
+            return nil
+        }
+        return Hex.encode(entry.hasher.finalize())
     }
 }

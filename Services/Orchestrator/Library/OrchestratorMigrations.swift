@@ -365,5 +365,16 @@ public enum OrchestratorMigrations {
                 """,
             ]
         ),
+        Migration(
+            version: 18,
+            name: "content store chunks appended in one statement",
+            statements: [
+                // The device an output comes from, so a chunk is appended without reading its offer again.
+                "ALTER TABLE stored_outputs ADD COLUMN device_did text NOT NULL DEFAULT ''",
+                // Chunks are stored as they are: outputs are mostly compressed or random, and compressing 1 MiB
+                // rows only to keep them as they were costs the store's CPU.
+                "ALTER TABLE output_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+            ]
+        ),
     ]
 }

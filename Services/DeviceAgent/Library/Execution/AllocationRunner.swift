@@ -457,6 +457,22 @@ public struct AllocationRunner: Sendable {
         return (try? JSONDecoder().decode([AllocationOutcome.Output].self, from: data)) ?? []
     }
 
+    /// Journals that the content store answered for good for an output (stored whole, or refused).
+    func markStoreUploadEnded(_ id: String, path: String) {
+        let file = directory(id) + "/store-ended"
+        let ended = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        try? Data((ended + path + "\n").utf8).write(to: URL(fileURLWithPath: file))
+    }
+
+    /// Whether an ended allocation still has outputs on their way to the content store (its directory is kept).
+    func hasPendingStoreUploads(_ id: String) -> Bool {
+        let bound = uploadedOutputs(id).filter { $0.location == AllocationOutcome.Output.store }.map(\.path)
+        guard !bound.isEmpty else { return false }
+        let ended = ((try? String(contentsOfFile: directory(id) + "/store-ended", encoding: .utf8)) ?? "")
+            .split(separator: "\n").map(String.init)
+        return !Set(bound).isSubset(of: Set(ended))
+    }
+
     /// An allocation's journalled output destinations by path (none when there are none).
     public func outputDestinations(_ id: String) -> [String: OutputDestination] {
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: directory(id) + "/output-destinations.json"))

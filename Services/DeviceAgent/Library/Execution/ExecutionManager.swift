@@ -462,6 +462,7 @@ actor ExecutionManager {
         guard var upload = storeUploads[key] else { return }
         if !progress.refused.isEmpty || progress.complete {
             storeUploads[key] = nil
+            runner.markStoreUploadEnded(progress.offerID, path: progress.path)
             if progress.complete {
                 logger.info(
                     "output stored by the orchestrator",
@@ -603,9 +604,10 @@ actor ExecutionManager {
         }
     }
 
-    /// Ended allocations whose receipts were all recorded are kept `keep` after their end, then their directories
-    /// are removed (files, outputs, logs, journals); one whose receipts were never recorded is removed after 30 days
-    /// at the latest, with a warning. Returns the removed offer ids.
+    /// Ended allocations whose receipts were all recorded (and whose outputs for the content store were stored or
+    /// refused) are kept `keep` after their end, then their directories are removed (files, outputs, logs,
+    /// journals); one whose receipts were never recorded is removed after 30 days at the latest, with a warning.
+    /// Returns the removed offer ids.
     @discardableResult
     func removeEnded(keeping keep: Duration, now: Date = Date()) -> [String] {
         let keepSeconds = Double(keep.components.seconds)
@@ -619,7 +621,9 @@ actor ExecutionManager {
             // Without a contract no recorded receipt proves the orchestrator has its end: kept an hour at least.
             let contracted = !(receipts?.contract(id).isEmpty ?? true)
             let keptFor = contracted ? keepSeconds : max(keepSeconds, 3600)
-            guard (unrecorded == 0 && age >= keptFor) || age >= Self.longestKeep else { continue }
+            // Outputs still on their way to the content store keep it too (to the longest keep).
+            let settled = unrecorded == 0 && !runner.hasPendingStoreUploads(id)
+            guard (settled && age >= keptFor) || age >= Self.longestKeep else { continue }
             if unrecorded > 0 {
                 logger.warning(
                     "removing an ended allocation whose receipts were never recorded",
