@@ -396,6 +396,8 @@ let package = Package(
                     swiftProtobuf,
                 ],
                 path: "Services/DeviceAgent/Executable",
+                // The linker script release builds pack the hot code with (`agentHotCodeLink`): not a source.
+                exclude: ["hot-code.ld"],
                 swiftSettings: upcomingFeatures,
                 // With the Swift runtime linked statically, its link arguments export every symbol
                 // (`-export-dynamic`, for names in crash backtraces): ~59,000 dynamic symbols, 6 MiB of the stripped

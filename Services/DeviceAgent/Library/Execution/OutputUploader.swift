@@ -6,6 +6,7 @@ internal import Crypto
 #endif
 internal import NIOCore
 internal import OrreryBasics
+internal import OrreryIdentity
 public import OrreryHTTPClient
 internal import Synchronization
 
@@ -92,7 +93,7 @@ public struct OutputUploader: Sendable {
         }
         switch status {
         case 200, 201, 204:
-            let sha256 = digest.withLock { $0.finalize() }.map { String($0, radix: 16).leftPadded() }.joined()
+            let sha256 = Hex.encode(digest.withLock { $0.finalize() })
             return Uploaded(sha256: sha256, size: length)
         case 400, 401, 403, 404, 405, 411, 413:
             throw Refused(message: "\(url.host ?? "the store") refused the upload (\(status)): \(Self.summary(text))")
@@ -115,8 +116,4 @@ public struct OutputUploader: Sendable {
         if let code = element("Code") { return [code, element("Message")].compactMap { $0 }.joined(separator: ": ") }
         return String(text.prefix(200))
     }
-}
-
-extension String {
-    fileprivate func leftPadded() -> String { count >= 2 ? self : "0" + self }
 }

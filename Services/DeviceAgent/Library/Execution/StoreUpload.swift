@@ -5,6 +5,7 @@ internal import Crypto
     internal import Foundation
 #endif
 internal import OrreryBasics
+internal import OrreryIdentity
 internal import OrreryProto
 internal import SwiftProtobuf
 
@@ -108,15 +109,11 @@ struct StoreUpload: Sendable {
                 $0.path = path
                 $0.offset = UInt64(send.offset)
                 $0.data = data
-                $0.chunkSha256 = Self.hex(SHA256.hash(data: data))
+                $0.chunkSha256 = Hex.sha256(data)
                 $0.size = UInt64(size)
                 $0.sha256 = sha256
             }
         }
-    }
-
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
     /// The sha256 and size of a file, read in 1 MiB pieces.
@@ -135,6 +132,6 @@ struct StoreUpload: Sendable {
             buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
             size += Int64(count)
         }
-        return (hex(hasher.finalize()), size)
+        return (Hex.encode(hasher.finalize()), size)
     }
 }
