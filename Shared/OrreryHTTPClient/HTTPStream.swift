@@ -146,7 +146,12 @@ extension HTTPClient {
         head.headers.add(name: "Connection", value: "close")
         let requestHead = head
         return try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(.head(requestHead))
+            do {
+                try await outbound.write(.head(requestHead))
+            } catch {
+                // The server closed the connection before the request went out (a restart, an overloaded server).
+                throw Failure.connection("\(host):\(port): sending the request: \(error)")
+            }
             if let body {
                 do {
                     try await body.produce { try await outbound.write(.body(.byteBuffer($0))) }
@@ -156,7 +161,11 @@ extension HTTPClient {
                     throw Failure.connection("\(host):\(port): sending the body: \(error)")
                 }
             }
-            try await outbound.write(.end(nil))
+            do {
+                try await outbound.write(.end(nil))
+            } catch {
+                throw Failure.connection("\(host):\(port): ending the request: \(error)")
+            }
             var iterator = inbound.makeAsyncIterator()
             let response: HTTPResponseHead
             do {

@@ -176,7 +176,7 @@ public struct RegistryClient: Sendable {
             if let authorization, target.host == url.host, target.port == url.port {
                 requestHeaders.append(("Authorization", authorization))
             }
-            let outcome: Outcome<Result> = try await Self.guarded {
+            let outcome: Outcome<Result> = try await Self.retryingConnections {
                 try await HTTPClient.stream(
                     target, headers: requestHeaders, trust: trust, idleTimeout: idleTimeout, addresses: addresses
                 ) { head, body in
@@ -219,6 +219,19 @@ public struct RegistryClient: Sendable {
             }
         }
         throw OCIError.registry("\(host) redirected more than 8 times for \(url.path)")
+    }
+
+    /// `body` (one GET: safe to repeat), tried again twice after a connection that failed before any response came
+    /// (a registry restarting or overloaded), and guarded as `guarded` does.
+    static func retryingConnections<Value>(_ body: () async throws -> Value) async throws -> Value {
+        for attempt in 0..<2 {
+            do {
+                return try await guarded("the registry", body)
+            } catch HTTPClient.Failure.connection {
+                try await Task.sleep(for: .milliseconds(200 << attempt))
+            }
+        }
+        return try await guarded("the registry", body)
     }
 
     /// `body`, with a connection the address policy refused turned into `OCIError.forbiddenAddress`.

@@ -110,6 +110,8 @@ public struct AllocationMonitor: Sendable {
             reason = runner.stopReason(id) ?? "the allocation's process vanished (did the host restart?)"
         }
         if usage.pidsLimitHit { reason += "; the process limit (\(runner.pidsLimit)) refused some forks" }
+        // Its time ends here: uploading its outputs afterwards is not billed as its run.
+        let wallSeconds = Date().timeIntervalSince(startedAt)
         var outputs: [AllocationOutcome.Output] = []
         var missing: [String] = []
         let destinations = spec.outputsTo.isEmpty ? nil : runner.outputDestinations(id)
@@ -132,7 +134,7 @@ public struct AllocationMonitor: Sendable {
         }
         await runner.release(id)
         return AllocationOutcome(
-            exitCode: code, reason: reason, usage: usage, wallSeconds: Date().timeIntervalSince(startedAt),
+            exitCode: code, reason: reason, usage: usage, wallSeconds: wallSeconds,
             outputs: outputs, missingOutputs: missing)
     }
 
