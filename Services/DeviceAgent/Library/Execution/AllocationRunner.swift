@@ -467,10 +467,14 @@ public struct AllocationRunner: Sendable {
     /// Whether an ended allocation still has outputs on their way to the content store (its directory is kept).
     func hasPendingStoreUploads(_ id: String) -> Bool {
         let bound = uploadedOutputs(id).filter { $0.location == AllocationOutcome.Output.store }.map(\.path)
-        guard !bound.isEmpty else { return false }
-        let ended = ((try? String(contentsOfFile: directory(id) + "/store-ended", encoding: .utf8)) ?? "")
-            .split(separator: "\n").map(String.init)
-        return !Set(bound).isSubset(of: Set(ended))
+        return !Set(bound).isSubset(of: endedStoreUploads(id))
+    }
+
+    /// The paths of an allocation's outputs the content store answered for good.
+    func endedStoreUploads(_ id: String) -> Set<String> {
+        Set(
+            ((try? String(contentsOfFile: directory(id) + "/store-ended", encoding: .utf8)) ?? "")
+                .split(separator: "\n").map(String.init))
     }
 
     /// An allocation's journalled output destinations by path (none when there are none).

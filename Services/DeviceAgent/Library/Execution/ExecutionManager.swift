@@ -523,7 +523,8 @@ actor ExecutionManager {
         // Outputs uploaded to the consumer's bucket: where they are, their sha256 and size, not their bytes; outputs
         // for the content store: streamed (again from what the store holds, after a reconnect).
         let uploaded = runner.uploadedOutputs(id)
-        for output in uploaded where output.location == AllocationOutcome.Output.store {
+        let ended = runner.endedStoreUploads(id)
+        for output in uploaded where output.location == AllocationOutcome.Output.store && !ended.contains(output.path) {
             startStoreUpload(id, output)
         }
         for output in uploaded where output.location != AllocationOutcome.Output.store {
