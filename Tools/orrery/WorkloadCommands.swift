@@ -110,10 +110,11 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let workload = try readSpec(spec)
+        // Presigned first: missing S3 credentials are said before anything is asked of the network.
+        let dataURLs = try s3.urls(for: workload)
         let authority = try await options.consumerAuthority(for: workload)
         let settlementAuthority = try await options.consumerAuthority(
             for: workload, command: "/orrery/settlement/escrow")
-        let dataURLs = try s3.urls(for: workload)
         var pullTokens: [String: String] = [:]
         if let registryAuth {
             pullTokens = try await RegistryAuth(file: registryAuth).pullTokens(
