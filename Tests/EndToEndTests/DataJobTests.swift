@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import OrreryIdentity
 import OrreryProto
+import OrreryRuntimeCore
 import OrreryTestSupport
 import SwiftProtobuf
 import Testing
@@ -314,6 +315,30 @@ struct DataJobTests {
             #expect(
                 try String(contentsOfFile: fetched.appendingPathComponent("main-0/small.txt").path, encoding: .utf8)
                     == "small\n")
+
+            // The same bytes as newline-delimited JSON over the HTTP gateway, from an offset.
+            let (_, invocation) = try await ChildProcess.run(
+                TestEnvironment.executable("orrery"),
+                arguments: [
+                    "ucan", "invoke", "--key", key, "--aud", constellation.orchestrator.ready.did, "--cmd",
+                    "/orrery/orchestrator/read-output", "--args", "{}",
+                ])
+            let offset = (200 << 20) - 5
+            let (curled, json) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/curl"),
+                arguments: [
+                    "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-H",
+                    "Authorization: Bearer \(invocation.trimmingCharacters(in: .whitespacesAndNewlines))",
+                    "--data-binary",
+                    #"{"id": "\#(first)", "allocation": "main", "replica": 0, "path": "big.bin", "offset": "\#(offset)"}"#,
+                    "http://127.0.0.1:\(constellation.orchestrator.ready.httpPort)/orrery.orchestrator.v1.Orchestrator/ReadOutput",
+                ])
+            #expect(curled == 0, "\(json.prefix(500))")
+            let chunks = try json.split(separator: "\n").map {
+                try Orrery_Orchestrator_V1_OutputChunk(jsonString: String($0))
+            }
+            #expect(chunks.map(\.offset) == [UInt64(offset)], "\(json.prefix(500))")
+            #expect(chunks.first?.data == Data("qqqqq".utf8))
 
             // 200 MiB more would pass the 300 MiB quota: refused, and the device says so.
             let second = try await run()

@@ -65,6 +65,11 @@ enum OrchestratorHTTPGateway {
             try await api.outputs($0, caller: try caller())
         }
         gateway.serverStreaming(
+            router, method: "\(service)/ReadOutput", Orrery_Orchestrator_V1_ReadOutputRequest.self
+        ) { (request, send: (Orrery_Orchestrator_V1_OutputChunk) async throws -> Void) in
+            try await api.readOutput(request, caller: try caller(), send)
+        }
+        gateway.serverStreaming(
             router, method: "\(service)/StreamLogs", Orrery_Orchestrator_V1_StreamLogsRequest.self
         ) { (request, send: (Orrery_Orchestrator_V1_LogLine) async throws -> Void) in
             try await api.streamLogs(request, caller: try caller(), deliver: send)
