@@ -71,14 +71,14 @@ struct StoreUploadTests {
             try FileManager.default.createDirectory(
                 atPath: runner.directory("off_1"), withIntermediateDirectories: true)
             #expect(!runner.hasPendingStoreUploads("off_1"))
-            runner.saveUploadedOutputs(
+            try runner.saveUploadedOutputs(
                 "off_1",
                 [
                     .init(path: "big.bin", sha256: "ab", size: 5 << 20, location: "store"),
                     .init(path: "s3.bin", sha256: "cd", size: 9 << 20, location: "s3://b/k"),
                 ])
             #expect(runner.hasPendingStoreUploads("off_1"))
-            runner.markStoreUploadEnded("off_1", path: "big.bin")
+            try runner.markStoreUploadEnded("off_1", path: "big.bin")
             #expect(!runner.hasPendingStoreUploads("off_1"))
         }
     }

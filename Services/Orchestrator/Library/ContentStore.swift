@@ -46,12 +46,27 @@ struct ContentStore: Sendable {
         }
         let intact = !chunk.data.isEmpty && Hex.sha256(chunk.data) == chunk.chunkSha256
         if intact, let stored = try await append(chunk, from: device) {
-            hashes.advance(chunk)
-            progress.stored = UInt64(stored)
-            guard stored == Int64(chunk.size) else { return progress }
-            return try await complete(chunk, progress: progress)
+            return try await appended(chunk, stored: stored, progress: progress)
         }
-        return try await admit(chunk, from: device, intact: intact, progress: progress)
+        let admitted = try await admit(chunk, from: device, intact: intact, progress: progress)
+        // A new output's first chunk: appended now that the output is admitted.
+        if admitted.refused.isEmpty, !admitted.complete, intact, admitted.stored == chunk.offset,
+            let stored = try await append(chunk, from: device)
+        {
+            return try await appended(chunk, stored: stored, progress: progress)
+        }
+        return admitted
+    }
+
+    /// The answer once a chunk was appended: what is held, and the completion when that is all of it.
+    private func appended(
+        _ chunk: Orrery_Orchestrator_V1_OutputChunk, stored: Int64, progress: Orrery_Orchestrator_V1_OutputProgress
+    ) async throws -> Orrery_Orchestrator_V1_OutputProgress {
+        hashes.advance(chunk)
+        var progress = progress
+        progress.stored = UInt64(stored)
+        guard stored == Int64(chunk.size) else { return progress }
+        return try await complete(chunk, progress: progress)
     }
 
     /// The common case, one statement: the chunk appended where the device's copy of this output ends. Not synced
@@ -83,8 +98,8 @@ struct ContentStore: Sendable {
         }
     }
 
-    /// Everything but the common case: an output's first chunk (checked against the offer, the quota), a chunk
-    /// resent or past a gap, a damaged one — answered with what is held, or refused for good.
+    /// Everything but the common case, nothing stored: an output's first chunk admits the output (checked against
+    /// the offer and the quota); a chunk resent, past a gap or damaged is answered with what is held; or refused.
     private func admit(
         _ chunk: Orrery_Orchestrator_V1_OutputChunk, from device: String, intact: Bool,
         progress: Orrery_Orchestrator_V1_OutputProgress
@@ -99,8 +114,7 @@ struct ContentStore: Sendable {
         else { return refused("not a declared output of this device's allocation that the orchestrator keeps") }
         let consumer = recorded.offer.consumerDid
         let size = Int64(chunk.size)
-        let admitted: Orrery_Orchestrator_V1_OutputProgress = try await client.transaction(logger: logger) {
-            connection in
+        return try await client.transaction(logger: logger) { connection in
             // One consumer's new outputs are admitted one at a time: the quota is checked against what is held.
             try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(consumer)))", logger: logger)
             var held: (size: Int64, sha256: String, stored: Int64, complete: Bool)?
@@ -112,7 +126,14 @@ struct ContentStore: Sendable {
             ).decode((Int64, String, Int64, Bool).self) {
                 held = row
             }
-            if held == nil {
+            if held != nil {
+                // Admitted before migration 18 recorded its device: the offer's device (checked above) is it.
+                try await connection.query(
+                    """
+                    UPDATE stored_outputs SET device_did = \(device)
+                    WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path) AND device_did = ''
+                    """, logger: logger)
+            } else {
                 var used: Int64 = 0
                 for try await total in try await connection.query(
                     "SELECT coalesce(sum(size), 0)::bigint FROM stored_outputs WHERE consumer_did = \(consumer)",
@@ -137,27 +158,15 @@ struct ContentStore: Sendable {
             }
             progress.stored = UInt64(current.stored)
             progress.complete = current.complete
-            // A chunk resent, one past a gap or a damaged one: answered with where the copy ends, nothing stored.
-            guard intact, !current.complete, chunk.offset == UInt64(current.stored) else { return progress }
-            let stored = current.stored + Int64(chunk.data.count)
-            guard stored <= size else { return refused("longer than its size") }
-            try await connection.query(
-                """
-                INSERT INTO output_chunks (offer_id, path, "offset", data)
-                VALUES (\(chunk.offerID), \(chunk.path), \(current.stored), \(chunk.data))
-                """, logger: logger)
-            try await connection.query(
-                """
-                UPDATE stored_outputs SET stored = \(stored)
-                WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)
-                """, logger: logger)
-            progress.stored = UInt64(stored)
+            // Answered with where the copy ends: a chunk resent, one past a gap or a damaged one is not stored; the one
+            // that continues it is appended by the caller.
+            if intact, !current.complete, chunk.offset == UInt64(current.stored),
+                current.stored + Int64(chunk.data.count) > size
+            {
+                return refused("longer than its size")
+            }
             return progress
         }
-        guard admitted.refused.isEmpty, !admitted.complete else { return admitted }
-        if admitted.stored == UInt64(chunk.offset) + UInt64(chunk.data.count), intact { hashes.advance(chunk) }
-        guard admitted.stored == chunk.size else { return admitted }
-        return try await complete(chunk, progress: admitted)
     }
 
     /// The whole output is held: listed once its bytes are the sha256 the device named (hashed as the chunks came,

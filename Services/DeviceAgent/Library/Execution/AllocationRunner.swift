@@ -444,10 +444,11 @@ public struct AllocationRunner: Sendable {
             to: URL(fileURLWithPath: directory(id) + "/output-destinations.json"))
     }
 
-    /// Journals the outputs an allocation uploaded (what is reported again after a reconnect).
-    func saveUploadedOutputs(_ id: String, _ outputs: [AllocationOutcome.Output]) {
-        guard !outputs.isEmpty, let data = try? JSONEncoder().encode(outputs) else { return }
-        try? data.write(to: URL(fileURLWithPath: directory(id) + "/uploaded-outputs.json"))
+    /// Journals the outputs an allocation uploaded or sends to the content store (what is reported again after a
+    /// reconnect).
+    func saveUploadedOutputs(_ id: String, _ outputs: [AllocationOutcome.Output]) throws {
+        guard !outputs.isEmpty else { return }
+        try JSONEncoder().encode(outputs).write(to: URL(fileURLWithPath: directory(id) + "/uploaded-outputs.json"))
     }
 
     /// The outputs an allocation uploaded to its consumer's bucket.
@@ -458,10 +459,10 @@ public struct AllocationRunner: Sendable {
     }
 
     /// Journals that the content store answered for good for an output (stored whole, or refused).
-    func markStoreUploadEnded(_ id: String, path: String) {
+    func markStoreUploadEnded(_ id: String, path: String) throws {
         let file = directory(id) + "/store-ended"
         let ended = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
-        try? Data((ended + path + "\n").utf8).write(to: URL(fileURLWithPath: file))
+        try Data((ended + path + "\n").utf8).write(to: URL(fileURLWithPath: file))
     }
 
     /// Whether an ended allocation still has outputs on their way to the content store (its directory is kept).

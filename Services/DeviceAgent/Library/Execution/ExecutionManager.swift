@@ -432,7 +432,12 @@ actor ExecutionManager {
             }
         }
         save(report, for: id)
-        runner.saveUploadedOutputs(id, outcome.outputs.filter { $0.location != nil })
+        do {
+            try runner.saveUploadedOutputs(id, outcome.outputs.filter { $0.location != nil })
+        } catch {
+            // Reported once now; after a restart these outputs would not be reported or streamed again.
+            logger.error("cannot journal an allocation's outputs", metadata: ["offer": "\(id)", "error": "\(error)"])
+        }
         CrashPoint.reach("agent.ended", logger: logger)
         logger.info(
             "allocation ended", metadata: ["offer": "\(id)", "exit": "\(outcome.exitCode)", "reason": "\(reason)"])
@@ -462,7 +467,13 @@ actor ExecutionManager {
         guard var upload = storeUploads[key] else { return }
         if !progress.refused.isEmpty || progress.complete {
             storeUploads[key] = nil
-            runner.markStoreUploadEnded(progress.offerID, path: progress.path)
+            do {
+                try runner.markStoreUploadEnded(progress.offerID, path: progress.path)
+            } catch {
+                // Its directory is then kept to the longest keep, and a reconnect asks the store again.
+                logger.warning(
+                    "cannot journal an output's end", metadata: ["offer": "\(progress.offerID)", "error": "\(error)"])
+            }
             if progress.complete {
                 logger.info(
                     "output stored by the orchestrator",
