@@ -631,6 +631,140 @@ struct ActorTests {
         }
     }
 
+    /// A stateful workload whose first checkpoint writes 80 MiB of random bytes (printing their sha256); resumed,
+    /// it prints the sha256 of what it found.
+    static func bigStateSpec() throws -> Orrery_Orchestrator_V1_WorkloadSpec {
+        let folder = TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/examples/actors")
+        let mailbox = try String(contentsOf: folder.appendingPathComponent("mailbox.py"), encoding: .utf8)
+        let program = """
+            import hashlib, os, threading, time
+            blob = os.path.join(os.environ["ORRERY_CHECKPOINT_DIR"], "blob")
+            def digest(path):
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for piece in iter(lambda: f.read(1 << 20), b""):
+                        h.update(piece)
+                return h.hexdigest()
+            print("resumed blob " + digest(blob) if os.path.exists(blob) else "fresh", flush=True)
+            def serve():
+                box = Mailbox()
+                while True:
+                    line = box.receive()
+                    if line["op"] == "checkpoint":
+                        if not os.path.exists(blob):
+                            with open(blob + ".part", "wb") as f:
+                                for _ in range(80):
+                                    f.write(os.urandom(1 << 20))
+                            os.rename(blob + ".part", blob)
+                            print("blob " + digest(blob), flush=True)
+                        box.call(op="checkpointed", id=line["id"])
+            threading.Thread(target=serve, daemon=True).start()
+            while True:
+                time.sleep(1)
+            """
+        var spec = OrchestratorTests.spec(cores: 2)
+        var allocation = try Self.allocation("big", script: "counter.py", stateful: true)
+        allocation.artifact.text = mailbox + "\n" + program
+        allocation.resources.ramMib = 256
+        spec.allocations = [allocation]
+        return spec
+    }
+
+    /// The sha256 a log line starting with `prefix` names.
+    static func digest(after prefix: String, in output: String) -> String? {
+        output.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
+    }
+
+    @Test(
+        "a checkpoint over 64 MiB goes through the content store; a move resumes from it byte for byte; a stored archive altered is refused"
+    )
+    func bigCheckpoint() async throws {
+        for tamper in [false, true] {
+            try await Self.withConstellation("big-checkpoint", prices: [5, 500]) { c in
+                let job = try await Self.submit(try Self.bigStateSpec(), c)
+                #expect(job.assignments.first?.deviceDid == c.agents[0].did)
+                #expect(
+                    try await eventually(timeout: .seconds(60)) {
+                        try await Self.deployment(job.id, c).state == .running
+                    })
+                let query = { (sql: PostgresQuery) in
+                    try await c.database.withClient(schema: "orchestrator") { db in
+                        try await db.query(sql, logger: Logger(label: "test")).decode(Int64.self).collected()
+                    }
+                }
+                if !tamper {
+                    let moved = try await c.consumer.with(c.orchestrator) { client in
+                        try await client.moveAllocation(
+                            .with {
+                                $0.id = job.id
+                                $0.allocation = "big"
+                                $0.toDevice = c.agents[1].did
+                            })
+                    }
+                    #expect(moved.assignments.first?.deviceDid == c.agents[1].did, "\(moved.reason)")
+                    var output = ""
+                    #expect(
+                        try await eventually(timeout: .seconds(60)) {
+                            output = try await Self.logs(job.id, c)
+                            return output.contains("resumed blob ")
+                        }, "\(output)")
+                    let written = try #require(Self.digest(after: "blob ", in: output), "\(output)")
+                    #expect(Self.digest(after: "resumed blob ", in: output) == written, "\(output)")
+                } else {
+                    let stored = try await c.consumer.with(c.orchestrator) {
+                        try await $0.checkpoint(.with { $0.id = job.id })
+                    }
+                    #expect(stored.checkpoints.count == 1)
+                    c.agents[0].service.child.signal(SIGKILL)
+                    Self.killSandboxes(of: "agent0", in: c.directory)
+                    // One byte of the stored archive, after its host died (so no newer, intact one follows).
+                    let altered = try await query(
+                        """
+                        WITH changed AS (
+                            UPDATE output_chunks SET data = set_byte(data, 20, (get_byte(data, 20) + 1) % 256)
+                            WHERE path LIKE '/checkpoints/%' AND "offset" = 0 RETURNING 1
+                        ) SELECT count(*)::bigint FROM changed
+                        """)
+                    #expect(altered == [1])
+                    var final = try await Self.deployment(job.id, c)
+                    #expect(
+                        try await eventually(timeout: .seconds(90)) {
+                            final = try await Self.deployment(job.id, c)
+                            return final.state == .failed
+                        }, "\(final.state): \(final.reason)")
+                    #expect(final.reason.contains("the checkpoint archive was altered"), "\(final.reason)")
+                }
+                // The archive went to the content store, not to checkpoint rows, and is listed as no output.
+                let big = try await query(
+                    "SELECT size FROM checkpoints WHERE deployment_id = \(job.id) ORDER BY sequence DESC LIMIT 1")
+                #expect((big.first ?? 0) > 64 << 20, "\(big)")
+                let archives = try await query(
+                    """
+                    SELECT s.size FROM stored_outputs s JOIN offers o ON o.id = s.offer_id
+                    WHERE o.deployment_id = \(job.id) AND s.checkpoint_sequence > 0 AND s.complete
+                    """)
+                #expect(archives.contains(big.first ?? -1), "\(archives)")
+                let rows = try await query(
+                    """
+                    SELECT count(*)::bigint FROM checkpoint_chunks c JOIN offers o ON o.id = c.offer_id
+                    WHERE o.deployment_id = \(job.id)
+                    """)
+                #expect(rows == [0])
+                let listed = try await query(
+                    """
+                    SELECT count(*)::bigint FROM outputs x JOIN offers o ON o.id = x.offer_id
+                    WHERE o.deployment_id = \(job.id)
+                    """)
+                #expect(listed == [0])
+                if !tamper {
+                    _ = try await c.consumer.with(c.orchestrator) {
+                        try await $0.cancelDeployment(.with { $0.id = job.id })
+                    }
+                }
+            }
+        }
+    }
+
     @Test("the stateful-counter example runs as an actor and checkpoints on request: a record signed for its address")
     func statefulCounterExample() async throws {
         try await Self.withConstellation("example", prices: [5]) { c in

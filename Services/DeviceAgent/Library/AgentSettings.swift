@@ -28,6 +28,10 @@ public struct AgentSettings: Sendable, Equatable {
     public var imageCacheMiB: Int
     /// MiB of input files kept, least recently used evicted first.
     public var inputCacheMiB: Int
+    /// MiB a checkpoint archive may have, taken here or resumed from.
+    public var checkpointLimitMiB: Int
+    /// MiB a checkpoint archive may inflate to when it is unpacked for a resume.
+    public var checkpointUnpackedLimitMiB: Int
     /// A PEM file of CA certificates trusted for registries besides the system's (a private registry's); nil: the
     /// system's only.
     public var registryCA: String?
@@ -73,6 +77,8 @@ public struct AgentSettings: Sendable, Equatable {
         flag("oci.runtime", options.ociRuntime)
         flag("images.cache_mib", options.imagesCacheMib)
         flag("inputs.cache_mib", options.inputsCacheMib)
+        flag("checkpoints.limit_mib", options.checkpointsLimitMib)
+        flag("checkpoints.unpacked_limit_mib", options.checkpointsUnpackedLimitMib)
         flag("images.registry_ca", options.imagesRegistryCa)
         flag("images.registry_addresses", options.imagesRegistryAddresses)
         let defaults: [AbsoluteConfigKey: ConfigValue] = [
@@ -88,6 +94,8 @@ public struct AgentSettings: Sendable, Equatable {
             "oci.runtime": "auto",
             "images.cache_mib": .init(.int(10240), isSecret: false),
             "inputs.cache_mib": .init(.int(10240), isSecret: false),
+            "checkpoints.limit_mib": .init(.int(4096), isSecret: false),
+            "checkpoints.unpacked_limit_mib": .init(.int(16384), isSecret: false),
             "images.registry_ca": "",
             "images.registry_addresses": "public",
         ]
@@ -108,6 +116,8 @@ public struct AgentSettings: Sendable, Equatable {
             ociRuntime: try reader.choice("oci.runtime", OCIRuntime.Preference.allCases),
             imageCacheMiB: try reader.integer("images.cache_mib", in: 64...(64 << 20)),
             inputCacheMiB: try reader.integer("inputs.cache_mib", in: 16...(64 << 20)),
+            checkpointLimitMiB: try reader.integer("checkpoints.limit_mib", in: 1...(1 << 20)),
+            checkpointUnpackedLimitMiB: try reader.integer("checkpoints.unpacked_limit_mib", in: 1...(4 << 20)),
             registryCA: try reader.optionalString("images.registry_ca"),
             registryAddresses: try reader.choice("images.registry_addresses", AddressPolicy.allCases))
     }
@@ -180,6 +190,18 @@ public struct AgentOptions: ParsableArguments, Sendable {
             "MiB of allocations' input files kept; least recently used go first (env ORRERY_INPUTS_CACHE_MIB, file inputs.cache_mib; default 10240)."
     )
     public var inputsCacheMib: Int?
+
+    @Option(
+        help:
+            "MiB a checkpoint archive may have (taken here, or resumed from); over 64 MiB they travel through the orchestrator's content store (env ORRERY_CHECKPOINTS_LIMIT_MIB, file checkpoints.limit_mib; default 4096)."
+    )
+    public var checkpointsLimitMib: Int?
+
+    @Option(
+        help:
+            "MiB a checkpoint archive may inflate to when unpacked for a resume (env ORRERY_CHECKPOINTS_UNPACKED_LIMIT_MIB, file checkpoints.unpacked_limit_mib; default 16384)."
+    )
+    public var checkpointsUnpackedLimitMib: Int?
 
     @Option(
         help:

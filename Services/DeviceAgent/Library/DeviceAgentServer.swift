@@ -255,7 +255,10 @@ struct AgentWork: Service {
             receipts: ReceiptBook(key: key, runner: runner),
             witness: TreeHeadWitness(file: stateDirectory + "/notary-tree-head.pb"),
             receiptInterval: settings.livenessInterval * 12,
-            actors: ActorDesk(deviceKey: key, root: runner.root, logger: logger, lines: lines),
+            actors: ActorDesk(
+                deviceKey: key, root: runner.root, logger: logger, lines: lines,
+                archiveLimit: Int64(settings.checkpointLimitMiB) << 20,
+                unpackedLimit: settings.checkpointUnpackedLimitMiB << 20),
             lines: lines)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }

@@ -13,7 +13,7 @@ struct ActorMover: Sendable {
     let checkpoints: CheckpointReader
     let router: ActorRouter
     let driver: DeploymentDriver
-    /// How long a checkpoint may take to be written, shipped and stored.
+    /// How long a checkpoint may take to be written, shipped and stored (longer while a large archive keeps arriving).
     static let checkpointTimeout: Duration = .seconds(60)
 
     /// Checkpoints one running replica and waits until a newer checkpoint than before is stored.
@@ -37,11 +37,20 @@ struct ActorMover: Sendable {
                 }
             }, to: running.device,
             until: Date().addingTimeInterval(TimeInterval(Self.checkpointTimeout.components.seconds)))
-        // The checkpoint that answers this request, not merely a newer one (the schedule's may come first).
-        let deadline = ContinuousClock.now + Self.checkpointTimeout
+        // The checkpoint that answers this request, not merely a newer one (the schedule's may come first). A large
+        // archive still arriving in the content store extends the wait while it grows.
+        var deadline = ContinuousClock.now + Self.checkpointTimeout
+        var arriving: Int64 = 0
+        var polls = 0
         while ContinuousClock.now < deadline {
             if let answer = try await checkpoints.answering(requestID, of: address, after: previous ?? 0) {
                 return answer
+            }
+            polls += 1
+            if polls % 20 == 0 {
+                let now = try await checkpoints.archiveBytesArriving(offer: running.offer)
+                if now > arriving { deadline = max(deadline, ContinuousClock.now + .seconds(30)) }
+                arriving = now
             }
             try await Task.sleep(for: .milliseconds(50))
         }

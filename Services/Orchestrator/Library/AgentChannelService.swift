@@ -151,6 +151,13 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 logger.warning(
                     "checkpoint refused", metadata: ["offer": "\(chunk.offerID)", "error": "\(error)"])
             }
+        case .checkpointFetch(let fetch):
+            do {
+                try await checkpoints.serve(fetch, to: device)
+            } catch {
+                logger.warning(
+                    "checkpoint fetch refused", metadata: ["offer": "\(fetch.offerID)", "error": "\(error)"])
+            }
         case .inventory(let inventory):
             guard inventory.runningOfferIds.count <= 10_000, inventory.promisedOfferIds.count <= 10_000,
                 (inventory.runningOfferIds + inventory.promisedOfferIds).allSatisfy({ $0.utf8.count <= 64 })

@@ -60,8 +60,9 @@ struct CheckpointReader: Sendable {
         return found
     }
 
-    /// What a device resuming a stateful replica is sent: the latest checkpoint's chunks, then the deploy carrying
-    /// the record and the actor's key resealed to that device. Without a known actor, the deploy as it is.
+    /// What a device resuming a stateful replica is sent: the latest checkpoint's chunks (none when its archive is in
+    /// the content store: the device fetches it), then the deploy carrying the record and the actor's key resealed
+    /// to that device. Without a known actor, the deploy as it is.
     func prepare(_ deploy: Orrery_Orchestrator_V1_Deploy, device: String) async throws
         -> [Orrery_Orchestrator_V1_OrchestratorMessage]
     {
@@ -87,6 +88,10 @@ struct CheckpointReader: Sendable {
         if let stored = try await latest(address) {
             let record = try Orrery_Actors_V1_Checkpoint(serializedBytes: stored.record.payload)
             resume.checkpoint = stored.record
+            resume.archiveStored = try await isStored(record)
+        }
+        if resume.hasCheckpoint, !resume.archiveStored {
+            let record = try Orrery_Actors_V1_Checkpoint(serializedBytes: resume.checkpoint.payload)
             let chunks = try await client.query(
                 """
                 SELECT index, data FROM checkpoint_chunks
@@ -107,5 +112,28 @@ struct CheckpointReader: Sendable {
         var resumed = deploy
         resumed.resume = resume
         return messages + [.with { $0.deploy = resumed }]
+    }
+
+    /// Bytes of checkpoint archives an offer's device is still sending to the content store.
+    func archiveBytesArriving(offer: String) async throws -> Int64 {
+        let rows = try await client.query(
+            """
+            SELECT coalesce(sum(stored), 0)::bigint FROM stored_outputs
+            WHERE offer_id = \(offer) AND checkpoint_sequence > 0 AND NOT complete
+            """, logger: logger)
+        for try await total in rows.decode(Int64.self) { return total }
+        return 0
+    }
+
+    /// Whether the checkpoint's archive is in the content store (over 64 MiB): the device fetches it then.
+    private func isStored(_ record: Orrery_Actors_V1_Checkpoint) async throws -> Bool {
+        let rows = try await client.query(
+            """
+            SELECT 1 FROM stored_outputs WHERE offer_id = \(record.offerID)
+              AND path = \(ContentStore.checkpointPath(record.sequence))
+              AND checkpoint_sequence = \(Int64(clamping: record.sequence)) AND complete
+            """, logger: logger)
+        for try await _ in rows { return true }
+        return false
     }
 }

@@ -13,7 +13,10 @@ internal import Synchronization
 /// their device in chunks over its line and kept in PostgreSQL (`output_chunks`), so every orchestrator replica
 /// reads them. A chunk is stored only where what is held ends, each answered with how much is held (the device's
 /// window; after a reconnect it sends from there), the whole file checked against the sha256 its device's receipt
-/// names before it is listed; a consumer keeps at most its quota at once, and outputs expire.
+/// names before it is listed; a consumer keeps at most its quota at once, and outputs expire. Checkpoint archives over
+/// 64 MiB come the same way (`checkpoint_sequence`, path `/checkpoints/N`), count in the quota, are never listed as
+/// outputs, go when their actor has two newer ones (`CheckpointStore`) or when their deployment ended longer ago than
+/// the retention.
 struct ContentStore: Sendable {
     let client: PostgresClient
     let offers: OfferStore
@@ -36,6 +39,7 @@ struct ContentStore: Sendable {
         var progress = Orrery_Orchestrator_V1_OutputProgress.with {
             $0.offerID = chunk.offerID
             $0.path = chunk.path
+            $0.checkpointSequence = chunk.checkpointSequence
         }
         guard chunk.data.count <= Self.chunkSize, WorkloadSpecValidator.isSHA256(chunk.sha256),
             WorkloadSpecValidator.isSHA256(chunk.chunkSha256), chunk.size > 0,
@@ -69,33 +73,34 @@ struct ContentStore: Sendable {
         return try await complete(chunk, progress: progress)
     }
 
-    /// The common case, one statement: the chunk appended where the device's copy of this output ends. Not synced
-    /// to disk on its own: a chunk lost in a database crash is answered for with less and sent again; only the
-    /// completion is synchronous (and, the WAL being sequential, makes every chunk before it durable).
+    /// The common case, one statement (one round trip): the chunk appended where the device's copy of this output
+    /// ends. Not synced to disk on its own (`synchronous_commit` off for this statement's transaction alone): a chunk
+    /// lost in a database crash is answered for with less and sent again; only the completion is synchronous (and,
+    /// the WAL being sequential, makes every chunk before it durable).
     /// - Returns: the bytes now held; nil when the chunk does not continue an output of this device's.
     private func append(_ chunk: Orrery_Orchestrator_V1_OutputChunk, from device: String) async throws -> Int64? {
         let length = Int64(chunk.data.count)
-        return try await client.transaction(logger: logger) { connection in
-            try await connection.query("SET LOCAL synchronous_commit = off", logger: logger)
-            for try await stored in try await connection.query(
-                """
-                WITH advanced AS (
-                    UPDATE stored_outputs SET stored = stored + \(length)
-                    WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path) AND device_did = \(device)
-                      AND stored = \(Int64(chunk.offset)) AND NOT complete AND size = \(Int64(chunk.size))
-                      AND sha256 = \(chunk.sha256) AND stored + \(length) <= size
-                    RETURNING stored
-                ), inserted AS (
-                    INSERT INTO output_chunks (offer_id, path, "offset", data)
-                    SELECT \(chunk.offerID), \(chunk.path), \(Int64(chunk.offset)), \(chunk.data) FROM advanced
-                )
-                SELECT stored FROM advanced
-                """, logger: logger
-            ).decode(Int64.self) {
-                return stored
-            }
-            return nil
+        for try await stored in try await client.query(
+            """
+            WITH relaxed AS (
+                SELECT set_config('synchronous_commit', 'off', true)
+            ), advanced AS (
+                UPDATE stored_outputs SET stored = stored + \(length)
+                WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path) AND device_did = \(device)
+                  AND stored = \(Int64(chunk.offset)) AND NOT complete AND size = \(Int64(chunk.size))
+                  AND sha256 = \(chunk.sha256) AND stored + \(length) <= size
+                  AND EXISTS (SELECT 1 FROM relaxed)
+                RETURNING stored
+            ), inserted AS (
+                INSERT INTO output_chunks (offer_id, path, "offset", data)
+                SELECT \(chunk.offerID), \(chunk.path), \(Int64(chunk.offset)), \(chunk.data) FROM advanced
+            )
+            SELECT stored FROM advanced
+            """, logger: logger
+        ).decode(Int64.self) {
+            return stored
         }
+        return nil
     }
 
     /// Everything but the common case, nothing stored: an output's first chunk admits the output (checked against
@@ -109,9 +114,19 @@ struct ContentStore: Sendable {
             progress.refused = why
             return progress
         }
-        guard let recorded = try await offers.offer(chunk.offerID), recorded.device == device,
-            recorded.offer.spec.outputs.contains(chunk.path), recorded.offer.spec.outputsTo.isEmpty
-        else { return refused("not a declared output of this device's allocation that the orchestrator keeps") }
+        let checkpoint = Int64(clamping: chunk.checkpointSequence)
+        guard let recorded = try await offers.offer(chunk.offerID), recorded.device == device else {
+            return refused("not an offer of this device's")
+        }
+        if checkpoint > 0 {
+            guard recorded.offer.spec.stateful, chunk.path == Self.checkpointPath(UInt64(checkpoint)) else {
+                return refused("a checkpoint archive of a stateful allocation, at /checkpoints/SEQUENCE")
+            }
+        } else {
+            guard recorded.offer.spec.outputs.contains(chunk.path), recorded.offer.spec.outputsTo.isEmpty else {
+                return refused("not a declared output of this device's allocation that the orchestrator keeps")
+            }
+        }
         let consumer = recorded.offer.consumerDid
         let size = Int64(chunk.size)
         return try await client.transaction(logger: logger) { connection in
@@ -143,13 +158,15 @@ struct ContentStore: Sendable {
                 }
                 guard used + size <= quotaPerConsumer else {
                     return refused(
-                        "the consumer keeps \(used) bytes in the orchestrator's content store; \(size) more pass its quota of \(quotaPerConsumer): use outputs_to"
-                    )
+                        "the consumer keeps \(used) bytes in the orchestrator's content store; \(size) more pass its quota of \(quotaPerConsumer)"
+                            + (checkpoint > 0 ? "" : ": use outputs_to"))
                 }
                 try await connection.query(
                     """
-                    INSERT INTO stored_outputs (offer_id, path, consumer_did, device_did, size, sha256)
-                    VALUES (\(chunk.offerID), \(chunk.path), \(consumer), \(device), \(size), \(chunk.sha256))
+                    INSERT INTO stored_outputs
+                        (offer_id, path, consumer_did, device_did, size, sha256, checkpoint_sequence)
+                    VALUES (\(chunk.offerID), \(chunk.path), \(consumer), \(device), \(size), \(chunk.sha256),
+                            \(checkpoint))
                     """, logger: logger)
                 held = (size, chunk.sha256, 0, false)
             }
@@ -201,12 +218,15 @@ struct ContentStore: Sendable {
                 """
                 UPDATE stored_outputs SET complete = true WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path)
                 """, logger: logger)
-            try await connection.query(
-                """
-                INSERT INTO outputs (offer_id, path, sha256, content, size, location)
-                VALUES (\(chunk.offerID), \(chunk.path), \(chunk.sha256), \(Data()), \(size), 'store')
-                ON CONFLICT DO NOTHING
-                """, logger: logger)
+            // A checkpoint archive is not an output: its record, sent once the device hears this, lists it.
+            if chunk.checkpointSequence == 0 {
+                try await connection.query(
+                    """
+                    INSERT INTO outputs (offer_id, path, sha256, content, size, location)
+                    VALUES (\(chunk.offerID), \(chunk.path), \(chunk.sha256), \(Data()), \(size), 'store')
+                    ON CONFLICT DO NOTHING
+                    """, logger: logger)
+            }
             progress.complete = true
             return progress
         }
@@ -225,6 +245,7 @@ struct ContentStore: Sendable {
             JOIN offers o ON o.id = s.offer_id JOIN deployments d ON d.id = o.deployment_id
             WHERE d.id = \(request.id) AND d.consumer_did = \(consumer) AND o.allocation = \(request.allocation)
               AND o.replica = \(Int32(clamping: request.replica)) AND s.path = \(request.path) AND s.complete
+              AND s.checkpoint_sequence = 0
             ORDER BY s.created_at DESC LIMIT 1
             """, logger: logger
         ).decode((String, Int64, String).self) {
@@ -262,17 +283,61 @@ struct ContentStore: Sendable {
         }
     }
 
-    /// Removes outputs older than the retention (their chunks and their listing).
+    /// Removes outputs older than the retention (their chunks and their listing), and checkpoint archives of
+    /// deployments that ended longer ago than that.
     func expire() async throws {
         let seconds = Double(retention.components.seconds)
         try await client.query(
             """
             WITH gone AS (
-                DELETE FROM stored_outputs WHERE created_at < now() - make_interval(secs => \(seconds))
+                DELETE FROM stored_outputs s
+                WHERE (s.checkpoint_sequence = 0 AND s.created_at < now() - make_interval(secs => \(seconds)))
+                   OR (s.checkpoint_sequence > 0 AND EXISTS (
+                        SELECT 1 FROM offers o JOIN deployments d ON d.id = o.deployment_id
+                        WHERE o.id = s.offer_id AND d.state IN (8, 9, 10)
+                          AND d.updated_at < now() - make_interval(secs => \(seconds))))
                 RETURNING offer_id, path
             )
             DELETE FROM outputs o USING gone g WHERE o.offer_id = g.offer_id AND o.path = g.path
             """, logger: logger)
+    }
+
+    /// Where checkpoint `sequence`'s archive is kept (no declared output's path: those are relative).
+    static func checkpointPath(_ sequence: UInt64) -> String { "/checkpoints/\(sequence)" }
+
+    /// The stored archive's bytes in [`start`, `end`) of an offer's checkpoint, handed to `write` in pieces of at most
+    /// 1 MiB, in order, each with its offset.
+    /// - Returns: false when no complete archive of that checkpoint is kept.
+    func readCheckpoint(
+        offer: String, sequence: UInt64, from start: Int64, to end: Int64,
+        _ write: (_ offset: Int64, _ data: Data) async throws -> Void
+    ) async throws -> Bool {
+        let path = Self.checkpointPath(sequence)
+        var size: Int64?
+        for try await held in try await client.query(
+            """
+            SELECT size FROM stored_outputs WHERE offer_id = \(offer) AND path = \(path)
+              AND checkpoint_sequence = \(Int64(clamping: sequence)) AND complete
+            """, logger: logger
+        ).decode(Int64.self) {
+            size = held
+        }
+        guard let size else { return false }
+        let end = min(end, size)
+        guard start < end else { return true }
+        let rows = try await client.query(
+            """
+            SELECT "offset", data FROM output_chunks
+            WHERE offer_id = \(offer) AND path = \(path) AND "offset" + length(data) > \(start) AND "offset" < \(end)
+            ORDER BY "offset"
+            """, logger: logger)
+        for try await (offset, stored) in rows.decode((Int64, Data).self) {
+            let from = max(offset, start)
+            let to = min(offset + Int64(stored.count), end)
+            let base = stored.startIndex
+            try await write(from, Data(stored[(base + Int(from - offset))..<(base + Int(to - offset))]))
+        }
+        return true
     }
 }
 

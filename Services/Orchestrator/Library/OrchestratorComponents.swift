@@ -62,11 +62,12 @@ struct OrchestratorComponents: Sendable {
         }
         let relay = LineRelay(client: database, hub: hub, logger: logger)
         let router = ActorRouter(client: database, logger: logger, key: environment.key, relay: relay, offers: offers)
-        let checkpoints = CheckpointStore(
-            client: database, logger: logger, key: environment.key, offers: offers, router: router, notary: notary)
         let contents = ContentStore(
             client: database, offers: offers, logger: logger, quotaPerConsumer: settings.outputStoreBytesPerConsumer,
             retention: settings.outputRetention)
+        let checkpoints = CheckpointStore(
+            client: database, logger: logger, key: environment.key, offers: offers, router: router, notary: notary,
+            contents: contents)
         let mover = ActorMover(
             store: store, offers: offers, checkpoints: checkpointReader, router: router, driver: driver)
         return OrchestratorComponents(

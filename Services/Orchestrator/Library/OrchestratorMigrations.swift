@@ -376,5 +376,14 @@ public enum OrchestratorMigrations {
                 "ALTER TABLE output_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
             ]
         ),
+        Migration(
+            version: 19,
+            name: "checkpoint archives in the content store",
+            statements: [
+                // Non-zero: not a declared output but the archive of this stateful allocation's checkpoint N (over
+                // 64 MiB), kept while it is one of its actor's latest two and its deployment runs.
+                "ALTER TABLE stored_outputs ADD COLUMN checkpoint_sequence bigint NOT NULL DEFAULT 0"
+            ]
+        ),
     ]
 }

@@ -219,6 +219,9 @@ public nonisolated struct Orrery_Actors_V1_DeliveredEnvelope: Sendable {
 }
 
 /// A piece of a checkpoint archive, in order: up the agent channel when it is taken, down it before a resume.
+/// An archive over 64 MiB travels up through the content store instead (OutputChunk with checkpoint_sequence), then
+/// one CheckpointChunk without data carries the record with `archive_stored`; down, the device fetches it
+/// (CheckpointFetch) and each answer names its `offset`.
 public nonisolated struct Orrery_Actors_V1_CheckpointChunk: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -242,11 +245,39 @@ public nonisolated struct Orrery_Actors_V1_CheckpointChunk: Sendable {
   /// Clears the value of `record`. Subsequent reads from it will return its default value.
   public mutating func clearRecord() {self._record = nil}
 
+  /// Up, with the record: the archive is in the orchestrator's content store (the device's upload completed there).
+  public var archiveStored: Bool = false
+
+  /// Down, answering a CheckpointFetch: where `data` starts in the archive.
+  public var offset: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _record: Orrery_Common_V1_Signed? = nil
+}
+
+/// A device resuming an actor whose archive is in the content store asks for the next part of it; the orchestrator
+/// answers with CheckpointChunks (each at most 1 MiB, with its offset) covering [offset, offset + length), in order.
+public nonisolated struct Orrery_Actors_V1_CheckpointFetch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The offer being resumed on this device.
+  public var offerID: String = String()
+
+  public var sequence: UInt64 = 0
+
+  public var offset: UInt64 = 0
+
+  /// At most 16 MiB.
+  public var length: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// The orchestrator asks an agent to checkpoint an allocation now.
@@ -285,7 +316,7 @@ public nonisolated struct Orrery_Actors_V1_CheckpointStored: Sendable {
   public init() {}
 }
 
-/// How a relocated actor resumes: its checkpoint's record (its chunks came before) and its key, resealed to the
+/// How a relocated actor resumes: its checkpoint's record (its chunks came before, or it is fetched) and its key, resealed to the
 /// device that resumes it.
 public nonisolated struct Orrery_Actors_V1_Resume: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -304,6 +335,9 @@ public nonisolated struct Orrery_Actors_V1_Resume: Sendable {
   public var sealedKey: Data = Data()
 
   public var actorDid: String = String()
+
+  /// The archive did not come before: it is in the content store, and the device fetches it (CheckpointFetch).
+  public var archiveStored: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -689,7 +723,7 @@ nonisolated extension Orrery_Actors_V1_DeliveredEnvelope: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Actors_V1_CheckpointChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}sequence\0\u{1}index\0\u{1}data\0\u{1}record\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}sequence\0\u{1}index\0\u{1}data\0\u{1}record\0\u{3}archive_stored\0\u{1}offset\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -702,6 +736,8 @@ nonisolated extension Orrery_Actors_V1_CheckpointChunk: SwiftProtobuf.Message, S
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.index) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.data) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.archiveStored) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
       default: break
       }
     }
@@ -727,6 +763,12 @@ nonisolated extension Orrery_Actors_V1_CheckpointChunk: SwiftProtobuf.Message, S
     try { if let v = self._record {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if self.archiveStored != false {
+      try visitor.visitSingularBoolField(value: self.archiveStored, fieldNumber: 6)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -736,6 +778,53 @@ nonisolated extension Orrery_Actors_V1_CheckpointChunk: SwiftProtobuf.Message, S
     if lhs.index != rhs.index {return false}
     if lhs.data != rhs.data {return false}
     if lhs._record != rhs._record {return false}
+    if lhs.archiveStored != rhs.archiveStored {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Actors_V1_CheckpointFetch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckpointFetch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}sequence\0\u{1}offset\0\u{1}length\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.length) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 2)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    if self.length != 0 {
+      try visitor.visitSingularUInt64Field(value: self.length, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Actors_V1_CheckpointFetch, rhs: Orrery_Actors_V1_CheckpointFetch) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.length != rhs.length {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -823,7 +912,7 @@ nonisolated extension Orrery_Actors_V1_CheckpointStored: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Actors_V1_Resume: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Resume"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}checkpoint\0\u{3}sealed_key\0\u{3}actor_did\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}checkpoint\0\u{3}sealed_key\0\u{3}actor_did\0\u{3}archive_stored\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -834,6 +923,7 @@ nonisolated extension Orrery_Actors_V1_Resume: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularMessageField(value: &self._checkpoint) }()
       case 2: try { try decoder.decodeSingularBytesField(value: &self.sealedKey) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.actorDid) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.archiveStored) }()
       default: break
       }
     }
@@ -853,6 +943,9 @@ nonisolated extension Orrery_Actors_V1_Resume: SwiftProtobuf.Message, SwiftProto
     if !self.actorDid.isEmpty {
       try visitor.visitSingularStringField(value: self.actorDid, fieldNumber: 3)
     }
+    if self.archiveStored != false {
+      try visitor.visitSingularBoolField(value: self.archiveStored, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -860,6 +953,7 @@ nonisolated extension Orrery_Actors_V1_Resume: SwiftProtobuf.Message, SwiftProto
     if lhs._checkpoint != rhs._checkpoint {return false}
     if lhs.sealedKey != rhs.sealedKey {return false}
     if lhs.actorDid != rhs.actorDid {return false}
+    if lhs.archiveStored != rhs.archiveStored {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1681,6 +1681,15 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     set {kind = .outputChunk(newValue)}
   }
 
+  /// The next part of a checkpoint archive kept in the content store, for a resume on this device.
+  public var checkpointFetch: Orrery_Actors_V1_CheckpointFetch {
+    get {
+      if case .checkpointFetch(let v)? = kind {return v}
+      return Orrery_Actors_V1_CheckpointFetch()
+    }
+    set {kind = .checkpointFetch(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -1703,6 +1712,8 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     /// A piece of a declared output for the orchestrator's content store (over 3 MiB, without outputs_to), sent in
     /// order within the window the store's OutputProgress answers allow.
     case outputChunk(Orrery_Orchestrator_V1_OutputChunk)
+    /// The next part of a checkpoint archive kept in the content store, for a resume on this device.
+    case checkpointFetch(Orrery_Actors_V1_CheckpointFetch)
 
   }
 
@@ -1808,7 +1819,8 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .checkpointRequest(newValue)}
   }
 
-  /// A checkpoint's archive before the Deploy that resumes from it.
+  /// A checkpoint's archive before the Deploy that resumes from it (or, for one kept in the content store, the
+  /// answers to the device's CheckpointFetch).
   public var checkpointChunk: Orrery_Actors_V1_CheckpointChunk {
     get {
       if case .checkpointChunk(let v)? = kind {return v}
@@ -1849,7 +1861,8 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     case actorGrant(Orrery_Actors_V1_ActorGrant)
     case mail(Orrery_Actors_V1_Mail)
     case checkpointRequest(Orrery_Actors_V1_CheckpointRequest)
-    /// A checkpoint's archive before the Deploy that resumes from it.
+    /// A checkpoint's archive before the Deploy that resumes from it (or, for one kept in the content store, the
+    /// answers to the device's CheckpointFetch).
     case checkpointChunk(Orrery_Actors_V1_CheckpointChunk)
     case checkpointStored(Orrery_Actors_V1_CheckpointStored)
     /// How much of an output the content store holds (the answer to each OutputChunk).
@@ -2120,6 +2133,9 @@ public nonisolated struct Orrery_Orchestrator_V1_OutputChunk: Sendable {
 
   public var sha256: String = String()
 
+  /// Not a declared output: the archive of this stateful allocation's checkpoint (its path is "/checkpoints/N").
+  public var checkpointSequence: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2134,6 +2150,9 @@ public nonisolated struct Orrery_Orchestrator_V1_OutputProgress: Sendable {
   public var offerID: String = String()
 
   public var path: String = String()
+
+  /// As in the OutputChunk answered.
+  public var checkpointSequence: UInt64 = 0
 
   /// Bytes held, from the start: the device sends from here.
   public var stored: UInt64 = 0
@@ -4644,7 +4663,7 @@ nonisolated extension Orrery_Orchestrator_V1_Relaxation: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0\u{3}output_chunk\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0\u{3}output_chunk\0\u{3}checkpoint_fetch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4795,6 +4814,19 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
           self.kind = .outputChunk(v)
         }
       }()
+      case 12: try {
+        var v: Orrery_Actors_V1_CheckpointFetch?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .checkpointFetch(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .checkpointFetch(v)
+        }
+      }()
       default: break
       }
     }
@@ -4849,6 +4881,10 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
     case .outputChunk?: try {
       guard case .outputChunk(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .checkpointFetch?: try {
+      guard case .checkpointFetch(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
     }()
     case nil: break
     }
@@ -5505,7 +5541,7 @@ nonisolated extension Orrery_Orchestrator_V1_LogChunk: SwiftProtobuf.Message, Sw
 
 nonisolated extension Orrery_Orchestrator_V1_OutputChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OutputChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}offset\0\u{1}data\0\u{3}chunk_sha256\0\u{1}size\0\u{1}sha256\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}offset\0\u{1}data\0\u{3}chunk_sha256\0\u{1}size\0\u{1}sha256\0\u{3}checkpoint_sequence\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5520,6 +5556,7 @@ nonisolated extension Orrery_Orchestrator_V1_OutputChunk: SwiftProtobuf.Message,
       case 5: try { try decoder.decodeSingularStringField(value: &self.chunkSha256) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.checkpointSequence) }()
       default: break
       }
     }
@@ -5547,6 +5584,9 @@ nonisolated extension Orrery_Orchestrator_V1_OutputChunk: SwiftProtobuf.Message,
     if !self.sha256.isEmpty {
       try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 7)
     }
+    if self.checkpointSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.checkpointSequence, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5558,6 +5598,7 @@ nonisolated extension Orrery_Orchestrator_V1_OutputChunk: SwiftProtobuf.Message,
     if lhs.chunkSha256 != rhs.chunkSha256 {return false}
     if lhs.size != rhs.size {return false}
     if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.checkpointSequence != rhs.checkpointSequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5565,7 +5606,7 @@ nonisolated extension Orrery_Orchestrator_V1_OutputChunk: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Orchestrator_V1_OutputProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OutputProgress"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}stored\0\u{1}complete\0\u{1}refused\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}path\0\u{1}stored\0\u{1}complete\0\u{1}refused\0\u{3}checkpoint_sequence\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5578,6 +5619,7 @@ nonisolated extension Orrery_Orchestrator_V1_OutputProgress: SwiftProtobuf.Messa
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.stored) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.complete) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.refused) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.checkpointSequence) }()
       default: break
       }
     }
@@ -5599,12 +5641,16 @@ nonisolated extension Orrery_Orchestrator_V1_OutputProgress: SwiftProtobuf.Messa
     if !self.refused.isEmpty {
       try visitor.visitSingularStringField(value: self.refused, fieldNumber: 5)
     }
+    if self.checkpointSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.checkpointSequence, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Orchestrator_V1_OutputProgress, rhs: Orrery_Orchestrator_V1_OutputProgress) -> Bool {
     if lhs.offerID != rhs.offerID {return false}
     if lhs.path != rhs.path {return false}
+    if lhs.checkpointSequence != rhs.checkpointSequence {return false}
     if lhs.stored != rhs.stored {return false}
     if lhs.complete != rhs.complete {return false}
     if lhs.refused != rhs.refused {return false}

@@ -15,7 +15,9 @@ internal import OrreryRuntimeCore
 
 /// Every actor this device hosts: keys (created here, or unsealed when one resumes here), mailboxes, the mail
 /// between them and the orchestrator, and checkpoints (taken, sealed, signed and shipped in chunks; received,
-/// checked and unpacked before a resume).
+/// checked and unpacked before a resume). An archive over 64 MiB goes to the orchestrator's content store within
+/// its window (`StoreUpload`, resent from what the store holds after a reconnect), its record once the store holds
+/// it; a resume from one fetches it in windows of 16 MiB, written to disk and hashed as it comes.
 ///
 /// Files per allocation, beside the runner's: `actor.key` (0600), `actor.address`, `actor.contract`,
 /// `grant.pb`, `checkpoint.sequence`, `checkpoints/<n>.tar.gz`, and `orrery/` — mounted at `/orrery` in the
@@ -26,10 +28,16 @@ actor ActorDesk {
     let root: String
     let logger: Logger
     /// The largest checkpoint archive taken or accepted.
-    let archiveLimit: Int
+    let archiveLimit: Int64
     /// The most a checkpoint may inflate to when it is unpacked for a resume.
     let unpackedLimit: Int
     static let chunkSize = 1 << 20
+    /// Archives up to this size travel in checkpoint chunks; larger ones through the content store.
+    static let inlineLimit: Int64 = 64 << 20
+    /// The most one fetch of a stored archive asks for.
+    static let fetchWindow: Int64 = 16 << 20
+    /// How long a fetch may go without a byte arriving before it is asked again (four times, then the resume fails).
+    var fetchStall: Duration = .seconds(15)
 
     /// The lines to the orchestrators; written from any actor host without a hop through this actor, so one
     /// actor's messages leave in the order it sent them.
@@ -42,11 +50,15 @@ actor ActorDesk {
     /// (one sequence number each, and the workload's checkpoint directory written for one request at a time).
     private var takes: [String: (task: Task<Void, Never>, waiting: Int)] = [:]
     private var incoming: [String: (sequence: UInt64, chunks: [UInt32: Data])] = [:]
+    /// Stored archives being fetched for a resume, by offer.
+    private var fetches: [String: ArchiveFetch] = [:]
+    /// Archives on their way to the content store, by offer and sequence, with the record sent once it holds them.
+    private var archiveUploads: [String: (upload: StoreUpload, record: Orrery_Common_V1_Signed)] = [:]
     private var retries: Task<Void, Never>?
 
     init(
-        deviceKey: SigningKey, root: String, logger: Logger, lines: AgentLines, archiveLimit: Int = 64 << 20,
-        unpackedLimit: Int = 1 << 30
+        deviceKey: SigningKey, root: String, logger: Logger, lines: AgentLines, archiveLimit: Int64 = 4 << 30,
+        unpackedLimit: Int = 16 << 30
     ) {
         self.lines = lines
         self.unpackedLimit = unpackedLimit
@@ -56,8 +68,15 @@ actor ActorDesk {
         self.archiveLimit = archiveLimit
     }
 
-    /// A line opened: the retries run, and the orchestrator learns (again) who each actor is.
+    /// A line opened: the retries run, the orchestrator learns (again) who each actor is, and archives on their way
+    /// to the content store go on from what it holds.
     func attach() {
+        for (key, entry) in archiveUploads {
+            var upload = entry.upload
+            let sends = upload.restart()
+            archiveUploads[key] = (upload, entry.record)
+            sendArchive(sends, key: key)
+        }
         if retries == nil {
             retries = Task { [weak self, logger] in
                 let desk = WeakReference(self)
@@ -90,7 +109,7 @@ actor ActorDesk {
     /// Before an allocation starts: its actor key (new, or unsealed from the resume), its address, and — when it
     /// resumes — its checkpoint checked against the signed record and unpacked into `ORRERY_CHECKPOINT_DIR`.
     /// - Returns: what the sandbox gets: the environment and the directories mounted.
-    func prepare(_ deploy: Orrery_Orchestrator_V1_Deploy) throws -> ActorSandbox {
+    func prepare(_ deploy: Orrery_Orchestrator_V1_Deploy) async throws -> ActorSandbox {
         let id = deploy.offerID
         guard
             let address = ActorAddress(
@@ -115,7 +134,7 @@ actor ActorDesk {
                 throw RunnerError(message: "the actor key does not open: \(error)")
             }
             if resume.hasCheckpoint {
-                sequence = try restore(id, resume.checkpoint, actor: expected, into: path(id, "orrery/checkpoint"))
+                sequence = try await restore(id, resume, actor: expected, into: path(id, "orrery/checkpoint"))
             }
         } else {
             key = SigningKey()
@@ -137,39 +156,54 @@ actor ActorDesk {
     /// restart is seen by the running workload.
     static func mailboxDirectory(_ id: String) -> String { "/tmp/orrery-mailboxes-\(geteuid())/\(id)" }
 
-    /// Checks the received archive against the record (signed by the actor) and unpacks it; returns its sequence.
-    private func restore(_ id: String, _ signed: Orrery_Common_V1_Signed, actor: DID, into directory: String) throws
-        -> UInt64
+    /// Checks the received (or fetched) archive against the record (signed by the actor) and unpacks it; returns its
+    /// sequence.
+    private func restore(_ id: String, _ resume: Orrery_Actors_V1_Resume, actor: DID, into directory: String)
+        async throws -> UInt64
     {
+        let signed = resume.checkpoint
         do {
             try SignedMessage.verify(signed, type: Orrery_Actors_V1_Checkpoint.protoMessageName, requiring: [actor])
         } catch {
             throw RunnerError(message: "the checkpoint record is not signed by the actor \(actor): \(error)")
         }
         let record = try Orrery_Actors_V1_Checkpoint(serializedBytes: signed.payload)
-        guard let received = incoming[id], received.sequence == record.sequence else {
-            throw RunnerError(message: "checkpoint \(record.sequence)'s archive did not arrive")
-        }
-        var archive = Data()
-        for index in 0..<UInt32(received.chunks.count) {
-            guard let chunk = received.chunks[index] else {
-                throw RunnerError(message: "checkpoint \(record.sequence)'s archive lacks chunk \(index)")
-            }
-            archive.append(chunk)
-        }
-        let digest = Hex.sha256(archive)
-        guard digest == record.sha256, UInt64(archive.count) == record.size else {
+        guard record.size <= UInt64(archiveLimit) else {
             throw RunnerError(
                 message:
-                    "the checkpoint archive was altered: its sha256 is \(digest) (\(archive.count) bytes), the signed record says \(record.sha256) (\(record.size) bytes); refused"
+                    "checkpoint \(record.sequence)'s archive is \(record.size) bytes, more than this device takes (\(archiveLimit))"
             )
         }
         let file = path(id, "checkpoints/\(record.sequence).tar.gz")
-        try archive.write(to: URL(fileURLWithPath: file))
+        let digest: String
+        let size: Int64
+        if resume.archiveStored {
+            (digest, size) = try await fetchArchive(id, record: record, into: file)
+        } else {
+            guard let received = incoming[id], received.sequence == record.sequence else {
+                throw RunnerError(message: "checkpoint \(record.sequence)'s archive did not arrive")
+            }
+            var archive = Data()
+            for index in 0..<UInt32(received.chunks.count) {
+                guard let chunk = received.chunks[index] else {
+                    throw RunnerError(message: "checkpoint \(record.sequence)'s archive lacks chunk \(index)")
+                }
+                archive.append(chunk)
+            }
+            (digest, size) = (Hex.sha256(archive), Int64(archive.count))
+            try archive.write(to: URL(fileURLWithPath: file))
+        }
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        guard digest == record.sha256, UInt64(size) == record.size else {
+            throw RunnerError(
+                message:
+                    "the checkpoint archive was altered: its sha256 is \(digest) (\(size) bytes), the signed record says \(record.sha256) (\(record.size) bytes); refused"
+            )
+        }
         // Inflated here with a bound (a gzip bomb is refused), then unpacked by tar (which keeps paths inside).
         let plain = path(id, "checkpoints/\(record.sequence).tar")
         do {
-            try BoundedGunzip.inflate(archive, to: plain, limit: unpackedLimit)
+            try BoundedGunzip.inflate(file: file, to: plain, limit: unpackedLimit)
         } catch {
             throw RunnerError(message: "checkpoint \(record.sequence) refused: \(error)")
         }
@@ -296,11 +330,131 @@ actor ActorDesk {
     }
 
     func chunk(_ chunk: Orrery_Actors_V1_CheckpointChunk) {
+        if var fetch = fetches[chunk.offerID] {
+            // A piece of a stored archive: taken only where what arrived ends (one resent, or from a line that
+            // dropped, is not).
+            guard fetch.failure == nil, chunk.sequence == fetch.sequence, chunk.offset == UInt64(fetch.received),
+                !chunk.data.isEmpty, chunk.data.count <= Self.chunkSize,
+                fetch.received + Int64(chunk.data.count) <= fetch.size
+            else { return }
+            do {
+                try fetch.file.append([UInt8](chunk.data))
+                fetch.hasher.update(data: chunk.data)
+                fetch.received += Int64(chunk.data.count)
+            } catch {
+                fetch.failure = "\(error)"
+            }
+            fetches[chunk.offerID] = fetch
+            return
+        }
         var entry = incoming[chunk.offerID] ?? (chunk.sequence, [:])
         if entry.sequence != chunk.sequence { entry = (chunk.sequence, [:]) }
         guard entry.chunks.count * Self.chunkSize < archiveLimit, chunk.data.count <= Self.chunkSize else { return }
         entry.chunks[chunk.index] = chunk.data
         incoming[chunk.offerID] = entry
+    }
+
+    /// A stored archive fetched into `file` for a resume, at most `fetchWindow` asked for ahead of what arrived.
+    /// - Returns: the sha256 and size of what arrived (checked against the record by the caller).
+    private func fetchArchive(_ id: String, record: Orrery_Actors_V1_Checkpoint, into file: String) async throws
+        -> (sha256: String, size: Int64)
+    {
+        guard FileManager.default.createFile(atPath: file, contents: nil) else {
+            throw RunnerError(message: "cannot create \(file)")
+        }
+        let size = Int64(record.size)
+        fetches[id] = ArchiveFetch(file: try AppendOnlyFile(path: file), sequence: record.sequence, size: size)
+        defer { fetches[id] = nil }
+        var lastArrival = ContinuousClock.now
+        var lastReceived: Int64 = 0
+        var askedAgain = 0
+        while let fetch = fetches[id], fetch.received < size {
+            if let failure = fetch.failure {
+                throw RunnerError(message: "checkpoint \(record.sequence)'s archive cannot be written: \(failure)")
+            }
+            if fetch.received > lastReceived {
+                (lastReceived, lastArrival) = (fetch.received, .now)
+            } else if ContinuousClock.now - lastArrival > fetchStall {
+                askedAgain += 1
+                guard askedAgain <= 4 else {
+                    throw RunnerError(
+                        message:
+                            "checkpoint \(record.sequence)'s archive stopped arriving at byte \(fetch.received) of \(size)"
+                    )
+                }
+                // Answers lost with a line: asked again from what arrived.
+                fetches[id]?.requested = fetch.received
+                lastArrival = .now
+            }
+            if let current = fetches[id], current.requested < size,
+                current.requested - current.received <= Self.fetchWindow / 2
+            {
+                let length = min(Self.fetchWindow, size - current.requested)
+                send(
+                    .with {
+                        $0.checkpointFetch = .with {
+                            $0.offerID = id
+                            $0.sequence = record.sequence
+                            $0.offset = UInt64(current.requested)
+                            $0.length = UInt64(length)
+                        }
+                    })
+                fetches[id]?.requested = current.requested + length
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        guard let fetch = fetches[id] else { throw CancellationError() }
+        return (Hex.encode(fetch.hasher.finalize()), fetch.received)
+    }
+
+    /// The content store's answer about an archive: more of it, or the end — the record goes once the store holds
+    /// it; refused, the checkpoint is lost (logged).
+    func archiveProgress(_ progress: Orrery_Orchestrator_V1_OutputProgress) {
+        let key = Self.uploadKey(progress.offerID, progress.checkpointSequence)
+        guard var entry = archiveUploads[key] else { return }
+        if !progress.refused.isEmpty || progress.complete {
+            archiveUploads[key] = nil
+            try? FileManager.default.removeItem(atPath: entry.upload.file)
+            guard progress.complete else {
+                logger.warning(
+                    "the orchestrator refused a checkpoint archive",
+                    metadata: [
+                        "offer": "\(progress.offerID)", "sequence": "\(progress.checkpointSequence)",
+                        "why": "\(progress.refused)",
+                    ])
+                return
+            }
+            send(
+                .with {
+                    $0.checkpoint = .with {
+                        $0.offerID = progress.offerID
+                        $0.sequence = progress.checkpointSequence
+                        $0.record = entry.record
+                        $0.archiveStored = true
+                    }
+                })
+            return
+        }
+        let sends = entry.upload.answered(stored: Int64(clamping: progress.stored))
+        archiveUploads[key] = entry
+        sendArchive(sends, key: key)
+    }
+
+    private static func uploadKey(_ offerID: String, _ sequence: UInt64) -> String { "\(offerID)/\(sequence)" }
+
+    private func sendArchive(_ sends: [StoreUpload.Send], key: String) {
+        guard let entry = archiveUploads[key] else { return }
+        for piece in sends {
+            do {
+                send(try entry.upload.chunk(piece))
+            } catch {
+                archiveUploads[key] = nil
+                logger.warning(
+                    "a checkpoint archive cannot be read",
+                    metadata: ["offer": "\(entry.upload.offerID)", "error": "\(error)"])
+                return
+            }
+        }
     }
 
     /// Takes a checkpoint once the one before it (if any) is done, and ships it; a failure (the workload did not
@@ -356,9 +510,10 @@ actor ActorDesk {
         else { throw RunnerError(message: "the workload did not answer the checkpoint request within 30 s") }
         let file = path(id, "checkpoints/\(sequence).tar.gz")
         try Self.tar(["-czf", file, "-C", path(id, "orrery/checkpoint"), "."])
-        let archive = try Data(contentsOf: URL(fileURLWithPath: file))
-        guard archive.count <= archiveLimit else {
-            throw RunnerError(message: "the checkpoint is \(archive.count) bytes, more than \(archiveLimit)")
+        let (sha256, size) = try StoreUpload.digest(of: file)
+        guard size <= archiveLimit else {
+            try? FileManager.default.removeItem(atPath: file)
+            throw RunnerError(message: "the checkpoint is \(size) bytes, more than \(archiveLimit)")
         }
         let record = Orrery_Actors_V1_Checkpoint.with {
             $0.address = host.address.description
@@ -366,8 +521,8 @@ actor ActorDesk {
             $0.offerID = id
             $0.contractID = (try? String(contentsOfFile: path(id, "actor.contract"), encoding: .utf8)) ?? ""
             $0.sequence = sequence
-            $0.sha256 = Hex.sha256(archive)
-            $0.size = UInt64(archive.count)
+            $0.sha256 = sha256
+            $0.size = UInt64(size)
             $0.takenAt = Google_Protobuf_Timestamp(date: Date())
             $0.reason = reason
             $0.requestID = requestID
@@ -382,6 +537,20 @@ actor ActorDesk {
             type: Orrery_Actors_V1_Checkpoint.protoMessageName, payload: try record.serializedData(),
             signers: [deviceKey, host.key])
         try Data(String(sequence).utf8).write(to: URL(fileURLWithPath: path(id, "checkpoint.sequence")))
+        logger.info(
+            "checkpoint taken", metadata: ["offer": "\(id)", "sequence": "\(sequence)", "bytes": "\(size)"])
+        guard size <= Self.inlineLimit else {
+            var upload = StoreUpload(
+                offerID: id, path: "/checkpoints/\(sequence)", file: file, size: size, sha256: sha256)
+            upload.checkpointSequence = sequence
+            let key = Self.uploadKey(id, sequence)
+            let sends = upload.restart()
+            archiveUploads[key] = (upload, signed)
+            sendArchive(sends, key: key)
+            return
+        }
+        let archive = try Data(contentsOf: URL(fileURLWithPath: file))
+        try? FileManager.default.removeItem(atPath: file)
         let count = max(1, (archive.count + Self.chunkSize - 1) / Self.chunkSize)
         for index in 0..<count {
             let start = index * Self.chunkSize
@@ -397,8 +566,6 @@ actor ActorDesk {
                     }
                 })
         }
-        logger.info(
-            "checkpoint taken", metadata: ["offer": "\(id)", "sequence": "\(sequence)", "bytes": "\(archive.count)"])
     }
 
     /// A planned move was abandoned: the actor receives again.
@@ -409,5 +576,26 @@ actor ActorDesk {
         guard outcome.status == 0 else {
             throw RunnerError(message: "tar \(arguments.first ?? ""): \(outcome.errorText)")
         }
+    }
+}
+
+/// A stored checkpoint archive on its way down for a resume: written to its file and hashed as its pieces come, in
+/// order.
+private struct ArchiveFetch {
+    let file: AppendOnlyFile
+    let sequence: UInt64
+    let size: Int64
+    /// Bytes written, from the start.
+    var received: Int64 = 0
+    /// Bytes asked for, from the start.
+    var requested: Int64 = 0
+    var hasher = SHA256()
+    /// Why the file could not be written.
+    var failure: String?
+
+    init(file: AppendOnlyFile, sequence: UInt64, size: Int64) {
+        self.file = file
+        self.sequence = sequence
+        self.size = size
     }
 }

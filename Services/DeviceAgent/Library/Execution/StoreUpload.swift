@@ -23,6 +23,8 @@ struct StoreUpload: Sendable {
     let sha256: String
     /// Unanswered bytes at most.
     var window: Int64 = 16 << 20
+    /// Non-zero: not an output but this checkpoint's archive (the store keeps it apart).
+    var checkpointSequence: UInt64 = 0
     static let chunkSize = 1 << 20
 
     /// What the store holds, from its last answer.
@@ -112,6 +114,7 @@ struct StoreUpload: Sendable {
                 $0.chunkSha256 = Hex.sha256(data)
                 $0.size = UInt64(size)
                 $0.sha256 = sha256
+                $0.checkpointSequence = checkpointSequence
             }
         }
     }

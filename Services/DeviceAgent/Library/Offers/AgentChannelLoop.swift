@@ -114,7 +114,12 @@ struct AgentChannelLoop {
         case .checkpointRequest(let request):
             if let actors = executions.actors { Task { await actors.checkpoint(request) } }
         case .checkpointChunk(let chunk): await executions.actors?.chunk(chunk)
-        case .outputProgress(let progress): await executions.outputProgress(progress)
+        case .outputProgress(let progress):
+            if progress.checkpointSequence > 0 {
+                await executions.actors?.archiveProgress(progress)
+            } else {
+                await executions.outputProgress(progress)
+            }
         case .checkpointStored(let stored):
             logger.info(
                 "checkpoint stored",
