@@ -73,15 +73,29 @@ public actor ImageStore {
     public func pull(
         _ reference: ImageReference, platform: Platform, client: RegistryClient
     ) async throws -> PulledImage {
+        try await pull(reference, platforms: [platform], client: client)
+    }
+
+    /// Pulls `reference` for the first of `platforms` (in order of preference: the device's own, then those it
+    /// emulates) that it offers, and returns it in use (until `release`).
+    public func pull(
+        _ reference: ImageReference, platforms: [Platform], client: RegistryClient
+    ) async throws -> PulledImage {
         let repository = reference.repository
         var fetched = try await client.manifest(repository: repository, reference: reference.manifestReference)
         let pinned = reference.pinned(to: fetched.digest)
+        let wanted = platforms.map(\.description).joined(separator: ", ")
+        var platforms = platforms
         if case .index(let index) = fetched.content {
-            guard let chosen = platform.choose(from: index) else {
+            guard
+                let (platform, chosen) = platforms.lazy.compactMap({ mine in mine.choose(from: index).map { (mine, $0) }
+                    }).first
+            else {
                 let offered = index.manifests.compactMap { $0.platform?.description }.joined(separator: ", ")
                 throw OCIError.noMatchingPlatform(
-                    "\(reference) offers no manifest for \(platform) (it offers \(offered.isEmpty ? "none" : offered))")
+                    "\(reference) offers no manifest for \(wanted) (it offers \(offered.isEmpty ? "none" : offered))")
             }
+            platforms = [platform]
             fetched = try await client.manifest(repository: repository, reference: chosen.digest.description)
         }
         guard case .image(let manifest) = fetched.content else {
@@ -109,9 +123,10 @@ public actor ImageStore {
         defer { Task { await blobs.release(manifest.config.digest) } }
         let configurationBytes = readToEnd(path: blobs.path(of: manifest.config.digest))
         let configuration = try ImageConfiguration.decode(configurationBytes)
-        guard configuration.os == platform.os, configuration.architecture == platform.architecture else {
+        guard platforms.contains(where: { configuration.os == $0.os && configuration.architecture == $0.architecture })
+        else {
             throw OCIError.noMatchingPlatform(
-                "\(reference) is built for \(configuration.os)/\(configuration.architecture), not \(platform)")
+                "\(reference) is built for \(configuration.os)/\(configuration.architecture), not \(wanted)")
         }
         guard configuration.rootfs.diffIDs.count == layers.count else {
             throw OCIError.invalidManifest(

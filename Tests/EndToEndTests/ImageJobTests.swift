@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import DeviceAgent
 import OrreryDatabase
 import OrreryOCI
 import OrreryProto
@@ -33,16 +34,69 @@ struct ImageJobTests {
     /// allowed), the agent killed afterwards, and a consumer.
     static func withImageConstellation(
         _ name: String, trusting registry: RegistryFixture,
+        owner: String = #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
         _ body: (JobConstellation, TestAgent, OrchestratorTests.Consumer) async throws -> Void
     ) async throws {
         let trust = ["--images-registry-ca", registry.ready.ca, "--images-registry-addresses", "any"]
         try await JobConstellation.run(name, orchestratorArguments: trust) { constellation in
-            let agent = try await constellation.startAgent(
-                "imager", owner: #"{"location": {"country": "SE"}, "prices": {"per_core_hour": 5}}"#,
-                extraArguments: trust)
+            let agent = try await constellation.startAgent("imager", owner: owner, extraArguments: trust)
             defer { agent.service.child.signal(SIGKILL) }
             try await body(
                 constellation, agent, try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey))
+        }
+    }
+
+    /// Debian's arm64 busybox-static, as `Tools/scripts/emulation-setup.sh` (run by `make test`) leaves it.
+    static let arm64Busybox = TestEnvironment.repositoryRoot.appendingPathComponent(".cache/arm64/busybox").path
+
+    /// Why the emulation test cannot run here (nil: it can).
+    static var emulationMissing: String? {
+        guard FileManager.default.isExecutableFile(atPath: arm64Busybox) else {
+            return "no arm64 busybox at \(arm64Busybox) (Tools/scripts/emulation-setup.sh fetches it)"
+        }
+        if case .failure(let refusal) = BinfmtEmulation.handler(
+            for: Platform(architecture: "arm64", variant: "v8"), among: BinfmtEmulation.handlers())
+        {
+            return "\(refusal) (Tools/scripts/emulation-setup.sh registers qemu-user-static's)"
+        }
+        return nil
+    }
+
+    @Test(
+        "an arm64-only image runs on this amd64 device through QEMU user emulation once its owner opts in: offered as linux/arm64, placed, run, and it says aarch64",
+        .enabled(if: emulationMissing == nil, "\(emulationMissing ?? "")"))
+    func emulatedImage() async throws {
+        try await RegistryFixture.with("token") { registry in
+            _ = try await registry.push("arm64-busybox:" + Self.arm64Busybox, as: "public/arm64:v1")
+            let owner = #"{"prices": {"per_core_hour": 5}, "emulated_platforms": ["linux/arm64"]}"#
+            try await Self.withImageConstellation("orrery-emulated", trusting: registry, owner: owner) {
+                constellation, agent, consumer in
+                let orchestrator = constellation.orchestrator
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+                let spec = Self.imageSpec(registry.ready.address + "/public/arm64:v1")
+                try await OrchestratorTests.waitUntilChosen(
+                    agent.did, for: spec, consumer, orchestrator, within: .seconds(60))
+                #expect(agent.service.child.output.contains("images for linux/arm64/v8 run emulated"))
+                let submitted = try await consumer.with(orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                            $0.spec = spec
+                            $0.idempotencyKey = UUID().uuidString
+                        })
+                }
+                #expect(submitted.spec.allocations[0].imagePlatforms == ["linux/arm64/v8"])
+                let ended = try await OrchestratorTests.ended(
+                    submitted.id, of: consumer, on: orchestrator, within: .seconds(90))
+                #expect(ended.state == .completed, "\(ended.state): \(ended.reason)")
+                let lines = try await consumer.with(orchestrator) { client in
+                    try await client.streamLogs(.with { $0.id = submitted.id }) { response in
+                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) { $0.append($1) }
+                    }
+                }
+                let stdout = String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
+                #expect(stdout == "aarch64\n", "\(stdout)")
+            }
         }
     }
 

@@ -9,7 +9,8 @@ through `auth.token.rootcertbundle`), and images to pull, built with umoci and p
     python oci_registry.py push DIR KIND REPOSITORY:TAG
         Builds an image of KIND and pushes it as pusher: busybox (umoci), multi (an index with amd64 and an arm64
         entry), whiteout, escape (a member written through a link out of the root), zstd, big (N MiB of random
-        layers: KIND big:N), artifact:FILE (an OCI artifact whose one layer is FILE's bytes).
+        layers: KIND big:N), artifact:FILE (an OCI artifact whose one layer is FILE's bytes), arm64-busybox:FILE (an
+        arm64-only index whose root holds the arm64 busybox FILE; Cmd: uname -m).
         Prints {"digest": manifest or index digest, "layers": [...]} as JSON.
     python oci_registry.py tamper DIR DIGEST
         Overwrites a stored blob's bytes (same size) in the registry's storage: it serves them unchecked.
@@ -270,8 +271,8 @@ def tag_layout(layout, descriptor, tag):
         json.dump({"schemaVersion": 2, "manifests": [entry]}, handle)
 
 
-def busybox_rootfs_members():
-    with open("/bin/busybox", "rb") as handle:
+def busybox_rootfs_members(binary="/bin/busybox"):
+    with open(binary, "rb") as handle:
         busybox = handle.read()
     return [("bin", "dir", None, 0o755), ("bin/busybox", "file", busybox, 0o755), ("bin/sh", "symlink", "busybox", 0o777),
             ("bin/echo", "symlink", "busybox", 0o777), ("bin/cat", "symlink", "busybox", 0o777),
@@ -310,6 +311,15 @@ def push(directory, kind, target):
             arm = layout_image(layout, [tar_layer([("marker", "file", b"arm64", 0o644)])], arch="arm64", variant="v8")
             index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                      "manifests": [amd, arm]}
+            descriptor = dict(write_blob(layout, json.dumps(index).encode()),
+                              mediaType="application/vnd.oci.image.index.v1+json")
+            copy_all = True
+        elif kind.startswith("arm64-busybox:"):
+            # A runnable arm64 image (for QEMU user emulation): the arm64 busybox-static at the path given.
+            arm = layout_image(layout, [tar_layer(busybox_rootfs_members(kind.split(":", 1)[1]) +
+                                                  [("bin/uname", "symlink", "busybox", 0o777)])],
+                               arch="arm64", variant="v8", cmd=["/bin/uname", "-m"])
+            index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [arm]}
             descriptor = dict(write_blob(layout, json.dumps(index).encode()),
                               mediaType="application/vnd.oci.image.index.v1+json")
             copy_all = True

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, slirp4netns, nftables,
-# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci, skopeo and busybox-static for the image tests);
+# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci, skopeo and busybox-static for the image tests,
+# and qemu-user-static with an arm64 busybox for the emulation test: Tools/scripts/emulation-setup.sh);
 # the C libraries the chain adapters link (libsecp256k1, nettle, libsodium) and Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -46,6 +47,7 @@ fi
 id postgres >/dev/null 2>&1 || { echo "the postgres user is missing after installing postgresql" >&2; exit 69; }
 
 [ "${1:-}" = "--test-venv" ] || exit 0
+"$root/Tools/scripts/emulation-setup.sh"
 
 venv="$root/.venv-test"
 requirements="$root/Tests/python/requirements.txt"

@@ -233,13 +233,16 @@ struct AgentWork: Service {
         let connection = try RegistryConnection(enrollment: enrollment, key: key)
         var runner = AllocationRunner(root: stateDirectory + "/allocations")
         runner.networkAllowed = policy.networkAllow ?? []
-        runner.images = await openImages(inventory: inventory)
+        var images = await openImages(inventory: inventory)
+        let emulated = emulatedPlatforms(policy, native: images?.platform)
+        images?.emulated = emulated
+        runner.images = images
         runner.inputs = await openInputs()
         runner.uploader = OutputUploader(
             trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses)
         var capabilities = policy.capabilities(of: inventory)
         capabilities.executors = ["process"] + (runner.images == nil ? [] : ["oci"])
-        capabilities.platforms = runner.images.map { [$0.platform.description] } ?? []
+        capabilities.platforms = runner.images.map { $0.platforms.map(\.description) } ?? []
         let loop = HeartbeatLoop(
             connection: connection, capabilities: capabilities, interval: settings.livenessInterval,
             workDirectory: stateDirectory,
@@ -309,6 +312,27 @@ struct AgentWork: Service {
             logger.error("the image store cannot be opened: images are refused", metadata: ["error": "\(error)"])
             return nil
         }
+    }
+
+    /// The platforms the owner opted into emulating (`owner.emulated_platforms`) that this kernel runs through a
+    /// binfmt_misc handler usable in containers; each refused one is logged with the reason.
+    private func emulatedPlatforms(_ policy: OwnerPolicy, native: Platform?) -> [Platform] {
+        guard let native, let wanted = policy.emulatedPlatforms, !wanted.isEmpty else { return [] }
+        let handlers = BinfmtEmulation.handlers()
+        var emulated: [Platform] = []
+        for text in wanted {
+            guard let platform = OwnerPolicy.platform(text), !native.runs(platform) else { continue }
+            switch BinfmtEmulation.handler(for: platform, among: handlers) {
+            case .success(let handler):
+                emulated.append(platform)
+                logger.notice(
+                    "images for \(platform) run emulated",
+                    metadata: ["handler": "\(handler.name)", "interpreter": "\(handler.interpreter)"])
+            case .failure(let refusal):
+                logger.warning("an emulated platform is not offered", metadata: ["why": "\(refusal)"])
+            }
+        }
+        return emulated
     }
 
     /// Opens the input cache; nil (allocations with inputs refused, and the reason logged) when it cannot be opened.

@@ -19,6 +19,10 @@ public struct ImageRunner: Sendable {
     public let trust: TLSTrust
     /// This device's OCI platform.
     public let platform: Platform
+    /// Foreign platforms run through user-mode emulation (the owner opted in, and the kernel has their handler).
+    public var emulated: [Platform] = []
+    /// Every platform run here, the device's own first (an image offering it is pulled for it).
+    public var platforms: [Platform] { [platform] + emulated }
     /// Where registries may be (public addresses only unless the owner allows any).
     public var addresses: AddressPolicy = .publicOnly
 
@@ -59,7 +63,7 @@ public struct ImageRunner: Sendable {
         client.addresses = addresses
         let image: PulledImage
         do {
-            image = try await store.pull(reference, platform: platform, client: client)
+            image = try await store.pull(reference, platforms: platforms, client: client)
         } catch {
             throw RunnerError(message: "the image \(reference) cannot be used: \(error)")
         }

@@ -4,6 +4,7 @@
     internal import Foundation
 #endif
 internal import OrreryBasics
+internal import OrreryOCI
 public import OrreryProto
 
 /// The owner's policy for this device, from the `owner` object of the agent's config file: who owns it, where it
@@ -51,12 +52,28 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
     /// How long the directory of an ended allocation (its files, outputs and logs) is kept once every receipt of it
     /// was recorded, in hours (default 24; 0: removed as soon as it is paid).
     public var keepEndedHours: Double?
+    /// Foreign platforms (`linux/arm64`, `linux/arm/v7` …) whose images this device may run through QEMU user
+    /// emulation registered in binfmt_misc: offered only when the owner lists them here and the kernel has a usable
+    /// handler (`BinfmtEmulation`). Emulated code runs several times slower; prices are the owner's to set.
+    public var emulatedPlatforms: [String]?
 
     enum CodingKeys: String, CodingKey {
         case did, location, prices, share, labels, hours
         case allowedConsumers = "allowed_consumers", deniedConsumers = "denied_consumers"
         case payoutAddresses = "payout_addresses", networkAllow = "network_allow"
-        case keepEndedHours = "keep_ended_hours"
+        case keepEndedHours = "keep_ended_hours", emulatedPlatforms = "emulated_platforms"
+    }
+
+    /// The platform an `os/architecture[/variant]` name means, as a device of that kind names it (`linux/arm64` is
+    /// `linux/arm64/v8`, `linux/arm` is `linux/arm/v7`: what placement matches images against); nil when it names none.
+    static func platform(_ text: String) -> Platform? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard (2...3).contains(parts.count), parts.allSatisfy({ !$0.isEmpty }) else { return nil }
+        let variant = parts.count == 3 ? parts[2] : nil
+        let machines = ["x86_64", "aarch64", "armv7l", "armv6l", "i686", "riscv64", "ppc64le", "s390x"]
+        return machines.compactMap { Platform.linux(machine: $0) }.first { known in
+            known.os == parts[0] && known.architecture == parts[1] && (variant == nil || variant == known.variant)
+        }
     }
 
     /// How long ended allocations are kept (`keep_ended_hours`).
@@ -118,6 +135,15 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
             throw OwnerPolicyError(field: "owner.location.country", reason: "an ISO 3166-1 alpha-2 code such as DE")
         }
         if let did, !did.hasPrefix("did:key:z") { throw OwnerPolicyError(field: "owner.did", reason: "not a did:key") }
+        for (index, text) in (emulatedPlatforms ?? []).enumerated() {
+            guard let platform = Self.platform(text), BinfmtEmulation.elfHeader(of: platform) != nil else {
+                throw OwnerPolicyError(
+                    field: "owner.emulated_platforms[\(index)]",
+                    reason:
+                        "'\(text)' is not a Linux platform emulation is known for (linux/arm64, linux/arm/v7, linux/arm/v6, linux/amd64, linux/386, linux/riscv64, linux/ppc64le, linux/s390x)"
+                )
+            }
+        }
         for (index, range) in (networkAllow ?? []).enumerated() where !SandboxNetwork.isRange(range) {
             throw OwnerPolicyError(
                 field: "owner.network_allow[\(index)]", reason: "'\(range)' is not an address or ADDRESS/PREFIX")
