@@ -57,14 +57,17 @@ public struct JobConstellation: Sendable {
     }
 
     /// Starts the agent `startAgent` started as `name` again, on its state and configuration (after a kill).
-    public func restartAgent(_ name: String, extraArguments: [String] = []) async throws -> RunningService {
+    public func restartAgent(
+        _ name: String, extraArguments: [String] = [], environment: [String: String] = [:]
+    ) async throws -> RunningService {
         let config = directory.appendingPathComponent("\(name).json").path
         return try await RunningService.start(
             "device-agent",
             extraArguments: [
                 "--state-dir", directory.appendingPathComponent("\(name)-state").path, "--config", config,
             ] + extraArguments,
-            environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
+            environment: network.environment(for: "device-agent").merging(environment) { $1 }, directory: directory,
+            configFile: config)
     }
 
     /// A registry whose devices stay online for 20 minutes without heartbeats (fake devices in tests send none;

@@ -358,7 +358,7 @@ struct DataJobTests {
     }
 
     @Test(
-        "an agent killed -9 halfway through streaming an output to the content store resumes after its restart from what the store holds, and the output arrives whole"
+        "an agent killed -9 halfway through streaming an output to the content store resumes after its restart from what the store holds, a damaged chunk is taken back and sent again, and the output arrives whole"
     )
     func contentStoreUploadSurvivesAKill() async throws {
         try await JobConstellation.run("orrery-content-store-kill") { constellation in
@@ -380,7 +380,10 @@ struct DataJobTests {
             let died = await agent.service.child.waitForExit(timeout: .seconds(240))
             #expect(died != nil, "the agent did not reach its crash point")
             #expect(agent.service.child.output.contains("agent.output-half-stored"))
-            let restarted = try await constellation.restartAgent("killed")
+            // Restarted, it sends one chunk damaged (past the half the store holds): the store takes it back, the
+            // agent sends it again.
+            let restarted = try await constellation.restartAgent(
+                "killed", environment: ["ORRERY_DAMAGE_CHUNK_AT": "\(56 << 20)"])
             defer { restarted.child.signal(SIGKILL) }
 
             var files: [Orrery_Orchestrator_V1_OutputFile] = []
@@ -411,6 +414,7 @@ struct DataJobTests {
             }
             #expect(tail == Data(repeating: UInt8(ascii: "k"), count: 10))
             #expect(restarted.child.output.contains("output stored by the orchestrator"))
+            #expect(restarted.child.output.contains("ORRERY_DAMAGE_CHUNK_AT: a chunk leaves damaged"))
         }
     }
 }

@@ -48,25 +48,55 @@ struct ContentStore: Sendable {
             progress.refused = "a chunk of at most 1 MiB, with sha256s and a size of 1 byte … 1 TiB"
             return progress
         }
-        let intact = !chunk.data.isEmpty && Hex.sha256(chunk.data) == chunk.chunkSha256
-        if intact, let stored = try await append(chunk, from: device) {
+        // The chunk's check and the output's running digest are computed while the database appends it (the device
+        // always sends intact chunks over its TLS line; one that is not is taken back before it is answered for).
+        async let checked = !chunk.data.isEmpty && Hex.sha256(chunk.data) == chunk.chunkSha256
+        async let advanced = hashes.advancing(chunk)
+        if !chunk.data.isEmpty, let stored = try await append(chunk, from: device) {
+            guard await checked else { return try await withdraw(chunk, from: device, progress: progress) }
+            hashes.commit(await advanced, for: chunk)
             return try await appended(chunk, stored: stored, progress: progress)
         }
+        let intact = await checked
         let admitted = try await admit(chunk, from: device, intact: intact, progress: progress)
         // A new output's first chunk: appended now that the output is admitted.
         if admitted.refused.isEmpty, !admitted.complete, intact, admitted.stored == chunk.offset,
             let stored = try await append(chunk, from: device)
         {
+            hashes.commit(await advanced, for: chunk)
             return try await appended(chunk, stored: stored, progress: progress)
         }
         return admitted
+    }
+
+    /// Takes back a chunk just appended whose bytes are not the sha256 it names; answers with what was held before.
+    private func withdraw(
+        _ chunk: Orrery_Orchestrator_V1_OutputChunk, from device: String,
+        progress: Orrery_Orchestrator_V1_OutputProgress
+    ) async throws -> Orrery_Orchestrator_V1_OutputProgress {
+        let length = Int64(chunk.data.count)
+        let end = Int64(chunk.offset) + length
+        try await client.query(
+            """
+            WITH undone AS (
+                UPDATE stored_outputs SET stored = stored - \(length)
+                WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path) AND device_did = \(device)
+                  AND stored = \(end) AND NOT complete
+                RETURNING stored
+            )
+            DELETE FROM output_chunks
+            WHERE offer_id = \(chunk.offerID) AND path = \(chunk.path) AND "offset" = \(Int64(chunk.offset))
+              AND EXISTS (SELECT 1 FROM undone)
+            """, logger: logger)
+        var progress = progress
+        progress.stored = chunk.offset
+        return progress
     }
 
     /// The answer once a chunk was appended: what is held, and the completion when that is all of it.
     private func appended(
         _ chunk: Orrery_Orchestrator_V1_OutputChunk, stored: Int64, progress: Orrery_Orchestrator_V1_OutputProgress
     ) async throws -> Orrery_Orchestrator_V1_OutputProgress {
-        hashes.advance(chunk)
         var progress = progress
         progress.stored = UInt64(stored)
         guard stored == Int64(chunk.size) else { return progress }
@@ -344,25 +374,42 @@ struct ContentStore: Sendable {
 /// The sha256 of each output as far as this replica took its chunks in order, so a completed output is checked
 /// without reading it back; one whose chunks came to several replicas (or before a restart) is read back instead.
 final class RunningDigests: Sendable {
-    private struct Running {
+    fileprivate struct Running {
         var next: UInt64
         var hasher: SHA256
     }
     private let running = Mutex<[String: Running]>([:])
 
-    /// Adds a chunk just stored; a chunk that does not continue what was hashed drops the entry.
-    func advance(_ chunk: Orrery_Orchestrator_V1_OutputChunk) {
+    /// What was hashed of an output with `chunk` added, computed aside (nil when the chunk does not continue it).
+    func advancing(_ chunk: Orrery_Orchestrator_V1_OutputChunk) -> Advanced? {
+        let key = chunk.offerID + "\u{0}" + chunk.path
+        guard
+            var entry = running.withLock({ $0[key] }) ?? (chunk.offset == 0 ? Running(next: 0, hasher: SHA256()) : nil),
+            entry.next == chunk.offset
+        else { return nil }
+        entry.hasher.update(data: chunk.data)
+        entry.next += UInt64(chunk.data.count)
+        return Advanced(entry: entry, from: chunk.offset)
+    }
+
+    /// Keeps what `advancing` computed for a chunk just stored, when nothing else was hashed meanwhile; otherwise
+    /// the entry is dropped (the output is read back when it completes).
+    func commit(_ advanced: Advanced?, for chunk: Orrery_Orchestrator_V1_OutputChunk) {
         let key = chunk.offerID + "\u{0}" + chunk.path
         running.withLock { running in
-            var entry = running[key] ?? (chunk.offset == 0 ? Running(next: 0, hasher: SHA256()) : nil)
-            guard entry?.next == chunk.offset else {
+            let hashedSoFar = running[key]?.next ?? 0
+            guard let advanced, advanced.from == hashedSoFar else {
                 running[key] = nil
                 return
             }
-            entry?.hasher.update(data: chunk.data)
-            entry?.next += UInt64(chunk.data.count)
-            running[key] = entry
+            running[key] = advanced.entry
         }
+    }
+
+    /// An entry with one more chunk hashed, and where that chunk started.
+    struct Advanced: @unchecked Sendable {
+        fileprivate let entry: Running
+        fileprivate let from: UInt64
     }
 
     /// The digest of the whole output when every chunk was hashed here (the entry is dropped either way).

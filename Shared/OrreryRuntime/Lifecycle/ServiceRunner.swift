@@ -393,6 +393,8 @@ private struct MainService: Service {
     /// Streams one connection may carry at once, advertised in SETTINGS_MAX_CONCURRENT_STREAMS so that clients queue
     /// past it instead of having the connection torn down (SwiftNIO's HTTP/2 enforces 100 unless told otherwise).
     static let maximumConcurrentStreams = 100
+    /// The HTTP/2 window per connection and per stream.
+    static let flowControlWindow = 4 << 20
 
     /// The gRPC transport's limits: advertised stream concurrency, idle connections closed, keepalive pings to
     /// find dead peers, the process's connection budget, 4 MiB messages.
@@ -403,6 +405,10 @@ private struct MainService: Service {
     {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.http2.maxConcurrentStreams = maximumConcurrentStreams
+        // HTTP/2 flow control: how much a peer may send before the server takes it in. gRPC's 64 KiB default held a
+        // device streaming an output over its line to a window update per 64 KiB (~70 MiB/s on loopback).
+        config.http2.targetWindowSize = flowControlWindow
+        config.http2.maxFrameSize = 1 << 16
         // Idle connections are ended by `ConnectionIdleGuard` (gRPC's own idle timer leaks each connection).
         config.connection.maxIdleTime = nil
         config.connection.maxGraceTime = .seconds(10)

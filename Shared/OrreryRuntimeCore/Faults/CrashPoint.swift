@@ -1,10 +1,11 @@
 #if canImport(FoundationEssentials)
-    internal import FoundationEssentials
+    public import FoundationEssentials
 #else
-    internal import Foundation
+    public import Foundation
 #endif
 internal import OrreryBasics
 public import Logging
+internal import Synchronization
 
 /// Named points in a service's work where a test can make the process die as `kill -9` would — between two
 /// transactions, say, where no outside signal lands reliably. `ORRERY_CRASH_AT` lists the names (comma-separated);
@@ -21,6 +22,28 @@ public enum CrashPoint {
         guard armed.contains(name) else { return }
         logger.critical("ORRERY_CRASH_AT: dying at a crash point", metadata: ["point": "\(name)"])
         kill(getpid(), SIGKILL)
+    }
+}
+
+/// A chunk a test makes arrive damaged: `ORRERY_DAMAGE_CHUNK_AT` names a byte offset; the first chunk a device sends
+/// to the content store starting there has one byte changed after its sha256 was taken (once per process). Unset, as in
+/// production, nothing is touched.
+public enum DamagedChunk {
+    static let offset: UInt64? = ProcessInfo.processInfo.environment["ORRERY_DAMAGE_CHUNK_AT"].flatMap { UInt64($0) }
+    private static let spent = Mutex(false)
+
+    /// `data` with one byte changed when this is the armed chunk (the first time only).
+    public static func apply(_ data: Data, at start: UInt64, logger: Logger) -> Data {
+        guard let offset, offset == start, !data.isEmpty,
+            spent.withLock({ spent in
+                defer { spent = true }
+                return !spent
+            })
+        else { return data }
+        logger.critical("ORRERY_DAMAGE_CHUNK_AT: a chunk leaves damaged", metadata: ["offset": "\(start)"])
+        var damaged = data
+        damaged[damaged.startIndex] ^= 0xff
+        return damaged
     }
 }
 

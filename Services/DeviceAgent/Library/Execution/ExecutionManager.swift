@@ -499,7 +499,10 @@ actor ExecutionManager {
     private func sendChunks(_ sends: [StoreUpload.Send], of upload: StoreUpload, key: String) {
         for send in sends {
             do {
-                self.send(try upload.chunk(send), about: upload.offerID)
+                var message = try upload.chunk(send)
+                message.outputChunk.data = DamagedChunk.apply(
+                    message.outputChunk.data, at: UInt64(send.offset), logger: logger)
+                self.send(message, about: upload.offerID)
             } catch {
                 storeUploads[key] = nil
                 logger.warning(
