@@ -67,7 +67,7 @@ struct ActorTests {
 
     static func start(
         _ database: TestDatabase, _ network: TestNetwork, _ directory: URL, prices: [Int], interval: Int = 1000,
-        relocationMargin: Int = 0, places: [(latitude: Double, longitude: Double)] = []
+        relocationMargin: Int = 0, places: [(latitude: Double, longitude: Double)] = [], agentArguments: [String] = []
     ) async throws -> Constellation {
         let registry = try await JobConstellation.startRegistry(database, network, directory, interval: interval)
         let notary = try await JobConstellation.startNotary(
@@ -80,7 +80,8 @@ struct ActorTests {
             agents.append(
                 try await startAgent(
                     "agent\(index)", price: price, network, directory, registry: registry, orchestrator: orchestrator,
-                    interval: interval, at: index < places.count ? places[index] : nil))
+                    interval: interval, at: index < places.count ? places[index] : nil,
+                    extraArguments: agentArguments))
         }
         let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
         try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: prices.count)
@@ -92,7 +93,8 @@ struct ActorTests {
     /// A constellation for one test, on a fresh database and directory: `body` gets it; everything stops afterwards.
     static func withConstellation(
         _ name: String, prices: [Int], interval: Int = 1000, relocationMargin: Int = 0,
-        places: [(latitude: Double, longitude: Double)] = [], _ body: (Constellation) async throws -> Void
+        places: [(latitude: Double, longitude: Double)] = [], agentArguments: [String] = [],
+        _ body: (Constellation) async throws -> Void
     ) async throws {
         try await TestDatabase.withDatabase { database in
             try await TestEnvironment.withTemporaryDirectory("orrery-actors-\(name)") { directory in
@@ -100,7 +102,7 @@ struct ActorTests {
                 let c = try await start(
                     database, network, directory, prices: prices, interval: interval,
                     relocationMargin: relocationMargin,
-                    places: places)
+                    places: places, agentArguments: agentArguments)
                 defer { c.stop() }
                 try await body(c)
             }
@@ -109,7 +111,8 @@ struct ActorTests {
 
     static func startAgent(
         _ name: String, price: Int, _ network: TestNetwork, _ directory: URL, registry: RunningService,
-        orchestrator: RunningService, interval: Int = 1000, at place: (latitude: Double, longitude: Double)? = nil
+        orchestrator: RunningService, interval: Int = 1000, at place: (latitude: Double, longitude: Double)? = nil,
+        extraArguments: [String] = []
     ) async throws -> TestAgent {
         let location =
             place.map { #", "location": {"latitude": \#($0.latitude), "longitude": \#($0.longitude)}"# } ?? ""
@@ -117,7 +120,7 @@ struct ActorTests {
             name, owner: #"{"prices": {"per_core_hour": \#(price)}\#(location)}"#,
             orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
             registry: "127.0.0.1:\(registry.ready.grpcPort)",
-            network: network, directory: directory, interval: interval)
+            network: network, directory: directory, interval: interval, extraArguments: extraArguments)
     }
 
     static func submit(

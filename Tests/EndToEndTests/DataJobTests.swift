@@ -4,6 +4,7 @@ import OrreryIdentity
 import OrreryProto
 import OrreryRuntimeCore
 import OrreryTestSupport
+import OrreryWorkloadSpec
 import SwiftProtobuf
 import Testing
 
@@ -415,6 +416,111 @@ struct DataJobTests {
             #expect(tail == Data(repeating: UInt8(ascii: "k"), count: 10))
             #expect(restarted.child.output.contains("output stored by the orchestrator"))
             #expect(restarted.child.output.contains("ORRERY_DAMAGE_CHUNK_AT: a chunk leaves damaged"))
+        }
+    }
+
+    @Test(
+        "orrery renew hands a running deployment fresh presigned URLs: its replica, relocated after its host died, uploads its output with them; a renewal by another consumer, for an output the spec lacks, or of an ended deployment is refused"
+    )
+    func renewedURLs() async throws {
+        try await S3Fixture.with { s3 in
+            try await ActorTests.withConstellation(
+                "renew", prices: [5, 500], agentArguments: ["--images-registry-addresses", "any"]
+            ) { c in
+                let placeholder = c.directory.appendingPathComponent("placeholder")
+                try Data("x".utf8).write(to: placeholder)
+                _ = try await s3.put(placeholder.path, bucket: "results", key: "placeholder")
+                let spec = """
+                    name: renew
+                    allocations:
+                      - name: main
+                        executor: EXECUTOR_PROCESS
+                        artifact: {text: "sleep 12; echo renewed > /work/out.txt"}
+                        resources: {cpu_cores: 1, ram_mib: 64}
+                        max_duration_seconds: 300
+                        outputs: [out.txt]
+                        outputs_to: "s3://results/renew"
+                    """
+                let file = c.directory.appendingPathComponent("renew.yaml").path
+                try spec.write(toFile: file, atomically: true, encoding: .utf8)
+                // The CLI speaks as the constellation's consumer.
+                let key = c.directory.appendingPathComponent("consumer.key").path
+                let chain = c.directory.appendingPathComponent("consumer.ucan").path
+                try KeyFile.write(c.consumer.key, to: key)
+                try DelegationChain.write(c.consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
+                let common = [
+                    "--orchestrator", "127.0.0.1:\(c.orchestrator.ready.grpcPort)", "--key", key, "--proof", chain,
+                ]
+                // Submitted with URLs for a store that is not there: the first device could not upload its output.
+                let (submitted, output) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"),
+                    arguments: ["run", "-q", file, "--s3-endpoint", "http://127.0.0.1:9"] + common,
+                    environment: s3.environment, timeout: .seconds(120))
+                #expect(submitted == 0, "\(output)")
+                let id = output.split(separator: "\n").last.map(String.init) ?? ""
+                let placed = try await ActorTests.deployment(id, c)
+                #expect(placed.assignments.first?.deviceDid == c.agents[0].did, "\(placed)")
+
+                // Renewed with the consumer's real store, then the first device dies.
+                let (renewed, renewal) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"), arguments: ["renew", id, "--json"] + common,
+                    environment: s3.environment)
+                #expect(renewed == 0, "\(renewal)")
+                let answer = try Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse(
+                    jsonString: renewal.trimmingCharacters(in: .whitespacesAndNewlines))
+                #expect(answer.urls == 1 && answer.pullTokens == 0)
+                c.agents[0].service.child.signal(SIGKILL)
+                ActorTests.killSandboxes(of: "agent0", in: c.directory)
+
+                // Relocated to the second device, which uploads with the renewed URL: the object is there.
+                let ended = try await ActorTests.ended(id, c, within: .seconds(150))
+                #expect(ended.state == .completed, "\(ended.state): \(ended.reason)")
+                #expect(ended.assignments.first?.deviceDid == c.agents[1].did)
+                let fetched = c.directory.appendingPathComponent("out.txt").path
+                _ = try await s3.get(bucket: "results", key: "renew/main/0/out.txt", into: fetched)
+                #expect(try String(contentsOfFile: fetched, encoding: .utf8) == "renewed\n")
+
+                // Refused: another consumer (it does not see the deployment), nothing to renew, an output the spec
+                // lacks, an ended deployment.
+                var second = try WorkloadSpecFile.read(file)
+                second.allocations[0].artifact.text = "sleep 300"
+                let owner = c.consumer
+                let running = try await owner.with(c.orchestrator) { client in
+                    try await client.submitWorkload(
+                        .with {
+                            $0.consumerAuthority = try owner.authority(for: c.orchestrator)
+                            $0.spec = second
+                            $0.idempotencyKey = UUID().uuidString
+                            $0.outputUrls = ["main/0/out.txt": "http://127.0.0.1:9/results/renew/main/0/out.txt"]
+                        })
+                }
+                func renew(
+                    as consumer: OrchestratorTests.Consumer, _ outputs: [String: String]
+                ) async throws -> Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse {
+                    try await consumer.with(c.orchestrator) { client in
+                        try await client.renewDeploymentSecrets(
+                            .with {
+                                $0.id = running.id
+                                $0.outputUrls = outputs
+                            })
+                    }
+                }
+                let other = try OrchestratorTests.Consumer(operatorKey: c.network.operatorKey)
+                await OrchestratorTests.expectStatus(.notFound, containing: "no deployment") {
+                    _ = try await renew(as: other, ["main/0/out.txt": "http://127.0.0.1:9/x"])
+                }
+                await OrchestratorTests.expectStatus(.invalidArgument, containing: "nothing to renew") {
+                    _ = try await renew(as: owner, [:])
+                }
+                await OrchestratorTests.expectStatus(.invalidArgument, containing: "output_urls[main/0/nope]") {
+                    _ = try await renew(as: owner, ["main/0/nope": "http://127.0.0.1:9/x"])
+                }
+                #expect(try await renew(as: owner, ["main/0/out.txt": "http://127.0.0.1:9/y"]).urls == 1)
+                _ = try await owner.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = running.id }) }
+                await OrchestratorTests.expectStatus(.failedPrecondition, containing: "has ended") {
+                    _ = try await renew(as: owner, ["main/0/out.txt": "http://127.0.0.1:9/z"])
+                }
+            }
         }
     }
 }

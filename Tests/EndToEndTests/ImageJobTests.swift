@@ -231,6 +231,90 @@ struct ImageJobTests {
     }
 
     @Test(
+        "a private OCI artifact as an input: without a pull token the start fails naming the input; with the consumer's token, sealed to the device, it is fetched, verified and read; a token for no oci:// input is refused; the token in no log"
+    )
+    func privateInput() async throws {
+        try await RegistryFixture.with("token") { registry in
+            try await Self.withImageConstellation("orrery-private-input", trusting: registry) {
+                constellation, agent, consumer in
+                let orchestrator = constellation.orchestrator
+                let file = constellation.directory.appendingPathComponent("dataset.bin")
+                try Data((0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }).write(to: file)
+                let pushed = try await registry.push("artifact:" + file.path, as: "demo/dataset:v1")
+                let layer = try #require(pushed.layers.first)
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+                var spec = OrchestratorTests.spec(cores: 1)
+                spec.allocations[0].artifact = .with { $0.text = "sha256sum /inputs/data | cut -c1-64" }
+                spec.allocations[0].maxDurationSeconds = 120
+                spec.allocations[0].inputs = [
+                    .with {
+                        $0.name = "data"
+                        $0.source = "oci://\(registry.ready.address)/demo/dataset@\(pushed.digest)"
+                        $0.sha256 = layer.hex
+                    }
+                ]
+                func run(tokens: [String: String]) async throws -> (Orrery_Orchestrator_V1_Deployment, String) {
+                    let submitted = try await consumer.with(orchestrator) { client in
+                        try await client.submitWorkload(
+                            .with {
+                                $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                                $0.spec = spec
+                                $0.idempotencyKey = UUID().uuidString
+                                $0.inputTokens = tokens
+                            })
+                    }
+                    let ended = try await OrchestratorTests.ended(
+                        submitted.id, of: consumer, on: orchestrator, within: .seconds(90))
+                    let lines = try await consumer.with(orchestrator) { client in
+                        try await client.streamLogs(.with { $0.id = submitted.id }) { response in
+                            try await response.messages.reduce(into: [Orrery_Orchestrator_V1_LogLine]()) {
+                                $0.append($1)
+                            }
+                        }
+                    }
+                    return (
+                        ended, String(decoding: lines.filter { $0.stream == .stdout }.flatMap(\.data), as: UTF8.self)
+                    )
+                }
+
+                let (refused, _) = try await run(tokens: [:])
+                #expect(refused.state == .failed, "\(refused.state)")
+                #expect(refused.reason.contains("input data"), "\(refused.reason)")
+                await OrchestratorTests.expectStatus(.invalidArgument, containing: "input_tokens[main/nope]") {
+                    _ = try await run(tokens: ["main/nope": "x"])
+                }
+                let token = try #require(
+                    try await registry.client("reader").pullToken(
+                        repository: "demo/dataset", reference: pushed.digest.description))
+                let (fetched, stdout) = try await run(tokens: ["main/data": token])
+                #expect(fetched.state == .completed, "\(fetched.state): \(fetched.reason)")
+                #expect(stdout == layer.hex + "\n", "\(stdout)")
+                for output in [agent.service.child.output, orchestrator.child.output] {
+                    #expect(!output.contains(token))
+                }
+
+                // The CLI gets the input's token from the registry with a Docker-style auth file (`--registry-auth`).
+                let password = try #require(registry.ready.users["reader"])
+                let auth = Data("reader:\(password)".utf8).base64EncodedString()
+                let authFile = constellation.directory.appendingPathComponent("auth.json").path
+                try #"{"auths": {"\#(registry.ready.address)": {"auth": "\#(auth)"}}}"#.write(
+                    toFile: authFile, atomically: true, encoding: .utf8)
+                let specFile = constellation.directory.appendingPathComponent("input.json").path
+                try spec.jsonString().write(toFile: specFile, atomically: true, encoding: .utf8)
+                let (status, output) = try await ChildProcess.run(
+                    TestEnvironment.executable("orrery"),
+                    arguments: [
+                        "run", "--json", "--wait", specFile, "--registry-auth", authFile, "--registry-ca",
+                        registry.ready.ca, "--orchestrator", constellation.orchestratorAddress, "--key",
+                        constellation.network.directory.appendingPathComponent("operator.key").path,
+                    ])
+                #expect(status == 0, "\(output)")
+                #expect(output.contains("DEPLOYMENT_STATE_COMPLETED"), "\(output.prefix(2000))")
+            }
+        }
+    }
+
+    @Test(
         "a private image: refused without a token; run with a pull token the device receives sealed (through the API and `orrery run --registry-auth`); neither the password nor the token in any log or database row"
     )
     func privateImage() async throws {

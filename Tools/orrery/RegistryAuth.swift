@@ -69,4 +69,28 @@ struct RegistryAuth {
         }
         return tokens
     }
+
+    /// A pull-only token for each oci:// input in a repository these logins reach, by "ALLOCATION/INPUT".
+    func inputTokens(for spec: Orrery_Orchestrator_V1_WorkloadSpec, trust: TLSTrust) async throws -> [String: String] {
+        var tokens: [String: String] = [:]
+        for allocation in spec.allocations {
+            for input in allocation.inputs where input.source.hasPrefix("oci://") {
+                let reference = try ImageReference(parsing: String(input.source.dropFirst("oci://".count)))
+                guard let login = logins[reference.registry] ?? logins[reference.apiHost] else { continue }
+                let client = RegistryClient(
+                    host: reference.apiHost, trust: trust,
+                    credentials: .basic(username: login.username, password: login.password))
+                do {
+                    if let token = try await client.pullToken(
+                        repository: reference.repository, reference: reference.manifestReference)
+                    {
+                        tokens["\(allocation.name)/\(input.name)"] = token
+                    }
+                } catch {
+                    throw Failure(description: "input \(allocation.name)/\(input.name): \(reference): \(error)")
+                }
+            }
+        }
+        return tokens
+    }
 }

@@ -116,9 +116,12 @@ struct RunCommand: AsyncParsableCommand {
         let settlementAuthority = try await options.consumerAuthority(
             for: workload, command: "/orrery/settlement/escrow")
         var pullTokens: [String: String] = [:]
+        var inputTokens: [String: String] = [:]
         if let registryAuth {
-            pullTokens = try await RegistryAuth(file: registryAuth).pullTokens(
-                for: workload, trust: registryCa.map { .caFile($0) } ?? .system)
+            let logins = try RegistryAuth(file: registryAuth)
+            let trust: TLSTrust = registryCa.map { .caFile($0) } ?? .system
+            pullTokens = try await logins.pullTokens(for: workload, trust: trust)
+            inputTokens = try await logins.inputTokens(for: workload, trust: trust)
         }
         let deployment = try await options.call { client in
             try await client.submitWorkload(
@@ -130,6 +133,7 @@ struct RunCommand: AsyncParsableCommand {
                     $0.imagePullTokens = pullTokens
                     $0.inputUrls = dataURLs.inputs
                     $0.outputUrls = dataURLs.outputs
+                    $0.inputTokens = inputTokens
                 })
         }
         // Progress on standard error, each line at once, the id first: interrupted, nothing is lost; the data (the
@@ -391,6 +395,60 @@ struct CancelCommand: AsyncParsableCommand {
                 })
         }
         print("\(deployment.id): \(deployment.state.name) — \(deployment.reason)")
+    }
+}
+
+/// `orrery renew DEP`: fresh presigned URLs and pull tokens for a running deployment, made here from the consumer's
+/// credentials as `orrery run` makes them, for replicas deployed or moved from now on.
+struct RenewCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "renew",
+        abstract:
+            "Give a running deployment fresh presigned URLs and image pull tokens (for replicas started or moved from now on)."
+    )
+
+    @Argument(help: "The deployment id.") var id: String
+    @OptionGroup var options: OrchestratorOptions
+    @Option(help: "Registry logins for private images (Docker's config.json format), as for orrery run.")
+    var registryAuth: String?
+    @Option(help: "A PEM file of CA certificates trusted for registries besides the system's (with --registry-auth).")
+    var registryCa: String?
+    @OptionGroup var s3: S3Options
+    @Flag(help: "Print the answer as JSON.") var json = false
+
+    func run() async throws {
+        let deployment = try await options.call { client in try await client.getDeployment(.with { $0.id = id }) }
+        let dataURLs = try s3.urls(for: deployment.spec)
+        var pullTokens: [String: String] = [:]
+        var inputTokens: [String: String] = [:]
+        if let registryAuth {
+            let logins = try RegistryAuth(file: registryAuth)
+            let trust: TLSTrust = registryCa.map { .caFile($0) } ?? .system
+            pullTokens = try await logins.pullTokens(for: deployment.spec, trust: trust)
+            inputTokens = try await logins.inputTokens(for: deployment.spec, trust: trust)
+        }
+        guard !pullTokens.isEmpty || !inputTokens.isEmpty || !dataURLs.inputs.isEmpty || !dataURLs.outputs.isEmpty
+        else {
+            throw ValidationError(
+                "\(id) uses no S3 data, and --registry-auth gave no pull token for its images: nothing to renew")
+        }
+        let renewed = try await options.call { client in
+            try await client.renewDeploymentSecrets(
+                .with {
+                    $0.id = id
+                    $0.imagePullTokens = pullTokens
+                    $0.inputUrls = dataURLs.inputs
+                    $0.outputUrls = dataURLs.outputs
+                    $0.inputTokens = inputTokens
+                })
+        }
+        if json {
+            Console.out(try renewed.jsonString())
+        } else {
+            Console.out(
+                "\(id): \(renewed.urls) presigned URLs (valid \(s3.presignHours) h) and \(renewed.pullTokens) pull tokens held for replicas started or moved from now on"
+            )
+        }
     }
 }
 

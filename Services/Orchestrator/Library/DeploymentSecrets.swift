@@ -3,6 +3,7 @@ internal import GRPCCore
 internal import Logging
 internal import OrreryActors
 internal import OrreryData
+internal import OrreryDatabase
 internal import OrreryIdentity
 internal import OrreryProto
 internal import PostgresNIO
@@ -23,13 +24,15 @@ struct DeploymentSecrets: Sendable {
     /// The secrets of one submission, checked.
     struct Submitted {
         var pullTokens: [String: String]
-        /// By allocation, then `in/NAME` or `out/REPLICA/PATH`.
+        /// By allocation, then `in/NAME`, `out/REPLICA/PATH` or `tok/NAME` (a private oci:// input's pull token).
         var urls: [String: [String: String]]
     }
 
     /// Checks the request's tokens and URLs against its spec: each names an allocation, input or output that needs
-    /// it, and every s3:// input and output to S3 has its URL.
-    static func validate(_ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest) throws -> Submitted {
+    /// it, and (unless `requireURLs` is false: none are given) every s3:// input and output to S3 has its URL.
+    static func validate(_ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest, requireURLs: Bool = true) throws
+        -> Submitted
+    {
         let spec = request.spec
         for (allocation, token) in request.imagePullTokens.sorted(by: { $0.key < $1.key }) {
             let field = "image_pull_tokens[\(allocation.prefix(63))]"
@@ -58,6 +61,26 @@ struct DeploymentSecrets: Sendable {
                 }
             }
         }
+        for (key, token) in request.inputTokens.sorted(by: { $0.key < $1.key }) {
+            let field = "input_tokens[\(key.prefix(1200))]"
+            let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
+            guard parts.count == 2,
+                spec.allocations.contains(where: { allocation in
+                    allocation.name == parts[0]
+                        && allocation.inputs.contains { $0.name == parts[1] && $0.source.hasPrefix("oci://") }
+                })
+            else {
+                throw RPCError(
+                    code: .invalidArgument, message: "\(field): names no oci:// input of the spec (ALLOCATION/INPUT)")
+            }
+            guard !token.isEmpty, token.utf8.count <= maximumBytes, token.utf8.allSatisfy({ (33...126).contains($0) })
+            else {
+                throw RPCError(
+                    code: .invalidArgument,
+                    message: "\(field): a bearer token of 1…\(maximumBytes) printable characters without spaces")
+            }
+            urls[parts[0], default: [:]]["tok/\(parts[1])"] = token
+        }
         let given =
             request.inputUrls.map { ("input_urls[\($0.key.prefix(1200))]", $0.value) }
             + request.outputUrls.map { ("output_urls[\($0.key.prefix(1200))]", $0.value) }
@@ -79,7 +102,7 @@ struct DeploymentSecrets: Sendable {
             let parts = target.split(separator: "\u{0}", maxSplits: 1).map(String.init)
             urls[parts[0], default: [:]][parts[1]] = url
         }
-        if let missing = wanted.keys.sorted().first {
+        if requireURLs, let missing = wanted.keys.sorted().first {
             throw RPCError(
                 code: .invalidArgument,
                 message: "\(missing): required (a presigned URL: `orrery run` makes it from your S3 credentials)")
@@ -123,10 +146,51 @@ struct DeploymentSecrets: Sendable {
         }
     }
 
+    /// Replaces a deployment's stored secrets with renewed ones, in one transaction: the pull tokens of the
+    /// allocations named, and (`replacingURLs`) every data URL.
+    /// - Returns: how many pull tokens and URLs it holds now.
+    func replace(deployment: String, with submitted: Submitted, replacingURLs: Bool) async throws
+        -> (pullTokens: Int, urls: Int)
+    {
+        let sealed = try sealed(submitted)
+        return try await client.transaction(logger: logger) { connection in
+            for allocation in submitted.pullTokens.keys {
+                try await connection.query(
+                    "DELETE FROM image_pull_tokens WHERE deployment_id = \(deployment) AND allocation = \(allocation)",
+                    logger: logger)
+            }
+            if replacingURLs {
+                try await connection.query(
+                    "DELETE FROM data_urls WHERE deployment_id = \(deployment) AND NOT starts_with(name, 'tok/')",
+                    logger: logger)
+            }
+            for (allocation, names) in submitted.urls {
+                for name in names.keys where name.hasPrefix("tok/") {
+                    try await connection.query(
+                        """
+                        DELETE FROM data_urls
+                        WHERE deployment_id = \(deployment) AND allocation = \(allocation) AND name = \(name)
+                        """, logger: logger)
+                }
+            }
+            try await Self.insert(sealed, deployment: deployment, connection: connection, logger: logger)
+            let rows = try await connection.query(
+                """
+                SELECT (SELECT count(*) FROM image_pull_tokens WHERE deployment_id = \(deployment))
+                         + (SELECT count(*) FROM data_urls WHERE deployment_id = \(deployment) AND starts_with(name, 'tok/')),
+                       (SELECT count(*) FROM data_urls WHERE deployment_id = \(deployment) AND NOT starts_with(name, 'tok/'))
+                """, logger: logger)
+            for try await (tokens, urls) in rows.decode((Int64, Int64).self) { return (Int(tokens), Int(urls)) }
+            return (0, 0)
+        }
+    }
+
     /// `deploy` with its image's pull token and its replica's data URLs sealed to `device`.
     func attach(_ deploy: Orrery_Orchestrator_V1_Deploy, device: String) async throws -> Orrery_Orchestrator_V1_Deploy {
         let spec = deploy.spec
-        let usesURLs = spec.inputs.contains { $0.source.hasPrefix("s3://") } || !spec.outputsTo.isEmpty
+        let usesURLs =
+            spec.inputs.contains { $0.source.hasPrefix("s3://") || $0.source.hasPrefix("oci://") }
+            || !spec.outputsTo.isEmpty
         guard spec.executor == .oci || usesURLs else { return deploy }
         let recipient = try DID(device)
         func reseal(_ box: Data) throws -> Data {
@@ -147,11 +211,13 @@ struct DeploymentSecrets: Sendable {
                 """
                 SELECT name, sealed FROM data_urls
                 WHERE deployment_id = \(deploy.deploymentID) AND allocation = \(deploy.allocation)
-                  AND (name LIKE 'in/%' OR starts_with(name, \(outputs)))
+                  AND (name LIKE 'in/%' OR name LIKE 'tok/%' OR starts_with(name, \(outputs)))
                 """, logger: logger)
             for try await (name, box) in rows.decode((String, Data).self) {
                 if name.hasPrefix("in/") {
                     attached.inputUrls[String(name.dropFirst(3))] = try reseal(box)
+                } else if name.hasPrefix("tok/") {
+                    attached.inputTokens[String(name.dropFirst(4))] = try reseal(box)
                 } else if name.hasPrefix(outputs) {
                     attached.outputUrls[String(name.dropFirst(outputs.count))] = try reseal(box)
                 }

@@ -82,6 +82,52 @@ public struct OrchestratorAPI: Sendable {
         return try await store.deployment(created.id) ?? created
     }
 
+    /// Replaces what the deployment's devices are handed for its consumer (pull tokens, presigned URLs): the
+    /// consumer's own call, checked as at submit; a replica deployed or relocated afterwards gets the new ones.
+    public func renewSecrets(_ request: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest, caller: String)
+        async throws -> Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse
+    {
+        let deployment = try await get(request.id, caller: caller)
+        guard deployment.consumerDid == caller else {
+            throw RPCError(
+                code: .permissionDenied,
+                message: "only the deployment's consumer renews the tokens and URLs its devices get for it")
+        }
+        guard !DeploymentStore.terminal.contains(deployment.state) else {
+            throw RPCError(
+                code: .failedPrecondition,
+                message: "deployment \(deployment.id) has ended (\(deployment.state)): nothing of it is deployed again")
+        }
+        let urlsGiven = !request.inputUrls.isEmpty || !request.outputUrls.isEmpty
+        guard urlsGiven || !request.imagePullTokens.isEmpty || !request.inputTokens.isEmpty else {
+            throw RPCError(
+                code: .invalidArgument,
+                message:
+                    "nothing to renew: give image_pull_tokens, input_tokens, or input_urls and output_urls (orrery renew makes them)"
+            )
+        }
+        let submitted = try DeploymentSecrets.validate(
+            .with {
+                $0.spec = deployment.spec
+                $0.imagePullTokens = request.imagePullTokens
+                $0.inputUrls = request.inputUrls
+                $0.outputUrls = request.outputUrls
+                $0.inputTokens = request.inputTokens
+            }, requireURLs: urlsGiven)
+        let held = try await secrets.replace(deployment: deployment.id, with: submitted, replacingURLs: urlsGiven)
+        driver.logger.info(
+            "deployment secrets renewed",
+            metadata: [
+                "deployment": "\(deployment.id)",
+                "pull_tokens": "\(request.imagePullTokens.count + request.inputTokens.count)",
+                "urls": "\(request.inputUrls.count + request.outputUrls.count)",
+            ])
+        return .with {
+            $0.pullTokens = UInt32(held.pullTokens)
+            $0.urls = UInt32(held.urls)
+        }
+    }
+
     private func sameSpec(
         _ earlier: Orrery_Orchestrator_V1_Deployment, _ request: Orrery_Orchestrator_V1_SubmitWorkloadRequest
     ) throws -> Orrery_Orchestrator_V1_Deployment {

@@ -41,6 +41,12 @@ enum OrchestratorHTTPGateway {
         ) {
             try await api.move($0, caller: try caller())
         }
+        gateway.unary(
+            router, method: "\(service)/RenewDeploymentSecrets",
+            Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest.self
+        ) {
+            try await api.renewSecrets($0, caller: try caller())
+        }
         gateway.unary(router, method: "\(service)/ListActors", Orrery_Orchestrator_V1_ListActorsRequest.self) {
             try await api.actors($0, caller: try caller())
         }

@@ -135,4 +135,10 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
     {
         try await api.grantActorAccess(request, caller: try caller())
     }
+
+    public func renewDeploymentSecrets(
+        request: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest, context: ServerContext
+    ) async throws -> Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse {
+        try await api.renewSecrets(request, caller: try caller())
+    }
 }

@@ -228,6 +228,19 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RenewDeploymentSecrets" metadata.
+        public enum RenewDeploymentSecrets: Sendable {
+            /// Request type for "RenewDeploymentSecrets".
+            public typealias Input = Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest
+            /// Response type for "RenewDeploymentSecrets".
+            public typealias Output = Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse
+            /// Descriptor for "RenewDeploymentSecrets".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "RenewDeploymentSecrets",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.Orchestrator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -245,7 +258,8 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             ListActors.descriptor,
             GrantActorAccess.descriptor,
             ListSettlementIncidents.descriptor,
-            ResolveSettlementIncident.descriptor
+            ResolveSettlementIncident.descriptor,
+            RenewDeploymentSecrets.descriptor
         ]
     }
 }
@@ -572,6 +586,26 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_SettlementIncident>
+
+        /// Handle the "RenewDeploymentSecrets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Replaces what a running deployment's devices are handed for the consumer: image pull tokens and presigned data
+        /// > URLs, fresh ones before those given at submit expire. A replica deployed or relocated afterwards gets these;
+        /// > running ones keep theirs. The deployment's consumer only; checked as at submit. Retrying is safe (it replaces).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse` messages.
+        func renewDeploymentSecrets(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -882,6 +916,26 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_SettlementIncident>
+
+        /// Handle the "RenewDeploymentSecrets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Replaces what a running deployment's devices are handed for the consumer: image pull tokens and presigned data
+        /// > URLs, fresh ones before those given at submit expire. A replica deployed or relocated afterwards gets these;
+        /// > running ones keep theirs. The deployment's consumer only; checked as at submit. Retrying is safe (it replaces).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse` message.
+        func renewDeploymentSecrets(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -1193,6 +1247,26 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Orchestrator_V1_SettlementIncident
+
+        /// Handle the "RenewDeploymentSecrets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Replaces what a running deployment's devices are handed for the consumer: image pull tokens and presigned data
+        /// > URLs, fresh ones before those given at submit expire. A replica deployed or relocated afterwards gets these;
+        /// > running ones keep theirs. The deployment's consumer only; checked as at submit. Retrying is safe (it replaces).
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse` to respond with.
+        func renewDeploymentSecrets(
+            request: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse
     }
 }
 
@@ -1376,6 +1450,17 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.RenewDeploymentSecrets.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>(),
+            handler: { request, context in
+                try await self.renewDeploymentSecrets(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1552,6 +1637,17 @@ extension Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_SettlementIncident> {
         let response = try await self.resolveSettlementIncident(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func renewDeploymentSecrets(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse> {
+        let response = try await self.renewDeploymentSecrets(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1775,6 +1871,19 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_SettlementIncident> {
         return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_SettlementIncident>(
             message: try await self.resolveSettlementIncident(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func renewDeploymentSecrets(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>(
+            message: try await self.renewDeploymentSecrets(
                 request: request.message,
                 context: context
             ),
@@ -2171,6 +2280,31 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_SettlementIncident>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_SettlementIncident>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RenewDeploymentSecrets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Replaces what a running deployment's devices are handed for the consumer: image pull tokens and presigned data
+        /// > URLs, fresh ones before those given at submit expire. A replica deployed or relocated afterwards gets these;
+        /// > running ones keep theirs. The deployment's consumer only; checked as at submit. Retrying is safe (it replaces).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func renewDeploymentSecrets<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2740,6 +2874,42 @@ extension Orrery_Orchestrator_V1_Orchestrator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RenewDeploymentSecrets" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Replaces what a running deployment's devices are handed for the consumer: image pull tokens and presigned data
+        /// > URLs, fresh ones before those given at submit expire. A replica deployed or relocated afterwards gets these;
+        /// > running ones keep theirs. The deployment's consumer only; checked as at submit. Retrying is safe (it replaces).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func renewDeploymentSecrets<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.RenewDeploymentSecrets.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3212,6 +3382,37 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ResolveSettlementIncidentRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_SettlementIncident>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RenewDeploymentSecrets" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Replaces what a running deployment's devices are handed for the consumer: image pull tokens and presigned data
+    /// > URLs, fresh ones before those given at submit expire. A replica deployed or relocated afterwards gets these;
+    /// > running ones keep theirs. The deployment's consumer only; checked as at submit. Retrying is safe (it replaces).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func renewDeploymentSecrets<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.renewDeploymentSecrets(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3750,6 +3951,41 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             metadata: metadata
         )
         return try await self.resolveSettlementIncident(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RenewDeploymentSecrets" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Replaces what a running deployment's devices are handed for the consumer: image pull tokens and presigned data
+    /// > URLs, fresh ones before those given at submit expire. A replica deployed or relocated afterwards gets these;
+    /// > running ones keep theirs. The deployment's consumer only; checked as at submit. Retrying is safe (it replaces).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func renewDeploymentSecrets<Result>(
+        _ message: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.renewDeploymentSecrets(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -275,6 +275,44 @@ public nonisolated enum Orrery_Orchestrator_V1_LogStream: SwiftProtobuf.Enum, Sw
 
 }
 
+public nonisolated struct Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  /// As in SubmitWorkloadRequest: by allocation; those not named keep theirs.
+  public var imagePullTokens: Dictionary<String,String> = [:]
+
+  /// As in SubmitWorkloadRequest. Given at all, every URL the spec needs is required: they replace all the old ones.
+  public var inputUrls: Dictionary<String,String> = [:]
+
+  public var outputUrls: Dictionary<String,String> = [:]
+
+  /// As in SubmitWorkloadRequest: by "ALLOCATION/INPUT"; those not named keep theirs.
+  public var inputTokens: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// How many pull tokens and URLs are stored now.
+  public var pullTokens: UInt32 = 0
+
+  public var urls: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Orrery_Orchestrator_V1_SettlementIncident: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1199,6 +1237,10 @@ public nonisolated struct Orrery_Orchestrator_V1_SubmitWorkloadRequest: Sendable
   /// object, kept and handed on as input_urls are.
   public var outputUrls: Dictionary<String,String> = [:]
 
+  /// oci:// inputs in private repositories: by "ALLOCATION/INPUT", a short-lived pull-only token for that repository
+  /// (`orrery run --registry-auth` gets it from the registry's token service), kept and handed on as input_urls are.
+  public var inputTokens: Dictionary<String,String> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1917,61 +1959,93 @@ public nonisolated struct Orrery_Orchestrator_V1_ReceiptsRecorded: @unchecked Se
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Orrery_Orchestrator_V1_Deploy: Sendable {
+public nonisolated struct Orrery_Orchestrator_V1_Deploy: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var offerID: String = String()
+  public var offerID: String {
+    get {_storage._offerID}
+    set {_uniqueStorage()._offerID = newValue}
+  }
 
-  public var deploymentID: String = String()
+  public var deploymentID: String {
+    get {_storage._deploymentID}
+    set {_uniqueStorage()._deploymentID = newValue}
+  }
 
-  public var allocation: String = String()
+  public var allocation: String {
+    get {_storage._allocation}
+    set {_uniqueStorage()._allocation = newValue}
+  }
 
-  public var replica: UInt32 = 0
+  public var replica: UInt32 {
+    get {_storage._replica}
+    set {_uniqueStorage()._replica = newValue}
+  }
 
   public var spec: Orrery_Orchestrator_V1_AllocationSpec {
-    get {_spec ?? Orrery_Orchestrator_V1_AllocationSpec()}
-    set {_spec = newValue}
+    get {_storage._spec ?? Orrery_Orchestrator_V1_AllocationSpec()}
+    set {_uniqueStorage()._spec = newValue}
   }
   /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {self._spec != nil}
+  public var hasSpec: Bool {_storage._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {self._spec = nil}
+  public mutating func clearSpec() {_uniqueStorage()._spec = nil}
 
   /// The contract the device's receipts name.
-  public var contractID: String = String()
+  public var contractID: String {
+    get {_storage._contractID}
+    set {_uniqueStorage()._contractID = newValue}
+  }
 
   /// A relocated stateful replica resumes from this checkpoint (its chunks were sent just before).
   public var resume: Orrery_Actors_V1_Resume {
-    get {_resume ?? Orrery_Actors_V1_Resume()}
-    set {_resume = newValue}
+    get {_storage._resume ?? Orrery_Actors_V1_Resume()}
+    set {_uniqueStorage()._resume = newValue}
   }
   /// Returns true if `resume` has been explicitly set.
-  public var hasResume: Bool {self._resume != nil}
+  public var hasResume: Bool {_storage._resume != nil}
   /// Clears the value of `resume`. Subsequent reads from it will return its default value.
-  public mutating func clearResume() {self._resume = nil}
+  public mutating func clearResume() {_uniqueStorage()._resume = nil}
 
   /// A private image's pull token (see SubmitWorkloadRequest.image_pull_tokens) in a libsodium sealed box to this
   /// device's did:key; empty for a public image.
-  public var imagePullToken: Data = Data()
+  public var imagePullToken: Data {
+    get {_storage._imagePullToken}
+    set {_uniqueStorage()._imagePullToken = newValue}
+  }
 
   /// The s3:// inputs' presigned URLs by input name, each in a sealed box to this device's did:key.
-  public var inputUrls: Dictionary<String,Data> = [:]
+  public var inputUrls: Dictionary<String,Data> {
+    get {_storage._inputUrls}
+    set {_uniqueStorage()._inputUrls = newValue}
+  }
 
   /// With AllocationSpec.outputs_to: the declared outputs' presigned PUT URLs by path, each sealed to this device.
-  public var outputUrls: Dictionary<String,Data> = [:]
+  public var outputUrls: Dictionary<String,Data> {
+    get {_storage._outputUrls}
+    set {_uniqueStorage()._outputUrls = newValue}
+  }
 
   /// The deployment's consumer: what the device's input cache is scoped by (a file cached for one consumer is never
   /// handed to another who only names its digest).
-  public var consumerDid: String = String()
+  public var consumerDid: String {
+    get {_storage._consumerDid}
+    set {_uniqueStorage()._consumerDid = newValue}
+  }
+
+  /// Private oci:// inputs' pull tokens by input name, each sealed to this device.
+  public var inputTokens: Dictionary<String,Data> {
+    get {_storage._inputTokens}
+    set {_uniqueStorage()._inputTokens = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _spec: Orrery_Orchestrator_V1_AllocationSpec? = nil
-  fileprivate var _resume: Orrery_Actors_V1_Resume? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_Stop: Sendable {
@@ -2338,6 +2412,91 @@ nonisolated extension Orrery_Orchestrator_V1_ReplicaRunState: SwiftProtobuf._Pro
 
 nonisolated extension Orrery_Orchestrator_V1_LogStream: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LOG_STREAM_UNSPECIFIED\0\u{1}LOG_STREAM_STDOUT\0\u{1}LOG_STREAM_STDERR\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RenewDeploymentSecretsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}image_pull_tokens\0\u{3}input_urls\0\u{3}output_urls\0\u{3}input_tokens\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.imagePullTokens) }()
+      case 3: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.inputUrls) }()
+      case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.outputUrls) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.inputTokens) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.imagePullTokens.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.imagePullTokens, fieldNumber: 2)
+    }
+    if !self.inputUrls.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.inputUrls, fieldNumber: 3)
+    }
+    if !self.outputUrls.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.outputUrls, fieldNumber: 4)
+    }
+    if !self.inputTokens.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.inputTokens, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest, rhs: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.imagePullTokens != rhs.imagePullTokens {return false}
+    if lhs.inputUrls != rhs.inputUrls {return false}
+    if lhs.outputUrls != rhs.outputUrls {return false}
+    if lhs.inputTokens != rhs.inputTokens {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RenewDeploymentSecretsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pull_tokens\0\u{1}urls\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.pullTokens) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.urls) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.pullTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pullTokens, fieldNumber: 1)
+    }
+    if self.urls != 0 {
+      try visitor.visitSingularUInt32Field(value: self.urls, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse, rhs: Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse) -> Bool {
+    if lhs.pullTokens != rhs.pullTokens {return false}
+    if lhs.urls != rhs.urls {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Orrery_Orchestrator_V1_SettlementIncident: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -3895,7 +4054,7 @@ nonisolated extension Orrery_Orchestrator_V1_LatencyEdge: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitWorkloadRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0\u{3}settlement_authority\0\u{3}image_pull_tokens\0\u{3}input_urls\0\u{3}output_urls\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}idempotency_key\0\u{3}consumer_authority\0\u{3}settlement_authority\0\u{3}image_pull_tokens\0\u{3}input_urls\0\u{3}output_urls\0\u{3}input_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3910,6 +4069,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.imagePullTokens) }()
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.inputUrls) }()
       case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.outputUrls) }()
+      case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.inputTokens) }()
       default: break
       }
     }
@@ -3941,6 +4101,9 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if !self.outputUrls.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.outputUrls, fieldNumber: 7)
     }
+    if !self.inputTokens.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.inputTokens, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3952,6 +4115,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
     if lhs.imagePullTokens != rhs.imagePullTokens {return false}
     if lhs.inputUrls != rhs.inputUrls {return false}
     if lhs.outputUrls != rhs.outputUrls {return false}
+    if lhs.inputTokens != rhs.inputTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5259,83 +5423,146 @@ nonisolated extension Orrery_Orchestrator_V1_ReceiptsRecorded: SwiftProtobuf.Mes
 
 nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Deploy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0\u{3}image_pull_token\0\u{3}input_urls\0\u{3}output_urls\0\u{3}consumer_did\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0\u{3}image_pull_token\0\u{3}input_urls\0\u{3}output_urls\0\u{3}consumer_did\0\u{3}input_tokens\0")
+
+  fileprivate class _StorageClass {
+    var _offerID: String = String()
+    var _deploymentID: String = String()
+    var _allocation: String = String()
+    var _replica: UInt32 = 0
+    var _spec: Orrery_Orchestrator_V1_AllocationSpec? = nil
+    var _contractID: String = String()
+    var _resume: Orrery_Actors_V1_Resume? = nil
+    var _imagePullToken: Data = Data()
+    var _inputUrls: Dictionary<String,Data> = [:]
+    var _outputUrls: Dictionary<String,Data> = [:]
+    var _consumerDid: String = String()
+    var _inputTokens: Dictionary<String,Data> = [:]
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _offerID = source._offerID
+      _deploymentID = source._deploymentID
+      _allocation = source._allocation
+      _replica = source._replica
+      _spec = source._spec
+      _contractID = source._contractID
+      _resume = source._resume
+      _imagePullToken = source._imagePullToken
+      _inputUrls = source._inputUrls
+      _outputUrls = source._outputUrls
+      _consumerDid = source._consumerDid
+      _inputTokens = source._inputTokens
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.deploymentID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
-      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
-      case 7: try { try decoder.decodeSingularMessageField(value: &self._resume) }()
-      case 8: try { try decoder.decodeSingularBytesField(value: &self.imagePullToken) }()
-      case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.inputUrls) }()
-      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &self.outputUrls) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.consumerDid) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._offerID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._deploymentID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._allocation) }()
+        case 4: try { try decoder.decodeSingularUInt32Field(value: &_storage._replica) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._spec) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._contractID) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._resume) }()
+        case 8: try { try decoder.decodeSingularBytesField(value: &_storage._imagePullToken) }()
+        case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &_storage._inputUrls) }()
+        case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &_storage._outputUrls) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._consumerDid) }()
+        case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &_storage._inputTokens) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.offerID.isEmpty {
-      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
-    }
-    if !self.deploymentID.isEmpty {
-      try visitor.visitSingularStringField(value: self.deploymentID, fieldNumber: 2)
-    }
-    if !self.allocation.isEmpty {
-      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 3)
-    }
-    if self.replica != 0 {
-      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 4)
-    }
-    try { if let v = self._spec {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if !self.contractID.isEmpty {
-      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 6)
-    }
-    try { if let v = self._resume {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-    } }()
-    if !self.imagePullToken.isEmpty {
-      try visitor.visitSingularBytesField(value: self.imagePullToken, fieldNumber: 8)
-    }
-    if !self.inputUrls.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.inputUrls, fieldNumber: 9)
-    }
-    if !self.outputUrls.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: self.outputUrls, fieldNumber: 10)
-    }
-    if !self.consumerDid.isEmpty {
-      try visitor.visitSingularStringField(value: self.consumerDid, fieldNumber: 11)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._offerID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._offerID, fieldNumber: 1)
+      }
+      if !_storage._deploymentID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._deploymentID, fieldNumber: 2)
+      }
+      if !_storage._allocation.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._allocation, fieldNumber: 3)
+      }
+      if _storage._replica != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._replica, fieldNumber: 4)
+      }
+      try { if let v = _storage._spec {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._contractID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._contractID, fieldNumber: 6)
+      }
+      try { if let v = _storage._resume {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
+      if !_storage._imagePullToken.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._imagePullToken, fieldNumber: 8)
+      }
+      if !_storage._inputUrls.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: _storage._inputUrls, fieldNumber: 9)
+      }
+      if !_storage._outputUrls.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: _storage._outputUrls, fieldNumber: 10)
+      }
+      if !_storage._consumerDid.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._consumerDid, fieldNumber: 11)
+      }
+      if !_storage._inputTokens.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: _storage._inputTokens, fieldNumber: 12)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Orchestrator_V1_Deploy, rhs: Orrery_Orchestrator_V1_Deploy) -> Bool {
-    if lhs.offerID != rhs.offerID {return false}
-    if lhs.deploymentID != rhs.deploymentID {return false}
-    if lhs.allocation != rhs.allocation {return false}
-    if lhs.replica != rhs.replica {return false}
-    if lhs._spec != rhs._spec {return false}
-    if lhs.contractID != rhs.contractID {return false}
-    if lhs._resume != rhs._resume {return false}
-    if lhs.imagePullToken != rhs.imagePullToken {return false}
-    if lhs.inputUrls != rhs.inputUrls {return false}
-    if lhs.outputUrls != rhs.outputUrls {return false}
-    if lhs.consumerDid != rhs.consumerDid {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._offerID != rhs_storage._offerID {return false}
+        if _storage._deploymentID != rhs_storage._deploymentID {return false}
+        if _storage._allocation != rhs_storage._allocation {return false}
+        if _storage._replica != rhs_storage._replica {return false}
+        if _storage._spec != rhs_storage._spec {return false}
+        if _storage._contractID != rhs_storage._contractID {return false}
+        if _storage._resume != rhs_storage._resume {return false}
+        if _storage._imagePullToken != rhs_storage._imagePullToken {return false}
+        if _storage._inputUrls != rhs_storage._inputUrls {return false}
+        if _storage._outputUrls != rhs_storage._outputUrls {return false}
+        if _storage._consumerDid != rhs_storage._consumerDid {return false}
+        if _storage._inputTokens != rhs_storage._inputTokens {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

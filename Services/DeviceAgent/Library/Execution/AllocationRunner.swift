@@ -107,10 +107,13 @@ public struct AllocationRunner: Sendable {
     public struct DataAccess: Sendable {
         public var consumer: String
         public var inputURLs: [String: String]
+        /// Private oci:// inputs' pull tokens by input name.
+        public var inputTokens: [String: String]
 
-        public init(consumer: String = "", inputURLs: [String: String] = [:]) {
+        public init(consumer: String = "", inputURLs: [String: String] = [:], inputTokens: [String: String] = [:]) {
             self.consumer = consumer
             self.inputURLs = inputURLs
+            self.inputTokens = inputTokens
         }
     }
 
@@ -120,7 +123,8 @@ public struct AllocationRunner: Sendable {
     ) async throws -> String? {
         guard !spec.inputs.isEmpty else { return nil }
         guard let inputs else { throw RunnerError(message: "this device takes no inputs (its input cache is off)") }
-        return try await inputs.fetch(spec, urls: data.inputURLs, consumer: data.consumer, base: base)
+        return try await inputs.fetch(
+            spec, urls: data.inputURLs, tokens: data.inputTokens, consumer: data.consumer, base: base)
     }
 
     private func releaseInputs(base: String) async {

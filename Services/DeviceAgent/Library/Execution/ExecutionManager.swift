@@ -202,6 +202,9 @@ actor ExecutionManager {
         for (name, box) in deploy.inputUrls {
             access.inputURLs[name] = try opened(box, what: "the presigned URL of input \(name.prefix(63))")
         }
+        for (name, box) in deploy.inputTokens {
+            access.inputTokens[name] = try opened(box, what: "the pull token of input \(name.prefix(63))")
+        }
         return access
     }
 

@@ -36,10 +36,12 @@ public struct InputFetcher: Sendable {
     }
 
     /// Fetches the allocation's inputs and links them under `base/inputs`; returns that directory (nil without
-    /// inputs). `urls`: the s3:// inputs' presigned URLs by name; `consumer`: whom the cache entries belong to.
+    /// inputs). `urls`: the s3:// inputs' presigned URLs by name; `tokens`: private oci:// inputs' pull tokens by
+    /// name; `consumer`: whom the cache entries belong to.
     /// - Throws: `RunnerError` naming the input and why (nothing held when it throws).
     func fetch(
-        _ spec: Orrery_Orchestrator_V1_AllocationSpec, urls: [String: String], consumer: String, base: String
+        _ spec: Orrery_Orchestrator_V1_AllocationSpec, urls: [String: String], tokens: [String: String] = [:],
+        consumer: String, base: String
     ) async throws -> String? {
         guard !spec.inputs.isEmpty else { return nil }
         let paths: [String]
@@ -52,7 +54,8 @@ public struct InputFetcher: Sendable {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             chmod(directory, 0o755)
             for (input, path) in zip(spec.inputs, paths) {
-                let key = try await acquire(input, url: urls[input.name], consumer: consumer)
+                let key = try await acquire(
+                    input, url: urls[input.name], token: tokens[input.name], consumer: consumer)
                 held.append(key)
                 try Data(held.map(\.description).joined(separator: "\n").utf8).write(
                     to: URL(fileURLWithPath: base + "/inputs.list"))
@@ -90,7 +93,7 @@ public struct InputFetcher: Sendable {
     }
 
     private func acquire(
-        _ input: Orrery_Orchestrator_V1_DataInput, url: String?, consumer: String
+        _ input: Orrery_Orchestrator_V1_DataInput, url: String?, token: String?, consumer: String
     ) async throws -> OCIDigest {
         let what = "input \(input.name)"
         let source: DataSource
@@ -120,7 +123,8 @@ public struct InputFetcher: Sendable {
                     try await WebBlob.download(presigned, expected, to: partial, trust: trust, addresses: addresses)
                 case .oci(let reference):
                     try await Self.downloadArtifact(
-                        reference, expected, to: partial, trust: trust, addresses: addresses)
+                        reference, expected, to: partial, trust: trust, addresses: addresses,
+                        credentials: token.map { .bearer($0) } ?? .anonymous)
                 }
             }
         } catch {
@@ -130,12 +134,12 @@ public struct InputFetcher: Sendable {
     }
 
     /// The layer of an OCI artifact whose digest is the input's: its manifest fetched by digest (and checked), then
-    /// the blob.
+    /// the blob; with the consumer's pull token for a private repository.
     static func downloadArtifact(
         _ reference: ImageReference, _ expected: ExpectedBlob, to partial: String, trust: TLSTrust,
-        addresses: AddressPolicy
+        addresses: AddressPolicy, credentials: RegistryCredentials = .anonymous
     ) async throws {
-        var client = RegistryClient(host: reference.apiHost, trust: trust, credentials: .anonymous)
+        var client = RegistryClient(host: reference.apiHost, trust: trust, credentials: credentials)
         client.addresses = addresses
         let manifest = try await client.manifest(
             repository: reference.repository, reference: reference.manifestReference)
