@@ -4,9 +4,9 @@ import OrreryOCI
 import OrreryProto
 
 /// Private images: the consumer's registry logins (a Docker `config.json`: `{"auths": {"HOST": {"auth":
-/// base64(user:password)}}}`, or `username` and `password`), used here only to obtain, for each OCI allocation whose
-/// registry has a login, a short-lived token that can pull that one repository. The token goes with the submission;
-/// the password never leaves this machine.
+/// base64(user:password)}}}`, or `username` and `password`), used here only to obtain, for each OCI allocation and
+/// each oci:// input whose registry has a login, a short-lived token that can pull that one repository. The token
+/// goes with the submission; the password never leaves this machine.
 struct RegistryAuth {
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -53,19 +53,8 @@ struct RegistryAuth {
         var tokens: [String: String] = [:]
         for allocation in spec.allocations where allocation.executor == .oci {
             let reference = try ImageReference(parsing: allocation.image)
-            guard let login = logins[reference.registry] ?? logins[reference.apiHost] else { continue }
-            let client = RegistryClient(
-                host: reference.apiHost, trust: trust,
-                credentials: .basic(username: login.username, password: login.password))
-            do {
-                if let token = try await client.pullToken(
-                    repository: reference.repository, reference: reference.manifestReference)
-                {
-                    tokens[allocation.name] = token
-                }
-            } catch {
-                throw Failure(description: "allocation \(allocation.name): \(reference): \(error)")
-            }
+            tokens[allocation.name] = try await token(
+                for: reference, trust: trust, what: "allocation \(allocation.name)")
         }
         return tokens
     }
@@ -76,21 +65,24 @@ struct RegistryAuth {
         for allocation in spec.allocations {
             for input in allocation.inputs where input.source.hasPrefix("oci://") {
                 let reference = try ImageReference(parsing: String(input.source.dropFirst("oci://".count)))
-                guard let login = logins[reference.registry] ?? logins[reference.apiHost] else { continue }
-                let client = RegistryClient(
-                    host: reference.apiHost, trust: trust,
-                    credentials: .basic(username: login.username, password: login.password))
-                do {
-                    if let token = try await client.pullToken(
-                        repository: reference.repository, reference: reference.manifestReference)
-                    {
-                        tokens["\(allocation.name)/\(input.name)"] = token
-                    }
-                } catch {
-                    throw Failure(description: "input \(allocation.name)/\(input.name): \(reference): \(error)")
-                }
+                let key = "\(allocation.name)/\(input.name)"
+                tokens[key] = try await token(for: reference, trust: trust, what: "input \(key)")
             }
         }
         return tokens
+    }
+
+    /// The registry's pull-only token for `reference`'s repository, obtained with this registry's login; nil without
+    /// a login for it (a public repository), or when the registry issues no tokens.
+    private func token(for reference: ImageReference, trust: TLSTrust, what: String) async throws -> String? {
+        guard let login = logins[reference.registry] ?? logins[reference.apiHost] else { return nil }
+        let client = RegistryClient(
+            host: reference.apiHost, trust: trust,
+            credentials: .basic(username: login.username, password: login.password))
+        do {
+            return try await client.pullToken(repository: reference.repository, reference: reference.manifestReference)
+        } catch {
+            throw Failure(description: "\(what): \(reference): \(error)")
+        }
     }
 }
