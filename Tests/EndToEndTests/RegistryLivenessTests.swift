@@ -261,6 +261,41 @@ struct RegistryLivenessTests {
         }
     }
 
+    @Test(
+        "a database that hangs (its proxy stopped, connections open) holds no liveness pass past its limit: the pass is given up, and once the database answers every device gets a full grace"
+    )
+    func hangingDatabaseGrace() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await TestEnvironment.withTemporaryDirectory("orrery-db-hang-grace") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let interval = 4000
+                let (proxy, port) = try await DatabaseOutageTests.startProxy(database, in: directory)
+                defer { proxy.signal(SIGKILL) }
+                var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+                environment["ORRERY_DB_PORT"] = String(port)
+                let registry = try await RunningService.start(
+                    "registry", extraArguments: ["--liveness-interval-ms", String(interval)], environment: environment,
+                    directory: directory)
+                defer { registry.child.signal(SIGKILL) }
+                let device = try DeviceClient(operatorKey: network.operatorKey)
+                _ = try await device.withRegistry(registry) {
+                    try await device.join($0, capabilities: RegistryJoinTests.capabilities())
+                }
+                #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
+                // Stopped, the proxy keeps every connection open and answers nothing: queries hang.
+                proxy.signal(SIGSTOP)
+                #expect(
+                    try await eventually(timeout: .seconds(60)) {
+                        registry.child.output.contains("waited on the database for 10.0 seconds: given up")
+                    }, "\(registry.child.output.suffix(3000))")
+                proxy.signal(SIGCONT)
+                let back = ContinuousClock.now
+                #expect(try await DatabaseOutageTests.waitForHealth(.serving, of: registry))
+                try await expectGraceThenJudgement(device, registry, since: back, interval: interval)
+            }
+        }
+    }
+
     @Test("a restarted registry gives every device a full grace period: no device is marked offline at start")
     func restartGrace() async throws {
         try await TestDatabase.withDatabase { database in

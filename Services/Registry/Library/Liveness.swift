@@ -81,7 +81,7 @@ final class Liveness: Sendable {
             try? await Task.sleep(for: .milliseconds(100))
             do {
                 let asked = ContinuousClock.now
-                try await underWay("flush") { try await flush() }
+                try await underWay("flush") { try await self.flush() }
                 // A flush the database kept waiting (down: the pool waits for a connection rather than failing) for
                 // longer than the sweep's own limit: the heartbeats that arrived meanwhile were not written, so that
                 // time is not silence this replica observed.
@@ -94,7 +94,8 @@ final class Liveness: Sendable {
                 if ContinuousClock.now - lastSweep >= interval / 4 {
                     // After a failure, the first sweep the database answers judges nobody and begins observation
                     // again: what happened while it did not answer is not silence this replica observed.
-                    try await underWay("sweep") { try await sweep(resumingAfterFailure: failing) }
+                    let resuming = failing
+                    try await underWay("sweep") { try await self.sweep(resumingAfterFailure: resuming) }
                     failing = false
                     lastSweep = ContinuousClock.now
                 }
@@ -113,11 +114,36 @@ final class Liveness: Sendable {
         }
     }
 
-    /// Runs one phase of a pass, noted for `reportLongPass`.
-    private func underWay(_ phase: String, _ body: () async throws -> Void) async throws {
+    /// Runs one phase of a pass, noted for `reportLongPass`, and gives it up (cancelled: a connection lease or a
+    /// query the database leaves hanging) after `passLimit`, as a failed pass: the next one the database answers then
+    /// judges nobody and begins observation again, instead of the loop waiting on it indefinitely.
+    private func underWay(_ phase: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
         passUnderWay.withLock { $0 = (phase, ContinuousClock.now, false) }
         defer { passUnderWay.withLock { $0 = nil } }
-        try await body()
+        let limit = passLimit
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await body()
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return false
+            }
+            let finished = try await group.next() ?? false
+            group.cancelAll()
+            guard finished else { throw PassGivenUp(phase: phase, limit: limit) }
+        }
+    }
+
+    /// How long one flush or sweep may wait on the database before it is given up.
+    private var passLimit: Duration { max(interval * 2, .seconds(10)) }
+
+    /// A flush or sweep waited on the database longer than `passLimit`.
+    struct PassGivenUp: Error, CustomStringConvertible {
+        let phase: String
+        let limit: Duration
+        var description: String { "the \(phase) waited on the database for \(limit): given up" }
     }
 
     /// Logs, once per pass, a flush or sweep that has waited longer than an interval (at least 5 s): nobody is
