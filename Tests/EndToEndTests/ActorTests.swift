@@ -768,6 +768,40 @@ struct ActorTests {
         }
     }
 
+    @Test(
+        "an agent killed -9 halfway through sending a checkpoint archive over 64 MiB sends the rest after its restart: the record is stored and answers the request"
+    )
+    func bigCheckpointSurvivesAKill() async throws {
+        // Heartbeats every 3 s: the restarted agent is back long before its device could be taken offline.
+        try await Self.withConstellation("big-checkpoint-kill", prices: [], interval: 3000) { c in
+            let agent = try await TestAgent.start(
+                "killed", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                orchestrators: ["127.0.0.1:\(c.orchestrator.ready.grpcPort)"],
+                registry: "127.0.0.1:\(c.registry.ready.grpcPort)", network: c.network, directory: c.directory,
+                interval: 3000, environment: ["ORRERY_CRASH_AT": "agent.checkpoint-half-stored"])
+            defer { agent.service.child.signal(SIGKILL) }
+            try await OrchestratorTests.waitForFleet(c.consumer, c.orchestrator, devices: 1)
+            let job = try await Self.submit(try Self.bigStateSpec(), c)
+            #expect(
+                try await eventually(timeout: .seconds(60)) { try await Self.deployment(job.id, c).state == .running })
+            // Asked for a checkpoint: the agent dies halfway through sending its archive; whoever asked waits.
+            let request = Task {
+                try await c.consumer.with(c.orchestrator) { try await $0.checkpoint(.with { $0.id = job.id }) }
+            }
+            let died = await agent.service.child.waitForExit(timeout: .seconds(120))
+            #expect(died != nil, "the agent did not reach its crash point")
+            let restarted = try await Self.restartAgent("killed", c.network, c.directory, interval: 3000)
+            defer { restarted.child.signal(SIGKILL) }
+            let stored = try await request.value
+            let record = try Orrery_Actors_V1_Checkpoint(
+                serializedBytes: try #require(stored.checkpoints.first).record.payload)
+            #expect(record.size > 64 << 20 && record.reason == "request", "\(record)")
+            #expect(
+                restarted.child.output.contains("checkpoint archive resumed"), "\(restarted.child.output.suffix(2000))")
+            _ = try await c.consumer.with(c.orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+        }
+    }
+
     @Test("the stateful-counter example runs as an actor and checkpoints on request: a record signed for its address")
     func statefulCounterExample() async throws {
         try await Self.withConstellation("example", prices: [5]) { c in

@@ -20,7 +20,8 @@ internal import OrreryRuntimeCore
 /// it; a resume from one fetches it in windows of 16 MiB, written to disk and hashed as it comes.
 ///
 /// Files per allocation, beside the runner's: `actor.key` (0600), `actor.address`, `actor.contract`,
-/// `grant.pb`, `checkpoint.sequence`, `checkpoints/<n>.tar.gz`, and `orrery/` — mounted at `/orrery` in the
+/// `grant.pb`, `checkpoint.sequence`, `checkpoints/<n>.tar.gz` (with `<n>.pending.pb`, its signed record, while
+/// the archive is on its way to the content store), and `orrery/` — mounted at `/orrery` in the
 /// sandbox — holding `checkpoint/` (`ORRERY_CHECKPOINT_DIR`); the mailbox socket's directory is mounted at
 /// `/orrery/mailbox` (`ORRERY_MAILBOX` is `/orrery/mailbox/mailbox.sock`).
 actor ActorDesk {
@@ -242,6 +243,7 @@ actor ActorDesk {
             }
             hosts[id] = host
             byAddress[address.description] = host
+            resumeArchiveUploads(id)
             servers[id] = try await MailboxServer.start(
                 path: Self.mailboxDirectory(id) + "/mailbox.sock", host: host, logger: logger)
             await announce(host)
@@ -415,6 +417,8 @@ actor ActorDesk {
         if !progress.refused.isEmpty || progress.complete {
             archiveUploads[key] = nil
             try? FileManager.default.removeItem(atPath: entry.upload.file)
+            try? FileManager.default.removeItem(
+                atPath: path(progress.offerID, "checkpoints/\(progress.checkpointSequence).pending.pb"))
             guard progress.complete else {
                 logger.warning(
                     "the orchestrator refused a checkpoint archive",
@@ -435,12 +439,53 @@ actor ActorDesk {
                 })
             return
         }
+        let before = entry.upload.stored
         let sends = entry.upload.answered(stored: Int64(clamping: progress.stored))
+        if before < entry.upload.size / 2, entry.upload.stored >= entry.upload.size / 2 {
+            CrashPoint.reach("agent.checkpoint-half-stored", logger: logger)
+        }
         archiveUploads[key] = entry
         sendArchive(sends, key: key)
     }
 
     private static func uploadKey(_ offerID: String, _ sequence: UInt64) -> String { "\(offerID)/\(sequence)" }
+
+    /// Sends checkpoint `sequence`'s archive to the content store from what it holds (all of it, for a new one).
+    private func startArchiveUpload(
+        _ id: String, sequence: UInt64, record: Orrery_Common_V1_Signed, size: Int64, sha256: String
+    ) {
+        var upload = StoreUpload(
+            offerID: id, path: "/checkpoints/\(sequence)", file: path(id, "checkpoints/\(sequence).tar.gz"), size: size,
+            sha256: sha256)
+        upload.checkpointSequence = sequence
+        let key = Self.uploadKey(id, sequence)
+        let sends = upload.restart()
+        archiveUploads[key] = (upload, record)
+        sendArchive(sends, key: key)
+    }
+
+    /// After an agent restart: the archives an allocation was sending when it stopped (journalled records beside
+    /// their archives) go on from what the store holds.
+    private func resumeArchiveUploads(_ id: String) {
+        let folder = path(id, "checkpoints")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        where name.hasSuffix(".pending.pb") {
+            guard let sequence = UInt64(name.dropLast(".pending.pb".count)),
+                archiveUploads[Self.uploadKey(id, sequence)] == nil,
+                let bytes = FileManager.default.contents(atPath: folder + "/" + name),
+                let record = try? Orrery_Common_V1_Signed(serializedBytes: bytes),
+                let checkpoint = try? Orrery_Actors_V1_Checkpoint(serializedBytes: record.payload),
+                checkpoint.sequence == sequence,
+                let (sha256, size) = try? StoreUpload.digest(of: folder + "/\(sequence).tar.gz"),
+                sha256 == checkpoint.sha256, UInt64(size) == checkpoint.size
+            else {
+                try? FileManager.default.removeItem(atPath: folder + "/" + name)
+                continue
+            }
+            logger.info("checkpoint archive resumed", metadata: ["offer": "\(id)", "sequence": "\(sequence)"])
+            startArchiveUpload(id, sequence: sequence, record: record, size: size, sha256: sha256)
+        }
+    }
 
     private func sendArchive(_ sends: [StoreUpload.Send], key: String) {
         guard let entry = archiveUploads[key] else { return }
@@ -540,13 +585,10 @@ actor ActorDesk {
         logger.info(
             "checkpoint taken", metadata: ["offer": "\(id)", "sequence": "\(sequence)", "bytes": "\(size)"])
         guard size <= Self.inlineLimit else {
-            var upload = StoreUpload(
-                offerID: id, path: "/checkpoints/\(sequence)", file: file, size: size, sha256: sha256)
-            upload.checkpointSequence = sequence
-            let key = Self.uploadKey(id, sequence)
-            let sends = upload.restart()
-            archiveUploads[key] = (upload, signed)
-            sendArchive(sends, key: key)
+            // Journalled first: an agent restarted before the store holds it sends it on from there.
+            try Data(signed.serializedBytes() as [UInt8]).write(
+                to: URL(fileURLWithPath: path(id, "checkpoints/\(sequence).pending.pb")), options: .atomic)
+            startArchiveUpload(id, sequence: sequence, record: signed, size: size, sha256: sha256)
             return
         }
         let archive = try Data(contentsOf: URL(fileURLWithPath: file))
