@@ -453,7 +453,9 @@ struct ActorTests {
         "actors whose agents hold lines to different orchestrator replicas talk, and one is moved through the other replica"
     )
     func acrossReplicas() async throws {
-        try await Self.withConstellation("replicas", prices: [5, 500]) { c in
+        // Heartbeats every 3 s: on a loaded machine a device whose heartbeat is late is not `suspect` (and passed
+        // over by placement) after 2 s.
+        try await Self.withConstellation("replicas", prices: [5, 500], interval: 3000) { c in
             // ping's device and a spare on the first replica; pong's device only on a second.
             let second = try await JobConstellation.startOrchestrator(
                 c.database, c.network, c.directory, registry: c.registry, notary: c.notary,

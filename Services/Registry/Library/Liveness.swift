@@ -114,30 +114,48 @@ final class Liveness: Sendable {
         }
     }
 
-    /// Runs one phase of a pass, noted for `reportLongPass`, and gives it up (cancelled: a connection lease or a
-    /// query the database leaves hanging) after `passLimit`, as a failed pass: the next one the database answers then
-    /// judges nobody and begins observation again, instead of the loop waiting on it indefinitely.
+    /// Runs one phase of a pass, noted for `reportLongPass`, and gives it up after `passLimit` as a failed pass: the
+    /// next one the database answers then judges nobody and begins observation again, instead of the loop waiting on
+    /// it indefinitely. A pass given up is cancelled but not waited for (a query already sent to a database that
+    /// hangs cannot be called back); should it reach the database later, its judgement is refused there
+    /// (`sweep`'s deadline).
     private func underWay(_ phase: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
         passUnderWay.withLock { $0 = (phase, ContinuousClock.now, false) }
         defer { passUnderWay.withLock { $0 = nil } }
         let limit = passLimit
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
+        let (outcomes, outcome) = AsyncStream<Result<Void, any Error>?>.makeStream(bufferingPolicy: .bufferingOldest(1))
+        let work = Task {
+            do {
                 try await body()
-                return true
+                outcome.yield(.success(()))
+            } catch {
+                outcome.yield(.failure(error))
             }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                return false
-            }
-            let finished = try await group.next() ?? false
-            group.cancelAll()
-            guard finished else { throw PassGivenUp(phase: phase, limit: limit) }
         }
+        let timer = Task {
+            try? await Task.sleep(for: limit)
+            outcome.yield(nil)
+        }
+        var first: Result<Void, any Error>?
+        for await answer in outcomes {
+            first = answer
+            break
+        }
+        timer.cancel()
+        guard let first else {
+            work.cancel()
+            throw PassGivenUp(phase: phase, limit: limit)
+        }
+        try first.get()
     }
 
     /// How long one flush or sweep may wait on the database before it is given up.
     private var passLimit: Duration { max(interval * 2, .seconds(10)) }
+
+    private var passLimitSeconds: TimeInterval {
+        let parts = passLimit.components
+        return TimeInterval(parts.seconds) + TimeInterval(parts.attoseconds) / 1e18
+    }
 
     /// A flush or sweep waited on the database longer than `passLimit`.
     struct PassGivenUp: Error, CustomStringConvertible {
@@ -275,6 +293,8 @@ final class Liveness: Sendable {
             // was stalled just now and the watch has not noticed yet (both woke together): then nobody is judged.
             guard ranWithoutStall() else { return }
             let startedAt = observingSince.withLock { $0 }
+            // A judgement that reaches the database after its pass was given up (it hung on the way) judges nobody.
+            let deadline = Date().addingTimeInterval(passLimitSeconds)
             let locked = try await connection.query(
                 "SELECT pg_try_advisory_xact_lock(\(DeviceStore.changeLogLock + 1))", logger: logger)
             var mine = false
@@ -289,6 +309,7 @@ final class Liveness: Sendable {
                     FROM devices
                     WHERE status IN ('online', 'suspect')
                       AND now() - greatest(last_heartbeat_at, \(startedAt)) > \(2 * milliseconds) * interval '1 millisecond'
+                      AND clock_timestamp() < \(deadline)
                     FOR UPDATE
                 )
                 UPDATE devices d SET status = silent.next FROM silent

@@ -351,7 +351,9 @@ actor ActorDesk {
         }
         var entry = incoming[chunk.offerID] ?? (chunk.sequence, [:])
         if entry.sequence != chunk.sequence { entry = (chunk.sequence, [:]) }
-        guard entry.chunks.count * Self.chunkSize < archiveLimit, chunk.data.count <= Self.chunkSize else { return }
+        guard Int64(entry.chunks.count * Self.chunkSize) < Self.inlineLimit, chunk.data.count <= Self.chunkSize else {
+            return
+        }
         entry.chunks[chunk.index] = chunk.data
         incoming[chunk.offerID] = entry
     }
