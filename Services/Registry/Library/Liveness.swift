@@ -272,6 +272,8 @@ final class Liveness: Sendable {
     func sweep(resumingAfterFailure: Bool = false) async throws {
         let milliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
         let asked = ContinuousClock.now
+        // When the pass is given up: a judgement that reaches the database later (it hung on the way) judges nobody.
+        let deadline = Date().addingTimeInterval(passLimitSeconds)
         let waitLimit = databaseWaitLimit
         try await client.transaction(logger: logger) { connection in
             // A sweep the database kept waiting (down, or hanging) for more than an interval judges nobody on that
@@ -293,8 +295,6 @@ final class Liveness: Sendable {
             // was stalled just now and the watch has not noticed yet (both woke together): then nobody is judged.
             guard ranWithoutStall() else { return }
             let startedAt = observingSince.withLock { $0 }
-            // A judgement that reaches the database after its pass was given up (it hung on the way) judges nobody.
-            let deadline = Date().addingTimeInterval(passLimitSeconds)
             let locked = try await connection.query(
                 "SELECT pg_try_advisory_xact_lock(\(DeviceStore.changeLogLock + 1))", logger: logger)
             var mine = false
