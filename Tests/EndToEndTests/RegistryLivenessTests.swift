@@ -224,51 +224,16 @@ struct RegistryLivenessTests {
         }
     }
 
-    @Test(
-        "a registry whose database was unreachable judges nobody on the time it could not write: a full grace after the database answers again"
-    )
-    func databaseOutageGrace() async throws {
+    /// A registry judging every `interval` ms whose database is reached through a TCP proxy (killed or stopped to
+    /// fault it), with one device joined and seen online; `body` gets the database, the directory, the proxy and its
+    /// port, the registry and the device. The proxy and the registry are killed afterwards.
+    func withRegistryBehindProxy(
+        _ name: String, interval: Int,
+        _ body: (TestDatabase, URL, ChildProcess, Int, RunningService, DeviceClient) async throws -> Void
+    ) async throws {
         try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-db-outage-grace") { directory in
+            try await TestEnvironment.withTemporaryDirectory(name) { directory in
                 let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                // 4 s: the device is judged only after 8 s of silence, so the "online" the test reads just before it pauses
-                // the registry (or cuts its database) is still true when it does, however slow a loaded machine's calls.
-                let interval = 4000
-                var (proxy, port) = try await DatabaseOutageTests.startProxy(database, in: directory)
-                defer { proxy.signal(SIGKILL) }
-                var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
-                environment["ORRERY_DB_PORT"] = String(port)
-                let registry = try await RunningService.start(
-                    "registry", extraArguments: ["--liveness-interval-ms", String(interval)], environment: environment,
-                    directory: directory)
-                defer { registry.child.signal(SIGKILL) }
-                let device = try DeviceClient(operatorKey: network.operatorKey)
-                _ = try await device.withRegistry(registry) {
-                    try await device.join($0, capabilities: RegistryJoinTests.capabilities())
-                }
-                #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
-                // The database is gone for more than 3 intervals: the device's last heartbeat is older than the limit.
-                proxy.signal(SIGKILL)
-                _ = await proxy.waitForExit()
-                #expect(try await DatabaseOutageTests.waitForHealth(.notServing, of: registry))
-                try await Task.sleep(for: .milliseconds(interval * 4))
-                let back = ContinuousClock.now
-                (proxy, port) = try await DatabaseOutageTests.startProxy(database, port: port, in: directory)
-                #expect(try await DatabaseOutageTests.waitForHealth(.serving, of: registry))
-                try await expectGraceThenJudgement(device, registry, since: back, interval: interval)
-                #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
-            }
-        }
-    }
-
-    @Test(
-        "a database that hangs (its proxy stopped, connections open) holds no liveness pass past its limit: the pass is given up, and once the database answers every device gets a full grace"
-    )
-    func hangingDatabaseGrace() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-db-hang-grace") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let interval = 4000
                 let (proxy, port) = try await DatabaseOutageTests.startProxy(database, in: directory)
                 defer { proxy.signal(SIGKILL) }
                 var environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
@@ -282,17 +247,51 @@ struct RegistryLivenessTests {
                     try await device.join($0, capabilities: RegistryJoinTests.capabilities())
                 }
                 #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
-                // Stopped, the proxy keeps every connection open and answers nothing: queries hang.
-                proxy.signal(SIGSTOP)
-                #expect(
-                    try await eventually(timeout: .seconds(60)) {
-                        registry.child.output.contains("waited on the database for 10.0 seconds: given up")
-                    }, "\(registry.child.output.suffix(3000))")
-                proxy.signal(SIGCONT)
-                let back = ContinuousClock.now
-                #expect(try await DatabaseOutageTests.waitForHealth(.serving, of: registry))
-                try await expectGraceThenJudgement(device, registry, since: back, interval: interval)
+                try await body(database, directory, proxy, port, registry, device)
             }
+        }
+    }
+
+    @Test(
+        "a registry whose database was unreachable judges nobody on the time it could not write: a full grace after the database answers again"
+    )
+    func databaseOutageGrace() async throws {
+        // 4 s: the device is judged only after 8 s of silence, so the "online" the test reads just before it pauses
+        // the registry (or cuts its database) is still true when it does, however slow a loaded machine's calls.
+        let interval = 4000
+        try await withRegistryBehindProxy("orrery-db-outage-grace", interval: interval) {
+            database, directory, proxy, port, registry, device in
+            // The database is gone for more than 3 intervals: the device's last heartbeat is older than the limit.
+            proxy.signal(SIGKILL)
+            _ = await proxy.waitForExit()
+            #expect(try await DatabaseOutageTests.waitForHealth(.notServing, of: registry))
+            try await Task.sleep(for: .milliseconds(interval * 4))
+            let back = ContinuousClock.now
+            let (again, _) = try await DatabaseOutageTests.startProxy(database, port: port, in: directory)
+            defer { again.signal(SIGKILL) }
+            #expect(try await DatabaseOutageTests.waitForHealth(.serving, of: registry))
+            try await expectGraceThenJudgement(device, registry, since: back, interval: interval)
+            #expect(try await heartbeatUntilOnline(device, registry, seenBy: registry))
+        }
+    }
+
+    @Test(
+        "a database that hangs (its proxy stopped, connections open) holds no liveness pass past its limit: the pass is given up, and once the database answers every device gets a full grace"
+    )
+    func hangingDatabaseGrace() async throws {
+        let interval = 4000
+        try await withRegistryBehindProxy("orrery-db-hang-grace", interval: interval) {
+            _, _, proxy, _, registry, device in
+            // Stopped, the proxy keeps every connection open and answers nothing: queries hang.
+            proxy.signal(SIGSTOP)
+            #expect(
+                try await eventually(timeout: .seconds(60)) {
+                    registry.child.output.contains("waited on the database for 10.0 seconds: given up")
+                }, "\(registry.child.output.suffix(3000))")
+            proxy.signal(SIGCONT)
+            let back = ContinuousClock.now
+            #expect(try await DatabaseOutageTests.waitForHealth(.serving, of: registry))
+            try await expectGraceThenJudgement(device, registry, since: back, interval: interval)
         }
     }
 

@@ -127,13 +127,7 @@ struct CheckpointReader: Sendable {
 
     /// Whether the checkpoint's archive is in the content store (over 64 MiB): the device fetches it then.
     private func isStored(_ record: Orrery_Actors_V1_Checkpoint) async throws -> Bool {
-        let rows = try await client.query(
-            """
-            SELECT 1 FROM stored_outputs WHERE offer_id = \(record.offerID)
-              AND path = \(ContentStore.checkpointPath(record.sequence))
-              AND checkpoint_sequence = \(Int64(clamping: record.sequence)) AND complete
-            """, logger: logger)
-        for try await _ in rows { return true }
-        return false
+        try await ContentStore.storedCheckpoint(
+            offer: record.offerID, sequence: record.sequence, client: client, logger: logger) != nil
     }
 }

@@ -147,20 +147,17 @@ struct CheckpointStore: Sendable {
     private func storedArchive(
         of chunk: Orrery_Actors_V1_CheckpointChunk, matching record: Orrery_Actors_V1_Checkpoint
     ) async throws -> Int64 {
-        let rows = try await client.query(
-            """
-            SELECT size, sha256 FROM stored_outputs
-            WHERE offer_id = \(chunk.offerID) AND path = \(ContentStore.checkpointPath(chunk.sequence))
-              AND checkpoint_sequence = \(Int64(chunk.sequence)) AND complete
-            """, logger: logger)
-        for try await (size, sha256) in rows.decode((Int64, String).self) {
-            guard sha256 == record.sha256, UInt64(size) == record.size else {
-                throw ActorRouterError(
-                    "checkpoint \(record.sequence)'s stored archive does not match its record's sha256 and size")
-            }
-            return size
+        guard
+            let (size, sha256) = try await ContentStore.storedCheckpoint(
+                offer: chunk.offerID, sequence: chunk.sequence, client: client, logger: logger)
+        else {
+            throw ActorRouterError("checkpoint \(record.sequence)'s archive is not (wholly) in the content store")
         }
-        throw ActorRouterError("checkpoint \(record.sequence)'s archive is not (wholly) in the content store")
+        guard sha256 == record.sha256, UInt64(size) == record.size else {
+            throw ActorRouterError(
+                "checkpoint \(record.sequence)'s stored archive does not match its record's sha256 and size")
+        }
+        return size
     }
 
     /// Answers a device resuming an actor with the part of its stored checkpoint archive it asks for: the offer is

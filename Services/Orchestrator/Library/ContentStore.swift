@@ -335,6 +335,21 @@ struct ContentStore: Sendable {
     /// Where checkpoint `sequence`'s archive is kept (no declared output's path: those are relative).
     static func checkpointPath(_ sequence: UInt64) -> String { "/checkpoints/\(sequence)" }
 
+    /// The size and sha256 of an offer's checkpoint archive when the store holds it whole; nil otherwise. (Static:
+    /// `CheckpointReader` asks it with the database alone.)
+    static func storedCheckpoint(offer: String, sequence: UInt64, client: PostgresClient, logger: Logger)
+        async throws -> (size: Int64, sha256: String)?
+    {
+        let rows = try await client.query(
+            """
+            SELECT size, sha256 FROM stored_outputs
+            WHERE offer_id = \(offer) AND path = \(checkpointPath(sequence))
+              AND checkpoint_sequence = \(Int64(clamping: sequence)) AND complete
+            """, logger: logger)
+        for try await held in rows.decode((Int64, String).self) { return held }
+        return nil
+    }
+
     /// The stored archive's bytes in [`start`, `end`) of an offer's checkpoint, handed to `write` in pieces of at most
     /// 1 MiB, in order, each with its offset.
     /// - Returns: false when no complete archive of that checkpoint is kept.
@@ -343,16 +358,11 @@ struct ContentStore: Sendable {
         _ write: (_ offset: Int64, _ data: Data) async throws -> Void
     ) async throws -> Bool {
         let path = Self.checkpointPath(sequence)
-        var size: Int64?
-        for try await held in try await client.query(
-            """
-            SELECT size FROM stored_outputs WHERE offer_id = \(offer) AND path = \(path)
-              AND checkpoint_sequence = \(Int64(clamping: sequence)) AND complete
-            """, logger: logger
-        ).decode(Int64.self) {
-            size = held
-        }
-        guard let size else { return false }
+        guard
+            let size = try await Self.storedCheckpoint(
+                offer: offer, sequence: sequence, client: client, logger: logger)?
+                .size
+        else { return false }
         let end = min(end, size)
         guard start < end else { return true }
         let rows = try await client.query(
