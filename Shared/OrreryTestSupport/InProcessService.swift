@@ -9,12 +9,14 @@ internal import Synchronization
 /// For paths that need no process of their own (no kill -9, no restart, no sandbox).
 public enum InProcessService {
     /// Builds `service` from `arguments` and `environment` (as its executable would, on ports 0, with its ready file
-    /// in `directory`), runs `body` once it serves, then stops it.
+    /// in `directory`), runs `body` once it serves, then stops it: by cancelling every part at once, or, when
+    /// `gracefully`, as SIGTERM stops a process (waiting until it stopped).
     public static func run<Result: Sendable>(
         _ service: OrreryService,
         arguments: [String] = [],
         environment: [String: String],
         directory: URL,
+        gracefully: Bool = false,
         _ body: (ReadyFile) async throws -> Result
     ) async throws -> Result {
         let readyPath = directory.appendingPathComponent(
@@ -38,17 +40,23 @@ public enum InProcessService {
         var logger = Logger(label: "test.in-process.\(service.description.name)")
         logger.logLevel = .warning
         let ended = EndFlag()
+        let stop = GracefulStop()
         let serving = Task {
             defer { ended.set() }
-            try await ServiceRunner.runInProcess(service, settings: settings, logger: logger)
+            try await ServiceRunner.runInProcess(service, settings: settings, logger: logger, stop: stop)
         }
         defer { serving.cancel() }
         let deadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < deadline, !ended.isSet {
             if let ready = try? ReadyFile.read(from: readyPath) {
                 let result = try await body(ready)
-                serving.cancel()
-                _ = await serving.result
+                if gracefully {
+                    stop.request()
+                    try await serving.value
+                } else {
+                    serving.cancel()
+                    _ = await serving.result
+                }
                 return result
             }
             try await Task.sleep(for: .milliseconds(20))

@@ -1,9 +1,13 @@
 import Foundation
+#if canImport(Glibc)
+    import Glibc
+#endif
 import GRPCCore
 import OrreryIdentity
 import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
+import PostgresNIO
 import RegistryService
 import SwiftProtobuf
 import Synchronization
@@ -95,5 +99,94 @@ struct InProcessServiceTests {
             let took = try #require(stopped.withLock { $0 }, "the worker never finished")
             #expect(took >= .seconds(3))
         }
+    }
+
+    @Test(
+        "one service group: the workers start in order once the service serves, and on a graceful stop the servers stop first, then the workers in reverse, then the database"
+    )
+    func oneGroupStartsInOrderAndStopsInReverse() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await TestEnvironment.withTemporaryDirectory("orrery-in-process-order") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let events = Mutex<[String]>([])
+                let grpcPort = Mutex<Int?>(nil)
+                let service = OrreryService(description: RegistryServer.description) { environment in
+                    let workers = ["first", "second", "third"].map { name in
+                        BackgroundWorker(name) {
+                            events.withLock { $0.append("start \(name), serving: \(environment.serving.isServing)") }
+                            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+                            var stop = "stop \(name)"
+                            if name == "third", let port = grpcPort.withLock({ $0 }) {
+                                // The first worker stopped: the gRPC listener is already closed.
+                                stop += ", gRPC connect: \(Self.connectError(port: port))"
+                            }
+                            if name == "first", let client = environment.database {
+                                // The last worker stopped: the database client still answers.
+                                // (Out of the cancelled worker's task, as a worker finishing its last write would.)
+                                let logger = environment.logger
+                                let answered = await Task.detached {
+                                    var count = 0
+                                    do {
+                                        for try await _ in try await client.query("SELECT 1", logger: logger) {
+                                            count += 1
+                                        }
+                                    } catch {
+                                        return "\(error)"
+                                    }
+                                    return "rows: \(count)"
+                                }.value
+                                stop += ", database \(answered)"
+                            }
+                            events.withLock { $0.append(stop) }
+                        }
+                    }
+                    return ServiceParts(rpcServices: [], workers: workers)
+                }
+                try await InProcessService.run(
+                    service,
+                    environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
+                    directory: directory, gracefully: true
+                ) { ready in
+                    grpcPort.withLock { $0 = ready.grpcPort }
+                    #expect(Self.connectError(port: ready.grpcPort) == "connected")
+                    let deadline = ContinuousClock.now + .seconds(60)
+                    while events.withLock({ $0.count }) < 3, ContinuousClock.now < deadline {
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                }
+                let seen = events.withLock { $0 }
+                let starts = seen.filter { $0.hasPrefix("start") }
+                // Started in order (each waits for the one before it is started, but not for it to do anything: the
+                // order of their first lines may differ), each only once the process served.
+                #expect(
+                    Set(starts) == [
+                        "start first, serving: true", "start second, serving: true", "start third, serving: true",
+                    ], "\(seen)")
+                let stops = seen.filter { $0.hasPrefix("stop") }
+                #expect(
+                    stops == [
+                        "stop third, gRPC connect: \(POSIXErrorCode.ECONNREFUSED)", "stop second",
+                        "stop first, database rows: 1",
+                    ], "\(seen)")
+            }
+        }
+    }
+
+    /// "connected", or the error a TCP connection to `port` on loopback failed with.
+    private static func connectError(port: Int) -> String {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return "no socket" }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        if result == 0 { return "connected" }
+        return POSIXErrorCode(rawValue: errno).map { "\($0)" } ?? "errno \(errno)"
     }
 }

@@ -85,7 +85,8 @@ public struct ServiceParts: Sendable {
 }
 
 /// A service as the runtime starts it: its description and the one function that builds its parts from its
-/// environment, once per process, after its schema is migrated. Health, reflection, metrics and capability checks
+/// environment, once per process, before anything runs (so it must not use the database: its schema is migrated
+/// afterwards, before the servers and workers start). Health, reflection, metrics and capability checks
 /// are added by the runtime.
 public struct OrreryService: Sendable {
     public let description: ServiceDescription

@@ -70,11 +70,15 @@ public enum ServiceRunner {
     /// whole process). `settings.readyFile` says when it
     /// serves and on which ports. Its parts may take as long as they need to stop once cancelled (a process is ended
     /// by its `StopWatchdog`; here that would end the test process and every suite in it).
-    public static func runInProcess(_ service: OrreryService, settings: RuntimeSettings, logger: Logger) async throws {
+    /// `stop`, when given, stops it as SIGTERM stops a process (gracefully, the servers first); cancelling the
+    /// calling task cancels every part at once.
+    public static func runInProcess(
+        _ service: OrreryService, settings: RuntimeSettings, logger: Logger, stop: GracefulStop? = nil
+    ) async throws {
         do {
             try await serve(
                 service, settings: settings, metrics: PrometheusCollectorRegistry(), logger: logger, signals: [],
-                givesHeapBack: false)
+                givesHeapBack: false, stop: stop)
         } catch let error as StartupError {
             throw InProcessStartupError(message: error.message)
         }
@@ -98,19 +102,38 @@ public enum ServiceRunner {
         metrics: PrometheusCollectorRegistry,
         logger: Logger,
         signals: [UnixSignal],
-        givesHeapBack: Bool
+        givesHeapBack: Bool,
+        stop: GracefulStop? = nil
     ) async throws {
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var database: PostgresClient?
         if let schema = service.description.schema, let databaseSettings = settings.database {
-            let client = try databaseSettings.makeClient(schema: schema.name, logger: logger)
-            database = client
-            // First in the group, so it is shut down last.
-            services.append(.init(service: client))
+            database = try databaseSettings.makeClient(schema: schema.name, logger: logger)
         }
+        // Built before anything runs (a build reads no database), so that its workers join the process's one group.
+        let built = try await BuiltService.build(service, settings: settings, database: database, logger: logger)
+
+        // The process's one group, started in this order and shut down in reverse: the database client (last to
+        // go), the heap give-back, each background worker (each waits until the process serves, so nothing it
+        // reports can interrupt start-up), then the servers — which therefore stop first: they stop accepting and
+        // finish in-flight RPCs before any worker is stopped, and the workers stop in reverse before the database.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let database { services.append(.init(service: database)) }
         // The heap give-back trims the whole process's allocator: not for a service run inside a test process (it
         // would trim under the test's own measurements).
         if givesHeapBack { services.append(.init(service: HeapGiveBack(logger: logger))) }
+        for worker in built.workers {
+            // A worker that fails for good shuts the group down (the servers first) and ends `run` with its failure:
+            // the process exits 1.
+            services.append(
+                .init(
+                    service: WorkerService(worker: worker, serving: built.environment.serving),
+                    successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        services.append(
+            .init(
+                service: MainService(built: built, settings: settings, metrics: metrics, database: database),
+                successTerminationBehavior: .gracefullyShutdownGroup,
+                failureTerminationBehavior: .gracefullyShutdownGroup))
         var configuration = ServiceGroupConfiguration(
             services: services, gracefulShutdownSignals: signals, logger: logger)
         configuration.maximumGracefulShutdownDuration = settings.shutdownGrace
@@ -118,40 +141,61 @@ public enum ServiceRunner {
         // a large binary took minutes on a loaded machine — and in a test process it would end every suite. A
         // process is bounded by `StopWatchdog` instead; a test waits for the service it runs.
         configuration.maximumCancellationDuration = nil
-        // The database client, the heap give-back, then the servers (whose background workers are a group of their
-        // own, started once the service serves): started in that order, shut down in reverse, the database last.
-        configuration.services.append(
-            .init(
-                service: MainService(
-                    service: service, settings: settings, metrics: metrics, database: database, logger: logger),
-                successTerminationBehavior: .gracefullyShutdownGroup,
-                failureTerminationBehavior: .gracefullyShutdownGroup))
-        try await ServiceGroup(configuration: configuration).run()
+        let group = ServiceGroup(configuration: configuration)
+        guard let stop else { return try await group.run() }
+        let stopping = Task {
+            await stop.wait()
+            await group.triggerGracefulShutdown()
+        }
+        defer { stopping.cancel() }
+        try await group.run()
     }
 }
 
-/// Migrates, serves gRPC and HTTP, writes the ready file, and on graceful shutdown stops accepting RPCs and lets
-/// in-flight ones finish.
-private struct MainService: Service {
-    let service: OrreryService
-    let settings: RuntimeSettings
-    let metrics: PrometheusCollectorRegistry
-    let database: PostgresClient?
-    let logger: Logger
+/// Stops a service run in process (`ServiceRunner.runInProcess`) the way SIGTERM stops a process: gracefully.
+public final class GracefulStop: Sendable {
+    private let requests: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
 
-    func run() async throws {
+    public init() {
+        (requests, continuation) = AsyncStream.makeStream()
+    }
+
+    /// Asks the service to stop; it stops as a process does on SIGTERM.
+    public func request() {
+        continuation.yield()
+        continuation.finish()
+    }
+
+    /// Returns once a stop is requested, or when the task is cancelled.
+    func wait() async {
+        for await _ in requests { return }
+    }
+}
+
+/// A service built from its environment, with what the runtime adds around it (the capability check, the
+/// descriptor index, the revocation follower), before anything of it runs.
+private struct BuiltService: Sendable {
+    let description: ServiceDescription
+    let environment: ServiceEnvironment
+    let parts: ServiceParts
+    let workers: [BackgroundWorker]
+    let index: DescriptorIndex
+    let capabilities: CapabilityInterceptor
+    let tarpit: ConnectionTarpit
+
+    static func build(
+        _ service: OrreryService, settings: RuntimeSettings, database: PostgresClient?, logger: Logger
+    ) async throws -> BuiltService {
         let description = service.description
-        if let database, let schema = description.schema {
-            try await migrate(database: database, schemaName: schema.name, migrations: schema.migrations)
-        }
-        let key = try loadKey(description)
+        let key = try loadKey(description, settings: settings)
         let operatorDID: DID
         do {
             operatorDID = try DID(settings.trustedOperator)
         } catch {
             throw ServiceRunner.StartupError(message: "trust.operator: \(error)", exitCode: .configuration)
         }
-        let proofs = try loadDelegations()
+        let proofs = try loadDelegations(settings: settings)
         let descriptorSet = Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data()
         let index: DescriptorIndex
         let catalog: MethodCatalog
@@ -186,6 +230,71 @@ private struct MainService: Service {
         } catch {
             throw ServiceRunner.StartupError(message: "cannot start: \(error)", exitCode: .cannotCreate)
         }
+        var workers = parts.workers
+        if let followed = settings.identityAddress.flatMap(ServiceAddress.init) {
+            workers.append(
+                BackgroundWorker("revocation follower") {
+                    await RevocationFollower(
+                        address: followed, trustRoots: settings.tlsTrustRoots, environment: environment,
+                        proofs: proofs
+                    ).run()
+                })
+        } else if !description.keepsRevocationLog {
+            logger.warning("identity.address is not set: revocations are not followed by this process")
+        }
+        return BuiltService(
+            description: description, environment: environment, parts: parts, workers: workers, index: index,
+            capabilities: capabilities, tarpit: tarpit)
+    }
+
+    /// The service's key: provisioned (`identity.key`), or created in the state directory (device agent).
+    private static func loadKey(_ description: ServiceDescription, settings: RuntimeSettings) throws -> SigningKey {
+        do {
+            if let path = settings.keyFile { return try KeyFile.read(path) }
+            try FileManager.default.createDirectory(
+                atPath: settings.stateDirectory, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
+            return try KeyFile.readOrCreate(settings.stateDirectory + "/device.key")
+        } catch let error as KeyFileError {
+            throw ServiceRunner.StartupError(message: "identity.key: \(error)", exitCode: .configuration)
+        }
+    }
+
+    /// The service's own delegation chain (root first), for its calls to other services.
+    private static func loadDelegations(settings: RuntimeSettings) throws -> [Delegation] {
+        guard let path = settings.delegationFile else { return [] }
+        do {
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            return try DelegationChain.read(text)
+        } catch {
+            throw ServiceRunner.StartupError(message: "identity.delegation \(path): \(error)", exitCode: .configuration)
+        }
+    }
+}
+
+/// Migrates, serves gRPC and HTTP, writes the ready file, and on graceful shutdown stops accepting RPCs and lets
+/// in-flight ones finish.
+private struct MainService: Service {
+    let built: BuiltService
+    let settings: RuntimeSettings
+    let metrics: PrometheusCollectorRegistry
+    let database: PostgresClient?
+    var logger: Logger { built.environment.logger }
+
+    func run() async throws {
+        let description = built.description
+        if let database, let schema = description.schema {
+            try await migrate(database: database, schemaName: schema.name, migrations: schema.migrations)
+        }
+        let parts = built.parts
+        let environment = built.environment
+        let capabilities = built.capabilities
+        let index = built.index
+        let tarpit = built.tarpit
+        let info = environment.info
+        let logger = logger
+        let settings = settings
+        let database = database
 
         let health = HealthStatusBook()
         let serviceNames = Self.serviceNames(of: parts.rpcServices)
@@ -297,38 +406,6 @@ private struct MainService: Service {
                     "version": "\(ServiceInfo.version)",
                 ])
 
-            var workers = parts.workers
-            if let followed = settings.identityAddress.flatMap(ServiceAddress.init) {
-                workers.append(
-                    BackgroundWorker("revocation follower") {
-                        await RevocationFollower(
-                            address: followed, trustRoots: settings.tlsTrustRoots, environment: environment,
-                            proofs: proofs
-                        ).run()
-                    })
-            } else if !description.keepsRevocationLog {
-                logger.warning("identity.address is not set: revocations are not followed by this process")
-            }
-            // The workers: a service group of their own, started in order once the service serves (nothing they
-            // report can interrupt start-up), shut down in reverse when serving stops. One that fails for good shuts
-            // that group down and ends this one with its failure: the process exits 1.
-            let workerGroup = ServiceGroup(
-                configuration: ServiceGroupConfiguration(
-                    services: workers.map {
-                        .init(
-                            service: WorkerService(worker: $0), successTerminationBehavior: .ignore,
-                            failureTerminationBehavior: .gracefullyShutdownGroup)
-                    }, logger: logger))
-            group.addTask {
-                do {
-                    try await workerGroup.run()
-                } catch {
-                    // Failed for good: NOT_SERVING while the process stops.
-                    health.setAll(.notServing)
-                    throw error
-                }
-            }
-
             group.addTask {
                 try? await gracefulShutdown()
                 logger.info("shutting down: finishing in-flight RPCs")
@@ -336,7 +413,6 @@ private struct MainService: Service {
                 health.finishWatches()
                 databaseTask.cancel()
                 server.beginGracefulShutdown()
-                await workerGroup.triggerGracefulShutdown()
             }
         }
     }
@@ -357,30 +433,6 @@ private struct MainService: Service {
             throw ServiceRunner.StartupError(
                 message: "cannot migrate schema \(schemaName) on PostgreSQL \(target): \(String(reflecting: error))",
                 exitCode: .unavailable)
-        }
-    }
-
-    /// The service's key: provisioned (`identity.key`), or created in the state directory (device agent).
-    private func loadKey(_ description: ServiceDescription) throws -> SigningKey {
-        do {
-            if let path = settings.keyFile { return try KeyFile.read(path) }
-            try FileManager.default.createDirectory(
-                atPath: settings.stateDirectory, withIntermediateDirectories: true,
-                attributes: [.posixPermissions: 0o700])
-            return try KeyFile.readOrCreate(settings.stateDirectory + "/device.key")
-        } catch let error as KeyFileError {
-            throw ServiceRunner.StartupError(message: "identity.key: \(error)", exitCode: .configuration)
-        }
-    }
-
-    /// The service's own delegation chain (root first), for its calls to other services.
-    private func loadDelegations() throws -> [Delegation] {
-        guard let path = settings.delegationFile else { return [] }
-        do {
-            let text = try String(contentsOfFile: path, encoding: .utf8)
-            return try DelegationChain.read(text)
-        } catch {
-            throw ServiceRunner.StartupError(message: "identity.delegation \(path): \(error)", exitCode: .configuration)
         }
     }
 
@@ -442,16 +494,19 @@ private struct MainService: Service {
     }
 }
 
-/// A background worker failed for good: the process ends (exit 1) so that its service manager restarts it.
-/// A background worker as a member of the workers' service group: it runs until the group shuts down (then it is
-/// cancelled);
-/// one that throws or returns before that has failed for good (`WorkerFailure`).
+/// A background worker as a member of the process's service group: it starts once the process serves and runs until
+/// the group shuts it down (then it is cancelled); one that throws or returns before that has failed for good
+/// (`WorkerFailure`).
 private struct WorkerService: Service, CustomStringConvertible {
     let worker: BackgroundWorker
+    /// Set once the process serves: the worker starts then.
+    let serving: ServingSignal
 
     var description: String { worker.name }
 
     func run() async throws {
+        await cancelWhenGracefulShutdown { await serving.wait() }
+        if Task.isCancelled || Task.isShuttingDownGracefully { return }
         do {
             try InjectedWorkerFailure.check(worker.name)
             try await cancelWhenGracefulShutdown { try await worker.run() }
@@ -465,6 +520,7 @@ private struct WorkerService: Service, CustomStringConvertible {
     }
 }
 
+/// A background worker failed for good: the process ends (exit 1) so that its service manager restarts it.
 struct WorkerFailure: Error, CustomStringConvertible {
     let worker: String
     let reason: String
