@@ -6,7 +6,7 @@ internal import OrreryRuntimeCore
 /// registry, a contract notary and an orchestrator as real processes (the orchestrator following the registry and
 /// proposing contracts to the notary), with device agents joined to them as a test asks (`startAgent`). A test that
 /// needs another arrangement (a second orchestrator, a notary restarted on its port) builds it from the same
-/// `start…` parts.
+/// `start…` parts, or from a `ServiceBed`.
 public struct JobConstellation: Sendable {
     public let database: TestDatabase
     public let network: TestNetwork
@@ -25,22 +25,13 @@ public struct JobConstellation: Sendable {
     public static func run<Result: Sendable>(
         _ name: String, orchestratorArguments: [String] = [], _ body: (JobConstellation) async throws -> Result
     ) async throws -> Result {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory(name) { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let notary = try await startNotary(database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary,
-                    extraArguments: orchestratorArguments)
-                defer { orchestrator.child.signal(SIGKILL) }
-                return try await body(
-                    JobConstellation(
-                        database: database, network: network, directory: directory, registry: registry,
-                        notary: notary, orchestrator: orchestrator))
-            }
+        try await ServiceBed.run(name) { bed in
+            let orchestrator = try await bed.startOrchestrator(extraArguments: orchestratorArguments)
+            defer { orchestrator.child.signal(SIGKILL) }
+            return try await body(
+                JobConstellation(
+                    database: bed.database, network: bed.network, directory: bed.directory, registry: bed.registry,
+                    notary: bed.notary, orchestrator: orchestrator))
         }
     }
 
@@ -107,6 +98,74 @@ public struct JobConstellation: Sendable {
         return try await RunningService.start(
             "contract-notary", extraArguments: port.map { ["--grpc-port", String($0)] } ?? [], environment: environment,
             directory: directory, portZero: port == nil)
+    }
+}
+
+/// A constellation without an orchestrator, for a test that starts its own (two replicas, one killed and started
+/// again): on a fresh test database and directory, a network's credentials, a registry and a contract notary as real
+/// processes, killed once `body` ends (orchestrators and agents it starts are the test's to stop).
+public struct ServiceBed: Sendable {
+    public let database: TestDatabase
+    public let network: TestNetwork
+    public let directory: URL
+    public let registry: RunningService
+    public let notary: RunningService
+    /// How often, in ms, the registry expects a device's heartbeat.
+    public let livenessInterval: Int
+
+    /// `host:port` of the registry's and the notary's gRPC listeners.
+    public var registryAddress: String { "127.0.0.1:\(registry.ready.grpcPort)" }
+    public var notaryAddress: String { "127.0.0.1:\(notary.ready.grpcPort)" }
+    /// What an orchestrator of this bed is started with: the test database and the orchestrator's credentials.
+    public var orchestratorEnvironment: [String: String] {
+        database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
+    }
+
+    /// Runs `body` with a bed in a temporary directory named after `name`, whose registry expects a heartbeat every
+    /// `livenessInterval` ms (by default devices that never heartbeat stay online, see
+    /// `JobConstellation.startRegistry`).
+    public static func run<Result: Sendable>(
+        _ name: String, livenessInterval: Int = 600_000, _ body: (ServiceBed) async throws -> Result
+    ) async throws -> Result {
+        try await TestDatabase.withDatabase { database in
+            try await TestEnvironment.withTemporaryDirectory(name) { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let registry = try await JobConstellation.startRegistry(
+                    database, network, directory, interval: livenessInterval)
+                defer { registry.child.signal(SIGKILL) }
+                let notary = try await JobConstellation.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
+                defer { notary.child.signal(SIGKILL) }
+                return try await body(
+                    ServiceBed(
+                        database: database, network: network, directory: directory, registry: registry,
+                        notary: notary, livenessInterval: livenessInterval))
+            }
+        }
+    }
+
+    /// An orchestrator following this bed's registry and proposing contracts to its notary, with
+    /// `extraArguments` and `environment` added: on gRPC `port` when given (a restart where one ran), else on port 0.
+    public func startOrchestrator(
+        extraArguments: [String] = [], environment: [String: String] = [:], port: Int? = nil
+    ) async throws -> RunningService {
+        try await RunningService.start(
+            "orchestrator",
+            extraArguments: ["--registry-address", registryAddress, "--notary-address", notaryAddress]
+                + (port.map { ["--grpc-port", String($0)] } ?? []) + extraArguments,
+            environment: orchestratorEnvironment.merging(environment) { $1 }, directory: directory,
+            portZero: port == nil)
+    }
+
+    /// An agent with `owner` policy JSON and lines to `orchestrators`, joined through this bed's registry.
+    public func startAgent(
+        _ name: String, owner: String, orchestrators: [RunningService], interval: Int? = nil,
+        extraArguments: [String] = [], environment: [String: String] = [:]
+    ) async throws -> TestAgent {
+        try await TestAgent.start(
+            name, owner: owner, orchestrators: orchestrators.map { "127.0.0.1:\($0.ready.grpcPort)" },
+            registry: registryAddress, network: network, directory: directory, interval: interval,
+            extraArguments: extraArguments, environment: environment)
     }
 }
 

@@ -22,118 +22,101 @@ struct AgentChannelTests {
         "an expired offer and a declined one move the deployment to the next device; a signed bid contracts it — across two orchestrator replicas"
     )
     func offersAcrossReplicas() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-agent-channel") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await JobConstellation.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-                let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-                let notary = try await JobConstellation.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let arguments = [
-                    "--registry-address", registryAddress, "--offer-timeout-ms", "3000", "--notary-address",
-                    "127.0.0.1:\(notary.ready.grpcPort)",
-                ]
-                let first = try await RunningService.start(
-                    "orchestrator", extraArguments: arguments, environment: environment, directory: directory)
-                defer { first.child.signal(SIGKILL) }
-                let second = try await RunningService.start(
-                    "orchestrator", extraArguments: arguments, environment: environment, directory: directory)
-                defer { second.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+        try await ServiceBed.run("orrery-agent-channel") { bed in
+            let (database, network, registry) = (bed.database, bed.network, bed.registry)
+            let first = try await bed.startOrchestrator(extraArguments: ["--offer-timeout-ms", "3000"])
+            defer { first.child.signal(SIGKILL) }
+            let second = try await bed.startOrchestrator(extraArguments: ["--offer-timeout-ms", "3000"])
+            defer { second.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
 
-                // A device that never answers (joined, but no agent runs its channel): the cheapest.
-                let silent = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
-                _ = try await silent.withRegistry(registry) { registry in
-                    try await silent.join(
-                        registry,
-                        capabilities: .with {
-                            $0.architecture = "x86_64"
-                            $0.cpuCores = 4
-                            $0.ramBytes = 8 << 30
-                            $0.diskBytes = 100 << 30
-                            $0.prices = .with { $0.perCoreHour = 1 }
-                        })
-                }
-                // Real agents, lines to the first replica only: one that refuses this consumer, one that serves it.
-                let picky = try await TestAgent.start(
-                    "picky",
-                    owner:
-                        #"{"location": {"country": "DE"}, "prices": {"per_core_hour": 10}, "denied_consumers": ["\#(consumer.key.did)"]}"#,
-                    orchestrators: ["127.0.0.1:\(first.ready.grpcPort)"], registry: registryAddress, network: network,
-                    directory: directory)
-                defer { picky.service.child.signal(SIGKILL) }
-                let willing = try await TestAgent.start(
-                    "willing", owner: #"{"location": {"country": "FR"}, "prices": {"per_core_hour": 20}}"#,
-                    orchestrators: ["127.0.0.1:\(first.ready.grpcPort)"], registry: registryAddress, network: network,
-                    directory: directory)
-                defer { willing.service.child.signal(SIGKILL) }
-                try await OrchestratorTests.waitForFleet(consumer, second, devices: 3)
+            // A device that never answers (joined, but no agent runs its channel): the cheapest.
+            let silent = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            _ = try await silent.withRegistry(registry) { registry in
+                try await silent.join(
+                    registry,
+                    capabilities: .with {
+                        $0.architecture = "x86_64"
+                        $0.cpuCores = 4
+                        $0.ramBytes = 8 << 30
+                        $0.diskBytes = 100 << 30
+                        $0.prices = .with { $0.perCoreHour = 1 }
+                    })
+            }
+            // Real agents, lines to the first replica only: one that refuses this consumer, one that serves it.
+            let picky = try await bed.startAgent(
+                "picky",
+                owner:
+                    #"{"location": {"country": "DE"}, "prices": {"per_core_hour": 10}, "denied_consumers": ["\#(consumer.key.did)"]}"#,
+                orchestrators: [first])
+            defer { picky.service.child.signal(SIGKILL) }
+            let willing = try await bed.startAgent(
+                "willing", owner: #"{"location": {"country": "FR"}, "prices": {"per_core_hour": 20}}"#,
+                orchestrators: [first])
+            defer { willing.service.child.signal(SIGKILL) }
+            try await OrchestratorTests.waitForFleet(consumer, second, devices: 3)
 
-                // Submitted through the second replica; the offers reach the agents through the database.
-                var spec = OrchestratorTests.spec(cores: 1)
-                spec.allocations[0].resources.ramMib = 64
-                spec.allocations[0].resources.diskMib = 0
-                let submitted = try await consumer.submit(spec, to: second, paid: false)
-                #expect(submitted.assignments.map(\.deviceDid) == [silent.key.did.string])
-                let events = try await consumer.with(second) { client in
-                    try await client.watchDeployment(.with { $0.id = submitted.id }) { response in
-                        var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
-                        for try await event in response.messages {
-                            seen.append(event)
-                            if event.state == .deploying { break }
-                        }
-                        return seen
+            // Submitted through the second replica; the offers reach the agents through the database.
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].resources.ramMib = 64
+            spec.allocations[0].resources.diskMib = 0
+            let submitted = try await consumer.submit(spec, to: second, paid: false)
+            #expect(submitted.assignments.map(\.deviceDid) == [silent.key.did.string])
+            let events = try await consumer.with(second) { client in
+                try await client.watchDeployment(.with { $0.id = submitted.id }) { response in
+                    var seen: [Orrery_Orchestrator_V1_DeploymentEvent] = []
+                    for try await event in response.messages {
+                        seen.append(event)
+                        if event.state == .deploying { break }
                     }
+                    return seen
                 }
-                let states = events.map(\.state)
-                if states.count != 10 {
-                    print("PICKY:\n\(picky.service.child.output)\nFIRST:\n\(first.child.output.suffix(3000))")
-                }
-                #expect(
-                    states == [
-                        .submitted, .matched, .offered, .matched, .offered, .matched, .offered, .contracted, .escrowed,
-                        .deploying,
-                    ], "\(events.map { "\($0.state): \($0.reason)" })")
-                try #require(states.count == 10)
-                #expect(
-                    events[3].reason.contains("device \(silent.key.did) declined: no answer before the offer expired"))
-                #expect(events[3].deployment.assignments.map(\.deviceDid) == [picky.did])
-                #expect(events[5].reason.contains("device \(picky.did) declined: the owner does not serve consumer"))
-                #expect(events[5].deployment.assignments.map(\.deviceDid) == [willing.did])
-                #expect(events.last?.deployment.assignments.map(\.deviceDid) == [willing.did])
-                #expect(events[7].reason.contains("1 contract(s) recorded in the notary's log"), "\(events[7].reason)")
-                // The contract: proposed for the consumer under its delegation, accepted by the willing device with its
-                // owner's consent, countersigned into the notary's log.
-                let contractID = try #require(events.last?.deployment.assignments.first?.contractID)
-                #expect(events[7].reason.contains(contractID))
-                let record = try await ContractParties(network: network).withNotary(notary) { client in
-                    try await client.getContract(.with { $0.id = contractID })
-                }
-                // Active, or already completed when the short job ended before this read.
-                #expect([.active, .completed].contains(record.state), "\(record.state)")
-                #expect(
-                    record.contract.deviceDid == willing.did && record.contract.consumerDid == consumer.key.did.string)
-                // The contract's maximum is the replica's price on the device that took it.
-                #expect(record.contract.price.maxCost == events.last?.deployment.assignments.first?.jobCost)
-                #expect(try SignedMessage.verify(record.acceptance).map(\.string) == [willing.did])
-                #expect(try SignedMessage.verify(record.proposal).map(\.string) == [first.ready.did])
-                #expect(record.entryIndexes.first == 0, "the contract is the log's first entry")
+            }
+            let states = events.map(\.state)
+            if states.count != 10 {
+                print("PICKY:\n\(picky.service.child.output)\nFIRST:\n\(first.child.output.suffix(3000))")
+            }
+            #expect(
+                states == [
+                    .submitted, .matched, .offered, .matched, .offered, .matched, .offered, .contracted, .escrowed,
+                    .deploying,
+                ], "\(events.map { "\($0.state): \($0.reason)" })")
+            try #require(states.count == 10)
+            #expect(
+                events[3].reason.contains("device \(silent.key.did) declined: no answer before the offer expired"))
+            #expect(events[3].deployment.assignments.map(\.deviceDid) == [picky.did])
+            #expect(events[5].reason.contains("device \(picky.did) declined: the owner does not serve consumer"))
+            #expect(events[5].deployment.assignments.map(\.deviceDid) == [willing.did])
+            #expect(events.last?.deployment.assignments.map(\.deviceDid) == [willing.did])
+            #expect(events[7].reason.contains("1 contract(s) recorded in the notary's log"), "\(events[7].reason)")
+            // The contract: proposed for the consumer under its delegation, accepted by the willing device with its
+            // owner's consent, countersigned into the notary's log.
+            let contractID = try #require(events.last?.deployment.assignments.first?.contractID)
+            #expect(events[7].reason.contains(contractID))
+            let record = try await ContractParties(network: network).withNotary(bed.notary) { client in
+                try await client.getContract(.with { $0.id = contractID })
+            }
+            // Active, or already completed when the short job ended before this read.
+            #expect([.active, .completed].contains(record.state), "\(record.state)")
+            #expect(
+                record.contract.deviceDid == willing.did && record.contract.consumerDid == consumer.key.did.string)
+            // The contract's maximum is the replica's price on the device that took it.
+            #expect(record.contract.price.maxCost == events.last?.deployment.assignments.first?.jobCost)
+            #expect(try SignedMessage.verify(record.acceptance).map(\.string) == [willing.did])
+            #expect(try SignedMessage.verify(record.proposal).map(\.string) == [first.ready.did])
+            #expect(record.entryIndexes.first == 0, "the contract is the log's first entry")
 
-                // The bid is the device's signature over the offer's price, kept with the offer.
-                try await database.withClient(schema: "orchestrator") { db in
-                    let rows = try await db.query(
-                        "SELECT bid FROM offers WHERE deployment_id = \(submitted.id) AND bid IS NOT NULL")
-                    var bids: [Orrery_Common_V1_Signed] = []
-                    for try await bid in rows.decode(Data.self) {
-                        bids.append(try Orrery_Common_V1_Signed(serializedBytes: bid))
-                    }
-                    try #require(bids.count == 1)
-                    let signers = try SignedMessage.verify(bids[0], type: "orrery.orchestrator.v1.Bid")
-                    #expect(signers.map(\.string) == [willing.did])
+            // The bid is the device's signature over the offer's price, kept with the offer.
+            try await database.withClient(schema: "orchestrator") { db in
+                let rows = try await db.query(
+                    "SELECT bid FROM offers WHERE deployment_id = \(submitted.id) AND bid IS NOT NULL")
+                var bids: [Orrery_Common_V1_Signed] = []
+                for try await bid in rows.decode(Data.self) {
+                    bids.append(try Orrery_Common_V1_Signed(serializedBytes: bid))
                 }
+                try #require(bids.count == 1)
+                let signers = try SignedMessage.verify(bids[0], type: "orrery.orchestrator.v1.Bid")
+                #expect(signers.map(\.string) == [willing.did])
             }
         }
     }
@@ -648,137 +631,125 @@ struct AgentChannelTests {
         "kill -9 of an agent: its device goes offline, its stateless allocation is relocated to another feasible device, and the copy left running is stopped when the agent comes back"
     )
     func relocation() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-relocation") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                // Short enough to notice a dead agent quickly, long enough that a loaded machine keeps live ones online.
-                let interval = 1000
-                let registry = try await JobConstellation.startRegistry(
-                    database, network, directory, interval: interval)
-                defer { registry.child.signal(SIGKILL) }
-                let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-                let notary = try await JobConstellation.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await JobConstellation.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary)
-                defer { orchestrator.child.signal(SIGKILL) }
-                let orchestrators = ["127.0.0.1:\(orchestrator.ready.grpcPort)"]
-                let cheap = try await TestAgent.start(
-                    "cheap", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: orchestrators,
-                    registry: registryAddress, network: network, directory: directory, interval: interval)
-                defer { cheap.service.child.signal(SIGKILL) }
-                let spare = try await TestAgent.start(
-                    "spare", owner: #"{"prices": {"per_core_hour": 5000}}"#, orchestrators: orchestrators,
-                    registry: registryAddress, network: network, directory: directory, interval: interval)
-                defer { spare.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
+        // Short enough to notice a dead agent quickly, long enough that a loaded machine keeps live ones online.
+        try await ServiceBed.run("orrery-relocation", livenessInterval: 1000) { bed in
+            let (database, network, directory, registry) = (bed.database, bed.network, bed.directory, bed.registry)
+            let interval = bed.livenessInterval
+            let orchestrator = try await bed.startOrchestrator()
+            defer { orchestrator.child.signal(SIGKILL) }
+            let cheap = try await bed.startAgent(
+                "cheap", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [orchestrator], interval: interval)
+            defer { cheap.service.child.signal(SIGKILL) }
+            let spare = try await bed.startAgent(
+                "spare", owner: #"{"prices": {"per_core_hour": 5000}}"#, orchestrators: [orchestrator],
+                interval: interval)
+            defer { spare.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
 
-                var spec = OrchestratorTests.spec(cores: 1)
-                spec.allocations[0].artifact = .with { $0.text = "echo up; sleep 120" }
-                spec.allocations[0].resources.ramMib = 32
-                spec.allocations[0].maxDurationSeconds = 150
-                spec.allocations[0].outputs = []
-                // Both online in the orchestrator's view: the cheap one is the choice.
-                try await OrchestratorTests.waitUntilChosen(cheap.did, for: spec, consumer, orchestrator)
-                let job = try await consumer.with(orchestrator) { client in
-                    try await client.submitWorkload(
-                        .with {
-                            $0.consumerAuthority = try consumer.authority(for: orchestrator)
-                            $0.spec = spec; $0.idempotencyKey = UUID().uuidString
-                        })
-                }
-                #expect(job.assignments.map(\.deviceDid) == [cheap.did])
-                // Running on the cheap device, then that device's agent dies.
-                let events = try await Self.watchKillingOnceRunning(
-                    job.id, of: consumer, on: orchestrator, kill: cheap.service)
-                let relocated = events.first { $0.reason.contains("relocated") }
-                #expect(
-                    relocated?.reason.contains("device \(cheap.did) went offline; now on \(spare.did)") == true,
-                    "\(events.map { "\($0.state): \($0.reason)" })")
-                #expect(events.last?.state == .running)
-                #expect(events.last?.deployment.assignments.map(\.deviceDid) == [spare.did])
-                // The relocation counts against the device it left.
-                let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
-                var relocatedAway: UInt64 = 0
-                let counted = ContinuousClock.now + .seconds(10)
-                while ContinuousClock.now < counted, relocatedAway == 0 {
-                    relocatedAway = try await observer.withRegistry(registry) {
-                        try await $0.getDevice(.with { $0.did = cheap.did }).reputation.relocatedAway
-                    }
-                    try await Task.sleep(for: .milliseconds(100))
-                }
-                #expect(relocatedAway == 1)
-                // The replica's new contract replaces the old one, which the orchestrator terminated.
-                let first = try #require(
-                    events.first { $0.state == .contracted }?.deployment.assignments.first?.contractID)
-                let second = try #require(events.last?.deployment.assignments.first?.contractID)
-                #expect(first != second && !first.isEmpty)
-                let parties = try ContractParties(network: network)
-                let replacement = try await parties.withNotary(notary) {
-                    try await $0.getContract(.with { $0.id = second })
-                }
-                #expect(replacement.contract.replaces == first && replacement.state == .active)
-                #expect(replacement.contract.deviceDid == spare.did)
-                var old = try await parties.withNotary(notary) { try await $0.getContract(.with { $0.id = first }) }
-                let terminated = ContinuousClock.now + .seconds(10)
-                while ContinuousClock.now < terminated, old.state != .terminated {
-                    try await Task.sleep(for: .milliseconds(100))
-                    old = try await parties.withNotary(notary) { try await $0.getContract(.with { $0.id = first }) }
-                }
-                #expect(old.state == .terminated)
-
-                // The killed agent's sandbox still runs the old copy. Restarted, the agent picks it up from its journal;
-                // the orchestrator no longer assigns it there, so the agent is told to stop it, and does.
-                let cheapState = directory.appendingPathComponent("cheap-state")
-                let allocations = cheapState.appendingPathComponent("allocations")
-                let oldOffer = try #require(
-                    try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") }
-                )
-                let oldRun = allocations.appendingPathComponent(oldOffer)
-                let wrapper = try #require(
-                    Int32(
-                        try String(contentsOf: oldRun.appendingPathComponent("wrapper.pid"), encoding: .utf8)
-                            .trimmingCharacters(in: .whitespacesAndNewlines)))
-                #expect(kill(wrapper, 0) == 0, "the old copy still runs before the agent comes back")
-                let config = directory.appendingPathComponent("cheap.json").path
-                let returned = try await RunningService.start(
-                    "device-agent",
-                    extraArguments: [
-                        "--state-dir", cheapState.path, "--config", config, "--liveness-interval-ms", String(interval),
-                    ],
-                    environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
-                defer { returned.child.signal(SIGKILL) }
-                let stopped = ContinuousClock.now + .seconds(30)
-                while ContinuousClock.now < stopped,
-                    !FileManager.default.fileExists(atPath: oldRun.appendingPathComponent("report.pb").path)
-                {
-                    try await Task.sleep(for: .milliseconds(100))
-                }
-                let report = try Orrery_Orchestrator_V1_AllocationReport(
-                    serializedBytes: try Data(contentsOf: oldRun.appendingPathComponent("report.pb")))
-                #expect(report.state == .exited && report.exitCode != 0, "\(report)")
-                #expect(report.reason.contains("relocated"), "\(report.reason)")
-                #expect(kill(wrapper, 0) != 0, "the old copy's sandbox is gone")
-                // The orchestrator heard the old copy end; the new one still runs where it moved.
-                try await database.withClient(schema: "orchestrator") { db in
-                    var state: Int16 = -1
-                    let heard = ContinuousClock.now + .seconds(10)
-                    while ContinuousClock.now < heard, state != 10 {  // OfferStore.State.relocated: the old copy reported its end
-                        let rows = try await db.query("SELECT state FROM offers WHERE id = \(oldOffer)")
-                        for try await code in rows.decode(Int16.self) { state = code }
-                        try await Task.sleep(for: .milliseconds(100))
-                    }
-                    #expect(state == 10)
-                }
-                let current = try await consumer.with(orchestrator) {
-                    try await $0.getDeployment(.with { $0.id = job.id })
-                }
-                #expect(current.state == .running && current.assignments.map(\.deviceDid) == [spare.did])
-                _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
-                Self.removeSandboxes(of: cheapState)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "echo up; sleep 120" }
+            spec.allocations[0].resources.ramMib = 32
+            spec.allocations[0].maxDurationSeconds = 150
+            spec.allocations[0].outputs = []
+            // Both online in the orchestrator's view: the cheap one is the choice.
+            try await OrchestratorTests.waitUntilChosen(cheap.did, for: spec, consumer, orchestrator)
+            let job = try await consumer.with(orchestrator) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: orchestrator)
+                        $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                    })
             }
+            #expect(job.assignments.map(\.deviceDid) == [cheap.did])
+            // Running on the cheap device, then that device's agent dies.
+            let events = try await Self.watchKillingOnceRunning(
+                job.id, of: consumer, on: orchestrator, kill: cheap.service)
+            let relocated = events.first { $0.reason.contains("relocated") }
+            #expect(
+                relocated?.reason.contains("device \(cheap.did) went offline; now on \(spare.did)") == true,
+                "\(events.map { "\($0.state): \($0.reason)" })")
+            #expect(events.last?.state == .running)
+            #expect(events.last?.deployment.assignments.map(\.deviceDid) == [spare.did])
+            // The relocation counts against the device it left.
+            let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+            var relocatedAway: UInt64 = 0
+            let counted = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < counted, relocatedAway == 0 {
+                relocatedAway = try await observer.withRegistry(registry) {
+                    try await $0.getDevice(.with { $0.did = cheap.did }).reputation.relocatedAway
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(relocatedAway == 1)
+            // The replica's new contract replaces the old one, which the orchestrator terminated.
+            let first = try #require(
+                events.first { $0.state == .contracted }?.deployment.assignments.first?.contractID)
+            let second = try #require(events.last?.deployment.assignments.first?.contractID)
+            #expect(first != second && !first.isEmpty)
+            let parties = try ContractParties(network: network)
+            let replacement = try await parties.withNotary(bed.notary) {
+                try await $0.getContract(.with { $0.id = second })
+            }
+            #expect(replacement.contract.replaces == first && replacement.state == .active)
+            #expect(replacement.contract.deviceDid == spare.did)
+            var old = try await parties.withNotary(bed.notary) { try await $0.getContract(.with { $0.id = first }) }
+            let terminated = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < terminated, old.state != .terminated {
+                try await Task.sleep(for: .milliseconds(100))
+                old = try await parties.withNotary(bed.notary) { try await $0.getContract(.with { $0.id = first }) }
+            }
+            #expect(old.state == .terminated)
+
+            // The killed agent's sandbox still runs the old copy. Restarted, the agent picks it up from its journal;
+            // the orchestrator no longer assigns it there, so the agent is told to stop it, and does.
+            let cheapState = directory.appendingPathComponent("cheap-state")
+            let allocations = cheapState.appendingPathComponent("allocations")
+            let oldOffer = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") }
+            )
+            let oldRun = allocations.appendingPathComponent(oldOffer)
+            let wrapper = try #require(
+                Int32(
+                    try String(contentsOf: oldRun.appendingPathComponent("wrapper.pid"), encoding: .utf8)
+                        .trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(kill(wrapper, 0) == 0, "the old copy still runs before the agent comes back")
+            let config = directory.appendingPathComponent("cheap.json").path
+            let returned = try await RunningService.start(
+                "device-agent",
+                extraArguments: [
+                    "--state-dir", cheapState.path, "--config", config, "--liveness-interval-ms", String(interval),
+                ],
+                environment: network.environment(for: "device-agent"), directory: directory, configFile: config)
+            defer { returned.child.signal(SIGKILL) }
+            let stopped = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < stopped,
+                !FileManager.default.fileExists(atPath: oldRun.appendingPathComponent("report.pb").path)
+            {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let report = try Orrery_Orchestrator_V1_AllocationReport(
+                serializedBytes: try Data(contentsOf: oldRun.appendingPathComponent("report.pb")))
+            #expect(report.state == .exited && report.exitCode != 0, "\(report)")
+            #expect(report.reason.contains("relocated"), "\(report.reason)")
+            #expect(kill(wrapper, 0) != 0, "the old copy's sandbox is gone")
+            // The orchestrator heard the old copy end; the new one still runs where it moved.
+            try await database.withClient(schema: "orchestrator") { db in
+                var state: Int16 = -1
+                let heard = ContinuousClock.now + .seconds(10)
+                while ContinuousClock.now < heard, state != 10 {  // OfferStore.State.relocated: the old copy reported its end
+                    let rows = try await db.query("SELECT state FROM offers WHERE id = \(oldOffer)")
+                    for try await code in rows.decode(Int16.self) { state = code }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(state == 10)
+            }
+            let current = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = job.id })
+            }
+            #expect(current.state == .running && current.assignments.map(\.deviceDid) == [spare.did])
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+            Self.removeSandboxes(of: cheapState)
         }
     }
 
@@ -827,91 +798,71 @@ struct AgentChannelTests {
         "an orchestrator killed while a deployment runs: a restarted one (same address) carries it to completed, with the output printed while none ran and the logs each line once"
     )
     func orchestratorRestart() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-orchestrator-restart") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await JobConstellation.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-                let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-                let notary = try await JobConstellation.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let notaryAddress = "127.0.0.1:\(notary.ready.grpcPort)"
-                let first = try await RunningService.start(
-                    "orchestrator",
-                    extraArguments: ["--registry-address", registryAddress, "--notary-address", notaryAddress],
-                    environment: environment, directory: directory)
-                defer { first.child.signal(SIGKILL) }
-                let port = first.ready.grpcPort
-                let agent = try await TestAgent.start(
-                    "steady", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: ["127.0.0.1:\(port)"],
-                    registry: registryAddress, network: network, directory: directory)
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, first, devices: 1)
-                var spec = OrchestratorTests.spec(cores: 1)
-                // Gates the test opens: a line printed while no orchestrator runs, and the end after the agent's
-                // reconnection, so the line can only arrive as the resent tail of a running allocation.
-                spec.allocations[0].artifact = .with {
-                    $0.text =
-                        "echo early; for i in $(seq 900); do [ -e /work/mid ] && break; sleep 0.1; done; echo late; "
-                        + "for i in $(seq 900); do [ -e /work/go ] && break; sleep 0.1; done; printf done > out.txt"
-                }
-                spec.allocations[0].resources.ramMib = 32
-                let job = try await consumer.with(first) { client in
-                    try await client.submitWorkload(
-                        .with {
-                            $0.consumerAuthority = try consumer.authority(for: first)
-                            $0.spec = spec; $0.idempotencyKey = UUID().uuidString
-                        })
-                }
-                var state = job.state
-                let deadline = ContinuousClock.now + .seconds(15)
-                while state != .running, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(50))
-                    state = try await consumer.with(first) {
-                        try await $0.getDeployment(.with { $0.id = job.id }).state
-                    }
-                }
-                #expect(state == .running)
-                // "early" reached the orchestrator before it dies (positive evidence, however slow the machine).
-                #expect(try await Self.stdout(of: job.id, consumer, first, becomes: "early\n"))
-                first.child.signal(SIGKILL)
-                _ = await first.child.waitForExit()
-                // "late" is printed while no orchestrator runs: the agent's follower sends it to a line that is down.
-                let allocations = directory.appendingPathComponent("steady-state/allocations")
-                let run = try #require(
-                    try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") }
-                )
-                try Data().write(to: allocations.appendingPathComponent("\(run)/work/mid"))
-                let stdoutLog = allocations.appendingPathComponent("\(run)/stdout.log")
-                #expect(try await Self.file(stdoutLog, becomes: "early\nlate\n"))
-                let second = try await RunningService.start(
-                    "orchestrator",
-                    extraArguments: [
-                        "--registry-address", registryAddress, "--grpc-port", String(port), "--notary-address",
-                        notaryAddress,
-                    ],
-                    environment: environment, directory: directory, portZero: false)
-                defer { second.child.signal(SIGKILL) }
-                // The reconnected agent resends the running allocation's tail; the new orchestrator stores what it lacks.
-                #expect(
-                    try await Self.stdout(of: job.id, consumer, second, becomes: "early\nlate\n"),
-                    "the line printed while no orchestrator ran is lost")
-                try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
-                let events = try await consumer.with(second) { client in
-                    try await client.watchDeployment(.with { $0.id = job.id }) { response in
-                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
-                            $0.append($1)
-                        }
-                    }
-                }
-                #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
-                let outputs = try await consumer.with(second) { try await $0.getOutputs(.with { $0.id = job.id }) }
-                #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
-                #expect(try await Self.stdout(of: job.id, consumer, second) == "early\nlate\n", "each line once")
+        try await ServiceBed.run("orrery-orchestrator-restart") { bed in
+            let (network, directory) = (bed.network, bed.directory)
+            let first = try await bed.startOrchestrator()
+            defer { first.child.signal(SIGKILL) }
+            let port = first.ready.grpcPort
+            let agent = try await bed.startAgent(
+                "steady", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [first])
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, first, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            // Gates the test opens: a line printed while no orchestrator runs, and the end after the agent's
+            // reconnection, so the line can only arrive as the resent tail of a running allocation.
+            spec.allocations[0].artifact = .with {
+                $0.text =
+                    "echo early; for i in $(seq 900); do [ -e /work/mid ] && break; sleep 0.1; done; echo late; "
+                    + "for i in $(seq 900); do [ -e /work/go ] && break; sleep 0.1; done; printf done > out.txt"
             }
+            spec.allocations[0].resources.ramMib = 32
+            let job = try await consumer.with(first) { client in
+                try await client.submitWorkload(
+                    .with {
+                        $0.consumerAuthority = try consumer.authority(for: first)
+                        $0.spec = spec; $0.idempotencyKey = UUID().uuidString
+                    })
+            }
+            var state = job.state
+            let deadline = ContinuousClock.now + .seconds(15)
+            while state != .running, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                state = try await consumer.with(first) {
+                    try await $0.getDeployment(.with { $0.id = job.id }).state
+                }
+            }
+            #expect(state == .running)
+            // "early" reached the orchestrator before it dies (positive evidence, however slow the machine).
+            #expect(try await Self.stdout(of: job.id, consumer, first, becomes: "early\n"))
+            first.child.signal(SIGKILL)
+            _ = await first.child.waitForExit()
+            // "late" is printed while no orchestrator runs: the agent's follower sends it to a line that is down.
+            let allocations = directory.appendingPathComponent("steady-state/allocations")
+            let run = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") }
+            )
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/mid"))
+            let stdoutLog = allocations.appendingPathComponent("\(run)/stdout.log")
+            #expect(try await Self.file(stdoutLog, becomes: "early\nlate\n"))
+            let second = try await bed.startOrchestrator(port: port)
+            defer { second.child.signal(SIGKILL) }
+            // The reconnected agent resends the running allocation's tail; the new orchestrator stores what it lacks.
+            #expect(
+                try await Self.stdout(of: job.id, consumer, second, becomes: "early\nlate\n"),
+                "the line printed while no orchestrator ran is lost")
+            try Data().write(to: allocations.appendingPathComponent("\(run)/work/go"))
+            let events = try await consumer.with(second) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
+                        $0.append($1)
+                    }
+                }
+            }
+            #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
+            let outputs = try await consumer.with(second) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
+            #expect(try await Self.stdout(of: job.id, consumer, second) == "early\nlate\n", "each line once")
         }
     }
 

@@ -18,98 +18,87 @@ struct AgentLinesTests {
         "an agent with lines to two orchestrator replicas gets each Deploy from one of them; that replica killed while the device starts it, the other takes the instruction over, the device starts it once, and the job completes"
     )
     func twoLines() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-two-lines") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await JobConstellation.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let notary = try await JobConstellation.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let first = try await JobConstellation.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary)
-                defer { first.child.signal(SIGKILL) }
-                let second = try await JobConstellation.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary)
-                defer { second.child.signal(SIGKILL) }
-                let agent = try await TestAgent.start(
-                    "twin", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                    orchestrators: ["127.0.0.1:\(first.ready.grpcPort)", "127.0.0.1:\(second.ready.grpcPort)"],
-                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory)
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, second, devices: 1)
-                // Both replicas hold a line of the device (each delivers the Deploy on its own line).
-                try await Self.waitForLines(of: agent, count: 2)
+        try await ServiceBed.run("orrery-two-lines") { bed in
+            let (network, directory) = (bed.network, bed.directory)
+            let first = try await bed.startOrchestrator()
+            defer { first.child.signal(SIGKILL) }
+            let second = try await bed.startOrchestrator()
+            defer { second.child.signal(SIGKILL) }
+            let agent = try await bed.startAgent(
+                "twin", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [first, second])
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, second, devices: 1)
+            // Both replicas hold a line of the device (each delivers the Deploy on its own line).
+            try await Self.waitForLines(of: agent, count: 2)
 
-                // The artifact takes 10 s to download: the replica that sends the Deploy dies while it starts, and the
-                // other takes over once its claim lapsed (5 s), while the device is still starting it.
-                let script = "#!/bin/sh\necho started >> /work/runs.txt; sleep 2; cat /work/runs.txt > out.txt\n"
-                let served = directory.appendingPathComponent("job.sh")
-                try script.write(to: served, atomically: true, encoding: .utf8)
-                let server = try ChildProcess(
-                    URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.slowServer, served.path, "10"],
-                    outputDirectory: directory)
-                defer { server.signal(SIGKILL) }
-                let port = try await server.printedPort()
-                var spec = OrchestratorTests.spec(cores: 1)
-                spec.allocations[0].artifact = .with {
-                    $0.url = "http://127.0.0.1:\(port)/job.sh"
-                    $0.sha256 = AgentChannelTests.sha256(script)
-                }
-                spec.allocations[0].command = "/artifact/job.sh"
-                spec.allocations[0].resources.ramMib = 64
-                spec.allocations[0].outputs = ["out.txt"]
-                let job = try await consumer.submit(spec, to: first, paid: false)
-                // One replica claims and sends the Deploy; the other, holding a line to the same device, sees it held.
-                func logged(_ service: RunningService, _ what: String) -> Bool {
-                    service.child.output.split(separator: "\n").contains {
-                        $0.contains(what) && $0.contains(#""message":"deploy:off_"#)
-                    }
-                }
-                var sender: RunningService?
-                let sent = ContinuousClock.now + .seconds(30)
-                while sender == nil, ContinuousClock.now < sent {
-                    try await Task.sleep(for: .milliseconds(50))
-                    sender = [first, second].first { logged($0, "sent to agent") }
-                }
-                let instructor = try #require(sender, "no replica sent the Deploy")
-                // The replica logs "sent" as it hands the Deploy to its line: killed at once, the bytes may never leave
-                // it. The device asking for the artifact is the evidence that it received the Deploy and is starting it.
-                let fetching = ContinuousClock.now + .seconds(30)
-                while !server.output.contains("GET /job.sh"), ContinuousClock.now < fetching {
-                    try await Task.sleep(for: .milliseconds(50))
-                }
-                #expect(server.output.contains("GET /job.sh"), "the device never asked for the artifact")
-                let other = instructor.ready.grpcPort == first.ready.grpcPort ? second : first
-                let held = ContinuousClock.now + .seconds(4)
-                while !logged(other, "another replica delivers this instruction"), ContinuousClock.now < held {
-                    try await Task.sleep(for: .milliseconds(50))
-                }
-                #expect(
-                    logged(other, "another replica delivers this instruction"), "\(other.child.output.suffix(3000))")
-                #expect(!logged(other, "sent to agent"), "both replicas sent the Deploy")
-                instructor.child.signal(SIGKILL)
-                let events = try await consumer.with(other) { client in
-                    try await client.watchDeployment(.with { $0.id = job.id }) { response in
-                        try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
-                            $0.append($1)
-                        }
-                    }
-                }
-                #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
-                let outputs = try await consumer.with(other) { try await $0.getOutputs(.with { $0.id = job.id }) }
-                #expect(
-                    outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
-                // The other replica took over the instruction, and the device, still starting it, started nothing twice.
-                #expect(logged(other, "sent to agent"), "\(other.child.output.suffix(3000))")
-                #expect(
-                    agent.service.child.output.contains("a repeated deploy of an allocation still starting"),
-                    "\(agent.service.child.output.suffix(3000))")
-                #expect(!agent.service.child.output.contains("failed to start"), "\(agent.service.child.output)")
-                // Tree heads from two replicas cross in flight: none of that is taken for a rewritten log.
-                #expect(!agent.service.child.output.contains("not consistent with what this device saw"))
+            // The artifact takes 10 s to download: the replica that sends the Deploy dies while it starts, and the
+            // other takes over once its claim lapsed (5 s), while the device is still starting it.
+            let script = "#!/bin/sh\necho started >> /work/runs.txt; sleep 2; cat /work/runs.txt > out.txt\n"
+            let served = directory.appendingPathComponent("job.sh")
+            try script.write(to: served, atomically: true, encoding: .utf8)
+            let server = try ChildProcess(
+                URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.slowServer, served.path, "10"],
+                outputDirectory: directory)
+            defer { server.signal(SIGKILL) }
+            let port = try await server.printedPort()
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with {
+                $0.url = "http://127.0.0.1:\(port)/job.sh"
+                $0.sha256 = AgentChannelTests.sha256(script)
             }
+            spec.allocations[0].command = "/artifact/job.sh"
+            spec.allocations[0].resources.ramMib = 64
+            spec.allocations[0].outputs = ["out.txt"]
+            let job = try await consumer.submit(spec, to: first, paid: false)
+            // One replica claims and sends the Deploy; the other, holding a line to the same device, sees it held.
+            func logged(_ service: RunningService, _ what: String) -> Bool {
+                service.child.output.split(separator: "\n").contains {
+                    $0.contains(what) && $0.contains(#""message":"deploy:off_"#)
+                }
+            }
+            var sender: RunningService?
+            let sent = ContinuousClock.now + .seconds(30)
+            while sender == nil, ContinuousClock.now < sent {
+                try await Task.sleep(for: .milliseconds(50))
+                sender = [first, second].first { logged($0, "sent to agent") }
+            }
+            let instructor = try #require(sender, "no replica sent the Deploy")
+            // The replica logs "sent" as it hands the Deploy to its line: killed at once, the bytes may never leave
+            // it. The device asking for the artifact is the evidence that it received the Deploy and is starting it.
+            let fetching = ContinuousClock.now + .seconds(30)
+            while !server.output.contains("GET /job.sh"), ContinuousClock.now < fetching {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(server.output.contains("GET /job.sh"), "the device never asked for the artifact")
+            let other = instructor.ready.grpcPort == first.ready.grpcPort ? second : first
+            let held = ContinuousClock.now + .seconds(4)
+            while !logged(other, "another replica delivers this instruction"), ContinuousClock.now < held {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(
+                logged(other, "another replica delivers this instruction"), "\(other.child.output.suffix(3000))")
+            #expect(!logged(other, "sent to agent"), "both replicas sent the Deploy")
+            instructor.child.signal(SIGKILL)
+            let events = try await consumer.with(other) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
+                        $0.append($1)
+                    }
+                }
+            }
+            #expect(events.last?.state == .completed, "\(events.map { "\($0.state): \($0.reason)" })")
+            let outputs = try await consumer.with(other) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(
+                outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
+            // The other replica took over the instruction, and the device, still starting it, started nothing twice.
+            #expect(logged(other, "sent to agent"), "\(other.child.output.suffix(3000))")
+            #expect(
+                agent.service.child.output.contains("a repeated deploy of an allocation still starting"),
+                "\(agent.service.child.output.suffix(3000))")
+            #expect(!agent.service.child.output.contains("failed to start"), "\(agent.service.child.output)")
+            // Tree heads from two replicas cross in flight: none of that is taken for a rewritten log.
+            #expect(!agent.service.child.output.contains("not consistent with what this device saw"))
         }
     }
 

@@ -17,54 +17,36 @@ struct CrashPointTests {
     @Test(
         "an orchestrator killed right after a deployment was escrowed: restarted, it deploys it and the job completes")
     func killedWhileEscrowed() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-crash-escrowed") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await JobConstellation.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let registryAddress = "127.0.0.1:\(registry.ready.grpcPort)"
-                let notary = try await JobConstellation.startNotary(
-                    database, network, directory.appendingPathComponent("notary"))
-                defer { notary.child.signal(SIGKILL) }
-                let environment = database.serviceEnvironment.merging(network.environment(for: "orchestrator")) { $1 }
-                let arguments = [
-                    "--registry-address", registryAddress, "--notary-address", "127.0.0.1:\(notary.ready.grpcPort)",
-                ]
-                let doomed = try await RunningService.start(
-                    "orchestrator", extraArguments: arguments,
-                    environment: environment.merging(["ORRERY_CRASH_AT": "orchestrator.escrowed"]) { $1 },
-                    directory: directory)
-                defer { doomed.child.signal(SIGKILL) }
-                let port = doomed.ready.grpcPort
-                let agent = try await TestAgent.start(
-                    "patient", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: ["127.0.0.1:\(port)"],
-                    registry: registryAddress, network: network, directory: directory)
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, doomed, devices: 1)
-                var spec = OrchestratorTests.spec(cores: 1)
-                spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
-                spec.allocations[0].resources.ramMib = 32
-                let job = try await consumer.submit(spec, to: doomed, paid: false)
-                // It died at the crash point: killed, with the deployment escrowed and not yet deploying.
-                #expect(await doomed.child.waitForExit(timeout: .seconds(30)) == SIGKILL)
-                #expect(doomed.child.output.contains("dying at a crash point"))
-                let stored = try await database.withClient(schema: "orchestrator") { db -> Int16? in
-                    let rows = try await db.query("SELECT state FROM deployments WHERE id = \(job.id)")
-                    for try await state in rows.decode(Int16.self) { return state }
-                    return nil
-                }
-                #expect(stored == Int16(Orrery_Orchestrator_V1_DeploymentState.escrowed.rawValue))
-
-                let restarted = try await RunningService.start(
-                    "orchestrator", extraArguments: arguments + ["--grpc-port", String(port)], environment: environment,
-                    directory: directory, portZero: false)
-                defer { restarted.child.signal(SIGKILL) }
-                let current = try await OrchestratorTests.ended(job.id, of: consumer, on: restarted)
-                #expect(current.state == .completed, "\(current.state): \(current.reason)")
-                let outputs = try await consumer.with(restarted) { try await $0.getOutputs(.with { $0.id = job.id }) }
-                #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
+        try await ServiceBed.run("orrery-crash-escrowed") { bed in
+            let (database, network) = (bed.database, bed.network)
+            let doomed = try await bed.startOrchestrator(environment: ["ORRERY_CRASH_AT": "orchestrator.escrowed"])
+            defer { doomed.child.signal(SIGKILL) }
+            let port = doomed.ready.grpcPort
+            let agent = try await bed.startAgent(
+                "patient", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [doomed])
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, doomed, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            spec.allocations[0].artifact = .with { $0.text = "printf done > out.txt" }
+            spec.allocations[0].resources.ramMib = 32
+            let job = try await consumer.submit(spec, to: doomed, paid: false)
+            // It died at the crash point: killed, with the deployment escrowed and not yet deploying.
+            #expect(await doomed.child.waitForExit(timeout: .seconds(30)) == SIGKILL)
+            #expect(doomed.child.output.contains("dying at a crash point"))
+            let stored = try await database.withClient(schema: "orchestrator") { db -> Int16? in
+                let rows = try await db.query("SELECT state FROM deployments WHERE id = \(job.id)")
+                for try await state in rows.decode(Int16.self) { return state }
+                return nil
             }
+            #expect(stored == Int16(Orrery_Orchestrator_V1_DeploymentState.escrowed.rawValue))
+
+            let restarted = try await bed.startOrchestrator(port: port)
+            defer { restarted.child.signal(SIGKILL) }
+            let current = try await OrchestratorTests.ended(job.id, of: consumer, on: restarted)
+            #expect(current.state == .completed, "\(current.state): \(current.reason)")
+            let outputs = try await consumer.with(restarted) { try await $0.getOutputs(.with { $0.id = job.id }) }
+            #expect(outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "done")
         }
     }
 
@@ -111,62 +93,52 @@ struct CrashPointTests {
         "a completion receipt refused while the notary is down is sent again on a schedule: recorded once the notary is back, with no reconnect"
     )
     func notaryDownAtCompletion() async throws {
-        try await TestDatabase.withDatabase { database in
-            try await TestEnvironment.withTemporaryDirectory("orrery-notary-down") { directory in
-                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-                let registry = try await JobConstellation.startRegistry(database, network, directory)
-                defer { registry.child.signal(SIGKILL) }
-                let notaryDirectory = directory.appendingPathComponent("notary")
-                let notary = try await JobConstellation.startNotary(database, network, notaryDirectory)
-                defer { notary.child.signal(SIGKILL) }
-                let orchestrator = try await JobConstellation.startOrchestrator(
-                    database, network, directory, registry: registry, notary: notary)
-                defer { orchestrator.child.signal(SIGKILL) }
-                // Receipts every 6 s, unrecorded ones resent every 3 s.
-                let agent = try await TestAgent.start(
-                    "payee", owner: #"{"prices": {"per_core_hour": 5}}"#,
-                    orchestrators: ["127.0.0.1:\(orchestrator.ready.grpcPort)"],
-                    registry: "127.0.0.1:\(registry.ready.grpcPort)", network: network, directory: directory,
-                    interval: 500)
-                defer { agent.service.child.signal(SIGKILL) }
-                let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
-                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-                var spec = OrchestratorTests.spec(cores: 1)
-                // Long enough that the notary is down before it ends, even on a loaded machine (checked below).
-                // (15 s was not: a loaded CI machine saw the job end before the notary was killed.)
-                spec.allocations[0].artifact = .with { $0.text = "sleep 40; printf done > out.txt" }
-                spec.allocations[0].resources.ramMib = 32
-                let job = try await consumer.submit(spec, to: orchestrator, paid: false)
-                var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
-                try #require(current.state == .running, "\(current.state): \(current.reason)")
-                let contractID = try #require(current.assignments.first?.contractID)
-                // The notary goes down while the job runs, so its completion receipt cannot be recorded.
-                notary.child.signal(SIGKILL)
-                _ = await notary.child.waitForExit()
-                current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
-                try #require(current.state == .running, "the job ended before the notary was down: \(current.state)")
-                current = try await OrchestratorTests.ended(
-                    job.id, of: consumer, on: orchestrator, within: .seconds(120))
-                #expect(current.state == .completed, "\(current.state): \(current.reason)")
-                #expect(orchestrator.child.output.contains("recording a receipt failed; the device resends it"))
-                let back = try await JobConstellation.startNotary(
-                    database, network, notaryDirectory, port: notary.ready.grpcPort)
-                defer { back.child.signal(SIGKILL) }
-                let parties = try ContractParties(network: network)
-                var record = try await parties.withNotary(back) {
+        try await ServiceBed.run("orrery-notary-down") { bed in
+            let (database, network, directory, notary) = (bed.database, bed.network, bed.directory, bed.notary)
+            let notaryDirectory = directory.appendingPathComponent("notary")
+            let orchestrator = try await bed.startOrchestrator()
+            defer { orchestrator.child.signal(SIGKILL) }
+            // Receipts every 6 s, unrecorded ones resent every 3 s.
+            let agent = try await bed.startAgent(
+                "payee", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [orchestrator], interval: 500)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1)
+            // Long enough that the notary is down before it ends, even on a loaded machine (checked below).
+            // (15 s was not: a loaded CI machine saw the job end before the notary was killed.)
+            spec.allocations[0].artifact = .with { $0.text = "sleep 40; printf done > out.txt" }
+            spec.allocations[0].resources.ramMib = 32
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+            var current = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
+            try #require(current.state == .running, "\(current.state): \(current.reason)")
+            let contractID = try #require(current.assignments.first?.contractID)
+            // The notary goes down while the job runs, so its completion receipt cannot be recorded.
+            notary.child.signal(SIGKILL)
+            _ = await notary.child.waitForExit()
+            current = try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }
+            try #require(current.state == .running, "the job ended before the notary was down: \(current.state)")
+            current = try await OrchestratorTests.ended(
+                job.id, of: consumer, on: orchestrator, within: .seconds(120))
+            #expect(current.state == .completed, "\(current.state): \(current.reason)")
+            #expect(orchestrator.child.output.contains("recording a receipt failed; the device resends it"))
+            let back = try await JobConstellation.startNotary(
+                database, network, notaryDirectory, port: notary.ready.grpcPort)
+            defer { back.child.signal(SIGKILL) }
+            let parties = try ContractParties(network: network)
+            var record = try await parties.withNotary(back) {
+                try await $0.getContract(.with { $0.id = contractID })
+            }
+            let recorded = ContinuousClock.now + .seconds(30)
+            while record.state != .completed, ContinuousClock.now < recorded {
+                try await Task.sleep(for: .milliseconds(200))
+                record = try await parties.withNotary(back) {
                     try await $0.getContract(.with { $0.id = contractID })
                 }
-                let recorded = ContinuousClock.now + .seconds(30)
-                while record.state != .completed, ContinuousClock.now < recorded {
-                    try await Task.sleep(for: .milliseconds(200))
-                    record = try await parties.withNotary(back) {
-                        try await $0.getContract(.with { $0.id = contractID })
-                    }
-                }
-                #expect(record.state == .completed, "\(record.state)")
-                // Over the line that was open all along.
-                #expect(agent.service.child.output.components(separatedBy: "agent channel open").count - 1 == 1)
             }
+            #expect(record.state == .completed, "\(record.state)")
+            // Over the line that was open all along.
+            #expect(agent.service.child.output.components(separatedBy: "agent channel open").count - 1 == 1)
         }
     }
 }
