@@ -70,6 +70,8 @@ public enum WorkloadSpecFile {
             switch key {
             case "executor" where !text.uppercased().hasPrefix("EXECUTOR_"): return "EXECUTOR_" + text.uppercased()
             case "spread" where !text.uppercased().hasPrefix("SPREAD_"): return "SPREAD_" + text.uppercased()
+            case "protocol" where !text.uppercased().hasPrefix("PROTOCOL_"): return "PROTOCOL_" + text.uppercased()
+            case "expose" where !text.uppercased().hasPrefix("EXPOSE_"): return "EXPOSE_" + text.uppercased()
             default: return text
             }
         default:

@@ -54,6 +54,30 @@ struct DeploymentPlannerTests {
                 == .placeAgain(excluding: [], why: "an offer lapsed"))
     }
 
+    @Test(
+        "a replica its device stopped for staying unhealthy moves elsewhere, before a failure is acted on; on the third device it fails the deployment"
+    )
+    func unhealthyReplicaMoves() {
+        let a0 = Replica(allocation: "a", replica: 0)
+        var gaveUp = Self.execution("a", 0, on: "d1", .exited, exit: 137)
+        gaveUp.gaveUp = true
+        var facts = Self.facts(.running, [gaveUp, Self.execution("a", 1, on: "d2", .running)])
+        #expect(
+            DeploymentPlanner.nextExecutionStep(facts) == .relocate(a0, from: "d1", why: "report on d1"))
+        facts.unhealthyMoves = [a0: 1]
+        #expect(
+            DeploymentPlanner.nextExecutionStep(facts) == .relocate(a0, from: "d1", why: "report on d1"))
+        facts.unhealthyMoves = [a0: 2]
+        #expect(
+            DeploymentPlanner.nextExecutionStep(facts)
+                == .fail(a0, device: "d1", reason: "a[0] stayed unhealthy on 3 devices, the last d1: report"))
+        // Without the flag, the same exit fails the deployment as any other.
+        #expect(
+            DeploymentPlanner.nextExecutionStep(
+                Self.facts(.running, [Self.execution("a", 0, on: "d1", .exited, exit: 137)]))
+                == .fail(a0, device: "d1", reason: "a[0] on d1 exited 137: report"))
+    }
+
     @Test("execution steps, one fact at a time")
     func executionSteps() {
         let a0 = Replica(allocation: "a", replica: 0)

@@ -52,7 +52,10 @@ struct WorkloadSpecFileTests {
     func examples() throws {
         let folder = TestEnvironment.repositoryRoot.appendingPathComponent("Deploy/examples")
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".yaml") }
-        #expect(Set(files) == ["cpu-batch.yaml", "ensemble-latency.yaml", "gpu-job.yaml", "stateful-counter.yaml"])
+        #expect(
+            Set(files) == [
+                "cpu-batch.yaml", "ensemble-latency.yaml", "gpu-job.yaml", "stateful-counter.yaml", "web-service.yaml",
+            ])
         for file in files {
             let spec = try WorkloadSpecFile.read(folder.appendingPathComponent(file).path)
             let request = try WorkloadSpecValidator.validate(spec)

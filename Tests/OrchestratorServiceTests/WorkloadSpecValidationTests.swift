@@ -79,6 +79,127 @@ struct WorkloadSpecValidationTests {
     }
 
     static let cases: [Case] = [
+        // Ports and health checks.
+        Case(
+            { s in
+                s.allocations[0].ports = [
+                    .with {
+                        $0.name = "Web"; $0.port = 80
+                    }
+                ]
+            }, "allocations[0].ports[0].name: 1…15 of a-z"),
+        Case(
+            { s in
+                s.allocations[0].ports = [
+                    .with {
+                        $0.name = "web"; $0.port = 80
+                    },
+                    .with {
+                        $0.name = "web"; $0.port = 81
+                    },
+                ]
+            },
+            "allocations[0].ports[1].name: 'web' is already the name of ports[0]"),
+        Case(
+            { s in
+                s.allocations[0].ports = [
+                    .with {
+                        $0.name = "a"; $0.port = 80
+                    },
+                    .with {
+                        $0.name = "b"; $0.port = 80
+                    },
+                ]
+            },
+            "allocations[0].ports[1].port: 80 is already ports[0]"),
+        Case(
+            { s in
+                s.allocations[0].ports = [
+                    .with {
+                        $0.name = "web"; $0.port = 70000
+                    }
+                ]
+            }, "allocations[0].ports[0].port: 1…65535, got 70000"),
+        Case(
+            { s in
+                s.allocations[0].ports = [
+                    .with {
+                        $0.name = "web"; $0.port = 80; $0.expose = .public
+                    }
+                ]
+            },
+            "allocations[0].ports[0].expose: EXPOSE_PUBLIC needs an ingress"),
+        Case(
+            { s in
+                s.allocations[0].ports = [
+                    .with {
+                        $0.name = "web"; $0.port = 80; $0.protocol = .UNRECOGNIZED(9)
+                    }
+                ]
+            },
+            "allocations[0].ports[0].protocol: PROTOCOL_HTTP or PROTOCOL_TCP, got 9"),
+        Case(
+            { s in
+                s.allocations[0].ports = Array(
+                    repeating: .with {
+                        $0.name = "p"; $0.port = 1
+                    }, count: 17)
+            }, "allocations[0].ports: at most 16"),
+        Case(
+            { s in s.allocations[0].health = .with { $0.intervalSeconds = 5 } },
+            "allocations[0].health: a probe is needed"),
+        Case(
+            { s in s.allocations[0].health = .with { $0.tcp = .with { $0.port = 0 } } },
+            "allocations[0].health.tcp.port: 1…65535, got 0"),
+        Case(
+            { s in
+                s.allocations[0].health = .with {
+                    $0.http = .with {
+                        $0.port = 80; $0.path = "healthz"
+                    }
+                }
+            },
+            "allocations[0].health.http.path: an absolute path"),
+        Case(
+            { s in
+                s.allocations[0].health = .with {
+                    $0.http = .with {
+                        $0.port = 80; $0.path = "/a b"
+                    }
+                }
+            },
+            "allocations[0].health.http.path: an absolute path"),
+        Case(
+            { s in
+                s.allocations[0].health = .with {
+                    $0.tcp = .with { $0.port = 80 }; $0.intervalSeconds = 2; $0.timeoutSeconds = 5
+                }
+            },
+            "allocations[0].health.timeout_seconds: at most the interval (2 s), got 5"),
+        Case(
+            { s in
+                s.allocations[0].health = .with {
+                    $0.tcp = .with { $0.port = 80 }; $0.intervalSeconds = 301
+                }
+            }, "allocations[0].health.interval_seconds: 1…300"),
+        Case(
+            { s in
+                s.allocations[0].health = .with {
+                    $0.tcp = .with { $0.port = 80 }; $0.unhealthyThreshold = 11
+                }
+            }, "allocations[0].health.unhealthy_threshold: 1…10"),
+        Case(
+            { s in
+                s.allocations[0].health = .with {
+                    $0.tcp = .with { $0.port = 80 }; $0.startPeriodSeconds = 3601
+                }
+            }, "allocations[0].health.start_period_seconds: 0…3600"),
+        Case(
+            { s in
+                s.allocations[0].health = .with {
+                    $0.tcp = .with { $0.port = 80 }; $0.maxRestarts = 101
+                }
+            }, "allocations[0].health.max_restarts: 0…100"),
         Case({ s in s.name = "" }, "name: 1…100 characters"),
         Case({ s in s.allocations = [] }, "allocations: at least one allocation is needed"),
         Case(
@@ -227,6 +348,34 @@ struct WorkloadSpecValidationTests {
         } catch {
             #expect(error.lines.contains { $0.hasPrefix(message) || $0.contains(message) }, "\(error.lines)")
         }
+    }
+
+    @Test("ports and a health check within their bounds are accepted")
+    func servicesAccepted() throws {
+        var spec = Self.valid()
+        spec.allocations[0].ports = [
+            .with {
+                $0.name = "http"
+                $0.port = 8080
+                $0.protocol = .http
+            },
+            .with {
+                $0.name = "metrics-1"
+                $0.port = 9100
+                $0.expose = .ensemble
+            },
+        ]
+        spec.allocations[0].health = .with {
+            $0.http = .with {
+                $0.port = 8080
+                $0.path = "/healthz?deep=1"
+            }
+            $0.intervalSeconds = 5
+            $0.timeoutSeconds = 5
+            $0.maxRestarts = 0
+        }
+        spec.allocations[1].health = .with { $0.tcp = .with { $0.port = 5432 } }
+        _ = try WorkloadSpecValidator.validate(spec)
     }
 
     @Test("all problems are reported at once")

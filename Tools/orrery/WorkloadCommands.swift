@@ -193,6 +193,7 @@ func runLine(_ run: Orrery_Orchestrator_V1_ReplicaRun) -> String {
     // The device's reason, unless it only repeats the state ("exited 0").
     let repeats = run.reason.isEmpty || run.reason == state || run.state == .running
     var parts = [state + (repeats ? "" : " (\(run.reason))")]
+    if run.hasHealth { parts.append(healthText(run.health)) }
     if run.hasUsage {
         let usage = run.usage
         parts.append(
@@ -203,6 +204,22 @@ func runLine(_ run: Orrery_Orchestrator_V1_ReplicaRun) -> String {
         parts.append("cost so far \(run.costSoFar) NTX")
     }
     return parts.joined(separator: " · ")
+}
+
+/// A replica's health as one phrase: "healthy", "starting (restarted 2 times; last: GET … 503)".
+func healthText(_ health: Orrery_Orchestrator_V1_ReplicaHealth) -> String {
+    var text: String
+    switch health.status {
+    case .starting: text = "health: starting"
+    case .healthy: text = "health: healthy"
+    case .unhealthy: text = health.gaveUp ? "health: unhealthy, stopped to move" : "health: unhealthy"
+    default: text = "health: unknown"
+    }
+    var details: [String] = []
+    if health.restarts > 0 { details.append("restarted \(health.restarts) time\(health.restarts == 1 ? "" : "s")") }
+    if health.status != .healthy, !health.lastFailure.isEmpty { details.append("last: \(health.lastFailure)") }
+    if !details.isEmpty { text += " (\(details.joined(separator: "; ")))" }
+    return text
 }
 
 /// `orrery status [ID]`: one deployment in detail, or the caller's deployments.

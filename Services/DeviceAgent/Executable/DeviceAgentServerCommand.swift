@@ -17,7 +17,7 @@ struct DeviceAgentServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "device-agent",
         abstract: "Orrery device agent: joins an edge host to the network and runs workloads isolated.",
-        subcommands: [Serve.self, Identity.self, Join.self, Leave.self, Inventory.self, RunLocal.self],
+        subcommands: [Serve.self, Identity.self, Join.self, Leave.self, Inventory.self, RunLocal.self, Probe.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -47,6 +47,39 @@ struct Inventory: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(HostDetector.detect(workDirectory: workDir)), as: UTF8.self))
+    }
+}
+
+/// `device-agent probe`: one health check from the network namespace it runs in — the agent starts it inside a
+/// sandbox's with `nsenter`. Prints what it found; exits 0 when the check passed, 1 when it failed.
+struct Probe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one health check against 127.0.0.1 (the agent runs it inside a sandbox).",
+        shouldDisplay: false)
+
+    @Option(help: "Check that a TCP connection to this port is accepted.") var tcp: Int?
+    @Option(help: "Check that a GET on this port answers 200…399.") var http: Int?
+    @Option(help: "The path the HTTP check asks for.") var path = "/"
+    @Option(help: "How long the check may take, in milliseconds.") var timeoutMs: Int64 = 2000
+
+    func validate() throws {
+        guard (tcp == nil) != (http == nil) else { throw ValidationError("give one of --tcp and --http") }
+        for port in [tcp, http].compactMap({ $0 }) where !(1...65535).contains(port) {
+            throw ValidationError("a port is 1…65535")
+        }
+        guard (1...60_000).contains(timeoutMs) else { throw ValidationError("--timeout-ms is 1…60000") }
+    }
+
+    func run() throws {
+        let timeout = Duration.milliseconds(timeoutMs)
+        let result =
+            if let tcp {
+                HealthProbeClient.tcp(port: tcp, timeout: timeout)
+            } else {
+                HealthProbeClient.http(port: http ?? 0, path: path, timeout: timeout)
+            }
+        print(result.detail)
+        if !result.passed { throw ExitCode.failure }
     }
 }
 

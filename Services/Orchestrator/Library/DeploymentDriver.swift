@@ -192,7 +192,8 @@ struct DeploymentDriver: Sendable {
             executions: executions,
             live: try await offers.liveReplicas(of: deployment.id),
             deviceStatus: Dictionary(
-                uniqueKeysWithValues: devices.compactMap { did in fleet.device(did).map { (did, $0.status) } }))
+                uniqueKeysWithValues: devices.compactMap { did in fleet.device(did).map { (did, $0.status) } }),
+            unhealthyMoves: try await offers.unhealthyMoves(of: deployment.id))
     }
 
     /// Applies one execution step; true when it changed the deployment.

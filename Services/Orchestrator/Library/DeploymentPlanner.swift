@@ -58,7 +58,13 @@ enum DeploymentPlanner {
         var live: Set<Replica>
         /// Each device's status as the registry reports it; a device it does not know is absent.
         var deviceStatus: [String: DeviceStatus]
+        /// How many devices each replica already left for staying unhealthy.
+        var unhealthyMoves: [Replica: Int] = [:]
     }
+
+    /// Devices a replica may stay unhealthy on (stopped there after its restarts in place) before its deployment
+    /// fails: the fault is then taken to be the workload's, not a device's.
+    static let unhealthyDevicesLimit = 3
 
     /// What a deploying or running ensemble does next.
     enum ExecutionStep: Equatable, Sendable {
@@ -91,6 +97,18 @@ enum DeploymentPlanner {
             return .relocate(replica, from: device, why: "device \(device) refused the relocated replica")
         }
         guard !facts.executions.isEmpty else { return .wait }
+        // A replica its device stopped for staying unhealthy through its restarts runs elsewhere — up to a bound.
+        if let unhealthy = facts.executions.first(where: { $0.state == .exited && $0.gaveUp }) {
+            let replica = Replica(allocation: unhealthy.allocation, replica: UInt32(unhealthy.replica))
+            let devices = (facts.unhealthyMoves[replica] ?? 0) + 1
+            if devices >= unhealthyDevicesLimit {
+                return .fail(
+                    replica, device: unhealthy.device,
+                    reason: "\(replica) stayed unhealthy on \(devices) devices, the last \(unhealthy.device): "
+                        + unhealthy.report)
+            }
+            return .relocate(replica, from: unhealthy.device, why: "\(unhealthy.report) on \(unhealthy.device)")
+        }
         if let failure = facts.executions.first(where: {
             $0.state == .failedToStart || ($0.state == .exited && $0.exitCode != 0)
         }) {

@@ -28,6 +28,8 @@ struct OfferStore: Sendable {
         var state: State
         var exitCode: Int32?
         var report: String
+        /// Its device stopped it for staying unhealthy through its restarts: it is to run elsewhere.
+        var gaveUp = false
     }
 
     /// Replicas with a live offer (pending, accepted, deployed, running, ended or stopping).
@@ -112,9 +114,10 @@ struct OfferStore: Sendable {
                              ELSE \(OfferState.relocated) END,
                 reason = \(reason),
                 terminate_after = CASE WHEN state IN (\(OfferState.mayRun))
-                                       THEN now() + make_interval(secs => \(grace)) END
+                                       THEN now() + make_interval(secs => \(grace))
+                                       WHEN state = \(OfferState.exited) THEN terminate_after END
             WHERE deployment_id = \(deployment) AND allocation = \(allocation) AND replica = \(Int32(replica))
-              AND state IN (\(OfferState.current))
+              AND (state IN (\(OfferState.current)) OR (state = \(OfferState.exited) AND gave_up))
             """,
             logger: logger)
     }
@@ -262,14 +265,23 @@ struct OfferStore: Sendable {
     ) async throws -> String? {
         let usage = Data(try report.usage.serializedBytes() as [UInt8])
         let reason = String(report.reason.prefix(1000))
+        let health: Data? = report.hasHealth ? Data(try report.health.serializedBytes() as [UInt8]) : nil
         let query: PostgresQuery
         switch report.state {
         case .running:
-            query = """
-                UPDATE offers SET state = \(OfferState.running)
-                WHERE id = \(report.offerID) AND device_did = \(device) AND state = \(OfferState.deploying)
-                RETURNING deployment_id
-                """
+            // A replica with a health check runs only once healthy; a report of its health alone (starting again
+            // after a restart in place) changes only that.
+            let ready = !report.hasHealth || report.health.status == .healthy
+            query = try """
+            UPDATE offers
+            SET state = CASE WHEN \(ready) THEN \(OfferState.running) ELSE state END,
+                health = coalesce(\(health), health)
+            WHERE id = \(report.offerID) AND device_did = \(device)
+              AND ((state = \(OfferState.deploying) AND \(ready))
+                   OR (state IN (\(OfferState.deploying), \(OfferState.running)) AND \(health)::bytea IS NOT NULL
+                       AND health IS DISTINCT FROM \(health)))
+            RETURNING deployment_id
+            """
         case .exited:
             query = try """
             UPDATE offers
@@ -277,6 +289,7 @@ struct OfferStore: Sendable {
                              ELSE \(OfferState.exited) END,
                 exit_code = \(report.exitCode),
                 usage = \(usage), report = \(reason),
+                health = coalesce(\(health), health), gave_up = \(report.hasHealth && report.health.gaveUp),
                 terminate_after = CASE WHEN \(receiptsRecorded) THEN now()
                                        WHEN state IN (\(OfferState.stopping), \(OfferState.movedAway))
                                             THEN terminate_after
@@ -400,20 +413,36 @@ struct OfferStore: Sendable {
     func executions(of deployment: String) async throws -> [Execution] {
         let rows = try await client.query(
             """
-            SELECT allocation, replica, device_did, state, exit_code, report FROM offers
+            SELECT allocation, replica, device_did, state, exit_code, report, gave_up FROM offers
             WHERE deployment_id = \(deployment) AND state IN (\(OfferState.deployed)) ORDER BY allocation, replica
             """,
             logger: logger)
         var executions: [Execution] = []
-        for try await (allocation, replica, device, state, exitCode, report) in rows.decode(
-            (String, Int32, String, Int16, Int32?, String).self)
+        for try await (allocation, replica, device, state, exitCode, report, gaveUp) in rows.decode(
+            (String, Int32, String, Int16, Int32?, String, Bool).self)
         {
             executions.append(
                 Execution(
                     allocation: allocation, replica: Int(replica), device: device,
-                    state: try OfferState(stored: state), exitCode: exitCode, report: report))
+                    state: try OfferState(stored: state), exitCode: exitCode, report: report, gaveUp: gaveUp))
         }
         return executions
+    }
+
+    /// How many devices each replica of `deployment` was moved from for staying unhealthy.
+    func unhealthyMoves(of deployment: String) async throws -> [DeploymentPlanner.Replica: Int] {
+        let rows = try await client.query(
+            """
+            SELECT allocation, replica, count(*)::bigint FROM offers
+            WHERE deployment_id = \(deployment) AND gave_up AND state = \(OfferState.relocated)
+            GROUP BY allocation, replica
+            """,
+            logger: logger)
+        var moves: [DeploymentPlanner.Replica: Int] = [:]
+        for try await (allocation, replica, count) in rows.decode((String, Int32, Int64).self) {
+            moves[DeploymentPlanner.Replica(allocation: allocation, replica: UInt32(replica))] = Int(count)
+        }
+        return moves
     }
 
     /// The deployment's log lines after the given rows, in the order they arrived.

@@ -385,5 +385,16 @@ public enum OrchestratorMigrations {
                 "ALTER TABLE stored_outputs ADD COLUMN checkpoint_sequence bigint NOT NULL DEFAULT 0"
             ]
         ),
+        Migration(
+            version: 20,
+            name: "replica health",
+            statements: [
+                // The replica's health as its device last reported it (orrery.orchestrator.v1.ReplicaHealth), when
+                // its spec has a check.
+                "ALTER TABLE offers ADD COLUMN health bytea",
+                // It stayed unhealthy through its restarts and its device stopped it: it moves to another device.
+                "ALTER TABLE offers ADD COLUMN gave_up boolean NOT NULL DEFAULT false",
+            ]
+        ),
     ]
 }

@@ -12,19 +12,21 @@ extension OfferStore {
     func runs(of deployment: String) async throws -> [ReplicaOnDevice: Orrery_Orchestrator_V1_ReplicaRun] {
         let rows = try await client.query(
             """
-            SELECT allocation, replica, device_did, state, exit_code, report, usage, record FROM offers
+            SELECT allocation, replica, device_did, state, exit_code, report, usage, record, health FROM offers
             WHERE deployment_id = \(deployment) AND state IN (\(OfferState.deployed)) ORDER BY created_at
             """,
             logger: logger)
         var runs: [ReplicaOnDevice: Orrery_Orchestrator_V1_ReplicaRun] = [:]
-        for try await (allocation, replica, device, state, exitCode, report, usage, record) in rows.decode(
-            (String, Int32, String, Int16, Int32?, String, Data?, Data).self)
+        for try await (allocation, replica, device, state, exitCode, report, usage, record, health) in rows.decode(
+            (String, Int32, String, Int16, Int32?, String, Data?, Data, Data?).self)
         {
             let key = ReplicaOnDevice(allocation: allocation, replica: UInt32(clamping: replica), device: device)
-            runs[key] = try Self.run(
+            var run = try Self.run(
                 state: try OfferState(stored: state), exitCode: exitCode, reason: report,
                 usage: try usage.map { try Orrery_Orchestrator_V1_Usage(serializedBytes: $0) },
                 offer: try Orrery_Orchestrator_V1_Offer(serializedBytes: record))
+            if let health { run.health = try Orrery_Orchestrator_V1_ReplicaHealth(serializedBytes: health) }
+            runs[key] = run
         }
         return runs
     }

@@ -227,6 +227,7 @@ public enum WorkloadSpecValidator {
             }
         }
         checkData(allocation, path: path, problem)
+        checkService(allocation, path: path, problem)
         checkConstraints(allocation.constraints, path: "\(path).constraints", problem)
     }
 

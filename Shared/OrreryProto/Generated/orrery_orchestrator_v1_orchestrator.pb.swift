@@ -900,11 +900,313 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationSpec: @unchecked Send
     set {_uniqueStorage()._outputsTo = newValue}
   }
 
+  /// Ports the allocation listens on inside its sandbox: at most 16, names and numbers unique in the allocation.
+  public var ports: [Orrery_Orchestrator_V1_Port] {
+    get {_storage._ports}
+    set {_uniqueStorage()._ports = newValue}
+  }
+
+  /// How its device tells whether a replica serves: a replica with a check is `running` only once healthy, restarted
+  /// in place when it turns unhealthy and moved to another device when restarts do not help. Unset: no check.
+  public var health: Orrery_Orchestrator_V1_HealthCheck {
+    get {_storage._health ?? Orrery_Orchestrator_V1_HealthCheck()}
+    set {_uniqueStorage()._health = newValue}
+  }
+  /// Returns true if `health` has been explicitly set.
+  public var hasHealth: Bool {_storage._health != nil}
+  /// Clears the value of `health`. Subsequent reads from it will return its default value.
+  public mutating func clearHealth() {_uniqueStorage()._health = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A port an allocation listens on inside its sandbox.
+public nonisolated struct Orrery_Orchestrator_V1_Port: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unique in the allocation: 1…15 of a-z, 0-9 and '-', starting with a letter (a DNS label's part).
+  public var name: String = String()
+
+  /// 1…65535.
+  public var port: UInt32 = 0
+
+  public var `protocol`: Orrery_Orchestrator_V1_Port.ProtocolEnum = .unspecified
+
+  public var expose: Orrery_Orchestrator_V1_Port.Expose = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum ProtocolEnum: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+
+    /// TCP.
+    case unspecified // = 0
+    case http // = 1
+    case tcp // = 2
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .http
+      case 2: self = .tcp
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .http: return 1
+      case .tcp: return 2
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Orrery_Orchestrator_V1_Port.ProtocolEnum] = [
+      .unspecified,
+      .http,
+      .tcp,
+    ]
+
+  }
+
+  /// Who may reach it.
+  public nonisolated enum Expose: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+
+    /// The allocations of its own deployment only.
+    case unspecified // = 0
+    case ensemble // = 1
+
+    /// Anyone, through the ingress.
+    case `public` // = 2
+
+    /// Through the ingress, with a capability rooted in the deployment's consumer.
+    case `private` // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .ensemble
+      case 2: self = .public
+      case 3: self = .private
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .ensemble: return 1
+      case .public: return 2
+      case .private: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Orrery_Orchestrator_V1_Port.Expose] = [
+      .unspecified,
+      .ensemble,
+      .public,
+      .private,
+    ]
+
+  }
+
+  public init() {}
+}
+
+/// A replica's health check, run by its device inside the sandbox's own network namespace.
+public nonisolated struct Orrery_Orchestrator_V1_HealthCheck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var probe: Orrery_Orchestrator_V1_HealthCheck.OneOf_Probe? = nil
+
+  /// Healthy when a GET of `path` on 127.0.0.1:`port` inside the sandbox answers 200…399.
+  public var http: Orrery_Orchestrator_V1_HttpProbe {
+    get {
+      if case .http(let v)? = probe {return v}
+      return Orrery_Orchestrator_V1_HttpProbe()
+    }
+    set {probe = .http(newValue)}
+  }
+
+  /// Healthy when a TCP connection to 127.0.0.1:`port` inside the sandbox is accepted.
+  public var tcp: Orrery_Orchestrator_V1_TcpProbe {
+    get {
+      if case .tcp(let v)? = probe {return v}
+      return Orrery_Orchestrator_V1_TcpProbe()
+    }
+    set {probe = .tcp(newValue)}
+  }
+
+  /// Seconds between checks, 1…300; 0 means 10.
+  public var intervalSeconds: UInt32 = 0
+
+  /// Seconds a check may take, 1…60 and at most the interval; 0 means 2 (or the interval, if shorter).
+  public var timeoutSeconds: UInt32 = 0
+
+  /// Consecutive passes that make a replica healthy, 1…10; 0 means 1.
+  public var healthyThreshold: UInt32 = 0
+
+  /// Consecutive failures that make it unhealthy, 1…10; 0 means 3.
+  public var unhealthyThreshold: UInt32 = 0
+
+  /// Seconds after a (re)start whose failures do not count, 0…3600.
+  public var startPeriodSeconds: UInt32 = 0
+
+  /// Restarts in place for being unhealthy before the replica is stopped on its device and moved, 0…100. Unset means 3.
+  public var maxRestarts: UInt32 {
+    get {_maxRestarts ?? 0}
+    set {_maxRestarts = newValue}
+  }
+  /// Returns true if `maxRestarts` has been explicitly set.
+  public var hasMaxRestarts: Bool {self._maxRestarts != nil}
+  /// Clears the value of `maxRestarts`. Subsequent reads from it will return its default value.
+  public mutating func clearMaxRestarts() {self._maxRestarts = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Probe: Equatable, Sendable {
+    /// Healthy when a GET of `path` on 127.0.0.1:`port` inside the sandbox answers 200…399.
+    case http(Orrery_Orchestrator_V1_HttpProbe)
+    /// Healthy when a TCP connection to 127.0.0.1:`port` inside the sandbox is accepted.
+    case tcp(Orrery_Orchestrator_V1_TcpProbe)
+
+  }
+
+  public init() {}
+
+  fileprivate var _maxRestarts: UInt32? = nil
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_HttpProbe: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// An absolute path with an optional query, printable ASCII, at most 1024 characters; empty means "/".
+  public var path: String = String()
+
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_TcpProbe: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What a device last observed of a replica's health check.
+public nonisolated struct Orrery_Orchestrator_V1_ReplicaHealth: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var status: Orrery_Orchestrator_V1_ReplicaHealth.Status = .unspecified
+
+  /// Failures in a row so far.
+  public var consecutiveFailures: UInt32 = 0
+
+  /// Times it was restarted in place for being unhealthy.
+  public var restarts: UInt32 = 0
+
+  /// The last failed check: what was tried and what happened.
+  public var lastFailure: String = String()
+
+  public var changedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_changedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_changedAt = newValue}
+  }
+  /// Returns true if `changedAt` has been explicitly set.
+  public var hasChangedAt: Bool {self._changedAt != nil}
+  /// Clears the value of `changedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearChangedAt() {self._changedAt = nil}
+
+  /// Unhealthy again after its last allowed restart: the device stopped it, and it is to run elsewhere.
+  public var gaveUp: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Status: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// Started (or restarted), not yet passing its check.
+    case starting // = 1
+    case healthy // = 2
+
+    /// Failing its check: restarted in place, or stopped for a move once its restarts are used up.
+    case unhealthy // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .starting
+      case 2: self = .healthy
+      case 3: self = .unhealthy
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .starting: return 1
+      case .healthy: return 2
+      case .unhealthy: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Orrery_Orchestrator_V1_ReplicaHealth.Status] = [
+      .unspecified,
+      .starting,
+      .healthy,
+      .unhealthy,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _changedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 /// An input file of an allocation.
@@ -1308,44 +1610,65 @@ public nonisolated struct Orrery_Orchestrator_V1_Deployment: Sendable {
 }
 
 /// One replica of one allocation on one device.
-public nonisolated struct Orrery_Orchestrator_V1_Assignment: Sendable {
+public nonisolated struct Orrery_Orchestrator_V1_Assignment: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var allocation: String = String()
+  public var allocation: String {
+    get {_storage._allocation}
+    set {_uniqueStorage()._allocation = newValue}
+  }
 
-  public var replica: UInt32 = 0
+  public var replica: UInt32 {
+    get {_storage._replica}
+    set {_uniqueStorage()._replica = newValue}
+  }
 
-  public var deviceDid: String = String()
+  public var deviceDid: String {
+    get {_storage._deviceDid}
+    set {_uniqueStorage()._deviceDid = newValue}
+  }
 
-  public var hourlyPrice: UInt64 = 0
+  public var hourlyPrice: UInt64 {
+    get {_storage._hourlyPrice}
+    set {_uniqueStorage()._hourlyPrice = newValue}
+  }
 
-  public var jobCost: UInt64 = 0
+  public var jobCost: UInt64 {
+    get {_storage._jobCost}
+    set {_uniqueStorage()._jobCost = newValue}
+  }
 
   /// The notary's contract for this replica, once the device accepted it.
-  public var contractID: String = String()
+  public var contractID: String {
+    get {_storage._contractID}
+    set {_uniqueStorage()._contractID = newValue}
+  }
 
   /// Placed on this device by an explicit move (`orrery move --to`): no voluntary move takes it elsewhere; only its
   /// device failing, or another explicit move, does.
-  public var pinned: Bool = false
+  public var pinned: Bool {
+    get {_storage._pinned}
+    set {_uniqueStorage()._pinned = newValue}
+  }
 
   /// How the replica is doing on this device, as its agent last reported (GetDeployment fills it; unset before the
   /// device is told to start it, and in watch events and listings).
   public var run: Orrery_Orchestrator_V1_ReplicaRun {
-    get {_run ?? Orrery_Orchestrator_V1_ReplicaRun()}
-    set {_run = newValue}
+    get {_storage._run ?? Orrery_Orchestrator_V1_ReplicaRun()}
+    set {_uniqueStorage()._run = newValue}
   }
   /// Returns true if `run` has been explicitly set.
-  public var hasRun: Bool {self._run != nil}
+  public var hasRun: Bool {_storage._run != nil}
   /// Clears the value of `run`. Subsequent reads from it will return its default value.
-  public mutating func clearRun() {self._run = nil}
+  public mutating func clearRun() {_uniqueStorage()._run = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _run: Orrery_Orchestrator_V1_ReplicaRun? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// One replica's run on its device.
@@ -1383,12 +1706,23 @@ public nonisolated struct Orrery_Orchestrator_V1_ReplicaRun: Sendable {
   /// ran, at most the contract's maximum cost — what settlement releases to the device's owner against its receipts.
   public var costSoFar: UInt64 = 0
 
+  /// Its health as its device last reported it (when its spec has a check).
+  public var health: Orrery_Orchestrator_V1_ReplicaHealth {
+    get {_health ?? Orrery_Orchestrator_V1_ReplicaHealth()}
+    set {_health = newValue}
+  }
+  /// Returns true if `health` has been explicitly set.
+  public var hasHealth: Bool {self._health != nil}
+  /// Clears the value of `health`. Subsequent reads from it will return its default value.
+  public mutating func clearHealth() {self._health = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _exitCode: Int32? = nil
   fileprivate var _usage: Orrery_Orchestrator_V1_Usage? = nil
+  fileprivate var _health: Orrery_Orchestrator_V1_ReplicaHealth? = nil
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_DeploymentEvent: @unchecked Sendable {
@@ -2063,34 +2397,62 @@ public nonisolated struct Orrery_Orchestrator_V1_Stop: Sendable {
 }
 
 /// How an allocation is doing on its device; a retry after a reconnect repeats the last report.
-public nonisolated struct Orrery_Orchestrator_V1_AllocationReport: Sendable {
+public nonisolated struct Orrery_Orchestrator_V1_AllocationReport: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var offerID: String = String()
+  public var offerID: String {
+    get {_storage._offerID}
+    set {_uniqueStorage()._offerID = newValue}
+  }
 
-  public var state: Orrery_Orchestrator_V1_AllocationReport.State = .unspecified
+  public var state: Orrery_Orchestrator_V1_AllocationReport.State {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var exitCode: Int32 = 0
+  public var exitCode: Int32 {
+    get {_storage._exitCode}
+    set {_uniqueStorage()._exitCode = newValue}
+  }
 
-  public var reason: String = String()
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
 
   public var usage: Orrery_Orchestrator_V1_Usage {
-    get {_usage ?? Orrery_Orchestrator_V1_Usage()}
-    set {_usage = newValue}
+    get {_storage._usage ?? Orrery_Orchestrator_V1_Usage()}
+    set {_uniqueStorage()._usage = newValue}
   }
   /// Returns true if `usage` has been explicitly set.
-  public var hasUsage: Bool {self._usage != nil}
+  public var hasUsage: Bool {_storage._usage != nil}
   /// Clears the value of `usage`. Subsequent reads from it will return its default value.
-  public mutating func clearUsage() {self._usage = nil}
+  public mutating func clearUsage() {_uniqueStorage()._usage = nil}
 
   /// Receipts the notary has not recorded yet (Signed orrery.notary.v1.UsageReceipt / CompletionReceipt, by the
   /// device), oldest first; resent with each report until acknowledged.
-  public var receipts: [Orrery_Common_V1_Signed] = []
+  public var receipts: [Orrery_Common_V1_Signed] {
+    get {_storage._receipts}
+    set {_uniqueStorage()._receipts = newValue}
+  }
 
   /// The size of the last notary tree head the agent verified (0: none yet).
-  public var knownTreeSize: UInt64 = 0
+  public var knownTreeSize: UInt64 {
+    get {_storage._knownTreeSize}
+    set {_uniqueStorage()._knownTreeSize = newValue}
+  }
+
+  /// The replica's health when its spec has a check: a running report with STATUS_STARTING keeps it starting.
+  public var health: Orrery_Orchestrator_V1_ReplicaHealth {
+    get {_storage._health ?? Orrery_Orchestrator_V1_ReplicaHealth()}
+    set {_uniqueStorage()._health = newValue}
+  }
+  /// Returns true if `health` has been explicitly set.
+  public var hasHealth: Bool {_storage._health != nil}
+  /// Clears the value of `health`. Subsequent reads from it will return its default value.
+  public mutating func clearHealth() {_uniqueStorage()._health = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2140,7 +2502,7 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationReport: Sendable {
 
   public init() {}
 
-  fileprivate var _usage: Orrery_Orchestrator_V1_Usage? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// What an allocation used, metered by the device's cgroup (the receipts' source).
@@ -3343,7 +3705,7 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0\u{1}image\0\u{3}image_digest\0\u{3}image_platforms\0\u{1}inputs\0\u{3}outputs_to\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0\u{1}image\0\u{3}image_digest\0\u{3}image_platforms\0\u{1}inputs\0\u{3}outputs_to\0\u{1}ports\0\u{1}health\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3365,6 +3727,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
     var _imagePlatforms: [String] = []
     var _inputs: [Orrery_Orchestrator_V1_DataInput] = []
     var _outputsTo: String = String()
+    var _ports: [Orrery_Orchestrator_V1_Port] = []
+    var _health: Orrery_Orchestrator_V1_HealthCheck? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3394,6 +3758,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       _imagePlatforms = source._imagePlatforms
       _inputs = source._inputs
       _outputsTo = source._outputsTo
+      _ports = source._ports
+      _health = source._health
     }
   }
 
@@ -3431,6 +3797,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._imagePlatforms) }()
         case 18: try { try decoder.decodeRepeatedMessageField(value: &_storage._inputs) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._outputsTo) }()
+        case 20: try { try decoder.decodeRepeatedMessageField(value: &_storage._ports) }()
+        case 21: try { try decoder.decodeSingularMessageField(value: &_storage._health) }()
         default: break
         }
       }
@@ -3500,6 +3868,12 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       if !_storage._outputsTo.isEmpty {
         try visitor.visitSingularStringField(value: _storage._outputsTo, fieldNumber: 19)
       }
+      if !_storage._ports.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._ports, fieldNumber: 20)
+      }
+      try { if let v = _storage._health {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3528,6 +3902,8 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         if _storage._imagePlatforms != rhs_storage._imagePlatforms {return false}
         if _storage._inputs != rhs_storage._inputs {return false}
         if _storage._outputsTo != rhs_storage._outputsTo {return false}
+        if _storage._ports != rhs_storage._ports {return false}
+        if _storage._health != rhs_storage._health {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3535,6 +3911,284 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Port: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Port"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}port\0\u{1}protocol\0\u{1}expose\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.`protocol`) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.expose) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 2)
+    }
+    if self.`protocol` != .unspecified {
+      try visitor.visitSingularEnumField(value: self.`protocol`, fieldNumber: 3)
+    }
+    if self.expose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.expose, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_Port, rhs: Orrery_Orchestrator_V1_Port) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.expose != rhs.expose {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Port.ProtocolEnum: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROTOCOL_UNSPECIFIED\0\u{1}PROTOCOL_HTTP\0\u{1}PROTOCOL_TCP\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_Port.Expose: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0EXPOSE_UNSPECIFIED\0\u{1}EXPOSE_ENSEMBLE\0\u{1}EXPOSE_PUBLIC\0\u{1}EXPOSE_PRIVATE\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_HealthCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HealthCheck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}http\0\u{1}tcp\0\u{3}interval_seconds\0\u{3}timeout_seconds\0\u{3}healthy_threshold\0\u{3}unhealthy_threshold\0\u{3}start_period_seconds\0\u{3}max_restarts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Orrery_Orchestrator_V1_HttpProbe?
+        var hadOneofValue = false
+        if let current = self.probe {
+          hadOneofValue = true
+          if case .http(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.probe = .http(v)
+        }
+      }()
+      case 2: try {
+        var v: Orrery_Orchestrator_V1_TcpProbe?
+        var hadOneofValue = false
+        if let current = self.probe {
+          hadOneofValue = true
+          if case .tcp(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.probe = .tcp(v)
+        }
+      }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.intervalSeconds) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.healthyThreshold) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.unhealthyThreshold) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.startPeriodSeconds) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self._maxRestarts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.probe {
+    case .http?: try {
+      guard case .http(let v)? = self.probe else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .tcp?: try {
+      guard case .tcp(let v)? = self.probe else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    if self.intervalSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.intervalSeconds, fieldNumber: 3)
+    }
+    if self.timeoutSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutSeconds, fieldNumber: 4)
+    }
+    if self.healthyThreshold != 0 {
+      try visitor.visitSingularUInt32Field(value: self.healthyThreshold, fieldNumber: 5)
+    }
+    if self.unhealthyThreshold != 0 {
+      try visitor.visitSingularUInt32Field(value: self.unhealthyThreshold, fieldNumber: 6)
+    }
+    if self.startPeriodSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.startPeriodSeconds, fieldNumber: 7)
+    }
+    try { if let v = self._maxRestarts {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 8)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_HealthCheck, rhs: Orrery_Orchestrator_V1_HealthCheck) -> Bool {
+    if lhs.probe != rhs.probe {return false}
+    if lhs.intervalSeconds != rhs.intervalSeconds {return false}
+    if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
+    if lhs.healthyThreshold != rhs.healthyThreshold {return false}
+    if lhs.unhealthyThreshold != rhs.unhealthyThreshold {return false}
+    if lhs.startPeriodSeconds != rhs.startPeriodSeconds {return false}
+    if lhs._maxRestarts != rhs._maxRestarts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_HttpProbe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HttpProbe"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 1)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_HttpProbe, rhs: Orrery_Orchestrator_V1_HttpProbe) -> Bool {
+    if lhs.path != rhs.path {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_TcpProbe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TcpProbe"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_TcpProbe, rhs: Orrery_Orchestrator_V1_TcpProbe) -> Bool {
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ReplicaHealth: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplicaHealth"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{3}consecutive_failures\0\u{1}restarts\0\u{3}last_failure\0\u{3}changed_at\0\u{3}gave_up\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.consecutiveFailures) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.restarts) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.lastFailure) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._changedAt) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.gaveUp) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 1)
+    }
+    if self.consecutiveFailures != 0 {
+      try visitor.visitSingularUInt32Field(value: self.consecutiveFailures, fieldNumber: 2)
+    }
+    if self.restarts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.restarts, fieldNumber: 3)
+    }
+    if !self.lastFailure.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastFailure, fieldNumber: 4)
+    }
+    try { if let v = self._changedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if self.gaveUp != false {
+      try visitor.visitSingularBoolField(value: self.gaveUp, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ReplicaHealth, rhs: Orrery_Orchestrator_V1_ReplicaHealth) -> Bool {
+    if lhs.status != rhs.status {return false}
+    if lhs.consecutiveFailures != rhs.consecutiveFailures {return false}
+    if lhs.restarts != rhs.restarts {return false}
+    if lhs.lastFailure != rhs.lastFailure {return false}
+    if lhs._changedAt != rhs._changedAt {return false}
+    if lhs.gaveUp != rhs.gaveUp {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ReplicaHealth.Status: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATUS_UNSPECIFIED\0\u{1}STATUS_STARTING\0\u{1}STATUS_HEALTHY\0\u{1}STATUS_UNHEALTHY\0")
 }
 
 nonisolated extension Orrery_Orchestrator_V1_DataInput: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -4204,66 +4858,116 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}replica\0\u{3}device_did\0\u{3}hourly_price\0\u{3}job_cost\0\u{3}contract_id\0\u{1}pinned\0\u{1}run\0")
 
+  fileprivate class _StorageClass {
+    var _allocation: String = String()
+    var _replica: UInt32 = 0
+    var _deviceDid: String = String()
+    var _hourlyPrice: UInt64 = 0
+    var _jobCost: UInt64 = 0
+    var _contractID: String = String()
+    var _pinned: Bool = false
+    var _run: Orrery_Orchestrator_V1_ReplicaRun? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _allocation = source._allocation
+      _replica = source._replica
+      _deviceDid = source._deviceDid
+      _hourlyPrice = source._hourlyPrice
+      _jobCost = source._jobCost
+      _contractID = source._contractID
+      _pinned = source._pinned
+      _run = source._run
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.hourlyPrice) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.jobCost) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
-      case 7: try { try decoder.decodeSingularBoolField(value: &self.pinned) }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._run) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._allocation) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._replica) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._deviceDid) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._hourlyPrice) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._jobCost) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._contractID) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._pinned) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._run) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.allocation.isEmpty {
-      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._allocation.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._allocation, fieldNumber: 1)
+      }
+      if _storage._replica != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._replica, fieldNumber: 2)
+      }
+      if !_storage._deviceDid.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._deviceDid, fieldNumber: 3)
+      }
+      if _storage._hourlyPrice != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._hourlyPrice, fieldNumber: 4)
+      }
+      if _storage._jobCost != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._jobCost, fieldNumber: 5)
+      }
+      if !_storage._contractID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._contractID, fieldNumber: 6)
+      }
+      if _storage._pinned != false {
+        try visitor.visitSingularBoolField(value: _storage._pinned, fieldNumber: 7)
+      }
+      try { if let v = _storage._run {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
     }
-    if self.replica != 0 {
-      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 2)
-    }
-    if !self.deviceDid.isEmpty {
-      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 3)
-    }
-    if self.hourlyPrice != 0 {
-      try visitor.visitSingularUInt64Field(value: self.hourlyPrice, fieldNumber: 4)
-    }
-    if self.jobCost != 0 {
-      try visitor.visitSingularUInt64Field(value: self.jobCost, fieldNumber: 5)
-    }
-    if !self.contractID.isEmpty {
-      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 6)
-    }
-    if self.pinned != false {
-      try visitor.visitSingularBoolField(value: self.pinned, fieldNumber: 7)
-    }
-    try { if let v = self._run {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Orchestrator_V1_Assignment, rhs: Orrery_Orchestrator_V1_Assignment) -> Bool {
-    if lhs.allocation != rhs.allocation {return false}
-    if lhs.replica != rhs.replica {return false}
-    if lhs.deviceDid != rhs.deviceDid {return false}
-    if lhs.hourlyPrice != rhs.hourlyPrice {return false}
-    if lhs.jobCost != rhs.jobCost {return false}
-    if lhs.contractID != rhs.contractID {return false}
-    if lhs.pinned != rhs.pinned {return false}
-    if lhs._run != rhs._run {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._allocation != rhs_storage._allocation {return false}
+        if _storage._replica != rhs_storage._replica {return false}
+        if _storage._deviceDid != rhs_storage._deviceDid {return false}
+        if _storage._hourlyPrice != rhs_storage._hourlyPrice {return false}
+        if _storage._jobCost != rhs_storage._jobCost {return false}
+        if _storage._contractID != rhs_storage._contractID {return false}
+        if _storage._pinned != rhs_storage._pinned {return false}
+        if _storage._run != rhs_storage._run {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4271,7 +4975,7 @@ nonisolated extension Orrery_Orchestrator_V1_Assignment: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_ReplicaRun: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReplicaRun"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0\u{3}cost_so_far\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0\u{3}cost_so_far\0\u{1}health\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4284,6 +4988,7 @@ nonisolated extension Orrery_Orchestrator_V1_ReplicaRun: SwiftProtobuf.Message, 
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.costSoFar) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._health) }()
       default: break
       }
     }
@@ -4309,6 +5014,9 @@ nonisolated extension Orrery_Orchestrator_V1_ReplicaRun: SwiftProtobuf.Message, 
     if self.costSoFar != 0 {
       try visitor.visitSingularUInt64Field(value: self.costSoFar, fieldNumber: 5)
     }
+    try { if let v = self._health {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4318,6 +5026,7 @@ nonisolated extension Orrery_Orchestrator_V1_ReplicaRun: SwiftProtobuf.Message, 
     if lhs.reason != rhs.reason {return false}
     if lhs._usage != rhs._usage {return false}
     if lhs.costSoFar != rhs.costSoFar {return false}
+    if lhs._health != rhs._health {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5605,63 +6314,118 @@ nonisolated extension Orrery_Orchestrator_V1_Stop: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0\u{1}receipts\0\u{3}known_tree_size\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}state\0\u{3}exit_code\0\u{1}reason\0\u{1}usage\0\u{1}receipts\0\u{3}known_tree_size\0\u{1}health\0")
+
+  fileprivate class _StorageClass {
+    var _offerID: String = String()
+    var _state: Orrery_Orchestrator_V1_AllocationReport.State = .unspecified
+    var _exitCode: Int32 = 0
+    var _reason: String = String()
+    var _usage: Orrery_Orchestrator_V1_Usage? = nil
+    var _receipts: [Orrery_Common_V1_Signed] = []
+    var _knownTreeSize: UInt64 = 0
+    var _health: Orrery_Orchestrator_V1_ReplicaHealth? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _offerID = source._offerID
+      _state = source._state
+      _exitCode = source._exitCode
+      _reason = source._reason
+      _usage = source._usage
+      _receipts = source._receipts
+      _knownTreeSize = source._knownTreeSize
+      _health = source._health
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 3: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
-      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.receipts) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.knownTreeSize) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._offerID) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 3: try { try decoder.decodeSingularInt32Field(value: &_storage._exitCode) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._usage) }()
+        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._receipts) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._knownTreeSize) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._health) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.offerID.isEmpty {
-      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
-    }
-    if self.state != .unspecified {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 2)
-    }
-    if self.exitCode != 0 {
-      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 3)
-    }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
-    }
-    try { if let v = self._usage {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if !self.receipts.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.receipts, fieldNumber: 6)
-    }
-    if self.knownTreeSize != 0 {
-      try visitor.visitSingularUInt64Field(value: self.knownTreeSize, fieldNumber: 7)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._offerID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._offerID, fieldNumber: 1)
+      }
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 2)
+      }
+      if _storage._exitCode != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._exitCode, fieldNumber: 3)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 4)
+      }
+      try { if let v = _storage._usage {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._receipts.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._receipts, fieldNumber: 6)
+      }
+      if _storage._knownTreeSize != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._knownTreeSize, fieldNumber: 7)
+      }
+      try { if let v = _storage._health {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Orchestrator_V1_AllocationReport, rhs: Orrery_Orchestrator_V1_AllocationReport) -> Bool {
-    if lhs.offerID != rhs.offerID {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.exitCode != rhs.exitCode {return false}
-    if lhs.reason != rhs.reason {return false}
-    if lhs._usage != rhs._usage {return false}
-    if lhs.receipts != rhs.receipts {return false}
-    if lhs.knownTreeSize != rhs.knownTreeSize {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._offerID != rhs_storage._offerID {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._exitCode != rhs_storage._exitCode {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._usage != rhs_storage._usage {return false}
+        if _storage._receipts != rhs_storage._receipts {return false}
+        if _storage._knownTreeSize != rhs_storage._knownTreeSize {return false}
+        if _storage._health != rhs_storage._health {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

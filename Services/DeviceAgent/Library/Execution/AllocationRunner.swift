@@ -227,7 +227,8 @@ public struct AllocationRunner: Sendable {
             procsFiles = try ControlGroup.create(name: id, limits: limits, version: cgroups).procsFiles
         }
         let quotedDirectory = shellQuoted(base)
-        let redirections = "> \(quotedDirectory)/stdout.log 2> \(quotedDirectory)/stderr.log < /dev/null"
+        // Appended: a restart in place (`restart`) runs this script again and keeps what the logs hold.
+        let redirections = ">> \(quotedDirectory)/stdout.log 2>> \(quotedDirectory)/stderr.log < /dev/null"
         let run =
             spec.network
             ? network.launchLines(sandbox: launch, redirections: redirections, directory: quotedDirectory)
@@ -321,6 +322,13 @@ public struct AllocationRunner: Sendable {
             return .exited(code)
         }
         guard isKnown(id) else { return .unknown }
+        // Between the old wrapper's end and the new one's start, a restart in place is still running (a marker older
+        // than a restart can take was left by an agent that died in the middle of one).
+        if let marked = FileStatus(path: base + "/restarting"),
+            Date().timeIntervalSince1970 - marked.modifiedSince1970 < 60
+        {
+            return .running
+        }
         guard let text = try? String(contentsOfFile: base + "/wrapper.pid", encoding: .utf8),
             let pid = Int32(text.trimmed())
         else { return .lost }
@@ -337,6 +345,50 @@ public struct AllocationRunner: Sendable {
         {
             kill(-pid, SIGKILL)
         }
+    }
+
+    /// Restarts a running allocation in place — every process of it ended, its wrapper started again in the same
+    /// directory and cgroup (its logs appended to, its metered use and wall time going on) — as a failing health check
+    /// asks. Its status stays `running` throughout.
+    public func restart(_ id: String) async throws {
+        let base = directory(id)
+        guard status(id) == .running, stopReason(id) == nil else {
+            throw RunnerError(message: "\(id) is not running: nothing to restart")
+        }
+        try Data().write(to: URL(fileURLWithPath: base + "/restarting"))
+        defer { try? FileManager.default.removeItem(atPath: base + "/restarting") }
+        let wrapper = (try? String(contentsOfFile: base + "/wrapper.pid", encoding: .utf8)).flatMap {
+            Int32($0.trimmed())
+        }
+        if let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) { group.killAll() }
+        if let wrapper {
+            // Without cgroups, a sandbox in a session of its own is not in the wrapper's process group.
+            for pid in SandboxProbe.descendants(of: wrapper) { kill(pid, SIGKILL) }
+            kill(-wrapper, SIGKILL)
+        }
+        // Gone, and reaped by init (it was started detached): only then is its pid file replaced.
+        let deadline = Date().addingTimeInterval(10)
+        while let wrapper, kill(wrapper, 0) == 0, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        if let wrapper, kill(wrapper, 0) == 0 {
+            throw RunnerError(message: "\(id): its processes did not end within 10 s of SIGKILL")
+        }
+        // A wrapper that outlived its sandbox for a moment may have written the status of the killed run.
+        try? FileManager.default.removeItem(atPath: base + "/exit_status")
+        try? FileManager.default.removeItem(atPath: base + "/wrapper.pid")
+        try Self.launchDetached(["/usr/bin/setsid", "-f", "/bin/sh", base + "/launch.sh"])
+        let started = Date().addingTimeInterval(5)
+        while !FileManager.default.fileExists(atPath: base + "/wrapper.pid"), Date() < started {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// The processes of a running allocation (its cgroup's, or its wrapper's descendants without cgroups).
+    public func processes(_ id: String) -> [Int32] {
+        if let cgroups, let group = ControlGroup.existing(name: id, version: cgroups) { return group.processes() }
+        guard let text = try? String(contentsOfFile: directory(id) + "/wrapper.pid", encoding: .utf8),
+            let wrapper = Int32(text.trimmed())
+        else { return [] }
+        return SandboxProbe.descendants(of: wrapper)
     }
 
     /// Why it was stopped, if the agent stopped it.

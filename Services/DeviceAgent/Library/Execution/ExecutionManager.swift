@@ -42,12 +42,17 @@ actor ExecutionManager {
     private var placedBy: [String: String] = [:]
     /// Resends the final reports of ended allocations whose receipts the notary has not recorded yet.
     private var receiptRetries: Task<Void, Never>?
+    /// The health of each running allocation whose spec has a check.
+    private var health: [String: HealthTracker] = [:]
+    /// Runs health checks inside sandboxes.
+    let probe: SandboxProbe
 
     init(
         runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger, receipts: ReceiptBook? = nil,
         witness: TreeHeadWitness? = nil, receiptInterval: Duration = .seconds(60), actors: ActorDesk? = nil,
-        lines: AgentLines = AgentLines()
+        lines: AgentLines = AgentLines(), probe: SandboxProbe = SandboxProbe()
     ) {
+        self.probe = probe
         self.actors = actors
         self.runner = runner
         self.ledger = ledger
@@ -256,12 +261,8 @@ actor ExecutionManager {
             Metrics.Timer(label: "orrery_sandbox_start_seconds").record(duration: received.duration(to: .now))
             logger.info("allocation started", metadata: ["offer": "\(id)", "allocation": "\(deploy.allocation)"])
             CrashPoint.reach("agent.started", logger: logger)
-            sendReport(
-                .with {
-                    $0.offerID = id
-                    $0.state = .running
-                })
             follow(id)
+            sendReport(runningReport(id))
             starting.remove(id)
             if let stop = stopsWhileStarting.removeValue(forKey: id) { await self.stop(stop) }
         } catch {
@@ -313,11 +314,7 @@ actor ExecutionManager {
                 // What the follower sent while the line was down is lost: the tail again (the orchestrator keeps
                 // only the bytes it does not have).
                 resendLogs(id)
-                sendReport(
-                    .with {
-                        $0.offerID = id
-                        $0.state = .running
-                    })
+                sendReport(runningReport(id))
             }
         }
     }
@@ -331,6 +328,7 @@ actor ExecutionManager {
 
     private func follow(_ id: String) {
         following.insert(id)
+        if let spec = try? runner.spec(id), spec.hasHealth { superviseHealth(id, check: spec.health) }
         Gauge(label: "orrery_agent_allocations_running").record(following.count)
         if receipts != nil { Task { await self.receiptUsage(of: id) } }
         let gauges = AllocationGauges(id: id, allocation: (try? runner.spec(id))?.name ?? "")
@@ -372,6 +370,99 @@ actor ExecutionManager {
 
     private func isFollowing(_ id: String) -> Bool { following.contains(id) }
 
+    /// A running report: with the replica's health when its spec has a check (starting: not yet running for the
+    /// orchestrator).
+    private func runningReport(_ id: String) -> Orrery_Orchestrator_V1_AllocationReport {
+        .with {
+            $0.offerID = id
+            $0.state = .running
+            if let tracker = health[id] { $0.health = tracker.health }
+        }
+    }
+
+    /// Checks `id`'s health on its schedule while it runs (`HealthTracker` decides): reports every change, restarts
+    /// it in place when it turns unhealthy, and stops it once its restarts are used up so that it runs elsewhere.
+    /// What it observed is journalled (`health.pb`), so a restarted agent goes on counting its restarts.
+    private func superviseHealth(_ id: String, check: Orrery_Orchestrator_V1_HealthCheck) {
+        guard health[id] == nil else { return }
+        let policy = HealthTracker.Policy(check)
+        let earlier = savedHealth(id)
+        health[id] = HealthTracker(
+            policy: policy, startedAt: earlier == nil ? runner.startedAt(id) : Date(), restoring: earlier)
+        Task { [weak self] in
+            while true {
+                try? await Task.sleep(for: policy.interval)
+                guard let self, await self.isFollowing(id) else { return }
+                await self.checkHealth(id, check: check, policy: policy)
+            }
+        }
+    }
+
+    /// One check of `id` and what follows from it.
+    private func checkHealth(
+        _ id: String, check: Orrery_Orchestrator_V1_HealthCheck, policy: HealthTracker.Policy
+    ) async {
+        let result: HealthProbeClient.Result
+        if let member = SandboxProbe.networkMember(among: runner.processes(id)) {
+            result = await probe.run(check, timeout: policy.timeout, member: member)
+        } else {
+            result = .init(passed: false, detail: "no process of its sandbox runs")
+        }
+        guard following.contains(id), runner.stopReason(id) == nil, var tracker = health[id] else { return }
+        let action = result.passed ? tracker.passed(at: Date()) : tracker.failed(at: Date(), reason: result.detail)
+        health[id] = tracker
+        saveHealth(tracker.health, for: id)
+        switch action {
+        case .none:
+            return
+        case .report:
+            logger.info(
+                "allocation health changed",
+                metadata: ["offer": "\(id)", "health": "\(tracker.health.status)", "check": "\(result.detail)"])
+        case .restart:
+            logger.warning(
+                "restarting an unhealthy allocation in place",
+                metadata: [
+                    "offer": "\(id)", "restart": "\(tracker.health.restarts)", "of": "\(policy.maxRestarts)",
+                    "check": "\(result.detail)",
+                ])
+            do {
+                try await runner.restart(id)
+            } catch {
+                logger.error("cannot restart an allocation", metadata: ["offer": "\(id)", "error": "\(error)"])
+            }
+            guard following.contains(id), var restarted = health[id] else { return }
+            restarted.started(at: Date())
+            health[id] = restarted
+            saveHealth(restarted.health, for: id)
+        case .giveUp:
+            logger.warning(
+                "stopping an allocation that stays unhealthy: it is to run on another device",
+                metadata: ["offer": "\(id)", "restarts": "\(tracker.health.restarts)", "check": "\(result.detail)"])
+            runner.stop(
+                id,
+                reason:
+                    "unhealthy: \(result.detail) (\(policy.unhealthyThreshold) checks in a row, after "
+                    + "\(tracker.health.restarts) restart(s) in place)")
+            return
+        }
+        sendReport(runningReport(id))
+    }
+
+    private func saveHealth(_ health: Orrery_Orchestrator_V1_ReplicaHealth, for id: String) {
+        do {
+            try Data(try health.serializedBytes() as [UInt8]).write(
+                to: URL(fileURLWithPath: runner.directory(id) + "/health.pb"), options: .atomic)
+        } catch {
+            logger.warning("cannot journal an allocation's health", metadata: ["offer": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    private func savedHealth(_ id: String) -> Orrery_Orchestrator_V1_ReplicaHealth? {
+        guard let data = FileManager.default.contents(atPath: runner.directory(id) + "/health.pb") else { return nil }
+        return try? Orrery_Orchestrator_V1_ReplicaHealth(serializedBytes: data)
+    }
+
     /// While `id` runs, a signed usage receipt every `receiptInterval`, sent with a running report.
     private func receiptUsage(of id: String) async {
         while true {
@@ -387,16 +478,13 @@ actor ExecutionManager {
                 logger.error("cannot sign a usage receipt", metadata: ["offer": "\(id)", "error": "\(error)"])
                 continue
             }
-            sendReport(
-                .with {
-                    $0.offerID = id
-                    $0.state = .running
-                })
+            sendReport(runningReport(id))
         }
     }
 
     private func finish(_ id: String, _ outcome: AllocationOutcome) async {
         following.remove(id)
+        let lastHealth = health.removeValue(forKey: id)?.health
         Gauge(label: "orrery_agent_allocations_running").record(following.count)
         await actors?.close(id)
         await releasePromise(id)
@@ -416,6 +504,7 @@ actor ExecutionManager {
                 $0.gpuSeconds = Self.gpuSeconds(outcome, gpus: (try? runner.spec(id))?.resources.gpu.count ?? 0)
                 $0.oomKilled = outcome.usage.oomKilled
             }
+            if let lastHealth { $0.health = lastHealth }
         }
         if let receipts {
             let spec = try? runner.spec(id)

@@ -1,0 +1,94 @@
+internal import OrreryProto
+
+/// The rules for an allocation's ports and health check.
+extension WorkloadSpecValidator {
+    /// Ports of one allocation.
+    public static let maximumPorts = 16
+
+    /// Its ports (names, numbers, protocol, who may reach them) and its health check.
+    static func checkService(
+        _ allocation: Orrery_Orchestrator_V1_AllocationSpec, path: String, _ problem: (String, String) -> Void
+    ) {
+        if allocation.ports.count > maximumPorts { problem("\(path).ports", "at most \(maximumPorts)") }
+        var names: [String: Int] = [:]
+        var numbers: [UInt32: Int] = [:]
+        for (index, port) in allocation.ports.enumerated().prefix(maximumPorts) {
+            let field = "\(path).ports[\(index)]"
+            if !isPortName(port.name) {
+                problem(
+                    "\(field).name",
+                    "1…15 of a-z, 0-9 and '-', starting with a letter, got '\(port.name.prefix(64))'")
+            } else if let other = names[port.name] {
+                problem("\(field).name", "'\(port.name)' is already the name of ports[\(other)]")
+            } else {
+                names[port.name] = index
+            }
+            if !(1...65535).contains(port.port) {
+                problem("\(field).port", "1…65535, got \(port.port)")
+            } else if let other = numbers[port.port] {
+                problem("\(field).port", "\(port.port) is already ports[\(other)]")
+            } else {
+                numbers[port.port] = index
+            }
+            if case .UNRECOGNIZED(let value) = port.protocol {
+                problem("\(field).protocol", "PROTOCOL_HTTP or PROTOCOL_TCP, got \(value)")
+            }
+            switch port.expose {
+            case .unspecified, .ensemble:
+                break
+            case .public, .private:
+                // Said rather than accepted and ignored: nothing outside the ensemble reaches a port yet.
+                problem(
+                    "\(field).expose",
+                    "\(port.expose == .public ? "EXPOSE_PUBLIC" : "EXPOSE_PRIVATE") needs an ingress, which this "
+                        + "orchestrator does not run yet: use EXPOSE_ENSEMBLE")
+            case .UNRECOGNIZED(let value):
+                problem("\(field).expose", "EXPOSE_ENSEMBLE, EXPOSE_PUBLIC or EXPOSE_PRIVATE, got \(value)")
+            }
+        }
+        if allocation.hasHealth { checkHealth(allocation.health, path: "\(path).health", problem) }
+    }
+
+    private static func checkHealth(
+        _ health: Orrery_Orchestrator_V1_HealthCheck, path: String, _ problem: (String, String) -> Void
+    ) {
+        switch health.probe {
+        case .http(let http):
+            if !(1...65535).contains(http.port) { problem("\(path).http.port", "1…65535, got \(http.port)") }
+            let valid =
+                http.path.isEmpty
+                || (http.path.hasPrefix("/") && http.path.utf8.count <= 1024
+                    && http.path.utf8.allSatisfy { (0x21...0x7E).contains($0) })
+            if !valid {
+                problem(
+                    "\(path).http.path",
+                    "an absolute path (with a query, if any) of printable ASCII without spaces, at most 1024 bytes")
+            }
+        case .tcp(let tcp):
+            if !(1...65535).contains(tcp.port) { problem("\(path).tcp.port", "1…65535, got \(tcp.port)") }
+        case nil:
+            problem(path, "a probe is needed: http {path, port} or tcp {port}")
+        }
+        if health.intervalSeconds > 300 { problem("\(path).interval_seconds", "1…300 (0: 10)") }
+        if health.timeoutSeconds > 60 { problem("\(path).timeout_seconds", "1…60 (0: 2)") }
+        let interval = health.intervalSeconds == 0 ? 10 : health.intervalSeconds
+        if health.timeoutSeconds > interval {
+            problem("\(path).timeout_seconds", "at most the interval (\(interval) s), got \(health.timeoutSeconds)")
+        }
+        if health.healthyThreshold > 10 { problem("\(path).healthy_threshold", "1…10 (0: 1)") }
+        if health.unhealthyThreshold > 10 { problem("\(path).unhealthy_threshold", "1…10 (0: 3)") }
+        if health.startPeriodSeconds > 3600 { problem("\(path).start_period_seconds", "0…3600") }
+        if health.hasMaxRestarts, health.maxRestarts > 100 { problem("\(path).max_restarts", "0…100") }
+    }
+
+    /// A port's name: 1…15 of a-z, 0-9 and '-', starting with a letter.
+    static func isPortName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first),
+            name.utf8.count <= 15
+        else { return false }
+        return name.utf8.allSatisfy {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                || $0 == UInt8(ascii: "-")
+        }
+    }
+}
