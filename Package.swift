@@ -243,6 +243,7 @@ let package = Package(
                 "OrreryLedger", "OrreryOCI", "OrreryData", "OrreryHTTPClient",
                 "OrreryEthereum", "OrreryCardano", "OrreryAddressBinding", argumentParser,
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tools/orrery",
             swiftSettings: upcomingFeatures

@@ -21,22 +21,26 @@ public enum ChildCommand {
         public var description: String { "cannot start \(executable): \(systemErrorText(code))" }
     }
 
-    /// Runs `executable` (an absolute path) with `arguments` and waits for it.
-    public static func run(_ executable: String, _ arguments: [String], captureOutput: Bool = true) async throws
-        -> Outcome
-    {
+    /// Runs `executable` (an absolute path) with `arguments` and waits for it. `standardInput`: a descriptor of this
+    /// process the child reads as its standard input (a socket to hand it something); nil: /dev/null.
+    public static func run(
+        _ executable: String, _ arguments: [String], captureOutput: Bool = true, standardInput: Int32? = nil
+    ) async throws -> Outcome {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(
-                    with: Result { try runAndWait(executable, arguments, captureOutput: captureOutput) })
+                    with: Result {
+                        try runAndWait(
+                            executable, arguments, captureOutput: captureOutput, standardInput: standardInput)
+                    })
             }
         }
     }
 
     /// Runs `executable` with `arguments` and blocks the calling thread until it ends.
-    public static func runAndWait(_ executable: String, _ arguments: [String], captureOutput: Bool = true) throws
-        -> Outcome
-    {
+    public static func runAndWait(
+        _ executable: String, _ arguments: [String], captureOutput: Bool = true, standardInput: Int32? = nil
+    ) throws -> Outcome {
         var outputPipe: [Int32] = [-1, -1]
         var errorPipe: [Int32] = [-1, -1]
         guard makePipe(&errorPipe) else { throw CannotStart(executable: executable, code: errno) }
@@ -50,7 +54,11 @@ public enum ChildCommand {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let standardInput {
+            posix_spawn_file_actions_adddup2(&actions, standardInput, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         if captureOutput {
             posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 1)
         } else {

@@ -17,7 +17,9 @@ struct DeviceAgentServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "device-agent",
         abstract: "Orrery device agent: joins an edge host to the network and runs workloads isolated.",
-        subcommands: [Serve.self, Identity.self, Join.self, Leave.self, Inventory.self, RunLocal.self, Probe.self],
+        subcommands: [
+            Serve.self, Identity.self, Join.self, Leave.self, Inventory.self, RunLocal.self, Probe.self, Connect.self,
+        ],
         defaultSubcommand: Serve.self
     )
 }
@@ -80,6 +82,37 @@ struct Probe: ParsableCommand {
             }
         print(result.detail)
         if !result.passed { throw ExitCode.failure }
+    }
+}
+
+/// `device-agent connect`: a TCP connection to 127.0.0.1:PORT from the network namespace it runs in, handed over its
+/// standard input (a Unix socket) to the agent that started it inside a sandbox's namespace with `nsenter`.
+struct Connect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Connect to 127.0.0.1:PORT and pass the socket over standard input (the agent runs it in a sandbox).",
+        shouldDisplay: false)
+
+    @Option(help: "The port to connect to.") var port: Int
+    @Option(help: "How long connecting may take, in milliseconds.") var timeoutMs: Int64 = 5000
+
+    func validate() throws {
+        guard (1...65535).contains(port) else { throw ValidationError("a port is 1…65535") }
+        guard (1...60_000).contains(timeoutMs) else { throw ValidationError("--timeout-ms is 1…60000") }
+    }
+
+    func run() throws {
+        switch HealthProbeClient.connection(port: port, timeout: .milliseconds(timeoutMs)) {
+        case .failure(let failure):
+            print(failure.description)
+            throw ExitCode.failure
+        case .success(let socket):
+            do {
+                try DescriptorPassing.send(socket, over: 0)
+            } catch {
+                print(error.description)
+                throw ExitCode.failure
+            }
+        }
     }
 }
 

@@ -25,6 +25,38 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let checkpoints: CheckpointStore
     /// Outputs over 3 MiB as the agents stream them.
     let contents: ContentStore
+    /// Where a device's tunnels meet the port-forwards that asked for them.
+    let tunnels: TunnelBroker
+
+    /// A connection into one of the device's sandboxes, asked for on its line: the first frame names the tunnel, then
+    /// the sandbox's bytes go to the port-forward waiting for it (and its bytes come back through the writer).
+    public func tunnel(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+        context: ServerContext
+    ) async throws {
+        let device = try Authorization.required().invoker.string
+        var incoming = request.makeAsyncIterator()
+        guard let first = try await incoming.next(), case .start(let start) = first.kind else {
+            throw RPCError(code: .invalidArgument, message: "the first frame must be a start naming the tunnel")
+        }
+        guard
+            let session = tunnels.deviceOpened(
+                tunnel: start.tunnelID, device: device, error: start.error, toDevice: response)
+        else {
+            if start.error.isEmpty {
+                throw RPCError(
+                    code: .notFound, message: "no port-forward waits for tunnel \(start.tunnelID.prefix(64))")
+            }
+            return
+        }
+        defer { session.deviceEnded() }
+        await session.waitUntilConsumerReady()
+        while let frame = try await incoming.next() {
+            guard case .data(let data) = frame.kind else { continue }
+            try await session.toConsumer.write(.with { $0.data = data })
+        }
+    }
 
     public func connect(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_AgentMessage, any Error>,

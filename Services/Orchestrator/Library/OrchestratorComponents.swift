@@ -17,6 +17,8 @@ struct OrchestratorComponents: Sendable {
     let driver: DeploymentDriver
     let hub: AgentHub
     let channel: AgentChannelService
+    /// Consumers' port-forwards through the devices' lines.
+    let portForwarding: PortForwarding
     /// The contract notary, when one is configured.
     let notary: NotaryLink?
     /// Escrow, releases and refunds through the settlement gateway, when one (and a notary) is configured.
@@ -70,18 +72,22 @@ struct OrchestratorComponents: Sendable {
             contents: contents)
         let mover = ActorMover(
             store: store, offers: offers, checkpoints: checkpointReader, router: router, driver: driver)
+        let api = OrchestratorAPI(
+            store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
+            operatorDID: environment.operatorDID.string, mover: mover,
+            images: ImageResolver(
+                trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
+            secrets: secrets, contents: contents)
+        let tunnels = TunnelBroker()
         return OrchestratorComponents(
             fleet: fleet,
-            api: OrchestratorAPI(
-                store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
-                operatorDID: environment.operatorDID.string, mover: mover,
-                images: ImageResolver(
-                    trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
-                secrets: secrets, contents: contents),
+            api: api,
             events: events, driver: driver, hub: hub,
             channel: AgentChannelService(
                 hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
-                settles: settlement != nil, router: router, checkpoints: checkpoints, contents: contents),
+                settles: settlement != nil, router: router, checkpoints: checkpoints, contents: contents,
+                tunnels: tunnels),
+            portForwarding: PortForwarding(api: api, offers: offers, hub: hub, broker: tunnels, logger: logger),
             notary: notary, settlement: settlement, router: router, checkpoints: checkpoints, contents: contents,
             betterPlacements: BetterPlacements(
                 store: store, driver: driver, mover: mover, logger: logger,

@@ -11,10 +11,15 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
     private let api: OrchestratorAPI
     /// The services this orchestrator calls, named in `Info` so that a client given only its address finds them.
     private let peers: [Orrery_Common_V1_ServiceEndpoint]
+    private let portForwarding: PortForwarding
 
-    init(environment: ServiceEnvironment, api: OrchestratorAPI, settings: OrchestratorSettings) {
+    init(
+        environment: ServiceEnvironment, api: OrchestratorAPI, settings: OrchestratorSettings,
+        portForwarding: PortForwarding
+    ) {
         self.environment = environment
         self.api = api
+        self.portForwarding = portForwarding
         self.peers = [
             ("registry", settings.registryAddress), ("contract-notary", settings.notaryAddress),
             ("settlement-gateway", settings.settlementAddress),
@@ -140,5 +145,13 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
         request: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest, context: ServerContext
     ) async throws -> Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse {
         try await api.renewSecrets(request, caller: try caller())
+    }
+
+    public func portForward(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_PortForwardRequest, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
+        context: ServerContext
+    ) async throws {
+        try await portForwarding.forward(request: request, response: response, caller: try caller())
     }
 }

@@ -22,7 +22,9 @@ public enum OrchestratorServer {
             let components = OrchestratorComponents.make(environment, settings: settings, database: database)
             return ServiceParts(
                 rpcServices: [
-                    OrchestratorRPCService(environment: environment, api: components.api, settings: settings),
+                    OrchestratorRPCService(
+                        environment: environment, api: components.api, settings: settings,
+                        portForwarding: components.portForwarding),
                     components.channel,
                 ],
                 workers: workers(environment, settings: settings, database: database, components: components),

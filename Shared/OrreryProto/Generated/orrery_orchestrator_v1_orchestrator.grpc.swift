@@ -241,6 +241,19 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PortForward" metadata.
+        public enum PortForward: Sendable {
+            /// Request type for "PortForward".
+            public typealias Input = Orrery_Orchestrator_V1_PortForwardRequest
+            /// Response type for "PortForward".
+            public typealias Output = Orrery_Orchestrator_V1_PortForwardResponse
+            /// Descriptor for "PortForward".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "PortForward",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.Orchestrator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -259,7 +272,8 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             GrantActorAccess.descriptor,
             ListSettlementIncidents.descriptor,
             ResolveSettlementIncident.descriptor,
-            RenewDeploymentSecrets.descriptor
+            RenewDeploymentSecrets.descriptor,
+            PortForward.descriptor
         ]
     }
 }
@@ -606,6 +620,26 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>
+
+        /// Handle the "PortForward" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection to a declared port of a running replica, carried over its device's own outbound line (`orrery
+        /// > port-forward`): the first message opens it, then bytes flow both ways; a side that ends its stream closes that
+        /// > direction. The deployment's consumer only. The replica's device must hold a line to this orchestrator replica.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_PortForwardRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_PortForwardResponse` messages.
+        func portForward(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_PortForwardRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PortForwardResponse>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -936,6 +970,26 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>
+
+        /// Handle the "PortForward" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection to a declared port of a running replica, carried over its device's own outbound line (`orrery
+        /// > port-forward`): the first message opens it, then bytes flow both ways; a side that ends its stream closes that
+        /// > direction. The deployment's consumer only. The replica's device must hold a line to this orchestrator replica.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_PortForwardRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_PortForwardResponse` messages.
+        func portForward(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_PortForwardRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PortForwardResponse>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -1267,6 +1321,27 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse
+
+        /// Handle the "PortForward" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection to a declared port of a running replica, carried over its device's own outbound line (`orrery
+        /// > port-forward`): the first message opens it, then bytes flow both ways; a side that ends its stream closes that
+        /// > direction. The deployment's consumer only. The replica's device must hold a line to this orchestrator replica.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Orchestrator_V1_PortForwardRequest` messages.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_PortForwardResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func portForward(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Orchestrator_V1_PortForwardRequest, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1456,6 +1531,17 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>(),
             handler: { request, context in
                 try await self.renewDeploymentSecrets(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.PortForward.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_PortForwardRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_PortForwardResponse>(),
+            handler: { request, context in
+                try await self.portForward(
                     request: request,
                     context: context
                 )
@@ -1890,6 +1976,23 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func portForward(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_PortForwardRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PortForwardResponse> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PortForwardResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.portForward(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
 }
 
 // MARK: orrery.orchestrator.v1.Orchestrator (client)
@@ -2305,6 +2408,31 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PortForward" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection to a declared port of a running replica, carried over its device's own outbound line (`orrery
+        /// > port-forward`): the first message opens it, then bytes flow both ways; a side that ends its stream closes that
+        /// > direction. The deployment's consumer only. The replica's device must hold a line to this orchestrator replica.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_PortForwardRequest` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_PortForwardRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_PortForwardResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func portForward<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_PortForwardRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_PortForwardRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_PortForwardResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_PortForwardResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2910,6 +3038,40 @@ extension Orrery_Orchestrator_V1_Orchestrator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PortForward" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection to a declared port of a running replica, carried over its device's own outbound line (`orrery
+        /// > port-forward`): the first message opens it, then bytes flow both ways; a side that ends its stream closes that
+        /// > direction. The deployment's consumer only. The replica's device must hold a line to this orchestrator replica.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_PortForwardRequest` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_PortForwardRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_PortForwardResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func portForward<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_PortForwardRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_PortForwardRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_PortForwardResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_PortForwardResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.PortForward.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3413,6 +3575,35 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PortForward" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A TCP connection to a declared port of a running replica, carried over its device's own outbound line (`orrery
+    /// > port-forward`): the first message opens it, then bytes flow both ways; a side that ends its stream closes that
+    /// > direction. The deployment's consumer only. The replica's device must hold a line to this orchestrator replica.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Orchestrator_V1_PortForwardRequest` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func portForward<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_PortForwardRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_PortForwardResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.portForward(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_PortForwardRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_PortForwardResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3991,6 +4182,40 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             onResponse: handleResponse
         )
     }
+
+    /// Call the "PortForward" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A TCP connection to a declared port of a running replica, carried over its device's own outbound line (`orrery
+    /// > port-forward`): the first message opens it, then bytes flow both ways; a side that ends its stream closes that
+    /// > direction. The deployment's consumer only. The replica's device must hold a line to this orchestrator replica.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func portForward<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Orchestrator_V1_PortForwardRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_PortForwardResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_PortForwardRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.portForward(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
 }
 
 // MARK: - orrery.orchestrator.v1.AgentChannel
@@ -4015,9 +4240,23 @@ public enum Orrery_Orchestrator_V1_AgentChannel: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "Tunnel" metadata.
+        public enum Tunnel: Sendable {
+            /// Request type for "Tunnel".
+            public typealias Input = Orrery_Orchestrator_V1_TunnelFrame
+            /// Response type for "Tunnel".
+            public typealias Output = Orrery_Orchestrator_V1_TunnelFrame
+            /// Descriptor for "Tunnel".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.AgentChannel"),
+                method: "Tunnel",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.AgentChannel" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
-            Connect.descriptor
+            Connect.descriptor,
+            Tunnel.descriptor
         ]
     }
 }
@@ -4064,6 +4303,26 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_AgentMessage>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OrchestratorMessage>
+
+        /// Handle the "Tunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
+        /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
+        /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        func tunnel(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
@@ -4094,6 +4353,26 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_AgentMessage>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_OrchestratorMessage>
+
+        /// Handle the "Tunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
+        /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
+        /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        func tunnel(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
@@ -4123,6 +4402,27 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_OrchestratorMessage>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "Tunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
+        /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
+        /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func tunnel(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -4136,6 +4436,17 @@ extension Orrery_Orchestrator_V1_AgentChannel.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_OrchestratorMessage>(),
             handler: { request, context in
                 try await self.connect(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_AgentChannel.Method.Tunnel.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            handler: { request, context in
+                try await self.tunnel(
                     request: request,
                     context: context
                 )
@@ -4160,6 +4471,23 @@ extension Orrery_Orchestrator_V1_AgentChannel.SimpleServiceProtocol {
             metadata: [:],
             producer: { writer in
                 try await self.connect(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func tunnel(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>(
+            metadata: [:],
+            producer: { writer in
+                try await self.tunnel(
                     request: request.messages,
                     response: writer,
                     context: context
@@ -4203,6 +4531,31 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_OrchestratorMessage>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_OrchestratorMessage>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Tunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
+        /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
+        /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func tunnel<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4256,6 +4609,40 @@ extension Orrery_Orchestrator_V1_AgentChannel {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Tunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
+        /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
+        /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func tunnel<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_AgentChannel.Method.Tunnel.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4280,6 +4667,35 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_AgentMessage>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_OrchestratorMessage>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Tunnel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
+    /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
+    /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func tunnel<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.tunnel(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4311,6 +4727,40 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
             producer: producer
         )
         return try await self.connect(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Tunnel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
+    /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
+    /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func tunnel<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.tunnel(
             request: request,
             options: options,
             onResponse: handleResponse

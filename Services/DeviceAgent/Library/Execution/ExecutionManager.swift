@@ -46,6 +46,8 @@ actor ExecutionManager {
     private var health: [String: HealthTracker] = [:]
     /// Runs health checks inside sandboxes.
     let probe: SandboxProbe
+    /// Connections into sandboxes asked for over the lines (port-forwards).
+    let tunnels: SandboxTunnels
 
     init(
         runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger, receipts: ReceiptBook? = nil,
@@ -53,6 +55,7 @@ actor ExecutionManager {
         lines: AgentLines = AgentLines(), probe: SandboxProbe = SandboxProbe()
     ) {
         self.probe = probe
+        self.tunnels = SandboxTunnels(runner: runner, logger: logger)
         self.actors = actors
         self.runner = runner
         self.ledger = ledger

@@ -37,11 +37,9 @@ struct SandboxProbe: Sendable {
             }
         }()
         guard !target.isEmpty else { return .init(passed: false, detail: "the check names no probe") }
-        var arguments = ["--target", String(member), "--net"]
-        if Self.namespace("user", of: member) != Self.namespace("user", of: getpid()) {
-            arguments = ["--target", String(member), "--user", "--preserve-credentials", "--net"]
-        }
-        arguments += ["--", agentExecutable, "probe", "--timeout-ms", String(Self.milliseconds(timeout))] + target
+        let arguments =
+            Self.enteringNetwork(of: member)
+            + [agentExecutable, "probe", "--timeout-ms", String(Self.milliseconds(timeout))] + target
         do {
             let outcome = try await ChildCommand.run(nsenter, arguments)
             let said = String(decoding: outcome.output, as: UTF8.self).trimmed()
@@ -56,6 +54,15 @@ struct SandboxProbe: Sendable {
         } catch {
             return .init(passed: false, detail: "the check could not run: \(error)")
         }
+    }
+
+    /// `nsenter`'s arguments (up to its `--`) that run a command in the network namespace of `member` — entering its
+    /// user namespace first when the agent does not own the network one (an agent not run as root).
+    static func enteringNetwork(of member: Int32) -> [String] {
+        if namespace("user", of: member) != namespace("user", of: getpid()) {
+            return ["--target", String(member), "--user", "--preserve-credentials", "--net", "--"]
+        }
+        return ["--target", String(member), "--net", "--"]
     }
 
     /// A process of the sandbox of `processes` that is in a network namespace other than the agent's (the

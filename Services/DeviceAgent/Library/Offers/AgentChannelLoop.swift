@@ -86,6 +86,11 @@ struct AgentChannelLoop {
                     onResponse: { response in
                         logger.info("agent channel open", metadata: ["orchestrator": "\(address)"])
                         for try await message in response.messages {
+                            if case .openTunnel(let open) = message.kind {
+                                let tunnels = executions.tunnels
+                                Task { await tunnels.open(open, over: channel) }
+                                continue
+                            }
                             try await handle(message, from: orchestrator, answer: answer)
                         }
                         answer.finish()
@@ -114,6 +119,7 @@ struct AgentChannelLoop {
         case .checkpointRequest(let request):
             if let actors = executions.actors { Task { await actors.checkpoint(request) } }
         case .checkpointChunk(let chunk): await executions.actors?.chunk(chunk)
+        case .openTunnel: break  // taken in `connect`, which holds the line's client
         case .outputProgress(let progress):
             if progress.checkpointSequence > 0 {
                 await executions.actors?.archiveProgress(progress)

@@ -1,0 +1,256 @@
+internal import Foundation
+internal import GRPCCore
+internal import Logging
+internal import OrreryProto
+internal import SwiftProtobuf
+internal import Synchronization
+
+/// Where a consumer's `PortForward` call meets the `Tunnel` call its replica's device opens when asked on its line
+/// (`OpenTunnel`). Each side pumps what it receives into the other's writer: the consumer's bytes to the device,
+/// the device's to the consumer.
+final class TunnelBroker: Sendable {
+    /// A tunnel's two ends once the device answered.
+    final class Session: Sendable {
+        let toConsumer: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>
+        let toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+        private let ready: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
+        private let deviceDone: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
+
+        init(
+            toConsumer: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
+            toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+        ) {
+            self.toConsumer = toConsumer
+            self.toDevice = toDevice
+            ready = AsyncStream.makeStream()
+            deviceDone = AsyncStream.makeStream()
+        }
+
+        /// The consumer heard that the tunnel is open: the device's bytes may follow.
+        func consumerReady() { ready.continuation.finish() }
+        func waitUntilConsumerReady() async { for await _ in ready.stream {} }
+        /// The device's side ended (the sandbox closed the connection, or the device went away).
+        func deviceEnded() { deviceDone.continuation.finish() }
+        func waitUntilDeviceEnded() async { for await _ in deviceDone.stream {} }
+    }
+
+    private struct Waiting {
+        var device: String
+        var toConsumer: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>
+        var continuation: CheckedContinuation<Session, any Error>
+    }
+
+    private let waiting = Mutex<[String: Waiting]>([:])
+    /// Port-forwards open through this orchestrator replica, by deployment.
+    private let openByDeployment = Mutex<[String: Int]>([:])
+
+    /// Counts a port-forward of `deployment` in, unless `limit` are open already.
+    func admit(_ deployment: String, limit: Int) -> Bool {
+        openByDeployment.withLock { open in
+            guard open[deployment, default: 0] < limit else { return false }
+            open[deployment, default: 0] += 1
+            return true
+        }
+    }
+
+    /// Counts a port-forward of `deployment` out.
+    func release(_ deployment: String) {
+        openByDeployment.withLock { open in
+            let left = open[deployment, default: 1] - 1
+            open[deployment] = left > 0 ? left : nil
+        }
+    }
+
+    /// Waits (at most `limit`) for `device` to open tunnel `id`; its session, or the device's reason it could not
+    /// connect.
+    func awaitDevice(
+        tunnel id: String, device: String, toConsumer: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
+        within limit: Duration
+    ) async throws -> Session {
+        let expiry = Task {
+            try await Task.sleep(for: limit)
+            self.fail(
+                id,
+                RPCError(
+                    code: .unavailable,
+                    message: "the device did not open the connection within \(limit.components.seconds) s"))
+        }
+        defer { expiry.cancel() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                waiting.withLock {
+                    $0[id] = Waiting(device: device, toConsumer: toConsumer, continuation: continuation)
+                }
+            }
+        } onCancel: {
+            self.fail(id, CancellationError())
+        }
+    }
+
+    /// The device's answer to tunnel `id`: its session, or nil when nobody waits for it from that device. With
+    /// `error`, the waiting side fails with it instead.
+    func deviceOpened(
+        tunnel id: String, device: String, error: String, toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+    ) -> Session? {
+        guard
+            let entry = waiting.withLock({ table -> Waiting? in
+                guard table[id]?.device == device else { return nil }
+                return table.removeValue(forKey: id)
+            })
+        else { return nil }
+        guard error.isEmpty else {
+            entry.continuation.resume(
+                throwing: RPCError(code: .unavailable, message: "the device could not connect: \(error)"))
+            return nil
+        }
+        let session = Session(toConsumer: entry.toConsumer, toDevice: toDevice)
+        entry.continuation.resume(returning: session)
+        return session
+    }
+
+    /// Whether a port-forward waits for tunnel `id`.
+    func waits(for id: String) -> Bool { waiting.withLock { $0[id] != nil } }
+
+    private func fail(_ id: String, _ error: any Error) {
+        waiting.withLock { $0.removeValue(forKey: id) }?.continuation.resume(throwing: error)
+    }
+}
+
+/// `PortForward`: a consumer's TCP connection to a declared port of one of its running replicas, carried over the
+/// device's own outbound line.
+struct PortForwarding: Sendable {
+    let api: OrchestratorAPI
+    let offers: OfferStore
+    let hub: AgentHub
+    let broker: TunnelBroker
+    let logger: Logger
+
+    /// The most bytes a message carries.
+    static let messageLimit = 64 << 10
+    /// How long the device has to open the connection.
+    static let openingLimit = Duration.seconds(15)
+    /// Port-forwards one deployment may have open through one orchestrator replica.
+    static let perDeploymentLimit = 64
+
+    func forward(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_PortForwardRequest, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>, caller: String
+    ) async throws {
+        var incoming = request.makeAsyncIterator()
+        guard let first = try await incoming.next(), case .open(let open) = first.kind else {
+            throw RPCError(
+                code: .invalidArgument, message: "the first message must be open: {deployment_id, allocation, port}")
+        }
+        let (replica, offer, device) = try await target(open, caller: caller)
+        guard broker.admit(open.deploymentID, limit: Self.perDeploymentLimit) else {
+            throw RPCError(
+                code: .resourceExhausted,
+                message:
+                    "\(open.deploymentID) has \(Self.perDeploymentLimit) port-forwarded connections open here already")
+        }
+        defer { broker.release(open.deploymentID) }
+        guard hub.holds(device) else {
+            throw RPCError(
+                code: .unavailable,
+                message:
+                    "the line of \(open.allocation)[\(replica)]'s device is held by another orchestrator replica: connect through that one"
+            )
+        }
+        let tunnel = "tun_" + UUID().uuidString.lowercased()
+        hub.send(
+            .with {
+                $0.openTunnel = .with {
+                    $0.tunnelID = tunnel
+                    $0.offerID = offer
+                    $0.port = open.port
+                }
+            }, to: device)
+        let session = try await broker.awaitDevice(
+            tunnel: tunnel, device: device, toConsumer: response, within: Self.openingLimit)
+        logger.info(
+            "port-forward open",
+            metadata: [
+                "deployment": "\(open.deploymentID)", "replica": "\(open.allocation)[\(replica)]",
+                "port": "\(open.port)",
+                "device": "\(device)",
+            ])
+        // However it ends, the device closes its side.
+        defer {
+            Task { try? await session.toDevice.write(.with { $0.close = true }) }
+        }
+        try await response.write(
+            .with {
+                $0.opened = .with {
+                    $0.replica = replica
+                    $0.deviceDid = device
+                }
+            })
+        session.consumerReady()
+        // The consumer's bytes to the device until it ends its stream (then the device half-closes); the call ends
+        // once the device's side ended.
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await session.waitUntilDeviceEnded()
+                return true
+            }
+            while let message = try await incoming.next() {
+                guard case .data(let data) = message.kind else {
+                    throw RPCError(code: .invalidArgument, message: "after open, only data messages")
+                }
+                guard data.count <= Self.messageLimit else {
+                    throw RPCError(
+                        code: .invalidArgument, message: "a data message carries at most \(Self.messageLimit) bytes")
+                }
+                try await session.toDevice.write(.with { $0.data = data })
+            }
+            try await session.toDevice.write(.with { $0.end = true })
+            _ = try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// The replica, its running offer and its device, for a port it declares.
+    private func target(_ open: Orrery_Orchestrator_V1_PortForwardOpen, caller: String) async throws -> (
+        replica: UInt32, offer: String, device: String
+    ) {
+        let deployment = try await api.get(open.deploymentID, caller: caller)
+        // Its consumer's own: not even the operator, who may read its status, reaches into its services.
+        guard deployment.consumerDid == caller else {
+            throw RPCError(code: .notFound, message: "no deployment \(deployment.id) of yours")
+        }
+        guard let spec = deployment.spec.allocations.first(where: { $0.name == open.allocation }) else {
+            throw RPCError(
+                code: .invalidArgument,
+                message: "allocation: \(deployment.id) has no allocation '\(open.allocation.prefix(64))'")
+        }
+        guard spec.ports.contains(where: { $0.port == open.port }) else {
+            let declared = spec.ports.map { "\($0.name) \($0.port)" }.joined(separator: ", ")
+            throw RPCError(
+                code: .invalidArgument,
+                message:
+                    "port: \(spec.name) declares no port \(open.port) (its ports: \(declared.isEmpty ? "none" : declared))"
+            )
+        }
+        let candidates = deployment.assignments.filter {
+            $0.allocation == open.allocation && (!open.hasReplica || $0.replica == open.replica)
+        }
+        let ready = candidates.filter {
+            $0.run.state == .running && (!spec.hasHealth || $0.run.health.status == .healthy)
+        }
+        guard let chosen = ready.first else {
+            let which = open.hasReplica ? "\(open.allocation)[\(open.replica)]" : "no replica of \(open.allocation)"
+            throw RPCError(
+                code: .failedPrecondition,
+                message:
+                    "\(which) \(open.hasReplica ? "does not run" : "runs") \(spec.hasHealth ? "healthy " : "")now (deployment \(deployment.state))"
+            )
+        }
+        guard
+            let running = try await offers.running(
+                deployment: deployment.id, allocation: open.allocation, replica: chosen.replica)
+        else {
+            throw RPCError(code: .failedPrecondition, message: "\(open.allocation)[\(chosen.replica)] does not run now")
+        }
+        return (chosen.replica, running.offer, running.device)
+    }
+}

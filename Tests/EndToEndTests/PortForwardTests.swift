@@ -1,0 +1,164 @@
+import Foundation
+import GRPCCore
+import OrreryIdentity
+import OrreryProto
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// `orrery port-forward`: a local port whose connections reach a service in a real sandbox, each as its own stream
+/// through the orchestrator and the device's outbound line; read with Python's own HTTP client.
+@Suite(
+    "Port-forward: TCP to a replica over its device's line", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct PortForwardTests {
+    /// A 4 MiB random file and an HTTP server on 127.0.0.1:8080 inside the sandbox.
+    static let server = """
+        #!/bin/sh
+        head -c 4194304 /dev/urandom > /work/big.bin
+        echo ok > /work/ok
+        exec python3 -m http.server 8080 --bind 127.0.0.1 --directory /work
+        """
+
+    /// Fetches `/big.bin` through `port` `count` times at once and prints each body's sha256 and size.
+    static let client = """
+        import hashlib, sys, threading, urllib.request
+        port, count = int(sys.argv[1]), int(sys.argv[2])
+        results = [None] * count
+        def fetch(i):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/big.bin", timeout=120) as answer:
+                body = answer.read()
+                results[i] = f"{hashlib.sha256(body).hexdigest()} {len(body)}"
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(count)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        for r in results: print(r)
+        sys.exit(0 if all(results) else 1)
+        """
+
+    @Test(
+        "a 4 MiB file fetched through orrery port-forward by Python, alone and 8 at once, byte for byte; another consumer, the operator, an undeclared port and a replica not running are refused"
+    )
+    func forwards() async throws {
+        try await JobConstellation.run("orrery-port-forward") { constellation in
+            let network = constellation.network
+            let directory = constellation.directory
+            let orchestrator = constellation.orchestrator
+            let agent = try await constellation.startAgent("host", owner: #"{"prices": {"per_core_hour": 5}}"#)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+
+            var spec = OrchestratorTests.spec(cores: 1, name: "files")
+            spec.allocations[0].name = "web"
+            spec.allocations[0].artifact = .with { $0.text = Self.server }
+            spec.allocations[0].resources.ramMib = 256
+            spec.allocations[0].resources.diskMib = 64
+            spec.allocations[0].outputs = []
+            spec.allocations[0].ports = [
+                .with {
+                    $0.name = "http"
+                    $0.port = 8080
+                    $0.protocol = .http
+                }
+            ]
+            spec.allocations[0].health = .with {
+                $0.http = .with {
+                    $0.port = 8080
+                    $0.path = "/ok"
+                }
+                $0.intervalSeconds = 1
+            }
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
+                $0.run.state == .running && $0.run.health.status == .healthy
+            }
+            let served = try Data(
+                contentsOf: try HealthCheckTests.allocationDirectory(of: "host", in: directory)
+                    .appendingPathComponent("work/big.bin"))
+            let expected = "\(Hex.sha256(served)) \(served.count)"
+            #expect(served.count == 4 << 20)
+
+            let key = directory.appendingPathComponent("consumer.key").path
+            let proof = directory.appendingPathComponent("consumer.ucan").path
+            try KeyFile.write(consumer.key, to: key)
+            try DelegationChain.write(consumer.chain).write(toFile: proof, atomically: true, encoding: .utf8)
+            let forwarder = try ChildProcess(
+                TestEnvironment.executable("orrery"),
+                arguments: [
+                    "port-forward", job.id, "web:8080", "0", "--orchestrator", constellation.orchestratorAddress,
+                    "--key", key, "--proof", proof,
+                ],
+                outputDirectory: directory)
+            defer { forwarder.signal(SIGKILL) }
+            let port = try await forwarder.firstLine { line -> Int? in
+                guard line.hasPrefix("Forwarding 127.0.0.1:") else { return nil }
+                return Int(line.dropFirst("Forwarding 127.0.0.1:".count).prefix { $0.isNumber })
+            }
+            let script = directory.appendingPathComponent("fetch.py")
+            try Self.client.write(to: script, atomically: true, encoding: .utf8)
+            for count in [1, 8] {
+                let (status, output) = try await ChildProcess.run(
+                    TestEnvironment.python, arguments: [script.path, String(port), String(count)])
+                #expect(status == 0, "\(output)\n\(forwarder.output)")
+                let lines = output.split(separator: "\n").map(String.init)
+                #expect(lines == Array(repeating: expected, count: count), "\(output)")
+            }
+            #expect(forwarder.output.contains("connection to web/0:8080 on \(agent.did)"), "\(forwarder.output)")
+
+            // Refusals, each with its status.
+            func refusal(
+                _ caller: OrchestratorTests.Consumer, _ open: Orrery_Orchestrator_V1_PortForwardOpen
+            ) async throws -> RPCError? {
+                do {
+                    try await caller.with(orchestrator) { client in
+                        try await client.portForward(
+                            requestProducer: { writer in try await writer.write(.with { $0.open = open }) },
+                            onResponse: { response in for try await _ in response.messages {} })
+                    }
+                    return nil
+                } catch let error as RPCError {
+                    return error
+                }
+            }
+            let open = Orrery_Orchestrator_V1_PortForwardOpen.with {
+                $0.deploymentID = job.id
+                $0.allocation = "web"
+                $0.port = 8080
+            }
+            let stranger = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            let notTheirs = try await refusal(stranger, open)
+            #expect(notTheirs?.code == .notFound, "\(String(describing: notTheirs))")
+            var undeclared = open
+            undeclared.port = 22
+            let noPort = try await refusal(consumer, undeclared)
+            #expect(
+                noPort?.code == .invalidArgument
+                    && noPort?.message.contains("declares no port 22 (its ports: http 8080)") == true,
+                "\(String(describing: noPort))")
+            var absent = open
+            absent.replica = 3
+            let notRunning = try await refusal(consumer, absent)
+            #expect(notRunning?.code == .failedPrecondition, "\(String(describing: notRunning))")
+            // The operator may read the deployment's status, but not reach into its services.
+            let operatorForwarder = try ChildProcess(
+                TestEnvironment.executable("orrery"),
+                arguments: [
+                    "port-forward", job.id, "web:8080", "0", "--orchestrator", constellation.orchestratorAddress,
+                    "--key", directory.appendingPathComponent("credentials/operator.key").path,
+                ],
+                outputDirectory: directory)
+            defer { operatorForwarder.signal(SIGKILL) }
+            let operatorPort = try await operatorForwarder.firstLine { line -> Int? in
+                guard line.hasPrefix("Forwarding 127.0.0.1:") else { return nil }
+                return Int(line.dropFirst("Forwarding 127.0.0.1:".count).prefix { $0.isNumber })
+            }
+            let (operatorStatus, _) = try await ChildProcess.run(
+                TestEnvironment.python, arguments: [script.path, String(operatorPort), "1"])
+            #expect(operatorStatus != 0)
+            _ = try await operatorForwarder.firstLine(timeout: .seconds(60)) { line -> Bool? in
+                line.contains("a forwarded connection failed: notFound: no deployment \(job.id) of yours") ? true : nil
+            }
+        }
+    }
+}
