@@ -136,11 +136,72 @@ struct PortForwarding: Sendable {
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_PortForwardRequest, any Error>,
         response: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>, caller: String
     ) async throws {
-        var incoming = request.makeAsyncIterator()
-        guard let first = try await incoming.next(), case .open(let open) = first.kind else {
-            throw RPCError(
-                code: .invalidArgument, message: "the first message must be open: {deployment_id, allocation, port}")
+        let (opens, opened) = AsyncStream<Orrery_Orchestrator_V1_PortForwardOpen>.makeStream()
+        let (sessions, connected) = AsyncStream<TunnelBroker.Session>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The consumer's messages: the first opens the connection, the rest go to the device once it answered;
+            // their end half-closes the device's side. It runs until the device's side ends (then it is cancelled).
+            group.addTask {
+                var session: TunnelBroker.Session?
+                var first = true
+                for try await message in request {
+                    if first {
+                        first = false
+                        guard case .open(let open) = message.kind else {
+                            opened.finish()
+                            throw RPCError(
+                                code: .invalidArgument,
+                                message: "the first message must be open: {deployment_id, allocation, port}")
+                        }
+                        opened.yield(open)
+                        opened.finish()
+                        for await answered in sessions { session = answered }
+                        continue
+                    }
+                    guard case .data(let data) = message.kind else {
+                        throw RPCError(code: .invalidArgument, message: "after open, only data messages")
+                    }
+                    guard data.count <= Self.messageLimit else {
+                        throw RPCError(
+                            code: .invalidArgument, message: "a data message carries at most \(Self.messageLimit) bytes"
+                        )
+                    }
+                    guard let session else { return }
+                    // A device side that ended takes no more: the call ends with it.
+                    do { try await session.toDevice.write(.with { $0.data = data }) } catch { return }
+                }
+                opened.finish()
+                try? await session?.toDevice.write(.with { $0.end = true })
+            }
+            var open: Orrery_Orchestrator_V1_PortForwardOpen?
+            for await first in opens { open = first }
+            guard let open else {
+                connected.finish()
+                throw RPCError(code: .invalidArgument, message: "no open message: {deployment_id, allocation, port}")
+            }
+            let session: TunnelBroker.Session
+            do {
+                session = try await connect(open, response: response, caller: caller)
+            } catch {
+                connected.finish()
+                throw error
+            }
+            defer { broker.release(open.deploymentID) }
+            connected.yield(session)
+            connected.finish()
+            // However it ends, the device closes its side.
+            defer { Task { try? await session.toDevice.write(.with { $0.close = true }) } }
+            await session.waitUntilDeviceEnded()
+            group.cancelAll()
         }
+    }
+
+    /// Opens `open` on the replica's device (counted against the deployment's bound, released by the caller once
+    /// the session ended) and tells the consumer it is open.
+    private func connect(
+        _ open: Orrery_Orchestrator_V1_PortForwardOpen, response: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
+        caller: String
+    ) async throws -> TunnelBroker.Session {
         let (replica, offer, device) = try await target(open, caller: caller)
         guard broker.admit(open.deploymentID, limit: Self.perDeploymentLimit) else {
             throw RPCError(
@@ -148,64 +209,50 @@ struct PortForwarding: Sendable {
                 message:
                     "\(open.deploymentID) has \(Self.perDeploymentLimit) port-forwarded connections open here already")
         }
-        defer { broker.release(open.deploymentID) }
-        guard hub.holds(device) else {
-            throw RPCError(
-                code: .unavailable,
-                message:
-                    "the line of \(open.allocation)[\(replica)]'s device is held by another orchestrator replica: connect through that one"
-            )
-        }
-        let tunnel = "tun_" + UUID().uuidString.lowercased()
-        hub.send(
-            .with {
-                $0.openTunnel = .with {
-                    $0.tunnelID = tunnel
-                    $0.offerID = offer
-                    $0.port = open.port
-                }
-            }, to: device)
-        let session = try await broker.awaitDevice(
-            tunnel: tunnel, device: device, toConsumer: response, within: Self.openingLimit)
-        logger.info(
-            "port-forward open",
-            metadata: [
-                "deployment": "\(open.deploymentID)", "replica": "\(open.allocation)[\(replica)]",
-                "port": "\(open.port)",
-                "device": "\(device)",
-            ])
-        // However it ends, the device closes its side.
-        defer {
-            Task { try? await session.toDevice.write(.with { $0.close = true }) }
-        }
-        try await response.write(
-            .with {
-                $0.opened = .with {
-                    $0.replica = replica
-                    $0.deviceDid = device
-                }
-            })
-        session.consumerReady()
-        // The consumer's bytes to the device until it ends its stream (then the device half-closes); the call ends
-        // once the device's side ended.
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await session.waitUntilDeviceEnded()
-                return true
+        do {
+            guard hub.holds(device) else {
+                throw RPCError(
+                    code: .unavailable,
+                    message:
+                        "the line of \(open.allocation)[\(replica)]'s device is held by another orchestrator replica: connect through that one"
+                )
             }
-            while let message = try await incoming.next() {
-                guard case .data(let data) = message.kind else {
-                    throw RPCError(code: .invalidArgument, message: "after open, only data messages")
-                }
-                guard data.count <= Self.messageLimit else {
-                    throw RPCError(
-                        code: .invalidArgument, message: "a data message carries at most \(Self.messageLimit) bytes")
-                }
-                try await session.toDevice.write(.with { $0.data = data })
+            let tunnel = "tun_" + UUID().uuidString.lowercased()
+            hub.send(
+                .with {
+                    $0.openTunnel = .with {
+                        $0.tunnelID = tunnel
+                        $0.offerID = offer
+                        $0.port = open.port
+                    }
+                }, to: device)
+            let session = try await broker.awaitDevice(
+                tunnel: tunnel, device: device, toConsumer: response, within: Self.openingLimit)
+            logger.info(
+                "port-forward open",
+                metadata: [
+                    "deployment": "\(open.deploymentID)", "replica": "\(open.allocation)[\(replica)]",
+                    "port": "\(open.port)", "device": "\(device)",
+                ])
+            do {
+                try await response.write(
+                    .with {
+                        $0.opened = .with {
+                            $0.replica = replica
+                            $0.deviceDid = device
+                        }
+                    })
+            } catch {
+                // The consumer is gone already: the device closes its side.
+                session.consumerReady()
+                Task { try? await session.toDevice.write(.with { $0.close = true }) }
+                throw error
             }
-            try await session.toDevice.write(.with { $0.end = true })
-            _ = try await group.next()
-            group.cancelAll()
+            session.consumerReady()
+            return session
+        } catch {
+            broker.release(open.deploymentID)
+            throw error
         }
     }
 
