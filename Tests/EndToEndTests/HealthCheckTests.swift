@@ -69,12 +69,12 @@ struct HealthCheckTests {
                 $0.run.state == .starting && $0.run.health.status == .starting && $0.deviceDid == first.did
             }
             #expect(starting.deployment.state == .deploying)
-            let firstRun = try Self.allocationDirectory(of: "first", in: directory)
+            let firstRun = try await Self.allocationDirectory(of: "first", in: directory)
             try Data().write(to: firstRun.appendingPathComponent("work/go"))
+            // The replica runs once healthy; its deployment follows (the driver's next step).
             let healthy = try await Self.until(job.id, consumer, orchestrator, "running and healthy") {
-                $0.run.state == .running && $0.run.health.status == .healthy
+                $0.run.state == .running && $0.run.health.status == .healthy && $0.deployment.state == .running
             }
-            #expect(healthy.deployment.state == .running)
             #expect(healthy.assignment.run.health.restarts == 0)
 
             // Its check fails (404): restarted in place, in the same directory, healthy again.
@@ -96,12 +96,12 @@ struct HealthCheckTests {
             _ = try await Self.until(job.id, consumer, orchestrator, "moved to the spare device") {
                 $0.deviceDid == spare.did
             }
-            let spareRun = try Self.allocationDirectory(of: "spare", in: directory)
+            let spareRun = try await Self.allocationDirectory(of: "spare", in: directory)
             try Data().write(to: spareRun.appendingPathComponent("work/go"))
             let moved = try await Self.until(job.id, consumer, orchestrator, "healthy on the spare device") {
                 $0.deviceDid == spare.did && $0.run.state == .running && $0.run.health.status == .healthy
+                    && $0.deployment.state == .running
             }
-            #expect(moved.deployment.state == .running)
             #expect(moved.run.health.restarts == 0)
             let events = try await consumer.with(orchestrator) { client in
                 try await client.watchDeployment(.with { $0.id = job.id }) { response in
@@ -152,11 +152,20 @@ struct HealthCheckTests {
         throw CancellationError()
     }
 
-    /// The one allocation directory of agent `name`.
-    static func allocationDirectory(of name: String, in directory: URL) throws -> URL {
+    /// The one allocation directory of agent `name`, once the agent made it (within a minute) with its work
+    /// directory.
+    static func allocationDirectory(of name: String, in directory: URL) async throws -> URL {
         let allocations = directory.appendingPathComponent("\(name)-state/allocations")
-        let run = try #require(
-            try FileManager.default.contentsOfDirectory(atPath: allocations.path).first { $0.hasPrefix("off_") })
-        return allocations.appendingPathComponent(run)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            let runs = (try? FileManager.default.contentsOfDirectory(atPath: allocations.path)) ?? []
+            if let run = runs.first(where: { $0.hasPrefix("off_") }) {
+                let found = allocations.appendingPathComponent(run)
+                if FileManager.default.fileExists(atPath: found.appendingPathComponent("work").path) { return found }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("agent \(name) made no allocation directory within a minute")
+        throw CancellationError()
     }
 }

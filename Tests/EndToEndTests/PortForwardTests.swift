@@ -74,7 +74,7 @@ struct PortForwardTests {
                 $0.run.state == .running && $0.run.health.status == .healthy
             }
             let served = try Data(
-                contentsOf: try HealthCheckTests.allocationDirectory(of: "host", in: directory)
+                contentsOf: try await HealthCheckTests.allocationDirectory(of: "host", in: directory)
                     .appendingPathComponent("work/big.bin"))
             let expected = "\(Hex.sha256(served)) \(served.count)"
             #expect(served.count == 4 << 20)
