@@ -186,7 +186,8 @@ final class LoopbackListener: @unchecked Sendable {
         guard bound else { throw POSIXError(.EADDRNOTAVAIL) }
         port = Int(UInt16(bigEndian: address.sin_port))
         Thread {
-            let client = accept(socket, nil, nil)
+            var client: Int32 = -1
+            repeat { client = accept(socket, nil, nil) } while client < 0 && errno == EINTR
             guard client >= 0 else { return }
             defer { Glibc.close(client) }
             guard let answer else { return }
@@ -194,6 +195,8 @@ final class LoopbackListener: @unchecked Sendable {
             var got = Data()
             while !got.contains("\r\n\r\n".data(using: .utf8) ?? Data()) {
                 let count = recv(client, &buffer, buffer.count, 0)
+                // A signal another suite's child process sent this process interrupts it: read again.
+                if count < 0, errno == EINTR { continue }
                 if count <= 0 { break }
                 got.append(contentsOf: buffer[0..<count])
             }

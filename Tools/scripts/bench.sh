@@ -201,7 +201,7 @@ if want actors; then
         --out bench-results/actors.md
 fi
 
-want deploy || want outputs || exit 0
+want deploy || want outputs || want services || exit 0
 echo "== submit → running (an orchestrator and 3 real agents on this registry)"
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD ORRERY_DB_DATABASE=orrery \
     "$bin/orchestrator" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
@@ -225,6 +225,14 @@ if want outputs; then
     echo "== a 1 GiB output into the orchestrator's content store (the agents above)"
     "$bin/orrery-bench" content-store --orchestrator "127.0.0.1:$orchestrator_port" \
         --key "$work/credentials/operator.key" --allowed-provider "$owner_did" --out bench-results/outputs.md
+fi
+
+if want services; then
+    echo "== port-forward: throughput and latency through the agent's line (the agents above)"
+    rm -f bench-results/services.md
+    "$bin/orrery-bench" port-forward --orchestrator "127.0.0.1:$orchestrator_port" \
+        --key "$work/credentials/operator.key" --cli "$bin/orrery" --allowed-provider "$owner_did" \
+        --out bench-results/services.md
 fi
 
 want deploy || exit 0

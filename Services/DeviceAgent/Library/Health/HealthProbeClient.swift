@@ -46,6 +46,7 @@ public enum HealthProbeClient {
             let written = request[sent...].withUnsafeBytes {
                 send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
             }
+            if written < 0, errno == EINTR || errno == EAGAIN { continue }
             guard written > 0 else { return Result(passed: false, detail: "\(what): \(Problem(errno).text)") }
             sent += written
         }
@@ -57,6 +58,7 @@ public enum HealthProbeClient {
             }
             var buffer = [UInt8](repeating: 0, count: 1024)
             let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EINTR || errno == EAGAIN { continue }
             if count < 0 { return Result(passed: false, detail: "\(what): \(Problem(errno).text)") }
             if count == 0 { break }
             answer += buffer[0..<count]
@@ -116,7 +118,8 @@ public enum HealthProbeClient {
             }
         }
         if started != 0 {
-            guard errno == EINPROGRESS else {
+            // Interrupted, a non-blocking connection goes on being made as it does in progress.
+            guard errno == EINPROGRESS || errno == EINTR else {
                 let problem = Problem(errno)
                 close(socket)
                 return .failure(problem)

@@ -34,7 +34,9 @@ public enum DescriptorPassing {
                     message.msg_iovlen = 1
                     message.msg_control = base
                     message.msg_controllen = controlBytes.count
-                    return sendmsg(socket, &message, Int32(MSG_NOSIGNAL))
+                    var sent: Int
+                    repeat { sent = sendmsg(socket, &message, Int32(MSG_NOSIGNAL)) } while sent < 0 && errno == EINTR
+                    return sent
                 }
             }
         }
@@ -59,7 +61,10 @@ public enum DescriptorPassing {
                     message.msg_iovlen = 1
                     message.msg_control = base
                     message.msg_controllen = controlBytes.count
-                    let read = recvmsg(socket, &message, Int32(MSG_CMSG_CLOEXEC))
+                    var read: Int
+                    repeat {
+                        read = recvmsg(socket, &message, Int32(MSG_CMSG_CLOEXEC))
+                    } while read < 0 && errno == EINTR
                     return read > 0 && message.msg_controllen >= MemoryLayout<cmsghdr>.size ? read : -1
                 }
             }
