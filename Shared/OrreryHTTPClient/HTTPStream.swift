@@ -146,13 +146,13 @@ extension HTTPClient {
         head.headers.add(name: "Connection", value: "close")
         let requestHead = head
         return try await channel.executeThenClose { inbound, outbound in
-            do {
-                try await outbound.write(.head(requestHead))
-            } catch {
-                // The server closed the connection before the request went out (a restart, an overloaded server).
-                throw Failure.connection("\(host):\(port): sending the request: \(error)")
-            }
             if let body {
+                do {
+                    try await outbound.write(.head(requestHead))
+                } catch {
+                    // The server closed the connection before the request went out (a restart, an overloaded server).
+                    throw Failure.connection("\(host):\(port): sending the request: \(error)")
+                }
                 do {
                     try await body.produce { try await outbound.write(.body(.byteBuffer($0))) }
                 } catch let error as CancellationError {
@@ -160,11 +160,20 @@ extension HTTPClient {
                 } catch {
                     throw Failure.connection("\(host):\(port): sending the body: \(error)")
                 }
-            }
-            do {
-                try await outbound.write(.end(nil))
-            } catch {
-                throw Failure.connection("\(host):\(port): ending the request: \(error)")
+                do {
+                    try await outbound.write(.end(nil))
+                } catch {
+                    throw Failure.connection("\(host):\(port): ending the request: \(error)")
+                }
+            } else {
+                // No body: the head and its end in one write. Written apart, a server that answers and closes as
+                // soon as it has read the head (busybox httpd does) can close the connection under the end's write.
+                do {
+                    try await outbound.write(contentsOf: [.head(requestHead), .end(nil)])
+                } catch {
+                    // The server closed the connection before the request went out (a restart, an overloaded server).
+                    throw Failure.connection("\(host):\(port): sending the request: \(error)")
+                }
             }
             var iterator = inbound.makeAsyncIterator()
             let response: HTTPResponseHead
