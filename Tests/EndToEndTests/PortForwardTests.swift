@@ -140,6 +140,25 @@ struct PortForwardTests {
             absent.replica = 3
             let notRunning = try await refusal(consumer, absent)
             #expect(notRunning?.code == .failedPrecondition, "\(String(describing: notRunning))")
+            // A second open on an open connection is refused at once (it does not wait for the replica to close).
+            let twice: RPCError?
+            do {
+                try await consumer.with(orchestrator) { client in
+                    try await client.portForward(
+                        requestProducer: { writer in
+                            try await writer.write(.with { $0.open = open })
+                            try await writer.write(.with { $0.open = open })
+                            try await Task.sleep(for: .seconds(60))
+                        },
+                        onResponse: { response in for try await _ in response.messages {} })
+                }
+                twice = nil
+            } catch let error as RPCError {
+                twice = error
+            }
+            #expect(
+                twice?.code == .invalidArgument && twice?.message.contains("after open, only data messages") == true,
+                "\(String(describing: twice))")
             // The operator may read the deployment's status, but not reach into its services.
             let operatorForwarder = try ChildProcess(
                 TestEnvironment.executable("orrery"),

@@ -138,7 +138,7 @@ struct PortForwarding: Sendable {
     ) async throws {
         let (opens, opened) = AsyncStream<Orrery_Orchestrator_V1_PortForwardOpen>.makeStream()
         let (sessions, connected) = AsyncStream<TunnelBroker.Session>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withThrowingTaskGroup(of: Bool.self) { group in
             // The consumer's messages: the first opens the connection, the rest go to the device once it answered;
             // their end half-closes the device's side. It runs until the device's side ends (then it is cancelled).
             group.addTask {
@@ -166,12 +166,13 @@ struct PortForwarding: Sendable {
                             code: .invalidArgument, message: "a data message carries at most \(Self.messageLimit) bytes"
                         )
                     }
-                    guard let session else { return }
+                    guard let session else { return false }
                     // A device side that ended takes no more: the call ends with it.
-                    do { try await session.toDevice.write(.with { $0.data = data }) } catch { return }
+                    do { try await session.toDevice.write(.with { $0.data = data }) } catch { return false }
                 }
                 opened.finish()
                 try? await session?.toDevice.write(.with { $0.end = true })
+                return false
             }
             var open: Orrery_Orchestrator_V1_PortForwardOpen?
             for await first in opens { open = first }
@@ -191,7 +192,15 @@ struct PortForwarding: Sendable {
             connected.finish()
             // However it ends, the device closes its side.
             defer { Task { try? await session.toDevice.write(.with { $0.close = true }) } }
-            await session.waitUntilDeviceEnded()
+            group.addTask {
+                await session.waitUntilDeviceEnded()
+                return true
+            }
+            // The call ends when the device's side ended, or with the consumer's bad message (its end alone only
+            // half-closed the device's side).
+            while let deviceEnded = try await group.next() {
+                if deviceEnded { break }
+            }
             group.cancelAll()
         }
     }
