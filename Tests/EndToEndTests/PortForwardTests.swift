@@ -105,6 +105,8 @@ struct PortForwardTests {
                 #expect(lines == Array(repeating: expected, count: count), "\(output)")
             }
             #expect(forwarder.output.contains("connection to web/0:8080 on \(agent.did)"), "\(forwarder.output)")
+            // Nine connections, one connector in the sandbox's namespace: started once, used for each.
+            #expect(Self.connectors() == 1)
 
             // Refusals, each with its status.
             func refusal(
@@ -175,9 +177,26 @@ struct PortForwardTests {
             let (operatorStatus, _) = try await ChildProcess.run(
                 TestEnvironment.python, arguments: [script.path, String(operatorPort), "1"])
             #expect(operatorStatus != 0)
+            // The deployment ended: its connector ends with it.
+            try await consumer.with(orchestrator) { _ = try await $0.cancelDeployment(.with { $0.id = job.id }) }
+            let gone = ContinuousClock.now + .seconds(60)
+            while Self.connectors() > 0, ContinuousClock.now < gone { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(Self.connectors() == 0)
             _ = try await operatorForwarder.firstLine(timeout: .seconds(60)) { line -> Bool? in
                 line.contains("a forwarded connection failed: notFound: no deployment \(job.id) of yours") ? true : nil
             }
         }
+    }
+
+    /// How many of the agent's connectors run (only this suite's agents start them).
+    static func connectors() -> Int {
+        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return processes.filter { entry in
+            guard Int32(entry) != nil,
+                let arguments = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+            else { return false }
+            let words = arguments.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            return words.last == "connector" && words.contains { $0.hasSuffix("/device-agent") }
+        }.count
     }
 }

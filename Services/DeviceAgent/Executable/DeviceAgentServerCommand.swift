@@ -6,6 +6,9 @@ import DeviceAgent
     import Foundation
 #endif
 internal import OrreryBasics
+#if canImport(Glibc)
+    import Glibc
+#endif
 import OrreryIdentity
 import OrreryProto
 import OrreryRuntimeCore
@@ -18,7 +21,7 @@ struct DeviceAgentServerCommand: AsyncParsableCommand {
         commandName: "device-agent",
         abstract: "Orrery device agent: joins an edge host to the network and runs workloads isolated.",
         subcommands: [
-            Serve.self, Identity.self, Join.self, Leave.self, Inventory.self, RunLocal.self, Probe.self, Connect.self,
+            Serve.self, Identity.self, Join.self, Leave.self, Inventory.self, RunLocal.self, Probe.self, Connector.self,
         ],
         defaultSubcommand: Serve.self
     )
@@ -85,32 +88,41 @@ struct Probe: ParsableCommand {
     }
 }
 
-/// `device-agent connect`: a TCP connection to 127.0.0.1:PORT from the network namespace it runs in, handed over its
-/// standard input (a Unix socket) to the agent that started it inside a sandbox's namespace with `nsenter`.
-struct Connect: ParsableCommand {
+/// `device-agent connector`: the helper the agent starts inside a sandbox's network namespace with `nsenter`, its
+/// standard input a Unix socket to the agent. Each request ("PORT TIMEOUT_MS") is answered with a socket connected to
+/// 127.0.0.1:PORT in that namespace, or with why it could not connect; it ends when the agent closes its end.
+struct Connector: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Connect to 127.0.0.1:PORT and pass the socket over standard input (the agent runs it in a sandbox).",
+        abstract: "Connect to ports of 127.0.0.1 for the agent, over standard input (the agent runs it in a sandbox).",
         shouldDisplay: false)
 
-    @Option(help: "The port to connect to.") var port: Int
-    @Option(help: "How long connecting may take, in milliseconds.") var timeoutMs: Int64 = 5000
-
-    func validate() throws {
-        guard (1...65535).contains(port) else { throw ValidationError("a port is 1…65535") }
-        guard (1...60_000).contains(timeoutMs) else { throw ValidationError("--timeout-ms is 1…60000") }
-    }
-
     func run() throws {
-        switch HealthProbeClient.connection(port: port, timeout: .milliseconds(timeoutMs)) {
-        case .failure(let failure):
-            print(failure.description)
-            throw ExitCode.failure
-        case .success(let socket):
-            do {
-                try DescriptorPassing.send(socket, over: 0)
-            } catch {
-                print(error.description)
-                throw ExitCode.failure
+        // Nothing of it goes anywhere: the agent is told only through the socket (and waits for these to close).
+        let null = open("/dev/null", O_RDWR)
+        if null >= 0 {
+            dup2(null, 1)
+            dup2(null, 2)
+            if null > 2 { close(null) }
+        }
+        while true {
+            let request: (text: String, descriptor: Int32?)?
+            do { request = try DescriptorPassing.receive(over: 0) } catch { throw ExitCode.failure }
+            guard let request else { return }
+            let parts = request.text.split(separator: " ")
+            guard parts.count == 2, let port = Int(parts[0]), (1...65535).contains(port),
+                let milliseconds = Int64(parts[1]), (1...60_000).contains(milliseconds)
+            else {
+                try? DescriptorPassing.send("a request is PORT TIMEOUT_MS", over: 0)
+                continue
+            }
+            switch HealthProbeClient.connection(port: port, timeout: .milliseconds(milliseconds)) {
+            case .success(let socket):
+                defer { close(socket) }
+                do { try DescriptorPassing.send("connected", descriptor: socket, over: 0) } catch {
+                    throw ExitCode.failure
+                }
+            case .failure(let failure):
+                do { try DescriptorPassing.send(failure.description, over: 0) } catch { throw ExitCode.failure }
             }
         }
     }

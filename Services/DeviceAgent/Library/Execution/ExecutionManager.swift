@@ -429,6 +429,8 @@ actor ExecutionManager {
                     "offer": "\(id)", "restart": "\(tracker.health.restarts)", "of": "\(policy.maxRestarts)",
                     "check": "\(result.detail)",
                 ])
+            // Its sandbox's network goes with it: the connector serving it goes too.
+            tunnels.connector.forget(id)
             do {
                 try await runner.restart(id)
             } catch {
@@ -488,6 +490,7 @@ actor ExecutionManager {
     private func finish(_ id: String, _ outcome: AllocationOutcome) async {
         following.remove(id)
         let lastHealth = health.removeValue(forKey: id)?.health
+        tunnels.connector.forget(id)
         Gauge(label: "orrery_agent_allocations_running").record(following.count)
         await actors?.close(id)
         await releasePromise(id)

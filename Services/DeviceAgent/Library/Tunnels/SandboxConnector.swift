@@ -1,45 +1,149 @@
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
 #if canImport(Glibc)
     internal import Glibc
 #endif
+internal import Dispatch
 internal import OrreryBasics
+internal import Synchronization
 
-/// Opens TCP connections to ports inside a sandbox, which the agent's own network namespace cannot reach: the agent's
-/// `connect` command, started in the sandbox's network namespace by `nsenter`, connects to 127.0.0.1 there and passes
-/// the connected socket back over a Unix socket pair (its standard input). The agent then owns the connection; the
-/// helper has ended.
-struct SandboxConnector: Sendable {
-    var nsenter = "/usr/bin/nsenter"
-    var agentExecutable = SandboxProbe.ownExecutable()
+/// Opens TCP connections to ports inside sandboxes, which the agent's own network namespace cannot reach. For each
+/// sandbox one helper runs inside its network namespace — the agent's `connector` command, started there by
+/// `nsenter` with a Unix socket pair as its standard input — and answers each request ("PORT TIMEOUT_MS") with the
+/// connected socket (`SCM_RIGHTS`) or why it could not connect. The agent then owns the connection. A helper ends
+/// when the agent closes its end (`forget`, the agent's own exit); a sandbox started again (a restart in place) has
+/// a new namespace and gets a new helper.
+final class SandboxConnector: Sendable {
+    let nsenter: String
+    let agentExecutable: String
 
-    /// A connected, non-blocking socket to `port` inside the sandbox one of whose processes is `member`.
-    func connect(member: Int32, port: Int, timeout: Duration) async throws -> Int32 {
+    /// A helper: the namespace it serves, the agent's end of its socket, and the queue its requests go through one
+    /// at a time (each request's answer is the next message).
+    private final class Helper: Sendable {
+        let namespace: String
+        let socket: Int32
+        let queue: DispatchQueue
+
+        init(namespace: String, socket: Int32) {
+            self.namespace = namespace
+            self.socket = socket
+            queue = DispatchQueue(label: "orrery.sandbox-connector")
+        }
+
+        func close() { _ = Glibc.close(socket) }
+    }
+
+    private let helpers = Mutex<[String: Helper]>([:])
+
+    init(nsenter: String = "/usr/bin/nsenter", agentExecutable: String = SandboxProbe.ownExecutable()) {
+        self.nsenter = nsenter
+        self.agentExecutable = agentExecutable
+    }
+
+    /// A connected, non-blocking socket to `port` inside the sandbox of allocation `id`, one of whose processes is
+    /// `member`.
+    func connect(_ id: String, member: Int32, port: Int, timeout: Duration) async throws -> Int32 {
+        guard let namespace = SandboxProbe.namespace("net", of: member) else {
+            throw ConnectFailure(description: "its sandbox's network cannot be read")
+        }
+        for attempt in 0..<2 {
+            let helper = try await helper(for: id, namespace: namespace, member: member)
+            do {
+                return try await request(helper, port: port, timeout: timeout)
+            } catch let failure as HelperGone where attempt == 0 {
+                // It ended (killed with the sandbox, or never started): a new one, once.
+                _ = failure
+                forget(id, only: helper)
+            }
+        }
+        throw ConnectFailure(description: "the connector in its sandbox does not answer")
+    }
+
+    /// Ends the helper of allocation `id` (it ended, or its sandbox was started again).
+    func forget(_ id: String) {
+        helpers.withLock { $0.removeValue(forKey: id) }?.close()
+    }
+
+    private func forget(_ id: String, only helper: Helper) {
+        let removed = helpers.withLock { table -> Helper? in
+            guard table[id] === helper else { return nil }
+            return table.removeValue(forKey: id)
+        }
+        removed?.close()
+    }
+
+    /// The helper serving `namespace` for `id`, started when there is none (or only one for an earlier namespace).
+    private func helper(for id: String, namespace: String, member: Int32) async throws -> Helper {
+        let (current, stale) = helpers.withLock { table -> (Helper?, Helper?) in
+            guard let existing = table[id] else { return (nil, nil) }
+            if existing.namespace == namespace { return (existing, nil) }
+            table.removeValue(forKey: id)
+            return (nil, existing)
+        }
+        stale?.close()
+        if let current { return current }
         var pair: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+        guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw ConnectFailure(description: "cannot make a socket pair: \(String(cString: strerror(errno)))")
         }
-        defer { close(pair[0]) }
-        let outcome: ChildCommand.Outcome
+        let helper = Helper(namespace: namespace, socket: pair[0])
+        // Detached (`setsid -f`: reaped by init, not waited for here); this returns once the helper closed its
+        // standard output and error, its first act.
         do {
-            defer { close(pair[1]) }
-            outcome = try await ChildCommand.run(
-                nsenter,
-                SandboxProbe.enteringNetwork(of: member) + [
-                    agentExecutable, "connect", "--port", String(port), "--timeout-ms",
-                    String(SandboxProbe.milliseconds(timeout)),
-                ],
-                standardInput: pair[1])
-        }
-        guard outcome.status == 0 else {
-            let said = String(decoding: outcome.output, as: UTF8.self).trimmed()
-            throw ConnectFailure(
-                description: said.isEmpty ? "the connection could not be made: \(outcome.errorText)" : said)
-        }
-        do {
-            return try DescriptorPassing.receive(over: pair[0])
+            defer { Glibc.close(pair[1]) }
+            _ = try await ChildCommand.run(
+                "/usr/bin/setsid",
+                ["-f", nsenter] + SandboxProbe.enteringNetwork(of: member) + [agentExecutable, "connector"],
+                captureOutput: false, standardInput: pair[1])
         } catch {
-            throw ConnectFailure(description: error.description)
+            helper.close()
+            throw ConnectFailure(description: "cannot start the connector in its sandbox: \(error)")
+        }
+        let winner = helpers.withLock { table -> Helper in
+            if let raced = table[id], raced.namespace == namespace { return raced }
+            table[id] = helper
+            return helper
+        }
+        if winner !== helper { helper.close() }
+        return winner
+    }
+
+    /// One request to `helper`, answered with a descriptor or a reason.
+    private func request(_ helper: Helper, port: Int, timeout: Duration) async throws -> Int32 {
+        let milliseconds = SandboxProbe.milliseconds(timeout)
+        return try await withCheckedThrowingContinuation { continuation in
+            helper.queue.async {
+                do {
+                    try DescriptorPassing.send("\(port) \(milliseconds)", over: helper.socket)
+                } catch {
+                    continuation.resume(throwing: HelperGone())
+                    return
+                }
+                let answer: (text: String, descriptor: Int32?)?
+                do {
+                    answer = try DescriptorPassing.receive(over: helper.socket)
+                } catch {
+                    continuation.resume(throwing: HelperGone())
+                    return
+                }
+                guard let answer else {
+                    continuation.resume(throwing: HelperGone())
+                    return
+                }
+                if let descriptor = answer.descriptor {
+                    continuation.resume(returning: descriptor)
+                } else {
+                    continuation.resume(throwing: ConnectFailure(description: answer.text))
+                }
+            }
         }
     }
+
+    /// The helper ended or never answered.
+    private struct HelperGone: Error {}
 
     /// Why a connection into a sandbox could not be made.
     struct ConnectFailure: Error, CustomStringConvertible {

@@ -129,6 +129,6 @@ final class SandboxTunnels: Sendable {
         guard let member = SandboxProbe.networkMember(among: runner.processes(id)) else {
             throw SandboxConnector.ConnectFailure(description: "no process of its sandbox runs")
         }
-        return try await connector.connect(member: member, port: Int(request.port), timeout: .seconds(5))
+        return try await connector.connect(id, member: member, port: Int(request.port), timeout: .seconds(5))
     }
 }
