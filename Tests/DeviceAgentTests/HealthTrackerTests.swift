@@ -162,7 +162,7 @@ struct HealthProbeClientTests {
 }
 
 /// A one-connection TCP server on 127.0.0.1 (a thread): it keeps what the client sent and answers `answer` (nil:
-/// accepts and says nothing; "": reads and never answers).
+/// accepts and says nothing; "": reads and never answers). `close` stops it taking a connection.
 final class LoopbackListener: @unchecked Sendable {
     let port: Int
     private let socket: Int32
@@ -186,6 +186,10 @@ final class LoopbackListener: @unchecked Sendable {
         guard bound else { throw POSIXError(.EADDRNOTAVAIL) }
         port = Int(UInt16(bigEndian: address.sin_port))
         Thread {
+            // The listening socket is this thread's to close: closed by the test while this thread had not yet
+            // reached accept, its number could be another test's socket by then (a full run saw this thread take a
+            // connection meant for a listener of the suite's other test and reset it).
+            defer { Glibc.close(socket) }
             var client: Int32 = -1
             repeat { client = accept(socket, nil, nil) } while client < 0 && errno == EINTR
             guard client >= 0 else { return }
@@ -216,9 +220,7 @@ final class LoopbackListener: @unchecked Sendable {
             defer { closed = true }
             return !closed
         }
-        if first {
-            shutdown(socket, Int32(SHUT_RDWR))
-            Glibc.close(socket)
-        }
+        // Shut down (its thread's accept, waiting or still to come, fails), not closed: its thread closes it.
+        if first { shutdown(socket, Int32(SHUT_RDWR)) }
     }
 }

@@ -19,7 +19,8 @@ final class SandboxTunnels: Sendable {
     let runner: AllocationRunner
     let connector: SandboxConnector
     let logger: Logger
-    /// Connections open at once on this device, at most `limit`: a consumer cannot make it start helpers without end.
+    /// Connections open at once on this device, at most `limit`: a consumer cannot make it hold sockets and streams
+    /// without end.
     private let open = Mutex(0)
     let limit: Int
 
@@ -33,8 +34,8 @@ final class SandboxTunnels: Sendable {
     /// The most bytes one frame carries.
     static let frameLimit = 64 << 10
 
-    /// Connects to the port `request` names and carries the connection over a `Tunnel` call on `channel` until
-    /// either side closes it; a connection that cannot be made is answered with the reason.
+    /// Connects to the port `request` names and carries the connection over a `Tunnel` call on `line` until either
+    /// side closes it; a connection that cannot be made is answered with the reason.
     func open<Line: Orrery_Orchestrator_V1_AgentChannel.ClientProtocol>(
         _ request: Orrery_Orchestrator_V1_OpenTunnel, over line: Line
     ) async {
@@ -66,6 +67,7 @@ final class SandboxTunnels: Sendable {
                     onResponse: { _ in })
                 return
             }
+            // From here the channel owns the socket.
             let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .withConnectedSocket(socket) { channel in
