@@ -101,6 +101,61 @@ struct ImageJobTests {
     }
 
     @Test(
+        "an image service: running once its health check passes; its check failing, it is restarted in place — its container removed and run again under the same id"
+    )
+    func imageServiceRestarts() async throws {
+        try await RegistryFixture.with("token") { registry in
+            _ = try await registry.push("busybox", as: "public/busybox:v1")
+            try await Self.withImageConstellation("orrery-image-health", trusting: registry) {
+                constellation, agent, consumer in
+                let orchestrator = constellation.orchestrator
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+                let image = registry.ready.address + "/public/busybox:v1"
+                try await OrchestratorTests.waitUntilChosen(
+                    agent.did, for: Self.imageSpec(image), consumer, orchestrator, within: .seconds(60))
+                var spec = Self.imageSpec(
+                    image,
+                    args: [
+                        "/bin/sh", "-c",
+                        "echo run >> /work/runs; echo ok > /work/ok; exec /bin/busybox httpd -f -p 127.0.0.1:8080 -h /work",
+                    ])
+                spec.allocations[0].outputs = []
+                spec.allocations[0].maxDurationSeconds = 600
+                spec.allocations[0].ports = [
+                    .with {
+                        $0.name = "http"
+                        $0.port = 8080
+                    }
+                ]
+                spec.allocations[0].health = .with {
+                    $0.http = .with {
+                        $0.port = 8080
+                        $0.path = "/ok"
+                    }
+                    $0.intervalSeconds = 1
+                    $0.timeoutSeconds = 1
+                    $0.unhealthyThreshold = 2
+                }
+                let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+                _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
+                    $0.run.state == .running && $0.run.health.status == .healthy
+                }
+                let run = try await HealthCheckTests.allocationDirectory(of: "imager", in: constellation.directory)
+                try FileManager.default.removeItem(at: run.appendingPathComponent("work/ok"))
+                let restarted = try await HealthCheckTests.until(
+                    job.id, consumer, orchestrator, "restarted once, healthy again"
+                ) {
+                    $0.run.health.restarts == 1 && $0.run.health.status == .healthy
+                }
+                #expect(restarted.run.state == .running)
+                #expect(
+                    try String(contentsOf: run.appendingPathComponent("work/runs"), encoding: .utf8) == "run\nrun\n")
+                _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+            }
+        }
+    }
+
+    @Test(
         "an image job: the tag is pinned at submit, the image's config and the spec's args apply, the root is read-only, /work is written, outputs return; a second run transfers no layer; a platform the image lacks is explained"
     )
     func imageJob() async throws {

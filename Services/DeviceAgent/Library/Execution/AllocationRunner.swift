@@ -372,6 +372,9 @@ public struct AllocationRunner: Sendable {
         if let wrapper, kill(wrapper, 0) == 0 {
             throw RunnerError(message: "\(id): its processes did not end within 10 s of SIGKILL")
         }
+        // An image's container killed so is still known to its runtime under the same id: removed, so that it can
+        // run again.
+        if let images, FileManager.default.fileExists(atPath: base + "/image") { await images.removeContainer(id) }
         // A wrapper that outlived its sandbox for a moment may have written the status of the killed run.
         try? FileManager.default.removeItem(atPath: base + "/exit_status")
         try? FileManager.default.removeItem(atPath: base + "/wrapper.pid")

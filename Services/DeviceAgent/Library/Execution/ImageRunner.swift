@@ -99,11 +99,16 @@ public struct ImageRunner: Sendable {
     /// The runtime's name for an allocation's container.
     static func containerID(_ id: String) -> String { "orrery-" + id }
 
-    /// Ends an allocation's use of its image and removes what the runtime may have left of its container (after a
-    /// kill, `runc run` cannot clean up after itself).
-    func release(_ id: String, base: String) async {
+    /// Removes what the runtime may have left of an allocation's container (after a kill, `runc run` cannot clean up
+    /// after itself, and a container of the same id could not start again).
+    func removeContainer(_ id: String) async {
         _ = try? await ChildCommand.run(
             runtime.executable, ["--root", runtime.stateDirectory, "delete", "--force", Self.containerID(id)])
+    }
+
+    /// Ends an allocation's use of its image and removes what the runtime may have left of its container.
+    func release(_ id: String, base: String) async {
+        await removeContainer(id)
         guard let text = try? String(contentsOfFile: base + "/image", encoding: .utf8),
             let digest = try? OCIDigest(parsing: text.trimmed())
         else { return }
