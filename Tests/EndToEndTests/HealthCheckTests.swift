@@ -41,25 +41,12 @@ struct HealthCheckTests {
             spec.allocations[0].artifact = .with { $0.text = Self.server }
             spec.allocations[0].resources.ramMib = 128
             spec.allocations[0].outputs = []
-            spec.allocations[0].ports = [
-                .with {
-                    $0.name = "http"
-                    $0.port = 8080
-                    $0.protocol = .http
-                }
-            ]
-            spec.allocations[0].health = .with {
-                $0.http = .with {
-                    $0.port = 8080
-                    $0.path = "/ok"
-                }
-                $0.intervalSeconds = 1
-                $0.timeoutSeconds = 1
-                $0.unhealthyThreshold = 2
-                // Long enough for the test to see it starting before it opens the gate, on a loaded machine.
-                $0.startPeriodSeconds = 60
-                $0.maxRestarts = 1
-            }
+            Self.servesOK(&spec.allocations[0])
+            spec.allocations[0].health.timeoutSeconds = 1
+            spec.allocations[0].health.unhealthyThreshold = 2
+            // Long enough for the test to see it starting before it opens the gate, on a loaded machine.
+            spec.allocations[0].health.startPeriodSeconds = 60
+            spec.allocations[0].health.maxRestarts = 1
             try await OrchestratorTests.waitUntilChosen(first.did, for: spec, consumer, orchestrator)
             let job = try await consumer.submit(spec, to: orchestrator, paid: false)
 
@@ -119,6 +106,24 @@ struct HealthCheckTests {
                     && relocation?.reason.contains("after 1 restart(s) in place") == true
                     && relocation?.reason.contains("now on \(spare.did)") == true,
                 "\(events.map(\.reason))")
+        }
+    }
+
+    /// Declares the HTTP port 8080 and a check of `GET /ok` on it every second: what these tests' servers serve.
+    static func servesOK(_ allocation: inout Orrery_Orchestrator_V1_AllocationSpec) {
+        allocation.ports = [
+            .with {
+                $0.name = "http"
+                $0.port = 8080
+                $0.protocol = .http
+            }
+        ]
+        allocation.health = .with {
+            $0.http = .with {
+                $0.port = 8080
+                $0.path = "/ok"
+            }
+            $0.intervalSeconds = 1
         }
     }
 

@@ -121,21 +121,9 @@ struct ImageJobTests {
                     ])
                 spec.allocations[0].outputs = []
                 spec.allocations[0].maxDurationSeconds = 600
-                spec.allocations[0].ports = [
-                    .with {
-                        $0.name = "http"
-                        $0.port = 8080
-                    }
-                ]
-                spec.allocations[0].health = .with {
-                    $0.http = .with {
-                        $0.port = 8080
-                        $0.path = "/ok"
-                    }
-                    $0.intervalSeconds = 1
-                    $0.timeoutSeconds = 1
-                    $0.unhealthyThreshold = 2
-                }
+                HealthCheckTests.servesOK(&spec.allocations[0])
+                spec.allocations[0].health.timeoutSeconds = 1
+                spec.allocations[0].health.unhealthyThreshold = 2
                 let job = try await consumer.submit(spec, to: orchestrator, paid: false)
                 _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
                     $0.run.state == .running && $0.run.health.status == .healthy

@@ -55,20 +55,7 @@ struct PortForwardTests {
             spec.allocations[0].resources.ramMib = 256
             spec.allocations[0].resources.diskMib = 64
             spec.allocations[0].outputs = []
-            spec.allocations[0].ports = [
-                .with {
-                    $0.name = "http"
-                    $0.port = 8080
-                    $0.protocol = .http
-                }
-            ]
-            spec.allocations[0].health = .with {
-                $0.http = .with {
-                    $0.port = 8080
-                    $0.path = "/ok"
-                }
-                $0.intervalSeconds = 1
-            }
+            HealthCheckTests.servesOK(&spec.allocations[0])
             let job = try await consumer.submit(spec, to: orchestrator, paid: false)
             _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
                 $0.run.state == .running && $0.run.health.status == .healthy
@@ -91,10 +78,7 @@ struct PortForwardTests {
                 ],
                 outputDirectory: directory)
             defer { forwarder.signal(SIGKILL) }
-            let port = try await forwarder.firstLine { line -> Int? in
-                guard line.hasPrefix("Forwarding 127.0.0.1:") else { return nil }
-                return Int(line.dropFirst("Forwarding 127.0.0.1:".count).prefix { $0.isNumber })
-            }
+            let port = try await Self.forwardedPort(of: forwarder)
             let script = directory.appendingPathComponent("fetch.py")
             try Self.client.write(to: script, atomically: true, encoding: .utf8)
             for count in [1, 8] {
@@ -170,10 +154,7 @@ struct PortForwardTests {
                 ],
                 outputDirectory: directory)
             defer { operatorForwarder.signal(SIGKILL) }
-            let operatorPort = try await operatorForwarder.firstLine { line -> Int? in
-                guard line.hasPrefix("Forwarding 127.0.0.1:") else { return nil }
-                return Int(line.dropFirst("Forwarding 127.0.0.1:".count).prefix { $0.isNumber })
-            }
+            let operatorPort = try await Self.forwardedPort(of: operatorForwarder)
             let (operatorStatus, _) = try await ChildProcess.run(
                 TestEnvironment.python, arguments: [script.path, String(operatorPort), "1"])
             #expect(operatorStatus != 0)
@@ -185,6 +166,14 @@ struct PortForwardTests {
             _ = try await operatorForwarder.firstLine(timeout: .seconds(60)) { line -> Bool? in
                 line.contains("a forwarded connection failed: notFound: no deployment \(job.id) of yours") ? true : nil
             }
+        }
+    }
+
+    /// The local port `orrery port-forward` says it listens on ("Forwarding 127.0.0.1:PORT -> …").
+    static func forwardedPort(of forwarder: ChildProcess) async throws -> Int {
+        try await forwarder.firstLine { line -> Int? in
+            guard line.hasPrefix("Forwarding 127.0.0.1:") else { return nil }
+            return Int(line.dropFirst("Forwarding 127.0.0.1:".count).prefix { $0.isNumber })
         }
     }
 

@@ -100,18 +100,18 @@ struct SandboxProbe: Sendable {
     }
 
     /// The namespace `kind` of `pid` ("net:[4026531992]"), nil when it cannot be read.
-    static func namespace(_ kind: String, of pid: Int32) -> String? {
-        var buffer = [CChar](repeating: 0, count: 128)
-        let count = readlink("/proc/\(pid)/ns/\(kind)", &buffer, buffer.count - 1)
-        guard count > 0 else { return nil }
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    static func namespace(_ kind: String, of pid: Int32) -> String? { linkTarget("/proc/\(pid)/ns/\(kind)") }
 
     /// The path of the running executable.
     static func ownExecutable() -> String {
+        linkTarget("/proc/self/exe") ?? CommandLine.arguments.first ?? "device-agent"
+    }
+
+    /// What the symbolic link at `path` points to, nil when it cannot be read.
+    private static func linkTarget(_ path: String) -> String? {
         var buffer = [CChar](repeating: 0, count: 4096)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard count > 0 else { return CommandLine.arguments.first ?? "device-agent" }
+        let count = readlink(path, &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
         return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
