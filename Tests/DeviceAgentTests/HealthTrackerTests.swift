@@ -99,6 +99,15 @@ struct HealthTrackerTests {
         #expect(none.health.restarts == 0)
     }
 
+    @Test("a restart that could not be made gives up on this device, as after the last allowed restart")
+    func restartFailed() {
+        var tracker = HealthTracker(policy: Self.policy(unhealthy: 1, maxRestarts: 3), startedAt: Self.start)
+        #expect(tracker.failed(at: Self.start + 1, reason: "x") == .restart)
+        #expect(!tracker.health.gaveUp)
+        tracker.couldNotRestart()
+        #expect(tracker.health.gaveUp && tracker.health.status == .unhealthy && tracker.health.restarts == 1)
+    }
+
     @Test("an agent restarted mid-way goes on counting the replica's restarts from its journal")
     func restoredCountsOn() {
         var earlier = Orrery_Orchestrator_V1_ReplicaHealth()

@@ -434,7 +434,15 @@ actor ExecutionManager {
             do {
                 try await runner.restart(id)
             } catch {
+                // Not restarted: it cannot be healthy here, so it goes as one whose restarts are used up would.
                 logger.error("cannot restart an allocation", metadata: ["offer": "\(id)", "error": "\(error)"])
+                guard var failed = health[id] else { return }
+                failed.couldNotRestart()
+                health[id] = failed
+                saveHealth(failed.health, for: id)
+                runner.stop(
+                    id, reason: "unhealthy: \(result.detail), and it could not be restarted in place: \(error)")
+                return
             }
             guard following.contains(id), var restarted = health[id] else { return }
             restarted.started(at: Date())

@@ -69,6 +69,12 @@ struct HealthTracker: Sendable, Equatable {
         health.changedAt = Google_Protobuf_Timestamp(date: time)
     }
 
+    /// The restart it asked for could not be made: it gives up on this device as after its last restart.
+    mutating func couldNotRestart() {
+        health.status = .unhealthy
+        health.gaveUp = true
+    }
+
     /// A check passed at `time`.
     mutating func passed(at time: Date) -> Action {
         passes += 1
