@@ -336,7 +336,7 @@ let package = Package(
             name: "OrchestratorServiceTests",
             dependencies: [
                 "OrchestratorService", "OrreryPlacement", "OrreryProto", "OrreryTestSupport", "OrreryWorkloadSpec",
-                swiftProtobuf,
+                "OrreryIdentity", "OrreryAuth", swiftProtobuf, .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/OrchestratorServiceTests",
             swiftSettings: upcomingFeatures
@@ -366,7 +366,7 @@ let package = Package(
                 "OrreryData", "OrreryHTTPClient",
                 crypto, grpcPosix,
                 hummingbird, metrics,
-            ])
+            ] + nioHTTP)
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service(
             "SettlementService", executable: "settlement-gateway", folder: "Settlement",

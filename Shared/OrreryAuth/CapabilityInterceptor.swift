@@ -41,7 +41,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
     }
 
     /// The credentials of a `Bearer` authorization header (the scheme is case-insensitive, RFC 9110 §11.1), or nil.
-    static func bearerCredentials(_ header: String) -> String? {
+    public static func bearerCredentials(_ header: String) -> String? {
         let bytes = header.utf8
         guard bytes.count > 7, String(decoding: bytes.prefix(6), as: UTF8.self).lowercased() == "bearer",
             bytes.dropFirst(6).first == UInt8(ascii: " ")

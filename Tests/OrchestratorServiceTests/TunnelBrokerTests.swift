@@ -21,11 +21,10 @@ struct TunnelBrokerTests {
     @Test("a device's refusal reaches the waiting port-forward with its reason; an answer nobody waits for is dropped")
     func deviceAnswers() async throws {
         let broker = TunnelBroker()
-        let sink = RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>(wrapping: DiscardingWriter())
         let device = RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>(wrapping: DiscardingWriter())
         #expect(broker.deviceOpened(tunnel: "tun_x", device: "did:key:d", error: "", toDevice: device) == nil)
         let waiting = Task {
-            try await broker.awaitDevice(tunnel: "tun_1", device: "did:key:d", toConsumer: sink, within: .seconds(30))
+            try await broker.awaitDevice(tunnel: "tun_1", device: "did:key:d", deliver: { _ in }, within: .seconds(30))
         }
         let deadline = ContinuousClock.now + .seconds(30)
         while !broker.waits(for: "tun_1"), ContinuousClock.now < deadline {
@@ -46,10 +45,9 @@ struct TunnelBrokerTests {
     @Test("a device that never answers leaves the port-forward UNAVAILABLE after the limit")
     func deviceSilent() async throws {
         let broker = TunnelBroker()
-        let sink = RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>(wrapping: DiscardingWriter())
         let failure = await #expect(throws: RPCError.self) {
             try await broker.awaitDevice(
-                tunnel: "tun_2", device: "did:key:d", toConsumer: sink, within: .milliseconds(100))
+                tunnel: "tun_2", device: "did:key:d", deliver: { _ in }, within: .milliseconds(100))
         }
         #expect(failure?.code == .unavailable)
     }

@@ -124,11 +124,25 @@ struct WorkloadSpecValidationTests {
             { s in
                 s.allocations[0].ports = [
                     .with {
-                        $0.name = "web"; $0.port = 80; $0.expose = .public
+                        $0.name = "web"; $0.port = 80; $0.expose = .public; $0.protocol = .tcp
                     }
                 ]
             },
-            "allocations[0].ports[0].expose: EXPOSE_PUBLIC needs an ingress"),
+            "allocations[0].ports[0].expose: the ingress carries HTTP only"),
+        Case(
+            { s in
+                let exposed = Orrery_Orchestrator_V1_Port.with {
+                    $0.name = "web"; $0.port = 80; $0.expose = .private
+                }
+                var first = s.allocations[0]
+                first.name = "frontend-for-the-shop-a"
+                first.ports = [exposed]
+                var twin = first
+                twin.name = "frontend-for-the-shop-b"
+                s.allocations += [first, twin]
+            },
+            "allocations[3].ports: port web of frontend-for-the-shop-b would have the same host name as port web of frontend-for-the-shop-a's"
+        ),
         Case(
             { s in
                 s.allocations[0].ports = [

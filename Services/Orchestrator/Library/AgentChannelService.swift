@@ -54,7 +54,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         await session.waitUntilConsumerReady()
         while let frame = try await incoming.next() {
             guard case .data(let data) = frame.kind else { continue }
-            try await session.toConsumer.write(.with { $0.data = data })
+            try await session.deliver(data)
         }
     }
 

@@ -23,6 +23,8 @@ public struct OrchestratorAPI: Sendable {
     let images: ImageResolver
     let secrets: DeploymentSecrets
     let contents: ContentStore
+    /// The ingress this orchestrator runs, if any: without one no port may be exposed outside its ensemble.
+    let ingress: IngressAddress?
     /// Releases held for the operator.
     var incidents: SettlementIncidents {
         SettlementIncidents(client: store.client, logger: store.logger)
@@ -37,6 +39,14 @@ public struct OrchestratorAPI: Sendable {
         }
         guard request.hasSpec else { throw RPCError(code: .invalidArgument, message: "spec: required") }
         var placementRequest = try validated(request.spec)
+        if ingress == nil, let exposed = Self.firstExposedPort(request.spec) {
+            throw RPCError(
+                code: .failedPrecondition,
+                message:
+                    "\(exposed): EXPOSE_PUBLIC and EXPOSE_PRIVATE need an ingress, and this orchestrator runs none "
+                    + "(its operator sets --ingress-host and --ingress-domain): use EXPOSE_ENSEMBLE and `orrery port-forward`"
+            )
+        }
         try ConsumerAuthority.validate(
             request.consumerAuthority, consumer: consumer, orchestrator: driver.orchestratorDID,
             now: Int64(Date().timeIntervalSince1970))
@@ -79,7 +89,10 @@ public struct OrchestratorAPI: Sendable {
                 "could not advance a new deployment at once",
                 metadata: ["deployment": "\(created.id)", "error": "\(error)"])
         }
-        return try await store.deployment(created.id) ?? created
+        var submitted = try await store.deployment(created.id) ?? created
+        submitted.routes = IngressRoute.status(
+            of: submitted, ingress: ingress?.settings, boundPort: ingress?.boundPort)
+        return submitted
     }
 
     /// Replaces what the deployment's devices are handed for its consumer (pull tokens, presigned URLs): the
@@ -139,6 +152,16 @@ public struct OrchestratorAPI: Sendable {
         return earlier
     }
 
+    /// The first port of `spec` exposed outside its ensemble, as "allocations[i].ports[j]".
+    static func firstExposedPort(_ spec: Orrery_Orchestrator_V1_WorkloadSpec) -> String? {
+        for (index, allocation) in spec.allocations.enumerated() {
+            if let port = allocation.ports.firstIndex(where: { $0.expose == .public || $0.expose == .private }) {
+                return "allocations[\(index)].ports[\(port)].expose"
+            }
+        }
+        return nil
+    }
+
     private func validated(_ spec: Orrery_Orchestrator_V1_WorkloadSpec) throws -> PlacementRequest {
         do {
             return try WorkloadSpecValidator.validate(spec)
@@ -165,6 +188,22 @@ public struct OrchestratorAPI: Sendable {
         else {
             throw RPCError(code: .notFound, message: "no deployment \(id) of yours")
         }
+        try await addRuns(to: &deployment)
+        return deployment
+    }
+
+    /// A deployment with its replicas' runs, whoever's it is: for the ingress, which serves callers other than its
+    /// consumer (nil when there is none).
+    func current(_ id: String) async throws -> Orrery_Orchestrator_V1_Deployment? {
+        guard var deployment = try await store.deployment(id) else { return nil }
+        try await addRuns(to: &deployment)
+        return deployment
+    }
+
+    private func addRuns(to deployment: inout Orrery_Orchestrator_V1_Deployment) async throws {
+        let id = deployment.id
+        deployment.routes = IngressRoute.status(
+            of: deployment, ingress: ingress?.settings, boundPort: ingress?.boundPort)
         let runs = try await offers.runs(of: id)
         for index in deployment.assignments.indices {
             let assignment = deployment.assignments[index]
@@ -172,7 +211,6 @@ public struct OrchestratorAPI: Sendable {
                 allocation: assignment.allocation, replica: assignment.replica, device: assignment.deviceDid)
             if let run = runs[key] { deployment.assignments[index].run = run }
         }
-        return deployment
     }
 
     public func list(_ request: Orrery_Orchestrator_V1_ListDeploymentsRequest, caller: String) async throws

@@ -2,6 +2,7 @@ internal import Foundation
 internal import Logging
 internal import OrreryDatabase
 internal import OrreryHTTPClient
+internal import OrreryAuth
 internal import OrreryIdentity
 internal import OrreryPlacement
 internal import OrreryProto
@@ -29,6 +30,8 @@ struct OrchestratorComponents: Sendable {
     let contents: ContentStore
     /// Moves running stateful replicas to markedly cheaper devices.
     let betterPlacements: BetterPlacements
+    /// HTTP to services' exposed ports, when the settings ask for an ingress.
+    let ingress: IngressServer?
 
     /// The parts for this environment.
     static func make(
@@ -72,12 +75,13 @@ struct OrchestratorComponents: Sendable {
             contents: contents)
         let mover = ActorMover(
             store: store, offers: offers, checkpoints: checkpointReader, router: router, driver: driver)
+        let ingressAddress = settings.ingress.map(IngressAddress.init)
         let api = OrchestratorAPI(
             store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
             operatorDID: environment.operatorDID.string, mover: mover,
             images: ImageResolver(
                 trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
-            secrets: secrets, contents: contents)
+            secrets: secrets, contents: contents, ingress: ingressAddress)
         let tunnels = TunnelBroker()
         return OrchestratorComponents(
             fleet: fleet,
@@ -91,6 +95,29 @@ struct OrchestratorComponents: Sendable {
             notary: notary, settlement: settlement, router: router, checkpoints: checkpoints, contents: contents,
             betterPlacements: BetterPlacements(
                 store: store, driver: driver, mover: mover, logger: logger,
-                marginPercent: settings.relocationMarginPercent))
+                marginPercent: settings.relocationMarginPercent),
+            ingress: ingressAddress.map { address in
+                ingressServer(
+                    address, environment: environment, api: api, tunnels: tunnels, hub: hub, offers: offers)
+            })
+    }
+
+    private static func ingressServer(
+        _ address: IngressAddress, environment: ServiceEnvironment, api: OrchestratorAPI, tunnels: TunnelBroker,
+        hub: AgentHub, offers: OfferStore
+    ) -> IngressServer {
+        let settings = address.settings
+        let proxy = IngressProxy(
+            settings: settings,
+            directory: IngressDirectory(domain: settings.domain) { id in try await api.current(id) },
+            authority: IngressAuthority(
+                key: environment.key, validator: ChainValidator(clockSkew: environment.settings.clockSkew),
+                revocations: environment.revocations),
+            limits: IngressLimits(
+                connectionsPerDeployment: settings.connectionsPerDeployment,
+                requestsPerSecond: settings.requestsPerSecond),
+            throttle: FailedAuthenticationThrottle(limits: environment.settings.authenticationFailures),
+            broker: tunnels, hub: hub, offers: offers, logger: environment.logger)
+        return IngressServer(proxy: proxy, address: address, logger: environment.logger)
     }
 }

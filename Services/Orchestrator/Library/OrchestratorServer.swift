@@ -50,6 +50,16 @@ public enum OrchestratorServer {
                 }.run()
             },
         ]
+        if let ingress = components.ingress {
+            workers.append(
+                BackgroundWorker("ingress") {
+                    do {
+                        try await ingress.run()
+                    } catch {
+                        environment.logger.critical("the ingress cannot listen", metadata: ["error": "\(error)"])
+                    }
+                })
+        }
         // A margin of 0 turns moving for a better price or RTT off: no worker then.
         if settings.relocationMarginPercent > 0 {
             workers.append(BackgroundWorker("better placements") { await components.betterPlacements.run() })

@@ -26,6 +26,8 @@ public struct OrchestratorSettings: ServiceSettings {
     public var outputStoreBytesPerConsumer: Int64
     /// How long the content store keeps an output.
     public var outputRetention: Duration
+    /// The ingress's own listener and domain; nil runs none (EXPOSE_PUBLIC and EXPOSE_PRIVATE ports are refused).
+    public var ingress: IngressSettings?
 
     public struct Options: ParsableArguments {
         @Option(
@@ -82,6 +84,63 @@ public struct OrchestratorSettings: ServiceSettings {
         )
         public var outputsRetentionHours: Int?
 
+        @Option(
+            help:
+                "Address the ingress listens on for HTTP to services' public and private ports; unset runs no ingress (env ORRERY_INGRESS_HOST, file ingress.host)."
+        )
+        public var ingressHost: String?
+
+        @Option(
+            help:
+                "The ingress's port, never the API's (env ORRERY_INGRESS_PORT, file ingress.port; default 8480)."
+        )
+        public var ingressPort: Int?
+
+        @Option(
+            help:
+                "The domain under which each exposed port gets its own host name, <label>.<domain>; point a wildcard DNS record *.<domain> at the ingress (env ORRERY_INGRESS_DOMAIN, file ingress.domain; required with ingress.host)."
+        )
+        public var ingressDomain: String?
+
+        @Option(
+            help:
+                "PEM certificate chain the ingress serves HTTPS with, a wildcard certificate for *.<domain> (env ORRERY_INGRESS_TLS_CERT, file ingress.tls_cert; unset: plain HTTP)."
+        )
+        public var ingressTlsCert: String?
+
+        @Option(help: "PEM private key of --ingress-tls-cert (env ORRERY_INGRESS_TLS_KEY, file ingress.tls_key).")
+        public var ingressTlsKey: String?
+
+        @Option(
+            help:
+                "The port clients reach the ingress on, when a load balancer in front of it listens on another one; it goes into the URLs `orrery status` shows (env ORRERY_INGRESS_PUBLIC_PORT, file ingress.public_port; default: --ingress-port)."
+        )
+        public var ingressPublicPort: Int?
+
+        @Option(
+            help:
+                "MiB a request body may have through the ingress (env ORRERY_INGRESS_MAX_BODY_MIB, file ingress.max_body_mib; default 64)."
+        )
+        public var ingressMaxBodyMib: Int?
+
+        @Option(
+            help:
+                "Seconds an ingress connection may carry no byte either way before it is closed (env ORRERY_INGRESS_IDLE_SECONDS, file ingress.idle_seconds; default 120)."
+        )
+        public var ingressIdleSeconds: Int?
+
+        @Option(
+            help:
+                "Connections one deployment may have open through this orchestrator's ingress (env ORRERY_INGRESS_CONNECTIONS_PER_DEPLOYMENT, file ingress.connections_per_deployment; default 512)."
+        )
+        public var ingressConnectionsPerDeployment: Int?
+
+        @Option(
+            help:
+                "Requests per second one deployment may get through this orchestrator's ingress, in bursts of twice that (env ORRERY_INGRESS_REQUESTS_PER_SECOND, file ingress.requests_per_second; default 500)."
+        )
+        public var ingressRequestsPerSecond: Int?
+
         public init() {}
     }
 
@@ -90,7 +149,10 @@ public struct OrchestratorSettings: ServiceSettings {
             "registry.address": "", "offer.timeout_ms": 10000, "notary.address": "", "settlement.address": "",
             "relocation.margin_percent": 30, "images.registry_ca": "",
             "images.registry_addresses": "public", "outputs.store_mib_per_consumer": 10240,
-            "outputs.retention_hours": 168,
+            "outputs.retention_hours": 168, "ingress.host": "", "ingress.port": 8480, "ingress.domain": "",
+            "ingress.tls_cert": "", "ingress.tls_key": "", "ingress.public_port": 0, "ingress.max_body_mib": 64,
+            "ingress.idle_seconds": 120, "ingress.connections_per_deployment": 512,
+            "ingress.requests_per_second": 500,
         ]
     }
 
@@ -105,6 +167,16 @@ public struct OrchestratorSettings: ServiceSettings {
         flags.flag("images.registry_addresses", options.imagesRegistryAddresses)
         flags.flag("outputs.store_mib_per_consumer", options.outputsStoreMibPerConsumer)
         flags.flag("outputs.retention_hours", options.outputsRetentionHours)
+        flags.flag("ingress.host", options.ingressHost)
+        flags.flag("ingress.port", options.ingressPort)
+        flags.flag("ingress.domain", options.ingressDomain)
+        flags.flag("ingress.tls_cert", options.ingressTlsCert)
+        flags.flag("ingress.tls_key", options.ingressTlsKey)
+        flags.flag("ingress.public_port", options.ingressPublicPort)
+        flags.flag("ingress.max_body_mib", options.ingressMaxBodyMib)
+        flags.flag("ingress.idle_seconds", options.ingressIdleSeconds)
+        flags.flag("ingress.connections_per_deployment", options.ingressConnectionsPerDeployment)
+        flags.flag("ingress.requests_per_second", options.ingressRequestsPerSecond)
         return flags
     }
 
@@ -119,14 +191,16 @@ public struct OrchestratorSettings: ServiceSettings {
         outputStoreBytesPerConsumer =
             Int64(try reader.integer("outputs.store_mib_per_consumer", in: 0...(1 << 30))) << 20
         outputRetention = .seconds(3600 * (try reader.integer("outputs.retention_hours", in: 1...(24 * 365))))
+        ingress = try IngressSettings(reading: reader)
     }
 
     public init(
         registryAddress: String? = nil, offerTimeout: Duration = .seconds(10), notaryAddress: String? = nil,
         settlementAddress: String? = nil, relocationMarginPercent: Int = 30, registryCA: String? = nil,
         registryAddresses: AddressPolicy = .publicOnly, outputStoreBytesPerConsumer: Int64 = 10 << 30,
-        outputRetention: Duration = .seconds(7 * 24 * 3600)
+        outputRetention: Duration = .seconds(7 * 24 * 3600), ingress: IngressSettings? = nil
     ) {
+        self.ingress = ingress
         self.outputStoreBytesPerConsumer = outputStoreBytesPerConsumer
         self.outputRetention = outputRetention
         self.registryAddresses = registryAddresses

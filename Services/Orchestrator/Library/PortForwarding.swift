@@ -5,38 +5,42 @@ internal import OrreryProto
 internal import SwiftProtobuf
 internal import Synchronization
 
-/// Where a consumer's `PortForward` call meets the `Tunnel` call its replica's device opens when asked on its line
-/// (`OpenTunnel`). Each side pumps what it receives into the other's writer: the consumer's bytes to the device,
-/// the device's to the consumer.
+/// Where a caller that wants a connection into a sandbox (a consumer's `PortForward` call, an ingress connection)
+/// meets the `Tunnel` call the replica's device opens when asked on its line (`OpenTunnel`): the device's bytes go to
+/// the caller's `deliver`, the caller's to the device's writer.
 final class TunnelBroker: Sendable {
     /// A tunnel's two ends once the device answered.
     final class Session: Sendable {
-        let toConsumer: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>
+        /// Hands the device's bytes to the caller; it may wait (a slow reader holds the device's stream back, and
+        /// only that stream).
+        let deliver: @Sendable (Data) async throws -> Void
         let toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
         private let ready: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
         private let deviceDone: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
 
         init(
-            toConsumer: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
+            deliver: @escaping @Sendable (Data) async throws -> Void,
             toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
         ) {
-            self.toConsumer = toConsumer
+            self.deliver = deliver
             self.toDevice = toDevice
             ready = AsyncStream.makeStream()
             deviceDone = AsyncStream.makeStream()
         }
 
-        /// The consumer heard that the tunnel is open: the device's bytes may follow.
+        /// The caller is ready for the device's bytes.
         func consumerReady() { ready.continuation.finish() }
         func waitUntilConsumerReady() async { for await _ in ready.stream {} }
         /// The device's side ended (the sandbox closed the connection, or the device went away).
         func deviceEnded() { deviceDone.continuation.finish() }
         func waitUntilDeviceEnded() async { for await _ in deviceDone.stream {} }
+        /// Tells the device to close its side (best effort: it may be gone).
+        func close() { Task { try? await toDevice.write(.with { $0.close = true }) } }
     }
 
     private struct Waiting {
         var device: String
-        var toConsumer: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>
+        var deliver: @Sendable (Data) async throws -> Void
         var continuation: CheckedContinuation<Session, any Error>
     }
 
@@ -64,7 +68,7 @@ final class TunnelBroker: Sendable {
     /// Waits (at most `limit`) for `device` to open tunnel `id`; its session, or the device's reason it could not
     /// connect.
     func awaitDevice(
-        tunnel id: String, device: String, toConsumer: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
+        tunnel id: String, device: String, deliver: @escaping @Sendable (Data) async throws -> Void,
         within limit: Duration
     ) async throws -> Session {
         let expiry = Task {
@@ -79,7 +83,7 @@ final class TunnelBroker: Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 waiting.withLock {
-                    $0[id] = Waiting(device: device, toConsumer: toConsumer, continuation: continuation)
+                    $0[id] = Waiting(device: device, deliver: deliver, continuation: continuation)
                 }
             }
         } onCancel: {
@@ -103,9 +107,32 @@ final class TunnelBroker: Sendable {
                 throwing: RPCError(code: .unavailable, message: "the device could not connect: \(error)"))
             return nil
         }
-        let session = Session(toConsumer: entry.toConsumer, toDevice: toDevice)
+        let session = Session(deliver: entry.deliver, toDevice: toDevice)
         entry.continuation.resume(returning: session)
         return session
+    }
+
+    /// Asks `device` on its line (held by this replica) to connect to `port` of its allocation `offer`, and waits (at
+    /// most `limit`) until it did: the session, its bytes going to `deliver` once `consumerReady()` is called.
+    func open(
+        port: UInt32, offer: String, device: String, hub: AgentHub,
+        deliver: @escaping @Sendable (Data) async throws -> Void, within limit: Duration = .seconds(15)
+    ) async throws -> Session {
+        guard hub.holds(device) else {
+            throw RPCError(
+                code: .unavailable,
+                message: "the device's line is held by another orchestrator replica: connect through that one")
+        }
+        let tunnel = "tun_" + UUID().uuidString.lowercased()
+        hub.send(
+            .with {
+                $0.openTunnel = .with {
+                    $0.tunnelID = tunnel
+                    $0.offerID = offer
+                    $0.port = port
+                }
+            }, to: device)
+        return try await awaitDevice(tunnel: tunnel, device: device, deliver: deliver, within: limit)
     }
 
     /// Whether a port-forward waits for tunnel `id`.
@@ -191,7 +218,7 @@ struct PortForwarding: Sendable {
             connected.yield(session)
             connected.finish()
             // However it ends, the device closes its side.
-            defer { Task { try? await session.toDevice.write(.with { $0.close = true }) } }
+            defer { session.close() }
             group.addTask {
                 await session.waitUntilDeviceEnded()
                 return true
@@ -219,24 +246,9 @@ struct PortForwarding: Sendable {
                     "\(open.deploymentID) has \(Self.perDeploymentLimit) port-forwarded connections open here already")
         }
         do {
-            guard hub.holds(device) else {
-                throw RPCError(
-                    code: .unavailable,
-                    message:
-                        "the line of \(open.allocation)[\(replica)]'s device is held by another orchestrator replica: connect through that one"
-                )
-            }
-            let tunnel = "tun_" + UUID().uuidString.lowercased()
-            hub.send(
-                .with {
-                    $0.openTunnel = .with {
-                        $0.tunnelID = tunnel
-                        $0.offerID = offer
-                        $0.port = open.port
-                    }
-                }, to: device)
-            let session = try await broker.awaitDevice(
-                tunnel: tunnel, device: device, toConsumer: response, within: Self.openingLimit)
+            let session = try await broker.open(
+                port: open.port, offer: offer, device: device, hub: hub,
+                deliver: { data in try await response.write(.with { $0.data = data }) }, within: Self.openingLimit)
             logger.info(
                 "port-forward open",
                 metadata: [
@@ -254,7 +266,7 @@ struct PortForwarding: Sendable {
             } catch {
                 // The consumer is gone already: the device closes its side.
                 session.consumerReady()
-                Task { try? await session.toDevice.write(.with { $0.close = true }) }
+                session.close()
                 throw error
             }
             session.consumerReady()

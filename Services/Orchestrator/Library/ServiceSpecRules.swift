@@ -5,6 +5,27 @@ extension WorkloadSpecValidator {
     /// Ports of one allocation.
     public static let maximumPorts = 16
 
+    /// Exposed ports whose ingress labels would be the same (allocations alike in their first 20 characters, with
+    /// ports of one name): each must have its own host name.
+    static func checkRouteLabels(
+        _ allocations: [Orrery_Orchestrator_V1_AllocationSpec], _ problem: (String, String) -> Void
+    ) {
+        var seen: [String: String] = [:]
+        for (index, allocation) in allocations.enumerated() {
+            for port in allocation.ports where port.expose == .public || port.expose == .private {
+                let label = IngressRoute.label(deployment: "dep_", allocation: allocation.name, portName: port.name)
+                if let other = seen[label] {
+                    problem(
+                        "allocations[\(index)].ports",
+                        "port \(port.name) of \(allocation.name) would have the same host name as \(other)'s: "
+                            + "host names take an allocation's first 20 characters, so rename one")
+                } else {
+                    seen[label] = "port \(port.name) of \(allocation.name)"
+                }
+            }
+        }
+    }
+
     /// Its ports (names, numbers, protocol, who may reach them) and its health check.
     static func checkService(
         _ allocation: Orrery_Orchestrator_V1_AllocationSpec, path: String, _ problem: (String, String) -> Void
@@ -37,11 +58,12 @@ extension WorkloadSpecValidator {
             case .unspecified, .ensemble:
                 break
             case .public, .private:
-                // Said rather than accepted and ignored: nothing outside the ensemble reaches a port yet.
-                problem(
-                    "\(field).expose",
-                    "\(port.expose == .public ? "EXPOSE_PUBLIC" : "EXPOSE_PRIVATE") needs an ingress, which this "
-                        + "orchestrator does not run yet: use EXPOSE_ENSEMBLE")
+                if port.protocol == .tcp {
+                    problem(
+                        "\(field).expose",
+                        "the ingress carries HTTP only: a PROTOCOL_TCP port is reached with `orrery port-forward` "
+                            + "(keep it EXPOSE_ENSEMBLE)")
+                }
             case .UNRECOGNIZED(let value):
                 problem("\(field).expose", "EXPOSE_ENSEMBLE, EXPOSE_PUBLIC or EXPOSE_PRIVATE, got \(value)")
             }

@@ -35,6 +35,7 @@ public enum WorkloadSpecValidator {
             problem("allocations", "at most \(maximumAllocations), got \(spec.allocations.count)")
         }
         checkConstraints(spec.constraints, path: "constraints", problem)
+        checkRouteLabels(Array(spec.allocations.prefix(maximumAllocations)), problem)
 
         var indexByName: [String: Int] = [:]
         for (index, allocation) in spec.allocations.enumerated() {

@@ -1719,6 +1719,9 @@ public nonisolated struct Orrery_Orchestrator_V1_Deployment: Sendable {
   /// The placement's total price in NTX base units.
   public var totalCost: UInt64 = 0
 
+  /// Its ports reachable from outside through the ingress (EXPOSE_PUBLIC or EXPOSE_PRIVATE), in spec order.
+  public var routes: [Orrery_Orchestrator_V1_IngressRoute] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1726,6 +1729,35 @@ public nonisolated struct Orrery_Orchestrator_V1_Deployment: Sendable {
   fileprivate var _spec: Orrery_Orchestrator_V1_WorkloadSpec? = nil
   fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// A port reachable through the orchestrators' ingress, by its own host name.
+public nonisolated struct Orrery_Orchestrator_V1_IngressRoute: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var allocation: String = String()
+
+  /// The port's name and number in the allocation.
+  public var portName: String = String()
+
+  public var port: UInt32 = 0
+
+  public var expose: Orrery_Orchestrator_V1_Port.Expose = .unspecified
+
+  /// Its DNS label, fixed for the deployment's life: `<allocation>-<port name>-<deployment id without dep_>`, lower
+  /// case, at most 63 characters.
+  public var label: String = String()
+
+  /// `<label>.<ingress domain>`, and the URL clients call it by; empty when this orchestrator runs no ingress.
+  public var host: String = String()
+
+  public var url: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// One replica of one allocation on one device.
@@ -5207,7 +5239,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
 
 nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Deployment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}consumer_did\0\u{1}spec\0\u{1}state\0\u{1}reason\0\u{1}assignments\0\u{3}created_at\0\u{3}updated_at\0\u{1}revision\0\u{3}total_cost\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}consumer_did\0\u{1}spec\0\u{1}state\0\u{1}reason\0\u{1}assignments\0\u{3}created_at\0\u{3}updated_at\0\u{1}revision\0\u{3}total_cost\0\u{1}routes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5225,6 +5257,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
       case 8: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.revision) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.totalCost) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.routes) }()
       default: break
       }
     }
@@ -5265,6 +5298,9 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
     if self.totalCost != 0 {
       try visitor.visitSingularUInt64Field(value: self.totalCost, fieldNumber: 10)
     }
+    if !self.routes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.routes, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5279,6 +5315,67 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
     if lhs._updatedAt != rhs._updatedAt {return false}
     if lhs.revision != rhs.revision {return false}
     if lhs.totalCost != rhs.totalCost {return false}
+    if lhs.routes != rhs.routes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_IngressRoute: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".IngressRoute"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{3}port_name\0\u{1}port\0\u{1}expose\0\u{1}label\0\u{1}host\0\u{1}url\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.portName) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.expose) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.label) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.host) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.url) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 1)
+    }
+    if !self.portName.isEmpty {
+      try visitor.visitSingularStringField(value: self.portName, fieldNumber: 2)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
+    }
+    if self.expose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.expose, fieldNumber: 4)
+    }
+    if !self.label.isEmpty {
+      try visitor.visitSingularStringField(value: self.label, fieldNumber: 5)
+    }
+    if !self.host.isEmpty {
+      try visitor.visitSingularStringField(value: self.host, fieldNumber: 6)
+    }
+    if !self.url.isEmpty {
+      try visitor.visitSingularStringField(value: self.url, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_IngressRoute, rhs: Orrery_Orchestrator_V1_IngressRoute) -> Bool {
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.portName != rhs.portName {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.expose != rhs.expose {return false}
+    if lhs.label != rhs.label {return false}
+    if lhs.host != rhs.host {return false}
+    if lhs.url != rhs.url {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,350 @@
+import Foundation
+import GRPCCore
+import OrreryIdentity
+import OrreryProto
+import OrreryRuntimeCore
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// The ingress end to end: a real HTTP service in a real sandbox, reached by curl and Python through the
+/// orchestrator's ingress listener by its host name (`curl --resolve`), over the device's own outbound line.
+@Suite(
+    "Ingress: HTTP to services by host name over the devices' lines", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct IngressTests {
+    static let domain = "apps.test"
+    static let ingressArguments = [
+        "--ingress-host", "127.0.0.1", "--ingress-port", "0", "--ingress-domain", domain,
+    ]
+
+    /// A service on 127.0.0.1:8080 (public) and 8081 (private) inside the sandbox: `/headers` answers with the
+    /// request's header fields and `/work/where`; POST answers with the body's sha256; `/big` streams 256 MiB;
+    /// `/ws` is a WebSocket echo.
+    static let server = #"""
+        #!/bin/sh
+        cat > /work/serve.py <<'EOF'
+        import base64, hashlib, http.server, json, threading
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def log_message(self, *args): pass
+            def reply(self, code, body, kind="application/json"):
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            def do_GET(self):
+                if self.path == "/ok": return self.reply(200, "ok", "text/plain")
+                if self.path == "/headers":
+                    try: where = open("/work/where").read().strip()
+                    except OSError: where = ""
+                    return self.reply(200, json.dumps({"port": self.server.server_port, "where": where,
+                        "headers": [[k, v] for k, v in self.headers.items()]}))
+                if self.path == "/big":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(256 << 20))
+                    self.end_headers()
+                    block = b"x" * (1 << 20)
+                    for _ in range(256): self.wfile.write(block)
+                    return
+                if self.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+                    accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"]
+                        + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+                    self.send_response(101)
+                    self.send_header("Upgrade", "websocket")
+                    self.send_header("Connection", "Upgrade")
+                    self.send_header("Sec-WebSocket-Accept", accept)
+                    self.end_headers()
+                    self.wfile.flush()
+                    while True:
+                        head = self.rfile.read(2)
+                        if len(head) < 2: return
+                        opcode, length = head[0] & 15, head[1] & 127
+                        if length == 126: length = int.from_bytes(self.rfile.read(2), "big")
+                        elif length == 127: length = int.from_bytes(self.rfile.read(8), "big")
+                        mask = self.rfile.read(4)
+                        data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+                        if opcode == 8:
+                            self.wfile.write(b"\x88\x00"); self.wfile.flush(); return
+                        size = bytes([length]) if length < 126 else (bytes([126]) + length.to_bytes(2, "big")
+                            if length < 65536 else bytes([127]) + length.to_bytes(8, "big"))
+                        self.wfile.write(bytes([128 | opcode]) + size + data); self.wfile.flush()
+                self.reply(404, "{}")
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.reply(200, json.dumps({"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}))
+        for port in (8081, 8080):
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        print("serving", flush=True)
+        threading.Event().wait()
+        EOF
+        exec python3 /work/serve.py
+        """#
+
+    /// A WebSocket client (`ws PORT HOST`: a text and a 200 KiB binary message echoed) and a slow reader (`slow PORT
+    /// HOST`: a 256 MiB download left unread while 20 other requests, each on its own connection, are answered).
+    static let client = #"""
+        import base64, json, os, socket, sys, time
+        mode, port, host = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+        def connect():
+            s = socket.create_connection(("127.0.0.1", port), timeout=60)
+            return s
+        def head_of(s):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(1)
+                if not chunk: raise SystemExit("closed before a head: " + repr(data))
+                data += chunk
+            return data.decode()
+        def exact(s, n):
+            data = b""
+            while len(data) < n:
+                chunk = s.recv(n - len(data))
+                if not chunk: raise SystemExit("closed early")
+                data += chunk
+            return data
+        if mode == "ws":
+            s = connect()
+            key = base64.b64encode(os.urandom(16)).decode()
+            s.sendall(f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            head = head_of(s)
+            assert head.startswith("HTTP/1.1 101"), head
+            for opcode, payload in ((1, "hello through the ingress".encode()), (2, os.urandom(200 << 10))):
+                mask = os.urandom(4)
+                n = len(payload)
+                size = bytes([128 | n]) if n < 126 else (bytes([128 | 126]) + n.to_bytes(2, "big") if n < 65536
+                    else bytes([128 | 127]) + n.to_bytes(8, "big"))
+                s.sendall(bytes([128 | opcode]) + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+                first = exact(s, 2)
+                n2 = first[1] & 127
+                if n2 == 126: n2 = int.from_bytes(exact(s, 2), "big")
+                elif n2 == 127: n2 = int.from_bytes(exact(s, 8), "big")
+                echoed = exact(s, n2)
+                assert first[0] & 15 == opcode and echoed == payload, (first, len(echoed))
+                print("echoed", opcode, n2, flush=True)
+            s.sendall(bytes([0x88, 0x80]) + os.urandom(4))
+            assert exact(s, 2) == b"\x88\x00"
+            print("closed", flush=True)
+        elif mode == "slow":
+            stalled = connect()
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.sendall(f"GET /big HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert head_of(stalled).startswith("HTTP/1.1 200")
+            time.sleep(2)
+            started = time.monotonic()
+            for i in range(20):
+                s = connect()
+                s.sendall(f"GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk: break
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200"), data[:200]
+                s.close()
+            print(f"answered 20 while one stalled, {time.monotonic() - started:.2f} s", flush=True)
+            stalled.close()
+        """#
+
+    @Test(
+        "a public port by its host name (spoofed X-Orrery-* stripped, bodies both ways, WebSocket echo, a stalled reader stalling nobody else); a private one refused without a capability, served with one or its cookie, the caller named by the ingress"
+    )
+    func publicAndPrivate() async throws {
+        try await JobConstellation.run("orrery-ingress", orchestratorArguments: Self.ingressArguments) {
+            constellation in
+            let network = constellation.network
+            let directory = constellation.directory
+            let orchestrator = constellation.orchestrator
+            let agent = try await constellation.startAgent("host", owner: #"{"prices": {"per_core_hour": 5}}"#)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+
+            let job = try await consumer.submit(Self.spec(), to: orchestrator, paid: false)
+            #expect(job.routes.map(\.portName) == ["http", "admin"])
+            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
+                $0.run.state == .running && $0.run.health.status == .healthy
+            }
+            let deployment = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = job.id })
+            }
+            let routes = deployment.routes
+            let suffix = job.id.dropFirst(4)
+            #expect(routes.map(\.label) == ["web-http-\(suffix)", "web-admin-\(suffix)"])
+            #expect(routes.map(\.expose) == [.public, .private])
+            let publicRoute = try #require(routes.first)
+            let privateRoute = try #require(routes.last)
+            #expect(publicRoute.host == "web-http-\(suffix).\(Self.domain)")
+            let port = try #require(URLComponents(string: publicRoute.url)?.port)
+            #expect(publicRoute.url == "http://\(publicRoute.host):\(port)/")
+            let curl = Curl(port: port, directory: directory)
+
+            // Public: anyone; what the client claims about the caller does not reach the service.
+            let seen = try await curl.json(
+                publicRoute.host, "/headers",
+                headers: [
+                    "X-Orrery-Caller: did:key:forged", "Authorization: Bearer theirs", "X-Forwarded-For: 6.6.6.6",
+                ])
+            let fields = Self.fields(seen)
+            #expect(fields["x-orrery-caller"] == nil, "\(fields)")
+            #expect(fields["authorization"] == "Bearer theirs")
+            #expect(fields["x-forwarded-for"] == "127.0.0.1" && fields["x-forwarded-proto"] == "http")
+            #expect(fields["host"] == "\(publicRoute.host):\(port)")
+            // A 3 MiB body up, and a 256 MiB body down, byte for byte.
+            let upload = directory.appendingPathComponent("upload.bin")
+            let bytes = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+            try bytes.write(to: upload)
+            let posted = try await curl.json(publicRoute.host, "/", extra: ["--data-binary", "@\(upload.path)"])
+            #expect(posted["sha256"] as? String == Hex.sha256(bytes) && posted["size"] as? Int == bytes.count)
+            let (downloaded, _) = try await curl.run(
+                publicRoute.host, "/big", extra: ["-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
+            #expect(downloaded == "200 \(256 << 20)")
+            // Not a host name of this ingress, or of no deployment: 404.
+            let (unknown, _) = try await curl.run(
+                "web-http-\(String(repeating: "a", count: 26)).\(Self.domain)", "/headers",
+                extra: ["-o", "/dev/null", "-w", "%{http_code}"])
+            #expect(unknown == "404")
+
+            // WebSocket through the ingress; a stalled reader stalls no other stream on the line.
+            let script = directory.appendingPathComponent("client.py")
+            try Self.client.write(to: script, atomically: true, encoding: .utf8)
+            let (wsStatus, wsOutput) = try await ChildProcess.run(
+                TestEnvironment.python, arguments: [script.path, "ws", String(port), publicRoute.host])
+            #expect(
+                wsStatus == 0 && wsOutput.contains("echoed 1 25") && wsOutput.contains("echoed 2 \(200 << 10)"),
+                "\(wsOutput)")
+            let (slowStatus, slowOutput) = try await ChildProcess.run(
+                TestEnvironment.python, arguments: [script.path, "slow", String(port), publicRoute.host])
+            #expect(slowStatus == 0 && slowOutput.contains("answered 20 while one stalled"), "\(slowOutput)")
+
+            // Private: refused without a capability, with a stranger's, or with one for another deployment.
+            let orchestratorDID = try DID(orchestrator.ready.did)
+            func token(_ key: SigningKey, subject: DID, deployment: String = job.id, proofs: [Delegation] = [])
+                throws -> String
+            {
+                let now = Int64(Date().timeIntervalSince1970)
+                let invocation = Invocation.issue(
+                    by: key, subject: subject, audience: orchestratorDID,
+                    command: try Command("/orrery/ingress/connect"),
+                    arguments: ["deployment": .string(deployment)], proofs: proofs.map(\.cid), expiration: now + 120)
+                return try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes))
+            }
+            let code = ["-o", "/dev/null", "-w", "%{http_code}"]
+            #expect(try await curl.run(privateRoute.host, "/headers", extra: code).output == "401")
+            let stranger = SigningKey()
+            #expect(
+                try await curl.run(
+                    privateRoute.host, "/headers",
+                    headers: ["Authorization: Bearer \(try token(stranger, subject: stranger.did))"], extra: code
+                ).output == "403")
+            #expect(
+                try await curl.run(
+                    privateRoute.host, "/headers",
+                    headers: [
+                        "Authorization: Bearer \(try token(consumer.key, subject: consumer.key.did, deployment: "dep_" + String(repeating: "a", count: 26)))"
+                    ],
+                    extra: code
+                ).output == "403")
+            // The consumer's own, and a friend's under the consumer's delegation: served, the caller named.
+            let own = try await curl.json(
+                privateRoute.host, "/headers",
+                headers: [
+                    "Authorization: Bearer \(try token(consumer.key, subject: consumer.key.did))",
+                    "X-Orrery-Caller: did:key:forged",
+                ])
+            #expect(Self.fields(own)["x-orrery-caller"] == consumer.key.did.string)
+            #expect(Self.fields(own)["authorization"] == nil)
+            #expect(own["port"] as? Int == 8081)
+            let friend = SigningKey()
+            let delegation = Delegation.issue(
+                by: consumer.key, to: friend.did, subject: consumer.key.did, command: try Command("/orrery/ingress"),
+                expiration: Int64(Date().timeIntervalSince1970) + 3600)
+            let friendToken = try token(friend, subject: consumer.key.did, proofs: [delegation])
+            let friends = try await curl.json(
+                privateRoute.host, "/headers", headers: ["Authorization: Bearer \(friendToken)"])
+            #expect(Self.fields(friends)["x-orrery-caller"] == friend.did.string)
+            // A browser trades the invocation for a cookie of this host, and is sent on.
+            let jar = directory.appendingPathComponent("cookies.txt").path
+            let escaped = friendToken.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+            let (signIn, _) = try await curl.run(
+                privateRoute.host, "/.orrery/session?token=\(escaped)&to=/headers",
+                extra: ["-c", jar, "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])
+            #expect(signIn == "303 http://\(privateRoute.host):\(port)/headers")
+            let cookies = try String(contentsOfFile: jar, encoding: .utf8)
+            #expect(cookies.contains("#HttpOnly_\(privateRoute.host)") && cookies.contains("orrery_session"))
+            let withCookie = try await curl.json(
+                privateRoute.host, "/headers", headers: ["Cookie: theirs=1"], extra: ["-b", jar])
+            #expect(Self.fields(withCookie)["x-orrery-caller"] == friend.did.string)
+            #expect(Self.fields(withCookie)["cookie"]?.contains("orrery_session") == false)
+            // The cookie is this host's alone: on the public route it is nobody's word.
+            let elsewhere = try await curl.json(
+                publicRoute.host, "/headers",
+                headers: ["Cookie: orrery_session=\(Self.cookieValue(cookies) ?? "")"])
+            #expect(Self.fields(elsewhere)["x-orrery-caller"] == nil)
+        }
+    }
+
+    /// `web`: the service above, its ports public (http 8080) and private (admin 8081), healthy on /ok.
+    static func spec() -> Orrery_Orchestrator_V1_WorkloadSpec {
+        var spec = OrchestratorTests.spec(cores: 1, name: "ingress")
+        spec.allocations[0].name = "web"
+        spec.allocations[0].artifact = .with { $0.text = Self.server }
+        spec.allocations[0].resources.ramMib = 256
+        spec.allocations[0].resources.diskMib = 64
+        spec.allocations[0].outputs = []
+        HealthCheckTests.servesOK(&spec.allocations[0])
+        spec.allocations[0].ports[0].expose = .public
+        spec.allocations[0].ports.append(
+            .with {
+                $0.name = "admin"
+                $0.port = 8081
+                $0.protocol = .http
+                $0.expose = .private
+            })
+        return spec
+    }
+
+    /// The header fields the service saw, by lower-case name.
+    static func fields(_ answer: [String: Any]) -> [String: String] {
+        var fields: [String: String] = [:]
+        for pair in answer["headers"] as? [[String]] ?? [] where pair.count == 2 {
+            fields[pair[0].lowercased()] = pair[1]
+        }
+        return fields
+    }
+
+    /// The session cookie's value in a curl cookie jar.
+    static func cookieValue(_ jar: String) -> String? {
+        jar.split(separator: "\n").first { $0.contains("\torrery_session\t") }?.split(separator: "\t").last.map(
+            String.init)
+    }
+
+    /// curl against the ingress, its host names resolved to 127.0.0.1.
+    struct Curl {
+        let port: Int
+        let directory: URL
+
+        func run(_ host: String, _ path: String, headers: [String] = [], extra: [String] = []) async throws -> (
+            output: String, status: Int32
+        ) {
+            var arguments = ["-sS", "--max-time", "120", "--resolve", "\(host):\(port):127.0.0.1"]
+            for header in headers { arguments += ["-H", header] }
+            arguments += extra + ["http://\(host):\(port)\(path)"]
+            let (status, output) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/curl"), arguments: arguments)
+            return (output.trimmingCharacters(in: .whitespacesAndNewlines), status)
+        }
+
+        func json(_ host: String, _ path: String, headers: [String] = [], extra: [String] = []) async throws
+            -> [String: Any]
+        {
+            let (output, status) = try await run(host, path, headers: headers, extra: extra + ["--fail-with-body"])
+            #expect(status == 0, "\(output)")
+            return (try? JSONSerialization.jsonObject(with: Data(output.utf8))) as? [String: Any] ?? [:]
+        }
+    }
+}
