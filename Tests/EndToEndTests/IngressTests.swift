@@ -24,7 +24,7 @@ struct IngressTests {
     static let server = #"""
         #!/bin/sh
         cat > /work/serve.py <<'EOF'
-        import base64, hashlib, http.server, json, threading
+        import base64, hashlib, http.server, json, os, threading
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             def log_message(self, *args): pass
@@ -36,7 +36,9 @@ struct IngressTests {
                 self.end_headers()
                 self.wfile.write(data)
             def do_GET(self):
-                if self.path == "/ok": return self.reply(200, "ok", "text/plain")
+                if self.path == "/ok":
+                    if os.path.exists("/work/broken"): return self.reply(503, "broken", "text/plain")
+                    return self.reply(200, "ok", "text/plain")
                 if self.path == "/headers":
                     try: where = open("/work/where").read().strip()
                     except OSError: where = ""
@@ -148,6 +150,28 @@ struct IngressTests {
                 s.close()
             print(f"answered 20 while one stalled, {time.monotonic() - started:.2f} s", flush=True)
             stalled.close()
+        elif mode == "loop":
+            # New TLS connections, one request each, until 5 in a row answer from `sys.argv[5]` (or 180 s pass).
+            import ssl
+            context = ssl.create_default_context(cafile=sys.argv[4])
+            run, deadline = 0, time.monotonic() + 180
+            while run < 5 and time.monotonic() < deadline:
+                try:
+                    s = context.wrap_socket(connect(), server_hostname=host)
+                    s.sendall(f"GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk: break
+                        data += chunk
+                    s.close()
+                    status = data.split(b" ", 2)[1].decode()
+                    where = json.loads(data.split(b"\r\n\r\n", 1)[1])["where"] if status == "200" else status
+                except (OSError, ValueError, IndexError) as error:
+                    where = f"failed: {error}"
+                run = run + 1 if where == sys.argv[5] else 0
+                print(where, flush=True)
+                time.sleep(0.1)
         """#
 
     @Test(
@@ -288,6 +312,73 @@ struct IngressTests {
         }
     }
 
+    @Test(
+        "over TLS with the operator's wildcard certificate: a replica moved to another device while a client keeps opening connections — new ones reach it where it runs now"
+    )
+    func movedReplica() async throws {
+        try await ServiceBed.run("orrery-ingress-move") { bed in
+            let directory = bed.directory
+            let certificate = directory.appendingPathComponent("ingress.pem").path
+            let key = directory.appendingPathComponent("ingress.key").path
+            let (made, madeOutput) = try await ChildProcess.run(
+                URL(fileURLWithPath: "/usr/bin/openssl"),
+                arguments: [
+                    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+                    "-out", certificate, "-days", "1", "-subj", "/CN=\(Self.domain)",
+                    "-addext", "subjectAltName=DNS:*.\(Self.domain)",
+                ])
+            #expect(made == 0, "\(madeOutput)")
+            let orchestrator = try await bed.startOrchestrator(
+                extraArguments: Self.ingressArguments + ["--ingress-tls-cert", certificate, "--ingress-tls-key", key])
+            defer { orchestrator.child.signal(SIGKILL) }
+            let first = try await bed.startAgent(
+                "first", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [orchestrator])
+            defer { first.service.child.signal(SIGKILL) }
+            let second = try await bed.startAgent(
+                "second", owner: #"{"prices": {"per_core_hour": 5000}}"#, orchestrators: [orchestrator])
+            defer { second.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: bed.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
+            var spec = Self.spec()
+            spec.allocations[0].health.unhealthyThreshold = 2
+            spec.allocations[0].health.maxRestarts = 0
+            try await OrchestratorTests.waitUntilChosen(first.did, for: spec, consumer, orchestrator)
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "healthy on the first device") {
+                $0.run.state == .running && $0.run.health.status == .healthy && $0.deviceDid == first.did
+            }
+            let firstRun = try await HealthCheckTests.allocationDirectory(of: "first", in: directory)
+            try Data("first".utf8).write(to: firstRun.appendingPathComponent("work/where"))
+            let route = try #require(
+                try await consumer.with(orchestrator) { try await $0.getDeployment(.with { $0.id = job.id }) }.routes
+                    .first)
+            #expect(route.url.hasPrefix("https://\(route.host):"))
+            let port = try #require(URLComponents(string: route.url)?.port)
+            let curl = Curl(port: port, directory: directory, scheme: "https", extra: ["--cacert", certificate])
+            #expect(try await curl.json(route.host, "/headers")["where"] as? String == "first")
+            #expect(Self.fields(try await curl.json(route.host, "/headers"))["x-forwarded-proto"] == "https")
+
+            // A client opening a connection every 100 ms while its replica turns unhealthy and moves.
+            let script = directory.appendingPathComponent("client.py")
+            try Self.client.write(to: script, atomically: true, encoding: .utf8)
+            let caller = try ChildProcess(
+                TestEnvironment.python,
+                arguments: [script.path, "loop", String(port), route.host, certificate, "second"],
+                outputDirectory: directory)
+            defer { caller.signal(SIGKILL) }
+            _ = try await caller.firstLine(timeout: .seconds(60)) { $0 == "first" ? true : nil }
+            try Data().write(to: firstRun.appendingPathComponent("work/broken"))
+            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "moved, healthy on the second") {
+                $0.run.state == .running && $0.run.health.status == .healthy && $0.deviceDid == second.did
+            }
+            let secondRun = try await HealthCheckTests.allocationDirectory(of: "second", in: directory)
+            try Data("second".utf8).write(to: secondRun.appendingPathComponent("work/where"))
+            let status = await caller.waitForExit(timeout: .seconds(200))
+            let answers = caller.output.split(separator: "\n").map(String.init)
+            #expect(status == 0 && Array(answers.suffix(5)) == Array(repeating: "second", count: 5), "\(answers)")
+        }
+    }
+
     /// `web`: the service above, its ports public (http 8080) and private (admin 8081), healthy on /ok.
     static func spec() -> Orrery_Orchestrator_V1_WorkloadSpec {
         var spec = OrchestratorTests.spec(cores: 1, name: "ingress")
@@ -327,13 +418,15 @@ struct IngressTests {
     struct Curl {
         let port: Int
         let directory: URL
+        var scheme = "http"
+        var extra: [String] = []
 
         func run(_ host: String, _ path: String, headers: [String] = [], extra: [String] = []) async throws -> (
             output: String, status: Int32
         ) {
             var arguments = ["-sS", "--max-time", "120", "--resolve", "\(host):\(port):127.0.0.1"]
             for header in headers { arguments += ["-H", header] }
-            arguments += extra + ["http://\(host):\(port)\(path)"]
+            arguments += self.extra + extra + ["\(scheme)://\(host):\(port)\(path)"]
             let (status, output) = try await ChildProcess.run(
                 URL(fileURLWithPath: "/usr/bin/curl"), arguments: arguments)
             return (output.trimmingCharacters(in: .whitespacesAndNewlines), status)

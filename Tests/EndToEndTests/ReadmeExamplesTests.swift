@@ -45,28 +45,29 @@ struct ReadmeExamplesTests {
         return blocks
     }
 
-    /// The README's ports (gRPC 7401–7406, HTTP 9401–9406) moved to `base`, as `ORRERY_RUN_PORT_BASE` moves them.
+    /// The README's ports (gRPC 7401–7406, HTTP 9401–9406, the ingress's 7480) moved to `base`, as `ORRERY_RUN_PORT_BASE` moves them.
     static func moved(_ text: String, base: Int) -> String {
         var text = text
         for offset in 1...6 {
             text = text.replacingOccurrences(of: "127.0.0.1:740\(offset)", with: "127.0.0.1:\(base + offset)")
             text = text.replacingOccurrences(of: "127.0.0.1:940\(offset)", with: "127.0.0.1:\(base + 2000 + offset)")
         }
-        return text
+        // The ingress listens on the base's port 80.
+        return text.replacingOccurrences(of: ".localhost:7480", with: ".localhost:\(base + 80)")
     }
 
-    /// A port base whose twelve ports are free now.
+    /// A port base whose thirteen ports are free now.
     static func freeBase() throws -> Int {
         for _ in 0..<50 {
             let base = Int.random(in: 200...290) * 100
-            let ports = (1...6).flatMap { [base + $0, base + 2000 + $0] }
+            let ports = (1...6).flatMap { [base + $0, base + 2000 + $0] } + [base + 80]
             if ports.allSatisfy(isFree) { return base }
         }
         throw NoFreePorts()
     }
 
     struct NoFreePorts: Error, CustomStringConvertible {
-        var description: String { "no range of twelve free loopback ports found in 50 tries" }
+        var description: String { "no range of thirteen free loopback ports found in 50 tries" }
     }
 
     static func isFree(_ port: Int) -> Bool {

@@ -55,6 +55,7 @@ struct WorkloadSpecFileTests {
         #expect(
             Set(files) == [
                 "cpu-batch.yaml", "ensemble-latency.yaml", "gpu-job.yaml", "stateful-counter.yaml", "web-service.yaml",
+                "web-app.yaml",
             ])
         for file in files {
             let spec = try WorkloadSpecFile.read(folder.appendingPathComponent(file).path)
@@ -67,6 +68,8 @@ struct WorkloadSpecFileTests {
         let gpu = try WorkloadSpecFile.read(folder.appendingPathComponent("gpu-job.yaml").path)
         #expect(gpu.allocations[0].resources.gpu.vramMib == 40960)
         #expect(gpu.allocations[0].executor == .process)
+        let app = try WorkloadSpecFile.read(folder.appendingPathComponent("web-app.yaml").path)
+        #expect(app.allocations[0].ports.map(\.expose) == [.public, .private])
     }
 
     @Test("YAML and JSON say the same; a wrong field or value is named")

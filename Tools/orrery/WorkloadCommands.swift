@@ -177,6 +177,12 @@ func printAssignments(_ deployment: Orrery_Orchestrator_V1_Deployment) {
         )
         if assignment.hasRun { Console.out("        " + runLine(assignment.run)) }
     }
+    for route in deployment.routes {
+        let kind = route.expose == .private ? "private" : "public"
+        Console.out(
+            "    \(route.allocation):\(route.portName) (\(route.port), \(kind))  "
+                + (route.url.isEmpty ? "host name \(route.label) (this orchestrator runs no ingress)" : route.url))
+    }
 }
 
 /// A replica's run as one line: state (with its exit status), use so far, cost so far.

@@ -70,7 +70,8 @@ JSON
         identity) extra+=(--operator-key "$run_dir/credentials/operator.key") ;;  # issues onboarding delegations
         device-agent) ;;
         orchestrator) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))"
-                              --notary-address "127.0.0.1:$((base + 4))" --settlement-address "127.0.0.1:$((base + 5))") ;;
+                              --notary-address "127.0.0.1:$((base + 4))" --settlement-address "127.0.0.1:$((base + 5))"
+                              --ingress-host 127.0.0.1 --ingress-port "$((base + 80))" --ingress-domain orrery.localhost) ;;
         contract-notary) extra+=(--identity-address "127.0.0.1:$((base + 1))" --registry-address "127.0.0.1:$((base + 2))"
                                  --settlement-did "$("$bin/orrery" key show "$run_dir/credentials/settlement-gateway/service.key")") ;;
         settlement-gateway) extra+=(--identity-address "127.0.0.1:$((base + 1))" --notary-address "127.0.0.1:$((base + 4))"
@@ -137,6 +138,8 @@ echo "  $bin/orrery revocations --identity 127.0.0.1:$((base + 1)) --key $shown/
 echo "  $bin/orrery devices --registry 127.0.0.1:$((base + 2)) --key $shown/credentials/operator.key   # the demo device, joined and live"
 echo "  $bin/orrery run Deploy/examples/cpu-batch.yaml --orchestrator 127.0.0.1:$((base + 3)) --key $shown/credentials/operator.key"
 echo "  $bin/orrery logs ID --orchestrator 127.0.0.1:$((base + 3)) --key $shown/credentials/operator.key   # ID from orrery run"
+echo "  $bin/orrery run Deploy/examples/web-app.yaml --orchestrator 127.0.0.1:$((base + 3)) --key $shown/credentials/operator.key   # then curl the URL orrery status shows"
+echo "  (the ingress serves exposed ports as http://<label>.orrery.localhost:$((base + 80))/)"
 echo "  $bin/orrery outputs ID --to out --orchestrator 127.0.0.1:$((base + 3)) --key $shown/credentials/operator.key"
 echo "  $bin/orrery contract show CTR --notary 127.0.0.1:$((base + 4)) --key $shown/credentials/operator.key   # CTR from orrery status"
 echo "  $bin/orrery ledger verify --notary 127.0.0.1:$((base + 4)) --key $shown/credentials/operator.key   # audit the contract log"
