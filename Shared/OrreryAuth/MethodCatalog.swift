@@ -47,6 +47,7 @@ public struct MethodCatalog: Sendable {
         "orrery.identity.v1.Identity/Revoke": "/ucan/revoke",
         "orrery.orchestrator.v1.AgentChannel/Connect": "/orrery/registry/connect-agent",
         "orrery.orchestrator.v1.AgentChannel/Tunnel": "/orrery/registry/agent-tunnel",
+        "orrery.orchestrator.v1.AgentChannel/PeerTunnel": "/orrery/registry/agent-peer-tunnel",
         // Reputation is the orchestrator's to record, not a device's or an owner's (their tokens are /orrery/registry).
         "orrery.registry.v1.Registry/RecordOutcome": "/orrery/reputation/record-outcome",
         // docs/ARCHITECTURE.md §2: the consumer delegates /orrery/notary/propose to the orchestrator.

@@ -90,7 +90,9 @@ struct Probe: ParsableCommand {
 
 /// `device-agent connector`: the helper the agent starts inside a sandbox's network namespace with `nsenter`, its
 /// standard input a Unix socket to the agent. Each request ("PORT TIMEOUT_MS") is answered with a socket connected to
-/// 127.0.0.1:PORT in that namespace, or with why it could not connect; it ends when the agent closes its end.
+/// 127.0.0.1:PORT in that namespace, or with why it could not connect; "LISTEN ADDRESS PORT" with a socket listening
+/// on a loopback ADDRESS:PORT there (a partner's address in the ensemble network). It ends when the agent closes its
+/// end.
 struct Connector: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Connect to ports of 127.0.0.1 for the agent, over standard input (the agent runs it in a sandbox).",
@@ -109,6 +111,18 @@ struct Connector: ParsableCommand {
             do { request = try DescriptorPassing.receive(over: 0) } catch { throw ExitCode.failure }
             guard let request else { return }
             let parts = request.text.split(separator: " ")
+            if parts.count == 3, parts[0] == "LISTEN" {
+                switch EnsembleListener.listen(address: String(parts[1]), port: Int(parts[2]) ?? 0) {
+                case .success(let socket):
+                    defer { close(socket) }
+                    do { try DescriptorPassing.send("listening", descriptor: socket, over: 0) } catch {
+                        throw ExitCode.failure
+                    }
+                case .failure(let failure):
+                    do { try DescriptorPassing.send(failure.description, over: 0) } catch { throw ExitCode.failure }
+                }
+                continue
+            }
             guard parts.count == 2, let port = Int(parts[0]), (1...65535).contains(port),
                 let milliseconds = Int64(parts[1]), (1...60_000).contains(milliseconds)
             else {

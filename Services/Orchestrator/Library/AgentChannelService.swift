@@ -27,6 +27,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let contents: ContentStore
     /// Where a device's tunnels meet the port-forwards that asked for them.
     let tunnels: TunnelBroker
+    /// Sandboxes' connections to their partners.
+    let ensemble: EnsembleNetwork
 
     /// A connection into one of the device's sandboxes, asked for on its line: the first frame names the tunnel, then
     /// the sandbox's bytes go to the port-forward waiting for it (and its bytes come back through the writer).
@@ -56,6 +58,16 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             guard case .data(let data) = frame.kind else { continue }
             try await session.deliver(data)
         }
+    }
+
+    /// A connection from one of the device's sandboxes to a partner allocation's port (the ensemble network).
+    public func peerTunnel(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+        context: ServerContext
+    ) async throws {
+        try await ensemble.carry(
+            request: request, response: response, device: try Authorization.required().invoker.string)
     }
 
     public func connect(

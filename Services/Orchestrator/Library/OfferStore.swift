@@ -190,14 +190,14 @@ struct OfferStore: Sendable {
                 RETURNING o.id
             )
             SELECT o.device_did, o.state, o.record, o.reason, coalesce(o.contract_id, ''),
-                   c.instructed_by IS NOT DISTINCT FROM \(instructor) OR o.id IN (SELECT id FROM claimed)
-            FROM offers o JOIN candidates c ON c.id = o.id
+                   c.instructed_by IS NOT DISTINCT FROM \(instructor) OR o.id IN (SELECT id FROM claimed), d.record
+            FROM offers o JOIN candidates c ON c.id = o.id JOIN deployments d ON d.id = o.deployment_id
             ORDER BY o.created_at
             """,
             logger: logger)
         var instructions: [(device: String, instruction: Instruction, mine: Bool)] = []
-        for try await (device, state, record, reason, contract, mine) in rows.decode(
-            (String, Int16, Data, String, String, Bool).self)
+        for try await (device, state, record, reason, contract, mine, deploymentRecord) in rows.decode(
+            (String, Int16, Data, String, String, Bool, Data).self)
         {
             let offer = try Orrery_Orchestrator_V1_Offer(serializedBytes: record)
             if try OfferState(stored: state) == .deploying {
@@ -213,6 +213,11 @@ struct OfferStore: Sendable {
                                 $0.spec = offer.spec
                                 $0.contractID = contract
                                 $0.consumerDid = offer.consumerDid
+                                if let spec = try? Orrery_Orchestrator_V1_Deployment(
+                                    serializedBytes: deploymentRecord
+                                ).spec {
+                                    $0.peers = EnsembleNetwork.peers(of: spec, for: offer.allocation)
+                                }
                             }), mine
                     ))
             } else {
@@ -242,6 +247,18 @@ struct OfferStore: Sendable {
     }
 
     /// The running offer of a replica and its device.
+    /// Whose offer `id` is: its deployment, allocation and device, and whether it runs now (nil: no such offer).
+    func owner(ofOffer id: String) async throws -> (
+        deployment: String, allocation: String, device: String, isRunning: Bool
+    )? {
+        let rows = try await client.query(
+            "SELECT deployment_id, allocation, device_did, state FROM offers WHERE id = \(id)", logger: logger)
+        for try await (deployment, allocation, device, state) in rows.decode((String, String, String, Int16).self) {
+            return (deployment, allocation, device, state == OfferState.running.rawValue)
+        }
+        return nil
+    }
+
     func running(deployment: String, allocation: String, replica: UInt32) async throws
         -> (offer: String, device: String)?
     {

@@ -90,7 +90,11 @@ struct OrchestratorComponents: Sendable {
             channel: AgentChannelService(
                 hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
                 settles: settlement != nil, router: router, checkpoints: checkpoints, contents: contents,
-                tunnels: tunnels),
+                tunnels: tunnels,
+                ensemble: EnsembleNetwork(
+                    api: api, offers: offers,
+                    tunnels: ReplicaTunnels(broker: tunnels, hub: hub, offers: offers, logger: logger),
+                    logger: logger)),
             portForwarding: PortForwarding(api: api, offers: offers, hub: hub, broker: tunnels, logger: logger),
             notary: notary, settlement: settlement, router: router, checkpoints: checkpoints, contents: contents,
             betterPlacements: BetterPlacements(
@@ -117,7 +121,8 @@ struct OrchestratorComponents: Sendable {
                 connectionsPerDeployment: settings.connectionsPerDeployment,
                 requestsPerSecond: settings.requestsPerSecond),
             throttle: FailedAuthenticationThrottle(limits: environment.settings.authenticationFailures),
-            broker: tunnels, hub: hub, offers: offers, logger: environment.logger)
+            tunnels: ReplicaTunnels(broker: tunnels, hub: hub, offers: offers, logger: environment.logger),
+            logger: environment.logger)
         return IngressServer(proxy: proxy, address: address, logger: environment.logger)
     }
 }

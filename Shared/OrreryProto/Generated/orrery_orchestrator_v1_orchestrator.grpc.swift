@@ -4253,10 +4253,24 @@ public enum Orrery_Orchestrator_V1_AgentChannel: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "PeerTunnel" metadata.
+        public enum PeerTunnel: Sendable {
+            /// Request type for "PeerTunnel".
+            public typealias Input = Orrery_Orchestrator_V1_TunnelFrame
+            /// Response type for "PeerTunnel".
+            public typealias Output = Orrery_Orchestrator_V1_TunnelFrame
+            /// Descriptor for "PeerTunnel".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.AgentChannel"),
+                method: "PeerTunnel",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.AgentChannel" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Connect.descriptor,
-            Tunnel.descriptor
+            Tunnel.descriptor,
+            PeerTunnel.descriptor
         ]
     }
 }
@@ -4323,6 +4337,27 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
+
+        /// Handle the "PeerTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
+        /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
+        /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
+        /// > replica's device line. Then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        func peerTunnel(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
@@ -4370,6 +4405,27 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         ///     to an internal error.
         /// - Returns: A streaming response of `Orrery_Orchestrator_V1_TunnelFrame` messages.
         func tunnel(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
+
+        /// Handle the "PeerTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
+        /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
+        /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
+        /// > replica's device line. Then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        func peerTunnel(
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
@@ -4423,6 +4479,28 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "PeerTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
+        /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
+        /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
+        /// > replica's device line. Then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func peerTunnel(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -4447,6 +4525,17 @@ extension Orrery_Orchestrator_V1_AgentChannel.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
             handler: { request, context in
                 try await self.tunnel(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_AgentChannel.Method.PeerTunnel.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            handler: { request, context in
+                try await self.peerTunnel(
                     request: request,
                     context: context
                 )
@@ -4488,6 +4577,23 @@ extension Orrery_Orchestrator_V1_AgentChannel.SimpleServiceProtocol {
             metadata: [:],
             producer: { writer in
                 try await self.tunnel(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func peerTunnel(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>(
+            metadata: [:],
+            producer: { writer in
+                try await self.peerTunnel(
                     request: request.messages,
                     response: writer,
                     context: context
@@ -4551,6 +4657,32 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         func tunnel<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PeerTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
+        /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
+        /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
+        /// > replica's device line. Then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func peerTunnel<Result>(
             request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
             serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_TunnelFrame>,
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
@@ -4643,6 +4775,41 @@ extension Orrery_Orchestrator_V1_AgentChannel {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PeerTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
+        /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
+        /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
+        /// > replica's device line. Then bytes flow both ways.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func peerTunnel<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_AgentChannel.Method.PeerTunnel.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4693,6 +4860,36 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
         onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
         try await self.tunnel(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PeerTunnel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
+    /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
+    /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
+    /// > replica's device line. Then bytes flow both ways.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func peerTunnel<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.peerTunnel(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
@@ -4761,6 +4958,41 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
             producer: producer
         )
         return try await self.tunnel(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PeerTunnel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
+    /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
+    /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
+    /// > replica's device line. Then bytes flow both ways.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func peerTunnel<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.peerTunnel(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -2165,6 +2165,15 @@ public nonisolated struct Orrery_Orchestrator_V1_TunnelFrame: Sendable {
     set {kind = .close(newValue)}
   }
 
+  /// (From the device, first on a PeerTunnel call.) Where the sandbox's connection goes.
+  public var peer: Orrery_Orchestrator_V1_PeerTunnelOpen {
+    get {
+      if case .peer(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_PeerTunnelOpen()
+    }
+    set {kind = .peer(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -2176,8 +2185,28 @@ public nonisolated struct Orrery_Orchestrator_V1_TunnelFrame: Sendable {
     case end(Bool)
     /// (To the device.) The other side is gone: the device closes the connection and ends the call.
     case close(Bool)
+    /// (From the device, first on a PeerTunnel call.) Where the sandbox's connection goes.
+    case peer(Orrery_Orchestrator_V1_PeerTunnelOpen)
 
   }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_PeerTunnelOpen: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The device's own running allocation whose sandbox connected.
+  public var offerID: String = String()
+
+  /// A port another allocation of its deployment declares.
+  public var allocation: String = String()
+
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -2629,11 +2658,36 @@ public nonisolated struct Orrery_Orchestrator_V1_Deploy: @unchecked Sendable {
     set {_uniqueStorage()._inputTokens = newValue}
   }
 
+  /// The deployment's other allocations with ports, as the sandbox reaches them by name (the ensemble network).
+  public var peers: [Orrery_Orchestrator_V1_EnsemblePeer] {
+    get {_storage._peers}
+    set {_uniqueStorage()._peers = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Another allocation of the deployment as a sandbox reaches it: `allocation` resolves (the sandbox's /etc/hosts) to
+/// `address`, a loopback address inside the sandbox's own network namespace where its device listens on `ports` and
+/// carries each connection to a running replica of it.
+public nonisolated struct Orrery_Orchestrator_V1_EnsemblePeer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var allocation: String = String()
+
+  public var address: String = String()
+
+  public var ports: [UInt32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_Stop: Sendable {
@@ -6103,7 +6157,7 @@ nonisolated extension Orrery_Orchestrator_V1_OpenTunnel: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TunnelFrame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}data\0\u{1}end\0\u{1}close\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}data\0\u{1}end\0\u{1}close\0\u{1}peer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6148,6 +6202,19 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message,
           self.kind = .close(v)
         }
       }()
+      case 5: try {
+        var v: Orrery_Orchestrator_V1_PeerTunnelOpen?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .peer(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .peer(v)
+        }
+      }()
       default: break
       }
     }
@@ -6175,6 +6242,10 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message,
       guard case .close(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
     }()
+    case .peer?: try {
+      guard case .peer(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -6182,6 +6253,46 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message,
 
   public static func ==(lhs: Orrery_Orchestrator_V1_TunnelFrame, rhs: Orrery_Orchestrator_V1_TunnelFrame) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_PeerTunnelOpen: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PeerTunnelOpen"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}allocation\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 1)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 2)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_PeerTunnelOpen, rhs: Orrery_Orchestrator_V1_PeerTunnelOpen) -> Bool {
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.port != rhs.port {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -6837,7 +6948,7 @@ nonisolated extension Orrery_Orchestrator_V1_ReceiptsRecorded: SwiftProtobuf.Mes
 
 nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Deploy"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0\u{3}image_pull_token\0\u{3}input_urls\0\u{3}output_urls\0\u{3}consumer_did\0\u{3}input_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}spec\0\u{3}contract_id\0\u{1}resume\0\u{3}image_pull_token\0\u{3}input_urls\0\u{3}output_urls\0\u{3}consumer_did\0\u{3}input_tokens\0\u{1}peers\0")
 
   fileprivate class _StorageClass {
     var _offerID: String = String()
@@ -6852,6 +6963,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
     var _outputUrls: Dictionary<String,Data> = [:]
     var _consumerDid: String = String()
     var _inputTokens: Dictionary<String,Data> = [:]
+    var _peers: [Orrery_Orchestrator_V1_EnsemblePeer] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6874,6 +6986,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
       _outputUrls = source._outputUrls
       _consumerDid = source._consumerDid
       _inputTokens = source._inputTokens
+      _peers = source._peers
     }
   }
 
@@ -6904,6 +7017,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
         case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &_storage._outputUrls) }()
         case 11: try { try decoder.decodeSingularStringField(value: &_storage._consumerDid) }()
         case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: &_storage._inputTokens) }()
+        case 13: try { try decoder.decodeRepeatedMessageField(value: &_storage._peers) }()
         default: break
         }
       }
@@ -6952,6 +7066,9 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
       if !_storage._inputTokens.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufBytes>.self, value: _storage._inputTokens, fieldNumber: 12)
       }
+      if !_storage._peers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._peers, fieldNumber: 13)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -6973,10 +7090,51 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
         if _storage._outputUrls != rhs_storage._outputUrls {return false}
         if _storage._consumerDid != rhs_storage._consumerDid {return false}
         if _storage._inputTokens != rhs_storage._inputTokens {return false}
+        if _storage._peers != rhs_storage._peers {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_EnsemblePeer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EnsemblePeer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}address\0\u{1}ports\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.ports) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if !self.ports.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.ports, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_EnsemblePeer, rhs: Orrery_Orchestrator_V1_EnsemblePeer) -> Bool {
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.ports != rhs.ports {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -145,6 +145,7 @@ public struct AllocationRunner: Sendable {
             try prepareNetwork(spec, base: base, network: network)
             sandbox.resolvConf = base + "/resolv.conf"
         }
+        if FileManager.default.fileExists(atPath: base + "/hosts") { sandbox.hostsFile = base + "/hosts" }
         sandbox.actorDirectory = actor?.directory
         sandbox.mailboxDirectory = actor?.mailboxDirectory
         sandbox.inputsDirectory = inputs
@@ -169,6 +170,7 @@ public struct AllocationRunner: Sendable {
             try prepareNetwork(spec, base: base, network: network)
             bundle.resolvConf = base + "/resolv.conf"
         }
+        if FileManager.default.fileExists(atPath: base + "/hosts") { bundle.hostsFile = base + "/hosts" }
         bundle.actorDirectory = actor?.directory
         bundle.mailboxDirectory = actor?.mailboxDirectory
         bundle.inputsDirectory = inputs

@@ -48,6 +48,8 @@ actor ExecutionManager {
     let probe: SandboxProbe
     /// Connections into sandboxes asked for over the lines (port-forwards).
     let tunnels: SandboxTunnels
+    /// Sandboxes' connections to their ensemble partners.
+    let ensemble: EnsembleListeners
 
     init(
         runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger, receipts: ReceiptBook? = nil,
@@ -56,6 +58,7 @@ actor ExecutionManager {
     ) {
         self.probe = probe
         self.tunnels = SandboxTunnels(runner: runner, logger: logger)
+        self.ensemble = EnsembleListeners(runner: runner, connector: tunnels.connector, logger: logger)
         self.actors = actors
         self.runner = runner
         self.ledger = ledger
@@ -244,6 +247,7 @@ actor ExecutionManager {
         do {
             try FileManager.default.createDirectory(atPath: runner.directory(id), withIntermediateDirectories: true)
             try orchestrator.write(toFile: runner.directory(id) + "/orchestrator", atomically: true, encoding: .utf8)
+            try EnsembleListeners.prepare(deploy.peers, in: runner.directory(id))
             if !deploy.spec.outputsTo.isEmpty {
                 try runner.saveOutputDestinations(id, try Self.outputDestinations(of: deploy))
             }
@@ -334,6 +338,7 @@ actor ExecutionManager {
         if let spec = try? runner.spec(id), spec.hasHealth { superviseHealth(id, check: spec.health) }
         Gauge(label: "orrery_agent_allocations_running").record(following.count)
         if receipts != nil { Task { await self.receiptUsage(of: id) } }
+        ensemble.serve(id, orchestrator: orchestrator(of: id) ?? "")
         let gauges = AllocationGauges(id: id, allocation: (try? runner.spec(id))?.name ?? "")
         Task { [weak self, logger] in
             let manager = WeakReference(self)
@@ -498,6 +503,7 @@ actor ExecutionManager {
     private func finish(_ id: String, _ outcome: AllocationOutcome) async {
         following.remove(id)
         let lastHealth = health.removeValue(forKey: id)?.health
+        ensemble.close(id)
         tunnels.connector.forget(id)
         Gauge(label: "orrery_agent_allocations_running").record(following.count)
         await actors?.close(id)

@@ -28,6 +28,8 @@ struct OCIBundle {
     var workDirectory: String
     var network: Bool
     var resolvConf: String?
+    /// The ensemble's names (its partners' loopback addresses), bound at /etc/hosts.
+    var hostsFile: String?
     var devices: [String] = []
     var actorDirectory: String?
     var mailboxDirectory: String?
@@ -172,6 +174,9 @@ struct OCIBundle {
             mounts.append(
                 .init(destination: "/etc/resolv.conf", type: "none", source: resolvConf, options: ["bind", "ro"]))
         }
+        if let hostsFile {
+            mounts.append(.init(destination: "/etc/hosts", type: "none", source: hostsFile, options: ["bind", "ro"]))
+        }
         if let actorDirectory {
             mounts.append(
                 .init(destination: "/orrery", type: "none", source: actorDirectory, options: ["rbind", "rw"]))
@@ -231,12 +236,14 @@ struct OCIBundle {
         for name in mountPoints where FileStatus(path: rootPath + "/" + name, followingLinks: false) == nil {
             mkdir(rootPath + "/" + name, 0o755)
         }
-        let resolv = rootPath + "/etc/resolv.conf"
-        if FileStatus(path: rootPath + "/etc", followingLinks: false)?.isDirectory == true,
-            FileStatus(path: resolv, followingLinks: false) == nil
-        {
-            let descriptor = open(resolv, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-            if descriptor >= 0 { close(descriptor) }
+        for file in ["resolv.conf", "hosts"] {
+            let path = rootPath + "/etc/" + file
+            if FileStatus(path: rootPath + "/etc", followingLinks: false)?.isDirectory == true,
+                FileStatus(path: path, followingLinks: false) == nil
+            {
+                let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                if descriptor >= 0 { close(descriptor) }
+            }
         }
     }
 }

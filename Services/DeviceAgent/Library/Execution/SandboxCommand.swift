@@ -27,6 +27,8 @@ public struct SandboxCommand: Sendable {
     public var bubblewrap = "/usr/bin/bwrap"
     /// With `network`: the resolv.conf to bind (naming the sandbox network's resolver).
     public var resolvConf: String?
+    /// The ensemble's names (its partners' loopback addresses), bound at /etc/hosts instead of the host's.
+    public var hostsFile: String?
 
     /// /etc entries a program commonly needs; the rest of /etc stays hidden.
     static let etcEntries = [
@@ -64,10 +66,12 @@ public struct SandboxCommand: Sendable {
         }
         for entry in Self.etcEntries { arguments += ["--ro-bind-try", entry, entry] }
         if network {
-            arguments += [
-                "--ro-bind-try", resolvConf ?? "/etc/resolv.conf", "/etc/resolv.conf", "--ro-bind-try", "/etc/hosts",
-                "/etc/hosts",
-            ]
+            arguments += ["--ro-bind-try", resolvConf ?? "/etc/resolv.conf", "/etc/resolv.conf"]
+        }
+        if let hostsFile {
+            arguments += ["--ro-bind", hostsFile, "/etc/hosts"]
+        } else if network {
+            arguments += ["--ro-bind-try", "/etc/hosts", "/etc/hosts"]
         }
         arguments += [
             "--proc", "/proc", "--dev", "/dev",

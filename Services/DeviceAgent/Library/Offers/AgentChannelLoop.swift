@@ -58,6 +58,8 @@ struct AgentChannelLoop {
             answer.yield(.with { $0.hello = .with { $0.deviceDid = connection.key.did.string } })
             let orchestrator = orchestratorDID.string
             let line = executions.lines.open(orchestrator: orchestrator, outbox: answer)
+            executions.ensemble.attach(channel, orchestrator: orchestrator)
+            defer { executions.ensemble.detach(orchestrator: orchestrator) }
             await executions.attach(line, orchestrator: orchestrator)
             if let actors = executions.actors {
                 await actors.setOrchestrator(orchestratorDID)

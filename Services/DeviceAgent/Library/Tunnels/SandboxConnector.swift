@@ -52,9 +52,27 @@ final class SandboxConnector: Sendable {
         for attempt in 0..<2 {
             let helper = try await helper(for: id, namespace: namespace, member: member)
             do {
-                return try await request(helper, port: port, timeout: timeout)
+                return try await request(helper, text: "\(port) \(SandboxProbe.milliseconds(timeout))")
             } catch let failure as HelperGone where attempt == 0 {
                 // It ended (killed with the sandbox, or never started): a new one, once.
+                _ = failure
+                forget(id, only: helper)
+            }
+        }
+        throw ConnectFailure(description: "the connector in its sandbox does not answer")
+    }
+
+    /// A socket listening on loopback `address`:`port` inside the sandbox of allocation `id` (one of whose processes
+    /// is `member`): made there, so it takes the sandbox's connections wherever the agent accepts them.
+    func listen(_ id: String, member: Int32, address: String, port: Int) async throws -> Int32 {
+        guard let namespace = SandboxProbe.namespace("net", of: member) else {
+            throw ConnectFailure(description: "its sandbox's network cannot be read")
+        }
+        for attempt in 0..<2 {
+            let helper = try await helper(for: id, namespace: namespace, member: member)
+            do {
+                return try await request(helper, text: "LISTEN \(address) \(port)")
+            } catch let failure as HelperGone where attempt == 0 {
                 _ = failure
                 forget(id, only: helper)
             }
@@ -112,12 +130,11 @@ final class SandboxConnector: Sendable {
     }
 
     /// One request to `helper`, answered with a descriptor or a reason.
-    private func request(_ helper: Helper, port: Int, timeout: Duration) async throws -> Int32 {
-        let milliseconds = SandboxProbe.milliseconds(timeout)
-        return try await withCheckedThrowingContinuation { continuation in
+    private func request(_ helper: Helper, text: String) async throws -> Int32 {
+        try await withCheckedThrowingContinuation { continuation in
             helper.queue.async {
                 do {
-                    try DescriptorPassing.send("\(port) \(milliseconds)", over: helper.socket)
+                    try DescriptorPassing.send(text, over: helper.socket)
                 } catch {
                     continuation.resume(throwing: HelperGone())
                     return

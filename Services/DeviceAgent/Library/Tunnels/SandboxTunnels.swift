@@ -77,42 +77,59 @@ final class SandboxTunnels: Sendable {
                             configuration: .init(isOutboundHalfClosureEnabled: true))
                     }
                 }
-            try await connection.executeThenClose { inbound, outbound in
-                let (closed, close) = AsyncStream<Void>.makeStream()
-                try await line.tunnel(
-                    requestProducer: { writer in
-                        try await writer.write(first)
-                        // The sandbox's bytes until it closes its side, or the other side is gone.
-                        try await withThrowingTaskGroup(of: Void.self) { group in
-                            group.addTask {
-                                for try await var buffer in inbound {
-                                    while buffer.readableBytes > 0,
-                                        let slice = buffer.readSlice(length: min(buffer.readableBytes, Self.frameLimit))
-                                    {
-                                        try await writer.write(.with { $0.data = Data(slice.readableBytesView) })
-                                    }
-                                }
-                            }
-                            group.addTask { for await _ in closed {} }
-                            try await group.next()
-                            group.cancelAll()
-                        }
-                    },
-                    onResponse: { response in
-                        defer { close.finish() }
-                        for try await frame in response.messages {
-                            switch frame.kind {
-                            case .data(let data): try await outbound.write(ByteBuffer(bytes: data))
-                            case .end: outbound.finish()
-                            case .close: return
-                            case .start, nil: continue
-                            }
-                        }
-                    })
+            try await Self.bridge(connection, first: first) { producer, onResponse in
+                try await line.tunnel(requestProducer: producer, onResponse: onResponse)
             }
         } catch {
             logger.info(
                 "a connection into a sandbox ended", metadata: ["offer": "\(request.offerID)", "error": "\(error)"])
+        }
+    }
+
+    /// Carries `connection`'s bytes over a tunnel call both ways until either side ends: `first` goes first, then
+    /// the socket's bytes (in frames of at most 64 KiB); its end ends the call's requests. The call's data frames go
+    /// to the socket, `end` half-closes it, `close` or the call's end closes it.
+    static func bridge(
+        _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, first: Orrery_Orchestrator_V1_TunnelFrame,
+        call: (
+            _ requestProducer: @escaping @Sendable (RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Void,
+            _ onResponse:
+                @escaping @Sendable (StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws
+                -> Void
+        ) async throws -> Void
+    ) async throws {
+        try await connection.executeThenClose { inbound, outbound in
+            let (closed, close) = AsyncStream<Void>.makeStream()
+            try await call(
+                { writer in
+                    try await writer.write(first)
+                    // The socket's bytes until it closes its side, or the other side is gone.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for try await var buffer in inbound {
+                                while buffer.readableBytes > 0,
+                                    let slice = buffer.readSlice(length: min(buffer.readableBytes, Self.frameLimit))
+                                {
+                                    try await writer.write(.with { $0.data = Data(slice.readableBytesView) })
+                                }
+                            }
+                        }
+                        group.addTask { for await _ in closed {} }
+                        try await group.next()
+                        group.cancelAll()
+                    }
+                },
+                { response in
+                    defer { close.finish() }
+                    for try await frame in response.messages {
+                        switch frame.kind {
+                        case .data(let data): try await outbound.write(ByteBuffer(bytes: data))
+                        case .end: outbound.finish()
+                        case .close: return
+                        case .start, .peer, nil: continue
+                        }
+                    }
+                })
         }
     }
 

@@ -12,9 +12,7 @@ struct IngressProxy: Sendable {
     let authority: IngressAuthority
     let limits: IngressLimits
     let throttle: FailedAuthenticationThrottle
-    let broker: TunnelBroker
-    let hub: AgentHub
-    let offers: OfferStore
+    let tunnels: ReplicaTunnels
     let logger: Logger
 
     /// Requests one connection may have forwarded and not yet answered (HTTP pipelining).
@@ -24,46 +22,20 @@ struct IngressProxy: Sendable {
     /// How long a device has to connect a tunnel.
     static let openingLimit = Duration.seconds(10)
 
-    /// A tunnel to a replica serving `entry`'s route: a healthy running replica, chosen at random, the next tried
-    /// when one cannot be reached (nothing was sent to it yet). Its bytes go to `backend`.
+    /// A tunnel to a replica serving `entry`'s route, its bytes going to `backend`.
     func openTunnel(to entry: IngressDirectory.Entry, backend: IngressBackend) async throws(IngressAnswer)
         -> TunnelBroker.Session
     {
-        let route = entry.route
-        let hasHealth = entry.deployment.spec.allocations.first { $0.name == route.allocation }?.hasHealth ?? false
-        let candidates = entry.deployment.assignments.filter {
-            $0.allocation == route.allocation && $0.run.state == .running
-                && (!hasHealth || $0.run.health.status == .healthy)
-        }.shuffled()
-        guard !candidates.isEmpty else {
-            throw IngressAnswer(
-                status: 503, "no replica of \(route.allocation) runs\(hasHealth ? " healthy" : "") now",
-                headers: [("Retry-After", "5")])
+        do {
+            return try await tunnels.open(
+                entry.deployment, allocation: entry.route.allocation, port: entry.route.port,
+                within: Self.openingLimit, deliver: { data in try await backend.deliver(data) }
+            ).session
+        } catch .noReplica(let reason) {
+            throw IngressAnswer(status: 503, reason, headers: [("Retry-After", "5")])
+        } catch {
+            throw IngressAnswer(status: 502, error.description)
         }
-        var reasons: [String] = []
-        for candidate in candidates {
-            do {
-                guard
-                    let running = try await offers.running(
-                        deployment: route.deploymentID, allocation: route.allocation, replica: candidate.replica)
-                else {
-                    reasons.append("\(route.allocation)[\(candidate.replica)] stopped")
-                    continue
-                }
-                let session = try await broker.open(
-                    port: route.port, offer: running.offer, device: running.device, hub: hub,
-                    deliver: { data in try await backend.deliver(data) }, within: Self.openingLimit)
-                session.consumerReady()
-                return session
-            } catch {
-                reasons.append("\(route.allocation)[\(candidate.replica)]: \(error)")
-            }
-        }
-        logger.info(
-            "ingress could not reach a replica",
-            metadata: ["deployment": "\(route.deploymentID)", "reasons": "\(reasons.joined(separator: "; "))"])
-        throw IngressAnswer(
-            status: 502, "no replica of \(route.allocation) could be reached: \(reasons.joined(separator: "; "))")
     }
 }
 

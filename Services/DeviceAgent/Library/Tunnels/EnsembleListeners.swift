@@ -1,0 +1,215 @@
+#if canImport(FoundationEssentials)
+    internal import FoundationEssentials
+#else
+    internal import Foundation
+#endif
+#if canImport(Glibc)
+    internal import Glibc
+#endif
+internal import GRPCCore
+internal import Logging
+internal import NIOCore
+internal import NIOPosix
+internal import OrreryProto
+internal import SwiftProtobuf
+internal import Synchronization
+
+/// A listening socket on a loopback address (the connector makes it inside a sandbox's network namespace).
+public enum EnsembleListener {
+    /// Why no socket listens.
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// A socket listening on `address`:`port`, which must be a 127.0.0.0/8 address other than 127.0.0.1.
+    public static func listen(address: String, port: Int) -> Result<Int32, Failure> {
+        var parsed = in_addr()
+        guard (1...65535).contains(port), address.hasPrefix("127."), address != "127.0.0.1",
+            inet_pton(AF_INET, address, &parsed) == 1
+        else { return .failure(Failure(description: "LISTEN takes a 127.x.y.z address (not 127.0.0.1) and a port")) }
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard socket >= 0 else { return .failure(Failure(description: String(cString: strerror(errno)))) }
+        var one: Int32 = 1
+        setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var socketAddress = sockaddr_in()
+        socketAddress.sin_family = sa_family_t(AF_INET)
+        socketAddress.sin_port = in_port_t(UInt16(port).bigEndian)
+        socketAddress.sin_addr = parsed
+        let bound = withUnsafePointer(to: &socketAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0, Glibc.listen(socket, 512) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(socket)
+            return .failure(Failure(description: "\(address):\(port): \(reason)"))
+        }
+        return .success(socket)
+    }
+}
+
+/// The ensemble network on this device: for each running allocation with partners, the device listens inside its
+/// sandbox on each partner's loopback address and ports (what the sandbox's /etc/hosts names them) and carries each
+/// connection there to the orchestrator as a `PeerTunnel` call on a line — its own HTTP/2 stream — which reaches a
+/// running replica of the partner over that replica's device line. The listeners are made again when the sandbox's
+/// network namespace changes (a restart in place) and closed when the allocation ends.
+final class EnsembleListeners: Sendable {
+    let runner: AllocationRunner
+    let connector: SandboxConnector
+    let logger: Logger
+    /// Lines to orchestrators that connections can be carried over, by orchestrator DID.
+    private let lines = Mutex<[String: any Orrery_Orchestrator_V1_AgentChannel.ClientProtocol]>([:])
+    private let serving = Mutex<[String: Task<Void, Never>]>([:])
+    /// How often a running allocation's network namespace is looked at.
+    static let lookInterval = Duration.milliseconds(250)
+
+    init(runner: AllocationRunner, connector: SandboxConnector, logger: Logger) {
+        self.runner = runner
+        self.connector = connector
+        self.logger = logger
+    }
+
+    func attach(_ line: any Orrery_Orchestrator_V1_AgentChannel.ClientProtocol, orchestrator: String) {
+        lines.withLock { $0[orchestrator] = line }
+    }
+
+    func detach(orchestrator: String) {
+        _ = lines.withLock { $0.removeValue(forKey: orchestrator) }
+    }
+
+    /// The partners the allocation was deployed with (`peers.pb` in its directory).
+    func peers(of id: String) -> [Orrery_Orchestrator_V1_EnsemblePeer] {
+        guard let data = FileManager.default.contents(atPath: runner.directory(id) + "/peers.pb") else { return [] }
+        return (try? Orrery_Orchestrator_V1_Deploy(serializedBytes: data))?.peers ?? []
+    }
+
+    /// Writes what a sandbox needs to reach its partners by name before it starts: `peers.pb` and the `hosts` file
+    /// bound at its /etc/hosts.
+    static func prepare(_ peers: [Orrery_Orchestrator_V1_EnsemblePeer], in directory: String) throws {
+        guard !peers.isEmpty else { return }
+        let record = Orrery_Orchestrator_V1_Deploy.with { $0.peers = peers }
+        try Data(try record.serializedBytes() as [UInt8]).write(
+            to: URL(fileURLWithPath: directory + "/peers.pb"), options: .atomic)
+        var hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost\n"
+        for peer in peers { hosts += "\(peer.address)\t\(peer.allocation)\n" }
+        try hosts.write(toFile: directory + "/hosts", atomically: true, encoding: .utf8)
+    }
+
+    /// Serves allocation `id`'s partners while it runs, over the line to `orchestrator` (or another when that one
+    /// is down).
+    func serve(_ id: String, orchestrator: String) {
+        let peers = peers(of: id)
+        guard !peers.isEmpty else { return }
+        let task = Task { await self.keep(id, peers: peers, orchestrator: orchestrator) }
+        serving.withLock { $0.updateValue(task, forKey: id) }?.cancel()
+    }
+
+    /// Stops serving allocation `id`'s partners.
+    func close(_ id: String) {
+        serving.withLock { $0.removeValue(forKey: id) }?.cancel()
+    }
+
+    private func keep(_ id: String, peers: [Orrery_Orchestrator_V1_EnsemblePeer], orchestrator: String) async {
+        var namespace: String?
+        var listening: Task<Void, Never>?
+        defer { listening?.cancel() }
+        while !Task.isCancelled {
+            if runner.status(id) == .running, let member = SandboxProbe.networkMember(among: runner.processes(id)),
+                let current = SandboxProbe.namespace("net", of: member), current != namespace
+            {
+                listening?.cancel()
+                namespace = current
+                var sockets: [(peer: Orrery_Orchestrator_V1_EnsemblePeer, port: UInt32, socket: Int32)] = []
+                for peer in peers {
+                    for port in peer.ports {
+                        do {
+                            let socket = try await connector.listen(
+                                id, member: member, address: peer.address, port: Int(port))
+                            sockets.append((peer, port, socket))
+                        } catch {
+                            logger.warning(
+                                "cannot listen for an ensemble partner in a sandbox",
+                                metadata: [
+                                    "offer": "\(id)", "partner": "\(peer.allocation):\(port)", "error": "\(error)",
+                                ])
+                        }
+                    }
+                }
+                listening = Task { await self.accept(id, on: sockets, orchestrator: orchestrator) }
+            }
+            try? await Task.sleep(for: Self.lookInterval)
+        }
+    }
+
+    /// Accepts on every socket until cancelled, each connection carried on its own.
+    private func accept(
+        _ id: String, on sockets: [(peer: Orrery_Orchestrator_V1_EnsemblePeer, port: UInt32, socket: Int32)],
+        orchestrator: String
+    ) async {
+        await withDiscardingTaskGroup { group in
+            for (peer, port, socket) in sockets {
+                group.addTask {
+                    do {
+                        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                            .childChannelOption(.allowRemoteHalfClosure, value: true)
+                            .bind(socket) { channel in
+                                channel.eventLoop.makeCompletedFuture {
+                                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                                        wrappingChannelSynchronously: channel,
+                                        configuration: .init(isOutboundHalfClosureEnabled: true))
+                                }
+                            }
+                        try await withTaskCancellationHandler {
+                            try await server.executeThenClose { connections in
+                                try await withThrowingDiscardingTaskGroup { connectionGroup in
+                                    for try await connection in connections {
+                                        connectionGroup.addTask {
+                                            await self.carry(
+                                                connection, from: id, to: peer.allocation, port: port,
+                                                orchestrator: orchestrator)
+                                        }
+                                    }
+                                }
+                            }
+                        } onCancel: {
+                            server.channel.close(promise: nil)
+                        }
+                    } catch {
+                        self.logger.info(
+                            "an ensemble listener ended",
+                            metadata: ["offer": "\(id)", "partner": "\(peer.allocation):\(port)", "error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+
+    /// One sandbox connection to `allocation`:`port`, carried over a line until either side ends it.
+    private func carry(
+        _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, from id: String, to allocation: String, port: UInt32,
+        orchestrator: String
+    ) async {
+        let line = lines.withLock { $0[orchestrator] ?? $0.values.first }
+        guard let line else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        let first = Orrery_Orchestrator_V1_TunnelFrame.with {
+            $0.peer = .with {
+                $0.offerID = id
+                $0.allocation = allocation
+                $0.port = port
+            }
+        }
+        do {
+            try await SandboxTunnels.bridge(connection, first: first) { producer, onResponse in
+                try await line.peerTunnel(requestProducer: producer, onResponse: onResponse)
+            }
+        } catch {
+            logger.info(
+                "an ensemble connection ended",
+                metadata: ["offer": "\(id)", "partner": "\(allocation):\(port)", "error": "\(error)"])
+        }
+    }
+}

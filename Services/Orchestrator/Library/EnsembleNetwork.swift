@@ -1,0 +1,152 @@
+internal import Foundation
+internal import GRPCCore
+internal import Logging
+internal import OrreryProto
+internal import SwiftProtobuf
+
+/// The ensemble network: a sandbox's connection to a partner allocation's port, carried from its device's line to a
+/// running replica of the partner over that replica's device line. Only allocations of one deployment reach each
+/// other: the requesting device must run the allocation it speaks for, and the partner must be of its deployment and
+/// declare the port.
+struct EnsembleNetwork: Sendable {
+    let api: OrchestratorAPI
+    let offers: OfferStore
+    let tunnels: ReplicaTunnels
+    let logger: Logger
+
+    /// How long the partner's device has to connect.
+    static let openingLimit = Duration.seconds(10)
+
+    /// The partners a replica of `allocation` reaches by name: every other allocation of the spec that declares
+    /// ports, each at a loopback address of its own fixed by its place in the spec (127.77.x.y, never 127.0.0.1).
+    static func peers(of spec: Orrery_Orchestrator_V1_WorkloadSpec, for allocation: String)
+        -> [Orrery_Orchestrator_V1_EnsemblePeer]
+    {
+        spec.allocations.enumerated().compactMap { index, partner in
+            guard partner.name != allocation, !partner.ports.isEmpty else { return nil }
+            return .with {
+                $0.allocation = partner.name
+                $0.address = "127.77.\(index / 250).\(index % 250 + 2)"
+                $0.ports = partner.ports.map(\.port)
+            }
+        }
+    }
+
+    /// Which deployment's allocation and port a device's `open` may reach.
+    enum Verdict: Equatable {
+        case reach(deployment: String)
+        case refuse(RPCError.Code, String)
+    }
+
+    /// The rules, on what was read: the offer the device speaks for (nil: none) and its deployment's spec.
+    static func judge(
+        _ open: Orrery_Orchestrator_V1_PeerTunnelOpen, device: String,
+        offer: (deployment: String, allocation: String, device: String, isRunning: Bool)?,
+        spec: Orrery_Orchestrator_V1_WorkloadSpec?
+    ) -> Verdict {
+        guard let offer, offer.device == device else {
+            return .refuse(.permissionDenied, "offer \(open.offerID.prefix(40)) is not one of this device's")
+        }
+        guard offer.isRunning else {
+            return .refuse(.failedPrecondition, "offer \(open.offerID.prefix(40)) does not run")
+        }
+        guard let spec, let partner = spec.allocations.first(where: { $0.name == open.allocation }) else {
+            return .refuse(.notFound, "\(offer.deployment) has no allocation '\(open.allocation.prefix(64))'")
+        }
+        guard partner.ports.contains(where: { $0.port == open.port }) else {
+            return .refuse(.notFound, "\(partner.name) declares no port \(open.port)")
+        }
+        return .reach(deployment: offer.deployment)
+    }
+
+    /// Serves one `PeerTunnel` call of `device`.
+    func carry(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>, device: String
+    ) async throws {
+        let (opens, opened) = AsyncStream<Orrery_Orchestrator_V1_PeerTunnelOpen>.makeStream()
+        let (sessions, connected) = AsyncStream<TunnelBroker.Session>.makeStream()
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            // The requester's frames: the first says where to, the rest go to the partner once it is reached; their
+            // end half-closes the partner's side (its answer still comes back).
+            group.addTask {
+                var session: TunnelBroker.Session?
+                var first = true
+                for try await frame in request {
+                    if first {
+                        first = false
+                        defer { opened.finish() }
+                        guard case .peer(let open) = frame.kind else {
+                            throw RPCError(
+                                code: .invalidArgument,
+                                message: "the first frame must be peer: {offer_id, allocation, port}")
+                        }
+                        opened.yield(open)
+                        opened.finish()
+                        for await reached in sessions { session = reached }
+                        continue
+                    }
+                    guard let session else { return false }
+                    switch frame.kind {
+                    case .data(let data): try await session.toDevice.write(.with { $0.data = data })
+                    case .end: try await session.toDevice.write(.with { $0.end = true })
+                    case .close: return true
+                    default: continue
+                    }
+                }
+                opened.finish()
+                try? await session?.toDevice.write(.with { $0.end = true })
+                return false
+            }
+            var request: Orrery_Orchestrator_V1_PeerTunnelOpen?
+            for await open in opens { request = open }
+            let session: TunnelBroker.Session
+            do {
+                guard let request else {
+                    throw RPCError(code: .invalidArgument, message: "no peer frame: {offer_id, allocation, port}")
+                }
+                session = try await reach(request, device: device, response: response)
+            } catch {
+                connected.finish()
+                throw error
+            }
+            connected.yield(session)
+            connected.finish()
+            defer { session.close() }
+            // The partner's side ended: so does the call.
+            group.addTask {
+                await session.waitUntilDeviceEnded()
+                return true
+            }
+            while let ended = try await group.next() {
+                if ended { break }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// A tunnel to the partner `open` names, once the rules allow it.
+    private func reach(
+        _ open: Orrery_Orchestrator_V1_PeerTunnelOpen, device: String,
+        response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+    ) async throws -> TunnelBroker.Session {
+        let offer = try await offers.owner(ofOffer: open.offerID)
+        var deployment: Orrery_Orchestrator_V1_Deployment?
+        if let offer { deployment = try await api.current(offer.deployment) }
+        if case .refuse(let code, let message) = Self.judge(open, device: device, offer: offer, spec: deployment?.spec)
+        {
+            throw RPCError(code: code, message: message)
+        }
+        guard let deployment else {
+            throw RPCError(code: .notFound, message: "no deployment for offer \(open.offerID.prefix(40))")
+        }
+        do {
+            return try await tunnels.open(
+                deployment, allocation: open.allocation, port: open.port, within: Self.openingLimit,
+                deliver: { data in try await response.write(.with { $0.data = data }) }
+            ).session
+        } catch {
+            throw RPCError(code: .unavailable, message: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import OrreryProto
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// The ensemble network end to end: two allocations of one deployment on two agents, one calling the other by name
+/// over TCP through both devices' lines; another deployment's sandbox, on the partner's own device, reaches nothing.
+@Suite(
+    "Ensemble network: partners by name across devices", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct EnsembleNetworkTests {
+    /// A line-echo server on 127.0.0.1:6379 inside its sandbox: "PONG " and the line.
+    static let cache = """
+        #!/bin/sh
+        exec python3 -c '
+        import socketserver
+        class Echo(socketserver.StreamRequestHandler):
+            def handle(self):
+                for line in self.rfile:
+                    self.wfile.write(b"PONG " + line)
+                    self.wfile.flush()
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        socketserver.ThreadingTCPServer(("127.0.0.1", 6379), Echo).serve_forever()
+        '
+        """
+
+    /// Resolves `cache`, sends "PING" to cache:6379 until it is answered, and writes the address and the answer to
+    /// /work/reply.
+    static let web = """
+        #!/bin/sh
+        exec python3 -c '
+        import socket, time
+        for attempt in range(900):
+            try:
+                address = socket.gethostbyname("cache")
+                with socket.create_connection(("cache", 6379), timeout=10) as connection:
+                    connection.sendall(b"PING\\n")
+                    reply = connection.makefile().readline().strip()
+                if not reply:
+                    raise OSError("closed before an answer")
+                open("/work/reply", "w").write(address + " " + reply + "\\n")
+                break
+            except OSError as error:
+                print("not yet:", error, flush=True)
+                time.sleep(0.2)
+        time.sleep(3600)
+        '
+        """
+
+    /// Another deployment's sandbox trying the same name and the partners' addresses.
+    static let intruder = """
+        #!/bin/sh
+        python3 -c '
+        import socket
+        seen = []
+        try:
+            socket.gethostbyname("cache")
+            seen.append("resolved")
+        except OSError:
+            seen.append("no-name")
+        for address in ("127.77.0.2", "127.77.0.3"):
+            try:
+                socket.create_connection((address, 6379), timeout=5).close()
+                seen.append("connected")
+            except OSError:
+                seen.append("refused")
+        open("/work/result", "w").write(" ".join(seen) + "\\n")
+        '
+        sleep 3600
+        """
+
+    static func allocation(
+        _ name: String, script: String, role: String, ports: [Orrery_Orchestrator_V1_Port] = []
+    ) -> Orrery_Orchestrator_V1_AllocationSpec {
+        .with {
+            $0.name = name
+            $0.executor = .process
+            $0.artifact = .with { $0.text = script }
+            $0.resources = .with {
+                $0.cpuCores = 1
+                $0.ramMib = 128
+                $0.diskMib = 32
+            }
+            $0.maxDurationSeconds = 3600
+            $0.ports = ports
+            $0.constraints = .with { $0.labels = ["role": role] }
+        }
+    }
+
+    @Test(
+        "web calls cache:6379 by name on another device; a third deployment's sandbox on cache's own device can neither resolve it nor reach the partners' addresses"
+    )
+    func partnersByName() async throws {
+        try await JobConstellation.run("orrery-ensemble") { constellation in
+            let orchestrator = constellation.orchestrator
+            let directory = constellation.directory
+            let cacheHost = try await constellation.startAgent(
+                "cachehost", owner: #"{"prices": {"per_core_hour": 5}, "labels": {"role": "cache"}}"#)
+            defer { cacheHost.service.child.signal(SIGKILL) }
+            let webHost = try await constellation.startAgent(
+                "webhost", owner: #"{"prices": {"per_core_hour": 5}, "labels": {"role": "web"}}"#)
+            defer { webHost.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
+
+            let spec = Orrery_Orchestrator_V1_WorkloadSpec.with {
+                $0.name = "web-with-cache"
+                $0.allocations = [
+                    Self.allocation(
+                        "cache", script: Self.cache, role: "cache",
+                        ports: [
+                            .with {
+                                $0.name = "redis"
+                                $0.port = 6379
+                                $0.protocol = .tcp
+                            }
+                        ]),
+                    Self.allocation("web", script: Self.web, role: "web"),
+                ]
+            }
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+            let running = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
+            #expect(running.state == .running, "\(running.reason)")
+            let devices = Dictionary(uniqueKeysWithValues: running.assignments.map { ($0.allocation, $0.deviceDid) })
+            #expect(devices["cache"] == cacheHost.did && devices["web"] == webHost.did)
+            let reply = try await Self.file(
+                "work/reply", under: directory.appendingPathComponent("webhost-state/allocations"))
+            #expect(reply == "127.77.0.2 PONG PING\n")
+
+            // Another deployment, on the cache's own device: no name, and nothing listens at the partners' addresses
+            // in its sandbox.
+            var other = spec
+            other.name = "intruder"
+            other.allocations = [Self.allocation("intruder", script: Self.intruder, role: "cache")]
+            let intruder = try await consumer.submit(other, to: orchestrator, paid: false)
+            let result = try await Self.file(
+                "work/result", under: directory.appendingPathComponent("cachehost-state/allocations"))
+            #expect(result == "no-name refused refused\n")
+            for id in [job.id, intruder.id] {
+                _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = id }) }
+            }
+        }
+    }
+
+    /// The contents of `path` in whichever allocation directory under `allocations` has it (2 minutes at most).
+    static func file(_ path: String, under allocations: URL) async throws -> String {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            for run in (try? FileManager.default.contentsOfDirectory(atPath: allocations.path)) ?? [] {
+                let file = allocations.appendingPathComponent(run).appendingPathComponent(path)
+                if let text = try? String(contentsOf: file, encoding: .utf8), text.hasSuffix("\n") { return text }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("no allocation under \(allocations.path) wrote \(path) within 2 minutes")
+        throw CancellationError()
+    }
+}
