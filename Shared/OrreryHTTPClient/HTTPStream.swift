@@ -139,7 +139,10 @@ extension HTTPClient {
                 "\(host):\(port): \(refusal), and this client connects only to public addresses")
         }
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path)
-        head.headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)
+        // A caller's own Host (a name served at the address connected to) replaces the URL's.
+        if !headers.contains(where: { $0.0.lowercased() == "host" }) {
+            head.headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)
+        }
         head.headers.add(name: "User-Agent", value: "orrery")
         for (name, value) in headers { head.headers.add(name: name, value: value) }
         if let body { head.headers.add(name: "Content-Length", value: String(body.length)) }

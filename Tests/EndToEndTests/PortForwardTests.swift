@@ -60,9 +60,9 @@ struct PortForwardTests {
             _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
                 $0.run.state == .running && $0.run.health.status == .healthy
             }
-            let served = try Data(
-                contentsOf: try await HealthCheckTests.allocationDirectory(of: "host", in: directory)
-                    .appendingPathComponent("work/big.bin"))
+            let allocationDirectory = try await HealthCheckTests.allocationDirectory(of: "host", in: directory)
+            let served = try Data(contentsOf: allocationDirectory.appendingPathComponent("work/big.bin"))
+            let sandboxNetwork = try #require(Self.sandboxNetwork(of: allocationDirectory.lastPathComponent))
             let expected = "\(Hex.sha256(served)) \(served.count)"
             #expect(served.count == 4 << 20)
 
@@ -90,7 +90,7 @@ struct PortForwardTests {
             }
             #expect(forwarder.output.contains("connection to web/0:8080 on \(agent.did)"), "\(forwarder.output)")
             // Nine connections, one connector in the sandbox's namespace: started once, used for each.
-            #expect(Self.connectors() == 1)
+            #expect(Self.connectors(in: sandboxNetwork) == 1)
 
             // Refusals, each with its status.
             func refusal(
@@ -161,8 +161,10 @@ struct PortForwardTests {
             // The deployment ended: its connector ends with it.
             try await consumer.with(orchestrator) { _ = try await $0.cancelDeployment(.with { $0.id = job.id }) }
             let gone = ContinuousClock.now + .seconds(60)
-            while Self.connectors() > 0, ContinuousClock.now < gone { try await Task.sleep(for: .milliseconds(100)) }
-            #expect(Self.connectors() == 0)
+            while Self.connectors(in: sandboxNetwork) > 0, ContinuousClock.now < gone {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(Self.connectors(in: sandboxNetwork) == 0)
             _ = try await operatorForwarder.firstLine(timeout: .seconds(60)) { line -> Bool? in
                 line.contains("a forwarded connection failed: notFound: no deployment \(job.id) of yours") ? true : nil
             }
@@ -177,15 +179,34 @@ struct PortForwardTests {
         }
     }
 
-    /// How many of the agent's connectors run (only this suite's agents start them).
-    static func connectors() -> Int {
-        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return processes.filter { entry in
-            guard Int32(entry) != nil,
-                let arguments = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+    /// The network namespace (`net:[inode]`) of allocation `offer`'s sandbox: that of a process in its cgroup
+    /// (which names the offer) other than this process's own.
+    static func sandboxNetwork(of offer: String) -> String? {
+        let own = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
+        for entry in processes() {
+            guard let cgroup = try? String(contentsOfFile: "/proc/\(entry)/cgroup", encoding: .utf8),
+                cgroup.contains(offer),
+                let network = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/ns/net"),
+                network != own
+            else { continue }
+            return network
+        }
+        return nil
+    }
+
+    /// How many of the agents' connectors serve the sandbox network `network` (other suites' sandboxes have their
+    /// own).
+    static func connectors(in network: String) -> Int {
+        processes().filter { entry in
+            guard let arguments = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/ns/net")) == network
             else { return false }
             let words = arguments.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             return words.last == "connector" && words.contains { $0.hasSuffix("/device-agent") }
         }.count
+    }
+
+    private static func processes() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { Int32($0) != nil }
     }
 }

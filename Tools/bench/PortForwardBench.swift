@@ -169,7 +169,9 @@ struct PortForwardBenchCommand: AsyncParsableCommand {
             "Goals (issue \"Services\", for ingress and the ensemble network over the same lines): one stream ≥ 40 % of direct and ≥ 100 MiB/s; added latency p50 ≤ 2 ms between agents through the orchestrator.",
         ]
         for line in lines { print(line) }
-        if !FileManager.default.fileExists(atPath: out) { _ = FileManager.default.createFile(atPath: out, contents: nil) }
+        if !FileManager.default.fileExists(atPath: out) {
+            _ = FileManager.default.createFile(atPath: out, contents: nil)
+        }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
         try handle.seekToEnd()
         try handle.write(contentsOf: Data(lines.joined(separator: "\n").appending("\n").utf8))
@@ -177,10 +179,10 @@ struct PortForwardBenchCommand: AsyncParsableCommand {
     }
 
     /// Reads all of `url`, checking its size; MiB/s.
-    static func read(_ url: URL, expecting size: UInt64) async throws -> Double {
+    static func read(_ url: URL, expecting size: UInt64, headers: [(String, String)] = []) async throws -> Double {
         let clock = ContinuousClock()
         let start = clock.now
-        let bytes = try await HTTPClient.stream(url, idleTimeout: .seconds(60)) { head, body in
+        let bytes = try await HTTPClient.stream(url, headers: headers, idleTimeout: .seconds(60)) { head, body in
             guard head.status == 200 else { throw ValidationError("\(url): HTTP \(head.status)") }
             var count: UInt64 = 0
             while let buffer = try await body.next() { count += UInt64(buffer.readableBytes) }
@@ -191,12 +193,14 @@ struct PortForwardBenchCommand: AsyncParsableCommand {
     }
 
     /// `streams` readers of `url` at once for `window`: the bytes all of them read in it, MiB/s.
-    static func aggregate(_ url: URL, streams: Int, for window: Duration) async throws -> Double {
+    static func aggregate(
+        _ url: URL, streams: Int, for window: Duration, headers: [(String, String)] = []
+    ) async throws -> Double {
         let deadline = ContinuousClock.now + window
         let total = try await withThrowingTaskGroup(of: UInt64.self) { group in
             for _ in 0..<streams {
                 group.addTask {
-                    try await HTTPClient.stream(url, idleTimeout: .seconds(60)) { head, body in
+                    try await HTTPClient.stream(url, headers: headers, idleTimeout: .seconds(60)) { head, body in
                         guard head.status == 200 else { throw ValidationError("\(url): HTTP \(head.status)") }
                         var count: UInt64 = 0
                         while ContinuousClock.now < deadline, let buffer = try await body.next() {
@@ -212,12 +216,14 @@ struct PortForwardBenchCommand: AsyncParsableCommand {
     }
 
     /// `requests` GETs of `url` one after another, each on a new connection: p50 and p99 in milliseconds.
-    static func latency(_ url: URL, requests: Int) async throws -> (p50: Double, p99: Double) {
+    static func latency(_ url: URL, requests: Int, headers: [(String, String)] = []) async throws -> (
+        p50: Double, p99: Double
+    ) {
         var times: [Double] = []
         let clock = ContinuousClock()
         for _ in 0..<(requests + 10) {
             let start = clock.now
-            let body = try await HTTPClient.stream(url) { head, body in
+            let body = try await HTTPClient.stream(url, headers: headers) { head, body in
                 guard head.status == 200 else { throw ValidationError("\(url): HTTP \(head.status)") }
                 return try await body.collect(limit: 1024)
             }

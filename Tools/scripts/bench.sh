@@ -3,6 +3,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+# The ingress benchmark holds 1,000 connections open through several processes.
+ulimit -n 65536 2>/dev/null || true
 "$root/Tools/scripts/install-deps.sh"
 # shellcheck source=Tools/scripts/release-flags.sh
 source "$root/Tools/scripts/release-flags.sh"
@@ -206,7 +208,9 @@ echo "== submit → running (an orchestrator and 3 real agents on this registry)
 ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD ORRERY_DB_DATABASE=orrery \
     "$bin/orchestrator" --config "$work/empty.json" --grpc-port 0 --http-port 0 --log-level warning \
     --identity-key "$work/credentials/orchestrator/service.key" --trust-operator "$(cat "$work/credentials/operator.did")" \
-    --identity-delegation "$work/credentials/orchestrator/delegation.ucan" --registry-address "127.0.0.1:$port" --notary-address "127.0.0.1:$notary_port" --ready-file "$work/orchestrator.json" >"$work/orchestrator.log" 2>&1 &
+    --identity-delegation "$work/credentials/orchestrator/delegation.ucan" --registry-address "127.0.0.1:$port" --notary-address "127.0.0.1:$notary_port" --ready-file "$work/orchestrator.json" \
+    --ingress-host 127.0.0.1 --ingress-port 0 --ingress-domain bench.localhost --ingress-connections-per-deployment 4096 \
+    --ingress-connections-per-client 4096 --ingress-requests-per-second 100000 >"$work/orchestrator.log" 2>&1 &
 extra_pids+=($!)
 wait_ready "$work/orchestrator.json" "$!" "$work/orchestrator.log"
 orchestrator_port=$(python3 -c "import json; print(json.load(open('$work/orchestrator.json'))['grpc_port'])")
@@ -214,9 +218,11 @@ orchestrator_port=$(python3 -c "import json; print(json.load(open('$work/orchest
 owner_did=$("$bin/orrery" key show "$work/owner.key")
 "$bin/orrery" ucan delegate --key "$work/credentials/operator.key" --to "$owner_did" --cmd /orrery/registry --exp 1h \
     >"$work/owner.ucan"
+service_agent_pids=()
 for agent in 1 2 3; do
     start_agent "$work/agent$agent" "$work/owner.key" "$work/owner.ucan" $((agent * 10)) "$orchestrator_port" "$port"
     if [ "$agent" = 1 ]; then first_agent_pid=$agent_pid; fi
+    service_agent_pids+=(--agent-pid "$agent_pid")
 done
 ! want deploy || "$bin/orrery-bench" deploy --orchestrator "127.0.0.1:$orchestrator_port" \
     --key "$work/credentials/operator.key" --allowed-provider "$owner_did" --out bench-results/placement.md
@@ -232,6 +238,10 @@ if want services; then
     rm -f bench-results/services.md
     "$bin/orrery-bench" port-forward --orchestrator "127.0.0.1:$orchestrator_port" \
         --key "$work/credentials/operator.key" --cli "$bin/orrery" --allowed-provider "$owner_did" \
+        --out bench-results/services.md
+    echo "== ingress and the ensemble network: throughput, latency, 1,000 idle connections (the agents above)"
+    "$bin/orrery-bench" ingress --orchestrator "127.0.0.1:$orchestrator_port" \
+        --key "$work/credentials/operator.key" --allowed-provider "$owner_did" "${service_agent_pids[@]}" \
         --out bench-results/services.md
 fi
 

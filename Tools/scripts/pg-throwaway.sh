@@ -27,7 +27,7 @@ if [ "$action" = resume ]; then
         port=$(free_port)
         as_owner "$pg_bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true  # left running by a kill -9
         as_owner "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-p $port -k $dir/socket -c listen_addresses=127.0.0.1 -c max_connections=300 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
+            -o "-p $port -k $dir/socket -c listen_addresses=127.0.0.1 -c max_connections=1000 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
             || { tail -n 20 "$dir/server.log" >&2; exit 1; }
         sed -i "s/^ORRERY_PG_PORT=.*/ORRERY_PG_PORT=$port/" "$dir/env"
         echo "PostgreSQL resumed on 127.0.0.1:$port (data in $dir/data)"
@@ -53,7 +53,7 @@ start)
         -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     as_owner "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir/socket -c listen_addresses=127.0.0.1 -c max_connections=300 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
+        -o "-p $port -k $dir/socket -c listen_addresses=127.0.0.1 -c max_connections=1000 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     psql_cmd=(psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q)
     PGPASSWORD=$superuser_password "${psql_cmd[@]}" \

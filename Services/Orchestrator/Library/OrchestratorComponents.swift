@@ -119,7 +119,7 @@ struct OrchestratorComponents: Sendable {
                 revocations: environment.revocations),
             limits: IngressLimits(
                 connectionsPerDeployment: settings.connectionsPerDeployment,
-                requestsPerSecond: settings.requestsPerSecond),
+                connectionsPerClient: settings.connectionsPerClient, requestsPerSecond: settings.requestsPerSecond),
             throttle: FailedAuthenticationThrottle(limits: environment.settings.authenticationFailures),
             tunnels: ReplicaTunnels(broker: tunnels, hub: hub, offers: offers, logger: environment.logger),
             logger: environment.logger)

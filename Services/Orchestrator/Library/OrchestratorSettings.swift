@@ -137,6 +137,12 @@ public struct OrchestratorSettings: ServiceSettings {
 
         @Option(
             help:
+                "Connections one client address may have open through this orchestrator's ingress (env ORRERY_INGRESS_CONNECTIONS_PER_CLIENT, file ingress.connections_per_client; default 256)."
+        )
+        public var ingressConnectionsPerClient: Int?
+
+        @Option(
+            help:
                 "Requests per second one deployment may get through this orchestrator's ingress, in bursts of twice that (env ORRERY_INGRESS_REQUESTS_PER_SECOND, file ingress.requests_per_second; default 500)."
         )
         public var ingressRequestsPerSecond: Int?
@@ -152,6 +158,7 @@ public struct OrchestratorSettings: ServiceSettings {
             "outputs.retention_hours": 168, "ingress.host": "", "ingress.port": 8480, "ingress.domain": "",
             "ingress.tls_cert": "", "ingress.tls_key": "", "ingress.public_port": 0, "ingress.max_body_mib": 64,
             "ingress.idle_seconds": 120, "ingress.connections_per_deployment": 512,
+            "ingress.connections_per_client": 256,
             "ingress.requests_per_second": 500,
         ]
     }
@@ -176,6 +183,7 @@ public struct OrchestratorSettings: ServiceSettings {
         flags.flag("ingress.max_body_mib", options.ingressMaxBodyMib)
         flags.flag("ingress.idle_seconds", options.ingressIdleSeconds)
         flags.flag("ingress.connections_per_deployment", options.ingressConnectionsPerDeployment)
+        flags.flag("ingress.connections_per_client", options.ingressConnectionsPerClient)
         flags.flag("ingress.requests_per_second", options.ingressRequestsPerSecond)
         return flags
     }

@@ -24,7 +24,8 @@ final class SandboxTunnels: Sendable {
     private let open = Mutex(0)
     let limit: Int
 
-    init(runner: AllocationRunner, logger: Logger, connector: SandboxConnector = SandboxConnector(), limit: Int = 256) {
+    init(runner: AllocationRunner, logger: Logger, connector: SandboxConnector = SandboxConnector(), limit: Int = 2048)
+    {
         self.runner = runner
         self.logger = logger
         self.connector = connector

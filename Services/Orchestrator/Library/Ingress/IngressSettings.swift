@@ -16,6 +16,7 @@ public struct IngressSettings: Sendable, Equatable {
     public var maximumBodyBytes: Int64
     public var idleTimeout: Duration
     public var connectionsPerDeployment: Int
+    public var connectionsPerClient: Int
     public var requestsPerSecond: Int
 
     public struct TLSFiles: Sendable, Equatable {
@@ -31,8 +32,9 @@ public struct IngressSettings: Sendable, Equatable {
     public init(
         host: String, port: Int, domain: String, tls: TLSFiles? = nil, publicPort: Int? = nil,
         maximumBodyBytes: Int64 = 64 << 20, idleTimeout: Duration = .seconds(120), connectionsPerDeployment: Int = 512,
-        requestsPerSecond: Int = 500
+        connectionsPerClient: Int = 256, requestsPerSecond: Int = 500
     ) {
+        self.connectionsPerClient = connectionsPerClient
         self.host = host
         self.port = port
         self.domain = domain
@@ -69,6 +71,7 @@ public struct IngressSettings: Sendable, Equatable {
             maximumBodyBytes: Int64(try reader.integer("ingress.max_body_mib", in: 0...(1 << 20))) << 20,
             idleTimeout: .seconds(try reader.integer("ingress.idle_seconds", in: 5...86_400)),
             connectionsPerDeployment: try reader.integer("ingress.connections_per_deployment", in: 1...100_000),
+            connectionsPerClient: try reader.integer("ingress.connections_per_client", in: 1...100_000),
             requestsPerSecond: try reader.integer("ingress.requests_per_second", in: 1...1_000_000))
     }
 
