@@ -379,6 +379,37 @@ struct IngressTests {
         }
     }
 
+    @Test(
+        "an orchestrator replica serves the ingress for a device whose line only another replica holds: the tunnel is relayed through that replica"
+    )
+    func relayedBetweenReplicas() async throws {
+        try await ServiceBed.run("orrery-ingress-relay") { bed in
+            let front = try await bed.startOrchestrator(extraArguments: Self.ingressArguments)
+            defer { front.child.signal(SIGKILL) }
+            let holder = try await bed.startOrchestrator()
+            defer { holder.child.signal(SIGKILL) }
+            let agent = try await bed.startAgent(
+                "host", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [holder])
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: bed.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, front, devices: 1)
+            let job = try await consumer.submit(Self.spec(), to: front, paid: false)
+            _ = try await HealthCheckTests.until(job.id, consumer, front, "running and healthy") {
+                $0.run.state == .running && $0.run.health.status == .healthy
+            }
+            let route = try #require(
+                try await consumer.with(front) { try await $0.getDeployment(.with { $0.id = job.id }) }.routes.first)
+            let port = try #require(URLComponents(string: route.url)?.port)
+            let curl = Curl(port: port, directory: bed.directory)
+            #expect(try await curl.json(route.host, "/headers")["port"] as? Int == 8080)
+            let upload = bed.directory.appendingPathComponent("upload.bin")
+            let bytes = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+            try bytes.write(to: upload)
+            let posted = try await curl.json(route.host, "/", extra: ["--data-binary", "@\(upload.path)"])
+            #expect(posted["sha256"] as? String == Hex.sha256(bytes) && posted["size"] as? Int == bytes.count)
+        }
+    }
+
     /// `web`: the service above, its ports public (http 8080) and private (admin 8081), healthy on /ok.
     static func spec() -> Orrery_Orchestrator_V1_WorkloadSpec {
         var spec = OrchestratorTests.spec(cores: 1, name: "ingress")

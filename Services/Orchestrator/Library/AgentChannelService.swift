@@ -29,6 +29,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let tunnels: TunnelBroker
     /// Sandboxes' connections to their partners.
     let ensemble: EnsembleNetwork
+    /// Tunnels for replicas that do not hold a device's line, and the record of the lines held here.
+    let relay: ReplicaRelay
 
     /// A connection into one of the device's sandboxes, asked for on its line: the first frame names the tunnel, then
     /// the sandbox's bytes go to the port-forward waiting for it (and its bytes come back through the writer).
@@ -70,6 +72,15 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             request: request, response: response, device: try Authorization.required().invoker.string)
     }
 
+    /// Another replica's tunnel to a device whose line this one holds.
+    public func relayTunnel(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+        context: ServerContext
+    ) async throws {
+        try await relay.serve(request: request, response: response)
+    }
+
     public func connect(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_AgentMessage, any Error>,
         response: RPCWriter<Orrery_Orchestrator_V1_OrchestratorMessage>,
@@ -88,9 +99,12 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         }
         let (id, outgoing) = hub.open(device: device.string)
         logger.info("agent connected", metadata: ["device": "\(device)"])
+        await relay.lineOpened(device.string)
         defer {
             hub.close(device: device.string, id: id)
             logger.info("agent disconnected", metadata: ["device": "\(device)"])
+            let (relay, closedAt) = (relay, Date())
+            Task { await relay.lineClosed(device.string, at: closedAt) }
         }
         try await hub.deliver()
         router.relay.lineOpened(device.string)

@@ -83,6 +83,9 @@ struct OrchestratorComponents: Sendable {
                 trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
             secrets: secrets, contents: contents, ingress: ingressAddress)
         let tunnels = TunnelBroker()
+        let replicaRelay = ReplicaRelay(
+            client: database, hub: hub, broker: tunnels, environment: environment, advertised: settings.advertiseAddress
+        )
         return OrchestratorComponents(
             fleet: fleet,
             api: api,
@@ -93,22 +96,26 @@ struct OrchestratorComponents: Sendable {
                 tunnels: tunnels,
                 ensemble: EnsembleNetwork(
                     api: api, offers: offers,
-                    tunnels: ReplicaTunnels(broker: tunnels, hub: hub, offers: offers, logger: logger),
-                    logger: logger)),
-            portForwarding: PortForwarding(api: api, offers: offers, hub: hub, broker: tunnels, logger: logger),
+                    tunnels: ReplicaTunnels(
+                        broker: tunnels, hub: hub, offers: offers, relay: replicaRelay, logger: logger),
+                    logger: logger),
+                relay: replicaRelay),
+            portForwarding: PortForwarding(
+                api: api, offers: offers, hub: hub, broker: tunnels, relay: replicaRelay, logger: logger),
             notary: notary, settlement: settlement, router: router, checkpoints: checkpoints, contents: contents,
             betterPlacements: BetterPlacements(
                 store: store, driver: driver, mover: mover, logger: logger,
                 marginPercent: settings.relocationMarginPercent),
             ingress: ingressAddress.map { address in
                 ingressServer(
-                    address, environment: environment, api: api, tunnels: tunnels, hub: hub, offers: offers)
+                    address, environment: environment, api: api,
+                    tunnels: ReplicaTunnels(
+                        broker: tunnels, hub: hub, offers: offers, relay: replicaRelay, logger: logger))
             })
     }
 
     private static func ingressServer(
-        _ address: IngressAddress, environment: ServiceEnvironment, api: OrchestratorAPI, tunnels: TunnelBroker,
-        hub: AgentHub, offers: OfferStore
+        _ address: IngressAddress, environment: ServiceEnvironment, api: OrchestratorAPI, tunnels: ReplicaTunnels
     ) -> IngressServer {
         let settings = address.settings
         let proxy = IngressProxy(
@@ -121,8 +128,7 @@ struct OrchestratorComponents: Sendable {
                 connectionsPerDeployment: settings.connectionsPerDeployment,
                 connectionsPerClient: settings.connectionsPerClient, requestsPerSecond: settings.requestsPerSecond),
             throttle: FailedAuthenticationThrottle(limits: environment.settings.authenticationFailures),
-            tunnels: ReplicaTunnels(broker: tunnels, hub: hub, offers: offers, logger: environment.logger),
-            logger: environment.logger)
+            tunnels: tunnels, logger: environment.logger)
         return IngressServer(proxy: proxy, address: address, logger: environment.logger)
     }
 }

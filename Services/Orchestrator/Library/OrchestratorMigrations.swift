@@ -396,5 +396,20 @@ public enum OrchestratorMigrations {
                 "ALTER TABLE offers ADD COLUMN gave_up boolean NOT NULL DEFAULT false",
             ]
         ),
+        Migration(
+            version: 21,
+            name: "agent lines by replica",
+            statements: [
+                // Which replica holds each device's line (its advertised gRPC address): the others relay tunnels
+                // to that device through it.
+                """
+                CREATE TABLE agent_lines (
+                    device_did text PRIMARY KEY,
+                    replica_address text NOT NULL,
+                    opened_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            ]
+        ),
     ]
 }

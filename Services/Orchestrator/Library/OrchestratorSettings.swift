@@ -28,6 +28,9 @@ public struct OrchestratorSettings: ServiceSettings {
     public var outputRetention: Duration
     /// The ingress's own listener and domain; nil runs none (EXPOSE_PUBLIC and EXPOSE_PRIVATE ports are refused).
     public var ingress: IngressSettings?
+    /// This replica's gRPC address as the other replicas reach it; nil: its gRPC host and port, when the host is an
+    /// address of its own (not a wildcard).
+    public var advertiseAddress: String?
 
     public struct Options: ParsableArguments {
         @Option(
@@ -83,6 +86,12 @@ public struct OrchestratorSettings: ServiceSettings {
                 "Hours the content store keeps an output before it expires (env ORRERY_OUTPUTS_RETENTION_HOURS, file outputs.retention_hours; default 168)."
         )
         public var outputsRetentionHours: Int?
+
+        @Option(
+            help:
+                "This replica's gRPC address, host:port, as the other orchestrator replicas reach it: they relay tunnels to devices whose line it holds through it (env ORRERY_ADVERTISE_ADDRESS, file cluster.advertise_address; default: the gRPC host and port, unless the host is a wildcard)."
+        )
+        public var advertiseAddress: String?
 
         @Option(
             help:
@@ -155,7 +164,8 @@ public struct OrchestratorSettings: ServiceSettings {
             "registry.address": "", "offer.timeout_ms": 10000, "notary.address": "", "settlement.address": "",
             "relocation.margin_percent": 30, "images.registry_ca": "",
             "images.registry_addresses": "public", "outputs.store_mib_per_consumer": 10240,
-            "outputs.retention_hours": 168, "ingress.host": "", "ingress.port": 8480, "ingress.domain": "",
+            "outputs.retention_hours": 168, "cluster.advertise_address": "", "ingress.host": "", "ingress.port": 8480,
+            "ingress.domain": "",
             "ingress.tls_cert": "", "ingress.tls_key": "", "ingress.public_port": 0, "ingress.max_body_mib": 64,
             "ingress.idle_seconds": 120, "ingress.connections_per_deployment": 512,
             "ingress.connections_per_client": 256,
@@ -174,6 +184,7 @@ public struct OrchestratorSettings: ServiceSettings {
         flags.flag("images.registry_addresses", options.imagesRegistryAddresses)
         flags.flag("outputs.store_mib_per_consumer", options.outputsStoreMibPerConsumer)
         flags.flag("outputs.retention_hours", options.outputsRetentionHours)
+        flags.flag("cluster.advertise_address", options.advertiseAddress)
         flags.flag("ingress.host", options.ingressHost)
         flags.flag("ingress.port", options.ingressPort)
         flags.flag("ingress.domain", options.ingressDomain)
@@ -200,6 +211,7 @@ public struct OrchestratorSettings: ServiceSettings {
             Int64(try reader.integer("outputs.store_mib_per_consumer", in: 0...(1 << 30))) << 20
         outputRetention = .seconds(3600 * (try reader.integer("outputs.retention_hours", in: 1...(24 * 365))))
         ingress = try IngressSettings(reading: reader)
+        advertiseAddress = try reader.address("cluster.advertise_address")
     }
 
     public init(

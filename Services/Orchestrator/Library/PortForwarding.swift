@@ -114,11 +114,15 @@ final class TunnelBroker: Sendable {
 
     /// Asks `device` on its line (held by this replica) to connect to `port` of its allocation `offer`, and waits (at
     /// most `limit`) until it did: the session, its bytes going to `deliver` once `consumerReady()` is called.
+    /// Without the device's line here, `relay` (when given) opens it through the replica that holds the line.
     func open(
-        port: UInt32, offer: String, device: String, hub: AgentHub,
+        port: UInt32, offer: String, device: String, hub: AgentHub, relay: ReplicaRelay? = nil,
         deliver: @escaping @Sendable (Data) async throws -> Void, within limit: Duration = .seconds(15)
     ) async throws -> Session {
         guard hub.holds(device) else {
+            if let relay {
+                return try await relay.open(port: port, offer: offer, device: device, deliver: deliver, within: limit)
+            }
             throw RPCError(
                 code: .unavailable,
                 message: "the device's line is held by another orchestrator replica: connect through that one")
@@ -150,6 +154,8 @@ struct PortForwarding: Sendable {
     let offers: OfferStore
     let hub: AgentHub
     let broker: TunnelBroker
+    /// Reaches devices whose line another replica holds.
+    let relay: ReplicaRelay?
     let logger: Logger
 
     /// The most bytes a message carries.
@@ -247,7 +253,7 @@ struct PortForwarding: Sendable {
         }
         do {
             let session = try await broker.open(
-                port: open.port, offer: offer, device: device, hub: hub,
+                port: open.port, offer: offer, device: device, hub: hub, relay: relay,
                 deliver: { data in try await response.write(.with { $0.data = data }) }, within: Self.openingLimit)
             logger.info(
                 "port-forward open",

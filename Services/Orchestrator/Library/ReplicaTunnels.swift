@@ -9,6 +9,8 @@ struct ReplicaTunnels: Sendable {
     let broker: TunnelBroker
     let hub: AgentHub
     let offers: OfferStore
+    /// Reaches devices whose line another replica holds.
+    let relay: ReplicaRelay?
     let logger: Logger
 
     /// Why no tunnel was opened.
@@ -54,7 +56,7 @@ struct ReplicaTunnels: Sendable {
                     continue
                 }
                 let session = try await broker.open(
-                    port: port, offer: running.offer, device: running.device, hub: hub, deliver: deliver,
+                    port: port, offer: running.offer, device: running.device, hub: hub, relay: relay, deliver: deliver,
                     within: limit)
                 session.consumerReady()
                 return Opened(session: session, replica: candidate.replica, device: running.device)

@@ -4266,11 +4266,25 @@ public enum Orrery_Orchestrator_V1_AgentChannel: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "RelayTunnel" metadata.
+        public enum RelayTunnel: Sendable {
+            /// Request type for "RelayTunnel".
+            public typealias Input = Orrery_Orchestrator_V1_TunnelFrame
+            /// Response type for "RelayTunnel".
+            public typealias Output = Orrery_Orchestrator_V1_TunnelFrame
+            /// Descriptor for "RelayTunnel".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.AgentChannel"),
+                method: "RelayTunnel",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.AgentChannel" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Connect.descriptor,
             Tunnel.descriptor,
-            PeerTunnel.descriptor
+            PeerTunnel.descriptor,
+            RelayTunnel.descriptor
         ]
     }
 }
@@ -4358,6 +4372,27 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
+
+        /// Handle the "RelayTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) A tunnel to a device whose line the callee holds, for a replica that does not
+        /// > (the ingress, port-forward and the ensemble network on any replica): the first frame is `relay`; the callee
+        /// > answers with `start` (its `error` set when the device could not connect), then bytes flow both ways. Only the
+        /// > orchestrator's own key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        func relayTunnel(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
@@ -4426,6 +4461,27 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         ///     to an internal error.
         /// - Returns: A streaming response of `Orrery_Orchestrator_V1_TunnelFrame` messages.
         func peerTunnel(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
+
+        /// Handle the "RelayTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) A tunnel to a device whose line the callee holds, for a replica that does not
+        /// > (the ingress, port-forward and the ensemble network on any replica): the first frame is `relay`; the callee
+        /// > answers with `start` (its `error` set when the device could not connect), then bytes flow both ways. Only the
+        /// > orchestrator's own key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        func relayTunnel(
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
@@ -4501,6 +4557,28 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "RelayTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) A tunnel to a device whose line the callee holds, for a replica that does not
+        /// > (the ingress, port-forward and the ensemble network on any replica): the first frame is `relay`; the callee
+        /// > answers with `start` (its `error` set when the device could not connect), then bytes flow both ways. Only the
+        /// > orchestrator's own key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func relayTunnel(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -4536,6 +4614,17 @@ extension Orrery_Orchestrator_V1_AgentChannel.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
             handler: { request, context in
                 try await self.peerTunnel(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_AgentChannel.Method.RelayTunnel.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            handler: { request, context in
+                try await self.relayTunnel(
                     request: request,
                     context: context
                 )
@@ -4594,6 +4683,23 @@ extension Orrery_Orchestrator_V1_AgentChannel.SimpleServiceProtocol {
             metadata: [:],
             producer: { writer in
                 try await self.peerTunnel(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func relayTunnel(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>(
+            metadata: [:],
+            producer: { writer in
+                try await self.relayTunnel(
                     request: request.messages,
                     response: writer,
                     context: context
@@ -4683,6 +4789,32 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         func peerTunnel<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RelayTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) A tunnel to a device whose line the callee holds, for a replica that does not
+        /// > (the ingress, port-forward and the ensemble network on any replica): the first frame is `relay`; the callee
+        /// > answers with `start` (its `error` set when the device could not connect), then bytes flow both ways. Only the
+        /// > orchestrator's own key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func relayTunnel<Result>(
             request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
             serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_TunnelFrame>,
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
@@ -4810,6 +4942,41 @@ extension Orrery_Orchestrator_V1_AgentChannel {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RelayTunnel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) A tunnel to a device whose line the callee holds, for a replica that does not
+        /// > (the ingress, port-forward and the ensemble network on any replica): the first frame is `relay`; the callee
+        /// > answers with `start` (its `error` set when the device could not connect), then bytes flow both ways. Only the
+        /// > orchestrator's own key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_TunnelFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func relayTunnel<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_AgentChannel.Method.RelayTunnel.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4890,6 +5057,36 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
         onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
         try await self.peerTunnel(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RelayTunnel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > (Between orchestrator replicas.) A tunnel to a device whose line the callee holds, for a replica that does not
+    /// > (the ingress, port-forward and the ensemble network on any replica): the first frame is `relay`; the callee
+    /// > answers with `start` (its `error` set when the device could not connect), then bytes flow both ways. Only the
+    /// > orchestrator's own key may call it.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func relayTunnel<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.relayTunnel(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
@@ -4993,6 +5190,41 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
             producer: producer
         )
         return try await self.peerTunnel(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RelayTunnel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > (Between orchestrator replicas.) A tunnel to a device whose line the callee holds, for a replica that does not
+    /// > (the ingress, port-forward and the ensemble network on any replica): the first frame is `relay`; the callee
+    /// > answers with `start` (its `error` set when the device could not connect), then bytes flow both ways. Only the
+    /// > orchestrator's own key may call it.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func relayTunnel<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_TunnelFrame>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.relayTunnel(
             request: request,
             options: options,
             onResponse: handleResponse

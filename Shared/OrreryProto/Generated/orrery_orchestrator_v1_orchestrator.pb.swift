@@ -2174,6 +2174,15 @@ public nonisolated struct Orrery_Orchestrator_V1_TunnelFrame: Sendable {
     set {kind = .peer(newValue)}
   }
 
+  /// (First on a RelayTunnel call.) The tunnel the callee opens on the device's line it holds.
+  public var relay: Orrery_Orchestrator_V1_RelayTunnelOpen {
+    get {
+      if case .relay(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_RelayTunnelOpen()
+    }
+    set {kind = .relay(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -2187,8 +2196,26 @@ public nonisolated struct Orrery_Orchestrator_V1_TunnelFrame: Sendable {
     case close(Bool)
     /// (From the device, first on a PeerTunnel call.) Where the sandbox's connection goes.
     case peer(Orrery_Orchestrator_V1_PeerTunnelOpen)
+    /// (First on a RelayTunnel call.) The tunnel the callee opens on the device's line it holds.
+    case relay(Orrery_Orchestrator_V1_RelayTunnelOpen)
 
   }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_RelayTunnelOpen: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deviceDid: String = String()
+
+  public var offerID: String = String()
+
+  public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -6157,7 +6184,7 @@ nonisolated extension Orrery_Orchestrator_V1_OpenTunnel: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TunnelFrame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}data\0\u{1}end\0\u{1}close\0\u{1}peer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}data\0\u{1}end\0\u{1}close\0\u{1}peer\0\u{1}relay\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6215,6 +6242,19 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message,
           self.kind = .peer(v)
         }
       }()
+      case 6: try {
+        var v: Orrery_Orchestrator_V1_RelayTunnelOpen?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .relay(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .relay(v)
+        }
+      }()
       default: break
       }
     }
@@ -6246,6 +6286,10 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message,
       guard case .peer(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
+    case .relay?: try {
+      guard case .relay(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -6253,6 +6297,46 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message,
 
   public static func ==(lhs: Orrery_Orchestrator_V1_TunnelFrame, rhs: Orrery_Orchestrator_V1_TunnelFrame) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_RelayTunnelOpen: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RelayTunnelOpen"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_did\0\u{3}offer_id\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 1)
+    }
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 2)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_RelayTunnelOpen, rhs: Orrery_Orchestrator_V1_RelayTunnelOpen) -> Bool {
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.port != rhs.port {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

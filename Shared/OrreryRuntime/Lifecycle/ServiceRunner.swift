@@ -380,7 +380,7 @@ private struct MainService: Service {
 
             health.set(.serving, for: "")
             for name in serviceNames { health.set(.serving, for: name) }
-            environment.serving.markServing()
+            environment.serving.markServing(grpcPort: grpcPort)
             // From here on, health follows the database too.
             let databaseTask = Task {
                 if let database, let databaseWatch {

@@ -4,6 +4,7 @@ internal import Synchronization
 /// judges others by what reached the process (the registry's liveness) starts its clock here, not at launch.
 public final class ServingSignal: Sendable {
     private let serving: Atomic<Bool>
+    private let port = Atomic<Int>(0)
 
     /// `serving`: already serving (an environment built by hand for a test).
     public init(serving: Bool = false) {
@@ -12,7 +13,16 @@ public final class ServingSignal: Sendable {
 
     public var isServing: Bool { serving.load(ordering: .acquiring) }
 
-    package func markServing() { serving.store(true, ordering: .releasing) }
+    /// The port the gRPC listener got, once it serves.
+    public var grpcPort: Int? {
+        let port = port.load(ordering: .acquiring)
+        return port > 0 ? port : nil
+    }
+
+    package func markServing(grpcPort: Int? = nil) {
+        if let grpcPort { port.store(grpcPort, ordering: .releasing) }
+        serving.store(true, ordering: .releasing)
+    }
 
     /// Returns once the process serves, or when the task is cancelled.
     public func wait() async {

@@ -127,7 +127,7 @@ final class SandboxTunnels: Sendable {
                         case .data(let data): try await outbound.write(ByteBuffer(bytes: data))
                         case .end: outbound.finish()
                         case .close: return
-                        case .start, .peer, nil: continue
+                        case .start, .peer, .relay, nil: continue
                         }
                     }
                 })
