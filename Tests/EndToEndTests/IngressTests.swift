@@ -309,6 +309,17 @@ struct IngressTests {
                 publicRoute.host, "/headers",
                 headers: ["Cookie: orrery_session=\(Self.cookieValue(cookies) ?? "")"])
             #expect(Self.fields(elsewhere)["x-orrery-caller"] == nil)
+
+            // An ended deployment's host names lead nowhere.
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+            let ended = ContinuousClock.now + .seconds(60)
+            var status = ""
+            while ContinuousClock.now < ended {
+                status = try await curl.run(publicRoute.host, "/headers", extra: code).output
+                if status == "404" { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(status == "404")
         }
     }
 

@@ -11,7 +11,9 @@ public enum OrchestratorServer {
         name: "orchestrator",
         defaultGRPCPort: 7403,
         defaultHTTPPort: 9403,
-        schema: (name: "orchestrator", migrations: OrchestratorMigrations.all)
+        schema: (name: "orchestrator", migrations: OrchestratorMigrations.all),
+        // An agent's line carries a stream per tunnel into its sandboxes (up to 2,048 a device) besides the line.
+        concurrentStreams: 4096
     )
 
     /// The service with its gRPC handlers, its JSON gateway and its background work: following the registry, the

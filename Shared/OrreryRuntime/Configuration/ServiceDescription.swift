@@ -15,6 +15,9 @@ public struct ServiceDescription: Sendable {
     public var createsOwnKey: Bool
     /// This is the identity service: it keeps the revocation log itself instead of following one.
     public var keepsRevocationLog: Bool
+    /// Streams one client connection may carry at once (SETTINGS_MAX_CONCURRENT_STREAMS): the orchestrator's agent
+    /// lines carry a stream per tunnel.
+    public var concurrentStreams: Int
 
     public init(
         name: String,
@@ -23,8 +26,10 @@ public struct ServiceDescription: Sendable {
         schema: (name: String, migrations: [Migration])?,
         loopbackOnly: Bool = false,
         createsOwnKey: Bool = false,
-        keepsRevocationLog: Bool = false
+        keepsRevocationLog: Bool = false,
+        concurrentStreams: Int = 100
     ) {
+        self.concurrentStreams = concurrentStreams
         self.name = name
         self.defaultGRPCPort = defaultGRPCPort
         self.defaultHTTPPort = defaultHTTPPort

@@ -322,7 +322,8 @@ private struct MainService: Service {
             transport: .http2NIOPosix(
                 address: try Self.socketAddress(host: settings.grpc.host, port: settings.grpc.port),
                 transportSecurity: transportSecurity,
-                config: Self.transportConfiguration(settings: settings, budget: budget, tarpit: tarpit)
+                config: Self.transportConfiguration(
+                    settings: settings, budget: budget, tarpit: tarpit, streams: built.description.concurrentStreams)
             ),
             services: parts.rpcServices + [
                 HealthService(book: health), reflection, ReflectionServiceV1Alpha(v1: reflection),
@@ -451,12 +452,13 @@ private struct MainService: Service {
     /// The gRPC transport's limits: advertised stream concurrency, idle connections closed, keepalive pings to
     /// find dead peers, the process's connection budget, 4 MiB messages.
     static func transportConfiguration(
-        settings: RuntimeSettings, budget: ConnectionBudget, tarpit: ConnectionTarpit? = nil
+        settings: RuntimeSettings, budget: ConnectionBudget, tarpit: ConnectionTarpit? = nil,
+        streams: Int = maximumConcurrentStreams
     )
         -> HTTP2ServerTransport.Posix.Config
     {
         var config = HTTP2ServerTransport.Posix.Config.defaults
-        config.http2.maxConcurrentStreams = maximumConcurrentStreams
+        config.http2.maxConcurrentStreams = streams
         // HTTP/2 flow control: how much a peer may send before the server takes it in. gRPC's 64 KiB default held a
         // device streaming an output over its line to a window update per 64 KiB (~70 MiB/s on loopback).
         config.http2.targetWindowSize = flowControlWindow

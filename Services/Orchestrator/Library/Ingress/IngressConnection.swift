@@ -166,19 +166,21 @@ final class IngressConnection {
         if case .bytes(let count) = length, count > proxy.settings.maximumBodyBytes {
             throw IngressAnswer(status: 413, "a request body may have at most \(proxy.settings.maximumBodyBytes) bytes")
         }
-        if let wait = proxy.limits.takeRequest(of: entry.route.deploymentID) {
-            throw IngressAnswer(
-                status: 429,
-                "\(entry.route.deploymentID) gets at most \(Int(proxy.limits.requestsPerSecond)) requests a second here",
-                headers: [("Retry-After", "\(max(1, Int(wait.rounded(.up))))")])
-        }
         let hostName = host.lowercased().split(separator: ":").first.map(String.init) ?? host
         var caller: String?
+        // A private port's callers prove who they are first (failures are throttled per address): nobody else can
+        // spend its deployment's request allowance.
         if entry.route.isPrivate {
             if head.second == "/.orrery/session" || head.second.hasPrefix("/.orrery/session?") {
                 throw signIn(head, route: entry.route, host: hostName)
             }
             caller = try authenticate(head, route: entry.route, host: hostName)
+        }
+        if let wait = proxy.limits.takeRequest(of: entry.route.deploymentID) {
+            throw IngressAnswer(
+                status: 429,
+                "\(entry.route.deploymentID) gets at most \(Int(proxy.limits.requestsPerSecond)) requests a second here",
+                headers: [("Retry-After", "\(max(1, Int(wait.rounded(.up))))")])
         }
         let upgrade = !head.values("Upgrade").isEmpty && head.tokens("Connection").contains("upgrade")
         var rewritten = Self.rewrite(

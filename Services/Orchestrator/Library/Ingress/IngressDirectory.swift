@@ -57,7 +57,8 @@ final class IngressDirectory: Sendable {
         }
         guard admitted else { throw IngressDirectoryBusy() }
         defer { lookups.withLock { $0 -= 1 } }
-        let deployment = try await lookup(id)
+        // An ended deployment serves nothing: its host names lead nowhere.
+        let deployment = try await lookup(id).flatMap { $0.state.isTerminal ? nil : $0 }
         let entry = deployment.flatMap { deployment in
             IngressRoute.routes(of: deployment).first { $0.label == label }.map {
                 Entry(route: $0, deployment: deployment)
