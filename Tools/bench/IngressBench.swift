@@ -187,10 +187,15 @@ struct IngressBenchCommand: AsyncParsableCommand {
                 $0.port = 8080
                 $0.path = "/ok"
             }
-            $0.intervalSeconds = 1
+            // Checks under the load of 32 streams on 2 cores are slow: a restart mid-measurement would spoil it.
+            $0.intervalSeconds = 5
+            $0.timeoutSeconds = 5
+            $0.unhealthyThreshold = 10
             $0.startPeriodSeconds = 300
         }
         var prober = allocation("probe", probe)
+        // Room for its page cache, 32 readers' buffers and 1,000 held connections (at 256 MiB it was killed).
+        prober.resources.ramMib = 1024
         // Connections held open need a server that keeps them (busybox httpd closes after each response): the
         // probe's Python answers on 8081 with keep-alive, for the idle connections.
         prober.ports = [
@@ -247,21 +252,24 @@ struct IngressBenchCommand: AsyncParsableCommand {
         }
     }
 
-    /// An HTTP/1.1 server on 127.0.0.1:8081 that keeps connections open, answering "ok" (no single quotes).
+    /// An HTTP/1.1 server on 127.0.0.1:8081 that keeps connections open, answering "ok" — one thread for all (the
+    /// sandbox's pids limit would stop a thread per connection); GET /go tells the probe to start (no single quotes).
     static let keepAlive = """
-        import http.server
-        class Answer(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            def log_message(self, *arguments): pass
-            def do_GET(self):
-                if self.path == "/go": open("/work/go", "w").close()
-                self.send_response(200)
-                self.send_header("Content-Length", "3")
-                self.end_headers()
-                self.wfile.write(b"ok\\n")
-        http.server.ThreadingHTTPServer.daemon_threads = True
-        http.server.ThreadingHTTPServer.request_queue_size = 1024
-        http.server.ThreadingHTTPServer(("127.0.0.1", 8081), Answer).serve_forever()
+        import asyncio
+        async def answer(reader, writer):
+            try:
+                while True:
+                    head = await reader.readuntil(b"\\r\\n\\r\\n")
+                    if head.startswith(b"GET /go "): open("/work/go", "w").close()
+                    writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+        async def main():
+            server = await asyncio.start_server(answer, "127.0.0.1", 8081, backlog=1024)
+            async with server:
+                await server.serve_forever()
+        asyncio.run(main())
         """
 
     /// The Python client the probe allocation runs (no single quotes: it is passed in them).
@@ -365,7 +373,13 @@ struct IngressBenchCommand: AsyncParsableCommand {
                     }
                     if text.contains("never ready") { throw ValidationError("the probe: \(text)") }
                 }
-                throw ValidationError("the probe's log ended without its results: \(text)")
+                let ended = try await orchestrator.getDeployment(.with { $0.id = id })
+                let replicas = ended.assignments.map {
+                    "\($0.allocation)[\($0.replica)]: \($0.run.state) \($0.run.reason)"
+                }
+                throw ValidationError(
+                    "the probe's log ended without its results (the deployment is \(ended.state): \(ended.reason); "
+                        + "\(replicas.joined(separator: "; "))): \(text)")
             }
         }
     }
