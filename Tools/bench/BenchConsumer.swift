@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2Posix
 import OrreryAuth
 import OrreryIdentity
 import OrreryProto
+import SwiftProtobuf
 import OrreryRuntime
 
 /// The operator as the benchmarks' consumer of an orchestrator: a client whose calls it signs, and its delegations
@@ -50,6 +51,30 @@ enum BenchConsumer {
             transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext), interceptors: [signer]
         ) { client in
             try await body(Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client), authorities)
+        }
+    }
+
+    /// Submits `spec` with the consumer's authorities and waits until it runs; its state now (with routes and runs).
+    /// Throws `ValidationError` when it ends instead.
+    static func deployAndWait(
+        _ spec: Orrery_Orchestrator_V1_WorkloadSpec, orchestrator address: String, key path: String
+    ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        try await withOrchestrator(address, key: path) { (orchestrator, authorities: Authorities) in
+            let deployment = try await orchestrator.submitWorkload(
+                .with {
+                    $0.spec = spec
+                    $0.idempotencyKey = UUID().uuidString
+                    $0.consumerAuthority = authorities.propose
+                    $0.settlementAuthority = authorities.escrow
+                })
+            let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }) { response in
+                for try await event in response.messages where event.state == .running || event.state.isTerminal {
+                    return event.state
+                }
+                return Orrery_Orchestrator_V1_DeploymentState.unspecified
+            }
+            guard state == .running else { throw ValidationError("deployment \(deployment.id) is \(state)") }
+            return try await orchestrator.getDeployment(.with { $0.id = deployment.id })
         }
     }
 }

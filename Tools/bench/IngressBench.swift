@@ -220,35 +220,12 @@ struct IngressBenchCommand: AsyncParsableCommand {
         var attempt = 0
         while true {
             do {
-                return try await submitOnce(spec)
+                return try await BenchConsumer.deployAndWait(spec, orchestrator: orchestrator, key: key)
             } catch let error as ValidationError where attempt < 12 {
                 attempt += 1
                 print("not placed yet (\(error)); trying again in 5 s")
                 try await Task.sleep(for: .seconds(5))
             }
-        }
-    }
-
-    private func submitOnce(_ spec: Orrery_Orchestrator_V1_WorkloadSpec) async throws
-        -> Orrery_Orchestrator_V1_Deployment
-    {
-        try await BenchConsumer.withOrchestrator(orchestrator, key: key) {
-            (orchestrator, authorities: BenchConsumer.Authorities) in
-            let deployment = try await orchestrator.submitWorkload(
-                .with {
-                    $0.spec = spec
-                    $0.idempotencyKey = UUID().uuidString
-                    $0.consumerAuthority = authorities.propose
-                    $0.settlementAuthority = authorities.escrow
-                })
-            let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }) { response in
-                for try await event in response.messages where event.state == .running || event.state.isTerminal {
-                    return event.state
-                }
-                return Orrery_Orchestrator_V1_DeploymentState.unspecified
-            }
-            guard state == .running else { throw ValidationError("deployment \(deployment.id) is \(state)") }
-            return try await orchestrator.getDeployment(.with { $0.id = deployment.id })
         }
     }
 

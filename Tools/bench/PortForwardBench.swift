@@ -75,24 +75,7 @@ struct PortForwardBenchCommand: AsyncParsableCommand {
         let direct = try Self.start(Self.busybox, ["httpd", "-f", "-p", "127.0.0.1:\(directPort)", "-h", work.path])
         defer { direct.terminate() }
 
-        let deployment = try await BenchConsumer.withOrchestrator(orchestrator, key: key) {
-            (orchestrator, authorities: BenchConsumer.Authorities) in
-            let deployment = try await orchestrator.submitWorkload(
-                .with {
-                    $0.spec = spec
-                    $0.idempotencyKey = UUID().uuidString
-                    $0.consumerAuthority = authorities.propose
-                    $0.settlementAuthority = authorities.escrow
-                })
-            let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }) { response in
-                for try await event in response.messages where event.state == .running || event.state.isTerminal {
-                    return event.state
-                }
-                return Orrery_Orchestrator_V1_DeploymentState.unspecified
-            }
-            guard state == .running else { throw ValidationError("deployment \(deployment.id) is \(state)") }
-            return deployment
-        }
+        let deployment = try await BenchConsumer.deployAndWait(spec, orchestrator: orchestrator, key: key)
         let forwarded = Pipe()
         let forwarder = try Self.start(
             cli, ["port-forward", deployment.id, "web:8080", "0", "--orchestrator", orchestrator, "--key", key],

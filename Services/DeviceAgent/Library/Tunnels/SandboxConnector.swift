@@ -46,33 +46,26 @@ final class SandboxConnector: Sendable {
     /// A connected, non-blocking socket to `port` inside the sandbox of allocation `id`, one of whose processes is
     /// `member`.
     func connect(_ id: String, member: Int32, port: Int, timeout: Duration) async throws -> Int32 {
-        guard let namespace = SandboxProbe.namespace("net", of: member) else {
-            throw ConnectFailure(description: "its sandbox's network cannot be read")
-        }
-        for attempt in 0..<2 {
-            let helper = try await helper(for: id, namespace: namespace, member: member)
-            do {
-                return try await request(helper, text: "\(port) \(SandboxProbe.milliseconds(timeout))")
-            } catch let failure as HelperGone where attempt == 0 {
-                // It ended (killed with the sandbox, or never started): a new one, once.
-                _ = failure
-                forget(id, only: helper)
-            }
-        }
-        throw ConnectFailure(description: "the connector in its sandbox does not answer")
+        try await ask(id, member: member, "\(port) \(SandboxProbe.milliseconds(timeout))")
     }
 
     /// A socket listening on loopback `address`:`port` inside the sandbox of allocation `id` (one of whose processes
     /// is `member`): made there, so it takes the sandbox's connections wherever the agent accepts them.
     func listen(_ id: String, member: Int32, address: String, port: Int) async throws -> Int32 {
+        try await ask(id, member: member, "LISTEN \(address) \(port)")
+    }
+
+    /// The descriptor the helper of `id`'s sandbox answers `request` with.
+    private func ask(_ id: String, member: Int32, _ request: String) async throws -> Int32 {
         guard let namespace = SandboxProbe.namespace("net", of: member) else {
             throw ConnectFailure(description: "its sandbox's network cannot be read")
         }
         for attempt in 0..<2 {
             let helper = try await helper(for: id, namespace: namespace, member: member)
             do {
-                return try await request(helper, text: "LISTEN \(address) \(port)")
+                return try await self.request(helper, text: request)
             } catch let failure as HelperGone where attempt == 0 {
+                // It ended (killed with the sandbox, or never started): a new one, once.
                 _ = failure
                 forget(id, only: helper)
             }
