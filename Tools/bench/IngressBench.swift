@@ -64,7 +64,7 @@ struct IngressBenchCommand: AsyncParsableCommand {
         let directPort = try PortForwardBenchCommand.freePort()
         let direct = try PortForwardBenchCommand.start(
             PortForwardBenchCommand.busybox, ["httpd", "-f", "-p", "127.0.0.1:\(directPort)", "-h", work.path])
-        defer { direct.terminate() }
+        defer { PortForwardBenchCommand.stop(direct) }
 
         func url(_ port: Int, _ path: String) throws -> URL {
             guard let url = URL(string: "http://127.0.0.1:\(port)\(path)") else { throw ValidationError("no URL") }

@@ -73,14 +73,14 @@ struct PortForwardBenchCommand: AsyncParsableCommand {
         try await Self.shell("head -c \(size) /dev/urandom > '\(work.path)/big.bin'; echo ok > '\(work.path)/ok'")
         let directPort = try Self.freePort()
         let direct = try Self.start(Self.busybox, ["httpd", "-f", "-p", "127.0.0.1:\(directPort)", "-h", work.path])
-        defer { direct.terminate() }
+        defer { Self.stop(direct) }
 
         let deployment = try await BenchConsumer.deployAndWait(spec, orchestrator: orchestrator, key: key)
         let forwarded = Pipe()
         let forwarder = try Self.start(
             cli, ["port-forward", deployment.id, "web:8080", "0", "--orchestrator", orchestrator, "--key", key],
             output: forwarded)
-        defer { forwarder.terminate() }
+        defer { Self.stop(forwarder) }
         let forwardedPort = try Self.printedPort(forwarded)
 
         func url(_ port: Int, _ path: String) throws -> URL {
@@ -241,6 +241,14 @@ struct PortForwardBenchCommand: AsyncParsableCommand {
         process.standardError = FileHandle.nullDevice
         try process.run()
         return process
+    }
+
+    /// Ends a helper process started with `start`. SIGKILL: a child inherits this process's blocked signals, so
+    /// busybox httpd ignored the SIGTERM of `terminate()` and outlived the benchmark, holding its port.
+    static func stop(_ process: Process) {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
     }
 
     static func shell(_ command: String) async throws {
