@@ -78,3 +78,13 @@ enum BenchConsumer {
         }
     }
 }
+
+/// Prints a benchmark's Markdown `lines` and appends them to the results file `path` (made when absent).
+func publishResults(_ lines: [String], to path: String) throws {
+    for line in lines { print(line) }
+    if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    try handle.seekToEnd()
+    try handle.write(contentsOf: Data(lines.joined(separator: "\n").appending("\n").utf8))
+    try handle.close()
+}

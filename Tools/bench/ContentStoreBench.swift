@@ -97,10 +97,6 @@ struct ContentStoreBenchCommand: AsyncParsableCommand {
             "",
             "Goal (issue \"Images and data\"): 1 GiB into the orchestrator's own store at 100 MiB/s or more.",
         ]
-        for line in lines { print(line) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        try handle.seekToEnd()
-        try handle.write(contentsOf: Data(lines.joined(separator: "\n").appending("\n").utf8))
-        try handle.close()
+        try publishResults(lines, to: out)
     }
 }

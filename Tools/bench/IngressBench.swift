@@ -128,14 +128,7 @@ struct IngressBenchCommand: AsyncParsableCommand {
             "",
             "Goals (issue \"Services\"): one stream ≥ 40 % of direct and ≥ 100 MiB/s; added latency p50 ≤ 1 ms within one agent line, ≤ 2 ms through the orchestrator between two agents; 1,000 idle connections ≤ 50 MiB on the agent.",
         ]
-        for line in lines { print(line) }
-        if !FileManager.default.fileExists(atPath: out) {
-            _ = FileManager.default.createFile(atPath: out, contents: nil)
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        try handle.seekToEnd()
-        try handle.write(contentsOf: Data(lines.joined(separator: "\n").appending("\n").utf8))
-        try handle.close()
+        try publishResults(lines, to: out)
     }
 
     struct Measured: Decodable {

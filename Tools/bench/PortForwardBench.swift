@@ -151,14 +151,7 @@ struct PortForwardBenchCommand: AsyncParsableCommand {
             "",
             "Goals (issue \"Services\", for ingress and the ensemble network over the same lines): one stream ≥ 40 % of direct and ≥ 100 MiB/s; added latency p50 ≤ 2 ms between agents through the orchestrator.",
         ]
-        for line in lines { print(line) }
-        if !FileManager.default.fileExists(atPath: out) {
-            _ = FileManager.default.createFile(atPath: out, contents: nil)
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        try handle.seekToEnd()
-        try handle.write(contentsOf: Data(lines.joined(separator: "\n").appending("\n").utf8))
-        try handle.close()
+        try publishResults(lines, to: out)
     }
 
     /// Reads all of `url`, checking its size; MiB/s.
