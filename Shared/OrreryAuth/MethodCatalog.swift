@@ -48,6 +48,9 @@ public struct MethodCatalog: Sendable {
         "orrery.orchestrator.v1.AgentChannel/Connect": "/orrery/registry/connect-agent",
         "orrery.orchestrator.v1.AgentChannel/Tunnel": "/orrery/registry/agent-tunnel",
         "orrery.orchestrator.v1.AgentChannel/PeerTunnel": "/orrery/registry/agent-peer-tunnel",
+        "orrery.orchestrator.v1.AgentChannel/ExecSession": "/orrery/registry/agent-exec-session",
+        // Running a command inside a deployment's sandbox is the consumer's to allow (the chain roots in it).
+        "orrery.orchestrator.v1.Orchestrator/Exec": "/orrery/exec/run",
         // Between the orchestrator's replicas, invoked by its own key for itself (the handler checks both).
         "orrery.orchestrator.v1.AgentChannel/RelayTunnel": "/orrery/orchestrator/relay-tunnel",
         // Reputation is the orchestrator's to record, not a device's or an owner's (their tokens are /orrery/registry).
@@ -60,7 +63,7 @@ public struct MethodCatalog: Sendable {
     /// contract with the consumer's delegation).
     static let subjectRooted: Set<String> = [
         "orrery.notary.v1.Notary/ProposeContract", "orrery.settlement.v1.Settlement/Escrow",
-        "orrery.orchestrator.v1.AgentChannel/RelayTunnel",
+        "orrery.orchestrator.v1.AgentChannel/RelayTunnel", "orrery.orchestrator.v1.Orchestrator/Exec",
     ]
 
     /// Streams whose every message carries its own capability, checked by the handler as the unary method the

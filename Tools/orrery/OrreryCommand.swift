@@ -14,7 +14,7 @@ struct OrreryCommand: AsyncParsableCommand {
             InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self,
             OperatorCommand.self,
             RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self, RunCommand.self, StatusCommand.self,
-            CancelCommand.self, RenewCommand.self, PortForwardCommand.self, IngressTokenCommand.self, EventsCommand.self, ContractsCommand.self, ExplainCommand.self,
+            CancelCommand.self, RenewCommand.self, PortForwardCommand.self, ExecCommand.self, IngressTokenCommand.self, EventsCommand.self, ContractsCommand.self, ExplainCommand.self,
             LogsCommand.self,
             OutputsCommand.self,
             LedgerCommand.self,

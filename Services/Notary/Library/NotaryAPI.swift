@@ -248,6 +248,9 @@ struct NotaryAPI: Sendable {
         if signed.type == Orrery_Actors_V1_Checkpoint.protoMessageName {
             return try await recordCheckpoint(signed, idempotency: idempotency)
         }
+        if signed.type == Orrery_Notary_V1_ExecSession.protoMessageName {
+            return try await recordExecSession(signed, idempotency: idempotency)
+        }
         let contractID: String
         let sequence: UInt64
         let completion: Bool
@@ -347,6 +350,55 @@ struct NotaryAPI: Sendable {
                 idempotency: idempotency,
                 respond: Self.receiptResponse))
         return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: outcome.response)
+    }
+
+    /// Logs an exec session into an allocation's sandbox, signed by its contract's device. A session may end after
+    /// its contract did (the replica stopped under it), so any logged contract takes one; a proposal does not.
+    private func recordExecSession(_ signed: Orrery_Common_V1_Signed, idempotency: RetryKey) async throws
+        -> Orrery_Notary_V1_RecordReceiptResponse
+    {
+        let record: Orrery_Notary_V1_ExecSession = try Self.payload(signed, "receipt")
+        try Self.validate(record)
+        let row = try await existing(record.contractID)
+        try Self.requireSignature(signed, by: row.contract.deviceDid, what: "the exec session record")
+        let outcome = try await append(
+            idempotency,
+            LogAct(
+                contractID: record.contractID,
+                apply: { row, _ in
+                    guard row.state != .proposed, row.state != .unspecified else {
+                        throw NotaryFailure.failedPrecondition(
+                            "contract \(row.contract.id) was never accepted: no exec session is logged for it")
+                    }
+                    return [EntryDraft(kind: .execSession, act: signed)]
+                },
+                idempotency: idempotency,
+                respond: Self.receiptResponse))
+        return try Orrery_Notary_V1_RecordReceiptResponse(serializedBytes: outcome.response)
+    }
+
+    /// An exec session record's fields: what the log promises its readers.
+    static func validate(_ record: Orrery_Notary_V1_ExecSession) throws {
+        func hex(_ text: String, digits: Int) -> Bool {
+            text.utf8.count == digits && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+        }
+        guard record.sessionID.hasPrefix("exe_"), hex(String(record.sessionID.dropFirst(4)), digits: 32) else {
+            throw NotaryFailure.invalid("exec session: session_id is exe_ and 32 lowercase hex digits")
+        }
+        guard hex(record.commandSha256, digits: 64) else {
+            throw NotaryFailure.invalid("exec session: command_sha256 is 64 lowercase hex digits")
+        }
+        guard (try? CID(record.invocationCid)) != nil, record.invokerDid.hasPrefix("did:"),
+            record.invokerDid.utf8.count <= 256
+        else {
+            throw NotaryFailure.invalid("exec session: invocation_cid must be a CID and invoker_did a DID")
+        }
+        guard record.hasStartedAt, record.hasEndedAt, record.endedAt.seconds >= record.startedAt.seconds,
+            (0...255).contains(record.exitCode), (0...64).contains(record.signal)
+        else {
+            throw NotaryFailure.invalid(
+                "exec session: started_at ≤ ended_at, an exit code 0…255 and a signal 0…64 are required")
+        }
     }
 
     /// Appends an act; when it is refused, a retry of a call that already succeeded (the same idempotency key

@@ -27,6 +27,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let contents: ContentStore
     /// Where a device's tunnels meet the port-forwards that asked for them.
     let tunnels: TunnelBroker
+    /// Where a device's exec sessions meet the callers that asked for them.
+    let execs: ExecBroker
     /// Sandboxes' connections to their partners.
     let ensemble: EnsembleNetwork
     /// Tunnels for replicas that do not hold a device's line, and the record of the lines held here.
@@ -59,6 +61,40 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         while let frame = try await incoming.next() {
             guard case .data(let data) = frame.kind else { continue }
             try await session.deliver(data)
+        }
+    }
+
+    /// An exec session into one of the device's sandboxes, asked for on its line: the first frame names it, then its
+    /// output (and last its record) goes to the caller waiting for it, whose input comes back through the writer.
+    public func execSession(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>,
+        context: ServerContext
+    ) async throws {
+        let device = try Authorization.required().invoker.string
+        var incoming = request.makeAsyncIterator()
+        guard let first = try await incoming.next(), case .opened(let opened) = first.kind else {
+            throw RPCError(code: .invalidArgument, message: "the first frame must be opened, naming the session")
+        }
+        guard let side = execs.deviceOpened(opened, device: device, toDevice: response) else {
+            if opened.error.isEmpty {
+                throw RPCError(code: .notFound, message: "no caller waits for exec session \(opened.execID.prefix(64))")
+            }
+            return
+        }
+        defer { side.deviceEnded() }
+        while let frame = try await incoming.next() {
+            switch frame.kind {
+            case .stdout(let data), .stderr(let data):
+                guard data.count <= ExecSessions.messageLimit else {
+                    throw RPCError(code: .invalidArgument, message: "a frame carries at most 64 KiB")
+                }
+                try await side.deliver(frame)
+            case .exited:
+                try await side.deliver(frame)
+                return
+            default: continue
+            }
         }
     }
 

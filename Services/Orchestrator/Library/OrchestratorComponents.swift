@@ -20,6 +20,8 @@ struct OrchestratorComponents: Sendable {
     let channel: AgentChannelService
     /// Consumers' port-forwards through the devices' lines.
     let portForwarding: PortForwarding
+    /// Consumers' commands run inside their sandboxes.
+    let execSessions: ExecSessions
     /// The contract notary, when one is configured.
     let notary: NotaryLink?
     /// Escrow, releases and refunds through the settlement gateway, when one (and a notary) is configured.
@@ -83,6 +85,7 @@ struct OrchestratorComponents: Sendable {
                 trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
             secrets: secrets, contents: contents, ingress: ingressAddress)
         let tunnels = TunnelBroker()
+        let execs = ExecBroker()
         let replicaRelay = ReplicaRelay(
             client: database, hub: hub, broker: tunnels, environment: environment, advertised: settings.advertiseAddress
         )
@@ -93,7 +96,7 @@ struct OrchestratorComponents: Sendable {
             channel: AgentChannelService(
                 hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
                 settles: settlement != nil, router: router, checkpoints: checkpoints, contents: contents,
-                tunnels: tunnels,
+                tunnels: tunnels, execs: execs,
                 ensemble: EnsembleNetwork(
                     api: api, offers: offers,
                     tunnels: ReplicaTunnels(
@@ -102,6 +105,8 @@ struct OrchestratorComponents: Sendable {
                 relay: replicaRelay),
             portForwarding: PortForwarding(
                 api: api, offers: offers, hub: hub, broker: tunnels, relay: replicaRelay, logger: logger),
+            execSessions: ExecSessions(
+                api: api, offers: offers, hub: hub, broker: execs, notary: notary, logger: logger),
             notary: notary, settlement: settlement, router: router, checkpoints: checkpoints, contents: contents,
             betterPlacements: BetterPlacements(
                 store: store, driver: driver, mover: mover, logger: logger,

@@ -12,14 +12,16 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
     /// The services this orchestrator calls, named in `Info` so that a client given only its address finds them.
     private let peers: [Orrery_Common_V1_ServiceEndpoint]
     private let portForwarding: PortForwarding
+    private let execSessions: ExecSessions
 
     init(
         environment: ServiceEnvironment, api: OrchestratorAPI, settings: OrchestratorSettings,
-        portForwarding: PortForwarding
+        portForwarding: PortForwarding, execSessions: ExecSessions
     ) {
         self.environment = environment
         self.api = api
         self.portForwarding = portForwarding
+        self.execSessions = execSessions
         self.peers = [
             ("registry", settings.registryAddress), ("contract-notary", settings.notaryAddress),
             ("settlement-gateway", settings.settlementAddress),
@@ -153,5 +155,13 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
         context: ServerContext
     ) async throws {
         try await portForwarding.forward(request: request, response: response, caller: try caller())
+    }
+
+    public func exec(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecRequest, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_ExecResponse>,
+        context: ServerContext
+    ) async throws {
+        try await execSessions.run(request: request, response: response)
     }
 }

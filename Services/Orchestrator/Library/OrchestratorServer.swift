@@ -26,7 +26,7 @@ public enum OrchestratorServer {
                 rpcServices: [
                     OrchestratorRPCService(
                         environment: environment, api: components.api, settings: settings,
-                        portForwarding: components.portForwarding),
+                        portForwarding: components.portForwarding, execSessions: components.execSessions),
                     components.channel,
                 ],
                 workers: workers(environment, settings: settings, database: database, components: components),

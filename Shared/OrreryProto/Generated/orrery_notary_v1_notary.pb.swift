@@ -188,6 +188,9 @@ public nonisolated enum Orrery_Notary_V1_EntryKind: SwiftProtobuf.Enum, Swift.Ca
 
   /// A stateful allocation's checkpoint record (a Signed orrery.actors.v1.Checkpoint by the contract's device).
   case checkpoint // = 6
+
+  /// A command run inside an allocation's sandbox (a Signed orrery.notary.v1.ExecSession by the contract's device).
+  case execSession // = 7
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -203,6 +206,7 @@ public nonisolated enum Orrery_Notary_V1_EntryKind: SwiftProtobuf.Enum, Swift.Ca
     case 4: self = .completionReceipt
     case 5: self = .slaBreach
     case 6: self = .checkpoint
+    case 7: self = .execSession
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -216,6 +220,7 @@ public nonisolated enum Orrery_Notary_V1_EntryKind: SwiftProtobuf.Enum, Swift.Ca
     case .completionReceipt: return 4
     case .slaBreach: return 5
     case .checkpoint: return 6
+    case .execSession: return 7
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -229,6 +234,7 @@ public nonisolated enum Orrery_Notary_V1_EntryKind: SwiftProtobuf.Enum, Swift.Ca
     .completionReceipt,
     .slaBreach,
     .checkpoint,
+    .execSession,
   ]
 
 }
@@ -624,6 +630,61 @@ public nonisolated struct Orrery_Notary_V1_SlaBreach: Sendable {
   fileprivate var _detectedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// One exec session into an allocation's sandbox (`orrery exec`), signed by the contract's device as
+/// orrery.notary.v1.ExecSession once it ended. The log is public and permanent: it names the command only by its
+/// hash.
+public nonisolated struct Orrery_Notary_V1_ExecSession: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var contractID: String = String()
+
+  /// "exe_" and 32 lowercase hex digits, unique per session.
+  public var sessionID: String = String()
+
+  /// The CID of the /orrery/exec/run invocation that authorised it, and its issuer.
+  public var invocationCid: String = String()
+
+  public var invokerDid: String = String()
+
+  /// SHA-256 of the command's words, each followed by one NUL byte (as /proc/PID/cmdline holds them), lowercase hex.
+  public var commandSha256: String = String()
+
+  public var tty: Bool = false
+
+  public var startedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_startedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_startedAt = newValue}
+  }
+  /// Returns true if `startedAt` has been explicitly set.
+  public var hasStartedAt: Bool {self._startedAt != nil}
+  /// Clears the value of `startedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearStartedAt() {self._startedAt = nil}
+
+  public var endedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_endedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_endedAt = newValue}
+  }
+  /// Returns true if `endedAt` has been explicitly set.
+  public var hasEndedAt: Bool {self._endedAt != nil}
+  /// Clears the value of `endedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearEndedAt() {self._endedAt = nil}
+
+  /// The exit status; with `signal` set, 128 + the signal.
+  public var exitCode: Int32 = 0
+
+  /// The signal that ended it (0: it exited).
+  public var signal: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _startedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _endedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
 /// One leaf of the log, signed by the notary as orrery.notary.v1.LogEntry. The leaf's bytes are the serialized
 /// Signed envelope of this message.
 public nonisolated struct Orrery_Notary_V1_LogEntry: Sendable {
@@ -942,7 +1003,8 @@ public nonisolated struct Orrery_Notary_V1_RecordReceiptRequest: Sendable {
   // methods supported on all messages.
 
   /// A Signed orrery.notary.v1.UsageReceipt or orrery.notary.v1.CompletionReceipt, signed by the contract's device,
-  /// or a Signed orrery.actors.v1.Checkpoint (logged as it is; it takes no receipt sequence number).
+  /// or a Signed orrery.actors.v1.Checkpoint or orrery.notary.v1.ExecSession (logged as it is; it takes no receipt
+  /// sequence number).
   public var receipt: Orrery_Common_V1_Signed {
     get {_receipt ?? Orrery_Common_V1_Signed()}
     set {_receipt = newValue}
@@ -1120,7 +1182,7 @@ nonisolated extension Orrery_Notary_V1_BreachKind: SwiftProtobuf._ProtoNameProvi
 }
 
 nonisolated extension Orrery_Notary_V1_EntryKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENTRY_KIND_UNSPECIFIED\0\u{1}ENTRY_KIND_CONTRACT\0\u{1}ENTRY_KIND_TRANSITION\0\u{1}ENTRY_KIND_USAGE_RECEIPT\0\u{1}ENTRY_KIND_COMPLETION_RECEIPT\0\u{1}ENTRY_KIND_SLA_BREACH\0\u{1}ENTRY_KIND_CHECKPOINT\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENTRY_KIND_UNSPECIFIED\0\u{1}ENTRY_KIND_CONTRACT\0\u{1}ENTRY_KIND_TRANSITION\0\u{1}ENTRY_KIND_USAGE_RECEIPT\0\u{1}ENTRY_KIND_COMPLETION_RECEIPT\0\u{1}ENTRY_KIND_SLA_BREACH\0\u{1}ENTRY_KIND_CHECKPOINT\0\u{1}ENTRY_KIND_EXEC_SESSION\0")
 }
 
 nonisolated extension Orrery_Notary_V1_PriceTerms: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1817,6 +1879,85 @@ nonisolated extension Orrery_Notary_V1_SlaBreach: SwiftProtobuf.Message, SwiftPr
     if lhs.required != rhs.required {return false}
     if lhs.penalty != rhs.penalty {return false}
     if lhs._detectedAt != rhs._detectedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Notary_V1_ExecSession: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecSession"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}contract_id\0\u{3}session_id\0\u{3}invocation_cid\0\u{3}invoker_did\0\u{3}command_sha256\0\u{1}tty\0\u{3}started_at\0\u{3}ended_at\0\u{3}exit_code\0\u{1}signal\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.contractID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.invocationCid) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.invokerDid) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.commandSha256) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.tty) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._startedAt) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._endedAt) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
+      case 10: try { try decoder.decodeSingularInt32Field(value: &self.signal) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.contractID.isEmpty {
+      try visitor.visitSingularStringField(value: self.contractID, fieldNumber: 1)
+    }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 2)
+    }
+    if !self.invocationCid.isEmpty {
+      try visitor.visitSingularStringField(value: self.invocationCid, fieldNumber: 3)
+    }
+    if !self.invokerDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.invokerDid, fieldNumber: 4)
+    }
+    if !self.commandSha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.commandSha256, fieldNumber: 5)
+    }
+    if self.tty != false {
+      try visitor.visitSingularBoolField(value: self.tty, fieldNumber: 6)
+    }
+    try { if let v = self._startedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._endedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    if self.exitCode != 0 {
+      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 9)
+    }
+    if self.signal != 0 {
+      try visitor.visitSingularInt32Field(value: self.signal, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Notary_V1_ExecSession, rhs: Orrery_Notary_V1_ExecSession) -> Bool {
+    if lhs.contractID != rhs.contractID {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.invocationCid != rhs.invocationCid {return false}
+    if lhs.invokerDid != rhs.invokerDid {return false}
+    if lhs.commandSha256 != rhs.commandSha256 {return false}
+    if lhs.tty != rhs.tty {return false}
+    if lhs._startedAt != rhs._startedAt {return false}
+    if lhs._endedAt != rhs._endedAt {return false}
+    if lhs.exitCode != rhs.exitCode {return false}
+    if lhs.signal != rhs.signal {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -254,6 +254,19 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "Exec" metadata.
+        public enum Exec: Sendable {
+            /// Request type for "Exec".
+            public typealias Input = Orrery_Orchestrator_V1_ExecRequest
+            /// Response type for "Exec".
+            public typealias Output = Orrery_Orchestrator_V1_ExecResponse
+            /// Descriptor for "Exec".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "Exec",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.Orchestrator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -273,7 +286,8 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             ListSettlementIncidents.descriptor,
             ResolveSettlementIncident.descriptor,
             RenewDeploymentSecrets.descriptor,
-            PortForward.descriptor
+            PortForward.descriptor,
+            Exec.descriptor
         ]
     }
 }
@@ -640,6 +654,30 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_PortForwardRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PortForwardResponse>
+
+        /// Handle the "Exec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A command run inside a running replica's sandbox (`orrery exec`): as the workload's user, with no capabilities
+        /// > and no new privileges, in its namespaces and cgroup (and an image's seccomp filter), on a fresh terminal when
+        /// > `tty` is set. The first message starts it; then standard input flows in, output and the exit status flow out.
+        /// > Its command is /orrery/exec/run, under a chain rooted in the deployment's consumer (the consumer itself, or
+        /// > whoever it delegated to), with the deployment in the invocation's args (`args.deployment`). The device's owner
+        /// > may forbid exec (`allow_exec: false`). Each session is logged in the notary's log as an ExecSession signed by the
+        /// > device: the invocation's CID and the SHA-256 of the command, never the command itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ExecRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ExecResponse` messages.
+        func exec(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecResponse>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -990,6 +1028,30 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_PortForwardRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_PortForwardResponse>
+
+        /// Handle the "Exec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A command run inside a running replica's sandbox (`orrery exec`): as the workload's user, with no capabilities
+        /// > and no new privileges, in its namespaces and cgroup (and an image's seccomp filter), on a fresh terminal when
+        /// > `tty` is set. The first message starts it; then standard input flows in, output and the exit status flow out.
+        /// > Its command is /orrery/exec/run, under a chain rooted in the deployment's consumer (the consumer itself, or
+        /// > whoever it delegated to), with the deployment in the invocation's args (`args.deployment`). The device's owner
+        /// > may forbid exec (`allow_exec: false`). Each session is logged in the notary's log as an ExecSession signed by the
+        /// > device: the invocation's CID and the SHA-256 of the command, never the command itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ExecRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ExecResponse` messages.
+        func exec(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecResponse>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.Orchestrator" service.
@@ -1342,6 +1404,31 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "Exec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A command run inside a running replica's sandbox (`orrery exec`): as the workload's user, with no capabilities
+        /// > and no new privileges, in its namespaces and cgroup (and an image's seccomp filter), on a fresh terminal when
+        /// > `tty` is set. The first message starts it; then standard input flows in, output and the exit status flow out.
+        /// > Its command is /orrery/exec/run, under a chain rooted in the deployment's consumer (the consumer itself, or
+        /// > whoever it delegated to), with the deployment in the invocation's args (`args.deployment`). The device's owner
+        /// > may forbid exec (`allow_exec: false`). Each session is logged in the notary's log as an ExecSession signed by the
+        /// > device: the invocation's CID and the SHA-256 of the command, never the command itself.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Orchestrator_V1_ExecRequest` messages.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_ExecResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func exec(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Orchestrator_V1_ExecRequest, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_ExecResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1542,6 +1629,17 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_PortForwardResponse>(),
             handler: { request, context in
                 try await self.portForward(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.Exec.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ExecRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExecResponse>(),
+            handler: { request, context in
+                try await self.exec(
                     request: request,
                     context: context
                 )
@@ -1993,6 +2091,23 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
             }
         )
     }
+
+    public func exec(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecResponse> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.exec(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
 }
 
 // MARK: orrery.orchestrator.v1.Orchestrator (client)
@@ -2433,6 +2548,35 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_PortForwardResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_PortForwardResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Exec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A command run inside a running replica's sandbox (`orrery exec`): as the workload's user, with no capabilities
+        /// > and no new privileges, in its namespaces and cgroup (and an image's seccomp filter), on a fresh terminal when
+        /// > `tty` is set. The first message starts it; then standard input flows in, output and the exit status flow out.
+        /// > Its command is /orrery/exec/run, under a chain rooted in the deployment's consumer (the consumer itself, or
+        /// > whoever it delegated to), with the deployment in the invocation's args (`args.deployment`). The device's owner
+        /// > may forbid exec (`allow_exec: false`). Each session is logged in the notary's log as an ExecSession signed by the
+        /// > device: the invocation's CID and the SHA-256 of the command, never the command itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecRequest` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ExecRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ExecResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func exec<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExecRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ExecResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3072,6 +3216,44 @@ extension Orrery_Orchestrator_V1_Orchestrator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Exec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A command run inside a running replica's sandbox (`orrery exec`): as the workload's user, with no capabilities
+        /// > and no new privileges, in its namespaces and cgroup (and an image's seccomp filter), on a fresh terminal when
+        /// > `tty` is set. The first message starts it; then standard input flows in, output and the exit status flow out.
+        /// > Its command is /orrery/exec/run, under a chain rooted in the deployment's consumer (the consumer itself, or
+        /// > whoever it delegated to), with the deployment in the invocation's args (`args.deployment`). The device's owner
+        /// > may forbid exec (`allow_exec: false`). Each session is logged in the notary's log as an ExecSession signed by the
+        /// > device: the invocation's CID and the SHA-256 of the command, never the command itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecRequest` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ExecRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ExecResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func exec<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExecRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ExecResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.Exec.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3604,6 +3786,39 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_PortForwardRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_PortForwardResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Exec" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A command run inside a running replica's sandbox (`orrery exec`): as the workload's user, with no capabilities
+    /// > and no new privileges, in its namespaces and cgroup (and an image's seccomp filter), on a fresh terminal when
+    /// > `tty` is set. The first message starts it; then standard input flows in, output and the exit status flow out.
+    /// > Its command is /orrery/exec/run, under a chain rooted in the deployment's consumer (the consumer itself, or
+    /// > whoever it delegated to), with the deployment in the invocation's args (`args.deployment`). The device's owner
+    /// > may forbid exec (`allow_exec: false`). Each session is logged in the notary's log as an ExecSession signed by the
+    /// > device: the invocation's CID and the SHA-256 of the command, never the command itself.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecRequest` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exec<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.exec(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExecRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ExecResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4216,6 +4431,44 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             onResponse: handleResponse
         )
     }
+
+    /// Call the "Exec" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A command run inside a running replica's sandbox (`orrery exec`): as the workload's user, with no capabilities
+    /// > and no new privileges, in its namespaces and cgroup (and an image's seccomp filter), on a fresh terminal when
+    /// > `tty` is set. The first message starts it; then standard input flows in, output and the exit status flow out.
+    /// > Its command is /orrery/exec/run, under a chain rooted in the deployment's consumer (the consumer itself, or
+    /// > whoever it delegated to), with the deployment in the invocation's args (`args.deployment`). The device's owner
+    /// > may forbid exec (`allow_exec: false`). Each session is logged in the notary's log as an ExecSession signed by the
+    /// > device: the invocation's CID and the SHA-256 of the command, never the command itself.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exec<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Orchestrator_V1_ExecRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.exec(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
 }
 
 // MARK: - orrery.orchestrator.v1.AgentChannel
@@ -4279,12 +4532,26 @@ public enum Orrery_Orchestrator_V1_AgentChannel: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "ExecSession" metadata.
+        public enum ExecSession: Sendable {
+            /// Request type for "ExecSession".
+            public typealias Input = Orrery_Orchestrator_V1_ExecFrame
+            /// Response type for "ExecSession".
+            public typealias Output = Orrery_Orchestrator_V1_ExecFrame
+            /// Descriptor for "ExecSession".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.AgentChannel"),
+                method: "ExecSession",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.AgentChannel" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Connect.descriptor,
             Tunnel.descriptor,
             PeerTunnel.descriptor,
-            RelayTunnel.descriptor
+            RelayTunnel.descriptor,
+            ExecSession.descriptor
         ]
     }
 }
@@ -4393,6 +4660,25 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
+
+        /// Handle the "ExecSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > An exec session the orchestrator asked for on the line (OpenExec), on the line's HTTP/2 connection: the device's
+        /// > first frame is `opened` (its `error` set when the command could not start); its last is `exited`.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        func execSession(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
@@ -4485,6 +4771,25 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_TunnelFrame>
+
+        /// Handle the "ExecSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > An exec session the orchestrator asked for on the line (OpenExec), on the line's HTTP/2 connection: the device's
+        /// > first frame is `opened` (its `error` set when the command could not start); its last is `exited`.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        func execSession(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame>
     }
 
     /// Simple service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
@@ -4579,6 +4884,26 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "ExecSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > An exec session the orchestrator asked for on the line (OpenExec), on the line's HTTP/2 connection: the device's
+        /// > first frame is `opened` (its `error` set when the command could not start); its last is `exited`.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func execSession(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_ExecFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -4625,6 +4950,17 @@ extension Orrery_Orchestrator_V1_AgentChannel.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
             handler: { request, context in
                 try await self.relayTunnel(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_AgentChannel.Method.ExecSession.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ExecFrame>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExecFrame>(),
+            handler: { request, context in
+                try await self.execSession(
                     request: request,
                     context: context
                 )
@@ -4700,6 +5036,23 @@ extension Orrery_Orchestrator_V1_AgentChannel.SimpleServiceProtocol {
             metadata: [:],
             producer: { writer in
                 try await self.relayTunnel(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func execSession(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecFrame>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame>(
+            metadata: [:],
+            producer: { writer in
+                try await self.execSession(
                     request: request.messages,
                     response: writer,
                     context: context
@@ -4820,6 +5173,30 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_TunnelFrame>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_TunnelFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ExecSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > An exec session the orchestrator asked for on the line (OpenExec), on the line's HTTP/2 connection: the device's
+        /// > first frame is `opened` (its `error` set when the command could not start); its last is `exited`.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func execSession<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExecFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ExecFrame>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4977,6 +5354,39 @@ extension Orrery_Orchestrator_V1_AgentChannel {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ExecSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > An exec session the orchestrator asked for on the line (OpenExec), on the line's HTTP/2 connection: the device's
+        /// > first frame is `opened` (its `error` set when the command could not start); its last is `exited`.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func execSession<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExecFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ExecFrame>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_AgentChannel.Method.ExecSession.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -5090,6 +5500,34 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_TunnelFrame>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_TunnelFrame>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExecSession" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > An exec session the orchestrator asked for on the line (OpenExec), on the line's HTTP/2 connection: the device's
+    /// > first frame is `opened` (its `error` set when the command could not start); its last is `exited`.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecFrame` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func execSession<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.execSession(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExecFrame>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ExecFrame>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5225,6 +5663,39 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
             producer: producer
         )
         return try await self.relayTunnel(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExecSession" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > An exec session the orchestrator asked for on the line (OpenExec), on the line's HTTP/2 connection: the device's
+    /// > first frame is `opened` (its `error` set when the command could not start); its last is `exited`.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func execSession<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.execSession(
             request: request,
             options: options,
             onResponse: handleResponse

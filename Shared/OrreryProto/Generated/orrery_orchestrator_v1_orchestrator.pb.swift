@@ -275,6 +275,245 @@ public nonisolated enum Orrery_Orchestrator_V1_LogStream: SwiftProtobuf.Enum, Sw
 
 }
 
+public nonisolated struct Orrery_Orchestrator_V1_ExecRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Orrery_Orchestrator_V1_ExecRequest.OneOf_Kind? = nil
+
+  /// The first message.
+  public var start: Orrery_Orchestrator_V1_ExecStart {
+    get {
+      if case .start(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_ExecStart()
+    }
+    set {kind = .start(newValue)}
+  }
+
+  /// Standard input, at most 64 KiB a message.
+  public var stdin: Data {
+    get {
+      if case .stdin(let v)? = kind {return v}
+      return Data()
+    }
+    set {kind = .stdin(newValue)}
+  }
+
+  /// No more input: the command's standard input is closed (with a terminal: end-of-file, as Ctrl-D).
+  public var stdinEnd: Bool {
+    get {
+      if case .stdinEnd(let v)? = kind {return v}
+      return false
+    }
+    set {kind = .stdinEnd(newValue)}
+  }
+
+  /// The terminal's new size (with `tty`).
+  public var resize: Orrery_Orchestrator_V1_TerminalSize {
+    get {
+      if case .resize(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_TerminalSize()
+    }
+    set {kind = .resize(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// The first message.
+    case start(Orrery_Orchestrator_V1_ExecStart)
+    /// Standard input, at most 64 KiB a message.
+    case stdin(Data)
+    /// No more input: the command's standard input is closed (with a terminal: end-of-file, as Ctrl-D).
+    case stdinEnd(Bool)
+    /// The terminal's new size (with `tty`).
+    case resize(Orrery_Orchestrator_V1_TerminalSize)
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecStart: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deploymentID: String = String()
+
+  public var allocation: String = String()
+
+  /// Unset: a running replica (a healthy one first, when the allocation has a health check).
+  public var replica: UInt32 {
+    get {_replica ?? 0}
+    set {_replica = newValue}
+  }
+  /// Returns true if `replica` has been explicitly set.
+  public var hasReplica: Bool {self._replica != nil}
+  /// Clears the value of `replica`. Subsequent reads from it will return its default value.
+  public mutating func clearReplica() {self._replica = nil}
+
+  /// The program and its arguments, resolved by the sandbox's PATH: 1…256 words, 64 KiB in all, no NUL byte.
+  public var command: [String] = []
+
+  /// Run it on a fresh pseudo-terminal (its output then comes as stdout only).
+  public var tty: Bool = false
+
+  /// With `tty`: the terminal's size to start with (default 24 × 80).
+  public var size: Orrery_Orchestrator_V1_TerminalSize {
+    get {_size ?? Orrery_Orchestrator_V1_TerminalSize()}
+    set {_size = newValue}
+  }
+  /// Returns true if `size` has been explicitly set.
+  public var hasSize: Bool {self._size != nil}
+  /// Clears the value of `size`. Subsequent reads from it will return its default value.
+  public mutating func clearSize() {self._size = nil}
+
+  /// With `tty`: the TERM the command sees (default xterm); letters, digits, '-', '+', '.', '_', at most 64.
+  public var term: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _replica: UInt32? = nil
+  fileprivate var _size: Orrery_Orchestrator_V1_TerminalSize? = nil
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_TerminalSize: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 1…1000 each.
+  public var rows: UInt32 = 0
+
+  public var columns: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Orrery_Orchestrator_V1_ExecResponse.OneOf_Kind? = nil
+
+  /// The first message: the command started.
+  public var started: Orrery_Orchestrator_V1_ExecStarted {
+    get {
+      if case .started(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_ExecStarted()
+    }
+    set {kind = .started(newValue)}
+  }
+
+  public var stdout: Data {
+    get {
+      if case .stdout(let v)? = kind {return v}
+      return Data()
+    }
+    set {kind = .stdout(newValue)}
+  }
+
+  public var stderr: Data {
+    get {
+      if case .stderr(let v)? = kind {return v}
+      return Data()
+    }
+    set {kind = .stderr(newValue)}
+  }
+
+  /// The last message: how it ended and where the notary logged it.
+  public var exit: Orrery_Orchestrator_V1_ExecExit {
+    get {
+      if case .exit(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_ExecExit()
+    }
+    set {kind = .exit(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// The first message: the command started.
+    case started(Orrery_Orchestrator_V1_ExecStarted)
+    case stdout(Data)
+    case stderr(Data)
+    /// The last message: how it ended and where the notary logged it.
+    case exit(Orrery_Orchestrator_V1_ExecExit)
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecStarted: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var replica: UInt32 = 0
+
+  public var deviceDid: String = String()
+
+  /// The session's id, as the log entry names it.
+  public var sessionID: String = String()
+
+  /// The invocation's CID, as the log entry names it.
+  public var invocationCid: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecExit: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The command's exit status; with `signal` set, 128 + the signal.
+  public var exitCode: Int32 = 0
+
+  /// The signal that ended it; 0: it exited.
+  public var signal: Int32 = 0
+
+  /// The device's signed record (a Signed orrery.notary.v1.ExecSession).
+  public var record: Orrery_Common_V1_Signed {
+    get {_record ?? Orrery_Common_V1_Signed()}
+    set {_record = newValue}
+  }
+  /// Returns true if `record` has been explicitly set.
+  public var hasRecord: Bool {self._record != nil}
+  /// Clears the value of `record`. Subsequent reads from it will return its default value.
+  public mutating func clearRecord() {self._record = nil}
+
+  /// The record's index in the notary's log; unset when the notary could not be reached (the orchestrator keeps
+  /// retrying in the background, and says so in `log_error`).
+  public var logIndex: UInt64 {
+    get {_logIndex ?? 0}
+    set {_logIndex = newValue}
+  }
+  /// Returns true if `logIndex` has been explicitly set.
+  public var hasLogIndex: Bool {self._logIndex != nil}
+  /// Clears the value of `logIndex`. Subsequent reads from it will return its default value.
+  public mutating func clearLogIndex() {self._logIndex = nil}
+
+  public var logError: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _record: Orrery_Common_V1_Signed? = nil
+  fileprivate var _logIndex: UInt64? = nil
+}
+
 public nonisolated struct Orrery_Orchestrator_V1_PortForwardRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -2105,6 +2344,164 @@ public nonisolated struct Orrery_Orchestrator_V1_Relaxation: Sendable {
   public init() {}
 }
 
+/// Run a command inside the sandbox of the device's running allocation `offer_id`, as an ExecSession call.
+public nonisolated struct Orrery_Orchestrator_V1_OpenExec: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var execID: String = String()
+
+  public var offerID: String = String()
+
+  public var command: [String] = []
+
+  public var tty: Bool = false
+
+  public var size: Orrery_Orchestrator_V1_TerminalSize {
+    get {_size ?? Orrery_Orchestrator_V1_TerminalSize()}
+    set {_size = newValue}
+  }
+  /// Returns true if `size` has been explicitly set.
+  public var hasSize: Bool {self._size != nil}
+  /// Clears the value of `size`. Subsequent reads from it will return its default value.
+  public mutating func clearSize() {self._size = nil}
+
+  public var term: String = String()
+
+  /// For the device's log record: the invocation that authorised the session and who signed it.
+  public var invocationCid: String = String()
+
+  public var invokerDid: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _size: Orrery_Orchestrator_V1_TerminalSize? = nil
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecFrame: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Orrery_Orchestrator_V1_ExecFrame.OneOf_Kind? = nil
+
+  /// (From the device, first.)
+  public var opened: Orrery_Orchestrator_V1_ExecOpened {
+    get {
+      if case .opened(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_ExecOpened()
+    }
+    set {kind = .opened(newValue)}
+  }
+
+  /// (To the device.) At most 64 KiB.
+  public var stdin: Data {
+    get {
+      if case .stdin(let v)? = kind {return v}
+      return Data()
+    }
+    set {kind = .stdin(newValue)}
+  }
+
+  /// (To the device.) Close the command's standard input.
+  public var stdinEnd: Bool {
+    get {
+      if case .stdinEnd(let v)? = kind {return v}
+      return false
+    }
+    set {kind = .stdinEnd(newValue)}
+  }
+
+  /// (To the device.)
+  public var resize: Orrery_Orchestrator_V1_TerminalSize {
+    get {
+      if case .resize(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_TerminalSize()
+    }
+    set {kind = .resize(newValue)}
+  }
+
+  /// (From the device.) At most 64 KiB.
+  public var stdout: Data {
+    get {
+      if case .stdout(let v)? = kind {return v}
+      return Data()
+    }
+    set {kind = .stdout(newValue)}
+  }
+
+  public var stderr: Data {
+    get {
+      if case .stderr(let v)? = kind {return v}
+      return Data()
+    }
+    set {kind = .stderr(newValue)}
+  }
+
+  /// (From the device, last.) A Signed orrery.notary.v1.ExecSession.
+  public var exited: Orrery_Common_V1_Signed {
+    get {
+      if case .exited(let v)? = kind {return v}
+      return Orrery_Common_V1_Signed()
+    }
+    set {kind = .exited(newValue)}
+  }
+
+  /// (To the device.) The caller is gone: end the command (its processes are killed) and send `exited`.
+  public var close: Bool {
+    get {
+      if case .close(let v)? = kind {return v}
+      return false
+    }
+    set {kind = .close(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// (From the device, first.)
+    case opened(Orrery_Orchestrator_V1_ExecOpened)
+    /// (To the device.) At most 64 KiB.
+    case stdin(Data)
+    /// (To the device.) Close the command's standard input.
+    case stdinEnd(Bool)
+    /// (To the device.)
+    case resize(Orrery_Orchestrator_V1_TerminalSize)
+    /// (From the device.) At most 64 KiB.
+    case stdout(Data)
+    case stderr(Data)
+    /// (From the device, last.) A Signed orrery.notary.v1.ExecSession.
+    case exited(Orrery_Common_V1_Signed)
+    /// (To the device.) The caller is gone: end the command (its processes are killed) and send `exited`.
+    case close(Bool)
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecOpened: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var execID: String = String()
+
+  /// Why the command could not start; empty: started.
+  public var error: String = String()
+
+  /// With `error`: the gRPC status code the caller gets (PERMISSION_DENIED when the owner forbids exec,
+  /// FAILED_PRECONDITION when the allocation does not run, UNAVAILABLE otherwise).
+  public var code: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Open a connection to `port` inside the sandbox of the device's allocation `offer_id`, as a Tunnel call.
 public nonisolated struct Orrery_Orchestrator_V1_OpenTunnel: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -2530,6 +2927,15 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .openTunnel(newValue)}
   }
 
+  /// Run a command in a sandbox: the device answers with an ExecSession call.
+  public var openExec: Orrery_Orchestrator_V1_OpenExec {
+    get {
+      if case .openExec(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_OpenExec()
+    }
+    set {kind = .openExec(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -2553,6 +2959,8 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     case outputProgress(Orrery_Orchestrator_V1_OutputProgress)
     /// Connect into a sandbox: the device answers with a Tunnel call.
     case openTunnel(Orrery_Orchestrator_V1_OpenTunnel)
+    /// Run a command in a sandbox: the device answers with an ExecSession call.
+    case openExec(Orrery_Orchestrator_V1_OpenExec)
 
   }
 
@@ -3109,6 +3517,386 @@ nonisolated extension Orrery_Orchestrator_V1_ReplicaRunState: SwiftProtobuf._Pro
 
 nonisolated extension Orrery_Orchestrator_V1_LogStream: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LOG_STREAM_UNSPECIFIED\0\u{1}LOG_STREAM_STDOUT\0\u{1}LOG_STREAM_STDERR\0")
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}stdin\0\u{3}stdin_end\0\u{1}resize\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Orrery_Orchestrator_V1_ExecStart?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .start(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .start(v)
+        }
+      }()
+      case 2: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .stdin(v)
+        }
+      }()
+      case 3: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .stdinEnd(v)
+        }
+      }()
+      case 4: try {
+        var v: Orrery_Orchestrator_V1_TerminalSize?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .resize(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .resize(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.kind {
+    case .start?: try {
+      guard case .start(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .stdin?: try {
+      guard case .stdin(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    }()
+    case .stdinEnd?: try {
+      guard case .stdinEnd(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    }()
+    case .resize?: try {
+      guard case .resize(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecRequest, rhs: Orrery_Orchestrator_V1_ExecRequest) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecStart: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecStart"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}deployment_id\0\u{1}allocation\0\u{1}replica\0\u{1}command\0\u{1}tty\0\u{1}size\0\u{1}term\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deploymentID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._replica) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.command) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.tty) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._size) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.term) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.deploymentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deploymentID, fieldNumber: 1)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 2)
+    }
+    try { if let v = self._replica {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    if !self.command.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.command, fieldNumber: 4)
+    }
+    if self.tty != false {
+      try visitor.visitSingularBoolField(value: self.tty, fieldNumber: 5)
+    }
+    try { if let v = self._size {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if !self.term.isEmpty {
+      try visitor.visitSingularStringField(value: self.term, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecStart, rhs: Orrery_Orchestrator_V1_ExecStart) -> Bool {
+    if lhs.deploymentID != rhs.deploymentID {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs._replica != rhs._replica {return false}
+    if lhs.command != rhs.command {return false}
+    if lhs.tty != rhs.tty {return false}
+    if lhs._size != rhs._size {return false}
+    if lhs.term != rhs.term {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_TerminalSize: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TerminalSize"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rows\0\u{1}columns\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.rows) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.columns) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.rows != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rows, fieldNumber: 1)
+    }
+    if self.columns != 0 {
+      try visitor.visitSingularUInt32Field(value: self.columns, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_TerminalSize, rhs: Orrery_Orchestrator_V1_TerminalSize) -> Bool {
+    if lhs.rows != rhs.rows {return false}
+    if lhs.columns != rhs.columns {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}started\0\u{1}stdout\0\u{1}stderr\0\u{1}exit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Orrery_Orchestrator_V1_ExecStarted?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .started(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .started(v)
+        }
+      }()
+      case 2: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .stdout(v)
+        }
+      }()
+      case 3: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .stderr(v)
+        }
+      }()
+      case 4: try {
+        var v: Orrery_Orchestrator_V1_ExecExit?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .exit(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .exit(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.kind {
+    case .started?: try {
+      guard case .started(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .stdout?: try {
+      guard case .stdout(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    }()
+    case .stderr?: try {
+      guard case .stderr(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 3)
+    }()
+    case .exit?: try {
+      guard case .exit(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecResponse, rhs: Orrery_Orchestrator_V1_ExecResponse) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecStarted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecStarted"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replica\0\u{3}device_did\0\u{3}session_id\0\u{3}invocation_cid\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.replica) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.invocationCid) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.replica != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replica, fieldNumber: 1)
+    }
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 2)
+    }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 3)
+    }
+    if !self.invocationCid.isEmpty {
+      try visitor.visitSingularStringField(value: self.invocationCid, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecStarted, rhs: Orrery_Orchestrator_V1_ExecStarted) -> Bool {
+    if lhs.replica != rhs.replica {return false}
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.invocationCid != rhs.invocationCid {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecExit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecExit"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exit_code\0\u{1}signal\0\u{1}record\0\u{3}log_index\0\u{3}log_error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.signal) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._record) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self._logIndex) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.logError) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.exitCode != 0 {
+      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 1)
+    }
+    if self.signal != 0 {
+      try visitor.visitSingularInt32Field(value: self.signal, fieldNumber: 2)
+    }
+    try { if let v = self._record {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._logIndex {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 4)
+    } }()
+    if !self.logError.isEmpty {
+      try visitor.visitSingularStringField(value: self.logError, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecExit, rhs: Orrery_Orchestrator_V1_ExecExit) -> Bool {
+    if lhs.exitCode != rhs.exitCode {return false}
+    if lhs.signal != rhs.signal {return false}
+    if lhs._record != rhs._record {return false}
+    if lhs._logIndex != rhs._logIndex {return false}
+    if lhs.logError != rhs.logError {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Orrery_Orchestrator_V1_PortForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -6142,6 +6930,259 @@ nonisolated extension Orrery_Orchestrator_V1_Relaxation: SwiftProtobuf.Message, 
   }
 }
 
+nonisolated extension Orrery_Orchestrator_V1_OpenExec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OpenExec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exec_id\0\u{3}offer_id\0\u{1}command\0\u{1}tty\0\u{1}size\0\u{1}term\0\u{3}invocation_cid\0\u{3}invoker_did\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.execID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.command) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.tty) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._size) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.term) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.invocationCid) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.invokerDid) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.execID.isEmpty {
+      try visitor.visitSingularStringField(value: self.execID, fieldNumber: 1)
+    }
+    if !self.offerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.offerID, fieldNumber: 2)
+    }
+    if !self.command.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.command, fieldNumber: 3)
+    }
+    if self.tty != false {
+      try visitor.visitSingularBoolField(value: self.tty, fieldNumber: 4)
+    }
+    try { if let v = self._size {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.term.isEmpty {
+      try visitor.visitSingularStringField(value: self.term, fieldNumber: 6)
+    }
+    if !self.invocationCid.isEmpty {
+      try visitor.visitSingularStringField(value: self.invocationCid, fieldNumber: 7)
+    }
+    if !self.invokerDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.invokerDid, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_OpenExec, rhs: Orrery_Orchestrator_V1_OpenExec) -> Bool {
+    if lhs.execID != rhs.execID {return false}
+    if lhs.offerID != rhs.offerID {return false}
+    if lhs.command != rhs.command {return false}
+    if lhs.tty != rhs.tty {return false}
+    if lhs._size != rhs._size {return false}
+    if lhs.term != rhs.term {return false}
+    if lhs.invocationCid != rhs.invocationCid {return false}
+    if lhs.invokerDid != rhs.invokerDid {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecFrame"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}opened\0\u{1}stdin\0\u{3}stdin_end\0\u{1}resize\0\u{1}stdout\0\u{1}stderr\0\u{1}exited\0\u{1}close\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Orrery_Orchestrator_V1_ExecOpened?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .opened(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .opened(v)
+        }
+      }()
+      case 2: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .stdin(v)
+        }
+      }()
+      case 3: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .stdinEnd(v)
+        }
+      }()
+      case 4: try {
+        var v: Orrery_Orchestrator_V1_TerminalSize?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .resize(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .resize(v)
+        }
+      }()
+      case 5: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .stdout(v)
+        }
+      }()
+      case 6: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .stderr(v)
+        }
+      }()
+      case 7: try {
+        var v: Orrery_Common_V1_Signed?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .exited(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .exited(v)
+        }
+      }()
+      case 8: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .close(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.kind {
+    case .opened?: try {
+      guard case .opened(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .stdin?: try {
+      guard case .stdin(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    }()
+    case .stdinEnd?: try {
+      guard case .stdinEnd(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    }()
+    case .resize?: try {
+      guard case .resize(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .stdout?: try {
+      guard case .stdout(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 5)
+    }()
+    case .stderr?: try {
+      guard case .stderr(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 6)
+    }()
+    case .exited?: try {
+      guard case .exited(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .close?: try {
+      guard case .close(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 8)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecFrame, rhs: Orrery_Orchestrator_V1_ExecFrame) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecOpened: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecOpened"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exec_id\0\u{1}error\0\u{1}code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.execID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.code) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.execID.isEmpty {
+      try visitor.visitSingularStringField(value: self.execID, fieldNumber: 1)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 2)
+    }
+    if self.code != 0 {
+      try visitor.visitSingularInt32Field(value: self.code, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecOpened, rhs: Orrery_Orchestrator_V1_ExecOpened) -> Bool {
+    if lhs.execID != rhs.execID {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.code != rhs.code {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Orrery_Orchestrator_V1_OpenTunnel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OpenTunnel"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tunnel_id\0\u{3}offer_id\0\u{1}port\0")
@@ -6721,7 +7762,7 @@ nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0\u{3}output_progress\0\u{3}open_tunnel\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0\u{3}output_progress\0\u{3}open_tunnel\0\u{3}open_exec\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6872,6 +7913,19 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
           self.kind = .openTunnel(v)
         }
       }()
+      case 12: try {
+        var v: Orrery_Orchestrator_V1_OpenExec?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .openExec(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .openExec(v)
+        }
+      }()
       default: break
       }
     }
@@ -6926,6 +7980,10 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
     case .openTunnel?: try {
       guard case .openTunnel(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .openExec?: try {
+      guard case .openExec(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
     }()
     case nil: break
     }

@@ -50,13 +50,18 @@ actor ExecutionManager {
     let tunnels: SandboxTunnels
     /// Sandboxes' connections to their ensemble partners.
     let ensemble: EnsembleListeners
+    /// Commands run inside sandboxes asked for over the lines (`orrery exec`).
+    let execs: SandboxExec
 
     init(
         runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger, receipts: ReceiptBook? = nil,
         witness: TreeHeadWitness? = nil, receiptInterval: Duration = .seconds(60), actors: ActorDesk? = nil,
-        lines: AgentLines = AgentLines(), probe: SandboxProbe = SandboxProbe()
+        lines: AgentLines = AgentLines(), probe: SandboxProbe = SandboxProbe(), allowExec: Bool = true
     ) {
         self.probe = probe
+        self.execs = SandboxExec(
+            runner: runner, logger: logger, key: receipts?.key, contract: { receipts?.contract($0) ?? "" },
+            allowed: allowExec)
         self.tunnels = SandboxTunnels(runner: runner, logger: logger)
         self.ensemble = EnsembleListeners(runner: runner, connector: tunnels.connector, logger: logger)
         self.actors = actors

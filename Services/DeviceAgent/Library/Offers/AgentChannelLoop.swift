@@ -93,6 +93,11 @@ struct AgentChannelLoop {
                                 Task { await tunnels.open(open, over: channel) }
                                 continue
                             }
+                            if case .openExec(let open) = message.kind {
+                                let execs = executions.execs
+                                Task { await execs.run(open, over: channel) }
+                                continue
+                            }
                             try await handle(message, from: orchestrator, answer: answer)
                         }
                         answer.finish()
@@ -121,7 +126,7 @@ struct AgentChannelLoop {
         case .checkpointRequest(let request):
             if let actors = executions.actors { Task { await actors.checkpoint(request) } }
         case .checkpointChunk(let chunk): await executions.actors?.chunk(chunk)
-        case .openTunnel: break  // taken in `connect`, which holds the line's client
+        case .openTunnel, .openExec: break  // taken in `connect`, which holds the line's client
         case .outputProgress(let progress):
             if progress.checkpointSequence > 0 {
                 await executions.actors?.archiveProgress(progress)

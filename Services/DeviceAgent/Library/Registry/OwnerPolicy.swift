@@ -56,12 +56,16 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
     /// emulation registered in binfmt_misc: offered only when the owner lists them here and the kernel has a usable
     /// handler (`BinfmtEmulation`). Emulated code runs several times slower; prices are the owner's to set.
     public var emulatedPlatforms: [String]?
+    /// Whether consumers may run commands inside their sandboxes on this device (`orrery exec`); default true. Each
+    /// session is logged in the notary's log either way it ends.
+    public var allowExec: Bool?
 
     enum CodingKeys: String, CodingKey {
         case did, location, prices, share, labels, hours
         case allowedConsumers = "allowed_consumers", deniedConsumers = "denied_consumers"
         case payoutAddresses = "payout_addresses", networkAllow = "network_allow"
         case keepEndedHours = "keep_ended_hours", emulatedPlatforms = "emulated_platforms"
+        case allowExec = "allow_exec"
     }
 
     /// The platform an `os/architecture[/variant]` name means, as a device of that kind names it (`linux/arm64` is
