@@ -101,6 +101,76 @@ struct ImageJobTests {
     }
 
     @Test(
+        "orrery exec into an image's container: the runtime's exec, under the container's seccomp filter and user, no capabilities, no new privileges; with a terminal of its size, resized"
+    )
+    func execInImage() async throws {
+        try await RegistryFixture.with("token") { registry in
+            _ = try await registry.push("busybox", as: "public/busybox:v1")
+            try await Self.withImageConstellation("orrery-image-exec", trusting: registry) {
+                constellation, agent, consumer in
+                let orchestrator = constellation.orchestrator
+                try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+                let image = registry.ready.address + "/public/busybox:v1"
+                try await OrchestratorTests.waitUntilChosen(
+                    agent.did, for: Self.imageSpec(image), consumer, orchestrator, within: .seconds(60))
+                var spec = Self.imageSpec(
+                    image, args: ["/bin/sh", "-c", "id -u > /work/uid; readlink /proc/self/ns/pid > /work/pidns; exec sleep 600"])
+                spec.allocations[0].name = "web"
+                spec.allocations[0].outputs = []
+                spec.allocations[0].maxDurationSeconds = 600
+                let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+                _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running") {
+                    $0.run.state == .running
+                }
+                let run = try await HealthCheckTests.allocationDirectory(of: "imager", in: constellation.directory)
+                let deadline = ContinuousClock.now + .seconds(60)
+                while !FileManager.default.fileExists(atPath: run.appendingPathComponent("work/pidns").path),
+                    ContinuousClock.now < deadline
+                {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                let checks = try await ExecTests.exec(
+                    orchestrator, key: consumer.key, deployment: job.id,
+                    command: [
+                        "/bin/sh", "-c",
+                        """
+                        echo "uid $(id -u) $(cat /work/uid)"
+                        echo "pid $(readlink /proc/self/ns/pid) $(cat /work/pidns)"
+                        grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm):' /proc/self/status
+                        exit 3
+                        """,
+                    ], input: [.with { $0.stdinEnd = true }])
+                let lines = checks.stdout.split(separator: "\n").map(String.init)
+                for kind in ["uid", "pid"] {
+                    let seen = lines.first { $0.hasPrefix(kind + " ") }?.split(separator: " ").dropFirst() ?? []
+                    #expect(seen.count == 2 && seen.first == seen.last, "\(kind): \(checks)")
+                }
+                #expect(lines.contains { $0.hasPrefix("Seccomp:") && $0.hasSuffix("2") }, "\(checks)")
+                #expect(lines.contains { $0.hasPrefix("NoNewPrivs:") && $0.hasSuffix("1") }, "\(checks)")
+                #expect(lines.contains { $0.hasPrefix("CapEff:") && $0.hasSuffix("0000000000000000") }, "\(checks)")
+                #expect(checks.exit?.exitCode == 3 && checks.exit?.hasLogIndex == true, "\(checks)")
+                let terminal = try await ExecTests.exec(
+                    orchestrator, key: consumer.key, deployment: job.id,
+                    command: ["/bin/sh"], tty: true,
+                    input: [
+                        .with { $0.stdin = Data("stty size\n".utf8) },
+                        .with {
+                            $0.resize = .with {
+                                $0.rows = 40
+                                $0.columns = 120
+                            }
+                        },
+                        .with { $0.stdin = Data("stty size; exit 5\n".utf8) },
+                    ], pauses: true)
+                // The runtime relays the resize to the container's own terminal.
+                #expect(terminal.stdout.contains("30 100") && terminal.stdout.contains("40 120"), "\(terminal)")
+                #expect(terminal.exit?.exitCode == 5, "\(terminal)")
+                _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+            }
+        }
+    }
+
+    @Test(
         "an image service: running once its health check passes; its check failing, it is restarted in place — its container removed and run again under the same id"
     )
     func imageServiceRestarts() async throws {

@@ -253,7 +253,8 @@ final class SandboxExec: Sendable {
         arguments += [ImageRunner.containerID(id)] + request.command
         // With a terminal the runtime needs one of its own to relay: ours, as its controlling terminal, so that a
         // resize reaches it (SIGWINCH).
-        if size != nil { arguments = [setsid, "--ctty", "--"] + arguments }
+        // (This process leads its own session already: setsid forks, and waits to pass the runtime's status on.)
+        if size != nil { arguments = [setsid, "--wait", "--ctty", "--"] + arguments }
         do {
             let process = try ExecProcess.start(
                 arguments, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], terminal: size)
