@@ -230,6 +230,50 @@ struct ExecTests {
         }
     }
 
+    @Test(
+        "an exec health check: the command runs inside the sandbox; healthy while it exits 0, restarted in place once it fails"
+    )
+    func execHealthCheck() async throws {
+        try await JobConstellation.run("orrery-exec-health") { constellation in
+            let agent = try await constellation.startAgent("host", owner: #"{"prices": {"per_core_hour": 5}}"#)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            let orchestrator = constellation.orchestrator
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1, name: "exec-health")
+            spec.allocations[0].name = "web"
+            spec.allocations[0].artifact = .with {
+                $0.text = "#!/bin/sh\necho run >> /work/runs\ntouch /work/healthy\nexec sleep 3600\n"
+            }
+            spec.allocations[0].outputs = []
+            spec.allocations[0].health = .with {
+                // Inside the sandbox: /work is the allocation's, and the check is the workload's user.
+                $0.exec = .with {
+                    $0.command = [
+                        "sh", "-c", "test -f /work/healthy && test \"$(id -u)\" = \"$(stat -c %u /work/runs)\"",
+                    ]
+                }
+                $0.intervalSeconds = 1
+                $0.timeoutSeconds = 1
+                $0.unhealthyThreshold = 2
+            }
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
+                $0.run.state == .running && $0.run.health.status == .healthy
+            }
+            let run = try await HealthCheckTests.allocationDirectory(of: "host", in: constellation.directory)
+            try FileManager.default.removeItem(at: run.appendingPathComponent("work/healthy"))
+            let restarted = try await HealthCheckTests.until(job.id, consumer, orchestrator, "restarted, healthy again")
+            {
+                $0.run.health.restarts == 1 && $0.run.health.status == .healthy
+            }
+            #expect(restarted.run.state == .running)
+            #expect(restarted.run.health.lastFailure.contains("exit status 1"), "\(restarted.run.health)")
+            #expect(try String(contentsOf: run.appendingPathComponent("work/runs"), encoding: .utf8) == "run\nrun\n")
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = job.id }) }
+        }
+    }
+
     // MARK: Helpers
 
     /// An agent, a consumer, and its running `web` service (the workload above).

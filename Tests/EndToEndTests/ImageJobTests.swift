@@ -114,7 +114,10 @@ struct ImageJobTests {
                 try await OrchestratorTests.waitUntilChosen(
                     agent.did, for: Self.imageSpec(image), consumer, orchestrator, within: .seconds(60))
                 var spec = Self.imageSpec(
-                    image, args: ["/bin/sh", "-c", "id -u > /work/uid; readlink /proc/self/ns/pid > /work/pidns; exec sleep 600"])
+                    image,
+                    args: [
+                        "/bin/sh", "-c", "id -u > /work/uid; readlink /proc/self/ns/pid > /work/pidns; exec sleep 600",
+                    ])
                 spec.allocations[0].name = "web"
                 spec.allocations[0].outputs = []
                 spec.allocations[0].maxDurationSeconds = 600

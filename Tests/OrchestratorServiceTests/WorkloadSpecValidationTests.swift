@@ -166,6 +166,13 @@ struct WorkloadSpecValidationTests {
             { s in s.allocations[0].health = .with { $0.tcp = .with { $0.port = 0 } } },
             "allocations[0].health.tcp.port: 1…65535, got 0"),
         Case(
+            { s in s.allocations[0].health = .with { $0.exec = .with { $0.command = [] } } },
+            "allocations[0].health.exec.command: 1…64 words"),
+        Case(
+            { s in s.allocations[0].health = .with { $0.exec = .with { $0.command = ["A=1", "true"] } } },
+            "allocations[0].health.exec.command: 1…64 words, 4 KiB in all, no NUL byte, the program first (its name without '=')"
+        ),
+        Case(
             { s in
                 s.allocations[0].health = .with {
                     $0.http = .with {

@@ -88,8 +88,18 @@ extension WorkloadSpecValidator {
             }
         case .tcp(let tcp):
             if !(1...65535).contains(tcp.port) { problem("\(path).tcp.port", "1…65535, got \(tcp.port)") }
+        case .exec(let exec):
+            let words = exec.command
+            if !(1...64).contains(words.count) || words.first?.isEmpty != false
+                || words.first?.contains("=") == true || words.reduce(0, { $0 + $1.utf8.count + 1 }) > 4096
+                || words.contains(where: { $0.utf8.contains(0) })
+            {
+                problem(
+                    "\(path).exec.command",
+                    "1…64 words, 4 KiB in all, no NUL byte, the program first (its name without '=')")
+            }
         case nil:
-            problem(path, "a probe is needed: http {path, port} or tcp {port}")
+            problem(path, "a probe is needed: http {path, port}, tcp {port} or exec {command}")
         }
         if health.intervalSeconds > 300 { problem("\(path).interval_seconds", "1…300 (0: 10)") }
         if health.timeoutSeconds > 60 { problem("\(path).timeout_seconds", "1…60 (0: 2)") }

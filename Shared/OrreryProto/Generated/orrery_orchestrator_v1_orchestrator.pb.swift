@@ -1418,6 +1418,16 @@ public nonisolated struct Orrery_Orchestrator_V1_HealthCheck: Sendable {
     set {probe = .tcp(newValue)}
   }
 
+  /// Healthy when the command, run inside the sandbox as `orrery exec` runs one (the workload's user, no
+  /// capabilities, its namespaces and cgroup), exits 0 within the timeout.
+  public var exec: Orrery_Orchestrator_V1_ExecProbe {
+    get {
+      if case .exec(let v)? = probe {return v}
+      return Orrery_Orchestrator_V1_ExecProbe()
+    }
+    set {probe = .exec(newValue)}
+  }
+
   /// Seconds between checks, 1…300; 0 means 10.
   public var intervalSeconds: UInt32 = 0
 
@@ -1450,6 +1460,9 @@ public nonisolated struct Orrery_Orchestrator_V1_HealthCheck: Sendable {
     case http(Orrery_Orchestrator_V1_HttpProbe)
     /// Healthy when a TCP connection to 127.0.0.1:`port` inside the sandbox is accepted.
     case tcp(Orrery_Orchestrator_V1_TcpProbe)
+    /// Healthy when the command, run inside the sandbox as `orrery exec` runs one (the workload's user, no
+    /// capabilities, its namespaces and cgroup), exits 0 within the timeout.
+    case exec(Orrery_Orchestrator_V1_ExecProbe)
 
   }
 
@@ -1479,6 +1492,19 @@ public nonisolated struct Orrery_Orchestrator_V1_TcpProbe: Sendable {
   // methods supported on all messages.
 
   public var port: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecProbe: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The program and its arguments: 1…64 words, 4 KiB in all, no NUL byte, the program's name without '='.
+  public var command: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -5299,7 +5325,7 @@ nonisolated extension Orrery_Orchestrator_V1_Port.Expose: SwiftProtobuf._ProtoNa
 
 nonisolated extension Orrery_Orchestrator_V1_HealthCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HealthCheck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}http\0\u{1}tcp\0\u{3}interval_seconds\0\u{3}timeout_seconds\0\u{3}healthy_threshold\0\u{3}unhealthy_threshold\0\u{3}start_period_seconds\0\u{3}max_restarts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}http\0\u{1}tcp\0\u{3}interval_seconds\0\u{3}timeout_seconds\0\u{3}healthy_threshold\0\u{3}unhealthy_threshold\0\u{3}start_period_seconds\0\u{3}max_restarts\0\u{1}exec\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5339,6 +5365,19 @@ nonisolated extension Orrery_Orchestrator_V1_HealthCheck: SwiftProtobuf.Message,
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.unhealthyThreshold) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.startPeriodSeconds) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self._maxRestarts) }()
+      case 9: try {
+        var v: Orrery_Orchestrator_V1_ExecProbe?
+        var hadOneofValue = false
+        if let current = self.probe {
+          hadOneofValue = true
+          if case .exec(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.probe = .exec(v)
+        }
+      }()
       default: break
       }
     }
@@ -5358,7 +5397,7 @@ nonisolated extension Orrery_Orchestrator_V1_HealthCheck: SwiftProtobuf.Message,
       guard case .tcp(let v)? = self.probe else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     }()
-    case nil: break
+    default: break
     }
     if self.intervalSeconds != 0 {
       try visitor.visitSingularUInt32Field(value: self.intervalSeconds, fieldNumber: 3)
@@ -5377,6 +5416,9 @@ nonisolated extension Orrery_Orchestrator_V1_HealthCheck: SwiftProtobuf.Message,
     }
     try { if let v = self._maxRestarts {
       try visitor.visitSingularUInt32Field(value: v, fieldNumber: 8)
+    } }()
+    try { if case .exec(let v)? = self.probe {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     } }()
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -5454,6 +5496,36 @@ nonisolated extension Orrery_Orchestrator_V1_TcpProbe: SwiftProtobuf.Message, Sw
 
   public static func ==(lhs: Orrery_Orchestrator_V1_TcpProbe, rhs: Orrery_Orchestrator_V1_TcpProbe) -> Bool {
     if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecProbe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecProbe"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}command\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.command) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.command.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.command, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecProbe, rhs: Orrery_Orchestrator_V1_ExecProbe) -> Bool {
+    if lhs.command != rhs.command {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -416,7 +416,9 @@ actor ExecutionManager {
         _ id: String, check: Orrery_Orchestrator_V1_HealthCheck, policy: HealthTracker.Policy
     ) async {
         let result: HealthProbeClient.Result
-        if let member = SandboxProbe.networkMember(among: runner.processes(id)) {
+        if case .exec(let exec) = check.probe {
+            result = await execs.probe(id, command: exec.command, timeout: policy.timeout)
+        } else if let member = SandboxProbe.networkMember(among: runner.processes(id)) {
             result = await probe.run(check, timeout: policy.timeout, member: member)
         } else {
             result = .init(passed: false, detail: "no process of its sandbox runs")

@@ -32,7 +32,8 @@ struct SandboxProbe: Sendable {
                 return ["--http", String(http.port), "--path", http.path.isEmpty ? "/" : http.path]
             case .tcp(let tcp):
                 return ["--tcp", String(tcp.port)]
-            case nil:
+            case .exec, nil:
+                // An exec check runs through `SandboxExec.probe`.
                 return []
             }
         }()

@@ -6,6 +6,7 @@
 #if canImport(Glibc)
     internal import Glibc
 #endif
+internal import Dispatch
 internal import GRPCCore
 internal import Logging
 internal import NIOCore
@@ -155,12 +156,82 @@ final class SandboxExec: Sendable {
         }
     }
 
-    /// Starts the command inside the sandbox of the running allocation the request names.
-    func start(_ request: Orrery_Orchestrator_V1_OpenExec) throws -> Session {
-        guard allowed else {
-            throw Refusal(code: .permissionDenied, reason: "the owner of this device does not allow exec (allow_exec)")
+    /// An `exec` health check: `command` run inside the sandbox of `id` (confined as a session is, its output
+    /// discarded but for the first KiB, which explains a failure), passing when it exits 0 within `timeout`. The spec
+    /// declares it like the workload itself, so the owner's `allow_exec` (for consumers' sessions) does not apply,
+    /// and it is not logged.
+    func probe(_ id: String, command: [String], timeout: Duration) async -> HealthProbeClient.Result {
+        let request = Orrery_Orchestrator_V1_OpenExec.with {
+            $0.execID = Self.newSessionID()
+            $0.offerID = id
+            $0.command = command
         }
-        guard key != nil else { throw Refusal(code: .unavailable, reason: "this device signs no exec records") }
+        let session: Session
+        do {
+            session = try start(request, checking: false)
+        } catch let refusal as Refusal {
+            return .init(passed: false, detail: "the check could not run: \(refusal.reason)")
+        } catch {
+            return .init(passed: false, detail: "the check could not run: \(error)")
+        }
+        defer { session.end() }
+        if let input = session.process.input { close(input) }
+        let output = Self.readAll(session.process.output)
+        let errors = Self.readAll(session.process.errors)
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            session.kill()
+            return true
+        }
+        let ending = await session.process.wait()
+        timer.cancel()
+        let timedOut = (try? await timer.value) == true
+        // What it left running would hold its output open.
+        session.kill()
+        let said = String(decoding: (await output.value) + (await errors.value), as: UTF8.self).trimmed()
+        if ending.exitCode == 0 { return .init(passed: true, detail: said) }
+        if timedOut {
+            return .init(passed: false, detail: "the command did not end within \(timeout.components.seconds) s")
+        }
+        return .init(passed: false, detail: "exit status \(ending.exitCode)\(said.isEmpty ? "" : ": \(said)")")
+    }
+
+    /// A new session id: exe_ and 32 lowercase hex digits.
+    static func newSessionID() -> String {
+        "exe_" + Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
+    }
+
+    /// Reads `descriptor` to its end on a Dispatch thread, keeping the first KiB, and closes it.
+    private static func readAll(_ descriptor: Int32?) -> Task<[UInt8], Never> {
+        Task {
+            guard let descriptor else { return [] }
+            return await withCheckedContinuation { continuation in
+                DispatchQueue.global().async {
+                    var kept: [UInt8] = []
+                    var buffer = [UInt8](repeating: 0, count: 4096)
+                    while true {
+                        let count = read(descriptor, &buffer, buffer.count)
+                        if count < 0, errno == EINTR { continue }
+                        guard count > 0 else { break }
+                        if kept.count < 1024 { kept += buffer[0..<min(count, 1024 - kept.count)] }
+                    }
+                    close(descriptor)
+                    continuation.resume(returning: kept)
+                }
+            }
+        }
+    }
+
+    /// Starts the command inside the sandbox of the running allocation the request names (`checking`: a consumer's
+    /// session, which the owner's policy must allow and this device must be able to sign the record of).
+    func start(_ request: Orrery_Orchestrator_V1_OpenExec, checking: Bool = true) throws -> Session {
+        if checking {
+            guard allowed else {
+                throw Refusal(
+                    code: .permissionDenied, reason: "the owner of this device does not allow exec (allow_exec)")
+            }
+            guard key != nil else { throw Refusal(code: .unavailable, reason: "this device signs no exec records") }
+        }
         let id = request.offerID
         guard AllocationRunner.isSafeID(id), runner.isKnown(id), runner.status(id) == .running else {
             throw Refusal(code: .failedPrecondition, reason: "allocation \(id.prefix(80)) does not run on this device")
