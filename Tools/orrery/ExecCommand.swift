@@ -35,9 +35,11 @@ struct ExecCommand: AsyncParsableCommand {
     @Option(help: "A file with your delegation from the deployment's consumer (repeatable, root first).")
     var chain: [String] = []
     @Flag(
-        inversion: .prefixedNo,
-        help: "Give the command a terminal (default: when standard input and output are terminals).")
-    var tty: Bool?
+        name: [.customShort("t"), .long],
+        help: "Give the command a terminal (the default when standard input and output are terminals).")
+    var tty = false
+    @Flag(name: [.customShort("T"), .customLong("no-tty")], help: "Give the command no terminal, even from one.")
+    var noTTY = false
     @Flag(name: .shortAndLong, help: "Print the session id and its entry in the notary's log on standard error.")
     var verbose = false
 
@@ -57,6 +59,7 @@ struct ExecCommand: AsyncParsableCommand {
             throw ValidationError("'\(target)' is not ALLOCATION[/REPLICA] (e.g. web, web/1)")
         }
         guard !command.isEmpty else { throw ValidationError("give the command after --, e.g. -- ls -l /work") }
+        guard !(tty && noTTY) else { throw ValidationError("--tty or --no-tty, not both") }
     }
 
     func run() async throws {
@@ -72,7 +75,7 @@ struct ExecCommand: AsyncParsableCommand {
             command: try Command("/orrery/exec/run"), arguments: ["deployment": .string(id)],
             proofs: proofs.map(\.cid), expiration: now + 120, issuedAt: now)
         let container = try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes))
-        let terminal = tty ?? (isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1)
+        let terminal = tty || (!noTTY && isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1)
         let start = Orrery_Orchestrator_V1_ExecStart.with {
             $0.deploymentID = id
             $0.allocation = allocation
