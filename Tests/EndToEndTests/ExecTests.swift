@@ -129,6 +129,17 @@ struct ExecTests {
                     "import hashlib, sys; print(hashlib.sha256(b''.join(w.encode() + b'\\0' for w in sys.argv[1:])).hexdigest())",
                 ] + Self.probe)
             #expect(record.commandSha256 == digest.trimmingCharacters(in: .whitespacesAndNewlines))
+            // Logged, so the device no longer keeps it (it kept it until the orchestrator said so on the line).
+            let kept = constellation.directory.appendingPathComponent("host-state/exec-records")
+            func keptRecords() -> [String] {
+                ((try? FileManager.default.subpathsOfDirectory(atPath: kept.path)) ?? []).filter { $0.hasSuffix(".pb") }
+            }
+            let forgottenBy = ContinuousClock.now + .seconds(60)
+            while !keptRecords().isEmpty, ContinuousClock.now < forgottenBy {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(keptRecords().isEmpty, "\(keptRecords())")
+            #expect(FileManager.default.fileExists(atPath: kept.path), "the device never kept the record")
             // The log is public: the command's words are nowhere in the entry.
             #expect(!String(decoding: try #require(leaf.first), as: UTF8.self).contains("NoNewPrivs"))
         }
@@ -274,6 +285,84 @@ struct ExecTests {
         }
     }
 
+    @Test(
+        "kill -9 of the orchestrator while a session runs: the command is killed with the line, the device keeps the record (signal 9) and hands it to the restarted orchestrator, which logs it; the device then forgets it"
+    )
+    func recordSurvivesOrchestratorKill() async throws {
+        try await ServiceBed.run("orrery-exec-kill") { bed in
+            var orchestrator = try await bed.startOrchestrator()
+            let agent = try await bed.startAgent(
+                "host", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [orchestrator], interval: 1000)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: bed.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1, name: "exec-kill")
+            spec.allocations[0].name = "web"
+            spec.allocations[0].artifact = .with { $0.text = "#!/bin/sh\nexec sleep 3600\n" }
+            spec.allocations[0].outputs = []
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running") { $0.run.state == .running }
+            let run = try await HealthCheckTests.allocationDirectory(of: "host", in: bed.directory)
+            let started = run.appendingPathComponent("work/exec-started")
+            let first = orchestrator
+            let session = Task {
+                try await Self.exec(
+                    first, key: consumer.key, deployment: job.id,
+                    command: ["sh", "-c", "touch /work/exec-started; exec sleep 600"], input: [])
+            }
+            defer { session.cancel() }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !FileManager.default.fileExists(atPath: started.path), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try #require(FileManager.default.fileExists(atPath: started.path), "the session never started")
+
+            orchestrator.child.signal(SIGKILL)
+            _ = await orchestrator.child.waitForExit(timeout: .seconds(30))
+            // The device kept the record of the session the line's loss ended.
+            let records = bed.directory.appendingPathComponent("host-state/exec-records/\(run.lastPathComponent)")
+            var kept: Orrery_Notary_V1_ExecSession?
+            let keptBy = ContinuousClock.now + .seconds(60)
+            while kept == nil, ContinuousClock.now < keptBy {
+                if let file = (try? FileManager.default.contentsOfDirectory(atPath: records.path))?.first,
+                    let data = FileManager.default.contents(atPath: records.appendingPathComponent(file).path)
+                {
+                    kept = try Orrery_Notary_V1_ExecSession(
+                        serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: data).payload)
+                } else {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            let record = try #require(kept, "no record kept in \(records.path)")
+            #expect(record.signal == SIGKILL && record.exitCode == 128 + SIGKILL, "\(record)")
+
+            // Started again where it was: the device's line comes back, its record is logged, and it forgets it.
+            orchestrator = try await bed.startOrchestrator(port: orchestrator.ready.grpcPort)
+            defer { orchestrator.child.signal(SIGKILL) }
+            let forgottenBy = ContinuousClock.now + .seconds(120)
+            while FileManager.default.fileExists(atPath: records.appendingPathComponent(record.sessionID + ".pb").path),
+                ContinuousClock.now < forgottenBy
+            {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let parties = try ContractParties(network: bed.network)
+            let logged = try await parties.withNotary(bed.notary) { notary in
+                let leaves = try await notary.getEntries(.with { $0.start = 0 }).leaves
+                return try leaves.compactMap { leaf -> Orrery_Notary_V1_ExecSession? in
+                    let entry = try Orrery_Notary_V1_LogEntry(
+                        serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaf).payload)
+                    guard entry.kind == .execSession else { return nil }
+                    return try Orrery_Notary_V1_ExecSession(serializedBytes: entry.act.payload)
+                }
+            }
+            #expect(logged.map(\.sessionID) == [record.sessionID], "\(logged)")
+            #expect(logged.first?.signal == SIGKILL)
+            #expect(
+                !FileManager.default.fileExists(atPath: records.appendingPathComponent(record.sessionID + ".pb").path),
+                "the device still holds the logged record")
+        }
+    }
+
     // MARK: Helpers
 
     /// An agent, a consumer, and its running `web` service (the workload above).
@@ -317,7 +406,7 @@ struct ExecTests {
     }
 
     /// What a session printed and how it ended.
-    struct Outcome: CustomStringConvertible {
+    struct Outcome: Sendable, CustomStringConvertible {
         var stdout = ""
         var stderr = ""
         var started: Orrery_Orchestrator_V1_ExecStarted?

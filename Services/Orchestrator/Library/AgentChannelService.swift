@@ -98,6 +98,21 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         }
     }
 
+    /// An exec session's record the device sends again (no orchestrator confirmed it logged): appended to the notary's
+    /// log (a retry of an appended one answers as the first time) and confirmed to the device.
+    private func logExecRecord(_ signed: Orrery_Common_V1_Signed, from device: DID) async {
+        do {
+            try SignedMessage.verify(
+                signed, type: Orrery_Notary_V1_ExecSession.protoMessageName, requiring: [device])
+            let session = try Orrery_Notary_V1_ExecSession(serializedBytes: signed.payload)
+            guard let notary else { return }
+            let recorded = try await notary.recordReceipt(ExecSessions.logRequest(signed, session: session.sessionID))
+            hub.send(ExecSessions.loggedMessage(session.sessionID, index: recorded.entryIndex), to: device.string)
+        } catch {
+            logger.warning("an exec record was not logged", metadata: ["device": "\(device)", "error": "\(error)"])
+        }
+    }
+
     /// A connection from one of the device's sandboxes to a partner allocation's port (the ensemble network).
     public func peerTunnel(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
@@ -252,6 +267,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 logger.warning(
                     "checkpoint fetch refused", metadata: ["offer": "\(fetch.offerID)", "error": "\(error)"])
             }
+        case .execRecord(let signed):
+            await logExecRecord(signed, from: device)
         case .inventory(let inventory):
             guard inventory.runningOfferIds.count <= 10_000, inventory.promisedOfferIds.count <= 10_000,
                 (inventory.runningOfferIds + inventory.promisedOfferIds).allSatisfy({ $0.utf8.count <= 64 })

@@ -298,8 +298,8 @@ struct ExecSessions: Sendable {
         return (open, side, outcome)
     }
 
-    /// The device's record, checked against what was asked and logged by the notary (retried in the background
-    /// when it cannot be reached now).
+    /// The device's record, checked against what was asked and logged by the notary (when it cannot be now, the
+    /// device sends it again later: it keeps it until it hears it was logged).
     private func log(
         _ record: Orrery_Common_V1_Signed?, open: Orrery_Orchestrator_V1_OpenExec, device: String,
         authorization: Authorization
@@ -324,40 +324,50 @@ struct ExecSessions: Sendable {
             session.sessionID != open.execID || session.invocationCid != open.invocationCid
             || session.invokerDid != open.invokerDid || session.commandSha256 != CommandDigest.of(open.command)
             || session.tty != open.tty
-        guard !mismatch else {
-            exit.logError = "the device's record does not match the session: not logged"
-            logger.warning(
-                "a device's exec record does not match its session",
-                metadata: ["device": "\(device)", "session": "\(open.execID)"])
-            return exit
-        }
         guard let notary else {
             exit.logError = "this orchestrator has no notary: the session is not logged"
             return exit
         }
-        let request = Orrery_Notary_V1_RecordReceiptRequest.with {
-            $0.receipt = record
-            $0.idempotencyKey = "exec-" + open.execID
+        // A record that does not match the session is still the device's signed claim: logged as it is (evidence
+        // against the device), and the caller told.
+        if mismatch {
+            logger.warning(
+                "a device's exec record does not match its session",
+                metadata: ["device": "\(device)", "session": "\(open.execID)"])
         }
         do {
-            exit.logIndex = try await notary.recordReceipt(request).entryIndex
-        } catch {
-            exit.logError = "the notary could not be reached (\(error)); the record is logged in the background"
-            let logger = logger
-            Task {
-                for attempt in 1...20 {
-                    try? await Task.sleep(for: .seconds(min(60, 1 << min(attempt, 6))))
-                    if let recorded = try? await notary.recordReceipt(request) {
-                        logger.info(
-                            "exec session logged late",
-                            metadata: ["session": "\(open.execID)", "entry": "\(recorded.entryIndex)"])
-                        return
-                    }
-                }
-                logger.error("an exec session's record could not be logged", metadata: ["session": "\(open.execID)"])
+            exit.logIndex = try await notary.recordReceipt(Self.logRequest(record, session: session.sessionID))
+                .entryIndex
+            hub.send(Self.loggedMessage(session.sessionID, index: exit.logIndex), to: device)
+            if mismatch {
+                exit.logError =
+                    "the device's record does not match the session (its id, invocation, command digest or terminal): logged as the device signed it"
             }
+        } catch {
+            // The device keeps the record and sends it again on its line until an orchestrator logs it.
+            exit.logError =
+                "the notary could not log the session now (\(error)); the device keeps its record and sends it again until it is logged"
         }
         return exit
+    }
+
+    /// The notary call that logs a session's record: retry-safe, keyed by the session.
+    static func logRequest(_ record: Orrery_Common_V1_Signed, session: String) -> Orrery_Notary_V1_RecordReceiptRequest
+    {
+        .with {
+            $0.receipt = record
+            $0.idempotencyKey = "exec-" + session
+        }
+    }
+
+    /// Tells the device a record is logged (it forgets it).
+    static func loggedMessage(_ session: String, index: UInt64) -> Orrery_Orchestrator_V1_OrchestratorMessage {
+        .with {
+            $0.execLogged = .with {
+                $0.sessionID = session
+                $0.logIndex = index
+            }
+        }
     }
 
     /// The deployment, the replica, its running offer and its device, for a caller whose chain roots in the

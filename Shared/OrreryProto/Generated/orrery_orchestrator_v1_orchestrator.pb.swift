@@ -493,8 +493,8 @@ public nonisolated struct Orrery_Orchestrator_V1_ExecExit: Sendable {
   /// Clears the value of `record`. Subsequent reads from it will return its default value.
   public mutating func clearRecord() {self._record = nil}
 
-  /// The record's index in the notary's log; unset when the notary could not be reached (the orchestrator keeps
-  /// retrying in the background, and says so in `log_error`).
+  /// The record's index in the notary's log; unset when the notary could not log it now (the device keeps the record
+  /// and sends it again on its line until it is logged; `log_error` says why).
   public var logIndex: UInt64 {
     get {_logIndex ?? 0}
     set {_logIndex = newValue}
@@ -2467,7 +2467,8 @@ public nonisolated struct Orrery_Orchestrator_V1_ExecFrame: Sendable {
     set {kind = .stderr(newValue)}
   }
 
-  /// (From the device, last.) A Signed orrery.notary.v1.ExecSession.
+  /// (From the device, last.) A Signed orrery.notary.v1.ExecSession. The device keeps it until ExecLogged comes on
+  /// its line (sending it again as AgentMessage.exec_record while none does).
   public var exited: Orrery_Common_V1_Signed {
     get {
       if case .exited(let v)? = kind {return v}
@@ -2499,12 +2500,27 @@ public nonisolated struct Orrery_Orchestrator_V1_ExecFrame: Sendable {
     /// (From the device.) At most 64 KiB.
     case stdout(Data)
     case stderr(Data)
-    /// (From the device, last.) A Signed orrery.notary.v1.ExecSession.
+    /// (From the device, last.) A Signed orrery.notary.v1.ExecSession. The device keeps it until ExecLogged comes on
+    /// its line (sending it again as AgentMessage.exec_record while none does).
     case exited(Orrery_Common_V1_Signed)
     /// (To the device.) The caller is gone: end the command (its processes are killed) and send `exited`.
     case close(Bool)
 
   }
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecLogged: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sessionID: String = String()
+
+  public var logIndex: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -2788,6 +2804,16 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     set {kind = .checkpointFetch(newValue)}
   }
 
+  /// An exec session's record (a Signed orrery.notary.v1.ExecSession by this device) that no orchestrator has yet
+  /// confirmed logged (ExecLogged): sent again from time to time until one does.
+  public var execRecord: Orrery_Common_V1_Signed {
+    get {
+      if case .execRecord(let v)? = kind {return v}
+      return Orrery_Common_V1_Signed()
+    }
+    set {kind = .execRecord(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -2812,6 +2838,9 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     case outputChunk(Orrery_Orchestrator_V1_OutputChunk)
     /// The next part of a checkpoint archive kept in the content store, for a resume on this device.
     case checkpointFetch(Orrery_Actors_V1_CheckpointFetch)
+    /// An exec session's record (a Signed orrery.notary.v1.ExecSession by this device) that no orchestrator has yet
+    /// confirmed logged (ExecLogged): sent again from time to time until one does.
+    case execRecord(Orrery_Common_V1_Signed)
 
   }
 
@@ -2962,6 +2991,15 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .openExec(newValue)}
   }
 
+  /// An exec session's record is in the notary's log: the device forgets it.
+  public var execLogged: Orrery_Orchestrator_V1_ExecLogged {
+    get {
+      if case .execLogged(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_ExecLogged()
+    }
+    set {kind = .execLogged(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -2987,6 +3025,8 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     case openTunnel(Orrery_Orchestrator_V1_OpenTunnel)
     /// Run a command in a sandbox: the device answers with an ExecSession call.
     case openExec(Orrery_Orchestrator_V1_OpenExec)
+    /// An exec session's record is in the notary's log: the device forgets it.
+    case execLogged(Orrery_Orchestrator_V1_ExecLogged)
 
   }
 
@@ -7215,6 +7255,41 @@ nonisolated extension Orrery_Orchestrator_V1_ExecFrame: SwiftProtobuf.Message, S
   }
 }
 
+nonisolated extension Orrery_Orchestrator_V1_ExecLogged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecLogged"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_id\0\u{3}log_index\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.logIndex) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 1)
+    }
+    if self.logIndex != 0 {
+      try visitor.visitSingularUInt64Field(value: self.logIndex, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecLogged, rhs: Orrery_Orchestrator_V1_ExecLogged) -> Bool {
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.logIndex != rhs.logIndex {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Orrery_Orchestrator_V1_ExecOpened: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExecOpened"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exec_id\0\u{1}error\0\u{1}code\0")
@@ -7532,7 +7607,7 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelStart: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0\u{3}output_chunk\0\u{3}checkpoint_fetch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0\u{3}output_chunk\0\u{3}checkpoint_fetch\0\u{3}exec_record\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7696,6 +7771,19 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
           self.kind = .checkpointFetch(v)
         }
       }()
+      case 13: try {
+        var v: Orrery_Common_V1_Signed?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .execRecord(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .execRecord(v)
+        }
+      }()
       default: break
       }
     }
@@ -7754,6 +7842,10 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
     case .checkpointFetch?: try {
       guard case .checkpointFetch(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
+    case .execRecord?: try {
+      guard case .execRecord(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
     }()
     case nil: break
     }
@@ -7834,7 +7926,7 @@ nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0\u{3}output_progress\0\u{3}open_tunnel\0\u{3}open_exec\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0\u{3}output_progress\0\u{3}open_tunnel\0\u{3}open_exec\0\u{3}exec_logged\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7998,6 +8090,19 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
           self.kind = .openExec(v)
         }
       }()
+      case 13: try {
+        var v: Orrery_Orchestrator_V1_ExecLogged?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .execLogged(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .execLogged(v)
+        }
+      }()
       default: break
       }
     }
@@ -8056,6 +8161,10 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
     case .openExec?: try {
       guard case .openExec(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
+    case .execLogged?: try {
+      guard case .execLogged(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
     }()
     case nil: break
     }

@@ -79,6 +79,7 @@ actor ExecutionManager {
     func attach(_ line: UUID, orchestrator: String) async {
         resync()
         await sendInventory(on: line, orchestrator: orchestrator)
+        resendUnloggedExecRecords()
         if receiptRetries == nil, receipts != nil {
             let interval = receiptInterval / 2
             receiptRetries = Task { [weak self, logger] in
@@ -97,11 +98,17 @@ actor ExecutionManager {
     /// reconnects — so no escrow waits on a reconnect to be released. (A running allocation's receipts go with its
     /// next usage report.)
     func resendUnrecordedReceipts() {
+        resendUnloggedExecRecords()
         guard let receipts else { return }
         for id in held() where !starting.contains(id) && !following.contains(id) {
             guard let report = savedReport(for: id), !receipts.pending(id).isEmpty else { continue }
             sendReport(report)
         }
+    }
+
+    /// Exec sessions' records no orchestrator confirmed logged: again to each one's allocation's orchestrator.
+    func resendUnloggedExecRecords() {
+        for (offer, record) in execs.pendingRecords() { send(.with { $0.execRecord = record }, about: offer) }
     }
 
     /// A line dropped: the other lines stay open and get again what the dropped one may have lost.

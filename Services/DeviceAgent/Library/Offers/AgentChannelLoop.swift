@@ -121,6 +121,7 @@ struct AgentChannelLoop {
             if await executions.receive(deploy) { Task { await executions.start(deploy, from: orchestrator) } }
         case .stop(let stop): await executions.stop(stop)
         case .receiptsRecorded(let recorded): await executions.receiptsRecorded(recorded)
+        case .execLogged(let logged): executions.execs.logged(logged.sessionID)
         case .actorGrant(let grant): await executions.actors?.grant(grant)
         case .mail(let mail): await executions.actors?.mail(mail)
         case .checkpointRequest(let request):

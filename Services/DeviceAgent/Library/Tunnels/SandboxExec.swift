@@ -156,6 +156,58 @@ final class SandboxExec: Sendable {
         }
     }
 
+    /// Where the records no orchestrator confirmed logged yet are kept: `<offer>/<session>.pb`.
+    var recordDirectory: String {
+        URL(fileURLWithPath: runner.root).deletingLastPathComponent().appendingPathComponent("exec-records").path
+    }
+
+    /// Keeps a session's record until it is logged.
+    func keep(_ record: Orrery_Common_V1_Signed, session: String, offer: String) {
+        guard Self.isSessionID(session), AllocationRunner.isSafeID(offer) else { return }
+        let directory = recordDirectory + "/" + offer
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try record.serializedData().write(
+                to: URL(fileURLWithPath: directory + "/" + session + ".pb"), options: .atomic)
+        } catch {
+            logger.error(
+                "cannot keep an exec session's record", metadata: ["session": "\(session)", "error": "\(error)"])
+        }
+    }
+
+    /// An orchestrator logged session `session`'s record: it is forgotten.
+    func logged(_ session: String) {
+        guard Self.isSessionID(session) else { return }
+        let directory = recordDirectory
+        for offer in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            let path = directory + "/" + offer + "/" + session + ".pb"
+            if unlink(path) == 0 { rmdir(directory + "/" + offer) }
+        }
+    }
+
+    /// The records not confirmed logged yet, with their allocations (at most `limit`).
+    func pendingRecords(limit: Int = 100) -> [(offer: String, record: Orrery_Common_V1_Signed)] {
+        var found: [(String, Orrery_Common_V1_Signed)] = []
+        let directory = recordDirectory
+        for offer in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: directory + "/" + offer)) ?? []
+            where file.hasSuffix(".pb") {
+                guard found.count < limit,
+                    let data = FileManager.default.contents(atPath: directory + "/" + offer + "/" + file),
+                    let record = try? Orrery_Common_V1_Signed(serializedBytes: data)
+                else { continue }
+                found.append((offer, record))
+            }
+        }
+        return found
+    }
+
+    /// exe_ and 32 lowercase hex digits.
+    static func isSessionID(_ text: String) -> Bool {
+        text.hasPrefix("exe_") && text.utf8.count == 36
+            && text.utf8.dropFirst(4).allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
     /// An `exec` health check: `command` run inside the sandbox of `id` (confined as a session is, its output
     /// discarded but for the first KiB, which explains a failure), passing when it exits 0 within `timeout`. The spec
     /// declares it like the workload itself, so the owner's `allow_exec` (for consumers' sessions) does not apply,
@@ -236,9 +288,9 @@ final class SandboxExec: Sendable {
         guard AllocationRunner.isSafeID(id), runner.isKnown(id), runner.status(id) == .running else {
             throw Refusal(code: .failedPrecondition, reason: "allocation \(id.prefix(80)) does not run on this device")
         }
-        guard request.execID.hasPrefix("exe_"), request.execID.utf8.count == 36,
-            request.execID.utf8.dropFirst(4).allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
-        else { throw Refusal(code: .invalidArgument, reason: "exec_id is exe_ and 32 lowercase hex digits") }
+        guard Self.isSessionID(request.execID) else {
+            throw Refusal(code: .invalidArgument, reason: "exec_id is exe_ and 32 lowercase hex digits")
+        }
         guard let program = request.command.first, !program.isEmpty, !program.contains("="),
             request.command.allSatisfy({ !$0.utf8.contains(0) }), request.command.count <= 256
         else {
@@ -367,8 +419,11 @@ final class SandboxExec: Sendable {
                         drained.cancel()
                         return ending
                     }
-                    try await writer.write(
-                        .with { $0.exited = self.record(request, startedAt: startedAt, ending: ending) })
+                    // Kept until an orchestrator says it is in the notary's log (ExecLogged): a line lost now loses
+                    // nothing.
+                    let record = self.record(request, startedAt: startedAt, ending: ending)
+                    self.keep(record, session: request.execID, offer: request.offerID)
+                    try await writer.write(.with { $0.exited = record })
                 },
                 onResponse: { response in
                     // Whatever ends the orchestrator's side (`close`, its end, a broken line) ends the command.
