@@ -53,6 +53,7 @@ public struct MethodCatalog: Sendable {
         "orrery.orchestrator.v1.Orchestrator/Exec": "/orrery/exec/run",
         // Between the orchestrator's replicas, invoked by its own key for itself (the handler checks both).
         "orrery.orchestrator.v1.AgentChannel/RelayTunnel": "/orrery/orchestrator/relay-tunnel",
+        "orrery.orchestrator.v1.AgentChannel/RelayExec": "/orrery/orchestrator/relay-exec",
         // Reputation is the orchestrator's to record, not a device's or an owner's (their tokens are /orrery/registry).
         "orrery.registry.v1.Registry/RecordOutcome": "/orrery/reputation/record-outcome",
         // docs/ARCHITECTURE.md §2: the consumer delegates /orrery/notary/propose to the orchestrator.
@@ -64,6 +65,7 @@ public struct MethodCatalog: Sendable {
     static let subjectRooted: Set<String> = [
         "orrery.notary.v1.Notary/ProposeContract", "orrery.settlement.v1.Settlement/Escrow",
         "orrery.orchestrator.v1.AgentChannel/RelayTunnel", "orrery.orchestrator.v1.Orchestrator/Exec",
+        "orrery.orchestrator.v1.AgentChannel/RelayExec",
     ]
 
     /// Streams whose every message carries its own capability, checked by the handler as the unary method the

@@ -363,7 +363,104 @@ struct ExecTests {
         }
     }
 
+    @Test(
+        "exec through an orchestrator replica that does not hold the device's line: relayed through the one that does; output, exit status and the log entry as directly"
+    )
+    func relayedBetweenReplicas() async throws {
+        try await ServiceBed.run("orrery-exec-relay") { bed in
+            let front = try await bed.startOrchestrator()
+            defer { front.child.signal(SIGKILL) }
+            let holder = try await bed.startOrchestrator()
+            defer { holder.child.signal(SIGKILL) }
+            let agent = try await bed.startAgent(
+                "host", owner: #"{"prices": {"per_core_hour": 5}}"#, orchestrators: [holder])
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: bed.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, front, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1, name: "exec-relay")
+            spec.allocations[0].name = "web"
+            spec.allocations[0].artifact = .with { $0.text = "#!/bin/sh\nexec sleep 3600\n" }
+            spec.allocations[0].outputs = []
+            let job = try await consumer.submit(spec, to: front, paid: false)
+            _ = try await HealthCheckTests.until(job.id, consumer, front, "running") { $0.run.state == .running }
+            let relayed = try await Self.exec(
+                front, key: consumer.key, deployment: job.id, command: ["sh", "-c", "cat; echo relayed >&2; exit 6"],
+                input: [.with { $0.stdin = Data("through the holder\n".utf8) }, .with { $0.stdinEnd = true }])
+            #expect(relayed.stdout == "through the holder\n" && relayed.stderr == "relayed\n", "\(relayed)")
+            #expect(relayed.exit?.exitCode == 6 && relayed.exit?.hasLogIndex == true, "\(relayed)")
+            #expect(relayed.started?.deviceDid == agent.did)
+            // A command the device cannot start is refused through the relay with the device's status.
+            let missing = try await Self.exec(
+                front, key: consumer.key, deployment: job.id, command: ["no-such-program-here"],
+                input: [.with { $0.stdinEnd = true }])
+            #expect(missing.exit?.exitCode == 127, "\(missing)")
+        }
+    }
+
+    @Test(
+        "kill -9 of the agent while a session runs: its sandbox runs on, and the restarted agent kills what the session left (its cgroup emptied and removed)"
+    )
+    func agentRestartEndsOrphanedSession() async throws {
+        try await JobConstellation.run("orrery-exec-agent-kill") { constellation in
+            let (agent, consumer, job) = try await Self.runningService(constellation)
+            let run = try await HealthCheckTests.allocationDirectory(of: "host", in: constellation.directory)
+            let started = run.appendingPathComponent("work/exec-started")
+            let orchestrator = constellation.orchestrator
+            let session = Task {
+                try await Self.exec(
+                    orchestrator, key: consumer.key, deployment: job.id,
+                    command: ["sh", "-c", "touch /work/exec-started; exec sleep 600"], input: [])
+            }
+            defer { session.cancel() }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !FileManager.default.fileExists(atPath: started.path), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try #require(FileManager.default.fileExists(atPath: started.path), "the session never started")
+            // The session's own cgroup (of the pids controller, on cgroup v1; the unified one on v2) and its processes.
+            let offer = run.lastPathComponent
+            let groups = ["/sys/fs/cgroup/pids/orrery/\(offer)", "/sys/fs/cgroup/orrery/\(offer)"].filter {
+                FileManager.default.fileExists(atPath: $0)
+            }
+            let sessionGroup = try #require(
+                groups.flatMap { group in
+                    ((try? FileManager.default.contentsOfDirectory(atPath: group)) ?? []).filter {
+                        $0.hasPrefix("exe_")
+                    }.map { group + "/" + $0 }
+                }.first, "no session cgroup under \(groups)")
+            let pids = try String(contentsOfFile: sessionGroup + "/cgroup.procs", encoding: .utf8)
+                .split(separator: "\n").compactMap { Int32($0) }
+            #expect(!pids.isEmpty)
+
+            agent.service.child.signal(SIGKILL)
+            _ = await agent.service.child.waitForExit(timeout: .seconds(30))
+            // Nothing ends the session while no agent runs.
+            #expect(pids.allSatisfy(Self.isAlive), "the session's processes died with the agent")
+            let restarted = try await constellation.restartAgent("host")
+            defer { restarted.child.signal(SIGKILL) }
+            let reapedBy = ContinuousClock.now + .seconds(60)
+            while FileManager.default.fileExists(atPath: sessionGroup), ContinuousClock.now < reapedBy {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(!FileManager.default.fileExists(atPath: sessionGroup), "the session's cgroup is still there")
+            #expect(!pids.contains(where: Self.isAlive), "a process of the session still runs")
+            // The workload itself runs on.
+            let observed = try await HealthCheckTests.until(job.id, consumer, orchestrator, "still running") {
+                $0.run.state == .running
+            }
+            #expect(observed.run.state == .running)
+        }
+    }
+
     // MARK: Helpers
+
+    /// Whether `pid` runs (a zombie, dead but not yet reaped by whoever inherited it, does not).
+    static func isAlive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
+    }
 
     /// An agent, a consumer, and its running `web` service (the workload above).
     static func runningService(

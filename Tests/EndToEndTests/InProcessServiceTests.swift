@@ -142,8 +142,10 @@ struct InProcessServiceTests {
                     }
                     return ServiceParts(rpcServices: [], workers: workers)
                 }
+                // The order is the subject, not the time: a grace long enough for a loaded machine (past it, the group is
+                // cancelled at once, the database with it — the 10 s default was seen to pass while every suite ran).
                 try await InProcessService.run(
-                    service,
+                    service, arguments: ["--shutdown-grace", "120"],
                     environment: database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 },
                     directory: directory, gracefully: true
                 ) { ready in

@@ -263,6 +263,7 @@ struct AgentWork: Service {
                 archiveLimit: Int64(settings.checkpointLimitMiB) << 20,
                 unpackedLimit: settings.checkpointUnpackedLimitMiB << 20),
             lines: lines, allowExec: policy.allowExec ?? true)
+        executions.execs.reapOrphans()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }
             group.addTask { await executions.removeEndedPeriodically(keeping: policy.keepEnded) }

@@ -98,6 +98,15 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         }
     }
 
+    /// Another replica's exec session on a device whose line this one holds.
+    public func relayExec(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>,
+        context: ServerContext
+    ) async throws {
+        try await relay.serveExec(request: request, response: response)
+    }
+
     /// An exec session's record the device sends again (no orchestrator confirmed it logged): appended to the notary's
     /// log (a retry of an appended one answers as the first time) and confirmed to the device.
     private func logExecRecord(_ signed: Orrery_Common_V1_Signed, from device: DID) async {

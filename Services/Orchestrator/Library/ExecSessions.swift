@@ -119,6 +119,8 @@ struct ExecSessions: Sendable {
     let offers: OfferStore
     let hub: AgentHub
     let broker: ExecBroker
+    /// Reaches devices whose line another replica holds.
+    let relay: ReplicaRelay?
     let notary: NotaryLink?
     let logger: Logger
 
@@ -233,13 +235,6 @@ struct ExecSessions: Sendable {
         response: RPCWriter<Orrery_Orchestrator_V1_ExecResponse>, gone: CallerGone
     ) async throws -> (open: Orrery_Orchestrator_V1_OpenExec, side: ExecBroker.DeviceSide, outcome: Outcome) {
         let (deployment, replica, offer, device) = try await target(start, authorization: authorization)
-        guard hub.holds(device) else {
-            throw RPCError(
-                code: .unavailable,
-                message:
-                    "the device's line is held by another orchestrator replica: exec through that one (exec is not relayed between replicas)"
-            )
-        }
         guard broker.admit(deployment, limit: Self.perDeploymentLimit) else {
             throw RPCError(
                 code: .resourceExhausted,
@@ -258,7 +253,7 @@ struct ExecSessions: Sendable {
         let outcome = Outcome()
         let side: ExecBroker.DeviceSide
         do {
-            side = try await broker.open(open, device: device, hub: hub, within: Self.openingLimit) { frame in
+            let deliver: @Sendable (Orrery_Orchestrator_V1_ExecFrame) async throws -> Void = { frame in
                 switch frame.kind {
                 case .stdout(let data), .stderr(let data):
                     // A caller that is gone no longer hears the output; the device's record still counts.
@@ -270,6 +265,16 @@ struct ExecSessions: Sendable {
                 case .exited(let record): outcome.record(record)
                 default: break
                 }
+            }
+            if hub.holds(device) {
+                side = try await broker.open(
+                    open, device: device, hub: hub, within: Self.openingLimit, deliver: deliver)
+            } else if let relay {
+                // Another replica holds the device's line: the session goes through it.
+                side = try await relay.openExec(open, device: device, within: Self.openingLimit, deliver: deliver)
+            } else {
+                throw RPCError(
+                    code: .unavailable, message: "the device's line is held by another orchestrator replica")
             }
         } catch {
             broker.release(deployment)

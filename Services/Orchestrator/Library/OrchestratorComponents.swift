@@ -87,7 +87,8 @@ struct OrchestratorComponents: Sendable {
         let tunnels = TunnelBroker()
         let execs = ExecBroker()
         let replicaRelay = ReplicaRelay(
-            client: database, hub: hub, broker: tunnels, environment: environment, advertised: settings.advertiseAddress
+            client: database, hub: hub, broker: tunnels, execs: execs, environment: environment,
+            advertised: settings.advertiseAddress
         )
         return OrchestratorComponents(
             fleet: fleet,
@@ -106,7 +107,8 @@ struct OrchestratorComponents: Sendable {
             portForwarding: PortForwarding(
                 api: api, offers: offers, hub: hub, broker: tunnels, relay: replicaRelay, logger: logger),
             execSessions: ExecSessions(
-                api: api, offers: offers, hub: hub, broker: execs, notary: notary, logger: logger),
+                api: api, offers: offers, hub: hub, broker: execs, relay: replicaRelay, notary: notary,
+                logger: logger),
             notary: notary, settlement: settlement, router: router, checkpoints: checkpoints, contents: contents,
             betterPlacements: BetterPlacements(
                 store: store, driver: driver, mover: mover, logger: logger,

@@ -19,6 +19,8 @@ final class ReplicaRelay: Sendable {
     let client: PostgresClient
     let hub: AgentHub
     let broker: TunnelBroker
+    /// Where the exec sessions this replica opens for others meet their devices.
+    let execs: ExecBroker
     let key: SigningKey
     let trustRoots: String?
     let logger: Logger
@@ -28,12 +30,13 @@ final class ReplicaRelay: Sendable {
     private let clients = Mutex<[String: GRPCClient<HTTP2ClientTransport.Posix>]>([:])
 
     init(
-        client: PostgresClient, hub: AgentHub, broker: TunnelBroker, environment: ServiceEnvironment,
-        advertised: String?
+        client: PostgresClient, hub: AgentHub, broker: TunnelBroker, execs: ExecBroker,
+        environment: ServiceEnvironment, advertised: String?
     ) {
         self.client = client
         self.hub = hub
         self.broker = broker
+        self.execs = execs
         key = environment.key
         trustRoots = environment.settings.tlsTrustRoots
         logger = environment.logger
@@ -101,9 +104,9 @@ final class ReplicaRelay: Sendable {
                 $0.port = port
             }
         }
-        let opened = OpenedOnce()
+        let opened = OpenedOnce<TunnelBroker.Session>()
         let call = Task {
-            let session = SessionBox()
+            let session = SessionBox<TunnelBroker.Session>()
             do {
                 try await channel.relayTunnel(
                     metadata: metadata,
@@ -209,11 +212,143 @@ final class ReplicaRelay: Sendable {
         }
     }
 
-    /// A self-issued invocation of `RelayTunnel` for the holder (the same orchestrator DID).
-    private func authorization() throws -> String {
+    /// An exec session on the device through the replica holding its line: its device side, the session's frames
+    /// going to `deliver` once the device started the command.
+    func openExec(
+        _ open: Orrery_Orchestrator_V1_OpenExec, device: String, within limit: Duration,
+        deliver: @escaping @Sendable (Orrery_Orchestrator_V1_ExecFrame) async throws -> Void
+    ) async throws -> ExecBroker.DeviceSide {
+        guard let own = ownAddress, let holder = try await holder(of: device), holder != own,
+            let address = ServiceAddress(holder)
+        else {
+            throw RPCError(code: .unavailable, message: "no orchestrator replica holds the device's line now")
+        }
+        let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: try client(for: address))
+        var metadata = Metadata()
+        metadata.addString(try authorization(for: "/orrery/orchestrator/relay-exec"), forKey: "authorization")
+        let first = Orrery_Orchestrator_V1_ExecFrame.with {
+            $0.relay = .with {
+                $0.deviceDid = device
+                $0.open = open
+            }
+        }
+        let opened = OpenedOnce<ExecBroker.DeviceSide>()
+        let call = Task {
+            let side = SessionBox<ExecBroker.DeviceSide>()
+            do {
+                try await channel.relayExec(
+                    metadata: metadata,
+                    requestProducer: { writer in
+                        try await writer.write(first)
+                        let made = ExecBroker.DeviceSide(device: device, toDevice: writer, deliver: deliver)
+                        side.set(made)
+                        // The writer serves the session until the device's side ends.
+                        await made.waitUntilDeviceEnded()
+                    },
+                    onResponse: { response in
+                        defer { side.get()?.deviceEnded() }
+                        for try await frame in response.messages {
+                            switch frame.kind {
+                            case .opened(let answer):
+                                guard let made = side.get() else { continue }
+                                guard answer.error.isEmpty else {
+                                    let code =
+                                        Status.Code(rawValue: Int(answer.code)).flatMap { RPCError.Code($0) }
+                                        ?? .unavailable
+                                    opened.fail(RPCError(code: code, message: answer.error))
+                                    return
+                                }
+                                opened.succeed(made)
+                            case .stdout, .stderr, .exited: try await side.get()?.deliver(frame)
+                            default: continue
+                            }
+                        }
+                    })
+            } catch {
+                opened.fail(error)
+            }
+            opened.fail(RPCError(code: .unavailable, message: "the replica at \(holder) ended the exec session"))
+            side.get()?.deviceEnded()
+        }
+        let expiry = Task {
+            try await Task.sleep(for: limit)
+            opened.fail(
+                RPCError(code: .unavailable, message: "the replica at \(holder) did not start the command in time"))
+            call.cancel()
+        }
+        defer { expiry.cancel() }
+        do {
+            return try await withCheckedThrowingContinuation { opened.set($0) }
+        } catch {
+            call.cancel()
+            throw error
+        }
+    }
+
+    /// Serves another replica's `RelayExec`: opens the session on the line held here and carries its frames both
+    /// ways until the device's side ends.
+    func serveExec(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Error>,
+        response: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>
+    ) async throws {
+        let authorization = try Authorization.required()
+        guard authorization.invoker == key.did, authorization.validated.subject == key.did else {
+            throw RPCError(code: .permissionDenied, message: "only the orchestrator's own replicas relay exec sessions")
+        }
+        let (execs, hub) = (execs, hub)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let (sides, made) = AsyncStream<ExecBroker.DeviceSide>.makeStream()
+            group.addTask {
+                var incoming = request.makeAsyncIterator()
+                guard let first = try await incoming.next(), case .relay(let relay) = first.kind else {
+                    made.finish()
+                    throw RPCError(code: .invalidArgument, message: "the first frame must be relay: {device_did, open}")
+                }
+                let side: ExecBroker.DeviceSide
+                do {
+                    side = try await execs.open(
+                        relay.open, device: relay.deviceDid, hub: hub, within: ExecSessions.openingLimit
+                    ) { frame in try await response.write(frame) }
+                } catch {
+                    made.finish()
+                    let code = (error as? RPCError)?.code ?? .unavailable
+                    let reason = (error as? RPCError)?.message ?? "\(error)"
+                    try await response.write(
+                        .with {
+                            $0.opened = .with {
+                                $0.execID = relay.open.execID
+                                $0.error = reason
+                                $0.code = Int32(code.rawValue)
+                            }
+                        })
+                    return
+                }
+                made.yield(side)
+                made.finish()
+                try await response.write(.with { $0.opened = .with { $0.execID = relay.open.execID } })
+                do {
+                    while let frame = try await incoming.next() {
+                        switch frame.kind {
+                        case .stdin, .stdinEnd, .resize, .close: try await side.toDevice.write(frame)
+                        default: continue
+                        }
+                    }
+                } catch {
+                    try? await side.toDevice.write(.with { $0.close = true })
+                }
+            }
+            // The device's side ended (its record delivered): so does the call. A bad first frame ends it at once.
+            for await side in sides { await side.waitUntilDeviceEnded() }
+            group.cancelAll()
+            while try await group.next() != nil {}
+        }
+    }
+
+    /// A self-issued invocation of `command` (a relay method) for the holder (the same orchestrator DID).
+    private func authorization(for command: String = "/orrery/orchestrator/relay-tunnel") throws -> String {
         let now = Int64(Date().timeIntervalSince1970)
         let invocation = Invocation.issue(
-            by: key, subject: key.did, audience: key.did, command: try Command("/orrery/orchestrator/relay-tunnel"),
+            by: key, subject: key.did, audience: key.did, command: try Command(command),
             expiration: now + 60, issuedAt: now)
         return "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes]))
     }
@@ -235,17 +370,15 @@ final class ReplicaRelay: Sendable {
     }
 }
 
-/// The continuation of an opening relayed tunnel, resumed once.
-private final class OpenedOnce: Sendable {
+/// The continuation of an opening relayed tunnel or exec session, resumed once.
+private final class OpenedOnce<Value: Sendable>: Sendable {
     private let state = Mutex<
-        (
-            continuation: CheckedContinuation<TunnelBroker.Session, any Error>?,
-            result: Result<TunnelBroker.Session, any Error>?
-        )
-    >((nil, nil))
+        (continuation: CheckedContinuation<Value, any Error>?, result: Result<Value, any Error>?)
+    >(
+        (nil, nil))
 
-    func set(_ continuation: CheckedContinuation<TunnelBroker.Session, any Error>) {
-        let early = state.withLock { state -> Result<TunnelBroker.Session, any Error>? in
+    func set(_ continuation: CheckedContinuation<Value, any Error>) {
+        let early = state.withLock { state -> Result<Value, any Error>? in
             if let result = state.result { return result }
             state.continuation = continuation
             return nil
@@ -253,11 +386,11 @@ private final class OpenedOnce: Sendable {
         if let early { continuation.resume(with: early) }
     }
 
-    func succeed(_ session: TunnelBroker.Session) { finish(.success(session)) }
+    func succeed(_ value: Value) { finish(.success(value)) }
     func fail(_ error: any Error) { finish(.failure(error)) }
 
-    private func finish(_ result: Result<TunnelBroker.Session, any Error>) {
-        let continuation = state.withLock { state -> CheckedContinuation<TunnelBroker.Session, any Error>? in
+    private func finish(_ result: Result<Value, any Error>) {
+        let continuation = state.withLock { state -> CheckedContinuation<Value, any Error>? in
             guard state.result == nil else { return nil }
             state.result = result
             defer { state.continuation = nil }
@@ -267,9 +400,9 @@ private final class OpenedOnce: Sendable {
     }
 }
 
-/// The session a relay call makes, shared by its producer and its response reader.
-private final class SessionBox: Sendable {
-    private let session = Mutex<TunnelBroker.Session?>(nil)
-    func set(_ value: TunnelBroker.Session) { session.withLock { $0 = value } }
-    func get() -> TunnelBroker.Session? { session.withLock { $0 } }
+/// What a relay call makes, shared by its producer and its response reader.
+private final class SessionBox<Value: Sendable>: Sendable {
+    private let session = Mutex<Value?>(nil)
+    func set(_ value: Value) { session.withLock { $0 = value } }
+    func get() -> Value? { session.withLock { $0 } }
 }

@@ -4545,13 +4545,27 @@ public enum Orrery_Orchestrator_V1_AgentChannel: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "RelayExec" metadata.
+        public enum RelayExec: Sendable {
+            /// Request type for "RelayExec".
+            public typealias Input = Orrery_Orchestrator_V1_ExecFrame
+            /// Response type for "RelayExec".
+            public typealias Output = Orrery_Orchestrator_V1_ExecFrame
+            /// Descriptor for "RelayExec".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.AgentChannel"),
+                method: "RelayExec",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "orrery.orchestrator.v1.AgentChannel" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Connect.descriptor,
             Tunnel.descriptor,
             PeerTunnel.descriptor,
             RelayTunnel.descriptor,
-            ExecSession.descriptor
+            ExecSession.descriptor,
+            RelayExec.descriptor
         ]
     }
 }
@@ -4679,6 +4693,27 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecFrame>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame>
+
+        /// Handle the "RelayExec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) An exec session on a device whose line the callee holds, for a replica that does
+        /// > not: the first frame is `relay`; the callee answers with `opened` (its `error` and `code` set when the command did
+        /// > not start), then carries the session's frames both ways until the device's side ends. Only the orchestrator's own
+        /// > key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        func relayExec(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame>
     }
 
     /// Service protocol for the "orrery.orchestrator.v1.AgentChannel" service.
@@ -4787,6 +4822,27 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         ///     to an internal error.
         /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ExecFrame` messages.
         func execSession(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame>
+
+        /// Handle the "RelayExec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) An exec session on a device whose line the callee holds, for a replica that does
+        /// > not: the first frame is `relay`; the callee answers with `opened` (its `error` and `code` set when the command did
+        /// > not start), then carries the session's frames both ways until the device's side ends. Only the orchestrator's own
+        /// > key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        func relayExec(
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecFrame>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame>
@@ -4904,6 +4960,28 @@ extension Orrery_Orchestrator_V1_AgentChannel {
             response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_ExecFrame>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "RelayExec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) An exec session on a device whose line the callee holds, for a replica that does
+        /// > not: the first frame is `relay`; the callee answers with `opened` (its `error` and `code` set when the command did
+        /// > not start), then carries the session's frames both ways until the device's side ends. Only the orchestrator's own
+        /// > key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - response: A response stream of `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func relayExec(
+            request: GRPCCore.RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Orrery_Orchestrator_V1_ExecFrame>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -4961,6 +5039,17 @@ extension Orrery_Orchestrator_V1_AgentChannel.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExecFrame>(),
             handler: { request, context in
                 try await self.execSession(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_AgentChannel.Method.RelayExec.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ExecFrame>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExecFrame>(),
+            handler: { request, context in
+                try await self.relayExec(
                     request: request,
                     context: context
                 )
@@ -5053,6 +5142,23 @@ extension Orrery_Orchestrator_V1_AgentChannel.SimpleServiceProtocol {
             metadata: [:],
             producer: { writer in
                 try await self.execSession(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func relayExec(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_ExecFrame>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame> {
+        return GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_ExecFrame>(
+            metadata: [:],
+            producer: { writer in
+                try await self.relayExec(
                     request: request.messages,
                     response: writer,
                     context: context
@@ -5192,6 +5298,32 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         func execSession<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExecFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ExecFrame>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RelayExec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) An exec session on a device whose line the callee holds, for a replica that does
+        /// > not: the first frame is `relay`; the callee answers with `opened` (its `error` and `code` set when the command did
+        /// > not start), then carries the session's frames both ways until the device's side ends. Only the orchestrator's own
+        /// > key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func relayExec<Result>(
             request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>,
             serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExecFrame>,
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ExecFrame>,
@@ -5387,6 +5519,41 @@ extension Orrery_Orchestrator_V1_AgentChannel {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RelayExec" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > (Between orchestrator replicas.) An exec session on a device whose line the callee holds, for a replica that does
+        /// > not: the first frame is `relay`; the callee answers with `opened` (its `error` and `code` set when the command did
+        /// > not start), then carries the session's frames both ways until the device's side ends. Only the orchestrator's own
+        /// > key may call it.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_ExecFrame` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func relayExec<Result>(
+            request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_ExecFrame>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_ExecFrame>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_AgentChannel.Method.RelayExec.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -5525,6 +5692,36 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
         onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
         try await self.execSession(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExecFrame>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ExecFrame>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RelayExec" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > (Between orchestrator replicas.) An exec session on a device whose line the callee holds, for a replica that does
+    /// > not: the first frame is `relay`; the callee answers with `opened` (its `error` and `code` set when the command did
+    /// > not start), then carries the session's frames both ways until the device's side ends. Only the orchestrator's own
+    /// > key may call it.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Orrery_Orchestrator_V1_ExecFrame` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func relayExec<Result>(
+        request: GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.relayExec(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ExecFrame>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ExecFrame>(),
@@ -5696,6 +5893,41 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
             producer: producer
         )
         return try await self.execSession(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RelayExec" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > (Between orchestrator replicas.) An exec session on a device whose line the callee holds, for a replica that does
+    /// > not: the first frame is `relay`; the callee answers with `opened` (its `error` and `code` set when the command did
+    /// > not start), then carries the session's frames both ways until the device's side ends. Only the orchestrator's own
+    /// > key may call it.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func relayExec<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Orrery_Orchestrator_V1_ExecFrame>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Orrery_Orchestrator_V1_ExecFrame>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.relayExec(
             request: request,
             options: options,
             onResponse: handleResponse

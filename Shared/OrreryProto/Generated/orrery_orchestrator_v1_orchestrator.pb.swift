@@ -2486,6 +2486,15 @@ public nonisolated struct Orrery_Orchestrator_V1_ExecFrame: Sendable {
     set {kind = .close(newValue)}
   }
 
+  /// (First on a RelayExec call.) The session the callee opens on the device's line it holds.
+  public var relay: Orrery_Orchestrator_V1_ExecRelayOpen {
+    get {
+      if case .relay(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_ExecRelayOpen()
+    }
+    set {kind = .relay(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -2505,10 +2514,35 @@ public nonisolated struct Orrery_Orchestrator_V1_ExecFrame: Sendable {
     case exited(Orrery_Common_V1_Signed)
     /// (To the device.) The caller is gone: end the command (its processes are killed) and send `exited`.
     case close(Bool)
+    /// (First on a RelayExec call.) The session the callee opens on the device's line it holds.
+    case relay(Orrery_Orchestrator_V1_ExecRelayOpen)
 
   }
 
   public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_ExecRelayOpen: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deviceDid: String = String()
+
+  public var `open`: Orrery_Orchestrator_V1_OpenExec {
+    get {_open ?? Orrery_Orchestrator_V1_OpenExec()}
+    set {_open = newValue}
+  }
+  /// Returns true if ``open`` has been explicitly set.
+  public var hasOpen: Bool {self._open != nil}
+  /// Clears the value of ``open``. Subsequent reads from it will return its default value.
+  public mutating func clearOpen() {self._open = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _open: Orrery_Orchestrator_V1_OpenExec? = nil
 }
 
 public nonisolated struct Orrery_Orchestrator_V1_ExecLogged: Sendable {
@@ -7113,7 +7147,7 @@ nonisolated extension Orrery_Orchestrator_V1_OpenExec: SwiftProtobuf.Message, Sw
 
 nonisolated extension Orrery_Orchestrator_V1_ExecFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExecFrame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}opened\0\u{1}stdin\0\u{3}stdin_end\0\u{1}resize\0\u{1}stdout\0\u{1}stderr\0\u{1}exited\0\u{1}close\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}opened\0\u{1}stdin\0\u{3}stdin_end\0\u{1}resize\0\u{1}stdout\0\u{1}stderr\0\u{1}exited\0\u{1}close\0\u{1}relay\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7200,6 +7234,19 @@ nonisolated extension Orrery_Orchestrator_V1_ExecFrame: SwiftProtobuf.Message, S
           self.kind = .close(v)
         }
       }()
+      case 9: try {
+        var v: Orrery_Orchestrator_V1_ExecRelayOpen?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .relay(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .relay(v)
+        }
+      }()
       default: break
       }
     }
@@ -7243,6 +7290,10 @@ nonisolated extension Orrery_Orchestrator_V1_ExecFrame: SwiftProtobuf.Message, S
       guard case .close(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularBoolField(value: v, fieldNumber: 8)
     }()
+    case .relay?: try {
+      guard case .relay(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -7250,6 +7301,45 @@ nonisolated extension Orrery_Orchestrator_V1_ExecFrame: SwiftProtobuf.Message, S
 
   public static func ==(lhs: Orrery_Orchestrator_V1_ExecFrame, rhs: Orrery_Orchestrator_V1_ExecFrame) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ExecRelayOpen: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExecRelayOpen"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_did\0\u{1}open\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceDid) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._open) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.deviceDid.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceDid, fieldNumber: 1)
+    }
+    try { if let v = self._open {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ExecRelayOpen, rhs: Orrery_Orchestrator_V1_ExecRelayOpen) -> Bool {
+    if lhs.deviceDid != rhs.deviceDid {return false}
+    if lhs._open != rhs._open {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

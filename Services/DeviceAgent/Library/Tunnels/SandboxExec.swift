@@ -140,11 +140,41 @@ final class SandboxExec: Sendable {
                     pids.formUnion(SandboxProbe.descendants(of: pid))
                 }
                 pids.formUnion(SandboxProbe.descendants(of: process.pid))
-                if groups.isEmpty && pidFile == nil || pids.isEmpty { break }
+                if pids.isEmpty { break }
                 for pid in pids { Glibc.kill(pid, SIGKILL) }
+                // Without a group or the runtime's PID file, what reparented away is out of reach: one pass.
+                if groups.isEmpty && pidFile == nil { break }
                 usleep(20_000)
             }
             Glibc.kill(process.pid, SIGKILL)
+        }
+
+        /// Kills the processes in `groups` and the one `pidFile` names (with its descendants) — of those, only the
+        /// ones still in the allocation's cgroup (a PID from an earlier run may be another process's now) — then
+        /// removes both.
+        static func reap(groups: [String], pidFile: String?, allocation: String) {
+            for _ in 0..<10 {
+                var pids = Set<Int32>()
+                for group in groups {
+                    let text = (try? String(contentsOfFile: group + "/cgroup.procs", encoding: .utf8)) ?? ""
+                    for line in text.split(separator: "\n") { if let pid = Int32(line) { pids.insert(pid) } }
+                }
+                if let pidFile, let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+                    let pid = Int32(text.trimmed()), pid > 1
+                {
+                    let named = [pid] + SandboxProbe.descendants(of: pid)
+                    pids.formUnion(
+                        named.filter { pid in
+                            let cgroup = (try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? ""
+                            return cgroup.contains("/orrery/" + allocation)
+                        })
+                }
+                if pids.isEmpty { break }
+                for pid in pids { Glibc.kill(pid, SIGKILL) }
+                usleep(20_000)
+            }
+            for group in groups { rmdir(group) }
+            if let pidFile { unlink(pidFile) }
         }
 
         /// Kills what is left and removes the session's groups and files.
@@ -153,6 +183,35 @@ final class SandboxExec: Sendable {
             if let terminal = process.terminal { close(terminal) }
             for group in groups { rmdir(group) }
             if let pidFile { unlink(pidFile) }
+        }
+    }
+
+    /// Kills what exec sessions of an earlier run of the agent left (it was killed while they ran: nothing ends them
+    /// then): the processes in sessions' cgroups below each allocation's, and those the OCI runtime's PID files name.
+    func reapOrphans() {
+        for id in runner.known() {
+            var groups: [String] = []
+            if let cgroups = runner.cgroups, let group = ControlGroup.existing(name: id, version: cgroups) {
+                for directory in Set(group.directories.values) {
+                    for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+                    where Self.isSessionID(name) {
+                        groups.append(directory + "/" + name)
+                    }
+                }
+            }
+            let directory = runner.directory(id)
+            let pidFiles = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
+                $0.hasSuffix(".pid") && Self.isSessionID(String($0.dropLast(4)))
+            }
+            for file in pidFiles {
+                Session.reap(groups: [], pidFile: directory + "/" + file, allocation: id)
+            }
+            if !groups.isEmpty {
+                Session.reap(groups: groups, pidFile: nil, allocation: id)
+                logger.notice(
+                    "ended exec sessions an earlier run left",
+                    metadata: ["offer": "\(id)", "sessions": "\(groups.count)"])
+            }
         }
     }
 
@@ -441,7 +500,7 @@ final class SandboxExec: Sendable {
                             }
                         case .resize(let size): process.resize(Self.size(size))
                         case .close: return
-                        case .opened, .stdout, .stderr, .exited, nil: continue
+                        case .opened, .stdout, .stderr, .exited, .relay, nil: continue
                         }
                     }
                 })
