@@ -89,17 +89,23 @@ struct EnsembleNetworkTests {
     }
 
     @Test(
-        "web calls cache:6379 by name on another device; a third deployment's sandbox on cache's own device can neither resolve it nor reach the partners' addresses"
+        "web calls cache:6379 by name on another device; the latency edge between them shows placement's estimate and the measured ensemble path; a third deployment's sandbox on cache's own device can neither resolve it nor reach the partners' addresses"
     )
     func partnersByName() async throws {
         try await JobConstellation.run("orrery-ensemble") { constellation in
             let orchestrator = constellation.orchestrator
             let directory = constellation.directory
             let cacheHost = try await constellation.startAgent(
-                "cachehost", owner: #"{"prices": {"per_core_hour": 5}, "labels": {"role": "cache"}}"#)
+                "cachehost",
+                owner:
+                    #"{"prices": {"per_core_hour": 5}, "labels": {"role": "cache"}, "location": {"latitude": 52.52, "longitude": 13.40}}"#
+            )
             defer { cacheHost.service.child.signal(SIGKILL) }
             let webHost = try await constellation.startAgent(
-                "webhost", owner: #"{"prices": {"per_core_hour": 5}, "labels": {"role": "web"}}"#)
+                "webhost",
+                owner:
+                    #"{"prices": {"per_core_hour": 5}, "labels": {"role": "web"}, "location": {"latitude": 48.14, "longitude": 11.58}}"#
+            )
             defer { webHost.service.child.signal(SIGKILL) }
             let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 2)
@@ -118,6 +124,14 @@ struct EnsembleNetworkTests {
                         ]),
                     Self.allocation("web", script: Self.web, role: "web"),
                 ]
+                // Berlin and Munich: within placement's geographic estimate of this bound.
+                $0.edges = [
+                    .with {
+                        $0.from = "web"
+                        $0.to = "cache"
+                        $0.maxRttMs = 100
+                    }
+                ]
             }
             let job = try await consumer.submit(spec, to: orchestrator, paid: false)
             let running = try await OrchestratorTests.runningOrEnded(job.id, of: consumer, on: orchestrator)
@@ -127,11 +141,27 @@ struct EnsembleNetworkTests {
             let reply = try await Self.file(
                 "work/reply", under: directory.appendingPathComponent("webhost-state/allocations"))
             #expect(reply == "127.77.0.2 PONG PING\n")
+            // The edge as it stands: placement's device-to-device estimate, and the path the connection took, as the
+            // orchestrator measured both devices' lines (each pinged when it opens, then every 10 s).
+            var edge = Orrery_Orchestrator_V1_EdgeLatency()
+            let measuredBy = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < measuredBy {
+                let status = try await consumer.with(orchestrator) {
+                    try await $0.getDeployment(.with { $0.id = job.id })
+                }
+                edge = status.edgeLatencies.first ?? edge
+                if edge.hasPathRttMs { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(edge.from == "web" && edge.to == "cache" && edge.maxRttMs == 100 && edge.pairs == 1, "\(edge)")
+            #expect(edge.hasPlacementRttMs && edge.placementRttMs > 0 && edge.placementRttMs <= 100, "\(edge)")
+            #expect(edge.hasPathRttMs && edge.pathRttMs > 0 && edge.pathRttMs < 10_000, "\(edge)")
 
             // Another deployment, on the cache's own device: no name, and nothing listens at the partners' addresses
             // in its sandbox.
             var other = spec
             other.name = "intruder"
+            other.edges = []
             other.allocations = [Self.allocation("intruder", script: Self.intruder, role: "cache")]
             let intruder = try await consumer.submit(other, to: orchestrator, paid: false)
             let result = try await Self.file(

@@ -311,11 +311,7 @@ struct ExecTests {
                     command: ["sh", "-c", "touch /work/exec-started; exec sleep 600"], input: [])
             }
             defer { session.cancel() }
-            let deadline = ContinuousClock.now + .seconds(60)
-            while !FileManager.default.fileExists(atPath: started.path), ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            try #require(FileManager.default.fileExists(atPath: started.path), "the session never started")
+            try #require(try await Self.appears(started), "the session never started")
 
             orchestrator.child.signal(SIGKILL)
             _ = await orchestrator.child.waitForExit(timeout: .seconds(30))
@@ -412,11 +408,7 @@ struct ExecTests {
                     command: ["sh", "-c", "touch /work/exec-started; exec sleep 600"], input: [])
             }
             defer { session.cancel() }
-            let deadline = ContinuousClock.now + .seconds(60)
-            while !FileManager.default.fileExists(atPath: started.path), ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            try #require(FileManager.default.fileExists(atPath: started.path), "the session never started")
+            try #require(try await Self.appears(started), "the session never started")
             // The session's own cgroup (of the pids controller, on cgroup v1; the unified one on v2) and its processes.
             let offer = run.lastPathComponent
             let groups = ["/sys/fs/cgroup/pids/orrery/\(offer)", "/sys/fs/cgroup/orrery/\(offer)"].filter {
@@ -454,6 +446,15 @@ struct ExecTests {
 
     // MARK: Helpers
 
+    /// Whether `file` exists within a minute (a loaded machine is slow to start things).
+    static func appears(_ file: URL) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !FileManager.default.fileExists(atPath: file.path), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return FileManager.default.fileExists(atPath: file.path)
+    }
+
     /// Whether `pid` runs (a zombie, dead but not yet reaped by whoever inherited it, does not).
     static func isAlive(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -480,12 +481,7 @@ struct ExecTests {
         }
         // The workload wrote what the checks compare with.
         let directory = try await HealthCheckTests.allocationDirectory(of: "host", in: constellation.directory)
-        let deadline = ContinuousClock.now + .seconds(60)
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("work/netns").path),
-            ContinuousClock.now < deadline
-        {
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        _ = try await appears(directory.appendingPathComponent("work/netns"))
         return (agent, consumer, running.deployment)
     }
 

@@ -8,14 +8,16 @@ import Testing
 /// reaches the waiting port-forward.
 @Suite("Tunnel broker")
 struct TunnelBrokerTests {
-    @Test("a deployment has at most its limit of port-forwards open; one closed makes room; deployments apart")
+    @Test(
+        "a deployment has at most its limit of port-forwards (or exec sessions) open; one closed makes room; deployments apart"
+    )
     func perDeploymentLimit() {
-        let broker = TunnelBroker()
-        #expect(broker.admit("dep_a", limit: 2) && broker.admit("dep_a", limit: 2))
-        #expect(!broker.admit("dep_a", limit: 2))
-        #expect(broker.admit("dep_b", limit: 2))
-        broker.release("dep_a")
-        #expect(broker.admit("dep_a", limit: 2))
+        let quota = DeploymentQuota()
+        #expect(quota.admit("dep_a", limit: 2) && quota.admit("dep_a", limit: 2))
+        #expect(!quota.admit("dep_a", limit: 2))
+        #expect(quota.admit("dep_b", limit: 2))
+        quota.release("dep_a")
+        #expect(quota.admit("dep_a", limit: 2))
     }
 
     @Test("a device's refusal reaches the waiting port-forward with its reason; an answer nobody waits for is dropped")

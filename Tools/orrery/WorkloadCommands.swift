@@ -177,6 +177,13 @@ func printAssignments(_ deployment: Orrery_Orchestrator_V1_Deployment) {
         )
         if assignment.hasRun { Console.out("        " + runLine(assignment.run)) }
     }
+    for edge in deployment.edgeLatencies where edge.pairs > 0 {
+        let estimate = edge.hasPlacementRttMs ? String(format: "%.1f ms", edge.placementRttMs) : "unknown"
+        let path = edge.hasPathRttMs ? String(format: "%.1f ms", edge.pathRttMs) : "not measured yet"
+        Console.out(
+            "    latency \(edge.from) → \(edge.to) (at most \(edge.maxRttMs) ms): devices \(estimate) (placement's estimate), ensemble path \(path) (measured)"
+        )
+    }
     for route in deployment.routes {
         let kind = route.expose == .private ? "private" : "public"
         Console.out(

@@ -29,6 +29,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
     let tunnels: TunnelBroker
     /// Where a device's exec sessions meet the callers that asked for them.
     let execs: ExecBroker
+    /// Measures each line's RTT.
+    let latency: LineLatency
     /// Sandboxes' connections to their partners.
     let ensemble: EnsembleNetwork
     /// Tunnels for replicas that do not hold a device's line, and the record of the lines held here.
@@ -172,6 +174,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             group.addTask {
                 for await message in outgoing { try await response.write(message) }
             }
+            let (hub, latency) = (hub, latency)
+            group.addTask { await latency.measure(device: device.string) { hub.send($0, to: device.string) } }
             // The line ends when the agent closes it (a newer line of the same device only stops the sending).
             while let message = try await incoming.next() {
                 try await handle(message, from: device)
@@ -276,6 +280,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 logger.warning(
                     "checkpoint fetch refused", metadata: ["offer": "\(fetch.offerID)", "error": "\(error)"])
             }
+        case .linePong(let pong):
+            await latency.pong(pong.nonce, from: device.string)
         case .execRecord(let signed):
             await logExecRecord(signed, from: device)
         case .inventory(let inventory):

@@ -40,23 +40,7 @@ final class ExecBroker: Sendable {
 
     private let waiting = Mutex<[String: Waiting]>([:])
     /// Sessions open through this orchestrator replica, by deployment.
-    private let openByDeployment = Mutex<[String: Int]>([:])
-
-    /// Counts a session of `deployment` in, unless `limit` are open already.
-    func admit(_ deployment: String, limit: Int) -> Bool {
-        openByDeployment.withLock { open in
-            guard open[deployment, default: 0] < limit else { return false }
-            open[deployment, default: 0] += 1
-            return true
-        }
-    }
-
-    func release(_ deployment: String) {
-        openByDeployment.withLock { open in
-            let left = open[deployment, default: 1] - 1
-            open[deployment] = left > 0 ? left : nil
-        }
-    }
+    let sessions = DeploymentQuota()
 
     /// Asks `device` (whose line this replica holds) to run `open`, and waits (at most `limit`) for its answer.
     func open(
@@ -164,7 +148,7 @@ struct ExecSessions: Sendable {
             opened.finish()
             await session.side.waitUntilDeviceEnded()
             group.cancelAll()
-            defer { broker.release(start.deploymentID) }
+            defer { broker.sessions.release(start.deploymentID) }
             let exit = await log(
                 session.outcome.recorded, open: session.open, device: session.side.device,
                 authorization: authorization)
@@ -235,7 +219,7 @@ struct ExecSessions: Sendable {
         response: RPCWriter<Orrery_Orchestrator_V1_ExecResponse>, gone: CallerGone
     ) async throws -> (open: Orrery_Orchestrator_V1_OpenExec, side: ExecBroker.DeviceSide, outcome: Outcome) {
         let (deployment, replica, offer, device) = try await target(start, authorization: authorization)
-        guard broker.admit(deployment, limit: Self.perDeploymentLimit) else {
+        guard broker.sessions.admit(deployment, limit: Self.perDeploymentLimit) else {
             throw RPCError(
                 code: .resourceExhausted,
                 message: "\(deployment) has \(Self.perDeploymentLimit) exec sessions open here already")
@@ -277,7 +261,7 @@ struct ExecSessions: Sendable {
                     code: .unavailable, message: "the device's line is held by another orchestrator replica")
             }
         } catch {
-            broker.release(deployment)
+            broker.sessions.release(deployment)
             throw error
         }
         logger.info(

@@ -25,6 +25,8 @@ public struct OrchestratorAPI: Sendable {
     let contents: ContentStore
     /// The ingress this orchestrator runs, if any: without one no port may be exposed outside its ensemble.
     let ingress: IngressAddress?
+    /// The agent lines' RTTs, for the ensemble path of each latency edge (nil: not reported).
+    var latency: LineLatency? = nil
     /// Releases held for the operator.
     var incidents: SettlementIncidents {
         SettlementIncidents(client: store.client, logger: store.logger)
@@ -189,6 +191,17 @@ public struct OrchestratorAPI: Sendable {
             throw RPCError(code: .notFound, message: "no deployment \(id) of yours")
         }
         try await addRuns(to: &deployment)
+        return deployment
+    }
+
+    /// `get`, with each latency edge as its running replicas stand now (`GetDeployment`).
+    public func status(_ id: String, caller: String) async throws -> Orrery_Orchestrator_V1_Deployment {
+        var deployment = try await get(id, caller: caller)
+        if let latency, !deployment.spec.edges.isEmpty {
+            let devices = Array(Set(deployment.assignments.filter { $0.run.state == .running }.map(\.deviceDid)))
+            deployment.edgeLatencies = LineLatency.edges(
+                of: deployment, fleet: fleet.snapshot(), lineRTTs: await latency.rtts(of: devices))
+        }
         return deployment
     }
 

@@ -78,12 +78,13 @@ struct OrchestratorComponents: Sendable {
         let mover = ActorMover(
             store: store, offers: offers, checkpoints: checkpointReader, router: router, driver: driver)
         let ingressAddress = settings.ingress.map(IngressAddress.init)
+        let latency = LineLatency(client: database, logger: logger)
         let api = OrchestratorAPI(
             store: store, fleet: fleet, driver: driver, events: events, offers: offers, solver: solver,
             operatorDID: environment.operatorDID.string, mover: mover,
             images: ImageResolver(
                 trust: settings.registryCA.map { .caFile($0) } ?? .system, addresses: settings.registryAddresses),
-            secrets: secrets, contents: contents, ingress: ingressAddress)
+            secrets: secrets, contents: contents, ingress: ingressAddress, latency: latency)
         let tunnels = TunnelBroker()
         let execs = ExecBroker()
         let replicaRelay = ReplicaRelay(
@@ -97,7 +98,7 @@ struct OrchestratorComponents: Sendable {
             channel: AgentChannelService(
                 hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
                 settles: settlement != nil, router: router, checkpoints: checkpoints, contents: contents,
-                tunnels: tunnels, execs: execs,
+                tunnels: tunnels, execs: execs, latency: latency,
                 ensemble: EnsembleNetwork(
                     api: api, offers: offers,
                     tunnels: ReplicaTunnels(

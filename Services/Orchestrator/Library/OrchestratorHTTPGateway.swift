@@ -14,7 +14,7 @@ enum OrchestratorHTTPGateway {
             try await api.submit($0, consumer: try caller())
         }
         gateway.unary(router, method: "\(service)/GetDeployment", Orrery_Orchestrator_V1_GetDeploymentRequest.self) {
-            try await api.get($0.id, caller: try caller())
+            try await api.status($0.id, caller: try caller())
         }
         gateway.unary(
             router, method: "\(service)/ListDeployments", Orrery_Orchestrator_V1_ListDeploymentsRequest.self

@@ -411,5 +411,14 @@ public enum OrchestratorMigrations {
                 """
             ]
         ),
+        Migration(
+            version: 22,
+            name: "agent line RTT",
+            statements: [
+                // The line's RTT as the replica holding it measures it (LinePing/LinePong), smoothed: the ensemble
+                // path between two devices is the sum of their lines'.
+                "ALTER TABLE agent_lines ADD COLUMN rtt_micros bigint"
+            ]
+        ),
     ]
 }

@@ -58,7 +58,7 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
     public func getDeployment(request: Orrery_Orchestrator_V1_GetDeploymentRequest, context: ServerContext)
         async throws -> Orrery_Orchestrator_V1_Deployment
     {
-        try await api.get(request.id, caller: try caller())
+        try await api.status(request.id, caller: try caller())
     }
 
     public func listDeployments(request: Orrery_Orchestrator_V1_ListDeploymentsRequest, context: ServerContext)

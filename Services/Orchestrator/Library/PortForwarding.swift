@@ -46,24 +46,7 @@ final class TunnelBroker: Sendable {
 
     private let waiting = Mutex<[String: Waiting]>([:])
     /// Port-forwards open through this orchestrator replica, by deployment.
-    private let openByDeployment = Mutex<[String: Int]>([:])
-
-    /// Counts a port-forward of `deployment` in, unless `limit` are open already.
-    func admit(_ deployment: String, limit: Int) -> Bool {
-        openByDeployment.withLock { open in
-            guard open[deployment, default: 0] < limit else { return false }
-            open[deployment, default: 0] += 1
-            return true
-        }
-    }
-
-    /// Counts a port-forward of `deployment` out.
-    func release(_ deployment: String) {
-        openByDeployment.withLock { open in
-            let left = open[deployment, default: 1] - 1
-            open[deployment] = left > 0 ? left : nil
-        }
-    }
+    let portForwards = DeploymentQuota()
 
     /// Waits (at most `limit`) for `device` to open tunnel `id`; its session, or the device's reason it could not
     /// connect.
@@ -220,7 +203,7 @@ struct PortForwarding: Sendable {
                 connected.finish()
                 throw error
             }
-            defer { broker.release(open.deploymentID) }
+            defer { broker.portForwards.release(open.deploymentID) }
             connected.yield(session)
             connected.finish()
             // However it ends, the device closes its side.
@@ -245,7 +228,7 @@ struct PortForwarding: Sendable {
         caller: String
     ) async throws -> TunnelBroker.Session {
         let (replica, offer, device) = try await target(open, caller: caller)
-        guard broker.admit(open.deploymentID, limit: Self.perDeploymentLimit) else {
+        guard broker.portForwards.admit(open.deploymentID, limit: Self.perDeploymentLimit) else {
             throw RPCError(
                 code: .resourceExhausted,
                 message:
@@ -278,7 +261,7 @@ struct PortForwarding: Sendable {
             session.consumerReady()
             return session
         } catch {
-            broker.release(open.deploymentID)
+            broker.portForwards.release(open.deploymentID)
             throw error
         }
     }

@@ -89,14 +89,8 @@ final class ReplicaRelay: Sendable {
         port: UInt32, offer: String, device: String, deliver: @escaping @Sendable (Data) async throws -> Void,
         within limit: Duration
     ) async throws -> TunnelBroker.Session {
-        guard let own = ownAddress, let holder = try await holder(of: device), holder != own,
-            let address = ServiceAddress(holder)
-        else {
-            throw RPCError(code: .unavailable, message: "no orchestrator replica holds the device's line now")
-        }
-        let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: try client(for: address))
-        var metadata = Metadata()
-        metadata.addString(try authorization(), forKey: "authorization")
+        let (holder, channel) = try await holderChannel(of: device)
+        let metadata = try authorization(for: "/orrery/orchestrator/relay-tunnel")
         let first = Orrery_Orchestrator_V1_TunnelFrame.with {
             $0.relay = .with {
                 $0.deviceDid = device
@@ -104,8 +98,7 @@ final class ReplicaRelay: Sendable {
                 $0.port = port
             }
         }
-        let opened = OpenedOnce<TunnelBroker.Session>()
-        let call = Task {
+        return try await Self.opening(holder: holder, what: "tunnel", within: limit) { opened in
             let session = SessionBox<TunnelBroker.Session>()
             do {
                 try await channel.relayTunnel(
@@ -140,21 +133,7 @@ final class ReplicaRelay: Sendable {
             } catch {
                 opened.fail(error)
             }
-            opened.fail(RPCError(code: .unavailable, message: "the replica at \(holder) ended the tunnel"))
             session.get()?.deviceEnded()
-        }
-        let expiry = Task {
-            try await Task.sleep(for: limit)
-            opened.fail(
-                RPCError(code: .unavailable, message: "the replica at \(holder) did not open the tunnel in time"))
-            call.cancel()
-        }
-        defer { expiry.cancel() }
-        do {
-            return try await withCheckedThrowingContinuation { opened.set($0) }
-        } catch {
-            call.cancel()
-            throw error
         }
     }
 
@@ -218,22 +197,15 @@ final class ReplicaRelay: Sendable {
         _ open: Orrery_Orchestrator_V1_OpenExec, device: String, within limit: Duration,
         deliver: @escaping @Sendable (Orrery_Orchestrator_V1_ExecFrame) async throws -> Void
     ) async throws -> ExecBroker.DeviceSide {
-        guard let own = ownAddress, let holder = try await holder(of: device), holder != own,
-            let address = ServiceAddress(holder)
-        else {
-            throw RPCError(code: .unavailable, message: "no orchestrator replica holds the device's line now")
-        }
-        let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: try client(for: address))
-        var metadata = Metadata()
-        metadata.addString(try authorization(for: "/orrery/orchestrator/relay-exec"), forKey: "authorization")
+        let (holder, channel) = try await holderChannel(of: device)
+        let metadata = try authorization(for: "/orrery/orchestrator/relay-exec")
         let first = Orrery_Orchestrator_V1_ExecFrame.with {
             $0.relay = .with {
                 $0.deviceDid = device
                 $0.open = open
             }
         }
-        let opened = OpenedOnce<ExecBroker.DeviceSide>()
-        let call = Task {
+        return try await Self.opening(holder: holder, what: "exec session", within: limit) { opened in
             let side = SessionBox<ExecBroker.DeviceSide>()
             do {
                 try await channel.relayExec(
@@ -267,20 +239,44 @@ final class ReplicaRelay: Sendable {
             } catch {
                 opened.fail(error)
             }
-            opened.fail(RPCError(code: .unavailable, message: "the replica at \(holder) ended the exec session"))
             side.get()?.deviceEnded()
+        }
+    }
+
+    /// The replica holding the device's line, and a client of its agent channel.
+    private func holderChannel(of device: String) async throws -> (
+        holder: String, channel: Orrery_Orchestrator_V1_AgentChannel.Client<HTTP2ClientTransport.Posix>
+    ) {
+        guard let own = ownAddress, let holder = try await holder(of: device), holder != own,
+            let address = ServiceAddress(holder)
+        else {
+            throw RPCError(code: .unavailable, message: "no orchestrator replica holds the device's line now")
+        }
+        return (holder, Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: try client(for: address)))
+    }
+
+    /// Runs a relay `call` (in a task of its own: it lasts as long as the relayed session) until it resolves
+    /// `opened`, or `limit` passed (the call is then cancelled); what it opened, or why not.
+    private static func opening<Value: Sendable>(
+        holder: String, what: String, within limit: Duration,
+        _ call: @escaping @Sendable (OpenedOnce<Value>) async -> Void
+    ) async throws -> Value {
+        let opened = OpenedOnce<Value>()
+        let task = Task {
+            await call(opened)
+            opened.fail(RPCError(code: .unavailable, message: "the replica at \(holder) ended the \(what)"))
         }
         let expiry = Task {
             try await Task.sleep(for: limit)
             opened.fail(
-                RPCError(code: .unavailable, message: "the replica at \(holder) did not start the command in time"))
-            call.cancel()
+                RPCError(code: .unavailable, message: "the replica at \(holder) did not open the \(what) in time"))
+            task.cancel()
         }
         defer { expiry.cancel() }
         do {
             return try await withCheckedThrowingContinuation { opened.set($0) }
         } catch {
-            call.cancel()
+            task.cancel()
             throw error
         }
     }
@@ -344,13 +340,17 @@ final class ReplicaRelay: Sendable {
         }
     }
 
-    /// A self-issued invocation of `command` (a relay method) for the holder (the same orchestrator DID).
-    private func authorization(for command: String = "/orrery/orchestrator/relay-tunnel") throws -> String {
+    /// The metadata of a self-issued invocation of `command` (a relay method) for the holder (the same orchestrator
+    /// DID).
+    private func authorization(for command: String) throws -> Metadata {
         let now = Int64(Date().timeIntervalSince1970)
         let invocation = Invocation.issue(
-            by: key, subject: key.did, audience: key.did, command: try Command(command),
-            expiration: now + 60, issuedAt: now)
-        return "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes]))
+            by: key, subject: key.did, audience: key.did, command: try Command(command), expiration: now + 60,
+            issuedAt: now)
+        var metadata = Metadata()
+        metadata.addString(
+            "Bearer " + (try UCANContainer.encodeText([invocation.envelope.bytes])), forKey: "authorization")
+        return metadata
     }
 
     /// A client kept connected to another replica.

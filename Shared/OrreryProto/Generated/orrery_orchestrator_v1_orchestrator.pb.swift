@@ -1987,6 +1987,9 @@ public nonisolated struct Orrery_Orchestrator_V1_Deployment: Sendable {
   /// Its ports reachable from outside through the ingress (EXPOSE_PUBLIC or EXPOSE_PRIVATE), in spec order.
   public var routes: [Orrery_Orchestrator_V1_IngressRoute] = []
 
+  /// (GetDeployment.) Each latency edge of the spec as its running replicas stand now, in spec order.
+  public var edgeLatencies: [Orrery_Orchestrator_V1_EdgeLatency] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1994,6 +1997,53 @@ public nonisolated struct Orrery_Orchestrator_V1_Deployment: Sendable {
   fileprivate var _spec: Orrery_Orchestrator_V1_WorkloadSpec? = nil
   fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// A latency edge between two allocations: placement judges it on the device-to-device RTT estimate; beside it, the
+/// RTT of the path their connections take on the ensemble network (sandbox → its agent's line → orchestrator → the
+/// partner's agent's line → sandbox), as the orchestrators measure each device's line.
+public nonisolated struct Orrery_Orchestrator_V1_EdgeLatency: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var from: String = String()
+
+  public var to: String = String()
+
+  public var maxRttMs: Double = 0
+
+  /// The device-to-device estimate placement uses (network coordinates, else geography), the worst over the running
+  /// replica pairs; unset: unknown for some pair.
+  public var placementRttMs: Double {
+    get {_placementRttMs ?? 0}
+    set {_placementRttMs = newValue}
+  }
+  /// Returns true if `placementRttMs` has been explicitly set.
+  public var hasPlacementRttMs: Bool {self._placementRttMs != nil}
+  /// Clears the value of `placementRttMs`. Subsequent reads from it will return its default value.
+  public mutating func clearPlacementRttMs() {self._placementRttMs = nil}
+
+  /// The ensemble path's RTT: the sum of the two devices' measured line RTTs, the worst over the running replica pairs
+  /// (a pair whose lines two orchestrator replicas hold adds their own hop, not measured); unset: not measured yet.
+  public var pathRttMs: Double {
+    get {_pathRttMs ?? 0}
+    set {_pathRttMs = newValue}
+  }
+  /// Returns true if `pathRttMs` has been explicitly set.
+  public var hasPathRttMs: Bool {self._pathRttMs != nil}
+  /// Clears the value of `pathRttMs`. Subsequent reads from it will return its default value.
+  public mutating func clearPathRttMs() {self._pathRttMs = nil}
+
+  /// Running replica pairs the numbers cover.
+  public var pairs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _placementRttMs: Double? = nil
+  fileprivate var _pathRttMs: Double? = nil
 }
 
 /// A port reachable through the orchestrators' ingress, by its own host name.
@@ -2545,6 +2595,30 @@ public nonisolated struct Orrery_Orchestrator_V1_ExecRelayOpen: Sendable {
   fileprivate var _open: Orrery_Orchestrator_V1_OpenExec? = nil
 }
 
+public nonisolated struct Orrery_Orchestrator_V1_LinePing: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nonce: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_LinePong: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nonce: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Orrery_Orchestrator_V1_ExecLogged: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -2848,6 +2922,15 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     set {kind = .execRecord(newValue)}
   }
 
+  /// The answer to a LinePing.
+  public var linePong: Orrery_Orchestrator_V1_LinePong {
+    get {
+      if case .linePong(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_LinePong()
+    }
+    set {kind = .linePong(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -2875,6 +2958,8 @@ public nonisolated struct Orrery_Orchestrator_V1_AgentMessage: Sendable {
     /// An exec session's record (a Signed orrery.notary.v1.ExecSession by this device) that no orchestrator has yet
     /// confirmed logged (ExecLogged): sent again from time to time until one does.
     case execRecord(Orrery_Common_V1_Signed)
+    /// The answer to a LinePing.
+    case linePong(Orrery_Orchestrator_V1_LinePong)
 
   }
 
@@ -3034,6 +3119,16 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     set {kind = .execLogged(newValue)}
   }
 
+  /// Answer with LinePong at once: the orchestrator measures the line's RTT (the ensemble path's RTT is the sum of
+  /// two lines').
+  public var linePing: Orrery_Orchestrator_V1_LinePing {
+    get {
+      if case .linePing(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_LinePing()
+    }
+    set {kind = .linePing(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -3061,6 +3156,9 @@ public nonisolated struct Orrery_Orchestrator_V1_OrchestratorMessage: Sendable {
     case openExec(Orrery_Orchestrator_V1_OpenExec)
     /// An exec session's record is in the notary's log: the device forgets it.
     case execLogged(Orrery_Orchestrator_V1_ExecLogged)
+    /// Answer with LinePong at once: the orchestrator measures the line's RTT (the ensemble path's RTT is the sum of
+    /// two lines').
+    case linePing(Orrery_Orchestrator_V1_LinePing)
 
   }
 
@@ -6254,7 +6352,7 @@ nonisolated extension Orrery_Orchestrator_V1_SubmitWorkloadRequest: SwiftProtobu
 
 nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Deployment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}consumer_did\0\u{1}spec\0\u{1}state\0\u{1}reason\0\u{1}assignments\0\u{3}created_at\0\u{3}updated_at\0\u{1}revision\0\u{3}total_cost\0\u{1}routes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}consumer_did\0\u{1}spec\0\u{1}state\0\u{1}reason\0\u{1}assignments\0\u{3}created_at\0\u{3}updated_at\0\u{1}revision\0\u{3}total_cost\0\u{1}routes\0\u{3}edge_latencies\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6273,6 +6371,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.revision) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.totalCost) }()
       case 11: try { try decoder.decodeRepeatedMessageField(value: &self.routes) }()
+      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.edgeLatencies) }()
       default: break
       }
     }
@@ -6316,6 +6415,9 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
     if !self.routes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.routes, fieldNumber: 11)
     }
+    if !self.edgeLatencies.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.edgeLatencies, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6331,6 +6433,66 @@ nonisolated extension Orrery_Orchestrator_V1_Deployment: SwiftProtobuf.Message, 
     if lhs.revision != rhs.revision {return false}
     if lhs.totalCost != rhs.totalCost {return false}
     if lhs.routes != rhs.routes {return false}
+    if lhs.edgeLatencies != rhs.edgeLatencies {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_EdgeLatency: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EdgeLatency"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{1}to\0\u{3}max_rtt_ms\0\u{3}placement_rtt_ms\0\u{3}path_rtt_ms\0\u{1}pairs\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.to) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.maxRttMs) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self._placementRttMs) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self._pathRttMs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.pairs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 1)
+    }
+    if !self.to.isEmpty {
+      try visitor.visitSingularStringField(value: self.to, fieldNumber: 2)
+    }
+    if self.maxRttMs.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.maxRttMs, fieldNumber: 3)
+    }
+    try { if let v = self._placementRttMs {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._pathRttMs {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 5)
+    } }()
+    if self.pairs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pairs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_EdgeLatency, rhs: Orrery_Orchestrator_V1_EdgeLatency) -> Bool {
+    if lhs.from != rhs.from {return false}
+    if lhs.to != rhs.to {return false}
+    if lhs.maxRttMs != rhs.maxRttMs {return false}
+    if lhs._placementRttMs != rhs._placementRttMs {return false}
+    if lhs._pathRttMs != rhs._pathRttMs {return false}
+    if lhs.pairs != rhs.pairs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -7345,6 +7507,66 @@ nonisolated extension Orrery_Orchestrator_V1_ExecRelayOpen: SwiftProtobuf.Messag
   }
 }
 
+nonisolated extension Orrery_Orchestrator_V1_LinePing: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LinePing"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.nonce) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.nonce != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nonce, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_LinePing, rhs: Orrery_Orchestrator_V1_LinePing) -> Bool {
+    if lhs.nonce != rhs.nonce {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_LinePong: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LinePong"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.nonce) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.nonce != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nonce, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_LinePong, rhs: Orrery_Orchestrator_V1_LinePong) -> Bool {
+    if lhs.nonce != rhs.nonce {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Orrery_Orchestrator_V1_ExecLogged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExecLogged"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_id\0\u{3}log_index\0")
@@ -7697,7 +7919,7 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelStart: SwiftProtobuf.Message,
 
 nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0\u{3}output_chunk\0\u{3}checkpoint_fetch\0\u{3}exec_record\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}bid\0\u{1}decline\0\u{1}report\0\u{1}log\0\u{1}output\0\u{1}mail\0\u{1}checkpoint\0\u{1}actor\0\u{1}inventory\0\u{3}output_chunk\0\u{3}checkpoint_fetch\0\u{3}exec_record\0\u{3}line_pong\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7874,6 +8096,19 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
           self.kind = .execRecord(v)
         }
       }()
+      case 14: try {
+        var v: Orrery_Orchestrator_V1_LinePong?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .linePong(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .linePong(v)
+        }
+      }()
       default: break
       }
     }
@@ -7936,6 +8171,10 @@ nonisolated extension Orrery_Orchestrator_V1_AgentMessage: SwiftProtobuf.Message
     case .execRecord?: try {
       guard case .execRecord(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
+    case .linePong?: try {
+      guard case .linePong(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
     }()
     case nil: break
     }
@@ -8016,7 +8255,7 @@ nonisolated extension Orrery_Orchestrator_V1_AgentHello: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OrchestratorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0\u{3}output_progress\0\u{3}open_tunnel\0\u{3}open_exec\0\u{3}exec_logged\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offer\0\u{1}deploy\0\u{1}stop\0\u{3}receipts_recorded\0\u{3}actor_grant\0\u{1}mail\0\u{3}checkpoint_request\0\u{3}checkpoint_chunk\0\u{3}checkpoint_stored\0\u{3}output_progress\0\u{3}open_tunnel\0\u{3}open_exec\0\u{3}exec_logged\0\u{3}line_ping\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -8193,6 +8432,19 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
           self.kind = .execLogged(v)
         }
       }()
+      case 14: try {
+        var v: Orrery_Orchestrator_V1_LinePing?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .linePing(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .linePing(v)
+        }
+      }()
       default: break
       }
     }
@@ -8255,6 +8507,10 @@ nonisolated extension Orrery_Orchestrator_V1_OrchestratorMessage: SwiftProtobuf.
     case .execLogged?: try {
       guard case .execLogged(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
+    case .linePing?: try {
+      guard case .linePing(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
     }()
     case nil: break
     }

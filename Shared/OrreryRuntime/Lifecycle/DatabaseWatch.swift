@@ -28,7 +28,11 @@ public final class DatabaseWatch: Sendable {
     func run(client: PostgresClient, health: HealthStatusBook, services: [String], logger: Logger) async {
         var misses = 0
         while !Task.isCancelled {
-            let probed = await probe(client, logger: logger)
+            // Inconclusive (this process was too busy to time the probe): neither an answer nor a miss.
+            guard let probed = await probe(client, logger: logger) else {
+                try? await Task.sleep(for: interval)
+                continue
+            }
             guard !Task.isCancelled else { return }
             // Two unanswered probes in a row: one slow answer on a loaded machine (or a busy pool) is no outage.
             misses = probed ? 0 : misses + 1
@@ -49,8 +53,13 @@ public final class DatabaseWatch: Sendable {
 
     /// Whether `SELECT 1` is answered within the timeout. A query that hangs is not waited for (a hung database
     /// would hang the watch with it); while it is still out, the next probe counts as unanswered without a new one.
-    private func probe(_ client: PostgresClient, logger: Logger) async -> Bool {
-        if let outstanding = outstanding.withLock({ $0 }), !outstanding.isFinished { return false }
+    /// Nil when the probe cannot tell: its own timer fired over a timeout late (this process, not the database, was
+    /// too busy — a loaded machine starving its threads), or it waits on such a probe's query.
+    private func probe(_ client: PostgresClient, logger: Logger) async -> Bool? {
+        if let outstanding = outstanding.withLock({ $0 }), !outstanding.isFinished {
+            return lastInconclusive.load(ordering: .acquiring) ? nil : false
+        }
+        let started = ContinuousClock.now
         let (answers, answer) = AsyncStream<Bool>.makeStream(bufferingPolicy: .bufferingOldest(1))
         let flight = QueryInFlight()
         outstanding.withLock { $0 = flight }
@@ -70,8 +79,13 @@ public final class DatabaseWatch: Sendable {
             break
         }
         timer.cancel()
-        return result
+        let late = !result && ContinuousClock.now - started > timeout * 2
+        lastInconclusive.store(late, ordering: .releasing)
+        return late ? nil : result
     }
+
+    /// Whether the last probe could not tell.
+    private let lastInconclusive = Atomic<Bool>(false)
 
     /// The last probe's query, which may still hang.
     private let outstanding = Mutex<QueryInFlight?>(nil)

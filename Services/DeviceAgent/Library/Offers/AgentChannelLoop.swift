@@ -93,6 +93,11 @@ struct AgentChannelLoop {
                                 Task { await tunnels.open(open, over: channel) }
                                 continue
                             }
+                            if case .linePing(let ping) = message.kind {
+                                // At once, before anything else queued: the orchestrator times the line with it.
+                                answer.yield(.with { $0.linePong = .with { $0.nonce = ping.nonce } })
+                                continue
+                            }
                             if case .openExec(let open) = message.kind {
                                 let execs = executions.execs
                                 Task { await execs.run(open, over: channel) }
@@ -127,7 +132,7 @@ struct AgentChannelLoop {
         case .checkpointRequest(let request):
             if let actors = executions.actors { Task { await actors.checkpoint(request) } }
         case .checkpointChunk(let chunk): await executions.actors?.chunk(chunk)
-        case .openTunnel, .openExec: break  // taken in `connect`, which holds the line's client
+        case .openTunnel, .openExec, .linePing: break  // taken in `connect`, which holds the line's client
         case .outputProgress(let progress):
             if progress.checkpointSequence > 0 {
                 await executions.actors?.archiveProgress(progress)
