@@ -1,4 +1,5 @@
 import Foundation
+import GRPCCore
 import OrreryProto
 import OrreryTestSupport
 import SwiftProtobuf
@@ -124,12 +125,13 @@ struct EnsembleNetworkTests {
                         ]),
                     Self.allocation("web", script: Self.web, role: "web"),
                 ]
-                // Berlin and Munich: within placement's geographic estimate of this bound.
+                // The bound is not this test's subject: generous, since two agents on one loaded machine may have
+                // network coordinates as far apart as 150 ms (else geography places them, Berlin and Munich).
                 $0.edges = [
                     .with {
                         $0.from = "web"
                         $0.to = "cache"
-                        $0.maxRttMs = 100
+                        $0.maxRttMs = 60_000
                     }
                 ]
             }
@@ -153,9 +155,19 @@ struct EnsembleNetworkTests {
                 if edge.hasPathRttMs { break }
                 try await Task.sleep(for: .milliseconds(200))
             }
-            #expect(edge.from == "web" && edge.to == "cache" && edge.maxRttMs == 100 && edge.pairs == 1, "\(edge)")
-            #expect(edge.hasPlacementRttMs && edge.placementRttMs > 0 && edge.placementRttMs <= 100, "\(edge)")
+            #expect(edge.from == "web" && edge.to == "cache" && edge.maxRttMs == 60_000 && edge.pairs == 1, "\(edge)")
+            #expect(edge.hasPlacementRttMs && edge.placementRttMs > 0 && edge.placementRttMs <= 60_000, "\(edge)")
             #expect(edge.hasPathRttMs && edge.pathRttMs > 0 && edge.pathRttMs < 10_000, "\(edge)")
+            // The watch stream carries them too: a measurement event (no transition) once they are known.
+            let measurement = try await consumer.with(orchestrator) { client in
+                try await client.watchDeployment(.with { $0.id = job.id }) { response in
+                    for try await event in response.messages where event.measurement { return event }
+                    return Orrery_Orchestrator_V1_DeploymentEvent()
+                }
+            }
+            #expect(measurement.measurement && measurement.revision == running.revision, "\(measurement)")
+            #expect(measurement.deployment.edgeLatencies.first?.hasPathRttMs == true, "\(measurement)")
+            #expect(measurement.reason.hasPrefix("web → cache: devices "), "\(measurement.reason)")
 
             // Another deployment, on the cache's own device: no name, and nothing listens at the partners' addresses
             // in its sandbox.

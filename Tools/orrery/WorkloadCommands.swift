@@ -150,6 +150,7 @@ struct RunCommand: AsyncParsableCommand {
                     var latest = deployment
                     for try await event in response.messages {
                         progress(eventLine(event))
+                        if event.measurement { continue }
                         latest = event.deployment
                         if (event.state == .running && !wait) || event.state.isFinal { break }
                     }
@@ -300,7 +301,8 @@ func deploymentEvents(
 /// One transition as a line: time, state, reason.
 func eventLine(_ event: Orrery_Orchestrator_V1_DeploymentEvent) -> String {
     let time = timeText(event.at)
-    return "    \(time)  \(event.state.name.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
+    let label = event.measurement ? "latency" : event.state.name
+    return "    \(time)  \(label.padding(toLength: 10, withPad: " ", startingAt: 0))  \(event.reason)"
 }
 
 /// `orrery events ID`: a deployment's history, and with -f everything that follows (re-attach to a deployment).

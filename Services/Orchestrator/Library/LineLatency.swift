@@ -88,6 +88,38 @@ final class LineLatency: Sendable {
         return found
     }
 
+    /// How often a watch looks at a running deployment's latency edges.
+    static let watchInterval = Duration.seconds(10)
+
+    /// Whether `edges` differ from `earlier` enough to tell a watcher: a value appeared or went, or moved by over
+    /// 10 % and 0.5 ms.
+    static func changed(
+        _ edges: [Orrery_Orchestrator_V1_EdgeLatency], since earlier: [Orrery_Orchestrator_V1_EdgeLatency]
+    ) -> Bool {
+        guard edges.count == earlier.count else { return true }
+        func moved(_ a: Double?, _ b: Double?) -> Bool {
+            guard let a, let b else { return (a == nil) != (b == nil) }
+            return abs(a - b) > 0.5 && abs(a - b) > 0.1 * max(a, b)
+        }
+        return zip(edges, earlier).contains { now, before in
+            now.pairs != before.pairs
+                || moved(
+                    now.hasPathRttMs ? now.pathRttMs : nil, before.hasPathRttMs ? before.pathRttMs : nil)
+                || moved(
+                    now.hasPlacementRttMs ? now.placementRttMs : nil,
+                    before.hasPlacementRttMs ? before.placementRttMs : nil)
+        }
+    }
+
+    /// The edges in one line: "web → cache: devices 0.4 ms, path 1.3 ms (at most 5 ms)".
+    static func summary(_ edges: [Orrery_Orchestrator_V1_EdgeLatency]) -> String {
+        edges.map { edge in
+            let estimate = edge.hasPlacementRttMs ? "\((edge.placementRttMs * 10).rounded() / 10) ms" : "unknown"
+            let path = edge.hasPathRttMs ? "\((edge.pathRttMs * 10).rounded() / 10) ms" : "not measured"
+            return "\(edge.from) → \(edge.to): devices \(estimate), path \(path) (at most \(edge.maxRttMs) ms)"
+        }.joined(separator: "; ")
+    }
+
     /// Each latency edge of `deployment` as its running replicas stand: placement's estimate and the measured
     /// ensemble path, the worst over the running replica pairs.
     static func edges(

@@ -279,11 +279,57 @@ public struct OrchestratorAPI: Sendable {
             if DeploymentStore.terminal.contains(event.state) { return }
         }
         if DeploymentStore.terminal.contains(deployment.state) { return }
-        for await (revision, event) in live where event.deployment.id == deployment.id && revision > sent {
-            try await deliver(event)
-            sent = revision
-            if DeploymentStore.terminal.contains(event.state) { return }
+        // Transitions as they come; with latency edges, every `LineLatency.watchInterval` the edges as they stand,
+        // when they changed.
+        let measured = latency != nil && !deployment.spec.edges.isEmpty
+        let (items, push) = AsyncStream<WatchItem>.makeStream()
+        let forwarding = Task {
+            for await (revision, event) in live where event.deployment.id == deployment.id {
+                push.yield(.transition(revision, event))
+            }
+            push.finish()
         }
+        let ticking = Task {
+            while measured, !Task.isCancelled {
+                try await Task.sleep(for: LineLatency.watchInterval)
+                push.yield(.measure)
+            }
+        }
+        defer {
+            forwarding.cancel()
+            ticking.cancel()
+        }
+        var lastEdges: [Orrery_Orchestrator_V1_EdgeLatency] = []
+        for await item in items {
+            switch item {
+            case .transition(let revision, let event):
+                guard revision > sent else { continue }
+                try await deliver(event)
+                sent = revision
+                if DeploymentStore.terminal.contains(event.state) { return }
+            case .measure:
+                let now = try await status(deployment.id, caller: caller)
+                guard now.state == .running, LineLatency.changed(now.edgeLatencies, since: lastEdges) else {
+                    continue
+                }
+                lastEdges = now.edgeLatencies
+                try await deliver(
+                    .with {
+                        $0.revision = now.revision
+                        $0.state = now.state
+                        $0.reason = LineLatency.summary(now.edgeLatencies)
+                        $0.at = .init(date: Date())
+                        $0.deployment = now
+                        $0.measurement = true
+                    })
+            }
+        }
+    }
+
+    /// What a watch waits for: a transition, or the time to measure the latency edges again.
+    private enum WatchItem: Sendable {
+        case transition(Int64, Orrery_Orchestrator_V1_DeploymentEvent)
+        case measure
     }
 
     /// Settlement incidents; the operator only.

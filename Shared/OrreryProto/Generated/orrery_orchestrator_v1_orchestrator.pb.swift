@@ -2230,6 +2230,14 @@ public nonisolated struct Orrery_Orchestrator_V1_DeploymentEvent: @unchecked Sen
   /// Clears the value of `deployment`. Subsequent reads from it will return its default value.
   public mutating func clearDeployment() {_uniqueStorage()._deployment = nil}
 
+  /// No transition: the deployment as it stands, sent by a watch while a deployment with latency edges runs, whenever
+  /// its `edge_latencies` changed (checked every 10 s; a change is a value appearing, or moving by over 10 % and
+  /// 0.5 ms). Its revision repeats the last transition's; `reason` sums the edges up.
+  public var measurement: Bool {
+    get {_storage._measurement}
+    set {_uniqueStorage()._measurement = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -6738,7 +6746,7 @@ nonisolated extension Orrery_Orchestrator_V1_ReplicaRun: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_DeploymentEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DeploymentEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}state\0\u{1}reason\0\u{1}at\0\u{1}deployment\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}state\0\u{1}reason\0\u{1}at\0\u{1}deployment\0\u{1}measurement\0")
 
   fileprivate class _StorageClass {
     var _revision: Int64 = 0
@@ -6746,6 +6754,7 @@ nonisolated extension Orrery_Orchestrator_V1_DeploymentEvent: SwiftProtobuf.Mess
     var _reason: String = String()
     var _at: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
     var _deployment: Orrery_Orchestrator_V1_Deployment? = nil
+    var _measurement: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6761,6 +6770,7 @@ nonisolated extension Orrery_Orchestrator_V1_DeploymentEvent: SwiftProtobuf.Mess
       _reason = source._reason
       _at = source._at
       _deployment = source._deployment
+      _measurement = source._measurement
     }
   }
 
@@ -6784,6 +6794,7 @@ nonisolated extension Orrery_Orchestrator_V1_DeploymentEvent: SwiftProtobuf.Mess
         case 3: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
         case 4: try { try decoder.decodeSingularMessageField(value: &_storage._at) }()
         case 5: try { try decoder.decodeSingularMessageField(value: &_storage._deployment) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._measurement) }()
         default: break
         }
       }
@@ -6811,6 +6822,9 @@ nonisolated extension Orrery_Orchestrator_V1_DeploymentEvent: SwiftProtobuf.Mess
       try { if let v = _storage._deployment {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
       } }()
+      if _storage._measurement != false {
+        try visitor.visitSingularBoolField(value: _storage._measurement, fieldNumber: 6)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -6825,6 +6839,7 @@ nonisolated extension Orrery_Orchestrator_V1_DeploymentEvent: SwiftProtobuf.Mess
         if _storage._reason != rhs_storage._reason {return false}
         if _storage._at != rhs_storage._at {return false}
         if _storage._deployment != rhs_storage._deployment {return false}
+        if _storage._measurement != rhs_storage._measurement {return false}
         return true
       }
       if !storagesAreEqual {return false}
