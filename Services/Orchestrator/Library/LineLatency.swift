@@ -18,6 +18,8 @@ final class LineLatency: Sendable {
     private let sent = Mutex<[String: (nonce: UInt64, at: ContinuousClock.Instant)]>([:])
     /// Smoothed RTTs of the lines held here, in milliseconds.
     private let smoothed = Mutex<[String: Double]>([:])
+    /// What was last recorded for each line held here: a line whose RTT holds steady costs no write.
+    private let recorded = Mutex<[String: Double]>([:])
 
     init(client: PostgresClient, logger: Logger, interval: Duration = .seconds(10)) {
         self.client = client
@@ -52,10 +54,12 @@ final class LineLatency: Sendable {
             table[device] = next
             return next
         }
+        if let last = recorded.withLock({ $0[device] }), abs(last - rtt) <= max(0.1, 0.1 * last) { return }
         do {
             try await client.query(
                 "UPDATE agent_lines SET rtt_micros = \(Int64(rtt * 1000)) WHERE device_did = \(device)",
                 logger: logger)
+            recorded.withLock { $0[device] = rtt }
         } catch {
             logger.debug("cannot record a line's RTT", metadata: ["device": "\(device)", "error": "\(error)"])
         }
@@ -64,6 +68,7 @@ final class LineLatency: Sendable {
     private func forget(_ device: String) {
         sent.withLock { $0[device] = nil }
         smoothed.withLock { $0[device] = nil }
+        recorded.withLock { $0[device] = nil }
     }
 
     /// The line RTTs of `devices` in milliseconds: as recorded, those of lines held here as measured here.
