@@ -109,6 +109,14 @@ final class SandboxExec: Sendable {
         } catch {
             logger.info("an exec session ended", metadata: ["session": "\(request.execID)", "error": "\(error)"])
         }
+        // A command that started is logged however its session ended (the call never opened, the line broke before
+        // its end): killed now, its record kept for the next line to take.
+        if !session.isKept {
+            session.kill()
+            let ending = await session.ended()
+            keep(record(request, startedAt: startedAt, ending: ending), session: request.execID, offer: request.offerID)
+            session.markKept()
+        }
     }
 
     /// A started command and how to end it.
@@ -119,11 +127,25 @@ final class SandboxExec: Sendable {
         /// The file the OCI runtime writes the command's host PID to (an image's).
         let pidFile: String?
 
+        /// How the command ended, once it did; whether its record is kept.
+        private let state = Mutex<(ending: ExecProcess.Ending?, kept: Bool)>((nil, false))
+
         init(process: ExecProcess, groups: [String], pidFile: String?) {
             self.process = process
             self.groups = groups
             self.pidFile = pidFile
         }
+
+        /// Waits for the command to end (once; later calls get the same ending).
+        func ended() async -> ExecProcess.Ending {
+            if let ending = state.withLock({ $0.ending }) { return ending }
+            let ending = await process.wait()
+            state.withLock { $0.ending = $0.ending ?? ending }
+            return ending
+        }
+
+        var isKept: Bool { state.withLock { $0.kept } }
+        func markKept() { state.withLock { $0.kept = true } }
 
         /// Kills every process of the session (what the command left running too).
         func kill() {
@@ -468,7 +490,7 @@ final class SandboxExec: Sendable {
                                 return nil
                             }
                         }
-                        let ending = await process.wait()
+                        let ending = await session.ended()
                         // What it left running may hold the output open: read on a little, then kill it.
                         let drained = Task {
                             try await Task.sleep(for: Self.drainLimit)
@@ -482,6 +504,7 @@ final class SandboxExec: Sendable {
                     // nothing.
                     let record = self.record(request, startedAt: startedAt, ending: ending)
                     self.keep(record, session: request.execID, offer: request.offerID)
+                    session.markKept()
                     try await writer.write(.with { $0.exited = record })
                 },
                 onResponse: { response in
