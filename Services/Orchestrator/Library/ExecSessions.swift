@@ -32,13 +32,9 @@ final class ExecBroker: Sendable {
         func waitUntilDeviceEnded() async { for await _ in ended.stream {} }
     }
 
-    private struct Waiting {
-        var device: String
-        var deliver: @Sendable (Orrery_Orchestrator_V1_ExecFrame) async throws -> Void
-        var continuation: CheckedContinuation<DeviceSide, any Error>
-    }
-
-    private let waiting = Mutex<[String: Waiting]>([:])
+    private let waits = DeviceCallWaits<
+        @Sendable (Orrery_Orchestrator_V1_ExecFrame) async throws -> Void, DeviceSide
+    >()
     /// Sessions open through this orchestrator replica, by deployment.
     let sessions = DeploymentQuota()
 
@@ -47,23 +43,13 @@ final class ExecBroker: Sendable {
         _ open: Orrery_Orchestrator_V1_OpenExec, device: String, hub: AgentHub, within limit: Duration,
         deliver: @escaping @Sendable (Orrery_Orchestrator_V1_ExecFrame) async throws -> Void
     ) async throws -> DeviceSide {
-        let id = open.execID
-        let expiry = Task {
-            try await Task.sleep(for: limit)
-            self.fail(
-                id,
-                RPCError(
-                    code: .unavailable,
-                    message: "the device did not start the command within \(limit.components.seconds) s"))
-        }
-        defer { expiry.cancel() }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                waiting.withLock { $0[id] = Waiting(device: device, deliver: deliver, continuation: continuation) }
-                hub.send(.with { $0.openExec = open }, to: device)
-            }
-        } onCancel: {
-            self.fail(id, CancellationError())
+        try await waits.wait(
+            for: open.execID, device: device, pending: deliver, within: limit,
+            timeout: RPCError(
+                code: .unavailable,
+                message: "the device did not start the command within \(limit.components.seconds) s")
+        ) {
+            hub.send(.with { $0.openExec = open }, to: device)
         }
     }
 
@@ -73,25 +59,16 @@ final class ExecBroker: Sendable {
         _ opened: Orrery_Orchestrator_V1_ExecOpened, device: String,
         toDevice: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>
     ) -> DeviceSide? {
-        guard
-            let entry = waiting.withLock({ table -> Waiting? in
-                guard table[opened.execID]?.device == device else { return nil }
-                return table.removeValue(forKey: opened.execID)
-            })
-        else { return nil }
+        guard let (deliver, answer) = waits.take(opened.execID, device: device) else { return nil }
         guard opened.error.isEmpty else {
             let code = Status.Code(rawValue: Int(opened.code)).flatMap { RPCError.Code($0) } ?? .unavailable
-            entry.continuation.resume(
+            answer.resume(
                 throwing: RPCError(code: code, message: "the device did not run it: \(opened.error.prefix(500))"))
             return nil
         }
-        let side = DeviceSide(device: device, toDevice: toDevice, deliver: entry.deliver)
-        entry.continuation.resume(returning: side)
+        let side = DeviceSide(device: device, toDevice: toDevice, deliver: deliver)
+        answer.resume(returning: side)
         return side
-    }
-
-    private func fail(_ id: String, _ error: any Error) {
-        waiting.withLock { $0.removeValue(forKey: id) }?.continuation.resume(throwing: error)
     }
 }
 

@@ -3,7 +3,6 @@ internal import GRPCCore
 internal import Logging
 internal import OrreryProto
 internal import SwiftProtobuf
-internal import Synchronization
 
 /// Where a caller that wants a connection into a sandbox (a consumer's `PortForward` call, an ingress connection)
 /// meets the `Tunnel` call the replica's device opens when asked on its line (`OpenTunnel`): the device's bytes go to
@@ -38,40 +37,22 @@ final class TunnelBroker: Sendable {
         func close() { Task { try? await toDevice.write(.with { $0.close = true }) } }
     }
 
-    private struct Waiting {
-        var device: String
-        var deliver: @Sendable (Data) async throws -> Void
-        var continuation: CheckedContinuation<Session, any Error>
-    }
-
-    private let waiting = Mutex<[String: Waiting]>([:])
+    private let waits = DeviceCallWaits<@Sendable (Data) async throws -> Void, Session>()
     /// Port-forwards open through this orchestrator replica, by deployment.
     let portForwards = DeploymentQuota()
 
-    /// Waits (at most `limit`) for `device` to open tunnel `id`; its session, or the device's reason it could not
-    /// connect.
+    /// Waits (at most `limit`) for `device` to open tunnel `id` — after `ask` (nothing: the device was asked
+    /// already) — and returns its session, or the device's reason it could not connect.
     func awaitDevice(
         tunnel id: String, device: String, deliver: @escaping @Sendable (Data) async throws -> Void,
-        within limit: Duration
+        within limit: Duration, ask: () -> Void = {}
     ) async throws -> Session {
-        let expiry = Task {
-            try await Task.sleep(for: limit)
-            self.fail(
-                id,
-                RPCError(
-                    code: .unavailable,
-                    message: "the device did not open the connection within \(limit.components.seconds) s"))
-        }
-        defer { expiry.cancel() }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                waiting.withLock {
-                    $0[id] = Waiting(device: device, deliver: deliver, continuation: continuation)
-                }
-            }
-        } onCancel: {
-            self.fail(id, CancellationError())
-        }
+        try await waits.wait(
+            for: id, device: device, pending: deliver, within: limit,
+            timeout: RPCError(
+                code: .unavailable,
+                message: "the device did not open the connection within \(limit.components.seconds) s"),
+            ask: ask)
     }
 
     /// The device's answer to tunnel `id`: its session, or nil when nobody waits for it from that device. With
@@ -79,19 +60,13 @@ final class TunnelBroker: Sendable {
     func deviceOpened(
         tunnel id: String, device: String, error: String, toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
     ) -> Session? {
-        guard
-            let entry = waiting.withLock({ table -> Waiting? in
-                guard table[id]?.device == device else { return nil }
-                return table.removeValue(forKey: id)
-            })
-        else { return nil }
+        guard let (deliver, answer) = waits.take(id, device: device) else { return nil }
         guard error.isEmpty else {
-            entry.continuation.resume(
-                throwing: RPCError(code: .unavailable, message: "the device could not connect: \(error)"))
+            answer.resume(throwing: RPCError(code: .unavailable, message: "the device could not connect: \(error)"))
             return nil
         }
-        let session = Session(deliver: entry.deliver, toDevice: toDevice)
-        entry.continuation.resume(returning: session)
+        let session = Session(deliver: deliver, toDevice: toDevice)
+        answer.resume(returning: session)
         return session
     }
 
@@ -111,23 +86,21 @@ final class TunnelBroker: Sendable {
                 message: "the device's line is held by another orchestrator replica: connect through that one")
         }
         let tunnel = "tun_" + UUID().uuidString.lowercased()
-        hub.send(
-            .with {
-                $0.openTunnel = .with {
-                    $0.tunnelID = tunnel
-                    $0.offerID = offer
-                    $0.port = port
-                }
-            }, to: device)
-        return try await awaitDevice(tunnel: tunnel, device: device, deliver: deliver, within: limit)
+        // Asked once the wait is registered: a quick device's answer always finds it.
+        return try await awaitDevice(tunnel: tunnel, device: device, deliver: deliver, within: limit) {
+            hub.send(
+                .with {
+                    $0.openTunnel = .with {
+                        $0.tunnelID = tunnel
+                        $0.offerID = offer
+                        $0.port = port
+                    }
+                }, to: device)
+        }
     }
 
     /// Whether a port-forward waits for tunnel `id`.
-    func waits(for id: String) -> Bool { waiting.withLock { $0[id] != nil } }
-
-    private func fail(_ id: String, _ error: any Error) {
-        waiting.withLock { $0.removeValue(forKey: id) }?.continuation.resume(throwing: error)
-    }
+    func waits(for id: String) -> Bool { waits.waits(for: id) }
 }
 
 /// `PortForward`: a consumer's TCP connection to a declared port of one of its running replicas, carried over the
