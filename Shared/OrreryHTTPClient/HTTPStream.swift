@@ -133,11 +133,9 @@ extension HTTPClient {
         } catch {
             throw Failure.connection("\(host):\(port): \(error)")
         }
-        if let refusal = addresses.refusal(channel.channel.remoteAddress) {
-            try? await channel.channel.close()
-            throw Failure.refusedAddress(
-                "\(host):\(port): \(refusal), and this client connects only to public addresses")
-        }
+        // From here on the channel is given up only through `executeThenClose`, which finishes its writer: an
+        // `NIOAsyncChannel` dropped with its writer open is a fatal error in NIO.
+        let refusal = addresses.refusal(channel.channel.remoteAddress)
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path)
         // A caller's own Host (a name served at the address connected to) replaces the URL's.
         if !headers.contains(where: { $0.0.lowercased() == "host" }) {
@@ -149,6 +147,10 @@ extension HTTPClient {
         head.headers.add(name: "Connection", value: "close")
         let requestHead = head
         return try await channel.executeThenClose { inbound, outbound in
+            if let refusal {
+                throw Failure.refusedAddress(
+                    "\(host):\(port): \(refusal), and this client connects only to public addresses")
+            }
             if let body {
                 do {
                     try await outbound.write(.head(requestHead))

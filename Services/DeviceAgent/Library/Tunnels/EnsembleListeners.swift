@@ -192,7 +192,8 @@ final class EnsembleListeners: Sendable {
     ) async {
         let line = lines.withLock { $0[orchestrator] ?? $0.values.first }
         guard let line else {
-            connection.channel.close(promise: nil)
+            // Closed through `executeThenClose`: NIO traps on a channel dropped with its writer open.
+            try? await connection.executeThenClose { _, _ in }
             return
         }
         let first = Orrery_Orchestrator_V1_TunnelFrame.with {

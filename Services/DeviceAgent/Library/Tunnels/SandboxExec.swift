@@ -562,8 +562,11 @@ final class SandboxExec: Sendable {
             }
             let channel = try await bootstrap.takingOwnershipOfDescriptors(
                 input: output, output: input, channelInitializer: wrap)
-            let errorChannel = try await bootstrap.takingOwnershipOfDescriptor(input: errors, channelInitializer: wrap)
+            // Each channel is given up only through its `executeThenClose` (NIO traps on a dropped open writer), so
+            // the second is made inside the first.
             try await channel.executeThenClose { inbound, outbound in
+                let errorChannel = try await bootstrap.takingOwnershipOfDescriptor(
+                    input: errors, channelInitializer: wrap)
                 try await errorChannel.executeThenClose { errorInbound, _ in
                     try await body(Streams(input: outbound, output: inbound, errors: errorInbound))
                 }

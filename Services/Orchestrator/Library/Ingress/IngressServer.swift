@@ -56,7 +56,8 @@ struct IngressServer: Sendable {
                     do {
                         for try await connection in connections {
                             guard open.admit(limit: Self.maximumConnections) else {
-                                connection.channel.close(promise: nil)
+                                // Closed through `executeThenClose`: NIO traps on a channel dropped with its writer open.
+                                try? await connection.executeThenClose { _, _ in }
                                 continue
                             }
                             group.addTask {
@@ -79,7 +80,8 @@ struct IngressServer: Sendable {
         let remote = connection.channel.remoteAddress
         let client = remote?.ipAddress ?? "unknown"
         guard proxy.limits.admitClient(client) else {
-            connection.channel.close(promise: nil)
+            // Closed through `executeThenClose`: NIO traps on a channel dropped with its writer open.
+            try? await connection.executeThenClose { _, _ in }
             return
         }
         defer { proxy.limits.releaseClient(client) }
