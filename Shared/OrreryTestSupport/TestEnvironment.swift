@@ -34,22 +34,28 @@ public enum TestEnvironment {
         return repositoryRoot.appendingPathComponent(".venv-test/bin/python")
     }
 
-    /// A fresh temporary directory for `body`, removed afterwards however `body` ends.
+    /// A fresh temporary directory for `body`, removed afterwards however `body` ends (see `removeUnlessKept`).
     public static func withTemporaryDirectory<Result>(
         _ prefix: String = "orrery-test", _ body: (URL) throws -> Result
     ) throws -> Result {
         let directory = try temporaryDirectory(prefix)
-        defer { try? FileManager.default.removeItem(at: directory) }
+        defer { removeUnlessKept(directory) }
         return try body(directory)
     }
 
-    /// A fresh temporary directory for `body`, removed afterwards however `body` ends.
+    /// A fresh temporary directory for `body`, removed afterwards however `body` ends (see `removeUnlessKept`).
     public static func withTemporaryDirectory<Result>(
         _ prefix: String = "orrery-test", _ body: (URL) async throws -> Result
     ) async throws -> Result {
         let directory = try temporaryDirectory(prefix)
-        defer { try? FileManager.default.removeItem(at: directory) }
+        defer { removeUnlessKept(directory) }
         return try await body(directory)
+    }
+
+    /// Removes a test's directory, unless `ORRERY_TEST_KEEP=1` asks to keep every one (its logs) for a look after.
+    static func removeUnlessKept(_ directory: URL) {
+        guard ProcessInfo.processInfo.environment["ORRERY_TEST_KEEP"] != "1" else { return }
+        try? FileManager.default.removeItem(at: directory)
     }
 
     /// A fresh temporary directory, removed by the caller (`withTemporaryDirectory` removes it for you).

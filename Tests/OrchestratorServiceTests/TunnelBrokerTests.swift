@@ -1,5 +1,6 @@
 import GRPCCore
 import OrreryProto
+import OrreryRuntimeCore
 import Testing
 
 @testable import OrchestratorService
@@ -23,7 +24,7 @@ struct TunnelBrokerTests {
     @Test("a device's refusal reaches the waiting port-forward with its reason; an answer nobody waits for is dropped")
     func deviceAnswers() async throws {
         let broker = TunnelBroker()
-        let device = RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>(wrapping: DiscardingWriter())
+        let device = SharedCallWriter(RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>(wrapping: DiscardingWriter()))
         #expect(broker.deviceOpened(tunnel: "tun_x", device: "did:key:d", error: "", toDevice: device) == nil)
         let waiting = Task {
             try await broker.awaitDevice(tunnel: "tun_1", device: "did:key:d", deliver: { _ in }, within: .seconds(30))

@@ -6,6 +6,7 @@ internal import Logging
 internal import OrreryAuth
 internal import OrreryIdentity
 public import OrreryProto
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
 /// `orrery.orchestrator.v1.AgentChannel`: a device agent's line. The capability check authorised the device when
@@ -43,6 +44,14 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
         context: ServerContext
     ) async throws {
+        // The consumer's side writes to this call: shared, closed before this call ends.
+        try await SharedCallWriter.serving(response) { try await tunnel(request: request, response: $0) }
+    }
+
+    private func tunnel(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
+    ) async throws {
         let device = try Authorization.required().invoker.string
         var incoming = request.makeAsyncIterator()
         guard let first = try await incoming.next(), case .start(let start) = first.kind else {
@@ -72,6 +81,14 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Error>,
         response: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>,
         context: ServerContext
+    ) async throws {
+        // The caller's side writes to this call: shared, closed before this call ends.
+        try await SharedCallWriter.serving(response) { try await execSession(request: request, response: $0) }
+    }
+
+    private func execSession(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Error>,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_ExecFrame>
     ) async throws {
         let device = try Authorization.required().invoker.string
         var incoming = request.makeAsyncIterator()

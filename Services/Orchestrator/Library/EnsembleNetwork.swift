@@ -2,6 +2,7 @@ internal import Foundation
 internal import GRPCCore
 internal import Logging
 internal import OrreryProto
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
 /// The ensemble network: a sandbox's connection to a partner allocation's port, carried from its device's line to a
@@ -63,6 +64,14 @@ struct EnsembleNetwork: Sendable {
     func carry(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
         response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>, device: String
+    ) async throws {
+        // The partner's tunnel call writes to this one: shared, closed before this call ends.
+        try await SharedCallWriter.serving(response) { try await carry(request: request, response: $0, device: device) }
+    }
+
+    private func carry(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>, device: String
     ) async throws {
         let (opens, opened) = AsyncStream<Orrery_Orchestrator_V1_PeerTunnelOpen>.makeStream()
         let (sessions, connected) = AsyncStream<TunnelBroker.Session>.makeStream()
@@ -128,7 +137,7 @@ struct EnsembleNetwork: Sendable {
     /// A tunnel to the partner `open` names, once the rules allow it.
     private func reach(
         _ open: Orrery_Orchestrator_V1_PeerTunnelOpen, device: String,
-        response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+        response: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
     ) async throws -> TunnelBroker.Session {
         let offer = try await offers.owner(ofOffer: open.offerID)
         var deployment: Orrery_Orchestrator_V1_Deployment?

@@ -4,6 +4,7 @@ internal import Logging
 internal import OrreryAuth
 internal import OrreryIdentity
 internal import OrreryProto
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 internal import Synchronization
 
@@ -13,12 +14,12 @@ final class ExecBroker: Sendable {
     /// The device's side of a session once it answered.
     final class DeviceSide: Sendable {
         let device: String
-        let toDevice: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>
+        let toDevice: SharedCallWriter<Orrery_Orchestrator_V1_ExecFrame>
         let deliver: @Sendable (Orrery_Orchestrator_V1_ExecFrame) async throws -> Void
         private let ended: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
 
         init(
-            device: String, toDevice: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>,
+            device: String, toDevice: SharedCallWriter<Orrery_Orchestrator_V1_ExecFrame>,
             deliver: @escaping @Sendable (Orrery_Orchestrator_V1_ExecFrame) async throws -> Void
         ) {
             self.device = device
@@ -57,7 +58,7 @@ final class ExecBroker: Sendable {
     /// not start: the waiting caller then fails with the device's reason and status).
     func deviceOpened(
         _ opened: Orrery_Orchestrator_V1_ExecOpened, device: String,
-        toDevice: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>
+        toDevice: SharedCallWriter<Orrery_Orchestrator_V1_ExecFrame>
     ) -> DeviceSide? {
         guard let (deliver, answer) = waits.take(opened.execID, device: device) else { return nil }
         guard opened.error.isEmpty else {
@@ -97,6 +98,14 @@ struct ExecSessions: Sendable {
     func run(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecRequest, any Error>,
         response: RPCWriter<Orrery_Orchestrator_V1_ExecResponse>
+    ) async throws {
+        // The device's session call writes to the caller's: shared, closed before this call ends.
+        try await SharedCallWriter.serving(response) { try await run(request: request, response: $0) }
+    }
+
+    private func run(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecRequest, any Error>,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_ExecResponse>
     ) async throws {
         let authorization = try Authorization.required()
         let clientGone = CallerGone()
@@ -193,7 +202,7 @@ struct ExecSessions: Sendable {
     /// Authorises `start`, finds its replica and has the device start the command; tells the caller it started.
     private func start(
         _ start: Orrery_Orchestrator_V1_ExecStart, authorization: Authorization,
-        response: RPCWriter<Orrery_Orchestrator_V1_ExecResponse>, gone: CallerGone
+        response: SharedCallWriter<Orrery_Orchestrator_V1_ExecResponse>, gone: CallerGone
     ) async throws -> (open: Orrery_Orchestrator_V1_OpenExec, side: ExecBroker.DeviceSide, outcome: Outcome) {
         let (deployment, replica, offer, device) = try await target(start, authorization: authorization)
         guard broker.sessions.admit(deployment, limit: Self.perDeploymentLimit) else {

@@ -2,6 +2,7 @@ internal import Foundation
 internal import GRPCCore
 internal import Logging
 internal import OrreryProto
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
 /// Where a caller that wants a connection into a sandbox (a consumer's `PortForward` call, an ingress connection)
@@ -13,13 +14,13 @@ final class TunnelBroker: Sendable {
         /// Hands the device's bytes to the caller; it may wait (a slow reader holds the device's stream back, and
         /// only that stream).
         let deliver: @Sendable (Data) async throws -> Void
-        let toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+        let toDevice: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
         private let ready: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
         private let deviceDone: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
 
         init(
             deliver: @escaping @Sendable (Data) async throws -> Void,
-            toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+            toDevice: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
         ) {
             self.deliver = deliver
             self.toDevice = toDevice
@@ -58,7 +59,8 @@ final class TunnelBroker: Sendable {
     /// The device's answer to tunnel `id`: its session, or nil when nobody waits for it from that device. With
     /// `error`, the waiting side fails with it instead.
     func deviceOpened(
-        tunnel id: String, device: String, error: String, toDevice: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+        tunnel id: String, device: String, error: String,
+        toDevice: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
     ) -> Session? {
         guard let (deliver, answer) = waits.take(id, device: device) else { return nil }
         guard error.isEmpty else {
@@ -124,6 +126,16 @@ struct PortForwarding: Sendable {
     func forward(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_PortForwardRequest, any Error>,
         response: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>, caller: String
+    ) async throws {
+        // The device's tunnel call writes to the consumer's: shared, closed before this call ends.
+        try await SharedCallWriter.serving(response) {
+            try await forward(request: request, response: $0, caller: caller)
+        }
+    }
+
+    private func forward(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_PortForwardRequest, any Error>,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_PortForwardResponse>, caller: String
     ) async throws {
         let (opens, opened) = AsyncStream<Orrery_Orchestrator_V1_PortForwardOpen>.makeStream()
         let (sessions, connected) = AsyncStream<TunnelBroker.Session>.makeStream()
@@ -197,8 +209,8 @@ struct PortForwarding: Sendable {
     /// Opens `open` on the replica's device (counted against the deployment's bound, released by the caller once
     /// the session ended) and tells the consumer it is open.
     private func connect(
-        _ open: Orrery_Orchestrator_V1_PortForwardOpen, response: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
-        caller: String
+        _ open: Orrery_Orchestrator_V1_PortForwardOpen,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_PortForwardResponse>, caller: String
     ) async throws -> TunnelBroker.Session {
         let (replica, offer, device) = try await target(open, caller: caller)
         guard broker.portForwards.admit(open.deploymentID, limit: Self.perDeploymentLimit) else {

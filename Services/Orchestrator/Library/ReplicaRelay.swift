@@ -5,6 +5,7 @@ internal import Logging
 internal import OrreryAuth
 internal import OrreryIdentity
 internal import OrreryProto
+internal import OrreryRuntimeCore
 internal import OrreryRuntime
 internal import PostgresNIO
 internal import SwiftProtobuf
@@ -104,11 +105,13 @@ final class ReplicaRelay: Sendable {
                 try await channel.relayTunnel(
                     metadata: metadata,
                     requestProducer: { writer in
-                        try await writer.write(first)
-                        let made = TunnelBroker.Session(deliver: deliver, toDevice: writer)
-                        session.set(made)
-                        // The writer serves the session until the device's side ends.
-                        await made.waitUntilDeviceEnded()
+                        // The writer serves the session (other calls write to it) until the device's side ends.
+                        try await SharedCallWriter.serving(writer) { writer in
+                            try await writer.write(first)
+                            let made = TunnelBroker.Session(deliver: deliver, toDevice: writer)
+                            session.set(made)
+                            await made.waitUntilDeviceEnded()
+                        }
                     },
                     onResponse: { response in
                         defer { session.get()?.deviceEnded() }
@@ -142,6 +145,14 @@ final class ReplicaRelay: Sendable {
     func serve(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
         response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+    ) async throws {
+        // The device's tunnel call writes to this one: shared, closed before this call ends.
+        try await SharedCallWriter.serving(response) { try await serve(request: request, response: $0) }
+    }
+
+    private func serve(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
     ) async throws {
         let authorization = try Authorization.required()
         guard authorization.invoker == key.did, authorization.validated.subject == key.did else {
@@ -211,11 +222,13 @@ final class ReplicaRelay: Sendable {
                 try await channel.relayExec(
                     metadata: metadata,
                     requestProducer: { writer in
-                        try await writer.write(first)
-                        let made = ExecBroker.DeviceSide(device: device, toDevice: writer, deliver: deliver)
-                        side.set(made)
-                        // The writer serves the session until the device's side ends.
-                        await made.waitUntilDeviceEnded()
+                        // The writer serves the session (other calls write to it) until the device's side ends.
+                        try await SharedCallWriter.serving(writer) { writer in
+                            try await writer.write(first)
+                            let made = ExecBroker.DeviceSide(device: device, toDevice: writer, deliver: deliver)
+                            side.set(made)
+                            await made.waitUntilDeviceEnded()
+                        }
                     },
                     onResponse: { response in
                         defer { side.get()?.deviceEnded() }
@@ -286,6 +299,14 @@ final class ReplicaRelay: Sendable {
     func serveExec(
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Error>,
         response: RPCWriter<Orrery_Orchestrator_V1_ExecFrame>
+    ) async throws {
+        // The device's session call writes to this one: shared, closed before this call ends.
+        try await SharedCallWriter.serving(response) { try await serveExec(request: request, response: $0) }
+    }
+
+    private func serveExec(
+        request: RPCAsyncSequence<Orrery_Orchestrator_V1_ExecFrame, any Error>,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_ExecFrame>
     ) async throws {
         let authorization = try Authorization.required()
         guard authorization.invoker == key.did, authorization.validated.subject == key.did else {

@@ -4,6 +4,7 @@ internal import NIOCore
 internal import GRPCCore
 internal import OrreryAuth
 internal import OrreryProto
+internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
 /// One client connection through the ingress. Requests are read one head at a time: the head names the route (by
