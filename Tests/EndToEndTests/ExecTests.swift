@@ -146,7 +146,7 @@ struct ExecTests {
     }
 
     @Test(
-        "exec with a terminal (its size, resizes, Ctrl-C to the foreground job) and with standard input over pipes; refused without a capability, under the operator's, for another deployment, to a stranger; allowed to the consumer's delegate"
+        "exec with a terminal (its size, resizes, Ctrl-C to the foreground job) and with standard input over pipes; a bad resize ends the call INVALID_ARGUMENT; refused without a capability, under the operator's, for another deployment, to a stranger; allowed to the consumer's delegate"
     )
     func execTerminalInputAndAuthority() async throws {
         try await JobConstellation.run("orrery-exec-tty") { constellation in
@@ -184,6 +184,24 @@ struct ExecTests {
             let record = try Orrery_Notary_V1_ExecSession(
                 serializedBytes: try #require(terminal.exit).record.payload)
             #expect(record.tty && record.exitCode == 4)
+
+            // A bad message once the command runs closes the session, and the call ends with its refusal (not with
+            // silence): a resize of 0 rows.
+            let badResize = await #expect(throws: RPCError.self) {
+                try await Self.exec(
+                    orchestrator, key: consumer.key, deployment: job.id, command: ["sleep", "600"],
+                    input: [
+                        .with {
+                            $0.resize = .with {
+                                $0.rows = 0
+                                $0.columns = 80
+                            }
+                        }
+                    ])
+            }
+            #expect(
+                badResize?.code == .invalidArgument && badResize?.message.contains("resize") == true,
+                "\(String(describing: badResize))")
 
             // Refusals, each with its status, before anything runs.
             let noCapability = try await Self.refusal(orchestrator, authorization: nil, deployment: job.id)

@@ -138,6 +138,7 @@ struct ExecSessions: Sendable {
             let exit = await log(
                 session.outcome.recorded, open: session.open, device: session.side.device,
                 authorization: authorization)
+            if let refusal = clientGone.refusal { throw refusal }
             guard let exit else {
                 throw RPCError(code: .unavailable, message: "the device's side ended without the session's record")
             }
@@ -167,36 +168,55 @@ struct ExecSessions: Sendable {
         var opened: ExecBroker.DeviceSide?
         for await side in sides { opened = side }
         guard let side = opened else { return }
-        do {
-            var inputEnded = false
-            while let message = try await incoming.next() {
-                switch message.kind {
-                case .stdin(let data):
-                    guard data.count <= messageLimit, !inputEnded else {
-                        throw RPCError(
-                            code: .invalidArgument,
-                            message: "stdin: at most \(messageLimit) bytes a message, none after stdin_end")
-                    }
-                    try await side.toDevice.write(.with { $0.stdin = data })
-                case .stdinEnd:
-                    inputEnded = true
-                    try await side.toDevice.write(.with { $0.stdinEnd = true })
-                case .resize(let size):
-                    guard (1...1000).contains(size.rows), (1...1000).contains(size.columns) else {
-                        throw RPCError(code: .invalidArgument, message: "resize: rows and columns are 1…1000")
-                    }
-                    try await side.toDevice.write(.with { $0.resize = size })
-                case .start, nil:
-                    throw RPCError(code: .invalidArgument, message: "only one start message")
-                }
-            }
-            // The caller ended its stream: no more input; it still hears the output and the exit.
-            if !inputEnded { try await side.toDevice.write(.with { $0.stdinEnd = true }) }
-        } catch {
-            if Task.isCancelled { return }
-            clientGone.set()
-            try? await side.toDevice.write(.with { $0.close = true })
+        // A frame the device's side no longer takes is dropped: that side ended (the command exited), and its end
+        // reaches the caller as the exit — it does not mean the caller went away.
+        let toDevice: @Sendable (Orrery_Orchestrator_V1_ExecFrame) async -> Void = { frame in
+            try? await side.toDevice.write(frame)
         }
+        var inputEnded = false
+        while true {
+            let message: Orrery_Orchestrator_V1_ExecRequest?
+            do {
+                message = try await incoming.next()
+            } catch {
+                // The session ended (this task cancelled) or the caller's stream broke: a caller gone hears nothing
+                // more, and its command is closed.
+                if Task.isCancelled { return }
+                clientGone.set()
+                await toDevice(.with { $0.close = true })
+                return
+            }
+            guard let message else { break }
+            let refusal: RPCError?
+            switch message.kind {
+            case .stdin(let data):
+                refusal =
+                    data.count <= messageLimit && !inputEnded
+                    ? nil
+                    : RPCError(
+                        code: .invalidArgument,
+                        message: "stdin: at most \(messageLimit) bytes a message, none after stdin_end")
+                if refusal == nil { await toDevice(.with { $0.stdin = data }) }
+            case .stdinEnd:
+                refusal = nil
+                inputEnded = true
+                await toDevice(.with { $0.stdinEnd = true })
+            case .resize(let size):
+                let fits = (1...1000).contains(size.rows) && (1...1000).contains(size.columns)
+                refusal = fits ? nil : RPCError(code: .invalidArgument, message: "resize: rows and columns are 1…1000")
+                if fits { await toDevice(.with { $0.resize = size }) }
+            case .start, nil:
+                refusal = RPCError(code: .invalidArgument, message: "only one start message")
+            }
+            if let refusal {
+                // A bad message closes the session; the call ends with the refusal once the device's side ended.
+                clientGone.refuse(refusal)
+                await toDevice(.with { $0.close = true })
+                return
+            }
+        }
+        // The caller ended its stream: no more input; it still hears the output and the exit.
+        if !inputEnded { await toDevice(.with { $0.stdinEnd = true }) }
     }
 
     /// Authorises `start`, finds its replica and has the device start the command; tells the caller it started.
@@ -424,10 +444,14 @@ struct ExecSessions: Sendable {
     }
 
     /// Whether the caller went away (its output is no longer written; the session's record still counts).
+    /// Whether the caller went away (it hears nothing more), or was refused for a bad message (the call ends with
+    /// that error instead of the exit).
     final class CallerGone: Sendable {
-        private let value = Mutex(false)
-        var isSet: Bool { value.withLock { $0 } }
-        func set() { value.withLock { $0 = true } }
+        private let value = Mutex<(gone: Bool, refusal: RPCError?)>((false, nil))
+        var isSet: Bool { value.withLock { $0.gone } }
+        var refusal: RPCError? { value.withLock { $0.refusal } }
+        func set() { value.withLock { $0.gone = true } }
+        func refuse(_ error: RPCError) { value.withLock { $0.refusal = error } }
     }
 
     /// The record the device sent last.

@@ -508,7 +508,7 @@ final class SandboxExec: Sendable {
                     try await writer.write(.with { $0.exited = record })
                 },
                 onResponse: { response in
-                    // Whatever ends the orchestrator's side (`close`, its end, a broken line) ends the command.
+                    // Whatever ends the orchestrator's side (its end, a broken line) ends the command.
                     defer { session.kill() }
                     for try await frame in response.messages {
                         switch frame.kind {
@@ -522,7 +522,10 @@ final class SandboxExec: Sendable {
                                 streams.input.finish()
                             }
                         case .resize(let size): process.resize(Self.size(size))
-                        case .close: return
+                        case .close:
+                            // The command is killed; its record still goes last on this call (and is kept until
+                            // logged, however the call ends).
+                            session.kill()
                         case .opened, .stdout, .stderr, .exited, .relay, nil: continue
                         }
                     }
