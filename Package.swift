@@ -337,6 +337,7 @@ let package = Package(
             dependencies: [
                 "OrchestratorService", "OrreryPlacement", "OrreryProto", "OrreryTestSupport", "OrreryWorkloadSpec",
                 "OrreryIdentity", "OrreryAuth", swiftProtobuf, .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Tests/OrchestratorServiceTests",
             swiftSettings: upcomingFeatures
@@ -365,7 +366,7 @@ let package = Package(
                 "OrreryPlacement", "OrreryActors", "OrreryLedger", "OrrerySettlementClient", "OrreryOCI",
                 "OrreryData", "OrreryHTTPClient",
                 crypto, grpcPosix,
-                hummingbird, metrics,
+                hummingbird, metrics, .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             ] + nioHTTP)
         + service("NotaryService", executable: "contract-notary", folder: "Notary", extra: ["OrreryLedger", crypto])
         + service(

@@ -19,8 +19,9 @@ struct IngressTests {
     ]
 
     /// A service on 127.0.0.1:8080 (public) and 8081 (private) inside the sandbox: `/headers` answers with the
-    /// request's header fields and `/work/where`; POST answers with the body's sha256; `/big` streams 256 MiB;
-    /// `/ws` is a WebSocket echo.
+    /// request's header fields and `/work/where`; POST answers with the body's sha256 (its length stated or
+    /// chunked); `/big` streams 256 MiB; `/stream` 64 KiB chunked, with their sha256 as a trailer; `/ws` is a
+    /// WebSocket echo.
     static let server = #"""
         #!/bin/sh
         cat > /work/serve.py <<'EOF'
@@ -51,6 +52,20 @@ struct IngressTests {
                     block = b"x" * (1 << 20)
                     for _ in range(256): self.wfile.write(block)
                     return
+                if self.path == "/stream":
+                    # A chunked response of 64 chunks of 1 KiB each, then a trailer with their sha256.
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.send_header("Trailer", "X-Sha256")
+                    self.end_headers()
+                    digest = hashlib.sha256()
+                    for i in range(64):
+                        chunk = bytes([65 + i % 26]) * 1024
+                        digest.update(chunk)
+                        self.wfile.write(b"400\r\n" + chunk + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\nX-Sha256: " + digest.hexdigest().encode() + b"\r\n\r\n")
+                    return
                 if self.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
                     accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"]
                         + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
@@ -75,8 +90,19 @@ struct IngressTests {
                         self.wfile.write(bytes([128 | opcode]) + size + data); self.wfile.flush()
                 self.reply(404, "{}")
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                self.reply(200, json.dumps({"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}))
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b""): pass
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.reply(200, json.dumps({"sha256": hashlib.sha256(body).hexdigest(), "size": len(body),
+                    "chunked": self.headers.get("Transfer-Encoding", "").lower() == "chunked"}))
         for port in (8081, 8080):
             server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -150,6 +176,45 @@ struct IngressTests {
                 s.close()
             print(f"answered 20 while one stalled, {time.monotonic() - started:.2f} s", flush=True)
             stalled.close()
+        elif mode == "h2":
+            # `h2 PORT HOST`: one HTTP/2 connection (Python's h2, by prior knowledge). Its first stream asks for /big
+            # (256 MiB) and is never read past its window; 8 more ask for /headers at once: each is answered whole
+            # while the first stays stalled.
+            import h2.config, h2.connection, h2.events
+            s = connect()
+            conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.increment_flow_control_window(1 << 30)  # the connection's window: only the stream's own stalls
+            def ask(path):
+                stream = conn.get_next_available_stream_id()
+                conn.send_headers(stream, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                    (":authority", f"{host}:{port}")], end_stream=True)
+                return stream
+            big = ask("/big")
+            others = [ask("/headers") for _ in range(8)]
+            s.sendall(conn.data_to_send())
+            statuses, bodies, ended, stalled = {}, {}, set(), 0
+            while len(ended) < len(others):
+                data = s.recv(65536)
+                if not data: raise SystemExit(f"closed; answered {sorted(ended)}")
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        statuses[event.stream_id] = dict(event.headers)[b":status"]
+                    elif isinstance(event, h2.events.DataReceived):
+                        if event.stream_id == big:
+                            stalled += len(event.data)
+                        else:
+                            bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
+                            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended.add(event.stream_id)
+                    elif isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                        raise SystemExit(f"reset: {event}")
+                s.sendall(conn.data_to_send())
+            assert all(statuses.get(i) == b"200" for i in others), statuses
+            assert all(json.loads(bodies[i])["port"] == 8080 for i in others)
+            assert big not in ended and stalled < (256 << 20), stalled
+            print(f"answered {len(others)} on one connection while one stalled after {stalled} bytes", flush=True)
         elif mode == "limit":
             # `limit PORT HOST N`: N + 50 connections, each with a request's head but its last line: the ingress
             # closes 50 of them unanswered (which 50 depends on the order it takes them in) and keeps N waiting; those
@@ -360,7 +425,84 @@ struct IngressTests {
     }
 
     @Test(
-        "over TLS with the operator's wildcard certificate: a replica moved to another device while a client keeps opening connections — new ones reach it where it runs now"
+        "HTTP/2 by prior knowledge: eight requests multiplexed on one connection while a ninth is not read, a body of unstated length (chunked to the service), a chunked response unchunked with its trailer as the stream's trailer; a private port refused without a capability and served with one"
+    )
+    func http2() async throws {
+        try await JobConstellation.run("orrery-ingress-h2", orchestratorArguments: Self.ingressArguments) {
+            constellation in
+            let orchestrator = constellation.orchestrator
+            let directory = constellation.directory
+            let agent = try await constellation.startAgent("host", owner: #"{"prices": {"per_core_hour": 5}}"#)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            let job = try await consumer.submit(Self.spec(), to: orchestrator, paid: false)
+            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
+                $0.run.state == .running && $0.run.health.status == .healthy
+            }
+            let routes = try await consumer.with(orchestrator) {
+                try await $0.getDeployment(.with { $0.id = job.id })
+            }.routes
+            let publicRoute = try #require(routes.first)
+            let privateRoute = try #require(routes.last)
+            let port = try #require(URLComponents(string: publicRoute.url)?.port)
+            let curl = Curl(port: port, directory: directory, extra: ["--http2-prior-knowledge"])
+
+            // HTTP/2 to the client; the service sees the request as over HTTP/1.1, rewritten as ever.
+            let version = try await curl.run(
+                publicRoute.host, "/headers", extra: ["-o", "/dev/null", "-w", "%{http_version}"])
+            #expect(version.output == "2", "\(version)")
+            let seen = Self.fields(
+                try await curl.json(publicRoute.host, "/headers", headers: ["X-Orrery-Caller: did:key:forged"]))
+            #expect(seen["host"] == "\(publicRoute.host):\(port)", "\(seen)")
+            #expect(seen["x-orrery-caller"] == nil && seen["x-forwarded-proto"] == "http", "\(seen)")
+
+            // Eight requests at once on one connection (Python's h2), while a ninth on it is not read: it stalls alone.
+            let script = directory.appendingPathComponent("client.py")
+            try Self.client.write(to: script, atomically: true, encoding: .utf8)
+            let (multiplexed, multiplexedOutput) = try await ChildProcess.run(
+                TestEnvironment.python, arguments: [script.path, "h2", String(port), publicRoute.host])
+            #expect(
+                multiplexed == 0 && multiplexedOutput.contains("answered 8 on one connection while one stalled"),
+                "\(multiplexedOutput)")
+
+            // A body whose length the client does not state: chunked to the service, which gets it whole.
+            let upload = directory.appendingPathComponent("upload.bin")
+            let bytes = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+            try bytes.write(to: upload)
+            let posted = try await curl.json(
+                publicRoute.host, "/", headers: ["Content-Length:"], extra: ["--data-binary", "@\(upload.path)"])
+            #expect(posted["sha256"] as? String == Hex.sha256(bytes) && posted["size"] as? Int == bytes.count)
+            #expect(posted["chunked"] as? Bool == true, "\(posted)")
+
+            // A chunked response comes unchunked, its trailer as the stream's trailer.
+            let body = directory.appendingPathComponent("stream.bin")
+            let dumped = directory.appendingPathComponent("stream.headers")
+            let streamed = try await curl.run(
+                publicRoute.host, "/stream", extra: ["-o", body.path, "-D", dumped.path, "-w", "%{http_code}"])
+            #expect(streamed.output == "200", "\(streamed)")
+            let received = try Data(contentsOf: body)
+            #expect(received.count == 64 << 10)
+            let heads = try String(contentsOf: dumped, encoding: .utf8).lowercased()
+            #expect(heads.contains("x-sha256: \(Hex.sha256(received))"), "\(heads)")
+            #expect(!heads.contains("transfer-encoding"), "\(heads)")
+
+            // A private port: refused without a capability, served with the consumer's, the caller named.
+            let code = ["-o", "/dev/null", "-w", "%{http_code}"]
+            #expect(try await curl.run(privateRoute.host, "/headers", extra: code).output == "401")
+            let invocation = Invocation.issue(
+                by: consumer.key, subject: consumer.key.did, audience: try DID(orchestrator.ready.did),
+                command: try Command("/orrery/ingress/connect"), arguments: ["deployment": .string(job.id)],
+                proofs: [], expiration: Int64(Date().timeIntervalSince1970) + 120)
+            let token = try UCANContainer.encodeText([invocation.envelope.bytes])
+            let own = Self.fields(
+                try await curl.json(privateRoute.host, "/headers", headers: ["Authorization: Bearer \(token)"]))
+            #expect(own["x-orrery-caller"] == consumer.key.did.string && own["authorization"] == nil, "\(own)")
+        }
+    }
+
+    @Test(
+        "over TLS with the operator's wildcard certificate (HTTP/2 by ALPN): a replica moved to another device while a client keeps opening connections — new ones reach it where it runs now"
     )
     func movedReplica() async throws {
         try await ServiceBed.run("orrery-ingress-move") { bed in
@@ -407,6 +549,10 @@ struct IngressTests {
             let curl = Curl(port: port, directory: directory, scheme: "https", extra: ["--cacert", certificate])
             #expect(try await curl.json(route.host, "/headers")["where"] as? String == from)
             #expect(Self.fields(try await curl.json(route.host, "/headers"))["x-forwarded-proto"] == "https")
+            // HTTP/2 by ALPN, as a browser would ask for it.
+            let negotiated = try await curl.run(
+                route.host, "/headers", extra: ["--http2", "-o", "/dev/null", "-w", "%{http_version}"])
+            #expect(negotiated.output == "2", "\(negotiated)")
 
             // A client opening a connection every 100 ms while its replica turns unhealthy and moves.
             let script = directory.appendingPathComponent("client.py")

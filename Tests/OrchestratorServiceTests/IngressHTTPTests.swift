@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import Synchronization
 import Testing
 
@@ -238,5 +239,89 @@ struct IngressHTTPTests {
         limits.releaseConnection(to: "dep_a")
         #expect(limits.admitConnection(to: "dep_a"))
         #expect(limits.admitClient("192.0.2.1") && !limits.admitClient("192.0.2.1") && limits.admitClient("192.0.2.2"))
+    }
+}
+
+/// How an HTTP/2 stream's response is read back from the HTTP/1.1 a service answered.
+@Suite("Ingress HTTP/2 responses")
+struct IngressHTTP2ResponseTests {
+    /// The parts `response` reads into when it comes `step` bytes at a time, and how it stands at the end.
+    static func read(_ response: String, method: String = "GET", step: Int) throws -> (
+        parts: [HTTPServerResponsePart], end: IngressHTTP1ResponseReader.End
+    ) {
+        var reader = IngressHTTP1ResponseReader()
+        reader.method = method
+        var parts: [HTTPServerResponsePart] = []
+        let bytes = Array(response.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let piece = bytes[offset..<min(bytes.count, offset + step)]
+            parts += try reader.consume(ByteBuffer(bytes: piece))
+            offset += step
+        }
+        return (parts, reader.close())
+    }
+
+    /// The body's bytes among `parts`, and the end's trailers.
+    static func body(_ parts: [HTTPServerResponsePart]) -> (String, HTTPHeaders?, ended: Bool) {
+        var body = ""
+        var trailers: HTTPHeaders?
+        var ended = false
+        for part in parts {
+            switch part {
+            case .body(.byteBuffer(let buffer)): body += String(buffer: buffer)
+            case .end(let end):
+                trailers = end
+                ended = true
+            default: continue
+            }
+        }
+        return (body, trailers, ended)
+    }
+
+    @Test("a chunked body comes unchunked, its trailer fields as trailers, however the bytes are split")
+    func chunked() throws {
+        let response =
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n"
+            + "X-Kept: yes\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: abc\r\n\r\n"
+        for step in [1, 3, 7, 1000] {
+            let (parts, end) = try Self.read(response, step: step)
+            guard case .head(let head)? = parts.first else {
+                Issue.record("no head first: \(parts)")
+                continue
+            }
+            #expect(head.status.code == 200 && head.headers["X-Kept"] == ["yes"])
+            #expect(head.headers["Transfer-Encoding"].isEmpty && head.headers["Connection"].isEmpty)
+            let (body, trailers, ended) = Self.body(parts)
+            #expect(body == "hello world" && ended && trailers?["X-Sum"] == ["abc"], "step \(step)")
+            #expect(end == .whole)
+        }
+    }
+
+    @Test("a stated length, HEAD, a body that ends at close, and a response cut short")
+    func lengths() throws {
+        let fixed = try Self.read("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcEXTRA", step: 2)
+        #expect(Self.body(fixed.parts).0 == "abc" && Self.body(fixed.parts).ended && fixed.end == .whole)
+        let head = try Self.read("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", method: "HEAD", step: 5)
+        #expect(Self.body(head.parts).0 == "" && Self.body(head.parts).ended && head.end == .whole)
+        let open = try Self.read("HTTP/1.1 200 OK\r\n\r\nstreamed", step: 4)
+        #expect(Self.body(open.parts).0 == "streamed" && !Self.body(open.parts).ended && open.end == .endsNow)
+        let cut = try Self.read("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", step: 2)
+        #expect(cut.end == .cut)
+        let noHead = try Self.read("HTTP/1.1 200 O", step: 2)
+        #expect(noHead.parts.isEmpty && noHead.end == .cut)
+    }
+
+    @Test("a bad chunk size or a protocol switch is an error, not a response")
+    func refusals() {
+        #expect(throws: HTTPFramingError.self) {
+            try Self.read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", step: 100)
+        }
+        #expect(throws: HTTPFramingError.self) {
+            try Self.read("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", step: 100)
+        }
+        #expect(throws: HTTPFramingError.self) {
+            try Self.read("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", step: 100)
+        }
     }
 }

@@ -14,9 +14,9 @@ final class IngressBackend: Sendable {
     }
 
     private let state = Mutex(State())
-    private let toClient: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    private let toClient: any IngressClientOutput
 
-    init(toClient: NIOAsyncChannelOutboundWriter<ByteBuffer>) { self.toClient = toClient }
+    init(toClient: any IngressClientOutput) { self.toClient = toClient }
 
     /// A request was forwarded: its response comes next in line.
     func expect(_ request: HTTPResponseTracker.Request) { state.withLock { $0.tracker.expect(request) } }

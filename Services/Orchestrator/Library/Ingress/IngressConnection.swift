@@ -17,7 +17,7 @@ internal import SwiftProtobuf
 final class IngressConnection {
     private let proxy: IngressProxy
     private let channel: any Channel
-    private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    private let outbound: any IngressClientOutput
     private let client: String
     private let peer: String
     private let secure: Bool
@@ -41,7 +41,7 @@ final class IngressConnection {
     ///   - client: The client's IP address (for X-Forwarded-For and the per-address limit).
     ///   - peer: The client's address in gRPC's form, for the failed-authentication throttle.
     init(
-        proxy: IngressProxy, channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        proxy: IngressProxy, channel: any Channel, outbound: any IngressClientOutput,
         client: String, peer: String, secure: Bool
     ) {
         self.proxy = proxy
@@ -53,7 +53,7 @@ final class IngressConnection {
     }
 
     /// Serves the connection until either side closes it.
-    func run(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async {
+    func run<Inbound: AsyncSequence<ByteBuffer, any Error>>(_ inbound: Inbound) async {
         defer { finish() }
         do {
             for try await chunk in inbound {

@@ -1,6 +1,8 @@
 internal import Foundation
 internal import Logging
 internal import NIOCore
+internal import NIOHTTP1
+internal import NIOHTTP2
 internal import NIOPosix
 internal import NIOSSL
 internal import Synchronization
@@ -22,7 +24,7 @@ struct IngressServer: Sendable {
             var configuration = TLSConfiguration.makeServerConfiguration(
                 certificateChain: try NIOSSLCertificate.fromPEMFile(files.certificate).map { .certificate($0) },
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: files.key, format: .pem)))
-            configuration.applicationProtocols = ["http/1.1"]
+            configuration.applicationProtocols = ["h2", "http/1.1"]
             return try NIOSSLContext(configuration: configuration)
         }
         let idle = TimeAmount.seconds(settings.idleTimeout.components.seconds)
@@ -35,9 +37,24 @@ struct IngressServer: Sendable {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
                     try channel.pipeline.syncOperations.addHandler(IdleCloser())
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                        wrappingChannelSynchronously: channel,
-                        configuration: .init(isOutboundHalfClosureEnabled: true))
+                    let sniffer = IngressProtocolSniffer(
+                        promise: channel.eventLoop.makePromise(),
+                        http1: { channel in
+                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                                wrappingChannelSynchronously: channel,
+                                configuration: .init(isOutboundHalfClosureEnabled: true))
+                        },
+                        http2: { channel in
+                            try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(mode: .server) { stream in
+                                stream.eventLoop.makeCompletedFuture {
+                                    try stream.pipeline.syncOperations.addHandler(
+                                        HTTP2FramePayloadToHTTP1ServerCodec())
+                                    return try IngressHTTP2.Stream(wrappingChannelSynchronously: stream)
+                                }
+                            }
+                        })
+                    try channel.pipeline.syncOperations.addHandler(sniffer)
+                    return Accepted(channel: channel, negotiated: sniffer.negotiated)
                 }
             }
         let port = server.channel.localAddress?.port ?? settings.port
@@ -56,8 +73,7 @@ struct IngressServer: Sendable {
                     do {
                         for try await connection in connections {
                             guard open.admit(limit: Self.maximumConnections) else {
-                                // Closed through `executeThenClose`: NIO traps on a channel dropped with its writer open.
-                                try? await connection.executeThenClose { _, _ in }
+                                await connection.refuse()
                                 continue
                             }
                             group.addTask {
@@ -76,17 +92,24 @@ struct IngressServer: Sendable {
         }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, secure: Bool) async {
-        let remote = connection.channel.remoteAddress
+    private func serve(_ accepted: Accepted, secure: Bool) async {
+        let remote = accepted.channel.remoteAddress
         let client = remote?.ipAddress ?? "unknown"
         guard proxy.limits.admitClient(client) else {
-            // Closed through `executeThenClose`: NIO traps on a channel dropped with its writer open.
-            try? await connection.executeThenClose { _, _ in }
+            await accepted.refuse()
             return
         }
         defer { proxy.limits.releaseClient(client) }
         let port = remote?.port ?? 0
         let peer = remote?.protocol == .inet6 ? "ipv6:[\(client)]:\(port)" : "ipv4:\(client):\(port)"
+        let connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        switch try? await accepted.negotiated.get() {
+        case .http1(let http1)?: connection = http1
+        case .http2(let multiplexer)?:
+            await serve(multiplexer, channel: accepted.channel, client: client, peer: peer, secure: secure)
+            return
+        case nil: return
+        }
         do {
             try await connection.executeThenClose { inbound, outbound in
                 let handler = IngressConnection(
@@ -100,6 +123,52 @@ struct IngressServer: Sendable {
             }
         } catch {
             logger.debug("ingress connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+extension IngressServer {
+    /// An HTTP/2 connection: each stream served on its own (at most the connection's stream limit at once), until the
+    /// client or the idle limit closes it.
+    fileprivate func serve(
+        _ multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<IngressHTTP2.Stream>, channel: any Channel,
+        client: String, peer: String, secure: Bool
+    ) async {
+        let proxy = proxy
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                do {
+                    for try await stream in multiplexer.inbound {
+                        group.addTask {
+                            await IngressHTTP2.serve(stream, proxy: proxy, client: client, peer: peer, secure: secure)
+                        }
+                    }
+                } catch {
+                    logger.debug("an HTTP/2 ingress connection ended", metadata: ["error": "\(error)"])
+                }
+            }
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// A connection as accepted: its channel, and what it speaks once its first bytes told.
+private struct Accepted: Sendable {
+    let channel: any Channel
+    let negotiated: EventLoopFuture<IngressProtocolSniffer.Negotiated>
+
+    /// Closes a connection turned away. What it negotiated meanwhile is given up through `executeThenClose` (NIO
+    /// traps on an async channel dropped with its writer open).
+    func refuse() async {
+        try? await channel.close()
+        switch try? await negotiated.get() {
+        case .http1(let connection)?: try? await connection.executeThenClose { _, _ in }
+        case .http2(let multiplexer)?:
+            do {
+                for try await stream in multiplexer.inbound { try? await stream.executeThenClose { _, _ in } }
+            } catch {}
+        case nil: break
         }
     }
 }
