@@ -1,6 +1,8 @@
 import Foundation
 import GRPCCore
+import OrreryIdentity
 import OrreryProto
+import OrreryRuntimeCore
 import OrreryTestSupport
 import SwiftProtobuf
 import Testing
@@ -180,6 +182,140 @@ struct EnsembleNetworkTests {
                 "work/result", under: directory.appendingPathComponent("cachehost-state/allocations"))
             #expect(result == "no-name refused refused\n")
             for id in [job.id, intruder.id] {
+                _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = id }) }
+            }
+        }
+    }
+
+    /// Another consumer's sandbox calling `shared:6379` (the name its spec's `reaches` gives cache of another
+    /// deployment) until answered: the first connection closed unanswered is noted in /work/first, the answer (with the
+    /// address) in /work/reply.
+    static let neighbour = """
+        #!/bin/sh
+        exec python3 -c '
+        import socket, time
+        first = True
+        for attempt in range(3000):
+            try:
+                address = socket.gethostbyname("shared")
+                with socket.create_connection(("shared", 6379), timeout=10) as connection:
+                    connection.sendall(b"PING\\n")
+                    reply = connection.makefile().readline().strip()
+                if not reply:
+                    raise OSError("closed before an answer")
+                open("/work/reply", "w").write(address + " " + reply + "\\n")
+                break
+            except OSError as error:
+                # (Refused at first while the device sets the listener up; then closed unanswered until granted.)
+                if first and "closed before" in str(error):
+                    open("/work/first", "w").write(str(error) + "\\n")
+                    first = False
+                time.sleep(0.2)
+        time.sleep(3600)
+        '
+        """
+
+    @Test(
+        "another consumer's allocation reaches cache by the name its spec's reaches give it only once cache's consumer granted it (orrery network grant): closed before, answered after; a grant for someone else's deployment or a loose policy is refused"
+    )
+    func grantedAcrossDeployments() async throws {
+        try await JobConstellation.run("orrery-ensemble-grant") { constellation in
+            let orchestrator = constellation.orchestrator
+            let directory = constellation.directory
+            let cacheHost = try await constellation.startAgent(
+                "cachehost", owner: #"{"prices": {"per_core_hour": 5}, "labels": {"role": "cache"}}"#)
+            defer { cacheHost.service.child.signal(SIGKILL) }
+            let clientHost = try await constellation.startAgent(
+                "clienthost", owner: #"{"prices": {"per_core_hour": 5}, "labels": {"role": "web"}}"#)
+            defer { clientHost.service.child.signal(SIGKILL) }
+            let owner = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            let neighbour = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(owner, orchestrator, devices: 2)
+
+            let cacheSpec = Orrery_Orchestrator_V1_WorkloadSpec.with {
+                $0.name = "cache"
+                $0.allocations = [
+                    Self.allocation(
+                        "cache", script: Self.cache, role: "cache",
+                        ports: [
+                            .with {
+                                $0.name = "redis"
+                                $0.port = 6379
+                                $0.protocol = .tcp
+                            }
+                        ])
+                ]
+            }
+            let cache = try await owner.submit(cacheSpec, to: orchestrator, paid: false)
+            let cacheRunning = try await OrchestratorTests.runningOrEnded(cache.id, of: owner, on: orchestrator)
+            #expect(cacheRunning.state == .running, "\(cacheRunning.reason)")
+            var clientAllocation = Self.allocation("client", script: Self.neighbour, role: "web")
+            clientAllocation.reaches = [
+                .with {
+                    $0.name = "shared"
+                    $0.deploymentID = cache.id
+                    $0.allocation = "cache"
+                    $0.ports = [6379]
+                }
+            ]
+            let clientSpec = Orrery_Orchestrator_V1_WorkloadSpec.with {
+                $0.name = "neighbour"
+                $0.allocations = [clientAllocation]
+            }
+            let client = try await neighbour.submit(clientSpec, to: orchestrator, paid: false)
+            let allocations = directory.appendingPathComponent("clienthost-state/allocations")
+            // Not granted: the name resolves, and the connection is closed unanswered — the orchestrator refused it.
+            let first = try await Self.file("work/first", under: allocations)
+            #expect(first == "closed before an answer\n", "\(first)")
+            let refusedBy = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < refusedBy, !clientHost.service.child.output.contains("has not granted") {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(clientHost.service.child.output.contains("has not granted \(client.id) access"))
+
+            // The cache's consumer grants the neighbour's deployment access, with the CLI.
+            let cli = TestEnvironment.executable("orrery")
+            func connection(_ consumer: OrchestratorTests.Consumer, _ name: String) throws -> [String] {
+                let key = directory.appendingPathComponent("\(name).key").path
+                let chain = directory.appendingPathComponent("\(name).ucan").path
+                try KeyFile.write(consumer.key, to: key)
+                try DelegationChain.write(consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
+                return ["--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)", "--key", key, "--proof", chain]
+            }
+            let grant = [
+                "network", "grant", "--from", client.id, "--consumer", neighbour.key.did.string, "--to", cache.id,
+            ]
+            // Not by the neighbour, for a deployment that is not its own.
+            let (intrusion, intrusionOutput) = try await ChildProcess.run(
+                cli, arguments: grant + (try connection(neighbour, "neighbour")))
+            #expect(intrusion != 0, "\(intrusionOutput)")
+            let (granted, grantedOutput) = try await ChildProcess.run(
+                cli, arguments: grant + (try connection(owner, "owner")))
+            #expect(granted == 0 && grantedOutput.contains("may reach \(cache.id)"), "\(grantedOutput)")
+            let reply = try await Self.file("work/reply", under: allocations)
+            #expect(reply == "127.78.0.2 PONG PING\n", "\(reply)")
+
+            // A delegation that does not hold .from to the neighbour's deployment is refused, and says so.
+            let loose = Delegation.issue(
+                by: owner.key, to: neighbour.key.did, subject: owner.key.did,
+                command: try Command("/orrery/network/connect"),
+                policy: try Policy(try IPLDJSON.parse(#"[["==", ".to", "\#(cache.id)"]]"#)),
+                expiration: Int64(Date().timeIntervalSince1970) + 600)
+            let refusal = try await owner.with(orchestrator) { grpc in
+                do {
+                    _ = try await grpc.grantNetworkAccess(
+                        .with {
+                            $0.fromDeployment = client.id
+                            $0.toDeployment = cache.id
+                            $0.delegation = Data(loose.envelope.bytes)
+                        })
+                    return "granted"
+                } catch let error as RPCError {
+                    return "\(error.code): \(error.message)"
+                }
+            }
+            #expect(refusal.contains("invalidArgument") && refusal.contains("does not fix .from"), "\(refusal)")
+            for (id, consumer) in [(client.id, neighbour), (cache.id, owner)] {
                 _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = id }) }
             }
         }

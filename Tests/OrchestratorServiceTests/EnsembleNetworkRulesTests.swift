@@ -80,4 +80,84 @@ struct EnsembleNetworkRulesTests {
             EnsembleNetwork.judge(undeclared, device: "did:key:web", offer: own, spec: Self.spec)
                 == .refuse(.notFound, "cache declares no port 22"))
     }
+
+    static let other = "dep_" + String(repeating: "b", count: 26)
+
+    /// `web` of the spec above listing another deployment's `store` (port 5432) as `db`.
+    static var reaching: Orrery_Orchestrator_V1_WorkloadSpec {
+        var spec = Self.spec
+        spec.allocations[1].reaches = [
+            .with {
+                $0.name = "db"
+                $0.deploymentID = other
+                $0.allocation = "store"
+                $0.ports = [5432]
+            }
+        ]
+        return spec
+    }
+
+    @Test("another deployment's partners come after the spec's own, by the names `reaches` gives them, on 127.78.0.x")
+    func foreignPeers() {
+        let peers = EnsembleNetwork.peers(of: Self.reaching, for: "web")
+        #expect(peers.map(\.allocation) == ["cache", "api", "store"])
+        #expect(peers.last?.address == "127.78.0.2" && peers.last?.name == "db" && peers.last?.ports == [5432])
+        #expect(peers.last?.deploymentID == Self.other && peers.first?.deploymentID == "")
+        #expect(EnsembleNetwork.peers(of: Self.reaching, for: "cache").allSatisfy { $0.deploymentID.isEmpty })
+    }
+
+    @Test(
+        "another deployment's partner: only when the allocation lists it (that port too), it declares the port, and its consumer granted access"
+    )
+    func judgeForeign() {
+        let open = Orrery_Orchestrator_V1_PeerTunnelOpen.with {
+            $0.offerID = "off_web"
+            $0.allocation = "store"
+            $0.port = 5432
+            $0.deploymentID = Self.other
+        }
+        let own = (deployment: "dep_a", allocation: "web", device: "did:key:web", isRunning: true)
+        let partner = Orrery_Orchestrator_V1_WorkloadSpec.with {
+            $0.allocations = [
+                .with {
+                    $0.name = "store"
+                    $0.ports = [.with { $0.port = 5432 }]
+                }
+            ]
+        }
+        #expect(
+            EnsembleNetwork.judge(
+                open, device: "did:key:web", offer: own, spec: Self.reaching, partnerSpec: partner, granted: true)
+                == .reach(deployment: Self.other))
+        guard
+            case .refuse(.permissionDenied, let ungranted) = EnsembleNetwork.judge(
+                open, device: "did:key:web", offer: own, spec: Self.reaching, partnerSpec: partner, granted: false)
+        else { Issue.record("an ungranted reach was not refused"); return }
+        #expect(ungranted.contains("has not granted dep_a access"))
+        // Not listed by this allocation (`cache` lists nothing), or not that port: refused even when granted.
+        let cacheOffer = (deployment: "dep_a", allocation: "cache", device: "did:key:web", isRunning: true)
+        guard
+            case .refuse(.permissionDenied, _) = EnsembleNetwork.judge(
+                open, device: "did:key:web", offer: cacheOffer, spec: Self.reaching, partnerSpec: partner,
+                granted: true)
+        else { Issue.record("an unlisted reach was not refused"); return }
+        var otherPort = open
+        otherPort.port = 22
+        guard
+            case .refuse(.permissionDenied, _) = EnsembleNetwork.judge(
+                otherPort, device: "did:key:web", offer: own, spec: Self.reaching, partnerSpec: partner,
+                granted: true)
+        else { Issue.record("an unlisted port was not refused"); return }
+        // Listed, but the partner does not declare the port (or is gone).
+        var undeclared = partner
+        undeclared.allocations[0].ports = []
+        #expect(
+            EnsembleNetwork.judge(
+                open, device: "did:key:web", offer: own, spec: Self.reaching, partnerSpec: undeclared, granted: true)
+                == .refuse(.notFound, "store declares no port 5432"))
+        guard
+            case .refuse(.notFound, _) = EnsembleNetwork.judge(
+                open, device: "did:key:web", offer: own, spec: Self.reaching, partnerSpec: nil, granted: true)
+        else { Issue.record("a missing partner deployment was not refused"); return }
+    }
 }

@@ -78,7 +78,44 @@ struct WorkloadSpecValidationTests {
         var testDescription: String { message }
     }
 
+    /// A partner of another deployment, as `reaches` lists it.
+    static func reach(
+        _ name: String, deployment: String = "dep_" + String(repeating: "c", count: 26), allocation: String = "store",
+        ports: [UInt32] = [5432]
+    ) -> Orrery_Orchestrator_V1_ForeignPartner {
+        .with {
+            $0.name = name
+            $0.deploymentID = deployment
+            $0.allocation = allocation
+            $0.ports = ports
+        }
+    }
+
     static let cases: [Case] = [
+        // Other deployments' partners.
+        Case({ s in s.allocations[0].reaches = [reach("DB")] }, "allocations[0].reaches[0].name: lowercase letters"),
+        Case(
+            { s in s.allocations[0].reaches = [reach("db")] },
+            "allocations[0].reaches[0].name: 'db' is the name of an allocation"),
+        Case(
+            { s in s.allocations[0].reaches = [reach("x"), reach("x")] },
+            "allocations[0].reaches[1].name: 'x' is already"),
+        Case(
+            { s in s.allocations[0].reaches = [reach("x", deployment: "dep_1")] },
+            "allocations[0].reaches[0].deployment_id: a deployment id"),
+        Case(
+            { s in s.allocations[0].reaches = [reach("x", allocation: "")] },
+            "allocations[0].reaches[0].allocation: an allocation name"),
+        Case(
+            { s in s.allocations[0].reaches = [reach("x", ports: [])] }, "allocations[0].reaches[0].ports: 1…16 ports"),
+        Case(
+            { s in s.allocations[0].reaches = [reach("x", ports: [0])] },
+            "allocations[0].reaches[0].ports: each 1…65535"),
+        Case(
+            { s in s.allocations[0].reaches = [reach("x", ports: [80, 80])] },
+            "allocations[0].reaches[0].ports: each port once"),
+        Case(
+            { s in s.allocations[0].reaches = (0..<17).map { reach("p\($0)") } }, "allocations[0].reaches: at most 16"),
         // Ports and health checks.
         Case(
             { s in

@@ -20,7 +20,7 @@ struct OrreryCommand: AsyncParsableCommand {
             LedgerCommand.self,
             ContractCommand.self, BalanceCommand.self, StatementCommand.self,
             DepositCommand.self, PayoutCommand.self, AddressCommand.self, EthCommand.self, CardanoCommand.self,
-            CheckpointCommand.self, MoveCommand.self, ActorsCommand.self, ActorCommand.self, IncidentsCommand.self,
+            CheckpointCommand.self, MoveCommand.self, ActorsCommand.self, ActorCommand.self, NetworkCommand.self, IncidentsCommand.self,
             SettlementCommand.self, ContextCommand.self, VersionCommand.self,
         ]
     )

@@ -126,6 +126,36 @@ extension OrchestratorAPI {
         }
     }
 
+    /// The consumers' grants of ensemble network access across deployments.
+    var networkGrants: NetworkGrants { NetworkGrants(client: store.client, logger: store.logger) }
+
+    /// Keeps the caller's delegation letting the allocations of another deployment reach one of the caller's on the
+    /// ensemble network.
+    public func grantNetworkAccess(_ request: Orrery_Orchestrator_V1_GrantNetworkAccessRequest, caller: String)
+        async throws -> Orrery_Orchestrator_V1_GrantNetworkAccessResponse
+    {
+        for (field, id) in [("from_deployment", request.fromDeployment), ("to_deployment", request.toDeployment)]
+        where !WorkloadSpecValidator.isDeploymentID(id) {
+            throw RPCError(code: .invalidArgument, message: "\(field): a deployment id, got '\(id.prefix(64))'")
+        }
+        guard request.fromDeployment != request.toDeployment else {
+            throw RPCError(
+                code: .invalidArgument, message: "to_deployment: a deployment's allocations already reach each other")
+        }
+        // The reached deployment is the caller's own (not even the operator grants for a consumer).
+        let target = try await get(request.toDeployment, caller: caller)
+        guard target.consumerDid == caller else {
+            throw RPCError(code: .permissionDenied, message: "to_deployment: only its consumer grants access to it")
+        }
+        guard let source = try await current(request.fromDeployment) else {
+            throw RPCError(code: .notFound, message: "from_deployment: no deployment \(request.fromDeployment)")
+        }
+        let cid = try await networkGrants.grant(
+            from: source.id, fromConsumer: source.consumerDid, to: target.id, consumer: caller,
+            delegation: Array(request.delegation))
+        return .with { $0.cid = cid }
+    }
+
     /// Keeps the caller's delegation letting an actor (of any deployment) message one of the caller's deployments.
     public func grantActorAccess(_ request: Orrery_Orchestrator_V1_GrantActorAccessRequest, caller: String)
         async throws -> Orrery_Orchestrator_V1_GrantActorAccessResponse

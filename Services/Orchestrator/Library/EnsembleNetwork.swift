@@ -19,11 +19,12 @@ struct EnsembleNetwork: Sendable {
     static let openingLimit = Duration.seconds(10)
 
     /// The partners a replica of `allocation` reaches by name: every other allocation of the spec that declares
-    /// ports, each at a loopback address of its own fixed by its place in the spec (127.77.x.y, never 127.0.0.1).
+    /// ports, each at a loopback address of its own fixed by its place in the spec (127.77.x.y, never 127.0.0.1),
+    /// then the other deployments' allocations it lists in `reaches`, by their names there (127.78.0.y).
     static func peers(of spec: Orrery_Orchestrator_V1_WorkloadSpec, for allocation: String)
         -> [Orrery_Orchestrator_V1_EnsemblePeer]
     {
-        spec.allocations.enumerated().compactMap { index, partner in
+        let own: [Orrery_Orchestrator_V1_EnsemblePeer] = spec.allocations.enumerated().compactMap { index, partner in
             guard partner.name != allocation, !partner.ports.isEmpty else { return nil }
             return .with {
                 $0.allocation = partner.name
@@ -31,6 +32,17 @@ struct EnsembleNetwork: Sendable {
                 $0.ports = partner.ports.map(\.port)
             }
         }
+        let reaches = spec.allocations.first { $0.name == allocation }?.reaches ?? []
+        let foreign = reaches.enumerated().map { index, partner in
+            Orrery_Orchestrator_V1_EnsemblePeer.with {
+                $0.allocation = partner.allocation
+                $0.address = "127.78.0.\(index + 2)"
+                $0.ports = partner.ports
+                $0.deploymentID = partner.deploymentID
+                $0.name = partner.name
+            }
+        }
+        return own + foreign
     }
 
     /// Which deployment's allocation and port a device's `open` may reach.
@@ -39,17 +51,48 @@ struct EnsembleNetwork: Sendable {
         case refuse(RPCError.Code, String)
     }
 
-    /// The rules, on what was read: the offer the device speaks for (nil: none) and its deployment's spec.
+    /// The rules, on what was read: the offer the device speaks for (nil: none) and its deployment's spec; for
+    /// another deployment's partner, that deployment's spec and whether its consumer grants access now.
     static func judge(
         _ open: Orrery_Orchestrator_V1_PeerTunnelOpen, device: String,
         offer: (deployment: String, allocation: String, device: String, isRunning: Bool)?,
-        spec: Orrery_Orchestrator_V1_WorkloadSpec?
+        spec: Orrery_Orchestrator_V1_WorkloadSpec?, partnerSpec: Orrery_Orchestrator_V1_WorkloadSpec? = nil,
+        granted: Bool = false
     ) -> Verdict {
         guard let offer, offer.device == device else {
             return .refuse(.permissionDenied, "offer \(open.offerID.prefix(40)) is not one of this device's")
         }
         guard offer.isRunning else {
             return .refuse(.failedPrecondition, "offer \(open.offerID.prefix(40)) does not run")
+        }
+        if !open.deploymentID.isEmpty, open.deploymentID != offer.deployment {
+            // Another deployment's: listed in the allocation's own spec, declared there, granted by its consumer.
+            let listed =
+                spec?.allocations.first { $0.name == offer.allocation }?.reaches.contains {
+                    $0.deploymentID == open.deploymentID && $0.allocation == open.allocation
+                        && $0.ports.contains(open.port)
+                } ?? false
+            guard listed else {
+                return .refuse(
+                    .permissionDenied,
+                    "\(offer.allocation) of \(offer.deployment) lists no \(open.allocation.prefix(64)):\(open.port) of "
+                        + "\(open.deploymentID.prefix(40)) in its reaches")
+            }
+            guard let partnerSpec, let partner = partnerSpec.allocations.first(where: { $0.name == open.allocation })
+            else {
+                return .refuse(
+                    .notFound, "\(open.deploymentID.prefix(40)) has no allocation '\(open.allocation.prefix(64))'")
+            }
+            guard partner.ports.contains(where: { $0.port == open.port }) else {
+                return .refuse(.notFound, "\(partner.name) declares no port \(open.port)")
+            }
+            guard granted else {
+                return .refuse(
+                    .permissionDenied,
+                    "\(open.deploymentID) has not granted \(offer.deployment) access (its consumer: orrery network grant)"
+                )
+            }
+            return .reach(deployment: open.deploymentID)
         }
         guard let spec, let partner = spec.allocations.first(where: { $0.name == open.allocation }) else {
             return .refuse(.notFound, "\(offer.deployment) has no allocation '\(open.allocation.prefix(64))'")
@@ -142,10 +185,24 @@ struct EnsembleNetwork: Sendable {
         let offer = try await offers.owner(ofOffer: open.offerID)
         var deployment: Orrery_Orchestrator_V1_Deployment?
         if let offer { deployment = try await api.current(offer.deployment) }
-        if case .refuse(let code, let message) = Self.judge(open, device: device, offer: offer, spec: deployment?.spec)
+        // Another deployment's partner: read it, and whether its consumer grants access now.
+        var partner: Orrery_Orchestrator_V1_Deployment?
+        var granted = false
+        if let offer, let own = deployment, !open.deploymentID.isEmpty, open.deploymentID != offer.deployment,
+            WorkloadSpecValidator.isDeploymentID(open.deploymentID)
+        {
+            partner = try await api.current(open.deploymentID)
+            if let partner {
+                granted = try await api.networkGrants.allows(
+                    from: own.id, fromConsumer: own.consumerDid, to: partner.id, toConsumer: partner.consumerDid)
+            }
+        }
+        if case .refuse(let code, let message) = Self.judge(
+            open, device: device, offer: offer, spec: deployment?.spec, partnerSpec: partner?.spec, granted: granted)
         {
             throw RPCError(code: code, message: message)
         }
+        if let partner { deployment = partner }
         guard let deployment else {
             throw RPCError(code: .notFound, message: "no deployment for offer \(open.offerID.prefix(40))")
         }

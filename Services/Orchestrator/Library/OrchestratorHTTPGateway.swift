@@ -56,6 +56,11 @@ enum OrchestratorHTTPGateway {
             try await api.grantActorAccess($0, caller: try caller())
         }
         gateway.unary(
+            router, method: "\(service)/GrantNetworkAccess", Orrery_Orchestrator_V1_GrantNetworkAccessRequest.self
+        ) {
+            try await api.grantNetworkAccess($0, caller: try caller())
+        }
+        gateway.unary(
             router, method: "\(service)/ListSettlementIncidents",
             Orrery_Orchestrator_V1_ListSettlementIncidentsRequest.self
         ) {

@@ -420,5 +420,26 @@ public enum OrchestratorMigrations {
                 "ALTER TABLE agent_lines ADD COLUMN rtt_micros bigint"
             ]
         ),
+        Migration(
+            version: 23,
+            name: "network grants across deployments",
+            statements: [
+                // A consumer's delegation letting another deployment's allocations reach its deployment on the
+                // ensemble network; checked for every connection (its expiry too).
+                """
+                CREATE TABLE network_grants (
+                    cid text PRIMARY KEY,
+                    from_deployment text NOT NULL,
+                    to_deployment text NOT NULL,
+                    issuer_did text NOT NULL,
+                    audience_did text NOT NULL,
+                    expires_at timestamptz,
+                    delegation bytea NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+                "CREATE INDEX network_grants_by_pair ON network_grants (from_deployment, to_deployment)",
+            ]
+        ),
     ]
 }

@@ -143,6 +143,12 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
         try await api.grantActorAccess(request, caller: try caller())
     }
 
+    public func grantNetworkAccess(request: Orrery_Orchestrator_V1_GrantNetworkAccessRequest, context: ServerContext)
+        async throws -> Orrery_Orchestrator_V1_GrantNetworkAccessResponse
+    {
+        try await api.grantNetworkAccess(request, caller: try caller())
+    }
+
     public func renewDeploymentSecrets(
         request: Orrery_Orchestrator_V1_RenewDeploymentSecretsRequest, context: ServerContext
     ) async throws -> Orrery_Orchestrator_V1_RenewDeploymentSecretsResponse {

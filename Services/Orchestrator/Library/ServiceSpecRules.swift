@@ -26,6 +26,54 @@ extension WorkloadSpecValidator {
         }
     }
 
+    /// Partners of other deployments one allocation reaches.
+    public static let maximumReaches = 16
+
+    /// Its partners in other deployments: each a name of its own (a DNS label no allocation of the spec and no other
+    /// reach has), a deployment id, an allocation name and 1…16 ports.
+    static func checkReaches(
+        _ allocation: Orrery_Orchestrator_V1_AllocationSpec, allocationNames: Set<String>, path: String,
+        _ problem: (String, String) -> Void
+    ) {
+        if allocation.reaches.count > maximumReaches { problem("\(path).reaches", "at most \(maximumReaches)") }
+        var seen: [String: Int] = [:]
+        for (index, partner) in allocation.reaches.enumerated().prefix(maximumReaches) {
+            let field = "\(path).reaches[\(index)]"
+            if !isAllocationName(partner.name) {
+                problem(
+                    "\(field).name",
+                    "lowercase letters, digits and '-', 1…63 characters, got '\(partner.name.prefix(64))'")
+            } else if allocationNames.contains(partner.name) {
+                problem("\(field).name", "'\(partner.name)' is the name of an allocation of this spec")
+            } else if let other = seen[partner.name] {
+                problem("\(field).name", "'\(partner.name)' is already the name of reaches[\(other)]")
+            } else {
+                seen[partner.name] = index
+            }
+            if !isDeploymentID(partner.deploymentID) {
+                problem(
+                    "\(field).deployment_id",
+                    "a deployment id (dep_ and 26 of a-z, 2-7), got '\(partner.deploymentID.prefix(64))'")
+            }
+            if !isAllocationName(partner.allocation) {
+                problem("\(field).allocation", "an allocation name, got '\(partner.allocation.prefix(64))'")
+            }
+            if partner.ports.isEmpty || partner.ports.count > maximumPorts {
+                problem("\(field).ports", "1…\(maximumPorts) ports")
+            } else if let bad = partner.ports.first(where: { !(1...65535).contains($0) }) {
+                problem("\(field).ports", "each 1…65535, got \(bad)")
+            } else if Set(partner.ports).count != partner.ports.count {
+                problem("\(field).ports", "each port once")
+            }
+        }
+    }
+
+    /// Whether `id` is a deployment id: `dep_` and 26 characters of base32 (a-z, 2-7).
+    static func isDeploymentID(_ id: String) -> Bool {
+        id.hasPrefix("dep_") && id.count == 30
+            && id.dropFirst(4).allSatisfy { ("a"..."z").contains($0) || ("2"..."7").contains($0) }
+    }
+
     /// Its ports (names, numbers, protocol, who may reach them) and its health check.
     static func checkService(
         _ allocation: Orrery_Orchestrator_V1_AllocationSpec, path: String, _ problem: (String, String) -> Void

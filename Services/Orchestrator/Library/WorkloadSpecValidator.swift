@@ -55,6 +55,10 @@ public enum WorkloadSpecValidator {
             }
             checkMerge(ensemble: spec.constraints, allocation: allocation.constraints, path: path, problem)
         }
+        let names = Set(spec.allocations.map(\.name))
+        for (index, allocation) in spec.allocations.enumerated().prefix(maximumAllocations) {
+            checkReaches(allocation, allocationNames: names, path: "allocations[\(index)]", problem)
+        }
         if spec.edges.count > maximumEdges { problem("edges", "at most \(maximumEdges), got \(spec.edges.count)") }
         var edgePairs: [Set<String>: Int] = [:]
         for (index, edge) in spec.edges.enumerated().prefix(maximumEdges) {

@@ -202,6 +202,19 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GrantNetworkAccess" metadata.
+        public enum GrantNetworkAccess: Sendable {
+            /// Request type for "GrantNetworkAccess".
+            public typealias Input = Orrery_Orchestrator_V1_GrantNetworkAccessRequest
+            /// Response type for "GrantNetworkAccess".
+            public typealias Output = Orrery_Orchestrator_V1_GrantNetworkAccessResponse
+            /// Descriptor for "GrantNetworkAccess".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "orrery.orchestrator.v1.Orchestrator"),
+                method: "GrantNetworkAccess",
+                type: .unary
+            )
+        }
         /// Namespace for "ListSettlementIncidents" metadata.
         public enum ListSettlementIncidents: Sendable {
             /// Request type for "ListSettlementIncidents".
@@ -283,6 +296,7 @@ public enum Orrery_Orchestrator_V1_Orchestrator: Sendable {
             MoveAllocation.descriptor,
             ListActors.descriptor,
             GrantActorAccess.descriptor,
+            GrantNetworkAccess.descriptor,
             ListSettlementIncidents.descriptor,
             ResolveSettlementIncident.descriptor,
             RenewDeploymentSecrets.descriptor,
@@ -575,6 +589,25 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>
+
+        /// Handle the "GrantNetworkAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets the allocations of another deployment reach the caller's deployment on the ensemble network, with a
+        /// > delegation the caller signed; checked again for every connection.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Orrery_Orchestrator_V1_GrantNetworkAccessRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Orrery_Orchestrator_V1_GrantNetworkAccessResponse` messages.
+        func grantNetworkAccess(
+            request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>
 
         /// Handle the "ListSettlementIncidents" method.
         ///
@@ -949,6 +982,25 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GrantActorAccessRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>
+
+        /// Handle the "GrantNetworkAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets the allocations of another deployment reach the caller's deployment on the ensemble network, with a
+        /// > delegation the caller signed; checked again for every connection.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantNetworkAccessRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Orrery_Orchestrator_V1_GrantNetworkAccessResponse` message.
+        func grantNetworkAccess(
+            request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>
 
         /// Handle the "ListSettlementIncidents" method.
         ///
@@ -1325,6 +1377,25 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             context: GRPCCore.ServerContext
         ) async throws -> Orrery_Orchestrator_V1_GrantActorAccessResponse
 
+        /// Handle the "GrantNetworkAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets the allocations of another deployment reach the caller's deployment on the ensemble network, with a
+        /// > delegation the caller signed; checked again for every connection.
+        ///
+        /// - Parameters:
+        ///   - request: A `Orrery_Orchestrator_V1_GrantNetworkAccessRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Orrery_Orchestrator_V1_GrantNetworkAccessResponse` to respond with.
+        func grantNetworkAccess(
+            request: Orrery_Orchestrator_V1_GrantNetworkAccessRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Orrery_Orchestrator_V1_GrantNetworkAccessResponse
+
         /// Handle the "ListSettlementIncidents" method.
         ///
         /// > Source IDL Documentation:
@@ -1591,6 +1662,17 @@ extension Orrery_Orchestrator_V1_Orchestrator.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.GrantNetworkAccess.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>(),
+            handler: { request, context in
+                try await self.grantNetworkAccess(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Orrery_Orchestrator_V1_Orchestrator.Method.ListSettlementIncidents.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_ListSettlementIncidentsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_ListSettlementIncidentsResponse>(),
@@ -1799,6 +1881,17 @@ extension Orrery_Orchestrator_V1_Orchestrator.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse> {
         let response = try await self.grantActorAccess(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func grantNetworkAccess(
+        request: GRPCCore.StreamingServerRequest<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse> {
+        let response = try await self.grantNetworkAccess(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2029,6 +2122,19 @@ extension Orrery_Orchestrator_V1_Orchestrator.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse> {
         return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>(
             message: try await self.grantActorAccess(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func grantNetworkAccess(
+        request: GRPCCore.ServerRequest<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse> {
+        return GRPCCore.ServerResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>(
+            message: try await self.grantNetworkAccess(
                 request: request.message,
                 context: context
             ),
@@ -2449,6 +2555,30 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GrantActorAccessResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantActorAccessResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GrantNetworkAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets the allocations of another deployment reach the caller's deployment on the ensemble network, with a
+        /// > delegation the caller signed; checked again for every connection.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantNetworkAccessRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_GrantNetworkAccessRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_GrantNetworkAccessResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func grantNetworkAccess<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListSettlementIncidents" method.
@@ -3076,6 +3206,41 @@ extension Orrery_Orchestrator_V1_Orchestrator {
             )
         }
 
+        /// Call the "GrantNetworkAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lets the allocations of another deployment reach the caller's deployment on the ensemble network, with a
+        /// > delegation the caller signed; checked again for every connection.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantNetworkAccessRequest` message.
+        ///   - serializer: A serializer for `Orrery_Orchestrator_V1_GrantNetworkAccessRequest` messages.
+        ///   - deserializer: A deserializer for `Orrery_Orchestrator_V1_GrantNetworkAccessResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func grantNetworkAccess<Result>(
+            request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+            serializer: some GRPCCore.MessageSerializer<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Orrery_Orchestrator_V1_Orchestrator.Method.GrantNetworkAccess.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ListSettlementIncidents" method.
         ///
         /// > Source IDL Documentation:
@@ -3665,6 +3830,36 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GrantActorAccessRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GrantActorAccessResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GrantNetworkAccess" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lets the allocations of another deployment reach the caller's deployment on the ensemble network, with a
+    /// > delegation the caller signed; checked again for every connection.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Orrery_Orchestrator_V1_GrantNetworkAccessRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func grantNetworkAccess<Result>(
+        request: GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.grantNetworkAccess(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4288,6 +4483,40 @@ extension Orrery_Orchestrator_V1_Orchestrator.ClientProtocol {
             metadata: metadata
         )
         return try await self.grantActorAccess(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GrantNetworkAccess" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lets the allocations of another deployment reach the caller's deployment on the ensemble network, with a
+    /// > delegation the caller signed; checked again for every connection.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func grantNetworkAccess<Result>(
+        _ message: Orrery_Orchestrator_V1_GrantNetworkAccessRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Orrery_Orchestrator_V1_GrantNetworkAccessResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Orrery_Orchestrator_V1_GrantNetworkAccessRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.grantNetworkAccess(
             request: request,
             options: options,
             onResponse: handleResponse

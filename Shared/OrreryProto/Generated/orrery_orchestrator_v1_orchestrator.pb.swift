@@ -870,6 +870,39 @@ public nonisolated struct Orrery_Orchestrator_V1_GrantActorAccessResponse: Senda
   public init() {}
 }
 
+public nonisolated struct Orrery_Orchestrator_V1_GrantNetworkAccessRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The deployment whose allocations may connect (its spec lists the partners in `reaches`).
+  public var fromDeployment: String = String()
+
+  /// The caller's deployment they may reach.
+  public var toDeployment: String = String()
+
+  /// The UCAN delegation of /orrery/network, signed by the caller (the subject), to the consumer of
+  /// `from_deployment`, its policy holding .from to `from_deployment` and .to to `to_deployment`.
+  public var delegation: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Orrery_Orchestrator_V1_GrantNetworkAccessResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The delegation's CID.
+  public var cid: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Orrery_Orchestrator_V1_CheckpointDeploymentRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1275,11 +1308,40 @@ public nonisolated struct Orrery_Orchestrator_V1_AllocationSpec: @unchecked Send
   /// Clears the value of `health`. Subsequent reads from it will return its default value.
   public mutating func clearHealth() {_uniqueStorage()._health = nil}
 
+  /// Allocations of other deployments it reaches on the ensemble network by a name of its own: at most 16. Each
+  /// connection goes through only while that deployment's consumer grants this deployment access
+  /// (GrantNetworkAccess); until then it is closed.
+  public var reaches: [Orrery_Orchestrator_V1_ForeignPartner] {
+    get {_storage._reaches}
+    set {_uniqueStorage()._reaches = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// An allocation of another deployment, reached by `name` (a DNS label unique among the spec's allocation names and
+/// other reaches' names) at `ports`.
+public nonisolated struct Orrery_Orchestrator_V1_ForeignPartner: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var deploymentID: String = String()
+
+  public var allocation: String = String()
+
+  /// 1…16 ports, each 1…65535.
+  public var ports: [UInt32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A port an allocation listens on inside its sandbox.
@@ -2788,6 +2850,9 @@ public nonisolated struct Orrery_Orchestrator_V1_PeerTunnelOpen: Sendable {
 
   public var port: UInt32 = 0
 
+  /// The partner's deployment when it is another one (a ForeignPartner); empty: the allocation's own.
+  public var deploymentID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3325,6 +3390,12 @@ public nonisolated struct Orrery_Orchestrator_V1_EnsemblePeer: Sendable {
   public var address: String = String()
 
   public var ports: [UInt32] = []
+
+  /// Another deployment's partner: its deployment, and the name the sandbox knows it by. Empty: one of its own,
+  /// named by its allocation.
+  public var deploymentID: String = String()
+
+  public var name: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4741,6 +4812,76 @@ nonisolated extension Orrery_Orchestrator_V1_GrantActorAccessResponse: SwiftProt
   }
 }
 
+nonisolated extension Orrery_Orchestrator_V1_GrantNetworkAccessRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GrantNetworkAccessRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}from_deployment\0\u{3}to_deployment\0\u{1}delegation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.fromDeployment) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.toDeployment) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.delegation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.fromDeployment.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromDeployment, fieldNumber: 1)
+    }
+    if !self.toDeployment.isEmpty {
+      try visitor.visitSingularStringField(value: self.toDeployment, fieldNumber: 2)
+    }
+    if !self.delegation.isEmpty {
+      try visitor.visitSingularBytesField(value: self.delegation, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_GrantNetworkAccessRequest, rhs: Orrery_Orchestrator_V1_GrantNetworkAccessRequest) -> Bool {
+    if lhs.fromDeployment != rhs.fromDeployment {return false}
+    if lhs.toDeployment != rhs.toDeployment {return false}
+    if lhs.delegation != rhs.delegation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_GrantNetworkAccessResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GrantNetworkAccessResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cid\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cid) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cid.isEmpty {
+      try visitor.visitSingularStringField(value: self.cid, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_GrantNetworkAccessResponse, rhs: Orrery_Orchestrator_V1_GrantNetworkAccessResponse) -> Bool {
+    if lhs.cid != rhs.cid {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Orrery_Orchestrator_V1_CheckpointDeploymentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointDeploymentRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}allocation\0\u{1}replica\0")
@@ -5242,7 +5383,7 @@ nonisolated extension Orrery_Orchestrator_V1_WorkloadSpec: SwiftProtobuf.Message
 
 nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AllocationSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0\u{1}image\0\u{3}image_digest\0\u{3}image_platforms\0\u{1}inputs\0\u{3}outputs_to\0\u{1}ports\0\u{1}health\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}executor\0\u{1}artifact\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}resources\0\u{1}replicas\0\u{3}max_duration_seconds\0\u{1}outputs\0\u{1}stateful\0\u{1}network\0\u{1}constraints\0\u{3}checkpoint_interval_seconds\0\u{1}image\0\u{3}image_digest\0\u{3}image_platforms\0\u{1}inputs\0\u{3}outputs_to\0\u{1}ports\0\u{1}health\0\u{1}reaches\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -5266,6 +5407,7 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
     var _outputsTo: String = String()
     var _ports: [Orrery_Orchestrator_V1_Port] = []
     var _health: Orrery_Orchestrator_V1_HealthCheck? = nil
+    var _reaches: [Orrery_Orchestrator_V1_ForeignPartner] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -5297,6 +5439,7 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       _outputsTo = source._outputsTo
       _ports = source._ports
       _health = source._health
+      _reaches = source._reaches
     }
   }
 
@@ -5336,6 +5479,7 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._outputsTo) }()
         case 20: try { try decoder.decodeRepeatedMessageField(value: &_storage._ports) }()
         case 21: try { try decoder.decodeSingularMessageField(value: &_storage._health) }()
+        case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._reaches) }()
         default: break
         }
       }
@@ -5411,6 +5555,9 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
       try { if let v = _storage._health {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
       } }()
+      if !_storage._reaches.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._reaches, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -5441,10 +5588,56 @@ nonisolated extension Orrery_Orchestrator_V1_AllocationSpec: SwiftProtobuf.Messa
         if _storage._outputsTo != rhs_storage._outputsTo {return false}
         if _storage._ports != rhs_storage._ports {return false}
         if _storage._health != rhs_storage._health {return false}
+        if _storage._reaches != rhs_storage._reaches {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Orrery_Orchestrator_V1_ForeignPartner: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ForeignPartner"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}deployment_id\0\u{1}allocation\0\u{1}ports\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deploymentID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
+      case 4: try { try decoder.decodeRepeatedUInt32Field(value: &self.ports) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.deploymentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deploymentID, fieldNumber: 2)
+    }
+    if !self.allocation.isEmpty {
+      try visitor.visitSingularStringField(value: self.allocation, fieldNumber: 3)
+    }
+    if !self.ports.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.ports, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Orrery_Orchestrator_V1_ForeignPartner, rhs: Orrery_Orchestrator_V1_ForeignPartner) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.deploymentID != rhs.deploymentID {return false}
+    if lhs.allocation != rhs.allocation {return false}
+    if lhs.ports != rhs.ports {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -7859,7 +8052,7 @@ nonisolated extension Orrery_Orchestrator_V1_RelayTunnelOpen: SwiftProtobuf.Mess
 
 nonisolated extension Orrery_Orchestrator_V1_PeerTunnelOpen: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeerTunnelOpen"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}allocation\0\u{1}port\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}offer_id\0\u{1}allocation\0\u{1}port\0\u{3}deployment_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7870,6 +8063,7 @@ nonisolated extension Orrery_Orchestrator_V1_PeerTunnelOpen: SwiftProtobuf.Messa
       case 1: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.deploymentID) }()
       default: break
       }
     }
@@ -7885,6 +8079,9 @@ nonisolated extension Orrery_Orchestrator_V1_PeerTunnelOpen: SwiftProtobuf.Messa
     if self.port != 0 {
       try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
     }
+    if !self.deploymentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deploymentID, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -7892,6 +8089,7 @@ nonisolated extension Orrery_Orchestrator_V1_PeerTunnelOpen: SwiftProtobuf.Messa
     if lhs.offerID != rhs.offerID {return false}
     if lhs.allocation != rhs.allocation {return false}
     if lhs.port != rhs.port {return false}
+    if lhs.deploymentID != rhs.deploymentID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -8786,7 +8984,7 @@ nonisolated extension Orrery_Orchestrator_V1_Deploy: SwiftProtobuf.Message, Swif
 
 nonisolated extension Orrery_Orchestrator_V1_EnsemblePeer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EnsemblePeer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}address\0\u{1}ports\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allocation\0\u{1}address\0\u{1}ports\0\u{3}deployment_id\0\u{1}name\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -8797,6 +8995,8 @@ nonisolated extension Orrery_Orchestrator_V1_EnsemblePeer: SwiftProtobuf.Message
       case 1: try { try decoder.decodeSingularStringField(value: &self.allocation) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
       case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.ports) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.deploymentID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.name) }()
       default: break
       }
     }
@@ -8812,6 +9012,12 @@ nonisolated extension Orrery_Orchestrator_V1_EnsemblePeer: SwiftProtobuf.Message
     if !self.ports.isEmpty {
       try visitor.visitPackedUInt32Field(value: self.ports, fieldNumber: 3)
     }
+    if !self.deploymentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deploymentID, fieldNumber: 4)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -8819,6 +9025,8 @@ nonisolated extension Orrery_Orchestrator_V1_EnsemblePeer: SwiftProtobuf.Message
     if lhs.allocation != rhs.allocation {return false}
     if lhs.address != rhs.address {return false}
     if lhs.ports != rhs.ports {return false}
+    if lhs.deploymentID != rhs.deploymentID {return false}
+    if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -92,7 +92,8 @@ final class EnsembleListeners: Sendable {
         try Data(try record.serializedBytes() as [UInt8]).write(
             to: URL(fileURLWithPath: directory + "/peers.pb"), options: .atomic)
         var hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost\n"
-        for peer in peers { hosts += "\(peer.address)\t\(peer.allocation)\n" }
+        // Its own partners by their allocation's name; other deployments' by the name its spec gave them.
+        for peer in peers { hosts += "\(peer.address)\t\(peer.name.isEmpty ? peer.allocation : peer.name)\n" }
         try hosts.write(toFile: directory + "/hosts", atomically: true, encoding: .utf8)
     }
 
@@ -166,7 +167,7 @@ final class EnsembleListeners: Sendable {
                                     for try await connection in connections {
                                         connectionGroup.addTask {
                                             await self.carry(
-                                                connection, from: id, to: peer.allocation, port: port,
+                                                connection, from: id, to: peer, port: port,
                                                 orchestrator: orchestrator)
                                         }
                                     }
@@ -185,11 +186,12 @@ final class EnsembleListeners: Sendable {
         }
     }
 
-    /// One sandbox connection to `allocation`:`port`, carried over a line until either side ends it.
+    /// One sandbox connection to `peer`:`port`, carried over a line until either side ends it.
     private func carry(
-        _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, from id: String, to allocation: String, port: UInt32,
-        orchestrator: String
+        _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, from id: String,
+        to peer: Orrery_Orchestrator_V1_EnsemblePeer, port: UInt32, orchestrator: String
     ) async {
+        let allocation = peer.allocation
         let line = lines.withLock { $0[orchestrator] ?? $0.values.first }
         guard let line else {
             // Closed through `executeThenClose`: NIO traps on a channel dropped with its writer open.
@@ -201,6 +203,7 @@ final class EnsembleListeners: Sendable {
                 $0.offerID = id
                 $0.allocation = allocation
                 $0.port = port
+                $0.deploymentID = peer.deploymentID
             }
         }
         do {

@@ -1,0 +1,91 @@
+internal import Foundation
+internal import GRPCCore
+internal import Logging
+internal import OrreryIdentity
+internal import PostgresNIO
+
+/// Consumers' delegations letting another deployment's allocations reach theirs on the ensemble network
+/// (`GrantNetworkAccess`). Each is checked when it is given and again, by its expiry, for every connection.
+struct NetworkGrants: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+
+    /// The command a grant delegates.
+    static let command = "/orrery/network/connect"
+
+    /// What is wrong with `delegation` as the consumer `consumer`'s grant letting `from` (whose consumer is
+    /// `fromConsumer`) reach `to` at `now`; empty when nothing is.
+    static func problems(
+        _ delegation: Delegation, from: String, fromConsumer: String, to: String, consumer: String, now: Int64
+    ) -> [String] {
+        var problems: [String] = []
+        if delegation.issuer.string != consumer { problems.append("it is issued by \(delegation.issuer), not you") }
+        if delegation.subject?.string != consumer { problems.append("its subject must be you") }
+        if delegation.audience.string != fromConsumer {
+            problems.append("it is for \(delegation.audience), not \(from)'s consumer \(fromConsumer)")
+        }
+        let command = delegation.command.description
+        if command != "/orrery/network", command != Self.command {
+            problems.append("its command \(command) is not \(Self.command) (or /orrery/network)")
+        }
+        if !delegation.envelope.signatureIsValid(issuer: delegation.issuer) { problems.append("its signature is bad") }
+        if let expiration = delegation.expiration, expiration <= now { problems.append("it has expired") }
+        if let notBefore = delegation.notBefore, notBefore > now { problems.append("it is not valid yet") }
+        // Its policy must hold the connecting deployment to `from` and the reached one to `to`.
+        func arguments(from: String, to: String) -> IPLD { .map(["from": .string(from), "to": .string(to)]) }
+        if !delegation.policy.matches(arguments(from: from, to: to)) {
+            problems.append("its policy does not let \(from) reach \(to)")
+        }
+        // (No deployment id has this form: it stands for every other one.)
+        let elsewhere = "dep_elsewhere"
+        if delegation.policy.matches(arguments(from: elsewhere, to: to)) {
+            problems.append("its policy does not fix .from to \(from)")
+        }
+        if delegation.policy.matches(arguments(from: from, to: elsewhere)) {
+            problems.append("its policy does not fix .to to \(to)")
+        }
+        return problems
+    }
+
+    /// Checks and keeps `bytes`, the delegation of `to`'s consumer `consumer` letting `from` reach `to`.
+    /// - Returns: its CID.
+    func grant(from: String, fromConsumer: String, to: String, consumer: String, delegation bytes: [UInt8])
+        async throws -> String
+    {
+        let delegation: Delegation
+        do {
+            delegation = try Delegation(bytes: bytes)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "delegation: not a UCAN delegation (\(error))")
+        }
+        let problems = Self.problems(
+            delegation, from: from, fromConsumer: fromConsumer, to: to, consumer: consumer,
+            now: Int64(Date().timeIntervalSince1970))
+        guard problems.isEmpty else {
+            throw RPCError(code: .invalidArgument, message: "delegation: " + problems.joined(separator: "; "))
+        }
+        let expires = delegation.expiration.map { Date(timeIntervalSince1970: TimeInterval($0)) }
+        try await client.query(
+            """
+            INSERT INTO network_grants (cid, from_deployment, to_deployment, issuer_did, audience_did, expires_at,
+                delegation)
+            VALUES (\(delegation.cid.string), \(from), \(to), \(consumer), \(fromConsumer), \(expires),
+                \(Data(bytes)))
+            ON CONFLICT (cid) DO NOTHING
+            """, logger: logger)
+        logger.info("network access granted", metadata: ["from": "\(from)", "to": "\(to)", "cid": "\(delegation.cid)"])
+        return delegation.cid.string
+    }
+
+    /// Whether `to`'s consumer `toConsumer` grants `from` (of consumer `fromConsumer`) access now.
+    func allows(from: String, fromConsumer: String, to: String, toConsumer: String) async throws -> Bool {
+        let rows = try await client.query(
+            """
+            SELECT count(*) FROM network_grants
+            WHERE from_deployment = \(from) AND to_deployment = \(to) AND issuer_did = \(toConsumer)
+              AND audience_did = \(fromConsumer) AND (expires_at IS NULL OR expires_at > now())
+            """, logger: logger)
+        for try await count in rows.decode(Int64.self) { return count > 0 }
+        return false
+    }
+}
