@@ -302,7 +302,7 @@ public struct CapabilityInterceptor: ServerInterceptor {
             throw refuse(
                 RPCError(code: .permissionDenied, message: "\(entry.command) must be invoked by its own subject"))
         }
-        if !entry.isReadOnly {
+        if entry.isReplayGuarded {
             let fresh = try await replayGuard.consume(
                 invocation.cid, command: entry.command.string, issuer: invocation.issuer, expiresAt: expiration)
             guard fresh else {

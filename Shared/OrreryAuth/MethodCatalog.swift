@@ -28,6 +28,12 @@ public struct MethodCatalog: Sendable {
         /// The chain roots in the party the request acts for (a consumer's delegation to the orchestrator), not
         /// in the operator: the handler checks that the subject is that party.
         public let actsForSubject: Bool
+        /// A replayed invocation can do nothing: the call only answers what the orchestrator asked for on the
+        /// device's line, by an id it made for that one answer and forgets once answered. No replay-guard write.
+        public let answersSingleUse: Bool
+        /// Whether a used invocation is refused when it comes again (everything but read-only and single-use
+        /// answers).
+        public var isReplayGuarded: Bool { !isReadOnly && !answersSingleUse }
         /// The request message's full name (`orrery.settlement.v1.EscrowRequest`).
         public let inputType: String
     }
@@ -68,6 +74,13 @@ public struct MethodCatalog: Sendable {
         "orrery.orchestrator.v1.AgentChannel/RelayExec",
     ]
 
+    /// The device's answers to what the orchestrator asked for on its line (OpenTunnel, OpenExec): each names a
+    /// random id the orchestrator waits on once, so a replay finds nothing to answer — and the per-connection
+    /// replay-guard write (a database round trip on every ingress and port-forward connection) is not needed.
+    static let singleUseAnswers: Set<String> = [
+        "orrery.orchestrator.v1.AgentChannel/Tunnel", "orrery.orchestrator.v1.AgentChannel/ExecSession",
+    ]
+
     /// Streams whose every message carries its own capability, checked by the handler as the unary method the
     /// message names would be (`CapabilityInterceptor.authorize(authorizationHeader:method:request:)`): the stream
     /// itself is open.
@@ -102,6 +115,7 @@ public struct MethodCatalog: Sendable {
                         requestFieldNames: Self.scalarFieldNames(messages[method.inputType]),
                         selfAuthorised: Self.overrides[fullName] == "/ucan/revoke",
                         actsForSubject: Self.subjectRooted.contains(fullName),
+                        answersSingleUse: Self.singleUseAnswers.contains(fullName),
                         inputType: method.inputType.hasPrefix(".")
                             ? String(method.inputType.dropFirst()) : method.inputType
                     )

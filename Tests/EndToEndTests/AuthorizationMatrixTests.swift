@@ -228,7 +228,8 @@ struct AuthorizationMatrixTests {
                         }
                         let replayed = try container(invocation(proofs: chain), chain)
                         try await expect("first use", replayed, .passed)
-                        try await expect("replayed", replayed, entry.isReadOnly ? .passed : .refused(.permissionDenied))
+                        try await expect(
+                            "replayed", replayed, entry.isReplayGuarded ? .refused(.permissionDenied) : .passed)
                     }
                 }
                 #expect(checked >= 60)

@@ -57,6 +57,22 @@ struct RequestPolicyTests {
 
     static let escrow = "orrery.settlement.v1.Settlement/Escrow"
 
+    @Test(
+        "replays: refused for every mutating method but the device's single-use answers (Tunnel, ExecSession); PeerTunnel stays guarded"
+    )
+    func replayGuardedMethods() throws {
+        let entries = Self.catalog.entries
+        let tunnel = try #require(entries["orrery.orchestrator.v1.AgentChannel/Tunnel"])
+        let exec = try #require(entries["orrery.orchestrator.v1.AgentChannel/ExecSession"])
+        let peer = try #require(entries["orrery.orchestrator.v1.AgentChannel/PeerTunnel"])
+        let submit = try #require(entries["orrery.orchestrator.v1.Orchestrator/SubmitWorkload"])
+        #expect(tunnel.answersSingleUse && !tunnel.isReplayGuarded && !tunnel.isReadOnly)
+        #expect(exec.answersSingleUse && !exec.isReplayGuarded)
+        #expect(!peer.answersSingleUse && peer.isReplayGuarded)
+        #expect(submit.isReplayGuarded)
+        #expect(entries.values.filter(\.answersSingleUse).count == 2)
+    }
+
     @Test("a uint64 past Int64 is compared exactly: signing amount 0 does not escape amount ≤ 100")
     func wideUnsignedIntegers() async throws {
         let policy = #"[["<=", ".amount", 100]]"#
@@ -71,7 +87,8 @@ struct RequestPolicyTests {
         let key: [String: IPLD] = ["idempotency_key": .string("k")]
         // The attack as found: args say 0, the request says 2^63+1.
         #expect(
-            try await outcome(Self.escrow, policy: policy, args: key.merging(["amount": .integer(0)]) { $1 }, request: escrow(huge))
+            try await outcome(
+                Self.escrow, policy: policy, args: key.merging(["amount": .integer(0)]) { $1 }, request: escrow(huge))
                 == .permissionDenied)
         // args silent about the amount: the policy still sees the request's.
         #expect(try await outcome(Self.escrow, policy: policy, args: key, request: escrow(huge)) == .permissionDenied)
@@ -110,13 +127,16 @@ struct RequestPolicyTests {
         #expect(try await outcome(method, policy: policy, args: key, request: deposit(uint256)) == .permissionDenied)
         // Signed as text or as an integer: both agree with the request.
         #expect(
-            try await outcome(method, policy: policy, args: key.merging(["amount": .string("50")]) { $1 }, request: deposit("50"))
+            try await outcome(
+                method, policy: policy, args: key.merging(["amount": .string("50")]) { $1 }, request: deposit("50"))
                 == nil)
         #expect(
-            try await outcome(method, policy: policy, args: key.merging(["amount": .integer(50)]) { $1 }, request: deposit("50"))
+            try await outcome(
+                method, policy: policy, args: key.merging(["amount": .integer(50)]) { $1 }, request: deposit("50"))
                 == nil)
         #expect(
-            try await outcome(method, policy: policy, args: key.merging(["amount": .string("0")]) { $1 }, request: deposit("50"))
+            try await outcome(
+                method, policy: policy, args: key.merging(["amount": .string("0")]) { $1 }, request: deposit("50"))
                 == .permissionDenied)
         for unreadable in ["1e3", "0x10", "-0", "12 ", "007", String(repeating: "9", count: 500)] {
             #expect(
@@ -141,7 +161,8 @@ struct RequestPolicyTests {
         #expect(try await outcome(query, policy: germany, args: [:], request: devices([])) == .permissionDenied)
         // A signed list that differs from the request is refused even without a policy on it.
         #expect(
-            try await outcome(query, policy: "[]", args: ["countries": .list([.string("DE")])], request: devices(["FR"]))
+            try await outcome(
+                query, policy: "[]", args: ["countries": .list([.string("DE")])], request: devices(["FR"]))
                 == .permissionDenied)
         let anyOnline = #"[["all", ".statuses", ["==", ".", "DEVICE_STATUS_ONLINE"]]]"#
         #expect(try await outcome(query, policy: anyOnline, args: [:], request: devices(["DE"])) == nil)
@@ -149,13 +170,15 @@ struct RequestPolicyTests {
         offline.statuses = [.online, .offline]
         #expect(try await outcome(query, policy: anyOnline, args: [:], request: offline) == .permissionDenied)
         let tier = #"[["==", ".labels.tier", "edge"]]"#
-        #expect(try await outcome(query, policy: tier, args: [:], request: devices([], labels: ["tier": "edge"])) == nil)
+        #expect(
+            try await outcome(query, policy: tier, args: [:], request: devices([], labels: ["tier": "edge"])) == nil)
         #expect(
             try await outcome(query, policy: tier, args: [:], request: devices([], labels: ["tier": "core"]))
                 == .permissionDenied)
 
         let submit = "orrery.orchestrator.v1.Orchestrator/SubmitWorkload"
-        func workload(cores: UInt32, executor: Orrery_Orchestrator_V1_Executor) -> Orrery_Orchestrator_V1_SubmitWorkloadRequest
+        func workload(cores: UInt32, executor: Orrery_Orchestrator_V1_Executor)
+            -> Orrery_Orchestrator_V1_SubmitWorkloadRequest
         {
             .with {
                 $0.idempotencyKey = "k"
@@ -171,9 +194,11 @@ struct RequestPolicyTests {
                 }
             }
         }
-        let small = #"[["all", ".spec.allocations", ["and", [["<=", ".resources.cpu_cores", 4], ["==", ".executor", "EXECUTOR_PROCESS"]]]]]"#
+        let small =
+            #"[["all", ".spec.allocations", ["and", [["<=", ".resources.cpu_cores", 4], ["==", ".executor", "EXECUTOR_PROCESS"]]]]]"#
         let key: [String: IPLD] = ["idempotency_key": .string("k")]
-        #expect(try await outcome(submit, policy: small, args: key, request: workload(cores: 4, executor: .process)) == nil)
+        #expect(
+            try await outcome(submit, policy: small, args: key, request: workload(cores: 4, executor: .process)) == nil)
         #expect(
             try await outcome(submit, policy: small, args: key, request: workload(cores: 64, executor: .process))
                 == .permissionDenied)
