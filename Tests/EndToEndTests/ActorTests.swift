@@ -903,11 +903,7 @@ struct ActorTests {
             // Each consumer grants the other's actor access to its own deployment, with the CLI.
             let cli = TestEnvironment.executable("orrery")
             func connection(_ consumer: OrchestratorTests.Consumer, _ name: String) throws -> [String] {
-                let key = c.directory.appendingPathComponent("\(name).key").path
-                let chain = c.directory.appendingPathComponent("\(name).ucan").path
-                try KeyFile.write(consumer.key, to: key)
-                try DelegationChain.write(consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
-                return ["--orchestrator", "127.0.0.1:\(c.orchestrator.ready.grpcPort)", "--key", key, "--proof", chain]
+                try consumer.cliArguments(c.orchestrator, in: c.directory, name: name)
             }
             let mine = try connection(c.consumer, "consumer")
             let theirs = try connection(other, "other")

@@ -276,11 +276,7 @@ struct EnsembleNetworkTests {
             // The cache's consumer grants the neighbour's deployment access, with the CLI.
             let cli = TestEnvironment.executable("orrery")
             func connection(_ consumer: OrchestratorTests.Consumer, _ name: String) throws -> [String] {
-                let key = directory.appendingPathComponent("\(name).key").path
-                let chain = directory.appendingPathComponent("\(name).ucan").path
-                try KeyFile.write(consumer.key, to: key)
-                try DelegationChain.write(consumer.chain).write(toFile: chain, atomically: true, encoding: .utf8)
-                return ["--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)", "--key", key, "--proof", chain]
+                try consumer.cliArguments(orchestrator, in: directory, name: name)
             }
             let grant = [
                 "network", "grant", "--from", client.id, "--consumer", neighbour.key.did.string, "--to", cache.id,

@@ -62,6 +62,16 @@ struct OrchestratorTests {
             }
         }
 
+        /// The `orrery` CLI's arguments to act as this consumer against `orchestrator`: its key and chain written to
+        /// files named after `name` in `directory`.
+        func cliArguments(_ orchestrator: RunningService, in directory: URL, name: String) throws -> [String] {
+            let key = directory.appendingPathComponent("\(name).key").path
+            let chainFile = directory.appendingPathComponent("\(name).ucan").path
+            try KeyFile.write(self.key, to: key)
+            try DelegationChain.write(chain).write(toFile: chainFile, atomically: true, encoding: .utf8)
+            return ["--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)", "--key", key, "--proof", chainFile]
+        }
+
         func with<Result: Sendable>(
             _ orchestrator: RunningService,
             _ body: (Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>) async throws -> Result

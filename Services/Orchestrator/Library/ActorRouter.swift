@@ -167,17 +167,12 @@ final class ActorRouter: Sendable {
             throw RPCError(code: .failedPrecondition, message: "from: \(sender) has not started yet (no key known)")
         }
         let now = Int64(Date().timeIntervalSince1970)
-        var problems: [String] = []
-        if delegation.issuer.string != consumer { problems.append("it is issued by \(delegation.issuer), not you") }
-        if delegation.subject?.string != consumer { problems.append("its subject must be you") }
-        if delegation.audience.string != actor {
-            problems.append("it is for \(delegation.audience), not \(sender) (\(actor))")
-        }
+        var problems = ConsumerGrant.problems(
+            delegation, consumer: consumer, audience: actor, audienceName: "\(sender) (\(actor))", now: now)
         let command = delegation.command.description
         if command != "/orrery/actor", !command.hasPrefix("/orrery/actor/") {
             problems.append("its command \(command) is not /orrery/actor…")
         }
-        if let expiration = delegation.expiration, expiration <= now { problems.append("it has expired") }
         // Its policy must hold the sender to itself and the receivers to the named deployment.
         func arguments(from: String, to: String) -> IPLD { .map(["from": .string(from), "to": .string(to)]) }
         let inside = "actor://\(deployment)/any/0"

@@ -18,19 +18,13 @@ struct NetworkGrants: Sendable {
     static func problems(
         _ delegation: Delegation, from: String, fromConsumer: String, to: String, consumer: String, now: Int64
     ) -> [String] {
-        var problems: [String] = []
-        if delegation.issuer.string != consumer { problems.append("it is issued by \(delegation.issuer), not you") }
-        if delegation.subject?.string != consumer { problems.append("its subject must be you") }
-        if delegation.audience.string != fromConsumer {
-            problems.append("it is for \(delegation.audience), not \(from)'s consumer \(fromConsumer)")
-        }
+        var problems = ConsumerGrant.problems(
+            delegation, consumer: consumer, audience: fromConsumer,
+            audienceName: "\(from)'s consumer \(fromConsumer)", now: now)
         let command = delegation.command.description
         if command != "/orrery/network", command != Self.command {
             problems.append("its command \(command) is not \(Self.command) (or /orrery/network)")
         }
-        if !delegation.envelope.signatureIsValid(issuer: delegation.issuer) { problems.append("its signature is bad") }
-        if let expiration = delegation.expiration, expiration <= now { problems.append("it has expired") }
-        if let notBefore = delegation.notBefore, notBefore > now { problems.append("it is not valid yet") }
         // Its policy must hold the connecting deployment to `from` and the reached one to `to`.
         func arguments(from: String, to: String) -> IPLD { .map(["from": .string(from), "to": .string(to)]) }
         if !delegation.policy.matches(arguments(from: from, to: to)) {
