@@ -1,6 +1,8 @@
 internal import Foundation
 internal import GRPCCore
 internal import Logging
+internal import OrreryAuth
+internal import OrreryIdentity
 internal import OrreryProto
 internal import OrreryRuntimeCore
 internal import SwiftProtobuf
@@ -13,6 +15,8 @@ struct EnsembleNetwork: Sendable {
     let api: OrchestratorAPI
     let offers: OfferStore
     let tunnels: ReplicaTunnels
+    /// Revoked delegations (a network grant revoked stops new connections at once).
+    let revocations: RevocationBook
     let logger: Logger
 
     /// How long the partner's device has to connect.
@@ -193,8 +197,10 @@ struct EnsembleNetwork: Sendable {
         {
             partner = try await api.current(open.deploymentID)
             if let partner {
+                let revocations = revocations
                 granted = try await api.networkGrants.allows(
-                    from: own.id, fromConsumer: own.consumerDid, to: partner.id, toConsumer: partner.consumerDid)
+                    from: own.id, fromConsumer: own.consumerDid, to: partner.id, toConsumer: partner.consumerDid,
+                    isRevoked: { revocations.isRevoked($0) })
             }
         }
         if case .refuse(let code, let message) = Self.judge(

@@ -71,15 +71,21 @@ struct NetworkGrants: Sendable {
         return delegation.cid.string
     }
 
-    /// Whether `to`'s consumer `toConsumer` grants `from` (of consumer `fromConsumer`) access now.
-    func allows(from: String, fromConsumer: String, to: String, toConsumer: String) async throws -> Bool {
+    /// Whether `to`'s consumer `toConsumer` grants `from` (of consumer `fromConsumer`) access now: a grant kept,
+    /// unexpired, and not revoked (`isRevoked`, the service's revocation book as the identity service tells it).
+    func allows(
+        from: String, fromConsumer: String, to: String, toConsumer: String, isRevoked: (CID) -> Bool
+    ) async throws -> Bool {
         let rows = try await client.query(
             """
-            SELECT count(*) FROM network_grants
+            SELECT cid FROM network_grants
             WHERE from_deployment = \(from) AND to_deployment = \(to) AND issuer_did = \(toConsumer)
               AND audience_did = \(fromConsumer) AND (expires_at IS NULL OR expires_at > now())
             """, logger: logger)
-        for try await count in rows.decode(Int64.self) { return count > 0 }
+        for try await cid in rows.decode(String.self) {
+            guard let parsed = try? CID(cid) else { continue }
+            if !isRevoked(parsed) { return true }
+        }
         return false
     }
 }

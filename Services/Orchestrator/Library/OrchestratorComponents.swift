@@ -103,7 +103,7 @@ struct OrchestratorComponents: Sendable {
                     api: api, offers: offers,
                     tunnels: ReplicaTunnels(
                         broker: tunnels, hub: hub, offers: offers, relay: replicaRelay, logger: logger),
-                    logger: logger),
+                    revocations: environment.revocations, logger: logger),
                 relay: replicaRelay),
             portForwarding: PortForwarding(
                 api: api, offers: offers, hub: hub, broker: tunnels, relay: replicaRelay, logger: logger),
