@@ -303,7 +303,9 @@ struct ActorTests {
 
     @Test("two actors on two agents talk; one moves to a third; the conversation goes on, nothing lost or doubled")
     func conversationAcrossAMove() async throws {
-        try await Self.withConstellation("move", prices: [5, 6, 500]) { c in
+        // Nothing here waits on a device being found lost: heartbeats every 3 s keep a loaded machine's slow agent
+        // from counting as offline (then no device could take the moved replica).
+        try await Self.withConstellation("move", prices: [5, 6, 500], interval: 3000) { c in
             // Ping holds after the 4th answer until the test opens its gate right before the move: 36 answers 0.6 s
             // apart follow (over 20 s), so the move lands mid-conversation however long the test took to get there.
             let last = 40

@@ -400,12 +400,10 @@ struct ExecSessions: Sendable {
         let ordered =
             running.filter { !spec.hasHealth || $0.run.health.status == .healthy }
             + running.filter { spec.hasHealth && $0.run.health.status != .healthy }
-        for candidate in ordered {
-            if let found = try await offers.running(
-                deployment: deployment.id, allocation: start.allocation, replica: candidate.replica)
-            {
-                return (deployment.id, candidate.replica, found.offer, found.device)
-            }
+        if let found = try await offers.firstRunning(
+            of: ordered, deployment: deployment.id, allocation: start.allocation)
+        {
+            return (deployment.id, found.replica, found.offer, found.device)
         }
         let which = start.hasReplica ? "\(start.allocation)[\(start.replica)]" : "no replica of \(start.allocation)"
         throw RPCError(

@@ -259,6 +259,19 @@ struct OfferStore: Sendable {
         return nil
     }
 
+    /// The first of `candidates` (replicas of `allocation`, in the order they are wanted) whose offer runs now.
+    func firstRunning(
+        of candidates: [Orrery_Orchestrator_V1_Assignment], deployment: String, allocation: String
+    ) async throws -> (replica: UInt32, offer: String, device: String)? {
+        for candidate in candidates {
+            if let found = try await running(deployment: deployment, allocation: allocation, replica: candidate.replica)
+            {
+                return (candidate.replica, found.offer, found.device)
+            }
+        }
+        return nil
+    }
+
     func running(deployment: String, allocation: String, replica: UInt32) async throws
         -> (offer: String, device: String)?
     {

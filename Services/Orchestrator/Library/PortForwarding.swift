@@ -279,7 +279,7 @@ struct PortForwarding: Sendable {
         let ready = candidates.filter {
             $0.run.state == .running && (!spec.hasHealth || $0.run.health.status == .healthy)
         }
-        guard let chosen = ready.first else {
+        guard !ready.isEmpty else {
             let which = open.hasReplica ? "\(open.allocation)[\(open.replica)]" : "no replica of \(open.allocation)"
             throw RPCError(
                 code: .failedPrecondition,
@@ -288,11 +288,11 @@ struct PortForwarding: Sendable {
             )
         }
         guard
-            let running = try await offers.running(
-                deployment: deployment.id, allocation: open.allocation, replica: chosen.replica)
+            let found = try await offers.firstRunning(
+                of: ready, deployment: deployment.id, allocation: open.allocation)
         else {
-            throw RPCError(code: .failedPrecondition, message: "\(open.allocation)[\(chosen.replica)] does not run now")
+            throw RPCError(code: .failedPrecondition, message: "no replica of \(open.allocation) runs now")
         }
-        return (chosen.replica, running.offer, running.device)
+        return found
     }
 }
