@@ -338,7 +338,10 @@ struct ExecTests {
             var kept: Orrery_Notary_V1_ExecSession?
             let keptBy = ContinuousClock.now + .seconds(60)
             while kept == nil, ContinuousClock.now < keptBy {
-                if let file = (try? FileManager.default.contentsOfDirectory(atPath: records.path))?.first,
+                // (Its journal, `.open`, may still be beside it for a moment.)
+                if let file = (try? FileManager.default.contentsOfDirectory(atPath: records.path))?.first(where: {
+                    $0.hasSuffix(".pb")
+                }),
                     let data = FileManager.default.contents(atPath: records.appendingPathComponent(file).path)
                 {
                     kept = try Orrery_Notary_V1_ExecSession(
@@ -412,7 +415,7 @@ struct ExecTests {
     }
 
     @Test(
-        "kill -9 of the agent while a session runs: its sandbox runs on, and the restarted agent kills what the session left (its cgroup emptied and removed)"
+        "kill -9 of the agent while a session runs: its sandbox runs on, and the restarted agent kills what the session left (its cgroup emptied and removed) and signs the session's record from its journal, which is logged"
     )
     func agentRestartEndsOrphanedSession() async throws {
         try await JobConstellation.run("orrery-exec-agent-kill") { constellation in
@@ -459,6 +462,26 @@ struct ExecTests {
                 $0.run.state == .running
             }
             #expect(observed.run.state == .running)
+            // The session journaled when it started: the restarted agent signs its record (ended by SIGKILL), which
+            // is logged in the notary's log like any other.
+            let sessionID = URL(fileURLWithPath: sessionGroup).lastPathComponent
+            let parties = try ContractParties(network: constellation.network)
+            var logged: [Orrery_Notary_V1_ExecSession] = []
+            let loggedBy = ContinuousClock.now + .seconds(120)
+            while logged.isEmpty, ContinuousClock.now < loggedBy {
+                logged = try await parties.withNotary(constellation.notary) { notary in
+                    let leaves = try await notary.getEntries(.with { $0.start = 0 }).leaves
+                    return try leaves.compactMap { leaf -> Orrery_Notary_V1_ExecSession? in
+                        let entry = try Orrery_Notary_V1_LogEntry(
+                            serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaf).payload)
+                        guard entry.kind == .execSession else { return nil }
+                        return try Orrery_Notary_V1_ExecSession(serializedBytes: entry.act.payload)
+                    }.filter { $0.sessionID == sessionID }
+                }
+                if logged.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(logged.count == 1 && logged.first?.signal == SIGKILL, "\(logged)")
+            #expect(logged.first?.invokerDid == consumer.key.did.string)
         }
     }
 

@@ -104,6 +104,8 @@ final class SandboxExec: Sendable {
                 "invoker": "\(request.invokerDid)",
             ])
         defer { session.end() }
+        // Journaled until its record is kept: an agent killed meanwhile signs it when it starts again.
+        journal(sessionRecord(request, startedAt: startedAt), offer: request.offerID)
         do {
             try await carry(session, request: request, startedAt: startedAt, over: line)
         } catch {
@@ -116,6 +118,7 @@ final class SandboxExec: Sendable {
             let ending = await session.ended()
             keep(record(request, startedAt: startedAt, ending: ending), session: request.execID, offer: request.offerID)
             session.markKept()
+            forgetJournal(request.execID, offer: request.offerID)
         }
     }
 
@@ -233,6 +236,52 @@ final class SandboxExec: Sendable {
                 logger.notice(
                     "ended exec sessions an earlier run left",
                     metadata: ["offer": "\(id)", "sessions": "\(groups.count)"])
+            }
+        }
+        signJournaled()
+    }
+
+    /// A started session's record as far as it is known (no end yet), kept as `<offer>/<session>.open` beside the
+    /// records until the session's own record is kept. It holds what the record holds — never the command's words.
+    func journal(_ session: Orrery_Notary_V1_ExecSession, offer: String) {
+        guard Self.isSessionID(session.sessionID), AllocationRunner.isSafeID(offer) else { return }
+        let directory = recordDirectory + "/" + offer
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try session.serializedData().write(
+                to: URL(fileURLWithPath: directory + "/" + session.sessionID + ".open"), options: .atomic)
+        } catch {
+            logger.error(
+                "cannot journal an exec session", metadata: ["session": "\(session.sessionID)", "error": "\(error)"])
+        }
+    }
+
+    func forgetJournal(_ session: String, offer: String) {
+        guard Self.isSessionID(session), AllocationRunner.isSafeID(offer) else { return }
+        unlink(recordDirectory + "/" + offer + "/" + session + ".open")
+    }
+
+    /// Signs the record of every session an earlier run of the agent journaled and never ended (it was killed while
+    /// they ran; `reapOrphans` killed what they left): ended now, by SIGKILL. Kept like any record until logged.
+    func signJournaled() {
+        let directory = recordDirectory
+        for offer in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: directory + "/" + offer)) ?? []
+            where file.hasSuffix(".open") {
+                let path = directory + "/" + offer + "/" + file
+                defer { unlink(path) }
+                // Its own record kept already (the agent died right after): that one stands.
+                guard let data = FileManager.default.contents(atPath: path),
+                    let session = try? Orrery_Notary_V1_ExecSession(serializedBytes: data),
+                    file == session.sessionID + ".open",
+                    !FileManager.default.fileExists(atPath: directory + "/" + offer + "/" + session.sessionID + ".pb")
+                else { continue }
+                keep(
+                    sign(session, ending: ExecProcess.Ending(exitCode: 128 + SIGKILL, signal: SIGKILL)),
+                    session: session.sessionID, offer: offer)
+                logger.notice(
+                    "signed the record of an exec session an earlier run left",
+                    metadata: ["offer": "\(offer)", "session": "\(session.sessionID)"])
             }
         }
     }
@@ -505,6 +554,7 @@ final class SandboxExec: Sendable {
                     let record = self.record(request, startedAt: startedAt, ending: ending)
                     self.keep(record, session: request.execID, offer: request.offerID)
                     session.markKept()
+                    self.forgetJournal(request.execID, offer: request.offerID)
                     try await writer.write(.with { $0.exited = record })
                 },
                 onResponse: { response in
@@ -598,7 +648,12 @@ final class SandboxExec: Sendable {
     func record(_ request: Orrery_Orchestrator_V1_OpenExec, startedAt: Date, ending: ExecProcess.Ending)
         -> Orrery_Common_V1_Signed
     {
-        let session = Orrery_Notary_V1_ExecSession.with {
+        sign(sessionRecord(request, startedAt: startedAt), ending: ending)
+    }
+
+    /// What the record says from the start: the contract, the session, who invoked it, the command's digest.
+    func sessionRecord(_ request: Orrery_Orchestrator_V1_OpenExec, startedAt: Date) -> Orrery_Notary_V1_ExecSession {
+        .with {
             $0.contractID = contract(request.offerID)
             $0.sessionID = request.execID
             $0.invocationCid = request.invocationCid
@@ -606,12 +661,17 @@ final class SandboxExec: Sendable {
             $0.commandSha256 = CommandDigest.of(request.command)
             $0.tty = request.tty
             $0.startedAt = .init(date: startedAt)
-            $0.endedAt = .init(date: max(Date(), startedAt))
-            $0.exitCode = ending.exitCode
-            $0.signal = ending.signal
         }
+    }
+
+    /// `session` ended now as `ending`, signed by the device.
+    func sign(_ session: Orrery_Notary_V1_ExecSession, ending: ExecProcess.Ending) -> Orrery_Common_V1_Signed {
+        var ended = session
+        ended.endedAt = .init(date: max(Date(), session.startedAt.date))
+        ended.exitCode = ending.exitCode
+        ended.signal = ending.signal
         return SignedMessage.make(
-            type: Orrery_Notary_V1_ExecSession.protoMessageName, payload: (try? session.serializedData()) ?? Data(),
+            type: Orrery_Notary_V1_ExecSession.protoMessageName, payload: (try? ended.serializedData()) ?? Data(),
             signers: key.map { [$0] } ?? [])
     }
 
