@@ -120,65 +120,27 @@ struct EnsembleNetwork: Sendable {
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>,
         response: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>, device: String
     ) async throws {
-        let (opens, opened) = AsyncStream<Orrery_Orchestrator_V1_PeerTunnelOpen>.makeStream()
-        let (sessions, connected) = AsyncStream<TunnelBroker.Session>.makeStream()
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            // The requester's frames: the first says where to, the rest go to the partner once it is reached; their
-            // end half-closes the partner's side (its answer still comes back).
-            group.addTask {
-                var session: TunnelBroker.Session?
-                var first = true
-                for try await frame in request {
-                    if first {
-                        first = false
-                        defer { opened.finish() }
-                        guard case .peer(let open) = frame.kind else {
-                            throw RPCError(
-                                code: .invalidArgument,
-                                message: "the first frame must be peer: {offer_id, allocation, port}")
-                        }
-                        opened.yield(open)
-                        opened.finish()
-                        for await reached in sessions { session = reached }
-                        continue
-                    }
-                    guard let session else { return false }
-                    switch frame.kind {
-                    case .data(let data): try await session.toDevice.write(.with { $0.data = data })
-                    case .end: try await session.toDevice.write(.with { $0.end = true })
-                    case .close: return true
-                    default: continue
-                    }
+        // The requester's frames: the first says where to, the rest go to the partner once it is reached; their end
+        // half-closes the partner's side (its answer still comes back).
+        try await TunnelCall.carry(
+            request,
+            opening: { frame in
+                guard case .peer(let open) = frame.kind else {
+                    throw RPCError(
+                        code: .invalidArgument, message: "the first frame must be peer: {offer_id, allocation, port}")
                 }
-                opened.finish()
-                try? await session?.toDevice.write(.with { $0.end = true })
-                return false
-            }
-            var request: Orrery_Orchestrator_V1_PeerTunnelOpen?
-            for await open in opens { request = open }
-            let session: TunnelBroker.Session
-            do {
-                guard let request else {
-                    throw RPCError(code: .invalidArgument, message: "no peer frame: {offer_id, allocation, port}")
+                return open
+            },
+            missing: RPCError(code: .invalidArgument, message: "no peer frame: {offer_id, allocation, port}"),
+            step: { frame in
+                switch frame.kind {
+                case .data(let data): .data(data)
+                case .end: .end
+                case .close: .close
+                default: .skip
                 }
-                session = try await reach(request, device: device, response: response)
-            } catch {
-                connected.finish()
-                throw error
-            }
-            connected.yield(session)
-            connected.finish()
-            defer { session.close() }
-            // The partner's side ended: so does the call.
-            group.addTask {
-                await session.waitUntilDeviceEnded()
-                return true
-            }
-            while let ended = try await group.next() {
-                if ended { break }
-            }
-            group.cancelAll()
-        }
+            },
+            open: { open in try await reach(open, device: device, response: response) })
     }
 
     /// A tunnel to the partner `open` names, once the rules allow it.

@@ -137,73 +137,34 @@ struct PortForwarding: Sendable {
         request: RPCAsyncSequence<Orrery_Orchestrator_V1_PortForwardRequest, any Error>,
         response: SharedCallWriter<Orrery_Orchestrator_V1_PortForwardResponse>, caller: String
     ) async throws {
-        let (opens, opened) = AsyncStream<Orrery_Orchestrator_V1_PortForwardOpen>.makeStream()
-        let (sessions, connected) = AsyncStream<TunnelBroker.Session>.makeStream()
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            // The consumer's messages: the first opens the connection, the rest go to the device once it answered;
-            // their end half-closes the device's side. It runs until the device's side ends (then it is cancelled).
-            group.addTask {
-                var session: TunnelBroker.Session?
-                var first = true
-                for try await message in request {
-                    if first {
-                        first = false
-                        guard case .open(let open) = message.kind else {
-                            opened.finish()
-                            throw RPCError(
-                                code: .invalidArgument,
-                                message: "the first message must be open: {deployment_id, allocation, port}")
-                        }
-                        opened.yield(open)
-                        opened.finish()
-                        for await answered in sessions { session = answered }
-                        continue
-                    }
-                    guard case .data(let data) = message.kind else {
-                        throw RPCError(code: .invalidArgument, message: "after open, only data messages")
-                    }
-                    guard data.count <= Self.messageLimit else {
-                        throw RPCError(
-                            code: .invalidArgument, message: "a data message carries at most \(Self.messageLimit) bytes"
-                        )
-                    }
-                    guard let session else { return false }
-                    // A device side that ended takes no more: the call ends with it.
-                    do { try await session.toDevice.write(.with { $0.data = data }) } catch { return false }
+        let limit = Self.messageLimit
+        var admitted: String?
+        defer { if let admitted { broker.portForwards.release(admitted) } }
+        try await TunnelCall.carry(
+            request,
+            opening: { message in
+                guard case .open(let open) = message.kind else {
+                    throw RPCError(
+                        code: .invalidArgument,
+                        message: "the first message must be open: {deployment_id, allocation, port}")
                 }
-                opened.finish()
-                try? await session?.toDevice.write(.with { $0.end = true })
-                return false
-            }
-            var open: Orrery_Orchestrator_V1_PortForwardOpen?
-            for await first in opens { open = first }
-            guard let open else {
-                connected.finish()
-                throw RPCError(code: .invalidArgument, message: "no open message: {deployment_id, allocation, port}")
-            }
-            let session: TunnelBroker.Session
-            do {
-                session = try await connect(open, response: response, caller: caller)
-            } catch {
-                connected.finish()
-                throw error
-            }
-            defer { broker.portForwards.release(open.deploymentID) }
-            connected.yield(session)
-            connected.finish()
-            // However it ends, the device closes its side.
-            defer { session.close() }
-            group.addTask {
-                await session.waitUntilDeviceEnded()
-                return true
-            }
-            // The call ends when the device's side ended, or with the consumer's bad message (its end alone only
-            // half-closed the device's side).
-            while let deviceEnded = try await group.next() {
-                if deviceEnded { break }
-            }
-            group.cancelAll()
-        }
+                return open
+            },
+            missing: RPCError(code: .invalidArgument, message: "no open message: {deployment_id, allocation, port}"),
+            step: { message in
+                guard case .data(let data) = message.kind else {
+                    throw RPCError(code: .invalidArgument, message: "after open, only data messages")
+                }
+                guard data.count <= limit else {
+                    throw RPCError(code: .invalidArgument, message: "a data message carries at most \(limit) bytes")
+                }
+                return .data(data)
+            },
+            open: { open in
+                let session = try await connect(open, response: response, caller: caller)
+                admitted = open.deploymentID
+                return session
+            })
     }
 
     /// Opens `open` on the replica's device (counted against the deployment's bound, released by the caller once
