@@ -351,12 +351,7 @@ struct IngressTests {
             func token(_ key: SigningKey, subject: DID, deployment: String = job.id, proofs: [Delegation] = [])
                 throws -> String
             {
-                let now = Int64(Date().timeIntervalSince1970)
-                let invocation = Invocation.issue(
-                    by: key, subject: subject, audience: orchestratorDID,
-                    command: try Command("/orrery/ingress/connect"),
-                    arguments: ["deployment": .string(deployment)], proofs: proofs.map(\.cid), expiration: now + 120)
-                return try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes))
+                try Self.token(key, subject: subject, to: orchestratorDID, deployment: deployment, proofs: proofs)
             }
             let code = ["-o", "/dev/null", "-w", "%{http_code}"]
             #expect(try await curl.run(privateRoute.host, "/headers", extra: code).output == "401")
@@ -490,11 +485,8 @@ struct IngressTests {
             // A private port: refused without a capability, served with the consumer's, the caller named.
             let code = ["-o", "/dev/null", "-w", "%{http_code}"]
             #expect(try await curl.run(privateRoute.host, "/headers", extra: code).output == "401")
-            let invocation = Invocation.issue(
-                by: consumer.key, subject: consumer.key.did, audience: try DID(orchestrator.ready.did),
-                command: try Command("/orrery/ingress/connect"), arguments: ["deployment": .string(job.id)],
-                proofs: [], expiration: Int64(Date().timeIntervalSince1970) + 120)
-            let token = try UCANContainer.encodeText([invocation.envelope.bytes])
+            let token = try Self.token(
+                consumer.key, subject: consumer.key.did, to: try DID(orchestrator.ready.did), deployment: job.id)
             let own = Self.fields(
                 try await curl.json(privateRoute.host, "/headers", headers: ["Authorization: Bearer \(token)"]))
             #expect(own["x-orrery-caller"] == consumer.key.did.string && own["authorization"] == nil, "\(own)")
@@ -647,6 +639,18 @@ struct IngressTests {
                 $0.expose = .private
             })
         return spec
+    }
+
+    /// An `Authorization: Bearer` value for a private port of `deployment`: an invocation of `/orrery/ingress/connect`
+    /// by `key`, addressed to the orchestrator `audience`, with `proofs` (two minutes).
+    static func token(
+        _ key: SigningKey, subject: DID, to audience: DID, deployment: String, proofs: [Delegation] = []
+    ) throws -> String {
+        let invocation = Invocation.issue(
+            by: key, subject: subject, audience: audience, command: try Command("/orrery/ingress/connect"),
+            arguments: ["deployment": .string(deployment)], proofs: proofs.map(\.cid),
+            expiration: Int64(Date().timeIntervalSince1970) + 120)
+        return try UCANContainer.encodeText([invocation.envelope.bytes] + proofs.map(\.envelope.bytes))
     }
 
     /// The header fields the service saw, by lower-case name.

@@ -157,12 +157,7 @@ final class ActorRouter: Sendable {
     func grantAccess(from sender: ActorAddress, to deployment: String, delegation bytes: [UInt8], consumer: String)
         async throws -> String
     {
-        let delegation: Delegation
-        do {
-            delegation = try Delegation(bytes: bytes)
-        } catch {
-            throw RPCError(code: .invalidArgument, message: "delegation: not a UCAN delegation (\(error))")
-        }
+        let delegation = try ConsumerGrant.decode(bytes)
         guard let actor = try await actorDID(sender) else {
             throw RPCError(code: .failedPrecondition, message: "from: \(sender) has not started yet (no key known)")
         }
@@ -174,18 +169,11 @@ final class ActorRouter: Sendable {
             problems.append("its command \(command) is not /orrery/actor…")
         }
         // Its policy must hold the sender to itself and the receivers to the named deployment.
-        func arguments(from: String, to: String) -> IPLD { .map(["from": .string(from), "to": .string(to)]) }
-        let inside = "actor://\(deployment)/any/0"
         let elsewhere = "actor://\(sender.deployment == deployment ? "dep_elsewhere" : sender.deployment)/any/0"
-        if !delegation.policy.matches(arguments(from: sender.description, to: inside)) {
-            problems.append("its policy does not let \(sender) message \(deployment)")
-        }
-        if delegation.policy.matches(arguments(from: "actor://\(sender.deployment)/impostor/0", to: inside)) {
-            problems.append("its policy does not fix .from to \(sender)")
-        }
-        if delegation.policy.matches(arguments(from: sender.description, to: elsewhere)) {
-            problems.append("its policy does not limit .to to \(deployment)")
-        }
+        problems += ConsumerGrant.policyProblems(
+            delegation.policy, from: sender.description, to: "actor://\(deployment)/any/0",
+            strangerFrom: "actor://\(sender.deployment)/impostor/0", strangerTo: elsewhere,
+            allowed: "\(sender) message \(deployment)", fromName: sender.description, toName: deployment)
         guard problems.isEmpty else {
             throw RPCError(code: .invalidArgument, message: "delegation: " + problems.joined(separator: "; "))
         }

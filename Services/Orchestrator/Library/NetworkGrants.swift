@@ -25,19 +25,11 @@ struct NetworkGrants: Sendable {
         if command != "/orrery/network", command != Self.command {
             problems.append("its command \(command) is not \(Self.command) (or /orrery/network)")
         }
-        // Its policy must hold the connecting deployment to `from` and the reached one to `to`.
-        func arguments(from: String, to: String) -> IPLD { .map(["from": .string(from), "to": .string(to)]) }
-        if !delegation.policy.matches(arguments(from: from, to: to)) {
-            problems.append("its policy does not let \(from) reach \(to)")
-        }
-        // (No deployment id has this form: it stands for every other one.)
-        let elsewhere = "dep_elsewhere"
-        if delegation.policy.matches(arguments(from: elsewhere, to: to)) {
-            problems.append("its policy does not fix .from to \(from)")
-        }
-        if delegation.policy.matches(arguments(from: from, to: elsewhere)) {
-            problems.append("its policy does not fix .to to \(to)")
-        }
+        // Its policy must hold the connecting deployment to `from` and the reached one to `to` ("dep_elsewhere", of
+        // no deployment id's form, stands for every other one).
+        problems += ConsumerGrant.policyProblems(
+            delegation.policy, from: from, to: to, strangerFrom: "dep_elsewhere", strangerTo: "dep_elsewhere",
+            allowed: "\(from) reach \(to)", fromName: from, toName: to)
         return problems
     }
 
@@ -46,12 +38,7 @@ struct NetworkGrants: Sendable {
     func grant(from: String, fromConsumer: String, to: String, consumer: String, delegation bytes: [UInt8])
         async throws -> String
     {
-        let delegation: Delegation
-        do {
-            delegation = try Delegation(bytes: bytes)
-        } catch {
-            throw RPCError(code: .invalidArgument, message: "delegation: not a UCAN delegation (\(error))")
-        }
+        let delegation = try ConsumerGrant.decode(bytes)
         let problems = Self.problems(
             delegation, from: from, fromConsumer: fromConsumer, to: to, consumer: consumer,
             now: Int64(Date().timeIntervalSince1970))
