@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 import GRPCCore
 import OrreryIdentity
 import OrreryProto
@@ -29,7 +32,7 @@ struct EnsembleNetworkTests {
         """
 
     /// Resolves `cache`, sends "PING" to cache:6379 until it is answered, and writes the address and the answer to
-    /// /work/reply.
+    /// /work/reply; then calls again every half second (each on a connection of its own).
     static let web = """
         #!/bin/sh
         exec python3 -c '
@@ -47,7 +50,14 @@ struct EnsembleNetworkTests {
             except OSError as error:
                 print("not yet:", error, flush=True)
                 time.sleep(0.2)
-        time.sleep(3600)
+        for again in range(7200):
+            time.sleep(0.5)
+            try:
+                with socket.create_connection(("cache", 6379), timeout=10) as connection:
+                    connection.sendall(b"PING\\n")
+                    connection.makefile().readline()
+            except OSError:
+                pass
         '
         """
 
@@ -145,6 +155,22 @@ struct EnsembleNetworkTests {
             let reply = try await Self.file(
                 "work/reply", under: directory.appendingPathComponent("webhost-state/allocations"))
             #expect(reply == "127.77.0.2 PONG PING\n")
+            // Its connections (it calls again and again) are handed to the PeerTunnel calls web's agent keeps open
+            // ahead of need, once they are open.
+            let metricsURL = try #require(URL(string: "http://127.0.0.1:\(webHost.service.ready.httpPort)/metrics"))
+            func warmConnections(_ metrics: String) -> Double {
+                metrics.split(separator: "\n").first {
+                    $0.hasPrefix(#"orrery_agent_partner_connections_total{how="warm"}"#)
+                }.flatMap { $0.split(separator: " ").last.flatMap { Double($0) } } ?? 0
+            }
+            var metrics = ""
+            let warmBy = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < warmBy {
+                metrics = String(decoding: try await URLSession.shared.data(from: metricsURL).0, as: UTF8.self)
+                if warmConnections(metrics) >= 1 { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(warmConnections(metrics) >= 1, "\(metrics)")
             // The edge as it stands: placement's device-to-device estimate, and the path the connection took, as the
             // orchestrator measured both devices' lines (each pinged when it opens, then every 10 s).
             var edge = Orrery_Orchestrator_V1_EdgeLatency()

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 import GRPCCore
 import OrreryIdentity
 import OrreryProto
@@ -333,6 +336,14 @@ struct IngressTests {
                 "web-http-\(String(repeating: "a", count: 26)).\(Self.domain)", "/headers",
                 extra: ["-o", "/dev/null", "-w", "%{http_code}"])
             #expect(unknown == "404")
+            // Each of those three connections was handed to one of the device's standby tunnel calls, its request
+            // riding along: none waited for a call to be opened.
+            let metricsURL = try #require(URL(string: "http://127.0.0.1:\(orchestrator.ready.httpPort)/metrics"))
+            let metrics = String(decoding: try await URLSession.shared.data(from: metricsURL).0, as: UTF8.self)
+            let handed = metrics.split(separator: "\n").first {
+                $0.hasPrefix(#"orrery_tunnels_opened_total{how="standby"}"#)
+            }
+            #expect(handed.flatMap { $0.split(separator: " ").last.flatMap { Double($0) } } ?? 0 >= 3, "\(metrics)")
 
             // WebSocket through the ingress; a stalled reader stalls no other stream on the line.
             let script = directory.appendingPathComponent("client.py")

@@ -57,6 +57,10 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         guard let first = try await incoming.next(), case .start(let start) = first.kind else {
             throw RPCError(code: .invalidArgument, message: "the first frame must be a start naming the tunnel")
         }
+        if start.standby {
+            try await standby(device: device, incoming: &incoming, response: response)
+            return
+        }
         guard
             let session = tunnels.deviceOpened(
                 tunnel: start.tunnelID, device: device, error: start.error, toDevice: response)
@@ -67,6 +71,37 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             }
             return
         }
+        try await carry(session, from: &incoming)
+    }
+
+    /// A standby call (`start.standby`): it waits in the pool until a tunnel is handed to it, then carries it.
+    private func standby(
+        device: String, incoming: inout RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>.AsyncIterator,
+        response: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
+    ) async throws {
+        guard let call = tunnels.standbys.add(device: device, toDevice: response) else {
+            throw RPCError(
+                code: .resourceExhausted,
+                message: "a device keeps at most \(StandbyTunnels.perDeviceLimit) standby tunnel calls open here")
+        }
+        defer {
+            tunnels.standbys.remove(call)
+            call.ended()
+        }
+        guard let next = try await incoming.next() else { return }
+        guard case .start(let start) = next.kind else {
+            throw RPCError(
+                code: .invalidArgument, message: "a standby call's next frame is the start answering its open")
+        }
+        guard let session = try call.deviceAnswered(start) else { return }
+        try await carry(session, from: &incoming)
+    }
+
+    /// The device's bytes of an opened tunnel, to its consumer once ready, until the device's side ends.
+    private func carry(
+        _ session: TunnelBroker.Session,
+        from incoming: inout RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>.AsyncIterator
+    ) async throws {
         defer { session.deviceEnded() }
         await session.waitUntilConsumerReady()
         while let frame = try await incoming.next() {

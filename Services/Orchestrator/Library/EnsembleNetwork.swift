@@ -18,6 +18,11 @@ struct EnsembleNetwork: Sendable {
     /// Revoked delegations (a network grant revoked stops new connections at once).
     let revocations: RevocationBook
     let logger: Logger
+    /// Offers and deployments as read lately (a second ago at most): a sandbox opening connection after connection
+    /// costs a read a second, not three a connection. Only reads that let a connection through are remembered (a
+    /// replica starting is seen at once); grants are read every time (and revocations checked).
+    let recentOffers = RecentReads<String, OfferStore.Owner>()
+    let recentDeployments = RecentReads<String, Orrery_Orchestrator_V1_Deployment>()
 
     /// How long the partner's device has to connect.
     static let openingLimit = Duration.seconds(10)
@@ -131,7 +136,8 @@ struct EnsembleNetwork: Sendable {
                 }
                 return open
             },
-            missing: RPCError(code: .invalidArgument, message: "no peer frame: {offer_id, allocation, port}"),
+            // A warm call the device kept open ahead of need and closed unused carried nothing: a quiet end.
+            missing: nil,
             step: { frame in
                 switch frame.kind {
                 case .data(let data): .data(data)
@@ -143,21 +149,32 @@ struct EnsembleNetwork: Sendable {
             open: { open in try await reach(open, device: device, response: response) })
     }
 
+    /// Deployment `id` with its replicas' runs, as read lately (remembered only while a replica of `allocation`
+    /// runs).
+    private func current(_ id: String, running allocation: String) async throws -> Orrery_Orchestrator_V1_Deployment? {
+        try await recentDeployments.value(
+            for: id, read: { try await api.current(id) },
+            keep: { deployment in
+                deployment?.assignments.contains { $0.allocation == allocation && $0.run.state == .running } == true
+            })
+    }
+
     /// A tunnel to the partner `open` names, once the rules allow it.
     private func reach(
         _ open: Orrery_Orchestrator_V1_PeerTunnelOpen, device: String,
         response: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
     ) async throws -> TunnelBroker.Session {
-        let offer = try await offers.owner(ofOffer: open.offerID)
+        let offer = try await recentOffers.value(
+            for: open.offerID, read: { try await offers.owner(ofOffer: open.offerID) }, keep: { $0?.isRunning == true })
         var deployment: Orrery_Orchestrator_V1_Deployment?
-        if let offer { deployment = try await api.current(offer.deployment) }
+        if let offer { deployment = try await current(offer.deployment, running: open.allocation) }
         // Another deployment's partner: read it, and whether its consumer grants access now.
         var partner: Orrery_Orchestrator_V1_Deployment?
         var granted = false
         if let offer, let own = deployment, !open.deploymentID.isEmpty, open.deploymentID != offer.deployment,
             WorkloadSpecValidator.isDeploymentID(open.deploymentID)
         {
-            partner = try await api.current(open.deploymentID)
+            partner = try await current(open.deploymentID, running: open.allocation)
             if let partner {
                 let revocations = revocations
                 granted = try await api.networkGrants.allows(

@@ -246,11 +246,11 @@ struct OfferStore: Sendable {
         return try await rows.decode(String.self).collected()
     }
 
-    /// The running offer of a replica and its device.
+    /// Whose an offer is, and whether it runs.
+    typealias Owner = (deployment: String, allocation: String, device: String, isRunning: Bool)
+
     /// Whose offer `id` is: its deployment, allocation and device, and whether it runs now (nil: no such offer).
-    func owner(ofOffer id: String) async throws -> (
-        deployment: String, allocation: String, device: String, isRunning: Bool
-    )? {
+    func owner(ofOffer id: String) async throws -> Owner? {
         let rows = try await client.query(
             "SELECT deployment_id, allocation, device_did, state FROM offers WHERE id = \(id)", logger: logger)
         for try await (deployment, allocation, device, state) in rows.decode((String, String, String, Int16).self) {
@@ -272,6 +272,7 @@ struct OfferStore: Sendable {
         return nil
     }
 
+    /// The running offer of a replica and its device.
     func running(deployment: String, allocation: String, replica: UInt32) async throws
         -> (offer: String, device: String)?
     {

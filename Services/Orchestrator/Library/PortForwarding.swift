@@ -1,4 +1,5 @@
 internal import Foundation
+internal import Metrics
 internal import GRPCCore
 internal import Logging
 internal import OrreryProto
@@ -39,6 +40,8 @@ final class TunnelBroker: Sendable {
     }
 
     private let waits = DeviceCallWaits<@Sendable (Data) async throws -> Void, Session>()
+    /// The `Tunnel` calls devices keep open ahead of need.
+    let standbys = StandbyTunnels()
     /// Port-forwards open through this orchestrator replica, by deployment.
     let portForwards = DeploymentQuota()
 
@@ -72,32 +75,81 @@ final class TunnelBroker: Sendable {
         return session
     }
 
-    /// Asks `device` on its line (held by this replica) to connect to `port` of its allocation `offer`, and waits (at
-    /// most `limit`) until it did: the session, its bytes going to `deliver` once `consumerReady()` is called.
-    /// Without the device's line here, `relay` (when given) opens it through the replica that holds the line.
+    /// Asks `device` (its line held by this replica) to connect to `port` of its allocation `offer`, and waits (at
+    /// most `limit`) until it did: the session, its bytes going to `deliver` once `consumerReady()` is called, and
+    /// `first` (the connection's first bytes, if any) sent to the device ahead of any other. A standby call of the
+    /// device's takes the tunnel at once, `first` riding with it; without one the device is asked on its line to open
+    /// a call. Without the device's line here, `relay` (when given) opens it through the replica that holds the line.
     func open(
-        port: UInt32, offer: String, device: String, hub: AgentHub, relay: ReplicaRelay? = nil,
+        port: UInt32, offer: String, device: String, hub: AgentHub, relay: ReplicaRelay? = nil, first: Data = Data(),
         deliver: @escaping @Sendable (Data) async throws -> Void, within limit: Duration = .seconds(15)
     ) async throws -> Session {
         guard hub.holds(device) else {
-            if let relay {
-                return try await relay.open(port: port, offer: offer, device: device, deliver: deliver, within: limit)
+            guard let relay else {
+                throw RPCError(
+                    code: .unavailable,
+                    message: "the device's line is held by another orchestrator replica: connect through that one")
             }
-            throw RPCError(
-                code: .unavailable,
-                message: "the device's line is held by another orchestrator replica: connect through that one")
+            let session = try await relay.open(
+                port: port, offer: offer, device: device, deliver: deliver, within: limit)
+            Self.opened.relayed.increment()
+            try await Self.send(first, on: session)
+            return session
         }
         let tunnel = "tun_" + UUID().uuidString.lowercased()
+        let rides = first.count <= Self.earlyDataLimit
+        let open = Orrery_Orchestrator_V1_OpenTunnel.with {
+            $0.tunnelID = tunnel
+            $0.offerID = offer
+            $0.port = port
+        }
+        var opening = open
+        if rides { opening.earlyData = first }
+        while let standby = standbys.take(device: device) {
+            let session: Session
+            do {
+                session = try await standby.hand(opening, deliver: deliver, within: limit)
+            } catch is StandbyTunnels.Unsent {
+                continue  // it ended meanwhile: nothing reached the device
+            }
+            Self.opened.standby.increment()
+            if !rides { try await Self.send(first, on: session) }
+            return session
+        }
         // Asked once the wait is registered: a quick device's answer always finds it.
-        return try await awaitDevice(tunnel: tunnel, device: device, deliver: deliver, within: limit) {
-            hub.send(
-                .with {
-                    $0.openTunnel = .with {
-                        $0.tunnelID = tunnel
-                        $0.offerID = offer
-                        $0.port = port
-                    }
-                }, to: device)
+        let session = try await awaitDevice(tunnel: tunnel, device: device, deliver: deliver, within: limit) {
+            hub.send(.with { $0.openTunnel = open }, to: device)
+        }
+        Self.opened.asked.increment()
+        try await Self.send(first, on: session)
+        return session
+    }
+
+    /// Tunnels opened (`orrery_tunnels_opened_total`), by how: handed to a standby call, asked for on the line, or
+    /// relayed through the replica holding the line.
+    private static let opened = (
+        standby: Counter(label: "orrery_tunnels_opened_total", dimensions: [("how", "standby")]),
+        asked: Counter(label: "orrery_tunnels_opened_total", dimensions: [("how", "line")]),
+        relayed: Counter(label: "orrery_tunnels_opened_total", dimensions: [("how", "relay")])
+    )
+
+    /// The most bytes that ride with a tunnel's `open` (a frame's limit).
+    static let earlyDataLimit = 64 << 10
+
+    /// Sends a new session's first bytes to the device, in frames of at most 64 KiB; when they cannot be sent, the
+    /// device is told to close its side and the error thrown.
+    private static func send(_ first: Data, on session: Session) async throws {
+        var offset = first.startIndex
+        do {
+            while offset < first.endIndex {
+                let end = first.index(offset, offsetBy: earlyDataLimit, limitedBy: first.endIndex) ?? first.endIndex
+                try await session.toDevice.write(.with { $0.data = first[offset..<end] })
+                offset = end
+            }
+        } catch {
+            session.consumerReady()
+            session.close()
+            throw error
         }
     }
 

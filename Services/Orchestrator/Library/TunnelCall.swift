@@ -20,10 +20,11 @@ enum TunnelCall {
     }
 
     /// Carries `request` once `open` (its first message read by `opening`, which throws for a bad one) opened a
-    /// session; `step` reads each later message (and throws for a bad one).
+    /// session; `step` reads each later message (and throws for a bad one). A call that sends nothing fails with
+    /// `missing`, or ends quietly when it is nil.
     static func carry<Message: Sendable, Open: Sendable>(
         _ request: RPCAsyncSequence<Message, any Error>,
-        opening: @escaping @Sendable (Message) throws -> Open, missing: RPCError,
+        opening: @escaping @Sendable (Message) throws -> Open, missing: RPCError?,
         step: @escaping @Sendable (Message) throws -> Step,
         open: (Open) async throws -> TunnelBroker.Session
     ) async throws {
@@ -59,9 +60,13 @@ enum TunnelCall {
             }
             var first: Open?
             for await asked in opens { first = asked }
+            guard let first else {
+                connected.finish()
+                if let missing { throw missing }
+                return
+            }
             let session: TunnelBroker.Session
             do {
-                guard let first else { throw missing }
                 session = try await open(first)
             } catch {
                 connected.finish()

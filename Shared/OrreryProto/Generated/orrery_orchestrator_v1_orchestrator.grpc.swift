@@ -4849,6 +4849,9 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
         /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
         /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        /// > A device also keeps a few of these calls open ahead of need (standby: its first frame is a `start` with `standby`
+        /// > set and nothing else): the orchestrator hands one a tunnel by writing `open` as its first frame, and the device
+        /// > answers as above. A new connection then waits for no call to be opened and authorised.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -4869,7 +4872,8 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
         /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
         /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
-        /// > replica's device line. Then bytes flow both ways.
+        /// > replica's device line. Then bytes flow both ways. A device may open such calls ahead of need (warm) and write `peer`
+        /// > once a connection comes; one it ends without writing anything ends quietly.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -4981,6 +4985,9 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
         /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
         /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        /// > A device also keeps a few of these calls open ahead of need (standby: its first frame is a `start` with `standby`
+        /// > set and nothing else): the orchestrator hands one a tunnel by writing `open` as its first frame, and the device
+        /// > answers as above. A new connection then waits for no call to be opened and authorised.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5001,7 +5008,8 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
         /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
         /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
-        /// > replica's device line. Then bytes flow both ways.
+        /// > replica's device line. Then bytes flow both ways. A device may open such calls ahead of need (warm) and write `peer`
+        /// > once a connection comes; one it ends without writing anything ends quietly.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5112,6 +5120,9 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
         /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
         /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        /// > A device also keeps a few of these calls open ahead of need (standby: its first frame is a `start` with `standby`
+        /// > set and nothing else): the orchestrator hands one a tunnel by writing `open` as its first frame, and the device
+        /// > answers as above. A new connection then waits for no call to be opened and authorised.
         ///
         /// - Parameters:
         ///   - request: A stream of `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5133,7 +5144,8 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
         /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
         /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
-        /// > replica's device line. Then bytes flow both ways.
+        /// > replica's device line. Then bytes flow both ways. A device may open such calls ahead of need (warm) and write `peer`
+        /// > once a connection comes; one it ends without writing anything ends quietly.
         ///
         /// - Parameters:
         ///   - request: A stream of `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5440,6 +5452,9 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
         /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
         /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        /// > A device also keeps a few of these calls open ahead of need (standby: its first frame is a `start` with `standby`
+        /// > set and nothing else): the orchestrator hands one a tunnel by writing `open` as its first frame, and the device
+        /// > answers as above. A new connection then waits for no call to be opened and authorised.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5465,7 +5480,8 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
         /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
         /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
-        /// > replica's device line. Then bytes flow both ways.
+        /// > replica's device line. Then bytes flow both ways. A device may open such calls ahead of need (warm) and write `peer`
+        /// > once a connection comes; one it ends without writing anything ends quietly.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5619,6 +5635,9 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
         /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
         /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+        /// > A device also keeps a few of these calls open ahead of need (standby: its first frame is a `start` with `standby`
+        /// > set and nothing else): the orchestrator hands one a tunnel by writing `open` as its first frame, and the device
+        /// > answers as above. A new connection then waits for no call to be opened and authorised.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5653,7 +5672,8 @@ extension Orrery_Orchestrator_V1_AgentChannel {
         /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
         /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
         /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
-        /// > replica's device line. Then bytes flow both ways.
+        /// > replica's device line. Then bytes flow both ways. A device may open such calls ahead of need (warm) and write `peer`
+        /// > once a connection comes; one it ends without writing anything ends quietly.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5819,6 +5839,9 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
     /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
     /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
     /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+    /// > A device also keeps a few of these calls open ahead of need (standby: its first frame is a `start` with `standby`
+    /// > set and nothing else): the orchestrator hands one a tunnel by writing `open` as its first frame, and the device
+    /// > answers as above. A new connection then waits for no call to be opened and authorised.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5848,7 +5871,8 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
     /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
     /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
     /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
-    /// > replica's device line. Then bytes flow both ways.
+    /// > replica's device line. Then bytes flow both ways. A device may open such calls ahead of need (warm) and write `peer`
+    /// > once a connection comes; one it ends without writing anything ends quietly.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Orrery_Orchestrator_V1_TunnelFrame` messages.
@@ -5998,6 +6022,9 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
     /// > A TCP connection into one of this device's sandboxes that the orchestrator asked for on the line (OpenTunnel), on
     /// > the same HTTP/2 connection as the line: its own stream with its own flow control. The device's first frame names
     /// > the tunnel (and why it could not connect, if it could not); then bytes flow both ways.
+    /// > A device also keeps a few of these calls open ahead of need (standby: its first frame is a `start` with `standby`
+    /// > set and nothing else): the orchestrator hands one a tunnel by writing `open` as its first frame, and the device
+    /// > answers as above. A new connection then waits for no call to be opened and authorised.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.
@@ -6032,7 +6059,8 @@ extension Orrery_Orchestrator_V1_AgentChannel.ClientProtocol {
     /// > A TCP connection from one of this device's sandboxes to a port of another allocation of its deployment (the
     /// > ensemble network): the device's first frame is `peer`, naming its own running allocation (its offer) and the
     /// > partner's port; the orchestrator carries the stream to a running replica of the partner as a Tunnel on that
-    /// > replica's device line. Then bytes flow both ways.
+    /// > replica's device line. Then bytes flow both ways. A device may open such calls ahead of need (warm) and write `peer`
+    /// > once a connection comes; one it ends without writing anything ends quietly.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.

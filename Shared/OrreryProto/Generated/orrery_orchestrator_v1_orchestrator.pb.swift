@@ -2734,6 +2734,11 @@ public nonisolated struct Orrery_Orchestrator_V1_OpenTunnel: Sendable {
 
   public var port: UInt32 = 0
 
+  /// (Only on a standby Tunnel call, at most 64 KiB.) The connection's first bytes, written once it is made, before any
+  /// data frame: a request that rides with its connection. A device that cannot connect drops them: nothing reached
+  /// the service, so the orchestrator may send them to another replica.
+  public var earlyData: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2800,6 +2805,15 @@ public nonisolated struct Orrery_Orchestrator_V1_TunnelFrame: Sendable {
     set {kind = .relay(newValue)}
   }
 
+  /// (To the device, first on a standby Tunnel call.) The connection to make; the device answers with `start`.
+  public var `open`: Orrery_Orchestrator_V1_OpenTunnel {
+    get {
+      if case .open(let v)? = kind {return v}
+      return Orrery_Orchestrator_V1_OpenTunnel()
+    }
+    set {kind = .open(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -2815,6 +2829,8 @@ public nonisolated struct Orrery_Orchestrator_V1_TunnelFrame: Sendable {
     case peer(Orrery_Orchestrator_V1_PeerTunnelOpen)
     /// (First on a RelayTunnel call.) The tunnel the callee opens on the device's line it holds.
     case relay(Orrery_Orchestrator_V1_RelayTunnelOpen)
+    /// (To the device, first on a standby Tunnel call.) The connection to make; the device answers with `start`.
+    case `open`(Orrery_Orchestrator_V1_OpenTunnel)
 
   }
 
@@ -2867,6 +2883,10 @@ public nonisolated struct Orrery_Orchestrator_V1_TunnelStart: Sendable {
 
   /// Why the device could not connect; empty: connected.
   public var error: String = String()
+
+  /// (Alone, the first frame of a call the device opens ahead of need.) A standby call: the orchestrator may hand it a
+  /// tunnel (`open`).
+  public var standby: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -7852,7 +7872,7 @@ nonisolated extension Orrery_Orchestrator_V1_ExecOpened: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_OpenTunnel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OpenTunnel"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tunnel_id\0\u{3}offer_id\0\u{1}port\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tunnel_id\0\u{3}offer_id\0\u{1}port\0\u{3}early_data\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7863,6 +7883,7 @@ nonisolated extension Orrery_Orchestrator_V1_OpenTunnel: SwiftProtobuf.Message, 
       case 1: try { try decoder.decodeSingularStringField(value: &self.tunnelID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.offerID) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.earlyData) }()
       default: break
       }
     }
@@ -7878,6 +7899,9 @@ nonisolated extension Orrery_Orchestrator_V1_OpenTunnel: SwiftProtobuf.Message, 
     if self.port != 0 {
       try visitor.visitSingularUInt32Field(value: self.port, fieldNumber: 3)
     }
+    if !self.earlyData.isEmpty {
+      try visitor.visitSingularBytesField(value: self.earlyData, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -7885,6 +7909,7 @@ nonisolated extension Orrery_Orchestrator_V1_OpenTunnel: SwiftProtobuf.Message, 
     if lhs.tunnelID != rhs.tunnelID {return false}
     if lhs.offerID != rhs.offerID {return false}
     if lhs.port != rhs.port {return false}
+    if lhs.earlyData != rhs.earlyData {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -7892,7 +7917,7 @@ nonisolated extension Orrery_Orchestrator_V1_OpenTunnel: SwiftProtobuf.Message, 
 
 nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TunnelFrame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}data\0\u{1}end\0\u{1}close\0\u{1}peer\0\u{1}relay\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}start\0\u{1}data\0\u{1}end\0\u{1}close\0\u{1}peer\0\u{1}relay\0\u{1}open\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7963,6 +7988,19 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message,
           self.kind = .relay(v)
         }
       }()
+      case 7: try {
+        var v: Orrery_Orchestrator_V1_OpenTunnel?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .open(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .open(v)
+        }
+      }()
       default: break
       }
     }
@@ -7997,6 +8035,10 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelFrame: SwiftProtobuf.Message,
     case .relay?: try {
       guard case .relay(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .open?: try {
+      guard case .open(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     }()
     case nil: break
     }
@@ -8097,7 +8139,7 @@ nonisolated extension Orrery_Orchestrator_V1_PeerTunnelOpen: SwiftProtobuf.Messa
 
 nonisolated extension Orrery_Orchestrator_V1_TunnelStart: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TunnelStart"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tunnel_id\0\u{1}error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tunnel_id\0\u{1}error\0\u{1}standby\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -8107,6 +8149,7 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelStart: SwiftProtobuf.Message,
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.tunnelID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.standby) }()
       default: break
       }
     }
@@ -8119,12 +8162,16 @@ nonisolated extension Orrery_Orchestrator_V1_TunnelStart: SwiftProtobuf.Message,
     if !self.error.isEmpty {
       try visitor.visitSingularStringField(value: self.error, fieldNumber: 2)
     }
+    if self.standby != false {
+      try visitor.visitSingularBoolField(value: self.standby, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Orrery_Orchestrator_V1_TunnelStart, rhs: Orrery_Orchestrator_V1_TunnelStart) -> Bool {
     if lhs.tunnelID != rhs.tunnelID {return false}
     if lhs.error != rhs.error {return false}
+    if lhs.standby != rhs.standby {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

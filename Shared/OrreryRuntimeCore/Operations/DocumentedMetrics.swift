@@ -16,6 +16,8 @@ public enum MetricCatalog {
         "orrery_placement_seconds": "Time the solver took to place an ensemble, by outcome (placed, infeasible)",
         "orrery_offers_refused_total": "Offers a device declined or let expire, by how (declined, expired)",
         "orrery_settlement_incidents_total": "Settlement steps held because the gateway refused their proofs",
+        "orrery_tunnels_opened_total":
+            "Tunnels into sandboxes opened, by how (standby: handed to a device's standby call; line: asked on its line; relay: through another replica)",
         // Registry.
         "orrery_heartbeats_total": "Heartbeats received from devices",
         "orrery_device_status_changes_total": "Devices that changed liveness status, by the status entered",
@@ -33,6 +35,8 @@ public enum MetricCatalog {
         "orrery_agent_allocation_cpu_seconds": "CPU time a running allocation used so far, by offer and allocation",
         "orrery_agent_allocation_memory_bytes": "Memory a running allocation uses now, by offer and allocation",
         "orrery_sandbox_start_seconds": "Time from a Deploy to its workload running in its sandbox",
+        "orrery_agent_partner_connections_total":
+            "Sandbox connections to ensemble partners, by how (warm: on a call kept open ahead of need; own_call: on a call opened for it)",
     ]
 }
 
@@ -51,6 +55,7 @@ extension MetricCatalog {
             ("orrery_placement_seconds", .timer, [[("outcome", "placed")], [("outcome", "infeasible")]]),
             ("orrery_offers_refused_total", .counter, [[("how", "declined")], [("how", "expired")]]),
             ("orrery_settlement_incidents_total", .counter, [[]]),
+            ("orrery_tunnels_opened_total", .counter, ["standby", "line", "relay"].map { [("how", $0)] }),
         ],
         "registry": [
             ("orrery_heartbeats_total", .counter, [[]]),
@@ -73,6 +78,7 @@ extension MetricCatalog {
         "device-agent": [
             ("orrery_agent_allocations_running", .gauge, [[]]),
             ("orrery_sandbox_start_seconds", .timer, [[]]),
+            ("orrery_agent_partner_connections_total", .counter, ["warm", "own_call"].map { [("how", $0)] }),
         ],
     ]
 

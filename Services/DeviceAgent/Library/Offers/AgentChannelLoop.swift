@@ -81,6 +81,10 @@ struct AgentChannelLoop {
                         sent = ContinuousClock.now
                     }
                 }
+                // Tunnel calls kept open ahead of need on the line's connection: a new connection into a sandbox
+                // is handed to one at once.
+                let tunnels = executions.tunnels
+                group.addTask { await tunnels.keepStandby(over: channel) }
                 try await channel.connect(
                     requestProducer: { writer in
                         for await message in answers { try await writer.write(message) }

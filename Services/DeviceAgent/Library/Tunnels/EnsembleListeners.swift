@@ -8,6 +8,7 @@
 #endif
 internal import GRPCCore
 internal import Logging
+internal import Metrics
 internal import NIOCore
 internal import NIOPosix
 internal import OrreryProto
@@ -52,8 +53,9 @@ public enum EnsembleListener {
 /// The ensemble network on this device: for each running allocation with partners, the device listens inside its
 /// sandbox on each partner's loopback address and ports (what the sandbox's /etc/hosts names them) and carries each
 /// connection there to the orchestrator as a `PeerTunnel` call on a line — its own HTTP/2 stream — which reaches a
-/// running replica of the partner over that replica's device line. The listeners are made again when the sandbox's
-/// network namespace changes (a restart in place) and closed when the allocation ends.
+/// running replica of the partner over that replica's device line. While it serves any, a few such calls are kept
+/// open on each line ahead of need (`WarmPeerCalls`). The listeners are made again when the sandbox's network
+/// namespace changes (a restart in place) and closed when the allocation ends.
 final class EnsembleListeners: Sendable {
     let runner: AllocationRunner
     let connector: SandboxConnector
@@ -61,21 +63,53 @@ final class EnsembleListeners: Sendable {
     /// Lines to orchestrators that connections can be carried over, by orchestrator DID.
     private let lines = Mutex<[String: any Orrery_Orchestrator_V1_AgentChannel.ClientProtocol]>([:])
     private let serving = Mutex<[String: Task<Void, Never>]>([:])
+    /// Warm `PeerTunnel` calls on each line, by orchestrator DID, while any allocation is served.
+    private let warm = Mutex<[String: (calls: WarmPeerCalls, task: Task<Void, Never>)]>([:])
+    /// Warm calls kept on each line.
+    let warmCount: Int
     /// How often a running allocation's network namespace is looked at.
     static let lookInterval = Duration.milliseconds(250)
 
-    init(runner: AllocationRunner, connector: SandboxConnector, logger: Logger) {
+    init(runner: AllocationRunner, connector: SandboxConnector, logger: Logger, warmCount: Int = 4) {
         self.runner = runner
         self.connector = connector
         self.logger = logger
+        self.warmCount = warmCount
     }
 
     func attach(_ line: any Orrery_Orchestrator_V1_AgentChannel.ClientProtocol, orchestrator: String) {
         lines.withLock { $0[orchestrator] = line }
+        keepWarmCalls()
     }
 
     func detach(orchestrator: String) {
         _ = lines.withLock { $0.removeValue(forKey: orchestrator) }
+        warm.withLock { $0.removeValue(forKey: orchestrator) }?.task.cancel()
+    }
+
+    /// Keeps warm calls on every line while an allocation is served; none otherwise.
+    private func keepWarmCalls() {
+        let wanted = serving.withLock { !$0.isEmpty } && warmCount > 0
+        guard wanted else {
+            let stopped = warm.withLock { warm in
+                defer { warm.removeAll() }
+                return warm.values.map(\.task)
+            }
+            for task in stopped { task.cancel() }
+            return
+        }
+        for (orchestrator, line) in lines.withLock({ $0 }) {
+            warm.withLock { warm in
+                guard warm[orchestrator] == nil else { return }
+                let calls = WarmPeerCalls(count: warmCount, logger: logger)
+                let task = Task {
+                    await calls.keep(over: line) { assignment in
+                        await self.carryOnItsOwnCall(assignment.connection, first: assignment.first, over: line)
+                    }
+                }
+                warm[orchestrator] = (calls, task)
+            }
+        }
     }
 
     /// The partners the allocation was deployed with (`peers.pb` in its directory).
@@ -104,11 +138,13 @@ final class EnsembleListeners: Sendable {
         guard !peers.isEmpty else { return }
         let task = Task { await self.keep(id, peers: peers, orchestrator: orchestrator) }
         serving.withLock { $0.updateValue(task, forKey: id) }?.cancel()
+        keepWarmCalls()
     }
 
     /// Stops serving allocation `id`'s partners.
     func close(_ id: String) {
         serving.withLock { $0.removeValue(forKey: id) }?.cancel()
+        keepWarmCalls()
     }
 
     private func keep(_ id: String, peers: [Orrery_Orchestrator_V1_EnsemblePeer], orchestrator: String) async {
@@ -192,8 +228,8 @@ final class EnsembleListeners: Sendable {
         to peer: Orrery_Orchestrator_V1_EnsemblePeer, port: UInt32, orchestrator: String
     ) async {
         let allocation = peer.allocation
-        let line = lines.withLock { $0[orchestrator] ?? $0.values.first }
-        guard let line else {
+        let chosen = lines.withLock { lines in lines[orchestrator].map { (orchestrator, $0) } ?? lines.first }
+        guard let (lineOrchestrator, line) = chosen else {
             // Closed through `executeThenClose`: NIO traps on a channel dropped with its writer open.
             try? await connection.executeThenClose { _, _ in }
             return
@@ -206,6 +242,28 @@ final class EnsembleListeners: Sendable {
                 $0.deploymentID = peer.deploymentID
             }
         }
+        if let calls = warm.withLock({ $0[lineOrchestrator]?.calls }),
+            calls.hand(WarmPeerCalls.Assignment(connection: connection, first: first))
+        {
+            Self.carried.warm.increment()
+            return
+        }
+        Self.carried.ownCall.increment()
+        await carryOnItsOwnCall(connection, first: first, over: line)
+    }
+
+    /// Sandbox connections to partners (`orrery_agent_partner_connections_total`), by how: handed to a warm call, or
+    /// on a call opened for them.
+    private static let carried = (
+        warm: Counter(label: "orrery_agent_partner_connections_total", dimensions: [("how", "warm")]),
+        ownCall: Counter(label: "orrery_agent_partner_connections_total", dimensions: [("how", "own_call")])
+    )
+
+    /// Carries a sandbox's connection on a `PeerTunnel` call opened for it, `first` its first frame.
+    private func carryOnItsOwnCall(
+        _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, first: Orrery_Orchestrator_V1_TunnelFrame,
+        over line: any Orrery_Orchestrator_V1_AgentChannel.ClientProtocol
+    ) async {
         do {
             try await SandboxTunnels.bridge(connection, first: first) { producer, onResponse in
                 try await line.peerTunnel(requestProducer: producer, onResponse: onResponse)
@@ -213,7 +271,10 @@ final class EnsembleListeners: Sendable {
         } catch {
             logger.info(
                 "an ensemble connection ended",
-                metadata: ["offer": "\(id)", "partner": "\(allocation):\(port)", "error": "\(error)"])
+                metadata: [
+                    "offer": "\(first.peer.offerID)", "partner": "\(first.peer.allocation):\(first.peer.port)",
+                    "error": "\(error)",
+                ])
         }
     }
 }

@@ -20,15 +20,17 @@ final class SandboxConnector: Sendable {
     let nsenter: String
     let agentExecutable: String
 
-    /// A helper: the namespace it serves, the agent's end of its socket, and the queue its requests go through one
-    /// at a time (each request's answer is the next message).
+    /// A helper: the namespace it serves (and the sandbox process it was found by), the agent's end of its socket,
+    /// and the queue its requests go through one at a time (each request's answer is the next message).
     private final class Helper: Sendable {
         let namespace: String
+        let member: Int32
         let socket: Int32
         let queue: DispatchQueue
 
-        init(namespace: String, socket: Int32) {
+        init(namespace: String, member: Int32, socket: Int32) {
             self.namespace = namespace
+            self.member = member
             self.socket = socket
             queue = DispatchQueue(label: "orrery.sandbox-connector")
         }
@@ -43,25 +45,37 @@ final class SandboxConnector: Sendable {
         self.agentExecutable = agentExecutable
     }
 
-    /// A connected, non-blocking socket to `port` inside the sandbox of allocation `id`, one of whose processes is
-    /// `member`.
-    func connect(_ id: String, member: Int32, port: Int, timeout: Duration) async throws -> Int32 {
+    /// A connected, non-blocking socket to `port` inside the sandbox of allocation `id`; `member` finds one of its
+    /// processes (asked only when the sandbox has no helper yet, or a new namespace).
+    func connect(_ id: String, member: () -> Int32?, port: Int, timeout: Duration) async throws -> Int32 {
         try await ask(id, member: member, "\(port) \(SandboxProbe.milliseconds(timeout))")
     }
 
     /// A socket listening on loopback `address`:`port` inside the sandbox of allocation `id` (one of whose processes
     /// is `member`): made there, so it takes the sandbox's connections wherever the agent accepts them.
     func listen(_ id: String, member: Int32, address: String, port: Int) async throws -> Int32 {
-        try await ask(id, member: member, "LISTEN \(address) \(port)")
+        try await ask(id, member: { member }, "LISTEN \(address) \(port)")
     }
 
-    /// The descriptor the helper of `id`'s sandbox answers `request` with.
-    private func ask(_ id: String, member: Int32, _ request: String) async throws -> Int32 {
-        guard let namespace = SandboxProbe.namespace("net", of: member) else {
-            throw ConnectFailure(description: "its sandbox's network cannot be read")
-        }
+    /// The descriptor the helper of `id`'s sandbox answers `request` with. The helper already serving it is used
+    /// while the process it was found by still lives in its namespace (one link read); otherwise `member` finds the
+    /// sandbox's namespace again.
+    private func ask(_ id: String, member: () -> Int32?, _ request: String) async throws -> Int32 {
         for attempt in 0..<2 {
-            let helper = try await helper(for: id, namespace: namespace, member: member)
+            let helper: Helper
+            if attempt == 0, let current = helpers.withLock({ $0[id] }),
+                SandboxProbe.namespace("net", of: current.member) == current.namespace
+            {
+                helper = current
+            } else {
+                guard let member = member() else {
+                    throw ConnectFailure(description: "no process of its sandbox runs")
+                }
+                guard let namespace = SandboxProbe.namespace("net", of: member) else {
+                    throw ConnectFailure(description: "its sandbox's network cannot be read")
+                }
+                helper = try await self.helper(for: id, namespace: namespace, member: member)
+            }
             do {
                 return try await self.request(helper, text: request)
             } catch let failure as HelperGone where attempt == 0 {
@@ -100,7 +114,7 @@ final class SandboxConnector: Sendable {
         guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw ConnectFailure(description: "cannot make a socket pair: \(String(cString: strerror(errno)))")
         }
-        let helper = Helper(namespace: namespace, socket: pair[0])
+        let helper = Helper(namespace: namespace, member: member, socket: pair[0])
         // Detached (`setsid -f`: reaped by init, not waited for here); this returns once the helper closed its
         // standard output and error, its first act.
         do {

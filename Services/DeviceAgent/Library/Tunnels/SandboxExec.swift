@@ -79,7 +79,15 @@ final class SandboxExec: Sendable {
             guard admitted else {
                 throw Refusal(code: .resourceExhausted, reason: "this device runs \(limit) exec sessions already")
             }
-            session = try start(request)
+            // Journaled before its command starts, until its record is kept: an agent killed at any moment after
+            // signs it when it starts again (a session it never got to start is logged as killed, not lost).
+            journal(sessionRecord(request, startedAt: startedAt), offer: request.offerID)
+            do {
+                session = try start(request)
+            } catch {
+                forgetJournal(request.execID, offer: request.offerID)
+                throw error
+            }
         } catch {
             let refusal =
                 error as? Refusal ?? Refusal(code: .unavailable, reason: "the command could not start: \(error)")
@@ -104,8 +112,6 @@ final class SandboxExec: Sendable {
                 "invoker": "\(request.invokerDid)",
             ])
         defer { session.end() }
-        // Journaled until its record is kept: an agent killed meanwhile signs it when it starts again.
-        journal(sessionRecord(request, startedAt: startedAt), offer: request.offerID)
         do {
             try await carry(session, request: request, startedAt: startedAt, over: line)
         } catch {
@@ -259,6 +265,7 @@ final class SandboxExec: Sendable {
     func forgetJournal(_ session: String, offer: String) {
         guard Self.isSessionID(session), AllocationRunner.isSafeID(offer) else { return }
         unlink(recordDirectory + "/" + offer + "/" + session + ".open")
+        rmdir(recordDirectory + "/" + offer)  // only when nothing else is kept for it
     }
 
     /// Signs the record of every session an earlier run of the agent journaled and never ended (it was killed while

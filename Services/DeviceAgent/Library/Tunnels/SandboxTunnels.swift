@@ -11,10 +11,11 @@ internal import OrreryProto
 internal import SwiftProtobuf
 internal import Synchronization
 
-/// Connections into this device's sandboxes that an orchestrator asked for over its line (`OpenTunnel`, for a
-/// consumer's port-forward): each is a `Tunnel` call of its own on the line's HTTP/2 connection — its own stream and
-/// flow control, so a slow reader stalls neither the line nor another tunnel — bridged to a socket inside the
-/// sandbox's network namespace (`SandboxConnector`).
+/// Connections into this device's sandboxes that an orchestrator asked for (for the ingress, a consumer's
+/// port-forward, the ensemble network): each is a `Tunnel` call of its own on the line's HTTP/2 connection — its own
+/// stream and flow control, so a slow reader stalls neither the line nor another tunnel — bridged to a socket inside
+/// the sandbox's network namespace (`SandboxConnector`). A few calls are kept open ahead of need (standby), so that a
+/// new connection is handed to one at once; past them, the orchestrator asks on the line (`OpenTunnel`) for a new one.
 final class SandboxTunnels: Sendable {
     let runner: AllocationRunner
     let connector: SandboxConnector
@@ -23,13 +24,20 @@ final class SandboxTunnels: Sendable {
     /// without end.
     private let open = Mutex(0)
     let limit: Int
+    /// Standby calls kept open on each line.
+    let standbyCount: Int
+    /// The ports each allocation declares (its spec never changes), so a connection reads no spec.
+    private let declaredPorts = Mutex<[String: Set<UInt32>]>([:])
 
-    init(runner: AllocationRunner, logger: Logger, connector: SandboxConnector = SandboxConnector(), limit: Int = 2048)
-    {
+    init(
+        runner: AllocationRunner, logger: Logger, connector: SandboxConnector = SandboxConnector(), limit: Int = 2048,
+        standbyCount: Int = 4
+    ) {
         self.runner = runner
         self.logger = logger
         self.connector = connector
         self.limit = limit
+        self.standbyCount = standbyCount
     }
 
     /// The most bytes one frame carries.
@@ -40,44 +48,16 @@ final class SandboxTunnels: Sendable {
     func open<Line: Orrery_Orchestrator_V1_AgentChannel.ClientProtocol>(
         _ request: Orrery_Orchestrator_V1_OpenTunnel, over line: Line
     ) async {
-        var start = Orrery_Orchestrator_V1_TunnelStart.with { $0.tunnelID = request.tunnelID }
-        var socket: Int32?
-        let admitted = open.withLock { count -> Bool in
-            guard count < limit else { return false }
-            count += 1
-            return true
-        }
-        defer { if admitted { open.withLock { $0 -= 1 } } }
+        let connected = await connection(for: request)
+        defer { if connected.admitted { release() } }
+        let first = Orrery_Orchestrator_V1_TunnelFrame.with { $0.start = connected.start }
         do {
-            guard admitted else {
-                throw SandboxConnector.ConnectFailure(
-                    description: "this device carries \(limit) connections into its sandboxes already")
-            }
-            socket = try await connect(request)
-        } catch {
-            start.error = "\(error)"
-            logger.info(
-                "a connection into a sandbox could not be made",
-                metadata: ["offer": "\(request.offerID)", "port": "\(request.port)", "error": "\(error)"])
-        }
-        let first = Orrery_Orchestrator_V1_TunnelFrame.with { $0.start = start }
-        do {
-            guard let socket else {
+            guard let connection = connected.channel else {
                 try await line.tunnel(
                     requestProducer: { writer in try await writer.write(first) },
                     onResponse: { _ in })
                 return
             }
-            // From here the channel owns the socket.
-            let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelOption(.allowRemoteHalfClosure, value: true)
-                .withConnectedSocket(socket) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                            wrappingChannelSynchronously: channel,
-                            configuration: .init(isOutboundHalfClosureEnabled: true))
-                    }
-                }
             try await Self.bridge(connection, first: first) { producer, onResponse in
                 try await line.tunnel(requestProducer: producer, onResponse: onResponse)
             }
@@ -86,6 +66,115 @@ final class SandboxTunnels: Sendable {
                 "a connection into a sandbox ended", metadata: ["offer": "\(request.offerID)", "error": "\(error)"])
         }
     }
+
+    /// Keeps `standbyCount` standby `Tunnel` calls open on `line` until cancelled (the line's end).
+    func keepStandby<Line: Orrery_Orchestrator_V1_AgentChannel.ClientProtocol>(over line: Line) async {
+        await CallsAhead.keep(count: standbyCount) { used in await self.standby(over: line, onHanded: used) }
+    }
+
+    /// One standby call: announced (`start.standby`), it waits for the orchestrator's `open`, tells `onHanded`, and
+    /// carries that tunnel until either side ends it.
+    private func standby<Line: Orrery_Orchestrator_V1_AgentChannel.ClientProtocol>(
+        over line: Line, onHanded: @escaping @Sendable () -> Void
+    ) async {
+        // The call's writer, handed from its request side to its response side, which serves the tunnel; the
+        // request side ends when the socket's bytes do.
+        let (writers, giveWriter) = AsyncStream<RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>>.makeStream()
+        let (requestsEnded, endRequests) = AsyncStream<Void>.makeStream()
+        do {
+            try await line.tunnel(
+                requestProducer: { writer in
+                    defer { giveWriter.finish() }
+                    try await writer.write(.with { $0.start = .with { $0.standby = true } })
+                    giveWriter.yield(writer)
+                    giveWriter.finish()
+                    for await _ in requestsEnded {}
+                },
+                onResponse: { response in
+                    defer { endRequests.finish() }
+                    var frames = response.messages.makeAsyncIterator()
+                    guard let first = try await frames.next() else { return }
+                    guard case .open(let request) = first.kind else {
+                        throw SandboxConnector.ConnectFailure(description: "a standby call's first frame is open")
+                    }
+                    onHanded()
+                    var handedWriter = writers.makeAsyncIterator()
+                    guard let writer = await handedWriter.next() else { return }
+                    try await self.serve(request, writer: writer, frames: &frames, endRequests: endRequests)
+                })
+        } catch {
+            logger.debug("a standby tunnel call ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The tunnel handed to a standby call: connects, writes the request's early bytes, answers `start`, then
+    /// carries bytes both ways; `endRequests` once the socket's bytes ended.
+    private func serve(
+        _ request: Orrery_Orchestrator_V1_OpenTunnel, writer: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+        frames: inout RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>.AsyncIterator,
+        endRequests: AsyncStream<Void>.Continuation
+    ) async throws {
+        let connected = await connection(for: request)
+        defer { if connected.admitted { release() } }
+        guard let connection = connected.channel else {
+            try await writer.write(.with { $0.start = connected.start })
+            return
+        }
+        try await connection.executeThenClose { inbound, outbound in
+            if !request.earlyData.isEmpty { try await outbound.write(ByteBuffer(bytes: request.earlyData)) }
+            try await writer.write(.with { $0.start = connected.start })
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    defer { endRequests.finish() }
+                    try await Self.pump(inbound, to: writer)
+                }
+                while let frame = try await frames.next(), try await Self.apply(frame, to: outbound) {}
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// A connection made for `request` (nil, with the reason in `start.error`, when it could not be), and whether it
+    /// was admitted under the device's bound (then `release()` once it ends).
+    private func connection(for request: Orrery_Orchestrator_V1_OpenTunnel) async -> (
+        channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>?, start: Orrery_Orchestrator_V1_TunnelStart, admitted: Bool
+    ) {
+        var start = Orrery_Orchestrator_V1_TunnelStart.with { $0.tunnelID = request.tunnelID }
+        let admitted = open.withLock { count -> Bool in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+        do {
+            guard admitted else {
+                throw SandboxConnector.ConnectFailure(
+                    description: "this device carries \(limit) connections into its sandboxes already")
+            }
+            guard request.earlyData.count <= Self.frameLimit else {
+                throw SandboxConnector.ConnectFailure(description: "early data carries at most 64 KiB")
+            }
+            let socket = try await connect(request)
+            // From here the channel owns the socket.
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .withConnectedSocket(socket) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(isOutboundHalfClosureEnabled: true))
+                    }
+                }
+            return (channel, start, admitted)
+        } catch {
+            start.error = "\(error)"
+            logger.info(
+                "a connection into a sandbox could not be made",
+                metadata: ["offer": "\(request.offerID)", "port": "\(request.port)", "error": "\(error)"])
+            return (nil, start, admitted)
+        }
+    }
+
+    private func release() { open.withLock { $0 -= 1 } }
 
     /// Carries `connection`'s bytes over a tunnel call both ways until either side ends: `first` goes first, then
     /// the socket's bytes (in frames of at most 64 KiB); its end ends the call's requests. The call's data frames go
@@ -106,15 +195,7 @@ final class SandboxTunnels: Sendable {
                     try await writer.write(first)
                     // The socket's bytes until it closes its side, or the other side is gone.
                     try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            for try await var buffer in inbound {
-                                while buffer.readableBytes > 0,
-                                    let slice = buffer.readSlice(length: min(buffer.readableBytes, Self.frameLimit))
-                                {
-                                    try await writer.write(.with { $0.data = Data(slice.readableBytesView) })
-                                }
-                            }
-                        }
+                        group.addTask { try await Self.pump(inbound, to: writer) }
                         group.addTask { for await _ in closed {} }
                         try await group.next()
                         group.cancelAll()
@@ -123,15 +204,37 @@ final class SandboxTunnels: Sendable {
                 { response in
                     defer { close.finish() }
                     for try await frame in response.messages {
-                        switch frame.kind {
-                        case .data(let data): try await outbound.write(ByteBuffer(bytes: data))
-                        case .end: outbound.finish()
-                        case .close: return
-                        case .start, .peer, .relay, nil: continue
-                        }
+                        guard try await Self.apply(frame, to: outbound) else { return }
                     }
                 })
         }
+    }
+
+    /// The socket's bytes to the call, in frames of at most 64 KiB, until the socket closes its side.
+    static func pump(
+        _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, to writer: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
+    ) async throws {
+        for try await var buffer in inbound {
+            while buffer.readableBytes > 0,
+                let slice = buffer.readSlice(length: min(buffer.readableBytes, Self.frameLimit))
+            {
+                try await writer.write(.with { $0.data = Data(slice.readableBytesView) })
+            }
+        }
+    }
+
+    /// One frame from the orchestrator applied to the socket: data written, `end` half-closes it; false for `close`
+    /// (the tunnel ends).
+    static func apply(
+        _ frame: Orrery_Orchestrator_V1_TunnelFrame, to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws -> Bool {
+        switch frame.kind {
+        case .data(let data): try await outbound.write(ByteBuffer(bytes: data))
+        case .end: outbound.finish()
+        case .close: return false
+        case .start, .peer, .relay, .open, nil: break
+        }
+        return true
     }
 
     /// A socket connected to the requested port of a running allocation that declares it.
@@ -141,14 +244,23 @@ final class SandboxTunnels: Sendable {
             throw SandboxConnector.ConnectFailure(
                 description: "allocation \(id.prefix(80)) does not run on this device")
         }
-        let spec = try runner.spec(id)
-        guard spec.ports.contains(where: { $0.port == request.port }) else {
+        guard try ports(declaredBy: id).contains(request.port) else {
             throw SandboxConnector.ConnectFailure(
-                description: "allocation \(spec.name) declares no port \(request.port)")
+                description: "allocation \(id.prefix(80)) declares no port \(request.port)")
         }
-        guard let member = SandboxProbe.networkMember(among: runner.processes(id)) else {
-            throw SandboxConnector.ConnectFailure(description: "no process of its sandbox runs")
+        return try await connector.connect(
+            id, member: { SandboxProbe.networkMember(among: self.runner.processes(id)) }, port: Int(request.port),
+            timeout: .seconds(5))
+    }
+
+    /// The ports allocation `id` declares (its spec read once).
+    private func ports(declaredBy id: String) throws -> Set<UInt32> {
+        if let known = declaredPorts.withLock({ $0[id] }) { return known }
+        let ports = Set(try runner.spec(id).ports.map(\.port))
+        declaredPorts.withLock { known in
+            if known.count >= 1024 { known.removeAll() }
+            known[id] = ports
         }
-        return try await connector.connect(id, member: member, port: Int(request.port), timeout: .seconds(5))
+        return ports
     }
 }

@@ -187,12 +187,16 @@ final class IngressConnection {
         var rewritten = Self.rewrite(
             head, caller: caller, upgrade: upgrade, isPrivate: entry.route.isPrivate, client: client, secure: secure)
         rewritten.fields.append(("X-Forwarded-Host", hostName))
-        let backend = try await connect(entry)
-        await backend.waitUntilFewerPending(than: Self.pipelineDepthLimit)
         var bytes = ByteBuffer()
         rewritten.write(to: &bytes)
-        backend.expect(HTTPResponseTracker.Request(method: head.first, upgrade: upgrade))
-        try await forward(bytes)
+        let request = HTTPResponseTracker.Request(method: head.first, upgrade: upgrade)
+        if let backend {
+            await backend.waitUntilFewerPending(than: Self.pipelineDepthLimit)
+            backend.expect(request)
+            try await forward(bytes)
+        } else {
+            try await connect(entry, first: request, bytes: bytes)
+        }
         return (length, upgrade)
     }
 
@@ -226,11 +230,14 @@ final class IngressConnection {
         return found
     }
 
-    /// The tunnel of this connection, opened to a replica for its first forwarded request.
-    private func connect(_ entry: IngressDirectory.Entry) async throws -> IngressBackend {
-        if let backend { return backend }
+    /// The tunnel of this connection, opened to a replica for its first request (`bytes`, the rewritten head),
+    /// which rides with the opening.
+    private func connect(
+        _ entry: IngressDirectory.Entry, first request: HTTPResponseTracker.Request, bytes: ByteBuffer
+    ) async throws {
         let backend = IngressBackend(toClient: outbound)
-        let session = try await proxy.openTunnel(to: entry, backend: backend)
+        backend.expect(request)
+        let session = try await proxy.openTunnel(to: entry, backend: backend, first: Data(bytes.readableBytesView))
         self.backend = backend
         self.session = session
         // When the service's side ends, the client's does too (after every byte the service sent).
@@ -241,7 +248,6 @@ final class IngressConnection {
             outbound.finish()
         }
         channel.closeFuture.whenComplete { _ in backend.end() }
-        return backend
     }
 
     /// The caller of a private port: a `Bearer` capability, else the session cookie.

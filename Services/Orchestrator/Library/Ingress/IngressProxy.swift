@@ -22,13 +22,13 @@ struct IngressProxy: Sendable {
     /// How long a device has to connect a tunnel.
     static let openingLimit = Duration.seconds(10)
 
-    /// A tunnel to a replica serving `entry`'s route, its bytes going to `backend`.
-    func openTunnel(to entry: IngressDirectory.Entry, backend: IngressBackend) async throws(IngressAnswer)
+    /// A tunnel to a replica serving `entry`'s route, `first` its first bytes, its bytes going to `backend`.
+    func openTunnel(to entry: IngressDirectory.Entry, backend: IngressBackend, first: Data) async throws(IngressAnswer)
         -> TunnelBroker.Session
     {
         do {
             return try await tunnels.open(
-                entry.deployment, allocation: entry.route.allocation, port: entry.route.port,
+                entry.deployment, allocation: entry.route.allocation, port: entry.route.port, first: first,
                 within: Self.openingLimit, deliver: { data in try await backend.deliver(data) }
             ).session
         } catch .noReplica(let reason) {
