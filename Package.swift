@@ -42,6 +42,8 @@ let configuration = Target.Dependency.product(name: "Configuration", package: "s
 let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
 let hummingbirdTLS = Target.Dependency.product(name: "HummingbirdTLS", package: "hummingbird")
 let postgres = Target.Dependency.product(name: "PostgresNIO", package: "postgres-nio")
+// The connection pool under PostgresClient: only for the error it throws when no connection can be made.
+let postgresPool = Target.Dependency.product(name: "_ConnectionPoolModule", package: "postgres-nio")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
 let yams = Target.Dependency.product(name: "Yams", package: "Yams")
@@ -135,7 +137,7 @@ let package = Package(
             dependencies: [
                 "OrreryRuntimeCore", "OrreryProto", "OrreryDatabase", "OrreryAuth", "OrreryIdentity", "CMallocControl",
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, argumentParser, logging, metrics, prometheus,
-                lifecycle, unixSignals, configuration, hummingbird, hummingbirdTLS, postgres, systemPackage,
+                lifecycle, unixSignals, configuration, hummingbird, hummingbirdTLS, postgres, postgresPool, systemPackage,
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
@@ -268,7 +270,7 @@ let package = Package(
                 "OrreryTestSupport",
                 grpcCore,
                 grpcPosix, configuration, logging, swiftProtobuf, argumentParser,
-                postgres, .product(name: "NIOPosix", package: "swift-nio"),
+                postgres, postgresPool, .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/OrreryRuntimeTests",

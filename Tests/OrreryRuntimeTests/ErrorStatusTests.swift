@@ -7,6 +7,7 @@ import OrreryProto
 import OrreryRuntimeCore
 import OrreryTestSupport
 import PostgresNIO
+import _ConnectionPoolModule
 import SwiftProtobuf
 import Testing
 
@@ -123,6 +124,18 @@ struct ErrorStatusTests {
             try await response.write(.with { $0.status = .serving })
             throw Surprise()
         }
+    }
+
+    @Test(
+        "a client whose connection pool gave up making connections (the database down for a while) or shut down is UNAVAILABLE, not INTERNAL"
+    )
+    func connectionPoolErrors() {
+        let tripped = status(ConnectionPoolError.connectionCreationCircuitBreakerTripped)
+        #expect(
+            tripped?.code == .unavailable && tripped?.message.contains("database") == true,
+            "\(String(describing: tripped))")
+        #expect(status(ConnectionPoolError.poolShutdown)?.code == .unavailable)
+        #expect(status(ConnectionPoolError.requestCancelled)?.code == .cancelled)
     }
 
     @Test(

@@ -3,6 +3,7 @@ internal import OrreryRuntimeCore
 public import GRPCCore
 public import Logging
 internal import PostgresNIO
+internal import _ConnectionPoolModule
 
 /// Answers every error a handler throws with a precise status and a message a person understands: an `RPCError`
 /// passes with its message bounded (`RPCError.maximumMessageBytes`); a database error is UNAVAILABLE ("retry"); a cancellation is CANCELLED; anything else is
@@ -64,6 +65,15 @@ public struct ErrorStatusInterceptor: ServerInterceptor {
                 "a call failed on the database",
                 metadata: ["method": "\(method)", "error": "\(String(reflecting: database))"])
             return RPCError(code: .unavailable, message: "the service's database did not answer; retry")
+        case let pool as ConnectionPoolError where pool != .requestCancelled:
+            // No connection could be made for a while (the database is down or unreachable), or the service is
+            // shutting down: another try, or another replica, may succeed.
+            logger.warning(
+                "a call found no database connection",
+                metadata: ["method": "\(method)", "error": "\(String(reflecting: pool))"])
+            return RPCError(code: .unavailable, message: "the service's database cannot be reached now; retry")
+        case let pool as ConnectionPoolError where pool == .requestCancelled:
+            return RPCError(code: .cancelled, message: "the call was cancelled")
         default:
             let incident = UUID().uuidString.prefix(8).lowercased()
             logger.error(
