@@ -362,16 +362,7 @@ struct ExecTests {
             {
                 try await Task.sleep(for: .milliseconds(200))
             }
-            let parties = try ContractParties(network: bed.network)
-            let logged = try await parties.withNotary(bed.notary) { notary in
-                let leaves = try await notary.getEntries(.with { $0.start = 0 }).leaves
-                return try leaves.compactMap { leaf -> Orrery_Notary_V1_ExecSession? in
-                    let entry = try Orrery_Notary_V1_LogEntry(
-                        serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaf).payload)
-                    guard entry.kind == .execSession else { return nil }
-                    return try Orrery_Notary_V1_ExecSession(serializedBytes: entry.act.payload)
-                }
-            }
+            let logged = try await Self.loggedSessions(bed.notary, network: bed.network)
             #expect(logged.map(\.sessionID) == [record.sessionID], "\(logged)")
             #expect(logged.first?.signal == SIGKILL)
             #expect(
@@ -465,18 +456,11 @@ struct ExecTests {
             // The session journaled when it started: the restarted agent signs its record (ended by SIGKILL), which
             // is logged in the notary's log like any other.
             let sessionID = URL(fileURLWithPath: sessionGroup).lastPathComponent
-            let parties = try ContractParties(network: constellation.network)
             var logged: [Orrery_Notary_V1_ExecSession] = []
             let loggedBy = ContinuousClock.now + .seconds(120)
             while logged.isEmpty, ContinuousClock.now < loggedBy {
-                logged = try await parties.withNotary(constellation.notary) { notary in
-                    let leaves = try await notary.getEntries(.with { $0.start = 0 }).leaves
-                    return try leaves.compactMap { leaf -> Orrery_Notary_V1_ExecSession? in
-                        let entry = try Orrery_Notary_V1_LogEntry(
-                            serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaf).payload)
-                        guard entry.kind == .execSession else { return nil }
-                        return try Orrery_Notary_V1_ExecSession(serializedBytes: entry.act.payload)
-                    }.filter { $0.sessionID == sessionID }
+                logged = try await Self.loggedSessions(constellation.notary, network: constellation.network).filter {
+                    $0.sessionID == sessionID
                 }
                 if logged.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
             }
@@ -486,6 +470,21 @@ struct ExecTests {
     }
 
     // MARK: Helpers
+
+    /// The exec sessions the notary's log holds, in log order.
+    static func loggedSessions(_ notary: RunningService, network: TestNetwork) async throws
+        -> [Orrery_Notary_V1_ExecSession]
+    {
+        try await ContractParties(network: network).withNotary(notary) { notary in
+            let leaves = try await notary.getEntries(.with { $0.start = 0 }).leaves
+            return try leaves.compactMap { leaf -> Orrery_Notary_V1_ExecSession? in
+                let entry = try Orrery_Notary_V1_LogEntry(
+                    serializedBytes: try Orrery_Common_V1_Signed(serializedBytes: leaf).payload)
+                guard entry.kind == .execSession else { return nil }
+                return try Orrery_Notary_V1_ExecSession(serializedBytes: entry.act.payload)
+            }
+        }
+    }
 
     /// Whether `file` exists within a minute (a loaded machine is slow to start things).
     static func appears(_ file: URL) async throws -> Bool {

@@ -42,9 +42,6 @@ final class RecentReads<Key: Hashable & Sendable, Value: Sendable>: Sendable {
         }
     }
 
-    /// Forgets `key` (what was read is known to be out of date).
-    func forget(_ key: Key) { _ = entries.withLock { $0.removeValue(forKey: key) } }
-
     /// The value for `key`: recalled when read lately, else read with `read` — and remembered when `keep` says so
     /// (say, only what lets a caller through: one refused reads again next time).
     func value(

@@ -123,14 +123,27 @@ final class SandboxTunnels: Sendable {
         try await connection.executeThenClose { inbound, outbound in
             if !request.earlyData.isEmpty { try await outbound.write(ByteBuffer(bytes: request.earlyData)) }
             try await writer.write(.with { $0.start = connected.start })
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    defer { endRequests.finish() }
-                    try await Self.pump(inbound, to: writer)
-                }
-                while let frame = try await frames.next(), try await Self.apply(frame, to: outbound) {}
-                group.cancelAll()
+            try await Self.carry(
+                inbound: inbound, outbound: outbound, writer: writer, frames: &frames, endRequests: endRequests)
+        }
+    }
+
+    /// Carries an open tunnel's bytes both ways on a call whose writer its response side holds: the socket's bytes
+    /// to `writer` (then `endRequests`, ending the call's requests), the call's frames to the socket, until `close`
+    /// or the call's end.
+    static func carry(
+        inbound: NIOAsyncChannelInboundStream<ByteBuffer>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        writer: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+        frames: inout RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>.AsyncIterator,
+        endRequests: AsyncStream<Void>.Continuation
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { endRequests.finish() }
+                try await pump(inbound, to: writer)
             }
+            while let frame = try await frames.next(), try await apply(frame, to: outbound) {}
+            group.cancelAll()
         }
     }
 
@@ -211,7 +224,7 @@ final class SandboxTunnels: Sendable {
     }
 
     /// The socket's bytes to the call, in frames of at most 64 KiB, until the socket closes its side.
-    static func pump(
+    private static func pump(
         _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, to writer: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>
     ) async throws {
         for try await var buffer in inbound {
@@ -225,7 +238,7 @@ final class SandboxTunnels: Sendable {
 
     /// One frame from the orchestrator applied to the socket: data written, `end` half-closes it; false for `close`
     /// (the tunnel ends).
-    static func apply(
+    private static func apply(
         _ frame: Orrery_Orchestrator_V1_TunnelFrame, to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws -> Bool {
         switch frame.kind {

@@ -130,17 +130,10 @@ final class WarmPeerCalls: Sendable {
             await fallback(assignment)
             return
         }
+        var frames = frames.makeAsyncIterator()
         try await assignment.connection.executeThenClose { inbound, outbound in
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    defer { endRequests.finish() }
-                    try await SandboxTunnels.pump(inbound, to: writer)
-                }
-                for try await frame in frames {
-                    guard try await SandboxTunnels.apply(frame, to: outbound) else { break }
-                }
-                group.cancelAll()
-            }
+            try await SandboxTunnels.carry(
+                inbound: inbound, outbound: outbound, writer: writer, frames: &frames, endRequests: endRequests)
         }
     }
 }

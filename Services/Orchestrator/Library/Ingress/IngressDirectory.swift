@@ -13,19 +13,14 @@ final class IngressDirectory: Sendable {
         let deployment: Orrery_Orchestrator_V1_Deployment
     }
 
-    private struct Remembered {
-        var entry: Entry?
-        var read: ContinuousClock.Instant
-    }
-
     let domain: String
     private let lookup: @Sendable (String) async throws -> Orrery_Orchestrator_V1_Deployment?
-    private let memory = Mutex<[String: Remembered]>([:])
-    private let lookups = Mutex(0)
     /// How long a read is used.
     static let freshness = Duration.seconds(1)
     static let maximumRemembered = 10_000
     static let maximumLookups = 32
+    private let memory = RecentReads<String, Entry>(freshness: freshness, capacity: maximumRemembered)
+    private let lookups = Mutex(0)
 
     init(domain: String, lookup: @escaping @Sendable (String) async throws -> Orrery_Orchestrator_V1_Deployment?) {
         self.domain = domain
@@ -45,10 +40,7 @@ final class IngressDirectory: Sendable {
 
     /// The route and deployment `label` leads to.
     func entry(forLabel label: String) async throws -> Entry? {
-        let now = ContinuousClock.now
-        if let remembered = memory.withLock({ $0[label] }), now - remembered.read < Self.freshness {
-            return remembered.entry
-        }
+        if let recalled = memory.recall(label) { return recalled.value }
         guard let id = IngressRoute.deploymentID(ofLabel: label) else { return nil }
         let admitted = lookups.withLock { count -> Bool in
             guard count < Self.maximumLookups else { return false }
@@ -64,13 +56,7 @@ final class IngressDirectory: Sendable {
                 Entry(route: $0, deployment: deployment)
             }
         }
-        memory.withLock { memory in
-            if memory.count >= Self.maximumRemembered {
-                memory = memory.filter { now - $0.value.read < Self.freshness }
-                if memory.count >= Self.maximumRemembered { memory.removeAll() }
-            }
-            memory[label] = Remembered(entry: entry, read: now)
-        }
+        memory.remember(entry, for: label)
         return entry
     }
 }
