@@ -246,6 +246,7 @@ let package = Package(
                 "OrreryEthereum", "OrreryCardano", "OrreryAddressBinding", argumentParser,
                 grpcCore, grpcPosix, grpcProtobuf, swiftProtobuf, crypto,
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Tools/orrery",
             swiftSettings: upcomingFeatures

@@ -8,20 +8,27 @@ public final class ChildProcess: @unchecked Sendable {
     public let name: String
     public let outputFile: URL
 
-    /// Starts `executable` with `arguments`; `environment` is added to this process's own.
+    /// Starts `executable` with `arguments`; `environment` is added to this process's own. In `networkNamespace`
+    /// when given (a named one, `ip netns exec`, which execs the program: the process is the program's own).
     public init(
         _ executable: URL,
         arguments: [String],
         environment: [String: String] = [:],
-        outputDirectory: URL
+        outputDirectory: URL,
+        networkNamespace: String? = nil
     ) throws {
         name = executable.lastPathComponent
         outputFile = outputDirectory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6)).log")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         let output = try FileHandle(forWritingTo: outputFile)
         process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
+        if let networkNamespace {
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            process.arguments = ["netns", "exec", networkNamespace, executable.path] + arguments
+        } else {
+            process.executableURL = executable
+            process.arguments = arguments
+        }
         var merged = ProcessInfo.processInfo.environment
         for key in merged.keys
         where key.hasPrefix("ORRERY_") && !key.hasPrefix("ORRERY_TEST") && key != "ORRERY_BIN_DIR" {
@@ -97,17 +104,20 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// Runs to completion and returns (exit status, output); a generous default timeout, as a loaded CI machine
-    /// running every suite at once can take tens of seconds to start a Python checker.
+    /// running every suite at once can take tens of seconds to start a Python checker. In `networkNamespace` when
+    /// given.
     public static func run(
         _ executable: URL,
         arguments: [String],
         environment: [String: String] = [:],
-        timeout: Duration = .seconds(180)
+        timeout: Duration = .seconds(180),
+        networkNamespace: String? = nil
     ) async throws -> (status: Int32, output: String) {
         let directory = try TestEnvironment.temporaryDirectory("orrery-run")
         defer { try? FileManager.default.removeItem(at: directory) }
         let child = try ChildProcess(
-            executable, arguments: arguments, environment: environment, outputDirectory: directory)
+            executable, arguments: arguments, environment: environment, outputDirectory: directory,
+            networkNamespace: networkNamespace)
         guard let status = await child.waitForExit(timeout: timeout) else {
             await child.stop()
             throw ChildProcessError.timedOut(name: child.name, output: child.output)
@@ -138,7 +148,7 @@ public struct RunningService: Sendable {
     public var grpcAddress: ServiceAddress { ServiceAddress(host: "127.0.0.1", port: ready.grpcPort) }
 
     /// Starts the executable `name` — on port 0 for gRPC and HTTP unless `portZero` is false (then the arguments
-    /// name the ports) — and waits for its ready file.
+    /// name the ports), in `networkNamespace` when given — and waits for its ready file.
     public static func start(
         _ name: String,
         extraArguments: [String] = [],
@@ -146,7 +156,8 @@ public struct RunningService: Sendable {
         directory: URL,
         configFile: String? = nil,
         portZero: Bool = true,
-        timeout: Duration = .seconds(60)
+        timeout: Duration = .seconds(60),
+        networkNamespace: String? = nil
     ) async throws -> RunningService {
         let readyPath = directory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(6)).ready.json").path
         // An empty config file of its own, so no /etc/orrery file of the machine leaks into a test.
@@ -160,7 +171,8 @@ public struct RunningService: Sendable {
                 "--http-port", "0", "--ready-file", readyPath, "--log-format", "json", "--config", configPath,
             ] + extraArguments,
             environment: environment,
-            outputDirectory: directory
+            outputDirectory: directory,
+            networkNamespace: networkNamespace
         )
         let deadline = ContinuousClock.now + timeout
         while true {

@@ -188,10 +188,12 @@ public struct TestAgent: Sendable {
     }
 
     /// Starts an agent with `owner` policy JSON and lines to `orchestrators`, joined through `registry`; heartbeats
-    /// every `interval` ms when given.
+    /// every `interval` ms when given. In `networkNamespace` when given (the agent and its join), with
+    /// `joinArguments` added to the join (`--tls-ca`).
     public static func start(
         _ name: String, owner: String, orchestrators: [String], registry: String, network: TestNetwork, directory: URL,
-        interval: Int? = nil, extraArguments: [String] = [], environment: [String: String] = [:]
+        interval: Int? = nil, extraArguments: [String] = [], environment: [String: String] = [:],
+        networkNamespace: String? = nil, joinArguments: [String] = []
     ) async throws -> TestAgent {
         let state = directory.appendingPathComponent("\(name)-state").path
         let config = directory.appendingPathComponent("\(name).json").path
@@ -218,10 +220,11 @@ public struct TestAgent: Sendable {
             extraArguments: ["--state-dir", state, "--config", config]
                 + (interval.map { ["--liveness-interval-ms", String($0)] } ?? []) + extraArguments,
             environment: network.environment(for: "device-agent").merging(environment) { $1 }, directory: directory,
-            configFile: config)
+            configFile: config, networkNamespace: networkNamespace)
         let (status, output) = try await ChildProcess.run(
             binary,
-            arguments: ["join", "--registry", registry, "--token", token, "--state-dir", state, "--config", config])
+            arguments: ["join", "--registry", registry, "--token", token, "--state-dir", state, "--config", config]
+                + joinArguments, networkNamespace: networkNamespace)
         guard status == 0 else {
             service.child.signal(SIGKILL)
             throw JoinFailed(description: "device-agent join exited \(status): \(output)")

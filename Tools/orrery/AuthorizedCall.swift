@@ -34,7 +34,9 @@ enum AuthorizedCall {
         guard let target = ServiceAddress(address) else { throw ValidationError("'\(address)' is not host:port") }
         let key = try Inputs.key(caller.key)
         let chain = try Inputs.chain(caller.proof)
-        let info = try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0) }
+        let info = try await ServiceProbe.withClient(target, trustRoots: caller.trustRoots) {
+            try await ServiceProbe.info($0)
+        }
         guard info.name == service else {
             let hint = makeRunAddresses[service].map { " (under make run: \($0))" } ?? ""
             throw WrongService(
@@ -46,7 +48,9 @@ enum AuthorizedCall {
         let signer = InvocationSigner(
             key: key, subject: chain.first?.subject ?? key.did, audience: audience, proofs: chain, catalog: catalog)
         return try await withGRPCClient(
-            transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext), interceptors: [signer]
+            transport: try .http2NIOPosix(
+                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: caller.trustRoots)),
+            interceptors: [signer]
         ) { client in
             try await body(client)
         }

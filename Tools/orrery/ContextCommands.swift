@@ -13,6 +13,8 @@ struct CLIContext: Codable, Equatable {
     var settlement: String?
     var key: String?
     var proofs: [String]?
+    /// PEM roots that verify the network's TLS certificates (plaintext calls when nil).
+    var tlsCa: String?
 }
 
 /// The contexts file: `$XDG_CONFIG_HOME/orrery/contexts.json` (or `~/.config/orrery/contexts.json`).
@@ -66,13 +68,16 @@ enum CLISettings {
     /// The address of `service`: the flag, the context's, else the address the orchestrator (`orchestrator`, else
     /// the context's, else make run's) says it calls that service at — so a context or a command that names only
     /// the orchestrator reaches the registry, the notary and the settlement gateway — else make run's.
-    static func discoveredAddress(_ flag: String?, service: String, orchestrator: String? = nil) async -> String {
+    static func discoveredAddress(
+        _ flag: String?, service: String, orchestrator: String? = nil, trustRoots: String?
+    ) async -> String {
         if let flag { return flag }
         if let context = CLIContexts.inUse()?.context, let named = contextAddress(context, service: service) {
             return named
         }
         if service != "orchestrator",
-            let found = await peer(service, orchestrator: address(orchestrator, service: "orchestrator"))
+            let found = await peer(
+                service, orchestrator: address(orchestrator, service: "orchestrator"), trustRoots: trustRoots)
         {
             return found
         }
@@ -81,11 +86,13 @@ enum CLISettings {
 
     /// Where the orchestrator at `orchestrator` calls `service`, from its open `Info` (nil when it cannot say within
     /// 5 s).
-    private static func peer(_ service: String, orchestrator: String) async -> String? {
+    private static func peer(_ service: String, orchestrator: String, trustRoots: String?) async -> String? {
         guard let target = ServiceAddress(orchestrator) else { return nil }
         return await withTaskGroup(of: String?.self) { group in
             group.addTask {
-                let info = try? await ServiceProbe.withClient(target) { try await ServiceProbe.info($0) }
+                let info = try? await ServiceProbe.withClient(target, trustRoots: trustRoots) {
+                    try await ServiceProbe.info($0)
+                }
                 guard let info, info.name == "orchestrator" else { return nil }
                 return info.services.first { $0.name == service }?.address
             }
@@ -125,6 +132,33 @@ enum CLISettings {
     static func proofs(_ flag: [String]) -> [String] {
         flag.isEmpty ? CLIContexts.inUse()?.context.proofs ?? [] : flag
     }
+
+    /// The PEM roots to verify the services' TLS certificates with: the flag, else `ORRERY_TLS_CA`, else the
+    /// context's; nil (plaintext) when none names any.
+    static func trustRoots(_ flag: String?) -> String? {
+        let named = flag ?? ProcessInfo.processInfo.environment["ORRERY_TLS_CA"] ?? CLIContexts.inUse()?.context.tlsCa
+        return named.flatMap { $0.isEmpty ? nil : $0 }
+    }
+}
+
+/// How the CLI reaches the services: over TLS verified against `--tls-ca` (or `ORRERY_TLS_CA`, or the context's),
+/// else plaintext. Every command that calls a service includes it.
+struct TLSOptions: ParsableArguments {
+    @Option(
+        name: .customLong("tls-ca"),
+        help:
+            "PEM roots to verify the services' TLS certificates (default: $ORRERY_TLS_CA, else the context's; plaintext when none)."
+    )
+    var tlsCaFlag: String?
+
+    /// The roots to verify with; nil for plaintext.
+    var trustRoots: String? { CLISettings.trustRoots(tlsCaFlag) }
+
+    func validate() throws {
+        if let trustRoots, !FileManager.default.isReadableFile(atPath: trustRoots) {
+            throw ValidationError("--tls-ca: cannot read \(trustRoots)")
+        }
+    }
 }
 
 /// Who calls a service: the key and delegation chain, from the flags, `ORRERY_KEY` or the context in use. Every
@@ -136,10 +170,13 @@ struct CallerOptions: ParsableArguments {
         name: .customLong("proof"),
         help: "Your delegation chain (repeatable; none when you are the operator; default: the context's).")
     var proofFlag: [String] = []
+    @OptionGroup var tls: TLSOptions
 
     /// The key file to sign with (`validate` made sure there is one).
     var key: String { CLISettings.key(keyFlag) ?? "" }
     var proof: [String] { CLISettings.proofs(proofFlag) }
+    /// The PEM roots the services' certificates are verified with; nil for plaintext.
+    var trustRoots: String? { tls.trustRoots }
 
     func validate() throws { try CLISettings.requireKey(keyFlag) }
 }
@@ -163,6 +200,7 @@ struct ContextCommand: AsyncParsableCommand {
         @Option(help: "The settlement gateway, host:port.") var settlement: String?
         @Option(help: "Your key file.") var key: String?
         @Option(help: "Your delegation chain (repeatable).") var proof: [String] = []
+        @Option(help: "PEM roots that verify the network's TLS certificates (its CA).") var tlsCa: String?
 
         func validate() throws {
             guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) })
@@ -186,6 +224,7 @@ struct ContextCommand: AsyncParsableCommand {
             context.settlement = settlement ?? context.settlement
             context.key = key.map(absolute) ?? context.key
             if !proof.isEmpty { context.proofs = proof.map(absolute) }
+            context.tlsCa = tlsCa.map(absolute) ?? context.tlsCa
             contexts.contexts[name] = context
             if contexts.current == nil { contexts.current = name }
             try contexts.save()

@@ -15,7 +15,11 @@ struct DevicesCommand: AsyncParsableCommand {
     )
     var registryFlag: String?
     @OptionGroup var caller: CallerOptions
-    var registry: String { get async { await CLISettings.discoveredAddress(registryFlag, service: "registry") } }
+    var registry: String {
+        get async {
+            await CLISettings.discoveredAddress(registryFlag, service: "registry", trustRoots: caller.trustRoots)
+        }
+    }
     @Option(help: "Only devices with at least this many cores.") var minCores: UInt32 = 0
     @Option(help: "Only devices in these countries (repeatable, ISO codes).") var country: [String] = []
     @Option(help: "Only devices with this GPU model.") var gpu: String = ""

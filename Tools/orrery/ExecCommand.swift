@@ -32,6 +32,7 @@ struct ExecCommand: AsyncParsableCommand {
     var orchestratorFlag: String?
     @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
     var keyFlag: String?
+    @OptionGroup var tls: TLSOptions
     @Option(help: "A file with your delegation from the deployment's consumer (repeatable, root first).")
     var chain: [String] = []
     @Flag(
@@ -66,7 +67,9 @@ struct ExecCommand: AsyncParsableCommand {
         guard let (allocation, replica) = Self.parse(target) else { throw ExitCode.validationFailure }
         let address = CLISettings.address(orchestratorFlag, service: "orchestrator")
         guard let target = ServiceAddress(address) else { throw ValidationError("'\(address)' is not host:port") }
-        let orchestratorDID = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
+        let orchestratorDID = try await ServiceProbe.withClient(target, trustRoots: tls.trustRoots) {
+            try DID(try await ServiceProbe.info($0).did)
+        }
         let key = try Inputs.key(CLISettings.key(keyFlag) ?? "")
         let proofs = try Inputs.chain(chain)
         let now = Int64(Date().timeIntervalSince1970)
@@ -90,7 +93,8 @@ struct ExecCommand: AsyncParsableCommand {
         let raw = terminal && isatty(STDIN_FILENO) == 1 ? LocalTerminal.makeRaw() : nil
         defer { raw?.restore() }
         let exit = try await withGRPCClient(
-            transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext)
+            transport: try .http2NIOPosix(
+                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: tls.trustRoots))
         ) { client in
             try await Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client).exec(
                 metadata: Self.authorization(container),

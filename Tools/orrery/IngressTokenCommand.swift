@@ -23,6 +23,7 @@ struct IngressTokenCommand: AsyncParsableCommand {
     var orchestratorFlag: String?
     @Option(name: .customLong("key"), help: "Your key file (default: $ORRERY_KEY, else the context's).")
     var keyFlag: String?
+    @OptionGroup var tls: TLSOptions
     @Option(help: "A file with your delegation from the deployment's consumer (repeatable, root first).")
     var chain: [String] = []
     @Option(help: "How long the token lives, in seconds (at most 300).") var lifetime: Int64 = 300
@@ -38,7 +39,9 @@ struct IngressTokenCommand: AsyncParsableCommand {
     func run() async throws {
         let address = CLISettings.address(orchestratorFlag, service: "orchestrator")
         guard let target = ServiceAddress(address) else { throw ValidationError("'\(address)' is not host:port") }
-        let orchestratorDID = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
+        let orchestratorDID = try await ServiceProbe.withClient(target, trustRoots: tls.trustRoots) {
+            try DID(try await ServiceProbe.info($0).did)
+        }
         let key = try Inputs.key(CLISettings.key(keyFlag) ?? "")
         let proofs = try Inputs.chain(chain)
         let now = Int64(Date().timeIntervalSince1970)

@@ -17,7 +17,9 @@ struct NotaryOptions: ParsableArguments {
     var notaryFlag: String?
     @OptionGroup var caller: CallerOptions
     var notary: String {
-        get async { await CLISettings.discoveredAddress(notaryFlag, service: "contract-notary") }
+        get async {
+            await CLISettings.discoveredAddress(notaryFlag, service: "contract-notary", trustRoots: caller.trustRoots)
+        }
     }
 
     @Option(

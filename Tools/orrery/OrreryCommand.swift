@@ -14,16 +14,33 @@ struct OrreryCommand: AsyncParsableCommand {
             InfoCommand.self, HealthCommand.self, KeyCommand.self, DIDCommand.self, UCANCommand.self,
             OperatorCommand.self,
             RevokeCommand.self, RevocationsCommand.self, DevicesCommand.self, RunCommand.self, StatusCommand.self,
-            CancelCommand.self, RenewCommand.self, PortForwardCommand.self, ExecCommand.self, IngressTokenCommand.self, EventsCommand.self, ContractsCommand.self, ExplainCommand.self,
+            CancelCommand.self, RenewCommand.self, PortForwardCommand.self, ExecCommand.self, IngressTokenCommand.self,
+            EventsCommand.self, ContractsCommand.self, ExplainCommand.self,
             LogsCommand.self,
             OutputsCommand.self,
             LedgerCommand.self,
             ContractCommand.self, BalanceCommand.self, StatementCommand.self,
             DepositCommand.self, PayoutCommand.self, AddressCommand.self, EthCommand.self, CardanoCommand.self,
-            CheckpointCommand.self, MoveCommand.self, ActorsCommand.self, ActorCommand.self, NetworkCommand.self, IncidentsCommand.self,
+            CheckpointCommand.self, MoveCommand.self, ActorsCommand.self, ActorCommand.self, NetworkCommand.self,
+            IncidentsCommand.self,
             SettlementCommand.self, ContextCommand.self, VersionCommand.self,
         ]
     )
+
+    /// As ArgumentParser's own, but a service that could not be reached over TLS (or without it) is told as what to
+    /// do about it (`ConnectionTrouble`).
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: ConnectionTrouble.explaining(error) ?? error)
+        }
+    }
 }
 
 /// `orrery info ADDRESS`: what a service says about itself.
@@ -39,14 +56,15 @@ struct InfoCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
-    @Option(help: "PEM roots to verify the service's TLS certificate (plaintext without).")
-    var tlsCa: String?
+    @OptionGroup var tls: TLSOptions
 
     func run() async throws {
         guard let target = ServiceAddress(address) else {
             throw ValidationError("'\(address)' is not host:port")
         }
-        let info = try await ServiceProbe.withClient(target, trustRoots: tlsCa) { try await ServiceProbe.info($0) }
+        let info = try await ServiceProbe.withClient(target, trustRoots: tls.trustRoots) {
+            try await ServiceProbe.info($0)
+        }
         if json {
             print(try info.jsonString())
         } else {
@@ -71,14 +89,13 @@ struct HealthCommand: AsyncParsableCommand {
     @Option(help: "A service name; empty for the server as a whole.")
     var service = ""
 
-    @Option(help: "PEM roots to verify the service's TLS certificate (plaintext without).")
-    var tlsCa: String?
+    @OptionGroup var tls: TLSOptions
 
     func run() async throws {
         guard let target = ServiceAddress(address) else {
             throw ValidationError("'\(address)' is not host:port")
         }
-        let status = try await ServiceProbe.withClient(target, trustRoots: tlsCa) {
+        let status = try await ServiceProbe.withClient(target, trustRoots: tls.trustRoots) {
             try await ServiceProbe.health($0, service: service)
         }
         print(status)

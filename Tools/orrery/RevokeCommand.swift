@@ -17,6 +17,7 @@ struct RevokeCommand: AsyncParsableCommand {
 
     @Option(help: "The revoker's key file.") var key: String
     @Option(help: "The identity service, host:port.") var identity: String
+    @OptionGroup var tls: TLSOptions
     @Option(help: "The CID of the delegation to revoke (default: the last delegation of --path).") var cid: String?
     @Option(help: "Files with the chain containing it (repeatable).") var path: [String] = []
 
@@ -37,7 +38,7 @@ struct RevokeCommand: AsyncParsableCommand {
         }
         if let end = chain.firstIndex(where: { $0.cid == revoked }) { chain = Array(chain[...end]) }
         guard let address = ServiceAddress(identity) else { throw ValidationError("--identity is not host:port") }
-        let revocation = try await ServiceProbe.withClient(address) { client in
+        let revocation = try await ServiceProbe.withClient(address, trustRoots: tls.trustRoots) { client in
             let identityDID = try DID(try await ServiceProbe.info(client).did)
             let idempotencyKey = revoked.string
             let invocation = Invocation.issue(

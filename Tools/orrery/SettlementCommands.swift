@@ -18,7 +18,10 @@ struct SettlementOptions: ParsableArguments {
     var settlementFlag: String?
     @OptionGroup var caller: CallerOptions
     var settlement: String {
-        get async { await CLISettings.discoveredAddress(settlementFlag, service: "settlement-gateway") }
+        get async {
+            await CLISettings.discoveredAddress(
+                settlementFlag, service: "settlement-gateway", trustRoots: caller.trustRoots)
+        }
     }
 
     func call<Result: Sendable>(
@@ -34,7 +37,9 @@ struct SettlementOptions: ParsableArguments {
     func gatewayDID() async throws -> String {
         let settlement = await settlement
         guard let target = ServiceAddress(settlement) else { throw ValidationError("'\(settlement)' is not host:port") }
-        return try await ServiceProbe.withClient(target) { try await ServiceProbe.info($0).did }
+        return try await ServiceProbe.withClient(target, trustRoots: caller.trustRoots) {
+            try await ServiceProbe.info($0).did
+        }
     }
 
     /// The DID of `key`, when no other participant is named.

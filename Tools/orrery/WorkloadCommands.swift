@@ -38,7 +38,9 @@ struct OrchestratorOptions: ParsableArguments {
         guard let target = ServiceAddress(orchestrator) else {
             throw ValidationError("'\(orchestrator)' is not host:port")
         }
-        let orchestratorDID = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
+        let orchestratorDID = try await ServiceProbe.withClient(target, trustRoots: caller.trustRoots) {
+            try DID(try await ServiceProbe.info($0).did)
+        }
         let consumer = try Inputs.key(caller.key)
         let longest =
             spec.allocations.map { Int64($0.maxDurationSeconds == 0 ? 3600 : $0.maxDurationSeconds) }.max() ?? 3600
@@ -357,7 +359,8 @@ struct ContractsCommand: AsyncParsableCommand {
             return
         }
         let notary = await CLISettings.discoveredAddress(
-            notaryFlag, service: "contract-notary", orchestrator: options.orchestrator)
+            notaryFlag, service: "contract-notary", orchestrator: options.orchestrator,
+            trustRoots: options.caller.trustRoots)
         let records: [String: Orrery_Notary_V1_ContractRecord]
         do {
             records = try await AuthorizedCall.withClient(notary, service: "contract-notary", caller: options.caller) {

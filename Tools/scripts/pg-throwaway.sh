@@ -19,6 +19,15 @@ as_owner() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# The server is a daemon: it must not keep a descriptor its starter inherited open (a caller that learns of this
+# script's end when such a descriptor closes — Foundation's Process does — would wait for the server's end instead).
+without_inherited_descriptors() (
+    for fd in $(ls "/proc/$BASHPID/fd"); do
+        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    "$@"
+)
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 if [ "$action" = resume ]; then
@@ -26,7 +35,7 @@ if [ "$action" = resume ]; then
         dir=$(cd "$dir" && pwd)
         port=$(free_port)
         as_owner "$pg_bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true  # left running by a kill -9
-        as_owner "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        without_inherited_descriptors as_owner "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
             -o "-p $port -k $dir/socket -c listen_addresses=127.0.0.1 -c max_connections=1000 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
             || { tail -n 20 "$dir/server.log" >&2; exit 1; }
         sed -i "s/^ORRERY_PG_PORT=.*/ORRERY_PG_PORT=$port/" "$dir/env"
@@ -52,7 +61,7 @@ start)
     as_owner "$pg_bin/initdb" -D "$dir/data" -U postgres --auth=scram-sha-256 --pwfile="$dir/superuser.password" \
         -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
-    as_owner "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    without_inherited_descriptors as_owner "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-p $port -k $dir/socket -c listen_addresses=127.0.0.1 -c max_connections=1000 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     psql_cmd=(psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q)
