@@ -35,10 +35,12 @@ struct AcrossHostsTests {
             let database = try await HostDatabase.start(in: directory.appendingPathComponent("pg"), on: hosts.services)
             defer { database.stop() }
             let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
-            func start(_ name: String, _ arguments: [String] = [], identity: RunningService? = nil) async throws
-                -> RunningService
-            {
+            func start(
+                _ name: String, _ arguments: [String] = [], identity: RunningService? = nil,
+                environment added: [String: String] = [:]
+            ) async throws -> RunningService {
                 var environment = database.environment.merging(network.environment(for: name)) { $1 }
+                    .merging(added) { $1 }
                 if let identity { environment["ORRERY_IDENTITY_ADDRESS"] = Self.address(identity) }
                 return try await RunningService.start(
                     name,
@@ -52,15 +54,24 @@ struct AcrossHostsTests {
             defer { identity.child.signal(SIGKILL) }
             let registry = try await start("registry", ["--liveness-interval-ms", "1000"], identity: identity)
             defer { registry.child.signal(SIGKILL) }
+            let gatewayDID = try #require(network.serviceKeys["settlement-gateway"]).did
             let notary = try await start(
-                "contract-notary", ["--registry-address", Self.address(registry)], identity: identity)
+                "contract-notary", ["--registry-address", Self.address(registry)], identity: identity,
+                environment: ["ORRERY_SETTLEMENT_DID": gatewayDID.string])
             defer { notary.child.signal(SIGKILL) }
+            let gateway = try await start(
+                "settlement-gateway", identity: identity,
+                environment: ["ORRERY_NOTARY_DID": notary.ready.did, "ORRERY_NOTARY_ADDRESS": Self.address(notary)])
+            defer { gateway.child.signal(SIGKILL) }
             let orchestrator = try await start(
                 "orchestrator",
-                ["--registry-address", Self.address(registry), "--notary-address", Self.address(notary)],
+                [
+                    "--registry-address", Self.address(registry), "--notary-address", Self.address(notary),
+                    "--settlement-address", Self.address(gateway),
+                ],
                 identity: identity)
             defer { orchestrator.child.signal(SIGKILL) }
-            for service in [identity, registry, notary, orchestrator] {
+            for service in [identity, registry, notary, gateway, orchestrator] {
                 #expect(service.child.output.contains("gRPC listens with TLS"), "\(service.child.output.suffix(2000))")
             }
 
@@ -108,7 +119,17 @@ struct AcrossHostsTests {
                 max_duration_seconds: 900
             constraints:
               max_price_per_hour: 5000
+            budget: 10000000
             """.write(to: spec, atomically: true, encoding: .utf8)
+            // The consumer (the operator here) is credited, so the contracts' cost can be held in escrow.
+            let operatorDID = network.operatorKey.did.string
+            let settlement = [
+                "--settlement", Self.address(gateway), "--key",
+                directory.appendingPathComponent("credentials/operator.key").path, "--tls-ca", tls.authority,
+            ]
+            let deposited = try await consumer.open(
+                ["deposit", operatorDID, "10000000", "--idempotency-key", "fund"] + settlement)
+            #expect(deposited.status == 0, "\(deposited.output)")
             // Both devices online in the orchestrator's view, the cheap one chosen.
             let chosen = ContinuousClock.now + .seconds(60)
             var explained = ""
@@ -168,7 +189,21 @@ struct AcrossHostsTests {
                 ["status", id] + consumer.connection + ["--tls-ca", tls.otherAuthority])
             #expect(
                 refused.status != 0 && refused.output.contains("not signed by a CA"), "\(refused.output)")
-            _ = try await consumer.run(["cancel", id, "--reason", "test over"])
+            let cancelled = try await consumer.run(["cancel", id, "--reason", "test over"])
+            #expect(cancelled.status == 0, "\(cancelled.output)")
+            // Settled across the move: nothing stays in escrow, and the journal passes the operator's audit.
+            var balance = Orrery_Settlement_V1_Balance()
+            let settled = ContinuousClock.now + .seconds(60)
+            repeat {
+                let shown = try await consumer.open(["balance", "--json"] + settlement)
+                if shown.status == 0, let read = try? Orrery_Settlement_V1_Balance(jsonString: shown.output) {
+                    balance = read
+                }
+                if balance.escrow != "0" { try await Task.sleep(for: .milliseconds(250)) }
+            } while balance.escrow != "0" && ContinuousClock.now < settled
+            #expect(balance.escrow == "0", "\(balance)")
+            let audit = try await consumer.open(["settlement", "verify"] + settlement)
+            #expect(audit.status == 0, "\(audit.output)")
         }
     }
 
