@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, slirp4netns, nftables,
-# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci, skopeo and busybox-static for the image tests,
+# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci, skopeo and busybox-static for the image tests, systemd-container for the install test,
 # and qemu-user-static with an arm64 busybox for the emulation test: Tools/scripts/emulation-setup.sh);
 # the C libraries the chain adapters link (libsecp256k1, nettle, libsodium) and Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
@@ -29,6 +29,8 @@ if [ "${1:-}" = "--test-venv" ]; then
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     command -v umoci >/dev/null || missing+=(umoci)
     command -v skopeo >/dev/null || missing+=(skopeo)
+    # For the install test: a container booted with systemd (systemd-nspawn).
+    [ -x /usr/bin/systemd-nspawn ] || missing+=(systemd-container)
 fi
 [ -f /usr/include/secp256k1_recovery.h ] || missing+=(libsecp256k1-dev)
 [ -f /usr/include/nettle/sha3.h ] || missing+=(nettle-dev)
