@@ -15,6 +15,9 @@ run-reset: ## Start over: remove .run/ (database, credentials, the demo device's
 	rm -rf .run
 	@Tools/scripts/run-local.sh
 
+run-ha: ## make run on a highly available PostgreSQL (Patroni, 3 members, etcd, HAProxy) under .run-ha/, made afresh
+	@Deploy/ha/run-ha.sh
+
 test: ## Install what tests need, start a throwaway PostgreSQL, build, run every test
 	@Tools/scripts/test.sh
 

@@ -29,6 +29,10 @@ struct ErrorStatusTests {
         let refusal = RPCError(code: .permissionDenied, message: "no")
         #expect(status(refusal) == refusal)
         #expect(status(CancellationError())?.code == .cancelled)
+        // A stream whose caller went away (it closed its watch) is no incident.
+        #expect(status(ChannelError.ioOnClosedChannel)?.code == .cancelled)
+        #expect(status(ChannelError.alreadyClosed)?.code == .cancelled)
+        #expect(status(ChannelError.connectTimeout(.seconds(1)))?.code == .internalError)
         struct Surprise: Error {}
         let unexpected = status(Surprise())
         #expect(unexpected?.code == .internalError)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Orrery needs when it is missing: Debian's PostgreSQL server, protoc, bubblewrap, slirp4netns, nftables,
-# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci, skopeo and busybox-static for the image tests, systemd-container for the install test,
+# iproute2, systemd-analyze, curl, zstd, runc (with --test-venv also docker-registry, umoci, skopeo and busybox-static for the image tests, systemd-container for the install test, and with --ha or --test-venv Patroni, etcd and HAProxy,
 # and qemu-user-static with an arm64 busybox for the emulation test: Tools/scripts/emulation-setup.sh);
 # the C libraries the chain adapters link (libsecp256k1, nettle, libsodium) and Python's venv module; with --test-venv also a Python venv (.venv-test) with the independent checkers.
 set -euo pipefail
@@ -40,6 +40,13 @@ command -v curl >/dev/null || missing+=(curl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v runuser >/dev/null || missing+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ "${1:-}" = "--test-venv" ] || [ "${1:-}" = "--ha" ]; then
+    # The highly available PostgreSQL (Deploy/ha): Patroni (its HTTPS client needs idna), etcd, HAProxy.
+    command -v patroni >/dev/null || missing+=(patroni)
+    /usr/bin/python3 -c 'import idna' 2>/dev/null || missing+=(python3-idna)
+    command -v etcd >/dev/null || missing+=(etcd-server)
+    command -v haproxy >/dev/null || missing+=(haproxy)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi

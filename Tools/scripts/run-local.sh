@@ -3,7 +3,9 @@
 # one demo device agent — until Ctrl-C, which stops everything, PostgreSQL included. Everything under .run/ is kept
 # from one run to the next (the database, the credentials, the demo device's state); `make run-reset` starts over.
 # ORRERY_RUN_DIR: another directory than .run/; ORRERY_RUN_BIN: prebuilt executables there (nothing is installed or
-# built); ORRERY_RUN_PORT_BASE: gRPC on base+1…base+6, HTTP on base+2001…base+2006 (default 7400).
+# built); ORRERY_RUN_PORT_BASE: gRPC on base+1…base+6, HTTP on base+2001…base+2006 (default 7400);
+# ORRERY_RUN_DB_ENV: a file of ORRERY_DB_* assignments for a database that runs already (make run-ha's), used instead
+# of a PostgreSQL of its own.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -26,17 +28,24 @@ stop_all() {
     echo "== stopping"
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    "$root/Tools/scripts/pg-throwaway.sh" stop "$run_dir/pg"
+    [ -n "${ORRERY_RUN_DB_ENV:-}" ] || "$root/Tools/scripts/pg-throwaway.sh" stop "$run_dir/pg"
     echo "stopped (logs in $run_dir/logs; everything is kept for the next make run, make run-reset starts over)"
 }
 trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
 
-"$root/Tools/scripts/pg-throwaway.sh" resume "$run_dir/pg"
-# shellcheck disable=SC1091
-. "$run_dir/pg/env"
-export ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery
-export ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD
+if [ -n "${ORRERY_RUN_DB_ENV:-}" ]; then
+    # shellcheck disable=SC1090
+    . "$ORRERY_RUN_DB_ENV"
+    export ORRERY_DB_HOST ORRERY_DB_PORT ORRERY_DB_USER ORRERY_DB_DATABASE ORRERY_DB_PASSWORD
+    ORRERY_PG_PORT=$ORRERY_DB_PORT
+else
+    "$root/Tools/scripts/pg-throwaway.sh" resume "$run_dir/pg"
+    # shellcheck disable=SC1091
+    . "$run_dir/pg/env"
+    export ORRERY_DB_HOST=127.0.0.1 ORRERY_DB_PORT=$ORRERY_PG_PORT ORRERY_DB_USER=orrery ORRERY_DB_DATABASE=orrery
+    export ORRERY_DB_PASSWORD=$ORRERY_PG_PASSWORD
+fi
 export ORRERY_LOG_FORMAT=json
 
 # Identities: the operator, a key and a delegation per service (kept across runs).

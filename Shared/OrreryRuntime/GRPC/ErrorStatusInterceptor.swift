@@ -2,6 +2,7 @@ internal import Foundation
 internal import OrreryRuntimeCore
 public import GRPCCore
 public import Logging
+internal import NIOCore
 internal import PostgresNIO
 internal import _ConnectionPoolModule
 
@@ -74,6 +75,10 @@ public struct ErrorStatusInterceptor: ServerInterceptor {
             return RPCError(code: .unavailable, message: "the service's database cannot be reached now; retry")
         case let pool as ConnectionPoolError where pool == .requestCancelled:
             return RPCError(code: .cancelled, message: "the call was cancelled")
+        case let channel as ChannelError where [.ioOnClosedChannel, .alreadyClosed, .outputClosed].contains(channel):
+            // The caller went away while its stream was being answered (a watch it closed): no incident.
+            logger.debug("a call's caller went away", metadata: ["method": "\(method)"])
+            return RPCError(code: .cancelled, message: "the caller closed the call")
         default:
             let incident = UUID().uuidString.prefix(8).lowercased()
             logger.error(
