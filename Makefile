@@ -24,6 +24,9 @@ test: ## Install what tests need, start a throwaway PostgreSQL, build, run every
 test-crash: ## The whole crash matrix: each service killed -9 at each stage of a paid job (make test runs 5 of its 14 cases)
 	@ORRERY_CRASH_MATRIX=all Tools/scripts/test.sh --filter CrashMatrixTests
 
+test-ha: ## A failover of the highly available PostgreSQL under load (Patroni, etcd, HAProxy): kill -9 of the primary member
+	@ORRERY_TEST_HA=1 Tools/scripts/test.sh --filter HighAvailabilityTests
+
 bench: ## Measure the hot paths (release build); results in bench-results/ and the README
 	@Tools/scripts/bench.sh
 

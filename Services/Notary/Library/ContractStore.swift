@@ -155,4 +155,5 @@ enum NotaryFailure {
     }
     static func denied(_ message: String) -> RPCError { RPCError(code: .permissionDenied, message: message) }
     static func internalError(_ message: String) -> RPCError { RPCError(code: .internalError, message: message) }
+    static func unavailable(_ message: String) -> RPCError { RPCError(code: .unavailable, message: message) }
 }

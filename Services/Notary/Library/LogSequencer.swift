@@ -86,11 +86,19 @@ final class LogSequencer: Sendable {
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
 
-    init(client: PostgresClient, key: SigningKey, logger: Logger, maximumBatch: Int = 512) {
+    /// How long one batch's transaction may take before its acts are refused (UNAVAILABLE, retried by their callers)
+    /// and the next batch is taken.
+    let batchLimit: Duration
+
+    init(
+        client: PostgresClient, key: SigningKey, logger: Logger, maximumBatch: Int = 512,
+        batchLimit: Duration = .seconds(20)
+    ) {
         self.client = client
         self.key = key
         self.logger = logger
         self.maximumBatch = maximumBatch
+        self.batchLimit = batchLimit
         (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -129,8 +137,10 @@ final class LogSequencer: Sendable {
         var results: [Result<ActOutcome, any Error>] = []
         let started = ContinuousClock.now
         do {
-            results = try await client.transaction(logger: logger) { connection in
-                try await self.appendBatch(batch.map(\.act), on: connection)
+            results = try await withinLimit {
+                try await self.client.transaction(logger: self.logger) { connection in
+                    try await self.appendBatch(batch.map(\.act), on: connection)
+                }
             }
             Metrics.Timer(label: "orrery_notary_append_seconds").record(duration: started.duration(to: .now))
         } catch {
@@ -138,6 +148,33 @@ final class LogSequencer: Sendable {
             results = batch.map { _ in .failure(error) }
         }
         for (pending, result) in zip(batch, results) { pending.continuation.resume(with: result) }
+    }
+
+    /// `work`'s result, or UNAVAILABLE once `batchLimit` passed — without waiting for `work` to end. The log's only
+    /// writer must not wait forever: in a failover of the database (kill -9 of the primary under load) a batch was
+    /// seen to wait on its transaction for good while the database served every other query, and with it every
+    /// act queued behind it. The abandoned transaction is cancelled; if it did commit, a retry of its acts finds
+    /// them done (their idempotency keys).
+    private func withinLimit<Result: Sendable>(
+        _ work: @escaping @Sendable () async throws -> Result
+    ) async throws -> Result {
+        let limit = batchLimit
+        let logger = logger
+        return try await withCheckedThrowingContinuation { continuation in
+            let reply = ReplyOnce(continuation)
+            let running = Task {
+                do { reply.send(.success(try await work())) } catch { reply.send(.failure(error)) }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                running.cancel()
+                if reply.send(.failure(NotaryFailure.unavailable("the log's database did not answer in time; retry"))) {
+                    logger.error(
+                        "a log batch's transaction did not end in time: its acts are refused, the next batch goes on",
+                        metadata: ["limit": "\(limit)"])
+                }
+            }
+        }
     }
 
     private func appendBatch(_ acts: [LogAct], on connection: PostgresConnection) async throws
@@ -271,5 +308,20 @@ final class LogSequencer: Sendable {
             "SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1", logger: logger)
         for try await size in rows.decode(Int64.self) { return UInt64(size) }
         return 0
+    }
+}
+
+/// A continuation resumed by whichever of several tasks answers first.
+private final class ReplyOnce<Value: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Value, any Error>?>
+
+    init(_ continuation: CheckedContinuation<Value, any Error>) { self.continuation = Mutex(continuation) }
+
+    /// Resumes with `result` unless another answer came first; says whether this one was sent.
+    @discardableResult
+    func send(_ result: Result<Value, any Error>) -> Bool {
+        guard let waiting = continuation.withLock({ $0.take() }) else { return false }
+        waiting.resume(with: result)
+        return true
     }
 }

@@ -1,0 +1,73 @@
+import Foundation
+import GRPCCore
+import Logging
+import OrreryDatabase
+import OrreryIdentity
+import OrreryTestSupport
+import PostgresNIO
+import Testing
+
+@testable import NotaryService
+
+/// The notary's log sequencer does not wait on one batch for ever: a batch whose transaction does not end within
+/// the limit is refused with UNAVAILABLE, and the next batch goes on (seen in a database failover, where a batch's
+/// transaction never returned and every act queued behind it waited with it).
+@Suite(
+    "The log sequencer's batch limit", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct LogSequencerLimitTests {
+    @Test(
+        "a batch held past its limit (the log's lock taken by another transaction) is refused UNAVAILABLE in time; the next batch is decided once the lock is free"
+    )
+    func batchLimit() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await database.withClient(schema: "notary") { client in
+                let logger = Logger(label: "test.sequencer")
+                try await SchemaMigrator(schema: SchemaName("notary"), migrations: NotaryMigrations.all)
+                    .migrate(using: client, logger: logger)
+                let sequencer = LogSequencer(
+                    client: client, key: SigningKey(), logger: logger, batchLimit: .seconds(1))
+                let running = Task { await sequencer.run() }
+                defer {
+                    sequencer.finish()
+                    running.cancel()
+                }
+                let act = LogAct(
+                    contractID: "ctr_unknownunknownunknownun", apply: { _, _ in [] }, idempotency: nil,
+                    respond: { _, _ in Data() })
+
+                // Another transaction holds the log's lock: the batch waits on it, and is refused at its limit.
+                let holding = AsyncStream<Void>.makeStream()
+                let release = AsyncStream<Void>.makeStream()
+                let holder = Task {
+                    try await client.transaction(logger: logger) { connection in
+                        try await connection.query(
+                            "SELECT pg_advisory_xact_lock(\(LogSequencer.lockKey))", logger: logger)
+                        holding.continuation.yield()
+                        for await _ in release.stream { break }
+                    }
+                }
+                for await _ in holding.stream { break }
+                let asked = ContinuousClock.now
+                do {
+                    _ = try await sequencer.append(act)
+                    Issue.record("the batch was decided while another transaction held the log's lock")
+                } catch let refusal as RPCError {
+                    #expect(refusal.code == .unavailable, "\(refusal)")
+                    #expect(refusal.message.contains("did not answer in time"), "\(refusal)")
+                }
+                #expect(ContinuousClock.now - asked < .seconds(30), "refused at its limit, not when the lock was freed")
+
+                // The lock freed, the next batch is decided: the act is judged (no such contract), not timed out.
+                release.continuation.yield()
+                try await holder.value
+                do {
+                    _ = try await sequencer.append(act)
+                    Issue.record("an act about an unknown contract was accepted")
+                } catch let refusal as RPCError {
+                    #expect(refusal.code == .notFound, "\(refusal)")
+                }
+            }
+        }
+    }
+}
