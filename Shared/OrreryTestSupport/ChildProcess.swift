@@ -9,7 +9,8 @@ public final class ChildProcess: @unchecked Sendable {
     public let outputFile: URL
 
     /// Starts `executable` with `arguments`; `environment` is added to this process's own. In `networkNamespace`
-    /// when given (a named one, `ip netns exec`, which execs the program: the process is the program's own).
+    /// when given: a named one (`ip netns exec`) or a namespace file such as /proc/PID/ns/net (`nsenter`); both exec
+    /// the program, so the process is the program's own.
     public init(
         _ executable: URL,
         arguments: [String],
@@ -22,7 +23,11 @@ public final class ChildProcess: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         let output = try FileHandle(forWritingTo: outputFile)
         process = Process()
-        if let networkNamespace {
+        if let networkNamespace, networkNamespace.hasPrefix("/") {
+            // A namespace file (/proc/PID/ns/net): entered with nsenter, which execs the program too.
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            process.arguments = ["--net=\(networkNamespace)", "--", executable.path] + arguments
+        } else if let networkNamespace {
             process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
             process.arguments = ["netns", "exec", networkNamespace, executable.path] + arguments
         } else {

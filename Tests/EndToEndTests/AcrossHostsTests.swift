@@ -265,10 +265,19 @@ struct NamespaceHosts {
     }
 
     let prefix: String
-    var router: String { "\(prefix)-rt" }
-    var services: String { "\(prefix)-svc" }
-    var consumer: String { "\(prefix)-con" }
-    var devices: [String] { ["\(prefix)-a1", "\(prefix)-a2"] }
+    // Each host's namespace as the file of the process holding it (/proc/PID/ns/net): entered so, it does not
+    // depend on /run/netns, whose names another test's mount changes were seen to hide.
+    var router: String { holder("rt") }
+    var services: String { holder("svc") }
+    var consumer: String { holder("con") }
+    var devices: [String] { [holder("a1"), holder("a2")] }
+
+    private func holder(_ host: String) -> String {
+        let pid =
+            (try? String(contentsOfFile: "/run/orrery-netns/\(prefix)/\(prefix)-\(host).pid", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "0"
+        return "/proc/\(pid)/ns/net"
+    }
 
     private var script: String {
         TestEnvironment.repositoryRoot.appendingPathComponent("Tools/scripts/netns-hosts.sh").path

@@ -58,15 +58,22 @@ struct LogSequencerLimitTests {
                 }
                 #expect(ContinuousClock.now - asked < .seconds(30), "refused at its limit, not when the lock was freed")
 
-                // The lock freed, the next batch is decided: the act is judged (no such contract), not timed out.
+                // The lock freed, a later batch is decided: the act is judged (no such contract). (The abandoned
+                // transaction may take the lock first and, on a loaded machine, hold the next batch past its 1 s.)
                 release.continuation.yield()
                 try await holder.value
-                do {
-                    _ = try await sequencer.append(act)
-                    Issue.record("an act about an unknown contract was accepted")
-                } catch let refusal as RPCError {
-                    #expect(refusal.code == .notFound, "\(refusal)")
+                var judged: RPCError?
+                let deadline = ContinuousClock.now + .seconds(60)
+                while judged == nil, ContinuousClock.now < deadline {
+                    do {
+                        _ = try await sequencer.append(act)
+                        Issue.record("an act about an unknown contract was accepted")
+                        break
+                    } catch let refusal as RPCError {
+                        if refusal.code != .unavailable { judged = refusal }
+                    }
                 }
+                #expect(judged?.code == .notFound, "\(String(describing: judged))")
             }
         }
     }

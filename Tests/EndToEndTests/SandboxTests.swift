@@ -303,7 +303,12 @@ struct SandboxTests {
             let (status, output) = try await ChildProcess.run(ip, arguments: arguments)
             #expect(status == 0, "ip \(arguments.joined(separator: " ")): \(output)")
         }
-        try await ipRun(["netns", "add", namespace])
+        // Under the lock netns-hosts.sh takes too: two first `ip netns add`s at once each mount /run/netns over
+        // itself, and the second mount hides the namespaces made under the first (setns then fails, EINVAL).
+        let (added, addOutput) = try await ChildProcess.run(
+            URL(fileURLWithPath: "/usr/bin/flock"),
+            arguments: ["/run/lock/orrery-netns.lock", ip.path, "netns", "add", namespace])
+        #expect(added == 0, "ip netns add \(namespace): \(addOutput)")
         defer {
             _ = try? Process.run(ip, arguments: ["netns", "del", namespace])
             _ = try? Process.run(ip, arguments: ["link", "del", "vo\(tag)"])

@@ -10,14 +10,29 @@
 # The router (nftables) masquerades what the devices send out to the bridge and rejects every connection that
 # starts outside a device's network and goes in (ICMP administratively prohibited: a connect fails at once with
 # "No route to host"), as a home router would. Needs root, iproute2 and nftables.
+# Each namespace is also held by a process of its own, whose pid `up` prints as `NAME PID` lines (and keeps in
+# /run/orrery-netns/PREFIX/): /proc/PID/ns/net enters it with nsenter even if another program's mount changes hide
+# the /run/netns name (a sandbox's mount namespace sharing /run/netns's propagation was seen to).
 set -euo pipefail
 action=${1:?usage: netns-hosts.sh up|down PREFIX}
 prefix=${2:?usage: netns-hosts.sh up|down PREFIX}
 [[ $prefix =~ ^[a-z0-9]{1,8}$ ]] || { echo "PREFIX: 1–8 lowercase letters or digits" >&2; exit 64; }
+# One `ip netns` user at a time (SandboxTests takes the same lock): two first `ip netns add`s at once each mount
+# /run/netns over itself, and the second mount hides the namespaces made under the first.
+mkdir -p /run/lock
+exec 9>/run/lock/orrery-netns.lock
+flock 9
 router=$prefix-rt
 hosts=("$prefix-svc" "$prefix-con" "$prefix-a1" "$prefix-a2")
 
+holders=/run/orrery-netns/$prefix
+
 down() {
+    local pidfile
+    for pidfile in "$holders"/*.pid; do
+        [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+    done
+    rm -rf "$holders"
     for namespace in "$router" "${hosts[@]}"; do ip netns delete "$namespace" 2>/dev/null || true; done
 }
 
@@ -67,6 +82,28 @@ table inet filter {
     }
 }
 NFT
+    # Each namespace held by a process of its own (closing what this script inherited, so that its caller does not
+    # wait for the holder), or say which cannot be entered.
+    mkdir -p "$holders"
+    for namespace in "$router" "${hosts[@]}"; do
+        (
+            for fd in $(ls "/proc/$BASHPID/fd"); do
+                if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+            done
+            exec ip netns exec "$namespace" sleep infinity </dev/null >/dev/null 2>&1
+        ) &
+        echo $! >"$holders/$namespace.pid"
+    done
+    for namespace in "$router" "${hosts[@]}"; do
+        pid=$(cat "$holders/$namespace.pid")
+        for _ in $(seq 1 50); do
+            [ "$(readlink "/proc/$pid/ns/net")" = "$(ip netns exec "$namespace" readlink /proc/self/ns/net)" ] && break
+            sleep 0.05
+        done
+        [ "$(readlink "/proc/$pid/ns/net")" = "$(ip netns exec "$namespace" readlink /proc/self/ns/net)" ] \
+            || { echo "namespace $namespace was made but cannot be entered" >&2; down; exit 1; }
+        echo "$namespace $pid"
+    done
     trap - ERR
     ;;
 *) echo "usage: netns-hosts.sh up|down PREFIX" >&2; exit 64 ;;
