@@ -112,6 +112,35 @@ final class LogSequencer: Sendable {
 
     /// Runs batches until cancelled; acts queued meanwhile wait for the next batch.
     func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.watchBatches() }
+            await drain()
+            group.cancelAll()
+        }
+    }
+
+    /// The batch in flight: when its limit passes, and how to give it up.
+    private let inFlight = Mutex<BatchInFlight?>(nil)
+
+    /// Gives up a batch that passed its limit (twice a second: one sleeping task for the sequencer, not per batch).
+    private func watchBatches() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
+            let now = ContinuousClock.now
+            let expired: BatchInFlight? = inFlight.withLock { slot in
+                guard let batch = slot, now >= batch.deadline else { return nil }
+                slot = nil
+                return batch
+            }
+            if let expired, expired.giveUp() {
+                logger.error(
+                    "a log batch's transaction did not end in time: its acts are refused, the next batch goes on",
+                    metadata: ["limit": "\(batchLimit)"])
+            }
+        }
+    }
+
+    private func drain() async {
         for await _ in wakes {
             while true {
                 let batch: [Pending] = queue.withLock { queue in
@@ -150,30 +179,27 @@ final class LogSequencer: Sendable {
         for (pending, result) in zip(batch, results) { pending.continuation.resume(with: result) }
     }
 
-    /// `work`'s result, or UNAVAILABLE once `batchLimit` passed — without waiting for `work` to end. The log's only
-    /// writer must not wait forever: in a failover of the database (kill -9 of the primary under load) a batch was
-    /// seen to wait on its transaction for good while the database served every other query, and with it every
-    /// act queued behind it. The abandoned transaction is cancelled; if it did commit, a retry of its acts finds
-    /// them done (their idempotency keys).
+    /// `work`'s result, or UNAVAILABLE once `batchLimit` passed (`watchBatches`) — without waiting for `work` to end.
+    /// The log's only writer must not wait forever: in a failover of the database (kill -9 of the primary under load)
+    /// a batch was seen to wait on its transaction for good while the database served every other query, and with
+    /// it every act queued behind it. The abandoned transaction is cancelled; if it did commit, a retry of its acts
+    /// finds them done (their idempotency keys).
     private func withinLimit<Result: Sendable>(
         _ work: @escaping @Sendable () async throws -> Result
     ) async throws -> Result {
-        let limit = batchLimit
-        let logger = logger
+        let deadline = ContinuousClock.now + batchLimit
+        defer { inFlight.withLock { $0 = nil } }
         return try await withCheckedThrowingContinuation { continuation in
             let reply = ReplyOnce(continuation)
             let running = Task {
                 do { reply.send(.success(try await work())) } catch { reply.send(.failure(error)) }
             }
-            Task {
-                try? await Task.sleep(for: limit)
+            let batch = BatchInFlight(deadline: deadline) {
                 running.cancel()
-                if reply.send(.failure(NotaryFailure.unavailable("the log's database did not answer in time; retry"))) {
-                    logger.error(
-                        "a log batch's transaction did not end in time: its acts are refused, the next batch goes on",
-                        metadata: ["limit": "\(limit)"])
-                }
+                return reply.send(
+                    .failure(NotaryFailure.unavailable("the log's database did not answer in time; retry")))
             }
+            inFlight.withLock { $0 = batch }
         }
     }
 
@@ -324,4 +350,10 @@ private final class ReplyOnce<Value: Sendable>: Sendable {
         waiting.resume(with: result)
         return true
     }
+}
+
+/// The batch in flight: when its limit passes, and how to give it up (says whether that answered its acts).
+private struct BatchInFlight: Sendable {
+    var deadline: ContinuousClock.Instant
+    var giveUp: @Sendable () -> Bool
 }
