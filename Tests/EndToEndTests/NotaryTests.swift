@@ -635,6 +635,63 @@ struct NotaryTests {
         }
     }
 
+    @Test(
+        "one exec session record sent 8 times at once under one idempotency key (a device's resend racing the first) is logged once, every call answered with its entry; the key with another record is refused"
+    )
+    func execRecordOnce() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await TestEnvironment.withTemporaryDirectory("notary-exec-once") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("network"))
+                let parties = try ContractParties(network: network)
+                let notary = try await JobConstellation.startNotary(
+                    database, network, directory.appendingPathComponent("notary"))
+                defer { notary.child.signal(SIGKILL) }
+                let (contract, record) = try await parties.activate(notary)
+                func session(exitCode: Int32) throws -> Orrery_Common_V1_Signed {
+                    try parties.sign(
+                        Orrery_Notary_V1_ExecSession.with {
+                            $0.contractID = contract.id
+                            $0.sessionID = "exe_" + String(repeating: "ab", count: 16)
+                            $0.commandSha256 = String(repeating: "0", count: 64)
+                            $0.invocationCid = parties.ownerToDevice.cid.description
+                            $0.invokerDid = parties.consumer.did.string
+                            $0.startedAt = .init(seconds: 1_800_000_000)
+                            $0.endedAt = .init(seconds: 1_800_000_010)
+                            $0.exitCode = exitCode
+                        }, by: parties.device)
+                }
+                let signed = try session(exitCode: 0)
+                let indexes = try await withThrowingTaskGroup(of: UInt64.self) { group in
+                    for _ in 0..<8 {
+                        group.addTask {
+                            try await parties.withNotary(notary) { client in
+                                try await client.recordReceipt(
+                                    .with {
+                                        $0.receipt = signed
+                                        $0.idempotencyKey = "exec-once"
+                                    }
+                                ).entryIndex
+                            }
+                        }
+                    }
+                    return try await group.reduce(into: [UInt64]()) { $0.append($1) }
+                }
+                #expect(Set(indexes).count == 1, "every call answered with the one entry: \(indexes)")
+                let size = try await parties.withNotary(notary) { try await $0.getTreeHead(.init()) }.head.treeSize
+                #expect(size == UInt64(record.entryIndexes.count) + 1, "logged once: the tree has \(size) entries")
+                await Self.expectStatus(.failedPrecondition, "already used for a different request") {
+                    _ = try await parties.withNotary(notary) { client in
+                        try await client.recordReceipt(
+                            .with {
+                                $0.receipt = try session(exitCode: 1)
+                                $0.idempotencyKey = "exec-once"
+                            })
+                    }
+                }
+            }
+        }
+    }
+
     @Test("inclusion and consistency proofs from the notary match an independent RFC 6962 implementation in Python")
     func proofsAgainstPython() async throws {
         try await TestDatabase.withDatabase { database in

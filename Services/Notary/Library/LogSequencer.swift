@@ -231,11 +231,25 @@ final class LogSequencer: Sendable {
         var breachContracts: [String] = []
         var idempotent: [(RetryKey, Data)] = []
         var results: [Result<ActOutcome, any Error>] = []
+        // Acts whose key already has an answer — from an earlier batch, or earlier in this one — append nothing: a
+        // retry that raced its first call (both queued before either committed) is answered, not logged twice.
+        var answered = try await storedAnswers(for: acts.compactMap(\.idempotency), on: connection)
 
         for act in acts {
             guard var row = rows[act.contractID] else {
                 results.append(
                     .failure(NotaryFailure.notFound("no contract \(act.contractID) is known to this notary")))
+                continue
+            }
+            if let key = act.idempotency, let earlier = answered[AnswerKey(key)] {
+                guard earlier.requestSHA256 == key.requestSHA256 else {
+                    results.append(
+                        .failure(
+                            NotaryFailure.failedPrecondition(
+                                "idempotency key '\(key.key)' was already used for a different request")))
+                    continue
+                }
+                results.append(.success(ActOutcome(row: row, appended: [], response: earlier.response)))
                 continue
             }
             let drafts: [EntryDraft]
@@ -279,7 +293,10 @@ final class LogSequencer: Sendable {
             rows[act.contractID] = row
             changed.insert(act.contractID)
             let response = act.respond(row, appended)
-            if let key = act.idempotency { idempotent.append((key, response)) }
+            if let key = act.idempotency {
+                idempotent.append((key, response))
+                answered[AnswerKey(key)] = (key.requestSHA256, response)
+            }
             results.append(.success(ActOutcome(row: row, appended: appended, response: response)))
         }
 
@@ -327,6 +344,39 @@ final class LogSequencer: Sendable {
                 logger: logger)
         }
         return results
+    }
+
+    /// Who asked what under which key: a retry's identity, whatever its request.
+    private struct AnswerKey: Hashable {
+        let invoker: String
+        let method: String
+        let key: String
+        init(_ key: RetryKey) { (invoker, method, self.key) = (key.invoker, key.method, key.key) }
+        init(invoker: String, method: String, key: String) {
+            (self.invoker, self.method, self.key) = (invoker, method, key)
+        }
+    }
+
+    /// The answers stored for `keys` (read under the log's lock, so no batch adds one meanwhile).
+    private func storedAnswers(for keys: [RetryKey], on connection: PostgresConnection) async throws
+        -> [AnswerKey: (requestSHA256: Data, response: Data)]
+    {
+        guard !keys.isEmpty else { return [:] }
+        let rows = try await connection.query(
+            """
+            SELECT r.invoker, r.method, r.idempotency_key, r.request_sha256, r.response
+            FROM idempotent_results r
+            JOIN unnest(\(keys.map(\.invoker))::text[], \(keys.map(\.method))::text[], \(keys.map(\.key))::text[])
+                AS k(invoker, method, idempotency_key)
+              ON r.invoker = k.invoker AND r.method = k.method AND r.idempotency_key = k.idempotency_key
+            """,
+            logger: logger)
+        var answers: [AnswerKey: (requestSHA256: Data, response: Data)] = [:]
+        for try await (invoker, method, key, digest, response) in rows.decode((String, String, String, Data, Data).self)
+        {
+            answers[AnswerKey(invoker: invoker, method: method, key: key)] = (digest, response)
+        }
+        return answers
     }
 
     private func currentSize(on connection: PostgresConnection) async throws -> UInt64 {
