@@ -86,6 +86,7 @@ let package = Package(
         .executable(name: "settlement-gateway", targets: ["settlement-gateway"]),
         .executable(name: "device-agent", targets: ["device-agent"]),
         .executable(name: "orrery", targets: ["orrery"]),
+        .executable(name: "orrery-fleet", targets: ["orrery-fleet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2", exact: "2.4.3"),
@@ -262,6 +263,17 @@ let package = Package(
                 swiftProtobuf, logging, crypto,
             ],
             path: "Tools/bench",
+            swiftSettings: upcomingFeatures
+        ),
+        // `orrery-fleet`: many simulated devices in one process, speaking the real protocols (a release build in
+        // `make bench`).
+        .executableTarget(
+            name: "orrery-fleet",
+            dependencies: [
+                "OrreryRuntimeCore", "OrreryProto", "OrreryIdentity", "OrreryAuth", "DeviceAgent", argumentParser,
+                grpcCore, grpcPosix, swiftProtobuf, crypto, unixSignals,
+            ],
+            path: "Tools/fleet",
             swiftSettings: upcomingFeatures
         ),
         .testTarget(

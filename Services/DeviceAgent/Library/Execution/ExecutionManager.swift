@@ -501,7 +501,7 @@ actor ExecutionManager {
             try? await Task.sleep(for: receiptInterval)
             guard following.contains(id), let receipts else { return }
             let spec = try? runner.spec(id)
-            let usage = ReceiptBook.usage(
+            let usage = DeviceSignatures.usage(
                 cpuSeconds: runner.usage(id).cpuSeconds, wallSeconds: Date().timeIntervalSince(runner.startedAt(id)),
                 spec: spec)
             do {
@@ -542,7 +542,7 @@ actor ExecutionManager {
         }
         if let receipts {
             let spec = try? runner.spec(id)
-            let usage = ReceiptBook.usage(
+            let usage = DeviceSignatures.usage(
                 cpuSeconds: outcome.usage.cpuSeconds, wallSeconds: outcome.wallSeconds, spec: spec)
             do {
                 if receipts.wasStopped(id) {
@@ -550,7 +550,8 @@ actor ExecutionManager {
                     _ = try receipts.issueUsage(id, usage: usage)
                 } else {
                     _ = try receipts.issueCompletion(
-                        id, usage: usage, exitCode: outcome.exitCode, artifactSHA256: ReceiptBook.artifactDigest(spec),
+                        id, usage: usage, exitCode: outcome.exitCode,
+                        artifactSHA256: DeviceSignatures.artifactDigest(spec),
                         outputs: outcome.outputs)
                 }
             } catch {

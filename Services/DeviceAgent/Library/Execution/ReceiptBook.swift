@@ -1,4 +1,3 @@
-internal import Crypto
 #if canImport(FoundationEssentials)
     internal import FoundationEssentials
 #else
@@ -6,7 +5,6 @@ internal import Crypto
 #endif
 internal import OrreryBasics
 internal import OrreryIdentity
-internal import OrreryLedger
 internal import OrreryProto
 internal import SwiftProtobuf
 
@@ -125,31 +123,5 @@ struct ReceiptBook: Sendable {
         let holder = Orrery_Orchestrator_V1_AllocationReport.with { $0.receipts = receipts }
         try Data(try holder.serializedBytes() as [UInt8]).write(
             to: URL(fileURLWithPath: runner.directory(id) + "/receipts.pb"), options: .atomic)
-    }
-
-    /// What an allocation used so far, as a receipt's usage: metered CPU, the RAM and GPUs it held for its wall time.
-    static func usage(
-        cpuSeconds: Double, wallSeconds: Double, spec: Orrery_Orchestrator_V1_AllocationSpec?
-    ) -> Orrery_Notary_V1_UsageReceipt {
-        let use = ContractCharge.Use.held(
-            cpuSeconds: cpuSeconds, wallSeconds: wallSeconds, ramMib: spec?.resources.ramMib ?? 0,
-            gpus: spec?.resources.gpu.count ?? 0)
-        return .with {
-            $0.cpuSeconds = use.cpuSeconds
-            $0.wallSeconds = use.wallSeconds
-            $0.ramMibHours = use.ramMibHours
-            $0.gpuSeconds = use.gpuSeconds
-            $0.at = Google_Protobuf_Timestamp(date: Date())
-        }
-    }
-
-    /// The digest of what ran: the artifact's declared sha256, or that of the inline script.
-    static func artifactDigest(_ spec: Orrery_Orchestrator_V1_AllocationSpec?) -> String {
-        guard let artifact = spec?.artifact else { return "" }
-        if !artifact.sha256.isEmpty { return artifact.sha256 }
-        if case .text(let text)? = artifact.source {
-            return Hex.sha256(Data(text.utf8))
-        }
-        return ""
     }
 }

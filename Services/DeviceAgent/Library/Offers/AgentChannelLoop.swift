@@ -1,4 +1,3 @@
-internal import Crypto
 #if canImport(FoundationEssentials)
     internal import FoundationEssentials
 #else
@@ -208,73 +207,18 @@ struct AgentChannelLoop {
                     }
                 }
             }
-            let bid = Orrery_Orchestrator_V1_Bid.with {
-                $0.offerID = offer.offerID
-                $0.deviceDid = connection.key.did.string
-                $0.orchestratorDid = offer.orchestratorDid
-                $0.jobCost = offer.jobCost
-                $0.signedAt = Google_Protobuf_Timestamp(date: now)
-                if let acceptance { $0.acceptance = acceptance }
-            }
-            let signed = SignedMessage.make(
-                type: Orrery_Orchestrator_V1_Bid.protoMessageName, payload: try bid.serializedBytes(),
-                signers: [connection.key])
+            let signed = try DeviceSignatures.bid(on: offer, acceptance: acceptance, key: connection.key, now: now)
             logger.info("offer accepted", metadata: ["offer": "\(offer.offerID)", "price": "\(offer.jobCost)"])
             return .with { $0.bid = signed }
         }
     }
 
-    /// The device's signed acceptance of the contract an offer carries, after checking that the orchestrator signed
-    /// it and that its terms are the offer's: this device, its owner, the same replica, resources and price.
+    /// The device's signed acceptance of the contract an offer carries (`DeviceSignatures.acceptance`).
     func accept(_ proposal: Orrery_Common_V1_Signed, of offer: Orrery_Orchestrator_V1_Offer, now: Date) throws
         -> Orrery_Common_V1_Signed
     {
-        let orchestrator = try DID(offer.orchestratorDid)
-        try SignedMessage.verify(proposal, type: Orrery_Notary_V1_Contract.protoMessageName, requiring: [orchestrator])
-        let contract = try Orrery_Notary_V1_Contract(serializedBytes: proposal.payload)
-        let resources = offer.spec.resources
-        let owner = connection.chain.last { $0.audience == connection.key.did }?.issuer.string
-        var problems: [String] = []
-        if contract.deviceDid != connection.key.did.string { problems.append("it names device \(contract.deviceDid)") }
-        if let owner, contract.ownerDid != owner { problems.append("it names owner \(contract.ownerDid)") }
-        if contract.orchestratorDid != offer.orchestratorDid { problems.append("another orchestrator") }
-        if contract.consumerDid != offer.consumerDid { problems.append("another consumer") }
-        if contract.deploymentID != offer.deploymentID || contract.allocation != offer.allocation
-            || contract.replica != offer.replica
-        {
-            problems.append("another replica")
-        }
-        if contract.price.maxCost != offer.jobCost {
-            problems.append("max_cost \(contract.price.maxCost) ≠ \(offer.jobCost)")
-        }
-        if contract.price.hourlyPrice != offer.hourlyPrice { problems.append("another hourly price") }
-        let minimum = min(judge.capabilities.prices.minimumPerJob, offer.jobCost)
-        if contract.price.minimumCharge < minimum {
-            problems.append("minimum_charge \(contract.price.minimumCharge) < the owner's minimum per job \(minimum)")
-        }
-        if contract.resources.cpuCores != resources.cpuCores || contract.resources.ramMib != resources.ramMib
-            || contract.resources.diskMib != resources.diskMib || contract.resources.gpuCount != resources.gpu.count
-        {
-            problems.append("other resources")
-        }
-        guard problems.isEmpty else { throw ContractMismatch(problems: problems) }
-        let acceptance = Orrery_Notary_V1_ContractAcceptance.with {
-            $0.contractID = contract.id
-            $0.contractSha256 = Data(SHA256.hash(data: proposal.payload))
-            $0.deviceDid = connection.key.did.string
-            $0.acceptedAt = Google_Protobuf_Timestamp(date: now)
-            $0.deviceAuthority =
-                (try? UCANContainer.encode(connection.chain.map(\.envelope.bytes), header: .raw)).map { Data($0) }
-                ?? Data()
-        }
-        return SignedMessage.make(
-            type: Orrery_Notary_V1_ContractAcceptance.protoMessageName, payload: try acceptance.serializedBytes(),
-            signers: [connection.key])
+        try DeviceSignatures.acceptance(
+            of: proposal, in: offer, key: connection.key, chain: connection.chain,
+            minimumPerJob: judge.capabilities.prices.minimumPerJob, now: now)
     }
-}
-
-/// A contract whose terms are not the offer's.
-struct ContractMismatch: Error, CustomStringConvertible {
-    let problems: [String]
-    var description: String { problems.joined(separator: "; ") }
 }

@@ -1,0 +1,113 @@
+import Foundation
+import GRPCCore
+import OrreryIdentity
+import OrreryProto
+import OrreryRuntimeCore
+import OrreryTestSupport
+import SwiftProtobuf
+import Testing
+
+/// `orrery-fleet` against a real registry, notary and orchestrator: its virtual devices are believed by the services
+/// only if they speak the real protocols — join by challenge, heartbeats, RTT reports, signed bids accepting
+/// contracts, running and ended reports, receipts the notary checks and records.
+@Suite(
+    "Fleet simulator: virtual devices on the real protocols", .serialized,
+    .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
+struct FleetSimulatorTests {
+    @Test(
+        "40 virtual devices join and heartbeat; a job runs on one to completion and the notary records its receipts; a device that vanishes has its service moved to another, and the report says so"
+    )
+    func fleet() async throws {
+        try await ServiceBed.run("orrery-fleet", livenessInterval: 1000) { bed in
+            let orchestrator = try await bed.startOrchestrator()
+            defer { orchestrator.child.signal(SIGKILL) }
+            let directory = bed.directory
+            let operatorKey = directory.appendingPathComponent("operator.key").path
+            try KeyFile.write(bed.network.operatorKey, to: operatorKey)
+            let ready = directory.appendingPathComponent("fleet-ready.json")
+            let report = directory.appendingPathComponent("fleet-report.json")
+            let silence = directory.appendingPathComponent("silence.txt")
+            let fleet = try ChildProcess(
+                TestEnvironment.executable("orrery-fleet"),
+                arguments: [
+                    "--registry", bed.registryAddress, "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)",
+                    "--operator-key", operatorKey, "--devices", "40", "--seed", "7", "--devices-per-connection", "8",
+                    "--devices-per-owner", "10", "--heartbeat-interval", "1", "--receipt-interval", "2",
+                    "--ready-file", ready.path, "--report", report.path, "--silence-file", silence.path,
+                    "--status-every", "2",
+                ],
+                outputDirectory: directory)
+            defer { fleet.signal(SIGKILL) }
+            try await Self.waitForFile(ready, of: fleet)
+            let readiness = try JSONSerialization.jsonObject(with: Data(contentsOf: ready)) as? [String: Any]
+            #expect(readiness?["devices"] as? Int == 40)
+            #expect((readiness?["owners"] as? [String])?.count == 4, "\(String(describing: readiness))")
+
+            // The orchestrator places on them: all 40 are online in the registry it follows.
+            let consumer = try OrchestratorTests.Consumer(operatorKey: bed.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 40)
+
+            // A job "runs" for its `sleep 3` on a virtual device and completes under its contract.
+            var job = OrchestratorTests.spec(cores: 1, name: "batch")
+            job.allocations[0].artifact = .with { $0.text = "#!/bin/sh\nsleep 3\n" }
+            job.allocations[0].outputs = []
+            job.allocations[0].resources.ramMib = 256
+            let submitted = try await consumer.submit(job, to: orchestrator, paid: false)
+            let completed = try await HealthCheckTests.until(submitted.id, consumer, orchestrator, "completed") {
+                $0.deployment.state == .completed
+            }
+            #expect(completed.run.exitCode == 0 && !completed.assignment.contractID.isEmpty, "\(completed.assignment)")
+
+            // A service runs until stopped; the device running it vanishes; it runs on another virtual device.
+            var service = OrchestratorTests.spec(cores: 1, name: "service")
+            service.allocations[0].artifact = .with { $0.text = "#!/bin/sh\nexec serve\n" }
+            service.allocations[0].outputs = []
+            service.allocations[0].resources.ramMib = 256
+            let deployment = try await consumer.submit(service, to: orchestrator, paid: false)
+            let first = try await HealthCheckTests.until(deployment.id, consumer, orchestrator, "running") {
+                $0.run.state == .running
+            }
+            try (first.deviceDid + "\n").write(to: silence, atomically: true, encoding: .utf8)
+            fleet.signal(SIGUSR1)
+            let moved = try await HealthCheckTests.until(deployment.id, consumer, orchestrator, "running elsewhere") {
+                $0.run.state == .running && $0.deviceDid != first.deviceDid && $0.deployment.state == .running
+            }
+            #expect(moved.assignment.contractID != first.assignment.contractID, "a new contract for the new device")
+            _ = try await consumer.with(orchestrator) { try await $0.cancelDeployment(.with { $0.id = deployment.id }) }
+
+            // The simulator's own account, written when it ends.
+            fleet.signal(SIGTERM)
+            let status = await fleet.waitForExit(timeout: .seconds(60))
+            #expect(status == 0, "\(fleet.output)")
+            let account = try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: report)) as? [String: Any], "\(fleet.output)")
+            let counters = try #require(account["counters"] as? [String: Int])
+            #expect(counters["joined"] == 40 && counters["join_failures"] == 0, "\(counters)")
+            #expect(
+                (counters["rtt_reports"] ?? 0) >= 40, "every device reported round trips the registry took: \(counters)"
+            )
+            #expect((counters["bids"] ?? 0) >= 3 && (counters["deploys"] ?? 0) >= 3, "\(counters)")
+            #expect((counters["completions"] ?? 0) >= 1, "\(counters)")
+            #expect((counters["receipts_recorded"] ?? 0) >= 1, "the notary recorded signed receipts: \(counters)")
+            #expect(counters["silenced"] == 1, "\(counters)")
+            let massEvent = try #require(account["mass_event"] as? [String: Any], "\(account)")
+            #expect(
+                massEvent["replicas_running_on_them"] as? Int == 1 && massEvent["moved"] as? Int == 1
+                    && massEvent["second_moves"] as? Int == 0, "\(massEvent)")
+            let liveness = try #require(account["liveness"] as? [String: Any])
+            #expect((liveness["failed_seen_suspect"] as? Int ?? 0) >= 1, "the registry noticed: \(liveness)")
+        }
+    }
+
+    /// Waits (up to 2 minutes) until the simulator wrote `file`; records its output if it ended or took too long.
+    static func waitForFile(_ file: URL, of process: ChildProcess) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            if FileManager.default.fileExists(atPath: file.path) { return }
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("orrery-fleet wrote no \(file.lastPathComponent): \(process.output)")
+        throw CancellationError()
+    }
+}
