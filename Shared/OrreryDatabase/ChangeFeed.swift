@@ -13,9 +13,15 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
             revision: Int64, change: Change
         )]
 
+    private typealias Watcher = AsyncStream<(revision: Int64, change: Change)>.Continuation
+
     private struct State {
         var revision: Int64 = 0
-        var watchers: [UUID: AsyncStream<(revision: Int64, change: Change)>.Continuation] = [:]
+        /// Watchers of every change.
+        var watchers: [UUID: Watcher] = [:]
+        /// Watchers of the changes of one key (`key(change)`): a change reaches only its key's, so a thousand
+        /// watches of a thousand deployments cost one delivery per change, not a thousand.
+        var keyed: [String: [UUID: Watcher]] = [:]
     }
 
     private let client: PostgresClient
@@ -23,15 +29,18 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
     private let logger: Logger
     private let fetch: Fetch
     private let onChange: @Sendable (Int64, Change) -> Void
+    private let key: @Sendable (Change) -> String?
     private let state = Mutex(State())
 
     /// - Parameters:
     ///   - onChange: Called for each new change before watchers see it (e.g. to update a local cache).
+    ///   - key: What `subscribe(key:)` watchers follow a change by (e.g. its deployment's id).
     public init(
         client: PostgresClient,
         channel: String,
         logger: Logger,
         onChange: @escaping @Sendable (Int64, Change) -> Void = { _, _ in },
+        key: @escaping @Sendable (Change) -> String? = { _ in nil },
         fetch: @escaping Fetch
     ) {
         self.client = client
@@ -39,6 +48,7 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
         self.logger = logger
         self.fetch = fetch
         self.onChange = onChange
+        self.key = key
     }
 
     /// Changes after `revision` straight from the table.
@@ -54,6 +64,21 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
         state.withLock { $0.watchers[id] = continuation }
         continuation.onTermination = { [weak self] _ in
             _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    /// New changes whose key is `key`, as this process learns them, until the consumer stops.
+    public func subscribe(key: String) -> AsyncStream<(revision: Int64, change: Change)> {
+        let (stream, continuation) = AsyncStream<(revision: Int64, change: Change)>.makeStream(
+            bufferingPolicy: .bufferingNewest(100_000))
+        let id = UUID()
+        state.withLock { $0.keyed[key, default: [:]][id] = continuation }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { state in
+                state.keyed[key]?.removeValue(forKey: id)
+                if state.keyed[key]?.isEmpty == true { state.keyed[key] = nil }
+            }
         }
         return stream
     }
@@ -84,11 +109,12 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
             let batch = try await fetch(client, after, 1000)
             guard !batch.isEmpty else { return }
             for (revision, change) in batch {
-                let watchers = state.withLock {
-                    state -> [AsyncStream<(revision: Int64, change: Change)>.Continuation]? in
+                let changeKey = key(change)
+                let watchers = state.withLock { state -> [Watcher]? in
                     guard revision > state.revision else { return nil }  // already published
                     state.revision = revision
-                    return Array(state.watchers.values)
+                    let ofKey = changeKey.flatMap { state.keyed[$0] }.map { Array($0.values) } ?? []
+                    return Array(state.watchers.values) + ofKey
                 }
                 guard let watchers else { continue }
                 onChange(revision, change)

@@ -57,4 +57,48 @@ struct ChangeFeedTests {
             }
         }
     }
+
+    @Test(
+        "a watcher of one key gets that key's changes, in order, and nothing of the others; a watcher of all gets all")
+    func keyedWatchers() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await database.withClient { client in
+                let logger = Logger(label: "test.change-feed")
+                try await client.query(
+                    "CREATE TABLE keyed_changes (revision bigserial PRIMARY KEY, key text NOT NULL, note text NOT NULL)"
+                )
+                let feed = ChangeFeed<(key: String, note: String)>(
+                    client: client, channel: "keyed_changes", logger: logger, key: { $0.key }
+                ) { client, after, limit in
+                    let rows = try await client.query(
+                        "SELECT revision, key, note FROM keyed_changes WHERE revision > \(after) ORDER BY revision LIMIT \(limit)",
+                        logger: logger)
+                    return try await rows.decode((Int64, String, String).self).collected().map { ($0.0, ($0.1, $0.2)) }
+                }
+                let ofA = feed.subscribe(key: "a")
+                let ofB = feed.subscribe(key: "b")
+                let all = feed.subscribe()
+                for (key, note) in [("a", "a1"), ("b", "b1"), ("c", "c1"), ("a", "a2"), ("b", "end"), ("a", "end")] {
+                    try await client.query(
+                        "INSERT INTO keyed_changes (key, note) VALUES (\(key), \(note))", logger: logger)
+                }
+                try await feed.catchUp()
+                func notes(
+                    _ stream: AsyncStream<(revision: Int64, change: (key: String, note: String))>, until last: Int
+                )
+                    async -> [String]
+                {
+                    var seen: [String] = []
+                    for await (_, change) in stream {
+                        seen.append(change.note)
+                        if seen.count == last { break }
+                    }
+                    return seen
+                }
+                #expect(await notes(ofA, until: 3) == ["a1", "a2", "end"])
+                #expect(await notes(ofB, until: 2) == ["b1", "end"])
+                #expect(await notes(all, until: 6) == ["a1", "b1", "c1", "a2", "end", "end"])
+            }
+        }
+    }
 }

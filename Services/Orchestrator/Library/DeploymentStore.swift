@@ -47,7 +47,6 @@ struct DeploymentStore: Sendable {
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
         let request = String(decoding: try JSONEncoder().encode(validated), as: UTF8.self)
         return try await client.transaction(logger: logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.eventLogLock))", logger: logger)
             let now = Date()
             var deployment = Orrery_Orchestrator_V1_Deployment()
             deployment.id = Self.newID()
@@ -101,7 +100,6 @@ struct DeploymentStore: Sendable {
         also: @Sendable (PostgresConnection, Orrery_Orchestrator_V1_Deployment) async throws -> Void = { _, _ in }
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
         let moved: Orrery_Orchestrator_V1_Deployment? = try await client.transaction(logger: logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.eventLogLock))", logger: logger)
             let rows = try await connection.query(
                 "SELECT record FROM deployments WHERE id = \(id) FOR UPDATE", logger: logger)
             var current: Orrery_Orchestrator_V1_Deployment?
@@ -165,11 +163,16 @@ struct DeploymentStore: Sendable {
         return moved
     }
 
-    /// Appends the deployment's transition to the event log and stores the record stamped with its revision.
-    /// Must run in a transaction holding `eventLogLock`.
+    /// Appends the deployment's transition to the event log and stores the record stamped with its revision: the
+    /// last writes of its transaction. `eventLogLock` is taken here, not at the transaction's start, so that it is
+    /// held only from the revision's draw to the commit (revisions still commit in order) and transitions of
+    /// different deployments do their other work at once; it is the last lock any transaction takes, so no lock
+    /// cycle goes through it. (Taken first, it serialised every transition's every statement: the fleet benchmark
+    /// found the orchestrator held to ~7 deployments a second by it.)
     private static func record(
         _ deployment: Orrery_Orchestrator_V1_Deployment, connection: PostgresConnection, logger: Logger
     ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        try await connection.query("SELECT pg_advisory_xact_lock(\(eventLogLock))", logger: logger)
         var deployment = deployment
         let revisionRows = try await connection.query(
             "SELECT nextval(pg_get_serial_sequence('deployment_events', 'revision'))", logger: logger)

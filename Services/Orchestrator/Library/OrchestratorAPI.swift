@@ -271,7 +271,7 @@ public struct OrchestratorAPI: Sendable {
         }
         let deployment = try await get(request.id, caller: caller)
         // Subscribed before the backlog is read: nothing recorded in between is missed; duplicates are skipped.
-        let live = events.subscribe()
+        let live = events.subscribe(key: deployment.id)
         var sent = request.afterRevision
         for event in try await store.events(of: deployment.id, after: sent) {
             try await deliver(event)
