@@ -12,7 +12,8 @@ import SwiftProtobuf
 /// one Ed25519 verification.
 struct AbuseBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "abuse", abstract: "CPU per refusal of malformed, oversized, misaddressed, expired and forged tokens.")
+        commandName: "abuse",
+        abstract: "CPU per refusal of malformed, oversized, misaddressed, expired and forged tokens.")
 
     @Option(help: "Where to write the results (Markdown).") var out = "bench-results/abuse.md"
     @Option(help: "Calls per measurement.") var calls = 20_000
@@ -50,7 +51,8 @@ struct AbuseBenchCommand: AsyncParsableCommand {
         let valid = try token(audience: serviceKey.did, expiration: now + 290)
         let forged = try token(audience: serviceKey.did, expiration: now + 290, forged: true)
         let longDID = "did:key:z" + String(repeating: "6", count: 11_000)
-        let oversizedDID = "Bearer "
+        let oversizedDID =
+            "Bearer "
             + (try UCANContainer.encodeText([
                 UCANEnvelope(
                     signing: [

@@ -19,7 +19,7 @@ struct BenchCommand: AsyncParsableCommand {
             DeployBenchCommand.self, NotaryBenchCommand.self, SettlementBenchCommand.self,
             ChainSigningBenchCommand.self, ActorBenchCommand.self, AbuseBenchCommand.self, FloodBenchCommand.self,
             ImageBenchCommand.self, OutputBenchCommand.self, ContentStoreBenchCommand.self,
-            PortForwardBenchCommand.self, IngressBenchCommand.self,
+            PortForwardBenchCommand.self, IngressBenchCommand.self, FleetLoadBenchCommand.self,
         ])
 }
 

@@ -14,9 +14,62 @@ import OrreryRuntime
 enum BenchConsumer {
     typealias Client = Orrery_Orchestrator_V1_Orchestrator.Client<HTTP2ClientTransport.Posix>
 
-    struct Authorities {
+    struct Authorities: Sendable {
         let propose: Data
         let escrow: Data
+
+        /// `key`'s delegations to `orchestrator` of proposing contracts and escrowing their cost (two hours).
+        init(key: SigningKey, orchestrator: DID) throws {
+            func delegation(_ command: String) throws -> Data {
+                Data(
+                    try UCANContainer.encode(
+                        [
+                            Delegation.issue(
+                                by: key, to: orchestrator, subject: key.did, command: try Command(command),
+                                expiration: Int64(Date().timeIntervalSince1970) + 7200
+                            ).envelope.bytes
+                        ], header: .raw))
+            }
+            propose = try delegation("/orrery/notary/propose")
+            escrow = try delegation("/orrery/settlement/escrow")
+        }
+    }
+
+    /// Submits `spec` with `authorities` and follows it until it runs or ends (within `timeout`): its id and that
+    /// state.
+    static func submitUntilRunning(
+        _ spec: Orrery_Orchestrator_V1_WorkloadSpec, on orchestrator: Client, authorities: Authorities,
+        timeout: Duration
+    ) async throws -> (id: String, state: Orrery_Orchestrator_V1_DeploymentState) {
+        let request = Orrery_Orchestrator_V1_SubmitWorkloadRequest.with {
+            $0.spec = spec
+            $0.idempotencyKey = UUID().uuidString
+            $0.consumerAuthority = authorities.propose
+            $0.settlementAuthority = authorities.escrow
+        }
+        // UNAVAILABLE (a busy database, a failover) is retried with the same key, as a client should: at most once
+        // deployed.
+        var attempt = 0
+        var deployment: Orrery_Orchestrator_V1_Deployment
+        while true {
+            do {
+                deployment = try await orchestrator.submitWorkload(request)
+                break
+            } catch let error as RPCError where error.code == .unavailable && attempt < 5 {
+                attempt += 1
+                try await Task.sleep(for: .seconds(attempt))
+            }
+        }
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }, options: options) {
+            response in
+            for try await event in response.messages where event.state == .running || event.state.isTerminal {
+                return event.state
+            }
+            return Orrery_Orchestrator_V1_DeploymentState.unspecified
+        }
+        return (deployment.id, state)
     }
 
     static func withOrchestrator<Result: Sendable>(
@@ -35,18 +88,7 @@ enum BenchConsumer {
         let audience = try await ServiceProbe.withClient(target) { try DID(try await ServiceProbe.info($0).did) }
         let catalog = try MethodCatalog(descriptorSet: Data(base64Encoded: OrreryDescriptorSet.base64) ?? Data())
         let signer = InvocationSigner(key: key, subject: key.did, audience: audience, proofs: [], catalog: catalog)
-        func delegation(_ command: String) throws -> Data {
-            Data(
-                try UCANContainer.encode(
-                    [
-                        Delegation.issue(
-                            by: key, to: audience, subject: key.did, command: try Command(command),
-                            expiration: Int64(Date().timeIntervalSince1970) + 7200
-                        ).envelope.bytes
-                    ], header: .raw))
-        }
-        let authorities = Authorities(
-            propose: try delegation("/orrery/notary/propose"), escrow: try delegation("/orrery/settlement/escrow"))
+        let authorities = try Authorities(key: key, orchestrator: audience)
         return try await withGRPCClient(
             transport: try .http2NIOPosix(target: target.target, transportSecurity: .plaintext), interceptors: [signer]
         ) { client in
@@ -60,21 +102,10 @@ enum BenchConsumer {
         _ spec: Orrery_Orchestrator_V1_WorkloadSpec, orchestrator address: String, key path: String
     ) async throws -> Orrery_Orchestrator_V1_Deployment {
         try await withOrchestrator(address, key: path) { (orchestrator, authorities: Authorities) in
-            let deployment = try await orchestrator.submitWorkload(
-                .with {
-                    $0.spec = spec
-                    $0.idempotencyKey = UUID().uuidString
-                    $0.consumerAuthority = authorities.propose
-                    $0.settlementAuthority = authorities.escrow
-                })
-            let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }) { response in
-                for try await event in response.messages where event.state == .running || event.state.isTerminal {
-                    return event.state
-                }
-                return Orrery_Orchestrator_V1_DeploymentState.unspecified
-            }
-            guard state == .running else { throw ValidationError("deployment \(deployment.id) is \(state)") }
-            return try await orchestrator.getDeployment(.with { $0.id = deployment.id })
+            let (id, state) = try await submitUntilRunning(
+                spec, on: orchestrator, authorities: authorities, timeout: .seconds(600))
+            guard state == .running else { throw ValidationError("deployment \(id) is \(state)") }
+            return try await orchestrator.getDeployment(.with { $0.id = id })
         }
     }
 }

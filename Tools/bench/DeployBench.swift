@@ -43,26 +43,12 @@ struct DeployBenchCommand: AsyncParsableCommand {
             for _ in 0..<runs {
                 let clock = ContinuousClock()
                 let start = clock.now
-                let deployment = try await orchestrator.submitWorkload(
-                    .with {
-                        $0.spec = spec
-                        $0.idempotencyKey = UUID().uuidString
-                        $0.consumerAuthority = authorities.propose
-                        $0.settlementAuthority = authorities.escrow
-                    })
-                var options = CallOptions.defaults
-                options.timeout = .seconds(30)
-                let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }, options: options) {
-                    response in
-                    for try await event in response.messages where event.state == .running || event.state.isTerminal {
-                        return event.state
-                    }
-                    return Orrery_Orchestrator_V1_DeploymentState.unspecified
-                }
+                let (id, state) = try await BenchConsumer.submitUntilRunning(
+                    spec, on: orchestrator, authorities: authorities, timeout: .seconds(30))
                 let elapsed = clock.now - start
-                guard state == .running else { throw ValidationError("deployment \(deployment.id) ended \(state)") }
+                guard state == .running else { throw ValidationError("deployment \(id) ended \(state)") }
                 latencies.append(elapsed)
-                _ = try await orchestrator.cancelDeployment(.with { $0.id = deployment.id })
+                _ = try await orchestrator.cancelDeployment(.with { $0.id = id })
                 try await Task.sleep(for: .milliseconds(300))  // the agent frees the core
             }
         }

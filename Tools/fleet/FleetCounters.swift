@@ -10,6 +10,8 @@ final class FleetCounters: Sendable {
         case withdrawnPromises = "withdrawn_promises", receiptsSigned = "receipts_signed"
         case receiptsRecorded = "receipts_recorded", left, silenced, partitioned, returned
         case unsupportedRequests = "unsupported_requests"
+        /// Devices that sent a first heartbeat / opened a first line.
+        case devicesHeartbeating = "devices_heartbeating", devicesOnLine = "devices_on_line"
     }
 
     private let values = Mutex([Int](repeating: 0, count: Name.allCases.count))

@@ -79,9 +79,12 @@ final class FleetSimulation: Sendable {
         Self.say(
             "\(fleet.count) devices joined in \(String(format: "%.1f", joinSeconds)) s (\(world.counters[.joined]) joined now, the rest known)"
         )
-        let liveAt = clock.now
-        try await waitUntilReady(since: liveAt, joinSeconds: joinSeconds)
+        let joinedAt = clock.now
+        try await waitUntilReady(since: joinedAt, joinSeconds: joinSeconds)
         liveness.beginMeasuring()
+        // What the run measures starts now: every device heartbeating (and on its line).
+        let liveAt = clock.now
+        let beatsAtReady = world.counters[.heartbeats]
         await withDiscardingTaskGroup { group in
             // Each ends when the run does (cancelled); another failure is said, and the run goes on.
             func aside(_ what: String, _ work: @escaping @Sendable () async throws -> Void) {
@@ -103,7 +106,9 @@ final class FleetSimulation: Sendable {
         }
         let ended = clock.now
         for task in running.withLock({ $0 }) { task?.cancel() }
-        try writeReport(joinSeconds: joinSeconds, liveSeconds: Self.seconds(ended - liveAt), total: ended - started)
+        try writeReport(
+            joinSeconds: joinSeconds, liveSeconds: Self.seconds(ended - liveAt),
+            heartbeats: world.counters[.heartbeats] - beatsAtReady, total: ended - started)
     }
 
     // MARK: - Joining and going live
@@ -160,14 +165,17 @@ final class FleetSimulation: Sendable {
         task?.cancel()
     }
 
-    /// Waits until every device heartbeat once and, with an orchestrator, opened its line; then writes the ready file.
-    private func waitUntilReady(since liveAt: ContinuousClock.Instant, joinSeconds: Double) async throws {
+    /// Waits until every device sent a heartbeat and, with an orchestrator, opened its line; then writes the ready
+    /// file.
+    private func waitUntilReady(since joinedAt: ContinuousClock.Instant, joinSeconds: Double) async throws {
         let needLines = world.orchestrator != nil
-        while world.counters[.heartbeats] < fleet.count || (needLines && world.counters[.linesOpened] < fleet.count) {
+        while world.counters[.devicesHeartbeating] < fleet.count
+            || (needLines && world.counters[.devicesOnLine] < fleet.count)
+        {
             try await Task.sleep(for: .milliseconds(100))
         }
-        let liveSeconds = Self.seconds(ContinuousClock.now - liveAt)
-        Self.say("every device live (\(String(format: "%.1f", liveSeconds)) s after the first heartbeats started)")
+        let liveSeconds = Self.seconds(ContinuousClock.now - joinedAt)
+        Self.say("every device live (\(String(format: "%.1f", liveSeconds)) s after the last joined)")
         guard let path = options.readyFile else { return }
         let ready: [String: Any] = [
             "devices": fleet.count, "join_seconds": joinSeconds, "live_seconds": liveSeconds,
@@ -295,14 +303,15 @@ final class FleetSimulation: Sendable {
         }
     }
 
-    private func writeReport(joinSeconds: Double, liveSeconds: Double, total: Duration) throws {
+    private func writeReport(joinSeconds: Double, liveSeconds: Double, heartbeats: Int, total: Duration) throws {
         var report: [String: Any] = [
             "devices": fleet.count,
             "seed": options.seed,
             "heartbeat_interval_seconds": options.heartbeatInterval,
             "join_seconds": joinSeconds,
             "live_seconds": liveSeconds,
-            "heartbeats_per_second": Double(world.counters[.heartbeats]) / max(liveSeconds, 0.001),
+            // Over the measured run (from every device live to the end), not the joins before it.
+            "heartbeats_per_second": Double(heartbeats) / max(liveSeconds, 0.001),
             "counters": world.counters.snapshot,
             "liveness": liveness.report(),
             "connections": [

@@ -52,6 +52,8 @@ final class VirtualDevice: Sendable {
     struct State {
         var allocations: [String: Allocation] = [:]
         var outbox: AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.Continuation?
+        var heard = false
+        var onLine = false
     }
 
     init(
@@ -161,6 +163,13 @@ final class VirtualDevice: Sendable {
                         while !Task.isCancelled {
                             try await writer.write(self.heartbeat())
                             self.world.counters.add(.heartbeats)
+                            if beats == 0 {
+                                let first = self.state.withLock { state in
+                                    defer { state.heard = true }
+                                    return !state.heard
+                                }
+                                if first { self.world.counters.add(.devicesHeartbeating) }
+                            }
                             // Round trips once a minute at the default interval, as the agent reports them.
                             if beats % 12 == 0 { await self.reportRoundTrips(registry) }
                             beats += 1
@@ -238,11 +247,13 @@ final class VirtualDevice: Sendable {
         let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: lanes.client(for: member.index))
         let (outbox, continuation) = AsyncStream<Orrery_Orchestrator_V1_AgentMessage>.makeStream()
         continuation.yield(.with { $0.hello = .with { $0.deviceDid = did } })
-        let resync = state.withLock { state -> [Orrery_Orchestrator_V1_AgentMessage] in
+        let (resync, first) = state.withLock { state -> ([Orrery_Orchestrator_V1_AgentMessage], Bool) in
             state.outbox = continuation
-            return Self.resync(state.allocations)
+            defer { state.onLine = true }
+            return (Self.resync(state.allocations), !state.onLine)
         }
         for message in resync { continuation.yield(message) }
+        if first { world.counters.add(.devicesOnLine) }
         defer {
             state.withLock { $0.outbox = nil }
             continuation.finish()

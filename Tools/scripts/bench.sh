@@ -10,7 +10,7 @@ ulimit -n 65536 2>/dev/null || true
 source "$root/Tools/scripts/release-flags.sh"
 prepare_release_scratch .build-release
 scratch=(--scratch-path .build-release "${release_flags[@]}")
-for product in orrery-bench registry orchestrator contract-notary settlement-gateway device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
+for product in orrery-bench orrery-fleet registry orchestrator contract-notary settlement-gateway device-agent orrery; do swift build "${scratch[@]}" --product "$product"; done
 bin=$(swift build "${scratch[@]}" --show-bin-path)
 mkdir -p bench-results
 # ORRERY_BENCH_ONLY="settlement notary" runs only those measurements (services they need still start).
@@ -68,6 +68,9 @@ fi
 
 echo "== placement (10,000 devices, pure solver)"
 ! want placement || "$bin/orrery-bench" placement --out bench-results/placement.md
+
+echo "== fleet (orrery-fleet's simulated devices: the registry at 100,000, the orchestrator at 10,000, a mass event)"
+! want fleet || "$root/Tools/scripts/bench-fleet.sh" "$bin"
 
 echo "== registry (10,000 devices)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-bench.XXXXXX")
