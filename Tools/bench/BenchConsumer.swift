@@ -62,14 +62,23 @@ enum BenchConsumer {
         }
         var options = CallOptions.defaults
         options.timeout = timeout
-        let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }, options: options) {
-            response in
-            for try await event in response.messages where event.state == .running || event.state.isTerminal {
-                return event.state
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            do {
+                let state = try await orchestrator.watchDeployment(.with { $0.id = deployment.id }, options: options) {
+                    response in
+                    for try await event in response.messages where event.state == .running || event.state.isTerminal {
+                        return event.state
+                    }
+                    return Orrery_Orchestrator_V1_DeploymentState.unspecified
+                }
+                return (deployment.id, state)
+            } catch let error as RPCError where error.code == .unavailable && ContinuousClock.now < deadline {
+                // Watched again from the start: a watch replays the deployment's events.
+                try await Task.sleep(for: .seconds(1))
+                options.timeout = ContinuousClock.now.duration(to: deadline)
             }
-            return Orrery_Orchestrator_V1_DeploymentState.unspecified
         }
-        return (deployment.id, state)
     }
 
     static func withOrchestrator<Result: Sendable>(

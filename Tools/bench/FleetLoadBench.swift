@@ -184,7 +184,7 @@ final class FleetConsumer: Sendable {
                     guard state == .running else { throw ValidationError("service \(id) ended \(state)") }
                     ids.update { $0.append(id) }
                 }
-                try await Task.sleep(for: .milliseconds(40))  // 25 submissions a second
+                try await Task.sleep(for: .milliseconds(200))  // 5 submissions a second: below what it sustains
             }
         }
         return ids.value

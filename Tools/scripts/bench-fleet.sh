@@ -4,10 +4,10 @@
 #   1. the registry alone with ORRERY_BENCH_FLEET_REGISTRY_DEVICES devices (default 100,000) heartbeating every 5 s
 #      for ORRERY_BENCH_FLEET_REGISTRY_SECONDS (default 600): join time, false suspects, heartbeats/s, memory;
 #   2. registry, notary, settlement gateway and orchestrator with ORRERY_BENCH_FLEET_DEVICES devices (default 10,000)
-#      on agent lines: deployments at ORRERY_BENCH_FLEET_RATES per second (default 25,50,100,200), 60 s each, and an
-#      8-allocation ensemble's placement time;
-#   3. a mass event on the same fleet: 500 services run, 10 % of the devices go silent at once and come back 90 s
-#      later — how fast their services run elsewhere, and whether any moves twice.
+#      on agent lines: a mass event first — 200 services run, 10 % of the devices go silent at once and come back
+#      90 s later: how fast their services run elsewhere, and whether any moves twice; then deployments at
+#      ORRERY_BENCH_FLEET_RATES per second (default 5,10,20,40,100), 60 s each, and an 8-allocation ensemble's
+#      placement time.
 # Usage: bench-fleet.sh BIN_DIR (the release binaries). ORRERY_BENCH_FLEET_KEEP=1 keeps the logs and reports;
 # ORRERY_BENCH_FLEET_ORCHESTRATOR_LOG=info makes the orchestrator's log say each step.
 set -euo pipefail
@@ -17,7 +17,7 @@ cd "$root"
 registry_devices=${ORRERY_BENCH_FLEET_REGISTRY_DEVICES:-100000}
 registry_seconds=${ORRERY_BENCH_FLEET_REGISTRY_SECONDS:-600}
 devices=${ORRERY_BENCH_FLEET_DEVICES:-10000}
-rates=${ORRERY_BENCH_FLEET_RATES:-25,50,100,200}
+rates=${ORRERY_BENCH_FLEET_RATES:-5,10,20,40,100}
 out=bench-results/fleet.md
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -101,7 +101,7 @@ r="$work/registry-fleet.json"
     echo "Goal: no false \`suspect\` for 10 minutes; a joined fleet is reused with the same \`--seed\` (\`--join missing\`)."
 } | tee -a "$out"
 
-echo "== fleet 2: notary, settlement gateway, orchestrator; $devices devices on agent lines"
+echo "== notary, settlement gateway, orchestrator; $devices devices on agent lines"
 service contract-notary contract-notary --identity-delegation "$work/credentials/contract-notary/delegation.ucan" \
     --registry-address "127.0.0.1:$registry_port" \
     --settlement-did "$("$bin/orrery" key show "$work/credentials/settlement-gateway/service.key")"
@@ -126,24 +126,24 @@ fleet_pid=$!
 pids+=("$fleet_pid")
 until [ -s "$work/fleet-ready.json" ]; do kill -0 "$fleet_pid" || exit 1; sleep 1; done
 sleep 10  # the orchestrator's view of the registry catches up with the last joins
+echo "== fleet 2: mass event — 200 services, 10 % of the devices silent at once, back after 90 s"
+"$bin/orrery-bench" fleet-load --orchestrator "127.0.0.1:$orchestrator_port" --key "$work/credentials/operator.key" \
+    --devices "$devices" --rates "" --ensembles 0 --services 200 --services-file "$work/services.txt" --out "$out"
+kill -USR1 "$fleet_pid"
+sleep 150  # 3¼ intervals + 30 s is 46 s; then the partitioned devices return (90 s) and are heard
+
+echo "== fleet 3: deployments at fixed rates over the same fleet"
 {
     echo
     echo "## Orchestrator: $devices devices, notary and settlement gateway in the loop"
     echo
     echo "Each deployment: placement, an offer with its contract, the device's signed bid and acceptance, the contract"
     echo "logged, its cost escrowed, the Deploy, the device's running report (its job then runs 30 s, its receipts"
-    echo "recorded, the escrow released)."
+    echo "recorded, the escrow released). Measured after the mass event below, with its 200 services still running."
 } | tee -a "$out"
 "$bin/orrery-bench" fleet-load --orchestrator "127.0.0.1:$orchestrator_port" --key "$work/credentials/operator.key" \
     --devices "$devices" --rates "$rates" --seconds 60 --job-seconds 30 --ensembles 100 --out "$out"
 echo "| orchestrator RSS after the rates above (peak) | $(rss "$orchestrator_pid") ($(hwm "$orchestrator_pid")) |" | tee -a "$out"
-
-echo "== fleet 3: mass event — 500 services, 10 % of the devices silent at once, back after 90 s"
-sleep 40  # the last rate's jobs end
-"$bin/orrery-bench" fleet-load --orchestrator "127.0.0.1:$orchestrator_port" --key "$work/credentials/operator.key" \
-    --devices "$devices" --rates "" --ensembles 0 --services 500 --services-file "$work/services.txt" --out "$out"
-kill -USR1 "$fleet_pid"
-sleep 150  # 3¼ intervals + 30 s is 46 s; then the partitioned devices return (90 s) and are heard
 kill -TERM "$fleet_pid"
 wait "$fleet_pid" || true
 f="$work/fleet.json"
