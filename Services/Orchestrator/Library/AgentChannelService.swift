@@ -272,7 +272,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 logger.info(
                     "allocation report",
                     metadata: ["offer": "\(report.offerID)", "state": "\(report.state)", "reason": "\(report.reason)"])
-                advanceAside(deployment)
+                try await driver.advance(deployment)
             }
         case .log(let chunk):
             guard chunk.data.count <= 1 << 20 else {
@@ -471,27 +471,9 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             logger.info(
                 "offer answered",
                 metadata: ["offer": "\(offerID)", "device": "\(device)", "answer": "\(state)", "reason": "\(reason)"])
-            advanceAside(deployment)
+            try await driver.advance(deployment)
         } catch {
             logger.warning("recording an answer failed", metadata: ["offer": "\(offerID)", "error": "\(error)"])
-        }
-    }
-
-    /// Advances `deployment` beside the line rather than in its turn: what the device said is recorded (in line
-    /// order), and the steps that follow — contracts logged, escrow held, instructions written, each waiting on the
-    /// notary, the settlement gateway and PostgreSQL — no longer hold up the device's next message. (In line, a
-    /// device's bids waited behind its previous reports' steps until their offers expired: the fleet benchmark's
-    /// collapse at 25 deployments a second.) Transitions are conditional, so two advances of one deployment change
-    /// nothing twice; one that fails is taken up by the driver's next round.
-    private func advanceAside(_ deployment: String) {
-        Task { [driver, logger] in
-            do {
-                try await driver.advance(deployment)
-            } catch {
-                logger.warning(
-                    "advancing a deployment after a device's message failed; the next round retries",
-                    metadata: ["deployment": "\(deployment)", "error": "\(error)"])
-            }
         }
     }
 }
