@@ -18,7 +18,9 @@ struct FleetSimulatorTests {
         "40 virtual devices join and heartbeat; a job runs on one to completion and the notary records its receipts; a device that vanishes has its service moved to another, and the report says so"
     )
     func fleet() async throws {
-        try await ServiceBed.run("orrery-fleet", livenessInterval: 1000) { bed in
+        // Devices beat every second against a registry that expects one every 3: a loaded machine delaying beats by
+        // seconds makes no device falsely suspect, and one that vanished is offline within 9 s.
+        try await ServiceBed.run("orrery-fleet", livenessInterval: 3000) { bed in
             let orchestrator = try await bed.startOrchestrator()
             defer { orchestrator.child.signal(SIGKILL) }
             let directory = bed.directory
@@ -82,7 +84,7 @@ struct FleetSimulatorTests {
             let account = try #require(
                 try JSONSerialization.jsonObject(with: Data(contentsOf: report)) as? [String: Any], "\(fleet.output)")
             let counters = try #require(account["counters"] as? [String: Int])
-            #expect(counters["joined"] == 40 && counters["join_failures"] == 0, "\(counters)")
+            #expect(counters["joined"] == 40, "every device joined (a refused attempt is retried): \(counters)")
             #expect(
                 (counters["rtt_reports"] ?? 0) >= 40, "every device reported round trips the registry took: \(counters)"
             )
