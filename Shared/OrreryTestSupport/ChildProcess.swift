@@ -92,29 +92,10 @@ public final class ChildProcess: @unchecked Sendable {
     public func waitForExit(timeout: Duration = .seconds(20)) async -> Int32? {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
-            // Foundation learns of the exit when a socket the child inherited closes; a long-lived child another
-            // test spawned at the same moment can inherit it too (CI saw curl exit 60 and its Process "run" on for
-            // a minute). The kernel knows sooner: an exited child waits as a zombie, its status in /proc.
-            if let status = Self.exitStatusOfZombie(process.processIdentifier) { return status }
             if ContinuousClock.now > deadline { return nil }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return process.terminationStatus
-    }
-
-    /// The exit status of `pid` when it has exited and waits to be reaped (a zombie): its exit code, or the number of
-    /// the signal that ended it, as `terminationStatus` gives them; nil while it runs (or once reaped). Read from
-    /// `/proc/PID/stat` (its state, field 3, and `exit_code`, field 52) without reaping it, so Foundation still can.
-    public static func exitStatusOfZombie(_ pid: Int32) -> Int32? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        // After the name: field 3 (state) onwards.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.first == "Z", fields.count > 49,
-            let code = Int32(fields[49].trimmingCharacters(in: .whitespacesAndNewlines))
-        else { return nil }
-        return code & 0x7F == 0 ? (code >> 8) & 0xFF : code & 0x7F
     }
 
     /// Kills the process if it still runs (for cleanup).
