@@ -220,13 +220,12 @@ struct SystemdContainer {
         for (source, target) in binds { arguments.append("--bind-ro=\(source):\(target)") }
         let nspawn = try ChildProcess(
             URL(fileURLWithPath: "/usr/bin/systemd-nspawn"), arguments: arguments, outputDirectory: directory)
-        // The container's PID 1 is nspawn's child.
+        // The container's PID 1 is a grandchild of nspawn (its first child only sets the namespaces up and exits):
+        // the descendant that is process 1 in its own PID namespace and has become systemd.
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
-            let children =
-                (try? String(contentsOfFile: "/proc/\(nspawn.pid)/task/\(nspawn.pid)/children", encoding: .utf8)) ?? ""
-            if let first = children.split(separator: " ").first.flatMap({ Int32($0) }) {
-                return SystemdContainer(nspawn: nspawn, initPID: first)
+            if let initPID = containerInit(under: nspawn.pid) {
+                return SystemdContainer(nspawn: nspawn, initPID: initPID)
             }
             guard nspawn.isRunning else {
                 throw ChildProcessError.exitedEarly(
@@ -236,6 +235,29 @@ struct SystemdContainer {
         }
         nspawn.signal(SIGKILL)
         throw ChildProcessError.timedOut(name: "systemd-nspawn", output: nspawn.output)
+    }
+
+    /// The descendant of `root` that is PID 1 of a PID namespace of its own and runs systemd, if there is one yet.
+    static func containerInit(under root: Int32) -> Int32? {
+        var pending = [root]
+        while let pid = pending.popLast() {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            for task in tasks {
+                let children =
+                    (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
+                pending += children.split(separator: " ").compactMap { Int32($0) }
+            }
+            guard pid != root,
+                let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                let namespaced = status.split(separator: "\n").first(where: { $0.hasPrefix("NSpid:") }),
+                case let ids = namespaced.dropFirst("NSpid:".count).split(whereSeparator: \.isWhitespace),
+                ids.count >= 2, ids.last == "1",
+                let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+                command.trimmingCharacters(in: .whitespacesAndNewlines) == "systemd"
+            else { continue }
+            return pid
+        }
+        return nil
     }
 
     /// Directories outside /usr holding the shared libraries the executables link (the toolchain's Swift runtime).
