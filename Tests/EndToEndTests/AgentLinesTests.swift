@@ -103,7 +103,7 @@ struct AgentLinesTests {
     }
 
     @Test(
-        "an offer withdrawn after the device bid (its deployment failed elsewhere) frees the capacity the device promised to it"
+        "an offer withdrawn after the device bid (its deployment failed elsewhere) frees the capacity the device promised to it — at once, not at its next inventory"
     )
     func withdrawnPromise() async throws {
         try await JobConstellation.run(
@@ -114,7 +114,11 @@ struct AgentLinesTests {
             let directory = constellation.directory
             let registry = constellation.registry
             let orchestrator = constellation.orchestrator
-            let agent = try await constellation.startAgent("promiser", owner: #"{"prices": {"per_core_hour": 5}}"#)
+            // Its inventory (which the orchestrator would answer with a Stop) only every 10 minutes: the Stop that
+            // frees the promise here is the one sent when the offer is withdrawn.
+            let agent = try await constellation.startAgent(
+                "promiser", owner: #"{"prices": {"per_core_hour": 5}}"#,
+                extraArguments: ["--inventory-interval-ms", "600000"])
             defer { agent.service.child.signal(SIGKILL) }
             // A device that never answers, the only one with the label the second allocation needs.
             let silent = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
@@ -162,7 +166,7 @@ struct AgentLinesTests {
             }
             let promisedOffer = try #require(found, "the agent bid on its offer")
 
-            // The agent is told the offer is gone and frees what it promised.
+            // The agent is told the offer is gone and frees what it promised, with the orchestrator's reason.
             let ledger = directory.appendingPathComponent("promiser-state/commitments.json")
             var held: Int?
             let released = ContinuousClock.now + .seconds(40)
@@ -171,6 +175,7 @@ struct AgentLinesTests {
                 held = Self.promisedCores(ledger, offer: promisedOffer)
             } while held != 0 && ContinuousClock.now < released
             #expect(held == 0, "the withdrawn offer still holds \(held.map(String.init) ?? "no record of") cores")
+            #expect(agent.service.child.output.contains("withdrawn: "), "\(agent.service.child.output.suffix(3000))")
 
             // So a job that needs the whole device again runs there.
             var whole = OrchestratorTests.spec(cores: cores)

@@ -101,6 +101,80 @@ struct FleetSimulatorTests {
         }
     }
 
+    @Test(
+        "devices whose bids arrive after their offers expired are told at once to free the capacity they promised, not at their next inventory"
+    )
+    func lateBids() async throws {
+        try await ServiceBed.run("orrery-fleet-late", livenessInterval: 3000) { bed in
+            // Offers lapse after 1 s; every device answers after 2.5 s and sends its inventory only every 10 minutes.
+            let orchestrator = try await bed.startOrchestrator(extraArguments: ["--offer-timeout-ms", "1000"])
+            defer { orchestrator.child.signal(SIGKILL) }
+            let directory = bed.directory
+            let operatorKey = directory.appendingPathComponent("operator.key").path
+            try KeyFile.write(bed.network.operatorKey, to: operatorKey)
+            let ready = directory.appendingPathComponent("fleet-ready.json")
+            let fleet = try ChildProcess(
+                TestEnvironment.executable("orrery-fleet"),
+                arguments: [
+                    "--registry", bed.registryAddress, "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)",
+                    "--operator-key", operatorKey, "--devices", "3", "--seed", "11", "--heartbeat-interval", "1",
+                    "--answer-delay", "2.5", "--inventory-interval", "600", "--ready-file", ready.path,
+                    "--status-every", "1",
+                ],
+                outputDirectory: directory)
+            defer { fleet.signal(SIGKILL) }
+            try await Self.waitForFile(ready, of: fleet)
+            let consumer = try OrchestratorTests.Consumer(operatorKey: bed.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 3)
+
+            // Offered to each device in turn, each offer lapsing before its bid arrives: no device is left.
+            var job = OrchestratorTests.spec(cores: 1, name: "late")
+            job.allocations[0].artifact = .with { $0.text = "#!/bin/sh\nsleep 3\n" }
+            job.allocations[0].outputs = []
+            job.allocations[0].resources.ramMib = 256
+            let submitted = try await consumer.submit(job, to: orchestrator, paid: false)
+            var deployment = submitted
+            let ends = ContinuousClock.now + .seconds(120)
+            while deployment.state != .failed, ContinuousClock.now < ends {
+                try await Task.sleep(for: .milliseconds(250))
+                deployment = try await consumer.with(orchestrator) {
+                    try await $0.getDeployment(.with { $0.id = submitted.id })
+                }
+            }
+            #expect(
+                deployment.state == .failed && deployment.reason.contains("expired"),
+                "\(deployment.state): \(deployment.reason)")
+
+            // Every late bid's promise is withdrawn by the orchestrator's Stop (the simulator counts them).
+            let deadline = ContinuousClock.now + .seconds(60)
+            var counts: (bids: Int, withdrawn: Int)?
+            while ContinuousClock.now < deadline {
+                counts = Self.lastStatus(fleet.output)
+                if let counts, counts.bids >= 3, counts.withdrawn == counts.bids { break }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            #expect(
+                counts.map { $0.bids >= 3 && $0.withdrawn == $0.bids } == true,
+                "bids and withdrawn promises: \(String(describing: counts)); \(fleet.output.suffix(2000))")
+        }
+    }
+
+    /// The bids and withdrawn promises of the simulator's last status line.
+    static func lastStatus(_ output: String) -> (bids: Int, withdrawn: Int)? {
+        func number(after label: String, in line: Substring) -> Int? {
+            guard let range = line.range(of: label) else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }
+        for line in output.split(separator: "\n").reversed() {
+            if let bids = number(after: "bids ", in: line),
+                let withdrawn = number(after: "promises withdrawn ", in: line)
+            {
+                return (bids, withdrawn)
+            }
+        }
+        return nil
+    }
+
     /// Waits (up to 2 minutes) until the simulator wrote `file`; records its output if it ended or took too long.
     static func waitForFile(_ file: URL, of process: ChildProcess) async throws {
         let deadline = ContinuousClock.now + .seconds(120)

@@ -38,6 +38,9 @@ struct FleetCommand: AsyncParsableCommand {
     @Option(help: "Seconds between a running replica's usage receipts.") var receiptInterval: Double = 60
     @Option(help: "Seconds a job runs whose script names no `sleep N` (default: until stopped).")
     var defaultJobSeconds: Double?
+    @Option(help: "Seconds a device takes to answer an offer (a slow device or link).") var answerDelay: Double = 0
+    @Option(help: "Seconds between a device's inventories while a bid waits for its Deploy (6× otherwise).")
+    var inventoryInterval: Double = 10
     @Option(help: "Seconds to run once every device is live (0: until SIGTERM or SIGINT).") var duration: Double = 0
     @Option(help: "Fraction of devices that vanish at the failure moment (no Leave, their replicas gone).")
     var silent: Double = 0
@@ -65,9 +68,11 @@ struct FleetCommand: AsyncParsableCommand {
         guard silent + partitioned + leaving <= 1 else {
             throw ValidationError("--silent, --partitioned and --leaving add up to more than the whole fleet")
         }
-        guard heartbeatInterval >= 0.1, receiptInterval >= 1, joinConcurrency > 0, devicesPerConnection > 0 else {
+        guard heartbeatInterval >= 0.1, receiptInterval >= 1, joinConcurrency > 0, devicesPerConnection > 0,
+            answerDelay >= 0, inventoryInterval >= 0.5
+        else {
             throw ValidationError(
-                "--heartbeat-interval ≥ 0.1, --receipt-interval ≥ 1, --join-concurrency and --devices-per-connection ≥ 1"
+                "--heartbeat-interval ≥ 0.1, --receipt-interval ≥ 1, --join-concurrency and --devices-per-connection ≥ 1, --answer-delay ≥ 0, --inventory-interval ≥ 0.5"
             )
         }
         guard ServiceAddress(registry) != nil, orchestrator.map({ ServiceAddress($0) != nil }) ?? true else {
@@ -96,7 +101,9 @@ struct FleetCommand: AsyncParsableCommand {
             registry: registryLanes, orchestrator: orchestratorLanes,
             heartbeatInterval: .milliseconds(Int(heartbeatInterval * 1000)),
             receiptInterval: .milliseconds(Int(receiptInterval * 1000)), defaultJobSeconds: defaultJobSeconds,
-            counters: FleetCounters(), journal: PlacementJournal())
+            answerDelay: .milliseconds(Int(answerDelay * 1000)),
+            inventoryInterval: .milliseconds(Int(inventoryInterval * 1000)), counters: FleetCounters(),
+            journal: PlacementJournal())
         let fleet = try (0..<devices).map { index in
             let (capabilities, country) = profile.capabilities(of: index, seed: seed)
             return VirtualDevice(

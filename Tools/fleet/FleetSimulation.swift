@@ -298,7 +298,7 @@ final class FleetSimulation: Sendable {
             (last, lastTime) = (beats, now)
             let c = world.counters
             Self.say(
-                "heartbeats \(Int(rate))/s; offers \(c[.offers]), bids \(c[.bids]), declines \(c[.declines]), deploys \(c[.deploys]), completed \(c[.completions]), stopped \(c[.stops]); receipts \(c[.receiptsSigned]) signed, \(c[.receiptsRecorded]) recorded; stream failures \(c[.heartbeatStreamFailures]) heartbeat, \(c[.lineFailures]) line; \(liveness.summary)"
+                "heartbeats \(Int(rate))/s; offers \(c[.offers]), bids \(c[.bids]), declines \(c[.declines]), deploys \(c[.deploys]), completed \(c[.completions]), stopped \(c[.stops]), promises withdrawn \(c[.withdrawnPromises]); receipts \(c[.receiptsSigned]) signed, \(c[.receiptsRecorded]) recorded; stream failures \(c[.heartbeatStreamFailures]) heartbeat, \(c[.lineFailures]) line; \(liveness.summary)"
             )
         }
     }

@@ -17,6 +17,10 @@ struct FleetWorld: Sendable {
     let receiptInterval: Duration
     /// A job whose script names no `sleep N` runs this long (nil: until it is stopped).
     let defaultJobSeconds: Double?
+    /// How long a device takes to answer an offer (a slow device or link): zero answers at once.
+    let answerDelay: Duration
+    /// Between inventories while a bid waits for its Deploy (six times as long otherwise), as the agent's setting.
+    let inventoryInterval: Duration
     let counters: FleetCounters
     let journal: PlacementJournal
 }
@@ -312,12 +316,12 @@ final class VirtualDevice: Sendable {
         }
     }
 
-    /// The inventory every 10 s while a bid waits for its Deploy, every minute otherwise; promises whose time is up
-    /// are forgotten.
+    /// The inventory every `inventoryInterval` while a bid waits for its Deploy, six times as rarely otherwise;
+    /// promises whose time is up are forgotten.
     private func inventories() async throws {
         var sent = ContinuousClock.now
         while true {
-            try await Task.sleep(for: .seconds(10))
+            try await Task.sleep(for: world.inventoryInterval)
             let now = Date()
             let (waiting, message) = state.withLock { state in
                 let expired = state.allocations.filter { $0.value.deploy == nil && $0.value.promisedUntil < now }
@@ -325,7 +329,7 @@ final class VirtualDevice: Sendable {
                 let waiting = state.allocations.values.contains { $0.deploy == nil && $0.ended == nil }
                 return (waiting, Self.inventory(state.allocations))
             }
-            guard waiting || ContinuousClock.now - sent >= .seconds(60) else { continue }
+            guard waiting || ContinuousClock.now - sent >= world.inventoryInterval * 6 else { continue }
             send(message)
             sent = ContinuousClock.now
         }
@@ -338,7 +342,12 @@ final class VirtualDevice: Sendable {
     private func handle(_ message: Orrery_Orchestrator_V1_OrchestratorMessage) {
         switch message.kind {
         case .linePing(let ping): send(.with { $0.linePong = .with { $0.nonce = ping.nonce } })
-        case .offer(let offer): send(respond(to: offer))
+        case .offer(let offer):
+            guard world.answerDelay > .zero else { return send(respond(to: offer)) }
+            Task {
+                try? await Task.sleep(for: world.answerDelay)
+                send(respond(to: offer))
+            }
         case .deploy(let deploy): start(deploy)
         case .stop(let stop): self.stop(stop)
         case .receiptsRecorded(let recorded):

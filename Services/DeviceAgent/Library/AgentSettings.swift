@@ -19,6 +19,9 @@ public struct AgentSettings: Sendable, Equatable {
     public var shutdownGrace: Duration
     /// Between heartbeats; usage receipts go every 12 intervals.
     public var livenessInterval: Duration
+    /// Between the inventories (what runs here, what is promised) sent on each line while a bid waits for its Deploy;
+    /// six times as long otherwise. The orchestrator answers one with a Stop for what it no longer assigns here.
+    public var inventoryInterval: Duration
     public var readyFile: String?
     /// The configuration file named, or the default one.
     public var configFile: String
@@ -74,6 +77,7 @@ public struct AgentSettings: Sendable, Equatable {
         flag("state.dir", options.stateDir)
         flag("shutdown.grace", options.shutdownGrace)
         flag("liveness.interval_ms", options.livenessIntervalMs)
+        flag("inventory.interval_ms", options.inventoryIntervalMs)
         flag("oci.runtime", options.ociRuntime)
         flag("images.cache_mib", options.imagesCacheMib)
         flag("inputs.cache_mib", options.inputsCacheMib)
@@ -91,6 +95,7 @@ public struct AgentSettings: Sendable, Equatable {
             "state.dir": "/var/lib/orrery/device-agent",
             "shutdown.grace": 10,
             "liveness.interval_ms": 5000,
+            "inventory.interval_ms": 10000,
             "oci.runtime": "auto",
             "images.cache_mib": .init(.int(10240), isSecret: false),
             "inputs.cache_mib": .init(.int(10240), isSecret: false),
@@ -111,6 +116,7 @@ public struct AgentSettings: Sendable, Equatable {
             stateDirectory: try reader.nonEmpty("state.dir"),
             shutdownGrace: .seconds(try reader.integer("shutdown.grace", in: 1...300)),
             livenessInterval: .milliseconds(try reader.integer("liveness.interval_ms", in: 100...600_000)),
+            inventoryInterval: .milliseconds(try reader.integer("inventory.interval_ms", in: 500...600_000)),
             readyFile: options.readyFile,
             configFile: configFile,
             ociRuntime: try reader.choice("oci.runtime", OCIRuntime.Preference.allCases),
@@ -172,6 +178,12 @@ public struct AgentOptions: ParsableArguments, Sendable {
             "Milliseconds between heartbeats; the registry's interval (env ORRERY_LIVENESS_INTERVAL_MS, file liveness.interval_ms; default 5000)."
     )
     public var livenessIntervalMs: Int?
+
+    @Option(
+        help:
+            "Milliseconds between the inventories sent to each orchestrator while a bid waits for its Deploy, six times as long otherwise (env ORRERY_INVENTORY_INTERVAL_MS, file inventory.interval_ms; default 10000)."
+    )
+    public var inventoryIntervalMs: Int?
 
     @Option(
         help:

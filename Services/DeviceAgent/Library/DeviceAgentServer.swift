@@ -269,10 +269,11 @@ struct AgentWork: Service {
             group.addTask { await executions.removeEndedPeriodically(keeping: policy.keepEnded) }
             for address in orchestrators {
                 group.addTask {
-                    await AgentChannelLoop(
+                    var line = AgentChannelLoop(
                         address: address, connection: connection, judge: judge, ledger: ledger,
-                        executions: executions, logger: logger
-                    ).run()
+                        executions: executions, logger: logger)
+                    line.inventoryInterval = (settings.inventoryInterval, settings.inventoryInterval * 6)
+                    await line.run()
                 }
             }
         }

@@ -344,20 +344,8 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                     code: .invalidArgument,
                     message: "inventory: at most 10,000 running and 10,000 promised offer ids, each at most 64 bytes")
             }
-            for (offerID, reason) in try await offers.unassigned(
-                running: inventory.runningOfferIds, promised: inventory.promisedOfferIds, device: device.string)
-            {
-                logger.notice(
-                    "a device holds what is no longer assigned to it: stop",
-                    metadata: ["device": "\(device)", "offer": "\(offerID)", "reason": "\(reason)"])
-                hub.send(
-                    .with {
-                        $0.stop = .with {
-                            $0.offerID = offerID
-                            $0.reason = reason
-                        }
-                    }, to: device.string)
-            }
+            try await stopUnassigned(
+                running: inventory.runningOfferIds, promised: inventory.promisedOfferIds, on: device)
         case .hello:
             throw RPCError(code: .invalidArgument, message: "hello is sent once, first")
         case nil:
@@ -455,7 +443,28 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         return (usage?.contractID ?? "", usage?.sequence ?? 0)
     }
 
-    /// Records an answer and advances the deployment at once; a late answer (expired or withdrawn) is logged.
+    /// Tells the device to stop, or to free what it promised to, each of the offers it holds (`running`, `promised`)
+    /// that this orchestrator no longer assigns to it.
+    private func stopUnassigned(running: [String], promised: [String], on device: DID) async throws {
+        for (offerID, reason) in try await offers.unassigned(
+            running: running, promised: promised, device: device.string)
+        {
+            logger.notice(
+                "a device holds what is no longer assigned to it: stop",
+                metadata: ["device": "\(device)", "offer": "\(offerID)", "reason": "\(reason)"])
+            hub.send(
+                .with {
+                    $0.stop = .with {
+                        $0.offerID = offerID
+                        $0.reason = reason
+                    }
+                }, to: device.string)
+        }
+    }
+
+    /// Records an answer and advances the deployment at once. A late answer (the offer expired or was withdrawn) is
+    /// logged, and a late bid's device is told at once to free the capacity it promised (rather than at its next
+    /// inventory: meanwhile it would decline other offers for want of it).
     private func record(
         _ offerID: String, device: DID, state: OfferStore.State, bid: Orrery_Common_V1_Signed?, reason: String
     ) async {
@@ -466,6 +475,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             else {
                 logger.notice(
                     "answer to an offer no longer open", metadata: ["offer": "\(offerID)", "device": "\(device)"])
+                if state == .accepted { try await stopUnassigned(running: [], promised: [offerID], on: device) }
                 return
             }
             logger.info(

@@ -70,6 +70,20 @@ final class AgentHub: Sendable {
         _ = lines.withLock { $0[device]?.continuation.yield(message) }
     }
 
+    /// Tells the devices whose lines are held here that these offers were withdrawn (a Stop each): one that bid
+    /// frees the capacity it promised at once. Other replicas' devices learn it when they next send their inventory.
+    func tellWithdrawn(_ withdrawn: [OfferStore.Withdrawn]) {
+        for offer in withdrawn {
+            send(
+                .with {
+                    $0.stop = .with {
+                        $0.offerID = offer.offerID
+                        $0.reason = "withdrawn: \(offer.reason)"
+                    }
+                }, to: offer.device)
+        }
+    }
+
     /// Delivers pending offers to the lines held here until cancelled.
     func run() async {
         await PeriodicWork("delivering offers", every: pollInterval, logger: logger) { try await self.deliver() }.run()

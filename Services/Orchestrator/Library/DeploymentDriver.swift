@@ -498,10 +498,6 @@ struct DeploymentDriver: Sendable {
                 change: { deployment in
                     deployment.totalCost = placement.totalCost
                     deployment.assignments = Self.assignments(placement)
-                },
-                also: { connection, _ in
-                    try await OfferStore.withdraw(
-                        deployment: id, reason: "placed again", connection: connection, logger: logger)
                 })
             guard moved != nil else { return false }
             logger.info("deployment matched", metadata: ["deployment": "\(id)", "reason": "\(reason)"])

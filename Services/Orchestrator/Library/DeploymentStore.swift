@@ -19,6 +19,9 @@ struct DeploymentStore: Sendable {
 
     let client: PostgresClient
     let logger: Logger
+    /// Told, after the transition that withdrew them committed, of the offers withdrawn from their devices (placed
+    /// again, or the deployment ended): a device that bid holds capacity for its offer until told.
+    var offersWithdrawn: @Sendable ([OfferStore.Withdrawn]) -> Void = { _ in }
 
     /// States a deployment never leaves.
     static let terminal = Orrery_Orchestrator_V1_DeploymentState.terminal
@@ -99,14 +102,18 @@ struct DeploymentStore: Sendable {
         change: @Sendable (inout Orrery_Orchestrator_V1_Deployment) -> Void = { _ in },
         also: @Sendable (PostgresConnection, Orrery_Orchestrator_V1_Deployment) async throws -> Void = { _, _ in }
     ) async throws -> Orrery_Orchestrator_V1_Deployment? {
-        let moved: Orrery_Orchestrator_V1_Deployment? = try await client.transaction(logger: logger) { connection in
+        let (moved, withdrawn) = try await client.transaction(logger: logger) {
+            connection -> (Orrery_Orchestrator_V1_Deployment?, [OfferStore.Withdrawn]) in
             let rows = try await connection.query(
                 "SELECT record FROM deployments WHERE id = \(id) FOR UPDATE", logger: logger)
             var current: Orrery_Orchestrator_V1_Deployment?
             for try await record in rows.decode(Data.self) {
                 current = try Orrery_Orchestrator_V1_Deployment(serializedBytes: record)
             }
-            guard var deployment = current, from.contains(deployment.state), condition(deployment) else { return nil }
+            guard var deployment = current, from.contains(deployment.state), condition(deployment) else {
+                return (nil, [])
+            }
+            var withdrawn: [OfferStore.Withdrawn] = []
             guard DeploymentLifecycle.allows(deployment.state, state) else {
                 let illegal = IllegalTransition(deployment: id, from: deployment.state, to: state)
                 logger.critical("a transition no lifecycle rule allows was refused", metadata: ["error": "\(illegal)"])
@@ -117,7 +124,9 @@ struct DeploymentStore: Sendable {
             deployment.reason = reason
             deployment.updatedAt = Google_Protobuf_Timestamp(date: Date())
             if state == .matched {
-                // Placed (again): the new assignments hold the resources.
+                // Placed (again): the new assignments hold the resources, and the round offered before is withdrawn.
+                withdrawn = try await OfferStore.withdraw(
+                    deployment: id, reason: "placed again", connection: connection, logger: logger)
                 try await connection.query("DELETE FROM assignments WHERE deployment_id = \(id)", logger: logger)
                 for assignment in deployment.assignments {
                     let allocation = deployment.spec.allocations.first { $0.name == assignment.allocation }
@@ -136,12 +145,8 @@ struct DeploymentStore: Sendable {
             if Self.terminal.contains(state) {
                 try await connection.query(
                     "UPDATE assignments SET active = false WHERE deployment_id = \(id)", logger: logger)
-                try await connection.query(
-                    """
-                    UPDATE offers SET state = \(OfferState.withdrawn), reason = \(reason)
-                    WHERE deployment_id = \(id) AND state IN (\(OfferState.pending), \(OfferState.accepted))
-                    """,
-                    logger: logger)
+                withdrawn = try await OfferStore.withdraw(
+                    deployment: id, reason: reason, connection: connection, logger: logger)
                 // What already runs is stopped: the agents get a Stop; each contract ends once its device reported
                 // the end with its final receipt, or after the grace for it.
                 try await connection.query(
@@ -153,8 +158,9 @@ struct DeploymentStore: Sendable {
                     logger: logger)
             }
             try await also(connection, deployment)
-            return try await Self.record(deployment, connection: connection, logger: logger)
+            return (try await Self.record(deployment, connection: connection, logger: logger), withdrawn)
         }
+        if !withdrawn.isEmpty { offersWithdrawn(withdrawn) }
         // For the crash tests: `orchestrator.<state>` dies right after a deployment's move to that state committed.
         if let moved {
             Counter(label: "orrery_deployment_transitions_total", dimensions: [("state", "\(moved.state)")]).increment()

@@ -741,15 +741,29 @@ struct OfferStore: Sendable {
         return (current, refusals)
     }
 
-    /// Withdraws the current round (before placing again). Must run inside the transition that does so.
+    /// An offer withdrawn from its device.
+    struct Withdrawn: Sendable, Equatable {
+        let offerID: String
+        let device: String
+        let reason: String
+    }
+
+    /// Withdraws the current round (placed again, or the deployment ended); returns the offers withdrawn. Must run
+    /// inside the transition that does so.
     static func withdraw(deployment: String, reason: String, connection: PostgresConnection, logger: Logger)
-        async throws
+        async throws -> [Withdrawn]
     {
-        try await connection.query(
+        let rows = try await connection.query(
             """
             UPDATE offers SET state = \(OfferState.withdrawn), reason = \(reason)
             WHERE deployment_id = \(deployment) AND state IN (\(OfferState.pending), \(OfferState.accepted))
+            RETURNING id, device_did
             """,
             logger: logger)
+        var withdrawn: [Withdrawn] = []
+        for try await (id, device) in rows.decode((String, String).self) {
+            withdrawn.append(Withdrawn(offerID: id, device: device, reason: reason))
+        }
+        return withdrawn
     }
 }

@@ -41,12 +41,13 @@ struct OrchestratorComponents: Sendable {
     ) -> OrchestratorComponents {
         let logger = environment.logger
         let fleet = FleetView()
-        let store = DeploymentStore(client: database, logger: logger)
+        var store = DeploymentStore(client: database, logger: logger)
         let solver = PlacementSolver(timeLimit: .milliseconds(500))
         let offers = OfferStore(client: database, logger: logger)
         let checkpointReader = CheckpointReader(client: database, logger: logger, key: environment.key)
         let secrets = DeploymentSecrets(client: database, key: environment.key, logger: logger)
         let hub = AgentHub(offers: offers, checkpoints: checkpointReader, secrets: secrets, logger: logger)
+        store.offersWithdrawn = { hub.tellWithdrawn($0) }
         let notary = settings.notaryAddress.flatMap(ServiceAddress.init).map {
             NotaryLink(address: $0, environment: environment)
         }

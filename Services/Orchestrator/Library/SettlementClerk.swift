@@ -242,28 +242,25 @@ struct SettlementClerk: Sendable {
     }
 
     /// The refund of the rest, with every SLA breach the notary logged for the contract proven along (unless
-    /// `penalties` is false: the operator forwent them); nil when the notary has no entry for the contract.
+    /// `penalties` is false: the operator forwent them); nil when the notary has no entry for the contract. Only the
+    /// contract's entry and its breaches' are proven (its receipts are not needed), and nothing when it has no breach.
     private func refundRequest(_ contract: String, penalties: Bool) async throws
         -> Orrery_Settlement_V1_RefundRequest?
     {
         let record = try await notary.contract(contract)
-        guard !record.entryIndexes.isEmpty else { return nil }
-        let (head, entries) = try await proven(record.entryIndexes)
-        let breaches = entries.dropFirst().filter { proven in
-            guard let signed = try? Orrery_Common_V1_Signed(serializedBytes: proven.leaf),
-                let entry = try? Orrery_Notary_V1_LogEntry(serializedBytes: signed.payload)
-            else { return false }
-            return entry.kind == .slaBreach
-        }
-        return Orrery_Settlement_V1_RefundRequest.with {
+        guard let contractEntry = record.entryIndexes.first else { return nil }
+        var request = Orrery_Settlement_V1_RefundRequest.with {
             $0.contractID = contract
             $0.idempotencyKey = "refund/\(contract)\(penalties ? "" : "/without-penalties")"
-            if penalties, !breaches.isEmpty {
-                $0.treeHead = head
-                $0.contract = entries[0]
-                $0.breaches = Array(breaches)
-            }
         }
+        let breaches = record.breachIndexes.filter { $0 != contractEntry }
+        if penalties, !breaches.isEmpty {
+            let (head, entries) = try await proven([contractEntry] + breaches)
+            request.treeHead = head
+            request.contract = entries[0]
+            request.breaches = Array(entries.dropFirst())
+        }
+        return request
     }
 
     private func refund(_ request: Orrery_Settlement_V1_RefundRequest) async throws {
