@@ -67,6 +67,42 @@ public struct PlacementSnapshot: Sendable {
         byCorePrice = compiled.indices.sorted { compiled[$0].prices.perCoreHour < compiled[$1].prices.perCoreHour }
     }
 
+    /// This snapshot with `reserved` (by device DID) taken off its devices' capacity, as `init` would have made it from
+    /// devices with that much less: only the reserved devices' records change; the interned strings, labels, latency
+    /// table and price order are shared. A placement under load reserves on a few devices of many, so this is what
+    /// makes a snapshot per placement cheap.
+    public func reserving(_ reserved: [String: ResourceAmount]) -> PlacementSnapshot {
+        var devices = self.devices
+        var compiled = self.compiled
+        for (did, amount) in reserved {
+            guard let index = indexByDID[did] else { continue }
+            devices[index].cpuCores = max(0, devices[index].cpuCores - amount.cores)
+            devices[index].ramMiB = max(0, devices[index].ramMiB - amount.ramMiB)
+            devices[index].diskMiB = max(0, devices[index].diskMiB - amount.diskMiB)
+            devices[index].gpus.count = max(0, devices[index].gpus.count - amount.gpus)
+            compiled[index].cpuCores = devices[index].cpuCores
+            compiled[index].ramMiB = devices[index].ramMiB
+            compiled[index].diskMiB = devices[index].diskMiB
+            compiled[index].gpuCount = devices[index].gpus.count
+        }
+        return PlacementSnapshot(self, devices: devices, compiled: compiled)
+    }
+
+    /// `base` with other device records (the same devices in the same order).
+    private init(_ base: PlacementSnapshot, devices: [PlacementDevice], compiled: [CompiledDevice]) {
+        self.devices = devices
+        self.compiled = compiled
+        labels = base.labels
+        runtimes = base.runtimes
+        strings = base.strings
+        owners = base.owners
+        gpuModels = base.gpuModels
+        latencies = base.latencies
+        landmarkCoordinates = base.landmarkCoordinates
+        indexByDID = base.indexByDID
+        byCorePrice = base.byCorePrice
+    }
+
     /// The index of a device by its DID.
     public func index(of did: String) -> Int? { indexByDID[did] }
 

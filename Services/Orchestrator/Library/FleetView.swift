@@ -60,21 +60,30 @@ public final class FleetView: Sendable {
 
     public func device(_ did: String) -> Orrery_Registry_V1_Device? { state.withLock { $0.devices[did] } }
 
-    /// A snapshot of every online device with `reserved` subtracted from its capacity.
+    /// A snapshot of every known device with `reserved` subtracted from its capacity. The snapshot of the fleet as
+    /// it is is built once per change the registry or the coordinates made, and reservations are laid over it.
     public func snapshot(reserved: [String: Reservation] = [:]) -> PlacementSnapshot {
+        let base = currentSnapshot()
+        return reserved.isEmpty ? base : base.reserving(reserved)
+    }
+
+    /// The snapshot of the fleet without reservations: the one built for the current version, or a new one.
+    private func currentSnapshot() -> PlacementSnapshot {
         let (devices, coordinates, version, cached) = state.withLock {
             ($0.devices, $0.coordinates, $0.version, $0.cached)
         }
-        if reserved.isEmpty, let cached, cached.version == version { return cached.snapshot }
+        if let cached, cached.version == version { return cached.snapshot }
         let placementDevices = devices.values.sorted { $0.did < $1.did }.map { device in
-            Self.placementDevice(device, minus: reserved[device.did] ?? Reservation())
+            Self.placementDevice(device)
         }
         let snapshot = PlacementSnapshot(devices: placementDevices, coordinates: coordinates)
-        if reserved.isEmpty { state.withLock { $0.cached = (version, snapshot) } }
+        state.withLock { state in
+            if (state.cached?.version ?? -1) < version { state.cached = (version, snapshot) }
+        }
         return snapshot
     }
 
-    static func placementDevice(_ device: Orrery_Registry_V1_Device, minus reserved: Reservation) -> PlacementDevice {
+    static func placementDevice(_ device: Orrery_Registry_V1_Device) -> PlacementDevice {
         let capabilities = device.capabilities
         let mebibyte: UInt64 = 1 << 20
         let location = capabilities.location
@@ -82,12 +91,11 @@ public final class FleetView: Sendable {
         let smallestVRAM = capabilities.gpus.map(\.vramBytes).min() ?? 0
         return PlacementDevice(
             did: device.did, ownerDID: device.ownerDid, architecture: capabilities.architecture,
-            cpuCores: max(0, Int(capabilities.cpuCores) - reserved.cores),
-            ramMiB: max(0, Int(capabilities.ramBytes / mebibyte) - reserved.ramMiB),
-            diskMiB: max(0, Int(capabilities.diskBytes / mebibyte) - reserved.diskMiB),
+            cpuCores: Int(capabilities.cpuCores), ramMiB: Int(capabilities.ramBytes / mebibyte),
+            diskMiB: Int(capabilities.diskBytes / mebibyte),
             gpus: GPUInventory(
                 vendor: capabilities.gpus.first?.vendor ?? "", model: capabilities.gpus.first?.model ?? "",
-                count: max(0, capabilities.gpus.count - reserved.gpus), vramMiB: Int(smallestVRAM / mebibyte)),
+                count: capabilities.gpus.count, vramMiB: Int(smallestVRAM / mebibyte)),
             location: GeoLocation(
                 country: location.country, region: location.region,
                 point: hasPoint ? GeoPoint(latitude: location.latitude, longitude: location.longitude) : nil),
