@@ -36,8 +36,9 @@ public struct DatabaseSettings: Sendable, Equatable {
     }
 
     /// A `PostgresClient` whose connections start with `search_path` set to `schema`, so a service's queries name
-    /// its own tables without qualification and never see another service's.
-    public func makeClient(schema: String, logger: Logger) throws -> PostgresClient {
+    /// its own tables without qualification and never see another service's; at most `maximumConnections` at once
+    /// (the driver's default without).
+    public func makeClient(schema: String, logger: Logger, maximumConnections: Int? = nil) throws -> PostgresClient {
         let tlsConfiguration: PostgresClient.Configuration.TLS
         switch tls {
         case .disable: tlsConfiguration = .disable
@@ -58,6 +59,10 @@ public struct DatabaseSettings: Sendable, Equatable {
         // for every query, and the Swift runtime keeps a cancelled sleep's memory until its deadline — 20 MiB of
         // heap at 1,500 calls/s (`make abuse`). A connection the server or a proxy closes is noticed by its socket.
         configuration.options.keepAliveBehavior = nil
+        if let maximumConnections {
+            configuration.options.minimumConnections = 0
+            configuration.options.maximumConnections = maximumConnections
+        }
         return PostgresClient(configuration: configuration, backgroundLogger: logger)
     }
 }

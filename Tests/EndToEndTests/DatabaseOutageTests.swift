@@ -8,7 +8,10 @@ import GRPCCore
 import OrreryProto
 import OrreryRuntime
 import OrreryTestSupport
+import Logging
+import PostgresNIO
 import SwiftProtobuf
+import Synchronization
 import Testing
 
 /// PostgreSQL unreachable under a running service (its connection goes through a proxy the test kills and starts
@@ -80,6 +83,81 @@ struct DatabaseOutageTests {
                 #expect(try await Self.waitForHealth(.serving, of: registry))
             }
         }
+    }
+
+    @Test(
+        "a busy database is not an unreachable one: every pooled connection waiting on a lock, health stays SERVING (the watch has a connection of its own) and the waiting calls are answered once the lock goes"
+    )
+    func busyNotUnreachable() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await TestEnvironment.withTemporaryDirectory("orrery-db-busy") { directory in
+                let network = try TestNetwork(directory: directory.appendingPathComponent("credentials"))
+                let environment = database.serviceEnvironment.merging(network.environment(for: "registry")) { $1 }
+                let registry = try await RunningService.start(
+                    "registry", environment: environment, directory: directory)
+                defer { registry.child.signal(SIGKILL) }
+                let observer = try RegistryJoinTests.DeviceClient(operatorKey: network.operatorKey)
+                let unknown = SigningKey().did.string
+
+                try await database.withClient(schema: "registry") { client in
+                    // The devices table locked by another transaction: every GetDevice waits on it, holding one of
+                    // the registry's pooled connections — more calls than the pool has connections.
+                    let locked = AsyncStream<Void>.makeStream()
+                    let unlock = AsyncStream<Void>.makeStream()
+                    let holder = Task {
+                        try await client.transaction(logger: Logger(label: "test.lock")) { connection in
+                            try await connection.query(
+                                "LOCK TABLE devices IN ACCESS EXCLUSIVE MODE", logger: Logger(label: "test.lock"))
+                            locked.continuation.yield()
+                            for await _ in unlock.stream { break }
+                        }
+                    }
+                    for await _ in locked.stream { break }
+                    let answered = Counter()
+                    let calls = Task {
+                        try await observer.withRegistry(registry) { registry in
+                            try await withThrowingTaskGroup(of: RPCError.Code?.self) { group in
+                                for _ in 0..<40 {
+                                    group.addTask {
+                                        defer { answered.increment() }
+                                        do {
+                                            _ = try await registry.getDevice(.with { $0.did = unknown })
+                                            return nil
+                                        } catch let error as RPCError {
+                                            return error.code
+                                        }
+                                    }
+                                }
+                                var codes: [RPCError.Code?] = []
+                                for try await code in group { codes.append(code) }
+                                return codes
+                            }
+                        }
+                    }
+                    // Long past the watch's two missed probes (2 s each): its own connection answers, so SERVING.
+                    try await Task.sleep(for: .seconds(8))
+                    let status = try await ServiceProbe.withClient(registry.grpcAddress) { client in
+                        try await Grpc_Health_V1_Health.Client(wrapping: client).check(
+                            .with { $0.service = "orrery.registry.v1.Registry" }
+                        ).status
+                    }
+                    #expect(answered.value == 0, "the calls waited on the lock: the pool was busy")
+                    #expect(status == .serving, "a busy pool was taken for an unreachable database")
+                    unlock.continuation.yield()
+                    try await holder.value
+                    let codes = try await calls.value
+                    #expect(codes.count == 40 && codes.allSatisfy { $0 == .notFound }, "\(codes)")
+                }
+                #expect(!registry.child.output.contains("the database does not answer"))
+            }
+        }
+    }
+
+    /// A count shared by concurrent tasks.
+    final class Counter: Sendable {
+        private let count = Mutex(0)
+        func increment() { count.withLock { $0 += 1 } }
+        var value: Int { count.withLock { $0 } }
     }
 
     /// Watches the registry's gRPC health until it reports `status` (true), or 20 s pass (false).

@@ -106,8 +106,12 @@ public enum ServiceRunner {
         stop: GracefulStop? = nil
     ) async throws {
         var database: PostgresClient?
+        // The database watch's probe has a connection of its own: behind a pool saturated by load it would wait its
+        // turn, and a busy database would be taken for an unreachable one (every call then refused UNAVAILABLE).
+        var probe: PostgresClient?
         if let schema = service.description.schema, let databaseSettings = settings.database {
             database = try databaseSettings.makeClient(schema: schema.name, logger: logger)
+            probe = try databaseSettings.makeClient(schema: schema.name, logger: logger, maximumConnections: 1)
         }
         // Built before anything runs (a build reads no database), so that its workers join the process's one group.
         let built = try await BuiltService.build(service, settings: settings, database: database, logger: logger)
@@ -118,6 +122,7 @@ public enum ServiceRunner {
         // finish in-flight RPCs before any worker is stopped, and the workers stop in reverse before the database.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let database { services.append(.init(service: database)) }
+        if let probe { services.append(.init(service: probe)) }
         // The heap give-back trims the whole process's allocator: not for a service run inside a test process (it
         // would trim under the test's own measurements).
         if givesHeapBack { services.append(.init(service: HeapGiveBack(logger: logger))) }
@@ -131,7 +136,8 @@ public enum ServiceRunner {
         }
         services.append(
             .init(
-                service: MainService(built: built, settings: settings, metrics: metrics, database: database),
+                service: MainService(
+                    built: built, settings: settings, metrics: metrics, database: database, probe: probe ?? database),
                 successTerminationBehavior: .gracefullyShutdownGroup,
                 failureTerminationBehavior: .gracefullyShutdownGroup))
         var configuration = ServiceGroupConfiguration(
@@ -279,6 +285,8 @@ private struct MainService: Service {
     let settings: RuntimeSettings
     let metrics: PrometheusCollectorRegistry
     let database: PostgresClient?
+    /// The database watch's own client (one connection).
+    let probe: PostgresClient?
     var logger: Logger { built.environment.logger }
 
     func run() async throws {
@@ -295,6 +303,7 @@ private struct MainService: Service {
         let logger = logger
         let settings = settings
         let database = database
+        let probe = probe
 
         let health = HealthStatusBook()
         let serviceNames = Self.serviceNames(of: parts.rpcServices)
@@ -384,8 +393,8 @@ private struct MainService: Service {
             environment.serving.markServing(grpcPort: grpcPort)
             // From here on, health follows the database too.
             let databaseTask = Task {
-                if let database, let databaseWatch {
-                    await databaseWatch.run(client: database, health: health, services: serviceNames, logger: logger)
+                if let probe, let databaseWatch {
+                    await databaseWatch.run(client: probe, health: health, services: serviceNames, logger: logger)
                 }
             }
             if let path = settings.readyFile {
