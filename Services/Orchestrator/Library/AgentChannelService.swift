@@ -14,7 +14,8 @@ internal import SwiftProtobuf
 public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleServiceProtocol {
     let hub: AgentHub
     let offers: OfferStore
-    let driver: DeploymentDriver
+    /// Where a device's answers and reports have their deployments advanced, beside the line.
+    let advances: DeploymentAdvances
     let logger: Logger
     /// Where the devices' receipts are recorded; nil without a notary.
     let notary: NotaryLink?
@@ -272,7 +273,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
                 logger.info(
                     "allocation report",
                     metadata: ["offer": "\(report.offerID)", "state": "\(report.state)", "reason": "\(report.reason)"])
-                try await driver.advance(deployment)
+                advances.request(deployment)
             }
         case .log(let chunk):
             guard chunk.data.count <= 1 << 20 else {
@@ -481,7 +482,7 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
             logger.info(
                 "offer answered",
                 metadata: ["offer": "\(offerID)", "device": "\(device)", "answer": "\(state)", "reason": "\(reason)"])
-            try await driver.advance(deployment)
+            advances.request(deployment)
         } catch {
             logger.warning("recording an answer failed", metadata: ["offer": "\(offerID)", "error": "\(error)"])
         }

@@ -97,7 +97,8 @@ struct OrchestratorComponents: Sendable {
             api: api,
             events: events, driver: driver, hub: hub,
             channel: AgentChannelService(
-                hub: hub, offers: offers, driver: driver, logger: logger, notary: notary,
+                hub: hub, offers: offers, advances: DeploymentAdvances(logger: logger) { try await driver.advance($0) },
+                logger: logger, notary: notary,
                 settles: settlement != nil, router: router, checkpoints: checkpoints, contents: contents,
                 tunnels: tunnels, execs: execs, latency: latency,
                 ensemble: EnsembleNetwork(
