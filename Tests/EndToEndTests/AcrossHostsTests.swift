@@ -326,13 +326,7 @@ struct HostDatabase {
             _ = NamespaceHosts.runNow(script.path, ["stop", directory.path])
             throw ChildProcessError.exitedEarly(name: "pg-throwaway.sh", status: started.status, output: started.output)
         }
-        var values: [String: String] = [:]
-        for line in try String(contentsOf: directory.appendingPathComponent("env"), encoding: .utf8).split(
-            separator: "\n")
-        {
-            let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2 { values[parts[0]] = parts[1] }
-        }
+        let values = try EnvironmentFile.read(directory.appendingPathComponent("env"))
         let port = try #require(values["ORRERY_PG_PORT"])
         let password = try #require(values["ORRERY_PG_PASSWORD"])
         return HostDatabase(

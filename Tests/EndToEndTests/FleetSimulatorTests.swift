@@ -50,10 +50,7 @@ struct FleetSimulatorTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 40)
 
             // A job "runs" for its `sleep 3` on a virtual device and completes under its contract.
-            var job = OrchestratorTests.spec(cores: 1, name: "batch")
-            job.allocations[0].artifact = .with { $0.text = "#!/bin/sh\nsleep 3\n" }
-            job.allocations[0].outputs = []
-            job.allocations[0].resources.ramMib = 256
+            let job = Self.spec("batch", script: "#!/bin/sh\nsleep 3\n")
             let submitted = try await consumer.submit(job, to: orchestrator, paid: false)
             let completed = try await HealthCheckTests.until(submitted.id, consumer, orchestrator, "completed") {
                 $0.deployment.state == .completed
@@ -61,10 +58,7 @@ struct FleetSimulatorTests {
             #expect(completed.run.exitCode == 0 && !completed.assignment.contractID.isEmpty, "\(completed.assignment)")
 
             // A service runs until stopped; the device running it vanishes; it runs on another virtual device.
-            var service = OrchestratorTests.spec(cores: 1, name: "service")
-            service.allocations[0].artifact = .with { $0.text = "#!/bin/sh\nexec serve\n" }
-            service.allocations[0].outputs = []
-            service.allocations[0].resources.ramMib = 256
+            let service = Self.spec("service", script: "#!/bin/sh\nexec serve\n")
             let deployment = try await consumer.submit(service, to: orchestrator, paid: false)
             let first = try await HealthCheckTests.until(deployment.id, consumer, orchestrator, "running") {
                 $0.run.state == .running
@@ -128,10 +122,7 @@ struct FleetSimulatorTests {
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 3)
 
             // Offered to each device in turn, each offer lapsing before its bid arrives: no device is left.
-            var job = OrchestratorTests.spec(cores: 1, name: "late")
-            job.allocations[0].artifact = .with { $0.text = "#!/bin/sh\nsleep 3\n" }
-            job.allocations[0].outputs = []
-            job.allocations[0].resources.ramMib = 256
+            let job = Self.spec("late", script: "#!/bin/sh\nsleep 3\n")
             let submitted = try await consumer.submit(job, to: orchestrator, paid: false)
             var deployment = submitted
             let ends = ContinuousClock.now + .seconds(120)
@@ -157,6 +148,16 @@ struct FleetSimulatorTests {
                 counts.map { $0.bids >= 3 && $0.withdrawn == $0.bids } == true,
                 "bids and withdrawn promises: \(String(describing: counts)); \(fleet.output.suffix(2000))")
         }
+    }
+
+    /// A one-core deployment running `script` (a virtual device "runs" it for the `sleep N` it names, otherwise until
+    /// stopped), with no outputs.
+    static func spec(_ name: String, script: String) -> Orrery_Orchestrator_V1_WorkloadSpec {
+        var spec = OrchestratorTests.spec(cores: 1, name: name)
+        spec.allocations[0].artifact = .with { $0.text = script }
+        spec.allocations[0].outputs = []
+        spec.allocations[0].resources.ramMib = 256
+        return spec
     }
 
     /// The bids and withdrawn promises of the simulator's last status line.

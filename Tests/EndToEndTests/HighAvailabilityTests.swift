@@ -84,29 +84,10 @@ struct HighAvailabilityTests {
                                         .id
                                 }
                             case 1:
-                                // Proposed and accepted as `ContractParties.activate` does, each signed once.
-                                let contract = try parties.contract(HighAvailability.contractID(key))
-                                let proposal = try parties.sign(contract, by: parties.orchestrator)
-                                let acceptance = try parties.acceptance(of: proposal, id: contract.id)
-                                let delegation = try Delegation(
-                                    bytes: try UCANContainer.decode(Array(contract.consumerAuthority))[0])
-                                write = {
-                                    _ = try await parties.withNotary(notary, actingFor: delegation) { client in
-                                        try await client.proposeContract(
-                                            .with {
-                                                $0.proposal = proposal
-                                                $0.amount = contract.price.maxCost
-                                                $0.idempotencyKey = "propose-\(contract.id)"
-                                            })
-                                    }
-                                    return try await parties.withNotary(notary) { client in
-                                        try await client.acceptContract(
-                                            .with {
-                                                $0.acceptance = acceptance
-                                                $0.idempotencyKey = "accept-\(contract.id)"
-                                            })
-                                    }.contract.id
-                                }
+                                // Proposed and accepted, each signed once.
+                                let activate = try parties.activation(
+                                    of: try parties.contract(HighAvailability.contractID(key)))
+                                write = { try await activate(notary).contract.id }
                             default:
                                 write = {
                                     _ = try await ledger.asOperator(gateway) { settlement in
@@ -304,13 +285,7 @@ struct HighAvailability {
             _ = NamespaceHosts.runNow(script.path, ["stop", directory.path])
             throw ChildProcessError.exitedEarly(name: "ha-cluster.sh", status: status, output: output)
         }
-        var values: [String: String] = [:]
-        for line in try String(contentsOf: directory.appendingPathComponent("env"), encoding: .utf8).split(
-            separator: "\n")
-        {
-            let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2 { values[parts[0]] = parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
-        }
+        let values = try EnvironmentFile.read(directory.appendingPathComponent("env"))
         return HighAvailability(
             directory: directory,
             environment: values.filter { $0.key.hasPrefix("ORRERY_DB_") },

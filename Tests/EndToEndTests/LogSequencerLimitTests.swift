@@ -48,26 +48,26 @@ struct LogSequencerLimitTests {
                     }
                 }
                 for await _ in holding.stream { break }
-                let asked = ContinuousClock.now
-                do {
-                    _ = try await sequencer.append(act)
-                    Issue.record("the batch was decided while another transaction held the log's lock")
-                } catch let refusal as RPCError {
-                    #expect(refusal.code == .unavailable, "\(refusal)")
-                    #expect(refusal.message.contains("did not answer in time"), "\(refusal)")
+                /// Appends `act`, which must be refused UNAVAILABLE within 30 s (at its limit, not when the lock is
+                /// freed); the refusal's message.
+                func refusedInTime(_ what: String) async throws -> String? {
+                    let asked = ContinuousClock.now
+                    defer { #expect(ContinuousClock.now - asked < .seconds(30), "\(what) refused at its limit") }
+                    do {
+                        _ = try await sequencer.append(act)
+                        Issue.record("\(what) was decided while another transaction held the log's lock")
+                        return nil
+                    } catch let refusal as RPCError {
+                        #expect(refusal.code == .unavailable, "\(refusal)")
+                        return refusal.message
+                    }
                 }
-                #expect(ContinuousClock.now - asked < .seconds(30), "refused at its limit, not when the lock was freed")
+                let message = try await refusedInTime("the batch")
+                #expect(message?.contains("did not answer in time") == true, "\(String(describing: message))")
 
                 // The sequencer still answers: the next batch, stuck behind the same lock, is refused in time too
                 // (before the limit, every act queued behind a stuck batch waited for good).
-                let again = ContinuousClock.now
-                do {
-                    _ = try await sequencer.append(act)
-                    Issue.record("the batch was decided while another transaction held the log's lock")
-                } catch let refusal as RPCError {
-                    #expect(refusal.code == .unavailable, "\(refusal)")
-                }
-                #expect(ContinuousClock.now - again < .seconds(30), "the next batch refused at its limit")
+                _ = try await refusedInTime("the next batch")
                 release.continuation.yield()
                 try await holder.value
             }

@@ -144,24 +144,35 @@ struct ContractParties {
         _ notary: RunningService, contract: Orrery_Notary_V1_Contract? = nil
     ) async throws -> (Orrery_Notary_V1_Contract, Orrery_Notary_V1_ContractRecord) {
         let contract = try contract ?? self.contract()
+        return (contract, try await activation(of: contract)(notary))
+    }
+
+    /// The proposal and acceptance of `contract`, signed once: the call it returns proposes and accepts it (again, as
+    /// it was, under its idempotency keys, when called again) and returns the contract's record.
+    func activation(of contract: Orrery_Notary_V1_Contract) throws
+        -> @Sendable (RunningService) async throws ->
+        Orrery_Notary_V1_ContractRecord
+    {
         let proposal = try sign(contract, by: orchestrator)
+        let acceptance = try acceptance(of: proposal, id: contract.id)
         let delegation = try Delegation(bytes: try UCANContainer.decode(Array(contract.consumerAuthority))[0])
-        _ = try await withNotary(notary, actingFor: delegation) { client in
-            try await client.proposeContract(
-                .with {
-                    $0.proposal = proposal
-                    $0.amount = contract.price.maxCost
-                    $0.idempotencyKey = "propose-\(contract.id)"
-                })
+        return { [self] notary in
+            _ = try await withNotary(notary, actingFor: delegation) { client in
+                try await client.proposeContract(
+                    .with {
+                        $0.proposal = proposal
+                        $0.amount = contract.price.maxCost
+                        $0.idempotencyKey = "propose-\(contract.id)"
+                    })
+            }
+            return try await withNotary(notary) { client in
+                try await client.acceptContract(
+                    .with {
+                        $0.acceptance = acceptance
+                        $0.idempotencyKey = "accept-\(contract.id)"
+                    })
+            }
         }
-        let record = try await withNotary(notary) { client in
-            try await client.acceptContract(
-                .with {
-                    $0.acceptance = try acceptance(of: proposal, id: contract.id)
-                    $0.idempotencyKey = "accept-\(contract.id)"
-                })
-        }
-        return (contract, record)
     }
 }
 

@@ -48,19 +48,37 @@ struct FleetProfile: Codable, Sendable {
         guard !hardware.isEmpty, !countries.isEmpty else {
             throw FleetError("a profile needs at least one hardware class and one country")
         }
+        func isRange(_ range: [UInt64]?) -> Bool { range.map { $0.count == 2 && $0[0] <= $0[1] } ?? true }
         for machine in hardware {
-            guard machine.weight > 0, machine.cores > 0, machine.ramGiB > 0, machine.pricePerCoreHour.count == 2,
-                machine.pricePerCoreHour[0] <= machine.pricePerCoreHour[1]
+            guard machine.weight > 0, machine.cores > 0, machine.ramGiB > 0, isRange(machine.pricePerCoreHour)
             else {
                 throw FleetError(
                     "hardware class \(machine.name): weight, cores and RAM must be positive and pricePerCoreHour [low, high]"
                 )
             }
+            // A GPU class names its model, how many and their memory, and may price them; a class without GPUs none.
+            let gpuFields = [machine.gpuModel != nil, machine.gpuCount != nil, machine.gpuVramGiB != nil]
+            guard gpuFields.allSatisfy({ $0 }) || (gpuFields.allSatisfy({ !$0 }) && machine.pricePerGpuHour == nil),
+                (machine.gpuCount ?? 1) > 0, (machine.gpuVramGiB ?? 1) > 0, isRange(machine.pricePerGpuHour)
+            else {
+                throw FleetError(
+                    "hardware class \(machine.name): gpuModel, gpuCount (≥ 1) and gpuVramGiB (≥ 1) go together, and pricePerGpuHour [low, high] only with them"
+                )
+            }
+        }
+        for name in Dictionary(grouping: hardware.map(\.name), by: { $0 }).filter({ $0.value.count > 1 }).keys {
+            throw FleetError("hardware class \(name) is listed twice")
         }
         for country in countries {
-            guard country.weight > 0, country.code.count == 2, country.rttMs > 0 else {
-                throw FleetError("country \(country.code): a two-letter code, a positive weight and rttMs")
+            guard country.weight > 0, country.code.count == 2, country.rttMs > 0, (country.regions ?? 1) > 0 else {
+                throw FleetError("country \(country.code): a two-letter code, a positive weight and rttMs, regions ≥ 1")
             }
+        }
+        for code in Dictionary(grouping: countries.map { $0.code.uppercased() }, by: { $0 }).filter({
+            $0.value.count > 1
+        })
+        .keys {
+            throw FleetError("country \(code) is listed twice")
         }
     }
 

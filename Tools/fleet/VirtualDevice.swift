@@ -46,8 +46,9 @@ final class VirtualDevice: Sendable {
         /// Signed receipts the notary has not recorded, oldest first.
         var pending: [Orrery_Common_V1_Signed] = []
         var stopped = false
-        /// Its final report, once it ended.
+        /// Its final report, once it ended, and when.
         var ended: Orrery_Orchestrator_V1_AllocationReport?
+        var endedAt: Date?
         var runner: Task<Void, Never>?
 
         var holdsCapacity: Bool { ended == nil }
@@ -325,7 +326,13 @@ final class VirtualDevice: Sendable {
             let now = Date()
             let (waiting, message) = state.withLock { state in
                 let expired = state.allocations.filter { $0.value.deploy == nil && $0.value.promisedUntil < now }
-                for id in expired.keys { state.allocations[id] = nil }
+                // An ended replica with nothing left for the notary (no contract, or every receipt recorded) is kept
+                // a while for a repeated Deploy or a resync, then forgotten, as the agent removes ended allocations.
+                let done = state.allocations.filter {
+                    $0.value.pending.isEmpty
+                        && ($0.value.endedAt.map { now.timeIntervalSince($0) > Self.keptEnded } ?? false)
+                }
+                for id in Array(expired.keys) + Array(done.keys) { state.allocations[id] = nil }
                 let waiting = state.allocations.values.contains { $0.deploy == nil && $0.ended == nil }
                 return (waiting, Self.inventory(state.allocations))
             }
@@ -354,7 +361,7 @@ final class VirtualDevice: Sendable {
             let forgotten = state.withLock { state -> Int in
                 guard var allocation = state.allocations[recorded.offerID] else { return 0 }
                 let before = allocation.pending.count
-                allocation.pending.removeAll { Self.sequence(of: $0) <= recorded.throughSequence }
+                allocation.pending.removeAll { DeviceSignatures.sequence(of: $0) <= recorded.throughSequence }
                 let forgotten = before - allocation.pending.count
                 // An ended replica whose receipts are all recorded is forgotten.
                 if allocation.ended != nil, allocation.pending.isEmpty {
@@ -535,6 +542,7 @@ final class VirtualDevice: Sendable {
                 }
             }
             allocation.ended = report
+            allocation.endedAt = now
             allocation.stopped = reason != nil
             state.allocations[id] = allocation
             var sent = report
@@ -595,12 +603,8 @@ final class VirtualDevice: Sendable {
             type: type(of: message).protoMessageName, payload: try message.serializedData(), signers: [key])
     }
 
-    static func sequence(of receipt: Orrery_Common_V1_Signed) -> UInt64 {
-        if receipt.type == Orrery_Notary_V1_CompletionReceipt.protoMessageName {
-            return (try? Orrery_Notary_V1_CompletionReceipt(serializedBytes: receipt.payload))?.sequence ?? 0
-        }
-        return (try? Orrery_Notary_V1_UsageReceipt(serializedBytes: receipt.payload))?.sequence ?? 0
-    }
+    /// Seconds an ended replica whose receipts were all recorded is remembered.
+    static let keptEnded: TimeInterval = 600
 
     /// The seconds a script's first `sleep N` names: how long its simulated run takes.
     static func runSeconds(of spec: Orrery_Orchestrator_V1_AllocationSpec) -> Double? {

@@ -14,6 +14,8 @@
 # /run/orrery-netns/PREFIX/): /proc/PID/ns/net enters it with nsenter even if another program's mount changes hide
 # the /run/netns name (a sandbox's mount namespace sharing /run/netns's propagation was seen to).
 set -euo pipefail
+# shellcheck source=lib/descriptors.sh
+. "$(dirname "$0")/lib/descriptors.sh"
 action=${1:?usage: netns-hosts.sh up|down PREFIX}
 prefix=${2:?usage: netns-hosts.sh up|down PREFIX}
 [[ $prefix =~ ^[a-z0-9]{1,8}$ ]] || { echo "PREFIX: 1–8 lowercase letters or digits" >&2; exit 64; }
@@ -87,9 +89,7 @@ NFT
     mkdir -p "$holders"
     for namespace in "$router" "${hosts[@]}"; do
         (
-            for fd in $(ls "/proc/$BASHPID/fd"); do
-                if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
-            done
+            close_inherited_descriptors
             exec ip netns exec "$namespace" sleep infinity </dev/null >/dev/null 2>&1
         ) &
         echo $! >"$holders/$namespace.pid"

@@ -19,12 +19,11 @@ as_owner() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# The server is a daemon: it must not keep a descriptor its starter inherited open (a caller that learns of this
-# script's end when such a descriptor closes — Foundation's Process does — would wait for the server's end instead).
+# The server is a daemon: it must not keep a descriptor its starter inherited open.
+# shellcheck source=lib/descriptors.sh
+. "$(dirname "$0")/lib/descriptors.sh"
 without_inherited_descriptors() (
-    for fd in $(ls "/proc/$BASHPID/fd"); do
-        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
-    done
+    close_inherited_descriptors
     "$@"
 )
 

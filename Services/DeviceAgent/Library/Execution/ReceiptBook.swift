@@ -93,15 +93,8 @@ struct ReceiptBook: Sendable {
 
     /// Forgets the receipts the notary recorded, up to `sequence`.
     func acknowledge(_ id: String, through sequence: UInt64) throws {
-        let left = pending(id).filter { Self.sequence(of: $0) > sequence }
+        let left = pending(id).filter { DeviceSignatures.sequence(of: $0) > sequence }
         try save(id, left)
-    }
-
-    static func sequence(of receipt: Orrery_Common_V1_Signed) -> UInt64 {
-        if receipt.type == Orrery_Notary_V1_CompletionReceipt.protoMessageName {
-            return (try? Orrery_Notary_V1_CompletionReceipt(serializedBytes: receipt.payload))?.sequence ?? 0
-        }
-        return (try? Orrery_Notary_V1_UsageReceipt(serializedBytes: receipt.payload))?.sequence ?? 0
     }
 
     /// The next sequence number, persisted before the receipt that carries it is sent.

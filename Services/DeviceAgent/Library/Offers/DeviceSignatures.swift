@@ -104,6 +104,14 @@ public enum DeviceSignatures {
         }
         return ""
     }
+
+    /// The sequence number a signed usage or completion receipt carries (0 when it is neither).
+    public static func sequence(of receipt: Orrery_Common_V1_Signed) -> UInt64 {
+        if receipt.type == Orrery_Notary_V1_CompletionReceipt.protoMessageName {
+            return (try? Orrery_Notary_V1_CompletionReceipt(serializedBytes: receipt.payload))?.sequence ?? 0
+        }
+        return (try? Orrery_Notary_V1_UsageReceipt(serializedBytes: receipt.payload))?.sequence ?? 0
+    }
 }
 
 /// A contract whose terms are not the offer's.
