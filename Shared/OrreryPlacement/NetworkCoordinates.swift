@@ -148,3 +148,45 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
 }
+
+/// Keeps Vivaldi coordinates fitted to RTT samples that keep arriving, at a bounded cost. A full fit — from scratch,
+/// enough rounds to converge — when there is none yet, and again when nodes have appeared, at most once per
+/// `fullInterval`; otherwise `warmRounds` rounds over every sample from the coordinates already fitted (a warm start),
+/// which follows drifting RTTs at a small fraction of a full fit's cost. A node that appeared since the last full fit
+/// has no coordinate until the next one (placement falls back to geography for it), rather than a half-fitted one.
+public struct CoordinateFitter: Sendable {
+    public private(set) var model = VivaldiModel()
+    /// The most a full fit costs: about this many sample updates, however many samples there are.
+    static let fullFitUpdates = 2_000_000
+    let fullInterval: Duration
+    let warmRounds: Int
+    private var lastFull: ContinuousClock.Instant?
+    /// Nodes seen in samples but not yet fitted: a full fit is due once `fullInterval` has passed.
+    private var awaitingFull = false
+
+    public init(fullInterval: Duration = .seconds(30), warmRounds: Int = 3) {
+        self.fullInterval = fullInterval
+        self.warmRounds = warmRounds
+    }
+
+    /// The coordinates of the nodes fitted.
+    public var coordinates: [String: VivaldiCoordinate] { model.coordinates }
+
+    /// Fits `samples` (every sample known now, in a stable order) at `now`; returns whether it was a full fit.
+    @discardableResult
+    public mutating func update(_ samples: [RTTSample], now: ContinuousClock.Instant) -> Bool {
+        let known = model.coordinates
+        if samples.contains(where: { known[$0.from] == nil || known[$0.to] == nil }) { awaitingFull = true }
+        let due = lastFull.map { now - $0 >= fullInterval } ?? true
+        if lastFull == nil || (awaitingFull && due) {
+            var fresh = VivaldiModel()
+            fresh.fit(samples, rounds: max(8, min(40, Self.fullFitUpdates / max(samples.count, 1))))
+            model = fresh
+            lastFull = now
+            awaitingFull = false
+            return true
+        }
+        model.fit(samples.filter { known[$0.from] != nil && known[$0.to] != nil }, rounds: warmRounds)
+        return false
+    }
+}

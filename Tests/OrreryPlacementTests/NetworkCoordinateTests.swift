@@ -76,6 +76,45 @@ struct NetworkCoordinateTests {
         #expect(Self.medianRelativeError(untrained, network) == .infinity)
     }
 
+    @Test(
+        "the fitter fits in full once, follows drifting RTTs with warm rounds, and fits new nodes in full only once its interval passed"
+    )
+    func fitterBoundsItsWork() {
+        var network = SyntheticNetwork(devices: 60, landmarks: 6, seed: 42)
+        let start = ContinuousClock.now
+        var fitter = CoordinateFitter(fullInterval: .seconds(30), warmRounds: 3)
+        let first = fitter.update(network.samples(peers: 4), now: start)
+        #expect(first)
+        let fitted = Self.medianRelativeError(fitter.model, network)
+        #expect(fitted < 0.05, "median relative error \(fitted)")
+
+        // Half the devices move (their RTTs change by tens of per cent): warm rounds follow without a full fit.
+        for device in network.devices.enumerated().filter({ $0.offset % 2 == 0 }).map(\.element) {
+            network.positions[device]?.x += 50
+        }
+        let stale = Self.medianRelativeError(fitter.model, network)
+        #expect(stale > 0.1, "the move changed what the coordinates predict: \(stale)")
+        for second in 1...5 {
+            let full = fitter.update(network.samples(peers: 4), now: start + .seconds(second * 2))
+            #expect(!full)
+        }
+        let followed = Self.medianRelativeError(fitter.model, network)
+        #expect(followed < 0.06, "median relative error after the drift \(followed)")
+
+        // A new device: no coordinate (nor a half-fitted one) until the interval since the last full fit passed.
+        network.devices.append("did:key:newcomer")
+        network.positions["did:key:newcomer"] = (60, 40, 2)
+        let early = fitter.update(network.samples(peers: 4), now: start + .seconds(12))
+        #expect(!early)
+        #expect(fitter.coordinates["did:key:newcomer"] == nil)
+        let stillEarly = fitter.update(network.samples(peers: 4), now: start + .seconds(29))
+        let due = fitter.update(network.samples(peers: 4), now: start + .seconds(30))
+        #expect(!stillEarly && due)
+        #expect(fitter.coordinates["did:key:newcomer"] != nil)
+        let refitted = Self.medianRelativeError(fitter.model, network)
+        #expect(refitted < 0.05, "median relative error after the full fit \(refitted)")
+    }
+
     @Test("latency edges hold on the fitted coordinates: both ends of an edge are placed close together")
     func edgesRespected() throws {
         let network = SyntheticNetwork(devices: 60, landmarks: 6, seed: 7)

@@ -97,6 +97,7 @@ struct RegistryFollower {
     private func followSamples() async throws {
         try await withRegistry { registry in
             var samples: [String: RTTSample] = [:]
+            var fitter = CoordinateFitter()
             var since: Date?
             while !Task.isCancelled {
                 var pageToken = ""
@@ -122,12 +123,13 @@ struct RegistryFollower {
                 } while !pageToken.isEmpty
                 since = newest
                 if changed {
-                    var model = VivaldiModel()
                     let all = Array(samples.values).sorted { ($0.from, $0.to) < ($1.from, $1.to) }
-                    // About two million updates at most, however many samples there are.
-                    model.fit(all, rounds: max(8, min(40, 2_000_000 / max(all.count, 1))))
-                    fleet.setCoordinates(model.coordinates)
-                    environment.logger.info("network coordinates fitted", metadata: ["samples": "\(all.count)"])
+                    // In full now and then (at most ~2 million updates), a few warm rounds otherwise.
+                    let full = fitter.update(all, now: .now)
+                    fleet.setCoordinates(fitter.coordinates)
+                    if full {
+                        environment.logger.info("network coordinates fitted", metadata: ["samples": "\(all.count)"])
+                    }
                 }
                 try await Task.sleep(for: samplePollInterval)
             }
