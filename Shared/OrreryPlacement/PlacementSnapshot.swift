@@ -1,6 +1,8 @@
 /// An immutable, indexed view of the devices placement can choose from, with the network coordinates known
 /// for them and for landmarks. Build one per registry revision; solving never mutates it.
 public struct PlacementSnapshot: Sendable {
+    /// The devices as they were described when the snapshot was built (reservations laid over it by `reserving` show
+    /// in placement, not here).
     public let devices: [PlacementDevice]
     let compiled: [CompiledDevice]
     let labels: [[LabelID]]
@@ -67,30 +69,26 @@ public struct PlacementSnapshot: Sendable {
         byCorePrice = compiled.indices.sorted { compiled[$0].prices.perCoreHour < compiled[$1].prices.perCoreHour }
     }
 
-    /// This snapshot with `reserved` (by device DID) taken off its devices' capacity, as `init` would have made it from
-    /// devices with that much less: only the reserved devices' records change; the interned strings, labels, latency
-    /// table and price order are shared. A placement under load reserves on a few devices of many, so this is what
-    /// makes a snapshot per placement cheap.
+    /// This snapshot with `reserved` (by device DID) taken off its devices' capacity: placing and explaining on it
+    /// answer as on a snapshot built from devices with that much less. Only the reserved devices' compiled records
+    /// change; `devices` (as they were described), the interned strings, labels, latency table and price order are
+    /// shared. A placement under load reserves on a few devices of many, so this is what makes a snapshot per
+    /// placement cheap.
     public func reserving(_ reserved: [String: ResourceAmount]) -> PlacementSnapshot {
-        var devices = self.devices
         var compiled = self.compiled
         for (did, amount) in reserved {
             guard let index = indexByDID[did] else { continue }
-            devices[index].cpuCores = max(0, devices[index].cpuCores - amount.cores)
-            devices[index].ramMiB = max(0, devices[index].ramMiB - amount.ramMiB)
-            devices[index].diskMiB = max(0, devices[index].diskMiB - amount.diskMiB)
-            devices[index].gpus.count = max(0, devices[index].gpus.count - amount.gpus)
-            compiled[index].cpuCores = devices[index].cpuCores
-            compiled[index].ramMiB = devices[index].ramMiB
-            compiled[index].diskMiB = devices[index].diskMiB
-            compiled[index].gpuCount = devices[index].gpus.count
+            compiled[index].cpuCores = max(0, compiled[index].cpuCores - amount.cores)
+            compiled[index].ramMiB = max(0, compiled[index].ramMiB - amount.ramMiB)
+            compiled[index].diskMiB = max(0, compiled[index].diskMiB - amount.diskMiB)
+            compiled[index].gpuCount = max(0, compiled[index].gpuCount - amount.gpus)
         }
-        return PlacementSnapshot(self, devices: devices, compiled: compiled)
+        return PlacementSnapshot(self, compiled: compiled)
     }
 
-    /// `base` with other device records (the same devices in the same order).
-    private init(_ base: PlacementSnapshot, devices: [PlacementDevice], compiled: [CompiledDevice]) {
-        self.devices = devices
+    /// `base` with other compiled records (the same devices in the same order).
+    private init(_ base: PlacementSnapshot, compiled: [CompiledDevice]) {
+        devices = base.devices
         self.compiled = compiled
         labels = base.labels
         runtimes = base.runtimes

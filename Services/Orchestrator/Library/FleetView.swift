@@ -12,13 +12,22 @@ public final class FleetView: Sendable {
         var revision: Int64 = 0
         var synced = false
         var coordinates: [String: VivaldiCoordinate] = [:]
+        /// Counts the changes placement must see at once: a device joined, left, came or went, or changed what it
+        /// offers.
         var version = 0
-        var cached: (version: Int, snapshot: PlacementSnapshot)?
+        /// Counts the changes placement may see up to `refinementDelay` late: reputations and coordinates refined.
+        var refinements = 0
+        var cached: (version: Int, refinements: Int, builtAt: ContinuousClock.Instant, snapshot: PlacementSnapshot)?
     }
 
     private let state = Mutex(State())
+    /// How late a snapshot may show refinements (reputation counts, refitted coordinates): every deployment that
+    /// ends changes a reputation, and a snapshot rebuilt for each would cost a pass over every device per placement.
+    let refinementDelay: Duration
 
-    public init() {}
+    public init(refinementDelay: Duration = .seconds(1)) {
+        self.refinementDelay = refinementDelay
+    }
 
     /// The last registry revision applied (a watch resumes after it).
     public var revision: Int64 { state.withLock { $0.revision } }
@@ -28,10 +37,23 @@ public final class FleetView: Sendable {
 
     func apply(_ change: Orrery_Registry_V1_DeviceChange) {
         state.withLock { state in
+            let before = state.devices[change.device.did]
             state.devices[change.device.did] = change.device
             state.revision = max(state.revision, change.revision)
-            state.version += 1
+            if let before, Self.onlyRefined(before, into: change.device) {
+                state.refinements += 1
+            } else {
+                state.version += 1
+            }
         }
+    }
+
+    /// Whether `after` differs from `before` only in what refines a choice (its reputation), not in whether or what
+    /// it can be chosen for.
+    static func onlyRefined(_ before: Orrery_Registry_V1_Device, into after: Orrery_Registry_V1_Device) -> Bool {
+        var comparable = after
+        comparable.reputation = before.reputation
+        return comparable == before
     }
 
     func markSynced(revision: Int64) {
@@ -53,8 +75,13 @@ public final class FleetView: Sendable {
 
     func setCoordinates(_ coordinates: [String: VivaldiCoordinate]) {
         state.withLock { state in
+            // Nodes fitted for the first time are news; coordinates refitted are a refinement.
+            if Set(coordinates.keys).isSubset(of: state.coordinates.keys) {
+                state.refinements += 1
+            } else {
+                state.version += 1
+            }
             state.coordinates = coordinates
-            state.version += 1
         }
     }
 
@@ -67,18 +94,26 @@ public final class FleetView: Sendable {
         return reserved.isEmpty ? base : base.reserving(reserved)
     }
 
-    /// The snapshot of the fleet without reservations: the one built for the current version, or a new one.
+    /// The snapshot of the fleet without reservations: the one built for the current version (with refinements at
+    /// most `refinementDelay` late), or a new one.
     private func currentSnapshot() -> PlacementSnapshot {
-        let (devices, coordinates, version, cached) = state.withLock {
-            ($0.devices, $0.coordinates, $0.version, $0.cached)
+        let now = ContinuousClock.now
+        let (devices, coordinates, version, refinements, cached) = state.withLock {
+            ($0.devices, $0.coordinates, $0.version, $0.refinements, $0.cached)
         }
-        if let cached, cached.version == version { return cached.snapshot }
+        if let cached, cached.version == version,
+            cached.refinements == refinements || now - cached.builtAt < refinementDelay
+        {
+            return cached.snapshot
+        }
         let placementDevices = devices.values.sorted { $0.did < $1.did }.map { device in
             Self.placementDevice(device)
         }
         let snapshot = PlacementSnapshot(devices: placementDevices, coordinates: coordinates)
         state.withLock { state in
-            if (state.cached?.version ?? -1) < version { state.cached = (version, snapshot) }
+            if (state.cached.map { ($0.version, $0.refinements) < (version, refinements) }) ?? true {
+                state.cached = (version, refinements, now, snapshot)
+            }
         }
         return snapshot
     }
