@@ -90,10 +90,15 @@ final class AgentHub: Sendable {
     }
 
     func deliver() async throws {
-        let devices = connectedDevices
+        let devices = Set(connectedDevices)
         guard !devices.isEmpty else { return }
         var messages: [(device: String, key: String, message: Orrery_Orchestrator_V1_OrchestratorMessage)] = []
-        for (device, offer) in try await offers.pending(for: devices) {
+        // Only the offers not yet sent on a line held here are read in full.
+        let waiting = try await offers.pendingOffers()
+        let unsent = lines.withLock { lines in
+            waiting.filter { offer in lines[offer.device].map { !$0.sent.contains("offer:\(offer.id)") } ?? false }
+        }
+        for (device, offer) in try await offers.pending(ids: unsent.map(\.id)) {
             messages.append((device, "offer:\(offer.offerID)", .with { $0.offer = offer }))
         }
         for (device, instruction, mine) in try await offers.instructions(for: devices, instructor: instance) {

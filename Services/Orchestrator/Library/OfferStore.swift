@@ -170,16 +170,25 @@ struct OfferStore: Sendable {
     /// Each instruction is delivered by one replica however many hold a line to its device: the first to claim it,
     /// renewing its claim while it polls; another replica takes over only once the claim lapsed (its holder died or
     /// lost the line).
-    func instructions(for devices: [String], instructor: String) async throws -> [(
+    func instructions(for devices: Set<String>, instructor: String) async throws -> [(
         device: String, instruction: Instruction, mine: Bool
     )] {
         guard !devices.isEmpty else { return [] }
+        // The instructed offers of these devices, found among all (few: Deploys and Stops not yet taken up), so that
+        // the claim below names offers, not the thousands of devices whose lines this replica may hold.
+        let instructed = try await client.query(
+            "SELECT id, device_did FROM offers WHERE state IN (\(OfferState.instructed))", logger: logger)
+        var ids: [String] = []
+        for try await (id, device) in instructed.decode((String, String).self) where devices.contains(device) {
+            ids.append(id)
+        }
+        guard !ids.isEmpty else { return [] }
         let (lease, renewal) = (Self.instructionLeaseSeconds, Self.instructionLeaseSeconds / 2)
         let rows = try await client.query(
             """
             WITH candidates AS (
                 SELECT id, instructed_by, instructed_at FROM offers
-                WHERE state IN (\(OfferState.instructed)) AND device_did = ANY(\(devices)::text[])
+                WHERE state IN (\(OfferState.instructed)) AND id = ANY(\(ids)::text[])
             ), claimed AS (
                 UPDATE offers o SET instructed_by = \(instructor), instructed_at = now()
                 FROM candidates c
@@ -656,13 +665,26 @@ struct OfferStore: Sendable {
         try await client.query("UPDATE offers SET contract_closed = true WHERE id = \(offerID)", logger: logger)
     }
 
-    /// Pending offers for these devices, oldest first.
-    func pending(for devices: [String]) async throws -> [(device: String, offer: Orrery_Orchestrator_V1_Offer)] {
-        guard !devices.isEmpty else { return [] }
+    /// Every pending offer's id and device: small rows, read often (the devices a replica holds are filtered here,
+    /// not sent to the database as a list of thousands).
+    func pendingOffers() async throws -> [(id: String, device: String)] {
+        let rows = try await client.query(
+            """
+            SELECT id, device_did FROM offers WHERE state = \(OfferState.pending) AND expires_at > now()
+            """,
+            logger: logger)
+        var offers: [(id: String, device: String)] = []
+        for try await (id, device) in rows.decode((String, String).self) { offers.append((id, device)) }
+        return offers
+    }
+
+    /// The offers `ids` that are still pending, oldest first.
+    func pending(ids: [String]) async throws -> [(device: String, offer: Orrery_Orchestrator_V1_Offer)] {
+        guard !ids.isEmpty else { return [] }
         let rows = try await client.query(
             """
             SELECT device_did, record FROM offers
-            WHERE state = \(OfferState.pending) AND device_did = ANY(\(devices)::text[]) AND expires_at > now()
+            WHERE id = ANY(\(ids)::text[]) AND state = \(OfferState.pending) AND expires_at > now()
             ORDER BY created_at
             """,
             logger: logger)
