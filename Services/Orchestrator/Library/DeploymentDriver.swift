@@ -20,6 +20,8 @@ struct DeploymentDriver: Sendable {
     let offers: OfferStore
     let fleet: FleetView
     let solver: PlacementSolver
+    /// This replica's placements not yet committed, so that two at once do not fill the same device twice.
+    var placements = PlacementLedger()
     let logger: Logger
     let orchestratorDID: String
     let offerTimeout: Duration
@@ -465,6 +467,24 @@ struct DeploymentDriver: Sendable {
             return false
         }
         request.excludedDevices = excluded
+        let ticket = await placements.begin()
+        do {
+            let placed = try await place(deployment, request, after: why, ticket: ticket)
+            await placements.finish(ticket, committed: placed)
+            return placed
+        } catch {
+            await placements.finish(ticket, committed: false)
+            throw error
+        }
+    }
+
+    /// Places `deployment` under the placement ledger's `ticket`; true when it moved to `matched`.
+    private func place(
+        _ deployment: Orrery_Orchestrator_V1_Deployment, _ request: PlacementRequest, after why: String?,
+        ticket: PlacementLedger.Ticket
+    ) async throws -> Bool {
+        let id = deployment.id
+        let from: Set<Orrery_Orchestrator_V1_DeploymentState> = [deployment.state]
         var reserved = try await store.reservations()
         // Its own current reservation is not held against it.
         for assignment in deployment.assignments {
@@ -474,9 +494,27 @@ struct DeploymentDriver: Sendable {
             reserved[assignment.deviceDid]?.diskMiB -= Int(resources?.diskMib ?? 0)
             reserved[assignment.deviceDid]?.gpus -= Int(resources?.gpu.count ?? 0)
         }
-        let snapshot = fleet.snapshot(reserved: reserved)
+        // The fleet as it stands is built (when it changed) outside the ledger; the reservations and the solve, in it.
+        let fleetNow = fleet.snapshot()
+        let (solver, spec) = (solver, deployment.spec)
         let started = ContinuousClock.now
-        let outcome = solver.place(request, on: snapshot)
+        let (snapshot, outcome) = await placements.choose(ticket, committed: reserved) { reserved in
+            let snapshot = fleetNow.reserving(reserved)
+            let outcome = solver.place(request, on: snapshot)
+            var reserving: [String: Reservation] = [:]
+            if case .placed(let placement) = outcome {
+                for allocation in placement.allocations {
+                    let resources = spec.allocations.first { $0.name == allocation.name }?.resources
+                    for replica in allocation.replicas {
+                        reserving[replica.deviceDID, default: Reservation()].add(
+                            Reservation(
+                                cores: Int(resources?.cpuCores ?? 0), ramMiB: Int(resources?.ramMib ?? 0),
+                                diskMiB: Int(resources?.diskMib ?? 0), gpus: Int(resources?.gpu.count ?? 0)))
+                    }
+                }
+            }
+            return ((snapshot, outcome), reserving)
+        }
         Metrics.Timer(
             label: "orrery_placement_seconds",
             dimensions: [("outcome", { if case .placed = outcome { "placed" } else { "infeasible" } }())]

@@ -1,0 +1,54 @@
+import OrreryPlacement
+import Testing
+
+@testable import OrchestratorService
+
+/// Placements at once in one orchestrator replica: each sees what the others chose and have not committed yet.
+@Suite("Placement ledger: concurrent placements do not fill a device twice")
+struct PlacementLedgerTests {
+    static let four = Reservation(cores: 4, ramMiB: 1024)
+
+    /// What `choose` saw on device x, with the placement reserving `reserving` there.
+    static func seen(
+        _ ledger: PlacementLedger, _ ticket: PlacementLedger.Ticket, committed: [String: Reservation] = [:],
+        reserving: Reservation? = nil
+    ) async -> Int {
+        await ledger.choose(ticket, committed: committed) { reserved in
+            (reserved["x"]?.cores ?? 0, reserving.map { ["x": $0] } ?? [:])
+        }
+    }
+
+    @Test(
+        "a choice not yet committed is counted by the others; once committed, only by those whose read may have missed it; then forgotten"
+    )
+    func heldUntilEveryEarlierReadIsDone() async {
+        let ledger = PlacementLedger()
+        let first = await ledger.begin()
+        let second = await ledger.begin()
+        #expect(await Self.seen(ledger, first, reserving: Self.four) == 0)
+        // The second placement's read may have been before the first committed: it counts the first's choice.
+        #expect(await Self.seen(ledger, second) == 4)
+        #expect(await Self.seen(ledger, second, committed: ["x": Reservation(cores: 1)]) == 5)
+        await ledger.finish(first, committed: true)
+        // Committed while the second was in progress: still counted for it (its read may have come before).
+        #expect(await Self.seen(ledger, second) == 4)
+        // A placement begun after the commit reads it from the database: not counted twice.
+        let third = await ledger.begin()
+        #expect(await Self.seen(ledger, third, committed: ["x": Self.four]) == 4)
+        await ledger.finish(second, committed: false)
+        await ledger.finish(third, committed: false)
+        #expect(await ledger.heldCount == 0)
+    }
+
+    @Test("a placement that did not commit (it lost its transition, or failed) holds nothing")
+    func uncommittedDropped() async {
+        let ledger = PlacementLedger()
+        let first = await ledger.begin()
+        let waiting = await ledger.begin()
+        _ = await Self.seen(ledger, first, reserving: Self.four)
+        await ledger.finish(first, committed: false)
+        #expect(await Self.seen(ledger, waiting) == 0)
+        await ledger.finish(waiting, committed: false)
+        #expect(await ledger.heldCount == 0)
+    }
+}
