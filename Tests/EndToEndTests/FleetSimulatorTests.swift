@@ -24,23 +24,16 @@ struct FleetSimulatorTests {
             let orchestrator = try await bed.startOrchestrator()
             defer { orchestrator.child.signal(SIGKILL) }
             let directory = bed.directory
-            let operatorKey = directory.appendingPathComponent("operator.key").path
-            try KeyFile.write(bed.network.operatorKey, to: operatorKey)
-            let ready = directory.appendingPathComponent("fleet-ready.json")
             let report = directory.appendingPathComponent("fleet-report.json")
             let silence = directory.appendingPathComponent("silence.txt")
-            let fleet = try ChildProcess(
-                TestEnvironment.executable("orrery-fleet"),
-                arguments: [
-                    "--registry", bed.registryAddress, "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)",
-                    "--operator-key", operatorKey, "--devices", "40", "--seed", "7", "--devices-per-connection", "8",
-                    "--devices-per-owner", "10", "--heartbeat-interval", "1", "--receipt-interval", "2",
-                    "--ready-file", ready.path, "--report", report.path, "--silence-file", silence.path,
-                    "--status-every", "2",
-                ],
-                outputDirectory: directory)
+            let (fleet, ready) = try await Self.startFleet(
+                bed, orchestrator: orchestrator,
+                [
+                    "--devices", "40", "--seed", "7", "--devices-per-connection", "8", "--devices-per-owner", "10",
+                    "--heartbeat-interval", "1", "--receipt-interval", "2", "--report", report.path,
+                    "--silence-file", silence.path, "--status-every", "2",
+                ])
             defer { fleet.signal(SIGKILL) }
-            try await Self.waitForFile(ready, of: fleet)
             let readiness = try JSONSerialization.jsonObject(with: Data(contentsOf: ready)) as? [String: Any]
             #expect(readiness?["devices"] as? Int == 40)
             #expect((readiness?["owners"] as? [String])?.count == 4, "\(String(describing: readiness))")
@@ -103,21 +96,13 @@ struct FleetSimulatorTests {
             // Offers lapse after 1 s; every device answers after 2.5 s and sends its inventory only every 10 minutes.
             let orchestrator = try await bed.startOrchestrator(extraArguments: ["--offer-timeout-ms", "1000"])
             defer { orchestrator.child.signal(SIGKILL) }
-            let directory = bed.directory
-            let operatorKey = directory.appendingPathComponent("operator.key").path
-            try KeyFile.write(bed.network.operatorKey, to: operatorKey)
-            let ready = directory.appendingPathComponent("fleet-ready.json")
-            let fleet = try ChildProcess(
-                TestEnvironment.executable("orrery-fleet"),
-                arguments: [
-                    "--registry", bed.registryAddress, "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)",
-                    "--operator-key", operatorKey, "--devices", "3", "--seed", "11", "--heartbeat-interval", "1",
-                    "--answer-delay", "2.5", "--inventory-interval", "600", "--ready-file", ready.path,
-                    "--status-every", "1",
-                ],
-                outputDirectory: directory)
+            let (fleet, _) = try await Self.startFleet(
+                bed, orchestrator: orchestrator,
+                [
+                    "--devices", "3", "--seed", "11", "--heartbeat-interval", "1", "--answer-delay", "2.5",
+                    "--inventory-interval", "600", "--status-every", "1",
+                ])
             defer { fleet.signal(SIGKILL) }
-            try await Self.waitForFile(ready, of: fleet)
             let consumer = try OrchestratorTests.Consumer(operatorKey: bed.network.operatorKey)
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 3)
 
@@ -150,6 +135,30 @@ struct FleetSimulatorTests {
         }
     }
 
+    /// Starts `orrery-fleet` against the bed's registry and `orchestrator` with `arguments` besides, as the operator,
+    /// and waits until every device joined; returns it and its ready file.
+    static func startFleet(_ bed: ServiceBed, orchestrator: RunningService, _ arguments: [String]) async throws -> (
+        ChildProcess, ready: URL
+    ) {
+        let operatorKey = bed.directory.appendingPathComponent("operator.key").path
+        try KeyFile.write(bed.network.operatorKey, to: operatorKey)
+        let ready = bed.directory.appendingPathComponent("fleet-ready.json")
+        let fleet = try ChildProcess(
+            TestEnvironment.executable("orrery-fleet"),
+            arguments: [
+                "--registry", bed.registryAddress, "--orchestrator", "127.0.0.1:\(orchestrator.ready.grpcPort)",
+                "--operator-key", operatorKey, "--ready-file", ready.path,
+            ] + arguments,
+            outputDirectory: bed.directory)
+        do {
+            try await waitForFile(ready, of: fleet)
+        } catch {
+            fleet.signal(SIGKILL)
+            throw error
+        }
+        return (fleet, ready)
+    }
+
     /// A one-core deployment running `script` (a virtual device "runs" it for the `sleep N` it names, otherwise until
     /// stopped), with no outputs.
     static func spec(_ name: String, script: String) -> Orrery_Orchestrator_V1_WorkloadSpec {
@@ -158,6 +167,62 @@ struct FleetSimulatorTests {
         spec.allocations[0].outputs = []
         spec.allocations[0].resources.ramMib = 256
         return spec
+    }
+
+    @Test(
+        "six one-core jobs submitted at once to three two-core devices of one price: placed together, they fill each device once — none is offered what another placement already took, so no device declines"
+    )
+    func concurrentPlacements() async throws {
+        try await ServiceBed.run("orrery-fleet-fill", livenessInterval: 3000) { bed in
+            let orchestrator = try await bed.startOrchestrator()
+            defer { orchestrator.child.signal(SIGKILL) }
+            let profile = bed.directory.appendingPathComponent("profile.json")
+            try #"""
+            {"hardware": [{"name": "box", "weight": 1, "architecture": "x86_64", "cores": 2, "ramGiB": 4,
+                           "diskGiB": 20, "pricePerCoreHour": [5, 5]}],
+             "countries": [{"code": "DE", "weight": 1, "latitude": 52.5, "longitude": 13.4, "rttMs": 10}]}
+            """#.write(to: profile, atomically: true, encoding: .utf8)
+            let (fleet, _) = try await Self.startFleet(
+                bed, orchestrator: orchestrator,
+                [
+                    "--devices", "3", "--seed", "13", "--heartbeat-interval", "1", "--profile", profile.path,
+                    "--status-every", "1",
+                ])
+            defer { fleet.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: bed.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 3)
+
+            let submitted = try await withThrowingTaskGroup(of: Orrery_Orchestrator_V1_Deployment.self) { group in
+                for index in 0..<6 {
+                    group.addTask {
+                        var spec = Self.spec("fill\(index)", script: "#!/bin/sh\nsleep 60\n")
+                        spec.allocations[0].resources.diskMib = 100
+                        return try await consumer.submit(spec, to: orchestrator, paid: false)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            var running: [String: String] = [:]
+            let deadline = ContinuousClock.now + .seconds(90)
+            while running.count < 6, ContinuousClock.now < deadline {
+                for deployment in submitted where running[deployment.id] == nil {
+                    let now = try await consumer.with(orchestrator) {
+                        try await $0.getDeployment(.with { $0.id = deployment.id })
+                    }
+                    if now.state == .running { running[deployment.id] = now.assignments.first?.deviceDid }
+                }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            #expect(running.count == 6, "running: \(running.count) of 6")
+            let perDevice = Dictionary(grouping: running.values, by: { $0 }).mapValues(\.count)
+            #expect(perDevice.count == 3 && perDevice.values.allSatisfy { $0 == 2 }, "\(perDevice)")
+            try await Task.sleep(for: .milliseconds(1500))  // a status line after the last answer
+            let output = fleet.output
+            let declines = output.split(separator: "\n").last { $0.contains("declines ") }.flatMap { line in
+                line.range(of: "declines ").map { Int(line[$0.upperBound...].prefix { $0.isNumber }) ?? -1 }
+            }
+            #expect(declines == 0, "the devices declined offers: \(output.suffix(1500))")
+        }
     }
 
     /// The bids and withdrawn promises of the simulator's last status line.

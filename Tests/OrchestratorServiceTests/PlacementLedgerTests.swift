@@ -15,7 +15,7 @@ struct PlacementLedgerTests {
     ) async -> Int {
         await ledger.choose(ticket, committed: committed) { reserved in
             (reserved["x"]?.cores ?? 0, reserving.map { ["x": $0] } ?? [:])
-        }
+        }.outcome
     }
 
     @Test(
@@ -30,8 +30,11 @@ struct PlacementLedgerTests {
         #expect(await Self.seen(ledger, second) == 4)
         #expect(await Self.seen(ledger, second, committed: ["x": Reservation(cores: 1)]) == 5)
         await ledger.finish(first, committed: true)
-        // Committed while the second was in progress: still counted for it (its read may have come before).
+        // Committed while the second was in progress: still counted for it (its read may have come before), in
+        // doubt (its read may have seen it too).
         #expect(await Self.seen(ledger, second) == 4)
+        let doubted = await ledger.choose(second, committed: [:]) { _ in (0, [:]) }.doubted
+        #expect(doubted)
         // A placement begun after the commit reads it from the database: not counted twice.
         let third = await ledger.begin()
         #expect(await Self.seen(ledger, third, committed: ["x": Self.four]) == 4)
@@ -45,7 +48,8 @@ struct PlacementLedgerTests {
         let ledger = PlacementLedger()
         let first = await ledger.begin()
         let waiting = await ledger.begin()
-        _ = await Self.seen(ledger, first, reserving: Self.four)
+        let alone = await ledger.choose(first, committed: [:]) { _ in (0, ["x": Self.four]) }.doubted
+        #expect(!alone, "no other placement's reservation was counted")
         await ledger.finish(first, committed: false)
         #expect(await Self.seen(ledger, waiting) == 0)
         await ledger.finish(waiting, committed: false)

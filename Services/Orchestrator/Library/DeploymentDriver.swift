@@ -467,22 +467,33 @@ struct DeploymentDriver: Sendable {
             return false
         }
         request.excludedDevices = excluded
-        let ticket = await placements.begin()
-        do {
-            let placed = try await place(deployment, request, after: why, ticket: ticket)
-            await placements.finish(ticket, committed: placed)
-            return placed
-        } catch {
-            await placements.finish(ticket, committed: false)
-            throw error
+        for attempt in 1...3 {
+            let ticket = await placements.begin()
+            do {
+                let result = try await place(deployment, request, after: why, ticket: ticket, mayRetry: attempt < 3)
+                await placements.finish(ticket, committed: result == .placed)
+                switch result {
+                case .placed: return true
+                case .notPlaced: return false
+                case .again: try await Task.sleep(for: .milliseconds(100 * attempt))
+                }
+            } catch {
+                await placements.finish(ticket, committed: false)
+                throw error
+            }
         }
+        return false
     }
 
-    /// Places `deployment` under the placement ledger's `ticket`; true when it moved to `matched`.
+    /// What one placement attempt came to.
+    private enum PlacementResult { case placed, notPlaced, again }
+
+    /// Places `deployment` under the placement ledger's `ticket`. `again` when it found no room but may have counted
+    /// another placement's reservation twice (`mayRetry`: it does not give up on that).
     private func place(
         _ deployment: Orrery_Orchestrator_V1_Deployment, _ request: PlacementRequest, after why: String?,
-        ticket: PlacementLedger.Ticket
-    ) async throws -> Bool {
+        ticket: PlacementLedger.Ticket, mayRetry: Bool
+    ) async throws -> PlacementResult {
         let id = deployment.id
         let from: Set<Orrery_Orchestrator_V1_DeploymentState> = [deployment.state]
         var reserved = try await store.reservations()
@@ -498,7 +509,7 @@ struct DeploymentDriver: Sendable {
         let fleetNow = fleet.snapshot()
         let (solver, spec) = (solver, deployment.spec)
         let started = ContinuousClock.now
-        let (snapshot, outcome) = await placements.choose(ticket, committed: reserved) { reserved in
+        let ((snapshot, outcome), doubted) = await placements.choose(ticket, committed: reserved) { reserved in
             let snapshot = fleetNow.reserving(reserved)
             let outcome = solver.place(request, on: snapshot)
             var reserving: [String: Reservation] = [:]
@@ -537,9 +548,11 @@ struct DeploymentDriver: Sendable {
                     deployment.totalCost = placement.totalCost
                     deployment.assignments = Self.assignments(placement)
                 })
-            guard moved != nil else { return false }
+            guard moved != nil else { return .notPlaced }
             logger.info("deployment matched", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
-            return true
+            return .placed
+        case .infeasible where doubted && mayRetry:
+            return .again
         case .infeasible:
             let explanation = solver.explain(request, on: snapshot)
             let suggestions = explanation.relaxations.map(\.suggestion)
@@ -550,7 +563,7 @@ struct DeploymentDriver: Sendable {
             _ = try await store.transition(
                 id, from: from, to: .failed, reason: reason, onlyIf: { $0.revision == revision })
             logger.info("deployment cannot be placed", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
-            return false
+            return .notPlaced
         }
     }
 

@@ -38,20 +38,25 @@ actor PlacementLedger {
     }
 
     /// Runs `choose` under the ledger's lock with `committed` (read after `begin`) plus every held reservation the
-    /// read may have missed; the reservations it returns are held for `ticket` until `finish`.
+    /// read may have missed; the reservations it returns are held for `ticket` until `finish`. `doubted` says whether
+    /// another placement's reservation was counted: one committed while the read ran may be counted twice (the read
+    /// may have seen it), one not committed may yet not be — so a placement that found no room should begin again,
+    /// a moment later, rather than give up.
     func choose<Outcome: Sendable>(
         _ ticket: Ticket, committed: [String: Reservation],
         _ choose: @Sendable ([String: Reservation]) -> (Outcome, reserving: [String: Reservation])
-    ) -> Outcome {
+    ) -> (outcome: Outcome, doubted: Bool) {
         var reserved = committed
+        var doubted = false
         for (id, held) in state.held where id != ticket.id {
             // Committed before this placement began: its read saw it already.
             if let committedAt = held.committedAt, committedAt < ticket.began { continue }
+            doubted = true
             for (device, amount) in held.reserved { reserved[device, default: Reservation()].add(amount) }
         }
         let (outcome, reserving) = choose(reserved)
         if !reserving.isEmpty { state.held[ticket.id] = Held(reserved: reserving, committedAt: nil) }
-        return outcome
+        return (outcome, doubted)
     }
 
     /// Ends a placement: its reservations stay counted for the placements that began before `committed` was known
