@@ -136,11 +136,7 @@ struct DatabaseOutageTests {
                     }
                     // Long past the watch's two missed probes (2 s each): its own connection answers, so SERVING.
                     try await Task.sleep(for: .seconds(8))
-                    let status = try await ServiceProbe.withClient(registry.grpcAddress) { client in
-                        try await Grpc_Health_V1_Health.Client(wrapping: client).check(
-                            .with { $0.service = "orrery.registry.v1.Registry" }
-                        ).status
-                    }
+                    let status = try await Self.health(of: registry)
                     #expect(answered.value == 0, "the calls waited on the lock: the pool was busy")
                     #expect(status == .serving, "a busy pool was taken for an unreachable database")
                     unlock.continuation.yield()
@@ -166,15 +162,19 @@ struct DatabaseOutageTests {
     ) async throws -> Bool {
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline {
-            let current = try await ServiceProbe.withClient(service.grpcAddress) { client in
-                try await Grpc_Health_V1_Health.Client(wrapping: client).check(
-                    .with { $0.service = "orrery.registry.v1.Registry" }
-                ).status
-            }
-            if current == status { return true }
+            if try await health(of: service) == status { return true }
             try await Task.sleep(for: .milliseconds(100))
         }
         return false
+    }
+
+    /// The registry service's status on the gRPC health service of `service`.
+    static func health(of service: RunningService) async throws -> Grpc_Health_V1_HealthCheckResponse.ServingStatus {
+        try await ServiceProbe.withClient(service.grpcAddress) { client in
+            try await Grpc_Health_V1_Health.Client(wrapping: client).check(
+                .with { $0.service = "orrery.registry.v1.Registry" }
+            ).status
+        }
     }
 
     /// The status of the service's `/healthz`.

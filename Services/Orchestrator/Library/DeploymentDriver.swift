@@ -499,11 +499,8 @@ struct DeploymentDriver: Sendable {
         var reserved = try await store.reservations()
         // Its own current reservation is not held against it.
         for assignment in deployment.assignments {
-            let resources = deployment.spec.allocations.first { $0.name == assignment.allocation }?.resources
-            reserved[assignment.deviceDid]?.cores -= Int(resources?.cpuCores ?? 0)
-            reserved[assignment.deviceDid]?.ramMiB -= Int(resources?.ramMib ?? 0)
-            reserved[assignment.deviceDid]?.diskMiB -= Int(resources?.diskMib ?? 0)
-            reserved[assignment.deviceDid]?.gpus -= Int(resources?.gpu.count ?? 0)
+            reserved[assignment.deviceDid] = reserved[assignment.deviceDid]?.subtracting(
+                Self.amount(of: assignment.allocation, in: deployment.spec))
         }
         // The fleet as it stands is built (when it changed) outside the ledger; the reservations and the solve, in it.
         let fleetNow = fleet.snapshot()
@@ -515,12 +512,10 @@ struct DeploymentDriver: Sendable {
             var reserving: [String: Reservation] = [:]
             if case .placed(let placement) = outcome {
                 for allocation in placement.allocations {
-                    let resources = spec.allocations.first { $0.name == allocation.name }?.resources
+                    let amount = Self.amount(of: allocation.name, in: spec)
                     for replica in allocation.replicas {
-                        reserving[replica.deviceDID, default: Reservation()].add(
-                            Reservation(
-                                cores: Int(resources?.cpuCores ?? 0), ramMiB: Int(resources?.ramMib ?? 0),
-                                diskMiB: Int(resources?.diskMib ?? 0), gpus: Int(resources?.gpu.count ?? 0)))
+                        reserving[replica.deviceDID] = reserving[replica.deviceDID, default: Reservation()].adding(
+                            amount)
                     }
                 }
             }
@@ -565,6 +560,14 @@ struct DeploymentDriver: Sendable {
             logger.info("deployment cannot be placed", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
             return .notPlaced
         }
+    }
+
+    /// What one replica of allocation `name` of `spec` holds on its device (nothing for a name the spec lacks).
+    static func amount(of name: String, in spec: Orrery_Orchestrator_V1_WorkloadSpec) -> Reservation {
+        let resources = spec.allocations.first { $0.name == name }?.resources
+        return Reservation(
+            cores: Int(resources?.cpuCores ?? 0), ramMiB: Int(resources?.ramMib ?? 0),
+            diskMiB: Int(resources?.diskMib ?? 0), gpus: Int(resources?.gpu.count ?? 0))
     }
 
     static func assignments(_ placement: Placement) -> [Orrery_Orchestrator_V1_Assignment] {

@@ -52,7 +52,9 @@ actor PlacementLedger {
             // Committed before this placement began: its read saw it already.
             if let committedAt = held.committedAt, committedAt < ticket.began { continue }
             doubted = true
-            for (device, amount) in held.reserved { reserved[device, default: Reservation()].add(amount) }
+            for (device, amount) in held.reserved {
+                reserved[device] = reserved[device, default: Reservation()].adding(amount)
+            }
         }
         let (outcome, reserving) = choose(reserved)
         if !reserving.isEmpty { state.held[ticket.id] = Held(reserved: reserving, committedAt: nil) }
@@ -76,13 +78,4 @@ actor PlacementLedger {
 
     /// Placements whose reservations are held now (committed or not).
     var heldCount: Int { state.held.count }
-}
-
-extension ResourceAmount {
-    mutating func add(_ other: ResourceAmount) {
-        cores += other.cores
-        ramMiB += other.ramMiB
-        diskMiB += other.diskMiB
-        gpus += other.gpus
-    }
 }
