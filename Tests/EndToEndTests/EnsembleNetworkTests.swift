@@ -16,23 +16,34 @@ import Testing
     "Ensemble network: partners by name across devices", .serialized,
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct EnsembleNetworkTests {
-    /// A line-echo server on 127.0.0.1:6379 inside its sandbox: "PONG " and the line.
+    /// A line-echo server on 127.0.0.1:6379 inside its sandbox ("PONG " and the line), and on 2525 one that speaks
+    /// first, as SMTP does ("220 cache ready", then "250 " and the client's line).
     static let cache = """
         #!/bin/sh
         exec python3 -c '
-        import socketserver
+        import socketserver, threading
         class Echo(socketserver.StreamRequestHandler):
             def handle(self):
                 for line in self.rfile:
                     self.wfile.write(b"PONG " + line)
                     self.wfile.flush()
+        class Greeter(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(b"220 cache ready\\n")
+                self.wfile.flush()
+                self.wfile.write(b"250 " + self.rfile.readline())
+                self.wfile.flush()
         socketserver.ThreadingTCPServer.allow_reuse_address = True
+        greeter = socketserver.ThreadingTCPServer(("127.0.0.1", 2525), Greeter)
+        threading.Thread(target=greeter.serve_forever, daemon=True).start()
         socketserver.ThreadingTCPServer(("127.0.0.1", 6379), Echo).serve_forever()
         '
         """
 
     /// Resolves `cache`, sends "PING" to cache:6379 until it is answered, and writes the address and the answer to
-    /// /work/reply; then calls again every half second (each on a connection of its own).
+    /// /work/reply; greets cache:2525 three times, each on a new connection, reading its greeting before saying
+    /// anything, and writes what it heard to /work/greetings; then calls 6379 again every half second (each on a
+    /// connection of its own).
     static let web = """
         #!/bin/sh
         exec python3 -c '
@@ -50,6 +61,14 @@ struct EnsembleNetworkTests {
             except OSError as error:
                 print("not yet:", error, flush=True)
                 time.sleep(0.2)
+        heard = []
+        for turn in range(3):
+            with socket.create_connection(("cache", 2525), timeout=10) as connection:
+                answers = connection.makefile("rb")
+                greeting = answers.readline().strip()
+                connection.sendall(b"HELO web\\n")
+                heard.append(greeting.decode() + " / " + answers.readline().strip().decode())
+        open("/work/greetings", "w").write("\\n".join(heard) + "\\n")
         for again in range(7200):
             time.sleep(0.5)
             try:
@@ -133,7 +152,12 @@ struct EnsembleNetworkTests {
                                 $0.name = "redis"
                                 $0.port = 6379
                                 $0.protocol = .tcp
-                            }
+                            },
+                            .with {
+                                $0.name = "smtp"
+                                $0.port = 2525
+                                $0.protocol = .tcp
+                            },
                         ]),
                     Self.allocation("web", script: Self.web, role: "web"),
                 ]
@@ -155,22 +179,35 @@ struct EnsembleNetworkTests {
             let reply = try await Self.file(
                 "work/reply", under: directory.appendingPathComponent("webhost-state/allocations"))
             #expect(reply == "127.77.0.2 PONG PING\n")
+            // A protocol where the server speaks first works through the first bytes' wait.
+            let greetings = try await Self.file(
+                "work/greetings", under: directory.appendingPathComponent("webhost-state/allocations"))
+            #expect(greetings == String(repeating: "220 cache ready / 250 HELO web\n", count: 3), "\(greetings)")
             // Its connections (it calls again and again) are handed to the PeerTunnel calls web's agent keeps open
-            // ahead of need, once they are open.
+            // ahead of need, once they are open; a PING rides with its connection's open (early), while 2525's
+            // first connection waited in vain (late) and its later ones did not wait (not_waited).
             let metricsURL = try #require(URL(string: "http://127.0.0.1:\(webHost.service.ready.httpPort)/metrics"))
-            func warmConnections(_ metrics: String) -> Double {
-                metrics.split(separator: "\n").first {
-                    $0.hasPrefix(#"orrery_agent_partner_connections_total{how="warm"}"#)
-                }.flatMap { $0.split(separator: " ").last.flatMap { Double($0) } } ?? 0
+            func counter(_ metrics: String, _ series: String) -> Double {
+                metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap {
+                    $0.split(separator: " ").last.flatMap { Double($0) }
+                } ?? 0
+            }
+            let warm = #"orrery_agent_partner_connections_total{how="warm"}"#
+            let early = #"orrery_agent_partner_first_bytes_total{how="early"}"#
+            let late = #"orrery_agent_partner_first_bytes_total{how="late"}"#
+            let notWaited = #"orrery_agent_partner_first_bytes_total{how="not_waited"}"#
+            func seen(_ metrics: String) -> Bool {
+                counter(metrics, warm) >= 1 && counter(metrics, early) >= 1 && counter(metrics, late) >= 1
+                    && counter(metrics, notWaited) >= 2
             }
             var metrics = ""
             let warmBy = ContinuousClock.now + .seconds(60)
             while ContinuousClock.now < warmBy {
                 metrics = String(decoding: try await URLSession.shared.data(from: metricsURL).0, as: UTF8.self)
-                if warmConnections(metrics) >= 1 { break }
+                if seen(metrics) { break }
                 try await Task.sleep(for: .milliseconds(200))
             }
-            #expect(warmConnections(metrics) >= 1, "\(metrics)")
+            #expect(seen(metrics), "\(metrics)")
             // The edge as it stands: placement's device-to-device estimate, and the path the connection took, as the
             // orchestrator measured both devices' lines (each pinged when it opens, then every 10 s).
             var edge = Orrery_Orchestrator_V1_EdgeLatency()

@@ -90,9 +90,9 @@ struct Probe: ParsableCommand {
 
 /// `device-agent connector`: the helper the agent starts inside a sandbox's network namespace with `nsenter`, its
 /// standard input a Unix socket to the agent. Each request ("PORT TIMEOUT_MS") is answered with a socket connected to
-/// 127.0.0.1:PORT in that namespace, or with why it could not connect; "LISTEN ADDRESS PORT" with a socket listening
-/// on a loopback ADDRESS:PORT there (a partner's address in the ensemble network). It ends when the agent closes its
-/// end.
+/// 127.0.0.1:PORT in that namespace, or with why it could not connect; "SOCKET" with a TCP socket made there, not
+/// connected (the agent connects it itself, without asking); "LISTEN ADDRESS PORT" with a socket listening on a
+/// loopback ADDRESS:PORT there (a partner's address in the ensemble network). It ends when the agent closes its end.
 struct Connector: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Connect to ports of 127.0.0.1 for the agent, over standard input (the agent runs it in a sandbox).",
@@ -111,6 +111,23 @@ struct Connector: ParsableCommand {
             do { request = try DescriptorPassing.receive(over: 0) } catch { throw ExitCode.failure }
             guard let request else { return }
             let parts = request.text.split(separator: " ")
+            if parts == ["SOCKET"] {
+                // Made here, connected by the agent: a socket keeps the namespace it was made in.
+                let socket = socket(
+                    AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+                    0)
+                guard socket >= 0 else {
+                    do { try DescriptorPassing.send(String(cString: strerror(errno)), over: 0) } catch {
+                        throw ExitCode.failure
+                    }
+                    continue
+                }
+                defer { close(socket) }
+                do { try DescriptorPassing.send("socket", descriptor: socket, over: 0) } catch {
+                    throw ExitCode.failure
+                }
+                continue
+            }
             if parts.count == 3, parts[0] == "LISTEN" {
                 switch EnsembleListener.listen(address: String(parts[1]), port: Int(parts[2]) ?? 0) {
                 case .success(let socket):

@@ -134,6 +134,9 @@ struct EnsembleNetwork: Sendable {
                     throw RPCError(
                         code: .invalidArgument, message: "the first frame must be peer: {offer_id, allocation, port}")
                 }
+                guard open.earlyData.count <= TunnelBroker.earlyDataLimit else {
+                    throw RPCError(code: .invalidArgument, message: "early_data carries at most 64 KiB")
+                }
                 return open
             },
             // A warm call the device kept open ahead of need and closed unused carried nothing: a quiet end.
@@ -193,7 +196,8 @@ struct EnsembleNetwork: Sendable {
         }
         do {
             return try await tunnels.open(
-                deployment, allocation: open.allocation, port: open.port, within: Self.openingLimit,
+                deployment, allocation: open.allocation, port: open.port, first: open.earlyData,
+                within: Self.openingLimit,
                 deliver: { data in try await response.write(.with { $0.data = data }) }
             ).session
         } catch {

@@ -37,6 +37,8 @@ public enum MetricCatalog {
         "orrery_sandbox_start_seconds": "Time from a Deploy to its workload running in its sandbox",
         "orrery_agent_partner_connections_total":
             "Sandbox connections to ensemble partners, by how (warm: on a call kept open ahead of need; own_call: on a call opened for it)",
+        "orrery_agent_partner_first_bytes_total":
+            "Sandbox connections to ensemble partners, by what became of their first bytes (early: they rode with the connection's open; late: waited for 2 ms in vain; not_waited: the port's connections do not speak first)",
     ]
 }
 
@@ -79,6 +81,10 @@ extension MetricCatalog {
             ("orrery_agent_allocations_running", .gauge, [[]]),
             ("orrery_sandbox_start_seconds", .timer, [[]]),
             ("orrery_agent_partner_connections_total", .counter, ["warm", "own_call"].map { [("how", $0)] }),
+            (
+                "orrery_agent_partner_first_bytes_total", .counter,
+                ["early", "late", "not_waited"].map { [("how", $0)] }
+            ),
         ],
     ]
 

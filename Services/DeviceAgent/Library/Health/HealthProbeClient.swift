@@ -80,7 +80,8 @@ public enum HealthProbeClient {
         return code
     }
 
-    private struct Problem: Error {
+    /// Why a connection could not be made.
+    struct Problem: Error {
         let code: Int32
         init(_ code: Int32) { self.code = code }
         var text: String {
@@ -104,10 +105,22 @@ public enum HealthProbeClient {
         public let description: String
     }
 
+    /// A non-blocking socket connected to 127.0.0.1:`port` by `deadline`.
     private static func connect(port: Int, deadline: ContinuousClock.Instant) -> Swift.Result<Int32, Problem> {
         let socket = Glibc.socket(
             AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard socket >= 0 else { return .failure(Problem(errno)) }
+        let made = begin(socket, port: port).flatMap { underWay in
+            underWay ? finish(socket, until: deadline) : .success(())
+        }
+        guard case .failure(let problem) = made else { return .success(socket) }
+        close(socket)
+        return .failure(problem)
+    }
+
+    /// Begins connecting the non-blocking TCP socket `socket` to 127.0.0.1:`port` (of the network namespace it was
+    /// made in): true while the connection is still being made (`finish` waits for it), false once it is made.
+    static func begin(_ socket: Int32, port: Int) -> Swift.Result<Bool, Problem> {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
@@ -117,26 +130,25 @@ public enum HealthProbeClient {
                 Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        if started != 0 {
-            // Interrupted, a non-blocking connection goes on being made as it does in progress.
-            guard errno == EINPROGRESS || errno == EINTR else {
-                let problem = Problem(errno)
-                close(socket)
-                return .failure(problem)
-            }
-            guard wait(socket, for: Int16(POLLOUT), until: deadline) else {
-                close(socket)
-                return .failure(Problem(ETIMEDOUT))
-            }
-            var error: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(socket, SOL_SOCKET, SO_ERROR, &error, &length)
-            guard error == 0 else {
-                close(socket)
-                return .failure(Problem(error))
-            }
-        }
-        return .success(socket)
+        guard started != 0 else { return .success(false) }
+        // Interrupted, a non-blocking connection goes on being made as it does in progress.
+        guard errno == EINPROGRESS || errno == EINTR else { return .failure(Problem(errno)) }
+        return .success(true)
+    }
+
+    /// Waits, until `deadline` at most, for the connection `begin` left being made on `socket`.
+    static func finish(_ socket: Int32, until deadline: ContinuousClock.Instant) -> Swift.Result<Void, Problem> {
+        guard wait(socket, for: Int16(POLLOUT), until: deadline) else { return .failure(Problem(ETIMEDOUT)) }
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(socket, SOL_SOCKET, SO_ERROR, &error, &length)
+        return error == 0 ? .success(()) : .failure(Problem(error))
+    }
+
+    /// Whether the connection `begin` left being made on `socket` is made already (or failed: `finish` tells).
+    static func isSettled(_ socket: Int32) -> Bool {
+        var descriptor = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
+        return poll(&descriptor, 1, 0) > 0
     }
 
     /// Waits until `socket` is ready for `events`; false when `deadline` passed first.

@@ -187,23 +187,27 @@ final class EnsembleListeners: Sendable {
         await withDiscardingTaskGroup { group in
             for (peer, port, socket) in sockets {
                 group.addTask {
+                    let habit = EarlyBytesHabit()
                     do {
                         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                             .childChannelOption(.allowRemoteHalfClosure, value: true)
                             .bind(socket) { channel in
                                 channel.eventLoop.makeCompletedFuture {
-                                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                                    let early = EarlyBytesHandler(habit: habit, eventLoop: channel.eventLoop)
+                                    try channel.pipeline.syncOperations.addHandler(early)
+                                    let connection = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                                         wrappingChannelSynchronously: channel,
                                         configuration: .init(isOutboundHalfClosureEnabled: true))
+                                    return (connection, early.firstBytes)
                                 }
                             }
                         try await withTaskCancellationHandler {
                             try await server.executeThenClose { connections in
                                 try await withThrowingDiscardingTaskGroup { connectionGroup in
-                                    for try await connection in connections {
+                                    for try await (connection, firstBytes) in connections {
                                         connectionGroup.addTask {
                                             await self.carry(
-                                                connection, from: id, to: peer, port: port,
+                                                connection, firstBytes: firstBytes, from: id, to: peer, port: port,
                                                 orchestrator: orchestrator)
                                         }
                                     }
@@ -222,11 +226,21 @@ final class EnsembleListeners: Sendable {
         }
     }
 
-    /// One sandbox connection to `peer`:`port`, carried over a line until either side ends it.
+    /// One sandbox connection to `peer`:`port`, carried over a line until either side ends it; its first bytes, when
+    /// they came at once (`firstBytes`), ride in its first frame.
     private func carry(
-        _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, from id: String,
-        to peer: Orrery_Orchestrator_V1_EnsemblePeer, port: UInt32, orchestrator: String
+        _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, firstBytes: EventLoopFuture<EarlyBytesHandler.Outcome>,
+        from id: String, to peer: Orrery_Orchestrator_V1_EnsemblePeer, port: UInt32, orchestrator: String
     ) async {
+        var early: ByteBuffer?
+        switch try? await firstBytes.get() {
+        case .early(let bytes):
+            early = bytes
+            Self.firstBytes.early.increment()
+        case .late: Self.firstBytes.late.increment()
+        case .notWaited: Self.firstBytes.notWaited.increment()
+        case .closed, nil: break
+        }
         let allocation = peer.allocation
         let chosen = lines.withLock { lines in lines[orchestrator].map { (orchestrator, $0) } ?? lines.first }
         guard let (lineOrchestrator, line) = chosen else {
@@ -240,6 +254,7 @@ final class EnsembleListeners: Sendable {
                 $0.allocation = allocation
                 $0.port = port
                 $0.deploymentID = peer.deploymentID
+                if let early { $0.earlyData = Data(early.readableBytesView) }
             }
         }
         if let calls = warm.withLock({ $0[lineOrchestrator]?.calls }),
@@ -257,6 +272,15 @@ final class EnsembleListeners: Sendable {
     private static let carried = (
         warm: Counter(label: "orrery_agent_partner_connections_total", dimensions: [("how", "warm")]),
         ownCall: Counter(label: "orrery_agent_partner_connections_total", dimensions: [("how", "own_call")])
+    )
+
+    /// Sandbox connections to partners by what became of their first bytes
+    /// (`orrery_agent_partner_first_bytes_total`): they rode in the first frame, were waited for in vain, or were not
+    /// waited for (the port's connections do not speak first).
+    private static let firstBytes = (
+        early: Counter(label: "orrery_agent_partner_first_bytes_total", dimensions: [("how", "early")]),
+        late: Counter(label: "orrery_agent_partner_first_bytes_total", dimensions: [("how", "late")]),
+        notWaited: Counter(label: "orrery_agent_partner_first_bytes_total", dimensions: [("how", "not_waited")])
     )
 
     /// Carries a sandbox's connection on a `PeerTunnel` call opened for it, `first` its first frame.

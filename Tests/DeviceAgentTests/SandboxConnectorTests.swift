@@ -1,0 +1,123 @@
+import Foundation
+import OrreryTestSupport
+import Testing
+
+@testable import DeviceAgent
+
+/// The connector against a real network namespace of its own (`unshare --net`, as root): the sockets it hands out
+/// reach the namespace's loopback, not the host's, and its helper is replaced when it dies.
+@Suite("Sandbox connector: connections into a network namespace", .serialized)
+struct SandboxConnectorTests {
+    /// Inside its own network namespace: serves "inside\n" to every connection on 127.0.0.1:`port`, after printing
+    /// "ready".
+    static func server(port: Int) -> [String] {
+        [
+            "--net", "/bin/sh", "-c",
+            """
+            ip link set lo up && exec python3 -c '
+            import socket
+            listener = socket.create_server(("127.0.0.1", \(port)), backlog=128)
+            print("ready", flush=True)
+            while True:
+                connection, _ = listener.accept()
+                connection.sendall(b"inside\\n")
+                connection.close()
+            '
+            """,
+        ]
+    }
+
+    /// A port nothing on this host's loopback listens on now.
+    static func freePort() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0
+            }
+        }
+        try #require(bound)
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// What a connected socket reads until the other side closes.
+    static func read(_ socket: Int32) -> String {
+        defer { close(socket) }
+        var flags = fcntl(socket, F_GETFL)
+        flags &= ~O_NONBLOCK
+        _ = fcntl(socket, F_SETFL, flags)
+        var text = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { break }
+            text += buffer[0..<count]
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// The agent's connector helpers running in network namespace `network`.
+    static func helpers(in network: String) -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+            guard let pid = Int32(entry),
+                let arguments = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/ns/net")) == network
+            else { return nil }
+            let words = arguments.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            return words.last == "connector" && words.contains { $0.hasSuffix("/device-agent") } ? pid : nil
+        }
+    }
+
+    @Test(
+        "connections made with sockets from the namespace reach its loopback: 40 at once through one helper; a closed port is refused with its reason; a killed helper is replaced",
+        .enabled(if: geteuid() == 0, "makes a network namespace (as root)"))
+    func connectsInside() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("connector-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let port = try Self.freePort()
+        let server = try ChildProcess(
+            URL(fileURLWithPath: "/usr/bin/unshare"), arguments: Self.server(port: port), outputDirectory: directory)
+        defer { server.signal(SIGKILL) }
+        _ = try await server.firstLine { $0 == "ready" ? true : nil }
+        let network = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(server.pid)/ns/net")
+        let connector = SandboxConnector(agentExecutable: TestEnvironment.executable("device-agent").path)
+        defer { connector.forget("job") }
+
+        func connectAll(_ count: Int) async throws -> [String] {
+            try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<count {
+                    group.addTask {
+                        Self.read(
+                            try await connector.connect(
+                                "job", member: { server.pid }, port: port, timeout: .seconds(10)))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        // Nothing listens on the host's own loopback at that port: only the namespace's server answers. (One first:
+        // the helper is started by the first connection.)
+        #expect(try await connectAll(1) == ["inside\n"])
+        #expect(try await connectAll(40) == Array(repeating: "inside\n", count: 40))
+        let helpers = Self.helpers(in: network)
+        #expect(helpers.count == 1, "\(helpers)")
+
+        let closed = try Self.freePort()
+        await #expect {
+            _ = try await connector.connect("job", member: { server.pid }, port: closed, timeout: .seconds(10))
+        } throws: { error in
+            "\(error)".contains("tcp \(closed): connection refused")
+        }
+
+        // Its helper dies: connections go on (the sockets it made ahead of need, then a new helper's).
+        for helper in helpers { kill(helper, SIGKILL) }
+        for _ in 0..<40 { #expect(try await connectAll(1) == ["inside\n"]) }
+        let replaced = Self.helpers(in: network)
+        #expect(replaced.count == 1 && replaced != helpers, "\(replaced) after \(helpers)")
+    }
+}
