@@ -121,3 +121,31 @@ struct SandboxConnectorTests {
         #expect(replaced.count == 1 && replaced != helpers, "\(replaced) after \(helpers)")
     }
 }
+
+@Suite("Early bytes written before the event loop has the connection")
+struct SendNowTests {
+    @Test("as much as the socket takes goes at once, in order; the rest is returned; nothing to send sends nothing")
+    func sendsWhatFits() throws {
+        var pair: [Int32] = [-1, -1]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { for end in pair { close(end) } }
+        var small: Int32 = 4096
+        setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        _ = fcntl(pair[0], F_SETFL, fcntl(pair[0], F_GETFL) | O_NONBLOCK)
+        #expect(SandboxTunnels.sendNow(Data(), on: pair[0]).isEmpty)
+        let bytes = Data((0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        let rest = SandboxTunnels.sendNow(bytes, on: pair[0])
+        #expect(!rest.isEmpty && rest.count < bytes.count)
+        #expect(rest == bytes.suffix(rest.count))
+        var received = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while received.count < bytes.count - rest.count {
+            let count = recv(pair[1], &buffer, buffer.count, 0)
+            guard count > 0 else { break }
+            received += buffer[0..<count]
+        }
+        #expect(received == bytes.prefix(bytes.count - rest.count))
+        // A small request fits at once.
+        #expect(SandboxTunnels.sendNow(Data("GET / HTTP/1.1\r\n\r\n".utf8), on: pair[1]).isEmpty)
+    }
+}

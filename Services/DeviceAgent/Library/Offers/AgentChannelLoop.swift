@@ -49,7 +49,8 @@ struct AgentChannelLoop {
             audience: orchestratorDID, proofs: connection.chain, catalog: catalog)
         try await withGRPCClient(
             transport: try .http2NIOPosix(
-                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots)),
+                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots),
+                eventLoopGroup: LineLoop.group),
             interceptors: [signer]
         ) { client in
             let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: client)
@@ -83,7 +84,9 @@ struct AgentChannelLoop {
                 // Tunnel calls kept open ahead of need on the line's connection: a new connection into a sandbox
                 // is handed to one at once.
                 let tunnels = executions.tunnels
-                group.addTask { await tunnels.keepStandby(over: channel) }
+                group.addTask {
+                    await withTaskExecutorPreference(LineLoop.executor) { await tunnels.keepStandby(over: channel) }
+                }
                 try await channel.connect(
                     requestProducer: { writer in
                         for await message in answers { try await writer.write(message) }
@@ -93,7 +96,7 @@ struct AgentChannelLoop {
                         for try await message in response.messages {
                             if case .openTunnel(let open) = message.kind {
                                 let tunnels = executions.tunnels
-                                Task { await tunnels.open(open, over: channel) }
+                                Task(executorPreference: LineLoop.executor) { await tunnels.open(open, over: channel) }
                                 continue
                             }
                             if case .linePing(let ping) = message.kind {

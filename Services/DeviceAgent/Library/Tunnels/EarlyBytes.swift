@@ -5,9 +5,10 @@ internal import Synchronization
 /// `peer` frame (and the partner device's `open`) instead of following a round trip later: a request on a new
 /// connection then costs two message hops fewer. The wait is learnt per listening port: a port whose connections do
 /// not speak first (a server-first protocol: SMTP, MySQL …) stops waiting after one such connection, and starts
-/// again once a connection there speaks first within the wait.
+/// again once a connection there sends bytes before any came back to it (a client-first protocol whose client was
+/// slow once).
 final class EarlyBytesHabit: Sendable {
-    /// How long a connection's first bytes are waited for.
+    /// How long a connection's first bytes are waited for, from the moment it is active on the agent's loop.
     static let wait = TimeAmount.milliseconds(2)
     private let speaksFirst = Mutex(true)
 
@@ -17,13 +18,16 @@ final class EarlyBytesHabit: Sendable {
     func learn(speaksFirst value: Bool) { speaksFirst.withLock { $0 = value } }
 }
 
-/// The first handler of an accepted sandbox connection: with `waiting`, it takes the connection's first bytes (at
-/// most 64 KiB; the rest goes on) when they come within `EarlyBytesHabit.wait`, and hands them to `firstBytes`
-/// instead of passing them on; otherwise, or once the wait is over, every byte passes. Either way it tells the habit
-/// whether the connection spoke first. Runs on the channel's event loop only.
-final class EarlyBytesHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// The first handler of an accepted sandbox connection: when its port's connections speak first, it takes the
+/// connection's first bytes (at most 64 KiB; the rest goes on) when they come within `EarlyBytesHabit.wait` of the
+/// connection going active, and hands them to `firstBytes` instead of passing them on; otherwise, or once the wait is
+/// over, every byte passes. Either way it tells the habit what it saw: a connection not waited for spoke first when
+/// its first bytes came before any byte went to it. Runs on the channel's event loop only.
+final class EarlyBytesHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     /// The most early bytes taken (a frame's limit).
     static let limit = 64 << 10
@@ -32,7 +36,9 @@ final class EarlyBytesHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let waiting: Bool
     private let promise: EventLoopPromise<Outcome>
     private var timeout: Scheduled<Void>?
-    private var addedAt = NIODeadline.now()
+    private var active = false
+    /// Whether a byte went to the sandbox's side before its first bytes came.
+    private var answeredFirst = false
     /// Whether the first bytes (or the wait's end) were seen.
     private var settled = false
 
@@ -58,12 +64,21 @@ final class EarlyBytesHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        addedAt = .now()
-        guard waiting else {
-            // Nothing is waited for; its first bytes only teach the habit.
-            promise.succeed(.notWaited)
-            return
-        }
+        // Nothing is waited for; its first bytes only teach the habit.
+        if !waiting { promise.succeed(.notWaited) }
+        if context.channel.isActive { started(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        started(context)
+        context.fireChannelActive()
+    }
+
+    /// The connection is active: the wait (if any) begins.
+    private func started(_ context: ChannelHandlerContext) {
+        guard !active else { return }
+        active = true
+        guard waiting else { return }
         timeout = context.eventLoop.assumeIsolated().scheduleTask(in: EarlyBytesHabit.wait) { [self] in
             settle(.late, spokeWithinWait: false)
         }
@@ -78,13 +93,18 @@ final class EarlyBytesHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         var buffer = unwrapInboundIn(data)
         guard waiting else {
-            settle(.notWaited, spokeWithinWait: NIODeadline.now() - addedAt <= EarlyBytesHabit.wait)
+            settle(.notWaited, spokeWithinWait: !answeredFirst)
             context.fireChannelRead(wrapInboundOut(buffer))
             return
         }
         let early = buffer.readSlice(length: min(buffer.readableBytes, Self.limit)) ?? ByteBuffer()
         settle(.early(early), spokeWithinWait: true)
         if buffer.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(buffer)) }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if !settled { answeredFirst = true }
+        context.write(data, promise: promise)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -102,7 +102,7 @@ final class EnsembleListeners: Sendable {
             warm.withLock { warm in
                 guard warm[orchestrator] == nil else { return }
                 let calls = WarmPeerCalls(count: warmCount, logger: logger)
-                let task = Task {
+                let task = Task(executorPreference: LineLoop.executor) {
                     await calls.keep(over: line) { assignment in
                         await self.carryOnItsOwnCall(assignment.connection, first: assignment.first, over: line)
                     }
@@ -136,7 +136,9 @@ final class EnsembleListeners: Sendable {
     func serve(_ id: String, orchestrator: String) {
         let peers = peers(of: id)
         guard !peers.isEmpty else { return }
-        let task = Task { await self.keep(id, peers: peers, orchestrator: orchestrator) }
+        let task = Task(executorPreference: LineLoop.executor) {
+            await self.keep(id, peers: peers, orchestrator: orchestrator)
+        }
         serving.withLock { $0.updateValue(task, forKey: id) }?.cancel()
         keepWarmCalls()
     }
@@ -173,7 +175,9 @@ final class EnsembleListeners: Sendable {
                         }
                     }
                 }
-                listening = Task { await self.accept(id, on: sockets, orchestrator: orchestrator) }
+                listening = Task(executorPreference: LineLoop.executor) {
+                    await self.accept(id, on: sockets, orchestrator: orchestrator)
+                }
             }
             try? await Task.sleep(for: Self.lookInterval)
         }
@@ -189,7 +193,7 @@ final class EnsembleListeners: Sendable {
                 group.addTask {
                     let habit = EarlyBytesHabit()
                     do {
-                        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                        let server = try await ServerBootstrap(group: LineLoop.group)
                             .childChannelOption(.allowRemoteHalfClosure, value: true)
                             .bind(socket) { channel in
                                 channel.eventLoop.makeCompletedFuture {

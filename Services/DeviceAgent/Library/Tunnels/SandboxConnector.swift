@@ -32,6 +32,8 @@ final class SandboxConnector: Sendable {
         let member: Int32
         let socket: Int32
         let queue: DispatchQueue
+        /// Where a connection not made at once is waited for.
+        let waits: DispatchQueue
         private let spares = Mutex<(sockets: [Int32], asking: Bool, closed: Bool)>(([], false, false))
 
         init(namespace: String, member: Int32, socket: Int32) {
@@ -39,6 +41,7 @@ final class SandboxConnector: Sendable {
             self.member = member
             self.socket = socket
             queue = DispatchQueue(label: "orrery.sandbox-connector")
+            waits = DispatchQueue(label: "orrery.sandbox-connect-waits")
         }
 
         /// A socket made ahead of need, and whether more should be asked for now (the caller then asks, once).
@@ -91,18 +94,17 @@ final class SandboxConnector: Sendable {
     /// processes (asked only when the sandbox has no helper yet, or a new namespace).
     func connect(_ id: String, member: () -> Int32?, port: Int, timeout: Duration) async throws -> Int32 {
         let deadline = ContinuousClock.now + timeout
-        let socket = try await spareSocket(id, member: member)
+        let (socket, helper) = try await spareSocket(id, member: member)
         let made: Result<Void, HealthProbeClient.Problem>
         switch HealthProbeClient.begin(socket, port: port) {
         case .success(false): made = .success(())
-        // On loopback the answer is there at once, nearly always: a thread waits only when it is not.
+        // On loopback the answer is there at once, nearly always: when it is not, the sandbox's own thread for such
+        // waits waits for it (one thread per sandbox, as many connections as it likes).
         case .success(true) where HealthProbeClient.isSettled(socket):
             made = HealthProbeClient.finish(socket, until: deadline)
         case .success(true):
             made = await withCheckedContinuation { waited in
-                DispatchQueue.global().async {
-                    waited.resume(returning: HealthProbeClient.finish(socket, until: deadline))
-                }
+                helper.waits.async { waited.resume(returning: HealthProbeClient.finish(socket, until: deadline)) }
             }
         case .failure(let problem): made = .failure(problem)
         }
@@ -115,16 +117,16 @@ final class SandboxConnector: Sendable {
 
     /// A TCP socket made inside the sandbox of allocation `id` and not connected yet: one made ahead of need (more
     /// asked for in the background when they run low), or, when none is left, the next one the helper makes.
-    private func spareSocket(_ id: String, member: () -> Int32?) async throws -> Int32 {
+    private func spareSocket(_ id: String, member: () -> Int32?) async throws -> (Int32, Helper) {
         for attempt in 0..<2 {
             let helper = try await self.helper(id, member: member, fresh: attempt > 0)
             let (spare, askMore) = helper.takeSpare()
             if askMore {
                 helper.queue.async { helper.addSpares(Self.requests(helper, text: "SOCKET", count: Self.spareBatch)) }
             }
-            if let spare { return spare }
+            if let spare { return (spare, helper) }
             do {
-                return try await request(helper, text: "SOCKET")
+                return (try await request(helper, text: "SOCKET"), helper)
             } catch let failure as HelperGone where attempt == 0 {
                 _ = failure
                 forget(id, only: helper)

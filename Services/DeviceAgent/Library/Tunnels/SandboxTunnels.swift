@@ -3,6 +3,9 @@
 #else
     internal import Foundation
 #endif
+#if canImport(Glibc)
+    internal import Glibc
+#endif
 internal import GRPCCore
 internal import Logging
 internal import NIOCore
@@ -28,6 +31,8 @@ final class SandboxTunnels: Sendable {
     let standbyCount: Int
     /// The ports each allocation declares (its spec never changes), so a connection reads no spec.
     private let declaredPorts = Mutex<[String: Set<UInt32>]>([:])
+    /// When each allocation was last seen running.
+    private let seenRunning = Mutex<[String: ContinuousClock.Instant]>([:])
 
     init(
         runner: AllocationRunner, logger: Logger, connector: SandboxConnector = SandboxConnector(), limit: Int = 2048,
@@ -114,14 +119,14 @@ final class SandboxTunnels: Sendable {
         frames: inout RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>.AsyncIterator,
         endRequests: AsyncStream<Void>.Continuation
     ) async throws {
-        let connected = await connection(for: request)
+        let connected = await connection(for: request, early: request.earlyData)
         defer { if connected.admitted { release() } }
         guard let connection = connected.channel else {
             try await writer.write(.with { $0.start = connected.start })
             return
         }
         try await connection.executeThenClose { inbound, outbound in
-            if !request.earlyData.isEmpty { try await outbound.write(ByteBuffer(bytes: request.earlyData)) }
+            if !connected.unsent.isEmpty { try await outbound.write(ByteBuffer(bytes: connected.unsent)) }
             try await writer.write(.with { $0.start = connected.start })
             try await Self.carry(
                 inbound: inbound, outbound: outbound, writer: writer, frames: &frames, endRequests: endRequests)
@@ -147,10 +152,13 @@ final class SandboxTunnels: Sendable {
         }
     }
 
-    /// A connection made for `request` (nil, with the reason in `start.error`, when it could not be), and whether it
-    /// was admitted under the device's bound (then `release()` once it ends).
-    private func connection(for request: Orrery_Orchestrator_V1_OpenTunnel) async -> (
-        channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>?, start: Orrery_Orchestrator_V1_TunnelStart, admitted: Bool
+    /// A connection made for `request` (nil, with the reason in `start.error`, when it could not be), whether it
+    /// was admitted under the device's bound (then `release()` once it ends), and what of `early` (its first bytes)
+    /// is still to be written: as much as the socket takes goes at once, before the connection's event loop has it,
+    /// so the service reads a request that rode with its connection's open without waiting for that.
+    private func connection(for request: Orrery_Orchestrator_V1_OpenTunnel, early: Data = Data()) async -> (
+        channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>?, start: Orrery_Orchestrator_V1_TunnelStart, admitted: Bool,
+        unsent: Data
     ) {
         var start = Orrery_Orchestrator_V1_TunnelStart.with { $0.tunnelID = request.tunnelID }
         let admitted = open.withLock { count -> Bool in
@@ -167,8 +175,9 @@ final class SandboxTunnels: Sendable {
                 throw SandboxConnector.ConnectFailure(description: "early data carries at most 64 KiB")
             }
             let socket = try await connect(request)
+            let unsent = Self.sendNow(early, on: socket)
             // From here the channel owns the socket.
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            let channel = try await ClientBootstrap(group: LineLoop.group)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .withConnectedSocket(socket) { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -177,14 +186,22 @@ final class SandboxTunnels: Sendable {
                             configuration: .init(isOutboundHalfClosureEnabled: true))
                     }
                 }
-            return (channel, start, admitted)
+            return (channel, start, admitted, unsent)
         } catch {
             start.error = "\(error)"
             logger.info(
                 "a connection into a sandbox could not be made",
                 metadata: ["offer": "\(request.offerID)", "port": "\(request.port)", "error": "\(error)"])
-            return (nil, start, admitted)
+            return (nil, start, admitted, early)
         }
+    }
+
+    /// Writes as much of `bytes` as the connected, non-blocking `socket` takes now; returns the rest (all of it when
+    /// the socket takes nothing: its channel's write then tells why).
+    static func sendNow(_ bytes: Data, on socket: Int32) -> Data {
+        guard !bytes.isEmpty else { return bytes }
+        let sent = bytes.withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        return sent > 0 ? Data(bytes.dropFirst(sent)) : bytes
     }
 
     private func release() { open.withLock { $0 -= 1 } }
@@ -253,7 +270,7 @@ final class SandboxTunnels: Sendable {
     /// A socket connected to the requested port of a running allocation that declares it.
     private func connect(_ request: Orrery_Orchestrator_V1_OpenTunnel) async throws -> Int32 {
         let id = request.offerID
-        guard AllocationRunner.isSafeID(id), runner.isKnown(id), runner.status(id) == .running else {
+        guard AllocationRunner.isSafeID(id), isRunning(id) else {
             throw SandboxConnector.ConnectFailure(
                 description: "allocation \(id.prefix(80)) does not run on this device")
         }
@@ -264,6 +281,18 @@ final class SandboxTunnels: Sendable {
         return try await connector.connect(
             id, member: { SandboxProbe.networkMember(among: self.runner.processes(id)) }, port: Int(request.port),
             timeout: .seconds(5))
+    }
+
+    /// Whether allocation `id` runs: as its directory says, or said within the last second (a connection to one that
+    /// stopped since fails to connect instead).
+    private func isRunning(_ id: String) -> Bool {
+        if let seen = seenRunning.withLock({ $0[id] }), seen.duration(to: .now) < .seconds(1) { return true }
+        guard runner.isKnown(id), runner.status(id) == .running else { return false }
+        seenRunning.withLock { seen in
+            if seen.count >= 1024 { seen.removeAll() }
+            seen[id] = .now
+        }
+        return true
     }
 
     /// The ports allocation `id` declares (its spec read once).
