@@ -89,13 +89,14 @@ struct Probe: ParsableCommand {
 }
 
 /// `device-agent connector`: the helper the agent starts inside a sandbox's network namespace with `nsenter`, its
-/// standard input a Unix socket to the agent. Each request ("PORT TIMEOUT_MS") is answered with a socket connected to
-/// 127.0.0.1:PORT in that namespace, or with why it could not connect; "SOCKET" with a TCP socket made there, not
-/// connected (the agent connects it itself, without asking); "LISTEN ADDRESS PORT" with a socket listening on a
-/// loopback ADDRESS:PORT there (a partner's address in the ensemble network). It ends when the agent closes its end.
+/// standard input a Unix socket to the agent. "SOCKET" is answered with a TCP socket made in that namespace, not
+/// connected (the agent connects it to 127.0.0.1 itself: a socket keeps the namespace it was made in); "LISTEN
+/// ADDRESS PORT" with a socket listening on a loopback ADDRESS:PORT there (a partner's address in the ensemble
+/// network); anything else with why not. It ends when the agent closes its end.
 struct Connector: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Connect to ports of 127.0.0.1 for the agent, over standard input (the agent runs it in a sandbox).",
+        abstract:
+            "Make sockets for the agent inside a sandbox's network, over standard input (the agent runs it there).",
         shouldDisplay: false)
 
     func run() throws {
@@ -140,21 +141,7 @@ struct Connector: ParsableCommand {
                 }
                 continue
             }
-            guard parts.count == 2, let port = Int(parts[0]), (1...65535).contains(port),
-                let milliseconds = Int64(parts[1]), (1...60_000).contains(milliseconds)
-            else {
-                try? DescriptorPassing.send("a request is PORT TIMEOUT_MS", over: 0)
-                continue
-            }
-            switch HealthProbeClient.connection(port: port, timeout: .milliseconds(milliseconds)) {
-            case .success(let socket):
-                defer { close(socket) }
-                do { try DescriptorPassing.send("connected", descriptor: socket, over: 0) } catch {
-                    throw ExitCode.failure
-                }
-            case .failure(let failure):
-                do { try DescriptorPassing.send(failure.description, over: 0) } catch { throw ExitCode.failure }
-            }
+            try? DescriptorPassing.send("a request is SOCKET, or LISTEN ADDRESS PORT", over: 0)
         }
     }
 }

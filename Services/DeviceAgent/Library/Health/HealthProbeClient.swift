@@ -93,18 +93,6 @@ public enum HealthProbeClient {
         }
     }
 
-    /// A TCP connection to 127.0.0.1:`port` (a non-blocking socket), made within `timeout`.
-    public static func connection(port: Int, timeout: Duration) -> Swift.Result<Int32, ConnectionFailure> {
-        connect(port: port, deadline: ContinuousClock.now + timeout).mapError {
-            ConnectionFailure(description: "tcp \(port): \($0.text)")
-        }
-    }
-
-    /// Why a connection could not be made.
-    public struct ConnectionFailure: Error, CustomStringConvertible {
-        public let description: String
-    }
-
     /// A non-blocking socket connected to 127.0.0.1:`port` by `deadline`.
     private static func connect(port: Int, deadline: ContinuousClock.Instant) -> Swift.Result<Int32, Problem> {
         let socket = Glibc.socket(
