@@ -88,14 +88,26 @@ public final class ChildProcess: @unchecked Sendable {
         kill(process.processIdentifier, signal)
     }
 
-    /// Waits until the process exits and returns its exit status, or nil after `timeout`.
+    /// Waits until the process exits and returns its exit status (the signal's number when a signal ended it), or nil
+    /// after `timeout`. The kernel is asked too: Foundation's `Process` learns of an exit through a descriptor that
+    /// other children may hold open, so `isRunning` can stay true long after the child ended.
     public func waitForExit(timeout: Duration = .seconds(20)) async -> Int32? {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
+            if let status = ended { return status }
             if ContinuousClock.now > deadline { return nil }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return process.terminationStatus
+    }
+
+    /// The child's exit status when it has ended but is not reaped yet (left for Foundation to reap); nil otherwise.
+    private var ended: Int32? {
+        var info = siginfo_t()
+        guard waitid(P_PID, id_t(process.processIdentifier), &info, WEXITED | WNOHANG | WNOWAIT) == 0,
+            info._sifields._sigchld.si_pid == process.processIdentifier
+        else { return nil }
+        return info._sifields._sigchld.si_status
     }
 
     /// Kills the process if it still runs (for cleanup).
