@@ -203,17 +203,22 @@ struct OrchestratorTests {
         Issue.record("placement did not choose \(device) within \(limit)")
     }
 
-    /// Waits until the orchestrator has the registry's snapshot (ExplainPlacement stops answering UNAVAILABLE).
+    /// Waits until the orchestrator has the registry's snapshot (ExplainPlacement stops answering UNAVAILABLE) with
+    /// `devices` devices in it: generously, since a CI machine running every suite at once may take many seconds for
+    /// a fleet's joins and beats to reach the orchestrator's view.
     static func waitForFleet(_ consumer: Consumer, _ orchestrator: RunningService, devices: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var considered: UInt32?
         while ContinuousClock.now < deadline {
-            let considered = try? await consumer.with(orchestrator) {
+            considered = try? await consumer.with(orchestrator) {
                 try await $0.explainPlacement(.with { $0.spec = spec() }).devicesConsidered
             }
             if considered == UInt32(devices) { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        Issue.record("the orchestrator never saw \(devices) devices")
+        Issue.record(
+            "the orchestrator never saw \(devices) devices in 60 s (last: \(considered.map(String.init) ?? "no answer"))"
+        )
     }
 
     static func expectStatus(_ code: RPCError.Code, containing text: String, _ body: () async throws -> Void) async {
