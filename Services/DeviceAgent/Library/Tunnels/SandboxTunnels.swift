@@ -161,6 +161,7 @@ final class SandboxTunnels: Sendable {
         unsent: Data
     ) {
         var start = Orrery_Orchestrator_V1_TunnelStart.with { $0.tunnelID = request.tunnelID }
+        var sentEarly = false
         let admitted = open.withLock { count -> Bool in
             guard count < limit else { return false }
             count += 1
@@ -176,6 +177,7 @@ final class SandboxTunnels: Sendable {
             }
             let socket = try await connect(request)
             let unsent = Self.sendNow(early, on: socket)
+            sentEarly = unsent.count < early.count
             // From here the channel owns the socket.
             let channel = try await ClientBootstrap(group: LineLoop.group)
                 .channelOption(.allowRemoteHalfClosure, value: true)
@@ -188,11 +190,13 @@ final class SandboxTunnels: Sendable {
                 }
             return (channel, start, admitted, unsent)
         } catch {
-            start.error = "\(error)"
             logger.info(
                 "a connection into a sandbox could not be made",
                 metadata: ["offer": "\(request.offerID)", "port": "\(request.port)", "error": "\(error)"])
-            return (nil, start, admitted, early)
+            // Once its first bytes reached the service, the connection was made and broke: said without an error, so
+            // that they are not sent to another replica too (the tunnel ends at once).
+            if !sentEarly { start.error = "\(error)" }
+            return (nil, start, admitted, Data())
         }
     }
 
