@@ -29,9 +29,6 @@ final class EarlyBytesHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// The most early bytes taken (a frame's limit).
-    static let limit = 64 << 10
-
     private let habit: EarlyBytesHabit
     private let waiting: Bool
     private let promise: EventLoopPromise<Outcome>
@@ -80,7 +77,7 @@ final class EarlyBytesHandler: ChannelDuplexHandler, RemovableChannelHandler {
         active = true
         guard waiting else { return }
         timeout = context.eventLoop.assumeIsolated().scheduleTask(in: EarlyBytesHabit.wait) { [self] in
-            settle(.late, spokeWithinWait: false)
+            settle(.late, spokeFirst: false)
         }
     }
 
@@ -93,12 +90,12 @@ final class EarlyBytesHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         var buffer = unwrapInboundIn(data)
         guard waiting else {
-            settle(.notWaited, spokeWithinWait: !answeredFirst)
+            settle(.notWaited, spokeFirst: !answeredFirst)
             context.fireChannelRead(wrapInboundOut(buffer))
             return
         }
-        let early = buffer.readSlice(length: min(buffer.readableBytes, Self.limit)) ?? ByteBuffer()
-        settle(.early(early), spokeWithinWait: true)
+        let early = buffer.readSlice(length: min(buffer.readableBytes, SandboxTunnels.frameLimit)) ?? ByteBuffer()
+        settle(.early(early), spokeFirst: true)
         if buffer.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(buffer)) }
     }
 
@@ -120,11 +117,11 @@ final class EarlyBytesHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The first bytes came (taken, when `.early`), the wait ended, or the connection closed: from here every byte
     /// passes.
-    private func settle(_ outcome: Outcome, spokeWithinWait: Bool? = nil) {
+    private func settle(_ outcome: Outcome, spokeFirst: Bool? = nil) {
         guard !settled else { return }
         settled = true
         timeout?.cancel()
-        if let spokeWithinWait { habit.learn(speaksFirst: spokeWithinWait) }
+        if let spokeFirst { habit.learn(speaksFirst: spokeFirst) }
         // Without a wait it was answered (`notWaited`) when the handler was added.
         if waiting { promise.succeed(outcome) }
     }
