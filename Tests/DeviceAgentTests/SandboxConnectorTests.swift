@@ -27,23 +27,6 @@ struct SandboxConnectorTests {
         ]
     }
 
-    /// A port nothing on this host's loopback listens on now.
-    static func freePort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0
-            }
-        }
-        try #require(bound)
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     /// What a connected socket reads until the other side closes.
     static func read(_ socket: Int32) -> String {
         defer { close(socket) }
@@ -79,7 +62,7 @@ struct SandboxConnectorTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("connector-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let port = try Self.freePort()
+        let port = try TestPorts.unused()
         let server = try ChildProcess(
             URL(fileURLWithPath: "/usr/bin/unshare"), arguments: Self.server(port: port), outputDirectory: directory)
         defer { server.signal(SIGKILL) }
@@ -88,13 +71,19 @@ struct SandboxConnectorTests {
         let connector = SandboxConnector(agentExecutable: TestEnvironment.executable("device-agent").path)
         defer { connector.forget("job") }
 
+        // Generous: a connection's time includes starting a helper (a debug build of the agent) on a loaded machine.
+        let timeout = Duration.seconds(60)
         func connectAll(_ count: Int) async throws -> [String] {
             try await withThrowingTaskGroup(of: String.self) { group in
                 for _ in 0..<count {
                     group.addTask {
-                        Self.read(
-                            try await connector.connect(
-                                "job", member: { server.pid }, port: port, timeout: .seconds(10)))
+                        let socket = try await connector.connect(
+                            "job", member: { server.pid }, port: port, timeout: timeout)
+                        // Read on a Dispatch thread: blocking reads on the concurrency pool would stall the other
+                        // suites of this test process.
+                        return await withCheckedContinuation { read in
+                            DispatchQueue.global().async { read.resume(returning: Self.read(socket)) }
+                        }
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -107,9 +96,9 @@ struct SandboxConnectorTests {
         let helpers = Self.helpers(in: network)
         #expect(helpers.count == 1, "\(helpers)")
 
-        let closed = try Self.freePort()
+        let closed = try TestPorts.unused()
         await #expect {
-            _ = try await connector.connect("job", member: { server.pid }, port: closed, timeout: .seconds(10))
+            _ = try await connector.connect("job", member: { server.pid }, port: closed, timeout: timeout)
         } throws: { error in
             "\(error)".contains("tcp \(closed): connection refused")
         }

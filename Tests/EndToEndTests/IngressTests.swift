@@ -23,7 +23,7 @@ struct IngressTests {
 
     /// A service on 127.0.0.1:8080 (public) and 8081 (private) inside the sandbox: `/headers` answers with the
     /// request's header fields and `/work/where`; POST answers with the body's sha256 (its length stated or
-    /// chunked); `/big` streams 256 MiB; `/stream` 64 KiB chunked, with their sha256 as a trailer; `/ws` is a
+    /// chunked); `/big` streams 256 MiB (`/big/N`: N MiB); `/stream` 64 KiB chunked, with their sha256 as a trailer; `/ws` is a
     /// WebSocket echo.
     static let server = #"""
         #!/bin/sh
@@ -48,12 +48,13 @@ struct IngressTests {
                     except OSError: where = ""
                     return self.reply(200, json.dumps({"port": self.server.server_port, "where": where,
                         "headers": [[k, v] for k, v in self.headers.items()]}))
-                if self.path == "/big":
+                if self.path == "/big" or self.path.startswith("/big/"):
+                    mib = int(self.path[5:] or "256")
                     self.send_response(200)
-                    self.send_header("Content-Length", str(256 << 20))
+                    self.send_header("Content-Length", str(mib << 20))
                     self.end_headers()
                     block = b"x" * (1 << 20)
-                    for _ in range(256): self.wfile.write(block)
+                    for _ in range(mib): self.wfile.write(block)
                     return
                 if self.path == "/stream":
                     # A chunked response of 64 chunks of 1 KiB each, then a trailer with their sha256.
@@ -322,15 +323,17 @@ struct IngressTests {
             #expect(fields["authorization"] == "Bearer theirs")
             #expect(fields["x-forwarded-for"] == "127.0.0.1" && fields["x-forwarded-proto"] == "http")
             #expect(fields["host"] == "\(publicRoute.host):\(port)")
-            // A 3 MiB body up, and a 256 MiB body down, byte for byte.
+            // A 3 MiB body up, and a 64 MiB body down (far more than any window or buffer on its way), byte for
+            // byte; its time is not what this test is about (a loaded test machine moves it at a few MiB/s).
             let upload = directory.appendingPathComponent("upload.bin")
             let bytes = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) })
             try bytes.write(to: upload)
             let posted = try await curl.json(publicRoute.host, "/", extra: ["--data-binary", "@\(upload.path)"])
             #expect(posted["sha256"] as? String == Hex.sha256(bytes) && posted["size"] as? Int == bytes.count)
             let (downloaded, _) = try await curl.run(
-                publicRoute.host, "/big", extra: ["-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
-            #expect(downloaded == "200 \(256 << 20)")
+                publicRoute.host, "/big/64",
+                extra: ["--max-time", "600", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
+            #expect(downloaded == "200 \(64 << 20)")
             // Not a host name of this ingress, or of no deployment: 404.
             let (unknown, _) = try await curl.run(
                 "web-http-\(String(repeating: "a", count: 26)).\(Self.domain)", "/headers",
@@ -583,7 +586,7 @@ struct IngressTests {
     )
     func clientLimit() async throws {
         try await ServiceBed.run("orrery-ingress-limit") { bed in
-            let port = try await SandboxTests.freePort()
+            let port = try TestPorts.unused()
             let orchestrator = try await bed.startOrchestrator(
                 extraArguments: [
                     "--ingress-host", "127.0.0.1", "--ingress-port", String(port), "--ingress-domain", Self.domain,

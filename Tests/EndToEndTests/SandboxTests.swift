@@ -236,7 +236,7 @@ struct SandboxTests {
         try await TestEnvironment.withTemporaryDirectory("orrery-inbound") { directory in
             chmod(directory.path, 0o777)
             // A free port on the host, then the workload listens on it in its sandbox (and reaches itself there).
-            let port = try await Self.freePort()
+            let port = try TestPorts.unused()
             let script = """
                 python3 -c '
                 import socket, time
@@ -279,14 +279,6 @@ struct SandboxTests {
             #expect(await agent.waitForExit(timeout: .seconds(60)) != nil)
             #expect(agent.output.contains("self connected"), "\(agent.output)")
         }
-    }
-
-    /// A port nothing listens on now.
-    static func freePort() async throws -> Int {
-        let (_, output) = try await ChildProcess.run(
-            URL(fileURLWithPath: "/usr/bin/python3"),
-            arguments: ["-c", "import socket\ns=socket.socket()\ns.bind(('127.0.0.1',0))\nprint(s.getsockname()[1])"])
-        return Int(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? "") ?? 0
     }
 
     @Test(

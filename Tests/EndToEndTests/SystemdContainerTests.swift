@@ -26,7 +26,9 @@ struct SystemdContainerTests {
             try await TestEnvironment.withTemporaryDirectory("orrery-nspawn") { directory in
                 let setup = directory.appendingPathComponent("setup")
                 let ports = try Dictionary(
-                    uniqueKeysWithValues: Self.services.map { ($0, (grpc: try freePort(), http: try freePort())) })
+                    uniqueKeysWithValues: Self.services.map {
+                        ($0, (grpc: try TestPorts.unused(), http: try TestPorts.unused()))
+                    })
                 let authority = try await Self.stage(in: setup, database: database, ports: ports)
 
                 let container = try await SystemdContainer.boot(
@@ -178,25 +180,6 @@ struct SystemdContainerTests {
         }
         return false
     }
-}
-
-/// A free TCP port on loopback now (bound to port 0, read, released).
-func freePort() throws -> Int {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
-    defer { close(descriptor) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-            bind(descriptor, pointer, length) == 0 && getsockname(descriptor, pointer, &length) == 0
-        }
-    }
-    guard bound else { throw POSIXError(.EADDRINUSE) }
-    return Int(UInt16(bigEndian: address.sin_port))
 }
 
 /// A container booted by systemd-nspawn with systemd as its PID 1: a tmpfs root with the host's /usr read-only
