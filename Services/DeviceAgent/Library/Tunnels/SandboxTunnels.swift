@@ -82,10 +82,10 @@ final class SandboxTunnels: Sendable {
     private func standby<Line: Orrery_Orchestrator_V1_AgentChannel.ClientProtocol>(
         over line: Line, onHanded: @escaping @Sendable () -> Void
     ) async {
-        // The call's writer, handed from its request side to its response side, which serves the tunnel; the
-        // request side ends when the socket's bytes do.
+        // The call's writer, handed from its request side to its response side, which serves the tunnel and hands
+        // the socket's bytes back to the request side to carry; the requests end when those bytes do.
         let (writers, giveWriter) = AsyncStream<RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>>.makeStream()
-        let (requestsEnded, endRequests) = AsyncStream<Void>.makeStream()
+        let handoff = BytesHandoff()
         do {
             try await line.tunnel(
                 requestProducer: { writer in
@@ -93,10 +93,10 @@ final class SandboxTunnels: Sendable {
                     try await writer.write(.with { $0.start = .with { $0.standby = true } })
                     giveWriter.yield(writer)
                     giveWriter.finish()
-                    for await _ in requestsEnded {}
+                    try await handoff.carry(to: writer)
                 },
                 onResponse: { response in
-                    defer { endRequests.finish() }
+                    defer { handoff.cancel() }
                     var frames = response.messages.makeAsyncIterator()
                     guard let first = try await frames.next() else { return }
                     guard case .open(let request) = first.kind else {
@@ -105,7 +105,7 @@ final class SandboxTunnels: Sendable {
                     onHanded()
                     var handedWriter = writers.makeAsyncIterator()
                     guard let writer = await handedWriter.next() else { return }
-                    try await self.serve(request, writer: writer, frames: &frames, endRequests: endRequests)
+                    try await self.serve(request, writer: writer, frames: &frames, handoff: handoff)
                 })
         } catch {
             logger.debug("a standby tunnel call ended", metadata: ["error": "\(error)"])
@@ -113,11 +113,11 @@ final class SandboxTunnels: Sendable {
     }
 
     /// The tunnel handed to a standby call: connects, writes the request's early bytes, answers `start`, then
-    /// carries bytes both ways; `endRequests` once the socket's bytes ended.
+    /// carries bytes both ways (the socket's through `handoff`, on the call's request side).
     private func serve(
         _ request: Orrery_Orchestrator_V1_OpenTunnel, writer: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
         frames: inout RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>.AsyncIterator,
-        endRequests: AsyncStream<Void>.Continuation
+        handoff: BytesHandoff
     ) async throws {
         let connected = await connection(for: request, early: request.earlyData)
         defer { if connected.admitted { release() } }
@@ -129,26 +129,69 @@ final class SandboxTunnels: Sendable {
             if !connected.unsent.isEmpty { try await outbound.write(ByteBuffer(bytes: connected.unsent)) }
             try await writer.write(.with { $0.start = connected.start })
             try await Self.carry(
-                inbound: inbound, outbound: outbound, writer: writer, frames: &frames, endRequests: endRequests)
+                inbound: inbound, outbound: outbound, of: connection.channel, frames: &frames, handoff: handoff)
         }
     }
 
-    /// Carries an open tunnel's bytes both ways on a call whose writer its response side holds: the socket's bytes
-    /// to `writer` (then `endRequests`, ending the call's requests), the call's frames to the socket, until `close`
-    /// or the call's end.
+    /// Carries an open tunnel's bytes both ways on a call whose response side opened the connection (inside
+    /// `channel`'s `executeThenClose`): the socket's bytes go to the call's request side through `handoff`, the
+    /// call's frames to the socket, until `close` or the call's end; then the socket is closed, which ends the
+    /// request side's carrying, and its end is waited for (the bytes are not used past their scope).
     static func carry(
         inbound: NIOAsyncChannelInboundStream<ByteBuffer>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-        writer: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
+        of channel: any Channel,
         frames: inout RPCAsyncSequence<Orrery_Orchestrator_V1_TunnelFrame, any Error>.AsyncIterator,
-        endRequests: AsyncStream<Void>.Continuation
+        handoff: BytesHandoff
     ) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                defer { endRequests.finish() }
-                try await pump(inbound, to: writer)
-            }
+        handoff.hand(inbound)
+        let ended: Result<Void, any Error>
+        do {
             while let frame = try await frames.next(), try await apply(frame, to: outbound) {}
-            group.cancelAll()
+            ended = .success(())
+        } catch {
+            ended = .failure(error)
+        }
+        channel.close(promise: nil)
+        await handoff.waitUntilCarried()
+        try ended.get()
+    }
+
+    /// A connection's bytes handed from a call's response side, which opens the connection, to its request side,
+    /// which carries them to the call (and ends the call's requests when they end): the request side's task does
+    /// this instead of a task of its own — every task of an open connection keeps its deepest stack's memory.
+    final class BytesHandoff: Sendable {
+        private let handed: AsyncStream<NIOAsyncChannelInboundStream<ByteBuffer>>
+        private let hand: AsyncStream<NIOAsyncChannelInboundStream<ByteBuffer>>.Continuation
+        private let carried: AsyncStream<Void>
+        private let carriedAll: AsyncStream<Void>.Continuation
+
+        init() {
+            (handed, hand) = AsyncStream.makeStream()
+            (carried, carriedAll) = AsyncStream.makeStream()
+        }
+
+        /// On the request side: carries the bytes handed over to `writer` until the socket ends its side or is
+        /// closed; returns at once when none are handed (`cancel`).
+        func carry(to writer: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>) async throws {
+            defer { carriedAll.finish() }
+            for await inbound in handed {
+                try await SandboxTunnels.pump(inbound, to: writer)
+                return
+            }
+        }
+
+        /// On the response side: hands the socket's bytes over (once).
+        func hand(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) {
+            hand.yield(inbound)
+            hand.finish()
+        }
+
+        /// Nothing (more) will be handed over.
+        func cancel() { hand.finish() }
+
+        /// Until the request side is done with the bytes handed over.
+        func waitUntilCarried() async {
+            for await _ in carried {}
         }
     }
 
@@ -156,6 +199,8 @@ final class SandboxTunnels: Sendable {
     /// was admitted under the device's bound (then `release()` once it ends), and what of `early` (its first bytes)
     /// is still to be written: as much as the socket takes goes at once, before the connection's event loop has it,
     /// so the service reads a request that rode with its connection's open without waiting for that.
+    // Not inlined: its locals would stay in the frame of the caller, which lives as long as the connection.
+    @inline(never)
     private func connection(for request: Orrery_Orchestrator_V1_OpenTunnel, early: Data = Data()) async -> (
         channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>?, start: Orrery_Orchestrator_V1_TunnelStart, admitted: Bool,
         unsent: Data
@@ -212,7 +257,7 @@ final class SandboxTunnels: Sendable {
 
     /// Carries `connection`'s bytes over a tunnel call both ways until either side ends: `first` goes first, then
     /// the socket's bytes (in frames of at most 64 KiB); its end ends the call's requests. The call's data frames go
-    /// to the socket, `end` half-closes it, `close` or the call's end closes it.
+    /// to the socket, `end` half-closes it, `close` or the call's end closes it (which ends the socket's bytes).
     static func bridge(
         _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, first: Orrery_Orchestrator_V1_TunnelFrame,
         call: (
@@ -223,20 +268,14 @@ final class SandboxTunnels: Sendable {
         ) async throws -> Void
     ) async throws {
         try await connection.executeThenClose { inbound, outbound in
-            let (closed, close) = AsyncStream<Void>.makeStream()
             try await call(
                 { writer in
                     try await writer.write(first)
-                    // The socket's bytes until it closes its side, or the other side is gone.
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask { try await Self.pump(inbound, to: writer) }
-                        group.addTask { for await _ in closed {} }
-                        try await group.next()
-                        group.cancelAll()
-                    }
+                    // The socket's bytes until it closes its side, or the other side is gone (then it is closed).
+                    try await Self.pump(inbound, to: writer)
                 },
                 { response in
-                    defer { close.finish() }
+                    defer { connection.channel.close(promise: nil) }
                     for try await frame in response.messages {
                         guard try await Self.apply(frame, to: outbound) else { return }
                     }

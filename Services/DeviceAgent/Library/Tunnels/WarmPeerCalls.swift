@@ -60,10 +60,10 @@ final class WarmPeerCalls: Sendable {
         fallback: @escaping @Sendable (Assignment) async -> Void
     ) async {
         let (assignments, assign) = AsyncStream<Assignment>.makeStream()
-        // The call's writer, handed from its request side to its response side, which carries the connection; the
-        // request side ends when the sandbox's bytes do.
+        // The call's writer, handed from its request side to its response side, which carries the connection and
+        // hands the sandbox's bytes back to the request side to carry; the requests end when those bytes do.
         let (writers, giveWriter) = AsyncStream<RPCWriter<Frame>>.makeStream()
-        let (requestsEnded, endRequests) = AsyncStream<Void>.makeStream()
+        let handoff = SandboxTunnels.BytesHandoff()
         let id = ready.withLock { state in
             defer { state.next += 1 }
             return state.next
@@ -80,10 +80,10 @@ final class WarmPeerCalls: Sendable {
                     defer { giveWriter.finish() }
                     giveWriter.yield(writer)
                     giveWriter.finish()
-                    for await _ in requestsEnded {}
+                    try await handoff.carry(to: writer)
                 },
                 onResponse: { response in
-                    defer { endRequests.finish() }
+                    defer { handoff.cancel() }
                     var handed = writers.makeAsyncIterator()
                     guard let writer = await handed.next() else { return }
                     self.ready.withLock { $0.calls.append(Ready(id: id, call: assign)) }
@@ -92,7 +92,7 @@ final class WarmPeerCalls: Sendable {
                     used()
                     do {
                         try await Self.carry(
-                            assignment, writer: writer, frames: response.messages, endRequests: endRequests,
+                            assignment, writer: writer, frames: response.messages, handoff: handoff,
                             fallback: fallback)
                     } catch {
                         // As for a connection on a call of its own: why it ended (the orchestrator's refusal).
@@ -122,7 +122,7 @@ final class WarmPeerCalls: Sendable {
     /// socket. When the first frame cannot be written (the call is gone), nothing was sent: `fallback` carries it.
     private static func carry(
         _ assignment: Assignment, writer: RPCWriter<Frame>, frames: RPCAsyncSequence<Frame, any Error>,
-        endRequests: AsyncStream<Void>.Continuation, fallback: @escaping @Sendable (Assignment) async -> Void
+        handoff: SandboxTunnels.BytesHandoff, fallback: @escaping @Sendable (Assignment) async -> Void
     ) async throws {
         do {
             try await writer.write(assignment.first)
@@ -133,7 +133,8 @@ final class WarmPeerCalls: Sendable {
         var frames = frames.makeAsyncIterator()
         try await assignment.connection.executeThenClose { inbound, outbound in
             try await SandboxTunnels.carry(
-                inbound: inbound, outbound: outbound, writer: writer, frames: &frames, endRequests: endRequests)
+                inbound: inbound, outbound: outbound, of: assignment.connection.channel, frames: &frames,
+                handoff: handoff)
         }
     }
 }
