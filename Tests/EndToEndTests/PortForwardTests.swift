@@ -1,7 +1,11 @@
 import Foundation
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 import GRPCCore
 import OrreryIdentity
 import OrreryProto
+import OrreryRuntimeCore
 import OrreryTestSupport
 import SwiftProtobuf
 import Testing
@@ -168,6 +172,99 @@ struct PortForwardTests {
             _ = try await operatorForwarder.firstLine(timeout: .seconds(60)) { line -> Bool? in
                 line.contains("a forwarded connection failed: notFound: no deployment \(job.id) of yours") ? true : nil
             }
+        }
+    }
+
+    @Test(
+        "an owner's max_connections bounds the connections into its sandboxes: each that ended gave its place back (orrery_agent_sandbox_connections), one past the bound is refused with the reason, and a place freed serves again"
+    )
+    func connectionBound() async throws {
+        try await JobConstellation.run("orrery-port-forward-bound") { constellation in
+            let directory = constellation.directory
+            let orchestrator = constellation.orchestrator
+            let agent = try await constellation.startAgent(
+                "host", owner: #"{"prices": {"per_core_hour": 5}, "max_connections": 2}"#)
+            defer { agent.service.child.signal(SIGKILL) }
+            let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
+            try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
+            var spec = OrchestratorTests.spec(cores: 1, name: "bounded")
+            spec.allocations[0].name = "web"
+            spec.allocations[0].artifact = .with { $0.text = Self.server }
+            spec.allocations[0].resources.ramMib = 256
+            spec.allocations[0].resources.diskMib = 64
+            spec.allocations[0].outputs = []
+            HealthCheckTests.servesOK(&spec.allocations[0])
+            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
+                $0.run.state == .running && $0.run.health.status == .healthy
+            }
+            let key = directory.appendingPathComponent("consumer.key").path
+            let proof = directory.appendingPathComponent("consumer.ucan").path
+            try KeyFile.write(consumer.key, to: key)
+            try DelegationChain.write(consumer.chain).write(toFile: proof, atomically: true, encoding: .utf8)
+            let forwarder = try ChildProcess(
+                TestEnvironment.executable("orrery"),
+                arguments: [
+                    "port-forward", job.id, "web:8080", "0", "--orchestrator", constellation.orchestratorAddress,
+                    "--key", key, "--proof", proof,
+                ],
+                outputDirectory: directory)
+            defer { forwarder.signal(SIGKILL) }
+            let port = try await Self.forwardedPort(of: forwarder)
+            let script = directory.appendingPathComponent("fetch.py")
+            try Self.client.write(to: script, atomically: true, encoding: .utf8)
+            func fetch() async throws -> Int32 {
+                try await ChildProcess.run(TestEnvironment.python, arguments: [script.path, String(port), "1"]).0
+            }
+            // The device's own count of the connections it carries, once it reads `wanted` (the last read otherwise).
+            let metrics = try #require(URL(string: "http://127.0.0.1:\(agent.service.ready.httpPort)/metrics"))
+            func carried(_ wanted: Int) async throws -> Int {
+                var count = -1
+                let deadline = ContinuousClock.now + .seconds(60)
+                while count != wanted, ContinuousClock.now < deadline {
+                    let text = String(decoding: try await URLSession.shared.data(from: metrics).0, as: UTF8.self)
+                    count =
+                        text.split(separator: "\n").first { $0.hasPrefix("orrery_agent_sandbox_connections ") }
+                        .flatMap { Int(Double($0.split(separator: " ").last ?? "") ?? -1) } ?? -1
+                    if count != wanted { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                return count
+            }
+
+            // Six connections one after the other, twice the bound: each ended and gave its place back.
+            for _ in 0..<6 {
+                #expect(try await fetch() == 0, "\(forwarder.output)")
+                #expect(try await carried(0) == 0)
+            }
+            // Two held (a request head not ended: the server waits for the rest) fill the bound.
+            var held: [Int32] = []
+            defer { for socket in held { close(socket) } }
+            for _ in 0..<2 {
+                let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                held.append(socket)
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(port).bigEndian)
+                address.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+                try #require(connected == 0)
+                let head = Array("GET /ok HTTP/1.1\r\nHost: web\r\n".utf8)
+                #expect(send(socket, head, head.count, 0) == head.count)
+            }
+            #expect(try await carried(2) == 2)
+            // A third is refused by the device, which says why.
+            #expect(try await fetch() != 0)
+            _ = try await forwarder.firstLine(timeout: .seconds(60)) { line -> Bool? in
+                line.contains("this device carries 2 connections into its sandboxes already") ? true : nil
+            }
+            // One held ends: its place serves again.
+            close(held.removeFirst())
+            #expect(try await carried(1) == 1)
+            #expect(try await fetch() == 0, "\(forwarder.output)")
         }
     }
 

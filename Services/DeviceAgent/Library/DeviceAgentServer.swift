@@ -262,7 +262,7 @@ struct AgentWork: Service {
                 deviceKey: key, root: runner.root, logger: logger, lines: lines,
                 archiveLimit: Int64(settings.checkpointLimitMiB) << 20,
                 unpackedLimit: settings.checkpointUnpackedLimitMiB << 20),
-            lines: lines, allowExec: policy.allowExec ?? true)
+            lines: lines, allowExec: policy.allowExec ?? true, connectionLimit: policy.connectionLimit)
         executions.execs.reapOrphans()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await loop.run() }

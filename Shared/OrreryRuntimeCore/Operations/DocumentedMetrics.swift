@@ -35,6 +35,8 @@ public enum MetricCatalog {
         "orrery_agent_allocation_cpu_seconds": "CPU time a running allocation used so far, by offer and allocation",
         "orrery_agent_allocation_memory_bytes": "Memory a running allocation uses now, by offer and allocation",
         "orrery_sandbox_start_seconds": "Time from a Deploy to its workload running in its sandbox",
+        "orrery_agent_sandbox_connections":
+            "Connections into this device's sandboxes carried now (ingress, port-forwards, ensemble partners; at most the owner's max_connections)",
         "orrery_agent_partner_connections_total":
             "Sandbox connections to ensemble partners, by how (warm: on a call kept open ahead of need; own_call: on a call opened for it)",
         "orrery_agent_partner_first_bytes_total":
@@ -79,6 +81,7 @@ extension MetricCatalog {
         ],
         "device-agent": [
             ("orrery_agent_allocations_running", .gauge, [[]]),
+            ("orrery_agent_sandbox_connections", .gauge, [[]]),
             ("orrery_sandbox_start_seconds", .timer, [[]]),
             ("orrery_agent_partner_connections_total", .counter, ["warm", "own_call"].map { [("how", $0)] }),
             (

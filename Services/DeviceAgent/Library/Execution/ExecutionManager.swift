@@ -56,13 +56,14 @@ actor ExecutionManager {
     init(
         runner: AllocationRunner, ledger: CommitmentLedger, logger: Logger, receipts: ReceiptBook? = nil,
         witness: TreeHeadWitness? = nil, receiptInterval: Duration = .seconds(60), actors: ActorDesk? = nil,
-        lines: AgentLines = AgentLines(), probe: SandboxProbe = SandboxProbe(), allowExec: Bool = true
+        lines: AgentLines = AgentLines(), probe: SandboxProbe = SandboxProbe(), allowExec: Bool = true,
+        connectionLimit: Int = 2048
     ) {
         self.probe = probe
         self.execs = SandboxExec(
             runner: runner, logger: logger, key: receipts?.key, contract: { receipts?.contract($0) ?? "" },
             allowed: allowExec)
-        self.tunnels = SandboxTunnels(runner: runner, logger: logger)
+        self.tunnels = SandboxTunnels(runner: runner, logger: logger, limit: connectionLimit)
         self.ensemble = EnsembleListeners(runner: runner, connector: tunnels.connector, logger: logger)
         self.actors = actors
         self.runner = runner

@@ -59,13 +59,16 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
     /// Whether consumers may run commands inside their sandboxes on this device (`orrery exec`); default true. Each
     /// session is logged in the notary's log either way it ends.
     public var allowExec: Bool?
+    /// Connections into this device's sandboxes (ingress, port-forwards, ensemble partners) carried at once; past it
+    /// a new one is refused with the reason (default 2048).
+    public var maxConnections: Int?
 
     enum CodingKeys: String, CodingKey {
         case did, location, prices, share, labels, hours
         case allowedConsumers = "allowed_consumers", deniedConsumers = "denied_consumers"
         case payoutAddresses = "payout_addresses", networkAllow = "network_allow"
         case keepEndedHours = "keep_ended_hours", emulatedPlatforms = "emulated_platforms"
-        case allowExec = "allow_exec"
+        case allowExec = "allow_exec", maxConnections = "max_connections"
     }
 
     /// The platform an `os/architecture[/variant]` name means, as a device of that kind names it (`linux/arm64` is
@@ -79,6 +82,9 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
             known.os == parts[0] && known.architecture == parts[1] && (variant == nil || variant == known.variant)
         }
     }
+
+    /// How many connections into sandboxes this device carries at once (`max_connections`).
+    public var connectionLimit: Int { maxConnections ?? 2048 }
 
     /// How long ended allocations are kept (`keep_ended_hours`).
     public var keepEnded: Duration { .seconds((keepEndedHours ?? 24) * 3600) }
@@ -117,8 +123,9 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
         do {
             policy = try JSONDecoder().decode(File.self, from: data).owner ?? .none
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context) {
+            // The path starts at the file's `owner` key.
             throw OwnerPolicyError(
-                field: "owner." + context.codingPath.map(\.stringValue).joined(separator: "."),
+                field: context.codingPath.map(\.stringValue).joined(separator: "."),
                 reason: context.debugDescription)
         }
         try policy.validate()
@@ -131,6 +138,9 @@ public struct OwnerPolicy: Codable, Sendable, Equatable {
         }
         if let keepEndedHours, !(0...8760).contains(keepEndedHours) {
             throw OwnerPolicyError(field: "owner.keep_ended_hours", reason: "hours, 0…8760")
+        }
+        if let maxConnections, !(1...65536).contains(maxConnections) {
+            throw OwnerPolicyError(field: "owner.max_connections", reason: "connections, 1…65536")
         }
         if let hours, Self.hoursRange(hours) == nil {
             throw OwnerPolicyError(field: "owner.hours", reason: "'\(hours)' is not HH:MM-HH:MM")

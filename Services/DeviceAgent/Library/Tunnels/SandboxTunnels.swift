@@ -8,6 +8,7 @@
 #endif
 internal import GRPCCore
 internal import Logging
+internal import Metrics
 internal import NIOCore
 internal import NIOPosix
 internal import OrreryProto
@@ -24,8 +25,9 @@ final class SandboxTunnels: Sendable {
     let connector: SandboxConnector
     let logger: Logger
     /// Connections open at once on this device, at most `limit`: a consumer cannot make it hold sockets and streams
-    /// without end.
+    /// without end (`orrery_agent_sandbox_connections`).
     private let open = Mutex(0)
+    private static let openGauge = Gauge(label: "orrery_agent_sandbox_connections")
     let limit: Int
     /// Standby calls kept open on each line.
     let standbyCount: Int
@@ -210,6 +212,7 @@ final class SandboxTunnels: Sendable {
         let admitted = open.withLock { count -> Bool in
             guard count < limit else { return false }
             count += 1
+            Self.openGauge.record(count)
             return true
         }
         do {
@@ -253,7 +256,12 @@ final class SandboxTunnels: Sendable {
         return sent > 0 ? Data(bytes.dropFirst(sent)) : bytes
     }
 
-    private func release() { open.withLock { $0 -= 1 } }
+    private func release() {
+        open.withLock { count in
+            count -= 1
+            Self.openGauge.record(count)
+        }
+    }
 
     /// Carries `connection`'s bytes over a tunnel call both ways until either side ends: `first` goes first, then
     /// the socket's bytes (in frames of at most 64 KiB); its end ends the call's requests. The call's data frames go
