@@ -26,6 +26,10 @@ struct IngressBenchCommand: AsyncParsableCommand {
     @Option(help: "Idle connections held through the ingress for the memory measurement.") var idle = 1000
     @Option(help: "Process ids of the agents (their resident memory is measured).") var agentPid: [Int32] = []
     @Option(help: "Only devices of this owner (the benchmark's agents).") var allowedProvider: [String] = []
+    @Option(
+        help:
+            "Devices (DIDs) for web and for probe, in that order: with two, the ensemble network's path runs between two agents."
+    ) var device: [String] = []
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/services.md"
 
     static let marker = "ORRERY-BENCH "
@@ -94,11 +98,16 @@ struct IngressBenchCommand: AsyncParsableCommand {
         }
         let ensemble = try await probeResults(deployment.id)
 
+        let devices = Set(
+            deployment.assignments.filter { ["web", "probe"].contains($0.allocation) }.map(\.deviceDid))
+        let path =
+            devices.count == 2
+            ? "web and probe ran on two devices (two agents)" : "web and probe ran on one device (its agent twice)"
         var lines = [
             "",
             "## Ingress and the ensemble network",
             "",
-            "Measured \(ISO8601DateFormatter().string(from: Date())) on \(ProcessInfo.processInfo.activeProcessorCount) cores, release builds: busybox httpd in a real agent's sandbox serving \(mebibytes) MiB of random bytes. Through the ingress: read from this host by host name (client → ingress → orchestrator → the device's line → the sandbox), beside the same server program on this host's loopback read directly by the same in-process HTTP client, each request on a new connection. Through the ensemble network: read by Python from another allocation's sandbox as `web:8080` (sandbox → its agent → its line → orchestrator → the server's line → its agent → the sandbox), beside a busybox httpd inside that same sandbox read directly by the same Python client.",
+            "Measured \(ISO8601DateFormatter().string(from: Date())) on \(ProcessInfo.processInfo.activeProcessorCount) cores, release builds: busybox httpd in a real agent's sandbox serving \(mebibytes) MiB of random bytes. Through the ingress: read from this host by host name (client → ingress → orchestrator → the device's line → the sandbox), beside the same server program on this host's loopback read directly by the same in-process HTTP client, each request on a new connection. Through the ensemble network: read by Python from another allocation's sandbox as `web:8080` (sandbox → its agent → its line → orchestrator → the server's line → its agent → the sandbox), beside a busybox httpd inside that same sandbox read directly by the same Python client; \(path).",
             "",
             "| measurement | direct | through the ingress | ingress / direct | direct in the sandbox | through the ensemble network | ensemble / direct |",
             "|---|---|---|---|---|---|---|",
@@ -119,12 +128,18 @@ struct IngressBenchCommand: AsyncParsableCommand {
                     "| GET of 3 bytes on a new connection, p50 / p99 (%d) | %.2f / %.2f ms | %.2f / %.2f ms | +%.2f / +%.2f ms | %.2f / %.2f ms | %.2f / %.2f ms | +%.2f / +%.2f ms |",
                 requests, d.p50, d.p99, i.p50, i.p99, i.p50 - d.p50, i.p99 - d.p99, sd.p50, sd.p99, se.p50, se.p99,
                 se.p50 - sd.p50, se.p99 - sd.p99))
+        // The agent whose memory grew most carries them (the deployment's one replica runs there).
+        let growth = zip(memory.held, memory.before).map { $0 - $1 }
+        let carrier = growth.indices.max { growth[$0] < growth[$1] } ?? 0
+        let others = growth.indices.filter { $0 != carrier }.map { growth[$0] }.reduce(0, +)
         lines += [
             "",
             String(
                 format:
-                    "%d idle connections through the ingress (each a tunnel over the agent's line, one request answered, then held): the agents' resident memory %.1f MiB before, %.1f MiB while held: **+%.1f MiB** (goal ≤ 50 MiB).",
-                idle, memory.before, memory.held, memory.held - memory.before),
+                    "%d idle connections through the ingress (each a tunnel over the agent's line, one request answered, then held): the resident memory of the agent carrying them %.1f MiB before, %.1f MiB while held: **+%.1f MiB** (goal ≤ 50 MiB); the other %d agents together %+.1f MiB.",
+                idle, memory.before.indices.contains(carrier) ? memory.before[carrier] : 0,
+                memory.held.indices.contains(carrier) ? memory.held[carrier] : 0,
+                growth.indices.contains(carrier) ? growth[carrier] : 0, max(growth.count - 1, 0), others),
             "",
             "Goals (issue \"Services\"): one stream ≥ 40 % of direct and ≥ 100 MiB/s; added latency p50 ≤ 1 ms within one agent line, ≤ 2 ms through the orchestrator between two agents; 1,000 idle connections ≤ 50 MiB on the agent.",
         ]
@@ -187,6 +202,10 @@ struct IngressBenchCommand: AsyncParsableCommand {
             $0.startPeriodSeconds = 300
         }
         var prober = allocation("probe", probe)
+        if device.count >= 2 {
+            web.constraints.allowedProviders = [device[0]]
+            prober.constraints.allowedProviders = [device[1]]
+        }
         // Room for its page cache, 32 readers' buffers and 1,000 held connections (at 256 MiB it was killed).
         prober.resources.ramMib = 1024
         // Connections held open need a server that keeps them (busybox httpd closes after each response): the
@@ -354,14 +373,14 @@ struct IngressBenchCommand: AsyncParsableCommand {
         }
     }
 
-    /// The agents' resident memory (MiB) before and while `idle` connections through the ingress are held, each
-    /// having carried one request (so each is a tunnel over an agent's line).
-    private func idleConnections(port: Int, host: String) async throws -> (before: Double, held: Double) {
-        func resident() -> Double {
-            agentPid.reduce(0.0) { total, pid in
+    /// Each agent's resident memory (MiB, in `agentPid`'s order) before and while `idle` connections through the
+    /// ingress are held, each having carried one request (so each is a tunnel over an agent's line).
+    private func idleConnections(port: Int, host: String) async throws -> (before: [Double], held: [Double]) {
+        func resident() -> [Double] {
+            agentPid.map { pid in
                 let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
                 let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-                return total + (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
+                return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
             }
         }
         try await Task.sleep(for: .seconds(3))

@@ -222,10 +222,12 @@ owner_did=$("$bin/orrery" key show "$work/owner.key")
 "$bin/orrery" ucan delegate --key "$work/credentials/operator.key" --to "$owner_did" --cmd /orrery/registry --exp 1h \
     >"$work/owner.ucan"
 service_agent_pids=()
+service_devices=()  # web on the first, probe on the second: the ensemble network's path between two agents
 for agent in 1 2 3; do
     start_agent "$work/agent$agent" "$work/owner.key" "$work/owner.ucan" $((agent * 10)) "$orchestrator_port" "$port"
     if [ "$agent" = 1 ]; then first_agent_pid=$agent_pid; fi
     service_agent_pids+=(--agent-pid "$agent_pid")
+    service_devices+=(--device "$agent_did")
 done
 ! want deploy || "$bin/orrery-bench" deploy --orchestrator "127.0.0.1:$orchestrator_port" \
     --key "$work/credentials/operator.key" --allowed-provider "$owner_did" --out bench-results/placement.md
@@ -245,7 +247,7 @@ if want services; then
     echo "== ingress and the ensemble network: throughput, latency, 1,000 idle connections (the agents above)"
     "$bin/orrery-bench" ingress --orchestrator "127.0.0.1:$orchestrator_port" \
         --key "$work/credentials/operator.key" --allowed-provider "$owner_did" "${service_agent_pids[@]}" \
-        --out bench-results/services.md
+        "${service_devices[@]:0:4}" --out bench-results/services.md
 fi
 
 want deploy || exit 0
