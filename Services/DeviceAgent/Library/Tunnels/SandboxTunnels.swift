@@ -91,7 +91,10 @@ final class SandboxTunnels: Sendable {
         do {
             try await line.tunnel(
                 requestProducer: { writer in
-                    defer { giveWriter.finish() }
+                    defer {
+                        giveWriter.finish()
+                        handoff.requestSideEnded()
+                    }
                     try await writer.write(.with { $0.start = .with { $0.standby = true } })
                     giveWriter.yield(writer)
                     giveWriter.finish()
@@ -175,7 +178,7 @@ final class SandboxTunnels: Sendable {
         /// On the request side: carries the bytes handed over to `writer` until the socket ends its side or is
         /// closed; returns at once when none are handed (`cancel`).
         func carry(to writer: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>) async throws {
-            defer { carriedAll.finish() }
+            defer { requestSideEnded() }
             for await inbound in handed {
                 try await SandboxTunnels.pump(inbound, to: writer)
                 return
@@ -190,6 +193,10 @@ final class SandboxTunnels: Sendable {
 
         /// Nothing (more) will be handed over.
         func cancel() { hand.finish() }
+
+        /// The request side ended, whether it carried bytes or not (its producer's end, however it ended): nobody
+        /// waits for it any more.
+        func requestSideEnded() { carriedAll.finish() }
 
         /// Until the request side is done with the bytes handed over.
         func waitUntilCarried() async {

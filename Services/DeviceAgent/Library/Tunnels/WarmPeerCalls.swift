@@ -77,7 +77,10 @@ final class WarmPeerCalls: Sendable {
         do {
             try await line.peerTunnel(
                 requestProducer: { writer in
-                    defer { giveWriter.finish() }
+                    defer {
+                        giveWriter.finish()
+                        handoff.requestSideEnded()
+                    }
                     giveWriter.yield(writer)
                     giveWriter.finish()
                     try await handoff.carry(to: writer)
