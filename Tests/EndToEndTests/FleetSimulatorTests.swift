@@ -203,17 +203,26 @@ struct FleetSimulatorTests {
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             var running: [String: String] = [:]
-            let deadline = ContinuousClock.now + .seconds(90)
+            // Where each one not running yet stands (for the failure's message).
+            var waiting: [String: String] = [:]
+            // Generous: every suite of `make test` runs beside this one on 2 cores.
+            let deadline = ContinuousClock.now + .seconds(180)
             while running.count < 6, ContinuousClock.now < deadline {
                 for deployment in submitted where running[deployment.id] == nil {
                     let now = try await consumer.with(orchestrator) {
                         try await $0.getDeployment(.with { $0.id = deployment.id })
                     }
-                    if now.state == .running { running[deployment.id] = now.assignments.first?.deviceDid }
+                    if now.state == .running {
+                        running[deployment.id] = now.assignments.first?.deviceDid
+                        waiting[deployment.id] = nil
+                    } else {
+                        waiting[deployment.id] =
+                            "\(now.state) \(now.assignments.map { "\($0.deviceDid.suffix(6)) \($0.run.state)" })"
+                    }
                 }
                 try await Task.sleep(for: .milliseconds(250))
             }
-            #expect(running.count == 6, "running: \(running.count) of 6")
+            #expect(running.count == 6, "running: \(running.count) of 6; the others: \(waiting)")
             let perDevice = Dictionary(grouping: running.values, by: { $0 }).mapValues(\.count)
             #expect(perDevice.count == 3 && perDevice.values.allSatisfy { $0 == 2 }, "\(perDevice)")
             try await Task.sleep(for: .milliseconds(1500))  // a status line after the last answer
