@@ -80,9 +80,12 @@ final class TunnelBroker: Sendable {
     /// `first` (the connection's first bytes, if any) sent to the device ahead of any other. A standby call of the
     /// device's takes the tunnel at once, `first` riding with it; without one the device is asked on its line to open
     /// a call. Without the device's line here, `relay` (when given) opens it through the replica that holds the line.
+    /// `deliverAtOnce`: a caller that only calls `consumerReady()` once this returns lets the device's bytes go to
+    /// `deliver` from the device's answer on, when nothing is left to send first (its first bytes rode with the open).
     func open(
         port: UInt32, offer: String, device: String, hub: AgentHub, relay: ReplicaRelay? = nil, first: Data = Data(),
-        deliver: @escaping @Sendable (Data) async throws -> Void, within limit: Duration = .seconds(15)
+        deliver: @escaping @Sendable (Data) async throws -> Void, deliverAtOnce: Bool = false,
+        within limit: Duration = .seconds(15)
     ) async throws -> Session {
         guard hub.holds(device) else {
             guard let relay else {
@@ -108,7 +111,8 @@ final class TunnelBroker: Sendable {
         while let standby = standbys.take(device: device) {
             let session: Session
             do {
-                session = try await standby.hand(opening, deliver: deliver, within: limit)
+                session = try await standby.hand(
+                    opening, deliver: deliver, deliverAtOnce: deliverAtOnce && rides, within: limit)
             } catch is StandbyTunnels.Unsent {
                 continue  // it ended meanwhile: nothing reached the device
             }

@@ -89,9 +89,10 @@ struct ReplicaTunnels: Sendable {
         }
         while let target = running {
             do {
+                // Nothing happens here between the device's answer and its first bytes: they go at once.
                 let session = try await broker.open(
                     port: port, offer: target.offer, device: target.device, hub: hub, relay: relay, first: first,
-                    deliver: deliver, within: limit)
+                    deliver: deliver, deliverAtOnce: true, within: limit)
                 session.consumerReady()
                 return Opened(session: session, replica: replica.replica, device: target.device)
             } catch {

@@ -21,7 +21,7 @@ final class StandbyTunnels: Sendable {
             /// In the pool.
             case waiting
             /// Taken for `tunnel`: its caller waits for the device's answer.
-            case handed(tunnel: String, deliver: @Sendable (Data) async throws -> Void, answer: Answer)
+            case handed(tunnel: String, delivery: Delivery, answer: Answer)
             /// The device answered (or the caller was told why not).
             case answered
             /// The caller gave up before the device answered.
@@ -32,9 +32,15 @@ final class StandbyTunnels: Sendable {
 
         typealias Answer = AsyncStream<Result<TunnelBroker.Session, any Error>>.Continuation
 
+        /// Where the device's bytes go, and whether they may go there before the caller has its session.
+        struct Delivery: Sendable {
+            let deliver: @Sendable (Data) async throws -> Void
+            let atOnce: Bool
+        }
+
         /// What a device's answer finds.
         private enum Handed {
-            case waiting(tunnel: String, deliver: @Sendable (Data) async throws -> Void, answer: Answer)
+            case waiting(tunnel: String, delivery: Delivery, answer: Answer)
             case abandoned
             case nothing
         }
@@ -46,15 +52,18 @@ final class StandbyTunnels: Sendable {
 
         /// Hands tunnel `tunnel` to this call: writes `open` (with `early` as its first bytes) and waits, at most
         /// `limit`, for the device's answer — the session, its bytes going to `deliver` once `consumerReady()` is
-        /// called. Fails with `Unsent` when the call could not take it (nothing reached the device: another may).
+        /// called, or at once (`deliverAtOnce`: from the device's answer on, without waiting for this caller to be
+        /// resumed — a caller that has nothing left to do before them and never tries another device once the device
+        /// answered). Fails with `Unsent` when the call could not take it (nothing reached the device: another may).
         func hand(
             _ open: Orrery_Orchestrator_V1_OpenTunnel, deliver: @escaping @Sendable (Data) async throws -> Void,
-            within limit: Duration
+            deliverAtOnce: Bool = false, within limit: Duration
         ) async throws -> TunnelBroker.Session {
             let (answers, answer) = AsyncStream<Result<TunnelBroker.Session, any Error>>.makeStream()
             let taken = state.withLock { state -> Bool in
                 guard case .waiting = state else { return false }
-                state = .handed(tunnel: open.tunnelID, deliver: deliver, answer: answer)
+                state = .handed(
+                    tunnel: open.tunnelID, delivery: Delivery(deliver: deliver, atOnce: deliverAtOnce), answer: answer)
                 return true
             }
             guard taken else { throw Unsent() }
@@ -85,9 +94,9 @@ final class StandbyTunnels: Sendable {
         func deviceAnswered(_ start: Orrery_Orchestrator_V1_TunnelStart) throws -> TunnelBroker.Session? {
             let found = state.withLock { state -> Handed in
                 switch state {
-                case .handed(let tunnel, let deliver, let answer):
+                case .handed(let tunnel, let delivery, let answer):
                     state = .answered
-                    return .waiting(tunnel: tunnel, deliver: deliver, answer: answer)
+                    return .waiting(tunnel: tunnel, delivery: delivery, answer: answer)
                 case .abandoned:
                     state = .answered
                     return .abandoned
@@ -95,9 +104,9 @@ final class StandbyTunnels: Sendable {
                     return .nothing
                 }
             }
-            let taken: (tunnel: String, deliver: @Sendable (Data) async throws -> Void, answer: Answer)
+            let taken: (tunnel: String, delivery: Delivery, answer: Answer)
             switch found {
-            case .waiting(let tunnel, let deliver, let answer): taken = (tunnel, deliver, answer)
+            case .waiting(let tunnel, let delivery, let answer): taken = (tunnel, delivery, answer)
             case .abandoned: return nil
             case .nothing:
                 throw RPCError(code: .invalidArgument, message: "a start on a standby call answers its open, once")
@@ -115,7 +124,8 @@ final class StandbyTunnels: Sendable {
                 taken.answer.finish()
                 return nil
             }
-            let session = TunnelBroker.Session(deliver: taken.deliver, toDevice: toDevice)
+            let session = TunnelBroker.Session(deliver: taken.delivery.deliver, toDevice: toDevice)
+            if taken.delivery.atOnce { session.consumerReady() }
             taken.answer.yield(.success(session))
             taken.answer.finish()
             return session
