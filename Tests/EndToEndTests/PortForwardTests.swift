@@ -53,34 +53,14 @@ struct PortForwardTests {
             let consumer = try OrchestratorTests.Consumer(operatorKey: network.operatorKey)
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
 
-            var spec = OrchestratorTests.spec(cores: 1, name: "files")
-            spec.allocations[0].name = "web"
-            spec.allocations[0].artifact = .with { $0.text = Self.server }
-            spec.allocations[0].resources.ramMib = 256
-            spec.allocations[0].resources.diskMib = 64
-            spec.allocations[0].outputs = []
-            HealthCheckTests.servesOK(&spec.allocations[0])
-            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
-            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
-                $0.run.state == .running && $0.run.health.status == .healthy
-            }
+            let job = try await Self.serve("files", consumer, orchestrator)
             let allocationDirectory = try await HealthCheckTests.allocationDirectory(of: "host", in: directory)
             let served = try Data(contentsOf: allocationDirectory.appendingPathComponent("work/big.bin"))
             let sandboxNetwork = try #require(Self.sandboxNetwork(of: allocationDirectory.lastPathComponent))
             let expected = "\(Hex.sha256(served)) \(served.count)"
             #expect(served.count == 4 << 20)
 
-            let key = directory.appendingPathComponent("consumer.key").path
-            let proof = directory.appendingPathComponent("consumer.ucan").path
-            try KeyFile.write(consumer.key, to: key)
-            try DelegationChain.write(consumer.chain).write(toFile: proof, atomically: true, encoding: .utf8)
-            let forwarder = try ChildProcess(
-                TestEnvironment.executable("orrery"),
-                arguments: [
-                    "port-forward", job.id, "web:8080", "0", "--orchestrator", constellation.orchestratorAddress,
-                    "--key", key, "--proof", proof,
-                ],
-                outputDirectory: directory)
+            let forwarder = try Self.forward(job.id, as: consumer, in: constellation)
             defer { forwarder.signal(SIGKILL) }
             let port = try await Self.forwardedPort(of: forwarder)
             let script = directory.appendingPathComponent("fetch.py")
@@ -187,28 +167,8 @@ struct PortForwardTests {
             defer { agent.service.child.signal(SIGKILL) }
             let consumer = try OrchestratorTests.Consumer(operatorKey: constellation.network.operatorKey)
             try await OrchestratorTests.waitForFleet(consumer, orchestrator, devices: 1)
-            var spec = OrchestratorTests.spec(cores: 1, name: "bounded")
-            spec.allocations[0].name = "web"
-            spec.allocations[0].artifact = .with { $0.text = Self.server }
-            spec.allocations[0].resources.ramMib = 256
-            spec.allocations[0].resources.diskMib = 64
-            spec.allocations[0].outputs = []
-            HealthCheckTests.servesOK(&spec.allocations[0])
-            let job = try await consumer.submit(spec, to: orchestrator, paid: false)
-            _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
-                $0.run.state == .running && $0.run.health.status == .healthy
-            }
-            let key = directory.appendingPathComponent("consumer.key").path
-            let proof = directory.appendingPathComponent("consumer.ucan").path
-            try KeyFile.write(consumer.key, to: key)
-            try DelegationChain.write(consumer.chain).write(toFile: proof, atomically: true, encoding: .utf8)
-            let forwarder = try ChildProcess(
-                TestEnvironment.executable("orrery"),
-                arguments: [
-                    "port-forward", job.id, "web:8080", "0", "--orchestrator", constellation.orchestratorAddress,
-                    "--key", key, "--proof", proof,
-                ],
-                outputDirectory: directory)
+            let job = try await Self.serve("bounded", consumer, orchestrator)
+            let forwarder = try Self.forward(job.id, as: consumer, in: constellation)
             defer { forwarder.signal(SIGKILL) }
             let port = try await Self.forwardedPort(of: forwarder)
             let script = directory.appendingPathComponent("fetch.py")
@@ -266,6 +226,42 @@ struct PortForwardTests {
             #expect(try await carried(1) == 1)
             #expect(try await fetch() == 0, "\(forwarder.output)")
         }
+    }
+
+    /// Submits `server` as allocation `web` of a deployment named `name` (HTTP on 8080, checked on `/ok`) and waits
+    /// until it runs healthy.
+    static func serve(
+        _ name: String, _ consumer: OrchestratorTests.Consumer, _ orchestrator: RunningService
+    ) async throws -> Orrery_Orchestrator_V1_Deployment {
+        var spec = OrchestratorTests.spec(cores: 1, name: name)
+        spec.allocations[0].name = "web"
+        spec.allocations[0].artifact = .with { $0.text = Self.server }
+        spec.allocations[0].resources.ramMib = 256
+        spec.allocations[0].resources.diskMib = 64
+        spec.allocations[0].outputs = []
+        HealthCheckTests.servesOK(&spec.allocations[0])
+        let job = try await consumer.submit(spec, to: orchestrator, paid: false)
+        _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
+            $0.run.state == .running && $0.run.health.status == .healthy
+        }
+        return job
+    }
+
+    /// `orrery port-forward DEPLOYMENT web:8080 0` run by `consumer` (its key and chain written to files first).
+    static func forward(
+        _ deployment: String, as consumer: OrchestratorTests.Consumer, in constellation: JobConstellation
+    ) throws -> ChildProcess {
+        let key = constellation.directory.appendingPathComponent("consumer.key").path
+        let proof = constellation.directory.appendingPathComponent("consumer.ucan").path
+        try KeyFile.write(consumer.key, to: key)
+        try DelegationChain.write(consumer.chain).write(toFile: proof, atomically: true, encoding: .utf8)
+        return try ChildProcess(
+            TestEnvironment.executable("orrery"),
+            arguments: [
+                "port-forward", deployment, "web:8080", "0", "--orchestrator", constellation.orchestratorAddress,
+                "--key", key, "--proof", proof,
+            ],
+            outputDirectory: constellation.directory)
     }
 
     /// The local port `orrery port-forward` says it listens on ("Forwarding 127.0.0.1:PORT -> …").
