@@ -130,6 +130,19 @@ struct HealthCheckTests {
         }
     }
 
+    /// A deployment named `name` of one allocation `web` running `server` (1 core, 256 MiB, 64 MiB of disk, no
+    /// outputs) that serves HTTP on 8080, checked on `/ok` (`servesOK`).
+    static func webSpec(name: String, server: String) -> Orrery_Orchestrator_V1_WorkloadSpec {
+        var spec = OrchestratorTests.spec(cores: 1, name: name)
+        spec.allocations[0].name = "web"
+        spec.allocations[0].artifact = .with { $0.text = server }
+        spec.allocations[0].resources.ramMib = 256
+        spec.allocations[0].resources.diskMib = 64
+        spec.allocations[0].outputs = []
+        servesOK(&spec.allocations[0])
+        return spec
+    }
+
     /// One replica's assignment as the orchestrator shows it, with its deployment.
     struct Observed {
         var deployment: Orrery_Orchestrator_V1_Deployment

@@ -637,13 +637,7 @@ struct IngressTests {
 
     /// `web`: the service above, its ports public (http 8080) and private (admin 8081), healthy on /ok.
     static func spec() -> Orrery_Orchestrator_V1_WorkloadSpec {
-        var spec = OrchestratorTests.spec(cores: 1, name: "ingress")
-        spec.allocations[0].name = "web"
-        spec.allocations[0].artifact = .with { $0.text = Self.server }
-        spec.allocations[0].resources.ramMib = 256
-        spec.allocations[0].resources.diskMib = 64
-        spec.allocations[0].outputs = []
-        HealthCheckTests.servesOK(&spec.allocations[0])
+        var spec = HealthCheckTests.webSpec(name: "ingress", server: Self.server)
         spec.allocations[0].ports[0].expose = .public
         spec.allocations[0].ports.append(
             .with {

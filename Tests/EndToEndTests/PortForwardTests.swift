@@ -233,13 +233,7 @@ struct PortForwardTests {
     static func serve(
         _ name: String, _ consumer: OrchestratorTests.Consumer, _ orchestrator: RunningService
     ) async throws -> Orrery_Orchestrator_V1_Deployment {
-        var spec = OrchestratorTests.spec(cores: 1, name: name)
-        spec.allocations[0].name = "web"
-        spec.allocations[0].artifact = .with { $0.text = Self.server }
-        spec.allocations[0].resources.ramMib = 256
-        spec.allocations[0].resources.diskMib = 64
-        spec.allocations[0].outputs = []
-        HealthCheckTests.servesOK(&spec.allocations[0])
+        let spec = HealthCheckTests.webSpec(name: name, server: Self.server)
         let job = try await consumer.submit(spec, to: orchestrator, paid: false)
         _ = try await HealthCheckTests.until(job.id, consumer, orchestrator, "running and healthy") {
             $0.run.state == .running && $0.run.health.status == .healthy

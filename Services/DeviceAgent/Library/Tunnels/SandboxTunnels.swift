@@ -208,8 +208,6 @@ final class SandboxTunnels: Sendable {
     /// was admitted under the device's bound (then `release()` once it ends), and what of `early` (its first bytes)
     /// is still to be written: as much as the socket takes goes at once, before the connection's event loop has it,
     /// so the service reads a request that rode with its connection's open without waiting for that.
-    // Not inlined: its locals would stay in the frame of the caller, which lives as long as the connection.
-    @inline(never)
     private func connection(for request: Orrery_Orchestrator_V1_OpenTunnel, early: Data = Data()) async -> (
         channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>?, start: Orrery_Orchestrator_V1_TunnelStart, admitted: Bool,
         unsent: Data
