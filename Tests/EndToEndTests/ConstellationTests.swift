@@ -239,6 +239,16 @@ struct ConstellationTests {
                 arguments: ["--config", config.path, "--grpc-host", "0.0.0.0"])
             #expect(agentStatus == 78)
             #expect(agentOutput.contains("not a loopback address"))
+            // The owner's policy is a setting too.
+            let policy = directory.appendingPathComponent("owner.json")
+            try Data(#"{"owner": {"max_connections": 0}}"#.utf8).write(to: policy)
+            let (policyStatus, policyOutput) = try await ChildProcess.run(
+                TestEnvironment.executable("device-agent"),
+                arguments: [
+                    "--config", policy.path, "--state-dir", directory.appendingPathComponent("agent-state").path,
+                ])
+            #expect(policyStatus == 78, "\(policyOutput)")
+            #expect(policyOutput.contains("owner.max_connections"), "\(policyOutput)")
 
             let (usageStatus, _) = try await ChildProcess.run(
                 TestEnvironment.executable("identity"), arguments: ["--no-such-flag"])

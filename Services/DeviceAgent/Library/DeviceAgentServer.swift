@@ -79,9 +79,13 @@ public enum DeviceAgentServer {
     private static func prepareState(_ settings: AgentSettings) throws -> SigningKey {
         do {
             try StateDirectory.prepare(at: settings.stateDirectory)
-            _ = try OwnerPolicy.read(configFile: settings.configFile)
         } catch {
             throw StartupError(message: "cannot start: \(error)", exitCode: .cannotCreate)
+        }
+        do {
+            _ = try OwnerPolicy.read(configFile: settings.configFile)
+        } catch {
+            throw StartupError(message: "cannot start: \(error)", exitCode: .configuration)
         }
         do {
             return try KeyFile.readOrCreate(settings.stateDirectory + "/device.key")
