@@ -28,11 +28,20 @@ struct IngressBenchCommand: AsyncParsableCommand {
     @Option(help: "Only devices of this owner (the benchmark's agents).") var allowedProvider: [String] = []
     @Option(
         help:
-            "Devices (DIDs) for web and for probe, in that order: with two, the ensemble network's path runs between two agents."
+            "Devices (DIDs) for web and for probe, in that order, in the order of --agent-pid when both are given: with two or more, the ensemble network's path runs between two agents."
     ) var device: [String] = []
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/services.md"
 
     static let marker = "ORRERY-BENCH "
+
+    func validate() throws {
+        guard device.isEmpty || device.count >= 2 else {
+            throw ValidationError("--device names web's device and probe's: give two, or none")
+        }
+        guard device.isEmpty || agentPid.isEmpty || device.count == agentPid.count else {
+            throw ValidationError("--device and --agent-pid name the same agents in the same order")
+        }
+    }
 
     func run() async throws {
         let size = UInt64(mebibytes) << 20
@@ -128,9 +137,10 @@ struct IngressBenchCommand: AsyncParsableCommand {
                     "| GET of 3 bytes on a new connection, p50 / p99 (%d) | %.2f / %.2f ms | %.2f / %.2f ms | +%.2f / +%.2f ms | %.2f / %.2f ms | %.2f / %.2f ms | +%.2f / +%.2f ms |",
                 requests, d.p50, d.p99, i.p50, i.p99, i.p50 - d.p50, i.p99 - d.p99, sd.p50, sd.p99, se.p50, se.p99,
                 se.p50 - sd.p50, se.p99 - sd.p99))
-        // The agent whose memory grew most carries them (the deployment's one replica runs there).
+        // The idle connections go to probe: its device is the second of --device (the agents in --agent-pid's
+        // order); without --device, the agent whose memory grew most.
         let growth = zip(memory.held, memory.before).map { $0 - $1 }
-        let carrier = growth.indices.max { growth[$0] < growth[$1] } ?? 0
+        let carrier = device.count >= 2 ? 1 : growth.indices.max { growth[$0] < growth[$1] } ?? 0
         let others = growth.indices.filter { $0 != carrier }.map { growth[$0] }.reduce(0, +)
         lines += [
             "",
