@@ -84,7 +84,11 @@ struct FleetSimulatorTests {
                 massEvent["replicas_running_on_them"] as? Int == 1 && massEvent["moved"] as? Int == 1
                     && massEvent["second_moves"] as? Int == 0, "\(massEvent)")
             let liveness = try #require(account["liveness"] as? [String: Any])
-            #expect((liveness["failed_seen_suspect"] as? Int ?? 0) >= 1, "the registry noticed: \(liveness)")
+            // Noticed as suspect, or straight as offline when a liveness pass came late on a loaded machine (past both
+            // bounds at once: `make test` saw that once).
+            #expect(
+                (liveness["failed_seen_suspect"] as? Int ?? 0) + (liveness["failed_seen_offline"] as? Int ?? 0) >= 1,
+                "the registry noticed: \(liveness)")
         }
     }
 
