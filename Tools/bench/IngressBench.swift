@@ -28,18 +28,19 @@ struct IngressBenchCommand: AsyncParsableCommand {
     @Option(help: "Only devices of this owner (the benchmark's agents).") var allowedProvider: [String] = []
     @Option(
         help:
-            "Devices (DIDs) for web and for probe, in that order, in the order of --agent-pid when both are given: with two or more, the ensemble network's path runs between two agents."
+            "Two devices (DIDs), web's and probe's, so that the ensemble network's path runs between two agents; with --agent-pid, they are its first two agents, in that order."
     ) var device: [String] = []
     @Option(help: "Append the results to this Markdown file.") var out = "bench-results/services.md"
 
     static let marker = "ORRERY-BENCH "
 
     func validate() throws {
-        guard device.isEmpty || device.count >= 2 else {
+        guard device.isEmpty || device.count == 2 else {
             throw ValidationError("--device names web's device and probe's: give two, or none")
         }
-        guard device.isEmpty || agentPid.isEmpty || device.count == agentPid.count else {
-            throw ValidationError("--device and --agent-pid name the same agents in the same order")
+        guard device.isEmpty || agentPid.isEmpty || agentPid.count >= 2 else {
+            throw ValidationError(
+                "with --device, --agent-pid names web's agent and probe's first (and any others after)")
         }
     }
 

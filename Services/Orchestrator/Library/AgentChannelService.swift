@@ -5,6 +5,7 @@ public import GRPCCore
 internal import Logging
 internal import OrreryAuth
 internal import OrreryIdentity
+internal import OrreryRuntime
 public import OrreryProto
 internal import OrreryRuntimeCore
 internal import SwiftProtobuf
@@ -46,7 +47,9 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         context: ServerContext
     ) async throws {
         // The consumer's side writes to this call: shared, closed before this call ends.
-        try await SharedCallWriter.serving(response) { try await tunnel(request: request, response: $0) }
+        try await ConnectionLoops.onCallLoop(of: context) {
+            try await SharedCallWriter.serving(response) { try await tunnel(request: request, response: $0) }
+        }
     }
 
     private func tunnel(
@@ -183,8 +186,10 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
         context: ServerContext
     ) async throws {
-        try await ensemble.carry(
-            request: request, response: response, device: try Authorization.required().invoker.string)
+        let device = try Authorization.required().invoker.string
+        try await ConnectionLoops.onCallLoop(of: context) {
+            try await ensemble.carry(request: request, response: response, device: device)
+        }
     }
 
     /// Another replica's tunnel to a device whose line this one holds.
@@ -193,7 +198,9 @@ public struct AgentChannelService: Orrery_Orchestrator_V1_AgentChannel.SimpleSer
         response: RPCWriter<Orrery_Orchestrator_V1_TunnelFrame>,
         context: ServerContext
     ) async throws {
-        try await relay.serve(request: request, response: response)
+        try await ConnectionLoops.onCallLoop(of: context) {
+            try await relay.serve(request: request, response: response)
+        }
     }
 
     public func connect(

@@ -160,7 +160,10 @@ public struct OrchestratorRPCService: Orrery_Orchestrator_V1_Orchestrator.Simple
         response: RPCWriter<Orrery_Orchestrator_V1_PortForwardResponse>,
         context: ServerContext
     ) async throws {
-        try await portForwarding.forward(request: request, response: response, caller: try caller())
+        let caller = try caller()
+        try await ConnectionLoops.onCallLoop(of: context) {
+            try await portForwarding.forward(request: request, response: response, caller: caller)
+        }
     }
 
     public func exec(

@@ -490,6 +490,7 @@ private struct MainService: Service {
         }
         config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
             budget.admit(channel)
+            ConnectionLoops.accepted(channel)
             return channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(
                     ConnectionIdleGuard(idleLimit: settings.idleTimeout, silenceLimit: silence, tarpit: tarpit),

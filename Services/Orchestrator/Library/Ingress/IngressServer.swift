@@ -5,6 +5,7 @@ internal import NIOHTTP1
 internal import NIOHTTP2
 internal import NIOPosix
 internal import NIOSSL
+internal import OrreryRuntime
 internal import Synchronization
 
 /// The ingress's listener: HTTP (or HTTPS with the operator's certificate) on its own address, each connection
@@ -76,7 +77,10 @@ struct IngressServer: Sendable {
                                 await connection.refuse()
                                 continue
                             }
-                            group.addTask {
+                            // The connection's task runs on its channel's event loop: its bytes reach it, and its
+                            // writes go out, without waking another thread.
+                            let loop = ConnectionLoops.executor(for: connection.channel.eventLoop)
+                            group.addTask(executorPreference: loop) {
                                 defer { open.release() }
                                 await serve(connection, secure: secure)
                             }
@@ -139,7 +143,7 @@ extension IngressServer {
             await withDiscardingTaskGroup { group in
                 do {
                     for try await stream in multiplexer.inbound {
-                        group.addTask {
+                        group.addTask(executorPreference: ConnectionLoops.executor(for: stream.channel.eventLoop)) {
                             await IngressHTTP2.serve(stream, proxy: proxy, client: client, peer: peer, secure: secure)
                         }
                     }
