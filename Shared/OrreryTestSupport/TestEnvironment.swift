@@ -52,10 +52,30 @@ public enum TestEnvironment {
         return try await body(directory)
     }
 
-    /// Removes a test's directory, unless `ORRERY_TEST_KEEP=1` asks to keep every one (its logs) for a look after.
+    /// Removes a test's directory, unless `ORRERY_TEST_KEEP=1` asks to keep every one (its logs) for a look after;
+    /// either way, what still runs from it is killed first (`killProcesses(startedFrom:)`).
     static func removeUnlessKept(_ directory: URL) {
+        killProcesses(startedFrom: directory)
         guard ProcessInfo.processInfo.environment["ORRERY_TEST_KEEP"] != "1" else { return }
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Kills (SIGKILL) every process whose command line names a path inside `directory`: what a test's agents left
+    /// running — their sandboxes (`launch.sh` in the agent's state directory, whose bubblewrap dies with it) outlive
+    /// an agent by design, and would otherwise pile up over a whole test run. Returns how many were killed.
+    @discardableResult
+    public static func killProcesses(startedFrom directory: URL) -> Int {
+        let prefix = Array((directory.standardizedFileURL.path + "/").utf8)
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return 0 }
+        var killed = 0
+        for entry in entries {
+            guard let pid = Int32(entry), pid != getpid(),
+                let cmdline = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+            else { continue }
+            let names = cmdline.split(separator: 0).contains { $0.starts(with: prefix) }
+            if names, kill(pid, SIGKILL) == 0 { killed += 1 }
+        }
+        return killed
     }
 
     /// A fresh temporary directory, removed by the caller (`withTemporaryDirectory` removes it for you).

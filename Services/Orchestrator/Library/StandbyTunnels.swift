@@ -1,6 +1,7 @@
 internal import Foundation
 internal import GRPCCore
 internal import OrreryProto
+internal import OrreryRuntime
 internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 internal import Synchronization
@@ -73,8 +74,7 @@ final class StandbyTunnels: Sendable {
                 giveUp()
                 throw Unsent()
             }
-            let expiry = Task {
-                try await Task.sleep(for: limit)
+            let expiry = ConnectionLoops.after(limit) {
                 self.giveUp(
                     RPCError(
                         code: .unavailable,

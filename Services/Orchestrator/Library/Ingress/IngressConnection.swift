@@ -4,6 +4,7 @@ internal import NIOCore
 internal import GRPCCore
 internal import OrreryAuth
 internal import OrreryProto
+internal import OrreryRuntime
 internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
@@ -242,7 +243,7 @@ final class IngressConnection {
         self.session = session
         // When the service's side ends, the client's does too (after every byte the service sent).
         let outbound = outbound
-        watcher = Task {
+        watcher = ConnectionLoops.task {
             await session.waitUntilDeviceEnded()
             backend.end()
             outbound.finish()
