@@ -115,43 +115,4 @@ struct ConnectionLoopsTests {
             }
         }
     }
-
-    @Test(
-        "inside onLoop: a task started and a timer set run on that loop; a cancelled timer never fires; outside, neither"
-    )
-    func tasksAndTimersOnTheCurrentLoop() async throws {
-        let loop = ConnectionLoops.executor(for: MultiThreadedEventLoopGroup.singleton.next())
-        #expect(ConnectionLoops.current == nil)
-        let (fired, fire) = AsyncStream<(name: String, onLoop: Bool)>.makeStream()
-        let started = await ConnectionLoops.onLoop(loop) {
-            #expect(ConnectionLoops.current === loop)
-            let cancelled = ConnectionLoops.after(.milliseconds(50)) {
-                fire.yield(("cancelled", loop.eventLoop.inEventLoop))
-            }
-            cancelled.cancel()
-            // Later on the same loop's timer queue: once it fired, the cancelled one would have fired before it.
-            _ = ConnectionLoops.after(.milliseconds(200)) {
-                fire.yield(("kept", loop.eventLoop.inEventLoop))
-                fire.finish()
-            }
-            return await ConnectionLoops.task { loop.eventLoop.inEventLoop }.value
-        }
-        #expect(started)
-        var seen: [(name: String, onLoop: Bool)] = []
-        for await event in fired { seen.append(event) }
-        #expect(seen.map(\.name) == ["kept"])
-        let allOnLoop = seen.allSatisfy { $0.onLoop }
-        #expect(allOnLoop)
-        // Without a current loop: a task of the global executor, a sleeping task for the timer.
-        let elsewhere = await ConnectionLoops.task { loop.eventLoop.inEventLoop }.value
-        #expect(!elsewhere)
-        let (plain, firePlain) = AsyncStream<Bool>.makeStream()
-        _ = ConnectionLoops.after(.milliseconds(5)) {
-            firePlain.yield(loop.eventLoop.inEventLoop)
-            firePlain.finish()
-        }
-        var plainSeen: [Bool] = []
-        for await onLoop in plain { plainSeen.append(onLoop) }
-        #expect(plainSeen == [false])
-    }
 }

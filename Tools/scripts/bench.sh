@@ -82,7 +82,8 @@ cleanup() {
     [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
     "$root/Tools/scripts/pg-throwaway.sh" stop "$work/pg" || true
     cp "$work/registry.log" bench-results/registry-server.log 2>/dev/null || true
-    rm -rf "$work"
+    # ORRERY_BENCH_KEEP=1 keeps the services' logs and state for a look after.
+    if [ "${ORRERY_BENCH_KEEP:-0}" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 # fsync stays on: these numbers are about real durability.

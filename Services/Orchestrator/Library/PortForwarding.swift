@@ -3,7 +3,6 @@ internal import Metrics
 internal import GRPCCore
 internal import Logging
 internal import OrreryProto
-internal import OrreryRuntime
 internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
@@ -37,10 +36,7 @@ final class TunnelBroker: Sendable {
         func deviceEnded() { deviceDone.continuation.finish() }
         func waitUntilDeviceEnded() async { for await _ in deviceDone.stream {} }
         /// Tells the device to close its side (best effort: it may be gone).
-        func close() {
-            let toDevice = toDevice
-            ConnectionLoops.task { try? await toDevice.write(.with { $0.close = true }) }
-        }
+        func close() { Task { try? await toDevice.write(.with { $0.close = true }) } }
     }
 
     private let waits = DeviceCallWaits<@Sendable (Data) async throws -> Void, Session>()

@@ -1,7 +1,6 @@
 internal import Foundation
 internal import GRPCCore
 internal import OrreryProto
-internal import OrreryRuntime
 internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 internal import Synchronization
@@ -74,7 +73,8 @@ final class StandbyTunnels: Sendable {
                 giveUp()
                 throw Unsent()
             }
-            let expiry = ConnectionLoops.after(limit) {
+            let expiry = Task {
+                try await Task.sleep(for: limit)
                 self.giveUp(
                     RPCError(
                         code: .unavailable,

@@ -30,55 +30,13 @@ public enum ConnectionLoops {
         loops.withLock { $0[context.localPeer + " " + context.remotePeer] }
     }
 
-    /// The loop the current task runs its connection's work on (set by `onCallLoop` and `onLoop`), if any.
-    @TaskLocal public static var current: EventLoopTaskExecutor?
-
     /// Runs `body` with its task preferring the event loop of the call of `context` (as it would run without it when
     /// that loop is not known).
     public static func onCallLoop<Result: Sendable>(
         of context: ServerContext, _ body: () async throws -> Result
     ) async throws -> Result {
         guard let executor = executor(for: context) else { return try await body() }
-        return try await onLoop(executor, body)
-    }
-
-    /// Runs `body` with its task preferring `executor`, which `current` names meanwhile.
-    public static func onLoop<Result: Sendable>(
-        _ executor: EventLoopTaskExecutor, _ body: () async throws -> Result
-    ) async rethrows -> Result {
-        try await $current.withValue(executor) { try await withTaskExecutorPreference(executor) { try await body() } }
-    }
-
-    /// Starts `body` as a task of its own on the current task's loop (the global executor without one): no other
-    /// thread is woken to run it.
-    @discardableResult
-    public static func task<Success: Sendable>(_ body: sending @escaping () async -> Success)
-        -> Task<Success, Never>
-    {
-        Task(executorPreference: current) { await body() }
-    }
-
-    /// Calls `action` after `delay` unless the returned timer is cancelled first: a timer of the current task's loop
-    /// when it has one (no task, no thread woken), else a sleeping task.
-    public static func after(_ delay: Duration, _ action: @escaping @Sendable () -> Void) -> Timer {
-        if let loop = current?.eventLoop {
-            let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-            let scheduled = loop.scheduleTask(in: .nanoseconds(nanoseconds)) { action() }
-            return Timer { scheduled.cancel() }
-        }
-        let sleeper = Task {
-            try await Task.sleep(for: delay)
-            action()
-        }
-        return Timer { sleeper.cancel() }
-    }
-
-    /// A pending `after`.
-    public struct Timer: Sendable {
-        fileprivate let cancelling: @Sendable () -> Void
-
-        /// The action is not called (unless it began already).
-        public func cancel() { cancelling() }
+        return try await withTaskExecutorPreference(executor) { try await body() }
     }
 
     /// One executor per event loop.

@@ -4,7 +4,6 @@ internal import NIOCore
 internal import GRPCCore
 internal import OrreryAuth
 internal import OrreryProto
-internal import OrreryRuntime
 internal import OrreryRuntimeCore
 internal import SwiftProtobuf
 
@@ -243,7 +242,7 @@ final class IngressConnection {
         self.session = session
         // When the service's side ends, the client's does too (after every byte the service sent).
         let outbound = outbound
-        watcher = ConnectionLoops.task {
+        watcher = Task {
             await session.waitUntilDeviceEnded()
             backend.end()
             outbound.finish()

@@ -68,31 +68,27 @@ struct IngressServer: Sendable {
             ])
         let open = OpenConnections()
         let secure = tls != nil
-        // The listener's task runs on its channel's event loop too: an accepted connection wakes no other thread
-        // before its own loop serves it.
         try await withTaskCancellationHandler {
-            try await withTaskExecutorPreference(ConnectionLoops.executor(for: server.channel.eventLoop)) {
-                try await server.executeThenClose { connections in
-                    await withDiscardingTaskGroup { group in
-                        do {
-                            for try await connection in connections {
-                                guard open.admit(limit: Self.maximumConnections) else {
-                                    await connection.refuse()
-                                    continue
-                                }
-                                // The connection's task runs on its channel's event loop: its bytes reach it, and its
-                                // writes go out, without waking another thread.
-                                let loop = ConnectionLoops.executor(for: connection.channel.eventLoop)
-                                group.addTask(executorPreference: loop) {
-                                    defer { open.release() }
-                                    await ConnectionLoops.onLoop(loop) { await serve(connection, secure: secure) }
-                                }
+            try await server.executeThenClose { connections in
+                await withDiscardingTaskGroup { group in
+                    do {
+                        for try await connection in connections {
+                            guard open.admit(limit: Self.maximumConnections) else {
+                                await connection.refuse()
+                                continue
                             }
-                        } catch {
-                            logger.debug("ingress listener ended", metadata: ["error": "\(error)"])
+                            // The connection's task runs on its channel's event loop: its bytes reach it, and its
+                            // writes go out, without waking another thread.
+                            let loop = ConnectionLoops.executor(for: connection.channel.eventLoop)
+                            group.addTask(executorPreference: loop) {
+                                defer { open.release() }
+                                await serve(connection, secure: secure)
+                            }
                         }
-                        group.cancelAll()
+                    } catch {
+                        logger.debug("ingress listener ended", metadata: ["error": "\(error)"])
                     }
+                    group.cancelAll()
                 }
             }
         } onCancel: {
@@ -147,12 +143,8 @@ extension IngressServer {
             await withDiscardingTaskGroup { group in
                 do {
                     for try await stream in multiplexer.inbound {
-                        let loop = ConnectionLoops.executor(for: stream.channel.eventLoop)
-                        group.addTask(executorPreference: loop) {
-                            await ConnectionLoops.onLoop(loop) {
-                                await IngressHTTP2.serve(
-                                    stream, proxy: proxy, client: client, peer: peer, secure: secure)
-                            }
+                        group.addTask(executorPreference: ConnectionLoops.executor(for: stream.channel.eventLoop)) {
+                            await IngressHTTP2.serve(stream, proxy: proxy, client: client, peer: peer, secure: secure)
                         }
                     }
                 } catch {
