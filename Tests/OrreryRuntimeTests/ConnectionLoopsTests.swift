@@ -42,18 +42,24 @@ struct ConnectionLoopsTests {
         ) async throws {}
     }
 
-    @Test("a call finds its connection's event loop and runs there; a closed connection is forgotten")
-    func callRunsOnItsConnectionsLoop() async throws {
-        let reporter = LoopReporter()
+    /// A plaintext server of `reporter` on `address` that records its connections' loops as `ServiceRunner`'s do.
+    static func server(on address: GRPCNIOTransportCore.SocketAddress, _ reporter: LoopReporter)
+        -> GRPCServer<HTTP2ServerTransport.Posix>
+    {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
             ConnectionLoops.accepted(channel)
             return channel.eventLoop.makeSucceededVoidFuture()
         }
-        let server = GRPCServer(
-            transport: .http2NIOPosix(
-                address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext, config: config),
+        return GRPCServer(
+            transport: .http2NIOPosix(address: address, transportSecurity: .plaintext, config: config),
             services: [reporter])
+    }
+
+    @Test("a call finds its connection's event loop and runs there; a closed connection is forgotten")
+    func callRunsOnItsConnectionsLoop() async throws {
+        let reporter = LoopReporter()
+        let server = Self.server(on: .ipv4(host: "127.0.0.1", port: 0), reporter)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
             defer { server.beginGracefulShutdown() }
@@ -94,15 +100,7 @@ struct ConnectionLoopsTests {
         "the key matches gRPC's own spelling of both addresses over IPv6 too",
         .enabled(if: ipv6Loopback, "this machine has no IPv6 loopback"))
     func ipv6() async throws {
-        var config = HTTP2ServerTransport.Posix.Config.defaults
-        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-            ConnectionLoops.accepted(channel)
-            return channel.eventLoop.makeSucceededVoidFuture()
-        }
-        let server = GRPCServer(
-            transport: .http2NIOPosix(
-                address: .ipv6(host: "::1", port: 0), transportSecurity: .plaintext, config: config),
-            services: [LoopReporter()])
+        let server = Self.server(on: .ipv6(host: "::1", port: 0), LoopReporter())
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
             defer { server.beginGracefulShutdown() }
