@@ -221,7 +221,8 @@ struct FleetSimulatorTests {
                         waiting[deployment.id] = nil
                     } else {
                         waiting[deployment.id] =
-                            "\(now.state) \(now.assignments.map { "\($0.deviceDid.suffix(6)) \($0.run.state)" })"
+                            "\(now.state) \(now.assignments.map { "\($0.deviceDid.suffix(6)) \($0.run.state)" }): "
+                            + now.reason
                     }
                 }
                 try await Task.sleep(for: .milliseconds(250))
