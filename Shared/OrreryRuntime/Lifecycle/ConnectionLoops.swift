@@ -8,16 +8,21 @@ internal import Synchronization
 /// connection resumes the task on the thread that read it, and its writes to that connection go out without waking
 /// another thread.
 public enum ConnectionLoops {
-    private static let loops = Mutex<[String: EventLoopTaskExecutor]>([:])
+    /// By the connection's addresses: the connection (so that a closed one forgets only itself) and its loop.
+    private static let loops = Mutex<[String: (connection: ObjectIdentifier, executor: EventLoopTaskExecutor)]>([:])
     private static let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
 
     /// Records an accepted connection until it closes.
     static func accepted(_ channel: any Channel) {
         guard let key = key(local: channel.localAddress, remote: channel.remoteAddress) else { return }
+        let connection = ObjectIdentifier(channel)
         let executor = executor(for: channel.eventLoop)
-        loops.withLock { $0[key] = executor }
+        loops.withLock { $0[key] = (connection, executor) }
         channel.closeFuture.whenComplete { _ in
-            _ = loops.withLock { $0.removeValue(forKey: key) }
+            // A later connection between the same addresses may have taken the key meanwhile: it stays.
+            loops.withLock { loops in
+                if loops[key]?.connection == connection { loops[key] = nil }
+            }
         }
     }
 
@@ -27,7 +32,7 @@ public enum ConnectionLoops {
     /// The executor of the event loop the call of `context` arrived on; nil when it is not known (a connection not
     /// accepted by a `ServiceRunner` server, or a Unix socket).
     public static func executor(for context: ServerContext) -> EventLoopTaskExecutor? {
-        loops.withLock { $0[context.localPeer + " " + context.remotePeer] }
+        loops.withLock { $0[context.localPeer + " " + context.remotePeer]?.executor }
     }
 
     /// Runs `body` with its task preferring the event loop of the call of `context` (as it would run without it when
