@@ -31,6 +31,16 @@ struct DeploymentPlannerTests {
             live: Set(assignments.map(\.replica)).subtracting(notLive), deviceStatus: status)
     }
 
+    @Test(
+        "no room: a verdict only when certain — in doubt with room by the committed reservations, tried again, then left for the next round, never failed"
+    )
+    func noRoom() {
+        #expect(DeploymentPlanner.noRoom(doubted: false, roomByCommitted: false, mayRetry: true) == .fail)
+        #expect(DeploymentPlanner.noRoom(doubted: true, roomByCommitted: false, mayRetry: true) == .fail)
+        #expect(DeploymentPlanner.noRoom(doubted: true, roomByCommitted: true, mayRetry: true) == .tryAgain)
+        #expect(DeploymentPlanner.noRoom(doubted: true, roomByCommitted: true, mayRetry: false) == .leaveForNextRound)
+    }
+
     @Test("bids: wait for every answer, contract when all bid, place again without each device that refused")
     func bids() {
         typealias Bid = DeploymentPlanner.Bid

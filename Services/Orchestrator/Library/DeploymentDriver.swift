@@ -468,7 +468,7 @@ struct DeploymentDriver: Sendable {
         }
         request.excludedDevices = excluded
         for attempt in 1...3 {
-            let ticket = await placements.begin()
+            let ticket = await placements.begin(id)
             do {
                 let result = try await place(deployment, request, after: why, ticket: ticket, mayRetry: attempt < 3)
                 await placements.finish(ticket, committed: result == .placed)
@@ -488,8 +488,10 @@ struct DeploymentDriver: Sendable {
     /// What one placement attempt came to.
     private enum PlacementResult { case placed, notPlaced, again }
 
-    /// Places `deployment` under the placement ledger's `ticket`. `again` when it found no room but may have counted
-    /// another placement's reservation twice (`mayRetry`: it does not give up on that).
+    /// Places `deployment` under the placement ledger's `ticket`. A placement that found no room only by counting
+    /// other placements' reservations that may not stand, or may be counted twice (there is room by the committed
+    /// ones alone), does not fail the deployment: `again` (`mayRetry`), else `notPlaced` — the deployment is left as
+    /// it is for the next round, whose placement no longer races this burst of others.
     private func place(
         _ deployment: Orrery_Orchestrator_V1_Deployment, _ request: PlacementRequest, after why: String?,
         ticket: PlacementLedger.Ticket, mayRetry: Bool
@@ -546,9 +548,23 @@ struct DeploymentDriver: Sendable {
             guard moved != nil else { return .notPlaced }
             logger.info("deployment matched", metadata: ["deployment": "\(id)", "reason": "\(reason)"])
             return .placed
-        case .infeasible where doubted && mayRetry:
-            return .again
         case .infeasible:
+            // Only in doubt is the committed reservations' room looked at (a second solve).
+            let roomByCommitted: Bool = {
+                guard doubted, case .placed = solver.place(request, on: fleetNow.reserving(reserved)) else {
+                    return false
+                }
+                return true
+            }()
+            switch DeploymentPlanner.noRoom(doubted: doubted, roomByCommitted: roomByCommitted, mayRetry: mayRetry) {
+            case .tryAgain: return .again
+            case .leaveForNextRound:
+                logger.info(
+                    "no room found while other placements committed; the next round places it again",
+                    metadata: ["deployment": "\(id)"])
+                return .notPlaced
+            case .fail: break
+            }
             let explanation = solver.explain(request, on: snapshot)
             let suggestions = explanation.relaxations.map(\.suggestion)
             let reason =

@@ -44,6 +44,25 @@ enum DeploymentPlanner {
         return .placeAgain(excluding: Set(refusals.map(\.device)), why: why)
     }
 
+    /// What a placement that found no room does.
+    enum NoRoomStep: Equatable, Sendable {
+        /// Fail the deployment: there is no room by what is certain.
+        case fail
+        /// Place it again in a moment (another placement's reservation may have been counted twice).
+        case tryAgain
+        /// Leave it as it is: the next round places it again, after this burst of placements.
+        case leaveForNextRound
+    }
+
+    /// A placement found no room. It is a verdict only when it counted no other placement's reservation in doubt (one
+    /// not committed yet, or committed while its read ran), or when the committed reservations alone leave no room
+    /// either; otherwise it is tried again (`mayRetry`) or left for the next round — never failed on a count that
+    /// may not stand.
+    static func noRoom(doubted: Bool, roomByCommitted: Bool, mayRetry: Bool) -> NoRoomStep {
+        guard doubted && roomByCommitted else { return .fail }
+        return mayRetry ? .tryAgain : .leaveForNextRound
+    }
+
     /// What is known about a `deploying` or `running` ensemble.
     struct ExecutionFacts: Sendable {
         typealias State = Orrery_Orchestrator_V1_DeploymentState

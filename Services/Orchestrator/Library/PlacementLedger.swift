@@ -6,16 +6,20 @@ internal import OrreryPlacement
 /// and then moving its deployment to `matched`; two that read before either committed would both fill the same
 /// cheapest device, whose agent then declines one of them. So each placement solves under this ledger's lock with
 /// the committed reservations plus those of the placements that were not committed when its own read began, and holds
-/// its choice here until its transition committed (or did not). An actor: a placement waiting for another's solve is
-/// suspended, not a blocked thread.
+/// its choice here until its transition committed (or did not). Two placements of one deployment (a submit and the
+/// periodic round, say) are alternatives — only one can commit its transition — so neither counts the other's choice.
+/// An actor: a placement waiting for another's solve is suspended, not a blocked thread.
 actor PlacementLedger {
-    /// A placement in progress: when it began (its database read starts after), by the ledger's clock.
+    /// A placement in progress: of which deployment, and when it began (its database read starts after), by the
+    /// ledger's clock.
     struct Ticket: Sendable, Hashable {
         let id: UUID
+        let deployment: String
         let began: Int
     }
 
     private struct Held {
+        var deployment: String
         var reserved: [String: Reservation]
         /// The clock when its transition committed; nil while it has not.
         var committedAt: Int?
@@ -29,10 +33,10 @@ actor PlacementLedger {
 
     private var state = State()
 
-    /// Starts a placement; call before reading the committed reservations.
-    func begin() -> Ticket {
+    /// Starts a placement of `deployment`; call before reading the committed reservations.
+    func begin(_ deployment: String) -> Ticket {
         state.clock += 1
-        let ticket = Ticket(id: UUID(), began: state.clock)
+        let ticket = Ticket(id: UUID(), deployment: deployment, began: state.clock)
         state.inProgress[ticket.id] = ticket.began
         return ticket
     }
@@ -48,7 +52,7 @@ actor PlacementLedger {
     ) -> (outcome: Outcome, doubted: Bool) {
         var reserved = committed
         var doubted = false
-        for (id, held) in state.held where id != ticket.id {
+        for (id, held) in state.held where id != ticket.id && held.deployment != ticket.deployment {
             // Committed before this placement began: its read saw it already.
             if let committedAt = held.committedAt, committedAt < ticket.began { continue }
             doubted = true
@@ -57,7 +61,9 @@ actor PlacementLedger {
             }
         }
         let (outcome, reserving) = choose(reserved)
-        if !reserving.isEmpty { state.held[ticket.id] = Held(reserved: reserving, committedAt: nil) }
+        if !reserving.isEmpty {
+            state.held[ticket.id] = Held(deployment: ticket.deployment, reserved: reserving, committedAt: nil)
+        }
         return (outcome, doubted)
     }
 
