@@ -219,6 +219,42 @@ struct IngressTests {
             assert all(json.loads(bodies[i])["port"] == 8080 for i in others)
             assert big not in ended and stalled < (256 << 20), stalled
             print(f"answered {len(others)} on one connection while one stalled after {stalled} bytes", flush=True)
+        elif mode == "h2window":
+            # `h2window PORT HOST`: HTTP/2 with a stream window of 0 bytes, so the service's whole response (and its
+            # end) waits in the ingress; opened a second later, the response comes whole and ends (not reset).
+            import h2.config, h2.connection, h2.events, h2.settings
+            s = connect()
+            conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+            stream = conn.get_next_available_stream_id()
+            conn.send_headers(stream, [(":method", "GET"), (":path", "/headers"), (":scheme", "http"),
+                (":authority", f"{host}:{port}")], end_stream=True)
+            s.sendall(conn.data_to_send())
+            body, opened, ended = b"", False, False
+            s.settimeout(1)
+            while not ended:
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    if opened: raise SystemExit(f"nothing more after the window opened; {len(body)} bytes")
+                    assert not body, "data came through a closed window"
+                    conn.increment_flow_control_window(1 << 20, stream)
+                    s.sendall(conn.data_to_send())
+                    opened = True
+                    s.settimeout(60)
+                    continue
+                if not data: raise SystemExit(f"closed after {len(body)} bytes")
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived):
+                        body += event.data
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended = True
+                    elif isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                        raise SystemExit(f"reset after {len(body)} bytes (window opened: {opened}): {event}")
+                s.sendall(conn.data_to_send())
+            assert opened and json.loads(body)["port"] == 8080, body[:200]
+            print(f"ended whole after its window opened: {len(body)} bytes", flush=True)
         elif mode == "limit":
             # `limit PORT HOST N`: N + 50 connections, each with a request's head but its last line: the ingress
             # closes 50 of them unanswered (which 50 depends on the order it takes them in) and keeps N waiting; those
@@ -434,7 +470,7 @@ struct IngressTests {
     }
 
     @Test(
-        "HTTP/2 by prior knowledge: eight requests multiplexed on one connection while a ninth is not read, a body of unstated length (chunked to the service), a chunked response unchunked with its trailer as the stream's trailer; a private port refused without a capability and served with one"
+        "HTTP/2 by prior knowledge: eight requests multiplexed on one connection while a ninth is not read, a response held by a closed stream window ended whole once it opens, a body of unstated length (chunked to the service), a chunked response unchunked with its trailer as the stream's trailer; a private port refused without a capability and served with one"
     )
     func http2() async throws {
         try await JobConstellation.run("orrery-ingress-h2", orchestratorArguments: Self.ingressArguments) {
@@ -474,6 +510,12 @@ struct IngressTests {
             #expect(
                 multiplexed == 0 && multiplexedOutput.contains("answered 8 on one connection while one stalled"),
                 "\(multiplexedOutput)")
+
+            // A client whose stream window is closed when the response ends gets it whole once it opens the window:
+            // the stream is not reset while its last frames wait in the ingress.
+            let (windowed, windowedOutput) = try await ChildProcess.run(
+                TestEnvironment.python, arguments: [script.path, "h2window", String(port), publicRoute.host])
+            #expect(windowed == 0 && windowedOutput.contains("ended whole"), "\(windowedOutput)")
 
             // A body whose length the client does not state: chunked to the service, which gets it whole.
             let upload = directory.appendingPathComponent("upload.bin")

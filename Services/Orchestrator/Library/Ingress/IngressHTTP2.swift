@@ -24,10 +24,23 @@ enum IngressHTTP2 {
                     secure: secure)
                 await connection.run(IngressHTTP1RequestBytes(inbound) { response.requested($0) })
                 try await response.complete()
+                await Self.untilClosed(stream.channel, within: proxy.settings.idleTimeout)
             }
         } catch {
             proxy.logger.debug("an HTTP/2 stream through the ingress ended", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+extension IngressHTTP2 {
+    /// Waits until a stream whose response ended closes by itself — once the client's end and ours crossed — or,
+    /// past `limit`, closes it. Closing it sooner (as `executeThenClose` does) resets it (RST_STREAM CANCEL), and a
+    /// reset overtakes the stream's last frames while they still wait in the connection's buffers: the client then
+    /// sees the response cancelled instead of ended.
+    static func untilClosed(_ channel: any Channel, within limit: Duration) async {
+        let deadline = channel.eventLoop.scheduleTask(in: TimeAmount(limit)) { channel.close(promise: nil) }
+        try? await channel.closeFuture.get()
+        deadline.cancel()
     }
 }
 
