@@ -589,6 +589,12 @@ struct ExecTests {
                 onResponse: { response in
                     var outcome = Outcome()
                     for try await message in response.messages {
+                        // The protocol's first message is `started`; output only after it.
+                        let isStarted: Bool
+                        if case .started = message.kind { isStarted = true } else { isStarted = false }
+                        if outcome.started == nil && !isStarted {
+                            Issue.record("\(String(describing: message.kind)) came before started")
+                        }
                         switch message.kind {
                         case .started(let started): outcome.started = started
                         case .stdout(let data): outcome.stdout += String(decoding: data, as: UTF8.self)

@@ -107,9 +107,10 @@ final class ReplicaRelay: Sendable {
                     requestProducer: { writer in
                         // The writer serves the session (other calls write to it) until the device's side ends.
                         try await SharedCallWriter.serving(writer) { writer in
-                            try await writer.write(first)
+                            // Known before the holder can answer: its `start` may come before this write returns.
                             let made = TunnelBroker.Session(deliver: deliver, toDevice: writer)
                             session.set(made)
+                            try await writer.write(first)
                             await made.waitUntilDeviceEnded()
                         }
                     },
@@ -224,9 +225,10 @@ final class ReplicaRelay: Sendable {
                     requestProducer: { writer in
                         // The writer serves the session (other calls write to it) until the device's side ends.
                         try await SharedCallWriter.serving(writer) { writer in
-                            try await writer.write(first)
+                            // Known before the holder can answer: its `opened` may come before this write returns.
                             let made = ExecBroker.DeviceSide(device: device, toDevice: writer, deliver: deliver)
                             side.set(made)
+                            try await writer.write(first)
                             await made.waitUntilDeviceEnded()
                         }
                     },
@@ -316,18 +318,25 @@ final class ReplicaRelay: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             let (sides, made) = AsyncStream<ExecBroker.DeviceSide>.makeStream()
             group.addTask {
+                // The device's frames go out after `opened` (which the caller reads first).
+                let openedSent = ExecSessions.OutputGate()
+                defer {
+                    openedSent.open()
+                    made.finish()
+                }
                 var incoming = request.makeAsyncIterator()
                 guard let first = try await incoming.next(), case .relay(let relay) = first.kind else {
-                    made.finish()
                     throw RPCError(code: .invalidArgument, message: "the first frame must be relay: {device_did, open}")
                 }
                 let side: ExecBroker.DeviceSide
                 do {
                     side = try await execs.open(
                         relay.open, device: relay.deviceDid, hub: hub, within: ExecSessions.openingLimit
-                    ) { frame in try await response.write(frame) }
+                    ) { frame in
+                        await openedSent.wait()
+                        try await response.write(frame)
+                    }
                 } catch {
-                    made.finish()
                     let code = (error as? RPCError)?.code ?? .unavailable
                     let reason = (error as? RPCError)?.message ?? "\(error)"
                     try await response.write(
@@ -340,9 +349,17 @@ final class ReplicaRelay: Sendable {
                         })
                     return
                 }
+                // `opened` goes out before the device's side is watched: a command that ends at once ends this call
+                // (cancelling this task) only after it, never while it is written.
+                do {
+                    try await response.write(.with { $0.opened = .with { $0.execID = relay.open.execID } })
+                } catch {
+                    try? await side.toDevice.write(.with { $0.close = true })
+                    throw error
+                }
+                openedSent.open()
                 made.yield(side)
                 made.finish()
-                try await response.write(.with { $0.opened = .with { $0.execID = relay.open.execID } })
                 do {
                     while let frame = try await incoming.next() {
                         switch frame.kind {
