@@ -43,10 +43,13 @@ struct SystemdContainerTests {
                 #expect(["running", "degraded"].contains(state), "systemd in the container is \(state)")
 
                 // As an operator would: install, put the credentials, certificates and configs in place, start.
-                let installed = try await container.run([
-                    "/bin/bash", "/opt/orrery/Deploy/install.sh", "cluster", "--bin-dir", "/opt/orrery/bin",
-                    "--no-start",
-                ])
+                // Beside a whole `make test` on 2 cores this once took over 120 s (six ~180 MB debug builds copied and stripped
+                // into the container's tmpfs, then systemd reloaded).
+                let installed = try await container.run(
+                    [
+                        "/bin/bash", "/opt/orrery/Deploy/install.sh", "cluster", "--bin-dir", "/opt/orrery/bin",
+                        "--no-start",
+                    ], timeout: .seconds(600))
                 #expect(
                     installed.status == 0 && installed.output.contains("enabled orrery.target"), "\(installed.output)")
                 let configured = try await container.run(["/bin/bash", "/opt/orrery/setup/configure.sh"])
@@ -255,11 +258,11 @@ struct SystemdContainer {
         return Array(Set(paths.filter { !$0.hasPrefix("/usr/") && !$0.hasPrefix("/lib") })).sorted()
     }
 
-    /// Runs `command` inside the container (all its namespaces).
-    func run(_ command: [String]) async throws -> (status: Int32, output: String) {
+    /// Runs `command` inside the container (all its namespaces), for at most `timeout`.
+    func run(_ command: [String], timeout: Duration = .seconds(120)) async throws -> (status: Int32, output: String) {
         try await ChildProcess.run(
             URL(fileURLWithPath: "/usr/bin/nsenter"), arguments: ["-t", String(initPID), "-a"] + command,
-            timeout: .seconds(120))
+            timeout: timeout)
     }
 
     /// Waits until systemd has finished booting; returns its state (`running`, or `degraded` when some unit of the
