@@ -22,9 +22,18 @@ enum IngressHTTP2 {
                 let connection = IngressConnection(
                     proxy: proxy, channel: stream.channel, outbound: response, client: client, peer: peer,
                     secure: secure)
-                await connection.run(IngressHTTP1RequestBytes(inbound) { response.requested($0) })
+                let request = IngressHTTP1RequestBytes(inbound) {
+                    response.requested($0)
+                } onEnd: {
+                    response.requestEnded()
+                }
+                await connection.run(request)
                 try await response.complete()
-                await Self.untilClosed(stream.channel, within: proxy.settings.idleTimeout)
+                // A request not read to its end (refused, or the service stopped reading) is reset at once, as
+                // before.
+                if response.isRequestEnded {
+                    await Self.untilClosed(stream.channel, within: proxy.settings.idleTimeout)
+                }
             }
         } catch {
             proxy.logger.debug("an HTTP/2 stream through the ingress ended", metadata: ["error": "\(error)"])
@@ -33,8 +42,8 @@ enum IngressHTTP2 {
 }
 
 extension IngressHTTP2 {
-    /// Waits until a stream whose response ended closes by itself — once the client's end and ours crossed — or,
-    /// past `limit`, closes it. Closing it sooner (as `executeThenClose` does) resets it (RST_STREAM CANCEL), and a
+    /// Waits until a stream whose request and response ended closes by itself — once our end went out — or, past
+    /// `limit` (a client that does not read it), closes it. Closing it sooner (as `executeThenClose` does) resets it (RST_STREAM CANCEL), and a
     /// reset overtakes the stream's last frames while they still wait in the connection's buffers: the client then
     /// sees the response cancelled instead of ended.
     static func untilClosed(_ channel: any Channel, within limit: Duration) async {
@@ -54,23 +63,35 @@ where Base.Element == HTTPServerRequestPart {
     let base: Base
     /// Told the request's method once its head is read (the response to HEAD has no body).
     let onMethod: @Sendable (String) -> Void
+    /// Told when the stream's end (the client's END_STREAM) was read.
+    let onEnd: @Sendable () -> Void
 
-    init(_ base: Base, onMethod: @escaping @Sendable (String) -> Void) {
+    init(
+        _ base: Base, onMethod: @escaping @Sendable (String) -> Void, onEnd: @escaping @Sendable () -> Void = {}
+    ) {
         self.base = base
         self.onMethod = onMethod
+        self.onEnd = onEnd
     }
 
-    func makeAsyncIterator() -> Iterator { Iterator(parts: base.makeAsyncIterator(), onMethod: onMethod) }
+    func makeAsyncIterator() -> Iterator {
+        Iterator(parts: base.makeAsyncIterator(), onMethod: onMethod, onEnd: onEnd)
+    }
 
     struct Iterator: AsyncIteratorProtocol {
         var parts: Base.AsyncIterator
         let onMethod: @Sendable (String) -> Void
+        let onEnd: @Sendable () -> Void
         private var chunked = false
         private var ended = false
 
-        init(parts: Base.AsyncIterator, onMethod: @escaping @Sendable (String) -> Void) {
+        init(
+            parts: Base.AsyncIterator, onMethod: @escaping @Sendable (String) -> Void,
+            onEnd: @escaping @Sendable () -> Void
+        ) {
             self.parts = parts
             self.onMethod = onMethod
+            self.onEnd = onEnd
         }
 
         mutating func next() async throws -> ByteBuffer? {
@@ -95,6 +116,7 @@ where Base.Element == HTTPServerRequestPart {
                     switch try await parts.next() {
                     case .end(let trailers)?:
                         endsNow = true
+                        onEnd()
                         if let trailers, !trailers.isEmpty {
                             chunked = true
                             following = Self.lastChunk(trailers)
@@ -119,6 +141,7 @@ where Base.Element == HTTPServerRequestPart {
                 return chunked ? Self.chunk(body) : body
             case .end(let trailers):
                 ended = true
+                onEnd()
                 guard chunked else { return nil }
                 return Self.lastChunk(trailers ?? HTTPHeaders())
             }
@@ -154,6 +177,11 @@ final class IngressHTTP2Response: IngressClientOutput {
 
     /// The request's method, for the response's framing.
     func requested(_ method: String) { reader.withLock { $0.method = method } }
+
+    private let requestEnd = Mutex(false)
+    /// The client's end of the request was read.
+    func requestEnded() { requestEnd.withLock { $0 = true } }
+    var isRequestEnded: Bool { requestEnd.withLock { $0 } }
 
     func write(_ bytes: ByteBuffer) async throws {
         let parts = try reader.withLock { reader throws(HTTPFramingError) in try reader.consume(bytes) }
