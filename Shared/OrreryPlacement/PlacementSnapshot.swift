@@ -16,6 +16,10 @@ public struct PlacementSnapshot: Sendable {
     let indexByDID: [String: Int]
     /// Device indexes by ascending price per core-hour: a cost lower bound, for scans that stop early.
     let byCorePrice: [Int]
+    /// The same order, per country (by interned country), and of the devices with a GPU: a request that accepts a few
+    /// countries, or needs a GPU, scans only those devices.
+    let byCorePriceInCountry: [StringID: [Int]]
+    let byCorePriceWithGPU: [Int]
 
     /// `coordinates` holds Vivaldi coordinates by node name: devices by DID, landmarks by name.
     public init(devices: [PlacementDevice], coordinates: [String: VivaldiCoordinate] = [:]) {
@@ -67,6 +71,33 @@ public struct PlacementSnapshot: Sendable {
         self.landmarkCoordinates = coordinates
         self.indexByDID = indexByDID
         byCorePrice = compiled.indices.sorted { compiled[$0].prices.perCoreHour < compiled[$1].prices.perCoreHour }
+        var inCountry: [StringID: [Int]] = [:]
+        var withGPU: [Int] = []
+        for index in byCorePrice {
+            inCountry[compiled[index].country, default: []].append(index)
+            if compiled[index].gpuCount > 0 { withGPU.append(index) }
+        }
+        byCorePriceInCountry = inCountry
+        byCorePriceWithGPU = withGPU
+    }
+
+    /// The device lists (each in ascending price per core-hour) that hold every device `allocation` may take: the
+    /// fewest devices among its countries' lists, the devices with a GPU, or all of them.
+    func scanLists(for allocation: CompiledAllocation) -> [[Int]] {
+        var best: (lists: [[Int]], count: Int) = ([byCorePrice], byCorePrice.count)
+        if let passes = allocation.countryPasses {
+            var lists: [[Int]] = []
+            var count = 0
+            for (country, devices) in byCorePriceInCountry where Int(country) < passes.count && passes[Int(country)] {
+                lists.append(devices)
+                count += devices.count
+            }
+            if count < best.count { best = (lists, count) }
+        }
+        if allocation.gpuCount > 0, byCorePriceWithGPU.count < best.count {
+            best = ([byCorePriceWithGPU], byCorePriceWithGPU.count)
+        }
+        return best.lists
     }
 
     /// This snapshot with `reserved` (by device DID) taken off its devices' capacity: placing and explaining on it
@@ -99,6 +130,8 @@ public struct PlacementSnapshot: Sendable {
         landmarkCoordinates = base.landmarkCoordinates
         indexByDID = base.indexByDID
         byCorePrice = base.byCorePrice
+        byCorePriceInCountry = base.byCorePriceInCountry
+        byCorePriceWithGPU = base.byCorePriceWithGPU
     }
 
     /// The index of a device by its DID.

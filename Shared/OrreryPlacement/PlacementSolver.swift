@@ -57,18 +57,21 @@ public struct PlacementSolver: Sendable {
         var scanned = 0
         let cores = UInt64(max(allocation.cpuCores, 0))
         snapshot.compiled.withUnsafeBufferPointer { devices in
-            for index in snapshot.byCorePrice {
-                let device = devices[index]
-                if let best {
-                    let floor = Cost.job(
-                        hourly: Cost.multiply(device.prices.perCoreHour, cores), seconds: allocation.durationSeconds,
-                        minimum: 0)
-                    if floor > best.cost { break }
+            // Each list is in ascending price per core-hour, so each scan stops where its floor passes the best.
+            for list in snapshot.scanLists(for: allocation) {
+                for index in list {
+                    let device = devices[index]
+                    if let best {
+                        let floor = Cost.job(
+                            hourly: Cost.multiply(device.prices.perCoreHour, cores),
+                            seconds: allocation.durationSeconds, minimum: 0)
+                        if floor > best.cost { break }
+                    }
+                    scanned += 1
+                    guard allocation.firstFailure(index, device, in: snapshot) == nil else { continue }
+                    let candidate = makeCandidate(index, device, allocation, in: snapshot)
+                    if best.map({ Self.precedes(candidate, $0) }) ?? true { best = candidate }
                 }
-                scanned += 1
-                guard allocation.firstFailure(index, device, in: snapshot) == nil else { continue }
-                let candidate = makeCandidate(index, device, allocation, in: snapshot)
-                if best.map({ Self.precedes(candidate, $0) }) ?? true { best = candidate }
             }
         }
         guard let best else { return .infeasible(.noCandidates(allocation: 0)) }
@@ -154,12 +157,14 @@ public struct PlacementSolver: Sendable {
         return a.device < b.device
     }
 
-    /// Every device passing `allocation`'s hard constraints, unordered.
+    /// Every device passing `allocation`'s hard constraints, unordered (only the devices of `scanLists` are looked at).
     func candidates(for allocation: CompiledAllocation, in snapshot: PlacementSnapshot) -> [Candidate] {
         var domain: [Candidate] = []
         snapshot.compiled.withUnsafeBufferPointer { devices in
-            for index in devices.indices where allocation.firstFailure(index, devices[index], in: snapshot) == nil {
-                domain.append(makeCandidate(index, devices[index], allocation, in: snapshot))
+            for list in snapshot.scanLists(for: allocation) {
+                for index in list where allocation.firstFailure(index, devices[index], in: snapshot) == nil {
+                    domain.append(makeCandidate(index, devices[index], allocation, in: snapshot))
+                }
             }
         }
         return domain
