@@ -157,14 +157,21 @@ public struct PlacementSolver: Sendable {
         return a.device < b.device
     }
 
-    /// Every device passing `allocation`'s hard constraints, unordered (only the devices of `scanLists` are looked at).
+    /// Every device passing `allocation`'s hard constraints, unordered. Only the devices of `scanLists` are looked at,
+    /// in the snapshot's order (memory order: over 100,000 devices, reading them in price order cost more than it saved).
     func candidates(for allocation: CompiledAllocation, in snapshot: PlacementSnapshot) -> [Candidate] {
         var domain: [Candidate] = []
+        let lists = snapshot.scanLists(for: allocation)
         snapshot.compiled.withUnsafeBufferPointer { devices in
-            for list in snapshot.scanLists(for: allocation) {
-                for index in list where allocation.firstFailure(index, devices[index], in: snapshot) == nil {
+            if lists.count == 1, lists[0].count == devices.count {
+                for index in devices.indices where allocation.firstFailure(index, devices[index], in: snapshot) == nil {
                     domain.append(makeCandidate(index, devices[index], allocation, in: snapshot))
                 }
+                return
+            }
+            for index in lists.joined().sorted()
+            where allocation.firstFailure(index, devices[index], in: snapshot) == nil {
+                domain.append(makeCandidate(index, devices[index], allocation, in: snapshot))
             }
         }
         return domain
