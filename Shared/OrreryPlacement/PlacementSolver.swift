@@ -158,7 +158,8 @@ public struct PlacementSolver: Sendable {
     }
 
     /// Every device passing `allocation`'s hard constraints, unordered. Only the devices of `scanLists` are looked at,
-    /// in the snapshot's order (memory order: over 100,000 devices, reading them in price order cost more than it saved).
+    /// in the snapshot's order (memory order: over 100,000 devices, reading them in price order cost more than it
+    /// saved).
     func candidates(for allocation: CompiledAllocation, in snapshot: PlacementSnapshot) -> [Candidate] {
         var domain: [Candidate] = []
         let lists = snapshot.scanLists(for: allocation)

@@ -43,8 +43,8 @@ struct SystemdContainerTests {
                 #expect(["running", "degraded"].contains(state), "systemd in the container is \(state)")
 
                 // As an operator would: install, put the credentials, certificates and configs in place, start.
-                // Beside a whole `make test` on 2 cores this once took over 120 s (six ~180 MB debug builds copied and stripped
-                // into the container's tmpfs, then systemd reloaded).
+                // Beside a whole `make test` on 2 cores this once took over 120 s (six ~180 MB debug builds copied and
+                // stripped into the container's tmpfs, then systemd reloaded).
                 let installed = try await container.run(
                     [
                         "/bin/bash", "/opt/orrery/Deploy/install.sh", "cluster", "--bin-dir", "/opt/orrery/bin",

@@ -43,9 +43,9 @@ enum IngressHTTP2 {
 
 extension IngressHTTP2 {
     /// Waits until a stream whose request and response ended closes by itself — once our end went out — or, past
-    /// `limit` (a client that does not read it), closes it. Closing it sooner (as `executeThenClose` does) resets it (RST_STREAM CANCEL), and a
-    /// reset overtakes the stream's last frames while they still wait in the connection's buffers: the client then
-    /// sees the response cancelled instead of ended.
+    /// `limit` (a client that does not read it), closes it. Closing it sooner (as `executeThenClose` does) resets it
+    /// (RST_STREAM CANCEL), and a reset overtakes the stream's last frames while they still wait in the connection's
+    /// buffers: the client then sees the response cancelled instead of ended.
     static func untilClosed(_ channel: any Channel, within limit: Duration) async {
         let deadline = channel.eventLoop.scheduleTask(in: TimeAmount(limit)) { channel.close(promise: nil) }
         try? await channel.closeFuture.get()
