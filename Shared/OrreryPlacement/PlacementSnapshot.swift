@@ -16,9 +16,10 @@ public struct PlacementSnapshot: Sendable {
     let indexByDID: [String: Int]
     /// Device indexes by ascending price per core-hour: a cost lower bound, for scans that stop early.
     let byCorePrice: [Int]
-    /// The same order, per country (by interned country), and of the devices with a GPU: a request that accepts a few
-    /// countries, or needs a GPU, scans only those devices.
+    /// The same order, per country (by interned country), per label (`key=value`, interned), and of the devices with a
+    /// GPU: a request that accepts a few countries, requires a label or needs a GPU scans only those devices.
     let byCorePriceInCountry: [StringID: [Int]]
+    let byCorePriceWithLabel: [LabelID: [Int]]
     let byCorePriceWithGPU: [Int]
 
     /// `coordinates` holds Vivaldi coordinates by node name: devices by DID, landmarks by name.
@@ -72,17 +73,20 @@ public struct PlacementSnapshot: Sendable {
         self.indexByDID = indexByDID
         byCorePrice = compiled.indices.sorted { compiled[$0].prices.perCoreHour < compiled[$1].prices.perCoreHour }
         var inCountry: [StringID: [Int]] = [:]
+        var withLabel: [LabelID: [Int]] = [:]
         var withGPU: [Int] = []
         for index in byCorePrice {
             inCountry[compiled[index].country, default: []].append(index)
+            for label in labels[index] { withLabel[label, default: []].append(index) }
             if compiled[index].gpuCount > 0 { withGPU.append(index) }
         }
         byCorePriceInCountry = inCountry
+        byCorePriceWithLabel = withLabel
         byCorePriceWithGPU = withGPU
     }
 
     /// The device lists (each in ascending price per core-hour) that hold every device `allocation` may take: the
-    /// fewest devices among its countries' lists, the devices with a GPU, or all of them.
+    /// fewest devices among its countries' lists, the list of one label it requires, the devices with a GPU, or all.
     func scanLists(for allocation: CompiledAllocation) -> [[Int]] {
         var best: (lists: [[Int]], count: Int) = ([byCorePrice], byCorePrice.count)
         if let passes = allocation.countryPasses {
@@ -93,6 +97,11 @@ public struct PlacementSnapshot: Sendable {
                 count += devices.count
             }
             if count < best.count { best = (lists, count) }
+        }
+        for label in allocation.requiredLabels ?? [] {
+            // A label no device carries: no device passes.
+            let devices = byCorePriceWithLabel[label] ?? []
+            if devices.count < best.count { best = ([devices], devices.count) }
         }
         if allocation.gpuCount > 0, byCorePriceWithGPU.count < best.count {
             best = ([byCorePriceWithGPU], byCorePriceWithGPU.count)
@@ -131,6 +140,7 @@ public struct PlacementSnapshot: Sendable {
         indexByDID = base.indexByDID
         byCorePrice = base.byCorePrice
         byCorePriceInCountry = base.byCorePriceInCountry
+        byCorePriceWithLabel = base.byCorePriceWithLabel
         byCorePriceWithGPU = base.byCorePriceWithGPU
     }
 

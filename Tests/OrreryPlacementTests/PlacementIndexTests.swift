@@ -25,6 +25,7 @@ struct PlacementIndexTests {
                 prices: Prices(
                     perCoreHour: UInt64(10 + random.next(400)), perGBRAMHour: UInt64(random.next(40)),
                     perGPUHour: UInt64(1000 + random.next(9000)), minimumPerJob: UInt64(random.next(4) == 0 ? 900 : 0)),
+                labels: random.next(3) == 0 ? ["tier": "datacenter"] : ["tier": "edge", "disk": "ssd"],
                 online: random.next(10) != 0)
         }
         return PlacementSnapshot(devices: devices)
@@ -39,6 +40,12 @@ struct PlacementIndexTests {
         default: break
         }
         if random.next(3) == 0 { constraints.maxPricePerHour = UInt64(200 + random.next(4000)) }
+        switch random.next(6) {
+        case 0: constraints.requiredLabels = ["tier": "datacenter"]
+        case 1: constraints.requiredLabels = ["tier": "edge", "disk": "ssd"]
+        case 2: constraints.requiredLabels = ["tier": "nowhere"]
+        default: break
+        }
         let gpu = random.next(3) == 0 ? GPURequirement(count: 1 + random.next(2), model: "a100") : GPURequirement()
         return AllocationRequest(
             name: "job", cpuCores: 1 + random.next(12), ramMiB: 1024 * (1 + random.next(12)), diskMiB: 1000, gpu: gpu,
@@ -54,7 +61,7 @@ struct PlacementIndexTests {
     }
 
     @Test(
-        "600 single requests (one or two countries, a rejected country, a GPU, a price ceiling) on 400 devices: the same cost as a full scan, on a device that passes"
+        "600 single requests (one or two countries, a rejected country, required labels, a GPU, a price ceiling) on 400 devices: the same cost as a full scan, on a device that passes"
     )
     func singlesAsAFullScan() {
         var random = PlacementPropertyTests.Generator(state: 77)
