@@ -242,7 +242,7 @@ struct ExecSessions: Sendable {
         }
         let outcome = Outcome()
         // The caller hears `started` first (the protocol's first message), the output after.
-        let startedSent = OutputGate()
+        let startedSent = OnceGate()
         defer { startedSent.open() }
         let side: ExecBroker.DeviceSide
         do {
@@ -453,34 +453,6 @@ struct ExecSessions: Sendable {
         var refusal: RPCError? { value.withLock { $0.refusal } }
         func set() { value.withLock { $0.gone = true } }
         func refuse(_ error: RPCError) { value.withLock { $0.refusal = error } }
-    }
-
-    /// Holds a session's output back until the message that must come first went out (the caller's `started`, a
-    /// relay's `opened`): the device sends output as soon as it started the command, which may be before that.
-    final class OutputGate: Sendable {
-        private let state = Mutex<(open: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
-
-        /// Lets the output through, now and from now on.
-        func open() {
-            let waiting = state.withLock { state in
-                state.open = true
-                defer { state.waiting = [] }
-                return state.waiting
-            }
-            for waiter in waiting { waiter.resume() }
-        }
-
-        /// Returns once the gate is open.
-        func wait() async {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { state -> Bool in
-                    if state.open { return true }
-                    state.waiting.append(continuation)
-                    return false
-                }
-                if now { continuation.resume() }
-            }
-        }
     }
 
     /// The record the device sent last.

@@ -16,7 +16,7 @@ final class TunnelBroker: Sendable {
         /// only that stream).
         let deliver: @Sendable (Data) async throws -> Void
         let toDevice: SharedCallWriter<Orrery_Orchestrator_V1_TunnelFrame>
-        private let ready: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
+        private let ready = OnceGate()
         private let deviceDone: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
 
         init(
@@ -25,13 +25,12 @@ final class TunnelBroker: Sendable {
         ) {
             self.deliver = deliver
             self.toDevice = toDevice
-            ready = AsyncStream.makeStream()
             deviceDone = AsyncStream.makeStream()
         }
 
         /// The caller is ready for the device's bytes.
-        func consumerReady() { ready.continuation.finish() }
-        func waitUntilConsumerReady() async { for await _ in ready.stream {} }
+        func consumerReady() { ready.open() }
+        func waitUntilConsumerReady() async { await ready.wait() }
         /// The device's side ended (the sandbox closed the connection, or the device went away).
         func deviceEnded() { deviceDone.continuation.finish() }
         func waitUntilDeviceEnded() async { for await _ in deviceDone.stream {} }

@@ -319,7 +319,7 @@ final class ReplicaRelay: Sendable {
             let (sides, made) = AsyncStream<ExecBroker.DeviceSide>.makeStream()
             group.addTask {
                 // The device's frames go out after `opened` (which the caller reads first).
-                let openedSent = ExecSessions.OutputGate()
+                let openedSent = OnceGate()
                 defer {
                     openedSent.open()
                     made.finish()
