@@ -1,3 +1,4 @@
+import Foundation
 import OrreryPlacement
 import OrreryProto
 import SwiftProtobuf
@@ -9,13 +10,20 @@ import Testing
 /// refinements (reputations, refitted coordinates) reach it at most its delay late.
 @Suite("Fleet view: snapshots rebuilt for what matters at once")
 struct FleetViewTests {
+    /// A device's change as the registry's watch carries it: each with its own revision, and the last heartbeat and
+    /// free resources as of that change.
     static func change(_ did: String, status: Orrery_Registry_V1_DeviceStatus = .online, completed: UInt64 = 0)
         -> Orrery_Registry_V1_DeviceChange
     {
-        .with {
+        let revision = Int64.random(in: 1...Int64.max)
+        return .with {
             $0.kind = .updated
+            $0.revision = revision
             $0.device = .with {
                 $0.did = did
+                $0.revision = revision
+                $0.lastHeartbeatAt = .init(date: .now)
+                $0.free = .with { $0.cpuMillicores = .random(in: 0...4000) }
                 $0.status = status
                 $0.capabilities = .with {
                     $0.architecture = "x86_64"

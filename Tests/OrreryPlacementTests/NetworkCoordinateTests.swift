@@ -1,5 +1,6 @@
-import OrreryPlacement
 import Testing
+
+@testable import OrreryPlacement
 
 @Suite("Network coordinates")
 struct NetworkCoordinateTests {
@@ -177,5 +178,37 @@ struct NetworkCoordinateTests {
         ])
         #expect(try #require(snapshot.rtt(between: 0, and: 1)) > 13)
         #expect(snapshot.rtt(between: 0, and: 2) == nil, "no coordinates and no position: unknown, never assumed near")
+    }
+
+    @Test("a fit takes the same steps as observing each sample in the pass's order: the same coordinates, bit for bit")
+    func fitIsObserveInOrder() {
+        let network = SyntheticNetwork(devices: 40, landmarks: 4, seed: 11)
+        var samples = network.samples(peers: 2)
+        // Samples a step skips: a node with itself, no RTT, a RTT that is not a number (their nodes get no coordinate).
+        samples.append(RTTSample(from: "did:key:alone", to: "did:key:alone", rttMilliseconds: 5))
+        samples.append(RTTSample(from: "did:key:zero", to: network.landmarks[0], rttMilliseconds: 0))
+        samples.append(RTTSample(from: "did:key:nan", to: network.landmarks[1], rttMilliseconds: .nan))
+        var fitted = VivaldiModel()
+        var observed = VivaldiModel()
+        // A cold fit (every node new, all at the origin: random directions), then a warm one with a node added.
+        for (rounds, batch) in [
+            (3, samples),
+            (2, samples + [RTTSample(from: "did:key:late", to: network.landmarks[2], rttMilliseconds: 9)]),
+        ] {
+            fitted.fit(batch, rounds: rounds)
+            var order = Array(batch.indices)
+            for _ in 0..<rounds {
+                observed.shuffle(&order)
+                for index in order {
+                    observed.observe(batch[index].from, batch[index].to, rttMilliseconds: batch[index].rttMilliseconds)
+                }
+            }
+            #expect(fitted.coordinates == observed.coordinates)
+        }
+        #expect(fitted.coordinates["did:key:late"] != nil)
+        #expect(fitted.coordinates["did:key:alone"] == nil)
+        #expect(fitted.coordinates["did:key:zero"] == nil)
+        #expect(fitted.coordinates["did:key:nan"] == nil)
+        #expect(fitted.coordinates.count == 40 + 4 + 1)
     }
 }

@@ -48,12 +48,12 @@ public final class FleetView: Sendable {
         }
     }
 
-    /// Whether `after` differs from `before` only in what refines a choice (its reputation), not in whether or what
-    /// it can be chosen for.
+    /// Whether `after` differs from `before` only in what refines a choice (its reputation) or in what placement does
+    /// not read (its revision, last heartbeat and free resources, which every change carries anew), not in whether
+    /// or what it can be chosen for.
     static func onlyRefined(_ before: Orrery_Registry_V1_Device, into after: Orrery_Registry_V1_Device) -> Bool {
-        var comparable = after
-        comparable.reputation = before.reputation
-        return comparable == before
+        before.did == after.did && before.ownerDid == after.ownerDid && before.status == after.status
+            && before.capabilities == after.capabilities
     }
 
     func markSynced(revision: Int64) {
@@ -76,7 +76,7 @@ public final class FleetView: Sendable {
     func setCoordinates(_ coordinates: [String: VivaldiCoordinate]) {
         state.withLock { state in
             // Nodes fitted for the first time are news; coordinates refitted are a refinement.
-            if Set(coordinates.keys).isSubset(of: state.coordinates.keys) {
+            if coordinates.keys.allSatisfy({ state.coordinates[$0] != nil }) {
                 state.refinements += 1
             } else {
                 state.version += 1

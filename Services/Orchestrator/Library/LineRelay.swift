@@ -87,7 +87,7 @@ final class LineRelay: Sendable {
                         if let device {
                             if hub.holds(device) { try await take(for: [device]) }
                         } else {
-                            try await take(for: hub.connectedDevices)
+                            try await takeForHeldLines()
                         }
                         if ContinuousClock.now - lastPurge > .seconds(5) {
                             lastPurge = ContinuousClock.now
@@ -101,6 +101,16 @@ final class LineRelay: Sendable {
             await group.next()
             group.cancelAll()
         }
+    }
+
+    /// Takes what waits for any line held here. The waiting messages' devices are read first (few), so that the
+    /// query does not carry the DIDs of the thousands of devices whose lines this replica may hold.
+    func takeForHeldLines() async throws {
+        let waiting = try await client.query(
+            "SELECT DISTINCT device_did FROM line_relay WHERE expires_at > now()", logger: logger)
+        var held: [String] = []
+        for try await device in waiting.decode(String.self) where hub.holds(device) { held.append(device) }
+        try await take(for: held)
     }
 
     /// Takes the relayed messages for `devices` (held here), oldest first, and writes them on their lines.

@@ -166,20 +166,20 @@ struct OfferStore: Sendable {
     /// How long a replica's claim to instruct a device lasts without being renewed; its holder renews it at half.
     static let instructionLeaseSeconds: Double = 5
 
-    /// Deploy and Stop instructions for these devices, each with whether this replica (`instructor`) delivers it.
+    /// Deploy and Stop instructions for the devices `held` says yes to, each with whether this replica (`instructor`)
+    /// delivers it.
     /// Each instruction is delivered by one replica however many hold a line to its device: the first to claim it,
     /// renewing its claim while it polls; another replica takes over only once the claim lapsed (its holder died or
     /// lost the line).
-    func instructions(for devices: Set<String>, instructor: String) async throws -> [(
+    func instructions(for held: @Sendable (String) -> Bool, instructor: String) async throws -> [(
         device: String, instruction: Instruction, mine: Bool
     )] {
-        guard !devices.isEmpty else { return [] }
         // The instructed offers of these devices, found among all (few: Deploys and Stops not yet taken up), so that
         // the claim below names offers, not the thousands of devices whose lines this replica may hold.
         let instructed = try await client.query(
             "SELECT id, device_did FROM offers WHERE state IN (\(OfferState.instructed))", logger: logger)
         var ids: [String] = []
-        for try await (id, device) in instructed.decode((String, String).self) where devices.contains(device) {
+        for try await (id, device) in instructed.decode((String, String).self) where held(device) {
             ids.append(id)
         }
         guard !ids.isEmpty else { return [] }

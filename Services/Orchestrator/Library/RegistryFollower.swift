@@ -96,7 +96,10 @@ struct RegistryFollower {
 
     private func followSamples() async throws {
         try await withRegistry { registry in
-            var samples: [String: RTTSample] = [:]
+            // Every sample known, in a stable order (sorted again only when a pair is new), and each pair's place.
+            var all: [RTTSample] = []
+            var places: [String: Int] = [:]
+            var reorder = false
             var fitter = CoordinateFitter()
             var since: Date?
             while !Task.isCancelled {
@@ -111,10 +114,17 @@ struct RegistryFollower {
                         })
                     for sample in page.samples {
                         let key = "\(sample.deviceDid)\u{0}\(sample.landmark)"
-                        if samples[key]?.rttMilliseconds != sample.rttMs {
-                            samples[key] = RTTSample(
-                                from: sample.deviceDid, to: sample.landmark, rttMilliseconds: sample.rttMs)
+                        if let place = places[key] {
+                            if all[place].rttMilliseconds != sample.rttMs {
+                                all[place].rttMilliseconds = sample.rttMs
+                                changed = true
+                            }
+                        } else {
+                            places[key] = all.count
+                            all.append(
+                                RTTSample(from: sample.deviceDid, to: sample.landmark, rttMilliseconds: sample.rttMs))
                             changed = true
+                            reorder = true
                         }
                         // A timestamp out of protobuf's range (a misbehaving registry) is skipped, never trusted.
                         if let measured = sample.measuredAt.validDate { newest = max(newest ?? measured, measured) }
@@ -123,7 +133,12 @@ struct RegistryFollower {
                 } while !pageToken.isEmpty
                 since = newest
                 if changed {
-                    let all = Array(samples.values).sorted { ($0.from, $0.to) < ($1.from, $1.to) }
+                    if reorder {
+                        all.sort { ($0.from, $0.to) < ($1.from, $1.to) }
+                        places = Dictionary(
+                            uniqueKeysWithValues: all.enumerated().map { ("\($1.from)\u{0}\($1.to)", $0) })
+                        reorder = false
+                    }
                     // In full now and then (at most ~2 million updates), a few warm rounds otherwise.
                     let full = fitter.update(all, now: .now)
                     fleet.setCoordinates(fitter.coordinates)
