@@ -70,4 +70,20 @@ struct FleetViewTests {
         fleet.apply(Self.change("did:key:a", completed: 2))
         #expect(Self.device("did:key:a", in: fleet.snapshot())?.reputation.completed == 2)
     }
+
+    @Test("devices are listed in DID order, a joining one in its place, a changed one as it is now")
+    func orderAndChanges() throws {
+        let fleet = FleetView(refinementDelay: .seconds(3600))
+        fleet.apply(Self.change("did:key:c"))
+        fleet.apply(Self.change("did:key:a"))
+        #expect(fleet.snapshot().devices.map(\.did) == ["did:key:a", "did:key:c"])
+        fleet.apply(Self.change("did:key:b"))
+        #expect(fleet.snapshot().devices.map(\.did) == ["did:key:a", "did:key:b", "did:key:c"])
+        var bigger = Self.change("did:key:c")
+        bigger.device.capabilities.cpuCores = 16
+        fleet.apply(bigger)
+        let snapshot = fleet.snapshot()
+        #expect(snapshot.devices.map(\.did) == ["did:key:a", "did:key:b", "did:key:c"])
+        #expect(Self.device("did:key:c", in: snapshot)?.cpuCores == 16)
+    }
 }

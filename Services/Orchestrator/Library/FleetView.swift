@@ -18,6 +18,12 @@ public final class FleetView: Sendable {
         /// Counts the changes placement may see up to `refinementDelay` late: reputations and coordinates refined.
         var refinements = 0
         var cached: (version: Int, refinements: Int, builtAt: ContinuousClock.Instant, snapshot: PlacementSnapshot)?
+        /// Every device as placement reads it, converted once per change of that device.
+        var placementDevices: [String: PlacementDevice] = [:]
+        /// The devices' DIDs in order (a snapshot lists them so), sorted again only when one joins.
+        var order: [String]?
+        /// Snapshots being built now: a caller that finds the cached one only refinements behind uses it meanwhile.
+        var building = 0
     }
 
     private let state = Mutex(State())
@@ -39,6 +45,8 @@ public final class FleetView: Sendable {
         state.withLock { state in
             let before = state.devices[change.device.did]
             state.devices[change.device.did] = change.device
+            state.placementDevices[change.device.did] = Self.placementDevice(change.device)
+            if before == nil { state.order = nil }
             state.revision = max(state.revision, change.revision)
             if let before, Self.onlyRefined(before, into: change.device) {
                 state.refinements += 1
@@ -67,6 +75,8 @@ public final class FleetView: Sendable {
     func reset() {
         state.withLock { state in
             state.devices = [:]
+            state.placementDevices = [:]
+            state.order = nil
             state.revision = 0
             state.synced = false
             state.version += 1
@@ -95,27 +105,42 @@ public final class FleetView: Sendable {
     }
 
     /// The snapshot of the fleet without reservations: the one built for the current version (with refinements at
-    /// most `refinementDelay` late), or a new one.
+    /// most `refinementDelay` late, or while a newer one is being built), or a new one.
     private func currentSnapshot() -> PlacementSnapshot {
         let now = ContinuousClock.now
-        let (devices, coordinates, version, refinements, cached) = state.withLock {
-            ($0.devices, $0.coordinates, $0.version, $0.refinements, $0.cached)
+        enum Step {
+            case use(PlacementSnapshot)
+            case build(
+                order: [String], devices: [String: PlacementDevice], coordinates: [String: VivaldiCoordinate],
+                version: Int, refinements: Int)
         }
-        if let cached, cached.version == version,
-            cached.refinements == refinements || now - cached.builtAt < refinementDelay
-        {
-            return cached.snapshot
-        }
-        let placementDevices = devices.values.sorted { $0.did < $1.did }.map { device in
-            Self.placementDevice(device)
-        }
-        let snapshot = PlacementSnapshot(devices: placementDevices, coordinates: coordinates)
-        state.withLock { state in
-            if (state.cached.map { ($0.version, $0.refinements) < (version, refinements) }) ?? true {
-                state.cached = (version, refinements, now, snapshot)
+        let step = state.withLock { state -> Step in
+            if let cached = state.cached, cached.version == state.version,
+                cached.refinements == state.refinements || now - cached.builtAt < refinementDelay
+                    || state.building > 0
+            {
+                return .use(cached.snapshot)
             }
+            let order = state.order ?? state.placementDevices.keys.sorted()
+            state.order = order
+            state.building += 1
+            return .build(
+                order: order, devices: state.placementDevices, coordinates: state.coordinates,
+                version: state.version, refinements: state.refinements)
         }
-        return snapshot
+        switch step {
+        case .use(let snapshot):
+            return snapshot
+        case .build(let order, let devices, let coordinates, let version, let refinements):
+            let snapshot = PlacementSnapshot(devices: order.compactMap { devices[$0] }, coordinates: coordinates)
+            state.withLock { state in
+                state.building -= 1
+                if (state.cached.map { ($0.version, $0.refinements) < (version, refinements) }) ?? true {
+                    state.cached = (version, refinements, now, snapshot)
+                }
+            }
+            return snapshot
+        }
     }
 
     static func placementDevice(_ device: Orrery_Registry_V1_Device) -> PlacementDevice {
