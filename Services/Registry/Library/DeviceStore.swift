@@ -211,19 +211,21 @@ struct DeviceStore: Sendable {
         connection: PostgresConnection,
         logger: Logger
     ) async throws -> Orrery_Registry_V1_Device {
-        let revisionRows = try await connection.query(
-            "SELECT nextval(pg_get_serial_sequence('device_changes', 'revision'))", logger: logger)
-        var revision: Int64 = 0
-        for try await value in revisionRows.decode(Int64.self) { revision = value }
-        try await connection.query("UPDATE devices SET revision = \(revision) WHERE did = \(did)", logger: logger)
+        // The revision drawn, stamped and the device read back in one statement: the change-log lock is held
+        // from here to the commit, and every round trip under it holds back every other change.
         let rows = try await connection.query(
-            PostgresQuery(unsafeSQL: "SELECT \(columns) FROM devices WHERE did = $1", binds: binds([did])),
+            PostgresQuery(
+                unsafeSQL: """
+                    UPDATE devices SET revision = nextval(pg_get_serial_sequence('device_changes', 'revision'))
+                    WHERE did = $1 RETURNING \(columns)
+                    """, binds: binds([did])),
             logger: logger)
         var device: Orrery_Registry_V1_Device?
         for try await row in rows.decode(Row.self) { device = try Self.device(row) }
         guard let device else {
             throw RPCError(code: .internalError, message: "device \(did) vanished while its change was recorded")
         }
+        let revision = device.revision
         var change = Orrery_Registry_V1_DeviceChange()
         change.revision = revision
         change.kind = kind
