@@ -108,20 +108,23 @@ struct DeviceStore: Sendable {
             guard fresh else {
                 throw RPCError(code: .permissionDenied, message: "challenge: expired; begin the join again")
             }
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.changeLogLock))", logger: logger)
+            // The change-log lock is taken by the same statement that writes the device (held to the commit, every
+            // round trip under it holds back every other change): the CTE's row is read before the insert's.
             let rows = try await connection.query(
                 """
+                WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(\(Self.changeLogLock)))
                 INSERT INTO devices (
                     did, owner_did, status, architecture, cpu_cores, cpu_mhz, ram_bytes, disk_bytes, gpu_model, gpu_count,
                     gpu_vram_bytes, country, region, latitude, longitude, price_core_hour, price_gb_ram_hour,
                     price_gpu_hour, price_minimum, labels, capabilities, joined_at, last_heartbeat_at, revision)
-                VALUES (
+                SELECT
                     \(did), \(owner), 'online', \(capabilities.architecture), \(Int(capabilities.cpuCores)),
                     \(Int(capabilities.cpuMhz)), \(Int64(capabilities.ramBytes)), \(Int64(capabilities.diskBytes)),
                     \(gpu?.model), \(capabilities.gpus.count), \(Int64(gpu?.vramBytes ?? 0)),
                     \(location.country.isEmpty ? nil : location.country), \(location.region.isEmpty ? nil : location.region),
                     \(location.latitude), \(location.longitude), \(Int64(prices.perCoreHour)), \(Int64(prices.perGbRamHour)),
-                    \(Int64(prices.perGpuHour)), \(Int64(prices.minimumPerJob)), \(labels)::jsonb, \(record), now(), now(), 0)
+                    \(Int64(prices.perGpuHour)), \(Int64(prices.minimumPerJob)), \(labels)::jsonb, \(record), now(), now(), 0
+                FROM locked
                 ON CONFLICT (did) DO UPDATE SET
                     owner_did = EXCLUDED.owner_did, status = 'online', architecture = EXCLUDED.architecture,
                     cpu_cores = EXCLUDED.cpu_cores, cpu_mhz = EXCLUDED.cpu_mhz, ram_bytes = EXCLUDED.ram_bytes,
