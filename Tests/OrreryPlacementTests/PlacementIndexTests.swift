@@ -2,8 +2,8 @@ import Testing
 
 @testable import OrreryPlacement
 
-/// The snapshot's per-country and GPU lists narrow the devices a request is checked against; the answers must be
-/// those of checking every device.
+/// The snapshot's per-country, per-label and GPU lists narrow the devices a request is checked against; the answers
+/// must be those of checking every device.
 @Suite("Placement indexes: a request scans only its countries' or the GPU devices, and places as a full scan would")
 struct PlacementIndexTests {
     static let countries = ["DE", "FR", "NL", "US", "JP"]

@@ -12,6 +12,9 @@ final class OnceGate: Sendable {
 
     private let state = Mutex(State())
 
+    /// Tasks waiting now (for tests: a waiter is known to wait before the gate opens).
+    var waiterCount: Int { state.withLock { $0.waiting.count } }
+
     /// Opens the gate, now and for good.
     func open() {
         let waiting = state.withLock { state in

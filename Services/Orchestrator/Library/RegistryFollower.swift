@@ -94,6 +94,9 @@ struct RegistryFollower {
         }
     }
 
+    /// A sample's pair (device, landmark) as one key.
+    private static func pairKey(_ device: String, _ landmark: String) -> String { "\(device)\u{0}\(landmark)" }
+
     private func followSamples() async throws {
         try await withRegistry { registry in
             // Every sample known, in a stable order (sorted again only when a pair is new), and each pair's place.
@@ -113,7 +116,7 @@ struct RegistryFollower {
                             $0.pageToken = pageToken
                         })
                     for sample in page.samples {
-                        let key = "\(sample.deviceDid)\u{0}\(sample.landmark)"
+                        let key = Self.pairKey(sample.deviceDid, sample.landmark)
                         if let place = places[key] {
                             if all[place].rttMilliseconds != sample.rttMs {
                                 all[place].rttMilliseconds = sample.rttMs
@@ -136,7 +139,7 @@ struct RegistryFollower {
                     if reorder {
                         all.sort { ($0.from, $0.to) < ($1.from, $1.to) }
                         places = Dictionary(
-                            uniqueKeysWithValues: all.enumerated().map { ("\($1.from)\u{0}\($1.to)", $0) })
+                            uniqueKeysWithValues: all.enumerated().map { (Self.pairKey($1.from, $1.to), $0) })
                         reorder = false
                     }
                     // In full now and then (at most ~2 million updates), a few warm rounds otherwise.
