@@ -356,6 +356,12 @@ struct SandboxTests {
         #expect(outcome.exitCode != 0, "\(output)")
         #expect(outcome.reason.contains("grew past its disk of 1 MiB"), "\(outcome.reason)")
         #expect(!output.contains("never"))
+        // A writer that ignores SIGXFSZ meets EFBIG and lives on: the disk pass stops it, and the reason is the same
+        // (whichever comes first, the signal or that pass, a file at the bound is what ended it).
+        let (ignoring, ignoringOutput) = try await Self.run(
+            "trap '' XFSZ; head -c 3145728 /dev/zero | tr '\\0' x; echo more >&2; sleep 20; echo never", diskMiB: 1)
+        #expect(ignoring.exitCode != 0 && !ignoringOutput.contains("never"), "\(ignoringOutput)")
+        #expect(ignoring.reason.contains("grew past its disk of 1 MiB"), "\(ignoring.reason)")
         // Within the bound, nothing happens.
         let (small, smallOutput) = try await Self.run("head -c 1000 /dev/zero > /work/f; echo fine", diskMiB: 1)
         #expect(small.exitCode == 0 && smallOutput.contains("fine"), "\(smallOutput)")

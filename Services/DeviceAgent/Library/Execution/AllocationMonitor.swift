@@ -40,6 +40,11 @@ public struct AllocationMonitor: Sendable {
         self.runner = runner
     }
 
+    /// Why an allocation ended when one file it wrote reached its disk size.
+    static func fileTooLarge(_ diskMiB: UInt64) -> String {
+        "killed: a file it wrote (its output, or in /work) grew past its disk of \(diskMiB) MiB"
+    }
+
     /// Streams new log bytes to `onLog` ("stdout" / "stderr", resuming after `offsets`) until the allocation
     /// ends; stops it when it outlives `maxDuration`.
     public func follow(
@@ -66,11 +71,17 @@ public struct AllocationMonitor: Sendable {
             // Every file is bounded by the disk size as it is written (RLIMIT_FSIZE); all of them together are
             // measured every couple of seconds.
             polls += 1
-            if disk > 0, polls % 20 == 0, runner.stopReason(id) == nil,
-                runner.diskUsage(id, limit: disk << 20) > disk << 20
-            {
-                runner.stop(
-                    id, reason: "stopped: its files (in /work and its output) took more than its disk of \(disk) MiB")
+            if disk > 0, polls % 20 == 0, runner.stopReason(id) == nil {
+                let usage = runner.diskUsage(id, limit: disk << 20)
+                // A file at the bound by itself is what stopped it (its writer met RLIMIT_FSIZE, and is being killed
+                // by SIGXFSZ unless it ignores that): said so whether this pass or that signal comes first.
+                if usage.bytes > disk << 20 {
+                    runner.stop(
+                        id,
+                        reason: usage.fileAtLimit
+                            ? Self.fileTooLarge(disk)
+                            : "stopped: its files (in /work and its output) took more than its disk of \(disk) MiB")
+                }
             }
             if let maxDuration, runner.stopReason(id) == nil,
                 Date().timeIntervalSince(startedAt) > Double(maxDuration.components.seconds)
@@ -94,8 +105,7 @@ public struct AllocationMonitor: Sendable {
             } else if value == 0 {
                 reason = "exited 0"
             } else if value == 128 + SIGXFSZ, spec.resources.diskMib > 0 {
-                reason =
-                    "killed: a file it wrote (its output, or in /work) grew past its disk of \(spec.resources.diskMib) MiB"
+                reason = Self.fileTooLarge(spec.resources.diskMib)
             } else if value > 128, usage.oomKilled {
                 reason = "killed: the memory limit of \(spec.resources.ramMib) MiB was exceeded"
             } else if value > 128 {

@@ -422,12 +422,19 @@ public struct AllocationRunner: Sendable {
         group.remove()
     }
 
-    /// The disk an allocation's files take (what it wrote in /work, and its stdout and stderr), in bytes (their
-    /// sizes, as RLIMIT_FSIZE counts them); counting stops once past `limit`, so a tree of many files costs no more
-    /// than it must.
-    public func diskUsage(_ id: String, limit: UInt64) -> UInt64 {
+    /// The disk an allocation's files take, as `diskUsage` measures it.
+    public struct DiskUsage: Sendable, Equatable {
+        /// Bytes counted (their sizes, as RLIMIT_FSIZE counts them); past the limit, counting stopped.
+        public var bytes: UInt64
+        /// Whether one of the files counted reached the limit by itself: its writer met RLIMIT_FSIZE.
+        public var fileAtLimit: Bool
+    }
+
+    /// The disk an allocation's files take (what it wrote in /work, and its stdout and stderr); counting stops once
+    /// past `limit`, so a tree of many files costs no more than it must. Its stdout and stderr are counted first.
+    public func diskUsage(_ id: String, limit: UInt64) -> DiskUsage {
         let base = directory(id)
-        var total: UInt64 = 0
+        var usage = DiskUsage(bytes: 0, fileAtLimit: false)
         // lstat: a link counts as itself, never as what it points to; directories are walked, not followed.
         func add(_ path: String) -> Bool {
             guard let status = FileStatus(path: path, followingLinks: false) else { return true }
@@ -437,12 +444,13 @@ public struct AllocationRunner: Sendable {
                 }
                 return true
             }
-            total += status.size
-            return total <= limit
+            usage.bytes += status.size
+            if status.size >= limit { usage.fileAtLimit = true }
+            return usage.bytes <= limit
         }
-        guard add(base + "/stdout.log"), add(base + "/stderr.log") else { return total }
+        guard add(base + "/stdout.log"), add(base + "/stderr.log") else { return usage }
         _ = add(base + "/work")
-        return total
+        return usage
     }
 
     /// Bytes of a log after `offset` (at most `limit`).
