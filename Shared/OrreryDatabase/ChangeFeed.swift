@@ -6,6 +6,16 @@ internal import Synchronization
 /// Follows a table of changes with increasing revision numbers — woken by LISTEN/NOTIFY on `channel`, re-reading
 /// every second in case a notification was missed — and fans each new change out to this process's watchers.
 /// Every replica follows the same table, so any replica serves any watch, resumable from a revision.
+///
+/// Revisions may commit out of order: writers draw them from a sequence without a common lock, so a transaction that
+/// drew revision 10 may commit after the one that drew 11. A watcher resuming after 11 would never see 10, so the feed
+/// hands out revisions in order only: at a revision no row holds yet (a gap), it stops until every transaction in
+/// progress just after that read has ended, then reads again — what still lacks a row was rolled back and never will
+/// have one. That is sound because a revision below a committed one was drawn before that one committed, so by a
+/// transaction that had begun by then, provided the writer had a transaction id before it drew the revision (take
+/// `pg_current_xact_id()` first, e.g. `WITH tx AS MATERIALIZED (SELECT pg_current_xact_id()) … nextval(…) … FROM tx`,
+/// or draw it after the transaction's first write). Readers of the table (`list`, `watch`'s backlog) stop at a gap
+/// not yet known to be permanent, too.
 public final class ChangeFeed<Change: Sendable>: Sendable {
     /// Reads changes after a revision, oldest first, at most `limit`.
     public typealias Fetch =
@@ -16,7 +26,13 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
     private typealias Watcher = AsyncStream<(revision: Int64, change: Change)>.Continuation
 
     private struct State {
+        /// The last revision published.
         var revision: Int64 = 0
+        /// A revision below this one that no row holds never will: every transaction that could have drawn it ended.
+        var settledBelow: Int64 = 0
+        /// A gap being waited out: the transactions in progress just after a read whose highest revision was
+        /// `horizon` (one of them may hold a revision missing below it), and how often they were found running.
+        var waiting: (horizon: Int64, transactions: [String], checks: Int)?
         /// Watchers of every change.
         var watchers: [UUID: Watcher] = [:]
         /// Watchers of the changes of one key (`key(change)`): a change reaches only its key's, so a thousand
@@ -31,6 +47,13 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
     private let onChange: @Sendable (Int64, Change) -> Void
     private let key: @Sendable (Change) -> String?
     private let state = Mutex(State())
+    /// One catch-up at a time (the follower's and a writer's own for read-your-writes).
+    private let catchingUp = SerialLock()
+    /// Asks the follower to look at a waited-out gap again soon.
+    private let rechecks: AsyncStream<Duration>
+    private let recheck: AsyncStream<Duration>.Continuation
+    /// Rows read at once.
+    private static var page: Int { 1000 }
 
     /// - Parameters:
     ///   - onChange: Called for each new change before watchers see it (e.g. to update a local cache).
@@ -49,11 +72,35 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
         self.fetch = fetch
         self.onChange = onChange
         self.key = key
+        (rechecks, recheck) = AsyncStream<Duration>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Changes after `revision` straight from the table.
+    /// The last revision published to watchers.
+    public var publishedRevision: Int64 { state.withLock { $0.revision } }
+
+    /// Changes after `revision` straight from the table, up to the first gap not known to be permanent (a revision
+    /// whose transaction may still commit): a caller resuming after the last one returned misses nothing.
     public func list(after revision: Int64, limit: Int) async throws -> [(revision: Int64, change: Change)] {
-        try await fetch(client, revision, limit)
+        let batch = try await fetch(client, revision, limit)
+        // Read after the rows: a gap the follower settled before the read is known here.
+        let settledBelow = state.withLock { $0.settledBelow }
+        return Array(Self.inOrder(batch, after: revision, settledBelow: settledBelow).rows)
+    }
+
+    /// The leading rows of `batch` (read after `after`, ascending) that can be handed out: up to the first revision
+    /// missing at or above `settledBelow`.
+    static func inOrder(
+        _ batch: [(revision: Int64, change: Change)], after: Int64, settledBelow: Int64
+    ) -> (rows: ArraySlice<(revision: Int64, change: Change)>, stoppedAtGap: Bool) {
+        var expected = after + 1
+        for (index, row) in batch.enumerated() {
+            // Missing: expected ..< row.revision, settled when all of them are below `settledBelow`.
+            if row.revision > expected && row.revision > settledBelow {
+                return (batch[..<index], true)
+            }
+            expected = row.revision + 1
+        }
+        return (batch[...], false)
     }
 
     /// New changes as this process learns them, until the consumer stops.
@@ -89,12 +136,17 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
         let live = subscribe()
         var sent = after
         while true {
-            let batch = try await fetch(client, sent, 1000)
-            for (revision, change) in batch {
+            let batch = try await fetch(client, sent, Self.page)
+            // At a gap not known to be permanent the backlog ends: the follower had not published past it when this
+            // watch subscribed (it would have needed the gap's row, which this read would see, or the gap settled,
+            // which `settledBelow` read now would say), so the live feed brings everything after it.
+            let settledBelow = state.withLock { $0.settledBelow }
+            let (rows, stoppedAtGap) = Self.inOrder(batch, after: sent, settledBelow: settledBelow)
+            for (revision, change) in rows {
                 try await deliver(revision, change)
                 sent = revision
             }
-            if batch.count < 1000 { break }
+            if stoppedAtGap || batch.count < Self.page { break }
         }
         for await (revision, change) in live where revision > sent {
             try await deliver(revision, change)
@@ -102,25 +154,95 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
         }
     }
 
-    /// Reads what is new since the last revision seen and publishes it.
+    /// Reads what is new since the last revision published and publishes it, in revision order, up to a gap that is
+    /// still being waited out (see the type's documentation).
     public func catchUp() async throws {
-        while true {
-            let after = state.withLock { $0.revision }
-            let batch = try await fetch(client, after, 1000)
-            guard !batch.isEmpty else { return }
-            for (revision, change) in batch {
-                let changeKey = key(change)
-                let watchers = state.withLock { state -> [Watcher]? in
-                    guard revision > state.revision else { return nil }  // already published
-                    state.revision = revision
-                    let ofKey = changeKey.flatMap { state.keyed[$0] }.map { Array($0.values) } ?? []
-                    return Array(state.watchers.values) + ofKey
+        try await catchingUp.withLock {
+            while true {
+                let (after, settledBelow) = state.withLock { ($0.revision, $0.settledBelow) }
+                let batch = try await fetch(client, after, Self.page)
+                let (rows, stoppedAtGap) = Self.inOrder(batch, after: after, settledBelow: settledBelow)
+                publish(rows)
+                if stoppedAtGap, let horizon = batch.last?.revision {
+                    // Settled: read again (a gap's row may have committed meanwhile); otherwise look again soon.
+                    guard try await settleGaps(below: horizon) else { return }
+                } else if batch.count < Self.page {
+                    return
                 }
-                guard let watchers else { continue }
-                onChange(revision, change)
-                for watcher in watchers { watcher.yield((revision, change)) }
             }
         }
+    }
+
+    /// Catches up until `revision` (a committed row's: a writer's own change, for read-your-writes) is published,
+    /// looking again after short, growing pauses while a gap below it is waited out.
+    public func catchUp(through revision: Int64) async throws {
+        var pause = Duration.milliseconds(2)
+        try await catchUp()
+        while publishedRevision < revision {
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, .milliseconds(200))
+            try await catchUp()
+        }
+    }
+
+    private func publish(_ rows: ArraySlice<(revision: Int64, change: Change)>) {
+        for (revision, change) in rows {
+            let changeKey = key(change)
+            let watchers = state.withLock { state -> [Watcher]? in
+                guard revision > state.revision else { return nil }  // already published
+                state.revision = revision
+                let ofKey = changeKey.flatMap { state.keyed[$0] }.map { Array($0.values) } ?? []
+                return Array(state.watchers.values) + ofKey
+            }
+            guard let watchers else { continue }
+            onChange(revision, change)
+            for watcher in watchers { watcher.yield((revision, change)) }
+        }
+    }
+
+    /// Whether the revisions missing below `horizon` (the highest revision of a read just made) are settled now:
+    /// every transaction in progress just after an earlier such read (or, the first time, just after this one) has
+    /// ended. Not yet: the transactions are kept, and the follower asked to look again after a short, growing pause.
+    private func settleGaps(below horizon: Int64) async throws -> Bool {
+        let waiting = state.withLock { $0.waiting }
+        let running: [String]
+        if let waiting {
+            running = try await stillRunning(waiting.transactions)
+        } else {
+            // Taken after the read: a transaction holding a missing revision had its id before that row committed.
+            running = try await inProgress()
+        }
+        let checks = (waiting?.checks ?? 0) + 1
+        state.withLock { state in
+            if running.isEmpty {
+                state.settledBelow = max(state.settledBelow, waiting?.horizon ?? horizon)
+                state.waiting = nil
+            } else {
+                state.waiting = (waiting?.horizon ?? horizon, running, checks)
+            }
+        }
+        guard running.isEmpty else {
+            recheck.yield(.milliseconds(min(5 << min(checks, 8), 1000)))
+            return false
+        }
+        return true
+    }
+
+    /// The ids of the transactions in progress now (of every database of the cluster: ids are shared).
+    private func inProgress() async throws -> [String] {
+        let rows = try await client.query(
+            "SELECT xid::text FROM pg_snapshot_xip(pg_current_snapshot()) AS xid", logger: logger)
+        return try await rows.decode(String.self).collected()
+    }
+
+    /// Those of `transactions` still in progress.
+    private func stillRunning(_ transactions: [String]) async throws -> [String] {
+        let rows = try await client.query(
+            """
+            SELECT xid FROM unnest(\(transactions)::text[]) AS xid
+            WHERE pg_xact_status(xid::xid8) = 'in progress'
+            """, logger: logger)
+        return try await rows.decode(String.self).collected()
     }
 
     /// Follows the table until cancelled. A failed read (the database not answering yet at start, or gone for a
@@ -142,6 +264,13 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
                     do { try await catchUp() } catch {
                         logger.warning("\(channel) re-read failed", metadata: ["error": "\(error)"])
                     }
+                }
+            }
+            group.addTask { [self] in
+                // A gap being waited out is looked at again soon, not only at the next change or second.
+                for await pause in rechecks {
+                    try? await Task.sleep(for: pause)
+                    try? await catchUp()
                 }
             }
         }

@@ -101,4 +101,144 @@ struct ChangeFeedTests {
             }
         }
     }
+
+    /// A feed over `ordered_changes`, whose writers take their transaction id before they draw (the feed's rule).
+    static func orderedFeed(_ client: PostgresClient, logger: Logger) async throws -> ChangeFeed<String> {
+        try await client.query(
+            "CREATE TABLE ordered_changes (revision bigserial PRIMARY KEY, note text NOT NULL)", logger: logger)
+        return ChangeFeed<String>(client: client, channel: "ordered_changes", logger: logger) { client, after, limit in
+            let rows = try await client.query(
+                "SELECT revision, note FROM ordered_changes WHERE revision > \(after) ORDER BY revision LIMIT \(limit)",
+                logger: logger)
+            return try await rows.decode((Int64, String).self).collected().map { ($0.0, $0.1) }
+        }
+    }
+
+    static func append(_ note: String, on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query(
+            """
+            WITH tx AS MATERIALIZED (SELECT pg_current_xact_id())
+            INSERT INTO ordered_changes (note) SELECT \(note) FROM tx
+            """, logger: logger)
+    }
+
+    struct TimedOut: Error {}
+
+    /// Runs `body`; fails the test if it has not returned within 30 s.
+    static func bounded(_ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await body()
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(30))
+                return false
+            }
+            let finished = try await group.next() ?? false
+            group.cancelAll()
+            if !finished { throw TimedOut() }
+        }
+    }
+
+    /// The next `count` notes of `stream`, or those that came within 30 s (then the caller's expectation fails).
+    static func notes(_ stream: AsyncStream<(revision: Int64, change: String)>, count: Int) async -> [String] {
+        await withTaskGroup(of: [String]?.self) { group in
+            group.addTask {
+                var seen: [String] = []
+                for await (_, note) in stream {  // ends early when cancelled
+                    seen.append(note)
+                    if seen.count == count { break }
+                }
+                return seen
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(30))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if let first { return first }
+            return await group.next().flatMap { $0 } ?? []
+        }
+    }
+
+    @Test(
+        "a revision committed after a higher one is still handed out, and first: the feed, a listing and a watch's backlog stop at the gap until its transaction ends"
+    )
+    func outOfOrderCommits() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await database.withClient { client in
+                let logger = Logger(label: "test.change-feed")
+                let feed = try await Self.orderedFeed(client, logger: logger)
+                let all = feed.subscribe()
+                let watched: [String]
+                watched = try await client.withConnection { first in
+                    try await first.query("BEGIN", logger: logger)
+                    try await Self.append("drawn first", on: first, logger: logger)
+                    try await client.withConnection { second in
+                        try await Self.append("drawn second, committed first", on: second, logger: logger)
+                    }
+                    try await feed.catchUp()
+                    // Revision 2 is committed, 1 may still be: nothing is handed out yet.
+                    #expect(feed.publishedRevision == 0)
+                    #expect(try await feed.list(after: 0, limit: 10).isEmpty)
+                    // A watch's backlog stops at the gap too, and it follows the live feed from there.
+                    let watching = Task { () -> [String] in
+                        var seen: [String] = []
+                        try? await feed.watch(after: 0) { _, note in
+                            seen.append(note)
+                            if note.hasPrefix("drawn second") { throw CancellationError() }
+                        }
+                        return seen
+                    }
+                    defer { watching.cancel() }
+                    try await first.query("COMMIT", logger: logger)
+                    try await Self.bounded { try await feed.catchUp(through: 2) }
+                    // It ends by itself once it saw the second change; past 30 s it is stopped with what it saw.
+                    let deadline = Task {
+                        try await Task.sleep(for: .seconds(30))
+                        watching.cancel()
+                    }
+                    defer { deadline.cancel() }
+                    return await watching.value
+                }
+                #expect(feed.publishedRevision == 2)
+                #expect(await Self.notes(all, count: 2) == ["drawn first", "drawn second, committed first"])
+                #expect(watched == ["drawn first", "drawn second, committed first"])
+                #expect(
+                    try await feed.list(after: 0, limit: 10).map(\.change) == [
+                        "drawn first", "drawn second, committed first",
+                    ])
+            }
+        }
+    }
+
+    @Test("a revision rolled back does not hold the feed: once its transaction ended, what follows is handed out")
+    func rolledBackRevision() async throws {
+        try await TestDatabase.withDatabase { database in
+            try await database.withClient { client in
+                let logger = Logger(label: "test.change-feed")
+                let feed = try await Self.orderedFeed(client, logger: logger)
+                let all = feed.subscribe()
+                try await client.withConnection { first in
+                    try await first.query("BEGIN", logger: logger)
+                    try await Self.append("rolled back", on: first, logger: logger)
+                    try await client.withConnection { second in
+                        try await Self.append("kept", on: second, logger: logger)
+                    }
+                    try await feed.catchUp()
+                    #expect(feed.publishedRevision == 0)
+                    try await first.query("ROLLBACK", logger: logger)
+                }
+                try await Self.bounded { try await feed.catchUp(through: 2) }
+                #expect(await Self.notes(all, count: 1) == ["kept"])
+                #expect(try await feed.list(after: 0, limit: 10).map(\.revision) == [2])
+                // A later change follows at once.
+                try await client.withConnection { try await Self.append("later", on: $0, logger: logger) }
+                try await Self.bounded { try await feed.catchUp(through: 3) }
+                #expect(await Self.notes(all, count: 1) == ["later"])
+            }
+        }
+    }
 }

@@ -64,20 +64,24 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
             throw RPCError(code: .permissionDenied, message: reason)
         }
         guard let database = environment.database else { throw RPCError(code: .internalError, message: "no database") }
-        // Revoking is idempotent: a retry (or a second revoker) gets the revocation already recorded.
+        // Revoking is idempotent: a retry (or a second revoker) gets the revocation already recorded. The
+        // transaction's id is taken before the revision is drawn (the change feed's rule for out-of-order commits).
         try await database.query(
             """
+            WITH tx AS MATERIALIZED (SELECT pg_current_xact_id())
             INSERT INTO revocations (cid, revoked_by, invocation)
-            VALUES (\(checked.revoked.string), \(checked.revoker.string), \(Data(authorization.invocation.envelope.bytes)))
+            SELECT \(checked.revoked.string), \(checked.revoker.string), \(Data(authorization.invocation.envelope.bytes))
+            FROM tx
             ON CONFLICT (cid) DO NOTHING
             """,
             logger: environment.logger
         )
-        try await log.catchUp()
         let rows = try await database.query(
             "SELECT revision, revoked_by, revoked_at FROM revocations WHERE cid = \(checked.revoked.string)",
             logger: environment.logger)
         for try await (revision, revokedBy, revokedAt) in rows.decode((Int64, String, Date).self) {
+            // This replica refuses the capability before the caller hears it is revoked.
+            try await log.catchUp(through: revision)
             environment.logger.info("revoked", metadata: ["cid": "\(checked.revoked)", "by": "\(revokedBy)"])
             return .with {
                 $0.revocation = .with {

@@ -49,7 +49,7 @@ final class RevocationLog: Sendable {
         try await feed.list(after: revision, limit: limit).map(\.change)
     }
 
-    func catchUp() async throws { try await feed.catchUp() }
+    func catchUp(through revision: Int64) async throws { try await feed.catchUp(through: revision) }
 
     func follow() async { await feed.follow() }
 }

@@ -12,11 +12,9 @@ internal import PostgresNIO
 internal import SwiftProtobuf
 
 /// Deployments in PostgreSQL: the record as it stands, every transition in an append-only event log with a
-/// revision (committed in revision order under one advisory lock, so a watch resumed after N misses nothing),
-/// and the resources each placed replica holds.
+/// revision (handed out in revision order by the change feed, so a watch resumed after N misses nothing), and the
+/// resources each placed replica holds.
 struct DeploymentStore: Sendable {
-    static let eventLogLock: Int64 = 0x6F72_7265_7279_0005  // "orrery" 5
-
     let client: PostgresClient
     let logger: Logger
     /// Told, after the transition that withdrew them committed, of the offers withdrawn from their devices (placed
@@ -170,23 +168,21 @@ struct DeploymentStore: Sendable {
     }
 
     /// Appends the deployment's transition to the event log and stores the record stamped with its revision: the
-    /// last writes of its transaction. `eventLogLock` is taken here, not at the transaction's start, so that it is
-    /// held only from the revision's draw to the commit (revisions still commit in order) and transitions of
-    /// different deployments do their other work at once; it is the last lock any transaction takes, so no lock
-    /// cycle goes through it. (Taken first, it serialised every transition's every statement: the fleet benchmark
-    /// found the orchestrator held to ~7 deployments a second by it.) While it is held, two statements and the commit
-    /// go to the database: the lock with the revision's draw, then the record's update with the event's insert
-    /// (five before: with ~10 transactions waiting for it at 20 deployments a second offered, every round trip under
-    /// it counts).
+    /// last writes of its transaction. Transitions of different deployments draw and commit their revisions without
+    /// a common lock, so they may commit out of revision order; the change feed hands them out in order anyway (see
+    /// `ChangeFeed`), which needs this transaction to have its id before it draws — taken in the draw's statement.
+    /// One deployment's revisions commit in order: its row is locked (written or `FOR UPDATE`) before the draw.
+    /// (A global lock from the draw to the commit kept the order before: every transition committed alone, each with
+    /// its own WAL flush, and at 20 deployments a second offered ~5–10 transactions waited for it.)
     private static func record(
         _ deployment: Orrery_Orchestrator_V1_Deployment, connection: PostgresConnection, logger: Logger
     ) async throws -> Orrery_Orchestrator_V1_Deployment {
         var deployment = deployment
-        // The CTE's row is fetched (the lock taken) before the outer projection draws the revision.
+        // The CTE's row is fetched (the transaction id assigned) before the outer projection draws the revision.
         let revisionRows = try await connection.query(
             """
-            WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(\(eventLogLock)))
-            SELECT nextval(pg_get_serial_sequence('deployment_events', 'revision')) FROM locked
+            WITH tx AS MATERIALIZED (SELECT pg_current_xact_id())
+            SELECT nextval(pg_get_serial_sequence('deployment_events', 'revision')) FROM tx
             """, logger: logger)
         for try await revision in revisionRows.decode(Int64.self) { deployment.revision = revision }
         var event = Orrery_Orchestrator_V1_DeploymentEvent()
