@@ -7,15 +7,16 @@ internal import Synchronization
 /// every second in case a notification was missed — and fans each new change out to this process's watchers.
 /// Every replica follows the same table, so any replica serves any watch, resumable from a revision.
 ///
-/// Revisions may commit out of order: writers draw them from a sequence without a common lock, so a transaction that
-/// drew revision 10 may commit after the one that drew 11. A watcher resuming after 11 would never see 10, so the feed
-/// hands out revisions in order only: at a revision no row holds yet (a gap), it stops until every transaction in
-/// progress just after that read has ended, then reads again — what still lacks a row was rolled back and never will
-/// have one. That is sound because a revision below a committed one was drawn before that one committed, so by a
-/// transaction that had begun by then, provided the writer had a transaction id before it drew the revision (take
-/// `pg_current_xact_id()` first, e.g. `WITH tx AS MATERIALIZED (SELECT pg_current_xact_id()) … nextval(…) … FROM tx`,
-/// or draw it after the transaction's first write). Readers of the table (`list`, `watch`'s backlog) stop at a gap
-/// not yet known to be permanent, too.
+/// Revisions may commit out of order: writers draw them from a sequence without an exclusive lock, so a transaction
+/// that drew revision 10 may commit after the one that drew 11. A watcher resuming after 11 would never see 10, so the
+/// feed hands out revisions in order only: at a revision no row holds yet (a gap), it notes which transactions hold
+/// the writers' advisory lock (`writersLock`) just after that read, waits until each of them has ended, then reads
+/// again — what still lacks a row was rolled back and never will have one. That is sound because every writer takes
+/// that lock (shared) before it draws and keeps it to its end — `WITH drawing AS MATERIALIZED (SELECT
+/// pg_advisory_xact_lock_shared(KEY)) SELECT nextval(…) FROM drawing`, as the last writes of its transaction — and a
+/// revision below a committed one was drawn before that one committed. Only writers in their last statements are
+/// waited for, never the database's other transactions. Readers of the table (`list`, `watch`'s backlog) stop at a
+/// gap not yet known to be permanent, too.
 public final class ChangeFeed<Change: Sendable>: Sendable {
     /// Reads changes after a revision, oldest first, at most `limit`.
     public typealias Fetch =
@@ -30,8 +31,9 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
         var revision: Int64 = 0
         /// A revision below this one that no row holds never will: every transaction that could have drawn it ended.
         var settledBelow: Int64 = 0
-        /// A gap being waited out: the transactions in progress just after a read whose highest revision was
-        /// `horizon` (one of them may hold a revision missing below it), and how often they were found running.
+        /// A gap being waited out: the writers (their virtual transaction ids) holding the writers' lock just after a
+        /// read whose highest revision was `horizon` (one of them may hold a revision missing below it), and how often
+        /// they were found running.
         var waiting: (horizon: Int64, transactions: [String], checks: Int)?
         /// Watchers of every change.
         var watchers: [UUID: Watcher] = [:]
@@ -42,6 +44,7 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
 
     private let client: PostgresClient
     private let channel: String
+    private let writersLock: Int64
     private let logger: Logger
     private let fetch: Fetch
     private let onChange: @Sendable (Int64, Change) -> Void
@@ -56,11 +59,14 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
     private static var page: Int { 1000 }
 
     /// - Parameters:
+    ///   - writersLock: The advisory lock (a bigint key, in this database) every writer holds from before it draws
+    ///     a revision to its end, shared or exclusive.
     ///   - onChange: Called for each new change before watchers see it (e.g. to update a local cache).
     ///   - key: What `subscribe(key:)` watchers follow a change by (e.g. its deployment's id).
     public init(
         client: PostgresClient,
         channel: String,
+        writersLock: Int64,
         logger: Logger,
         onChange: @escaping @Sendable (Int64, Change) -> Void = { _, _ in },
         key: @escaping @Sendable (Change) -> String? = { _ in nil },
@@ -68,6 +74,7 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
     ) {
         self.client = client
         self.channel = channel
+        self.writersLock = writersLock
         self.logger = logger
         self.fetch = fetch
         self.onChange = onChange
@@ -201,17 +208,13 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
     }
 
     /// Whether the revisions missing below `horizon` (the highest revision of a read just made) are settled now:
-    /// every transaction in progress just after an earlier such read (or, the first time, just after this one) has
-    /// ended. Not yet: the transactions are kept, and the follower asked to look again after a short, growing pause.
+    /// every writer that held the writers' lock just after an earlier such read (or, the first time, just after this
+    /// one) has ended. Not yet: they are kept, and the follower asked to look again after a short, growing pause.
     private func settleGaps(below horizon: Int64) async throws -> Bool {
         let waiting = state.withLock { $0.waiting }
-        let running: [String]
-        if let waiting {
-            running = try await stillRunning(waiting.transactions)
-        } else {
-            // Taken after the read: a transaction holding a missing revision had its id before that row committed.
-            running = try await inProgress()
-        }
+        // The first time, taken after the read: a writer holding a missing revision took the lock before that row
+        // was drawn, so it holds it still or has ended.
+        let running = try await writers(among: waiting?.transactions)
         let checks = (waiting?.checks ?? 0) + 1
         state.withLock { state in
             if running.isEmpty {
@@ -222,25 +225,24 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
             }
         }
         guard running.isEmpty else {
-            recheck.yield(.milliseconds(min(5 << min(checks, 8), 1000)))
+            recheck.yield(.milliseconds(min(2 << min(checks, 9), 1000)))
             return false
         }
         return true
     }
 
-    /// The ids of the transactions in progress now (of every database of the cluster: ids are shared).
-    private func inProgress() async throws -> [String] {
-        let rows = try await client.query(
-            "SELECT xid::text FROM pg_snapshot_xip(pg_current_snapshot()) AS xid", logger: logger)
-        return try await rows.decode(String.self).collected()
-    }
-
-    /// Those of `transactions` still in progress.
-    private func stillRunning(_ transactions: [String]) async throws -> [String] {
+    /// The virtual transaction ids of the writers holding the writers' lock now (of `among` only, when given).
+    private func writers(among: [String]?) async throws -> [String] {
+        // A bigint advisory key is shown as two oids: its high half as `classid`, its low half as `objid`.
+        let high = Int64(UInt32(truncatingIfNeeded: writersLock >> 32))
+        let low = Int64(UInt32(truncatingIfNeeded: writersLock))
         let rows = try await client.query(
             """
-            SELECT xid FROM unnest(\(transactions)::text[]) AS xid
-            WHERE pg_xact_status(xid::xid8) = 'in progress'
+            SELECT virtualtransaction FROM pg_locks
+            WHERE locktype = 'advisory' AND granted AND objsubid = 1
+              AND classid = \(high)::oid AND objid = \(low)::oid
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND (\(among == nil) OR virtualtransaction = ANY(\(among ?? [])::text[]))
             """, logger: logger)
         return try await rows.decode(String.self).collected()
     }

@@ -11,6 +11,8 @@ import Testing
     .enabled(if: TestDatabase.isConfigured, "needs the throwaway PostgreSQL of `make test`"))
 struct ChangeFeedTests {
     struct DatabaseDown: Error {}
+    /// What the writers of these tests' tables hold while they draw and commit.
+    static let writersLock: Int64 = 0x7465_7374_6665_6564  // "testfeed"
 
     @Test("reads that fail at start (the database not answering yet) do not stop it: live changes arrive afterwards")
     func survivesFailedFirstReads() async throws {
@@ -20,7 +22,9 @@ struct ChangeFeedTests {
                 try await client.query("CREATE TABLE feed_changes (revision bigserial PRIMARY KEY, note text NOT NULL)")
                 // The first three reads fail, as they do while the database does not answer.
                 let failuresLeft = Mutex(3)
-                let feed = ChangeFeed<String>(client: client, channel: "feed_changes", logger: logger) {
+                let feed = ChangeFeed<String>(
+                    client: client, channel: "feed_changes", writersLock: Self.writersLock, logger: logger
+                ) {
                     client, after, limit in
                     let fail = failuresLeft.withLock { left in
                         defer { left = max(left - 1, 0) }
@@ -68,7 +72,8 @@ struct ChangeFeedTests {
                     "CREATE TABLE keyed_changes (revision bigserial PRIMARY KEY, key text NOT NULL, note text NOT NULL)"
                 )
                 let feed = ChangeFeed<(key: String, note: String)>(
-                    client: client, channel: "keyed_changes", logger: logger, key: { $0.key }
+                    client: client, channel: "keyed_changes", writersLock: Self.writersLock, logger: logger,
+                    key: { $0.key }
                 ) { client, after, limit in
                     let rows = try await client.query(
                         "SELECT revision, key, note FROM keyed_changes WHERE revision > \(after) ORDER BY revision LIMIT \(limit)",
@@ -102,11 +107,13 @@ struct ChangeFeedTests {
         }
     }
 
-    /// A feed over `ordered_changes`, whose writers take their transaction id before they draw (the feed's rule).
+    /// A feed over `ordered_changes`, whose writers hold the writers' lock from before they draw (the feed's rule).
     static func orderedFeed(_ client: PostgresClient, logger: Logger) async throws -> ChangeFeed<String> {
         try await client.query(
             "CREATE TABLE ordered_changes (revision bigserial PRIMARY KEY, note text NOT NULL)", logger: logger)
-        return ChangeFeed<String>(client: client, channel: "ordered_changes", logger: logger) { client, after, limit in
+        return ChangeFeed<String>(
+            client: client, channel: "ordered_changes", writersLock: Self.writersLock, logger: logger
+        ) { client, after, limit in
             let rows = try await client.query(
                 "SELECT revision, note FROM ordered_changes WHERE revision > \(after) ORDER BY revision LIMIT \(limit)",
                 logger: logger)
@@ -117,8 +124,8 @@ struct ChangeFeedTests {
     static func append(_ note: String, on connection: PostgresConnection, logger: Logger) async throws {
         try await connection.query(
             """
-            WITH tx AS MATERIALIZED (SELECT pg_current_xact_id())
-            INSERT INTO ordered_changes (note) SELECT \(note) FROM tx
+            WITH drawing AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(\(Self.writersLock)))
+            INSERT INTO ordered_changes (note) SELECT \(note) FROM drawing
             """, logger: logger)
     }
 
@@ -163,8 +170,43 @@ struct ChangeFeedTests {
         }
     }
 
+    /// Revision 1 drawn, revision 2 drawn and committed, then 1 committed: what the feed, a listing and a watch saw.
+    static func outOfOrder(_ feed: ChangeFeed<String>, client: PostgresClient, logger: Logger) async throws -> [String]
+    {
+        try await client.withConnection { first in
+            try await first.query("BEGIN", logger: logger)
+            try await Self.append("drawn first", on: first, logger: logger)
+            try await client.withConnection { second in
+                try await Self.append("drawn second, committed first", on: second, logger: logger)
+            }
+            try await feed.catchUp()
+            // Revision 2 is committed, 1 may still be: nothing is handed out yet.
+            #expect(feed.publishedRevision == 0)
+            #expect(try await feed.list(after: 0, limit: 10).isEmpty)
+            // A watch's backlog stops at the gap too, and it follows the live feed from there.
+            let watching = Task { () -> [String] in
+                var seen: [String] = []
+                try? await feed.watch(after: 0) { _, note in
+                    seen.append(note)
+                    if note.hasPrefix("drawn second") { throw CancellationError() }
+                }
+                return seen
+            }
+            defer { watching.cancel() }
+            try await first.query("COMMIT", logger: logger)
+            try await Self.bounded { try await feed.catchUp(through: 2) }
+            // It ends by itself once it saw the second change; past 30 s it is stopped with what it saw.
+            let deadline = Task {
+                try await Task.sleep(for: .seconds(30))
+                watching.cancel()
+            }
+            defer { deadline.cancel() }
+            return await watching.value
+        }
+    }
+
     @Test(
-        "a revision committed after a higher one is still handed out, and first: the feed, a listing and a watch's backlog stop at the gap until its transaction ends"
+        "a revision committed after a higher one is still handed out, and first: the feed, a listing and a watch's backlog stop at the gap until its writer ends, and no other transaction is waited for"
     )
     func outOfOrderCommits() async throws {
         try await TestDatabase.withDatabase { database in
@@ -172,36 +214,14 @@ struct ChangeFeedTests {
                 let logger = Logger(label: "test.change-feed")
                 let feed = try await Self.orderedFeed(client, logger: logger)
                 let all = feed.subscribe()
-                let watched: [String]
-                watched = try await client.withConnection { first in
-                    try await first.query("BEGIN", logger: logger)
-                    try await Self.append("drawn first", on: first, logger: logger)
-                    try await client.withConnection { second in
-                        try await Self.append("drawn second, committed first", on: second, logger: logger)
-                    }
-                    try await feed.catchUp()
-                    // Revision 2 is committed, 1 may still be: nothing is handed out yet.
-                    #expect(feed.publishedRevision == 0)
-                    #expect(try await feed.list(after: 0, limit: 10).isEmpty)
-                    // A watch's backlog stops at the gap too, and it follows the live feed from there.
-                    let watching = Task { () -> [String] in
-                        var seen: [String] = []
-                        try? await feed.watch(after: 0) { _, note in
-                            seen.append(note)
-                            if note.hasPrefix("drawn second") { throw CancellationError() }
-                        }
-                        return seen
-                    }
-                    defer { watching.cancel() }
-                    try await first.query("COMMIT", logger: logger)
-                    try await Self.bounded { try await feed.catchUp(through: 2) }
-                    // It ends by itself once it saw the second change; past 30 s it is stopped with what it saw.
-                    let deadline = Task {
-                        try await Task.sleep(for: .seconds(30))
-                        watching.cancel()
-                    }
-                    defer { deadline.cancel() }
-                    return await watching.value
+                // A transaction that writes elsewhere, open all along: the feed does not wait for it.
+                try await client.query("CREATE TABLE elsewhere (note text NOT NULL)", logger: logger)
+                let watched: [String] = try await client.withConnection { bystander in
+                    try await bystander.query("BEGIN", logger: logger)
+                    try await bystander.query("INSERT INTO elsewhere VALUES ('open all along')", logger: logger)
+                    let watched = try await Self.outOfOrder(feed, client: client, logger: logger)
+                    try await bystander.query("COMMIT", logger: logger)
+                    return watched
                 }
                 #expect(feed.publishedRevision == 2)
                 #expect(await Self.notes(all, count: 2) == ["drawn first", "drawn second, committed first"])

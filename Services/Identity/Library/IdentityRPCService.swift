@@ -64,14 +64,14 @@ public struct IdentityRPCService: Orrery_Identity_V1_Identity.SimpleServiceProto
             throw RPCError(code: .permissionDenied, message: reason)
         }
         guard let database = environment.database else { throw RPCError(code: .internalError, message: "no database") }
-        // Revoking is idempotent: a retry (or a second revoker) gets the revocation already recorded. The
-        // transaction's id is taken before the revision is drawn (the change feed's rule for out-of-order commits).
+        // Revoking is idempotent: a retry (or a second revoker) gets the revocation already recorded. The writers'
+        // lock is taken before the revision is drawn (the change feed's rule for revisions committed out of order).
         try await database.query(
             """
-            WITH tx AS MATERIALIZED (SELECT pg_current_xact_id())
+            WITH drawing AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(\(RevocationLog.writersLock)))
             INSERT INTO revocations (cid, revoked_by, invocation)
             SELECT \(checked.revoked.string), \(checked.revoker.string), \(Data(authorization.invocation.envelope.bytes))
-            FROM tx
+            FROM drawing
             ON CONFLICT (cid) DO NOTHING
             """,
             logger: environment.logger

@@ -10,11 +10,14 @@ internal import SwiftProtobuf
 /// The identity service's revocation log: the append-only `revocations` table, followed by a `ChangeFeed` that
 /// applies each revocation to this replica's `RevocationBook` and serves watches.
 final class RevocationLog: Sendable {
+    /// The advisory lock a revocation's insert holds (shared) from its revision's draw to its end (see `ChangeFeed`).
+    static let writersLock: Int64 = 0x6F72_7265_7279_0006  // "orrery" 6
+
     let feed: ChangeFeed<Orrery_Identity_V1_Revocation>
 
     init(client: PostgresClient, book: RevocationBook, logger: Logger) {
         feed = ChangeFeed(
-            client: client, channel: "orrery_revocations", logger: logger,
+            client: client, channel: "orrery_revocations", writersLock: Self.writersLock, logger: logger,
             onChange: { revision, revocation in
                 if let cid = try? CID(revocation.cid) { book.apply(cid: cid, revision: revision) }
             },

@@ -15,6 +15,10 @@ internal import SwiftProtobuf
 /// revision (handed out in revision order by the change feed, so a watch resumed after N misses nothing), and the
 /// resources each placed replica holds.
 struct DeploymentStore: Sendable {
+    /// The advisory lock every transition holds (shared) from its revision's draw to its end: the change feed waits
+    /// for its holders at a gap in the event log.
+    static let eventWritersLock: Int64 = 0x6F72_7265_7279_0005  // "orrery" 5
+
     let client: PostgresClient
     let logger: Logger
     /// Told, after the transition that withdrew them committed, of the offers withdrawn from their devices (placed
@@ -168,21 +172,21 @@ struct DeploymentStore: Sendable {
     }
 
     /// Appends the deployment's transition to the event log and stores the record stamped with its revision: the
-    /// last writes of its transaction. Transitions of different deployments draw and commit their revisions without
-    /// a common lock, so they may commit out of revision order; the change feed hands them out in order anyway (see
-    /// `ChangeFeed`), which needs this transaction to have its id before it draws — taken in the draw's statement.
-    /// One deployment's revisions commit in order: its row is locked (written or `FOR UPDATE`) before the draw.
-    /// (A global lock from the draw to the commit kept the order before: every transition committed alone, each with
-    /// its own WAL flush, and at 20 deployments a second offered ~5–10 transactions waited for it.)
+    /// last writes of its transaction. Transitions of different deployments draw and commit their revisions at once,
+    /// so they may commit out of revision order; the change feed hands them out in order anyway (see `ChangeFeed`),
+    /// for which each holds `eventWritersLock` shared from before its draw to its end. One deployment's revisions
+    /// commit in order: its row is locked (written or `FOR UPDATE`) before the draw. (An exclusive lock from the draw
+    /// to the commit kept the order before: every transition committed alone, each with its own WAL flush, and at 20
+    /// deployments a second offered ~5–10 transactions waited for it.)
     private static func record(
         _ deployment: Orrery_Orchestrator_V1_Deployment, connection: PostgresConnection, logger: Logger
     ) async throws -> Orrery_Orchestrator_V1_Deployment {
         var deployment = deployment
-        // The CTE's row is fetched (the transaction id assigned) before the outer projection draws the revision.
+        // The CTE's row is fetched (the lock taken) before the outer projection draws the revision.
         let revisionRows = try await connection.query(
             """
-            WITH tx AS MATERIALIZED (SELECT pg_current_xact_id())
-            SELECT nextval(pg_get_serial_sequence('deployment_events', 'revision')) FROM tx
+            WITH drawing AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(\(eventWritersLock)))
+            SELECT nextval(pg_get_serial_sequence('deployment_events', 'revision')) FROM drawing
             """, logger: logger)
         for try await revision in revisionRows.decode(Int64.self) { deployment.revision = revision }
         var event = Orrery_Orchestrator_V1_DeploymentEvent()

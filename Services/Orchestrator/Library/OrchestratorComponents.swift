@@ -64,7 +64,8 @@ struct OrchestratorComponents: Sendable {
             clerk: ContractClerk(key: environment.key, notary: notary, fleet: fleet, logger: logger),
             settlement: settlement, kick: { try? await hub.deliver() })
         let events = ChangeFeed<Orrery_Orchestrator_V1_DeploymentEvent>(
-            client: database, channel: "orrery_deployment_events", logger: logger, key: { $0.deployment.id }
+            client: database, channel: "orrery_deployment_events", writersLock: DeploymentStore.eventWritersLock,
+            logger: logger, key: { $0.deployment.id }
         ) { client, after, limit in
             try await DeploymentStore.fetchEvents(client: client, after: after, limit: limit, logger: logger)
         }

@@ -20,7 +20,10 @@ struct RegistryComponents: Sendable {
         return RegistryComponents(
             store: DeviceStore(client: database, logger: logger),
             liveness: Liveness(client: database, logger: logger, interval: settings.livenessInterval),
-            changes: ChangeFeed(client: database, channel: "orrery_device_changes", logger: logger) {
+            changes: ChangeFeed(
+                client: database, channel: "orrery_device_changes", writersLock: DeviceStore.changeLogLock,
+                logger: logger
+            ) {
                 client, after, limit in
                 let rows = try await client.query(
                     "SELECT revision, record FROM device_changes WHERE revision > \(after) ORDER BY revision LIMIT \(limit)",
