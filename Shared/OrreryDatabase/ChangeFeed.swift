@@ -249,30 +249,37 @@ public final class ChangeFeed<Change: Sendable>: Sendable {
 
     /// Follows the table until cancelled. A failed read (the database not answering yet at start, or gone for a
     /// while) is logged and read again a second later: the feed never stops on its own, so live watches resume
-    /// once the database answers (health says NOT_SERVING meanwhile).
+    /// once the database answers (health says NOT_SERVING meanwhile). Wake-ups (a notification, the second's
+    /// re-read, a gap's re-check) that come while a catch-up runs are folded into one more catch-up after it, so a
+    /// burst of changes costs a few reads, not one each.
     public func follow() async {
         do { try await catchUp() } catch {
             logger.warning("\(channel) first read failed; reading again every second", metadata: ["error": "\(error)"])
         }
+        let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
-                await PostgresListener.listen(client: client, channel: channel, logger: logger) { _ in
-                    try await self.catchUp()
-                }
+                await PostgresListener.listen(client: client, channel: channel, logger: logger) { _ in wake.yield() }
             }
-            group.addTask { [self] in
+            group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
-                    do { try await catchUp() } catch {
-                        logger.warning("\(channel) re-read failed", metadata: ["error": "\(error)"])
-                    }
+                    wake.yield()
                 }
+                wake.finish()
             }
-            group.addTask { [self] in
+            group.addTask { [rechecks] in
                 // A gap being waited out is looked at again soon, not only at the next change or second.
                 for await pause in rechecks {
                     try? await Task.sleep(for: pause)
-                    try? await catchUp()
+                    wake.yield()
+                }
+            }
+            group.addTask { [self] in
+                for await _ in wakes {
+                    do { try await catchUp() } catch {
+                        logger.warning("\(channel) re-read failed", metadata: ["error": "\(error)"])
+                    }
                 }
             }
         }
