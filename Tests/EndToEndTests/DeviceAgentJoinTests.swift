@@ -92,18 +92,23 @@ struct DeviceAgentJoinTests {
                         try await $0.getDevice(.with { $0.did = deviceDID.string })
                     }
                 }
-                func waitFor(_ expected: Orrery_Registry_V1_DeviceStatus, within limit: Duration = .seconds(30))
-                    async throws
-                {
+                // Returns as soon as the registry says `expected`. The limit is generous: in a full CI run on 2 cores
+                // this test took 250 s where it takes 12 s alone, and one wait of 30 s ran out.
+                func waitFor(
+                    _ expected: Orrery_Registry_V1_DeviceStatus, _ step: String, within limit: Duration = .seconds(120)
+                ) async throws {
                     let deadline = ContinuousClock.now + limit
+                    var seen: [Orrery_Registry_V1_DeviceStatus] = []
                     while ContinuousClock.now < deadline {
-                        if try await device().status == expected { return }
+                        let status = try await device().status
+                        if status == expected { return }
+                        if seen.last != status { seen.append(status) }
                         try await Task.sleep(for: .milliseconds(50))
                     }
-                    Issue.record("the device did not become \(expected) within \(limit)")
+                    Issue.record("\(step): the device did not become \(expected) within \(limit) (it was \(seen))")
                 }
 
-                try await waitFor(.online)
+                try await waitFor(.online, "after the join")
                 let joined = try await device()
                 #expect(joined.ownerDid == owner.did.string)
                 #expect(joined.capabilities.location.country == "NL" && joined.capabilities.labels == ["tier": "edge"])
@@ -115,7 +120,7 @@ struct DeviceAgentJoinTests {
                 // loaded machine may delay one heartbeat past 2 intervals and a sweep may judge it suspect meanwhile;
                 // the next one brings it back, which is what this waits for).
                 try await Task.sleep(for: .milliseconds(Self.interval * 5))
-                try await waitFor(.online)
+                try await waitFor(.online, "heartbeats keep coming")
                 let later = try await device()
                 #expect(
                     later.lastHeartbeatAt.date.timeIntervalSince(joined.lastHeartbeatAt.date)
@@ -155,10 +160,10 @@ struct DeviceAgentJoinTests {
                 // kill -9: the registry notices; a restart resumes as the same device.
                 agent.child.signal(SIGKILL)
                 _ = await agent.child.waitForExit()
-                try await waitFor(.offline)
+                try await waitFor(.offline, "after kill -9")
                 agent = try await startAgent()
                 #expect(agent.ready.did == deviceDID.string)
-                try await waitFor(.online)
+                try await waitFor(.online, "the agent restarted")
 
                 // The registry restarts under the running agent: the device is never marked offline, and the agent's
                 // heartbeats reach the new registry (positive evidence that it reconnected, not only that nobody judged).
@@ -185,7 +190,7 @@ struct DeviceAgentJoinTests {
                     lastHeartbeat = try await device().lastHeartbeatAt.date
                 }
                 #expect(lastHeartbeat > restartedAt, "no heartbeat reached the restarted registry")
-                try await waitFor(.online)
+                try await waitFor(.online, "the registry restarted")
 
                 let (leaveStatus, leaveOutput) = try await ChildProcess.run(
                     agentBinary, arguments: ["leave", "--state-dir", state])
