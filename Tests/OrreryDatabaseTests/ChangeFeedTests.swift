@@ -170,19 +170,31 @@ struct ChangeFeedTests {
         }
     }
 
-    /// Revision 1 drawn, revision 2 drawn and committed, then 1 committed: what the feed, a listing and a watch saw.
-    static func outOfOrder(_ feed: ChangeFeed<String>, client: PostgresClient, logger: Logger) async throws -> [String]
-    {
+    /// Draws revision 1 in a transaction left open, draws and commits revision 2 on another connection, catches up
+    /// (nothing may be handed out yet: 1 may still commit), then runs `body` with the open transaction's connection.
+    static func withFirstOpen<Result: Sendable>(
+        _ feed: ChangeFeed<String>, client: PostgresClient, logger: Logger, notes: (first: String, second: String),
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
         try await client.withConnection { first in
             try await first.query("BEGIN", logger: logger)
-            try await Self.append("drawn first", on: first, logger: logger)
+            try await Self.append(notes.first, on: first, logger: logger)
             try await client.withConnection { second in
-                try await Self.append("drawn second, committed first", on: second, logger: logger)
+                try await Self.append(notes.second, on: second, logger: logger)
             }
             try await feed.catchUp()
-            // Revision 2 is committed, 1 may still be: nothing is handed out yet.
             #expect(feed.publishedRevision == 0)
             #expect(try await feed.list(after: 0, limit: 10).isEmpty)
+            return try await body(first)
+        }
+    }
+
+    /// Revision 1 drawn, revision 2 drawn and committed, then 1 committed: what a watch saw.
+    static func outOfOrder(_ feed: ChangeFeed<String>, client: PostgresClient, logger: Logger) async throws -> [String]
+    {
+        try await withFirstOpen(
+            feed, client: client, logger: logger, notes: ("drawn first", "drawn second, committed first")
+        ) { first in
             // A watch's backlog stops at the gap too, and it follows the live feed from there.
             let watching = Task { () -> [String] in
                 var seen: [String] = []
@@ -241,15 +253,8 @@ struct ChangeFeedTests {
                 let logger = Logger(label: "test.change-feed")
                 let feed = try await Self.orderedFeed(client, logger: logger)
                 let all = feed.subscribe()
-                try await client.withConnection { first in
-                    try await first.query("BEGIN", logger: logger)
-                    try await Self.append("rolled back", on: first, logger: logger)
-                    try await client.withConnection { second in
-                        try await Self.append("kept", on: second, logger: logger)
-                    }
-                    try await feed.catchUp()
-                    #expect(feed.publishedRevision == 0)
-                    try await first.query("ROLLBACK", logger: logger)
+                try await Self.withFirstOpen(feed, client: client, logger: logger, notes: ("rolled back", "kept")) {
+                    _ = try await $0.query("ROLLBACK", logger: logger)
                 }
                 try await Self.bounded { try await feed.catchUp(through: 2) }
                 #expect(await Self.notes(all, count: 1) == ["kept"])
