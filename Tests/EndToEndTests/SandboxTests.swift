@@ -372,6 +372,15 @@ struct SandboxTests {
         #expect(many.reason.contains("took more than its disk of 1 MiB"), "\(many.reason)")
     }
 
+    @Test(
+        "run-local prints the outcome on a line of its own, also after output that does not end its line",
+        .enabled(if: isRoot))
+    func outcomeOnItsOwnLine() async throws {
+        let (outcome, output) = try await Self.run("printf 'no newline at the end'")
+        #expect(outcome.exitCode == 0, "\(output)")
+        #expect(output.contains("no newline at the end\n{\"exitCode\""), "\(output)")
+    }
+
     @Test("the maximum duration stops an allocation", .enabled(if: isRoot))
     func maxDuration() async throws {
         let (outcome, _) = try await Self.run("sleep 30", seconds: 1)

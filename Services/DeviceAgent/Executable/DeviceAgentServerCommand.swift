@@ -13,6 +13,7 @@ import OrreryIdentity
 import OrreryProto
 import OrreryRuntimeCore
 import SwiftProtobuf
+import Synchronization
 
 /// `device-agent`: Orrery device agent: joins an edge host to the network and runs workloads isolated.
 @main
@@ -247,13 +248,17 @@ struct RunLocal: AsyncParsableCommand {
         let runner = AllocationRunner(root: workRoot, cgroups: noLimits ? nil : ControlGroup.detect())
         let id = "local-" + UUID().uuidString.prefix(8).lowercased()
         try await runner.start(id, spec: spec)
+        // Whether what went to stdout so far ends a line: the outcome must start one of its own.
+        let stdoutEndsLine = Mutex(true)
         let outcome = try await AllocationMonitor(runner: runner).follow(
             id, startedAt: runner.startedAt(id),
             maxDuration: spec.maxDurationSeconds == 0 ? nil : .seconds(Int(spec.maxDurationSeconds))
         ) { stream, _, chunk in
             // Straight to the descriptor: nothing was printed through stdio before the outcome below.
             _ = systemWrite(stream == "stdout" ? STDOUT_FILENO : STDERR_FILENO, [UInt8](chunk))
+            if stream == "stdout", let last = chunk.last { stdoutEndsLine.withLock { $0 = last == UInt8(ascii: "\n") } }
         }
+        if !stdoutEndsLine.withLock({ $0 }) { print() }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(outcome), as: UTF8.self))
