@@ -43,20 +43,8 @@ struct ChangeFeedTests {
                     "INSERT INTO feed_changes (note) VALUES ('after the outage')", logger: logger)
                 try await client.query("NOTIFY feed_changes", logger: logger)
                 // Positive evidence: the change arrives (the feed reads again every second), or the test fails.
-                let first = try await withThrowingTaskGroup(of: String?.self) { group in
-                    group.addTask {
-                        for await (_, note) in changes { return note }
-                        return nil
-                    }
-                    group.addTask {
-                        try await Task.sleep(for: .seconds(60))
-                        return nil
-                    }
-                    let first = try await group.next() ?? nil
-                    group.cancelAll()
-                    return first
-                }
-                #expect(first == "after the outage")
+                let first = await Self.notes(changes, count: 1, within: .seconds(60))
+                #expect(first == ["after the outage"])
                 #expect(failuresLeft.withLock { $0 } == 0)
             }
         }
@@ -148,8 +136,10 @@ struct ChangeFeedTests {
         }
     }
 
-    /// The next `count` notes of `stream`, or those that came within 30 s (then the caller's expectation fails).
-    static func notes(_ stream: AsyncStream<(revision: Int64, change: String)>, count: Int) async -> [String] {
+    /// The next `count` notes of `stream`, or those that came within `limit` (then the caller's expectation fails).
+    static func notes(
+        _ stream: AsyncStream<(revision: Int64, change: String)>, count: Int, within limit: Duration = .seconds(30)
+    ) async -> [String] {
         await withTaskGroup(of: [String]?.self) { group in
             group.addTask {
                 var seen: [String] = []
@@ -160,7 +150,7 @@ struct ChangeFeedTests {
                 return seen
             }
             group.addTask {
-                try? await Task.sleep(for: .seconds(30))
+                try? await Task.sleep(for: limit)
                 return nil
             }
             let first = await group.next() ?? nil
