@@ -32,13 +32,15 @@ struct AgentLinesTests {
             // Both replicas hold a line of the device (each delivers the Deploy on its own line).
             try await Self.waitForLines(of: agent, count: 2)
 
-            // The artifact takes 10 s to download: the replica that sends the Deploy dies while it starts, and the
-            // other takes over once its claim lapsed (5 s), while the device is still starting it.
+            // The artifact's download is held until the test lets it go: the replica that sends the Deploy dies while
+            // the device starts it, and the other takes over once its claim lapsed (5 s), while the device is still
+            // starting it (not a fixed delay, which a loaded machine can outlast).
             let script = "#!/bin/sh\necho started >> /work/runs.txt; sleep 2; cat /work/runs.txt > out.txt\n"
             let served = directory.appendingPathComponent("job.sh")
+            let gate = directory.appendingPathComponent("release-download")
             try script.write(to: served, atomically: true, encoding: .utf8)
             let server = try ChildProcess(
-                URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.slowServer, served.path, "10"],
+                URL(fileURLWithPath: "/usr/bin/python3"), arguments: ["-c", Self.gatedServer, served.path, gate.path],
                 outputDirectory: directory)
             defer { server.signal(SIGKILL) }
             let port = try await server.printedPort()
@@ -80,6 +82,19 @@ struct AgentLinesTests {
                 logged(other, "another replica delivers this instruction"), "\(other.child.output.suffix(3000))")
             #expect(!logged(other, "sent to agent"), "both replicas sent the Deploy")
             instructor.child.signal(SIGKILL)
+            // The other replica takes the instruction over and sends it; only then does the download finish.
+            let takeover = ContinuousClock.now + .seconds(60)
+            while !logged(other, "sent to agent"), ContinuousClock.now < takeover {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(logged(other, "sent to agent"), "\(other.child.output.suffix(3000))")
+            let repeated = ContinuousClock.now + .seconds(30)
+            while !agent.service.child.output.contains("a repeated deploy of an allocation still starting"),
+                ContinuousClock.now < repeated
+            {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try Data().write(to: gate)
             let events = try await consumer.with(other) { client in
                 try await client.watchDeployment(.with { $0.id = job.id }) { response in
                     try await response.messages.reduce(into: [Orrery_Orchestrator_V1_DeploymentEvent]()) {
@@ -92,7 +107,6 @@ struct AgentLinesTests {
             #expect(
                 outputs.files.first.map { String(decoding: $0.content, as: UTF8.self) } == "started\n", "ran once")
             // The other replica took over the instruction, and the device, still starting it, started nothing twice.
-            #expect(logged(other, "sent to agent"), "\(other.child.output.suffix(3000))")
             #expect(
                 agent.service.child.output.contains("a repeated deploy of an allocation still starting"),
                 "\(agent.service.child.output.suffix(3000))")
@@ -232,20 +246,23 @@ struct AgentLinesTests {
 
     /// An HTTP server that answers every GET with the file it is given, late (2 s, or the seconds it is given);
     /// prints its port.
-    static let slowServer = """
-        import http.server, socketserver, sys, time
+    /// Serves the file `argv[1]`, each answer held until the file `argv[2]` exists (at most 5 minutes).
+    static let gatedServer = """
+        import http.server, os, socketserver, sys, time
         body = open(sys.argv[1], 'rb').read()
-        class Slow(http.server.BaseHTTPRequestHandler):
+        class Gated(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 print('GET', self.path, flush=True)
-                time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 2)
+                deadline = time.monotonic() + 300
+                while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 self.send_response(200)
                 self.send_header('Content-Length', str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
             def log_message(self, *args):
                 pass
-        server = socketserver.ThreadingTCPServer(('127.0.0.1', 0), Slow)
+        server = socketserver.ThreadingTCPServer(('127.0.0.1', 0), Gated)
         print(server.server_address[1], flush=True)
         server.serve_forever()
         """
