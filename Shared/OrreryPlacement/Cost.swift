@@ -15,6 +15,12 @@ public enum Cost {
     public static func job(hourly: UInt64, seconds: Int?, minimum: UInt64) -> UInt64 {
         guard let seconds else { return max(hourly, minimum) }
         let product = hourly.multipliedFullWidth(by: UInt64(max(seconds, 0)))
+        if product.high == 0 {
+            // The common case, without the full-width division (a division by a constant the compiler turns into a
+            // multiplication); the same result.
+            let (quotient, remainder) = product.low.quotientAndRemainder(dividingBy: 3600)
+            return max(quotient + (remainder == 0 ? 0 : 1), minimum)
+        }
         guard product.high < 3600 else { return .max }
         let (quotient, remainder) = UInt64(3600).dividingFullWidth(product)
         return max(add(quotient, remainder == 0 ? 0 : 1), minimum)

@@ -240,6 +240,11 @@ final class LatencyTable: @unchecked Sendable {
     private let vectors: UnsafeMutablePointer<Double>
     private let heights: UnsafeMutablePointer<Double>
     private let coordinateCount: Int
+    /// Whether every estimate between two different devices comes from one metric — all by Vivaldi coordinates
+    /// (with no negative height) or all by geography — so that `rtt(a, c) ≤ rtt(a, b) + rtt(b, c)` holds for any
+    /// three devices whose estimates are known. False when some devices have Vivaldi coordinates and others only a
+    /// map position: between those two kinds the estimates do not obey the triangle inequality.
+    let obeysTriangleInequality: Bool
 
     init(devices: [CompiledDevice], vectors vectorArray: [Double], heights heightArray: [Double]) {
         count = devices.count
@@ -247,11 +252,15 @@ final class LatencyTable: @unchecked Sendable {
         slots = .allocate(capacity: max(count, 1))
         latitudes = .allocate(capacity: max(count, 1))
         longitudes = .allocate(capacity: max(count, 1))
+        var mapOnly = 0
         for (index, device) in devices.enumerated() {
             slots[index] = device.coordinate
             latitudes[index] = device.latitude
             longitudes[index] = device.longitude
+            if device.coordinate < 0, !device.latitude.isNaN { mapOnly += 1 }
         }
+        let metricHeights = heightArray.allSatisfy { $0.isFinite && $0 >= 0 }
+        obeysTriangleInequality = heightArray.isEmpty || (mapOnly == 0 && metricHeights)
         vectors = .allocate(capacity: max(vectorArray.count, 1))
         vectors.initialize(from: vectorArray, count: vectorArray.count)
         heights = .allocate(capacity: max(heightArray.count, 1))

@@ -163,6 +163,7 @@ public struct PlacementSolver: Sendable {
     func candidates(for allocation: CompiledAllocation, in snapshot: PlacementSnapshot) -> [Candidate] {
         var domain: [Candidate] = []
         let lists = snapshot.scanLists(for: allocation)
+        domain.reserveCapacity(lists.reduce(0) { $0 + $1.count })
         snapshot.compiled.withUnsafeBufferPointer { devices in
             if lists.count == 1, lists[0].count == devices.count {
                 for index in devices.indices where allocation.firstFailure(index, devices[index], in: snapshot) == nil {
@@ -246,7 +247,12 @@ private struct Search {
     let latencies: LatencyTable
     let allocations: [CompiledAllocation]
     var domains: [RankedDomain]
+    /// Per allocation: the allocations joined to it by an edge, each with the edge's bound (tightened by a shorter
+    /// path of edges where the RTT estimates obey the triangle inequality).
     let neighbours: [[(other: Int, maxRTT: Double)]]
+    /// Per allocation: the bounds each replica placed on it sets on other replicas — its edges, and where the RTT
+    /// estimates obey the triangle inequality also the bounds paths of edges imply (see `impliedBounds`).
+    let constraining: [[(other: Int, maxRTT: Double)]]
     let order: [Int]
     let budget: UInt64?
     let deadline: ContinuousClock.Instant
@@ -281,7 +287,24 @@ private struct Search {
             byAllocation[edge.from].append((edge.to, edge.maxRTTMilliseconds))
             byAllocation[edge.to].append((edge.from, edge.maxRTTMilliseconds))
         }
-        neighbours = byAllocation
+        if snapshot.latencies.obeysTriangleInequality {
+            let implied = Self.impliedBounds(edges: edges, count: allocations.count)
+            neighbours = byAllocation.indices.map { allocation in
+                byAllocation[allocation].map { ($0.other, min($0.maxRTT, implied[allocation][$0.other])) }
+            }
+            constraining = allocations.indices.map { allocation in
+                allocations.indices.compactMap { other in
+                    let bound = implied[allocation][other]
+                    guard bound.isFinite, other != allocation || allocations[allocation].request.replicas > 1 else {
+                        return nil
+                    }
+                    return (other, bound)
+                }
+            }
+        } else {
+            neighbours = byAllocation
+            constraining = byAllocation
+        }
         // Most constrained first; then whatever has the most edges into what is already ordered.
         var order: [Int] = []
         var remaining = Set(allocations.indices)
@@ -315,6 +338,36 @@ private struct Search {
         placeReplica(level: 0, replica: 0, from: 0)
     }
 
+    /// For every two allocations (an allocation with itself included: two of its replicas), how far apart their
+    /// replicas may be: the bound of an edge between them, or the least sum of edge bounds along a path of edges
+    /// joining them when that is less — infinity when nothing joins them. With RTT estimates that obey the triangle
+    /// inequality, every feasible placement keeps within these, so the solver may reject a pair farther apart at
+    /// once instead of finding out deep in the search. A path's sum is loosened by a hair, so that rounding never
+    /// rejects a feasible pair; an edge's own bound is kept exact.
+    static func impliedBounds(edges: [LatencyEdge], count: Int) -> [[Double]] {
+        var direct = Array(repeating: Array(repeating: Double.infinity, count: count), count: count)
+        for edge in edges where edge.from < count && edge.to < count {
+            direct[edge.from][edge.to] = min(direct[edge.from][edge.to], edge.maxRTTMilliseconds)
+            direct[edge.to][edge.from] = min(direct[edge.to][edge.from], edge.maxRTTMilliseconds)
+        }
+        // Floyd–Warshall, the diagonal starting at infinity: it ends as the shortest closed path.
+        var path = direct
+        for via in 0..<count {
+            for from in 0..<count where path[from][via].isFinite {
+                for to in 0..<count {
+                    let through = path[from][via] + path[via][to]
+                    if through < path[from][to] { path[from][to] = through }
+                }
+            }
+        }
+        return (0..<count).map { from in
+            (0..<count).map { to in
+                let loosened = path[from][to] * (1 + 1e-9) + 1e-9
+                return direct[from][to] <= loosened ? direct[from][to] : loosened
+            }
+        }
+    }
+
     private mutating func placeReplica(level: Int, replica: Int, from: Int) {
         guard level < order.count else {
             if cost < best?.cost ?? .max { best = (assignment, cost) }
@@ -330,16 +383,16 @@ private struct Search {
             domains[allocation] = packFirst(domains[allocation])
         }
         let remainingReplicas = UInt64(request.replicas - replica)
-        // Later allocations that are not neighbours of this one: their bound does not depend on the candidate.
-        var laterNeighbours: [(allocation: Int, maxRTT: Double)] = []
+        // Every later allocation's cheapest candidate compatible with what is placed: a bound that holds for every
+        // candidate. Those a candidate constrains (`laterNeighbours`) raise it per candidate.
+        var laterNeighbours: [(allocation: Int, maxRTT: Double, cheapest: UInt64)] = []
         var fixedBound = cost
         for later in order[(level + 1)...] {
-            if let edge = neighbours[allocation].first(where: { $0.other == later }) {
-                laterNeighbours.append((later, edge.maxRTT))
-                continue
-            }
             guard let cheapest = cheapestCompatible(later, extra: nil) else { return }
             fixedBound = Cost.add(fixedBound, Cost.multiply(cheapest, UInt64(allocations[later].request.replicas)))
+            if let edge = neighbours[allocation].first(where: { $0.other == later }) {
+                laterNeighbours.append((later, edge.maxRTT, cheapest))
+            }
         }
         let domain = domains[allocation]
         var position = from
@@ -358,16 +411,23 @@ private struct Search {
                 return
             }
             guard fits(candidate.device, allocation), compatible(candidate.device, with: allocation) else { continue }
+            // Each neighbour's cheapest candidate within its edge of this one raises the bound from what `floor`
+            // counted (its cheapest without this candidate); none at all, or a bound past the best, rules it out.
             var bound = floor
-            var deadEnd = false
-            for (neighbour, maxRTT) in laterNeighbours {
+            var ruledOut = false
+            for (neighbour, maxRTT, cheapestAlone) in laterNeighbours {
                 guard let cheapest = cheapestCompatible(neighbour, extra: (candidate.device, maxRTT)) else {
-                    deadEnd = true
+                    ruledOut = true
                     break
                 }
-                bound = Cost.add(bound, Cost.multiply(cheapest, UInt64(allocations[neighbour].request.replicas)))
+                let raise = cheapest > cheapestAlone ? cheapest - cheapestAlone : 0
+                bound = Cost.add(bound, Cost.multiply(raise, UInt64(allocations[neighbour].request.replicas)))
+                if let best, bound >= best.cost {
+                    ruledOut = true
+                    break
+                }
             }
-            if deadEnd { continue }
+            if ruledOut { continue }
             if let best, bound >= best.cost { continue }
             if let budget, bound > budget {
                 budgetPruned = true
@@ -445,14 +505,14 @@ private struct Search {
         let demand = demands[allocation]
         used[device] = used[device].adding(demand)
         usedDevices.insert(device)
-        for (other, maxRTT) in neighbours[allocation] { bounds[other].append((device, maxRTT)) }
+        for (other, maxRTT) in constraining[allocation] { bounds[other].append((device, maxRTT)) }
     }
 
     private mutating func release(_ device: Int, _ allocation: Int) {
         let demand = demands[allocation]
         used[device] = used[device].subtracting(demand)
         if used[device].isZero { usedDevices.remove(device) }
-        for (other, _) in neighbours[allocation] { bounds[other].removeLast() }
+        for (other, _) in constraining[allocation] { bounds[other].removeLast() }
     }
 }
 
