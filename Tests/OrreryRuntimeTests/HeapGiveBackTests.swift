@@ -29,6 +29,35 @@ struct HeapGiveBackTests {
         #expect(policy.shouldGiveBack(mebibytes(13, inUse: 6)) == true)
     }
 
+    @Test(
+        "a large heap is trimmed only for slack worth a sixteenth of it, and looked at less often (both walk every arena)"
+    )
+    func largeHeap() {
+        func mebibytes(_ resident: Int, inUse: Int) -> HeapFigures {
+            HeapFigures(anonymousResident: resident << 20, inUse: inUse << 20)
+        }
+        var policy = HeapGiveBackPolicy(threshold: 2 << 20)
+        // 1 GiB in use: 2 MiB, even 60 MiB more slack is not worth a walk of the arenas; 65 MiB is (over 64).
+        #expect(policy.shouldGiveBack(mebibytes(1034, inUse: 1024)) == false)
+        #expect(policy.shouldGiveBack(mebibytes(1037, inUse: 1024)) == false)
+        #expect(policy.shouldGiveBack(mebibytes(1094, inUse: 1024)) == false)
+        #expect(policy.shouldGiveBack(mebibytes(1099, inUse: 1024)) == true)
+        // A small heap keeps the fixed threshold.
+        var small = HeapGiveBackPolicy(threshold: 2 << 20)
+        #expect(small.shouldGiveBack(mebibytes(40, inUse: 30)) == false)
+        #expect(small.shouldGiveBack(mebibytes(43, inUse: 30)) == true)
+        // The interval: the base up to 256 MiB in use, one more base per 256 MiB, at most twelve.
+        let base = Duration.seconds(5)
+        func interval(_ inUse: Int) -> Duration {
+            HeapGiveBackPolicy.interval(after: mebibytes(inUse + 10, inUse: inUse), base: base)
+        }
+        #expect(interval(30) == .seconds(5))
+        #expect(interval(255) == .seconds(5))
+        #expect(interval(256) == .seconds(10))
+        #expect(interval(1024) == .seconds(25))
+        #expect(interval(100_000) == .seconds(60))
+    }
+
     #if canImport(Glibc)
         /// Fills `mebibytes` of heap with 1 KiB blocks from one thread.
         static func fillHeap(mebibytes: Int) -> [UnsafeMutableRawPointer] {
