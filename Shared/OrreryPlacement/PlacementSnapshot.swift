@@ -3,24 +3,24 @@
 public struct PlacementSnapshot: Sendable {
     /// The devices as they were described when the snapshot was built (reservations laid over it by `reserving` show
     /// in placement, not here).
-    public let devices: [PlacementDevice]
+    public private(set) var devices: [PlacementDevice]
     let compiled: [CompiledDevice]
-    let labels: [[LabelID]]
+    private(set) var labels: [[LabelID]]
     /// Per device: its executors and platforms as interned `executor:NAME` and `platform:OS/ARCH[/VARIANT]`.
-    let runtimes: [[StringID]]
-    let strings: StringTable
-    let owners: StringTable
-    let gpuModels: StringTable
-    let latencies: LatencyTable
-    let landmarkCoordinates: [String: VivaldiCoordinate]
+    private(set) var runtimes: [[StringID]]
+    private(set) var strings: StringTable
+    private(set) var owners: StringTable
+    private(set) var gpuModels: StringTable
+    private(set) var latencies: LatencyTable
+    private(set) var landmarkCoordinates: [String: VivaldiCoordinate]
     let indexByDID: [String: Int]
     /// Device indexes by ascending price per core-hour: a cost lower bound, for scans that stop early.
-    let byCorePrice: [Int]
+    private(set) var byCorePrice: [Int]
     /// The same order, per country (by interned country), per label (`key=value`, interned), and of the devices with a
     /// GPU: a request that accepts a few countries, requires a label or needs a GPU scans only those devices.
-    let byCorePriceInCountry: [StringID: [Int]]
-    let byCorePriceWithLabel: [LabelID: [Int]]
-    let byCorePriceWithGPU: [Int]
+    private(set) var byCorePriceInCountry: [StringID: [Int]]
+    private(set) var byCorePriceWithLabel: [LabelID: [Int]]
+    private(set) var byCorePriceWithGPU: [Int]
 
     /// `coordinates` holds Vivaldi coordinates by node name: devices by DID, landmarks by name.
     public init(devices: [PlacementDevice], coordinates: [String: VivaldiCoordinate] = [:]) {
@@ -42,24 +42,11 @@ public struct PlacementSnapshot: Sendable {
                 vectors += coordinate.vector
                 heights.append(coordinate.height)
             }
-            compiled.append(
-                CompiledDevice(
-                    cpuCores: device.cpuCores, ramMiB: device.ramMiB, diskMiB: device.diskMiB,
-                    gpuCount: device.gpus.count, gpuVRAMMiB: device.gpus.vramMiB,
-                    architecture: strings.intern(device.architecture.lowercased()),
-                    country: strings.intern(device.location.country.uppercased()),
-                    region: strings.intern(device.location.region.lowercased()),
-                    gpuVendor: strings.intern(device.gpus.vendor.lowercased()),
-                    gpuModel: gpuModels.intern(device.gpus.model.lowercased()),
-                    owner: owners.intern(device.ownerDID),
-                    latitude: device.location.point?.latitude ?? .nan,
-                    longitude: device.location.point?.longitude ?? .nan,
-                    prices: device.prices, reputation: device.reputation.score, online: device.online,
-                    coordinate: coordinateIndex))
-            labels.append(device.labels.map { strings.intern("\($0.key)=\($0.value)") }.sorted())
-            runtimes.append(
-                (device.executors.map { strings.intern("executor:" + $0) }
-                    + device.platforms.map { strings.intern("platform:" + $0) }).sorted())
+            let record = Self.compile(
+                device, coordinate: coordinateIndex, strings: &strings, owners: &owners, gpuModels: &gpuModels)
+            compiled.append(record.compiled)
+            labels.append(record.labels)
+            runtimes.append(record.runtimes)
         }
         self.devices = devices
         self.compiled = compiled
@@ -71,7 +58,42 @@ public struct PlacementSnapshot: Sendable {
         latencies = LatencyTable(devices: compiled, vectors: vectors, heights: heights)
         self.landmarkCoordinates = coordinates
         self.indexByDID = indexByDID
-        byCorePrice = compiled.indices.sorted { compiled[$0].prices.perCoreHour < compiled[$1].prices.perCoreHour }
+        (byCorePrice, byCorePriceInCountry, byCorePriceWithLabel, byCorePriceWithGPU) = Self.priceLists(
+            compiled, labels: labels)
+    }
+
+    /// One device as filters read it, its strings interned into the tables given.
+    private static func compile(
+        _ device: PlacementDevice, coordinate: Int32, strings: inout StringTable, owners: inout StringTable,
+        gpuModels: inout StringTable
+    ) -> (compiled: CompiledDevice, labels: [LabelID], runtimes: [StringID]) {
+        let compiled = CompiledDevice(
+            cpuCores: device.cpuCores, ramMiB: device.ramMiB, diskMiB: device.diskMiB,
+            gpuCount: device.gpus.count, gpuVRAMMiB: device.gpus.vramMiB,
+            architecture: strings.intern(device.architecture.lowercased()),
+            country: strings.intern(device.location.country.uppercased()),
+            region: strings.intern(device.location.region.lowercased()),
+            gpuVendor: strings.intern(device.gpus.vendor.lowercased()),
+            gpuModel: gpuModels.intern(device.gpus.model.lowercased()),
+            owner: owners.intern(device.ownerDID),
+            latitude: device.location.point?.latitude ?? .nan,
+            longitude: device.location.point?.longitude ?? .nan,
+            prices: device.prices, reputation: device.reputation.score, online: device.online,
+            coordinate: coordinate)
+        let labels = device.labels.map { strings.intern("\($0.key)=\($0.value)") }.sorted()
+        let runtimes =
+            (device.executors.map { strings.intern("executor:" + $0) }
+            + device.platforms.map { strings.intern("platform:" + $0) }).sorted()
+        return (compiled, labels, runtimes)
+    }
+
+    /// The device indexes by ascending price per core-hour: all, per country, per label, and those with a GPU.
+    private static func priceLists(_ compiled: [CompiledDevice], labels: [[LabelID]]) -> (
+        [Int], [StringID: [Int]], [LabelID: [Int]], [Int]
+    ) {
+        let byCorePrice = compiled.indices.sorted {
+            compiled[$0].prices.perCoreHour < compiled[$1].prices.perCoreHour
+        }
         var inCountry: [StringID: [Int]] = [:]
         var withLabel: [LabelID: [Int]] = [:]
         var withGPU: [Int] = []
@@ -80,9 +102,85 @@ public struct PlacementSnapshot: Sendable {
             for label in labels[index] { withLabel[label, default: []].append(index) }
             if compiled[index].gpuCount > 0 { withGPU.append(index) }
         }
-        byCorePriceInCountry = inCountry
-        byCorePriceWithLabel = withLabel
-        byCorePriceWithGPU = withGPU
+        return (byCorePrice, inCountry, withLabel, withGPU)
+    }
+
+    /// This snapshot with other Vivaldi coordinates (devices by DID, landmarks by name), answering as one built from
+    /// scratch with them would: only the latency table is built again (coordinates are refitted every few seconds,
+    /// and at 100,000 devices a snapshot from scratch took 265 ms).
+    public func withCoordinates(_ coordinates: [String: VivaldiCoordinate]) -> PlacementSnapshot {
+        var compiled = self.compiled
+        var vectors: [Double] = []
+        var heights: [Double] = []
+        vectors.reserveCapacity(self.compiled.count * VivaldiCoordinate.dimensions)
+        heights.reserveCapacity(self.compiled.count)
+        for index in devices.indices {
+            var slot: Int32 = -1
+            if let coordinate = coordinates[devices[index].did],
+                coordinate.vector.count == VivaldiCoordinate.dimensions
+            {
+                slot = Int32(heights.count)
+                vectors += coordinate.vector
+                heights.append(coordinate.height)
+            }
+            compiled[index].coordinate = slot
+        }
+        var updated = PlacementSnapshot(self, compiled: compiled)
+        updated.latencies = LatencyTable(devices: compiled, vectors: vectors, heights: heights)
+        updated.landmarkCoordinates = coordinates
+        return updated
+    }
+
+    /// This snapshot with `changed` devices described anew — each one it already holds, by DID, in its place —
+    /// answering as a snapshot built from scratch from the changed fleet with the same coordinates would. What the
+    /// changes do not touch is shared: a device's status, capacity, prices or labels changing costs a pass over its
+    /// own record, not over the fleet (the price lists are sorted again only when a price, country, label or GPU
+    /// count changed). Nil when a change cannot be laid over it: a device it does not hold (a join needs a fresh
+    /// snapshot, whose order places it) or one whose place on the map moved.
+    public func updating(_ changed: [PlacementDevice]) -> PlacementSnapshot? {
+        guard !changed.isEmpty else { return self }
+        var devices = self.devices
+        var compiled = self.compiled
+        var labels = self.labels
+        var runtimes = self.runtimes
+        var strings = self.strings
+        var owners = self.owners
+        var gpuModels = self.gpuModels
+        var listsChanged = false
+        for device in changed {
+            guard let index = indexByDID[device.did] else { return nil }
+            let before = compiled[index]
+            let record = Self.compile(
+                device, coordinate: before.coordinate, strings: &strings, owners: &owners, gpuModels: &gpuModels)
+            // The latency table keeps each device's map position; a move needs a fresh one.
+            guard record.compiled.latitude.bitPattern == before.latitude.bitPattern,
+                record.compiled.longitude.bitPattern == before.longitude.bitPattern
+            else { return nil }
+            if record.compiled.prices.perCoreHour != before.prices.perCoreHour
+                || record.compiled.country != before.country || record.labels != labels[index]
+                || (record.compiled.gpuCount > 0) != (before.gpuCount > 0)
+            {
+                listsChanged = true
+            }
+            devices[index] = device
+            compiled[index] = record.compiled
+            labels[index] = record.labels
+            runtimes[index] = record.runtimes
+        }
+        var updated = PlacementSnapshot(self, compiled: compiled)
+        updated.devices = devices
+        updated.labels = labels
+        updated.runtimes = runtimes
+        updated.strings = strings
+        updated.owners = owners
+        updated.gpuModels = gpuModels
+        if listsChanged {
+            (
+                updated.byCorePrice, updated.byCorePriceInCountry, updated.byCorePriceWithLabel,
+                updated.byCorePriceWithGPU
+            ) = Self.priceLists(compiled, labels: labels)
+        }
+        return updated
     }
 
     /// The device lists (each in ascending price per core-hour) that hold every device `allocation` may take: the

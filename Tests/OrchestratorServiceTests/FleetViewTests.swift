@@ -1,10 +1,10 @@
 import Foundation
-import OrreryPlacement
 import OrreryProto
 import SwiftProtobuf
 import Testing
 
 @testable import OrchestratorService
+@testable import OrreryPlacement
 
 /// The orchestrator's fleet view: the snapshot placement reads is built once per change that matters at once, and
 /// refinements (reputations, refitted coordinates) reach it at most its delay late.
@@ -85,5 +85,67 @@ struct FleetViewTests {
         let snapshot = fleet.snapshot()
         #expect(snapshot.devices.map(\.did) == ["did:key:a", "did:key:b", "did:key:c"])
         #expect(Self.device("did:key:c", in: snapshot)?.cpuCores == 16)
+    }
+
+    @Test(
+        "status and capability changes, joins and refitted coordinates in any order: each snapshot answers as one from scratch, and one updated in place shares the rest"
+    )
+    func updatedInPlace() throws {
+        let fleet = FleetView(refinementDelay: .zero)
+        var expected: [String: PlacementDevice] = [:]
+        var coordinates: [String: VivaldiCoordinate] = [:]
+        var state: UInt64 = 42
+        func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        func apply(_ change: Orrery_Registry_V1_DeviceChange) {
+            fleet.apply(change)
+            expected[change.device.did] = FleetView.placementDevice(change.device)
+        }
+        for index in 0..<40 { apply(Self.change("did:key:d\(index)")) }
+        let requests = (1...4).map { cores in
+            PlacementRequest(allocations: [AllocationRequest(name: "job", cpuCores: cores * 2, ramMiB: 1024)])
+        }
+        let solver = PlacementSolver()
+        var previous = fleet.snapshot()
+        var sharedOnce = false
+        for round in 0..<120 {
+            var kind = "change"
+            switch next(10) {
+            case 0:
+                kind = "join"
+                apply(Self.change("did:key:d\(40 + round)"))
+            case 1:
+                kind = "coordinates"
+                for did in expected.keys where next(2) == 0 {
+                    var vector = Array(repeating: 0.0, count: VivaldiCoordinate.dimensions)
+                    vector[0] = Double(next(100))
+                    coordinates[did] = VivaldiCoordinate(vector: vector, height: 0.5, error: 0.2)
+                }
+                fleet.setCoordinates(coordinates)
+            default:
+                var change = Self.change(
+                    "did:key:d\(next(40))", status: next(3) == 0 ? .offline : .online, completed: UInt64(next(5)))
+                change.device.capabilities.cpuCores = UInt32(2 + next(7))
+                apply(change)
+            }
+            let snapshot = fleet.snapshot()
+            let rebuilt = PlacementSnapshot(
+                devices: expected.keys.sorted().compactMap { expected[$0] }, coordinates: coordinates)
+            #expect(snapshot.devices == rebuilt.devices, "round \(round), after a \(kind)")
+            #expect(snapshot.landmarkCoordinates == rebuilt.landmarkCoordinates, "round \(round)")
+            for request in requests {
+                #expect(
+                    solver.explain(request, on: snapshot) == solver.explain(request, on: rebuilt), "round \(round)")
+            }
+            // A device's change, laid over the snapshot before: its latency table is the same one.
+            if kind == "change" {
+                #expect(snapshot.latencies === previous.latencies, "round \(round): built from scratch")
+                sharedOnce = true
+            }
+            previous = snapshot
+        }
+        #expect(sharedOnce)
     }
 }

@@ -17,13 +17,33 @@ public final class FleetView: Sendable {
         var version = 0
         /// Counts the changes placement may see up to `refinementDelay` late: reputations and coordinates refined.
         var refinements = 0
-        var cached: (version: Int, refinements: Int, builtAt: ContinuousClock.Instant, snapshot: PlacementSnapshot)?
+        var cached:
+            (
+                version: Int, refinements: Int, sequence: Int, builtAt: ContinuousClock.Instant,
+                snapshot: PlacementSnapshot
+            )?
+        /// Counts every change to the fleet or its coordinates: a snapshot records the count it includes.
+        var sequence = 0
+        /// The devices changed, by the count after each change, since the cached snapshot (trimmed as it advances):
+        /// what a snapshot updated in place from the cached one must describe anew.
+        var changed: [(sequence: Int, did: String)] = []
+        /// The count after the last change no snapshot can be updated in place for (a join, a reset): a snapshot
+        /// from before it is built again from scratch.
+        var rebuildAfter = 0
+        /// The count after the coordinates last changed: a snapshot from before it takes them in place.
+        var coordinatesChanged = 0
         /// Every device as placement reads it, converted once per change of that device.
         var placementDevices: [String: PlacementDevice] = [:]
         /// The devices' DIDs in order (a snapshot lists them so), sorted again only when one joins.
         var order: [String]?
         /// Snapshots being built now: a caller that finds the cached one only refinements behind uses it meanwhile.
         var building = 0
+
+        /// The next snapshot is built from scratch; the changes recorded so far are of no more use.
+        mutating func rebuildFromScratch() {
+            rebuildAfter = sequence
+            changed.removeAll()
+        }
     }
 
     private let state = Mutex(State())
@@ -46,7 +66,15 @@ public final class FleetView: Sendable {
             let before = state.devices[change.device.did]
             state.devices[change.device.did] = change.device
             state.placementDevices[change.device.did] = Self.placementDevice(change.device)
-            if before == nil { state.order = nil }
+            state.sequence += 1
+            if before == nil {
+                state.order = nil
+                state.rebuildFromScratch()
+            } else {
+                state.changed.append((state.sequence, change.device.did))
+                // So many changes that a snapshot from scratch costs less than replaying them.
+                if state.changed.count > max(64, state.devices.count / 4) { state.rebuildFromScratch() }
+            }
             state.revision = max(state.revision, change.revision)
             if let before, Self.onlyRefined(before, into: change.device) {
                 state.refinements += 1
@@ -80,6 +108,8 @@ public final class FleetView: Sendable {
             state.revision = 0
             state.synced = false
             state.version += 1
+            state.sequence += 1
+            state.rebuildFromScratch()
         }
     }
 
@@ -92,6 +122,8 @@ public final class FleetView: Sendable {
                 state.version += 1
             }
             state.coordinates = coordinates
+            state.sequence += 1
+            state.coordinatesChanged = state.sequence
         }
     }
 
@@ -105,42 +137,70 @@ public final class FleetView: Sendable {
     }
 
     /// The snapshot of the fleet without reservations: the one built for the current version (with refinements at
-    /// most `refinementDelay` late, or while a newer one is being built), or a new one.
+    /// most `refinementDelay` late, or while a newer one is being built), or a new one — the cached one with the
+    /// coordinates and the devices changed since laid over it when no device joined, else one built from scratch.
     private func currentSnapshot() -> PlacementSnapshot {
         let now = ContinuousClock.now
         enum Step {
             case use(PlacementSnapshot)
-            case build(
-                order: [String], devices: [String: PlacementDevice], coordinates: [String: VivaldiCoordinate],
-                version: Int, refinements: Int)
+            case update(base: PlacementSnapshot, coordinates: [String: VivaldiCoordinate]?, changed: [PlacementDevice])
+            case build(order: [String], devices: [String: PlacementDevice], coordinates: [String: VivaldiCoordinate])
         }
-        let step = state.withLock { state -> Step in
+        let (step, version, refinements, sequence) = state.withLock { state -> (Step, Int, Int, Int) in
+            let stamp = (state.version, state.refinements, state.sequence)
             if let cached = state.cached, cached.version == state.version,
                 cached.refinements == state.refinements || now - cached.builtAt < refinementDelay
                     || state.building > 0
             {
-                return .use(cached.snapshot)
+                return (.use(cached.snapshot), stamp.0, stamp.1, stamp.2)
+            }
+            state.building += 1
+            if let cached = state.cached, state.rebuildAfter <= cached.sequence {
+                var seen: Set<String> = []
+                var changed: [PlacementDevice] = []
+                for entry in state.changed where entry.sequence > cached.sequence && seen.insert(entry.did).inserted {
+                    if let device = state.placementDevices[entry.did] { changed.append(device) }
+                }
+                let coordinates = state.coordinatesChanged > cached.sequence ? state.coordinates : nil
+                return (
+                    .update(base: cached.snapshot, coordinates: coordinates, changed: changed), stamp.0, stamp.1,
+                    stamp.2
+                )
             }
             let order = state.order ?? state.placementDevices.keys.sorted()
             state.order = order
-            state.building += 1
-            return .build(
-                order: order, devices: state.placementDevices, coordinates: state.coordinates,
-                version: state.version, refinements: state.refinements)
+            return (
+                .build(order: order, devices: state.placementDevices, coordinates: state.coordinates), stamp.0,
+                stamp.1, stamp.2
+            )
         }
+        let snapshot: PlacementSnapshot
         switch step {
-        case .use(let snapshot):
-            return snapshot
-        case .build(let order, let devices, let coordinates, let version, let refinements):
-            let snapshot = PlacementSnapshot(devices: order.compactMap { devices[$0] }, coordinates: coordinates)
-            state.withLock { state in
-                state.building -= 1
-                if (state.cached.map { ($0.version, $0.refinements) < (version, refinements) }) ?? true {
-                    state.cached = (version, refinements, now, snapshot)
+        case .use(let cached):
+            return cached
+        case .update(let base, let coordinates, let changed):
+            if let updated = (coordinates.map { base.withCoordinates($0) } ?? base).updating(changed) {
+                snapshot = updated
+            } else {
+                // A device moved on the map: from scratch, from the state as it is now.
+                let (order, devices, coordinates) = state.withLock { state in
+                    let order = state.order ?? state.placementDevices.keys.sorted()
+                    state.order = order
+                    return (order, state.placementDevices, state.coordinates)
                 }
+                snapshot = PlacementSnapshot(devices: order.compactMap { devices[$0] }, coordinates: coordinates)
             }
-            return snapshot
+        case .build(let order, let devices, let coordinates):
+            snapshot = PlacementSnapshot(devices: order.compactMap { devices[$0] }, coordinates: coordinates)
         }
+        state.withLock { state in
+            state.building -= 1
+            if (state.cached.map { $0.sequence < sequence }) ?? true {
+                state.cached = (version, refinements, sequence, now, snapshot)
+                state.changed.removeAll { $0.sequence <= sequence }
+            }
+        }
+        return snapshot
     }
 
     static func placementDevice(_ device: Orrery_Registry_V1_Device) -> PlacementDevice {
