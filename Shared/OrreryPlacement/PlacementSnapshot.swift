@@ -164,8 +164,9 @@ public struct PlacementSnapshot: Sendable {
             }
             devices[index] = device
             compiled[index] = record.compiled
-            labels[index] = record.labels
-            runtimes[index] = record.runtimes
+            // Written only when changed: a write copies the whole array (and retains every element) first.
+            if record.labels != labels[index] { labels[index] = record.labels }
+            if record.runtimes != runtimes[index] { runtimes[index] = record.runtimes }
         }
         var updated = PlacementSnapshot(self, compiled: compiled)
         updated.devices = devices
