@@ -6,13 +6,7 @@ import Testing
 /// the same fleet — and shares what the change did not touch.
 @Suite("Snapshots updated in place")
 struct SnapshotUpdateTests {
-    struct Generator {
-        var state: UInt64
-        mutating func next(_ bound: Int) -> Int {
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return Int((state >> 33) % UInt64(bound))
-        }
-    }
+    typealias Generator = PlacementPropertyTests.Generator
 
     static let countries = ["DE", "FR", "NL", "SE"]
 
