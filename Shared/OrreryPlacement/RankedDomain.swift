@@ -27,6 +27,7 @@ final class RankedDomain {
     }
 
     private func sort(through position: Int) {
+        if sortedCount == 0, items.count >= 4096 { sortFirstChunk(through: position) }
         while sortedCount <= position {
             let end = min(items.count, sortedCount + nextChunk)
             items.withUnsafeMutableBufferPointer { buffer in
@@ -36,6 +37,31 @@ final class RankedDomain {
             sortedCount = end
             nextChunk *= 2
         }
+    }
+
+    /// The first chunk of a large domain — about a sixty-fourth of it, at least through `position` — by one pass:
+    /// a threshold cost from a sample, the candidates at or under it moved to the front and sorted. Cheaper than a
+    /// selection, which compares and swaps every candidate several times; the search rarely reads past it. When the
+    /// sample misjudged (too many ties at the threshold), nothing is taken as sorted and the selection goes on.
+    private func sortFirstChunk(through position: Int) {
+        let target = max(position + 1, nextChunk, items.count / 64)
+        guard target < items.count / 2 else { return }
+        let step = max(1, items.count / 512)
+        var sample = stride(from: 0, to: items.count, by: step).map { items[$0].cost }
+        sample.sort()
+        // Where twice the target would fall, so that the chunk rarely comes out short.
+        let threshold = sample[min(sample.count - 1, 2 * target * sample.count / items.count)]
+        var front = 0
+        items.withUnsafeMutableBufferPointer { buffer in
+            for index in buffer.indices where buffer[index].cost <= threshold {
+                if index != front { buffer.swapAt(index, front) }
+                front += 1
+            }
+        }
+        guard front <= 8 * target else { return }
+        items[0..<front].sort(by: PlacementSolver.precedes)
+        sortedCount = front
+        while nextChunk < front { nextChunk *= 2 }
     }
 
     /// Rearranges `buffer[low..<high]` so that the elements before `kth` all precede those from `kth` on
