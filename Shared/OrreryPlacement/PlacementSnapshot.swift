@@ -30,20 +30,13 @@ public struct PlacementSnapshot: Sendable {
         var compiled: [CompiledDevice] = []
         var labels: [[LabelID]] = []
         var runtimes: [[StringID]] = []
-        var vectors: [Double] = []
-        var heights: [Double] = []
         var indexByDID: [String: Int] = [:]
+        let (slots, vectors, heights) = Self.coordinateSlots(of: devices, in: coordinates)
         compiled.reserveCapacity(devices.count)
         for (index, device) in devices.enumerated() {
             indexByDID[device.did] = index
-            var coordinateIndex: Int32 = -1
-            if let coordinate = coordinates[device.did], coordinate.vector.count == VivaldiCoordinate.dimensions {
-                coordinateIndex = Int32(heights.count)
-                vectors += coordinate.vector
-                heights.append(coordinate.height)
-            }
             let record = Self.compile(
-                device, coordinate: coordinateIndex, strings: &strings, owners: &owners, gpuModels: &gpuModels)
+                device, coordinate: slots[index], strings: &strings, owners: &owners, gpuModels: &gpuModels)
             compiled.append(record.compiled)
             labels.append(record.labels)
             runtimes.append(record.runtimes)
@@ -60,6 +53,28 @@ public struct PlacementSnapshot: Sendable {
         self.indexByDID = indexByDID
         (byCorePrice, byCorePriceInCountry, byCorePriceWithLabel, byCorePriceWithGPU) = Self.priceLists(
             compiled, labels: labels)
+    }
+
+    /// Each device's slot in the latency table's coordinates (-1 without a Vivaldi coordinate), and the coordinates'
+    /// vectors and heights side by side in slot order.
+    private static func coordinateSlots(
+        of devices: [PlacementDevice], in coordinates: [String: VivaldiCoordinate]
+    ) -> (slots: [Int32], vectors: [Double], heights: [Double]) {
+        var slots: [Int32] = []
+        var vectors: [Double] = []
+        var heights: [Double] = []
+        slots.reserveCapacity(devices.count)
+        for device in devices {
+            guard let coordinate = coordinates[device.did], coordinate.vector.count == VivaldiCoordinate.dimensions
+            else {
+                slots.append(-1)
+                continue
+            }
+            slots.append(Int32(heights.count))
+            vectors += coordinate.vector
+            heights.append(coordinate.height)
+        }
+        return (slots, vectors, heights)
     }
 
     /// One device as filters read it, its strings interned into the tables given.
@@ -110,21 +125,8 @@ public struct PlacementSnapshot: Sendable {
     /// and at 100,000 devices a snapshot from scratch took 265 ms).
     public func withCoordinates(_ coordinates: [String: VivaldiCoordinate]) -> PlacementSnapshot {
         var compiled = self.compiled
-        var vectors: [Double] = []
-        var heights: [Double] = []
-        vectors.reserveCapacity(self.compiled.count * VivaldiCoordinate.dimensions)
-        heights.reserveCapacity(self.compiled.count)
-        for index in devices.indices {
-            var slot: Int32 = -1
-            if let coordinate = coordinates[devices[index].did],
-                coordinate.vector.count == VivaldiCoordinate.dimensions
-            {
-                slot = Int32(heights.count)
-                vectors += coordinate.vector
-                heights.append(coordinate.height)
-            }
-            compiled[index].coordinate = slot
-        }
+        let (slots, vectors, heights) = Self.coordinateSlots(of: devices, in: coordinates)
+        for index in compiled.indices { compiled[index].coordinate = slots[index] }
         var updated = PlacementSnapshot(self, compiled: compiled)
         updated.latencies = LatencyTable(devices: compiled, vectors: vectors, heights: heights)
         updated.landmarkCoordinates = coordinates

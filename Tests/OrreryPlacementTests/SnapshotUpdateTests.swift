@@ -165,7 +165,6 @@ struct SnapshotUpdateTests {
         offline.online.toggle()
         let updated = try #require(snapshot.updating([offline]))
         #expect(updated.latencies === snapshot.latencies)
-        #expect(updated.byCorePrice == snapshot.byCorePrice)
         #expect(updated.devices[3].online == offline.online)
         #expect(snapshot.devices[3].online == devices[3].online)
         #expect(snapshot.updating([Self.device(99, &random)]) == nil)

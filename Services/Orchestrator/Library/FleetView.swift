@@ -44,6 +44,25 @@ public final class FleetView: Sendable {
             rebuildAfter = sequence
             changed.removeAll()
         }
+
+        /// What a snapshot from scratch is built of, as the fleet is now (the devices in DID order, sorted again only
+        /// after a join).
+        mutating func fleetAsItIs() -> FleetAsItIs {
+            let order = order ?? placementDevices.keys.sorted()
+            self.order = order
+            return FleetAsItIs(order: order, devices: placementDevices, coordinates: coordinates)
+        }
+    }
+
+    /// A copy of the fleet taken under the lock, built into a snapshot outside it.
+    private struct FleetAsItIs {
+        let order: [String]
+        let devices: [String: PlacementDevice]
+        let coordinates: [String: VivaldiCoordinate]
+
+        func snapshot() -> PlacementSnapshot {
+            PlacementSnapshot(devices: order.compactMap { devices[$0] }, coordinates: coordinates)
+        }
     }
 
     private let state = Mutex(State())
@@ -144,60 +163,47 @@ public final class FleetView: Sendable {
         enum Step {
             case use(PlacementSnapshot)
             case update(base: PlacementSnapshot, coordinates: [String: VivaldiCoordinate]?, changed: [PlacementDevice])
-            case build(order: [String], devices: [String: PlacementDevice], coordinates: [String: VivaldiCoordinate])
+            case build(FleetAsItIs)
         }
-        let (step, version, refinements, sequence) = state.withLock { state -> (Step, Int, Int, Int) in
+        typealias Stamp = (version: Int, refinements: Int, sequence: Int)
+        let (step, stamp) = state.withLock { state -> (Step, Stamp) in
             let stamp = (state.version, state.refinements, state.sequence)
             if let cached = state.cached, cached.version == state.version,
                 cached.refinements == state.refinements || now - cached.builtAt < refinementDelay
                     || state.building > 0
             {
-                return (.use(cached.snapshot), stamp.0, stamp.1, stamp.2)
+                return (.use(cached.snapshot), stamp)
             }
             state.building += 1
-            if let cached = state.cached, state.rebuildAfter <= cached.sequence {
-                var seen: Set<String> = []
-                var changed: [PlacementDevice] = []
-                for entry in state.changed where entry.sequence > cached.sequence && seen.insert(entry.did).inserted {
-                    if let device = state.placementDevices[entry.did] { changed.append(device) }
-                }
-                let coordinates = state.coordinatesChanged > cached.sequence ? state.coordinates : nil
-                return (
-                    .update(base: cached.snapshot, coordinates: coordinates, changed: changed), stamp.0, stamp.1,
-                    stamp.2
-                )
+            guard let cached = state.cached, state.rebuildAfter <= cached.sequence else {
+                return (.build(state.fleetAsItIs()), stamp)
             }
-            let order = state.order ?? state.placementDevices.keys.sorted()
-            state.order = order
-            return (
-                .build(order: order, devices: state.placementDevices, coordinates: state.coordinates), stamp.0,
-                stamp.1, stamp.2
-            )
+            var seen: Set<String> = []
+            var changed: [PlacementDevice] = []
+            for entry in state.changed where entry.sequence > cached.sequence && seen.insert(entry.did).inserted {
+                if let device = state.placementDevices[entry.did] { changed.append(device) }
+            }
+            let coordinates = state.coordinatesChanged > cached.sequence ? state.coordinates : nil
+            return (.update(base: cached.snapshot, coordinates: coordinates, changed: changed), stamp)
         }
         let snapshot: PlacementSnapshot
         switch step {
         case .use(let cached):
             return cached
         case .update(let base, let coordinates, let changed):
-            if let updated = (coordinates.map { base.withCoordinates($0) } ?? base).updating(changed) {
-                snapshot = updated
-            } else {
-                // A device moved on the map: from scratch, from the state as it is now.
-                let (order, devices, coordinates) = state.withLock { state in
-                    let order = state.order ?? state.placementDevices.keys.sorted()
-                    state.order = order
-                    return (order, state.placementDevices, state.coordinates)
-                }
-                snapshot = PlacementSnapshot(devices: order.compactMap { devices[$0] }, coordinates: coordinates)
-            }
-        case .build(let order, let devices, let coordinates):
-            snapshot = PlacementSnapshot(devices: order.compactMap { devices[$0] }, coordinates: coordinates)
+            // Nil when a device moved on the map: then from scratch, from the fleet as it is now (its later changes,
+            // laid over it again next time, change nothing).
+            snapshot =
+                (coordinates.map { base.withCoordinates($0) } ?? base).updating(changed)
+                ?? state.withLock { $0.fleetAsItIs() }.snapshot()
+        case .build(let fleet):
+            snapshot = fleet.snapshot()
         }
         state.withLock { state in
             state.building -= 1
-            if (state.cached.map { $0.sequence < sequence }) ?? true {
-                state.cached = (version, refinements, sequence, now, snapshot)
-                state.changed.removeAll { $0.sequence <= sequence }
+            if (state.cached.map { $0.sequence < stamp.sequence }) ?? true {
+                state.cached = (stamp.version, stamp.refinements, stamp.sequence, now, snapshot)
+                state.changed.removeAll { $0.sequence <= stamp.sequence }
             }
         }
         return snapshot
