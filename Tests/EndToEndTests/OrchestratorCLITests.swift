@@ -20,8 +20,10 @@ struct OrchestratorCLITests {
                 let network = try TestNetwork(directory: credentials)
                 let registry = try await JobConstellation.startRegistry(database, network, directory)
                 defer { registry.child.signal(SIGKILL) }
+                // No device answers offers here: a long offer timeout keeps the offer standing until the cancel (with
+                // the default 10 s, a loaded machine let three offers expire and the deployment fail before it).
                 let orchestrator = try await JobConstellation.startOrchestrator(
-                    database, network, directory, registry: registry)
+                    database, network, directory, registry: registry, extraArguments: ["--offer-timeout-ms", "600000"])
                 defer { orchestrator.child.signal(SIGKILL) }
                 let devices = try await OrchestratorTests.joinFleet(
                     registry: registry, operatorKey: network.operatorKey)
