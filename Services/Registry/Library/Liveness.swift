@@ -100,6 +100,7 @@ final class Liveness: Sendable {
                     lastSweep = ContinuousClock.now
                 }
             } catch {
+                if Task.isCancelled { break }
                 failing = true
                 logger.warning("liveness pass failed", metadata: ["error": "\(error)"])
             }
@@ -144,6 +145,8 @@ final class Liveness: Sendable {
         timer.cancel()
         guard let first else {
             work.cancel()
+            // No answer because the registry stops (the wait was cancelled), not because the limit passed.
+            if Task.isCancelled { throw CancellationError() }
             throw PassGivenUp(phase: phase, limit: limit)
         }
         try first.get()
