@@ -49,7 +49,8 @@ enum AuthorizedCall {
             key: key, subject: chain.first?.subject ?? key.did, audience: audience, proofs: chain, catalog: catalog)
         return try await withGRPCClient(
             transport: try .http2NIOPosix(
-                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: caller.trustRoots)),
+                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: caller.trustRoots),
+                config: ServiceProbe.prompt),
             interceptors: [signer]
         ) { client in
             try await body(client)

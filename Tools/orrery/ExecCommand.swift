@@ -94,7 +94,8 @@ struct ExecCommand: AsyncParsableCommand {
         defer { raw?.restore() }
         let exit = try await withGRPCClient(
             transport: try .http2NIOPosix(
-                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: tls.trustRoots))
+                target: target.target, transportSecurity: ServiceProbe.security(trustRoots: tls.trustRoots),
+                config: ServiceProbe.prompt)
         ) { client in
             try await Orrery_Orchestrator_V1_Orchestrator.Client(wrapping: client).exec(
                 metadata: Self.authorization(container),

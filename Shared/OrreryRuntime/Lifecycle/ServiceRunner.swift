@@ -331,7 +331,7 @@ private struct MainService: Service {
             transport: .http2NIOPosix(
                 address: try Self.socketAddress(host: settings.grpc.host, port: settings.grpc.port),
                 transportSecurity: transportSecurity,
-                config: Self.transportConfiguration(
+                config: ServerTransportSettings.configuration(
                     settings: settings, budget: budget, tarpit: tarpit, streams: built.description.concurrentStreams)
             ),
             services: parts.rpcServices + [
@@ -450,54 +450,6 @@ private struct MainService: Service {
         var router = RPCRouter<HTTP2ServerTransport.Posix>()
         for service in services { service.registerMethods(with: &router) }
         return Array(Set(router.methods.map(\.service.fullyQualifiedService))).sorted()
-    }
-
-    /// Streams one connection may carry at once, advertised in SETTINGS_MAX_CONCURRENT_STREAMS so that clients queue
-    /// past it instead of having the connection torn down (SwiftNIO's HTTP/2 enforces 100 unless told otherwise).
-    static let maximumConcurrentStreams = 100
-    /// The HTTP/2 window per connection and per stream.
-    static let flowControlWindow = 4 << 20
-
-    /// The gRPC transport's limits: advertised stream concurrency, idle connections closed, keepalive pings to
-    /// find dead peers, the process's connection budget, 4 MiB messages.
-    static func transportConfiguration(
-        settings: RuntimeSettings, budget: ConnectionBudget, tarpit: ConnectionTarpit? = nil,
-        streams: Int = maximumConcurrentStreams
-    )
-        -> HTTP2ServerTransport.Posix.Config
-    {
-        var config = HTTP2ServerTransport.Posix.Config.defaults
-        config.http2.maxConcurrentStreams = streams
-        // HTTP/2 flow control: how much a peer may send before the server takes it in. gRPC's 64 KiB default held a
-        // device streaming an output over its line to a window update per 64 KiB (~70 MiB/s on loopback).
-        config.http2.targetWindowSize = flowControlWindow
-        config.http2.maxFrameSize = 1 << 16
-        // Idle connections are ended by `ConnectionIdleGuard` (gRPC's own idle timer leaks each connection).
-        config.connection.maxIdleTime = nil
-        config.connection.maxGraceTime = .seconds(10)
-        let keepalive = min(Duration.seconds(30), settings.idleTimeout)
-        config.connection.keepalive = .init(
-            time: keepalive, timeout: .seconds(10),
-            clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(10), allowWithoutCalls: true))
-        // Silence longer than a live peer's (pinged after `keepalive`, answering within its timeout) ends it.
-        let silence = max(settings.idleTimeout, keepalive + .seconds(10)) + .seconds(5)
-        let maximumMessage = config.rpc.maxRequestPayloadSize
-        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
-            stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(MessageSizeGuard(limit: maximumMessage), position: .first)
-                ConnectionIdleGuard.track(stream: stream)
-            }
-        }
-        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-            budget.admit(channel)
-            ConnectionLoops.accepted(channel)
-            return channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(
-                    ConnectionIdleGuard(idleLimit: settings.idleTimeout, silenceLimit: silence, tarpit: tarpit),
-                    position: .first)
-            }
-        }
-        return config
     }
 
     private static func socketAddress(host: String, port: Int) throws -> GRPCNIOTransportCore.SocketAddress {

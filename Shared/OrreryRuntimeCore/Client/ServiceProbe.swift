@@ -73,7 +73,12 @@ public enum ServiceProbe {
     /// up to 40 s more, and work waiting on it — a receipt to record — waited with it.)
     public static let longLivedLine = HTTP2ClientTransport.Posix.Config.defaults {
         $0.backoff = .init(initial: .milliseconds(250), max: .seconds(5), multiplier: 1.6, jitter: 0.2)
+        $0.connection.flushCoalescing = nil
     }
+
+    /// Transport settings whose writes go out at once: gRPC's flush coalescing holds each flush up to 100 µs for more
+    /// writes to join it, which on a call that sends one message and waits for the answer is only a delay.
+    public static let prompt = HTTP2ClientTransport.Posix.Config.defaults { $0.connection.flushCoalescing = nil }
 
     /// Runs `body` with a client connected to `address`: TLS against `trustRoots` when given, else plaintext.
     public static func withClient<Result: Sendable>(
@@ -82,7 +87,8 @@ public enum ServiceProbe {
         _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
         try await withGRPCClient(
-            transport: try .http2NIOPosix(target: address.target, transportSecurity: security(trustRoots: trustRoots))
+            transport: try .http2NIOPosix(
+                target: address.target, transportSecurity: security(trustRoots: trustRoots), config: prompt)
         ) { client in
             try await body(client)
         }

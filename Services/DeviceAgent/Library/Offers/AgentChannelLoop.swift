@@ -50,7 +50,7 @@ struct AgentChannelLoop {
         try await withGRPCClient(
             transport: try .http2NIOPosix(
                 target: target.target, transportSecurity: ServiceProbe.security(trustRoots: trustRoots),
-                eventLoopGroup: LineLoop.group),
+                config: ServiceProbe.prompt, eventLoopGroup: LineLoop.group),
             interceptors: [signer]
         ) { client in
             let channel = Orrery_Orchestrator_V1_AgentChannel.Client(wrapping: client)
