@@ -150,16 +150,17 @@ final class EnsembleListeners: Sendable {
     }
 
     private func keep(_ id: String, peers: [Orrery_Orchestrator_V1_EnsemblePeer], orchestrator: String) async {
-        var namespace: String?
+        var state = PartnerListening()
         var listening: Task<Void, Never>?
         defer { listening?.cancel() }
         while !Task.isCancelled {
             if runner.status(id) == .running, let member = SandboxProbe.networkMember(among: runner.processes(id)),
-                let current = SandboxProbe.namespace("net", of: member), current != namespace
+                let current = SandboxProbe.namespace("net", of: member), state.needsListening(in: current)
             {
                 listening?.cancel()
-                namespace = current
+                listening = nil
                 var sockets: [(peer: Orrery_Orchestrator_V1_EnsemblePeer, port: UInt32, socket: Int32)] = []
+                var failures: [String] = []
                 for peer in peers {
                     for port in peer.ports {
                         do {
@@ -167,16 +168,22 @@ final class EnsembleListeners: Sendable {
                                 id, member: member, address: peer.address, port: Int(port))
                             sockets.append((peer, port, socket))
                         } catch {
-                            logger.warning(
-                                "cannot listen for an ensemble partner in a sandbox",
-                                metadata: [
-                                    "offer": "\(id)", "partner": "\(peer.allocation):\(port)", "error": "\(error)",
-                                ])
+                            failures.append("\(peer.allocation):\(port): \(error)")
                         }
                     }
                 }
-                listening = Task(executorPreference: LineLoop.executor) {
-                    await self.accept(id, on: sockets, orchestrator: orchestrator)
+                switch state.listened(in: current, complete: failures.isEmpty) {
+                case .serve:
+                    listening = Task(executorPreference: LineLoop.executor) {
+                        await self.accept(id, on: sockets, orchestrator: orchestrator)
+                    }
+                case .retry(let report):
+                    for made in sockets { _ = Glibc.close(made.socket) }
+                    if report {
+                        logger.warning(
+                            "cannot listen for ensemble partners in a sandbox yet; trying again",
+                            metadata: ["offer": "\(id)", "errors": "\(failures.joined(separator: "; "))"])
+                    }
                 }
             }
             try? await Task.sleep(for: Self.lookInterval)
