@@ -71,10 +71,12 @@ public enum ServiceProbe {
     /// Transport settings for a line kept open to a peer for the life of a process: reconnection attempts at most
     /// 5 s apart. (gRPC's default back-off grows to 2 minutes: a peer back after a minute's outage went unused for
     /// up to 40 s more, and work waiting on it — a receipt to record — waited with it.)
-    public static let longLivedLine = HTTP2ClientTransport.Posix.Config.defaults {
-        $0.backoff = .init(initial: .milliseconds(250), max: .seconds(5), multiplier: 1.6, jitter: 0.2)
-        $0.connection.flushCoalescing = nil
-    }
+    /// Its writes go out at once, as `prompt`'s.
+    public static let longLivedLine = {
+        var config = prompt
+        config.backoff = .init(initial: .milliseconds(250), max: .seconds(5), multiplier: 1.6, jitter: 0.2)
+        return config
+    }()
 
     /// Transport settings whose writes go out at once: gRPC's flush coalescing holds each flush up to 100 µs for more
     /// writes to join it, which on a call that sends one message and waits for the answer is only a delay.
